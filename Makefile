@@ -1,0 +1,198 @@
+# easel — one non-recursive Makefile.
+#
+#   make            build bin/easel (installs missing Debian packages when run as root)
+#   make run        build and open easel on the demo workspace in data/
+#   make test       build and run every test; ends with "N passed, N failed, N skipped"
+#   make test SAN=1 the same under AddressSanitizer + UBSan (also: make asan)
+#   make test-gpu   GPU tests on a machine with a CUDA device (skipped with a reason otherwise)
+#   make bench      benchmarks, one line per result against a named peer
+#   make install PREFIX=/usr/local
+#   make check-layers   include rules of doc/architecture.md
+#
+# Layers (see doc/architecture.md): the engine (src/base, err, log, tensor*, nn_*, backend*,
+# optim*, rng*, gpu/) builds alone into build/libeasel_engine.a with libc, libm, pthreads, BLAS
+# and CUDA only; the core (the rest of src/) adds SQLite, jansson, libcsv; ui/ adds ncursesw
+# and libsixel.
+
+SHELL   := /bin/bash
+PREFIX  ?= /usr/local
+SAN     ?= 0
+BUILD   := $(if $(filter 1,$(SAN)),build-san,build)
+
+CC      ?= cc
+NVCC    ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
+
+DEB_BUILD := build-essential pkg-config libncurses-dev libsixel-dev libsqlite3-dev libstb-dev \
+             libcsv-dev libjansson-dev libopenblas-dev libcriterion-dev
+DEB_TEST  := tmux sqlite3 xvfb xterm x11-apps xdotool imagemagick libsixel-bin
+
+# Install missing packages before pkg-config is asked anything (root), or say what to run.
+ifeq ($(filter deps clean,$(MAKECMDGOALS))$(EASEL_DEPS_ONLY),)
+  ifeq ($(wildcard build/.deps-ok),)
+    $(shell EASEL_DEPS_ONLY=1 $(MAKE) --no-print-directory -s deps >&2)
+  endif
+endif
+
+PKG_ENGINE := openblas
+PKG_CORE   := sqlite3 jansson
+PKG_UI     := ncursesw libsixel
+
+pkgcflags = $(filter-out -D_XOPEN_SOURCE=600 -D_DEFAULT_SOURCE,$(shell pkg-config --cflags $(1) 2>/dev/null))
+pkglibs   = $(shell pkg-config --libs $(1) 2>/dev/null)
+
+WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wno-format-truncation -Werror
+CSTD    := -std=c11 -D_GNU_SOURCE
+OPT     := -O2 -g
+SANITIZERS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SANFL   := $(if $(filter 1,$(SAN)),$(SANITIZERS))
+CFLAGS_BASE := $(CSTD) $(OPT) $(WARN) $(SANFL) -MMD -MP -Isrc -Iui -Igpu -I/usr/include/stb \
+               $(call pkgcflags,$(PKG_ENGINE) $(PKG_CORE) $(PKG_UI))
+CFLAGS_SRC   = $(CFLAGS_BASE) -Wpedantic -Wno-overlength-strings -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS_TEST  = $(CFLAGS_BASE) -Wno-missing-field-initializers -Itests
+LDFLAGS     += $(SANFL)
+
+LIBS_ENGINE := $(call pkglibs,$(PKG_ENGINE)) -lpthread -lm -ldl
+LIBS_CORE   := $(call pkglibs,$(PKG_CORE)) -lcsv
+LIBS_UI     := $(call pkglibs,$(PKG_UI))
+LIBS_TEST   := $(call pkglibs,criterion)
+
+# ---- sources by layer --------------------------------------------------------------------
+ENGINE_SRC := src/base.c src/err.c src/log.c \
+              $(sort $(wildcard src/tensor*.c src/nn_*.c src/backend*.c src/optim*.c src/rng*.c)) \
+              $(sort $(wildcard gpu/*.c))
+MAIN_SRC   := src/main.c
+CORE_SRC   := $(filter-out $(ENGINE_SRC) $(MAIN_SRC),$(sort $(wildcard src/*.c)))
+UI_SRC     := $(sort $(wildcard ui/*.c))
+CU_SRC     := $(if $(NVCC),$(sort $(wildcard gpu/*.cu)))
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+ENGINE_OBJ := $(call obj,$(ENGINE_SRC)) $(patsubst %.cu,$(BUILD)/%.cu.o,$(CU_SRC))
+CORE_OBJ   := $(call obj,$(CORE_SRC))
+UI_OBJ     := $(call obj,$(UI_SRC))
+
+ifneq ($(NVCC),)
+  CUDA_HOME   := $(patsubst %/bin/nvcc,%,$(NVCC))
+  CFLAGS_BASE += -DEASEL_CUDA=1 -I$(CUDA_HOME)/include
+  CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas
+  LIBS_ENGINE += $(if $(CU_SRC),$(CUDA_LIBS))
+  NVFLAGS     := -O2 -g -std=c++17 -Isrc -Igpu -DEASEL_CUDA=1 \
+                 -Werror all-warnings -Xcompiler -Wall,-Werror \
+                 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+endif
+ifeq ($(EASEL_DEPS_ONLY),)
+  ifneq ($(NVCC),)
+    $(info easel: CUDA build with $(NVCC))
+  else
+    $(info easel: CPU-only build (no nvcc found; set NVCC=/path/to/nvcc to build gpu/))
+  endif
+endif
+
+TEST_SRC        := $(sort $(wildcard tests/test_*.c))
+TEST_ENGINE_SRC := $(filter tests/test_engine% tests/test_nn% tests/test_tensor% tests/test_gpu%,$(TEST_SRC))
+TEST_APP_SRC    := $(filter-out $(TEST_ENGINE_SRC),$(TEST_SRC))
+TEST_SUPPORT    := $(call obj,$(sort $(wildcard tests/support_*.c)))
+TEST_BIN        := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+DEPS_STAMP := build/.deps-ok
+
+.PHONY: all run test test-gpu asan bench install check-layers clean deps demo
+all: bin/easel
+
+# ---- dependencies: installed by the build when root, else the exact command is printed -----
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP):
+	@mkdir -p build; missing=""; \
+	for p in $(DEB_BUILD) $(DEB_TEST); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "easel: installing Debian packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >build/apt.log 2>&1 \
+	      || { echo "easel: apt-get failed, see build/apt.log"; tail -n 20 build/apt.log; exit 1; }; \
+	  else \
+	    echo "easel: missing Debian packages. Run:"; \
+	    echo "  sudo apt-get install -y --no-install-recommends$$missing"; exit 1; \
+	  fi; \
+	fi; touch $@
+
+# ---- libraries and the binary ---------------------------------------------------------------
+$(BUILD)/libeasel_engine.a: $(ENGINE_OBJ)
+	@mkdir -p $(@D); rm -f $@; ar rcs $@ $^
+$(BUILD)/libeasel_core.a: $(CORE_OBJ)
+	@mkdir -p $(@D); rm -f $@; ar rcs $@ $^
+$(BUILD)/libeasel_ui.a: $(UI_OBJ)
+	@mkdir -p $(@D); rm -f $@; ar rcs $@ $^
+
+APP_LIBS := $(BUILD)/libeasel_ui.a $(BUILD)/libeasel_core.a $(BUILD)/libeasel_engine.a
+APP_LDLIBS := $(LIBS_UI) $(LIBS_CORE) $(LIBS_ENGINE)
+
+$(BUILD)/bin/easel: $(call obj,$(MAIN_SRC)) $(APP_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $< -Wl,--start-group $(APP_LIBS) -Wl,--end-group $(APP_LDLIBS)
+
+bin/easel: $(BUILD)/bin/easel
+	@mkdir -p bin; cp -f $< $@
+
+$(BUILD)/src/%.o: src/%.c $(DEPS_STAMP)
+	@mkdir -p $(@D); $(CC) $(CFLAGS_SRC) -c -o $@ $<
+$(BUILD)/ui/%.o: ui/%.c $(DEPS_STAMP)
+	@mkdir -p $(@D); $(CC) $(CFLAGS_SRC) -c -o $@ $<
+$(BUILD)/gpu/%.o: gpu/%.c $(DEPS_STAMP)
+	@mkdir -p $(@D); $(CC) $(CFLAGS_SRC) -c -o $@ $<
+$(BUILD)/gpu/%.cu.o: gpu/%.cu $(DEPS_STAMP)
+	@mkdir -p $(@D); $(NVCC) $(NVFLAGS) -c -o $@ $<
+$(BUILD)/tests/%.o: tests/%.c $(DEPS_STAMP)
+	@mkdir -p $(@D); $(CC) $(CFLAGS_TEST) -c -o $@ $<
+$(BUILD)/bench/%.o: bench/%.c $(DEPS_STAMP)
+	@mkdir -p $(@D); $(CC) $(CFLAGS_TEST) -c -o $@ $<
+
+# Engine tests link the engine alone: it must build and test without UI or store libraries.
+$(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_ENGINE_SRC)): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libeasel_engine.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ENGINE) $(LIBS_TEST)
+$(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_APP_SRC)): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT) $(APP_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $< $(TEST_SUPPORT) -Wl,--start-group $(APP_LIBS) -Wl,--end-group $(APP_LDLIBS) $(LIBS_TEST)
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(APP_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $< -Wl,--start-group $(APP_LIBS) -Wl,--end-group $(APP_LDLIBS)
+
+# ---- the two commands -----------------------------------------------------------------------
+DEMO_DB := data/demo.db
+demo: $(DEMO_DB)
+$(DEMO_DB): bin/easel data/prompts.csv data/multihead_ratings.csv
+	@rm -f $@ $@-wal $@-shm
+	@bin/easel --db $@.tmp init >/dev/null && \
+	 bin/easel --db $@.tmp import prompts data/prompts.csv >/dev/null && \
+	 bin/easel --db $@.tmp import images data/images >/dev/null && \
+	 bin/easel --db $@.tmp import ratings data/multihead_ratings.csv >/dev/null && \
+	 mv $@.tmp $@ && rm -f $@.tmp-wal $@.tmp-shm && echo "easel: demo workspace $@ ready"
+
+run: bin/easel $(DEMO_DB)
+	bin/easel --db $(DEMO_DB)
+
+test: bin/easel $(TEST_BIN)
+	@BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN)
+
+asan:
+	$(MAKE) test SAN=1
+
+test-gpu: bin/easel $(TEST_BIN)
+	@BUILD=$(BUILD) EASEL_TEST_GPU=1 bash tests/run_all.sh $(filter %gpu%,$(TEST_BIN))
+
+bench: bin/easel $(BENCH_BIN)
+	@BUILD=$(BUILD) bash bench/run_all.sh $(BENCH_BIN)
+
+install: bin/easel
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/easel
+	install -m 755 bin/easel $(DESTDIR)$(PREFIX)/bin/easel
+	cp -r assets/. $(DESTDIR)$(PREFIX)/share/easel/
+
+check-layers:
+	@bash tests/check_layers.sh
+
+clean:
+	rm -rf build/libeasel* build/src build/ui build/gpu build/tests build/bench build/bin build-san bin
+
+-include $(shell find build build-san -name '*.d' 2>/dev/null)

@@ -1,0 +1,65 @@
+/* cli — the subcommand table and shared helpers. See cli.h. */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+#include "store.h"
+
+const CliCommand cli_commands[] = {
+    {"init", cli_init_main, "create the store (idempotent)"},
+    /* more subcommands: one line each, in the order `easel --help` lists them */
+    {NULL, NULL, NULL},
+};
+
+const CliCommand *cli_find(const char *name) {
+    for (const CliCommand *c = cli_commands; c->name; c++)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    return NULL;
+}
+
+void cli_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("easel: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int cli_fail(const Err *err) {
+    cli_error("%s", err->msg[0] ? err->msg : err_name(err->code));
+    return err->code == ERR_USAGE ? 2 : 1;
+}
+
+int cli_wants_help(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int cli_init_main(const CliGlobal *g, int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: easel [--db PATH] init\n\n"
+               "Create the store at PATH (default $EASEL_DB, else ./easel.db), or migrate an\n"
+               "existing one to this version's schema. Running it again changes nothing.\n\n"
+               "example:\n  easel --db work/easel.db init\n");
+        return 0;
+    }
+    if (argc > 1) {
+        cli_error("init: unexpected argument '%s' (see 'easel init --help')", argv[1]);
+        return 2;
+    }
+    Err err = {0};
+    Store *st = store_open(g->db_path, &err);
+    if (!st)
+        return cli_fail(&err);
+    printf("store %s at schema version %d\n", g->db_path, store_version(st));
+    store_close(st);
+    return 0;
+}

@@ -1,0 +1,45 @@
+/* cli — the `easel` subcommands. main() parses the global flags (--db, --help, --version)
+ * and dispatches through the table in cli.c; each subcommand lives in src/cli_<area>.c.
+ *
+ * Contract of every subcommand: print results on stdout, errors on stderr starting with
+ * "easel: "; return 0 on success, 1 on failure, 2 on a usage error; "--help" prints a usage
+ * text with an example and returns 0.
+ */
+#ifndef EASEL_CLI_H
+#define EASEL_CLI_H
+
+#include <stdio.h>
+
+#include "err.h"
+
+typedef struct CliGlobal {
+    const char *db_path;   /* --db, else $EASEL_DB, else ./easel.db */
+    const char *program;   /* argv[0] */
+} CliGlobal;
+
+typedef int (*CliRun)(const CliGlobal *g, int argc, char **argv);
+
+typedef struct CliCommand {
+    const char *name;      /* "import" */
+    CliRun run;            /* argv[0] is the subcommand name */
+    const char *summary;   /* one line for `easel --help` */
+} CliCommand;
+
+/* The table, ended by a {NULL} entry. */
+extern const CliCommand cli_commands[];
+
+const CliCommand *cli_find(const char *name);
+
+/* Print "easel: " + message to stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Print an Err as "easel: msg" and return the exit status for it (2 for ERR_USAGE, else 1). */
+int cli_fail(const Err *err);
+
+/* True if argv holds -h or --help. */
+int cli_wants_help(int argc, char **argv);
+
+/* Subcommands (src/cli_*.c). */
+int cli_init_main(const CliGlobal *g, int argc, char **argv);
+
+#endif

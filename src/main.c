@@ -1,0 +1,63 @@
+/* main — the `easel` program: global flags, then a subcommand from the table in cli.c.
+ * With no subcommand easel opens the TUI (ui/). Only main() chooses the exit status. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define EASEL_VERSION "0.1.0"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: easel [--db PATH] [COMMAND [ARGS]]\n\n"
+               "easel — terminal workstation for multi-head RLHF of text-to-image models.\n\n"
+               "global options:\n"
+               "  --db PATH      the store (default $EASEL_DB, else ./easel.db)\n"
+               "  -h, --help     this text; 'easel COMMAND --help' for a command\n"
+               "  --version      print the version\n\n"
+               "commands:\n");
+    for (const CliCommand *c = cli_commands; c->name; c++)
+        fprintf(f, "  %-12s %s\n", c->name, c->summary);
+}
+
+int main(int argc, char **argv) {
+    CliGlobal g = {0};
+    g.program = argv[0];
+    g.db_path = getenv("EASEL_DB");
+    if (!g.db_path || !*g.db_path)
+        g.db_path = "easel.db";
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--db") == 0) {
+            if (i + 1 >= argc) {
+                cli_error("--db needs a path (e.g. --db work/easel.db)");
+                return 2;
+            }
+            g.db_path = argv[++i];
+        } else if (strncmp(a, "--db=", 5) == 0) {
+            g.db_path = a + 5;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--version") == 0) {
+            printf("easel %s\n", EASEL_VERSION);
+            return 0;
+        } else if (a[0] == '-') {
+            cli_error("unknown option '%s' (see 'easel --help')", a);
+            return 2;
+        } else {
+            break;
+        }
+    }
+    if (i >= argc) {
+        usage(stdout);
+        return 0;
+    }
+    const CliCommand *c = cli_find(argv[i]);
+    if (!c) {
+        cli_error("unknown command '%s' (see 'easel --help')", argv[i]);
+        return 2;
+    }
+    return c->run(&g, argc - i, argv + i);
+}

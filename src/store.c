@@ -1,0 +1,539 @@
+/* store — open, migrate, transactions, the statement cache. See store.h.
+ *
+ * Schema history (PRAGMA user_version):
+ *   0  empty file
+ *   1  the workspace: prompts, images, annotators, aspects (the five), ratings + history,
+ *      flags, pairs, runs, metrics, jobs (+deps, log), checkpoints, models, embeddings, scores
+ * A migration runs inside BEGIN IMMEDIATE and re-reads user_version under the lock, so two
+ * processes opening an old store at once migrate it exactly once.
+ *
+ * Invariants kept by the schema itself, so no code path can break them:
+ *   - a rating is never deleted (trigger), and an update of its value copies the old value
+ *     into rating_history first (trigger);
+ *   - one current value per (image, annotator, aspect) (unique key);
+ *   - values lie in 0..10 (check).
+ */
+#include "store.h"
+#include "store_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base.h"
+
+/* ---- schema ----------------------------------------------------------------------------- */
+
+static const char *const migrations[] = {
+    /* 0 -> 1 */
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+
+    "CREATE TABLE prompts("
+    "  id INTEGER PRIMARY KEY,"
+    "  ext_id TEXT NOT NULL UNIQUE,"             /* prompt_id of the CSV files, as text */
+    "  text TEXT NOT NULL,"
+    "  created_at REAL NOT NULL);"
+
+    "CREATE TABLE images("
+    "  id INTEGER PRIMARY KEY,"
+    "  prompt_id INTEGER REFERENCES prompts(id),"
+    "  path TEXT NOT NULL UNIQUE,"               /* see store_path_to_stored */
+    "  seed INTEGER,"
+    "  generator TEXT,"                          /* JSON: model, steps, guidance, gpu_id... */
+    "  width INTEGER,"
+    "  height INTEGER,"
+    "  sha256 TEXT,"                             /* hex of the file's bytes */
+    "  missing INTEGER NOT NULL DEFAULT 0,"
+    "  created_at REAL NOT NULL);"
+    "CREATE INDEX images_prompt ON images(prompt_id);"
+    "CREATE INDEX images_sha ON images(sha256);"
+
+    "CREATE TABLE annotators("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  created_at REAL NOT NULL);"
+
+    "CREATE TABLE aspects("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  position INTEGER NOT NULL,"
+    "  rubric TEXT NOT NULL DEFAULT '');"
+    "INSERT INTO aspects(name, position, rubric) VALUES"
+    "  ('spatial', 0, 'Composition and layout: balance, framing, rule of thirds, focal point'),"
+    "  ('icono', 1, 'Iconography: the objects, symbols and story the prompt asks for'),"
+    "  ('style', 2, 'Style: technique, colour harmony and palette, visual coherence'),"
+    "  ('fidelity', 3, 'Technical quality: sharpness, no noise, artefacts or blur'),"
+    "  ('material', 4, 'Materials: texture realism, surfaces, light on them');"
+
+    "CREATE TABLE ratings("
+    "  id INTEGER PRIMARY KEY,"
+    "  image_id INTEGER NOT NULL REFERENCES images(id),"
+    "  annotator_id INTEGER NOT NULL REFERENCES annotators(id),"
+    "  aspect_id INTEGER NOT NULL REFERENCES aspects(id),"
+    "  value REAL NOT NULL CHECK (value >= 0 AND value <= 10),"
+    "  seconds REAL,"                            /* time spent on the image, if known */
+    "  source TEXT NOT NULL DEFAULT '',"         /* 'tui', 'import:FILE', ... */
+    "  created_at REAL NOT NULL,"
+    "  updated_at REAL NOT NULL,"
+    "  UNIQUE(image_id, annotator_id, aspect_id));"
+    "CREATE INDEX ratings_annotator ON ratings(annotator_id, image_id);"
+    "CREATE TABLE rating_history("
+    "  id INTEGER PRIMARY KEY,"
+    "  rating_id INTEGER NOT NULL REFERENCES ratings(id),"
+    "  value REAL NOT NULL,"
+    "  seconds REAL,"
+    "  source TEXT NOT NULL,"
+    "  set_at REAL NOT NULL,"                    /* when that value was entered */
+    "  replaced_at REAL NOT NULL);"
+    "CREATE TRIGGER ratings_keep_history AFTER UPDATE OF value ON ratings"
+    "  WHEN old.value IS NOT new.value BEGIN"
+    "  INSERT INTO rating_history(rating_id, value, seconds, source, set_at, replaced_at)"
+    "  VALUES (old.id, old.value, old.seconds, old.source, old.updated_at, new.updated_at);"
+    "  END;"
+    "CREATE TRIGGER ratings_never_deleted BEFORE DELETE ON ratings BEGIN"
+    "  SELECT RAISE(ABORT, 'ratings are never deleted');"
+    "  END;"
+
+    "CREATE TABLE flags("
+    "  id INTEGER PRIMARY KEY,"
+    "  image_id INTEGER NOT NULL REFERENCES images(id),"
+    "  annotator_id INTEGER REFERENCES annotators(id),"
+    "  comment TEXT NOT NULL DEFAULT '',"
+    "  created_at REAL NOT NULL,"
+    "  resolved_at REAL);"
+
+    "CREATE TABLE pairs("
+    "  id INTEGER PRIMARY KEY,"
+    "  prompt_id INTEGER REFERENCES prompts(id),"
+    "  img_pos INTEGER NOT NULL REFERENCES images(id),"  /* always the preferred image */
+    "  img_neg INTEGER NOT NULL REFERENCES images(id),"
+    "  label REAL NOT NULL DEFAULT 1.0,"
+    "  aspect TEXT NOT NULL DEFAULT '',"         /* '' = overall / combined */
+    "  rating_pos REAL,"
+    "  rating_neg REAL,"
+    "  rating_diff REAL,"
+    "  source TEXT NOT NULL DEFAULT 'import',"
+    "  created_at REAL NOT NULL,"
+    "  UNIQUE(img_pos, img_neg, aspect, source));"
+
+    "CREATE TABLE runs("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  kind TEXT NOT NULL,"                      /* 'train-reward', 'eval-reward', ... */
+    "  config TEXT NOT NULL DEFAULT '{}',"       /* JSON */
+    "  state TEXT NOT NULL DEFAULT 'running',"
+    "  job_id INTEGER REFERENCES jobs(id),"
+    "  output TEXT,"
+    "  created_at REAL NOT NULL,"
+    "  updated_at REAL NOT NULL);"
+    "CREATE TABLE metrics("
+    "  run_id INTEGER NOT NULL REFERENCES runs(id),"
+    "  split TEXT NOT NULL,"                     /* 'train', 'val', 'sys' */
+    "  name TEXT NOT NULL,"                      /* 'loss', 'spatial_f1', 'lr', ... */
+    "  step INTEGER NOT NULL,"
+    "  epoch REAL,"
+    "  value REAL NOT NULL,"
+    "  t REAL NOT NULL,"
+    "  PRIMARY KEY(run_id, split, name, step)) WITHOUT ROWID;"
+
+    "CREATE TABLE jobs("
+    "  id INTEGER PRIMARY KEY,"
+    "  kind TEXT NOT NULL,"
+    "  params TEXT NOT NULL DEFAULT '{}',"       /* JSON */
+    "  state TEXT NOT NULL DEFAULT 'queued' CHECK (state IN"
+    "    ('queued','running','succeeded','failed','cancelled','interrupted')),"
+    "  priority INTEGER NOT NULL DEFAULT 0,"
+    "  done REAL NOT NULL DEFAULT 0,"
+    "  total REAL NOT NULL DEFAULT 0,"
+    "  rate REAL,"                               /* units per second */
+    "  unit TEXT NOT NULL DEFAULT '',"
+    "  gpus_wanted INTEGER NOT NULL DEFAULT 0,"
+    "  gpus TEXT,"                               /* the GPUs it holds, e.g. '0,1' */
+    "  worker TEXT,"                             /* host:pid:thread */
+    "  pid INTEGER,"
+    "  host TEXT,"
+    "  heartbeat_at REAL,"
+    "  cancel_requested INTEGER NOT NULL DEFAULT 0,"
+    "  checkpoint TEXT,"                         /* JSON the job kind resumes from */
+    "  retry_of INTEGER REFERENCES jobs(id),"
+    "  message TEXT,"
+    "  created_at REAL NOT NULL,"
+    "  started_at REAL,"
+    "  finished_at REAL);"
+    "CREATE INDEX jobs_state ON jobs(state, priority);"
+    "CREATE TABLE job_deps("
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    "  depends_on INTEGER NOT NULL REFERENCES jobs(id),"
+    "  PRIMARY KEY(job_id, depends_on)) WITHOUT ROWID;"
+    "CREATE TABLE job_log("
+    "  id INTEGER PRIMARY KEY,"
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    "  t REAL NOT NULL,"
+    "  line TEXT NOT NULL);"
+    "CREATE INDEX job_log_job ON job_log(job_id, id);"
+
+    "CREATE TABLE checkpoints("
+    "  id INTEGER PRIMARY KEY,"
+    "  run_id INTEGER REFERENCES runs(id),"
+    "  name TEXT NOT NULL,"                      /* 'best', 'final', 'checkpoint-4' */
+    "  path TEXT NOT NULL,"
+    "  step INTEGER,"
+    "  epoch REAL,"
+    "  metrics TEXT,"                            /* JSON */
+    "  created_at REAL NOT NULL,"
+    "  UNIQUE(run_id, name));"
+
+    "CREATE TABLE models("
+    "  id INTEGER PRIMARY KEY,"
+    "  kind TEXT NOT NULL,"                      /* 'clip' */
+    "  name TEXT NOT NULL UNIQUE,"
+    "  path TEXT NOT NULL,"
+    "  config TEXT,"
+    "  created_at REAL NOT NULL);"
+
+    "CREATE TABLE embeddings("
+    "  encoder TEXT NOT NULL,"                   /* 'classic', 'clip:NAME' */
+    "  kind TEXT NOT NULL CHECK (kind IN ('image','text')),"
+    "  key TEXT NOT NULL,"                       /* image sha256, or sha256 of the text */
+    "  dim INTEGER NOT NULL,"                    /* floats per token */
+    "  n_tokens INTEGER NOT NULL DEFAULT 1,"     /* pooled vector first, then tokens */
+    "  data BLOB NOT NULL,"                      /* little-endian f32, n_tokens * dim */
+    "  created_at REAL NOT NULL,"
+    "  PRIMARY KEY(encoder, kind, key)) WITHOUT ROWID;"
+
+    "CREATE TABLE scores("
+    "  id INTEGER PRIMARY KEY,"
+    "  checkpoint TEXT NOT NULL,"                /* checkpoint folder */
+    "  image_id INTEGER NOT NULL REFERENCES images(id),"
+    "  head TEXT NOT NULL,"                      /* aspect name or 'combined' */
+    "  value REAL NOT NULL,"
+    "  created_at REAL NOT NULL,"
+    "  UNIQUE(checkpoint, image_id, head));",
+};
+
+int store_schema_version(void) { return (int)ARRAY_LEN(migrations); }
+
+/* ---- errors and statements ---------------------------------------------------------------- */
+
+int store_err(Store *st, Err *err, const char *context) {
+    int rc = sqlite3_extended_errcode(st->db);
+    int code = ERR_DB;
+    if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+        code = ERR_BUSY;
+    else if ((rc & 0xff) == SQLITE_CONSTRAINT)
+        code = ERR_CONFLICT;
+    return err_set(err, code, "%s: %s (%s)", context, sqlite3_errmsg(st->db), st->path);
+}
+
+sqlite3_stmt *store_stmt(Store *st, const char *sql, Err *err) {
+    for (int i = 0; i < st->n_cache; i++) {
+        if (st->cache[i].sql == sql) {
+            sqlite3_stmt *s = st->cache[i].stmt;
+            sqlite3_reset(s);
+            sqlite3_clear_bindings(s);
+            return s;
+        }
+    }
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK) {
+        store_err(st, err, "prepare");
+        return NULL;
+    }
+    if (st->n_cache < STORE_STMT_CACHE) {
+        st->cache[st->n_cache].sql = sql;
+        st->cache[st->n_cache].stmt = s;
+        st->n_cache++;
+    } else {
+        /* Cache full: evict the oldest entry (rare; the cache is sized for all our SQL). */
+        sqlite3_finalize(st->cache[0].stmt);
+        memmove(&st->cache[0], &st->cache[1], sizeof st->cache[0] * (STORE_STMT_CACHE - 1));
+        st->cache[STORE_STMT_CACHE - 1].sql = sql;
+        st->cache[STORE_STMT_CACHE - 1].stmt = s;
+    }
+    return s;
+}
+
+/* SQLITE_BUSY can still come back after the busy timeout in WAL edge cases (a snapshot that
+ * cannot be upgraded, a checkpoint in progress). Retry with backoff for up to ~2 minutes. */
+static void backoff(int attempt) {
+    long us = 1000L << (attempt < 8 ? attempt : 8); /* 1 ms .. 256 ms */
+    us += rand() % 1000;
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+int store_step(Store *st, sqlite3_stmt *stmt) {
+    (void)st;
+    int rc;
+    for (int attempt = 0;; attempt++) {
+        rc = sqlite3_step(stmt);
+        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || attempt > 600)
+            break;
+        sqlite3_reset(stmt);
+        backoff(attempt);
+    }
+    return rc;
+}
+
+int store_exec(Store *st, const char *sql, Err *err) {
+    char *msg = NULL;
+    int rc;
+    for (int attempt = 0;; attempt++) {
+        rc = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
+        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || attempt > 600)
+            break;
+        sqlite3_free(msg);
+        msg = NULL;
+        backoff(attempt);
+    }
+    if (rc != SQLITE_OK) {
+        int code = (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) ? ERR_BUSY : ERR_DB;
+        err_set(err, code, "%s (%s)", msg ? msg : sqlite3_errstr(rc), st->path);
+        sqlite3_free(msg);
+        return code;
+    }
+    return 0;
+}
+
+int store_bind_text(sqlite3_stmt *stmt, int i, const char *s) {
+    return s ? sqlite3_bind_text(stmt, i, s, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(stmt, i);
+}
+
+char *store_col_text(sqlite3_stmt *stmt, int i) {
+    const unsigned char *t = sqlite3_column_text(stmt, i);
+    return t ? xstrdup((const char *)t) : NULL;
+}
+
+/* ---- transactions --------------------------------------------------------------------------- */
+
+int store_begin(Store *st, Err *err) {
+    if (st->tx_depth++ > 0)
+        return 0;
+    st->tx_failed = 0;
+    int rc = store_exec(st, "BEGIN IMMEDIATE", err);
+    if (rc)
+        st->tx_depth = 0;
+    return rc;
+}
+
+int store_commit(Store *st, Err *err) {
+    ASSERT(st->tx_depth > 0);
+    if (--st->tx_depth > 0)
+        return 0;
+    if (st->tx_failed) {
+        store_exec(st, "ROLLBACK", NULL);
+        return err_set(err, ERR_CONFLICT, "transaction was rolled back by an inner failure");
+    }
+    int rc = store_exec(st, "COMMIT", err);
+    if (rc) {
+        store_exec(st, "ROLLBACK", NULL);
+    }
+    return rc;
+}
+
+void store_rollback(Store *st) {
+    ASSERT(st->tx_depth > 0);
+    if (--st->tx_depth > 0) {
+        st->tx_failed = 1;
+        return;
+    }
+    if (!sqlite3_get_autocommit(st->db))
+        store_exec(st, "ROLLBACK", NULL);
+}
+
+/* ---- open and migrate ------------------------------------------------------------------------ */
+
+static int read_version(Store *st, int *version, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, "PRAGMA user_version", err);
+    if (!s)
+        return ERR_DB;
+    int rc = store_step(st, s);
+    if (rc != SQLITE_ROW)
+        return store_err(st, err, "read schema version");
+    *version = sqlite3_column_int(s, 0);
+    sqlite3_reset(s);
+    return 0;
+}
+
+static int migrate(Store *st, Err *err) {
+    int v;
+    int rc = read_version(st, &v, err);
+    if (rc)
+        return rc;
+    if (v == store_schema_version())
+        return 0;
+    if (v > store_schema_version())
+        return err_set(err, ERR_FORMAT,
+                       "%s: store schema version %d is newer than this easel (%d); "
+                       "use a newer easel", st->path, v, store_schema_version());
+    if ((rc = store_begin(st, err)))
+        return rc;
+    if ((rc = read_version(st, &v, err))) /* again, under the write lock */
+        goto out_rollback;
+    for (; v < store_schema_version(); v++) {
+        if ((rc = store_exec(st, migrations[v], err))) {
+            err_prefix(err, "migrate store from version %d", v);
+            goto out_rollback;
+        }
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
+        if ((rc = store_exec(st, pragma, err)))
+            goto out_rollback;
+    }
+    return store_commit(st, err);
+out_rollback:
+    store_rollback(st);
+    return rc;
+}
+
+static char *abs_dir_of(const char *path) {
+    if (strcmp(path, ":memory:") == 0 || path[0] == '\0')
+        return xstrdup(".");
+    char *copy = xstrdup(path);
+    char *slash = strrchr(copy, '/');
+    const char *dir = ".";
+    if (slash == copy)
+        dir = "/";
+    else if (slash) {
+        *slash = '\0';
+        dir = copy;
+    }
+    char buf[PATH_MAX];
+    char *res = realpath(dir, buf) ? xstrdup(buf) : xstrdup(dir);
+    free(copy);
+    return res;
+}
+
+static Store *open_flags(const char *path, int flags, Err *err) {
+    Store *st = xcalloc(1, sizeof *st);
+    st->path = xstrdup(path);
+    if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
+        err_set(err, ERR_IO, "%s: cannot open store: %s", path,
+                st->db ? sqlite3_errmsg(st->db) : "out of memory");
+        goto out_free;
+    }
+    st->dir = abs_dir_of(path);
+    sqlite3_extended_result_codes(st->db, 1);
+    sqlite3_busy_timeout(st->db, 10000);
+    /* Validate the file is a database before anything writes to it. */
+    if (store_exec(st, "SELECT count(*) FROM sqlite_schema", err)) {
+        err_set(err, ERR_FORMAT, "%s: not an easel store (not a SQLite database)", path);
+        goto out_free;
+    }
+    if (store_exec(st, "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; "
+                       "PRAGMA synchronous=NORMAL;", err))
+        goto out_free;
+    if (migrate(st, err))
+        goto out_free;
+    return st;
+out_free:
+    store_close(st);
+    return NULL;
+}
+
+Store *store_open(const char *path, Err *err) {
+    return open_flags(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err);
+}
+
+Store *store_open_existing(const char *path, Err *err) {
+    if (strcmp(path, ":memory:") != 0 && access(path, F_OK) != 0) {
+        err_set(err, ERR_NOTFOUND, "%s: no store here; create one with 'easel init' or pass --db",
+                path);
+        return NULL;
+    }
+    return open_flags(path, SQLITE_OPEN_READWRITE, err);
+}
+
+void store_close(Store *st) {
+    if (!st)
+        return;
+    if (st->db) {
+        if (!sqlite3_get_autocommit(st->db))
+            sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        for (int i = 0; i < st->n_cache; i++)
+            sqlite3_finalize(st->cache[i].stmt);
+        sqlite3_close_v2(st->db);
+    }
+    free(st->path);
+    free(st->dir);
+    free(st);
+}
+
+int store_version(Store *st) {
+    int v = -1;
+    read_version(st, &v, NULL);
+    return v;
+}
+
+const char *store_path(const Store *st) { return st->path; }
+const char *store_dir(const Store *st) { return st->dir; }
+
+/* ---- paths ----------------------------------------------------------------------------------- */
+
+/* Lexically normalise an absolute path: collapse //, /./ and /../. */
+static char *normalize_abs(const char *p) {
+    size_t n = strlen(p);
+    char *out = xmalloc(n + 2);
+    size_t o = 0;
+    const char *s = p;
+    while (*s) {
+        while (*s == '/')
+            s++;
+        if (!*s)
+            break;
+        const char *e = strchr(s, '/');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        if (len == 1 && s[0] == '.') {
+        } else if (len == 2 && s[0] == '.' && s[1] == '.') {
+            while (o > 0 && out[o - 1] != '/')
+                o--;
+            if (o > 0)
+                o--;
+        } else {
+            out[o++] = '/';
+            memcpy(out + o, s, len);
+            o += len;
+        }
+        s += len;
+    }
+    if (o == 0)
+        out[o++] = '/';
+    out[o] = '\0';
+    return out;
+}
+
+static char *absolute(const char *path) {
+    if (path[0] == '/')
+        return normalize_abs(path);
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+        return xstrdup(path);
+    char *joined = xasprintf("%s/%s", cwd, path);
+    char *res = normalize_abs(joined);
+    free(joined);
+    return res;
+}
+
+char *store_path_to_stored(const Store *st, const char *path) {
+    char *abs = absolute(path);
+    char *dir = normalize_abs(st->dir);
+    size_t n = strlen(dir);
+    char *res;
+    if (strcmp(dir, "/") != 0 && strncmp(abs, dir, n) == 0 && abs[n] == '/')
+        res = xstrdup(abs + n + 1);
+    else
+        res = xstrdup(abs);
+    free(abs);
+    free(dir);
+    return res;
+}
+
+char *store_path_resolve(const Store *st, const char *stored) {
+    if (stored[0] == '/')
+        return xstrdup(stored);
+    return xasprintf("%s/%s", st->dir, stored);
+}

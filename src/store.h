@@ -1,0 +1,59 @@
+/* store — the one SQLite file that holds a workspace: prompts, images, annotators, aspects,
+ * ratings (with history), flags, preference pairs, runs and their metrics, jobs, checkpoints,
+ * models, embeddings and scores.
+ *
+ * All SQL of easel lives in src/store*.c; everyone else calls these typed functions and sees
+ * plain structs. The schema is versioned with PRAGMA user_version and migrated on open, under
+ * a write lock, so several processes may open one store at once.
+ *
+ * Thread safety: a Store is one connection; use it from one thread at a time. Each thread
+ * opens its own Store (WAL mode, busy timeout), as do several processes — annotators over
+ * SSH on one machine. Write transactions are BEGIN IMMEDIATE and retried with backoff, so
+ * "database is locked" does not reach users unless the store stays locked for minutes.
+ *
+ * Domain functions are declared in the store_*.h headers (store_catalog.h, store_ratings.h,
+ * store_jobs.h, ...), each implemented in the .c of the same name.
+ */
+#ifndef EASEL_STORE_H
+#define EASEL_STORE_H
+
+#include "err.h"
+
+typedef struct Store Store;
+
+/* Number of the newest schema version this build knows. */
+int store_schema_version(void);
+
+/* Open (creating if missing) and migrate the store at PATH (":memory:" for tests).
+ * Returns NULL and sets err on failure: not a SQLite file, newer schema than this build,
+ * unwritable folder. The caller frees with store_close. */
+Store *store_open(const char *path, Err *err);
+
+/* Open only if PATH exists and is a store; never creates. */
+Store *store_open_existing(const char *path, Err *err);
+
+void store_close(Store *st); /* NULL allowed; rolls back an open transaction */
+
+/* Schema version the file is at (after open, always store_schema_version()). */
+int store_version(Store *st);
+
+/* Path as given, and the absolute folder that holds the store file ("." for :memory:).
+ * Borrowed; valid until store_close. */
+const char *store_path(const Store *st);
+const char *store_dir(const Store *st);
+
+/* Write transactions. store_begin takes the write lock (BEGIN IMMEDIATE), waiting with
+ * backoff while other connections hold it. Nested calls are counted: only the outermost
+ * commit commits; a rollback at any depth rolls back the whole transaction. */
+int store_begin(Store *st, Err *err);
+int store_commit(Store *st, Err *err);
+void store_rollback(Store *st);
+
+/* Image paths. A path is stored relative to store_dir() when the file lies inside that tree,
+ * else absolute, so a workspace folder can be moved whole. store_path_to_stored returns that
+ * form for an absolute or cwd-relative PATH; store_path_resolve turns a stored path back into
+ * one that opens from the current directory. Both return a new string the caller frees. */
+char *store_path_to_stored(const Store *st, const char *path);
+char *store_path_resolve(const Store *st, const char *stored);
+
+#endif
