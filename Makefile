@@ -23,7 +23,7 @@ CC      ?= cc
 NVCC    ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
 
 DEB_BUILD := build-essential pkg-config libncurses-dev libsixel-dev libsqlite3-dev libstb-dev \
-             libcsv-dev libjansson-dev libopenblas-dev libcriterion-dev
+             libcsv-dev libjansson-dev libopenblas-dev libcriterion-dev zlib1g-dev
 DEB_TEST  := tmux sqlite3 xvfb xterm x11-apps xdotool imagemagick libsixel-bin
 
 # Install missing packages before pkg-config is asked anything (root), or say what to run.
@@ -34,7 +34,7 @@ ifeq ($(filter deps clean,$(MAKECMDGOALS))$(EASEL_DEPS_ONLY),)
 endif
 
 PKG_ENGINE := openblas
-PKG_CORE   := sqlite3 jansson
+PKG_CORE   := sqlite3 jansson zlib
 PKG_UI     := ncursesw libsixel
 
 pkgcflags = $(filter-out -D_XOPEN_SOURCE=600 -D_DEFAULT_SOURCE,$(shell pkg-config --cflags $(1) 2>/dev/null))
