@@ -122,6 +122,117 @@ def write_hf_vocab(folder):
         f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
+# ---- preprocessing ----------------------------------------------------------------------------
+
+def pattern(w, h, seed):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = 127 + 120 * np.sin(x / (3 + seed) + y / 7.0)
+    g = 255 * (x / max(w - 1, 1))
+    b = 255 * ((x // 6 + y // 5) % 2)  # checker edges
+    img = np.stack([r, g, b], -1) + rng.normal(0, 12, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_images():
+    d = os.path.join(FIX, "images")
+    os.makedirs(d, exist_ok=True)
+    Image.fromarray(pattern(50, 37, 1)).save(os.path.join(d, "rgb_50x37.png"))
+    Image.fromarray(pattern(97, 131, 2)).save(os.path.join(d, "rgb_97x131.png"))
+    Image.fromarray(pattern(300, 200, 3)).save(os.path.join(d, "rgb_300x200.png"))
+    Image.fromarray(pattern(65, 64, 7)).save(os.path.join(d, "rgb_65x64.png"))
+    Image.fromarray(pattern(40, 150, 9)).save(os.path.join(d, "tall_40x150.png"))
+    Image.fromarray(pattern(45, 60, 4)[:, :, 0]).save(os.path.join(d, "grey_45x60.png"))
+    rgba = np.concatenate([pattern(64, 48, 5), (np.arange(64 * 48).reshape(48, 64, 1) * 7 % 256)
+                           .astype(np.uint8)], -1)
+    Image.fromarray(rgba, "RGBA").save(os.path.join(d, "rgba_64x48.png"))
+    Image.fromarray(pattern(70, 40, 6)).quantize(16).save(os.path.join(d, "pal_70x40.png"))
+    Image.fromarray(pattern(120, 90, 8)).save(os.path.join(d, "photo_120x90.jpg"), quality=92)
+    return sorted(os.listdir(d))
+
+
+def _bicubic(x):
+    x = abs(x)
+    if x < 1:
+        return (1.5 * x - 2.5) * x * x + 1
+    if x < 2:
+        return (((x - 5) * x + 8) * x - 4) * -0.5
+    return 0.0
+
+
+def _pass(a, out, axis):
+    """One Pillow 8-bit resampling pass along AXIS (numpy; for the order check)."""
+    if a.shape[axis] == out:
+        return a
+    a = np.moveaxis(a, axis, 0).astype(np.int64)
+    n = a.shape[0]
+    scale = n / out
+    fs = max(scale, 1.0)
+    rows = []
+    for xx in range(out):
+        c = (xx + 0.5) * scale
+        xmin = max(int(c - 2 * fs + 0.5), 0)
+        xmax = min(int(c + 2 * fs + 0.5), n) - xmin
+        k = [_bicubic((x + xmin - c + 0.5) / fs) for x in range(xmax)]
+        ww = sum(k)
+        k = [int(-0.5 + v / ww * (1 << 22)) if v < 0 else int(0.5 + v / ww * (1 << 22)) for v in k]
+        acc = (1 << 21) + np.tensordot(np.array(k, dtype=np.int64), a[xmin:xmin + xmax], (0, 0))
+        rows.append(np.clip(acc >> 22, 0, 255))
+    return np.moveaxis(np.stack(rows), 0, axis)
+
+
+def pass_order_known(im, size):
+    """True if Pillow resized IM to SIZE in the pass order easel uses (horizontal first,
+    vertical first only when the width does not shrink but the height does). Pillow 13
+    also goes vertical-first for some shrinks of both sides by a rule not matched yet."""
+    a = np.asarray(im.convert("RGB") if im.mode not in ("RGB", "L") else im)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    w, h = im.size
+    ow, oh = size
+    vfirst = ow >= w and oh < h
+    ours = _pass(_pass(a, oh, 0), ow, 1) if vfirst else _pass(_pass(a, ow, 1), oh, 0)
+    pil = np.asarray(Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).resize(
+        size, Image.BICUBIC))
+    return np.array_equal(ours.reshape(pil.shape), pil)
+
+
+def make_preprocess(names):
+    """Pillow-side reference: the 8-bit image open_clip's transform has before ToTensor."""
+    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Resize
+    import open_clip.transform as oct
+    size = 64
+    crop = Compose([Resize(size, interpolation=InterpolationMode.BICUBIC), CenterCrop(size),
+                    oct.MaybeConvertMode()])
+    squash = Compose([Resize((size, size), interpolation=InterpolationMode.BICUBIC),
+                      oct.MaybeConvertMode()])
+    # the same pipeline open_clip builds, checked here so the fixture means what it says
+    full = open_clip.image_transform(size, is_train=False)
+    full_sq = open_clip.image_transform(size, is_train=False, resize_mode="squash")
+    out = {}
+    skipped = []
+    for n in names:
+        im = Image.open(os.path.join(FIX, "images", n))
+        for mode, tf, ref in (("crop", crop, full), ("squash", squash, full_sq)):
+            w, h = im.size
+            rs = (size, size) if mode == "squash" else \
+                (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+            if im.mode in ("RGB", "L") and not pass_order_known(im, rs):
+                skipped.append(n + "." + mode)
+                continue
+            u8 = np.asarray(tf(im), dtype=np.uint8).copy()
+            want = ref(im)
+            got = (torch.from_numpy(u8).permute(2, 0, 1).float() / 255
+                   - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+            assert torch.allclose(got, want, atol=1e-6), n
+            out[n + "." + mode] = torch.from_numpy(u8)
+    save_file(out, os.path.join(FIX, "preprocess.safetensors"),
+              metadata={"pillow": Image.__version__, "size": str(size)})
+    print("preprocess:", len(out), "references; left out (Pillow pass order not matched):",
+          skipped)
+
+
 if __name__ == "__main__":
     os.makedirs(FIX, exist_ok=True)
     make_tokenizer()
+    make_preprocess(make_images())
