@@ -232,7 +232,175 @@ def make_preprocess(names):
           skipped)
 
 
+# ---- models -------------------------------------------------------------------------------------
+
+TINY = dict(embed_dim=16,
+            vision_cfg=dict(image_size=32, patch_size=8, width=32, layers=2, head_width=16,
+                            mlp_ratio=4.0),
+            text_cfg=dict(context_length=77, vocab_size=49408, width=8, heads=2, layers=2,
+                          mlp_ratio=4.0))
+
+TEXTS = ["a photo of a cat", "An oil painting of a lighthouse at dusk, by Turner!", "",
+         "🎨 emoji &amp; entities", "long " * 90, "it's a dog's life"]
+
+
+def randomize(model, seed):
+    """Weights of a scale that exercises every op, rounded to bf16-representable values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("logit_scale"):
+                continue
+            if ".ln" in name or "ln_" in name:
+                v = (1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g)
+            elif "embedding" in name or name.endswith("class_embedding"):
+                v = 0.5 * torch.randn(p.shape, generator=g)
+            else:
+                fan_in = p.shape[-1] if p.dim() > 1 else p.shape[0]
+                v = torch.randn(p.shape, generator=g) * (1.0 / fan_in ** 0.5 if p.dim() > 1 else 0.05)
+            p.copy_(v.to(torch.bfloat16).float())
+    return model
+
+
+def openclip_to_hf(sd):
+    out = {}
+    for k, v in sd.items():
+        n = k
+        if k == "visual.proj":
+            out["visual_projection.weight"] = v.t().contiguous()
+            continue
+        if k == "text_projection":
+            out["text_projection.weight"] = v.t().contiguous()
+            continue
+        if k == "logit_scale":
+            out[k] = v
+            continue
+        for a, b in (("visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight"),
+                     ("visual.class_embedding", "vision_model.embeddings.class_embedding"),
+                     ("visual.positional_embedding",
+                      "vision_model.embeddings.position_embedding.weight"),
+                     ("visual.ln_pre", "vision_model.pre_layrnorm"),
+                     ("visual.ln_post", "vision_model.post_layernorm"),
+                     ("visual.transformer.resblocks", "vision_model.encoder.layers"),
+                     ("token_embedding.weight", "text_model.embeddings.token_embedding.weight"),
+                     ("positional_embedding", "text_model.embeddings.position_embedding.weight"),
+                     ("transformer.resblocks", "text_model.encoder.layers"),
+                     ("ln_final", "text_model.final_layer_norm")):
+            if n.startswith(a):
+                n = b + n[len(a):]
+                break
+        n = (n.replace(".ln_1.", ".layer_norm1.").replace(".ln_2.", ".layer_norm2.")
+             .replace(".mlp.c_fc.", ".mlp.fc1.").replace(".mlp.c_proj.", ".mlp.fc2.")
+             .replace(".attn.out_proj.", ".self_attn.out_proj."))
+        if n.endswith("attn.in_proj_weight") or n.endswith("attn.in_proj_bias"):
+            base = n.rsplit(".attn.", 1)[0] + ".self_attn."
+            kind = "weight" if n.endswith("weight") else "bias"
+            for part, t in zip("qkv", v.chunk(3, 0)):
+                out[base + part + "_proj." + kind] = t.contiguous()
+            continue
+        out[n] = v
+    return out
+
+
+def hf_config(cfg, act):
+    from transformers import CLIPConfig
+    v, t = cfg["vision_cfg"], cfg["text_cfg"]
+    c = CLIPConfig(
+        projection_dim=cfg["embed_dim"],
+        text_config=dict(hidden_size=t["width"], intermediate_size=int(t["width"] * 4),
+                         num_attention_heads=t["heads"], num_hidden_layers=t["layers"],
+                         max_position_embeddings=t["context_length"], vocab_size=t["vocab_size"],
+                         hidden_act=act, layer_norm_eps=1e-5, bos_token_id=49406,
+                         eos_token_id=49407, pad_token_id=1),
+        vision_config=dict(hidden_size=v["width"], intermediate_size=int(v["width"] * 4),
+                           num_attention_heads=v["width"] // v.get("head_width", 64),
+                           num_hidden_layers=v["layers"], image_size=v["image_size"],
+                           patch_size=v["patch_size"], hidden_act=act, layer_norm_eps=1e-5))
+    c.architectures = ["CLIPModel"]
+    return c
+
+
+def reference_outputs(model, pixels, texts):
+    tok = SimpleTokenizer()
+    ids = tok(texts)
+    with torch.no_grad():
+        model.visual.output_tokens = True
+        pooled, tokens = model.visual(pixels)
+        model.visual.output_tokens = False
+        img = torch.nn.functional.normalize(pooled, dim=-1)
+        tokens = tokens @ model.visual.proj
+        txt = torch.nn.functional.normalize(model.encode_text(ids), dim=-1)
+    return ids, img, tokens, txt
+
+
+def write_model(folder, cfg, seed, images, texts, hf_folder=None, dtype_hf=torch.bfloat16):
+    from open_clip.model import CLIP
+    torch.manual_seed(seed)
+    model = randomize(CLIP(**cfg, quick_gelu=False).eval(), seed)
+    os.makedirs(folder, exist_ok=True)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, os.path.join(folder, "open_clip_model.safetensors"))
+    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
+        json.dump({"model_cfg": cfg,
+                   "preprocess_cfg": {"mean": list(MEAN), "std": list(STD),
+                                      "interpolation": "bicubic", "resize_mode": "shortest"}},
+                  f, indent=2)
+    shutil.copy(default_bpe(), folder)
+    size = cfg["vision_cfg"]["image_size"]
+    tf = open_clip.image_transform(size, is_train=False)
+    pixels = torch.stack([tf(Image.open(p)) for p in images])
+    ids, img, tokens, txt = reference_outputs(model, pixels, texts)
+    if hf_folder:
+        from transformers import CLIPModel
+        os.makedirs(hf_folder, exist_ok=True)
+        hsd = {k: v.to(dtype_hf).contiguous() for k, v in openclip_to_hf(sd).items()}
+        save_file(hsd, os.path.join(hf_folder, "model.safetensors"), metadata={"format": "pt"})
+        hf_config(cfg, "gelu").save_pretrained(hf_folder)
+        write_hf_vocab(hf_folder)
+        hf = CLIPModel.from_pretrained(hf_folder, torch_dtype=torch.float32).eval()
+        with torch.no_grad():
+            hi = hf.get_image_features(pixel_values=pixels)
+            ht = hf.get_text_features(input_ids=ids)
+            hi = torch.nn.functional.normalize(getattr(hi, "pooler_output", hi), dim=-1)
+            ht = torch.nn.functional.normalize(getattr(ht, "pooler_output", ht), dim=-1)
+        assert (hi - img).abs().max() < 1e-5, (hi - img).abs().max()
+        assert (ht - txt).abs().max() < 1e-5, (ht - txt).abs().max()
+        print("transformers CLIPModel on", hf_folder, "agrees with open_clip")
+    return {"pixels": pixels.contiguous(), "ids": ids.to(torch.int32), "image_embeds": img,
+            "image_tokens": tokens.contiguous(), "text_embeds": txt}
+
+
+def make_tiny():
+    images = [os.path.join(FIX, "images", n) for n in
+              ("rgb_300x200.png", "rgb_97x131.png", "grey_45x60.png")]
+    ref = write_model(os.path.join(FIX, "tiny_openclip"), TINY, 11, images, TEXTS,
+                      hf_folder=os.path.join(FIX, "tiny_hf"))
+    save_file(ref, os.path.join(FIX, "tiny_ref.safetensors"),
+              metadata={"texts": json.dumps(TEXTS), "images": json.dumps(
+                  [os.path.basename(p) for p in images])})
+    print("tiny model written")
+
+
+def make_reference(out):
+    """ViT-B/32-shaped random model + references, for make test-reference (not committed)."""
+    cfg = json.load(open(os.path.join(os.path.dirname(open_clip.__file__), "model_configs",
+                                      "ViT-B-32.json")))
+    images = [os.path.join(FIX, "images", n) for n in
+              ("rgb_300x200.png", "rgb_97x131.png", "photo_120x90.jpg", "rgba_64x48.png")]
+    ref = write_model(os.path.join(out, "vit-b-32"), cfg, 5, images, TEXTS,
+                      hf_folder=os.path.join(out, "vit-b-32-hf"), dtype_hf=torch.float16)
+    save_file(ref, os.path.join(out, "ref.safetensors"),
+              metadata={"texts": json.dumps(TEXTS), "images": json.dumps(
+                  [os.path.basename(p) for p in images])})
+    print("reference model in", out)
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--reference":
+    make_reference(sys.argv[2])
+    sys.exit(0)
+
 if __name__ == "__main__":
     os.makedirs(FIX, exist_ok=True)
     make_tokenizer()
     make_preprocess(make_images())
+    make_tiny()
