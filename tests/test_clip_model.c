@@ -231,7 +231,7 @@ Test(clip_model, wrong_shape_named, .init = mk_tmp, .fini = rm_tmp) {
 }
 
 Test(clip_model, truncated_and_not_safetensors, .init = mk_tmp, .fini = rm_tmp) {
-    char *cmd = xasprintf("head -c 2000000 " FIX "tiny_openclip/open_clip_model.safetensors > "
+    char *cmd = xasprintf("head -c -1000 " FIX "tiny_openclip/open_clip_model.safetensors > "
                           "'%s/open_clip_model.safetensors'", tmp);
     cr_assert_eq(system(cmd), 0);
     free(cmd);
