@@ -73,10 +73,10 @@ UI_OBJ     := $(call obj,$(UI_SRC))
 ifneq ($(NVCC),)
   CUDA_HOME   := $(patsubst %/bin/nvcc,%,$(NVCC))
   CFLAGS_BASE += -DEASEL_CUDA=1 -I$(CUDA_HOME)/include
-  CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas
+  CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
   LIBS_ENGINE += $(if $(CU_SRC),$(CUDA_LIBS))
   NVFLAGS     := -O2 -g -std=c++17 -Isrc -Igpu -DEASEL_CUDA=1 \
-                 -Werror all-warnings -Xcompiler -Wall,-Werror \
+                 -Werror all-warnings -Xcompiler -Wall,-Werror,-Wno-format-truncation \
                  -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
 endif
 ifeq ($(EASEL_DEPS_ONLY),)
@@ -98,7 +98,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all run test test-gpu asan bench install check-layers clean deps demo
+.PHONY: all run test test-gpu asan bench install check-layers clean deps demo bin/easel
 all: bin/easel
 
 # ---- dependencies: installed by the build when root, else the exact command is printed -----
@@ -134,8 +134,9 @@ $(BUILD)/bin/easel: $(call obj,$(MAIN_SRC)) $(APP_LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $< -Wl,--start-group $(APP_LIBS) -Wl,--end-group $(APP_LDLIBS)
 
+# bin/easel is always the binary of the last build (plain or SAN=1).
 bin/easel: $(BUILD)/bin/easel
-	@mkdir -p bin; cp -f $< $@
+	@mkdir -p bin; cmp -s $< $@ || cp -f $< $@
 
 $(BUILD)/src/%.o: src/%.c $(DEPS_STAMP)
 	@mkdir -p $(@D); $(CC) $(CFLAGS_SRC) -c -o $@ $<
@@ -173,7 +174,7 @@ run: bin/easel $(DEMO_DB)
 	bin/easel --db $(DEMO_DB)
 
 test: bin/easel $(TEST_BIN)
-	@BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN)
+	@BUILD=$(BUILD) EASEL_BIN=$(CURDIR)/bin/easel bash tests/run_all.sh $(TEST_BIN)
 
 asan:
 	$(MAKE) test SAN=1
