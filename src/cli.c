@@ -8,6 +8,7 @@
 
 const CliCommand cli_commands[] = {
     {"init", cli_init_main, "create the store (idempotent)"},
+    {"agreement", cli_agreement_main, "inter-annotator agreement per aspect: alpha, ICC, disagreement"},
     /* more subcommands: one line each, in the order `easel --help` lists them */
     {NULL, NULL, NULL},
 };

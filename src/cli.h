@@ -41,5 +41,6 @@ int cli_wants_help(int argc, char **argv);
 
 /* Subcommands (src/cli_*.c). */
 int cli_init_main(const CliGlobal *g, int argc, char **argv);
+int cli_agreement_main(const CliGlobal *g, int argc, char **argv);  /* cli_agreement.c */
 
 #endif
