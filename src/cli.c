@@ -8,6 +8,7 @@
 
 const CliCommand cli_commands[] = {
     {"init", cli_init_main, "create the store (idempotent)"},
+    {"annotate", cli_annotate_main, "rate images in the terminal (the TUI's Annotate screen)"},
     /* more subcommands: one line each, in the order `easel --help` lists them */
     {NULL, NULL, NULL},
 };
