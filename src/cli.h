@@ -46,5 +46,6 @@ int cli_tui_main(const CliGlobal *g);   /* no command: the TUI (cli_tui.c) */
 int cli_jobs_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
 int cli_worker_main(const CliGlobal *g, int argc, char **argv); /* src/cli_jobs.c */
 int cli_gpus_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
+int cli_agreement_main(const CliGlobal *g, int argc, char **argv);  /* cli_agreement.c */
 
 #endif
