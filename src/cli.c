@@ -8,6 +8,9 @@
 
 const CliCommand cli_commands[] = {
     {"init", cli_init_main, "create the store (idempotent)"},
+    {"import", cli_import_main, "import prompts, ratings, pairs, generated images or a folder"},
+    {"export", cli_export_main, "export ratings, pairs, prompts or a rating template"},
+    {"status", cli_status_main, "counts of prompts, images, ratings, pairs, runs, jobs"},
     /* more subcommands: one line each, in the order `easel --help` lists them */
     {NULL, NULL, NULL},
 };

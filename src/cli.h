@@ -41,5 +41,8 @@ int cli_wants_help(int argc, char **argv);
 
 /* Subcommands (src/cli_*.c). */
 int cli_init_main(const CliGlobal *g, int argc, char **argv);
+int cli_import_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
+int cli_export_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
+int cli_status_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
 
 #endif
