@@ -1271,11 +1271,11 @@ int import_path(Store *st, ImportKind kind, const char *path, const ImportOption
         if (is_dir(path)) {
             rc = err_set(err, ERR_USAGE, "%s is a folder; 'import %s' takes a CSV file", path,
                          import_kind_name(kind));
-            goto out;
+            goto report;
         }
         CsvTable t;
         if ((rc = fmt_csv_read(path, &t, err)))
-            goto out;
+            goto report;
         if (t.n_rows == 0) {
             rc = err_set(err, ERR_FORMAT, "%s: the file is empty; the first line must be the "
                                           "header (see 'easel import --help')",
@@ -1289,6 +1289,7 @@ int import_path(Store *st, ImportKind kind, const char *path, const ImportOption
         }
         fmt_csv_deinit(&t);
     }
+report:
     if (c.n_more_errors) {
         append(&report->errors, &report->n_errors,
                xasprintf("%s: ... and %zu more problems", path, c.n_more_errors));
