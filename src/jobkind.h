@@ -52,7 +52,8 @@ typedef enum JobParamType {
 } JobParamType;
 
 typedef struct JobParamSpec {
-    const char *name;    /* "ratings": the CLI flag is --ratings; [a-z0-9-] only */
+    const char *name;    /* "ratings": the CLI flag is --ratings; [a-z0-9-] only; not one
+                          * of the job options: priority, after, gpus, wait, help */
     JobParamType type;
     const char *def;     /* default as text; NULL = required */
     const char *help;    /* one line for --help and the form */

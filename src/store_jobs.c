@@ -580,6 +580,7 @@ int store_job_claim(Store *st, const JobClaim *c, JobRow *out, Err *err) {
         "UPDATE jobs SET state = 'running', worker = ?2, pid = ?3, host = ?4, gpus = ?5,"
         " started_at = ?6, heartbeat_at = ?6, finished_at = NULL, message = NULL, rate = NULL,"
         " cancel_requested = 0 WHERE id = ?1 AND state = 'queued'";
+    memset(out, 0, sizeof *out);
     int n_gpus = c->n_gpus > 0 ? c->n_gpus : 0;
     int *use = xcalloc((size_t)(n_gpus ? n_gpus : 1), sizeof *use);
     char gpus[256];
