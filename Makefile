@@ -23,7 +23,7 @@ CC      ?= cc
 NVCC    ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
 
 DEB_BUILD := build-essential pkg-config libncurses-dev libsixel-dev libsqlite3-dev libstb-dev \
-             libcsv-dev libjansson-dev libopenblas-dev libcriterion-dev
+             libcsv-dev libjansson-dev libopenblas-dev libcriterion-dev zlib1g-dev
 DEB_TEST  := tmux sqlite3 xvfb xterm x11-apps xdotool imagemagick libsixel-bin
 
 # Install missing packages before pkg-config is asked anything (root), or say what to run.
@@ -98,7 +98,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all run test test-gpu asan bench install check-layers clean deps demo bin/easel
+.PHONY: all run test test-gpu asan bench install check-layers clean deps demo demo-data bin/easel
 all: bin/easel
 
 # ---- dependencies: installed by the build when root, else the exact command is printed -----
@@ -158,6 +158,15 @@ $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_APP_SRC)): $(BUILD)/tests/%: $(BUIL
 	$(CC) $(LDFLAGS) -o $@ $< $(TEST_SUPPORT) -Wl,--start-group $(APP_LIBS) -Wl,--end-group $(APP_LDLIBS) $(LIBS_TEST)
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(APP_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $< -Wl,--start-group $(APP_LIBS) -Wl,--end-group $(APP_LDLIBS)
+
+# ---- the demo workspace's generator (data/gen/make_demo.c; see doc/demo.md) -------------------
+# Exact floating point (no FMA contraction) so its output is the same bytes on every build;
+# `make demo-data` rewrites data/, tests/test_demo_data.c checks the committed files against it.
+$(BUILD)/gen/make_demo: data/gen/make_demo.c $(DEPS_STAMP)
+	@mkdir -p $(@D); $(CC) $(CSTD) -O2 -ffp-contract=off -Wall -Wextra -Werror -isystem /usr/include/stb -o $@ $< -lz -lm
+$(BUILD)/tests/test_demo_data: | $(BUILD)/gen/make_demo
+demo-data: $(BUILD)/gen/make_demo
+	$< --out data
 
 # ---- the two commands -----------------------------------------------------------------------
 DEMO_DB := data/demo.db

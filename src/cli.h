@@ -41,5 +41,10 @@ int cli_wants_help(int argc, char **argv);
 
 /* Subcommands (src/cli_*.c). */
 int cli_init_main(const CliGlobal *g, int argc, char **argv);
+int cli_annotate_main(const CliGlobal *g, int argc, char **argv);   /* cli_tui.c */
+int cli_tui_main(const CliGlobal *g);   /* no command: the TUI (cli_tui.c) */
+int cli_jobs_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
+int cli_worker_main(const CliGlobal *g, int argc, char **argv); /* src/cli_jobs.c */
+int cli_gpus_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
 
 #endif
