@@ -42,9 +42,11 @@
 
 /* ---- the screen table: one line per screen, in Tab order (see ui/screen.h) -------------- */
 extern const ScreenClass screen_annotate;
+extern const ScreenClass screen_monitor;
 
 static const ScreenClass *const screens[] = {
     &screen_annotate,
+    &screen_monitor,
 };
 #define N_SCREENS ((int)ARRAY_LEN(screens))
 
