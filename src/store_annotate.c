@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "base.h"
+#include "store_catalog.h"
+#include "store_ratings.h"
 
 int store_annotate_order_parse(const char *s, AnnotateOrder *order, Err *err) {
     static const char *const names[] = {"fewest", "id", "prompt", "random"};
@@ -24,52 +26,6 @@ int store_annotate_order_parse(const char *s, AnnotateOrder *order, Err *err) {
     }
     return err_set(err, ERR_USAGE, "--order %s: unknown order (use fewest, id, prompt or random)",
                    s);
-}
-
-int store_annotate_aspects(Store *st, AnnotateAspect out[ANNOTATE_ASPECTS], Err *err) {
-    static const char sql[] = "SELECT id, name, rubric FROM aspects ORDER BY position LIMIT 5";
-    sqlite3_stmt *s = store_stmt(st, sql, err);
-    if (!s)
-        return ERR_DB;
-    int n = 0, rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW && n < ANNOTATE_ASPECTS) {
-        out[n].id = sqlite3_column_int64(s, 0);
-        base_strlcpy(out[n].name, (const char *)sqlite3_column_text(s, 1), sizeof out[n].name);
-        const char *r = (const char *)sqlite3_column_text(s, 2);
-        base_strlcpy(out[n].rubric, r ? r : "", sizeof out[n].rubric);
-        n++;
-    }
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        return store_err(st, err, "read aspects");
-    sqlite3_reset(s);
-    if (n != ANNOTATE_ASPECTS)
-        return err_set(err, ERR_FORMAT, "%s: the store has %d aspects, expected %d",
-                       store_path(st), n, ANNOTATE_ASPECTS);
-    return 0;
-}
-
-int store_annotate_annotator(Store *st, const char *name, int64_t *id, Err *err) {
-    static const char ins[] =
-        "INSERT INTO annotators(name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING";
-    static const char sel[] = "SELECT id FROM annotators WHERE name = ?1";
-    if (!name || !*name)
-        return err_set(err, ERR_USAGE, "the annotator name is empty (pass --annotator NAME)");
-    sqlite3_stmt *s = store_stmt(st, ins, err);
-    if (!s)
-        return ERR_DB;
-    store_bind_text(s, 1, name);
-    sqlite3_bind_double(s, 2, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "add annotator");
-    s = store_stmt(st, sel, err);
-    if (!s)
-        return ERR_DB;
-    store_bind_text(s, 1, name);
-    if (store_step(st, s) != SQLITE_ROW)
-        return store_err(st, err, "find annotator");
-    *id = sqlite3_column_int64(s, 0);
-    sqlite3_reset(s);
-    return 0;
 }
 
 /* ?1 annotator, ?2 prompt ext id or NULL, ?3 overlap, ?4 unrated only, ?5 order, ?6 salt. */
@@ -202,60 +158,43 @@ void store_annotate_image_deinit(AnnotateImage *img) {
 int store_annotate_commit(Store *st, int64_t image_id, int64_t annotator_id,
                           const double values[ANNOTATE_ASPECTS], double seconds, int *n_written,
                           Err *err) {
-    static const char sql[] =
-        "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds, source,"
-        "                    created_at, updated_at)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, 'tui', ?6, ?6)"
-        " ON CONFLICT(image_id, annotator_id, aspect_id) DO UPDATE SET"
-        "   value = excluded.value, seconds = excluded.seconds, source = excluded.source,"
-        "   updated_at = excluded.updated_at"
-        " WHERE ratings.value IS NOT excluded.value";
-    AnnotateAspect asp[ANNOTATE_ASPECTS];
     int rc, any = 0, written = 0;
     if (n_written)
         *n_written = 0;
-    for (int k = 0; k < ANNOTATE_ASPECTS; k++) {
-        if (isnan(values[k]))
-            continue;
-        if (!(values[k] >= 0.0 && values[k] <= 10.0))
-            return err_set(err, ERR_USAGE, "rating %g is outside 0..10", values[k]);
-        any = 1;
-    }
+    for (int k = 0; k < ANNOTATE_ASPECTS; k++)
+        any |= !isnan(values[k]);
     if (!any)
         return err_set(err, ERR_USAGE, "nothing to save: no aspect has a value");
-    if ((rc = store_annotate_aspects(st, asp, err)))
+    StoreAspect *asp = NULL;
+    size_t n_asp = 0;
+    if ((rc = store_aspects_list(st, &asp, &n_asp, err)))
         return rc;
+    if (n_asp < ANNOTATE_ASPECTS) {
+        rc = err_set(err, ERR_FORMAT, "%s: the store has %zu aspects, expected %d",
+                     store_path(st), n_asp, ANNOTATE_ASPECTS);
+        goto out_free;
+    }
     if ((rc = store_begin(st, err)))
-        return rc;
-    double now = base_wall();
+        goto out_free;
     for (int k = 0; k < ANNOTATE_ASPECTS; k++) {
         if (isnan(values[k]))
             continue;
-        sqlite3_stmt *s = store_stmt(st, sql, err);
-        if (!s) {
-            rc = ERR_DB;
-            goto out_rollback;
+        int changed = 0;
+        rc = store_rating_set(st, image_id, annotator_id, asp[k].id, values[k], seconds, "tui",
+                              &changed, err);
+        if (rc) {
+            err_prefix(err, "image %lld, %s", (long long)image_id, asp[k].name);
+            store_rollback(st);
+            goto out_free;
         }
-        sqlite3_bind_int64(s, 1, image_id);
-        sqlite3_bind_int64(s, 2, annotator_id);
-        sqlite3_bind_int64(s, 3, asp[k].id);
-        sqlite3_bind_double(s, 4, values[k]);
-        if (seconds >= 0)
-            sqlite3_bind_double(s, 5, seconds);
-        sqlite3_bind_double(s, 6, now);
-        if (store_step(st, s) != SQLITE_DONE) {
-            rc = store_err(st, err, "save rating");
-            goto out_rollback;
-        }
-        written += sqlite3_changes(sqlite3_db_handle(s));
+        written += changed;
     }
     if ((rc = store_commit(st, err)))
-        return rc;
+        goto out_free;
     if (n_written)
         *n_written = written;
-    return 0;
-out_rollback:
-    store_rollback(st);
+out_free:
+    store_aspects_free(asp, n_asp);
     return rc;
 }
 

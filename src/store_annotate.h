@@ -7,10 +7,12 @@
  * random order that is stable per annotator. Several annotators share one store, each with
  * their own queue; two may briefly get the same image (overlap only grows by one then).
  *
- * Commit writes every aspect of one image in ONE transaction, so a committed image is either
- * wholly in the store or not at all. A value that changes is an UPDATE, and the schema's
- * trigger copies the old value into rating_history first: an edit never loses a rating.
- * An unchanged value is not written again.
+ * Commit writes every aspect of one image in ONE transaction (store_rating_set of
+ * store_ratings.h for each, source 'tui'), so a committed image is either wholly in the store
+ * or not at all. A changed value is replaced and the schema's trigger keeps the old one in
+ * rating_history: an edit never loses a rating. An unchanged value is not written again.
+ * Annotators and aspects come from store_catalog.h (store_annotator_ensure,
+ * store_aspects_list).
  *
  * Thread safety: as Store (one connection per thread). Blind by default: nothing here returns
  * another annotator's values, only counts.
@@ -44,18 +46,6 @@ typedef struct AnnotateQuery {
     int unrated_only;       /* only images nobody has rated */
 } AnnotateQuery;
 
-typedef struct AnnotateAspect {
-    int64_t id;
-    char name[32];
-    char rubric[192];       /* one line */
-} AnnotateAspect;
-
-/* The aspects in position order (5 on every store). */
-int store_annotate_aspects(Store *st, AnnotateAspect out[ANNOTATE_ASPECTS], Err *err);
-
-/* Id of annotator NAME, created if new. Returns 0 or an ERR_*. */
-int store_annotate_annotator(Store *st, const char *name, int64_t *id, Err *err);
-
 /* Up to MAX image ids of the queue, in order, skipping the N_SKIP ids in SKIP (images this
  * session skipped or is showing). *N gets the count. */
 int store_annotate_queue(Store *st, const AnnotateQuery *q, const int64_t *skip, int n_skip,
@@ -82,9 +72,10 @@ int store_annotate_image(Store *st, int64_t image_id, int64_t annotator_id, Anno
                          Err *err);
 void store_annotate_image_deinit(AnnotateImage *img);
 
-/* Commit the annotator's values for one image (NAN = leave that aspect as it is), all in one
- * transaction, with SECONDS spent on it, source 'tui'. Returns 0, ERR_USAGE (a value outside
- * 0..10, nothing to write) or a store error; on error nothing was written. *N_WRITTEN (may be
+/* Commit the annotator's values for one image (NAN = leave that aspect as it is; index =
+ * aspect position), all in one transaction, with SECONDS spent on it, source 'tui'. Returns 0,
+ * ERR_USAGE (nothing to write), ERR_FORMAT (a value outside 0..10), ERR_CONFLICT (unknown
+ * image) or a store error; on error nothing was written. *N_WRITTEN (may be
  * NULL) gets how many aspect values were inserted or changed. */
 int store_annotate_commit(Store *st, int64_t image_id, int64_t annotator_id,
                           const double values[ANNOTATE_ASPECTS], double seconds, int *n_written,

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "evalrm.h"
 #include "pairs.h"
 #include "store.h"
 
@@ -59,6 +60,11 @@ void train_config_defaults(TrainConfig *cfg);
 
 /* Check values and combinations; ERR_USAGE naming the flag. */
 int train_config_check(const TrainConfig *cfg, Err *err);
+
+/* The config as compact JSON (new string, free()), and back (defaults for missing keys,
+ * then train_config_check). */
+char *train_config_json(const TrainConfig *cfg);
+int train_config_parse(TrainConfig *cfg, const char *json, Err *err);
 
 /* Hooks from whoever runs the training (the job kind, the CLI). All optional. */
 typedef struct TrainHooks {
@@ -107,3 +113,46 @@ typedef struct TrainPair {
 void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out);
 
 #endif
+
+/* ---- using a checkpoint: scoring and evaluation (train_eval.c) ---- */
+
+/* A checkpoint folder (config.json + model.safetensors) loaded with its encoder. */
+typedef struct RewardCkpt RewardCkpt;
+
+/* Open checkpoint folder DIR (best/, final/, checkpoint-N/). ST (may be NULL) is used for
+ * the encoder's model registry and the embedding cache. THREADS 0 = all cores. NULL with err
+ * naming the file when the folder, its config or its weights are missing or malformed. */
+RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err);
+void train_ckpt_free(RewardCkpt *c); /* NULL allowed */
+/* Absolute path of the folder (the scores table's key). Borrowed. */
+const char *train_ckpt_path(const RewardCkpt *c);
+const char *train_ckpt_encoder(const RewardCkpt *c);
+
+/* Scores of the image file PATH (SHA256: its hash if known, else NULL) under PROMPT (may be
+ * ""): out[0..4] the heads, out[5] the combined score. Features are cached in ST. */
+int train_ckpt_score(RewardCkpt *c, Store *st, const char *path, const char *sha256,
+                     const char *prompt, float out[TRAIN_N_HEADS + 1], Err *err);
+
+/* Evaluation of a checkpoint on preference pairs. */
+typedef struct EvalReport {
+    EvalStats st[TRAIN_N_HEADS + 1];  /* per head, then combined */
+    size_t n_pairs;                   /* pairs read */
+    size_t n_images;                  /* distinct images scored */
+    char source[1100];                /* "pairs.jsonl", "ratings in STORE (min diff 0.5)" */
+} EvalReport;
+
+typedef struct EvalOptions {
+    const char *pairs_file;  /* pairs.jsonl to evaluate; NULL = pairs of the store */
+    double min_rating_diff;  /* for pairs derived from ratings */
+    const char *split;       /* "all", "val", "train": with the checkpoint's seed (store pairs) */
+    /* progress and cancel, as TrainHooks */
+    void (*progress)(void *user, double done, double total, const char *unit);
+    int (*cancelled)(void *user);
+    void *user;
+} EvalOptions;
+
+/* Evaluate checkpoint C on the pairs OPTS names. A pairs file's images need not be in the
+ * store (they are encoded on the fly); its relative paths resolve against the file's folder,
+ * then the current directory. A label-less or aspect-less line applies to every head and to
+ * the combined score. Errors name FILE:LINE. */
+int train_eval(RewardCkpt *c, Store *st, const EvalOptions *opts, EvalReport *out, Err *err);

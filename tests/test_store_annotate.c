@@ -10,6 +10,7 @@
 
 #include "store.h"
 #include "store_annotate.h"
+#include "store_catalog.h"
 
 static char dir[64];
 static char db[128];
@@ -65,7 +66,7 @@ TestSuite(store_annotate, .init = setup, .fini = teardown);
 static int64_t me(const char *name) {
     int64_t id;
     Err err = {0};
-    cr_assert_eq(store_annotate_annotator(st, name, &id, &err), 0, "%s", err.msg);
+    cr_assert_eq(store_annotator_ensure(st, name, &id, &err), 0, "%s", err.msg);
     return id;
 }
 
@@ -164,7 +165,7 @@ Test(store_annotate, commit_rejects_bad_values_and_writes_nothing) {
     int64_t a = me("alice");
     double v[5] = {7, 7, 11, 7, 7};
     Err err = {0};
-    cr_assert_eq(store_annotate_commit(st, 1, a, v, 1, NULL, &err), ERR_USAGE);
+    cr_assert_eq(store_annotate_commit(st, 1, a, v, 1, NULL, &err), ERR_FORMAT);
     double none[5] = {NAN, NAN, NAN, NAN, NAN};
     cr_assert_eq(store_annotate_commit(st, 1, a, none, 1, NULL, &err), ERR_USAGE);
     /* an unknown image violates the foreign key: the whole image rolls back */
@@ -204,7 +205,7 @@ Test(store_annotate, two_annotators_on_one_store) {
     Store *st2 = store_open(db, &err);
     cr_assert_not_null(st2, "%s", err.msg);
     int64_t a = me("alice"), b;
-    cr_assert_eq(store_annotate_annotator(st2, "bob", &b, &err), 0);
+    cr_assert_eq(store_annotator_ensure(st2, "bob", &b, &err), 0);
     AnnotateQuery qa = {.annotator_id = a, .overlap = 2}, qb = {.annotator_id = b, .overlap = 2};
     double v[5] = {5, 5, 5, 5, 5};
     cr_assert_eq(store_annotate_commit(st, 1, a, v, 1, NULL, &err), 0);

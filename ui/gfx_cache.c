@@ -148,8 +148,13 @@ static void *worker(void *arg) {
             rc = gfx_frame_render(c->mode, &c->caps, &img, cols, rows, &fr->f, &err);
             gfx_image_deinit(&img);
         }
-        log_debug("gfx: %s %dx%d cells: %s in %.1f ms, %zu bytes", path, cols, rows,
-                  rc ? err.msg : "ok", (base_now() - t0) * 1000.0, rc ? 0 : fr->f.len);
+        if (rc)
+            log_info("gfx: %s: %s", path, err.msg);
+        else
+            log_info("gfx: %s: %s %dx%d cells, canvas %dx%d, image %dx%d at 0,0, %zu bytes, "
+                     "%.1f ms", path, gfx_mode_name(c->mode), cols, rows, fr->f.geom.canvas_w,
+                     fr->f.geom.canvas_h, fr->f.geom.img_w, fr->f.geom.img_h, fr->f.len,
+                     (base_now() - t0) * 1000.0);
         free(path);
 
         pthread_mutex_lock(&c->lock);

@@ -23,6 +23,7 @@
 #include "gfx.h"
 #include "screen.h"
 #include "store_annotate.h"
+#include "store_catalog.h"
 
 #define N_PREFETCH 3
 #define CACHE_FRAMES 12
@@ -31,7 +32,8 @@ typedef struct Annotate {
     App *app;
     Store *st;
     int64_t annotator_id;
-    AnnotateAspect asp[ANNOTATE_ASPECTS];
+    StoreAspect *asp;        /* store_aspects_list: the first ANNOTATE_ASPECTS are rated */
+    size_t n_asp;
     AnnotateQuery q;
     GfxMode mode;
     GfxCache *cache;
@@ -246,9 +248,14 @@ static void *annotate_init(App *app, Err *err) {
     a->on_term_key = -1;
     a->session_start = base_now();
     const AppConfig *cfg = app_config(app);
-    if (store_annotate_aspects(a->st, a->asp, err) ||
-        store_annotate_annotator(a->st, app_annotator(app), &a->annotator_id, err))
+    if (store_aspects_list(a->st, &a->asp, &a->n_asp, err) ||
+        store_annotator_ensure(a->st, app_annotator(app), &a->annotator_id, err))
         goto out_free;
+    if (a->n_asp < ANNOTATE_ASPECTS) {
+        err_set(err, ERR_FORMAT, "the store has %zu aspects, expected %d", a->n_asp,
+                ANNOTATE_ASPECTS);
+        goto out_free;
+    }
     a->q.annotator_id = a->annotator_id;
     a->q.overlap = cfg->overlap;
     a->q.prompt = cfg->prompt_filter;
@@ -262,6 +269,7 @@ static void *annotate_init(App *app, Err *err) {
     go_next(a);
     return a;
 out_free:
+    store_aspects_free(a->asp, a->n_asp);
     free(a);
     return NULL;
 }
@@ -269,6 +277,7 @@ out_free:
 static void annotate_fini(void *stp) {
     Annotate *a = stp;
     gfx_cache_free(a->cache);
+    store_aspects_free(a->asp, a->n_asp);
     if (a->have_img)
         store_annotate_image_deinit(&a->img);
     free(a->hist);
@@ -414,7 +423,7 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
         if (changed)
             ui_put(y, x + 30, w - 30, at, "(edited)");
         y++;
-        ui_put(y, x + 3, w - 3, ui_attr(UI_C_DIM), a->asp[k].rubric);
+        ui_put(y, x + 3, w - 3, ui_attr(UI_C_DIM), a->asp[k].rubric ? a->asp[k].rubric : "");
         y++;
     }
     y++;

@@ -573,7 +573,7 @@ static const ScreenKey monitor_keys[] = {
 
 const ScreenClass screen_monitor = {
     .name = "Monitor",
-    .fkey = 6,
+    .fkey = 5,
     .keys = monitor_keys,
     .init = monitor_init,
     .fini = monitor_fini,
