@@ -135,7 +135,8 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
     ImportReport rep;
     int rc = import_path(st, kind, pos[1], &opts, &rep, &err);
     store_close(st);
-    print_list(rep.warnings, rep.n_warnings, "warning: ");
+    if (!rc) /* after a failure nothing was imported, so warnings about it are moot */
+        print_list(rep.warnings, rep.n_warnings, "warning: ");
     int status = 0;
     if (rc) {
         if (rep.n_errors > 1 || rc == ERR_CONFLICT) {
@@ -154,14 +155,19 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
         if (rep.images_added || rep.images_updated)
             printf(", %zu images added, %zu updated", rep.images_added, rep.images_updated);
         if (rep.images_missing)
-            printf(" (%zu not on disk)", rep.images_missing);
+            printf(", %zu image%s not on disk", rep.images_missing,
+                   rep.images_missing == 1 ? "" : "s");
         if (rep.annotators_added)
-            printf(", %zu annotators added", rep.annotators_added);
+            printf(", %zu annotator%s added", rep.annotators_added,
+                   rep.annotators_added == 1 ? "" : "s");
         if (kind == IMPORT_RATINGS)
             printf(", %zu ratings added, %zu already there", rep.ratings_added,
                    rep.ratings_unchanged);
         if (kind == IMPORT_PAIRS)
             printf(", %zu pairs added, %zu already there", rep.pairs_added, rep.pairs_unchanged);
+        if (!rep.prompts_added && !rep.images_added && !rep.images_updated &&
+            !rep.annotators_added && !rep.ratings_added && !rep.pairs_added)
+            printf("; nothing new, the store already had all of it");
         printf("\n");
     }
     import_report_deinit(&rep);

@@ -33,6 +33,7 @@
 
 #define MAX_LISTED 1000 /* problems and warnings kept per import; the rest are counted */
 #define PROGRESS_EVERY 64
+#define MISSING_LISTED 3  /* images not on disk named one by one; the rest are counted */
 
 /* ---- a small string → int64 map (open addressing) ------------------------------------------ */
 
@@ -266,7 +267,8 @@ static void resolve_image(Ctx *c, const char *raw, ImgRef *out) {
         out->exists = is_file(raw);
         return;
     }
-    char *cand[2] = {xasprintf("%s/%s", c->dir, raw), xstrdup(raw)};
+    char *cand[2] = {strcmp(c->dir, ".") == 0 ? xstrdup(raw) : xasprintf("%s/%s", c->dir, raw),
+                     xstrdup(raw)};
     int pick = -1;
     for (int i = 0; i < 2 && pick < 0; i++)
         if (is_file(cand[i]))
@@ -355,7 +357,7 @@ static int ensure_image(Ctx *c, long line, const ImgRef *ref, int64_t prompt_id,
             want.height = h;
         }
     }
-    if (!ref->exists)
+    if (!ref->exists && c->rep->images_missing < MISSING_LISTED)
         warn(c, line, "image %s is not on disk; imported as missing (put the file there and "
                       "import again to complete it)", ref->open);
     if (known) {
@@ -1290,6 +1292,9 @@ int import_path(Store *st, ImportKind kind, const char *path, const ImportOption
         fmt_csv_deinit(&t);
     }
 report:
+    if (report->images_missing > MISSING_LISTED)
+        warn(&c, 0, "%zu more images are not on disk either; they were imported as missing",
+             report->images_missing - MISSING_LISTED);
     if (c.n_more_errors) {
         append(&report->errors, &report->n_errors,
                xasprintf("%s: ... and %zu more problems", path, c.n_more_errors));
