@@ -1,0 +1,57 @@
+/* cuda — the CUDA side of the engine, as a plain C interface (no CUDA types here).
+ *
+ * With nvcc at build time (EASEL_CUDA defined) gpu/cuda_nn.cu implements everything below;
+ * without it gpu/cuda_none.c implements cuda_probe only, which says why there is no GPU.
+ * cuda_probe never fails hard: no driver, no device or a driver too old is a reason string.
+ *
+ * Device pointers are plain `float *` owned by the caller (cuda_alloc / cuda_free). Launchers
+ * are asynchronous on the default stream; cuda_sync waits and reports the first error.
+ * Thread safety: the launchers may be called from one thread per device at a time.
+ */
+#ifndef EASEL_CUDA_H
+#define EASEL_CUDA_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+typedef struct CudaDevice {
+    int index;
+    char name[128];
+    int cc_major;            /* compute capability */
+    int cc_minor;
+    int sm_count;
+    size_t mem_total;        /* bytes */
+    size_t mem_free;         /* bytes, at probe time */
+} CudaDevice;
+
+/* Fill up to max devices; *n gets the count (0 when there is no usable GPU, with the reason
+ * in why). Returns 0, or ERR_GPU only for a broken runtime that answered nonsense. */
+int cuda_probe(CudaDevice *devs, int max, int *n, char *why, size_t why_len);
+
+#ifdef EASEL_CUDA
+float *cuda_alloc(size_t n_floats, Err *err);
+void cuda_free(float *p);
+int cuda_upload(float *dst, const float *src, size_t n_floats, Err *err);
+int cuda_download(float *dst, const float *src, size_t n_floats, Err *err);
+int cuda_zero(float *p, size_t n_floats, Err *err);
+int cuda_sync(Err *err);
+
+/* Kernels of gpu/kern_nn.h; shapes as documented there. */
+int cuda_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                           const float *weight, const float *bias, int N, int C, Err *err);
+int cuda_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, const float *mean,
+                            const float *rstd, int N, int C, Err *err);
+int cuda_bias_relu_forward(float *out, const float *inp, const float *bias, int N, int C,
+                           Err *err);
+int cuda_relu_backward(float *dinp, const float *dout, const float *out, int n_elem, Err *err);
+int cuda_adamw(float *param, float *m, float *v, const float *grad, long n, float lr,
+               float beta1, float beta2, float eps, float wd, int t, Err *err);
+
+/* out (N, OC) = inp (N, C) @ weight (OC, C)^T, row-major, PyTorch Linear layout, via cuBLAS. */
+int cuda_matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC,
+                        Err *err);
+#endif
+
+#endif

@@ -1,0 +1,525 @@
+/* store_catalog — prompts, images, annotators, aspects and counts. See store_catalog.h.
+ *
+ * Design: one cached prepared statement per query (store_stmt); every read copies its columns
+ * out before the statement is reset, so nothing returned borrows from SQLite.
+ * Invariant: nothing here deletes a row or changes a prompt's text or an image's path.
+ */
+#include "store_catalog.h"
+#include "store_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+/* Run a statement that returns no rows. Returns 0 or the store error. */
+static int step_done(Store *st, sqlite3_stmt *s, Err *err, const char *what) {
+    int rc = store_step(st, s);
+    if (rc != SQLITE_DONE) {
+        int code = store_err(st, err, what);
+        sqlite3_reset(s);
+        return code;
+    }
+    sqlite3_reset(s);
+    return 0;
+}
+
+/* A query with one integer result (count(*) etc.). */
+static int query_int(Store *st, const char *sql, int64_t *out, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, sql, err);
+    if (!s)
+        return ERR_DB;
+    int rc = store_step(st, s);
+    if (rc != SQLITE_ROW) {
+        int code = store_err(st, err, "count");
+        sqlite3_reset(s);
+        return code;
+    }
+    *out = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    return 0;
+}
+
+/* ---- prompts -------------------------------------------------------------------------------- */
+
+#define PROMPT_COLS "SELECT id, ext_id, text FROM prompts "
+
+static void read_prompt(sqlite3_stmt *s, StorePrompt *p) {
+    p->id = sqlite3_column_int64(s, 0);
+    p->ext_id = store_col_text(s, 1);
+    p->text = store_col_text(s, 2);
+}
+
+/* Step S (bound) expecting at most one prompt row. */
+static int one_prompt(Store *st, sqlite3_stmt *s, StorePrompt *out, Err *err, const char *what) {
+    memset(out, 0, sizeof *out);
+    int rc = store_step(st, s);
+    if (rc == SQLITE_ROW) {
+        read_prompt(s, out);
+        sqlite3_reset(s);
+        return 0;
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return err_set(err, ERR_NOTFOUND, "%s: no such prompt", what);
+    return store_err(st, err, what);
+}
+
+int store_prompt_by_ext(Store *st, const char *ext_id, StorePrompt *out, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, PROMPT_COLS "WHERE ext_id = ?1", err);
+    if (!s)
+        return ERR_DB;
+    store_bind_text(s, 1, ext_id);
+    return one_prompt(st, s, out, err, ext_id);
+}
+
+int store_prompt_get(Store *st, int64_t id, StorePrompt *out, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, PROMPT_COLS "WHERE id = ?1", err);
+    if (!s)
+        return ERR_DB;
+    sqlite3_bind_int64(s, 1, id);
+    return one_prompt(st, s, out, err, "prompt by id");
+}
+
+int store_prompt_by_text(Store *st, const char *text, StorePrompt *out, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, PROMPT_COLS "WHERE text = ?1 ORDER BY id LIMIT 1", err);
+    if (!s)
+        return ERR_DB;
+    store_bind_text(s, 1, text);
+    return one_prompt(st, s, out, err, "prompt by text");
+}
+
+int store_prompt_add(Store *st, const char *ext_id, const char *text, int64_t *id, int *added,
+                     Err *err) {
+    if (added)
+        *added = 0;
+    StorePrompt p;
+    int rc = store_prompt_by_ext(st, ext_id, &p, err);
+    if (rc == 0) {
+        int same = strcmp(p.text, text) == 0;
+        if (id)
+            *id = p.id;
+        store_prompt_deinit(&p);
+        if (!same)
+            return err_set(err, ERR_CONFLICT,
+                           "prompt %s already exists with a different text", ext_id);
+        return 0;
+    }
+    if (rc != ERR_NOTFOUND)
+        return rc;
+    err_clear(err);
+    sqlite3_stmt *s = store_stmt(
+        st, "INSERT INTO prompts(ext_id, text, created_at) VALUES (?1, ?2, ?3)", err);
+    if (!s)
+        return ERR_DB;
+    store_bind_text(s, 1, ext_id);
+    store_bind_text(s, 2, text);
+    sqlite3_bind_double(s, 3, base_wall());
+    if ((rc = step_done(st, s, err, "add prompt")))
+        return rc;
+    if (id)
+        *id = sqlite3_last_insert_rowid(st->db);
+    if (added)
+        *added = 1;
+    return 0;
+}
+
+int store_prompts_list(Store *st, StorePrompt **out, size_t *n, Err *err) {
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s = store_stmt(st, PROMPT_COLS "ORDER BY id", err);
+    if (!s)
+        return ERR_DB;
+    size_t cap = 0;
+    int rc;
+    while ((rc = store_step(st, s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 64;
+            *out = xrealloc(*out, cap * sizeof **out);
+        }
+        read_prompt(s, &(*out)[(*n)++]);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        store_prompts_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+        return store_err(st, err, "list prompts");
+    }
+    return 0;
+}
+
+void store_prompt_deinit(StorePrompt *p) {
+    if (!p)
+        return;
+    free(p->ext_id);
+    free(p->text);
+    memset(p, 0, sizeof *p);
+}
+
+void store_prompts_free(StorePrompt *p, size_t n) {
+    if (!p)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_prompt_deinit(&p[i]);
+    free(p);
+}
+
+/* ---- images --------------------------------------------------------------------------------- */
+
+#define IMAGE_COLS                                                                             \
+    "SELECT id, prompt_id, path, seed, generator, width, height, sha256, missing FROM images "
+
+static void read_image(sqlite3_stmt *s, StoreImage *img) {
+    memset(img, 0, sizeof *img);
+    img->id = sqlite3_column_int64(s, 0);
+    img->prompt_id = sqlite3_column_int64(s, 1); /* NULL reads as 0 */
+    img->path = store_col_text(s, 2);
+    img->has_seed = sqlite3_column_type(s, 3) != SQLITE_NULL;
+    img->seed = sqlite3_column_int64(s, 3);
+    img->generator = store_col_text(s, 4);
+    img->width = sqlite3_column_int(s, 5);
+    img->height = sqlite3_column_int(s, 6);
+    img->sha256 = store_col_text(s, 7);
+    img->missing = sqlite3_column_int(s, 8);
+}
+
+static int one_image(Store *st, sqlite3_stmt *s, StoreImage *out, Err *err, const char *what) {
+    memset(out, 0, sizeof *out);
+    int rc = store_step(st, s);
+    if (rc == SQLITE_ROW) {
+        read_image(s, out);
+        sqlite3_reset(s);
+        return 0;
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return err_set(err, ERR_NOTFOUND, "%s: no such image", what);
+    return store_err(st, err, what);
+}
+
+int store_image_get(Store *st, int64_t id, StoreImage *out, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, IMAGE_COLS "WHERE id = ?1", err);
+    if (!s)
+        return ERR_DB;
+    sqlite3_bind_int64(s, 1, id);
+    return one_image(st, s, out, err, "image by id");
+}
+
+int store_image_by_path(Store *st, const char *stored_path, StoreImage *out, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, IMAGE_COLS "WHERE path = ?1", err);
+    if (!s)
+        return ERR_DB;
+    store_bind_text(s, 1, stored_path);
+    return one_image(st, s, out, err, stored_path);
+}
+
+static void bind_nullable_id(sqlite3_stmt *s, int i, int64_t v) {
+    if (v > 0)
+        sqlite3_bind_int64(s, i, v);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+int store_image_add(Store *st, const StoreImage *img, int64_t *id, Err *err) {
+    ASSERT(img->path != NULL);
+    sqlite3_stmt *s = store_stmt(st,
+                                 "INSERT INTO images(prompt_id, path, seed, generator, width,"
+                                 " height, sha256, missing, created_at)"
+                                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                 err);
+    if (!s)
+        return ERR_DB;
+    bind_nullable_id(s, 1, img->prompt_id);
+    store_bind_text(s, 2, img->path);
+    if (img->has_seed)
+        sqlite3_bind_int64(s, 3, img->seed);
+    store_bind_text(s, 4, img->generator);
+    bind_nullable_id(s, 5, img->width);
+    bind_nullable_id(s, 6, img->height);
+    store_bind_text(s, 7, img->sha256);
+    sqlite3_bind_int(s, 8, img->missing ? 1 : 0);
+    sqlite3_bind_double(s, 9, base_wall());
+    int rc = store_step(st, s);
+    if (rc != SQLITE_DONE) {
+        int code = store_err(st, err, img->path);
+        sqlite3_reset(s);
+        return code;
+    }
+    sqlite3_reset(s);
+    if (id)
+        *id = sqlite3_last_insert_rowid(st->db);
+    return 0;
+}
+
+int store_image_fill(Store *st, int64_t id, const StoreImage *meta, int *changed, Err *err) {
+    if (changed)
+        *changed = 0;
+    StoreImage cur;
+    int rc = store_image_get(st, id, &cur, err);
+    if (rc)
+        return rc;
+    if (meta->prompt_id > 0 && cur.prompt_id > 0 && meta->prompt_id != cur.prompt_id) {
+        rc = err_set(err, ERR_CONFLICT, "%s belongs to another prompt in the store", cur.path);
+        goto out;
+    }
+    if (meta->has_seed && cur.has_seed && meta->seed != cur.seed) {
+        rc = err_set(err, ERR_CONFLICT, "%s has seed %lld in the store, not %lld", cur.path,
+                     (long long)cur.seed, (long long)meta->seed);
+        goto out;
+    }
+    int want = (meta->prompt_id > 0 && cur.prompt_id == 0) || (meta->has_seed && !cur.has_seed) ||
+               (meta->generator && !cur.generator) || (meta->width > 0 && cur.width == 0) ||
+               (meta->height > 0 && cur.height == 0) || (meta->sha256 && !cur.sha256) ||
+               (!meta->missing != !cur.missing);
+    if (!want)
+        goto out;
+    sqlite3_stmt *s = store_stmt(st,
+                                 "UPDATE images SET prompt_id = coalesce(prompt_id, ?2),"
+                                 " seed = coalesce(seed, ?3), generator = coalesce(generator, ?4),"
+                                 " width = coalesce(width, ?5), height = coalesce(height, ?6),"
+                                 " sha256 = coalesce(sha256, ?7), missing = ?8 WHERE id = ?1",
+                                 err);
+    if (!s) {
+        rc = ERR_DB;
+        goto out;
+    }
+    sqlite3_bind_int64(s, 1, id);
+    bind_nullable_id(s, 2, meta->prompt_id);
+    if (meta->has_seed)
+        sqlite3_bind_int64(s, 3, meta->seed);
+    store_bind_text(s, 4, meta->generator);
+    bind_nullable_id(s, 5, meta->width);
+    bind_nullable_id(s, 6, meta->height);
+    store_bind_text(s, 7, meta->sha256);
+    sqlite3_bind_int(s, 8, meta->missing ? 1 : 0);
+    if ((rc = step_done(st, s, err, "update image")) == 0 && changed)
+        *changed = 1;
+out:
+    store_image_deinit(&cur);
+    return rc;
+}
+
+int store_images_list(Store *st, int64_t prompt_id, StoreImage **out, size_t *n, Err *err) {
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s =
+        prompt_id > 0 ? store_stmt(st, IMAGE_COLS "WHERE prompt_id = ?1 ORDER BY id", err)
+                      : store_stmt(st, IMAGE_COLS "ORDER BY id", err);
+    if (!s)
+        return ERR_DB;
+    if (prompt_id > 0)
+        sqlite3_bind_int64(s, 1, prompt_id);
+    size_t cap = 0;
+    int rc;
+    while ((rc = store_step(st, s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 64;
+            *out = xrealloc(*out, cap * sizeof **out);
+        }
+        read_image(s, &(*out)[(*n)++]);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        store_images_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+        return store_err(st, err, "list images");
+    }
+    return 0;
+}
+
+void store_image_deinit(StoreImage *img) {
+    if (!img)
+        return;
+    free(img->path);
+    free(img->generator);
+    free(img->sha256);
+    memset(img, 0, sizeof *img);
+}
+
+void store_images_free(StoreImage *img, size_t n) {
+    if (!img)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_image_deinit(&img[i]);
+    free(img);
+}
+
+/* ---- annotators ------------------------------------------------------------------------------ */
+
+int store_annotator_find(Store *st, const char *name, int64_t *id, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, "SELECT id FROM annotators WHERE name = ?1", err);
+    if (!s)
+        return ERR_DB;
+    store_bind_text(s, 1, name);
+    int rc = store_step(st, s);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(s, 0);
+        sqlite3_reset(s);
+        return 0;
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return err_set(err, ERR_NOTFOUND, "no annotator named '%s'", name);
+    return store_err(st, err, "find annotator");
+}
+
+int store_annotator_ensure(Store *st, const char *name, int64_t *id, Err *err) {
+    if (!name || !*name)
+        return err_set(err, ERR_FORMAT, "annotator name is empty");
+    int rc = store_annotator_find(st, name, id, err);
+    if (rc != ERR_NOTFOUND)
+        return rc;
+    err_clear(err);
+    sqlite3_stmt *s =
+        store_stmt(st, "INSERT INTO annotators(name, created_at) VALUES (?1, ?2)", err);
+    if (!s)
+        return ERR_DB;
+    store_bind_text(s, 1, name);
+    sqlite3_bind_double(s, 2, base_wall());
+    if ((rc = step_done(st, s, err, "add annotator")))
+        return rc;
+    *id = sqlite3_last_insert_rowid(st->db);
+    return 0;
+}
+
+int store_annotators_list(Store *st, StoreAnnotator **out, size_t *n, Err *err) {
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s = store_stmt(st, "SELECT id, name FROM annotators ORDER BY name", err);
+    if (!s)
+        return ERR_DB;
+    size_t cap = 0;
+    int rc;
+    while ((rc = store_step(st, s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            *out = xrealloc(*out, cap * sizeof **out);
+        }
+        (*out)[*n].id = sqlite3_column_int64(s, 0);
+        (*out)[*n].name = store_col_text(s, 1);
+        (*n)++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        store_annotators_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+        return store_err(st, err, "list annotators");
+    }
+    return 0;
+}
+
+void store_annotators_free(StoreAnnotator *a, size_t n) {
+    if (!a)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(a[i].name);
+    free(a);
+}
+
+/* ---- aspects --------------------------------------------------------------------------------- */
+
+int store_aspects_list(Store *st, StoreAspect **out, size_t *n, Err *err) {
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s =
+        store_stmt(st, "SELECT id, position, name, rubric FROM aspects ORDER BY position, id", err);
+    if (!s)
+        return ERR_DB;
+    size_t cap = 0;
+    int rc;
+    while ((rc = store_step(st, s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 8;
+            *out = xrealloc(*out, cap * sizeof **out);
+        }
+        StoreAspect *a = &(*out)[*n];
+        a->id = sqlite3_column_int64(s, 0);
+        a->position = (int)*n; /* dense, whatever gaps the column has */
+        a->name = store_col_text(s, 2);
+        a->rubric = store_col_text(s, 3);
+        (*n)++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        store_aspects_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+        return store_err(st, err, "list aspects");
+    }
+    return 0;
+}
+
+void store_aspects_free(StoreAspect *a, size_t n) {
+    if (!a)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(a[i].name);
+        free(a[i].rubric);
+    }
+    free(a);
+}
+
+/* ---- counts ---------------------------------------------------------------------------------- */
+
+int store_counts(Store *st, StoreCounts *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    struct {
+        const char *sql;
+        int64_t *dst;
+    } q[] = {
+        {"SELECT count(*) FROM prompts", &out->prompts},
+        {"SELECT count(*) FROM images", &out->images},
+        {"SELECT count(*) FROM images WHERE missing != 0", &out->images_missing},
+        {"SELECT count(DISTINCT image_id) FROM ratings", &out->images_rated},
+        {"SELECT count(*) FROM annotators", &out->annotators},
+        {"SELECT count(*) FROM ratings", &out->ratings},
+        {"SELECT count(*) FROM rating_history", &out->rating_edits},
+        {"SELECT count(*) FROM pairs", &out->pairs},
+        {"SELECT count(*) FROM runs", &out->runs},
+        {"SELECT count(*) FROM jobs", &out->jobs},
+        {"SELECT count(*) FROM jobs WHERE state = 'queued'", &out->jobs_queued},
+        {"SELECT count(*) FROM jobs WHERE state = 'running'", &out->jobs_running},
+    };
+    int rc;
+    for (size_t i = 0; i < ARRAY_LEN(q); i++)
+        if ((rc = query_int(st, q[i].sql, q[i].dst, err)))
+            return rc;
+    sqlite3_stmt *s = store_stmt(st,
+                                 "SELECT a.name, count(r.id), count(DISTINCT r.image_id)"
+                                 " FROM aspects a LEFT JOIN ratings r ON r.aspect_id = a.id"
+                                 " GROUP BY a.id ORDER BY a.position, a.id",
+                                 err);
+    if (!s)
+        return ERR_DB;
+    size_t cap = 0;
+    while ((rc = store_step(st, s)) == SQLITE_ROW) {
+        if (out->n_aspects == cap) {
+            cap = cap ? 2 * cap : 8;
+            out->aspects = xrealloc(out->aspects, cap * sizeof *out->aspects);
+        }
+        StoreAspectCount *a = &out->aspects[out->n_aspects++];
+        a->name = store_col_text(s, 0);
+        a->n_ratings = sqlite3_column_int64(s, 1);
+        a->n_images = sqlite3_column_int64(s, 2);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        store_counts_deinit(out);
+        return store_err(st, err, "count ratings per aspect");
+    }
+    return 0;
+}
+
+void store_counts_deinit(StoreCounts *c) {
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n_aspects; i++)
+        free(c->aspects[i].name);
+    free(c->aspects);
+    memset(c, 0, sizeof *c);
+}
