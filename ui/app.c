@@ -45,12 +45,14 @@ extern const ScreenClass screen_annotate;
 extern const ScreenClass screen_quality;
 extern const ScreenClass screen_jobs;
 extern const ScreenClass screen_gpu;
+extern const ScreenClass screen_monitor;
 
 static const ScreenClass *const screens[] = {
     &screen_annotate,
     &screen_quality,
     &screen_jobs,
     &screen_gpu,
+    &screen_monitor,
 };
 #define N_SCREENS ((int)ARRAY_LEN(screens))
 
