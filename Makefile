@@ -98,7 +98,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all run test test-gpu asan bench install check-layers clean deps demo bin/easel
+.PHONY: all run test test-gpu asan bench install check-layers clean deps demo demo-data bin/easel
 all: bin/easel
 
 # ---- dependencies: installed by the build when root, else the exact command is printed -----
@@ -159,6 +159,15 @@ $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_APP_SRC)): $(BUILD)/tests/%: $(BUIL
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(APP_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $< -Wl,--start-group $(APP_LIBS) -Wl,--end-group $(APP_LDLIBS)
 
+# ---- the demo workspace's generator (data/gen/make_demo.c; see doc/demo.md) -------------------
+# Exact floating point (no FMA contraction) so its output is the same bytes on every build;
+# `make demo-data` rewrites data/, tests/test_demo_data.c checks the committed files against it.
+$(BUILD)/gen/make_demo: data/gen/make_demo.c $(DEPS_STAMP)
+	@mkdir -p $(@D); $(CC) $(CSTD) -O2 -ffp-contract=off -Wall -Wextra -Werror -isystem /usr/include/stb -o $@ $< -lz -lm
+$(BUILD)/tests/test_demo_data: | $(BUILD)/gen/make_demo
+demo-data: $(BUILD)/gen/make_demo
+	$< --out data
+
 # ---- the two commands -----------------------------------------------------------------------
 DEMO_DB := data/demo.db
 demo: $(DEMO_DB)
@@ -173,7 +182,7 @@ $(DEMO_DB): bin/easel data/prompts.csv data/multihead_ratings.csv
 run: bin/easel $(DEMO_DB)
 	bin/easel --db $(DEMO_DB)
 
-test: bin/easel $(TEST_BIN)
+test: bin/easel $(TEST_BIN) check-layers
 	@BUILD=$(BUILD) EASEL_BIN=$(CURDIR)/bin/easel bash tests/run_all.sh $(TEST_BIN)
 
 asan:

@@ -195,9 +195,18 @@ int agreement_icc2(const double *x, int n, int k, double *icc_2_1, double *icc_2
 /* Rater sets are bitsets of W 64-bit words. A distinct pattern is the set of raters of one or
  * more images; the block for rater set S holds every image whose pattern contains S. */
 typedef struct Pattern {
-    uint64_t *bits;    /* W words */
+    uint64_t *bits;    /* w words */
+    int w;
     int count;         /* images with exactly this pattern */
 } Pattern;
+
+static int cmp_pattern(const void *a, const void *b) {
+    const Pattern *x = a, *y = b;
+    for (int i = x->w - 1; i >= 0; i--)
+        if (x->bits[i] != y->bits[i])
+            return x->bits[i] < y->bits[i] ? -1 : 1;
+    return 0;
+}
 
 static int contains(const uint64_t *set, const uint64_t *sub, int w) {
     for (int i = 0; i < w; i++)
@@ -233,31 +242,36 @@ static int better(int n, int k, int best_n, int best_k) {
 
 static void find_block(const AgreeTable *t, uint64_t *best, int w, int *best_n, int *best_k) {
     int r = t->n_raters;
-    /* distinct patterns, counted */
+    /* distinct patterns, counted: every pairable image's rater set, sorted, runs merged */
     Pattern *p = xcalloc((size_t)t->n_items + 1, sizeof *p);
     uint64_t *bits = xcalloc(((size_t)t->n_items + 1) * (size_t)w, sizeof *bits);
-    uint64_t *cur = xcalloc((size_t)w, sizeof *cur);
     int n_p = 0;
     for (int i = 0; i < t->n_items; i++) {
-        memset(cur, 0, sizeof *cur * (size_t)w);
+        uint64_t *cur = bits + (size_t)n_p * w;
         int m = 0;
         for (int j = 0; j < r; j++)
             if (!isnan(cell(t, i, j))) {
                 cur[j / 64] |= 1ULL << (j % 64);
                 m++;
             }
-        if (m < 2)
+        if (m < 2) {
+            memset(cur, 0, sizeof *cur * (size_t)w);
             continue;
-        int q = 0;
-        while (q < n_p && memcmp(p[q].bits, cur, sizeof *cur * (size_t)w) != 0)
-            q++;
-        if (q == n_p) {
-            p[q].bits = bits + (size_t)q * w;
-            memcpy(p[q].bits, cur, sizeof *cur * (size_t)w);
-            n_p++;
         }
-        p[q].count++;
+        p[n_p].bits = cur;
+        p[n_p].w = w;
+        p[n_p].count = 1;
+        n_p++;
     }
+    qsort(p, (size_t)n_p, sizeof *p, cmp_pattern);
+    int u = 0;
+    for (int q = 0; q < n_p; q++) {
+        if (u > 0 && cmp_pattern(&p[u - 1], &p[q]) == 0)
+            p[u - 1].count++;
+        else
+            p[u++] = p[q];
+    }
+    n_p = u;
     *best_n = 0;
     *best_k = 0;
     memset(best, 0, sizeof *best * (size_t)w);
@@ -322,7 +336,6 @@ static void find_block(const AgreeTable *t, uint64_t *best, int w, int *best_n, 
         free(n_rated);
     }
     ASSERT(*best_n == 0 || popcount_set(best, w) == *best_k);
-    free(cur);
     free(bits);
     free(p);
 }

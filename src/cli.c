@@ -8,6 +8,15 @@
 
 const CliCommand cli_commands[] = {
     {"init", cli_init_main, "create the store (idempotent)"},
+    {"import", cli_import_main, "import prompts, ratings, pairs, generated images or a folder"},
+    {"export", cli_export_main, "export ratings, pairs, prompts or a rating template"},
+    {"status", cli_status_main, "counts of prompts, images, ratings, pairs, runs, jobs"},
+    {"annotate", cli_annotate_main, "rate images in the terminal (the TUI's Annotate screen)"},
+    {"jobs", cli_jobs_main, "the job queue: add, list, show, cancel, retry, resume, wait"},
+    {"worker", cli_worker_main, "run queued jobs headless (threads, GPUs); stops on SIGTERM"},
+    {"gpus", cli_gpus_main, "GPU discovery through NVML (or why there is no GPU)"},
+    {"gpu", cli_gpus_main, "same as gpus"},
+    {"agreement", cli_agreement_main, "inter-annotator agreement per aspect: alpha, ICC, disagreement"},
     /* more subcommands: one line each, in the order `easel --help` lists them */
     {NULL, NULL, NULL},
 };

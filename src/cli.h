@@ -41,5 +41,14 @@ int cli_wants_help(int argc, char **argv);
 
 /* Subcommands (src/cli_*.c). */
 int cli_init_main(const CliGlobal *g, int argc, char **argv);
+int cli_import_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
+int cli_export_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
+int cli_status_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
+int cli_annotate_main(const CliGlobal *g, int argc, char **argv);   /* cli_tui.c */
+int cli_tui_main(const CliGlobal *g);   /* no command: the TUI (cli_tui.c) */
+int cli_jobs_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
+int cli_worker_main(const CliGlobal *g, int argc, char **argv); /* src/cli_jobs.c */
+int cli_gpus_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
+int cli_agreement_main(const CliGlobal *g, int argc, char **argv);  /* cli_agreement.c */
 
 #endif

@@ -10,7 +10,8 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: easel [--db PATH] [COMMAND [ARGS]]\n\n"
-               "easel — terminal workstation for multi-head RLHF of text-to-image models.\n\n"
+               "easel — terminal workstation for multi-head RLHF of text-to-image models.\n"
+               "With no command, easel opens the TUI on the store (Tab switches screens).\n\n"
                "global options:\n"
                "  --db PATH      the store (default $EASEL_DB, else ./easel.db)\n"
                "  -h, --help     this text; 'easel COMMAND --help' for a command\n"
@@ -50,10 +51,8 @@ int main(int argc, char **argv) {
             break;
         }
     }
-    if (i >= argc) {
-        usage(stdout);
-        return 0;
-    }
+    if (i >= argc)
+        return cli_tui_main(&g); /* no command: the TUI on --db */
     const CliCommand *c = cli_find(argv[i]);
     if (!c) {
         cli_error("unknown command '%s' (see 'easel --help')", argv[i]);

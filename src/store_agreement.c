@@ -1,9 +1,11 @@
-/* store_agreement — the ratings of one aspect as an images × annotators table. See
+/* store_agreement — the ratings of each aspect as an images × annotators table. See
  * store_agreement.h.
  *
- * Two queries per aspect inside one read transaction (a consistent snapshot under WAL): the
- * annotators who rated the aspect (columns, by name), then every current rating ordered by
- * image, which fills rows as image ids change. Memory is one row per rated image.
+ * Built on the typed reads of store_catalog.h (aspects, annotators, images) and
+ * store_ratings.h (every current rating), all inside one read transaction so the tables are
+ * one consistent snapshot under WAL while annotators keep writing. No SQL of its own beyond
+ * BEGIN/COMMIT. Cost: one pass over all current ratings per report, then a sort and binary
+ * searches per aspect: O(R log R) for R ratings.
  */
 #include "store_agreement.h"
 #include "store_int.h"
@@ -13,18 +15,8 @@
 #include <string.h>
 
 #include "base.h"
-
-static const char SQL_ASPECTS[] = "SELECT name FROM aspects ORDER BY position, id";
-static const char SQL_ASPECT_ID[] = "SELECT id FROM aspects WHERE name = ?1";
-static const char SQL_RATERS[] =
-    "SELECT DISTINCT an.name FROM ratings r JOIN annotators an ON an.id = r.annotator_id"
-    " WHERE r.aspect_id = ?1 ORDER BY an.name";
-static const char SQL_N_IMAGES[] =
-    "SELECT count(DISTINCT image_id) FROM ratings WHERE aspect_id = ?1";
-static const char SQL_RATINGS[] =
-    "SELECT r.image_id, i.path, an.name, r.value FROM ratings r"
-    " JOIN images i ON i.id = r.image_id JOIN annotators an ON an.id = r.annotator_id"
-    " WHERE r.aspect_id = ?1 ORDER BY r.image_id, an.name";
+#include "store_catalog.h"
+#include "store_ratings.h"
 
 void store_agreement_names_free(char **names, int n) {
     if (!names)
@@ -35,28 +27,19 @@ void store_agreement_names_free(char **names, int n) {
 }
 
 int store_agreement_aspects(Store *st, char ***names, int *n, Err *err) {
+    StoreAspect *a;
+    size_t n_a;
     *names = NULL;
     *n = 0;
-    sqlite3_stmt *s = store_stmt(st, SQL_ASPECTS, err);
-    if (!s)
-        return ERR_DB;
-    int cap = 8, rc;
-    char **v = xmalloc(sizeof *v * (size_t)cap);
-    int c = 0;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (c == cap)
-            v = xrealloc(v, sizeof *v * (size_t)(cap *= 2));
-        v[c++] = store_col_text(s, 0);
-    }
-    if (rc != SQLITE_DONE) {
-        int e = store_err(st, err, "list aspects");
-        sqlite3_reset(s);
-        store_agreement_names_free(v, c);
-        return e;
-    }
-    sqlite3_reset(s);
+    int rc = store_aspects_list(st, &a, &n_a, err);
+    if (rc)
+        return rc;
+    char **v = xcalloc(n_a + 1, sizeof *v);
+    for (size_t i = 0; i < n_a; i++)
+        v[i] = xstrdup(a[i].name);
+    store_aspects_free(a, n_a);
     *names = v;
-    *n = c;
+    *n = (int)n_a;
     return 0;
 }
 
@@ -76,128 +59,150 @@ static void read_end(Store *st, int began) {
         store_exec(st, "COMMIT", NULL);
 }
 
-static int unknown_aspect(Store *st, const char *aspect, Err *err) {
-    char **names;
-    int n;
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Index of KEY in the ascending array V of N, or -1. */
+static long find_i64(const int64_t *v, size_t n, int64_t key) {
+    const int64_t *p = bsearch(&key, v, n, sizeof *v, cmp_i64);
+    return p ? (long)(p - v) : -1;
+}
+
+/* Everything one report needs, read once. */
+typedef struct Snapshot {
+    StoreAspect *aspects;
+    size_t n_aspects;
+    StoreAnnotator *ann;       /* name order */
+    size_t n_ann;
+    int64_t *ann_ids;          /* ascending ids ... */
+    size_t *ann_pos;           /* ... and each one's index in ann */
+    StoreImage *images;        /* id order */
+    size_t n_images;
+    int64_t *image_ids;        /* ascending */
+    StoreRating *ratings;
+    size_t n_ratings;
+} Snapshot;
+
+static void snapshot_deinit(Snapshot *s) {
+    store_aspects_free(s->aspects, s->n_aspects);
+    store_annotators_free(s->ann, s->n_ann);
+    store_images_free(s->images, s->n_images);
+    free(s->ann_ids);
+    free(s->ann_pos);
+    free(s->image_ids);
+    free(s->ratings);
+    memset(s, 0, sizeof *s);
+}
+
+typedef struct IdPos {
+    int64_t id;
+    size_t pos;
+} IdPos;
+
+static int cmp_idpos(const void *a, const void *b) {
+    return cmp_i64(&((const IdPos *)a)->id, &((const IdPos *)b)->id);
+}
+
+static int snapshot_read(Store *st, Snapshot *s, Err *err) {
+    memset(s, 0, sizeof *s);
+    int rc;
+    if ((rc = store_aspects_list(st, &s->aspects, &s->n_aspects, err)) ||
+        (rc = store_annotators_list(st, &s->ann, &s->n_ann, err)) ||
+        (rc = store_images_list(st, 0, &s->images, &s->n_images, err)) ||
+        (rc = store_ratings_all(st, &s->ratings, &s->n_ratings, err))) {
+        snapshot_deinit(s);
+        return rc;
+    }
+    IdPos *ip = xcalloc(s->n_ann + 1, sizeof *ip);
+    for (size_t i = 0; i < s->n_ann; i++)
+        ip[i] = (IdPos){s->ann[i].id, i};
+    qsort(ip, s->n_ann, sizeof *ip, cmp_idpos);
+    s->ann_ids = xcalloc(s->n_ann + 1, sizeof *s->ann_ids);
+    s->ann_pos = xcalloc(s->n_ann + 1, sizeof *s->ann_pos);
+    for (size_t i = 0; i < s->n_ann; i++) {
+        s->ann_ids[i] = ip[i].id;
+        s->ann_pos[i] = ip[i].pos;
+    }
+    free(ip);
+    s->image_ids = xcalloc(s->n_images + 1, sizeof *s->image_ids);
+    for (size_t i = 0; i < s->n_images; i++)
+        s->image_ids[i] = s->images[i].id;
+    qsort(s->image_ids, s->n_images, sizeof *s->image_ids, cmp_i64); /* already id order */
+    return 0;
+}
+
+/* The table of aspect position POS: rows = rated images in id order, columns = annotators
+ * who rated this aspect, in name order. */
+static AgreeTable *build_table(const Snapshot *s, size_t pos) {
+    int64_t *items = xcalloc(s->n_ratings + 1, sizeof *items);
+    char *used = xcalloc(s->n_ann + 1, 1);
+    size_t n_items = 0;
+    for (size_t i = 0; i < s->n_ratings; i++) {
+        const StoreRating *r = &s->ratings[i];
+        if ((size_t)r->aspect_pos != pos)
+            continue;
+        items[n_items++] = r->image_id;
+        long a = find_i64(s->ann_ids, s->n_ann, r->annotator_id);
+        ASSERT(a >= 0); /* foreign key */
+        used[s->ann_pos[a]] = 1;
+    }
+    qsort(items, n_items, sizeof *items, cmp_i64);
+    size_t u = 0;
+    for (size_t i = 0; i < n_items; i++)
+        if (u == 0 || items[u - 1] != items[i])
+            items[u++] = items[i];
+    n_items = u;
+    int *col = xcalloc(s->n_ann + 1, sizeof *col);
+    int n_cols = 0;
+    for (size_t k = 0; k < s->n_ann; k++)
+        col[k] = used[k] ? n_cols++ : -1;
+
+    AgreeTable *t = agreement_table_new((int)n_items, n_cols);
+    t->aspect = xstrdup(s->aspects[pos].name);
+    t->rater_names = xcalloc((size_t)n_cols + 1, sizeof *t->rater_names);
+    for (size_t k = 0; k < s->n_ann; k++)
+        if (col[k] >= 0)
+            t->rater_names[col[k]] = xstrdup(s->ann[k].name);
+    t->item_labels = xcalloc(n_items + 1, sizeof *t->item_labels);
+    for (size_t i = 0; i < n_items; i++) {
+        t->item_ids[i] = items[i];
+        long q = find_i64(s->image_ids, s->n_images, items[i]);
+        ASSERT(q >= 0);
+        t->item_labels[i] = xstrdup(s->images[q].path);
+    }
+    for (size_t i = 0; i < s->n_ratings; i++) {
+        const StoreRating *r = &s->ratings[i];
+        if ((size_t)r->aspect_pos != pos)
+            continue;
+        long row = find_i64(items, n_items, r->image_id);
+        long a = find_i64(s->ann_ids, s->n_ann, r->annotator_id);
+        *agreement_cell(t, (int)row, col[s->ann_pos[a]]) = r->value;
+    }
+    free(col);
+    free(used);
+    free(items);
+    return t;
+}
+
+static int unknown_aspect(const Snapshot *s, const char *aspect, Err *err) {
     char list[160] = "";
-    if (store_agreement_aspects(st, &names, &n, NULL) == 0) {
-        for (int i = 0; i < n; i++) {
-            if (i)
-                strncat(list, ", ", sizeof list - strlen(list) - 1);
-            strncat(list, names[i], sizeof list - strlen(list) - 1);
-        }
-        store_agreement_names_free(names, n);
+    for (size_t i = 0; i < s->n_aspects; i++) {
+        if (i)
+            strncat(list, ", ", sizeof list - strlen(list) - 1);
+        strncat(list, s->aspects[i].name, sizeof list - strlen(list) - 1);
     }
     return err_set(err, ERR_NOTFOUND, "no aspect named '%s' (aspects: %s)", aspect, list);
 }
 
-static AgreeTable *load(Store *st, const char *aspect, Err *err) {
-    sqlite3_stmt *s = store_stmt(st, SQL_ASPECT_ID, err);
-    if (!s)
-        return NULL;
-    store_bind_text(s, 1, aspect);
-    int rc = store_step(st, s);
-    if (rc == SQLITE_DONE) {
-        sqlite3_reset(s);
-        unknown_aspect(st, aspect, err);
-        return NULL;
-    }
-    if (rc != SQLITE_ROW) {
-        store_err(st, err, "find aspect");
-        sqlite3_reset(s);
-        return NULL;
-    }
-    sqlite3_int64 aspect_id = sqlite3_column_int64(s, 0);
-    sqlite3_reset(s);
-
-    /* columns */
-    if (!(s = store_stmt(st, SQL_RATERS, err)))
-        return NULL;
-    sqlite3_bind_int64(s, 1, aspect_id);
-    int n_r = 0, cap = 8;
-    char **raters = xmalloc(sizeof *raters * (size_t)cap);
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (n_r == cap)
-            raters = xrealloc(raters, sizeof *raters * (size_t)(cap *= 2));
-        raters[n_r++] = store_col_text(s, 0);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_err(st, err, "list annotators of an aspect");
-        store_agreement_names_free(raters, n_r);
-        return NULL;
-    }
-
-    /* rows */
-    if (!(s = store_stmt(st, SQL_N_IMAGES, err))) {
-        store_agreement_names_free(raters, n_r);
-        return NULL;
-    }
-    sqlite3_bind_int64(s, 1, aspect_id);
-    if (store_step(st, s) != SQLITE_ROW) {
-        store_err(st, err, "count rated images");
-        sqlite3_reset(s);
-        store_agreement_names_free(raters, n_r);
-        return NULL;
-    }
-    int n_i = sqlite3_column_int(s, 0);
-    sqlite3_reset(s);
-
-    AgreeTable *t = agreement_table_new(n_i, n_r);
-    t->aspect = xstrdup(aspect);
-    t->rater_names = raters;
-    t->item_labels = xcalloc((size_t)n_i + 1, sizeof *t->item_labels);
-
-    if (!(s = store_stmt(st, SQL_RATINGS, err)))
-        goto out_free;
-    sqlite3_bind_int64(s, 1, aspect_id);
-    int row = -1, col;
-    sqlite3_int64 last = 0;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        sqlite3_int64 id = sqlite3_column_int64(s, 0);
-        if (row < 0 || id != last) {
-            row++;
-            ASSERT(row < n_i); /* same snapshot as the count */
-            t->item_ids[row] = id;
-            t->item_labels[row] = store_col_text(s, 1);
-            last = id;
-        }
-        const char *name = (const char *)sqlite3_column_text(s, 2);
-        /* columns are in name order (the same collation as the query's ORDER BY) */
-        int lo = 0, hi = n_r - 1;
-        col = -1;
-        while (lo <= hi) {
-            int mid = (lo + hi) / 2, c = strcmp(raters[mid], name);
-            if (c == 0) {
-                col = mid;
-                break;
-            }
-            if (c < 0)
-                lo = mid + 1;
-            else
-                hi = mid - 1;
-        }
-        ASSERT(col >= 0);
-        *agreement_cell(t, row, col) = sqlite3_column_double(s, 3);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_err(st, err, "read ratings");
-        goto out_free;
-    }
-    ASSERT(row == n_i - 1);
-    return t;
-out_free:
-    agreement_table_free(t);
-    return NULL;
-}
-
 AgreeTable *store_agreement_table(Store *st, const char *aspect, Err *err) {
-    int began;
-    if (read_begin(st, &began, err))
+    AgreeReport *r = store_agreement_report(st, aspect, NULL, err);
+    if (!r)
         return NULL;
-    AgreeTable *t = load(st, aspect, err);
-    read_end(st, began);
+    AgreeTable *t = r->tables[0];
+    r->tables[0] = NULL;
+    store_agreement_report_free(r);
     return t;
 }
 
@@ -218,33 +223,31 @@ AgreeReport *store_agreement_report(Store *st, const char *aspect, const AgreeOp
     int began;
     if (read_begin(st, &began, err))
         return NULL;
-    char **names = NULL;
-    int n = 0;
+    Snapshot s;
+    int rc = snapshot_read(st, &s, err);
+    read_end(st, began);
+    if (rc)
+        return NULL;
     AgreeReport *r = NULL;
+    size_t first = 0, end = s.n_aspects;
     if (aspect) {
-        names = xmalloc(sizeof *names);
-        names[0] = xstrdup(aspect);
-        n = 1;
-    } else if (store_agreement_aspects(st, &names, &n, err)) {
-        goto out_end;
+        while (first < s.n_aspects && strcmp(s.aspects[first].name, aspect) != 0)
+            first++;
+        if (first == s.n_aspects) {
+            unknown_aspect(&s, aspect, err);
+            goto out;
+        }
+        end = first + 1;
     }
     r = xcalloc(1, sizeof *r);
-    r->tables = xcalloc((size_t)n + 1, sizeof *r->tables);
-    r->stats = xcalloc((size_t)n + 1, sizeof *r->stats);
-    for (int i = 0; i < n; i++) {
-        AgreeTable *t = load(st, names[i], err);
-        if (!t) {
-            store_agreement_report_free(r);
-            r = NULL;
-            goto out_names;
-        }
-        r->tables[i] = t;
-        r->stats[i] = agreement_compute(t, opt);
+    r->tables = xcalloc(end - first + 1, sizeof *r->tables);
+    r->stats = xcalloc(end - first + 1, sizeof *r->stats);
+    for (size_t p = first; p < end; p++) {
+        r->tables[r->n] = build_table(&s, p);
+        r->stats[r->n] = agreement_compute(r->tables[r->n], opt);
         r->n++;
     }
-out_names:
-    store_agreement_names_free(names, n);
-out_end:
-    read_end(st, began);
+out:
+    snapshot_deinit(&s);
     return r;
 }

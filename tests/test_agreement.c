@@ -200,3 +200,102 @@ Test(agreement, greedy_block_with_many_raters) {
     agreement_stats_free(s);
     agreement_table_free(t);
 }
+
+/* ---- against the reference implementations ------------------------------------------------ */
+
+#define FIXTURE "tests/fixtures/agreement/expected.txt"
+
+static double parse_value(const char *tok) { return strcmp(tok, "NA") == 0 ? NAN : atof(tok); }
+
+static void check_table(const char *name, AgreeTable *t, FILE *f, int *line) {
+    AgreeStats *s = agreement_compute(t, NULL);
+    char buf[4096];
+    while (fgets(buf, sizeof buf, f)) {
+        (*line)++;
+        buf[strcspn(buf, "\n")] = 0;
+        char *save, *kind = strtok_r(buf, " ", &save);
+        if (strcmp(kind, "end") == 0)
+            break;
+        if (strcmp(kind, "int") == 0) {
+            char *key = strtok_r(NULL, " ", &save);
+            int want = atoi(strtok_r(NULL, " ", &save));
+            int got = strcmp(key, "n_ratings") == 0    ? s->n_ratings
+                      : strcmp(key, "raters_min") == 0 ? s->raters_min
+                      : strcmp(key, "raters_max") == 0 ? s->raters_max
+                      : strcmp(key, "block_n") == 0    ? s->icc_n_items
+                      : strcmp(key, "block_k") == 0    ? s->icc_k
+                      : strcmp(key, "high") == 0       ? s->n_high_disagree
+                                                       : -999;
+            cr_assert_eq(got, want, "%s: %s: got %d, want %d (" FIXTURE ":%d)", name, key, got,
+                         want, *line);
+        } else if (strcmp(kind, "real") == 0) {
+            char *key = strtok_r(NULL, " ", &save);
+            double want = parse_value(strtok_r(NULL, " ", &save));
+            double got = strcmp(key, "raters_mean") == 0 ? s->raters_mean
+                         : strcmp(key, "alpha") == 0     ? s->alpha
+                         : strcmp(key, "icc21") == 0     ? s->icc_2_1
+                         : strcmp(key, "icc2k") == 0     ? s->icc_2_k
+                                                         : -999;
+            if (isnan(want))
+                cr_assert(isnan(got), "%s: %s: got %g, want NA", name, key, got);
+            else
+                cr_assert(fabs(got - want) <= 1e-9, "%s: %s: got %.15g, want %.15g (" FIXTURE
+                          ":%d)", name, key, got, want, *line);
+        } else if (strcmp(kind, "offsets") == 0) {
+            for (int j = 0; j < t->n_raters; j++) {
+                double want = parse_value(strtok_r(NULL, " ", &save));
+                double got = s->raters[j].mean_offset;
+                if (isnan(want))
+                    cr_assert(isnan(got), "%s: offset of rater %d", name, j);
+                else
+                    cr_assert(fabs(got - want) <= 1e-9, "%s: offset of rater %d: %.15g vs %.15g",
+                              name, j, got, want);
+            }
+        } else if (strcmp(kind, "rank") == 0) {
+            int k = 0;
+            for (char *tok; (tok = strtok_r(NULL, " ", &save)); k++) {
+                cr_assert_lt(k, s->n_ranked, "%s: fewer ranked images than the reference", name);
+                cr_assert_eq(s->ranked[k].item, atoi(tok), "%s: rank %d: image %d, want %s",
+                             name, k, s->ranked[k].item, tok);
+            }
+            cr_assert_eq(k, s->n_ranked, "%s: ranked %d images, reference %d", name, s->n_ranked,
+                         k);
+        } else {
+            cr_assert_fail(FIXTURE ":%d: unknown line '%s'", *line, kind);
+        }
+    }
+    agreement_stats_free(s);
+}
+
+Test(agreement, matches_reference_implementations) {
+    FILE *f = fopen(FIXTURE, "r");
+    cr_assert_not_null(f, "cannot open " FIXTURE " (run make test from the repository root)");
+    char buf[4096];
+    int line = 0, n_tables = 0;
+    while (fgets(buf, sizeof buf, f)) {
+        line++;
+        if (buf[0] == '#')
+            continue;
+        char name[64];
+        int n, k;
+        cr_assert_eq(sscanf(buf, "table %63s %d %d", name, &n, &k), 3, FIXTURE ":%d", line);
+        AgreeTable *t = agreement_table_new(n, k);
+        for (int i = 0; i < n; i++) {
+            cr_assert_not_null(fgets(buf, sizeof buf, f));
+            line++;
+            buf[strcspn(buf, "\n")] = 0;
+            char *save, *tok = strtok_r(buf, " ", &save);
+            cr_assert_str_eq(tok, "row", FIXTURE ":%d", line);
+            for (int j = 0; j < k; j++) {
+                tok = strtok_r(NULL, " ", &save);
+                cr_assert_not_null(tok, FIXTURE ":%d: short row", line);
+                *agreement_cell(t, i, j) = parse_value(tok);
+            }
+        }
+        check_table(name, t, f, &line);
+        agreement_table_free(t);
+        n_tables++;
+    }
+    fclose(f);
+    cr_assert_geq(n_tables, 5);
+}

@@ -1,0 +1,840 @@
+/* cli_jobs — `easel jobs ...`, `easel worker` and `easel gpus`.
+ *
+ * `jobs add KIND --param value` is generated from the kind's schema in the registry
+ * (jobkind.h): its --help lists the parameters with types, defaults and help. Commands that
+ * read jobs first reap dead workers, so a job whose process was killed shows as interrupted
+ * in any easel process. `easel worker` runs a pool headless, logging to stderr; SIGINT or
+ * SIGTERM stops it after running jobs checkpointed (they end interrupted, resumable); a
+ * second signal exits at once (the jobs then show as interrupted via the dead-pid check).
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "gpu.h"
+#include "jobkind.h"
+#include "jobs.h"
+#include "log.h"
+#include "store_jobs.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static Store *open_store(const CliGlobal *g) {
+    Err err = {0};
+    Store *st = store_open_existing(g->db_path, &err);
+    if (!st)
+        cli_fail(&err);
+    return st;
+}
+
+static int parse_id(const char *s, int64_t *id) {
+    char *end;
+    errno = 0;
+    if (s[0] == '#')
+        s++;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno || v <= 0)
+        return -1;
+    *id = v;
+    return 0;
+}
+
+static void fmt_duration(double s, char *buf, size_t n) {
+    if (s < 0) {
+        snprintf(buf, n, "-");
+        return;
+    }
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static void fmt_progress(const JobRow *r, char *buf, size_t n) {
+    if (r->total > 0)
+        snprintf(buf, n, "%3.0f%% %.0f/%.0f %s", 100.0 * r->done / r->total, r->done, r->total,
+                 r->unit);
+    else if (r->done > 0)
+        snprintf(buf, n, "%.0f %s", r->done, r->unit);
+    else
+        snprintf(buf, n, "-");
+}
+
+static void print_kind_help(const JobKind *k) {
+    printf("usage: easel jobs add %s [JOB OPTIONS]", k->name);
+    for (int i = 0; k->params[i].name; i++) {
+        const JobParamSpec *p = &k->params[i];
+        printf(p->def ? " [--%s V]" : " --%s V", p->name);
+    }
+    printf("\n\n%s\n\n%s\n\nparameters:\n", k->summary, k->help);
+    if (!k->params[0].name)
+        printf("  (none)\n");
+    for (int i = 0; k->params[i].name; i++) {
+        const JobParamSpec *p = &k->params[i];
+        static const char *types[] = {"text", "path", "int", "number", "bool", "choice"};
+        char def[96];
+        if (!p->def)
+            snprintf(def, sizeof def, "required");
+        else if (!p->def[0])
+            snprintf(def, sizeof def, "optional");
+        else
+            snprintf(def, sizeof def, "default %s", p->def);
+        printf("  --%-18s %s, %s: %s\n", p->name,
+               p->type == JOB_PARAM_CHOICE ? p->choices : types[p->type], def, p->help);
+    }
+    printf("\njob options:\n"
+           "  --priority N        higher runs first (default 0)\n"
+           "  --after ID[,ID...]  start only after these jobs succeeded\n"
+           "  --gpus N            GPUs to hold (default %d%s)\n"
+           "  --wait              wait for the job; exit 0 only if it succeeded\n",
+           k->gpus, k->gpus == JOBKIND_GPUS_ALL ? " = every free GPU" : "");
+    printf("the job runs in any 'easel worker' or easel TUI on this store.\n");
+}
+
+static void print_row_line(const JobRow *r) {
+    char prog[64], eta[16], rate[32];
+    fmt_progress(r, prog, sizeof prog);
+    fmt_duration(r->eta, eta, sizeof eta);
+    if (r->rate > 0)
+        snprintf(rate, sizeof rate, "%.3g/s", r->rate);
+    else
+        snprintf(rate, sizeof rate, "-");
+    printf("%5lld  %-11s %-18s %4d  %-26s %-10s %-8s %s\n", (long long)r->id,
+           store_job_state_name(r->state), r->kind, r->priority, prog, rate, eta,
+           r->message ? r->message : (r->cancel_requested ? "cancel requested" : ""));
+}
+
+static void print_time(const char *label, double t) {
+    if (t <= 0)
+        return;
+    time_t tt = (time_t)t;
+    struct tm tm;
+    localtime_r(&tt, &tm);
+    char buf[32];
+    strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+    printf("%-12s %s\n", label, buf);
+}
+
+/* ---- jobs add ------------------------------------------------------------------------------- */
+
+static int wait_for(const CliGlobal *g, Store *st, int64_t id, double timeout, int quiet);
+
+static int is_bool_word(const char *s) {
+    static const char *w[] = {"true", "false", "1", "0", "yes", "no", "on", "off"};
+    for (size_t i = 0; i < ARRAY_LEN(w); i++)
+        if (strcmp(s, w[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int parse_deps(const char *s, int64_t **deps, int *n) {
+    char *copy = xstrdup(s);
+    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
+        int64_t id;
+        if (parse_id(tok, &id)) {
+            free(copy);
+            return -1;
+        }
+        *deps = xrealloc(*deps, sizeof **deps * (size_t)(*n + 1));
+        (*deps)[(*n)++] = id;
+    }
+    free(copy);
+    return 0;
+}
+
+static int jobs_add(const CliGlobal *g, int argc, char **argv) {
+    if (argc < 2 || (argv[1][0] == '-' && cli_wants_help(argc, argv))) {
+        printf("usage: easel jobs add KIND [--PARAM VALUE ...] [--priority N] [--after ID]"
+               " [--gpus N] [--wait]\n\nQueue a job; prints its id. Kinds:\n");
+        for (int i = 0; i < jobkind_count(); i++)
+            printf("  %-18s %s\n", jobkind_at(i)->name, jobkind_at(i)->summary);
+        printf("\n'easel jobs add KIND --help' lists a kind's parameters.\n"
+               "example:\n  easel jobs add import-ratings --file ratings.csv\n");
+        return argc < 2 ? 2 : 0;
+    }
+    const JobKind *k = jobkind_find(argv[1]);
+    if (!k) {
+        cli_error("jobs add: unknown job kind '%s' (see 'easel jobs kinds')", argv[1]);
+        return 2;
+    }
+    if (cli_wants_help(argc, argv)) {
+        print_kind_help(k);
+        return 0;
+    }
+    int n = 0, rc = 2, wait = 0;
+    const char **names = xcalloc((size_t)argc, sizeof *names);
+    const char **values = xcalloc((size_t)argc, sizeof *values);
+    char **owned = xcalloc((size_t)argc, sizeof *owned);
+    int64_t *deps = NULL;
+    int n_deps = 0;
+    JobNew jn = {.kind = k->name, .gpus_wanted = k->gpus};
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0 || !a[2]) {
+            cli_error("jobs add %s: unexpected argument '%s' (parameters are --NAME VALUE; "
+                      "see 'easel jobs add %s --help')", k->name, a, k->name);
+            goto out;
+        }
+        char *name = xstrdup(a + 2);
+        owned[i] = name;
+        char *eq = strchr(name, '=');
+        const char *val = NULL;
+        if (eq) {
+            *eq = '\0';
+            val = eq + 1;
+        }
+        if (strcmp(name, "wait") == 0) {
+            wait = 1;
+            continue;
+        }
+        /* find the spec to know whether a value follows */
+        const JobParamSpec *sp = NULL;
+        for (int j = 0; k->params[j].name; j++)
+            if (strcmp(k->params[j].name, name) == 0)
+                sp = &k->params[j];
+        int is_bool = sp && sp->type == JOB_PARAM_BOOL;
+        if (!sp && strncmp(name, "no-", 3) == 0) {
+            for (int j = 0; k->params[j].name; j++)
+                if (strcmp(k->params[j].name, name + 3) == 0 &&
+                    k->params[j].type == JOB_PARAM_BOOL) {
+                    names[n] = name + 3;
+                    values[n++] = "false";
+                    sp = &k->params[j];
+                }
+            if (sp)
+                continue;
+        }
+        if (!val) {
+            if (is_bool && !(i + 1 < argc && is_bool_word(argv[i + 1])))
+                val = "true";
+            else if (i + 1 < argc)
+                val = argv[++i];
+            else {
+                cli_error("jobs add %s: --%s needs a value", k->name, name);
+                goto out;
+            }
+        }
+        if (strcmp(name, "priority") == 0 || strcmp(name, "gpus") == 0) {
+            char *end;
+            long v = strtol(val, &end, 10);
+            if (!*val || *end || (name[0] == 'g' && v < -1)) {
+                cli_error("jobs add: --%s needs an integer, got '%s'", name, val);
+                goto out;
+            }
+            if (name[0] == 'p')
+                jn.priority = (int)v;
+            else
+                jn.gpus_wanted = (int)v;
+            continue;
+        }
+        if (strcmp(name, "after") == 0) {
+            if (parse_deps(val, &deps, &n_deps)) {
+                cli_error("jobs add: --after needs job ids like 3 or 3,4, got '%s'", val);
+                goto out;
+            }
+            continue;
+        }
+        names[n] = name;
+        values[n++] = val;
+    }
+    Err err = {0};
+    JobParams *p = job_params_parse(k, n, names, values, &err);
+    if (!p) {
+        rc = cli_fail(&err);
+        goto out;
+    }
+    char *json = job_params_to_json(p);
+    job_params_free(p);
+    Store *st = open_store(g);
+    if (!st) {
+        free(json);
+        rc = 1;
+        goto out;
+    }
+    jn.params = json;
+    jn.deps = deps;
+    jn.n_deps = n_deps;
+    int64_t id;
+    if (store_job_add(st, &jn, &id, &err)) {
+        rc = cli_fail(&err);
+    } else {
+        printf("%lld\n", (long long)id);
+        fflush(stdout);
+        rc = wait ? wait_for(g, st, id, 0, 1) : 0;
+    }
+    free(json);
+    store_close(st);
+out:
+    for (int i = 0; i < argc; i++)
+        free(owned[i]);
+    free(owned);
+    free(names);
+    free(values);
+    free(deps);
+    return rc;
+}
+
+/* ---- list, show, actions ---------------------------------------------------------------------- */
+
+static int jobs_list(const CliGlobal *g, int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: easel jobs list [--state STATE[,STATE]] [--limit N]\n\n"
+               "Jobs newest first with state, progress, rate, ETA and message.\n"
+               "STATE: queued, running, succeeded, failed, cancelled, interrupted.\n\n"
+               "example:\n  easel jobs list --state running,queued\n");
+        return 0;
+    }
+    JobFilter f = {0};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--state") == 0 && i + 1 < argc) {
+            char *copy = xstrdup(argv[++i]);
+            for (char *t = strtok(copy, ","); t; t = strtok(NULL, ",")) {
+                int s = store_job_state_parse(t);
+                if (s < 0) {
+                    cli_error("jobs list: unknown state '%s' (queued, running, succeeded, "
+                              "failed, cancelled, interrupted)", t);
+                    free(copy);
+                    return 2;
+                }
+                f.states |= 1u << s;
+            }
+            free(copy);
+        } else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
+            f.limit = atoi(argv[++i]);
+        } else {
+            cli_error("jobs list: unexpected argument '%s' (see 'easel jobs list --help')",
+                      argv[i]);
+            return 2;
+        }
+    }
+    Store *st = open_store(g);
+    if (!st)
+        return 1;
+    Err err = {0};
+    JobRow *rows;
+    int n;
+    jobs_reap(st, 0, NULL, NULL);
+    if (store_jobs_list(st, &f, &rows, &n, &err)) {
+        store_close(st);
+        return cli_fail(&err);
+    }
+    printf("%5s  %-11s %-18s %4s  %-26s %-10s %-8s %s\n", "ID", "STATE", "KIND", "PRIO",
+           "PROGRESS", "RATE", "ETA", "MESSAGE");
+    for (int i = 0; i < n; i++)
+        print_row_line(&rows[i]);
+    if (n == 0)
+        printf("(no jobs)\n");
+    store_job_rows_free(rows, n);
+    store_close(st);
+    return 0;
+}
+
+static int get_id_arg(const char *cmd, int argc, char **argv, int64_t *id) {
+    if (argc < 2 || parse_id(argv[1], id)) {
+        cli_error("jobs %s: needs a job id (see 'easel jobs list')", cmd);
+        return 2;
+    }
+    return 0;
+}
+
+static int jobs_show(const CliGlobal *g, int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: easel jobs show ID [--log N]\n\n"
+               "Everything about one job: state, parameters, progress, dependencies, GPUs,\n"
+               "worker, times, message and the last N log lines (default 20, 0 = all).\n\n"
+               "example:\n  easel jobs show 3 --log 50\n");
+        return 0;
+    }
+    int64_t id;
+    int rc = get_id_arg("show", argc, argv, &id);
+    if (rc)
+        return rc;
+    int tail = 20;
+    if (argc >= 4 && strcmp(argv[2], "--log") == 0)
+        tail = atoi(argv[3]);
+    Store *st = open_store(g);
+    if (!st)
+        return 1;
+    Err err = {0};
+    JobRow r;
+    jobs_reap(st, 0, NULL, NULL);
+    if (store_job_get(st, id, &r, &err)) {
+        store_close(st);
+        return cli_fail(&err);
+    }
+    char prog[64], eta[16];
+    fmt_progress(&r, prog, sizeof prog);
+    fmt_duration(r.eta, eta, sizeof eta);
+    printf("job          #%lld\nkind         %s\nstate        %s%s\npriority     %d\n",
+           (long long)r.id, r.kind, store_job_state_name(r.state),
+           r.cancel_requested && r.state == JOB_STATE_RUNNING ? " (cancel requested)" : "",
+           r.priority);
+    printf("params       %s\nprogress     %s\n", r.params, prog);
+    if (r.rate > 0)
+        printf("rate         %.4g %s/s\neta          %s\n", r.rate, r.unit, eta);
+    if (r.n_deps) {
+        printf("after        ");
+        for (int i = 0; i < r.n_deps; i++)
+            printf("%s#%lld", i ? ", " : "", (long long)r.deps[i]);
+        printf("\n");
+    }
+    printf("gpus         %s (wanted %d)\n", r.gpus ? r.gpus : "none", r.gpus_wanted);
+    if (r.worker)
+        printf("worker       %s\n", r.worker);
+    if (r.retry_of)
+        printf("retry of     #%lld\n", (long long)r.retry_of);
+    printf("checkpoint   %s\n", r.checkpoint ? r.checkpoint : "none");
+    print_time("created", r.created_at);
+    print_time("started", r.started_at);
+    print_time("heartbeat", r.state == JOB_STATE_RUNNING ? r.heartbeat_at : 0);
+    print_time("finished", r.finished_at);
+    if (r.message)
+        printf("message      %s\n", r.message);
+    JobLogLine *lines;
+    int n;
+    if (store_job_log_read(st, id, 0, tail, &lines, &n, &err) == 0) {
+        printf("log%s\n", n ? ":" : "        (empty)");
+        for (int i = 0; i < n; i++) {
+            time_t tt = (time_t)lines[i].t;
+            struct tm tm;
+            localtime_r(&tt, &tm);
+            char buf[16];
+            strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+            printf("  %s %s\n", buf, lines[i].line);
+        }
+        store_job_log_free(lines, n);
+    }
+    store_job_row_deinit(&r);
+    store_close(st);
+    return 0;
+}
+
+typedef enum Action { ACT_CANCEL, ACT_RETRY, ACT_RESUME } Action;
+
+static int jobs_action(const CliGlobal *g, int argc, char **argv, Action act) {
+    static const char *names[] = {"cancel", "retry", "resume"};
+    static const char *helps[] = {
+        "Cancel a job: a queued one at once, a running one within a second (it stops at\n"
+        "its next check and leaves nothing half-written).",
+        "Queue a new job with the same kind, parameters, priority and dependencies as an\n"
+        "ended one; prints the new id.",
+        "Re-queue a failed, cancelled or interrupted job (same id); a kind that\n"
+        "checkpoints continues from its last checkpoint, others start over.",
+    };
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: easel jobs %s ID\n\n%s\n\nexample:\n  easel jobs %s 3\n", names[act],
+               helps[act], names[act]);
+        return 0;
+    }
+    int64_t id;
+    int rc = get_id_arg(names[act], argc, argv, &id);
+    if (rc)
+        return rc;
+    Store *st = open_store(g);
+    if (!st)
+        return 1;
+    Err err = {0};
+    jobs_reap(st, 0, NULL, NULL);
+    if (act == ACT_CANCEL) {
+        JobState s;
+        if ((rc = store_job_cancel(st, id, &s, &err)) == 0)
+            printf(s == JOB_STATE_CANCELLED ? "job #%lld cancelled\n"
+                                            : "job #%lld: cancel requested; it stops within "
+                                              "a second\n",
+                   (long long)id);
+    } else if (act == ACT_RETRY) {
+        int64_t nid;
+        if ((rc = store_job_retry(st, id, &nid, &err)) == 0)
+            printf("%lld\n", (long long)nid);
+    } else {
+        if ((rc = store_job_resume(st, id, &err)) == 0)
+            printf("job #%lld queued again\n", (long long)id);
+    }
+    store_close(st);
+    return rc ? cli_fail(&err) : 0;
+}
+
+static int jobs_priority(const CliGlobal *g, int argc, char **argv) {
+    if (cli_wants_help(argc, argv) || argc != 3) {
+        printf("usage: easel jobs priority ID N\n\nSet a job's priority (higher runs first "
+               "among queued jobs).\n\nexample:\n  easel jobs priority 3 10\n");
+        return argc == 3 ? 0 : 2;
+    }
+    int64_t id;
+    if (parse_id(argv[1], &id)) {
+        cli_error("jobs priority: '%s' is not a job id", argv[1]);
+        return 2;
+    }
+    char *end;
+    long prio = strtol(argv[2], &end, 10);
+    if (!argv[2][0] || *end) {
+        cli_error("jobs priority: '%s' is not an integer", argv[2]);
+        return 2;
+    }
+    Store *st = open_store(g);
+    if (!st)
+        return 1;
+    Err err = {0};
+    int rc = store_job_set_priority(st, id, (int)prio, &err);
+    store_close(st);
+    if (rc)
+        return cli_fail(&err);
+    printf("job #%lld priority %ld\n", (long long)id, prio);
+    return 0;
+}
+
+static int wait_for(const CliGlobal *g, Store *st, int64_t id, double timeout, int quiet) {
+    (void)g;
+    double t0 = base_now(), last_print = 0;
+    for (;;) {
+        Err err = {0};
+        JobRow r;
+        jobs_reap(st, 0, NULL, NULL);
+        if (store_job_get(st, id, &r, &err))
+            return cli_fail(&err);
+        JobState s = r.state;
+        if (s != JOB_STATE_QUEUED && s != JOB_STATE_RUNNING) {
+            printf("job #%lld %s%s%s\n", (long long)id, store_job_state_name(s),
+                   r.message ? ": " : "", r.message ? r.message : "");
+            store_job_row_deinit(&r);
+            return s == JOB_STATE_SUCCEEDED ? 0 : 1;
+        }
+        if (!quiet && isatty(2) && base_now() - last_print > 1) {
+            char prog[64];
+            fmt_progress(&r, prog, sizeof prog);
+            fprintf(stderr, "\rjob #%lld %s %s   ", (long long)id, store_job_state_name(s), prog);
+            last_print = base_now();
+        }
+        store_job_row_deinit(&r);
+        if (timeout > 0 && base_now() - t0 > timeout) {
+            cli_error("jobs wait: job #%lld still %s after %.0f s", (long long)id,
+                      store_job_state_name(s), timeout);
+            return 1;
+        }
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int jobs_wait(const CliGlobal *g, int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: easel jobs wait ID [--timeout SECONDS]\n\n"
+               "Wait until the job ends; print its final state. Exit 0 only if it succeeded\n"
+               "(1 if it failed, was cancelled or interrupted, or the timeout passed).\n"
+               "Needs a worker on the store: 'easel worker' or an easel TUI.\n\n"
+               "example:\n  easel jobs wait 3 && easel jobs add train ...\n");
+        return 0;
+    }
+    int64_t id;
+    int rc = get_id_arg("wait", argc, argv, &id);
+    if (rc)
+        return rc;
+    double timeout = 0;
+    if (argc >= 4 && strcmp(argv[2], "--timeout") == 0)
+        timeout = atof(argv[3]);
+    Store *st = open_store(g);
+    if (!st)
+        return 1;
+    rc = wait_for(g, st, id, timeout, 0);
+    store_close(st);
+    return rc;
+}
+
+static int jobs_kinds(void) {
+    for (int i = 0; i < jobkind_count(); i++) {
+        const JobKind *k = jobkind_at(i);
+        printf("%-18s %s%s%s\n", k->name, k->summary, k->gpus ? " [GPU]" : "",
+               k->checkpoints ? " [resumable]" : "");
+    }
+    if (!jobkind_count())
+        printf("(no job kinds in this build)\n");
+    return 0;
+}
+
+static void jobs_usage(void) {
+    printf("usage: easel jobs COMMAND [ARGS]\n\n"
+           "The persistent job queue of the store. Jobs run in 'easel worker' processes and\n"
+           "in the easel TUI; every process on the store sees the same jobs.\n\n"
+           "commands:\n"
+           "  kinds               the job kinds and what they do\n"
+           "  add KIND [--P V]    queue a job (see 'easel jobs add KIND --help'); prints its id\n"
+           "  list                jobs with state, progress, rate, ETA\n"
+           "  show ID             one job: parameters, progress, log tail\n"
+           "  cancel ID           cancel (within a second when running)\n"
+           "  retry ID            new job with the same parameters; prints its id\n"
+           "  resume ID           re-queue a failed/cancelled/interrupted job from its checkpoint\n"
+           "  priority ID N       change a job's priority\n"
+           "  wait ID             wait; exit 0 only if it succeeded\n\n"
+           "example:\n  id=$(easel jobs add import-ratings --file ratings.csv) && easel jobs wait $id\n");
+}
+
+int cli_jobs_main(const CliGlobal *g, int argc, char **argv) {
+    if (argc < 2 || (cli_wants_help(argc, argv) && argv[1][0] == '-')) {
+        jobs_usage();
+        return argc < 2 ? 2 : 0;
+    }
+    const char *c = argv[1];
+    argc--;
+    argv++;
+    if (!strcmp(c, "add"))
+        return jobs_add(g, argc, argv);
+    if (!strcmp(c, "list") || !strcmp(c, "ls"))
+        return jobs_list(g, argc, argv);
+    if (!strcmp(c, "show"))
+        return jobs_show(g, argc, argv);
+    if (!strcmp(c, "cancel"))
+        return jobs_action(g, argc, argv, ACT_CANCEL);
+    if (!strcmp(c, "retry"))
+        return jobs_action(g, argc, argv, ACT_RETRY);
+    if (!strcmp(c, "resume"))
+        return jobs_action(g, argc, argv, ACT_RESUME);
+    if (!strcmp(c, "priority"))
+        return jobs_priority(g, argc, argv);
+    if (!strcmp(c, "wait"))
+        return jobs_wait(g, argc, argv);
+    if (!strcmp(c, "kinds"))
+        return jobs_kinds();
+    cli_error("jobs: unknown command '%s' (see 'easel jobs --help')", c);
+    return 2;
+}
+
+/* ---- worker --------------------------------------------------------------------------------- */
+
+static volatile sig_atomic_t stop_signals;
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    stop_signals++;
+}
+
+int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: easel worker [--threads N] [--gpu-share N] [--until-idle] [--quiet]\n\n"
+               "Run queued jobs of the store headless (under nohup, systemd or tmux), logging\n"
+               "to stderr. Several workers (and TUIs) may serve one store: each job runs once.\n"
+               "SIGINT/SIGTERM stop it cleanly: running jobs checkpoint and end interrupted\n"
+               "(resume them later); a second signal exits at once.\n\n"
+               "options:\n"
+               "  --threads N     worker threads (default: the number of cores, %d here)\n"
+               "  --gpu-share N   jobs that may share one GPU (default 1: exclusive)\n"
+               "  --until-idle    exit when no job is queued or running here\n"
+               "  --quiet         log warnings and errors only\n\n"
+               "example:\n  nohup easel --db work/easel.db worker --threads 4 2>worker.log &\n",
+               jobs_default_threads());
+        return 0;
+    }
+    JobsPoolConfig cfg;
+    jobs_pool_config_init(&cfg, g->db_path);
+    int until_idle = 0;
+    LogLevel level = LOG_INFO;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "--threads") == 0 || strcmp(argv[i], "-j") == 0) && i + 1 < argc) {
+            cfg.threads = atoi(argv[++i]);
+            if (cfg.threads < 1 || cfg.threads > 256) {
+                cli_error("worker: --threads must be 1..256, got '%s'", argv[i]);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--gpu-share") == 0 && i + 1 < argc) {
+            cfg.gpu_share = atoi(argv[++i]);
+            if (cfg.gpu_share < 1) {
+                cli_error("worker: --gpu-share must be at least 1, got '%s'", argv[i]);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--until-idle") == 0) {
+            until_idle = 1;
+        } else if (strcmp(argv[i], "--quiet") == 0) {
+            level = LOG_WARN;
+        } else {
+            cli_error("worker: unexpected argument '%s' (see 'easel worker --help')", argv[i]);
+            return 2;
+        }
+    }
+    log_to_stderr(level);
+    Err err = {0};
+    Store *st = open_store(g);
+    if (!st)
+        return 1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    JobsPool *pool = jobs_pool_start(&cfg, &err);
+    if (!pool) {
+        store_close(st);
+        return cli_fail(&err);
+    }
+    log_info("worker %s:%lld serving %s", jobs_host(), (long long)getpid(), g->db_path);
+    int idle_rounds = 0;
+    while (!stop_signals) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+        if (until_idle) {
+            int counts[JOB_STATE_COUNT];
+            if (store_jobs_count(st, counts, &err) == 0 && counts[JOB_STATE_QUEUED] == 0 &&
+                jobs_pool_busy(pool) == 0)
+                idle_rounds++;
+            else
+                idle_rounds = 0;
+            if (idle_rounds >= 5)
+                break;
+        }
+    }
+    if (stop_signals) {
+        log_info("stopping: %d running job(s) asked to checkpoint and stop (signal again to "
+                 "exit at once)", jobs_pool_busy(pool));
+        jobs_pool_request_stop(pool);
+        while (jobs_pool_busy(pool) > 0 && stop_signals < 2) {
+            struct timespec ts = {0, 50 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        if (stop_signals >= 2) {
+            log_warn("exiting now; running jobs will show as interrupted");
+            store_close(st);
+            return 130;
+        }
+    }
+    jobs_pool_stop(pool);
+    store_close(st);
+    return 0;
+}
+
+/* ---- gpus ------------------------------------------------------------------------------------ */
+
+static void print_bytes(const char *label, uint64_t b) {
+    printf("  %-18s %.2f GiB (%llu bytes)\n", label, (double)b / (1024.0 * 1024 * 1024),
+           (unsigned long long)b);
+}
+
+int cli_gpus_main(const CliGlobal *g, int argc, char **argv) {
+    (void)g;
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: easel gpus\n\n"
+               "GPU discovery through NVML (libnvidia-ml.so.1, loaded at run time): driver,\n"
+               "and per GPU everything NVML reports: name, UUID, PCI, memory, utilisation,\n"
+               "temperature, power, clocks, PCIe link, modes and the processes on it.\n"
+               "Without NVML or a GPU it says so and exits 0: easel runs on the CPU.\n"
+               "EASEL_NO_GPU=1 hides GPUs from easel; EASEL_NVML_LIB=PATH loads another NVML.\n\n"
+               "example:\n  easel gpus\n");
+        return 0;
+    }
+    if (argc > 1) {
+        cli_error("gpus: unexpected argument '%s' (see 'easel gpus --help')", argv[1]);
+        return 2;
+    }
+    GpuSystem *gs = gpu_open();
+    if (gpu_state(gs) != GPU_STATE_OK) {
+        printf("%s\n", gpu_reason(gs));
+        gpu_close(gs);
+        return 0;
+    }
+    int cuda = gpu_cuda_driver_version(gs);
+    printf("NVML           %s (%s)\ndriver         %s\nCUDA driver    %d.%d\nGPUs           %d\n",
+           gpu_nvml_version(gs)[0] ? gpu_nvml_version(gs) : "n/a", gpu_library(gs),
+           gpu_driver_version(gs)[0] ? gpu_driver_version(gs) : "n/a", cuda / 1000,
+           cuda % 1000 / 10, gpu_count(gs));
+    int rc = 0;
+    for (int i = 0; i < gpu_count(gs); i++) {
+        GpuInfo o;
+        Err err = {0};
+        if (gpu_query(gs, i, &o, &err)) {
+            cli_fail(&err);
+            rc = 1;
+            continue;
+        }
+        unsigned v = o.valid;
+        printf("\nGPU %d: %s\n", i, o.name);
+#define NA(bit) (!(v & (bit)))
+        printf("  %-18s %s\n", "uuid", NA(GPU_HAS_UUID) ? "n/a" : o.uuid);
+        printf("  %-18s %s\n", "serial", NA(GPU_HAS_SERIAL) ? "n/a" : o.serial);
+        printf("  %-18s %s\n", "pci bus", NA(GPU_HAS_PCI) ? "n/a" : o.pci_bus_id);
+        printf("  %-18s %s\n", "vbios", NA(GPU_HAS_VBIOS) ? "n/a" : o.vbios);
+        if (NA(GPU_HAS_CC))
+            printf("  %-18s n/a\n", "compute capability");
+        else
+            printf("  %-18s %d.%d\n", "compute capability", o.cc_major, o.cc_minor);
+        if (NA(GPU_HAS_MEM)) {
+            printf("  %-18s n/a\n", "memory");
+        } else {
+            print_bytes("memory total", o.mem_total);
+            print_bytes("memory used", o.mem_used);
+            print_bytes("memory free", o.mem_free);
+        }
+        if (!NA(GPU_HAS_BAR1))
+            printf("  %-18s %.0f / %.0f MiB\n", "BAR1 used/total", o.bar1_used / 1048576.0,
+                   o.bar1_total / 1048576.0);
+        if (NA(GPU_HAS_UTIL))
+            printf("  %-18s n/a\n", "utilisation");
+        else
+            printf("  %-18s gpu %u %%, memory %u %%\n", "utilisation", o.util_gpu, o.util_mem);
+        if (NA(GPU_HAS_TEMP))
+            printf("  %-18s n/a\n", "temperature");
+        else if (NA(GPU_HAS_TEMP_LIMITS))
+            printf("  %-18s %u C\n", "temperature", o.temp_c);
+        else
+            printf("  %-18s %u C (slowdown %u C, shutdown %u C)\n", "temperature", o.temp_c,
+                   o.temp_slowdown_c, o.temp_shutdown_c);
+        if (NA(GPU_HAS_POWER))
+            printf("  %-18s n/a\n", "power");
+        else if (NA(GPU_HAS_POWER_LIMIT))
+            printf("  %-18s %.1f W\n", "power", o.power_w);
+        else
+            printf("  %-18s %.1f W of %.1f W limit\n", "power", o.power_w, o.power_limit_w);
+        if (!NA(GPU_HAS_ENERGY))
+            printf("  %-18s %.1f kJ since driver load\n", "energy", o.energy_mj / 1e6);
+        if (NA(GPU_HAS_FAN))
+            printf("  %-18s n/a\n", "fan");
+        else
+            printf("  %-18s %u %%\n", "fan", o.fan_pct);
+        if (!NA(GPU_HAS_CLOCKS))
+            printf("  %-18s graphics %u, sm %u, memory %u MHz\n", "clocks", o.clock_gfx_mhz,
+                   o.clock_sm_mhz, o.clock_mem_mhz);
+        if (!NA(GPU_HAS_CLOCKS_MAX))
+            printf("  %-18s graphics %u, sm %u, memory %u MHz\n", "clocks max",
+                   o.clock_gfx_max_mhz, o.clock_sm_max_mhz, o.clock_mem_max_mhz);
+        if (!NA(GPU_HAS_PSTATE))
+            printf("  %-18s P%d\n", "performance state", o.pstate);
+        if (!NA(GPU_HAS_PCIE))
+            printf("  %-18s gen %u x%u (max gen %u x%u)\n", "pcie link", o.pcie_gen,
+                   o.pcie_width, o.pcie_gen_max, o.pcie_width_max);
+        if (!NA(GPU_HAS_PERSISTENCE))
+            printf("  %-18s %s\n", "persistence mode", o.persistence ? "on" : "off");
+        if (!NA(GPU_HAS_COMPUTE_MODE)) {
+            static const char *modes[] = {"default", "exclusive thread", "prohibited",
+                                          "exclusive process"};
+            printf("  %-18s %s\n", "compute mode",
+                   o.compute_mode >= 0 && o.compute_mode < 4 ? modes[o.compute_mode] : "?");
+        }
+        if (!NA(GPU_HAS_MIG))
+            printf("  %-18s %s\n", "MIG mode", o.mig ? "enabled" : "disabled");
+        if (!NA(GPU_HAS_ECC))
+            printf("  %-18s %s\n", "ECC", o.ecc ? "enabled" : "disabled");
+        if (NA(GPU_HAS_PROCS)) {
+            printf("  %-18s n/a\n", "processes");
+        } else {
+            printf("  %-18s %d\n", "processes", o.n_procs);
+            for (int j = 0; j < o.n_procs; j++) {
+                const GpuProcess *p = &o.procs[j];
+                if (p->mem_used == UINT64_MAX)
+                    printf("    pid %-8u %-8s %-20s memory n/a\n", p->pid,
+                           p->graphics ? "graphics" : "compute", p->name);
+                else
+                    printf("    pid %-8u %-8s %-20s %.0f MiB\n", p->pid,
+                           p->graphics ? "graphics" : "compute", p->name,
+                           p->mem_used / 1048576.0);
+            }
+        }
+#undef NA
+    }
+    gpu_close(gs);
+    return rc;
+}

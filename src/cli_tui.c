@@ -1,0 +1,110 @@
+/* cli_tui — `easel` with no command and `easel annotate`: start the TUI (ui/app.h).
+ * Parses the options into an AppConfig; the app does the rest. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "store_annotate.h"
+
+static void annotate_usage(void) {
+    printf("usage: easel [--db PATH] annotate [--annotator NAME] [--graphics MODE]\n"
+           "                                  [--order ORDER] [--prompt ID] [--unrated]\n"
+           "                                  [--overlap N]\n\n"
+           "Rate images on the five aspects in the terminal, the image shown inline.\n"
+           "Opens the TUI on the Annotate screen ('easel' alone opens it too).\n\n"
+           "options:\n"
+           "  --annotator NAME   who is rating (default $USER); each annotator has a queue\n"
+           "  --graphics MODE    sixel | blocks | ascii | none (default: probe the terminal;\n"
+           "                     blocks inside tmux or screen)\n"
+           "  --order ORDER      fewest (default: fewest raters first), id, prompt, random\n"
+           "  --prompt ID        only images of prompt ID (the prompt_id of prompts.csv)\n"
+           "  --unrated          only images nobody has rated yet\n"
+           "  --overlap N        raters wanted per image (default %d): images with N raters\n"
+           "                     leave the queue\n\n"
+           "Keys: 0-9 set the selected aspect and move on, t sets 10, Enter saves the image\n"
+           "and shows the next, u undo, ? lists every key. See doc/annotators.md.\n\n"
+           "example:\n  easel --db data/demo.db annotate --annotator alice --order random\n",
+           ANNOTATE_OVERLAP_DEFAULT);
+}
+
+static int run_app(const AppConfig *cfg) {
+    Err err = {0};
+    if (app_run(cfg, &err))
+        return cli_fail(&err);
+    return 0;
+}
+
+int cli_tui_main(const CliGlobal *g) {
+    AppConfig cfg = {0};
+    cfg.db_path = g->db_path;
+    return run_app(&cfg);
+}
+
+static const char *need_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        cli_error("annotate: %s needs a value (see 'easel annotate --help')", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int cli_annotate_main(const CliGlobal *g, int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        annotate_usage();
+        return 0;
+    }
+    AppConfig cfg = {0};
+    cfg.db_path = g->db_path;
+    cfg.start_screen = "Annotate";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **dst = NULL;
+        if (strcmp(a, "--annotator") == 0)
+            dst = &cfg.annotator;
+        else if (strcmp(a, "--graphics") == 0)
+            dst = &cfg.graphics;
+        else if (strcmp(a, "--order") == 0)
+            dst = &cfg.order;
+        else if (strcmp(a, "--prompt") == 0)
+            dst = &cfg.prompt_filter;
+        else if (strcmp(a, "--unrated") == 0) {
+            cfg.unrated_only = 1;
+            continue;
+        } else if (strcmp(a, "--overlap") == 0) {
+            const char *v = need_value(argc, argv, &i);
+            if (!v)
+                return 2;
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || n < 1 || n > 1000) {
+                cli_error("annotate: --overlap %s: expected a whole number from 1 to 1000", v);
+                return 2;
+            }
+            cfg.overlap = (int)n;
+            continue;
+        } else {
+            cli_error("annotate: unknown option '%s' (see 'easel annotate --help')", a);
+            return 2;
+        }
+        if (!(*dst = need_value(argc, argv, &i)))
+            return 2;
+    }
+    if (cfg.annotator && !*cfg.annotator) {
+        cli_error("annotate: --annotator needs a non-empty name");
+        return 2;
+    }
+    Err err = {0};
+    AnnotateOrder order;
+    if (cfg.order && store_annotate_order_parse(cfg.order, &order, &err))
+        return cli_fail(&err);
+    if (cfg.graphics && strcmp(cfg.graphics, "sixel") && strcmp(cfg.graphics, "blocks") &&
+        strcmp(cfg.graphics, "ascii") && strcmp(cfg.graphics, "none")) {
+        cli_error("annotate: --graphics %s: unknown mode (use sixel, blocks, ascii or none)",
+                  cfg.graphics);
+        return 2;
+    }
+    return run_app(&cfg);
+}

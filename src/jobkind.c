@@ -1,0 +1,469 @@
+/* jobkind — the registry table, parameter parsing and the job context. See jobkind.h.
+ *
+ * Design: kinds are const structs listed once in JOBKIND_LIST below (an X-macro, so one
+ * line declares and registers a kind). Parameters are parsed once against the schema and
+ * kept both as text and typed values; what is stored in jobs.params is the canonical JSON
+ * of every parameter, defaults included, so a job records exactly what it ran with.
+ *
+ * The context throttles progress writes (at most every 250 ms) and derives the rate from
+ * an exponential moving average over ~5 s of wall time, which is what ETAs are computed
+ * from by every process that reads the job.
+ */
+#include "jobkind.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "log.h"
+#include "store_jobs.h"
+
+/* ---- the table ------------------------------------------------------------------------- */
+
+/* ONE line per kind, `X(jobkind_<name>) \`, naming the const JobKind defined in the kind's
+ * own file; keep the closing comment line last. The order is the order of `easel jobs add
+ * --help` and the TUI's kind menu. */
+#define JOBKIND_LIST(X) \
+    X(jobkind_import) \
+    X(jobkind_export) \
+    /* end of the list */
+
+#define JOBKIND_DECLARE(k) extern const JobKind k;
+#define JOBKIND_ADDRESS(k) &k,
+JOBKIND_LIST(JOBKIND_DECLARE)
+
+static const JobKind *const builtin[] = {JOBKIND_LIST(JOBKIND_ADDRESS) NULL};
+
+#define MAX_EXTRA 32
+static const JobKind *extra[MAX_EXTRA];
+static int n_extra;
+
+int jobkind_count(void) { return (int)ARRAY_LEN(builtin) - 1 + n_extra; }
+
+const JobKind *jobkind_at(int i) {
+    int n_builtin = (int)ARRAY_LEN(builtin) - 1;
+    ASSERT(i >= 0 && i < n_builtin + n_extra);
+    return i < n_builtin ? builtin[i] : extra[i - n_builtin];
+}
+
+const JobKind *jobkind_find(const char *name) {
+    for (int i = 0; i < jobkind_count(); i++)
+        if (strcmp(jobkind_at(i)->name, name) == 0)
+            return jobkind_at(i);
+    return NULL;
+}
+
+int jobkind_register(const JobKind *k, Err *err) {
+    ASSERT(k && k->name && k->run && k->params);
+    if (jobkind_find(k->name))
+        return err_set(err, ERR_CONFLICT, "job kind '%s' is already registered", k->name);
+    ASSERT(n_extra < MAX_EXTRA);
+    extra[n_extra++] = k;
+    return 0;
+}
+
+/* ---- parameters ------------------------------------------------------------------------ */
+
+typedef struct ParamValue {
+    const JobParamSpec *spec;
+    char *text;          /* canonical text */
+    int64_t i;
+    double f;
+    int b;
+} ParamValue;
+
+struct JobParams {
+    const JobKind *kind;
+    int n;
+    ParamValue *v;       /* one per schema entry, in schema order */
+};
+
+static int n_specs(const JobKind *k) {
+    int n = 0;
+    while (k->params[n].name)
+        n++;
+    return n;
+}
+
+static const char *type_name(JobParamType t) {
+    switch (t) {
+    case JOB_PARAM_STRING: return "text";
+    case JOB_PARAM_PATH: return "path";
+    case JOB_PARAM_INT: return "integer";
+    case JOB_PARAM_FLOAT: return "number";
+    case JOB_PARAM_BOOL: return "true/false";
+    case JOB_PARAM_CHOICE: return "choice";
+    }
+    return "?";
+}
+
+static int choice_ok(const char *choices, const char *s) {
+    size_t n = strlen(s);
+    const char *c = choices;
+    while (c && *c) {
+        const char *bar = strchr(c, '|');
+        size_t len = bar ? (size_t)(bar - c) : strlen(c);
+        if (len == n && strncmp(c, s, n) == 0)
+            return 1;
+        c = bar ? bar + 1 : NULL;
+    }
+    return 0;
+}
+
+/* An absolute form of PATH (the worker may run in another directory). */
+static char *absolute_path(const char *path) {
+    if (!path[0] || path[0] == '/')
+        return xstrdup(path);
+    char buf[PATH_MAX];
+    if (realpath(path, buf))
+        return xstrdup(buf);
+    if (!getcwd(buf, sizeof buf))
+        return xstrdup(path);
+    return xasprintf("%s/%s", buf, path);
+}
+
+/* Set V from TEXT, checking its type. ABS_PATHS: make PATH values absolute. */
+static int set_value(const JobKind *k, ParamValue *v, const char *text, int abs_paths,
+                     Err *err) {
+    const JobParamSpec *sp = v->spec;
+    char *end;
+    free(v->text);
+    v->text = NULL;
+    switch (sp->type) {
+    case JOB_PARAM_INT:
+        errno = 0;
+        v->i = strtoll(text, &end, 10);
+        if (!*text || *end || errno)
+            return err_set(err, ERR_USAGE, "%s --%s: '%s' is not an integer", k->name,
+                           sp->name, text);
+        v->text = xasprintf("%lld", (long long)v->i);
+        v->f = (double)v->i;
+        break;
+    case JOB_PARAM_FLOAT:
+        errno = 0;
+        v->f = strtod(text, &end);
+        if (!*text || *end || errno || !isfinite(v->f))
+            return err_set(err, ERR_USAGE, "%s --%s: '%s' is not a number", k->name,
+                           sp->name, text);
+        v->text = xasprintf("%.17g", v->f);
+        break;
+    case JOB_PARAM_BOOL:
+        if (!strcmp(text, "true") || !strcmp(text, "1") || !strcmp(text, "yes") ||
+            !strcmp(text, "on"))
+            v->b = 1;
+        else if (!strcmp(text, "false") || !strcmp(text, "0") || !strcmp(text, "no") ||
+                 !strcmp(text, "off"))
+            v->b = 0;
+        else
+            return err_set(err, ERR_USAGE, "%s --%s: '%s' is not true or false", k->name,
+                           sp->name, text);
+        v->text = xstrdup(v->b ? "true" : "false");
+        break;
+    case JOB_PARAM_CHOICE:
+        if (!choice_ok(sp->choices, text))
+            return err_set(err, ERR_USAGE, "%s --%s: '%s' is not one of %s", k->name,
+                           sp->name, text, sp->choices);
+        v->text = xstrdup(text);
+        break;
+    case JOB_PARAM_PATH:
+        v->text = abs_paths ? absolute_path(text) : xstrdup(text);
+        break;
+    case JOB_PARAM_STRING:
+        v->text = xstrdup(text);
+        break;
+    }
+    return 0;
+}
+
+static JobParams *params_new(const JobKind *k) {
+    JobParams *p = xcalloc(1, sizeof *p);
+    p->kind = k;
+    p->n = n_specs(k);
+    p->v = xcalloc((size_t)(p->n ? p->n : 1), sizeof *p->v);
+    for (int i = 0; i < p->n; i++)
+        p->v[i].spec = &k->params[i];
+    return p;
+}
+
+static int find_spec(const JobParams *p, const char *name) {
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->v[i].spec->name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* Apply defaults to what is still unset; a required one missing is an error. */
+static int fill_defaults(JobParams *p, Err *err) {
+    for (int i = 0; i < p->n; i++) {
+        if (p->v[i].text)
+            continue;
+        const JobParamSpec *sp = p->v[i].spec;
+        if (!sp->def)
+            return err_set(err, ERR_USAGE, "%s: --%s is required (%s: %s)", p->kind->name,
+                           sp->name, type_name(sp->type), sp->help);
+        int rc = set_value(p->kind, &p->v[i], sp->def, 0, err);
+        ASSERT(rc == 0); /* a default that does not parse is a bug in the kind */
+    }
+    return 0;
+}
+
+static void append_names(const JobKind *k, char *buf, size_t size) {
+    size_t o = 0;
+    buf[0] = '\0';
+    for (int i = 0; k->params[i].name && o < size; i++)
+        o += (size_t)snprintf(buf + o, size - o, "%s--%s", i ? ", " : "", k->params[i].name);
+    if (!k->params[0].name)
+        base_strlcpy(buf, "none", size);
+}
+
+JobParams *job_params_parse(const JobKind *k, int n, const char *const *names,
+                            const char *const *values, Err *err) {
+    JobParams *p = params_new(k);
+    for (int j = 0; j < n; j++) {
+        int i = find_spec(p, names[j]);
+        if (i < 0) {
+            char known[200];
+            append_names(k, known, sizeof known);
+            err_set(err, ERR_USAGE, "%s: unknown parameter --%s (parameters: %s)", k->name,
+                    names[j], known);
+            goto out_free;
+        }
+        if (set_value(k, &p->v[i], values[j], 1, err))
+            goto out_free;
+    }
+    if (fill_defaults(p, err))
+        goto out_free;
+    if (k->validate && k->validate(p, err))
+        goto out_free;
+    return p;
+out_free:
+    job_params_free(p);
+    return NULL;
+}
+
+JobParams *job_params_from_json(const JobKind *k, const char *json, Err *err) {
+    json_error_t jerr;
+    json_t *root = json_loads(json ? json : "{}", 0, &jerr);
+    JobParams *p = params_new(k);
+    if (!root || !json_is_object(root)) {
+        err_set(err, ERR_FORMAT, "%s: job parameters are not a JSON object (%s)", k->name,
+                root ? "not an object" : jerr.text);
+        goto out_free;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        int i = find_spec(p, key);
+        if (i < 0) {
+            err_set(err, ERR_FORMAT, "%s: stored parameter '%s' is not in this easel's "
+                    "schema for the kind", k->name, key);
+            goto out_free;
+        }
+        char *text;
+        if (json_is_string(val))
+            text = xstrdup(json_string_value(val));
+        else if (json_is_integer(val))
+            text = xasprintf("%lld", (long long)json_integer_value(val));
+        else if (json_is_real(val))
+            text = xasprintf("%.17g", json_real_value(val));
+        else if (json_is_boolean(val))
+            text = xstrdup(json_is_true(val) ? "true" : "false");
+        else {
+            err_set(err, ERR_FORMAT, "%s: stored parameter '%s' has an unusable JSON type",
+                    k->name, key);
+            goto out_free;
+        }
+        int rc = set_value(k, &p->v[i], text, 0, err);
+        free(text);
+        if (rc)
+            goto out_free;
+    }
+    if (fill_defaults(p, err))
+        goto out_free;
+    json_decref(root);
+    return p;
+out_free:
+    json_decref(root);
+    job_params_free(p);
+    return NULL;
+}
+
+char *job_params_to_json(const JobParams *p) {
+    json_t *root = json_object();
+    for (int i = 0; i < p->n; i++) {
+        const ParamValue *v = &p->v[i];
+        json_t *j;
+        switch (v->spec->type) {
+        case JOB_PARAM_INT: j = json_integer((json_int_t)v->i); break;
+        case JOB_PARAM_FLOAT: j = json_real(v->f); break;
+        case JOB_PARAM_BOOL: j = json_boolean(v->b); break;
+        default: j = json_string(v->text); break;
+        }
+        ASSERT(j);
+        json_object_set_new(root, v->spec->name, j);
+    }
+    char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    ASSERT(s);
+    json_decref(root);
+    char *res = xstrdup(s);
+    free(s);
+    return res;
+}
+
+void job_params_free(JobParams *p) {
+    if (!p)
+        return;
+    for (int i = 0; i < p->n; i++)
+        free(p->v[i].text);
+    free(p->v);
+    free(p);
+}
+
+static const ParamValue *get(const JobParams *p, const char *name, int t1, int t2, int t3) {
+    int i = find_spec(p, name);
+    ASSERT(i >= 0); /* the kind reads a parameter its schema does not declare */
+    const ParamValue *v = &p->v[i];
+    ASSERT((int)v->spec->type == t1 || (int)v->spec->type == t2 || (int)v->spec->type == t3);
+    return v;
+}
+
+const char *job_param_str(const JobParams *p, const char *name) {
+    const ParamValue *v = get(p, name, JOB_PARAM_STRING, JOB_PARAM_PATH, JOB_PARAM_CHOICE);
+    return v->text ? v->text : "";
+}
+
+int64_t job_param_int(const JobParams *p, const char *name) {
+    return get(p, name, JOB_PARAM_INT, JOB_PARAM_INT, JOB_PARAM_INT)->i;
+}
+
+double job_param_float(const JobParams *p, const char *name) {
+    return get(p, name, JOB_PARAM_FLOAT, JOB_PARAM_INT, JOB_PARAM_FLOAT)->f;
+}
+
+int job_param_bool(const JobParams *p, const char *name) {
+    return get(p, name, JOB_PARAM_BOOL, JOB_PARAM_BOOL, JOB_PARAM_BOOL)->b;
+}
+
+/* ---- the job context ------------------------------------------------------------------- */
+
+#define JOB_MAX_GPUS 64
+
+struct JobCtx {
+    Store *st;
+    int64_t id;
+    const atomic_int *cancel;
+    char *checkpoint;
+    int gpus[JOB_MAX_GPUS];
+    int n_gpus;
+    /* progress throttle and rate */
+    double last_write;       /* base_now() of the last store write, 0 = never */
+    double last_t;           /* base_now() and done at the last rate sample */
+    double last_done;
+    double rate;             /* EMA, units/s */
+    double done, total;      /* latest values seen */
+    char unit[32];
+    int unit_changed;
+    int pending;             /* latest values not yet written */
+};
+
+JobCtx *job_ctx_new(Store *st, int64_t id, const char *checkpoint, const char *gpus,
+                    const atomic_int *cancel) {
+    JobCtx *c = xcalloc(1, sizeof *c);
+    c->st = st;
+    c->id = id;
+    c->cancel = cancel;
+    c->checkpoint = xstrdup(checkpoint);
+    const char *g = gpus;
+    while (g && *g && c->n_gpus < JOB_MAX_GPUS) {
+        char *end;
+        long i = strtol(g, &end, 10);
+        if (end == g)
+            break;
+        c->gpus[c->n_gpus++] = (int)i;
+        g = *end == ',' ? end + 1 : end;
+    }
+    c->last_done = -1;
+    return c;
+}
+
+static void write_progress(JobCtx *c) {
+    Err err = {0};
+    if (store_job_progress(c->st, c->id, c->done, c->total, c->unit_changed ? c->unit : NULL,
+                           c->rate, &err))
+        log_warn("job #%lld: progress not saved: %s", (long long)c->id, err.msg);
+    c->unit_changed = 0;
+    c->pending = 0;
+    c->last_write = base_now();
+}
+
+void job_ctx_free(JobCtx *c) {
+    if (!c)
+        return;
+    if (c->pending)
+        write_progress(c);
+    free(c->checkpoint);
+    free(c);
+}
+
+int64_t job_id(const JobCtx *ctx) { return ctx->id; }
+Store *job_store(JobCtx *ctx) { return ctx->st; }
+
+void job_progress(JobCtx *c, double done, double total, const char *unit) {
+    double now = base_now();
+    if (unit && strcmp(unit, c->unit) != 0) {
+        base_strlcpy(c->unit, unit, sizeof c->unit);
+        c->unit_changed = 1;
+    }
+    if (c->last_done < 0 || done < c->last_done) {
+        c->last_t = now;
+        c->last_done = done;
+    } else if (now - c->last_t >= 0.2) {
+        double inst = (done - c->last_done) / (now - c->last_t);
+        double alpha = 1.0 - exp(-(now - c->last_t) / 5.0);
+        c->rate = c->rate > 0 ? c->rate + alpha * (inst - c->rate) : inst;
+        c->last_t = now;
+        c->last_done = done;
+    }
+    c->done = done;
+    c->total = total;
+    c->pending = 1;
+    if (now - c->last_write >= 0.25 || (total > 0 && done >= total) || c->unit_changed)
+        write_progress(c);
+}
+
+void job_log(JobCtx *c, const char *fmt, ...) {
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    Err err = {0};
+    if (store_job_log_append(c->st, c->id, line, &err))
+        log_warn("job #%lld: log line not saved: %s", (long long)c->id, err.msg);
+    log_info("job #%lld: %s", (long long)c->id, line);
+}
+
+int job_cancelled(const JobCtx *c) { return c->cancel && atomic_load(c->cancel) != 0; }
+
+int job_checkpoint_save(JobCtx *c, const char *json, Err *err) {
+    int rc = store_job_checkpoint_save(c->st, c->id, json, err);
+    if (rc)
+        return rc;
+    free(c->checkpoint);
+    c->checkpoint = xstrdup(json);
+    return 0;
+}
+
+const char *job_checkpoint(const JobCtx *c) { return c->checkpoint; }
+
+const int *job_gpus(const JobCtx *c, int *n) {
+    *n = c->n_gpus;
+    return c->gpus;
+}

@@ -1,0 +1,97 @@
+/* store_annotate — the store queries of the Annotate screen: the annotator's queue, one
+ * image with the annotator's own values, committing an image, flags, progress.
+ *
+ * The queue: images this annotator has not rated (no rating of any aspect), rated by fewer
+ * distinct annotators than the overlap target (default 3), optionally only one prompt or only
+ * images nobody rated; ordered fewest raters first (then id), by id, by prompt, or in a
+ * random order that is stable per annotator. Several annotators share one store, each with
+ * their own queue; two may briefly get the same image (overlap only grows by one then).
+ *
+ * Commit writes every aspect of one image in ONE transaction (store_rating_set of
+ * store_ratings.h for each, source 'tui'), so a committed image is either wholly in the store
+ * or not at all. A changed value is replaced and the schema's trigger keeps the old one in
+ * rating_history: an edit never loses a rating. An unchanged value is not written again.
+ * Annotators and aspects come from store_catalog.h (store_annotator_ensure,
+ * store_aspects_list).
+ *
+ * Thread safety: as Store (one connection per thread). Blind by default: nothing here returns
+ * another annotator's values, only counts.
+ */
+#ifndef EASEL_STORE_ANNOTATE_H
+#define EASEL_STORE_ANNOTATE_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "store.h"
+
+#define ANNOTATE_ASPECTS 5   /* spatial, icono, style, fidelity, material (schema v1) */
+#define ANNOTATE_OVERLAP_DEFAULT 3
+
+typedef enum AnnotateOrder {
+    ANNOTATE_ORDER_FEWEST = 0,  /* fewest raters first, then id */
+    ANNOTATE_ORDER_ID,          /* import order */
+    ANNOTATE_ORDER_PROMPT,      /* by prompt, then id: all images of a prompt together */
+    ANNOTATE_ORDER_RANDOM,      /* shuffled, stable for one annotator */
+} AnnotateOrder;
+
+/* Parse "fewest" | "id" | "prompt" | "random". Returns 0 or ERR_USAGE with err set. */
+int store_annotate_order_parse(const char *s, AnnotateOrder *order, Err *err);
+
+typedef struct AnnotateQuery {
+    int64_t annotator_id;
+    int overlap;            /* only images with fewer raters; <= 0: ANNOTATE_OVERLAP_DEFAULT */
+    AnnotateOrder order;
+    const char *prompt;     /* NULL: all; else prompt ext id (the CSV's prompt_id); borrowed */
+    int unrated_only;       /* only images nobody has rated */
+} AnnotateQuery;
+
+/* Up to MAX image ids of the queue, in order, skipping the N_SKIP ids in SKIP (images this
+ * session skipped or is showing). *N gets the count. */
+int store_annotate_queue(Store *st, const AnnotateQuery *q, const int64_t *skip, int n_skip,
+                         int64_t *ids, int max, int *n, Err *err);
+
+/* One image as the annotator sees it. Strings are owned; free with
+ * store_annotate_image_deinit. */
+typedef struct AnnotateImage {
+    int64_t id;
+    char *path;                     /* resolved to open from the current directory */
+    char *prompt_ext;               /* prompt id, or NULL */
+    char *prompt;                   /* prompt text, or NULL */
+    int missing;                    /* the importer saw the file missing */
+    int width;                      /* 0 if unknown */
+    int height;
+    int n_raters;                   /* distinct annotators who rated it, me included */
+    int n_my_flags;                 /* flags I set on it */
+    double mine[ANNOTATE_ASPECTS];  /* my current values; NAN = not rated */
+    double my_seconds;              /* time I spent on it so far (0 if none) */
+} AnnotateImage;
+
+/* Fill IMG for IMAGE_ID. Returns 0, ERR_NOTFOUND (no such image) or an ERR_*. */
+int store_annotate_image(Store *st, int64_t image_id, int64_t annotator_id, AnnotateImage *img,
+                         Err *err);
+void store_annotate_image_deinit(AnnotateImage *img);
+
+/* Commit the annotator's values for one image (NAN = leave that aspect as it is; index =
+ * aspect position), all in one transaction, with SECONDS spent on it, source 'tui'. Returns 0,
+ * ERR_USAGE (nothing to write), ERR_FORMAT (a value outside 0..10), ERR_CONFLICT (unknown
+ * image) or a store error; on error nothing was written. *N_WRITTEN (may be
+ * NULL) gets how many aspect values were inserted or changed. */
+int store_annotate_commit(Store *st, int64_t image_id, int64_t annotator_id,
+                          const double values[ANNOTATE_ASPECTS], double seconds, int *n_written,
+                          Err *err);
+
+/* Record a flag on an image with a comment (copied; may be empty). */
+int store_annotate_flag(Store *st, int64_t image_id, int64_t annotator_id, const char *comment,
+                        Err *err);
+
+typedef struct AnnotateProgress {
+    int done;           /* images I rated (any aspect), whole store */
+    int remaining;      /* images in my queue now */
+    int last_hour;      /* images I committed or changed in the TUI in the last hour */
+    double mean_seconds;/* mean time per image I rated in the TUI, 0 if none */
+} AnnotateProgress;
+
+int store_annotate_progress(Store *st, const AnnotateQuery *q, AnnotateProgress *p, Err *err);
+
+#endif

@@ -1,0 +1,130 @@
+/* store_pairs — stored preference pairs. See store_pairs.h.
+ * Invariant: a stored pair is never rewritten; re-importing a file is a no-op. */
+#include "store_pairs.h"
+#include "store_int.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+
+static void bind_opt(sqlite3_stmt *s, int i, double v) {
+    if (isfinite(v))
+        sqlite3_bind_double(s, i, v);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static double col_opt(sqlite3_stmt *s, int i) {
+    return sqlite3_column_type(s, i) == SQLITE_NULL ? NAN : sqlite3_column_double(s, i);
+}
+
+int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
+    if (added)
+        *added = 0;
+    const char *source = p->source ? p->source : "import";
+    const char *aspect = p->aspect ? p->aspect : "";
+    sqlite3_stmt *s = store_stmt(st,
+                                 "INSERT INTO pairs(prompt_id, img_pos, img_neg, label, aspect,"
+                                 " rating_pos, rating_neg, rating_diff, source, created_at)"
+                                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                                 " ON CONFLICT(img_pos, img_neg, aspect, source) DO NOTHING",
+                                 err);
+    if (!s)
+        return ERR_DB;
+    if (p->prompt_id > 0)
+        sqlite3_bind_int64(s, 1, p->prompt_id);
+    sqlite3_bind_int64(s, 2, p->img_pos);
+    sqlite3_bind_int64(s, 3, p->img_neg);
+    sqlite3_bind_double(s, 4, p->label);
+    store_bind_text(s, 5, aspect);
+    bind_opt(s, 6, p->rating_pos);
+    bind_opt(s, 7, p->rating_neg);
+    bind_opt(s, 8, p->rating_diff);
+    store_bind_text(s, 9, source);
+    sqlite3_bind_double(s, 10, base_wall());
+    int rc = store_step(st, s);
+    if (rc != SQLITE_DONE) {
+        int code = store_err(st, err, "add pair");
+        sqlite3_reset(s);
+        return code;
+    }
+    sqlite3_reset(s);
+    if (sqlite3_changes(st->db) > 0) {
+        if (added)
+            *added = 1;
+        return 0;
+    }
+    s = store_stmt(st,
+                   "SELECT label FROM pairs WHERE img_pos = ?1 AND img_neg = ?2 AND aspect = ?3"
+                   " AND source = ?4",
+                   err);
+    if (!s)
+        return ERR_DB;
+    sqlite3_bind_int64(s, 1, p->img_pos);
+    sqlite3_bind_int64(s, 2, p->img_neg);
+    store_bind_text(s, 3, aspect);
+    store_bind_text(s, 4, source);
+    rc = store_step(st, s);
+    if (rc != SQLITE_ROW) {
+        int code = store_err(st, err, "read pair");
+        sqlite3_reset(s);
+        return code;
+    }
+    double old = sqlite3_column_double(s, 0);
+    sqlite3_reset(s);
+    if (old != p->label)
+        return err_set(err, ERR_CONFLICT,
+                       "this pair is already in the store with label %g, not %g", old, p->label);
+    return 0;
+}
+
+int store_pairs_list(Store *st, StorePair **out, size_t *n, Err *err) {
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s = store_stmt(st,
+                                 "SELECT id, coalesce(prompt_id, 0), img_pos, img_neg, label,"
+                                 " aspect, rating_pos, rating_neg, rating_diff, source"
+                                 " FROM pairs ORDER BY id",
+                                 err);
+    if (!s)
+        return ERR_DB;
+    size_t cap = 0;
+    int rc;
+    while ((rc = store_step(st, s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 256;
+            *out = xrealloc(*out, cap * sizeof **out);
+        }
+        StorePair *p = &(*out)[(*n)++];
+        p->id = sqlite3_column_int64(s, 0);
+        p->prompt_id = sqlite3_column_int64(s, 1);
+        p->img_pos = sqlite3_column_int64(s, 2);
+        p->img_neg = sqlite3_column_int64(s, 3);
+        p->label = sqlite3_column_double(s, 4);
+        p->aspect = store_col_text(s, 5);
+        p->rating_pos = col_opt(s, 6);
+        p->rating_neg = col_opt(s, 7);
+        p->rating_diff = col_opt(s, 8);
+        p->source = store_col_text(s, 9);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        store_pairs_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+        return store_err(st, err, "list pairs");
+    }
+    return 0;
+}
+
+void store_pairs_free(StorePair *p, size_t n) {
+    if (!p)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(p[i].aspect);
+        free(p[i].source);
+    }
+    free(p);
+}

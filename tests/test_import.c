@@ -1,0 +1,393 @@
+/* Tests for src/import.c: every importer on good files, idempotence, at least five kinds of
+ * bad file per importer (each names FILE:LINE and leaves the store byte-for-byte unchanged),
+ * and 8 processes importing ratings into one store at once. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "import.h"
+#include "store_catalog.h"
+#include "store_pairs.h"
+#include "store_ratings.h"
+
+#define FIX "tests/fixtures/import/"
+
+static char tmpdir[64];
+static char dbpath[128];
+static Store *st;
+
+static void setup(void) {
+    strcpy(tmpdir, "/tmp/easel-import-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+    snprintf(dbpath, sizeof dbpath, "%s/ws.db", tmpdir);
+    Err err = {0};
+    st = store_open(dbpath, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+}
+
+static void teardown(void) {
+    store_close(st);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(import, .init = setup, .fini = teardown);
+
+/* Every row of every table an import may touch, as text: equal dumps = unchanged store. */
+static char *dump(void) {
+    static const char *const tables[] = {"prompts", "images", "annotators", "ratings",
+                                         "rating_history", "pairs"};
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "SELECT * FROM %s ORDER BY rowid", tables[t]);
+        sqlite3_stmt *s;
+        cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+        fprintf(f, "[%s]\n", tables[t]);
+        while (sqlite3_step(s) == SQLITE_ROW) {
+            for (int i = 0; i < sqlite3_column_count(s); i++) {
+                const unsigned char *v = sqlite3_column_text(s, i);
+                fprintf(f, "%s|", v ? (const char *)v : "NULL");
+            }
+            fputc('\n', f);
+        }
+        sqlite3_finalize(s);
+    }
+    fclose(f);
+    sqlite3_close(db);
+    return out;
+}
+
+static int64_t count(const char *sql) {
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    sqlite3_stmt *s;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+static int imp(ImportKind kind, const char *path, ImportReport *rep, Err *err) {
+    ImportOptions o = {.annotator = "tester"};
+    return import_path(st, kind, path, &o, rep, err);
+}
+
+static void imp_ok(ImportKind kind, const char *path, ImportReport *rep) {
+    Err err = {0};
+    int rc = imp(kind, path, rep, &err);
+    cr_assert_eq(rc, 0, "%s: %s", path, err.msg);
+    cr_assert_eq(rep->n_errors, 0);
+}
+
+/* Import every good fixture; returns the total of rows added (for idempotence checks). */
+static size_t load_good(void) {
+    static const struct {
+        ImportKind kind;
+        const char *path;
+    } files[] = {
+        {IMPORT_PROMPTS, FIX "prompts_good.csv"},
+        {IMPORT_GENERATED, FIX "generated_multi_gpu.csv"},
+        {IMPORT_GENERATED, FIX "generated_single_gpu.csv"},
+        {IMPORT_IMAGES, FIX "images"},
+        {IMPORT_RATINGS, FIX "ratings_good.csv"},
+        {IMPORT_PAIRS, FIX "pairs_good.jsonl"},
+    };
+    size_t added = 0;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        ImportReport rep;
+        imp_ok(files[i].kind, files[i].path, &rep);
+        added += rep.prompts_added + rep.images_added + rep.images_updated +
+                 rep.annotators_added + rep.ratings_added + rep.pairs_added;
+        import_report_deinit(&rep);
+    }
+    return added;
+}
+
+Test(import, prompts_with_quotes_newlines_and_utf8) {
+    ImportReport rep;
+    imp_ok(IMPORT_PROMPTS, FIX "prompts_good.csv", &rep);
+    cr_assert_eq(rep.prompts_added, 5);
+    import_report_deinit(&rep);
+    StorePrompt p;
+    cr_assert_eq(store_prompt_by_ext(st, "10", &p, NULL), 0);
+    cr_assert_str_eq(p.text, "A cabin, \"cozy\" winter evening");
+    store_prompt_deinit(&p);
+    cr_assert_eq(store_prompt_by_ext(st, "11", &p, NULL), 0);
+    cr_assert_str_eq(p.text, "Two lines:\nsecond line");
+    store_prompt_deinit(&p);
+    cr_assert_eq(store_prompt_by_ext(st, "12", &p, NULL), 0);
+    cr_assert_str_eq(p.text, "Café à Paris — ünïcödé 東京");
+    store_prompt_deinit(&p);
+}
+
+Test(import, good_files_fill_the_store) {
+    load_good();
+    cr_assert_eq(count("SELECT count(*) FROM prompts"), 7); /* 5 + "20" + pairs' own prompt */
+    /* images: 5 on disk + 20/0 + 10/missing + 10/1 + extra/a + extra/b (not on disk) */
+    cr_assert_eq(count("SELECT count(*) FROM images"), 10);
+    cr_assert_eq(count("SELECT count(*) FROM images WHERE missing = 1"), 5);
+    cr_assert_eq(count("SELECT count(*) FROM images WHERE sha256 IS NOT NULL"), 5);
+    cr_assert_eq(count("SELECT width FROM images WHERE path LIKE '%images/2/1.png'"), 11);
+    cr_assert_eq(count("SELECT seed FROM images WHERE path LIKE '%images/1/1.png'"), 1);
+    cr_assert_eq(count("SELECT count(*) FROM images WHERE generator LIKE '%\"gpu_id\":1%'"), 1);
+    cr_assert_eq(count("SELECT count(*) FROM images WHERE generator LIKE "
+                       "'%\"guidance_scale\":7.5%' AND generator LIKE "
+                       "'%\"num_inference_steps\":50%'"),
+                 2);
+    cr_assert_eq(count("SELECT count(*) FROM annotators"), 2);
+    /* ratings_good.csv: 4+4+4+5 (prompt 1) + 1+1 (prompt 2) + 5+5 (prompt 10) = 29 cells */
+    cr_assert_eq(count("SELECT count(*) FROM ratings"), 29);
+    cr_assert_eq(count("SELECT count(*) FROM ratings WHERE source = 'import:ratings_good.csv'"),
+                 29);
+    cr_assert_eq(count("SELECT count(*) FROM pairs"), 4);
+    /* label 0.0 was swapped: the preferred image (2/1) is img_pos with label 1 */
+    cr_assert_eq(count("SELECT count(*) FROM pairs p JOIN images i ON i.id = p.img_pos"
+                       " WHERE i.path LIKE '%images/2/1.png' AND p.label = 1.0"
+                       " AND p.rating_pos = 4.4 AND p.aspect = 'spatial'"),
+                 1);
+    cr_assert_eq(count("SELECT count(*) FROM pairs WHERE aspect = ''"), 3);
+    cr_assert_eq(count("SELECT count(*) FROM prompts WHERE ext_id LIKE 'text-%'"), 1);
+}
+
+Test(import, importing_twice_changes_nothing) {
+    cr_assert_gt(load_good(), 0);
+    char *before = dump();
+    cr_assert_eq(load_good(), 0);
+    char *after = dump();
+    cr_assert_str_eq(before, after);
+    free(before);
+    free(after);
+}
+
+Test(import, missing_images_warn_and_are_flagged) {
+    ImportReport rep;
+    imp_ok(IMPORT_PROMPTS, FIX "prompts_good.csv", &rep);
+    import_report_deinit(&rep);
+    imp_ok(IMPORT_RATINGS, FIX "ratings_good.csv", &rep);
+    cr_assert_eq(rep.images_missing, 1);
+    cr_assert_eq(rep.n_warnings, 1);
+    cr_assert(strstr(rep.warnings[0], "ratings_good.csv:9:") != NULL, "%s", rep.warnings[0]);
+    cr_assert(strstr(rep.warnings[0], "missing.png") != NULL, "%s", rep.warnings[0]);
+    import_report_deinit(&rep);
+}
+
+Test(import, annotator_from_option_when_no_column) {
+    ImportReport rep;
+    imp_ok(IMPORT_PROMPTS, FIX "prompts_good.csv", &rep);
+    import_report_deinit(&rep);
+    char path[160];
+    snprintf(path, sizeof path, "%s/r.csv", tmpdir);
+    FILE *f = fopen(path, "w");
+    fputs("prompt_id,image_path,spatial_rating,style_rating\n"
+          "1,x.png,7.25,\n2,y.png,,0\n", f);
+    fclose(f);
+    ImportOptions o = {.annotator = "zed"};
+    Err err = {0};
+    cr_assert_eq(import_path(st, IMPORT_RATINGS, path, &o, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.ratings_added, 2);
+    import_report_deinit(&rep);
+    cr_assert_eq(count("SELECT count(*) FROM ratings r JOIN annotators a ON a.id = r.annotator_id"
+                       " WHERE a.name = 'zed'"),
+                 2);
+    /* a relative path next to the CSV is stored relative to the store's folder */
+    cr_assert_eq(count("SELECT count(*) FROM images WHERE path = 'x.png'"), 1);
+}
+
+/* ---- bad files: each names file:line (or the folder) and changes nothing ------------------- */
+
+typedef struct Bad {
+    ImportKind kind;
+    const char *file;     /* under FIX "bad/" */
+    const char *where;    /* the message starts with this after the path prefix */
+    const char *what;     /* and contains this */
+} Bad;
+
+static const Bad bad_files[] = {
+    {IMPORT_PROMPTS, "prompts_no_header_cols.csv", ":1:", "prompt_id and prompt"},
+    {IMPORT_PROMPTS, "prompts_empty_id.csv", ":2:", "prompt_id is empty"},
+    {IMPORT_PROMPTS, "prompts_dup_id.csv", ":4:", "appears again (line 2)"},
+    {IMPORT_PROMPTS, "prompts_store_conflict.csv", ":3:", "already in the store"},
+    {IMPORT_PROMPTS, "prompts_bad_quote.csv", ":3:", "malformed CSV"},
+    {IMPORT_PROMPTS, "prompts_bad_utf8.csv", ":3:", "not valid UTF-8"},
+    {IMPORT_PROMPTS, "prompts_unterminated.csv", ":2:", "never closed"},
+    {IMPORT_PROMPTS, "prompts_empty.csv", ":", "empty"},
+    {IMPORT_PROMPTS, "prompts_no_text.csv", ":3:", "has no text"},
+    {IMPORT_RATINGS, "ratings_out_of_range.csv", ":3:", "style_rating \"11\" is outside 0..10"},
+    {IMPORT_RATINGS, "ratings_not_number.csv", ":2:", "spatial_rating \"7,5\" is not a number"},
+    {IMPORT_RATINGS, "ratings_unknown_prompt.csv", ":3:", "prompt_id \"99\" is not in the store"},
+    {IMPORT_RATINGS, "ratings_width.csv", ":3:", "5 fields, but the header has 8"},
+    {IMPORT_RATINGS, "ratings_unknown_aspect.csv", ":1:", "no aspect \"colour\""},
+    {IMPORT_RATINGS, "ratings_contradiction.csv", ":4:", "on line 2"},
+    {IMPORT_RATINGS, "ratings_conflict.csv", ":3:", "already rated it 8, not 3"},
+    {IMPORT_RATINGS, "ratings_no_path_col.csv", ":1:", "prompt_id and image_path"},
+    {IMPORT_RATINGS, "ratings_two_prompts.csv", ":3:", "has prompt_id on line 2"},
+    {IMPORT_RATINGS, "ratings_store_prompt.csv", ":2:", "belongs to another prompt"},
+    {IMPORT_PAIRS, "pairs_bad_json.jsonl", ":2:", "not valid JSON"},
+    {IMPORT_PAIRS, "pairs_missing.jsonl", ":1:", "\"img_neg\" is missing"},
+    {IMPORT_PAIRS, "pairs_label.jsonl", ":1:", "label 2 is outside 0..1"},
+    {IMPORT_PAIRS, "pairs_aspect.jsonl", ":1:", "aspect \"colour\""},
+    {IMPORT_PAIRS, "pairs_same.jsonl", ":1:", "the same image"},
+    {IMPORT_PAIRS, "pairs_array.jsonl", ":1:", "one JSON object"},
+    {IMPORT_PAIRS, "pairs_label_type.jsonl", ":1:", "\"label\" must be a number"},
+    {IMPORT_PAIRS, "pairs_label_conflict.jsonl", ":1:", "with label 1, not 0.7"},
+    {IMPORT_GENERATED, "gen_missing_cols.csv", ":1:", "prompt_id, seed, path and prompt"},
+    {IMPORT_GENERATED, "gen_bad_seed.csv", ":2:", "seed \"abc\" is not a whole number"},
+    {IMPORT_GENERATED, "gen_prompt_text.csv", ":3:", "different prompt text on line 2"},
+    {IMPORT_GENERATED, "gen_bad_width.csv", ":2:", "width \"-5\""},
+    {IMPORT_GENERATED, "gen_bad_guidance.csv", ":2:", "guidance_scale \"high\""},
+    {IMPORT_GENERATED, "gen_store_prompt.csv", ":3:", "already in the store with another text"},
+    {IMPORT_GENERATED, "gen_seed_conflict.csv", ":2:", "seed 0 in the store, not 7"},
+    {IMPORT_IMAGES, "images_unknown_prompt", ": 99/", "no prompt with prompt_id \"99\""},
+    {IMPORT_IMAGES, "images_no_images", ":", "no images found"},
+    {IMPORT_IMAGES, "images_loose", ":", "no images found"},
+    {IMPORT_IMAGES, "images_nonexistent", ":", "not a folder"},
+    {IMPORT_IMAGES, "../prompts_good.csv", ":", "not a folder"},
+};
+
+Test(import, bad_files_name_the_line_and_change_nothing) {
+    load_good();
+    for (size_t i = 0; i < sizeof bad_files / sizeof bad_files[0]; i++) {
+        const Bad *b = &bad_files[i];
+        char path[256];
+        snprintf(path, sizeof path, FIX "bad/%s", b->file);
+        char *before = dump();
+        ImportReport rep;
+        Err err = {0};
+        int rc = imp(b->kind, path, &rep, &err);
+        cr_assert_neq(rc, 0, "%s was accepted", b->file);
+        cr_assert_gt(rep.n_errors, 0, "%s: no problem listed", b->file);
+        char want[300];
+        snprintf(want, sizeof want, "%s%s", path, b->where);
+        cr_assert(strncmp(err.msg, want, strlen(want)) == 0, "%s: message '%s' should start '%s'",
+                  b->file, err.msg, want);
+        cr_assert(strstr(err.msg, b->what) != NULL, "%s: message '%s' lacks '%s'", b->file,
+                  err.msg, b->what);
+        char *after = dump();
+        cr_assert_str_eq(before, after, "%s changed the store", b->file);
+        free(before);
+        free(after);
+        import_report_deinit(&rep);
+    }
+}
+
+Test(import, every_problem_is_listed) {
+    load_good();
+    ImportReport rep;
+    Err err = {0};
+    cr_assert_neq(imp(IMPORT_PROMPTS, FIX "bad/prompts_dup_id.csv", &rep, &err), 0);
+    import_report_deinit(&rep);
+    char path[160];
+    snprintf(path, sizeof path, "%s/many.csv", tmpdir);
+    FILE *f = fopen(path, "w");
+    fputs("prompt_id,image_path,spatial_rating,icono_rating,style_rating,fidelity_rating,"
+          "material_rating\n1,a.png,11,,,,\n1,b.png,,-1,,,\n1,c.png,,,abc,,\n", f);
+    fclose(f);
+    cr_assert_eq(imp(IMPORT_RATINGS, path, &rep, &err), ERR_FORMAT);
+    cr_assert_eq(rep.n_errors, 3);
+    cr_assert(strstr(rep.errors[1], "many.csv:3: icono_rating \"-1\"") != NULL, "%s",
+              rep.errors[1]);
+    cr_assert(strstr(err.msg, "3 problems") != NULL, "%s", err.msg);
+    import_report_deinit(&rep);
+}
+
+static int cancel_at_3(void *user, size_t done, size_t total) {
+    (void)total;
+    *(size_t *)user = done;
+    return done >= 3;
+}
+
+Test(import, cancel_writes_nothing) {
+    ImportReport rep;
+    imp_ok(IMPORT_PROMPTS, FIX "prompts_good.csv", &rep);
+    import_report_deinit(&rep);
+    char *before = dump();
+    size_t seen = 0;
+    ImportOptions o = {.progress = cancel_at_3, .user_data = &seen};
+    Err err = {0};
+    /* progress is reported every 64 rows and at the end: the end report cancels */
+    cr_assert_eq(import_path(st, IMPORT_RATINGS, FIX "ratings_good.csv", &o, &rep, &err),
+                 ERR_CANCELLED);
+    cr_assert_eq(seen, 8);
+    import_report_deinit(&rep);
+    char *after = dump();
+    cr_assert_str_eq(before, after);
+    free(before);
+    free(after);
+}
+
+/* ---- 8 processes, one store ---------------------------------------------------------------- */
+
+#define N_PROC 8
+#define N_IMG 25
+
+Test(import, eight_processes_import_ratings_at_once) {
+    ImportReport rep;
+    imp_ok(IMPORT_PROMPTS, FIX "prompts_good.csv", &rep);
+    import_report_deinit(&rep);
+    store_close(st);
+    st = NULL;
+    /* every process rates the same 25 new images (so they race to add them) as its own
+     * annotator, plus 25 images of its own */
+    for (int p = 0; p < N_PROC; p++) {
+        char path[160];
+        snprintf(path, sizeof path, "%s/r%d.csv", tmpdir, p);
+        FILE *f = fopen(path, "w");
+        fputs("prompt_id,image_path,spatial_rating,icono_rating,style_rating,fidelity_rating,"
+              "material_rating,annotator\n", f);
+        for (int i = 0; i < N_IMG; i++) {
+            fprintf(f, "1,shared/%d.png,%d,%d,%d,%d,%d.5,w%d\n", i, p, i % 11, (p + i) % 11, 3,
+                    4, p);
+            fprintf(f, "2,own%d/%d.png,1,2,3,4,5,w%d\n", p, i, p);
+        }
+        fclose(f);
+    }
+    pid_t pids[N_PROC];
+    for (int p = 0; p < N_PROC; p++) {
+        pids[p] = fork();
+        cr_assert_geq(pids[p], 0);
+        if (pids[p] == 0) {
+            Err err = {0};
+            Store *s = store_open(dbpath, &err);
+            if (!s)
+                _exit(10);
+            char path[160];
+            snprintf(path, sizeof path, "%s/r%d.csv", tmpdir, p);
+            ImportReport r;
+            int rc = import_path(s, IMPORT_RATINGS, path, NULL, &r, &err);
+            int ok = rc == 0 && r.ratings_added == 2 * N_IMG * 5;
+            if (!ok)
+                fprintf(stderr, "process %d: %s\n", p, err.msg);
+            import_report_deinit(&r);
+            store_close(s);
+            _exit(ok ? 0 : 1);
+        }
+    }
+    for (int p = 0; p < N_PROC; p++) {
+        int status;
+        cr_assert_eq(waitpid(pids[p], &status, 0), pids[p]);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "process %d failed (%d)", p,
+                  status);
+    }
+    cr_assert_eq(count("SELECT count(*) FROM ratings"), N_PROC * 2 * N_IMG * 5);
+    cr_assert_eq(count("SELECT count(*) FROM images"), N_IMG + N_PROC * N_IMG);
+    cr_assert_eq(count("SELECT count(*) FROM annotators"), N_PROC);
+    cr_assert_eq(count("SELECT count(DISTINCT annotator_id) FROM ratings r JOIN images i"
+                       " ON i.id = r.image_id WHERE i.path LIKE 'shared/%'"),
+                 N_PROC);
+    Err err = {0};
+    st = store_open(dbpath, &err);
+    cr_assert_not_null(st);
+}

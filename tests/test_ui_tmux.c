@@ -1,0 +1,220 @@
+/* End-to-end test of the TUI as an annotator uses it: bin/easel in a tmux pane on a temporary
+ * store, keys typed with `tmux send-keys`, the screen read with `capture-pane`, then the
+ * process killed with SIGKILL and the store checked row by row.
+ *
+ * Skipped (with the reason) when tmux or bin/easel is missing. Waits poll the pane with a
+ * generous deadline; nothing here measures time.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wall"
+#pragma GCC diagnostic ignored "-Wextra"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image_write.h>
+#pragma GCC diagnostic pop
+
+static char dir[64];
+static char sock[64];
+static char easel[512];
+
+static int sh(const char *fmt, ...) {
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static char *capture(void) {
+    static char buf[65536];
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "tmux -L %s capture-pane -p -t e 2>/dev/null", sock);
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
+    if (p)
+        pclose(p);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Wait until the pane shows TEXT (up to ~10 s); fails the test with the screen otherwise. */
+static void wait_for(const char *text) {
+    for (int i = 0; i < 500; i++) {
+        if (strstr(capture(), text))
+            return;
+        usleep(20000);
+    }
+    cr_assert_fail("the screen never showed \"%s\"; it shows:\n%s", text, capture());
+}
+
+static void keys(const char *k) {
+    cr_assert_eq(sh("tmux -L %s send-keys -t e %s", sock, k), 0, "send-keys %s", k);
+}
+
+static double q(const char *sql) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/t.db", dir);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *s;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(s), SQLITE_ROW, "%s", sql);
+    double v = sqlite3_column_type(s, 0) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+static void write_png(const char *name, int seed) {
+    int w = 96, h = 96;
+    unsigned char *px = malloc((size_t)w * h * 3);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            unsigned char *p = px + ((size_t)y * w + x) * 3;
+            p[0] = (unsigned char)(x * 2 + seed * 40);
+            p[1] = (unsigned char)(y * 2);
+            p[2] = (unsigned char)(seed * 60);
+        }
+    char path[160];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    cr_assert(stbi_write_png(path, w, h, 3, px, w * 3));
+    free(px);
+}
+
+static void setup(void) {
+    if (sh("command -v tmux >/dev/null") != 0)
+        cr_skip_test("tmux is not installed (the Makefile's DEB_TEST installs it)");
+    const char *bin = getenv("EASEL_BIN");
+    if (!realpath(bin ? bin : "bin/easel", easel))
+        cr_skip_test("bin/easel not found (run from the repository root after make)");
+    strcpy(dir, "/tmp/easel-tmux-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(sock, sizeof sock, "easel-test-%d", (int)getpid());
+    cr_assert_eq(sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
+    write_png("a.png", 1);
+    write_png("b.png", 2);
+    write_png("d.png", 3);
+    char bad[160];
+    snprintf(bad, sizeof bad, "%s/c.png", dir);
+    FILE *f = fopen(bad, "w");
+    fputs("this is not a png", f);
+    fclose(f);
+    cr_assert_eq(sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
+                    " (1, 'p1', 'a red fox in the snow', 0);"
+                    " INSERT INTO images(id, prompt_id, path, created_at) VALUES"
+                    " (1,1,'a.png',0),(2,1,'b.png',0),(3,1,'c.png',0),(4,1,'d.png',0);\"",
+                    dir),
+                 0, "sqlite3 CLI needed (DEB_TEST)");
+}
+
+static void teardown(void) {
+    if (sock[0])
+        sh("tmux -L %s kill-server 2>/dev/null", sock);
+    if (dir[0])
+        sh("rm -rf %s", dir);
+}
+
+TestSuite(ui_tmux, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(ui_tmux, rate_undo_flag_kill9_keeps_exactly_the_committed_rows) {
+    cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
+                    "'exec %s --db t.db annotate --annotator tester --graphics blocks'",
+                    dir, sock, easel),
+                 0);
+    wait_for("image 1");
+    wait_for("a red fox in the snow");
+    /* the contract: 7 7 7 7 7 Enter stores 7 for all five aspects and shows the next image */
+    keys("7 7 7 7 7 Enter");
+    wait_for("saved image 1");
+    wait_for("image 2");
+    cr_assert_eq(q("SELECT count(*) FROM ratings r JOIN annotators a ON a.id = r.annotator_id"
+                   " WHERE a.name = 'tester' AND image_id = 1 AND value = 7"), 5);
+
+    keys("1 2 3 4 5 Enter");
+    wait_for("saved image 2");
+    wait_for("IMAGE CANNOT BE SHOWN"); /* image 3 is corrupt: a placeholder, still usable */
+    wait_for("c.png");
+
+    keys("f");
+    wait_for("Flag:");
+    keys("-l 'broken file'");
+    keys("Enter");
+    wait_for("flagged image 3");
+    keys("s");
+    wait_for("skipped image 3");
+    wait_for("image 4");
+
+    /* undo reopens image 2 with its values; change spatial 1 -> 9 and save again */
+    keys("u");
+    wait_for("reopened image 2");
+    keys("9 Enter");
+    wait_for("saved image 2 (1 value written)");
+
+    /* image 3 comes back in the session history (b/n walk it); n moves on to image 4 */
+    wait_for("image 3");
+    keys("n");
+    wait_for("image 4");
+    /* edit image 4 without committing, then kill -9: nothing of it may reach the store */
+    keys("8 8 8");
+    wait_for("8    ");
+    cr_assert_eq(sh("kill -9 $(tmux -L %s display -p -t e '#{pane_pid}')", sock), 0);
+
+    cr_assert_eq(q("SELECT count(*) FROM ratings"), 10, "exactly images 1 and 2, five each");
+    cr_assert_eq(q("SELECT count(*) FROM ratings WHERE image_id = 1 AND value = 7"), 5);
+    cr_assert_eq(q("SELECT group_concat(value, ',') FROM (SELECT r.value FROM ratings r"
+                   " JOIN aspects s ON s.id = r.aspect_id WHERE image_id = 2 ORDER BY s.position)"),
+                 q("SELECT group_concat(v, ',') FROM (SELECT 9.0 AS v UNION ALL SELECT 2.0"
+                   " UNION ALL SELECT 3.0 UNION ALL SELECT 4.0 UNION ALL SELECT 5.0)"));
+    cr_assert_eq(q("SELECT sum(value) FROM ratings WHERE image_id = 2"), 23.0);
+    cr_assert_eq(q("SELECT value FROM ratings r JOIN aspects s ON s.id = r.aspect_id"
+                   " WHERE image_id = 2 AND s.name = 'spatial'"), 9.0);
+    cr_assert_eq(q("SELECT count(*) FROM rating_history"), 1, "the edit kept the old value");
+    cr_assert_eq(q("SELECT value FROM rating_history"), 1.0);
+    cr_assert_eq(q("SELECT count(*) FROM ratings WHERE image_id IN (3, 4)"), 0);
+    cr_assert_eq(q("SELECT count(*) FROM ratings WHERE source = 'tui' AND seconds >= 0"), 10,
+                 "time spent recorded on every value");
+    cr_assert_eq(q("SELECT count(*) FROM flags WHERE image_id = 3 AND comment = 'broken file'"
+                   " AND annotator_id = (SELECT id FROM annotators WHERE name = 'tester')"),
+                 1);
+    cr_assert_eq(q("SELECT count(*) FROM flags"), 1);
+}
+
+Test(ui_tmux, help_overlay_quality_screen_and_quit) {
+    cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 80 -y 24 "
+                    "'%s --db t.db; echo EXITED; sleep 5'",
+                    dir, sock, easel),
+                 0);
+    wait_for("F2 Annotate");
+    wait_for("F3 Quality");
+    keys("'?'");
+    wait_for("Annotate \xe2\x80\x94 keys");
+    wait_for("set the selected aspect to 10");
+    keys("Space");
+    keys("Tab");
+    wait_for("No ratings yet");
+    keys("F2");
+    wait_for("image 1");
+    /* a terminal's late answer to the start-up probe must not type digits into the aspects */
+    keys("Escape '[?62;4c'");
+    keys("5");
+    wait_for("spatial    5 ");
+    wait_for("\xe2\x96\xb8" "2 icono      \xe2\x80\x93");
+    keys("q");
+    wait_for("EXITED");
+}

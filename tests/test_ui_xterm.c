@@ -1,0 +1,246 @@
+/* The image in a real terminal: bin/easel in `xterm -ti vt340` (sixel) under Xvfb, a
+ * screenshot, and two checks (terminal-graphics.md, "Headless test recipe"):
+ *   1. the image region matches the source image scaled to the size easel drew it
+ *      (ImageMagick's scaling, not ours): PSNR > 25 dB;
+ *   2. the text around it is intact: the title bar, the text panel right of the image and
+ *      the status line are pixel-identical to a second run with --graphics none.
+ * Skipped with a message when Xvfb, xterm, xwd or ImageMagick is missing (the Makefile's
+ * DEB_TEST installs them). Waits poll with deadlines; nothing here measures time.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "annotate_vm.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wall"
+#pragma GCC diagnostic ignored "-Wextra"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image_write.h>
+#pragma GCC diagnostic pop
+
+#define COLS 100
+#define ROWS 30
+
+static char dir[64];
+static char easel[512];
+static int display = -1;
+static pid_t xvfb = -1;
+static pid_t xterm = -1;
+
+static int sh(const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int have(const char *prog) { return sh("command -v %s >/dev/null 2>&1", prog) == 0; }
+
+static pid_t spawn(char *const argv[]) {
+    pid_t p = fork();
+    if (p == 0) {
+        setpgid(0, 0);
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    return p;
+}
+
+static void stop(pid_t *p) {
+    if (*p > 0) {
+        kill(-*p, SIGKILL);
+        waitpid(*p, NULL, 0);
+        *p = -1;
+    }
+}
+
+static void setup(void) {
+    const char *tools[] = {"Xvfb", "xterm", "xwd", "convert", "compare"};
+    for (size_t i = 0; i < sizeof tools / sizeof tools[0]; i++)
+        if (!have(tools[i]))
+            cr_skip_test("%s is not installed: the real-terminal test needs Xvfb, xterm, xwd "
+                         "and ImageMagick (the Makefile's DEB_TEST installs them as root)",
+                         tools[i]);
+    const char *bin = getenv("EASEL_BIN");
+    if (!realpath(bin ? bin : "bin/easel", easel))
+        cr_skip_test("bin/easel not found (run from the repository root after make)");
+    strcpy(dir, "/tmp/easel-xterm-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    /* a free display number */
+    for (int d = 90 + getpid() % 50; d < 200 && display < 0; d++) {
+        char lock[64], sockp[64];
+        snprintf(lock, sizeof lock, "/tmp/.X%d-lock", d);
+        snprintf(sockp, sizeof sockp, "/tmp/.X11-unix/X%d", d);
+        if (access(lock, F_OK) != 0 && access(sockp, F_OK) != 0)
+            display = d;
+    }
+    cr_assert_geq(display, 0);
+    char dpy[16];
+    snprintf(dpy, sizeof dpy, ":%d", display);
+    char *argv[] = {"Xvfb", dpy, "-screen", "0", "1024x768x24", "-nolisten", "tcp", NULL};
+    xvfb = spawn(argv);
+    char sockp[64];
+    snprintf(sockp, sizeof sockp, "/tmp/.X11-unix/X%d", display);
+    for (int i = 0; i < 500 && access(sockp, F_OK) != 0; i++)
+        usleep(10000);
+    cr_assert_eq(access(sockp, F_OK), 0, "Xvfb did not start on %s", dpy);
+
+    /* a store with one image: a distinctive picture of 240 x 180 */
+    int w = 240, h = 180;
+    unsigned char *px = malloc((size_t)w * h * 3);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            unsigned char *p = px + ((size_t)y * w + x) * 3;
+            int disc = (x - 150) * (x - 150) + (y - 80) * (y - 80) < 45 * 45;
+            p[0] = (unsigned char)(disc ? 240 : x);
+            p[1] = (unsigned char)(disc ? 200 - y / 2 : y);
+            p[2] = (unsigned char)(disc ? 40 : 255 - x / 2);
+        }
+    char path[160];
+    snprintf(path, sizeof path, "%s/pic.png", dir);
+    cr_assert(stbi_write_png(path, w, h, 3, px, w * 3));
+    free(px);
+    cr_assert_eq(sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
+    cr_assert_eq(sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
+                    " (1, 'p1', 'a test card', 0); INSERT INTO images(id, prompt_id, path,"
+                    " created_at) VALUES (1, 1, 'pic.png', 0);\"", dir), 0);
+}
+
+static void teardown(void) {
+    stop(&xterm);
+    stop(&xvfb);
+    if (dir[0])
+        sh("%s %s", getenv("EASEL_KEEP") ? "echo kept" : "rm -rf", dir);
+}
+
+TestSuite(ui_xterm, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Start easel in xterm with extra ARGS, wait until LOG_WANT appears in its log and the
+ * screen settles, screenshot into SHOT. */
+static void run_shot(const char *args, const char *log_want, const char *shot) {
+    char cmd[1024], dpy[16], logp[160];
+    snprintf(dpy, sizeof dpy, ":%d", display);
+    snprintf(logp, sizeof logp, "%s/%s.log", dir, shot);
+    snprintf(cmd, sizeof cmd,
+             "cd %s && printf '\\033[?25l' && EASEL_LOG=%s exec %s --db t.db annotate "
+             "--annotator tester %s",
+             dir, logp, easel, args);
+    char geom[32];
+    snprintf(geom, sizeof geom, "%dx%d+0+0", COLS, ROWS);
+    char *argv[] = {"xterm", "-display", dpy, "-ti", "vt340", "-b", "0", "-bw", "0",
+                    "-xrm", "XTerm*numColorRegisters: 256", "-xrm", "XTerm*cursorBlink: false",
+                    "-geometry", geom, "-e", "sh", "-c", cmd, NULL};
+    xterm = spawn(argv);
+    int ok = 0;
+    for (int i = 0; i < 500 && !ok; i++) {
+        usleep(20000);
+        ok = sh("grep -q '%s' %s 2>/dev/null", log_want, logp) == 0;
+    }
+    cr_assert(ok, "easel never logged '%s'", log_want);
+    /* The frame is logged before it is written: take screenshots until two agree. */
+    char prev[200] = "";
+    for (int i = 0; i < 50; i++) {
+        usleep(100000);
+        cr_assert_eq(sh("xwd -display %s -root -silent | convert xwd:- %s/%s.png", dpy, dir,
+                        shot), 0);
+        char sum[200];
+        snprintf(cmd, sizeof cmd, "md5sum < %s/%s.png", dir, shot);
+        FILE *p = popen(cmd, "r");
+        cr_assert(fgets(sum, sizeof sum, p));
+        pclose(p);
+        if (strcmp(sum, prev) == 0)
+            break;
+        strcpy(prev, sum);
+    }
+    stop(&xterm);
+}
+
+static double psnr(const char *a, const char *b) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "compare -metric PSNR %s %s null: 2>&1", a, b);
+    FILE *p = popen(cmd, "r");
+    char out[128] = "";
+    cr_assert(fgets(out, sizeof out, p));
+    pclose(p);
+    if (strncmp(out, "inf", 3) == 0)
+        return 999.0;
+    return atof(out);
+}
+
+static int log_int(const char *shot, const char *fmt, int *a, int *b) {
+    char path[160], line[1024];
+    snprintf(path, sizeof path, "%s/%s.log", dir, shot);
+    FILE *f = fopen(path, "r");
+    int found = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *key = strstr(line, fmt);
+        if (key && sscanf(key + strlen(fmt), "%dx%d", a, b) == 2)
+            found = 1;
+    }
+    if (f)
+        fclose(f);
+    return found;
+}
+
+Test(ui_xterm, sixel_image_matches_and_text_around_is_intact) {
+    run_shot("", "canvas", "sixel");
+    int cw = 0, ch = 0, iw = 0, ih = 0;
+    cr_assert(log_int("sixel", "cell ", &cw, &ch), "no cell size in the log");
+    cr_assert(log_int("sixel", "image ", &iw, &ih), "no image size in the log");
+    cr_assert_eq(sh("grep -q 'graphics sixel' %s/sixel.log", dir), 0,
+                 "xterm -ti vt340 answers DA1 with 4: the probe must pick sixel");
+    cr_assert_gt(iw, 50);
+    cr_assert_gt(ih, 50);
+
+    /* 1. the image region: row 1 of the screen, column 0 */
+    cr_assert_eq(sh("cd %s && convert sixel.png -crop %dx%d+0+%d +repage crop.png && "
+                    "convert pic.png -resize %dx%d! expected.png", dir, iw, ih, ch, iw, ih), 0);
+    char a[160], b[160];
+    snprintf(a, sizeof a, "%s/crop.png", dir);
+    snprintf(b, sizeof b, "%s/expected.png", dir);
+    double db = psnr(a, b);
+    cr_log_info("xterm image region: %.1f dB (%dx%d px, cell %dx%d)", db, iw, ih, cw, ch);
+    cr_assert_gt(db, 25.0, "image region PSNR %.1f dB (kept in %s)", db, dir);
+
+    /* 2. text around it, against the same screen with no image */
+    run_shot("--graphics none", "graphics none", "none");
+    AnnotateLayout l = annotate_layout(1, 0, ROWS - 2, COLS, cw, ch);
+    int x0 = (l.sep_x + 1) * cw, W = COLS * cw, H = ROWS * ch;
+    struct {
+        int x, y, w, h;
+    } regions[] = {
+        {0, 0, W, ch},                         /* title bar */
+        {x0, ch, W - x0, (ROWS - 2) * ch},     /* text panel */
+        {0, (ROWS - 1) * ch, W, ch},           /* status line */
+    };
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(sh("cd %s && convert sixel.png -crop %dx%d+%d+%d +repage t1.png && "
+                        "convert none.png -crop %dx%d+%d+%d +repage t2.png", dir,
+                        regions[i].w, regions[i].h, regions[i].x, regions[i].y, regions[i].w,
+                        regions[i].h, regions[i].x, regions[i].y), 0);
+        snprintf(a, sizeof a, "%s/t1.png", dir);
+        snprintf(b, sizeof b, "%s/t2.png", dir);
+        double t = psnr(a, b);
+        cr_assert_gt(t, 40.0, "text region %d differs from the run without image (%.1f dB)", i,
+                     t);
+    }
+    (void)H;
+}

@@ -1,0 +1,159 @@
+/* annotate_vm — key handling and layout of the Annotate screen, pure. See annotate_vm.h. */
+#include "annotate_vm.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+void annotate_vm_load(AnnotateVm *vm, const double *stored) {
+    memset(vm, 0, sizeof *vm);
+    for (int k = 0; k < ANNOTATE_ASPECTS; k++) {
+        vm->stored[k] = stored ? stored[k] : NAN;
+        vm->values[k] = vm->stored[k];
+    }
+    vm->sel = 0;
+    for (int k = 0; k < ANNOTATE_ASPECTS; k++) {
+        if (isnan(vm->values[k])) {
+            vm->sel = k;
+            break;
+        }
+    }
+}
+
+int annotate_vm_n_set(const AnnotateVm *vm) {
+    int n = 0;
+    for (int k = 0; k < ANNOTATE_ASPECTS; k++)
+        n += !isnan(vm->values[k]);
+    return n;
+}
+
+int annotate_vm_dirty(const AnnotateVm *vm) {
+    for (int k = 0; k < ANNOTATE_ASPECTS; k++) {
+        double a = vm->values[k], b = vm->stored[k];
+        if (isnan(a) != isnan(b) || (!isnan(a) && a != b))
+            return 1;
+    }
+    return 0;
+}
+
+static void set_value(AnnotateVm *vm, double v) {
+    vm->values[vm->sel] = v;
+    if (vm->sel < ANNOTATE_ASPECTS - 1)
+        vm->sel++;
+}
+
+static void adjust(AnnotateVm *vm, double d) {
+    double v = vm->values[vm->sel];
+    v = isnan(v) ? 5.0 : v + d;
+    if (v < 0)
+        v = 0;
+    if (v > 10)
+        v = 10;
+    vm->values[vm->sel] = v;
+}
+
+/* Navigation keys ask once when there are unsaved changes. */
+static AnnotateAction guarded(AnnotateVm *vm, int key, AnnotateAction act) {
+    if (annotate_vm_dirty(vm) && vm->armed != key) {
+        vm->armed = key;
+        return AVM_UNSAVED;
+    }
+    vm->armed = 0;
+    return act;
+}
+
+AnnotateAction annotate_vm_key(AnnotateVm *vm, int key) {
+    int armed = vm->armed;
+    vm->armed = 0;
+    if (key >= '0' && key <= '9') {
+        set_value(vm, key - '0');
+        return AVM_CHANGED;
+    }
+    switch (key) {
+    case 't':
+        set_value(vm, 10);
+        return AVM_CHANGED;
+    case AVM_KEY_UP:
+        vm->sel = (vm->sel + ANNOTATE_ASPECTS - 1) % ANNOTATE_ASPECTS;
+        return AVM_CHANGED;
+    case AVM_KEY_DOWN:
+        vm->sel = (vm->sel + 1) % ANNOTATE_ASPECTS;
+        return AVM_CHANGED;
+    case AVM_KEY_LEFT:
+        adjust(vm, -0.5);
+        return AVM_CHANGED;
+    case AVM_KEY_RIGHT:
+        adjust(vm, 0.5);
+        return AVM_CHANGED;
+    case AVM_KEY_DELETE:
+    case 'x':
+        vm->values[vm->sel] = NAN;
+        return AVM_CHANGED;
+    case AVM_KEY_ENTER: {
+        int n = annotate_vm_n_set(vm);
+        if (n == 0)
+            return AVM_EMPTY;
+        if (n < ANNOTATE_ASPECTS && armed != AVM_KEY_ENTER) {
+            vm->armed = AVM_KEY_ENTER;
+            return AVM_PARTIAL;
+        }
+        return AVM_COMMIT;
+    }
+    case 'f':
+        return AVM_FLAG;
+    default:
+        break;
+    }
+    vm->armed = armed;
+    switch (key) {
+    case 'u': return guarded(vm, key, AVM_UNDO);
+    case 'b': return guarded(vm, key, AVM_BACK);
+    case 'n': return guarded(vm, key, AVM_NEXT);
+    case 's': return guarded(vm, key, AVM_SKIP);
+    case 'g': return guarded(vm, key, AVM_GOTO);
+    default:
+        vm->armed = 0;
+        return AVM_IGNORED;
+    }
+}
+
+double annotate_vm_pace(int n, double seconds, int last_hour) {
+    if (seconds >= 3600.0)
+        return last_hour;
+    if (n <= 0 || seconds < 60.0)
+        return 0.0;
+    return n * 3600.0 / seconds;
+}
+
+AnnotateLayout annotate_layout(int y, int x, int h, int w, int cell_w, int cell_h) {
+    AnnotateLayout l = {0};
+    if (cell_w <= 0 || cell_h <= 0) {
+        cell_w = 10;
+        cell_h = 20;
+    }
+    l.img_y = y;
+    l.img_x = x;
+    l.img_h = h - 1;
+    if (l.img_h < 1)
+        l.img_h = 1;
+    int square = (int)((double)l.img_h * cell_h / cell_w + 0.5); /* columns for a square */
+    int room = w - ANNOTATE_SIDE_MIN - 1;
+    l.img_w = square < room ? square : room;
+    if (l.img_w < 1)
+        l.img_w = 1;
+    l.sep_x = x + l.img_w;
+    l.side_y = y;
+    l.side_x = l.sep_x + 2;
+    l.side_h = h;
+    l.side_w = x + w - l.side_x;
+    return l;
+}
+
+void annotate_vm_fmt(double v, char *buf, int size) {
+    if (isnan(v))
+        snprintf(buf, (size_t)size, "\xe2\x80\x93");
+    else if (v == floor(v))
+        snprintf(buf, (size_t)size, "%d", (int)v);
+    else
+        snprintf(buf, (size_t)size, "%.1f", v);
+}

@@ -1,0 +1,90 @@
+/* annotate_vm — the Annotate screen's state machine and layout, pure C (no ncurses, no store),
+ * tested directly by tests/test_ui_annotate.c.
+ *
+ * Keys (the screen maps ncurses codes to these; printable keys are themselves):
+ *   0-9      set the selected aspect to that value and select the next aspect
+ *   t        set the selected aspect to 10
+ *   Left/Right  -/+ 0.5 on the selected aspect (from 5 when it has no value)
+ *   Up/Down  select the previous/next aspect
+ *   Backspace/Delete/x  clear the selected aspect
+ *   Enter    commit: every aspect set -> AVM_COMMIT; none set -> AVM_EMPTY; some set ->
+ *            AVM_PARTIAL first, AVM_COMMIT when pressed again at once
+ *   u b n s f g  AVM_UNDO, AVM_BACK, AVM_NEXT, AVM_SKIP, AVM_FLAG, AVM_GOTO; b, n, s, u and g
+ *            with unsaved changes return AVM_UNSAVED first and act when pressed again at once
+ * Contract: from a fresh image, 7 7 7 7 7 Enter yields values {7,7,7,7,7} and AVM_COMMIT.
+ */
+#ifndef EASEL_ANNOTATE_VM_H
+#define EASEL_ANNOTATE_VM_H
+
+#include "store_annotate.h"
+
+enum {
+    AVM_KEY_UP = 0x110000,
+    AVM_KEY_DOWN,
+    AVM_KEY_LEFT,
+    AVM_KEY_RIGHT,
+    AVM_KEY_ENTER,
+    AVM_KEY_DELETE,
+};
+
+typedef enum AnnotateAction {
+    AVM_IGNORED = 0,   /* not an Annotate key */
+    AVM_CHANGED,       /* values or selection changed */
+    AVM_COMMIT,
+    AVM_EMPTY,         /* Enter with nothing set */
+    AVM_PARTIAL,       /* Enter with some aspects unset: press again to save the rest */
+    AVM_UNSAVED,       /* navigation with unsaved changes: press again to discard */
+    AVM_UNDO,
+    AVM_BACK,
+    AVM_NEXT,
+    AVM_SKIP,
+    AVM_FLAG,
+    AVM_GOTO,
+} AnnotateAction;
+
+typedef struct AnnotateVm {
+    double values[ANNOTATE_ASPECTS];  /* being edited; NAN = unset */
+    double stored[ANNOTATE_ASPECTS];  /* what the store holds for me; NAN = none */
+    int sel;                          /* selected aspect */
+    int armed;                        /* the key that asked for confirmation, or 0 */
+} AnnotateVm;
+
+/* Start editing an image whose stored values are STORED (NULL: none). Selects the first
+ * unset aspect (or the first). */
+void annotate_vm_load(AnnotateVm *vm, const double *stored);
+
+/* Apply one key; returns what the screen must do. */
+AnnotateAction annotate_vm_key(AnnotateVm *vm, int key);
+
+int annotate_vm_n_set(const AnnotateVm *vm);
+int annotate_vm_dirty(const AnnotateVm *vm);   /* values differ from stored */
+
+/* Images per hour: N images committed over SECONDS of session; LAST_HOUR images in the last
+ * hour from the store is used once the session is an hour old. 0 if too early to say. */
+double annotate_vm_pace(int n, double seconds, int last_hour);
+
+/* Where things go in the Annotate body (cells). The image box is left, as large as fits
+ * while leaving SIDE_MIN columns for the text panel, no wider than a square image needs
+ * for the cell shape, and one row short of the body so an image never reaches the status
+ * line. A separator column sits right of the box: it is never blank, so ncurses never
+ * clears a row through the image. */
+typedef struct AnnotateLayout {
+    int img_y;       /* image box */
+    int img_x;
+    int img_h;
+    int img_w;
+    int sep_x;       /* the separator column */
+    int side_y;      /* text panel */
+    int side_x;
+    int side_h;
+    int side_w;
+} AnnotateLayout;
+
+#define ANNOTATE_SIDE_MIN 36
+
+AnnotateLayout annotate_layout(int y, int x, int h, int w, int cell_w, int cell_h);
+
+/* Format a value: "7", "7.5", "–" for unset. BUF gets at most 8 bytes. */
+void annotate_vm_fmt(double v, char *buf, int size);
+
+#endif

@@ -1,0 +1,80 @@
+/* app — the easel TUI application: one ncurses main loop on the UI (main) thread.
+ *
+ * Design (htop's ScreenManager, redis's event loop): the loop poll()s the terminal and a wake
+ * pipe, drains keys, redraws only when something is dirty, and ticks the visible screen at
+ * least once a second so it can refresh from the store (other processes write there too).
+ * Worker threads never touch ncurses: they call app_wake() (one byte on the pipe) and the
+ * screen's tick reads what they left under their own lock. SIGWINCH only sets a flag (and
+ * wakes the loop); the loop then resizes and redraws everything, re-sending images.
+ *
+ * This header is plain C (no ncurses), so src/cli_tui.c can start the app; screens include
+ * ui/screen.h for the drawing side.
+ */
+#ifndef EASEL_APP_H
+#define EASEL_APP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "store.h"
+
+typedef struct App App;
+
+/* What the command line asked for; strings are borrowed for the life of the app. */
+typedef struct AppConfig {
+    const char *db_path;        /* the store (must exist) */
+    const char *annotator;      /* NULL: $USER, else "annotator" */
+    const char *graphics;       /* NULL: probe; "sixel" | "blocks" | "ascii" | "none" */
+    const char *start_screen;   /* NULL: the first screen; else a screen name ("Annotate") */
+    /* Annotate queue options (see src/store_annotate.h) */
+    const char *order;          /* NULL: "fewest"; also "id", "random", "prompt" */
+    const char *prompt_filter;  /* NULL: all prompts; else a prompt id (ext id) */
+    int unrated_only;           /* only images nobody has rated yet */
+    int overlap;                /* raters wanted per image; 0: 3 */
+    int show_others;            /* 0 (default): blind, never show other annotators' ratings */
+} AppConfig;
+
+/* Run the TUI until the user quits. Returns 0, or an ERR_* with err set when it could not
+ * start (no terminal, no store). Restores the terminal on every exit path. */
+int app_run(const AppConfig *cfg, Err *err);
+
+/* Graphics modes, weakest first. */
+typedef enum GfxMode { GFX_NONE = 0, GFX_ASCII, GFX_BLOCKS, GFX_SIXEL } GfxMode;
+
+/* Names of the screens in the table, in Tab order, ended by NULL (for --help texts). */
+const char *const *app_screen_names(void);
+
+/* ---- services for screens (UI thread only, except app_wake) ------------------------------ */
+
+Store *app_store(App *app);                 /* the UI thread's connection; borrowed */
+const AppConfig *app_config(App *app);
+const char *app_annotator(App *app);        /* resolved name: --annotator, $USER, "annotator" */
+GfxMode app_gfx_mode(App *app);
+/* Terminal facts from the start-up probe (see ui/gfx.h GfxCaps); borrowed. */
+const struct GfxCaps *app_gfx_caps(App *app);
+
+void app_dirty(App *app);                   /* redraw at the next turn of the loop */
+/* Clear the terminal and redraw everything at the next turn, which also removes raw output
+ * (an image) that no new frame will cover. */
+void app_redraw_all(App *app);
+void app_wake(App *app);                    /* any thread: wake the loop (then tick + redraw) */
+
+/* A message on the status line for a few seconds (errors stay until the next key). */
+void app_status(App *app, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void app_status_error(App *app, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Ask for one line of text on the status line. DONE runs on the UI thread with the text, or
+ * NULL if the user pressed Esc; the string is borrowed for the call. */
+typedef void (*AppPromptDone)(void *st, App *app, const char *text);
+void app_prompt(App *app, const char *label, AppPromptDone done, void *st);
+
+/* Show screen NAME (case-insensitive), and if ID >= 0 ask it to open object ID. Returns 0,
+ * ERR_NOTFOUND for an unknown screen, or the screen's open() error. */
+int app_switch(App *app, const char *name, int64_t id, Err *err);
+
+/* Raw bytes to the terminal (sixel, truecolor blocks). Only from ScreenClass.after_refresh.
+ * Returns 0 or ERR_IO. */
+int app_term_write(App *app, const void *buf, size_t n);
+
+#endif

@@ -1,0 +1,142 @@
+/* gfx — images in the terminal: probe, decode, fit, encode (sixel, half blocks, ascii), and
+ * a cache of encoded frames filled by a background thread.
+ *
+ * Parts (one module split by concern, see STYLE.md §1):
+ *   gfx_probe.c   what the terminal can do: one batch of queries closed by DA1 (every
+ *                 terminal answers DA1, so its reply ends the wait; capped at ~250 ms)
+ *   gfx_image.c   decode with stb_image (compiled here, static: libsixel exports stb symbols
+ *                 of its own) and resize with stb_image_resize
+ *   gfx_encode.c  frame geometry (pure), sixel through libsixel's low-level API (on a copy:
+ *                 sixel_encode dithers in place), Unicode half blocks in truecolor or 256
+ *                 colours, ascii
+ *   gfx_cache.c   frames per (image key, cell size), a worker thread that decodes and encodes
+ *                 requests, most urgent first, and prefetches what comes next
+ *
+ * A frame is a byte string that draws the image with the cursor at the image's top-left cell
+ * and moves only relative to it (sixel, or rows joined by cursor-left/cursor-down), so the
+ * caller writes ESC 7, a cursor move, the frame, ESC 8 — after ncurses has refreshed — into
+ * a rectangle ncurses never writes (terminal-graphics.md pitfalls 1–3).
+ *
+ * Threads: everything but gfx_cache_* is pure or thread-compatible (no shared state).
+ * gfx_cache_* may be called from one thread (the UI); its worker never touches ncurses and
+ * reports through the wake callback.
+ */
+#ifndef EASEL_GFX_H
+#define EASEL_GFX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "app.h"
+#include "err.h"
+
+/* ---- terminal capabilities (gfx_probe.c) ----------------------------------------------- */
+
+typedef struct GfxCaps {
+    int answered;         /* the terminal replied to DA1 */
+    int sixel;            /* DA1 listed attribute 4 */
+    int color_registers;  /* XTSMGRAPHICS, 0 = unknown */
+    int max_w;            /* largest sixel image, pixels; 0 = unknown */
+    int max_h;
+    int cell_w;           /* pixels per cell; always set (default 10x20) */
+    int cell_h;
+    int cell_from;        /* 0 default, 1 CSI 16 t, 2 TIOCGWINSZ pixels */
+    int truecolor;        /* $COLORTERM says truecolor/24bit */
+    int colors;           /* colours ncurses reports (set by the app after initscr) */
+    int in_mux;           /* inside tmux or GNU screen */
+    int utf8;             /* the locale's charset is UTF-8 */
+} GfxCaps;
+
+/* Fill the fields that come from replies, parsing N bytes of terminal output: DA1
+ * (CSI ? a;b;... c), XTSMGRAPHICS (CSI ? item ; status ; values S), cell size
+ * (CSI 6 ; h ; w t). Unknown bytes are skipped. Returns 1 if the DA1 reply was seen. Pure. */
+int gfx_probe_parse(const char *buf, size_t n, GfxCaps *caps);
+
+/* Probe the terminal on FD (a tty in its normal mode; restored before return): environment
+ * ($TERM, $TMUX, $STY, $COLORTERM, locale), one query batch, TIOCGWINSZ pixels, defaults.
+ * Waits at most TIMEOUT_MS for the DA1 reply; a silent terminal just yields defaults. */
+void gfx_probe(int fd, GfxCaps *caps, int timeout_ms);
+
+/* The mode to use: OVERRIDE ("sixel", "blocks", "ascii", "none") if given, else sixel when
+ * the terminal has it and is not a multiplexer, else blocks with UTF-8, else ascii.
+ * Returns -1 with err set (ERR_USAGE) for an unknown override. */
+int gfx_mode_choose(const GfxCaps *caps, const char *override, Err *err);
+const char *gfx_mode_name(GfxMode mode);
+
+/* ---- pixels (gfx_image.c) ---------------------------------------------------------------- */
+
+typedef struct GfxImage {
+    int w;
+    int h;
+    uint8_t *px;  /* RGB888, w*h*3 bytes, row-major; owned */
+} GfxImage;
+
+/* Decode PATH (PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PNM) into RGB. Returns 0, ERR_IO (cannot
+ * read), ERR_FORMAT (not an image or corrupt), ERR_NOMEM. */
+int gfx_image_load(const char *path, GfxImage *img, Err *err);
+
+/* Resize SRC into a new W x H image (any ratio). Returns 0 or ERR_NOMEM. */
+int gfx_image_resize(const GfxImage *src, int w, int h, GfxImage *dst, Err *err);
+
+void gfx_image_deinit(GfxImage *img);   /* frees px; NULL-safe */
+
+/* ---- frames (gfx_encode.c) ------------------------------------------------------------- */
+
+/* Where an image of SRC_W x SRC_H pixels goes in a box of COLS x ROWS cells. Every frame
+ * covers its whole box (the image at the top-left, the rest padded), so a new frame always
+ * hides the previous one. Canvas: sixel pixels (the box in pixels, clamped to the terminal's
+ * maximum, height a multiple of 6), or half-block pixels (COLS x 2 ROWS), or characters
+ * (COLS x ROWS). The image is fitted inside keeping its aspect ratio. Pure. */
+typedef struct GfxGeom {
+    int canvas_w;   /* frame size in canvas pixels */
+    int canvas_h;
+    int img_w;      /* the image's size inside the canvas, top-left aligned */
+    int img_h;
+    int cols;       /* cells covered (<= the box) */
+    int rows;
+} GfxGeom;
+GfxGeom gfx_geom(GfxMode mode, const GfxCaps *caps, int cols, int rows, int src_w, int src_h);
+
+typedef struct GfxFrame {
+    GfxMode mode;
+    int cols;          /* cells covered */
+    int rows;
+    GfxGeom geom;      /* canvas and image size */
+    char *data;        /* the bytes to write; owned */
+    size_t len;
+} GfxFrame;
+
+/* Encode IMG (already img_w x img_h of GEOM) on GEOM's canvas as MODE. IMG is not
+ * modified. COLORS is the palette size for sixel (<= 256). Returns 0 or ERR_NOMEM /
+ * ERR_FORMAT (libsixel failed). */
+int gfx_frame_encode(GfxMode mode, const GfxGeom *geom, const GfxImage *img, int colors,
+                     int truecolor, GfxFrame *out, Err *err);
+/* Decode, fit and encode in one call (what the cache worker does). */
+int gfx_frame_render(GfxMode mode, const GfxCaps *caps, const GfxImage *src, int cols, int rows,
+                     GfxFrame *out, Err *err);
+void gfx_frame_deinit(GfxFrame *f);
+
+/* ---- cache and prefetch (gfx_cache.c) ---------------------------------------------------- */
+
+typedef struct GfxCache GfxCache;
+
+/* A worker thread renders for MODE/CAPS; WAKE(WAKE_DATA) is called from it when a frame is
+ * ready (app_wake). CAPACITY frames are kept (least recently used go first). */
+GfxCache *gfx_cache_new(GfxMode mode, const GfxCaps *caps, int capacity,
+                        void (*wake)(void *), void *wake_data);
+void gfx_cache_free(GfxCache *c);   /* stops and joins the worker; NULL-safe */
+
+typedef enum GfxState { GFX_PENDING = 0, GFX_READY, GFX_FAILED } GfxState;
+
+/* The frame of image KEY (file PATH) in a COLS x ROWS box. Never blocks: if it is not ready
+ * the request goes to the front of the worker's queue and GFX_PENDING is returned. READY:
+ * *frame is a copy-free reference the caller releases with gfx_cache_release. FAILED: msg
+ * holds why (e.g. "photo.png: not a PNG/JPEG image (corrupt or truncated)"). */
+GfxState gfx_cache_get(GfxCache *c, int64_t key, const char *path, int cols, int rows,
+                       const GfxFrame **frame, char *msg, size_t msg_size);
+void gfx_cache_release(GfxCache *c, const GfxFrame *frame);
+
+/* Queue KEY for rendering in the background, behind any gfx_cache_get request. */
+void gfx_cache_prefetch(GfxCache *c, int64_t key, const char *path, int cols, int rows);
+
+#endif

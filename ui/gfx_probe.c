@@ -1,0 +1,179 @@
+/* gfx_probe — what the terminal can do, asked once at start. See gfx.h.
+ *
+ * One batch: XTSMGRAPHICS colour registers (CSI ? 1;1;0 S), XTSMGRAPHICS max sixel geometry
+ * (CSI ? 2;1;0 S), cell size (CSI 16 t), then DA1 (CSI c). Terminals answer in order and all
+ * answer DA1, so the DA1 reply means "no more replies are coming"; a terminal that answers
+ * nothing costs the timeout (~250 ms) and no more. The tty is in raw mode only for the probe.
+ */
+#include "gfx.h"
+
+#include <langinfo.h>
+#include <locale.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "base.h"
+
+/* Parse "a;b;c" parameters; returns how many (at most max). */
+static int parse_params(const char *p, size_t n, int *v, int max) {
+    int k = 0, cur = 0, any = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] >= '0' && p[i] <= '9') {
+            cur = cur * 10 + (p[i] - '0');
+            if (cur > 1000000)
+                cur = 1000000;
+            any = 1;
+        } else if (p[i] == ';') {
+            if (k < max)
+                v[k++] = any ? cur : 0;
+            cur = 0;
+            any = 0;
+        }
+    }
+    if (k < max && (any || n > 0))
+        v[k++] = cur;
+    return k;
+}
+
+int gfx_probe_parse(const char *buf, size_t n, GfxCaps *caps) {
+    int da1 = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] != '\033' || i + 1 >= n || buf[i + 1] != '[')
+            continue;
+        size_t j = i + 2;
+        int priv = 0;
+        if (j < n && buf[j] == '?') {
+            priv = 1;
+            j++;
+        }
+        size_t start = j;
+        while (j < n && ((buf[j] >= '0' && buf[j] <= '9') || buf[j] == ';'))
+            j++;
+        if (j >= n)
+            break; /* truncated */
+        char final = buf[j];
+        int v[32];
+        int k = parse_params(buf + start, j - start, v, 32);
+        if (priv && final == 'c') {
+            da1 = 1;
+            caps->answered = 1;
+            for (int a = 1; a < k; a++) /* v[0] is the terminal class */
+                if (v[a] == 4)
+                    caps->sixel = 1;
+        } else if (priv && final == 'S' && k >= 3 && v[1] == 0) {
+            if (v[0] == 1 && v[2] > 0)
+                caps->color_registers = v[2];
+            else if (v[0] == 2 && k >= 4 && v[2] > 0 && v[3] > 0) {
+                caps->max_w = v[2];
+                caps->max_h = v[3];
+            }
+        } else if (!priv && final == 't' && k >= 3 && v[0] == 6 && v[1] > 0 && v[2] > 0) {
+            caps->cell_h = v[1];
+            caps->cell_w = v[2];
+            caps->cell_from = 1;
+        }
+        i = j;
+    }
+    return da1;
+}
+
+static int env_has(const char *name) {
+    const char *v = getenv(name);
+    return v && *v;
+}
+
+static void probe_env(GfxCaps *caps) {
+    const char *term = getenv("TERM");
+    caps->in_mux = env_has("TMUX") || env_has("STY") ||
+                   (term && (strncmp(term, "screen", 6) == 0 || strncmp(term, "tmux", 4) == 0));
+    const char *ct = getenv("COLORTERM");
+    caps->truecolor = ct && (strcasecmp(ct, "truecolor") == 0 || strcasecmp(ct, "24bit") == 0);
+    const char *cs = nl_langinfo(CODESET);
+    caps->utf8 = cs && (strcasecmp(cs, "UTF-8") == 0 || strcasecmp(cs, "utf8") == 0);
+}
+
+static void probe_tty(int fd, GfxCaps *caps, int timeout_ms) {
+    struct termios old, raw;
+    if (tcgetattr(fd, &old) != 0)
+        return;
+    raw = old;
+    raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+    raw.c_cc[VMIN] = 0;
+    raw.c_cc[VTIME] = 0;
+    if (tcsetattr(fd, TCSANOW, &raw) != 0)
+        return;
+    static const char q[] = "\033[?1;1;0S\033[?2;1;0S\033[16t\033[c";
+    if (write(fd, q, sizeof q - 1) == (ssize_t)(sizeof q - 1)) {
+        char buf[1024];
+        size_t n = 0;
+        double deadline = base_now() + timeout_ms / 1000.0;
+        for (;;) {
+            int left = (int)((deadline - base_now()) * 1000.0);
+            if (left <= 0)
+                break;
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            if (poll(&p, 1, left) <= 0)
+                break;
+            ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
+            if (r <= 0)
+                break;
+            n += (size_t)r;
+            GfxCaps tmp = *caps;
+            if (gfx_probe_parse(buf, n, &tmp) || n >= sizeof buf - 1)
+                break;
+        }
+        gfx_probe_parse(buf, n, caps);
+    }
+    tcsetattr(fd, TCSANOW, &old);
+}
+
+void gfx_probe(int fd, GfxCaps *caps, int timeout_ms) {
+    memset(caps, 0, sizeof *caps);
+    probe_env(caps);
+    if (isatty(fd))
+        probe_tty(fd, caps, timeout_ms);
+    if (!caps->cell_from) {
+        struct winsize ws;
+        if (ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 && ws.ws_row > 0 &&
+            ws.ws_xpixel >= ws.ws_col * 4 && ws.ws_ypixel >= ws.ws_row * 6) {
+            caps->cell_w = ws.ws_xpixel / ws.ws_col;
+            caps->cell_h = ws.ws_ypixel / ws.ws_row;
+            caps->cell_from = 2;
+        }
+    }
+    if (!caps->cell_from) {
+        caps->cell_w = 10;
+        caps->cell_h = 20;
+    }
+}
+
+int gfx_mode_choose(const GfxCaps *caps, const char *override, Err *err) {
+    if (override && *override) {
+        static const char *const names[] = {"none", "ascii", "blocks", "sixel"};
+        for (int m = 0; m < 4; m++)
+            if (strcasecmp(override, names[m]) == 0)
+                return m;
+        err_set(err, ERR_USAGE, "--graphics %s: unknown mode (use sixel, blocks, ascii or none)",
+                override);
+        return -1;
+    }
+    if (caps->sixel && !caps->in_mux)
+        return GFX_SIXEL;
+    if (caps->utf8)
+        return GFX_BLOCKS;
+    return GFX_ASCII;
+}
+
+const char *gfx_mode_name(GfxMode mode) {
+    switch (mode) {
+    case GFX_SIXEL: return "sixel";
+    case GFX_BLOCKS: return "blocks";
+    case GFX_ASCII: return "ascii";
+    default: return "none";
+    }
+}

@@ -1,0 +1,655 @@
+/* screen_annotate — rate images on the five aspects, the image inline.
+ *
+ * Session model: `hist` is every image this session has shown, `pos` the one on screen.
+ * Enter commits the values of the shown image (one store transaction, src/store_annotate.h)
+ * and only then moves on: forward in `hist` if the annotator had gone back, else to the next
+ * image of the queue (images shown or skipped this session are left out of it). `u` reopens
+ * the last committed image; b/n walk `hist`; s skips; g opens any image by id; f flags.
+ *
+ * Graphics: the worker of gfx_cache renders frames; this screen asks for the shown image
+ * (never blocking) and prefetches the next queue images at the same box size, so moving on
+ * only waits for the terminal. The image box is left blank by draw() — ncurses never writes
+ * there — and after_refresh writes the frame with ESC 7, CUP, frame, ESC 8. When the image on
+ * the terminal must go away and no frame replaces it (failed image, still rendering), the
+ * screen asks the app for a full redraw, which clears it.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "annotate_vm.h"
+#include "base.h"
+#include "gfx.h"
+#include "screen.h"
+#include "store_annotate.h"
+#include "store_catalog.h"
+
+#define N_PREFETCH 3
+#define CACHE_FRAMES 12
+
+typedef struct Annotate {
+    App *app;
+    Store *st;
+    int64_t annotator_id;
+    StoreAspect *asp;        /* store_aspects_list: the first ANNOTATE_ASPECTS are rated */
+    size_t n_asp;
+    AnnotateQuery q;
+    GfxMode mode;
+    GfxCache *cache;
+
+    int64_t *hist;           /* images shown this session, in order */
+    int n_hist;
+    int pos;                 /* index in hist of the image on screen; -1: none */
+    int64_t *done;           /* committed this session, for undo */
+    int n_done;
+    int64_t *skipped;
+    int n_skipped;
+    int session_new;         /* images rated for the first time this session */
+    double session_start;
+
+    AnnotateImage img;       /* the image on screen (valid when pos >= 0) */
+    int have_img;
+    AnnotateVm vm;
+    double shown_at;         /* when it appeared */
+    int queue_empty;
+
+    AnnotateProgress prog;
+    double prog_at;
+
+    AnnotateLayout lay;      /* from the last draw */
+    int lay_ok;
+    GfxState gstate;
+    char gmsg[256];
+    int64_t on_term_key;     /* image currently drawn on the terminal, -1 none */
+    int on_term_cols;
+    int on_term_rows;
+} Annotate;
+
+static void push(int64_t **a, int *n, int64_t v) {
+    *a = xrealloc(*a, sizeof **a * (size_t)(*n + 1));
+    (*a)[(*n)++] = v;
+}
+
+static void wake_app(void *app) { app_wake(app); }
+
+static void refresh_progress(Annotate *a) {
+    Err err = {0};
+    if (store_annotate_progress(a->st, &a->q, &a->prog, &err) == 0)
+        a->prog_at = base_now();
+}
+
+static void prefetch(Annotate *a) {
+    if (!a->cache || !a->lay_ok)
+        return;
+    int n_skip = a->n_hist + a->n_skipped;
+    int64_t *skip = xmalloc(sizeof *skip * (size_t)(n_skip + 1));
+    memcpy(skip, a->hist, sizeof *skip * (size_t)a->n_hist);
+    memcpy(skip + a->n_hist, a->skipped, sizeof *skip * (size_t)a->n_skipped);
+    int64_t ids[N_PREFETCH];
+    int n = 0;
+    Err err = {0};
+    if (store_annotate_queue(a->st, &a->q, skip, n_skip, ids, N_PREFETCH, &n, &err) == 0) {
+        for (int i = 0; i < n; i++) {
+            AnnotateImage im;
+            if (store_annotate_image(a->st, ids[i], a->annotator_id, &im, &err) == 0) {
+                gfx_cache_prefetch(a->cache, im.id, im.path, a->lay.img_w, a->lay.img_h);
+                store_annotate_image_deinit(&im);
+            }
+        }
+    }
+    free(skip);
+}
+
+/* Show image ID (already in hist at index POS). */
+static int show(Annotate *a, int pos, Err *err) {
+    AnnotateImage im;
+    int rc = store_annotate_image(a->st, a->hist[pos], a->annotator_id, &im, err);
+    if (rc)
+        return rc;
+    if (a->have_img)
+        store_annotate_image_deinit(&a->img);
+    a->img = im;
+    a->have_img = 1;
+    a->pos = pos;
+    a->queue_empty = 0;
+    annotate_vm_load(&a->vm, im.mine);
+    a->shown_at = base_now();
+    a->gstate = GFX_PENDING;
+    a->gmsg[0] = '\0';
+    prefetch(a);
+    app_dirty(a->app);
+    return 0;
+}
+
+static int open_new(Annotate *a, int64_t id, Err *err) {
+    push(&a->hist, &a->n_hist, id);
+    int rc = show(a, a->n_hist - 1, err);
+    if (rc)
+        a->n_hist--;
+    return rc;
+}
+
+/* Next image: forward in hist, else the queue. */
+static void go_next(Annotate *a) {
+    Err err = {0};
+    if (a->pos >= 0 && a->pos + 1 < a->n_hist) {
+        if (show(a, a->pos + 1, &err))
+            app_status_error(a->app, "%s", err.msg);
+        return;
+    }
+    int n_skip = a->n_hist + a->n_skipped;
+    int64_t *skip = xmalloc(sizeof *skip * (size_t)(n_skip + 1));
+    memcpy(skip, a->hist, sizeof *skip * (size_t)a->n_hist);
+    memcpy(skip + a->n_hist, a->skipped, sizeof *skip * (size_t)a->n_skipped);
+    int64_t id;
+    int n = 0;
+    int rc = store_annotate_queue(a->st, &a->q, skip, n_skip, &id, 1, &n, &err);
+    free(skip);
+    if (rc) {
+        app_status_error(a->app, "%s", err.msg);
+        return;
+    }
+    if (n == 0) {
+        if (a->have_img)
+            store_annotate_image_deinit(&a->img);
+        a->have_img = 0;
+        a->pos = a->n_hist; /* past the end: b goes back to the last one */
+        a->queue_empty = 1;
+        app_dirty(a->app);
+        return;
+    }
+    if (open_new(a, id, &err))
+        app_status_error(a->app, "%s", err.msg);
+}
+
+static void commit(Annotate *a) {
+    Err err = {0};
+    double secs = a->img.my_seconds + (base_now() - a->shown_at);
+    int was_new = isnan(a->vm.stored[0]) && isnan(a->vm.stored[1]) && isnan(a->vm.stored[2]) &&
+                  isnan(a->vm.stored[3]) && isnan(a->vm.stored[4]);
+    int written = 0;
+    if (store_annotate_commit(a->st, a->img.id, a->annotator_id, a->vm.values, secs, &written,
+                              &err)) {
+        app_status_error(a->app, "not saved: %s", err.msg);
+        return;
+    }
+    push(&a->done, &a->n_done, a->img.id);
+    if (was_new)
+        a->session_new++;
+    app_status(a->app, "saved image %lld (%d value%s written)", (long long)a->img.id, written,
+               written == 1 ? "" : "s");
+    go_next(a);
+    refresh_progress(a);
+}
+
+static void flag_done(void *stp, App *app, const char *text) {
+    Annotate *a = stp;
+    if (!text) {
+        app_status(app, "flag cancelled");
+        return;
+    }
+    Err err = {0};
+    if (!a->have_img)
+        return;
+    if (store_annotate_flag(a->st, a->img.id, a->annotator_id, text, &err)) {
+        app_status_error(app, "flag not saved: %s", err.msg);
+        return;
+    }
+    a->img.n_my_flags++;
+    app_status(app, "flagged image %lld; rate it, or s to skip it", (long long)a->img.id);
+}
+
+static void goto_done(void *stp, App *app, const char *text) {
+    Annotate *a = stp;
+    if (!text || !*text)
+        return;
+    char *end;
+    long long id = strtoll(text, &end, 10);
+    while (*end == ' ')
+        end++;
+    if (end == text || *end || id <= 0) {
+        app_status_error(app, "'%s' is not an image id (a whole number, see the panel)", text);
+        return;
+    }
+    Err err = {0};
+    if (open_new(a, id, &err))
+        app_status_error(app, "%s", err.msg);
+}
+
+static void undo(Annotate *a) {
+    if (a->n_done == 0) {
+        app_status(a->app, "nothing to undo in this session");
+        return;
+    }
+    int64_t id = a->done[--a->n_done];
+    Err err = {0};
+    for (int i = a->n_hist - 1; i >= 0; i--) {
+        if (a->hist[i] == id) {
+            if (show(a, i, &err))
+                app_status_error(a->app, "%s", err.msg);
+            else
+                app_status(a->app, "reopened image %lld: change it and press Enter (the old "
+                           "values stay in the history)", (long long)id);
+            return;
+        }
+    }
+    if (open_new(a, id, &err))
+        app_status_error(a->app, "%s", err.msg);
+}
+
+/* ---- ScreenClass ---------------------------------------------------------------------------- */
+
+static void *annotate_init(App *app, Err *err) {
+    Annotate *a = xcalloc(1, sizeof *a);
+    a->app = app;
+    a->st = app_store(app);
+    a->pos = -1;
+    a->on_term_key = -1;
+    a->session_start = base_now();
+    const AppConfig *cfg = app_config(app);
+    if (store_aspects_list(a->st, &a->asp, &a->n_asp, err) ||
+        store_annotator_ensure(a->st, app_annotator(app), &a->annotator_id, err))
+        goto out_free;
+    if (a->n_asp < ANNOTATE_ASPECTS) {
+        err_set(err, ERR_FORMAT, "the store has %zu aspects, expected %d", a->n_asp,
+                ANNOTATE_ASPECTS);
+        goto out_free;
+    }
+    a->q.annotator_id = a->annotator_id;
+    a->q.overlap = cfg->overlap;
+    a->q.prompt = cfg->prompt_filter;
+    a->q.unrated_only = cfg->unrated_only;
+    if (cfg->order && store_annotate_order_parse(cfg->order, &a->q.order, err))
+        goto out_free;
+    a->mode = app_gfx_mode(app);
+    if (a->mode != GFX_NONE)
+        a->cache = gfx_cache_new(a->mode, app_gfx_caps(app), CACHE_FRAMES, wake_app, app);
+    refresh_progress(a);
+    go_next(a);
+    return a;
+out_free:
+    store_aspects_free(a->asp, a->n_asp);
+    free(a);
+    return NULL;
+}
+
+static void annotate_fini(void *stp) {
+    Annotate *a = stp;
+    gfx_cache_free(a->cache);
+    store_aspects_free(a->asp, a->n_asp);
+    if (a->have_img)
+        store_annotate_image_deinit(&a->img);
+    free(a->hist);
+    free(a->done);
+    free(a->skipped);
+    free(a);
+}
+
+static void draw_wrapped(int *y, int y_end, int x, int w, attr_t at, const char *s, int max_lines) {
+    int lines = 0;
+    while (*s && *y < y_end && lines < max_lines) {
+        int len = (int)strlen(s);
+        int cut = len;
+        if (len > w) { /* break at the last space that fits (bytes ~ columns for prompts) */
+            cut = w;
+            while (cut > 0 && s[cut] != ' ')
+                cut--;
+            if (cut == 0)
+                cut = w;
+        }
+        char line[512];
+        int n = cut < (int)sizeof line - 1 ? cut : (int)sizeof line - 1;
+        memcpy(line, s, (size_t)n);
+        line[n] = '\0';
+        if (lines == max_lines - 1 && len > cut && n >= 1) {
+            line[n - 1] = '\0';
+            strncat(line, "\xe2\x80\xa6", sizeof line - strlen(line) - 1);
+        }
+        ui_put(*y, x, w, at, line);
+        (*y)++;
+        lines++;
+        s += cut;
+        while (*s == ' ')
+            s++;
+    }
+}
+
+static void draw_bar(int y, int x, double v) {
+    /* 10 cells, half cells for .5 */
+    for (int i = 0; i < 10; i++) {
+        const char *c = "\xc2\xb7"; /* middle dot */
+        attr_t at = ui_attr(UI_C_DIM);
+        if (!isnan(v) && v >= i + 1) {
+            c = "\xe2\x96\x88";
+            at = ui_attr(UI_C_ACCENT);
+        } else if (!isnan(v) && v >= i + 0.5) {
+            c = "\xe2\x96\x8c";
+            at = ui_attr(UI_C_ACCENT);
+        }
+        ui_put(y, x + i, 1, at, c);
+    }
+}
+
+static void draw_image_box(Annotate *a) {
+    AnnotateLayout *l = &a->lay;
+    attr_t sep = ui_attr(UI_C_DIM);
+    for (int y = l->img_y; y < l->img_y + l->img_h + 1; y++)
+        mvaddch(y, l->sep_x, ACS_VLINE | sep);
+    if (!a->have_img)
+        return;
+    if (a->mode == GFX_NONE) {
+        int y = l->img_y + l->img_h / 2 - 1;
+        ui_putf(y, l->img_x + 1, l->img_w - 2, ui_attr(UI_C_DIM), "image %lld",
+                (long long)a->img.id);
+        ui_put(y + 1, l->img_x + 1, l->img_w - 2, ui_attr(UI_C_DIM), "(--graphics none)");
+        draw_wrapped(&(int){y + 2}, l->img_y + l->img_h, l->img_x + 1, l->img_w - 2,
+                     ui_attr(UI_C_DIM), a->img.path, 3);
+        return;
+    }
+    if (a->gstate == GFX_READY)
+        return; /* after_refresh draws it; the cells stay blank for ncurses */
+    int y = l->img_y + l->img_h / 2 - 2;
+    if (a->gstate == GFX_FAILED) {
+        ui_put(y, l->img_x + 1, l->img_w - 2, ui_attr(UI_C_BAD) | A_BOLD,
+               "IMAGE CANNOT BE SHOWN");
+        int yy = y + 1;
+        draw_wrapped(&yy, l->img_y + l->img_h, l->img_x + 1, l->img_w - 2, ui_attr(UI_C_WARN),
+                     a->gmsg, 6);
+        yy++;
+        draw_wrapped(&yy, l->img_y + l->img_h, l->img_x + 1, l->img_w - 2, ui_attr(UI_C_DIM),
+                     "You can still rate it, s skip it or f flag it.", 3);
+    } else {
+        ui_put(y, l->img_x + 1, l->img_w - 2, ui_attr(UI_C_DIM), "loading image\xe2\x80\xa6");
+    }
+}
+
+static void annotate_draw(void *stp, App *app, UiRect r) {
+    Annotate *a = stp;
+    const GfxCaps *caps = app_gfx_caps(app);
+    AnnotateLayout l = annotate_layout(r.y, r.x, r.h, r.w, caps->cell_w, caps->cell_h);
+    if (a->lay_ok && (l.img_w != a->lay.img_w || l.img_h != a->lay.img_h))
+        a->on_term_key = -1;
+    int first_layout = !a->lay_ok;
+    a->lay = l;
+    a->lay_ok = 1;
+    if (first_layout)
+        prefetch(a);
+
+    /* ask the cache now, so draw() knows whether the box is the image's */
+    if (a->have_img && a->cache) {
+        const GfxFrame *f = NULL;
+        a->gstate = gfx_cache_get(a->cache, a->img.id, a->img.path, l.img_w, l.img_h, &f,
+                                  a->gmsg, sizeof a->gmsg);
+        gfx_cache_release(a->cache, f);
+    }
+    draw_image_box(a);
+
+    int y = l.side_y, x = l.side_x, w = l.side_w, yend = l.side_y + l.side_h;
+    if (a->queue_empty || !a->have_img) {
+        ui_put(y + 1, x, w, ui_attr(UI_C_GOOD) | A_BOLD, "Nothing left to rate.");
+        int yy = y + 3;
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "Every image in your queue has your rating or already %d raters. "
+                 "b goes back to the last image, g opens any image by id, q quits.",
+                 a->q.overlap > 0 ? a->q.overlap : ANNOTATE_OVERLAP_DEFAULT);
+        draw_wrapped(&yy, yend, x, w, A_NORMAL, msg, 6);
+        ui_putf(yend - 2, x, w, ui_attr(UI_C_DIM), "done %d   session %d", a->prog.done,
+                a->session_new);
+        return;
+    }
+    ui_putf(y, x, w, ui_attr(UI_C_ACCENT) | A_BOLD, "image %lld%s%s", (long long)a->img.id,
+            a->img.prompt_ext ? "  prompt " : "", a->img.prompt_ext ? a->img.prompt_ext : "");
+    if (a->img.n_my_flags)
+        ui_put(y, x + w - 9, 9, ui_attr(UI_C_WARN) | A_BOLD, " flagged ");
+    y++;
+    int prompt_lines = r.h >= 30 ? 5 : 3;
+    draw_wrapped(&y, yend, x, w, A_NORMAL,
+                 a->img.prompt ? a->img.prompt : "(no prompt recorded for this image)",
+                 prompt_lines);
+    y++;
+    for (int k = 0; k < ANNOTATE_ASPECTS && y < yend - 3; k++) {
+        int sel = k == a->vm.sel;
+        char v[16];
+        annotate_vm_fmt(a->vm.values[k], v, sizeof v);
+        attr_t at = sel ? ui_attr(UI_C_SELECT) : A_NORMAL;
+        if (sel)
+            ui_fill((UiRect){y, x, 1, w}, at);
+        ui_putf(y, x, 14, at | A_BOLD, "%s%d %s", sel ? "\xe2\x96\xb8" : " ", k + 1,
+                a->asp[k].name);
+        ui_put(y, x + 14, 5, at | A_BOLD, v);
+        draw_bar(y, x + 19, a->vm.values[k]);
+        int changed = !isnan(a->vm.stored[k]) && a->vm.values[k] != a->vm.stored[k];
+        if (changed)
+            ui_put(y, x + 30, w - 30, at, "(edited)");
+        y++;
+        ui_put(y, x + 3, w - 3, ui_attr(UI_C_DIM), a->asp[k].rubric ? a->asp[k].rubric : "");
+        y++;
+    }
+    y++;
+    if (y < yend - 1) {
+        int total = a->prog.done + a->prog.remaining;
+        double secs = base_now() - a->session_start;
+        double pace = annotate_vm_pace(a->session_new, secs, a->prog.last_hour);
+        char pace_s[32];
+        if (pace > 0)
+            snprintf(pace_s, sizeof pace_s, "%.0f/h", pace);
+        else
+            snprintf(pace_s, sizeof pace_s, "\xe2\x80\x93/h");
+        ui_putf(y, x, w, A_NORMAL, "done %d / %d   pace %s   %.0f s/image", a->prog.done, total,
+                pace_s, a->prog.mean_seconds);
+        y++;
+    }
+    ui_put(yend - 1, x, w, ui_attr(UI_C_DIM),
+           "0-9 set  t=10  \xe2\x86\x90\xe2\x86\x92 \xc2\xb1" "0.5  Enter save  u undo  s skip  "
+           "f flag  ? keys");
+}
+
+static void annotate_after_refresh(void *stp, App *app, int full) {
+    Annotate *a = stp;
+    if (!a->cache || !a->have_img || !a->lay_ok)
+        return;
+    if (!full && a->on_term_key == a->img.id && a->on_term_cols == a->lay.img_w &&
+        a->on_term_rows == a->lay.img_h)
+        return;
+    const GfxFrame *f = NULL;
+    GfxState s = gfx_cache_get(a->cache, a->img.id, a->img.path, a->lay.img_w, a->lay.img_h, &f,
+                               a->gmsg, sizeof a->gmsg);
+    if (s != GFX_READY) {
+        if (s != a->gstate) {
+            a->gstate = s;
+            app_dirty(app);
+        }
+        return;
+    }
+    if (a->gstate != GFX_READY) { /* became ready between draw and now: draw blanks first */
+        a->gstate = GFX_READY;
+        gfx_cache_release(a->cache, f);
+        app_dirty(app);
+        return;
+    }
+    char head[48];
+    int n = snprintf(head, sizeof head, "\0337\033[%d;%dH", a->lay.img_y + 1, a->lay.img_x + 1);
+    app_term_write(app, head, (size_t)n);
+    app_term_write(app, f->data, f->len);
+    app_term_write(app, "\0338", 2);
+    gfx_cache_release(a->cache, f);
+    a->on_term_key = a->img.id;
+    a->on_term_cols = a->lay.img_w;
+    a->on_term_rows = a->lay.img_h;
+}
+
+static int map_key(int ch) {
+    switch (ch) {
+    case KEY_UP: return AVM_KEY_UP;
+    case KEY_DOWN: return AVM_KEY_DOWN;
+    case KEY_LEFT: return AVM_KEY_LEFT;
+    case KEY_RIGHT: return AVM_KEY_RIGHT;
+    case '\n':
+    case '\r':
+    case KEY_ENTER: return AVM_KEY_ENTER;
+    case KEY_BACKSPACE:
+    case KEY_DC:
+    case 127:
+    case 8: return AVM_KEY_DELETE;
+    default: return ch;
+    }
+}
+
+/* The image on screen changes to one that may not have a frame yet: make sure the old image
+ * does not stay on the terminal. */
+static void image_changing(Annotate *a, int64_t old_id) {
+    if (a->on_term_key < 0 || !a->have_img || a->img.id == old_id)
+        return;
+    if (!a->cache)
+        return;
+    const GfxFrame *f = NULL;
+    char msg[8];
+    GfxState s = gfx_cache_get(a->cache, a->img.id, a->img.path, a->lay.img_w, a->lay.img_h, &f,
+                               msg, sizeof msg);
+    gfx_cache_release(a->cache, f);
+    if (s != GFX_READY) {
+        /* A full redraw clears the terminal, old image included; the new frame follows. */
+        a->on_term_key = -1;
+        app_redraw_all(a->app);
+    }
+}
+
+static int annotate_key(void *stp, App *app, int ch) {
+    Annotate *a = stp;
+    int64_t old_id = a->have_img ? a->img.id : -1;
+    int key = map_key(ch);
+    if (!a->have_img) {
+        if (key == 'b' && a->n_hist > 0) {
+            Err err = {0};
+            if (show(a, a->n_hist - 1, &err))
+                app_status_error(app, "%s", err.msg);
+            image_changing(a, old_id);
+            return SCREEN_KEY_HANDLED;
+        }
+        if (key == 'g') {
+            app_prompt(app, "Go to image id:", goto_done, a);
+            return SCREEN_KEY_HANDLED;
+        }
+        if (key == 'n' || key == 's') {
+            go_next(a);
+            return SCREEN_KEY_HANDLED;
+        }
+        return SCREEN_KEY_IGNORED;
+    }
+    AnnotateAction act = annotate_vm_key(&a->vm, key);
+    switch (act) {
+    case AVM_IGNORED:
+        return SCREEN_KEY_IGNORED;
+    case AVM_CHANGED:
+        break;
+    case AVM_COMMIT:
+        commit(a);
+        break;
+    case AVM_EMPTY:
+        app_status(app, "nothing to save: set the aspects first (0-9, t = 10), or s to skip");
+        break;
+    case AVM_PARTIAL:
+        app_status(app, "%d of %d aspects set: Enter again saves only those, or set the rest",
+                   annotate_vm_n_set(&a->vm), ANNOTATE_ASPECTS);
+        break;
+    case AVM_UNSAVED:
+        app_status(app, "unsaved changes: Enter saves them, or press that key again to drop them");
+        break;
+    case AVM_UNDO:
+        undo(a);
+        break;
+    case AVM_BACK:
+        if (a->pos > 0) {
+            Err err = {0};
+            if (show(a, a->pos - 1, &err))
+                app_status_error(app, "%s", err.msg);
+        } else {
+            app_status(app, "this is the first image of the session");
+        }
+        break;
+    case AVM_NEXT:
+        go_next(a);
+        break;
+    case AVM_SKIP:
+        push(&a->skipped, &a->n_skipped, a->img.id);
+        app_status(app, "skipped image %lld (it stays in the queue for later sessions)",
+                   (long long)a->img.id);
+        go_next(a);
+        break;
+    case AVM_FLAG:
+        app_prompt(app, "Flag: what is wrong with this image? (Enter saves, Esc cancels)",
+                   flag_done, a);
+        break;
+    case AVM_GOTO:
+        app_prompt(app, "Go to image id:", goto_done, a);
+        break;
+    }
+    image_changing(a, old_id);
+    return SCREEN_KEY_HANDLED;
+}
+
+static void annotate_tick(void *stp, App *app, double now) {
+    Annotate *a = stp;
+    if (now - a->prog_at >= 5.0) {
+        if (a->queue_empty) /* new images may have been imported meanwhile */
+            go_next(a);
+        refresh_progress(a);
+        app_dirty(app);
+    }
+    if (a->have_img && a->cache && a->lay_ok && a->gstate == GFX_PENDING) {
+        const GfxFrame *f = NULL;
+        GfxState s = gfx_cache_get(a->cache, a->img.id, a->img.path, a->lay.img_w, a->lay.img_h,
+                                   &f, a->gmsg, sizeof a->gmsg);
+        gfx_cache_release(a->cache, f);
+        if (s != GFX_PENDING)
+            app_dirty(app);
+    }
+}
+
+static int annotate_open(void *stp, App *app, int64_t id, Err *err) {
+    Annotate *a = stp;
+    int64_t old_id = a->have_img ? a->img.id : -1;
+    int rc = open_new(a, id, err);
+    if (!rc)
+        image_changing(a, old_id);
+    app_dirty(app);
+    return rc;
+}
+
+static void annotate_enter(void *stp, App *app) {
+    Annotate *a = stp;
+    a->on_term_key = -1;
+    refresh_progress(a);
+    app_dirty(app);
+}
+
+static const ScreenKey annotate_keys[] = {
+    {"0 .. 9", "set the selected aspect to that value and select the next aspect"},
+    {"t", "set the selected aspect to 10"},
+    {"Up / Down", "select the previous / next aspect"},
+    {"Left / Right", "lower / raise the selected aspect by 0.5"},
+    {"Backspace, x", "clear the selected aspect"},
+    {"Enter", "save all aspects of this image and show the next one"},
+    {"u", "undo: reopen the last image you saved (edit it, Enter saves again)"},
+    {"b / n", "back to the previous image of this session / forward again"},
+    {"s", "skip this image for this session"},
+    {"f", "flag the image (broken, offensive, wrong prompt) with a comment"},
+    {"g", "go to an image by its id"},
+    {NULL, NULL},
+};
+
+const ScreenClass screen_annotate = {
+    .name = "Annotate",
+    .fkey = 2,
+    .keys = annotate_keys,
+    .init = annotate_init,
+    .fini = annotate_fini,
+    .enter = annotate_enter,
+    .draw = annotate_draw,
+    .after_refresh = annotate_after_refresh,
+    .key = annotate_key,
+    .tick = annotate_tick,
+    .open = annotate_open,
+};

@@ -1,0 +1,254 @@
+/* screen_gpu — the GPU screen: one panel per GPU (name, utilisation, memory, temperature,
+ * power, the easel job holding it) with utilisation and memory history graphs in braille
+ * (ui/plot.h), sampled once a second through NVML (gpu/gpu.h) while the screen is visible.
+ * Without NVML or a GPU it says so plainly: everything runs on the CPU.
+ *
+ * The job holding a GPU comes from the store (running jobs on this host whose `gpus` list
+ * the index), so jobs of `easel worker` processes show as well as this TUI's own.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+#include "gpu.h"
+#include "jobs.h"
+#include "plot.h"
+#include "screen.h"
+#include "store_jobs.h"
+
+#define HIST 512
+#define MAX_GPUS 16
+#define SAMPLE_S 1.0
+
+typedef struct GpuPanel {
+    GpuInfo info;
+    int ok;                    /* last query succeeded */
+    char error[ERR_MSG_LEN];
+    double util[HIST];         /* 0..1, oldest first */
+    double mem[HIST];
+    int n_hist;
+    char job[96];              /* "#12 import" or "" */
+} GpuPanel;
+
+typedef struct GpuScreen {
+    GpuSystem *g;
+    int n;
+    GpuPanel panels[MAX_GPUS];
+    double last_sample;
+    int use_braille;
+} GpuScreen;
+
+static const ScreenKey gpu_keys[] = {
+    {"b", "switch the graphs between braille and block characters"},
+    {NULL, NULL},
+};
+
+/* Append one sample to both histories (the oldest drops out when full). */
+static void push(GpuPanel *p, double util, double mem) {
+    if (p->n_hist == HIST) {
+        memmove(p->util, p->util + 1, sizeof p->util[0] * (HIST - 1));
+        memmove(p->mem, p->mem + 1, sizeof p->mem[0] * (HIST - 1));
+        p->n_hist--;
+    }
+    p->util[p->n_hist] = util;
+    p->mem[p->n_hist] = mem;
+    p->n_hist++;
+}
+
+/* Which running job on this host holds GPU I, from the store. */
+static void find_jobs(GpuScreen *s, Store *st) {
+    for (int i = 0; i < s->n; i++)
+        s->panels[i].job[0] = '\0';
+    JobFilter f = {.states = 1u << JOB_STATE_RUNNING};
+    JobRow *rows;
+    int n;
+    if (store_jobs_list(st, &f, &rows, &n, NULL))
+        return;
+    for (int j = 0; j < n; j++) {
+        if (!rows[j].gpus || !rows[j].host || strcmp(rows[j].host, jobs_host()) != 0)
+            continue;
+        const char *g = rows[j].gpus;
+        while (*g) {
+            char *end;
+            long i = strtol(g, &end, 10);
+            if (end == g)
+                break;
+            if (i >= 0 && i < s->n) {
+                char *dst = s->panels[i].job;
+                size_t len = strlen(dst);
+                snprintf(dst + len, sizeof s->panels[i].job - len, "%s#%lld %s",
+                         len ? ", " : "", (long long)rows[j].id, rows[j].kind);
+            }
+            g = *end == ',' ? end + 1 : end;
+        }
+    }
+    store_job_rows_free(rows, n);
+}
+
+static void sample(GpuScreen *s, App *app) {
+    for (int i = 0; i < s->n; i++) {
+        GpuPanel *p = &s->panels[i];
+        Err err = {0};
+        p->ok = gpu_query(s->g, i, &p->info, &err) == 0;
+        if (!p->ok) {
+            snprintf(p->error, sizeof p->error, "%s", err.msg);
+            push(p, NAN, NAN);
+            continue;
+        }
+        double u = p->info.valid & GPU_HAS_UTIL ? p->info.util_gpu / 100.0 : NAN;
+        double m = p->info.valid & GPU_HAS_MEM && p->info.mem_total
+                       ? (double)p->info.mem_used / (double)p->info.mem_total
+                       : NAN;
+        push(p, u, m);
+    }
+    find_jobs(s, app_store(app));
+    s->last_sample = base_now();
+}
+
+static void *gpu_init(App *app, Err *err) {
+    (void)app;
+    (void)err;
+    GpuScreen *s = xcalloc(1, sizeof *s);
+    s->g = gpu_open();
+    s->n = gpu_count(s->g) < MAX_GPUS ? gpu_count(s->g) : MAX_GPUS;
+    s->use_braille = 1;
+    return s;
+}
+
+static void gpu_fini(void *p) {
+    GpuScreen *s = p;
+    gpu_close(s->g);
+    free(s);
+}
+
+static void gpu_enter(void *p, App *app) {
+    GpuScreen *s = p;
+    if (s->n)
+        sample(s, app);
+}
+
+static void gpu_tick(void *p, App *app, double now) {
+    GpuScreen *s = p;
+    if (s->n && now - s->last_sample >= SAMPLE_S * 0.95) {
+        sample(s, app);
+        app_dirty(app);
+    }
+}
+
+static void draw_graph(GpuScreen *s, const double *hist, int n, UiRect r, const char *title,
+                       attr_t a) {
+    ui_box(r, ui_attr(UI_C_DIM), title);
+    int w = r.w - 2, h = r.h - 2;
+    if (w < 1 || h < 1)
+        return;
+    char **rows = xcalloc((size_t)h, sizeof *rows);
+    for (int i = 0; i < h; i++)
+        rows[i] = xmalloc((size_t)plot_row_bytes(w));
+    plot_area(hist, n, w, h, s->use_braille ? PLOT_BRAILLE : PLOT_BLOCKS, rows);
+    for (int i = 0; i < h; i++) {
+        ui_put(r.y + 1 + i, r.x + 1, w, a, rows[i]);
+        free(rows[i]);
+    }
+    free(rows);
+}
+
+static void draw_panel(GpuScreen *s, int i, UiRect r) {
+    GpuPanel *p = &s->panels[i];
+    GpuInfo *o = &p->info;
+    char title[160];
+    snprintf(title, sizeof title, "GPU %d  %s", i, p->ok ? o->name : "");
+    ui_box(r, ui_attr(UI_C_ACCENT), title);
+    int x = r.x + 2, w = r.w - 4, y = r.y + 1;
+    if (!p->ok) {
+        ui_put(y, x, w, ui_attr(UI_C_BAD), p->error[0] ? p->error : "not sampled yet");
+        return;
+    }
+    char util[32] = "n/a", mem[64] = "n/a", temp[32] = "n/a", power[48] = "n/a";
+    if (o->valid & GPU_HAS_UTIL)
+        snprintf(util, sizeof util, "%u%% (mem %u%%)", o->util_gpu, o->util_mem);
+    if (o->valid & GPU_HAS_MEM)
+        snprintf(mem, sizeof mem, "%.1f / %.1f GiB", o->mem_used / 1073741824.0,
+                 o->mem_total / 1073741824.0);
+    if (o->valid & GPU_HAS_TEMP)
+        snprintf(temp, sizeof temp, "%u C", o->temp_c);
+    if (o->valid & GPU_HAS_POWER)
+        snprintf(power, sizeof power, (o->valid & GPU_HAS_POWER_LIMIT) ? "%.0f / %.0f W" : "%.0f W",
+                 o->power_w, o->power_limit_w);
+    ui_putf(y++, x, w, ui_attr(UI_C_NORMAL), "util %-16s mem %-20s temp %-6s power %-14s "
+            "procs %d", util, mem, temp, power, o->n_procs);
+    ui_putf(y++, x, w, p->job[0] ? ui_attr(UI_C_GOOD) : ui_attr(UI_C_DIM), "job  %s",
+            p->job[0] ? p->job : "none from easel on this host");
+    int gh = r.y + r.h - 1 - y;
+    if (gh < 3)
+        return;
+    int gw = (r.w - 2) / 2;
+    draw_graph(s, p->util, p->n_hist, (UiRect){y, r.x + 1, gh, gw}, "utilisation",
+               ui_attr(UI_C_GOOD));
+    draw_graph(s, p->mem, p->n_hist, (UiRect){y, r.x + 1 + gw, gh, r.w - 2 - gw}, "memory",
+               ui_attr(UI_C_ACCENT));
+}
+
+static void gpu_draw(void *p, App *app, UiRect r) {
+    GpuScreen *s = p;
+    (void)app;
+    if (s->n == 0) {
+        UiRect box = {r.y + 1, r.x + 2, 10, r.w - 4};
+        int w = box.w - 4, y = box.y + 2;
+        ui_box(box, ui_attr(UI_C_WARN), "GPU");
+        ui_put(y++, box.x + 2, w, ui_attr(UI_C_WARN) | A_BOLD, "No GPU.");
+        /* the reason, wrapped at spaces */
+        const char *t = gpu_reason(s->g);
+        while (*t && y < box.y + box.h - 2 && w > 10) {
+            int n = (int)strlen(t);
+            if (n > w) {
+                n = w;
+                while (n > w / 2 && t[n] != ' ')
+                    n--;
+            }
+            ui_putf(y++, box.x + 2, w, ui_attr(UI_C_NORMAL), "%.*s", n, t);
+            t += n;
+            while (*t == ' ')
+                t++;
+        }
+        ui_put(y, box.x + 2, w, ui_attr(UI_C_DIM),
+               "Every job runs on the CPU. 'easel gpus' prints the same discovery.");
+        return;
+    }
+    ui_putf(r.y, r.x, r.w, ui_attr(UI_C_DIM), "driver %s  NVML %s  %d GPU%s  (sampled every "
+            "%.0f s while shown)", gpu_driver_version(s->g), gpu_nvml_version(s->g), s->n,
+            s->n == 1 ? "" : "s", SAMPLE_S);
+    int avail = r.h - 1;
+    int ph = avail / s->n;
+    if (ph < 4)
+        ph = 4;
+    for (int i = 0; i < s->n && r.y + 1 + i * ph + 3 < r.y + r.h; i++) {
+        int h = ph;
+        if (r.y + 1 + i * ph + h > r.y + r.h)
+            h = r.y + r.h - (r.y + 1 + i * ph);
+        draw_panel(s, i, (UiRect){r.y + 1 + i * ph, r.x, h, r.w});
+    }
+}
+
+static int gpu_key(void *p, App *app, int ch) {
+    GpuScreen *s = p;
+    (void)app;
+    if (ch == 'b') {
+        s->use_braille = !s->use_braille;
+        return SCREEN_KEY_HANDLED;
+    }
+    return SCREEN_KEY_IGNORED;
+}
+
+const ScreenClass screen_gpu = {
+    .name = "GPU",
+    .fkey = 6,
+    .keys = gpu_keys,
+    .init = gpu_init,
+    .fini = gpu_fini,
+    .enter = gpu_enter,
+    .draw = gpu_draw,
+    .key = gpu_key,
+    .tick = gpu_tick,
+};

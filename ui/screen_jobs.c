@@ -1,0 +1,641 @@
+/* screen_jobs — the Jobs screen: every job of the store, live, with state, progress bar,
+ * rate and ETA; the selected job's parameters, dependencies, worker, GPUs, message and log
+ * tail following live; keys to add a job (a form generated from the kind's schema, see
+ * src/jobform.h), cancel, retry, resume and change priority.
+ *
+ * This screen also owns the TUI's worker pool (src/jobs.h): started in init with
+ * $EASEL_WORKER_THREADS threads (default: the core count; 0 = run no jobs here, leave them to
+ * `easel worker`), stopped in fini, which interrupts running jobs (resumable). Worker threads
+ * only call app_wake(); everything shown is re-read from the store on the UI thread at each
+ * tick, so jobs of other processes (other TUIs over SSH, `easel worker`) appear the same way.
+ *
+ * Modes: LIST (the table + details) -> 'a' -> PICK (kind menu) -> Enter -> FORM -> 's' -> LIST.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base.h"
+#include "jobform.h"
+#include "jobkind.h"
+#include "jobs.h"
+#include "screen.h"
+#include "store_jobs.h"
+
+#define MAX_ROWS 500
+#define MAX_LOG 400
+#define REFRESH_S 0.5
+
+typedef enum Mode { MODE_LIST, MODE_PICK, MODE_FORM } Mode;
+
+typedef struct JobsScreen {
+    App *app;
+    JobsPool *pool;
+    int n_threads;            /* pool threads, 0 = no pool in this TUI */
+    JobRow *rows;
+    int n_rows;
+    int sel;
+    int64_t sel_id;           /* keeps the selection on its job across refreshes */
+    int top;
+    int counts[JOB_STATE_COUNT];
+    JobLogLine log[MAX_LOG];  /* tail of the selected job's log */
+    int n_log;
+    int64_t log_job;
+    int64_t log_after;
+    int log_only;             /* Enter: the details pane takes the whole screen */
+    double last_refresh;
+    Mode mode;
+    int kind_sel;
+    JobForm *form;
+    char error[ERR_MSG_LEN];  /* last refresh error, shown in the header */
+} JobsScreen;
+
+static const ScreenKey jobs_keys[] = {
+    {"Up / Down, PgUp / PgDn", "select a job"},
+    {"Enter", "details only / back to the list (the log follows live)"},
+    {"a", "add a job: pick a kind, fill in the form (from the kind's schema)"},
+    {"c", "cancel the selected job (a running one stops within a second)"},
+    {"r", "retry: a new job with the same parameters"},
+    {"u", "resume a failed, cancelled or interrupted job (from its checkpoint)"},
+    {"+ / -", "raise / lower the selected job's priority"},
+    {"form: Up / Down", "select a field"},
+    {"form: Enter", "type a new value (Esc keeps the old one)"},
+    {"form: Left / Right, Space", "change a choice or true/false field"},
+    {"form: s", "queue the job; Esc goes back"},
+    {NULL, NULL},
+};
+
+/* ---- worker pool ------------------------------------------------------------------------ */
+
+static void on_job_change(void *user_data, int64_t job_id, JobState state) {
+    (void)job_id;
+    (void)state;
+    app_wake(user_data); /* any thread; the tick re-reads the store */
+}
+
+/* ---- data ----------------------------------------------------------------------------- */
+
+static void log_clear(JobsScreen *s) {
+    for (int i = 0; i < s->n_log; i++)
+        free(s->log[i].line);
+    s->n_log = 0;
+    s->log_after = 0;
+}
+
+static void follow_log(JobsScreen *s, Store *st) {
+    int64_t id = s->sel_id;
+    if (id != s->log_job) {
+        log_clear(s);
+        s->log_job = id;
+    }
+    if (!id)
+        return;
+    JobLogLine *lines;
+    int n;
+    if (store_job_log_read(st, id, s->log_after, MAX_LOG, &lines, &n, NULL))
+        return;
+    for (int i = 0; i < n; i++) {
+        if (s->n_log == MAX_LOG) {
+            free(s->log[0].line);
+            memmove(&s->log[0], &s->log[1], sizeof s->log[0] * (MAX_LOG - 1));
+            s->n_log--;
+        }
+        s->log[s->n_log++] = lines[i];
+        s->log_after = lines[i].seq;
+    }
+    free(lines); /* the strings moved into s->log */
+}
+
+static void reload(JobsScreen *s) {
+    Store *st = app_store(s->app);
+    Err err = {0};
+    if (!s->pool)
+        jobs_reap(st, 0, NULL, NULL); /* with a pool, its monitor does this */
+    JobRow *rows;
+    int n;
+    JobFilter f = {.limit = MAX_ROWS};
+    if (store_jobs_list(st, &f, &rows, &n, &err) || store_jobs_count(st, s->counts, &err)) {
+        snprintf(s->error, sizeof s->error, "%s", err.msg);
+        return;
+    }
+    s->error[0] = '\0';
+    store_job_rows_free(s->rows, s->n_rows);
+    s->rows = rows;
+    s->n_rows = n;
+    s->sel = 0;
+    for (int i = 0; i < n; i++)
+        if (rows[i].id == s->sel_id)
+            s->sel = i;
+    s->sel_id = n ? rows[s->sel].id : 0;
+    follow_log(s, st);
+    s->last_refresh = base_now();
+}
+
+static JobRow *selected(JobsScreen *s) { return s->n_rows ? &s->rows[s->sel] : NULL; }
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+static void *jobs_init(App *app, Err *err) {
+    JobsScreen *s = xcalloc(1, sizeof *s);
+    s->app = app;
+    const char *env = getenv("EASEL_WORKER_THREADS");
+    s->n_threads = env && *env ? atoi(env) : jobs_default_threads();
+    if (s->n_threads > 0) {
+        JobsPoolConfig cfg;
+        jobs_pool_config_init(&cfg, app_config(app)->db_path);
+        cfg.threads = s->n_threads;
+        cfg.on_change = on_job_change;
+        cfg.user_data = app;
+        s->pool = jobs_pool_start(&cfg, err);
+        if (!s->pool) {
+            free(s);
+            return NULL;
+        }
+    }
+    reload(s);
+    return s;
+}
+
+static void jobs_fini(void *p) {
+    JobsScreen *s = p;
+    jobs_pool_stop(s->pool); /* running jobs end interrupted, resumable */
+    store_job_rows_free(s->rows, s->n_rows);
+    log_clear(s);
+    jobform_free(s->form);
+    free(s);
+}
+
+static void jobs_tick(void *p, App *app, double now) {
+    JobsScreen *s = p;
+    (void)now;
+    reload(s);
+    app_dirty(app);
+}
+
+/* ---- drawing --------------------------------------------------------------------------- */
+
+static attr_t state_attr(JobState st) {
+    switch (st) {
+    case JOB_STATE_RUNNING: return ui_attr(UI_C_ACCENT) | A_BOLD;
+    case JOB_STATE_SUCCEEDED: return ui_attr(UI_C_GOOD);
+    case JOB_STATE_FAILED: return ui_attr(UI_C_BAD);
+    case JOB_STATE_INTERRUPTED: return ui_attr(UI_C_WARN);
+    case JOB_STATE_CANCELLED: return ui_attr(UI_C_DIM);
+    default: return ui_attr(UI_C_NORMAL);
+    }
+}
+
+static void fmt_duration(double sec, char *buf, size_t n) {
+    if (sec < 0) {
+        snprintf(buf, n, "-");
+        return;
+    }
+    long t = (long)(sec + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* A bar of W cells for FRAC in 0..1, with eighth blocks at the edge. */
+static void fmt_bar(double frac, int w, char *buf, size_t size) {
+    static const char *eighth[] = {"", "▏", "▎", "▍", "▌", "▋", "▊", "▉"};
+    frac = frac < 0 ? 0 : frac > 1 ? 1 : frac;
+    int units = (int)(frac * w * 8 + 0.5);
+    size_t o = 0;
+    buf[0] = '\0';
+    for (int c = 0; c < w && o + 4 < size; c++) {
+        int u = units - c * 8;
+        const char *g = u >= 8 ? "█" : u > 0 ? eighth[u] : "·";
+        o += (size_t)snprintf(buf + o, size - o, "%s", g);
+    }
+}
+
+static void draw_header(JobsScreen *s, UiRect r) {
+    char pool[96];
+    if (s->pool)
+        snprintf(pool, sizeof pool, "here: %d/%d workers busy, %d GPU%s",
+                 jobs_pool_busy(s->pool), jobs_pool_threads(s->pool), jobs_pool_gpus(s->pool),
+                 jobs_pool_gpus(s->pool) == 1 ? "" : "s");
+    else
+        snprintf(pool, sizeof pool, "no workers in this TUI (EASEL_WORKER_THREADS=0)");
+    ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT),
+            "%d running  %d queued  %d succeeded  %d failed  %d cancelled  %d interrupted   %s",
+            s->counts[JOB_STATE_RUNNING], s->counts[JOB_STATE_QUEUED],
+            s->counts[JOB_STATE_SUCCEEDED], s->counts[JOB_STATE_FAILED],
+            s->counts[JOB_STATE_CANCELLED], s->counts[JOB_STATE_INTERRUPTED], pool);
+    if (s->error[0])
+        ui_putf(r.y + 1, r.x, r.w, ui_attr(UI_C_BAD), "store: %s", s->error);
+    else if (!s->pool && s->counts[JOB_STATE_QUEUED] && !s->counts[JOB_STATE_RUNNING])
+        ui_put(r.y + 1, r.x, r.w, ui_attr(UI_C_WARN),
+               "queued jobs wait for a worker: run 'easel worker' on this store");
+}
+
+static void draw_row(JobsScreen *s, const JobRow *j, int y, int x, int w, int is_sel) {
+    (void)s;
+    attr_t base = is_sel ? ui_attr(UI_C_SELECT) : ui_attr(UI_C_NORMAL);
+    if (is_sel)
+        ui_fill((UiRect){y, x, 1, w}, base);
+    char bar[64], prog[48], rate[24], eta[16];
+    double frac = j->total > 0 ? j->done / j->total : (j->state == JOB_STATE_SUCCEEDED ? 1 : 0);
+    fmt_bar(frac, 12, bar, sizeof bar);
+    if (j->total > 0)
+        snprintf(prog, sizeof prog, "%3.0f%% %.0f/%.0f %s", 100 * frac, j->done, j->total,
+                 j->unit);
+    else if (j->done > 0)
+        snprintf(prog, sizeof prog, "%.0f %s", j->done, j->unit);
+    else
+        prog[0] = '\0';
+    if (j->rate > 0 && j->state == JOB_STATE_RUNNING)
+        snprintf(rate, sizeof rate, "%.3g/s", j->rate);
+    else
+        rate[0] = '\0';
+    fmt_duration(j->state == JOB_STATE_RUNNING ? j->eta : -1, eta, sizeof eta);
+    int c = x;
+    c += ui_putf(y, c, w - (c - x), base, "%5lld ", (long long)j->id);
+    ui_put(y, c, 12, is_sel ? base : state_attr(j->state), store_job_state_name(j->state));
+    c += 12;
+    c += ui_putf(y, c, w - (c - x), base, "%-10.10s %3d ", j->kind, j->priority);
+    c += ui_putf(y, c, w - (c - x), base, "%s ", bar);
+    c += ui_putf(y, c, w - (c - x), base, "%-22.22s %8s %7s  ", prog, rate,
+                 j->state == JOB_STATE_RUNNING ? eta : "");
+    const char *msg = j->state == JOB_STATE_RUNNING && j->cancel_requested ? "cancel requested"
+                      : j->message ? j->message : "";
+    if (c < x + w)
+        ui_put(y, c, w - (c - x), is_sel ? base : ui_attr(UI_C_DIM), msg);
+}
+
+static void draw_list(JobsScreen *s, UiRect r) {
+    ui_putf(r.y, r.x, r.w, ui_attr(UI_C_DIM) | A_UNDERLINE,
+            "%5s %-11s %-10s %3s %-12s %-22s %8s %7s  %s", "ID", "STATE", "KIND", "PRI",
+            "PROGRESS", "", "RATE", "ETA", "MESSAGE");
+    int rows = r.h - 1;
+    if (s->n_rows == 0) {
+        ui_put(r.y + 2, r.x + 2, r.w - 2, ui_attr(UI_C_DIM),
+               "No jobs yet. Press a to add one, or use 'easel jobs add KIND ...'.");
+        return;
+    }
+    if (s->sel < s->top)
+        s->top = s->sel;
+    if (s->sel >= s->top + rows)
+        s->top = s->sel - rows + 1;
+    for (int i = 0; i < rows && s->top + i < s->n_rows; i++)
+        draw_row(s, &s->rows[s->top + i], r.y + 1 + i, r.x, r.w, s->top + i == s->sel);
+}
+
+static void put_time(int y, int x, int w, const char *label, double t) {
+    if (t <= 0)
+        return;
+    time_t tt = (time_t)t;
+    struct tm tm;
+    localtime_r(&tt, &tm);
+    char buf[32];
+    strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+    ui_putf(y, x, w, ui_attr(UI_C_NORMAL), "%-9s %s", label, buf);
+}
+
+static void draw_details(JobsScreen *s, UiRect r) {
+    JobRow *j = selected(s);
+    ui_box(r, ui_attr(UI_C_DIM), j ? "Job" : NULL);
+    if (!j || r.h < 4)
+        return;
+    int x = r.x + 2, w = r.w - 4, y = r.y + 1;
+    ui_putf(y++, x, w, ui_attr(UI_C_ACCENT) | A_BOLD, "#%lld %s  %s%s", (long long)j->id,
+            j->kind, store_job_state_name(j->state),
+            j->retry_of ? "  (retry)" : "");
+    ui_putf(y++, x, w, ui_attr(UI_C_NORMAL), "params   %s", j->params);
+    char deps[128] = "";
+    size_t o = 0;
+    for (int i = 0; i < j->n_deps && o < sizeof deps - 16; i++)
+        o += (size_t)snprintf(deps + o, sizeof deps - o, "%s#%lld", i ? ", " : "",
+                              (long long)j->deps[i]);
+    ui_putf(y++, x, w, ui_attr(UI_C_NORMAL), "after    %-20s gpus %s (wanted %d)   worker %s",
+            j->n_deps ? deps : "-", j->gpus ? j->gpus : "none", j->gpus_wanted,
+            j->worker ? j->worker : "-");
+    if (y < r.y + r.h - 1) {
+        put_time(y, x, w / 2, "started", j->started_at);
+        put_time(y++, x + w / 2, w - w / 2, "finished", j->finished_at);
+    }
+    if (j->message && y < r.y + r.h - 1)
+        ui_putf(y++, x, w, state_attr(j->state), "message  %s", j->message);
+    if (j->checkpoint && y < r.y + r.h - 1)
+        ui_putf(y++, x, w, ui_attr(UI_C_DIM), "checkpoint %s", j->checkpoint);
+    int bottom = r.y + r.h - 1;
+    if (y >= bottom)
+        return;
+    ui_put(y++, x, w, ui_attr(UI_C_DIM) | A_UNDERLINE, "log (live)");
+    int avail = bottom - y;
+    int first = s->n_log > avail ? s->n_log - avail : 0;
+    for (int i = first; i < s->n_log && y < bottom; i++) {
+        time_t tt = (time_t)s->log[i].t;
+        struct tm tm;
+        localtime_r(&tt, &tm);
+        char ts[16];
+        strftime(ts, sizeof ts, "%H:%M:%S", &tm);
+        ui_putf(y++, x, w, ui_attr(UI_C_NORMAL), "%s %s", ts, s->log[i].line);
+    }
+}
+
+static void draw_pick(JobsScreen *s, UiRect r) {
+    ui_box(r, ui_attr(UI_C_ACCENT), "New job: pick a kind");
+    int y = r.y + 1;
+    for (int i = 0; i < jobkind_count() && y < r.y + r.h - 2; i++, y++) {
+        const JobKind *k = jobkind_at(i);
+        attr_t a = i == s->kind_sel ? ui_attr(UI_C_SELECT) : ui_attr(UI_C_NORMAL);
+        if (i == s->kind_sel)
+            ui_fill((UiRect){y, r.x + 1, 1, r.w - 2}, a);
+        ui_putf(y, r.x + 2, r.w - 4, a, "%-16s %s%s", k->name, k->summary,
+                k->gpus ? "  [GPU]" : "");
+    }
+    if (!jobkind_count())
+        ui_put(y, r.x + 2, r.w - 4, ui_attr(UI_C_DIM), "this build has no job kinds");
+    ui_put(r.y + r.h - 2, r.x + 2, r.w - 4, ui_attr(UI_C_DIM),
+           "Up/Down/Home/End select   Enter open the form   Esc back");
+}
+
+static void draw_form(JobsScreen *s, UiRect r) {
+    JobForm *f = s->form;
+    char title[128];
+    snprintf(title, sizeof title, "New job: %s", f->kind->name);
+    ui_box(r, ui_attr(UI_C_ACCENT), title);
+    int x = r.x + 2, w = r.w - 4, y = r.y + 1;
+    ui_put(y++, x, w, ui_attr(UI_C_DIM), f->kind->summary);
+    y++;
+    for (int i = 0; i < f->n_fields && y < r.y + r.h - 4; i++, y++) {
+        int is_sel = i == f->cur;
+        attr_t a = is_sel ? ui_attr(UI_C_SELECT) : ui_attr(UI_C_NORMAL);
+        if (is_sel)
+            ui_fill((UiRect){y, r.x + 1, 1, r.w - 2}, a);
+        int cycles = f->fields[i].kind == JOBFORM_PARAM &&
+                     (f->fields[i].spec->type == JOB_PARAM_CHOICE ||
+                      f->fields[i].spec->type == JOB_PARAM_BOOL);
+        const char *req = f->fields[i].kind == JOBFORM_PARAM && !f->fields[i].spec->def ? "*" : " ";
+        ui_putf(y, x, w, a, "%s%-14s %s%s%s", req, jobform_label(f, i), cycles ? "◂ " : "[",
+                f->fields[i].text, cycles ? " ▸" : "]");
+    }
+    char hint[256];
+    jobform_hint(f, f->cur, hint, sizeof hint);
+    ui_put(r.y + r.h - 3, x, w, ui_attr(UI_C_ACCENT), hint);
+    ui_put(r.y + r.h - 2, x, w, ui_attr(UI_C_DIM),
+           "Up/Down field  Enter type a value  Left/Right/Space change  s queue  Esc back  "
+           "(* required)");
+}
+
+static void jobs_draw(void *p, App *app, UiRect r) {
+    JobsScreen *s = p;
+    (void)app;
+    if (r.h < 6 || r.w < 40) {
+        ui_put(r.y, r.x, r.w, ui_attr(UI_C_WARN), "terminal too small for the Jobs screen");
+        return;
+    }
+    draw_header(s, (UiRect){r.y, r.x, 2, r.w});
+    UiRect body = {r.y + 2, r.x, r.h - 2, r.w};
+    if (s->mode == MODE_PICK) {
+        draw_pick(s, body);
+        return;
+    }
+    if (s->mode == MODE_FORM) {
+        draw_form(s, body);
+        return;
+    }
+    if (s->log_only) {
+        draw_details(s, body);
+        return;
+    }
+    int list_h = body.h * 11 / 20;
+    if (list_h < 3)
+        list_h = 3;
+    draw_list(s, (UiRect){body.y, body.x, list_h, body.w});
+    draw_details(s, (UiRect){body.y + list_h, body.x, body.h - list_h, body.w});
+}
+
+/* ---- keys ------------------------------------------------------------------------------ */
+
+static void form_text_done(void *p, App *app, const char *text) {
+    JobsScreen *s = p;
+    if (text && s->form)
+        jobform_set(s->form, s->form->cur, text);
+    app_dirty(app);
+}
+
+static int form_key(JobsScreen *s, App *app, int ch) {
+    JobForm *f = s->form;
+    switch (ch) {
+    case 27: /* Esc */
+        jobform_free(f);
+        s->form = NULL;
+        s->mode = MODE_PICK;
+        return SCREEN_KEY_HANDLED;
+    case KEY_UP:
+    case 'k':
+        jobform_move(f, -1);
+        return SCREEN_KEY_HANDLED;
+    case KEY_DOWN:
+    case 'j':
+        jobform_move(f, 1);
+        return SCREEN_KEY_HANDLED;
+    case KEY_LEFT:
+    case KEY_RIGHT:
+    case ' ':
+        return jobform_cycle(f, f->cur, ch == KEY_LEFT ? -1 : 1) ? SCREEN_KEY_HANDLED
+                                                                 : SCREEN_KEY_IGNORED;
+    case '\n':
+    case '\r':
+    case KEY_ENTER: {
+        if (jobform_cycle(f, f->cur, 1))
+            return SCREEN_KEY_HANDLED;
+        char label[96];
+        snprintf(label, sizeof label, "%s (now '%.60s'): ", jobform_label(f, f->cur),
+                 f->fields[f->cur].text);
+        app_prompt(app, label, form_text_done, s);
+        return SCREEN_KEY_HANDLED;
+    }
+    case 's': {
+        Err err = {0};
+        int64_t id;
+        if (jobform_submit(f, app_store(app), &id, &err)) {
+            app_status_error(app, "%s", err.msg);
+            return SCREEN_KEY_HANDLED;
+        }
+        app_status(app, "job #%lld (%s) queued", (long long)id, f->kind->name);
+        jobform_free(f);
+        s->form = NULL;
+        s->mode = MODE_LIST;
+        s->sel_id = id;
+        if (s->pool)
+            jobs_pool_kick(s->pool);
+        reload(s);
+        return SCREEN_KEY_HANDLED;
+    }
+    }
+    return SCREEN_KEY_IGNORED;
+}
+
+static int pick_key(JobsScreen *s, App *app, int ch) {
+    (void)app;
+    int n = jobkind_count();
+    switch (ch) {
+    case 27:
+        s->mode = MODE_LIST;
+        return SCREEN_KEY_HANDLED;
+    case KEY_UP:
+    case 'k':
+        if (s->kind_sel > 0)
+            s->kind_sel--;
+        return SCREEN_KEY_HANDLED;
+    case KEY_DOWN:
+    case 'j':
+        if (s->kind_sel < n - 1)
+            s->kind_sel++;
+        return SCREEN_KEY_HANDLED;
+    case KEY_HOME:
+        s->kind_sel = 0;
+        return SCREEN_KEY_HANDLED;
+    case KEY_END:
+        s->kind_sel = n > 0 ? n - 1 : 0;
+        return SCREEN_KEY_HANDLED;
+    case '\n':
+    case '\r':
+    case KEY_ENTER:
+        if (n == 0)
+            return SCREEN_KEY_IGNORED;
+        s->form = jobform_new(jobkind_at(s->kind_sel));
+        s->mode = MODE_FORM;
+        return SCREEN_KEY_HANDLED;
+    }
+    return SCREEN_KEY_IGNORED;
+}
+
+static void act(JobsScreen *s, App *app, int ch) {
+    JobRow *j = selected(s);
+    if (!j) {
+        app_status_error(app, "no job selected");
+        return;
+    }
+    Store *st = app_store(app);
+    Err err = {0};
+    int64_t id = j->id, nid;
+    JobState now;
+    int rc;
+    switch (ch) {
+    case 'c':
+        if (!(rc = store_job_cancel(st, id, &now, &err)))
+            app_status(app, now == JOB_STATE_CANCELLED ? "job #%lld cancelled"
+                                                       : "job #%lld: cancel requested",
+                       (long long)id);
+        break;
+    case 'r':
+        if (!(rc = store_job_retry(st, id, &nid, &err))) {
+            app_status(app, "job #%lld queued again as #%lld", (long long)id, (long long)nid);
+            s->sel_id = nid;
+        }
+        break;
+    case 'u':
+        if (!(rc = store_job_resume(st, id, &err)))
+            app_status(app, "job #%lld resumed (queued)", (long long)id);
+        break;
+    default: {
+        int prio = j->priority + (ch == '+' || ch == '=' ? 1 : -1);
+        if (!(rc = store_job_set_priority(st, id, prio, &err)))
+            app_status(app, "job #%lld priority %d", (long long)id, prio);
+        break;
+    }
+    }
+    if (rc)
+        app_status_error(app, "%s", err.msg);
+    else if (s->pool)
+        jobs_pool_kick(s->pool);
+    reload(s);
+}
+
+static int jobs_key(void *p, App *app, int ch) {
+    JobsScreen *s = p;
+    if (s->mode == MODE_FORM)
+        return form_key(s, app, ch);
+    if (s->mode == MODE_PICK)
+        return pick_key(s, app, ch);
+    int page = 10;
+    switch (ch) {
+    case KEY_UP:
+    case 'k':
+        if (s->sel > 0)
+            s->sel--;
+        break;
+    case KEY_DOWN:
+    case 'j':
+        if (s->sel < s->n_rows - 1)
+            s->sel++;
+        break;
+    case KEY_PPAGE:
+        s->sel = s->sel > page ? s->sel - page : 0;
+        break;
+    case KEY_NPAGE:
+        s->sel = s->sel + page < s->n_rows ? s->sel + page : (s->n_rows ? s->n_rows - 1 : 0);
+        break;
+    case KEY_HOME:
+        s->sel = 0;
+        break;
+    case KEY_END:
+        s->sel = s->n_rows ? s->n_rows - 1 : 0;
+        break;
+    case '\n':
+    case '\r':
+    case KEY_ENTER:
+        s->log_only = !s->log_only;
+        return SCREEN_KEY_HANDLED;
+    case 27:
+        if (!s->log_only)
+            return SCREEN_KEY_IGNORED;
+        s->log_only = 0;
+        return SCREEN_KEY_HANDLED;
+    case 'a':
+        s->mode = MODE_PICK;
+        return SCREEN_KEY_HANDLED;
+    case 'c':
+    case 'r':
+    case 'u':
+    case '+':
+    case '=':
+    case '-':
+        act(s, app, ch);
+        return SCREEN_KEY_HANDLED;
+    default:
+        return SCREEN_KEY_IGNORED;
+    }
+    s->sel_id = s->n_rows ? s->rows[s->sel].id : 0;
+    follow_log(s, app_store(app));
+    return SCREEN_KEY_HANDLED;
+}
+
+static int jobs_open(void *p, App *app, int64_t id, Err *err) {
+    JobsScreen *s = p;
+    for (int i = 0; i < s->n_rows; i++) {
+        if (s->rows[i].id == id) {
+            s->sel = i;
+            s->sel_id = id;
+            s->mode = MODE_LIST;
+            follow_log(s, app_store(app));
+            return 0;
+        }
+    }
+    return err_set(err, ERR_NOTFOUND, "no job #%lld in the list", (long long)id);
+}
+
+static void jobs_enter(void *p, App *app) {
+    (void)app;
+    reload(p);
+}
+
+const ScreenClass screen_jobs = {
+    .name = "Jobs",
+    .fkey = 4,
+    .keys = jobs_keys,
+    .init = jobs_init,
+    .fini = jobs_fini,
+    .enter = jobs_enter,
+    .draw = jobs_draw,
+    .key = jobs_key,
+    .tick = jobs_tick,
+    .open = jobs_open,
+};
