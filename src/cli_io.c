@@ -151,7 +151,7 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
         printf("imported %s %s: %zu %s", import_kind_name(kind), pos[1], rep.rows,
                kind == IMPORT_IMAGES ? "files" : kind == IMPORT_PAIRS ? "lines" : "rows");
         if (rep.prompts_added)
-            printf(", %zu prompts added", rep.prompts_added);
+            printf(", %zu prompt%s added", rep.prompts_added, rep.prompts_added == 1 ? "" : "s");
         if (rep.images_added || rep.images_updated)
             printf(", %zu images added, %zu updated", rep.images_added, rep.images_updated);
         if (rep.images_missing)

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -405,6 +406,12 @@ int export_write(Store *st, ExportKind kind, FILE *out, const ExportOptions *opt
         export_options_init(&dflt);
         opts = &dflt;
     }
+    /* relative_to may come relative to the cwd (a job's parameter): make it absolute */
+    ExportOptions o = *opts;
+    char rel[PATH_MAX];
+    if (o.relative_to && o.relative_to[0] != '/')
+        o.relative_to = realpath(o.relative_to, rel) ? rel : NULL;
+    opts = &o;
     Data d;
     int rc = data_load(st, &d, kind == EXPORT_RATINGS || kind == EXPORT_PAIRS, opts, err);
     if (rc)
