@@ -22,7 +22,7 @@
 
 #define MAX_PRINTED 20 /* problems or warnings printed; the rest are counted */
 
-/* ---- import ----------------------------------------------------------------------------------- */
+/* ---- import ---------------------------------------------------------------------------------- */
 
 static void import_usage(void) {
     printf("usage: easel [--db PATH] import KIND PATH [--annotator NAME]\n\n"
@@ -174,7 +174,7 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
     return status;
 }
 
-/* ---- export ----------------------------------------------------------------------------------- */
+/* ---- export ---------------------------------------------------------------------------------- */
 
 static void export_usage(void) {
     printf("usage: easel [--db PATH] export KIND [-o FILE] [--per-annotator]\n"
@@ -288,7 +288,7 @@ int cli_export_main(const CliGlobal *g, int argc, char **argv) {
     return 0;
 }
 
-/* ---- status ----------------------------------------------------------------------------------- */
+/* ---- status ---------------------------------------------------------------------------------- */
 
 static void status_usage(void) {
     printf("usage: easel [--db PATH] status [--json]\n\n"

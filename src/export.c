@@ -179,7 +179,7 @@ static const char *annotator_name(const Data *d, int64_t id) {
     return "";
 }
 
-/* ---- CSV tables: ratings and template --------------------------------------------------------- */
+/* ---- CSV tables: ratings and template -------------------------------------------------------- */
 
 typedef struct Row {
     const char *ext;       /* prompt_id */
@@ -307,7 +307,7 @@ static int export_prompts(Data *d, FILE *out, size_t *n_rows) {
     return rc;
 }
 
-/* ---- pairs.jsonl --------------------------------------------------------------------------------- */
+/* ---- pairs.jsonl ----------------------------------------------------------------------------- */
 
 typedef struct PairOut {
     Pair p;
@@ -397,7 +397,7 @@ static int export_pairs(Data *d, FILE *out, const ExportOptions *o, size_t *n_ro
     return rc;
 }
 
-/* ---- entry points ----------------------------------------------------------------------------- */
+/* ---- entry points ---------------------------------------------------------------------------- */
 
 int export_write(Store *st, ExportKind kind, FILE *out, const ExportOptions *opts,
                  size_t *n_rows, Err *err) {
