@@ -182,7 +182,7 @@ $(DEMO_DB): bin/easel data/prompts.csv data/multihead_ratings.csv
 run: bin/easel $(DEMO_DB)
 	bin/easel --db $(DEMO_DB)
 
-test: bin/easel $(TEST_BIN)
+test: bin/easel $(TEST_BIN) check-layers
 	@BUILD=$(BUILD) EASEL_BIN=$(CURDIR)/bin/easel bash tests/run_all.sh $(TEST_BIN)
 
 asan:

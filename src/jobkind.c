@@ -31,6 +31,8 @@
  * own file; keep the closing comment line last. The order is the order of `easel jobs add
  * --help` and the TUI's kind menu. */
 #define JOBKIND_LIST(X) \
+    X(jobkind_import) \
+    X(jobkind_export) \
     /* end of the list */
 
 #define JOBKIND_DECLARE(k) extern const JobKind k;

@@ -159,8 +159,6 @@ static void run_one(Slot *s, JobRow *row) {
     Err ferr = {0};
     if (store_job_finish(s->st, row->id, s->worker, state, msg, &ferr))
         log_warn("job #%lld: %s", (long long)row->id, ferr.msg);
-    log_info("job #%lld %s (%s): %s", (long long)row->id, row->kind,
-             store_job_state_name(state), msg);
     pthread_mutex_lock(&p->lock);
     s->job_id = 0;
     pthread_mutex_unlock(&p->lock);

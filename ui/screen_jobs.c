@@ -351,7 +351,7 @@ static void draw_pick(JobsScreen *s, UiRect r) {
     if (!jobkind_count())
         ui_put(y, r.x + 2, r.w - 4, ui_attr(UI_C_DIM), "this build has no job kinds");
     ui_put(r.y + r.h - 2, r.x + 2, r.w - 4, ui_attr(UI_C_DIM),
-           "Up/Down select   Enter open the form   Esc back");
+           "Up/Down/Home/End select   Enter open the form   Esc back");
 }
 
 static void draw_form(JobsScreen *s, UiRect r) {
@@ -488,6 +488,12 @@ static int pick_key(JobsScreen *s, App *app, int ch) {
     case 'j':
         if (s->kind_sel < n - 1)
             s->kind_sel++;
+        return SCREEN_KEY_HANDLED;
+    case KEY_HOME:
+        s->kind_sel = 0;
+        return SCREEN_KEY_HANDLED;
+    case KEY_END:
+        s->kind_sel = n > 0 ? n - 1 : 0;
         return SCREEN_KEY_HANDLED;
     case '\n':
     case '\r':

@@ -1,0 +1,158 @@
+/* train — training a five-head reward model from the store, and using its checkpoints.
+ *
+ * Data: ratings averaged over annotators (or one annotator's), turned into pairs of images of
+ * the same prompt (objective `pairs`), or the per-image means themselves (objective
+ * `regression`); or pairs imported into the store (mode `pairs`). Prompts, not pairs, are
+ * split into train and validation sets, deterministically from the seed, so no prompt's
+ * images are on both sides.
+ *
+ * Features come from an encoder (encoder.h) and are cached in the store; the model
+ * (model_reward.h) trains on them. Every step writes train metrics, every epoch validation
+ * metrics per head (accuracy, binary F1, loss) to the store (store_runs.h), so any process
+ * sees the run live. Checkpoints: `best/` (highest mean per-head validation F1),
+ * `checkpoint-N/` (every save_every epochs), `final/`, each with model.safetensors (the
+ * original's tensor names), config.json and metrics.json, written into a temporary folder
+ * and renamed into place. `.resume/` holds the optimizer state and RNG after every epoch, so
+ * an interrupted run continues to the same final weights as an uninterrupted one.
+ *
+ * Thread safety: train_run uses the Store it is given from the calling thread only.
+ */
+#ifndef EASEL_TRAIN_H
+#define EASEL_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "evalrm.h"
+#include "pairs.h"
+#include "store.h"
+
+#define TRAIN_N_HEADS 5
+
+/* The aspect (head) names in the original's order. */
+extern const char *const train_head_names[TRAIN_N_HEADS];
+
+typedef struct TrainConfig {
+    char mode[16];           /* "multihead": pairs from ratings; "pairs": imported pairs */
+    char objective[16];      /* "pairs" (Bradley–Terry) or "regression" (MSE on 0..10) */
+    char encoder[64];        /* "classic", "clip:NAME" */
+    char fusion[24];         /* "concat", "add", "cross_attention" */
+    int epochs;              /* 10 */
+    int batch_size;          /* 8 */
+    double learning_rate;    /* 1e-4 */
+    double weight_decay;     /* 0.01 */
+    double min_rating_diff;  /* 0.5 */
+    double val_fraction;     /* share of prompts held out: 0.2 */
+    int save_every;          /* epochs between checkpoint-N/ (0 = never): 2 */
+    int patience;            /* epochs without a better val F1 before stopping (0 = off) */
+    int threads;             /* engine threads (0 = all cores) */
+    uint64_t seed;           /* split, init, shuffling, dropout */
+    double irrelevant_weight;/* seed 003's irrelevant-prompt loss weight (0 = off) */
+    double dropout;          /* 0.1 as the original */
+    int64_t annotator_id;    /* 0 = mean over annotators; else that annotator only */
+    char output[1024];       /* run folder */
+    char run_name[128];      /* "" = generated */
+} TrainConfig;
+
+/* The original's defaults (see origin-facts.md). */
+void train_config_defaults(TrainConfig *cfg);
+
+/* Check values and combinations; ERR_USAGE naming the flag. */
+int train_config_check(const TrainConfig *cfg, Err *err);
+
+/* The config as compact JSON (new string, free()), and back (defaults for missing keys,
+ * then train_config_check). */
+char *train_config_json(const TrainConfig *cfg);
+int train_config_parse(TrainConfig *cfg, const char *json, Err *err);
+
+/* Hooks from whoever runs the training (the job kind, the CLI). All optional. */
+typedef struct TrainHooks {
+    void (*progress)(void *user, double done, double total, const char *unit);
+    int (*cancelled)(void *user);              /* nonzero: stop at the next step */
+    void (*log)(void *user, const char *line);
+    /* Called after each epoch's resume state is on disk, with a JSON the caller stores
+     * (the job's checkpoint); RESUME (below) gives it back after an interruption. */
+    int (*resume_point)(void *user, const char *json, Err *err);
+    void *user;
+    const char *resume;      /* JSON from resume_point, or NULL for a fresh run */
+    int64_t job_id;          /* recorded in the run (0 = none) */
+} TrainHooks;
+
+/* Train. Creates a run in the store (or reopens it when resuming), writes metrics and
+ * checkpoints, sets the run's state at the end. *run_id (may be NULL) gets the run id as
+ * soon as it exists. Returns 0, ERR_CANCELLED (resume state kept), or another ERR_*. */
+int train_run(Store *st, const TrainConfig *cfg, const TrainHooks *hooks, int64_t *run_id,
+              Err *err);
+
+/* Parse a resume JSON (from resume_point) back into the run folder; for `easel train
+ * --resume`: the JSON is also written to OUTPUT/.resume/resume.json. New string or NULL. */
+char *train_resume_read(const char *output, Err *err);
+
+/* ---- data, pure ---- */
+
+/* Mark which of N prompt ids go to validation: a seeded shuffle of the distinct ids, the
+ * first round(val_fraction * n_distinct) of them (at least 1 when there are 2 or more
+ * prompts and val_fraction > 0; never all of them). is_val[i] is set for every i whose
+ * prompt is held out. Returns the number of distinct validation prompts. */
+size_t train_split_prompts(const int64_t *prompt_ids, size_t n, double val_fraction,
+                           uint64_t seed, uint8_t *is_val);
+
+/* A training pair in the original's orientation: img_a is the lower image id. */
+typedef struct TrainPair {
+    int64_t prompt_id;
+    int64_t img_a;
+    int64_t img_b;
+    float label[TRAIN_N_HEADS]; /* 1: a preferred, 0: b preferred, 0.5: no preference */
+    float label_combined;       /* mean of the five labels (the original's soft target) */
+} TrainPair;
+
+/* Group per-aspect pairs (pairs_derive with PAIRS_PER_ASPECT) into one TrainPair per image
+ * pair with at least one non-neutral aspect, sorted by (prompt, img_a, img_b). Aspects
+ * beyond TRAIN_N_HEADS are ignored. *out is the caller's (free). */
+void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out);
+
+#endif
+
+/* ---- using a checkpoint: scoring and evaluation (train_eval.c) ---- */
+
+/* A checkpoint folder (config.json + model.safetensors) loaded with its encoder. */
+typedef struct RewardCkpt RewardCkpt;
+
+/* Open checkpoint folder DIR (best/, final/, checkpoint-N/). ST (may be NULL) is used for
+ * the encoder's model registry and the embedding cache. THREADS 0 = all cores. NULL with err
+ * naming the file when the folder, its config or its weights are missing or malformed. */
+RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err);
+void train_ckpt_free(RewardCkpt *c); /* NULL allowed */
+/* Absolute path of the folder (the scores table's key). Borrowed. */
+const char *train_ckpt_path(const RewardCkpt *c);
+const char *train_ckpt_encoder(const RewardCkpt *c);
+
+/* Scores of the image file PATH (SHA256: its hash if known, else NULL) under PROMPT (may be
+ * ""): out[0..4] the heads, out[5] the combined score. Features are cached in ST. */
+int train_ckpt_score(RewardCkpt *c, Store *st, const char *path, const char *sha256,
+                     const char *prompt, float out[TRAIN_N_HEADS + 1], Err *err);
+
+/* Evaluation of a checkpoint on preference pairs. */
+typedef struct EvalReport {
+    EvalStats st[TRAIN_N_HEADS + 1];  /* per head, then combined */
+    size_t n_pairs;                   /* pairs read */
+    size_t n_images;                  /* distinct images scored */
+    char source[1100];                /* "pairs.jsonl", "ratings in STORE (min diff 0.5)" */
+} EvalReport;
+
+typedef struct EvalOptions {
+    const char *pairs_file;  /* pairs.jsonl to evaluate; NULL = pairs of the store */
+    double min_rating_diff;  /* for pairs derived from ratings */
+    const char *split;       /* "all", "val", "train": with the checkpoint's seed (store pairs) */
+    /* progress and cancel, as TrainHooks */
+    void (*progress)(void *user, double done, double total, const char *unit);
+    int (*cancelled)(void *user);
+    void *user;
+} EvalOptions;
+
+/* Evaluate checkpoint C on the pairs OPTS names. A pairs file's images need not be in the
+ * store (they are encoded on the fly); its relative paths resolve against the file's folder,
+ * then the current directory. A label-less or aspect-less line applies to every head and to
+ * the combined score. Errors name FILE:LINE. */
+int train_eval(RewardCkpt *c, Store *st, const EvalOptions *opts, EvalReport *out, Err *err);

@@ -1,0 +1,194 @@
+/* A tmux test of the Jobs screen: add a job through the form, watch its progress move, cancel
+ * it, as a user would.
+ *
+ * The job must run long enough to watch, so it is a test-only kind ("test-slow") that lives
+ * in this binary only. This binary therefore has its own main(): run with
+ * EASEL_TEST_TUI_DB=PATH it registers the kind and becomes the easel TUI on that store
+ * (inside tmux); run normally it is a Criterion test binary whose test starts itself that way
+ * in a private tmux server, types keys and reads the screen. */
+#include <criterion/criterion.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "base.h"
+#include "jobkind.h"
+#include "store_jobs.h"
+
+/* ---- the test-only kind ----------------------------------------------------------------- */
+
+static int run_slow(JobCtx *ctx, const JobParams *p, Err *err) {
+    int64_t steps = job_param_int(p, "steps");
+    for (int64_t i = 0; i < steps; i++) {
+        if (job_cancelled(ctx))
+            return err_set(err, ERR_CANCELLED, "stopped at step %lld", (long long)i);
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+        job_progress(ctx, (double)(i + 1), (double)steps, "steps");
+    }
+    return 0;
+}
+
+static const JobParamSpec slow_params[] = {
+    {"steps", JOB_PARAM_INT, "3000", "steps of 20 ms", NULL},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+static const JobKind kind_slow = {
+    .name = "test-slow", .summary = "sleeps in steps (tests only)", .help = "tests only",
+    .params = slow_params, .run = run_slow,
+};
+
+/* ---- the tmux driver ---------------------------------------------------------------------- */
+
+static char tmpdir[64], db[128], sock[64];
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...) {
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+
+static void keys(const char *k) { sh("tmux -L %s send-keys -t t %s", sock, k); }
+
+/* The screen as text, into BUF. */
+static void screen(char *buf, size_t n) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "tmux -L %s capture-pane -t t -p", sock);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    size_t got = fread(buf, 1, n - 1, f);
+    buf[got] = '\0';
+    pclose(f);
+}
+
+/* Wait until the screen shows NEEDLE; returns 1, or 0 after SECONDS. */
+static int wait_screen(const char *needle, double seconds, char *buf, size_t n) {
+    double t0 = base_now();
+    do {
+        screen(buf, n);
+        if (strstr(buf, needle))
+            return 1;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    } while (base_now() - t0 < seconds);
+    return 0;
+}
+
+/* The percentage shown on the line of job #1, or -1. */
+static int percent_of_job1(const char *buf) {
+    const char *line = strstr(buf, "    1 running");
+    if (!line)
+        return -1;
+    const char *pct = strchr(line, '%');
+    const char *eol = strchr(line, '\n');
+    if (!pct || (eol && pct > eol))
+        return -1;
+    const char *p = pct;
+    while (p > line && (p[-1] == ' ' || (p[-1] >= '0' && p[-1] <= '9')))
+        p--;
+    return atoi(p);
+}
+
+static void setup(void) {
+    strcpy(tmpdir, "/tmp/easel-jobtui-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+    snprintf(db, sizeof db, "%s/s.db", tmpdir);
+    snprintf(sock, sizeof sock, "easel-test-%d", (int)getpid());
+    Store *st = store_open(db, NULL);
+    cr_assert_not_null(st);
+    store_close(st);
+}
+
+static void teardown(void) {
+    sh("tmux -L %s kill-server 2>/dev/null", sock);
+    sh("rm -rf %s", tmpdir);
+}
+
+Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .timeout = 60) {
+    if (sh("command -v tmux >/dev/null 2>&1") != 0)
+        cr_skip_test("tmux is not installed (apt-get install tmux)");
+    char self[512];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    cr_assert(n > 0);
+    self[n] = '\0';
+    cr_assert_eq(sh("tmux -L %s new-session -d -s t -x 140 -y 40 "
+                    "'env -u BXFI_MAP EASEL_TEST_TUI_DB=%s EASEL_WORKER_THREADS=1 %s "
+                    "2>%s/stderr.txt; sleep 60'", sock, db, self, tmpdir), 0);
+    static char buf[65536];
+    if (!wait_screen("No jobs yet", 10, buf, sizeof buf)) {
+        sh("cat %s/stderr.txt >&2", tmpdir);
+        cr_assert_fail("Jobs screen not shown:\n%s", buf);
+    }
+
+    /* add: a → kind menu, End → the test kind (registered last), Enter → form, s → queue */
+    keys("a");
+    cr_assert(wait_screen("New job: pick a kind", 5, buf, sizeof buf), "%s", buf);
+    keys("End");
+    keys("Enter");
+    cr_assert(wait_screen("New job: test-slow", 5, buf, sizeof buf), "%s", buf);
+    cr_assert(strstr(buf, "[3000]"), "form shows the default from the schema:\n%s", buf);
+    keys("s");
+    cr_assert(wait_screen("job #1 (test-slow) queued", 5, buf, sizeof buf), "%s", buf);
+
+    /* watch: it runs and its percentage grows */
+    cr_assert(wait_screen("    1 running", 10, buf, sizeof buf), "%s", buf);
+    int p0 = -1, p1 = -1;
+    double t0 = base_now();
+    while (base_now() - t0 < 15 && (p0 < 0 || p1 <= p0)) {
+        screen(buf, sizeof buf);
+        int p = percent_of_job1(buf);
+        if (p0 < 0)
+            p0 = p;
+        else
+            p1 = p;
+        struct timespec ts = {0, 300 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert(p0 >= 0 && p1 > p0, "progress did not move (%d%% -> %d%%):\n%s", p0, p1, buf);
+    cr_assert(strstr(buf, "steps"), "unit shown:\n%s", buf);
+    cr_assert(strstr(buf, "log (live)") && strstr(buf, "started on"), "log tail:\n%s", buf);
+
+    /* cancel: c, and the screen shows it cancelled within a second or two */
+    keys("c");
+    cr_assert(wait_screen("    1 cancelled", 3, buf, sizeof buf), "%s", buf);
+    Store *st = store_open(db, NULL);
+    JobRow r;
+    cr_assert_eq(store_job_get(st, 1, &r, NULL), 0);
+    cr_assert_eq(r.state, JOB_STATE_CANCELLED);
+    cr_assert(r.done > 0 && r.done < 3000);
+    store_job_row_deinit(&r);
+    store_close(st);
+    keys("q");
+}
+
+/* ---- main: the TUI child, or Criterion ------------------------------------------------------ */
+
+int main(int argc, char **argv) {
+    const char *tui_db = getenv("EASEL_TEST_TUI_DB");
+    if (tui_db) {
+        Err err = {0};
+        if (jobkind_register(&kind_slow, &err))
+            return 1;
+        AppConfig cfg = {.db_path = tui_db, .start_screen = "Jobs", .graphics = "none"};
+        if (app_run(&cfg, &err)) {
+            fprintf(stderr, "easel: %s\n", err.msg);
+            return 1;
+        }
+        return 0;
+    }
+    struct criterion_test_set *tests = criterion_initialize();
+    int rc = 0;
+    if (criterion_handle_args(argc, argv, true))
+        rc = !criterion_run_all_tests(tests);
+    criterion_finalize(tests);
+    return rc;
+}

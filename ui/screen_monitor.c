@@ -1,0 +1,584 @@
+/* screen_monitor — the Monitor screen: a training run's per-head curves, live.
+ *
+ * Six plot panels (the five heads and the combined score) show the page chosen with l/a/f:
+ * loss, accuracy or F1, training curve and validation curve, plus the same two curves of a
+ * second run when comparing. A side panel shows the run's state, epoch, step, elapsed time,
+ * ETA, learning rate, throughput, the best checkpoint, the current validation values per
+ * head, and head importance (softmax of the learned head weights) as bars.
+ *
+ * Data: everything comes from the store (store_runs.h), which training jobs in any process
+ * write every step. tick() runs at least once a second; when a run's updated_at moved it
+ * reads only the metric rows newer than the last one seen and merges them by step, so a
+ * long run costs little per refresh. Plot maths is in monitor_plot.c (pure, tested).
+ *
+ * `easel monitor RUN` opens this screen with EASEL_MONITOR_RUN set to the run's name or id.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+#include "monitor_plot.h"
+#include "screen.h"
+#include "store_runs.h"
+
+#define N_PANELS 6 /* five heads + combined */
+
+static const char *const panel_names[N_PANELS] = {"spatial", "icono", "style", "fidelity",
+                                                  "material", "combined"};
+static const char *const page_names[3] = {"loss", "acc", "f1"};
+static const char *const page_titles[3] = {"loss", "accuracy", "F1"};
+static const double ema_levels[] = {0.0, 0.6, 0.9, 0.97};
+
+typedef struct Series {
+    char split[8];
+    char name[40];
+    double *x;             /* steps, ascending */
+    double *y;
+    size_t n, cap;
+} Series;
+
+typedef struct RunData {
+    int have;
+    StoreRun run;
+    Series *s;
+    size_t n_s, cap_s;
+    double last_t;         /* newest metric time read */
+    double seen_update;    /* run.updated_at when last read */
+    StoreCheckpoint *ck;
+    size_t n_ck;
+} RunData;
+
+typedef struct Monitor {
+    RunData main, cmp;
+    int page;              /* 0 loss, 1 acc, 2 f1 */
+    int ema;               /* index into ema_levels */
+    int log_y;
+    PlotGlyphs glyphs;
+    int picking;           /* 0 none, 1 main run, 2 compare run */
+    StoreRun *list;
+    size_t n_list;
+    int sel;
+    char err[200];
+} Monitor;
+
+/* ---- data ---- */
+
+static void rundata_clear(RunData *d) {
+    for (size_t i = 0; i < d->n_s; i++) {
+        free(d->s[i].x);
+        free(d->s[i].y);
+    }
+    free(d->s);
+    store_run_deinit(&d->run);
+    store_checkpoints_free(d->ck, d->n_ck);
+    memset(d, 0, sizeof *d);
+}
+
+static Series *series_get(RunData *d, const char *split, const char *name, int create) {
+    for (size_t i = 0; i < d->n_s; i++)
+        if (strcmp(d->s[i].split, split) == 0 && strcmp(d->s[i].name, name) == 0)
+            return &d->s[i];
+    if (!create)
+        return NULL;
+    if (d->n_s == d->cap_s) {
+        d->cap_s = d->cap_s ? 2 * d->cap_s : 32;
+        d->s = xrealloc(d->s, d->cap_s * sizeof *d->s);
+    }
+    Series *s = &d->s[d->n_s++];
+    memset(s, 0, sizeof *s);
+    base_strlcpy(s->split, split, sizeof s->split);
+    base_strlcpy(s->name, name, sizeof s->name);
+    return s;
+}
+
+/* Insert (x, y) keeping x ascending; an existing x is replaced (a resumed run redoes steps). */
+static void series_put(Series *s, double x, double y) {
+    if (s->n == 0 || x > s->x[s->n - 1]) {
+        if (s->n == s->cap) {
+            s->cap = s->cap ? 2 * s->cap : 64;
+            s->x = xrealloc(s->x, s->cap * sizeof *s->x);
+            s->y = xrealloc(s->y, s->cap * sizeof *s->y);
+        }
+        s->x[s->n] = x;
+        s->y[s->n] = y;
+        s->n++;
+        return;
+    }
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (s->x[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < s->n && s->x[lo] == x) {
+        s->y[lo] = y;
+        return;
+    }
+    if (s->n == s->cap) {
+        s->cap = 2 * s->cap;
+        s->x = xrealloc(s->x, s->cap * sizeof *s->x);
+        s->y = xrealloc(s->y, s->cap * sizeof *s->y);
+    }
+    memmove(s->x + lo + 1, s->x + lo, (s->n - lo) * sizeof *s->x);
+    memmove(s->y + lo + 1, s->y + lo, (s->n - lo) * sizeof *s->y);
+    s->x[lo] = x;
+    s->y[lo] = y;
+    s->n++;
+}
+
+static double series_last(RunData *d, const char *split, const char *name) {
+    Series *s = series_get(d, split, name, 0);
+    return s && s->n ? s->y[s->n - 1] : NAN;
+}
+
+static int rundata_load(RunData *d, Store *st, int64_t id, Err *err) {
+    rundata_clear(d);
+    if (store_run_get(st, id, &d->run, err))
+        return err->code;
+    d->have = 1;
+    return 0;
+}
+
+/* Refresh from the store: run row, new metric rows, checkpoints. Cheap when nothing moved. */
+static void rundata_refresh(RunData *d, Store *st) {
+    if (!d->have)
+        return;
+    StoreRun r = {0};
+    if (store_run_get(st, d->run.id, &r, NULL) != 0)
+        return;
+    store_run_deinit(&d->run);
+    d->run = r;
+    if (d->run.updated_at <= d->seen_update && d->n_s > 0)
+        return;
+    d->seen_update = d->run.updated_at;
+    StoreMetric *m = NULL;
+    size_t n = 0;
+    if (store_metrics_list(st, d->run.id, d->last_t, &m, &n, NULL) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            series_put(series_get(d, m[i].split, m[i].name, 1), (double)m[i].step, m[i].value);
+            if (m[i].t > d->last_t)
+                d->last_t = m[i].t;
+        }
+        free(m);
+    }
+    store_checkpoints_free(d->ck, d->n_ck);
+    d->ck = NULL;
+    d->n_ck = 0;
+    store_checkpoints_list(st, d->run.id, &d->ck, &d->n_ck, NULL);
+}
+
+static void list_refresh(Monitor *m, Store *st) {
+    store_runs_free(m->list, m->n_list);
+    m->list = NULL;
+    m->n_list = 0;
+    store_runs_list(st, "train-reward", &m->list, &m->n_list, NULL);
+    if (m->sel >= (int)m->n_list)
+        m->sel = m->n_list ? (int)m->n_list - 1 : 0;
+}
+
+/* ---- lifecycle ---- */
+
+static void *monitor_init(App *app, Err *err) {
+    (void)err;
+    Monitor *m = xcalloc(1, sizeof *m);
+    m->glyphs = PLOT_BRAILLE;
+    m->ema = 1;
+    Store *st = app_store(app);
+    const char *want = getenv("EASEL_MONITOR_RUN");
+    StoreRun r = {0};
+    if (want && *want) {
+        Err e = {0};
+        if (store_run_find(st, want, &r, &e) == 0)
+            rundata_load(&m->main, st, r.id, &e);
+        else
+            snprintf(m->err, sizeof m->err, "%s", e.msg);
+        store_run_deinit(&r);
+    } else {
+        /* the newest run, preferring one that is still running */
+        list_refresh(m, st);
+        size_t pick = 0;
+        for (size_t i = 0; i < m->n_list; i++)
+            if (strcmp(m->list[i].state, "running") == 0) {
+                pick = i;
+                break;
+            }
+        if (m->n_list)
+            rundata_load(&m->main, st, m->list[pick].id, NULL);
+    }
+    rundata_refresh(&m->main, st);
+    return m;
+}
+
+static void monitor_fini(void *p) {
+    Monitor *m = p;
+    rundata_clear(&m->main);
+    rundata_clear(&m->cmp);
+    store_runs_free(m->list, m->n_list);
+    free(m);
+}
+
+static void monitor_tick(void *p, App *app, double now) {
+    (void)now;
+    Monitor *m = p;
+    Store *st = app_store(app);
+    double before = m->main.last_t + m->cmp.last_t;
+    const char *state_before = m->main.have ? m->main.run.state : NULL;
+    char sb[16] = "";
+    if (state_before)
+        base_strlcpy(sb, state_before, sizeof sb);
+    rundata_refresh(&m->main, st);
+    rundata_refresh(&m->cmp, st);
+    if (m->picking)
+        list_refresh(m, st);
+    if (m->main.last_t + m->cmp.last_t != before || m->picking ||
+        (m->main.have && strcmp(sb, m->main.run.state) != 0))
+        app_dirty(app);
+}
+
+static int monitor_open(void *p, App *app, int64_t id, Err *err) {
+    Monitor *m = p;
+    int rc = rundata_load(&m->main, app_store(app), id, err);
+    if (rc == 0)
+        rundata_refresh(&m->main, app_store(app));
+    m->picking = 0;
+    app_dirty(app);
+    return rc;
+}
+
+/* ---- drawing ---- */
+
+static attr_t series_attr(int id) {
+    switch (id) {
+    case 1:
+        return ui_attr(UI_C_ACCENT);  /* train */
+    case 2:
+        return ui_attr(UI_C_GOOD);    /* val */
+    case 3:
+        return ui_attr(UI_C_DIM);     /* compare train */
+    default:
+        return ui_attr(UI_C_WARN);    /* compare val */
+    }
+}
+
+/* A smoothed copy of S (x shared). */
+static void smoothed(const Series *s, double level, double **y) {
+    *y = xmalloc((s->n ? s->n : 1) * sizeof **y);
+    plot_ema(s->y, s->n, level, *y);
+}
+
+static void draw_panel(Monitor *m, int idx, PlotRect pr) {
+    UiRect r = {pr.y, pr.x, pr.h, pr.w};
+    char name_tr[48], name_va[48];
+    snprintf(name_tr, sizeof name_tr, "%s_%s", panel_names[idx], page_names[m->page]);
+    snprintf(name_va, sizeof name_va, "%s_%s", panel_names[idx], page_names[m->page]);
+    Series *src[4] = {series_get(&m->main, "train", name_tr, 0),
+                      series_get(&m->main, "val", name_va, 0),
+                      m->cmp.have ? series_get(&m->cmp, "train", name_tr, 0) : NULL,
+                      m->cmp.have ? series_get(&m->cmp, "val", name_va, 0) : NULL};
+    char title[128], a[16], b[16];
+    double lt = src[0] && src[0]->n ? src[0]->y[src[0]->n - 1] : NAN;
+    double lv = src[1] && src[1]->n ? src[1]->y[src[1]->n - 1] : NAN;
+    snprintf(title, sizeof title, " %s %s  tr %s  val %s ", panel_names[idx],
+             page_titles[m->page], plot_fmt(lt, a, sizeof a), plot_fmt(lv, b, sizeof b));
+    ui_box(r, ui_attr(UI_C_DIM), NULL);
+    ui_put(r.y, r.x + 1, r.w - 2, ui_attr(UI_C_ACCENT), title);
+    int yaxis = 7; /* label column */
+    int cw = r.w - 2 - yaxis, ch = r.h - 3;
+    if (cw < 4 || ch < 2)
+        return;
+    PlotSeries ps[4];
+    double *ys[4] = {0};
+    int n = 0;
+    for (int k = 0; k < 4; k++) {
+        if (!src[k] || src[k]->n == 0)
+            continue;
+        smoothed(src[k], ema_levels[m->ema], &ys[k]);
+        ps[n++] = (PlotSeries){src[k]->x, ys[k], src[k]->n, k + 1};
+    }
+    PlotRange range;
+    if (n == 0 || !plot_range_fit(ps, n, m->log_y, &range)) {
+        ui_put(r.y + r.h / 2, r.x + 2, r.w - 4, ui_attr(UI_C_DIM), "no data yet");
+        goto out;
+    }
+    if (m->page > 0 && !m->log_y) { /* accuracy and F1 live in [0, 1]: keep the scale honest */
+        range.y0 = fmax(range.y0, 0.0);
+        range.y1 = fmin(range.y1, 1.0);
+        if (range.y1 <= range.y0)
+            range.y0 = 0, range.y1 = 1;
+    }
+    PlotCanvas c;
+    plot_canvas_init(&c, cw, ch, m->glyphs);
+    /* draw compare curves first, so the main run wins cells both touch */
+    for (int k = n - 1; k >= 0; k--)
+        plot_canvas_series(&c, &range, &ps[k]);
+    for (int row = 0; row < ch; row++) {
+        for (int col = 0; col < cw; col++) {
+            char g[5];
+            plot_canvas_glyph(&c, row, col, g);
+            if (g[0] == ' ')
+                continue;
+            attrset(series_attr(c.id[row * cw + col]));
+            mvaddstr(r.y + 1 + row, r.x + 1 + yaxis + col, g);
+        }
+    }
+    attrset(A_NORMAL);
+    /* y labels: top, middle, bottom */
+    for (int k = 0; k < 3; k++) {
+        int row = k == 0 ? 0 : k == 1 ? ch / 2 : ch - 1;
+        double f = 1.0 - (double)row / (ch > 1 ? ch - 1 : 1);
+        double v = range.y0 + f * (range.y1 - range.y0);
+        if (m->log_y)
+            v = pow(10.0, v);
+        char lab[16];
+        ui_put(r.y + 1 + row, r.x + 1, yaxis - 1, ui_attr(UI_C_DIM), plot_fmt(v, lab, 7));
+    }
+    /* x labels: first and last step */
+    char x0[16], x1[16];
+    snprintf(x0, sizeof x0, "%.0f", range.x0);
+    snprintf(x1, sizeof x1, "step %.0f", range.x1);
+    ui_put(r.y + r.h - 2, r.x + 1 + yaxis, cw, ui_attr(UI_C_DIM), x0);
+    int l1 = (int)strlen(x1);
+    if (l1 < cw - 6)
+        ui_put(r.y + r.h - 2, r.x + 1 + yaxis + cw - l1, l1, ui_attr(UI_C_DIM), x1);
+    plot_canvas_deinit(&c);
+out:
+    for (int k = 0; k < 4; k++)
+        free(ys[k]);
+}
+
+static void fmt_duration(double s, char *out, size_t n) {
+    if (!isfinite(s) || s < 0) {
+        snprintf(out, n, "-");
+        return;
+    }
+    long t = lround(s);
+    if (t >= 3600)
+        snprintf(out, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else
+        snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+static void draw_side(Monitor *m, PlotRect pr) {
+    UiRect r = {pr.y, pr.x, pr.h, pr.w};
+    ui_box(r, ui_attr(UI_C_DIM), NULL);
+    int y = r.y + 1, x = r.x + 2, w = r.w - 4, bottom = r.y + r.h - 1;
+    RunData *d = &m->main;
+    char a[16], b[16], c[16];
+    ui_put(y++, x, w, ui_attr(UI_C_ACCENT), d->run.name);
+    attr_t sa = strcmp(d->run.state, "running") == 0     ? ui_attr(UI_C_GOOD)
+                : strcmp(d->run.state, "succeeded") == 0 ? ui_attr(UI_C_NORMAL)
+                                                         : ui_attr(UI_C_WARN);
+    ui_putf(y++, x, w, sa, "%s", d->run.state);
+    double epoch = series_last(d, "sys", "epoch"), epochs = series_last(d, "sys", "epochs");
+    double step = series_last(d, "sys", "step");
+    if (y < bottom)
+        ui_putf(y++, x, w, A_NORMAL, "epoch %s/%s  step %s", plot_fmt(epoch, a, sizeof a),
+                plot_fmt(epochs, b, sizeof b), plot_fmt(step, c, sizeof c));
+    char el[24], eta[24];
+    fmt_duration(series_last(d, "sys", "elapsed_s"), el, sizeof el);
+    fmt_duration(strcmp(d->run.state, "running") == 0 ? series_last(d, "sys", "eta_s") : NAN,
+                 eta, sizeof eta);
+    if (y < bottom)
+        ui_putf(y++, x, w, A_NORMAL, "elapsed %s  ETA %s", el, eta);
+    if (y < bottom)
+        ui_putf(y++, x, w, A_NORMAL, "lr %s  %s pairs/s",
+                plot_fmt(series_last(d, "train", "lr"), a, sizeof a),
+                plot_fmt(series_last(d, "sys", "pairs_per_s"), b, sizeof b));
+    for (size_t i = 0; i < d->n_ck && y < bottom; i++)
+        if (strcmp(d->ck[i].name, "best") == 0)
+            ui_putf(y++, x, w, A_NORMAL, "best: epoch %.0f, mean F1 %s", d->ck[i].epoch,
+                    plot_fmt(series_last(d, "sys", "best_f1"), a, sizeof a));
+    y++;
+    if (y < bottom)
+        ui_put(y++, x, w, ui_attr(UI_C_DIM), "head      val acc  val F1");
+    for (int h = 0; h < N_PANELS && y < bottom; h++) {
+        char n1[48], n2[48];
+        snprintf(n1, sizeof n1, "%s_acc", panel_names[h]);
+        snprintf(n2, sizeof n2, "%s_f1", panel_names[h]);
+        ui_putf(y++, x, w, A_NORMAL, "%-9s %7s  %6s", panel_names[h],
+                plot_fmt(series_last(d, "val", n1), a, sizeof a),
+                plot_fmt(series_last(d, "val", n2), b, sizeof b));
+    }
+    y++;
+    double hw[5], imp[5];
+    int have_w = 1;
+    for (int h = 0; h < 5; h++) {
+        char n1[48];
+        snprintf(n1, sizeof n1, "head_w_%s", panel_names[h]);
+        hw[h] = series_last(d, "sys", n1);
+        if (!isfinite(hw[h]))
+            have_w = 0;
+    }
+    if (have_w && y < bottom) {
+        plot_softmax(hw, 5, imp);
+        ui_put(y++, x, w, ui_attr(UI_C_DIM), "head importance");
+        int bw = w - 16;
+        for (int h = 0; h < 5 && y < bottom; h++) {
+            char bar[3 * 64 + 1];
+            ui_putf(y, x, 9, A_NORMAL, "%s", panel_names[h]);
+            if (bw > 0)
+                ui_put(y, x + 9, bw, ui_attr(UI_C_ACCENT), plot_bar(imp[h], bw < 64 ? bw : 64, bar));
+            ui_putf(y++, x + 9 + (bw > 0 ? bw : 0) + 1, 6, A_NORMAL, "%.3f", imp[h]);
+        }
+    }
+    if (m->cmp.have && y + 1 < bottom) {
+        y++;
+        ui_putf(y++, x, w, ui_attr(UI_C_WARN), "vs %s (%s)", m->cmp.run.name, m->cmp.run.state);
+    }
+}
+
+static void draw_picker(Monitor *m, UiRect r) {
+    ui_put(r.y + 1, r.x + 2, r.w - 4, ui_attr(UI_C_ACCENT),
+           m->picking == 1 ? "Pick a run (Enter: open, Esc: back)"
+                           : "Pick a run to compare with (Enter: compare, x: none, Esc: back)");
+    if (m->n_list == 0) {
+        ui_put(r.y + 3, r.x + 2, r.w - 4, ui_attr(UI_C_DIM),
+               "no training runs yet: start one with 'easel train' or the Jobs screen");
+        return;
+    }
+    int rows = r.h - 4, top = m->sel >= rows ? m->sel - rows + 1 : 0;
+    for (int i = 0; i < rows && top + i < (int)m->n_list; i++) {
+        const StoreRun *run = &m->list[top + i];
+        attr_t a = top + i == m->sel ? ui_attr(UI_C_SELECT) : A_NORMAL;
+        ui_putf(r.y + 3 + i, r.x + 2, r.w - 4, a, "#%-4lld %-40s %-11s", (long long)run->id,
+                run->name, run->state);
+    }
+}
+
+static void monitor_draw(void *p, App *app, UiRect r) {
+    (void)app;
+    Monitor *m = p;
+    if (m->picking) {
+        draw_picker(m, r);
+        return;
+    }
+    if (!m->main.have) {
+        ui_put(r.y + 1, r.x + 2, r.w - 4, ui_attr(UI_C_DIM),
+               m->err[0] ? m->err
+                         : "No training run yet. Start one with 'easel train' (or the Jobs "
+                           "screen), then press r to pick it.");
+        return;
+    }
+    MonitorLayout l;
+    int n = monitor_layout(r.h, r.w, N_PANELS, &l);
+    char hdr[256];
+    snprintf(hdr, sizeof hdr, "Monitor: %s  [%s]  page %s (l/a/f)  smoothing %.2f (e)  %s (g)%s",
+             m->main.run.name, m->main.run.state, page_titles[m->page], ema_levels[m->ema],
+             m->log_y ? "log y" : "linear y", m->cmp.have ? "  comparing (c)" : "");
+    ui_put(r.y + l.header.y, r.x, r.w, ui_attr(UI_C_ACCENT), hdr);
+    ui_putf(r.y + 1, r.x, r.w, ui_attr(UI_C_DIM),
+            "%s train  %s val%s", "\xE2\x94\x80", "\xE2\x94\x80",
+            m->cmp.have ? "   dim/yellow: compared run" : "");
+    for (int i = 0; i < n; i++) {
+        PlotRect pr = l.plots[i];
+        pr.y += r.y;
+        pr.x += r.x;
+        draw_panel(m, i, pr);
+    }
+    if (l.side.h > 0) {
+        PlotRect pr = l.side;
+        pr.y += r.y;
+        pr.x += r.x;
+        draw_side(m, pr);
+    }
+    if (n == 0)
+        ui_put(r.y + 2, r.x, r.w, ui_attr(UI_C_WARN), "terminal too small for plots");
+}
+
+/* ---- keys ---- */
+
+static int monitor_key(void *p, App *app, int ch) {
+    Monitor *m = p;
+    Store *st = app_store(app);
+    if (m->picking) {
+        switch (ch) {
+        case KEY_UP:
+        case 'k':
+            if (m->sel > 0)
+                m->sel--;
+            return SCREEN_KEY_HANDLED;
+        case KEY_DOWN:
+        case 'j':
+            if (m->sel + 1 < (int)m->n_list)
+                m->sel++;
+            return SCREEN_KEY_HANDLED;
+        case 27:
+            m->picking = 0;
+            return SCREEN_KEY_HANDLED;
+        case 'x':
+            if (m->picking == 2)
+                rundata_clear(&m->cmp);
+            m->picking = 0;
+            return SCREEN_KEY_HANDLED;
+        case '\n':
+        case '\r':
+        case KEY_ENTER:
+            if (m->n_list) {
+                RunData *d = m->picking == 1 ? &m->main : &m->cmp;
+                Err e = {0};
+                if (rundata_load(d, st, m->list[m->sel].id, &e) == 0)
+                    rundata_refresh(d, st);
+                else
+                    app_status_error(app, "%s", e.msg);
+            }
+            m->picking = 0;
+            return SCREEN_KEY_HANDLED;
+        default:
+            return SCREEN_KEY_IGNORED;
+        }
+    }
+    switch (ch) {
+    case 'l':
+        m->page = 0;
+        return SCREEN_KEY_HANDLED;
+    case 'a':
+        m->page = 1;
+        return SCREEN_KEY_HANDLED;
+    case 'f':
+        m->page = 2;
+        return SCREEN_KEY_HANDLED;
+    case 'e':
+        m->ema = (m->ema + 1) % (int)ARRAY_LEN(ema_levels);
+        app_status(app, "smoothing %.2f", ema_levels[m->ema]);
+        return SCREEN_KEY_HANDLED;
+    case 'g':
+        m->log_y = !m->log_y;
+        return SCREEN_KEY_HANDLED;
+    case 'b':
+        m->glyphs = m->glyphs == PLOT_BRAILLE ? PLOT_BLOCKS : PLOT_BRAILLE;
+        return SCREEN_KEY_HANDLED;
+    case 'r':
+    case 'c':
+        m->picking = ch == 'r' ? 1 : 2;
+        list_refresh(m, st);
+        return SCREEN_KEY_HANDLED;
+    default:
+        return SCREEN_KEY_IGNORED;
+    }
+}
+
+static const ScreenKey monitor_keys[] = {
+    {"l / a / f", "plot loss / accuracy / F1"},
+    {"e", "cycle EMA smoothing (0, 0.6, 0.9, 0.97)"},
+    {"g", "toggle log scale on the y axis"},
+    {"b", "braille or block characters"},
+    {"r", "pick the run to show"},
+    {"c", "compare with a second run (x in the list: stop comparing)"},
+    {NULL, NULL},
+};
+
+const ScreenClass screen_monitor = {
+    .name = "Monitor",
+    .fkey = 5,
+    .keys = monitor_keys,
+    .init = monitor_init,
+    .fini = monitor_fini,
+    .draw = monitor_draw,
+    .key = monitor_key,
+    .tick = monitor_tick,
+    .open = monitor_open,
+};
