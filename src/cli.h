@@ -51,4 +51,8 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv); /* src/cli_jobs.
 int cli_gpus_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
 int cli_agreement_main(const CliGlobal *g, int argc, char **argv);  /* cli_agreement.c */
 
+/* src/cli_clip.c */
+int cli_models_main(const CliGlobal *g, int argc, char **argv);
+int cli_embed_main(const CliGlobal *g, int argc, char **argv);
+
 #endif
