@@ -78,6 +78,10 @@ typedef struct Maps {
     float *gx, *gy;      /* Sobel / 4: |g| <= ~1.4 */
     float *lap;          /* 4-neighbour Laplacian */
     float *noise;        /* |Immerkær mask * luma| */
+    float *mag;          /* gradient magnitude */
+    float *hc, *hs;      /* saturation-weighted hue vector: s cos(hue), s sin(hue) */
+    uint8_t *hbin;       /* hue histogram bin 0..7 */
+    uint8_t *obin;       /* gradient orientation bin 0..7 (mod pi); 255 = no gradient */
     const float *nat;    /* native luma (blockiness), nat_w x nat_h */
     int nat_w, nat_h;
     int scale;           /* native pixels per working pixel */
@@ -145,10 +149,9 @@ static void region_features(const Maps *m, int x0, int y0, int x1, int y1, float
             q_r += r * r; q_g += g * g; q_b += b * b;
             s_l += l; q_l += (double)l * l;
             s_s += s; q_s += (double)s * s;
-            s_hc += s * cosf(m->hue[i]);
-            s_hs += s * sinf(m->hue[i]);
-            int hb = (int)(m->hue[i] / (2.0f * (float)M_PI) * 8.0f);
-            hue_hist[hb < 0 ? 0 : hb > 7 ? 7 : hb] += s;
+            s_hc += m->hc[i];
+            s_hs += m->hs[i];
+            hue_hist[m->hbin[i]] += s;
             double rg = r - g, yb = 0.5 * (r + g) - b;
             s_rg += rg; q_rg += rg * rg; s_yb += yb; q_yb += yb * yb;
             float mn = r < g ? r : g;
@@ -160,18 +163,13 @@ static void region_features(const Maps *m, int x0, int y0, int x1, int y1, float
             sat_clip += s >= 0.95f;
             chan_clip += r >= 254.0f / 255 || g >= 254.0f / 255 || b >= 254.0f / 255;
             float gx = m->gx[i], gy = m->gy[i];
-            double mag = sqrt((double)gx * gx + (double)gy * gy);
+            double mag = m->mag[i];
             s_mag += mag; s_mag2 += mag * mag;
             s_ax += fabsf(gx); s_ay += fabsf(gy);
             edge_lo += mag > 0.03;
             edge_hi += mag > 0.10;
-            if (mag > 1e-6) {
-                double th = atan2(gy, gx); /* orientation modulo pi */
-                if (th < 0)
-                    th += M_PI;
-                int ob = (int)(th / M_PI * 8.0);
-                grad_hist[ob > 7 ? 7 : ob] += mag;
-            }
+            if (m->obin[i] != 255)
+                grad_hist[m->obin[i]] += mag;
             s_lap += m->lap[i]; q_lap += (double)m->lap[i] * m->lap[i];
             sal_w += mag; sal_x += mag * (x + 0.5); sal_y += mag * (y + 0.5);
             br_x += l * (x + 0.5); br_y += l * (y + 0.5);
@@ -307,7 +305,7 @@ int feat_classic_image(const uint8_t *rgb, int w, int h, float *out, Err *err) {
         scale++;
     int W = w / scale, H = h / scale;
     size_t np = (size_t)W * H, nn = (size_t)w * h;
-    float *buf = malloc(sizeof(float) * (np * 11 + nn));
+    float *buf = malloc(sizeof(float) * (np * 14 + nn) + np * 2);
     if (!buf)
         return err_set(err, ERR_NOMEM, "out of memory for features of a %dx%d image", w, h);
     Maps m = {.w = W, .h = H, .scale = scale, .nat_w = w, .nat_h = h};
@@ -321,7 +319,12 @@ int feat_classic_image(const uint8_t *rgb, int w, int h, float *out, Err *err) {
     m.gy = m.gx + np;
     m.lap = m.gy + np;
     m.noise = m.lap + np;
-    float *nat = m.noise + np + np; /* one spare map keeps the layout simple */
+    m.mag = m.noise + np;
+    m.hc = m.mag + np;
+    m.hs = m.hc + np;
+    float *nat = m.hs + np + np; /* one spare map keeps the layout simple */
+    m.hbin = (uint8_t *)(nat + nn);
+    m.obin = m.hbin + np;
     m.nat = nat;
     for (size_t i = 0; i < nn; i++)
         nat[i] = (0.299f * rgb[3 * i] + 0.587f * rgb[3 * i + 1] + 0.114f * rgb[3 * i + 2]) /
@@ -345,6 +348,10 @@ int feat_classic_image(const uint8_t *rgb, int w, int h, float *out, Err *err) {
             m.b[i] = sb * inv;
             m.luma[i] = 0.299f * m.r[i] + 0.587f * m.g[i] + 0.114f * m.b[i];
             rgb_to_hsv(m.r[i], m.g[i], m.b[i], &m.sat[i], &m.hue[i]);
+            m.hc[i] = m.sat[i] * cosf(m.hue[i]);
+            m.hs[i] = m.sat[i] * sinf(m.hue[i]);
+            int hb = (int)(m.hue[i] / (2.0f * (float)M_PI) * 8.0f);
+            m.hbin[i] = (uint8_t)(hb < 0 ? 0 : hb > 7 ? 7 : hb);
         }
     }
     /* Sobel, Laplacian and Immerkær's noise mask with replicated borders. */
@@ -363,6 +370,17 @@ int feat_classic_image(const uint8_t *rgb, int w, int h, float *out, Err *err) {
             m.gy[i] = ((g + 2 * hh + k) - (a + 2 * b + c)) / 4.0f;
             m.lap[i] = b + d + f + hh - 4 * e;
             m.noise[i] = fabsf(a - 2 * b + c - 2 * d + 4 * e - 2 * f + g - 2 * hh + k);
+            double gxd = m.gx[i], gyd = m.gy[i];
+            double mag = sqrt(gxd * gxd + gyd * gyd);
+            m.mag[i] = (float)mag;
+            m.obin[i] = 255;
+            if (mag > 1e-6) {
+                double th = atan2(gyd, gxd); /* orientation modulo pi */
+                if (th < 0)
+                    th += M_PI;
+                int ob = (int)(th / M_PI * 8.0);
+                m.obin[i] = (uint8_t)(ob > 7 ? 7 : ob);
+            }
         }
     }
     region_features(&m, 0, 0, W, H, out);
