@@ -10,8 +10,10 @@
  *     are computed over the LARGEST COMPLETE BLOCK: the set of k ≥ 2 raters and the n ≥ 2
  *     images all of them rated that maximises n·k cells (ties: more images, then the raters
  *     that come first in the table). The block is reported (n, k, which raters) so callers
- *     can say what the ICC covers. Exhaustive over rater subsets when that is cheap, greedy
- *     rater elimination otherwise (more than ~20 raters);
+ *     can say what the ICC covers. Exhaustive over rater subsets when that is cheap (up to
+ *     24 raters and 2^raters × distinct rater sets ≤ 3·10^7); otherwise the best of every
+ *     distinct rater set and of greedy elimination (drop the rater whose removal keeps the
+ *     most images), which may miss the optimum but is deterministic;
  *   - disagreement per image: range (max − min), standard deviation and mean of its ratings.
  *     An image has HIGH DISAGREEMENT when it has ≥ 2 ratings and range ≥ threshold
  *     (AGREE_DISAGREE_RANGE = 3 points on the 0–10 scale unless options say otherwise);

@@ -88,7 +88,19 @@ struct App {
 };
 
 static volatile sig_atomic_t resized;
+static volatile sig_atomic_t stop_signal;
 static volatile sig_atomic_t wake_fd_signal = -1;
+
+static void on_stop(int sig) {
+    stop_signal = sig;
+    int fd = wake_fd_signal;
+    if (fd >= 0) {
+        int saved = errno;
+        ssize_t r = write(fd, "s", 1);
+        (void)r;
+        errno = saved;
+    }
+}
 
 static void on_winch(int sig) {
     (void)sig;
@@ -589,6 +601,24 @@ static void tick(App *app) {
     }
 }
 
+/* After an ESC: if a CSI sequence ncurses did not know follows (a terminal's late answer to
+ * the start-up probe, e.g. ESC [ ? 6 2 ; 4 c over a slow link), swallow it, so its digits
+ * never reach a screen as keys. Returns 1 if something was dropped. */
+static int drop_terminal_reply(void) {
+    int c = getch();
+    if (c != '[') {
+        if (c != ERR)
+            ungetch(c);
+        return 0;
+    }
+    for (int n = 0; n < 64; n++) {
+        c = getch();
+        if (c == ERR || (c >= 0x40 && c <= 0x7e))
+            break;
+    }
+    return 1;
+}
+
 static void loop(App *app) {
     app->dirty = 1;
     app->full = 1;
@@ -618,9 +648,14 @@ static void loop(App *app) {
             break; /* the terminal went away (SSH closed) */
         if (r > 0 && (p[0].revents & POLLIN)) {
             int ch;
-            while (!app->quit && (ch = getch()) != ERR)
+            while (!app->quit && (ch = getch()) != ERR) {
+                if (ch == 27 && drop_terminal_reply())
+                    continue;
                 handle_key(app, ch);
+            }
         }
+        if (stop_signal) /* Ctrl-C, kill, hang-up: leave as q does (the terminal restored) */
+            break;
     }
 }
 
@@ -674,10 +709,14 @@ int app_run(const AppConfig *cfg, Err *err) {
     fcntl(app->wake_rd, F_SETFL, O_NONBLOCK);
     fcntl(app->wake_wr, F_SETFL, O_NONBLOCK);
 
-    /* Workers (the image renderer, job threads) inherit this mask: they never get SIGWINCH. */
+    /* Threads started by screens (the image renderer, job workers) inherit this mask: the
+     * UI thread alone takes SIGWINCH, SIGINT, SIGTERM and SIGHUP. */
     sigset_t block, old_mask;
     sigemptyset(&block);
     sigaddset(&block, SIGWINCH);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &block, &old_mask);
 
     set_escdelay(25);
@@ -735,11 +774,21 @@ int app_run(const AppConfig *cfg, Err *err) {
     sa.sa_handler = on_winch;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGWINCH, &sa, &old_sa);
+    struct sigaction ss, old_int, old_term, old_hup;
+    memset(&ss, 0, sizeof ss);
+    ss.sa_handler = on_stop;
+    sigemptyset(&ss.sa_mask);
+    sigaction(SIGINT, &ss, &old_int);
+    sigaction(SIGTERM, &ss, &old_term);
+    sigaction(SIGHUP, &ss, &old_hup);
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL); /* the UI thread does take SIGWINCH */
 
     loop(app);
 
     sigaction(SIGWINCH, &old_sa, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
     wake_fd_signal = -1;
     if (app->state[app->cur] && screens[app->cur]->leave)
         screens[app->cur]->leave(app->state[app->cur], app);

@@ -5,7 +5,9 @@
  * positions the cursor once and a new frame always hides the old one. Sixel uses no
  * error diffusion by default: it is about twice as fast and half the bytes of Floyd–Steinberg
  * (terminal-graphics.md), with median-cut palettes of up to 256 colours that keep photos
- * above 30 dB PSNR; EASEL_SIXEL_DITHER=fs|atkinson turns diffusion on.
+ * above 30 dB PSNR; EASEL_SIXEL_DITHER=fs|atkinson turns diffusion on. The encoder runs with
+ * libsixel's size policy: encoding happens on the prefetch thread, ahead of time, while every
+ * byte saved is latency saved for an annotator over SSH (bench/bench_sixel.c).
  */
 #include "gfx.h"
 
@@ -125,7 +127,7 @@ static int encode_sixel(const GfxGeom *g, const uint8_t *canvas, int colors, Buf
     int rc = 0;
     if (SIXEL_FAILED(sixel_output_new(&out, sixel_write_cb, b, NULL)))
         return err_set(err, ERR_NOMEM, "libsixel: cannot create an output");
-    sixel_output_set_encode_policy(out, SIXEL_ENCODEPOLICY_FAST);
+    sixel_output_set_encode_policy(out, SIXEL_ENCODEPOLICY_SIZE);
     if (SIXEL_FAILED(sixel_dither_new(&dither, colors, NULL))) {
         rc = err_set(err, ERR_NOMEM, "libsixel: cannot create a palette of %d colours", colors);
         goto out_output;

@@ -356,8 +356,9 @@ static void draw_image_box(Annotate *a) {
         int yy = y + 1;
         draw_wrapped(&yy, l->img_y + l->img_h, l->img_x + 1, l->img_w - 2, ui_attr(UI_C_WARN),
                      a->gmsg, 6);
-        ui_put(yy + 1, l->img_x + 1, l->img_w - 2, ui_attr(UI_C_DIM),
-               "You can still rate it, s skip it or f flag it.");
+        yy++;
+        draw_wrapped(&yy, l->img_y + l->img_h, l->img_x + 1, l->img_w - 2, ui_attr(UI_C_DIM),
+                     "You can still rate it, s skip it or f flag it.", 3);
     } else {
         ui_put(y, l->img_x + 1, l->img_w - 2, ui_attr(UI_C_DIM), "loading image\xe2\x80\xa6");
     }

@@ -1,0 +1,98 @@
+/* nn_activation — plain loops with the closed-form derivatives. See nn_activation.h. */
+#include "nn_activation.h"
+
+#include <math.h>
+
+#define GELU_K 0.7978845608028654f  /* √(2/π) */
+#define INV_SQRT2 0.7071067811865476f
+#define INV_SQRT_2PI 0.3989422804014327f
+
+float nn_sigmoidf(float x) {
+    if (x >= 0.0f)
+        return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+float nn_logsigmoidf(float x) {
+    /* log σ(x) = min(x, 0) − log1p(e^−|x|) */
+    return fminf(x, 0.0f) - log1pf(expf(-fabsf(x)));
+}
+
+void nn_relu_forward(float *out, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+
+void nn_relu_backward(float *dinp, const float *dout, const float *out, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (out[i] > 0.0f)
+            dinp[i] += dout[i];
+}
+
+void nn_gelu_forward(float *out, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + erff(x * INV_SQRT2));
+    }
+}
+
+void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
+        float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
+        dinp[i] += dout[i] * (cdf + x * pdf);
+    }
+}
+
+void nn_gelu_tanh_forward(float *out, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+    }
+}
+
+void nn_gelu_tanh_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float u = GELU_K * (x + 0.044715f * x * x * x);
+        float t = tanhf(u);
+        float sech2 = 1.0f - t * t;
+        float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += dout[i] * (0.5f * (1.0f + t) + 0.5f * x * sech2 * du);
+    }
+}
+
+void nn_quickgelu_forward(float *out, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        out[i] = inp[i] * nn_sigmoidf(1.702f * inp[i]);
+}
+
+void nn_quickgelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float s = nn_sigmoidf(1.702f * x);
+        dinp[i] += dout[i] * (s + 1.702f * x * s * (1.0f - s));
+    }
+}
+
+void nn_sigmoid_forward(float *out, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        out[i] = nn_sigmoidf(inp[i]);
+}
+
+void nn_sigmoid_backward(float *dinp, const float *dout, const float *out, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        dinp[i] += dout[i] * out[i] * (1.0f - out[i]);
+}
+
+void nn_logsigmoid_forward(float *out, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        out[i] = nn_logsigmoidf(inp[i]);
+}
+
+void nn_logsigmoid_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        dinp[i] += dout[i] * nn_sigmoidf(-inp[i]);
+}

@@ -1,0 +1,151 @@
+/* nn_linear — GEMM-based ops. See nn_linear.h.
+ *
+ * Each GEMM is cut into column slabs of the output, one per pool thread, and each slab is
+ * one single-threaded cblas_sgemm call: no thread ever sums into another's outputs, so the
+ * result does not depend on timing. Bias sums run over rows in order for each column.
+ */
+#include "nn_linear.h"
+
+#include <cblas.h>
+#include <string.h>
+
+#include "backend_cpu.h"
+#include "base.h"
+
+#define GEMM_GRAIN 32 /* output columns per slab at least */
+
+typedef struct GemmJob {
+    enum CBLAS_TRANSPOSE ta, tb;
+    int M, N, K;
+    const float *a;
+    int lda;
+    const float *b;
+    int ldb;
+    float beta;
+    float *c;
+    int ldc;
+} GemmJob;
+
+/* Slab [j0, j1) of the output columns: column j of op(b) starts at b + j (no transpose) or
+ * at row j (transposed). */
+static void gemm_slab(void *ctx, int64_t j0, int64_t j1) {
+    const GemmJob *g = ctx;
+    const float *b = g->tb == CblasNoTrans ? g->b + j0 : g->b + j0 * g->ldb;
+    cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->M, (int)(j1 - j0), g->K, 1.0f, g->a, g->lda, b,
+                g->ldb, g->beta, g->c + j0, g->ldc);
+}
+
+/* c (M,N) = beta·c + op(a)·op(b), split by columns of c over the pool. */
+static void gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K,
+                 const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                 int ldc) {
+    if (M == 0 || N == 0)
+        return;
+    if (K == 0) {
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++)
+                c[(size_t)i * ldc + j] *= beta;
+        return;
+    }
+    GemmJob g = {ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc};
+    int64_t grain = GEMM_GRAIN;
+    /* tiny products are not worth a wake-up */
+    if ((int64_t)M * N * K < 32 * 1024)
+        grain = N;
+    backend_cpu_parallel_for(N, grain, gemm_slab, &g);
+}
+
+typedef struct BiasJob {
+    float *out;
+    const float *inp;
+    const float *bias;
+    int N, C;
+} BiasJob;
+
+static void bias_rows(void *ctx, int64_t n0, int64_t n1) {
+    const BiasJob *j = ctx;
+    for (int64_t n = n0; n < n1; n++) {
+        float *o = j->out + n * j->C;
+        const float *x = j->inp + n * j->C;
+        for (int c = 0; c < j->C; c++)
+            o[c] = x[c] + j->bias[c];
+    }
+}
+
+void nn_bias_add_forward(float *out, const float *inp, const float *bias, int N, int C) {
+    BiasJob j = {out, inp, bias, N, C};
+    backend_cpu_parallel_for(N, 1 + 16384 / (C ? C : 1), bias_rows, &j);
+}
+
+typedef struct DBiasJob {
+    float *dbias;
+    const float *dout;
+    int N, C;
+} DBiasJob;
+
+static void dbias_cols(void *ctx, int64_t c0, int64_t c1) {
+    const DBiasJob *j = ctx;
+    for (int n = 0; n < j->N; n++) {
+        const float *d = j->dout + (size_t)n * j->C;
+        for (int64_t c = c0; c < c1; c++)
+            j->dbias[c] += d[c];
+    }
+}
+
+static void dbias_add(float *dbias, const float *dout, int N, int C) {
+    DBiasJob j = {dbias, dout, N, C};
+    backend_cpu_parallel_for(C, 1 + 16384 / (N ? N : 1), dbias_cols, &j);
+}
+
+typedef struct AddJob {
+    float *dst;
+    const float *src;
+} AddJob;
+
+static void add_range(void *ctx, int64_t i0, int64_t i1) {
+    const AddJob *j = ctx;
+    for (int64_t i = i0; i < i1; i++)
+        j->dst[i] += j->src[i];
+}
+
+void nn_bias_add_backward(float *dinp, float *dbias, const float *dout, int N, int C) {
+    if (dinp) {
+        AddJob j = {dinp, dout};
+        backend_cpu_parallel_for((int64_t)N * C, 16384, add_range, &j);
+    }
+    if (dbias)
+        dbias_add(dbias, dout, N, C);
+}
+
+void nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                       int N, int C, int OC) {
+    ASSERT(out != inp && out != weight);
+    if (bias) {
+        for (int n = 0; n < N; n++)
+            memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+    }
+    gemm(CblasNoTrans, CblasTrans, N, OC, C, inp, C, weight, C, bias ? 1.0f : 0.0f, out, OC);
+}
+
+void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int C, int OC) {
+    if (dinp) /* (N,C) += (N,OC)·(OC,C) */
+        gemm(CblasNoTrans, CblasNoTrans, N, C, OC, dout, OC, weight, C, 1.0f, dinp, C);
+    if (dweight) /* (OC,C) += (N,OC)ᵀ·(N,C) */
+        gemm(CblasTrans, CblasNoTrans, OC, C, N, dout, OC, inp, C, 1.0f, dweight, C);
+    if (dbias)
+        dbias_add(dbias, dout, N, OC);
+}
+
+void nn_matmul_forward(float *out, const float *a, const float *b, int M, int K, int N) {
+    ASSERT(out != a && out != b);
+    gemm(CblasNoTrans, CblasNoTrans, M, N, K, a, K, b, N, 0.0f, out, N);
+}
+
+void nn_matmul_backward(float *da, float *db, const float *dout, const float *a, const float *b,
+                        int M, int K, int N) {
+    if (da) /* (M,K) += (M,N)·(K,N)ᵀ */
+        gemm(CblasNoTrans, CblasTrans, M, K, N, dout, N, b, N, 1.0f, da, K);
+    if (db) /* (K,N) += (M,K)ᵀ·(M,N) */
+        gemm(CblasTrans, CblasNoTrans, K, N, M, a, K, dout, N, 1.0f, db, N);
+}
