@@ -356,3 +356,95 @@ Test(train, config_json_round_trip_and_checks) {
     cr_assert(strstr(err.msg, "--batch-size"), "%s", err.msg);
     cr_assert_eq(train_config_parse(&b, "{nope", &err), ERR_FORMAT);
 }
+
+/* ---- the train-reward job kind: cancel, then resume from the job's checkpoint ---- */
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "jobkind.h"
+#include "jobkinds_reward.h"
+#include "store_jobs.h"
+
+typedef struct Canceller {
+    atomic_int *flag;
+    char path[512];
+} Canceller;
+
+static void *cancel_after_epoch(void *arg) {
+    Canceller *c = arg;
+    for (int i = 0; i < 12000 && !atomic_load(c->flag); i++) {
+        if (access(c->path, F_OK) == 0)
+            atomic_store(c->flag, 1);
+        usleep(2000);
+    }
+    return NULL;
+}
+
+static int run_job(Store *st, int64_t id, atomic_int *cancel, Err *err) {
+    JobRow row;
+    cr_assert_eq(store_job_get(st, id, &row, err), 0, "%s", err->msg);
+    const JobKind *k = jobkind_find("train-reward");
+    JobParams *p = job_params_from_json(k, row.params, err);
+    cr_assert_not_null(p, "%s", err->msg);
+    JobCtx *ctx = job_ctx_new(st, id, row.checkpoint, NULL, cancel);
+    int rc = k->run(ctx, p, err);
+    job_ctx_free(ctx);
+    job_params_free(p);
+    store_job_row_deinit(&row);
+    return rc;
+}
+
+Test(train, job_cancelled_then_resumed_matches_an_uninterrupted_job) {
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    cr_assert_not_null(jobkind_find("train-reward"), "train-reward is registered");
+    cr_assert_not_null(jobkind_find("embed"));
+    cr_assert_not_null(jobkind_find("eval-reward"));
+    cr_assert_not_null(jobkind_find("score"));
+    char js[2][1024];
+    int64_t ids[2];
+    for (int k = 0; k < 2; k++) {
+        snprintf(js[k], sizeof js[k],
+                 "{\"epochs\": 4, \"batch-size\": 16, \"learning-rate\": 0.001, \"threads\": 1,"
+                 " \"seed\": 3, \"output\": \"%s/job%d\", \"name\": \"job%d\"}", dir, k, k);
+        const JobKind *kind = jobkind_find("train-reward");
+        JobParams *p = job_params_from_json(kind, js[k], &err);
+        cr_assert_not_null(p, "%s", err.msg);
+        char *full = job_params_to_json(p);
+        job_params_free(p);
+        JobNew jn = {.kind = "train-reward", .params = full};
+        cr_assert_eq(store_job_add(st, &jn, &ids[k], &err), 0, "%s", err.msg);
+        free(full);
+    }
+    atomic_int cancel = 0;
+    cr_assert_eq(run_job(st, ids[0], &cancel, &err), 0, "%s", err.msg);
+    /* the second job is cancelled once its first epoch's resume state exists */
+    Canceller c = {.flag = &cancel};
+    snprintf(c.path, sizeof c.path, "%s/job1/.resume/resume.json", dir);
+    pthread_t th;
+    pthread_create(&th, NULL, cancel_after_epoch, &c);
+    int rc = run_job(st, ids[1], &cancel, &err);
+    pthread_join(th, NULL);
+    cr_assert_eq(rc, ERR_CANCELLED, "rc %d: %s", rc, err.msg);
+    JobRow row;
+    cr_assert_eq(store_job_get(st, ids[1], &row, &err), 0);
+    cr_assert_not_null(row.checkpoint, "the job saved a checkpoint to resume from");
+    cr_assert(strstr(row.checkpoint, "job1"), "%s", row.checkpoint);
+    store_job_row_deinit(&row);
+    atomic_store(&cancel, 0);
+    cr_assert_eq(run_job(st, ids[1], &cancel, &err), 0, "%s", err.msg);
+    size_t n1, n2;
+    char *a = slurp(dir, "job0/final/model.safetensors", &n1);
+    char *b = slurp(dir, "job1/final/model.safetensors", &n2);
+    cr_assert_eq(n1, n2);
+    cr_assert_eq(memcmp(a, b, n1), 0, "a resumed job must end with the same weights");
+    free(a);
+    free(b);
+    StoreRun r = {0};
+    cr_assert_eq(store_run_by_name(st, "job1", &r, &err), 0);
+    cr_assert_eq(r.job_id, ids[1]);
+    cr_assert_str_eq(r.state, "succeeded");
+    store_run_deinit(&r);
+    store_close(st);
+}
