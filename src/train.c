@@ -503,7 +503,9 @@ typedef struct Run {
     MetricBuf mb;
     /* batch buffers */
     int max_n;
-    float *bimg, *btxt, *bheads, *bcomb, *dheads, *dcomb;
+    float *bimg, *btxt, *bheads, *bcomb;
+    float *blab, *blabc;   /* pair labels (pairs, 5) and combined targets; ratings (n, 5) */
+    uint8_t *birr;         /* irrelevant-prompt flags per pair */
     /* per-epoch training margins for acc/F1: (n_items, NO) and labels */
     float *ep_sa, *ep_sb, *ep_lab;
     size_t ep_n;
@@ -517,8 +519,9 @@ static void run_free(Run *r) {
     free(r->btxt);
     free(r->bheads);
     free(r->bcomb);
-    free(r->dheads);
-    free(r->dcomb);
+    free(r->blab);
+    free(r->blabc);
+    free(r->birr);
     free(r->ep_sa);
     free(r->ep_sb);
     free(r->ep_lab);
@@ -531,10 +534,6 @@ static void put_sample(Run *r, int k, int img_row, int prm_row) {
            (size_t)r->d.d_txt * sizeof(float));
 }
 
-static float sigmoidf_(float x) {
-    return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x));
-}
-
 static uint64_t step_seed(uint64_t seed, int64_t step) {
     uint64_t x = seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(step + 1));
     x ^= x >> 31;
@@ -542,124 +541,60 @@ static uint64_t step_seed(uint64_t seed, int64_t step) {
     return x ^ (x >> 29);
 }
 
-/* One training step over items[0..n). Fills losses[NO] (+ irrelevant in losses[NO]). */
+/* One training step's forward and loss over items[0..n): pairs a then b, each under the
+ * pair's prompt; with irrelevant_weight, the same pairs again under another training prompt
+ * (flagged irrelevant). LOSSES gets TRAIN_LOSS_N values. */
 static void train_step_pairs(Run *r, const int *items, int n, double *losses) {
     Data *d = &r->d;
     int irr = r->cfg.irrelevant_weight > 0 && d->n_prm_train > 1;
+    int q = irr ? 2 * n : n; /* pairs in the batch */
     for (int i = 0; i < n; i++) {
         const int p = items[i];
         int prm = d->img_prm[d->pa[p]];
         put_sample(r, i, d->pa[p], prm);
-        put_sample(r, n + i, d->pb[p], prm);
+        put_sample(r, q + i, d->pb[p], prm);
+        memcpy(r->blab + (size_t)i * NH, d->pairs[p].label, NH * sizeof(float));
+        r->blabc[i] = d->pairs[p].label_combined;
+        r->birr[i] = 0;
         if (irr) {
             int other = prm;
             while (other == prm)
                 other = d->prm_train[rng_below(&r->rng, d->n_prm_train)];
-            put_sample(r, 2 * n + i, d->pa[p], other);
-            put_sample(r, 3 * n + i, d->pb[p], other);
+            put_sample(r, n + i, d->pa[p], other);
+            put_sample(r, q + n + i, d->pb[p], other);
+            memcpy(r->blab + (size_t)(n + i) * NH, d->pairs[p].label, NH * sizeof(float));
+            r->blabc[n + i] = 0.5f;
+            r->birr[n + i] = 1;
         }
     }
-    int N = irr ? 4 * n : 2 * n;
-    train_model_forward(r->model, r->bimg, r->btxt, N, 1, step_seed(r->cfg.seed, r->step),
+    train_model_forward(r->model, r->bimg, r->btxt, 2 * q, 1, step_seed(r->cfg.seed, r->step),
                         r->bheads, r->bcomb);
-    memset(r->dheads, 0, (size_t)N * NH * sizeof(float));
-    memset(r->dcomb, 0, (size_t)N * sizeof(float));
-    for (int o = 0; o <= NO; o++)
-        losses[o] = 0;
-    int cnt[NH] = {0};
-    for (int i = 0; i < n; i++)
-        for (int h = 0; h < NH; h++)
-            cnt[h] += d->pairs[items[i]].label[h] != 0.5f;
+    train_model_loss_pairs(r->model, q, r->blab, r->blabc, irr ? r->birr : NULL,
+                           (float)r->cfg.irrelevant_weight, losses);
+    /* this epoch's training accuracy and F1, from the real pairs */
     for (int i = 0; i < n; i++) {
         const TrainPair *tp = &d->pairs[items[i]];
+        size_t e = r->ep_n + (size_t)i;
         for (int o = 0; o < NO; o++) {
-            float sa = o < NH ? r->bheads[i * NH + o] : r->bcomb[i];
-            float sb = o < NH ? r->bheads[(n + i) * NH + o] : r->bcomb[n + i];
+            r->ep_sa[e * NO + o] = o < NH ? r->bheads[i * NH + o] : r->bcomb[i];
+            r->ep_sb[e * NO + o] = o < NH ? r->bheads[(q + i) * NH + o] : r->bcomb[q + i];
             float y = o < NH ? tp->label[o] : tp->label_combined;
-            /* training acc/F1 of this epoch */
-            size_t e = r->ep_n + (size_t)i;
-            r->ep_sa[e * NO + o] = sa;
-            r->ep_sb[e * NO + o] = sb;
-            r->ep_lab[e * NO + o] = o < NH ? y : (y > 0.5f ? 1.0f : y < 0.5f ? 0.0f : 0.5f);
-            if (o < NH && y == 0.5f)
-                continue;
-            float dlt = sa - sb;
-            float cnt_o = o < NH ? (float)cnt[o] : (float)n;
-            /* BCE(sigmoid(d), y) = log(1+e^d) - y d */
-            losses[o] += (evalrm_logistic_loss(-dlt) - y * dlt) / cnt_o;
-            float g = (sigmoidf_(dlt) - y) / cnt_o;
-            if (o < NH) {
-                r->dheads[i * NH + o] += g;
-                r->dheads[(n + i) * NH + o] -= g;
-            } else {
-                r->dcomb[i] += g;
-                r->dcomb[n + i] -= g;
-            }
-        }
-        if (irr) {
-            float w = (float)r->cfg.irrelevant_weight;
-            for (int o = 0; o < NO; o++) {
-                float sa = o < NH ? r->bheads[(2 * n + i) * NH + o] : r->bcomb[2 * n + i];
-                float sb = o < NH ? r->bheads[(3 * n + i) * NH + o] : r->bcomb[3 * n + i];
-                float dlt = sa - sb;
-                /* -1/2 w (log s(d) + log s(-d)): no preference under the wrong prompt */
-                losses[NO] += 0.5 * w *
-                              (evalrm_logistic_loss(dlt) + evalrm_logistic_loss(-dlt)) / n;
-                float g = w * (sigmoidf_(dlt) - 0.5f) / (float)n;
-                if (o < NH) {
-                    r->dheads[(2 * n + i) * NH + o] += g;
-                    r->dheads[(3 * n + i) * NH + o] -= g;
-                } else {
-                    r->dcomb[2 * n + i] += g;
-                    r->dcomb[3 * n + i] -= g;
-                }
-            }
+            r->ep_lab[e * NO + o] = y > 0.5f ? 1.0f : y < 0.5f ? 0.0f : 0.5f;
         }
     }
     r->ep_n += (size_t)n;
-    train_model_backward(r->model, r->dheads, r->dcomb);
 }
 
 static void train_step_regression(Run *r, const int *items, int n, double *losses) {
     Data *d = &r->d;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         put_sample(r, i, items[i], d->img_prm[items[i]]);
+        memcpy(r->blab + (size_t)i * NH, &d->target[(size_t)items[i] * NH], NH * sizeof(float));
+    }
     train_model_forward(r->model, r->bimg, r->btxt, n, 1, step_seed(r->cfg.seed, r->step),
                         r->bheads, r->bcomb);
-    memset(r->dheads, 0, (size_t)n * NH * sizeof(float));
-    memset(r->dcomb, 0, (size_t)n * sizeof(float));
-    for (int o = 0; o <= NO; o++)
-        losses[o] = 0;
-    int cnt[NO] = {0};
-    for (int i = 0; i < n; i++) {
-        int have = 0;
-        for (int h = 0; h < NH; h++)
-            if (!isnan(d->target[(size_t)items[i] * NH + h])) {
-                cnt[h]++;
-                have = 1;
-            }
-        cnt[NH] += have;
-    }
-    for (int i = 0; i < n; i++) {
-        const float *t = &d->target[(size_t)items[i] * NH];
-        double mean = 0;
-        int k = 0;
-        for (int h = 0; h < NH; h++) {
-            if (isnan(t[h]))
-                continue;
-            float e = r->bheads[i * NH + h] - t[h];
-            losses[h] += (double)e * e / cnt[h];
-            r->dheads[i * NH + h] = 2 * e / (float)cnt[h];
-            mean += t[h];
-            k++;
-        }
-        if (k) {
-            float e = r->bcomb[i] - (float)(mean / k);
-            losses[NH] += (double)e * e / cnt[NH];
-            r->dcomb[i] = 2 * e / (float)cnt[NH];
-        }
-    }
-    train_model_backward(r->model, r->dheads, r->dcomb);
+    train_model_loss_regression(r->model, r->blab, losses);
+    losses[NH] = NAN; /* the combined score is not a regression target */
 }
 
 /* Score images ROWS[0..n) (dropout off) into S (n_img, NO) at their rows. */
@@ -952,13 +887,14 @@ static int alloc_batches(Run *r, Err *err) {
     r->btxt = malloc((size_t)r->max_n * (size_t)r->d.d_txt * sizeof(float));
     r->bheads = malloc((size_t)r->max_n * NH * sizeof(float));
     r->bcomb = malloc((size_t)r->max_n * sizeof(float));
-    r->dheads = malloc((size_t)r->max_n * NH * sizeof(float));
-    r->dcomb = malloc((size_t)r->max_n * sizeof(float));
+    r->blab = malloc((size_t)r->max_n * NH * sizeof(float));
+    r->blabc = malloc((size_t)r->max_n * sizeof(float));
+    r->birr = malloc((size_t)r->max_n);
     size_t ne = r->d.n_items ? r->d.n_items : 1;
     r->ep_sa = malloc(ne * NO * sizeof(float));
     r->ep_sb = malloc(ne * NO * sizeof(float));
     r->ep_lab = malloc(ne * NO * sizeof(float));
-    if (!r->bimg || !r->btxt || !r->bheads || !r->bcomb || !r->dheads || !r->dcomb ||
+    if (!r->bimg || !r->btxt || !r->bheads || !r->bcomb || !r->blab || !r->blabc || !r->birr ||
         !r->ep_sa || !r->ep_sb || !r->ep_lab)
         return err_set(err, ERR_NOMEM, "out of memory for batches of %d samples", r->max_n);
     return 0;
@@ -1077,7 +1013,8 @@ int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int
     if ((rc = alloc_batches(&r, err)))
         goto out;
     md.max_batch = r.max_n;
-    if (!(r.model = train_model_new(&md, cfg->seed, cfg->threads, err))) {
+    if (!(r.model = train_model_new(&md, cfg->seed, cfg->threads, (float)cfg->weight_decay,
+                                    err))) {
         rc = err->code ? err->code : ERR_USAGE;
         goto out;
     }
@@ -1128,21 +1065,23 @@ int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int
                 goto out;
             }
             int n = (int)((r.d.n_items - b0) < (size_t)B ? r.d.n_items - b0 : (size_t)B);
-            double losses[NO + 1];
+            double losses[TRAIN_LOSS_N];
             if (r.d.target)
                 train_step_regression(&r, order + b0, n, losses);
             else
                 train_step_pairs(&r, order + b0, n, losses);
             r.step++;
-            train_model_step(r.model, (int)r.step, (float)cfg->learning_rate,
-                             (float)cfg->weight_decay);
+            train_model_step(r.model, (int)r.step, (float)cfg->learning_rate);
             double ep = epoch + (double)(b0 + (size_t)n) / (double)r.d.n_items;
-            double total = losses[NO];
-            for (int o = 0; o < NO; o++) {
-                char nm[48];
-                snprintf(nm, sizeof nm, "%s_loss", out_names[o]);
-                mb_add(&r.mb, "train", nm, r.step, ep, losses[o]);
-                total += losses[o];
+            double total = 0;
+            for (int o = 0; o < TRAIN_LOSS_N; o++) {
+                if (o < NO) {
+                    char nm[48];
+                    snprintf(nm, sizeof nm, "%s_loss", out_names[o]);
+                    mb_add(&r.mb, "train", nm, r.step, ep, losses[o]);
+                }
+                if (isfinite(losses[o]))
+                    total += losses[o];
             }
             if (cfg->irrelevant_weight > 0)
                 mb_add(&r.mb, "train", "irrelevant_loss", r.step, ep, losses[NO]);

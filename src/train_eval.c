@@ -81,7 +81,7 @@ RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err) {
                 c->enc->n_image_tokens, c->enc->dim_image, c->enc->dim_text);
         goto fail;
     }
-    if (!(c->model = train_model_new(&md, 0, threads, err)))
+    if (!(c->model = train_model_new(&md, 0, threads, 0.0f, err)))
         goto fail;
     free(p);
     p = xasprintf("%s/model.safetensors", dir);

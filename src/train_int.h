@@ -27,7 +27,8 @@ typedef struct TrainModel TrainModel;
 
 /* A model with weights initialised from SEED (PyTorch's default init; head weights 0.2).
  * NULL with err set when the dimensions do not fit the fusion (add needs d_img == d_txt). */
-TrainModel *train_model_new(const TrainModelDims *dims, uint64_t seed, int threads, Err *err);
+TrainModel *train_model_new(const TrainModelDims *dims, uint64_t seed, int threads,
+                            float weight_decay, Err *err);
 void train_model_free(TrainModel *m);
 const TrainModelDims *train_model_dims(const TrainModel *m);
 
@@ -35,11 +36,21 @@ const TrainModelDims *train_model_dims(const TrainModel *m);
  * masks drawn from DROPOUT_SEED. Writes HEADS (N, 5) and COMBINED (N). */
 void train_model_forward(TrainModel *m, const float *img, const float *txt, int n, int training,
                          uint64_t dropout_seed, float *heads, float *combined);
-/* Backward of the last forward: gradients of the loss with respect to its outputs.
- * Accumulates parameter gradients (zeroed by train_model_step). */
-void train_model_backward(TrainModel *m, const float *dheads, const float *dcombined);
-/* One AdamW step (t is 1-based) with LR and weight decay; zeroes the gradients. */
-void train_model_step(TrainModel *m, int t, float lr, float weight_decay);
+
+/* Losses of the last forward. out[0..4] per head, out[5] combined, out[6] irrelevant term. */
+#define TRAIN_LOSS_N (TRAIN_N_HEADS + 2)
+
+/* Pairs objective: the last forward ran on 2P samples (P "a" then P "b"); pair i compares
+ * samples i and P+i. LABELS (P, 5), LABEL_COMBINED (P), IRRELEVANT (P) flags or NULL with
+ * weight W. Sets the score gradients. */
+void train_model_loss_pairs(TrainModel *m, int n_pairs, const float *labels,
+                            const float *label_combined, const uint8_t *irrelevant, float w,
+                            double out[TRAIN_LOSS_N]);
+/* Regression objective: RATINGS (N, 5), NAN = not rated. */
+void train_model_loss_regression(TrainModel *m, const float *ratings, double out[TRAIN_LOSS_N]);
+/* Backward of the last loss and one AdamW step (t is 1-based, checked against the model's
+ * own count) at learning rate LR. */
+void train_model_step(TrainModel *m, int t, float lr);
 /* The five raw head weights (head importance = their softmax). */
 void train_model_head_weights(const TrainModel *m, float w[TRAIN_N_HEADS]);
 
