@@ -37,8 +37,9 @@ static int import_validate(const JobParams *p, Err *err) {
     return import_kind_parse(job_param_str(p, "what"), &kind, err);
 }
 
-static void log_report(JobCtx *ctx, const ImportReport *r) {
-    job_log(ctx, "read %zu rows: %zu prompts, %zu images (+%zu updated, %zu missing), "
+static void log_report(JobCtx *ctx, const ImportReport *r, int ok) {
+    if (ok)
+        job_log(ctx, "read %zu rows: %zu prompts, %zu images (+%zu updated, %zu missing), "
             "%zu annotators, %zu ratings (%zu unchanged), %zu pairs (%zu unchanged) added",
             r->rows, r->prompts_added, r->images_added, r->images_updated, r->images_missing,
             r->annotators_added, r->ratings_added, r->ratings_unchanged, r->pairs_added,
@@ -67,7 +68,7 @@ static int import_run(JobCtx *ctx, const JobParams *p, Err *err) {
     job_log(ctx, "importing %s from %s", import_kind_name(kind), path);
     ImportReport report;
     rc = import_path(job_store(ctx), kind, path, &opts, &report, err);
-    log_report(ctx, &report);
+    log_report(ctx, &report, rc == 0);
     if (rc == 0)
         job_progress(ctx, (double)report.rows, (double)report.rows, "rows");
     else if (rc != ERR_CANCELLED)

@@ -235,7 +235,8 @@ static void *monitor_main(void *arg) {
             log_warn("job monitor: %s", err.msg);
         }
         double now = base_now();
-        if (now - last_hb >= p->cfg.heartbeat_s) {
+        /* a write, so only while this process runs something */
+        if (now - last_hb >= p->cfg.heartbeat_s && jobs_pool_busy(p) > 0) {
             if (store_jobs_heartbeat(p->monitor_st, host, pid, &err))
                 log_warn("job monitor: %s", err.msg);
             last_hb = now;

@@ -39,7 +39,7 @@ static const char queue_sql[] =
     " WHERE n < ?3 AND (?4 = 0 OR n = 0)"
     " ORDER BY CASE ?5 WHEN 0 THEN n ELSE 0 END,"
     "          CASE ?5 WHEN 2 THEN pid ELSE 0 END,"
-    "          CASE ?5 WHEN 3 THEN ((id * 1103515245 + ?6) & 2147483647) ELSE 0 END,"
+    "          CASE WHEN ?5 IN (0, 3) THEN ((id * 1103515245 + ?6) & 2147483647) ELSE 0 END,"
     "          id"
     " LIMIT ?7";
 
@@ -83,6 +83,30 @@ int store_annotate_queue(Store *st, const AnnotateQuery *q, const int64_t *skip,
     }
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
         return store_err(st, err, "read the annotation queue");
+    sqlite3_reset(s);
+    return 0;
+}
+
+int store_annotate_eligible(Store *st, const AnnotateQuery *q, int64_t image_id, int *ok,
+                            Err *err) {
+    static const char sql[] =
+        "SELECT (SELECT count(DISTINCT r.annotator_id) FROM ratings r WHERE r.image_id = i.id) AS n"
+        " FROM images i LEFT JOIN prompts p ON p.id = i.prompt_id"
+        " WHERE i.id = ?5 AND (?2 IS NULL OR p.ext_id = ?2)"
+        "   AND NOT EXISTS (SELECT 1 FROM ratings m WHERE m.annotator_id = ?1"
+        "                   AND m.image_id = i.id)"
+        "   AND n < ?3 AND (?4 = 0 OR n = 0)";
+    *ok = 0;
+    sqlite3_stmt *s = store_stmt(st, sql, err);
+    if (!s)
+        return ERR_DB;
+    bind_query(s, q);
+    sqlite3_bind_int64(s, 5, image_id);
+    int rc = store_step(st, s);
+    if (rc == SQLITE_ROW)
+        *ok = 1;
+    else if (rc != SQLITE_DONE)
+        return store_err(st, err, "check the annotation queue");
     sqlite3_reset(s);
     return 0;
 }

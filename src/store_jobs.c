@@ -9,6 +9,7 @@
 #include "store_jobs.h"
 #include "store_int.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -570,6 +571,26 @@ static int pick_gpus(const JobClaim *c, const int *use, int want, int required, 
     return 1;
 }
 
+/* Without the write lock: is there a queued job whose dependencies all ended (so it is
+ * runnable, or must be failed)? Idle workers of every process poll this, so it must not take
+ * the write lock that annotators' saves need. 1 yes, 0 no, or ERR_*. */
+static int anything_to_claim(Store *st, Err *err) {
+    static const char sql[] =
+        "SELECT 1 FROM jobs WHERE state = 'queued' AND NOT EXISTS ("
+        " SELECT 1 FROM job_deps d JOIN jobs j ON j.id = d.depends_on"
+        " WHERE d.job_id = jobs.id AND j.state IN ('queued', 'running', 'interrupted')) LIMIT 1";
+    sqlite3_stmt *s = store_stmt(st, sql, err);
+    if (!s)
+        return ERR_DB;
+    int rc = store_step(st, s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc == SQLITE_DONE)
+        return 0;
+    return store_err(st, err, "look for queued jobs");
+}
+
 int store_job_claim(Store *st, const JobClaim *c, JobRow *out, Err *err) {
     static const char sql_candidates[] =
         "SELECT id, kind, gpus_wanted FROM jobs WHERE state = 'queued' AND NOT EXISTS ("
@@ -581,11 +602,14 @@ int store_job_claim(Store *st, const JobClaim *c, JobRow *out, Err *err) {
         " started_at = ?6, heartbeat_at = ?6, finished_at = NULL, message = NULL, rate = NULL,"
         " cancel_requested = 0 WHERE id = ?1 AND state = 'queued'";
     memset(out, 0, sizeof *out);
+    int rc = anything_to_claim(st, err);
+    if (rc <= 0)
+        return rc;
     int n_gpus = c->n_gpus > 0 ? c->n_gpus : 0;
     int *use = xcalloc((size_t)(n_gpus ? n_gpus : 1), sizeof *use);
     char gpus[256];
     int64_t chosen = 0;
-    int rc = store_begin(st, err);
+    rc = store_begin(st, err);
     if (rc)
         goto out_free;
     if ((rc = fail_blocked(st, err)))
@@ -747,25 +771,27 @@ int store_jobs_reap(Store *st, double stale_s, const char *host, int (*pid_alive
                     int *n, Err *err) {
     static const char sql_running[] =
         "SELECT id, host, pid, heartbeat_at, worker FROM jobs WHERE state = 'running'";
+    /* guarded by the heartbeat read: a job that heartbeated since is alive after all */
     static const char sql_mark[] =
         "UPDATE jobs SET state = 'interrupted', finished_at = ?3, message = ?2 "
-        "WHERE id = ?1 AND state = 'running'";
+        "WHERE id = ?1 AND state = 'running' AND heartbeat_at IS ?4";
     int changed = 0;
     int64_t *ids = NULL;
+    double *hbs = NULL;
     char **why = NULL;
     int n_ids = 0, cap = 0;
     double now = base_wall();
-    int rc = store_begin(st, err);
-    if (rc)
-        return rc;
+    if (n)
+        *n = 0;
+    /* Read phase, without the write lock (every process runs this every few seconds). */
     sqlite3_stmt *s = store_stmt(st, sql_running, err);
-    if (!s) {
-        rc = ERR_DB;
-        goto out_rollback;
-    }
+    if (!s)
+        return ERR_DB;
+    int rc;
     while ((rc = store_step(st, s)) == SQLITE_ROW) {
         const char *h = (const char *)sqlite3_column_text(s, 1);
         int64_t pid = sqlite3_column_int64(s, 2);
+        int has_hb = sqlite3_column_type(s, 3) != SQLITE_NULL;
         double hb = col_real(s, 3);
         const char *w = (const char *)sqlite3_column_text(s, 4);
         char *msg = NULL;
@@ -780,17 +806,24 @@ int store_jobs_reap(Store *st, double stale_s, const char *host, int (*pid_alive
         if (n_ids == cap) {
             cap = cap ? cap * 2 : 4;
             ids = xrealloc(ids, sizeof *ids * (size_t)cap);
+            hbs = xrealloc(hbs, sizeof *hbs * (size_t)cap);
             why = xrealloc(why, sizeof *why * (size_t)cap);
         }
         ids[n_ids] = sqlite3_column_int64(s, 0);
+        hbs[n_ids] = has_hb ? hb : NAN;
         why[n_ids++] = msg;
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
         rc = store_err(st, err, "find dead workers");
-        goto out_rollback;
+        goto out_free;
     }
     rc = 0;
+    if (n_ids == 0)
+        goto out_free;
+    /* Write phase: only when some job looks dead. */
+    if ((rc = store_begin(st, err)))
+        goto out_free;
     for (int i = 0; i < n_ids; i++) {
         if (!(s = store_stmt(st, sql_mark, err))) {
             rc = ERR_DB;
@@ -799,6 +832,10 @@ int store_jobs_reap(Store *st, double stale_s, const char *host, int (*pid_alive
         sqlite3_bind_int64(s, 1, ids[i]);
         store_bind_text(s, 2, why[i]);
         sqlite3_bind_double(s, 3, now);
+        if (isnan(hbs[i]))
+            sqlite3_bind_null(s, 4);
+        else
+            sqlite3_bind_double(s, 4, hbs[i]);
         if (store_step(st, s) != SQLITE_DONE) {
             rc = store_err(st, err, "mark job interrupted");
             goto out_rollback;
@@ -816,6 +853,7 @@ out_free:
     for (int i = 0; i < n_ids; i++)
         free(why[i]);
     free(why);
+    free(hbs);
     free(ids);
     return rc;
 }

@@ -121,7 +121,7 @@ Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .time
     cr_assert(n > 0);
     self[n] = '\0';
     cr_assert_eq(sh("tmux -L %s new-session -d -s t -x 140 -y 40 "
-                    "'env -u BXFI_MAP EASEL_TEST_TUI_DB=%s EASEL_WORKER_THREADS=1 %s "
+                    "'env -u BXFI_MAP EASEL_NO_GPU=1 EASEL_TEST_TUI_DB=%s EASEL_WORKER_THREADS=1 %s "
                     "2>%s/stderr.txt; sleep 60'", sock, db, self, tmpdir), 0);
     static char buf[65536];
     if (!wait_screen("No jobs yet", 10, buf, sizeof buf)) {
@@ -167,6 +167,11 @@ Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .time
     cr_assert(r.done > 0 && r.done < 3000);
     store_job_row_deinit(&r);
     store_close(st);
+
+    /* the GPU screen says plainly that there is no GPU, and why */
+    keys("F6");
+    cr_assert(wait_screen("No GPU.", 3, buf, sizeof buf), "%s", buf);
+    cr_assert(strstr(buf, "EASEL_NO_GPU") && strstr(buf, "runs on the CPU"), "%s", buf);
     keys("q");
 }
 

@@ -21,12 +21,35 @@
 #include "annotate_vm.h"
 #include "base.h"
 #include "gfx.h"
+#include "loader.h"
+#include "log.h"
 #include "screen.h"
 #include "store_annotate.h"
 #include "store_catalog.h"
 
 #define N_PREFETCH 3
 #define CACHE_FRAMES 12
+#define QUEUE_BATCH 256      /* images per background queue read */
+#define QUEUE_LOW 8          /* read again when fewer usable ones are left */
+#define QUEUE_REFRESH 30.0   /* seconds: progress and new imports */
+
+/* A background queue read: what was asked and what came back (see ui/loader.h). */
+typedef struct QueueReq {
+    AnnotateQuery q;         /* q.prompt owned here */
+    int64_t *skip;           /* images this session showed or skipped */
+    int n_skip;
+    int session_new;         /* the session's count when asked, echoed back */
+    double asked_at;         /* echoed back */
+} QueueReq;
+
+typedef struct QueueSnap {
+    int64_t *ids;
+    int n;
+    int complete;            /* the whole queue (fewer than QUEUE_BATCH) */
+    AnnotateProgress prog;
+    int session_new;
+    double asked_at;
+} QueueSnap;
 
 typedef struct Annotate {
     App *app;
@@ -53,9 +76,12 @@ typedef struct Annotate {
     AnnotateVm vm;
     double shown_at;         /* when it appeared */
     int queue_empty;
+    int waiting;             /* the next image waits for a queue read */
 
-    AnnotateProgress prog;
-    double prog_at;
+    UiLoader *loader;        /* reads the queue and progress off the UI thread */
+    QueueSnap *snap;         /* the last queue read; NULL before the first */
+    double snap_at;          /* when it was asked for */
+    double asked_at;
 
     AnnotateLayout lay;      /* from the last draw */
     int lay_ok;
@@ -73,32 +99,101 @@ static void push(int64_t **a, int *n, int64_t v) {
 
 static void wake_app(void *app) { app_wake(app); }
 
-static void refresh_progress(Annotate *a) {
-    Err err = {0};
-    if (store_annotate_progress(a->st, &a->q, &a->prog, &err) == 0)
-        a->prog_at = base_now();
+/* ---- the queue, read in the background -------------------------------------------------- */
+
+static void *queue_load(Store *st, void *argp, Err *err) {
+    QueueReq *r = argp;
+    QueueSnap *snap = xcalloc(1, sizeof *snap);
+    snap->ids = xmalloc(sizeof *snap->ids * QUEUE_BATCH);
+    snap->session_new = r->session_new;
+    snap->asked_at = r->asked_at;
+    if (store_annotate_queue(st, &r->q, r->skip, r->n_skip, snap->ids, QUEUE_BATCH, &snap->n,
+                             err) ||
+        store_annotate_progress(st, &r->q, &snap->prog, err)) {
+        free(snap->ids);
+        free(snap);
+        return NULL;
+    }
+    snap->complete = snap->n < QUEUE_BATCH;
+    return snap;
+}
+
+static void queue_req_free(void *p) {
+    QueueReq *r = p;
+    free((char *)r->q.prompt);
+    free(r->skip);
+    free(r);
+}
+
+static void queue_snap_free(void *p) {
+    QueueSnap *s = p;
+    if (s) {
+        free(s->ids);
+        free(s);
+    }
+}
+
+static int contains(const int64_t *a, int n, int64_t v) {
+    for (int i = 0; i < n; i++)
+        if (a[i] == v)
+            return 1;
+    return 0;
+}
+
+static int seen(const Annotate *a, int64_t id) {
+    return contains(a->hist, a->n_hist, id) || contains(a->skipped, a->n_skipped, id);
+}
+
+static void ask_queue(Annotate *a) {
+    QueueReq *r = xcalloc(1, sizeof *r);
+    r->q = a->q;
+    r->q.prompt = xstrdup(a->q.prompt);
+    r->n_skip = a->n_hist + a->n_skipped;
+    r->skip = xmalloc(sizeof *r->skip * (size_t)(r->n_skip + 1));
+    memcpy(r->skip, a->hist, sizeof *r->skip * (size_t)a->n_hist);
+    memcpy(r->skip + a->n_hist, a->skipped, sizeof *r->skip * (size_t)a->n_skipped);
+    r->session_new = a->session_new;
+    r->asked_at = a->asked_at = base_now();
+    ui_loader_request(a->loader, r);
+}
+
+/* Up to MAX images of the last queue read that this session has not seen and that are still
+ * in the queue now (other annotators commit meanwhile). Returns how many. */
+static int upcoming(Annotate *a, int64_t *ids, int max) {
+    int n = 0;
+    for (int i = 0; a->snap && i < a->snap->n && n < max; i++) {
+        int64_t id = a->snap->ids[i];
+        if (seen(a, id) || contains(ids, n, id))
+            continue;
+        int ok = 0;
+        Err err = {0};
+        if (store_annotate_eligible(a->st, &a->q, id, &ok, &err) == 0 && ok)
+            ids[n++] = id;
+    }
+    return n;
+}
+
+/* Images of the last read not yet seen (without the eligibility check: a cheap estimate). */
+static int unseen_in_snap(const Annotate *a) {
+    int n = 0;
+    for (int i = 0; a->snap && i < a->snap->n; i++)
+        n += !seen(a, a->snap->ids[i]);
+    return n;
 }
 
 static void prefetch(Annotate *a) {
     if (!a->cache || !a->lay_ok)
         return;
-    int n_skip = a->n_hist + a->n_skipped;
-    int64_t *skip = xmalloc(sizeof *skip * (size_t)(n_skip + 1));
-    memcpy(skip, a->hist, sizeof *skip * (size_t)a->n_hist);
-    memcpy(skip + a->n_hist, a->skipped, sizeof *skip * (size_t)a->n_skipped);
     int64_t ids[N_PREFETCH];
-    int n = 0;
-    Err err = {0};
-    if (store_annotate_queue(a->st, &a->q, skip, n_skip, ids, N_PREFETCH, &n, &err) == 0) {
-        for (int i = 0; i < n; i++) {
-            AnnotateImage im;
-            if (store_annotate_image(a->st, ids[i], a->annotator_id, &im, &err) == 0) {
-                gfx_cache_prefetch(a->cache, im.id, im.path, a->lay.img_w, a->lay.img_h);
-                store_annotate_image_deinit(&im);
-            }
+    int n = upcoming(a, ids, N_PREFETCH);
+    for (int i = 0; i < n; i++) {
+        AnnotateImage im;
+        Err err = {0};
+        if (store_annotate_image(a->st, ids[i], a->annotator_id, &im, &err) == 0) {
+            gfx_cache_prefetch(a->cache, im.id, im.path, a->lay.img_w, a->lay.img_h);
+            store_annotate_image_deinit(&im);
         }
     }
-    free(skip);
 }
 
 /* Show image ID (already in hist at index POS). */
@@ -113,6 +208,7 @@ static int show(Annotate *a, int pos, Err *err) {
     a->have_img = 1;
     a->pos = pos;
     a->queue_empty = 0;
+    a->waiting = 0;
     annotate_vm_load(&a->vm, im.mine);
     a->shown_at = base_now();
     a->gstate = GFX_PENDING;
@@ -138,33 +234,34 @@ static void go_next(Annotate *a) {
             app_status_error(a->app, "%s", err.msg);
         return;
     }
-    int n_skip = a->n_hist + a->n_skipped;
-    int64_t *skip = xmalloc(sizeof *skip * (size_t)(n_skip + 1));
-    memcpy(skip, a->hist, sizeof *skip * (size_t)a->n_hist);
-    memcpy(skip + a->n_hist, a->skipped, sizeof *skip * (size_t)a->n_skipped);
     int64_t id;
-    int n = 0;
-    int rc = store_annotate_queue(a->st, &a->q, skip, n_skip, &id, 1, &n, &err);
-    free(skip);
-    if (rc) {
-        app_status_error(a->app, "%s", err.msg);
+    int n = upcoming(a, &id, 1);
+    if (unseen_in_snap(a) - n < QUEUE_LOW && !ui_loader_busy(a->loader) &&
+        !(a->snap && a->snap->complete && a->snap_at >= a->asked_at))
+        ask_queue(a); /* running low: read more while the annotator works */
+    if (n == 1) {
+        if (open_new(a, id, &err))
+            app_status_error(a->app, "%s", err.msg);
         return;
     }
-    if (n == 0) {
-        if (a->have_img)
-            store_annotate_image_deinit(&a->img);
-        a->have_img = 0;
-        a->pos = a->n_hist; /* past the end: b goes back to the last one */
-        a->queue_empty = 1;
-        app_dirty(a->app);
-        return;
-    }
-    if (open_new(a, id, &err))
-        app_status_error(a->app, "%s", err.msg);
+    /* Nothing usable in hand: the queue is empty only if the last read was complete and
+     * nothing is being read; otherwise wait for the read (tick calls us again). */
+    if (a->have_img)
+        store_annotate_image_deinit(&a->img);
+    a->have_img = 0;
+    a->pos = a->n_hist; /* past the end: b goes back to the last one */
+    int final = a->snap && a->snap->complete && !ui_loader_busy(a->loader) &&
+                a->snap_at >= a->asked_at;
+    a->queue_empty = final;
+    a->waiting = !final;
+    if (a->waiting && !ui_loader_busy(a->loader))
+        ask_queue(a);
+    app_dirty(a->app);
 }
 
 static void commit(Annotate *a) {
     Err err = {0};
+    double t0 = base_now();
     double secs = a->img.my_seconds + (base_now() - a->shown_at);
     int was_new = isnan(a->vm.stored[0]) && isnan(a->vm.stored[1]) && isnan(a->vm.stored[2]) &&
                   isnan(a->vm.stored[3]) && isnan(a->vm.stored[4]);
@@ -174,13 +271,16 @@ static void commit(Annotate *a) {
         app_status_error(a->app, "not saved: %s", err.msg);
         return;
     }
-    push(&a->done, &a->n_done, a->img.id);
+    double t_saved = base_now();
+    int64_t id = a->img.id;
+    push(&a->done, &a->n_done, id);
     if (was_new)
         a->session_new++;
-    app_status(a->app, "saved image %lld (%d value%s written)", (long long)a->img.id, written,
+    app_status(a->app, "saved image %lld (%d value%s written)", (long long)id, written,
                written == 1 ? "" : "s");
     go_next(a);
-    refresh_progress(a);
+    log_debug("annotate: image %lld saved in %.1f ms, next chosen in %.1f ms", (long long)id,
+              (t_saved - t0) * 1e3, (base_now() - t_saved) * 1e3);
 }
 
 static void flag_done(void *stp, App *app, const char *text) {
@@ -265,10 +365,14 @@ static void *annotate_init(App *app, Err *err) {
     a->mode = app_gfx_mode(app);
     if (a->mode != GFX_NONE)
         a->cache = gfx_cache_new(a->mode, app_gfx_caps(app), CACHE_FRAMES, wake_app, app);
-    refresh_progress(a);
-    go_next(a);
+    a->loader = ui_loader_new(cfg->db_path, wake_app, app, queue_load, queue_req_free,
+                              queue_snap_free, err);
+    if (!a->loader)
+        goto out_free;
+    go_next(a); /* no queue read yet: asks for one and waits */
     return a;
 out_free:
+    gfx_cache_free(a->cache);
     store_aspects_free(a->asp, a->n_asp);
     free(a);
     return NULL;
@@ -276,6 +380,8 @@ out_free:
 
 static void annotate_fini(void *stp) {
     Annotate *a = stp;
+    ui_loader_free(a->loader);
+    queue_snap_free(a->snap);
     gfx_cache_free(a->cache);
     store_aspects_free(a->asp, a->n_asp);
     if (a->have_img)
@@ -386,16 +492,36 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
     draw_image_box(a);
 
     int y = l.side_y, x = l.side_x, w = l.side_w, yend = l.side_y + l.side_h;
+    AnnotateProgress prog = {0};
+    if (a->snap) { /* the last read, plus what this session did since it was asked for */
+        int since = a->session_new - a->snap->session_new;
+        prog = a->snap->prog;
+        prog.done += since;
+        prog.last_hour += since;
+        prog.remaining = prog.remaining > since ? prog.remaining - since : 0;
+    }
+    if (a->waiting && !a->have_img) {
+        ui_put(y + 1, x, w, ui_attr(UI_C_DIM), "reading your queue\xe2\x80\xa6");
+        return;
+    }
     if (a->queue_empty || !a->have_img) {
         ui_put(y + 1, x, w, ui_attr(UI_C_GOOD) | A_BOLD, "Nothing left to rate.");
         int yy = y + 3;
-        char msg[256];
-        snprintf(msg, sizeof msg,
-                 "Every image in your queue has your rating or already %d raters. "
-                 "b goes back to the last image, g opens any image by id, q quits.",
-                 a->q.overlap > 0 ? a->q.overlap : ANNOTATE_OVERLAP_DEFAULT);
+        char msg[384];
+        int overlap = a->q.overlap > 0 ? a->q.overlap : ANNOTATE_OVERLAP_DEFAULT;
+        if (prog.done == 0 && a->n_hist == 0)
+            snprintf(msg, sizeof msg,
+                     "There is no image for you here: the store has no images yet (add them "
+                     "with 'easel import'), or every image already has %d raters or is left "
+                     "out by --prompt / --unrated. g opens any image by id, q quits.",
+                     overlap);
+        else
+            snprintf(msg, sizeof msg,
+                     "Every image in your queue has your rating or already %d raters. "
+                     "b goes back to the last image, g opens any image by id, q quits.",
+                     overlap);
         draw_wrapped(&yy, yend, x, w, A_NORMAL, msg, 6);
-        ui_putf(yend - 2, x, w, ui_attr(UI_C_DIM), "done %d   session %d", a->prog.done,
+        ui_putf(yend - 2, x, w, ui_attr(UI_C_DIM), "done %d   session %d", prog.done,
                 a->session_new);
         return;
     }
@@ -424,26 +550,27 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
         if (changed)
             ui_put(y, x + 30, w - 30, at, "(edited)");
         y++;
-        ui_put(y, x + 3, w - 3, ui_attr(UI_C_DIM), a->asp[k].rubric ? a->asp[k].rubric : "");
-        y++;
+        /* the rubric: one line, two where the terminal is tall enough */
+        draw_wrapped(&y, yend - 3, x + 3, w - 3, ui_attr(UI_C_DIM),
+                     a->asp[k].rubric ? a->asp[k].rubric : "", r.h >= 34 ? 2 : 1);
     }
     y++;
     if (y < yend - 1) {
-        int total = a->prog.done + a->prog.remaining;
+        int total = prog.done + prog.remaining;
         double secs = base_now() - a->session_start;
-        double pace = annotate_vm_pace(a->session_new, secs, a->prog.last_hour);
+        double pace = annotate_vm_pace(a->session_new, secs, prog.last_hour);
         char pace_s[32];
         if (pace > 0)
             snprintf(pace_s, sizeof pace_s, "%.0f/h", pace);
         else
             snprintf(pace_s, sizeof pace_s, "\xe2\x80\x93/h");
-        ui_putf(y, x, w, A_NORMAL, "done %d / %d   pace %s   %.0f s/image", a->prog.done, total,
-                pace_s, a->prog.mean_seconds);
+        ui_putf(y, x, w, A_NORMAL, "done %d / %d   pace %s   %.0f s/image", prog.done, total,
+                pace_s, prog.mean_seconds);
         y++;
     }
-    ui_put(yend - 1, x, w, ui_attr(UI_C_DIM),
-           "0-9 set  t=10  \xe2\x86\x90\xe2\x86\x92 \xc2\xb1" "0.5  Enter save  u undo  s skip  "
-           "f flag  ? keys");
+    ui_put(yend - 2, x, w, ui_attr(UI_C_DIM),
+           "0-9 set and move on  t = 10  \xe2\x86\x90\xe2\x86\x92 \xc2\xb1" "0.5");
+    ui_put(yend - 1, x, w, ui_attr(UI_C_DIM), "Enter save  u undo  s skip  f flag  ? keys");
 }
 
 static void annotate_after_refresh(void *stp, App *app, int full) {
@@ -592,12 +719,24 @@ static int annotate_key(void *stp, App *app, int ch) {
 
 static void annotate_tick(void *stp, App *app, double now) {
     Annotate *a = stp;
-    if (now - a->prog_at >= 5.0) {
-        if (a->queue_empty) /* new images may have been imported meanwhile */
+    int failed = 0;
+    char msg[ERR_MSG_LEN];
+    QueueSnap *snap = ui_loader_take(a->loader, &failed, msg, sizeof msg);
+    if (snap) {
+        queue_snap_free(a->snap);
+        a->snap = snap;
+        a->snap_at = snap->asked_at;
+        if (a->waiting || a->queue_empty)
             go_next(a);
-        refresh_progress(a);
+        prefetch(a);
         app_dirty(app);
+    } else if (failed) {
+        a->waiting = 0;
+        app_status_error(app, "cannot read the queue: %s", msg);
     }
+    /* progress, other annotators' work, new imports */
+    if (now - a->asked_at >= QUEUE_REFRESH && !ui_loader_busy(a->loader))
+        ask_queue(a);
     if (a->have_img && a->cache && a->lay_ok && a->gstate == GFX_PENDING) {
         const GfxFrame *f = NULL;
         GfxState s = gfx_cache_get(a->cache, a->img.id, a->img.path, a->lay.img_w, a->lay.img_h,
@@ -621,7 +760,8 @@ static int annotate_open(void *stp, App *app, int64_t id, Err *err) {
 static void annotate_enter(void *stp, App *app) {
     Annotate *a = stp;
     a->on_term_key = -1;
-    refresh_progress(a);
+    if (!ui_loader_busy(a->loader))
+        ask_queue(a);
     app_dirty(app);
 }
 

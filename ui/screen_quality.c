@@ -1,8 +1,9 @@
 /* screen_quality — inter-rater agreement per aspect, per annotator, and the images with the
  * most disagreement, from the shared agreement code (src/store_agreement.h, src/agreement.h).
  *
- * Read-only. The report is loaded on enter, on `r`, and every RELOAD_SECONDS while visible
- * (annotators keep committing in other sessions). Enter on a listed image opens it in the
+ * Read-only. The report is computed on a background thread (ui/loader.h: about 3 s for
+ * 400 000 ratings) on enter, on `r`, and every RELOAD_SECONDS while visible (annotators keep
+ * committing in other sessions); the last report stays on screen meanwhile. Enter on a listed image opens it in the
  * Annotate screen for review: the reviewer sees and edits only their own values there.
  */
 #include <math.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "base.h"
+#include "loader.h"
 #include "quality_vm.h"
 #include "screen.h"
 #include "store_agreement.h"
@@ -18,7 +20,7 @@
 #define RELOAD_SECONDS 10.0
 
 typedef struct Quality {
-    Store *st;
+    UiLoader *loader;
     AgreeReport *rep;
     char err[ERR_MSG_LEN];
     double loaded_at;
@@ -28,30 +30,34 @@ typedef struct Quality {
     int list_rows;   /* rows of the list at the last draw */
 } Quality;
 
+static void *report_load(Store *st, void *arg, Err *err) {
+    (void)arg;
+    return store_agreement_report(st, NULL, NULL, err);
+}
+
+static void report_free(void *p) { store_agreement_report_free(p); }
+
+static void wake_app(void *app) { app_wake(app); }
+
 static void reload(Quality *q) {
-    Err err = {0};
-    AgreeReport *rep = store_agreement_report(q->st, NULL, NULL, &err);
     q->loaded_at = base_now();
-    if (!rep) {
-        base_strlcpy(q->err, err.msg, sizeof q->err);
-        return;
-    }
-    q->err[0] = '\0';
-    store_agreement_report_free(q->rep);
-    q->rep = rep;
-    if (q->aspect >= rep->n)
-        q->aspect = 0;
+    ui_loader_request(q->loader, NULL);
 }
 
 static void *quality_init(App *app, Err *err) {
-    (void)err;
     Quality *q = xcalloc(1, sizeof *q);
-    q->st = app_store(app);
+    q->loader = ui_loader_new(app_config(app)->db_path, wake_app, app, report_load, NULL,
+                              report_free, err);
+    if (!q->loader) {
+        free(q);
+        return NULL;
+    }
     return q;
 }
 
 static void quality_fini(void *stp) {
     Quality *q = stp;
+    ui_loader_free(q->loader);
     store_agreement_report_free(q->rep);
     free(q);
 }
@@ -63,7 +69,19 @@ static void quality_enter(void *stp, App *app) {
 
 static void quality_tick(void *stp, App *app, double now) {
     Quality *q = stp;
-    if (now - q->loaded_at >= RELOAD_SECONDS) {
+    int failed = 0;
+    AgreeReport *rep = ui_loader_take(q->loader, &failed, q->err, sizeof q->err);
+    if (rep) {
+        q->err[0] = '\0';
+        store_agreement_report_free(q->rep);
+        q->rep = rep;
+        if (q->aspect >= rep->n)
+            q->aspect = 0;
+        app_dirty(app);
+    } else if (failed) {
+        app_dirty(app);
+    }
+    if (now - q->loaded_at >= RELOAD_SECONDS && !ui_loader_busy(q->loader)) {
         reload(q);
         app_dirty(app);
     }
@@ -108,7 +126,10 @@ static void quality_draw(void *stp, App *app, UiRect r) {
     Quality *q = stp;
     int x = r.x + 1, w = r.w - 2, y = r.y, yend = r.y + r.h;
     if (!q->rep) {
-        ui_put(y + 1, x, w, ui_attr(UI_C_BAD), q->err[0] ? q->err : "loading\xe2\x80\xa6");
+        if (q->err[0])
+            ui_put(y + 1, x, w, ui_attr(UI_C_BAD), q->err);
+        else
+            ui_put(y + 1, x, w, ui_attr(UI_C_DIM), "computing agreement\xe2\x80\xa6");
         return;
     }
     int any = 0;
@@ -119,8 +140,9 @@ static void quality_draw(void *stp, App *app, UiRect r) {
                "No ratings yet: agreement needs images rated by two or more annotators.");
         return;
     }
-    ui_put(y, x, w, ui_attr(UI_C_DIM),
-           "Krippendorff's alpha (interval) and ICC over current ratings; high = range >= 3");
+    ui_putf(y, x, w, ui_attr(UI_C_DIM),
+            "Krippendorff's alpha (interval) and ICC over current ratings; high = range >= 3%s",
+            ui_loader_busy(q->loader) ? "  (updating\xe2\x80\xa6)" : "");
     y++;
     draw_aspects(q, y, x, w);
     y += q->rep->n + 2;
@@ -181,7 +203,7 @@ static int quality_key(void *stp, App *app, int ch) {
     Quality *q = stp;
     if (ch == 'r') {
         reload(q);
-        app_status(app, "agreement reloaded");
+        app_status(app, "recomputing agreement\xe2\x80\xa6");
         return SCREEN_KEY_HANDLED;
     }
     if (!q->rep || q->rep->n == 0)
