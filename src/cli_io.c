@@ -22,7 +22,7 @@
 
 #define MAX_PRINTED 20 /* problems or warnings printed; the rest are counted */
 
-/* ---- import ----------------------------------------------------------------------------------- */
+/* ---- import ---------------------------------------------------------------------------------- */
 
 static void import_usage(void) {
     printf("usage: easel [--db PATH] import KIND PATH [--annotator NAME]\n\n"
@@ -151,7 +151,7 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
         printf("imported %s %s: %zu %s", import_kind_name(kind), pos[1], rep.rows,
                kind == IMPORT_IMAGES ? "files" : kind == IMPORT_PAIRS ? "lines" : "rows");
         if (rep.prompts_added)
-            printf(", %zu prompts added", rep.prompts_added);
+            printf(", %zu prompt%s added", rep.prompts_added, rep.prompts_added == 1 ? "" : "s");
         if (rep.images_added || rep.images_updated)
             printf(", %zu images added, %zu updated", rep.images_added, rep.images_updated);
         if (rep.images_missing)
@@ -174,7 +174,7 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
     return status;
 }
 
-/* ---- export ----------------------------------------------------------------------------------- */
+/* ---- export ---------------------------------------------------------------------------------- */
 
 static void export_usage(void) {
     printf("usage: easel [--db PATH] export KIND [-o FILE] [--per-annotator]\n"
@@ -288,7 +288,7 @@ int cli_export_main(const CliGlobal *g, int argc, char **argv) {
     return 0;
 }
 
-/* ---- status ----------------------------------------------------------------------------------- */
+/* ---- status ---------------------------------------------------------------------------------- */
 
 static void status_usage(void) {
     printf("usage: easel [--db PATH] status [--json]\n\n"

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,7 +179,7 @@ static const char *annotator_name(const Data *d, int64_t id) {
     return "";
 }
 
-/* ---- CSV tables: ratings and template --------------------------------------------------------- */
+/* ---- CSV tables: ratings and template -------------------------------------------------------- */
 
 typedef struct Row {
     const char *ext;       /* prompt_id */
@@ -306,7 +307,7 @@ static int export_prompts(Data *d, FILE *out, size_t *n_rows) {
     return rc;
 }
 
-/* ---- pairs.jsonl --------------------------------------------------------------------------------- */
+/* ---- pairs.jsonl ----------------------------------------------------------------------------- */
 
 typedef struct PairOut {
     Pair p;
@@ -396,7 +397,7 @@ static int export_pairs(Data *d, FILE *out, const ExportOptions *o, size_t *n_ro
     return rc;
 }
 
-/* ---- entry points ----------------------------------------------------------------------------- */
+/* ---- entry points ---------------------------------------------------------------------------- */
 
 int export_write(Store *st, ExportKind kind, FILE *out, const ExportOptions *opts,
                  size_t *n_rows, Err *err) {
@@ -405,6 +406,12 @@ int export_write(Store *st, ExportKind kind, FILE *out, const ExportOptions *opt
         export_options_init(&dflt);
         opts = &dflt;
     }
+    /* relative_to may come relative to the cwd (a job's parameter): make it absolute */
+    ExportOptions o = *opts;
+    char rel[PATH_MAX];
+    if (o.relative_to && o.relative_to[0] != '/')
+        o.relative_to = realpath(o.relative_to, rel) ? rel : NULL;
+    opts = &o;
     Data d;
     int rc = data_load(st, &d, kind == EXPORT_RATINGS || kind == EXPORT_PAIRS, opts, err);
     if (rc)

@@ -35,7 +35,8 @@ typedef enum ExportKind {
 typedef struct ExportOptions {
     int per_annotator;        /* ratings, pairs: one row / pair set per annotator */
     double min_rating_diff;   /* pairs: smallest difference that makes a pair (>= 0) */
-    const char *relative_to;  /* absolute folder for relative image paths; NULL: absolute */
+    const char *relative_to;  /* folder image paths are written relative to (when inside
+                               * it; relative to the cwd or absolute); NULL: absolute paths */
 } ExportOptions;
 
 /* Defaults: mean over annotators, min_rating_diff 0.5, absolute paths. */

@@ -259,3 +259,22 @@ Test(export, to_file_is_atomic_and_leaves_no_tmp) {
     cr_assert(strstr(err.msg, "out.csv") != NULL, "%s", err.msg);
     store_close(st);
 }
+
+/* Jobs pass relative_to relative to the cwd; paths inside it are still written relative. */
+Test(export, relative_to_may_be_a_relative_folder) {
+    Store *st = new_store("a.db");
+    imp(st, IMPORT_PROMPTS, FIX "prompts_good.csv");
+    imp(st, IMPORT_RATINGS, FIX "ratings_good.csv");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    ExportOptions o;
+    export_options_init(&o);
+    o.relative_to = "tests/fixtures/import";
+    Err err = {0};
+    cr_assert_eq(export_write(st, EXPORT_TEMPLATE, f, &o, NULL, &err), 0, "%s", err.msg);
+    fclose(f);
+    cr_assert(strstr(buf, "\n1,images/1/0.png,,,,,\n") != NULL, "%s", buf);
+    free(buf);
+    store_close(st);
+}

@@ -1,0 +1,510 @@
+/* import_csv — the CSV importers: prompts.csv, multihead_ratings.csv and both generation
+ * metadata layouts. Each plans the whole file, then applies it in one transaction; see
+ * import_int.h for the two phases and doc/formats.md for the columns.
+ */
+#include "import_int.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+#include "fmt_csv.h"
+#include "store_catalog.h"
+#include "store_ratings.h"
+
+static int check_width(ImportCtx *c, const CsvRow *hdr, const CsvRow *r) {
+    if (r->n == hdr->n)
+        return 0;
+    import_problem(c, r->line,
+                   "%zu fields, but the header has %zu (a field holding a comma must be quoted)",
+                   r->n, hdr->n);
+    return -1;
+}
+
+/* Check the header for duplicate names; import_problem for each. */
+static void check_header_dups(ImportCtx *c, const CsvRow *hdr) {
+    for (size_t i = 0; i < hdr->n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(hdr->field[i], hdr->field[j]) == 0 && hdr->field[i][0])
+                import_problem(c, hdr->line, "column \"%s\" appears twice in the header",
+                               hdr->field[i]);
+}
+
+static int row_is_empty(const CsvRow *r) {
+    for (size_t i = 0; i < r->n; i++)
+        if (!import_is_blank(r->field[i]))
+            return 0;
+    return 1;
+}
+
+/* ---- prompts.csv --------------------------------------------------------------------------- */
+
+int import_csv_prompts(ImportCtx *c, const CsvTable *t, Err *err) {
+    const CsvRow *hdr = &t->rows[0];
+    int ci = fmt_csv_column(hdr, "prompt_id"), ct = fmt_csv_column(hdr, "prompt");
+    check_header_dups(c, hdr);
+    if (ci < 0 || ct < 0) {
+        import_problem(c, hdr->line,
+                       "the header must name the columns prompt_id and prompt "
+                       "(e.g. \"prompt_id,prompt\")");
+        return import_fail(c, ERR_FORMAT, err);
+    }
+    for (size_t i = 0; i < hdr->n; i++)
+        if ((int)i != ci && (int)i != ct)
+            import_warn(c, hdr->line, "column \"%s\" is not used", hdr->field[i]);
+    ImportMap seen = {0}; /* ext → row index + 1 */
+    for (size_t r = 1; r < t->n_rows; r++) {
+        const CsvRow *row = &t->rows[r];
+        if (row_is_empty(row) || check_width(c, hdr, row))
+            continue;
+        c->rep->rows++;
+        const char *ext = row->field[ci], *text = row->field[ct];
+        if (import_is_blank(ext)) {
+            import_problem(c, row->line, "prompt_id is empty; every prompt needs an id");
+            continue;
+        }
+        if (import_is_blank(text)) {
+            import_problem(c, row->line, "prompt \"%s\" has no text", ext);
+            continue;
+        }
+        int64_t *prev = import_map_slot(&seen, ext, 0);
+        if (prev) {
+            const CsvRow *p = &t->rows[*prev - 1];
+            if (strcmp(p->field[ct], text) != 0)
+                import_problem(c, row->line,
+                               "prompt_id \"%s\" appears again (line %ld) with a different text",
+                               ext, p->line);
+            continue;
+        }
+        *import_map_slot(&seen, ext, 1) = (int64_t)r + 1;
+        StorePrompt sp;
+        if (store_prompt_by_ext(c->st, ext, &sp, NULL) == 0) {
+            if (strcmp(sp.text, text) != 0)
+                import_problem(
+                    c, row->line,
+                    "prompt_id \"%s\" is already in the store with another text (\"%.60s\"); "
+                    "an import never changes a prompt — give the new prompt a new id",
+                    ext, sp.text);
+            store_prompt_deinit(&sp);
+        }
+    }
+    import_map_free(&seen);
+    if (import_has_problems(c))
+        return import_fail(c, ERR_FORMAT, err);
+    int rc = import_begin(c, err);
+    if (rc)
+        return rc;
+    int cancelled = 0;
+    for (size_t r = 1; r < t->n_rows && !cancelled; r++) {
+        const CsvRow *row = &t->rows[r];
+        if (row_is_empty(row))
+            continue;
+        int added = 0;
+        Err e = {0};
+        if (store_prompt_add(c->st, row->field[ci], row->field[ct], NULL, &added, &e))
+            import_problem_err(c, row->line, "prompt_id", &e);
+        c->rep->prompts_added += added;
+        cancelled = import_progress(c, r, t->n_rows - 1);
+    }
+    return import_finish(c, cancelled, err);
+}
+
+/* ---- multihead_ratings.csv ------------------------------------------------------------------ */
+
+typedef struct RRow {
+    long line;
+    int64_t prompt_id; /* 0 = no prompt */
+    ImportImg img;
+    const char *annotator; /* borrowed from the table or the options */
+    double *val;           /* (n_aspects) NAN = blank */
+} RRow;
+
+/* Where the columns are. */
+typedef struct RCols {
+    int prompt, image, annotator; /* -1 = absent */
+    int *rating;                  /* (n_aspects) column of <aspect>_rating, -1 = absent */
+    const char *dflt_annotator;   /* --annotator, else $USER, else NULL */
+    int no_annotator_said;        /* that problem is reported once */
+} RCols;
+
+static void ratings_columns(ImportCtx *c, const CsvRow *hdr, RCols *rc) {
+    check_header_dups(c, hdr);
+    rc->prompt = fmt_csv_column(hdr, "prompt_id");
+    rc->image = fmt_csv_column(hdr, "image_path");
+    rc->annotator = fmt_csv_column(hdr, "annotator");
+    rc->rating = xmalloc((c->n_aspects ? c->n_aspects : 1) * sizeof *rc->rating);
+    int n_rating_cols = 0;
+    for (size_t k = 0; k < c->n_aspects; k++) {
+        char *name = xasprintf("%s_rating", c->aspects[k].name);
+        rc->rating[k] = fmt_csv_column(hdr, name);
+        n_rating_cols += rc->rating[k] >= 0;
+        free(name);
+    }
+    if (rc->prompt < 0 || rc->image < 0)
+        import_problem(c, hdr->line,
+                       "the header must name the columns prompt_id and image_path "
+                       "(e.g. \"prompt_id,image_path,spatial_rating,...\")");
+    else if (n_rating_cols == 0)
+        import_problem(c, hdr->line,
+                       "no rating columns: name them <aspect>_rating, e.g. "
+                       "spatial_rating,icono_rating,style_rating,fidelity_rating,"
+                       "material_rating");
+    for (size_t i = 0; i < hdr->n; i++) {
+        int used = (int)i == rc->prompt || (int)i == rc->image || (int)i == rc->annotator;
+        for (size_t k = 0; k < c->n_aspects; k++)
+            used |= rc->rating[k] == (int)i;
+        if (used)
+            continue;
+        size_t len = strlen(hdr->field[i]);
+        if (len > 7 && strcmp(hdr->field[i] + len - 7, "_rating") == 0)
+            import_problem(c, hdr->line, "column \"%s\": there is no aspect \"%.*s\" in this store",
+                           hdr->field[i], (int)(len - 7), hdr->field[i]);
+        else
+            import_warn(c, hdr->line, "column \"%s\" is not used", hdr->field[i]);
+    }
+    rc->dflt_annotator = c->opts && c->opts->annotator ? c->opts->annotator : getenv("USER");
+    if (rc->dflt_annotator && !*rc->dflt_annotator)
+        rc->dflt_annotator = NULL;
+}
+
+/* Check one data row into *RR. Returns 0, or -1 after recording its problems. */
+static int ratings_plan_row(ImportCtx *c, RCols *rc, const CsvRow *row, RRow *rr) {
+    memset(rr, 0, sizeof *rr);
+    rr->line = row->line;
+    const char *ext = row->field[rc->prompt], *path = row->field[rc->image];
+    int bad = 0;
+    if (import_is_blank(path)) {
+        import_problem(c, row->line, "image_path is empty");
+        bad = 1;
+    }
+    if (!import_is_blank(ext) && !(rr->prompt_id = import_prompt_lookup(c, ext))) {
+        import_problem(c, row->line,
+                       "prompt_id \"%s\" is not in the store; import its prompts.csv first", ext);
+        bad = 1;
+    }
+    rr->annotator = rc->annotator >= 0 && !import_is_blank(row->field[rc->annotator])
+                        ? row->field[rc->annotator]
+                        : rc->dflt_annotator;
+    if (!rr->annotator) {
+        if (!rc->no_annotator_said)
+            import_problem(c, row->line,
+                           "no annotator for this row (nor for any later row without one): add "
+                           "an annotator column or pass --annotator NAME");
+        rc->no_annotator_said = bad = 1;
+    }
+    rr->val = xmalloc((c->n_aspects ? c->n_aspects : 1) * sizeof *rr->val);
+    for (size_t k = 0; k < c->n_aspects; k++) {
+        rr->val[k] = NAN;
+        if (rc->rating[k] < 0 || import_is_blank(row->field[rc->rating[k]]))
+            continue;
+        const char *s = row->field[rc->rating[k]];
+        double v;
+        if (import_parse_num(s, &v)) {
+            import_problem(c, row->line,
+                           "%s_rating \"%s\" is not a number; write a rating 0..10 with a "
+                           "decimal point (e.g. 7.5), or leave the cell blank for \"not rated\"",
+                           c->aspects[k].name, s);
+            bad = 1;
+        } else if (v < STORE_RATING_MIN || v > STORE_RATING_MAX) {
+            import_problem(c, row->line, "%s_rating \"%s\" is outside 0..10", c->aspects[k].name,
+                           s);
+            bad = 1;
+        } else {
+            rr->val[k] = v;
+        }
+    }
+    if (bad) {
+        free(rr->val);
+        rr->val = NULL;
+        return -1;
+    }
+    import_resolve_image(c, path, &rr->img);
+    return 0;
+}
+
+static int cmp_rrow(const void *a, const void *b) {
+    const RRow *x = *(const RRow *const *)a, *y = *(const RRow *const *)b;
+    int k = strcmp(x->img.stored, y->img.stored);
+    if (k)
+        return k;
+    k = strcmp(x->annotator, y->annotator);
+    if (k)
+        return k;
+    return x->line < y->line ? -1 : x->line > y->line;
+}
+
+/* In-file contradictions: one image under two prompts, or rated twice differently by one
+ * annotator. Sorting by (image, annotator) puts such rows next to each other. */
+static void ratings_check_contradictions(ImportCtx *c, RRow *rows, size_t n) {
+    RRow **ord = xmalloc((n ? n : 1) * sizeof *ord);
+    for (size_t i = 0; i < n; i++)
+        ord[i] = &rows[i];
+    qsort(ord, n, sizeof *ord, cmp_rrow);
+    for (size_t i = 1; i < n; i++) {
+        const RRow *a = ord[i - 1], *b = ord[i];
+        if (strcmp(a->img.stored, b->img.stored) != 0)
+            continue;
+        if (a->prompt_id != b->prompt_id)
+            import_problem(c, b->line,
+                           "image %s has prompt_id on line %ld different from this line's",
+                           b->img.stored, a->line);
+        if (strcmp(a->annotator, b->annotator) != 0)
+            continue;
+        for (size_t k = 0; k < c->n_aspects; k++)
+            if (!isnan(a->val[k]) && !isnan(b->val[k]) && a->val[k] != b->val[k])
+                import_problem(
+                    c, b->line, "%s_rating: %s by %s is %g here but %g on line %ld; keep one value",
+                    c->aspects[k].name, b->img.stored, b->annotator, b->val[k], a->val[k], a->line);
+    }
+    free(ord);
+}
+
+/* Write the planned rows inside the open transaction; returns 1 if cancelled. */
+static int ratings_apply(ImportCtx *c, RRow *rows, size_t n) {
+    ImportMap ann = {0};
+    int cancelled = 0;
+    for (size_t i = 0; i < n && !cancelled; i++) {
+        RRow *rr = &rows[i];
+        int64_t img, who;
+        if (import_ensure_image(c, rr->line, &rr->img, rr->prompt_id, NULL, &img))
+            continue;
+        int64_t *a = import_map_slot(&ann, rr->annotator, 0);
+        if (a) {
+            who = *a;
+        } else {
+            Err e = {0};
+            int existed = store_annotator_find(c->st, rr->annotator, &who, NULL) == 0;
+            if (!existed && store_annotator_ensure(c->st, rr->annotator, &who, &e)) {
+                import_problem_err(c, rr->line, "annotator", &e);
+                continue;
+            }
+            c->rep->annotators_added += !existed;
+            *import_map_slot(&ann, rr->annotator, 1) = who;
+        }
+        for (size_t k = 0; k < c->n_aspects; k++) {
+            if (isnan(rr->val[k]))
+                continue;
+            int added = 0;
+            Err e = {0};
+            if (store_rating_add(c->st, img, who, c->aspects[k].id, rr->val[k], NAN, c->source,
+                                 &added, &e)) {
+                import_problem(c, rr->line, "%s_rating: %s by %s: %s", c->aspects[k].name,
+                               rr->img.stored, rr->annotator, e.msg);
+                continue;
+            }
+            c->rep->ratings_added += added;
+            c->rep->ratings_unchanged += !added;
+        }
+        cancelled = import_progress(c, i + 1, n);
+    }
+    import_map_free(&ann);
+    return cancelled;
+}
+
+int import_csv_ratings(ImportCtx *c, const CsvTable *t, Err *err) {
+    RCols cols = {0};
+    ratings_columns(c, &t->rows[0], &cols);
+    RRow *rows = xcalloc(t->n_rows, sizeof *rows);
+    size_t n = 0;
+    int rc = 0;
+    if (import_has_problems(c)) {
+        rc = import_fail(c, ERR_FORMAT, err);
+        goto out;
+    }
+    for (size_t r = 1; r < t->n_rows; r++) {
+        const CsvRow *row = &t->rows[r];
+        if (row_is_empty(row) || check_width(c, &t->rows[0], row))
+            continue;
+        c->rep->rows++;
+        n += ratings_plan_row(c, &cols, row, &rows[n]) == 0;
+    }
+    ratings_check_contradictions(c, rows, n);
+    if (import_has_problems(c)) {
+        rc = import_fail(c, ERR_FORMAT, err);
+        goto out;
+    }
+    if ((rc = import_begin(c, err)))
+        goto out;
+    rc = import_finish(c, ratings_apply(c, rows, n), err);
+out:
+    for (size_t i = 0; i < t->n_rows; i++) {
+        import_img_deinit(&rows[i].img);
+        free(rows[i].val);
+    }
+    free(rows);
+    free(cols.rating);
+    return rc;
+}
+
+/* ---- generation metadata CSV ---------------------------------------------------------------- */
+
+typedef struct GRow {
+    long line;
+    const char *ext; /* borrowed from the table */
+    const char *text;
+    int64_t seed;
+    ImportImg img;
+    char *generator;   /* JSON */
+    int width, height; /* from the CSV; 0 = not given */
+} GRow;
+
+/* Optional integer column: -1 absent/blank, 0 ok, import_problem and 1 if malformed. */
+static int opt_int(ImportCtx *c, const CsvRow *row, int col, const char *name, int64_t lo,
+                   int64_t *out) {
+    if (col < 0 || import_is_blank(row->field[col]))
+        return -1;
+    if (import_parse_int(row->field[col], out) || *out < lo) {
+        import_problem(c, row->line, "%s \"%s\" is not a whole number >= %lld", name,
+                       row->field[col], (long long)lo);
+        return 1;
+    }
+    return 0;
+}
+
+int import_csv_generated(ImportCtx *c, const CsvTable *t, Err *err) {
+    const CsvRow *hdr = &t->rows[0];
+    check_header_dups(c, hdr);
+    int cp = fmt_csv_column(hdr, "prompt_id"), cs = fmt_csv_column(hdr, "seed");
+    int cpath = fmt_csv_column(hdr, "path"), ct = fmt_csv_column(hdr, "prompt");
+    int cg = fmt_csv_column(hdr, "gpu_id"), cw = fmt_csv_column(hdr, "width");
+    int ch = fmt_csv_column(hdr, "height"), cn = fmt_csv_column(hdr, "num_inference_steps");
+    int cgs = fmt_csv_column(hdr, "guidance_scale"), cm = fmt_csv_column(hdr, "model");
+    if (cp < 0 || cs < 0 || cpath < 0 || ct < 0) {
+        import_problem(
+            c, hdr->line,
+            "the header must name prompt_id, seed, path and prompt (the generation "
+            "metadata layouts are prompt_id,seed,path,prompt,gpu_id and "
+            "prompt_id,seed,path,prompt,width,height,num_inference_steps,guidance_scale)");
+        return import_fail(c, ERR_FORMAT, err);
+    }
+    for (size_t i = 0; i < hdr->n; i++) {
+        int k = (int)i;
+        if (k != cp && k != cs && k != cpath && k != ct && k != cg && k != cw && k != ch &&
+            k != cn && k != cgs && k != cm)
+            import_warn(c, hdr->line, "column \"%s\" is not used", hdr->field[i]);
+    }
+    GRow *rows = xcalloc(t->n_rows, sizeof *rows);
+    size_t n = 0;
+    ImportMap seen = {0}; /* ext → row index + 1, for in-file prompt text conflicts */
+    for (size_t r = 1; r < t->n_rows; r++) {
+        const CsvRow *row = &t->rows[r];
+        if (row_is_empty(row) || check_width(c, hdr, row))
+            continue;
+        c->rep->rows++;
+        GRow *g = &rows[n];
+        memset(g, 0, sizeof *g);
+        g->line = row->line;
+        g->ext = row->field[cp];
+        g->text = row->field[ct];
+        int bad = 0;
+        if (import_is_blank(g->ext)) {
+            import_problem(c, row->line, "prompt_id is empty");
+            bad = 1;
+        }
+        if (import_is_blank(row->field[cpath])) {
+            import_problem(c, row->line, "path is empty");
+            bad = 1;
+        }
+        if (import_parse_int(row->field[cs], &g->seed)) {
+            import_problem(c, row->line, "seed \"%s\" is not a whole number", row->field[cs]);
+            bad = 1;
+        }
+        int64_t gpu = 0, w = 0, h = 0, steps = 0;
+        int has_gpu = opt_int(c, row, cg, "gpu_id", 0, &gpu);
+        int has_w = opt_int(c, row, cw, "width", 1, &w);
+        int has_h = opt_int(c, row, ch, "height", 1, &h);
+        int has_steps = opt_int(c, row, cn, "num_inference_steps", 1, &steps);
+        bad |= has_gpu == 1 || has_w == 1 || has_h == 1 || has_steps == 1;
+        double gs = 0;
+        int has_gs = cgs >= 0 && !import_is_blank(row->field[cgs]);
+        if (has_gs && import_parse_num(row->field[cgs], &gs)) {
+            import_problem(c, row->line, "guidance_scale \"%s\" is not a number", row->field[cgs]);
+            bad = 1;
+        }
+        if (!bad && !import_is_blank(g->ext)) {
+            int64_t *prev = import_map_slot(&seen, g->ext, 0);
+            if (prev && strcmp(rows[*prev - 1].text, g->text) != 0)
+                import_problem(c, row->line,
+                               "prompt_id \"%s\" has a different prompt text on line %ld", g->ext,
+                               rows[*prev - 1].line);
+            else if (!prev)
+                *import_map_slot(&seen, g->ext, 1) = (int64_t)n + 1;
+            StorePrompt sp;
+            if (!prev && store_prompt_by_ext(c->st, g->ext, &sp, NULL) == 0) {
+                if (strcmp(sp.text, g->text) != 0)
+                    import_problem(c, row->line,
+                                   "prompt_id \"%s\" is already in the store with another text "
+                                   "(\"%.60s\"); an import never changes a prompt",
+                                   g->ext, sp.text);
+                store_prompt_deinit(&sp);
+            }
+        }
+        if (bad)
+            continue;
+        json_t *gen = json_object();
+        if (cm >= 0 && !import_is_blank(row->field[cm]))
+            json_object_set_new(gen, "model", json_string(row->field[cm]));
+        if (has_steps == 0)
+            json_object_set_new(gen, "num_inference_steps", json_integer(steps));
+        if (has_gs)
+            json_object_set_new(gen, "guidance_scale", json_real(gs));
+        if (has_gpu == 0)
+            json_object_set_new(gen, "gpu_id", json_integer(gpu));
+        g->generator =
+            json_object_size(gen)
+                ? json_dumps(gen, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(12))
+                : NULL;
+        json_decref(gen);
+        g->width = has_w == 0 ? (int)w : 0;
+        g->height = has_h == 0 ? (int)h : 0;
+        import_resolve_image(c, row->field[cpath], &g->img);
+        n++;
+    }
+    import_map_free(&seen);
+    int rc = 0;
+    if (import_has_problems(c)) {
+        rc = import_fail(c, ERR_FORMAT, err);
+        goto out;
+    }
+    if ((rc = import_begin(c, err)))
+        goto out;
+    int cancelled = 0;
+    for (size_t i = 0; i < n && !cancelled; i++) {
+        GRow *g = &rows[i];
+        int64_t pid, img;
+        int added = 0;
+        Err e = {0};
+        if (store_prompt_add(c->st, g->ext, g->text, &pid, &added, &e)) {
+            import_problem_err(c, g->line, "prompt_id", &e);
+            continue;
+        }
+        c->rep->prompts_added += added;
+        *import_map_slot(&c->prompts, g->ext, 1) = pid;
+        StoreImage meta = {.has_seed = 1,
+                           .seed = g->seed,
+                           .generator = g->generator,
+                           .width = g->width,
+                           .height = g->height};
+        if (import_ensure_image(c, g->line, &g->img, pid, &meta, &img) == 0) {
+            /* the same path listed twice with different seeds */
+            StoreImage cur;
+            if (store_image_get(c->st, img, &cur, NULL) == 0) {
+                if (cur.has_seed && cur.seed != g->seed)
+                    import_problem(c, g->line, "image %s has seed %lld in the store, not %lld",
+                                   g->img.stored, (long long)cur.seed, (long long)g->seed);
+                store_image_deinit(&cur);
+            }
+        }
+        cancelled = import_progress(c, i + 1, n);
+    }
+    rc = import_finish(c, cancelled, err);
+out:
+    for (size_t i = 0; i < t->n_rows; i++) {
+        import_img_deinit(&rows[i].img);
+        free(rows[i].generator);
+    }
+    free(rows);
+    return rc;
+}

@@ -1,0 +1,228 @@
+/* import_pairs — pairs.jsonl, one JSON object per line (jansson). Pairs whose label is below
+ * 0.5 are stored swapped so img_pos is always the preferred image. Plans the whole file, then
+ * applies it in one transaction (import_int.h).
+ */
+#include "import_int.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+#include "sha256.h"
+#include "store_pairs.h"
+
+/* ---- pairs.jsonl ----------------------------------------------------------------------------- */
+
+typedef struct PRow {
+    long line;
+    int64_t prompt_id; /* 0: create the prompt below */
+    char *new_ext;     /* id for a prompt given by text only */
+    char *text;
+    ImportImg pos, neg;
+    double label;
+    char *aspect; /* "" = combined */
+    double rating_pos, rating_neg, rating_diff;
+} PRow;
+
+static int json_num(ImportCtx *c, long line, json_t *o, const char *key, double *out) {
+    json_t *v = json_object_get(o, key);
+    *out = NAN;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_number(v)) {
+        import_problem(c, line, "\"%s\" must be a number", key);
+        return -1;
+    }
+    *out = json_number_value(v);
+    return 0;
+}
+
+static const char *json_str(ImportCtx *c, long line, json_t *o, const char *key, int required) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        if (required)
+            import_problem(c, line, "\"%s\" is missing", key);
+        return NULL;
+    }
+    if (!json_is_string(v) || !*json_string_value(v)) {
+        import_problem(c, line, "\"%s\" must be a non-empty string", key);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+/* The prompt a pair names: a prompt_id, "prompt_N" for prompt_id N, or the prompt text. */
+static void pair_prompt(ImportCtx *c, PRow *p, const char *s) {
+    if ((p->prompt_id = import_prompt_lookup(c, s)))
+        return;
+    if (strncmp(s, "prompt_", 7) == 0 && (p->prompt_id = import_prompt_lookup(c, s + 7)))
+        return;
+    StorePrompt sp;
+    if (store_prompt_by_text(c->st, s, &sp, NULL) == 0) {
+        p->prompt_id = sp.id;
+        store_prompt_deinit(&sp);
+        return;
+    }
+    char hex[SHA256_HEX_LEN + 1];
+    sha256_hex(s, strlen(s), hex);
+    p->new_ext = xasprintf("text-%.12s", hex);
+    p->text = xstrdup(s);
+}
+
+static int aspect_known(const ImportCtx *c, const char *name) {
+    for (size_t k = 0; k < c->n_aspects; k++)
+        if (strcmp(c->aspects[k].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+int import_pairs_jsonl(ImportCtx *c, const char *path, Err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_set(err, errno == ENOENT ? ERR_NOTFOUND : ERR_IO, "%s: cannot open: %s", path,
+                       strerror(errno));
+    PRow *rows = NULL;
+    size_t n = 0;
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long line = 0;
+    while ((len = getline(&buf, &cap, f)) >= 0) {
+        line++;
+        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+            buf[--len] = '\0';
+        const char *s = buf;
+        if (line == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
+            s += 3;
+        if (import_is_blank(s))
+            continue;
+        c->rep->rows++;
+        json_error_t je;
+        json_t *o = json_loads(s, JSON_REJECT_DUPLICATES, &je);
+        if (!o) {
+            import_problem(c, line, "not valid JSON at column %d: %s", je.column, je.text);
+            continue;
+        }
+        if (!json_is_object(o)) {
+            import_problem(c, line,
+                           "each line must be one JSON object {\"prompt\": ..., \"img_pos\": "
+                           "..., \"img_neg\": ..., \"label\": 1.0}");
+            json_decref(o);
+            continue;
+        }
+        PRow p = {.line = line};
+        const char *prompt = json_str(c, line, o, "prompt", 1);
+        const char *ip = json_str(c, line, o, "img_pos", 1);
+        const char *in = json_str(c, line, o, "img_neg", 1);
+        json_t *ja = json_object_get(o, "aspect");
+        const char *asp = NULL;
+        int bad_aspect = 0;
+        if (ja && json_is_string(ja))
+            asp = json_string_value(ja);
+        else if (ja && !json_is_null(ja)) {
+            import_problem(c, line, "\"aspect\" must be a string (an aspect name or \"combined\")");
+            bad_aspect = 1;
+        }
+        int bad = !prompt || !ip || !in || bad_aspect;
+        bad |= json_num(c, line, o, "label", &p.label) != 0;
+        bad |= json_num(c, line, o, "rating_pos", &p.rating_pos) != 0;
+        bad |= json_num(c, line, o, "rating_neg", &p.rating_neg) != 0;
+        bad |= json_num(c, line, o, "rating_diff", &p.rating_diff) != 0;
+        if (isnan(p.label))
+            p.label = 1.0;
+        if (!bad && (p.label < 0 || p.label > 1)) {
+            import_problem(c, line, "label %g is outside 0..1 (1.0 = img_pos preferred)", p.label);
+            bad = 1;
+        }
+        if (asp && *asp && strcmp(asp, "combined") != 0 && !aspect_known(c, asp)) {
+            import_problem(c, line,
+                           "aspect \"%s\" is not an aspect of this store (use one of the "
+                           "aspect names, or \"combined\")",
+                           asp);
+            bad = 1;
+        }
+        if (!bad && strcmp(ip, in) == 0) {
+            import_problem(c, line, "img_pos and img_neg are the same image");
+            bad = 1;
+        }
+        if (!bad) {
+            p.aspect = xstrdup(asp && strcmp(asp, "combined") != 0 ? asp : "");
+            pair_prompt(c, &p, prompt);
+            import_resolve_image(c, ip, &p.pos);
+            import_resolve_image(c, in, &p.neg);
+            if (p.label < 0.5) { /* keep img_pos the preferred image */
+                ImportImg t = p.pos;
+                p.pos = p.neg;
+                p.neg = t;
+                double r = p.rating_pos;
+                p.rating_pos = p.rating_neg;
+                p.rating_neg = r;
+                p.rating_diff = -p.rating_diff;
+                p.label = 1.0 - p.label;
+            }
+            rows = xrealloc(rows, (n + 1) * sizeof *rows);
+            rows[n++] = p;
+        }
+        json_decref(o);
+    }
+    int read_err = ferror(f);
+    free(buf);
+    fclose(f);
+    int rc = 0;
+    if (read_err) {
+        rc = err_set(err, ERR_IO, "%s: read error", path);
+        goto out;
+    }
+    if (import_has_problems(c)) {
+        rc = import_fail(c, ERR_FORMAT, err);
+        goto out;
+    }
+    if ((rc = import_begin(c, err)))
+        goto out;
+    int cancelled = 0;
+    for (size_t i = 0; i < n && !cancelled; i++) {
+        PRow *p = &rows[i];
+        Err e = {0};
+        if (!p->prompt_id) {
+            int added = 0;
+            if (store_prompt_add(c->st, p->new_ext, p->text, &p->prompt_id, &added, &e)) {
+                import_problem_err(c, p->line, "prompt", &e);
+                continue;
+            }
+            c->rep->prompts_added += added;
+        }
+        StorePair sp = {.prompt_id = p->prompt_id,
+                        .label = p->label,
+                        .aspect = p->aspect,
+                        .rating_pos = p->rating_pos,
+                        .rating_neg = p->rating_neg,
+                        .rating_diff = p->rating_diff,
+                        .source = "import"};
+        if (import_ensure_image(c, p->line, &p->pos, p->prompt_id, NULL, &sp.img_pos) ||
+            import_ensure_image(c, p->line, &p->neg, p->prompt_id, NULL, &sp.img_neg))
+            continue;
+        int added = 0;
+        if (store_pair_add(c->st, &sp, &added, &e)) {
+            import_problem_err(c, p->line, NULL, &e);
+            continue;
+        }
+        c->rep->pairs_added += added;
+        c->rep->pairs_unchanged += !added;
+        cancelled = import_progress(c, i + 1, n);
+    }
+    rc = import_finish(c, cancelled, err);
+out:
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].new_ext);
+        free(rows[i].text);
+        free(rows[i].aspect);
+        import_img_deinit(&rows[i].pos);
+        import_img_deinit(&rows[i].neg);
+    }
+    free(rows);
+    return rc;
+}
