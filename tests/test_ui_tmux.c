@@ -215,6 +215,16 @@ Test(ui_tmux, help_overlay_quality_screen_and_quit) {
     keys("5");
     wait_for("spatial    5 ");
     wait_for("\xe2\x96\xb8" "2 icono      \xe2\x80\x93");
+    /* g opens any image by id; b goes back (asking once about the unsaved 5) */
+    keys("g");
+    wait_for("unsaved changes");
+    keys("g");
+    wait_for("Go to image id:");
+    keys("3 Enter");
+    wait_for("IMAGE CANNOT BE SHOWN");
+    keys("b");
+    wait_for("a red fox in the snow");
+    wait_for("image 1 ");
     keys("q");
     wait_for("EXITED");
 }

@@ -559,9 +559,9 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
                 pace_s, prog.mean_seconds);
         y++;
     }
-    ui_put(yend - 1, x, w, ui_attr(UI_C_DIM),
-           "0-9 set  t=10  \xe2\x86\x90\xe2\x86\x92 \xc2\xb1" "0.5  Enter save  u undo  s skip  "
-           "f flag  ? keys");
+    ui_put(yend - 2, x, w, ui_attr(UI_C_DIM),
+           "0-9 set and move on  t = 10  \xe2\x86\x90\xe2\x86\x92 \xc2\xb1" "0.5");
+    ui_put(yend - 1, x, w, ui_attr(UI_C_DIM), "Enter save  u undo  s skip  f flag  ? keys");
 }
 
 static void annotate_after_refresh(void *stp, App *app, int full) {
