@@ -34,7 +34,7 @@ ifeq ($(filter deps clean,$(MAKECMDGOALS))$(EASEL_DEPS_ONLY),)
 endif
 
 PKG_ENGINE := openblas
-PKG_CORE   := sqlite3 jansson
+PKG_CORE   := sqlite3 jansson zlib
 PKG_UI     := ncursesw libsixel
 
 pkgcflags = $(filter-out -D_XOPEN_SOURCE=600 -D_DEFAULT_SOURCE,$(shell pkg-config --cflags $(1) 2>/dev/null))

@@ -9,6 +9,7 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -84,24 +85,40 @@ static void setup(void) {
         cr_skip_test("bin/easel not found (run from the repository root after make)");
     strcpy(dir, "/tmp/easel-xterm-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
-    /* a free display number */
-    for (int d = 90 + getpid() % 50; d < 200 && display < 0; d++) {
-        char lock[64], sockp[64];
-        snprintf(lock, sizeof lock, "/tmp/.X%d-lock", d);
-        snprintf(sockp, sizeof sockp, "/tmp/.X11-unix/X%d", d);
-        if (access(lock, F_OK) != 0 && access(sockp, F_OK) != 0)
-            display = d;
+    /* Xvfb picks a free display itself and tells us which (-displayfd): no race with other
+     * test runs on the machine. */
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0);
+    char fdarg[16];
+    snprintf(fdarg, sizeof fdarg, "%d", pfd[1]);
+    xvfb = fork();
+    if (xvfb == 0) {
+        setpgid(0, 0);
+        close(pfd[0]);
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execlp("Xvfb", "Xvfb", "-displayfd", fdarg, "-screen", "0", "1024x768x24", "-nolisten",
+               "tcp", (char *)NULL);
+        _exit(127);
     }
-    cr_assert_geq(display, 0);
+    close(pfd[1]);
+    char num[16] = "";
+    size_t got = 0;
+    struct pollfd pf = {pfd[0], POLLIN, 0};
+    while (got < sizeof num - 1 && poll(&pf, 1, 10000) > 0) {
+        ssize_t r = read(pfd[0], num + got, sizeof num - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+        if (memchr(num, '\n', got))
+            break;
+    }
+    close(pfd[0]);
+    display = got ? atoi(num) : -1;
+    cr_assert_geq(display, 0, "Xvfb did not report a display");
     char dpy[16];
     snprintf(dpy, sizeof dpy, ":%d", display);
-    char *argv[] = {"Xvfb", dpy, "-screen", "0", "1024x768x24", "-nolisten", "tcp", NULL};
-    xvfb = spawn(argv);
-    char sockp[64];
-    snprintf(sockp, sizeof sockp, "/tmp/.X11-unix/X%d", display);
-    for (int i = 0; i < 500 && access(sockp, F_OK) != 0; i++)
-        usleep(10000);
-    cr_assert_eq(access(sockp, F_OK), 0, "Xvfb did not start on %s", dpy);
 
     /* a store with one image: a distinctive picture of 240 x 180 */
     int w = 240, h = 180;

@@ -14,9 +14,11 @@
  *      and the matching `extern const ScreenClass screen_NAME;` line just above it.
  *   That is all: the F-key, the tab title and the help overlay come from the class.
  *   Read data from the store with the typed store functions in `init`/`enter`/`tick` (never SQL
- *   here); long work is a job (src/jobs.h). Worker threads never call ncurses: they update
- *   their own state under their own lock and call app_wake(), and the screen's `tick` picks it
- *   up on the UI thread.
+ *   here). A read that can take more than a few milliseconds on a big store goes through
+ *   ui/loader.h (a background thread with its own connection; screen_quality.c shows how);
+ *   long work is a job (src/jobs.h). Worker threads never call ncurses: they update their own
+ *   state under their own lock and call app_wake(), and the screen's `tick` picks it up on the
+ *   UI thread.
  *
  * Keys the app keeps for itself (a screen never sees them): q (quit), ? (help), Tab and
  * Shift-Tab (next/previous screen), F1 (help), F2..F12 (screens by F-key), Ctrl-L (redraw).

@@ -1,0 +1,626 @@
+/* clip_load — find a model folder's files, work out the architecture, bind every weight.
+ * See clip.h for the contract.
+ *
+ * Order: weights file -> naming scheme (OpenCLIP or Hugging Face, from the tensor names) ->
+ * architecture from the tensor shapes -> overridden by open_clip_config.json / config.json
+ * where they say more (heads, activation, preprocessing) -> every tensor bound and checked
+ * against that architecture -> tokenizer. The first problem stops the load with an error
+ * naming the file and the tensor; nothing is half-loaded.
+ */
+#include "clip_int.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base.h"
+
+typedef struct Loader {
+    ClipModel *m;
+    Err *err;
+    int failed;
+} Loader;
+
+static int is_file(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static int is_dir(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static const char *wname(const ClipModel *m) { return m->weights_path; }
+
+/* ---- tensors ------------------------------------------------------------------------------- */
+
+static const StTensor *find(Loader *ld, const char *name) {
+    return safetensors_find(ld->m->st, name);
+}
+
+static float *own(ClipModel *m, size_t n) {
+    float *p = malloc(n * sizeof(float));
+    if (!p)
+        return NULL;
+    if (m->n_owned == m->cap_owned) {
+        m->cap_owned = m->cap_owned ? 2 * m->cap_owned : 64;
+        m->owned = xrealloc(m->owned, m->cap_owned * sizeof(float *));
+    }
+    m->owned[m->n_owned++] = p;
+    return p;
+}
+
+static void shape_str(char *buf, size_t size, int nd, const int64_t *d) {
+    size_t k = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < nd && k < size; i++)
+        k += (size_t)snprintf(buf + k, size - k, "%s%lld", i ? ", " : "", (long long)d[i]);
+    if (k < size)
+        snprintf(buf + k, size - k, "]");
+}
+
+/* The f32 data of NAME with shape (d[0..nd)); NULL and a sticky error if missing,
+ * mis-shaped or out of memory. */
+static const float *tensor(Loader *ld, const char *name, int nd, const int64_t *d) {
+    if (ld->failed)
+        return NULL;
+    ClipModel *m = ld->m;
+    const StTensor *t = find(ld, name);
+    if (!t) {
+        err_set(ld->err, ERR_FORMAT, "%s: missing tensor '%s' (not a complete %s CLIP model)",
+                wname(m), name, m->layout == CLIP_LAYOUT_HF ? "Hugging Face" : "OpenCLIP");
+        ld->failed = 1;
+        return NULL;
+    }
+    int ok = t->n_dim == nd;
+    for (int i = 0; ok && i < nd; i++)
+        ok = t->shape[i] == d[i];
+    if (!ok) {
+        char want[96], got[96];
+        shape_str(want, sizeof want, nd, d);
+        shape_str(got, sizeof got, t->n_dim, t->shape);
+        err_set(ld->err, ERR_FORMAT, "%s: tensor '%s' has shape %s, the architecture (%s) needs %s",
+                wname(m), name, got, m->config_source, want);
+        ld->failed = 1;
+        return NULL;
+    }
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64) {
+        err_set(ld->err, ERR_FORMAT, "%s: tensor '%s' is %s; CLIP weights must be F32, F16 or BF16",
+                wname(m), name, safetensors_dtype_name(t->dtype));
+        ld->failed = 1;
+        return NULL;
+    }
+    m->weight_bytes += (size_t)t->n_elem * sizeof(float);
+    const float *view = safetensors_f32_view(t);
+    if (view)
+        return view;
+    float *p = own(m, (size_t)t->n_elem);
+    if (!p) {
+        err_set(ld->err, ERR_NOMEM, "%s: no memory to convert tensor '%s' to f32", wname(m), name);
+        ld->failed = 1;
+        return NULL;
+    }
+    safetensors_read_f32(m->st, t, p, (size_t)t->n_elem, NULL);
+    return p;
+}
+
+static const float *t1(Loader *ld, const char *name, int64_t a) {
+    int64_t d[1] = {a};
+    return tensor(ld, name, 1, d);
+}
+
+static const float *t2(Loader *ld, const char *name, int64_t a, int64_t b) {
+    int64_t d[2] = {a, b};
+    return tensor(ld, name, 2, d);
+}
+
+/* NAME is (C, E) as OpenCLIP stores projections: return it transposed to (E, C). */
+static const float *t2_transposed(Loader *ld, const char *name, int64_t c, int64_t e) {
+    const float *src = t2(ld, name, c, e);
+    if (!src)
+        return NULL;
+    float *dst = own(ld->m, (size_t)(c * e));
+    if (!dst) {
+        err_set(ld->err, ERR_NOMEM, "%s: no memory for '%s'", wname(ld->m), name);
+        ld->failed = 1;
+        return NULL;
+    }
+    for (int64_t i = 0; i < c; i++)
+        for (int64_t j = 0; j < e; j++)
+            dst[j * c + i] = src[i * e + j];
+    return dst;
+}
+
+static const float *tf(Loader *ld, int nd, const int64_t *d, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static const float *tf(Loader *ld, int nd, const int64_t *d, const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return tensor(ld, name, nd, d);
+}
+
+static int has(Loader *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int has(Loader *ld, const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return find(ld, name) != NULL;
+}
+
+/* ---- architecture -------------------------------------------------------------------------- */
+
+/* Tower prefixes and names per layout. */
+typedef struct Names {
+    const char *patch, *cls, *pos_v, *ln_pre, *vblock, *ln_post, *proj_v;
+    const char *tok, *pos_t, *tblock, *ln_final, *proj_t;
+    const char *ln1, *ln2, *fc1, *fc2, *out;
+} Names;
+
+static const Names names_openclip = {
+    "visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding",
+    "visual.ln_pre", "visual.transformer.resblocks.", "visual.ln_post", "visual.proj",
+    "token_embedding.weight", "positional_embedding", "transformer.resblocks.", "ln_final",
+    "text_projection", "ln_1", "ln_2", "mlp.c_fc", "mlp.c_proj", "attn.out_proj",
+};
+
+static const Names names_hf = {
+    "vision_model.embeddings.patch_embedding.weight", "vision_model.embeddings.class_embedding",
+    "vision_model.embeddings.position_embedding.weight", "vision_model.pre_layrnorm",
+    "vision_model.encoder.layers.", "vision_model.post_layernorm", "visual_projection.weight",
+    "text_model.embeddings.token_embedding.weight",
+    "text_model.embeddings.position_embedding.weight", "text_model.encoder.layers.",
+    "text_model.final_layer_norm", "text_projection.weight", "layer_norm1", "layer_norm2",
+    "mlp.fc1", "mlp.fc2", "self_attn.out_proj",
+};
+
+static int count_layers(Loader *ld, const char *block_fmt, const char *ln1) {
+    int n = 0;
+    char prefix[200];
+    for (;; n++) {
+        snprintf(prefix, sizeof prefix, "%s%d.", block_fmt, n);
+        if (!has(ld, "%s%s.weight", prefix, ln1))
+            return n;
+    }
+}
+
+static int64_t dim(Loader *ld, const char *name, int i) {
+    const StTensor *t = find(ld, name);
+    return t && i < t->n_dim ? t->shape[i] : -1;
+}
+
+/* The architecture the tensors imply, heads from OpenCLIP's 64-wide default. */
+static int shapes_config(Loader *ld, const Names *nm, ClipConfig *c) {
+    ClipModel *m = ld->m;
+    int hf = m->layout == CLIP_LAYOUT_HF;
+    char name[256];
+    c->vision_width = (int)dim(ld, nm->patch, 0);
+    c->patch_size = (int)dim(ld, nm->patch, 2);
+    int64_t n_pos = dim(ld, nm->pos_v, 0);
+    c->vision_layers = count_layers(ld, nm->vblock, nm->ln1);
+    snprintf(name, sizeof name, "%s0.", nm->vblock);
+    strcat(name, nm->fc1);
+    strcat(name, ".weight");
+    c->vision_mlp = (int)dim(ld, name, 0);
+    c->embed_dim = (int)dim(ld, nm->proj_v, hf ? 0 : 1);
+    c->vocab_size = (int)dim(ld, nm->tok, 0);
+    c->text_width = (int)dim(ld, nm->tok, 1);
+    c->context_length = (int)dim(ld, nm->pos_t, 0);
+    c->text_layers = count_layers(ld, nm->tblock, nm->ln1);
+    snprintf(name, sizeof name, "%s0.", nm->tblock);
+    strcat(name, nm->fc1);
+    strcat(name, ".weight");
+    c->text_mlp = (int)dim(ld, name, 0);
+    if (c->vision_width <= 0 || c->patch_size <= 0 || n_pos <= 1 || c->vision_layers == 0 ||
+        c->vision_mlp <= 0 || c->embed_dim <= 0 || c->vocab_size <= 0 || c->text_width <= 0 ||
+        c->context_length <= 0 || c->text_layers == 0 || c->text_mlp <= 0)
+        return err_set(ld->err, ERR_FORMAT,
+                       "%s: not a CLIP ViT model: missing or odd tensors among '%s', '%s', "
+                       "'%s', '%s'", wname(m), nm->patch, nm->pos_v, nm->tok, nm->pos_t);
+    int side = (int)lround(sqrt((double)(n_pos - 1)));
+    if ((int64_t)side * side != n_pos - 1)
+        return err_set(ld->err, ERR_FORMAT, "%s: '%s' has %lld positions, not 1 + a square",
+                       wname(m), nm->pos_v, (long long)n_pos);
+    c->image_size = side * c->patch_size;
+    c->vision_heads = c->vision_width % 64 == 0 ? c->vision_width / 64 : 0;
+    c->text_heads = c->text_width % 64 == 0 ? c->text_width / 64 : 0;
+    c->quick_gelu = 0;
+    c->ln_eps = 1e-5f;
+    for (int i = 0; i < 3; i++) {
+        c->mean[i] = clip_image_mean[i];
+        c->std[i] = clip_image_std[i];
+    }
+    c->resize = CLIP_RESIZE_SHORTEST;
+    return 0;
+}
+
+static int jint(json_t *o, const char *key, int dflt) {
+    json_t *v = json_object_get(o, key);
+    if (json_is_integer(v))
+        return (int)json_integer_value(v);
+    if (json_is_real(v))
+        return (int)json_real_value(v);
+    return dflt;
+}
+
+static double jnum(json_t *o, const char *key, double dflt) {
+    json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? json_number_value(v) : dflt;
+}
+
+static int read_triplet(json_t *a, float out[3]) {
+    if (json_is_number(a)) {
+        out[0] = out[1] = out[2] = (float)json_number_value(a);
+        return 1;
+    }
+    if (!json_is_array(a) || json_array_size(a) != 3)
+        return 0;
+    for (int i = 0; i < 3; i++)
+        out[i] = (float)json_number_value(json_array_get(a, (size_t)i));
+    return 1;
+}
+
+/* open_clip_config.json: {"model_cfg": {...}, "preprocess_cfg": {...}}. */
+static int openclip_config(Loader *ld, const char *path, ClipConfig *c, int arch) {
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root)
+        return err_set(ld->err, ERR_FORMAT, "%s:%d: %s", path, je.line, je.text);
+    int rc = 0;
+    json_t *mc = json_object_get(root, "model_cfg");
+    json_t *pc = json_object_get(root, "preprocess_cfg");
+    if (arch) {
+        if (!json_is_object(mc)) {
+            rc = err_set(ld->err, ERR_FORMAT, "%s: no \"model_cfg\" object", path);
+            goto out;
+        }
+        json_t *v = json_object_get(mc, "vision_cfg"), *t = json_object_get(mc, "text_cfg");
+        const char *unsupported[] = {"timm_model_name", "hf_model_name", "attentional_pool",
+                                     "ls_init_value", "no_ln_pre", "final_ln_after_pool"};
+        for (size_t i = 0; i < ARRAY_LEN(unsupported); i++) {
+            json_t *x = json_object_get(v, unsupported[i]);
+            json_t *y = json_object_get(t, unsupported[i]);
+            if ((x && !json_is_null(x) && !json_is_false(x)) ||
+                (y && !json_is_null(y) && !json_is_false(y))) {
+                rc = err_set(ld->err, ERR_FORMAT, "%s: \"%s\" models are not supported (plain "
+                             "CLIP ViT only)", path, unsupported[i]);
+                goto out;
+            }
+        }
+        c->embed_dim = jint(mc, "embed_dim", c->embed_dim);
+        c->quick_gelu = json_is_true(json_object_get(mc, "quick_gelu"));
+        if (json_is_object(v)) {
+            c->image_size = jint(v, "image_size", c->image_size);
+            c->patch_size = jint(v, "patch_size", c->patch_size);
+            c->vision_width = jint(v, "width", c->vision_width);
+            c->vision_layers = jint(v, "layers", c->vision_layers);
+            int hw = jint(v, "head_width", 64);
+            c->vision_heads = hw > 0 && c->vision_width % hw == 0 ? c->vision_width / hw : 0;
+            c->vision_mlp = (int)lround(jnum(v, "mlp_ratio", 4.0) * c->vision_width);
+        }
+        if (json_is_object(t)) {
+            c->context_length = jint(t, "context_length", c->context_length);
+            c->vocab_size = jint(t, "vocab_size", c->vocab_size);
+            c->text_width = jint(t, "width", c->text_width);
+            c->text_layers = jint(t, "layers", c->text_layers);
+            c->text_heads = jint(t, "heads", 8); /* OpenCLIP's CLIPTextCfg default */
+            c->text_mlp = (int)lround(jnum(t, "mlp_ratio", 4.0) * c->text_width);
+        }
+    }
+    if (json_is_object(pc)) {
+        read_triplet(json_object_get(pc, "mean"), c->mean);
+        read_triplet(json_object_get(pc, "std"), c->std);
+        const char *rm = json_string_value(json_object_get(pc, "resize_mode"));
+        if (rm && strcmp(rm, "squash") == 0)
+            c->resize = CLIP_RESIZE_SQUASH;
+    }
+out:
+    json_decref(root);
+    return rc;
+}
+
+static int hf_act(Loader *ld, const char *path, json_t *o, int dflt, int *quick) {
+    const char *a = json_string_value(json_object_get(o, "hidden_act"));
+    if (!a) {
+        *quick = dflt;
+        return 0;
+    }
+    if (strcmp(a, "quick_gelu") == 0)
+        *quick = 1;
+    else if (strcmp(a, "gelu") == 0)
+        *quick = 0;
+    else
+        return err_set(ld->err, ERR_FORMAT, "%s: hidden_act \"%s\" not supported (gelu, "
+                       "quick_gelu)", path, a);
+    return 0;
+}
+
+/* Hugging Face config.json (CLIPModel). */
+static int hf_config(Loader *ld, const char *path, ClipConfig *c) {
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root)
+        return err_set(ld->err, ERR_FORMAT, "%s:%d: %s", path, je.line, je.text);
+    int rc = 0;
+    json_t *v = json_object_get(root, "vision_config"), *t = json_object_get(root, "text_config");
+    if (!json_is_object(v) || !json_is_object(t)) {
+        rc = err_set(ld->err, ERR_FORMAT, "%s: no \"vision_config\" and \"text_config\" (not a "
+                     "CLIPModel config)", path);
+        goto out;
+    }
+    c->embed_dim = jint(root, "projection_dim", c->embed_dim);
+    c->image_size = jint(v, "image_size", c->image_size);
+    c->patch_size = jint(v, "patch_size", c->patch_size);
+    c->vision_width = jint(v, "hidden_size", c->vision_width);
+    c->vision_layers = jint(v, "num_hidden_layers", c->vision_layers);
+    c->vision_heads = jint(v, "num_attention_heads", c->vision_heads);
+    c->vision_mlp = jint(v, "intermediate_size", c->vision_mlp);
+    c->context_length = jint(t, "max_position_embeddings", c->context_length);
+    c->vocab_size = jint(t, "vocab_size", c->vocab_size);
+    c->text_width = jint(t, "hidden_size", c->text_width);
+    c->text_layers = jint(t, "num_hidden_layers", c->text_layers);
+    c->text_heads = jint(t, "num_attention_heads", c->text_heads);
+    c->text_mlp = jint(t, "intermediate_size", c->text_mlp);
+    c->ln_eps = (float)jnum(v, "layer_norm_eps", c->ln_eps);
+    int qv = 1, qt = 1; /* transformers' default is quick_gelu */
+    if ((rc = hf_act(ld, path, v, 1, &qv)) != 0 || (rc = hf_act(ld, path, t, 1, &qt)) != 0)
+        goto out;
+    if (qv != qt) {
+        rc = err_set(ld->err, ERR_FORMAT, "%s: different activations in the two towers are "
+                     "not supported", path);
+        goto out;
+    }
+    c->quick_gelu = qv;
+out:
+    json_decref(root);
+    return rc;
+}
+
+/* preprocessor_config.json (Hugging Face): image_mean, image_std. */
+static void hf_preprocess(const char *path, ClipConfig *c) {
+    json_t *root = json_load_file(path, 0, NULL);
+    if (!root)
+        return;
+    read_triplet(json_object_get(root, "image_mean"), c->mean);
+    read_triplet(json_object_get(root, "image_std"), c->std);
+    json_decref(root);
+}
+
+static int check_config(Loader *ld, const ClipConfig *c) {
+    const char *src = ld->m->config_source;
+    if (c->vision_heads <= 0 || c->vision_width % c->vision_heads != 0)
+        return err_set(ld->err, ERR_FORMAT, "%s: cannot tell the vision heads from %s (width %d "
+                       "is not a multiple of 64): put open_clip_config.json or config.json "
+                       "beside the weights", ld->m->dir, src, c->vision_width);
+    if (c->text_heads <= 0 || c->text_width % c->text_heads != 0)
+        return err_set(ld->err, ERR_FORMAT, "%s: cannot tell the text heads from %s (width %d "
+                       "is not a multiple of 64): put open_clip_config.json or config.json "
+                       "beside the weights", ld->m->dir, src, c->text_width);
+    if (c->image_size % c->patch_size != 0)
+        return err_set(ld->err, ERR_FORMAT, "%s: image size %d is not a multiple of the patch "
+                       "size %d", src, c->image_size, c->patch_size);
+    return 0;
+}
+
+/* ---- binding ------------------------------------------------------------------------------- */
+
+static void bind_block(Loader *ld, const Names *nm, const char *block_fmt, int i, int C, int M,
+                       ClipBlock *b) {
+    char p[200];
+    snprintf(p, sizeof p, "%s%d.", block_fmt, i);
+    int64_t dc[1] = {C}, dm[1] = {M}, dcc[2] = {C, C}, dmc[2] = {M, C}, dcm[2] = {C, M};
+    b->ln1_w = tf(ld, 1, dc, "%s%s.weight", p, nm->ln1);
+    b->ln1_b = tf(ld, 1, dc, "%s%s.bias", p, nm->ln1);
+    if (ld->m->layout == CLIP_LAYOUT_OPENCLIP) {
+        int64_t d3[2] = {3 * (int64_t)C, C}, d3b[1] = {3 * (int64_t)C};
+        const float *w = tf(ld, 2, d3, "%sattn.in_proj_weight", p);
+        const float *bb = tf(ld, 1, d3b, "%sattn.in_proj_bias", p);
+        if (w && bb) {
+            b->wq = w;
+            b->wk = w + (size_t)C * C;
+            b->wv = w + 2 * (size_t)C * C;
+            b->bq = bb;
+            b->bk = bb + C;
+            b->bv = bb + 2 * C;
+        }
+    } else {
+        b->wq = tf(ld, 2, dcc, "%sself_attn.q_proj.weight", p);
+        b->wk = tf(ld, 2, dcc, "%sself_attn.k_proj.weight", p);
+        b->wv = tf(ld, 2, dcc, "%sself_attn.v_proj.weight", p);
+        b->bq = tf(ld, 1, dc, "%sself_attn.q_proj.bias", p);
+        b->bk = tf(ld, 1, dc, "%sself_attn.k_proj.bias", p);
+        b->bv = tf(ld, 1, dc, "%sself_attn.v_proj.bias", p);
+    }
+    b->wo = tf(ld, 2, dcc, "%s%s.weight", p, nm->out);
+    b->bo = tf(ld, 1, dc, "%s%s.bias", p, nm->out);
+    b->ln2_w = tf(ld, 1, dc, "%s%s.weight", p, nm->ln2);
+    b->ln2_b = tf(ld, 1, dc, "%s%s.bias", p, nm->ln2);
+    b->fc1_w = tf(ld, 2, dmc, "%s%s.weight", p, nm->fc1);
+    b->fc1_b = tf(ld, 1, dm, "%s%s.bias", p, nm->fc1);
+    b->fc2_w = tf(ld, 2, dcm, "%s%s.weight", p, nm->fc2);
+    b->fc2_b = tf(ld, 1, dc, "%s%s.bias", p, nm->fc2);
+}
+
+static void bind_all(Loader *ld, const Names *nm) {
+    ClipModel *m = ld->m;
+    const ClipConfig *c = &m->cfg;
+    int hf = m->layout == CLIP_LAYOUT_HF;
+    int Cv = c->vision_width, Ct = c->text_width, E = c->embed_dim, P = c->patch_size;
+    int64_t np = (int64_t)(c->image_size / P) * (c->image_size / P);
+    int64_t dpatch[4] = {Cv, 3, P, P};
+    m->patch_w = tensor(ld, nm->patch, 4, dpatch);
+    m->class_emb = t1(ld, nm->cls, Cv);
+    m->pos_v = t2(ld, nm->pos_v, 1 + np, Cv);
+    char n[128];
+    snprintf(n, sizeof n, "%s.weight", nm->ln_pre);
+    m->ln_pre_w = t1(ld, n, Cv);
+    snprintf(n, sizeof n, "%s.bias", nm->ln_pre);
+    m->ln_pre_b = t1(ld, n, Cv);
+    m->vblocks = xcalloc((size_t)c->vision_layers, sizeof(ClipBlock));
+    for (int i = 0; i < c->vision_layers; i++)
+        bind_block(ld, nm, nm->vblock, i, Cv, c->vision_mlp, &m->vblocks[i]);
+    snprintf(n, sizeof n, "%s.weight", nm->ln_post);
+    m->ln_post_w = t1(ld, n, Cv);
+    snprintf(n, sizeof n, "%s.bias", nm->ln_post);
+    m->ln_post_b = t1(ld, n, Cv);
+    m->proj_v = hf ? t2(ld, nm->proj_v, E, Cv) : t2_transposed(ld, nm->proj_v, Cv, E);
+    m->tok_emb = t2(ld, nm->tok, c->vocab_size, Ct);
+    m->pos_t = t2(ld, nm->pos_t, c->context_length, Ct);
+    m->tblocks = xcalloc((size_t)c->text_layers, sizeof(ClipBlock));
+    for (int i = 0; i < c->text_layers; i++)
+        bind_block(ld, nm, nm->tblock, i, Ct, c->text_mlp, &m->tblocks[i]);
+    snprintf(n, sizeof n, "%s.weight", nm->ln_final);
+    m->ln_final_w = t1(ld, n, Ct);
+    snprintf(n, sizeof n, "%s.bias", nm->ln_final);
+    m->ln_final_b = t1(ld, n, Ct);
+    m->proj_t = hf ? t2(ld, nm->proj_t, E, Ct) : t2_transposed(ld, nm->proj_t, Ct, E);
+    /* more blocks in the file than the architecture says: the config does not fit */
+    const char *fmts[2] = {nm->vblock, nm->tblock};
+    int counts[2] = {c->vision_layers, c->text_layers};
+    for (int i = 0; i < 2 && !ld->failed; i++) {
+        char p[200];
+        snprintf(p, sizeof p, "%s%d.", fmts[i], counts[i]);
+        if (has(ld, "%s%s.weight", p, nm->ln1)) {
+            err_set(ld->err, ERR_FORMAT, "%s: tensor '%s%s.weight' is beyond the %d layers %s "
+                    "gives", wname(m), p, nm->ln1, counts[i], m->config_source);
+            ld->failed = 1;
+        }
+    }
+}
+
+/* ---- public -------------------------------------------------------------------------------- */
+
+static char *find_weights(const char *dir, Err *err) {
+    const char *names[] = {"open_clip_model.safetensors", "model.safetensors"};
+    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+        char *p = xasprintf("%s/%s", dir, names[i]);
+        if (is_file(p))
+            return p;
+        free(p);
+    }
+    const char *pickles[] = {"open_clip_pytorch_model.bin", "pytorch_model.bin"};
+    for (size_t i = 0; i < ARRAY_LEN(pickles); i++) {
+        char *p = xasprintf("%s/%s", dir, pickles[i]);
+        int found = is_file(p);
+        free(p);
+        if (found) {
+            err_set(err, ERR_FORMAT, "%s: holds only %s (a PyTorch pickle); easel reads "
+                    "safetensors: download open_clip_model.safetensors or model.safetensors",
+                    dir, pickles[i]);
+            return NULL;
+        }
+    }
+    err_set(err, ERR_NOTFOUND, "%s: no open_clip_model.safetensors or model.safetensors here",
+            dir);
+    return NULL;
+}
+
+ClipModel *clip_model_load(const char *path, Err *err) {
+    ClipModel *m = xcalloc(1, sizeof *m);
+    Loader ld = {m, err, 0};
+    if (is_dir(path)) {
+        m->dir = xstrdup(path);
+        m->weights_path = find_weights(path, err);
+        if (!m->weights_path)
+            goto fail;
+    } else if (is_file(path)) {
+        char *copy = xstrdup(path);
+        m->dir = xstrdup(dirname(copy));
+        free(copy);
+        m->weights_path = xstrdup(path);
+    } else {
+        err_set(err, ERR_NOTFOUND, "%s: no such model folder or file", path);
+        goto fail;
+    }
+    m->st = safetensors_open(m->weights_path, err);
+    if (!m->st)
+        goto fail;
+    const Names *nm;
+    if (find(&ld, names_openclip.patch)) {
+        m->layout = CLIP_LAYOUT_OPENCLIP;
+        nm = &names_openclip;
+    } else if (find(&ld, names_hf.patch)) {
+        m->layout = CLIP_LAYOUT_HF;
+        nm = &names_hf;
+    } else {
+        err_set(err, ERR_FORMAT, "%s: neither '%s' (OpenCLIP) nor '%s' (Hugging Face): not a "
+                "CLIP ViT checkpoint", m->weights_path, names_openclip.patch, names_hf.patch);
+        goto fail;
+    }
+    m->config_source = "shapes";
+    if (shapes_config(&ld, nm, &m->cfg) != 0)
+        goto fail;
+    char *oc = xasprintf("%s/open_clip_config.json", m->dir);
+    char *hc = xasprintf("%s/config.json", m->dir);
+    char *pp = xasprintf("%s/preprocessor_config.json", m->dir);
+    int rc = 0;
+    int have_oc = is_file(oc), have_hc = is_file(hc);
+    if (is_file(pp))
+        hf_preprocess(pp, &m->cfg);
+    if (have_oc && (m->layout == CLIP_LAYOUT_OPENCLIP || !have_hc)) {
+        m->config_source = "open_clip_config.json";
+        rc = openclip_config(&ld, oc, &m->cfg, 1);
+    } else if (have_hc) {
+        m->config_source = "config.json";
+        rc = hf_config(&ld, hc, &m->cfg);
+        if (rc == 0 && have_oc) /* its preprocess_cfg still applies */
+            rc = openclip_config(&ld, oc, &m->cfg, 0);
+    }
+    free(oc);
+    free(hc);
+    free(pp);
+    if (rc != 0 || check_config(&ld, &m->cfg) != 0)
+        goto fail;
+    bind_all(&ld, nm);
+    if (ld.failed)
+        goto fail;
+    m->tok = clip_tokenizer_load_dir(m->dir, err);
+    if (!m->tok)
+        goto fail;
+    if (clip_tokenizer_vocab_size(m->tok) > m->cfg.vocab_size) {
+        err_set(err, ERR_FORMAT, "%s: the tokenizer has %d tokens but the model embeds %d",
+                m->dir, clip_tokenizer_vocab_size(m->tok), m->cfg.vocab_size);
+        goto fail;
+    }
+    return m;
+fail:
+    clip_model_free(m);
+    return NULL;
+}
+
+void clip_model_free(ClipModel *m) {
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
+    free(m->vblocks);
+    free(m->tblocks);
+    clip_tokenizer_free(m->tok);
+    safetensors_close(m->st);
+    free(m->dir);
+    free(m->weights_path);
+    free(m);
+}
+
+const ClipConfig *clip_model_config(const ClipModel *m) { return &m->cfg; }
+const ClipTokenizer *clip_model_tokenizer(const ClipModel *m) { return m->tok; }
+ClipLayout clip_model_layout(const ClipModel *m) { return m->layout; }
+const char *clip_model_weights_path(const ClipModel *m) { return m->weights_path; }
+const char *clip_model_config_source(const ClipModel *m) { return m->config_source; }
+size_t clip_model_weight_bytes(const ClipModel *m) { return m->weight_bytes; }
+
+int clip_model_n_patches(const ClipModel *m) {
+    int side = m->cfg.image_size / m->cfg.patch_size;
+    return side * side;
+}
