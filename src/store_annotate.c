@@ -39,7 +39,7 @@ static const char queue_sql[] =
     " WHERE n < ?3 AND (?4 = 0 OR n = 0)"
     " ORDER BY CASE ?5 WHEN 0 THEN n ELSE 0 END,"
     "          CASE ?5 WHEN 2 THEN pid ELSE 0 END,"
-    "          CASE ?5 WHEN 3 THEN ((id * 1103515245 + ?6) & 2147483647) ELSE 0 END,"
+    "          CASE WHEN ?5 IN (0, 3) THEN ((id * 1103515245 + ?6) & 2147483647) ELSE 0 END,"
     "          id"
     " LIMIT ?7";
 

@@ -5,7 +5,8 @@
  * distinct annotators than the overlap target (default 3), optionally only one prompt or only
  * images nobody rated; ordered fewest raters first (then id), by id, by prompt, or in a
  * random order that is stable per annotator. Several annotators share one store, each with
- * their own queue; two may briefly get the same image (overlap only grows by one then).
+ * their own queue; images with as many raters are shuffled per annotator, so annotators
+ * working at the same time rarely meet on one image (if they do, overlap grows by one).
  * The full queue scans every image (about 0.3 s for 50 000 images and 400 000 ratings), so
  * the TUI reads it on a background thread and checks each image with store_annotate_eligible
  * (indexed, microseconds) just before showing it.
@@ -32,7 +33,8 @@
 #define ANNOTATE_OVERLAP_DEFAULT 3
 
 typedef enum AnnotateOrder {
-    ANNOTATE_ORDER_FEWEST = 0,  /* fewest raters first, then id */
+    ANNOTATE_ORDER_FEWEST = 0,  /* fewest raters first; ties in the annotator's own shuffled
+                                 * order, so annotators working at once get different images */
     ANNOTATE_ORDER_ID,          /* import order */
     ANNOTATE_ORDER_PROMPT,      /* by prompt, then id: all images of a prompt together */
     ANNOTATE_ORDER_RANDOM,      /* shuffled, stable for one annotator */

@@ -63,6 +63,12 @@ static void wait_for(const char *text) {
     cr_assert_fail("the screen never showed \"%s\"; it shows:\n%s", text, capture());
 }
 
+/* The id of the image the Annotate panel shows, or -1. */
+static int shown_image(void) {
+    const char *p = strstr(capture(), "\xe2\x94\x82 image ");
+    return p ? atoi(p + strlen("\xe2\x94\x82 image ")) : -1;
+}
+
 static void keys(const char *k) {
     cr_assert_eq(sh("tmux -L %s send-keys -t e %s", sock, k), 0, "send-keys %s", k);
 }
@@ -134,7 +140,7 @@ TestSuite(ui_tmux, .init = setup, .fini = teardown, .timeout = 60);
 
 Test(ui_tmux, rate_undo_flag_kill9_keeps_exactly_the_committed_rows) {
     cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
-                    "'exec %s --db t.db annotate --annotator tester --graphics blocks'",
+                    "'exec %s --db t.db annotate --annotator tester --graphics blocks --order id'",
                     dir, sock, easel),
                  0);
     wait_for("image 1");
@@ -209,7 +215,14 @@ Test(ui_tmux, help_overlay_quality_screen_and_quit) {
     keys("Tab");
     wait_for("No ratings yet");
     keys("F2");
-    wait_for("image 1");
+    wait_for("a red fox in the snow");
+    int first = shown_image();
+    cr_assert(first >= 1 && first <= 4, "%d", first);
+    if (first == 3) { /* start from a readable image: the rest of the test opens 3 */
+        keys("s");
+        wait_for("skipped image 3");
+        first = shown_image();
+    }
     /* a terminal's late answer to the start-up probe must not type digits into the aspects */
     keys("Escape '[?62;4c'");
     keys("5");
@@ -223,8 +236,9 @@ Test(ui_tmux, help_overlay_quality_screen_and_quit) {
     keys("3 Enter");
     wait_for("IMAGE CANNOT BE SHOWN");
     keys("b");
-    wait_for("a red fox in the snow");
-    wait_for("image 1 ");
+    char want[32];
+    snprintf(want, sizeof want, "image %d ", first);
+    wait_for(want);
     keys("q");
     wait_for("EXITED");
 }

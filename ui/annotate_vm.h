@@ -80,7 +80,7 @@ typedef struct AnnotateLayout {
     int side_w;
 } AnnotateLayout;
 
-#define ANNOTATE_SIDE_MIN 36
+#define ANNOTATE_SIDE_MIN 40
 
 AnnotateLayout annotate_layout(int y, int x, int h, int w, int cell_w, int cell_h);
 

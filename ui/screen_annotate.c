@@ -507,11 +507,19 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
     if (a->queue_empty || !a->have_img) {
         ui_put(y + 1, x, w, ui_attr(UI_C_GOOD) | A_BOLD, "Nothing left to rate.");
         int yy = y + 3;
-        char msg[256];
-        snprintf(msg, sizeof msg,
-                 "Every image in your queue has your rating or already %d raters. "
-                 "b goes back to the last image, g opens any image by id, q quits.",
-                 a->q.overlap > 0 ? a->q.overlap : ANNOTATE_OVERLAP_DEFAULT);
+        char msg[384];
+        int overlap = a->q.overlap > 0 ? a->q.overlap : ANNOTATE_OVERLAP_DEFAULT;
+        if (prog.done == 0 && a->n_hist == 0)
+            snprintf(msg, sizeof msg,
+                     "There is no image for you here: the store has no images yet (add them "
+                     "with 'easel import'), or every image already has %d raters or is left "
+                     "out by --prompt / --unrated. g opens any image by id, q quits.",
+                     overlap);
+        else
+            snprintf(msg, sizeof msg,
+                     "Every image in your queue has your rating or already %d raters. "
+                     "b goes back to the last image, g opens any image by id, q quits.",
+                     overlap);
         draw_wrapped(&yy, yend, x, w, A_NORMAL, msg, 6);
         ui_putf(yend - 2, x, w, ui_attr(UI_C_DIM), "done %d   session %d", prog.done,
                 a->session_new);
@@ -542,8 +550,9 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
         if (changed)
             ui_put(y, x + 30, w - 30, at, "(edited)");
         y++;
-        ui_put(y, x + 3, w - 3, ui_attr(UI_C_DIM), a->asp[k].rubric ? a->asp[k].rubric : "");
-        y++;
+        /* the rubric: one line, two where the terminal is tall enough */
+        draw_wrapped(&y, yend - 3, x + 3, w - 3, ui_attr(UI_C_DIM),
+                     a->asp[k].rubric ? a->asp[k].rubric : "", r.h >= 34 ? 2 : 1);
     }
     y++;
     if (y < yend - 1) {
