@@ -126,6 +126,16 @@ Encoder *clip_encoder_open(const char *arg, Store *st, Err *err) {
         return NULL;
     }
     char *full = xasprintf("clip:%s%s", name, squash ? ",squash" : "");
+    if (strlen(full) >= sizeof(((Encoder *)0)->name)) {
+        /* the name is the cache key: never truncate it */
+        err_set(err, ERR_USAGE, "clip: encoder name '%s' is longer than %zu characters; "
+                "register the model under a short name with 'easel models add clip PATH --name "
+                "NAME'", full, sizeof(((Encoder *)0)->name) - 1);
+        free(full);
+        free(name);
+        enc_free(&(Encoder){.state = s});
+        return NULL;
+    }
     Encoder *enc = encoder_alloc(full);
     free(full);
     free(name);
