@@ -251,7 +251,8 @@ static int insert_job(Store *st, const JobNew *j, int64_t *id, Err *err) {
     static const char sql_job[] =
         "INSERT INTO jobs(kind, params, priority, gpus_wanted, retry_of, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?)";
-    static const char sql_dep[] = "INSERT OR IGNORE INTO job_deps(job_id, depends_on) VALUES (?, ?)";
+    static const char sql_dep[] =
+        "INSERT OR IGNORE INTO job_deps(job_id, depends_on) VALUES (?, ?)";
     for (int i = 0; i < j->n_deps; i++) {
         int rc = job_exists(st, j->deps[i], err);
         if (rc < 0)
