@@ -131,8 +131,9 @@ void store_job_log_free(JobLogLine *lines, int n);
 
 /* ---- user actions --------------------------------------------------------------------- */
 
-/* A queued job becomes cancelled at once; a running one gets cancel_requested (its worker
- * sees it within a second). ERR_CONFLICT if it already finished. *now_state = the state
+/* A queued (or interrupted) job becomes cancelled at once; a running one gets
+ * cancel_requested (its worker sees it within a second). ERR_CONFLICT if it already ended
+ * succeeded, failed or cancelled. *now_state = the state
  * after the call (may be NULL). */
 int store_job_cancel(Store *st, int64_t id, JobState *now_state, Err *err);
 
