@@ -150,8 +150,10 @@ static void ask_queue(Annotate *a) {
     r->q.prompt = xstrdup(a->q.prompt);
     r->n_skip = a->n_hist + a->n_skipped;
     r->skip = xmalloc(sizeof *r->skip * (size_t)(r->n_skip + 1));
-    memcpy(r->skip, a->hist, sizeof *r->skip * (size_t)a->n_hist);
-    memcpy(r->skip + a->n_hist, a->skipped, sizeof *r->skip * (size_t)a->n_skipped);
+    if (a->n_hist)
+        memcpy(r->skip, a->hist, sizeof *r->skip * (size_t)a->n_hist);
+    if (a->n_skipped)
+        memcpy(r->skip + a->n_hist, a->skipped, sizeof *r->skip * (size_t)a->n_skipped);
     r->session_new = a->session_new;
     r->asked_at = a->asked_at = base_now();
     ui_loader_request(a->loader, r);
