@@ -472,6 +472,87 @@ static void draw_image_box(Annotate *a) {
     }
 }
 
+/* The side panel when there is no image to show. */
+static void draw_nothing(Annotate *a, const AnnotateProgress *prog) {
+    const AnnotateLayout *l = &a->lay;
+    int x = l->side_x, w = l->side_w, yend = l->side_y + l->side_h;
+    if (a->waiting) {
+        ui_put(l->side_y + 1, x, w, ui_attr(UI_C_DIM), "reading your queue\xe2\x80\xa6");
+        return;
+    }
+    ui_put(l->side_y + 1, x, w, ui_attr(UI_C_GOOD) | A_BOLD, "Nothing left to rate.");
+    int y = l->side_y + 3;
+    char msg[384];
+    int overlap = a->q.overlap > 0 ? a->q.overlap : ANNOTATE_OVERLAP_DEFAULT;
+    if (prog->done == 0 && a->n_hist == 0)
+        snprintf(msg, sizeof msg,
+                 "There is no image for you here: the store has no images yet (add them "
+                 "with 'easel import'), or every image already has %d raters or is left "
+                 "out by --prompt / --unrated. g opens any image by id, q quits.",
+                 overlap);
+    else
+        snprintf(msg, sizeof msg,
+                 "Every image in your queue has your rating or already %d raters. "
+                 "b goes back to the last image, g opens any image by id, q quits.",
+                 overlap);
+    draw_wrapped(&y, yend, x, w, A_NORMAL, msg, 6);
+    ui_putf(yend - 2, x, w, ui_attr(UI_C_DIM), "done %d   session %d", prog->done,
+            a->session_new);
+}
+
+/* One aspect: selection mark, name, value, bar, then its rubric (TALL: two lines). */
+static void draw_aspect(Annotate *a, int k, int *y, int yend, int tall) {
+    const AnnotateLayout *l = &a->lay;
+    int x = l->side_x, w = l->side_w;
+    int sel = k == a->vm.sel;
+    char v[16];
+    annotate_vm_fmt(a->vm.values[k], v, sizeof v);
+    attr_t at = sel ? ui_attr(UI_C_SELECT) : A_NORMAL;
+    if (sel)
+        ui_fill((UiRect){*y, x, 1, w}, at);
+    ui_putf(*y, x, 14, at | A_BOLD, "%s%d %s", sel ? "\xe2\x96\xb8" : " ", k + 1,
+            a->asp[k].name);
+    ui_put(*y, x + 14, 5, at | A_BOLD, v);
+    draw_bar(*y, x + 19, a->vm.values[k]);
+    if (!isnan(a->vm.stored[k]) && a->vm.values[k] != a->vm.stored[k])
+        ui_put(*y, x + 30, w - 30, at, "(edited)");
+    (*y)++;
+    draw_wrapped(y, yend, x + 3, w - 3, ui_attr(UI_C_DIM),
+                 a->asp[k].rubric ? a->asp[k].rubric : "", tall ? 2 : 1);
+}
+
+/* The side panel of an image: id, prompt, aspects, progress, key hints. */
+static void draw_panel(Annotate *a, const AnnotateProgress *prog, int body_h) {
+    const AnnotateLayout *l = &a->lay;
+    int y = l->side_y, x = l->side_x, w = l->side_w, yend = l->side_y + l->side_h;
+    ui_putf(y, x, w, ui_attr(UI_C_ACCENT) | A_BOLD, "image %lld%s%s", (long long)a->img.id,
+            a->img.prompt_ext ? "  prompt " : "", a->img.prompt_ext ? a->img.prompt_ext : "");
+    if (a->img.n_my_flags)
+        ui_put(y, x + w - 9, 9, ui_attr(UI_C_WARN) | A_BOLD, " flagged ");
+    y++;
+    draw_wrapped(&y, yend, x, w, A_NORMAL,
+                 a->img.prompt ? a->img.prompt : "(no prompt recorded for this image)",
+                 body_h >= 30 ? 5 : 3);
+    y++;
+    for (int k = 0; k < ANNOTATE_ASPECTS && y < yend - 3; k++)
+        draw_aspect(a, k, &y, yend - 3, body_h >= 34);
+    y++;
+    if (y < yend - 2) {
+        double pace = annotate_vm_pace(a->session_new, base_now() - a->session_start,
+                                       prog->last_hour);
+        char pace_s[32];
+        if (pace > 0)
+            snprintf(pace_s, sizeof pace_s, "%.0f/h", pace);
+        else
+            snprintf(pace_s, sizeof pace_s, "\xe2\x80\x93/h");
+        ui_putf(y, x, w, A_NORMAL, "done %d / %d   pace %s   %.0f s/image", prog->done,
+                prog->done + prog->remaining, pace_s, prog->mean_seconds);
+    }
+    ui_put(yend - 2, x, w, ui_attr(UI_C_DIM),
+           "0-9 set and move on  t = 10  \xe2\x86\x90\xe2\x86\x92 \xc2\xb1" "0.5");
+    ui_put(yend - 1, x, w, ui_attr(UI_C_DIM), "Enter save  u undo  s skip  f flag  ? keys");
+}
+
 static void annotate_draw(void *stp, App *app, UiRect r) {
     Annotate *a = stp;
     const GfxCaps *caps = app_gfx_caps(app);
@@ -483,7 +564,6 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
     a->lay_ok = 1;
     if (first_layout)
         prefetch(a);
-
     /* ask the cache now, so draw() knows whether the box is the image's */
     if (a->have_img && a->cache) {
         const GfxFrame *f = NULL;
@@ -492,8 +572,6 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
         gfx_cache_release(a->cache, f);
     }
     draw_image_box(a);
-
-    int y = l.side_y, x = l.side_x, w = l.side_w, yend = l.side_y + l.side_h;
     AnnotateProgress prog = {0};
     if (a->snap) { /* the last read, plus what this session did since it was asked for */
         int since = a->session_new - a->snap->session_new;
@@ -502,77 +580,10 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
         prog.last_hour += since;
         prog.remaining = prog.remaining > since ? prog.remaining - since : 0;
     }
-    if (a->waiting && !a->have_img) {
-        ui_put(y + 1, x, w, ui_attr(UI_C_DIM), "reading your queue\xe2\x80\xa6");
-        return;
-    }
-    if (a->queue_empty || !a->have_img) {
-        ui_put(y + 1, x, w, ui_attr(UI_C_GOOD) | A_BOLD, "Nothing left to rate.");
-        int yy = y + 3;
-        char msg[384];
-        int overlap = a->q.overlap > 0 ? a->q.overlap : ANNOTATE_OVERLAP_DEFAULT;
-        if (prog.done == 0 && a->n_hist == 0)
-            snprintf(msg, sizeof msg,
-                     "There is no image for you here: the store has no images yet (add them "
-                     "with 'easel import'), or every image already has %d raters or is left "
-                     "out by --prompt / --unrated. g opens any image by id, q quits.",
-                     overlap);
-        else
-            snprintf(msg, sizeof msg,
-                     "Every image in your queue has your rating or already %d raters. "
-                     "b goes back to the last image, g opens any image by id, q quits.",
-                     overlap);
-        draw_wrapped(&yy, yend, x, w, A_NORMAL, msg, 6);
-        ui_putf(yend - 2, x, w, ui_attr(UI_C_DIM), "done %d   session %d", prog.done,
-                a->session_new);
-        return;
-    }
-    ui_putf(y, x, w, ui_attr(UI_C_ACCENT) | A_BOLD, "image %lld%s%s", (long long)a->img.id,
-            a->img.prompt_ext ? "  prompt " : "", a->img.prompt_ext ? a->img.prompt_ext : "");
-    if (a->img.n_my_flags)
-        ui_put(y, x + w - 9, 9, ui_attr(UI_C_WARN) | A_BOLD, " flagged ");
-    y++;
-    int prompt_lines = r.h >= 30 ? 5 : 3;
-    draw_wrapped(&y, yend, x, w, A_NORMAL,
-                 a->img.prompt ? a->img.prompt : "(no prompt recorded for this image)",
-                 prompt_lines);
-    y++;
-    for (int k = 0; k < ANNOTATE_ASPECTS && y < yend - 3; k++) {
-        int sel = k == a->vm.sel;
-        char v[16];
-        annotate_vm_fmt(a->vm.values[k], v, sizeof v);
-        attr_t at = sel ? ui_attr(UI_C_SELECT) : A_NORMAL;
-        if (sel)
-            ui_fill((UiRect){y, x, 1, w}, at);
-        ui_putf(y, x, 14, at | A_BOLD, "%s%d %s", sel ? "\xe2\x96\xb8" : " ", k + 1,
-                a->asp[k].name);
-        ui_put(y, x + 14, 5, at | A_BOLD, v);
-        draw_bar(y, x + 19, a->vm.values[k]);
-        int changed = !isnan(a->vm.stored[k]) && a->vm.values[k] != a->vm.stored[k];
-        if (changed)
-            ui_put(y, x + 30, w - 30, at, "(edited)");
-        y++;
-        /* the rubric: one line, two where the terminal is tall enough */
-        draw_wrapped(&y, yend - 3, x + 3, w - 3, ui_attr(UI_C_DIM),
-                     a->asp[k].rubric ? a->asp[k].rubric : "", r.h >= 34 ? 2 : 1);
-    }
-    y++;
-    if (y < yend - 1) {
-        int total = prog.done + prog.remaining;
-        double secs = base_now() - a->session_start;
-        double pace = annotate_vm_pace(a->session_new, secs, prog.last_hour);
-        char pace_s[32];
-        if (pace > 0)
-            snprintf(pace_s, sizeof pace_s, "%.0f/h", pace);
-        else
-            snprintf(pace_s, sizeof pace_s, "\xe2\x80\x93/h");
-        ui_putf(y, x, w, A_NORMAL, "done %d / %d   pace %s   %.0f s/image", prog.done, total,
-                pace_s, prog.mean_seconds);
-        y++;
-    }
-    ui_put(yend - 2, x, w, ui_attr(UI_C_DIM),
-           "0-9 set and move on  t = 10  \xe2\x86\x90\xe2\x86\x92 \xc2\xb1" "0.5");
-    ui_put(yend - 1, x, w, ui_attr(UI_C_DIM), "Enter save  u undo  s skip  f flag  ? keys");
+    if (!a->have_img)
+        draw_nothing(a, &prog);
+    else
+        draw_panel(a, &prog, r.h);
 }
 
 static void annotate_after_refresh(void *stp, App *app, int full) {
