@@ -17,6 +17,11 @@ const CliCommand cli_commands[] = {
     {"gpus", cli_gpus_main, "GPU discovery through NVML (or why there is no GPU)"},
     {"gpu", cli_gpus_main, "same as gpus"},
     {"agreement", cli_agreement_main, "inter-annotator agreement per aspect: alpha, ICC, disagreement"},
+    {"train", cli_train_main, "train a five-head reward model (foreground, or --queue a job)"},
+    {"eval", cli_eval_main, "evaluate a reward checkpoint on pairs: accuracy, margin, F1"},
+    {"score", cli_score_main, "score images with a reward checkpoint, into the store and CSV"},
+    {"runs", cli_runs_main, "training and evaluation runs: list, show RUN [--follow]"},
+    {"monitor", cli_monitor_main, "watch a training run live (the TUI's Monitor screen)"},
     /* more subcommands: one line each, in the order `easel --help` lists them */
     {NULL, NULL, NULL},
 };

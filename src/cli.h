@@ -50,5 +50,10 @@ int cli_jobs_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.
 int cli_worker_main(const CliGlobal *g, int argc, char **argv); /* src/cli_jobs.c */
 int cli_gpus_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
 int cli_agreement_main(const CliGlobal *g, int argc, char **argv);  /* cli_agreement.c */
+int cli_train_main(const CliGlobal *g, int argc, char **argv);    /* cli_train.c */
+int cli_eval_main(const CliGlobal *g, int argc, char **argv);     /* cli_train.c */
+int cli_score_main(const CliGlobal *g, int argc, char **argv);    /* cli_train.c */
+int cli_runs_main(const CliGlobal *g, int argc, char **argv);     /* cli_train.c */
+int cli_monitor_main(const CliGlobal *g, int argc, char **argv);  /* cli_train.c */
 
 #endif

@@ -617,7 +617,8 @@ static void on_stop_signal(int sig) {
 
 int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
-        printf("usage: easel worker [--threads N] [--gpu-share N] [--until-idle] [--quiet]\n\n"
+        printf("usage: easel worker [--threads N] [--gpu-share N] [--resume] [--until-idle] "
+               "[--quiet]\n\n"
                "Run queued jobs of the store headless (under nohup, systemd or tmux), logging\n"
                "to stderr. Several workers (and TUIs) may serve one store: each job runs once.\n"
                "SIGINT/SIGTERM stop it cleanly: running jobs checkpoint and end interrupted\n"
@@ -625,6 +626,8 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
                "options:\n"
                "  --threads N     worker threads (default: the number of cores, %d here)\n"
                "  --gpu-share N   jobs that may share one GPU (default 1: exclusive)\n"
+               "  --resume        first re-queue every interrupted job (e.g. after a reboot;\n"
+               "                  they continue from their checkpoints)\n"
                "  --until-idle    exit when no job is queued or running here\n"
                "  --quiet         log warnings and errors only\n\n"
                "example:\n  nohup easel --db work/easel.db worker --threads 4 2>worker.log &\n",
@@ -633,7 +636,7 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
     }
     JobsPoolConfig cfg;
     jobs_pool_config_init(&cfg, g->db_path);
-    int until_idle = 0;
+    int until_idle = 0, resume = 0;
     LogLevel level = LOG_INFO;
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "--threads") == 0 || strcmp(argv[i], "-j") == 0) && i + 1 < argc) {
@@ -650,6 +653,8 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
             }
         } else if (strcmp(argv[i], "--until-idle") == 0) {
             until_idle = 1;
+        } else if (strcmp(argv[i], "--resume") == 0) {
+            resume = 1;
         } else if (strcmp(argv[i], "--quiet") == 0) {
             level = LOG_WARN;
         } else {
@@ -662,6 +667,25 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
     Store *st = open_store(g);
     if (!st)
         return 1;
+    if (resume) {
+        jobs_reap(st, 0, NULL, NULL);
+        JobFilter f = {.states = 1u << JOB_STATE_INTERRUPTED};
+        JobRow *rows;
+        int n;
+        if (store_jobs_list(st, &f, &rows, &n, &err) == 0) {
+            for (int i = n - 1; i >= 0; i--) {
+                Err e = {0};
+                if (store_job_resume(st, rows[i].id, &e))
+                    log_warn("resume: %s", e.msg);
+                else
+                    log_info("resumed interrupted job #%lld (%s)", (long long)rows[i].id,
+                             rows[i].kind);
+            }
+            store_job_rows_free(rows, n);
+        } else {
+            log_warn("resume: %s", err.msg);
+        }
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;

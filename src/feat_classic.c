@@ -31,15 +31,16 @@ enum {
     F_HUE_COS, F_HUE_SIN, F_COLOURFUL, F_WARM_COOL, F_GREEN_MAGENTA,
     F_DARK_CHANNEL, F_LUMA_ENTROPY,
     F_SHARPNESS, F_GRAD_MEAN, F_NOISE, F_HF_RATIO,
-    F_EDGE_LO, F_EDGE_HI, F_EDGE_HV,
+    F_EDGE_LO, F_EDGE_HI, F_SUBJ_CX,
     F_SAL_CX, F_SAL_CY, F_BRIGHT_CX, F_BRIGHT_CY,
     F_SYM_LR, F_SYM_TB,
     F_BLOCKINESS,
     F_POS_X, F_POS_Y,
     F_LUMA_HIST,                 /* 8 bins */
     F_HUE_HIST = F_LUMA_HIST + 8, /* 8 bins */
-    F_GRAD_HIST = F_HUE_HIST + 8, /* 8 bins */
-    F_CHAN_CLIP = F_GRAD_HIST + 8,
+    F_GRAD_HIST = F_HUE_HIST + 8, /* 7 bins */
+    F_SUBJ_CY = F_GRAD_HIST + 7,
+    F_CHAN_CLIP,
     F_COUNT
 };
 
@@ -53,7 +54,7 @@ static const char *const names[D] = {
     "hue_cos", "hue_sin", "colourfulness", "warm_cool", "green_magenta",
     "dark_channel", "luma_entropy",
     "sharpness", "grad_mean", "noise_sigma", "hf_ratio",
-    "edge_density", "edge_density_strong", "edge_hv_balance",
+    "edge_density", "edge_density_strong", "subject_cx",
     "saliency_cx", "saliency_cy", "bright_cx", "bright_cy",
     "symmetry_lr", "symmetry_tb",
     "blockiness",
@@ -63,7 +64,8 @@ static const char *const names[D] = {
     "hue_hist0", "hue_hist1", "hue_hist2", "hue_hist3",
     "hue_hist4", "hue_hist5", "hue_hist6", "hue_hist7",
     "grad_hist0", "grad_hist1", "grad_hist2", "grad_hist3",
-    "grad_hist4", "grad_hist5", "grad_hist6", "grad_hist7",
+    "grad_hist4", "grad_hist5", "grad_hist6",
+    "subject_cy",
     "channel_clip",
 };
 
@@ -78,6 +80,11 @@ typedef struct Maps {
     float *gx, *gy;      /* Sobel / 4: |g| <= ~1.4 */
     float *lap;          /* 4-neighbour Laplacian */
     float *noise;        /* |Immerkær mask * luma| */
+    float *mag;          /* gradient magnitude */
+    float *lb;           /* luma, 3x3 box mean (pixel noise averaged out) */
+    float *hc, *hs;      /* saturation-weighted hue vector: s cos(hue), s sin(hue) */
+    uint8_t *hbin;       /* hue histogram bin 0..7 */
+    uint8_t *obin;       /* gradient orientation bin 0..7 (mod pi); 255 = no gradient */
     const float *nat;    /* native luma (blockiness), nat_w x nat_h */
     int nat_w, nat_h;
     int scale;           /* native pixels per working pixel */
@@ -130,11 +137,11 @@ static void region_features(const Maps *m, int x0, int y0, int x1, int y1, float
     double s_r = 0, s_g = 0, s_b = 0, q_r = 0, q_g = 0, q_b = 0;
     double s_l = 0, q_l = 0, s_s = 0, q_s = 0, s_hc = 0, s_hs = 0;
     double s_rg = 0, q_rg = 0, s_yb = 0, q_yb = 0, s_dark = 0;
-    double s_mag = 0, s_lap = 0, q_lap = 0, s_mag2 = 0, s_ax = 0, s_ay = 0;
+    double s_mag = 0, s_lap = 0, q_lap = 0, s_mag2 = 0;
     double sal_w = 0, sal_x = 0, sal_y = 0, br_x = 0, br_y = 0;
     long clip_dark = 0, clip_bright = 0, sat_clip = 0, chan_clip = 0, edge_lo = 0, edge_hi = 0;
     long lhist[256] = {0};
-    double hue_hist[8] = {0}, grad_hist[8] = {0};
+    double hue_hist[8] = {0}, grad_hist[7] = {0};
     double s_noise = 0;
     long n_noise = 0;
     for (int y = y0; y < y1; y++) {
@@ -145,10 +152,9 @@ static void region_features(const Maps *m, int x0, int y0, int x1, int y1, float
             q_r += r * r; q_g += g * g; q_b += b * b;
             s_l += l; q_l += (double)l * l;
             s_s += s; q_s += (double)s * s;
-            s_hc += s * cosf(m->hue[i]);
-            s_hs += s * sinf(m->hue[i]);
-            int hb = (int)(m->hue[i] / (2.0f * (float)M_PI) * 8.0f);
-            hue_hist[hb < 0 ? 0 : hb > 7 ? 7 : hb] += s;
+            s_hc += m->hc[i];
+            s_hs += m->hs[i];
+            hue_hist[m->hbin[i]] += s;
             double rg = r - g, yb = 0.5 * (r + g) - b;
             s_rg += rg; q_rg += rg * rg; s_yb += yb; q_yb += yb * yb;
             float mn = r < g ? r : g;
@@ -159,19 +165,12 @@ static void region_features(const Maps *m, int x0, int y0, int x1, int y1, float
             clip_bright += l >= 250.0f / 255;
             sat_clip += s >= 0.95f;
             chan_clip += r >= 254.0f / 255 || g >= 254.0f / 255 || b >= 254.0f / 255;
-            float gx = m->gx[i], gy = m->gy[i];
-            double mag = sqrt((double)gx * gx + (double)gy * gy);
+            double mag = m->mag[i];
             s_mag += mag; s_mag2 += mag * mag;
-            s_ax += fabsf(gx); s_ay += fabsf(gy);
             edge_lo += mag > 0.03;
             edge_hi += mag > 0.10;
-            if (mag > 1e-6) {
-                double th = atan2(gy, gx); /* orientation modulo pi */
-                if (th < 0)
-                    th += M_PI;
-                int ob = (int)(th / M_PI * 8.0);
-                grad_hist[ob > 7 ? 7 : ob] += mag;
-            }
+            if (m->obin[i] != 255)
+                grad_hist[m->obin[i]] += mag;
             s_lap += m->lap[i]; q_lap += (double)m->lap[i] * m->lap[i];
             sal_w += mag; sal_x += mag * (x + 0.5); sal_y += mag * (y + 0.5);
             br_x += l * (x + 0.5); br_y += l * (y + 0.5);
@@ -236,7 +235,6 @@ static void region_features(const Maps *m, int x0, int y0, int x1, int y1, float
                            0.0f, 2.0f);
     f[F_EDGE_LO] = (float)(edge_lo / n);
     f[F_EDGE_HI] = (float)(edge_hi / n);
-    f[F_EDGE_HV] = (float)((s_ax - s_ay) / (s_ax + s_ay + 1e-9));
     if (sal_w > 1e-9) {
         f[F_SAL_CX] = (float)(2 * (sal_x / sal_w - cx) / rw);
         f[F_SAL_CY] = (float)(2 * (sal_y / sal_w - cy) / rh);
@@ -258,6 +256,36 @@ static void region_features(const Maps *m, int x0, int y0, int x1, int y1, float
             d_tb += fabsf(l - m->luma[(size_t)(y1 - 1 - (y - y0)) * W + x]);
         }
     }
+    /* Subject: the pixels whose smoothed luma departs from the region's median by more than
+     * the 90th percentile of that departure (and at least 0.04), weighted by how far beyond
+     * it they go; their centroid does not move with the subject's size, and a busy but even
+     * background (texture, noise) weighs nothing. The centre when nothing stands out. */
+    long dev_hist[256] = {0};
+    float med = p50 / 255.0f;
+    for (int y = y0; y < y1; y++)
+        for (int x = x0; x < x1; x++) {
+            int k = (int)(fabsf(m->lb[(size_t)y * W + x] - med) * 255.0f);
+            dev_hist[k > 255 ? 255 : k]++;
+        }
+    int thr = 255;
+    for (long acc2 = 0; thr > 0; thr--) {
+        acc2 += dev_hist[thr];
+        if (acc2 >= 0.10 * n)
+            break;
+    }
+    float t_dev = fmaxf((thr + 1) / 255.0f, 0.04f);
+    double sx = 0, sy = 0, sn = 0;
+    for (int y = y0; y < y1; y++)
+        for (int x = x0; x < x1; x++) {
+            float w = fabsf(m->lb[(size_t)y * W + x] - med) - t_dev;
+            if (w > 0) {
+                sx += w * (x + 0.5);
+                sy += w * (y + 0.5);
+                sn += w;
+            }
+        }
+    f[F_SUBJ_CX] = sn > 1e-6 ? (float)(2 * (sx / sn - cx) / rw) : 0.0f;
+    f[F_SUBJ_CY] = sn > 1e-6 ? (float)(2 * (sy / sn - cy) / rh) : 0.0f;
     f[F_SYM_LR] = clampf((float)(1.0 - 2.0 * d_lr / n), -1.0f, 1.0f);
     f[F_SYM_TB] = clampf((float)(1.0 - 2.0 * d_tb / n), -1.0f, 1.0f);
     int s = m->scale;
@@ -266,13 +294,14 @@ static void region_features(const Maps *m, int x0, int y0, int x1, int y1, float
     f[F_POS_X] = (float)(cx / W);
     f[F_POS_Y] = (float)(cy / m->h);
     double gsum = 0;
-    for (int k = 0; k < 8; k++)
+    for (int k = 0; k < 7; k++)
         gsum += grad_hist[k];
     for (int k = 0; k < 8; k++) {
         f[F_LUMA_HIST + k] = lh[k];
         f[F_HUE_HIST + k] = (float)(hue_hist[k] / n);
-        f[F_GRAD_HIST + k] = gsum > 1e-9 ? (float)(grad_hist[k] / gsum) : 0.125f;
     }
+    for (int k = 0; k < 7; k++)
+        f[F_GRAD_HIST + k] = gsum > 1e-9 ? (float)(grad_hist[k] / gsum) : 1.0f / 7;
     f[F_CHAN_CLIP] = (float)(chan_clip / n);
 #undef MEAN
 #undef STD
@@ -307,7 +336,7 @@ int feat_classic_image(const uint8_t *rgb, int w, int h, float *out, Err *err) {
         scale++;
     int W = w / scale, H = h / scale;
     size_t np = (size_t)W * H, nn = (size_t)w * h;
-    float *buf = malloc(sizeof(float) * (np * 11 + nn));
+    float *buf = malloc(sizeof(float) * (np * 15 + nn) + np * 2);
     if (!buf)
         return err_set(err, ERR_NOMEM, "out of memory for features of a %dx%d image", w, h);
     Maps m = {.w = W, .h = H, .scale = scale, .nat_w = w, .nat_h = h};
@@ -321,7 +350,13 @@ int feat_classic_image(const uint8_t *rgb, int w, int h, float *out, Err *err) {
     m.gy = m.gx + np;
     m.lap = m.gy + np;
     m.noise = m.lap + np;
-    float *nat = m.noise + np + np; /* one spare map keeps the layout simple */
+    m.mag = m.noise + np;
+    m.hc = m.mag + np;
+    m.hs = m.hc + np;
+    m.lb = m.hs + np;
+    float *nat = m.lb + np + np; /* one spare map keeps the layout simple */
+    m.hbin = (uint8_t *)(nat + nn);
+    m.obin = m.hbin + np;
     m.nat = nat;
     for (size_t i = 0; i < nn; i++)
         nat[i] = (0.299f * rgb[3 * i] + 0.587f * rgb[3 * i + 1] + 0.114f * rgb[3 * i + 2]) /
@@ -345,6 +380,10 @@ int feat_classic_image(const uint8_t *rgb, int w, int h, float *out, Err *err) {
             m.b[i] = sb * inv;
             m.luma[i] = 0.299f * m.r[i] + 0.587f * m.g[i] + 0.114f * m.b[i];
             rgb_to_hsv(m.r[i], m.g[i], m.b[i], &m.sat[i], &m.hue[i]);
+            m.hc[i] = m.sat[i] * cosf(m.hue[i]);
+            m.hs[i] = m.sat[i] * sinf(m.hue[i]);
+            int hb = (int)(m.hue[i] / (2.0f * (float)M_PI) * 8.0f);
+            m.hbin[i] = (uint8_t)(hb < 0 ? 0 : hb > 7 ? 7 : hb);
         }
     }
     /* Sobel, Laplacian and Immerkær's noise mask with replicated borders. */
@@ -362,7 +401,19 @@ int feat_classic_image(const uint8_t *rgb, int w, int h, float *out, Err *err) {
             m.gx[i] = ((c + 2 * f + k) - (a + 2 * d + g)) / 4.0f;
             m.gy[i] = ((g + 2 * hh + k) - (a + 2 * b + c)) / 4.0f;
             m.lap[i] = b + d + f + hh - 4 * e;
+            m.lb[i] = (a + b + c + d + e + f + g + hh + k) / 9.0f;
             m.noise[i] = fabsf(a - 2 * b + c - 2 * d + 4 * e - 2 * f + g - 2 * hh + k);
+            double gxd = m.gx[i], gyd = m.gy[i];
+            double mag = sqrt(gxd * gxd + gyd * gyd);
+            m.mag[i] = (float)mag;
+            m.obin[i] = 255;
+            if (mag > 1e-6) {
+                double th = atan2(gyd, gxd); /* orientation modulo pi */
+                if (th < 0)
+                    th += M_PI;
+                int ob = (int)(th / M_PI * 7.0);
+                m.obin[i] = (uint8_t)(ob > 6 ? 6 : ob);
+            }
         }
     }
     region_features(&m, 0, 0, W, H, out);

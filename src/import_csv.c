@@ -208,8 +208,10 @@ static int ratings_plan_row(ImportCtx *c, RCols *rc, const CsvRow *row, RRow *rr
                            c->aspects[k].name, s);
             bad = 1;
         } else if (v < STORE_RATING_MIN || v > STORE_RATING_MAX) {
-            import_problem(c, row->line, "%s_rating \"%s\" is outside 0..10", c->aspects[k].name,
-                           s);
+            import_problem(
+                c, row->line,
+                "%s_rating \"%s\" is outside 0..10 (leave the cell blank if it was not rated)",
+                c->aspects[k].name, s);
             bad = 1;
         } else {
             rr->val[k] = v;
@@ -363,113 +365,124 @@ static int opt_int(ImportCtx *c, const CsvRow *row, int col, const char *name, i
     return 0;
 }
 
-int import_csv_generated(ImportCtx *c, const CsvTable *t, Err *err) {
-    const CsvRow *hdr = &t->rows[0];
+typedef struct GCols {
+    int prompt, seed, path, text;                   /* required */
+    int gpu, width, height, steps, guidance, model; /* optional, -1 = absent */
+    ImportMap seen;                                 /* ext → plan row + 1: in-file prompt texts */
+} GCols;
+
+/* Find the columns; 0, or -1 after a problem (a required column is missing). */
+static int generated_columns(ImportCtx *c, const CsvRow *hdr, GCols *k) {
     check_header_dups(c, hdr);
-    int cp = fmt_csv_column(hdr, "prompt_id"), cs = fmt_csv_column(hdr, "seed");
-    int cpath = fmt_csv_column(hdr, "path"), ct = fmt_csv_column(hdr, "prompt");
-    int cg = fmt_csv_column(hdr, "gpu_id"), cw = fmt_csv_column(hdr, "width");
-    int ch = fmt_csv_column(hdr, "height"), cn = fmt_csv_column(hdr, "num_inference_steps");
-    int cgs = fmt_csv_column(hdr, "guidance_scale"), cm = fmt_csv_column(hdr, "model");
-    if (cp < 0 || cs < 0 || cpath < 0 || ct < 0) {
+    k->prompt = fmt_csv_column(hdr, "prompt_id");
+    k->seed = fmt_csv_column(hdr, "seed");
+    k->path = fmt_csv_column(hdr, "path");
+    k->text = fmt_csv_column(hdr, "prompt");
+    k->gpu = fmt_csv_column(hdr, "gpu_id");
+    k->width = fmt_csv_column(hdr, "width");
+    k->height = fmt_csv_column(hdr, "height");
+    k->steps = fmt_csv_column(hdr, "num_inference_steps");
+    k->guidance = fmt_csv_column(hdr, "guidance_scale");
+    k->model = fmt_csv_column(hdr, "model");
+    if (k->prompt < 0 || k->seed < 0 || k->path < 0 || k->text < 0) {
         import_problem(
             c, hdr->line,
             "the header must name prompt_id, seed, path and prompt (the generation "
             "metadata layouts are prompt_id,seed,path,prompt,gpu_id and "
             "prompt_id,seed,path,prompt,width,height,num_inference_steps,guidance_scale)");
-        return import_fail(c, ERR_FORMAT, err);
+        return -1;
     }
+    const int used[] = {k->prompt, k->seed,   k->path,  k->text,     k->gpu,
+                        k->width,  k->height, k->steps, k->guidance, k->model};
     for (size_t i = 0; i < hdr->n; i++) {
-        int k = (int)i;
-        if (k != cp && k != cs && k != cpath && k != ct && k != cg && k != cw && k != ch &&
-            k != cn && k != cgs && k != cm)
+        int is_used = 0;
+        for (size_t j = 0; j < ARRAY_LEN(used); j++)
+            is_used |= used[j] == (int)i;
+        if (!is_used)
             import_warn(c, hdr->line, "column \"%s\" is not used", hdr->field[i]);
     }
-    GRow *rows = xcalloc(t->n_rows, sizeof *rows);
-    size_t n = 0;
-    ImportMap seen = {0}; /* ext → row index + 1, for in-file prompt text conflicts */
-    for (size_t r = 1; r < t->n_rows; r++) {
-        const CsvRow *row = &t->rows[r];
-        if (row_is_empty(row) || check_width(c, hdr, row))
-            continue;
-        c->rep->rows++;
-        GRow *g = &rows[n];
-        memset(g, 0, sizeof *g);
-        g->line = row->line;
-        g->ext = row->field[cp];
-        g->text = row->field[ct];
-        int bad = 0;
-        if (import_is_blank(g->ext)) {
-            import_problem(c, row->line, "prompt_id is empty");
-            bad = 1;
-        }
-        if (import_is_blank(row->field[cpath])) {
-            import_problem(c, row->line, "path is empty");
-            bad = 1;
-        }
-        if (import_parse_int(row->field[cs], &g->seed)) {
-            import_problem(c, row->line, "seed \"%s\" is not a whole number", row->field[cs]);
-            bad = 1;
-        }
-        int64_t gpu = 0, w = 0, h = 0, steps = 0;
-        int has_gpu = opt_int(c, row, cg, "gpu_id", 0, &gpu);
-        int has_w = opt_int(c, row, cw, "width", 1, &w);
-        int has_h = opt_int(c, row, ch, "height", 1, &h);
-        int has_steps = opt_int(c, row, cn, "num_inference_steps", 1, &steps);
-        bad |= has_gpu == 1 || has_w == 1 || has_h == 1 || has_steps == 1;
-        double gs = 0;
-        int has_gs = cgs >= 0 && !import_is_blank(row->field[cgs]);
-        if (has_gs && import_parse_num(row->field[cgs], &gs)) {
-            import_problem(c, row->line, "guidance_scale \"%s\" is not a number", row->field[cgs]);
-            bad = 1;
-        }
-        if (!bad && !import_is_blank(g->ext)) {
-            int64_t *prev = import_map_slot(&seen, g->ext, 0);
-            if (prev && strcmp(rows[*prev - 1].text, g->text) != 0)
-                import_problem(c, row->line,
-                               "prompt_id \"%s\" has a different prompt text on line %ld", g->ext,
-                               rows[*prev - 1].line);
-            else if (!prev)
-                *import_map_slot(&seen, g->ext, 1) = (int64_t)n + 1;
-            StorePrompt sp;
-            if (!prev && store_prompt_by_ext(c->st, g->ext, &sp, NULL) == 0) {
-                if (strcmp(sp.text, g->text) != 0)
-                    import_problem(c, row->line,
-                                   "prompt_id \"%s\" is already in the store with another text "
-                                   "(\"%.60s\"); an import never changes a prompt",
-                                   g->ext, sp.text);
-                store_prompt_deinit(&sp);
-            }
-        }
-        if (bad)
-            continue;
-        json_t *gen = json_object();
-        if (cm >= 0 && !import_is_blank(row->field[cm]))
-            json_object_set_new(gen, "model", json_string(row->field[cm]));
-        if (has_steps == 0)
-            json_object_set_new(gen, "num_inference_steps", json_integer(steps));
-        if (has_gs)
-            json_object_set_new(gen, "guidance_scale", json_real(gs));
-        if (has_gpu == 0)
-            json_object_set_new(gen, "gpu_id", json_integer(gpu));
-        g->generator =
-            json_object_size(gen)
-                ? json_dumps(gen, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(12))
-                : NULL;
-        json_decref(gen);
-        g->width = has_w == 0 ? (int)w : 0;
-        g->height = has_h == 0 ? (int)h : 0;
-        import_resolve_image(c, row->field[cpath], &g->img);
-        n++;
+    return 0;
+}
+
+/* The prompt of row G must agree with earlier rows and with the store. */
+static void generated_check_prompt(ImportCtx *c, GCols *k, const GRow *rows, const GRow *g,
+                                   size_t index) {
+    int64_t *prev = import_map_slot(&k->seen, g->ext, 0);
+    if (prev) {
+        if (strcmp(rows[*prev - 1].text, g->text) != 0)
+            import_problem(c, g->line, "prompt_id \"%s\" has a different prompt text on line %ld",
+                           g->ext, rows[*prev - 1].line);
+        return;
     }
-    import_map_free(&seen);
-    int rc = 0;
-    if (import_has_problems(c)) {
-        rc = import_fail(c, ERR_FORMAT, err);
-        goto out;
+    *import_map_slot(&k->seen, g->ext, 1) = (int64_t)index + 1;
+    StorePrompt sp;
+    if (store_prompt_by_ext(c->st, g->ext, &sp, NULL) == 0) {
+        if (strcmp(sp.text, g->text) != 0)
+            import_problem(c, g->line,
+                           "prompt_id \"%s\" is already in the store with another text "
+                           "(\"%.60s\"); an import never changes a prompt",
+                           g->ext, sp.text);
+        store_prompt_deinit(&sp);
     }
-    if ((rc = import_begin(c, err)))
-        goto out;
+}
+
+/* Check one data row into ROWS[INDEX]. Returns 0, or -1 after recording its problems. */
+static int generated_plan_row(ImportCtx *c, GCols *k, const CsvRow *row, GRow *rows, size_t index) {
+    GRow *g = &rows[index];
+    memset(g, 0, sizeof *g);
+    g->line = row->line;
+    g->ext = row->field[k->prompt];
+    g->text = row->field[k->text];
+    int bad = 0;
+    if (import_is_blank(g->ext)) {
+        import_problem(c, row->line, "prompt_id is empty");
+        bad = 1;
+    }
+    if (import_is_blank(row->field[k->path])) {
+        import_problem(c, row->line, "path is empty");
+        bad = 1;
+    }
+    if (import_parse_int(row->field[k->seed], &g->seed)) {
+        import_problem(c, row->line, "seed \"%s\" is not a whole number", row->field[k->seed]);
+        bad = 1;
+    }
+    int64_t gpu = 0, w = 0, h = 0, steps = 0;
+    int has_gpu = opt_int(c, row, k->gpu, "gpu_id", 0, &gpu);
+    int has_w = opt_int(c, row, k->width, "width", 1, &w);
+    int has_h = opt_int(c, row, k->height, "height", 1, &h);
+    int has_steps = opt_int(c, row, k->steps, "num_inference_steps", 1, &steps);
+    bad |= has_gpu == 1 || has_w == 1 || has_h == 1 || has_steps == 1;
+    double gs = 0;
+    int has_gs = k->guidance >= 0 && !import_is_blank(row->field[k->guidance]);
+    if (has_gs && import_parse_num(row->field[k->guidance], &gs)) {
+        import_problem(c, row->line, "guidance_scale \"%s\" is not a number",
+                       row->field[k->guidance]);
+        bad = 1;
+    }
+    if (bad)
+        return -1;
+    generated_check_prompt(c, k, rows, g, index);
+    json_t *gen = json_object();
+    if (k->model >= 0 && !import_is_blank(row->field[k->model]))
+        json_object_set_new(gen, "model", json_string(row->field[k->model]));
+    if (has_steps == 0)
+        json_object_set_new(gen, "num_inference_steps", json_integer(steps));
+    if (has_gs)
+        json_object_set_new(gen, "guidance_scale", json_real(gs));
+    if (has_gpu == 0)
+        json_object_set_new(gen, "gpu_id", json_integer(gpu));
+    g->generator = json_object_size(gen)
+                       ? json_dumps(gen, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(12))
+                       : NULL;
+    json_decref(gen);
+    g->width = has_w == 0 ? (int)w : 0;
+    g->height = has_h == 0 ? (int)h : 0;
+    import_resolve_image(c, row->field[k->path], &g->img);
+    return 0;
+}
+
+/* Write the planned rows inside the open transaction; returns 1 if cancelled. */
+static int generated_apply(ImportCtx *c, GRow *rows, size_t n) {
     int cancelled = 0;
     for (size_t i = 0; i < n && !cancelled; i++) {
         GRow *g = &rows[i];
@@ -499,7 +512,31 @@ int import_csv_generated(ImportCtx *c, const CsvTable *t, Err *err) {
         }
         cancelled = import_progress(c, i + 1, n);
     }
-    rc = import_finish(c, cancelled, err);
+    return cancelled;
+}
+
+int import_csv_generated(ImportCtx *c, const CsvTable *t, Err *err) {
+    GCols cols = {0};
+    if (generated_columns(c, &t->rows[0], &cols))
+        return import_fail(c, ERR_FORMAT, err);
+    GRow *rows = xcalloc(t->n_rows, sizeof *rows);
+    size_t n = 0;
+    for (size_t r = 1; r < t->n_rows; r++) {
+        const CsvRow *row = &t->rows[r];
+        if (row_is_empty(row) || check_width(c, &t->rows[0], row))
+            continue;
+        c->rep->rows++;
+        n += generated_plan_row(c, &cols, row, rows, n) == 0;
+    }
+    import_map_free(&cols.seen);
+    int rc = 0;
+    if (import_has_problems(c)) {
+        rc = import_fail(c, ERR_FORMAT, err);
+        goto out;
+    }
+    if ((rc = import_begin(c, err)))
+        goto out;
+    rc = import_finish(c, generated_apply(c, rows, n), err);
 out:
     for (size_t i = 0; i < t->n_rows; i++) {
         import_img_deinit(&rows[i].img);

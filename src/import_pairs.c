@@ -80,109 +80,89 @@ static int aspect_known(const ImportCtx *c, const char *name) {
     return 0;
 }
 
-int import_pairs_jsonl(ImportCtx *c, const char *path, Err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(err, errno == ENOENT ? ERR_NOTFOUND : ERR_IO, "%s: cannot open: %s", path,
-                       strerror(errno));
-    PRow *rows = NULL;
-    size_t n = 0;
-    char *buf = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    long line = 0;
-    while ((len = getline(&buf, &cap, f)) >= 0) {
-        line++;
-        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
-            buf[--len] = '\0';
-        const char *s = buf;
-        if (line == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
-            s += 3;
-        if (import_is_blank(s))
-            continue;
-        c->rep->rows++;
-        json_error_t je;
-        json_t *o = json_loads(s, JSON_REJECT_DUPLICATES, &je);
-        if (!o) {
-            import_problem(c, line, "not valid JSON at column %d: %s", je.column, je.text);
-            continue;
-        }
-        if (!json_is_object(o)) {
-            import_problem(c, line,
-                           "each line must be one JSON object {\"prompt\": ..., \"img_pos\": "
-                           "..., \"img_neg\": ..., \"label\": 1.0}");
-            json_decref(o);
-            continue;
-        }
-        PRow p = {.line = line};
-        const char *prompt = json_str(c, line, o, "prompt", 1);
-        const char *ip = json_str(c, line, o, "img_pos", 1);
-        const char *in = json_str(c, line, o, "img_neg", 1);
-        json_t *ja = json_object_get(o, "aspect");
-        const char *asp = NULL;
-        int bad_aspect = 0;
-        if (ja && json_is_string(ja))
-            asp = json_string_value(ja);
-        else if (ja && !json_is_null(ja)) {
-            import_problem(c, line, "\"aspect\" must be a string (an aspect name or \"combined\")");
-            bad_aspect = 1;
-        }
-        int bad = !prompt || !ip || !in || bad_aspect;
-        bad |= json_num(c, line, o, "label", &p.label) != 0;
-        bad |= json_num(c, line, o, "rating_pos", &p.rating_pos) != 0;
-        bad |= json_num(c, line, o, "rating_neg", &p.rating_neg) != 0;
-        bad |= json_num(c, line, o, "rating_diff", &p.rating_diff) != 0;
-        if (isnan(p.label))
-            p.label = 1.0;
-        if (!bad && (p.label < 0 || p.label > 1)) {
-            import_problem(c, line, "label %g is outside 0..1 (1.0 = img_pos preferred)", p.label);
-            bad = 1;
-        }
-        if (asp && *asp && strcmp(asp, "combined") != 0 && !aspect_known(c, asp)) {
-            import_problem(c, line,
-                           "aspect \"%s\" is not an aspect of this store (use one of the "
-                           "aspect names, or \"combined\")",
-                           asp);
-            bad = 1;
-        }
-        if (!bad && strcmp(ip, in) == 0) {
-            import_problem(c, line, "img_pos and img_neg are the same image");
-            bad = 1;
-        }
-        if (!bad) {
-            p.aspect = xstrdup(asp && strcmp(asp, "combined") != 0 ? asp : "");
-            pair_prompt(c, &p, prompt);
-            import_resolve_image(c, ip, &p.pos);
-            import_resolve_image(c, in, &p.neg);
-            if (p.label < 0.5) { /* keep img_pos the preferred image */
-                ImportImg t = p.pos;
-                p.pos = p.neg;
-                p.neg = t;
-                double r = p.rating_pos;
-                p.rating_pos = p.rating_neg;
-                p.rating_neg = r;
-                p.rating_diff = -p.rating_diff;
-                p.label = 1.0 - p.label;
-            }
-            rows = xrealloc(rows, (n + 1) * sizeof *rows);
-            rows[n++] = p;
-        }
-        json_decref(o);
+/* The optional "aspect": 0 and *out (NULL if absent/null), or -1 after a problem. */
+static int pair_aspect(ImportCtx *c, long line, json_t *o, const char **out) {
+    json_t *ja = json_object_get(o, "aspect");
+    *out = NULL;
+    if (!ja || json_is_null(ja))
+        return 0;
+    if (!json_is_string(ja)) {
+        import_problem(c, line, "\"aspect\" must be a string (an aspect name or \"combined\")");
+        return -1;
     }
-    int read_err = ferror(f);
-    free(buf);
-    fclose(f);
-    int rc = 0;
-    if (read_err) {
-        rc = err_set(err, ERR_IO, "%s: read error", path);
+    const char *a = json_string_value(ja);
+    if (*a && strcmp(a, "combined") != 0 && !aspect_known(c, a)) {
+        import_problem(c, line,
+                       "aspect \"%s\" is not an aspect of this store (use one of the aspect "
+                       "names, or \"combined\")",
+                       a);
+        return -1;
+    }
+    *out = a;
+    return 0;
+}
+
+/* Check the JSON text S of LINE into *P. Returns 0, or -1 after recording its problems. */
+static int pairs_plan_line(ImportCtx *c, long line, const char *s, PRow *p) {
+    memset(p, 0, sizeof *p);
+    p->line = line;
+    json_error_t je;
+    json_t *o = json_loads(s, JSON_REJECT_DUPLICATES, &je);
+    if (!o) {
+        import_problem(c, line, "not valid JSON at column %d: %s", je.column, je.text);
+        return -1;
+    }
+    int bad = 0;
+    if (!json_is_object(o)) {
+        import_problem(c, line,
+                       "each line must be one JSON object {\"prompt\": ..., \"img_pos\": ..., "
+                       "\"img_neg\": ..., \"label\": 1.0}");
+        bad = 1;
         goto out;
     }
-    if (import_has_problems(c)) {
-        rc = import_fail(c, ERR_FORMAT, err);
-        goto out;
+    const char *prompt = json_str(c, line, o, "prompt", 1);
+    const char *ip = json_str(c, line, o, "img_pos", 1);
+    const char *in = json_str(c, line, o, "img_neg", 1);
+    const char *asp;
+    bad = !prompt || !ip || !in;
+    bad |= pair_aspect(c, line, o, &asp) != 0;
+    bad |= json_num(c, line, o, "label", &p->label) != 0;
+    bad |= json_num(c, line, o, "rating_pos", &p->rating_pos) != 0;
+    bad |= json_num(c, line, o, "rating_neg", &p->rating_neg) != 0;
+    bad |= json_num(c, line, o, "rating_diff", &p->rating_diff) != 0;
+    if (isnan(p->label))
+        p->label = 1.0;
+    if (!bad && (p->label < 0 || p->label > 1)) {
+        import_problem(c, line, "label %g is outside 0..1 (1.0 = img_pos preferred)", p->label);
+        bad = 1;
     }
-    if ((rc = import_begin(c, err)))
+    if (!bad && strcmp(ip, in) == 0) {
+        import_problem(c, line, "img_pos and img_neg are the same image");
+        bad = 1;
+    }
+    if (bad)
         goto out;
+    p->aspect = xstrdup(asp && strcmp(asp, "combined") != 0 ? asp : "");
+    pair_prompt(c, p, prompt);
+    import_resolve_image(c, ip, &p->pos);
+    import_resolve_image(c, in, &p->neg);
+    if (p->label < 0.5) { /* keep img_pos the preferred image */
+        ImportImg t = p->pos;
+        p->pos = p->neg;
+        p->neg = t;
+        double r = p->rating_pos;
+        p->rating_pos = p->rating_neg;
+        p->rating_neg = r;
+        p->rating_diff = -p->rating_diff;
+        p->label = 1.0 - p->label;
+    }
+out:
+    json_decref(o);
+    return bad ? -1 : 0;
+}
+
+/* Write the planned pairs inside the open transaction; returns 1 if cancelled. */
+static int pairs_apply(ImportCtx *c, PRow *rows, size_t n) {
     int cancelled = 0;
     for (size_t i = 0; i < n && !cancelled; i++) {
         PRow *p = &rows[i];
@@ -214,8 +194,46 @@ int import_pairs_jsonl(ImportCtx *c, const char *path, Err *err) {
         c->rep->pairs_unchanged += !added;
         cancelled = import_progress(c, i + 1, n);
     }
-    rc = import_finish(c, cancelled, err);
-out:
+    return cancelled;
+}
+
+int import_pairs_jsonl(ImportCtx *c, const char *path, Err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_set(err, errno == ENOENT ? ERR_NOTFOUND : ERR_IO, "%s: cannot open: %s", path,
+                       strerror(errno));
+    PRow *rows = NULL;
+    size_t n = 0, cap_rows = 0;
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long line = 0;
+    while ((len = getline(&buf, &cap, f)) >= 0) {
+        line++;
+        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+            buf[--len] = '\0';
+        const char *s = buf;
+        if (line == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
+            s += 3;
+        if (import_is_blank(s))
+            continue;
+        c->rep->rows++;
+        if (n == cap_rows) {
+            cap_rows = cap_rows ? 2 * cap_rows : 64;
+            rows = xrealloc(rows, cap_rows * sizeof *rows);
+        }
+        n += pairs_plan_line(c, line, s, &rows[n]) == 0;
+    }
+    int read_err = ferror(f);
+    free(buf);
+    fclose(f);
+    int rc = 0;
+    if (read_err)
+        rc = err_set(err, ERR_IO, "%s: read error", path);
+    else if (import_has_problems(c))
+        rc = import_fail(c, ERR_FORMAT, err);
+    else if (!(rc = import_begin(c, err)))
+        rc = import_finish(c, pairs_apply(c, rows, n), err);
     for (size_t i = 0; i < n; i++) {
         free(rows[i].new_ext);
         free(rows[i].text);

@@ -33,6 +33,10 @@
 #define JOBKIND_LIST(X) \
     X(jobkind_import) \
     X(jobkind_export) \
+    X(jobkind_embed) \
+    X(jobkind_train_reward) \
+    X(jobkind_eval_reward) \
+    X(jobkind_score) \
     /* end of the list */
 
 #define JOBKIND_DECLARE(k) extern const JobKind k;

@@ -141,6 +141,39 @@ int store_job_get(Store *st, int64_t id, JobRow *out, Err *err) {
     return 0;
 }
 
+/* Dependencies of ROWS (sorted by id, descending) in one query, not one per row: the TUI
+ * lists hundreds of jobs twice a second. */
+static int read_all_deps(Store *st, JobRow *rows, int n, Err *err) {
+    static const char sql[] =
+        "SELECT job_id, depends_on FROM job_deps WHERE job_id BETWEEN ? AND ? "
+        "ORDER BY job_id, depends_on";
+    sqlite3_stmt *s = store_stmt(st, sql, err);
+    if (!s)
+        return ERR_DB;
+    sqlite3_bind_int64(s, 1, rows[n - 1].id);
+    sqlite3_bind_int64(s, 2, rows[0].id);
+    int rc;
+    while ((rc = store_step(st, s)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(s, 0);
+        int lo = 0, hi = n - 1; /* binary search in descending ids */
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (rows[mid].id > id)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        JobRow *r = &rows[lo];
+        if (r->id != id)
+            continue; /* filtered out of the list */
+        r->deps = xrealloc(r->deps, sizeof *r->deps * (size_t)(r->n_deps + 1));
+        r->deps[r->n_deps++] = sqlite3_column_int64(s, 1);
+    }
+    if (rc != SQLITE_DONE)
+        return store_err(st, err, "read job dependencies");
+    return 0;
+}
+
 int store_jobs_list(Store *st, const JobFilter *f, JobRow **rows, int *n, Err *err) {
     static const char sql[] = "SELECT " JOB_COLS " FROM jobs ORDER BY id DESC";
     *rows = NULL;
@@ -171,11 +204,9 @@ int store_jobs_list(Store *st, const JobFilter *f, JobRow **rows, int *n, Err *e
         store_job_rows_free(out, count);
         return store_err(st, err, "list jobs");
     }
-    for (int i = 0; i < count; i++) {
-        if ((rc = read_deps(st, &out[i], err))) {
-            store_job_rows_free(out, count);
-            return rc;
-        }
+    if (count && (rc = read_all_deps(st, out, count, err))) {
+        store_job_rows_free(out, count);
+        return rc;
     }
     *rows = out;
     *n = count;

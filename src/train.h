@@ -112,7 +112,6 @@ typedef struct TrainPair {
  * beyond TRAIN_N_HEADS are ignored. *out is the caller's (free). */
 void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out);
 
-#endif
 
 /* ---- using a checkpoint: scoring and evaluation (train_eval.c) ---- */
 
@@ -156,3 +155,5 @@ typedef struct EvalOptions {
  * then the current directory. A label-less or aspect-less line applies to every head and to
  * the combined score. Errors name FILE:LINE. */
 int train_eval(RewardCkpt *c, Store *st, const EvalOptions *opts, EvalReport *out, Err *err);
+
+#endif

@@ -155,6 +155,9 @@ Test(feat_classic, composition_centroid_and_symmetry) {
     cr_assert_gt(F[idx("bright_cx")], 0.4f, "%f", F[idx("bright_cx")]);
     cr_assert_gt(F[idx("saliency_cx")], 0.4f, "%f", F[idx("saliency_cx")]);
     cr_assert_float_eq(F[idx("bright_cy")], 0.0f, 0.02f);
+    /* the disc is centred at x = 200 of 256: (200 - 128) / 128 = 0.5625 */
+    cr_assert_float_eq(F[idx("subject_cx")], 0.5625f, 0.02f, "%f", F[idx("subject_cx")]);
+    cr_assert_float_eq(F[idx("subject_cy")], 0.0f, 0.02f);
     /* left-right asymmetric, top-bottom symmetric */
     cr_assert_lt(F[idx("symmetry_lr")], F[idx("symmetry_tb")] - 0.05f);
     cr_assert_float_eq(F[idx("symmetry_tb")], 1.0f, 0.02f);

@@ -4,7 +4,9 @@
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gpu.h"
 
@@ -83,4 +85,73 @@ Test(gpu_nvml, this_machine) {
     GpuInfo o;
     cr_assert_eq(gpu_query(g, gpu_count(g), &o, NULL), ERR_GPU);
     gpu_close(g);
+}
+
+/* Build tests/fixtures/gpu/fake_nvml.c into DIR/libfake-nvml.so; returns its path. */
+static const char *build_fake(char *dir_template, char *path, size_t n) {
+    cr_assert_not_null(mkdtemp(dir_template));
+    snprintf(path, n, "%s/libfake-nvml.so", dir_template);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cc -shared -fPIC -O1 -o %s tests/fixtures/gpu/fake_nvml.c", path);
+    cr_assert_eq(system(cmd), 0, "cannot build the fake NVML (%s)", cmd);
+    return path;
+}
+
+Test(gpu_nvml, every_field_through_a_fake_nvml_with_two_gpus) {
+    char dir[] = "/tmp/easel-nvml-XXXXXX", lib[128];
+    setenv("EASEL_NVML_LIB", build_fake(dir, lib, sizeof lib), 1);
+    unsetenv("EASEL_NO_GPU");
+    GpuSystem *g = gpu_open();
+    cr_assert_eq(gpu_state(g), GPU_STATE_OK, "%s", gpu_reason(g));
+    cr_assert_str_eq(gpu_reason(g), "");
+    cr_assert_eq(gpu_count(g), 2);
+    cr_assert_str_eq(gpu_driver_version(g), "999.01");
+    cr_assert_str_eq(gpu_nvml_version(g), "99.999.01");
+    cr_assert_eq(gpu_cuda_driver_version(g), 12040);
+    cr_assert_str_eq(gpu_library(g), lib);
+
+    GpuInfo a, b;
+    Err err = {0};
+    cr_assert_eq(gpu_query(g, 0, &a, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(a.name, "Fake GPU A");
+    cr_assert(a.valid & GPU_HAS_UUID);
+    cr_assert_str_eq(a.uuid, "GPU-fake-a");
+    cr_assert(a.valid & GPU_HAS_MEM);
+    cr_assert_eq(a.mem_total, 8ULL << 30);
+    cr_assert_eq(a.mem_used, 2ULL << 30);
+    cr_assert_eq(a.mem_free, 6ULL << 30);
+    cr_assert(a.valid & GPU_HAS_UTIL);
+    cr_assert_eq(a.util_mem, 25);
+    cr_assert(a.valid & GPU_HAS_TEMP);
+    cr_assert_eq(a.temp_c, 61);
+    cr_assert(a.valid & GPU_HAS_POWER && a.valid & GPU_HAS_POWER_LIMIT);
+    cr_assert_float_eq(a.power_w, 123.456, 1e-9);
+    cr_assert_float_eq(a.power_limit_w, 350.0, 1e-9);
+    cr_assert(a.valid & GPU_HAS_CC);
+    cr_assert_eq(a.cc_major, 9);
+    /* entry points the library lacks read as not available, never as 0 */
+    cr_assert_not(a.valid & GPU_HAS_SERIAL);
+    cr_assert_not(a.valid & GPU_HAS_FAN);
+    cr_assert_not(a.valid & GPU_HAS_BAR1);
+    cr_assert_not(a.valid & GPU_HAS_CLOCKS);
+    /* processes: this test process (name from /proc) and one NVML cannot size */
+    cr_assert(a.valid & GPU_HAS_PROCS);
+    cr_assert_eq(a.n_procs, 2);
+    cr_assert_eq(a.procs[0].pid, (uint32_t)getpid());
+    cr_assert_eq(a.procs[0].mem_used, 512ULL << 20);
+    cr_assert_eq(a.procs[0].graphics, 0);
+    cr_assert(strstr(a.procs[0].name, "test_gpu"), "%s", a.procs[0].name);
+    cr_assert_eq(a.procs[1].mem_used, UINT64_MAX);
+
+    cr_assert_eq(gpu_query(g, 1, &b, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(b.name, "Fake GPU B");
+    cr_assert_eq(b.util_gpu, 100);
+    cr_assert_not(b.valid & GPU_HAS_TEMP, "a failing query is n/a");
+    cr_assert(b.valid & GPU_HAS_PROCS);
+    cr_assert_eq(b.n_procs, 0);
+    cr_assert_eq(gpu_query(g, 2, &b, &err), ERR_GPU);
+    gpu_close(g);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -390,4 +391,96 @@ Test(import, eight_processes_import_ratings_at_once) {
     Err err = {0};
     st = store_open(dbpath, &err);
     cr_assert_not_null(st);
+}
+
+/* ---- corrupted copies of the good files: never a crash, never half an import -------------- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(uint32_t n) {
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng_state >> 33) % n;
+}
+
+static char *read_all(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    char *buf = malloc(1 << 16);
+    *len = fread(buf, 1, 1 << 16, f);
+    fclose(f);
+    return buf;
+}
+
+/* One random edit: flip a byte, insert a troublesome character, cut a range, or truncate. */
+static size_t mutate(char *buf, size_t len, size_t cap) {
+    static const char tricky[] = "\",\n\r\xff\xc3{}:0-9.e ";
+    uint32_t op = rnd(4), at = len ? rnd((uint32_t)len) : 0;
+    if (op == 0 && len) {
+        buf[at] ^= (char)(1 + rnd(255));
+    } else if (op == 1 && len + 1 < cap) {
+        memmove(buf + at + 1, buf + at, len - at);
+        buf[at] = tricky[rnd(sizeof tricky - 1)];
+        len++;
+    } else if (op == 2 && len) {
+        uint32_t n = 1 + rnd(20);
+        if (at + n > len)
+            n = (uint32_t)(len - at);
+        memmove(buf + at, buf + at + n, len - at - n);
+        len -= n;
+    } else {
+        len = at;
+    }
+    return len;
+}
+
+Test(import, corrupted_files_import_whole_or_not_at_all) {
+    load_good();
+    static const struct {
+        ImportKind kind;
+        const char *path;
+    } files[] = {
+        {IMPORT_PROMPTS, FIX "prompts_good.csv"},
+        {IMPORT_RATINGS, FIX "ratings_good.csv"},
+        {IMPORT_GENERATED, FIX "generated_single_gpu.csv"},
+        {IMPORT_PAIRS, FIX "pairs_good.jsonl"},
+    };
+    char out[160];
+    snprintf(out, sizeof out, "%s/fuzz/in.txt", tmpdir);
+    char dir[160];
+    snprintf(dir, sizeof dir, "%s/fuzz", tmpdir);
+    mkdir(dir, 0755);
+    /* the images the files name, next to the mutated copy */
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "cp -r " FIX "images %s/", dir);
+    cr_assert_eq(system(cmd), 0);
+    int n_failed = 0, n_ok = 0;
+    for (int round = 0; round < 200; round++) {
+        size_t fi = (size_t)round % (sizeof files / sizeof files[0]);
+        size_t len;
+        char *buf = read_all(files[fi].path, &len);
+        for (int k = 0, n = 1 + (int)rnd(3); k < n; k++)
+            len = mutate(buf, len, 1 << 16);
+        FILE *f = fopen(out, "wb");
+        fwrite(buf, 1, len, f);
+        fclose(f);
+        free(buf);
+        char *before = dump();
+        ImportReport rep;
+        Err err = {0};
+        int rc = imp(files[fi].kind, out, &rep, &err);
+        char *after = dump();
+        if (rc) {
+            n_failed++;
+            cr_assert_gt(rep.n_errors, 0, "round %d: failed without a problem listed", round);
+            cr_assert(strncmp(err.msg, out, strlen(out)) == 0, "round %d: '%s' names no file",
+                      round, err.msg);
+            cr_assert_str_eq(before, after, "round %d: a failed import changed the store", round);
+        } else {
+            n_ok++;
+        }
+        import_report_deinit(&rep);
+        free(before);
+        free(after);
+    }
+    cr_assert_gt(n_failed, 20); /* the mutations do reach the error paths */
+    cr_assert_gt(n_ok, 0);
 }

@@ -525,3 +525,37 @@ Test(jobs, gpu_scheduler_exclusive_shared_all_and_cpu_fallback) {
     store_close(st2);
     store_close(st);
 }
+
+Test(jobs, list_filters_and_carries_dependencies) {
+    Store *st = store_open(db, NULL);
+    int64_t a = add_count(st, 1, 0, 1, NULL);
+    int64_t b = add_count(st, 1, 0, 1, NULL);
+    int64_t ab[] = {a, b};
+    int64_t c = add_kind(st, "test-count", 0, ab, 2);
+    int64_t d = add_kind(st, "test-count", 0, &c, 1);
+    cr_assert_eq(store_job_cancel(st, b, NULL, NULL), 0);
+    JobRow *rows;
+    int n;
+    cr_assert_eq(store_jobs_list(st, NULL, &rows, &n, NULL), 0);
+    cr_assert_eq(n, 4);
+    cr_assert_eq(rows[0].id, d, "newest first");
+    cr_assert_eq(rows[0].n_deps, 1);
+    cr_assert_eq(rows[0].deps[0], c);
+    cr_assert_eq(rows[1].id, c);
+    cr_assert_eq(rows[1].n_deps, 2);
+    cr_assert_eq(rows[1].deps[0], a);
+    cr_assert_eq(rows[1].deps[1], b);
+    cr_assert_eq(rows[2].n_deps, 0);
+    store_job_rows_free(rows, n);
+    JobFilter f = {.states = 1u << JOB_STATE_CANCELLED};
+    cr_assert_eq(store_jobs_list(st, &f, &rows, &n, NULL), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(rows[0].id, b);
+    store_job_rows_free(rows, n);
+    JobFilter lim = {.limit = 2};
+    cr_assert_eq(store_jobs_list(st, &lim, &rows, &n, NULL), 0);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(rows[1].n_deps, 2);
+    store_job_rows_free(rows, n);
+    store_close(st);
+}

@@ -98,6 +98,18 @@ static int percent_of_job1(const char *buf) {
     return atoi(p);
 }
 
+/* Start this binary as the TUI on the test store in the private tmux server, with ENV
+ * (VAR=value ...) added. */
+static void start_tui(const char *env) {
+    char self[512];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    cr_assert(n > 0);
+    self[n] = '\0';
+    cr_assert_eq(sh("tmux -L %s new-session -d -s t -x 140 -y 40 "
+                    "'env -u BXFI_MAP %s EASEL_TEST_TUI_DB=%s EASEL_WORKER_THREADS=1 %s "
+                    "2>%s/stderr.txt; sleep 60'", sock, env, db, self, tmpdir), 0);
+}
+
 static void setup(void) {
     strcpy(tmpdir, "/tmp/easel-jobtui-XXXXXX");
     cr_assert_not_null(mkdtemp(tmpdir));
@@ -116,13 +128,7 @@ static void teardown(void) {
 Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .timeout = 60) {
     if (sh("command -v tmux >/dev/null 2>&1") != 0)
         cr_skip_test("tmux is not installed (apt-get install tmux)");
-    char self[512];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    cr_assert(n > 0);
-    self[n] = '\0';
-    cr_assert_eq(sh("tmux -L %s new-session -d -s t -x 140 -y 40 "
-                    "'env -u BXFI_MAP EASEL_NO_GPU=1 EASEL_TEST_TUI_DB=%s EASEL_WORKER_THREADS=1 %s "
-                    "2>%s/stderr.txt; sleep 60'", sock, db, self, tmpdir), 0);
+    start_tui("EASEL_NO_GPU=1");
     static char buf[65536];
     if (!wait_screen("No jobs yet", 10, buf, sizeof buf)) {
         sh("cat %s/stderr.txt >&2", tmpdir);
@@ -172,6 +178,42 @@ Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .time
     keys("F6");
     cr_assert(wait_screen("No GPU.", 3, buf, sizeof buf), "%s", buf);
     cr_assert(strstr(buf, "EASEL_NO_GPU") && strstr(buf, "runs on the CPU"), "%s", buf);
+    keys("q");
+}
+
+Test(jobs_tui, gpu_panels_with_history_and_the_job_holding_the_gpu, .init = setup,
+     .fini = teardown, .timeout = 60) {
+    if (sh("command -v tmux >/dev/null 2>&1") != 0)
+        cr_skip_test("tmux is not installed (apt-get install tmux)");
+    if (sh("command -v cc >/dev/null 2>&1") != 0)
+        cr_skip_test("no C compiler to build the NVML stand-in");
+    char lib[160];
+    snprintf(lib, sizeof lib, "%s/libfake-nvml.so", tmpdir);
+    cr_assert_eq(sh("cc -shared -fPIC -O1 -o %s tests/fixtures/gpu/fake_nvml.c", lib), 0);
+    /* a job that wants one GPU, queued before the TUI (and its pool) starts */
+    Store *st = store_open(db, NULL);
+    JobNew jn = {.kind = "test-slow", .params = "{\"steps\":3000}", .gpus_wanted = 1};
+    int64_t id;
+    cr_assert_eq(store_job_add(st, &jn, &id, NULL), 0);
+    store_close(st);
+    char env[256];
+    snprintf(env, sizeof env, "EASEL_NVML_LIB=%s", lib);
+    start_tui(env);
+    static char buf[65536];
+    cr_assert(wait_screen("    1 running", 10, buf, sizeof buf), "%s", buf);
+    keys("F6");
+    cr_assert(wait_screen("GPU 1  Fake GPU B", 5, buf, sizeof buf), "%s", buf);
+    cr_assert(strstr(buf, "GPU 0  Fake GPU A"), "%s", buf);
+    cr_assert(strstr(buf, "job  #1 test-slow"), "the job holding GPU 0:\n%s", buf);
+    cr_assert(strstr(buf, "2.0 / 8.0 GiB") && strstr(buf, "61 C"), "%s", buf);
+    cr_assert(strstr(buf, "utilisation") && strstr(buf, "memory"), "%s", buf);
+    /* GPU B runs at 100 %: after two samples its utilisation graph has full braille cells */
+    cr_assert(wait_screen("\u28ff", 5, buf, sizeof buf), "no full braille cell:\n%s", buf);
+    keys("b");
+    cr_assert(wait_screen("\u2588", 3, buf, sizeof buf), "no block graph after b:\n%s", buf);
+    keys("F4");
+    keys("c");
+    cr_assert(wait_screen("    1 cancelled", 3, buf, sizeof buf), "%s", buf);
     keys("q");
 }
 

@@ -1,0 +1,597 @@
+/* jobkinds_reward — embed, train-reward, eval-reward and score as job kinds, and the shared
+ * work behind `easel train/eval/score`. See jobkinds_reward.h.
+ *
+ * A train-reward job checkpoints: after every epoch it saves {"output": DIR, "epoch": N} as
+ * the job's checkpoint; when the job is resumed (interrupted worker, `easel jobs resume`),
+ * training continues from DIR/.resume to the same weights an uninterrupted run reaches.
+ */
+#include "jobkinds_reward.h"
+
+#include <dirent.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base.h"
+#include "encoder.h"
+#include "store_catalog.h"
+#include "store_runs.h"
+
+#define NH TRAIN_N_HEADS
+#define NO (TRAIN_N_HEADS + 1)
+
+static const char *const out_names[NO] = {"spatial", "icono", "style", "fidelity", "material",
+                                          "combined"};
+
+/* ---- train-reward ---- */
+
+static const JobParamSpec train_params[] = {
+    {"mode", JOB_PARAM_CHOICE, "multihead",
+     "multihead: pairs derived from ratings; pairs: imported preference pairs",
+     "multihead|pairs"},
+    {"objective", JOB_PARAM_CHOICE, "pairs",
+     "pairs: Bradley-Terry loss on pairs; regression: MSE on the 0-10 ratings",
+     "pairs|regression"},
+    {"encoder", JOB_PARAM_STRING, "classic", "feature encoder: classic, or clip:NAME", NULL},
+    {"fusion-method", JOB_PARAM_CHOICE, "concat", "how image and prompt features combine",
+     "concat|add|cross_attention"},
+    {"epochs", JOB_PARAM_INT, "10", "passes over the training pairs", NULL},
+    {"batch-size", JOB_PARAM_INT, "8", "pairs (or images) per step", NULL},
+    {"learning-rate", JOB_PARAM_FLOAT, "1e-4", "AdamW learning rate", NULL},
+    {"weight-decay", JOB_PARAM_FLOAT, "0.01", "AdamW decoupled weight decay", NULL},
+    {"min-rating-diff", JOB_PARAM_FLOAT, "0.5",
+     "smallest rating difference that makes a preference", NULL},
+    {"val-fraction", JOB_PARAM_FLOAT, "0.2", "share of prompts held out for validation", NULL},
+    {"save-every", JOB_PARAM_INT, "2", "write checkpoint-N/ every N epochs (0: never)", NULL},
+    {"patience", JOB_PARAM_INT, "0",
+     "stop after N epochs without a better validation F1 (0: never)", NULL},
+    {"seed", JOB_PARAM_INT, "42", "seed of the split, init, shuffling and dropout", NULL},
+    {"threads", JOB_PARAM_INT, "0", "CPU threads (0: all cores)", NULL},
+    {"irrelevant-weight", JOB_PARAM_FLOAT, "0",
+     "weight of the irrelevant-prompt loss (seed 003's robustness trick; 0: off)", NULL},
+    {"dropout", JOB_PARAM_FLOAT, "0.1", "dropout in the heads", NULL},
+    {"annotator", JOB_PARAM_STRING, "", "train on one annotator's ratings (default: mean)",
+     NULL},
+    {"output", JOB_PARAM_PATH, "", "run folder (default runs/NAME beside the store)", NULL},
+    {"name", JOB_PARAM_STRING, "", "run name (default train-DATE-TIME)", NULL},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err) {
+    train_config_defaults(c);
+    base_strlcpy(c->mode, job_param_str(p, "mode"), sizeof c->mode);
+    base_strlcpy(c->objective, job_param_str(p, "objective"), sizeof c->objective);
+    base_strlcpy(c->encoder, job_param_str(p, "encoder"), sizeof c->encoder);
+    base_strlcpy(c->fusion, job_param_str(p, "fusion-method"), sizeof c->fusion);
+    c->epochs = (int)job_param_int(p, "epochs");
+    c->batch_size = (int)job_param_int(p, "batch-size");
+    c->learning_rate = job_param_float(p, "learning-rate");
+    c->weight_decay = job_param_float(p, "weight-decay");
+    c->min_rating_diff = job_param_float(p, "min-rating-diff");
+    c->val_fraction = job_param_float(p, "val-fraction");
+    c->save_every = (int)job_param_int(p, "save-every");
+    c->patience = (int)job_param_int(p, "patience");
+    c->seed = (uint64_t)job_param_int(p, "seed");
+    c->threads = (int)job_param_int(p, "threads");
+    c->irrelevant_weight = job_param_float(p, "irrelevant-weight");
+    c->dropout = job_param_float(p, "dropout");
+    const char *annot = job_param_str(p, "annotator");
+    if (annot[0]) {
+        int64_t id;
+        if (store_annotator_find(st, annot, &id, err))
+            return err_prefix(err, "--annotator %s", annot);
+        c->annotator_id = id;
+    }
+    const char *name = job_param_str(p, "name");
+    if (name[0])
+        base_strlcpy(c->run_name, name, sizeof c->run_name);
+    else {
+        char *n = store_run_unique_name(st, "train");
+        base_strlcpy(c->run_name, n, sizeof c->run_name);
+        free(n);
+    }
+    const char *out = job_param_str(p, "output");
+    if (out[0]) {
+        base_strlcpy(c->output, out, sizeof c->output);
+    } else {
+        char *o = xasprintf("%s/runs/%s", store_dir(st), c->run_name);
+        base_strlcpy(c->output, o, sizeof c->output);
+        free(o);
+    }
+    return train_config_check(c, err);
+}
+
+static void job_progress_cb(void *user, double done, double total, const char *unit) {
+    job_progress(user, done, total, unit);
+}
+static int job_cancel_cb(void *user) { return job_cancelled(user); }
+static void job_log_cb(void *user, const char *line) { job_log(user, "%s", line); }
+static int job_resume_cb(void *user, const char *json, Err *err) {
+    return job_checkpoint_save(user, json, err);
+}
+
+static int train_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
+    Store *st = job_store(ctx);
+    TrainConfig cfg;
+    const char *resume = job_checkpoint(ctx);
+    if (!resume) {
+        int rc = reward_train_config(p, st, &cfg, err);
+        if (rc)
+            return rc;
+    } else {
+        train_config_defaults(&cfg);
+        cfg.threads = (int)job_param_int(p, "threads");
+    }
+    TrainHooks h = {.progress = job_progress_cb, .cancelled = job_cancel_cb, .log = job_log_cb,
+                    .resume_point = job_resume_cb, .user = ctx, .resume = resume,
+                    .job_id = job_id(ctx)};
+    return train_run(st, &cfg, &h, NULL, err);
+}
+
+const JobKind jobkind_train_reward = {
+    .name = "train-reward",
+    .summary = "train a five-head reward model on the store's ratings or pairs",
+    .help = "Trains the five-head reward model (spatial, icono, style, fidelity, material)\n"
+            "on frozen image/prompt features, validates per head every epoch and writes\n"
+            "best/, checkpoint-N/ and final/ into the run folder. Watch it on the Monitor\n"
+            "screen or with 'easel runs show RUN --follow'. Resumable.\n\n"
+            "example:\n  easel jobs add train-reward --epochs 20 --fusion-method cross_attention\n",
+    .params = train_params,
+    .checkpoints = 1,
+    .run = train_job_run,
+};
+
+/* ---- embed ---- */
+
+static const JobParamSpec embed_params[] = {
+    {"encoder", JOB_PARAM_STRING, "classic", "feature encoder: classic, or clip:NAME", NULL},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_t *n_images,
+                     size_t *n_prompts, Err *err) {
+    Encoder *enc = encoder_open(encoder, st, err);
+    if (!enc)
+        return err && err->code ? err->code : ERR_USAGE;
+    StoreImage *im = NULL;
+    size_t ni = 0, done = 0;
+    StorePrompt *pr = NULL;
+    size_t np = 0;
+    int rc = store_images_list(st, 0, &im, &ni, err);
+    if (rc)
+        goto out;
+    if ((rc = store_prompts_list(st, &pr, &np, err)))
+        goto out;
+    for (size_t i = 0; i < ni; i++) {
+        if (h && h->cancelled && h->cancelled(h->user)) {
+            rc = err_set(err, ERR_CANCELLED, "cancelled after %zu of %zu images", done, ni);
+            goto out;
+        }
+        if (im[i].missing)
+            continue;
+        char *path = store_path_resolve(st, im[i].path);
+        float *v = NULL;
+        rc = encoder_embed_image(enc, st, path, im[i].sha256, &v, err);
+        free(path);
+        free(v);
+        if (rc)
+            goto out;
+        done++;
+        if (h && h->progress)
+            h->progress(h->user, (double)(i + 1), (double)(ni + np), "items");
+    }
+    for (size_t i = 0; i < np; i++) {
+        float *v = NULL;
+        if ((rc = encoder_embed_text(enc, st, pr[i].text, &v, err)))
+            goto out;
+        free(v);
+        if (h && h->progress)
+            h->progress(h->user, (double)(ni + i + 1), (double)(ni + np), "items");
+    }
+    if (n_images)
+        *n_images = done;
+    if (n_prompts)
+        *n_prompts = np;
+out:
+    store_images_free(im, ni);
+    store_prompts_free(pr, np);
+    encoder_free(enc);
+    return rc;
+}
+
+static int embed_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
+    RewardHooks h = {job_progress_cb, job_cancel_cb, job_log_cb, ctx};
+    size_t ni = 0, np = 0;
+    int rc = reward_embed_all(job_store(ctx), job_param_str(p, "encoder"), &h, &ni, &np, err);
+    if (rc == 0)
+        job_log(ctx, "encoded %zu images and %zu prompts with %s", ni, np,
+                job_param_str(p, "encoder"));
+    return rc;
+}
+
+const JobKind jobkind_embed = {
+    .name = "embed",
+    .summary = "encode every image and prompt of the store into the feature cache",
+    .help = "Computes the features an encoder gives for every image (not missing) and\n"
+            "prompt of the store and caches them, so training starts at once.\n\n"
+            "example:\n  easel jobs add embed --encoder classic\n",
+    .params = embed_params,
+    .run = embed_job_run,
+};
+
+/* ---- eval-reward ---- */
+
+static void put_stats_json(json_t *o, const char *name, const EvalStats *s) {
+    json_object_set_new(o, name,
+                        json_pack("{s:f, s:f, s:f, s:I, s:f, s:f}", "accuracy", s->accuracy,
+                                  "average_margin", s->margin_mean, "margin_std", s->margin_std,
+                                  "sample_count", (json_int_t)s->n, "f1", s->f1, "loss",
+                                  s->loss));
+}
+
+void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r) {
+    fprintf(f, "checkpoint %s\npairs from %s: %zu pairs, %zu images scored\n\n", checkpoint,
+            r->source, r->n_pairs, r->n_images);
+    fprintf(f, "%-10s %8s %9s %11s %11s %7s %8s\n", "head", "samples", "accuracy",
+            "avg_margin", "margin_std", "F1", "loss");
+    for (int k = 0; k < NO; k++) {
+        const EvalStats *s = &r->st[k];
+        fprintf(f, "%-10s %8zu %9.4f %11.4f %11.4f %7.4f %8.4f\n", out_names[k], s->n,
+                s->accuracy, s->margin_mean, s->margin_std, s->f1, s->loss);
+    }
+}
+
+static int write_text_file(const char *path, const char *text, Err *err) {
+    char *tmp = xasprintf("%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    int rc = 0;
+    if (!f) {
+        rc = err_set(err, ERR_IO, "%s: cannot write (%m)", tmp);
+        goto out;
+    }
+    fputs(text, f);
+    if (fflush(f) != 0 || ferror(f)) {
+        fclose(f);
+        remove(tmp);
+        rc = err_set(err, ERR_IO, "%s: write failed (disk full?)", tmp);
+        goto out;
+    }
+    fclose(f);
+    if (rename(tmp, path) != 0) {
+        remove(tmp);
+        rc = err_set(err, ERR_IO, "%s: cannot write (%m)", path);
+    }
+out:
+    free(tmp);
+    return rc;
+}
+
+int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int threads,
+                const char *json_path, const char *csv_path, EvalReport *out, Err *err) {
+    RewardCkpt *c = train_ckpt_open(st, checkpoint, threads, err);
+    if (!c)
+        return err && err->code ? err->code : ERR_NOTFOUND;
+    int rc = train_eval(c, st, o, out, err);
+    if (rc)
+        goto out;
+    if (json_path && json_path[0]) {
+        json_t *heads = json_object();
+        for (int k = 0; k < NO; k++)
+            put_stats_json(heads, out_names[k], &out->st[k]);
+        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:o}", "checkpoint", train_ckpt_path(c),
+                              "pairs", out->source, "n_pairs", (json_int_t)out->n_pairs,
+                              "n_images", (json_int_t)out->n_images, "heads", heads);
+        char *s = json_dumps(j, JSON_INDENT(2));
+        json_decref(j);
+        char *s2 = xasprintf("%s\n", s);
+        rc = write_text_file(json_path, s2, err);
+        free(s);
+        free(s2);
+        if (rc)
+            goto out;
+    }
+    if (csv_path && csv_path[0]) {
+        size_t cap = 4096;
+        char *buf = xmalloc(cap);
+        int n = snprintf(buf, cap, "head,accuracy,average_margin,margin_std,sample_count,f1,"
+                                   "loss\n");
+        for (int k = 0; k < NO; k++)
+            n += snprintf(buf + n, cap - (size_t)n, "%s,%.6f,%.6f,%.6f,%zu,%.6f,%.6f\n",
+                          out_names[k], out->st[k].accuracy, out->st[k].margin_mean,
+                          out->st[k].margin_std, out->st[k].n, out->st[k].f1, out->st[k].loss);
+        rc = write_text_file(csv_path, buf, err);
+        free(buf);
+        if (rc)
+            goto out;
+    }
+    /* record the evaluation as a run, so it is listed beside the training runs */
+    char *name = store_run_unique_name(st, "eval");
+    json_t *cj = json_pack("{s:s, s:s}", "checkpoint", train_ckpt_path(c), "pairs", out->source);
+    char *cs = json_dumps(cj, JSON_COMPACT);
+    json_decref(cj);
+    int64_t run_id = 0;
+    if (store_run_create(st, name, "eval-reward", cs, 0, train_ckpt_path(c), &run_id, NULL) ==
+        0) {
+        StoreMetric m[NO * 4];
+        size_t nm = 0;
+        for (int k = 0; k < NO; k++) {
+            static const char *const what[4] = {"acc", "f1", "margin", "margin_std"};
+            double v[4] = {out->st[k].accuracy, out->st[k].f1, out->st[k].margin_mean,
+                           out->st[k].margin_std};
+            for (int q = 0; q < 4; q++) {
+                memset(&m[nm], 0, sizeof m[nm]);
+                strcpy(m[nm].split, "eval");
+                snprintf(m[nm].name, sizeof m[nm].name, "%s_%s", out_names[k], what[q]);
+                m[nm].value = v[q];
+                nm++;
+            }
+        }
+        store_metrics_add(st, run_id, m, nm, NULL);
+        store_run_set_state(st, run_id, "succeeded", NULL);
+    }
+    free(cs);
+    free(name);
+out:
+    train_ckpt_free(c);
+    return rc;
+}
+
+static const JobParamSpec eval_params[] = {
+    {"checkpoint", JOB_PARAM_PATH, NULL, "checkpoint folder (best/, final/, checkpoint-N/)",
+     NULL},
+    {"pairs", JOB_PARAM_PATH, "", "pairs.jsonl to evaluate on (default: the store's ratings)",
+     NULL},
+    {"min-rating-diff", JOB_PARAM_FLOAT, "0.5", "for pairs derived from ratings", NULL},
+    {"split", JOB_PARAM_CHOICE, "all", "store pairs: all, or the checkpoint's val/train split",
+     "all|val|train"},
+    {"json", JOB_PARAM_PATH, "", "write the metrics as JSON here", NULL},
+    {"csv", JOB_PARAM_PATH, "", "write the metrics as CSV here", NULL},
+    {"threads", JOB_PARAM_INT, "0", "CPU threads (0: all cores)", NULL},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
+    EvalOptions o = {0};
+    const char *pairs = job_param_str(p, "pairs");
+    o.pairs_file = pairs[0] ? pairs : NULL;
+    o.min_rating_diff = job_param_float(p, "min-rating-diff");
+    o.split = job_param_str(p, "split");
+    o.progress = job_progress_cb;
+    o.cancelled = job_cancel_cb;
+    o.user = ctx;
+    EvalReport r;
+    int rc = reward_eval(job_store(ctx), job_param_str(p, "checkpoint"), &o,
+                         (int)job_param_int(p, "threads"), job_param_str(p, "json"),
+                         job_param_str(p, "csv"), &r, err);
+    if (rc == 0)
+        for (int k = 0; k < NO; k++)
+            job_log(ctx, "%-9s n=%zu accuracy %.4f margin %.4f +- %.4f F1 %.4f", out_names[k],
+                    r.st[k].n, r.st[k].accuracy, r.st[k].margin_mean, r.st[k].margin_std,
+                    r.st[k].f1);
+    return rc;
+}
+
+const JobKind jobkind_eval_reward = {
+    .name = "eval-reward",
+    .summary = "evaluate a reward checkpoint on preference pairs (accuracy, margin, F1)",
+    .help = "Scores both images of every pair and reports, per head and combined, the\n"
+            "preference accuracy (score(chosen) strictly greater), average margin, margin\n"
+            "standard deviation, sample count and F1.\n\n"
+            "example:\n  easel jobs add eval-reward --checkpoint runs/r1/best --pairs pairs.jsonl\n",
+    .params = eval_params,
+    .run = eval_job_run,
+};
+
+/* ---- score ---- */
+
+static int has_image_ext(const char *name) {
+    const char *dot = strrchr(name, '.');
+    if (!dot)
+        return 0;
+    static const char *const ext[] = {".png", ".jpg", ".jpeg", ".bmp", ".tga", ".gif",
+                                      ".PNG", ".JPG", ".JPEG"};
+    for (size_t i = 0; i < ARRAY_LEN(ext); i++)
+        if (strcmp(dot, ext[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Expand folders (recursively) into their image files, sorted. */
+static void collect(const char *path, char ***v, size_t *n, size_t *cap) {
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d)
+            return;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.')
+                continue;
+            char *p = xasprintf("%s/%s", path, e->d_name);
+            struct stat s2;
+            if (stat(p, &s2) == 0 && (S_ISDIR(s2.st_mode) || has_image_ext(e->d_name)))
+                collect(p, v, n, cap);
+            free(p);
+        }
+        closedir(d);
+        return;
+    }
+    if (*n == *cap)
+        *v = xrealloc(*v, (*cap = *cap ? 2 * *cap : 64) * sizeof **v);
+    (*v)[(*n)++] = xstrdup(path);
+}
+
+static void csv_field(FILE *f, const char *s) {
+    if (!strpbrk(s, ",\"\n\r")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
+                 const char *prompt, int threads, FILE *csv, const RewardHooks *h,
+                 size_t *n_scored, Err *err) {
+    RewardCkpt *c = train_ckpt_open(st, checkpoint, threads, err);
+    if (!c)
+        return err && err->code ? err->code : ERR_NOTFOUND;
+    char **files = NULL;
+    size_t nf = 0, cap = 0, done = 0;
+    StoreImage *all = NULL;
+    size_t n_all = 0;
+    int rc = 0;
+    if (n > 0) {
+        for (int i = 0; i < n; i++)
+            collect(paths[i], &files, &nf, &cap);
+        qsort(files, nf, sizeof *files, cmp_str);
+    } else if ((rc = store_images_list(st, 0, &all, &n_all, err))) {
+        goto out;
+    }
+    size_t total = n > 0 ? nf : n_all;
+    StoreScore *batch = xmalloc(64 * NO * sizeof *batch);
+    size_t nb = 0;
+    if (csv)
+        fprintf(csv, "image,spatial,icono,style,fidelity,material,combined\n");
+    for (size_t i = 0; i < total; i++) {
+        if (h && h->cancelled && h->cancelled(h->user)) {
+            rc = err_set(err, ERR_CANCELLED, "cancelled after %zu of %zu images", done, total);
+            break;
+        }
+        StoreImage im = {0};
+        int known = 0;
+        char *path;
+        if (n > 0) {
+            path = xstrdup(files[i]);
+            char *stored = store_path_to_stored(st, path);
+            known = store_image_by_path(st, stored, &im, NULL) == 0;
+            free(stored);
+        } else {
+            if (all[i].missing)
+                continue;
+            path = store_path_resolve(st, all[i].path);
+            im = all[i];
+            memset(&all[i], 0, sizeof all[i]);
+            known = 1;
+        }
+        StorePrompt sp = {0};
+        if (!prompt && known && im.prompt_id)
+            store_prompt_get(st, im.prompt_id, &sp, NULL);
+        float s[NO];
+        rc = train_ckpt_score(c, st, path, known ? im.sha256 : NULL,
+                              prompt ? prompt : sp.text ? sp.text : "", s, err);
+        store_prompt_deinit(&sp);
+        if (rc) {
+            free(path);
+            store_image_deinit(&im);
+            break;
+        }
+        if (csv) {
+            csv_field(csv, path);
+            for (int k = 0; k < NO; k++)
+                fprintf(csv, ",%.6f", s[k]);
+            fputc('\n', csv);
+        }
+        if (known) {
+            for (int k = 0; k < NO; k++) {
+                batch[nb].image_id = im.id;
+                base_strlcpy(batch[nb].head, out_names[k], sizeof batch[nb].head);
+                batch[nb].value = s[k];
+                nb++;
+            }
+            if (nb >= 64 * NO - NO) {
+                if ((rc = store_scores_put(st, train_ckpt_path(c), batch, nb, err))) {
+                    free(path);
+                    store_image_deinit(&im);
+                    break;
+                }
+                nb = 0;
+            }
+        }
+        free(path);
+        store_image_deinit(&im);
+        done++;
+        if (h && h->progress)
+            h->progress(h->user, (double)(i + 1), (double)total, "images");
+    }
+    if (rc == 0 && nb)
+        rc = store_scores_put(st, train_ckpt_path(c), batch, nb, err);
+    free(batch);
+    if (n_scored)
+        *n_scored = done;
+out:
+    for (size_t i = 0; i < nf; i++)
+        free(files[i]);
+    free(files);
+    store_images_free(all, n_all);
+    train_ckpt_free(c);
+    return rc;
+}
+
+static const JobParamSpec score_params[] = {
+    {"checkpoint", JOB_PARAM_PATH, NULL, "checkpoint folder (best/, final/, checkpoint-N/)",
+     NULL},
+    {"images", JOB_PARAM_PATH, "", "an image file or folder (default: every store image)",
+     NULL},
+    {"prompt", JOB_PARAM_STRING, "", "score under this prompt (default: each image's own)",
+     NULL},
+    {"csv", JOB_PARAM_PATH, "", "also write the scores as CSV here", NULL},
+    {"threads", JOB_PARAM_INT, "0", "CPU threads (0: all cores)", NULL},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
+    RewardHooks h = {job_progress_cb, job_cancel_cb, job_log_cb, ctx};
+    const char *images = job_param_str(p, "images");
+    const char *csv_path = job_param_str(p, "csv");
+    const char *prompt = job_param_str(p, "prompt");
+    char *tmp = NULL;
+    FILE *csv = NULL;
+    if (csv_path[0]) {
+        tmp = xasprintf("%s.tmp", csv_path);
+        if (!(csv = fopen(tmp, "w"))) {
+            int rc = err_set(err, ERR_IO, "%s: cannot write (%m)", tmp);
+            free(tmp);
+            return rc;
+        }
+    }
+    char *one[1] = {(char *)images};
+    size_t n = 0;
+    int rc = reward_score(job_store(ctx), job_param_str(p, "checkpoint"), one, images[0] ? 1 : 0,
+                          prompt[0] ? prompt : NULL, (int)job_param_int(p, "threads"), csv, &h,
+                          &n, err);
+    if (csv) {
+        int bad = fclose(csv) != 0;
+        if (rc == 0 && bad)
+            rc = err_set(err, ERR_IO, "%s: write failed", tmp);
+        if (rc == 0 && rename(tmp, csv_path) != 0)
+            rc = err_set(err, ERR_IO, "%s: cannot write (%m)", csv_path);
+        if (rc)
+            remove(tmp);
+    }
+    free(tmp);
+    if (rc == 0)
+        job_log(ctx, "scored %zu images", n);
+    return rc;
+}
+
+const JobKind jobkind_score = {
+    .name = "score",
+    .summary = "score images with a reward checkpoint (per head and combined)",
+    .help = "Scores images with a trained reward model; scores of store images are saved\n"
+            "in the store (scores table), and all can be written as CSV.\n\n"
+            "example:\n  easel jobs add score --checkpoint runs/r1/best --csv scores.csv\n",
+    .params = score_params,
+    .run = score_job_run,
+};

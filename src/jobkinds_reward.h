@@ -1,0 +1,59 @@
+/* jobkinds_reward — the reward pipeline's job kinds (`embed`, `train-reward`, `eval-reward`,
+ * `score`) and the work they share with the CLI (src/cli_train.c), so `easel train` in the
+ * foreground and a queued train-reward job run the same code with the same parameters.
+ *
+ * The kinds' parameter schemas use the CLI's flag names (--fusion-method, --batch-size...),
+ * so the CLI parses its flags by handing them to job_params_parse.
+ *
+ * Thread safety: every function works on the Store it is given, from one thread.
+ */
+#ifndef EASEL_JOBKINDS_REWARD_H
+#define EASEL_JOBKINDS_REWARD_H
+
+#include <stdio.h>
+
+#include "err.h"
+#include "jobkind.h"
+#include "store.h"
+#include "train.h"
+
+extern const JobKind jobkind_embed;
+extern const JobKind jobkind_train_reward;
+extern const JobKind jobkind_eval_reward;
+extern const JobKind jobkind_score;
+
+/* A TrainConfig from parsed train-reward parameters. A default output folder is
+ * runs/<run name> beside the store. */
+int reward_train_config(const JobParams *p, Store *st, TrainConfig *cfg, Err *err);
+
+/* Progress/cancel/log callbacks shared by the CLI and the jobs. */
+typedef struct RewardHooks {
+    void (*progress)(void *user, double done, double total, const char *unit);
+    int (*cancelled)(void *user);
+    void (*log)(void *user, const char *line);
+    void *user;
+} RewardHooks;
+
+/* Encode every image (not missing) and prompt of the store with ENCODER into the cache.
+ * *n_images / *n_prompts (may be NULL) get the counts. */
+int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_t *n_images,
+                     size_t *n_prompts, Err *err);
+
+/* Evaluate CHECKPOINT per EvalOptions, record it as an eval-reward run with metrics, and
+ * write JSON_PATH / CSV_PATH when not NULL/"". *out gets the report. */
+int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int threads,
+                const char *json_path, const char *csv_path, EvalReport *out, Err *err);
+
+/* The evaluation table (what `easel eval` prints). */
+void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r);
+
+/* Score image files (PATHS, N; folders are expanded to their image files) or, with N == 0,
+ * every image of the store, with CHECKPOINT. PROMPT overrides each image's own prompt when
+ * not NULL. Scores of images the store knows are saved in its scores table; every score goes
+ * to CSV (a stream, may be NULL) as image,spatial,icono,style,fidelity,material,combined.
+ * *n_scored (may be NULL) = images scored. */
+int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
+                 const char *prompt, int threads, FILE *csv, const RewardHooks *h,
+                 size_t *n_scored, Err *err);
+
+#endif

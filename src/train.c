@@ -1,0 +1,1199 @@
+/* train — the training run: data from the store, the loop, metrics, checkpoints, resume.
+ * See train.h.
+ *
+ * DESIGN
+ *   load    ratings -> per-image means (pairs.h) -> pairs per prompt -> TrainPair labels;
+ *           or imported pairs (store_pairs.h). Every image and prompt involved is encoded
+ *           once (encoder.h; cached in the store) into one feature table each.
+ *   split   by prompt, train_split_prompts(seed).
+ *   epoch   shuffle the training items with the run's Rng; batches of batch_size pairs (or
+ *           images for regression); forward both images of each pair with the pair's prompt
+ *           (plus, with irrelevant_weight > 0, both with another prompt), losses, backward,
+ *           AdamW. Step metrics are buffered and flushed to the store at most 4 times a
+ *           second and at every epoch end, so readers see each step within a second.
+ *   eval    after each epoch every validation image is scored once (dropout off); the
+ *           validation pairs are evaluated per head and combined (evalrm.h).
+ *   save    best/ when the mean per-head validation F1 improves, checkpoint-N/ every
+ *           save_every epochs, final/ at the end; .resume/ (weights, AdamW moments, Rng,
+ *           counters) after every epoch, then hooks->resume_point.
+ *
+ * Determinism: the split, init, shuffles, irrelevant prompts and dropout masks derive from
+ * the seed and the step; the engine is deterministic for a thread count. A run resumed from
+ * .resume/ therefore ends with the same weights as one that was never interrupted.
+ */
+#include "train.h"
+#include "train_int.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "encoder.h"
+#include "evalrm.h"
+#include "log.h"
+#include "rng.h"
+#include "store_catalog.h"
+#include "store_pairs.h"
+#include "store_ratings.h"
+#include "store_runs.h"
+
+#define NH TRAIN_N_HEADS
+#define NO (TRAIN_N_HEADS + 1) /* outputs: heads + combined */
+
+static const char *const out_names[NO] = {"spatial", "icono", "style", "fidelity", "material",
+                                          "combined"};
+
+/* ---- config ---- */
+
+void train_config_defaults(TrainConfig *c) {
+    memset(c, 0, sizeof *c);
+    strcpy(c->mode, "multihead");
+    strcpy(c->objective, "pairs");
+    strcpy(c->encoder, "classic");
+    strcpy(c->fusion, "concat");
+    c->epochs = 10;
+    c->batch_size = 8;
+    c->learning_rate = 1e-4;
+    c->weight_decay = 0.01;
+    c->min_rating_diff = 0.5;
+    c->val_fraction = 0.2;
+    c->save_every = 2;
+    c->patience = 0;
+    c->threads = 0;
+    c->seed = 42;
+    c->irrelevant_weight = 0;
+    c->dropout = 0.1;
+    strcpy(c->output, "runs/reward");
+}
+
+int train_config_check(const TrainConfig *c, Err *err) {
+    if (strcmp(c->mode, "multihead") && strcmp(c->mode, "pairs"))
+        return err_set(err, ERR_USAGE, "--mode must be pairs or multihead, not '%s'", c->mode);
+    if (strcmp(c->objective, "pairs") && strcmp(c->objective, "regression"))
+        return err_set(err, ERR_USAGE, "--objective must be pairs or regression, not '%s'",
+                       c->objective);
+    if (strcmp(c->mode, "pairs") == 0 && strcmp(c->objective, "regression") == 0)
+        return err_set(err, ERR_USAGE, "--objective regression needs ratings (--mode "
+                       "multihead): imported pairs carry no 0-10 values");
+    if (strcmp(c->fusion, "concat") && strcmp(c->fusion, "add") &&
+        strcmp(c->fusion, "cross_attention"))
+        return err_set(err, ERR_USAGE,
+                       "--fusion-method must be concat, add or cross_attention, not '%s'",
+                       c->fusion);
+    if (c->epochs < 1 || c->epochs > 100000)
+        return err_set(err, ERR_USAGE, "--epochs must be 1 or more (got %d)", c->epochs);
+    if (c->batch_size < 1 || c->batch_size > 65536)
+        return err_set(err, ERR_USAGE, "--batch-size must be 1..65536 (got %d)", c->batch_size);
+    if (!(c->learning_rate > 0) || c->learning_rate > 10)
+        return err_set(err, ERR_USAGE, "--learning-rate must be > 0 (got %g)", c->learning_rate);
+    if (!(c->weight_decay >= 0))
+        return err_set(err, ERR_USAGE, "--weight-decay must be >= 0");
+    if (!(c->min_rating_diff >= 0) || c->min_rating_diff > 10)
+        return err_set(err, ERR_USAGE, "--min-rating-diff must be in 0..10 (got %g)",
+                       c->min_rating_diff);
+    if (!(c->val_fraction >= 0) || c->val_fraction >= 1)
+        return err_set(err, ERR_USAGE, "--val-fraction must be in [0, 1) (got %g)",
+                       c->val_fraction);
+    if (c->save_every < 0 || c->patience < 0 || c->threads < 0)
+        return err_set(err, ERR_USAGE, "--save-every, --patience and --threads must be >= 0");
+    if (!(c->irrelevant_weight >= 0))
+        return err_set(err, ERR_USAGE, "--irrelevant-weight must be >= 0");
+    if (!(c->dropout >= 0) || c->dropout >= 1)
+        return err_set(err, ERR_USAGE, "--dropout must be in [0, 1)");
+    if (!c->output[0])
+        return err_set(err, ERR_USAGE, "--output needs a folder");
+    return 0;
+}
+
+static json_t *config_to_json(const TrainConfig *c) {
+    char seed[24];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:i, s:i, s:i, s:s,"
+                     " s:f, s:f, s:I, s:s, s:s}",
+                     "mode", c->mode, "objective", c->objective, "encoder", c->encoder,
+                     "fusion_method", c->fusion, "epochs", c->epochs, "batch_size",
+                     c->batch_size, "learning_rate", c->learning_rate, "weight_decay",
+                     c->weight_decay, "min_rating_diff", c->min_rating_diff, "val_fraction",
+                     c->val_fraction, "save_every", c->save_every, "patience", c->patience,
+                     "threads", c->threads, "seed", seed, "irrelevant_weight",
+                     c->irrelevant_weight, "dropout", c->dropout, "annotator_id",
+                     (json_int_t)c->annotator_id, "output", c->output, "run_name",
+                     c->run_name);
+}
+
+static void copy_str(char *dst, size_t n, json_t *o, const char *key) {
+    const char *s = json_string_value(json_object_get(o, key));
+    if (s)
+        base_strlcpy(dst, s, n);
+}
+
+static int config_from_json(TrainConfig *c, json_t *o, Err *err) {
+    if (!json_is_object(o))
+        return err_set(err, ERR_FORMAT, "training config is not a JSON object");
+    train_config_defaults(c);
+    copy_str(c->mode, sizeof c->mode, o, "mode");
+    copy_str(c->objective, sizeof c->objective, o, "objective");
+    copy_str(c->encoder, sizeof c->encoder, o, "encoder");
+    copy_str(c->fusion, sizeof c->fusion, o, "fusion_method");
+    copy_str(c->output, sizeof c->output, o, "output");
+    copy_str(c->run_name, sizeof c->run_name, o, "run_name");
+    json_t *v;
+    if ((v = json_object_get(o, "epochs")))
+        c->epochs = (int)json_integer_value(v);
+    if ((v = json_object_get(o, "batch_size")))
+        c->batch_size = (int)json_integer_value(v);
+    if ((v = json_object_get(o, "learning_rate")))
+        c->learning_rate = json_number_value(v);
+    if ((v = json_object_get(o, "weight_decay")))
+        c->weight_decay = json_number_value(v);
+    if ((v = json_object_get(o, "min_rating_diff")))
+        c->min_rating_diff = json_number_value(v);
+    if ((v = json_object_get(o, "val_fraction")))
+        c->val_fraction = json_number_value(v);
+    if ((v = json_object_get(o, "save_every")))
+        c->save_every = (int)json_integer_value(v);
+    if ((v = json_object_get(o, "patience")))
+        c->patience = (int)json_integer_value(v);
+    if ((v = json_object_get(o, "threads")))
+        c->threads = (int)json_integer_value(v);
+    if ((v = json_object_get(o, "seed")) && json_is_string(v))
+        c->seed = strtoull(json_string_value(v), NULL, 10);
+    if ((v = json_object_get(o, "irrelevant_weight")))
+        c->irrelevant_weight = json_number_value(v);
+    if ((v = json_object_get(o, "dropout")))
+        c->dropout = json_number_value(v);
+    if ((v = json_object_get(o, "annotator_id")))
+        c->annotator_id = json_integer_value(v);
+    return train_config_check(c, err);
+}
+
+char *train_config_json(const TrainConfig *c) {
+    json_t *o = config_to_json(c);
+    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    return s;
+}
+
+int train_config_parse(TrainConfig *c, const char *json, Err *err) {
+    json_error_t je;
+    json_t *o = json_loads(json, 0, &je);
+    if (!o)
+        return err_set(err, ERR_FORMAT, "training config: bad JSON at line %d: %s", je.line,
+                       je.text);
+    int rc = config_from_json(c, o, err);
+    json_decref(o);
+    return rc;
+}
+
+/* ---- data ---- */
+
+typedef struct Data {
+    int d_img, n_tok, d_txt;
+    size_t n_img;
+    int64_t *img_id;       /* (n_img) */
+    float *img;            /* (n_img, n_tok, d_img) */
+    int *img_prm;          /* (n_img) row in the prompt table */
+    float *target;         /* (n_img, NH) mean ratings, NAN = none (regression) */
+    size_t n_prm;
+    int64_t *prm_id;       /* (n_prm); 0 = images without a prompt */
+    float *txt;            /* (n_prm, d_txt) */
+    TrainPair *pairs;
+    size_t n_pairs;
+    int *pa, *pb;          /* (n_pairs) image rows of img_a, img_b */
+    uint8_t *pair_val;     /* (n_pairs) */
+    uint8_t *img_val;      /* (n_img) */
+    int *items;            /* training items: pair indexes, or image rows (regression) */
+    size_t n_items;
+    int *prm_train;        /* prompt rows of training prompts (irrelevant prompts) */
+    size_t n_prm_train;
+} Data;
+
+static void data_free(Data *d) {
+    free(d->img_id);
+    free(d->img);
+    free(d->img_prm);
+    free(d->target);
+    free(d->prm_id);
+    free(d->txt);
+    free(d->pairs);
+    free(d->pa);
+    free(d->pb);
+    free(d->pair_val);
+    free(d->img_val);
+    free(d->items);
+    free(d->prm_train);
+    memset(d, 0, sizeof *d);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int find_row(const int64_t *sorted, size_t n, int64_t id) {
+    const int64_t *p = bsearch(&id, sorted, n, sizeof *sorted, cmp_i64);
+    return p ? (int)(p - sorted) : -1;
+}
+
+static void say(const TrainHooks *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(const TrainHooks *h, const char *fmt, ...) {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    log_info("train: %s", line);
+    if (h && h->log)
+        h->log(h->user, line);
+}
+
+static int cancelled(const TrainHooks *h) { return h && h->cancelled && h->cancelled(h->user); }
+
+/* Pairs from the store: derived from ratings (multihead) or imported (pairs). */
+static int load_pairs(Store *st, const TrainConfig *cfg, Data *d, PairsMeans *means, Err *err) {
+    if (strcmp(cfg->mode, "pairs") == 0) {
+        StorePair *sp = NULL;
+        size_t n = 0;
+        int rc = store_pairs_list(st, &sp, &n, err);
+        if (rc)
+            return rc;
+        d->pairs = xmalloc((n ? n : 1) * sizeof *d->pairs);
+        for (size_t i = 0; i < n; i++) {
+            TrainPair *t = &d->pairs[d->n_pairs];
+            memset(t, 0, sizeof *t);
+            int head = -1;
+            for (int h = 0; h < NH; h++)
+                if (strcmp(sp[i].aspect, train_head_names[h]) == 0)
+                    head = h;
+            if (sp[i].aspect[0] && head < 0)
+                continue; /* an aspect this model has no head for */
+            t->prompt_id = sp[i].prompt_id;
+            t->img_a = sp[i].img_pos < sp[i].img_neg ? sp[i].img_pos : sp[i].img_neg;
+            t->img_b = sp[i].img_pos < sp[i].img_neg ? sp[i].img_neg : sp[i].img_pos;
+            /* label: probability that img_a is preferred */
+            float p_pos = (float)sp[i].label;
+            float la = sp[i].img_pos == t->img_a ? p_pos : 1.0f - p_pos;
+            float hard = la > 0.5f ? 1.0f : la < 0.5f ? 0.0f : 0.5f;
+            for (int h = 0; h < NH; h++)
+                t->label[h] = head < 0 ? hard : (h == head ? hard : 0.5f);
+            t->label_combined = head < 0 ? la : 0.5f;
+            d->n_pairs++;
+        }
+        store_pairs_free(sp, n);
+        return 0;
+    }
+    StoreRating *r = NULL;
+    size_t nr = 0;
+    int rc = store_ratings_all(st, &r, &nr, err);
+    if (rc)
+        return rc;
+    pairs_means_init(means, r, nr, NH, cfg->annotator_id);
+    free(r);
+    Pair *p = NULL;
+    size_t np = 0;
+    pairs_derive(means, cfg->min_rating_diff, PAIRS_PER_ASPECT, &p, &np);
+    train_pairs_group(p, np, &d->pairs, &d->n_pairs);
+    free(p);
+    return 0;
+}
+
+/* Encode every image and prompt the pairs (or, for regression, the rated images) use. */
+static int load_features(Store *st, const TrainConfig *cfg, Encoder *enc, const PairsMeans *pm,
+                         const TrainHooks *hooks, Data *d, Err *err) {
+    int regression = strcmp(cfg->objective, "regression") == 0;
+    size_t cap = 2 * d->n_pairs + (regression ? pm->n_images : 0) + 1, n = 0;
+    int64_t *ids = xmalloc(cap * sizeof *ids);
+    for (size_t i = 0; i < d->n_pairs; i++) {
+        ids[n++] = d->pairs[i].img_a;
+        ids[n++] = d->pairs[i].img_b;
+    }
+    if (regression)
+        for (size_t i = 0; i < pm->n_images; i++)
+            ids[n++] = pm->image_id[i];
+    qsort(ids, n, sizeof *ids, cmp_i64);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++)
+        if (u == 0 || ids[i] != ids[u - 1])
+            ids[u++] = ids[i];
+    d->n_img = u;
+    d->img_id = ids;
+    d->d_img = enc->dim_image;
+    d->n_tok = enc->n_image_tokens;
+    d->d_txt = enc->dim_text;
+    size_t row = (size_t)d->n_tok * d->d_img;
+    d->img = malloc((u ? u : 1) * row * sizeof(float));
+    if (!d->img)
+        return err_set(err, ERR_NOMEM, "out of memory for the features of %zu images", u);
+    d->img_prm = xmalloc((u ? u : 1) * sizeof *d->img_prm);
+    int64_t *img_prompt = xmalloc((u ? u : 1) * sizeof *img_prompt);
+    double t0 = base_now();
+    int rc = 0;
+    for (size_t i = 0; i < u; i++) {
+        if (cancelled(hooks)) {
+            rc = err_set(err, ERR_CANCELLED, "cancelled while encoding images");
+            goto out;
+        }
+        StoreImage im = {0};
+        if ((rc = store_image_get(st, ids[i], &im, err)))
+            goto out;
+        img_prompt[i] = im.prompt_id;
+        char *path = store_path_resolve(st, im.path);
+        float *v = NULL;
+        rc = encoder_embed_image(enc, st, path, im.sha256, &v, err);
+        free(path);
+        store_image_deinit(&im);
+        if (rc) {
+            err_prefix(err, "image #%lld", (long long)ids[i]);
+            goto out;
+        }
+        memcpy(d->img + i * row, v, row * sizeof(float));
+        free(v);
+        if (hooks && hooks->progress)
+            hooks->progress(hooks->user, (double)(i + 1), (double)u, "images encoded");
+    }
+    say(hooks, "encoded %zu images with '%s' in %.1f s", u, enc->name, base_now() - t0);
+    /* prompts: every distinct prompt of those images (0 = no prompt: empty text) */
+    int64_t *pids = xmalloc((u ? u : 1) * sizeof *pids);
+    memcpy(pids, img_prompt, u * sizeof *pids);
+    qsort(pids, u, sizeof *pids, cmp_i64);
+    size_t np = 0;
+    for (size_t i = 0; i < u; i++)
+        if (np == 0 || pids[i] != pids[np - 1])
+            pids[np++] = pids[i];
+    d->n_prm = np;
+    d->prm_id = pids;
+    d->txt = xmalloc((np ? np : 1) * (size_t)d->d_txt * sizeof(float));
+    for (size_t i = 0; i < np; i++) {
+        char *text = NULL;
+        if (pids[i] != 0) {
+            StorePrompt p = {0};
+            if ((rc = store_prompt_get(st, pids[i], &p, err)))
+                goto out;
+            text = xstrdup(p.text);
+            store_prompt_deinit(&p);
+        }
+        float *v = NULL;
+        rc = encoder_embed_text(enc, st, text ? text : "", &v, err);
+        free(text);
+        if (rc)
+            goto out;
+        memcpy(d->txt + i * (size_t)d->d_txt, v, (size_t)d->d_txt * sizeof(float));
+        free(v);
+    }
+    for (size_t i = 0; i < u; i++)
+        d->img_prm[i] = find_row(d->prm_id, d->n_prm, img_prompt[i]);
+out:
+    free(img_prompt);
+    return rc;
+}
+
+static int build_split(const TrainConfig *cfg, const PairsMeans *pm, Data *d, Err *err) {
+    int regression = strcmp(cfg->objective, "regression") == 0;
+    d->pa = xmalloc((d->n_pairs ? d->n_pairs : 1) * sizeof *d->pa);
+    d->pb = xmalloc((d->n_pairs ? d->n_pairs : 1) * sizeof *d->pb);
+    for (size_t i = 0; i < d->n_pairs; i++) {
+        d->pa[i] = find_row(d->img_id, d->n_img, d->pairs[i].img_a);
+        d->pb[i] = find_row(d->img_id, d->n_img, d->pairs[i].img_b);
+        ASSERT(d->pa[i] >= 0 && d->pb[i] >= 0);
+    }
+    /* split over the prompt ids of the images (covers pairs and regression alike) */
+    int64_t *prompt_of = xmalloc((d->n_img ? d->n_img : 1) * sizeof *prompt_of);
+    for (size_t i = 0; i < d->n_img; i++)
+        prompt_of[i] = d->prm_id[d->img_prm[i]];
+    d->img_val = xcalloc(d->n_img ? d->n_img : 1, 1);
+    size_t n_val = train_split_prompts(prompt_of, d->n_img, cfg->val_fraction, cfg->seed,
+                                       d->img_val);
+    (void)n_val;
+    free(prompt_of);
+    d->pair_val = xcalloc(d->n_pairs ? d->n_pairs : 1, 1);
+    for (size_t i = 0; i < d->n_pairs; i++)
+        d->pair_val[i] = d->img_val[d->pa[i]];
+    /* targets for regression */
+    if (regression) {
+        d->target = xmalloc((d->n_img ? d->n_img : 1) * NH * sizeof *d->target);
+        for (size_t i = 0; i < d->n_img * NH; i++)
+            d->target[i] = NAN;
+        for (size_t i = 0; i < pm->n_images; i++) {
+            int r = find_row(d->img_id, d->n_img, pm->image_id[i]);
+            if (r < 0)
+                continue;
+            for (int h = 0; h < NH; h++)
+                d->target[(size_t)r * NH + h] = (float)pm->mean[i * (size_t)pm->n_aspects + h];
+        }
+    }
+    size_t cap = regression ? d->n_img : d->n_pairs;
+    d->items = xmalloc((cap ? cap : 1) * sizeof *d->items);
+    if (regression) {
+        for (size_t i = 0; i < d->n_img; i++)
+            if (!d->img_val[i])
+                d->items[d->n_items++] = (int)i;
+    } else {
+        for (size_t i = 0; i < d->n_pairs; i++)
+            if (!d->pair_val[i])
+                d->items[d->n_items++] = (int)i;
+    }
+    if (d->n_items == 0)
+        return err_set(err, ERR_NOTFOUND,
+                       "nothing to train on: %zu pairs (%zu images) with min_rating_diff %g, "
+                       "none in the training split; rate more images, import pairs, or lower "
+                       "--min-rating-diff", d->n_pairs, d->n_img, cfg->min_rating_diff);
+    d->prm_train = xmalloc((d->n_prm ? d->n_prm : 1) * sizeof *d->prm_train);
+    uint8_t *seen = xcalloc(d->n_prm ? d->n_prm : 1, 1);
+    for (size_t i = 0; i < d->n_img; i++)
+        if (!d->img_val[i] && !seen[d->img_prm[i]]) {
+            seen[d->img_prm[i]] = 1;
+            d->prm_train[d->n_prm_train++] = d->img_prm[i];
+        }
+    free(seen);
+    return 0;
+}
+
+/* ---- metrics buffer ---- */
+
+typedef struct MetricBuf {
+    StoreMetric *m;
+    size_t n, cap;
+    double last_flush;
+} MetricBuf;
+
+static void mb_add(MetricBuf *b, const char *split, const char *name, int64_t step,
+                   double epoch, double value) {
+    if (!isfinite(value))
+        return;
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 256;
+        b->m = xrealloc(b->m, b->cap * sizeof *b->m);
+    }
+    StoreMetric *m = &b->m[b->n++];
+    memset(m, 0, sizeof *m);
+    base_strlcpy(m->split, split, sizeof m->split);
+    base_strlcpy(m->name, name, sizeof m->name);
+    m->step = step;
+    m->epoch = epoch;
+    m->value = value;
+}
+
+static int mb_flush(MetricBuf *b, Store *st, int64_t run_id, Err *err) {
+    b->last_flush = base_now();
+    if (b->n == 0)
+        return 0;
+    int rc = store_metrics_add(st, run_id, b->m, b->n, err);
+    b->n = 0;
+    return rc;
+}
+
+/* ---- the run state ---- */
+
+typedef struct Run {
+    TrainConfig cfg;
+    Data d;
+    TrainModel *model;
+    Rng rng;
+    int64_t run_id;
+    int epoch_done;        /* completed epochs */
+    int64_t step;          /* optimizer steps done */
+    double best_f1;
+    int best_epoch;
+    int since_best;
+    MetricBuf mb;
+    /* batch buffers */
+    int max_n;
+    float *bimg, *btxt, *bheads, *bcomb;
+    float *blab, *blabc;   /* pair labels (pairs, 5) and combined targets; ratings (n, 5) */
+    uint8_t *birr;         /* irrelevant-prompt flags per pair */
+    /* per-epoch training margins for acc/F1: (n_items, NO) and labels */
+    float *ep_sa, *ep_sb, *ep_lab;
+    size_t ep_n;
+} Run;
+
+static void run_free(Run *r) {
+    data_free(&r->d);
+    train_model_free(r->model);
+    free(r->mb.m);
+    free(r->bimg);
+    free(r->btxt);
+    free(r->bheads);
+    free(r->bcomb);
+    free(r->blab);
+    free(r->blabc);
+    free(r->birr);
+    free(r->ep_sa);
+    free(r->ep_sb);
+    free(r->ep_lab);
+}
+
+static void put_sample(Run *r, int k, int img_row, int prm_row) {
+    size_t row = (size_t)r->d.n_tok * r->d.d_img;
+    memcpy(r->bimg + (size_t)k * row, r->d.img + (size_t)img_row * row, row * sizeof(float));
+    memcpy(r->btxt + (size_t)k * r->d.d_txt, r->d.txt + (size_t)prm_row * r->d.d_txt,
+           (size_t)r->d.d_txt * sizeof(float));
+}
+
+static uint64_t step_seed(uint64_t seed, int64_t step) {
+    uint64_t x = seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(step + 1));
+    x ^= x >> 31;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    return x ^ (x >> 29);
+}
+
+/* One training step's forward and loss over items[0..n): pairs a then b, each under the
+ * pair's prompt; with irrelevant_weight, the same pairs again under another training prompt
+ * (flagged irrelevant). LOSSES gets TRAIN_LOSS_N values. */
+static void train_step_pairs(Run *r, const int *items, int n, double *losses) {
+    Data *d = &r->d;
+    int irr = r->cfg.irrelevant_weight > 0 && d->n_prm_train > 1;
+    int q = irr ? 2 * n : n; /* pairs in the batch */
+    for (int i = 0; i < n; i++) {
+        const int p = items[i];
+        int prm = d->img_prm[d->pa[p]];
+        put_sample(r, i, d->pa[p], prm);
+        put_sample(r, q + i, d->pb[p], prm);
+        memcpy(r->blab + (size_t)i * NH, d->pairs[p].label, NH * sizeof(float));
+        r->blabc[i] = d->pairs[p].label_combined;
+        r->birr[i] = 0;
+        if (irr) {
+            int other = prm;
+            while (other == prm)
+                other = d->prm_train[rng_below(&r->rng, d->n_prm_train)];
+            put_sample(r, n + i, d->pa[p], other);
+            put_sample(r, q + n + i, d->pb[p], other);
+            memcpy(r->blab + (size_t)(n + i) * NH, d->pairs[p].label, NH * sizeof(float));
+            r->blabc[n + i] = 0.5f;
+            r->birr[n + i] = 1;
+        }
+    }
+    train_model_forward(r->model, r->bimg, r->btxt, 2 * q, 1, step_seed(r->cfg.seed, r->step),
+                        r->bheads, r->bcomb);
+    train_model_loss_pairs(r->model, q, r->blab, r->blabc, irr ? r->birr : NULL,
+                           (float)r->cfg.irrelevant_weight, losses);
+    /* this epoch's training accuracy and F1, from the real pairs */
+    for (int i = 0; i < n; i++) {
+        const TrainPair *tp = &d->pairs[items[i]];
+        size_t e = r->ep_n + (size_t)i;
+        for (int o = 0; o < NO; o++) {
+            r->ep_sa[e * NO + o] = o < NH ? r->bheads[i * NH + o] : r->bcomb[i];
+            r->ep_sb[e * NO + o] = o < NH ? r->bheads[(q + i) * NH + o] : r->bcomb[q + i];
+            float y = o < NH ? tp->label[o] : tp->label_combined;
+            r->ep_lab[e * NO + o] = y > 0.5f ? 1.0f : y < 0.5f ? 0.0f : 0.5f;
+        }
+    }
+    r->ep_n += (size_t)n;
+}
+
+static void train_step_regression(Run *r, const int *items, int n, double *losses) {
+    Data *d = &r->d;
+    for (int i = 0; i < n; i++) {
+        put_sample(r, i, items[i], d->img_prm[items[i]]);
+        memcpy(r->blab + (size_t)i * NH, &d->target[(size_t)items[i] * NH], NH * sizeof(float));
+    }
+    train_model_forward(r->model, r->bimg, r->btxt, n, 1, step_seed(r->cfg.seed, r->step),
+                        r->bheads, r->bcomb);
+    train_model_loss_regression(r->model, r->blab, losses);
+    losses[NH] = NAN; /* the combined score is not a regression target */
+}
+
+/* Score images ROWS[0..n) (dropout off) into S (n_img, NO) at their rows. */
+static void score_rows(Run *r, const int *rows, size_t n, float *s) {
+    size_t done = 0;
+    while (done < n) {
+        int b = (int)(n - done < (size_t)r->max_n ? n - done : (size_t)r->max_n);
+        for (int i = 0; i < b; i++)
+            put_sample(r, i, rows[done + i], r->d.img_prm[rows[done + i]]);
+        train_model_forward(r->model, r->bimg, r->btxt, b, 0, 0, r->bheads, r->bcomb);
+        for (int i = 0; i < b; i++) {
+            float *o = s + (size_t)rows[done + i] * NO;
+            memcpy(o, r->bheads + (size_t)i * NH, NH * sizeof(float));
+            o[NH] = r->bcomb[i];
+        }
+        done += (size_t)b;
+    }
+}
+
+typedef struct ValResult {
+    EvalStats st[NO];
+    double mse[NO];        /* regression only; NAN otherwise */
+    double mean_f1;        /* over the five heads */
+    double loss;           /* sum of per-output losses */
+    size_t n_pairs;
+} ValResult;
+
+/* Evaluate on the validation split (WHICH = 1) or the training split (0). */
+static void evaluate(Run *r, int which, ValResult *vr) {
+    Data *d = &r->d;
+    memset(vr, 0, sizeof *vr);
+    int *rows = xmalloc((d->n_img ? d->n_img : 1) * sizeof *rows);
+    size_t n_rows = 0;
+    for (size_t i = 0; i < d->n_img; i++)
+        if (d->img_val[i] == which)
+            rows[n_rows++] = (int)i;
+    float *s = xcalloc((d->n_img ? d->n_img : 1) * NO, sizeof *s);
+    score_rows(r, rows, n_rows, s);
+    size_t np = 0;
+    float *sa = xmalloc((d->n_pairs ? d->n_pairs : 1) * NO * sizeof *sa);
+    float *sb = xmalloc((d->n_pairs ? d->n_pairs : 1) * NO * sizeof *sb);
+    float *lab = xmalloc((d->n_pairs ? d->n_pairs : 1) * NO * sizeof *lab);
+    for (size_t i = 0; i < d->n_pairs; i++) {
+        if (d->pair_val[i] != which)
+            continue;
+        for (int o = 0; o < NO; o++) {
+            sa[np * NO + o] = s[(size_t)d->pa[i] * NO + o];
+            sb[np * NO + o] = s[(size_t)d->pb[i] * NO + o];
+            float y = o < NH ? d->pairs[i].label[o] : d->pairs[i].label_combined;
+            lab[np * NO + o] = y > 0.5f ? 1.0f : y < 0.5f ? 0.0f : 0.5f;
+        }
+        np++;
+    }
+    vr->n_pairs = np;
+    for (int o = 0; o < NO; o++) {
+        evalrm_pairs_strided(sa + o, sb + o, NO, lab + o, NO, np, &vr->st[o]);
+        vr->loss += vr->st[o].loss;
+        vr->mse[o] = NAN;
+    }
+    for (int h = 0; h < NH; h++)
+        vr->mean_f1 += vr->st[h].f1 / NH;
+    if (d->target) {
+        vr->loss = 0;
+        for (int o = 0; o < NO; o++) {
+            double sum = 0;
+            int k = 0;
+            for (size_t j = 0; j < n_rows; j++) {
+                const float *t = &d->target[(size_t)rows[j] * NH];
+                float tv;
+                if (o < NH) {
+                    tv = t[o];
+                } else {
+                    double m = 0;
+                    int c = 0;
+                    for (int h = 0; h < NH; h++)
+                        if (!isnan(t[h]))
+                            m += t[h], c++;
+                    tv = c ? (float)(m / c) : NAN;
+                }
+                if (isnan(tv))
+                    continue;
+                double e = s[(size_t)rows[j] * NO + o] - tv;
+                sum += e * e;
+                k++;
+            }
+            vr->mse[o] = k ? sum / k : NAN;
+            if (k)
+                vr->loss += vr->mse[o];
+        }
+    }
+    free(sa);
+    free(sb);
+    free(lab);
+    free(s);
+    free(rows);
+}
+
+/* ---- checkpoints and resume ---- */
+
+static char *model_config_json(const Run *r) {
+    json_t *heads = json_array();
+    for (int h = 0; h < NH; h++)
+        json_array_append_new(heads, json_string(train_head_names[h]));
+    const TrainModelDims *md = train_model_dims(r->model);
+    json_t *o = json_pack("{s:s, s:o, s:s, s:s, s:i, s:i, s:i, s:[i,i], s:f, s:i, s:o}",
+                          "model", "easel-multihead-reward", "heads", heads, "encoder",
+                          r->cfg.encoder, "fusion_method", md->fusion, "image_dim", md->d_img,
+                          "image_tokens", md->n_tokens, "text_dim", md->d_txt, "hidden", 512,
+                          256, "dropout", (double)md->dropout, "attention_heads", 8,
+                          "training", config_to_json(&r->cfg));
+    char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(o);
+    return s;
+}
+
+static json_t *val_json(const ValResult *v) {
+    json_t *o = json_object();
+    for (int k = 0; k < NO; k++) {
+        json_t *h = json_pack("{s:f, s:f, s:f, s:f, s:f, s:I}", "accuracy", v->st[k].accuracy,
+                              "f1", v->st[k].f1, "loss", v->st[k].loss, "margin_mean",
+                              v->st[k].margin_mean, "margin_std", v->st[k].margin_std,
+                              "n", (json_int_t)v->st[k].n);
+        if (isfinite(v->mse[k]))
+            json_object_set_new(h, "mse", json_real(v->mse[k]));
+        json_object_set_new(o, out_names[k], h);
+    }
+    json_object_set_new(o, "mean_f1", json_real(v->mean_f1));
+    return o;
+}
+
+static int write_checkpoint(Run *r, Store *st, const char *name, const ValResult *val,
+                            const ValResult *tr, Err *err) {
+    char *dst = xasprintf("%s/%s", r->cfg.output, name);
+    char *tmp = xasprintf("%s/.%s.tmp", r->cfg.output, name);
+    train_dir_remove(tmp);
+    int rc = train_mkdirs(tmp, err);
+    char *cfg = NULL, *met = NULL, *p = NULL;
+    if (rc)
+        goto out;
+    cfg = model_config_json(r);
+    const char *meta[] = {"format", "pt", "easel_config", cfg, NULL};
+    p = xasprintf("%s/model.safetensors", tmp);
+    if ((rc = train_model_save(r->model, p, 0, meta, err)))
+        goto out;
+    free(p);
+    p = xasprintf("%s/config.json", tmp);
+    if ((rc = train_write_file(p, cfg, err)))
+        goto out;
+    json_t *m = json_pack("{s:i, s:I, s:o, s:o}", "epoch", r->epoch_done, "step",
+                          (json_int_t)r->step, "val", val_json(val), "train", val_json(tr));
+    met = json_dumps(m, JSON_INDENT(2));
+    json_decref(m);
+    free(p);
+    p = xasprintf("%s/metrics.json", tmp);
+    if ((rc = train_write_file(p, met, err)))
+        goto out;
+    if ((rc = train_dir_commit(tmp, dst, err)))
+        goto out;
+    char *abs = realpath(dst, NULL);
+    char *compact = NULL;
+    json_t *mm = json_pack("{s:f, s:o}", "mean_f1", val->mean_f1, "val", val_json(val));
+    compact = json_dumps(mm, JSON_COMPACT);
+    json_decref(mm);
+    rc = store_checkpoint_put(st, r->run_id, name, abs ? abs : dst, r->step, r->epoch_done,
+                              compact, err);
+    free(compact);
+    free(abs);
+out:
+    if (rc)
+        train_dir_remove(tmp);
+    free(p);
+    free(cfg);
+    free(met);
+    free(tmp);
+    free(dst);
+    return rc;
+}
+
+static char *rng_json(const Rng *g) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "%016llx%016llx%016llx%016llx",
+             (unsigned long long)g->s[0], (unsigned long long)g->s[1],
+             (unsigned long long)g->s[2], (unsigned long long)g->s[3]);
+    return xstrdup(buf);
+}
+
+static int rng_parse(Rng *g, const char *hex) {
+    if (!hex || strlen(hex) != 64)
+        return -1;
+    for (int i = 0; i < 4; i++) {
+        char part[17];
+        memcpy(part, hex + 16 * i, 16);
+        part[16] = 0;
+        g->s[i] = strtoull(part, NULL, 16);
+    }
+    g->has_spare = 0;
+    g->spare = 0;
+    return 0;
+}
+
+static char *resume_json(const Run *r) {
+    char *rs = rng_json(&r->rng);
+    json_t *o = json_pack("{s:I, s:i, s:I, s:f, s:i, s:i, s:s, s:s, s:o}", "run_id",
+                          (json_int_t)r->run_id, "epoch_done", r->epoch_done, "step",
+                          (json_int_t)r->step, "best_f1", r->best_f1, "best_epoch",
+                          r->best_epoch, "since_best", r->since_best, "rng", rs, "output",
+                          r->cfg.output, "config", config_to_json(&r->cfg));
+    char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(o);
+    free(rs);
+    return s;
+}
+
+static int write_resume(Run *r, Err *err) {
+    char *dst = xasprintf("%s/.resume", r->cfg.output);
+    char *tmp = xasprintf("%s/.resume.tmp", r->cfg.output);
+    train_dir_remove(tmp);
+    int rc = train_mkdirs(tmp, err);
+    char *p = NULL, *js = NULL;
+    if (rc)
+        goto out;
+    p = xasprintf("%s/state.safetensors", tmp);
+    if ((rc = train_model_save(r->model, p, 1, NULL, err)))
+        goto out;
+    free(p);
+    js = resume_json(r);
+    p = xasprintf("%s/resume.json", tmp);
+    if ((rc = train_write_file(p, js, err)))
+        goto out;
+    rc = train_dir_commit(tmp, dst, err);
+out:
+    if (rc)
+        train_dir_remove(tmp);
+    free(p);
+    free(js);
+    free(tmp);
+    free(dst);
+    return rc;
+}
+
+char *train_resume_read(const char *output, Err *err) {
+    char *p = xasprintf("%s/.resume/resume.json", output);
+    char *s = train_read_file(p, err);
+    if (!s)
+        err_prefix(err, "no resume state in %s (was a run started there?)", output);
+    free(p);
+    return s;
+}
+
+/* Load .resume/ of the run folder named in RESUME (a resume JSON). Fills r->cfg first. */
+static int resume_parse(Run *r, const char *resume, json_t **out, Err *err) {
+    json_error_t je;
+    json_t *o = json_loads(resume, 0, &je);
+    if (!o)
+        return err_set(err, ERR_FORMAT, "resume state: bad JSON: %s", je.text);
+    /* a job's checkpoint holds only {"output": ...}: read the full state from the folder */
+    if (!json_object_get(o, "config")) {
+        const char *outdir = json_string_value(json_object_get(o, "output"));
+        if (!outdir) {
+            json_decref(o);
+            return err_set(err, ERR_FORMAT, "resume state names no output folder");
+        }
+        char *full = train_resume_read(outdir, err);
+        json_decref(o);
+        if (!full)
+            return err ? err->code : ERR_NOTFOUND;
+        o = json_loads(full, 0, &je);
+        free(full);
+        if (!o)
+            return err_set(err, ERR_FORMAT, "resume.json: bad JSON: %s", je.text);
+    }
+    int rc = config_from_json(&r->cfg, json_object_get(o, "config"), err);
+    if (rc) {
+        json_decref(o);
+        return rc;
+    }
+    *out = o;
+    return 0;
+}
+
+/* ---- the run ---- */
+
+static int alloc_batches(Run *r, Err *err) {
+    int irr = r->cfg.irrelevant_weight > 0;
+    r->max_n = r->cfg.batch_size * (irr ? 4 : 2);
+    if (r->max_n < 64)
+        r->max_n = 64; /* scoring batches */
+    size_t row = (size_t)r->d.n_tok * r->d.d_img;
+    r->bimg = malloc((size_t)r->max_n * row * sizeof(float));
+    r->btxt = malloc((size_t)r->max_n * (size_t)r->d.d_txt * sizeof(float));
+    r->bheads = malloc((size_t)r->max_n * NH * sizeof(float));
+    r->bcomb = malloc((size_t)r->max_n * sizeof(float));
+    r->blab = malloc((size_t)r->max_n * NH * sizeof(float));
+    r->blabc = malloc((size_t)r->max_n * sizeof(float));
+    r->birr = malloc((size_t)r->max_n);
+    size_t ne = r->d.n_items ? r->d.n_items : 1;
+    r->ep_sa = malloc(ne * NO * sizeof(float));
+    r->ep_sb = malloc(ne * NO * sizeof(float));
+    r->ep_lab = malloc(ne * NO * sizeof(float));
+    if (!r->bimg || !r->btxt || !r->bheads || !r->bcomb || !r->blab || !r->blabc || !r->birr ||
+        !r->ep_sa || !r->ep_sb || !r->ep_lab)
+        return err_set(err, ERR_NOMEM, "out of memory for batches of %d samples", r->max_n);
+    return 0;
+}
+
+static void metrics_val(Run *r, const ValResult *v, const char *split, double epoch) {
+    for (int o = 0; o < NO; o++) {
+        char n[48];
+        snprintf(n, sizeof n, "%s_acc", out_names[o]);
+        mb_add(&r->mb, split, n, r->step, epoch, v->st[o].accuracy);
+        snprintf(n, sizeof n, "%s_f1", out_names[o]);
+        mb_add(&r->mb, split, n, r->step, epoch, v->st[o].f1);
+        if (strcmp(split, "val") == 0) {
+            snprintf(n, sizeof n, "%s_loss", out_names[o]);
+            mb_add(&r->mb, split, n, r->step, epoch,
+                   isfinite(v->mse[o]) ? v->mse[o] : v->st[o].loss);
+            snprintf(n, sizeof n, "%s_margin", out_names[o]);
+            mb_add(&r->mb, split, n, r->step, epoch, v->st[o].margin_mean);
+        }
+    }
+    mb_add(&r->mb, split, "mean_f1", r->step, epoch, v->mean_f1);
+    if (strcmp(split, "val") == 0)
+        mb_add(&r->mb, split, "loss", r->step, epoch, v->loss);
+}
+
+static void epoch_train_stats(Run *r, ValResult *tr) {
+    memset(tr, 0, sizeof *tr);
+    for (int o = 0; o < NO; o++) {
+        evalrm_pairs_strided(r->ep_sa + o, r->ep_sb + o, NO, r->ep_lab + o, NO, r->ep_n,
+                             &tr->st[o]);
+        tr->mse[o] = NAN;
+    }
+    for (int h = 0; h < NH; h++)
+        tr->mean_f1 += tr->st[h].f1 / NH;
+    tr->n_pairs = r->ep_n;
+}
+
+int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int64_t *run_id,
+              Err *err) {
+    Run r;
+    memset(&r, 0, sizeof r);
+    json_t *res = NULL;
+    int rc = 0;
+    Encoder *enc = NULL;
+    PairsMeans pm;
+    memset(&pm, 0, sizeof pm);
+    if (hooks && hooks->resume) {
+        if ((rc = resume_parse(&r, hooks->resume, &res, err)))
+            return rc;
+        if (cfg_in && cfg_in->threads) /* the one thing a resume may change */
+            r.cfg.threads = cfg_in->threads;
+    } else {
+        r.cfg = *cfg_in;
+        if ((rc = train_config_check(&r.cfg, err)))
+            return rc;
+    }
+    const TrainConfig *cfg = &r.cfg;
+    if ((rc = train_mkdirs(cfg->output, err)))
+        return rc;
+    /* the run row */
+    if (res) {
+        r.run_id = json_integer_value(json_object_get(res, "run_id"));
+        StoreRun sr = {0};
+        if ((rc = store_run_get(st, r.run_id, &sr, err))) {
+            err_prefix(err, "resume");
+            goto out;
+        }
+        store_run_deinit(&sr);
+        store_run_set_state(st, r.run_id, "running", NULL);
+    } else {
+        char *name = cfg->run_name[0] ? xstrdup(cfg->run_name)
+                                      : store_run_unique_name(st, "train");
+        char *cj = train_config_json(cfg);
+        char *abs = realpath(cfg->output, NULL);
+        rc = store_run_create(st, name, "train-reward", cj, hooks ? hooks->job_id : 0,
+                              abs ? abs : cfg->output, &r.run_id, err);
+        free(abs);
+        free(cj);
+        if (rc == 0)
+            say(hooks, "run '%s' (#%lld), output %s", name, (long long)r.run_id, cfg->output);
+        free(name);
+        if (rc)
+            return rc;
+    }
+    if (run_id)
+        *run_id = r.run_id;
+    /* data */
+    if (!(enc = encoder_open(cfg->encoder, st, err))) {
+        rc = err->code ? err->code : ERR_USAGE;
+        goto out;
+    }
+    if ((rc = load_pairs(st, cfg, &r.d, &pm, err)))
+        goto out;
+    if (strcmp(cfg->objective, "pairs") == 0 && r.d.n_pairs == 0) {
+        rc = err_set(err, ERR_NOTFOUND,
+                     "no training pairs in %s: %s; import ratings (easel import ratings FILE) "
+                     "or pairs, or lower --min-rating-diff", store_path(st),
+                     strcmp(cfg->mode, "pairs") == 0 ? "no imported pairs"
+                                                     : "no two images of a prompt differ enough");
+        goto out;
+    }
+    if ((rc = load_features(st, cfg, enc, &pm, hooks, &r.d, err)))
+        goto out;
+    if ((rc = build_split(cfg, &pm, &r.d, err)))
+        goto out;
+    size_t n_val_pairs = 0;
+    for (size_t i = 0; i < r.d.n_pairs; i++)
+        n_val_pairs += r.d.pair_val[i];
+    say(hooks, "%zu pairs (%zu validation), %zu images, %zu prompts; %zu training %s",
+        r.d.n_pairs, n_val_pairs, r.d.n_img, r.d.n_prm, r.d.n_items,
+        strcmp(cfg->objective, "regression") == 0 ? "images" : "pairs");
+    /* model */
+    TrainModelDims md = {.d_img = r.d.d_img, .n_tokens = r.d.n_tok, .d_txt = r.d.d_txt,
+                         .dropout = (float)cfg->dropout};
+    base_strlcpy(md.fusion, cfg->fusion, sizeof md.fusion);
+    if ((rc = alloc_batches(&r, err)))
+        goto out;
+    md.max_batch = r.max_n;
+    if (!(r.model = train_model_new(&md, cfg->seed, cfg->threads, (float)cfg->weight_decay,
+                                    err))) {
+        rc = err->code ? err->code : ERR_USAGE;
+        goto out;
+    }
+    rng_init(&r.rng, cfg->seed ^ 0x5eedULL);
+    r.best_f1 = -1;
+    if (res) {
+        char *p = xasprintf("%s/.resume/state.safetensors", cfg->output);
+        rc = train_model_load(r.model, p, 1, err);
+        free(p);
+        if (rc)
+            goto out;
+        r.epoch_done = (int)json_integer_value(json_object_get(res, "epoch_done"));
+        r.step = json_integer_value(json_object_get(res, "step"));
+        r.best_f1 = json_number_value(json_object_get(res, "best_f1"));
+        r.best_epoch = (int)json_integer_value(json_object_get(res, "best_epoch"));
+        r.since_best = (int)json_integer_value(json_object_get(res, "since_best"));
+        if (rng_parse(&r.rng, json_string_value(json_object_get(res, "rng")))) {
+            rc = err_set(err, ERR_FORMAT, "%s/.resume/resume.json: bad rng state; start the "
+                         "run again without --resume", cfg->output);
+            goto out;
+        }
+        store_metrics_truncate(st, r.run_id, r.step, NULL);
+        say(hooks, "resuming after epoch %d (step %lld)", r.epoch_done, (long long)r.step);
+    }
+    /* the loop */
+    int B = cfg->batch_size;
+    size_t steps_per_epoch = (r.d.n_items + (size_t)B - 1) / (size_t)B;
+    double total_steps = (double)steps_per_epoch * cfg->epochs;
+    double t_start = base_now(), t_window = t_start;
+    int64_t step_start = r.step;
+    size_t pairs_window = 0;
+    double pps = NAN;
+    int stopped_early = 0;
+    ValResult val = {0}, trs = {0};
+    int *order = xmalloc(r.d.n_items * sizeof *order);
+    for (int epoch = r.epoch_done; epoch < cfg->epochs; epoch++) {
+        for (size_t i = 0; i < r.d.n_items; i++)
+            order[i] = r.d.items[i];
+        rng_shuffle(&r.rng, order, r.d.n_items);
+        r.ep_n = 0;
+        for (size_t b0 = 0; b0 < r.d.n_items; b0 += (size_t)B) {
+            if (cancelled(hooks)) {
+                free(order);
+                mb_flush(&r.mb, st, r.run_id, NULL);
+                rc = err_set(err, ERR_CANCELLED,
+                             "training cancelled in epoch %d; resume continues after epoch %d",
+                             epoch + 1, r.epoch_done);
+                goto out;
+            }
+            int n = (int)((r.d.n_items - b0) < (size_t)B ? r.d.n_items - b0 : (size_t)B);
+            double losses[TRAIN_LOSS_N];
+            if (r.d.target)
+                train_step_regression(&r, order + b0, n, losses);
+            else
+                train_step_pairs(&r, order + b0, n, losses);
+            r.step++;
+            train_model_step(r.model, (int)r.step, (float)cfg->learning_rate);
+            double ep = epoch + (double)(b0 + (size_t)n) / (double)r.d.n_items;
+            double total = 0;
+            for (int o = 0; o < TRAIN_LOSS_N; o++) {
+                if (o < NO) {
+                    char nm[48];
+                    snprintf(nm, sizeof nm, "%s_loss", out_names[o]);
+                    mb_add(&r.mb, "train", nm, r.step, ep, losses[o]);
+                }
+                if (isfinite(losses[o]))
+                    total += losses[o];
+            }
+            if (cfg->irrelevant_weight > 0)
+                mb_add(&r.mb, "train", "irrelevant_loss", r.step, ep, losses[NO]);
+            mb_add(&r.mb, "train", "loss", r.step, ep, total);
+            mb_add(&r.mb, "train", "lr", r.step, ep, cfg->learning_rate);
+            pairs_window += (size_t)n;
+            double now = base_now();
+            if (now - r.mb.last_flush >= 0.25 || b0 + (size_t)n >= r.d.n_items) {
+                if (now > t_window)
+                    pps = (double)pairs_window / (now - t_window);
+                t_window = now;
+                pairs_window = 0;
+                double el = now - t_start;
+                double done_here = (double)(r.step - step_start);
+                double eta = done_here > 0 ? el / done_here * (total_steps - (double)r.step)
+                                           : NAN;
+                mb_add(&r.mb, "sys", "pairs_per_s", r.step, ep, pps);
+                mb_add(&r.mb, "sys", "elapsed_s", r.step, ep, el);
+                mb_add(&r.mb, "sys", "eta_s", r.step, ep, eta);
+                mb_add(&r.mb, "sys", "epoch", r.step, ep, ep);
+                mb_add(&r.mb, "sys", "epochs", r.step, ep, cfg->epochs);
+                mb_add(&r.mb, "sys", "step", r.step, ep, (double)r.step);
+                float hw[NH];
+                train_model_head_weights(r.model, hw);
+                for (int h = 0; h < NH; h++) {
+                    char nm[48];
+                    snprintf(nm, sizeof nm, "head_w_%s", train_head_names[h]);
+                    mb_add(&r.mb, "sys", nm, r.step, ep, hw[h]);
+                }
+                if ((rc = mb_flush(&r.mb, st, r.run_id, err))) {
+                    free(order);
+                    goto out;
+                }
+            }
+            if (hooks && hooks->progress)
+                hooks->progress(hooks->user, (double)r.step, total_steps, "steps");
+        }
+        /* end of epoch: training acc/F1 of the epoch, validation, checkpoints */
+        r.epoch_done = epoch + 1;
+        epoch_train_stats(&r, &trs);
+        if (!r.d.target)
+            metrics_val(&r, &trs, "train", r.epoch_done);
+        evaluate(&r, 1, &val);
+        int have_val = val.n_pairs > 0;
+        if (!have_val) /* no validation pairs: judge on the training split */
+            evaluate(&r, 0, &val);
+        metrics_val(&r, &val, have_val ? "val" : "train", r.epoch_done);
+        int better = val.mean_f1 > r.best_f1;
+        if (better) {
+            r.best_f1 = val.mean_f1;
+            r.best_epoch = r.epoch_done;
+            r.since_best = 0;
+        } else {
+            r.since_best++;
+        }
+        mb_add(&r.mb, "sys", "best_f1", r.step, r.epoch_done, r.best_f1);
+        if ((rc = mb_flush(&r.mb, st, r.run_id, err))) {
+            free(order);
+            goto out;
+        }
+        say(hooks, "epoch %d/%d: val mean F1 %.3f, combined acc %.3f%s", r.epoch_done,
+            cfg->epochs, val.mean_f1, val.st[NH].accuracy, better ? " (best)" : "");
+        if (better && (rc = write_checkpoint(&r, st, "best", &val, &trs, err))) {
+            free(order);
+            goto out;
+        }
+        if (cfg->save_every > 0 && r.epoch_done % cfg->save_every == 0) {
+            char nm[32];
+            snprintf(nm, sizeof nm, "checkpoint-%d", r.epoch_done);
+            if ((rc = write_checkpoint(&r, st, nm, &val, &trs, err))) {
+                free(order);
+                goto out;
+            }
+        }
+        if (cfg->patience > 0 && r.since_best >= cfg->patience && r.epoch_done < cfg->epochs) {
+            stopped_early = 1;
+        }
+        if ((rc = write_resume(&r, err))) {
+            free(order);
+            goto out;
+        }
+        if (hooks && hooks->resume_point) {
+            json_t *j = json_pack("{s:s, s:i}", "output", cfg->output, "epoch", r.epoch_done);
+            char *js = json_dumps(j, JSON_COMPACT);
+            json_decref(j);
+            rc = hooks->resume_point(hooks->user, js, err);
+            free(js);
+            if (rc) {
+                free(order);
+                goto out;
+            }
+        }
+        if (stopped_early) {
+            say(hooks, "early stop: no better validation F1 for %d epochs (best %.3f at epoch "
+                "%d)", cfg->patience, r.best_f1, r.best_epoch);
+            break;
+        }
+    }
+    free(order);
+    if ((rc = write_checkpoint(&r, st, "final", &val, &trs, err)))
+        goto out;
+    say(hooks, "done: best mean F1 %.3f at epoch %d; checkpoints in %s", r.best_f1,
+        r.best_epoch, cfg->output);
+out:
+    if (r.run_id) {
+        const char *state = rc == 0 ? "succeeded" : rc == ERR_CANCELLED ? "cancelled" : "failed";
+        store_run_set_state(st, r.run_id, state, NULL);
+    }
+    if (res)
+        json_decref(res);
+    pairs_means_deinit(&pm);
+    encoder_free(enc);
+    run_free(&r);
+    return rc;
+}

@@ -1,0 +1,169 @@
+/* Tests of `easel jobs`, `easel worker` and `easel gpus` as a user runs them: bin/easel on a
+ * temporary store, checking stdout, stderr and exit codes. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "jobs.h"
+#include "store_jobs.h"
+
+static char tmpdir[64];
+static char out[16384];
+
+static void setup(void) {
+    strcpy(tmpdir, "/tmp/easel-clijobs-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+}
+
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(cli_jobs, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Run `bin/easel --db TMP/s.db ARGS` (stderr merged); output in `out`; returns exit code. */
+static int easel(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int easel(const char *fmt, ...) {
+    char args[1024], cmd[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "EASEL_NO_GPU=1 bin/easel --db %s/s.db %s 2>&1", tmpdir, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void write_prompts(void) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/prompts.csv", tmpdir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("prompt_id,prompt\n1,a red cube\n2,a blue cat\n", f);
+    fclose(f);
+}
+
+Test(cli_jobs, add_worker_wait_list_show_retry) {
+    if (access("bin/easel", X_OK) != 0)
+        cr_skip_test("bin/easel not built (run make test from the repository root)");
+    write_prompts();
+    cr_assert_eq(easel("init"), 0, "%s", out);
+    cr_assert_eq(easel("jobs add import --what prompts --path %s/prompts.csv", tmpdir), 0, "%s",
+                 out);
+    cr_assert_str_eq(out, "1\n");
+    cr_assert_eq(easel("jobs add export --what prompts --out %s/out.csv --after 1", tmpdir), 0,
+                 "%s", out);
+    cr_assert_str_eq(out, "2\n");
+    cr_assert_eq(easel("jobs add import --what prompts --path %s/missing.csv", tmpdir), 0);
+    cr_assert_str_eq(out, "3\n");
+    cr_assert_eq(easel("jobs list"), 0);
+    cr_assert(strstr(out, "queued"), "%s", out);
+    cr_assert_eq(easel("worker --until-idle --threads 2"), 0, "%s", out);
+    cr_assert(strstr(out, "worker pool stopped"), "%s", out);
+    cr_assert_eq(easel("jobs wait 1"), 0, "%s", out);
+    cr_assert(strstr(out, "job #1 succeeded"), "%s", out);
+    cr_assert_eq(easel("jobs wait 2"), 0, "%s", out);
+    cr_assert_eq(easel("jobs wait 3"), 1, "a failed job: wait exits 1");
+    cr_assert(strstr(out, "job #3 failed") && strstr(out, "missing.csv"), "%s", out);
+    cr_assert_eq(easel("jobs show 2"), 0);
+    cr_assert(strstr(out, "after        #1"), "%s", out);
+    cr_assert(strstr(out, "wrote 2 rows"), "log tail shown:\n%s", out);
+    cr_assert_eq(easel("jobs retry 3"), 0, "%s", out);
+    cr_assert_str_eq(out, "4\n");
+    cr_assert_eq(easel("jobs cancel 4"), 0);
+    cr_assert(strstr(out, "job #4 cancelled"), "%s", out);
+    cr_assert_eq(easel("jobs cancel 1"), 1, "already succeeded");
+    cr_assert(strstr(out, "already succeeded"), "%s", out);
+    cr_assert_eq(easel("jobs resume 4"), 0, "%s", out);
+    cr_assert_eq(easel("jobs priority 4 9"), 0, "%s", out);
+    cr_assert_eq(easel("jobs list --state queued"), 0);
+    cr_assert(strstr(out, "    4  queued"), "%s", out);
+    cr_assert(!strstr(out, "    1  "), "filtered:\n%s", out);
+}
+
+Test(cli_jobs, bad_input_is_a_usage_error_naming_what_is_wrong) {
+    if (access("bin/easel", X_OK) != 0)
+        cr_skip_test("bin/easel not built");
+    cr_assert_eq(easel("init"), 0);
+    cr_assert_eq(easel("jobs add import --what nope --path x"), 2);
+    cr_assert(strstr(out, "'nope' is not one of prompts|ratings"), "%s", out);
+    cr_assert_eq(easel("jobs add import --bogus 1 --path x"), 2);
+    cr_assert(strstr(out, "unknown parameter --bogus"), "%s", out);
+    cr_assert_eq(easel("jobs add import"), 2);
+    cr_assert(strstr(out, "--path is required"), "%s", out);
+    cr_assert_eq(easel("jobs add no-such-kind"), 2);
+    cr_assert_eq(easel("jobs add import --path x --after 99"), 1);
+    cr_assert(strstr(out, "no job #99"), "%s", out);
+    cr_assert_eq(easel("jobs show 12345"), 1);
+    cr_assert_eq(easel("jobs frobnicate"), 2);
+    cr_assert_eq(easel("worker --threads 0"), 2);
+    int counts = easel("jobs list");
+    cr_assert_eq(counts, 0);
+    cr_assert(strstr(out, "(no jobs)"), "nothing was added by the failed commands:\n%s", out);
+}
+
+Test(cli_jobs, help_texts_have_examples_and_gpus_degrades) {
+    if (access("bin/easel", X_OK) != 0)
+        cr_skip_test("bin/easel not built");
+    const char *cmds[] = {"jobs --help", "jobs add --help", "jobs add import --help",
+                          "jobs list --help", "jobs show --help", "jobs cancel --help",
+                          "jobs retry --help", "jobs resume --help", "jobs wait --help",
+                          "worker --help", "gpus --help"};
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        cr_assert_eq(easel("%s", cmds[i]), 0, "%s", cmds[i]);
+        cr_assert(strstr(out, "example"), "%s has no example:\n%s", cmds[i], out);
+    }
+    cr_assert_eq(easel("jobs add import --help"), 0);
+    cr_assert(strstr(out, "--path") && strstr(out, "required"), "%s", out);
+    cr_assert_eq(easel("gpus"), 0, "no GPU is not an error");
+    cr_assert(strstr(out, "EASEL_NO_GPU") && strstr(out, "CPU"), "%s", out);
+}
+
+Test(cli_jobs, worker_resumes_a_dead_workers_job_and_stops_on_sigterm) {
+    if (access("bin/easel", X_OK) != 0)
+        cr_skip_test("bin/easel not built");
+    write_prompts();
+    cr_assert_eq(easel("init"), 0);
+    cr_assert_eq(easel("jobs add import --what prompts --path %s/prompts.csv", tmpdir), 0);
+    /* a worker on this host claimed it, then died (a pid that does not exist) */
+    char db[128];
+    snprintf(db, sizeof db, "%s/s.db", tmpdir);
+    Store *st = store_open(db, NULL);
+    JobClaim c = {.worker = "dead:1:t0", .host = jobs_host(), .pid = 0x7ffffff0,
+                  .gpu_share = 1};
+    JobRow r;
+    cr_assert_eq(store_job_claim(st, &c, &r, NULL), 1);
+    store_job_row_deinit(&r);
+    cr_assert_eq(easel("jobs list"), 0);
+    cr_assert(strstr(out, "interrupted") && strstr(out, "is gone"), "%s", out);
+    cr_assert_eq(easel("worker --resume --until-idle"), 0, "%s", out);
+    cr_assert(strstr(out, "resumed interrupted job #1"), "%s", out);
+    cr_assert_eq(easel("jobs wait 1"), 0, "%s", out);
+    store_close(st);
+
+    /* SIGTERM stops an idle worker cleanly, exit 0 */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        execl("bin/easel", "easel", "--db", db, "worker", "--quiet", (char *)NULL);
+        _exit(127);
+    }
+    struct timespec ts = {0, 500 * 1000000L};
+    nanosleep(&ts, NULL);
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+}

@@ -1,0 +1,178 @@
+/* End-to-end test of the Monitor screen: bin/easel monitor in a tmux pane on a temporary
+ * store while this process writes a run's metrics step by step (as a training job in another
+ * process does); the pane must show the curves and move as new steps arrive.
+ *
+ * Skipped (with the reason) when tmux or bin/easel is missing. Waits poll the pane with a
+ * generous deadline; nothing here measures time.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "store_runs.h"
+
+static char dir[64];
+static char sock[64];
+static char easel[512];
+static Store *st;
+static int64_t run_id;
+
+static int sh(const char *fmt, ...) {
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static char *capture(void) {
+    static char buf[65536];
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "tmux -L %s capture-pane -p -t e 2>/dev/null", sock);
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
+    if (p)
+        pclose(p);
+    buf[n] = '\0';
+    return buf;
+}
+
+static void wait_for(const char *text) {
+    for (int i = 0; i < 500; i++) {
+        if (strstr(capture(), text))
+            return;
+        usleep(20000);
+    }
+    cr_assert_fail("the screen never showed \"%s\"; it shows:\n%s", text, capture());
+}
+
+static void keys(const char *k) {
+    cr_assert_eq(sh("tmux -L %s send-keys -t e %s", sock, k), 0, "send-keys %s", k);
+}
+
+static const char *const heads[6] = {"spatial", "icono", "style", "fidelity", "material",
+                                     "combined"};
+
+/* Steps FROM..TO of a run whose losses fall and whose accuracies rise. */
+static void write_steps(int from, int to) {
+    StoreMetric m[64];
+    Err err = {0};
+    for (int s = from; s <= to; s++) {
+        size_t n = 0;
+        for (int h = 0; h < 6; h++) {
+            memset(&m[n], 0, sizeof m[n]);
+            strcpy(m[n].split, "train");
+            snprintf(m[n].name, sizeof m[n].name, "%s_loss", heads[h]);
+            m[n].step = s;
+            m[n].value = 0.7 * exp(-s / 30.0) + 0.02 * h;
+            n++;
+            memset(&m[n], 0, sizeof m[n]);
+            strcpy(m[n].split, "val");
+            snprintf(m[n].name, sizeof m[n].name, "%s_acc", heads[h]);
+            m[n].step = s;
+            m[n].value = 1 - 0.5 * exp(-s / 20.0);
+            n++;
+        }
+        const char *sys[] = {"step", "epoch", "epochs"};
+        double v[] = {s, s / 10.0, 20};
+        for (int k = 0; k < 3; k++) {
+            memset(&m[n], 0, sizeof m[n]);
+            strcpy(m[n].split, "sys");
+            strcpy(m[n].name, sys[k]);
+            m[n].step = s;
+            m[n].value = v[k];
+            n++;
+        }
+        cr_assert_eq(store_metrics_add(st, run_id, m, n, &err), 0, "%s", err.msg);
+    }
+}
+
+static void setup(void) {
+    if (sh("command -v tmux >/dev/null") != 0)
+        cr_skip_test("tmux is not installed (the Makefile's DEB_TEST installs it)");
+    const char *bin = getenv("EASEL_BIN");
+    if (!realpath(bin ? bin : "bin/easel", easel))
+        cr_skip_test("bin/easel not found (run from the repository root after make)");
+    strcpy(dir, "/tmp/easel-montmux-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(sock, sizeof sock, "easel-mon-%d", (int)getpid());
+    char path[128];
+    snprintf(path, sizeof path, "%s/t.db", dir);
+    Err err = {0};
+    st = store_open(path, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    cr_assert_eq(store_run_create(st, "live-run", "train-reward", "{}", 0, dir, &run_id, &err),
+                 0);
+    int64_t other;
+    cr_assert_eq(store_run_create(st, "old-run", "train-reward", "{}", 0, dir, &other, &err), 0);
+    StoreMetric m = {.split = "train", .name = "spatial_loss", .step = 1, .value = 0.5};
+    cr_assert_eq(store_metrics_add(st, other, &m, 1, &err), 0);
+    store_run_set_state(st, other, "succeeded", &err);
+}
+
+static void teardown(void) {
+    if (sock[0])
+        sh("tmux -L %s kill-server 2>/dev/null", sock);
+    store_close(st);
+    if (dir[0])
+        sh("rm -rf %s", dir);
+}
+
+TestSuite(monitor_tmux, .init = setup, .fini = teardown, .timeout = 60);
+
+/* The number after "step " on the screen's x axis labels (the newest step plotted). */
+static int shown_step(void) {
+    const char *s = capture(), *p = s;
+    int best = -1;
+    while ((p = strstr(p, "step "))) {
+        int v;
+        if (sscanf(p + 5, "%d", &v) == 1 && v > best)
+            best = v;
+        p += 5;
+    }
+    return best;
+}
+
+Test(monitor_tmux, curves_move_while_the_run_writes) {
+    write_steps(1, 10);
+    cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+                    "'exec %s --db t.db monitor live-run'", dir, sock, easel), 0);
+    wait_for("Monitor: live-run");
+    wait_for("spatial loss");
+    wait_for("step 10");
+    char before[65536];
+    strcpy(before, capture());
+    /* braille dots are on the screen: the curves are drawn */
+    cr_assert(strstr(before, "\xe2\xa0") || strstr(before, "\xe2\xa1") ||
+                  strstr(before, "\xe2\xa2") || strstr(before, "\xe2\xa3"),
+              "no braille plot:\n%s", before);
+    /* the run goes on in "another process": the screen follows within a second or two */
+    write_steps(11, 40);
+    wait_for("step 40");
+    cr_assert_eq(shown_step(), 40);
+    cr_assert_str_neq(before, capture(), "the plots did not change");
+    /* pages: accuracy, and the latest value in the panel title */
+    keys("a");
+    wait_for("spatial accuracy");
+    /* compare with the other run, then pick it as the main run */
+    keys("c");
+    wait_for("Pick a run to compare with");
+    wait_for("old-run");
+    keys("Enter"); /* the list is newest first: old-run */
+    wait_for("comparing");
+    wait_for("vs old-run");
+    /* the run ends: its state follows */
+    Err err = {0};
+    cr_assert_eq(store_run_set_state(st, run_id, "succeeded", &err), 0);
+    write_steps(41, 41);
+    wait_for("[succeeded]");
+    keys("q");
+}

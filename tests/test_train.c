@@ -1,0 +1,458 @@
+/* Tests for src/train*.c end to end on a synthetic store with planted preferences:
+ *   - each head learns the image property its ratings were planted on (>= 0.95 validation
+ *     accuracy), with the classic encoder;
+ *   - kill -9 of a training process, then resume, ends with final weights identical (byte
+ *     for byte) to an uninterrupted run;
+ *   - checkpoint folders, metrics in the store, eval and score on the result;
+ *   - checkpoint folders are replaced whole (train_dir_commit), configs round-trip.
+ *
+ * The synthetic set: 40 prompts x 4 images of 64x64 pixels. Each image draws five levels in
+ * [0, 1] and shows them: a bright square's horizontal position (spatial), its size (icono),
+ * a red/blue colour balance (style), pixel noise (fidelity, inverted) and a block pattern's
+ * contrast (material), each on 9 visibly distinct levels. Each aspect's rating is 1 + 8 x
+ * its level, so a head can only be right by reading its own property.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image_write.h>
+#pragma GCC diagnostic pop
+
+#include "fmt_safetensors.h"
+#include "store.h"
+#include "store_catalog.h"
+#include "store_ratings.h"
+#include "store_runs.h"
+#include "train.h"
+#include "train_int.h"
+
+#define N_PROMPTS 40
+#define PER_PROMPT 4
+#define S 64
+
+static char dir[64];
+static char db[128];
+
+static uint32_t lcg(uint32_t *s) {
+    *s = *s * 1664525u + 1013904223u;
+    return *s >> 8;
+}
+
+static double unit(uint32_t *s) { return (lcg(s) % 100000) / 100000.0; }
+
+static void make_image(const char *path, const double lv[5], uint32_t seed) {
+    unsigned char *p = malloc(S * S * 3);
+    double red = lv[2];
+    int block = 8;
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++) {
+            double v = 0.35 + 0.2 * lv[4] * ((((x / block) + (y / block)) & 1) ? 1 : -1);
+            double r = v * (0.6 + 0.8 * red), b = v * (1.4 - 0.8 * red), g = v;
+            unsigned char *q = p + (y * S + x) * 3;
+            q[0] = (unsigned char)fmin(255, r * 255);
+            q[1] = (unsigned char)fmin(255, g * 255);
+            q[2] = (unsigned char)fmin(255, b * 255);
+        }
+    int half = 7 + (int)lround(lv[1] * 8), cx = 16 + (int)lround(lv[0] * 32), cy = S / 2;
+    for (int y = cy - half; y < cy + half; y++)
+        for (int x = cx - half; x < cx + half; x++)
+            if (x >= 0 && y >= 0 && x < S && y < S)
+                memset(p + (y * S + x) * 3, 245, 3);
+    double amp = 60 * (1 - lv[3]);
+    for (int i = 0; i < S * S * 3; i++) {
+        int v = p[i] + (int)((unit(&seed) - 0.5) * 2 * amp);
+        p[i] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+    cr_assert(stbi_write_png(path, S, S, 3, p, S * 3));
+    free(p);
+}
+
+static void build_store(void) {
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    StoreAspect *asp = NULL;
+    size_t na = 0;
+    cr_assert_eq(store_aspects_list(st, &asp, &na, &err), 0);
+    int64_t annot;
+    cr_assert_eq(store_annotator_ensure(st, "planter", &annot, &err), 0);
+    uint32_t seed = 12345;
+    cr_assert_eq(store_begin(st, &err), 0);
+    for (int p = 0; p < N_PROMPTS; p++) {
+        char ext[16], text[64];
+        snprintf(ext, sizeof ext, "%d", p);
+        snprintf(text, sizeof text, "synthetic scene number %d", p);
+        int64_t pid;
+        cr_assert_eq(store_prompt_add(st, ext, text, &pid, NULL, &err), 0, "%s", err.msg);
+        for (int k = 0; k < PER_PROMPT; k++) {
+            double lv[5];
+            for (int h = 0; h < 5; h++) /* 9 levels: ratings 1..9, each visibly distinct */
+                lv[h] = (lcg(&seed) % 9) / 8.0;
+            char rel[64], path[256];
+            snprintf(rel, sizeof rel, "img/%d_%d.png", p, k);
+            snprintf(path, sizeof path, "%s/%s", dir, rel);
+            make_image(path, lv, seed);
+            StoreImage im = {.prompt_id = pid, .path = rel};
+            int64_t iid;
+            cr_assert_eq(store_image_add(st, &im, &iid, &err), 0, "%s", err.msg);
+            for (int h = 0; h < 5; h++)
+                cr_assert_eq(store_rating_add(st, iid, annot, asp[h].id,
+                                              1 + 8 * lv[h], NAN, "test",
+                                              NULL, &err),
+                             0, "%s", err.msg);
+        }
+    }
+    cr_assert_eq(store_commit(st, &err), 0);
+    store_aspects_free(asp, na);
+    store_close(st);
+}
+
+static void setup(void) {
+    /* tmpfs when there is one: checkpoints fsync every file, which a disk makes slow */
+    strcpy(dir, access("/dev/shm", W_OK) == 0 ? "/dev/shm/easel-train-XXXXXX"
+                                                : "/tmp/easel-train-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(db, sizeof db, "%s/t.db", dir);
+    char img[128];
+    snprintf(img, sizeof img, "%s/img", dir);
+    cr_assert_eq(mkdir(img, 0777), 0);
+    build_store();
+}
+
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(train, .init = setup, .fini = teardown, .timeout = 120);
+
+static void config(TrainConfig *c, const char *out, int epochs) {
+    train_config_defaults(c);
+    c->epochs = epochs;
+    c->batch_size = 16;
+    c->learning_rate = 3e-3;
+    c->threads = 1;
+    c->seed = 7;
+    c->save_every = 2;
+    snprintf(c->output, sizeof c->output, "%s/%s", dir, out);
+    snprintf(c->run_name, sizeof c->run_name, "%s", out);
+}
+
+static double val_metric(Store *st, int64_t run, const char *name) {
+    double v = NAN;
+    cr_assert_eq(store_metric_last(st, run, "val", name, &v, NULL, NULL), 0, "no val/%s", name);
+    return v;
+}
+
+/* Does DIR/REL exist? */
+static int file_exists(const char *d, const char *rel) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", d, rel);
+    return access(p, F_OK) == 0;
+}
+
+Test(train, planted_preferences_are_learned_per_head) {
+    TrainConfig c;
+    config(&c, "planted", 16);
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    int64_t run = 0;
+    cr_assert_eq(train_run(st, &c, NULL, &run, &err), 0, "%s", err.msg);
+    const char *heads[5] = {"spatial", "icono", "style", "fidelity", "material"};
+    for (int h = 0; h < 5; h++) {
+        char n[32];
+        snprintf(n, sizeof n, "%s_acc", heads[h]);
+        double acc = val_metric(st, run, n);
+        cr_expect_geq(acc, 0.95, "head %s: validation accuracy %.3f", heads[h], acc);
+    }
+    /* the combined score is trained against the mean of the five labels, a vote that a
+     * weighted sum of the heads can only approximate: well above chance, not perfect */
+    cr_assert_geq(val_metric(st, run, "combined_acc"), 0.75, "combined %.3f",
+                  val_metric(st, run, "combined_acc"));
+    StoreRun r = {0};
+    cr_assert_eq(store_run_get(st, run, &r, &err), 0);
+    cr_assert_str_eq(r.state, "succeeded");
+    store_run_deinit(&r);
+    /* the folders of the original, each complete */
+    cr_assert(file_exists(c.output, "best/model.safetensors"));
+    cr_assert(file_exists(c.output, "best/config.json"));
+    cr_assert(file_exists(c.output, "best/metrics.json"));
+    cr_assert(file_exists(c.output, "checkpoint-2/model.safetensors"));
+    cr_assert(file_exists(c.output, "checkpoint-12/metrics.json"));
+    cr_assert(file_exists(c.output, "final/model.safetensors"));
+    cr_assert(!file_exists(c.output, "checkpoint-3"));
+    cr_assert(!file_exists(c.output, ".best.tmp"));
+    /* evaluation of best/ on the validation prompts agrees with training's metrics */
+    char best[512];
+    snprintf(best, sizeof best, "%s/best", c.output);
+    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
+    cr_assert_not_null(ck, "%s", err.msg);
+    EvalOptions o = {.min_rating_diff = 0.5, .split = "val"};
+    EvalReport rep;
+    cr_assert_eq(train_eval(ck, st, &o, &rep, &err), 0, "%s", err.msg);
+    cr_assert_gt(rep.n_pairs, 20);
+    for (int h = 0; h < 5; h++) {
+        cr_assert_geq(rep.st[h].accuracy, 0.95, "%s eval accuracy %.3f", heads[h],
+                      rep.st[h].accuracy);
+        cr_assert_gt(rep.st[h].margin_mean, 0);
+    }
+    train_ckpt_free(ck);
+    store_close(st);
+}
+
+/* Train in a child process and kill it with SIGKILL once epoch KILL_AFTER is saved. */
+static void train_and_kill(const char *out, int epochs, int kill_after) {
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        TrainConfig c;
+        config(&c, out, epochs);
+        Err err = {0};
+        Store *st = store_open(db, &err);
+        train_run(st, &c, NULL, NULL, &err);
+        _exit(0);
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s/.resume/resume.json", dir, out);
+    for (int i = 0; i < 6000; i++) {
+        Err err = {0};
+        char *js = train_read_file(path, &err);
+        if (js) {
+            char *p = strstr(js, "\"epoch_done\":");
+            int e = p ? atoi(p + 13) : 0;
+            free(js);
+            if (e >= kill_after)
+                break;
+        }
+        usleep(5000);
+    }
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFSIGNALED(status), "the training child ended before it was killed");
+}
+
+/* Every tensor of DIR/A and DIR/B is equal, byte for byte (the metadata names each run's
+ * own folder, so the files themselves differ there). Returns the number of tensors. */
+static size_t same_tensors(const char *a, const char *b) {
+    char pa[512], pb[512];
+    snprintf(pa, sizeof pa, "%s/%s", dir, a);
+    snprintf(pb, sizeof pb, "%s/%s", dir, b);
+    Err err = {0};
+    SafeTensors *x = safetensors_open(pa, &err), *y = safetensors_open(pb, &err);
+    cr_assert(x && y, "%s", err.msg);
+    cr_assert_eq(safetensors_count(x), safetensors_count(y));
+    for (size_t i = 0; i < safetensors_count(x); i++) {
+        const StTensor *t = safetensors_at(x, i), *u = safetensors_find(y, t->name);
+        cr_assert_not_null(u, "%s missing in %s", t->name, pb);
+        cr_assert_eq(t->n_bytes, u->n_bytes);
+        cr_assert_eq(memcmp(t->data, u->data, t->n_bytes), 0, "tensor %s differs", t->name);
+    }
+    size_t n = safetensors_count(x);
+    safetensors_close(x);
+    safetensors_close(y);
+    return n;
+}
+
+Test(train, kill9_then_resume_gives_the_same_final_weights) {
+    const int epochs = 5;
+    Err err = {0};
+    /* uninterrupted */
+    TrainConfig c;
+    config(&c, "straight", epochs);
+    Store *st = store_open(db, &err);
+    cr_assert_eq(train_run(st, &c, NULL, NULL, &err), 0, "%s", err.msg);
+    store_close(st);
+    /* killed after epoch 2, then resumed */
+    train_and_kill("killed", epochs, 2);
+    char out[512];
+    snprintf(out, sizeof out, "%s/killed", dir);
+    char *js = train_resume_read(out, &err);
+    cr_assert_not_null(js, "%s", err.msg);
+    st = store_open(db, &err);
+    TrainHooks h = {.resume = js};
+    TrainConfig none;
+    train_config_defaults(&none);
+    int64_t run = 0;
+    cr_assert_eq(train_run(st, &none, &h, &run, &err), 0, "%s", err.msg);
+    free(js);
+    cr_assert_eq(same_tensors("straight/final/model.safetensors",
+                              "killed/final/model.safetensors"),
+                 51, "5 heads x 5 layers x 2 tensors + head_weights");
+    /* the resumed run is the same run, finished, with one metric row per step */
+    StoreRun r = {0};
+    cr_assert_eq(store_run_get(st, run, &r, &err), 0);
+    cr_assert_str_eq(r.name, "killed");
+    cr_assert_str_eq(r.state, "succeeded");
+    store_run_deinit(&r);
+    double v;
+    int64_t step;
+    cr_assert_eq(store_metric_last(st, run, "train", "loss", &v, &step, &err), 0);
+    StoreMetric *m = NULL;
+    size_t nm = 0;
+    cr_assert_eq(store_metrics_list(st, run, 0, &m, &nm, &err), 0);
+    size_t n_loss = 0;
+    for (size_t i = 0; i < nm; i++)
+        n_loss += strcmp(m[i].split, "train") == 0 && strcmp(m[i].name, "loss") == 0;
+    cr_assert_eq((int64_t)n_loss, step, "one train/loss row per step");
+    free(m);
+    store_close(st);
+}
+
+Test(train, nothing_to_train_on_is_a_clear_error) {
+    TrainConfig c;
+    config(&c, "none", 2);
+    c.min_rating_diff = 9.5; /* no two images differ that much */
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    cr_assert_neq(train_run(st, &c, NULL, NULL, &err), 0);
+    cr_assert(strstr(err.msg, "min-rating-diff"), "%s", err.msg);
+    strcpy(c.fusion, "sideways");
+    cr_assert_eq(train_run(st, &c, NULL, NULL, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "--fusion-method"), "%s", err.msg);
+    store_close(st);
+}
+
+Test(train, checkpoint_folders_are_replaced_whole) {
+    char a[256], tmp[256], f[300];
+    snprintf(a, sizeof a, "%s/ck", dir);
+    snprintf(tmp, sizeof tmp, "%s/.ck.tmp", dir);
+    Err err = {0};
+    cr_assert_eq(train_mkdirs(tmp, &err), 0);
+    snprintf(f, sizeof f, "%s/x", tmp);
+    cr_assert_eq(train_write_file(f, "one", &err), 0);
+    cr_assert_eq(train_dir_commit(tmp, a, &err), 0, "%s", err.msg);
+    cr_assert_eq(access(tmp, F_OK), -1);
+    cr_assert_eq(train_mkdirs(tmp, &err), 0);
+    snprintf(f, sizeof f, "%s/y", tmp);
+    cr_assert_eq(train_write_file(f, "two", &err), 0);
+    cr_assert_eq(train_dir_commit(tmp, a, &err), 0, "%s", err.msg);
+    snprintf(f, sizeof f, "%s/x", a);
+    cr_assert_eq(access(f, F_OK), -1, "old contents must be gone");
+    snprintf(f, sizeof f, "%s/y", a);
+    char *s = train_read_file(f, &err);
+    cr_assert_str_eq(s, "two");
+    free(s);
+    cr_assert_eq(access(tmp, F_OK), -1);
+}
+
+Test(train, config_json_round_trip_and_checks) {
+    TrainConfig a, b;
+    train_config_defaults(&a);
+    strcpy(a.fusion, "cross_attention");
+    a.epochs = 3;
+    a.seed = 18446744073709551615ULL;
+    a.irrelevant_weight = 0.5;
+    char *js = train_config_json(&a);
+    Err err = {0};
+    cr_assert_eq(train_config_parse(&b, js, &err), 0, "%s", err.msg);
+    free(js);
+    cr_assert_str_eq(b.fusion, "cross_attention");
+    cr_assert_eq(b.epochs, 3);
+    cr_assert_eq(b.seed, a.seed);
+    cr_assert_float_eq(b.irrelevant_weight, 0.5, 1e-12);
+    b.batch_size = 0;
+    cr_assert_eq(train_config_check(&b, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "--batch-size"), "%s", err.msg);
+    cr_assert_eq(train_config_parse(&b, "{nope", &err), ERR_FORMAT);
+}
+
+/* ---- the train-reward job kind: cancel, then resume from the job's checkpoint ---- */
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "jobkind.h"
+#include "jobkinds_reward.h"
+#include "store_jobs.h"
+
+typedef struct Canceller {
+    atomic_int *flag;
+    char path[512];
+} Canceller;
+
+static void *cancel_after_epoch(void *arg) {
+    Canceller *c = arg;
+    for (int i = 0; i < 12000 && !atomic_load(c->flag); i++) {
+        if (access(c->path, F_OK) == 0)
+            atomic_store(c->flag, 1);
+        usleep(2000);
+    }
+    return NULL;
+}
+
+static int run_job(Store *st, int64_t id, atomic_int *cancel, Err *err) {
+    JobRow row;
+    cr_assert_eq(store_job_get(st, id, &row, err), 0, "%s", err->msg);
+    const JobKind *k = jobkind_find("train-reward");
+    JobParams *p = job_params_from_json(k, row.params, err);
+    cr_assert_not_null(p, "%s", err->msg);
+    JobCtx *ctx = job_ctx_new(st, id, row.checkpoint, NULL, cancel);
+    int rc = k->run(ctx, p, err);
+    job_ctx_free(ctx);
+    job_params_free(p);
+    store_job_row_deinit(&row);
+    return rc;
+}
+
+Test(train, job_cancelled_then_resumed_matches_an_uninterrupted_job) {
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    cr_assert_not_null(jobkind_find("train-reward"), "train-reward is registered");
+    cr_assert_not_null(jobkind_find("embed"));
+    cr_assert_not_null(jobkind_find("eval-reward"));
+    cr_assert_not_null(jobkind_find("score"));
+    char js[2][1024];
+    int64_t ids[2];
+    for (int k = 0; k < 2; k++) {
+        snprintf(js[k], sizeof js[k],
+                 "{\"epochs\": 4, \"batch-size\": 16, \"learning-rate\": 0.001, \"threads\": 1,"
+                 " \"seed\": 3, \"output\": \"%s/job%d\", \"name\": \"job%d\"}", dir, k, k);
+        const JobKind *kind = jobkind_find("train-reward");
+        JobParams *p = job_params_from_json(kind, js[k], &err);
+        cr_assert_not_null(p, "%s", err.msg);
+        char *full = job_params_to_json(p);
+        job_params_free(p);
+        JobNew jn = {.kind = "train-reward", .params = full};
+        cr_assert_eq(store_job_add(st, &jn, &ids[k], &err), 0, "%s", err.msg);
+        free(full);
+    }
+    atomic_int cancel = 0;
+    cr_assert_eq(run_job(st, ids[0], &cancel, &err), 0, "%s", err.msg);
+    /* the second job is cancelled once its first epoch's resume state exists */
+    Canceller c = {.flag = &cancel};
+    snprintf(c.path, sizeof c.path, "%s/job1/.resume/resume.json", dir);
+    pthread_t th;
+    pthread_create(&th, NULL, cancel_after_epoch, &c);
+    int rc = run_job(st, ids[1], &cancel, &err);
+    pthread_join(th, NULL);
+    cr_assert_eq(rc, ERR_CANCELLED, "rc %d: %s", rc, err.msg);
+    JobRow row;
+    cr_assert_eq(store_job_get(st, ids[1], &row, &err), 0);
+    cr_assert_not_null(row.checkpoint, "the job saved a checkpoint to resume from");
+    cr_assert(strstr(row.checkpoint, "job1"), "%s", row.checkpoint);
+    store_job_row_deinit(&row);
+    atomic_store(&cancel, 0);
+    cr_assert_eq(run_job(st, ids[1], &cancel, &err), 0, "%s", err.msg);
+    cr_assert_gt(same_tensors("job0/final/model.safetensors", "job1/final/model.safetensors"),
+                 0);
+    StoreRun r = {0};
+    cr_assert_eq(store_run_by_name(st, "job1", &r, &err), 0);
+    cr_assert_eq(r.job_id, ids[1]);
+    cr_assert_str_eq(r.state, "succeeded");
+    store_run_deinit(&r);
+    store_close(st);
+}
