@@ -198,6 +198,25 @@ static void prefetch(Annotate *a) {
     }
 }
 
+/* The image on screen just changed (or went away). If the terminal still shows another image
+ * and no frame of the new one is ready to cover it, clear the terminal (a full redraw); the
+ * new frame follows when it is ready. A ready frame covers the whole box: nothing to do. */
+static void terminal_sync(Annotate *a) {
+    if (a->on_term_key < 0 || (a->have_img && a->img.id == a->on_term_key))
+        return;
+    if (a->have_img && a->cache && a->lay_ok) {
+        const GfxFrame *f = NULL;
+        char msg[8];
+        GfxState s = gfx_cache_get(a->cache, a->img.id, a->img.path, a->lay.img_w,
+                                   a->lay.img_h, &f, msg, sizeof msg);
+        gfx_cache_release(a->cache, f);
+        if (s == GFX_READY)
+            return;
+    }
+    a->on_term_key = -1;
+    app_redraw_all(a->app);
+}
+
 /* Show image ID (already in hist at index POS). */
 static int show(Annotate *a, int pos, Err *err) {
     AnnotateImage im;
@@ -216,6 +235,7 @@ static int show(Annotate *a, int pos, Err *err) {
     a->gstate = GFX_PENDING;
     a->gmsg[0] = '\0';
     prefetch(a);
+    terminal_sync(a);
     app_dirty(a->app);
     return 0;
 }
@@ -258,6 +278,7 @@ static void go_next(Annotate *a) {
     a->waiting = !final;
     if (a->waiting && !ui_loader_busy(a->loader))
         ask_queue(a);
+    terminal_sync(a);
     app_dirty(a->app);
 }
 
@@ -637,36 +658,15 @@ static int map_key(int ch) {
     }
 }
 
-/* The image on screen changes to one that may not have a frame yet: make sure the old image
- * does not stay on the terminal. */
-static void image_changing(Annotate *a, int64_t old_id) {
-    if (a->on_term_key < 0 || !a->have_img || a->img.id == old_id)
-        return;
-    if (!a->cache)
-        return;
-    const GfxFrame *f = NULL;
-    char msg[8];
-    GfxState s = gfx_cache_get(a->cache, a->img.id, a->img.path, a->lay.img_w, a->lay.img_h, &f,
-                               msg, sizeof msg);
-    gfx_cache_release(a->cache, f);
-    if (s != GFX_READY) {
-        /* A full redraw clears the terminal, old image included; the new frame follows. */
-        a->on_term_key = -1;
-        app_redraw_all(a->app);
-    }
-}
-
 static int annotate_key(void *stp, App *app, int ch) {
     Annotate *a = stp;
-    int64_t old_id = a->have_img ? a->img.id : -1;
     int key = map_key(ch);
     if (!a->have_img) {
         if (key == 'b' && a->n_hist > 0) {
             Err err = {0};
             if (show(a, a->n_hist - 1, &err))
                 app_status_error(app, "%s", err.msg);
-            image_changing(a, old_id);
-            return SCREEN_KEY_HANDLED;
+                    return SCREEN_KEY_HANDLED;
         }
         if (key == 'g') {
             app_prompt(app, "Go to image id:", goto_done, a);
@@ -726,7 +726,6 @@ static int annotate_key(void *stp, App *app, int ch) {
         app_prompt(app, "Go to image id:", goto_done, a);
         break;
     }
-    image_changing(a, old_id);
     return SCREEN_KEY_HANDLED;
 }
 
@@ -762,11 +761,9 @@ static void annotate_tick(void *stp, App *app, double now) {
 
 static int annotate_open(void *stp, App *app, int64_t id, Err *err) {
     Annotate *a = stp;
-    int64_t old_id = a->have_img ? a->img.id : -1;
     int rc = open_new(a, id, err);
     if (!rc)
-        image_changing(a, old_id);
-    app_dirty(app);
+        app_dirty(app);
     return rc;
 }
 
