@@ -3,9 +3,9 @@
  *
  * Design: a frame is drawn relative to the cursor and covers its whole box, so the caller
  * positions the cursor once and a new frame always hides the old one. Sixel palettes are
- * libsixel's median cut (up to 256 colours) with Atkinson diffusion: on smooth gradients it
- * hides palette steps an annotator could take for artefacts of the image (they rate
- * fidelity), for about 20% more bytes than no diffusion and a third of Floyd–Steinberg's
+ * libsixel's median cut (up to 256 colours) with Atkinson diffusion, which softens palette
+ * steps on smooth gradients (an annotator rating fidelity could take them for artefacts of
+ * the image) for about 20% more bytes than no diffusion and a third of Floyd–Steinberg's
  * (measured on 480x480 demo images: none 31 KB / 33.4 dB, Atkinson 38 KB / 33.6 dB, FS 94 KB
  * / 33.9 dB). EASEL_SIXEL_DITHER=none|fs chooses another. The encoder runs with libsixel's
  * size policy: encoding happens on the prefetch thread, ahead of time, while every byte saved
