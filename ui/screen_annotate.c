@@ -32,6 +32,7 @@
 #define QUEUE_BATCH 256      /* images per background queue read */
 #define QUEUE_LOW 8          /* read again when fewer usable ones are left */
 #define QUEUE_REFRESH 30.0   /* seconds: progress and new imports */
+#define IDLE_CAP 60.0        /* a pause longer than this counts as this long */
 
 /* A background queue read: what was asked and what came back (see ui/loader.h). */
 typedef struct QueueReq {
@@ -74,7 +75,8 @@ typedef struct Annotate {
     AnnotateImage img;       /* the image on screen (valid when pos >= 0) */
     int have_img;
     AnnotateVm vm;
-    double shown_at;         /* when it appeared */
+    double active;           /* seconds spent on it so far, pauses capped (see note_activity) */
+    double last_event;       /* last key or appearance */
     int queue_empty;
     int waiting;             /* the next image waits for a queue read */
 
@@ -231,7 +233,8 @@ static int show(Annotate *a, int pos, Err *err) {
     a->queue_empty = 0;
     a->waiting = 0;
     annotate_vm_load(&a->vm, im.mine);
-    a->shown_at = base_now();
+    a->last_event = base_now();
+    a->active = 0;
     a->gstate = GFX_PENDING;
     a->gmsg[0] = '\0';
     prefetch(a);
@@ -282,10 +285,20 @@ static void go_next(Annotate *a) {
     app_dirty(a->app);
 }
 
+/* Time on an image counts between keys, but a pause longer than IDLE_CAP (the annotator
+ * went away) counts as IDLE_CAP: the recorded time is time spent rating, not time the image
+ * happened to be open. */
+static void note_activity(Annotate *a) {
+    double now = base_now(), gap = now - a->last_event;
+    a->active += gap < IDLE_CAP ? gap : IDLE_CAP;
+    a->last_event = now;
+}
+
 static void commit(Annotate *a) {
     Err err = {0};
     double t0 = base_now();
-    double secs = a->img.my_seconds + (base_now() - a->shown_at);
+    note_activity(a);
+    double secs = a->img.my_seconds + a->active;
     int was_new = isnan(a->vm.stored[0]) && isnan(a->vm.stored[1]) && isnan(a->vm.stored[2]) &&
                   isnan(a->vm.stored[3]) && isnan(a->vm.stored[4]);
     int written = 0;
@@ -660,6 +673,8 @@ static int map_key(int ch) {
 
 static int annotate_key(void *stp, App *app, int ch) {
     Annotate *a = stp;
+    if (a->have_img)
+        note_activity(a);
     int key = map_key(ch);
     if (!a->have_img) {
         if (key == 'b' && a->n_hist > 0) {
