@@ -457,17 +457,14 @@ static void draw_wrapped(int *y, int y_end, int x, int w, attr_t at, const char 
     }
 }
 
-static void draw_bar(int y, int x, double v) {
-    /* 10 cells, half cells for .5 */
+/* 10 cells for 0..10, a half cell for .5; on the selected row (SEL) in its colours. */
+static void draw_bar(int y, int x, double v, int sel) {
     for (int i = 0; i < 10; i++) {
         const char *c = "\xc2\xb7"; /* middle dot */
-        attr_t at = ui_attr(UI_C_DIM);
-        if (!isnan(v) && v >= i + 1) {
-            c = "\xe2\x96\x88";
-            at = ui_attr(UI_C_ACCENT);
-        } else if (!isnan(v) && v >= i + 0.5) {
-            c = "\xe2\x96\x8c";
-            at = ui_attr(UI_C_ACCENT);
+        attr_t at = sel ? ui_attr(UI_C_SELECT) : ui_attr(UI_C_DIM);
+        if (!isnan(v) && v >= i + 0.5) {
+            c = v >= i + 1 ? "\xe2\x96\x88" : "\xe2\x96\x8c";
+            at = sel ? ui_attr(UI_C_SELECT) | A_BOLD : ui_attr(UI_C_ACCENT);
         }
         ui_put(y, x + i, 1, at, c);
     }
@@ -547,7 +544,7 @@ static void draw_aspect(Annotate *a, int k, int *y, int yend, int tall) {
     ui_putf(*y, x, 14, at | A_BOLD, "%s%d %s", sel ? "\xe2\x96\xb8" : " ", k + 1,
             a->asp[k].name);
     ui_put(*y, x + 14, 5, at | A_BOLD, v);
-    draw_bar(*y, x + 19, a->vm.values[k]);
+    draw_bar(*y, x + 19, a->vm.values[k], sel);
     if (!isnan(a->vm.stored[k]) && a->vm.values[k] != a->vm.stored[k])
         ui_put(*y, x + 30, w - 30, at, "(edited)");
     (*y)++;
