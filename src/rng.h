@@ -39,11 +39,10 @@ void rng_fill_normal(Rng *r, float *x, size_t n, float mean, float std);
 /* Shuffle idx[0..n) in place (Fisher–Yates). */
 void rng_shuffle(Rng *r, int *idx, size_t n);
 
-/* Counter-based: a well-mixed 64-bit value / a uniform [0,1) float for (seed, i): position i
- * of the splitmix64 stream that starts at seed (one multiply-xorshift finaliser per value,
- * inline because dropout calls it for every activation). */
+/* Counter-based: a well-mixed 64-bit value / a uniform [0,1) float for (seed, i): the
+ * splitmix64 finaliser applied to seed ^ i·K (inline: dropout calls it for every activation). */
 static inline uint64_t rng_hash_u64(uint64_t seed, uint64_t i) {
-    uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+    uint64_t z = (seed ^ (i * 0xD1B54A32D192ED03ull)) + 2 * 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
