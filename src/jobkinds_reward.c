@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -248,7 +249,7 @@ static int write_text_file(const char *path, const char *text, Err *err) {
     FILE *f = fopen(tmp, "w");
     int rc = 0;
     if (!f) {
-        rc = err_set(err, ERR_IO, "%s: cannot write (%m)", tmp);
+        rc = err_set(err, ERR_IO, "%s: cannot write (%s)", tmp, strerror(errno));
         goto out;
     }
     fputs(text, f);
@@ -261,7 +262,7 @@ static int write_text_file(const char *path, const char *text, Err *err) {
     fclose(f);
     if (rename(tmp, path) != 0) {
         remove(tmp);
-        rc = err_set(err, ERR_IO, "%s: cannot write (%m)", path);
+        rc = err_set(err, ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
     }
 out:
     free(tmp);
@@ -561,7 +562,7 @@ static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     if (csv_path[0]) {
         tmp = xasprintf("%s.tmp", csv_path);
         if (!(csv = fopen(tmp, "w"))) {
-            int rc = err_set(err, ERR_IO, "%s: cannot write (%m)", tmp);
+            int rc = err_set(err, ERR_IO, "%s: cannot write (%s)", tmp, strerror(errno));
             free(tmp);
             return rc;
         }
@@ -576,7 +577,7 @@ static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
         if (rc == 0 && bad)
             rc = err_set(err, ERR_IO, "%s: write failed", tmp);
         if (rc == 0 && rename(tmp, csv_path) != 0)
-            rc = err_set(err, ERR_IO, "%s: cannot write (%m)", csv_path);
+            rc = err_set(err, ERR_IO, "%s: cannot write (%s)", csv_path, strerror(errno));
         if (rc)
             remove(tmp);
     }
