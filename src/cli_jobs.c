@@ -157,7 +157,7 @@ static int jobs_add(const CliGlobal *g, int argc, char **argv) {
         for (int i = 0; i < jobkind_count(); i++)
             printf("  %-18s %s\n", jobkind_at(i)->name, jobkind_at(i)->summary);
         printf("\n'easel jobs add KIND --help' lists a kind's parameters.\n"
-               "example:\n  easel jobs add import-ratings --file ratings.csv\n");
+               "example:\n  easel jobs add import --what ratings --path ratings.csv\n");
         return argc < 2 ? 2 : 0;
     }
     const JobKind *k = jobkind_find(argv[1]);
@@ -282,7 +282,7 @@ out:
     return rc;
 }
 
-/* ---- list, show, actions ---------------------------------------------------------------------- */
+/* ---- list, show, actions ------------------------------------------------------------------ */
 
 static int jobs_list(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
@@ -573,7 +573,8 @@ static void jobs_usage(void) {
            "  resume ID           re-queue a failed/cancelled/interrupted job from its checkpoint\n"
            "  priority ID N       change a job's priority\n"
            "  wait ID             wait; exit 0 only if it succeeded\n\n"
-           "example:\n  id=$(easel jobs add import-ratings --file ratings.csv) && easel jobs wait $id\n");
+           "example:\n"
+           "  id=$(easel jobs add import --what ratings --path ratings.csv) && easel jobs wait $id\n");
 }
 
 int cli_jobs_main(const CliGlobal *g, int argc, char **argv) {

@@ -256,7 +256,7 @@ static void draw_row(JobsScreen *s, const JobRow *j, int y, int x, int w, int is
     c += ui_putf(y, c, w - (c - x), base, "%5lld ", (long long)j->id);
     ui_put(y, c, 12, is_sel ? base : state_attr(j->state), store_job_state_name(j->state));
     c += 12;
-    c += ui_putf(y, c, w - (c - x), base, "%-10.10s %3d ", j->kind, j->priority);
+    c += ui_putf(y, c, w - (c - x), base, "%-13.13s %3d ", j->kind, j->priority);
     c += ui_putf(y, c, w - (c - x), base, "%s ", bar);
     c += ui_putf(y, c, w - (c - x), base, "%-22.22s %8s %7s  ", prog, rate,
                  j->state == JOB_STATE_RUNNING ? eta : "");
@@ -268,7 +268,7 @@ static void draw_row(JobsScreen *s, const JobRow *j, int y, int x, int w, int is
 
 static void draw_list(JobsScreen *s, UiRect r) {
     ui_putf(r.y, r.x, r.w, ui_attr(UI_C_DIM) | A_UNDERLINE,
-            "%5s %-11s %-10s %3s %-12s %-22s %8s %7s  %s", "ID", "STATE", "KIND", "PRI",
+            "%5s %-11s %-13s %3s %-12s %-22s %8s %7s  %s", "ID", "STATE", "KIND", "PRI",
             "PROGRESS", "", "RATE", "ETA", "MESSAGE");
     int rows = r.h - 1;
     if (s->n_rows == 0) {
