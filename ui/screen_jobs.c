@@ -5,7 +5,7 @@
  *
  * This screen also owns the TUI's worker pool (src/jobs.h): started in init with
  * $EASEL_WORKER_THREADS threads (default: the core count; 0 = run no jobs here, leave them to
- * `easel worker`), stopped in fini, which interrupts running jobs (resumable). Worker threads
+ * `easel worker`) and $EASEL_GPU_SHARE jobs per GPU (default 1), stopped in fini, which interrupts running jobs (resumable). Worker threads
  * only call app_wake(); everything shown is re-read from the store on the UI thread at each
  * tick, so jobs of other processes (other TUIs over SSH, `easel worker`) appear the same way.
  *
@@ -145,6 +145,8 @@ static void *jobs_init(App *app, Err *err) {
         JobsPoolConfig cfg;
         jobs_pool_config_init(&cfg, app_config(app)->db_path);
         cfg.threads = s->n_threads;
+        const char *share = getenv("EASEL_GPU_SHARE");
+        cfg.gpu_share = share && *share ? atoi(share) : 1;
         cfg.on_change = on_job_change;
         cfg.user_data = app;
         s->pool = jobs_pool_start(&cfg, err);
