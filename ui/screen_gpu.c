@@ -179,6 +179,21 @@ static void draw_panel(GpuScreen *s, int i, UiRect r) {
             "procs %d", util, mem, temp, power, o->n_procs);
     ui_putf(y++, x, w, p->job[0] ? ui_attr(UI_C_GOOD) : ui_attr(UI_C_DIM), "job  %s",
             p->job[0] ? p->job : "none from easel on this host");
+    if (o->n_procs > 0 && r.y + r.h - 1 - y >= 6) {
+        char procs[512];
+        size_t off = 0;
+        for (int j = 0; j < o->n_procs && off < sizeof procs - 64; j++) {
+            const GpuProcess *gp = &o->procs[j];
+            char pm[24];
+            if (gp->mem_used == UINT64_MAX)
+                snprintf(pm, sizeof pm, "n/a");
+            else
+                snprintf(pm, sizeof pm, "%.0f MiB", gp->mem_used / 1048576.0);
+            off += (size_t)snprintf(procs + off, sizeof procs - off, "%s%u %s %s",
+                                    j ? ",  " : "", gp->pid, gp->name[0] ? gp->name : "?", pm);
+        }
+        ui_putf(y++, x, w, ui_attr(UI_C_DIM), "proc %s", procs);
+    }
     int gh = r.y + r.h - 1 - y;
     if (gh < 3)
         return;
