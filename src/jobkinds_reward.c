@@ -8,6 +8,7 @@
 #include "jobkinds_reward.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -238,8 +239,12 @@ void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r) {
             "avg_margin", "margin_std", "F1", "loss");
     for (int k = 0; k < NO; k++) {
         const EvalStats *s = &r->st[k];
-        fprintf(f, "%-10s %8zu %9.4f %11.4f %11.4f %7.4f %8.4f\n", out_names[k], s->n,
-                s->accuracy, s->margin_mean, s->margin_std, s->f1, s->loss);
+        if (s->n == 0) /* no pair with a preference on this head */
+            fprintf(f, "%-10s %8d %9s %11s %11s %7s %8s\n", out_names[k], 0, "-", "-", "-",
+                    "-", "-");
+        else
+            fprintf(f, "%-10s %8zu %9.4f %11.4f %11.4f %7.4f %8.4f\n", out_names[k], s->n,
+                    s->accuracy, s->margin_mean, s->margin_std, s->f1, s->loss);
     }
 }
 
@@ -248,7 +253,7 @@ static int write_text_file(const char *path, const char *text, Err *err) {
     FILE *f = fopen(tmp, "w");
     int rc = 0;
     if (!f) {
-        rc = err_set(err, ERR_IO, "%s: cannot write (%m)", tmp);
+        rc = err_set(err, ERR_IO, "%s: cannot write (%s)", tmp, strerror(errno));
         goto out;
     }
     fputs(text, f);
@@ -261,7 +266,7 @@ static int write_text_file(const char *path, const char *text, Err *err) {
     fclose(f);
     if (rename(tmp, path) != 0) {
         remove(tmp);
-        rc = err_set(err, ERR_IO, "%s: cannot write (%m)", path);
+        rc = err_set(err, ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
     }
 out:
     free(tmp);
@@ -561,7 +566,7 @@ static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     if (csv_path[0]) {
         tmp = xasprintf("%s.tmp", csv_path);
         if (!(csv = fopen(tmp, "w"))) {
-            int rc = err_set(err, ERR_IO, "%s: cannot write (%m)", tmp);
+            int rc = err_set(err, ERR_IO, "%s: cannot write (%s)", tmp, strerror(errno));
             free(tmp);
             return rc;
         }
@@ -576,7 +581,7 @@ static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
         if (rc == 0 && bad)
             rc = err_set(err, ERR_IO, "%s: write failed", tmp);
         if (rc == 0 && rename(tmp, csv_path) != 0)
-            rc = err_set(err, ERR_IO, "%s: cannot write (%m)", csv_path);
+            rc = err_set(err, ERR_IO, "%s: cannot write (%s)", csv_path, strerror(errno));
         if (rc)
             remove(tmp);
     }
