@@ -18,7 +18,8 @@
 
 #include "base.h"
 
-#define SPIN_ITERS 20000
+#define SPIN_ITERS 4000 /* ~0.1 ms of pause: long enough to catch the next op, short
+                          * enough not to steal a busy machine's cores */
 
 typedef struct Worker {
     CpuPool *pool;

@@ -110,19 +110,50 @@ static void data_free(Data *d) {
     memset(d, 0, sizeof *d);
 }
 
+/* True if PATH is DIR or lies inside it (both absolute, normalised). */
+static int inside(const char *path, const char *dir) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+/* The image path as written: relative to REL when the image lies inside REL, or when both lie
+ * inside the workspace (the store's folder, which moves whole) — then with "../" steps —
+ * else absolute. */
 static char *out_path(Store *st, const char *stored, const char *rel) {
     char *abs = store_path_resolve(st, stored);
-    if (rel) {
+    if (!rel)
+        return abs;
+    if (inside(abs, rel) && strcmp(rel, "/") != 0) {
         size_t n = strlen(rel);
         while (n > 1 && rel[n - 1] == '/')
             n--;
-        if (n > 1 && strncmp(abs, rel, n) == 0 && abs[n] == '/') {
-            char *r = xstrdup(abs + n + 1);
-            free(abs);
-            return r;
-        }
+        char *r = xstrdup(abs + n + 1);
+        free(abs);
+        return r;
     }
-    return abs;
+    const char *ws = store_dir(st);
+    if (strcmp(ws, "/") == 0 || !inside(abs, ws) || !inside(rel, ws))
+        return abs;
+    /* longest common folder of REL and the image, then one "../" per folder of REL below it */
+    size_t common = 0;
+    for (size_t i = 0; rel[i] && abs[i] == rel[i]; i++)
+        if (rel[i] == '/')
+            common = i;
+    if (rel[common] == '/' && abs[strlen(rel)] == '/' && strncmp(abs, rel, strlen(rel)) == 0)
+        common = strlen(rel);
+    size_t ups = 0;
+    for (const char *c = rel + common; *c; c++)
+        ups += *c == '/';
+    size_t len = 3 * ups + strlen(abs + common + 1) + 1;
+    char *r = xmalloc(len);
+    r[0] = '\0';
+    for (size_t i = 0; i < ups; i++)
+        strcat(r, "../");
+    strcat(r, abs + common + 1);
+    free(abs);
+    return r;
 }
 
 static int data_load(Store *st, Data *d, int ratings, const ExportOptions *o, Err *err) {

@@ -11,8 +11,9 @@
  * Output is deterministic: rows sorted by prompt_id, then image path (digit runs compared as
  * numbers, so prompt_2 < prompt_10), then annotator; numbers in the shortest form that reads
  * back to the same double. So ratings import → export → import → export is byte-identical.
- * Image paths are written relative to opts->relative_to when the image lies inside it (the
- * output file's folder, so the importer finds them first there), else absolute.
+ * Image paths are written relative to opts->relative_to (the output file's folder, where the
+ * importer looks first) when the image lies inside it, or when both lie inside the workspace
+ * (the store's folder) — then with "../" steps; else absolute.
  *
  * Thread safety: one Store per thread, as store.h. Reads happen in one snapshot per table.
  */

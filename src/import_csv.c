@@ -208,8 +208,10 @@ static int ratings_plan_row(ImportCtx *c, RCols *rc, const CsvRow *row, RRow *rr
                            c->aspects[k].name, s);
             bad = 1;
         } else if (v < STORE_RATING_MIN || v > STORE_RATING_MAX) {
-            import_problem(c, row->line, "%s_rating \"%s\" is outside 0..10", c->aspects[k].name,
-                           s);
+            import_problem(
+                c, row->line,
+                "%s_rating \"%s\" is outside 0..10 (leave the cell blank if it was not rated)",
+                c->aspects[k].name, s);
             bad = 1;
         } else {
             rr->val[k] = v;
@@ -364,9 +366,9 @@ static int opt_int(ImportCtx *c, const CsvRow *row, int col, const char *name, i
 }
 
 typedef struct GCols {
-    int prompt, seed, path, text;          /* required */
+    int prompt, seed, path, text;                   /* required */
     int gpu, width, height, steps, guidance, model; /* optional, -1 = absent */
-    ImportMap seen;                        /* ext → plan row + 1: in-file prompt texts */
+    ImportMap seen;                                 /* ext → plan row + 1: in-file prompt texts */
 } GCols;
 
 /* Find the columns; 0, or -1 after a problem (a required column is missing). */
@@ -390,8 +392,8 @@ static int generated_columns(ImportCtx *c, const CsvRow *hdr, GCols *k) {
             "prompt_id,seed,path,prompt,width,height,num_inference_steps,guidance_scale)");
         return -1;
     }
-    const int used[] = {k->prompt, k->seed,     k->path,     k->text,     k->gpu,
-                        k->width,  k->height,   k->steps,    k->guidance, k->model};
+    const int used[] = {k->prompt, k->seed,   k->path,  k->text,     k->gpu,
+                        k->width,  k->height, k->steps, k->guidance, k->model};
     for (size_t i = 0; i < hdr->n; i++) {
         int is_used = 0;
         for (size_t j = 0; j < ARRAY_LEN(used); j++)
@@ -425,8 +427,7 @@ static void generated_check_prompt(ImportCtx *c, GCols *k, const GRow *rows, con
 }
 
 /* Check one data row into ROWS[INDEX]. Returns 0, or -1 after recording its problems. */
-static int generated_plan_row(ImportCtx *c, GCols *k, const CsvRow *row, GRow *rows,
-                              size_t index) {
+static int generated_plan_row(ImportCtx *c, GCols *k, const CsvRow *row, GRow *rows, size_t index) {
     GRow *g = &rows[index];
     memset(g, 0, sizeof *g);
     g->line = row->line;
@@ -470,9 +471,9 @@ static int generated_plan_row(ImportCtx *c, GCols *k, const CsvRow *row, GRow *r
         json_object_set_new(gen, "guidance_scale", json_real(gs));
     if (has_gpu == 0)
         json_object_set_new(gen, "gpu_id", json_integer(gpu));
-    g->generator = json_object_size(gen) ? json_dumps(gen, JSON_COMPACT | JSON_SORT_KEYS |
-                                                               JSON_REAL_PRECISION(12))
-                                         : NULL;
+    g->generator = json_object_size(gen)
+                       ? json_dumps(gen, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(12))
+                       : NULL;
     json_decref(gen);
     g->width = has_w == 0 ? (int)w : 0;
     g->height = has_h == 0 ? (int)h : 0;

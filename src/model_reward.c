@@ -7,7 +7,8 @@
  * a1 = Dropout(ReLU(LayerNorm(h1))) in one buffer (ReLU and dropout run in place: ReLU's
  * backward only needs the sign of its output, and a dropped element has zero gradient either
  * way), then the same at width hidden2, then the score. The backward runs the heads one after
- * another through four shared scratch buffers.
+ * another through four shared scratch buffers; it never regenerates a dropout mask, because
+ * a1 > 0 exactly where an element was both kept and positive.
  *
  * Blocks: params, grads, adam_m, adam_v (n_params floats each, same layout; the parameter
  * table gives each tensor's offset) and one activation arena sized by a measuring pass of the
@@ -615,33 +616,28 @@ static void head_backward(RewardModel *m, int h, int N) {
     /* score = Linear8(a2) */
     memset(A->g2a, 0, n2 * sizeof(float));
     nn_linear_backward(A->g2a, g->w8, g->b8, A->gs, a->a2, p->w8, N, H2, 1);
-    /* a2 = dropout(relu(ln2)) */
+    /* a2 = dropout(relu(ln2)): a2 > 0 exactly where the element was kept and positive, so
+     * the gradient is dout·[a2 > 0]/(1−p) and the mask need not be regenerated */
     memset(A->g2b, 0, n2 * sizeof(float));
+    nn_relu_backward(A->g2b, A->g2a, a->a2, n2);
     if (pdrop > 0.0f)
-        nn_dropout_backward(A->g2b, A->g2a, pdrop, layer_seed(m->seed, h, 1), n2);
-    else
-        memcpy(A->g2b, A->g2a, n2 * sizeof(float));
+        nn_scale_forward(A->g2b, A->g2b, 1.0f / (1.0f - pdrop), n2);
     memset(A->g2a, 0, n2 * sizeof(float));
-    nn_relu_backward(A->g2a, A->g2b, a->a2, n2);
-    memset(A->g2b, 0, n2 * sizeof(float));
-    nn_layernorm_backward(A->g2b, g->ln2w, g->ln2b, A->g2a, a->h2, p->ln2w, a->mean2, a->rstd2,
+    nn_layernorm_backward(A->g2a, g->ln2w, g->ln2b, A->g2b, a->h2, p->ln2w, a->mean2, a->rstd2,
                           N, H2);
     /* h2 = Linear4(a1) */
     memset(A->g1a, 0, n1 * sizeof(float));
-    nn_linear_backward(A->g1a, g->w4, g->b4, A->g2b, a->a1, p->w4, N, H1, H2);
+    nn_linear_backward(A->g1a, g->w4, g->b4, A->g2a, a->a1, p->w4, N, H1, H2);
     memset(A->g1b, 0, n1 * sizeof(float));
+    nn_relu_backward(A->g1b, A->g1a, a->a1, n1);
     if (pdrop > 0.0f)
-        nn_dropout_backward(A->g1b, A->g1a, pdrop, layer_seed(m->seed, h, 0), n1);
-    else
-        memcpy(A->g1b, A->g1a, n1 * sizeof(float));
+        nn_scale_forward(A->g1b, A->g1b, 1.0f / (1.0f - pdrop), n1);
     memset(A->g1a, 0, n1 * sizeof(float));
-    nn_relu_backward(A->g1a, A->g1b, a->a1, n1);
-    memset(A->g1b, 0, n1 * sizeof(float));
-    nn_layernorm_backward(A->g1b, g->ln1w, g->ln1b, A->g1a, a->h1, p->ln1w, a->mean1, a->rstd1,
+    nn_layernorm_backward(A->g1a, g->ln1w, g->ln1b, A->g1b, a->h1, p->ln1w, a->mean1, a->rstd1,
                           N, H1);
     /* h1 = Linear0(fused): the fused input only needs a gradient under cross-attention */
     float *dfused = c->fusion == REWARD_FUSION_CROSS_ATTENTION ? A->dfused : NULL;
-    nn_linear_backward(dfused, g->w0, g->b0, A->g1b, A->fused, p->w0, N, m->in_dim, H1);
+    nn_linear_backward(dfused, g->w0, g->b0, A->g1a, A->fused, p->w0, N, m->in_dim, H1);
 }
 
 void reward_model_backward(RewardModel *m) {

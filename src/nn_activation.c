@@ -3,6 +3,8 @@
 
 #include <math.h>
 
+#include "nn_int.h"
+
 #define GELU_K 0.7978845608028654f  /* √(2/π) */
 #define INV_SQRT2 0.7071067811865476f
 #define INV_SQRT_2PI 0.3989422804014327f
@@ -20,14 +22,15 @@ float nn_logsigmoidf(float x) {
 }
 
 void nn_relu_forward(float *out, const float *inp, size_t n) {
+    NN_IVDEP
     for (size_t i = 0; i < n; i++)
         out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
 }
 
 void nn_relu_backward(float *dinp, const float *dout, const float *out, size_t n) {
+    NN_IVDEP
     for (size_t i = 0; i < n; i++)
-        if (out[i] > 0.0f)
-            dinp[i] += dout[i];
+        dinp[i] += out[i] > 0.0f ? dout[i] : 0.0f;
 }
 
 void nn_gelu_forward(float *out, const float *inp, size_t n) {

@@ -1,8 +1,8 @@
 /* nn_linear — GEMM-based ops. See nn_linear.h.
  *
- * Each GEMM is cut into column slabs of the output, one per pool thread, and each slab is
- * one single-threaded cblas_sgemm call: no thread ever sums into another's outputs, so the
- * result does not depend on timing. Bias sums run over rows in order for each column.
+ * Each GEMM is cut into fixed column slabs of the output, shared out over the pool, and each
+ * slab is one single-threaded cblas_sgemm call: no thread ever sums into another's outputs,
+ * so the result depends neither on timing nor on the thread count. Bias sums run over rows in order for each column.
  */
 #include "nn_linear.h"
 
@@ -12,7 +12,7 @@
 #include "backend_cpu.h"
 #include "base.h"
 
-#define GEMM_GRAIN 32 /* output columns per slab at least */
+#define GEMM_SLAB 128 /* output columns per sgemm call */
 
 typedef struct GemmJob {
     enum CBLAS_TRANSPOSE ta, tb;
@@ -26,16 +26,22 @@ typedef struct GemmJob {
     int ldc;
 } GemmJob;
 
-/* Slab [j0, j1) of the output columns: column j of op(b) starts at b + j (no transpose) or
- * at row j (transposed). */
-static void gemm_slab(void *ctx, int64_t j0, int64_t j1) {
+/* Slabs [s0, s1) of GEMM_SLAB output columns; column j of op(b) starts at b + j (no
+ * transpose) or at row j (transposed). */
+static void gemm_slabs(void *ctx, int64_t s0, int64_t s1) {
     const GemmJob *g = ctx;
-    const float *b = g->tb == CblasNoTrans ? g->b + j0 : g->b + j0 * g->ldb;
-    cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->M, (int)(j1 - j0), g->K, 1.0f, g->a, g->lda, b,
-                g->ldb, g->beta, g->c + j0, g->ldc);
+    for (int64_t s = s0; s < s1; s++) {
+        int j0 = (int)s * GEMM_SLAB, nj = g->N - j0 < GEMM_SLAB ? g->N - j0 : GEMM_SLAB;
+        const float *b = g->tb == CblasNoTrans ? g->b + j0 : g->b + (size_t)j0 * g->ldb;
+        cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->M, nj, g->K, 1.0f, g->a, g->lda, b, g->ldb,
+                    g->beta, g->c + j0, g->ldc);
+    }
 }
 
-/* c (M,N) = beta·c + op(a)·op(b), split by columns of c over the pool. */
+/* c (M,N) = beta·c + op(a)·op(b). The output is cut into fixed slabs of GEMM_SLAB columns
+ * whatever the thread count, and the pool shares out whole slabs: every call to OpenBLAS has
+ * the same shape with 1 or 16 threads, so the bits do not depend on the thread count (BLAS
+ * picks kernels by shape). */
 static void gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K,
                  const float *a, int lda, const float *b, int ldb, float beta, float *c,
                  int ldc) {
@@ -48,11 +54,10 @@ static void gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N,
         return;
     }
     GemmJob g = {ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc};
-    int64_t grain = GEMM_GRAIN;
+    int64_t n_slabs = (N + GEMM_SLAB - 1) / GEMM_SLAB;
     /* tiny products are not worth a wake-up */
-    if ((int64_t)M * N * K < 32 * 1024)
-        grain = N;
-    backend_cpu_parallel_for(N, grain, gemm_slab, &g);
+    int64_t grain = (int64_t)M * N * K < 64 * 1024 ? n_slabs : 1;
+    backend_cpu_parallel_for(n_slabs, grain, gemm_slabs, &g);
 }
 
 typedef struct BiasJob {

@@ -84,9 +84,10 @@ void rng_shuffle(Rng *r, int *idx, size_t n) {
     }
 }
 
+/* Position i of the splitmix64 stream that starts at seed: one multiply-xorshift finaliser
+ * per value, cheap enough for a dropout mask over every activation. */
 uint64_t rng_hash_u64(uint64_t seed, uint64_t i) {
-    uint64_t x = seed ^ (i * 0xD1B54A32D192ED03ull);
-    splitmix64(&x);
+    uint64_t x = seed + i * 0x9E3779B97F4A7C15ull;
     return splitmix64(&x);
 }
 

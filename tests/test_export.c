@@ -278,3 +278,37 @@ Test(export, relative_to_may_be_a_relative_folder) {
     free(buf);
     store_close(st);
 }
+
+/* Inside one workspace (the store's folder), paths are written relative to the output's folder,
+ * with "../" where needed, and such a file imports back to the same images from anywhere. */
+Test(export, paths_inside_the_workspace_stay_relative) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "cp -r " FIX "images %s/ && cp " FIX "ratings_good.csv %s/ && "
+             "mkdir -p %s/out/deep", tmpdir, tmpdir, tmpdir);
+    cr_assert_eq(system(cmd), 0);
+    Store *st = new_store("ws.db");
+    imp(st, IMPORT_PROMPTS, FIX "prompts_good.csv");
+    char path[200];
+    snprintf(path, sizeof path, "%s/ratings_good.csv", tmpdir);
+    imp(st, IMPORT_RATINGS, path);
+    snprintf(path, sizeof path, "%s/out/deep/r.csv", tmpdir);
+    ExportOptions o;
+    export_options_init(&o);
+    o.per_annotator = 1;
+    char rel[200];
+    snprintf(rel, sizeof rel, "%s/out/deep", tmpdir);
+    o.relative_to = rel;
+    Err err = {0};
+    cr_assert_eq(export_to_file(st, EXPORT_RATINGS, path, &o, NULL, &err), 0, "%s", err.msg);
+    char *got = slurp(path);
+    cr_assert(strstr(got, "\n1,../../images/1/0.png,8,7.5,5,,9,alice\n") != NULL, "%s", got);
+    /* importing it again finds the same images: nothing new */
+    ImportReport rep;
+    cr_assert_eq(import_path(st, IMPORT_RATINGS, path, NULL, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.images_added, 0);
+    cr_assert_eq(rep.ratings_added, 0);
+    cr_assert_eq(rep.ratings_unchanged, 29);
+    import_report_deinit(&rep);
+    free(got);
+    store_close(st);
+}
