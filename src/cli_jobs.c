@@ -157,7 +157,7 @@ static int jobs_add(const CliGlobal *g, int argc, char **argv) {
         for (int i = 0; i < jobkind_count(); i++)
             printf("  %-18s %s\n", jobkind_at(i)->name, jobkind_at(i)->summary);
         printf("\n'easel jobs add KIND --help' lists a kind's parameters.\n"
-               "example:\n  easel jobs add import-ratings --file ratings.csv\n");
+               "example:\n  easel jobs add import --what ratings --path ratings.csv\n");
         return argc < 2 ? 2 : 0;
     }
     const JobKind *k = jobkind_find(argv[1]);
@@ -282,7 +282,7 @@ out:
     return rc;
 }
 
-/* ---- list, show, actions ---------------------------------------------------------------------- */
+/* ---- list, show, actions ------------------------------------------------------------------ */
 
 static int jobs_list(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
@@ -548,6 +548,90 @@ static int jobs_wait(const CliGlobal *g, int argc, char **argv) {
     return rc;
 }
 
+static void print_log_lines(const JobLogLine *lines, int n) {
+    for (int i = 0; i < n; i++) {
+        time_t tt = (time_t)lines[i].t;
+        struct tm tm;
+        localtime_r(&tt, &tm);
+        char buf[16];
+        strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+        printf("%s %s\n", buf, lines[i].line);
+    }
+    fflush(stdout);
+}
+
+static int jobs_log(const CliGlobal *g, int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: easel jobs log ID [--tail N] [--follow]\n\n"
+               "A job's log (all of it is kept). --tail N prints only the last N lines;\n"
+               "--follow keeps printing new lines until the job ends (like tail -f), then\n"
+               "exits 0 if it succeeded, else 1.\n\n"
+               "example:\n  easel jobs log 3 --follow\n");
+        return 0;
+    }
+    int64_t id;
+    int rc = get_id_arg("log", argc, argv, &id);
+    if (rc)
+        return rc;
+    int tail = 0, follow = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--tail") == 0 && i + 1 < argc) {
+            tail = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--follow") == 0 || strcmp(argv[i], "-f") == 0) {
+            follow = 1;
+        } else {
+            cli_error("jobs log: unexpected argument '%s' (see 'easel jobs log --help')",
+                      argv[i]);
+            return 2;
+        }
+    }
+    Store *st = open_store(g);
+    if (!st)
+        return 1;
+    Err err = {0};
+    JobRow r;
+    if (store_job_get(st, id, &r, &err)) {
+        store_close(st);
+        return cli_fail(&err);
+    }
+    store_job_row_deinit(&r);
+    int64_t after = 0;
+    for (int first = 1;; first = 0) {
+        JobLogLine *lines;
+        int n;
+        if (store_job_log_read(st, id, after, first ? tail : 0, &lines, &n, &err)) {
+            store_close(st);
+            return cli_fail(&err);
+        }
+        print_log_lines(lines, n);
+        if (n)
+            after = lines[n - 1].seq;
+        store_job_log_free(lines, n);
+        if (!follow)
+            break;
+        jobs_reap(st, 0, NULL, NULL);
+        if (store_job_get(st, id, &r, &err)) {
+            store_close(st);
+            return cli_fail(&err);
+        }
+        JobState s = r.state;
+        store_job_row_deinit(&r);
+        if (s != JOB_STATE_QUEUED && s != JOB_STATE_RUNNING) {
+            /* the last lines were written before the state changed: read them once more */
+            if (store_job_log_read(st, id, after, 0, &lines, &n, &err) == 0) {
+                print_log_lines(lines, n);
+                store_job_log_free(lines, n);
+            }
+            rc = s == JOB_STATE_SUCCEEDED ? 0 : 1;
+            break;
+        }
+        struct timespec ts = {0, 300 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    store_close(st);
+    return rc;
+}
+
 static int jobs_kinds(void) {
     for (int i = 0; i < jobkind_count(); i++) {
         const JobKind *k = jobkind_at(i);
@@ -568,12 +652,14 @@ static void jobs_usage(void) {
            "  add KIND [--P V]    queue a job (see 'easel jobs add KIND --help'); prints its id\n"
            "  list                jobs with state, progress, rate, ETA\n"
            "  show ID             one job: parameters, progress, log tail\n"
+           "  log ID [--follow]   the job's whole log; --follow until it ends\n"
            "  cancel ID           cancel (within a second when running)\n"
            "  retry ID            new job with the same parameters; prints its id\n"
            "  resume ID           re-queue a failed/cancelled/interrupted job from its checkpoint\n"
            "  priority ID N       change a job's priority\n"
            "  wait ID             wait; exit 0 only if it succeeded\n\n"
-           "example:\n  id=$(easel jobs add import-ratings --file ratings.csv) && easel jobs wait $id\n");
+           "example:\n"
+           "  id=$(easel jobs add import --what ratings --path ratings.csv) && easel jobs wait $id\n");
 }
 
 int cli_jobs_main(const CliGlobal *g, int argc, char **argv) {
@@ -600,6 +686,8 @@ int cli_jobs_main(const CliGlobal *g, int argc, char **argv) {
         return jobs_priority(g, argc, argv);
     if (!strcmp(c, "wait"))
         return jobs_wait(g, argc, argv);
+    if (!strcmp(c, "log"))
+        return jobs_log(g, argc, argv);
     if (!strcmp(c, "kinds"))
         return jobs_kinds();
     cli_error("jobs: unknown command '%s' (see 'easel jobs --help')", c);

@@ -615,7 +615,7 @@ static void head_backward(RewardModel *m, int h, int N) {
         A->gs[n] = A->dscores[(size_t)n * REWARD_N_HEADS + h];
     /* score = Linear8(a2) */
     memset(A->g2a, 0, n2 * sizeof(float));
-    nn_linear_backward(A->g2a, g->w8, g->b8, A->gs, a->a2, p->w8, N, H2, 1);
+    nn_linear_backward_set(A->g2a, g->w8, g->b8, A->gs, a->a2, p->w8, N, H2, 1);
     /* a2 = dropout(relu(ln2)): a2 > 0 exactly where the element was kept and positive, so
      * the gradient is dout·[a2 > 0]/(1−p) and the mask need not be regenerated */
     memset(A->g2b, 0, n2 * sizeof(float));
@@ -627,7 +627,7 @@ static void head_backward(RewardModel *m, int h, int N) {
                           N, H2);
     /* h2 = Linear4(a1) */
     memset(A->g1a, 0, n1 * sizeof(float));
-    nn_linear_backward(A->g1a, g->w4, g->b4, A->g2a, a->a1, p->w4, N, H1, H2);
+    nn_linear_backward_set(A->g1a, g->w4, g->b4, A->g2a, a->a1, p->w4, N, H1, H2);
     memset(A->g1b, 0, n1 * sizeof(float));
     nn_relu_backward(A->g1b, A->g1a, a->a1, n1);
     if (pdrop > 0.0f)
@@ -637,7 +637,7 @@ static void head_backward(RewardModel *m, int h, int N) {
                           N, H1);
     /* h1 = Linear0(fused): the fused input only needs a gradient under cross-attention */
     float *dfused = c->fusion == REWARD_FUSION_CROSS_ATTENTION ? A->dfused : NULL;
-    nn_linear_backward(dfused, g->w0, g->b0, A->g1a, A->fused, p->w0, N, m->in_dim, H1);
+    nn_linear_backward_set(dfused, g->w0, g->b0, A->g1a, A->fused, p->w0, N, m->in_dim, H1);
 }
 
 void reward_model_backward(RewardModel *m) {
@@ -655,9 +655,24 @@ void reward_model_backward(RewardModel *m) {
             dsoft[h] += a->head[h].s[n] * dc;
         }
     }
+    /* Every gradient is overwritten: the Linear layers' by nn_linear_backward_set, the rest
+     * (LayerNorms, head_weights, cross_attention: small) are cleared here, then added to. */
+    for (int h = 0; h < REWARD_N_HEADS; h++) {
+        memset(m->g.head[h].ln1w, 0, (size_t)c->hidden1 * sizeof(float));
+        memset(m->g.head[h].ln1b, 0, (size_t)c->hidden1 * sizeof(float));
+        memset(m->g.head[h].ln2w, 0, (size_t)c->hidden2 * sizeof(float));
+        memset(m->g.head[h].ln2b, 0, (size_t)c->hidden2 * sizeof(float));
+    }
+    memset(m->g.head_weights, 0, REWARD_N_HEADS * sizeof(float));
     nn_softmax_backward(m->g.head_weights, dsoft, m->hw_soft, 1, REWARD_N_HEADS);
-    if (c->fusion == REWARD_FUSION_CROSS_ATTENTION)
+    if (c->fusion == REWARD_FUSION_CROSS_ATTENTION) {
+        size_t C = (size_t)c->dim_img;
+        memset(m->g.ipw, 0, 3 * C * C * sizeof(float));
+        memset(m->g.ipb, 0, 3 * C * sizeof(float));
+        memset(m->g.opw, 0, C * C * sizeof(float));
+        memset(m->g.opb, 0, C * sizeof(float));
         memset(a->dfused, 0, (size_t)N * m->in_dim * sizeof(float));
+    }
     for (int h = 0; h < REWARD_N_HEADS; h++)
         head_backward(m, h, N);
     if (c->fusion == REWARD_FUSION_CROSS_ATTENTION) {
@@ -676,6 +691,6 @@ float reward_model_step(RewardModel *m, float lr, int want_norm) {
         norm = optim_grad_norm(m->grads, m->n_params);
     m->t++;
     optim_adamw_step(m->params, m->grads, m->adam_m, m->adam_v, m->n_params, m->t, lr,
-                     &m->cfg.adamw, 1);
+                     &m->cfg.adamw, 0);
     return norm;
 }

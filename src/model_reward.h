@@ -25,8 +25,9 @@
  * then the P "b" images, pair i = samples (i, P+i)):
  *   reward_model_forward(m, img, txt, 2P, 1, seed)     scores and combined
  *   reward_model_loss_pairs(m, &batch, &loss)           losses; sets the score gradients
- *   reward_model_zero_grad(m); reward_model_backward(m) parameter gradients (+=)
+ *   reward_model_backward(m)                            parameter gradients (overwritten)
  *   reward_model_step(m, lr)                            AdamW (clips first if max_grad_norm)
+ * No zero_grad is needed between steps: the backward writes every gradient.
  * For the regression objective use reward_model_loss_regression instead.
  *
  * Threads: the model runs engine ops on the pool the calling thread selected with
@@ -168,13 +169,14 @@ int reward_model_loss_pairs(RewardModel *m, const RewardPairBatch *b, RewardLoss
 int reward_model_loss_regression(RewardModel *m, const float *ratings, RewardLoss *loss,
                                  Err *err);
 
-/* Zero the gradient block. */
+/* Zero the gradient block (not needed before reward_model_backward, which overwrites it). */
 void reward_model_zero_grad(RewardModel *m);
-/* Add the gradients of the last loss w.r.t. every parameter into the gradient block. */
+/* Write the gradients of the last loss w.r.t. every parameter into the gradient block,
+ * replacing what was there (so there is no accumulation across batches). */
 void reward_model_backward(RewardModel *m);
-/* One AdamW step at learning rate lr (clipping first when cfg.max_grad_norm > 0) and zero
- * the gradients. Returns the gradient norm before clipping (0 when not clipping and not
- * computed: pass want_norm to always compute it). */
+/* One AdamW step at learning rate lr (clipping first when cfg.max_grad_norm > 0); the
+ * gradients are left as they were (clipped). Returns the gradient norm before clipping (0 when
+ * not clipping and not computed: pass want_norm to always compute it). */
 float reward_model_step(RewardModel *m, float lr, int want_norm);
 
 #endif

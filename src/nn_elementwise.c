@@ -4,27 +4,21 @@
 
 #include <string.h>
 
-#include "nn_int.h"
-
 void nn_add_forward(float *out, const float *a, const float *b, size_t n) {
-    NN_IVDEP
     for (size_t i = 0; i < n; i++)
         out[i] = a[i] + b[i];
 }
 
 void nn_add_backward(float *da, float *db, const float *dout, size_t n) {
     if (da)
-        NN_IVDEP
         for (size_t i = 0; i < n; i++)
             da[i] += dout[i];
     if (db)
-        NN_IVDEP
         for (size_t i = 0; i < n; i++)
             db[i] += dout[i];
 }
 
 void nn_mul_forward(float *out, const float *a, const float *b, size_t n) {
-    NN_IVDEP
     for (size_t i = 0; i < n; i++)
         out[i] = a[i] * b[i];
 }
@@ -32,24 +26,20 @@ void nn_mul_forward(float *out, const float *a, const float *b, size_t n) {
 void nn_mul_backward(float *da, float *db, const float *dout, const float *a, const float *b,
                      size_t n) {
     if (da)
-        NN_IVDEP
         for (size_t i = 0; i < n; i++)
             da[i] += dout[i] * b[i];
     if (db)
-        NN_IVDEP
         for (size_t i = 0; i < n; i++)
             db[i] += dout[i] * a[i];
 }
 
 void nn_scale_forward(float *out, const float *a, float s, size_t n) {
-    NN_IVDEP
     for (size_t i = 0; i < n; i++)
         out[i] = s * a[i];
 }
 
 void nn_scale_backward(float *da, const float *dout, float s, size_t n) {
     if (da)
-        NN_IVDEP
         for (size_t i = 0; i < n; i++)
             da[i] += s * dout[i];
 }

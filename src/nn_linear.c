@@ -142,6 +142,18 @@ void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *
         dbias_add(dbias, dout, N, OC);
 }
 
+void nn_linear_backward_set(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int C, int OC) {
+    if (dinp)
+        gemm(CblasNoTrans, CblasNoTrans, N, C, OC, dout, OC, weight, C, 1.0f, dinp, C);
+    if (dweight)
+        gemm(CblasTrans, CblasNoTrans, OC, C, N, dout, OC, inp, C, 0.0f, dweight, C);
+    if (dbias) {
+        memset(dbias, 0, (size_t)OC * sizeof(float));
+        dbias_add(dbias, dout, N, OC);
+    }
+}
+
 void nn_matmul_forward(float *out, const float *a, const float *b, int M, int K, int N) {
     ASSERT(out != a && out != b);
     gemm(CblasNoTrans, CblasNoTrans, M, N, K, a, K, b, N, 0.0f, out, N);

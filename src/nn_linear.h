@@ -19,6 +19,13 @@ void nn_linear_forward(float *out, const float *inp, const float *weight, const 
 void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, int N, int C, int OC);
 
+/* As nn_linear_backward, but dweight and dbias are OVERWRITTEN with this batch's gradient
+ * instead of added to (dinp still adds). For a layer used once per step this saves zeroing
+ * the gradient and re-reading it inside the GEMM: at small batches the weight gradients are
+ * most of a step's memory traffic. */
+void nn_linear_backward_set(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int C, int OC);
+
 /* out (M,N) = a (M,K) · b (K,N). */
 void nn_matmul_forward(float *out, const float *a, const float *b, int M, int K, int N);
 /* da (M,K) += dout·bᵀ; db (K,N) += aᵀ·dout. */

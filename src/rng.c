@@ -83,14 +83,3 @@ void rng_shuffle(Rng *r, int *idx, size_t n) {
         idx[j] = t;
     }
 }
-
-/* Position i of the splitmix64 stream that starts at seed: one multiply-xorshift finaliser
- * per value, cheap enough for a dropout mask over every activation. */
-uint64_t rng_hash_u64(uint64_t seed, uint64_t i) {
-    uint64_t x = seed + i * 0x9E3779B97F4A7C15ull;
-    return splitmix64(&x);
-}
-
-float rng_hash_uniform(uint64_t seed, uint64_t i) {
-    return (float)(rng_hash_u64(seed, i) >> 40) * (1.0f / 16777216.0f);
-}

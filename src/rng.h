@@ -39,8 +39,17 @@ void rng_fill_normal(Rng *r, float *x, size_t n, float mean, float std);
 /* Shuffle idx[0..n) in place (Fisher–Yates). */
 void rng_shuffle(Rng *r, int *idx, size_t n);
 
-/* Counter-based: a well-mixed 64-bit value / a uniform [0,1) float for (seed, i). */
-uint64_t rng_hash_u64(uint64_t seed, uint64_t i);
-float rng_hash_uniform(uint64_t seed, uint64_t i);
+/* Counter-based: a well-mixed 64-bit value / a uniform [0,1) float for (seed, i): the
+ * splitmix64 finaliser applied to seed ^ i·K (inline: dropout calls it for every activation). */
+static inline uint64_t rng_hash_u64(uint64_t seed, uint64_t i) {
+    uint64_t z = (seed ^ (i * 0xD1B54A32D192ED03ull)) + 2 * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static inline float rng_hash_uniform(uint64_t seed, uint64_t i) {
+    return (float)(rng_hash_u64(seed, i) >> 40) * (1.0f / 16777216.0f);
+}
 
 #endif

@@ -251,7 +251,8 @@ static int insert_job(Store *st, const JobNew *j, int64_t *id, Err *err) {
     static const char sql_job[] =
         "INSERT INTO jobs(kind, params, priority, gpus_wanted, retry_of, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?)";
-    static const char sql_dep[] = "INSERT OR IGNORE INTO job_deps(job_id, depends_on) VALUES (?, ?)";
+    static const char sql_dep[] =
+        "INSERT OR IGNORE INTO job_deps(job_id, depends_on) VALUES (?, ?)";
     for (int i = 0; i < j->n_deps; i++) {
         int rc = job_exists(st, j->deps[i], err);
         if (rc < 0)
@@ -393,6 +394,9 @@ int store_job_cancel(Store *st, int64_t id, JobState *now_state, Err *err) {
     static const char sql_queued[] =
         "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at = ?2, "
         "message = 'cancelled before it started' WHERE id = ?1 AND state = 'queued'";
+    static const char sql_interrupted[] =
+        "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at = ?2, "
+        "message = 'cancelled while interrupted' WHERE id = ?1 AND state = 'interrupted'";
     static const char sql_running[] =
         "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'";
     JobState s0;
@@ -401,8 +405,9 @@ int store_job_cancel(Store *st, int64_t id, JobState *now_state, Err *err) {
         return rc;
     if ((rc = get_state(st, id, &s0, err)))
         goto out_rollback;
-    if (s0 == JOB_STATE_QUEUED) {
-        sqlite3_stmt *s = store_stmt(st, sql_queued, err);
+    if (s0 == JOB_STATE_QUEUED || s0 == JOB_STATE_INTERRUPTED) {
+        sqlite3_stmt *s = store_stmt(st, s0 == JOB_STATE_QUEUED ? sql_queued : sql_interrupted,
+                                     err);
         if (!s) {
             rc = ERR_DB;
             goto out_rollback;

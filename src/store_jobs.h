@@ -131,8 +131,9 @@ void store_job_log_free(JobLogLine *lines, int n);
 
 /* ---- user actions --------------------------------------------------------------------- */
 
-/* A queued job becomes cancelled at once; a running one gets cancel_requested (its worker
- * sees it within a second). ERR_CONFLICT if it already finished. *now_state = the state
+/* A queued (or interrupted) job becomes cancelled at once; a running one gets
+ * cancel_requested (its worker sees it within a second). ERR_CONFLICT if it already ended
+ * succeeded, failed or cancelled. *now_state = the state
  * after the call (may be NULL). */
 int store_job_cancel(Store *st, int64_t id, JobState *now_state, Err *err);
 
@@ -163,8 +164,9 @@ typedef struct JobClaim {
 /* Claim the best runnable job: queued, every dependency succeeded, a kind accept() knows,
  * and its GPUs free on this host; highest priority first, then oldest. Moves it to running
  * with worker, pid, host, gpus, started_at, heartbeat_at set. Returns 1 and fills *out,
- * 0 if nothing is runnable, or a negative ERR_* (*out is zeroed then). Also fails queued jobs whose dependency
- * ended failed or cancelled. */
+ * 0 if nothing is runnable, or a negative ERR_* (*out is zeroed then). Also fails queued
+ * jobs whose dependency ended failed or cancelled. Takes the write lock only when some
+ * queued job has all its dependencies ended (idle polling is read-only). */
 int store_job_claim(Store *st, const JobClaim *c, JobRow *out, Err *err);
 
 /* Heartbeat every running job of (HOST, PID). */

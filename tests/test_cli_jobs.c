@@ -80,6 +80,11 @@ Test(cli_jobs, add_worker_wait_list_show_retry) {
     cr_assert_eq(easel("jobs show 2"), 0);
     cr_assert(strstr(out, "after        #1"), "%s", out);
     cr_assert(strstr(out, "wrote 2 rows"), "log tail shown:\n%s", out);
+    cr_assert_eq(easel("jobs log 3"), 0, "%s", out);
+    cr_assert(strstr(out, "importing prompts") && strstr(out, "missing.csv"), "%s", out);
+    cr_assert_eq(easel("jobs log 3 --follow"), 1, "an ended failed job: follow exits 1");
+    cr_assert_eq(easel("jobs log 1 --tail 1"), 0);
+    cr_assert(strstr(out, "succeeded in") && !strstr(out, "started on"), "%s", out);
     cr_assert_eq(easel("jobs retry 3"), 0, "%s", out);
     cr_assert_str_eq(out, "4\n");
     cr_assert_eq(easel("jobs cancel 4"), 0);
@@ -120,6 +125,7 @@ Test(cli_jobs, help_texts_have_examples_and_gpus_degrades) {
     const char *cmds[] = {"jobs --help", "jobs add --help", "jobs add import --help",
                           "jobs list --help", "jobs show --help", "jobs cancel --help",
                           "jobs retry --help", "jobs resume --help", "jobs wait --help",
+                          "jobs log --help",
                           "worker --help", "gpus --help"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
         cr_assert_eq(easel("%s", cmds[i]), 0, "%s", cmds[i]);

@@ -260,6 +260,16 @@ Test(jobs, cancel_queued_at_once_and_running_within_a_second) {
     cr_assert_eq(store_job_cancel(st, q, &s, NULL), 0);
     cr_assert_eq(s, JOB_STATE_CANCELLED);
     cr_assert_eq(state_of(st, q), JOB_STATE_CANCELLED);
+    /* an interrupted job (its worker died) is cancelled at once too */
+    int64_t dead = add_count(st, 10, 0, 1, NULL);
+    JobClaim c = {.worker = "x:1:t0", .host = "far-away-host", .pid = 1, .gpu_share = 1};
+    JobRow r0;
+    cr_assert_eq(store_job_claim(st, &c, &r0, NULL), 1);
+    cr_assert_eq(r0.id, dead);
+    store_job_row_deinit(&r0);
+    cr_assert_eq(store_jobs_reap(st, -1, NULL, NULL, NULL, NULL), 0);
+    cr_assert_eq(store_job_cancel(st, dead, &s, NULL), 0);
+    cr_assert_eq(s, JOB_STATE_CANCELLED);
 
     int64_t id = add_count(st, 100000, 0, 5, NULL);
     JobsPool *pool = start_pool(1);

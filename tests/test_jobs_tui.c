@@ -172,6 +172,12 @@ Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .time
     cr_assert_eq(r.state, JOB_STATE_CANCELLED);
     cr_assert(r.done > 0 && r.done < 3000);
     store_job_row_deinit(&r);
+
+    /* a job added by another process (here: this test, through the store) shows up live */
+    JobNew jn = {.kind = "test-slow", .params = "{\"steps\":1}"};
+    int64_t id2;
+    cr_assert_eq(store_job_add(st, &jn, &id2, NULL), 0);
+    cr_assert(wait_screen("    2 succeeded", 5, buf, sizeof buf), "%s", buf);
     store_close(st);
 
     /* the GPU screen says plainly that there is no GPU, and why */

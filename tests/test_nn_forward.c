@@ -328,3 +328,19 @@ Test(nn_forward, results_do_not_depend_on_threads) {
     cr_expect_arr_eq(r1, r2, nres * sizeof(float));
     cr_expect_arr_eq(r1, r3, nres * sizeof(float));
 }
+
+Test(nn_forward, linear_backward_set_overwrites_parameter_gradients) {
+    Rng r;
+    rng_init(&r, 7);
+    int N = 6, C = 150, OC = 140;
+    float *x = gc_randn(&r, N * C, 1), *w = gc_randn(&r, OC * C, 1), *d = gc_randn(&r, N * OC, 1);
+    float *dx1 = gc_randn(&r, N * C, 1), *dx2 = gc_randn(&r, N * C, 0);
+    memcpy(dx2, dx1, N * C * sizeof(float)); /* dinp still adds: same start, same result */
+    float *dw1 = gc_randn(&r, OC * C, 0), *db1 = gc_randn(&r, OC, 0);
+    float *dw2 = gc_randn(&r, OC * C, 5), *db2 = gc_randn(&r, OC, 5); /* garbage to overwrite */
+    nn_linear_backward(dx1, dw1, db1, d, x, w, N, C, OC);
+    nn_linear_backward_set(dx2, dw2, db2, d, x, w, N, C, OC);
+    cr_expect_arr_eq(dw1, dw2, OC * C * sizeof(float));
+    cr_expect_arr_eq(db1, db2, OC * sizeof(float));
+    cr_expect_arr_eq(dx1, dx2, N * C * sizeof(float));
+}

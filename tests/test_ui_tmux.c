@@ -242,3 +242,33 @@ Test(ui_tmux, help_overlay_quality_screen_and_quit) {
     keys("q");
     wait_for("EXITED");
 }
+
+Test(ui_tmux, quality_lists_disagreement_and_opens_it_for_review) {
+    /* two annotators: they agree on images 1 and 2, disagree by 6 points on image 4 */
+    cr_assert_eq(sh("sqlite3 %s/t.db \"INSERT INTO annotators(id, name, created_at) VALUES"
+                    " (50, 'ann', 0), (51, 'bea', 0);"
+                    " INSERT INTO ratings(image_id, annotator_id, aspect_id, value, created_at,"
+                    " updated_at) SELECT i.column1, a.column1, s.id,"
+                    " CASE WHEN i.column1 = 4 AND a.column1 = 51 THEN 9 WHEN i.column1 = 4"
+                    " THEN 3 ELSE 5 + i.column1 END, 0, 0"
+                    " FROM (VALUES (1), (2), (4)) i, (VALUES (50), (51)) a, aspects s;\"", dir),
+                 0);
+    cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
+                    "'%s --db t.db --help >/dev/null; exec %s --db t.db'",
+                    dir, sock, easel, easel),
+                 0);
+    wait_for("F3 Quality");
+    keys("F3");
+    wait_for("most disagreement (spatial)");
+    wait_for("annotators (spatial)");
+    wait_for("ann ");
+    wait_for("bea ");
+    /* image 4 (range 6) heads the list, selected */
+    wait_for("\xe2\x96\xb8        4        2   6.00    6.0");
+    keys("Right");
+    wait_for("most disagreement (icono)");
+    keys("Enter");
+    wait_for("reviewing image 4");
+    wait_for("\xe2\x94\x82 image 4 ");
+    cr_assert_eq(shown_image(), 4);
+}

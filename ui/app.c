@@ -676,6 +676,79 @@ static void log_to_file(void) {
         log_open(path);
 }
 
+/* The signals the UI thread handles, and what was there before. */
+typedef struct SavedSignals {
+    struct sigaction winch;
+    struct sigaction intr;
+    struct sigaction term;
+    struct sigaction hup;
+} SavedSignals;
+
+static void signals_install(SavedSignals *old) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_winch;
+    sigaction(SIGWINCH, &sa, &old->winch);
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, &old->intr);
+    sigaction(SIGTERM, &sa, &old->term);
+    sigaction(SIGHUP, &sa, &old->hup);
+}
+
+static void signals_restore(const SavedSignals *old) {
+    sigaction(SIGWINCH, &old->winch, NULL);
+    sigaction(SIGINT, &old->intr, NULL);
+    sigaction(SIGTERM, &old->term, NULL);
+    sigaction(SIGHUP, &old->hup, NULL);
+}
+
+static int curses_start(App *app, Err *err) {
+    set_escdelay(25);
+    if (!initscr())
+        return err_set(err, ERR_IO, "cannot start curses on this terminal ($TERM=%s)",
+                       getenv("TERM") ? getenv("TERM") : "");
+    app->curses_on = 1;
+    base_set_fail_hook(end_curses_hook);
+    cbreak();
+    noecho();
+    nonl();
+    keypad(stdscr, TRUE);
+    nodelay(stdscr, TRUE);
+    idlok(stdscr, FALSE);  /* never scroll or shift lines: an image may sit on them */
+    idcok(stdscr, FALSE);
+    scrollok(stdscr, FALSE);
+    leaveok(stdscr, TRUE);
+    curs_set(0);
+    colors_init();
+    app->caps.colors = has_colors() ? COLORS : 0;
+    log_info("ui: graphics %s (sixel %d, cell %dx%d from %d, max %dx%d, registers %d, mux %d)",
+             gfx_mode_name(app->mode), app->caps.sixel, app->caps.cell_w, app->caps.cell_h,
+             app->caps.cell_from, app->caps.max_w, app->caps.max_h, app->caps.color_registers,
+             app->caps.in_mux);
+    return 0;
+}
+
+/* Initialise every screen; a screen that cannot run here is hidden with its reason on the
+ * status line. Returns the index of the first screen to show, or -1 if none can run. */
+static int screens_start(App *app) {
+    for (int i = 0; i < N_SCREENS; i++) {
+        Err e = {0};
+        app->state[i] = screens[i]->init(app, &e);
+        if (!app->state[i]) {
+            log_warn("ui: screen %s unavailable: %s", screens[i]->name, e.msg);
+            app_status_error(app, "%s: %s", screens[i]->name, e.msg);
+        }
+    }
+    int first = app->cfg.start_screen ? screen_find(app->cfg.start_screen) : 0;
+    if (first >= 0 && app->state[first])
+        return first;
+    for (int i = 0; i < N_SCREENS; i++)
+        if (app->state[i])
+            return i;
+    return -1;
+}
+
 int app_run(const AppConfig *cfg, Err *err) {
     if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))
         return err_set(err, ERR_USAGE,
@@ -709,8 +782,8 @@ int app_run(const AppConfig *cfg, Err *err) {
     fcntl(app->wake_rd, F_SETFL, O_NONBLOCK);
     fcntl(app->wake_wr, F_SETFL, O_NONBLOCK);
 
-    /* Threads started by screens (the image renderer, job workers) inherit this mask: the
-     * UI thread alone takes SIGWINCH, SIGINT, SIGTERM and SIGHUP. */
+    /* Threads started by screens (the image renderer, loaders, job workers) inherit this
+     * mask: the UI thread alone takes SIGWINCH, SIGINT, SIGTERM and SIGHUP. */
     sigset_t block, old_mask;
     sigemptyset(&block);
     sigaddset(&block, SIGWINCH);
@@ -718,79 +791,25 @@ int app_run(const AppConfig *cfg, Err *err) {
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &block, &old_mask);
-
-    set_escdelay(25);
-    if (!initscr()) {
-        rc = err_set(err, ERR_IO, "cannot start curses on this terminal ($TERM=%s)",
-                     getenv("TERM") ? getenv("TERM") : "");
+    if ((rc = curses_start(app, err)))
         goto out_pipe;
-    }
-    app->curses_on = 1;
-    base_set_fail_hook(end_curses_hook);
-    cbreak();
-    noecho();
-    nonl();
-    keypad(stdscr, TRUE);
-    nodelay(stdscr, TRUE);
-    idlok(stdscr, FALSE);
-    idcok(stdscr, FALSE);
-    scrollok(stdscr, FALSE);
-    leaveok(stdscr, TRUE);
-    curs_set(0);
-    colors_init();
-    app->caps.colors = has_colors() ? COLORS : 0;
-    log_info("ui: graphics %s (sixel %d, cell %dx%d from %d, max %dx%d, registers %d, mux %d)",
-             gfx_mode_name(app->mode), app->caps.sixel, app->caps.cell_w, app->caps.cell_h,
-             app->caps.cell_from, app->caps.max_w, app->caps.max_h, app->caps.color_registers,
-             app->caps.in_mux);
-
-    for (int i = 0; i < N_SCREENS; i++) {
-        Err e = {0};
-        app->state[i] = screens[i]->init(app, &e);
-        if (!app->state[i]) {
-            log_warn("ui: screen %s unavailable: %s", screens[i]->name, e.msg);
-            app_status_error(app, "%s: %s", screens[i]->name, e.msg);
-        }
-    }
-    app->cur = -1;
-    int first = cfg->start_screen ? screen_find(cfg->start_screen) : 0;
-    if (first < 0 || !app->state[first]) {
-        first = -1;
-        for (int i = 0; i < N_SCREENS && first < 0; i++)
-            if (app->state[i])
-                first = i;
-    }
-    if (first < 0) {
+    app->cur = screens_start(app);
+    if (app->cur < 0) {
+        app->cur = 0;
         rc = err_set(err, ERR_IO, "no screen could start: %s", app->status);
         goto out_screens;
     }
-    app->cur = first;
-    if (screens[first]->enter)
-        screens[first]->enter(app->state[first], app);
+    if (screens[app->cur]->enter)
+        screens[app->cur]->enter(app->state[app->cur], app);
 
     wake_fd_signal = app->wake_wr;
-    struct sigaction sa, old_sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_winch;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGWINCH, &sa, &old_sa);
-    struct sigaction ss, old_int, old_term, old_hup;
-    memset(&ss, 0, sizeof ss);
-    ss.sa_handler = on_stop;
-    sigemptyset(&ss.sa_mask);
-    sigaction(SIGINT, &ss, &old_int);
-    sigaction(SIGTERM, &ss, &old_term);
-    sigaction(SIGHUP, &ss, &old_hup);
-    pthread_sigmask(SIG_SETMASK, &old_mask, NULL); /* the UI thread does take SIGWINCH */
-
+    SavedSignals saved;
+    signals_install(&saved);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     loop(app);
-
-    sigaction(SIGWINCH, &old_sa, NULL);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    sigaction(SIGHUP, &old_hup, NULL);
+    signals_restore(&saved);
     wake_fd_signal = -1;
-    if (app->state[app->cur] && screens[app->cur]->leave)
+    if (screens[app->cur]->leave)
         screens[app->cur]->leave(app->state[app->cur], app);
 out_screens:
     for (int i = 0; i < N_SCREENS; i++)

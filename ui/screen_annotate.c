@@ -32,6 +32,7 @@
 #define QUEUE_BATCH 256      /* images per background queue read */
 #define QUEUE_LOW 8          /* read again when fewer usable ones are left */
 #define QUEUE_REFRESH 30.0   /* seconds: progress and new imports */
+#define IDLE_CAP 60.0        /* a pause longer than this counts as this long */
 
 /* A background queue read: what was asked and what came back (see ui/loader.h). */
 typedef struct QueueReq {
@@ -74,7 +75,8 @@ typedef struct Annotate {
     AnnotateImage img;       /* the image on screen (valid when pos >= 0) */
     int have_img;
     AnnotateVm vm;
-    double shown_at;         /* when it appeared */
+    double active;           /* seconds spent on it so far, pauses capped (see note_activity) */
+    double last_event;       /* last key or appearance */
     int queue_empty;
     int waiting;             /* the next image waits for a queue read */
 
@@ -150,8 +152,10 @@ static void ask_queue(Annotate *a) {
     r->q.prompt = xstrdup(a->q.prompt);
     r->n_skip = a->n_hist + a->n_skipped;
     r->skip = xmalloc(sizeof *r->skip * (size_t)(r->n_skip + 1));
-    memcpy(r->skip, a->hist, sizeof *r->skip * (size_t)a->n_hist);
-    memcpy(r->skip + a->n_hist, a->skipped, sizeof *r->skip * (size_t)a->n_skipped);
+    if (a->n_hist)
+        memcpy(r->skip, a->hist, sizeof *r->skip * (size_t)a->n_hist);
+    if (a->n_skipped)
+        memcpy(r->skip + a->n_hist, a->skipped, sizeof *r->skip * (size_t)a->n_skipped);
     r->session_new = a->session_new;
     r->asked_at = a->asked_at = base_now();
     ui_loader_request(a->loader, r);
@@ -196,6 +200,25 @@ static void prefetch(Annotate *a) {
     }
 }
 
+/* The image on screen just changed (or went away). If the terminal still shows another image
+ * and no frame of the new one is ready to cover it, clear the terminal (a full redraw); the
+ * new frame follows when it is ready. A ready frame covers the whole box: nothing to do. */
+static void terminal_sync(Annotate *a) {
+    if (a->on_term_key < 0 || (a->have_img && a->img.id == a->on_term_key))
+        return;
+    if (a->have_img && a->cache && a->lay_ok) {
+        const GfxFrame *f = NULL;
+        char msg[8];
+        GfxState s = gfx_cache_get(a->cache, a->img.id, a->img.path, a->lay.img_w,
+                                   a->lay.img_h, &f, msg, sizeof msg);
+        gfx_cache_release(a->cache, f);
+        if (s == GFX_READY)
+            return;
+    }
+    a->on_term_key = -1;
+    app_redraw_all(a->app);
+}
+
 /* Show image ID (already in hist at index POS). */
 static int show(Annotate *a, int pos, Err *err) {
     AnnotateImage im;
@@ -210,10 +233,12 @@ static int show(Annotate *a, int pos, Err *err) {
     a->queue_empty = 0;
     a->waiting = 0;
     annotate_vm_load(&a->vm, im.mine);
-    a->shown_at = base_now();
+    a->last_event = base_now();
+    a->active = 0;
     a->gstate = GFX_PENDING;
     a->gmsg[0] = '\0';
     prefetch(a);
+    terminal_sync(a);
     app_dirty(a->app);
     return 0;
 }
@@ -256,13 +281,24 @@ static void go_next(Annotate *a) {
     a->waiting = !final;
     if (a->waiting && !ui_loader_busy(a->loader))
         ask_queue(a);
+    terminal_sync(a);
     app_dirty(a->app);
+}
+
+/* Time on an image counts between keys, but a pause longer than IDLE_CAP (the annotator
+ * went away) counts as IDLE_CAP: the recorded time is time spent rating, not time the image
+ * happened to be open. */
+static void note_activity(Annotate *a) {
+    double now = base_now(), gap = now - a->last_event;
+    a->active += gap < IDLE_CAP ? gap : IDLE_CAP;
+    a->last_event = now;
 }
 
 static void commit(Annotate *a) {
     Err err = {0};
     double t0 = base_now();
-    double secs = a->img.my_seconds + (base_now() - a->shown_at);
+    note_activity(a);
+    double secs = a->img.my_seconds + a->active;
     int was_new = isnan(a->vm.stored[0]) && isnan(a->vm.stored[1]) && isnan(a->vm.stored[2]) &&
                   isnan(a->vm.stored[3]) && isnan(a->vm.stored[4]);
     int written = 0;
@@ -421,17 +457,14 @@ static void draw_wrapped(int *y, int y_end, int x, int w, attr_t at, const char 
     }
 }
 
-static void draw_bar(int y, int x, double v) {
-    /* 10 cells, half cells for .5 */
+/* 10 cells for 0..10, a half cell for .5; on the selected row (SEL) in its colours. */
+static void draw_bar(int y, int x, double v, int sel) {
     for (int i = 0; i < 10; i++) {
         const char *c = "\xc2\xb7"; /* middle dot */
-        attr_t at = ui_attr(UI_C_DIM);
-        if (!isnan(v) && v >= i + 1) {
-            c = "\xe2\x96\x88";
-            at = ui_attr(UI_C_ACCENT);
-        } else if (!isnan(v) && v >= i + 0.5) {
-            c = "\xe2\x96\x8c";
-            at = ui_attr(UI_C_ACCENT);
+        attr_t at = sel ? ui_attr(UI_C_SELECT) : ui_attr(UI_C_DIM);
+        if (!isnan(v) && v >= i + 0.5) {
+            c = v >= i + 1 ? "\xe2\x96\x88" : "\xe2\x96\x8c";
+            at = sel ? ui_attr(UI_C_SELECT) | A_BOLD : ui_attr(UI_C_ACCENT);
         }
         ui_put(y, x + i, 1, at, c);
     }
@@ -470,6 +503,87 @@ static void draw_image_box(Annotate *a) {
     }
 }
 
+/* The side panel when there is no image to show. */
+static void draw_nothing(Annotate *a, const AnnotateProgress *prog) {
+    const AnnotateLayout *l = &a->lay;
+    int x = l->side_x, w = l->side_w, yend = l->side_y + l->side_h;
+    if (a->waiting) {
+        ui_put(l->side_y + 1, x, w, ui_attr(UI_C_DIM), "reading your queue\xe2\x80\xa6");
+        return;
+    }
+    ui_put(l->side_y + 1, x, w, ui_attr(UI_C_GOOD) | A_BOLD, "Nothing left to rate.");
+    int y = l->side_y + 3;
+    char msg[384];
+    int overlap = a->q.overlap > 0 ? a->q.overlap : ANNOTATE_OVERLAP_DEFAULT;
+    if (prog->done == 0 && a->n_hist == 0)
+        snprintf(msg, sizeof msg,
+                 "There is no image for you here: the store has no images yet (add them "
+                 "with 'easel import'), or every image already has %d raters or is left "
+                 "out by --prompt / --unrated. g opens any image by id, q quits.",
+                 overlap);
+    else
+        snprintf(msg, sizeof msg,
+                 "Every image in your queue has your rating or already %d raters. "
+                 "b goes back to the last image, g opens any image by id, q quits.",
+                 overlap);
+    draw_wrapped(&y, yend, x, w, A_NORMAL, msg, 6);
+    ui_putf(yend - 2, x, w, ui_attr(UI_C_DIM), "done %d   session %d", prog->done,
+            a->session_new);
+}
+
+/* One aspect: selection mark, name, value, bar, then its rubric (TALL: two lines). */
+static void draw_aspect(Annotate *a, int k, int *y, int yend, int tall) {
+    const AnnotateLayout *l = &a->lay;
+    int x = l->side_x, w = l->side_w;
+    int sel = k == a->vm.sel;
+    char v[16];
+    annotate_vm_fmt(a->vm.values[k], v, sizeof v);
+    attr_t at = sel ? ui_attr(UI_C_SELECT) : A_NORMAL;
+    if (sel)
+        ui_fill((UiRect){*y, x, 1, w}, at);
+    ui_putf(*y, x, 14, at | A_BOLD, "%s%d %s", sel ? "\xe2\x96\xb8" : " ", k + 1,
+            a->asp[k].name);
+    ui_put(*y, x + 14, 5, at | A_BOLD, v);
+    draw_bar(*y, x + 19, a->vm.values[k], sel);
+    if (!isnan(a->vm.stored[k]) && a->vm.values[k] != a->vm.stored[k])
+        ui_put(*y, x + 30, w - 30, at, "(edited)");
+    (*y)++;
+    draw_wrapped(y, yend, x + 3, w - 3, ui_attr(UI_C_DIM),
+                 a->asp[k].rubric ? a->asp[k].rubric : "", tall ? 2 : 1);
+}
+
+/* The side panel of an image: id, prompt, aspects, progress, key hints. */
+static void draw_panel(Annotate *a, const AnnotateProgress *prog, int body_h) {
+    const AnnotateLayout *l = &a->lay;
+    int y = l->side_y, x = l->side_x, w = l->side_w, yend = l->side_y + l->side_h;
+    ui_putf(y, x, w, ui_attr(UI_C_ACCENT) | A_BOLD, "image %lld%s%s", (long long)a->img.id,
+            a->img.prompt_ext ? "  prompt " : "", a->img.prompt_ext ? a->img.prompt_ext : "");
+    if (a->img.n_my_flags)
+        ui_put(y, x + w - 9, 9, ui_attr(UI_C_WARN) | A_BOLD, " flagged ");
+    y++;
+    draw_wrapped(&y, yend, x, w, A_NORMAL,
+                 a->img.prompt ? a->img.prompt : "(no prompt recorded for this image)",
+                 body_h >= 30 ? 5 : 3);
+    y++;
+    for (int k = 0; k < ANNOTATE_ASPECTS && y < yend - 3; k++)
+        draw_aspect(a, k, &y, yend - 3, body_h >= 34);
+    y++;
+    if (y < yend - 2) {
+        double pace = annotate_vm_pace(a->session_new, base_now() - a->session_start,
+                                       prog->last_hour);
+        char pace_s[32];
+        if (pace > 0)
+            snprintf(pace_s, sizeof pace_s, "%.0f/h", pace);
+        else
+            snprintf(pace_s, sizeof pace_s, "\xe2\x80\x93/h");
+        ui_putf(y, x, w, A_NORMAL, "done %d / %d   pace %s   %.0f s/image", prog->done,
+                prog->done + prog->remaining, pace_s, prog->mean_seconds);
+    }
+    ui_put(yend - 2, x, w, ui_attr(UI_C_DIM),
+           "0-9 set and move on  t = 10  \xe2\x86\x90\xe2\x86\x92 \xc2\xb1" "0.5");
+    ui_put(yend - 1, x, w, ui_attr(UI_C_DIM), "Enter save  u undo  s skip  f flag  ? keys");
+}
+
 static void annotate_draw(void *stp, App *app, UiRect r) {
     Annotate *a = stp;
     const GfxCaps *caps = app_gfx_caps(app);
@@ -481,7 +595,6 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
     a->lay_ok = 1;
     if (first_layout)
         prefetch(a);
-
     /* ask the cache now, so draw() knows whether the box is the image's */
     if (a->have_img && a->cache) {
         const GfxFrame *f = NULL;
@@ -490,8 +603,6 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
         gfx_cache_release(a->cache, f);
     }
     draw_image_box(a);
-
-    int y = l.side_y, x = l.side_x, w = l.side_w, yend = l.side_y + l.side_h;
     AnnotateProgress prog = {0};
     if (a->snap) { /* the last read, plus what this session did since it was asked for */
         int since = a->session_new - a->snap->session_new;
@@ -500,77 +611,10 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
         prog.last_hour += since;
         prog.remaining = prog.remaining > since ? prog.remaining - since : 0;
     }
-    if (a->waiting && !a->have_img) {
-        ui_put(y + 1, x, w, ui_attr(UI_C_DIM), "reading your queue\xe2\x80\xa6");
-        return;
-    }
-    if (a->queue_empty || !a->have_img) {
-        ui_put(y + 1, x, w, ui_attr(UI_C_GOOD) | A_BOLD, "Nothing left to rate.");
-        int yy = y + 3;
-        char msg[384];
-        int overlap = a->q.overlap > 0 ? a->q.overlap : ANNOTATE_OVERLAP_DEFAULT;
-        if (prog.done == 0 && a->n_hist == 0)
-            snprintf(msg, sizeof msg,
-                     "There is no image for you here: the store has no images yet (add them "
-                     "with 'easel import'), or every image already has %d raters or is left "
-                     "out by --prompt / --unrated. g opens any image by id, q quits.",
-                     overlap);
-        else
-            snprintf(msg, sizeof msg,
-                     "Every image in your queue has your rating or already %d raters. "
-                     "b goes back to the last image, g opens any image by id, q quits.",
-                     overlap);
-        draw_wrapped(&yy, yend, x, w, A_NORMAL, msg, 6);
-        ui_putf(yend - 2, x, w, ui_attr(UI_C_DIM), "done %d   session %d", prog.done,
-                a->session_new);
-        return;
-    }
-    ui_putf(y, x, w, ui_attr(UI_C_ACCENT) | A_BOLD, "image %lld%s%s", (long long)a->img.id,
-            a->img.prompt_ext ? "  prompt " : "", a->img.prompt_ext ? a->img.prompt_ext : "");
-    if (a->img.n_my_flags)
-        ui_put(y, x + w - 9, 9, ui_attr(UI_C_WARN) | A_BOLD, " flagged ");
-    y++;
-    int prompt_lines = r.h >= 30 ? 5 : 3;
-    draw_wrapped(&y, yend, x, w, A_NORMAL,
-                 a->img.prompt ? a->img.prompt : "(no prompt recorded for this image)",
-                 prompt_lines);
-    y++;
-    for (int k = 0; k < ANNOTATE_ASPECTS && y < yend - 3; k++) {
-        int sel = k == a->vm.sel;
-        char v[16];
-        annotate_vm_fmt(a->vm.values[k], v, sizeof v);
-        attr_t at = sel ? ui_attr(UI_C_SELECT) : A_NORMAL;
-        if (sel)
-            ui_fill((UiRect){y, x, 1, w}, at);
-        ui_putf(y, x, 14, at | A_BOLD, "%s%d %s", sel ? "\xe2\x96\xb8" : " ", k + 1,
-                a->asp[k].name);
-        ui_put(y, x + 14, 5, at | A_BOLD, v);
-        draw_bar(y, x + 19, a->vm.values[k]);
-        int changed = !isnan(a->vm.stored[k]) && a->vm.values[k] != a->vm.stored[k];
-        if (changed)
-            ui_put(y, x + 30, w - 30, at, "(edited)");
-        y++;
-        /* the rubric: one line, two where the terminal is tall enough */
-        draw_wrapped(&y, yend - 3, x + 3, w - 3, ui_attr(UI_C_DIM),
-                     a->asp[k].rubric ? a->asp[k].rubric : "", r.h >= 34 ? 2 : 1);
-    }
-    y++;
-    if (y < yend - 1) {
-        int total = prog.done + prog.remaining;
-        double secs = base_now() - a->session_start;
-        double pace = annotate_vm_pace(a->session_new, secs, prog.last_hour);
-        char pace_s[32];
-        if (pace > 0)
-            snprintf(pace_s, sizeof pace_s, "%.0f/h", pace);
-        else
-            snprintf(pace_s, sizeof pace_s, "\xe2\x80\x93/h");
-        ui_putf(y, x, w, A_NORMAL, "done %d / %d   pace %s   %.0f s/image", prog.done, total,
-                pace_s, prog.mean_seconds);
-        y++;
-    }
-    ui_put(yend - 2, x, w, ui_attr(UI_C_DIM),
-           "0-9 set and move on  t = 10  \xe2\x86\x90\xe2\x86\x92 \xc2\xb1" "0.5");
-    ui_put(yend - 1, x, w, ui_attr(UI_C_DIM), "Enter save  u undo  s skip  f flag  ? keys");
+    if (!a->have_img)
+        draw_nothing(a, &prog);
+    else
+        draw_panel(a, &prog, r.h);
 }
 
 static void annotate_after_refresh(void *stp, App *app, int full) {
@@ -624,36 +668,17 @@ static int map_key(int ch) {
     }
 }
 
-/* The image on screen changes to one that may not have a frame yet: make sure the old image
- * does not stay on the terminal. */
-static void image_changing(Annotate *a, int64_t old_id) {
-    if (a->on_term_key < 0 || !a->have_img || a->img.id == old_id)
-        return;
-    if (!a->cache)
-        return;
-    const GfxFrame *f = NULL;
-    char msg[8];
-    GfxState s = gfx_cache_get(a->cache, a->img.id, a->img.path, a->lay.img_w, a->lay.img_h, &f,
-                               msg, sizeof msg);
-    gfx_cache_release(a->cache, f);
-    if (s != GFX_READY) {
-        /* A full redraw clears the terminal, old image included; the new frame follows. */
-        a->on_term_key = -1;
-        app_redraw_all(a->app);
-    }
-}
-
 static int annotate_key(void *stp, App *app, int ch) {
     Annotate *a = stp;
-    int64_t old_id = a->have_img ? a->img.id : -1;
+    if (a->have_img)
+        note_activity(a);
     int key = map_key(ch);
     if (!a->have_img) {
         if (key == 'b' && a->n_hist > 0) {
             Err err = {0};
             if (show(a, a->n_hist - 1, &err))
                 app_status_error(app, "%s", err.msg);
-            image_changing(a, old_id);
-            return SCREEN_KEY_HANDLED;
+                    return SCREEN_KEY_HANDLED;
         }
         if (key == 'g') {
             app_prompt(app, "Go to image id:", goto_done, a);
@@ -713,7 +738,6 @@ static int annotate_key(void *stp, App *app, int ch) {
         app_prompt(app, "Go to image id:", goto_done, a);
         break;
     }
-    image_changing(a, old_id);
     return SCREEN_KEY_HANDLED;
 }
 
@@ -749,11 +773,9 @@ static void annotate_tick(void *stp, App *app, double now) {
 
 static int annotate_open(void *stp, App *app, int64_t id, Err *err) {
     Annotate *a = stp;
-    int64_t old_id = a->have_img ? a->img.id : -1;
     int rc = open_new(a, id, err);
     if (!rc)
-        image_changing(a, old_id);
-    app_dirty(app);
+        app_dirty(app);
     return rc;
 }
 

@@ -1,42 +1,43 @@
 /* screen_gpu — the GPU screen: one panel per GPU (name, utilisation, memory, temperature,
  * power, the easel job holding it) with utilisation and memory history graphs in braille
- * (ui/plot.h), sampled once a second through NVML (gpu/gpu.h) while the screen is visible.
+ * (ui/plot.h), sampled once a second by a background monitor (src/hwmon.h: NVML is never
+ * called on the UI thread, and history keeps growing while the screen is hidden).
  * Without NVML or a GPU it says so plainly: everything runs on the CPU.
  *
  * The job holding a GPU comes from the store (running jobs on this host whose `gpus` list
  * the index), so jobs of `easel worker` processes show as well as this TUI's own.
  */
-#include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base.h"
-#include "gpu.h"
+#include "hwmon.h"
 #include "jobs.h"
 #include "plot.h"
 #include "screen.h"
 #include "store_jobs.h"
 
-#define HIST 512
-#define MAX_GPUS 16
+#define MAX_GPUS HWMON_MAX_GPUS
 #define SAMPLE_S 1.0
 
 typedef struct GpuPanel {
     GpuInfo info;
-    int ok;                    /* last query succeeded */
+    int ok;                    /* the last sample succeeded */
     char error[ERR_MSG_LEN];
-    double util[HIST];         /* 0..1, oldest first */
-    double mem[HIST];
+    double util[HWMON_HIST];  /* 0..1, oldest first */
+    double mem[HWMON_HIST];
     int n_hist;
     char job[96];              /* "#12 import" or "" */
 } GpuPanel;
 
 typedef struct GpuScreen {
-    GpuSystem *g;
+    App *app;
+    HwMonitor *mon;           /* samples in the background, also while hidden */
+    atomic_int visible;        /* wake the UI after a sample only while shown */
     int n;
-    GpuPanel panels[MAX_GPUS];
-    double last_sample;
+    GpuPanel *panels;          /* n of them */
     int use_braille;
 } GpuScreen;
 
@@ -44,18 +45,6 @@ static const ScreenKey gpu_keys[] = {
     {"b", "switch the graphs between braille and block characters"},
     {NULL, NULL},
 };
-
-/* Append one sample to both histories (the oldest drops out when full). */
-static void push(GpuPanel *p, double util, double mem) {
-    if (p->n_hist == HIST) {
-        memmove(p->util, p->util + 1, sizeof p->util[0] * (HIST - 1));
-        memmove(p->mem, p->mem + 1, sizeof p->mem[0] * (HIST - 1));
-        p->n_hist--;
-    }
-    p->util[p->n_hist] = util;
-    p->mem[p->n_hist] = mem;
-    p->n_hist++;
-}
 
 /* Which running job on this host holds GPU I, from the store. */
 static void find_jobs(GpuScreen *s, Store *st) {
@@ -87,52 +76,62 @@ static void find_jobs(GpuScreen *s, Store *st) {
     store_job_rows_free(rows, n);
 }
 
-static void sample(GpuScreen *s, App *app) {
+/* Copy the monitor's latest state into the panels (UI thread). */
+static void pull(GpuScreen *s, App *app) {
     for (int i = 0; i < s->n; i++) {
         GpuPanel *p = &s->panels[i];
         Err err = {0};
-        p->ok = gpu_query(s->g, i, &p->info, &err) == 0;
-        if (!p->ok) {
+        p->ok = hwmon_snapshot(s->mon, i, &p->info, p->util, p->mem, HWMON_HIST, &p->n_hist,
+                                &err) == 0;
+        if (!p->ok)
             snprintf(p->error, sizeof p->error, "%s", err.msg);
-            push(p, NAN, NAN);
-            continue;
-        }
-        double u = p->info.valid & GPU_HAS_UTIL ? p->info.util_gpu / 100.0 : NAN;
-        double m = p->info.valid & GPU_HAS_MEM && p->info.mem_total
-                       ? (double)p->info.mem_used / (double)p->info.mem_total
-                       : NAN;
-        push(p, u, m);
     }
     find_jobs(s, app_store(app));
-    s->last_sample = base_now();
+}
+
+static void on_sample(void *user_data) {
+    GpuScreen *s = user_data;
+    if (atomic_load(&s->visible))
+        app_wake(s->app); /* sampler thread: only the wake byte */
 }
 
 static void *gpu_init(App *app, Err *err) {
-    (void)app;
     (void)err;
     GpuScreen *s = xcalloc(1, sizeof *s);
-    s->g = gpu_open();
-    s->n = gpu_count(s->g) < MAX_GPUS ? gpu_count(s->g) : MAX_GPUS;
+    s->app = app;
+    atomic_init(&s->visible, 0);
+    s->mon = hwmon_start(SAMPLE_S, on_sample, s);
+    s->n = hwmon_count(s->mon);
+    s->panels = xcalloc((size_t)(s->n ? s->n : 1), sizeof *s->panels);
     s->use_braille = 1;
     return s;
 }
 
 static void gpu_fini(void *p) {
     GpuScreen *s = p;
-    gpu_close(s->g);
+    hwmon_stop(s->mon);
+    free(s->panels);
     free(s);
 }
 
 static void gpu_enter(void *p, App *app) {
     GpuScreen *s = p;
+    atomic_store(&s->visible, 1);
     if (s->n)
-        sample(s, app);
+        pull(s, app);
+}
+
+static void gpu_leave(void *p, App *app) {
+    GpuScreen *s = p;
+    (void)app;
+    atomic_store(&s->visible, 0);
 }
 
 static void gpu_tick(void *p, App *app, double now) {
     GpuScreen *s = p;
-    if (s->n && now - s->last_sample >= SAMPLE_S * 0.95) {
-        sample(s, app);
+    (void)now;
+    if (s->n) {
+        pull(s, app);
         app_dirty(app);
     }
 }
@@ -180,6 +179,21 @@ static void draw_panel(GpuScreen *s, int i, UiRect r) {
             "procs %d", util, mem, temp, power, o->n_procs);
     ui_putf(y++, x, w, p->job[0] ? ui_attr(UI_C_GOOD) : ui_attr(UI_C_DIM), "job  %s",
             p->job[0] ? p->job : "none from easel on this host");
+    if (o->n_procs > 0 && r.y + r.h - 1 - y >= 6) {
+        char procs[512];
+        size_t off = 0;
+        for (int j = 0; j < o->n_procs && off < sizeof procs - 64; j++) {
+            const GpuProcess *gp = &o->procs[j];
+            char pm[24];
+            if (gp->mem_used == UINT64_MAX)
+                snprintf(pm, sizeof pm, "n/a");
+            else
+                snprintf(pm, sizeof pm, "%.0f MiB", gp->mem_used / 1048576.0);
+            off += (size_t)snprintf(procs + off, sizeof procs - off, "%s%u %s %s",
+                                    j ? ",  " : "", gp->pid, gp->name[0] ? gp->name : "?", pm);
+        }
+        ui_putf(y++, x, w, ui_attr(UI_C_DIM), "proc %s", procs);
+    }
     int gh = r.y + r.h - 1 - y;
     if (gh < 3)
         return;
@@ -199,7 +213,7 @@ static void gpu_draw(void *p, App *app, UiRect r) {
         ui_box(box, ui_attr(UI_C_WARN), "GPU");
         ui_put(y++, box.x + 2, w, ui_attr(UI_C_WARN) | A_BOLD, "No GPU.");
         /* the reason, wrapped at spaces */
-        const char *t = gpu_reason(s->g);
+        const char *t = hwmon_reason(s->mon);
         while (*t && y < box.y + box.h - 2 && w > 10) {
             int n = (int)strlen(t);
             if (n > w) {
@@ -217,7 +231,7 @@ static void gpu_draw(void *p, App *app, UiRect r) {
         return;
     }
     ui_putf(r.y, r.x, r.w, ui_attr(UI_C_DIM), "driver %s  NVML %s  %d GPU%s  (sampled every "
-            "%.0f s while shown)", gpu_driver_version(s->g), gpu_nvml_version(s->g), s->n,
+            "%.0f s)", hwmon_driver_version(s->mon), hwmon_nvml_version(s->mon), s->n,
             s->n == 1 ? "" : "s", SAMPLE_S);
     int avail = r.h - 1;
     int ph = avail / s->n;
@@ -248,6 +262,7 @@ const ScreenClass screen_gpu = {
     .init = gpu_init,
     .fini = gpu_fini,
     .enter = gpu_enter,
+    .leave = gpu_leave,
     .draw = gpu_draw,
     .key = gpu_key,
     .tick = gpu_tick,

@@ -5,7 +5,7 @@
  *
  * This screen also owns the TUI's worker pool (src/jobs.h): started in init with
  * $EASEL_WORKER_THREADS threads (default: the core count; 0 = run no jobs here, leave them to
- * `easel worker`), stopped in fini, which interrupts running jobs (resumable). Worker threads
+ * `easel worker`) and $EASEL_GPU_SHARE jobs per GPU (default 1), stopped in fini, which interrupts running jobs (resumable). Worker threads
  * only call app_wake(); everything shown is re-read from the store on the UI thread at each
  * tick, so jobs of other processes (other TUIs over SSH, `easel worker`) appear the same way.
  *
@@ -145,6 +145,8 @@ static void *jobs_init(App *app, Err *err) {
         JobsPoolConfig cfg;
         jobs_pool_config_init(&cfg, app_config(app)->db_path);
         cfg.threads = s->n_threads;
+        const char *share = getenv("EASEL_GPU_SHARE");
+        cfg.gpu_share = share && *share ? atoi(share) : 1;
         cfg.on_change = on_job_change;
         cfg.user_data = app;
         s->pool = jobs_pool_start(&cfg, err);
@@ -256,7 +258,7 @@ static void draw_row(JobsScreen *s, const JobRow *j, int y, int x, int w, int is
     c += ui_putf(y, c, w - (c - x), base, "%5lld ", (long long)j->id);
     ui_put(y, c, 12, is_sel ? base : state_attr(j->state), store_job_state_name(j->state));
     c += 12;
-    c += ui_putf(y, c, w - (c - x), base, "%-10.10s %3d ", j->kind, j->priority);
+    c += ui_putf(y, c, w - (c - x), base, "%-13.13s %3d ", j->kind, j->priority);
     c += ui_putf(y, c, w - (c - x), base, "%s ", bar);
     c += ui_putf(y, c, w - (c - x), base, "%-22.22s %8s %7s  ", prog, rate,
                  j->state == JOB_STATE_RUNNING ? eta : "");
@@ -268,7 +270,7 @@ static void draw_row(JobsScreen *s, const JobRow *j, int y, int x, int w, int is
 
 static void draw_list(JobsScreen *s, UiRect r) {
     ui_putf(r.y, r.x, r.w, ui_attr(UI_C_DIM) | A_UNDERLINE,
-            "%5s %-11s %-10s %3s %-12s %-22s %8s %7s  %s", "ID", "STATE", "KIND", "PRI",
+            "%5s %-11s %-13s %3s %-12s %-22s %8s %7s  %s", "ID", "STATE", "KIND", "PRI",
             "PROGRESS", "", "RATE", "ETA", "MESSAGE");
     int rows = r.h - 1;
     if (s->n_rows == 0) {
