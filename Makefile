@@ -199,6 +199,22 @@ install: bin/easel
 	install -m 755 bin/easel $(DESTDIR)$(PREFIX)/bin/easel
 	cp -r assets/. $(DESTDIR)$(PREFIX)/share/easel/
 
+# libFuzzer target for the importers (clang only; not part of `make test`). FUZZ_ARGS are
+# passed to the fuzzer, e.g. make fuzz FUZZ_ARGS=-max_total_time=60
+.PHONY: fuzz
+FUZZ_SRC := src/base.c src/err.c src/log.c src/store.c src/store_catalog.c src/store_ratings.c \
+            src/store_pairs.c src/sha256.c src/fmt_csv.c $(sort $(wildcard src/import*.c))
+FUZZ_ARGS ?= -max_total_time=30
+build/fuzz/fuzz_import: tests/fuzz/fuzz_import.c $(FUZZ_SRC) $(DEPS_STAMP)
+	@mkdir -p $(@D) build/fuzz/corpus
+	clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $< $(FUZZ_SRC) \
+	  $(call pkglibs,sqlite3 jansson) -lcsv -lm -lpthread
+fuzz: build/fuzz/fuzz_import
+	@for f in tests/fixtures/import/*.csv tests/fixtures/import/*.jsonl; do \
+	  case $$f in *prompts*) k=0;; *ratings*) k=1;; *generated*) k=2;; *) k=3;; esac; \
+	  { printf "\\$$k"; cat $$f; } > build/fuzz/corpus/$$(basename $$f); done
+	build/fuzz/fuzz_import $(FUZZ_ARGS) build/fuzz/corpus
+
 check-layers:
 	@bash tests/check_layers.sh
 
