@@ -45,7 +45,10 @@ static const char *json_str(ImportCtx *c, long line, json_t *o, const char *key,
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) {
         if (required)
-            import_problem(c, line, "\"%s\" is missing", key);
+            import_problem(
+                c, line,
+                "\"%s\" is missing (every line needs \"prompt\", \"img_pos\" and \"img_neg\")",
+                key);
         return NULL;
     }
     if (!json_is_string(v) || !*json_string_value(v)) {
