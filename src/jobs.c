@@ -62,12 +62,23 @@ const char *jobs_host(void) {
     return host_name;
 }
 
+/* A process that exists and is not a zombie (a killed worker whose parent has not reaped
+ * it yet is dead for our purposes: it will never heartbeat again). */
 static int pid_alive(int64_t pid) {
     if (pid <= 0)
         return 0;
-    if (kill((pid_t)pid, 0) == 0)
-        return 1;
-    return errno == EPERM;
+    if (kill((pid_t)pid, 0) != 0 && errno != EPERM)
+        return 0;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 1; /* no /proc: trust kill() */
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* "PID (comm) STATE ..." */
+    return !(paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X'));
 }
 
 int jobs_reap(Store *st, double stale_s, int *n, Err *err) {
