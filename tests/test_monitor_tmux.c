@@ -200,7 +200,7 @@ Test(monitor_tmux, follows_a_real_training_process) {
             break;
         usleep(20000);
     }
-    cr_assert_eq(sh("cd %s && tmux -L %s new-window -t e 'exec %s --db d.db monitor live'",
+    cr_assert_eq(sh("cd %s && tmux -L %s new-window -t e: 'exec %s --db d.db monitor live'",
                     dir, sock, easel), 0);
     wait_for("Monitor: live");
     wait_for("[running]");
