@@ -4,6 +4,7 @@
 #   make run        build and open easel on the demo workspace in data/
 #   make test       build and run every test; ends with "N passed, N failed, N skipped"
 #   make test SAN=1 the same under AddressSanitizer + UBSan (also: make asan)
+#   make test-reference  CLIP against open_clip on a ViT-B/32-shaped model (needs torch)
 #   make test-gpu   GPU tests on a machine with a CUDA device (skipped with a reason otherwise)
 #   make bench      benchmarks, one line per result against a named peer
 #   make install PREFIX=/usr/local
@@ -98,7 +99,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all run test test-gpu asan bench install check-layers clean deps demo demo-data bin/easel
+.PHONY: all run test test-reference test-gpu asan bench install check-layers clean deps demo demo-data bin/easel
 all: bin/easel
 
 # ---- dependencies: installed by the build when root, else the exact command is printed -----
@@ -188,6 +189,12 @@ test: bin/easel $(TEST_BIN) check-layers
 asan:
 	$(MAKE) test SAN=1
 
+# CLIP against open_clip on a ViT-B/32-shaped random model made on demand (needs torch and
+# open_clip_torch from pip; the model, about 1 GB, goes to build/clip-ref, never committed).
+test-reference: $(BUILD)/tests/test_clip_reference
+	@python3 tests/clip/make_fixtures.py --reference build/clip-ref
+	@EASEL_CLIP_REF=build/clip-ref $(BUILD)/tests/test_clip_reference --verbose=1
+
 test-gpu: bin/easel $(TEST_BIN)
 	@BUILD=$(BUILD) EASEL_TEST_GPU=1 bash tests/run_all.sh $(filter %gpu%,$(TEST_BIN))
 
@@ -198,6 +205,22 @@ install: bin/easel
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/easel
 	install -m 755 bin/easel $(DESTDIR)$(PREFIX)/bin/easel
 	cp -r assets/. $(DESTDIR)$(PREFIX)/share/easel/
+
+# libFuzzer target for the importers (clang only; not part of `make test`). FUZZ_ARGS are
+# passed to the fuzzer, e.g. make fuzz FUZZ_ARGS=-max_total_time=60
+.PHONY: fuzz
+FUZZ_SRC := src/base.c src/err.c src/log.c src/store.c src/store_catalog.c src/store_ratings.c \
+            src/store_pairs.c src/sha256.c src/fmt_csv.c $(sort $(wildcard src/import*.c))
+FUZZ_ARGS ?= -max_total_time=30
+build/fuzz/fuzz_import: tests/fuzz/fuzz_import.c $(FUZZ_SRC) $(DEPS_STAMP)
+	@mkdir -p $(@D) build/fuzz/corpus
+	clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $< $(FUZZ_SRC) \
+	  $(call pkglibs,sqlite3 jansson) -lcsv -lm -lpthread
+fuzz: build/fuzz/fuzz_import
+	@for f in tests/fixtures/import/*.csv tests/fixtures/import/*.jsonl; do \
+	  case $$f in *prompts*) k=0;; *ratings*) k=1;; *generated*) k=2;; *) k=3;; esac; \
+	  { printf "\\$$k"; cat $$f; } > build/fuzz/corpus/$$(basename $$f); done
+	build/fuzz/fuzz_import $(FUZZ_ARGS) build/fuzz/corpus
 
 check-layers:
 	@bash tests/check_layers.sh

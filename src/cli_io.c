@@ -61,6 +61,7 @@ static void print_list(char **items, size_t n, const char *prefix) {
 typedef struct Progress {
     double last;
     int tty;
+    int open; /* a progress line is on the screen without its newline */
 } Progress;
 
 static int show_progress(void *user_data, size_t done, size_t total) {
@@ -72,6 +73,7 @@ static int show_progress(void *user_data, size_t done, size_t total) {
         return 0;
     p->last = now;
     fprintf(stderr, "\reasel: writing %zu/%zu%s", done, total, done == total ? "\n" : "");
+    p->open = done < total;
     return 0;
 }
 
@@ -135,6 +137,8 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
     ImportReport rep;
     int rc = import_path(st, kind, pos[1], &opts, &rep, &err);
     store_close(st);
+    if (prog.open)
+        fputc('\n', stderr);
     if (!rc) /* after a failure nothing was imported, so warnings about it are moot */
         print_list(rep.warnings, rep.n_warnings, "warning: ");
     int status = 0;

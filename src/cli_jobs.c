@@ -69,10 +69,15 @@ static void fmt_progress(const JobRow *r, char *buf, size_t n) {
 }
 
 static void print_kind_help(const JobKind *k) {
-    printf("usage: easel jobs add %s [JOB OPTIONS]", k->name);
+    int col = printf("usage: easel jobs add %s [JOB OPTIONS]", k->name);
     for (int i = 0; k->params[i].name; i++) {
         const JobParamSpec *p = &k->params[i];
-        printf(p->def ? " [--%s V]" : " --%s V", p->name);
+        char item[96];
+        int n = snprintf(item, sizeof item, p->def ? " [--%s V]" : " --%s V", p->name);
+        if (col + n > 92) {
+            col = printf("\n                    ") - 1;
+        }
+        col += printf("%s", item);
     }
     printf("\n\n%s\n\n%s\n\nparameters:\n", k->summary, k->help);
     if (!k->params[0].name)
@@ -266,6 +271,14 @@ static int jobs_add(const CliGlobal *g, int argc, char **argv) {
     if (store_job_add(st, &jn, &id, &err)) {
         rc = cli_fail(&err);
     } else {
+        if (k->gpu_required && jn.gpus_wanted != 0) {
+            GpuSystem *gs = gpu_open();
+            if (gpu_count(gs) == 0)
+                fprintf(stderr, "easel: note: %s needs a GPU and this machine has none (%s); "
+                        "the job waits for a worker on a GPU machine\n", k->name,
+                        gpu_state_name(gpu_state(gs)));
+            gpu_close(gs);
+        }
         printf("%lld\n", (long long)id);
         fflush(stdout);
         rc = wait ? wait_for(g, st, id, 0, 1) : 0;

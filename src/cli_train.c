@@ -453,6 +453,14 @@ static double last_of(Store *st, int64_t id, const char *split, const char *name
     return v;
 }
 
+/* V with PREC decimals, or "-" when there is no value. */
+static void fmt_num(char *out, size_t n, int prec, double v) {
+    if (isfinite(v))
+        snprintf(out, n, "%.*f", prec, v);
+    else
+        snprintf(out, n, "-");
+}
+
 static const char *const heads6[6] = {"spatial", "icono", "style", "fidelity", "material",
                                       "combined"};
 
@@ -484,9 +492,12 @@ static void print_run(Store *st, const StoreRun *r) {
         snprintf(n1, sizeof n1, "%s_loss", heads6[h]);
         snprintf(n2, sizeof n2, "%s_acc", heads6[h]);
         snprintf(n3, sizeof n3, "%s_f1", heads6[h]);
-        printf("%-10s %10.4f %9.4f %9.4f %9.4f\n", heads6[h], last_of(st, r->id, "train", n1),
-               last_of(st, r->id, "val", n1), last_of(st, r->id, vs, n2),
-               last_of(st, r->id, vs, n3));
+        char a[16], b[16], c[16], d[16];
+        fmt_num(a, sizeof a, 4, last_of(st, r->id, "train", n1));
+        fmt_num(b, sizeof b, 4, last_of(st, r->id, "val", n1));
+        fmt_num(c, sizeof c, 4, last_of(st, r->id, vs, n2));
+        fmt_num(d, sizeof d, 4, last_of(st, r->id, vs, n3));
+        printf("%-10s %10s %9s %9s %9s\n", heads6[h], a, b, c, d);
     }
     StoreCheckpoint *c = NULL;
     size_t nc = 0;
@@ -583,13 +594,13 @@ int cli_runs_main(const CliGlobal *g, int argc, char **argv) {
             printf("%5s  %-32s %-12s %-10s %7s %8s %8s  %s\n", "id", "name", "kind", "state",
                    "epoch", "val_F1", "best_F1", "updated");
             for (size_t i = 0; i < n; i++) {
-                char t[32];
+                char t[32], e[16], f1[16], b1[16];
                 fmt_time(v[i].updated_at, t, sizeof t);
-                printf("%5lld  %-32s %-12s %-10s %7.2f %8.4f %8.4f  %s\n", (long long)v[i].id,
-                       v[i].name, v[i].kind, v[i].state,
-                       last_of(st, v[i].id, "sys", "epoch"),
-                       last_of(st, v[i].id, "val", "mean_f1"),
-                       last_of(st, v[i].id, "sys", "best_f1"), t);
+                fmt_num(e, sizeof e, 2, last_of(st, v[i].id, "sys", "epoch"));
+                fmt_num(f1, sizeof f1, 4, last_of(st, v[i].id, "val", "mean_f1"));
+                fmt_num(b1, sizeof b1, 4, last_of(st, v[i].id, "sys", "best_f1"));
+                printf("%5lld  %-32s %-12s %-10s %7s %8s %8s  %s\n", (long long)v[i].id,
+                       v[i].name, v[i].kind, v[i].state, e, f1, b1, t);
             }
             if (n == 0)
                 printf("(no runs yet: start one with 'easel train')\n");

@@ -214,7 +214,7 @@ static int ratings_plan_row(ImportCtx *c, RCols *rc, const CsvRow *row, RRow *rr
                 c->aspects[k].name, s);
             bad = 1;
         } else {
-            rr->val[k] = v;
+            rr->val[k] = v == 0 ? 0.0 : v; /* "-0" is 0 */
         }
     }
     if (bad) {

@@ -8,6 +8,7 @@
 #include "jobkinds_reward.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -239,8 +240,12 @@ void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r) {
             "avg_margin", "margin_std", "F1", "loss");
     for (int k = 0; k < NO; k++) {
         const EvalStats *s = &r->st[k];
-        fprintf(f, "%-10s %8zu %9.4f %11.4f %11.4f %7.4f %8.4f\n", out_names[k], s->n,
-                s->accuracy, s->margin_mean, s->margin_std, s->f1, s->loss);
+        if (s->n == 0) /* no pair with a preference on this head */
+            fprintf(f, "%-10s %8d %9s %11s %11s %7s %8s\n", out_names[k], 0, "-", "-", "-",
+                    "-", "-");
+        else
+            fprintf(f, "%-10s %8zu %9.4f %11.4f %11.4f %7.4f %8.4f\n", out_names[k], s->n,
+                    s->accuracy, s->margin_mean, s->margin_std, s->f1, s->loss);
     }
 }
 

@@ -22,6 +22,8 @@
 #include "jobkind.h"
 #include "log.h"
 
+#define IDLE_WAIT_S 5.0 /* an idle worker looks at the store at least this often */
+
 typedef struct Slot {
     struct JobsPool *pool;
     int index;
@@ -62,12 +64,23 @@ const char *jobs_host(void) {
     return host_name;
 }
 
+/* A process that exists and is not a zombie (a killed worker whose parent has not reaped
+ * it yet is dead for our purposes: it will never heartbeat again). */
 static int pid_alive(int64_t pid) {
     if (pid <= 0)
         return 0;
-    if (kill((pid_t)pid, 0) == 0)
-        return 1;
-    return errno == EPERM;
+    if (kill((pid_t)pid, 0) != 0 && errno != EPERM)
+        return 0;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 1; /* no /proc: trust kill() */
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* "PID (comm) STATE ..." */
+    return !(paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X'));
 }
 
 int jobs_reap(Store *st, double stale_s, int *n, Err *err) {
@@ -165,6 +178,14 @@ static void run_one(Slot *s, JobRow *row) {
     notify(p, row->id, state);
 }
 
+/* Wake one idle worker (a claim is one write transaction; one try is enough). */
+static void kick_one(JobsPool *p) {
+    pthread_mutex_lock(&p->lock);
+    p->kick_gen++;
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+}
+
 static void *worker_main(void *arg) {
     Slot *s = arg;
     JobsPool *p = s->pool;
@@ -182,15 +203,18 @@ static void *worker_main(void *arg) {
         JobRow row;
         int rc = store_job_claim(s->st, &claim, &row, &err);
         if (rc == 1) {
+            kick_one(p); /* there may be more: let another idle worker look */
             run_one(s, &row);
             store_job_row_deinit(&row);
             continue;
         }
         if (rc < 0)
             log_warn("%s: claim: %s", s->worker, err.msg);
+        /* Idle: the monitor wakes one of us when the store has claimable work; the timeout
+         * is only a safety net. */
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        double poll = p->cfg.poll_s;
+        double poll = IDLE_WAIT_S;
         until.tv_sec += (time_t)poll;
         until.tv_nsec += (long)((poll - (double)(time_t)poll) * 1e9);
         if (until.tv_nsec >= 1000000000L) {
@@ -213,7 +237,8 @@ static void *monitor_main(void *arg) {
     JobsPool *p = arg;
     const char *host = jobs_host();
     int64_t pid = getpid();
-    double last_hb = 0, last_reap = 0;
+    double last_hb = 0, last_reap = 0, last_look = 0;
+    double nap = p->cfg.poll_s < 0.25 ? p->cfg.poll_s : 0.25;
     for (;;) {
         pthread_mutex_lock(&p->lock);
         int stop = p->monitor_stop;
@@ -249,7 +274,13 @@ static void *monitor_main(void *arg) {
                 log_info("job monitor: %d job(s) of dead workers marked interrupted", n_reaped);
             last_reap = now;
         }
-        sleep_s(0.25);
+        /* one cheap read for the whole pool instead of every idle thread polling */
+        if (now - last_look >= p->cfg.poll_s && jobs_pool_busy(p) < p->n_slots) {
+            if (store_jobs_claimable(p->monitor_st, &err) == 1)
+                kick_one(p);
+            last_look = now;
+        }
+        sleep_s(nap);
     }
     return NULL;
 }

@@ -4,8 +4,11 @@
  * DESIGN
  *   - N worker threads, each with its own Store connection, claim jobs through the store
  *     (store_job_claim: atomic across threads and processes) and call the kind's run() with
- *     a JobCtx. Idle threads wait on a condition variable with a short timeout, so jobs added
- *     by other processes start within poll_s, and jobs added here at once (jobs_pool_kick).
+ *     a JobCtx. Idle threads wait on a condition variable; the monitor looks at the store
+ *     once per poll_s for the whole pool (one read, no write lock: store_jobs_claimable) and
+ *     wakes one worker when there is claimable work; a worker that claimed a job wakes the
+ *     next. So jobs added by other processes start within poll_s, jobs added here at once
+ *     (jobs_pool_kick), and an idle TUI costs the store one read per poll_s.
  *   - One monitor thread (own Store) heartbeats this process's running jobs, turns cancel
  *     requests from the store into each job's atomic cancel flag (within 250 ms), and reaps
  *     dead workers of any process (stale heartbeat, or a pid on this host that is gone).
@@ -35,7 +38,7 @@ typedef struct JobsPoolConfig {
     int threads;            /* worker threads; 0 = default (jobs_default_threads) */
     int n_gpus;             /* GPUs to schedule; -1 = discover with NVML (gpu.h) */
     int gpu_share;          /* jobs per GPU at once; 0 = 1 (exclusive) */
-    double poll_s;          /* idle poll of the store; 0 = 0.5 s */
+    double poll_s;          /* how often the monitor looks for claimable jobs; 0 = 0.5 s */
     double heartbeat_s;     /* 0 = 2 s */
     double stale_s;         /* a heartbeat older than this is a dead worker; 0 = 30 s */
     /* Called from a worker thread after a job started or ended (e.g. to write a byte to the

@@ -607,10 +607,7 @@ static int pick_gpus(const JobClaim *c, const int *use, int want, int required, 
     return 1;
 }
 
-/* Without the write lock: is there a queued job whose dependencies all ended (so it is
- * runnable, or must be failed)? Idle workers of every process poll this, so it must not take
- * the write lock that annotators' saves need. 1 yes, 0 no, or ERR_*. */
-static int anything_to_claim(Store *st, Err *err) {
+int store_jobs_claimable(Store *st, Err *err) {
     static const char sql[] =
         "SELECT 1 FROM jobs WHERE state = 'queued' AND NOT EXISTS ("
         " SELECT 1 FROM job_deps d JOIN jobs j ON j.id = d.depends_on"
@@ -638,7 +635,7 @@ int store_job_claim(Store *st, const JobClaim *c, JobRow *out, Err *err) {
         " started_at = ?6, heartbeat_at = ?6, finished_at = NULL, message = NULL, rate = NULL,"
         " cancel_requested = 0 WHERE id = ?1 AND state = 'queued'";
     memset(out, 0, sizeof *out);
-    int rc = anything_to_claim(st, err);
+    int rc = store_jobs_claimable(st, err);
     if (rc <= 0)
         return rc;
     int n_gpus = c->n_gpus > 0 ? c->n_gpus : 0;

@@ -169,6 +169,11 @@ typedef struct JobClaim {
  * queued job has all its dependencies ended (idle polling is read-only). */
 int store_job_claim(Store *st, const JobClaim *c, JobRow *out, Err *err);
 
+/* Without the write lock: is there a queued job whose dependencies all ended (so a claim
+ * would run it, or fail it for a failed dependency)? Every idle process polls this, so it
+ * must not take the write lock that annotators' saves need. 1 yes, 0 no, or ERR_*. */
+int store_jobs_claimable(Store *st, Err *err);
+
 /* Heartbeat every running job of (HOST, PID). */
 int store_jobs_heartbeat(Store *st, const char *host, int64_t pid, Err *err);
 

@@ -622,6 +622,18 @@ typedef struct ValResult {
     size_t n_pairs;
 } ValResult;
 
+/* Mean F1 over the heads that have pairs with a preference (0 when none has). */
+static double mean_head_f1(const EvalStats *st) {
+    double s = 0;
+    int k = 0;
+    for (int h = 0; h < NH; h++)
+        if (st[h].n > 0) {
+            s += st[h].f1;
+            k++;
+        }
+    return k ? s / k : 0.0;
+}
+
 /* Evaluate on the validation split (WHICH = 1) or the training split (0). */
 static void evaluate(Run *r, int which, ValResult *vr) {
     Data *d = &r->d;
@@ -654,8 +666,7 @@ static void evaluate(Run *r, int which, ValResult *vr) {
         vr->loss += vr->st[o].loss;
         vr->mse[o] = NAN;
     }
-    for (int h = 0; h < NH; h++)
-        vr->mean_f1 += vr->st[h].f1 / NH;
+    vr->mean_f1 = mean_head_f1(vr->st);
     if (d->target) {
         vr->loss = 0;
         for (int o = 0; o < NO; o++) {
@@ -903,6 +914,12 @@ static int alloc_batches(Run *r, Err *err) {
 static void metrics_val(Run *r, const ValResult *v, const char *split, double epoch) {
     for (int o = 0; o < NO; o++) {
         char n[48];
+        if (strcmp(split, "val") == 0 && isfinite(v->mse[o])) {
+            snprintf(n, sizeof n, "%s_mse", out_names[o]);
+            mb_add(&r->mb, split, n, r->step, epoch, v->mse[o]);
+        }
+        if (v->st[o].n == 0) /* no pair has a preference on this head: nothing to say */
+            continue;
         snprintf(n, sizeof n, "%s_acc", out_names[o]);
         mb_add(&r->mb, split, n, r->step, epoch, v->st[o].accuracy);
         snprintf(n, sizeof n, "%s_f1", out_names[o]);
@@ -927,8 +944,7 @@ static void epoch_train_stats(Run *r, ValResult *tr) {
                              &tr->st[o]);
         tr->mse[o] = NAN;
     }
-    for (int h = 0; h < NH; h++)
-        tr->mean_f1 += tr->st[h].f1 / NH;
+    tr->mean_f1 = mean_head_f1(tr->st);
     tr->n_pairs = r->ep_n;
 }
 
@@ -1043,10 +1059,10 @@ int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int
     int B = cfg->batch_size;
     size_t steps_per_epoch = (r.d.n_items + (size_t)B - 1) / (size_t)B;
     double total_steps = (double)steps_per_epoch * cfg->epochs;
-    double t_start = base_now(), t_window = t_start;
+    double t_start = base_now();
     int64_t step_start = r.step;
     size_t pairs_window = 0;
-    double pps = NAN;
+    double pps = NAN, busy_window = 0; /* step time only: checkpoints do not count */
     int stopped_early = 0;
     ValResult val = {0}, trs = {0};
     int *order = xmalloc(r.d.n_items * sizeof *order);
@@ -1066,12 +1082,14 @@ int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int
             }
             int n = (int)((r.d.n_items - b0) < (size_t)B ? r.d.n_items - b0 : (size_t)B);
             double losses[TRAIN_LOSS_N];
+            double t_step = base_now();
             if (r.d.target)
                 train_step_regression(&r, order + b0, n, losses);
             else
                 train_step_pairs(&r, order + b0, n, losses);
             r.step++;
             train_model_step(r.model, (int)r.step, (float)cfg->learning_rate);
+            busy_window += base_now() - t_step;
             double ep = epoch + (double)(b0 + (size_t)n) / (double)r.d.n_items;
             double total = 0;
             for (int o = 0; o < TRAIN_LOSS_N; o++) {
@@ -1090,9 +1108,9 @@ int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int
             pairs_window += (size_t)n;
             double now = base_now();
             if (now - r.mb.last_flush >= 0.25 || b0 + (size_t)n >= r.d.n_items) {
-                if (now > t_window)
-                    pps = (double)pairs_window / (now - t_window);
-                t_window = now;
+                if (busy_window > 0)
+                    pps = (double)pairs_window / busy_window;
+                busy_window = 0;
                 pairs_window = 0;
                 double el = now - t_start;
                 double done_here = (double)(r.step - step_start);

@@ -569,3 +569,29 @@ Test(jobs, list_filters_and_carries_dependencies) {
     store_job_rows_free(rows, n);
     store_close(st);
 }
+
+Test(jobs, a_killed_worker_not_yet_reaped_by_its_parent_counts_as_dead) {
+    Store *st = store_open(db, NULL);
+    int64_t id = add_count(st, 5, 0, 1, NULL);
+    pid_t kid = fork();
+    cr_assert_neq(kid, -1);
+    if (kid == 0) {
+        for (;;)
+            nap_ms(1000);
+    }
+    JobClaim c = {.worker = "zombie:t0", .host = jobs_host(), .pid = kid, .gpu_share = 1};
+    JobRow r;
+    cr_assert_eq(store_job_claim(st, &c, &r, NULL), 1);
+    store_job_row_deinit(&r);
+    int n = 0;
+    cr_assert_eq(jobs_reap(st, 30, &n, NULL), 0);
+    cr_assert_eq(n, 0, "alive");
+    cr_assert_eq(kill(kid, SIGKILL), 0);
+    nap_ms(100); /* now a zombie: we have not called waitpid */
+    cr_assert_eq(jobs_reap(st, 30, &n, NULL), 0);
+    cr_assert_eq(n, 1, "a zombie never heartbeats again");
+    cr_assert_eq(state_of(st, id), JOB_STATE_INTERRUPTED);
+    int status;
+    cr_assert_eq(waitpid(kid, &status, 0), kid);
+    store_close(st);
+}

@@ -176,3 +176,48 @@ Test(monitor_tmux, curves_move_while_the_run_writes) {
     wait_for("[succeeded]");
     keys("q");
 }
+
+/* The same with a real training process: `easel train` on the demo workspace's files in one
+ * tmux window, `easel monitor` in another; the plotted step must advance while it trains. */
+Test(monitor_tmux, follows_a_real_training_process) {
+    char root[512];
+    if (!getcwd(root, sizeof root) || access("data/multihead_ratings.csv", R_OK) != 0)
+        cr_skip_test("data/ (the demo workspace) not found from the repository root");
+    cr_assert_eq(sh("cd %s && %s --db d.db init >/dev/null && "
+                    "%s --db d.db import prompts %s/data/prompts.csv >/dev/null && "
+                    "%s --db d.db import images %s/data/images >/dev/null && "
+                    "%s --db d.db import ratings %s/data/multihead_ratings.csv >/dev/null",
+                    dir, easel, easel, root, easel, root, easel, root),
+                 0, "demo import failed");
+    cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+                    "'%s --db d.db train --epochs 100000 --save-every 0 --threads 1 "
+                    "--name live --output runs/live 2>train.log'",
+                    dir, sock, easel), 0);
+    /* wait until the run exists and has metrics, then watch it from a second window */
+    for (int i = 0; i < 500; i++) {
+        if (sh("cd %s && %s --db d.db runs show live 2>/dev/null | grep -q 'progress'", dir,
+               easel) == 0)
+            break;
+        usleep(20000);
+    }
+    cr_assert_eq(sh("cd %s && tmux -L %s new-window -t e: 'exec %s --db d.db monitor live'",
+                    dir, sock, easel), 0);
+    wait_for("Monitor: live");
+    wait_for("[running]");
+    int first = -1;
+    for (int i = 0; i < 500 && first < 0; i++) {
+        first = shown_step();
+        usleep(20000);
+    }
+    cr_assert_gt(first, 0, "no step shown:\n%s", capture());
+    int later = first;
+    for (int i = 0; i < 500 && later <= first; i++) {
+        later = shown_step();
+        usleep(20000);
+    }
+    cr_assert_gt(later, first, "the curves did not move:\n%s", capture());
+    /* stop the training with Ctrl-C: the run ends cancelled, and the Monitor says so */
+    cr_assert_eq(sh("tmux -L %s send-keys -t e:0 C-c", sock), 0);
+    wait_for("[cancelled]");
+    keys("q");
+}

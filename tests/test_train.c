@@ -167,6 +167,7 @@ static int file_exists(const char *d, const char *rel) {
 Test(train, planted_preferences_are_learned_per_head) {
     TrainConfig c;
     config(&c, "planted", 16);
+    c.min_rating_diff = 1.5; /* a preference is at least two levels apart */
     Err err = {0};
     Store *st = store_open(db, &err);
     int64_t run = 0;
@@ -200,7 +201,7 @@ Test(train, planted_preferences_are_learned_per_head) {
     snprintf(best, sizeof best, "%s/best", c.output);
     RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
     cr_assert_not_null(ck, "%s", err.msg);
-    EvalOptions o = {.min_rating_diff = 0.5, .split = "val"};
+    EvalOptions o = {.min_rating_diff = 1.5, .split = "val"};
     EvalReport rep;
     cr_assert_eq(train_eval(ck, st, &o, &rep, &err), 0, "%s", err.msg);
     cr_assert_gt(rep.n_pairs, 20);

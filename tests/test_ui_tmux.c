@@ -272,3 +272,17 @@ Test(ui_tmux, quality_lists_disagreement_and_opens_it_for_review) {
     wait_for("\xe2\x94\x82 image 4 ");
     cr_assert_eq(shown_image(), 4);
 }
+
+Test(ui_tmux, too_small_terminal_says_so_and_ignores_keys_then_resizes) {
+    cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 70 -y 20 "
+                    "'exec %s --db t.db annotate --annotator small --order id'",
+                    dir, sock, easel),
+                 0);
+    wait_for("easel needs 80x24");
+    keys("7 7");
+    cr_assert_eq(sh("tmux -L %s resize-window -t e -x 100 -y 30", sock), 0);
+    wait_for("\xe2\x94\x82 image 1 ");
+    wait_for("\xe2\x96\xb8" "1 spatial    \xe2\x80\x93");
+    keys("4");
+    wait_for("spatial    4 ");
+}

@@ -71,7 +71,6 @@ struct App {
     int cur;
     int dirty;
     int full;                    /* the next after_refresh must re-send raw output */
-    int curses_on;
     int help;                    /* help overlay shown */
     int help_top;                /* first line shown */
     char status[256];
@@ -569,6 +568,10 @@ static void handle_key(App *app, int ch) {
     }
     if (!app->state[app->cur])
         return;
+    if (LINES < 24 || COLS < 80) { /* the screen is not shown: its keys would act blind */
+        beep();
+        return;
+    }
     if (screens[app->cur]->key(app->state[app->cur], app, ch) == SCREEN_KEY_HANDLED)
         app->dirty = 1;
     else
@@ -708,7 +711,6 @@ static int curses_start(App *app, Err *err) {
     if (!initscr())
         return err_set(err, ERR_IO, "cannot start curses on this terminal ($TERM=%s)",
                        getenv("TERM") ? getenv("TERM") : "");
-    app->curses_on = 1;
     base_set_fail_hook(end_curses_hook);
     cbreak();
     noecho();

@@ -32,7 +32,6 @@ typedef struct AppConfig {
     const char *prompt_filter;  /* NULL: all prompts; else a prompt id (ext id) */
     int unrated_only;           /* only images nobody has rated yet */
     int overlap;                /* raters wanted per image; 0: 3 */
-    int show_others;            /* 0 (default): blind, never show other annotators' ratings */
 } AppConfig;
 
 /* Run the TUI until the user quits. Returns 0, or an ERR_* with err set when it could not

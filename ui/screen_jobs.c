@@ -364,7 +364,21 @@ static void draw_form(JobsScreen *s, UiRect r) {
     int x = r.x + 2, w = r.w - 4, y = r.y + 1;
     ui_put(y++, x, w, ui_attr(UI_C_DIM), f->kind->summary);
     y++;
-    for (int i = 0; i < f->n_fields && y < r.y + r.h - 4; i++, y++) {
+    int lw = 8; /* label column: the longest parameter name */
+    for (int i = 0; i < f->n_fields; i++) {
+        int len = (int)strlen(jobform_label(f, i));
+        lw = len > lw ? len : lw;
+    }
+    /* scroll so the selected field is visible (kinds can have many parameters) */
+    int rows = r.y + r.h - 4 - y;
+    int first = 0;
+    if (rows > 0 && f->cur >= rows)
+        first = f->cur - rows + 1;
+    if (first > 0)
+        ui_put(y - 1, x + w - 12, 12, ui_attr(UI_C_DIM), "  (more ↑)");
+    if (rows > 0 && first + rows < f->n_fields)
+        ui_put(r.y + r.h - 4, x + w - 12, 12, ui_attr(UI_C_DIM), "  (more ↓)");
+    for (int i = first; i < f->n_fields && y < r.y + r.h - 4; i++, y++) {
         int is_sel = i == f->cur;
         attr_t a = is_sel ? ui_attr(UI_C_SELECT) : ui_attr(UI_C_NORMAL);
         if (is_sel)
@@ -373,7 +387,7 @@ static void draw_form(JobsScreen *s, UiRect r) {
                      (f->fields[i].spec->type == JOB_PARAM_CHOICE ||
                       f->fields[i].spec->type == JOB_PARAM_BOOL);
         const char *req = f->fields[i].kind == JOBFORM_PARAM && !f->fields[i].spec->def ? "*" : " ";
-        ui_putf(y, x, w, a, "%s%-14s %s%s%s", req, jobform_label(f, i), cycles ? "◂ " : "[",
+        ui_putf(y, x, w, a, "%s%-*s  %s%s%s", req, lw, jobform_label(f, i), cycles ? "◂ " : "[",
                 f->fields[i].text, cycles ? " ▸" : "]");
     }
     char hint[256];
