@@ -457,3 +457,44 @@ Test(train, job_cancelled_then_resumed_matches_an_uninterrupted_job) {
     store_run_deinit(&r);
     store_close(st);
 }
+
+/* ---- damaged checkpoints and resume state: clear errors, nothing half-loaded ---- */
+
+Test(train, damaged_checkpoints_are_reported_by_file) {
+    TrainConfig c;
+    config(&c, "dmg", 1);
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    cr_assert_eq(train_run(st, &c, NULL, NULL, &err), 0, "%s", err.msg);
+    char p[600], best[600];
+    snprintf(best, sizeof best, "%s/best", c.output);
+    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
+    cr_assert_not_null(ck, "%s", err.msg);
+    float s0[6], s1[6];
+    char img[300];
+    snprintf(img, sizeof img, "%s/img/0_0.png", dir);
+    cr_assert_eq(train_ckpt_score(ck, st, img, NULL, "a prompt", s0, &err), 0, "%s", err.msg);
+    cr_assert_eq(train_ckpt_score(ck, st, img, NULL, "a prompt", s1, &err), 0);
+    cr_assert_eq(memcmp(s0, s1, sizeof s0), 0, "scoring is deterministic");
+    train_ckpt_free(ck);
+    /* truncated weights */
+    snprintf(p, sizeof p, "%s/model.safetensors", best);
+    cr_assert_eq(truncate(p, 100), 0);
+    cr_assert_null(train_ckpt_open(st, best, 1, &err));
+    cr_assert(strstr(err.msg, "model.safetensors"), "%s", err.msg);
+    /* broken config */
+    snprintf(p, sizeof p, "%s/final/config.json", c.output);
+    FILE *f = fopen(p, "w");
+    fputs("{\"encoder\": ", f);
+    fclose(f);
+    snprintf(best, sizeof best, "%s/final", c.output);
+    cr_assert_null(train_ckpt_open(st, best, 1, &err));
+    cr_assert(strstr(err.msg, "config.json"), "%s", err.msg);
+    /* not a checkpoint folder at all */
+    cr_assert_null(train_ckpt_open(st, dir, 1, &err));
+    cr_assert(strstr(err.msg, "not a reward checkpoint"), "%s", err.msg);
+    /* no resume state */
+    cr_assert_null(train_resume_read(dir, &err));
+    cr_assert(strstr(err.msg, "no resume state"), "%s", err.msg);
+    store_close(st);
+}
