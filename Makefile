@@ -4,6 +4,7 @@
 #   make run        build and open easel on the demo workspace in data/
 #   make test       build and run every test; ends with "N passed, N failed, N skipped"
 #   make test SAN=1 the same under AddressSanitizer + UBSan (also: make asan)
+#   make test-reference  CLIP against open_clip on a ViT-B/32-shaped model (needs torch)
 #   make test-gpu   GPU tests on a machine with a CUDA device (skipped with a reason otherwise)
 #   make bench      benchmarks, one line per result against a named peer
 #   make install PREFIX=/usr/local
@@ -98,7 +99,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all run test test-gpu asan bench install check-layers clean deps demo demo-data bin/easel
+.PHONY: all run test test-reference test-gpu asan bench install check-layers clean deps demo demo-data bin/easel
 all: bin/easel
 
 # ---- dependencies: installed by the build when root, else the exact command is printed -----
@@ -187,6 +188,12 @@ test: bin/easel $(TEST_BIN) check-layers
 
 asan:
 	$(MAKE) test SAN=1
+
+# CLIP against open_clip on a ViT-B/32-shaped random model made on demand (needs torch and
+# open_clip_torch from pip; the model, about 1 GB, goes to build/clip-ref, never committed).
+test-reference: $(BUILD)/tests/test_clip_reference
+	@python3 tests/clip/make_fixtures.py --reference build/clip-ref
+	@EASEL_CLIP_REF=build/clip-ref $(BUILD)/tests/test_clip_reference --verbose=1
 
 test-gpu: bin/easel $(TEST_BIN)
 	@BUILD=$(BUILD) EASEL_TEST_GPU=1 bash tests/run_all.sh $(filter %gpu%,$(TEST_BIN))

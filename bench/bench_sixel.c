@@ -9,6 +9,7 @@
  * process timed until its output ends (what a shell-script viewer would do per image); bytes
  * of its output. A second peer line uses `-d none` (no dithering), which is what we do.
  *
+ * Times are medians over the images (the machine may be busy); bytes are means.
  * Prints: bench sixel-next-image: R.RRx vs img2sixel (ours A ms, peer B ms)
  *         bench sixel-bytes: R.RRx vs img2sixel (ours A KB, peer B KB)   (R > 1: fewer bytes)
  */
@@ -159,8 +160,20 @@ static int frame_size(int *w, int *h) {
     return found;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median of N values (sorts them). */
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Median milliseconds per image; *bytes gets the mean output size. */
 static double run_peer(const char *args, int w, int h, double *bytes) {
-    double total = 0;
+    double t[N_IMAGES];
     *bytes = 0;
     for (int i = 0; i < N_IMAGES; i++) {
         char cmd[512];
@@ -172,11 +185,11 @@ static double run_peer(const char *args, int w, int h, double *bytes) {
         while ((n = fread(buf, 1, sizeof buf, p)) > 0)
             sum += n;
         pclose(p);
-        total += base_now() - t0;
+        t[i] = (base_now() - t0) * 1000.0;
         *bytes += (double)sum;
     }
     *bytes /= N_IMAGES;
-    return total / N_IMAGES * 1000.0;
+    return median(t, N_IMAGES);
 }
 
 int main(void) {
@@ -214,7 +227,7 @@ int main(void) {
         kill(pid, SIGKILL);
         return 1;
     }
-    double total = 0, bytes = 0;
+    double times[N_IMAGES], bytes = 0;
     int n = 0;
     for (int i = 0; i + 1 < N_IMAGES; i++) {
         if (write(fd, "77777", 5) != 5)
@@ -228,7 +241,7 @@ int main(void) {
             fprintf(stderr, "bench_sixel: no frame after Enter on image %d\n", i + 1);
             break;
         }
-        total += base_now() - t0;
+        times[n] = (base_now() - t0) * 1000.0;
         bytes += (double)len;
         n++;
     }
@@ -240,7 +253,7 @@ int main(void) {
         fprintf(stderr, "bench_sixel: no measurement\n");
         return 1;
     }
-    double ours_ms = total / n * 1000.0, ours_kb = bytes / n / 1024.0;
+    double ours_ms = median(times, n), ours_kb = bytes / n / 1024.0;
     double peer_b, peer_nb;
     double peer_ms = run_peer("", w, h, &peer_b);
     double peer_n_ms = run_peer("-d none", w, h, &peer_nb);

@@ -118,6 +118,8 @@ int main(void) {
     e = getenv("EASEL_BENCH_SECONDS");
     if (e && atof(e) > 0)
         seconds = atof(e);
+    fprintf(stderr, "bench train: %d threads for both, %.0f s per measurement\n", threads,
+            seconds);
     int batches[2] = {8, 256};
     int rc = 0;
     for (int i = 0; i < 2; i++) {
@@ -132,8 +134,8 @@ int main(void) {
             printf("bench train-b%d: skipped pytorch: %s (ours %.1f pairs/s, %d threads)\n", P,
                    why, ours, threads);
         } else {
-            printf("bench train-b%d: %.2fx vs pytorch (ours %.1f pairs/s, peer %.1f pairs/s)"
-                   " [%d threads]\n", P, ours / peer, ours, peer, threads);
+            printf("bench train-b%d: %.2fx vs pytorch (ours %.1f pairs/s, peer %.1f pairs/s)\n", P,
+                   ours / peer, ours, peer);
         }
         fflush(stdout);
     }

@@ -16,6 +16,8 @@ const CliCommand cli_commands[] = {
     {"worker", cli_worker_main, "run queued jobs headless (threads, GPUs); stops on SIGTERM"},
     {"gpus", cli_gpus_main, "GPU discovery through NVML (or why there is no GPU)"},
     {"gpu", cli_gpus_main, "same as gpus"},
+    {"models", cli_models_main, "register CLIP model folders: add, list, remove"},
+    {"embed", cli_embed_main, "print CLIP (or classic) embeddings of images and texts"},
     {"agreement", cli_agreement_main, "inter-annotator agreement per aspect: alpha, ICC, disagreement"},
     {"train", cli_train_main, "train a five-head reward model (foreground, or --queue a job)"},
     {"eval", cli_eval_main, "evaluate a reward checkpoint on pairs: accuracy, margin, F1"},

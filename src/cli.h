@@ -56,4 +56,8 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv);    /* cli_train.c
 int cli_runs_main(const CliGlobal *g, int argc, char **argv);     /* cli_train.c */
 int cli_monitor_main(const CliGlobal *g, int argc, char **argv);  /* cli_train.c */
 
+/* src/cli_clip.c */
+int cli_models_main(const CliGlobal *g, int argc, char **argv);
+int cli_embed_main(const CliGlobal *g, int argc, char **argv);
+
 #endif

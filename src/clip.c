@@ -13,7 +13,7 @@
 
 #include "backend_cpu.h"
 #include "base.h"
-#include "nn_activation.h"
+#include "nn_clip.h"
 #include "nn_attention.h"
 #include "nn_elementwise.h"
 #include "nn_linear.h"
@@ -83,9 +83,9 @@ typedef struct ActCtx {
 static void act_range(void *ctx, int64_t b, int64_t e) {
     ActCtx *a = ctx;
     if (a->quick)
-        nn_quickgelu_forward(a->x + b, a->x + b, (size_t)(e - b));
+        nn_clip_quickgelu_forward(a->x + b, a->x + b, (size_t)(e - b));
     else
-        nn_gelu_forward(a->x + b, a->x + b, (size_t)(e - b));
+        nn_clip_gelu_forward(a->x + b, a->x + b, (size_t)(e - b));
 }
 
 static void activation(float *x, size_t n, int quick) {

@@ -18,6 +18,7 @@
 #include "feat_classic.h"
 #include "sha256.h"
 #include "store_embed.h"
+#include "clip_encoder.h"
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpedantic"
@@ -43,6 +44,7 @@
 /* The backends. One line each; `clip` opens models registered with `easel models add`. */
 const EncoderBackend encoder_backends[] = {
     {"classic", feat_classic_open, "built-in image statistics and hashed prompt n-grams"},
+    {"clip", clip_encoder_open, "CLIP ViT (OpenCLIP or Hugging Face folder): clip:NAME or clip:PATH"},
     {NULL, NULL, NULL},
 };
 

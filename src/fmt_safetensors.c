@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <libgen.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -432,6 +433,21 @@ DEF_LOAD(load_u64, uint64_t)
 DEF_LOAD(load_i64, int64_t)
 DEF_LOAD(load_f64, double)
 
+/* All 65536 halves as floats (256 KiB), built once: converting a half checkpoint is then a
+ * table lookup per element. */
+static float f16_lut[65536];
+static pthread_once_t f16_once = PTHREAD_ONCE_INIT;
+
+static void f16_build(void) {
+    for (uint32_t h = 0; h < 65536; h++)
+        f16_lut[h] = safetensors_f16_to_f32((uint16_t)h);
+}
+
+static const float *f16_table(void) {
+    pthread_once(&f16_once, f16_build);
+    return f16_lut;
+}
+
 int safetensors_read_f32(const SafeTensors *st, const StTensor *t, float *out, size_t n,
                          Err *err) {
     if ((int64_t)n != t->n_elem)
@@ -442,10 +458,12 @@ int safetensors_read_f32(const SafeTensors *st, const StTensor *t, float *out, s
     case ST_F32:
         memcpy(out, d, n * 4);
         break;
-    case ST_F16:
+    case ST_F16: {
+        const float *lut = f16_table();
         for (size_t i = 0; i < n; i++)
-            out[i] = safetensors_f16_to_f32(load_u16(d, i));
+            out[i] = lut[load_u16(d, i)];
         break;
+    }
     case ST_BF16:
         for (size_t i = 0; i < n; i++)
             out[i] = safetensors_bf16_to_f32(load_u16(d, i));

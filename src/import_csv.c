@@ -28,7 +28,8 @@ static void check_header_dups(ImportCtx *c, const CsvRow *hdr) {
     for (size_t i = 0; i < hdr->n; i++)
         for (size_t j = 0; j < i; j++)
             if (strcmp(hdr->field[i], hdr->field[j]) == 0 && hdr->field[i][0])
-                import_problem(c, hdr->line, "column \"%s\" appears twice in the header",
+                import_problem(c, hdr->line,
+                               "column \"%s\" appears twice in the header; rename or remove one",
                                hdr->field[i]);
 }
 
@@ -66,7 +67,8 @@ int import_csv_prompts(ImportCtx *c, const CsvTable *t, Err *err) {
             continue;
         }
         if (import_is_blank(text)) {
-            import_problem(c, row->line, "prompt \"%s\" has no text", ext);
+            import_problem(c, row->line,
+                           "prompt \"%s\" has no text; write the prompt or remove the row", ext);
             continue;
         }
         int64_t *prev = import_map_slot(&seen, ext, 0);
@@ -176,7 +178,8 @@ static int ratings_plan_row(ImportCtx *c, RCols *rc, const CsvRow *row, RRow *rr
     const char *ext = row->field[rc->prompt], *path = row->field[rc->image];
     int bad = 0;
     if (import_is_blank(path)) {
-        import_problem(c, row->line, "image_path is empty");
+        import_problem(c, row->line,
+                       "image_path is empty; give the image file (or remove the row)");
         bad = 1;
     }
     if (!import_is_blank(ext) && !(rr->prompt_id = import_prompt_lookup(c, ext))) {
@@ -435,11 +438,11 @@ static int generated_plan_row(ImportCtx *c, GCols *k, const CsvRow *row, GRow *r
     g->text = row->field[k->text];
     int bad = 0;
     if (import_is_blank(g->ext)) {
-        import_problem(c, row->line, "prompt_id is empty");
+        import_problem(c, row->line, "prompt_id is empty; every image belongs to a prompt");
         bad = 1;
     }
     if (import_is_blank(row->field[k->path])) {
-        import_problem(c, row->line, "path is empty");
+        import_problem(c, row->line, "path is empty; give the image file");
         bad = 1;
     }
     if (import_parse_int(row->field[k->seed], &g->seed)) {

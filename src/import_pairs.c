@@ -45,7 +45,10 @@ static const char *json_str(ImportCtx *c, long line, json_t *o, const char *key,
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) {
         if (required)
-            import_problem(c, line, "\"%s\" is missing", key);
+            import_problem(
+                c, line,
+                "\"%s\" is missing (every line needs \"prompt\", \"img_pos\" and \"img_neg\")",
+                key);
         return NULL;
     }
     if (!json_is_string(v) || !*json_string_value(v)) {
@@ -143,7 +146,10 @@ static int pairs_plan_line(ImportCtx *c, long line, const char *s, PRow *p) {
     if (bad)
         goto out;
     p->aspect = xstrdup(asp && strcmp(asp, "combined") != 0 ? asp : "");
-    pair_prompt(c, p, prompt);
+    json_t *jid = json_object_get(o, "prompt_id"); /* written by easel's export */
+    if (!(jid && json_is_string(jid) &&
+          (p->prompt_id = import_prompt_lookup(c, json_string_value(jid)))))
+        pair_prompt(c, p, prompt);
     import_resolve_image(c, ip, &p->pos);
     import_resolve_image(c, in, &p->neg);
     if (p->label < 0.5) { /* keep img_pos the preferred image */

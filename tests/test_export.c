@@ -312,3 +312,30 @@ Test(export, paths_inside_the_workspace_stay_relative) {
     free(got);
     store_close(st);
 }
+
+/* Exported pairs import back as stored pairs of the same prompts and images. */
+Test(export, exported_pairs_import_back) {
+    Store *st = new_store("a.db");
+    imp(st, IMPORT_PROMPTS, FIX "prompts_good.csv");
+    imp(st, IMPORT_RATINGS, FIX "ratings_good.csv");
+    char path[160];
+    snprintf(path, sizeof path, "%s/pairs.jsonl", tmpdir);
+    ExportOptions o;
+    export_options_init(&o);
+    o.relative_to = tmpdir;
+    size_t n = 0;
+    Err err = {0};
+    cr_assert_eq(export_to_file(st, EXPORT_PAIRS, path, &o, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 9);
+    ImportReport rep;
+    cr_assert_eq(import_path(st, IMPORT_PAIRS, path, NULL, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.pairs_added, 9);
+    cr_assert_eq(rep.prompts_added, 0);
+    cr_assert_eq(rep.images_added, 0);
+    import_report_deinit(&rep);
+    cr_assert_eq(import_path(st, IMPORT_PAIRS, path, NULL, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.pairs_added, 0);
+    cr_assert_eq(rep.pairs_unchanged, 9);
+    import_report_deinit(&rep);
+    store_close(st);
+}

@@ -389,6 +389,11 @@ def make_reference(out):
               ("rgb_300x200.png", "rgb_97x131.png", "photo_120x90.jpg", "rgba_64x48.png")]
     ref = write_model(os.path.join(out, "vit-b-32"), cfg, 5, images, TEXTS,
                       hf_folder=os.path.join(out, "vit-b-32-hf"), dtype_hf=torch.float16)
+    shapes = os.path.join(out, "vit-b-32-shapes")  # weights + tokenizer only: no config
+    os.makedirs(shapes, exist_ok=True)
+    for f in ("open_clip_model.safetensors", "bpe_simple_vocab_16e6.txt.gz"):
+        if not os.path.exists(os.path.join(shapes, f)):
+            os.symlink(os.path.abspath(os.path.join(out, "vit-b-32", f)), os.path.join(shapes, f))
     save_file(ref, os.path.join(out, "ref.safetensors"),
               metadata={"texts": json.dumps(TEXTS), "images": json.dumps(
                   [os.path.basename(p) for p in images])})

@@ -1,0 +1,150 @@
+/* clip_encoder — the "clip" encoder backend. See clip_encoder.h.
+ *
+ * The Encoder's state owns the ClipModel (weights mapped once), a preprocessing buffer and,
+ * unless the caller brings one, a CPU pool. One Encoder serves one thread (encoder.h).
+ */
+#include "clip_encoder.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "backend_cpu.h"
+#include "base.h"
+#include "clip.h"
+#include "store_models.h"
+
+typedef struct ClipEncState {
+    ClipModel *model;
+    CpuPool *pool;          /* own pool, used when the caller selected none */
+    ClipResizeMode mode;
+    float *pixels;          /* (3, S, S) */
+} ClipEncState;
+
+char *clip_encoder_resolve(const char *arg, Store *st, Err *err) {
+    if (!arg || !*arg) {
+        err_set(err, ERR_USAGE, "clip: name the model: --encoder clip:NAME or clip:PATH");
+        return NULL;
+    }
+    if (st) {
+        StoreModel sm;
+        Err e2 = {0};
+        if (store_model_get(st, "clip", arg, &sm, &e2) == 0) {
+            char *p = xstrdup(sm.path);
+            store_model_deinit(&sm);
+            return p;
+        }
+        if (e2.code != ERR_NOTFOUND) {
+            if (err)
+                *err = e2;
+            return NULL;
+        }
+    }
+    struct stat sb;
+    if (stat(arg, &sb) == 0)
+        return xstrdup(arg);
+    err_set(err, ERR_NOTFOUND, "clip: '%s' is neither a registered model%s nor a folder; "
+            "register one with 'easel models add clip PATH --name %s'", arg,
+            st ? "" : " (no store open)", arg);
+    return NULL;
+}
+
+static CpuPool *use_pool(ClipEncState *s) {
+    if (backend_cpu_current())
+        return backend_cpu_current();
+    return backend_cpu_use(s->pool);
+}
+
+static int enc_image(Encoder *enc, const uint8_t *rgb, int w, int h, float *out, Err *err) {
+    ClipEncState *s = enc->state;
+    const ClipConfig *c = clip_model_config(s->model);
+    ClipImage img = {w, h, 3, 0, (uint8_t *)rgb};
+    int rc = clip_image_preprocess(s->pixels, &img, c->image_size, s->mode, c->mean, c->std,
+                                   err);
+    if (rc != 0)
+        return rc;
+    CpuPool *prev = use_pool(s);
+    rc = clip_model_encode_pixels(s->model, s->pixels, 1, out, out + c->embed_dim, err);
+    backend_cpu_use(prev);
+    return rc;
+}
+
+static int enc_text(Encoder *enc, const char *text, float *out, Err *err) {
+    ClipEncState *s = enc->state;
+    CpuPool *prev = use_pool(s);
+    int rc = clip_model_encode_texts(s->model, &text, 1, out, err);
+    backend_cpu_use(prev);
+    return rc;
+}
+
+static void enc_free(Encoder *enc) {
+    ClipEncState *s = enc->state;
+    if (!s)
+        return;
+    clip_model_free(s->model);
+    backend_cpu_pool_free(s->pool);
+    free(s->pixels);
+    free(s);
+    enc->state = NULL;
+}
+
+Encoder *clip_encoder_open(const char *arg, Store *st, Err *err) {
+    char *name = xstrdup(arg ? arg : "");
+    ClipResizeMode mode = CLIP_RESIZE_SHORTEST;
+    int squash = 0;
+    char *comma = strrchr(name, ',');
+    if (comma && strcmp(comma, ",squash") == 0) {
+        *comma = '\0';
+        squash = 1;
+    }
+    char *path = clip_encoder_resolve(name, st, err);
+    if (!path) {
+        free(name);
+        return NULL;
+    }
+    ClipModel *m = clip_model_load(path, err);
+    free(path);
+    if (!m) {
+        free(name);
+        return NULL;
+    }
+    const ClipConfig *c = clip_model_config(m);
+    mode = squash ? CLIP_RESIZE_SQUASH : c->resize;
+    ClipEncState *s = xcalloc(1, sizeof *s);
+    s->model = m;
+    s->mode = mode;
+    s->pixels = malloc(3 * (size_t)c->image_size * (size_t)c->image_size * sizeof(float));
+    s->pool = backend_cpu_pool_new(0, err);
+    if (!s->pixels || !s->pool) {
+        if (!s->pixels)
+            err_set(err, ERR_NOMEM, "clip: no memory for an image buffer");
+        clip_model_free(m);
+        backend_cpu_pool_free(s->pool);
+        free(s->pixels);
+        free(s);
+        free(name);
+        return NULL;
+    }
+    char *full = xasprintf("clip:%s%s", name, squash ? ",squash" : "");
+    if (strlen(full) >= sizeof(((Encoder *)0)->name)) {
+        /* the name is the cache key: never truncate it */
+        err_set(err, ERR_USAGE, "clip: encoder name '%s' is longer than %zu characters; "
+                "register the model under a short name with 'easel models add clip PATH --name "
+                "NAME'", full, sizeof(((Encoder *)0)->name) - 1);
+        free(full);
+        free(name);
+        enc_free(&(Encoder){.state = s});
+        return NULL;
+    }
+    Encoder *enc = encoder_alloc(full);
+    free(full);
+    free(name);
+    enc->dim_image = c->embed_dim;
+    enc->n_image_tokens = 1 + clip_model_n_patches(m);
+    enc->dim_text = c->embed_dim;
+    enc->ops.encode_image = enc_image;
+    enc->ops.encode_text = enc_text;
+    enc->ops.free_state = enc_free;
+    enc->state = s;
+    return enc;
+}

@@ -1,0 +1,26 @@
+/* clip_encoder — CLIP as a reward-model feature encoder (encoder.h's "clip" backend).
+ *
+ * `clip:NAME` opens the model registered as NAME (`easel models add clip PATH --name NAME`),
+ * `clip:PATH` a model folder or .safetensors file directly. Append ",squash" to resize
+ * images straight to the model's size (the original system's preprocessing) instead of the
+ * model's own (OpenCLIP: short side + centre crop); the suffix is part of the encoder name,
+ * so the two never share cached embeddings.
+ *
+ * Image embedding rows: the L2-normalised pooled embedding, then the n_patches projected
+ * patch tokens (not normalised), all embed_dim wide (768 for ViT-L/14); text: the
+ * L2-normalised text embedding. Uses the calling thread's CPU pool if it selected one, else
+ * its own with one thread per online CPU.
+ */
+#ifndef EASEL_CLIP_ENCODER_H
+#define EASEL_CLIP_ENCODER_H
+
+#include "encoder.h"
+
+/* The EncoderOpen of the "clip" backend. */
+Encoder *clip_encoder_open(const char *arg, Store *st, Err *err);
+
+/* Resolve "NAME" or "PATH" (without ",squash") to a model path: the registered model
+ * NAME if ST has one, else PATH if it exists. Returns a new string or NULL with err set. */
+char *clip_encoder_resolve(const char *arg, Store *st, Err *err);
+
+#endif

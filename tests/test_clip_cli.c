@@ -1,0 +1,222 @@
+/* test_clip_cli — `easel models` and `easel embed` run as a user would (bin/easel on the tiny
+ * fixture models), the store's models table, and CLIP as a reward-training encoder: outputs
+ * equal open_clip's reference embeddings (tests/fixtures/clip/tiny_ref.safetensors). */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "encoder.h"
+#include "fmt_safetensors.h"
+#include "store.h"
+#include "store_models.h"
+
+#define FIX "tests/fixtures/clip/"
+
+static char tmpdir[64];
+static char dbpath[128];
+
+static void setup(void) {
+    strcpy(tmpdir, "/tmp/easel-clipcli-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+    snprintf(dbpath, sizeof dbpath, "%s/s.db", tmpdir);
+}
+
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(clip_cli, .init = setup, .fini = teardown);
+
+/* bin/easel --db DB ARGS; stdout into *out (caller frees), stderr into *err_out; exit code. */
+static int run(const char *args, char **out, char **err_out) {
+    char *errpath = xasprintf("%s/stderr", tmpdir);
+    char *cmd = xasprintf("bin/easel --db %s %s 2>%s", dbpath, args, errpath);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t cap = 1 << 16, n = 0, got;
+    char *buf = xmalloc(cap);
+    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += got;
+        if (n + 1 == cap)
+            buf = xrealloc(buf, cap *= 2);
+    }
+    buf[n] = 0;
+    int st = pclose(p);
+    FILE *e = fopen(errpath, "r");
+    char *eb = xcalloc(1, 4096);
+    if (e) {
+        size_t k = fread(eb, 1, 4095, e);
+        eb[k] = 0;
+        fclose(e);
+    }
+    *out = buf;
+    *err_out = eb;
+    free(cmd);
+    free(errpath);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static const float *ref_tensor(SafeTensors *ref, const char *name) {
+    const StTensor *t = safetensors_find(ref, name);
+    cr_assert(t);
+    return safetensors_f32_view(t);
+}
+
+static float max_diff_json(json_t *arr, const float *want, int n) {
+    cr_assert_eq(json_array_size(arr), (size_t)n);
+    float w = 0;
+    for (int i = 0; i < n; i++) {
+        float d = fabsf((float)json_number_value(json_array_get(arr, (size_t)i)) - want[i]);
+        if (!(d <= w))
+            w = d;
+    }
+    return w;
+}
+
+Test(clip_cli, models_add_and_embed_json_match_reference) {
+    char *out, *err;
+    cr_assert_eq(run("init", &out, &err), 0, "%s", err);
+    free(out), free(err);
+    cr_assert_eq(run("models add clip " FIX "tiny_openclip --name tiny", &out, &err), 0, "%s",
+                 err);
+    cr_assert(strstr(out, "registered clip model 'tiny'"), "%s", out);
+    free(out), free(err);
+    /* the same name again: refused, nothing replaced */
+    cr_assert_eq(run("models add clip " FIX "tiny_hf --name tiny", &out, &err), 1);
+    cr_assert(strstr(err, "already registered"), "%s", err);
+    free(out), free(err);
+    /* a broken folder is refused before anything is registered */
+    cr_assert_eq(run("models add clip " FIX "images --name broken", &out, &err), 1);
+    cr_assert(strstr(err, "safetensors"), "%s", err);
+    free(out), free(err);
+    cr_assert_eq(run("models list", &out, &err), 0);
+    cr_assert(strstr(out, "tiny") && strstr(out, "tiny_openclip") && !strstr(out, "broken"),
+              "%s", out);
+    free(out), free(err);
+
+    Err e = {0};
+    SafeTensors *ref = safetensors_open(FIX "tiny_ref.safetensors", &e);
+    cr_assert(ref, "%s", e.msg);
+    cr_assert_eq(run("embed --encoder clip:tiny --text 'a photo of a cat' --image " FIX
+                     "images/rgb_300x200.png --text \"it's a dog's life\" --image " FIX
+                     "images/grey_45x60.png --json --threads 2", &out, &err), 0, "%s", err);
+    /* in input order: text 0, image 0, text 5, image 2 of the reference */
+    const char *kinds[] = {"text", "image", "text", "image"};
+    const float *want[] = {ref_tensor(ref, "text_embeds"), ref_tensor(ref, "image_embeds"),
+                           ref_tensor(ref, "text_embeds") + 5 * 16,
+                           ref_tensor(ref, "image_embeds") + 2 * 16};
+    char *line = out;
+    for (int i = 0; i < 4; i++) {
+        char *nl = strchr(line, '\n');
+        cr_assert(nl, "line %d missing: %s", i, out);
+        *nl = 0;
+        json_error_t je;
+        json_t *o = json_loads(line, 0, &je);
+        cr_assert(o, "line %d not JSON: %s", i, line);
+        cr_assert_str_eq(json_string_value(json_object_get(o, "kind")), kinds[i]);
+        float d = max_diff_json(json_object_get(o, "embedding"), want[i], 16);
+        cr_assert_leq(d, 1e-4f, "line %d: max difference %g", i, d);
+        json_decref(o);
+        line = nl + 1;
+    }
+    cr_assert_eq(*line, 0);
+    free(out), free(err);
+    /* a path instead of a name; squash changes a non-square image's embedding */
+    cr_assert_eq(run("embed --encoder clip:" FIX "tiny_hf --image " FIX
+                     "images/rgb_300x200.png --preprocess squash", &out, &err), 0, "%s", err);
+    cr_assert(strncmp(out, "image\t", 6) == 0, "%s", out);
+    free(out), free(err);
+    /* errors: unknown model, missing image, bad flag */
+    cr_assert_eq(run("embed --encoder clip:nope --text x", &out, &err), 1);
+    cr_assert(strstr(err, "nope") && strstr(err, "models add"), "%s", err);
+    free(out), free(err);
+    cr_assert_eq(run("embed --encoder clip:tiny --image /nonexistent.png", &out, &err), 1);
+    cr_assert(strstr(err, "/nonexistent.png"), "%s", err);
+    free(out), free(err);
+    cr_assert_eq(run("embed --encoder clip:tiny --text x --preprocess stretch", &out, &err), 2);
+    free(out), free(err);
+    cr_assert_eq(run("models remove tiny", &out, &err), 0, "%s", err);
+    free(out), free(err);
+    cr_assert_eq(run("models remove tiny", &out, &err), 1);
+    free(out), free(err);
+    safetensors_close(ref);
+}
+
+Test(clip_cli, store_models_table) {
+    Err e = {0};
+    Store *st = store_open(":memory:", &e);
+    cr_assert(st, "%s", e.msg);
+    cr_assert_eq(store_model_add(st, "clip", "b", "/models/b", "{\"x\":1}", &e), 0, "%s", e.msg);
+    cr_assert_eq(store_model_add(st, "clip", "a", "/models/a", NULL, &e), 0);
+    cr_assert_eq(store_model_add(st, "clip", "a", "/elsewhere", NULL, &e), ERR_CONFLICT);
+    StoreModel m;
+    cr_assert_eq(store_model_get(st, "clip", "a", &m, &e), 0);
+    cr_assert_str_eq(m.path, "/models/a"); /* not replaced */
+    cr_assert_null(m.config);
+    store_model_deinit(&m);
+    cr_assert_eq(store_model_get(st, "clip", "zz", &m, &e), ERR_NOTFOUND);
+    cr_assert(strstr(e.msg, "easel models add clip"), "%s", e.msg);
+    StoreModel *v;
+    int n;
+    cr_assert_eq(store_model_list(st, "clip", &v, &n, &e), 0);
+    cr_assert_eq(n, 2);
+    cr_assert_str_eq(v[0].name, "a");
+    cr_assert_str_eq(v[1].config, "{\"x\":1}");
+    store_model_list_free(v, n);
+    cr_assert_eq(store_model_remove(st, "a", &e), 0);
+    cr_assert_eq(store_model_remove(st, "a", &e), ERR_NOTFOUND);
+    store_close(st);
+}
+
+Test(clip_cli, clip_encoder_for_reward_training) {
+    Err e = {0};
+    Store *st = store_open(dbpath, &e);
+    cr_assert(st, "%s", e.msg);
+    cr_assert_eq(store_model_add(st, "clip", "tiny", FIX "tiny_hf", NULL, &e), 0);
+    Encoder *enc = encoder_open("clip:tiny", st, &e);
+    cr_assert(enc, "%s", e.msg);
+    cr_assert_str_eq(enc->name, "clip:tiny");
+    cr_assert_eq(enc->dim_image, 16);
+    cr_assert_eq(enc->n_image_tokens, 17);
+    cr_assert_eq(enc->dim_text, 16);
+    SafeTensors *ref = safetensors_open(FIX "tiny_ref.safetensors", &e);
+    cr_assert(ref);
+    /* through the cache: computed, stored, then read back the same */
+    float *v = NULL;
+    cr_assert_eq(encoder_embed_image(enc, st, FIX "images/rgb_300x200.png", NULL, &v, &e), 0,
+                 "%s", e.msg);
+    const float *want_img = ref_tensor(ref, "image_embeds");
+    const float *want_tok = ref_tensor(ref, "image_tokens");
+    for (int i = 0; i < 16; i++)
+        cr_assert_leq(fabsf(v[i] - want_img[i]), 1e-4f, "pooled[%d]", i);
+    for (int i = 0; i < 16 * 16; i++)
+        cr_assert_leq(fabsf(v[16 + i] - want_tok[i]), 1e-4f, "token value %d", i);
+    float *again = NULL;
+    cr_assert_eq(encoder_embed_image(enc, st, FIX "images/rgb_300x200.png", NULL, &again, &e), 0);
+    cr_assert(memcmp(v, again, 17 * 16 * sizeof(float)) == 0);
+    free(v);
+    free(again);
+    cr_assert_eq(encoder_embed_text(enc, st, "a photo of a cat", &v, &e), 0, "%s", e.msg);
+    const float *want_txt = ref_tensor(ref, "text_embeds");
+    for (int i = 0; i < 16; i++)
+        cr_assert_leq(fabsf(v[i] - want_txt[i]), 1e-4f, "text[%d]", i);
+    free(v);
+    encoder_free(enc);
+    /* squash is a different encoder name (and cache key); a path works without a store */
+    enc = encoder_open("clip:" FIX "tiny_openclip,squash", NULL, &e);
+    cr_assert(enc, "%s", e.msg);
+    cr_assert(strstr(enc->name, ",squash"));
+    encoder_free(enc);
+    cr_assert_null(encoder_open("clip:missing-model", st, &e));
+    cr_assert_eq(e.code, ERR_NOTFOUND);
+    safetensors_close(ref);
+    store_close(st);
+}
