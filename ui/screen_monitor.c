@@ -375,9 +375,9 @@ static void draw_side(Monitor *m, PlotRect pr) {
     ui_putf(y++, x, w, sa, "%s", d->run.state);
     double epoch = series_last(d, "sys", "epoch"), epochs = series_last(d, "sys", "epochs");
     double step = series_last(d, "sys", "step");
-    if (y < bottom)
-        ui_putf(y++, x, w, A_NORMAL, "epoch %s/%s  step %s", plot_fmt(epoch, a, sizeof a),
-                plot_fmt(epochs, b, sizeof b), plot_fmt(step, c, sizeof c));
+    if (y < bottom && isfinite(epoch))
+        ui_putf(y++, x, w, A_NORMAL, "epoch %.2f/%.0f  step %.0f", epoch, epochs, step);
+    (void)c;
     char el[24], eta[24];
     fmt_duration(series_last(d, "sys", "elapsed_s"), el, sizeof el);
     fmt_duration(strcmp(d->run.state, "running") == 0 ? series_last(d, "sys", "eta_s") : NAN,
