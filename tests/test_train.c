@@ -321,6 +321,12 @@ Test(train, nothing_to_train_on_is_a_clear_error) {
     Store *st = store_open(db, &err);
     cr_assert_neq(train_run(st, &c, NULL, NULL, &err), 0);
     cr_assert(strstr(err.msg, "min-rating-diff"), "%s", err.msg);
+    /* a folder that holds a run is not trained over */
+    config(&c, "taken", 1);
+    cr_assert_eq(train_run(st, &c, NULL, NULL, &err), 0, "%s", err.msg);
+    snprintf(c.run_name, sizeof c.run_name, "taken-again");
+    cr_assert_eq(train_run(st, &c, NULL, NULL, &err), ERR_CONFLICT);
+    cr_assert(strstr(err.msg, "--resume"), "%s", err.msg);
     strcpy(c.fusion, "sideways");
     cr_assert_eq(train_run(st, &c, NULL, NULL, &err), ERR_USAGE);
     cr_assert(strstr(err.msg, "--fusion-method"), "%s", err.msg);
