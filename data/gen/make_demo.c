@@ -45,8 +45,10 @@ static unsigned char *zlib_compress(unsigned char *data, int len, int *out_len, 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
 
-#define W 256
+#define W 256 /* scenes are drawn on a 256×256 canvas ... */
 #define H 256
+#define OW 192 /* ... and written at 192×192 (smaller files, more images) */
+#define OH 192
 
 /* ---- deterministic randomness ---------------------------------------------------------- */
 
@@ -90,6 +92,11 @@ typedef struct Col {
 typedef struct Canvas {
     double px[H][W][3];
 } Canvas;
+
+/* The written image: the scene canvas area-averaged down to OW×OH; defects act on this. */
+typedef struct Out {
+    double px[OH][OW][3];
+} Out;
 
 static Col rgb(int r, int g, int b) {
     Col c = {r / 255.0, g / 255.0, b / 255.0};
@@ -289,27 +296,28 @@ static const char *const defect_name[N_DEFECTS] = {
 };
 
 /* Rating penalty per unit severity, per aspect (spatial, icono, style, fidelity, material):
- * what a careful annotator would take off for this defect at full strength. */
+ * what a careful annotator would take off for this defect at full strength. Each aspect has
+ * its own driving defects (the bold column in doc/demo.md), with small side effects. */
 static const double penalty[N_DEFECTS][5] = {
-    [D_BLUR] = {0.0, 0.5, 0.5, 4.5, 3.0},
-    [D_NOISE] = {0.0, 0.0, 0.5, 4.0, 2.5},
-    [D_OFFCENTRE] = {4.5, 0.5, 0.5, 0.0, 0.0},
-    [D_COLORCAST] = {0.0, 0.5, 4.0, 0.5, 1.5},
-    [D_LOWCONTRAST] = {0.0, 0.0, 3.0, 2.0, 1.0},
-    [D_OVEREXPOSED] = {0.0, 0.0, 1.5, 2.5, 3.5},
-    [D_BLOCKY] = {0.0, 0.0, 1.0, 3.5, 3.0},
-    [D_MISSING] = {1.0, 6.0, 0.5, 0.0, 0.0},
+    [D_BLUR] = {0.0, 0.3, 0.3, 4.5, 1.0},
+    [D_NOISE] = {0.0, 0.0, 0.3, 4.5, 0.5},
+    [D_OFFCENTRE] = {5.0, 0.3, 0.3, 0.0, 0.0},
+    [D_COLORCAST] = {0.0, 0.3, 4.5, 0.3, 0.5},
+    [D_LOWCONTRAST] = {0.0, 0.0, 4.0, 0.5, 0.5},
+    [D_OVEREXPOSED] = {0.0, 0.0, 0.5, 1.0, 5.0},
+    [D_BLOCKY] = {0.0, 0.0, 0.5, 4.0, 1.0},
+    [D_MISSING] = {0.5, 6.0, 0.3, 0.0, 0.0},
 };
 
 typedef struct Defects {
     double sev[N_DEFECTS];   /* 0 = absent, else severity in (0, 1] */
     int cast;                /* colour cast kind: 0 warm, 1 green, 2 magenta, 3 blue */
-    int shift_dir;           /* off-centre direction: 0 left, 1 right, 2 up-left, 3 down-right */
+    int shift_dir;           /* off-centre direction: 0 left, 1 right */
 } Defects;
 
-static void box_blur_pass(Canvas *cv, int r, int horizontal) {
-    static double line[W > H ? W : H][3];
-    int n = horizontal ? W : H, m = horizontal ? H : W;
+static void box_blur_pass(Out *cv, int r, int horizontal) {
+    static double line[OW > OH ? OW : OH][3];
+    int n = horizontal ? OW : OH, m = horizontal ? OH : OW;
     for (int j = 0; j < m; j++) {
         for (int i = 0; i < n; i++) {
             double s[3] = {0, 0, 0};
@@ -330,7 +338,7 @@ static void box_blur_pass(Canvas *cv, int r, int horizontal) {
     }
 }
 
-static void apply_blur(Canvas *cv, double sev) {
+static void apply_blur(Out *cv, double sev) {
     int r = 1 + (int)(sev * 3.0 + 0.5); /* 1..4 px, three passes ≈ Gaussian σ ≈ r */
     for (int pass = 0; pass < 3; pass++) {
         box_blur_pass(cv, r, 1);
@@ -341,10 +349,10 @@ static void apply_blur(Canvas *cv, double sev) {
 /* Sensor-like grain: luminance noise in 2×2-pixel grains, quantised to steps of sd/2 (what a
  * denoiser-less upscaler leaves), so the file stays small while the high-frequency energy a
  * fidelity model should notice is plainly there. */
-static void apply_noise(Canvas *cv, double sev, Rng *rng) {
+static void apply_noise(Out *cv, double sev, Rng *rng) {
     double sd = 0.03 + 0.08 * sev;
-    for (int y = 0; y < H; y += 2)
-        for (int x = 0; x < W; x += 2) {
+    for (int y = 0; y < OH; y += 2)
+        for (int x = 0; x < OW; x += 2) {
             double l = floor(rng_normal(rng) * 2.0 + 0.5) * sd / 2.0;
             for (int dy = 0; dy < 2; dy++)
                 for (int dx = 0; dx < 2; dx++)
@@ -353,12 +361,12 @@ static void apply_noise(Canvas *cv, double sev, Rng *rng) {
         }
 }
 
-static void apply_colorcast(Canvas *cv, double sev, int kind) {
+static void apply_colorcast(Out *cv, double sev, int kind) {
     static const double tint[4][3] = {
         {1.00, 0.55, 0.05}, {0.35, 1.00, 0.25}, {1.00, 0.20, 0.90}, {0.10, 0.45, 1.00}};
     double a = 0.25 + 0.45 * sev;
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++) {
+    for (int y = 0; y < OH; y++)
+        for (int x = 0; x < OW; x++) {
             double *p = cv->px[y][x];
             double l = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
             for (int k = 0; k < 3; k++)
@@ -366,28 +374,28 @@ static void apply_colorcast(Canvas *cv, double sev, int kind) {
         }
 }
 
-static void apply_lowcontrast(Canvas *cv, double sev) {
+static void apply_lowcontrast(Out *cv, double sev) {
     double keep = 1.0 - 0.75 * sev, grey = 0.55;
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++)
+    for (int y = 0; y < OH; y++)
+        for (int x = 0; x < OW; x++)
             for (int k = 0; k < 3; k++)
                 cv->px[y][x][k] = grey + (cv->px[y][x][k] - grey) * keep;
 }
 
-static void apply_overexposed(Canvas *cv, double sev) {
+static void apply_overexposed(Out *cv, double sev) {
     double gain = 1.4 + 1.4 * sev, lift = 0.08 + 0.12 * sev;
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++)
+    for (int y = 0; y < OH; y++)
+        for (int x = 0; x < OW; x++)
             for (int k = 0; k < 3; k++)
                 cv->px[y][x][k] = cv->px[y][x][k] * gain + lift; /* clipped on output */
 }
 
 /* JPEG-like blockiness: each 8×8 block keeps only part of its detail around its mean, and
  * colours are posterised per block, leaving visible seams at block edges. */
-static void apply_blocky(Canvas *cv, double sev) {
+static void apply_blocky(Out *cv, double sev) {
     double keep = 0.65 - 0.55 * sev, levels = 12 - 8 * sev;
-    for (int by = 0; by < H; by += 8)
-        for (int bx = 0; bx < W; bx += 8) {
+    for (int by = 0; by < OH; by += 8)
+        for (int bx = 0; bx < OW; bx += 8) {
             double m[3] = {0, 0, 0};
             for (int y = by; y < by + 8; y++)
                 for (int x = bx; x < bx + 8; x++)
@@ -721,23 +729,40 @@ typedef struct Prompt {
 
 static const Prompt prompts[] = {
     {"A serene mountain landscape at sunset", scene_mountains, 3, 0.6},
-    {"A red lighthouse on a rocky cliff, stormy sea, dramatic light", scene_lighthouse, 2, 0.2},
+    {"A red lighthouse on a rocky cliff, stormy sea, dramatic light", scene_lighthouse, 3, 0.2},
     {"A bowl of oranges on a wooden table, still life", scene_oranges, 3, -0.3},
-    {"A small cabin in a snowy pine forest, \"cozy\" winter evening", scene_cabin, 2, 0.4},
+    {"A small cabin in a snowy pine forest, \"cozy\" winter evening", scene_cabin, 3, 0.4},
     {"A sailboat on a calm lake at dawn", scene_sailboat, 3, 0.8},
     {"A city skyline at night with lit windows", scene_city, 2, -0.1},
     {"A hot air balloon over green hills", scene_balloon, 3, 0.3},
-    {"A desert with saguaro cacti under a full moon", scene_desert, 2, -0.5},
-    {"A single sunflower in a blue vase, minimalist", scene_sunflower, 2, 0.1},
+    {"A desert with saguaro cacti under a full moon", scene_desert, 3, -0.5},
+    {"A single sunflower in a blue vase, minimalist", scene_sunflower, 3, 0.1},
     {"Geometric abstract poster, Bauhaus style: red circle, yellow square, blue triangle",
      scene_bauhaus, 3, 0.5},
-    {"An astronaut planting a flag on the moon, Earth in the sky", scene_moon, 2, -0.6},
+    {"An astronaut planting a flag on the moon, Earth in the sky", scene_moon, 3, -0.6},
     {"A stack of pancakes with syrup and blueberries, food photography", scene_pancakes, 3, -0.2},
     {"A stone bridge over a river in autumn, watercolor", scene_bridge, 2, 0.0},
     {"A robot watering tulips in a garden, 3D render", scene_robot, 3, -0.4},
+    /* the same scenes under other wordings, as a second batch of prompts would bring */
+    {"Purple mountains under an orange evening sky", scene_mountains, 3, 0.2},
+    {"Oranges in a bowl on a rustic wooden table", scene_oranges, 3, 0.1},
+    {"A lone sailboat, pastel sky, early morning", scene_sailboat, 3, -0.3},
+    {"Hot air balloon drifting above rolling hills, clear day", scene_balloon, 3, 0.6},
+    {"Moonlit desert with tall cacti and stars", scene_desert, 3, -0.2},
+    {"Minimalist still life: one sunflower, blue vase", scene_sunflower, 3, 0.4},
+    {"Bauhaus poster with primary-colour shapes", scene_bauhaus, 3, -0.1},
+    {"Fluffy pancakes stacked high, maple syrup, berries", scene_pancakes, 3, 0.3},
+    {"A friendly robot tending tulips, \"toy\" 3D style", scene_robot, 3, 0.0},
+    {"Lighthouse on a cliff above a grey, stormy sea", scene_lighthouse, 3, -0.4},
+    {"Snowy forest cabin with warm lit windows", scene_cabin, 3, 0.3},
+    {"Night skyline, tall buildings with glowing windows", scene_city, 3, -0.3},
+    {"Astronaut on the lunar surface with a flag, Earth rising", scene_moon, 3, 0.2},
+    {"Autumn river under an old stone bridge, soft watercolor", scene_bridge, 3, 0.5},
+    {"Calm dawn lake with a small white sailboat", scene_sailboat, 3, 0.1},
+    {"Still life: citrus fruit in a ceramic bowl", scene_oranges, 3, -0.1},
 };
 #define N_PROMPTS ((int)(sizeof prompts / sizeof prompts[0]))
-#define MAX_IMAGES 64
+#define MAX_IMAGES 128
 
 /* ---- the plan: which image gets which defect ------------------------------------------- */
 
@@ -757,9 +782,10 @@ static int plan_images(Image *img) {
             img[n].seed = sd;
             n++;
         }
-    /* Defect slots: each kind 4 times (missing_subject 3), dealt over a shuffled image order;
-     * the first 8 images of that order stay clean, the rest take slots round-robin, skipping
-     * a kind the image already has. */
+    /* Each image draws, independently per aspect, whether that aspect's driving defect is
+     * planted (spatial: off-centre; icono: missing subject; style: colour cast or low
+     * contrast; fidelity: blur, noise or blocking; material: overexposure) and how strongly
+     * (severity 0.3–1). The first 6 images of a shuffled order stay clean. */
     int order[MAX_IMAGES];
     for (int i = 0; i < n; i++)
         order[i] = i;
@@ -769,27 +795,33 @@ static int plan_images(Image *img) {
         order[i] = order[j];
         order[j] = t;
     }
-    int slots[64], n_slots = 0;
-    for (int rep = 0; rep < 4; rep++)
-        for (int k = 0; k < N_DEFECTS; k++)
-            if (!(k == D_MISSING && rep == 3))
-                slots[n_slots++] = k;
-    int clean = 8, target = clean;
-    for (int s = 0; s < n_slots; s++) {
-        int tries = 0;
-        while (img[order[target]].d.sev[slots[s]] > 0 && tries++ < n) {
-            target = target + 1 < n ? target + 1 : clean;
+    for (int o = 6; o < n; o++) {
+        Image *im = &img[order[o]];
+        Rng q = rng_make(3, (uint64_t)im->prompt, (uint64_t)im->seed);
+        double u[5], kind[5];
+        for (int a = 0; a < 5; a++) {
+            u[a] = rng_unit(&q);
+            kind[a] = rng_unit(&q);
         }
-        Image *im = &img[order[target]];
-        im->d.sev[slots[s]] = 0.35 + 0.65 * rng_unit(&r);
-        target = target + 1 < n ? target + 1 : clean;
+        if (u[1] < 0.35)
+            im->d.sev[D_MISSING] = 0.3 + 0.7 * rng_unit(&q);
+        else if (u[0] < 0.6) /* an absent subject cannot be off-centre */
+            im->d.sev[D_OFFCENTRE] = 0.3 + 0.7 * rng_unit(&q);
+        if (u[2] < 0.55)
+            im->d.sev[kind[2] < 0.5 ? D_COLORCAST : D_LOWCONTRAST] = 0.3 + 0.7 * rng_unit(&q);
+        if (u[3] < 0.55)
+            im->d.sev[kind[3] < 1 / 3.0   ? D_BLUR
+                      : kind[3] < 2 / 3.0 ? D_NOISE
+                                          : D_BLOCKY] = 0.3 + 0.7 * rng_unit(&q);
+        if (u[4] < 0.5)
+            im->d.sev[D_OVEREXPOSED] = 0.3 + 0.7 * rng_unit(&q);
     }
     for (int i = 0; i < n; i++) {
         Rng q = rng_make(7, (uint64_t)img[i].prompt, (uint64_t)img[i].seed);
         img[i].d.cast = (int)(rng_next(&q) % 4);
-        img[i].d.shift_dir = (int)(rng_next(&q) % 4);
+        img[i].d.shift_dir = rng_next(&q) % 5 == 0 ? 0 : 1; /* mostly right: the generator's habit */
         for (int a = 0; a < 5; a++) {
-            double t = 7.6 + prompts[img[i].prompt].quality + rng_range(&q, -0.7, 0.7);
+            double t = 8.2 + prompts[img[i].prompt].quality + rng_range(&q, -0.15, 0.15);
             for (int k = 0; k < N_DEFECTS; k++)
                 t -= penalty[k][a] * img[i].d.sev[k];
             img[i].truth[a] = t < 0.5 ? 0.5 : t > 9.8 ? 9.8 : t;
@@ -832,32 +864,51 @@ static int render(const char *out, const Image *im) {
     s.sy += rng_range(&rng, -6, 6);
     double off = im->d.sev[D_OFFCENTRE];
     if (off > 0) {
-        static const double dir[4][2] = {{-1, 0}, {1, 0}, {-0.75, -0.6}, {0.75, 0.6}};
-        s.sx += dir[im->d.shift_dir][0] * (40 + 50 * off);
-        s.sy += dir[im->d.shift_dir][1] * (40 + 50 * off);
+        static const double dir[2][2] = {{-1, 0}, {1, 0}};
+        s.sx += dir[im->d.shift_dir][0] * (50 + 50 * off);
+        s.sy += dir[im->d.shift_dir][1] * (50 + 50 * off);
     }
     prompts[im->prompt].draw(&s);
+
+    /* area-average the 256×256 scene down to 192×192: each output pixel covers 4/3 × 4/3
+     * canvas pixels, weighted by overlap */
+    static Out o;
+    for (int y = 0; y < OH; y++)
+        for (int x = 0; x < OW; x++) {
+            double y0 = y * (double)H / OH, y1 = (y + 1) * (double)H / OH;
+            double x0 = x * (double)W / OW, x1 = (x + 1) * (double)W / OW;
+            double acc[3] = {0, 0, 0}, wsum = 0;
+            for (int cy = (int)y0; cy < H && cy < y1; cy++)
+                for (int cx = (int)x0; cx < W && cx < x1; cx++) {
+                    double wgt = overlap(cy, cy + 1, y0, y1) * overlap(cx, cx + 1, x0, x1);
+                    for (int k = 0; k < 3; k++)
+                        acc[k] += cv.px[cy][cx][k] * wgt;
+                    wsum += wgt;
+                }
+            for (int k = 0; k < 3; k++)
+                o.px[y][x][k] = acc[k] / wsum;
+        }
 
     Rng noise = rng_make(5000 + (uint64_t)im->prompt, (uint64_t)im->seed, 2);
     const Defects *d = &im->d;
     if (d->sev[D_BLUR] > 0)
-        apply_blur(&cv, d->sev[D_BLUR]);
+        apply_blur(&o, d->sev[D_BLUR]);
     if (d->sev[D_LOWCONTRAST] > 0)
-        apply_lowcontrast(&cv, d->sev[D_LOWCONTRAST]);
+        apply_lowcontrast(&o, d->sev[D_LOWCONTRAST]);
     if (d->sev[D_COLORCAST] > 0)
-        apply_colorcast(&cv, d->sev[D_COLORCAST], d->cast);
+        apply_colorcast(&o, d->sev[D_COLORCAST], d->cast);
     if (d->sev[D_OVEREXPOSED] > 0)
-        apply_overexposed(&cv, d->sev[D_OVEREXPOSED]);
+        apply_overexposed(&o, d->sev[D_OVEREXPOSED]);
     if (d->sev[D_BLOCKY] > 0)
-        apply_blocky(&cv, d->sev[D_BLOCKY]);
+        apply_blocky(&o, d->sev[D_BLOCKY]);
     if (d->sev[D_NOISE] > 0)
-        apply_noise(&cv, d->sev[D_NOISE], &noise);
+        apply_noise(&o, d->sev[D_NOISE], &noise);
 
-    static unsigned char px[H][W][3];
-    for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++)
+    static unsigned char px[OH][OW][3];
+    for (int y = 0; y < OH; y++)
+        for (int x = 0; x < OW; x++)
             for (int k = 0; k < 3; k++)
-                px[y][x][k] = (unsigned char)(clamp01(cv.px[y][x][k]) * 255.0 + 0.5);
+                px[y][x][k] = (unsigned char)(clamp01(o.px[y][x][k]) * 255.0 + 0.5);
 
     char dir[512], path[600];
     snprintf(dir, sizeof dir, "%s/images/%d", out, im->prompt);
@@ -871,7 +922,7 @@ static int render(const char *out, const Image *im) {
         fprintf(stderr, "make_demo: cannot write %s: %s\n", path, strerror(errno));
         return -1;
     }
-    int ok = stbi_write_png_to_func(write_cb, f, W, H, 3, px, W * 3);
+    int ok = stbi_write_png_to_func(write_cb, f, OW, OH, 3, px, OW * 3);
     if (!ok || ferror(f) || fclose(f)) {
         fprintf(stderr, "make_demo: writing %s failed\n", path);
         return -1;
@@ -909,9 +960,9 @@ typedef struct Annotator {
 } Annotator;
 
 static const Annotator annotators[] = {
-    {"alice", 0.3, {0.0, 0.2, -0.2, 0.0, 0.1}, 0.6, 0.5, {{0.0, 0.76}, {0, 0}}},
-    {"bob", -0.4, {0.3, 0.0, 0.0, -0.3, 0.0}, 0.75, 1.0, {{0.0, 0.62}, {0, 0}}},
-    {"chen", 0.2, {-0.3, 0.0, 0.3, 0.3, -0.3}, 0.9, 1.0, {{0.0, 0.42}, {0.62, 0.70}}},
+    {"alice", 0.3, {0.0, 0.2, -0.2, 0.0, 0.1}, 0.6, 0.5, {{0.0, 0.90}, {0, 0}}},
+    {"bob", -0.4, {0.3, 0.0, 0.0, -0.3, 0.0}, 0.75, 1.0, {{0.0, 0.70}, {0, 0}}},
+    {"chen", 0.2, {-0.3, 0.0, 0.3, 0.3, -0.3}, 0.9, 1.0, {{0.0, 0.45}, {0.70, 0.80}}},
 };
 #define N_ANNOTATORS 3
 
@@ -939,7 +990,7 @@ static int write_csvs(const char *out, const Image *img, int n) {
     if (!(f = fopen(path, "wb")))
         goto fail;
     static const char *const cast_name[4] = {"warm", "green", "magenta", "blue"};
-    static const char *const dir_name[4] = {"left", "right", "up-left", "down-right"};
+    static const char *const dir_name[2] = {"left", "right"};
     fputs("prompt_id,seed,image_path,defect,severity,detail\n", f);
     for (int i = 0; i < n; i++) {
         int any = 0;
