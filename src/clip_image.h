@@ -5,10 +5,10 @@
  * system's preprocessing) resizes straight to size x size instead. Resizing reproduces
  * Pillow's 8-bit resampler: separable convolution with the a = -0.5 bicubic kernel widened
  * by the downscale factor (antialiasing), fixed-point coefficients with 22 fractional
- * bits, horizontal pass first (vertical first when only the height shrinks, as Pillow 13
- * does; Pillow 13 also goes vertical-first for some shrinks of both sides by a rule we
- * have not matched: up to a few levels of difference there), each pass rounded and clamped to 8 bits; images with alpha
- * are resized premultiplied, as Pillow does, and palette PNGs with nearest neighbour.
+ * bits, horizontal pass first except where Pillow 13 goes vertical first (the height
+ * shrinks by more than twice the pixels the width does), each pass rounded and clamped to
+ * 8 bits; images with alpha are resized premultiplied, as Pillow does, and palette PNGs
+ * with nearest neighbour.
  * Decoding is stb_image (PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PNM); JPEG decoders differ by
  * a level here and there, PNG decodes exactly.
  *

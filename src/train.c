@@ -968,6 +968,16 @@ int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int
             return rc;
     }
     const TrainConfig *cfg = &r.cfg;
+    if (!res) { /* never train over another run's checkpoints */
+        char *p = xasprintf("%s/.resume/resume.json", cfg->output);
+        int taken = access(p, F_OK) == 0;
+        free(p);
+        if (taken)
+            return err_set(err, ERR_CONFLICT,
+                           "%s already holds a training run; continue it with 'easel train "
+                           "--resume --output %s', or choose another --output", cfg->output,
+                           cfg->output);
+    }
     if ((rc = train_mkdirs(cfg->output, err)))
         return rc;
     /* the run row */

@@ -435,7 +435,7 @@ int train_eval(RewardCkpt *c, Store *st, const EvalOptions *o, EvalReport *out, 
         rc = eval_store(c, st, o, &ep, &map, err);
     }
     if (rc == 0) {
-        for (int k = 0; k < NO; k++)
+        for (int k = 0; k < NO && ep.n > 0; k++)
             evalrm_pairs_strided(ep.sa + k, ep.sb + k, NO, ep.lab + k, NO, ep.n, &out->st[k]);
         out->n_pairs = ep.n;
         out->n_images = map.n;

@@ -321,6 +321,12 @@ Test(train, nothing_to_train_on_is_a_clear_error) {
     Store *st = store_open(db, &err);
     cr_assert_neq(train_run(st, &c, NULL, NULL, &err), 0);
     cr_assert(strstr(err.msg, "min-rating-diff"), "%s", err.msg);
+    /* a folder that holds a run is not trained over */
+    config(&c, "taken", 1);
+    cr_assert_eq(train_run(st, &c, NULL, NULL, &err), 0, "%s", err.msg);
+    snprintf(c.run_name, sizeof c.run_name, "taken-again");
+    cr_assert_eq(train_run(st, &c, NULL, NULL, &err), ERR_CONFLICT);
+    cr_assert(strstr(err.msg, "--resume"), "%s", err.msg);
     strcpy(c.fusion, "sideways");
     cr_assert_eq(train_run(st, &c, NULL, NULL, &err), ERR_USAGE);
     cr_assert(strstr(err.msg, "--fusion-method"), "%s", err.msg);
@@ -455,5 +461,138 @@ Test(train, job_cancelled_then_resumed_matches_an_uninterrupted_job) {
     cr_assert_eq(r.job_id, ids[1]);
     cr_assert_str_eq(r.state, "succeeded");
     store_run_deinit(&r);
+    store_close(st);
+}
+
+/* ---- damaged checkpoints and resume state: clear errors, nothing half-loaded ---- */
+
+Test(train, damaged_checkpoints_are_reported_by_file) {
+    TrainConfig c;
+    config(&c, "dmg", 1);
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    cr_assert_eq(train_run(st, &c, NULL, NULL, &err), 0, "%s", err.msg);
+    char p[600], best[600];
+    snprintf(best, sizeof best, "%s/best", c.output);
+    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
+    cr_assert_not_null(ck, "%s", err.msg);
+    float s0[6], s1[6];
+    char img[300];
+    snprintf(img, sizeof img, "%s/img/0_0.png", dir);
+    cr_assert_eq(train_ckpt_score(ck, st, img, NULL, "a prompt", s0, &err), 0, "%s", err.msg);
+    cr_assert_eq(train_ckpt_score(ck, st, img, NULL, "a prompt", s1, &err), 0);
+    cr_assert_eq(memcmp(s0, s1, sizeof s0), 0, "scoring is deterministic");
+    train_ckpt_free(ck);
+    /* truncated weights */
+    snprintf(p, sizeof p, "%s/model.safetensors", best);
+    cr_assert_eq(truncate(p, 100), 0);
+    cr_assert_null(train_ckpt_open(st, best, 1, &err));
+    cr_assert(strstr(err.msg, "model.safetensors"), "%s", err.msg);
+    /* broken config */
+    snprintf(p, sizeof p, "%s/final/config.json", c.output);
+    FILE *f = fopen(p, "w");
+    fputs("{\"encoder\": ", f);
+    fclose(f);
+    snprintf(best, sizeof best, "%s/final", c.output);
+    cr_assert_null(train_ckpt_open(st, best, 1, &err));
+    cr_assert(strstr(err.msg, "config.json"), "%s", err.msg);
+    /* not a checkpoint folder at all */
+    cr_assert_null(train_ckpt_open(st, dir, 1, &err));
+    cr_assert(strstr(err.msg, "not a reward checkpoint"), "%s", err.msg);
+    /* no resume state */
+    cr_assert_null(train_resume_read(dir, &err));
+    cr_assert(strstr(err.msg, "no resume state"), "%s", err.msg);
+    store_close(st);
+}
+
+/* ---- options: irrelevant prompts, imported pairs, early stopping, pairs files ---- */
+
+#include "store_pairs.h"
+
+Test(train, irrelevant_prompts_early_stopping_and_imported_pairs) {
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    /* seed 003's irrelevant-prompt term is trained and reported */
+    TrainConfig c;
+    config(&c, "irr", 1);
+    c.irrelevant_weight = 0.5;
+    int64_t run = 0;
+    cr_assert_eq(train_run(st, &c, NULL, &run, &err), 0, "%s", err.msg);
+    double v = NAN;
+    cr_assert_eq(store_metric_last(st, run, "train", "irrelevant_loss", &v, NULL, &err), 0);
+    cr_assert(v > 0 && isfinite(v), "irrelevant loss %f", v);
+    /* early stopping: a learning rate too small to change anything stops after patience */
+    config(&c, "early", 10);
+    c.learning_rate = 1e-12;
+    c.patience = 2;
+    cr_assert_eq(train_run(st, &c, NULL, &run, &err), 0, "%s", err.msg);
+    double ep = 0;
+    cr_assert_eq(store_metric_last(st, run, "sys", "epoch", &ep, NULL, &err), 0);
+    cr_assert_eq(ep, 3.0, "stopped after epoch %g", ep);
+    cr_assert(file_exists(c.output, "final/model.safetensors"));
+    /* imported pairs (mode pairs): an overall preference for the brighter-style image */
+    StoreImage *im = NULL;
+    size_t n = 0;
+    cr_assert_eq(store_images_list(st, 0, &im, &n, &err), 0);
+    cr_assert_eq(store_begin(st, &err), 0);
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        StorePair p = {.prompt_id = im[i].prompt_id, .img_pos = im[i].id,
+                       .img_neg = im[i + 1].id, .label = 1.0, .aspect = "",
+                       .rating_pos = NAN, .rating_neg = NAN, .rating_diff = NAN,
+                       .source = "test"};
+        cr_assert_eq(store_pair_add(st, &p, NULL, &err), 0, "%s", err.msg);
+    }
+    cr_assert_eq(store_commit(st, &err), 0);
+    store_images_free(im, n);
+    config(&c, "imported", 2);
+    strcpy(c.mode, "pairs");
+    cr_assert_eq(train_run(st, &c, NULL, &run, &err), 0, "%s", err.msg);
+    cr_assert_eq(store_metric_last(st, run, "train", "combined_loss", &v, NULL, &err), 0);
+    /* regression needs ratings, not pairs */
+    strcpy(c.objective, "regression");
+    cr_assert_eq(train_config_check(&c, &err), ERR_USAGE);
+    store_close(st);
+}
+
+Test(train, eval_on_a_pairs_file_with_images_not_in_the_store) {
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    TrainConfig c;
+    config(&c, "evalfile", 1);
+    cr_assert_eq(train_run(st, &c, NULL, NULL, &err), 0, "%s", err.msg);
+    /* two images the store does not know, next to the pairs file */
+    char p[600];
+    double lv_a[5] = {0.5, 0.5, 0.5, 1.0, 0.5}, lv_b[5] = {0.5, 0.5, 0.5, 0.0, 0.5};
+    snprintf(p, sizeof p, "%s/new_a.png", dir);
+    make_image(p, lv_a, 1);
+    snprintf(p, sizeof p, "%s/new_b.png", dir);
+    make_image(p, lv_b, 2);
+    snprintf(p, sizeof p, "%s/pairs.jsonl", dir);
+    FILE *f = fopen(p, "w");
+    fputs("{\"prompt\": \"0\", \"img_pos\": \"new_a.png\", \"img_neg\": \"new_b.png\","
+          " \"label\": 1.0, \"aspect\": \"fidelity\"}\n"
+          "\n"
+          "{\"prompt\": \"a free text prompt\", \"img_pos\": \"img/0_1.png\","
+          " \"img_neg\": \"img/0_2.png\"}\n", f);
+    fclose(f);
+    char best[600];
+    snprintf(best, sizeof best, "%s/best", c.output);
+    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
+    cr_assert_not_null(ck, "%s", err.msg);
+    EvalOptions o = {.pairs_file = p};
+    EvalReport r;
+    cr_assert_eq(train_eval(ck, st, &o, &r, &err), 0, "%s", err.msg);
+    cr_assert_eq(r.n_pairs, 2);
+    cr_assert_eq(r.n_images, 4);
+    cr_assert_eq(r.st[3].n, 2, "fidelity sees both pairs");
+    cr_assert_eq(r.st[0].n, 1, "spatial only the aspect-less pair");
+    cr_assert_eq(r.st[5].n, 1);
+    /* a malformed line is named by file and line */
+    f = fopen(p, "a");
+    fputs("{\"img_pos\": 3}\n", f);
+    fclose(f);
+    cr_assert_eq(train_eval(ck, st, &o, &r, &err), ERR_FORMAT);
+    cr_assert(strstr(err.msg, "pairs.jsonl:4"), "%s", err.msg);
+    train_ckpt_free(ck);
     store_close(st);
 }

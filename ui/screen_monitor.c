@@ -367,7 +367,7 @@ static void draw_side(Monitor *m, PlotRect pr) {
     ui_box(r, ui_attr(UI_C_DIM), NULL);
     int y = r.y + 1, x = r.x + 2, w = r.w - 4, bottom = r.y + r.h - 1;
     RunData *d = &m->main;
-    char a[16], b[16], c[16];
+    char a[16], b[16];
     ui_put(y++, x, w, ui_attr(UI_C_ACCENT), d->run.name);
     attr_t sa = strcmp(d->run.state, "running") == 0     ? ui_attr(UI_C_GOOD)
                 : strcmp(d->run.state, "succeeded") == 0 ? ui_attr(UI_C_NORMAL)
@@ -375,9 +375,8 @@ static void draw_side(Monitor *m, PlotRect pr) {
     ui_putf(y++, x, w, sa, "%s", d->run.state);
     double epoch = series_last(d, "sys", "epoch"), epochs = series_last(d, "sys", "epochs");
     double step = series_last(d, "sys", "step");
-    if (y < bottom)
-        ui_putf(y++, x, w, A_NORMAL, "epoch %s/%s  step %s", plot_fmt(epoch, a, sizeof a),
-                plot_fmt(epochs, b, sizeof b), plot_fmt(step, c, sizeof c));
+    if (y < bottom && isfinite(epoch))
+        ui_putf(y++, x, w, A_NORMAL, "epoch %.2f/%.0f  step %.0f", epoch, epochs, step);
     char el[24], eta[24];
     fmt_duration(series_last(d, "sys", "elapsed_s"), el, sizeof el);
     fmt_duration(strcmp(d->run.state, "running") == 0 ? series_last(d, "sys", "eta_s") : NAN,
