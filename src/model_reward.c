@@ -10,8 +10,8 @@
  * another through four shared scratch buffers; it never regenerates a dropout mask, because
  * a1 > 0 exactly where an element was both kept and positive.
  *
- * Blocks: params, grads, adam_m, adam_v (n_params floats each, same layout; the parameter
- * table gives each tensor's offset) and one activation arena sized by a measuring pass of the
+ * Blocks: params, grads, and one AdamW block holding adam_m then adam_v (n_params floats
+ * each, same layout; the parameter table gives each tensor's offset) and one activation arena sized by a measuring pass of the
  * same allocation sequence (plan_activations).
  */
 #include "model_reward.h"
@@ -96,10 +96,10 @@ struct RewardModel {
     int in_dim;          /* fused width */
     int n_keys;          /* cross-attention keys per sample */
     size_t n_params;
-    float *params;       /* the four blocks, n_params floats each */
-    float *grads;
-    float *adam_m;
-    float *adam_v;
+    float *params;       /* (n_params) one block */
+    float *grads;        /* (n_params) one block, same layout */
+    float *adam_m;       /* (n_params) the AdamW state block: m ... */
+    float *adam_v;       /* (n_params) ... then v, in the same block */
     ModelTensors p;      /* views into params */
     ModelTensors g;      /* views into grads */
     RewardParam table[MAX_PARAMS];
@@ -333,10 +333,11 @@ RewardModel *reward_model_new(const RewardConfig *cfg, uint64_t seed, Err *err) 
     m->n_keys = cfg->img_rows > 1 ? cfg->img_rows - 1 : 1;
     m->n_params = layout_params(m);
     size_t bytes = m->n_params * sizeof(float);
-    /* params, grads, m, v: four blocks, each aligned */
-    void *blk[4] = {NULL, NULL, NULL, NULL};
-    for (int i = 0; i < 4; i++) {
-        if (posix_memalign(&blk[i], TENSOR_ALIGN, arena_round(bytes)) != 0) {
+    /* three blocks: parameters, gradients, and the AdamW state (m then v, each aligned) */
+    size_t sizes[3] = {arena_round(bytes), arena_round(bytes), 2 * arena_round(bytes)};
+    void *blk[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++) {
+        if (posix_memalign(&blk[i], TENSOR_ALIGN, sizes[i]) != 0) {
             for (int k = 0; k < i; k++)
                 free(blk[k]);
             err_set(err, ERR_NOMEM, "reward model: cannot allocate %zu parameters (%.1f MiB "
@@ -344,9 +345,10 @@ RewardModel *reward_model_new(const RewardConfig *cfg, uint64_t seed, Err *err) 
             free(m);
             return NULL;
         }
-        memset(blk[i], 0, bytes);
+        memset(blk[i], 0, sizes[i]);
     }
-    m->params = blk[0], m->grads = blk[1], m->adam_m = blk[2], m->adam_v = blk[3];
+    m->params = blk[0], m->grads = blk[1], m->adam_m = blk[2];
+    m->adam_v = m->adam_m + arena_round(bytes) / sizeof(float);
     for (int i = 0; i < m->n_table; i++) {
         m->table[i].data = m->params + m->table[i].offset;
         m->table[i].grad = m->grads + m->table[i].offset;
@@ -374,8 +376,7 @@ void reward_model_free(RewardModel *m) {
         return;
     free(m->params);
     free(m->grads);
-    free(m->adam_m);
-    free(m->adam_v);
+    free(m->adam_m); /* m and v share one block */
     arena_deinit(&m->arena);
     free(m);
 }
