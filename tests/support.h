@@ -1,8 +1,8 @@
 /* support — helpers shared by the non-engine tests (tests/support_*.c are linked into every
  * one of them; see the Makefile).
  *
- * Temporary folders, running bin/easel or any shell command with its output captured, and
- * driving a tmux pane. Every helper fails the calling test through Criterion when something
+ * Temporary folders and stores (support_store.c), running bin/easel or any shell command with
+ * its output captured, and driving a tmux pane (support_cli.c). Every helper fails the calling test through Criterion when something
  * the test cannot go on without is missing, so callers need no error handling.
  */
 #ifndef EASEL_TESTS_SUPPORT_H
@@ -10,6 +10,8 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+
+#include "store.h"
 
 /* Create a fresh folder "/tmp/easel-TAG-XXXXXX" into DIR (N bytes). */
 void support_tmpdir_make(char *dir, size_t n, const char *tag);
@@ -39,5 +41,15 @@ char *support_tmux_capture(const char *sock);
 
 /* Wait (up to ~10 s) until that pane shows TEXT; fails the test with the screen otherwise. */
 void support_tmux_wait_for(const char *sock, const char *text);
+
+/* Open (creating) the store DIR/NAME; its path into DBPATH (N bytes) when DBPATH is not
+ * NULL. */
+Store *support_store_open(const char *dir, const char *name, char *dbpath, size_t n);
+
+/* Run SQL (one or more statements) on the SQLite file DBPATH behind the store's back. */
+void support_sql_exec(const char *dbpath, const char *sql);
+
+/* The first column of the first row SQL returns from DBPATH (NAN when it is NULL). */
+double support_sql_num(const char *dbpath, const char *sql);
 
 #endif

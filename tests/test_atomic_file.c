@@ -11,18 +11,16 @@
 
 #include "atomic_file.h"
 #include "base.h"
+#include "support.h"
 
 static char tmpdir[64];
 
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-atomic-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "atomic");
 }
 
 static void teardown(void) {
-    char *cmd = xasprintf("rm -rf '%s'", tmpdir);
-    cr_assert_eq(system(cmd), 0);
-    free(cmd);
+    support_tmpdir_remove(tmpdir);
 }
 
 TestSuite(atomic_file, .init = setup, .fini = teardown);

@@ -30,14 +30,6 @@ static int run(const char *args, char **out, char **errout) {
     return support_run(NULL, out, errout, "bin/easel --db %s %s", dbpath, args);
 }
 
-static void exec_sql(const char *sql) {
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-    char *msg = NULL;
-    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, &msg), SQLITE_OK, "%s", msg);
-    sqlite3_close(db);
-}
-
 /* style: img 10: al 3, bo 7, zoe 4; img 11: al 6; img 12: bo 8, zoe 8.
  * By hand: alpha = 1 − (n−1)·within/(n·SS) = 1 − 4·13/(5·22) = 58/110; the largest complete
  * block is bo, zoe over images 10 and 12. */
@@ -46,7 +38,7 @@ static void fill(void) {
     cr_assert_eq(run("init", &out, &err), 0, "%s", err);
     free(out);
     free(err);
-    exec_sql("INSERT INTO prompts(id, ext_id, text, created_at) VALUES (1, 'p1', 'a cat', 0);"
+    support_sql_exec(dbpath, "INSERT INTO prompts(id, ext_id, text, created_at) VALUES (1, 'p1', 'a cat', 0);"
              "INSERT INTO images(id, prompt_id, path, created_at) VALUES"
              "  (10, 1, 'img/0.png', 0), (11, 1, 'img/1.png', 0), (12, 1, 'img/2.png', 0);"
              "INSERT INTO annotators(id, name, created_at) VALUES (1, 'zoe', 0), (2, 'al', 0),"

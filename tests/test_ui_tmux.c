@@ -55,15 +55,7 @@ static void keys(const char *k) {
 static double q(const char *sql) {
     char path[128];
     snprintf(path, sizeof path, "%s/t.db", dir);
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_stmt *s;
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
-    cr_assert_eq(sqlite3_step(s), SQLITE_ROW, "%s", sql);
-    double v = sqlite3_column_type(s, 0) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return v;
+    return support_sql_num(path, sql);
 }
 
 static void write_png(const char *name, int seed) {
