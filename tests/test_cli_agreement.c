@@ -9,50 +9,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support.h"
+
 static char tmpdir[64];
 static char dbpath[128];
 
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "cliagree");
     snprintf(dbpath, sizeof dbpath, "%s/a.db", tmpdir);
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(tmpdir);
 }
 
 TestSuite(cli_agreement, .init = setup, .fini = teardown);
 
 /* Run bin/easel with ARGS; stdout into *out (caller frees), stderr into *errout; exit code. */
 static int run(const char *args, char **out, char **errout) {
-    char cmd[512], errpath[160];
-    snprintf(errpath, sizeof errpath, "%s/stderr", tmpdir);
-    snprintf(cmd, sizeof cmd, "bin/easel --db %s %s 2>%s", dbpath, args, errpath);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (n + 1 == cap)
-            buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    *out = buf;
-    FILE *e = fopen(errpath, "r");
-    char *eb = calloc(1, 4096);
-    if (e) {
-        size_t k = fread(eb, 1, 4095, e);
-        eb[k] = 0;
-        fclose(e);
-    }
-    *errout = eb;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return support_run(NULL, out, errout, "bin/easel --db %s %s", dbpath, args);
 }
 
 static void exec_sql(const char *sql) {

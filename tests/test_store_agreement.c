@@ -8,20 +8,18 @@
 #include <unistd.h>
 
 #include "store_agreement.h"
+#include "support.h"
 
 static char tmpdir[64];
 static char dbpath[128];
 
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "storeagree");
     snprintf(dbpath, sizeof dbpath, "%s/a.db", tmpdir);
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(tmpdir);
 }
 
 TestSuite(store_agreement, .init = setup, .fini = teardown);
