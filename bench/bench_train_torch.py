@@ -53,7 +53,8 @@ def main():
     data = []
     for _ in range(n_batches):
         img = F.normalize(torch.randn(2 * batch, 768), dim=-1)
-        txt = F.normalize(torch.randn(2 * batch, 768), dim=-1)
+        txt = F.normalize(torch.randn(batch, 768), dim=-1)
+        txt = torch.cat([txt, txt])  # both images of a pair answer the same prompt
         labels = torch.randint(0, 3, (batch, 5)).float() / 2
         data.append((img, txt, labels))
 

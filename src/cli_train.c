@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "atomic_file.h"
 #include "base.h"
 #include "import.h"
 #include "jobkinds_reward.h"
@@ -398,16 +399,16 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
         goto out;
     }
     FILE *csv = stdout;
-    char *tmp = NULL;
+    AtomicFile *af = NULL;
     if (csv_path) {
-        tmp = xasprintf("%s.tmp", csv_path);
-        if (!(csv = fopen(tmp, "w"))) {
-            cli_error("score: %s: cannot write (%s)", tmp, strerror(errno));
-            free(tmp);
+        Err oerr = {0};
+        if (!(af = atomic_file_open(csv_path, &oerr))) {
+            cli_error("score: %s", oerr.msg);
             store_close(st);
             rc = 1;
             goto out;
         }
+        csv = atomic_file_stream(af);
     }
     tty_err = isatty(2);
     signal(SIGINT, on_sigint);
@@ -418,15 +419,11 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     signal(SIGINT, SIG_DFL);
     if (tty_err)
         fprintf(stderr, "\r\033[K");
-    if (csv_path) {
-        int bad = fclose(csv) != 0;
-        if (rc == 0 && (bad || rename(tmp, csv_path) != 0)) {
-            err_set(&err, ERR_IO, "%s: cannot write the CSV", csv_path);
-            rc = ERR_IO;
-        }
+    if (af) {
         if (rc)
-            remove(tmp);
-        free(tmp);
+            atomic_file_abort(af);
+        else
+            rc = atomic_file_commit(af, &err);
     }
     if (rc)
         rc = cli_fail(&err);

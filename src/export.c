@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "base.h"
 #include "fmt_csv.h"
 #include "pairs.h"
@@ -474,25 +475,14 @@ int export_write(Store *st, ExportKind kind, FILE *out, const ExportOptions *opt
 
 int export_to_file(Store *st, ExportKind kind, const char *path, const ExportOptions *opts,
                    size_t *n_rows, Err *err) {
-    char *tmp = xasprintf("%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    int rc;
-    if (!f) {
-        rc = err_set(err, ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        goto out;
-    }
-    rc = export_write(st, kind, f, opts, n_rows, err);
-    if (!rc && fsync(fileno(f)) != 0)
-        rc = err_set(err, ERR_IO, "%s: %s", tmp, strerror(errno));
-    if (fclose(f) != 0 && !rc)
-        rc = err_set(err, ERR_IO, "%s: %s", tmp, strerror(errno));
-    if (!rc && rename(tmp, path) != 0)
-        rc = err_set(err, ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+    AtomicFile *af = atomic_file_open(path, err);
+    if (!af)
+        return err && err->code ? err->code : ERR_IO;
+    int rc = export_write(st, kind, atomic_file_stream(af), opts, n_rows, err);
     if (rc) {
-        unlink(tmp);
+        atomic_file_abort(af);
         err_prefix(err, "%s", path);
+        return rc;
     }
-out:
-    free(tmp);
-    return rc;
+    return atomic_file_commit(af, err);
 }

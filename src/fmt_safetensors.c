@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "base.h"
 
 #define ST_MAX_HEADER (100u << 20) /* the Python package refuses larger headers too */
@@ -614,21 +614,6 @@ static int cmp_wentry(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-static int write_all(int fd, const void *buf, size_t n) {
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t k = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
 static char *build_header(SafeTensorsWriter *w, WEntry **order, size_t *len_out) {
     json_t *root = json_object();
     if (w->n_meta > 0) {
@@ -674,47 +659,26 @@ int safetensors_writer_save(SafeTensorsWriter *w, const char *path, Err *err) {
     qsort(order, w->n, sizeof(WEntry *), cmp_wentry);
     size_t hlen;
     char *hdr = build_header(w, order, &hlen);
-    char *tmp = xasprintf("%s.tmp-XXXXXX", path);
     int rc = 0;
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        rc = err_set(err, ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
-                     strerror(errno));
+    AtomicFile *af = atomic_file_open(path, err);
+    if (!af) {
+        rc = err && err->code ? err->code : ERR_IO;
         goto out_free;
     }
+    FILE *f = atomic_file_stream(af);
     uint8_t len8[8];
     for (int i = 0; i < 8; i++)
         len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
-    int bad = fchmod(fd, 0644) != 0 || write_all(fd, len8, 8) != 0 ||
-              write_all(fd, hdr, hlen) != 0;
+    int bad = fwrite(len8, 1, 8, f) != 8 || fwrite(hdr, 1, hlen, f) != hlen;
     for (size_t i = 0; !bad && i < w->n; i++)
-        bad = write_all(fd, order[i]->data, order[i]->n_bytes) != 0;
-    if (!bad)
-        bad = fsync(fd) != 0;
-    int e = errno;
-    if (close(fd) != 0 && !bad) {
-        bad = 1;
-        e = errno;
-    }
-    if (!bad && rename(tmp, path) != 0) {
-        bad = 1;
-        e = errno;
-    }
+        bad = fwrite(order[i]->data, 1, order[i]->n_bytes, f) != order[i]->n_bytes;
     if (bad) {
-        unlink(tmp);
-        rc = err_set(err, ERR_IO, "%s: cannot write: %s", path, strerror(e));
+        rc = err_set(err, ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
+        atomic_file_abort(af);
         goto out_free;
     }
-    /* make the rename durable */
-    char *dcopy = xstrdup(path);
-    int dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    free(dcopy);
+    rc = atomic_file_commit(af, err);
 out_free:
-    free(tmp);
     free(hdr);
     free(order);
     return rc;

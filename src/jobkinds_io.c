@@ -8,7 +8,7 @@
  *
  * Both keep the contracts of their modules: an import validates everything and writes in
  * one transaction (cancel → ERR_CANCELLED with nothing written, via the progress hook); an
- * export writes FILE.tmp and renames it, so a cancelled or failed job leaves the old file.
+ * export writes a temporary file beside FILE and renames it (atomic_file.h), so a cancelled or failed job leaves the old file.
  * The job log gets the import report (counts, warnings, every error up to a limit).
  */
 #include <stdio.h>
@@ -155,7 +155,7 @@ const JobKind jobkind_export = {
     .name = "export",
     .summary = "export ratings, pairs, prompts or a rating template",
     .help = "Writes the store in the original system's formats (doc/formats.md), atomically\n"
-            "(FILE.tmp then rename): a failed job leaves the previous file untouched.\n\n"
+            "(a temporary file, then rename): a failed job leaves the previous file untouched.\n\n"
             "example:\n  easel jobs add export --what pairs --out pairs.jsonl --min-diff 1",
     .params = export_params,
     .validate = export_validate,

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "atomic_file.h"
 #include "base.h"
 #include "encoder.h"
 #include "store_catalog.h"
@@ -250,28 +251,7 @@ void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r) {
 }
 
 static int write_text_file(const char *path, const char *text, Err *err) {
-    char *tmp = xasprintf("%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    int rc = 0;
-    if (!f) {
-        rc = err_set(err, ERR_IO, "%s: cannot write (%s)", tmp, strerror(errno));
-        goto out;
-    }
-    fputs(text, f);
-    if (fflush(f) != 0 || ferror(f)) {
-        fclose(f);
-        remove(tmp);
-        rc = err_set(err, ERR_IO, "%s: write failed (disk full?)", tmp);
-        goto out;
-    }
-    fclose(f);
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        rc = err_set(err, ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
-    }
-out:
-    free(tmp);
-    return rc;
+    return atomic_file_write(path, text, strlen(text), err);
 }
 
 int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int threads,
@@ -562,31 +542,20 @@ static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     const char *images = job_param_str(p, "images");
     const char *csv_path = job_param_str(p, "csv");
     const char *prompt = job_param_str(p, "prompt");
-    char *tmp = NULL;
-    FILE *csv = NULL;
-    if (csv_path[0]) {
-        tmp = xasprintf("%s.tmp", csv_path);
-        if (!(csv = fopen(tmp, "w"))) {
-            int rc = err_set(err, ERR_IO, "%s: cannot write (%s)", tmp, strerror(errno));
-            free(tmp);
-            return rc;
-        }
-    }
+    AtomicFile *af = NULL;
+    if (csv_path[0] && !(af = atomic_file_open(csv_path, err)))
+        return err && err->code ? err->code : ERR_IO;
     char *one[1] = {(char *)images};
     size_t n = 0;
     int rc = reward_score(job_store(ctx), job_param_str(p, "checkpoint"), one, images[0] ? 1 : 0,
-                          prompt[0] ? prompt : NULL, (int)job_param_int(p, "threads"), csv, &h,
-                          &n, err);
-    if (csv) {
-        int bad = fclose(csv) != 0;
-        if (rc == 0 && bad)
-            rc = err_set(err, ERR_IO, "%s: write failed", tmp);
-        if (rc == 0 && rename(tmp, csv_path) != 0)
-            rc = err_set(err, ERR_IO, "%s: cannot write (%s)", csv_path, strerror(errno));
+                          prompt[0] ? prompt : NULL, (int)job_param_int(p, "threads"),
+                          af ? atomic_file_stream(af) : NULL, &h, &n, err);
+    if (af) {
         if (rc)
-            remove(tmp);
+            atomic_file_abort(af);
+        else
+            rc = atomic_file_commit(af, err);
     }
-    free(tmp);
     if (rc == 0)
         job_log(ctx, "scored %zu images", n);
     return rc;

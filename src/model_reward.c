@@ -10,8 +10,8 @@
  * another through four shared scratch buffers; it never regenerates a dropout mask, because
  * a1 > 0 exactly where an element was both kept and positive.
  *
- * Blocks: params, grads, adam_m, adam_v (n_params floats each, same layout; the parameter
- * table gives each tensor's offset) and one activation arena sized by a measuring pass of the
+ * Blocks: params, grads, and one AdamW block holding adam_m then adam_v (n_params floats
+ * each, same layout; the parameter table gives each tensor's offset) and one activation arena sized by a measuring pass of the
  * same allocation sequence (plan_activations).
  */
 #include "model_reward.h"
@@ -96,10 +96,10 @@ struct RewardModel {
     int in_dim;          /* fused width */
     int n_keys;          /* cross-attention keys per sample */
     size_t n_params;
-    float *params;       /* the four blocks, n_params floats each */
-    float *grads;
-    float *adam_m;
-    float *adam_v;
+    float *params;       /* (n_params) one block */
+    float *grads;        /* (n_params) one block, same layout */
+    float *adam_m;       /* (n_params) the AdamW state block: m ... */
+    float *adam_v;       /* (n_params) ... then v, in the same block */
     ModelTensors p;      /* views into params */
     ModelTensors g;      /* views into grads */
     RewardParam table[MAX_PARAMS];
@@ -108,6 +108,7 @@ struct RewardModel {
     Acts a;
     MhaCache cache;
     int N;               /* samples in the last forward */
+    int paired;          /* concat, and sample P+i has the same text as sample i (see below) */
     int train;           /* the last forward applied dropout */
     uint64_t seed;       /* its dropout seed */
     float hw_soft[REWARD_N_HEADS]; /* softmax(head_weights) at the last forward */
@@ -332,10 +333,11 @@ RewardModel *reward_model_new(const RewardConfig *cfg, uint64_t seed, Err *err) 
     m->n_keys = cfg->img_rows > 1 ? cfg->img_rows - 1 : 1;
     m->n_params = layout_params(m);
     size_t bytes = m->n_params * sizeof(float);
-    /* params, grads, m, v: four blocks, each aligned */
-    void *blk[4] = {NULL, NULL, NULL, NULL};
-    for (int i = 0; i < 4; i++) {
-        if (posix_memalign(&blk[i], TENSOR_ALIGN, arena_round(bytes)) != 0) {
+    /* three blocks: parameters, gradients, and the AdamW state (m then v, each aligned) */
+    size_t sizes[3] = {arena_round(bytes), arena_round(bytes), 2 * arena_round(bytes)};
+    void *blk[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++) {
+        if (posix_memalign(&blk[i], TENSOR_ALIGN, sizes[i]) != 0) {
             for (int k = 0; k < i; k++)
                 free(blk[k]);
             err_set(err, ERR_NOMEM, "reward model: cannot allocate %zu parameters (%.1f MiB "
@@ -343,9 +345,10 @@ RewardModel *reward_model_new(const RewardConfig *cfg, uint64_t seed, Err *err) 
             free(m);
             return NULL;
         }
-        memset(blk[i], 0, bytes);
+        memset(blk[i], 0, sizes[i]);
     }
-    m->params = blk[0], m->grads = blk[1], m->adam_m = blk[2], m->adam_v = blk[3];
+    m->params = blk[0], m->grads = blk[1], m->adam_m = blk[2];
+    m->adam_v = m->adam_m + arena_round(bytes) / sizeof(float);
     for (int i = 0; i < m->n_table; i++) {
         m->table[i].data = m->params + m->table[i].offset;
         m->table[i].grad = m->grads + m->table[i].offset;
@@ -373,8 +376,7 @@ void reward_model_free(RewardModel *m) {
         return;
     free(m->params);
     free(m->grads);
-    free(m->adam_m);
-    free(m->adam_v);
+    free(m->adam_m); /* m and v share one block */
     arena_deinit(&m->arena);
     free(m);
 }
@@ -414,13 +416,57 @@ static uint64_t layer_seed(uint64_t seed, int head, int layer) {
     return rng_hash_u64(seed, (uint64_t)(head * 2 + layer));
 }
 
+/* A pairs batch compares two images of the same prompt, so under concat fusion samples i and
+ * P+i usually carry the same text row. Then Linear0 splits into an image part, computed for
+ * all N samples, and a text part computed once per pair: W0·[img, txt] = W0_img·img +
+ * W0_txt·txt. That removes a quarter of Linear0's forward and weight-gradient work — most of
+ * the model's arithmetic — and the results equal the plain path up to float rounding. */
+static int is_paired(const float *txt, int N, int Dt) {
+    if (N < 2 || N % 2 != 0)
+        return 0;
+    size_t half = (size_t)(N / 2) * Dt;
+    return memcmp(txt, txt + half, half * sizeof(float)) == 0;
+}
+
+static void layer0_paired_forward(RewardModel *m, int h, int N) {
+    const RewardConfig *c = &m->cfg;
+    const HeadParams *p = &m->p.head[h];
+    HeadActs *a = &m->a.head[h];
+    int D = c->dim_img, Dt = c->dim_txt, in = m->in_dim, H1 = c->hidden1, P = N / 2;
+    const float *img0 = m->a.fused, *txt = m->a.fused + (size_t)N * D;
+    float *t = m->a.g1a; /* (P,H1): backward scratch, free during the forward */
+    for (int n = 0; n < N; n++)
+        memcpy(a->h1 + (size_t)n * H1, p->b0, (size_t)H1 * sizeof(float));
+    nn_gemm(0, 1, N, H1, D, img0, D, p->w0, in, 1.0f, a->h1, H1);
+    nn_gemm(0, 1, P, H1, Dt, txt, Dt, p->w0 + D, in, 0.0f, t, H1);
+    nn_add_forward(a->h1, a->h1, t, (size_t)P * H1);
+    nn_add_forward(a->h1 + (size_t)P * H1, a->h1 + (size_t)P * H1, t, (size_t)P * H1);
+}
+
+/* Weight and bias gradients of the paired Linear0 from dh1 (N,H1); scratch (P,H1). */
+static void layer0_paired_backward(RewardModel *m, int h, int N, const float *dh1,
+                                   float *scratch) {
+    const RewardConfig *c = &m->cfg;
+    HeadParams *g = &m->g.head[h];
+    int D = c->dim_img, Dt = c->dim_txt, in = m->in_dim, H1 = c->hidden1, P = N / 2;
+    const float *img0 = m->a.fused, *txt = m->a.fused + (size_t)N * D;
+    nn_gemm(1, 0, H1, D, N, dh1, H1, img0, D, 0.0f, g->w0, in);
+    nn_add_forward(scratch, dh1, dh1 + (size_t)P * H1, (size_t)P * H1);
+    nn_gemm(1, 0, H1, Dt, P, scratch, H1, txt, Dt, 0.0f, g->w0 + D, in);
+    memset(g->b0, 0, (size_t)H1 * sizeof(float));
+    nn_bias_add_backward(NULL, g->b0, dh1, N, H1);
+}
+
 static void head_forward(RewardModel *m, int h, int N) {
     const RewardConfig *c = &m->cfg;
     const HeadParams *p = &m->p.head[h];
     HeadActs *a = &m->a.head[h];
     int H1 = c->hidden1, H2 = c->hidden2;
     float pdrop = m->train ? c->dropout : 0.0f;
-    nn_linear_forward(a->h1, m->a.fused, p->w0, p->b0, N, m->in_dim, H1);
+    if (m->paired)
+        layer0_paired_forward(m, h, N);
+    else
+        nn_linear_forward(a->h1, m->a.fused, p->w0, p->b0, N, m->in_dim, H1);
     nn_layernorm_forward(a->a1, a->mean1, a->rstd1, a->h1, p->ln1w, p->ln1b, N, H1, LN_EPS);
     nn_relu_forward(a->a1, a->a1, (size_t)N * H1);
     if (pdrop > 0.0f)
@@ -440,12 +486,21 @@ int reward_model_forward(RewardModel *m, const float *img, const float *txt, int
         return err_set(err, ERR_USAGE, "reward model: batch of %d samples, the model was sized "
                        "for 1..%d", N, c->max_batch);
     m->N = N;
+    m->paired = 0;
     m->train = train;
     m->seed = dropout_seed;
     int D = c->dim_img, rows = c->img_rows;
     Acts *a = &m->a;
     switch (c->fusion) {
     case REWARD_FUSION_CONCAT:
+        m->paired = is_paired(txt, N, c->dim_txt);
+        if (m->paired) { /* fused holds the N image rows, then the P distinct text rows */
+            for (int n = 0; n < N; n++)
+                memcpy(a->fused + (size_t)n * D, img + (size_t)n * rows * D,
+                       (size_t)D * sizeof(float));
+            memcpy(a->fused + (size_t)N * D, txt, (size_t)(N / 2) * c->dim_txt * sizeof(float));
+            break;
+        }
         for (int n = 0; n < N; n++) {
             memcpy(a->fused + (size_t)n * m->in_dim, img + (size_t)n * rows * D,
                    (size_t)D * sizeof(float));
@@ -637,7 +692,10 @@ static void head_backward(RewardModel *m, int h, int N) {
                           N, H1);
     /* h1 = Linear0(fused): the fused input only needs a gradient under cross-attention */
     float *dfused = c->fusion == REWARD_FUSION_CROSS_ATTENTION ? A->dfused : NULL;
-    nn_linear_backward_set(dfused, g->w0, g->b0, A->g1a, A->fused, p->w0, N, m->in_dim, H1);
+    if (m->paired)
+        layer0_paired_backward(m, h, N, A->g1a, A->g1b);
+    else
+        nn_linear_backward_set(dfused, g->w0, g->b0, A->g1a, A->fused, p->w0, N, m->in_dim, H1);
 }
 
 void reward_model_backward(RewardModel *m) {

@@ -154,6 +154,12 @@ void nn_linear_backward_set(float *dinp, float *dweight, float *dbias, const flo
     }
 }
 
+void nn_gemm(int trans_a, int trans_b, int M, int N, int K, const float *a, int lda,
+             const float *b, int ldb, float beta, float *c, int ldc) {
+    gemm(trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K, a,
+         lda, b, ldb, beta, c, ldc);
+}
+
 void nn_matmul_forward(float *out, const float *a, const float *b, int M, int K, int N) {
     ASSERT(out != a && out != b);
     gemm(CblasNoTrans, CblasNoTrans, M, N, K, a, K, b, N, 0.0f, out, N);

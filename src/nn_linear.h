@@ -32,6 +32,12 @@ void nn_matmul_forward(float *out, const float *a, const float *b, int M, int K,
 void nn_matmul_backward(float *da, float *db, const float *dout, const float *a, const float *b,
                         int M, int K, int N);
 
+/* The GEMM the ops above are made of, for callers that address sub-matrices (a column block
+ * of a weight, rows with a stride): c (M,N) = beta·c + op(a)·op(b), row-major with leading
+ * dimensions; op(x) = xᵀ when trans_x. Same slab split and determinism as the ops. */
+void nn_gemm(int trans_a, int trans_b, int M, int N, int K, const float *a, int lda,
+             const float *b, int ldb, float beta, float *c, int ldc);
+
 /* out (N,C) = inp (N,C) + bias (C), broadcast over rows; out may alias inp. */
 void nn_bias_add_forward(float *out, const float *inp, const float *bias, int N, int C);
 /* dinp (N,C) += dout; dbias (C) += Σ_n dout. */

@@ -2,8 +2,10 @@
  *
  * The AdamW step is one fused pass (read p, g, m, v; write p, m, v and optionally g = 0):
  * it is memory-bound, so touching each array once matters more than anything else here.
- * The bias corrections are computed once per call in double and applied in float in the
- * same order as PyTorch's single-tensor AdamW, so one step matches it to float rounding.
+ * The bias corrections are computed once per call in double and applied in float in
+ * PyTorch's order, except that √v is multiplied by 1/√(1−β2ᵗ) instead of divided by its
+ * inverse (one division per element instead of two), so one step matches PyTorch to float
+ * rounding, not bit for bit.
  */
 #include "optim.h"
 
@@ -24,7 +26,7 @@ AdamWConfig optim_adamw_defaults(void) {
 
 typedef struct AdamJob {
     float *p, *g, *m, *v;
-    float lr, b1, b2, eps, decay_mul, step_size, bc2_sqrt;
+    float lr, b1, b2, eps, decay_mul, step_size, inv_bc2_sqrt;
     int zero_grad;
 } AdamJob;
 
@@ -40,7 +42,7 @@ static void adam_range(void *ctx, int64_t i0, int64_t i1) {
 #if defined(__SSE2__)
     __m128 vb1 = _mm_set1_ps(b1), vb2 = _mm_set1_ps(b2), vomb1 = _mm_set1_ps(omb1),
            vomb2 = _mm_set1_ps(omb2), vdecay = _mm_set1_ps(j->decay_mul),
-           vbc2 = _mm_set1_ps(j->bc2_sqrt), veps = _mm_set1_ps(j->eps),
+           vibc2 = _mm_set1_ps(j->inv_bc2_sqrt), veps = _mm_set1_ps(j->eps),
            vstep = _mm_set1_ps(j->step_size), zero = _mm_setzero_ps();
     for (; i + 4 <= i1; i += 4) {
         __m128 gi = _mm_loadu_ps(g + i);
@@ -48,7 +50,7 @@ static void adam_range(void *ctx, int64_t i0, int64_t i1) {
         __m128 mi = _mm_add_ps(_mm_mul_ps(vb1, _mm_loadu_ps(m + i)), _mm_mul_ps(vomb1, gi));
         __m128 vi = _mm_add_ps(_mm_mul_ps(vb2, _mm_loadu_ps(v + i)),
                                _mm_mul_ps(_mm_mul_ps(vomb2, gi), gi));
-        __m128 denom = _mm_add_ps(_mm_div_ps(_mm_sqrt_ps(vi), vbc2), veps);
+        __m128 denom = _mm_add_ps(_mm_mul_ps(_mm_sqrt_ps(vi), vibc2), veps);
         _mm_storeu_ps(p + i, _mm_sub_ps(pi, _mm_mul_ps(vstep, _mm_div_ps(mi, denom))));
         _mm_storeu_ps(m + i, mi);
         _mm_storeu_ps(v + i, vi);
@@ -61,7 +63,7 @@ static void adam_range(void *ctx, int64_t i0, int64_t i1) {
         float pi = p[i] * j->decay_mul;
         float mi = b1 * m[i] + omb1 * gi;
         float vi = b2 * v[i] + omb2 * gi * gi;
-        float denom = sqrtf(vi) / j->bc2_sqrt + j->eps;
+        float denom = sqrtf(vi) * j->inv_bc2_sqrt + j->eps;
         p[i] = pi - j->step_size * (mi / denom);
         m[i] = mi;
         v[i] = vi;
@@ -75,7 +77,7 @@ void optim_adamw_step(float *params, float *grads, float *m, float *v, size_t n,
     double bc1 = 1.0 - pow((double)cfg->beta1, t);
     double bc2 = 1.0 - pow((double)cfg->beta2, t);
     AdamJob j = {params, grads, m, v, lr, cfg->beta1, cfg->beta2, cfg->eps,
-                 1.0f - lr * cfg->weight_decay, (float)(lr / bc1), (float)sqrt(bc2),
+                 1.0f - lr * cfg->weight_decay, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)),
                  zero_grad};
     backend_cpu_parallel_for((int64_t)n, OPTIM_GRAIN, adam_range, &j);
 }

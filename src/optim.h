@@ -26,7 +26,7 @@ AdamWConfig optim_adamw_defaults(void);
 /* One AdamW step t (1-based) over n parameters with learning rate lr:
  *   p ← p − lr·wd·p;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;
  *   p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + eps)
- * exactly as torch.optim.AdamW (non-fused) orders it. m and v start at zero.
+ * as torch.optim.AdamW (non-fused) computes it, to float rounding. m and v start at zero.
  * If zero_grad is nonzero, g is set to 0 in the same pass (saves a separate memset). */
 void optim_adamw_step(float *params, float *grads, float *m, float *v, size_t n, int t,
                       float lr, const AdamWConfig *cfg, int zero_grad);

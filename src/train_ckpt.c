@@ -16,22 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "base.h"
-
-static void fsync_dir_of(const char *path) {
-    char *dir = xstrdup(path);
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir)
-        *slash = '\0';
-    else
-        strcpy(dir, slash ? "/" : ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
 
 void train_dir_remove(const char *path) {
     DIR *d = opendir(path);
@@ -76,10 +62,10 @@ int train_mkdirs(const char *path, Err *err) {
 }
 
 int train_dir_commit(const char *tmp, const char *dst, Err *err) {
-    fsync_dir_of(tmp);
+    atomic_file_sync_dir(tmp);
     if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_EXCHANGE) == 0) {
         train_dir_remove(tmp); /* now holds the old contents */
-        fsync_dir_of(dst);
+        atomic_file_sync_dir(dst);
         return 0;
     }
     if (errno != ENOENT && errno != EINVAL && errno != ENOSYS)
@@ -100,7 +86,7 @@ int train_dir_commit(const char *tmp, const char *dst, Err *err) {
     if (had)
         train_dir_remove(old);
     free(old);
-    fsync_dir_of(dst);
+    atomic_file_sync_dir(dst);
     return 0;
 }
 

@@ -9,58 +9,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support.h"
+
 static char tmpdir[64];
 static char dbpath[128];
 
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "cliagree");
     snprintf(dbpath, sizeof dbpath, "%s/a.db", tmpdir);
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(tmpdir);
 }
 
 TestSuite(cli_agreement, .init = setup, .fini = teardown);
 
 /* Run bin/easel with ARGS; stdout into *out (caller frees), stderr into *errout; exit code. */
 static int run(const char *args, char **out, char **errout) {
-    char cmd[512], errpath[160];
-    snprintf(errpath, sizeof errpath, "%s/stderr", tmpdir);
-    snprintf(cmd, sizeof cmd, "bin/easel --db %s %s 2>%s", dbpath, args, errpath);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (n + 1 == cap)
-            buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    *out = buf;
-    FILE *e = fopen(errpath, "r");
-    char *eb = calloc(1, 4096);
-    if (e) {
-        size_t k = fread(eb, 1, 4095, e);
-        eb[k] = 0;
-        fclose(e);
-    }
-    *errout = eb;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void exec_sql(const char *sql) {
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-    char *msg = NULL;
-    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, &msg), SQLITE_OK, "%s", msg);
-    sqlite3_close(db);
+    return support_run(NULL, out, errout, "bin/easel --db %s %s", dbpath, args);
 }
 
 /* style: img 10: al 3, bo 7, zoe 4; img 11: al 6; img 12: bo 8, zoe 8.
@@ -71,7 +38,7 @@ static void fill(void) {
     cr_assert_eq(run("init", &out, &err), 0, "%s", err);
     free(out);
     free(err);
-    exec_sql("INSERT INTO prompts(id, ext_id, text, created_at) VALUES (1, 'p1', 'a cat', 0);"
+    support_sql_exec(dbpath, "INSERT INTO prompts(id, ext_id, text, created_at) VALUES (1, 'p1', 'a cat', 0);"
              "INSERT INTO images(id, prompt_id, path, created_at) VALUES"
              "  (10, 1, 'img/0.png', 0), (11, 1, 'img/1.png', 0), (12, 1, 'img/2.png', 0);"
              "INSERT INTO annotators(id, name, created_at) VALUES (1, 'zoe', 0), (2, 'al', 0),"

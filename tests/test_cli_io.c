@@ -8,38 +8,28 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "support.h"
+
 static char easel[4096], dir[64], fix[4096], out[65536];
 
 /* Run a shell command in DIR; stdout+stderr into out; returns the exit status. */
 __attribute__((format(printf, 1, 2))) static int run(const char *fmt, ...) {
-    char cmd[8192], full[8400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    int rc = support_vrun_buf(dir, out, sizeof out, fmt, ap);
     va_end(ap);
-    snprintf(full, sizeof full, "cd %s && %s 2>&1", dir, cmd);
-    FILE *p = popen(full, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    int rc = pclose(p);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return rc;
 }
 
 static void setup(void) {
-    const char *bin = getenv("EASEL_BIN");
-    if (!realpath(bin ? bin : "bin/easel", easel))
-        cr_skip_test("bin/easel not found (run from the repository root after make)");
+    support_easel_path(easel, sizeof easel);
     cr_assert_not_null(realpath("tests/fixtures/import", fix));
-    strcpy(dir, "/tmp/easel-cliio-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    support_tmpdir_make(dir, sizeof dir, "cliio");
     cr_assert_eq(run("%s --db w.db init", easel), 0, "%s", out);
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(dir);
 }
 
 TestSuite(cli_io, .init = setup, .fini = teardown, .timeout = 60);

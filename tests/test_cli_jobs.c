@@ -12,19 +12,17 @@
 
 #include "jobs.h"
 #include "store_jobs.h"
+#include "support.h"
 
 static char tmpdir[64];
 static char out[16384];
 
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-clijobs-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "clijobs");
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(tmpdir);
 }
 
 TestSuite(cli_jobs, .init = setup, .fini = teardown, .timeout = 60);
@@ -32,18 +30,17 @@ TestSuite(cli_jobs, .init = setup, .fini = teardown, .timeout = 60);
 /* Run `bin/easel --db TMP/s.db ARGS` (stderr merged); output in `out`; returns exit code. */
 static int easel(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int easel(const char *fmt, ...) {
-    char args[1024], cmd[1400];
+    char args[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "EASEL_NO_GPU=1 bin/easel --db %s/s.db %s 2>&1", tmpdir, args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char *o;
+    int rc = support_run(NULL, &o, NULL, "EASEL_NO_GPU=1 bin/easel --db %s/s.db %s", tmpdir,
+                         args);
+    snprintf(out, sizeof out, "%s", o);
+    free(o);
+    return rc;
 }
 
 static void write_prompts(void) {

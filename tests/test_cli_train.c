@@ -11,39 +11,28 @@
 
 #include "store.h"
 #include "store_runs.h"
+#include "support.h"
 
 static char dir[64];
 static char easel[512];
 static char out[65536];
 
-static int run(const char *fmt, ...) {
-    char cmd[2048], full[2300];
+__attribute__((format(printf, 1, 2))) static int run(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    int rc = support_vrun_buf(dir, out, sizeof out, fmt, ap);
     va_end(ap);
-    snprintf(full, sizeof full, "cd %s && %s 2>&1", dir, cmd);
-    FILE *p = popen(full, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    int rc = pclose(p);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return rc;
 }
 
 static void setup(void) {
-    const char *bin = getenv("EASEL_BIN");
-    if (!realpath(bin ? bin : "bin/easel", easel))
-        cr_skip_test("bin/easel not found (run from the repository root after make)");
-    strcpy(dir, "/tmp/easel-clitrain-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    support_easel_path(easel, sizeof easel);
+    support_tmpdir_make(dir, sizeof dir, "clitrain");
     cr_assert_eq(run("%s --db t.db init", easel), 0, "%s", out);
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    system(cmd);
+    support_tmpdir_remove(dir);
 }
 
 TestSuite(cli_train, .init = setup, .fini = teardown, .timeout = 60);

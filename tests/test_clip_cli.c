@@ -15,6 +15,7 @@
 #include "fmt_safetensors.h"
 #include "store.h"
 #include "store_models.h"
+#include "support.h"
 
 #define FIX "tests/fixtures/clip/"
 
@@ -22,46 +23,19 @@ static char tmpdir[64];
 static char dbpath[128];
 
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-clipcli-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "clipcli");
     snprintf(dbpath, sizeof dbpath, "%s/s.db", tmpdir);
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(tmpdir);
 }
 
 TestSuite(clip_cli, .init = setup, .fini = teardown);
 
 /* bin/easel --db DB ARGS; stdout into *out (caller frees), stderr into *err_out; exit code. */
 static int run(const char *args, char **out, char **err_out) {
-    char *errpath = xasprintf("%s/stderr", tmpdir);
-    char *cmd = xasprintf("bin/easel --db %s %s 2>%s", dbpath, args, errpath);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = xmalloc(cap);
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (n + 1 == cap)
-            buf = xrealloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    FILE *e = fopen(errpath, "r");
-    char *eb = xcalloc(1, 4096);
-    if (e) {
-        size_t k = fread(eb, 1, 4095, e);
-        eb[k] = 0;
-        fclose(e);
-    }
-    *out = buf;
-    *err_out = eb;
-    free(cmd);
-    free(errpath);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return support_run(NULL, out, err_out, "bin/easel --db %s %s", dbpath, args);
 }
 
 static const float *ref_tensor(SafeTensors *ref, const char *name) {

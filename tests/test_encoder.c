@@ -19,25 +19,20 @@
 #include "feat_classic.h"
 #include "store.h"
 #include "store_embed.h"
+#include "support.h"
 
 static char dir[64];
 static char dbpath[128];
 static Store *st;
 
 static void setup(void) {
-    strcpy(dir, "/tmp/easel-enc-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    snprintf(dbpath, sizeof dbpath, "%s/s.db", dir);
-    Err err = {0};
-    st = store_open(dbpath, &err);
-    cr_assert_not_null(st, "%s", err.msg);
+    support_tmpdir_make(dir, sizeof dir, "enc");
+    st = support_store_open(dir, "s.db", dbpath, sizeof dbpath);
 }
 
 static void teardown(void) {
     store_close(st);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(dir);
 }
 
 TestSuite(encoder, .init = setup, .fini = teardown);
@@ -139,11 +134,7 @@ Test(encoder, store_embed_roundtrip_and_bad_blob) {
     free(out);
     cr_assert_eq(store_embed_get(st, "x", "text", "k", &out, &dim, &nt, &err), ERR_NOTFOUND);
     /* a row whose blob does not match its shape is reported, not read out of bounds */
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-    cr_assert_eq(sqlite3_exec(db, "UPDATE embeddings SET n_tokens=5", NULL, NULL, NULL),
-                 SQLITE_OK);
-    sqlite3_close(db);
+    support_sql_exec(dbpath, "UPDATE embeddings SET n_tokens=5");
     cr_assert_eq(store_embed_get(st, "x", "image", "k", &out, &dim, &nt, &err), ERR_FORMAT);
     cr_assert(strstr(err.msg, "expected"), "%s", err.msg);
 }

@@ -15,6 +15,7 @@
 #include "store_catalog.h"
 #include "store_pairs.h"
 #include "store_ratings.h"
+#include "support.h"
 
 #define FIX "tests/fixtures/import/"
 
@@ -23,19 +24,13 @@ static char dbpath[128];
 static Store *st;
 
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-import-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    snprintf(dbpath, sizeof dbpath, "%s/ws.db", tmpdir);
-    Err err = {0};
-    st = store_open(dbpath, &err);
-    cr_assert_not_null(st, "%s", err.msg);
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "import");
+    st = support_store_open(tmpdir, "ws.db", dbpath, sizeof dbpath);
 }
 
 static void teardown(void) {
     store_close(st);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(tmpdir);
 }
 
 TestSuite(import, .init = setup, .fini = teardown);
@@ -70,15 +65,7 @@ static char *dump(void) {
 }
 
 static int64_t count(const char *sql) {
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-    sqlite3_stmt *s;
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
-    cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
-    int64_t n = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return n;
+    return (int64_t)support_sql_num(dbpath, sql);
 }
 
 static int imp(ImportKind kind, const char *path, ImportReport *rep, Err *err) {

@@ -18,6 +18,7 @@
 #include "base.h"
 #include "jobkind.h"
 #include "store_jobs.h"
+#include "support.h"
 
 /* ---- the test-only kind ----------------------------------------------------------------- */
 
@@ -47,17 +48,7 @@ static const JobKind kind_slow = {
 
 static char tmpdir[64], db[128], sock[64];
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-    char cmd[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
-static void keys(const char *k) { sh("tmux -L %s send-keys -t t %s", sock, k); }
+static void keys(const char *k) { support_sh("tmux -L %s send-keys -t t %s", sock, k); }
 
 /* The screen as text, into BUF. */
 static void screen(char *buf, size_t n) {
@@ -105,7 +96,7 @@ static void start_tui(const char *env) {
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     cr_assert(n > 0);
     self[n] = '\0';
-    cr_assert_eq(sh("tmux -L %s new-session -d -s t -x 140 -y 40 "
+    cr_assert_eq(support_sh("tmux -L %s new-session -d -s t -x 140 -y 40 "
                     "'env -u BXFI_MAP %s EASEL_TEST_TUI_DB=%s EASEL_WORKER_THREADS=1 %s "
                     "2>%s/stderr.txt; sleep 60'", sock, env, db, self, tmpdir), 0);
 }
@@ -121,17 +112,17 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-    sh("tmux -L %s kill-server 2>/dev/null", sock);
-    sh("rm -rf %s", tmpdir);
+    support_sh("tmux -L %s kill-server 2>/dev/null", sock);
+    support_sh("rm -rf %s", tmpdir);
 }
 
 Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .timeout = 60) {
-    if (sh("command -v tmux >/dev/null 2>&1") != 0)
+    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
         cr_skip_test("tmux is not installed (apt-get install tmux)");
     start_tui("EASEL_NO_GPU=1");
     static char buf[65536];
     if (!wait_screen("No jobs yet", 10, buf, sizeof buf)) {
-        sh("cat %s/stderr.txt >&2", tmpdir);
+        support_sh("cat %s/stderr.txt >&2", tmpdir);
         cr_assert_fail("Jobs screen not shown:\n%s", buf);
     }
 
@@ -189,13 +180,13 @@ Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .time
 
 Test(jobs_tui, gpu_panels_with_history_and_the_job_holding_the_gpu, .init = setup,
      .fini = teardown, .timeout = 60) {
-    if (sh("command -v tmux >/dev/null 2>&1") != 0)
+    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
         cr_skip_test("tmux is not installed (apt-get install tmux)");
-    if (sh("command -v cc >/dev/null 2>&1") != 0)
+    if (support_sh("command -v cc >/dev/null 2>&1") != 0)
         cr_skip_test("no C compiler to build the NVML stand-in");
     char lib[160];
     snprintf(lib, sizeof lib, "%s/libfake-nvml.so", tmpdir);
-    cr_assert_eq(sh("cc -shared -fPIC -O1 -o %s tests/fixtures/gpu/fake_nvml.c", lib), 0);
+    cr_assert_eq(support_sh("cc -shared -fPIC -O1 -o %s tests/fixtures/gpu/fake_nvml.c", lib), 0);
     /* a job that wants one GPU, queued before the TUI (and its pool) starts */
     Store *st = store_open(db, NULL);
     JobNew jn = {.kind = "test-slow", .params = "{\"steps\":3000}", .gpus_wanted = 1};

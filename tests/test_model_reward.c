@@ -434,3 +434,7 @@ Test(model_reward, learns_a_planted_preference) {
     cr_expect_geq((double)right / total, 0.95, "held-out accuracy %d/%d", right, total);
     reward_model_free(m);
 }
+
+/* Both images of each pair under one prompt: the model computes the text half of Linear0 once
+ * per pair (model_reward.c, "paired"); PyTorch computes everything plainly. */
+Test(model_reward, concat_with_shared_prompts_matches_torch) { against_torch("concat_paired"); }

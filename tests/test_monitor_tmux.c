@@ -16,6 +16,7 @@
 
 #include "store.h"
 #include "store_runs.h"
+#include "support.h"
 
 static char dir[64];
 static char sock[64];
@@ -23,39 +24,17 @@ static char easel[512];
 static Store *st;
 static int64_t run_id;
 
-static int sh(const char *fmt, ...) {
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
 static char *capture(void) {
-    static char buf[65536];
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "tmux -L %s capture-pane -p -t e 2>/dev/null", sock);
-    FILE *p = popen(cmd, "r");
-    size_t n = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
-    if (p)
-        pclose(p);
-    buf[n] = '\0';
-    return buf;
+    return support_tmux_capture(sock);
 }
 
+/* Wait until the pane shows TEXT (up to ~10 s); fails the test with the screen otherwise. */
 static void wait_for(const char *text) {
-    for (int i = 0; i < 500; i++) {
-        if (strstr(capture(), text))
-            return;
-        usleep(20000);
-    }
-    cr_assert_fail("the screen never showed \"%s\"; it shows:\n%s", text, capture());
+    support_tmux_wait_for(sock, text);
 }
 
 static void keys(const char *k) {
-    cr_assert_eq(sh("tmux -L %s send-keys -t e %s", sock, k), 0, "send-keys %s", k);
+    cr_assert_eq(support_sh("tmux -L %s send-keys -t e %s", sock, k), 0, "send-keys %s", k);
 }
 
 static const char *const heads[6] = {"spatial", "icono", "style", "fidelity", "material",
@@ -96,7 +75,7 @@ static void write_steps(int from, int to) {
 }
 
 static void setup(void) {
-    if (sh("command -v tmux >/dev/null") != 0)
+    if (support_sh("command -v tmux >/dev/null") != 0)
         cr_skip_test("tmux is not installed (the Makefile's DEB_TEST installs it)");
     const char *bin = getenv("EASEL_BIN");
     if (!realpath(bin ? bin : "bin/easel", easel))
@@ -120,10 +99,10 @@ static void setup(void) {
 
 static void teardown(void) {
     if (sock[0])
-        sh("tmux -L %s kill-server 2>/dev/null", sock);
+        support_sh("tmux -L %s kill-server 2>/dev/null", sock);
     store_close(st);
     if (dir[0])
-        sh("rm -rf %s", dir);
+        support_sh("rm -rf %s", dir);
 }
 
 TestSuite(monitor_tmux, .init = setup, .fini = teardown, .timeout = 60);
@@ -143,7 +122,7 @@ static int shown_step(void) {
 
 Test(monitor_tmux, curves_move_while_the_run_writes) {
     write_steps(1, 10);
-    cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
                     "'exec %s --db t.db monitor live-run'", dir, sock, easel), 0);
     wait_for("Monitor: live-run");
     wait_for("spatial loss");
@@ -183,24 +162,24 @@ Test(monitor_tmux, follows_a_real_training_process) {
     char root[512];
     if (!getcwd(root, sizeof root) || access("data/multihead_ratings.csv", R_OK) != 0)
         cr_skip_test("data/ (the demo workspace) not found from the repository root");
-    cr_assert_eq(sh("cd %s && %s --db d.db init >/dev/null && "
+    cr_assert_eq(support_sh("cd %s && %s --db d.db init >/dev/null && "
                     "%s --db d.db import prompts %s/data/prompts.csv >/dev/null && "
                     "%s --db d.db import images %s/data/images >/dev/null && "
                     "%s --db d.db import ratings %s/data/multihead_ratings.csv >/dev/null",
                     dir, easel, easel, root, easel, root, easel, root),
                  0, "demo import failed");
-    cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
                     "'%s --db d.db train --epochs 100000 --save-every 0 --threads 1 "
                     "--name live --output runs/live 2>train.log'",
                     dir, sock, easel), 0);
     /* wait until the run exists and has metrics, then watch it from a second window */
     for (int i = 0; i < 500; i++) {
-        if (sh("cd %s && %s --db d.db runs show live 2>/dev/null | grep -q 'progress'", dir,
+        if (support_sh("cd %s && %s --db d.db runs show live 2>/dev/null | grep -q 'progress'", dir,
                easel) == 0)
             break;
         usleep(20000);
     }
-    cr_assert_eq(sh("cd %s && tmux -L %s new-window -t e: 'exec %s --db d.db monitor live'",
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-window -t e: 'exec %s --db d.db monitor live'",
                     dir, sock, easel), 0);
     wait_for("Monitor: live");
     wait_for("[running]");
@@ -217,7 +196,7 @@ Test(monitor_tmux, follows_a_real_training_process) {
     }
     cr_assert_gt(later, first, "the curves did not move:\n%s", capture());
     /* stop the training with Ctrl-C: the run ends cancelled, and the Monitor says so */
-    cr_assert_eq(sh("tmux -L %s send-keys -t e:0 C-c", sock), 0);
+    cr_assert_eq(support_sh("tmux -L %s send-keys -t e:0 C-c", sock), 0);
     wait_for("[cancelled]");
     keys("q");
 }

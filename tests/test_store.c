@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "support.h"
 
 static char tmpdir[64];
 
@@ -22,15 +23,7 @@ static void teardown(void) {
 }
 
 static int count(const char *path, const char *sql) {
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_stmt *s;
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
-    cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
-    int n = sqlite3_column_int(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return n;
+    return (int)support_sql_num(path, sql);
 }
 
 TestSuite(store, .init = setup, .fini = teardown);

@@ -8,37 +8,27 @@
 #include <unistd.h>
 
 #include "store_agreement.h"
+#include "support.h"
 
 static char tmpdir[64];
 static char dbpath[128];
 
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "storeagree");
     snprintf(dbpath, sizeof dbpath, "%s/a.db", tmpdir);
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(tmpdir);
 }
 
 TestSuite(store_agreement, .init = setup, .fini = teardown);
-
-static void exec(const char *sql) {
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-    char *msg = NULL;
-    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, &msg), SQLITE_OK, "%s", msg);
-    sqlite3_close(db);
-}
 
 /* Three images, annotators zoe, al, bo (inserted out of name order), style ratings:
  *   img 10: al 3, bo 7, zoe 4     img 11: al 6     img 12: bo 8, zoe 8
  * plus a fidelity rating that must not leak into style. */
 static void fill(void) {
-    exec("INSERT INTO prompts(id, ext_id, text, created_at) VALUES (1, 'p1', 'a cat', 0);"
+    support_sql_exec(dbpath, "INSERT INTO prompts(id, ext_id, text, created_at) VALUES (1, 'p1', 'a cat', 0);"
          "INSERT INTO images(id, prompt_id, path, created_at) VALUES"
          "  (12, 1, 'images/p1/2.png', 0), (10, 1, 'images/p1/0.png', 0),"
          "  (11, 1, 'images/p1/1.png', 0), (13, 1, 'images/p1/3.png', 0);"
@@ -48,7 +38,7 @@ static void fill(void) {
          "  (10, 2, 3.0), (10, 3, 7.0), (10, 1, 4.0), (11, 2, 6.0), (12, 3, 8.0), (12, 1, 8.0))"
          " INSERT INTO ratings(image_id, annotator_id, aspect_id, value, created_at, updated_at)"
          "  SELECT i, a, (SELECT id FROM aspects WHERE name = 'style'), v, 0, 0 FROM t;");
-    exec("INSERT INTO ratings(image_id, annotator_id, aspect_id, value, created_at, updated_at)"
+    support_sql_exec(dbpath, "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, created_at, updated_at)"
          "  VALUES (13, 4, (SELECT id FROM aspects WHERE name = 'fidelity'), 1, 0, 0)");
 }
 

@@ -11,40 +11,17 @@
 #include "store.h"
 #include "store_annotate.h"
 #include "store_catalog.h"
+#include "support.h"
 
 static char dir[64];
 static char db[128];
 static Store *st;
 
-static void sql(const char *q) {
-    sqlite3 *h;
-    cr_assert_eq(sqlite3_open(db, &h), SQLITE_OK);
-    char *msg = NULL;
-    cr_assert_eq(sqlite3_exec(h, q, NULL, NULL, &msg), SQLITE_OK, "%s: %s", q, msg);
-    sqlite3_close(h);
-}
-
-static double num(const char *q) {
-    sqlite3 *h;
-    cr_assert_eq(sqlite3_open(db, &h), SQLITE_OK);
-    sqlite3_stmt *s;
-    cr_assert_eq(sqlite3_prepare_v2(h, q, -1, &s, NULL), SQLITE_OK, "%s", sqlite3_errmsg(h));
-    cr_assert_eq(sqlite3_step(s), SQLITE_ROW);
-    double v = sqlite3_column_double(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(h);
-    return v;
-}
-
 static void setup(void) {
-    strcpy(dir, "/tmp/easel-annot-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    snprintf(db, sizeof db, "%s/s.db", dir);
-    Err err = {0};
-    st = store_open(db, &err);
-    cr_assert_not_null(st, "%s", err.msg);
+    support_tmpdir_make(dir, sizeof dir, "annot");
+    st = support_store_open(dir, "s.db", db, sizeof db);
     /* 6 images: prompt p1 has 1..3, p2 has 4..6 */
-    sql("INSERT INTO prompts(id, ext_id, text, created_at) VALUES (1,'p1','a fox',0),"
+    support_sql_exec(db, "INSERT INTO prompts(id, ext_id, text, created_at) VALUES (1,'p1','a fox',0),"
         "(2,'p2','a teapot',0);"
         "INSERT INTO images(id, prompt_id, path, created_at) VALUES (1,1,'a.png',0),"
         "(2,1,'b.png',0),(3,1,'c.png',0),(4,2,'d.png',0),(5,2,'e.png',0),(6,2,'f.png',0);"
@@ -56,9 +33,7 @@ static void setup(void) {
 
 static void teardown(void) {
     store_close(st);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(dir);
 }
 
 TestSuite(store_annotate, .init = setup, .fini = teardown);
@@ -157,7 +132,7 @@ Test(store_annotate, commit_all_aspects_then_edit_keeps_history) {
     Err err = {0};
     cr_assert_eq(store_annotate_commit(st, 3, a, v, 12.5, &written, &err), 0, "%s", err.msg);
     cr_assert_eq(written, 5);
-    cr_assert_eq(num("SELECT count(*) FROM ratings WHERE image_id=3 AND value=7 AND "
+    cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM ratings WHERE image_id=3 AND value=7 AND "
                      "source='tui' AND seconds=12.5"), 5);
     AnnotateImage im;
     cr_assert_eq(store_annotate_image(st, 3, a, &im, &err), 0, "%s", err.msg);
@@ -172,10 +147,10 @@ Test(store_annotate, commit_all_aspects_then_edit_keeps_history) {
     double e[5] = {7, 4.5, NAN, 7, 7};
     cr_assert_eq(store_annotate_commit(st, 3, a, e, 20, &written, &err), 0, "%s", err.msg);
     cr_assert_eq(written, 1, "only the changed value is written");
-    cr_assert_eq(num("SELECT value FROM ratings WHERE image_id=3 AND aspect_id=2"), 4.5);
-    cr_assert_eq(num("SELECT count(*) FROM rating_history"), 1);
-    cr_assert_eq(num("SELECT value FROM rating_history"), 7.0);
-    cr_assert_eq(num("SELECT count(*) FROM ratings WHERE image_id=3"), 5);
+    cr_assert_eq(support_sql_num(db, "SELECT value FROM ratings WHERE image_id=3 AND aspect_id=2"), 4.5);
+    cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM rating_history"), 1);
+    cr_assert_eq(support_sql_num(db, "SELECT value FROM rating_history"), 7.0);
+    cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM ratings WHERE image_id=3"), 5);
 }
 
 Test(store_annotate, commit_rejects_bad_values_and_writes_nothing) {
@@ -188,7 +163,7 @@ Test(store_annotate, commit_rejects_bad_values_and_writes_nothing) {
     /* an unknown image violates the foreign key: the whole image rolls back */
     double ok[5] = {1, 2, 3, 4, 5};
     cr_assert_neq(store_annotate_commit(st, 99, a, ok, 1, NULL, &err), 0);
-    cr_assert_eq(num("SELECT count(*) FROM ratings WHERE annotator_id != 10 AND "
+    cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM ratings WHERE annotator_id != 10 AND "
                      "annotator_id != 11"), 0);
 }
 
@@ -196,7 +171,7 @@ Test(store_annotate, flag_and_progress) {
     int64_t a = me("alice");
     Err err = {0};
     cr_assert_eq(store_annotate_flag(st, 4, a, "blurry face", &err), 0, "%s", err.msg);
-    cr_assert_eq(num("SELECT count(*) FROM flags WHERE image_id=4 AND comment='blurry face'"), 1);
+    cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM flags WHERE image_id=4 AND comment='blurry face'"), 1);
     AnnotateQuery q = {.annotator_id = a};
     AnnotateProgress p;
     cr_assert_eq(store_annotate_progress(st, &q, &p, &err), 0, "%s", err.msg);
@@ -237,6 +212,6 @@ Test(store_annotate, two_annotators_on_one_store) {
     cr_assert_eq(store_annotate_queue(st, &qa, NULL, 0, ids, 10, &n, &err), 0);
     for (int i = 0; i < n; i++)
         cr_assert(ids[i] != 1);
-    cr_assert_eq(num("SELECT count(DISTINCT annotator_id) FROM ratings WHERE image_id=1"), 2);
+    cr_assert_eq(support_sql_num(db, "SELECT count(DISTINCT annotator_id) FROM ratings WHERE image_id=1"), 2);
     store_close(st2);
 }

@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "support.h"
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wall"
 #pragma GCC diagnostic ignored "-Wextra"
@@ -31,36 +33,13 @@ static char dir[64];
 static char sock[64];
 static char easel[512];
 
-static int sh(const char *fmt, ...) {
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
 static char *capture(void) {
-    static char buf[65536];
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "tmux -L %s capture-pane -p -t e 2>/dev/null", sock);
-    FILE *p = popen(cmd, "r");
-    size_t n = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
-    if (p)
-        pclose(p);
-    buf[n] = '\0';
-    return buf;
+    return support_tmux_capture(sock);
 }
 
 /* Wait until the pane shows TEXT (up to ~10 s); fails the test with the screen otherwise. */
 static void wait_for(const char *text) {
-    for (int i = 0; i < 500; i++) {
-        if (strstr(capture(), text))
-            return;
-        usleep(20000);
-    }
-    cr_assert_fail("the screen never showed \"%s\"; it shows:\n%s", text, capture());
+    support_tmux_wait_for(sock, text);
 }
 
 /* The id of the image the Annotate panel shows, or -1. */
@@ -70,21 +49,13 @@ static int shown_image(void) {
 }
 
 static void keys(const char *k) {
-    cr_assert_eq(sh("tmux -L %s send-keys -t e %s", sock, k), 0, "send-keys %s", k);
+    cr_assert_eq(support_sh("tmux -L %s send-keys -t e %s", sock, k), 0, "send-keys %s", k);
 }
 
 static double q(const char *sql) {
     char path[128];
     snprintf(path, sizeof path, "%s/t.db", dir);
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_stmt *s;
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
-    cr_assert_eq(sqlite3_step(s), SQLITE_ROW, "%s", sql);
-    double v = sqlite3_column_type(s, 0) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return v;
+    return support_sql_num(path, sql);
 }
 
 static void write_png(const char *name, int seed) {
@@ -104,7 +75,7 @@ static void write_png(const char *name, int seed) {
 }
 
 static void setup(void) {
-    if (sh("command -v tmux >/dev/null") != 0)
+    if (support_sh("command -v tmux >/dev/null") != 0)
         cr_skip_test("tmux is not installed (the Makefile's DEB_TEST installs it)");
     const char *bin = getenv("EASEL_BIN");
     if (!realpath(bin ? bin : "bin/easel", easel))
@@ -112,7 +83,7 @@ static void setup(void) {
     strcpy(dir, "/tmp/easel-tmux-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
     snprintf(sock, sizeof sock, "easel-test-%d", (int)getpid());
-    cr_assert_eq(sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
+    cr_assert_eq(support_sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
     write_png("a.png", 1);
     write_png("b.png", 2);
     write_png("d.png", 3);
@@ -121,7 +92,7 @@ static void setup(void) {
     FILE *f = fopen(bad, "w");
     fputs("this is not a png", f);
     fclose(f);
-    cr_assert_eq(sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
+    cr_assert_eq(support_sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
                     " (1, 'p1', 'a red fox in the snow', 0);"
                     " INSERT INTO images(id, prompt_id, path, created_at) VALUES"
                     " (1,1,'a.png',0),(2,1,'b.png',0),(3,1,'c.png',0),(4,1,'d.png',0);\"",
@@ -131,15 +102,15 @@ static void setup(void) {
 
 static void teardown(void) {
     if (sock[0])
-        sh("tmux -L %s kill-server 2>/dev/null", sock);
+        support_sh("tmux -L %s kill-server 2>/dev/null", sock);
     if (dir[0])
-        sh("rm -rf %s", dir);
+        support_sh("rm -rf %s", dir);
 }
 
 TestSuite(ui_tmux, .init = setup, .fini = teardown, .timeout = 60);
 
 Test(ui_tmux, rate_undo_flag_kill9_keeps_exactly_the_committed_rows) {
-    cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
                     "'exec %s --db t.db annotate --annotator tester --graphics blocks --order id'",
                     dir, sock, easel),
                  0);
@@ -179,7 +150,7 @@ Test(ui_tmux, rate_undo_flag_kill9_keeps_exactly_the_committed_rows) {
     /* edit image 4 without committing, then kill -9: nothing of it may reach the store */
     keys("8 8 8");
     wait_for("8    ");
-    cr_assert_eq(sh("kill -9 $(tmux -L %s display -p -t e '#{pane_pid}')", sock), 0);
+    cr_assert_eq(support_sh("kill -9 $(tmux -L %s display -p -t e '#{pane_pid}')", sock), 0);
 
     cr_assert_eq(q("SELECT count(*) FROM ratings"), 10, "exactly images 1 and 2, five each");
     cr_assert_eq(q("SELECT count(*) FROM ratings WHERE image_id = 1 AND value = 7"), 5);
@@ -202,7 +173,7 @@ Test(ui_tmux, rate_undo_flag_kill9_keeps_exactly_the_committed_rows) {
 }
 
 Test(ui_tmux, help_overlay_quality_screen_and_quit) {
-    cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 80 -y 24 "
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 80 -y 24 "
                     "'%s --db t.db; echo EXITED; sleep 5'",
                     dir, sock, easel),
                  0);
@@ -245,7 +216,7 @@ Test(ui_tmux, help_overlay_quality_screen_and_quit) {
 
 Test(ui_tmux, quality_lists_disagreement_and_opens_it_for_review) {
     /* two annotators: they agree on images 1 and 2, disagree by 6 points on image 4 */
-    cr_assert_eq(sh("sqlite3 %s/t.db \"INSERT INTO annotators(id, name, created_at) VALUES"
+    cr_assert_eq(support_sh("sqlite3 %s/t.db \"INSERT INTO annotators(id, name, created_at) VALUES"
                     " (50, 'ann', 0), (51, 'bea', 0);"
                     " INSERT INTO ratings(image_id, annotator_id, aspect_id, value, created_at,"
                     " updated_at) SELECT i.column1, a.column1, s.id,"
@@ -253,7 +224,7 @@ Test(ui_tmux, quality_lists_disagreement_and_opens_it_for_review) {
                     " THEN 3 ELSE 5 + i.column1 END, 0, 0"
                     " FROM (VALUES (1), (2), (4)) i, (VALUES (50), (51)) a, aspects s;\"", dir),
                  0);
-    cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
                     "'%s --db t.db --help >/dev/null; exec %s --db t.db'",
                     dir, sock, easel, easel),
                  0);
@@ -274,13 +245,13 @@ Test(ui_tmux, quality_lists_disagreement_and_opens_it_for_review) {
 }
 
 Test(ui_tmux, too_small_terminal_says_so_and_ignores_keys_then_resizes) {
-    cr_assert_eq(sh("cd %s && tmux -L %s new-session -d -s e -x 70 -y 20 "
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 70 -y 20 "
                     "'exec %s --db t.db annotate --annotator small --order id'",
                     dir, sock, easel),
                  0);
     wait_for("easel needs 80x24");
     keys("7 7");
-    cr_assert_eq(sh("tmux -L %s resize-window -t e -x 100 -y 30", sock), 0);
+    cr_assert_eq(support_sh("tmux -L %s resize-window -t e -x 100 -y 30", sock), 0);
     wait_for("\xe2\x94\x82 image 1 ");
     wait_for("\xe2\x96\xb8" "1 spatial    \xe2\x80\x93");
     keys("4");

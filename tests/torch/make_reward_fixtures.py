@@ -10,7 +10,9 @@ mean label, the irrelevant-prompt term), every parameter gradient, the parameter
 torch.optim.AdamW step, and the regression objective's losses and gradients.
 
 Run from the repository root:  python3 tests/torch/make_reward_fixtures.py
-Writes tests/fixtures/model_reward/{concat,add,cross_attention}.json. `make test` only reads
+Writes tests/fixtures/model_reward/{concat,add,cross_attention,concat_paired}.json
+(concat_paired: both images of each pair share their prompt, the case easel's model computes
+the text half of the first layer once per pair for). `make test` only reads
 the JSON; it never runs Python.
 """
 import json
@@ -108,7 +110,7 @@ def flat(t):
     return [f9(v) for v in t.detach().reshape(-1).tolist()]
 
 
-def make(fusion, seed):
+def make(fusion, seed, paired=False):
     torch.manual_seed(seed)
     cfg = {
         "fusion": fusion,
@@ -132,6 +134,8 @@ def make(fusion, seed):
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
     img = torch.randn(N, cfg["img_rows"], cfg["dim_img"])
     txt = torch.randn(N, cfg["dim_txt"])
+    if paired:  # both images of a pair under the same prompt, as pairs from ratings are
+        txt = torch.cat([txt[: N // 2], txt[: N // 2]])
     labels = torch.tensor([[1, 0, 0.5, 1, 0], [0, 0.5, 0.5, 1, 1], [1, 1, 0, 0.5, 0]],
                           dtype=torch.float32)
     irrelevant = torch.tensor([0, 0, 1], dtype=torch.uint8)
@@ -182,9 +186,10 @@ def make(fusion, seed):
 def main():
     os.makedirs(OUT, exist_ok=True)
     torch.set_num_threads(1)
-    for i, fusion in enumerate(["concat", "add", "cross_attention"]):
-        fx = make(fusion, 100 + i)
-        path = os.path.join(OUT, fusion + ".json")
+    for i, name in enumerate(["concat", "add", "cross_attention", "concat_paired"]):
+        fusion = "concat" if name == "concat_paired" else name
+        fx = make(fusion, 100 + i, paired=name == "concat_paired")
+        path = os.path.join(OUT, name + ".json")
         with open(path, "w") as f:
             json.dump(fx, f, separators=(",", ":"), allow_nan=False)
         print(f"wrote {path} ({os.path.getsize(path)} bytes)", file=sys.stderr)

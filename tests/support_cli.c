@@ -1,0 +1,136 @@
+/* support_cli — temporary folders, command runs and tmux panes for the tests. See support.h.
+ *
+ * Commands run through popen() of "cd DIR && (CMD)"; a separate stderr goes through a
+ * temporary file, read back after the command exits.
+ */
+#include "support.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base.h"
+
+void support_tmpdir_make(char *dir, size_t n, const char *tag) {
+    int k = snprintf(dir, n, "/tmp/easel-%s-XXXXXX", tag);
+    cr_assert(k > 0 && (size_t)k < n, "temporary folder name too long for its buffer");
+    cr_assert_not_null(mkdtemp(dir), "cannot create %s", dir);
+}
+
+void support_tmpdir_remove(const char *dir) {
+    if (!dir[0])
+        return;
+    char *cmd = xasprintf("rm -rf '%s'", dir);
+    int rc = system(cmd);
+    free(cmd);
+    cr_assert_eq(rc, 0, "cannot remove %s", dir);
+}
+
+void support_easel_path(char *buf, size_t n) {
+    const char *bin = getenv("EASEL_BIN");
+    char real[4096];
+    if (!realpath(bin ? bin : "bin/easel", real))
+        cr_skip_test("bin/easel not found (run from the repository root after make)");
+    cr_assert(strlen(real) < n, "%s: path too long", real);
+    strcpy(buf, real);
+}
+
+static char *vformat(const char *fmt, va_list ap) {
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    cr_assert(n >= 0);
+    char *s = xmalloc((size_t)n + 1);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    return s;
+}
+
+static char *read_all(FILE *f) {
+    size_t cap = 1 << 16, n = 0, got;
+    char *buf = xmalloc(cap);
+    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (n + 1 == cap)
+            buf = xrealloc(buf, cap *= 2);
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+int support_vrun(const char *dir, char **out, char **err, const char *fmt, va_list ap) {
+    char *cmd = vformat(fmt, ap);
+    char errpath[] = "/tmp/easel-stderr-XXXXXX";
+    if (err) {
+        int fd = mkstemp(errpath);
+        cr_assert(fd >= 0, "cannot create a file for stderr");
+        close(fd);
+    }
+    char *full = xasprintf("cd '%s' && (%s) 2>%s", dir ? dir : ".", cmd,
+                           err ? errpath : "&1");
+    FILE *p = popen(full, "r");
+    cr_assert_not_null(p, "%s", full);
+    *out = read_all(p);
+    int st = pclose(p);
+    if (err) {
+        FILE *e = fopen(errpath, "r");
+        cr_assert_not_null(e);
+        *err = read_all(e);
+        fclose(e);
+        unlink(errpath);
+    }
+    free(full);
+    free(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int support_run(const char *dir, char **out, char **err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = support_vrun(dir, out, err, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int support_vrun_buf(const char *dir, char *buf, size_t n, const char *fmt, va_list ap) {
+    char *out;
+    int rc = support_vrun(dir, &out, NULL, fmt, ap);
+    snprintf(buf, n, "%s", out);
+    free(out);
+    return rc;
+}
+
+int support_sh(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *cmd = vformat(fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    free(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+char *support_tmux_capture(const char *sock) {
+    static char buf[65536];
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "tmux -L %s capture-pane -p -t e 2>/dev/null", sock);
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(buf, 1, sizeof buf - 1, p) : 0;
+    if (p)
+        pclose(p);
+    buf[n] = '\0';
+    return buf;
+}
+
+void support_tmux_wait_for(const char *sock, const char *text) {
+    for (int i = 0; i < 500; i++) {
+        if (strstr(support_tmux_capture(sock), text))
+            return;
+        usleep(20000);
+    }
+    cr_assert_fail("the screen never showed \"%s\"; it shows:\n%s", text,
+                   support_tmux_capture(sock));
+}

@@ -1,0 +1,166 @@
+/* Tests for src/atomic_file.c: a commit replaces the file whole, an abort or a failed write
+ * leaves the old file byte for byte and no temporary file beside it, and a path in a missing
+ * folder fails with a message naming the path and the reason. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "atomic_file.h"
+#include "base.h"
+#include "support.h"
+
+static char tmpdir[64];
+
+static void setup(void) {
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "atomic");
+}
+
+static void teardown(void) {
+    support_tmpdir_remove(tmpdir);
+}
+
+TestSuite(atomic_file, .init = setup, .fini = teardown);
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    char *buf = xmalloc(4096);
+    size_t n = fread(buf, 1, 4095, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Number of entries in tmpdir besides . and .. */
+static int n_entries(void) {
+    DIR *d = opendir(tmpdir);
+    cr_assert_not_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+Test(atomic_file, commit_creates_then_replaces) {
+    char *path = xasprintf("%s/out.txt", tmpdir);
+    Err err = {0};
+    cr_assert_eq(atomic_file_write(path, "first\n", 6, &err), 0, "%s", err.msg);
+    char *got = slurp(path);
+    cr_assert_str_eq(got, "first\n");
+    free(got);
+
+    AtomicFile *af = atomic_file_open(path, &err);
+    cr_assert_not_null(af, "%s", err.msg);
+    const char *tmp = atomic_file_tmp_path(af);
+    cr_assert(strncmp(tmp, path, strlen(path)) == 0, "temp %s is not beside %s", tmp, path);
+    fprintf(atomic_file_stream(af), "second %d\n", 2);
+    /* until the commit, readers still see the old file */
+    got = slurp(path);
+    cr_assert_str_eq(got, "first\n");
+    free(got);
+    cr_assert_eq(atomic_file_commit(af, &err), 0, "%s", err.msg);
+    got = slurp(path);
+    cr_assert_str_eq(got, "second 2\n");
+    free(got);
+    cr_assert_eq(n_entries(), 1, "a temporary file was left behind");
+    free(path);
+}
+
+Test(atomic_file, abort_leaves_old_file_and_no_temp) {
+    char *path = xasprintf("%s/keep.txt", tmpdir);
+    Err err = {0};
+    cr_assert_eq(atomic_file_write(path, "old", 3, &err), 0, "%s", err.msg);
+    AtomicFile *af = atomic_file_open(path, &err);
+    cr_assert_not_null(af, "%s", err.msg);
+    char *tmp = xstrdup(atomic_file_tmp_path(af));
+    fputs("half a new fi", atomic_file_stream(af));
+    fflush(atomic_file_stream(af));
+    cr_assert_eq(access(tmp, F_OK), 0, "the temporary file should exist while writing");
+    atomic_file_abort(af);
+    cr_assert_neq(access(tmp, F_OK), 0, "%s was not removed", tmp);
+    char *got = slurp(path);
+    cr_assert_str_eq(got, "old");
+    free(got);
+    cr_assert_eq(n_entries(), 1);
+    atomic_file_abort(NULL); /* a no-op */
+    free(tmp);
+    free(path);
+}
+
+Test(atomic_file, two_writers_get_their_own_temp_and_last_commit_wins) {
+    char *path = xasprintf("%s/both.txt", tmpdir);
+    Err err = {0};
+    AtomicFile *a = atomic_file_open(path, &err);
+    AtomicFile *b = atomic_file_open(path, &err);
+    cr_assert(a && b, "%s", err.msg);
+    cr_assert_str_neq(atomic_file_tmp_path(a), atomic_file_tmp_path(b));
+    fputs("from a", atomic_file_stream(a));
+    fputs("from b", atomic_file_stream(b));
+    cr_assert_eq(atomic_file_commit(a, &err), 0, "%s", err.msg);
+    cr_assert_eq(atomic_file_commit(b, &err), 0, "%s", err.msg);
+    char *got = slurp(path);
+    cr_assert_str_eq(got, "from b");
+    free(got);
+    cr_assert_eq(n_entries(), 1);
+    free(path);
+}
+
+Test(atomic_file, missing_folder_is_a_clear_error) {
+    char *path = xasprintf("%s/no/such/dir/out.csv", tmpdir);
+    Err err = {0};
+    cr_assert_null(atomic_file_open(path, &err));
+    cr_assert_eq(err.code, ERR_IO);
+    cr_assert(strstr(err.msg, path) != NULL, "%s", err.msg);
+    cr_assert(strstr(err.msg, "No such file or directory") != NULL, "%s", err.msg);
+    err_clear(&err);
+    cr_assert_eq(atomic_file_write(path, "x", 1, &err), ERR_IO);
+    cr_assert(strstr(err.msg, path) != NULL, "%s", err.msg);
+    cr_assert_eq(n_entries(), 0);
+    free(path);
+}
+
+/* The rename fails (the final path is a non-empty folder): the error names it, the folder is
+ * untouched and the temporary file is gone. */
+Test(atomic_file, failed_rename_removes_temp) {
+    char *path = xasprintf("%s/taken", tmpdir);
+    cr_assert_eq(mkdir(path, 0777), 0);
+    char *inner = xasprintf("%s/inner.txt", path);
+    Err err = {0};
+    cr_assert_eq(atomic_file_write(inner, "kept", 4, &err), 0, "%s", err.msg);
+    cr_assert_eq(atomic_file_write(path, "data", 4, &err), ERR_IO);
+    cr_assert(strstr(err.msg, path) != NULL && strstr(err.msg, "rename") != NULL, "%s",
+              err.msg);
+    char *got = slurp(inner);
+    cr_assert_str_eq(got, "kept");
+    free(got);
+    cr_assert_eq(n_entries(), 1, "a temporary file was left behind");
+    free(inner);
+    free(path);
+}
+
+/* A write error flagged on the stream (as a full disk would) makes the commit fail, remove
+ * the temporary file and keep the old one. Reading a write-only stream sets that flag. */
+Test(atomic_file, stream_error_fails_the_commit) {
+    char *path = xasprintf("%s/err.txt", tmpdir);
+    Err err = {0};
+    cr_assert_eq(atomic_file_write(path, "old", 3, &err), 0, "%s", err.msg);
+    AtomicFile *af = atomic_file_open(path, &err);
+    cr_assert_not_null(af, "%s", err.msg);
+    FILE *f = atomic_file_stream(af);
+    cr_assert_eq(fgetc(f), EOF);
+    cr_assert(ferror(f));
+    cr_assert_eq(atomic_file_commit(af, &err), ERR_IO);
+    cr_assert(strstr(err.msg, path) != NULL && strstr(err.msg, "write failed") != NULL, "%s",
+              err.msg);
+    char *got = slurp(path);
+    cr_assert_str_eq(got, "old");
+    free(got);
+    cr_assert_eq(n_entries(), 1);
+    free(path);
+}
