@@ -1,16 +1,19 @@
-/* make_demo — writes easel's demo workspace: procedural scenes for 14 prompts with planted,
+/* make_demo — writes easel's demo workspace: procedural scenes for 30 prompts with planted,
  * recorded defects, and ratings from three simulated annotators derived from those defects.
  *
  *   make_demo [--out DIR]       (default DIR = data)
  *
- * Writes DIR/prompts.csv, DIR/images/{prompt_id}/{seed}.png (256×256 RGB), DIR/defects.csv
+ * Writes DIR/prompts.csv, DIR/images/{prompt_id}/{seed}.png (192×192 RGB), DIR/defects.csv
  * and DIR/multihead_ratings.csv. See doc/demo.md for what each defect is and how the ratings
  * are derived.
  *
  * Design: every scene is drawn from a few antialiased primitives (gradients, rectangles,
- * ellipses, triangles, value-noise textures) into a float RGB canvas; defects are applied to
- * the canvas (blur, noise, colour cast, ...) or to the scene layout (off-centre subject,
- * missing subject); the canvas is quantised once and written with stb_image_write.
+ * ellipses, triangles, value-noise textures) into a 256×256 float RGB canvas, area-averaged
+ * to 192×192; defects are applied to that image (blur, noise, colour cast, ...) or to the
+ * scene layout (off-centre subject, missing subject); it is quantised once and written with
+ * stb_image_write. Each aspect has its own driving defects, planted independently per image
+ * (plan_images), so most pairs of images of a prompt differ in some aspect for a visible
+ * reason.
  *
  * Invariant: the output is a pure function of this file. Randomness comes from a counter-
  * based hash (splitmix64) keyed by prompt, seed and purpose, never from time or rand(); the
@@ -948,7 +951,7 @@ static void csv_field(FILE *f, const char *s) {
 /* Simulated annotators: overall bias, per-aspect bias, noise, rounding step, and which part
  * of the work queue they have done. Images are put in one shuffled queue order (position
  * u in [0, 1)); an annotator has rated the images whose u lies in one of their [from, to)
- * bands. So the first ~40% have three raters, then two, then one, and the last ~24% are
+ * bands. So the first ~45% have three raters, then two, then one, and the last ~10% are
  * still unrated — work left for the TUI. */
 typedef struct Annotator {
     const char *name;
