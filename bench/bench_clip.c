@@ -94,8 +94,8 @@ static void run(const char *name, int img_batch, int threads) {
     report(b1, "images/s", ours_img, peer_rate(name, "image", img_batch, threads));
     report(b2, "prompts/s", ours_txt, peer_rate(name, "text", tb, threads));
     /* No peer loads the same folder, so this is a note on stderr, not a bench line. */
-    fprintf(stderr, "clip-%s: loaded in %.2f s (weights %.0f MB mapped/converted, %d threads)\n", name,
-           load, clip_model_weight_bytes(m) / 1048576.0, threads);
+    fprintf(stderr, "clip-%s: loaded in %.2f s (weights %.0f MB mapped/converted, %d threads)\n",
+            name, load, clip_model_weight_bytes(m) / 1048576.0, threads);
     free(emb);
     free(pixels);
     clip_model_free(m);
