@@ -1,8 +1,11 @@
 /* cli — the subcommand table and shared helpers. See cli.h. */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "store.h"
 
@@ -59,11 +62,93 @@ int cli_wants_help(int argc, char **argv) {
     return 0;
 }
 
+int cli_parse_long(const char *cmd, const char *what, const char *s, long long min,
+                   long long max, long long *out) {
+    char *end = NULL;
+    errno = 0;
+    long long v = s && *s ? strtoll(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno == ERANGE || v < min || v > max) {
+        cli_error("%s: %s %s: expected a whole number from %lld to %lld", cmd, what,
+                  s ? s : "(none)", min, max);
+        return 2;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Levenshtein distance of A and B, capped at 3 (enough to say "close"). */
+static int edit_distance(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    if (na > 64 || nb > 64)
+        return 3;
+    int prev[65], cur[65];
+    for (size_t j = 0; j <= nb; j++)
+        prev[j] = (int)j;
+    for (size_t i = 1; i <= na; i++) {
+        cur[0] = (int)i;
+        for (size_t j = 1; j <= nb; j++) {
+            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            int del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        memcpy(prev, cur, sizeof(int) * (nb + 1));
+    }
+    return prev[nb] < 3 ? prev[nb] : 3;
+}
+
+int cli_unknown_option(const char *cmd, const char *opt, const char *const *known) {
+    const char *best = NULL;
+    int best_d = 3;
+    size_t n = strcspn(opt, "=");
+    char name[80];
+    snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name - 1 ? n : sizeof name - 1), opt);
+    for (int i = 0; known && known[i]; i++) {
+        int d = edit_distance(name, known[i]);
+        if (strlen(name) > 3 && strncmp(known[i], name, strlen(name)) == 0)
+            d = 1;
+        if (d < best_d) {
+            best_d = d;
+            best = known[i];
+        }
+    }
+    if (best)
+        cli_error("%s: unknown option '%s'; did you mean '%s'? (see 'easel %s --help')", cmd,
+                  opt, best, cmd);
+    else
+        cli_error("%s: unknown option '%s' (see 'easel %s --help')", cmd, opt, cmd);
+    return 2;
+}
+
+/* mkdir -p of the folder that will hold PATH. */
+static int make_parent_dirs(const char *path, Err *err) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return err_set(err, ERR_USAGE, "%s: path too long", path);
+    char *slash = strrchr(buf, '/');
+    if (!slash || slash == buf)
+        return 0;
+    *slash = '\0';
+    for (char *p = buf + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return err_set(err, ERR_IO, "%s: cannot create folder %s: %s", path, buf,
+                               strerror(errno));
+            if (c == '\0')
+                break;
+            *p = c;
+        }
+    }
+    return 0;
+}
+
 int cli_init_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         printf("usage: easel [--db PATH] init\n\n"
                "Create the store at PATH (default $EASEL_DB, else ./easel.db), or migrate an\n"
-               "existing one to this version's schema. Running it again changes nothing.\n\n"
+               "existing one to this version's schema; missing folders of PATH are created.\n"
+               "Running it again changes nothing.\n\n"
                "example:\n  easel --db work/easel.db init\n");
         return 0;
     }
@@ -72,6 +157,8 @@ int cli_init_main(const CliGlobal *g, int argc, char **argv) {
         return 2;
     }
     Err err = {0};
+    if (make_parent_dirs(g->db_path, &err))
+        return cli_fail(&err);
     Store *st = store_open(g->db_path, &err);
     if (!st)
         return cli_fail(&err);

@@ -15,6 +15,8 @@
 typedef struct CliGlobal {
     const char *db_path;   /* --db, else $EASEL_DB, else ./easel.db */
     const char *program;   /* argv[0] */
+    const char *annotator; /* global --annotator (before or after the command), else NULL;
+                            * resolve with identity_annotator() */
 } CliGlobal;
 
 typedef int (*CliRun)(const CliGlobal *g, int argc, char **argv);
@@ -38,6 +40,16 @@ int cli_fail(const Err *err);
 
 /* True if argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);
+
+/* Parse S as a whole decimal number in [MIN, MAX] into *OUT. On failure print
+ * "easel: CMD: WHAT S: expected a whole number from MIN to MAX" and return 2; else 0.
+ * Refuses what does not fit (99999999999 for an int) instead of wrapping. */
+int cli_parse_long(const char *cmd, const char *what, const char *s, long long min,
+                   long long max, long long *out);
+
+/* Report an unknown option OPT of command CMD, with "did you mean --X?" when one of KNOWN
+ * (NULL-ended) is close (a prefix of it, or within two edits). Returns 2. */
+int cli_unknown_option(const char *cmd, const char *opt, const char *const *known);
 
 /* Subcommands (src/cli_*.c). */
 int cli_init_main(const CliGlobal *g, int argc, char **argv);

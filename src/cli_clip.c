@@ -109,7 +109,7 @@ static int models_add(const CliGlobal *g, int argc, char **argv) {
     }
     double load_s = base_now() - t0;
     char *cfg = config_summary(m, load_s);
-    Store *st = store_open(g->db_path, &err);
+    Store *st = store_open_existing(g->db_path, &err);
     if (!st) {
         free(cfg);
         clip_model_free(m);

@@ -49,6 +49,7 @@ const char *err_name(int code) {
     case ERR_NOTFOUND: return "not found";
     case ERR_USAGE: return "usage error";
     case ERR_DB: return "database error";
+    case ERR_DENIED: return "not allowed";
     default: return "error";
     }
 }

@@ -20,6 +20,7 @@ enum {
     ERR_NOTFOUND = -8,  /* no such id, file, row */
     ERR_USAGE = -9,     /* bad flag or argument */
     ERR_DB = -10,       /* SQLite said no */
+    ERR_DENIED = -11,   /* not allowed: permissions, the trust rules, a role */
 };
 
 #define ERR_MSG_LEN 256

@@ -38,7 +38,7 @@ typedef enum ImportKind {
 } ImportKind;
 
 typedef struct ImportOptions {
-    const char *annotator; /* ratings rows without an annotator column/cell; NULL: $USER */
+    const char *annotator; /* ratings rows without an annotator column/cell; NULL: identity_annotator() */
     /* Called now and then while writing with DONE of TOTAL rows; a nonzero return cancels the
      * import (ERR_CANCELLED, nothing written). NULL: no progress. */
     int (*progress)(void *user_data, size_t done, size_t total);

@@ -3,6 +3,7 @@
  * import_int.h for the two phases and doc/formats.md for the columns.
  */
 #include "import_int.h"
+#include "identity.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -166,7 +167,7 @@ static void ratings_columns(ImportCtx *c, const CsvRow *hdr, RCols *rc) {
         else
             import_warn(c, hdr->line, "column \"%s\" is not used", hdr->field[i]);
     }
-    rc->dflt_annotator = c->opts && c->opts->annotator ? c->opts->annotator : getenv("USER");
+    rc->dflt_annotator = identity_annotator(c->opts ? c->opts->annotator : NULL);
     if (rc->dflt_annotator && !*rc->dflt_annotator)
         rc->dflt_annotator = NULL;
 }

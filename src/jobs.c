@@ -335,7 +335,7 @@ JobsPool *jobs_pool_start(const JobsPoolConfig *cfg, Err *err) {
     }
     p->n_slots = p->cfg.threads;
     p->slots = xcalloc((size_t)p->n_slots, sizeof *p->slots);
-    if (!(p->monitor_st = store_open(p->db_path, err)))
+    if (!(p->monitor_st = store_open_existing(p->db_path, err)))
         goto out_free;
     for (int i = 0; i < p->n_slots; i++) {
         Slot *s = &p->slots[i];
@@ -344,7 +344,7 @@ JobsPool *jobs_pool_start(const JobsPoolConfig *cfg, Err *err) {
         atomic_init(&s->cancel, 0);
         snprintf(s->worker, sizeof s->worker, "%s:%lld:t%d", jobs_host(), (long long)getpid(),
                  i);
-        if (!(s->st = store_open(p->db_path, err)))
+        if (!(s->st = store_open_existing(p->db_path, err)))
             goto out_free;
     }
     sigset_t old;

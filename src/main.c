@@ -9,11 +9,13 @@
 #define EASEL_VERSION "0.1.0"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: easel [--db PATH] [COMMAND [ARGS]]\n\n"
+    fprintf(f, "usage: easel [--db PATH] [--annotator NAME] [COMMAND [ARGS]]\n\n"
                "easel — terminal workstation for multi-head RLHF of text-to-image models.\n"
                "With no command, easel opens the TUI on the store (Tab switches screens).\n\n"
                "global options:\n"
                "  --db PATH      the store (default $EASEL_DB, else ./easel.db)\n"
+               "  --annotator NAME  who is rating (default $EASEL_ANNOTATOR, else your login\n"
+               "                 name); before or after the command\n"
                "  -h, --help     this text; 'easel COMMAND --help' for a command\n"
                "  --version      print the version\n\n"
                "commands:\n");
@@ -21,8 +23,42 @@ static void usage(FILE *f) {
         fprintf(f, "  %-12s %s\n", c->name, c->summary);
 }
 
+/* Take the global --annotator NAME (or --annotator=NAME) out of argv, wherever it stands
+ * before a "--". Returns 0, or 2 after an error. */
+static int take_annotator(CliGlobal *g, int *argc, char **argv) {
+    int o = 1;
+    int rest = 0;
+    for (int i = 1; i < *argc; i++) {
+        const char *a = argv[i];
+        if (!rest && strcmp(a, "--") == 0)
+            rest = 1;
+        if (!rest && strcmp(a, "--annotator") == 0) {
+            if (i + 1 >= *argc || !argv[i + 1][0]) {
+                cli_error("--annotator needs a name (e.g. --annotator alice)");
+                return 2;
+            }
+            g->annotator = argv[++i];
+            continue;
+        }
+        if (!rest && strncmp(a, "--annotator=", 12) == 0) {
+            if (!a[12]) {
+                cli_error("--annotator needs a name (e.g. --annotator=alice)");
+                return 2;
+            }
+            g->annotator = a + 12;
+            continue;
+        }
+        argv[o++] = argv[i];
+    }
+    *argc = o;
+    argv[o] = NULL;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     CliGlobal g = {0};
+    if (take_annotator(&g, &argc, argv))
+        return 2;
     g.program = argv[0];
     g.db_path = getenv("EASEL_DB");
     if (!g.db_path || !*g.db_path)

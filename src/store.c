@@ -4,6 +4,10 @@
  *   0  empty file
  *   1  the workspace: prompts, images, annotators, aspects (the five), ratings + history,
  *      flags, pairs, runs, metrics, jobs (+deps, log), checkpoints, models, embeddings, scores
+ *   2  images.retired*, jobs.queued_by/queued_uid/resume_done, annotators.role, settings,
+ *      output_roots, queue_order; meta('application'), meta('schema_version')
+ * meta('schema_version') repeats user_version so that a store restored from `sqlite3 .dump`
+ * (which drops the pragma) opens at the right version.
  * A migration runs inside BEGIN IMMEDIATE and re-reads user_version under the lock, so two
  * processes opening an old store at once migrate it exactly once.
  *
@@ -25,6 +29,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "log.h"
 
 /* ---- schema ----------------------------------------------------------------------------- */
 
@@ -213,6 +218,35 @@ static const char *const migrations[] = {
     "  value REAL NOT NULL,"
     "  created_at REAL NOT NULL,"
     "  UNIQUE(checkpoint, image_id, head));",
+
+    /* 1 -> 2: hardening. The version is also kept in meta, which `sqlite3 .dump` keeps
+     * (it drops PRAGMA user_version); see store_open. */
+    "INSERT OR REPLACE INTO meta(key, value) VALUES ('application', 'easel');"
+    "ALTER TABLE images ADD COLUMN retired INTEGER NOT NULL DEFAULT 0;" /* out of queues, training */
+    "ALTER TABLE images ADD COLUMN retired_at REAL;"
+    "ALTER TABLE images ADD COLUMN retired_by TEXT;"
+    "ALTER TABLE images ADD COLUMN retired_reason TEXT;"
+    "ALTER TABLE jobs ADD COLUMN queued_by TEXT NOT NULL DEFAULT '';" /* Unix login that queued it */
+    "ALTER TABLE jobs ADD COLUMN queued_uid INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN resume_done REAL NOT NULL DEFAULT 0;" /* done when (re)started */
+    "ALTER TABLE annotators ADD COLUMN role TEXT NOT NULL DEFAULT 'annotator';" /* or 'reviewer' */
+    "CREATE TABLE settings("                     /* store-wide settings: 'blind' = 'on'|'off' */
+    "  key TEXT PRIMARY KEY,"
+    "  value TEXT NOT NULL,"
+    "  set_by TEXT NOT NULL DEFAULT '',"
+    "  set_at REAL NOT NULL);"
+    "CREATE TABLE output_roots("                 /* folders outside the workspace jobs may use */
+    "  path TEXT PRIMARY KEY,"                   /* absolute, resolved */
+    "  added_by TEXT NOT NULL DEFAULT '',"
+    "  added_at REAL NOT NULL);"
+    "CREATE TABLE queue_order("                  /* the annotate queue's computed orders */
+    "  kind TEXT NOT NULL,"                      /* 'uncertain', 'disagree' */
+    "  image_id INTEGER NOT NULL REFERENCES images(id),"
+    "  score REAL NOT NULL,"                     /* higher is served first */
+    "  reason TEXT NOT NULL DEFAULT '',"         /* shown to the annotator */
+    "  source TEXT NOT NULL DEFAULT '',"         /* e.g. the checkpoint it came from */
+    "  computed_at REAL NOT NULL,"
+    "  PRIMARY KEY(kind, image_id)) WITHOUT ROWID;",
 };
 
 int store_schema_version(void) { return (int)ARRAY_LEN(migrations); }
@@ -359,11 +393,96 @@ static int read_version(Store *st, int *version, Err *err) {
     return 0;
 }
 
+/* 1 if the connection's schema has table NAME. */
+static int has_table(Store *st, const char *name) {
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM sqlite_schema WHERE type='table' AND name=?",
+                           -1, &s, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    int yes = store_step(st, s) == SQLITE_ROW;
+    sqlite3_finalize(s);
+    return yes;
+}
+
+/* Number of tables, views, indexes and triggers in the file (0: an empty database). */
+static int n_schema_objects(Store *st) {
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM sqlite_schema", -1, &s, NULL) !=
+        SQLITE_OK)
+        return -1;
+    int n = store_step(st, s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+    sqlite3_finalize(s);
+    return n;
+}
+
+/* The schema version a store restored from `sqlite3 .dump` had: .dump keeps the meta table
+ * but not PRAGMA user_version. Version 1 wrote no schema_version row; its meta table is the
+ * mark. Returns 0 when the file has no meta table. */
+static int dumped_version(Store *st) {
+    if (!has_table(st, "meta"))
+        return 0;
+    sqlite3_stmt *s = NULL;
+    int v = 1;
+    if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key='schema_version'", -1, &s,
+                           NULL) == SQLITE_OK &&
+        store_step(st, s) == SQLITE_ROW)
+        v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return v > 0 ? v : 1;
+}
+
+/* Is this file an easel store (or an empty database, when CREATE allows making one)?
+ * Reads only: nothing is written to a file that is not ours. */
+static int check_identity(Store *st, int create, Err *err) {
+    int n = n_schema_objects(st);
+    if (n < 0)
+        return err_set(err, ERR_FORMAT, "%s: not an easel store (not a SQLite database)",
+                       st->path);
+    if (n == 0) {
+        if (create)
+            return 0;
+        return err_set(err, ERR_NOTFOUND,
+                       "%s: an empty database, not an easel store; create one with "
+                       "'easel --db %s init'", st->path, st->path);
+    }
+    if (!has_table(st, "meta") || !has_table(st, "ratings") || !has_table(st, "images"))
+        return err_set(err, ERR_FORMAT,
+                       "%s: a SQLite database but not an easel store (no easel tables); "
+                       "nothing was changed in it. Pass the store with --db, or create one "
+                       "with 'easel --db NEW.db init'", st->path);
+    return 0;
+}
+
 static int migrate(Store *st, Err *err) {
     int v;
     int rc = read_version(st, &v, err);
     if (rc)
         return rc;
+    if (v == 0 && dumped_version(st) > 0) {
+        /* Restored from a dump: put the version back (under the write lock) and go on. */
+        if ((rc = store_begin(st, err)))
+            return rc;
+        if ((rc = read_version(st, &v, err)))
+            goto out_rollback;
+        if (v == 0) {
+            v = dumped_version(st);
+            if (v > store_schema_version()) {
+                rc = err_set(err, ERR_FORMAT,
+                             "%s: store schema version %d is newer than this easel (%d); "
+                             "use a newer easel", st->path, v, store_schema_version());
+                goto out_rollback;
+            }
+            char pragma[64];
+            snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v);
+            if ((rc = store_exec(st, pragma, err)))
+                goto out_rollback;
+            log_info("store: %s was restored from a dump; schema version %d put back",
+                     st->path, v);
+        }
+        if ((rc = store_commit(st, err)))
+            return rc;
+    }
     if (v == store_schema_version())
         return 0;
     if (v > store_schema_version())
@@ -374,13 +493,20 @@ static int migrate(Store *st, Err *err) {
         return rc;
     if ((rc = read_version(st, &v, err))) /* again, under the write lock */
         goto out_rollback;
+    if (v == 0 && n_schema_objects(st) != 0) {
+        rc = err_set(err, ERR_FORMAT, "%s: not an easel store; nothing was changed in it",
+                     st->path);
+        goto out_rollback;
+    }
     for (; v < store_schema_version(); v++) {
         if ((rc = store_exec(st, migrations[v], err))) {
             err_prefix(err, "migrate store from version %d", v);
             goto out_rollback;
         }
-        char pragma[64];
-        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
+        char pragma[160];
+        snprintf(pragma, sizeof pragma,
+                 "PRAGMA user_version = %d; INSERT OR REPLACE INTO meta(key, value) "
+                 "VALUES ('schema_version', '%d')", v + 1, v + 1);
         if ((rc = store_exec(st, pragma, err)))
             goto out_rollback;
     }
@@ -408,7 +534,7 @@ static char *abs_dir_of(const char *path) {
     return res;
 }
 
-static Store *open_flags(const char *path, int flags, Err *err) {
+static Store *open_flags(const char *path, int flags, int create, Err *err) {
     Store *st = xcalloc(1, sizeof *st);
     st->path = xstrdup(path);
     if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
@@ -421,9 +547,17 @@ static Store *open_flags(const char *path, int flags, Err *err) {
     sqlite3_busy_timeout(st->db, 10000);
     /* Validate the file is a database before anything writes to it. */
     if (store_exec(st, "SELECT count(*) FROM sqlite_schema", err)) {
-        err_set(err, ERR_FORMAT, "%s: not an easel store (not a SQLite database)", path);
+        if (sqlite3_errcode(st->db) == SQLITE_CANTOPEN || sqlite3_errcode(st->db) == SQLITE_PERM ||
+            sqlite3_errcode(st->db) == SQLITE_READONLY || access(path, R_OK | W_OK) != 0)
+            err_set(err, ERR_IO,
+                    "%s: permission denied: this store belongs to another user or group; "
+                    "ask its owner to run 'easel --db %s init --shared GROUP'", path, path);
+        else
+            err_set(err, ERR_FORMAT, "%s: not an easel store (not a SQLite database)", path);
         goto out_free;
     }
+    if (check_identity(st, create, err))
+        goto out_free;
     if (store_exec(st, "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; "
                        "PRAGMA synchronous=NORMAL;", err))
         goto out_free;
@@ -436,7 +570,7 @@ out_free:
 }
 
 Store *store_open(const char *path, Err *err) {
-    return open_flags(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err);
+    return open_flags(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, 1, err);
 }
 
 Store *store_open_existing(const char *path, Err *err) {
@@ -445,7 +579,7 @@ Store *store_open_existing(const char *path, Err *err) {
                 path);
         return NULL;
     }
-    return open_flags(path, SQLITE_OPEN_READWRITE, err);
+    return open_flags(path, SQLITE_OPEN_READWRITE, 0, err);
 }
 
 void store_close(Store *st) {

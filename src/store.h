@@ -24,12 +24,15 @@ typedef struct Store Store;
 /* Number of the newest schema version this build knows. */
 int store_schema_version(void);
 
-/* Open (creating if missing) and migrate the store at PATH (":memory:" for tests).
- * Returns NULL and sets err on failure: not a SQLite file, newer schema than this build,
- * unwritable folder. The caller frees with store_close. */
+/* Open (creating if missing or empty) and migrate the store at PATH (":memory:" for tests);
+ * only `easel init` and tests create stores. Returns NULL and sets err on failure: not a
+ * SQLite file, a SQLite file that is not an easel store (left untouched), newer schema than
+ * this build, permission denied, unwritable folder. The caller frees with store_close.
+ * A store restored with `sqlite3 old.db .dump | sqlite3 new.db` opens at its version. */
 Store *store_open(const char *path, Err *err);
 
-/* Open only if PATH exists and is a store; never creates. */
+/* Open only if PATH exists and is an easel store; never creates, and changes nothing in a
+ * file that is not an easel store (not even its journal mode). Every command but init. */
 Store *store_open_existing(const char *path, Err *err);
 
 void store_close(Store *st); /* NULL allowed; rolls back an open transaction */

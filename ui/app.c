@@ -19,6 +19,7 @@
  * base_set_fail_hook).
  */
 #include "app.h"
+#include "identity.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -665,12 +666,7 @@ static void loop(App *app) {
 /* ---- start and stop ------------------------------------------------------------------------ */
 
 static char *annotator_name(const AppConfig *cfg) {
-    if (cfg->annotator && *cfg->annotator)
-        return xstrdup(cfg->annotator);
-    const char *u = getenv("USER");
-    if (!u || !*u)
-        u = getenv("LOGNAME");
-    return xstrdup(u && *u ? u : "annotator");
+    return xstrdup(identity_annotator(cfg->annotator));
 }
 
 static void log_to_file(void) {

@@ -24,7 +24,7 @@ typedef struct App App;
 /* What the command line asked for; strings are borrowed for the life of the app. */
 typedef struct AppConfig {
     const char *db_path;        /* the store (must exist) */
-    const char *annotator;      /* NULL: $USER, else "annotator" */
+    const char *annotator;      /* NULL: identity_annotator() ($EASEL_ANNOTATOR, else login) */
     const char *graphics;       /* NULL: probe; "sixel" | "blocks" | "ascii" | "none" */
     const char *start_screen;   /* NULL: the first screen; else a screen name ("Annotate") */
     /* Annotate queue options (see src/store_annotate.h) */
@@ -48,7 +48,7 @@ const char *const *app_screen_names(void);
 
 Store *app_store(App *app);                 /* the UI thread's connection; borrowed */
 const AppConfig *app_config(App *app);
-const char *app_annotator(App *app);        /* resolved name: --annotator, $USER, "annotator" */
+const char *app_annotator(App *app);        /* resolved name: see identity_annotator() */
 GfxMode app_gfx_mode(App *app);
 /* Terminal facts from the start-up probe (see ui/gfx.h GfxCaps); borrowed. */
 const struct GfxCaps *app_gfx_caps(App *app);
