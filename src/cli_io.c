@@ -101,15 +101,9 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
     const char *pos[2] = {NULL, NULL};
     int n_pos = 0;
     ImportOptions opts = {0};
+    opts.annotator = g->annotator; /* the global --annotator (main.c takes it out of argv) */
     for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (opt_value(argc, argv, &i, "--annotator", &v)) {
-            if (!v || !*v) {
-                cli_error("import: --annotator needs a name (e.g. --annotator alice)");
-                return 2;
-            }
-            opts.annotator = v;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
+        if (argv[i][0] == '-' && argv[i][1]) {
             cli_error("import: unknown option '%s' (see 'easel import --help')", argv[i]);
             return 2;
         } else if (n_pos < 2) {

@@ -16,7 +16,8 @@ static void annotate_usage(void) {
            "Rate images on the five aspects in the terminal, the image shown inline.\n"
            "Opens the TUI on the Annotate screen ('easel' alone opens it too).\n\n"
            "options:\n"
-           "  --annotator NAME   who is rating (default $USER); each annotator has a queue\n"
+           "  --annotator NAME   who is rating (default $EASEL_ANNOTATOR, else your login\n"
+           "                     name); each annotator has a queue\n"
            "  --graphics MODE    sixel | blocks | ascii | none (default: probe the terminal;\n"
            "                     blocks inside tmux or screen)\n"
            "  --order ORDER      fewest (default: fewest raters first, ties shuffled per\n"
@@ -41,6 +42,7 @@ static int run_app(const AppConfig *cfg) {
 int cli_tui_main(const CliGlobal *g) {
     AppConfig cfg = {0};
     cfg.db_path = g->db_path;
+    cfg.annotator = g->annotator;
     return run_app(&cfg);
 }
 
@@ -60,12 +62,11 @@ int cli_annotate_main(const CliGlobal *g, int argc, char **argv) {
     AppConfig cfg = {0};
     cfg.db_path = g->db_path;
     cfg.start_screen = "Annotate";
+    cfg.annotator = g->annotator; /* the global --annotator (main.c takes it out of argv) */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = NULL;
-        if (strcmp(a, "--annotator") == 0)
-            dst = &cfg.annotator;
-        else if (strcmp(a, "--graphics") == 0)
+        if (strcmp(a, "--graphics") == 0)
             dst = &cfg.graphics;
         else if (strcmp(a, "--order") == 0)
             dst = &cfg.order;
