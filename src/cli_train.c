@@ -338,10 +338,16 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
     signal(SIGINT, SIG_DFL);
     if (tty_err)
         fprintf(stderr, "\r\033[K");
-    if (rc == 0)
+    if (rc == 0) {
+        if (r.skipped.n) {
+            char why[900];
+            train_skipped_text(&r.skipped, why, sizeof why);
+            cli_error("warning: %s", why);
+        }
         reward_eval_print(stdout, ckpt, &r);
-    else
+    } else {
         rc = cli_fail(&err);
+    }
     store_close(st);
     return rc;
 }

@@ -235,8 +235,12 @@ static void put_stats_json(json_t *o, const char *name, const EvalStats *s) {
 }
 
 void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r) {
-    fprintf(f, "checkpoint %s\npairs from %s: %zu pairs, %zu images scored\n\n", checkpoint,
-            r->source, r->n_pairs, r->n_images);
+    fprintf(f, "checkpoint %s\npairs from %s: %zu image pairs, %zu preferences, %zu images "
+            "scored\n", checkpoint, r->source, r->n_pairs, r->n_labels, r->n_images);
+    if (r->skipped.n)
+        fprintf(f, "not evaluated: %zu preferences with an unreadable image\n",
+                r->n_skipped_labels);
+    fprintf(f, "\n");
     fprintf(f, "%-10s %8s %9s %11s %11s %7s %8s\n", "head", "samples", "accuracy",
             "avg_margin", "margin_std", "F1", "loss");
     for (int k = 0; k < NO; k++) {
@@ -266,9 +270,12 @@ int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int thr
         json_t *heads = json_object();
         for (int k = 0; k < NO; k++)
             put_stats_json(heads, out_names[k], &out->st[k]);
-        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:o}", "checkpoint", train_ckpt_path(c),
-                              "pairs", out->source, "n_pairs", (json_int_t)out->n_pairs,
-                              "n_images", (json_int_t)out->n_images, "heads", heads);
+        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:o}", "checkpoint",
+                              train_ckpt_path(c), "pairs", out->source, "n_pairs",
+                              (json_int_t)out->n_pairs, "n_preferences",
+                              (json_int_t)out->n_labels, "n_images",
+                              (json_int_t)out->n_images, "skipped_images",
+                              (json_int_t)out->skipped.n, "heads", heads);
         char *s = json_dumps(j, JSON_INDENT(2));
         json_decref(j);
         char *s2 = xasprintf("%s\n", s);
@@ -351,6 +358,11 @@ static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     int rc = reward_eval(job_store(ctx), job_param_str(p, "checkpoint"), &o,
                          (int)job_param_int(p, "threads"), job_param_str(p, "json"),
                          job_param_str(p, "csv"), &r, err);
+    if (rc == 0 && r.skipped.n) {
+        char why[900];
+        train_skipped_text(&r.skipped, why, sizeof why);
+        job_log(ctx, "warning: %s", why);
+    }
     if (rc == 0)
         for (int k = 0; k < NO; k++)
             job_log(ctx, "%-9s n=%zu accuracy %.4f margin %.4f +- %.4f F1 %.4f", out_names[k],

@@ -113,6 +113,29 @@ typedef struct TrainPair {
 void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out);
 
 
+/* ---- unreadable images: skipped, counted, named once ---- */
+
+/* Training, evaluation and scoring skip an image whose file cannot be read, decoded or
+ * encoded, and say so once at the end: how many, the first few names, the first reason. */
+#define TRAIN_SKIP_NAMES 3
+typedef struct TrainSkipped {
+    size_t n;                                /* distinct images skipped */
+    char names[TRAIN_SKIP_NAMES][160];       /* the first few, as the user knows them */
+    char reason[ERR_MSG_LEN];                /* the first one's error */
+} TrainSkipped;
+
+/* Is an error of this code one a bad image file causes (missing, unreadable, not decodable:
+ * ERR_IO, ERR_NOTFOUND, ERR_FORMAT, ERR_DENIED)? Anything else (the store, memory, a
+ * cancel) stops the run instead. */
+int train_err_is_unreadable(int code);
+
+/* Count NAME (a path) with REASON (may be NULL); callers add each image once. */
+void train_skipped_add(TrainSkipped *s, const char *name, const char *reason);
+
+/* "skipped 5 unreadable images (a.png, b.png, c.png and 2 more): REASON" into BUF; "" when
+ * none was skipped. */
+void train_skipped_text(const TrainSkipped *s, char *buf, size_t n);
+
 /* ---- using a checkpoint: scoring and evaluation (train_eval.c) ---- */
 
 /* A checkpoint folder (config.json + model.safetensors) loaded with its encoder. */
@@ -132,11 +155,23 @@ const char *train_ckpt_encoder(const RewardCkpt *c);
 int train_ckpt_score(RewardCkpt *c, Store *st, const char *path, const char *sha256,
                      const char *prompt, float out[TRAIN_N_HEADS + 1], Err *err);
 
-/* Evaluation of a checkpoint on preference pairs. */
+/* Evaluation of a checkpoint on preference pairs.
+ *
+ * One rule for both sources of pairs (a pairs file, or pairs derived from the store's
+ * ratings exactly as `easel export pairs` derives them): a preference with an aspect counts
+ * for that head only; a preference without one (aspect "combined", "" or absent: the
+ * overall preference) counts for the combined score only. From ratings, the combined
+ * preference compares the mean rating over the aspects rated on both images (pairs.h).
+ * Each pair is presented in a canonical order, the image with the smaller sha256 first (the
+ * label following), so F1 of "first preferred" has both classes whatever order the source
+ * lists the images in; a store and its export therefore give the same numbers. */
 typedef struct EvalReport {
     EvalStats st[TRAIN_N_HEADS + 1];  /* per head, then combined */
-    size_t n_pairs;                   /* pairs read */
+    size_t n_pairs;                   /* distinct image pairs evaluated */
+    size_t n_labels;                  /* preferences evaluated (per head and combined) */
     size_t n_images;                  /* distinct images scored */
+    size_t n_skipped_labels;          /* preferences left out: an image was unreadable */
+    TrainSkipped skipped;             /* the unreadable images */
     char source[1100];                /* "pairs.jsonl", "ratings in STORE (min diff 0.5)" */
 } EvalReport;
 
@@ -152,8 +187,9 @@ typedef struct EvalOptions {
 
 /* Evaluate checkpoint C on the pairs OPTS names. A pairs file's images need not be in the
  * store (they are encoded on the fly); its relative paths resolve against the file's folder,
- * then the current directory. A label-less or aspect-less line applies to every head and to
- * the combined score. Errors name FILE:LINE. */
+ * then the current directory. Images that cannot be read are skipped (out->skipped); when
+ * nothing is left to evaluate that is an error. Progress ends at total/total. Errors name
+ * FILE:LINE. */
 int train_eval(RewardCkpt *c, Store *st, const EvalOptions *opts, EvalReport *out, Err *err);
 
 #endif

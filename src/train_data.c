@@ -9,6 +9,7 @@
 #include "train.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,4 +123,35 @@ void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out) 
     }
     *out = v;
     *n_out = o;
+}
+
+/* ---- unreadable images ---- */
+
+int train_err_is_unreadable(int code) {
+    return code == ERR_IO || code == ERR_NOTFOUND || code == ERR_FORMAT || code == ERR_DENIED;
+}
+
+void train_skipped_add(TrainSkipped *s, const char *name, const char *reason) {
+    if (s->n < TRAIN_SKIP_NAMES)
+        base_strlcpy(s->names[s->n], name, sizeof s->names[s->n]);
+    if (s->n == 0 && reason)
+        base_strlcpy(s->reason, reason, sizeof s->reason);
+    s->n++;
+}
+
+void train_skipped_text(const TrainSkipped *s, char *buf, size_t n) {
+    if (!n)
+        return;
+    buf[0] = '\0';
+    if (s->n == 0)
+        return;
+    size_t o = (size_t)snprintf(buf, n, "skipped %zu unreadable image%s (", s->n,
+                                s->n == 1 ? "" : "s");
+    size_t shown = s->n < TRAIN_SKIP_NAMES ? s->n : TRAIN_SKIP_NAMES;
+    for (size_t i = 0; i < shown && o < n; i++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%s", i ? ", " : "", s->names[i]);
+    if (o < n && s->n > shown)
+        o += (size_t)snprintf(buf + o, n - o, " and %zu more", s->n - shown);
+    if (o < n)
+        snprintf(buf + o, n - o, ")%s%s", s->reason[0] ? ": " : "", s->reason);
 }

@@ -584,15 +584,119 @@ Test(train, eval_on_a_pairs_file_with_images_not_in_the_store) {
     cr_assert_eq(train_eval(ck, st, &o, &r, &err), 0, "%s", err.msg);
     cr_assert_eq(r.n_pairs, 2);
     cr_assert_eq(r.n_images, 4);
-    cr_assert_eq(r.st[3].n, 2, "fidelity sees both pairs");
-    cr_assert_eq(r.st[0].n, 1, "spatial only the aspect-less pair");
-    cr_assert_eq(r.st[5].n, 1);
+    /* one rule: an aspect's line counts for its head, an aspect-less one for combined */
+    cr_assert_eq(r.st[3].n, 1, "fidelity: its own line only");
+    cr_assert_eq(r.st[0].n, 0, "spatial: no line of its own");
+    cr_assert_eq(r.st[5].n, 1, "combined: the aspect-less line");
     /* a malformed line is named by file and line */
     f = fopen(p, "a");
     fputs("{\"img_pos\": 3}\n", f);
     fclose(f);
     cr_assert_eq(train_eval(ck, st, &o, &r, &err), ERR_FORMAT);
     cr_assert(strstr(err.msg, "pairs.jsonl:4"), "%s", err.msg);
+    train_ckpt_free(ck);
+    store_close(st);
+}
+
+/* ---- one evaluation rule: the store's pairs and its export give the same numbers ---- */
+
+#include "export.h"
+
+typedef struct LastProgress {
+    double done, total;
+    int calls;
+} LastProgress;
+
+static void note_progress(void *user, double done, double total, const char *unit) {
+    (void)unit;
+    LastProgress *p = user;
+    p->done = done;
+    p->total = total;
+    p->calls++;
+}
+
+static void assert_same_report(const EvalReport *a, const EvalReport *b) {
+    const char *names[6] = {"spatial", "icono", "style", "fidelity", "material", "combined"};
+    cr_assert_eq(a->n_pairs, b->n_pairs, "pairs %zu vs %zu", a->n_pairs, b->n_pairs);
+    cr_assert_eq(a->n_labels, b->n_labels, "preferences %zu vs %zu", a->n_labels, b->n_labels);
+    cr_assert_eq(a->n_images, b->n_images);
+    for (int k = 0; k < 6; k++) {
+        const EvalStats *x = &a->st[k], *y = &b->st[k];
+        cr_assert_eq(x->n, y->n, "%s: %zu vs %zu pairs", names[k], x->n, y->n);
+        cr_assert_float_eq(x->accuracy, y->accuracy, 1e-12, "%s acc", names[k]);
+        cr_assert_float_eq(x->f1, y->f1, 1e-12, "%s F1", names[k]);
+        cr_assert_float_eq(x->margin_mean, y->margin_mean, 1e-6, "%s margin", names[k]);
+        cr_assert_eq(x->tp, y->tp, "%s tp", names[k]);
+        cr_assert_eq(x->fp, y->fp, "%s fp", names[k]);
+        cr_assert_eq(x->fn, y->fn, "%s fn", names[k]);
+        cr_assert_eq(x->tn, y->tn, "%s tn", names[k]);
+    }
+}
+
+Test(train, eval_of_the_store_and_of_its_export_agree) {
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    TrainConfig c;
+    config(&c, "agree", 1);
+    cr_assert_eq(train_run(st, &c, NULL, NULL, &err), 0, "%s", err.msg);
+    /* a second annotator disagreeing on some images: the combined label is a mean */
+    StoreAspect *asp = NULL;
+    size_t na = 0;
+    cr_assert_eq(store_aspects_list(st, &asp, &na, &err), 0);
+    int64_t other;
+    cr_assert_eq(store_annotator_ensure(st, "other", &other, &err), 0);
+    for (int64_t id = 1; id <= 40; id += 3)
+        for (int h = 0; h < 5; h += 2)
+            cr_assert_eq(store_rating_add(st, id, other, asp[h].id, (double)((id + h) % 11),
+                                          NAN, "test", NULL, &err), 0, "%s", err.msg);
+    store_aspects_free(asp, na);
+    char pairs[600];
+    snprintf(pairs, sizeof pairs, "%s/exported.jsonl", dir);
+    ExportOptions eo;
+    export_options_init(&eo);
+    eo.relative_to = dir;
+    cr_assert_eq(export_to_file(st, EXPORT_PAIRS, pairs, &eo, NULL, &err), 0, "%s", err.msg);
+    char best[600];
+    snprintf(best, sizeof best, "%s/best", c.output);
+    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
+    cr_assert_not_null(ck, "%s", err.msg);
+    EvalOptions from_store = {.min_rating_diff = 0.5, .split = "all"};
+    EvalOptions from_file = {.pairs_file = pairs, .min_rating_diff = 0.5};
+    EvalReport a, b;
+    cr_assert_eq(train_eval(ck, st, &from_store, &a, &err), 0, "%s", err.msg);
+    cr_assert_eq(train_eval(ck, st, &from_file, &b, &err), 0, "%s", err.msg);
+    cr_assert_gt(a.st[0].n, 50);
+    cr_assert_lt(a.st[0].n, a.n_labels, "a head counts only its own pairs");
+    assert_same_report(&a, &b);
+    /* canonical order: both classes occur, so F1 is not a function of accuracy alone */
+    for (int k = 0; k < 6; k++) {
+        cr_assert_gt(a.st[k].tp + a.st[k].fn, 0, "head %d: first image preferred", k);
+        cr_assert_gt(a.st[k].fp + a.st[k].tn, 0, "head %d: second image preferred", k);
+    }
+    /* the same file with every pair written the other way round gives the same numbers */
+    char flipped[600], cmd[1400];
+    snprintf(flipped, sizeof flipped, "%s/flipped.jsonl", dir);
+    snprintf(cmd, sizeof cmd,
+             "sed -e 's/\"img_pos\"/\"IMG_A\"/; s/\"img_neg\"/\"img_pos\"/; "
+             "s/\"IMG_A\"/\"img_neg\"/; s/\"label\": *1\\(\\.0\\)*/\"label\": 0/' %s > %s",
+             pairs, flipped);
+    cr_assert_eq(system(cmd), 0);
+    from_file.pairs_file = flipped;
+    cr_assert_eq(train_eval(ck, st, &from_file, &b, &err), 0, "%s", err.msg);
+    assert_same_report(&a, &b);
+    char *txt = train_read_file(flipped, &err);
+    cr_assert(txt && strstr(txt, "\"label\": 0,"), "the flipped file has label 0:\n%.300s", txt);
+    free(txt);
+    /* --split val: progress ends at 100 % */
+    LastProgress lp = {0};
+    EvalOptions val = {.min_rating_diff = 0.5, .split = "val", .progress = note_progress,
+                       .user = &lp};
+    cr_assert_eq(train_eval(ck, st, &val, &a, &err), 0, "%s", err.msg);
+    cr_assert_gt(a.n_labels, 0);
+    cr_assert_lt(a.n_labels, b.n_labels);
+    cr_assert_gt(lp.calls, 0);
+    cr_assert_gt(lp.total, 0);
+    cr_assert_eq(lp.done, lp.total, "last progress %g of %g", lp.done, lp.total);
     train_ckpt_free(ck);
     store_close(st);
 }
