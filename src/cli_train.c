@@ -421,7 +421,8 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     RewardHooks h = {cb_progress, cb_cancelled, NULL, NULL};
     Err err = {0};
     size_t scored = 0;
-    rc = reward_score(st, ckpt, paths, n, prompt, threads, csv, &h, &scored, &err);
+    TrainSkipped sk;
+    rc = reward_score(st, ckpt, paths, n, prompt, threads, csv, &h, &scored, &sk, &err);
     signal(SIGINT, SIG_DFL);
     if (tty_err)
         fprintf(stderr, "\r\033[K");
@@ -431,11 +432,17 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
         else
             rc = atomic_file_commit(af, &err);
     }
-    if (rc)
+    if (rc) {
         rc = cli_fail(&err);
-    else
+    } else {
+        if (sk.n) {
+            char why[900];
+            train_skipped_text(&sk, why, sizeof why);
+            cli_error("warning: %s", why);
+        }
         fprintf(stderr, "scored %zu images%s%s\n", scored, csv_path ? " into " : "",
                 csv_path ? csv_path : "");
+    }
     store_close(st);
 out:
     free(paths);

@@ -16,6 +16,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
 #include "atomic_file.h"
 #include "base.h"
 #include "encoder.h"
@@ -439,9 +441,37 @@ static void csv_field(FILE *f, const char *s) {
     fputc('"', f);
 }
 
+/* Score PATH; 1 (recorded in SK under NAME) when the image cannot be read or decoded. */
+static int score_one(RewardCkpt *c, Store *st, const char *path, const char *name,
+                     const char *sha, const char *prompt, float s[NO], TrainSkipped *sk,
+                     Err *err) {
+    Err e2 = {0};
+    int rc;
+    if (access(path, R_OK) != 0)
+        rc = err_set(&e2, ERR_NOTFOUND, "%s: cannot open (%s)", path, strerror(errno));
+    else
+        rc = train_ckpt_score(c, st, path, sha, prompt, s, &e2);
+    if (rc == 0)
+        return 0;
+    if (train_err_is_unreadable(rc)) { /* the image's fault, or the cache's? */
+        Err e3 = {0};
+        int bad = train_ckpt_probe(c, path, &e3);
+        if (bad && train_err_is_unreadable(bad)) {
+            train_skipped_add(sk, name, e3.msg);
+            return 1;
+        }
+    }
+    if (err)
+        *err = e2;
+    return rc;
+}
+
 int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
                  const char *prompt, int threads, FILE *csv, const RewardHooks *h,
-                 size_t *n_scored, Err *err) {
+                 size_t *n_scored, TrainSkipped *skipped, Err *err) {
+    TrainSkipped sk_local = {0};
+    TrainSkipped *sk = skipped ? skipped : &sk_local;
+    memset(sk, 0, sizeof *sk);
     RewardCkpt *c = train_ckpt_open(st, checkpoint, threads, err);
     if (!c)
         return err && err->code ? err->code : ERR_NOTFOUND;
@@ -475,9 +505,7 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
             char *stored = store_path_to_stored(st, path);
             known = store_image_by_path(st, stored, &im, NULL) == 0;
             free(stored);
-        } else {
-            if (all[i].missing)
-                continue;
+        } else { /* a missing image is tried too: skipped and named if still missing */
             path = store_path_resolve(st, all[i].path);
             im = all[i];
             memset(&all[i], 0, sizeof all[i]);
@@ -487,12 +515,16 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
         if (!prompt && known && im.prompt_id)
             store_prompt_get(st, im.prompt_id, &sp, NULL);
         float s[NO];
-        rc = train_ckpt_score(c, st, path, known ? im.sha256 : NULL,
-                              prompt ? prompt : sp.text ? sp.text : "", s, err);
+        rc = score_one(c, st, path, n > 0 ? files[i] : im.path, known ? im.sha256 : NULL,
+                       prompt ? prompt : sp.text ? sp.text : "", s, sk, err);
         store_prompt_deinit(&sp);
         if (rc) {
             free(path);
             store_image_deinit(&im);
+            if (rc > 0) { /* unreadable: skipped, named in the warning */
+                rc = 0;
+                continue;
+            }
             break;
         }
         if (csv) {
@@ -525,6 +557,13 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
     }
     if (rc == 0 && nb)
         rc = store_scores_put(st, train_ckpt_path(c), batch, nb, err);
+    if (rc == 0 && done == 0 && sk->n) {
+        char why[900];
+        train_skipped_text(sk, why, sizeof why);
+        rc = err_set(err, ERR_IO, "nothing scored: %s", why);
+    }
+    if (rc == 0 && sk->n && h && h->progress)
+        h->progress(h->user, (double)total, (double)total, "images");
     free(batch);
     if (n_scored)
         *n_scored = done;
@@ -559,9 +598,15 @@ static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
         return err && err->code ? err->code : ERR_IO;
     char *one[1] = {(char *)images};
     size_t n = 0;
+    TrainSkipped sk;
     int rc = reward_score(job_store(ctx), job_param_str(p, "checkpoint"), one, images[0] ? 1 : 0,
                           prompt[0] ? prompt : NULL, (int)job_param_int(p, "threads"),
-                          af ? atomic_file_stream(af) : NULL, &h, &n, err);
+                          af ? atomic_file_stream(af) : NULL, &h, &n, &sk, err);
+    if (rc == 0 && sk.n) {
+        char why[900];
+        train_skipped_text(&sk, why, sizeof why);
+        job_log(ctx, "warning: %s", why);
+    }
     if (af) {
         if (rc)
             atomic_file_abort(af);

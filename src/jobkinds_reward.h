@@ -51,9 +51,10 @@ void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r);
  * every image of the store, with CHECKPOINT. PROMPT overrides each image's own prompt when
  * not NULL. Scores of images the store knows are saved in its scores table; every score goes
  * to CSV (a stream, may be NULL) as image,spatial,icono,style,fidelity,material,combined.
- * *n_scored (may be NULL) = images scored. */
+ * *n_scored (may be NULL) = images scored. Images that cannot be read or decoded are
+ * skipped and listed in *skipped (may be NULL); when none could be scored, ERR_IO. */
 int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
                  const char *prompt, int threads, FILE *csv, const RewardHooks *h,
-                 size_t *n_scored, Err *err);
+                 size_t *n_scored, TrainSkipped *skipped, Err *err);
 
 #endif

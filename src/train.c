@@ -24,6 +24,7 @@
 #include "train.h"
 #include "train_int.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -247,9 +248,11 @@ static void say(const TrainHooks *h, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    log_info("train: %s", line);
+    /* one destination: the hook (a job's log also goes to the process log), else the log */
     if (h && h->log)
         h->log(h->user, line);
+    else
+        log_info("train: %s", line);
 }
 
 static int cancelled(const TrainHooks *h) { return h && h->cancelled && h->cancelled(h->user); }
@@ -333,6 +336,8 @@ static int load_features(Store *st, const TrainConfig *cfg, Encoder *enc, const 
     int64_t *img_prompt = xmalloc((u ? u : 1) * sizeof *img_prompt);
     double t0 = base_now();
     int rc = 0;
+    size_t k = 0; /* images kept: an unreadable one is skipped, its pairs with it */
+    TrainSkipped sk = {0};
     for (size_t i = 0; i < u; i++) {
         if (cancelled(hooks)) {
             rc = err_set(err, ERR_CANCELLED, "cancelled while encoding images");
@@ -341,22 +346,56 @@ static int load_features(Store *st, const TrainConfig *cfg, Encoder *enc, const 
         StoreImage im = {0};
         if ((rc = store_image_get(st, ids[i], &im, err)))
             goto out;
-        img_prompt[i] = im.prompt_id;
         char *path = store_path_resolve(st, im.path);
         float *v = NULL;
-        rc = encoder_embed_image(enc, st, path, im.sha256, &v, err);
+        Err e2 = {0};
+        if (access(path, R_OK) != 0)
+            rc = err_set(&e2, ERR_NOTFOUND, "%s: cannot open (%s)", path, strerror(errno));
+        else
+            rc = encoder_embed_image(enc, st, path, im.sha256, &v, &e2);
+        if (rc && train_err_is_unreadable(rc)) {
+            /* the image itself, or something else (the cache) that must stop the run? */
+            Err e3 = {0};
+            int bad = train_image_probe(enc, path, &e3);
+            if (bad && train_err_is_unreadable(bad)) {
+                train_skipped_add(&sk, im.path, e3.msg);
+                rc = 0;
+            }
+        }
         free(path);
-        store_image_deinit(&im);
         if (rc) {
+            store_image_deinit(&im);
+            if (err)
+                *err = e2;
             err_prefix(err, "image #%lld", (long long)ids[i]);
             goto out;
         }
-        memcpy(d->img + i * row, v, row * sizeof(float));
-        free(v);
+        if (v) {
+            ids[k] = ids[i];
+            img_prompt[k] = im.prompt_id;
+            memcpy(d->img + k * row, v, row * sizeof(float));
+            k++;
+            free(v);
+        }
+        store_image_deinit(&im);
         if (hooks && hooks->progress)
             hooks->progress(hooks->user, (double)(i + 1), (double)u, "images encoded");
     }
-    say(hooks, "encoded %zu images with '%s' in %.1f s", u, enc->name, base_now() - t0);
+    say(hooks, "encoded %zu images with '%s' in %.1f s", k, enc->name, base_now() - t0);
+    if (sk.n) {
+        char why[900];
+        train_skipped_text(&sk, why, sizeof why);
+        say(hooks, "warning: %s", why);
+        /* drop the pairs that need a skipped image */
+        size_t o = 0;
+        for (size_t i = 0; i < d->n_pairs; i++)
+            if (find_row(ids, k, d->pairs[i].img_a) >= 0 &&
+                find_row(ids, k, d->pairs[i].img_b) >= 0)
+                d->pairs[o++] = d->pairs[i];
+        d->n_pairs = o;
+    }
+    u = k;
+    d->n_img = k;
     /* prompts: every distinct prompt of those images (0 = no prompt: empty text) */
     int64_t *pids = xmalloc((u ? u : 1) * sizeof *pids);
     memcpy(pids, img_prompt, u * sizeof *pids);

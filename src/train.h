@@ -155,6 +155,10 @@ const char *train_ckpt_encoder(const RewardCkpt *c);
 int train_ckpt_score(RewardCkpt *c, Store *st, const char *path, const char *sha256,
                      const char *prompt, float out[TRAIN_N_HEADS + 1], Err *err);
 
+/* 0 when the image file PATH can be read, decoded and encoded for C (cache not used), else
+ * the error saying why not (train_err_is_unreadable tells whether it is the image's fault). */
+int train_ckpt_probe(RewardCkpt *c, const char *path, Err *err);
+
 /* Evaluation of a checkpoint on preference pairs.
  *
  * One rule for both sources of pairs (a pairs file, or pairs derived from the store's

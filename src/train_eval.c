@@ -137,6 +137,19 @@ int train_ckpt_score(RewardCkpt *c, Store *st, const char *path, const char *sha
     return 0;
 }
 
+int train_image_probe(Encoder *enc, const char *path, Err *err) {
+    if (access(path, R_OK) != 0)
+        return err_set(err, ERR_NOTFOUND, "%s: cannot open (%s)", path, strerror(errno));
+    float *v = NULL;
+    int rc = encoder_embed_image(enc, NULL, path, NULL, &v, err);
+    free(v);
+    return rc;
+}
+
+int train_ckpt_probe(RewardCkpt *c, const char *path, Err *err) {
+    return train_image_probe(c->enc, path, err);
+}
+
 /* ---- score cache ---- */
 
 /* Two kinds of entries: "S" sha256 \x1f prompt -> scores; "P" path -> its sha256, or bad
@@ -509,9 +522,9 @@ static int item_score(RewardCkpt *c, Store *st, EvalItem *e, int k, ScoreMap *m,
     }
     if (train_err_is_unreadable(rc)) {
         /* really the image? (a cache write can fail too) */
-        int w, h;
-        uint8_t *px = encoder_image_load(e->path[k], &w, &h, NULL);
-        if (!px) {
+        Err e3 = {0};
+        int bad = train_image_probe(c->enc, e->path[k], &e3);
+        if (bad && train_err_is_unreadable(bad)) {
             p->bad = 1;
             char *pk = xasprintf("P\x1f%s", e->path[k]);
             int pn;
@@ -519,11 +532,10 @@ static int item_score(RewardCkpt *c, Store *st, EvalItem *e, int k, ScoreMap *m,
             free(pk);
             if (!pp->bad) {
                 pp->bad = 1;
-                train_skipped_add(sk, e->name[k], e2.msg);
+                train_skipped_add(sk, e->name[k], e3.msg);
             }
             return 1;
         }
-        free(px);
     }
     p->bad = 1;
     if (err)

@@ -700,3 +700,69 @@ Test(train, eval_of_the_store_and_of_its_export_agree) {
     train_ckpt_free(ck);
     store_close(st);
 }
+
+/* ---- unreadable images: skipped by training, evaluation and scoring, with one warning ---- */
+
+typedef struct Lines {
+    char text[8192];
+    int n_warn;
+} Lines;
+
+static void collect_line(void *user, const char *line) {
+    Lines *l = user;
+    size_t o = strlen(l->text);
+    snprintf(l->text + o, sizeof l->text - o, "%s\n", line);
+    l->n_warn += strstr(line, "unreadable") != NULL;
+}
+
+Test(train, unreadable_images_are_skipped_with_one_warning) {
+    char p[600];
+    snprintf(p, sizeof p, "%s/img/0_0.png", dir);
+    cr_assert_eq(truncate(p, 40), 0, "a corrupt image");
+    snprintf(p, sizeof p, "%s/img/1_1.png", dir);
+    cr_assert_eq(unlink(p), 0, "a missing image");
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    TrainConfig c;
+    config(&c, "skip", 1);
+    Lines lines = {0};
+    TrainHooks h = {.log = collect_line, .user = &lines};
+    int64_t run = 0;
+    cr_assert_eq(train_run(st, &c, &h, &run, &err), 0, "%s", err.msg);
+    cr_assert_eq(lines.n_warn, 1, "one warning:\n%s", lines.text);
+    cr_assert(strstr(lines.text, "skipped 2 unreadable images (img/0_0.png, img/1_1.png)"),
+              "%s", lines.text);
+    /* evaluation, from the store and from its export */
+    char best[600];
+    snprintf(best, sizeof best, "%s/best", c.output);
+    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
+    cr_assert_not_null(ck, "%s", err.msg);
+    EvalOptions o = {.min_rating_diff = 0.5, .split = "all"};
+    EvalReport a, b;
+    cr_assert_eq(train_eval(ck, st, &o, &a, &err), 0, "%s", err.msg);
+    cr_assert_eq(a.skipped.n, 2);
+    cr_assert_gt(a.n_skipped_labels, 0);
+    cr_assert_gt(a.st[0].n, 0);
+    char pairs[600];
+    snprintf(pairs, sizeof pairs, "%s/skip.jsonl", dir);
+    ExportOptions eo;
+    export_options_init(&eo);
+    eo.relative_to = dir;
+    cr_assert_eq(export_to_file(st, EXPORT_PAIRS, pairs, &eo, NULL, &err), 0, "%s", err.msg);
+    EvalOptions of = {.pairs_file = pairs};
+    cr_assert_eq(train_eval(ck, st, &of, &b, &err), 0, "%s", err.msg);
+    cr_assert_eq(b.skipped.n, 2);
+    assert_same_report(&a, &b);
+    char why[900];
+    train_skipped_text(&b.skipped, why, sizeof why);
+    cr_assert(strstr(why, "img/0_0.png") && strstr(why, "img/1_1.png"), "%s", why);
+    train_ckpt_free(ck);
+    /* scoring every store image */
+    TrainSkipped sk;
+    size_t scored = 0;
+    cr_assert_eq(reward_score(st, best, NULL, 0, NULL, 1, NULL, NULL, &scored, &sk, &err), 0,
+                 "%s", err.msg);
+    cr_assert_eq(sk.n, 2);
+    cr_assert_eq(scored, N_PROMPTS * PER_PROMPT - 2);
+    store_close(st);
+}
