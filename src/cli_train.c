@@ -458,6 +458,21 @@ static void fmt_time(double t, char *buf, size_t n) {
     strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm);
 }
 
+/* 1536 -> "1.5 KiB". */
+static void fmt_bytes(uint64_t n, char *buf, size_t size) {
+    static const char *const unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, size, "%llu bytes", (unsigned long long)n);
+    else
+        snprintf(buf, size, "%.1f %s", v, unit[u]);
+}
+
 static double last_of(Store *st, int64_t id, const char *split, const char *name) {
     double v = NAN;
     store_metric_last(st, id, split, name, &v, NULL, NULL);
@@ -482,6 +497,12 @@ static void print_run(Store *st, const StoreRun *r) {
     printf("run %s (#%lld)\nkind      %s\nstate     %s\noutput    %s\ncreated   %s\n"
            "updated   %s\n", r->name, (long long)r->id, r->kind, r->state,
            r->output ? r->output : "-", t0, t1);
+    if (r->output && strcmp(r->kind, "train-reward") == 0) {
+        /* what the run's folder occupies: checkpoints are what fills a disk */
+        char sz[32];
+        fmt_bytes(train_dir_disk_usage(r->output), sz, sizeof sz);
+        printf("disk      %s%s\n", sz, access(r->output, F_OK) == 0 ? "" : " (folder gone)");
+    }
     if (r->job_id)
         printf("job       #%lld\n", (long long)r->job_id);
     printf("config    %s\n", r->config);

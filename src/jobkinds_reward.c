@@ -50,6 +50,9 @@ static const JobParamSpec train_params[] = {
      "smallest rating difference that makes a preference", NULL},
     {"val-fraction", JOB_PARAM_FLOAT, "0.2", "share of prompts held out for validation", NULL},
     {"save-every", JOB_PARAM_INT, "2", "write checkpoint-N/ every N epochs (0: never)", NULL},
+    {"save-total-limit", JOB_PARAM_INT, "2",
+     "keep the newest N checkpoint-N/ folders, delete older ones (best/ and final/ always "
+     "stay; 0: keep all)", NULL},
     {"patience", JOB_PARAM_INT, "0",
      "stop after N epochs without a better validation F1 (0: never)", NULL},
     {"seed", JOB_PARAM_INT, "42", "seed of the split, init, shuffling and dropout", NULL},
@@ -77,6 +80,7 @@ int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err)
     c->min_rating_diff = job_param_float(p, "min-rating-diff");
     c->val_fraction = job_param_float(p, "val-fraction");
     c->save_every = (int)job_param_int(p, "save-every");
+    c->save_total_limit = (int)job_param_int(p, "save-total-limit");
     c->patience = (int)job_param_int(p, "patience");
     c->seed = (uint64_t)job_param_int(p, "seed");
     c->threads = (int)job_param_int(p, "threads");

@@ -24,6 +24,7 @@
 #include "train.h"
 #include "train_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -64,6 +65,7 @@ void train_config_defaults(TrainConfig *c) {
     c->min_rating_diff = 0.5;
     c->val_fraction = 0.2;
     c->save_every = 2;
+    c->save_total_limit = 2;
     c->patience = 0;
     c->threads = 0;
     c->seed = 42;
@@ -100,8 +102,9 @@ int train_config_check(const TrainConfig *c, Err *err) {
     if (!(c->val_fraction >= 0) || c->val_fraction >= 1)
         return err_set(err, ERR_USAGE, "--val-fraction must be in [0, 1) (got %g)",
                        c->val_fraction);
-    if (c->save_every < 0 || c->patience < 0 || c->threads < 0)
-        return err_set(err, ERR_USAGE, "--save-every, --patience and --threads must be >= 0");
+    if (c->save_every < 0 || c->patience < 0 || c->threads < 0 || c->save_total_limit < 0)
+        return err_set(err, ERR_USAGE, "--save-every, --save-total-limit, --patience and "
+                       "--threads must be >= 0");
     if (!(c->irrelevant_weight >= 0))
         return err_set(err, ERR_USAGE, "--irrelevant-weight must be >= 0");
     if (!(c->dropout >= 0) || c->dropout >= 1)
@@ -115,7 +118,7 @@ static json_t *config_to_json(const TrainConfig *c) {
     char seed[24];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
     return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:i, s:i, s:i, s:s,"
-                     " s:f, s:f, s:I, s:s, s:s}",
+                     " s:f, s:f, s:I, s:s, s:s, s:i}",
                      "mode", c->mode, "objective", c->objective, "encoder", c->encoder,
                      "fusion_method", c->fusion, "epochs", c->epochs, "batch_size",
                      c->batch_size, "learning_rate", c->learning_rate, "weight_decay",
@@ -124,7 +127,7 @@ static json_t *config_to_json(const TrainConfig *c) {
                      "threads", c->threads, "seed", seed, "irrelevant_weight",
                      c->irrelevant_weight, "dropout", c->dropout, "annotator_id",
                      (json_int_t)c->annotator_id, "output", c->output, "run_name",
-                     c->run_name);
+                     c->run_name, "save_total_limit", c->save_total_limit);
 }
 
 static void copy_str(char *dst, size_t n, json_t *o, const char *key) {
@@ -158,6 +161,10 @@ static int config_from_json(TrainConfig *c, json_t *o, Err *err) {
         c->val_fraction = json_number_value(v);
     if ((v = json_object_get(o, "save_every")))
         c->save_every = (int)json_integer_value(v);
+    /* a run recorded before the limit existed kept every checkpoint: it still does */
+    c->save_total_limit = 0;
+    if ((v = json_object_get(o, "save_total_limit")))
+        c->save_total_limit = (int)json_integer_value(v);
     if ((v = json_object_get(o, "patience")))
         c->patience = (int)json_integer_value(v);
     if ((v = json_object_get(o, "threads")))
@@ -823,6 +830,67 @@ out:
     return rc;
 }
 
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Keep the newest save_total_limit checkpoint-N/ folders of the run (best/ and final/ are
+ * other folders and always stay). An older one is first renamed to .checkpoint-N.deleting,
+ * so it is never half there under its real name, then its row goes and the folder is
+ * removed; a crash in between leaves a hidden folder that the next rotation removes. */
+static void rotate_checkpoints(Run *r, Store *st, const TrainHooks *hooks) {
+    if (r->cfg.save_total_limit <= 0)
+        return;
+    DIR *dp = opendir(r->cfg.output);
+    if (!dp)
+        return;
+    int *ep = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+        const char *nm = e->d_name;
+        if (strncmp(nm, ".checkpoint-", 12) == 0 && strstr(nm, ".deleting")) {
+            char *p = xasprintf("%s/%s", r->cfg.output, nm);
+            train_dir_remove(p);
+            free(p);
+            continue;
+        }
+        if (strncmp(nm, "checkpoint-", 11) != 0)
+            continue;
+        char *end;
+        long v = strtol(nm + 11, &end, 10);
+        if (*end || end == nm + 11 || v < 0 || v > 1000000)
+            continue;
+        if (n == cap)
+            ep = xrealloc(ep, (cap = cap ? 2 * cap : 16) * sizeof *ep);
+        ep[n++] = (int)v;
+    }
+    closedir(dp);
+    if (n > (size_t)r->cfg.save_total_limit) {
+        qsort(ep, n, sizeof *ep, cmp_int);
+        for (size_t i = 0; i + (size_t)r->cfg.save_total_limit < n; i++) {
+            char nm[32];
+            snprintf(nm, sizeof nm, "checkpoint-%d", ep[i]);
+            char *from = xasprintf("%s/%s", r->cfg.output, nm);
+            char *to = xasprintf("%s/.%s.deleting", r->cfg.output, nm);
+            train_dir_remove(to);
+            if (rename(from, to) == 0) {
+                Err e2 = {0};
+                if (store_checkpoint_delete(st, r->run_id, nm, &e2))
+                    say(hooks, "warning: %s deleted, but its record stays: %s", nm, e2.msg);
+                train_dir_remove(to);
+            } else {
+                say(hooks, "warning: cannot delete old checkpoint %s (%s)", from,
+                    strerror(errno));
+            }
+            free(from);
+            free(to);
+        }
+    }
+    free(ep);
+}
+
 static char *rng_json(const Rng *g) {
     char buf[160];
     snprintf(buf, sizeof buf, "%016llx%016llx%016llx%016llx",
@@ -1222,6 +1290,7 @@ int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int
                 free(order);
                 goto out;
             }
+            rotate_checkpoints(&r, st, hooks);
         }
         if (cfg->patience > 0 && r.since_best >= cfg->patience && r.epoch_done < cfg->epochs) {
             stopped_early = 1;

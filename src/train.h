@@ -10,7 +10,7 @@
  * (model_reward.h) trains on them. Every step writes train metrics, every epoch validation
  * metrics per head (accuracy, binary F1, loss) to the store (store_runs.h), so any process
  * sees the run live. Checkpoints: `best/` (highest mean per-head validation F1),
- * `checkpoint-N/` (every save_every epochs), `final/`, each with model.safetensors (the
+ * `checkpoint-N/` (every save_every epochs, the newest save_total_limit kept), `final/`, each with model.safetensors (the
  * original's tensor names), config.json and metrics.json, written into a temporary folder
  * and renamed into place. `.resume/` holds the optimizer state and RNG after every epoch, so
  * an interrupted run continues to the same final weights as an uninterrupted one.
@@ -45,6 +45,8 @@ typedef struct TrainConfig {
     double min_rating_diff;  /* 0.5 */
     double val_fraction;     /* share of prompts held out: 0.2 */
     int save_every;          /* epochs between checkpoint-N/ (0 = never): 2 */
+    int save_total_limit;    /* newest checkpoint-N/ kept, older ones deleted (0 = keep all):
+                              * 2, as Hugging Face's save_total_limit; best/, final/ stay */
     int patience;            /* epochs without a better val F1 before stopping (0 = off) */
     int threads;             /* engine threads (0 = all cores) */
     uint64_t seed;           /* split, init, shuffling, dropout */
@@ -84,6 +86,10 @@ typedef struct TrainHooks {
  * soon as it exists. Returns 0, ERR_CANCELLED (resume state kept), or another ERR_*. */
 int train_run(Store *st, const TrainConfig *cfg, const TrainHooks *hooks, int64_t *run_id,
               Err *err);
+
+/* Bytes the files below folder PATH occupy on disk (allocated blocks, as du counts them);
+ * 0 when it does not exist. */
+uint64_t train_dir_disk_usage(const char *path);
 
 /* Parse a resume JSON (from resume_point) back into the run folder; for `easel train
  * --resume`: the JSON is also written to OUTPUT/.resume/resume.json. New string or NULL. */

@@ -191,8 +191,12 @@ Test(train, planted_preferences_are_learned_per_head) {
     cr_assert(file_exists(c.output, "best/model.safetensors"));
     cr_assert(file_exists(c.output, "best/config.json"));
     cr_assert(file_exists(c.output, "best/metrics.json"));
-    cr_assert(file_exists(c.output, "checkpoint-2/model.safetensors"));
-    cr_assert(file_exists(c.output, "checkpoint-12/metrics.json"));
+    /* every 2 epochs a checkpoint, the newest two kept (--save-total-limit 2) */
+    cr_assert(file_exists(c.output, "checkpoint-14/model.safetensors"));
+    cr_assert(file_exists(c.output, "checkpoint-16/metrics.json"));
+    cr_assert(!file_exists(c.output, "checkpoint-12"));
+    cr_assert(!file_exists(c.output, "checkpoint-2"));
+    cr_assert(!file_exists(c.output, ".checkpoint-12.deleting"));
     cr_assert(file_exists(c.output, "final/model.safetensors"));
     cr_assert(!file_exists(c.output, "checkpoint-3"));
     cr_assert(!file_exists(c.output, ".best.tmp"));
@@ -764,5 +768,81 @@ Test(train, unreadable_images_are_skipped_with_one_warning) {
                  "%s", err.msg);
     cr_assert_eq(sk.n, 2);
     cr_assert_eq(scored, N_PROMPTS * PER_PROMPT - 2);
+    store_close(st);
+}
+
+/* ---- checkpoints do not fill the disk ---- */
+
+static char *checkpoint_names(Store *st, int64_t run) {
+    StoreCheckpoint *ck = NULL;
+    size_t n = 0;
+    Err err = {0};
+    cr_assert_eq(store_checkpoints_list(st, run, &ck, &n, &err), 0);
+    static char buf[512];
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        strcat(buf, ck[i].name);
+        strcat(buf, " ");
+    }
+    store_checkpoints_free(ck, n);
+    return buf;
+}
+
+Test(train, only_the_newest_checkpoints_are_kept) {
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    TrainConfig c;
+    config(&c, "rot", 5);
+    c.save_every = 1;
+    c.save_total_limit = 2;
+    int64_t run = 0;
+    cr_assert_eq(train_run(st, &c, NULL, &run, &err), 0, "%s", err.msg);
+    for (int e = 1; e <= 3; e++) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "checkpoint-%d", e);
+        cr_assert(!file_exists(c.output, nm), "%s is deleted", nm);
+    }
+    cr_assert(file_exists(c.output, "checkpoint-4/model.safetensors"));
+    cr_assert(file_exists(c.output, "checkpoint-5/model.safetensors"));
+    cr_assert(file_exists(c.output, "best/model.safetensors"));
+    cr_assert(file_exists(c.output, "final/model.safetensors"));
+    char *names = checkpoint_names(st, run);
+    cr_assert(!strstr(names, "checkpoint-1 ") && !strstr(names, "checkpoint-3 "), "%s", names);
+    cr_assert(strstr(names, "checkpoint-4 ") && strstr(names, "checkpoint-5 "), "%s", names);
+    cr_assert(strstr(names, "best ") && strstr(names, "final "), "%s", names);
+    cr_assert_gt(train_dir_disk_usage(c.output), 0);
+    /* 0 keeps all, and so does a run recorded before the limit existed */
+    config(&c, "all", 3);
+    c.save_every = 1;
+    c.save_total_limit = 0;
+    cr_assert_eq(train_run(st, &c, NULL, &run, &err), 0, "%s", err.msg);
+    cr_assert(file_exists(c.output, "checkpoint-1/model.safetensors"));
+    cr_assert(file_exists(c.output, "checkpoint-3/model.safetensors"));
+    TrainConfig old;
+    cr_assert_eq(train_config_parse(&old, "{\"epochs\": 3}", &err), 0, "%s", err.msg);
+    cr_assert_eq(old.save_total_limit, 0);
+    train_config_defaults(&old);
+    cr_assert_eq(old.save_total_limit, 2, "the default, as Hugging Face's Trainer");
+    store_close(st);
+}
+
+Test(train, resume_after_rotation_continues_from_the_newest) {
+    const int epochs = 4;
+    train_and_kill("rotkill", epochs, 3); /* save_every 2, limit 2: checkpoint-2 exists */
+    char out[512];
+    snprintf(out, sizeof out, "%s/rotkill", dir);
+    Err err = {0};
+    char *js = train_resume_read(out, &err);
+    cr_assert_not_null(js, "%s", err.msg);
+    Store *st = store_open(db, &err);
+    TrainHooks h = {.resume = js};
+    TrainConfig none;
+    train_config_defaults(&none);
+    int64_t run = 0;
+    cr_assert_eq(train_run(st, &none, &h, &run, &err), 0, "%s", err.msg);
+    free(js);
+    cr_assert(file_exists(out, "checkpoint-2/model.safetensors"));
+    cr_assert(file_exists(out, "checkpoint-4/model.safetensors"));
+    cr_assert(file_exists(out, "final/model.safetensors"));
     store_close(st);
 }
