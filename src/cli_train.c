@@ -19,6 +19,7 @@
 #include "app.h"
 #include "atomic_file.h"
 #include "base.h"
+#include "fmt_json.h"
 #include "import.h"
 #include "jobkinds_reward.h"
 #include "log.h"
@@ -40,6 +41,14 @@ static int cb_cancelled(void *user) {
 }
 
 static int tty_err;
+
+/* Is OPT (up to a '=') one of KNOWN? */
+static int cli_option_in(const char *opt, const char *const *known) {
+    for (int i = 0; known[i]; i++)
+        if (strcmp(opt, known[i]) == 0)
+            return 1;
+    return 0;
+}
 
 static void cb_progress(void *user, double done, double total, const char *unit) {
     (void)user;
@@ -111,6 +120,45 @@ static void train_usage(void) {
            "example:\n  easel --db data/demo.db train --epochs 30 --output runs/demo\n");
 }
 
+/* Flags of `easel train` beyond the train-reward parameters. */
+static const char *const train_extra_flags[] = {"ratings", "pairs", "prompts", "queue", "resume",
+                                                "help", NULL};
+
+static int train_option_known(const char *name) {
+    for (const JobParamSpec *p = jobkind_train_reward.params; p->name; p++)
+        if (strcmp(p->name, name) == 0)
+            return 1;
+    for (int i = 0; train_extra_flags[i]; i++)
+        if (strcmp(train_extra_flags[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+static int train_unknown_option(const char *opt) {
+    char buf[64][48];
+    const char *known[65];
+    int n = 0;
+    for (const JobParamSpec *p = jobkind_train_reward.params; p->name && n < 56; p++, n++) {
+        snprintf(buf[n], sizeof buf[n], "--%s", p->name);
+        known[n] = buf[n];
+    }
+    for (int i = 0; train_extra_flags[i] && n < 64; i++, n++) {
+        snprintf(buf[n], sizeof buf[n], "--%s", train_extra_flags[i]);
+        known[n] = buf[n];
+    }
+    known[n] = NULL;
+    return cli_unknown_option("train", opt, known);
+}
+
+/* The values an integer flag of `easel train` may take (reward_train_config checks the
+ * same for queued jobs). */
+static void int_range(const char *name, long long *lo, long long *hi) {
+    if (reward_train_int_range(name, lo, hi) != 0) {
+        *lo = 0;
+        *hi = 1000000;
+    }
+}
+
 int cli_train_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         train_usage();
@@ -139,6 +187,10 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
             goto out;
         }
         const char *name = a + 2, *val;
+        if (!train_option_known(name)) {
+            rc = train_unknown_option(a);
+            goto out;
+        }
         if (i + 1 >= argc) {
             cli_error("train: %s needs a value (see 'easel train --help')", a);
             goto out;
@@ -155,9 +207,14 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
             for (const JobParamSpec *p = jobkind_train_reward.params; p->name; p++)
                 if (strcmp(p->name, name) == 0)
                     sp = p;
-            if (!sp) {
-                cli_error("train: unknown option '%s' (see 'easel train --help')", a);
-                goto out;
+            ASSERT(sp); /* train_option_known said so */
+            if (sp->type == JOB_PARAM_INT) {
+                long long lo, hi, v;
+                int_range(name, &lo, &hi);
+                char what[64];
+                snprintf(what, sizeof what, "--%s", name);
+                if (cli_parse_long("train", what, val, lo, hi, &v))
+                    goto out;
             }
             if (strcmp(name, "mode") == 0)
                 mode_given = 1;
@@ -226,8 +283,10 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
             rc = cli_fail(&err);
             goto out_close;
         }
-        printf("queued train-reward job #%lld; it runs in any 'easel worker' or TUI on this "
-               "store\n", (long long)id);
+        /* the id alone on stdout, for scripts: id=$(easel train --queue ...) */
+        printf("%lld\n", (long long)id);
+        fprintf(stderr, "queued train-reward job #%lld; it runs in any 'easel worker' or TUI "
+                "on this store\n", (long long)id);
         rc = 0;
         goto out_close;
     }
@@ -280,8 +339,12 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
     o.split = "all";
     const char *ckpt = NULL, *json = NULL, *csv = NULL;
     int threads = 0;
+    static const char *const known[] = {"--pairs", "--json", "--csv", "--split",
+                                        "--min-rating-diff", "--threads", "--help", NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (a[0] == '-' && !cli_option_in(a, known))
+            return cli_unknown_option("eval", a, known);
         if (a[0] != '-') {
             if (ckpt) {
                 cli_error("eval: one checkpoint at a time (got '%s' and '%s')", ckpt, a);
@@ -315,10 +378,10 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
                 return 2;
             }
         } else if (strcmp(a, "--threads") == 0) {
-            threads = atoi(v);
-        } else {
-            cli_error("eval: unknown option '%s' (see 'easel eval --help')", a);
-            return 2;
+            long long t;
+            if (cli_parse_long("eval", "--threads", v, 0, 4096, &t))
+                return 2;
+            threads = (int)t;
         }
     }
     if (!ckpt) {
@@ -370,9 +433,14 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     int threads = 0, n = 0;
     char **paths = xcalloc((size_t)argc, sizeof *paths);
     int rc = 2;
+    static const char *const known[] = {"--prompt", "--csv", "--threads", "--help", NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] == '-' && a[1]) {
+            if (!cli_option_in(a, known)) {
+                rc = cli_unknown_option("score", a, known);
+                goto out;
+            }
             if (i + 1 >= argc) {
                 cli_error("score: %s needs a value (see 'easel score --help')", a);
                 goto out;
@@ -382,11 +450,11 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
                 prompt = v;
             else if (strcmp(a, "--csv") == 0)
                 csv_path = v;
-            else if (strcmp(a, "--threads") == 0)
-                threads = atoi(v);
-            else {
-                cli_error("score: unknown option '%s' (see 'easel score --help')", a);
-                goto out;
+            else { /* --threads */
+                long long t;
+                if (cli_parse_long("score", "--threads", v, 0, 4096, &t))
+                    goto out;
+                threads = (int)t;
             }
         } else if (!ckpt) {
             ckpt = a;
@@ -505,7 +573,9 @@ static void print_run(Store *st, const StoreRun *r) {
     }
     if (r->job_id)
         printf("job       #%lld\n", (long long)r->job_id);
-    printf("config    %s\n", r->config);
+    char *cfg = fmt_json_human(r->config);
+    printf("config    %s\n", cfg ? cfg : "-");
+    free(cfg);
     double ep = last_of(st, r->id, "sys", "epoch"), eps = last_of(st, r->id, "sys", "epochs");
     double step = last_of(st, r->id, "sys", "step");
     if (isfinite(ep))
@@ -611,6 +681,23 @@ int cli_runs_main(const CliGlobal *g, int argc, char **argv) {
                "ends. RUN is a run name or id.\n\n"
                "example:\n  easel runs show train-20260101-120000 --follow\n");
         return argc < 2 ? 2 : 0;
+    }
+    static const char *const known_list[] = {"--help", NULL};
+    static const char *const known_show[] = {"--follow", "-f", "--help", NULL};
+    int is_show = strcmp(argv[1], "show") == 0;
+    if (!is_show && strcmp(argv[1], "list") != 0) {
+        cli_error("runs: unknown subcommand '%s' (list or show)", argv[1]);
+        return 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] == '-' && a[1] && !cli_option_in(a, is_show ? known_show : known_list))
+            return cli_unknown_option(is_show ? "runs show" : "runs list", a,
+                                      is_show ? known_show : known_list);
+        if (!is_show) {
+            cli_error("runs list: unexpected argument '%s'", a);
+            return 2;
+        }
     }
     Store *st = open_store(g);
     if (!st)

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <errno.h>
 #include <string.h>
@@ -67,7 +68,32 @@ static const JobParamSpec train_params[] = {
     {NULL, 0, NULL, NULL, NULL},
 };
 
+static const struct {
+    const char *name;
+    long long lo, hi;
+} int_ranges[] = {
+    {"epochs", 1, 100000},       {"batch-size", 1, 65536}, {"save-every", 0, 100000},
+    {"save-total-limit", 0, 100000}, {"patience", 0, 100000}, {"seed", 0, INT64_MAX},
+    {"threads", 0, 4096},
+};
+
+int reward_train_int_range(const char *name, long long *lo, long long *hi) {
+    for (size_t i = 0; i < ARRAY_LEN(int_ranges); i++)
+        if (strcmp(int_ranges[i].name, name) == 0) {
+            *lo = int_ranges[i].lo;
+            *hi = int_ranges[i].hi;
+            return 0;
+        }
+    return ERR_NOTFOUND;
+}
+
 int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err) {
+    for (size_t i = 0; i < ARRAY_LEN(int_ranges); i++) {
+        long long v = (long long)job_param_int(p, int_ranges[i].name);
+        if (v < int_ranges[i].lo || v > int_ranges[i].hi)
+            return err_set(err, ERR_USAGE, "--%s %lld: expected a whole number from %lld to "
+                           "%lld", int_ranges[i].name, v, int_ranges[i].lo, int_ranges[i].hi);
+    }
     train_config_defaults(c);
     base_strlcpy(c->mode, job_param_str(p, "mode"), sizeof c->mode);
     base_strlcpy(c->objective, job_param_str(p, "objective"), sizeof c->objective);
@@ -241,6 +267,8 @@ static void put_stats_json(json_t *o, const char *name, const EvalStats *s) {
 }
 
 void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r) {
+    if (r->checkpoint[0])
+        checkpoint = r->checkpoint;
     fprintf(f, "checkpoint %s\npairs from %s: %zu image pairs, %zu preferences, %zu images "
             "scored\n", checkpoint, r->source, r->n_pairs, r->n_labels, r->n_images);
     if (r->skipped.n)
@@ -264,9 +292,112 @@ static int write_text_file(const char *path, const char *text, Err *err) {
     return atomic_file_write(path, text, strlen(text), err);
 }
 
+/* ---- naming a checkpoint ---- */
+
+static int is_ckpt_dir(const char *dir) {
+    char *p = xasprintf("%s/config.json", dir);
+    int ok = access(p, F_OK) == 0;
+    free(p);
+    return ok;
+}
+
+/* In run folder DIR: best/, else final/, else the newest checkpoint-N/. NULL if none. */
+static char *pick_in_run_dir(const char *dir) {
+    static const char *const first[] = {"best", "final"};
+    for (int i = 0; i < 2; i++) {
+        char *p = xasprintf("%s/%s", dir, first[i]);
+        if (is_ckpt_dir(p))
+            return p;
+        free(p);
+    }
+    DIR *d = opendir(dir);
+    if (!d)
+        return NULL;
+    long best = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        if (strncmp(e->d_name, "checkpoint-", 11) != 0)
+            continue;
+        long v = strtol(e->d_name + 11, &end, 10);
+        if (*end || end == e->d_name + 11 || v <= best)
+            continue;
+        char *p = xasprintf("%s/%s", dir, e->d_name);
+        if (is_ckpt_dir(p))
+            best = v;
+        free(p);
+    }
+    closedir(d);
+    return best >= 0 ? xasprintf("%s/checkpoint-%ld", dir, best) : NULL;
+}
+
+static char *resolve_folder(const char *path) {
+    if (is_ckpt_dir(path))
+        return xstrdup(path);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return pick_in_run_dir(path);
+    return NULL;
+}
+
+char *reward_checkpoint_resolve(Store *st, const char *arg, Err *err) {
+    char *r = resolve_folder(arg);
+    if (r)
+        return r;
+    if (arg[0] != '/' && st) {
+        char *p = xasprintf("%s/%s", store_dir(st), arg);
+        r = resolve_folder(p);
+        free(p);
+        if (r)
+            return r;
+    }
+    StoreRun run = {0};
+    if (st && store_run_find(st, arg, &run, NULL) == 0) {
+        StoreCheckpoint *ck = NULL;
+        size_t n = 0;
+        if (store_checkpoints_list(st, run.id, &ck, &n, NULL) == 0) {
+            /* best, else final, else the newest (highest epoch) that is still there */
+            for (int pass = 0; pass < 3 && !r; pass++) {
+                double top = -1;
+                for (size_t i = 0; i < n; i++) {
+                    int want = pass == 0   ? strcmp(ck[i].name, "best") == 0
+                               : pass == 1 ? strcmp(ck[i].name, "final") == 0
+                                           : strncmp(ck[i].name, "checkpoint-", 11) == 0;
+                    if (!want || !is_ckpt_dir(ck[i].path) || ck[i].epoch <= top)
+                        continue;
+                    free(r);
+                    r = xstrdup(ck[i].path);
+                    top = ck[i].epoch;
+                }
+            }
+            store_checkpoints_free(ck, n);
+        }
+        if (!r && run.output)
+            r = pick_in_run_dir(run.output);
+        if (!r)
+            err_set(err, ERR_NOTFOUND, "run %s (%s) has no checkpoint yet%s", run.name,
+                    run.state, run.output ? "" : " and no output folder");
+        store_run_deinit(&run);
+        return r;
+    }
+    err_set(err, ERR_NOTFOUND, "%s is not a reward checkpoint folder (best/, final/, "
+            "checkpoint-N/), a run folder, nor a run of this store (see 'easel runs list')",
+            arg);
+    return NULL;
+}
+
+static RewardCkpt *open_named(Store *st, const char *arg, int threads, Err *err) {
+    char *dir = reward_checkpoint_resolve(st, arg, err);
+    if (!dir)
+        return NULL;
+    RewardCkpt *c = train_ckpt_open(st, dir, threads, err);
+    free(dir);
+    return c;
+}
+
 int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int threads,
                 const char *json_path, const char *csv_path, EvalReport *out, Err *err) {
-    RewardCkpt *c = train_ckpt_open(st, checkpoint, threads, err);
+    RewardCkpt *c = open_named(st, checkpoint, threads, err);
     if (!c)
         return err && err->code ? err->code : ERR_NOTFOUND;
     int rc = train_eval(c, st, o, out, err);
@@ -476,7 +607,7 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
     TrainSkipped sk_local = {0};
     TrainSkipped *sk = skipped ? skipped : &sk_local;
     memset(sk, 0, sizeof *sk);
-    RewardCkpt *c = train_ckpt_open(st, checkpoint, threads, err);
+    RewardCkpt *c = open_named(st, checkpoint, threads, err);
     if (!c)
         return err && err->code ? err->code : ERR_NOTFOUND;
     char **files = NULL;

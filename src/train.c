@@ -37,6 +37,7 @@
 #include "base.h"
 #include "encoder.h"
 #include "evalrm.h"
+#include "fmt_json.h"
 #include "log.h"
 #include "rng.h"
 #include "store_catalog.h"
@@ -184,7 +185,9 @@ char *train_config_json(const TrainConfig *c) {
     json_t *o = config_to_json(c);
     char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
-    return s;
+    char *h = fmt_json_human(s); /* the same values, 0.2 rather than 0.20000000000000001 */
+    free(s);
+    return h;
 }
 
 int train_config_parse(TrainConfig *c, const char *json, Err *err) {

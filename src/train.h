@@ -183,6 +183,7 @@ typedef struct EvalReport {
     size_t n_skipped_labels;          /* preferences left out: an image was unreadable */
     TrainSkipped skipped;             /* the unreadable images */
     char source[1100];                /* "pairs.jsonl", "ratings in STORE (min diff 0.5)" */
+    char checkpoint[1100];            /* the checkpoint folder, absolute */
 } EvalReport;
 
 typedef struct EvalOptions {

@@ -559,6 +559,7 @@ static int cmp_distinct(const void *x, const void *y) {
 
 int train_eval(RewardCkpt *c, Store *st, const EvalOptions *o, EvalReport *out, Err *err) {
     memset(out, 0, sizeof *out);
+    snprintf(out->checkpoint, sizeof out->checkpoint, "%s", c->dir);
     EvalItems it = {0};
     ScoreMap map = {0};
     int rc;
