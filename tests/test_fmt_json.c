@@ -29,7 +29,8 @@ Test(fmt_json, reals_are_shortest_and_exact) {
     cr_assert(strstr(out, "\"sum\":0.30000000000000004,"), "exact, not rounded: %s", out);
     cr_assert(strstr(out, "\"big\":3.0,"), "a real stays a real: %s", out);
     cr_assert(strstr(out, "\"epochs\":10,"), "%s", out);
-    cr_assert(strstr(out, "\\u001B") && !strchr(out, 0x1b), "strings escaped as jansson does: %s", out);
+    cr_assert(strstr(out, "\\u001B") && !strchr(out, 0x1b), "escaped as jansson does: %s",
+              out);
     cr_assert_lt(strstr(out, "\"val\""), strstr(out, "\"name\""), "keys keep their order");
     assert_same_value(in, out);
     free(in);
