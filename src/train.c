@@ -217,6 +217,10 @@ typedef struct Data {
     size_t n_pairs;
     int *pa, *pb;          /* (n_pairs) image rows of img_a, img_b */
     uint8_t *pair_val;     /* (n_pairs) */
+    uint8_t *pair_flip;    /* (n_pairs) 1: metrics present the pair as (b, a), so that the
+                            * image with the smaller sha256 comes first, as eval does */
+    char (*img_sha)[65];   /* (n_img) content hashes */
+    char **img_path;       /* (n_img) resolved paths (orders two images with one hash) */
     uint8_t *img_val;      /* (n_img) */
     int *items;            /* training items: pair indexes, or image rows (regression) */
     size_t n_items;
@@ -235,6 +239,11 @@ static void data_free(Data *d) {
     free(d->pa);
     free(d->pb);
     free(d->pair_val);
+    free(d->pair_flip);
+    free(d->img_sha);
+    for (size_t i = 0; d->img_path && i < d->n_img; i++)
+        free(d->img_path[i]);
+    free(d->img_path);
     free(d->img_val);
     free(d->items);
     free(d->prm_train);
@@ -295,21 +304,29 @@ static int load_pairs(Store *st, const TrainConfig *cfg, Data *d, PairsMeans *me
             for (int h = 0; h < NH; h++)
                 t->label[h] = head < 0 ? hard : (h == head ? hard : 0.5f);
             t->label_combined = head < 0 ? la : 0.5f;
+            t->label_overall = head < 0 ? hard : 0.5f;
             d->n_pairs++;
         }
         store_pairs_free(sp, n);
         return 0;
     }
-    StoreRating *r = NULL;
-    size_t nr = 0;
-    int rc = store_ratings_all(st, &r, &nr, err);
+    /* every aspect of the store: the combined pair (validation's combined label) compares
+     * the mean over all aspects rated on both images, as `easel export pairs` and eval do */
+    StoreAspect *asp = NULL;
+    size_t n_asp = 0;
+    int rc = store_aspects_list(st, &asp, &n_asp, err);
     if (rc)
         return rc;
-    pairs_means_init(means, r, nr, NH, cfg->annotator_id);
+    store_aspects_free(asp, n_asp);
+    StoreRating *r = NULL;
+    size_t nr = 0;
+    if ((rc = store_ratings_all(st, &r, &nr, err)))
+        return rc;
+    pairs_means_init(means, r, nr, (int)(n_asp > NH ? n_asp : NH), cfg->annotator_id);
     free(r);
     Pair *p = NULL;
     size_t np = 0;
-    pairs_derive(means, cfg->min_rating_diff, PAIRS_PER_ASPECT, &p, &np);
+    pairs_derive(means, cfg->min_rating_diff, PAIRS_ALL, &p, &np);
     train_pairs_group(p, np, &d->pairs, &d->n_pairs);
     free(p);
     return 0;
@@ -343,6 +360,8 @@ static int load_features(Store *st, const TrainConfig *cfg, Encoder *enc, const 
     if (!d->img)
         return err_set(err, ERR_NOMEM, "out of memory for the features of %zu images", u);
     d->img_prm = xmalloc((u ? u : 1) * sizeof *d->img_prm);
+    d->img_sha = xcalloc(u ? u : 1, sizeof *d->img_sha);
+    d->img_path = xcalloc(u ? u : 1, sizeof *d->img_path);
     int64_t *img_prompt = xmalloc((u ? u : 1) * sizeof *img_prompt);
     double t0 = base_now();
     int rc = 0;
@@ -372,8 +391,8 @@ static int load_features(Store *st, const TrainConfig *cfg, Encoder *enc, const 
                 rc = 0;
             }
         }
-        free(path);
         if (rc) {
+            free(path);
             store_image_deinit(&im);
             if (err)
                 *err = e2;
@@ -384,9 +403,16 @@ static int load_features(Store *st, const TrainConfig *cfg, Encoder *enc, const 
             ids[k] = ids[i];
             img_prompt[k] = im.prompt_id;
             memcpy(d->img + k * row, v, row * sizeof(float));
+            if (im.sha256)
+                base_strlcpy(d->img_sha[k], im.sha256, sizeof d->img_sha[k]);
+            else if (encoder_hash_file(path, d->img_sha[k], NULL) != 0)
+                d->img_sha[k][0] = '\0'; /* read a moment ago; then ordered by path */
+            d->img_path[k] = path;
+            path = NULL;
             k++;
             free(v);
         }
+        free(path);
         store_image_deinit(&im);
         if (hooks && hooks->progress)
             hooks->progress(hooks->user, (double)(i + 1), (double)u, "images encoded");
@@ -460,8 +486,14 @@ static int build_split(const TrainConfig *cfg, const PairsMeans *pm, Data *d, Er
     (void)n_val;
     free(prompt_of);
     d->pair_val = xcalloc(d->n_pairs ? d->n_pairs : 1, 1);
-    for (size_t i = 0; i < d->n_pairs; i++)
+    d->pair_flip = xcalloc(d->n_pairs ? d->n_pairs : 1, 1);
+    for (size_t i = 0; i < d->n_pairs; i++) {
         d->pair_val[i] = d->img_val[d->pa[i]];
+        int c = strcmp(d->img_sha[d->pa[i]], d->img_sha[d->pb[i]]);
+        if (c == 0)
+            c = strcmp(d->img_path[d->pa[i]], d->img_path[d->pb[i]]);
+        d->pair_flip[i] = c > 0;
+    }
     /* targets for regression */
     if (regression) {
         d->target = xmalloc((d->n_img ? d->n_img : 1) * NH * sizeof *d->target);
@@ -590,6 +622,18 @@ static uint64_t step_seed(uint64_t seed, int64_t step) {
     return x ^ (x >> 29);
 }
 
+/* Row E, output O of a metrics table: the pair as evaluation presents it (flipped when
+ * FLIP: the image with the smaller sha256 first), label 1 / 0 / 0.5 (none). */
+static void put_metric_pair(float *sa, float *sb, float *lab, size_t e, int o, float a,
+                            float b, float y, int flip) {
+    y = y > 0.5f ? 1.0f : y < 0.5f ? 0.0f : 0.5f;
+    if (flip && y != 0.5f)
+        y = 1.0f - y;
+    sa[e * NO + o] = flip ? b : a;
+    sb[e * NO + o] = flip ? a : b;
+    lab[e * NO + o] = y;
+}
+
 /* One training step's forward and loss over items[0..n): pairs a then b, each under the
  * pair's prompt; with irrelevant_weight, the same pairs again under another training prompt
  * (flagged irrelevant). LOSSES gets TRAIN_LOSS_N values. */
@@ -625,10 +669,11 @@ static void train_step_pairs(Run *r, const int *items, int n, double *losses) {
         const TrainPair *tp = &d->pairs[items[i]];
         size_t e = r->ep_n + (size_t)i;
         for (int o = 0; o < NO; o++) {
-            r->ep_sa[e * NO + o] = o < NH ? r->bheads[i * NH + o] : r->bcomb[i];
-            r->ep_sb[e * NO + o] = o < NH ? r->bheads[(q + i) * NH + o] : r->bcomb[q + i];
-            float y = o < NH ? tp->label[o] : tp->label_combined;
-            r->ep_lab[e * NO + o] = y > 0.5f ? 1.0f : y < 0.5f ? 0.0f : 0.5f;
+            float sa = o < NH ? r->bheads[i * NH + o] : r->bcomb[i];
+            float sb = o < NH ? r->bheads[(q + i) * NH + o] : r->bcomb[q + i];
+            put_metric_pair(r->ep_sa, r->ep_sb, r->ep_lab, e, o, sa, sb,
+                            o < NH ? tp->label[o] : tp->label_overall,
+                            d->pair_flip[items[i]]);
         }
     }
     r->ep_n += (size_t)n;
@@ -701,12 +746,11 @@ static void evaluate(Run *r, int which, ValResult *vr) {
     for (size_t i = 0; i < d->n_pairs; i++) {
         if (d->pair_val[i] != which)
             continue;
-        for (int o = 0; o < NO; o++) {
-            sa[np * NO + o] = s[(size_t)d->pa[i] * NO + o];
-            sb[np * NO + o] = s[(size_t)d->pb[i] * NO + o];
-            float y = o < NH ? d->pairs[i].label[o] : d->pairs[i].label_combined;
-            lab[np * NO + o] = y > 0.5f ? 1.0f : y < 0.5f ? 0.0f : 0.5f;
-        }
+        for (int o = 0; o < NO; o++)
+            put_metric_pair(sa, sb, lab, np, o, s[(size_t)d->pa[i] * NO + o],
+                            s[(size_t)d->pb[i] * NO + o],
+                            o < NH ? d->pairs[i].label[o] : d->pairs[i].label_overall,
+                            d->pair_flip[i]);
         np++;
     }
     vr->n_pairs = np;

@@ -111,11 +111,15 @@ typedef struct TrainPair {
     int64_t img_b;
     float label[TRAIN_N_HEADS]; /* 1: a preferred, 0: b preferred, 0.5: no preference */
     float label_combined;       /* mean of the five labels (the original's soft target) */
+    float label_overall;        /* the combined pair (1: a preferred, 0: b, 0.5: none): what
+                                 * validation scores the combined output against, the rule
+                                 * of train_eval */
 } TrainPair;
 
-/* Group per-aspect pairs (pairs_derive with PAIRS_PER_ASPECT) into one TrainPair per image
- * pair with at least one non-neutral aspect, sorted by (prompt, img_a, img_b). Aspects
- * beyond TRAIN_N_HEADS are ignored. *out is the caller's (free). */
+/* Group pairs from pairs_derive (per aspect, and the combined ones when given) into one
+ * TrainPair per image pair with at least one non-neutral head, sorted by (prompt, img_a,
+ * img_b). Aspects beyond TRAIN_N_HEADS are ignored; a combined pair sets label_overall.
+ * *out is the caller's (free). */
 void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out);
 
 

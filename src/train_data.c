@@ -90,7 +90,7 @@ void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out) 
     TrainPair *v = xmalloc((n ? n : 1) * sizeof *v);
     size_t len = 0;
     for (size_t i = 0; i < n; i++) {
-        if (p[i].aspect < 0 || p[i].aspect >= TRAIN_N_HEADS)
+        if (p[i].aspect != PAIRS_COMBINED && (p[i].aspect < 0 || p[i].aspect >= TRAIN_N_HEADS))
             continue;
         TrainPair t = {0};
         t.prompt_id = p[i].prompt_id;
@@ -98,9 +98,14 @@ void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out) 
         t.img_b = p[i].img_pos < p[i].img_neg ? p[i].img_neg : p[i].img_pos;
         for (int h = 0; h < TRAIN_N_HEADS; h++)
             t.label[h] = 0.5f;
+        t.label_overall = 0.5f;
         /* img_pos is always the preferred image (pairs.h): label 1 when it is img_a */
-        t.label[p[i].aspect] = p[i].label >= 0.5 ? (p[i].img_pos == t.img_a ? 1.0f : 0.0f)
-                                                 : (p[i].img_pos == t.img_a ? 0.0f : 1.0f);
+        float y = p[i].label >= 0.5 ? (p[i].img_pos == t.img_a ? 1.0f : 0.0f)
+                                    : (p[i].img_pos == t.img_a ? 0.0f : 1.0f);
+        if (p[i].aspect == PAIRS_COMBINED)
+            t.label_overall = y;
+        else
+            t.label[p[i].aspect] = y;
         v[len++] = t;
     }
     qsort(v, len, sizeof *v, cmp_tpair);
@@ -111,10 +116,22 @@ void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out) 
             for (int h = 0; h < TRAIN_N_HEADS; h++)
                 if (v[i].label[h] != 0.5f)
                     v[o - 1].label[h] = v[i].label[h];
+            if (v[i].label_overall != 0.5f)
+                v[o - 1].label_overall = v[i].label_overall;
         } else {
             v[o++] = v[i];
         }
     }
+    /* a pair no head has a preference on trains nothing */
+    size_t kept = 0;
+    for (size_t i = 0; i < o; i++) {
+        int any = 0;
+        for (int h = 0; h < TRAIN_N_HEADS; h++)
+            any |= v[i].label[h] != 0.5f;
+        if (any)
+            v[kept++] = v[i];
+    }
+    o = kept;
     for (size_t i = 0; i < o; i++) {
         float s = 0;
         for (int h = 0; h < TRAIN_N_HEADS; h++)

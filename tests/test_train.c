@@ -179,8 +179,9 @@ Test(train, planted_preferences_are_learned_per_head) {
         double acc = val_metric(st, run, n);
         cr_expect_geq(acc, 0.95, "head %s: validation accuracy %.3f", heads[h], acc);
     }
-    /* the combined score is trained against the mean of the five labels, a vote that a
-     * weighted sum of the heads can only approximate: well above chance, not perfect */
+    /* the combined score is trained against the mean of the five labels and validated on
+     * the combined pairs (mean rating over the aspects): a weighted sum of the heads can
+     * only approximate either, so well above chance, not perfect */
     cr_assert_geq(val_metric(st, run, "combined_acc"), 0.75, "combined %.3f",
                   val_metric(st, run, "combined_acc"));
     StoreRun r = {0};
@@ -642,7 +643,30 @@ Test(train, eval_of_the_store_and_of_its_export_agree) {
     Store *st = store_open(db, &err);
     TrainConfig c;
     config(&c, "agree", 1);
-    cr_assert_eq(train_run(st, &c, NULL, NULL, &err), 0, "%s", err.msg);
+    int64_t run = 0;
+    cr_assert_eq(train_run(st, &c, NULL, &run, &err), 0, "%s", err.msg);
+    /* training's validation metrics follow the same rule: eval --split val of the epoch's
+     * checkpoint gives what the run recorded */
+    {
+        char best[600];
+        snprintf(best, sizeof best, "%s/best", c.output);
+        RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
+        cr_assert_not_null(ck, "%s", err.msg);
+        EvalOptions o = {.min_rating_diff = c.min_rating_diff, .split = "val"};
+        EvalReport v;
+        cr_assert_eq(train_eval(ck, st, &o, &v, &err), 0, "%s", err.msg);
+        const char *names[6] = {"spatial", "icono", "style", "fidelity", "material",
+                                "combined"};
+        for (int k = 0; k < 6; k++) {
+            char n1[48], n2[48];
+            snprintf(n1, sizeof n1, "%s_acc", names[k]);
+            snprintf(n2, sizeof n2, "%s_f1", names[k]);
+            cr_assert_gt(v.st[k].n, 0);
+            cr_assert_float_eq(val_metric(st, run, n1), v.st[k].accuracy, 1e-9, "%s", n1);
+            cr_assert_float_eq(val_metric(st, run, n2), v.st[k].f1, 1e-9, "%s", n2);
+        }
+        train_ckpt_free(ck);
+    }
     /* a second annotator disagreeing on some images: the combined label is a mean */
     StoreAspect *asp = NULL;
     size_t na = 0;
