@@ -192,6 +192,7 @@ int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_
         return err && err->code ? err->code : ERR_USAGE;
     StoreImage *im = NULL;
     size_t ni = 0, done = 0;
+    TrainSkipped sk = {0}; /* unreadable images: skipped, named once at the end */
     StorePrompt *pr = NULL;
     size_t np = 0;
     int rc = store_images_list(st, 0, &im, &ni, err);
@@ -204,15 +205,30 @@ int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_
             rc = err_set(err, ERR_CANCELLED, "cancelled after %zu of %zu images", done, ni);
             goto out;
         }
-        if (im[i].missing)
-            continue;
         char *path = store_path_resolve(st, im[i].path);
         float *v = NULL;
-        rc = encoder_embed_image(enc, st, path, im[i].sha256, &v, err);
-        free(path);
+        Err e2 = {0};
+        if (access(path, R_OK) != 0)
+            rc = err_set(&e2, ERR_NOTFOUND, "%s: cannot open (%s)", path, strerror(errno));
+        else
+            rc = encoder_embed_image(enc, st, path, im[i].sha256, &v, &e2);
         free(v);
-        if (rc)
+        if (rc && train_err_is_unreadable(rc)) { /* the image's fault, or the cache's? */
+            Err e3 = {0};
+            int bad = train_image_probe(enc, path, &e3);
+            if (bad && train_err_is_unreadable(bad)) {
+                train_skipped_add(&sk, im[i].path, e3.msg);
+                rc = 0;
+            }
+        }
+        free(path);
+        if (rc) {
+            if (err)
+                *err = e2;
             goto out;
+        }
+        if (!v)
+            continue; /* skipped */
         done++;
         if (h && h->progress)
             h->progress(h->user, (double)(i + 1), (double)(ni + np), "items");
@@ -229,6 +245,12 @@ int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_
         *n_images = done;
     if (n_prompts)
         *n_prompts = np;
+    if (sk.n && h && h->log) {
+        char why[900], line[1000];
+        train_skipped_text(&sk, why, sizeof why);
+        snprintf(line, sizeof line, "warning: %s", why);
+        h->log(h->user, line);
+    }
 out:
     store_images_free(im, ni);
     store_prompts_free(pr, np);

@@ -39,7 +39,8 @@ typedef struct RewardHooks {
     void *user;
 } RewardHooks;
 
-/* Encode every image (not missing) and prompt of the store with ENCODER into the cache.
+/* Encode every image and prompt of the store with ENCODER into the cache. Images that
+ * cannot be read or encoded are skipped and named in one warning line through h->log.
  * *n_images / *n_prompts (may be NULL) get the counts. */
 int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_t *n_images,
                      size_t *n_prompts, Err *err);

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "encoder.h"
 #include "err.h"
 #include "evalrm.h"
 #include "pairs.h"
@@ -141,6 +142,11 @@ int train_err_is_unreadable(int code);
 
 /* Count NAME (a path) with REASON (may be NULL); callers add each image once. */
 void train_skipped_add(TrainSkipped *s, const char *name, const char *reason);
+
+/* Can ENC read, decode and encode the image file PATH (without the store's cache)? 0, or
+ * the error that says why not. Tells a bad image (skipped) from a failure elsewhere (the
+ * cache, the store: the run stops) after encoder_embed_image failed. */
+int train_image_probe(Encoder *enc, const char *path, Err *err);
 
 /* "skipped 5 unreadable images (a.png, b.png, c.png and 2 more): REASON" into BUF; "" when
  * none was skipped. */

@@ -11,7 +11,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "encoder.h"
 #include "err.h"
 #include "train.h"
 
@@ -62,11 +61,6 @@ int train_model_save(const TrainModel *m, const char *path, int optimizer,
                      const char *const *meta, Err *err);
 /* Read weights (and with OPTIMIZER the moments) from PATH; shapes must match. */
 int train_model_load(TrainModel *m, const char *path, int optimizer, Err *err);
-
-/* Can ENC read, decode and encode the image file PATH (without the store's cache)? 0, or
- * the error that says why not. Used to tell a bad image (skipped) from a failure elsewhere
- * (the cache, the store: the run stops) after encoder_embed_image failed. */
-int train_image_probe(Encoder *enc, const char *path, Err *err);
 
 /* ---- checkpoint folders (train_ckpt.c) ---- */
 

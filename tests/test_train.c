@@ -792,6 +792,14 @@ Test(train, unreadable_images_are_skipped_with_one_warning) {
                  "%s", err.msg);
     cr_assert_eq(sk.n, 2);
     cr_assert_eq(scored, N_PROMPTS * PER_PROMPT - 2);
+    /* and the embed job's work */
+    Lines el = {0};
+    RewardHooks rh = {.log = collect_line, .user = &el};
+    size_t ni = 0, np = 0;
+    cr_assert_eq(reward_embed_all(st, "classic", &rh, &ni, &np, &err), 0, "%s", err.msg);
+    cr_assert_eq(ni, N_PROMPTS * PER_PROMPT - 2);
+    cr_assert_eq(el.n_warn, 1, "%s", el.text);
+    cr_assert(strstr(el.text, "img/0_0.png, img/1_1.png"), "%s", el.text);
     store_close(st);
 }
 
