@@ -385,6 +385,26 @@ static int read_file_items(Store *st, const EvalOptions *o, EvalItems *it, Err *
     return rc;
 }
 
+static int cmp_image_id(const void *a, const void *b) {
+    int64_t x = ((const StoreImage *)a)->id, y = ((const StoreImage *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_prompt_id(const void *a, const void *b) {
+    int64_t x = ((const StorePrompt *)a)->id, y = ((const StorePrompt *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+static const StoreImage *find_image(const StoreImage *v, size_t n, int64_t id) {
+    StoreImage key = {.id = id};
+    return bsearch(&key, v, n, sizeof *v, cmp_image_id);
+}
+
+static const StorePrompt *find_prompt(const StorePrompt *v, size_t n, int64_t id) {
+    StorePrompt key = {.id = id};
+    return id ? bsearch(&key, v, n, sizeof *v, cmp_prompt_id) : NULL;
+}
+
 static int read_store_items(RewardCkpt *c, Store *st, const EvalOptions *o, EvalItems *it,
                             Err *err) {
     StoreAspect *asp = NULL;
@@ -406,6 +426,18 @@ static int read_store_items(RewardCkpt *c, Store *st, const EvalOptions *o, Eval
     size_t np = 0;
     pairs_derive(&pm, o->min_rating_diff, PAIRS_ALL, &p, &np);
     pairs_means_deinit(&pm);
+    /* every image and prompt once, looked up by id below */
+    StoreImage *imgs = NULL;
+    StorePrompt *prs = NULL;
+    size_t n_imgs = 0, n_prs = 0;
+    if ((rc = store_images_list(st, 0, &imgs, &n_imgs, err)) ||
+        (rc = store_prompts_list(st, &prs, &n_prs, err))) {
+        store_images_free(imgs, n_imgs);
+        free(p);
+        return rc;
+    }
+    qsort(imgs, n_imgs, sizeof *imgs, cmp_image_id);
+    qsort(prs, n_prs, sizeof *prs, cmp_prompt_id);
     /* the checkpoint's split, over the prompts of the per-aspect pairs (as training) */
     uint8_t *is_val = NULL;
     int want = o->split && strcmp(o->split, "val") == 0    ? 1
@@ -441,25 +473,28 @@ static int read_store_items(RewardCkpt *c, Store *st, const EvalOptions *o, Eval
         e->label = 1.0f; /* img_pos is preferred */
         int64_t ids[2] = {p[i].img_pos, p[i].img_neg};
         for (int k = 0; k < 2 && rc == 0; k++) {
-            StoreImage im = {0};
-            if ((rc = store_image_get(st, ids[k], &im, err)))
-                break;
-            if (k == 0) {
-                StorePrompt sp = {0};
-                if (im.prompt_id)
-                    store_prompt_get(st, im.prompt_id, &sp, NULL);
-                e->prompt = xstrdup(sp.text ? sp.text : "");
-                store_prompt_deinit(&sp);
+            StoreImage one = {0};
+            const StoreImage *im = find_image(imgs, n_imgs, ids[k]);
+            if (!im) { /* not listed (e.g. retired since): ask for it alone */
+                if ((rc = store_image_get(st, ids[k], &one, err)))
+                    break;
+                im = &one;
             }
-            e->path[k] = store_path_resolve(st, im.path);
-            e->name[k] = xstrdup(im.path);
-            if (im.sha256)
-                base_strlcpy(e->sha[k], im.sha256, sizeof e->sha[k]);
-            store_image_deinit(&im);
+            if (k == 0) {
+                const StorePrompt *sp = find_prompt(prs, n_prs, im->prompt_id);
+                e->prompt = xstrdup(sp && sp->text ? sp->text : "");
+            }
+            e->path[k] = store_path_resolve(st, im->path);
+            e->name[k] = xstrdup(im->path);
+            if (im->sha256)
+                base_strlcpy(e->sha[k], im->sha256, sizeof e->sha[k]);
+            store_image_deinit(&one);
         }
     }
     free(is_val);
     free(p);
+    store_images_free(imgs, n_imgs);
+    store_prompts_free(prs, n_prs);
     return rc;
 }
 
