@@ -385,6 +385,11 @@ static int read_file_items(Store *st, const EvalOptions *o, EvalItems *it, Err *
     return rc;
 }
 
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static int cmp_image_id(const void *a, const void *b) {
     int64_t x = ((const StoreImage *)a)->id, y = ((const StoreImage *)b)->id;
     return x < y ? -1 : x > y;
@@ -444,21 +449,32 @@ static int read_store_items(RewardCkpt *c, Store *st, const EvalOptions *o, Eval
                : o->split && strcmp(o->split, "train") == 0 ? 0
                                                            : -1;
     if (want >= 0) {
-        /* every pair's prompt: a combined pair implies an aspect pair of the same prompt,
-         * so the distinct prompts are those training split */
+        /* training splits the prompts of its head pairs; a pair of another prompt (only a
+         * combined pair there, from aspects beyond the heads) is on neither side */
         int64_t *pid = xmalloc((np + 1) * sizeof *pid);
+        size_t k = 0;
         for (size_t i = 0; i < np; i++)
-            pid[i] = p[i].aspect < NH ? p[i].prompt_id : 0;
-        /* pairs of aspects beyond the heads take no part: give them a known prompt */
-        int64_t any = 0;
-        for (size_t i = 0; i < np && !any; i++)
-            if (p[i].aspect < NH)
-                any = p[i].prompt_id;
-        for (size_t i = 0; i < np; i++)
-            if (p[i].aspect >= NH)
-                pid[i] = any;
+            if (p[i].aspect >= 0 && p[i].aspect < NH)
+                pid[k++] = p[i].prompt_id;
+        uint8_t *v = xmalloc(k + 1);
+        train_split_prompts(pid, k, c->cfg.val_fraction, c->cfg.seed, v);
+        int64_t *held = xmalloc((k + 1) * sizeof *held), *seen = xmalloc((k + 1) * sizeof *seen);
+        size_t n_held = 0, n_seen = 0;
+        for (size_t i = 0; i < k; i++) {
+            seen[n_seen++] = pid[i];
+            if (v[i])
+                held[n_held++] = pid[i];
+        }
+        qsort(held, n_held, sizeof *held, cmp_i64);
+        qsort(seen, n_seen, sizeof *seen, cmp_i64);
         is_val = xmalloc(np + 1);
-        train_split_prompts(pid, np, c->cfg.val_fraction, c->cfg.seed, is_val);
+        for (size_t i = 0; i < np; i++)
+            is_val[i] = !bsearch(&p[i].prompt_id, seen, n_seen, sizeof *seen, cmp_i64) ? 2
+                        : bsearch(&p[i].prompt_id, held, n_held, sizeof *held, cmp_i64) ? 1
+                                                                                         : 0;
+        free(held);
+        free(seen);
+        free(v);
         free(pid);
     }
     for (size_t i = 0; i < np && rc == 0; i++) {
