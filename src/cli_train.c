@@ -114,8 +114,9 @@ static void train_usage(void) {
            "  --prompts FILE       import prompts.csv first\n"
            "  --queue              add a train-reward job instead of training here\n"
            "  --resume             continue the run in --output after an interruption\n\n"
-           "Output: DIR/best/ (best mean per-head validation F1), DIR/checkpoint-N/, DIR/final/,\n"
-           "each with model.safetensors, config.json and metrics.json. Ctrl-C stops after the\n"
+           "Output: DIR/best/ (best mean per-head validation F1), DIR/checkpoint-N/ (the newest\n"
+           "--save-total-limit kept), DIR/final/, each with model.safetensors, config.json and\n"
+           "metrics.json. --queue prints the job's id alone on stdout. Ctrl-C stops after the\n"
            "current step; --resume then continues from the last finished epoch.\n\n"
            "example:\n  easel --db data/demo.db train --epochs 30 --output runs/demo\n");
 }
@@ -322,16 +323,20 @@ out:
 
 int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv) || argc < 2) {
-        printf("usage: easel [--db PATH] eval CHECKPOINT [--pairs FILE] [--json FILE]\n"
+        printf("usage: easel [--db PATH] eval CHECKPOINT|RUN [--pairs FILE] [--json FILE]\n"
                "                  [--csv FILE] [--min-rating-diff D] [--split all|val|train]\n"
                "                  [--threads N]\n\n"
                "Evaluate a reward checkpoint on preference pairs: per head and combined, the\n"
                "preference accuracy (score(chosen) strictly greater than score(rejected)), the\n"
                "average margin, the margin standard deviation (population), the sample count\n"
                "and F1. Pairs come from --pairs FILE (pairs.jsonl; images not in the store are\n"
-               "encoded on the fly) or are derived from the store's ratings, optionally only\n"
-               "the checkpoint's validation (or training) prompts. The table goes to stdout.\n\n"
-               "example:\n  easel --db data/demo.db eval runs/demo/best --split val\n");
+               "encoded on the fly) or are derived from the store's ratings as 'easel export\n"
+               "pairs' derives them, optionally only the checkpoint's validation (or training)\n"
+               "prompts; both give the same numbers. A pair with an aspect counts for that\n"
+               "head, one without (combined) for the combined score. The table goes to stdout.\n"
+               "CHECKPOINT is a folder (best/, final/, checkpoint-N/, or a run folder), also\n"
+               "relative to the store's folder; RUN a run's name or id (its best checkpoint).\n\n"
+               "example:\n  easel --db data/demo.db eval demo --split val\n");
         return argc < 2 ? 2 : 0;
     }
     EvalOptions o = {0};
@@ -419,13 +424,14 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
 
 int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv) || argc < 2) {
-        printf("usage: easel [--db PATH] score CHECKPOINT [IMAGE|FOLDER ...] [--prompt TEXT]\n"
+        printf("usage: easel [--db PATH] score CHECKPOINT|RUN [IMAGE|FOLDER ...] [--prompt TEXT]\n"
                "                   [--csv FILE] [--threads N]\n\n"
                "Score images with a reward checkpoint: the five heads and the combined score.\n"
                "With no images, every image of the store is scored. Scores of images the store\n"
                "knows are saved in it; all scores are printed as CSV (or written to --csv FILE):\n"
                "image,spatial,icono,style,fidelity,material,combined. Each store image is\n"
-               "scored under its own prompt unless --prompt is given.\n\n"
+               "scored under its own prompt unless --prompt is given. Images that cannot be\n"
+               "read are skipped and named in one warning. CHECKPOINT|RUN as for 'easel eval'.\n\n"
                "example:\n  easel --db data/demo.db score runs/demo/best data/images/3\n");
         return argc < 2 ? 2 : 0;
     }

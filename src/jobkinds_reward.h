@@ -52,8 +52,9 @@ int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_
  * checkpoints). New string (free), or NULL with ERR_NOTFOUND saying what was tried. */
 char *reward_checkpoint_resolve(Store *st, const char *arg, Err *err);
 
-/* Evaluate CHECKPOINT (anything reward_checkpoint_resolve takes) per EvalOptions, record it as an eval-reward run with metrics, and
- * write JSON_PATH / CSV_PATH when not NULL/"". *out gets the report. */
+/* Evaluate CHECKPOINT (anything reward_checkpoint_resolve takes) per EvalOptions, record it
+ * as an eval-reward run with metrics, and write JSON_PATH / CSV_PATH when not NULL/"". *out
+ * gets the report. */
 int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int threads,
                 const char *json_path, const char *csv_path, EvalReport *out, Err *err);
 
@@ -61,8 +62,8 @@ int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int thr
 void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r);
 
 /* Score image files (PATHS, N; folders are expanded to their image files) or, with N == 0,
- * every image of the store, with CHECKPOINT (as reward_eval). PROMPT overrides each image's own prompt when
- * not NULL. Scores of images the store knows are saved in its scores table; every score goes
+ * every image of the store, with CHECKPOINT (as reward_eval). PROMPT overrides each image's
+ * own prompt when not NULL. Scores of images the store knows are saved in its scores table; every score goes
  * to CSV (a stream, may be NULL) as image,spatial,icono,style,fidelity,material,combined.
  * *n_scored (may be NULL) = images scored. Images that cannot be read or decoded are
  * skipped and listed in *skipped (may be NULL); when none could be scored, ERR_IO. */

@@ -10,9 +10,9 @@
  * (model_reward.h) trains on them. Every step writes train metrics, every epoch validation
  * metrics per head (accuracy, binary F1, loss) to the store (store_runs.h), so any process
  * sees the run live. Checkpoints: `best/` (highest mean per-head validation F1),
- * `checkpoint-N/` (every save_every epochs, the newest save_total_limit kept), `final/`, each with model.safetensors (the
- * original's tensor names), config.json and metrics.json, written into a temporary folder
- * and renamed into place. `.resume/` holds the optimizer state and RNG after every epoch, so
+ * `checkpoint-N/` (every save_every epochs, the newest save_total_limit kept), `final/`,
+ * each with model.safetensors (the original's tensor names), config.json and metrics.json,
+ * written into a temporary folder and renamed into place. `.resume/` holds the optimizer state and RNG after every epoch, so
  * an interrupted run continues to the same final weights as an uninterrupted one.
  *
  * Thread safety: train_run uses the Store it is given from the calling thread only.
