@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "fmt_json.h"
 #include "gpu.h"
 #include "jobkind.h"
 #include "jobs.h"
@@ -390,7 +391,9 @@ static int jobs_show(const CliGlobal *g, int argc, char **argv) {
            (long long)r.id, r.kind, store_job_state_name(r.state),
            r.cancel_requested && r.state == JOB_STATE_RUNNING ? " (cancel requested)" : "",
            r.priority);
-    printf("params       %s\nprogress     %s\n", r.params, prog);
+    char *params = fmt_json_human(r.params); /* 0.2, not 0.20000000000000001 */
+    printf("params       %s\nprogress     %s\n", params ? params : "{}", prog);
+    free(params);
     if (r.rate > 0)
         printf("rate         %.4g %s/s\neta          %s\n", r.rate, r.unit, eta);
     if (r.n_deps) {

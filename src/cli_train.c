@@ -19,6 +19,7 @@
 #include "app.h"
 #include "atomic_file.h"
 #include "base.h"
+#include "fmt_json.h"
 #include "import.h"
 #include "jobkinds_reward.h"
 #include "log.h"
@@ -40,6 +41,14 @@ static int cb_cancelled(void *user) {
 }
 
 static int tty_err;
+
+/* Is OPT (up to a '=') one of KNOWN? */
+static int cli_option_in(const char *opt, const char *const *known) {
+    for (int i = 0; known[i]; i++)
+        if (strcmp(opt, known[i]) == 0)
+            return 1;
+    return 0;
+}
 
 static void cb_progress(void *user, double done, double total, const char *unit) {
     (void)user;
@@ -105,10 +114,50 @@ static void train_usage(void) {
            "  --prompts FILE       import prompts.csv first\n"
            "  --queue              add a train-reward job instead of training here\n"
            "  --resume             continue the run in --output after an interruption\n\n"
-           "Output: DIR/best/ (best mean per-head validation F1), DIR/checkpoint-N/, DIR/final/,\n"
-           "each with model.safetensors, config.json and metrics.json. Ctrl-C stops after the\n"
+           "Output: DIR/best/ (best mean per-head validation F1), DIR/checkpoint-N/ (the newest\n"
+           "--save-total-limit kept), DIR/final/, each with model.safetensors, config.json and\n"
+           "metrics.json. --queue prints the job's id alone on stdout. Ctrl-C stops after the\n"
            "current step; --resume then continues from the last finished epoch.\n\n"
            "example:\n  easel --db data/demo.db train --epochs 30 --output runs/demo\n");
+}
+
+/* Flags of `easel train` beyond the train-reward parameters. */
+static const char *const train_extra_flags[] = {"ratings", "pairs", "prompts", "queue", "resume",
+                                                "help", NULL};
+
+static int train_option_known(const char *name) {
+    for (const JobParamSpec *p = jobkind_train_reward.params; p->name; p++)
+        if (strcmp(p->name, name) == 0)
+            return 1;
+    for (int i = 0; train_extra_flags[i]; i++)
+        if (strcmp(train_extra_flags[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+static int train_unknown_option(const char *opt) {
+    char buf[64][48];
+    const char *known[65];
+    int n = 0;
+    for (const JobParamSpec *p = jobkind_train_reward.params; p->name && n < 56; p++, n++) {
+        snprintf(buf[n], sizeof buf[n], "--%s", p->name);
+        known[n] = buf[n];
+    }
+    for (int i = 0; train_extra_flags[i] && n < 64; i++, n++) {
+        snprintf(buf[n], sizeof buf[n], "--%s", train_extra_flags[i]);
+        known[n] = buf[n];
+    }
+    known[n] = NULL;
+    return cli_unknown_option("train", opt, known);
+}
+
+/* The values an integer flag of `easel train` may take (reward_train_config checks the
+ * same for queued jobs). */
+static void int_range(const char *name, long long *lo, long long *hi) {
+    if (reward_train_int_range(name, lo, hi) != 0) {
+        *lo = 0;
+        *hi = 1000000;
+    }
 }
 
 int cli_train_main(const CliGlobal *g, int argc, char **argv) {
@@ -139,6 +188,10 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
             goto out;
         }
         const char *name = a + 2, *val;
+        if (!train_option_known(name)) {
+            rc = train_unknown_option(a);
+            goto out;
+        }
         if (i + 1 >= argc) {
             cli_error("train: %s needs a value (see 'easel train --help')", a);
             goto out;
@@ -155,9 +208,14 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
             for (const JobParamSpec *p = jobkind_train_reward.params; p->name; p++)
                 if (strcmp(p->name, name) == 0)
                     sp = p;
-            if (!sp) {
-                cli_error("train: unknown option '%s' (see 'easel train --help')", a);
-                goto out;
+            ASSERT(sp); /* train_option_known said so */
+            if (sp->type == JOB_PARAM_INT) {
+                long long lo, hi, v;
+                int_range(name, &lo, &hi);
+                char what[64];
+                snprintf(what, sizeof what, "--%s", name);
+                if (cli_parse_long("train", what, val, lo, hi, &v))
+                    goto out;
             }
             if (strcmp(name, "mode") == 0)
                 mode_given = 1;
@@ -226,8 +284,10 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
             rc = cli_fail(&err);
             goto out_close;
         }
-        printf("queued train-reward job #%lld; it runs in any 'easel worker' or TUI on this "
-               "store\n", (long long)id);
+        /* the id alone on stdout, for scripts: id=$(easel train --queue ...) */
+        printf("%lld\n", (long long)id);
+        fprintf(stderr, "queued train-reward job #%lld; it runs in any 'easel worker' or TUI "
+                "on this store\n", (long long)id);
         rc = 0;
         goto out_close;
     }
@@ -263,16 +323,20 @@ out:
 
 int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv) || argc < 2) {
-        printf("usage: easel [--db PATH] eval CHECKPOINT [--pairs FILE] [--json FILE]\n"
+        printf("usage: easel [--db PATH] eval CHECKPOINT|RUN [--pairs FILE] [--json FILE]\n"
                "                  [--csv FILE] [--min-rating-diff D] [--split all|val|train]\n"
                "                  [--threads N]\n\n"
                "Evaluate a reward checkpoint on preference pairs: per head and combined, the\n"
                "preference accuracy (score(chosen) strictly greater than score(rejected)), the\n"
                "average margin, the margin standard deviation (population), the sample count\n"
                "and F1. Pairs come from --pairs FILE (pairs.jsonl; images not in the store are\n"
-               "encoded on the fly) or are derived from the store's ratings, optionally only\n"
-               "the checkpoint's validation (or training) prompts. The table goes to stdout.\n\n"
-               "example:\n  easel --db data/demo.db eval runs/demo/best --split val\n");
+               "encoded on the fly) or are derived from the store's ratings as 'easel export\n"
+               "pairs' derives them, optionally only the checkpoint's validation (or training)\n"
+               "prompts; both give the same numbers. A pair with an aspect counts for that\n"
+               "head, one without (combined) for the combined score. The table goes to stdout.\n"
+               "CHECKPOINT is a folder (best/, final/, checkpoint-N/, or a run folder), also\n"
+               "relative to the store's folder; RUN a run's name or id (its best checkpoint).\n\n"
+               "example:\n  easel --db data/demo.db eval demo --split val\n");
         return argc < 2 ? 2 : 0;
     }
     EvalOptions o = {0};
@@ -280,8 +344,12 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
     o.split = "all";
     const char *ckpt = NULL, *json = NULL, *csv = NULL;
     int threads = 0;
+    static const char *const known[] = {"--pairs", "--json", "--csv", "--split",
+                                        "--min-rating-diff", "--threads", "--help", NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (a[0] == '-' && !cli_option_in(a, known))
+            return cli_unknown_option("eval", a, known);
         if (a[0] != '-') {
             if (ckpt) {
                 cli_error("eval: one checkpoint at a time (got '%s' and '%s')", ckpt, a);
@@ -315,10 +383,10 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
                 return 2;
             }
         } else if (strcmp(a, "--threads") == 0) {
-            threads = atoi(v);
-        } else {
-            cli_error("eval: unknown option '%s' (see 'easel eval --help')", a);
-            return 2;
+            long long t;
+            if (cli_parse_long("eval", "--threads", v, 0, 4096, &t))
+                return 2;
+            threads = (int)t;
         }
     }
     if (!ckpt) {
@@ -338,10 +406,16 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
     signal(SIGINT, SIG_DFL);
     if (tty_err)
         fprintf(stderr, "\r\033[K");
-    if (rc == 0)
+    if (rc == 0) {
+        if (r.skipped.n) {
+            char why[900];
+            train_skipped_text(&r.skipped, why, sizeof why);
+            cli_error("warning: %s", why);
+        }
         reward_eval_print(stdout, ckpt, &r);
-    else
+    } else {
         rc = cli_fail(&err);
+    }
     store_close(st);
     return rc;
 }
@@ -350,13 +424,14 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
 
 int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv) || argc < 2) {
-        printf("usage: easel [--db PATH] score CHECKPOINT [IMAGE|FOLDER ...] [--prompt TEXT]\n"
+        printf("usage: easel [--db PATH] score CHECKPOINT|RUN [IMAGE|FOLDER ...] [--prompt TEXT]\n"
                "                   [--csv FILE] [--threads N]\n\n"
                "Score images with a reward checkpoint: the five heads and the combined score.\n"
                "With no images, every image of the store is scored. Scores of images the store\n"
                "knows are saved in it; all scores are printed as CSV (or written to --csv FILE):\n"
                "image,spatial,icono,style,fidelity,material,combined. Each store image is\n"
-               "scored under its own prompt unless --prompt is given.\n\n"
+               "scored under its own prompt unless --prompt is given. Images that cannot be\n"
+               "read are skipped and named in one warning. CHECKPOINT|RUN as for 'easel eval'.\n\n"
                "example:\n  easel --db data/demo.db score runs/demo/best data/images/3\n");
         return argc < 2 ? 2 : 0;
     }
@@ -364,9 +439,14 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     int threads = 0, n = 0;
     char **paths = xcalloc((size_t)argc, sizeof *paths);
     int rc = 2;
+    static const char *const known[] = {"--prompt", "--csv", "--threads", "--help", NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] == '-' && a[1]) {
+            if (!cli_option_in(a, known)) {
+                rc = cli_unknown_option("score", a, known);
+                goto out;
+            }
             if (i + 1 >= argc) {
                 cli_error("score: %s needs a value (see 'easel score --help')", a);
                 goto out;
@@ -376,11 +456,11 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
                 prompt = v;
             else if (strcmp(a, "--csv") == 0)
                 csv_path = v;
-            else if (strcmp(a, "--threads") == 0)
-                threads = atoi(v);
-            else {
-                cli_error("score: unknown option '%s' (see 'easel score --help')", a);
-                goto out;
+            else { /* --threads */
+                long long t;
+                if (cli_parse_long("score", "--threads", v, 0, 4096, &t))
+                    goto out;
+                threads = (int)t;
             }
         } else if (!ckpt) {
             ckpt = a;
@@ -415,7 +495,8 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     RewardHooks h = {cb_progress, cb_cancelled, NULL, NULL};
     Err err = {0};
     size_t scored = 0;
-    rc = reward_score(st, ckpt, paths, n, prompt, threads, csv, &h, &scored, &err);
+    TrainSkipped sk;
+    rc = reward_score(st, ckpt, paths, n, prompt, threads, csv, &h, &scored, &sk, &err);
     signal(SIGINT, SIG_DFL);
     if (tty_err)
         fprintf(stderr, "\r\033[K");
@@ -425,11 +506,17 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
         else
             rc = atomic_file_commit(af, &err);
     }
-    if (rc)
+    if (rc) {
         rc = cli_fail(&err);
-    else
+    } else {
+        if (sk.n) {
+            char why[900];
+            train_skipped_text(&sk, why, sizeof why);
+            cli_error("warning: %s", why);
+        }
         fprintf(stderr, "scored %zu images%s%s\n", scored, csv_path ? " into " : "",
                 csv_path ? csv_path : "");
+    }
     store_close(st);
 out:
     free(paths);
@@ -443,6 +530,21 @@ static void fmt_time(double t, char *buf, size_t n) {
     struct tm tm;
     localtime_r(&tt, &tm);
     strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+/* 1536 -> "1.5 KiB". */
+static void fmt_bytes(uint64_t n, char *buf, size_t size) {
+    static const char *const unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, size, "%llu bytes", (unsigned long long)n);
+    else
+        snprintf(buf, size, "%.1f %s", v, unit[u]);
 }
 
 static double last_of(Store *st, int64_t id, const char *split, const char *name) {
@@ -469,9 +571,17 @@ static void print_run(Store *st, const StoreRun *r) {
     printf("run %s (#%lld)\nkind      %s\nstate     %s\noutput    %s\ncreated   %s\n"
            "updated   %s\n", r->name, (long long)r->id, r->kind, r->state,
            r->output ? r->output : "-", t0, t1);
+    if (r->output && strcmp(r->kind, "train-reward") == 0) {
+        /* what the run's folder occupies: checkpoints are what fills a disk */
+        char sz[32];
+        fmt_bytes(train_dir_disk_usage(r->output), sz, sizeof sz);
+        printf("disk      %s%s\n", sz, access(r->output, F_OK) == 0 ? "" : " (folder gone)");
+    }
     if (r->job_id)
         printf("job       #%lld\n", (long long)r->job_id);
-    printf("config    %s\n", r->config);
+    char *cfg = fmt_json_human(r->config);
+    printf("config    %s\n", cfg ? cfg : "-");
+    free(cfg);
     double ep = last_of(st, r->id, "sys", "epoch"), eps = last_of(st, r->id, "sys", "epochs");
     double step = last_of(st, r->id, "sys", "step");
     if (isfinite(ep))
@@ -577,6 +687,23 @@ int cli_runs_main(const CliGlobal *g, int argc, char **argv) {
                "ends. RUN is a run name or id.\n\n"
                "example:\n  easel runs show train-20260101-120000 --follow\n");
         return argc < 2 ? 2 : 0;
+    }
+    static const char *const known_list[] = {"--help", NULL};
+    static const char *const known_show[] = {"--follow", "-f", "--help", NULL};
+    int is_show = strcmp(argv[1], "show") == 0;
+    if (!is_show && strcmp(argv[1], "list") != 0) {
+        cli_error("runs: unknown subcommand '%s' (list or show)", argv[1]);
+        return 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] == '-' && a[1] && !cli_option_in(a, is_show ? known_show : known_list))
+            return cli_unknown_option(is_show ? "runs show" : "runs list", a,
+                                      is_show ? known_show : known_list);
+        if (!is_show) {
+            cli_error("runs list: unexpected argument '%s'", a);
+            return 2;
+        }
     }
     Store *st = open_store(g);
     if (!st)

@@ -11,10 +11,13 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include <unistd.h>
 
 #include "atomic_file.h"
 #include "base.h"
@@ -48,6 +51,9 @@ static const JobParamSpec train_params[] = {
      "smallest rating difference that makes a preference", NULL},
     {"val-fraction", JOB_PARAM_FLOAT, "0.2", "share of prompts held out for validation", NULL},
     {"save-every", JOB_PARAM_INT, "2", "write checkpoint-N/ every N epochs (0: never)", NULL},
+    {"save-total-limit", JOB_PARAM_INT, "2",
+     "keep the newest N checkpoint-N/ folders, delete older ones (best/ and final/ always "
+     "stay; 0: keep all)", NULL},
     {"patience", JOB_PARAM_INT, "0",
      "stop after N epochs without a better validation F1 (0: never)", NULL},
     {"seed", JOB_PARAM_INT, "42", "seed of the split, init, shuffling and dropout", NULL},
@@ -62,7 +68,32 @@ static const JobParamSpec train_params[] = {
     {NULL, 0, NULL, NULL, NULL},
 };
 
+static const struct {
+    const char *name;
+    long long lo, hi;
+} int_ranges[] = {
+    {"epochs", 1, 100000},       {"batch-size", 1, 65536}, {"save-every", 0, 100000},
+    {"save-total-limit", 0, 100000}, {"patience", 0, 100000}, {"seed", 0, INT64_MAX},
+    {"threads", 0, 4096},
+};
+
+int reward_train_int_range(const char *name, long long *lo, long long *hi) {
+    for (size_t i = 0; i < ARRAY_LEN(int_ranges); i++)
+        if (strcmp(int_ranges[i].name, name) == 0) {
+            *lo = int_ranges[i].lo;
+            *hi = int_ranges[i].hi;
+            return 0;
+        }
+    return ERR_NOTFOUND;
+}
+
 int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err) {
+    for (size_t i = 0; i < ARRAY_LEN(int_ranges); i++) {
+        long long v = (long long)job_param_int(p, int_ranges[i].name);
+        if (v < int_ranges[i].lo || v > int_ranges[i].hi)
+            return err_set(err, ERR_USAGE, "--%s %lld: expected a whole number from %lld to "
+                           "%lld", int_ranges[i].name, v, int_ranges[i].lo, int_ranges[i].hi);
+    }
     train_config_defaults(c);
     base_strlcpy(c->mode, job_param_str(p, "mode"), sizeof c->mode);
     base_strlcpy(c->objective, job_param_str(p, "objective"), sizeof c->objective);
@@ -75,6 +106,7 @@ int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err)
     c->min_rating_diff = job_param_float(p, "min-rating-diff");
     c->val_fraction = job_param_float(p, "val-fraction");
     c->save_every = (int)job_param_int(p, "save-every");
+    c->save_total_limit = (int)job_param_int(p, "save-total-limit");
     c->patience = (int)job_param_int(p, "patience");
     c->seed = (uint64_t)job_param_int(p, "seed");
     c->threads = (int)job_param_int(p, "threads");
@@ -160,6 +192,7 @@ int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_
         return err && err->code ? err->code : ERR_USAGE;
     StoreImage *im = NULL;
     size_t ni = 0, done = 0;
+    TrainSkipped sk = {0}; /* unreadable images: skipped, named once at the end */
     StorePrompt *pr = NULL;
     size_t np = 0;
     int rc = store_images_list(st, 0, &im, &ni, err);
@@ -172,15 +205,30 @@ int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_
             rc = err_set(err, ERR_CANCELLED, "cancelled after %zu of %zu images", done, ni);
             goto out;
         }
-        if (im[i].missing)
-            continue;
         char *path = store_path_resolve(st, im[i].path);
         float *v = NULL;
-        rc = encoder_embed_image(enc, st, path, im[i].sha256, &v, err);
-        free(path);
+        Err e2 = {0};
+        if (access(path, R_OK) != 0)
+            rc = err_set(&e2, ERR_NOTFOUND, "%s: cannot open (%s)", path, strerror(errno));
+        else
+            rc = encoder_embed_image(enc, st, path, im[i].sha256, &v, &e2);
         free(v);
-        if (rc)
+        if (rc && train_err_is_unreadable(rc)) { /* the image's fault, or the cache's? */
+            Err e3 = {0};
+            int bad = train_image_probe(enc, path, &e3);
+            if (bad && train_err_is_unreadable(bad)) {
+                train_skipped_add(&sk, im[i].path, e3.msg);
+                rc = 0;
+            }
+        }
+        free(path);
+        if (rc) {
+            if (err)
+                *err = e2;
             goto out;
+        }
+        if (!v)
+            continue; /* skipped */
         done++;
         if (h && h->progress)
             h->progress(h->user, (double)(i + 1), (double)(ni + np), "items");
@@ -197,6 +245,12 @@ int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_
         *n_images = done;
     if (n_prompts)
         *n_prompts = np;
+    if (sk.n && h && h->log) {
+        char why[900], line[1000];
+        train_skipped_text(&sk, why, sizeof why);
+        snprintf(line, sizeof line, "warning: %s", why);
+        h->log(h->user, line);
+    }
 out:
     store_images_free(im, ni);
     store_prompts_free(pr, np);
@@ -235,8 +289,14 @@ static void put_stats_json(json_t *o, const char *name, const EvalStats *s) {
 }
 
 void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r) {
-    fprintf(f, "checkpoint %s\npairs from %s: %zu pairs, %zu images scored\n\n", checkpoint,
-            r->source, r->n_pairs, r->n_images);
+    if (r->checkpoint[0])
+        checkpoint = r->checkpoint;
+    fprintf(f, "checkpoint %s\npairs from %s: %zu image pairs, %zu preferences, %zu images "
+            "scored\n", checkpoint, r->source, r->n_pairs, r->n_labels, r->n_images);
+    if (r->skipped.n)
+        fprintf(f, "not evaluated: %zu preferences with an unreadable image\n",
+                r->n_skipped_labels);
+    fprintf(f, "\n");
     fprintf(f, "%-10s %8s %9s %11s %11s %7s %8s\n", "head", "samples", "accuracy",
             "avg_margin", "margin_std", "F1", "loss");
     for (int k = 0; k < NO; k++) {
@@ -254,9 +314,112 @@ static int write_text_file(const char *path, const char *text, Err *err) {
     return atomic_file_write(path, text, strlen(text), err);
 }
 
+/* ---- naming a checkpoint ---- */
+
+static int is_ckpt_dir(const char *dir) {
+    char *p = xasprintf("%s/config.json", dir);
+    int ok = access(p, F_OK) == 0;
+    free(p);
+    return ok;
+}
+
+/* In run folder DIR: best/, else final/, else the newest checkpoint-N/. NULL if none. */
+static char *pick_in_run_dir(const char *dir) {
+    static const char *const first[] = {"best", "final"};
+    for (int i = 0; i < 2; i++) {
+        char *p = xasprintf("%s/%s", dir, first[i]);
+        if (is_ckpt_dir(p))
+            return p;
+        free(p);
+    }
+    DIR *d = opendir(dir);
+    if (!d)
+        return NULL;
+    long best = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        if (strncmp(e->d_name, "checkpoint-", 11) != 0)
+            continue;
+        long v = strtol(e->d_name + 11, &end, 10);
+        if (*end || end == e->d_name + 11 || v <= best)
+            continue;
+        char *p = xasprintf("%s/%s", dir, e->d_name);
+        if (is_ckpt_dir(p))
+            best = v;
+        free(p);
+    }
+    closedir(d);
+    return best >= 0 ? xasprintf("%s/checkpoint-%ld", dir, best) : NULL;
+}
+
+static char *resolve_folder(const char *path) {
+    if (is_ckpt_dir(path))
+        return xstrdup(path);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return pick_in_run_dir(path);
+    return NULL;
+}
+
+char *reward_checkpoint_resolve(Store *st, const char *arg, Err *err) {
+    char *r = resolve_folder(arg);
+    if (r)
+        return r;
+    if (arg[0] != '/' && st) {
+        char *p = xasprintf("%s/%s", store_dir(st), arg);
+        r = resolve_folder(p);
+        free(p);
+        if (r)
+            return r;
+    }
+    StoreRun run = {0};
+    if (st && store_run_find(st, arg, &run, NULL) == 0) {
+        StoreCheckpoint *ck = NULL;
+        size_t n = 0;
+        if (store_checkpoints_list(st, run.id, &ck, &n, NULL) == 0) {
+            /* best, else final, else the newest (highest epoch) that is still there */
+            for (int pass = 0; pass < 3 && !r; pass++) {
+                double top = -1;
+                for (size_t i = 0; i < n; i++) {
+                    int want = pass == 0   ? strcmp(ck[i].name, "best") == 0
+                               : pass == 1 ? strcmp(ck[i].name, "final") == 0
+                                           : strncmp(ck[i].name, "checkpoint-", 11) == 0;
+                    if (!want || !is_ckpt_dir(ck[i].path) || ck[i].epoch <= top)
+                        continue;
+                    free(r);
+                    r = xstrdup(ck[i].path);
+                    top = ck[i].epoch;
+                }
+            }
+            store_checkpoints_free(ck, n);
+        }
+        if (!r && run.output)
+            r = pick_in_run_dir(run.output);
+        if (!r)
+            err_set(err, ERR_NOTFOUND, "run %s (%s) has no checkpoint yet%s", run.name,
+                    run.state, run.output ? "" : " and no output folder");
+        store_run_deinit(&run);
+        return r;
+    }
+    err_set(err, ERR_NOTFOUND, "%s is not a reward checkpoint folder (best/, final/, "
+            "checkpoint-N/), a run folder, nor a run of this store (see 'easel runs list')",
+            arg);
+    return NULL;
+}
+
+static RewardCkpt *open_named(Store *st, const char *arg, int threads, Err *err) {
+    char *dir = reward_checkpoint_resolve(st, arg, err);
+    if (!dir)
+        return NULL;
+    RewardCkpt *c = train_ckpt_open(st, dir, threads, err);
+    free(dir);
+    return c;
+}
+
 int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int threads,
                 const char *json_path, const char *csv_path, EvalReport *out, Err *err) {
-    RewardCkpt *c = train_ckpt_open(st, checkpoint, threads, err);
+    RewardCkpt *c = open_named(st, checkpoint, threads, err);
     if (!c)
         return err && err->code ? err->code : ERR_NOTFOUND;
     int rc = train_eval(c, st, o, out, err);
@@ -266,9 +429,12 @@ int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int thr
         json_t *heads = json_object();
         for (int k = 0; k < NO; k++)
             put_stats_json(heads, out_names[k], &out->st[k]);
-        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:o}", "checkpoint", train_ckpt_path(c),
-                              "pairs", out->source, "n_pairs", (json_int_t)out->n_pairs,
-                              "n_images", (json_int_t)out->n_images, "heads", heads);
+        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:o}", "checkpoint",
+                              train_ckpt_path(c), "pairs", out->source, "n_pairs",
+                              (json_int_t)out->n_pairs, "n_preferences",
+                              (json_int_t)out->n_labels, "n_images",
+                              (json_int_t)out->n_images, "skipped_images",
+                              (json_int_t)out->skipped.n, "heads", heads);
         char *s = json_dumps(j, JSON_INDENT(2));
         json_decref(j);
         char *s2 = xasprintf("%s\n", s);
@@ -351,6 +517,11 @@ static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     int rc = reward_eval(job_store(ctx), job_param_str(p, "checkpoint"), &o,
                          (int)job_param_int(p, "threads"), job_param_str(p, "json"),
                          job_param_str(p, "csv"), &r, err);
+    if (rc == 0 && r.skipped.n) {
+        char why[900];
+        train_skipped_text(&r.skipped, why, sizeof why);
+        job_log(ctx, "warning: %s", why);
+    }
     if (rc == 0)
         for (int k = 0; k < NO; k++)
             job_log(ctx, "%-9s n=%zu accuracy %.4f margin %.4f +- %.4f F1 %.4f", out_names[k],
@@ -427,10 +598,38 @@ static void csv_field(FILE *f, const char *s) {
     fputc('"', f);
 }
 
+/* Score PATH; 1 (recorded in SK under NAME) when the image cannot be read or decoded. */
+static int score_one(RewardCkpt *c, Store *st, const char *path, const char *name,
+                     const char *sha, const char *prompt, float s[NO], TrainSkipped *sk,
+                     Err *err) {
+    Err e2 = {0};
+    int rc;
+    if (access(path, R_OK) != 0)
+        rc = err_set(&e2, ERR_NOTFOUND, "%s: cannot open (%s)", path, strerror(errno));
+    else
+        rc = train_ckpt_score(c, st, path, sha, prompt, s, &e2);
+    if (rc == 0)
+        return 0;
+    if (train_err_is_unreadable(rc)) { /* the image's fault, or the cache's? */
+        Err e3 = {0};
+        int bad = train_ckpt_probe(c, path, &e3);
+        if (bad && train_err_is_unreadable(bad)) {
+            train_skipped_add(sk, name, e3.msg);
+            return 1;
+        }
+    }
+    if (err)
+        *err = e2;
+    return rc;
+}
+
 int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
                  const char *prompt, int threads, FILE *csv, const RewardHooks *h,
-                 size_t *n_scored, Err *err) {
-    RewardCkpt *c = train_ckpt_open(st, checkpoint, threads, err);
+                 size_t *n_scored, TrainSkipped *skipped, Err *err) {
+    TrainSkipped sk_local = {0};
+    TrainSkipped *sk = skipped ? skipped : &sk_local;
+    memset(sk, 0, sizeof *sk);
+    RewardCkpt *c = open_named(st, checkpoint, threads, err);
     if (!c)
         return err && err->code ? err->code : ERR_NOTFOUND;
     char **files = NULL;
@@ -463,9 +662,7 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
             char *stored = store_path_to_stored(st, path);
             known = store_image_by_path(st, stored, &im, NULL) == 0;
             free(stored);
-        } else {
-            if (all[i].missing)
-                continue;
+        } else { /* a missing image is tried too: skipped and named if still missing */
             path = store_path_resolve(st, all[i].path);
             im = all[i];
             memset(&all[i], 0, sizeof all[i]);
@@ -475,12 +672,16 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
         if (!prompt && known && im.prompt_id)
             store_prompt_get(st, im.prompt_id, &sp, NULL);
         float s[NO];
-        rc = train_ckpt_score(c, st, path, known ? im.sha256 : NULL,
-                              prompt ? prompt : sp.text ? sp.text : "", s, err);
+        rc = score_one(c, st, path, n > 0 ? files[i] : im.path, known ? im.sha256 : NULL,
+                       prompt ? prompt : sp.text ? sp.text : "", s, sk, err);
         store_prompt_deinit(&sp);
         if (rc) {
             free(path);
             store_image_deinit(&im);
+            if (rc > 0) { /* unreadable: skipped, named in the warning */
+                rc = 0;
+                continue;
+            }
             break;
         }
         if (csv) {
@@ -513,6 +714,13 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
     }
     if (rc == 0 && nb)
         rc = store_scores_put(st, train_ckpt_path(c), batch, nb, err);
+    if (rc == 0 && done == 0 && sk->n) {
+        char why[900];
+        train_skipped_text(sk, why, sizeof why);
+        rc = err_set(err, ERR_IO, "nothing scored: %s", why);
+    }
+    if (rc == 0 && sk->n && h && h->progress)
+        h->progress(h->user, (double)total, (double)total, "images");
     free(batch);
     if (n_scored)
         *n_scored = done;
@@ -547,9 +755,15 @@ static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
         return err && err->code ? err->code : ERR_IO;
     char *one[1] = {(char *)images};
     size_t n = 0;
+    TrainSkipped sk;
     int rc = reward_score(job_store(ctx), job_param_str(p, "checkpoint"), one, images[0] ? 1 : 0,
                           prompt[0] ? prompt : NULL, (int)job_param_int(p, "threads"),
-                          af ? atomic_file_stream(af) : NULL, &h, &n, err);
+                          af ? atomic_file_stream(af) : NULL, &h, &n, &sk, err);
+    if (rc == 0 && sk.n) {
+        char why[900];
+        train_skipped_text(&sk, why, sizeof why);
+        job_log(ctx, "warning: %s", why);
+    }
     if (af) {
         if (rc)
             atomic_file_abort(af);

@@ -22,6 +22,11 @@ extern const JobKind jobkind_train_reward;
 extern const JobKind jobkind_eval_reward;
 extern const JobKind jobkind_score;
 
+/* The range of the train-reward integer parameter NAME ("epochs", "batch-size"...): 0 and
+ * [*lo, *hi], or ERR_NOTFOUND when NAME is not one. Values outside are refused (a huge
+ * value never wraps around to a small one). */
+int reward_train_int_range(const char *name, long long *lo, long long *hi);
+
 /* A TrainConfig from parsed train-reward parameters. A default output folder is
  * runs/<run name> beside the store. */
 int reward_train_config(const JobParams *p, Store *st, TrainConfig *cfg, Err *err);
@@ -34,13 +39,22 @@ typedef struct RewardHooks {
     void *user;
 } RewardHooks;
 
-/* Encode every image (not missing) and prompt of the store with ENCODER into the cache.
+/* Encode every image and prompt of the store with ENCODER into the cache. Images that
+ * cannot be read or encoded are skipped and named in one warning line through h->log.
  * *n_images / *n_prompts (may be NULL) get the counts. */
 int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_t *n_images,
                      size_t *n_prompts, Err *err);
 
-/* Evaluate CHECKPOINT per EvalOptions, record it as an eval-reward run with metrics, and
- * write JSON_PATH / CSV_PATH when not NULL/"". *out gets the report. */
+/* The checkpoint folder ARG names, as users type it: a checkpoint folder (best/, final/,
+ * checkpoint-N/); a run folder (then its best/, else final/, else the newest
+ * checkpoint-N/); either relative to the current folder or to the store's folder (where
+ * runs/ lives); or the name or id of a run of the store (the same choice among its
+ * checkpoints). New string (free), or NULL with ERR_NOTFOUND saying what was tried. */
+char *reward_checkpoint_resolve(Store *st, const char *arg, Err *err);
+
+/* Evaluate CHECKPOINT (anything reward_checkpoint_resolve takes) per EvalOptions, record it
+ * as an eval-reward run with metrics, and write JSON_PATH / CSV_PATH when not NULL/"". *out
+ * gets the report. */
 int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int threads,
                 const char *json_path, const char *csv_path, EvalReport *out, Err *err);
 
@@ -48,12 +62,13 @@ int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int thr
 void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r);
 
 /* Score image files (PATHS, N; folders are expanded to their image files) or, with N == 0,
- * every image of the store, with CHECKPOINT. PROMPT overrides each image's own prompt when
- * not NULL. Scores of images the store knows are saved in its scores table; every score goes
+ * every image of the store, with CHECKPOINT (as reward_eval). PROMPT overrides each image's
+ * own prompt when not NULL. Scores of images the store knows are saved in its scores table; every score goes
  * to CSV (a stream, may be NULL) as image,spatial,icono,style,fidelity,material,combined.
- * *n_scored (may be NULL) = images scored. */
+ * *n_scored (may be NULL) = images scored. Images that cannot be read or decoded are
+ * skipped and listed in *skipped (may be NULL); when none could be scored, ERR_IO. */
 int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
                  const char *prompt, int threads, FILE *csv, const RewardHooks *h,
-                 size_t *n_scored, Err *err);
+                 size_t *n_scored, TrainSkipped *skipped, Err *err);
 
 #endif

@@ -346,6 +346,17 @@ int store_checkpoint_put(Store *st, int64_t run_id, const char *name, const char
     return rc;
 }
 
+int store_checkpoint_delete(Store *st, int64_t run_id, const char *name, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, "DELETE FROM checkpoints WHERE run_id=?1 AND name=?2", err);
+    if (!s)
+        return ERR_DB;
+    sqlite3_bind_int64(s, 1, run_id);
+    store_bind_text(s, 2, name);
+    int rc = store_step(st, s) == SQLITE_DONE ? 0 : store_err(st, err, "delete checkpoint");
+    sqlite3_reset(s);
+    return rc;
+}
+
 int store_checkpoints_list(Store *st, int64_t run_id, StoreCheckpoint **out, size_t *n,
                            Err *err) {
     sqlite3_stmt *s = store_stmt(st,

@@ -104,6 +104,10 @@ typedef struct StoreCheckpoint {
 int store_checkpoint_put(Store *st, int64_t run_id, const char *name, const char *path,
                          int64_t step, double epoch, const char *metrics_json, Err *err);
 
+/* Forget checkpoint NAME of RUN (its folder was deleted: an older checkpoint-N/ beyond
+ * the run's save_total_limit). Missing is fine. */
+int store_checkpoint_delete(Store *st, int64_t run_id, const char *name, Err *err);
+
 /* Checkpoints of RUN in creation order. Caller: store_checkpoints_free(*out, *n). */
 int store_checkpoints_list(Store *st, int64_t run_id, StoreCheckpoint **out, size_t *n,
                            Err *err);

@@ -24,6 +24,8 @@
 #include "train.h"
 #include "train_int.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -35,6 +37,7 @@
 #include "base.h"
 #include "encoder.h"
 #include "evalrm.h"
+#include "fmt_json.h"
 #include "log.h"
 #include "rng.h"
 #include "store_catalog.h"
@@ -63,6 +66,7 @@ void train_config_defaults(TrainConfig *c) {
     c->min_rating_diff = 0.5;
     c->val_fraction = 0.2;
     c->save_every = 2;
+    c->save_total_limit = 2;
     c->patience = 0;
     c->threads = 0;
     c->seed = 42;
@@ -99,8 +103,9 @@ int train_config_check(const TrainConfig *c, Err *err) {
     if (!(c->val_fraction >= 0) || c->val_fraction >= 1)
         return err_set(err, ERR_USAGE, "--val-fraction must be in [0, 1) (got %g)",
                        c->val_fraction);
-    if (c->save_every < 0 || c->patience < 0 || c->threads < 0)
-        return err_set(err, ERR_USAGE, "--save-every, --patience and --threads must be >= 0");
+    if (c->save_every < 0 || c->patience < 0 || c->threads < 0 || c->save_total_limit < 0)
+        return err_set(err, ERR_USAGE, "--save-every, --save-total-limit, --patience and "
+                       "--threads must be >= 0");
     if (!(c->irrelevant_weight >= 0))
         return err_set(err, ERR_USAGE, "--irrelevant-weight must be >= 0");
     if (!(c->dropout >= 0) || c->dropout >= 1)
@@ -114,7 +119,7 @@ static json_t *config_to_json(const TrainConfig *c) {
     char seed[24];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
     return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:i, s:i, s:i, s:s,"
-                     " s:f, s:f, s:I, s:s, s:s}",
+                     " s:f, s:f, s:I, s:s, s:s, s:i}",
                      "mode", c->mode, "objective", c->objective, "encoder", c->encoder,
                      "fusion_method", c->fusion, "epochs", c->epochs, "batch_size",
                      c->batch_size, "learning_rate", c->learning_rate, "weight_decay",
@@ -123,7 +128,7 @@ static json_t *config_to_json(const TrainConfig *c) {
                      "threads", c->threads, "seed", seed, "irrelevant_weight",
                      c->irrelevant_weight, "dropout", c->dropout, "annotator_id",
                      (json_int_t)c->annotator_id, "output", c->output, "run_name",
-                     c->run_name);
+                     c->run_name, "save_total_limit", c->save_total_limit);
 }
 
 static void copy_str(char *dst, size_t n, json_t *o, const char *key) {
@@ -157,6 +162,10 @@ static int config_from_json(TrainConfig *c, json_t *o, Err *err) {
         c->val_fraction = json_number_value(v);
     if ((v = json_object_get(o, "save_every")))
         c->save_every = (int)json_integer_value(v);
+    /* a run recorded before the limit existed kept every checkpoint: it still does */
+    c->save_total_limit = 0;
+    if ((v = json_object_get(o, "save_total_limit")))
+        c->save_total_limit = (int)json_integer_value(v);
     if ((v = json_object_get(o, "patience")))
         c->patience = (int)json_integer_value(v);
     if ((v = json_object_get(o, "threads")))
@@ -176,7 +185,9 @@ char *train_config_json(const TrainConfig *c) {
     json_t *o = config_to_json(c);
     char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
-    return s;
+    char *h = fmt_json_human(s); /* the same values, 0.2 rather than 0.20000000000000001 */
+    free(s);
+    return h;
 }
 
 int train_config_parse(TrainConfig *c, const char *json, Err *err) {
@@ -206,6 +217,10 @@ typedef struct Data {
     size_t n_pairs;
     int *pa, *pb;          /* (n_pairs) image rows of img_a, img_b */
     uint8_t *pair_val;     /* (n_pairs) */
+    uint8_t *pair_flip;    /* (n_pairs) 1: metrics present the pair as (b, a), so that the
+                            * image with the smaller sha256 comes first, as eval does */
+    char (*img_sha)[65];   /* (n_img) content hashes */
+    char **img_path;       /* (n_img) resolved paths (orders two images with one hash) */
     uint8_t *img_val;      /* (n_img) */
     int *items;            /* training items: pair indexes, or image rows (regression) */
     size_t n_items;
@@ -224,6 +239,11 @@ static void data_free(Data *d) {
     free(d->pa);
     free(d->pb);
     free(d->pair_val);
+    free(d->pair_flip);
+    free(d->img_sha);
+    for (size_t i = 0; d->img_path && i < d->n_img; i++)
+        free(d->img_path[i]);
+    free(d->img_path);
     free(d->img_val);
     free(d->items);
     free(d->prm_train);
@@ -247,9 +267,11 @@ static void say(const TrainHooks *h, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    log_info("train: %s", line);
+    /* one destination: the hook (a job's log also goes to the process log), else the log */
     if (h && h->log)
         h->log(h->user, line);
+    else
+        log_info("train: %s", line);
 }
 
 static int cancelled(const TrainHooks *h) { return h && h->cancelled && h->cancelled(h->user); }
@@ -282,21 +304,29 @@ static int load_pairs(Store *st, const TrainConfig *cfg, Data *d, PairsMeans *me
             for (int h = 0; h < NH; h++)
                 t->label[h] = head < 0 ? hard : (h == head ? hard : 0.5f);
             t->label_combined = head < 0 ? la : 0.5f;
+            t->label_overall = head < 0 ? hard : 0.5f;
             d->n_pairs++;
         }
         store_pairs_free(sp, n);
         return 0;
     }
-    StoreRating *r = NULL;
-    size_t nr = 0;
-    int rc = store_ratings_all(st, &r, &nr, err);
+    /* every aspect of the store: the combined pair (validation's combined label) compares
+     * the mean over all aspects rated on both images, as `easel export pairs` and eval do */
+    StoreAspect *asp = NULL;
+    size_t n_asp = 0;
+    int rc = store_aspects_list(st, &asp, &n_asp, err);
     if (rc)
         return rc;
-    pairs_means_init(means, r, nr, NH, cfg->annotator_id);
+    store_aspects_free(asp, n_asp);
+    StoreRating *r = NULL;
+    size_t nr = 0;
+    if ((rc = store_ratings_all(st, &r, &nr, err)))
+        return rc;
+    pairs_means_init(means, r, nr, (int)(n_asp > NH ? n_asp : NH), cfg->annotator_id);
     free(r);
     Pair *p = NULL;
     size_t np = 0;
-    pairs_derive(means, cfg->min_rating_diff, PAIRS_PER_ASPECT, &p, &np);
+    pairs_derive(means, cfg->min_rating_diff, PAIRS_ALL, &p, &np);
     train_pairs_group(p, np, &d->pairs, &d->n_pairs);
     free(p);
     return 0;
@@ -330,9 +360,13 @@ static int load_features(Store *st, const TrainConfig *cfg, Encoder *enc, const 
     if (!d->img)
         return err_set(err, ERR_NOMEM, "out of memory for the features of %zu images", u);
     d->img_prm = xmalloc((u ? u : 1) * sizeof *d->img_prm);
+    d->img_sha = xcalloc(u ? u : 1, sizeof *d->img_sha);
+    d->img_path = xcalloc(u ? u : 1, sizeof *d->img_path);
     int64_t *img_prompt = xmalloc((u ? u : 1) * sizeof *img_prompt);
     double t0 = base_now();
     int rc = 0;
+    size_t k = 0; /* images kept: an unreadable one is skipped, its pairs with it */
+    TrainSkipped sk = {0};
     for (size_t i = 0; i < u; i++) {
         if (cancelled(hooks)) {
             rc = err_set(err, ERR_CANCELLED, "cancelled while encoding images");
@@ -341,22 +375,63 @@ static int load_features(Store *st, const TrainConfig *cfg, Encoder *enc, const 
         StoreImage im = {0};
         if ((rc = store_image_get(st, ids[i], &im, err)))
             goto out;
-        img_prompt[i] = im.prompt_id;
         char *path = store_path_resolve(st, im.path);
         float *v = NULL;
-        rc = encoder_embed_image(enc, st, path, im.sha256, &v, err);
-        free(path);
-        store_image_deinit(&im);
+        Err e2 = {0};
+        if (access(path, R_OK) != 0)
+            rc = err_set(&e2, ERR_NOTFOUND, "%s: cannot open (%s)", path, strerror(errno));
+        else
+            rc = encoder_embed_image(enc, st, path, im.sha256, &v, &e2);
+        if (rc && train_err_is_unreadable(rc)) {
+            /* the image itself, or something else (the cache) that must stop the run? */
+            Err e3 = {0};
+            int bad = train_image_probe(enc, path, &e3);
+            if (bad && train_err_is_unreadable(bad)) {
+                train_skipped_add(&sk, im.path, e3.msg);
+                rc = 0;
+            }
+        }
         if (rc) {
+            free(path);
+            store_image_deinit(&im);
+            if (err)
+                *err = e2;
             err_prefix(err, "image #%lld", (long long)ids[i]);
             goto out;
         }
-        memcpy(d->img + i * row, v, row * sizeof(float));
-        free(v);
+        if (v) {
+            ids[k] = ids[i];
+            img_prompt[k] = im.prompt_id;
+            memcpy(d->img + k * row, v, row * sizeof(float));
+            if (im.sha256)
+                base_strlcpy(d->img_sha[k], im.sha256, sizeof d->img_sha[k]);
+            else if (encoder_hash_file(path, d->img_sha[k], NULL) != 0)
+                d->img_sha[k][0] = '\0'; /* read a moment ago; then ordered by path */
+            d->img_path[k] = path;
+            path = NULL;
+            k++;
+            free(v);
+        }
+        free(path);
+        store_image_deinit(&im);
         if (hooks && hooks->progress)
             hooks->progress(hooks->user, (double)(i + 1), (double)u, "images encoded");
     }
-    say(hooks, "encoded %zu images with '%s' in %.1f s", u, enc->name, base_now() - t0);
+    say(hooks, "encoded %zu images with '%s' in %.1f s", k, enc->name, base_now() - t0);
+    if (sk.n) {
+        char why[900];
+        train_skipped_text(&sk, why, sizeof why);
+        say(hooks, "warning: %s", why);
+        /* drop the pairs that need a skipped image */
+        size_t o = 0;
+        for (size_t i = 0; i < d->n_pairs; i++)
+            if (find_row(ids, k, d->pairs[i].img_a) >= 0 &&
+                find_row(ids, k, d->pairs[i].img_b) >= 0)
+                d->pairs[o++] = d->pairs[i];
+        d->n_pairs = o;
+    }
+    u = k;
+    d->n_img = k;
     /* prompts: every distinct prompt of those images (0 = no prompt: empty text) */
     int64_t *pids = xmalloc((u ? u : 1) * sizeof *pids);
     memcpy(pids, img_prompt, u * sizeof *pids);
@@ -411,8 +486,14 @@ static int build_split(const TrainConfig *cfg, const PairsMeans *pm, Data *d, Er
     (void)n_val;
     free(prompt_of);
     d->pair_val = xcalloc(d->n_pairs ? d->n_pairs : 1, 1);
-    for (size_t i = 0; i < d->n_pairs; i++)
+    d->pair_flip = xcalloc(d->n_pairs ? d->n_pairs : 1, 1);
+    for (size_t i = 0; i < d->n_pairs; i++) {
         d->pair_val[i] = d->img_val[d->pa[i]];
+        int c = strcmp(d->img_sha[d->pa[i]], d->img_sha[d->pb[i]]);
+        if (c == 0)
+            c = strcmp(d->img_path[d->pa[i]], d->img_path[d->pb[i]]);
+        d->pair_flip[i] = c > 0;
+    }
     /* targets for regression */
     if (regression) {
         d->target = xmalloc((d->n_img ? d->n_img : 1) * NH * sizeof *d->target);
@@ -541,6 +622,18 @@ static uint64_t step_seed(uint64_t seed, int64_t step) {
     return x ^ (x >> 29);
 }
 
+/* Row E, output O of a metrics table: the pair as evaluation presents it (flipped when
+ * FLIP: the image with the smaller sha256 first), label 1 / 0 / 0.5 (none). */
+static void put_metric_pair(float *sa, float *sb, float *lab, size_t e, int o, float a,
+                            float b, float y, int flip) {
+    y = y > 0.5f ? 1.0f : y < 0.5f ? 0.0f : 0.5f;
+    if (flip && y != 0.5f)
+        y = 1.0f - y;
+    sa[e * NO + o] = flip ? b : a;
+    sb[e * NO + o] = flip ? a : b;
+    lab[e * NO + o] = y;
+}
+
 /* One training step's forward and loss over items[0..n): pairs a then b, each under the
  * pair's prompt; with irrelevant_weight, the same pairs again under another training prompt
  * (flagged irrelevant). LOSSES gets TRAIN_LOSS_N values. */
@@ -576,10 +669,11 @@ static void train_step_pairs(Run *r, const int *items, int n, double *losses) {
         const TrainPair *tp = &d->pairs[items[i]];
         size_t e = r->ep_n + (size_t)i;
         for (int o = 0; o < NO; o++) {
-            r->ep_sa[e * NO + o] = o < NH ? r->bheads[i * NH + o] : r->bcomb[i];
-            r->ep_sb[e * NO + o] = o < NH ? r->bheads[(q + i) * NH + o] : r->bcomb[q + i];
-            float y = o < NH ? tp->label[o] : tp->label_combined;
-            r->ep_lab[e * NO + o] = y > 0.5f ? 1.0f : y < 0.5f ? 0.0f : 0.5f;
+            float sa = o < NH ? r->bheads[i * NH + o] : r->bcomb[i];
+            float sb = o < NH ? r->bheads[(q + i) * NH + o] : r->bcomb[q + i];
+            put_metric_pair(r->ep_sa, r->ep_sb, r->ep_lab, e, o, sa, sb,
+                            o < NH ? tp->label[o] : tp->label_overall,
+                            d->pair_flip[items[i]]);
         }
     }
     r->ep_n += (size_t)n;
@@ -652,12 +746,11 @@ static void evaluate(Run *r, int which, ValResult *vr) {
     for (size_t i = 0; i < d->n_pairs; i++) {
         if (d->pair_val[i] != which)
             continue;
-        for (int o = 0; o < NO; o++) {
-            sa[np * NO + o] = s[(size_t)d->pa[i] * NO + o];
-            sb[np * NO + o] = s[(size_t)d->pb[i] * NO + o];
-            float y = o < NH ? d->pairs[i].label[o] : d->pairs[i].label_combined;
-            lab[np * NO + o] = y > 0.5f ? 1.0f : y < 0.5f ? 0.0f : 0.5f;
-        }
+        for (int o = 0; o < NO; o++)
+            put_metric_pair(sa, sb, lab, np, o, s[(size_t)d->pa[i] * NO + o],
+                            s[(size_t)d->pb[i] * NO + o],
+                            o < NH ? d->pairs[i].label[o] : d->pairs[i].label_overall,
+                            d->pair_flip[i]);
         np++;
     }
     vr->n_pairs = np;
@@ -782,6 +875,67 @@ out:
     free(tmp);
     free(dst);
     return rc;
+}
+
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Keep the newest save_total_limit checkpoint-N/ folders of the run (best/ and final/ are
+ * other folders and always stay). An older one is first renamed to .checkpoint-N.deleting,
+ * so it is never half there under its real name, then its row goes and the folder is
+ * removed; a crash in between leaves a hidden folder that the next rotation removes. */
+static void rotate_checkpoints(Run *r, Store *st, const TrainHooks *hooks) {
+    if (r->cfg.save_total_limit <= 0)
+        return;
+    DIR *dp = opendir(r->cfg.output);
+    if (!dp)
+        return;
+    int *ep = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+        const char *nm = e->d_name;
+        if (strncmp(nm, ".checkpoint-", 12) == 0 && strstr(nm, ".deleting")) {
+            char *p = xasprintf("%s/%s", r->cfg.output, nm);
+            train_dir_remove(p);
+            free(p);
+            continue;
+        }
+        if (strncmp(nm, "checkpoint-", 11) != 0)
+            continue;
+        char *end;
+        long v = strtol(nm + 11, &end, 10);
+        if (*end || end == nm + 11 || v < 0 || v > 1000000)
+            continue;
+        if (n == cap)
+            ep = xrealloc(ep, (cap = cap ? 2 * cap : 16) * sizeof *ep);
+        ep[n++] = (int)v;
+    }
+    closedir(dp);
+    if (n > (size_t)r->cfg.save_total_limit) {
+        qsort(ep, n, sizeof *ep, cmp_int);
+        for (size_t i = 0; i + (size_t)r->cfg.save_total_limit < n; i++) {
+            char nm[32];
+            snprintf(nm, sizeof nm, "checkpoint-%d", ep[i]);
+            char *from = xasprintf("%s/%s", r->cfg.output, nm);
+            char *to = xasprintf("%s/.%s.deleting", r->cfg.output, nm);
+            train_dir_remove(to);
+            if (rename(from, to) == 0) {
+                Err e2 = {0};
+                if (store_checkpoint_delete(st, r->run_id, nm, &e2))
+                    say(hooks, "warning: %s deleted, but its record stays: %s", nm, e2.msg);
+                train_dir_remove(to);
+            } else {
+                say(hooks, "warning: cannot delete old checkpoint %s (%s)", from,
+                    strerror(errno));
+            }
+            free(from);
+            free(to);
+        }
+    }
+    free(ep);
 }
 
 static char *rng_json(const Rng *g) {
@@ -1183,6 +1337,7 @@ int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int
                 free(order);
                 goto out;
             }
+            rotate_checkpoints(&r, st, hooks);
         }
         if (cfg->patience > 0 && r.since_best >= cfg->patience && r.epoch_done < cfg->epochs) {
             stopped_early = 1;

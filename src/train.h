@@ -10,9 +10,9 @@
  * (model_reward.h) trains on them. Every step writes train metrics, every epoch validation
  * metrics per head (accuracy, binary F1, loss) to the store (store_runs.h), so any process
  * sees the run live. Checkpoints: `best/` (highest mean per-head validation F1),
- * `checkpoint-N/` (every save_every epochs), `final/`, each with model.safetensors (the
- * original's tensor names), config.json and metrics.json, written into a temporary folder
- * and renamed into place. `.resume/` holds the optimizer state and RNG after every epoch, so
+ * `checkpoint-N/` (every save_every epochs, the newest save_total_limit kept), `final/`,
+ * each with model.safetensors (the original's tensor names), config.json and metrics.json,
+ * written into a temporary folder and renamed into place. `.resume/` holds the optimizer state and RNG after every epoch, so
  * an interrupted run continues to the same final weights as an uninterrupted one.
  *
  * Thread safety: train_run uses the Store it is given from the calling thread only.
@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "encoder.h"
 #include "err.h"
 #include "evalrm.h"
 #include "pairs.h"
@@ -45,6 +46,8 @@ typedef struct TrainConfig {
     double min_rating_diff;  /* 0.5 */
     double val_fraction;     /* share of prompts held out: 0.2 */
     int save_every;          /* epochs between checkpoint-N/ (0 = never): 2 */
+    int save_total_limit;    /* newest checkpoint-N/ kept, older ones deleted (0 = keep all):
+                              * 2, as Hugging Face's save_total_limit; best/, final/ stay */
     int patience;            /* epochs without a better val F1 before stopping (0 = off) */
     int threads;             /* engine threads (0 = all cores) */
     uint64_t seed;           /* split, init, shuffling, dropout */
@@ -85,6 +88,10 @@ typedef struct TrainHooks {
 int train_run(Store *st, const TrainConfig *cfg, const TrainHooks *hooks, int64_t *run_id,
               Err *err);
 
+/* Bytes the files below folder PATH occupy on disk (allocated blocks, as du counts them);
+ * 0 when it does not exist. */
+uint64_t train_dir_disk_usage(const char *path);
+
 /* Parse a resume JSON (from resume_point) back into the run folder; for `easel train
  * --resume`: the JSON is also written to OUTPUT/.resume/resume.json. New string or NULL. */
 char *train_resume_read(const char *output, Err *err);
@@ -105,13 +112,45 @@ typedef struct TrainPair {
     int64_t img_b;
     float label[TRAIN_N_HEADS]; /* 1: a preferred, 0: b preferred, 0.5: no preference */
     float label_combined;       /* mean of the five labels (the original's soft target) */
+    float label_overall;        /* the combined pair (1: a preferred, 0: b, 0.5: none): what
+                                 * validation scores the combined output against, the rule
+                                 * of train_eval */
 } TrainPair;
 
-/* Group per-aspect pairs (pairs_derive with PAIRS_PER_ASPECT) into one TrainPair per image
- * pair with at least one non-neutral aspect, sorted by (prompt, img_a, img_b). Aspects
- * beyond TRAIN_N_HEADS are ignored. *out is the caller's (free). */
+/* Group pairs from pairs_derive (per aspect, and the combined ones when given) into one
+ * TrainPair per image pair with at least one non-neutral head, sorted by (prompt, img_a,
+ * img_b). Aspects beyond TRAIN_N_HEADS are ignored; a combined pair sets label_overall.
+ * *out is the caller's (free). */
 void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out);
 
+
+/* ---- unreadable images: skipped, counted, named once ---- */
+
+/* Training, evaluation and scoring skip an image whose file cannot be read, decoded or
+ * encoded, and say so once at the end: how many, the first few names, the first reason. */
+#define TRAIN_SKIP_NAMES 3
+typedef struct TrainSkipped {
+    size_t n;                                /* distinct images skipped */
+    char names[TRAIN_SKIP_NAMES][160];       /* the first few, as the user knows them */
+    char reason[ERR_MSG_LEN];                /* the first one's error */
+} TrainSkipped;
+
+/* Is an error of this code one a bad image file causes (missing, unreadable, not decodable:
+ * ERR_IO, ERR_NOTFOUND, ERR_FORMAT, ERR_DENIED)? Anything else (the store, memory, a
+ * cancel) stops the run instead. */
+int train_err_is_unreadable(int code);
+
+/* Count NAME (a path) with REASON (may be NULL); callers add each image once. */
+void train_skipped_add(TrainSkipped *s, const char *name, const char *reason);
+
+/* Can ENC read, decode and encode the image file PATH (without the store's cache)? 0, or
+ * the error that says why not. Tells a bad image (skipped) from a failure elsewhere (the
+ * cache, the store: the run stops) after encoder_embed_image failed. */
+int train_image_probe(Encoder *enc, const char *path, Err *err);
+
+/* "skipped 5 unreadable images (a.png, b.png, c.png and 2 more): REASON" into BUF; "" when
+ * none was skipped. */
+void train_skipped_text(const TrainSkipped *s, char *buf, size_t n);
 
 /* ---- using a checkpoint: scoring and evaluation (train_eval.c) ---- */
 
@@ -132,12 +171,29 @@ const char *train_ckpt_encoder(const RewardCkpt *c);
 int train_ckpt_score(RewardCkpt *c, Store *st, const char *path, const char *sha256,
                      const char *prompt, float out[TRAIN_N_HEADS + 1], Err *err);
 
-/* Evaluation of a checkpoint on preference pairs. */
+/* 0 when the image file PATH can be read, decoded and encoded for C (cache not used), else
+ * the error saying why not (train_err_is_unreadable tells whether it is the image's fault). */
+int train_ckpt_probe(RewardCkpt *c, const char *path, Err *err);
+
+/* Evaluation of a checkpoint on preference pairs.
+ *
+ * One rule for both sources of pairs (a pairs file, or pairs derived from the store's
+ * ratings exactly as `easel export pairs` derives them): a preference with an aspect counts
+ * for that head only; a preference without one (aspect "combined", "" or absent: the
+ * overall preference) counts for the combined score only. From ratings, the combined
+ * preference compares the mean rating over the aspects rated on both images (pairs.h).
+ * Each pair is presented in a canonical order, the image with the smaller sha256 first (the
+ * label following), so F1 of "first preferred" has both classes whatever order the source
+ * lists the images in; a store and its export therefore give the same numbers. */
 typedef struct EvalReport {
     EvalStats st[TRAIN_N_HEADS + 1];  /* per head, then combined */
-    size_t n_pairs;                   /* pairs read */
+    size_t n_pairs;                   /* distinct image pairs evaluated */
+    size_t n_labels;                  /* preferences evaluated (per head and combined) */
     size_t n_images;                  /* distinct images scored */
+    size_t n_skipped_labels;          /* preferences left out: an image was unreadable */
+    TrainSkipped skipped;             /* the unreadable images */
     char source[1100];                /* "pairs.jsonl", "ratings in STORE (min diff 0.5)" */
+    char checkpoint[1100];            /* the checkpoint folder, absolute */
 } EvalReport;
 
 typedef struct EvalOptions {
@@ -152,8 +208,9 @@ typedef struct EvalOptions {
 
 /* Evaluate checkpoint C on the pairs OPTS names. A pairs file's images need not be in the
  * store (they are encoded on the fly); its relative paths resolve against the file's folder,
- * then the current directory. A label-less or aspect-less line applies to every head and to
- * the combined score. Errors name FILE:LINE. */
+ * then the current directory. Images that cannot be read are skipped (out->skipped); when
+ * nothing is left to evaluate that is an error. Progress ends at total/total. Errors name
+ * FILE:LINE. */
 int train_eval(RewardCkpt *c, Store *st, const EvalOptions *opts, EvalReport *out, Err *err);
 
 #endif

@@ -6,6 +6,7 @@
  * worst a stale ".tmp" folder, removed by the next write).
  */
 #include "train_int.h"
+#include "train.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -135,4 +136,26 @@ char *train_read_file(const char *path, Err *err) {
     }
     buf[n] = '\0';
     return buf;
+}
+
+uint64_t train_dir_disk_usage(const char *path) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0)
+        return 0;
+    uint64_t n = (uint64_t)sb.st_blocks * 512u;
+    if (!S_ISDIR(sb.st_mode))
+        return n;
+    DIR *d = opendir(path);
+    if (!d)
+        return n;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *p = xasprintf("%s/%s", path, e->d_name);
+        n += train_dir_disk_usage(p);
+        free(p);
+    }
+    closedir(d);
+    return n;
 }

@@ -9,6 +9,7 @@
 #include "train.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,7 +90,7 @@ void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out) 
     TrainPair *v = xmalloc((n ? n : 1) * sizeof *v);
     size_t len = 0;
     for (size_t i = 0; i < n; i++) {
-        if (p[i].aspect < 0 || p[i].aspect >= TRAIN_N_HEADS)
+        if (p[i].aspect != PAIRS_COMBINED && (p[i].aspect < 0 || p[i].aspect >= TRAIN_N_HEADS))
             continue;
         TrainPair t = {0};
         t.prompt_id = p[i].prompt_id;
@@ -97,9 +98,14 @@ void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out) 
         t.img_b = p[i].img_pos < p[i].img_neg ? p[i].img_neg : p[i].img_pos;
         for (int h = 0; h < TRAIN_N_HEADS; h++)
             t.label[h] = 0.5f;
+        t.label_overall = 0.5f;
         /* img_pos is always the preferred image (pairs.h): label 1 when it is img_a */
-        t.label[p[i].aspect] = p[i].label >= 0.5 ? (p[i].img_pos == t.img_a ? 1.0f : 0.0f)
-                                                 : (p[i].img_pos == t.img_a ? 0.0f : 1.0f);
+        float y = p[i].label >= 0.5 ? (p[i].img_pos == t.img_a ? 1.0f : 0.0f)
+                                    : (p[i].img_pos == t.img_a ? 0.0f : 1.0f);
+        if (p[i].aspect == PAIRS_COMBINED)
+            t.label_overall = y;
+        else
+            t.label[p[i].aspect] = y;
         v[len++] = t;
     }
     qsort(v, len, sizeof *v, cmp_tpair);
@@ -110,10 +116,22 @@ void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out) 
             for (int h = 0; h < TRAIN_N_HEADS; h++)
                 if (v[i].label[h] != 0.5f)
                     v[o - 1].label[h] = v[i].label[h];
+            if (v[i].label_overall != 0.5f)
+                v[o - 1].label_overall = v[i].label_overall;
         } else {
             v[o++] = v[i];
         }
     }
+    /* a pair no head has a preference on trains nothing */
+    size_t kept = 0;
+    for (size_t i = 0; i < o; i++) {
+        int any = 0;
+        for (int h = 0; h < TRAIN_N_HEADS; h++)
+            any |= v[i].label[h] != 0.5f;
+        if (any)
+            v[kept++] = v[i];
+    }
+    o = kept;
     for (size_t i = 0; i < o; i++) {
         float s = 0;
         for (int h = 0; h < TRAIN_N_HEADS; h++)
@@ -122,4 +140,35 @@ void train_pairs_group(const Pair *p, size_t n, TrainPair **out, size_t *n_out) 
     }
     *out = v;
     *n_out = o;
+}
+
+/* ---- unreadable images ---- */
+
+int train_err_is_unreadable(int code) {
+    return code == ERR_IO || code == ERR_NOTFOUND || code == ERR_FORMAT || code == ERR_DENIED;
+}
+
+void train_skipped_add(TrainSkipped *s, const char *name, const char *reason) {
+    if (s->n < TRAIN_SKIP_NAMES)
+        base_strlcpy(s->names[s->n], name, sizeof s->names[s->n]);
+    if (s->n == 0 && reason)
+        base_strlcpy(s->reason, reason, sizeof s->reason);
+    s->n++;
+}
+
+void train_skipped_text(const TrainSkipped *s, char *buf, size_t n) {
+    if (!n)
+        return;
+    buf[0] = '\0';
+    if (s->n == 0)
+        return;
+    size_t o = (size_t)snprintf(buf, n, "skipped %zu unreadable image%s (", s->n,
+                                s->n == 1 ? "" : "s");
+    size_t shown = s->n < TRAIN_SKIP_NAMES ? s->n : TRAIN_SKIP_NAMES;
+    for (size_t i = 0; i < shown && o < n; i++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%s", i ? ", " : "", s->names[i]);
+    if (o < n && s->n > shown)
+        o += (size_t)snprintf(buf + o, n - o, " and %zu more", s->n - shown);
+    if (o < n)
+        snprintf(buf + o, n - o, ")%s%s", s->reason[0] ? ": " : "", s->reason);
 }

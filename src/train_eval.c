@@ -7,6 +7,7 @@
 #include "train.h"
 #include "train_int.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 
 #include "base.h"
 #include "encoder.h"
+#include "pairs.h"
 #include "store_catalog.h"
 #include "store_ratings.h"
 
@@ -135,11 +137,28 @@ int train_ckpt_score(RewardCkpt *c, Store *st, const char *path, const char *sha
     return 0;
 }
 
+int train_image_probe(Encoder *enc, const char *path, Err *err) {
+    if (access(path, R_OK) != 0)
+        return err_set(err, ERR_NOTFOUND, "%s: cannot open (%s)", path, strerror(errno));
+    float *v = NULL;
+    int rc = encoder_embed_image(enc, NULL, path, NULL, &v, err);
+    free(v);
+    return rc;
+}
+
+int train_ckpt_probe(RewardCkpt *c, const char *path, Err *err) {
+    return train_image_probe(c->enc, path, err);
+}
+
 /* ---- score cache ---- */
 
+/* Two kinds of entries: "S" sha256 \x1f prompt -> scores; "P" path -> its sha256, or bad
+ * (unreadable: skipped everywhere after the first try). */
 typedef struct Scored {
-    char *key;             /* path \x1f prompt */
+    char *key;
     float s[NO];
+    char sha[65];
+    int bad;
 } Scored;
 
 typedef struct ScoreMap {
@@ -187,42 +206,59 @@ static void map_free(ScoreMap *m) {
     free(m->slot);
 }
 
-static int score_cached(RewardCkpt *c, Store *st, ScoreMap *m, const char *path,
-                        const char *sha, const char *prompt, float out[NO], Err *err) {
-    char *key = xasprintf("%s\x1f%s", path, prompt);
-    int is_new;
-    Scored *e = map_find(m, key, &is_new);
-    free(key);
-    if (is_new) {
-        int rc = train_ckpt_score(c, st, path, sha, prompt, e->s, err);
-        if (rc) {
-            for (int o = 0; o < NO; o++)
-                e->s[o] = NAN;
-            return rc;
-        }
-    }
-    memcpy(out, e->s, sizeof e->s);
-    return 0;
+/* ---- evaluation items ---- */
+
+/* One preference, oriented canonically: image 0 has the smaller sha256. */
+typedef struct EvalItem {
+    char *path[2];         /* resolved, to open */
+    char *name[2];         /* as the source wrote it (messages) */
+    char sha[2][65];       /* "" until known */
+    char *prompt;          /* text scored under */
+    int out;               /* output: head 0..4, or NH = combined */
+    float label;           /* 1: image 0 preferred, 0: image 1, 0.5: none */
+    int line;              /* file line, 0 for store pairs */
+} EvalItem;
+
+typedef struct EvalItems {
+    EvalItem *v;
+    size_t n, cap;
+} EvalItems;
+
+static EvalItem *items_push(EvalItems *it) {
+    if (it->n == it->cap)
+        it->v = xrealloc(it->v, (it->cap = it->cap ? 2 * it->cap : 256) * sizeof *it->v);
+    EvalItem *e = &it->v[it->n++];
+    memset(e, 0, sizeof *e);
+    return e;
 }
 
-/* ---- pair lists ---- */
-
-typedef struct EvalPairs {
-    float *sa, *sb, *lab;  /* (n, NO) */
-    size_t n, cap;
-} EvalPairs;
-
-static void ep_add(EvalPairs *p, const float *sa, const float *sb, const float *lab) {
-    if (p->n == p->cap) {
-        p->cap = p->cap ? 2 * p->cap : 256;
-        p->sa = xrealloc(p->sa, p->cap * NO * sizeof(float));
-        p->sb = xrealloc(p->sb, p->cap * NO * sizeof(float));
-        p->lab = xrealloc(p->lab, p->cap * NO * sizeof(float));
+static void items_free(EvalItems *it) {
+    for (size_t i = 0; i < it->n; i++) {
+        free(it->v[i].path[0]);
+        free(it->v[i].path[1]);
+        free(it->v[i].name[0]);
+        free(it->v[i].name[1]);
+        free(it->v[i].prompt);
     }
-    memcpy(p->sa + p->n * NO, sa, NO * sizeof(float));
-    memcpy(p->sb + p->n * NO, sb, NO * sizeof(float));
-    memcpy(p->lab + p->n * NO, lab, NO * sizeof(float));
-    p->n++;
+    free(it->v);
+}
+
+/* Put image 0 first when its sha256 (then its path) sorts first; the label follows. */
+static void item_orient(EvalItem *e) {
+    int c = strcmp(e->sha[0], e->sha[1]);
+    if (c == 0)
+        c = strcmp(e->path[0], e->path[1]);
+    if (c <= 0)
+        return;
+    char *t;
+    t = e->path[0], e->path[0] = e->path[1], e->path[1] = t;
+    t = e->name[0], e->name[0] = e->name[1], e->name[1] = t;
+    char h[65];
+    memcpy(h, e->sha[0], 65);
+    memcpy(e->sha[0], e->sha[1], 65);
+    memcpy(e->sha[1], h, 65);
+    if (e->label != 0.5f)
+        e->label = 1.0f - e->label;
 }
 
 static char *dir_of(const char *path) {
@@ -241,18 +277,45 @@ static char *resolve_near(const char *base_dir, const char *p) {
     return xstrdup(p);
 }
 
-static int eval_file(RewardCkpt *c, Store *st, const EvalOptions *o, EvalPairs *ep,
-                     ScoreMap *map, Err *err) {
+/* The prompt text of a pairs-file line: "prompt_id" (the store's id, as export writes it),
+ * else "prompt" as a store id, else "prompt" as the text itself. */
+static char *line_prompt(Store *st, json_t *j) {
+    json_t *pid = json_object_get(j, "prompt_id"), *pj = json_object_get(j, "prompt");
+    char id[32];
+    const char *tries[2] = {NULL, NULL};
+    if (json_is_string(pid))
+        tries[0] = json_string_value(pid);
+    else if (json_is_integer(pid)) {
+        snprintf(id, sizeof id, "%lld", (long long)json_integer_value(pid));
+        tries[0] = id;
+    }
+    char id2[32];
+    if (json_is_string(pj))
+        tries[1] = json_string_value(pj);
+    else if (json_is_integer(pj)) {
+        snprintf(id2, sizeof id2, "%lld", (long long)json_integer_value(pj));
+        tries[1] = id2;
+    }
+    for (int k = 0; k < 2; k++) {
+        StorePrompt sp = {0};
+        if (st && tries[k] && store_prompt_by_ext(st, tries[k], &sp, NULL) == 0) {
+            char *t = xstrdup(sp.text ? sp.text : "");
+            store_prompt_deinit(&sp);
+            return t;
+        }
+    }
+    return xstrdup(tries[1] ? tries[1] : "");
+}
+
+static int read_file_items(Store *st, const EvalOptions *o, EvalItems *it, Err *err) {
     FILE *f = fopen(o->pairs_file, "r");
     if (!f)
         return err_set(err, ERR_NOTFOUND, "%s: cannot open the pairs file", o->pairs_file);
     char *base = dir_of(o->pairs_file);
     char *line = NULL;
     size_t cap = 0;
-    ssize_t len;
     int lineno = 0, rc = 0;
-    size_t total = 0;
-    while ((len = getline(&line, &cap, f)) >= 0) {
+    while (getline(&line, &cap, f) >= 0) {
         lineno++;
         if (o->cancelled && o->cancelled(o->user)) {
             rc = err_set(err, ERR_CANCELLED, "evaluation cancelled");
@@ -274,75 +337,47 @@ static int eval_file(RewardCkpt *c, Store *st, const EvalOptions *o, EvalPairs *
         }
         const char *pos = json_string_value(json_object_get(j, "img_pos"));
         const char *neg = json_string_value(json_object_get(j, "img_neg"));
-        json_t *pj = json_object_get(j, "prompt");
         json_t *lj = json_object_get(j, "label");
-        const char *aspect = json_string_value(json_object_get(j, "aspect"));
-        if (!pos || !neg) {
+        json_t *aj = json_object_get(j, "aspect");
+        const char *aspect = json_string_value(aj);
+        double label = lj ? json_number_value(lj) : 1.0;
+        int head = NH;
+        if (aspect && *aspect && strcmp(aspect, "combined") != 0) {
+            head = -1;
+            for (int h = 0; h < NH; h++)
+                if (strcmp(aspect, train_head_names[h]) == 0)
+                    head = h;
+        }
+        if (!pos || !neg)
             rc = err_set(err, ERR_FORMAT, "%s:%d: \"img_pos\" and \"img_neg\" must be image "
                          "paths (strings)", o->pairs_file, lineno);
-            json_decref(j);
-            break;
-        }
-        if (lj && !json_is_number(lj)) {
+        else if (lj && !json_is_number(lj))
             rc = err_set(err, ERR_FORMAT, "%s:%d: \"label\" must be a number in 0..1",
                          o->pairs_file, lineno);
-            json_decref(j);
-            break;
-        }
-        double label = lj ? json_number_value(lj) : 1.0;
-        if (!(label >= 0 && label <= 1)) {
+        else if (!(label >= 0 && label <= 1))
             rc = err_set(err, ERR_FORMAT, "%s:%d: \"label\" %g is not in 0..1", o->pairs_file,
                          lineno, label);
-            json_decref(j);
-            break;
-        }
-        /* the prompt: a prompt_id of the store (ext id), else the text itself */
-        char *prompt = NULL;
-        if (json_is_string(pj)) {
-            const char *ptxt = json_string_value(pj);
-            StorePrompt sp = {0};
-            if (st && store_prompt_by_ext(st, ptxt, &sp, NULL) == 0) {
-                prompt = xstrdup(sp.text);
-                store_prompt_deinit(&sp);
-            } else {
-                prompt = xstrdup(ptxt);
-            }
-        } else if (json_is_integer(pj)) {
-            char id[32];
-            snprintf(id, sizeof id, "%lld", (long long)json_integer_value(pj));
-            StorePrompt sp = {0};
-            prompt = xstrdup(st && store_prompt_by_ext(st, id, &sp, NULL) == 0 ? sp.text : id);
-            store_prompt_deinit(&sp);
-        } else {
-            prompt = xstrdup("");
-        }
-        char *pa = resolve_near(base, pos), *pb = resolve_near(base, neg);
-        float sa[NO], sb[NO], lab[NO];
-        rc = score_cached(c, st, map, pa, NULL, prompt, sa, err);
-        if (!rc)
-            rc = score_cached(c, st, map, pb, NULL, prompt, sb, err);
-        if (rc)
-            err_prefix(err, "%s:%d", o->pairs_file, lineno);
-        free(pa);
-        free(pb);
-        free(prompt);
+        else if (aj && !json_is_null(aj) && !aspect)
+            rc = err_set(err, ERR_FORMAT, "%s:%d: \"aspect\" must be a string (a head name "
+                         "or \"combined\")", o->pairs_file, lineno);
         if (rc) {
             json_decref(j);
             break;
         }
-        float y = label > 0.5 ? 1.0f : label < 0.5 ? 0.0f : 0.5f;
-        int head = -1;
-        if (aspect && *aspect)
-            for (int h = 0; h < NH; h++)
-                if (strcmp(aspect, train_head_names[h]) == 0)
-                    head = h;
-        for (int k = 0; k < NO; k++)
-            lab[k] = (head < 0 || k == head) ? y : 0.5f;
-        ep_add(ep, sa, sb, lab);
+        if (head < 0) { /* an aspect this model has no head for: nothing to compare */
+            json_decref(j);
+            continue;
+        }
+        EvalItem *e = items_push(it);
+        e->path[0] = resolve_near(base, pos);
+        e->path[1] = resolve_near(base, neg);
+        e->name[0] = xstrdup(pos);
+        e->name[1] = xstrdup(neg);
+        e->prompt = line_prompt(st, j);
+        e->out = head;
+        e->label = label > 0.5 ? 1.0f : label < 0.5 ? 0.0f : 0.5f;
+        e->line = lineno;
         json_decref(j);
-        total++;
-        if (o->progress)
-            o->progress(o->user, (double)total, 0, "pairs");
     }
     free(line);
     free(base);
@@ -350,99 +385,304 @@ static int eval_file(RewardCkpt *c, Store *st, const EvalOptions *o, EvalPairs *
     return rc;
 }
 
-static int eval_store(RewardCkpt *c, Store *st, const EvalOptions *o, EvalPairs *ep,
-                      ScoreMap *map, Err *err) {
-    StoreRating *r = NULL;
-    size_t nr = 0;
-    int rc = store_ratings_all(st, &r, &nr, err);
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_image_id(const void *a, const void *b) {
+    int64_t x = ((const StoreImage *)a)->id, y = ((const StoreImage *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_prompt_id(const void *a, const void *b) {
+    int64_t x = ((const StorePrompt *)a)->id, y = ((const StorePrompt *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+static const StoreImage *find_image(const StoreImage *v, size_t n, int64_t id) {
+    StoreImage key = {.id = id};
+    return bsearch(&key, v, n, sizeof *v, cmp_image_id);
+}
+
+static const StorePrompt *find_prompt(const StorePrompt *v, size_t n, int64_t id) {
+    StorePrompt key = {.id = id};
+    return id ? bsearch(&key, v, n, sizeof *v, cmp_prompt_id) : NULL;
+}
+
+static int read_store_items(RewardCkpt *c, Store *st, const EvalOptions *o, EvalItems *it,
+                            Err *err) {
+    StoreAspect *asp = NULL;
+    size_t n_asp = 0;
+    int rc = store_aspects_list(st, &asp, &n_asp, err);
     if (rc)
         return rc;
+    store_aspects_free(asp, n_asp);
+    StoreRating *r = NULL;
+    size_t nr = 0;
+    if ((rc = store_ratings_all(st, &r, &nr, err)))
+        return rc;
+    /* every aspect of the store, as `easel export pairs` does: the combined preference
+     * compares the mean over all aspects rated on both images */
     PairsMeans pm;
-    pairs_means_init(&pm, r, nr, NH, 0);
+    pairs_means_init(&pm, r, nr, (int)(n_asp > NH ? n_asp : NH), 0);
     free(r);
     Pair *p = NULL;
     size_t np = 0;
-    pairs_derive(&pm, o->min_rating_diff, PAIRS_PER_ASPECT, &p, &np);
-    TrainPair *tp = NULL;
-    size_t nt = 0;
-    train_pairs_group(p, np, &tp, &nt);
-    free(p);
-    /* the checkpoint's split, over the prompts of the paired images */
+    pairs_derive(&pm, o->min_rating_diff, PAIRS_ALL, &p, &np);
+    pairs_means_deinit(&pm);
+    /* every image and prompt once, looked up by id below */
+    StoreImage *imgs = NULL;
+    StorePrompt *prs = NULL;
+    size_t n_imgs = 0, n_prs = 0;
+    if ((rc = store_images_list(st, 0, &imgs, &n_imgs, err)) ||
+        (rc = store_prompts_list(st, &prs, &n_prs, err))) {
+        store_images_free(imgs, n_imgs);
+        free(p);
+        return rc;
+    }
+    qsort(imgs, n_imgs, sizeof *imgs, cmp_image_id);
+    qsort(prs, n_prs, sizeof *prs, cmp_prompt_id);
+    /* the checkpoint's split, over the prompts of the per-aspect pairs (as training) */
     uint8_t *is_val = NULL;
     int want = o->split && strcmp(o->split, "val") == 0    ? 1
                : o->split && strcmp(o->split, "train") == 0 ? 0
                                                            : -1;
     if (want >= 0) {
-        int64_t *pid = xmalloc((2 * nt + 1) * sizeof *pid);
-        for (size_t i = 0; i < nt; i++)
-            pid[2 * i] = pid[2 * i + 1] = tp[i].prompt_id;
-        is_val = xmalloc(2 * nt + 1);
-        train_split_prompts(pid, 2 * nt, c->cfg.val_fraction, c->cfg.seed, is_val);
+        /* training splits the prompts of its head pairs; a pair of another prompt (only a
+         * combined pair there, from aspects beyond the heads) is on neither side */
+        int64_t *pid = xmalloc((np + 1) * sizeof *pid);
+        size_t k = 0;
+        for (size_t i = 0; i < np; i++)
+            if (p[i].aspect >= 0 && p[i].aspect < NH)
+                pid[k++] = p[i].prompt_id;
+        uint8_t *v = xmalloc(k + 1);
+        train_split_prompts(pid, k, c->cfg.val_fraction, c->cfg.seed, v);
+        int64_t *held = xmalloc((k + 1) * sizeof *held), *seen = xmalloc((k + 1) * sizeof *seen);
+        size_t n_held = 0, n_seen = 0;
+        for (size_t i = 0; i < k; i++) {
+            seen[n_seen++] = pid[i];
+            if (v[i])
+                held[n_held++] = pid[i];
+        }
+        qsort(held, n_held, sizeof *held, cmp_i64);
+        qsort(seen, n_seen, sizeof *seen, cmp_i64);
+        is_val = xmalloc(np + 1);
+        for (size_t i = 0; i < np; i++)
+            is_val[i] = !bsearch(&p[i].prompt_id, seen, n_seen, sizeof *seen, cmp_i64) ? 2
+                        : bsearch(&p[i].prompt_id, held, n_held, sizeof *held, cmp_i64) ? 1
+                                                                                         : 0;
+        free(held);
+        free(seen);
+        free(v);
         free(pid);
     }
-    for (size_t i = 0; i < nt && rc == 0; i++) {
-        if (want >= 0 && is_val[2 * i] != want)
+    for (size_t i = 0; i < np && rc == 0; i++) {
+        if (p[i].aspect >= NH || (want >= 0 && is_val[i] != want))
             continue;
         if (o->cancelled && o->cancelled(o->user)) {
             rc = err_set(err, ERR_CANCELLED, "evaluation cancelled");
             break;
         }
-        float s[2][NO];
-        int64_t ids[2] = {tp[i].img_a, tp[i].img_b};
+        EvalItem *e = items_push(it);
+        e->out = p[i].aspect == PAIRS_COMBINED ? NH : p[i].aspect;
+        e->label = 1.0f; /* img_pos is preferred */
+        int64_t ids[2] = {p[i].img_pos, p[i].img_neg};
         for (int k = 0; k < 2 && rc == 0; k++) {
-            StoreImage im = {0};
-            if ((rc = store_image_get(st, ids[k], &im, err)))
-                break;
-            StorePrompt sp = {0};
-            if (im.prompt_id)
-                store_prompt_get(st, im.prompt_id, &sp, NULL);
-            char *path = store_path_resolve(st, im.path);
-            rc = score_cached(c, st, map, path, im.sha256, sp.text ? sp.text : "", s[k], err);
-            free(path);
-            store_prompt_deinit(&sp);
-            store_image_deinit(&im);
+            StoreImage one = {0};
+            const StoreImage *im = find_image(imgs, n_imgs, ids[k]);
+            if (!im) { /* not listed (e.g. retired since): ask for it alone */
+                if ((rc = store_image_get(st, ids[k], &one, err)))
+                    break;
+                im = &one;
+            }
+            if (k == 0) {
+                const StorePrompt *sp = find_prompt(prs, n_prs, im->prompt_id);
+                e->prompt = xstrdup(sp && sp->text ? sp->text : "");
+            }
+            e->path[k] = store_path_resolve(st, im->path);
+            e->name[k] = xstrdup(im->path);
+            if (im->sha256)
+                base_strlcpy(e->sha[k], im->sha256, sizeof e->sha[k]);
+            store_image_deinit(&one);
         }
-        if (rc)
-            break;
-        float lab[NO];
-        for (int h = 0; h < NH; h++)
-            lab[h] = tp[i].label[h];
-        float y = tp[i].label_combined;
-        lab[NH] = y > 0.5f ? 1.0f : y < 0.5f ? 0.0f : 0.5f;
-        ep_add(ep, s[0], s[1], lab);
-        if (o->progress)
-            o->progress(o->user, (double)(i + 1), (double)nt, "pairs");
     }
     free(is_val);
-    free(tp);
-    pairs_means_deinit(&pm);
+    free(p);
+    store_images_free(imgs, n_imgs);
+    store_prompts_free(prs, n_prs);
     return rc;
+}
+
+/* The sha256 of item E's image K (from the source, else from the file). 1 when the file
+ * cannot be read (it is then recorded as skipped, once); 0; or an error that must stop the
+ * evaluation. */
+static int item_hash(EvalItem *e, int k, ScoreMap *m, TrainSkipped *sk, Err *err) {
+    char *key = xasprintf("P\x1f%s", e->path[k]);
+    int is_new;
+    Scored *p = map_find(m, key, &is_new);
+    free(key);
+    if (!is_new) {
+        if (!p->bad && !e->sha[k][0])
+            memcpy(e->sha[k], p->sha, sizeof p->sha);
+        return p->bad;
+    }
+    Err e2 = {0};
+    int rc = 0;
+    if (access(e->path[k], R_OK) != 0)
+        rc = err_set(&e2, ERR_NOTFOUND, "%s: cannot open (%s)", e->path[k], strerror(errno));
+    else if (!e->sha[k][0])
+        rc = encoder_hash_file(e->path[k], e->sha[k], &e2);
+    if (rc == 0) {
+        memcpy(p->sha, e->sha[k], sizeof p->sha);
+        return 0;
+    }
+    if (!train_err_is_unreadable(rc)) {
+        if (err)
+            *err = e2;
+        return rc;
+    }
+    p->bad = 1;
+    train_skipped_add(sk, e->name[k], e2.msg);
+    return 1;
+}
+
+/* Scores of item E's image K: 0, 1 when the image cannot be decoded or encoded (recorded as
+ * skipped), or an error that stops the evaluation. */
+static int item_score(RewardCkpt *c, Store *st, EvalItem *e, int k, ScoreMap *m,
+                      TrainSkipped *sk, float out[NO], size_t *n_images, Err *err) {
+    char *key = xasprintf("S\x1f%s\x1f%s", e->sha[k], e->prompt);
+    int is_new;
+    Scored *p = map_find(m, key, &is_new);
+    free(key);
+    if (!is_new) {
+        memcpy(out, p->s, sizeof p->s);
+        return p->bad;
+    }
+    Err e2 = {0};
+    int rc = train_ckpt_score(c, st, e->path[k], e->sha[k], e->prompt, p->s, &e2);
+    if (rc == 0) {
+        memcpy(out, p->s, sizeof p->s);
+        /* distinct images: the first time this hash is scored under any prompt */
+        char *ik = xasprintf("I\x1f%s", e->sha[k]);
+        int first;
+        map_find(m, ik, &first);
+        free(ik);
+        *n_images += first != 0;
+        return 0;
+    }
+    if (train_err_is_unreadable(rc)) {
+        /* really the image? (a cache write can fail too) */
+        Err e3 = {0};
+        int bad = train_image_probe(c->enc, e->path[k], &e3);
+        if (bad && train_err_is_unreadable(bad)) {
+            p->bad = 1;
+            char *pk = xasprintf("P\x1f%s", e->path[k]);
+            int pn;
+            Scored *pp = map_find(m, pk, &pn);
+            free(pk);
+            if (!pp->bad) {
+                pp->bad = 1;
+                train_skipped_add(sk, e->name[k], e3.msg);
+            }
+            return 1;
+        }
+    }
+    p->bad = 1;
+    if (err)
+        *err = e2;
+    return rc;
+}
+
+typedef struct DistinctPair {
+    const char *a, *b, *prompt;
+} DistinctPair;
+
+static int cmp_distinct(const void *x, const void *y) {
+    const DistinctPair *p = x, *q = y;
+    int c = strcmp(p->a, q->a);
+    if (!c)
+        c = strcmp(p->b, q->b);
+    if (!c)
+        c = strcmp(p->prompt, q->prompt);
+    return c;
 }
 
 int train_eval(RewardCkpt *c, Store *st, const EvalOptions *o, EvalReport *out, Err *err) {
     memset(out, 0, sizeof *out);
-    EvalPairs ep = {0};
+    snprintf(out->checkpoint, sizeof out->checkpoint, "%s", c->dir);
+    EvalItems it = {0};
     ScoreMap map = {0};
     int rc;
     if (o->pairs_file) {
         snprintf(out->source, sizeof out->source, "%s", o->pairs_file);
-        rc = eval_file(c, st, o, &ep, &map, err);
+        rc = read_file_items(st, o, &it, err);
     } else {
         if (!st)
             return err_set(err, ERR_USAGE, "evaluation without --pairs needs a store");
         snprintf(out->source, sizeof out->source, "ratings in %s (min diff %g, %s pairs)",
                  store_path(st), o->min_rating_diff, o->split ? o->split : "all");
-        rc = eval_store(c, st, o, &ep, &map, err);
+        rc = read_store_items(c, st, o, &it, err);
+    }
+    float *sa = xmalloc((it.n ? it.n : 1) * NO * sizeof *sa);
+    float *sb = xmalloc((it.n ? it.n : 1) * NO * sizeof *sb);
+    float *lab = xmalloc((it.n ? it.n : 1) * NO * sizeof *lab);
+    DistinctPair *dp = xmalloc((it.n ? it.n : 1) * sizeof *dp);
+    size_t n = 0;
+    for (size_t i = 0; i < it.n && rc == 0; i++) {
+        if (o->cancelled && o->cancelled(o->user)) {
+            rc = err_set(err, ERR_CANCELLED, "evaluation cancelled");
+            break;
+        }
+        EvalItem *e = &it.v[i];
+        int skip = 0;
+        float s[2][NO];
+        for (int k = 0; k < 2 && rc >= 0 && !skip; k++)
+            if ((rc = item_hash(e, k, &map, &out->skipped, err)) > 0)
+                skip = 1, rc = 0;
+        if (rc == 0 && !skip) {
+            item_orient(e);
+            for (int k = 0; k < 2 && rc >= 0 && !skip; k++)
+                if ((rc = item_score(c, st, e, k, &map, &out->skipped, s[k], &out->n_images,
+                                     err)) > 0)
+                    skip = 1, rc = 0;
+        }
+        if (rc && e->line)
+            err_prefix(err, "%s:%d", o->pairs_file, e->line);
+        if (rc == 0 && skip)
+            out->n_skipped_labels++;
+        if (rc == 0 && !skip && e->label != 0.5f) {
+            for (int k = 0; k < NO; k++) {
+                sa[n * NO + k] = s[0][k];
+                sb[n * NO + k] = s[1][k];
+                lab[n * NO + k] = k == e->out ? e->label : 0.5f;
+            }
+            dp[n] = (DistinctPair){e->sha[0], e->sha[1], e->prompt};
+            n++;
+        }
+        if (o->progress)
+            o->progress(o->user, (double)(i + 1), (double)it.n, "pairs");
+    }
+    if (rc == 0 && n == 0 && out->skipped.n > 0) {
+        char why[900];
+        train_skipped_text(&out->skipped, why, sizeof why);
+        rc = err_set(err, ERR_IO, "nothing to evaluate: %s", why);
     }
     if (rc == 0) {
-        for (int k = 0; k < NO && ep.n > 0; k++)
-            evalrm_pairs_strided(ep.sa + k, ep.sb + k, NO, ep.lab + k, NO, ep.n, &out->st[k]);
-        out->n_pairs = ep.n;
-        out->n_images = map.n;
+        for (int k = 0; k < NO; k++)
+            evalrm_pairs_strided(sa + k, sb + k, NO, lab + k, NO, n, &out->st[k]);
+        out->n_labels = n;
+        qsort(dp, n, sizeof *dp, cmp_distinct);
+        for (size_t i = 0; i < n; i++)
+            out->n_pairs += i == 0 || cmp_distinct(&dp[i - 1], &dp[i]) != 0;
+        if (o->progress) /* the end is 100 %, whatever was skipped on the way */
+            o->progress(o->user, (double)it.n, (double)it.n, "pairs");
     }
-    free(ep.sa);
-    free(ep.sb);
-    free(ep.lab);
+    free(dp);
+    free(sa);
+    free(sb);
+    free(lab);
+    items_free(&it);
     map_free(&map);
     return rc;
 }

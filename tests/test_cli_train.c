@@ -6,8 +6,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image_write.h>
+#pragma GCC diagnostic pop
 
 #include "store.h"
 #include "store_runs.h"
@@ -100,4 +109,148 @@ Test(cli_train, runs_list_and_show) {
     cr_assert(strstr(out, "run r-one succeeded"), "%s", out);
     cr_assert_eq(run("%s --db t.db runs show nope", easel), 1, "%s", out);
     cr_assert(strstr(out, "no run 'nope'"), "%s", out);
+}
+
+/* ---- a small workspace the CLI can train on (6 prompts x 3 images of 32x32) ---- */
+
+static void workspace(void) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/images", dir);
+    cr_assert_eq(mkdir(p, 0777), 0);
+    FILE *pr = NULL, *ra = NULL;
+    snprintf(p, sizeof p, "%s/prompts.csv", dir);
+    cr_assert_not_null(pr = fopen(p, "w"));
+    snprintf(p, sizeof p, "%s/ratings.csv", dir);
+    cr_assert_not_null(ra = fopen(p, "w"));
+    fprintf(pr, "prompt_id,prompt\n");
+    fprintf(ra, "prompt_id,image_path,spatial_rating,icono_rating,style_rating,"
+                "fidelity_rating,material_rating\n");
+    unsigned char px[32 * 32 * 3];
+    for (int q = 0; q < 6; q++) {
+        fprintf(pr, "%d,scene number %d\n", q, q);
+        for (int k = 0; k < 3; k++) {
+            for (int i = 0; i < 32 * 32; i++) { /* brighter image, better rating */
+                px[3 * i] = (unsigned char)(40 + 70 * k + (i % 32));
+                px[3 * i + 1] = (unsigned char)(30 * q + (i / 32));
+                px[3 * i + 2] = (unsigned char)(200 - 50 * k);
+            }
+            snprintf(p, sizeof p, "%s/images/%d_%d.png", dir, q, k);
+            cr_assert(stbi_write_png(p, 32, 32, 3, px, 32 * 3));
+            fprintf(ra, "%d,images/%d_%d.png,%d,%d,%d,%d,%d\n", q, q, k, 2 + 3 * k, 8 - 3 * k,
+                    2 + 3 * k, 3 + k, 2 + 3 * k);
+        }
+    }
+    fclose(pr);
+    fclose(ra);
+    cr_assert_eq(run("%s --db t.db import prompts prompts.csv", easel), 0, "%s", out);
+    cr_assert_eq(run("%s --db t.db import ratings ratings.csv", easel), 0, "%s", out);
+}
+
+Test(cli_train, queue_prints_the_job_id_and_the_worker_logs_each_line_once) {
+    workspace();
+    char *o = NULL, *e = NULL;
+    cr_assert_eq(support_run(dir, &o, &e, "%s --db t.db train --queue --epochs 2 --name q1 "
+                             "--threads 1", easel), 0, "%s", e);
+    cr_assert_str_eq(o, "1\n", "the id alone on stdout");
+    cr_assert(strstr(e, "queued train-reward job #1"), "%s", e);
+    free(o);
+    free(e);
+    cr_assert_eq(run("%s --db t.db worker --until-idle --threads 1", easel), 0, "%s", out);
+    const char *lines[] = {"epoch 1/2", "epoch 2/2", "done: best mean F1"};
+    for (int i = 0; i < 3; i++) {
+        const char *a = strstr(out, lines[i]);
+        cr_assert(a, "'%s' in the worker log:\n%s", lines[i], out);
+        cr_assert_null(strstr(a + 1, lines[i]), "'%s' printed twice:\n%s", lines[i], out);
+    }
+    cr_assert_eq(run("%s --db t.db jobs show 1", easel), 0, "%s", out);
+    cr_assert(strstr(out, "\"val-fraction\":0.2,") && strstr(out, "\"dropout\":0.1,"),
+              "params as typed, not 0.20000000000000001:\n%s", out);
+    cr_assert(!strstr(out, "0000000"), "%s", out);
+    cr_assert_eq(run("%s --db t.db runs show q1", easel), 0, "%s", out);
+    cr_assert(strstr(out, "\"val_fraction\":0.2,"), "%s", out);
+    cr_assert(!strstr(out, "0000000"), "%s", out);
+}
+
+__attribute__((format(printf, 2, 3))) static int run_in(const char *d, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = support_vrun_buf(d, out, sizeof out, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+Test(cli_train, eval_and_score_take_a_run_name_or_a_path_beside_the_store) {
+    workspace();
+    cr_assert_eq(run("%s --db t.db train --epochs 4 --save-every 1 --name r1 --threads 1",
+                     easel), 0, "%s", out);
+    /* the store's folder is not the current one: runs/ lives beside the store */
+    char sub[128];
+    snprintf(sub, sizeof sub, "%s/elsewhere", dir);
+    cr_assert_eq(mkdir(sub, 0777), 0);
+    const char *forms[] = {"r1", "runs/r1/best", "runs/r1", "1"};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(run_in(sub, "%s --db ../t.db eval %s --threads 1", easel, forms[i]), 0,
+                     "eval %s:\n%s", forms[i], out);
+        cr_assert(strstr(out, "/runs/r1/best\n"), "eval %s means r1's best:\n%s", forms[i],
+                  out);
+        cr_assert(strstr(out, "combined"), "%s", out);
+    }
+    cr_assert_eq(run_in(sub, "%s --db ../t.db score r1 --threads 1", easel), 0, "%s", out);
+    cr_assert(strstr(out, "images/0_0.png,"), "%s", out);
+    /* a run without best/ falls back to final/, then the newest checkpoint */
+    char p[256];
+    snprintf(p, sizeof p, "rm -rf %s/runs/r1/best", dir);
+    cr_assert_eq(system(p), 0);
+    cr_assert_eq(run("%s --db t.db eval r1 --threads 1", easel), 0, "%s", out);
+    cr_assert(strstr(out, "/runs/r1/final\n"), "%s", out);
+    snprintf(p, sizeof p, "rm -rf %s/runs/r1/final", dir);
+    cr_assert_eq(system(p), 0);
+    cr_assert_eq(run("%s --db t.db eval r1 --threads 1", easel), 0, "%s", out);
+    cr_assert(strstr(out, "/runs/r1/checkpoint-4\n"), "%s", out);
+    /* what is none of these says so */
+    cr_assert_eq(run("%s --db t.db eval nosuchrun", easel), 1, "%s", out);
+    cr_assert(strstr(out, "nosuchrun is not a reward checkpoint folder"), "%s", out);
+    cr_assert(strstr(out, "runs list"), "%s", out);
+}
+
+Test(cli_train, run_disk_use_and_checkpoint_limit) {
+    workspace();
+    cr_assert_eq(run("%s --db t.db train --epochs 5 --save-every 1 --name r2 --threads 1",
+                     easel), 0, "%s", out);
+    char p[256];
+    for (int e = 1; e <= 5; e++) {
+        snprintf(p, sizeof p, "%s/runs/r2/checkpoint-%d", dir, e);
+        cr_assert_eq(access(p, F_OK) == 0, e >= 4, "checkpoint-%d", e);
+    }
+    cr_assert_eq(run("%s --db t.db runs show r2", easel), 0, "%s", out);
+    cr_assert(strstr(out, "\ndisk      "), "%s", out);
+    cr_assert(strstr(out, "KiB") || strstr(out, "MiB"), "%s", out);
+    cr_assert(strstr(out, "checkpoint-5") && !strstr(out, "checkpoint-3"), "%s", out);
+    cr_assert_eq(run("%s --db t.db train --epochs 3 --save-every 1 --save-total-limit 0 "
+                     "--name r3 --threads 1", easel), 0, "%s", out);
+    snprintf(p, sizeof p, "%s/runs/r3/checkpoint-1", dir);
+    cr_assert_eq(access(p, F_OK), 0, "--save-total-limit 0 keeps all");
+}
+
+Test(cli_train, unknown_options_say_what_was_meant_and_numbers_must_fit) {
+    cr_assert_eq(run("%s --db t.db train --epoch 3", easel), 2, "%s", out);
+    cr_assert(strstr(out, "did you mean '--epochs'"), "%s", out);
+    cr_assert_eq(run("%s --db t.db train --save-total 3", easel), 2, "%s", out);
+    cr_assert(strstr(out, "did you mean '--save-total-limit'"), "%s", out);
+    cr_assert_eq(run("%s --db t.db train --epochs 99999999999", easel), 2, "%s", out);
+    cr_assert(strstr(out, "--epochs 99999999999"), "%s", out);
+    cr_assert_eq(run("%s --db t.db train --seed 1x", easel), 2, "%s", out);
+    cr_assert_eq(run("%s --db t.db eval x --thread 2", easel), 2, "%s", out);
+    cr_assert(strstr(out, "did you mean '--threads'"), "%s", out);
+    cr_assert_eq(run("%s --db t.db eval x --threads 99999999999", easel), 2, "%s", out);
+    cr_assert_eq(run("%s --db t.db score x --promt a", easel), 2, "%s", out);
+    cr_assert(strstr(out, "did you mean '--prompt'"), "%s", out);
+    cr_assert_eq(run("%s --db t.db runs show 1 --folow", easel), 2, "%s", out);
+    cr_assert(strstr(out, "did you mean '--follow'"), "%s", out);
+    /* a queued job is checked as well: a huge value is refused, not wrapped */
+    cr_assert_eq(run("%s --db t.db jobs add train-reward --epochs 99999999999", easel), 0,
+                 "%s", out);
+    cr_assert_eq(run("%s --db t.db worker --until-idle --threads 1", easel), 0, "%s", out);
+    cr_assert(strstr(out, "--epochs 99999999999: expected a whole number from 1 to 100000"),
+              "%s", out);
 }

@@ -179,8 +179,9 @@ Test(train, planted_preferences_are_learned_per_head) {
         double acc = val_metric(st, run, n);
         cr_expect_geq(acc, 0.95, "head %s: validation accuracy %.3f", heads[h], acc);
     }
-    /* the combined score is trained against the mean of the five labels, a vote that a
-     * weighted sum of the heads can only approximate: well above chance, not perfect */
+    /* the combined score is trained against the mean of the five labels and validated on
+     * the combined pairs (mean rating over the aspects): a weighted sum of the heads can
+     * only approximate either, so well above chance, not perfect */
     cr_assert_geq(val_metric(st, run, "combined_acc"), 0.75, "combined %.3f",
                   val_metric(st, run, "combined_acc"));
     StoreRun r = {0};
@@ -191,8 +192,12 @@ Test(train, planted_preferences_are_learned_per_head) {
     cr_assert(file_exists(c.output, "best/model.safetensors"));
     cr_assert(file_exists(c.output, "best/config.json"));
     cr_assert(file_exists(c.output, "best/metrics.json"));
-    cr_assert(file_exists(c.output, "checkpoint-2/model.safetensors"));
-    cr_assert(file_exists(c.output, "checkpoint-12/metrics.json"));
+    /* every 2 epochs a checkpoint, the newest two kept (--save-total-limit 2) */
+    cr_assert(file_exists(c.output, "checkpoint-14/model.safetensors"));
+    cr_assert(file_exists(c.output, "checkpoint-16/metrics.json"));
+    cr_assert(!file_exists(c.output, "checkpoint-12"));
+    cr_assert(!file_exists(c.output, "checkpoint-2"));
+    cr_assert(!file_exists(c.output, ".checkpoint-12.deleting"));
     cr_assert(file_exists(c.output, "final/model.safetensors"));
     cr_assert(!file_exists(c.output, "checkpoint-3"));
     cr_assert(!file_exists(c.output, ".best.tmp"));
@@ -584,9 +589,10 @@ Test(train, eval_on_a_pairs_file_with_images_not_in_the_store) {
     cr_assert_eq(train_eval(ck, st, &o, &r, &err), 0, "%s", err.msg);
     cr_assert_eq(r.n_pairs, 2);
     cr_assert_eq(r.n_images, 4);
-    cr_assert_eq(r.st[3].n, 2, "fidelity sees both pairs");
-    cr_assert_eq(r.st[0].n, 1, "spatial only the aspect-less pair");
-    cr_assert_eq(r.st[5].n, 1);
+    /* one rule: an aspect's line counts for its head, an aspect-less one for combined */
+    cr_assert_eq(r.st[3].n, 1, "fidelity: its own line only");
+    cr_assert_eq(r.st[0].n, 0, "spatial: no line of its own");
+    cr_assert_eq(r.st[5].n, 1, "combined: the aspect-less line");
     /* a malformed line is named by file and line */
     f = fopen(p, "a");
     fputs("{\"img_pos\": 3}\n", f);
@@ -594,5 +600,281 @@ Test(train, eval_on_a_pairs_file_with_images_not_in_the_store) {
     cr_assert_eq(train_eval(ck, st, &o, &r, &err), ERR_FORMAT);
     cr_assert(strstr(err.msg, "pairs.jsonl:4"), "%s", err.msg);
     train_ckpt_free(ck);
+    store_close(st);
+}
+
+/* ---- one evaluation rule: the store's pairs and its export give the same numbers ---- */
+
+#include "export.h"
+
+typedef struct LastProgress {
+    double done, total;
+    int calls;
+} LastProgress;
+
+static void note_progress(void *user, double done, double total, const char *unit) {
+    (void)unit;
+    LastProgress *p = user;
+    p->done = done;
+    p->total = total;
+    p->calls++;
+}
+
+static void assert_same_report(const EvalReport *a, const EvalReport *b) {
+    const char *names[6] = {"spatial", "icono", "style", "fidelity", "material", "combined"};
+    cr_assert_eq(a->n_pairs, b->n_pairs, "pairs %zu vs %zu", a->n_pairs, b->n_pairs);
+    cr_assert_eq(a->n_labels, b->n_labels, "preferences %zu vs %zu", a->n_labels, b->n_labels);
+    cr_assert_eq(a->n_images, b->n_images);
+    for (int k = 0; k < 6; k++) {
+        const EvalStats *x = &a->st[k], *y = &b->st[k];
+        cr_assert_eq(x->n, y->n, "%s: %zu vs %zu pairs", names[k], x->n, y->n);
+        cr_assert_float_eq(x->accuracy, y->accuracy, 1e-12, "%s acc", names[k]);
+        cr_assert_float_eq(x->f1, y->f1, 1e-12, "%s F1", names[k]);
+        cr_assert_float_eq(x->margin_mean, y->margin_mean, 1e-6, "%s margin", names[k]);
+        cr_assert_eq(x->tp, y->tp, "%s tp", names[k]);
+        cr_assert_eq(x->fp, y->fp, "%s fp", names[k]);
+        cr_assert_eq(x->fn, y->fn, "%s fn", names[k]);
+        cr_assert_eq(x->tn, y->tn, "%s tn", names[k]);
+    }
+}
+
+Test(train, eval_of_the_store_and_of_its_export_agree) {
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    TrainConfig c;
+    config(&c, "agree", 1);
+    int64_t run = 0;
+    cr_assert_eq(train_run(st, &c, NULL, &run, &err), 0, "%s", err.msg);
+    /* training's validation metrics follow the same rule: eval --split val of the epoch's
+     * checkpoint gives what the run recorded */
+    {
+        char best[600];
+        snprintf(best, sizeof best, "%s/best", c.output);
+        RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
+        cr_assert_not_null(ck, "%s", err.msg);
+        EvalOptions o = {.min_rating_diff = c.min_rating_diff, .split = "val"};
+        EvalReport v;
+        cr_assert_eq(train_eval(ck, st, &o, &v, &err), 0, "%s", err.msg);
+        const char *names[6] = {"spatial", "icono", "style", "fidelity", "material",
+                                "combined"};
+        for (int k = 0; k < 6; k++) {
+            char n1[48], n2[48];
+            snprintf(n1, sizeof n1, "%s_acc", names[k]);
+            snprintf(n2, sizeof n2, "%s_f1", names[k]);
+            cr_assert_gt(v.st[k].n, 0);
+            cr_assert_float_eq(val_metric(st, run, n1), v.st[k].accuracy, 1e-9, "%s", n1);
+            cr_assert_float_eq(val_metric(st, run, n2), v.st[k].f1, 1e-9, "%s", n2);
+        }
+        train_ckpt_free(ck);
+    }
+    /* a second annotator disagreeing on some images: the combined label is a mean */
+    StoreAspect *asp = NULL;
+    size_t na = 0;
+    cr_assert_eq(store_aspects_list(st, &asp, &na, &err), 0);
+    int64_t other;
+    cr_assert_eq(store_annotator_ensure(st, "other", &other, &err), 0);
+    for (int64_t id = 1; id <= 40; id += 3)
+        for (int h = 0; h < 5; h += 2)
+            cr_assert_eq(store_rating_add(st, id, other, asp[h].id, (double)((id + h) % 11),
+                                          NAN, "test", NULL, &err), 0, "%s", err.msg);
+    store_aspects_free(asp, na);
+    char pairs[600];
+    snprintf(pairs, sizeof pairs, "%s/exported.jsonl", dir);
+    ExportOptions eo;
+    export_options_init(&eo);
+    eo.relative_to = dir;
+    cr_assert_eq(export_to_file(st, EXPORT_PAIRS, pairs, &eo, NULL, &err), 0, "%s", err.msg);
+    char best[600];
+    snprintf(best, sizeof best, "%s/best", c.output);
+    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
+    cr_assert_not_null(ck, "%s", err.msg);
+    EvalOptions from_store = {.min_rating_diff = 0.5, .split = "all"};
+    EvalOptions from_file = {.pairs_file = pairs, .min_rating_diff = 0.5};
+    EvalReport a, b;
+    cr_assert_eq(train_eval(ck, st, &from_store, &a, &err), 0, "%s", err.msg);
+    cr_assert_eq(train_eval(ck, st, &from_file, &b, &err), 0, "%s", err.msg);
+    cr_assert_gt(a.st[0].n, 50);
+    cr_assert_lt(a.st[0].n, a.n_labels, "a head counts only its own pairs");
+    assert_same_report(&a, &b);
+    /* canonical order: both classes occur, so F1 is not a function of accuracy alone */
+    for (int k = 0; k < 6; k++) {
+        cr_assert_gt(a.st[k].tp + a.st[k].fn, 0, "head %d: first image preferred", k);
+        cr_assert_gt(a.st[k].fp + a.st[k].tn, 0, "head %d: second image preferred", k);
+    }
+    /* the same file with every pair written the other way round gives the same numbers */
+    char flipped[600], cmd[1400];
+    snprintf(flipped, sizeof flipped, "%s/flipped.jsonl", dir);
+    snprintf(cmd, sizeof cmd,
+             "sed -e 's/\"img_pos\"/\"IMG_A\"/; s/\"img_neg\"/\"img_pos\"/; "
+             "s/\"IMG_A\"/\"img_neg\"/; s/\"label\": *1\\(\\.0\\)*/\"label\": 0/' %s > %s",
+             pairs, flipped);
+    cr_assert_eq(system(cmd), 0);
+    from_file.pairs_file = flipped;
+    cr_assert_eq(train_eval(ck, st, &from_file, &b, &err), 0, "%s", err.msg);
+    assert_same_report(&a, &b);
+    char *txt = train_read_file(flipped, &err);
+    cr_assert(txt && strstr(txt, "\"label\": 0,"), "the flipped file has label 0:\n%.300s", txt);
+    free(txt);
+    /* --split val: progress ends at 100 % */
+    LastProgress lp = {0};
+    EvalOptions val = {.min_rating_diff = 0.5, .split = "val", .progress = note_progress,
+                       .user = &lp};
+    cr_assert_eq(train_eval(ck, st, &val, &a, &err), 0, "%s", err.msg);
+    cr_assert_gt(a.n_labels, 0);
+    cr_assert_lt(a.n_labels, b.n_labels);
+    cr_assert_gt(lp.calls, 0);
+    cr_assert_gt(lp.total, 0);
+    cr_assert_eq(lp.done, lp.total, "last progress %g of %g", lp.done, lp.total);
+    train_ckpt_free(ck);
+    store_close(st);
+}
+
+/* ---- unreadable images: skipped by training, evaluation and scoring, with one warning ---- */
+
+typedef struct Lines {
+    char text[8192];
+    int n_warn;
+} Lines;
+
+static void collect_line(void *user, const char *line) {
+    Lines *l = user;
+    size_t o = strlen(l->text);
+    snprintf(l->text + o, sizeof l->text - o, "%s\n", line);
+    l->n_warn += strstr(line, "unreadable") != NULL;
+}
+
+Test(train, unreadable_images_are_skipped_with_one_warning) {
+    char p[600];
+    snprintf(p, sizeof p, "%s/img/0_0.png", dir);
+    cr_assert_eq(truncate(p, 40), 0, "a corrupt image");
+    snprintf(p, sizeof p, "%s/img/1_1.png", dir);
+    cr_assert_eq(unlink(p), 0, "a missing image");
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    TrainConfig c;
+    config(&c, "skip", 1);
+    Lines lines = {0};
+    TrainHooks h = {.log = collect_line, .user = &lines};
+    int64_t run = 0;
+    cr_assert_eq(train_run(st, &c, &h, &run, &err), 0, "%s", err.msg);
+    cr_assert_eq(lines.n_warn, 1, "one warning:\n%s", lines.text);
+    cr_assert(strstr(lines.text, "skipped 2 unreadable images (img/0_0.png, img/1_1.png)"),
+              "%s", lines.text);
+    /* evaluation, from the store and from its export */
+    char best[600];
+    snprintf(best, sizeof best, "%s/best", c.output);
+    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
+    cr_assert_not_null(ck, "%s", err.msg);
+    EvalOptions o = {.min_rating_diff = 0.5, .split = "all"};
+    EvalReport a, b;
+    cr_assert_eq(train_eval(ck, st, &o, &a, &err), 0, "%s", err.msg);
+    cr_assert_eq(a.skipped.n, 2);
+    cr_assert_gt(a.n_skipped_labels, 0);
+    cr_assert_gt(a.st[0].n, 0);
+    char pairs[600];
+    snprintf(pairs, sizeof pairs, "%s/skip.jsonl", dir);
+    ExportOptions eo;
+    export_options_init(&eo);
+    eo.relative_to = dir;
+    cr_assert_eq(export_to_file(st, EXPORT_PAIRS, pairs, &eo, NULL, &err), 0, "%s", err.msg);
+    EvalOptions of = {.pairs_file = pairs};
+    cr_assert_eq(train_eval(ck, st, &of, &b, &err), 0, "%s", err.msg);
+    cr_assert_eq(b.skipped.n, 2);
+    assert_same_report(&a, &b);
+    char why[900];
+    train_skipped_text(&b.skipped, why, sizeof why);
+    cr_assert(strstr(why, "img/0_0.png") && strstr(why, "img/1_1.png"), "%s", why);
+    train_ckpt_free(ck);
+    /* scoring every store image */
+    TrainSkipped sk;
+    size_t scored = 0;
+    cr_assert_eq(reward_score(st, best, NULL, 0, NULL, 1, NULL, NULL, &scored, &sk, &err), 0,
+                 "%s", err.msg);
+    cr_assert_eq(sk.n, 2);
+    cr_assert_eq(scored, N_PROMPTS * PER_PROMPT - 2);
+    /* and the embed job's work */
+    Lines el = {0};
+    RewardHooks rh = {.log = collect_line, .user = &el};
+    size_t ni = 0, np = 0;
+    cr_assert_eq(reward_embed_all(st, "classic", &rh, &ni, &np, &err), 0, "%s", err.msg);
+    cr_assert_eq(ni, N_PROMPTS * PER_PROMPT - 2);
+    cr_assert_eq(el.n_warn, 1, "%s", el.text);
+    cr_assert(strstr(el.text, "img/0_0.png, img/1_1.png"), "%s", el.text);
+    store_close(st);
+}
+
+/* ---- checkpoints do not fill the disk ---- */
+
+static char *checkpoint_names(Store *st, int64_t run) {
+    StoreCheckpoint *ck = NULL;
+    size_t n = 0;
+    Err err = {0};
+    cr_assert_eq(store_checkpoints_list(st, run, &ck, &n, &err), 0);
+    static char buf[512];
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        strcat(buf, ck[i].name);
+        strcat(buf, " ");
+    }
+    store_checkpoints_free(ck, n);
+    return buf;
+}
+
+Test(train, only_the_newest_checkpoints_are_kept) {
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    TrainConfig c;
+    config(&c, "rot", 5);
+    c.save_every = 1;
+    c.save_total_limit = 2;
+    int64_t run = 0;
+    cr_assert_eq(train_run(st, &c, NULL, &run, &err), 0, "%s", err.msg);
+    for (int e = 1; e <= 3; e++) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "checkpoint-%d", e);
+        cr_assert(!file_exists(c.output, nm), "%s is deleted", nm);
+    }
+    cr_assert(file_exists(c.output, "checkpoint-4/model.safetensors"));
+    cr_assert(file_exists(c.output, "checkpoint-5/model.safetensors"));
+    cr_assert(file_exists(c.output, "best/model.safetensors"));
+    cr_assert(file_exists(c.output, "final/model.safetensors"));
+    char *names = checkpoint_names(st, run);
+    cr_assert(!strstr(names, "checkpoint-1 ") && !strstr(names, "checkpoint-3 "), "%s", names);
+    cr_assert(strstr(names, "checkpoint-4 ") && strstr(names, "checkpoint-5 "), "%s", names);
+    cr_assert(strstr(names, "best ") && strstr(names, "final "), "%s", names);
+    cr_assert_gt(train_dir_disk_usage(c.output), 0);
+    /* 0 keeps all, and so does a run recorded before the limit existed */
+    config(&c, "all", 3);
+    c.save_every = 1;
+    c.save_total_limit = 0;
+    cr_assert_eq(train_run(st, &c, NULL, &run, &err), 0, "%s", err.msg);
+    cr_assert(file_exists(c.output, "checkpoint-1/model.safetensors"));
+    cr_assert(file_exists(c.output, "checkpoint-3/model.safetensors"));
+    TrainConfig old;
+    cr_assert_eq(train_config_parse(&old, "{\"epochs\": 3}", &err), 0, "%s", err.msg);
+    cr_assert_eq(old.save_total_limit, 0);
+    train_config_defaults(&old);
+    cr_assert_eq(old.save_total_limit, 2, "the default, as Hugging Face's Trainer");
+    store_close(st);
+}
+
+Test(train, resume_after_rotation_continues_from_the_newest) {
+    const int epochs = 4;
+    train_and_kill("rotkill", epochs, 3); /* save_every 2, limit 2: checkpoint-2 exists */
+    char out[512];
+    snprintf(out, sizeof out, "%s/rotkill", dir);
+    Err err = {0};
+    char *js = train_resume_read(out, &err);
+    cr_assert_not_null(js, "%s", err.msg);
+    Store *st = store_open(db, &err);
+    TrainHooks h = {.resume = js};
+    TrainConfig none;
+    train_config_defaults(&none);
+    int64_t run = 0;
+    cr_assert_eq(train_run(st, &none, &h, &run, &err), 0, "%s", err.msg);
+    free(js);
+    cr_assert(file_exists(out, "checkpoint-2/model.safetensors"));
+    cr_assert(file_exists(out, "checkpoint-4/model.safetensors"));
+    cr_assert(file_exists(out, "final/model.safetensors"));
     store_close(st);
 }

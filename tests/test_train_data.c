@@ -78,6 +78,31 @@ Test(train_data, labels_from_ratings_hand_computed) {
     cr_assert_float_eq(t[2].label[3], 1, 1e-6);
     free(t);
     free(p);
+    /* with the combined pairs too: the heads are unchanged, the combined pair becomes
+     * label_overall (what validation scores the combined output against) */
+    pairs_derive(&m, 0.5, PAIRS_ALL, &p, &np);
+    train_pairs_group(p, np, &t, &nt);
+    cr_assert_eq(nt, 3);
+    size_t n_comb = 0;
+    for (size_t i = 0; i < np; i++) {
+        if (p[i].aspect != PAIRS_COMBINED)
+            continue;
+        n_comb++;
+        int64_t a = p[i].img_pos < p[i].img_neg ? p[i].img_pos : p[i].img_neg;
+        int64_t b = p[i].img_pos < p[i].img_neg ? p[i].img_neg : p[i].img_pos;
+        size_t k = 0;
+        while (k < nt && !(t[k].img_a == a && t[k].img_b == b))
+            k++;
+        cr_assert_lt(k, nt, "the combined pair %lld/%lld has its head pairs", (long long)a,
+                     (long long)b);
+        cr_assert_float_eq(t[k].label_overall, p[i].img_pos == a ? 1.0f : 0.0f, 1e-6);
+    }
+    cr_assert_gt(n_comb, 0);
+    for (size_t i = 0; i < nt; i++)
+        for (int h = 0; h < 5; h++)
+            cr_assert_float_eq(t[i].label[h], want[i][h], 1e-6);
+    free(t);
+    free(p);
     pairs_means_deinit(&m);
 }
 

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "base.h"
+#include "fmt_json.h"
 #include "jobform.h"
 #include "jobkind.h"
 #include "jobs.h"
@@ -306,7 +307,9 @@ static void draw_details(JobsScreen *s, UiRect r) {
     ui_putf(y++, x, w, ui_attr(UI_C_ACCENT) | A_BOLD, "#%lld %s  %s%s", (long long)j->id,
             j->kind, store_job_state_name(j->state),
             j->retry_of ? "  (retry)" : "");
-    ui_putf(y++, x, w, ui_attr(UI_C_NORMAL), "params   %s", j->params);
+    char *params = fmt_json_human(j->params); /* 0.2, not 0.20000000000000001 */
+    ui_putf(y++, x, w, ui_attr(UI_C_NORMAL), "params   %s", params ? params : "{}");
+    free(params);
     char deps[128] = "";
     size_t o = 0;
     for (int i = 0; i < j->n_deps && o < sizeof deps - 16; i++)
