@@ -1,0 +1,161 @@
+/* The TUI while another process holds the store's write lock (sqlite3's BEGIN IMMEDIATE in a
+ * second tmux window): saving says "waiting for the store" at once, keys keep working, moving
+ * on waits, q asks, and the rating is saved as soon as the lock goes; Esc stops trying and
+ * keeps the values on screen. bin/easel in tmux, as an annotator uses it.
+ *
+ * Skipped (with the reason) when tmux, sqlite3 or bin/easel is missing. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "support.h"
+
+static char dir[64];
+static char sock[64];
+static char easel[512];
+static char db[128];
+
+static void keys(const char *win, const char *k) {
+    cr_assert_eq(support_sh("tmux -L %s send-keys -t %s %s", sock, win, k), 0, "send-keys %s", k);
+}
+
+static void wait_for(const char *text) { support_tmux_wait_for(sock, text); }
+
+/* Wait (up to TRIES x 50 ms) until the pane no longer shows TEXT. */
+static void wait_gone_within(const char *text, int tries) {
+    for (int i = 0; i < tries; i++) {
+        if (!strstr(support_tmux_capture(sock), text))
+            return;
+        usleep(50000);
+    }
+    cr_assert_fail("still shown: %s\n%s", text, support_tmux_capture(sock));
+}
+
+static void wait_gone(const char *text) { wait_gone_within(text, 200); }
+
+static double ratings(void) { return support_sql_num(db, "SELECT count(*) FROM ratings"); }
+
+/* Hold the write lock from sqlite3 in window "lock" until release_lock(). */
+static void hold_lock(void) {
+    cr_assert_eq(support_sh("tmux -L %s new-window -d -n lock 'sqlite3 %s'", sock, db), 0);
+    keys("lock", "'BEGIN IMMEDIATE\\;' Enter");
+    for (int i = 0; i < 200; i++) { /* until another connection finds the store locked */
+        if (support_sh("sqlite3 -cmd '.timeout 0' %s 'BEGIN IMMEDIATE; ROLLBACK;' "
+                       ">/dev/null 2>&1", db) != 0)
+            return;
+        usleep(50000);
+    }
+    cr_assert_fail("sqlite3 did not take the lock");
+}
+
+static void release_lock(void) { keys("lock", "'COMMIT\\;' Enter"); }
+
+static void setup(void) {
+    if (support_sh("command -v tmux >/dev/null && command -v sqlite3 >/dev/null") != 0)
+        cr_skip_test("tmux or sqlite3 is not installed (the Makefile's DEB_TEST installs them)");
+    const char *bin = getenv("EASEL_BIN");
+    if (!realpath(bin ? bin : "bin/easel", easel))
+        cr_skip_test("bin/easel not found (run from the repository root after make)");
+    support_tmpdir_make(dir, sizeof dir, "busytmux");
+    snprintf(sock, sizeof sock, "easel-busy-%d", (int)getpid());
+    snprintf(db, sizeof db, "%s/t.db", dir);
+    cr_assert_eq(support_sh("%s --db %s init >/dev/null", easel, db), 0);
+    support_sql_exec(db, "INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
+                         " (1, 'p1', 'a red fox in the snow', 0);"
+                         "INSERT INTO images(id, prompt_id, path, created_at) VALUES"
+                         " (1,1,'a.png',0),(2,1,'b.png',0),(3,1,'c.png',0),(4,1,'d.png',0);");
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
+                            "'exec %s --db t.db annotate --annotator tester --graphics none "
+                            "--order id'", dir, sock, easel), 0);
+    wait_for("image 1");
+}
+
+static void teardown(void) {
+    if (sock[0])
+        support_sh("tmux -L %s kill-server 2>/dev/null", sock);
+    if (dir[0])
+        support_tmpdir_remove(dir);
+}
+
+TestSuite(ui_busy_tmux, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(ui_busy_tmux, save_waits_for_the_lock_without_freezing_and_lands_after_it) {
+    hold_lock();
+    keys("e:0", "7 7 7 7 7 Enter");
+    wait_for("waiting for the store: another process is writing");
+    cr_assert_eq(ratings(), 0.0);
+    /* the loop still answers: the help overlay opens and closes */
+    keys("e:0", "?");
+    wait_for("Annotate \xe2\x80\x94 keys");
+    keys("e:0", "Space");
+    wait_gone("Annotate \xe2\x80\x94 keys");
+    /* moving on waits for the save; the values may still change (the last aspect to 8) */
+    keys("e:0", "n");
+    wait_for("still saving image 1");
+    keys("e:0", "8");
+    /* q asks: quitting now would lose the rating; Esc stays */
+    keys("e:0", "q");
+    wait_for("image 1 is not saved yet");
+    keys("e:0", "Escape");
+    wait_gone("image 1 is not saved yet");
+    cr_assert_eq(ratings(), 0.0);
+    release_lock();
+    wait_for("saved image 1");
+    wait_for("image 2");
+    cr_assert_eq(ratings(), 5.0);
+    cr_assert_eq(support_sql_num(db, "SELECT value FROM ratings r JOIN aspects a ON a.id = "
+                                     "r.aspect_id WHERE a.name = 'material'"), 8.0);
+    cr_assert_eq(support_sql_num(db, "SELECT sum(value) FROM ratings"), 36.0);
+}
+
+Test(ui_busy_tmux, esc_stops_trying_and_keeps_the_values_then_enter_saves) {
+    hold_lock();
+    keys("e:0", "3 4 5 6 7 Enter");
+    wait_for("waiting for the store");
+    keys("e:0", "Escape");
+    wait_for("stopped trying: image 1 is not saved; your values are still here");
+    /* the values are still on the screen, unsaved */
+    const char *s = support_tmux_capture(sock);
+    cr_assert(strstr(s, "image 1"), "%s", s);
+    cr_assert(strstr(s, "(edited)") == NULL && strstr(s, "7"), "%s", s);
+    cr_assert_eq(ratings(), 0.0);
+    release_lock();
+    usleep(300000);
+    cr_assert_eq(ratings(), 0.0, "Esc stopped the retries");
+    keys("e:0", "Enter");
+    wait_for("saved image 1");
+    cr_assert_eq(ratings(), 5.0);
+    cr_assert_eq(support_sql_num(db, "SELECT sum(value) FROM ratings"), 25.0);
+}
+
+/* The status line and the progress line after a few saves: a message about one image goes
+ * when another image (or screen) is shown; pace and time per image come from this session's
+ * saves at once, not "–/h" and "0 s/image" until the next queue read. */
+Test(ui_busy_tmux, messages_go_when_moving_on_and_pace_shows_after_saves) {
+    keys("e:0", "5 5 5 5 5 Enter");
+    wait_for("saved image 1");
+    wait_for("image 2");
+    keys("e:0", "6 6 6 6 6 Enter");
+    wait_for("saved image 2");
+    keys("e:0", "7 7 7 7 7 Enter");
+    wait_for("saved image 3");
+    const char *s = support_tmux_capture(sock);
+    const char *pace = strstr(s, "pace ");
+    cr_assert(pace && pace[5] >= '1' && pace[5] <= '9', "pace after three saves:\n%s", s);
+    cr_assert(!strstr(s, " 0 s/image"), "time per image after three saves:\n%s", s);
+    cr_assert(strstr(s, " s/image"), "%s", s);
+    /* back to image 3: the message about saving it is stale there */
+    keys("e:0", "b");
+    wait_for("image 3  prompt");
+    /* well before the message's own 4 s are up */
+    wait_gone_within("saved image 3", 30);
+    /* a message on another screen goes when the screen changes */
+    keys("e:0", "s");
+    wait_for("skipped image");
+    keys("e:0", "F3");
+    wait_gone_within("skipped image", 30);
+}
