@@ -229,6 +229,38 @@ Test(jobs_tui, gpu_panels_with_history_and_the_job_holding_the_gpu, .init = setu
     keys("q");
 }
 
+/* Without a GPU, F6 shows the CPU (total and per core), memory, load and the job this TUI's
+ * worker thread runs, so CPU training can be watched; its title says so. */
+Test(jobs_tui, system_screen_without_gpu_shows_cpu_memory_load_and_jobs, .init = setup,
+     .fini = teardown, .timeout = 60) {
+    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
+        cr_skip_test("tmux is not installed (apt-get install tmux)");
+    Store *st = store_open(db, NULL);
+    JobNew jn = {.kind = "test-slow", .params = "{\"steps\":3000}"};
+    int64_t id;
+    cr_assert_eq(store_job_add(st, &jn, &id, NULL), 0);
+    store_close(st);
+    start_tui("EASEL_NO_GPU=1");
+    static char buf[65536];
+    cr_assert(wait_screen("    1 running", 10, buf, sizeof buf), "%s", buf);
+    keys("F6");
+    cr_assert(wait_screen("System: CPU, memory, load and the jobs of this host (no GPU)", 5,
+                          buf, sizeof buf), "%s", buf);
+    /* after two samples: a total, per-core lines, memory and load */
+    cr_assert(wait_screen("% of ", 5, buf, sizeof buf), "%s", buf);
+    cr_assert(strstr(buf, " core"), "%s", buf);
+    cr_assert(strstr(buf, "Memory ") && strstr(buf, "GiB in use"), "%s", buf);
+    cr_assert(strstr(buf, "load average"), "%s", buf);
+    cr_assert(strstr(buf, "  0 "), "per-core line of core 0:\n%s", buf);
+    cr_assert(strstr(buf, "#1    test-slow") && strstr(buf, "this TUI, thread"),
+              "the worker thread's job:\n%s", buf);
+    cr_assert(strstr(buf, "No GPU.") && strstr(buf, "EASEL_NO_GPU"), "%s", buf);
+    keys("F4");
+    keys("c");
+    cr_assert(wait_screen("    1 cancelled", 5, buf, sizeof buf), "%s", buf);
+    keys("q");
+}
+
 /* q while this TUI's pool runs a job asks first; Esc stays; i interrupts it (resumable). */
 Test(jobs_tui, quit_asks_and_i_interrupts, .init = setup, .fini = teardown, .timeout = 60) {
     if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
