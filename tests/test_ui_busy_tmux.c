@@ -5,6 +5,7 @@
  *
  * Skipped (with the reason) when tmux, sqlite3 or bin/easel is missing. */
 #include <criterion/criterion.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,4 +159,34 @@ Test(ui_busy_tmux, messages_go_when_moving_on_and_pace_shows_after_saves) {
     wait_for("skipped image");
     keys("e:0", "F3");
     wait_gone_within("skipped image", 30);
+}
+
+/* The title bar: screens in F-key order, and who you are (the annotator, and the Unix login
+ * when it differs), also on an 80-column terminal where the store's path gives way. */
+Test(ui_busy_tmux, title_bar_keys_in_order_and_who_you_are) {
+    struct passwd *pw = getpwuid(getuid());
+    cr_assert_not_null(pw);
+    char who[128];
+    if (strcmp(pw->pw_name, "tester") != 0)
+        snprintf(who, sizeof who, "tester (login %s)", pw->pw_name);
+    else
+        snprintf(who, sizeof who, "tester");
+    wait_for(who);
+    char *s = support_tmux_capture(sock);
+    const char *keys_in_order[] = {"F2 ", "F3 ", "F4 ", "F5 ", "F6 "};
+    const char *prev = s;
+    for (int i = 0; i < 5; i++) {
+        const char *k = strstr(s, keys_in_order[i]);
+        cr_assert(k && k >= prev, "%s out of order:\n%s", keys_in_order[i], s);
+        prev = k;
+    }
+    cr_assert_eq(support_sh("tmux -L %s resize-window -t e -x 80 -y 24", sock), 0);
+    for (int i = 0; i < 100; i++) { /* redrawn at 80 columns: the store's path gives way */
+        s = support_tmux_capture(sock);
+        if (!strstr(s, "t.db") && strstr(s, "F6") && strstr(s, "done "))
+            break;
+        usleep(50000);
+    }
+    cr_assert(strstr(s, "F5") && strstr(s, "F6"), "%s", s);
+    cr_assert(strstr(s, who), "who you are at 80 columns:\n%s", s);
 }

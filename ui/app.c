@@ -410,29 +410,55 @@ int app_switch(App *app, const char *name, int64_t id, Err *err) {
 
 /* ---- frame --------------------------------------------------------------------------------- */
 
+/* The text of tab I at compactness LEVEL: 0 " F2 Annotate " + gap, 1 "F2 Annotate" + gap,
+ * 2 the current tab so and the others just "F3". Returns its width with the gap. */
+static int tab_text(App *app, int i, int level, char *t, size_t n) {
+    if (level == 0)
+        snprintf(t, n, " F%d %s ", screens[i]->fkey, screens[i]->name);
+    else if (level == 1 || i == app->cur)
+        snprintf(t, n, "F%d %s", screens[i]->fkey, screens[i]->name);
+    else
+        snprintf(t, n, "F%d", screens[i]->fkey);
+    return (int)strlen(t) + 1;
+}
+
 static void draw_title(App *app) {
     ui_fill((UiRect){0, 0, 1, COLS}, ui_attr(UI_C_TITLE));
-    int x = ui_put(0, 0, COLS, ui_attr(UI_C_TITLE) | A_BOLD, " easel ");
+    /* who you are, always (the store's path only where it fits) */
+    char who[160], right[600];
+    if (app->login && strcmp(app->login, app->annotator) != 0)
+        snprintf(who, sizeof who, "%s (login %s) ", app->annotator, app->login);
+    else
+        snprintf(who, sizeof who, "%s ", app->annotator);
+    int ww = (int)strlen(who);
+    /* the tabs, compacted until who you are fits beside them */
+    int level = 0, brand = 7;
+    for (; level < 3; level++) {
+        int tw = level == 0 ? brand : 1;
+        char t[64];
+        for (int i = 0; i < N_SCREENS; i++)
+            if (app->state[i])
+                tw += tab_text(app, i, level, t, sizeof t);
+        if (tw + ww + 1 <= COLS)
+            break;
+    }
+    if (level == 3)
+        level = 2;
+    int x = level == 0 ? ui_put(0, 0, COLS, ui_attr(UI_C_TITLE) | A_BOLD, " easel ") : 1;
     for (int i = 0; i < N_SCREENS && x < COLS; i++) {
         if (!app->state[i])
             continue;
         attr_t a = i == app->cur ? ui_attr(UI_C_TAB) : ui_attr(UI_C_TITLE);
         char t[64];
-        snprintf(t, sizeof t, " F%d %s ", screens[i]->fkey, screens[i]->name);
+        tab_text(app, i, level, t, sizeof t);
         x += ui_put(0, x, COLS - x, a, t);
         x += ui_put(0, x, COLS - x, ui_attr(UI_C_TITLE), " ");
     }
-    /* who you are, always (the store's path only where it fits) */
-    char who[160], right[600];
-    if (app->login && strcmp(app->login, app->annotator) != 0)
-        snprintf(who, sizeof who, "%s (login %s)", app->annotator, app->login);
-    else
-        snprintf(who, sizeof who, "%s", app->annotator);
-    snprintf(right, sizeof right, "%s  %s ", who, store_path(app->st));
+    snprintf(right, sizeof right, "%s %s ", who, store_path(app->st));
     int rw = (int)strlen(right);
     if (x + rw + 1 >= COLS) {
-        snprintf(right, sizeof right, "%s ", who);
-        rw = (int)strlen(right);
+        snprintf(right, sizeof right, "%s", who);
+        rw = ww;
     }
     if (rw > COLS - x - 1)
         rw = COLS - x - 1;
