@@ -513,10 +513,15 @@ static void monitor_draw(void *p, App *app, UiRect r) {
         return;
     }
     if (!m->main.have) {
-        ui_put(r.y + 1, r.x + 2, r.w - 4, ui_attr(UI_C_DIM),
-               m->err[0] ? m->err
-                         : "No training run yet. Start one with 'easel train' or the Jobs "
-                           "screen: it appears here by itself (following the newest run).");
+        if (m->err[0]) {
+            ui_put(r.y + 1, r.x + 2, r.w - 4, ui_attr(UI_C_WARN), m->err);
+            return;
+        }
+        ui_put(r.y + 1, r.x + 2, r.w - 4, A_BOLD, "No training run yet.");
+        ui_put(r.y + 2, r.x + 2, r.w - 4, A_NORMAL,
+               "Start one with 'easel train' or on the Jobs screen (F4):");
+        ui_put(r.y + 3, r.x + 2, r.w - 4, A_NORMAL,
+               "it appears here by itself (following the newest run).");
         return;
     }
     MonitorLayout l;
