@@ -190,3 +190,18 @@ Test(ui_busy_tmux, title_bar_keys_in_order_and_who_you_are) {
     cr_assert(strstr(s, "F5") && strstr(s, "F6"), "%s", s);
     cr_assert(strstr(s, who), "who you are at 80 columns:\n%s", s);
 }
+
+/* A flag typed while the store is locked waits for it too; its comment is not lost. */
+Test(ui_busy_tmux, a_flag_waits_for_the_lock_and_keeps_its_comment) {
+    hold_lock();
+    keys("e:0", "f");
+    wait_for("Flag: what is wrong");
+    keys("e:0", "-l 'blurry face'");
+    keys("e:0", "Enter");
+    wait_for("waiting for the store to save your flag of image 1");
+    cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM flags"), 0.0);
+    release_lock();
+    wait_for("flagged image 1");
+    cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM flags WHERE comment = 'blurry face'"),
+                 1.0);
+}

@@ -92,6 +92,9 @@ typedef struct Annotate {
     double save_t[PACE_KEEP];/* when this session's saves happened (ring, for the pace) */
     int n_saves;             /* saves this session (save_t holds the last PACE_KEEP) */
     double save_secs;        /* seconds recorded for those saves, for s/image */
+    char *flag_text;         /* a flag waiting for the lock (its comment), or NULL */
+    int64_t flag_image;
+    double flag_since;
 
     UiLoader *loader;        /* reads the queue and progress off the UI thread */
     QueueSnap *snap;         /* the last queue read; NULL before the first */
@@ -359,21 +362,47 @@ static void commit(Annotate *a) {
               (t_saved - t0) * 1e3, (base_now() - t_saved) * 1e3);
 }
 
+/* Save the pending flag (one try); busy: it stays pending and annotate_tick tries again. */
+static void flag_save(Annotate *a) {
+    Err err = {0};
+    int rc = store_annotate_flag(a->st, a->flag_image, a->annotator_id, a->flag_text, &err);
+    if (rc == ERR_BUSY && base_now() - a->flag_since < SAVE_GIVE_UP) {
+        app_status(a->app, "waiting for the store to save your flag of image %lld: another "
+                   "process is writing", (long long)a->flag_image);
+        return;
+    }
+    if (rc == ERR_BUSY)
+        app_status_error(a->app, "flag of image %lld not saved: another process kept the store "
+                         "locked for %.0f s; your comment was: %s", (long long)a->flag_image,
+                         SAVE_GIVE_UP, a->flag_text);
+    else if (rc)
+        app_status_error(a->app, "flag not saved: %s", err.msg);
+    else if (a->have_img && a->img.id == a->flag_image)
+        a->img.n_my_flags++;
+    if (!rc)
+        app_status(a->app, "flagged image %lld; rate it, or s to skip it",
+                   (long long)a->flag_image);
+    free(a->flag_text);
+    a->flag_text = NULL;
+}
+
 static void flag_done(void *stp, App *app, const char *text) {
     Annotate *a = stp;
     if (!text) {
         app_status(app, "flag cancelled");
         return;
     }
-    Err err = {0};
     if (!a->have_img)
         return;
-    if (store_annotate_flag(a->st, a->img.id, a->annotator_id, text, &err)) {
-        app_status_error(app, "flag not saved: %s", err.msg);
+    if (a->flag_text) {
+        app_status_error(app, "an earlier flag still waits for the store; flag again once it "
+                         "is saved");
         return;
     }
-    a->img.n_my_flags++;
-    app_status(app, "flagged image %lld; rate it, or s to skip it", (long long)a->img.id);
+    a->flag_text = xstrdup(text);
+    a->flag_image = a->img.id;
+    a->flag_since = base_now();
+    flag_save(a);
 }
 
 static void goto_done(void *stp, App *app, const char *text) {
@@ -420,10 +449,15 @@ static void undo(Annotate *a) {
 static int quit_ask(void *stp, App *app, char *q, size_t n) {
     Annotate *a = stp;
     (void)app;
-    if (!a->saving || !a->have_img)
+    if (a->saving && a->have_img)
+        snprintf(q, n, "image %lld is not saved yet (another process is writing): Esc stay and "
+                 "keep trying, q quit without saving it", (long long)a->img.id);
+    else if (a->flag_text)
+        snprintf(q, n, "your flag of image %lld is not saved yet (another process is "
+                 "writing): Esc stay and keep trying, q quit without it",
+                 (long long)a->flag_image);
+    else
         return 0;
-    snprintf(q, n, "image %lld is not saved yet (another process is writing): Esc stay and "
-             "keep trying, q quit without saving it", (long long)a->img.id);
     return 1;
 }
 
@@ -480,6 +514,7 @@ static void annotate_fini(void *stp) {
     store_aspects_free(a->asp, a->n_asp);
     if (a->have_img)
         store_annotate_image_deinit(&a->img);
+    free(a->flag_text);
     free(a->hist);
     free(a->done);
     free(a->skipped);
@@ -829,6 +864,8 @@ static void annotate_tick(void *stp, App *app, double now) {
     Annotate *a = stp;
     if (a->saving && a->have_img)
         commit(a); /* one more try: at most APP_STORE_BUSY_MS */
+    if (a->flag_text)
+        flag_save(a);
     int failed = 0;
     char msg[ERR_MSG_LEN];
     QueueSnap *snap = ui_loader_take(a->loader, &failed, msg, sizeof msg);

@@ -626,7 +626,11 @@ static int form_key(JobsScreen *s, App *app, int ch) {
         Err err = {0};
         int64_t id;
         if (jobform_submit(f, app_store(app), &id, &err)) {
-            app_status_error(app, "%s", err.msg);
+            if (err.code == ERR_BUSY) /* the UI never waits for the lock (app.h) */
+                app_status_error(app, "not queued: another process is writing to the store; "
+                                 "the form is kept, press s again in a moment");
+            else
+                app_status_error(app, "%s", err.msg);
             return SCREEN_KEY_HANDLED;
         }
         app_status(app, "job #%lld (%s) queued", (long long)id, f->kind->name);
@@ -713,7 +717,10 @@ static void act(JobsScreen *s, App *app, int ch) {
         break;
     }
     }
-    if (rc)
+    if (rc == ERR_BUSY) /* the UI never waits for the lock (app.h) */
+        app_status_error(app, "nothing changed: another process is writing to the store; "
+                         "press %c again in a moment", ch);
+    else if (rc)
         app_status_error(app, "%s", err.msg);
     else if (s->pool)
         jobs_pool_kick(s->pool);
