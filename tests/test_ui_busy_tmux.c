@@ -3,7 +3,9 @@
  * on waits, q asks, and the rating is saved as soon as the lock goes; Esc stops trying and
  * keeps the values on screen. bin/easel in tmux, as an annotator uses it.
  *
- * Skipped (with the reason) when tmux, sqlite3 or bin/easel is missing. */
+ * Skipped (with the reason) when tmux, sqlite3 or bin/easel is missing. The give-up test needs
+ * a shorter wait than the TUI's 30 s, so this binary has its own main(): run with
+ * EASEL_TEST_TUI_DB=PATH it becomes the TUI on that store with AppConfig.store_wait_s = 2. */
 #include <criterion/criterion.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "base.h"
 #include "support.h"
 
@@ -204,4 +207,69 @@ Test(ui_busy_tmux, a_flag_waits_for_the_lock_and_keeps_its_comment) {
     wait_for("flagged image 1");
     cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM flags WHERE comment = 'blurry face'"),
                  1.0);
+}
+
+/* After AppConfig.store_wait_s (here 2 s) a save gives up and says so; the values stay on the
+ * screen and Enter saves them once the lock is gone. */
+Test(ui_busy_tmux, a_save_gives_up_after_the_bound_and_keeps_the_values) {
+    char self[512];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    cr_assert(n > 0);
+    self[n] = '\0';
+    cr_assert_eq(support_sh("tmux -L %s new-window -d -n own 'env -u BXFI_MAP "
+                            "EASEL_TEST_TUI_DB=%s %s 2>%s/own.err'", sock, db, self, dir), 0);
+    /* the own TUI is window "own"; watch it there */
+    char buf[65536];
+    for (int i = 0; i < 200; i++) {
+        char *out = NULL;
+        support_run(NULL, &out, NULL, "tmux -L %s capture-pane -t own -p", sock);
+        snprintf(buf, sizeof buf, "%s", out ? out : "");
+        free(out);
+        if (strstr(buf, "image 1"))
+            break;
+        usleep(50000);
+    }
+    cr_assert(strstr(buf, "image 1"), "own TUI:\n%s", buf);
+    hold_lock();
+    keys("own", "4 4 4 4 4 Enter");
+    int gave_up = 0;
+    for (int i = 0; i < 200 && !gave_up; i++) {
+        char *out = NULL;
+        support_run(NULL, &out, NULL, "tmux -L %s capture-pane -t own -p", sock);
+        snprintf(buf, sizeof buf, "%s", out ? out : "");
+        free(out);
+        gave_up = strstr(buf, "not saved: another process held the store for 2 s") != NULL;
+        usleep(50000);
+    }
+    cr_assert(gave_up, "no give-up message:\n%s", buf);
+    cr_assert(strstr(buf, "image 1") && strstr(buf, "Enter tries again"), "%s", buf);
+    cr_assert_eq(ratings(), 0.0);
+    release_lock();
+    usleep(700000); /* after giving up it tries no more on its own */
+    cr_assert_eq(ratings(), 0.0);
+    keys("own", "Enter");
+    for (int i = 0; i < 200 && ratings() < 5; i++)
+        usleep(50000);
+    cr_assert_eq(ratings(), 5.0);
+    cr_assert_eq(support_sql_num(db, "SELECT sum(value) FROM ratings"), 20.0);
+}
+
+int main(int argc, char **argv) {
+    const char *tui_db = getenv("EASEL_TEST_TUI_DB");
+    if (tui_db) {
+        AppConfig cfg = {.db_path = tui_db, .start_screen = "Annotate", .graphics = "none",
+                         .annotator = "owntester", .order = "id", .store_wait_s = 2};
+        Err err = {0};
+        if (app_run(&cfg, &err)) {
+            fprintf(stderr, "easel: %s\n", err.msg);
+            return 1;
+        }
+        return 0;
+    }
+    struct criterion_test_set *tests = criterion_initialize();
+    int rc = 0;
+    if (criterion_handle_args(argc, argv, true))
+        rc = !criterion_run_all_tests(tests);
+    criterion_finalize(tests);
+    return rc;
 }

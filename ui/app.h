@@ -35,6 +35,8 @@ typedef struct AppConfig {
     /* Monitor: the run to show (name or id, as `easel monitor RUN`), pinned; NULL: follow
      * the newest running run. */
     const char *monitor_run;
+    /* Seconds a save waits for another process's write lock before giving up; 0: 30. */
+    double store_wait_s;
 } AppConfig;
 
 /* The UI thread's connection waits at most this long for another process's write lock per

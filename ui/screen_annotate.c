@@ -16,8 +16,8 @@
  * Saving while another process holds the store's write lock: the UI connection answers
  * ERR_BUSY within APP_STORE_BUSY_MS (app.h), so the save becomes pending — the status line
  * says "waiting for the store" at once, keys keep working (values can still be changed; moving
- * to another image waits), each tick tries again, Esc stops trying, and after SAVE_GIVE_UP
- * seconds it gives up with a message. The values stay on screen until they are saved.
+ * to another image waits), each tick tries again, Esc stops trying, and after
+ * AppConfig.store_wait_s (30 s) it gives up with a message. The values stay on screen until they are saved.
  */
 #include <math.h>
 #include <stdio.h>
@@ -39,7 +39,7 @@
 #define QUEUE_LOW 8          /* read again when fewer usable ones are left */
 #define QUEUE_REFRESH 30.0   /* seconds: progress and new imports */
 #define IDLE_CAP 60.0        /* a pause longer than this counts as this long */
-#define SAVE_GIVE_UP 30.0    /* seconds a save waits for another process's write lock */
+#define SAVE_GIVE_UP 30.0    /* default of AppConfig.store_wait_s */
 #define PACE_KEEP 512        /* save times kept for the pace */
 
 /* A background queue read: what was asked and what came back (see ui/loader.h). */
@@ -312,6 +312,12 @@ static void note_activity(Annotate *a) {
     a->last_event = now;
 }
 
+/* Seconds a save waits for the lock (AppConfig.store_wait_s, default SAVE_GIVE_UP). */
+static double give_up_s(Annotate *a) {
+    double s = app_config(a->app)->store_wait_s;
+    return s > 0 ? s : SAVE_GIVE_UP;
+}
+
 /* Save the values on screen (one try). ERR_BUSY: another process holds the write lock; the
  * save stays pending and annotate_tick tries again. */
 static void commit(Annotate *a) {
@@ -331,11 +337,10 @@ static void commit(Annotate *a) {
             a->saving_since = t0;
         }
         double waited = base_now() - a->saving_since;
-        if (waited >= SAVE_GIVE_UP) {
+        if (waited >= give_up_s(a)) {
             a->saving = 0;
-            app_status_error(a->app, "not saved: another process kept the store locked for "
-                             "%.0f s; your values are still here: Enter tries again",
-                             waited);
+            app_status_error(a->app, "not saved: another process held the store for %.0f s; "
+                             "your values are kept: Enter tries again", waited);
             return;
         }
         app_status(a->app, "waiting for the store: another process is writing (%.0f s; your "
@@ -366,7 +371,7 @@ static void commit(Annotate *a) {
 static void flag_save(Annotate *a) {
     Err err = {0};
     int rc = store_annotate_flag(a->st, a->flag_image, a->annotator_id, a->flag_text, &err);
-    if (rc == ERR_BUSY && base_now() - a->flag_since < SAVE_GIVE_UP) {
+    if (rc == ERR_BUSY && base_now() - a->flag_since < give_up_s(a)) {
         app_status(a->app, "waiting for the store to save your flag of image %lld: another "
                    "process is writing", (long long)a->flag_image);
         return;
@@ -374,7 +379,7 @@ static void flag_save(Annotate *a) {
     if (rc == ERR_BUSY)
         app_status_error(a->app, "flag of image %lld not saved: another process kept the store "
                          "locked for %.0f s; your comment was: %s", (long long)a->flag_image,
-                         SAVE_GIVE_UP, a->flag_text);
+                         give_up_s(a), a->flag_text);
     else if (rc)
         app_status_error(a->app, "flag not saved: %s", err.msg);
     else if (a->have_img && a->img.id == a->flag_image)
