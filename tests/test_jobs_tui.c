@@ -300,6 +300,15 @@ Test(jobs_tui, quit_asks_and_i_interrupts, .init = setup, .fini = teardown, .tim
     cr_assert_eq(r.state, JOB_STATE_INTERRUPTED, "i interrupts (state %d)", r.state);
     store_job_row_deinit(&r);
     store_close(st);
+    char *note = NULL;
+    for (int i = 0; i < 100 && !(note && strstr(note, "interrupted")); i++) {
+        free(note);
+        note = NULL;
+        support_run(NULL, &note, NULL, "cat %s/stderr.txt", tmpdir);
+        usleep(50000);
+    }
+    cr_assert(note && strstr(note, "1 job interrupted; resume with u"), "%s", note ? note : "");
+    free(note);
 }
 
 /* q then w: the TUI ends, and a headless worker it started (own session, log beside the store)

@@ -277,8 +277,13 @@ static int quit_ask(void *p, App *app, char *q, size_t n) {
 
 static int quit_answer(void *p, App *app, int key) {
     JobsScreen *s = p;
-    if (key == 'i')
-        return APP_QUIT_GO; /* fini stops the pool: the jobs end interrupted, resumable */
+    if (key == 'i') { /* fini stops the pool: the jobs end interrupted, resumable */
+        int busy = s->pool ? jobs_pool_busy(s->pool) : 0;
+        app_exit_note(app, "easel: %d job%s interrupted; resume with u on the Jobs screen or "
+                      "'easel --db %s worker --resume'", busy, busy == 1 ? "" : "s",
+                      app_config(app)->db_path);
+        return APP_QUIT_GO;
+    }
     if (key != 'w')
         return APP_QUIT_NOT_AN_ANSWER;
     Err err = {0};
