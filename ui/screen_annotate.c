@@ -785,7 +785,7 @@ static int annotate_key(void *stp, App *app, int ch) {
                              "still here: Enter tries again", (long long)a->img.id);
             return SCREEN_KEY_HANDLED;
         }
-        if (strchr("ubnsgf", key) && key < 128 && key > 0) {
+        if (key > 0 && key < 128 && strchr("ubnsgf", key)) {
             app_status(app, "still saving image %lld (the store is locked by another "
                        "process): wait, or Esc to stop trying", (long long)a->img.id);
             return SCREEN_KEY_HANDLED;
