@@ -803,10 +803,8 @@ int cli_monitor_main(const CliGlobal *g, int argc, char **argv) {
         store_close(st);
         if (rc)
             return cli_fail(&err);
-        char id[32];
-        snprintf(id, sizeof id, "%lld", (long long)r.id);
         store_run_deinit(&r);
-        setenv("EASEL_MONITOR_RUN", id, 1); /* read by the Monitor screen's init */
+        cfg.monitor_run = run; /* the Monitor shows it, pinned */
     }
     if (app_run(&cfg, &err))
         return cli_fail(&err);

@@ -300,12 +300,21 @@ static void backoff(int attempt) {
     nanosleep(&ts, NULL);
 }
 
+/* Give up on a busy store: after the connection's busy limit, or ~2 minutes by default. */
+static int busy_give_up(const Store *st, int attempt) {
+    return attempt > 600 || (st && st->busy_limit_ms > 0);
+}
+
+void store_set_busy_limit(Store *st, int ms) {
+    st->busy_limit_ms = ms > 0 ? ms : 0;
+    sqlite3_busy_timeout(st->db, ms > 0 ? ms : 10000);
+}
+
 int store_step(Store *st, sqlite3_stmt *stmt) {
-    (void)st;
     int rc;
     for (int attempt = 0;; attempt++) {
         rc = sqlite3_step(stmt);
-        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || attempt > 600)
+        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || busy_give_up(st, attempt))
             break;
         sqlite3_reset(stmt);
         backoff(attempt);
@@ -318,7 +327,7 @@ int store_exec(Store *st, const char *sql, Err *err) {
     int rc;
     for (int attempt = 0;; attempt++) {
         rc = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
-        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || attempt > 600)
+        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || busy_give_up(st, attempt))
             break;
         sqlite3_free(msg);
         msg = NULL;

@@ -52,6 +52,12 @@ int store_begin(Store *st, Err *err);
 int store_commit(Store *st, Err *err);
 void store_rollback(Store *st);
 
+/* How long one call on this connection may wait for another process's write lock. MS > 0:
+ * the busy timeout becomes MS and a write that still finds the store locked returns ERR_BUSY
+ * at once (no retries), so a UI loop never blocks for longer than MS per try and can retry
+ * on its own schedule. MS 0 restores the default (a 10 s timeout, retried for minutes). */
+void store_set_busy_limit(Store *st, int ms);
+
 /* Image paths. A path is stored relative to store_dir() when the file lies inside that tree,
  * else absolute, so a workspace folder can be moved whole. store_path_to_stored returns that
  * form for an absolute or cwd-relative PATH; store_path_resolve turns a stored path back into

@@ -15,6 +15,7 @@ struct Store {
     char *dir;         /* absolute folder of the file, "." for :memory: */
     int tx_depth;      /* nesting of store_begin */
     int tx_failed;     /* an inner rollback poisoned the outer transaction */
+    int busy_limit_ms; /* store_set_busy_limit: 0 = wait and retry (minutes) */
     struct {
         const char *sql;      /* key: the address of a static SQL string */
         sqlite3_stmt *stmt;

@@ -16,16 +16,64 @@ static void count_round(void *ud) {
     atomic_fetch_add(&rounds, 1);
 }
 
-Test(hwmon, no_gpu_is_a_clear_state_and_no_thread) {
+Test(hwmon, no_gpu_is_a_clear_state_and_the_cpu_is_still_sampled) {
     setenv("EASEL_NO_GPU", "1", 1);
+    atomic_store(&rounds, 0);
     HwMonitor *m = hwmon_start(0.01, count_round, NULL);
     cr_assert_not_null(m);
     cr_assert_eq(hwmon_count(m), 0);
     cr_assert(strstr(hwmon_reason(m), "EASEL_NO_GPU"));
-    struct timespec ts = {0, 50 * 1000000L};
-    nanosleep(&ts, NULL);
-    cr_assert_eq(atomic_load(&rounds), 0, "nothing to sample");
+    while (atomic_load(&rounds) < 3) { /* CPU training is watched too: the sampler runs */
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    HwCpuInfo info;
+    double cpu[HWMON_HIST], mem[HWMON_HIST];
+    int n = 0;
+    hwmon_cpu_snapshot(m, &info, cpu, mem, HWMON_HIST, &n);
+    cr_assert(info.ok && info.n_cpus >= 1, "cores %d", info.n_cpus);
+    cr_assert(info.total >= 0 && info.total <= 1, "%f", info.total);
+    cr_assert(info.mem_ok && info.mem_total > info.mem_available && info.mem_available > 0);
+    cr_assert(info.load_ok && info.load[0] >= 0);
+    cr_assert(n >= 3, "history %d", n);
+    cr_assert(mem[n - 1] > 0 && mem[n - 1] < 1, "%f", mem[n - 1]);
     hwmon_stop(m);
+}
+
+Test(hwmon, proc_parsers) {
+    const char *stat = "cpu  100 5 50 800 20 3 2 0 7 0\n"
+                       "cpu0 60 5 30 400 10 2 1 0 7 0\n"
+                       "cpu1 40 0 20 400 10 1 1 0 0 0\n"
+                       "intr 12345 0 0\nctxt 999\nprocs_running 3\n";
+    HwCpuTimes all, cores[4];
+    cr_assert_eq(hwmon_parse_stat(stat, &all, cores, 4), 2);
+    cr_assert_eq(all.busy, 100 + 5 + 50 + 3 + 2 + 0);
+    cr_assert_eq(all.total, all.busy + 800 + 20);
+    cr_assert_eq(cores[1].busy, 40 + 20 + 1 + 1);
+    cr_assert_eq(hwmon_parse_stat("intr 1\n", &all, cores, 4), -1, "no cpu line");
+    HwCpuTimes a = {100, 1000}, b = {175, 1100};
+    cr_assert_float_eq(hwmon_cpu_busy(a, b), 0.75, 1e-12);
+    cr_assert(isnan(hwmon_cpu_busy(a, a)), "no time passed");
+    uint64_t t, av, st, sf;
+    cr_assert_eq(hwmon_parse_meminfo("MemTotal:       16000 kB\nMemFree:  1000 kB\n"
+                                     "MemAvailable:   4000 kB\nBuffers: 10 kB\n"
+                                     "SwapTotal: 2000 kB\nSwapFree: 500 kB\n",
+                                     &t, &av, &st, &sf), 0);
+    cr_assert_eq(t, 16000u * 1024u);
+    cr_assert_eq(av, 4000u * 1024u);
+    cr_assert_eq(st, 2000u * 1024u);
+    cr_assert_eq(sf, 500u * 1024u);
+    cr_assert_eq(hwmon_parse_meminfo("MemTotal: 100 kB\nMemFree: 10 kB\nBuffers: 5 kB\n"
+                                     "Cached: 20 kB\n", &t, &av, &st, &sf), 0);
+    cr_assert_eq(av, 35u * 1024u, "old kernels: free + buffers + cached");
+    cr_assert_eq(hwmon_parse_meminfo("nothing\n", &t, &av, &st, &sf), -1);
+    double load[3];
+    int running, total;
+    cr_assert_eq(hwmon_parse_loadavg("0.52 1.58 2.59 2/1234 5678\n", load, &running, &total), 0);
+    cr_assert_float_eq(load[1], 1.58, 1e-12);
+    cr_assert_eq(running, 2);
+    cr_assert_eq(total, 1234);
+    cr_assert_eq(hwmon_parse_loadavg("", load, &running, &total), -1);
 }
 
 Test(hwmon, samples_history_in_the_background) {

@@ -7,6 +7,7 @@
  * (inside tmux); run normally it is a Criterion test binary whose test starts itself that way
  * in a private tmux server, types keys and reads the screen. */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 
 #include "app.h"
 #include "base.h"
+#include "cli.h"
 #include "jobkind.h"
 #include "store_jobs.h"
 #include "support.h"
@@ -67,6 +69,19 @@ static int wait_screen(const char *needle, double seconds, char *buf, size_t n) 
     do {
         screen(buf, n);
         if (strstr(buf, needle))
+            return 1;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    } while (base_now() - t0 < seconds);
+    return 0;
+}
+
+/* Wait until the screen no longer shows NEEDLE; returns 1, or 0 after SECONDS. */
+static int wait_gone(const char *needle, double seconds, char *buf, size_t n) {
+    double t0 = base_now();
+    do {
+        screen(buf, n);
+        if (!strstr(buf, needle))
             return 1;
         struct timespec ts = {0, 50 * 1000000L};
         nanosleep(&ts, NULL);
@@ -214,9 +229,163 @@ Test(jobs_tui, gpu_panels_with_history_and_the_job_holding_the_gpu, .init = setu
     keys("q");
 }
 
+/* Without a GPU, F6 shows the CPU (total and per core), memory, load and the job this TUI's
+ * worker thread runs, so CPU training can be watched; its title says so. */
+Test(jobs_tui, system_screen_without_gpu_shows_cpu_memory_load_and_jobs, .init = setup,
+     .fini = teardown, .timeout = 60) {
+    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
+        cr_skip_test("tmux is not installed (apt-get install tmux)");
+    Store *st = store_open(db, NULL);
+    JobNew jn = {.kind = "test-slow", .params = "{\"steps\":3000}"};
+    int64_t id;
+    cr_assert_eq(store_job_add(st, &jn, &id, NULL), 0);
+    store_close(st);
+    start_tui("EASEL_NO_GPU=1");
+    static char buf[65536];
+    cr_assert(wait_screen("    1 running", 10, buf, sizeof buf), "%s", buf);
+    keys("F6");
+    cr_assert(wait_screen("System: CPU, memory, load and the jobs of this host (no GPU)", 5,
+                          buf, sizeof buf), "%s", buf);
+    /* after two samples: a total, per-core lines, memory and load */
+    cr_assert(wait_screen("% of ", 5, buf, sizeof buf), "%s", buf);
+    cr_assert(strstr(buf, " core"), "%s", buf);
+    cr_assert(strstr(buf, "Memory ") && strstr(buf, "GiB in use"), "%s", buf);
+    cr_assert(strstr(buf, "load average"), "%s", buf);
+    cr_assert(strstr(buf, "  0 "), "per-core line of core 0:\n%s", buf);
+    cr_assert(strstr(buf, "#1    test-slow") && strstr(buf, "this TUI, thread"),
+              "the worker thread's job:\n%s", buf);
+    cr_assert(strstr(buf, "No GPU.") && strstr(buf, "EASEL_NO_GPU"), "%s", buf);
+    keys("F4");
+    keys("c");
+    cr_assert(wait_screen("    1 cancelled", 5, buf, sizeof buf), "%s", buf);
+    keys("q");
+}
+
+/* q while this TUI's pool runs a job asks first; Esc stays; i interrupts it (resumable). */
+Test(jobs_tui, quit_asks_and_i_interrupts, .init = setup, .fini = teardown, .timeout = 60) {
+    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
+        cr_skip_test("tmux is not installed (apt-get install tmux)");
+    Store *st = store_open(db, NULL);
+    JobNew jn = {.kind = "test-slow", .params = "{\"steps\":3000}"};
+    int64_t id;
+    cr_assert_eq(store_job_add(st, &jn, &id, NULL), 0);
+    start_tui("EASEL_NO_GPU=1");
+    static char buf[65536];
+    cr_assert(wait_screen("    1 running", 10, buf, sizeof buf), "%s", buf);
+    keys("q");
+    cr_assert(wait_screen("1 job running here: w leave it to a headless worker, i interrupt it",
+                          5, buf, sizeof buf), "no question:\n%s", buf);
+    keys("Escape");
+    cr_assert(wait_gone("1 job running here", 5, buf, sizeof buf),
+              "Esc stays and drops the question:\n%s", buf);
+    cr_assert(strstr(buf, "    1 running"), "%s", buf);
+    JobRow r;
+    cr_assert_eq(store_job_get(st, id, &r, NULL), 0);
+    cr_assert_eq(r.state, JOB_STATE_RUNNING, "still running after Esc");
+    store_job_row_deinit(&r);
+    keys("q");
+    cr_assert(wait_screen("1 job running here", 5, buf, sizeof buf), "%s", buf);
+    keys("i");
+    double t0 = base_now();
+    do {
+        cr_assert_eq(store_job_get(st, id, &r, NULL), 0);
+        JobState s = r.state;
+        store_job_row_deinit(&r);
+        if (s == JOB_STATE_INTERRUPTED)
+            break;
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    } while (base_now() - t0 < 10);
+    cr_assert_eq(store_job_get(st, id, &r, NULL), 0);
+    cr_assert_eq(r.state, JOB_STATE_INTERRUPTED, "i interrupts (state %d)", r.state);
+    store_job_row_deinit(&r);
+    store_close(st);
+    char *note = NULL;
+    for (int i = 0; i < 100 && !(note && strstr(note, "interrupted")); i++) {
+        free(note);
+        note = NULL;
+        support_run(NULL, &note, NULL, "cat %s/stderr.txt", tmpdir);
+        usleep(50000);
+    }
+    cr_assert(note && strstr(note, "1 job interrupted; resume with u"), "%s", note ? note : "");
+    free(note);
+}
+
+/* q then w: the TUI ends, and a headless worker it started (own session, log beside the store)
+ * resumes the job and runs it to the end, then exits. */
+Test(jobs_tui, quit_w_leaves_the_job_to_a_headless_worker, .init = setup, .fini = teardown,
+     .timeout = 60) {
+    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
+        cr_skip_test("tmux is not installed (apt-get install tmux)");
+    Store *st = store_open(db, NULL);
+    JobNew jn = {.kind = "test-slow", .params = "{\"steps\":150}"};
+    int64_t id;
+    cr_assert_eq(store_job_add(st, &jn, &id, NULL), 0);
+    start_tui("EASEL_NO_GPU=1");
+    static char buf[65536];
+    cr_assert(wait_screen("    1 running", 10, buf, sizeof buf), "%s", buf);
+    JobRow r;
+    cr_assert_eq(store_job_get(st, id, &r, NULL), 0);
+    int64_t tui_pid = r.pid;
+    store_job_row_deinit(&r);
+    keys("q");
+    cr_assert(wait_screen("w leave it to a headless worker", 5, buf, sizeof buf), "%s", buf);
+    keys("w");
+    /* the TUI is gone and says (on stderr, here a file) where the worker's log is */
+    char *note = NULL;
+    for (int i = 0; i < 200; i++) {
+        free(note);
+        note = NULL;
+        support_run(NULL, &note, NULL, "cat %s/stderr.txt", tmpdir);
+        if (note && strstr(note, "left to a headless worker"))
+            break;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert(note && strstr(note, "1 job left to a headless worker") &&
+                  strstr(note, "easel-worker.log"), "exit note: %s", note ? note : "");
+    free(note);
+    /* the job runs again, in another process, and ends */
+    double t0 = base_now();
+    int64_t pid = 0;
+    JobState state = JOB_STATE_QUEUED;
+    do {
+        cr_assert_eq(store_job_get(st, id, &r, NULL), 0);
+        state = r.state;
+        if (r.state == JOB_STATE_RUNNING)
+            pid = r.pid;
+        store_job_row_deinit(&r);
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    } while (state != JOB_STATE_SUCCEEDED && base_now() - t0 < 30);
+    cr_assert_eq(state, JOB_STATE_SUCCEEDED, "the worker did not finish the job");
+    cr_assert(pid > 0 && pid != tui_pid, "ran in pid %lld, the TUI was %lld", (long long)pid,
+              (long long)tui_pid);
+    store_close(st);
+    char path[160];
+    snprintf(path, sizeof path, "%s/easel-worker.log", tmpdir);
+    cr_assert_eq(access(path, R_OK), 0, "no worker log in the workspace");
+    /* --until-idle: the worker exits once the queue is empty */
+    t0 = base_now();
+    while (kill((pid_t)pid, 0) == 0 && base_now() - t0 < 10) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_neq(kill((pid_t)pid, 0), 0, "the worker (pid %lld) is still running",
+                  (long long)pid);
+}
+
 /* ---- main: the TUI child, or Criterion ------------------------------------------------------ */
 
 int main(int argc, char **argv) {
+    /* the headless worker the TUI starts on quit (w) is this binary: `SELF --db PATH worker` */
+    if (argc >= 4 && strcmp(argv[1], "--db") == 0 && strcmp(argv[3], "worker") == 0) {
+        Err err = {0};
+        if (jobkind_register(&kind_slow, &err))
+            return 1;
+        CliGlobal g = {.db_path = argv[2], .program = argv[0]};
+        return cli_worker_main(&g, argc - 3, argv + 3);
+    }
     const char *tui_db = getenv("EASEL_TEST_TUI_DB");
     if (tui_db) {
         Err err = {0};

@@ -200,3 +200,51 @@ Test(monitor_tmux, follows_a_real_training_process) {
     wait_for("[cancelled]");
     keys("q");
 }
+
+/* One step of loss for RUN on store S (enough for the panels to have data). */
+static void one_step(Store *s, int64_t run) {
+    StoreMetric m = {.split = "train", .name = "spatial_loss", .step = 1, .value = 0.5};
+    Err err = {0};
+    cr_assert_eq(store_metrics_add(s, run, &m, 1, &err), 0, "%s", err.msg);
+}
+
+/* Without RUN the Monitor follows the newest running run: from "No training run yet" to a run
+ * started elsewhere, then to a newer one; r opens the picker on the run shown and picking a
+ * run pins it (a newer run does not take over); p follows again. */
+Test(monitor_tmux, follows_the_newest_running_run_unless_pinned) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/f.db", dir);
+    Err err = {0};
+    Store *s = store_open(path, &err);
+    cr_assert_not_null(s, "%s", err.msg);
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+                            "'exec %s --db f.db monitor'", dir, sock, easel), 0);
+    wait_for("No training run yet");
+    int64_t first, second, third;
+    cr_assert_eq(store_run_create(s, "first", "train-reward", "{}", 0, dir, &first, &err), 0);
+    one_step(s, first);
+    wait_for("Monitor: first  [running]  following newest run");
+    cr_assert_eq(store_run_set_state(s, first, "succeeded", &err), 0);
+    cr_assert_eq(store_run_create(s, "second", "train-reward", "{}", 0, dir, &second, &err), 0);
+    one_step(s, second);
+    wait_for("Monitor: second  [running]  following newest run");
+    /* r: the picker's selection is on the run shown (second, the newest, first in the list);
+     * Down Enter picks the one below it (first) and pins it */
+    keys("r");
+    wait_for("Pick a run");
+    keys("Down");
+    keys("Enter");
+    wait_for("Monitor: first  [succeeded]  pinned");
+    cr_assert_eq(store_run_create(s, "third", "train-reward", "{}", 0, dir, &third, &err), 0);
+    one_step(s, third);
+    usleep(1500000); /* the follower looks once a second: it must leave a pinned run alone */
+    cr_assert(strstr(capture(), "Monitor: first  [succeeded]  pinned"), "%s", capture());
+    keys("p");
+    wait_for("Monitor: third  [running]  following newest run");
+    keys("r");
+    wait_for("Pick a run");
+    keys("Enter"); /* the selection starts on the run shown: third */
+    wait_for("Monitor: third  [running]  pinned");
+    keys("q");
+    store_close(s);
+}

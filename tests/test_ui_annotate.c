@@ -94,9 +94,16 @@ Test(ui_annotate, load_selects_first_unset) {
 }
 
 Test(ui_annotate, pace) {
-    cr_assert_eq(annotate_vm_pace(10, 30, 0), 0.0, "under a minute: too early");
-    cr_assert_float_eq(annotate_vm_pace(10, 600, 0), 60.0, 1e-9);
-    cr_assert_eq(annotate_vm_pace(10, 4000, 42), 42.0, "after an hour: the last hour");
+    double t[8] = {0};
+    cr_assert_eq(annotate_vm_pace(t, 0, 1000, 1010), 0.0, "no save yet: no pace");
+    /* three saves 10 s apart from the start: 3 images in 30 s = 360/h, at once */
+    t[0] = 1010, t[1] = 1020, t[2] = 1030;
+    cr_assert_float_eq(annotate_vm_pace(t, 3, 1000, 1031), 360.0, 1e-9);
+    cr_assert_float_eq(annotate_vm_pace(t, 3, 1000, 1100), 360.0, 1e-9,
+                       "between saves the pace holds");
+    /* an hour-old session: saves of the last hour over that hour */
+    t[0] = 1000 + 100, t[1] = 1000 + 3700, t[2] = 1000 + 4000, t[3] = 1000 + 4500;
+    cr_assert_float_eq(annotate_vm_pace(t, 4, 1000, 1000 + 4600), 3.0, 1e-9);
 }
 
 Test(ui_annotate, layout_80x24_leaves_panel_and_last_row) {

@@ -117,12 +117,22 @@ AnnotateAction annotate_vm_key(AnnotateVm *vm, int key) {
     }
 }
 
-double annotate_vm_pace(int n, double seconds, int last_hour) {
-    if (seconds >= 3600.0)
-        return last_hour;
-    if (n <= 0 || seconds < 60.0)
+double annotate_vm_pace(const double *save_t, int n, double start, double now) {
+    double lo = now - 3600.0 > start ? now - 3600.0 : start;
+    int k = 0;
+    double newest = lo;
+    for (int i = 0; i < n; i++) {
+        if (save_t[i] <= lo)
+            continue;
+        k++;
+        if (save_t[i] > newest)
+            newest = save_t[i];
+    }
+    if (k == 0)
         return 0.0;
-    return n * 3600.0 / seconds;
+    double end = now - start >= 3600.0 ? now : newest;
+    double span = end - lo > 1.0 ? end - lo : 1.0;
+    return k * 3600.0 / span;
 }
 
 AnnotateLayout annotate_layout(int y, int x, int h, int w, int cell_w, int cell_h) {

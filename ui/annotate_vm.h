@@ -59,9 +59,10 @@ AnnotateAction annotate_vm_key(AnnotateVm *vm, int key);
 int annotate_vm_n_set(const AnnotateVm *vm);
 int annotate_vm_dirty(const AnnotateVm *vm);   /* values differ from stored */
 
-/* Images per hour: N images committed over SECONDS of session; LAST_HOUR images in the last
- * hour from the store is used once the session is an hour old. 0 if too early to say. */
-double annotate_vm_pace(int n, double seconds, int last_hour);
+/* Images per hour from this session's save times SAVE_T (N of them, any order) in the last
+ * hour: the saves since max(START, NOW - 1 h) over the time up to the newest of them (up to
+ * NOW once the session is an hour old). 0 before the first save. */
+double annotate_vm_pace(const double *save_t, int n, double start, double now);
 
 /* Where things go in the Annotate body (cells). The image box is left, as large as fits
  * while leaving SIDE_MIN columns for the text panel, no wider than a square image needs

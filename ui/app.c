@@ -52,13 +52,14 @@ static const ScreenClass *const screens[] = {
     &screen_annotate,
     &screen_quality,
     &screen_jobs,
-    &screen_gpu,
     &screen_monitor,
+    &screen_gpu,
 };
 #define N_SCREENS ((int)ARRAY_LEN(screens))
 
 #define TICK_SECONDS 0.5
 #define STATUS_SECONDS 4.0
+#define MAX_QUIT_GUARDS 8
 
 struct App {
     AppConfig cfg;
@@ -85,6 +86,12 @@ struct App {
     void *prompt_st;
     int quit;
     double next_tick;
+    AppQuitGuard guards[MAX_QUIT_GUARDS];
+    int n_guards;
+    int asking;                  /* 1 + index of the guard whose question is shown, or 0 */
+    char question[256];
+    char exit_note[512];
+    char *login;                 /* the Unix login (identity_login) */
 };
 
 static volatile sig_atomic_t resized;
@@ -279,6 +286,56 @@ void app_status_error(App *app, const char *fmt, ...) {
     log_warn("ui: %s", app->status);
 }
 
+void app_status_clear(App *app) {
+    if (app->status[0])
+        app->dirty = 1;
+    app->status[0] = '\0';
+    app->status_err = 0;
+    app->status_until = 0;
+}
+
+void app_exit_note(App *app, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(app->exit_note, sizeof app->exit_note, fmt, ap);
+    va_end(ap);
+}
+
+void app_add_quit_guard(App *app, AppQuitGuard guard) {
+    ASSERT(app->n_guards < MAX_QUIT_GUARDS);
+    app->guards[app->n_guards++] = guard;
+}
+
+/* Ask the guards from index FROM on; quit when none asks. */
+static void quit_ask_from(App *app, int from) {
+    for (int i = from; i < app->n_guards; i++) {
+        AppQuitGuard *g = &app->guards[i];
+        app->question[0] = '\0';
+        if (g->ask(g->st, app, app->question, sizeof app->question)) {
+            app->asking = i + 1;
+            app->dirty = 1;
+            return;
+        }
+    }
+    app->asking = 0;
+    app->quit = 1;
+}
+
+static void quit_answer(App *app, int ch) {
+    AppQuitGuard *g = &app->guards[app->asking - 1];
+    int a = ch == 27 ? APP_QUIT_STAY : g->answer(g->st, app, ch);
+    if (a == APP_QUIT_NOT_AN_ANSWER) {
+        beep();
+        return;
+    }
+    int next = app->asking;
+    app->asking = 0;
+    app->dirty = 1;
+    app->full = 1; /* the screen under the question may hold an image */
+    if (a == APP_QUIT_GO)
+        quit_ask_from(app, next);
+}
+
 void app_prompt(App *app, const char *label, AppPromptDone done, void *st) {
     app->prompt = 1;
     base_strlcpy(app->prompt_label, label, sizeof app->prompt_label);
@@ -322,6 +379,7 @@ static void screen_show(App *app, int i) {
     if (i == app->cur || !app->state[i])
         return;
     const ScreenClass *old = screens[app->cur];
+    app_status_clear(app); /* the old screen's message is stale on the new one */
     if (app->state[app->cur] && old->leave)
         old->leave(app->state[app->cur], app);
     app->cur = i;
@@ -352,22 +410,59 @@ int app_switch(App *app, const char *name, int64_t id, Err *err) {
 
 /* ---- frame --------------------------------------------------------------------------------- */
 
+/* The text of tab I at compactness LEVEL: 0 " F2 Annotate " + gap, 1 "F2 Annotate" + gap,
+ * 2 the current tab so and the others just "F3". Returns its width with the gap. */
+static int tab_text(App *app, int i, int level, char *t, size_t n) {
+    if (level == 0)
+        snprintf(t, n, " F%d %s ", screens[i]->fkey, screens[i]->name);
+    else if (level == 1 || i == app->cur)
+        snprintf(t, n, "F%d %s", screens[i]->fkey, screens[i]->name);
+    else
+        snprintf(t, n, "F%d", screens[i]->fkey);
+    return (int)strlen(t) + 1;
+}
+
 static void draw_title(App *app) {
     ui_fill((UiRect){0, 0, 1, COLS}, ui_attr(UI_C_TITLE));
-    int x = ui_put(0, 0, COLS, ui_attr(UI_C_TITLE) | A_BOLD, " easel ");
+    /* who you are, always (the store's path only where it fits) */
+    char who[160], right[600];
+    if (app->login && strcmp(app->login, app->annotator) != 0)
+        snprintf(who, sizeof who, "%s (login %s) ", app->annotator, app->login);
+    else
+        snprintf(who, sizeof who, "%s ", app->annotator);
+    int ww = (int)strlen(who);
+    /* the tabs, compacted until who you are fits beside them */
+    int level = 0, brand = 7;
+    for (; level < 3; level++) {
+        int tw = level == 0 ? brand : 1;
+        char t[64];
+        for (int i = 0; i < N_SCREENS; i++)
+            if (app->state[i])
+                tw += tab_text(app, i, level, t, sizeof t);
+        if (tw + ww + 1 <= COLS)
+            break;
+    }
+    if (level == 3)
+        level = 2;
+    int x = level == 0 ? ui_put(0, 0, COLS, ui_attr(UI_C_TITLE) | A_BOLD, " easel ") : 1;
     for (int i = 0; i < N_SCREENS && x < COLS; i++) {
         if (!app->state[i])
             continue;
         attr_t a = i == app->cur ? ui_attr(UI_C_TAB) : ui_attr(UI_C_TITLE);
         char t[64];
-        snprintf(t, sizeof t, " F%d %s ", screens[i]->fkey, screens[i]->name);
+        tab_text(app, i, level, t, sizeof t);
         x += ui_put(0, x, COLS - x, a, t);
         x += ui_put(0, x, COLS - x, ui_attr(UI_C_TITLE), " ");
     }
-    char right[160];
-    snprintf(right, sizeof right, "%s  %s ", app->annotator, store_path(app->st));
+    snprintf(right, sizeof right, "%s %s ", who, store_path(app->st));
     int rw = (int)strlen(right);
-    if (x + rw + 1 < COLS)
+    if (x + rw + 1 >= COLS) {
+        snprintf(right, sizeof right, "%s", who);
+        rw = ww;
+    }
+    if (rw > COLS - x - 1)
+        rw = COLS - x - 1;
+    if (rw > 0)
         ui_put(0, COLS - rw, rw, ui_attr(UI_C_TITLE), right);
 }
 
@@ -378,6 +473,10 @@ static void draw_status(App *app) {
         int x = ui_putf(y, 0, COLS, ui_attr(UI_C_STATUS) | A_BOLD, " %s ", app->prompt_label);
         x += ui_put(y, x, COLS - x - 1, ui_attr(UI_C_STATUS), app->prompt_buf);
         ui_put(y, x, 1, ui_attr(UI_C_STATUS) | A_REVERSE, " ");
+        return;
+    }
+    if (app->asking) {
+        ui_putf(y, 0, COLS, ui_attr(UI_C_STATUS) | A_BOLD, " %s", app->question);
         return;
     }
     if (app->status[0] && base_now() < app->status_until) {
@@ -394,7 +493,7 @@ static const ScreenKey global_keys[] = {
     {"Tab  Shift-Tab", "next / previous screen"},
     {"F2..F12", "go to the screen with that key (see the title bar)"},
     {"Ctrl-L", "redraw the whole terminal"},
-    {"q", "quit (everything you committed is already saved)"},
+    {"q", "quit (everything you committed is already saved; asks first while jobs run here)"},
     {NULL, NULL},
 };
 
@@ -515,6 +614,11 @@ static void handle_key(App *app, int ch) {
         prompt_key(app, ch);
         return;
     }
+    if (app->asking) {
+        if (ch != KEY_RESIZE)
+            quit_answer(app, ch);
+        return;
+    }
     if (app->help) {
         if (ch == KEY_UP || ch == KEY_DOWN || ch == KEY_NPAGE || ch == KEY_PPAGE) {
             app->help_top += (ch == KEY_DOWN ? 1 : ch == KEY_UP ? -1 : ch == KEY_NPAGE ? 10 : -10);
@@ -534,7 +638,7 @@ static void handle_key(App *app, int ch) {
     }
     switch (ch) {
     case 'q':
-        app->quit = 1;
+        quit_ask_from(app, 0);
         return;
     case '?':
     case KEY_F(1):
@@ -755,6 +859,7 @@ int app_run(const AppConfig *cfg, Err *err) {
     App *app = xcalloc(1, sizeof *app);
     app->cfg = *cfg;
     app->annotator = annotator_name(cfg);
+    app->login = xstrdup(identity_login());
     int rc = 0;
     log_to_file();
     app->st = store_open_existing(cfg->db_path, err);
@@ -799,6 +904,9 @@ int app_run(const AppConfig *cfg, Err *err) {
     }
     if (screens[app->cur]->enter)
         screens[app->cur]->enter(app->state[app->cur], app);
+    /* from here on a write that finds the store locked by another process answers at once,
+     * and the screen retries it from the loop: the UI never freezes on the lock */
+    store_set_busy_limit(app->st, APP_STORE_BUSY_MS);
 
     wake_fd_signal = app->wake_wr;
     SavedSignals saved;
@@ -815,6 +923,8 @@ out_screens:
             screens[i]->fini(app->state[i]);
     endwin();
     base_set_fail_hook(NULL);
+    if (app->exit_note[0])
+        fprintf(stderr, "%s\n", app->exit_note); /* the terminal is the shell's again */
 out_pipe:
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     close(app->wake_rd);
@@ -823,6 +933,7 @@ out_close:
     store_close(app->st);
 out_free:
     free(app->annotator);
+    free(app->login);
     free(app);
     return rc;
 }

@@ -32,7 +32,16 @@ typedef struct AppConfig {
     const char *prompt_filter;  /* NULL: all prompts; else a prompt id (ext id) */
     int unrated_only;           /* only images nobody has rated yet */
     int overlap;                /* raters wanted per image; 0: 3 */
+    /* Monitor: the run to show (name or id, as `easel monitor RUN`), pinned; NULL: follow
+     * the newest running run. */
+    const char *monitor_run;
+    /* Seconds a save waits for another process's write lock before giving up; 0: 30. */
+    double store_wait_s;
 } AppConfig;
+
+/* The UI thread's connection waits at most this long for another process's write lock per
+ * try (store_set_busy_limit); a write that finds the store locked is retried from the loop. */
+#define APP_STORE_BUSY_MS 100
 
 /* Run the TUI until the user quits. Returns 0, or an ERR_* with err set when it could not
  * start (no terminal, no store). Restores the terminal on every exit path. */
@@ -62,6 +71,26 @@ void app_wake(App *app);                    /* any thread: wake the loop (then t
 /* A message on the status line for a few seconds (errors stay until the next key). */
 void app_status(App *app, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void app_status_error(App *app, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Drop the status line's message (the user moved on to another image or screen). */
+void app_status_clear(App *app);
+
+/* A line printed on stderr after the terminal is restored, when the app ends (e.g. where a
+ * headless worker's log is). The last call wins. */
+void app_exit_note(App *app, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Asking before quitting. When the user presses q, each guard's ASK runs in turn: it returns
+ * 0 when quitting is fine for it, or 1 with the question (naming the answer keys) in Q; the
+ * question then stays on the status line and every key goes to ANSWER, which returns
+ * APP_QUIT_GO (this guard agrees: ask the next, then quit), APP_QUIT_STAY (stay in the app)
+ * or APP_QUIT_NOT_AN_ANSWER (beep, keep asking). Esc always stays. UI thread only. */
+enum { APP_QUIT_NOT_AN_ANSWER = 0, APP_QUIT_GO, APP_QUIT_STAY };
+typedef struct AppQuitGuard {
+    int (*ask)(void *st, App *app, char *q, size_t n);
+    int (*answer)(void *st, App *app, int key);
+    void *st;
+} AppQuitGuard;
+void app_add_quit_guard(App *app, AppQuitGuard guard);
 
 /* Ask for one line of text on the status line. DONE runs on the UI thread with the text, or
  * NULL if the user pressed Esc; the string is borrowed for the call. */

@@ -12,6 +12,12 @@
  * there — and after_refresh writes the frame with ESC 7, CUP, frame, ESC 8. When the image on
  * the terminal must go away and no frame replaces it (failed image, still rendering), the
  * screen asks the app for a full redraw, which clears it.
+ *
+ * Saving while another process holds the store's write lock: the UI connection answers
+ * ERR_BUSY within APP_STORE_BUSY_MS (app.h), so the save becomes pending — the status line
+ * says "waiting for the store" at once, keys keep working (values can still be changed; moving
+ * to another image waits), each tick tries again, Esc stops trying, and after
+ * AppConfig.store_wait_s (30 s) it gives up with a message. The values stay on screen until they are saved.
  */
 #include <math.h>
 #include <stdio.h>
@@ -33,6 +39,8 @@
 #define QUEUE_LOW 8          /* read again when fewer usable ones are left */
 #define QUEUE_REFRESH 30.0   /* seconds: progress and new imports */
 #define IDLE_CAP 60.0        /* a pause longer than this counts as this long */
+#define SAVE_GIVE_UP 30.0    /* default of AppConfig.store_wait_s */
+#define PACE_KEEP 512        /* save times kept for the pace */
 
 /* A background queue read: what was asked and what came back (see ui/loader.h). */
 typedef struct QueueReq {
@@ -79,6 +87,14 @@ typedef struct Annotate {
     double last_event;       /* last key or appearance */
     int queue_empty;
     int waiting;             /* the next image waits for a queue read */
+    int saving;              /* a save waits for the store's write lock (see the top) */
+    double saving_since;
+    double save_t[PACE_KEEP];/* when this session's saves happened (ring, for the pace) */
+    int n_saves;             /* saves this session (save_t holds the last PACE_KEEP) */
+    double save_secs;        /* seconds recorded for those saves, for s/image */
+    char *flag_text;         /* a flag waiting for the lock (its comment), or NULL */
+    int64_t flag_image;
+    double flag_since;
 
     UiLoader *loader;        /* reads the queue and progress off the UI thread */
     QueueSnap *snap;         /* the last queue read; NULL before the first */
@@ -225,6 +241,8 @@ static int show(Annotate *a, int pos, Err *err) {
     int rc = store_annotate_image(a->st, a->hist[pos], a->annotator_id, &im, err);
     if (rc)
         return rc;
+    if (!a->have_img || a->img.id != im.id)
+        app_status_clear(a->app); /* the message was about the image before */
     if (a->have_img)
         store_annotate_image_deinit(&a->img);
     a->img = im;
@@ -294,16 +312,43 @@ static void note_activity(Annotate *a) {
     a->last_event = now;
 }
 
+/* Seconds a save waits for the lock (AppConfig.store_wait_s, default SAVE_GIVE_UP). */
+static double give_up_s(Annotate *a) {
+    double s = app_config(a->app)->store_wait_s;
+    return s > 0 ? s : SAVE_GIVE_UP;
+}
+
+/* Save the values on screen (one try). ERR_BUSY: another process holds the write lock; the
+ * save stays pending and annotate_tick tries again. */
 static void commit(Annotate *a) {
     Err err = {0};
     double t0 = base_now();
-    note_activity(a);
+    if (!a->saving)
+        note_activity(a); /* the wait for the lock is not time spent rating */
     double secs = a->img.my_seconds + a->active;
     int was_new = isnan(a->vm.stored[0]) && isnan(a->vm.stored[1]) && isnan(a->vm.stored[2]) &&
                   isnan(a->vm.stored[3]) && isnan(a->vm.stored[4]);
     int written = 0;
-    if (store_annotate_commit(a->st, a->img.id, a->annotator_id, a->vm.values, secs, &written,
-                              &err)) {
+    int rc = store_annotate_commit(a->st, a->img.id, a->annotator_id, a->vm.values, secs,
+                                   &written, &err);
+    if (rc == ERR_BUSY) {
+        if (!a->saving) {
+            a->saving = 1;
+            a->saving_since = t0;
+        }
+        double waited = base_now() - a->saving_since;
+        if (waited >= give_up_s(a)) {
+            a->saving = 0;
+            app_status_error(a->app, "not saved: another process held the store for %.0f s; "
+                             "your values are kept: Enter tries again", waited);
+            return;
+        }
+        app_status(a->app, "waiting for the store: another process is writing (%.0f s; your "
+                   "values are kept; Esc stops trying)", waited);
+        return;
+    }
+    a->saving = 0;
+    if (rc) {
         app_status_error(a->app, "not saved: %s", err.msg);
         return;
     }
@@ -312,11 +357,38 @@ static void commit(Annotate *a) {
     push(&a->done, &a->n_done, id);
     if (was_new)
         a->session_new++;
+    a->save_t[a->n_saves % PACE_KEEP] = t_saved;
+    a->n_saves++;
+    a->save_secs += a->active;
+    go_next(a);
     app_status(a->app, "saved image %lld (%d value%s written)", (long long)id, written,
                written == 1 ? "" : "s");
-    go_next(a);
     log_debug("annotate: image %lld saved in %.1f ms, next chosen in %.1f ms", (long long)id,
               (t_saved - t0) * 1e3, (base_now() - t_saved) * 1e3);
+}
+
+/* Save the pending flag (one try); busy: it stays pending and annotate_tick tries again. */
+static void flag_save(Annotate *a) {
+    Err err = {0};
+    int rc = store_annotate_flag(a->st, a->flag_image, a->annotator_id, a->flag_text, &err);
+    if (rc == ERR_BUSY && base_now() - a->flag_since < give_up_s(a)) {
+        app_status(a->app, "waiting for the store to save your flag of image %lld: another "
+                   "process is writing", (long long)a->flag_image);
+        return;
+    }
+    if (rc == ERR_BUSY)
+        app_status_error(a->app, "flag of image %lld not saved: another process kept the store "
+                         "locked for %.0f s; your comment was: %s", (long long)a->flag_image,
+                         give_up_s(a), a->flag_text);
+    else if (rc)
+        app_status_error(a->app, "flag not saved: %s", err.msg);
+    else if (a->have_img && a->img.id == a->flag_image)
+        a->img.n_my_flags++;
+    if (!rc)
+        app_status(a->app, "flagged image %lld; rate it, or s to skip it",
+                   (long long)a->flag_image);
+    free(a->flag_text);
+    a->flag_text = NULL;
 }
 
 static void flag_done(void *stp, App *app, const char *text) {
@@ -325,15 +397,17 @@ static void flag_done(void *stp, App *app, const char *text) {
         app_status(app, "flag cancelled");
         return;
     }
-    Err err = {0};
     if (!a->have_img)
         return;
-    if (store_annotate_flag(a->st, a->img.id, a->annotator_id, text, &err)) {
-        app_status_error(app, "flag not saved: %s", err.msg);
+    if (a->flag_text) {
+        app_status_error(app, "an earlier flag still waits for the store; flag again once it "
+                         "is saved");
         return;
     }
-    a->img.n_my_flags++;
-    app_status(app, "flagged image %lld; rate it, or s to skip it", (long long)a->img.id);
+    a->flag_text = xstrdup(text);
+    a->flag_image = a->img.id;
+    a->flag_since = base_now();
+    flag_save(a);
 }
 
 static void goto_done(void *stp, App *app, const char *text) {
@@ -376,6 +450,28 @@ static void undo(Annotate *a) {
 
 /* ---- ScreenClass ---------------------------------------------------------------------------- */
 
+/* Quitting while a save waits for the lock would lose those values: ask. */
+static int quit_ask(void *stp, App *app, char *q, size_t n) {
+    Annotate *a = stp;
+    (void)app;
+    if (a->saving && a->have_img)
+        snprintf(q, n, "image %lld is not saved yet (another process is writing): Esc stay and "
+                 "keep trying, q quit without saving it", (long long)a->img.id);
+    else if (a->flag_text)
+        snprintf(q, n, "your flag of image %lld is not saved yet (another process is "
+                 "writing): Esc stay and keep trying, q quit without it",
+                 (long long)a->flag_image);
+    else
+        return 0;
+    return 1;
+}
+
+static int quit_answer(void *stp, App *app, int key) {
+    (void)stp;
+    (void)app;
+    return key == 'q' ? APP_QUIT_GO : APP_QUIT_NOT_AN_ANSWER;
+}
+
 static void *annotate_init(App *app, Err *err) {
     Annotate *a = xcalloc(1, sizeof *a);
     a->app = app;
@@ -406,6 +502,7 @@ static void *annotate_init(App *app, Err *err) {
     if (!a->loader)
         goto out_free;
     go_next(a); /* no queue read yet: asks for one and waits */
+    app_add_quit_guard(app, (AppQuitGuard){quit_ask, quit_answer, a});
     return a;
 out_free:
     gfx_cache_free(a->cache);
@@ -422,6 +519,7 @@ static void annotate_fini(void *stp) {
     store_aspects_free(a->asp, a->n_asp);
     if (a->have_img)
         store_annotate_image_deinit(&a->img);
+    free(a->flag_text);
     free(a->hist);
     free(a->done);
     free(a->skipped);
@@ -569,15 +667,22 @@ static void draw_panel(Annotate *a, const AnnotateProgress *prog, int body_h) {
         draw_aspect(a, k, &y, yend - 3, body_h >= 34);
     y++;
     if (y < yend - 2) {
-        double pace = annotate_vm_pace(a->session_new, base_now() - a->session_start,
-                                       prog->last_hour);
+        int kept = a->n_saves < PACE_KEEP ? a->n_saves : PACE_KEEP;
+        double pace = annotate_vm_pace(a->save_t, kept, a->session_start, base_now());
+        double per_image = a->n_saves ? a->save_secs / a->n_saves : prog->mean_seconds;
         char pace_s[32];
         if (pace > 0)
             snprintf(pace_s, sizeof pace_s, "%.0f/h", pace);
         else
             snprintf(pace_s, sizeof pace_s, "\xe2\x80\x93/h");
-        ui_putf(y, x, w, A_NORMAL, "done %d / %d   pace %s   %.0f s/image", prog->done,
-                prog->done + prog->remaining, pace_s, prog->mean_seconds);
+        char per_s[32];
+        if (per_image > 0)
+            snprintf(per_s, sizeof per_s, per_image < 10 ? "%.1f s/image" : "%.0f s/image",
+                     per_image);
+        else
+            snprintf(per_s, sizeof per_s, "\xe2\x80\x93 s/image");
+        ui_putf(y, x, w, A_NORMAL, "done %d / %d   pace %s   %s", prog->done,
+                prog->done + prog->remaining, pace_s, per_s);
     }
     ui_put(yend - 2, x, w, ui_attr(UI_C_DIM),
            "0-9 set and move on  t = 10  \xe2\x86\x90\xe2\x86\x92 \xc2\xb1" "0.5");
@@ -670,9 +775,26 @@ static int map_key(int ch) {
 
 static int annotate_key(void *stp, App *app, int ch) {
     Annotate *a = stp;
-    if (a->have_img)
+    if (a->have_img && !a->saving)
         note_activity(a);
     int key = map_key(ch);
+    if (a->saving) { /* a save waits for the lock: values may change, the image may not */
+        if (ch == 27) {
+            a->saving = 0;
+            app_status_error(app, "stopped trying: image %lld is not saved; your values are "
+                             "still here: Enter tries again", (long long)a->img.id);
+            return SCREEN_KEY_HANDLED;
+        }
+        if (key > 0 && key < 128 && strchr("ubnsgf", key)) {
+            app_status(app, "still saving image %lld (the store is locked by another "
+                       "process): wait, or Esc to stop trying", (long long)a->img.id);
+            return SCREEN_KEY_HANDLED;
+        }
+        if (key == AVM_KEY_ENTER) {
+            commit(a); /* try again now, with the values as they are */
+            return SCREEN_KEY_HANDLED;
+        }
+    }
     if (!a->have_img) {
         if (key == 'b' && a->n_hist > 0) {
             Err err = {0};
@@ -724,12 +846,14 @@ static int annotate_key(void *stp, App *app, int ch) {
     case AVM_NEXT:
         go_next(a);
         break;
-    case AVM_SKIP:
-        push(&a->skipped, &a->n_skipped, a->img.id);
-        app_status(app, "skipped image %lld (it stays in the queue for later sessions)",
-                   (long long)a->img.id);
+    case AVM_SKIP: {
+        int64_t skipped = a->img.id;
+        push(&a->skipped, &a->n_skipped, skipped);
         go_next(a);
+        app_status(app, "skipped image %lld (it stays in the queue for later sessions)",
+                   (long long)skipped);
         break;
+    }
     case AVM_FLAG:
         app_prompt(app, "Flag: what is wrong with this image? (Enter saves, Esc cancels)",
                    flag_done, a);
@@ -743,6 +867,10 @@ static int annotate_key(void *stp, App *app, int ch) {
 
 static void annotate_tick(void *stp, App *app, double now) {
     Annotate *a = stp;
+    if (a->saving && a->have_img)
+        commit(a); /* one more try: at most APP_STORE_BUSY_MS */
+    if (a->flag_text)
+        flag_save(a);
     int failed = 0;
     char msg[ERR_MSG_LEN];
     QueueSnap *snap = ui_loader_take(a->loader, &failed, msg, sizeof msg);

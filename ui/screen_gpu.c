@@ -1,16 +1,24 @@
-/* screen_gpu — the GPU screen: one panel per GPU (name, utilisation, memory, temperature,
- * power, the easel job holding it) with utilisation and memory history graphs in braille
- * (ui/plot.h), sampled once a second by a background monitor (src/hwmon.h: NVML is never
- * called on the UI thread, and history keeps growing while the screen is hidden).
- * Without NVML or a GPU it says so plainly: everything runs on the CPU.
+/* screen_gpu — the System screen (F6): what this host's hardware is doing, so training can be
+ * watched on a GPU machine and on a CPU-only one alike. Sampled once a second by a background
+ * monitor (src/hwmon.h: /proc and NVML are never read on the UI thread, and history keeps
+ * growing while the screen is hidden); graphs in braille or blocks (ui/plot.h).
  *
- * The job holding a GPU comes from the store (running jobs on this host whose `gpus` list
- * the index), so jobs of `easel worker` processes show as well as this TUI's own.
+ *   - With GPUs: one line for CPU, memory and load, then one panel per GPU (name, utilisation,
+ *     memory, temperature, power, the easel job holding it) with history graphs.
+ *   - Without: CPU (total with history, and per core), memory (with history), load average,
+ *     the easel jobs running on this host (this TUI's worker threads and `easel worker`s), and
+ *     plainly why there is no GPU.
+ * The first line (the screen's title) says which of these it shows.
+ *
+ * Jobs come from the store (running jobs whose host is this one; a GPU's job is the one whose
+ * `gpus` list holds its index), so jobs of `easel worker` processes show as this TUI's own.
  */
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base.h"
 #include "hwmon.h"
@@ -32,8 +40,25 @@ typedef struct GpuPanel {
     char job[96];              /* "#12 import" or "" */
 } GpuPanel;
 
+#define MAX_HOST_JOBS 8
+
+typedef struct HostJob {
+    int64_t id;
+    char kind[32];
+    double done, total, rate;
+    char unit[16];
+    char where[48];            /* "this TUI, thread t0" / "worker pid 123" */
+} HostJob;
+
 typedef struct GpuScreen {
     App *app;
+    HwCpuInfo cpu;
+    double cpu_hist[HWMON_HIST];
+    double mem_hist[HWMON_HIST];
+    int n_cpu_hist;
+    HostJob jobs[MAX_HOST_JOBS];
+    int n_jobs;
+    int more_jobs;             /* running on this host beyond MAX_HOST_JOBS */
     HwMonitor *mon;           /* samples in the background, also while hidden */
     atomic_int visible;        /* wake the UI after a sample only while shown */
     int n;
@@ -46,7 +71,16 @@ static const ScreenKey gpu_keys[] = {
     {NULL, NULL},
 };
 
-/* Which running job on this host holds GPU I, from the store. */
+/* "this TUI, thread t0" or "worker pid N" for a job row of this host. */
+static void job_where(const JobRow *r, char *buf, size_t n) {
+    const char *thread = r->worker ? strrchr(r->worker, ':') : NULL;
+    if (r->pid == (int64_t)getpid())
+        snprintf(buf, n, "this TUI%s%s", thread ? ", thread " : "", thread ? thread + 1 : "");
+    else
+        snprintf(buf, n, "worker pid %lld", (long long)r->pid);
+}
+
+/* The running jobs of this host, and which holds GPU I, from the store. */
 static void find_jobs(GpuScreen *s, Store *st) {
     for (int i = 0; i < s->n; i++)
         s->panels[i].job[0] = '\0';
@@ -55,6 +89,24 @@ static void find_jobs(GpuScreen *s, Store *st) {
     int n;
     if (store_jobs_list(st, &f, &rows, &n, NULL))
         return;
+    s->n_jobs = 0;
+    s->more_jobs = 0;
+    for (int j = n - 1; j >= 0; j--) { /* oldest first */
+        if (!rows[j].host || strcmp(rows[j].host, jobs_host()) != 0)
+            continue;
+        if (s->n_jobs == MAX_HOST_JOBS) {
+            s->more_jobs++;
+            continue;
+        }
+        HostJob *h = &s->jobs[s->n_jobs++];
+        h->id = rows[j].id;
+        snprintf(h->kind, sizeof h->kind, "%s", rows[j].kind ? rows[j].kind : "?");
+        h->done = rows[j].done;
+        h->total = rows[j].total;
+        h->rate = rows[j].rate;
+        snprintf(h->unit, sizeof h->unit, "%s", rows[j].unit ? rows[j].unit : "");
+        job_where(&rows[j], h->where, sizeof h->where);
+    }
     for (int j = 0; j < n; j++) {
         if (!rows[j].gpus || !rows[j].host || strcmp(rows[j].host, jobs_host()) != 0)
             continue;
@@ -78,6 +130,7 @@ static void find_jobs(GpuScreen *s, Store *st) {
 
 /* Copy the monitor's latest state into the panels (UI thread). */
 static void pull(GpuScreen *s, App *app) {
+    hwmon_cpu_snapshot(s->mon, &s->cpu, s->cpu_hist, s->mem_hist, HWMON_HIST, &s->n_cpu_hist);
     for (int i = 0; i < s->n; i++) {
         GpuPanel *p = &s->panels[i];
         Err err = {0};
@@ -117,8 +170,7 @@ static void gpu_fini(void *p) {
 static void gpu_enter(void *p, App *app) {
     GpuScreen *s = p;
     atomic_store(&s->visible, 1);
-    if (s->n)
-        pull(s, app);
+    pull(s, app);
 }
 
 static void gpu_leave(void *p, App *app) {
@@ -130,10 +182,8 @@ static void gpu_leave(void *p, App *app) {
 static void gpu_tick(void *p, App *app, double now) {
     GpuScreen *s = p;
     (void)now;
-    if (s->n) {
-        pull(s, app);
-        app_dirty(app);
-    }
+    pull(s, app);
+    app_dirty(app);
 }
 
 static void draw_graph(GpuScreen *s, const double *hist, int n, UiRect r, const char *title,
@@ -204,44 +254,156 @@ static void draw_panel(GpuScreen *s, int i, UiRect r) {
                ui_attr(UI_C_ACCENT));
 }
 
+static double pct(double f) { return isfinite(f) ? f * 100.0 : 0.0; }
+
+#define GIB(b) ((double)(b) / 1073741824.0)
+
+/* "CPU 45% of 16 cores  memory 12.3 / 125.8 GiB (10%)  load 1.20 0.98 0.50" */
+static void fmt_host_line(const GpuScreen *s, char *buf, size_t n) {
+    const HwCpuInfo *c = &s->cpu;
+    size_t o = 0;
+    if (c->ok)
+        o += (size_t)snprintf(buf + o, n - o, "CPU %.0f%% of %d core%s", pct(c->total),
+                              c->n_cpus, c->n_cpus == 1 ? "" : "s");
+    else
+        o += (size_t)snprintf(buf + o, n - o, "CPU: sampling%s",
+                              c->n_cpus ? "" : " (no /proc/stat here)");
+    if (c->mem_ok && o < n)
+        o += (size_t)snprintf(buf + o, n - o, "   memory %.1f / %.1f GiB in use (%.0f%%)",
+                              GIB(c->mem_total - c->mem_available), GIB(c->mem_total),
+                              100.0 * (double)(c->mem_total - c->mem_available) /
+                                  (double)(c->mem_total ? c->mem_total : 1));
+    if (c->load_ok && o < n)
+        snprintf(buf + o, n - o, "   load %.2f %.2f %.2f", c->load[0], c->load[1], c->load[2]);
+}
+
+/* Per-core bars in columns: "  3 ▕█████   ▏ 61%". */
+static void draw_cores(const GpuScreen *s, UiRect r) {
+    const int cw = 18;
+    int cols = r.w / cw, rows = r.h;
+    if (cols < 1 || rows < 1)
+        return;
+    int fit = cols * rows, n = s->cpu.n_cpus;
+    for (int i = 0; i < n && i < fit; i++) {
+        int y = r.y + i % rows, x = r.x + (i / rows) * cw;
+        if (i == fit - 1 && n > fit) {
+            ui_putf(y, x, cw, ui_attr(UI_C_DIM), "+%d more", n - fit + 1);
+            break;
+        }
+        double f = s->cpu.core[i];
+        char bar[8 * 4 + 1];
+        int units = isfinite(f) ? (int)(f * 8 + 0.5) : 0;
+        size_t o = 0;
+        for (int k = 0; k < 8; k++)
+            o += (size_t)snprintf(bar + o, sizeof bar - o, "%s", k < units ? "\xe2\x96\x88" : " ");
+        ui_putf(y, x, 4, ui_attr(UI_C_DIM), "%3d", i);
+        ui_put(y, x + 4, 8, f >= 0.9 ? ui_attr(UI_C_WARN) : ui_attr(UI_C_GOOD), bar);
+        ui_putf(y, x + 12, 6, A_NORMAL, " %3.0f%%", pct(f));
+    }
+}
+
+static void draw_jobs(const GpuScreen *s, UiRect r) {
+    ui_box(r, ui_attr(UI_C_ACCENT), "easel jobs running on this host");
+    int x = r.x + 2, w = r.w - 4, y = r.y + 1;
+    if (s->n_jobs == 0) {
+        ui_put(y, x, w, ui_attr(UI_C_DIM),
+               "none (queue one on the Jobs screen, F4; this TUI's workers run it)");
+        return;
+    }
+    for (int i = 0; i < s->n_jobs && y < r.y + r.h - 1; i++) {
+        const HostJob *j = &s->jobs[i];
+        char prog[32] = "", rate[40] = "";
+        if (j->total > 0)
+            snprintf(prog, sizeof prog, "%5.1f%%", 100.0 * j->done / j->total);
+        if (j->rate > 0)
+            snprintf(rate, sizeof rate, "%.3g %s/s", j->rate, j->unit[0] ? j->unit : "units");
+        ui_putf(y++, x, w, A_NORMAL, "#%-4lld %-14s %-7s %-18s %s", (long long)j->id, j->kind,
+                prog, rate, j->where);
+    }
+    if (s->more_jobs && y < r.y + r.h - 1)
+        ui_putf(y, x, w, ui_attr(UI_C_DIM), "and %d more (Jobs screen, F4)", s->more_jobs);
+}
+
+/* No GPU: CPU, memory, load, jobs, and why there is no GPU. */
+static void draw_host(GpuScreen *s, UiRect r) {
+    int reason_h = 3;
+    int jobs_h = 2 + (s->n_jobs ? s->n_jobs + (s->more_jobs > 0) : 1);
+    int rest = r.h - reason_h - jobs_h;
+    if (rest < 8) { /* small terminal: the graphs give way */
+        rest = 8;
+        jobs_h = r.h - reason_h - rest > 3 ? r.h - reason_h - rest : 3;
+    }
+    int cpu_h = rest * 3 / 5, mem_h = rest - cpu_h;
+    int y = r.y;
+    const HwCpuInfo *c = &s->cpu;
+    /* CPU: total history left, per core right */
+    char title[96];
+    if (c->ok)
+        snprintf(title, sizeof title, "CPU  %.0f%% of %d core%s", pct(c->total), c->n_cpus,
+                 c->n_cpus == 1 ? "" : "s");
+    else
+        snprintf(title, sizeof title, "CPU  (first sample in a second)");
+    UiRect box = {y, r.x, cpu_h, r.w};
+    ui_box(box, ui_attr(UI_C_ACCENT), title);
+    if (c->load_ok)
+        ui_putf(y + 1, r.x + 2, r.w - 4, A_NORMAL, "load average %.2f %.2f %.2f (1, 5, 15 min)"
+                "   %d running of %d tasks", c->load[0], c->load[1], c->load[2],
+                c->procs_running, c->procs_total);
+    int gh = cpu_h - 3, gw = (r.w - 2) / 2;
+    if (gh >= 3) {
+        draw_graph(s, s->cpu_hist, s->n_cpu_hist, (UiRect){y + 2, r.x + 1, gh, gw},
+                   "all cores", ui_attr(UI_C_GOOD));
+        draw_cores(s, (UiRect){y + 2, r.x + 2 + gw, gh, r.w - 4 - gw});
+    }
+    y += cpu_h;
+    /* memory */
+    if (c->mem_ok)
+        snprintf(title, sizeof title, "Memory  %.1f / %.1f GiB in use", GIB(c->mem_total -
+                 c->mem_available), GIB(c->mem_total));
+    else
+        snprintf(title, sizeof title, "Memory");
+    ui_box((UiRect){y, r.x, mem_h, r.w}, ui_attr(UI_C_ACCENT), title);
+    if (c->mem_ok)
+        ui_putf(y + 1, r.x + 2, r.w - 4, A_NORMAL, "available %.1f GiB   swap %.1f / %.1f GiB "
+                "in use", GIB(c->mem_available), GIB(c->swap_total - c->swap_free),
+                GIB(c->swap_total));
+    if (mem_h - 3 >= 3)
+        draw_graph(s, s->mem_hist, s->n_cpu_hist, (UiRect){y + 2, r.x + 1, mem_h - 3, r.w - 2},
+                   "memory in use", ui_attr(UI_C_ACCENT));
+    y += mem_h;
+    draw_jobs(s, (UiRect){y, r.x, jobs_h, r.w});
+    y += jobs_h;
+    /* why there is no GPU: one line of reason (cut), one of consequence */
+    ui_putf(y, r.x + 1, r.w - 2, ui_attr(UI_C_WARN) | A_BOLD, "No GPU. %s",
+            hwmon_reason(s->mon));
+    ui_put(y + 1, r.x + 1, r.w - 2, ui_attr(UI_C_DIM),
+           "Every job runs on the CPU. 'easel gpus' prints the same discovery.");
+}
+
 static void gpu_draw(void *p, App *app, UiRect r) {
     GpuScreen *s = p;
     (void)app;
+    char host[256];
+    fmt_host_line(s, host, sizeof host);
     if (s->n == 0) {
-        UiRect box = {r.y + 1, r.x + 2, 10, r.w - 4};
-        int w = box.w - 4, y = box.y + 2;
-        ui_box(box, ui_attr(UI_C_WARN), "GPU");
-        ui_put(y++, box.x + 2, w, ui_attr(UI_C_WARN) | A_BOLD, "No GPU.");
-        /* the reason, wrapped at spaces */
-        const char *t = hwmon_reason(s->mon);
-        while (*t && y < box.y + box.h - 2 && w > 10) {
-            int n = (int)strlen(t);
-            if (n > w) {
-                n = w;
-                while (n > w / 2 && t[n] != ' ')
-                    n--;
-            }
-            ui_putf(y++, box.x + 2, w, ui_attr(UI_C_NORMAL), "%.*s", n, t);
-            t += n;
-            while (*t == ' ')
-                t++;
-        }
-        ui_put(y, box.x + 2, w, ui_attr(UI_C_DIM),
-               "Every job runs on the CPU. 'easel gpus' prints the same discovery.");
+        ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT) | A_BOLD, "System: CPU, memory, load "
+                "and the jobs of this host (no GPU)   sampled every %.0f s", SAMPLE_S);
+        draw_host(s, (UiRect){r.y + 1, r.x, r.h - 1, r.w});
         return;
     }
-    ui_putf(r.y, r.x, r.w, ui_attr(UI_C_DIM), "driver %s  NVML %s  %d GPU%s  (sampled every "
-            "%.0f s)", hwmon_driver_version(s->mon), hwmon_nvml_version(s->mon), s->n,
-            s->n == 1 ? "" : "s", SAMPLE_S);
-    int avail = r.h - 1;
+    ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT) | A_BOLD, "System: %d GPU%s, CPU, memory and "
+            "load   driver %s  NVML %s   sampled every %.0f s", s->n, s->n == 1 ? "" : "s",
+            hwmon_driver_version(s->mon), hwmon_nvml_version(s->mon), SAMPLE_S);
+    ui_put(r.y + 1, r.x, r.w, A_NORMAL, host);
+    int avail = r.h - 2;
     int ph = avail / s->n;
     if (ph < 4)
         ph = 4;
-    for (int i = 0; i < s->n && r.y + 1 + i * ph + 3 < r.y + r.h; i++) {
+    for (int i = 0; i < s->n && r.y + 2 + i * ph + 3 < r.y + r.h; i++) {
         int h = ph;
-        if (r.y + 1 + i * ph + h > r.y + r.h)
-            h = r.y + r.h - (r.y + 1 + i * ph);
-        draw_panel(s, i, (UiRect){r.y + 1 + i * ph, r.x, h, r.w});
+        if (r.y + 2 + i * ph + h > r.y + r.h)
+            h = r.y + r.h - (r.y + 2 + i * ph);
+        draw_panel(s, i, (UiRect){r.y + 2 + i * ph, r.x, h, r.w});
     }
 }
 
@@ -256,7 +418,7 @@ static int gpu_key(void *p, App *app, int ch) {
 }
 
 const ScreenClass screen_gpu = {
-    .name = "GPU",
+    .name = "System",
     .fkey = 6,
     .keys = gpu_keys,
     .init = gpu_init,

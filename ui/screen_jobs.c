@@ -9,12 +9,22 @@
  * only call app_wake(); everything shown is re-read from the store on the UI thread at each
  * tick, so jobs of other processes (other TUIs over SSH, `easel worker`) appear the same way.
  *
+ * Quitting while this pool runs jobs asks first (an app quit guard): w hands them to a
+ * headless `easel worker --until-idle` started here in its own session (setsid; its log is
+ * easel-worker.log beside the store), which resumes them from their checkpoints and exits when
+ * the queue is empty; i interrupts them (resumable later); Esc stays.
+ *
  * Modes: LIST (the table + details) -> 'a' -> PICK (kind menu) -> Enter -> FORM -> 's' -> LIST.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base.h"
 #include "fmt_json.h"
@@ -137,6 +147,155 @@ static JobRow *selected(JobsScreen *s) { return s->n_rows ? &s->rows[s->sel] : N
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
+/* ---- quitting: hand the pool's running jobs to a headless worker ------------------------ */
+
+/* Start `SELF --db DB worker --until-idle --threads N` in a new session, stdin /dev/null, stdout
+ * and stderr appended to LOG. Returns its pid, or -1 with err set (exec failures included:
+ * a close-on-exec pipe carries the child's errno back). */
+static pid_t spawn_worker(const char *db, int threads, const char *log_path, Err *err) {
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) {
+        err_set(err, ERR_IO, "cannot find this program (/proc/self/exe): %s", strerror(errno));
+        return -1;
+    }
+    self[len] = '\0';
+    int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (logfd < 0) {
+        err_set(err, ERR_IO, "%s: cannot open the worker's log: %s", log_path, strerror(errno));
+        return -1;
+    }
+    int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int pfd[2];
+    if (nullfd < 0 || pipe2(pfd, O_CLOEXEC) != 0) {
+        err_set(err, ERR_IO, "cannot start a worker: %s", strerror(errno));
+        close(logfd);
+        if (nullfd >= 0)
+            close(nullfd);
+        return -1;
+    }
+    char nthreads[16];
+    snprintf(nthreads, sizeof nthreads, "%d", threads > 0 ? threads : 1);
+    char *argv[] = {self, "--db", (char *)db, "worker", "--until-idle", "--threads", nthreads,
+                    NULL};
+    pid_t pid = fork();
+    if (pid == 0) { /* the child: only async-signal-safe calls until exec */
+        setsid();   /* no SIGHUP when the terminal goes */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        signal(SIGWINCH, SIG_DFL);
+        dup2(nullfd, 0);
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+        struct rlimit rl;
+        int max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur
+                                                                              : 65536;
+        for (int fd = 3; fd < max; fd++) /* the store's files, the wake pipe, the terminal */
+            if (fd != pfd[1])
+                close(fd);
+        execv(self, argv);
+        int e = errno;
+        ssize_t w = write(pfd[1], &e, sizeof e);
+        (void)w;
+        _exit(127);
+    }
+    int e = errno;
+    close(pfd[1]);
+    close(logfd);
+    close(nullfd);
+    if (pid < 0) {
+        close(pfd[0]);
+        err_set(err, ERR_IO, "cannot start a worker: fork: %s", strerror(e));
+        return -1;
+    }
+    int child_errno = 0;
+    ssize_t got;
+    do
+        got = read(pfd[0], &child_errno, sizeof child_errno);
+    while (got < 0 && errno == EINTR);
+    close(pfd[0]);
+    if (got == (ssize_t)sizeof child_errno) {
+        err_set(err, ERR_IO, "cannot start a worker: %s: %s", self, strerror(child_errno));
+        return -1;
+    }
+    return pid;
+}
+
+/* Interrupt this pool's running jobs, queue them again and start a headless worker for them.
+ * Returns 0, or an ERR_* with err set (the pool is then stopped and the jobs interrupted,
+ * resumable as with i). */
+static int hand_over(JobsScreen *s, Err *err) {
+    App *app = s->app;
+    Store *st = app_store(app);
+    store_set_busy_limit(st, 0); /* quitting: waiting for the lock is right here */
+    int64_t ids[64];
+    int n_ids = 0;
+    JobFilter f = {.states = 1u << JOB_STATE_RUNNING};
+    JobRow *rows;
+    int n;
+    if (store_jobs_list(st, &f, &rows, &n, err) == 0) {
+        for (int i = 0; i < n && n_ids < (int)ARRAY_LEN(ids); i++)
+            if (rows[i].pid == (int64_t)getpid() && rows[i].host &&
+                strcmp(rows[i].host, jobs_host()) == 0)
+                ids[n_ids++] = rows[i].id;
+        store_job_rows_free(rows, n);
+    }
+    jobs_pool_stop(s->pool); /* they checkpoint and end interrupted */
+    s->pool = NULL;
+    int rc = 0;
+    for (int i = n_ids - 1; i >= 0 && rc == 0; i--) /* oldest first */
+        rc = store_job_resume(st, ids[i], err);
+    if (rc == 0) {
+        char log_path[4096];
+        snprintf(log_path, sizeof log_path, "%s/easel-worker.log", store_dir(st));
+        pid_t pid = spawn_worker(app_config(app)->db_path, s->n_threads, log_path, err);
+        if (pid < 0)
+            rc = err->code;
+        else
+            app_exit_note(app, "easel: %d job%s left to a headless worker (pid %d) that exits "
+                          "when the queue is empty; its log: %s", n_ids, n_ids == 1 ? "" : "s",
+                          (int)pid, log_path);
+    }
+    store_set_busy_limit(st, APP_STORE_BUSY_MS);
+    return rc;
+}
+
+static int quit_ask(void *p, App *app, char *q, size_t n) {
+    JobsScreen *s = p;
+    (void)app;
+    int busy = s->pool ? jobs_pool_busy(s->pool) : 0;
+    if (busy == 0)
+        return 0;
+    snprintf(q, n, "%d job%s running here: w leave %s to a headless worker, i interrupt %s "
+             "(resume later), Esc stay", busy, busy == 1 ? "" : "s", busy == 1 ? "it" : "them",
+             busy == 1 ? "it" : "them");
+    return 1;
+}
+
+static int quit_answer(void *p, App *app, int key) {
+    JobsScreen *s = p;
+    if (key == 'i') { /* fini stops the pool: the jobs end interrupted, resumable */
+        int busy = s->pool ? jobs_pool_busy(s->pool) : 0;
+        app_exit_note(app, "easel: %d job%s interrupted; resume with u on the Jobs screen or "
+                      "'easel --db %s worker --resume'", busy, busy == 1 ? "" : "s",
+                      app_config(app)->db_path);
+        return APP_QUIT_GO;
+    }
+    if (key != 'w')
+        return APP_QUIT_NOT_AN_ANSWER;
+    Err err = {0};
+    if (hand_over(s, &err)) {
+        app_status_error(app, "could not hand the jobs over (they are interrupted; resume them "
+                         "with u or 'easel worker --resume'): %s", err.msg);
+        return APP_QUIT_STAY;
+    }
+    return APP_QUIT_GO;
+}
+
 static void *jobs_init(App *app, Err *err) {
     JobsScreen *s = xcalloc(1, sizeof *s);
     s->app = app;
@@ -157,6 +316,7 @@ static void *jobs_init(App *app, Err *err) {
         }
     }
     reload(s);
+    app_add_quit_guard(app, (AppQuitGuard){quit_ask, quit_answer, s});
     return s;
 }
 
@@ -474,7 +634,11 @@ static int form_key(JobsScreen *s, App *app, int ch) {
         Err err = {0};
         int64_t id;
         if (jobform_submit(f, app_store(app), &id, &err)) {
-            app_status_error(app, "%s", err.msg);
+            if (err.code == ERR_BUSY) /* the UI never waits for the lock (app.h) */
+                app_status_error(app, "not queued: another process is writing to the store; "
+                                 "the form is kept, press s again in a moment");
+            else
+                app_status_error(app, "%s", err.msg);
             return SCREEN_KEY_HANDLED;
         }
         app_status(app, "job #%lld (%s) queued", (long long)id, f->kind->name);
@@ -561,7 +725,10 @@ static void act(JobsScreen *s, App *app, int ch) {
         break;
     }
     }
-    if (rc)
+    if (rc == ERR_BUSY) /* the UI never waits for the lock (app.h) */
+        app_status_error(app, "nothing changed: another process is writing to the store; "
+                         "press %c again in a moment", ch);
+    else if (rc)
         app_status_error(app, "%s", err.msg);
     else if (s->pool)
         jobs_pool_kick(s->pool);

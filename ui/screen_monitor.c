@@ -11,7 +11,11 @@
  * reads only the metric rows newer than the last one seen and merges them by step, so a
  * long run costs little per refresh. Plot maths is in monitor_plot.c (pure, tested).
  *
- * `easel monitor RUN` opens this screen with EASEL_MONITOR_RUN set to the run's name or id.
+ * Which run: unless one is pinned, the screen follows the newest running run (checked each
+ * tick), so a run started from the Jobs form, the CLI or another TUI appears by itself; with
+ * none running it stays on the run it shows (at start: the newest). Picking a run with r, a
+ * link from another screen, or `easel monitor RUN` (AppConfig.monitor_run) pins it; p
+ * switches between pinned and following. The header says which.
  */
 #include <math.h>
 #include <stdio.h>
@@ -57,6 +61,8 @@ typedef struct Monitor {
     int log_y;
     PlotGlyphs glyphs;
     int picking;           /* 0 none, 1 main run, 2 compare run */
+    int pinned;            /* 1: stay on main; 0: follow the newest running run */
+    double next_follow;    /* when to look for a newer running run */
     StoreRun *list;
     size_t n_list;
     int sel;
@@ -172,12 +178,63 @@ static void rundata_refresh(RunData *d, Store *st) {
 }
 
 static void list_refresh(Monitor *m, Store *st) {
+    int64_t sel_id = m->sel < (int)m->n_list ? m->list[m->sel].id : 0;
     store_runs_free(m->list, m->n_list);
     m->list = NULL;
     m->n_list = 0;
     store_runs_list(st, "train-reward", &m->list, &m->n_list, NULL);
+    for (size_t i = 0; sel_id && i < m->n_list; i++) /* the selection stays on its run */
+        if (m->list[i].id == sel_id)
+            m->sel = (int)i;
     if (m->sel >= (int)m->n_list)
         m->sel = m->n_list ? (int)m->n_list - 1 : 0;
+}
+
+/* The run to follow: the newest running one, else (nothing shown yet) the newest; 0: none. */
+static int64_t newest_run(Store *st, int64_t current) {
+    StoreRun *runs = NULL;
+    size_t n = 0;
+    int64_t pick = current;
+    if (store_runs_list(st, "train-reward", &runs, &n, NULL) == 0) {
+        size_t i = 0;
+        while (i < n && strcmp(runs[i].state, "running") != 0)
+            i++;
+        if (i < n)
+            pick = runs[i].id;
+        else if (!current && n)
+            pick = runs[0].id;
+        store_runs_free(runs, n);
+    }
+    return pick;
+}
+
+/* Following: switch to a newer running run. Returns 1 if the run shown changed. */
+static int follow(Monitor *m, Store *st) {
+    if (m->pinned)
+        return 0;
+    int64_t cur = m->main.have ? m->main.run.id : 0;
+    int64_t want = newest_run(st, cur);
+    if (!want || want == cur)
+        return 0;
+    if (rundata_load(&m->main, st, want, NULL))
+        return 0;
+    rundata_refresh(&m->main, st);
+    return 1;
+}
+
+/* Open the picker with the selection on the run shown (else the newest). */
+static void pick_open(Monitor *m, Store *st, int which) {
+    m->picking = which;
+    m->sel = 0;
+    store_runs_free(m->list, m->n_list);
+    m->list = NULL;
+    m->n_list = 0;
+    list_refresh(m, st);
+    int64_t cur = which == 1 ? (m->main.have ? m->main.run.id : 0)
+                             : (m->cmp.have ? m->cmp.run.id : 0);
+    for (size_t i = 0; cur && i < m->n_list; i++)
+        if (m->list[i].id == cur)
+            m->sel = (int)i;
 }
 
 /* ---- lifecycle ---- */
@@ -188,26 +245,18 @@ static void *monitor_init(App *app, Err *err) {
     m->glyphs = PLOT_BRAILLE;
     m->ema = 1;
     Store *st = app_store(app);
-    const char *want = getenv("EASEL_MONITOR_RUN");
+    const char *want = app_config(app)->monitor_run;
     StoreRun r = {0};
-    if (want && *want) {
+    if (want && *want) { /* `easel monitor RUN`: that run, pinned */
         Err e = {0};
+        m->pinned = 1;
         if (store_run_find(st, want, &r, &e) == 0)
             rundata_load(&m->main, st, r.id, &e);
         else
             snprintf(m->err, sizeof m->err, "%s", e.msg);
         store_run_deinit(&r);
     } else {
-        /* the newest run, preferring one that is still running */
-        list_refresh(m, st);
-        size_t pick = 0;
-        for (size_t i = 0; i < m->n_list; i++)
-            if (strcmp(m->list[i].state, "running") == 0) {
-                pick = i;
-                break;
-            }
-        if (m->n_list)
-            rundata_load(&m->main, st, m->list[pick].id, NULL);
+        follow(m, st); /* the newest running run, else the newest */
     }
     rundata_refresh(&m->main, st);
     return m;
@@ -222,7 +271,6 @@ static void monitor_fini(void *p) {
 }
 
 static void monitor_tick(void *p, App *app, double now) {
-    (void)now;
     Monitor *m = p;
     Store *st = app_store(app);
     double before = m->main.last_t + m->cmp.last_t;
@@ -230,11 +278,18 @@ static void monitor_tick(void *p, App *app, double now) {
     char sb[16] = "";
     if (state_before)
         base_strlcpy(sb, state_before, sizeof sb);
+    int moved = 0;
+    if (now >= m->next_follow) { /* one short read a second */
+        m->next_follow = now + 1.0;
+        moved = follow(m, st);
+        if (moved)
+            app_status(app, "following the newest run: %s", m->main.run.name);
+    }
     rundata_refresh(&m->main, st);
     rundata_refresh(&m->cmp, st);
     if (m->picking)
         list_refresh(m, st);
-    if (m->main.last_t + m->cmp.last_t != before || m->picking ||
+    if (moved || m->main.last_t + m->cmp.last_t != before || m->picking ||
         (m->main.have && strcmp(sb, m->main.run.state) != 0))
         app_dirty(app);
 }
@@ -242,8 +297,10 @@ static void monitor_tick(void *p, App *app, double now) {
 static int monitor_open(void *p, App *app, int64_t id, Err *err) {
     Monitor *m = p;
     int rc = rundata_load(&m->main, app_store(app), id, err);
-    if (rc == 0)
+    if (rc == 0) {
         rundata_refresh(&m->main, app_store(app));
+        m->pinned = 1; /* a link to one run shows that run */
+    }
     m->picking = 0;
     app_dirty(app);
     return rc;
@@ -456,18 +513,25 @@ static void monitor_draw(void *p, App *app, UiRect r) {
         return;
     }
     if (!m->main.have) {
-        ui_put(r.y + 1, r.x + 2, r.w - 4, ui_attr(UI_C_DIM),
-               m->err[0] ? m->err
-                         : "No training run yet. Start one with 'easel train' (or the Jobs "
-                           "screen), then press r to pick it.");
+        if (m->err[0]) {
+            ui_put(r.y + 1, r.x + 2, r.w - 4, ui_attr(UI_C_WARN), m->err);
+            return;
+        }
+        ui_put(r.y + 1, r.x + 2, r.w - 4, A_BOLD, "No training run yet.");
+        ui_put(r.y + 2, r.x + 2, r.w - 4, A_NORMAL,
+               "Start one with 'easel train' or on the Jobs screen (F4):");
+        ui_put(r.y + 3, r.x + 2, r.w - 4, A_NORMAL,
+               "it appears here by itself (following the newest run).");
         return;
     }
     MonitorLayout l;
     int n = monitor_layout(r.h, r.w, N_PANELS, &l);
     char hdr[256];
-    snprintf(hdr, sizeof hdr, "Monitor: %s  [%s]  page %s (l/a/f)  smoothing %.2f (e)  %s (g)%s",
-             m->main.run.name, m->main.run.state, page_titles[m->page], ema_levels[m->ema],
-             m->log_y ? "log y" : "linear y", m->cmp.have ? "  comparing (c)" : "");
+    snprintf(hdr, sizeof hdr, "Monitor: %s  [%s]  %s  page %s (l/a/f)  smoothing %.2f (e)  "
+             "%s (g)%s", m->main.run.name, m->main.run.state,
+             m->pinned ? "pinned (p: follow newest)" : "following newest run (p: pin)",
+             page_titles[m->page], ema_levels[m->ema], m->log_y ? "log y" : "linear y",
+             m->cmp.have ? "  comparing (c)" : "");
     ui_put(r.y + l.header.y, r.x, r.w, ui_attr(UI_C_ACCENT), hdr);
     ui_putf(r.y + 1, r.x, r.w, ui_attr(UI_C_DIM),
             "%s train  %s val%s", "\xE2\x94\x80", "\xE2\x94\x80",
@@ -519,10 +583,16 @@ static int monitor_key(void *p, App *app, int ch) {
             if (m->n_list) {
                 RunData *d = m->picking == 1 ? &m->main : &m->cmp;
                 Err e = {0};
-                if (rundata_load(d, st, m->list[m->sel].id, &e) == 0)
+                if (rundata_load(d, st, m->list[m->sel].id, &e) == 0) {
                     rundata_refresh(d, st);
-                else
+                    if (m->picking == 1) {
+                        m->pinned = 1;
+                        app_status(app, "pinned to %s (p follows the newest run again)",
+                                   d->run.name);
+                    }
+                } else {
                     app_status_error(app, "%s", e.msg);
+                }
             }
             m->picking = 0;
             return SCREEN_KEY_HANDLED;
@@ -552,8 +622,17 @@ static int monitor_key(void *p, App *app, int ch) {
         return SCREEN_KEY_HANDLED;
     case 'r':
     case 'c':
-        m->picking = ch == 'r' ? 1 : 2;
-        list_refresh(m, st);
+        pick_open(m, st, ch == 'r' ? 1 : 2);
+        return SCREEN_KEY_HANDLED;
+    case 'p':
+        m->pinned = !m->pinned;
+        if (m->pinned && m->main.have) {
+            app_status(app, "pinned to %s", m->main.run.name);
+        } else {
+            m->pinned = 0;
+            follow(m, st);
+            app_status(app, "following the newest running run");
+        }
         return SCREEN_KEY_HANDLED;
     default:
         return SCREEN_KEY_IGNORED;
@@ -565,7 +644,8 @@ static const ScreenKey monitor_keys[] = {
     {"e", "cycle EMA smoothing (0, 0.6, 0.9, 0.97)"},
     {"g", "toggle log scale on the y axis"},
     {"b", "braille or block characters"},
-    {"r", "pick the run to show"},
+    {"r", "pick the run to show (pins it)"},
+    {"p", "pin the run shown / follow the newest running run again"},
     {"c", "compare with a second run (x in the list: stop comparing)"},
     {NULL, NULL},
 };
