@@ -27,6 +27,8 @@ const CliCommand cli_commands[] = {
     {"score", cli_score_main, "score images with a reward checkpoint, into the store and CSV"},
     {"runs", cli_runs_main, "training and evaluation runs: list, show RUN [--follow]"},
     {"monitor", cli_monitor_main, "watch a training run live (the TUI's Monitor screen)"},
+    {"config", cli_config_main, "store settings: blind rating, output roots (owner only)"},
+    {"annotators", cli_annotators_main, "annotators and their roles: list, grant, revoke"},
     /* more subcommands: one line each, in the order `easel --help` lists them */
     {NULL, NULL, NULL},
 };

@@ -142,6 +142,8 @@ const JobKind jobkind_train_reward = {
             "screen or with 'easel runs show RUN --follow'. Resumable.\n\n"
             "example:\n  easel jobs add train-reward --epochs 20 --fusion-method cross_attention\n",
     .params = train_params,
+    .refs = (const JobParamRefSpec[]){{"encoder", JOB_REF_ENCODER}, {"name", JOB_REF_RUN_NAME},
+                                      {NULL, JOB_REF_NONE}},
     .checkpoints = 1,
     .run = train_job_run,
 };
@@ -221,6 +223,7 @@ const JobKind jobkind_embed = {
             "prompt of the store and caches them, so training starts at once.\n\n"
             "example:\n  easel jobs add embed --encoder classic\n",
     .params = embed_params,
+    .refs = (const JobParamRefSpec[]){{"encoder", JOB_REF_ENCODER}, {NULL, JOB_REF_NONE}},
     .run = embed_job_run,
 };
 

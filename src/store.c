@@ -246,7 +246,8 @@ static const char *const migrations[] = {
     "  reason TEXT NOT NULL DEFAULT '',"         /* shown to the annotator */
     "  source TEXT NOT NULL DEFAULT '',"         /* e.g. the checkpoint it came from */
     "  computed_at REAL NOT NULL,"
-    "  PRIMARY KEY(kind, image_id)) WITHOUT ROWID;",
+    "  PRIMARY KEY(kind, image_id)) WITHOUT ROWID;"
+    "ALTER TABLE jobs ADD COLUMN resume_at REAL;", /* when resume_done was taken (rate) */
 };
 
 int store_schema_version(void) { return (int)ARRAY_LEN(migrations); }
@@ -594,6 +595,7 @@ void store_close(Store *st) {
     }
     free(st->path);
     free(st->dir);
+    free(st->actor);
     free(st);
 }
 

@@ -15,6 +15,7 @@ struct Store {
     char *dir;         /* absolute folder of the file, "." for :memory: */
     int tx_depth;      /* nesting of store_begin */
     int tx_failed;     /* an inner rollback poisoned the outer transaction */
+    char *actor;       /* login this connection acts for (store_set_actor); NULL = own */
     struct {
         const char *sql;      /* key: the address of a static SQL string */
         sqlite3_stmt *stmt;
