@@ -505,7 +505,8 @@ static int jobs_action(const CliGlobal *g, int argc, char **argv, Action act) {
                    (long long)id);
     } else if (act == ACT_RETRY) {
         int64_t nid;
-        if ((rc = check_retry(st, id, &err)) == 0 && (rc = store_job_retry(st, id, &nid, &err)) == 0)
+        if ((rc = check_retry(st, id, &err)) == 0 &&
+            (rc = store_job_retry(st, id, &nid, &err)) == 0)
             printf("%lld\n", (long long)nid);
     } else {
         if ((rc = store_job_resume(st, id, &err)) == 0)

@@ -203,7 +203,7 @@ void store_output_roots_free(StoreOutputRoot *v, int n) {
     free(v);
 }
 
-/* ---- the acting login -------------------------------------------------------------------------- */
+/* ---- the acting login -------------------------------------------------------------------- */
 
 void store_set_actor(Store *st, const char *login) {
     free(st->actor);
