@@ -243,3 +243,98 @@ Test(trust, init_shared_lets_the_group_in_and_tells_the_rest_what_to_ask) {
                  "%s", out);
     cr_assert(strstr(out, "permission denied") && strstr(out, "init --shared"), "%s", out);
 }
+
+/* ---- blind rating ------------------------------------------------------------------------------ */
+
+/* style ratings: image 10 by nobody 3 and alice 7; image 11 by alice 6 and bo 2. */
+static void fill_ratings(void) {
+    char db[128];
+    snprintf(db, sizeof db, "%s/ws/s.db", tmpdir);
+    support_sql_exec(db,
+        "INSERT INTO prompts(id, ext_id, text, created_at) VALUES (1, 'p1', 'a cat', 0);"
+        "INSERT INTO images(id, prompt_id, path, created_at) VALUES"
+        "  (10, 1, 'img/0.png', 0), (11, 1, 'img/1.png', 0);"
+        "INSERT INTO annotators(id, name, created_at) VALUES (1, 'nobody', 0), (2, 'alice', 0),"
+        "  (3, 'bo', 0);"
+        "WITH t(i, a, v) AS (VALUES (10, 1, 3.0), (10, 2, 7.0), (11, 2, 6.0), (11, 3, 2.0))"
+        " INSERT INTO ratings(image_id, annotator_id, aspect_id, value, created_at, updated_at)"
+        " SELECT i, a, (SELECT id FROM aspects WHERE name = 'style'), v, 0, 0 FROM t;");
+}
+
+Test(trust, blind_rating_shows_an_annotator_only_their_own_ratings) {
+    need_root();
+    char nobody[128];
+    share_with_nobody(nobody, sizeof nobody);
+    fill_ratings();
+    /* blind off: everyone sees the means and every annotator */
+    cr_assert_eq(easel_as(nobody, "export ratings"), 0, "%s", out);
+    cr_assert(strstr(out, ",5,") || strstr(out, ",5\n"), "mean of 3 and 7:\n%s", out);
+    cr_assert_eq(easel("config blind on"), 0, "%s", out);
+    cr_assert_eq(easel("config"), 0);
+    cr_assert(strstr(out, "blind        on"), "%s", out);
+    /* nobody now sees only their own: image 10 with 3, image 11 not at all */
+    cr_assert_eq(easel_as(nobody, "export ratings"), 0, "%s", out);
+    cr_assert(strstr(out, "img/0.png") && strstr(out, ",3,") && !strstr(out, "img/1.png") &&
+              !strstr(out, ",5,"), "%s", out);
+    cr_assert_eq(easel_as(nobody, "export ratings --per-annotator"), 1, "%s", out);
+    cr_assert(strstr(out, "reviewer") && strstr(out, "annotators grant nobody reviewer"), "%s",
+              out);
+    /* the same through a job run by a worker of the owner that accepts nobody's jobs */
+    cr_assert_eq(easel_as(nobody, "jobs add export --what ratings --out %s/ws/n.csv", tmpdir),
+                 0, "%s", out);
+    cr_assert_eq(easel("worker --until-idle --threads 1 --accept-user nobody"), 0, "%s", out);
+    char path[160];
+    snprintf(path, sizeof path, "%s/ws/n.csv", tmpdir);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "the job wrote nothing: %s", out);
+    char buf[4096] = "";
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    cr_assert(!strstr(buf, "img/1.png") && strstr(buf, "img/0.png"), "root's worker exported "
+              "for nobody what nobody may not see:\n%s", buf);
+    /* agreement: the per-aspect table, nobody's own row, no other annotator, no image list */
+    cr_assert_eq(easel_as(nobody, "agreement --aspect style"), 0, "%s", out);
+    cr_assert(strstr(out, "nobody") && !strstr(out, "alice") && !strstr(out, "most "
+              "disagreement") && strstr(out, "reviewer"), "%s", out);
+    /* rating as someone else is a reviewer's */
+    cr_assert_eq(easel_as(nobody, "--annotator alice annotate"), 1, "%s", out);
+    cr_assert(strstr(out, "permission denied") && strstr(out, "another annotator"), "%s", out);
+    /* the owner (always a reviewer) sees everything; a granted reviewer too */
+    cr_assert_eq(easel("export ratings --per-annotator"), 0, "%s", out);
+    cr_assert(strstr(out, "alice") && strstr(out, "img/1.png"), "%s", out);
+    cr_assert_eq(easel("annotators grant nobody reviewer"), 0, "%s", out);
+    cr_assert_eq(easel("annotators list"), 0, "%s", out);
+    cr_assert(strstr(out, "nobody") && strstr(out, "reviewer"), "%s", out);
+    cr_assert_eq(easel_as(nobody, "export ratings --per-annotator"), 0, "%s", out);
+    cr_assert(strstr(out, "alice"), "%s", out);
+    cr_assert_eq(easel_as(nobody, "agreement --aspect style"), 0, "%s", out);
+    cr_assert(strstr(out, "alice"), "%s", out);
+    cr_assert_eq(easel("annotators revoke nobody"), 0, "%s", out);
+    cr_assert_eq(easel_as(nobody, "export ratings --per-annotator"), 1, "%s", out);
+    /* blind off again: back to everything */
+    cr_assert_eq(easel("config blind off"), 0, "%s", out);
+    cr_assert_eq(easel_as(nobody, "export ratings --per-annotator"), 0, "%s", out);
+}
+
+Test(trust, blind_rating_closes_the_quality_screen_to_annotators) {
+    need_root();
+    if (support_sh("command -v tmux >/dev/null") != 0)
+        cr_skip_test("tmux is not installed (the Makefile's DEB_TEST installs it)");
+    char nobody[128];
+    share_with_nobody(nobody, sizeof nobody);
+    fill_ratings();
+    cr_assert_eq(easel("config blind on"), 0, "%s", out);
+    char sock[48];
+    snprintf(sock, sizeof sock, "easel-trust-%d", (int)getpid());
+    support_easel_path(easel_bin, sizeof easel_bin);
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 110 -y 30 "
+                            "'%s env EASEL_NO_GPU=1 %s --db ws/s.db annotate --graphics none'",
+                            tmpdir, sock, nobody, easel_bin), 0);
+    support_tmux_wait_for(sock, "F3 Quality");
+    cr_assert_eq(support_sh("tmux -L %s send-keys -t e F3", sock), 0);
+    support_tmux_wait_for(sock, "blind rating is on");
+    const char *screen = support_tmux_capture(sock);
+    cr_assert(strstr(screen, "reviewer") && !strstr(screen, "alice"), "%s", screen);
+    support_sh("tmux -L %s kill-server 2>/dev/null", sock);
+}
