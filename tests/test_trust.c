@@ -244,7 +244,7 @@ Test(trust, init_shared_lets_the_group_in_and_tells_the_rest_what_to_ask) {
     cr_assert(strstr(out, "permission denied") && strstr(out, "init --shared"), "%s", out);
 }
 
-/* ---- blind rating ------------------------------------------------------------------------------ */
+/* ---- blind rating -------------------------------------------------------------------------- */
 
 /* style ratings: image 10 by nobody 3 and alice 7; image 11 by alice 6 and bo 2. */
 static void fill_ratings(void) {
