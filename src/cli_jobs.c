@@ -335,7 +335,10 @@ static int jobs_list(const CliGlobal *g, int argc, char **argv) {
             }
             free(copy);
         } else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
-            f.limit = atoi(argv[++i]);
+            long long v;
+            if (cli_parse_long("jobs list", "--limit", argv[++i], 0, INT_MAX, &v))
+                return 2;
+            f.limit = (int)v;
         } else {
             cli_error("jobs list: unexpected argument '%s' (see 'easel jobs list --help')",
                       argv[i]);
@@ -385,8 +388,12 @@ static int jobs_show(const CliGlobal *g, int argc, char **argv) {
     if (rc)
         return rc;
     int tail = 20;
-    if (argc >= 4 && strcmp(argv[2], "--log") == 0)
-        tail = atoi(argv[3]);
+    if (argc >= 4 && strcmp(argv[2], "--log") == 0) {
+        long long v;
+        if (cli_parse_long("jobs show", "--log", argv[3], 0, INT_MAX, &v))
+            return 2;
+        tail = (int)v;
+    }
     Store *st = open_store(g);
     if (!st)
         return 1;
@@ -627,7 +634,10 @@ static int jobs_log(const CliGlobal *g, int argc, char **argv) {
     int tail = 0, follow = 0;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--tail") == 0 && i + 1 < argc) {
-            tail = atoi(argv[++i]);
+            long long v;
+            if (cli_parse_long("jobs log", "--tail", argv[++i], 0, INT_MAX, &v))
+                return 2;
+            tail = (int)v;
         } else if (strcmp(argv[i], "--follow") == 0 || strcmp(argv[i], "-f") == 0) {
             follow = 1;
         } else {
@@ -805,17 +815,19 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
     LogLevel level = LOG_INFO;
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "--threads") == 0 || strcmp(argv[i], "-j") == 0) && i + 1 < argc) {
-            cfg.threads = atoi(argv[++i]);
-            if (cfg.threads < 1 || cfg.threads > 256) {
-                cli_error("worker: --threads must be 1..256, got '%s'", argv[i]);
+            long long v;
+            if (cli_parse_long("worker", "--threads", argv[++i], 1, 256, &v)) {
+                free(accept);
                 return 2;
             }
+            cfg.threads = (int)v;
         } else if (strcmp(argv[i], "--gpu-share") == 0 && i + 1 < argc) {
-            cfg.gpu_share = atoi(argv[++i]);
-            if (cfg.gpu_share < 1) {
-                cli_error("worker: --gpu-share must be at least 1, got '%s'", argv[i]);
+            long long v;
+            if (cli_parse_long("worker", "--gpu-share", argv[++i], 1, 1024, &v)) {
+                free(accept);
                 return 2;
             }
+            cfg.gpu_share = (int)v;
         } else if (strcmp(argv[i], "--until-idle") == 0) {
             until_idle = 1;
         } else if (strcmp(argv[i], "--resume") == 0) {
