@@ -343,6 +343,33 @@ static char *checkpoint_output(const char *checkpoint) {
     return res;
 }
 
+/* The model folder of encoder ENC ("clip:NAME") must pass too; WHAT names where ENC came
+ * from. An unknown model is left to run(), which says so. */
+static int check_encoder(Store *st, const char *what, const char *enc, Err *err) {
+    if (strncmp(enc, "clip:", 5) != 0)
+        return 0;
+    StoreModel m;
+    Err e = {0};
+    if (store_model_get(st, "clip", enc + 5, &m, &e) != 0)
+        return 0;
+    char w2[192];
+    snprintf(w2, sizeof w2, "%s (model folder of %s)", what, enc);
+    int rc = trust_check_path(st, w2, m.path, err);
+    store_model_deinit(&m);
+    return rc;
+}
+
+/* The encoder a checkpoint folder's config.json names, or NULL. Caller frees. */
+static char *checkpoint_encoder(const char *dir) {
+    char *p = xasprintf("%s/config.json", dir);
+    json_t *o = json_load_file(p, 0, NULL);
+    free(p);
+    json_t *v = json_is_object(o) ? json_object_get(o, "encoder") : NULL;
+    char *res = json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
+    json_decref(o);
+    return res;
+}
+
 int job_params_check_trust(Store *st, const JobParams *p, const char *checkpoint, Err *err) {
     char what[96];
     int rc = 0;
@@ -356,19 +383,18 @@ int job_params_check_trust(Store *st, const JobParams *p, const char *checkpoint
         snprintf(what, sizeof what, "%s --%s", p->kind->name, sp->name);
         if (sp->type == JOB_PARAM_PATH) {
             rc = trust_check_path(st, what, text, err);
+            if (!rc && ref == JOB_REF_CHECKPOINT && text[0]) {
+                char *enc = checkpoint_encoder(text); /* read only once the folder passed */
+                if (enc)
+                    rc = check_encoder(st, what, enc, err);
+                free(enc);
+            }
         } else if (ref == JOB_REF_RUN_NAME && text[0]) {
             char *dir = xasprintf("%s/runs/%s", store_dir(st), text);
             rc = trust_check_path(st, what, dir, err);
             free(dir);
-        } else if (ref == JOB_REF_ENCODER && strncmp(text, "clip:", 5) == 0) {
-            StoreModel m;
-            Err e = {0};
-            if (store_model_get(st, "clip", text + 5, &m, &e) == 0) {
-                char w2[160];
-                snprintf(w2, sizeof w2, "%s (model folder of %s)", what, text);
-                rc = trust_check_path(st, w2, m.path, err);
-                store_model_deinit(&m);
-            } /* an unknown model: run() says so */
+        } else if (ref == JOB_REF_ENCODER) {
+            rc = check_encoder(st, what, text, err);
         }
     }
     char *out = rc ? NULL : checkpoint_output(checkpoint);

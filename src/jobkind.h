@@ -58,6 +58,8 @@ typedef enum JobParamRef {
     JOB_REF_NONE = 0,
     JOB_REF_ENCODER,     /* "classic" or "clip:NAME": NAME's registered model folder */
     JOB_REF_RUN_NAME,    /* a run name: the folder runs/NAME of the workspace */
+    JOB_REF_CHECKPOINT,  /* a checkpoint folder (a PATH parameter): also the model folder of
+                          * the clip:NAME encoder its config.json names */
 } JobParamRef;
 
 typedef struct JobParamSpec {

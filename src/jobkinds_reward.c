@@ -370,6 +370,7 @@ const JobKind jobkind_eval_reward = {
             "standard deviation, sample count and F1.\n\n"
             "example:\n  easel jobs add eval-reward --checkpoint runs/r1/best --pairs pairs.jsonl\n",
     .params = eval_params,
+    .refs = (const JobParamRefSpec[]){{"checkpoint", JOB_REF_CHECKPOINT}, {NULL, JOB_REF_NONE}},
     .run = eval_job_run,
 };
 
@@ -571,5 +572,6 @@ const JobKind jobkind_score = {
             "in the store (scores table), and all can be written as CSV.\n\n"
             "example:\n  easel jobs add score --checkpoint runs/r1/best --csv scores.csv\n",
     .params = score_params,
+    .refs = (const JobParamRefSpec[]){{"checkpoint", JOB_REF_CHECKPOINT}, {NULL, JOB_REF_NONE}},
     .run = score_job_run,
 };

@@ -13,6 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "jobkind.h"
+#include "store_models.h"
+#include "store_settings.h"
 #include "support.h"
 #include "trust.h"
 
@@ -155,6 +158,59 @@ Test(trust, resolve_path_follows_symlinks_of_the_existing_part) {
     cr_assert_eq(symlink("/nonexistent-easel-target/x", link), 0);
     snprintf(p, sizeof p, "%s/dangling", tmpdir);
     cr_assert_null(trust_resolve_path(p), "writing through a dangling link is refused");
+}
+
+/* Parse NAMES=VALUES for kind KIND and run the trust check on ST. */
+static int check_job(Store *st, const char *kind, int n, const char *const *names,
+                     const char *const *values, Err *err) {
+    const JobKind *k = jobkind_find(kind);
+    cr_assert_not_null(k, "%s", kind);
+    JobParams *p = job_params_parse(k, n, names, values, err);
+    cr_assert_not_null(p, "%s", err->msg);
+    int rc = job_params_check_trust(st, p, NULL, err);
+    job_params_free(p);
+    return rc;
+}
+
+Test(trust, every_kind_declares_the_paths_it_reaches_indirectly) {
+    char ws[128], db[160];
+    snprintf(ws, sizeof ws, "%s/ws", tmpdir);
+    cr_assert_eq(mkdir(ws, 0777), 0);
+    Store *st = support_store_open(ws, "s.db", db, sizeof db);
+    Err err = {0};
+    /* a model folder outside the workspace, used as an encoder and through a checkpoint */
+    cr_assert_eq(store_model_add(st, "clip", "far", outside, NULL, &err), 0, "%s", err.msg);
+    const char *n1[] = {"encoder"}, *v1[] = {"clip:far"};
+    cr_assert_eq(check_job(st, "train-reward", 1, n1, v1, &err), ERR_DENIED, "%s", err.msg);
+    cr_assert(strstr(err.msg, "model folder of clip:far"), "%s", err.msg);
+    cr_assert_eq(check_job(st, "embed", 1, n1, v1, &err), ERR_DENIED, "%s", err.msg);
+    char ckpt[192];
+    snprintf(ckpt, sizeof ckpt, "%s/runs/r/best", ws);
+    cr_assert_eq(support_sh("mkdir -p %s && echo '{\"encoder\": \"clip:far\"}' > "
+                            "%s/config.json", ckpt, ckpt), 0);
+    const char *n2[] = {"checkpoint"}, *v2[] = {ckpt};
+    cr_assert_eq(check_job(st, "eval-reward", 1, n2, v2, &err), ERR_DENIED, "%s", err.msg);
+    cr_assert_eq(check_job(st, "score", 1, n2, v2, &err), ERR_DENIED, "%s", err.msg);
+    /* a run name that climbs out of runs/ */
+    const char *n3[] = {"name"}, *v3[] = {"../../../outside/r"};
+    cr_assert_eq(check_job(st, "train-reward", 1, n3, v3, &err), ERR_DENIED, "%s", err.msg);
+    const char *v4[] = {"plain-name"};
+    cr_assert_eq(check_job(st, "train-reward", 1, n3, v4, &err), 0, "%s", err.msg);
+    /* a resumed job's checkpoint names its output folder: checked too */
+    const JobKind *k = jobkind_find("train-reward");
+    JobParams *p = job_params_parse(k, 0, NULL, NULL, &err);
+    cr_assert_not_null(p, "%s", err.msg);
+    char cp[256];
+    snprintf(cp, sizeof cp, "{\"output\": \"%s/r\", \"epoch\": 1}", outside);
+    cr_assert_eq(job_params_check_trust(st, p, cp, &err), ERR_DENIED, "%s", err.msg);
+    /* the owner opens the folder: all of them pass */
+    int added = 0;
+    cr_assert_eq(store_output_root_add(st, outside, "root", &added, &err), 0, "%s", err.msg);
+    cr_assert_eq(job_params_check_trust(st, p, cp, &err), 0, "%s", err.msg);
+    cr_assert_eq(check_job(st, "train-reward", 1, n1, v1, &err), 0, "%s", err.msg);
+    cr_assert_eq(check_job(st, "eval-reward", 1, n2, v2, &err), 0, "%s", err.msg);
+    job_params_free(p);
+    store_close(st);
 }
 
 /* ---- a second Unix user ---------------------------------------------------------------------- */
