@@ -169,8 +169,7 @@ static void run_one(Slot *s, JobRow *row) {
     if (!params) {
         rc = err.code ? err.code : ERR_FORMAT;
     } else if ((rc = job_params_check_trust(s->st, params, row->checkpoint, &err)) != 0) {
-        err_prefix(&err, "refused when it was about to run (the store may have been edited "
-                   "since it was queued)");
+        err_prefix(&err, "refused at run time"); /* the job was edited since it was queued */
     } else {
         job_log(ctx, "started on %s%s%s%s", s->worker, row->gpus ? " with GPU " : " (CPU)",
                 row->gpus ? row->gpus : "", row->checkpoint ? ", resuming from checkpoint" : "");

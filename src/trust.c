@@ -151,9 +151,9 @@ int trust_check_path(Store *st, const char *what, const char *path, Err *err) {
         /* short: Err holds ERR_MSG_LEN bytes, and the paths take most of them */
         int same = strcmp(res, path) == 0;
         rc = err_set(err, ERR_DENIED,
-                     "%s %s%s%s%s: permission denied: outside the workspace (%s) and every "
-                     "output root; use a path in it, or ask the store's owner (%s) to run "
-                     "'easel config output-root add %s'", what, path, same ? "" : " (= ",
+                     "%s %s%s%s%s: permission denied: outside the workspace %s and every "
+                     "output root; use a path there, or ask the owner (%s) to run 'easel "
+                     "config output-root add %s'", what, path, same ? "" : " (= ",
                      same ? "" : res, same ? "" : ")", store_dir(st), oname, parent);
         free(oname);
     }
