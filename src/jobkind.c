@@ -23,8 +23,8 @@
 
 #include "base.h"
 #include "log.h"
+#include "clip_encoder.h"
 #include "store_jobs.h"
-#include "store_models.h"
 #include "trust.h"
 
 /* ---- the table ------------------------------------------------------------------------- */
@@ -343,19 +343,26 @@ static char *checkpoint_output(const char *checkpoint) {
     return res;
 }
 
-/* The model folder of encoder ENC ("clip:NAME") must pass too; WHAT names where ENC came
- * from. An unknown model is left to run(), which says so. */
+/* The model folder of encoder ENC ("clip:NAME", "clip:PATH", either with ",squash") must
+ * pass too, resolved as the encoder resolves it; WHAT names where ENC came from. An unknown
+ * model is left to run(), which says so. */
 static int check_encoder(Store *st, const char *what, const char *enc, Err *err) {
     if (strncmp(enc, "clip:", 5) != 0)
         return 0;
-    StoreModel m;
+    char *name = xstrdup(enc + 5);
+    char *comma = strrchr(name, ',');
+    if (comma && strcmp(comma, ",squash") == 0)
+        *comma = '\0';
     Err e = {0};
-    if (store_model_get(st, "clip", enc + 5, &m, &e) != 0)
-        return 0;
-    char w2[192];
-    snprintf(w2, sizeof w2, "%s (model folder of %s)", what, enc);
-    int rc = trust_check_path(st, w2, m.path, err);
-    store_model_deinit(&m);
+    char *path = clip_encoder_resolve(name, st, &e);
+    int rc = 0;
+    if (path) {
+        char w2[192];
+        snprintf(w2, sizeof w2, "%s (model folder of %s)", what, enc);
+        rc = trust_check_path(st, w2, path, err);
+    }
+    free(path);
+    free(name);
     return rc;
 }
 

@@ -184,6 +184,10 @@ Test(trust, every_kind_declares_the_paths_it_reaches_indirectly) {
     cr_assert_eq(check_job(st, "train-reward", 1, n1, v1, &err), ERR_DENIED, "%s", err.msg);
     cr_assert(strstr(err.msg, "model folder of clip:far"), "%s", err.msg);
     cr_assert_eq(check_job(st, "embed", 1, n1, v1, &err), ERR_DENIED, "%s", err.msg);
+    char unreg[160];
+    snprintf(unreg, sizeof unreg, "clip:%s,squash", outside); /* a folder, not registered */
+    const char *v1b[] = {unreg};
+    cr_assert_eq(check_job(st, "embed", 1, n1, v1b, &err), ERR_DENIED, "%s", err.msg);
     char ckpt[192];
     snprintf(ckpt, sizeof ckpt, "%s/runs/r/best", ws);
     cr_assert_eq(support_sh("mkdir -p %s && echo '{\"encoder\": \"clip:far\"}' > "
