@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -799,8 +800,9 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
                "                  they continue from their checkpoints)\n"
                "  --until-idle    exit when no job is queued or running here\n"
                "  --quiet         log warnings and errors only\n"
-               "  --accept-user NAME  also run jobs queued by Unix user NAME (repeatable);\n"
-               "                  by default a worker runs only its own user's jobs\n\n"
+               "  --accept-user NAME\n"
+               "                  also run jobs queued by Unix user NAME (repeatable); by\n"
+               "                  default a worker runs only its own user's jobs\n\n"
                "Every path a job reads or writes must lie in the store's folder or under an\n"
                "output root ('easel config output-root'); the worker checks again before\n"
                "each job runs. doc/annotators.md has the trust model.\n\n"
@@ -852,6 +854,10 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
     }
     cfg.accept_users = (const char *const *)accept;
     log_to_stderr(level);
+    for (int i = 0; i < n_accept; i++)
+        if (!getpwnam(accept[i]))
+            log_warn("--accept-user %s: no such user on this machine (a job records the "
+                     "login of whoever queued it; 'easel jobs list' shows them)", accept[i]);
     Err err = {0};
     Store *st = open_store(g);
     uid_t owner = getuid();
