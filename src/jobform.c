@@ -133,6 +133,20 @@ static int field_of(const JobForm *f, JobFormFieldKind kind) {
     return 0;
 }
 
+/* Select the parameter field whose "--NAME" ERR's message names (if any). */
+static void point_at_named_field(JobForm *f, const Err *err) {
+    for (int i = 0; err && i < f->n_fields; i++) {
+        char needle[80];
+        snprintf(needle, sizeof needle, "--%s", jobform_label(f, i));
+        const char *m = f->fields[i].kind == JOBFORM_PARAM ? strstr(err->msg, needle) : NULL;
+        char after = m ? m[strlen(needle)] : 'x';
+        if (m && (after == ' ' || after == ':' || after == '\0')) {
+            f->cur = i;
+            return;
+        }
+    }
+}
+
 int jobform_submit(JobForm *f, Store *st, int64_t *id, Err *err) {
     int n = 0, rc;
     const char **names = xcalloc((size_t)f->n_fields, sizeof *names);
@@ -180,15 +194,7 @@ int jobform_submit(JobForm *f, Store *st, int64_t *id, Err *err) {
     JobParams *p = job_params_parse(f->kind, n, names, values, err);
     if (!p) {
         rc = err ? err->code : ERR_USAGE;
-        /* point at the field the message names */
-        for (int i = 0; err && i < f->n_fields; i++) {
-            char needle[80];
-            snprintf(needle, sizeof needle, "--%s", jobform_label(f, i));
-            if (f->fields[i].kind == JOBFORM_PARAM && strstr(err->msg, needle)) {
-                f->cur = i;
-                break;
-            }
-        }
+        point_at_named_field(f, err);
         goto out;
     }
     jn.deps = deps;
@@ -197,6 +203,8 @@ int jobform_submit(JobForm *f, Store *st, int64_t *id, Err *err) {
     job_params_free(p);
     if (rc == ERR_NOTFOUND)
         f->cur = field_of(f, JOBFORM_AFTER);
+    else if (rc == ERR_DENIED) /* a path outside the workspace */
+        point_at_named_field(f, err);
 out:
     free(deps);
     free(names);

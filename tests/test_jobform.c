@@ -91,6 +91,7 @@ Test(jobform, submit_validates_then_adds) {
     jobform_set(f, 0, "/data/x.csv");
     cr_assert_eq(jobform_submit(f, st, &id, &err), ERR_DENIED, "%s", err.msg);
     cr_assert(strstr(err.msg, "permission denied"), "%s", err.msg);
+    cr_assert_eq(f->cur, 0, "the form points at the path");
     cr_assert_eq(store_jobs_count(st, counts, NULL), 0);
     cr_assert_eq(counts[JOB_STATE_QUEUED], 0, "nothing added by a refused submit");
     jobform_set(f, 0, "data/x.csv");
