@@ -65,25 +65,38 @@ static void quality_fini(void *stp) {
     free(q);
 }
 
+/* Blind rating: every annotator's numbers are the reviewers' (src/trust.h). Sets or clears
+ * q->denied; returns 1 when the screen may show them. */
+static int may_show(Quality *q, App *app) {
+    Err err = {0};
+    q->denied[0] = '\0';
+    if (!trust_require_review(app_store(app), identity_login(), "the Quality screen", &err))
+        return 1;
+    snprintf(q->denied, sizeof q->denied, "%s", err.msg);
+    store_agreement_report_free(q->rep);
+    q->rep = NULL;
+    return 0;
+}
+
 static void quality_enter(void *stp, App *app) {
     Quality *q = stp;
-    Err err = {0};
-    /* blind rating: every annotator's numbers are the reviewers' (src/trust.h) */
-    q->denied[0] = '\0';
-    if (trust_require_review(app_store(app), identity_login(), "the Quality screen", &err)) {
-        snprintf(q->denied, sizeof q->denied, "%s", err.msg);
-        store_agreement_report_free(q->rep);
-        q->rep = NULL;
-    } else {
+    if (may_show(q, app))
         reload(q);
-    }
+    q->loaded_at = base_now();
     app_dirty(app);
 }
 
 static void quality_tick(void *stp, App *app, double now) {
     Quality *q = stp;
-    if (q->denied[0])
+    if (q->denied[0]) { /* the owner may turn blind rating off or grant the role meanwhile */
+        if (now - q->loaded_at >= RELOAD_SECONDS) {
+            q->loaded_at = now;
+            if (may_show(q, app))
+                reload(q);
+            app_dirty(app);
+        }
         return;
+    }
     int failed = 0;
     AgreeReport *rep = ui_loader_take(q->loader, &failed, q->err, sizeof q->err);
     if (rep) {
@@ -97,7 +110,8 @@ static void quality_tick(void *stp, App *app, double now) {
         app_dirty(app);
     }
     if (now - q->loaded_at >= RELOAD_SECONDS && !ui_loader_busy(q->loader)) {
-        reload(q);
+        if (may_show(q, app))
+            reload(q);
         app_dirty(app);
     }
 }
@@ -233,8 +247,10 @@ static void quality_draw(void *stp, App *app, UiRect r) {
 static int quality_key(void *stp, App *app, int ch) {
     Quality *q = stp;
     if (ch == 'r') {
-        reload(q);
-        app_status(app, "recomputing agreement\xe2\x80\xa6");
+        if (may_show(q, app)) {
+            reload(q);
+            app_status(app, "recomputing agreement\xe2\x80\xa6");
+        }
         return SCREEN_KEY_HANDLED;
     }
     if (!q->rep || q->rep->n == 0)
