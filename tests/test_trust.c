@@ -396,5 +396,9 @@ Test(trust, blind_rating_closes_the_quality_screen_to_annotators) {
     support_tmux_wait_for(sock, "blind rating is on");
     const char *screen = support_tmux_capture(sock);
     cr_assert(strstr(screen, "reviewer") && !strstr(screen, "alice"), "%s", screen);
+    /* the owner grants the role: `r` (or the next reload) opens the screen */
+    cr_assert_eq(easel("annotators grant nobody reviewer"), 0, "%s", out);
+    cr_assert_eq(support_sh("tmux -L %s send-keys -t e r", sock), 0);
+    support_tmux_wait_for(sock, "Krippendorff");
     support_sh("tmux -L %s kill-server 2>/dev/null", sock);
 }
