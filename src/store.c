@@ -537,17 +537,22 @@ static char *abs_dir_of(const char *path) {
     return res;
 }
 
+/* The folder that holds PATH (caller frees). */
+static char *dir_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? xasprintf("%.*s", (int)(slash == path ? 1 : slash - path), path)
+                 : xstrdup(".");
+}
+
 /* The refusal for a store this user may not open: whose it is and what to ask for. */
 static int permission_denied(const char *path, Err *err) {
     struct stat sb;
-    char *slash = strrchr(path, '/');
-    char *dir = slash ? xasprintf("%.*s", (int)(slash == path ? 1 : slash - path), path)
-                      : xstrdup(".");
+    char *dir = dir_of(path);
     int have = stat(path, &sb) == 0 || stat(dir, &sb) == 0;
     char *owner = have ? identity_name_of(sb.st_uid) : xstrdup("its owner");
-    err_set(err, ERR_DENIED, "%s: permission denied: the store (or its folder %s) belongs to "
-            "%s and is not shared with you; ask %s to run 'easel --db %s init --shared GROUP' "
-            "with a group you are in", path, dir, owner, owner, path);
+    err_set(err, ERR_DENIED, "%s: permission denied: this store belongs to %s and is not "
+            "shared with you; ask %s to run 'easel --db %s init --shared GROUP' (a group you "
+            "are in)", path, owner, owner, path);
     free(owner);
     free(dir);
     return ERR_DENIED;
@@ -557,9 +562,7 @@ static int permission_denied(const char *path, Err *err) {
  * process create files and folders the group can write too (run folders, checkpoints). */
 static void share_umask(const char *path) {
     struct stat f, d;
-    char *slash = strrchr(path, '/');
-    char *dir = slash ? xasprintf("%.*s", (int)(slash == path ? 1 : slash - path), path)
-                      : xstrdup(".");
+    char *dir = dir_of(path);
     if (stat(path, &f) == 0 && stat(dir, &d) == 0 && (f.st_mode & S_IWGRP) &&
         (d.st_mode & S_ISGID) && f.st_gid == d.st_gid) {
         mode_t old = umask(0);
