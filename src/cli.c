@@ -4,9 +4,13 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <ftw.h>
+#include <grp.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "base.h"
 #include "store.h"
 
 const CliCommand cli_commands[] = {
@@ -27,6 +31,8 @@ const CliCommand cli_commands[] = {
     {"score", cli_score_main, "score images with a reward checkpoint, into the store and CSV"},
     {"runs", cli_runs_main, "training and evaluation runs: list, show RUN [--follow]"},
     {"monitor", cli_monitor_main, "watch a training run live (the TUI's Monitor screen)"},
+    {"config", cli_config_main, "store settings: blind rating, output roots (owner only)"},
+    {"annotators", cli_annotators_main, "annotators and their roles: list, grant, revoke"},
     /* more subcommands: one line each, in the order `easel --help` lists them */
     {NULL, NULL, NULL},
 };
@@ -143,18 +149,111 @@ static int make_parent_dirs(const char *path, Err *err) {
     return 0;
 }
 
+/* chgrp GID and add the group's permissions (rw, x on folders and where the owner has it;
+ * setgid on folders so what is made inside inherits the group). */
+static int share_one(const char *path, gid_t gid, Err *err) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0)
+        return err_set(err, ERR_IO, "%s: %s", path, strerror(errno));
+    if (S_ISLNK(sb.st_mode))
+        return 0; /* never follow a link out of the workspace */
+    if (sb.st_gid != gid && chown(path, (uid_t)-1, gid) != 0)
+        return err_set(err, errno == EPERM ? ERR_DENIED : ERR_IO,
+                       "%s: cannot give it to the group: %s (only its owner, who must be in "
+                       "the group, or root can)", path, strerror(errno));
+    mode_t m = sb.st_mode & 07777;
+    m |= S_IRGRP | S_IWGRP;
+    if (S_ISDIR(sb.st_mode))
+        m |= S_IXGRP | S_ISGID;
+    else if (sb.st_mode & S_IXUSR)
+        m |= S_IXGRP;
+    if (m != (sb.st_mode & 07777) && chmod(path, m) != 0)
+        return err_set(err, ERR_IO, "%s: cannot make it group-writable: %s", path,
+                       strerror(errno));
+    return 0;
+}
+
+static gid_t walk_gid;
+static Err *walk_err;
+
+static int share_walk(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return share_one(path, walk_gid, walk_err) ? 1 : 0;
+}
+
+/* `init --shared GROUP`: the store, its -wal and -shm, its folder and runs/ (all of it). */
+static int share_store(Store *st, const char *group, Err *err) {
+    struct group gr, *res = NULL;
+    char buf[4096];
+    char *end;
+    long num = strtol(group, &end, 10);
+    gid_t gid;
+    if (getgrnam_r(group, &gr, buf, sizeof buf, &res) == 0 && res)
+        gid = res->gr_gid;
+    else if (*group && !*end && num >= 0)
+        gid = (gid_t)num;
+    else
+        return err_set(err, ERR_USAGE, "init --shared %s: no such group (see 'getent group'; "
+                       "create one with 'groupadd %s' and add the users to it)", group, group);
+    const char *dir = store_dir(st);
+    char *wal = xasprintf("%s-wal", store_path(st));
+    char *shm = xasprintf("%s-shm", store_path(st));
+    char *runs = xasprintf("%s/runs", dir);
+    int rc = 0;
+    if (mkdir(runs, 0775) != 0 && errno != EEXIST)
+        rc = err_set(err, ERR_IO, "%s: cannot create: %s", runs, strerror(errno));
+    if (!rc)
+        rc = share_one(dir, gid, err);
+    if (!rc)
+        rc = share_one(store_path(st), gid, err);
+    if (!rc && access(wal, F_OK) == 0)
+        rc = share_one(wal, gid, err);
+    if (!rc && access(shm, F_OK) == 0)
+        rc = share_one(shm, gid, err);
+    if (!rc) {
+        walk_gid = gid;
+        walk_err = err;
+        if (nftw(runs, share_walk, 16, FTW_PHYS) != 0)
+            rc = err && err->code ? err->code : ERR_IO;
+    }
+    free(wal);
+    free(shm);
+    free(runs);
+    return rc;
+}
+
 int cli_init_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
-        printf("usage: easel [--db PATH] init\n\n"
+        printf("usage: easel [--db PATH] init [--shared GROUP]\n\n"
                "Create the store at PATH (default $EASEL_DB, else ./easel.db), or migrate an\n"
                "existing one to this version's schema; missing folders of PATH are created.\n"
                "Running it again changes nothing.\n\n"
-               "example:\n  easel --db work/easel.db init\n");
+               "  --shared GROUP   let the Unix group GROUP use the store: the store file, its\n"
+               "                   -wal and -shm files, its folder and runs/ become owned by\n"
+               "                   GROUP and group-writable, and the folders setgid so what\n"
+               "                   is made there later stays the group's. Run it as the store's\n"
+               "                   owner (a member of GROUP), on a new or an existing store.\n"
+               "                   doc/annotators.md describes the set-up and what it trusts.\n\n"
+               "example:\n  easel --db work/easel.db init\n"
+               "  easel --db /srv/easel/team.db init --shared rlhf\n");
         return 0;
     }
-    if (argc > 1) {
-        cli_error("init: unexpected argument '%s' (see 'easel init --help')", argv[1]);
-        return 2;
+    const char *shared = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--shared") == 0 && i + 1 < argc && argv[i + 1][0]) {
+            shared = argv[++i];
+        } else if (strcmp(argv[i], "--shared") == 0) {
+            cli_error("init: --shared needs a group name (see 'easel init --help')");
+            return 2;
+        } else {
+            static const char *const known[] = {"--shared", NULL};
+            if (argv[i][0] == '-')
+                return cli_unknown_option("init", argv[i], known);
+            cli_error("init: unexpected argument '%s' (see 'easel init --help')", argv[i]);
+            return 2;
+        }
     }
     Err err = {0};
     if (make_parent_dirs(g->db_path, &err))
@@ -162,7 +261,14 @@ int cli_init_main(const CliGlobal *g, int argc, char **argv) {
     Store *st = store_open(g->db_path, &err);
     if (!st)
         return cli_fail(&err);
+    if (shared && share_store(st, shared, &err)) {
+        store_close(st);
+        return cli_fail(&err);
+    }
     printf("store %s at schema version %d\n", g->db_path, store_version(st));
+    if (shared)
+        printf("shared with group %s: the store, its -wal/-shm files, %s and runs/ are "
+               "group-writable\n", shared, store_dir(st));
     store_close(st);
     return 0;
 }

@@ -68,6 +68,9 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv);    /* cli_train.c
 int cli_runs_main(const CliGlobal *g, int argc, char **argv);     /* cli_train.c */
 int cli_monitor_main(const CliGlobal *g, int argc, char **argv);  /* cli_train.c */
 
+int cli_config_main(const CliGlobal *g, int argc, char **argv);     /* cli_config.c */
+int cli_annotators_main(const CliGlobal *g, int argc, char **argv); /* cli_config.c */
+
 /* src/cli_clip.c */
 int cli_models_main(const CliGlobal *g, int argc, char **argv);
 int cli_embed_main(const CliGlobal *g, int argc, char **argv);

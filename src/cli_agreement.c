@@ -15,8 +15,10 @@
 #include <string.h>
 
 #include "agreement.h"
+#include "identity.h"
 #include "store.h"
 #include "store_agreement.h"
+#include "trust.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -36,7 +38,10 @@ static void usage(FILE *f) {
             "Then per annotator: ratings given, and the mean offset (and mean absolute\n"
             "offset) from the mean of the other annotators of the same images; and the N\n"
             "images with the most disagreement (range, then standard deviation).\n"
-            "n/a means the statistic is undefined for these ratings; the reason is printed.\n\n"
+            "n/a means the statistic is undefined for these ratings; the reason is printed.\n"
+            "Under blind rating ('easel config blind on') the per-annotator rows and the\n"
+            "image list need the reviewer role; others see the per-aspect table and their\n"
+            "own row (doc/annotators.md).\n\n"
             "options:\n"
             "  --aspect NAME        one aspect only (spatial, icono, style, fidelity, ...)\n"
             "  --json               one JSON object on stdout (NaN as null), every image\n"
@@ -59,7 +64,12 @@ static const char *fmt_num(char *buf, size_t n, double v, int decimals, int sign
     return buf;
 }
 
-static void print_text(const AgreeReport *r, int top) {
+/* ONLY: the login whose row alone is shown (blind rating, not a reviewer), NULL = all. */
+static int shown(const char *name, const char *only) {
+    return !only || (name && strcmp(name, only) == 0);
+}
+
+static void print_text(const AgreeReport *r, int top, const char *only) {
     const AgreeStats *s0 = r->n ? r->stats[0] : NULL;
     printf("Agreement over current ratings (0-10). alpha: Krippendorff, interval metric.\n"
            "ICC: two-way random, absolute agreement, over the largest complete block.\n"
@@ -90,7 +100,7 @@ static void print_text(const AgreeReport *r, int top) {
             printf("   alpha n/a: %s\n", s->alpha_note);
         if (s->icc_note[0])
             printf("   ICC n/a: %s\n", s->icc_note);
-        if (s->icc_n_items) {
+        if (s->icc_n_items && !only) {
             printf("   ICC block: %d images rated by all of", s->icc_n_items);
             for (int q = 0; q < s->icc_k; q++)
                 printf("%s %s", q ? "," : "", t->rater_names[s->icc_raters[q]]);
@@ -103,11 +113,13 @@ static void print_text(const AgreeReport *r, int top) {
         for (int j = 0; j < s->n_raters; j++) {
             const AgreeRater *ra = &s->raters[j];
             char o[32], ao[32];
+            if (!shown(t->rater_names[j], only))
+                continue;
             printf("   %-16s %7d %7d %8s %9s\n", t->rater_names[j], ra->n_rated, ra->n_shared,
                    fmt_num(o, sizeof o, ra->mean_offset, 2, 1),
                    fmt_num(ao, sizeof ao, ra->mean_abs_offset, 2, 0));
         }
-        int n_show = top < s->n_ranked ? top : s->n_ranked;
+        int n_show = only ? 0 : top < s->n_ranked ? top : s->n_ranked;
         if (n_show <= 0)
             continue;
         printf("   most disagreement:\n   %6s %5s %5s %5s %3s  %s\n", "range", "sd", "mean",
@@ -125,7 +137,8 @@ static json_t *jnum(double v) { return isnan(v) ? json_null() : json_real(v); }
 
 static json_t *jnote(const char *note) { return note[0] ? json_string(note) : json_null(); }
 
-static json_t *json_aspect(const AgreeTable *t, const AgreeStats *s, int top) {
+static json_t *json_aspect(const AgreeTable *t, const AgreeStats *s, int top,
+                           const char *only) {
     json_t *o = json_object();
     json_object_set_new(o, "aspect", json_string(t->aspect));
     json_object_set_new(o, "ratings", json_integer(s->n_ratings));
@@ -145,7 +158,7 @@ static json_t *json_aspect(const AgreeTable *t, const AgreeStats *s, int top) {
     json_object_set_new(icc, "block_images", json_integer(s->icc_n_items));
     json_object_set_new(icc, "block_k", json_integer(s->icc_k));
     json_t *br = json_array();
-    for (int q = 0; q < s->icc_k; q++)
+    for (int q = 0; q < s->icc_k && !only; q++)
         json_array_append_new(br, json_string(t->rater_names[s->icc_raters[q]]));
     json_object_set_new(icc, "block_annotators", br);
     json_object_set_new(icc, "note", jnote(s->icc_note));
@@ -154,6 +167,8 @@ static json_t *json_aspect(const AgreeTable *t, const AgreeStats *s, int top) {
     json_object_set_new(o, "high_disagreement", json_integer(s->n_high_disagree));
     json_t *an = json_array();
     for (int j = 0; j < s->n_raters; j++) {
+        if (!shown(t->rater_names[j], only))
+            continue;
         json_t *a = json_object();
         json_object_set_new(a, "name", json_string(t->rater_names[j]));
         json_object_set_new(a, "ratings", json_integer(s->raters[j].n_rated));
@@ -164,7 +179,7 @@ static json_t *json_aspect(const AgreeTable *t, const AgreeStats *s, int top) {
     }
     json_object_set_new(o, "annotators", an);
     json_t *im = json_array();
-    int n_show = top < 0 || top > s->n_ranked ? s->n_ranked : top;
+    int n_show = only ? 0 : top < 0 || top > s->n_ranked ? s->n_ranked : top;
     for (int k = 0; k < n_show; k++) {
         const AgreeItem *it = &s->ranked[k];
         json_t *x = json_object();
@@ -251,6 +266,19 @@ int cli_agreement_main(const CliGlobal *g, int argc, char **argv) {
     Store *st = store_open_existing(g->db_path, &err);
     if (!st)
         return cli_fail(&err);
+    /* blind rating: the per-annotator detail is the reviewers' (trust.h) */
+    int only_self = 0;
+    char denied[ERR_MSG_LEN] = "";
+    if (trust_blind_view(st, identity_login(), &only_self, &err)) {
+        store_close(st);
+        return cli_fail(&err);
+    }
+    if (only_self) {
+        Err e = {0};
+        trust_require_review(st, identity_login(), "the per-annotator detail", &e);
+        snprintf(denied, sizeof denied, "%s", e.msg);
+    }
+    const char *only = only_self ? identity_login() : NULL;
     AgreeReport *r = store_agreement_report(st, aspect, &opt, &err);
     store_close(st);
     if (!r)
@@ -261,14 +289,17 @@ int cli_agreement_main(const CliGlobal *g, int argc, char **argv) {
         json_object_set_new(o, "store", json_string(g->db_path));
         json_t *arr = json_array();
         for (int i = 0; i < r->n; i++)
-            json_array_append_new(arr, json_aspect(r->tables[i], r->stats[i], top));
+            json_array_append_new(arr, json_aspect(r->tables[i], r->stats[i], top, only));
         json_object_set_new(o, "aspects", arr);
+        json_object_set_new(o, "blind_view", only ? json_string(denied) : json_null());
         if (json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)))
             rc = 1;
         fputc('\n', stdout);
         json_decref(o);
     } else {
-        print_text(r, top < 0 ? 5 : top);
+        print_text(r, top < 0 ? 5 : top, only);
+        if (only)
+            printf("\nOnly your own row is shown: %s\n", denied);
     }
     if (fflush(stdout) != 0) {
         cli_error("agreement: writing the report failed: %s", strerror(errno));

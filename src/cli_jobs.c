@@ -11,6 +11,8 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +25,9 @@
 #include "jobkind.h"
 #include "jobs.h"
 #include "log.h"
+#include "identity.h"
 #include "store_jobs.h"
+#include "trust.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -105,17 +109,31 @@ static void print_kind_help(const JobKind *k) {
     printf("the job runs in any 'easel worker' or easel TUI on this store.\n");
 }
 
+/* What a job's MESSAGE column says: its exit message, a cancel request, or what a queued
+ * job waits for. */
+static void fmt_message(const JobRow *r, char *buf, size_t n) {
+    if (r->message)
+        snprintf(buf, n, "%s", r->message);
+    else if (r->cancel_requested)
+        snprintf(buf, n, "cancel requested");
+    else if (r->state == JOB_STATE_QUEUED && r->waiting)
+        snprintf(buf, n, "waiting for %s", r->waiting);
+    else
+        buf[0] = '\0';
+}
+
 static void print_row_line(const JobRow *r) {
-    char prog[64], eta[16], rate[32];
+    char prog[64], eta[16], rate[32], msg[1024];
     fmt_progress(r, prog, sizeof prog);
     fmt_duration(r->eta, eta, sizeof eta);
     if (r->rate > 0)
         snprintf(rate, sizeof rate, "%.3g/s", r->rate);
     else
         snprintf(rate, sizeof rate, "-");
-    printf("%5lld  %-11s %-18s %4d  %-26s %-10s %-8s %s\n", (long long)r->id,
-           store_job_state_name(r->state), r->kind, r->priority, prog, rate, eta,
-           r->message ? r->message : (r->cancel_requested ? "cancel requested" : ""));
+    fmt_message(r, msg, sizeof msg);
+    printf("%5lld  %-11s %-18s %-10s %4d  %-26s %-10s %-8s %s\n", (long long)r->id,
+           store_job_state_name(r->state), r->kind, r->queued_by[0] ? r->queued_by : "?",
+           r->priority, prog, rate, eta, msg);
 }
 
 static void print_time(const char *label, double t) {
@@ -156,7 +174,7 @@ static int parse_deps(const char *s, int64_t **deps, int *n) {
     return 0;
 }
 
-static int jobs_add(const CliGlobal *g, int argc, char **argv) {
+static int cmd_add(const CliGlobal *g, int argc, char **argv) {
     if (argc < 2 || (argv[1][0] == '-' && cli_wants_help(argc, argv))) {
         printf("usage: easel jobs add KIND [--PARAM VALUE ...] [--priority N] [--after ID]"
                " [--gpus N] [--wait]\n\nQueue a job; prints its id. Kinds:\n");
@@ -229,12 +247,11 @@ static int jobs_add(const CliGlobal *g, int argc, char **argv) {
             }
         }
         if (strcmp(name, "priority") == 0 || strcmp(name, "gpus") == 0) {
-            char *end;
-            long v = strtol(val, &end, 10);
-            if (!*val || *end || (name[0] == 'g' && v < -1)) {
-                cli_error("jobs add: --%s needs an integer, got '%s'", name, val);
+            long long v;
+            if (cli_parse_long("jobs add", name[0] == 'p' ? "--priority" : "--gpus", val,
+                               name[0] == 'p' ? INT_MIN : -1, name[0] == 'p' ? INT_MAX : 1024,
+                               &v))
                 goto out;
-            }
             if (name[0] == 'p')
                 jn.priority = (int)v;
             else
@@ -257,19 +274,18 @@ static int jobs_add(const CliGlobal *g, int argc, char **argv) {
         rc = cli_fail(&err);
         goto out;
     }
-    char *json = job_params_to_json(p);
-    job_params_free(p);
     Store *st = open_store(g);
     if (!st) {
-        free(json);
+        job_params_free(p);
         rc = 1;
         goto out;
     }
-    jn.params = json;
     jn.deps = deps;
     jn.n_deps = n_deps;
     int64_t id;
-    if (store_job_add(st, &jn, &id, &err)) {
+    rc = jobs_add(st, p, &jn, &id, &err);
+    job_params_free(p);
+    if (rc) {
         rc = cli_fail(&err);
     } else {
         if (k->gpu_required && jn.gpus_wanted != 0) {
@@ -284,7 +300,6 @@ static int jobs_add(const CliGlobal *g, int argc, char **argv) {
         fflush(stdout);
         rc = wait ? wait_for(g, st, id, 0, 1) : 0;
     }
-    free(json);
     store_close(st);
 out:
     for (int i = 0; i < argc; i++)
@@ -322,7 +337,10 @@ static int jobs_list(const CliGlobal *g, int argc, char **argv) {
             }
             free(copy);
         } else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
-            f.limit = atoi(argv[++i]);
+            long long v;
+            if (cli_parse_long("jobs list", "--limit", argv[++i], 0, INT_MAX, &v))
+                return 2;
+            f.limit = (int)v;
         } else {
             cli_error("jobs list: unexpected argument '%s' (see 'easel jobs list --help')",
                       argv[i]);
@@ -340,8 +358,8 @@ static int jobs_list(const CliGlobal *g, int argc, char **argv) {
         store_close(st);
         return cli_fail(&err);
     }
-    printf("%5s  %-11s %-18s %4s  %-26s %-10s %-8s %s\n", "ID", "STATE", "KIND", "PRIO",
-           "PROGRESS", "RATE", "ETA", "MESSAGE");
+    printf("%5s  %-11s %-18s %-10s %4s  %-26s %-10s %-8s %s\n", "ID", "STATE", "KIND", "USER",
+           "PRIO", "PROGRESS", "RATE", "ETA", "MESSAGE");
     for (int i = 0; i < n; i++)
         print_row_line(&rows[i]);
     if (n == 0)
@@ -372,8 +390,12 @@ static int jobs_show(const CliGlobal *g, int argc, char **argv) {
     if (rc)
         return rc;
     int tail = 20;
-    if (argc >= 4 && strcmp(argv[2], "--log") == 0)
-        tail = atoi(argv[3]);
+    if (argc >= 4 && strcmp(argv[2], "--log") == 0) {
+        long long v;
+        if (cli_parse_long("jobs show", "--log", argv[3], 0, INT_MAX, &v))
+            return 2;
+        tail = (int)v;
+    }
     Store *st = open_store(g);
     if (!st)
         return 1;
@@ -391,6 +413,10 @@ static int jobs_show(const CliGlobal *g, int argc, char **argv) {
            (long long)r.id, r.kind, store_job_state_name(r.state),
            r.cancel_requested && r.state == JOB_STATE_RUNNING ? " (cancel requested)" : "",
            r.priority);
+    if (r.queued_uid >= 0)
+        printf("queued by    %s (uid %lld)\n", r.queued_by, (long long)r.queued_uid);
+    else
+        printf("queued by    unknown (queued before easel recorded it)\n");
     char *params = fmt_json_human(r.params); /* 0.2, not 0.20000000000000001 */
     printf("params       %s\nprogress     %s\n", params ? params : "{}", prog);
     free(params);
@@ -402,6 +428,8 @@ static int jobs_show(const CliGlobal *g, int argc, char **argv) {
             printf("%s#%lld", i ? ", " : "", (long long)r.deps[i]);
         printf("\n");
     }
+    if (r.state == JOB_STATE_QUEUED && r.waiting)
+        printf("waiting for  %s\n", r.waiting);
     printf("gpus         %s (wanted %d)\n", r.gpus ? r.gpus : "none", r.gpus_wanted);
     if (r.worker)
         printf("worker       %s\n", r.worker);
@@ -434,6 +462,26 @@ static int jobs_show(const CliGlobal *g, int argc, char **argv) {
 }
 
 typedef enum Action { ACT_CANCEL, ACT_RETRY, ACT_RESUME } Action;
+
+/* A retry queues a job anew: the trust rules apply as to `jobs add` (trust.h). */
+static int check_retry(Store *st, int64_t id, Err *err) {
+    JobRow r;
+    int rc = store_job_get(st, id, &r, err);
+    if (rc)
+        return rc;
+    const JobKind *k = jobkind_find(r.kind);
+    JobParams *p = k ? job_params_from_json(k, r.params, err) : NULL;
+    if (!k)
+        rc = err_set(err, ERR_FORMAT, "job #%lld is of kind '%s', which this easel does not "
+                     "know", (long long)id, r.kind);
+    else if (!p)
+        rc = err->code ? err->code : ERR_FORMAT;
+    else
+        rc = job_params_check_trust(st, p, NULL, err);
+    job_params_free(p);
+    store_job_row_deinit(&r);
+    return rc;
+}
 
 static int jobs_action(const CliGlobal *g, int argc, char **argv, Action act) {
     static const char *names[] = {"cancel", "retry", "resume"};
@@ -468,7 +516,8 @@ static int jobs_action(const CliGlobal *g, int argc, char **argv, Action act) {
                    (long long)id);
     } else if (act == ACT_RETRY) {
         int64_t nid;
-        if ((rc = store_job_retry(st, id, &nid, &err)) == 0)
+        if ((rc = check_retry(st, id, &err)) == 0 &&
+            (rc = store_job_retry(st, id, &nid, &err)) == 0)
             printf("%lld\n", (long long)nid);
     } else {
         if ((rc = store_job_resume(st, id, &err)) == 0)
@@ -489,12 +538,9 @@ static int jobs_priority(const CliGlobal *g, int argc, char **argv) {
         cli_error("jobs priority: '%s' is not a job id", argv[1]);
         return 2;
     }
-    char *end;
-    long prio = strtol(argv[2], &end, 10);
-    if (!argv[2][0] || *end) {
-        cli_error("jobs priority: '%s' is not an integer", argv[2]);
+    long long prio;
+    if (cli_parse_long("jobs priority", "priority", argv[2], INT_MIN, INT_MAX, &prio))
         return 2;
-    }
     Store *st = open_store(g);
     if (!st)
         return 1;
@@ -503,7 +549,7 @@ static int jobs_priority(const CliGlobal *g, int argc, char **argv) {
     store_close(st);
     if (rc)
         return cli_fail(&err);
-    printf("job #%lld priority %ld\n", (long long)id, prio);
+    printf("job #%lld priority %lld\n", (long long)id, prio);
     return 0;
 }
 
@@ -592,7 +638,10 @@ static int jobs_log(const CliGlobal *g, int argc, char **argv) {
     int tail = 0, follow = 0;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--tail") == 0 && i + 1 < argc) {
-            tail = atoi(argv[++i]);
+            long long v;
+            if (cli_parse_long("jobs log", "--tail", argv[++i], 0, INT_MAX, &v))
+                return 2;
+            tail = (int)v;
         } else if (strcmp(argv[i], "--follow") == 0 || strcmp(argv[i], "-f") == 0) {
             follow = 1;
         } else {
@@ -687,7 +736,7 @@ int cli_jobs_main(const CliGlobal *g, int argc, char **argv) {
     argc--;
     argv++;
     if (!strcmp(c, "add"))
-        return jobs_add(g, argc, argv);
+        return cmd_add(g, argc, argv);
     if (!strcmp(c, "list") || !strcmp(c, "ls"))
         return jobs_list(g, argc, argv);
     if (!strcmp(c, "show"))
@@ -714,6 +763,26 @@ int cli_jobs_main(const CliGlobal *g, int argc, char **argv) {
 
 static volatile sig_atomic_t stop_signals;
 
+/* Queued jobs this worker would run (*mine) and those of users it does not accept. */
+static int count_queued(Store *st, const char *const *accept, uid_t owner, int *mine,
+                        int *others, Err *err) {
+    JobFilter f = {.states = 1u << JOB_STATE_QUEUED};
+    JobRow *rows;
+    int n;
+    *mine = *others = 0;
+    int rc = store_jobs_list(st, &f, &rows, &n, err);
+    if (rc)
+        return rc;
+    for (int i = 0; i < n; i++) {
+        if (trust_job_accepted(rows[i].queued_by, rows[i].queued_uid, getuid(), accept, owner))
+            (*mine)++;
+        else
+            (*others)++;
+    }
+    store_job_rows_free(rows, n);
+    return 0;
+}
+
 static void on_stop_signal(int sig) {
     (void)sig;
     stop_signals++;
@@ -722,7 +791,7 @@ static void on_stop_signal(int sig) {
 int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         printf("usage: easel worker [--threads N] [--gpu-share N] [--resume] [--until-idle] "
-               "[--quiet]\n\n"
+               "[--quiet]\n                    [--accept-user NAME ...]\n\n"
                "Run queued jobs of the store headless (under nohup, systemd or tmux), logging\n"
                "to stderr. Several workers (and TUIs) may serve one store: each job runs once.\n"
                "SIGINT/SIGTERM stop it cleanly: running jobs checkpoint and end interrupted\n"
@@ -733,44 +802,73 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
                "  --resume        first re-queue every interrupted job (e.g. after a reboot;\n"
                "                  they continue from their checkpoints)\n"
                "  --until-idle    exit when no job is queued or running here\n"
-               "  --quiet         log warnings and errors only\n\n"
+               "  --quiet         log warnings and errors only\n"
+               "  --accept-user NAME\n"
+               "                  also run jobs queued by Unix user NAME (repeatable); by\n"
+               "                  default a worker runs only its own user's jobs\n\n"
+               "Every path a job reads or writes must lie in the store's folder or under an\n"
+               "output root ('easel config output-root'); the worker checks again before\n"
+               "each job runs. doc/annotators.md has the trust model.\n\n"
                "example:\n  nohup easel --db work/easel.db worker --threads 4 2>worker.log &\n",
                jobs_default_threads());
         return 0;
     }
     JobsPoolConfig cfg;
     jobs_pool_config_init(&cfg, g->db_path);
-    int until_idle = 0, resume = 0;
+    int until_idle = 0, resume = 0, n_accept = 0;
+    const char **accept = NULL; /* --accept-user names, NULL-ended */
     LogLevel level = LOG_INFO;
     for (int i = 1; i < argc; i++) {
         if ((strcmp(argv[i], "--threads") == 0 || strcmp(argv[i], "-j") == 0) && i + 1 < argc) {
-            cfg.threads = atoi(argv[++i]);
-            if (cfg.threads < 1 || cfg.threads > 256) {
-                cli_error("worker: --threads must be 1..256, got '%s'", argv[i]);
+            long long v;
+            if (cli_parse_long("worker", "--threads", argv[++i], 1, 256, &v)) {
+                free(accept);
                 return 2;
             }
+            cfg.threads = (int)v;
         } else if (strcmp(argv[i], "--gpu-share") == 0 && i + 1 < argc) {
-            cfg.gpu_share = atoi(argv[++i]);
-            if (cfg.gpu_share < 1) {
-                cli_error("worker: --gpu-share must be at least 1, got '%s'", argv[i]);
+            long long v;
+            if (cli_parse_long("worker", "--gpu-share", argv[++i], 1, 1024, &v)) {
+                free(accept);
                 return 2;
             }
+            cfg.gpu_share = (int)v;
         } else if (strcmp(argv[i], "--until-idle") == 0) {
             until_idle = 1;
         } else if (strcmp(argv[i], "--resume") == 0) {
             resume = 1;
         } else if (strcmp(argv[i], "--quiet") == 0) {
             level = LOG_WARN;
+        } else if (strcmp(argv[i], "--accept-user") == 0 && i + 1 < argc && argv[i + 1][0]) {
+            accept = xrealloc(accept, sizeof *accept * (size_t)(n_accept + 2));
+            accept[n_accept++] = argv[++i];
+            accept[n_accept] = NULL;
         } else {
-            cli_error("worker: unexpected argument '%s' (see 'easel worker --help')", argv[i]);
-            return 2;
+            static const char *const known[] = {"--threads", "--gpu-share", "--until-idle",
+                                                "--resume", "--quiet", "--accept-user", NULL};
+            free(accept);
+            if (strcmp(argv[i], "--accept-user") == 0) {
+                cli_error("worker: --accept-user needs a login name (see 'easel worker "
+                          "--help')");
+                return 2;
+            }
+            return cli_unknown_option("worker", argv[i], known);
         }
     }
+    cfg.accept_users = (const char *const *)accept;
     log_to_stderr(level);
+    for (int i = 0; i < n_accept; i++)
+        if (!getpwnam(accept[i]))
+            log_warn("--accept-user %s: no such user on this machine (a job records the "
+                     "login of whoever queued it; 'easel jobs list' shows them)", accept[i]);
     Err err = {0};
     Store *st = open_store(g);
-    if (!st)
-        return 1;
+    uid_t owner = getuid();
+    if (!st || trust_store_owner(st, &owner, &err)) {
+        store_close(st);
+        free(accept);
+        return st ? cli_fail(&err) : 1;
+    }
     if (resume) {
         jobs_reap(st, 0, NULL, NULL);
         JobFilter f = {.states = 1u << JOB_STATE_INTERRUPTED};
@@ -779,6 +877,9 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
         if (store_jobs_list(st, &f, &rows, &n, &err) == 0) {
             for (int i = n - 1; i >= 0; i--) {
                 Err e = {0};
+                if (!trust_job_accepted(rows[i].queued_by, rows[i].queued_uid, getuid(),
+                                        cfg.accept_users, owner))
+                    continue; /* another user's job: their worker resumes it */
                 if (store_job_resume(st, rows[i].id, &e))
                     log_warn("resume: %s", e.msg);
                 else
@@ -799,17 +900,31 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
     JobsPool *pool = jobs_pool_start(&cfg, &err);
     if (!pool) {
         store_close(st);
+        free(accept);
         return cli_fail(&err);
     }
-    log_info("worker %s:%lld serving %s", jobs_host(), (long long)getpid(), g->db_path);
-    int idle_rounds = 0;
+    log_info("worker %s:%lld serving %s, running jobs queued by %s%s%s", jobs_host(),
+             (long long)getpid(), g->db_path, identity_login(), n_accept ? " and " : "",
+             n_accept ? "the accepted users" : " only");
+    int idle_rounds = 0, told_others = 0;
+    double last_look = 0;
     while (!stop_signals) {
         struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
+        if (!until_idle && base_now() - last_look < 5)
+            continue;
+        last_look = base_now();
+        int mine = 0, others = 0;
+        if (count_queued(st, cfg.accept_users, owner, &mine, &others, &err) != 0)
+            continue;
+        if (others && !told_others) {
+            log_info("%d queued job(s) of other users wait here; this worker runs them only "
+                     "with --accept-user NAME ('easel jobs list' shows who queued them)",
+                     others);
+            told_others = 1;
+        }
         if (until_idle) {
-            int counts[JOB_STATE_COUNT];
-            if (store_jobs_count(st, counts, &err) == 0 && counts[JOB_STATE_QUEUED] == 0 &&
-                jobs_pool_busy(pool) == 0)
+            if (mine == 0 && jobs_pool_busy(pool) == 0)
                 idle_rounds++;
             else
                 idle_rounds = 0;
@@ -828,11 +943,13 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
         if (stop_signals >= 2) {
             log_warn("exiting now; running jobs will show as interrupted");
             store_close(st);
+            free(accept);
             return 130;
         }
     }
     jobs_pool_stop(pool);
     store_close(st);
+    free(accept);
     return 0;
 }
 

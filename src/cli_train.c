@@ -22,6 +22,7 @@
 #include "fmt_json.h"
 #include "import.h"
 #include "jobkinds_reward.h"
+#include "jobs.h"
 #include "log.h"
 #include "store.h"
 #include "store_jobs.h"
@@ -274,11 +275,9 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
         goto out_close;
     }
     if (queue) {
-        char *json = job_params_to_json(p);
-        JobNew jn = {.kind = jobkind_train_reward.name, .params = json};
+        JobNew jn = {0};
         int64_t id = 0;
-        rc = store_job_add(st, &jn, &id, &err);
-        free(json);
+        rc = jobs_add(st, p, &jn, &id, &err); /* checks the trust rules (trust.h) */
         job_params_free(p);
         if (rc) {
             rc = cli_fail(&err);

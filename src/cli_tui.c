@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "app.h"
+#include "identity.h"
 #include "store_annotate.h"
+#include "trust.h"
 
 static void annotate_usage(void) {
     printf("usage: easel [--db PATH] annotate [--annotator NAME] [--graphics MODE]\n"
@@ -34,6 +36,13 @@ static void annotate_usage(void) {
 
 static int run_app(const AppConfig *cfg) {
     Err err = {0};
+    /* blind rating: rating under another annotator's name is a reviewer's (trust.h) */
+    Store *st = store_open_existing(cfg->db_path, &err);
+    if (!st || trust_check_act_as(st, identity_annotator(cfg->annotator), &err)) {
+        store_close(st);
+        return cli_fail(&err);
+    }
+    store_close(st);
     if (app_run(cfg, &err))
         return cli_fail(&err);
     return 0;

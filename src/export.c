@@ -21,6 +21,8 @@
 #include "pairs.h"
 #include "store_catalog.h"
 #include "store_ratings.h"
+#include "store_settings.h"
+#include "trust.h"
 
 void export_options_init(ExportOptions *o) {
     memset(o, 0, sizeof *o);
@@ -444,10 +446,31 @@ int export_write(Store *st, ExportKind kind, FILE *out, const ExportOptions *opt
     if (o.relative_to && o.relative_to[0] != '/')
         o.relative_to = realpath(o.relative_to, rel) ? rel : NULL;
     opts = &o;
-    Data d;
-    int rc = data_load(st, &d, kind == EXPORT_RATINGS || kind == EXPORT_PAIRS, opts, err);
+    /* Blind rating: whoever this export is for sees only their own ratings unless they may
+     * review; per-annotator exports are the reviewers' (trust.h). */
+    int with_ratings = kind == EXPORT_RATINGS || kind == EXPORT_PAIRS;
+    int only_self = 0;
+    const char *viewer = store_actor(st);
+    int rc = with_ratings ? trust_blind_view(st, viewer, &only_self, err) : 0;
     if (rc)
         return rc;
+    if (only_self && o.per_annotator)
+        return trust_require_review(st, viewer, "a per-annotator export", err);
+    Data d;
+    rc = data_load(st, &d, with_ratings, opts, err);
+    if (rc)
+        return rc;
+    if (only_self) {
+        int64_t me = -1;
+        for (size_t i = 0; i < d.n_ann; i++)
+            if (strcmp(d.ann[i].name, viewer) == 0)
+                me = d.ann[i].id;
+        size_t k = 0;
+        for (size_t i = 0; i < d.n_rat; i++)
+            if (d.rat[i].annotator_id == me)
+                d.rat[k++] = d.rat[i];
+        d.n_rat = k;
+    }
     size_t n = 0;
     switch (kind) {
     case EXPORT_RATINGS:

@@ -3,11 +3,13 @@
 #include "jobform.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base.h"
+#include "jobs.h"
 #include "store_jobs.h"
 
 JobForm *jobform_new(const JobKind *k) {
@@ -131,13 +133,26 @@ static int field_of(const JobForm *f, JobFormFieldKind kind) {
     return 0;
 }
 
+/* Select the parameter field whose "--NAME" ERR's message names (if any). */
+static void point_at_named_field(JobForm *f, const Err *err) {
+    for (int i = 0; err && i < f->n_fields; i++) {
+        char needle[80];
+        snprintf(needle, sizeof needle, "--%s", jobform_label(f, i));
+        const char *m = f->fields[i].kind == JOBFORM_PARAM ? strstr(err->msg, needle) : NULL;
+        char after = m ? m[strlen(needle)] : 'x';
+        if (m && (after == ' ' || after == ':' || after == '\0')) {
+            f->cur = i;
+            return;
+        }
+    }
+}
+
 int jobform_submit(JobForm *f, Store *st, int64_t *id, Err *err) {
     int n = 0, rc;
     const char **names = xcalloc((size_t)f->n_fields, sizeof *names);
     const char **values = xcalloc((size_t)f->n_fields, sizeof *values);
     int64_t *deps = NULL;
     int n_deps = 0;
-    char *json = NULL;
     JobNew jn = {.kind = f->kind->name, .gpus_wanted = f->kind->gpus};
     for (int i = 0; i < f->n_fields; i++) {
         JobFormField *fd = &f->fields[i];
@@ -152,9 +167,10 @@ int jobform_submit(JobForm *f, Store *st, int64_t *id, Err *err) {
             char *end;
             errno = 0;
             long v = strtol(fd->text, &end, 10);
-            if (!fd->text[0] || *end || errno) {
+            if (!fd->text[0] || *end || errno || v < INT_MIN || v > INT_MAX) {
                 f->cur = i;
-                rc = err_set(err, ERR_USAGE, "priority: '%s' is not an integer", fd->text);
+                rc = err_set(err, ERR_USAGE, "priority: '%s' is not a whole number from %d to "
+                             "%d", fd->text, INT_MIN, INT_MAX);
                 goto out;
             }
             jn.priority = (int)v;
@@ -178,27 +194,18 @@ int jobform_submit(JobForm *f, Store *st, int64_t *id, Err *err) {
     JobParams *p = job_params_parse(f->kind, n, names, values, err);
     if (!p) {
         rc = err ? err->code : ERR_USAGE;
-        /* point at the field the message names */
-        for (int i = 0; err && i < f->n_fields; i++) {
-            char needle[80];
-            snprintf(needle, sizeof needle, "--%s", jobform_label(f, i));
-            if (f->fields[i].kind == JOBFORM_PARAM && strstr(err->msg, needle)) {
-                f->cur = i;
-                break;
-            }
-        }
+        point_at_named_field(f, err);
         goto out;
     }
-    json = job_params_to_json(p);
-    job_params_free(p);
-    jn.params = json;
     jn.deps = deps;
     jn.n_deps = n_deps;
-    rc = store_job_add(st, &jn, id, err);
+    rc = jobs_add(st, p, &jn, id, err); /* checks the trust rules (trust.h) */
+    job_params_free(p);
     if (rc == ERR_NOTFOUND)
         f->cur = field_of(f, JOBFORM_AFTER);
+    else if (rc == ERR_DENIED) /* a path outside the workspace */
+        point_at_named_field(f, err);
 out:
-    free(json);
     free(deps);
     free(names);
     free(values);

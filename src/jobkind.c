@@ -5,9 +5,9 @@
  * kept both as text and typed values; what is stored in jobs.params is the canonical JSON
  * of every parameter, defaults included, so a job records exactly what it ran with.
  *
- * The context throttles progress writes (at most every 250 ms) and derives the rate from
- * an exponential moving average over ~5 s of wall time, which is what ETAs are computed
- * from by every process that reads the job.
+ * The context throttles progress writes (at most every 250 ms); the store derives the rate
+ * (and so every process's ETA) from the work done since the run's baseline, so a resumed
+ * job's first report of step 3100 is not 3100 steps in a fraction of a second.
  */
 #include "jobkind.h"
 
@@ -23,7 +23,9 @@
 
 #include "base.h"
 #include "log.h"
+#include "clip_encoder.h"
 #include "store_jobs.h"
+#include "trust.h"
 
 /* ---- the table ------------------------------------------------------------------------- */
 
@@ -330,6 +332,87 @@ void job_params_free(JobParams *p) {
     free(p);
 }
 
+const JobKind *job_params_kind(const JobParams *p) { return p->kind; }
+
+/* The "output" folder a checkpoint JSON names (train-reward's), or NULL. Caller frees. */
+static char *checkpoint_output(const char *checkpoint) {
+    json_t *o = checkpoint ? json_loads(checkpoint, 0, NULL) : NULL;
+    json_t *v = json_is_object(o) ? json_object_get(o, "output") : NULL;
+    char *res = json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
+    json_decref(o);
+    return res;
+}
+
+/* The model folder of encoder ENC ("clip:NAME", "clip:PATH", either with ",squash") must
+ * pass too, resolved as the encoder resolves it; WHAT names where ENC came from. An unknown
+ * model is left to run(), which says so. */
+static int check_encoder(Store *st, const char *what, const char *enc, Err *err) {
+    if (strncmp(enc, "clip:", 5) != 0)
+        return 0;
+    char *name = xstrdup(enc + 5);
+    char *comma = strrchr(name, ',');
+    if (comma && strcmp(comma, ",squash") == 0)
+        *comma = '\0';
+    Err e = {0};
+    char *path = clip_encoder_resolve(name, st, &e);
+    int rc = 0;
+    if (path) {
+        char w2[192];
+        snprintf(w2, sizeof w2, "%s (model folder of %s)", what, enc);
+        rc = trust_check_path(st, w2, path, err);
+    }
+    free(path);
+    free(name);
+    return rc;
+}
+
+/* The encoder a checkpoint folder's config.json names, or NULL. Caller frees. */
+static char *checkpoint_encoder(const char *dir) {
+    char *p = xasprintf("%s/config.json", dir);
+    json_t *o = json_load_file(p, 0, NULL);
+    free(p);
+    json_t *v = json_is_object(o) ? json_object_get(o, "encoder") : NULL;
+    char *res = json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
+    json_decref(o);
+    return res;
+}
+
+int job_params_check_trust(Store *st, const JobParams *p, const char *checkpoint, Err *err) {
+    char what[96];
+    int rc = 0;
+    for (int i = 0; i < p->n && !rc; i++) {
+        const JobParamSpec *sp = p->v[i].spec;
+        const char *text = p->v[i].text ? p->v[i].text : "";
+        JobParamRef ref = JOB_REF_NONE;
+        for (int j = 0; p->kind->refs && p->kind->refs[j].param; j++)
+            if (strcmp(p->kind->refs[j].param, sp->name) == 0)
+                ref = p->kind->refs[j].ref;
+        snprintf(what, sizeof what, "%s --%s", p->kind->name, sp->name);
+        if (sp->type == JOB_PARAM_PATH) {
+            rc = trust_check_path(st, what, text, err);
+            if (!rc && ref == JOB_REF_CHECKPOINT && text[0]) {
+                char *enc = checkpoint_encoder(text); /* read only once the folder passed */
+                if (enc)
+                    rc = check_encoder(st, what, enc, err);
+                free(enc);
+            }
+        } else if (ref == JOB_REF_RUN_NAME && text[0]) {
+            char *dir = xasprintf("%s/runs/%s", store_dir(st), text);
+            rc = trust_check_path(st, what, dir, err);
+            free(dir);
+        } else if (ref == JOB_REF_ENCODER) {
+            rc = check_encoder(st, what, text, err);
+        }
+    }
+    char *out = rc ? NULL : checkpoint_output(checkpoint);
+    if (out) {
+        snprintf(what, sizeof what, "%s checkpoint output", p->kind->name);
+        rc = trust_check_path(st, what, out, err);
+        free(out);
+    }
+    return rc;
+}
+
 static const ParamValue *get(const JobParams *p, const char *name, int t1, int t2, int t3) {
     int i = find_spec(p, name);
     ASSERT(i >= 0); /* the kind reads a parameter its schema does not declare */
@@ -366,11 +449,8 @@ struct JobCtx {
     char *checkpoint;
     int gpus[JOB_MAX_GPUS];
     int n_gpus;
-    /* progress throttle and rate */
+    /* progress throttle */
     double last_write;       /* base_now() of the last store write, 0 = never */
-    double last_t;           /* base_now() and done at the last rate sample */
-    double last_done;
-    double rate;             /* EMA, units/s */
     double done, total;      /* latest values seen */
     char unit[32];
     int unit_changed;
@@ -393,14 +473,13 @@ JobCtx *job_ctx_new(Store *st, int64_t id, const char *checkpoint, const char *g
         c->gpus[c->n_gpus++] = (int)i;
         g = *end == ',' ? end + 1 : end;
     }
-    c->last_done = -1;
     return c;
 }
 
 static void write_progress(JobCtx *c) {
     Err err = {0};
     if (store_job_progress(c->st, c->id, c->done, c->total, c->unit_changed ? c->unit : NULL,
-                           c->rate, &err))
+                           &err))
         log_warn("job #%lld: progress not saved: %s", (long long)c->id, err.msg);
     c->unit_changed = 0;
     c->pending = 0;
@@ -424,16 +503,6 @@ void job_progress(JobCtx *c, double done, double total, const char *unit) {
     if (unit && strcmp(unit, c->unit) != 0) {
         base_strlcpy(c->unit, unit, sizeof c->unit);
         c->unit_changed = 1;
-    }
-    if (c->last_done < 0 || done < c->last_done) {
-        c->last_t = now;
-        c->last_done = done;
-    } else if (now - c->last_t >= 0.2) {
-        double inst = (done - c->last_done) / (now - c->last_t);
-        double alpha = 1.0 - exp(-(now - c->last_t) / 5.0);
-        c->rate = c->rate > 0 ? c->rate + alpha * (inst - c->rate) : inst;
-        c->last_t = now;
-        c->last_done = done;
     }
     c->done = done;
     c->total = total;

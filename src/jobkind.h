@@ -51,6 +51,17 @@ typedef enum JobParamType {
     JOB_PARAM_CHOICE, /* one of .choices */
 } JobParamType;
 
+/* What a parameter's value names besides itself, for the trust rules (src/trust.h): every
+ * JOB_PARAM_PATH is checked, and these name paths indirectly. A kind declares each one, so
+ * that the queue and the worker check every path any kind reads or writes. */
+typedef enum JobParamRef {
+    JOB_REF_NONE = 0,
+    JOB_REF_ENCODER,     /* "classic" or "clip:NAME": NAME's registered model folder */
+    JOB_REF_RUN_NAME,    /* a run name: the folder runs/NAME of the workspace */
+    JOB_REF_CHECKPOINT,  /* a checkpoint folder (a PATH parameter): also the model folder of
+                          * the clip:NAME encoder its config.json names */
+} JobParamRef;
+
 typedef struct JobParamSpec {
     const char *name;    /* "ratings": the CLI flag is --ratings; [a-z0-9-] only; not one
                           * of the job options: priority, after, gpus, wait, help */
@@ -59,6 +70,12 @@ typedef struct JobParamSpec {
     const char *help;    /* one line for --help and the form */
     const char *choices; /* JOB_PARAM_CHOICE only: "pairs|multihead" */
 } JobParamSpec;
+
+/* One parameter that names a path indirectly (JobKind.refs). */
+typedef struct JobParamRefSpec {
+    const char *param;   /* a parameter of the kind's schema; NULL ends the list */
+    JobParamRef ref;
+} JobParamRefSpec;
 
 /* Parsed, typed, defaulted parameters of one job. Opaque; read with job_param_*(). */
 typedef struct JobParams JobParams;
@@ -76,6 +93,8 @@ typedef struct JobKind {
     int gpu_required;              /* 1: never runs without its GPUs; 0: runs on CPU if
                                     * the machine has none */
     int checkpoints;               /* 1: run() saves checkpoints and resumes from them */
+    const JobParamRefSpec *refs;   /* parameters naming paths indirectly (trust rules), ended
+                                    * by {NULL}; NULL = none. PATH parameters need none. */
     /* Check parameters beyond their types (files exist, ranges) when the job is added, so
      * a bad job is refused up front. Optional (NULL). */
     int (*validate)(const JobParams *p, Err *err);
@@ -117,6 +136,16 @@ char *job_params_to_json(const JobParams *p);
 
 void job_params_free(JobParams *p); /* NULL allowed */
 
+/* The kind P was parsed for. */
+const JobKind *job_params_kind(const JobParams *p);
+
+/* The trust rules for one job (src/trust.h): every PATH parameter, every JOB_REF_* the kind
+ * declares, and the "output" folder of CHECKPOINT (a resumed job's JSON; NULL = none) must
+ * resolve inside the workspace of ST or under an output root. 0, or ERR_DENIED naming the
+ * parameter and what to do. Called when a job is queued (jobs_add) and again before it
+ * runs, because the store may have been edited meanwhile. */
+int job_params_check_trust(Store *st, const JobParams *p, const char *checkpoint, Err *err);
+
 /* Typed reads. NAME must be in the kind's schema with that type (ASSERT: a typo is a bug).
  * Optional text parameters have def "" and read as "" when not given. */
 const char *job_param_str(const JobParams *p, const char *name); /* borrowed, until free */
@@ -134,7 +163,8 @@ Store *job_store(JobCtx *ctx);
 
 /* Progress: DONE of TOTAL units (TOTAL 0 = unknown). UNIT is a short noun ("rows",
  * "images", "steps"); NULL keeps the previous. Cheap to call often: the store is written
- * at most 4 times a second (and always when done == total). */
+ * at most 4 times a second (and always when done == total or the unit changes). The store
+ * derives the rate from the work done since this run started (store_job_progress). */
 void job_progress(JobCtx *ctx, double done, double total, const char *unit);
 
 /* Append one line to the job's log in the store (all lines are kept; the UI shows the

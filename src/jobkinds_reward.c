@@ -174,6 +174,8 @@ const JobKind jobkind_train_reward = {
             "screen or with 'easel runs show RUN --follow'. Resumable.\n\n"
             "example:\n  easel jobs add train-reward --epochs 20 --fusion-method cross_attention\n",
     .params = train_params,
+    .refs = (const JobParamRefSpec[]){{"encoder", JOB_REF_ENCODER}, {"name", JOB_REF_RUN_NAME},
+                                      {NULL, JOB_REF_NONE}},
     .checkpoints = 1,
     .run = train_job_run,
 };
@@ -275,6 +277,7 @@ const JobKind jobkind_embed = {
             "prompt of the store and caches them, so training starts at once.\n\n"
             "example:\n  easel jobs add embed --encoder classic\n",
     .params = embed_params,
+    .refs = (const JobParamRefSpec[]){{"encoder", JOB_REF_ENCODER}, {NULL, JOB_REF_NONE}},
     .run = embed_job_run,
 };
 
@@ -538,6 +541,7 @@ const JobKind jobkind_eval_reward = {
             "standard deviation, sample count and F1.\n\n"
             "example:\n  easel jobs add eval-reward --checkpoint runs/r1/best --pairs pairs.jsonl\n",
     .params = eval_params,
+    .refs = (const JobParamRefSpec[]){{"checkpoint", JOB_REF_CHECKPOINT}, {NULL, JOB_REF_NONE}},
     .run = eval_job_run,
 };
 
@@ -782,5 +786,6 @@ const JobKind jobkind_score = {
             "in the store (scores table), and all can be written as CSV.\n\n"
             "example:\n  easel jobs add score --checkpoint runs/r1/best --csv scores.csv\n",
     .params = score_params,
+    .refs = (const JobParamRefSpec[]){{"checkpoint", JOB_REF_CHECKPOINT}, {NULL, JOB_REF_NONE}},
     .run = score_job_run,
 };

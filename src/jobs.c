@@ -21,6 +21,8 @@
 #include "gpu.h"
 #include "jobkind.h"
 #include "log.h"
+#include "store_settings.h"
+#include "trust.h"
 
 #define IDLE_WAIT_S 5.0 /* an idle worker looks at the store at least this often */
 
@@ -47,6 +49,9 @@ struct JobsPool {
     unsigned kick_gen;      /* bumped by jobs_pool_kick */
     int stopping;           /* workers: stop claiming, running jobs were asked to stop */
     int monitor_stop;       /* monitor: exit (after the workers are joined) */
+    char **accept_users;    /* NULL-ended copy of cfg.accept_users */
+    uid_t uid;              /* this process's user */
+    uid_t owner_uid;        /* the store file's owner */
 };
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -112,6 +117,27 @@ static int accept_kind(void *user_data, const char *kind, int *gpu_required) {
     return 1;
 }
 
+/* Does this pool run jobs of QUEUED_BY / QUEUED_UID? (trust.h has the rule.) */
+static int accept_user(void *user_data, const char *queued_by, int64_t queued_uid) {
+    JobsPool *p = user_data;
+    return trust_job_accepted(queued_by, queued_uid, p->uid,
+                              (const char *const *)p->accept_users, p->owner_uid);
+}
+
+int jobs_add(Store *st, const JobParams *p, JobNew *jn, int64_t *id, Err *err) {
+    const JobKind *k = job_params_kind(p);
+    int rc = job_params_check_trust(st, p, NULL, err);
+    if (rc)
+        return rc;
+    char *json = job_params_to_json(p);
+    jn->kind = k->name;
+    jn->params = json;
+    rc = store_job_add(st, jn, id, err);
+    jn->params = NULL;
+    free(json);
+    return rc;
+}
+
 /* ---- running one job ------------------------------------------------------------------------ */
 
 static void notify(JobsPool *p, int64_t id, JobState s) {
@@ -137,8 +163,13 @@ static void run_one(Slot *s, JobRow *row) {
     double t0 = base_now();
     JobCtx *ctx = job_ctx_new(s->st, row->id, row->checkpoint, row->gpus, &s->cancel);
     JobParams *params = job_params_from_json(k, row->params, &err);
+    int other = row->queued_uid >= 0 && row->queued_uid != (int64_t)p->uid;
+    if (other)
+        store_set_actor(s->st, row->queued_by);
     if (!params) {
         rc = err.code ? err.code : ERR_FORMAT;
+    } else if ((rc = job_params_check_trust(s->st, params, row->checkpoint, &err)) != 0) {
+        err_prefix(&err, "refused at run time"); /* the job was edited since it was queued */
     } else {
         job_log(ctx, "started on %s%s%s%s", s->worker, row->gpus ? " with GPU " : " (CPU)",
                 row->gpus ? row->gpus : "", row->checkpoint ? ", resuming from checkpoint" : "");
@@ -168,6 +199,7 @@ static void run_one(Slot *s, JobRow *row) {
     }
     job_log(ctx, "%s", msg);
     job_ctx_free(ctx);
+    store_set_actor(s->st, NULL);
     job_params_free(params);
     Err ferr = {0};
     if (store_job_finish(s->st, row->id, s->worker, state, msg, &ferr))
@@ -191,7 +223,7 @@ static void *worker_main(void *arg) {
     JobsPool *p = s->pool;
     JobClaim claim = {.worker = s->worker, .host = jobs_host(), .pid = getpid(),
                       .n_gpus = p->n_gpus, .gpu_share = p->cfg.gpu_share,
-                      .accept = accept_kind};
+                      .accept = accept_kind, .accept_user = accept_user, .user_data = p};
     for (;;) {
         pthread_mutex_lock(&p->lock);
         int stop = p->stopping;
@@ -276,7 +308,8 @@ static void *monitor_main(void *arg) {
         }
         /* one cheap read for the whole pool instead of every idle thread polling */
         if (now - last_look >= p->cfg.poll_s && jobs_pool_busy(p) < p->n_slots) {
-            if (store_jobs_claimable(p->monitor_st, &err) == 1)
+            JobClaim c = {.accept_user = accept_user, .user_data = p};
+            if (store_jobs_claimable(p->monitor_st, &c, &err) == 1)
                 kick_one(p);
             last_look = now;
         }
@@ -304,6 +337,9 @@ static void pool_free(JobsPool *p) {
     pthread_cond_destroy(&p->wake);
     free(p->slots);
     free(p->db_path);
+    for (int i = 0; p->accept_users && p->accept_users[i]; i++)
+        free(p->accept_users[i]);
+    free(p->accept_users);
     free(p);
 }
 
@@ -333,9 +369,19 @@ JobsPool *jobs_pool_start(const JobsPoolConfig *cfg, Err *err) {
     } else {
         p->n_gpus = cfg->n_gpus;
     }
+    int n_acc = 0;
+    while (cfg->accept_users && cfg->accept_users[n_acc])
+        n_acc++;
+    p->accept_users = xcalloc((size_t)n_acc + 1, sizeof *p->accept_users);
+    for (int i = 0; i < n_acc; i++)
+        p->accept_users[i] = xstrdup(cfg->accept_users[i]);
+    p->cfg.accept_users = NULL;
+    p->uid = getuid();
     p->n_slots = p->cfg.threads;
     p->slots = xcalloc((size_t)p->n_slots, sizeof *p->slots);
     if (!(p->monitor_st = store_open_existing(p->db_path, err)))
+        goto out_free;
+    if (trust_store_owner(p->monitor_st, &p->owner_uid, err))
         goto out_free;
     for (int i = 0; i < p->n_slots; i++) {
         Slot *s = &p->slots[i];

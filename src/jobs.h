@@ -16,6 +16,11 @@
  *     GPU to gpu_share jobs at once (1 = exclusive), several to a kind that wants several.
  *   - Workers and the monitor block SIGWINCH, SIGINT and SIGTERM: only the main thread sees
  *     signals (the UI's resize, `easel worker`'s stop).
+ *   - Whose jobs: a pool runs only jobs queued by its own Unix user, plus those of the
+ *     logins in accept_users (`easel worker --accept-user NAME`); and before each run it
+ *     checks the job's paths again (trust.h), because the store may have been edited since
+ *     the job was queued. A refused job fails with the reason. A job run for another user
+ *     acts as that user on its connection (store_set_actor).
  *   - Stopping: jobs_pool_stop sets every running job's cancel flag and marks the stop as a
  *     shutdown, so a run() that returns ERR_CANCELLED ends "interrupted" (resumable, with
  *     its checkpoint) instead of "cancelled"; then it joins the threads.
@@ -29,6 +34,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "jobkind.h"
 #include "store_jobs.h"
 
 typedef struct JobsPool JobsPool;
@@ -41,6 +47,9 @@ typedef struct JobsPoolConfig {
     double poll_s;          /* how often the monitor looks for claimable jobs; 0 = 0.5 s */
     double heartbeat_s;     /* 0 = 2 s */
     double stale_s;         /* a heartbeat older than this is a dead worker; 0 = 30 s */
+    /* Logins whose jobs this pool runs besides its own user's, NULL-ended (copied); NULL =
+     * none. */
+    const char *const *accept_users;
     /* Called from a worker thread after a job started or ended (e.g. to write a byte to the
      * UI's wake pipe). Must not block and must not call ncurses. NULL = none. */
     void (*on_change)(void *user_data, int64_t job_id, JobState state);
@@ -71,6 +80,12 @@ void jobs_pool_stop(JobsPool *pool);
 /* Ask to stop without waiting (e.g. from the main loop after SIGTERM); jobs_pool_stop then
  * waits. */
 void jobs_pool_request_stop(JobsPool *pool);
+
+/* Queue the job P describes (kind, parameters) with JN's priority, GPUs and dependencies
+ * (JN's kind and params are set here): the one way the CLI and the TUI queue a job. Refuses
+ * (ERR_DENIED, store unchanged) a job whose paths break the trust rules (trust.h). *id =
+ * the new job. */
+int jobs_add(Store *st, const JobParams *p, JobNew *jn, int64_t *id, Err *err);
 
 /* This host's name as jobs record it (static buffer, set once). */
 const char *jobs_host(void);

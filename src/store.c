@@ -25,10 +25,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "base.h"
+#include "identity.h"
 #include "log.h"
 
 /* ---- schema ----------------------------------------------------------------------------- */
@@ -246,7 +248,8 @@ static const char *const migrations[] = {
     "  reason TEXT NOT NULL DEFAULT '',"         /* shown to the annotator */
     "  source TEXT NOT NULL DEFAULT '',"         /* e.g. the checkpoint it came from */
     "  computed_at REAL NOT NULL,"
-    "  PRIMARY KEY(kind, image_id)) WITHOUT ROWID;",
+    "  PRIMARY KEY(kind, image_id)) WITHOUT ROWID;"
+    "ALTER TABLE jobs ADD COLUMN resume_at REAL;", /* when resume_done was taken (rate) */
 };
 
 int store_schema_version(void) { return (int)ARRAY_LEN(migrations); }
@@ -543,6 +546,40 @@ static char *abs_dir_of(const char *path) {
     return res;
 }
 
+/* The folder that holds PATH (caller frees). */
+static char *dir_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? xasprintf("%.*s", (int)(slash == path ? 1 : slash - path), path)
+                 : xstrdup(".");
+}
+
+/* The refusal for a store this user may not open: whose it is and what to ask for. */
+static int permission_denied(const char *path, Err *err) {
+    struct stat sb;
+    char *dir = dir_of(path);
+    int have = stat(path, &sb) == 0 || stat(dir, &sb) == 0;
+    char *owner = have ? identity_name_of(sb.st_uid) : xstrdup("its owner");
+    err_set(err, ERR_DENIED, "%s: permission denied: this store belongs to %s and is not "
+            "shared with you; ask %s to run 'easel --db %s init --shared GROUP' (a group you "
+            "are in)", path, owner, owner, path);
+    free(owner);
+    free(dir);
+    return ERR_DENIED;
+}
+
+/* A shared store (group-writable file in a setgid folder, `easel init --shared`): let this
+ * process create files and folders the group can write too (run folders, checkpoints). */
+static void share_umask(const char *path) {
+    struct stat f, d;
+    char *dir = dir_of(path);
+    if (stat(path, &f) == 0 && stat(dir, &d) == 0 && (f.st_mode & S_IWGRP) &&
+        (d.st_mode & S_ISGID) && f.st_gid == d.st_gid) {
+        mode_t old = umask(0);
+        umask(old & ~(mode_t)S_IRWXG);
+    }
+    free(dir);
+}
+
 static Store *open_flags(const char *path, int flags, int create, Err *err) {
     Store *st = xcalloc(1, sizeof *st);
     st->path = xstrdup(path);
@@ -558,9 +595,7 @@ static Store *open_flags(const char *path, int flags, int create, Err *err) {
     if (store_exec(st, "SELECT count(*) FROM sqlite_schema", err)) {
         if (sqlite3_errcode(st->db) == SQLITE_CANTOPEN || sqlite3_errcode(st->db) == SQLITE_PERM ||
             sqlite3_errcode(st->db) == SQLITE_READONLY || access(path, R_OK | W_OK) != 0)
-            err_set(err, ERR_IO,
-                    "%s: permission denied: this store belongs to another user or group; "
-                    "ask its owner to run 'easel --db %s init --shared GROUP'", path, path);
+            permission_denied(path, err);
         else
             err_set(err, ERR_FORMAT, "%s: not an easel store (not a SQLite database)", path);
         goto out_free;
@@ -572,6 +607,8 @@ static Store *open_flags(const char *path, int flags, int create, Err *err) {
         goto out_free;
     if (migrate(st, err))
         goto out_free;
+    if (strcmp(path, ":memory:") != 0)
+        share_umask(path);
     return st;
 out_free:
     store_close(st);
@@ -584,6 +621,10 @@ Store *store_open(const char *path, Err *err) {
 
 Store *store_open_existing(const char *path, Err *err) {
     if (strcmp(path, ":memory:") != 0 && access(path, F_OK) != 0) {
+        if (errno == EACCES) {
+            permission_denied(path, err);
+            return NULL;
+        }
         err_set(err, ERR_NOTFOUND, "%s: no store here; create one with 'easel init' or pass --db",
                 path);
         return NULL;
@@ -603,6 +644,7 @@ void store_close(Store *st) {
     }
     free(st->path);
     free(st->dir);
+    free(st->actor);
     free(st);
 }
 

@@ -32,7 +32,11 @@ int store_schema_version(void);
 Store *store_open(const char *path, Err *err);
 
 /* Open only if PATH exists and is an easel store; never creates, and changes nothing in a
- * file that is not an easel store (not even its journal mode). Every command but init. */
+ * file that is not an easel store (not even its journal mode). Every command but init.
+ * A store this user may not read and write is ERR_DENIED, naming its owner and saying to
+ * ask for `easel init --shared GROUP`. On a shared store (group-writable, in a setgid
+ * folder) both opens clear the group bits of the process umask, so run folders and files
+ * this process makes stay writable by the group. */
 Store *store_open_existing(const char *path, Err *err);
 
 void store_close(Store *st); /* NULL allowed; rolls back an open transaction */

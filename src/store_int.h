@@ -16,6 +16,7 @@ struct Store {
     int tx_depth;      /* nesting of store_begin */
     int tx_failed;     /* an inner rollback poisoned the outer transaction */
     int busy_limit_ms; /* store_set_busy_limit: 0 = wait and retry (minutes) */
+    char *actor;       /* login this connection acts for (store_set_actor); NULL = own */
     struct {
         const char *sql;      /* key: the address of a static SQL string */
         sqlite3_stmt *stmt;

@@ -13,8 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base.h"
+#include "identity.h"
 
 static const char *const state_names[JOB_STATE_COUNT] = {
     "queued", "running", "succeeded", "failed", "cancelled", "interrupted",
@@ -44,6 +46,8 @@ void store_job_row_deinit(JobRow *r) {
     free(r->checkpoint);
     free(r->message);
     free(r->deps);
+    free(r->waiting);
+    free(r->queued_by);
     memset(r, 0, sizeof *r);
 }
 
@@ -60,7 +64,7 @@ void store_job_rows_free(JobRow *rows, int n) {
 #define JOB_COLS                                                                            \
     "id, kind, params, state, priority, done, total, rate, unit, gpus_wanted, gpus, worker, " \
     "pid, host, heartbeat_at, cancel_requested, checkpoint, retry_of, message, created_at, "  \
-    "started_at, finished_at"
+    "started_at, finished_at, queued_by, queued_uid, resume_done"
 
 static double col_real(sqlite3_stmt *s, int i) {
     return sqlite3_column_type(s, i) == SQLITE_NULL ? 0 : sqlite3_column_double(s, i);
@@ -95,25 +99,39 @@ static void row_from_stmt(sqlite3_stmt *s, JobRow *r) {
     r->created_at = col_real(s, 19);
     r->started_at = col_real(s, 20);
     r->finished_at = col_real(s, 21);
+    r->queued_by = store_col_text(s, 22);
+    if (!r->queued_by)
+        r->queued_by = xstrdup("");
+    r->queued_uid = sqlite3_column_type(s, 23) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 23);
+    r->resume_done = col_real(s, 24);
     r->eta = -1;
     if (r->state == JOB_STATE_RUNNING && r->rate > 0 && r->total > 0 && r->done <= r->total)
         r->eta = (r->total - r->done) / r->rate;
 }
 
+/* Note dependency DEP in state STATE of R: its list, and R->waiting while R is queued. */
+static void add_dep(JobRow *r, int64_t dep, const char *state) {
+    r->deps = xrealloc(r->deps, sizeof *r->deps * (size_t)(r->n_deps + 1));
+    r->deps[r->n_deps++] = dep;
+    if (r->state != JOB_STATE_QUEUED || !state || strcmp(state, "succeeded") == 0)
+        return;
+    char *w = xasprintf("%s%s#%lld (%s)", r->waiting ? r->waiting : "", r->waiting ? ", " : "",
+                        (long long)dep, state);
+    free(r->waiting);
+    r->waiting = w;
+}
+
 static int read_deps(Store *st, JobRow *r, Err *err) {
-    static const char sql[] = "SELECT depends_on FROM job_deps WHERE job_id = ? ORDER BY 1";
+    static const char sql[] = "SELECT d.depends_on, j.state FROM job_deps d "
+                              "LEFT JOIN jobs j ON j.id = d.depends_on WHERE d.job_id = ? "
+                              "ORDER BY 1";
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
     sqlite3_bind_int64(s, 1, r->id);
-    int rc, cap = 0;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (r->n_deps == cap) {
-            cap = cap ? cap * 2 : 4;
-            r->deps = xrealloc(r->deps, sizeof *r->deps * (size_t)cap);
-        }
-        r->deps[r->n_deps++] = sqlite3_column_int64(s, 0);
-    }
+    int rc;
+    while ((rc = store_step(st, s)) == SQLITE_ROW)
+        add_dep(r, sqlite3_column_int64(s, 0), (const char *)sqlite3_column_text(s, 1));
     if (rc != SQLITE_DONE)
         return store_err(st, err, "read job dependencies");
     return 0;
@@ -145,8 +163,9 @@ int store_job_get(Store *st, int64_t id, JobRow *out, Err *err) {
  * lists hundreds of jobs twice a second. */
 static int read_all_deps(Store *st, JobRow *rows, int n, Err *err) {
     static const char sql[] =
-        "SELECT job_id, depends_on FROM job_deps WHERE job_id BETWEEN ? AND ? "
-        "ORDER BY job_id, depends_on";
+        "SELECT d.job_id, d.depends_on, j.state FROM job_deps d "
+        "LEFT JOIN jobs j ON j.id = d.depends_on WHERE d.job_id BETWEEN ? AND ? "
+        "ORDER BY d.job_id, d.depends_on";
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
@@ -166,8 +185,7 @@ static int read_all_deps(Store *st, JobRow *rows, int n, Err *err) {
         JobRow *r = &rows[lo];
         if (r->id != id)
             continue; /* filtered out of the list */
-        r->deps = xrealloc(r->deps, sizeof *r->deps * (size_t)(r->n_deps + 1));
-        r->deps[r->n_deps++] = sqlite3_column_int64(s, 1);
+        add_dep(r, sqlite3_column_int64(s, 1), (const char *)sqlite3_column_text(s, 2));
     }
     if (rc != SQLITE_DONE)
         return store_err(st, err, "read job dependencies");
@@ -249,8 +267,8 @@ static int job_exists(Store *st, int64_t id, Err *err) {
 
 static int insert_job(Store *st, const JobNew *j, int64_t *id, Err *err) {
     static const char sql_job[] =
-        "INSERT INTO jobs(kind, params, priority, gpus_wanted, retry_of, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)";
+        "INSERT INTO jobs(kind, params, priority, gpus_wanted, retry_of, created_at, queued_by,"
+        " queued_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
     static const char sql_dep[] =
         "INSERT OR IGNORE INTO job_deps(job_id, depends_on) VALUES (?, ?)";
     for (int i = 0; i < j->n_deps; i++) {
@@ -274,6 +292,16 @@ static int insert_job(Store *st, const JobNew *j, int64_t *id, Err *err) {
     else
         sqlite3_bind_null(s, 5);
     sqlite3_bind_double(s, 6, base_wall());
+    if (j->queued_by) {
+        store_bind_text(s, 7, j->queued_by);
+        if (j->queued_uid >= 0)
+            sqlite3_bind_int64(s, 8, j->queued_uid);
+        else
+            sqlite3_bind_null(s, 8);
+    } else {
+        store_bind_text(s, 7, identity_login());
+        sqlite3_bind_int64(s, 8, (int64_t)getuid());
+    }
     if (store_step(st, s) != SQLITE_DONE)
         return store_err(st, err, "add job");
     *id = sqlite3_last_insert_rowid(st->db);
@@ -607,17 +635,22 @@ static int pick_gpus(const JobClaim *c, const int *use, int want, int required, 
     return 1;
 }
 
-int store_jobs_claimable(Store *st, Err *err) {
+int store_jobs_claimable(Store *st, const JobClaim *c, Err *err) {
     static const char sql[] =
-        "SELECT 1 FROM jobs WHERE state = 'queued' AND NOT EXISTS ("
+        "SELECT queued_by, queued_uid FROM jobs WHERE state = 'queued' AND NOT EXISTS ("
         " SELECT 1 FROM job_deps d JOIN jobs j ON j.id = d.depends_on"
-        " WHERE d.job_id = jobs.id AND j.state IN ('queued', 'running', 'interrupted')) LIMIT 1";
+        " WHERE d.job_id = jobs.id AND j.state IN ('queued', 'running', 'interrupted'))";
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    int rc = store_step(st, s);
+    int rc, found = 0;
+    while (!found && (rc = store_step(st, s)) == SQLITE_ROW) {
+        int64_t uid = sqlite3_column_type(s, 1) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 1);
+        found = !c || !c->accept_user ||
+                c->accept_user(c->user_data, (const char *)sqlite3_column_text(s, 0), uid);
+    }
     sqlite3_reset(s);
-    if (rc == SQLITE_ROW)
+    if (found)
         return 1;
     if (rc == SQLITE_DONE)
         return 0;
@@ -626,16 +659,18 @@ int store_jobs_claimable(Store *st, Err *err) {
 
 int store_job_claim(Store *st, const JobClaim *c, JobRow *out, Err *err) {
     static const char sql_candidates[] =
-        "SELECT id, kind, gpus_wanted FROM jobs WHERE state = 'queued' AND NOT EXISTS ("
+        "SELECT id, kind, gpus_wanted, queued_by, queued_uid FROM jobs "
+        "WHERE state = 'queued' AND NOT EXISTS ("
         " SELECT 1 FROM job_deps d JOIN jobs j ON j.id = d.depends_on"
         " WHERE d.job_id = jobs.id AND j.state <> 'succeeded') "
         "ORDER BY priority DESC, id ASC";
     static const char sql_claim[] =
         "UPDATE jobs SET state = 'running', worker = ?2, pid = ?3, host = ?4, gpus = ?5,"
         " started_at = ?6, heartbeat_at = ?6, finished_at = NULL, message = NULL, rate = NULL,"
-        " cancel_requested = 0 WHERE id = ?1 AND state = 'queued'";
+        " cancel_requested = 0, resume_done = done, resume_at = NULL"
+        " WHERE id = ?1 AND state = 'queued'";
     memset(out, 0, sizeof *out);
-    int rc = store_jobs_claimable(st, err);
+    int rc = store_jobs_claimable(st, c, err);
     if (rc <= 0)
         return rc;
     int n_gpus = c->n_gpus > 0 ? c->n_gpus : 0;
@@ -658,6 +693,10 @@ int store_job_claim(Store *st, const JobClaim *c, JobRow *out, Err *err) {
         const char *kind = (const char *)sqlite3_column_text(s, 1);
         int required = 0;
         if (c->accept && !c->accept(c->user_data, kind, &required))
+            continue;
+        int64_t uid = sqlite3_column_type(s, 4) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 4);
+        if (c->accept_user &&
+            !c->accept_user(c->user_data, (const char *)sqlite3_column_text(s, 3), uid))
             continue;
         if (pick_gpus(c, use, sqlite3_column_int(s, 2), required, gpus, sizeof gpus)) {
             chosen = sqlite3_column_int64(s, 0);
@@ -745,10 +784,22 @@ int store_jobs_cancel_requested(Store *st, const char *host, int64_t pid, int64_
 }
 
 int store_job_progress(Store *st, int64_t id, double done, double total, const char *unit,
-                       double rate, Err *err) {
+                       Err *err) {
+    /* ?5 = now. A new baseline (done, now) when there is none since the claim, when done
+     * went backwards, or when the unit changed; else rate = work since the baseline over the
+     * time since it. Every expression reads the row as it was before the update. */
+#define NEW_BASELINE \
+    "(resume_at IS NULL OR ?2 < resume_done OR (?4 IS NOT NULL AND ?4 IS NOT unit))"
     static const char sql[] =
-        "UPDATE jobs SET done = ?2, total = ?3, unit = coalesce(?4, unit), rate = ?5 "
+        "UPDATE jobs SET"
+        " rate = CASE WHEN " NEW_BASELINE " THEN NULL"
+        "  WHEN ?5 > resume_at AND ?2 > resume_done THEN (?2 - resume_done) / (?5 - resume_at)"
+        "  ELSE NULL END,"
+        " resume_done = CASE WHEN " NEW_BASELINE " THEN ?2 ELSE resume_done END,"
+        " resume_at = CASE WHEN " NEW_BASELINE " THEN ?5 ELSE resume_at END,"
+        " done = ?2, total = ?3, unit = coalesce(?4, unit) "
         "WHERE id = ?1 AND state = 'running'";
+#undef NEW_BASELINE
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
@@ -756,10 +807,7 @@ int store_job_progress(Store *st, int64_t id, double done, double total, const c
     sqlite3_bind_double(s, 2, done);
     sqlite3_bind_double(s, 3, total);
     store_bind_text(s, 4, unit);
-    if (rate > 0)
-        sqlite3_bind_double(s, 5, rate);
-    else
-        sqlite3_bind_null(s, 5);
+    sqlite3_bind_double(s, 5, base_wall());
     if (store_step(st, s) != SQLITE_DONE)
         return store_err(st, err, "job progress");
     return 0;

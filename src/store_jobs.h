@@ -79,6 +79,11 @@ typedef struct JobRow {
     double finished_at;    /* 0 = not finished */
     int64_t *deps;         /* jobs this one waits for */
     int n_deps;
+    char *waiting;         /* queued only: the dependencies not yet succeeded, "#3 (running),
+                            * #4 (queued)"; NULL = none */
+    char *queued_by;       /* Unix login that queued it; "" = unknown (before schema 2) */
+    int64_t queued_uid;    /* its uid; -1 = unknown */
+    double resume_done;    /* done when this run's rate baseline was taken */
 } JobRow;
 
 void store_job_row_deinit(JobRow *r); /* NULL allowed; zeroes the row */
@@ -94,9 +99,13 @@ typedef struct JobNew {
     const int64_t *deps;    /* may be NULL when n_deps == 0 */
     int n_deps;
     int64_t retry_of;       /* 0 = none */
+    const char *queued_by;  /* who queues it; NULL = this process (identity_login, getuid) */
+    int64_t queued_uid;     /* with queued_by: its uid (-1 = unknown) */
 } JobNew;
 
-/* Insert a queued job. Each dependency must exist (ERR_NOTFOUND names it). *id = new id. */
+/* Insert a queued job, recording who queued it. Each dependency must exist (ERR_NOTFOUND
+ * names it). *id = new id. The trust rules (paths, trust.h) are the caller's: queue through
+ * jobs_add (jobs.h), which checks them. */
 int store_job_add(Store *st, const JobNew *j, int64_t *id, Err *err);
 
 /* Read one job with its dependencies. ERR_NOTFOUND if there is no such job. */
@@ -137,8 +146,8 @@ void store_job_log_free(JobLogLine *lines, int n);
  * after the call (may be NULL). */
 int store_job_cancel(Store *st, int64_t id, JobState *now_state, Err *err);
 
-/* New queued job with the same kind, params, priority, gpus and deps; *new_id. Refused
- * (ERR_CONFLICT) for queued or running jobs. */
+/* New queued job with the same kind, params, priority, gpus and deps, queued by this
+ * process's user; *new_id. Refused (ERR_CONFLICT) for queued or running jobs. */
 int store_job_retry(Store *st, int64_t id, int64_t *new_id, Err *err);
 
 /* Re-queue a failed, cancelled or interrupted job, keeping its checkpoint. ERR_CONFLICT for
@@ -158,6 +167,9 @@ typedef struct JobClaim {
     int gpu_share;          /* jobs that may hold one GPU at once (>= 1) */
     /* Whether this process can run KIND; sets *gpu_required. NULL = any kind, not required. */
     int (*accept)(void *user_data, const char *kind, int *gpu_required);
+    /* Whether this worker runs jobs queued by QUEUED_BY / QUEUED_UID (-1 = unknown); see
+     * trust_job_accepted. NULL = every user's. */
+    int (*accept_user)(void *user_data, const char *queued_by, int64_t queued_uid);
     void *user_data;
 } JobClaim;
 
@@ -170,9 +182,10 @@ typedef struct JobClaim {
 int store_job_claim(Store *st, const JobClaim *c, JobRow *out, Err *err);
 
 /* Without the write lock: is there a queued job whose dependencies all ended (so a claim
- * would run it, or fail it for a failed dependency)? Every idle process polls this, so it
- * must not take the write lock that annotators' saves need. 1 yes, 0 no, or ERR_*. */
-int store_jobs_claimable(Store *st, Err *err);
+ * would run it, or fail it for a failed dependency), of a user C accepts (C NULL or its
+ * accept_user NULL: any user)? Every idle process polls this, so it must not take the write
+ * lock that annotators' saves need. 1 yes, 0 no, or ERR_*. */
+int store_jobs_claimable(Store *st, const JobClaim *c, Err *err);
 
 /* Heartbeat every running job of (HOST, PID). */
 int store_jobs_heartbeat(Store *st, const char *host, int64_t pid, Err *err);
@@ -181,9 +194,13 @@ int store_jobs_heartbeat(Store *st, const char *host, int64_t pid, Err *err);
 int store_jobs_cancel_requested(Store *st, const char *host, int64_t pid, int64_t **ids,
                                 int *n, Err *err);
 
-/* Progress of a running job. */
+/* Progress of a running job. The rate (and from it every process's ETA) counts only work
+ * done since this run's baseline: the first progress after the claim, or the last change of
+ * UNIT, or of DONE going backwards (a resumed job restarting from its checkpoint); so a job
+ * resumed at step 3100 does not count those 3100 steps as done in its first second. UNIT
+ * NULL keeps the previous one. */
 int store_job_progress(Store *st, int64_t id, double done, double total, const char *unit,
-                       double rate, Err *err);
+                       Err *err);
 
 /* Replace the checkpoint JSON. */
 int store_job_checkpoint_save(Store *st, int64_t id, const char *json, Err *err);

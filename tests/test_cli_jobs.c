@@ -106,7 +106,7 @@ Test(cli_jobs, bad_input_is_a_usage_error_naming_what_is_wrong) {
     cr_assert_eq(easel("jobs add import"), 2);
     cr_assert(strstr(out, "--path is required"), "%s", out);
     cr_assert_eq(easel("jobs add no-such-kind"), 2);
-    cr_assert_eq(easel("jobs add import --path x --after 99"), 1);
+    cr_assert_eq(easel("jobs add import --path %s/x --after 99", tmpdir), 1);
     cr_assert(strstr(out, "no job #99"), "%s", out);
     cr_assert_eq(easel("jobs show 12345"), 1);
     cr_assert_eq(easel("jobs frobnicate"), 2);
@@ -114,6 +114,37 @@ Test(cli_jobs, bad_input_is_a_usage_error_naming_what_is_wrong) {
     int counts = easel("jobs list");
     cr_assert_eq(counts, 0);
     cr_assert(strstr(out, "(no jobs)"), "nothing was added by the failed commands:\n%s", out);
+}
+
+Test(cli_jobs, a_priority_that_does_not_fit_is_refused_and_waiting_jobs_say_for_what) {
+    if (access("bin/easel", X_OK) != 0)
+        cr_skip_test("bin/easel not built");
+    write_prompts();
+    cr_assert_eq(easel("init"), 0);
+    cr_assert_eq(easel("jobs add import --what prompts --path %s/prompts.csv "
+                       "--priority 99999999999", tmpdir), 2, "%s", out);
+    cr_assert(strstr(out, "--priority 99999999999: expected a whole number"), "%s", out);
+    cr_assert_eq(easel("jobs add import --what prompts --path %s/prompts.csv --priority "
+                       "-2147483649", tmpdir), 2, "%s", out);
+    cr_assert_eq(easel("jobs list"), 0);
+    cr_assert(strstr(out, "(no jobs)"), "nothing was queued:\n%s", out);
+    cr_assert_eq(easel("jobs add import --what prompts --path %s/prompts.csv --priority "
+                       "2147483647", tmpdir), 0, "%s", out);
+    cr_assert_eq(easel("jobs priority 1 99999999999"), 2, "%s", out);
+    cr_assert_eq(easel("jobs show 1"), 0);
+    cr_assert(strstr(out, "priority     2147483647"), "%s", out);
+    /* a job waiting on --after says so in the list and in show */
+    cr_assert_eq(easel("jobs add export --what prompts --out %s/o.csv --after 1", tmpdir), 0,
+                 "%s", out);
+    cr_assert_eq(easel("jobs list"), 0);
+    char *line = strstr(out, "    2  queued");
+    cr_assert_not_null(line, "%s", out);
+    cr_assert(strstr(line, "waiting for #1 (queued)"), "%s", out);
+    cr_assert_eq(easel("jobs show 2"), 0);
+    cr_assert(strstr(out, "waiting for  #1 (queued)"), "%s", out);
+    cr_assert_eq(easel("jobs cancel 1"), 0);
+    cr_assert_eq(easel("jobs list"), 0);
+    cr_assert(strstr(out, "waiting for #1 (cancelled)"), "%s", out);
 }
 
 Test(cli_jobs, help_texts_have_examples_and_gpus_degrades) {

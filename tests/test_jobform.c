@@ -72,7 +72,7 @@ Test(jobform, submit_validates_then_adds) {
     cr_assert_eq(jobform_submit(f, st, &id, &err), ERR_USAGE, "path is required");
     cr_assert(strstr(err.msg, "--path is required"), "%s", err.msg);
     cr_assert_eq(f->cur, 0, "the form points at the missing field");
-    jobform_set(f, 0, "/data/x.csv");
+    jobform_set(f, 0, "data/x.csv");
     jobform_set(f, 2, "many");
     cr_assert_eq(jobform_submit(f, st, &id, &err), ERR_USAGE);
     cr_assert_eq(f->cur, 2);
@@ -84,14 +84,24 @@ Test(jobform, submit_validates_then_adds) {
     cr_assert_eq(store_jobs_count(st, counts, NULL), 0);
     cr_assert_eq(counts[JOB_STATE_QUEUED], 0, "nothing added by failed submits");
     jobform_set(f, 5, "");
+    jobform_set(f, 4, "99999999999");
+    cr_assert_eq(jobform_submit(f, st, &id, &err), ERR_USAGE, "a priority that does not fit");
     jobform_set(f, 4, "7");
+    /* the trust rules: a path outside the workspace (the cwd for :memory:) is refused */
+    jobform_set(f, 0, "/data/x.csv");
+    cr_assert_eq(jobform_submit(f, st, &id, &err), ERR_DENIED, "%s", err.msg);
+    cr_assert(strstr(err.msg, "permission denied"), "%s", err.msg);
+    cr_assert_eq(f->cur, 0, "the form points at the path");
+    cr_assert_eq(store_jobs_count(st, counts, NULL), 0);
+    cr_assert_eq(counts[JOB_STATE_QUEUED], 0, "nothing added by a refused submit");
+    jobform_set(f, 0, "data/x.csv");
     cr_assert_eq(jobform_submit(f, st, &id, &err), 0, "%s", err.msg);
     JobRow r;
     cr_assert_eq(store_job_get(st, id, &r, NULL), 0);
     cr_assert_str_eq(r.kind, "test-form");
     cr_assert_eq(r.priority, 7);
     cr_assert_eq(r.gpus_wanted, 2);
-    cr_assert(strstr(r.params, "\"path\":\"/data/x.csv\""), "%s", r.params);
+    cr_assert(strstr(r.params, "/data/x.csv\""), "made absolute: %s", r.params);
     cr_assert(strstr(r.params, "\"epochs\":5"), "%s", r.params);
     cr_assert(strstr(r.params, "\"shuffle\":true"), "%s", r.params);
     store_job_row_deinit(&r);

@@ -570,6 +570,43 @@ Test(jobs, list_filters_and_carries_dependencies) {
     store_close(st);
 }
 
+/* After a cancel and a resume, a job continues from its checkpoint: its first progress
+ * reports thousands of units done at once (after a phase in another unit). The rate must
+ * count only what was done since the restart, not those thousands in a fraction of a
+ * second (the Jobs screen showed 15,500/s and "ETA 0:01" for a job running at 90/s). */
+Test(jobs, rate_after_a_resume_counts_only_work_since_the_restart) {
+    Store *st = store_open(db, NULL);
+    int64_t id = add_count(st, 5000, 0, 1, NULL);
+    JobClaim c = {.worker = "h:1:t0", .host = "h", .pid = 1, .gpu_share = 1};
+    JobRow row;
+    cr_assert_eq(store_job_claim(st, &c, &row, NULL), 1);
+    store_job_row_deinit(&row);
+    /* the first run got to 3150 steps, then was cancelled and resumed */
+    cr_assert_eq(store_job_progress(st, id, 3150, 5000, "steps", NULL), 0);
+    cr_assert_eq(store_job_cancel(st, id, NULL, NULL), 0);
+    cr_assert_eq(store_job_finish(st, id, "h:1:t0", JOB_STATE_CANCELLED, "cancelled", NULL), 0);
+    cr_assert_eq(store_job_resume(st, id, NULL), 0);
+    cr_assert_eq(store_job_claim(st, &c, &row, NULL), 1);
+    store_job_row_deinit(&row);
+    JobCtx *ctx = job_ctx_new(st, id, "{\"i\":3100}", NULL, NULL);
+    for (int i = 1; i <= 20; i++) { /* a fast phase first: features from the cache */
+        job_progress(ctx, i, 20, "images encoded");
+        nap_ms(15);
+    }
+    job_progress(ctx, 3100, 5000, "steps"); /* the checkpoint's step */
+    for (int i = 1; i <= 30; i++) {         /* then about 100 steps a second */
+        nap_ms(10);
+        job_progress(ctx, 3100 + i, 5000, "steps");
+    }
+    job_ctx_free(ctx);
+    cr_assert_eq(store_job_get(st, id, &row, NULL), 0);
+    cr_assert(row.rate > 20 && row.rate < 200, "rate %.1f/s for a job doing ~100 steps/s",
+              row.rate);
+    cr_assert(row.eta > 5, "ETA %.1f s for 1870 steps at ~100/s", row.eta);
+    store_job_row_deinit(&row);
+    store_close(st);
+}
+
 Test(jobs, a_killed_worker_not_yet_reaped_by_its_parent_counts_as_dead) {
     Store *st = store_open(db, NULL);
     int64_t id = add_count(st, 5, 0, 1, NULL);

@@ -12,10 +12,12 @@
 #include <string.h>
 
 #include "base.h"
+#include "identity.h"
 #include "loader.h"
 #include "quality_vm.h"
 #include "screen.h"
 #include "store_agreement.h"
+#include "trust.h"
 
 #define RELOAD_SECONDS 10.0
 
@@ -28,6 +30,7 @@ typedef struct Quality {
     int sel;         /* selected image in the disagreement list */
     int top;
     int list_rows;   /* rows of the list at the last draw */
+    char denied[ERR_MSG_LEN]; /* blind rating and no reviewer role: why nothing is shown */
 } Quality;
 
 static void *report_load(Store *st, void *arg, Err *err) {
@@ -62,13 +65,38 @@ static void quality_fini(void *stp) {
     free(q);
 }
 
+/* Blind rating: every annotator's numbers are the reviewers' (src/trust.h). Sets or clears
+ * q->denied; returns 1 when the screen may show them. */
+static int may_show(Quality *q, App *app) {
+    Err err = {0};
+    q->denied[0] = '\0';
+    if (!trust_require_review(app_store(app), identity_login(), "the Quality screen", &err))
+        return 1;
+    snprintf(q->denied, sizeof q->denied, "%s", err.msg);
+    store_agreement_report_free(q->rep);
+    q->rep = NULL;
+    return 0;
+}
+
 static void quality_enter(void *stp, App *app) {
-    reload(stp);
+    Quality *q = stp;
+    if (may_show(q, app))
+        reload(q);
+    q->loaded_at = base_now();
     app_dirty(app);
 }
 
 static void quality_tick(void *stp, App *app, double now) {
     Quality *q = stp;
+    if (q->denied[0]) { /* the owner may turn blind rating off or grant the role meanwhile */
+        if (now - q->loaded_at >= RELOAD_SECONDS) {
+            q->loaded_at = now;
+            if (may_show(q, app))
+                reload(q);
+            app_dirty(app);
+        }
+        return;
+    }
     int failed = 0;
     AgreeReport *rep = ui_loader_take(q->loader, &failed, q->err, sizeof q->err);
     if (rep) {
@@ -82,7 +110,8 @@ static void quality_tick(void *stp, App *app, double now) {
         app_dirty(app);
     }
     if (now - q->loaded_at >= RELOAD_SECONDS && !ui_loader_busy(q->loader)) {
-        reload(q);
+        if (may_show(q, app))
+            reload(q);
         app_dirty(app);
     }
 }
@@ -125,6 +154,22 @@ static void quality_draw(void *stp, App *app, UiRect r) {
     (void)app;
     Quality *q = stp;
     int x = r.x + 1, w = r.w - 2, y = r.y, yend = r.y + r.h;
+    if (q->denied[0]) { /* wrapped at spaces */
+        const char *m = q->denied;
+        for (y++; *m && y < yend && w > 8; y++) {
+            int n = (int)strlen(m);
+            if (n > w) {
+                n = w;
+                while (n > w / 2 && m[n] != ' ')
+                    n--;
+            }
+            ui_putf(y, x, w, ui_attr(UI_C_BAD), "%.*s", n, m);
+            m += n;
+            while (*m == ' ')
+                m++;
+        }
+        return;
+    }
     if (!q->rep) {
         if (q->err[0])
             ui_put(y + 1, x, w, ui_attr(UI_C_BAD), q->err);
@@ -202,8 +247,10 @@ static void quality_draw(void *stp, App *app, UiRect r) {
 static int quality_key(void *stp, App *app, int ch) {
     Quality *q = stp;
     if (ch == 'r') {
-        reload(q);
-        app_status(app, "recomputing agreement\xe2\x80\xa6");
+        if (may_show(q, app)) {
+            reload(q);
+            app_status(app, "recomputing agreement\xe2\x80\xa6");
+        }
         return SCREEN_KEY_HANDLED;
     }
     if (!q->rep || q->rep->n == 0)
