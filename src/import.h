@@ -43,14 +43,20 @@ typedef struct ImportOptions {
      * import (ERR_CANCELLED, nothing written). NULL: no progress. */
     int (*progress)(void *user_data, size_t done, size_t total);
     void *user_data;
+    /* Image paths that are not on disk: 0 (default) refuses them, naming the file and line;
+     * 1 imports them with missing=1 and a warning (`--allow-missing`). */
+    int allow_missing;
 } ImportOptions;
 
 typedef struct ImportReport {
     size_t rows;              /* data rows, JSON lines or image files read */
     size_t prompts_added;
+    size_t prompts_empty;     /* of those, created with empty text (ratings of unknown ids) */
+    size_t prompts_filled;    /* prompts with empty text that got their text */
     size_t images_added;
     size_t images_updated;    /* known images completed (seed, size, hash) or re-found */
-    size_t images_missing;    /* referenced images not on disk (stored with missing=1) */
+    size_t images_missing;    /* referenced images not on disk (stored with missing=1;
+                               * only with allow_missing) */
     size_t annotators_added;
     size_t ratings_added;
     size_t ratings_unchanged; /* already in the store with the same value */
