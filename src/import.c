@@ -206,6 +206,11 @@ int import_check_nul(ImportCtx *c, const unsigned char *buf, size_t n) {
     const unsigned char *z = memchr(buf, 0, n);
     if (!z)
         return 0;
+    if (n >= 2 && ((buf[0] == 0xff && buf[1] == 0xfe) || (buf[0] == 0xfe && buf[1] == 0xff))) {
+        import_problem(c, 1, "the file is UTF-16 text; save it as UTF-8 (in a spreadsheet: "
+                             "\"CSV UTF-8\") and import it again");
+        return -1;
+    }
     long line = 1;
     const unsigned char *bol = buf;
     for (const unsigned char *p = buf; p < z; p++)

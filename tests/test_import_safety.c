@@ -304,6 +304,12 @@ Test(import_safety, nul_inside_a_prompt_is_refused) {
     snprintf(want, sizeof want, "%s:3: a NUL byte", tpath("p.csv"));
     cr_assert(strncmp(msg, want, strlen(want)) == 0, "%s", msg);
     cr_assert_eq(count("SELECT count(*) FROM prompts"), 0);
+    /* a UTF-16 file is full of NULs: say what it is */
+    f = fopen(tpath("u16.csv"), "wb");
+    fwrite("\xff\xfep\0r\0\n\0", 1, 8, f);
+    fclose(f);
+    msg = imp_fails(IMPORT_PROMPTS, tpath("u16.csv"));
+    cr_assert(strstr(msg, "UTF-16") && strstr(msg, "UTF-8"), "%s", msg);
 }
 
 Test(import_safety, numbers_that_do_not_fit_are_refused) {
