@@ -43,6 +43,17 @@ static void images_usage(void) {
            "  easel images unretire 17\n");
 }
 
+/* Print S for a human: control characters (an escape sequence hidden in a path or a reason)
+ * are shown escaped, never sent to the terminal. */
+static void put_safe(const char *s) {
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            printf("\\x%02x", *p);
+        else
+            putchar(*p);
+    }
+}
+
 /* The image ARG names: an id (all digits) or a path (stored form, or from the cwd). */
 static int find_image(Store *st, const char *arg, StoreImage *out, Err *err) {
     if (arg[0] && strspn(arg, "0123456789") == strlen(arg)) {
@@ -139,17 +150,22 @@ static int images_change(const CliGlobal *g, int argc, char **argv, int retire) 
     } else {
         for (int i = 0; i < n; i++) {
             if (!changed[i])
-                printf("image %lld (%s) was already %s\n", (long long)ids[i], paths[i],
-                       retire ? "retired" : "in use");
-            else if (retire)
-                printf("retired image %lld (%s); its %lld rating%s are kept, unused until "
-                       "'easel images unretire %lld'\n",
-                       (long long)ids[i], paths[i], (long long)n_ratings[i],
-                       n_ratings[i] == 1 ? " is" : "s", (long long)ids[i]);
-            else
-                printf("image %lld (%s) is in use again, with its %lld rating%s\n",
-                       (long long)ids[i], paths[i], (long long)n_ratings[i],
+            {
+                printf("image %lld (", (long long)ids[i]);
+                put_safe(paths[i]);
+                printf(") was already %s\n", retire ? "retired" : "in use");
+            } else if (retire) {
+                printf("retired image %lld (", (long long)ids[i]);
+                put_safe(paths[i]);
+                printf("); its %lld rating%s kept, unused until 'easel images unretire %lld'\n",
+                       (long long)n_ratings[i], n_ratings[i] == 1 ? " is" : "s are",
+                       (long long)ids[i]);
+            } else {
+                printf("image %lld (", (long long)ids[i]);
+                put_safe(paths[i]);
+                printf(") is in use again, with its %lld rating%s\n", (long long)n_ratings[i],
                        n_ratings[i] == 1 ? "" : "s");
+            }
         }
     }
     for (int i = 0; i < n; i++)
@@ -249,19 +265,26 @@ static int images_list(const CliGlobal *g, int argc, char **argv) {
                                 : im[i].retired                ? "retired"
                                 : im[i].missing                ? "missing"
                                                                : "ok";
-            printf("%-6lld %-10s %-8s %s", (long long)im[i].id, p ? p->ext_id : "-", state,
-                   im[i].path);
+            printf("%-6lld ", (long long)im[i].id);
+            char pid[16];
+            snprintf(pid, sizeof pid, "%-10s", p ? p->ext_id : "-");
+            put_safe(pid);
+            printf(" %-8s ", state);
+            put_safe(im[i].path);
             if (im[i].retired) {
                 char when[32] = "";
                 time_t t = (time_t)im[i].retired_at;
                 struct tm tm;
                 if (localtime_r(&t, &tm))
                     strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
-                printf("  (by %s, %s%s%s)", im[i].retired_by && *im[i].retired_by
-                                                ? im[i].retired_by
-                                                : "?",
-                       when, im[i].retired_reason ? ": " : "",
-                       im[i].retired_reason ? im[i].retired_reason : "");
+                printf("  (by ");
+                put_safe(im[i].retired_by && *im[i].retired_by ? im[i].retired_by : "?");
+                printf(", %s", when);
+                if (im[i].retired_reason) {
+                    printf(": ");
+                    put_safe(im[i].retired_reason);
+                }
+                putchar(')');
             }
             putchar('\n');
         }

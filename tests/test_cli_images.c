@@ -87,3 +87,16 @@ Test(cli_images, unknown_image_changes_nothing) {
     cr_assert_eq(run("%s --db w.db images list --retired", easel), 0, "%s", out);
     cr_assert(strstr(out, "no retired images"), "image 1 was retired anyway: %s", out);
 }
+
+Test(cli_images, control_characters_in_a_reason_are_shown_escaped) {
+    cr_assert_eq(run("%s --db w.db images retire images/1/1.png --reason \"$(printf "
+                     "'x\\033]0;pwned\\007')\"",
+                     easel),
+                 0, "%s", out);
+    cr_assert_eq(run("%s --db w.db images list --retired", easel), 0, "%s", out);
+    cr_assert(strstr(out, "x\\x1b]0;pwned\\x07") != NULL, "%s", out);
+    cr_assert(strchr(out, '\033') == NULL, "an escape reached the terminal");
+    /* the JSON keeps the exact text */
+    cr_assert_eq(run("%s --db w.db images list --retired --json", easel), 0, "%s", out);
+    cr_assert(strstr(out, "x\\u001B]0;pwned\\u0007") != NULL, "%s", out);
+}
