@@ -232,6 +232,13 @@ int import_is_file(const char *p) {
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
+/* Something is at P (symlinks followed): a file, or a FIFO, device or folder that
+ * import_check_image then refuses with the reason, rather than calling it "not there". */
+static int is_there(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
 static int store_has_path(Store *st, const char *stored) {
     StoreImage img;
     if (store_image_by_path(st, stored, &img, NULL) != 0)
@@ -247,14 +254,14 @@ void import_resolve_image(ImportCtx *c, const char *raw, ImportImg *out) {
     if (raw[0] == '/') {
         out->open = xstrdup(raw);
         out->stored = store_path_to_stored(c->st, raw);
-        out->exists = import_is_file(raw);
+        out->exists = is_there(raw);
         return;
     }
     char *cand[2] = {strcmp(c->dir, ".") == 0 ? xstrdup(raw) : xasprintf("%s/%s", c->dir, raw),
                      xstrdup(raw)};
     int pick = -1;
     for (int i = 0; i < 2 && pick < 0; i++)
-        if (import_is_file(cand[i]))
+        if (is_there(cand[i]))
             pick = i;
     out->exists = pick >= 0;
     char *stored[2] = {store_path_to_stored(c->st, cand[0]), store_path_to_stored(c->st, cand[1])};
@@ -275,7 +282,7 @@ void import_img_deinit(ImportImg *r) {
 int import_decode_image(const char *path, char sha[65], int *w, int *h, Err *err) {
     unsigned char *buf;
     size_t n;
-    int rc = infile_read_all(path, "image", INFILE_MAX_IMAGE, &buf, &n, err);
+    int rc = infile_read_all(path, "PNG/JPEG image", INFILE_MAX_IMAGE, &buf, &n, err);
     if (rc)
         return rc;
     if (n == 0) {

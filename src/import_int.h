@@ -94,7 +94,7 @@ int import_is_dir(const char *p);
 typedef struct ImportImg {
     char *stored;          /* store_path_to_stored form */
     char *open;            /* a path that opens from the cwd */
-    int exists;            /* a regular file is there */
+    int exists;            /* something is there (import_check_image: a regular image file) */
     char sha256[65];       /* filled by import_check_image; "" = not known */
     int width, height;     /* decoded size (import_check_image); 0 = not known */
 } ImportImg;

@@ -291,6 +291,19 @@ Test(import_safety, fifo_and_dev_zero_as_input_are_refused, .timeout = 20) {
     cr_assert(strstr(msg, "FIFO") != NULL, "%s", msg);
     msg = imp_fails(IMPORT_PROMPTS, "/dev/zero");
     cr_assert(strstr(msg, "character device") != NULL, "%s", msg);
+    /* /dev/zero or a FIFO as an image: refused with the reason, even with --allow-missing */
+    write_file(tpath("r.csv"), "prompt_id,image_path,spatial_rating\n1,/dev/zero,5\n"
+                               "1,fifo.csv,4\n");
+    ImportReport rep;
+    Err err = {0};
+    cr_assert_neq(imp_opts(IMPORT_RATINGS, tpath("r.csv"), 1, &rep, &err), 0);
+    cr_assert_eq(rep.n_errors, 2);
+    cr_assert(strstr(rep.errors[0], "r.csv:2:") && strstr(rep.errors[0], "character device"),
+              "%s", rep.errors[0]);
+    cr_assert(strstr(rep.errors[1], "r.csv:3:") && strstr(rep.errors[1], "FIFO"), "%s",
+              rep.errors[1]);
+    import_report_deinit(&rep);
+    cr_assert_eq(count("SELECT count(*) FROM images"), 0);
 }
 
 /* ---- NUL bytes and numbers that do not fit --------------------------------------------------- */
