@@ -505,6 +505,12 @@ int import_prompts_create_planned(ImportCtx *c) {
     for (size_t i = 0; i < c->n_new && !import_stopped(c); i++) {
         int added = 0;
         Err e = {0};
+        StorePrompt sp;
+        if (store_prompt_by_ext(c->st, c->new_ext[i], &sp, NULL) == 0) {
+            c->new_id[i] = sp.id; /* another process added it since the check */
+            store_prompt_deinit(&sp);
+            continue;
+        }
         if (store_prompt_add(c->st, c->new_ext[i], "", &c->new_id[i], &added, &e)) {
             import_write_failed(c, 0, "prompt_id", &e);
             return -1;
