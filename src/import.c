@@ -7,7 +7,9 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +300,93 @@ int import_decode_image(const char *path, char sha[65], int *w, int *h, Err *err
     return 0;
 }
 
+/* One file for the prefetch threads. */
+typedef struct PrefetchJob {
+    const char *path;
+    ImportChecked out;
+    Err err;
+} PrefetchJob;
+
+typedef struct Prefetch {
+    PrefetchJob *jobs;
+    size_t n;
+    atomic_size_t next;
+} Prefetch;
+
+static void *prefetch_worker(void *arg) {
+    Prefetch *p = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&p->next, 1);
+        if (i >= p->n)
+            return NULL;
+        PrefetchJob *j = &p->jobs[i];
+        j->out.ok = import_decode_image(j->path, j->out.sha256, &j->out.width, &j->out.height,
+                                        &j->err) == 0;
+    }
+}
+
+#define PREFETCH_THREADS 8
+
+void import_check_images_prefetch(ImportCtx *c, ImportImg *const *refs, size_t n) {
+    Prefetch p = {.jobs = xcalloc(n ? n : 1, sizeof *p.jobs)};
+    char **key = xcalloc(n ? n : 1, sizeof *key);
+    ImportMap mine = {0}; /* stored paths queued here, once each */
+    for (size_t i = 0; i < n; i++) {
+        const ImportImg *r = refs[i];
+        if (!r->exists || import_map_slot(&c->checked, r->stored, 0) ||
+            import_map_slot(&mine, r->stored, 0))
+            continue;
+        StoreImage cur;
+        int trusted = store_image_by_path(c->st, r->stored, &cur, NULL) == 0 && cur.sha256 &&
+                      !cur.missing;
+        store_image_deinit(&cur);
+        if (trusted)
+            continue; /* import_check_image takes the store's word for it */
+        *import_map_slot(&mine, r->stored, 1) = 1;
+        key[p.n] = r->stored;
+        p.jobs[p.n++].path = r->open;
+    }
+    import_map_free(&mine);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nt = cpus < 1 ? 1 : cpus > PREFETCH_THREADS ? PREFETCH_THREADS : (size_t)cpus;
+    if (nt > p.n)
+        nt = p.n;
+    atomic_init(&p.next, 0);
+    pthread_t th[PREFETCH_THREADS];
+    size_t started = 0;
+    for (size_t t = 1; t < nt; t++) /* this thread is one of them */
+        started += pthread_create(&th[started], NULL, prefetch_worker, &p) == 0;
+    prefetch_worker(&p);
+    for (size_t t = 0; t < started; t++)
+        pthread_join(th[t], NULL);
+    for (size_t i = 0; i < p.n; i++) {
+        ImportChecked k = p.jobs[i].out;
+        if (!k.ok)
+            k.msg = xstrdup(p.jobs[i].err.msg[0] ? p.jobs[i].err.msg : "cannot read the image");
+        c->chk = xrealloc(c->chk, (c->n_chk + 1) * sizeof *c->chk);
+        c->chk[c->n_chk++] = k;
+        *import_map_slot(&c->checked, key[i], 1) = (int64_t)c->n_chk;
+    }
+    free(key);
+    free(p.jobs);
+}
+
+#define CHECK_BATCH 64
+
+int import_check_images(ImportCtx *c, ImportImg *const *refs, const long *lines,
+                        const char *what, size_t n, Err *err) {
+    for (size_t b = 0; b < n; b += CHECK_BATCH) {
+        size_t e = b + CHECK_BATCH < n ? b + CHECK_BATCH : n;
+        import_check_images_prefetch(c, refs + b, e - b);
+        for (size_t i = b; i < e; i++) {
+            if (import_check_progress(c, i + 1, n))
+                return import_cancelled(c, err);
+            import_check_image(c, lines[i], what, refs[i]);
+        }
+    }
+    return 0;
+}
+
 int import_check_image(ImportCtx *c, long line, const char *what, ImportImg *ref) {
     if (!ref->exists) {
         if (c->opts && c->opts->allow_missing)
@@ -311,7 +400,12 @@ int import_check_image(ImportCtx *c, long line, const char *what, ImportImg *ref
     }
     int64_t *slot = import_map_slot(&c->checked, ref->stored, 0);
     if (slot) {
-        const ImportChecked *k = &c->chk[*slot - 1];
+        ImportChecked *k = &c->chk[*slot - 1];
+        if (!k->ok && k->msg) { /* read ahead (import_check_images_prefetch): say it here */
+            import_problem(c, line, "%s: %s", what, k->msg);
+            free(k->msg);
+            k->msg = NULL;
+        }
         if (!k->ok)
             return -1; /* its problem was recorded where it first appeared */
         memcpy(ref->sha256, k->sha256, sizeof ref->sha256);
@@ -705,6 +799,8 @@ out:
     import_map_free(&c.images);
     import_map_free(&c.prompts);
     import_map_free(&c.checked);
+    for (size_t i = 0; i < c.n_chk; i++)
+        free(c.chk[i].msg);
     import_map_free(&c.new_prompts);
     for (size_t i = 0; i < c.n_new; i++)
         free(c.new_ext[i]);

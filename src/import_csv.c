@@ -233,14 +233,22 @@ static int ratings_plan_row(ImportCtx *c, RCols *rc, const CsvRow *row, RRow *rr
         rr->val = NULL;
         return -1;
     }
-    import_resolve_image(c, path, &rr->img);
-    if (import_check_image(c, row->line, "image_path", &rr->img)) {
-        free(rr->val);
-        rr->val = NULL;
-        import_img_deinit(&rr->img);
-        return -1;
-    }
+    import_resolve_image(c, path, &rr->img); /* checked with the others: ratings_check_images */
     return 0;
+}
+
+/* Every planned row's image: on disk (or allowed missing) and decodable. */
+static int ratings_check_images(ImportCtx *c, RRow *rows, size_t n, Err *err) {
+    ImportImg **refs = xcalloc(n ? n : 1, sizeof *refs);
+    long *lines = xcalloc(n ? n : 1, sizeof *lines);
+    for (size_t i = 0; i < n; i++) {
+        refs[i] = &rows[i].img;
+        lines[i] = rows[i].line;
+    }
+    int rc = import_check_images(c, refs, lines, "image_path", n, err);
+    free(refs);
+    free(lines);
+    return rc;
 }
 
 static int cmp_rrow(const void *a, const void *b) {
@@ -339,15 +347,13 @@ int import_csv_ratings(ImportCtx *c, const CsvTable *t, Err *err) {
     }
     for (size_t r = 1; r < t->n_rows; r++) {
         const CsvRow *row = &t->rows[r];
-        if (import_check_progress(c, r, t->n_rows - 1)) {
-            rc = import_cancelled(c, err);
-            goto out;
-        }
         if (row_is_empty(row) || check_width(c, &t->rows[0], row))
             continue;
         c->rep->rows++;
         n += ratings_plan_row(c, &cols, row, &rows[n]) == 0;
     }
+    if ((rc = ratings_check_images(c, rows, n, err)))
+        goto out;
     ratings_check_contradictions(c, rows, n);
     if (import_has_problems(c)) {
         rc = import_fail(c, ERR_FORMAT, err);
@@ -499,11 +505,7 @@ static int generated_plan_row(ImportCtx *c, GCols *k, const CsvRow *row, GRow *r
     }
     if (bad)
         return -1;
-    import_resolve_image(c, row->field[k->path], &g->img);
-    if (import_check_image(c, row->line, "path", &g->img)) {
-        import_img_deinit(&g->img);
-        return -1;
-    }
+    import_resolve_image(c, row->field[k->path], &g->img); /* checked after all rows */
     generated_check_prompt(c, k, rows, g, index);
     json_t *gen = json_object();
     if (k->model >= 0 && !import_is_blank(row->field[k->model]))
@@ -566,17 +568,23 @@ int import_csv_generated(ImportCtx *c, const CsvTable *t, Err *err) {
     int rc = 0;
     for (size_t r = 1; r < t->n_rows; r++) {
         const CsvRow *row = &t->rows[r];
-        if (import_check_progress(c, r, t->n_rows - 1)) {
-            import_map_free(&cols.seen);
-            rc = import_cancelled(c, err);
-            goto out;
-        }
         if (row_is_empty(row) || check_width(c, &t->rows[0], row))
             continue;
         c->rep->rows++;
         n += generated_plan_row(c, &cols, row, rows, n) == 0;
     }
     import_map_free(&cols.seen);
+    ImportImg **refs = xcalloc(n ? n : 1, sizeof *refs);
+    long *lines = xcalloc(n ? n : 1, sizeof *lines);
+    for (size_t i = 0; i < n; i++) {
+        refs[i] = &rows[i].img;
+        lines[i] = rows[i].line;
+    }
+    rc = import_check_images(c, refs, lines, "path", n, err);
+    free(refs);
+    free(lines);
+    if (rc)
+        goto out;
     if (import_has_problems(c)) {
         rc = import_fail(c, ERR_FORMAT, err);
         goto out;

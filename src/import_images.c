@@ -14,6 +14,8 @@
 #include "base.h"
 #include "store_catalog.h"
 
+#define PREFETCH_BATCH 64 /* image files decoded together (on several threads) */
+
 /* ---- an image folder {prompt_id}/{seed}.png ------------------------------------------------- */
 
 typedef struct IRow {
@@ -170,16 +172,31 @@ int import_images_folder(ImportCtx *c, const char *root, Err *err) {
     }
     free_names(sub, n_sub);
     int rc = 0;
-    /* every file: inside the folder or the workspace, a regular file, and an image that
-     * decodes (a truncated PNG, an empty file, a FIFO or a device are refused) */
-    for (size_t i = 0; i < n; i++) {
-        if (import_check_progress(c, i + 1, n)) {
-            rc = import_cancelled(c, err);
-            goto out;
+    /* every file: inside the folder or the workspace (checked before it is read at all), a
+     * regular file, and an image that decodes (a truncated PNG, an empty file, a FIFO or a
+     * device are refused). Decoding runs on several threads, a batch at a time, so that a
+     * cancel is seen between batches. */
+    ImportImg **batch = xcalloc(PREFETCH_BATCH, sizeof *batch);
+    int *inside = xcalloc(PREFETCH_BATCH, sizeof *inside);
+    for (size_t b = 0; b < n && !rc; b += PREFETCH_BATCH) {
+        size_t e = b + PREFETCH_BATCH < n ? b + PREFETCH_BATCH : n, nb = 0;
+        for (size_t i = b; i < e; i++)
+            if ((inside[i - b] = check_inside(c, rows[i].where, rows[i].img.open, rroot) == 0))
+                batch[nb++] = &rows[i].img;
+        import_check_images_prefetch(c, batch, nb);
+        for (size_t i = b; i < e; i++) {
+            if (import_check_progress(c, i + 1, n)) {
+                rc = import_cancelled(c, err);
+                break;
+            }
+            if (inside[i - b])
+                import_check_image(c, 0, rows[i].where, &rows[i].img);
         }
-        if (check_inside(c, rows[i].where, rows[i].img.open, rroot) == 0)
-            import_check_image(c, 0, rows[i].where, &rows[i].img);
     }
+    free(batch);
+    free(inside);
+    if (rc)
+        goto out;
     if (import_has_problems(c)) {
         rc = import_fail(c, ERR_FORMAT, err);
         goto out;

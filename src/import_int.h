@@ -104,6 +104,7 @@ typedef struct ImportChecked {
     int ok;
     char sha256[65];
     int width, height;
+    char *msg;             /* why not ok, until import_check_image records it as a problem */
 } ImportChecked;
 
 /* Resolve RAW (from the file) against the file's folder, then the cwd. A file on disk wins;
@@ -116,6 +117,17 @@ void import_img_deinit(ImportImg *r);
  * already knows with a hash is trusted (not read again). Fills REF's sha256 and size.
  * Returns 0, or -1 after recording a problem at LINE. */
 int import_check_image(ImportCtx *c, long line, const char *what, ImportImg *ref);
+
+/* Read and decode the new image files among REFS[0..N) on several threads (the slow part
+ * of an import of many images), so that import_check_image then finds them checked. Only
+ * files that import_check_image would read are read; call it for each ref afterwards. */
+void import_check_images_prefetch(ImportCtx *c, ImportImg *const *refs, size_t n);
+
+/* import_check_image for N images (REFS[i] from line LINES[i], field WHAT), reading ahead
+ * a batch at a time on several threads, with check progress (and so cancel) per image.
+ * Returns 0 (problems recorded as usual), or ERR_CANCELLED with err set. */
+int import_check_images(ImportCtx *c, ImportImg *const *refs, const long *lines,
+                        const char *what, size_t n, Err *err);
 
 /* Read and decode the image at PATH (infile rules: a regular file of bounded size): 0 with
  * SHA and size, or an error naming the file and the reason. */
