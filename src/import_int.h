@@ -6,8 +6,9 @@
  *      can be checked against the store by reading it (prompts exist, no in-file
  *      contradictions). Each problem is recorded with FILE:LINE (import_problem); nothing is
  *      written.
- *      Image files are checked here too (import_check_image): on disk (unless allow_missing)
- *      and decodable; their sha256 and size are kept for the apply phase.
+ *      Image files are checked here too (import_check_images: read ahead on several threads,
+ *      then import_check_image each): on disk (unless allow_missing) and decodable; their
+ *      sha256 and size are kept for the apply phase.
  *   2. apply: if there were no problems, import_begin (BEGIN IMMEDIATE), write the plan row by
  *      row, record any conflict a write reveals, and import_finish: COMMIT only if none did,
  *      else ROLLBACK. A write that fails for any other reason (disk full, I/O error, busy)
@@ -64,7 +65,8 @@ typedef struct ImportCtx {
     size_t n_twins;        /* new images with the bytes of an image of another prompt */
     char *twin_example;
     ImportMap new_prompts; /* ratings: prompt ext_id not in the store → index + 1 into new_ext */
-    char **new_ext;        /* created with empty text when applying (import_new_prompts) */
+    char **new_ext;        /* created with empty text when applying
+                            * (import_prompts_create_planned) */
     int64_t *new_id;       /* their store ids, once created */
     size_t n_new;
     int aborted;           /* a write failed beyond a conflict: stop, roll back, report */
