@@ -258,7 +258,7 @@ static int images_list(const CliGlobal *g, int argc, char **argv) {
                        : filter == STORE_IMAGES_MISSING ? "no missing images"
                                                         : "no images");
     } else {
-        printf("%-6s %-10s %-8s %s\n", "id", "prompt", "state", "path");
+        printf("%-6s %-10s %-15s %s\n", "id", "prompt", "state", "path");
         for (size_t i = 0; i < n; i++) {
             const StorePrompt *p = prompt_of(pr, np, im[i].prompt_id);
             const char *state = im[i].retired && im[i].missing ? "retired,missing"
@@ -269,7 +269,7 @@ static int images_list(const CliGlobal *g, int argc, char **argv) {
             char pid[16];
             snprintf(pid, sizeof pid, "%-10s", p ? p->ext_id : "-");
             put_safe(pid);
-            printf(" %-8s ", state);
+            printf(" %-15s ", state);
             put_safe(im[i].path);
             if (im[i].retired) {
                 char when[32] = "";
