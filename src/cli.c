@@ -18,6 +18,7 @@ const CliCommand cli_commands[] = {
     {"import", cli_import_main, "import prompts, ratings, pairs, generated images or a folder"},
     {"export", cli_export_main, "export ratings, pairs, prompts or a rating template"},
     {"status", cli_status_main, "counts of prompts, images, ratings, pairs, runs, jobs"},
+    {"images", cli_images_main, "list images; retire them from the queue and training, or back"},
     {"annotate", cli_annotate_main, "rate images in the terminal (the TUI's Annotate screen)"},
     {"jobs", cli_jobs_main, "the job queue: add, list, show, cancel, retry, resume, wait"},
     {"worker", cli_worker_main, "run queued jobs headless (threads, GPUs); stops on SIGTERM"},

@@ -25,7 +25,7 @@
 /* ---- import ---------------------------------------------------------------------------------- */
 
 static void import_usage(void) {
-    printf("usage: easel [--db PATH] import KIND PATH [--annotator NAME]\n\n"
+    printf("usage: easel [--db PATH] import KIND PATH [--annotator NAME] [--allow-missing]\n\n"
            "Import a file of the original system into the store. KIND is one of:\n"
            "  prompts    prompts.csv: prompt_id,prompt\n"
            "  ratings    multihead_ratings.csv: prompt_id,image_path,spatial_rating,\n"
@@ -40,10 +40,17 @@ static void import_usage(void) {
            "is imported. Importing the same file twice changes nothing. An import never\n"
            "changes an existing rating: ratings are edited in the TUI, which keeps history.\n"
            "Relative image paths are looked up next to the file first, then in the current\n"
-           "folder; images not on disk are imported as missing, with a warning.\n\n"
+           "folder. Every image must be a regular file that decodes (PNG, JPEG, BMP...); a\n"
+           "path that is not on disk is refused unless --allow-missing is given. 'import\n"
+           "images' also refuses symlinks that lead outside the folder and the workspace.\n"
+           "The same bytes reached by another path are the same image (the row is reused).\n"
+           "A ratings file may name prompt ids the store does not know: they are created with\n"
+           "empty text, which a later 'import prompts' fills in.\n\n"
            "options:\n"
            "  --annotator NAME   who rated, for a ratings file without an annotator column\n"
-           "                     (default: $USER)\n\n"
+           "                     (default: $EASEL_ANNOTATOR, else your login name)\n"
+           "  --allow-missing    import image paths that are not on disk as \"missing\" (with\n"
+           "                     a warning) instead of refusing the file\n\n"
            "examples:\n"
            "  easel import prompts data/prompts.csv\n"
            "  easel import ratings data/annotations/multihead_ratings.csv --annotator alice\n"
@@ -72,7 +79,9 @@ static int show_progress(void *user_data, size_t done, size_t total) {
     if (done < total && now - p->last < 0.2)
         return 0;
     p->last = now;
-    fprintf(stderr, "\reasel: writing %zu/%zu%s", done, total, done == total ? "\n" : "");
+    /* the first half is checking the file, the second writing it (import.h) */
+    fprintf(stderr, "\reasel: %s %zu%%%s", 2 * done <= total ? "checking" : "writing",
+            total ? 100 * done / total : 100, done == total ? "\n" : "");
     p->open = done < total;
     return 0;
 }
@@ -102,10 +111,12 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
     int n_pos = 0;
     ImportOptions opts = {0};
     opts.annotator = g->annotator; /* the global --annotator (main.c takes it out of argv) */
+    static const char *const known[] = {"--allow-missing", "--annotator", NULL};
     for (int i = 1; i < argc; i++) {
-        if (argv[i][0] == '-' && argv[i][1]) {
-            cli_error("import: unknown option '%s' (see 'easel import --help')", argv[i]);
-            return 2;
+        if (strcmp(argv[i], "--allow-missing") == 0) {
+            opts.allow_missing = 1;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return cli_unknown_option("import", argv[i], known);
         } else if (n_pos < 2) {
             pos[n_pos++] = argv[i];
         } else {
@@ -150,6 +161,11 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
                kind == IMPORT_IMAGES ? "files" : kind == IMPORT_PAIRS ? "lines" : "rows");
         if (rep.prompts_added)
             printf(", %zu prompt%s added", rep.prompts_added, rep.prompts_added == 1 ? "" : "s");
+        if (rep.prompts_empty)
+            printf(" (%zu with empty text)", rep.prompts_empty);
+        if (rep.prompts_filled)
+            printf(", %zu prompt text%s filled in", rep.prompts_filled,
+                   rep.prompts_filled == 1 ? "" : "s");
         if (rep.images_added || rep.images_updated)
             printf(", %zu images added, %zu updated", rep.images_added, rep.images_updated);
         if (rep.images_missing)
@@ -163,7 +179,8 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
                    rep.ratings_unchanged);
         if (kind == IMPORT_PAIRS)
             printf(", %zu pairs added, %zu already there", rep.pairs_added, rep.pairs_unchanged);
-        if (!rep.prompts_added && !rep.images_added && !rep.images_updated &&
+        if (!rep.prompts_added && !rep.prompts_filled && !rep.images_added &&
+            !rep.images_updated &&
             !rep.annotators_added && !rep.ratings_added && !rep.pairs_added)
             printf("; nothing new, the store already had all of it");
         printf("\n");
@@ -291,8 +308,10 @@ int cli_export_main(const CliGlobal *g, int argc, char **argv) {
 static void status_usage(void) {
     printf("usage: easel [--db PATH] status [--json]\n\n"
            "Counts of what the store holds: prompts, images (and how many are missing on\n"
-           "disk), annotators, ratings per aspect, edits kept in history, preference pairs\n"
-           "(imported, and derived from the ratings with min difference 0.5), runs and jobs.\n\n"
+           "disk or retired), annotators, ratings per aspect, edits kept in history,\n"
+           "preference pairs (imported, and derived from the ratings of images in use with\n"
+           "min difference 0.5), runs and jobs. Retired images ('easel images retire') keep\n"
+           "their ratings but are left out of the queue, training and the derived pairs.\n\n"
            "options:\n"
            "  --json   one JSON object, for scripts\n\n"
            "example:\n"
@@ -345,6 +364,7 @@ int cli_status_main(const CliGlobal *g, int argc, char **argv) {
         json_object_set_new(o, "prompts", json_integer(c.prompts));
         json_object_set_new(o, "images", json_integer(c.images));
         json_object_set_new(o, "images_missing", json_integer(c.images_missing));
+        json_object_set_new(o, "images_retired", json_integer(c.images_retired));
         json_object_set_new(o, "images_rated", json_integer(c.images_rated));
         json_object_set_new(o, "annotators", json_integer(c.annotators));
         json_object_set_new(o, "ratings", json_integer(c.ratings));
@@ -371,8 +391,12 @@ int cli_status_main(const CliGlobal *g, int argc, char **argv) {
     } else {
         printf("store       %s\n", g->db_path);
         printf("prompts     %lld\n", (long long)c.prompts);
-        printf("images      %lld (%lld rated, %lld missing on disk)\n", (long long)c.images,
-               (long long)c.images_rated, (long long)c.images_missing);
+        printf("images      %lld (%lld rated, %lld missing on disk, %lld retired)\n",
+               (long long)c.images, (long long)c.images_rated, (long long)c.images_missing,
+               (long long)c.images_retired);
+        if (c.images_retired)
+            printf("            retired images keep their ratings but are out of the queue,\n"
+                   "            training and evaluation: 'easel images list --retired'\n");
         printf("annotators  %lld\n", (long long)c.annotators);
         printf("ratings     %lld (%lld earlier values kept in history)\n", (long long)c.ratings,
                (long long)c.rating_edits);

@@ -9,14 +9,25 @@
  * Contract (every kind):
  *   - Validate everything first: every problem found is listed in ImportReport.errors as
  *     "FILE:LINE: column "value" is wrong; what to do", the first one also in err. Then write
- *     everything in ONE transaction. Any error → the store is exactly as before.
+ *     everything in ONE transaction. Any error → the store is exactly as before, including
+ *     a write that fails (disk full, I/O error): the import stops at once, rolls back and
+ *     names the cause; it never goes on writing outside the transaction.
+ *   - Inputs are opened with infile.h: regular files of bounded size (a FIFO or /dev/zero is
+ *     refused, never waited on). A NUL byte in a text file and a whole number that does not
+ *     fit its field are problems naming the line.
  *   - Idempotent: importing the same file again changes nothing (everything "unchanged").
  *   - Never destructive: an imported rating never replaces a different existing value of the
  *     same (image, annotator, aspect) — that is an error naming the line; a prompt's text and
- *     an image's prompt or seed are never changed either.
+ *     an image's prompt or seed are never changed either (a prompt's EMPTY text — one a ratings
+ *     import created for an unknown prompt_id — is filled in by the first file that has it).
  *   - Relative image paths resolve against the imported file's folder first, then the current
- *     directory; images not on disk are imported with missing=1 and a warning. Paths are kept
- *     in store_path_to_stored() form; known images are matched by that form.
+ *     directory. An image must be a regular file that decodes; one not on disk is a problem
+ *     unless opts->allow_missing (then it is imported with missing=1 and a warning). Paths
+ *     are kept in store_path_to_stored() form; known images are matched by that form, and a
+ *     new path whose bytes (sha256) the store has is that image (under the same prompt).
+ *     `import images` refuses symlinks that lead outside the folder and the workspace.
+ *   - Ratings of prompt ids the store does not know create those prompts with empty text
+ *     (one warning with the count and the ids).
  *
  * Thread safety: one Store per thread, as store.h. The progress hook runs on the caller's
  * thread. Ownership: ImportReport owns its strings (import_report_deinit).
@@ -39,18 +50,25 @@ typedef enum ImportKind {
 
 typedef struct ImportOptions {
     const char *annotator; /* ratings rows without an annotator column/cell; NULL: identity_annotator() */
-    /* Called now and then while writing with DONE of TOTAL rows; a nonzero return cancels the
-     * import (ERR_CANCELLED, nothing written). NULL: no progress. */
+    /* Called now and then with DONE of TOTAL steps: the first half while the rows (or image
+     * files) are read and checked, the second while they are written. A nonzero return
+     * cancels the import (ERR_CANCELLED, nothing written), in either phase. NULL: none. */
     int (*progress)(void *user_data, size_t done, size_t total);
     void *user_data;
+    /* Image paths that are not on disk: 0 (default) refuses them, naming the file and line;
+     * 1 imports them with missing=1 and a warning (`--allow-missing`). */
+    int allow_missing;
 } ImportOptions;
 
 typedef struct ImportReport {
     size_t rows;              /* data rows, JSON lines or image files read */
     size_t prompts_added;
+    size_t prompts_empty;     /* of those, created with empty text (ratings of unknown ids) */
+    size_t prompts_filled;    /* prompts with empty text that got their text */
     size_t images_added;
     size_t images_updated;    /* known images completed (seed, size, hash) or re-found */
-    size_t images_missing;    /* referenced images not on disk (stored with missing=1) */
+    size_t images_missing;    /* referenced images not on disk (stored with missing=1;
+                               * only with allow_missing) */
     size_t annotators_added;
     size_t ratings_added;
     size_t ratings_unchanged; /* already in the store with the same value */

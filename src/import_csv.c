@@ -57,8 +57,13 @@ int import_csv_prompts(ImportCtx *c, const CsvTable *t, Err *err) {
         if ((int)i != ci && (int)i != ct)
             import_warn(c, hdr->line, "column \"%s\" is not used", hdr->field[i]);
     ImportMap seen = {0}; /* ext → row index + 1 */
+    size_t n_fill = 0;
     for (size_t r = 1; r < t->n_rows; r++) {
         const CsvRow *row = &t->rows[r];
+        if (import_check_progress(c, r, t->n_rows - 1)) {
+            import_map_free(&seen);
+            return import_cancelled(c, err);
+        }
         if (row_is_empty(row) || check_width(c, hdr, row))
             continue;
         c->rep->rows++;
@@ -84,7 +89,9 @@ int import_csv_prompts(ImportCtx *c, const CsvTable *t, Err *err) {
         *import_map_slot(&seen, ext, 1) = (int64_t)r + 1;
         StorePrompt sp;
         if (store_prompt_by_ext(c->st, ext, &sp, NULL) == 0) {
-            if (strcmp(sp.text, text) != 0)
+            if (!sp.text[0]) /* created by a ratings import: its text comes now */
+                n_fill++;
+            else if (strcmp(sp.text, text) != 0)
                 import_problem(
                     c, row->line,
                     "prompt_id \"%s\" is already in the store with another text (\"%.60s\"); "
@@ -100,18 +107,21 @@ int import_csv_prompts(ImportCtx *c, const CsvTable *t, Err *err) {
     if (rc)
         return rc;
     int cancelled = 0;
-    for (size_t r = 1; r < t->n_rows && !cancelled; r++) {
+    for (size_t r = 1; r < t->n_rows && !cancelled && !import_stopped(c); r++) {
         const CsvRow *row = &t->rows[r];
         if (row_is_empty(row))
             continue;
         int added = 0;
         Err e = {0};
         if (store_prompt_add(c->st, row->field[ci], row->field[ct], NULL, &added, &e))
-            import_problem_err(c, row->line, "prompt_id", &e);
+            import_write_failed(c, row->line, "prompt_id", &e);
         c->rep->prompts_added += added;
         cancelled = import_progress(c, r, t->n_rows - 1);
     }
-    return import_finish(c, cancelled, err);
+    rc = import_finish(c, cancelled, err);
+    if (rc == 0)
+        c->rep->prompts_filled = n_fill;
+    return rc;
 }
 
 /* ---- multihead_ratings.csv ------------------------------------------------------------------ */
@@ -183,11 +193,8 @@ static int ratings_plan_row(ImportCtx *c, RCols *rc, const CsvRow *row, RRow *rr
                        "image_path is empty; give the image file (or remove the row)");
         bad = 1;
     }
-    if (!import_is_blank(ext) && !(rr->prompt_id = import_prompt_lookup(c, ext))) {
-        import_problem(c, row->line,
-                       "prompt_id \"%s\" is not in the store; import its prompts.csv first", ext);
-        bad = 1;
-    }
+    if (!import_is_blank(ext) && !(rr->prompt_id = import_prompt_lookup(c, ext)))
+        rr->prompt_id = import_prompt_plan_new(c, ext); /* created with empty text */
     rr->annotator = rc->annotator >= 0 && !import_is_blank(row->field[rc->annotator])
                         ? row->field[rc->annotator]
                         : rc->dflt_annotator;
@@ -226,8 +233,22 @@ static int ratings_plan_row(ImportCtx *c, RCols *rc, const CsvRow *row, RRow *rr
         rr->val = NULL;
         return -1;
     }
-    import_resolve_image(c, path, &rr->img);
+    import_resolve_image(c, path, &rr->img); /* checked with the others: ratings_check_images */
     return 0;
+}
+
+/* Every planned row's image: on disk (or allowed missing) and decodable. */
+static int ratings_check_images(ImportCtx *c, RRow *rows, size_t n, Err *err) {
+    ImportImg **refs = xcalloc(n ? n : 1, sizeof *refs);
+    long *lines = xcalloc(n ? n : 1, sizeof *lines);
+    for (size_t i = 0; i < n; i++) {
+        refs[i] = &rows[i].img;
+        lines[i] = rows[i].line;
+    }
+    int rc = import_check_images(c, refs, lines, "image_path", n, err);
+    free(refs);
+    free(lines);
+    return rc;
 }
 
 static int cmp_rrow(const void *a, const void *b) {
@@ -271,10 +292,13 @@ static void ratings_check_contradictions(ImportCtx *c, RRow *rows, size_t n) {
 static int ratings_apply(ImportCtx *c, RRow *rows, size_t n) {
     ImportMap ann = {0};
     int cancelled = 0;
-    for (size_t i = 0; i < n && !cancelled; i++) {
+    if (import_prompts_create_planned(c))
+        return 0;
+    for (size_t i = 0; i < n && !cancelled && !import_stopped(c); i++) {
         RRow *rr = &rows[i];
         int64_t img, who;
-        if (import_ensure_image(c, rr->line, &rr->img, rr->prompt_id, NULL, &img))
+        if (import_ensure_image(c, rr->line, &rr->img, import_prompt_real(c, rr->prompt_id),
+                                NULL, &img))
             continue;
         int64_t *a = import_map_slot(&ann, rr->annotator, 0);
         if (a) {
@@ -283,21 +307,23 @@ static int ratings_apply(ImportCtx *c, RRow *rows, size_t n) {
             Err e = {0};
             int existed = store_annotator_find(c->st, rr->annotator, &who, NULL) == 0;
             if (!existed && store_annotator_ensure(c->st, rr->annotator, &who, &e)) {
-                import_problem_err(c, rr->line, "annotator", &e);
+                import_write_failed(c, rr->line, "annotator", &e);
                 continue;
             }
             c->rep->annotators_added += !existed;
             *import_map_slot(&ann, rr->annotator, 1) = who;
         }
-        for (size_t k = 0; k < c->n_aspects; k++) {
+        for (size_t k = 0; k < c->n_aspects && !import_stopped(c); k++) {
             if (isnan(rr->val[k]))
                 continue;
             int added = 0;
             Err e = {0};
             if (store_rating_add(c->st, img, who, c->aspects[k].id, rr->val[k], NAN, c->source,
                                  &added, &e)) {
-                import_problem(c, rr->line, "%s_rating: %s by %s: %s", c->aspects[k].name,
-                               rr->img.stored, rr->annotator, e.msg);
+                char what[200];
+                snprintf(what, sizeof what, "%s_rating: %s by %s", c->aspects[k].name,
+                         rr->img.stored, rr->annotator);
+                import_write_failed(c, rr->line, what, &e);
                 continue;
             }
             c->rep->ratings_added += added;
@@ -326,6 +352,8 @@ int import_csv_ratings(ImportCtx *c, const CsvTable *t, Err *err) {
         c->rep->rows++;
         n += ratings_plan_row(c, &cols, row, &rows[n]) == 0;
     }
+    if ((rc = ratings_check_images(c, rows, n, err)))
+        goto out;
     ratings_check_contradictions(c, rows, n);
     if (import_has_problems(c)) {
         rc = import_fail(c, ERR_FORMAT, err);
@@ -356,18 +384,23 @@ typedef struct GRow {
     int width, height; /* from the CSV; 0 = not given */
 } GRow;
 
-/* Optional integer column: -1 absent/blank, 0 ok, import_problem and 1 if malformed. */
+/* Optional integer column: -1 absent/blank, 0 ok, import_problem and 1 if malformed or
+ * outside LO..HI (never wrapped). */
 static int opt_int(ImportCtx *c, const CsvRow *row, int col, const char *name, int64_t lo,
-                   int64_t *out) {
+                   int64_t hi, int64_t *out) {
     if (col < 0 || import_is_blank(row->field[col]))
         return -1;
-    if (import_parse_int(row->field[col], out) || *out < lo) {
-        import_problem(c, row->line, "%s \"%s\" is not a whole number >= %lld", name,
-                       row->field[col], (long long)lo);
+    if (import_parse_int(row->field[col], out) || *out < lo || *out > hi) {
+        import_problem(c, row->line, "%s \"%s\" is not a whole number from %lld to %lld", name,
+                       row->field[col], (long long)lo, (long long)hi);
         return 1;
     }
     return 0;
 }
+
+#define MAX_SIDE 65535    /* width, height: what any image format here can hold */
+#define MAX_GPU 4095
+#define MAX_STEPS 1000000
 
 typedef struct GCols {
     int prompt, seed, path, text;                   /* required */
@@ -421,7 +454,7 @@ static void generated_check_prompt(ImportCtx *c, GCols *k, const GRow *rows, con
     *import_map_slot(&k->seen, g->ext, 1) = (int64_t)index + 1;
     StorePrompt sp;
     if (store_prompt_by_ext(c->st, g->ext, &sp, NULL) == 0) {
-        if (strcmp(sp.text, g->text) != 0)
+        if (sp.text[0] && strcmp(sp.text, g->text) != 0) /* empty: filled in now */
             import_problem(c, g->line,
                            "prompt_id \"%s\" is already in the store with another text "
                            "(\"%.60s\"); an import never changes a prompt",
@@ -446,15 +479,22 @@ static int generated_plan_row(ImportCtx *c, GCols *k, const CsvRow *row, GRow *r
         import_problem(c, row->line, "path is empty; give the image file");
         bad = 1;
     }
-    if (import_parse_int(row->field[k->seed], &g->seed)) {
+    int seed_rc = import_parse_int(row->field[k->seed], &g->seed);
+    if (seed_rc == -2) {
+        import_problem(c, row->line,
+                       "seed \"%s\" does not fit in a 64-bit integer (-9223372036854775808 to "
+                       "9223372036854775807)",
+                       row->field[k->seed]);
+        bad = 1;
+    } else if (seed_rc) {
         import_problem(c, row->line, "seed \"%s\" is not a whole number", row->field[k->seed]);
         bad = 1;
     }
     int64_t gpu = 0, w = 0, h = 0, steps = 0;
-    int has_gpu = opt_int(c, row, k->gpu, "gpu_id", 0, &gpu);
-    int has_w = opt_int(c, row, k->width, "width", 1, &w);
-    int has_h = opt_int(c, row, k->height, "height", 1, &h);
-    int has_steps = opt_int(c, row, k->steps, "num_inference_steps", 1, &steps);
+    int has_gpu = opt_int(c, row, k->gpu, "gpu_id", 0, MAX_GPU, &gpu);
+    int has_w = opt_int(c, row, k->width, "width", 1, MAX_SIDE, &w);
+    int has_h = opt_int(c, row, k->height, "height", 1, MAX_SIDE, &h);
+    int has_steps = opt_int(c, row, k->steps, "num_inference_steps", 1, MAX_STEPS, &steps);
     bad |= has_gpu == 1 || has_w == 1 || has_h == 1 || has_steps == 1;
     double gs = 0;
     int has_gs = k->guidance >= 0 && !import_is_blank(row->field[k->guidance]);
@@ -465,6 +505,7 @@ static int generated_plan_row(ImportCtx *c, GCols *k, const CsvRow *row, GRow *r
     }
     if (bad)
         return -1;
+    import_resolve_image(c, row->field[k->path], &g->img); /* checked after all rows */
     generated_check_prompt(c, k, rows, g, index);
     json_t *gen = json_object();
     if (k->model >= 0 && !import_is_blank(row->field[k->model]))
@@ -481,20 +522,19 @@ static int generated_plan_row(ImportCtx *c, GCols *k, const CsvRow *row, GRow *r
     json_decref(gen);
     g->width = has_w == 0 ? (int)w : 0;
     g->height = has_h == 0 ? (int)h : 0;
-    import_resolve_image(c, row->field[k->path], &g->img);
     return 0;
 }
 
 /* Write the planned rows inside the open transaction; returns 1 if cancelled. */
 static int generated_apply(ImportCtx *c, GRow *rows, size_t n) {
     int cancelled = 0;
-    for (size_t i = 0; i < n && !cancelled; i++) {
+    for (size_t i = 0; i < n && !cancelled && !import_stopped(c); i++) {
         GRow *g = &rows[i];
         int64_t pid, img;
         int added = 0;
         Err e = {0};
         if (store_prompt_add(c->st, g->ext, g->text, &pid, &added, &e)) {
-            import_problem_err(c, g->line, "prompt_id", &e);
+            import_write_failed(c, g->line, "prompt_id", &e);
             continue;
         }
         c->rep->prompts_added += added;
@@ -525,6 +565,7 @@ int import_csv_generated(ImportCtx *c, const CsvTable *t, Err *err) {
         return import_fail(c, ERR_FORMAT, err);
     GRow *rows = xcalloc(t->n_rows, sizeof *rows);
     size_t n = 0;
+    int rc = 0;
     for (size_t r = 1; r < t->n_rows; r++) {
         const CsvRow *row = &t->rows[r];
         if (row_is_empty(row) || check_width(c, &t->rows[0], row))
@@ -533,7 +574,17 @@ int import_csv_generated(ImportCtx *c, const CsvTable *t, Err *err) {
         n += generated_plan_row(c, &cols, row, rows, n) == 0;
     }
     import_map_free(&cols.seen);
-    int rc = 0;
+    ImportImg **refs = xcalloc(n ? n : 1, sizeof *refs);
+    long *lines = xcalloc(n ? n : 1, sizeof *lines);
+    for (size_t i = 0; i < n; i++) {
+        refs[i] = &rows[i].img;
+        lines[i] = rows[i].line;
+    }
+    rc = import_check_images(c, refs, lines, "path", n, err);
+    free(refs);
+    free(lines);
+    if (rc)
+        goto out;
     if (import_has_problems(c)) {
         rc = import_fail(c, ERR_FORMAT, err);
         goto out;

@@ -6,12 +6,15 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "base.h"
 #include "store_catalog.h"
+
+#define PREFETCH_BATCH 64 /* image files decoded together (on several threads) */
 
 /* ---- an image folder {prompt_id}/{seed}.png ------------------------------------------------- */
 
@@ -72,12 +75,44 @@ static void free_names(char **v, size_t n) {
     free(v);
 }
 
+/* Is PATH (absolute, resolved) DIR itself or inside it? */
+static int is_under(const char *path, const char *dir) {
+    size_t n = strlen(dir);
+    if (strcmp(dir, "/") == 0)
+        return 1;
+    return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+/* A file whose real location (symlinks followed) is outside both the imported folder and the
+ * workspace is refused: a symlink must not smuggle /etc/shadow or another user's files in.
+ * 0, or -1 after a problem. */
+static int check_inside(ImportCtx *c, const char *where, const char *full, const char *rroot) {
+    char real[PATH_MAX];
+    if (!realpath(full, real)) {
+        import_problem(c, 0, "%s: cannot resolve it (%s): a symlink to nothing?", where,
+                       strerror(errno));
+        return -1;
+    }
+    char ws[PATH_MAX];
+    int in_ws = realpath(store_dir(c->st), ws) && is_under(real, ws);
+    if (is_under(real, rroot) || in_ws)
+        return 0;
+    import_problem(c, 0,
+                   "%s leads to %s, outside the imported folder and the workspace (%s); "
+                   "symlinks may not bring files in from elsewhere: copy the image in instead",
+                   where, real, store_dir(c->st));
+    return -1;
+}
+
 int import_images_folder(ImportCtx *c, const char *root, Err *err) {
     if (!import_is_dir(root))
         return err_set(err, access(root, F_OK) == 0 ? ERR_USAGE : ERR_NOTFOUND,
                        "%s: not a folder; 'import images' takes a folder laid out "
                        "{prompt_id}/{seed}.png",
                        root);
+    char rroot[PATH_MAX];
+    if (!realpath(root, rroot))
+        return err_set(err, ERR_IO, "%s: cannot resolve the folder: %s", root, strerror(errno));
     size_t n_sub;
     char **sub = list_dir(root, &n_sub);
     if (!sub)
@@ -105,9 +140,11 @@ int import_images_folder(ImportCtx *c, const char *root, Err *err) {
                            sub[i], sub[i]);
         for (size_t j = 0; pid && files && j < n_files; j++) {
             char *full = xasprintf("%s/%s", subdir, files[j]);
-            if (!is_image_name(files[j]) || !import_is_file(full)) {
-                import_warn(c, 0, "%s/%s is not an image file (.png, .jpg, .webp, .bmp); skipped",
-                            sub[i], files[j]);
+            if (!is_image_name(files[j])) {
+                if (!import_is_dir(full))
+                    import_warn(c, 0,
+                                "%s/%s is not an image file (.png, .jpg, .webp, .bmp); skipped",
+                                sub[i], files[j]);
                 free(full);
                 continue;
             }
@@ -118,7 +155,13 @@ int import_images_folder(ImportCtx *c, const char *root, Err *err) {
             ir->where = xasprintf("%s/%s", sub[i], files[j]);
             ir->prompt_id = pid;
             char *stem = xstrndup(files[j], (size_t)(strrchr(files[j], '.') - files[j]));
-            ir->has_seed = import_parse_int(stem, &ir->seed) == 0;
+            int seed_rc = import_parse_int(stem, &ir->seed);
+            ir->has_seed = seed_rc == 0;
+            if (seed_rc == -2)
+                import_problem(c, 0,
+                               "%s: the seed %s in the file name does not fit in a 64-bit "
+                               "integer; rename the file",
+                               ir->where, stem);
             free(stem);
             ir->img.open = full;
             ir->img.stored = store_path_to_stored(c->st, full);
@@ -129,6 +172,31 @@ int import_images_folder(ImportCtx *c, const char *root, Err *err) {
     }
     free_names(sub, n_sub);
     int rc = 0;
+    /* every file: inside the folder or the workspace (checked before it is read at all), a
+     * regular file, and an image that decodes (a truncated PNG, an empty file, a FIFO or a
+     * device are refused). Decoding runs on several threads, a batch at a time, so that a
+     * cancel is seen between batches. */
+    ImportImg **batch = xcalloc(PREFETCH_BATCH, sizeof *batch);
+    int *inside = xcalloc(PREFETCH_BATCH, sizeof *inside);
+    for (size_t b = 0; b < n && !rc; b += PREFETCH_BATCH) {
+        size_t e = b + PREFETCH_BATCH < n ? b + PREFETCH_BATCH : n, nb = 0;
+        for (size_t i = b; i < e; i++)
+            if ((inside[i - b] = check_inside(c, rows[i].where, rows[i].img.open, rroot) == 0))
+                batch[nb++] = &rows[i].img;
+        import_check_images_prefetch(c, batch, nb);
+        for (size_t i = b; i < e; i++) {
+            if (import_check_progress(c, i + 1, n)) {
+                rc = import_cancelled(c, err);
+                break;
+            }
+            if (inside[i - b])
+                import_check_image(c, 0, rows[i].where, &rows[i].img);
+        }
+    }
+    free(batch);
+    free(inside);
+    if (rc)
+        goto out;
     if (import_has_problems(c)) {
         rc = import_fail(c, ERR_FORMAT, err);
         goto out;
@@ -141,7 +209,7 @@ int import_images_folder(ImportCtx *c, const char *root, Err *err) {
     if ((rc = import_begin(c, err)))
         goto out;
     int cancelled = 0;
-    for (size_t i = 0; i < n && !cancelled; i++) {
+    for (size_t i = 0; i < n && !cancelled && !import_stopped(c); i++) {
         IRow *ir = &rows[i];
         StoreImage meta = {.has_seed = ir->has_seed, .seed = ir->seed};
         int64_t id;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "base.h"
+#include "infile.h"
 #include "sha256.h"
 #include "store_pairs.h"
 
@@ -152,6 +153,24 @@ static int pairs_plan_line(ImportCtx *c, long line, const char *s, PRow *p) {
         pair_prompt(c, p, prompt);
     import_resolve_image(c, ip, &p->pos);
     import_resolve_image(c, in, &p->neg);
+    int bad_pos = import_check_image(c, line, "img_pos", &p->pos);
+    int bad_neg = import_check_image(c, line, "img_neg", &p->neg);
+    if (bad_pos || bad_neg) {
+        bad = 1;
+        goto out;
+    }
+    /* the same file by two spellings (./a.png, a.png), or the same bytes by two paths */
+    if (strcmp(p->pos.stored, p->neg.stored) == 0 ||
+        (p->pos.sha256[0] && strcmp(p->pos.sha256, p->neg.sha256) == 0)) {
+        import_problem(c, line,
+                       "img_pos \"%s\" and img_neg \"%s\" are the same image (%s); a pair "
+                       "needs two different images",
+                       ip, in,
+                       strcmp(p->pos.stored, p->neg.stored) == 0 ? "the same file"
+                                                                 : "the same bytes");
+        bad = 1;
+        goto out;
+    }
     if (p->label < 0.5) { /* keep img_pos the preferred image */
         ImportImg t = p->pos;
         p->pos = p->neg;
@@ -164,19 +183,60 @@ static int pairs_plan_line(ImportCtx *c, long line, const char *s, PRow *p) {
     }
 out:
     json_decref(o);
+    if (bad) {
+        free(p->aspect);
+        free(p->new_ext);
+        free(p->text);
+        import_img_deinit(&p->pos);
+        import_img_deinit(&p->neg);
+        memset(p, 0, sizeof *p);
+    }
     return bad ? -1 : 0;
+}
+
+/* What identifies an image of a pair: its bytes when known, else its stored path. */
+static const char *ident(const ImportImg *m) {
+    return m->sha256[0] ? m->sha256 : m->stored;
+}
+
+/* One file may list a pair twice, but never with two different preferences: both orders of
+ * the same two images (on one aspect), or two labels. ROWS[I] was just planned; SEEN maps
+ * (aspect, the two images unordered) to the first row + 1. */
+static void pairs_check_contradiction(ImportCtx *c, ImportMap *seen, PRow *rows, size_t i) {
+    const PRow *p = &rows[i];
+    const char *a = ident(&p->pos), *b = ident(&p->neg);
+    int pos_first = strcmp(a, b) < 0;
+    char *key = xasprintf("%s\x1f%s\x1f%s", p->aspect, pos_first ? a : b, pos_first ? b : a);
+    int64_t *slot = import_map_slot(seen, key, 1);
+    free(key);
+    if (!*slot) {
+        *slot = (int64_t)i + 1;
+        return;
+    }
+    const PRow *q = &rows[*slot - 1];
+    int same_order = strcmp(ident(&q->pos), a) == 0;
+    if (same_order && q->label == p->label)
+        return; /* the same pair again: stored once */
+    if (!same_order && q->label == 0.5 && p->label == 0.5)
+        return; /* "no preference" both ways agrees with itself */
+    import_problem(c, p->line,
+                   "this pair of %s and %s%s%s contradicts line %ld (%s); keep one of the two "
+                   "lines",
+                   p->pos.stored, p->neg.stored, p->aspect[0] ? " on " : "",
+                   p->aspect[0] ? p->aspect : "", q->line,
+                   same_order ? "another label" : "the opposite preference");
 }
 
 /* Write the planned pairs inside the open transaction; returns 1 if cancelled. */
 static int pairs_apply(ImportCtx *c, PRow *rows, size_t n) {
     int cancelled = 0;
-    for (size_t i = 0; i < n && !cancelled; i++) {
+    for (size_t i = 0; i < n && !cancelled && !import_stopped(c); i++) {
         PRow *p = &rows[i];
         Err e = {0};
         if (!p->prompt_id) {
             int added = 0;
             if (store_prompt_add(c->st, p->new_ext, p->text, &p->prompt_id, &added, &e)) {
-                import_problem_err(c, p->line, "prompt", &e);
+                import_write_failed(c, p->line, "prompt", &e);
                 continue;
             }
             c->rep->prompts_added += added;
@@ -193,7 +253,7 @@ static int pairs_apply(ImportCtx *c, PRow *rows, size_t n) {
             continue;
         int added = 0;
         if (store_pair_add(c->st, &sp, &added, &e)) {
-            import_problem_err(c, p->line, NULL, &e);
+            import_write_failed(c, p->line, NULL, &e);
             continue;
         }
         c->rep->pairs_added += added;
@@ -204,23 +264,40 @@ static int pairs_apply(ImportCtx *c, PRow *rows, size_t n) {
 }
 
 int import_pairs_jsonl(ImportCtx *c, const char *path, Err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(err, errno == ENOENT ? ERR_NOTFOUND : ERR_IO, "%s: cannot open: %s", path,
-                       strerror(errno));
+    unsigned char *buf;
+    size_t len_all;
+    int rc = infile_read_all(path, "pairs file", INFILE_MAX_CSV, &buf, &len_all, err);
+    if (rc)
+        return rc;
+    if (import_check_nul(c, buf, len_all)) {
+        free(buf);
+        return import_fail(c, ERR_FORMAT, err);
+    }
+    size_t n_lines = 0;
+    for (size_t i = 0; i < len_all; i++)
+        n_lines += buf[i] == '\n';
+    n_lines += len_all > 0 && buf[len_all - 1] != '\n';
     PRow *rows = NULL;
     size_t n = 0, cap_rows = 0;
-    char *buf = NULL;
-    size_t cap = 0;
-    ssize_t len;
+    ImportMap seen = {0};
     long line = 0;
-    while ((len = getline(&buf, &cap, f)) >= 0) {
+    int read_err = 0;
+    char *next = (char *)buf;
+    while (*next) {
+        char *s = next, *nl = strchr(s, '\n');
+        next = nl ? nl + 1 : s + strlen(s);
+        if (nl)
+            *nl = '\0';
+        size_t len = strlen(s);
         line++;
-        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
-            buf[--len] = '\0';
-        const char *s = buf;
+        while (len > 0 && s[len - 1] == '\r')
+            s[--len] = '\0';
         if (line == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
             s += 3;
+        if (import_check_progress(c, (size_t)line, n_lines)) {
+            read_err = ERR_CANCELLED;
+            break;
+        }
         if (import_is_blank(s))
             continue;
         c->rep->rows++;
@@ -228,14 +305,15 @@ int import_pairs_jsonl(ImportCtx *c, const char *path, Err *err) {
             cap_rows = cap_rows ? 2 * cap_rows : 64;
             rows = xrealloc(rows, cap_rows * sizeof *rows);
         }
-        n += pairs_plan_line(c, line, s, &rows[n]) == 0;
+        if (pairs_plan_line(c, line, s, &rows[n]) == 0) {
+            pairs_check_contradiction(c, &seen, rows, n);
+            n++;
+        }
     }
-    int read_err = ferror(f);
+    import_map_free(&seen);
     free(buf);
-    fclose(f);
-    int rc = 0;
     if (read_err)
-        rc = err_set(err, ERR_IO, "%s: read error", path);
+        rc = import_cancelled(c, err);
     else if (import_has_problems(c))
         rc = import_fail(c, ERR_FORMAT, err);
     else if (!(rc = import_begin(c, err)))

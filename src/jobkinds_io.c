@@ -62,8 +62,9 @@ static int import_run(JobCtx *ctx, const JobParams *p, Err *err) {
     ImportHook hook = {ctx};
     const char *annotator = job_param_str(p, "annotator");
     ImportOptions opts = {.annotator = annotator[0] ? annotator : NULL,
-                          .progress = import_progress,
-                          .user_data = &hook};
+                          .progress = import_progress, /* checking, then writing: cancel works */
+                          .user_data = &hook,
+                          .allow_missing = job_param_bool(p, "allow-missing")};
     const char *path = job_param_str(p, "path");
     job_log(ctx, "importing %s from %s", import_kind_name(kind), path);
     ImportReport report;
@@ -83,6 +84,8 @@ static const JobParamSpec import_params[] = {
     {"path", JOB_PARAM_PATH, NULL, "the file (or, for images, the folder) to import", NULL},
     {"annotator", JOB_PARAM_STRING, "", "annotator of rating rows without one ($USER if empty)",
      NULL},
+    {"allow-missing", JOB_PARAM_BOOL, "false",
+     "import image paths not on disk as missing instead of refusing the file", NULL},
     {NULL, 0, NULL, NULL, NULL},
 };
 

@@ -263,6 +263,11 @@ int store_err(Store *st, Err *err, const char *context) {
         code = ERR_BUSY;
     else if ((rc & 0xff) == SQLITE_CONSTRAINT)
         code = ERR_CONFLICT;
+    else if ((rc & 0xff) == SQLITE_FULL || (rc & 0xff) == SQLITE_IOERR)
+        return err_set(err, ERR_IO, "%s: %s: %s (%s)", context,
+                       (rc & 0xff) == SQLITE_FULL ? "the disk is full (SQLITE_FULL)"
+                                                  : "I/O error (SQLITE_IOERR)",
+                       sqlite3_errmsg(st->db), st->path);
     return err_set(err, code, "%s: %s (%s)", context, sqlite3_errmsg(st->db), st->path);
 }
 
@@ -338,7 +343,12 @@ int store_exec(Store *st, const char *sql, Err *err) {
     }
     if (rc != SQLITE_OK) {
         int code = (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) ? ERR_BUSY : ERR_DB;
-        err_set(err, code, "%s (%s)", msg ? msg : sqlite3_errstr(rc), st->path);
+        const char *why = (rc & 0xff) == SQLITE_FULL    ? "the disk is full (SQLITE_FULL): "
+                          : (rc & 0xff) == SQLITE_IOERR ? "I/O error (SQLITE_IOERR): "
+                                                        : "";
+        if (*why)
+            code = ERR_IO;
+        err_set(err, code, "%s%s (%s)", why, msg ? msg : sqlite3_errstr(rc), st->path);
         sqlite3_free(msg);
         return code;
     }

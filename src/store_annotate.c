@@ -34,7 +34,7 @@ static const char queue_sql[] =
     "  SELECT i.id AS id, i.prompt_id AS pid,"
     "    (SELECT count(DISTINCT r.annotator_id) FROM ratings r WHERE r.image_id = i.id) AS n"
     "  FROM images i LEFT JOIN prompts p ON p.id = i.prompt_id"
-    "  WHERE (?2 IS NULL OR p.ext_id = ?2)"
+    "  WHERE i.retired = 0 AND (?2 IS NULL OR p.ext_id = ?2)"
     "    AND NOT EXISTS (SELECT 1 FROM ratings m WHERE m.annotator_id = ?1 AND m.image_id = i.id))"
     " WHERE n < ?3 AND (?4 = 0 OR n = 0)"
     " ORDER BY CASE ?5 WHEN 0 THEN n ELSE 0 END,"
@@ -47,7 +47,7 @@ static const char queue_count_sql[] =
     "SELECT count(*) FROM ("
     "  SELECT (SELECT count(DISTINCT r.annotator_id) FROM ratings r WHERE r.image_id = i.id) AS n"
     "  FROM images i LEFT JOIN prompts p ON p.id = i.prompt_id"
-    "  WHERE (?2 IS NULL OR p.ext_id = ?2)"
+    "  WHERE i.retired = 0 AND (?2 IS NULL OR p.ext_id = ?2)"
     "    AND NOT EXISTS (SELECT 1 FROM ratings m WHERE m.annotator_id = ?1 AND m.image_id = i.id))"
     " WHERE n < ?3 AND (?4 = 0 OR n = 0)";
 
@@ -92,7 +92,7 @@ int store_annotate_eligible(Store *st, const AnnotateQuery *q, int64_t image_id,
     static const char sql[] =
         "SELECT (SELECT count(DISTINCT r.annotator_id) FROM ratings r WHERE r.image_id = i.id) AS n"
         " FROM images i LEFT JOIN prompts p ON p.id = i.prompt_id"
-        " WHERE i.id = ?5 AND (?2 IS NULL OR p.ext_id = ?2)"
+        " WHERE i.id = ?5 AND i.retired = 0 AND (?2 IS NULL OR p.ext_id = ?2)"
         "   AND NOT EXISTS (SELECT 1 FROM ratings m WHERE m.annotator_id = ?1"
         "                   AND m.image_id = i.id)"
         "   AND n < ?3 AND (?4 = 0 OR n = 0)";

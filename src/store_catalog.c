@@ -2,7 +2,9 @@
  *
  * Design: one cached prepared statement per query (store_stmt); every read copies its columns
  * out before the statement is reset, so nothing returned borrows from SQLite.
- * Invariant: nothing here deletes a row or changes a prompt's text or an image's path.
+ * Invariant: nothing here deletes a row or changes an image's path; a prompt's text changes
+ * only from empty (a prompt a ratings import created by id alone) to its first real text.
+ * Retiring an image sets its retired* columns; its ratings stay untouched.
  */
 #include "store_catalog.h"
 #include "store_int.h"
@@ -98,10 +100,20 @@ int store_prompt_add(Store *st, const char *ext_id, const char *text, int64_t *i
     StorePrompt p;
     int rc = store_prompt_by_ext(st, ext_id, &p, err);
     if (rc == 0) {
-        int same = strcmp(p.text, text) == 0;
+        int same = strcmp(p.text, text) == 0, fill = !p.text[0] && text[0];
+        int64_t pid = p.id;
         if (id)
-            *id = p.id;
+            *id = pid;
         store_prompt_deinit(&p);
+        if (fill) {
+            sqlite3_stmt *u =
+                store_stmt(st, "UPDATE prompts SET text = ?2 WHERE id = ?1 AND text = ''", err);
+            if (!u)
+                return ERR_DB;
+            sqlite3_bind_int64(u, 1, pid);
+            store_bind_text(u, 2, text);
+            return step_done(st, u, err, "fill in prompt text");
+        }
         if (!same)
             return err_set(err, ERR_CONFLICT,
                            "prompt %s already exists with a different text", ext_id);
@@ -170,7 +182,8 @@ void store_prompts_free(StorePrompt *p, size_t n) {
 /* ---- images --------------------------------------------------------------------------------- */
 
 #define IMAGE_COLS                                                                             \
-    "SELECT id, prompt_id, path, seed, generator, width, height, sha256, missing FROM images "
+    "SELECT id, prompt_id, path, seed, generator, width, height, sha256, missing, retired,"    \
+    " retired_at, retired_by, retired_reason FROM images "
 
 static void read_image(sqlite3_stmt *s, StoreImage *img) {
     memset(img, 0, sizeof *img);
@@ -184,6 +197,10 @@ static void read_image(sqlite3_stmt *s, StoreImage *img) {
     img->height = sqlite3_column_int(s, 6);
     img->sha256 = store_col_text(s, 7);
     img->missing = sqlite3_column_int(s, 8);
+    img->retired = sqlite3_column_int(s, 9);
+    img->retired_at = sqlite3_column_double(s, 10);
+    img->retired_by = store_col_text(s, 11);
+    img->retired_reason = store_col_text(s, 12);
 }
 
 static int one_image(Store *st, sqlite3_stmt *s, StoreImage *out, Err *err, const char *what) {
@@ -214,6 +231,14 @@ int store_image_by_path(Store *st, const char *stored_path, StoreImage *out, Err
         return ERR_DB;
     store_bind_text(s, 1, stored_path);
     return one_image(st, s, out, err, stored_path);
+}
+
+int store_image_by_sha256(Store *st, const char *sha256, StoreImage *out, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, IMAGE_COLS "WHERE sha256 = ?1 ORDER BY id LIMIT 1", err);
+    if (!s)
+        return ERR_DB;
+    store_bind_text(s, 1, sha256);
+    return one_image(st, s, out, err, "image by sha256");
 }
 
 static void bind_nullable_id(sqlite3_stmt *s, int i, int64_t v) {
@@ -302,16 +327,93 @@ out:
     return rc;
 }
 
+static int read_images(Store *st, sqlite3_stmt *s, StoreImage **out, size_t *n, Err *err);
+
 int store_images_list(Store *st, int64_t prompt_id, StoreImage **out, size_t *n, Err *err) {
     *out = NULL;
     *n = 0;
     sqlite3_stmt *s =
-        prompt_id > 0 ? store_stmt(st, IMAGE_COLS "WHERE prompt_id = ?1 ORDER BY id", err)
-                      : store_stmt(st, IMAGE_COLS "ORDER BY id", err);
+        prompt_id > 0
+            ? store_stmt(st, IMAGE_COLS "WHERE prompt_id = ?1 AND retired = 0 ORDER BY id", err)
+            : store_stmt(st, IMAGE_COLS "WHERE retired = 0 ORDER BY id", err);
     if (!s)
         return ERR_DB;
     if (prompt_id > 0)
         sqlite3_bind_int64(s, 1, prompt_id);
+    return read_images(st, s, out, n, err);
+}
+
+int store_images_select(Store *st, StoreImageFilter filter, StoreImage **out, size_t *n,
+                        Err *err) {
+    *out = NULL;
+    *n = 0;
+    static const char all[] = IMAGE_COLS "ORDER BY id";
+    static const char retired[] = IMAGE_COLS "WHERE retired != 0 ORDER BY id";
+    static const char missing[] = IMAGE_COLS "WHERE missing != 0 ORDER BY id";
+    static const char active[] = IMAGE_COLS "WHERE retired = 0 ORDER BY id";
+    const char *sql = filter == STORE_IMAGES_RETIRED   ? retired
+                      : filter == STORE_IMAGES_MISSING ? missing
+                      : filter == STORE_IMAGES_ACTIVE  ? active
+                                                       : all;
+    sqlite3_stmt *s = store_stmt(st, sql, err);
+    if (!s)
+        return ERR_DB;
+    return read_images(st, s, out, n, err);
+}
+
+int store_image_retire(Store *st, int64_t id, int retire, const char *by, const char *reason,
+                       int *changed, Err *err) {
+    if (changed)
+        *changed = 0;
+    StoreImage cur;
+    int rc = store_image_get(st, id, &cur, err);
+    if (rc)
+        return rc;
+    int was = cur.retired;
+    store_image_deinit(&cur);
+    if (!was == !retire)
+        return 0;
+    sqlite3_stmt *s =
+        retire ? store_stmt(st,
+                            "UPDATE images SET retired = 1, retired_at = ?2, retired_by = ?3,"
+                            " retired_reason = ?4 WHERE id = ?1",
+                            err)
+               : store_stmt(st,
+                            "UPDATE images SET retired = 0, retired_at = NULL, retired_by = NULL,"
+                            " retired_reason = NULL WHERE id = ?1",
+                            err);
+    if (!s)
+        return ERR_DB;
+    sqlite3_bind_int64(s, 1, id);
+    if (retire) {
+        sqlite3_bind_double(s, 2, base_wall());
+        store_bind_text(s, 3, by ? by : "");
+        store_bind_text(s, 4, reason && *reason ? reason : NULL);
+    }
+    if ((rc = step_done(st, s, err, retire ? "retire image" : "unretire image")))
+        return rc;
+    if (changed)
+        *changed = 1;
+    return 0;
+}
+
+int store_image_rating_count(Store *st, int64_t id, int64_t *n, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, "SELECT count(*) FROM ratings WHERE image_id = ?1", err);
+    if (!s)
+        return ERR_DB;
+    sqlite3_bind_int64(s, 1, id);
+    int rc = store_step(st, s);
+    if (rc != SQLITE_ROW) {
+        int code = store_err(st, err, "count ratings");
+        sqlite3_reset(s);
+        return code;
+    }
+    *n = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    return 0;
+}
+
+static int read_images(Store *st, sqlite3_stmt *s, StoreImage **out, size_t *n, Err *err) {
     size_t cap = 0;
     int rc;
     while ((rc = store_step(st, s)) == SQLITE_ROW) {
@@ -337,6 +439,8 @@ void store_image_deinit(StoreImage *img) {
     free(img->path);
     free(img->generator);
     free(img->sha256);
+    free(img->retired_by);
+    free(img->retired_reason);
     memset(img, 0, sizeof *img);
 }
 
@@ -475,6 +579,7 @@ int store_counts(Store *st, StoreCounts *out, Err *err) {
         {"SELECT count(*) FROM prompts", &out->prompts},
         {"SELECT count(*) FROM images", &out->images},
         {"SELECT count(*) FROM images WHERE missing != 0", &out->images_missing},
+        {"SELECT count(*) FROM images WHERE retired != 0", &out->images_retired},
         {"SELECT count(DISTINCT image_id) FROM ratings", &out->images_rated},
         {"SELECT count(*) FROM annotators", &out->annotators},
         {"SELECT count(*) FROM ratings", &out->ratings},

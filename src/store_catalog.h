@@ -30,8 +30,10 @@ typedef struct StorePrompt {
 } StorePrompt;
 
 /* Add prompt EXT_ID with TEXT, or find it if it exists with the same text. *id (may be NULL)
- * gets its id, *added (may be NULL) 1 if a row was inserted. Returns 0, ERR_CONFLICT if
- * EXT_ID exists with a different text (prompts are not silently rewritten), ERR_DB. */
+ * gets its id, *added (may be NULL) 1 if a row was inserted. A prompt whose text is empty
+ * (a ratings import creates prompts it only knows by id) gets TEXT (not counted as added).
+ * Returns 0, ERR_CONFLICT if EXT_ID exists with a different non-empty text (prompts are not
+ * silently rewritten), ERR_DB. */
 int store_prompt_add(Store *st, const char *ext_id, const char *text, int64_t *id, int *added,
                      Err *err);
 
@@ -60,7 +62,18 @@ typedef struct StoreImage {
     int height;
     char *sha256;          /* 64 lowercase hex digits of the file's bytes, or NULL */
     int missing;           /* 1 = the file was not on disk when last seen */
+    int retired;           /* 1 = out of the annotate queue, training, evaluation, scoring */
+    double retired_at;     /* Unix time; 0 when not retired */
+    char *retired_by;      /* who retired it, or NULL */
+    char *retired_reason;  /* why, or NULL */
 } StoreImage;
+
+typedef enum StoreImageFilter {
+    STORE_IMAGES_ALL,
+    STORE_IMAGES_ACTIVE,   /* not retired */
+    STORE_IMAGES_RETIRED,
+    STORE_IMAGES_MISSING,  /* not on disk when last seen (retired or not) */
+} StoreImageFilter;
 
 /* Add IMG (its id is ignored; path must be the stored form and not NULL). *id (may be NULL)
  * gets the new id. Returns 0, ERR_CONFLICT if the path is already in the store, ERR_DB. */
@@ -77,9 +90,31 @@ int store_image_fill(Store *st, int64_t id, const StoreImage *meta, int *changed
 int store_image_get(Store *st, int64_t id, StoreImage *out, Err *err);
 int store_image_by_path(Store *st, const char *stored_path, StoreImage *out, Err *err);
 
-/* Images of prompt PROMPT_ID (store id), or all images when PROMPT_ID is 0, in id order.
- * *out is the caller's: store_images_free(*out, *n). */
+/* The first image (lowest id) whose file had these bytes (SHA256: 64 lowercase hex digits):
+ * 0 and *out, ERR_NOTFOUND, ERR_DB. The importers use it so that one file reached by two
+ * paths (a symlinked folder, a copy) stays one image. */
+int store_image_by_sha256(Store *st, const char *sha256, StoreImage *out, Err *err);
+
+/* The images in use (not retired) of prompt PROMPT_ID (store id), or of every prompt when
+ * PROMPT_ID is 0, in id order: what training, evaluation, scoring, embedding, agreement and
+ * export see. *out is the caller's: store_images_free(*out, *n). */
 int store_images_list(Store *st, int64_t prompt_id, StoreImage **out, size_t *n, Err *err);
+
+/* Images by FILTER (all, retired, missing...), in id order; `easel images list`. */
+int store_images_select(Store *st, StoreImageFilter filter, StoreImage **out, size_t *n,
+                        Err *err);
+
+/* Retire (RETIRE = 1) or bring back (0) image ID. A retired image leaves the annotate queue
+ * and every list training, evaluation, scoring and export read (store_images_list,
+ * store_ratings_all, store_pairs_list); its ratings and pairs are kept untouched and count
+ * again once it is brought back. BY (who) and REASON (may be NULL) are kept with it.
+ * *changed (may be NULL) is 0 when it already was in that state. Returns 0, ERR_NOTFOUND,
+ * ERR_DB. */
+int store_image_retire(Store *st, int64_t id, int retire, const char *by, const char *reason,
+                       int *changed, Err *err);
+
+/* Number of current ratings of image ID (all annotators and aspects). */
+int store_image_rating_count(Store *st, int64_t id, int64_t *n, Err *err);
 
 void store_image_deinit(StoreImage *img);             /* NULL allowed */
 void store_images_free(StoreImage *img, size_t n);    /* NULL allowed */
@@ -129,6 +164,7 @@ typedef struct StoreCounts {
     int64_t prompts;
     int64_t images;
     int64_t images_missing;
+    int64_t images_retired;   /* retired: out of queues and training, ratings kept */
     int64_t images_rated;     /* with at least one rating */
     int64_t annotators;
     int64_t ratings;          /* current values, all aspects */

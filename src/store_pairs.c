@@ -25,7 +25,35 @@ int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
         *added = 0;
     const char *source = p->source ? p->source : "import";
     const char *aspect = p->aspect ? p->aspect : "";
+    if (p->img_pos == p->img_neg)
+        return err_set(err, ERR_CONFLICT, "a pair of image %lld with itself",
+                       (long long)p->img_pos);
+    /* the opposite preference between the same two images, on the same aspect */
     sqlite3_stmt *s = store_stmt(st,
+                                 "SELECT id, label FROM pairs WHERE img_pos = ?2 AND img_neg = ?1"
+                                 " AND aspect = ?3 LIMIT 1",
+                                 err);
+    if (!s)
+        return ERR_DB;
+    sqlite3_bind_int64(s, 1, p->img_pos);
+    sqlite3_bind_int64(s, 2, p->img_neg);
+    store_bind_text(s, 3, aspect);
+    int rc = store_step(st, s);
+    if (rc == SQLITE_ROW) {
+        long long other = sqlite3_column_int64(s, 0);
+        double lab = sqlite3_column_double(s, 1);
+        sqlite3_reset(s);
+        if (!(lab == 0.5 && p->label == 0.5))
+            return err_set(err, ERR_CONFLICT,
+                           "the store already has the opposite preference between these two "
+                           "images (pair %lld); a pair file cannot contradict it",
+                           other);
+    } else {
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
+            return store_err(st, err, "read pair");
+    }
+    s = store_stmt(st,
                                  "INSERT INTO pairs(prompt_id, img_pos, img_neg, label, aspect,"
                                  " rating_pos, rating_neg, rating_diff, source, created_at)"
                                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
@@ -44,7 +72,7 @@ int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
     bind_opt(s, 8, p->rating_diff);
     store_bind_text(s, 9, source);
     sqlite3_bind_double(s, 10, base_wall());
-    int rc = store_step(st, s);
+    rc = store_step(st, s);
     if (rc != SQLITE_DONE) {
         int code = store_err(st, err, "add pair");
         sqlite3_reset(s);
@@ -86,7 +114,9 @@ int store_pairs_list(Store *st, StorePair **out, size_t *n, Err *err) {
     sqlite3_stmt *s = store_stmt(st,
                                  "SELECT id, coalesce(prompt_id, 0), img_pos, img_neg, label,"
                                  " aspect, rating_pos, rating_neg, rating_diff, source"
-                                 " FROM pairs ORDER BY id",
+                                 " FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM images i"
+                                 " WHERE i.id IN (p.img_pos, p.img_neg) AND i.retired != 0)"
+                                 " ORDER BY id",
                                  err);
     if (!s)
         return ERR_DB;

@@ -31,10 +31,14 @@ typedef struct StorePair {
 } StorePair;
 
 /* Add P (id ignored) unless a pair with the same (img_pos, img_neg, aspect, source) exists:
- * identical → nothing happens (*added = 0); different label → ERR_CONFLICT. */
+ * identical → nothing happens (*added = 0); different label → ERR_CONFLICT. A pair of an
+ * image with itself, or the opposite preference of a stored pair (img_pos and img_neg
+ * swapped, same aspect; unless both labels are 0.5), is ERR_CONFLICT too. */
 int store_pair_add(Store *st, const StorePair *p, int *added, Err *err);
 
-/* All stored pairs in id order. *out is the caller's: store_pairs_free(*out, *n). */
+/* All stored pairs in id order, except those with a retired image (store_image_retire),
+ * which training and evaluation must not see. *out is the caller's: store_pairs_free(*out,
+ * *n). */
 int store_pairs_list(Store *st, StorePair **out, size_t *n, Err *err);
 void store_pairs_free(StorePair *p, size_t n);
 

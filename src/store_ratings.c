@@ -178,9 +178,11 @@ int store_ratings_of_image(Store *st, int64_t image_id, StoreRating **out, size_
 }
 
 int store_ratings_all(Store *st, StoreRating **out, size_t *n, Err *err) {
-    sqlite3_stmt *s = store_stmt(
-        st, RATING_SELECT "ORDER BY coalesce(i.prompt_id, 0), r.image_id, r.annotator_id, ap.pos",
-        err);
+    sqlite3_stmt *s = store_stmt(st,
+                                 RATING_SELECT "WHERE i.retired = 0"
+                                               " ORDER BY coalesce(i.prompt_id, 0), r.image_id,"
+                                               " r.annotator_id, ap.pos",
+                                 err);
     if (!s) {
         *out = NULL;
         *n = 0;

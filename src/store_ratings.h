@@ -65,8 +65,10 @@ int store_rating_get(Store *st, int64_t image_id, int64_t annotator_id, int64_t 
  * position. *out is the caller's (free(*out)); *n may be 0. */
 int store_ratings_of_image(Store *st, int64_t image_id, StoreRating **out, size_t *n, Err *err);
 
-/* Every current rating in the store, ordered by prompt id, image id, annotator id, aspect
- * position. *out is the caller's (free(*out)). One read transaction: a consistent snapshot. */
+/* Every current rating of the images in use (retired images are left out: see
+ * store_image_retire), ordered by prompt id, image id, annotator id, aspect position: what
+ * training, evaluation, agreement, export and status read. *out is the caller's
+ * (free(*out)). One read transaction: a consistent snapshot. */
 int store_ratings_all(Store *st, StoreRating **out, size_t *n, Err *err);
 
 /* History of one rating, oldest first, current value last; *n = 0 if it was never rated.

@@ -69,16 +69,20 @@ Test(cli_io, bad_file_exits_1_and_names_the_line) {
 
 Test(cli_io, import_export_status_round_trip) {
     cr_assert_eq(run("%s --db w.db import prompts %s/prompts_good.csv", easel, fix), 0, "%s", out);
-    cr_assert_eq(run("%s --db w.db import ratings %s/ratings_good.csv 2>/dev/null", easel, fix), 0,
-                 "%s", out);
+    cr_assert_eq(run("%s --db w.db import ratings %s/ratings_good.csv --allow-missing "
+                     "2>/dev/null",
+                     easel, fix),
+                 0, "%s", out);
     cr_assert(strstr(out, "29 ratings added"), "%s", out);
-    cr_assert_eq(run("%s --db w.db import ratings %s/ratings_good.csv 2>/dev/null", easel, fix), 0,
-                 "%s", out);
+    cr_assert_eq(run("%s --db w.db import ratings %s/ratings_good.csv --allow-missing "
+                     "2>/dev/null",
+                     easel, fix),
+                 0, "%s", out);
     cr_assert(strstr(out, "0 ratings added, 29 already there"), "%s", out);
     cr_assert_eq(run("%s --db w.db export ratings --per-annotator -o r1.csv", easel), 0, "%s", out);
     cr_assert(strstr(out, "wrote 8 rows to r1.csv"), "%s", out);
     cr_assert_eq(run("%s --db v.db init && %s --db v.db import prompts %s/prompts_good.csv && "
-                     "%s --db v.db import ratings r1.csv 2>/dev/null && "
+                     "%s --db v.db import ratings r1.csv --allow-missing 2>/dev/null && "
                      "%s --db v.db export ratings --per-annotator -o r2.csv && cmp r1.csv r2.csv",
                      easel, easel, fix, easel, easel),
                  0, "%s", out);
@@ -87,7 +91,7 @@ Test(cli_io, import_export_status_round_trip) {
     cr_assert_eq(run("%s --db w.db status --json", easel), 0, "%s", out);
     cr_assert(strstr(out, "\"ratings\": 29") && strstr(out, "\"annotators\": 2"), "%s", out);
     cr_assert_eq(run("%s --db w.db status", easel), 0, "%s", out);
-    cr_assert(strstr(out, "images      6 (6 rated, 1 missing on disk)"), "%s", out);
+    cr_assert(strstr(out, "images      6 (6 rated, 1 missing on disk, 0 retired)"), "%s", out);
 }
 
 Test(cli_io, eight_easel_processes_import_at_once) {
@@ -103,7 +107,8 @@ Test(cli_io, eight_easel_processes_import_at_once) {
         fclose(f);
     }
     cr_assert_eq(run("for p in 0 1 2 3 4 5 6 7; do "
-                     "(%s --db w.db import ratings r$p.csv --annotator u$p >o$p 2>e$p; "
+                     "(%s --db w.db import ratings r$p.csv --annotator u$p --allow-missing "
+                     ">o$p 2>e$p; "
                      "echo $? >rc$p) & done; wait; cat rc* | sort -u; cat e* | grep -v warning; true",
                      easel),
                  0, "%s", out);

@@ -104,3 +104,32 @@ Test(catalog, annotators_and_aspects) {
     cr_assert_str_eq(c.aspects[4].name, "material");
     store_counts_deinit(&c);
 }
+
+Test(catalog, empty_prompt_text_is_filled_once) {
+    int64_t id, id2;
+    int added;
+    Err err = {0};
+    cr_assert_eq(store_prompt_add(st, "9", "", &id, &added, &err), 0, "%s", err.msg);
+    cr_assert_eq(added, 1);
+    cr_assert_eq(store_prompt_add(st, "9", "a green bird", &id2, &added, &err), 0, "%s", err.msg);
+    cr_assert_eq(added, 0);
+    cr_assert_eq(id, id2);
+    StorePrompt p;
+    cr_assert_eq(store_prompt_get(st, id, &p, NULL), 0);
+    cr_assert_str_eq(p.text, "a green bird");
+    store_prompt_deinit(&p);
+    cr_assert_eq(store_prompt_add(st, "9", "a red bird", NULL, NULL, &err), ERR_CONFLICT);
+    cr_assert_eq(store_prompt_add(st, "9", "", NULL, NULL, &err), ERR_CONFLICT);
+}
+
+Test(catalog, image_by_sha256_finds_the_first) {
+    StoreImage a = {.path = "a.png", .sha256 = "ab"}, b = {.path = "b.png", .sha256 = "ab"};
+    int64_t ia, ib;
+    cr_assert_eq(store_image_add(st, &a, &ia, NULL), 0);
+    cr_assert_eq(store_image_add(st, &b, &ib, NULL), 0);
+    StoreImage got;
+    cr_assert_eq(store_image_by_sha256(st, "ab", &got, NULL), 0);
+    cr_assert_eq(got.id, ia);
+    store_image_deinit(&got);
+    cr_assert_eq(store_image_by_sha256(st, "cd", &got, NULL), ERR_NOTFOUND);
+}

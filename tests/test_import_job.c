@@ -1,0 +1,120 @@
+/* Tests for the import job kind (src/jobkinds_io.c) with the importers' issue-13 rules: the
+ * allow-missing parameter, a FIFO given as the input refused at once (never waited on), and a
+ * cancel seen while the rows are still being checked. */
+#include <criterion/criterion.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "jobkind.h"
+#include "store_catalog.h"
+#include "store_jobs.h"
+#include "support.h"
+
+static char tmpdir[64];
+static char path[256];
+
+static void setup(void) { support_tmpdir_make(tmpdir, sizeof tmpdir, "impjob"); }
+static void teardown(void) { support_tmpdir_remove(tmpdir); }
+
+TestSuite(import_job, .init = setup, .fini = teardown, .timeout = 30);
+
+static const char *write_file(const char *name, const char *text) {
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* Add, claim and run a job of KIND with params NAMES=VALUES (CANCEL preset). */
+static int run_job(Store *st, const char *kind, int n, const char *const *names,
+                   const char *const *values, int cancel, int64_t *id, Err *err) {
+    const JobKind *k = jobkind_find(kind);
+    cr_assert_not_null(k);
+    JobParams *p = job_params_parse(k, n, names, values, err);
+    cr_assert_not_null(p, "%s", err->msg);
+    char *json = job_params_to_json(p);
+    JobNew jn = {.kind = kind, .params = json};
+    cr_assert_eq(store_job_add(st, &jn, id, err), 0, "%s", err->msg);
+    free(json);
+    JobClaim c = {.worker = "h:1:t0", .host = "h", .pid = 1, .gpu_share = 1};
+    JobRow r;
+    cr_assert_eq(store_job_claim(st, &c, &r, err), 1);
+    store_job_row_deinit(&r);
+    atomic_int flag = cancel;
+    JobCtx *ctx = job_ctx_new(st, *id, NULL, NULL, &flag);
+    int rc = k->run(ctx, p, err);
+    job_ctx_free(ctx);
+    job_params_free(p);
+    return rc;
+}
+
+static int64_t n_images(Store *st) {
+    StoreCounts sc;
+    cr_assert_eq(store_counts(st, &sc, NULL), 0);
+    int64_t n = sc.images;
+    store_counts_deinit(&sc);
+    return n;
+}
+
+Test(import_job, allow_missing_parameter) {
+    Store *st = store_open(":memory:", NULL);
+    cr_assert_eq(store_prompt_add(st, "1", "a cat", NULL, NULL, NULL), 0);
+    const char *f = write_file("r.csv", "prompt_id,image_path,spatial_rating,annotator\n"
+                                        "1,nowhere/0.png,5,ann\n");
+    const char *names[] = {"what", "path", "allow-missing"};
+    const char *values[] = {"ratings", f, "false"};
+    Err err = {0};
+    int64_t id;
+    cr_assert_eq(run_job(st, "import", 3, names, values, 0, &id, &err), ERR_FORMAT);
+    cr_assert(strstr(err.msg, "r.csv:2:") && strstr(err.msg, "--allow-missing"), "%s", err.msg);
+    cr_assert_eq(n_images(st), 0);
+    values[2] = "true";
+    cr_assert_eq(run_job(st, "import", 3, names, values, 0, &id, &err), 0, "%s", err.msg);
+    cr_assert_eq(n_images(st), 1);
+    store_close(st);
+}
+
+Test(import_job, fifo_input_is_refused_at_once) {
+    Store *st = store_open(":memory:", NULL);
+    snprintf(path, sizeof path, "%s/in.csv", tmpdir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    const char *names[] = {"what", "path"}, *values[] = {"prompts", path};
+    Err err = {0};
+    int64_t id;
+    int rc = run_job(st, "import", 2, names, values, 0, &id, &err);
+    cr_assert_neq(rc, 0);
+    cr_assert(strstr(err.msg, "FIFO"), "%s", err.msg);
+    store_close(st);
+}
+
+Test(import_job, cancel_while_checking_writes_nothing) {
+    Store *st = store_open(":memory:", NULL);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    fputs("prompt_id,prompt\n", m);
+    for (int i = 0; i < 300; i++)
+        fprintf(m, "%d,prompt number %d\n", i, i);
+    fclose(m);
+    const char *f = write_file("p.csv", text);
+    free(text);
+    const char *names[] = {"what", "path"}, *values[] = {"prompts", f};
+    Err err = {0};
+    int64_t id;
+    cr_assert_eq(run_job(st, "import", 2, names, values, 1, &id, &err), ERR_CANCELLED);
+    StoreCounts sc;
+    cr_assert_eq(store_counts(st, &sc, NULL), 0);
+    cr_assert_eq(sc.prompts, 0);
+    store_counts_deinit(&sc);
+    JobRow r;
+    cr_assert_eq(store_job_get(st, id, &r, NULL), 0);
+    cr_assert_lt(r.done, r.total / 2 + 1, "cancelled after checking (%g of %g)", r.done, r.total);
+    store_job_row_deinit(&r);
+    store_close(st);
+}
