@@ -103,6 +103,7 @@ Test(store_identity, a_version_1_store_migrates_and_keeps_its_ratings) {
                          "ALTER TABLE jobs DROP COLUMN queued_by;"
                          "ALTER TABLE jobs DROP COLUMN queued_uid;"
                          "ALTER TABLE jobs DROP COLUMN resume_done;"
+                         "ALTER TABLE jobs DROP COLUMN resume_at;"
                          "ALTER TABLE annotators DROP COLUMN role;"
                          "DELETE FROM meta; PRAGMA user_version = 1;"
                          "INSERT INTO prompts(ext_id, text, created_at) VALUES ('p', 't', 0);");
