@@ -76,9 +76,9 @@ ifneq ($(NVCC),)
   CFLAGS_BASE += -DEASEL_CUDA=1 -I$(CUDA_HOME)/include
   CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
   LIBS_ENGINE += $(if $(CU_SRC),$(CUDA_LIBS))
-  NVFLAGS     := -O2 -g -std=c++17 -Isrc -Igpu -DEASEL_CUDA=1 \
+  NVFLAGS     := -O2 -g -std=c++17 -MMD -MP -Isrc -Igpu -DEASEL_CUDA=1 \
                  -Werror all-warnings -Xcompiler -Wall,-Werror,-Wno-format-truncation \
-                 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+                 $(foreach a,80 86 89 90,-gencode arch=compute_$(a),code=sm_$(a)) -gencode arch=compute_90,code=compute_90
 endif
 ifeq ($(EASEL_DEPS_ONLY),)
   ifneq ($(NVCC),)

@@ -37,19 +37,33 @@ int cuda_download(float *dst, const float *src, size_t n_floats, Err *err);
 int cuda_zero(float *p, size_t n_floats, Err *err);
 int cuda_sync(Err *err);
 
-/* Kernels of gpu/kern_nn.h; shapes as documented there. */
+/* The kernels of gpu/kern_list.h. Semantics (shapes, NULL weights and gradients, backward
+ * ADDS into gradients) as the CPU ops of the same name: src/nn_norm.h, nn_softmax.h,
+ * nn_activation.h, optim.h; GroupNorm as documented in gpu/kern_norm.h. */
 int cuda_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                           const float *weight, const float *bias, int N, int C, Err *err);
+                           const float *weight, const float *bias, int N, int C, float eps,
+                           Err *err);
 int cuda_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                             const float *inp, const float *weight, const float *mean,
                             const float *rstd, int N, int C, Err *err);
+int cuda_groupnorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                           const float *weight, const float *bias, int N, int C, int HW, int G,
+                           float eps, Err *err);
+int cuda_groupnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, const float *mean,
+                            const float *rstd, int N, int C, int HW, int G, Err *err);
+int cuda_softmax_forward(float *out, const float *inp, int N, int C, Err *err);
+int cuda_softmax_backward(float *dinp, const float *dout, const float *out, int N, int C,
+                          Err *err);
 int cuda_bias_relu_forward(float *out, const float *inp, const float *bias, int N, int C,
                            Err *err);
-int cuda_relu_backward(float *dinp, const float *dout, const float *out, int n_elem, Err *err);
+int cuda_relu_backward(float *dinp, const float *dout, const float *out, long n_elem, Err *err);
+/* One AdamW step t >= 1 as optim_adamw_step (without zeroing the gradient). */
 int cuda_adamw(float *param, float *m, float *v, const float *grad, long n, float lr,
                float beta1, float beta2, float eps, float wd, int t, Err *err);
 
-/* out (N, OC) = inp (N, C) @ weight (OC, C)^T, row-major, PyTorch Linear layout, via cuBLAS. */
+/* gpu/cuda_blas.cu, the only file that calls cuBLAS:
+ * out (N, OC) = inp (N, C) @ weight (OC, C)^T, row-major, PyTorch Linear layout, via cuBLAS. */
 int cuda_matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC,
                         Err *err);
 #endif

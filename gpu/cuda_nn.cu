@@ -1,16 +1,14 @@
-// cuda_nn — launchers for the kernels of kern_nn.h, device memory helpers, the probe and a
-// cuBLAS matmul. Each kernel is a thin __global__ wrapper around the per-thread body that the
-// host emulation harness also runs (see kern_common.h).
+// cuda_nn — the CUDA runtime side of the engine: the probe, device memory helpers, and a
+// __global__ wrapper plus launcher for every kernel of gpu/kern_list.h. The kernels' source is
+// in gpu/kern_*.h, shared with the host emulation harness (kern_emulate.h); the launch geometry
+// comes from the same NAME_launch function the harness uses. cuBLAS is in cuda_blas.cu only.
 #include <cuda_runtime.h>
-#include <cublas_v2.h>
 #include <stdio.h>
 
 extern "C" {
 #include "cuda.h"
 }
-#include "kern_nn.h"
-
-#define BLOCK 256
+#include "kern_list.h"
 
 static int cuda_fail(Err *err, cudaError_t e, const char *what) {
     return err_set(err, ERR_GPU, "CUDA %s: %s", what, cudaGetErrorString(e));
@@ -23,35 +21,28 @@ static int cuda_fail(Err *err, cudaError_t e, const char *what) {
             return cuda_fail(err, e_, what);                                   \
     } while (0)
 
-static __device__ inline KernIdx this_thread(void) {
-    KernIdx ix;
-    ix.block = (int)blockIdx.x;
-    ix.block_dim = (int)blockDim.x;
-    ix.thread = (int)threadIdx.x;
-    return ix;
+static int launched(Err *err, const char *what) {
+    cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? 0 : cuda_fail(err, e, what);
 }
-#define THIS_THREAD() this_thread()
 
-__global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd, const float *inp,
-                                         const float *w, const float *b, int N, int C) {
-    layernorm_forward_thread(THIS_THREAD(), out, mean, rstd, inp, w, b, N, C);
-}
-__global__ void layernorm_backward_kernel(float *dinp, float *dw, float *db, const float *dout,
-                                          const float *inp, const float *w, const float *mean,
-                                          const float *rstd, int N, int C) {
-    layernorm_backward_thread(THIS_THREAD(), dinp, dw, db, dout, inp, w, mean, rstd, N, C);
-}
-__global__ void bias_relu_forward_kernel(float *out, const float *inp, const float *bias, int N,
-                                         int C) {
-    bias_relu_forward_thread(THIS_THREAD(), out, inp, bias, N, C);
-}
-__global__ void relu_backward_kernel(float *dinp, const float *dout, const float *out, int n) {
-    relu_backward_thread(THIS_THREAD(), dinp, dout, out, n);
-}
-__global__ void adamw_kernel(float *p, float *m, float *v, const float *g, long n, float lr,
-                             float b1, float b2, float eps, float wd, int t) {
-    adamw_thread(THIS_THREAD(), p, m, v, g, n, lr, b1, b2, eps, wd, t);
-}
+static dim3 to_dim3(KernDim d) { return dim3((unsigned)d.x, (unsigned)d.y, (unsigned)d.z); }
+
+// For each kernel: NAME_kernel (the __global__ wrapper) and NAME_go (launch with the geometry
+// of NAME_launch; an empty grid launches nothing).
+#define KERN_CUDA_DEFINE_(name, Args)                                                        \
+    __global__ void name##_kernel(Args a) {                                                  \
+        KernCtx k = kern_ctx_device();                                                       \
+        name(&k, &a);                                                                        \
+    }                                                                                        \
+    static int name##_go(const Args &a, Err *err) {                                          \
+        KernLaunch l = name##_launch(&a);                                                    \
+        if (l.grid.x == 0)                                                                   \
+            return 0;                                                                        \
+        name##_kernel<<<to_dim3(l.grid), to_dim3(l.block), l.smem>>>(a);                     \
+        return launched(err, #name);                                                         \
+    }
+KERN_LIST(KERN_CUDA_DEFINE_)
 
 extern "C" int cuda_probe(CudaDevice *devs, int max, int *n, char *why, size_t why_len) {
     *n = 0;
@@ -129,60 +120,62 @@ extern "C" int cuda_sync(Err *err) {
     return 0;
 }
 
-static int launched(Err *err, const char *what) {
-    cudaError_t e = cudaGetLastError();
-    return e == cudaSuccess ? 0 : cuda_fail(err, e, what);
-}
-
 extern "C" int cuda_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                                      const float *w, const float *b, int N, int C, Err *err) {
-    layernorm_forward_kernel<<<kern_blocks(N, BLOCK), BLOCK>>>(out, mean, rstd, inp, w, b, N, C);
-    return launched(err, "layernorm_forward");
+                                      const float *w, const float *b, int N, int C, float eps,
+                                      Err *err) {
+    LayerNormFwdArgs a = {out, mean, rstd, inp, w, b, N, C, eps};
+    return layernorm_fwd_go(a, err);
 }
 
 extern "C" int cuda_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                                        const float *inp, const float *w, const float *mean,
                                        const float *rstd, int N, int C, Err *err) {
-    layernorm_backward_kernel<<<kern_blocks(N, BLOCK), BLOCK>>>(dinp, dw, db, dout, inp, w, mean,
-                                                                rstd, N, C);
-    return launched(err, "layernorm_backward");
+    LayerNormBwdArgs a = {dinp, dw, db, dout, inp, w, mean, rstd, N, C};
+    int rc = layernorm_bwd_dx_go(a, err);
+    return rc ? rc : layernorm_bwd_params_go(a, err);
+}
+
+extern "C" int cuda_groupnorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                                      const float *w, const float *b, int N, int C, int HW,
+                                      int G, float eps, Err *err) {
+    GroupNormFwdArgs a = {out, mean, rstd, inp, w, b, N, C, HW, G, eps};
+    return groupnorm_fwd_go(a, err);
+}
+
+extern "C" int cuda_groupnorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                                       const float *inp, const float *w, const float *mean,
+                                       const float *rstd, int N, int C, int HW, int G, Err *err) {
+    GroupNormBwdArgs a = {dinp, dw, db, dout, inp, w, mean, rstd, N, C, HW, G};
+    int rc = groupnorm_bwd_dx_go(a, err);
+    return rc ? rc : groupnorm_bwd_params_go(a, err);
+}
+
+extern "C" int cuda_softmax_forward(float *out, const float *inp, int N, int C, Err *err) {
+    SoftmaxArgs a = {out, inp, N, C};
+    return softmax_fwd_go(a, err);
+}
+
+extern "C" int cuda_softmax_backward(float *dinp, const float *dout, const float *out, int N,
+                                     int C, Err *err) {
+    SoftmaxBwdArgs a = {dinp, dout, out, N, C};
+    return softmax_bwd_go(a, err);
 }
 
 extern "C" int cuda_bias_relu_forward(float *out, const float *inp, const float *bias, int N,
                                       int C, Err *err) {
-    bias_relu_forward_kernel<<<kern_blocks(N * C, BLOCK), BLOCK>>>(out, inp, bias, N, C);
-    return launched(err, "bias_relu_forward");
+    BiasReluArgs a = {out, inp, bias, N, C};
+    return bias_relu_fwd_go(a, err);
 }
 
-extern "C" int cuda_relu_backward(float *dinp, const float *dout, const float *out, int n,
+extern "C" int cuda_relu_backward(float *dinp, const float *dout, const float *out, long n,
                                   Err *err) {
-    relu_backward_kernel<<<kern_blocks(n, BLOCK), BLOCK>>>(dinp, dout, out, n);
-    return launched(err, "relu_backward");
+    ReluBwdArgs a = {dinp, dout, out, n};
+    return relu_bwd_go(a, err);
 }
 
 extern "C" int cuda_adamw(float *p, float *m, float *v, const float *g, long n, float lr,
                           float b1, float b2, float eps, float wd, int t, Err *err) {
-    adamw_kernel<<<kern_blocks((int)n, BLOCK), BLOCK>>>(p, m, v, g, n, lr, b1, b2, eps, wd, t);
-    return launched(err, "adamw");
-}
-
-static cublasHandle_t blas_handle(void) {
-    static cublasHandle_t h; // one per process; callers serialise per device (see cuda.h)
-    if (!h && cublasCreate(&h) != CUBLAS_STATUS_SUCCESS)
-        h = NULL;
-    return h;
-}
-
-extern "C" int cuda_matmul_forward(float *out, const float *inp, const float *weight, int N,
-                                   int C, int OC, Err *err) {
-    cublasHandle_t h = blas_handle();
-    if (!h)
-        return err_set(err, ERR_GPU, "cuBLAS: cannot create a handle");
-    const float one = 1.0f, zero = 0.0f;
-    // Row-major out(N,OC) = inp(N,C) W(OC,C)^T is column-major out^T(OC,N) = W(OC,C) inp^T.
-    cublasStatus_t s = cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, &one, weight, C, inp,
-                                   C, &zero, out, OC);
-    if (s != CUBLAS_STATUS_SUCCESS)
-        return err_set(err, ERR_GPU, "cuBLAS sgemm failed (status %d)", (int)s);
-    return launched(err, "matmul_forward");
+    if (t < 1)
+        return err_set(err, ERR_USAGE, "cuda_adamw: step t must be >= 1 (got %d)", t);
+    return adamw_go(adamw_args(p, m, v, g, n, lr, b1, b2, eps, wd, t), err);
 }

@@ -1,116 +1,489 @@
-/* The CUDA kernel bodies of gpu/kern_nn.h, run under the host emulation harness, against
- * plain CPU loops and (for backward) finite differences. Runs in `make test` on any machine. */
+/* Every CUDA kernel of gpu/ run under the host emulation harness (gpu/kern_emulate.h) with the
+ * CUDA launchers' own geometry, compared with the CPU engine's op of the same name (src/nn_*.c,
+ * src/optim.c; GroupNorm, which has no CPU op yet, with a double-precision reference and
+ * finite differences). Runs in `make test` on any machine; nothing here needs a GPU.
+ *
+ * harness.coverage runs every comparison in one process and fails unless the kernels the
+ * harness ran, the list in gpu/kern_list.h and the KERN_ENTRY functions in gpu/kern_*.h are the
+ * same set; it prints "harness: covered ..." (tests/run_all.sh shows that line).
+ */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kern_emulate.h"
-#include "kern_nn.h"
+#include "nn_activation.h"
+#include "nn_linear.h"
+#include "nn_norm.h"
+#include "nn_softmax.h"
+#include "optim.h"
+
+/* ---- helpers -------------------------------------------------------------------------------- */
 
 static unsigned rng_state = 12345;
 static float frand(void) {
     rng_state = rng_state * 1664525u + 1013904223u;
     return ((rng_state >> 8) & 0xffff) / 32768.0f - 1.0f;
 }
-static void fill(float *p, int n) {
-    for (int i = 0; i < n; i++)
+static float *rnd(long n) {
+    float *p = malloc(sizeof(float) * (size_t)n);
+    for (long i = 0; i < n; i++)
         p[i] = frand();
+    return p;
+}
+static float *dup(const float *src, long n) {
+    float *p = malloc(sizeof(float) * (size_t)n);
+    memcpy(p, src, sizeof(float) * (size_t)n);
+    return p;
 }
 
-/* Plain two-pass LayerNorm, in double. */
-static void layernorm_ref(double *out, const float *x, const float *w, const float *b, int N,
-                          int C) {
-    for (int n = 0; n < N; n++) {
-        double m = 0, v = 0;
-        for (int i = 0; i < C; i++)
-            m += x[n * C + i];
-        m /= C;
-        for (int i = 0; i < C; i++)
-            v += (x[n * C + i] - m) * (x[n * C + i] - m);
-        v /= C;
-        for (int i = 0; i < C; i++)
-            out[n * C + i] = (x[n * C + i] - m) / sqrt(v + 1e-5) * w[i] + b[i];
+/* A comparison's verdict: 0 and why = "" when it passed, else -1 and the first mismatch. */
+typedef struct Why {
+    char msg[512];
+} Why;
+
+static int mismatch(Why *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int mismatch(Why *w, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->msg, sizeof w->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* |got − want| <= atol + rtol·|want| for every element (NaN fails). */
+static int close_to(Why *w, const char *what, const float *got, const float *want, long n,
+                    double atol, double rtol) {
+    for (long i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        if (!(d <= atol + rtol * fabs(want[i])))
+            return mismatch(w, "%s[%ld]: kernel %.8g, reference %.8g", what, i, got[i], want[i]);
     }
+    return 0;
+}
+static int ran(Why *w, int rc, const Err *err) {
+    return rc ? mismatch(w, "launch failed: %s", err->msg) : 0;
 }
 
-Test(gpu_kernels, layernorm_forward_matches_reference) {
-    enum { N = 7, C = 33 };
-    float x[N * C], w[C], b[C], out[N * C], mean[N], rstd[N];
-    double ref[N * C];
-    fill(x, N * C), fill(w, C), fill(b, C);
-    KERN_EMULATE(N, 4, layernorm_forward_thread, out, mean, rstd, x, w, b, N, C);
-    layernorm_ref(ref, x, w, b, N, C);
-    for (int i = 0; i < N * C; i++)
-        cr_assert_float_eq(out[i], ref[i], 1e-5, "i=%d %f vs %f", i, out[i], ref[i]);
+/* ---- LayerNorm ------------------------------------------------------------------------------ */
+
+static int check_layernorm_fwd_shape(Why *w, int N, int C, int affine, float eps) {
+    float *x = rnd((long)N * C), *wt = affine ? rnd(C) : NULL, *b = affine ? rnd(C) : NULL;
+    float *out = calloc((size_t)N * C, 4), *mean = calloc(N, 4), *rstd = calloc(N, 4);
+    float *rout = calloc((size_t)N * C, 4), *rmean = calloc(N, 4), *rrstd = calloc(N, 4);
+    for (long i = 0; i < (long)N * C; i++)
+        x[i] = x[i] * 3.0f + 0.5f;
+    Err err = {0};
+    LayerNormFwdArgs a = {out, mean, rstd, x, wt, b, N, C, eps};
+    int rc = ran(w, layernorm_fwd_run(&a, &err), &err);
+    nn_layernorm_forward(rout, rmean, rrstd, x, wt, b, N, C, eps);
+    if (!rc)
+        rc = close_to(w, "layernorm out", out, rout, (long)N * C, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "layernorm mean", mean, rmean, N, 1e-6, 1e-5);
+    if (!rc)
+        rc = close_to(w, "layernorm rstd", rstd, rrstd, N, 0, 1e-5);
+    free(x), free(wt), free(b), free(out), free(mean), free(rstd), free(rout), free(rmean);
+    free(rrstd);
+    return rc;
 }
 
-/* loss = sum(out * g) for a fixed random g; check dinp, dweight, dbias numerically. */
-Test(gpu_kernels, layernorm_backward_matches_finite_differences) {
-    enum { N = 3, C = 9 };
-    float x[N * C], w[C], b[C], g[N * C], out[N * C], mean[N], rstd[N];
-    float dx[N * C] = {0}, dw[C] = {0}, db[C] = {0};
-    fill(x, N * C), fill(w, C), fill(b, C), fill(g, N * C);
-    KERN_EMULATE(N, 2, layernorm_forward_thread, out, mean, rstd, x, w, b, N, C);
-    KERN_EMULATE(N, 2, layernorm_backward_thread, dx, dw, db, g, x, w, mean, rstd, N, C);
-    double ref[N * C];
-    const double h = 1e-3;
-    float *params[3] = {x, w, b};
-    float *grads[3] = {dx, dw, db};
-    int sizes[3] = {N * C, C, C};
-    for (int p = 0; p < 3; p++) {
-        for (int i = 0; i < sizes[p]; i++) {
-            float keep = params[p][i];
-            double lp = 0, lm = 0;
-            params[p][i] = keep + (float)h;
-            layernorm_ref(ref, x, w, b, N, C);
-            for (int k = 0; k < N * C; k++)
-                lp += ref[k] * g[k];
-            params[p][i] = keep - (float)h;
-            layernorm_ref(ref, x, w, b, N, C);
-            for (int k = 0; k < N * C; k++)
-                lm += ref[k] * g[k];
-            params[p][i] = keep;
-            double num = (lp - lm) / (2 * h);
-            cr_assert(fabs(num - grads[p][i]) < 2e-3 * (1 + fabs(num)),
-                      "param %d index %d: numeric %f analytic %f", p, i, num, grads[p][i]);
-        }
-    }
+static int check_layernorm_fwd(Why *w) {
+    /* 128 threads with a ragged tail; one warp without affine; eps far from 1e-5 */
+    int rc = check_layernorm_fwd_shape(w, 5, 200, 1, 1e-2f);
+    return rc ? rc : check_layernorm_fwd_shape(w, 3, 40, 0, 1e-5f);
 }
 
-Test(gpu_kernels, bias_relu_and_backward) {
-    enum { N = 5, C = 6 };
-    float x[N * C], b[C], out[N * C], g[N * C], dx[N * C];
-    fill(x, N * C), fill(b, C), fill(g, N * C);
-    KERN_EMULATE(N * C, 8, bias_relu_forward_thread, out, x, b, N, C);
-    KERN_EMULATE(N * C, 8, relu_backward_thread, dx, g, out, N * C);
+/* Gradients start nonzero: backward must ADD. dx/dw/db may be switched off (NULL). */
+static int check_layernorm_bwd_shape(Why *w, int N, int C, int want_dx, int want_params) {
+    float *x = rnd((long)N * C), *wt = rnd(C), *b = rnd(C), *g = rnd((long)N * C);
+    float *out = calloc((size_t)N * C, 4), *mean = calloc(N, 4), *rstd = calloc(N, 4);
+    nn_layernorm_forward(out, mean, rstd, x, wt, b, N, C, 1e-5f);
+    float *dx = rnd((long)N * C), *dw = rnd(C), *db = rnd(C);
+    float *rdx = dup(dx, (long)N * C), *rdw = dup(dw, C), *rdb = dup(db, C);
+    Err err = {0};
+    LayerNormBwdArgs a = {want_dx ? dx : NULL, want_params ? dw : NULL, want_params ? db : NULL,
+                          g, x, wt, mean, rstd, N, C};
+    int rc = ran(w, layernorm_bwd_dx_run(&a, &err), &err);
+    if (!rc)
+        rc = ran(w, layernorm_bwd_params_run(&a, &err), &err);
+    nn_layernorm_backward(want_dx ? rdx : NULL, want_params ? rdw : NULL,
+                          want_params ? rdb : NULL, g, x, wt, mean, rstd, N, C);
+    if (!rc)
+        rc = close_to(w, "layernorm dinp", dx, rdx, (long)N * C, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "layernorm dweight", dw, rdw, C, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "layernorm dbias", db, rdb, C, 1e-5, 1e-4);
+    free(x), free(wt), free(b), free(g), free(out), free(mean), free(rstd), free(dx), free(dw);
+    free(db), free(rdx), free(rdw), free(rdb);
+    return rc;
+}
+
+static int check_layernorm_bwd(Why *w) {
+    /* 37 rows (not a multiple of the 8 row-threads), 70 columns (3 column blocks, a tail) */
+    int rc = check_layernorm_bwd_shape(w, 37, 70, 1, 1);
+    if (!rc)
+        rc = check_layernorm_bwd_shape(w, 4, 300, 1, 0);
+    return rc ? rc : check_layernorm_bwd_shape(w, 9, 33, 0, 1);
+}
+
+/* ---- GroupNorm: no CPU op on this branch yet, so a plain double reference ------------------ */
+
+static void groupnorm_ref(double *out, const double *x, const double *wt, const double *b, int N,
+                          int C, int HW, int G, double eps) {
+    int Cg = C / G;
+    long len = (long)Cg * HW;
     for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) {
-            float v = x[n * C + c] + b[c];
-            cr_assert_float_eq(out[n * C + c], v > 0 ? v : 0, 1e-7);
-            cr_assert_float_eq(dx[n * C + c], v > 0 ? g[n * C + c] : 0, 1e-7);
+        for (int g = 0; g < G; g++) {
+            const double *xg = x + ((long)n * C + (long)g * Cg) * HW;
+            double m = 0, v = 0;
+            for (long i = 0; i < len; i++)
+                m += xg[i];
+            m /= len;
+            for (long i = 0; i < len; i++)
+                v += (xg[i] - m) * (xg[i] - m);
+            v /= len;
+            double *o = out + (xg - x);
+            for (long i = 0; i < len; i++) {
+                int c = g * Cg + (int)(i / HW);
+                o[i] = (xg[i] - m) / sqrt(v + eps) * wt[c] + b[c];
+            }
         }
 }
 
-Test(gpu_kernels, adamw_matches_reference_over_steps) {
-    enum { n = 50 };
-    float p[n], m[n] = {0}, v[n] = {0}, g[n];
-    double rp[n], rm[n] = {0}, rv[n] = {0};
-    fill(p, n);
-    for (int i = 0; i < n; i++)
-        rp[i] = p[i];
-    const double lr = 1e-2, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.01;
-    for (int t = 1; t <= 5; t++) {
-        fill(g, n);
-        KERN_EMULATE(n, 16, adamw_thread, p, m, v, g, (long)n, (float)lr, (float)b1, (float)b2,
-                     (float)eps, (float)wd, t);
-        for (int i = 0; i < n; i++) {
-            rm[i] = b1 * rm[i] + (1 - b1) * g[i];
-            rv[i] = b2 * rv[i] + (1 - b2) * g[i] * g[i];
-            double mh = rm[i] / (1 - pow(b1, t)), vh = rv[i] / (1 - pow(b2, t));
-            rp[i] -= lr * (mh / (sqrt(vh) + eps) + wd * rp[i]);
+static double *to_d(const float *p, long n) {
+    double *d = malloc(sizeof(double) * (size_t)n);
+    for (long i = 0; i < n; i++)
+        d[i] = p[i];
+    return d;
+}
+
+static int check_groupnorm_fwd_shape(Why *w, int N, int C, int HW, int G, float eps) {
+    long n = (long)N * C * HW;
+    float *x = rnd(n), *wt = rnd(C), *b = rnd(C);
+    float *out = calloc((size_t)n, 4), *mean = calloc((size_t)N * G, 4);
+    float *rstd = calloc((size_t)N * G, 4), *want = malloc(sizeof(float) * (size_t)n);
+    double *xd = to_d(x, n), *wd = to_d(wt, C), *bd = to_d(b, C);
+    double *od = malloc(sizeof(double) * (size_t)n);
+    Err err = {0};
+    GroupNormFwdArgs a = {out, mean, rstd, x, wt, b, N, C, HW, G, eps};
+    int rc = ran(w, groupnorm_fwd_run(&a, &err), &err);
+    groupnorm_ref(od, xd, wd, bd, N, C, HW, G, eps);
+    for (long i = 0; i < n; i++)
+        want[i] = (float)od[i];
+    if (!rc)
+        rc = close_to(w, "groupnorm out", out, want, n, 1e-5, 1e-4);
+    free(x), free(wt), free(b), free(out), free(mean), free(rstd), free(want), free(xd), free(wd);
+    free(bd), free(od);
+    return rc;
+}
+
+static int check_groupnorm_fwd(Why *w) {
+    int rc = check_groupnorm_fwd_shape(w, 2, 6, 20, 3, 1e-5f); /* 40 per group: one warp */
+    return rc ? rc : check_groupnorm_fwd_shape(w, 3, 8, 50, 2, 1e-3f); /* 200: 4 warps */
+}
+
+/* loss = Σ out·g; the kernels' gradients (added onto nonzero starting values) against central
+ * differences of the double reference. */
+static int check_groupnorm_bwd(Why *w) {
+    enum { N = 2, C = 6, HW = 5, G = 3 };
+    const long n = (long)N * C * HW;
+    float *x = rnd(n), *wt = rnd(C), *b = rnd(C), *g = rnd(n);
+    float out[N * C * HW], mean[N * G], rstd[N * G];
+    float *dx = rnd(n), *dw = rnd(C), *db = rnd(C);
+    float *dx0 = dup(dx, n), *dw0 = dup(dw, C), *db0 = dup(db, C);
+    Err err = {0};
+    GroupNormFwdArgs fa = {out, mean, rstd, x, wt, b, N, C, HW, G, 1e-5f};
+    GroupNormBwdArgs a = {dx, dw, db, g, x, wt, mean, rstd, N, C, HW, G};
+    int rc = ran(w, groupnorm_fwd_run(&fa, &err), &err);
+    if (!rc)
+        rc = ran(w, groupnorm_bwd_dx_run(&a, &err), &err);
+    if (!rc)
+        rc = ran(w, groupnorm_bwd_params_run(&a, &err), &err);
+    double *xd = to_d(x, n), *wd = to_d(wt, C), *bd = to_d(b, C), od[N * C * HW];
+    double *params[3] = {xd, wd, bd};
+    float *grads[3] = {dx, dw, db}, *starts[3] = {dx0, dw0, db0};
+    long sizes[3] = {n, C, C};
+    const char *names[3] = {"groupnorm dinp", "groupnorm dweight", "groupnorm dbias"};
+    for (int p = 0; p < 3 && !rc; p++)
+        for (long i = 0; i < sizes[p] && !rc; i++) {
+            const double h = 1e-5, keep = params[p][i];
+            double lp = 0, lm = 0;
+            params[p][i] = keep + h;
+            groupnorm_ref(od, xd, wd, bd, N, C, HW, G, 1e-5);
+            for (long k = 0; k < n; k++)
+                lp += od[k] * g[k];
+            params[p][i] = keep - h;
+            groupnorm_ref(od, xd, wd, bd, N, C, HW, G, 1e-5);
+            for (long k = 0; k < n; k++)
+                lm += od[k] * g[k];
+            params[p][i] = keep;
+            float want = (float)(starts[p][i] + (lp - lm) / (2 * h));
+            rc = close_to(w, names[p], &grads[p][i], &want, 1, 1e-4, 1e-3);
         }
+    free(x), free(wt), free(b), free(g), free(dx), free(dw), free(db), free(dx0), free(dw0);
+    free(db0), free(xd), free(wd), free(bd);
+    return rc;
+}
+
+/* ---- softmax -------------------------------------------------------------------------------- */
+
+typedef int (*SoftmaxRun)(const SoftmaxArgs *a, Err *err);
+
+static int check_softmax_fwd_with(Why *w, SoftmaxRun run) {
+    enum { N = 4, C = 300 };
+    float *x = rnd(N * C), out[N * C], want[N * C];
+    for (int i = 0; i < N * C; i++)
+        x[i] *= 40.0f; /* exp would overflow without the max subtracted */
+    Err err = {0};
+    SoftmaxArgs a = {out, x, N, C};
+    int rc = ran(w, run(&a, &err), &err);
+    nn_softmax_forward(want, x, N, C);
+    if (!rc)
+        rc = close_to(w, "softmax out", out, want, N * C, 1e-7, 1e-5);
+    free(x);
+    return rc;
+}
+static int check_softmax_fwd(Why *w) { return check_softmax_fwd_with(w, softmax_fwd_run); }
+
+static int check_softmax_bwd(Why *w) {
+    enum { N = 3, C = 100 };
+    float *x = rnd(N * C), *g = rnd(N * C), y[N * C];
+    nn_softmax_forward(y, x, N, C);
+    float *dx = rnd(N * C), *rdx = dup(dx, N * C);
+    Err err = {0};
+    SoftmaxBwdArgs a = {dx, g, y, N, C};
+    int rc = ran(w, softmax_bwd_run(&a, &err), &err);
+    nn_softmax_backward(rdx, g, y, N, C);
+    if (!rc)
+        rc = close_to(w, "softmax dinp", dx, rdx, N * C, 1e-6, 1e-5);
+    free(x), free(g), free(dx), free(rdx);
+    return rc;
+}
+
+/* ---- elementwise and AdamW ----------------------------------------------------------------- */
+
+static int check_bias_relu_fwd(Why *w) {
+    enum { N = 7, C = 45 };
+    float *x = rnd(N * C), *b = rnd(C), out[N * C], want[N * C];
+    Err err = {0};
+    BiasReluArgs a = {out, x, b, N, C};
+    int rc = ran(w, bias_relu_fwd_run(&a, &err), &err);
+    nn_bias_add_forward(want, x, b, N, C);
+    nn_relu_forward(want, want, N * C);
+    if (!rc)
+        rc = close_to(w, "bias_relu out", out, want, N * C, 0, 0);
+    free(x), free(b);
+    return rc;
+}
+
+static int check_relu_bwd(Why *w) {
+    enum { n = 300 };
+    float *y = rnd(n), *g = rnd(n), *dx = rnd(n), *rdx = dup(dx, n);
+    Err err = {0};
+    ReluBwdArgs a = {dx, g, y, n};
+    int rc = ran(w, relu_bwd_run(&a, &err), &err);
+    nn_relu_backward(rdx, g, y, n);
+    if (!rc)
+        rc = close_to(w, "relu dinp", dx, rdx, n, 0, 0);
+    free(y), free(g), free(dx), free(rdx);
+    return rc;
+}
+
+/* Steps 1..4, then a jump to step 20000 (the bias corrections come from the host in double). */
+static int check_adamw(Why *w) {
+    enum { n = 600 };
+    AdamWConfig cfg = optim_adamw_defaults();
+    cfg.weight_decay = 0.05f;
+    float *p = rnd(n), *rp = dup(p, n), m[n] = {0}, v[n] = {0}, rm[n] = {0}, rv[n] = {0};
+    int steps[5] = {1, 2, 3, 4, 20000}, rc = 0;
+    for (int s = 0; s < 5 && !rc; s++) {
+        float *g = rnd(n);
+        Err err = {0};
+        AdamWArgs a = adamw_args(p, m, v, g, n, 3e-3f, cfg.beta1, cfg.beta2, cfg.eps,
+                                 cfg.weight_decay, steps[s]);
+        rc = ran(w, adamw_run(&a, &err), &err);
+        optim_adamw_step(rp, g, rm, rv, n, steps[s], 3e-3f, &cfg, 0);
+        if (!rc)
+            rc = close_to(w, "adamw param", p, rp, n, 1e-7, 1e-6);
+        if (!rc)
+            rc = close_to(w, "adamw m", m, rm, n, 0, 1e-6);
+        if (!rc)
+            rc = close_to(w, "adamw v", v, rv, n, 0, 1e-6);
+        free(g);
     }
-    for (int i = 0; i < n; i++)
-        cr_assert_float_eq(p[i], rp[i], 1e-5, "i=%d %f vs %f", i, p[i], rp[i]);
+    free(p), free(rp);
+    return rc;
+}
+
+/* ---- every comparison, by name -------------------------------------------------------------- */
+
+typedef struct Check {
+    const char *name;
+    int (*fn)(Why *w);
+} Check;
+
+static const Check checks[] = {
+    {"layernorm forward vs nn_layernorm_forward", check_layernorm_fwd},
+    {"layernorm backward vs nn_layernorm_backward", check_layernorm_bwd},
+    {"groupnorm forward vs double reference", check_groupnorm_fwd},
+    {"groupnorm backward vs finite differences", check_groupnorm_bwd},
+    {"softmax forward vs nn_softmax_forward", check_softmax_fwd},
+    {"softmax backward vs nn_softmax_backward", check_softmax_bwd},
+    {"bias+relu vs nn_bias_add_forward + nn_relu_forward", check_bias_relu_fwd},
+    {"relu backward vs nn_relu_backward", check_relu_bwd},
+    {"adamw vs optim_adamw_step", check_adamw},
+};
+
+static void run_check(int i) {
+    Why w = {""};
+    int rc = checks[i].fn(&w);
+    cr_assert_eq(rc, 0, "%s: %s", checks[i].name, w.msg);
+}
+
+Test(gpu_kernels, layernorm_forward) { run_check(0); }
+Test(gpu_kernels, layernorm_backward_adds) { run_check(1); }
+Test(gpu_kernels, groupnorm_forward) { run_check(2); }
+Test(gpu_kernels, groupnorm_backward) { run_check(3); }
+Test(gpu_kernels, softmax_forward) { run_check(4); }
+Test(gpu_kernels, softmax_backward) { run_check(5); }
+Test(gpu_kernels, bias_relu_forward) { run_check(6); }
+Test(gpu_kernels, relu_backward_adds) { run_check(7); }
+Test(gpu_kernels, adamw_matches_optim) { run_check(8); }
+
+/* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
+
+#define KERN_NAME_(name, Args) #name,
+static const char *const listed[] = {KERN_LIST(KERN_NAME_)};
+#define N_LISTED ((int)(sizeof listed / sizeof listed[0]))
+
+static int is_listed(const char *name) {
+    for (int i = 0; i < N_LISTED; i++)
+        if (strcmp(listed[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* gpu/ from the repository root (make test's working directory) or next to this file. */
+static DIR *open_gpu_dir(char *path, size_t len) {
+    snprintf(path, len, "gpu");
+    DIR *d = opendir(path);
+    if (!d) {
+        const char *slash = strrchr(__FILE__, '/');
+        snprintf(path, len, "%.*s/../gpu", slash ? (int)(slash - __FILE__) : 1,
+                 slash ? __FILE__ : ".");
+        d = opendir(path);
+    }
+    return d;
+}
+
+/* Names of the KERN_ENTRY functions in gpu/kern_*.h; returns how many (at most max). */
+static int scan_entries(char names[][64], int max, char *files, size_t files_len) {
+    char dir[512];
+    DIR *d = open_gpu_dir(dir, sizeof dir);
+    cr_assert_not_null(d, "cannot open gpu/ (run from the repository root)");
+    int n = 0;
+    struct dirent *e;
+    files[0] = '\0';
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (strncmp(e->d_name, "kern_", 5) != 0 || l < 3 || strcmp(e->d_name + l - 2, ".h") != 0)
+            continue;
+        snprintf(files + strlen(files), files_len - strlen(files), " %s", e->d_name);
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f, "cannot read %s", path);
+        char line[512];
+        while (fgets(line, sizeof line, f)) {
+            char name[64];
+            if (sscanf(line, "KERN_ENTRY void %63[A-Za-z0-9_](", name) == 1 && n < max)
+                snprintf(names[n++], 64, "%s", name);
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+Test(harness, coverage) {
+    for (int i = 0; i < (int)(sizeof checks / sizeof checks[0]); i++)
+        run_check(i);
+    char found[128][64], files[1024];
+    int n_found = scan_entries(found, 128, files, sizeof files);
+    cr_assert(n_found > 0, "no KERN_ENTRY function found in gpu/kern_*.h (%s)", files);
+    for (int i = 0; i < n_found; i++)
+        cr_assert(is_listed(found[i]),
+                  "kernel %s is in gpu/kern_*.h but not in gpu/kern_list.h: list it and add a "
+                  "harness comparison to tests/test_gpu_kernels.c",
+                  found[i]);
+    char covered[2048] = "";
+    int n_cov = 0;
+    for (int i = 0; i < N_LISTED; i++) {
+        int in_src = 0;
+        for (int j = 0; j < n_found; j++)
+            in_src |= strcmp(found[j], listed[i]) == 0;
+        cr_assert(in_src, "gpu/kern_list.h names %s, which no gpu/kern_*.h defines with KERN_ENTRY",
+                  listed[i]);
+        cr_assert(kern_emulate_launches(listed[i]) > 0,
+                  "kernel %s is not covered: no comparison ran it under the harness", listed[i]);
+        snprintf(covered + strlen(covered), sizeof covered - strlen(covered), "%s%s",
+                 n_cov ? ", " : "", listed[i]);
+        n_cov++;
+    }
+    fprintf(stderr, "harness: covered %s (%d of %d kernels in gpu/)\n", covered, n_cov, n_found);
+}
+
+/* ---- the harness catches a wrong kernel ----------------------------------------------------- */
+
+/* softmax_fwd with a classic reduction bug: a shfl_DOWN tree leaves the full sum in lane 0 only,
+ * but every lane uses its own partial. Deterministic, and invisible to a harness that runs one
+ * thread at a time (it could not run shuffles at all). */
+KERN_HD float wrong_warp_sum(KernCtx *k, float v) {
+    for (int o = KERN_WARP / 2; o > 0; o >>= 1)
+        v += kern_shfl_down(k, v, o);
+    return v;
+}
+KERN_HD float wrong_block_sum(KernCtx *k, float v, float *scratch) {
+    v = wrong_warp_sum(k, v);
+    if (kern_lane(k) == 0)
+        scratch[kern_warp(k)] = v;
+    kern_sync(k);
+    v = kern_lane(k) < k->nthreads / KERN_WARP ? scratch[kern_lane(k)] : 0.0f;
+    v = wrong_warp_sum(k, v);
+    kern_sync(k);
+    return v;
+}
+KERN_ENTRY void softmax_fwd_wrong(KernCtx *k, const SoftmaxArgs *a) {
+    float *scratch = (float *)kern_shared(k);
+    long n = k->block_idx.x;
+    const float *x = a->inp + n * a->C;
+    float *o = a->out + n * a->C;
+    float mx = -INFINITY;
+    for (int c = k->tid; c < a->C; c += k->nthreads)
+        mx = kern_fmaxf(mx, x[c]);
+    mx = kern_block_max(k, mx, scratch);
+    float s = 0.0f;
+    for (int c = k->tid; c < a->C; c += k->nthreads) {
+        o[c] = kern_expf(x[c] - mx);
+        s += o[c];
+    }
+    float inv = 1.0f / wrong_block_sum(k, s, scratch);
+    for (int c = k->tid; c < a->C; c += k->nthreads)
+        o[c] *= inv;
+}
+KERN_HD KernLaunch softmax_fwd_wrong_launch(const SoftmaxArgs *a) { return softmax_fwd_launch(a); }
+KERN_EMULATE_DEFINE_(softmax_fwd_wrong, SoftmaxArgs)
+
+Test(harness, catches_a_wrong_kernel) {
+    Why w = {""};
+    cr_assert_eq(check_softmax_fwd_with(&w, softmax_fwd_run), 0, "%s", w.msg);
+    cr_assert_eq(check_softmax_fwd_with(&w, softmax_fwd_wrong_run), -1,
+                 "the comparison passed a softmax whose row sums are wrong");
+    cr_assert(strstr(w.msg, "softmax out") != NULL, "%s", w.msg);
 }

@@ -1,0 +1,25 @@
+/* kern_list — every CUDA kernel of gpu/, named once: X(name, argument struct). gpu/cuda_nn.cu
+ * makes a __global__ wrapper and a launcher of each, kern_emulate.h a host runner of each, and
+ * tests/test_gpu_kernels.c checks that this list, the KERN_ENTRY functions in gpu/kern_*.h and
+ * the kernels its harness comparisons ran are the same set.
+ */
+#ifndef EASEL_KERN_LIST_H
+#define EASEL_KERN_LIST_H
+
+#include "kern_nn.h"
+#include "kern_norm.h"
+
+#define KERN_LIST(X)                                                                         \
+    X(layernorm_fwd, LayerNormFwdArgs)                                                       \
+    X(layernorm_bwd_dx, LayerNormBwdArgs)                                                    \
+    X(layernorm_bwd_params, LayerNormBwdArgs)                                                \
+    X(groupnorm_fwd, GroupNormFwdArgs)                                                       \
+    X(groupnorm_bwd_dx, GroupNormBwdArgs)                                                    \
+    X(groupnorm_bwd_params, GroupNormBwdArgs)                                                \
+    X(softmax_fwd, SoftmaxArgs)                                                              \
+    X(softmax_bwd, SoftmaxBwdArgs)                                                           \
+    X(bias_relu_fwd, BiasReluArgs)                                                           \
+    X(relu_bwd, ReluBwdArgs)                                                                 \
+    X(adamw, AdamWArgs)
+
+#endif
