@@ -1,4 +1,4 @@
-/* bench_gpu — the CUDA kernels of gpu/kern_nn.h and the cuBLAS matmul on the device, against
+/* bench_gpu — the CUDA kernels of gpu/kern_list.h and the cuBLAS matmul on the device, against
  * the same operations in PyTorch on the same device (bench/peer_torch_gpu.py), in one run.
  * Prints a skip line where there is no CUDA build, no device or no torch with CUDA. */
 #include <stdio.h>
@@ -68,12 +68,32 @@ int main(void) {
     for (int pass = 0; pass < 2; pass++) { /* pass 0 warms up */
         t0 = base_now();
         for (int r = 0; r < REPS; r++) {
-            cuda_layernorm_forward(out, mean, rstd, x, w, b, N, C, &err);
+            cuda_layernorm_forward(out, mean, rstd, x, w, b, N, C, 1e-5f, &err);
             cuda_layernorm_backward(dx, dw, db, out, x, w, mean, rstd, N, C, &err);
         }
         cuda_sync(&err);
     }
     double ln = (base_now() - t0) * 1e3 / REPS;
+    /* GroupNorm at an SDXL-like shape, (2, 512, 64×64) in 32 groups: the same 4M floats */
+    enum { GN = 2, GC = 512, GHW = 4096, GG = 32 };
+    for (int pass = 0; pass < 2; pass++) {
+        t0 = base_now();
+        for (int r = 0; r < REPS; r++) {
+            cuda_groupnorm_forward(out, mean, rstd, x, w, b, GN, GC, GHW, GG, 1e-5f, &err);
+            cuda_groupnorm_backward(dx, dw, db, out, x, w, mean, rstd, GN, GC, GHW, GG, &err);
+        }
+        cuda_sync(&err);
+    }
+    double gn = (base_now() - t0) * 1e3 / REPS;
+    for (int pass = 0; pass < 2; pass++) {
+        t0 = base_now();
+        for (int r = 0; r < REPS; r++) {
+            cuda_softmax_forward(out, x, N, C, &err);
+            cuda_softmax_backward(dx, x, out, N, C, &err);
+        }
+        cuda_sync(&err);
+    }
+    double sm = (base_now() - t0) * 1e3 / REPS;
     for (int pass = 0; pass < 2; pass++) {
         t0 = base_now();
         for (int r = 0; r < REPS; r++)
@@ -93,6 +113,8 @@ int main(void) {
         return 1;
     }
     report("gpu-layernorm-fwd-bwd-8192x512", ln, peer_ms("layernorm", N, C));
+    report("gpu-groupnorm-fwd-bwd-2x512x4096-g32", gn, peer_ms("groupnorm", GC, GHW));
+    report("gpu-softmax-fwd-bwd-8192x512", sm, peer_ms("softmax", N, C));
     report("gpu-matmul-8192x512x512", mmt, peer_ms("matmul", N, C));
     report("gpu-adamw-4M", ad, peer_ms("adamw", (int)P, 0));
     free(h);

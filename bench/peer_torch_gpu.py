@@ -30,6 +30,23 @@ if name == "layernorm":
         y = ln(x)
         y.backward(g)
     print(timed(step))
+elif name == "groupnorm":  # a = channels, b = H*W; batch 2, 32 groups (bench_gpu.c)
+    x = torch.randn(2, a, b, device=dev, requires_grad=True)
+    gn = torch.nn.GroupNorm(32, a).to(dev)
+    g = torch.randn(2, a, b, device=dev)
+
+    def step():
+        y = gn(x)
+        y.backward(g)
+    print(timed(step))
+elif name == "softmax":
+    x = torch.randn(a, b, device=dev, requires_grad=True)
+    g = torch.randn(a, b, device=dev)
+
+    def step():
+        y = torch.softmax(x, dim=-1)
+        y.backward(g)
+    print(timed(step))
 elif name == "matmul":
     x = torch.randn(a, b, device=dev)
     w = torch.randn(512, b, device=dev)

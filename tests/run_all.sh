@@ -24,6 +24,7 @@ for bin in "$@"; do
     else
         echo "ok   $name: $p passed${s:+, $s skipped}"
         grep -a '\[SKIP\]' "$out" | sed 's/^/     /' | head -n 10
+        grep -a '^harness: covered' "$out" | sed 's/^/     /'
     fi
     rm -f "$out"
 done
