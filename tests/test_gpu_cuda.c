@@ -14,16 +14,6 @@
 #include "nn_softmax.h"
 #include "optim.h"
 
-static int have_device(void) {
-    CudaDevice d[8];
-    int n = 0;
-    char why[256];
-    cuda_probe(d, 8, &n, why, sizeof why);
-    if (n == 0)
-        cr_skip_test("no GPU: %s", why);
-    return n;
-}
-
 Test(gpu_cuda, probe_reports_a_reason_or_devices) {
     CudaDevice d[8];
     int n = -1;
@@ -36,6 +26,16 @@ Test(gpu_cuda, probe_reports_a_reason_or_devices) {
 }
 
 #ifdef EASEL_CUDA
+static int have_device(void) {
+    CudaDevice d[8];
+    int n = 0;
+    char why[256];
+    cuda_probe(d, 8, &n, why, sizeof why);
+    if (n == 0)
+        cr_skip_test("no GPU: %s", why);
+    return n;
+}
+
 static float frand(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;
     return ((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
