@@ -8,7 +8,8 @@
  * every gradient it is given; a NULL gradient is skipped.
  *
  * Shapes: LayerNorm and softmax over the last dimension of (N, C), row-major. GroupNorm over
- * (N, C, HW) (NCHW with H·W flattened), G groups of C/G channels; mean and rstd are (N, G).
+ * (N, C, HW) (NCHW with H·W flattened), G groups of C/G channels (C a multiple of G; a group's
+ * C/G·HW elements and N·HW fit an int); mean and rstd are (N, G).
  */
 #ifndef EASEL_KERN_NORM_H
 #define EASEL_KERN_NORM_H
@@ -151,22 +152,23 @@ KERN_ENTRY void groupnorm_fwd(KernCtx *k, const GroupNormFwdArgs *a) {
     float *scratch = (float *)kern_shared(k);
     long ng = k->block_idx.x;
     int g = (int)(ng % a->G), Cg = a->C / a->G;
-    long len = (long)Cg * a->HW, base = ng * len;
+    int len = Cg * a->HW;
+    long base = ng * len;
     const float *x = a->inp + base;
     float s = 0.0f;
-    for (long i = k->tid; i < len; i += k->nthreads)
+    for (int i = k->tid; i < len; i += k->nthreads)
         s += x[i];
     float m = kern_block_sum(k, s, scratch) / (float)len;
     float v = 0.0f;
-    for (long i = k->tid; i < len; i += k->nthreads) {
+    for (int i = k->tid; i < len; i += k->nthreads) {
         float d = x[i] - m;
         v += d * d;
     }
     v = kern_block_sum(k, v, scratch) / (float)len;
     float rs = 1.0f / kern_sqrtf(v + a->eps);
     float *o = a->out + base;
-    for (long i = k->tid; i < len; i += k->nthreads) {
-        int c = g * Cg + (int)(i / a->HW);
+    for (int i = k->tid; i < len; i += k->nthreads) {
+        int c = g * Cg + i / a->HW;
         float y = (x[i] - m) * rs;
         if (a->weight)
             y *= a->weight[c];
@@ -188,12 +190,13 @@ KERN_ENTRY void groupnorm_bwd_dx(KernCtx *k, const GroupNormBwdArgs *a) {
     float *scratch = (float *)kern_shared(k);
     long ng = k->block_idx.x;
     int g = (int)(ng % a->G), Cg = a->C / a->G;
-    long len = (long)Cg * a->HW, base = ng * len;
+    int len = Cg * a->HW;
+    long base = ng * len;
     const float *x = a->inp + base, *d = a->dout + base;
     float m = a->mean[ng], rs = a->rstd[ng];
     float s_dn = 0.0f, s_dnx = 0.0f;
-    for (long i = k->tid; i < len; i += k->nthreads) {
-        int c = g * Cg + (int)(i / a->HW);
+    for (int i = k->tid; i < len; i += k->nthreads) {
+        int c = g * Cg + i / a->HW;
         float dn = d[i] * (a->weight ? a->weight[c] : 1.0f);
         s_dn += dn;
         s_dnx += dn * (x[i] - m) * rs;
@@ -201,8 +204,8 @@ KERN_ENTRY void groupnorm_bwd_dx(KernCtx *k, const GroupNormBwdArgs *a) {
     s_dn = kern_block_sum(k, s_dn, scratch) / (float)len;
     s_dnx = kern_block_sum(k, s_dnx, scratch) / (float)len;
     float *dx = a->dinp + base;
-    for (long i = k->tid; i < len; i += k->nthreads) {
-        int c = g * Cg + (int)(i / a->HW);
+    for (int i = k->tid; i < len; i += k->nthreads) {
+        int c = g * Cg + i / a->HW;
         float dn = d[i] * (a->weight ? a->weight[c] : 1.0f);
         dx[i] += (dn - s_dn - (x[i] - m) * rs * s_dnx) * rs;
     }
@@ -219,10 +222,10 @@ KERN_ENTRY void groupnorm_bwd_params(KernCtx *k, const GroupNormBwdArgs *a) {
     int c = k->block_idx.x, HW = a->HW, g = c / (a->C / a->G);
     long len = (long)a->N * HW;
     float gw = 0.0f, gb = 0.0f;
-    for (long i = k->tid; i < len; i += k->nthreads) {
+    for (int i = k->tid; i < len; i += k->nthreads) {
         long n = i / HW, at = (n * a->C + c) * HW + i % HW;
         float d = a->dout[at];
-        gw += d * (a->inp[at] - a->mean[n * a->G + g]) * a->rstd[n * a->G + g];
+        gw += d * (a->inp[at] - a->mean[(long)n * a->G + g]) * a->rstd[(long)n * a->G + g];
         gb += d;
     }
     gw = kern_block_sum(k, gw, scratch);
