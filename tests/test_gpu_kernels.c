@@ -5,7 +5,8 @@
  *
  * harness.coverage runs every comparison in one process and fails unless the kernels the
  * harness ran, the list in gpu/kern_list.h and the KERN_ENTRY functions in gpu/kern_*.h are the
- * same set; it prints "harness: covered ..." (tests/run_all.sh shows that line).
+ * same set and no .cu file in gpu/ defines a __global__ kernel of its own; it prints
+ * "harness: covered ..." (tests/run_all.sh shows that line).
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -362,13 +363,6 @@ Test(gpu_kernels, adamw_matches_optim) { run_check(8); }
 static const char *const listed[] = {KERN_LIST(KERN_NAME_)};
 #define N_LISTED ((int)(sizeof listed / sizeof listed[0]))
 
-static int is_listed(const char *name) {
-    for (int i = 0; i < N_LISTED; i++)
-        if (strcmp(listed[i], name) == 0)
-            return 1;
-    return 0;
-}
-
 /* gpu/ from the repository root (make test's working directory) or next to this file. */
 static DIR *open_gpu_dir(char *path, size_t len) {
     snprintf(path, len, "gpu");
@@ -382,61 +376,119 @@ static DIR *open_gpu_dir(char *path, size_t len) {
     return d;
 }
 
-/* Names of the KERN_ENTRY functions in gpu/kern_*.h; returns how many (at most max). */
-static int scan_entries(char names[][64], int max, char *files, size_t files_len) {
+/* What gpu/ defines: the KERN_ENTRY functions of gpu/kern_*.h, and in its .cu files any __global__
+ * kernel written outside the one wrapper macro of cuda_nn.cu (a kernel the list cannot see). */
+typedef struct Sources {
+    char entries[128][64];
+    int n_entries;
+    char stray[512]; /* "file:line" of stray __global__ definitions, "" if none */
+    char files[1024];
+} Sources;
+
+static void scan_sources(Sources *src) {
     char dir[512];
     DIR *d = open_gpu_dir(dir, sizeof dir);
     cr_assert_not_null(d, "cannot open gpu/ (run from the repository root)");
-    int n = 0;
+    memset(src, 0, sizeof *src);
     struct dirent *e;
-    files[0] = '\0';
     while ((e = readdir(d))) {
         size_t l = strlen(e->d_name);
-        if (strncmp(e->d_name, "kern_", 5) != 0 || l < 3 || strcmp(e->d_name + l - 2, ".h") != 0)
+        int is_kern = strncmp(e->d_name, "kern_", 5) == 0 && l > 2 && !strcmp(e->d_name + l - 2, ".h");
+        int is_cu = l > 3 && !strcmp(e->d_name + l - 3, ".cu");
+        if (!is_kern && !is_cu)
             continue;
-        snprintf(files + strlen(files), files_len - strlen(files), " %s", e->d_name);
+        snprintf(src->files + strlen(src->files), sizeof src->files - strlen(src->files), " %s",
+                 e->d_name);
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         FILE *f = fopen(path, "r");
         cr_assert_not_null(f, "cannot read %s", path);
-        char line[512];
-        while (fgets(line, sizeof line, f)) {
-            char name[64];
-            if (sscanf(line, "KERN_ENTRY void %63[A-Za-z0-9_](", name) == 1 && n < max)
-                snprintf(names[n++], 64, "%s", name);
+        char line[512], name[64];
+        for (int ln = 1; fgets(line, sizeof line, f); ln++) {
+            if (is_kern && sscanf(line, "KERN_ENTRY void %63[A-Za-z0-9_](", name) == 1 &&
+                src->n_entries < 128)
+                snprintf(src->entries[src->n_entries++], 64, "%s", name);
+            const char *gl = is_cu ? strstr(line, "__global__") : NULL;
+            const char *cm = strstr(line, "//");
+            if (gl && (!cm || cm > gl) && !strstr(line, "name##_kernel"))
+                snprintf(src->stray + strlen(src->stray), sizeof src->stray - strlen(src->stray),
+                         " %s:%d", e->d_name, ln);
         }
         fclose(f);
     }
     closedir(d);
-    return n;
+}
+
+/* The coverage rule, on data: 0, or -1 with the first gap in w. */
+static int coverage_gaps(const Sources *src, const char *const *list, int n_list,
+                         long (*launches)(const char *name), Why *w) {
+    if (src->n_entries == 0)
+        return mismatch(w, "no KERN_ENTRY function found in gpu/kern_*.h (%s)", src->files);
+    if (src->stray[0])
+        return mismatch(w, "__global__ kernel(s) outside gpu/kern_list.h at%s: write the kernel "
+                           "as a KERN_ENTRY in gpu/kern_*.h and list it", src->stray);
+    for (int i = 0; i < src->n_entries; i++) {
+        int listed_here = 0;
+        for (int j = 0; j < n_list; j++)
+            listed_here |= strcmp(src->entries[i], list[j]) == 0;
+        if (!listed_here)
+            return mismatch(w, "kernel %s is in gpu/kern_*.h but not in gpu/kern_list.h: list "
+                               "it and add a harness comparison to tests/test_gpu_kernels.c",
+                            src->entries[i]);
+    }
+    for (int j = 0; j < n_list; j++) {
+        int in_src = 0;
+        for (int i = 0; i < src->n_entries; i++)
+            in_src |= strcmp(src->entries[i], list[j]) == 0;
+        if (!in_src)
+            return mismatch(w, "gpu/kern_list.h names %s, which no gpu/kern_*.h defines with "
+                               "KERN_ENTRY", list[j]);
+        if (launches(list[j]) <= 0)
+            return mismatch(w, "kernel %s is not covered: no comparison ran it under the "
+                               "harness", list[j]);
+    }
+    return 0;
 }
 
 Test(harness, coverage) {
     for (int i = 0; i < (int)(sizeof checks / sizeof checks[0]); i++)
         run_check(i);
-    char found[128][64], files[1024];
-    int n_found = scan_entries(found, 128, files, sizeof files);
-    cr_assert(n_found > 0, "no KERN_ENTRY function found in gpu/kern_*.h (%s)", files);
-    for (int i = 0; i < n_found; i++)
-        cr_assert(is_listed(found[i]),
-                  "kernel %s is in gpu/kern_*.h but not in gpu/kern_list.h: list it and add a "
-                  "harness comparison to tests/test_gpu_kernels.c",
-                  found[i]);
+    Sources src;
+    scan_sources(&src);
+    Why w = {""};
+    cr_assert_eq(coverage_gaps(&src, listed, N_LISTED, kern_emulate_launches, &w), 0, "%s", w.msg);
     char covered[2048] = "";
-    int n_cov = 0;
-    for (int i = 0; i < N_LISTED; i++) {
-        int in_src = 0;
-        for (int j = 0; j < n_found; j++)
-            in_src |= strcmp(found[j], listed[i]) == 0;
-        cr_assert(in_src, "gpu/kern_list.h names %s, which no gpu/kern_*.h defines with KERN_ENTRY",
-                  listed[i]);
-        cr_assert(kern_emulate_launches(listed[i]) > 0,
-                  "kernel %s is not covered: no comparison ran it under the harness", listed[i]);
+    for (int i = 0; i < N_LISTED; i++)
         snprintf(covered + strlen(covered), sizeof covered - strlen(covered), "%s%s",
-                 n_cov ? ", " : "", listed[i]);
-        n_cov++;
-    }
-    fprintf(stderr, "harness: covered %s (%d of %d kernels in gpu/)\n", covered, n_cov, n_found);
+                 i ? ", " : "", listed[i]);
+    fprintf(stderr, "harness: covered %s (%d of %d kernels in gpu/)\n", covered, N_LISTED,
+            src.n_entries);
+}
+
+/* The rule itself, on made-up sources: each kind of gap is reported. */
+static long launched_all_but_c(const char *name) { return strcmp(name, "c") != 0; }
+
+Test(harness, coverage_rule_reports_every_kind_of_gap) {
+    const char *const list[] = {"a", "b"};
+    Sources src;
+    memset(&src, 0, sizeof src);
+    snprintf(src.entries[0], 64, "a"), snprintf(src.entries[1], 64, "b");
+    src.n_entries = 2;
+    Why w = {""};
+    cr_assert_eq(coverage_gaps(&src, list, 2, launched_all_but_c, &w), 0, "%s", w.msg);
+    snprintf(src.entries[2], 64, "c"); /* defined, not listed */
+    src.n_entries = 3;
+    cr_assert_eq(coverage_gaps(&src, list, 2, launched_all_but_c, &w), -1);
+    cr_assert(strstr(w.msg, "kernel c is in gpu/kern_*.h but not in gpu/kern_list.h"), "%s", w.msg);
+    const char *const list3[] = {"a", "b", "c"}; /* listed, never run */
+    cr_assert_eq(coverage_gaps(&src, list3, 3, launched_all_but_c, &w), -1);
+    cr_assert(strstr(w.msg, "kernel c is not covered"), "%s", w.msg);
+    src.n_entries = 2; /* listed, not defined */
+    cr_assert_eq(coverage_gaps(&src, list3, 3, launched_all_but_c, &w), -1);
+    cr_assert(strstr(w.msg, "names c, which no gpu/kern_*.h defines"), "%s", w.msg);
+    snprintf(src.stray, sizeof src.stray, " extra.cu:12"); /* a hand-written __global__ */
+    cr_assert_eq(coverage_gaps(&src, list, 2, launched_all_but_c, &w), -1);
+    cr_assert(strstr(w.msg, "extra.cu:12"), "%s", w.msg);
 }
 
 /* ---- the harness catches a wrong kernel ----------------------------------------------------- */
