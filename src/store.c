@@ -285,17 +285,13 @@ sqlite3_stmt *store_stmt(Store *st, const char *sql, Err *err) {
         store_err(st, err, "prepare");
         return NULL;
     }
-    if (st->n_cache < STORE_STMT_CACHE) {
-        st->cache[st->n_cache].sql = sql;
-        st->cache[st->n_cache].stmt = s;
-        st->n_cache++;
-    } else {
-        /* Cache full: evict the oldest entry (rare; the cache is sized for all our SQL). */
-        sqlite3_finalize(st->cache[0].stmt);
-        memmove(&st->cache[0], &st->cache[1], sizeof st->cache[0] * (STORE_STMT_CACHE - 1));
-        st->cache[STORE_STMT_CACHE - 1].sql = sql;
-        st->cache[STORE_STMT_CACHE - 1].stmt = s;
+    if (st->n_cache == st->cap_cache) {
+        st->cap_cache = st->cap_cache ? 2 * st->cap_cache : 64;
+        st->cache = xrealloc(st->cache, sizeof *st->cache * (size_t)st->cap_cache);
     }
+    st->cache[st->n_cache].sql = sql;
+    st->cache[st->n_cache].stmt = s;
+    st->n_cache++;
     return s;
 }
 
@@ -650,6 +646,7 @@ void store_close(Store *st) {
             sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
         for (int i = 0; i < st->n_cache; i++)
             sqlite3_finalize(st->cache[i].stmt);
+        free(st->cache);
         sqlite3_close_v2(st->db);
     }
     free(st->path);

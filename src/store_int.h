@@ -7,7 +7,6 @@
 
 #include "store.h"
 
-#define STORE_STMT_CACHE 128
 
 struct Store {
     sqlite3 *db;
@@ -17,11 +16,14 @@ struct Store {
     int tx_failed;     /* an inner rollback poisoned the outer transaction */
     int busy_limit_ms; /* store_set_busy_limit: 0 = wait and retry (minutes) */
     char *actor;       /* login this connection acts for (store_set_actor); NULL = own */
-    struct {
+    /* The statement cache: one prepared statement per SQL string, kept until store_close and
+     * never evicted, so a statement a caller is stepping can never be finalized under it.
+     * Bounded by the number of SQL literals in src/store*.c (a few hundred). */
+    struct StoreStmt {
         const char *sql;      /* key: the address of a static SQL string */
         sqlite3_stmt *stmt;
-    } cache[STORE_STMT_CACHE];
-    int n_cache;
+    } *cache;
+    int n_cache, cap_cache;
 };
 
 /* A prepared statement for SQL, from the cache, reset and with bindings cleared.
