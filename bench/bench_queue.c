@@ -29,7 +29,8 @@
  *   bench queue-uncertain: R.RRx vs sequential (ours N ratings, peer M ratings)
  *   bench queue-uncertain-random: R.RRx vs random (ours N ratings, peer M ratings)
  * R > 1: uncertain needs fewer ratings. Repeats: EASEL_BENCH_QUEUE_REPEATS (default 8);
- * threads: EASEL_BENCH_THREADS (default 2). Run from the repository root.
+ * threads: EASEL_BENCH_THREADS (default 2); EASEL_BENCH_QUEUE_DEBUG=1 prints every round.
+ * Run from the repository root.
  */
 #include <math.h>
 #include <stdio.h>
