@@ -435,13 +435,28 @@ int main(void) {
             }
         }
     }
+    /* the whole pool rated: each repeat's last point, the same model for every order */
     double full = 0;
-    for (int o = 0; o < N_ORD; o++)
-        full += mean[o][n_pts - 1] / N_ORD;
+    for (int rp = 0; rp < repeats; rp++)
+        full += cv[0][rp].mean[cv[0][rp].n_points - 1] / repeats;
     double target = 0.5 + 0.9 * (full - 0.5);
     int need[N_ORD];
     for (int o = 0; o < N_ORD; o++)
         need[o] = needed(mean[o], ratings, n_pts, target);
+    /* per repeat, against that repeat's own whole-pool accuracy: who needs fewer ratings */
+    int wins[N_ORD] = {0}, ties[N_ORD] = {0}, losses[N_ORD] = {0};
+    for (int rp = 0; rp < repeats; rp++) {
+        const Curve *u = &cv[ORD_UNC][rp];
+        double t = 0.5 + 0.9 * (u->mean[u->n_points - 1] - 0.5);
+        int nu = needed(u->mean, u->ratings, u->n_points, t);
+        for (int o = 0; o < ORD_UNC; o++) {
+            const Curve *c = &cv[o][rp];
+            int nc = needed(c->mean, c->ratings, c->n_points, t);
+            wins[o] += nu < nc;
+            ties[o] += nu == nc;
+            losses[o] += nu > nc;
+        }
+    }
 
     FILE *out = table ? stdout : stderr;
     fprintf(out, "| ratings | sequential | random | uncertain | uncertain per head "
@@ -451,8 +466,12 @@ int main(void) {
                 mean[ORD_SEQ][p], mean[ORD_RANDOM][p], mean[ORD_UNC][p], head[ORD_UNC][p][0],
                 head[ORD_UNC][p][1], head[ORD_UNC][p][2], head[ORD_UNC][p][3],
                 head[ORD_UNC][p][4]);
-    fprintf(out, "\nwhole pool rated: %.3f held-out mean per-head accuracy; target %.3f "
-                 "(90 %% of the way from chance)\n", full, target);
+    fprintf(out, "\nwhole pool rated: %.3f held-out mean per-head accuracy (mean of the "
+                 "repeats); target %.3f (90 %% of the way from chance)\n", full, target);
+    fprintf(out, "ratings to the target, per repeat (its own target): uncertain needs fewer / "
+                 "as many / more than sequential in %d / %d / %d of %d repeats, than random in "
+                 "%d / %d / %d\n", wins[ORD_SEQ], ties[ORD_SEQ], losses[ORD_SEQ], repeats,
+            wins[ORD_RANDOM], ties[ORD_RANDOM], losses[ORD_RANDOM]);
     fprintf(out, "mean over the curve (area under it, per point): sequential %.3f, random %.3f, "
                  "uncertain %.3f\n\n", auc(mean[ORD_SEQ], n_pts), auc(mean[ORD_RANDOM], n_pts),
             auc(mean[ORD_UNC], n_pts));
