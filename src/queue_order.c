@@ -63,7 +63,8 @@ void queue_order_uncertainty(const int64_t *group, const float *scores, const ui
                 double best = -1;
                 for (size_t y = g0; y < g1; y++) {
                     size_t j = k[y].i;
-                    float si = scores[i * QUEUE_N_ASPECTS + a], sj = scores[j * QUEUE_N_ASPECTS + a];
+                    float si = scores[i * QUEUE_N_ASPECTS + a];
+                    float sj = scores[j * QUEUE_N_ASPECTS + a];
                     if (j == i || !isfinite(si) || !isfinite(sj))
                         continue;
                     double p = sigmoid((double)si - sj);

@@ -52,7 +52,7 @@ const char *store_annotate_order_kind(AnnotateOrder order) {
     "    (SELECT count(DISTINCT r.annotator_id) FROM ratings r WHERE r.image_id = i.id) AS n," \
     "    (SELECT qo.score FROM queue_order qo WHERE qo.kind = ?8 AND qo.image_id = i.id) AS qs" \
     "  FROM images i LEFT JOIN prompts p ON p.id = i.prompt_id"                                \
-    "  WHERE (?2 IS NULL OR p.ext_id = ?2)"                                                    \
+    "  WHERE i.retired = 0 AND (?2 IS NULL OR p.ext_id = ?2)"                                 \
     "    AND NOT EXISTS (SELECT 1 FROM ratings m WHERE m.annotator_id = ?1 AND m.image_id = i.id)"
 #define QUEUE_FILTER                                                                           \
     " WHERE (n < ?3 OR (?5 = 6 AND qs >= " DISAGREE_ADJUDICATE ")) AND (?4 = 0 OR n = 0)"
@@ -345,7 +345,7 @@ int store_annotate_order_info(Store *st, const char *kind, AnnotateOrderInfo *in
         "SELECT count(*), min(computed_at), min(source), max(source) FROM queue_order"
         " WHERE kind = ?1";
     static const char missing_sql[] =
-        "SELECT count(*) FROM images i WHERE NOT EXISTS"
+        "SELECT count(*) FROM images i WHERE i.retired = 0 AND NOT EXISTS"
         " (SELECT 1 FROM queue_order qo WHERE qo.kind = ?1 AND qo.image_id = i.id)";
     memset(info, 0, sizeof *info);
     sqlite3_stmt *s = store_stmt(st, sql, err);
@@ -437,7 +437,8 @@ int store_annotate_order_images(Store *st, AnnotateOrderImage **out, size_t *n, 
     static const char sql[] =
         "SELECT i.id, coalesce(i.prompt_id, 0), i.path, i.sha256, p.text, i.missing,"
         "  (SELECT count(DISTINCT r.annotator_id) FROM ratings r WHERE r.image_id = i.id)"
-        " FROM images i LEFT JOIN prompts p ON p.id = i.prompt_id ORDER BY i.id";
+        " FROM images i LEFT JOIN prompts p ON p.id = i.prompt_id WHERE i.retired = 0"
+        " ORDER BY i.id";
     *out = NULL;
     *n = 0;
     sqlite3_stmt *s = store_stmt(st, sql, err);

@@ -265,12 +265,22 @@ Test(queue_store, order_names_parse_and_sequential_is_prompt_by_prompt) {
     Err e2 = {0};
     Store *st = store_open_existing(db, &e2);
     cr_assert_not_null(st, "%s", e2.msg);
-    AnnotateQuery q = {.annotator_id = annotator(st, "newcomer"), .order = ANNOTATE_ORDER_SEQUENTIAL};
+    AnnotateQuery q = {.annotator_id = annotator(st, "newcomer"),
+                       .order = ANNOTATE_ORDER_SEQUENTIAL};
     int64_t ids[64];
     int n = queue(st, &q, ids, 64);
     cr_assert_eq(n, N_PROMPTS * PER_PROMPT);
     for (int i = 0; i < n; i++)
         cr_assert_eq(ids[i], i + 1, "import order of prompts, then images");
+    /* a retired image leaves every order's queue */
+    support_sql_exec(db, "UPDATE images SET retired = 1 WHERE id = 2");
+    for (int k = 0; k < ANNOTATE_N_ORDERS; k++) {
+        q.order = (AnnotateOrder)k;
+        n = queue(st, &q, ids, 64);
+        cr_assert_eq(n, N_PROMPTS * PER_PROMPT - 1, "%s", store_annotate_order_name(q.order));
+        for (int i = 0; i < n; i++)
+            cr_assert_neq(ids[i], 2, "%s", store_annotate_order_name(q.order));
+    }
     store_close(st);
 }
 
@@ -323,7 +333,8 @@ Test(queue_store, uncertain_from_a_real_checkpoint_then_refreshed_by_a_newer_one
                  N_PROMPTS * PER_PROMPT);
 
     /* the queue of a new annotator: highest score first */
-    AnnotateQuery q = {.annotator_id = annotator(st, "newcomer"), .order = ANNOTATE_ORDER_UNCERTAIN};
+    AnnotateQuery q = {.annotator_id = annotator(st, "newcomer"),
+                       .order = ANNOTATE_ORDER_UNCERTAIN};
     int64_t ids[64];
     int n = queue(st, &q, ids, 64);
     cr_assert_eq(n, N_PROMPTS * PER_PROMPT);

@@ -119,6 +119,47 @@ AnnotateAction annotate_vm_key(AnnotateVm *vm, int key) {
     }
 }
 
+double annotate_vm_pace(int n, double seconds, int last_hour) {
+    if (seconds >= 3600.0)
+        return last_hour;
+    if (n <= 0 || seconds < 60.0)
+        return 0.0;
+    return n * 3600.0 / seconds;
+}
+
+AnnotateLayout annotate_layout(int y, int x, int h, int w, int cell_w, int cell_h) {
+    AnnotateLayout l = {0};
+    if (cell_w <= 0 || cell_h <= 0) {
+        cell_w = 10;
+        cell_h = 20;
+    }
+    l.img_y = y;
+    l.img_x = x;
+    l.img_h = h - 1;
+    if (l.img_h < 1)
+        l.img_h = 1;
+    int square = (int)((double)l.img_h * cell_h / cell_w + 0.5); /* columns for a square */
+    int room = w - ANNOTATE_SIDE_MIN - 1;
+    l.img_w = square < room ? square : room;
+    if (l.img_w < 1)
+        l.img_w = 1;
+    l.sep_x = x + l.img_w;
+    l.side_y = y;
+    l.side_x = l.sep_x + 2;
+    l.side_h = h;
+    l.side_w = x + w - l.side_x;
+    return l;
+}
+
+void annotate_vm_fmt(double v, char *buf, int size) {
+    if (isnan(v))
+        snprintf(buf, (size_t)size, "\xe2\x80\x93");
+    else if (v == floor(v))
+        snprintf(buf, (size_t)size, "%d", (int)v);
+    else
+        snprintf(buf, (size_t)size, "%.1f", v);
+}
+
 AnnotateOrder annotate_vm_next_order(AnnotateOrder order) {
     switch (order) {
     case ANNOTATE_ORDER_FEWEST: return ANNOTATE_ORDER_SEQUENTIAL;
@@ -159,45 +200,4 @@ void annotate_vm_why(AnnotateOrder order, const char *reason, const char *note, 
     case ANNOTATE_ORDER_RANDOM: snprintf(buf, n, "random: your own shuffled order"); return;
     }
     snprintf(buf, n, "%s", store_annotate_order_name(order));
-}
-
-double annotate_vm_pace(int n, double seconds, int last_hour) {
-    if (seconds >= 3600.0)
-        return last_hour;
-    if (n <= 0 || seconds < 60.0)
-        return 0.0;
-    return n * 3600.0 / seconds;
-}
-
-AnnotateLayout annotate_layout(int y, int x, int h, int w, int cell_w, int cell_h) {
-    AnnotateLayout l = {0};
-    if (cell_w <= 0 || cell_h <= 0) {
-        cell_w = 10;
-        cell_h = 20;
-    }
-    l.img_y = y;
-    l.img_x = x;
-    l.img_h = h - 1;
-    if (l.img_h < 1)
-        l.img_h = 1;
-    int square = (int)((double)l.img_h * cell_h / cell_w + 0.5); /* columns for a square */
-    int room = w - ANNOTATE_SIDE_MIN - 1;
-    l.img_w = square < room ? square : room;
-    if (l.img_w < 1)
-        l.img_w = 1;
-    l.sep_x = x + l.img_w;
-    l.side_y = y;
-    l.side_x = l.sep_x + 2;
-    l.side_h = h;
-    l.side_w = x + w - l.side_x;
-    return l;
-}
-
-void annotate_vm_fmt(double v, char *buf, int size) {
-    if (isnan(v))
-        snprintf(buf, (size_t)size, "\xe2\x80\x93");
-    else if (v == floor(v))
-        snprintf(buf, (size_t)size, "%d", (int)v);
-    else
-        snprintf(buf, (size_t)size, "%.1f", v);
 }
