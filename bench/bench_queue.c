@@ -505,7 +505,10 @@ int main(void) {
     fprintf(out, "\n       ratings %d .. %d, one column per %d; S sequential, R random, "
                  "U uncertain, * several, -- target\n\n", ratings[0], ratings[n_pts - 1],
             BATCH);
-    fprintf(stderr, "bench queue: %.0f s in all\n", base_now() - t0);
+    fprintf(stderr, "bench queue: %.0f s in all; per repeat, uncertain needs fewer / as many / "
+            "more ratings than sequential in %d / %d / %d of %d (read the ratio with that: "
+            "doc/queue.md)\n", base_now() - t0, wins[ORD_SEQ], ties[ORD_SEQ], losses[ORD_SEQ],
+            repeats);
     printf("bench queue-uncertain: %.2fx vs sequential (ours %d ratings, peer %d ratings)\n",
            (double)need[ORD_SEQ] / need[ORD_UNC], need[ORD_UNC], need[ORD_SEQ]);
     printf("bench queue-uncertain-random: %.2fx vs random (ours %d ratings, peer %d ratings)\n",
