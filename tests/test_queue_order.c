@@ -362,6 +362,17 @@ Test(queue_store, uncertain_from_a_real_checkpoint_then_refreshed_by_a_newer_one
                                      " AND source = 'second/best'"),
                  N_PROMPTS * PER_PROMPT);
 
+    /* a damaged checkpoint: an error naming it, and the rows stay as they were */
+    cr_assert_eq(support_sh("echo garbage > %s/runs/second/best/config.json", dir), 0);
+    o.force = 1;
+    Err e3 = {0};
+    cr_assert_neq(queue_order_refresh(st, ANNOTATE_ORDER_UNCERTAIN, &o, &res, &e3), 0);
+    cr_assert(strstr(e3.msg, "second/best"), "%s", e3.msg);
+    cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM queue_order WHERE kind = 'uncertain'"
+                                     " AND source = 'second/best'"),
+                 N_PROMPTS * PER_PROMPT);
+    o.force = 0;
+
     /* its folder deleted by hand: the older run's checkpoint is used */
     cr_assert_eq(support_sh("rm -rf %s/runs/second", dir), 0);
     cr_assert_eq(queue_order_refresh(st, ANNOTATE_ORDER_UNCERTAIN, &o, &res, &err), 0, "%s",

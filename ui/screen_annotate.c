@@ -893,8 +893,14 @@ static void annotate_tick(void *stp, App *app, double now) {
         update_why(a);
         app_dirty(app);
     } else if (!od && failed) {
-        app_status_error(app, "cannot compute the %s order: %s",
-                         store_annotate_order_name(a->q.order), msg);
+        char note[sizeof a->order_note];
+        snprintf(note, sizeof note, "%s: cannot compute it (%s); the last computed order or "
+                 "fewest is served", store_annotate_order_name(a->q.order), msg);
+        if (strcmp(a->order_note, note) != 0) { /* said once, not every QUEUE_REFRESH */
+            base_strlcpy(a->order_note, note, sizeof a->order_note);
+            app_status_error(app, "%s", note);
+            update_why(a);
+        }
     }
     free(od);
     if (order_computed(a->q.order) && now - a->order_asked_at >= QUEUE_REFRESH)
