@@ -22,15 +22,24 @@ static void annotate_usage(void) {
            "                     name); each annotator has a queue\n"
            "  --graphics MODE    sixel | blocks | ascii | none (default: probe the terminal;\n"
            "                     blocks inside tmux or screen)\n"
-           "  --order ORDER      fewest (default: fewest raters first, ties shuffled per\n"
-           "                     annotator), id, prompt, random\n"
+           "  --order ORDER      which image comes next (o in the TUI cycles them):\n"
+           "                       fewest      fewest raters first, ties shuffled per\n"
+           "                                   annotator (the default)\n"
+           "                       sequential  prompt by prompt, in import order (= prompt;\n"
+           "                                   id is import order by image)\n"
+           "                       random      shuffled, the same order each session\n"
+           "                       uncertain   the newest reward checkpoint least sure within\n"
+           "                                   the prompt first (fewest until one exists)\n"
+           "                       disagree    largest spread between annotators first, also\n"
+           "                                   past the overlap target, for adjudication\n"
            "  --prompt ID        only images of prompt ID (the prompt_id of prompts.csv)\n"
            "  --unrated          only images nobody has rated yet\n"
            "  --overlap N        raters wanted per image (default %d): images with N raters\n"
            "                     leave the queue\n\n"
            "Keys: 0-9 set the selected aspect and move on, t sets 10, Enter saves the image\n"
-           "and shows the next, u undo, ? lists every key. See doc/annotators.md.\n\n"
-           "example:\n  easel --db data/demo.db annotate --annotator alice --order random\n",
+           "and shows the next, u undo, o next order, ? lists every key. The panel's 'why'\n"
+           "line says why an image was served. See doc/annotators.md and doc/queue.md.\n\n"
+           "example:\n  easel --db data/demo.db annotate --annotator alice --order uncertain\n",
            ANNOTATE_OVERLAP_DEFAULT);
 }
 

@@ -7,6 +7,12 @@
  * random order that is stable per annotator. Several annotators share one store, each with
  * their own queue; images with as many raters are shuffled per annotator, so annotators
  * working at the same time rarely meet on one image (if they do, overlap grows by one).
+ * Two orders are computed elsewhere and read from the queue_order table (kind, image, score,
+ * reason, source, computed_at): `uncertain` (the reward model's pairwise preferences within
+ * a prompt closest to 50 %) and `disagree` (annotators' spread); src/queue_order.c writes
+ * them off the UI thread, and images without a row follow in fewest order. The table is
+ * not per annotator: a queued image is one this annotator rated on no aspect, so every
+ * aspect of it is still unrated by them.
  * The full queue scans every image (about 0.3 s for 50 000 images and 400 000 ratings), so
  * the TUI reads it on a background thread and checks each image with store_annotate_eligible
  * (indexed, microseconds) just before showing it.
@@ -24,6 +30,7 @@
 #ifndef EASEL_STORE_ANNOTATE_H
 #define EASEL_STORE_ANNOTATE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -38,10 +45,25 @@ typedef enum AnnotateOrder {
     ANNOTATE_ORDER_ID,          /* import order */
     ANNOTATE_ORDER_PROMPT,      /* by prompt, then id: all images of a prompt together */
     ANNOTATE_ORDER_RANDOM,      /* shuffled, stable for one annotator */
+    ANNOTATE_ORDER_SEQUENTIAL,  /* the same as prompt: prompts in import order, each prompt's
+                                 * images together in import order */
+    ANNOTATE_ORDER_UNCERTAIN,   /* highest queue_order 'uncertain' score first (the reward
+                                 * model least sure within the prompt), then as fewest */
+    ANNOTATE_ORDER_DISAGREE,    /* highest queue_order 'disagree' score first (annotators'
+                                 * spread), then as fewest; images with a disagreement stay in
+                                 * the queue past the overlap target, for adjudication */
 } AnnotateOrder;
 
-/* Parse "fewest" | "id" | "prompt" | "random". Returns 0 or ERR_USAGE with err set. */
+#define ANNOTATE_N_ORDERS 7
+
+/* Parse "fewest" | "id" | "prompt" | "random" | "sequential" | "uncertain" | "disagree".
+ * Returns 0 or ERR_USAGE with err set. */
 int store_annotate_order_parse(const char *s, AnnotateOrder *order, Err *err);
+/* The name of ORDER ("fewest", ...). */
+const char *store_annotate_order_name(AnnotateOrder order);
+/* The queue_order kind an order reads ("uncertain", "disagree"), or NULL for the orders
+ * computed in the query itself. */
+const char *store_annotate_order_kind(AnnotateOrder order);
 
 typedef struct AnnotateQuery {
     int64_t annotator_id;
@@ -105,5 +127,82 @@ typedef struct AnnotateProgress {
 } AnnotateProgress;
 
 int store_annotate_progress(Store *st, const AnnotateQuery *q, AnnotateProgress *p, Err *err);
+
+
+/* ---- computed orders (the queue_order table; computed by src/queue_order.c) ---- */
+
+/* One row of a computed order: higher SCORE is served first; REASON is shown to the
+ * annotator (borrowed by store_annotate_order_replace, which copies it). */
+typedef struct AnnotateOrderRow {
+    int64_t image_id;
+    double score;
+    const char *reason;
+} AnnotateOrderRow;
+
+/* Replace every row of KIND by the N rows given, all with SOURCE (e.g. "run-3/best") and
+ * computed_at = now, in one transaction: readers see the old order or the new one. */
+int store_annotate_order_replace(Store *st, const char *kind, const AnnotateOrderRow *rows,
+                                 size_t n, const char *source, Err *err);
+
+/* What the table holds for KIND: how many rows, their source and when they were computed
+ * (the oldest computed_at; 0 when there are no rows), and how many images have no row. */
+typedef struct AnnotateOrderInfo {
+    int n_rows;
+    int n_missing;          /* images without a row of KIND (imported since) */
+    char source[256];       /* "" when no rows */
+    double computed_at;
+} AnnotateOrderInfo;
+int store_annotate_order_info(Store *st, const char *kind, AnnotateOrderInfo *info, Err *err);
+
+/* Why IMAGE_ID is where it is in KIND's order: *reason and *source get new strings (free()),
+ * or NULL when the image has no row. */
+int store_annotate_order_reason(Store *st, const char *kind, int64_t image_id, char **reason,
+                                char **source, Err *err);
+
+/* The checkpoint a computed order should use: of the run whose latest checkpoint is the
+ * newest, its `best` checkpoint if recorded, else its latest one. *found is 0 when the store
+ * records no checkpoint. Strings are new (free()): LABEL "RUN/NAME", PATH the folder. */
+typedef struct AnnotateCheckpoint {
+    int found;
+    char *label;
+    char *path;
+    double created_at;
+} AnnotateCheckpoint;
+/* Candidates, newest first, so that a caller can pass over a folder deleted from disk:
+ * checkpoint INDEX (0 = the preferred one); *found 0 past the last. */
+int store_annotate_order_checkpoint(Store *st, int index, AnnotateCheckpoint *c, Err *err);
+void store_annotate_checkpoint_deinit(AnnotateCheckpoint *c); /* NULL allowed */
+
+/* Every image with what scoring needs: PATH resolved, SHA256 (or NULL), PROMPT_ID (0 = none)
+ * and the prompt's text (or NULL). Caller: store_annotate_order_images_free. */
+typedef struct AnnotateOrderImage {
+    int64_t id;
+    int64_t prompt_id;
+    char *path;
+    char *sha256;
+    char *prompt;
+    int missing;
+    int n_raters;           /* distinct annotators who rated it (any aspect) */
+} AnnotateOrderImage;
+int store_annotate_order_images(Store *st, AnnotateOrderImage **out, size_t *n, Err *err);
+void store_annotate_order_images_free(AnnotateOrderImage *im, size_t n); /* NULL allowed */
+
+/* Per (image, aspect position) with at least two annotators' ratings: how many, lowest,
+ * highest, mean and population standard deviation, ordered by image then aspect. Only
+ * counts and spreads leave here, never who gave which value. Caller frees *out. */
+typedef struct AnnotateSpread {
+    int64_t image_id;
+    int aspect;             /* position 0.. */
+    int n;
+    double lo;
+    double hi;
+    double mean;
+    double sd;
+} AnnotateSpread;
+int store_annotate_order_spread(Store *st, AnnotateSpread **out, size_t *n, Err *err);
+
+/* When a rating was last entered or changed (0 with none): a disagree order computed after
+ * that is current. */
+int store_annotate_ratings_changed_at(Store *st, double *t, Err *err);
 
 #endif

@@ -101,6 +101,8 @@ AnnotateAction annotate_vm_key(AnnotateVm *vm, int key) {
     }
     case 'f':
         return AVM_FLAG;
+    case 'o':
+        return AVM_ORDER;
     default:
         break;
     }
@@ -166,4 +168,46 @@ void annotate_vm_fmt(double v, char *buf, int size) {
         snprintf(buf, (size_t)size, "%d", (int)v);
     else
         snprintf(buf, (size_t)size, "%.1f", v);
+}
+
+AnnotateOrder annotate_vm_next_order(AnnotateOrder order) {
+    switch (order) {
+    case ANNOTATE_ORDER_FEWEST: return ANNOTATE_ORDER_SEQUENTIAL;
+    case ANNOTATE_ORDER_SEQUENTIAL: return ANNOTATE_ORDER_RANDOM;
+    case ANNOTATE_ORDER_ID:
+    case ANNOTATE_ORDER_PROMPT: return ANNOTATE_ORDER_RANDOM;
+    case ANNOTATE_ORDER_RANDOM: return ANNOTATE_ORDER_UNCERTAIN;
+    case ANNOTATE_ORDER_UNCERTAIN: return ANNOTATE_ORDER_DISAGREE;
+    case ANNOTATE_ORDER_DISAGREE:
+    default: return ANNOTATE_ORDER_FEWEST;
+    }
+}
+
+void annotate_vm_why(AnnotateOrder order, const char *reason, const char *note, int n_raters,
+                     char *buf, int size) {
+    size_t n = (size_t)size;
+    if (reason && *reason) {
+        snprintf(buf, n, "%s", reason);
+        return;
+    }
+    switch (order) {
+    case ANNOTATE_ORDER_UNCERTAIN:
+    case ANNOTATE_ORDER_DISAGREE:
+        if (note && *note)
+            snprintf(buf, n, "%s", note);
+        else
+            snprintf(buf, n, "%s: being computed; meanwhile fewest raters first",
+                     store_annotate_order_name(order));
+        return;
+    case ANNOTATE_ORDER_FEWEST:
+        snprintf(buf, n, "fewest raters first: %d so far", n_raters);
+        return;
+    case ANNOTATE_ORDER_ID: snprintf(buf, n, "id: import order"); return;
+    case ANNOTATE_ORDER_PROMPT:
+    case ANNOTATE_ORDER_SEQUENTIAL:
+        snprintf(buf, n, "%s: prompt by prompt, in import order", store_annotate_order_name(order));
+        return;
+    case ANNOTATE_ORDER_RANDOM: snprintf(buf, n, "random: your own shuffled order"); return;
+    }
+    snprintf(buf, n, "%s", store_annotate_order_name(order));
 }

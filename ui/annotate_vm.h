@@ -11,6 +11,8 @@
  *            AVM_PARTIAL first, AVM_COMMIT when pressed again at once
  *   u b n s f g  AVM_UNDO, AVM_BACK, AVM_NEXT, AVM_SKIP, AVM_FLAG, AVM_GOTO; b, n, s, u and g
  *            with unsaved changes return AVM_UNSAVED first and act when pressed again at once
+ *   o        AVM_ORDER: the next queue order (annotate_vm_next_order); the image on screen and
+ *            its unsaved values stay
  * Contract: from a fresh image, 7 7 7 7 7 Enter yields values {7,7,7,7,7} and AVM_COMMIT.
  */
 #ifndef EASEL_ANNOTATE_VM_H
@@ -40,6 +42,7 @@ typedef enum AnnotateAction {
     AVM_SKIP,
     AVM_FLAG,
     AVM_GOTO,
+    AVM_ORDER,
 } AnnotateAction;
 
 typedef struct AnnotateVm {
@@ -84,6 +87,17 @@ typedef struct AnnotateLayout {
 #define ANNOTATE_SIDE_MIN 40
 
 AnnotateLayout annotate_layout(int y, int x, int h, int w, int cell_w, int cell_h);
+
+/* The order `o` switches to after ORDER: fewest -> sequential -> random -> uncertain ->
+ * disagree -> fewest (id and prompt, given on the command line, go on to random). */
+AnnotateOrder annotate_vm_next_order(AnnotateOrder order);
+
+/* The "why served" line of an image. REASON: its queue_order reason (NULL or "" if none);
+ * NOTE: what the order's last computation said (NULL or ""); N_RATERS: its raters so far.
+ * Computed orders show the reason, else the note (no checkpoint, not computed yet); the
+ * others say what the order is. BUF gets at most SIZE bytes. */
+void annotate_vm_why(AnnotateOrder order, const char *reason, const char *note, int n_raters,
+                     char *buf, int size);
 
 /* Format a value: "7", "7.5", "–" for unset. BUF gets at most 8 bytes. */
 void annotate_vm_fmt(double v, char *buf, int size);

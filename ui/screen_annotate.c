@@ -6,6 +6,12 @@
  * image of the queue (images shown or skipped this session are left out of it). `u` reopens
  * the last committed image; b/n walk `hist`; s skips; g opens any image by id; f flags.
  *
+ * Orders: `o` cycles the queue order. The computed ones (uncertain, disagree) are brought up
+ * to date by src/queue_order.c on a second loader thread (never the UI thread: scoring every
+ * image under a new checkpoint takes a while), asked at start, on `o` and every
+ * QUEUE_REFRESH seconds; when it rewrote the order the queue is read again. The panel says
+ * why the image on screen was served (its queue_order reason, read when it is shown).
+ *
  * Graphics: the worker of gfx_cache renders frames; this screen asks for the shown image
  * (never blocking) and prefetches the next queue images at the same box size, so moving on
  * only waits for the terminal. The image box is left blank by draw() — ncurses never writes
@@ -20,6 +26,7 @@
  * AppConfig.store_wait_s (30 s) it gives up with a message. The values stay on screen until they are saved.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +36,7 @@
 #include "gfx.h"
 #include "loader.h"
 #include "log.h"
+#include "queue_order.h"
 #include "screen.h"
 #include "store_annotate.h"
 #include "store_catalog.h"
@@ -52,6 +60,7 @@ typedef struct QueueReq {
 } QueueReq;
 
 typedef struct QueueSnap {
+    AnnotateOrder order;     /* the order it was read in */
     int64_t *ids;
     int n;
     int complete;            /* the whole queue (fewer than QUEUE_BATCH) */
@@ -59,6 +68,17 @@ typedef struct QueueSnap {
     int session_new;
     double asked_at;
 } QueueSnap;
+
+/* A computed order brought up to date in the background (queue_order_refresh). */
+typedef struct OrderReq {
+    AnnotateOrder order;
+    atomic_int *stop;        /* the screen's: set when it closes */
+} OrderReq;
+
+typedef struct OrderDone {
+    AnnotateOrder order;
+    QueueOrderResult res;
+} OrderDone;
 
 typedef struct Annotate {
     App *app;
@@ -108,6 +128,13 @@ typedef struct Annotate {
     int64_t on_term_key;     /* image currently drawn on the terminal, -1 none */
     int on_term_cols;
     int on_term_rows;
+
+    UiLoader *order_loader;  /* queue_order_refresh off the UI thread */
+    atomic_int order_stop;
+    double order_asked_at;
+    char order_note[320];    /* what the last refresh of the current order said */
+    char why[384];           /* why the image on screen was served */
+    AnnotateOrder why_order; /* the order it was served in */
 } Annotate;
 
 static void push(int64_t **a, int *n, int64_t v) {
@@ -123,6 +150,7 @@ static void *queue_load(Store *st, void *argp, Err *err) {
     QueueReq *r = argp;
     QueueSnap *snap = xcalloc(1, sizeof *snap);
     snap->ids = xmalloc(sizeof *snap->ids * QUEUE_BATCH);
+    snap->order = r->q.order;
     snap->session_new = r->session_new;
     snap->asked_at = r->asked_at;
     if (store_annotate_queue(st, &r->q, r->skip, r->n_skip, snap->ids, QUEUE_BATCH, &snap->n,
@@ -149,6 +177,48 @@ static void queue_snap_free(void *p) {
         free(s->ids);
         free(s);
     }
+}
+
+/* ---- computed orders, refreshed in the background ------------------------------------------ */
+
+static int order_stopped(void *user) { return atomic_load((atomic_int *)user); }
+
+static void *order_load(Store *st, void *argp, Err *err) {
+    OrderReq *r = argp;
+    OrderDone *d = xcalloc(1, sizeof *d);
+    d->order = r->order;
+    QueueOrderOptions o = {.threads = 1, .cancelled = order_stopped, .user = r->stop};
+    if (queue_order_refresh(st, r->order, &o, &d->res, err)) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static int order_computed(AnnotateOrder o) { return store_annotate_order_kind(o) != NULL; }
+
+static void ask_order(Annotate *a) {
+    if (!order_computed(a->q.order) || ui_loader_busy(a->order_loader))
+        return;
+    OrderReq *r = xcalloc(1, sizeof *r);
+    r->order = a->q.order;
+    r->stop = &a->order_stop;
+    a->order_asked_at = base_now();
+    ui_loader_request(a->order_loader, r);
+}
+
+/* The why line of the image on screen (a short indexed read), in the order it was served
+ * in: after `o` it keeps saying why this one came, the next image follows the new order. */
+static void update_why(Annotate *a) {
+    char *reason = NULL;
+    const char *kind = store_annotate_order_kind(a->why_order);
+    Err err = {0};
+    if (a->have_img && kind &&
+        store_annotate_order_reason(a->st, kind, a->img.id, &reason, NULL, &err))
+        log_warn("annotate: %s", err.msg);
+    annotate_vm_why(a->why_order, reason, a->why_order == a->q.order ? a->order_note : NULL,
+                    a->have_img ? a->img.n_raters : 0, a->why, (int)sizeof a->why);
+    free(reason);
 }
 
 static int contains(const int64_t *a, int n, int64_t v) {
@@ -251,6 +321,8 @@ static int show(Annotate *a, int pos, Err *err) {
     a->queue_empty = 0;
     a->waiting = 0;
     annotate_vm_load(&a->vm, im.mine);
+    a->why_order = a->q.order;
+    update_why(a);
     a->last_event = base_now();
     a->active = 0;
     a->gstate = GFX_PENDING;
@@ -448,6 +520,23 @@ static void undo(Annotate *a) {
         app_status_error(a->app, "%s", err.msg);
 }
 
+/* `o`: the next order. The image on screen stays; the next one comes from the new order. */
+static void cycle_order(Annotate *a) {
+    a->q.order = annotate_vm_next_order(a->q.order);
+    a->order_note[0] = '\0';
+    queue_snap_free(a->snap); /* read in the old order */
+    a->snap = NULL;
+    if (!ui_loader_busy(a->loader))
+        ask_queue(a);
+    ask_order(a);
+    if (order_computed(a->q.order))
+        app_status(a->app, "order: %s (computing it in the background; the next image "
+                   "follows it)", store_annotate_order_name(a->q.order));
+    else
+        app_status(a->app, "order: %s (from the next image on)",
+                   store_annotate_order_name(a->q.order));
+}
+
 /* ---- ScreenClass ---------------------------------------------------------------------------- */
 
 /* Quitting while a save waits for the lock would lose those values: ask. */
@@ -501,10 +590,15 @@ static void *annotate_init(App *app, Err *err) {
                               queue_snap_free, err);
     if (!a->loader)
         goto out_free;
+    a->order_loader = ui_loader_new(cfg->db_path, wake_app, app, order_load, free, free, err);
+    if (!a->order_loader)
+        goto out_free;
+    ask_order(a);
     go_next(a); /* no queue read yet: asks for one and waits */
     app_add_quit_guard(app, (AppQuitGuard){quit_ask, quit_answer, a});
     return a;
 out_free:
+    ui_loader_free(a->loader);
     gfx_cache_free(a->cache);
     store_aspects_free(a->asp, a->n_asp);
     free(a);
@@ -513,6 +607,8 @@ out_free:
 
 static void annotate_fini(void *stp) {
     Annotate *a = stp;
+    atomic_store(&a->order_stop, 1); /* a long computation stops at its next image */
+    ui_loader_free(a->order_loader);
     ui_loader_free(a->loader);
     queue_snap_free(a->snap);
     gfx_cache_free(a->cache);
@@ -662,6 +758,11 @@ static void draw_panel(Annotate *a, const AnnotateProgress *prog, int body_h) {
     draw_wrapped(&y, yend, x, w, A_NORMAL,
                  a->img.prompt ? a->img.prompt : "(no prompt recorded for this image)",
                  body_h >= 30 ? 5 : 3);
+    if (a->why[0]) {
+        char line[400];
+        snprintf(line, sizeof line, "why: %s", a->why);
+        draw_wrapped(&y, yend, x, w, ui_attr(UI_C_DIM), line, body_h >= 30 ? 2 : 1);
+    }
     y++;
     for (int k = 0; k < ANNOTATE_ASPECTS && y < yend - 3; k++)
         draw_aspect(a, k, &y, yend - 3, body_h >= 34);
@@ -810,6 +911,11 @@ static int annotate_key(void *stp, App *app, int ch) {
             go_next(a);
             return SCREEN_KEY_HANDLED;
         }
+        if (key == 'o') {
+            cycle_order(a);
+            go_next(a);
+            return SCREEN_KEY_HANDLED;
+        }
         return SCREEN_KEY_IGNORED;
     }
     AnnotateAction act = annotate_vm_key(&a->vm, key);
@@ -861,6 +967,9 @@ static int annotate_key(void *stp, App *app, int ch) {
     case AVM_GOTO:
         app_prompt(app, "Go to image id:", goto_done, a);
         break;
+    case AVM_ORDER:
+        cycle_order(a);
+        break;
     }
     return SCREEN_KEY_HANDLED;
 }
@@ -874,6 +983,12 @@ static void annotate_tick(void *stp, App *app, double now) {
     int failed = 0;
     char msg[ERR_MSG_LEN];
     QueueSnap *snap = ui_loader_take(a->loader, &failed, msg, sizeof msg);
+    if (snap && snap->order != a->q.order) { /* read before `o` changed the order */
+        queue_snap_free(snap);
+        snap = NULL;
+        if (!ui_loader_busy(a->loader))
+            ask_queue(a);
+    }
     if (snap) {
         queue_snap_free(a->snap);
         a->snap = snap;
@@ -889,6 +1004,35 @@ static void annotate_tick(void *stp, App *app, double now) {
     /* progress, other annotators' work, new imports */
     if (now - a->asked_at >= QUEUE_REFRESH && !ui_loader_busy(a->loader))
         ask_queue(a);
+    /* the computed order: a newer checkpoint, new ratings */
+    failed = 0;
+    OrderDone *od = ui_loader_take(a->order_loader, &failed, msg, sizeof msg);
+    if (od && od->order == a->q.order) {
+        int changed = strcmp(a->order_note, od->res.note) != 0;
+        base_strlcpy(a->order_note, od->res.note, sizeof a->order_note);
+        if (changed && (od->res.fallback || !a->have_img))
+            app_status(app, "%s", od->res.note);
+        if (od->res.computed) { /* read the queue again in the new order */
+            queue_snap_free(a->snap);
+            a->snap = NULL;
+            if (!ui_loader_busy(a->loader))
+                ask_queue(a);
+        }
+        update_why(a);
+        app_dirty(app);
+    } else if (!od && failed) {
+        char note[sizeof a->order_note];
+        snprintf(note, sizeof note, "%s: cannot compute it (%s); the last computed order or "
+                 "fewest is served", store_annotate_order_name(a->q.order), msg);
+        if (strcmp(a->order_note, note) != 0) { /* said once, not every QUEUE_REFRESH */
+            base_strlcpy(a->order_note, note, sizeof a->order_note);
+            app_status_error(app, "%s", note);
+            update_why(a);
+        }
+    }
+    free(od);
+    if (order_computed(a->q.order) && now - a->order_asked_at >= QUEUE_REFRESH)
+        ask_order(a);
     if (a->have_img && a->cache && a->lay_ok && a->gstate == GFX_PENDING) {
         const GfxFrame *f = NULL;
         GfxState s = gfx_cache_get(a->cache, a->img.id, a->img.path, a->lay.img_w, a->lay.img_h,
@@ -927,6 +1071,9 @@ static const ScreenKey annotate_keys[] = {
     {"s", "skip this image for this session"},
     {"f", "flag the image (broken, offensive, wrong prompt) with a comment"},
     {"g", "go to an image by its id"},
+    {"o", "next queue order: fewest, sequential, random, uncertain (reward model least sure "
+          "first), disagree (annotators' spread first); the panel's why line says why an "
+          "image was served"},
     {NULL, NULL},
 };
 
