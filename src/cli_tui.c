@@ -47,6 +47,13 @@ static int run_app(const AppConfig *cfg) {
     Err err = {0};
     /* blind rating: rating under another annotator's name is a reviewer's (trust.h) */
     Store *st = store_open_existing(cfg->db_path, &err);
+    AnnotateOrder order = ANNOTATE_ORDER_FEWEST;
+    if (cfg->order && store_annotate_order_parse(cfg->order, &order, NULL) == 0 &&
+        order == ANNOTATE_ORDER_DISAGREE && st &&
+        trust_require_review(st, identity_login(), "the disagree order", &err)) {
+        store_close(st);
+        return cli_fail(&err);
+    }
     if (!st || trust_check_act_as(st, identity_annotator(cfg->annotator), &err)) {
         store_close(st);
         return cli_fail(&err);

@@ -360,6 +360,9 @@ Test(trust, blind_rating_shows_an_annotator_only_their_own_ratings) {
     /* rating as someone else is a reviewer's */
     cr_assert_eq(easel_as(nobody, "--annotator alice annotate"), 1, "%s", out);
     cr_assert(strstr(out, "permission denied") && strstr(out, "another annotator"), "%s", out);
+    /* the disagree order shows the raters' spread: a reviewer's too */
+    cr_assert_eq(easel_as(nobody, "annotate --order disagree"), 1, "%s", out);
+    cr_assert(strstr(out, "disagree order") && strstr(out, "reviewer"), "%s", out);
     /* the owner (always a reviewer) sees everything; a granted reviewer too */
     cr_assert_eq(easel("export ratings --per-annotator"), 0, "%s", out);
     cr_assert(strstr(out, "alice") && strstr(out, "img/1.png"), "%s", out);

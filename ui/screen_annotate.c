@@ -34,12 +34,14 @@
 #include "annotate_vm.h"
 #include "base.h"
 #include "gfx.h"
+#include "identity.h"
 #include "loader.h"
 #include "log.h"
 #include "queue_order.h"
 #include "screen.h"
 #include "store_annotate.h"
 #include "store_catalog.h"
+#include "trust.h"
 
 #define N_PREFETCH 3
 #define CACHE_FRAMES 12
@@ -523,6 +525,12 @@ static void undo(Annotate *a) {
 /* `o`: the next order. The image on screen stays; the next one comes from the new order. */
 static void cycle_order(Annotate *a) {
     a->q.order = annotate_vm_next_order(a->q.order);
+    if (a->q.order == ANNOTATE_ORDER_DISAGREE) {
+        /* under blind rating, the raters' spread is a reviewer's (trust.h) */
+        Err e = {0};
+        if (trust_require_review(app_store(a->app), identity_login(), "the disagree order", &e))
+            a->q.order = annotate_vm_next_order(a->q.order);
+    }
     a->order_note[0] = '\0';
     queue_snap_free(a->snap); /* read in the old order */
     a->snap = NULL;
