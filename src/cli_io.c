@@ -5,6 +5,7 @@
  * warnings and errors on stderr, each line starting "easel: ".
  */
 #include "cli.h"
+#include "cli_escape.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -72,7 +73,8 @@ static int show_progress(void *user_data, size_t done, size_t total) {
     if (done < total && now - p->last < 0.2)
         return 0;
     p->last = now;
-    fprintf(stderr, "\reasel: writing %zu/%zu%s", done, total, done == total ? "\n" : "");
+    cli_escape_raw(stderr, "\r");
+    fprintf(stderr, "easel: writing %zu/%zu%s", done, total, done == total ? "\n" : "");
     p->open = done < total;
     return 0;
 }
