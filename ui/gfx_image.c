@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "infile.h"
 
 /* stb declares some static functions it never defines; GCC reports that at the end of the
  * file, so this one stays off for the whole file. */
@@ -44,12 +47,26 @@ static const char *base_name(const char *path) {
 
 int gfx_image_load(const char *path, GfxImage *img, Err *err) {
     memset(img, 0, sizeof *img);
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    /* A regular file of bounded size (a FIFO or /dev/zero is refused, never read), whose
+     * header's size is checked before any pixel memory is asked for. */
+    int fd, w, h, n;
+    int rc = infile_open(path, "image", INFILE_MAX_IMAGE, &fd, NULL, err);
+    if (rc == ERR_NOTFOUND && err)
+        err->code = ERR_IO; /* callers tell unreadable from undecodable, not why unreadable */
+    if (rc)
+        return rc == ERR_NOTFOUND ? ERR_IO : rc;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
         return err_set(err, ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
-    int w, h, n;
-    unsigned char *px = stbi_load_from_file(f, &w, &h, &n, 3);
+    }
+    unsigned char *px = NULL;
+    if (stbi_info_from_file(f, &w, &h, &n) &&
+        (rc = infile_check_image_size(base_name(path), w, h, err)) == 0)
+        px = stbi_load_from_file(f, &w, &h, &n, 3);
     fclose(f);
+    if (rc)
+        return rc;
     if (!px) {
         const char *why = stbi_failure_reason();
         if (why && strstr(why, "memory"))
