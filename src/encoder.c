@@ -33,6 +33,13 @@
 #pragma GCC diagnostic ignored "-Wdouble-promotion"
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
+/* Only the formats easel reads (PNG, JPEG, BMP; GIF and TGA for `score`): stb 2.27's 16-bit
+ * PNM path overflows the heap (found by make fuzz), and every other decoder is attack surface. */
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_GIF
+#define STBI_ONLY_TGA
 #define STBI_NO_STDIO
 #define STBI_FAILURE_USERMSG
 #include <stb_image.h>
