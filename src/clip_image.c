@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base.h"
+#include "image_guard.h"
 #include "infile.h"
 
 /* stb declares static functions this file does not use; the check runs at the end of the
@@ -59,6 +60,8 @@ int clip_image_load(ClipImage *img, const char *path, Err *err) {
     if (rc)
         return rc;
     int w, h, c;
+    if ((rc = image_guard_check(bytes, n, path, err)))
+        goto out_free_bytes;
     if (n > (size_t)INT32_MAX || !stbi_info_from_memory(bytes, (int)n, &w, &h, &c)) {
         rc = err_set(err, ERR_FORMAT, "%s: cannot decode image (%s); use PNG or JPEG", path,
                      n > (size_t)INT32_MAX ? "too large" : stbi_failure_reason());

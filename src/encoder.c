@@ -15,6 +15,7 @@
 
 #include "base.h"
 #include "feat_classic.h"
+#include "image_guard.h"
 #include "infile.h"
 #include "sha256.h"
 #include "store_embed.h"
@@ -102,6 +103,8 @@ uint8_t *encoder_image_decode(const void *bytes, size_t n, const char *name, int
     }
     /* The header first: a size no one can decode is refused before memory is asked for. */
     int comp = 0;
+    if (image_guard_check(bytes, n, name, err))
+        return NULL;
     if (!stbi_info_from_memory(bytes, (int)n, w, h, &comp)) {
         err_set(err, ERR_FORMAT, "%s: cannot decode image (%s); is it a PNG/JPEG file?", name,
                 stbi_failure_reason());

@@ -146,3 +146,29 @@ Test(image_inputs, pnm_16bit_refused) {
     fclose(f);
     expect_refused(path, "deep.png", 0);
 }
+
+/* make fuzz found stb_image 2.27 writing past its Huffman table on a JPEG whose DHT declares
+ * more than 256 codes (tests/fixtures/image_inputs/fuzz_dht_overflow.jpg is that input).
+ * image_guard refuses such a table before stb sees it; the same with the overflow planted in
+ * a good photo's first table. */
+Test(image_inputs, jpeg_huffman_overflow_refused) {
+    expect_refused("tests/fixtures/image_inputs/fuzz_dht_overflow.jpg", "Huffman", 0);
+    FILE *f = fopen("tests/fixtures/clip/images/photo_120x90.jpg", "rb");
+    cr_assert_not_null(f);
+    static unsigned char b[1 << 16];
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    size_t i = 2;
+    while (i + 4 < n && !(b[i] == 0xff && b[i + 1] == 0xc4))
+        i += 2 + ((size_t)b[i + 2] << 8 | b[i + 3]);
+    cr_assert(i + 21 < n, "no DHT in the photo");
+    for (int k = 0; k < 16; k++) /* the table's 16 counts: 16 * 17 = 272 codes */
+        b[i + 5 + k] = 17;
+    char path[128];
+    snprintf(path, sizeof path, "%s/dht.jpg", tmpdir);
+    f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    fwrite(b, 1, n, f);
+    fclose(f);
+    expect_refused(path, "272 codes", 0);
+}

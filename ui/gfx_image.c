@@ -7,12 +7,11 @@
  */
 #include "gfx.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "image_guard.h"
 #include "infile.h"
 
 /* stb declares some static functions it never defines; GCC reports that at the end of the
@@ -54,24 +53,22 @@ static const char *base_name(const char *path) {
 
 int gfx_image_load(const char *path, GfxImage *img, Err *err) {
     memset(img, 0, sizeof *img);
-    /* A regular file of bounded size (a FIFO or /dev/zero is refused, never read), whose
-     * header's size is checked before any pixel memory is asked for. */
-    int fd, w, h, n;
-    int rc = infile_open(path, "image", INFILE_MAX_IMAGE, &fd, NULL, err);
+    /* A regular file of bounded size (a FIFO or /dev/zero is refused, never read), checked
+     * (image_guard.h, then the header's size) before any pixel memory is asked for. */
+    unsigned char *bytes;
+    size_t len;
+    int w, h, n;
+    int rc = infile_read_all(path, "image", INFILE_MAX_IMAGE, &bytes, &len, err);
     if (rc == ERR_NOTFOUND && err)
         err->code = ERR_IO; /* callers tell unreadable from undecodable, not why unreadable */
     if (rc)
         return rc == ERR_NOTFOUND ? ERR_IO : rc;
-    FILE *f = fdopen(fd, "rb");
-    if (!f) {
-        close(fd);
-        return err_set(err, ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
-    }
     unsigned char *px = NULL;
-    if (stbi_info_from_file(f, &w, &h, &n) &&
+    if (len <= INT32_MAX && (rc = image_guard_check(bytes, len, base_name(path), err)) == 0 &&
+        stbi_info_from_memory(bytes, (int)len, &w, &h, &n) &&
         (rc = infile_check_image_size(base_name(path), w, h, err)) == 0)
-        px = stbi_load_from_file(f, &w, &h, &n, 3);
-    fclose(f);
+        px = stbi_load_from_memory(bytes, (int)len, &w, &h, &n, 3);
+    free(bytes);
     if (rc)
         return rc;
     if (!px) {
