@@ -91,6 +91,51 @@ Test(cli_escape, byte_by_byte) {
     cr_assert_str_eq(out, "\xc3\xa9\\u009b\\xed\\xa0\\x80\xf0\x9f\x98\x80");
 }
 
+/* ---- the streams -------------------------------------------------------------------------------- */
+
+/* In a child whose fd 1 and 2 are a pipe: install the filters, print a UTF-8 character split
+ * over two calls, hostile bytes, the program's own "\r\033[K" through cli_escape_raw, and end
+ * in the middle of a sequence. What reached the pipe into *OUT. */
+static size_t stream_child(char *out, size_t cap) {
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[1]);
+        if (cli_escape_install(1, 1) != 0)
+            _exit(3);
+        printf("caf\xc3");
+        fflush(stdout);
+        printf("\xa9 \033]0;T\007|");
+        fflush(stdout);
+        fprintf(stderr, "err \xc2\x9b|");
+        cli_escape_raw(stderr, "\r\033[K");
+        printf("end \xe7\x8c");
+        exit(0); /* atexit: the cut sequence is flushed, escaped */
+    }
+    close(p[1]);
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < cap && (r = read(p[0], out + n, cap - n - 1)) > 0)
+        n += (size_t)r;
+    close(p[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    out[n] = '\0';
+    return n;
+}
+
+Test(cli_escape, streams_filter_and_raw) {
+    char out[512];
+    stream_child(out, sizeof out);
+    cr_assert_str_eq(out, "caf\xc3\xa9 \\x1b]0;T\\x07|err \\u009b|\r\033[Kend \\xe7\\x8c");
+}
+
 /* ---- bin/easel on a pty ----------------------------------------------------------------------- */
 
 static char tmpdir[64];
