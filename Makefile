@@ -206,21 +206,33 @@ install: bin/easel
 	install -m 755 bin/easel $(DESTDIR)$(PREFIX)/bin/easel
 	cp -r assets/. $(DESTDIR)$(PREFIX)/share/easel/
 
-# libFuzzer target for the importers (clang only; not part of `make test`). FUZZ_ARGS are
-# passed to the fuzzer, e.g. make fuzz FUZZ_ARGS=-max_total_time=60
+# ---- libFuzzer targets (clang only; not part of `make test`) -----------------------------------
+# One target per tests/fuzz/fuzz_NAME.c: import (the CSV/JSONL importers), safetensors (the
+# reader), image (the image decoders), import_images (`import images`). The core and engine are
+# compiled once more with clang + ASan + UBSan into build/fuzz/lib.a; each target then runs for
+# FUZZ_ARGS on its seeds (tests/fuzz/seeds.sh) with inputs up to FUZZ_MAX_LEN bytes. Examples:
+# make fuzz FUZZ_ARGS=-max_total_time=60; make fuzz FUZZ_TARGETS=image. A finding is left as
+# build/fuzz/crash-* (or leak-, timeout-); replay it with build/fuzz/fuzz_NAME FILE.
 .PHONY: fuzz
-FUZZ_SRC := src/base.c src/err.c src/log.c src/store.c src/store_catalog.c src/store_ratings.c \
-            src/store_pairs.c src/sha256.c src/fmt_csv.c $(sort $(wildcard src/import*.c))
-FUZZ_ARGS ?= -max_total_time=30
-build/fuzz/fuzz_import: tests/fuzz/fuzz_import.c $(FUZZ_SRC) $(DEPS_STAMP)
-	@mkdir -p $(@D) build/fuzz/corpus
-	clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -o $@ $< $(FUZZ_SRC) \
-	  $(call pkglibs,sqlite3 jansson) -lcsv -lm -lpthread
-fuzz: build/fuzz/fuzz_import
-	@for f in tests/fixtures/import/*.csv tests/fixtures/import/*.jsonl; do \
-	  case $$f in *prompts*) k=0;; *ratings*) k=1;; *generated*) k=2;; *) k=3;; esac; \
-	  { printf "\\$$k"; cat $$f; } > build/fuzz/corpus/$$(basename $$f); done
-	build/fuzz/fuzz_import $(FUZZ_ARGS) build/fuzz/corpus
+FUZZ_CFLAGS  := $(CSTD) -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=undefined -MMD -MP -Isrc -Iui -Igpu -I/usr/include/stb \
+                $(call pkgcflags,$(PKG_ENGINE) $(PKG_CORE))
+FUZZ_LIB_SRC := $(filter-out src/cli.c src/cli_%,$(ENGINE_SRC) $(CORE_SRC)) ui/gfx_image.c
+FUZZ_TARGETS ?= import safetensors image import_images
+FUZZ_ARGS    ?= -max_total_time=30
+FUZZ_MAX_LEN ?= 16384
+FUZZ_LIBS    := $(LIBS_CORE) $(call pkglibs,$(PKG_ENGINE)) -lpthread -lm -ldl
+build/fuzz/obj/%.o: %.c $(DEPS_STAMP)
+	@mkdir -p $(@D); clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+build/fuzz/lib.a: $(patsubst %.c,build/fuzz/obj/%.o,$(FUZZ_LIB_SRC))
+	@rm -f $@; ar rcs $@ $^
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/lib.a
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/lib.a $(FUZZ_LIBS)
+fuzz: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
+	@bash tests/fuzz/seeds.sh build/fuzz/corpus
+	@for t in $(FUZZ_TARGETS); do echo "fuzz: $$t"; \
+	  build/fuzz/fuzz_$$t -max_len=$(FUZZ_MAX_LEN) -artifact_prefix=build/fuzz/ $(FUZZ_ARGS) \
+	    build/fuzz/corpus/$$t || exit 1; done
 
 check-layers:
 	@bash tests/check_layers.sh

@@ -5,6 +5,7 @@
  * warnings and errors on stderr, each line starting "easel: ".
  */
 #include "cli.h"
+#include "cli_escape.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -80,7 +81,8 @@ static int show_progress(void *user_data, size_t done, size_t total) {
         return 0;
     p->last = now;
     /* the first half is checking the file, the second writing it (import.h) */
-    fprintf(stderr, "\reasel: %s %zu%%%s", 2 * done <= total ? "checking" : "writing",
+    cli_escape_raw(stderr, "\r");
+    fprintf(stderr, "easel: %s %zu%%%s", 2 * done <= total ? "checking" : "writing",
             total ? 100 * done / total : 100, done == total ? "\n" : "");
     p->open = done < total;
     return 0;

@@ -8,6 +8,7 @@
  * second signal exits at once (the jobs then show as interrupted via the dead-pid check).
  */
 #include "cli.h"
+#include "cli_escape.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -572,7 +573,8 @@ static int wait_for(const CliGlobal *g, Store *st, int64_t id, double timeout, i
         if (!quiet && isatty(2) && base_now() - last_print > 1) {
             char prog[64];
             fmt_progress(&r, prog, sizeof prog);
-            fprintf(stderr, "\rjob #%lld %s %s   ", (long long)id, store_job_state_name(s), prog);
+            cli_escape_raw(stderr, "\r");
+            fprintf(stderr, "job #%lld %s %s   ", (long long)id, store_job_state_name(s), prog);
             last_print = base_now();
         }
         store_job_row_deinit(&r);

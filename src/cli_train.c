@@ -6,6 +6,7 @@
  * the last epoch to the same final weights.
  */
 #include "cli.h"
+#include "cli_escape.h"
 
 #include <errno.h>
 #include <math.h>
@@ -55,15 +56,18 @@ static void cb_progress(void *user, double done, double total, const char *unit)
     (void)user;
     if (!tty_err)
         return;
+    cli_escape_raw(stderr, "\r");
     if (total > 0)
-        fprintf(stderr, "\r  %.0f/%.0f %s (%.0f%%)   ", done, total, unit, 100.0 * done / total);
+        fprintf(stderr, "  %.0f/%.0f %s (%.0f%%)   ", done, total, unit, 100.0 * done / total);
     else
-        fprintf(stderr, "\r  %.0f %s   ", done, unit);
+        fprintf(stderr, "  %.0f %s   ", done, unit);
 }
 
 static void cb_log(void *user, const char *line) {
     (void)user;
-    fprintf(stderr, "%s%s\n", tty_err ? "\r\033[K" : "", line);
+    if (tty_err)
+        cli_escape_raw(stderr, "\r\033[K");
+    fprintf(stderr, "%s\n", line);
 }
 
 static Store *open_store(const CliGlobal *g) {
@@ -404,7 +408,7 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
     int rc = reward_eval(st, ckpt, &o, threads, json, csv, &r, &err);
     signal(SIGINT, SIG_DFL);
     if (tty_err)
-        fprintf(stderr, "\r\033[K");
+        cli_escape_raw(stderr, "\r\033[K");
     if (rc == 0) {
         if (r.skipped.n) {
             char why[900];
@@ -498,7 +502,7 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     rc = reward_score(st, ckpt, paths, n, prompt, threads, csv, &h, &scored, &sk, &err);
     signal(SIGINT, SIG_DFL);
     if (tty_err)
-        fprintf(stderr, "\r\033[K");
+        cli_escape_raw(stderr, "\r\033[K");
     if (af) {
         if (rc)
             atomic_file_abort(af);

@@ -275,19 +275,29 @@ static int parse_header(SafeTensors *st, const char *hdr, size_t len, Err *err) 
             goto out_root;
         }
     }
+    /* Overlaps: by start, each tensor against the one reaching furthest so far, so no
+     * extent hides behind another (a zero-length tensor, or a short one inside a long one).
+     * Zero-length tensors hold no bytes: bounds-checked above, out of the chain. */
     qsort(st->tensors, st->n, sizeof(StTensor), cmp_offset);
+    const StTensor *reach = NULL;
     for (size_t i = 0; i < st->n; i++) {
         StTensor *t = &st->tensors[i];
         t->data = st->data + t->offset;
-        if (i > 0) {
-            const StTensor *p = &st->tensors[i - 1];
-            if (t->n_bytes > 0 && p->n_bytes > 0 && t->offset < p->offset + p->n_bytes) {
-                rc = err_set(err, ERR_FORMAT, "%s: tensors '%s' and '%s' overlap in the data",
-                             path, p->name, t->name);
-                goto out_root;
-            }
-        }
         st->by_name[i] = t;
+        if (t->n_bytes == 0)
+            continue;
+        if (reach && t->offset < reach->offset + reach->n_bytes) {
+            rc = err_set(err, ERR_FORMAT,
+                         "%s: tensors '%s' (bytes %llu..%llu) and '%s' (bytes %llu..%llu) "
+                         "overlap in the data: the file is corrupt or crafted", path,
+                         reach->name, (unsigned long long)reach->offset,
+                         (unsigned long long)(reach->offset + reach->n_bytes), t->name,
+                         (unsigned long long)t->offset,
+                         (unsigned long long)(t->offset + t->n_bytes));
+            goto out_root;
+        }
+        if (!reach || t->offset + t->n_bytes > reach->offset + reach->n_bytes)
+            reach = t;
     }
     qsort(st->by_name, st->n, sizeof(StTensor *), cmp_by_name);
 out_root:
@@ -296,7 +306,8 @@ out_root:
 }
 
 SafeTensors *safetensors_open(const char *path, Err *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO without a writer must be refused (below), not wait forever. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         err_set(err, errno == ENOENT ? ERR_NOTFOUND : ERR_IO, "%s: cannot open: %s", path,
                 strerror(errno));

@@ -121,3 +121,15 @@ int infile_read_all(const char *path, const char *what, long long max, unsigned 
     *len = n;
     return 0;
 }
+
+int infile_check_image_size(const char *path, int w, int h, Err *err) {
+    if (w <= 0 || h <= 0)
+        return err_set(err, ERR_FORMAT, "%s: the image header gives a size of %dx%d pixels",
+                       path, w, h);
+    if (w > INFILE_MAX_IMAGE_SIDE || h > INFILE_MAX_IMAGE_SIDE ||
+        (long long)w * h > INFILE_MAX_IMAGE_PIXELS)
+        return err_set(err, ERR_FORMAT, "%s: image of %dx%d pixels is larger than easel decodes "
+                       "(%d pixels a side, %lld megapixels); scale it down first", path, w, h,
+                       INFILE_MAX_IMAGE_SIDE, INFILE_MAX_IMAGE_PIXELS / 1000000);
+    return 0;
+}

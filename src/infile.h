@@ -17,6 +17,15 @@
 #define INFILE_MAX_IMAGE  (256LL << 20) /* one image file: 256 MiB */
 #define INFILE_MAX_JSON   (64LL << 20)  /* a config or metadata JSON: 64 MiB */
 
+/* The largest image easel decodes: 16384 pixels a side, 100 megapixels in all (400 MB as
+ * RGBA). A header claiming more is refused before any pixel memory is allocated. */
+#define INFILE_MAX_IMAGE_SIDE   16384
+#define INFILE_MAX_IMAGE_PIXELS 100000000LL
+
+/* Check the size W x H an image file's header (PATH) declares against the limits above.
+ * Returns 0, or ERR_FORMAT with a message naming PATH, the size and the limit. */
+int infile_check_image_size(const char *path, int w, int h, Err *err);
+
 /* Open PATH for reading if it is a regular file of at most MAX bytes. WHAT names the input in
  * messages ("ratings file", "image"). Returns 0 with *FD (blocking, close-on-exec) and *SIZE,
  * or ERR_NOTFOUND (missing), ERR_IO (unreadable) or ERR_FORMAT (not a regular file, too big). */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_escape.h"
 
 #define EASEL_VERSION "0.1.0"
 
@@ -55,10 +56,52 @@ static int take_annotator(CliGlobal *g, int *argc, char **argv) {
     return 0;
 }
 
+/* True if ARGV holds OPT as a flag or as OPT=VALUE (before any "--"). */
+static int has_opt(int argc, char **argv, const char *opt) {
+    size_t n = strlen(opt);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strncmp(argv[i], opt, n) == 0 && (argv[i][n] == '\0' || argv[i][n] == '='))
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether command ARGV[0] writes data (or a terminal UI) on stdout, which must then stay
+ * byte-exact; everything else the CLI prints is for people and goes through cli_escape. */
+static int stdout_is_data(int argc, char **argv) {
+    const char *cmd = argv[0];
+    if (strcmp(cmd, "annotate") == 0 || strcmp(cmd, "monitor") == 0)
+        return 1; /* curses owns the terminal */
+    if (strcmp(cmd, "export") == 0) /* CSV on stdout unless -o FILE */
+        return !has_opt(argc, argv, "-o") && !has_opt(argc, argv, "--output");
+    if (strcmp(cmd, "score") == 0) /* CSV on stdout unless --csv FILE */
+        return !has_opt(argc, argv, "--csv");
+    /* --json prints JSON on stdout (eval's --json FILE writes a file instead). jansson
+     * escapes C0 controls itself, so a command missing here still prints valid JSON. */
+    static const char *const json_cmds[] = {"status", "agreement", "embed", NULL};
+    for (int k = 0; json_cmds[k]; k++)
+        if (strcmp(cmd, json_cmds[k]) == 0)
+            return has_opt(argc, argv, "--json");
+    return 0;
+}
+
+/* Which of stdout and stderr carry text for people, before a command runs: stderr always;
+ * stdout unless the command prints data there or runs the TUI (no command at all). */
+static void install_escapes(int argc, char **argv) {
+    int i = 1;
+    while (i < argc && argv[i][0] == '-') /* global options, as parsed in main() */
+        i += strcmp(argv[i], "--db") == 0 ? 2 : 1;
+    int tui = i >= argc;
+    cli_escape_install(!tui && !stdout_is_data(argc - i, argv + i), 1);
+}
+
 int main(int argc, char **argv) {
     CliGlobal g = {0};
     if (take_annotator(&g, &argc, argv))
         return 2;
+    install_escapes(argc, argv);
     g.program = argv[0];
     g.db_path = getenv("EASEL_DB");
     if (!g.db_path || !*g.db_path)

@@ -15,6 +15,7 @@
 #include "base.h"
 #include "clip.h"
 #include "fmt_safetensors.h"
+#include "support.h"
 
 #define FIX "tests/fixtures/clip/"
 #define TOL 1e-4f
@@ -207,6 +208,36 @@ static void write_variant(const char *drop, const char *reshape) {
     safetensors_close(st);
 }
 
+/* Rewrite the tiny OpenCLIP weights into TMP with element IDX of tensor NAME set to V. */
+static void write_poisoned(const char *name, int64_t idx, float v) {
+    Err err = {0};
+    SafeTensors *st = safetensors_open(FIX "tiny_openclip/open_clip_model.safetensors", &err);
+    cr_assert(st, "%s", err.msg);
+    SafeTensorsWriter *w = safetensors_writer_new();
+    float *copy = NULL;
+    for (size_t i = 0; i < safetensors_count(st); i++) {
+        const StTensor *t = safetensors_at(st, i);
+        const void *data = t->data;
+        StDtype dt = t->dtype;
+        if (strcmp(t->name, name) == 0) {
+            cr_assert(idx < t->n_elem);
+            copy = xmalloc((size_t)t->n_elem * sizeof(float));
+            cr_assert_eq(safetensors_read_f32(st, t, copy, (size_t)t->n_elem, &err), 0);
+            copy[idx] = v;
+            data = copy;
+            dt = ST_F32;
+        }
+        cr_assert_eq(safetensors_writer_add(w, t->name, dt, t->n_dim, t->shape, data, &err), 0);
+    }
+    cr_assert(copy, "no tensor %s", name);
+    char *out = xasprintf("%s/open_clip_model.safetensors", tmp);
+    cr_assert_eq(safetensors_writer_save(w, out, &err), 0, "%s", err.msg);
+    free(out);
+    free(copy);
+    safetensors_writer_free(w);
+    safetensors_close(st);
+}
+
 static void expect_fail(const char *path, int code, const char *w1, const char *w2) {
     Err err = {0};
     ClipModel *m = clip_model_load(path, &err);
@@ -278,4 +309,33 @@ Test(clip_model, config_disagreeing_with_weights, .init = mk_tmp, .fini = rm_tmp
     fclose(f);
     expect_fail(tmp, ERR_FORMAT, "visual.conv1.weight", "[32, 3, 16, 16]");
     free(cfg);
+}
+
+/* A NaN or an infinity anywhere in the weights is refused with the tensor's name: before,
+ * such a model loaded and `easel embed` printed nan with exit status 0. */
+Test(clip_model, nonfinite_weights_refused, .init = mk_tmp, .fini = rm_tmp) {
+    write_poisoned("visual.transformer.resblocks.1.mlp.c_fc.weight", 5, NAN);
+    expect_fail(tmp, ERR_FORMAT, "visual.transformer.resblocks.1.mlp.c_fc.weight", "NaN");
+    write_poisoned("text_projection", 0, -INFINITY);
+    expect_fail(tmp, ERR_FORMAT, "'text_projection'", "-inf");
+    write_poisoned("positional_embedding", 3, INFINITY);
+    expect_fail(tmp, ERR_FORMAT, "positional_embedding", "+inf at element 3");
+    /* the CLI: `models add` refuses it, `embed` with the path fails instead of printing nan */
+    char easel[4096], cwd[4096], *out, *err;
+    support_easel_path(easel, sizeof easel);
+    cr_assert_not_null(getcwd(cwd, sizeof cwd));
+    write_poisoned("visual.proj", 2, NAN);
+    cr_assert_eq(support_run(tmp, &out, &err, "'%s' --db e.db init", easel), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(support_run(tmp, &out, &err, "'%s' --db e.db models add clip . --name bad",
+                             easel), 1, "%s", out);
+    cr_assert(strstr(err, "visual.proj") && strstr(err, "NaN"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_neq(support_run(tmp, &out, &err, "'%s' --db e.db embed --encoder clip:. --image "
+                              "%s/" FIX "images/rgb_50x37.png", easel, cwd), 0, "%s", out);
+    cr_assert(strstr(err, "visual.proj") && !strstr(out, "nan"), "%s%s", out, err);
+    free(out);
+    free(err);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -350,5 +351,44 @@ Test(safetensors, bad_entries_name_the_tensor) {
     cr_assert_eq(safetensors_count(st), 3);
     cr_assert_str_eq(safetensors_at(st, 0)->name, "b");
     safetensors_close(st);
+    free(p);
+}
+
+/* An overlap hidden behind a zero-length tensor (sorted by start, the neighbour of "b" is "z",
+ * which the old neighbour check skipped), and overlaps of a short tensor inside a long one.
+ * Both names are given. */
+Test(safetensors, hidden_overlaps_rejected) {
+    struct {
+        const char *hdr;
+        size_t data;
+        const char *a, *b;
+    } cases[] = {
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+         "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, "'a'", "'b'"},
+        {"{\"long\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+         "\"short\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]},"
+         "\"third\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[8,12]}}", 16, "'long'",
+         "'short'"},
+        {"{\"long\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+         "\"s\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]},"
+         "\"third\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[12,16]}}", 16, "'long'",
+         "'s'"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        char *p = make_file("hidden.safetensors", cases[i].hdr, cases[i].data);
+        expect_bad(p, ERR_FORMAT, "overlap", cases[i].a, cases[i].b, NULL);
+        free(p);
+    }
+    /* a zero-length tensor is out of the overlap chain but still bounds-checked */
+    char *p = make_file("zero.safetensors",
+                        "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                        "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[99,99]}}", 8);
+    expect_bad(p, ERR_FORMAT, "'z'", NULL);
+    free(p);
+    /* a FIFO is refused at once, not waited on */
+    p = tmp_path("fifo.safetensors");
+    cr_assert_eq(mkfifo(p, 0600), 0);
+    expect_bad(p, ERR_IO, "not a regular file", NULL);
     free(p);
 }
