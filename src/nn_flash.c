@@ -1,0 +1,283 @@
+/* nn_flash — see nn_flash.h.
+ *
+ * Forward, per (batch, head, tile of up to BR queries): for each tile of up to BC keys,
+ * S = scale·Q_i·K_jᵀ (cblas_sgemm, leading dimensions pick the head out of the token rows),
+ * masked; per row the running max m and sum l are updated online: m' = max(m, max_j S),
+ * acc ← acc·e^(m−m'), P = e^(S−m'), l ← l·e^(m−m') + Σ P, acc += P·V_j. At the end
+ * o = acc / l and lse = m + log l. Only the tile S (BR×BC) and acc (BR×hd) exist, on the stack.
+ *
+ * Backward, per tile pair (i, j): S recomputed as in the forward, P = e^(S − lse),
+ * dV_j += Pᵀ·dO_i, dP = dO_i·V_jᵀ, dS = P ∘ (dP − D_i)·scale with D_i = rowsum(dO_i ∘ O_i),
+ * dK_j += dSᵀ·Q_i, dQ_i += dS·K_j. Two writers must not share a row, so the work is done as
+ * two passes: one task per key tile (loops over all query tiles, writes dK_j and dV_j), then
+ * one task per query tile (loops over all key tiles, writes dQ_i); S and dP are recomputed in
+ * each. Where (batch, head) pairs alone give every thread several tasks, one pass per
+ * (batch, head) does all three and computes S and dP once. Both orders accumulate dQ_i over j
+ * ascending and dK_j, dV_j over i ascending with the same per-tile arithmetic, so the two
+ * schedules give the same bits, whatever the thread count.
+ */
+#include "nn_flash.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "backend_cpu.h"
+#include "base.h"
+
+#define BR 64 /* queries per tile */
+#define BC 64 /* keys per tile */
+
+typedef struct FlashJob {
+    const FlashAttn *a;
+    int ldq, ldk, ldv, ldo, nqt, nkt;
+    float scale;
+    float *o, *lse, *dq, *dk, *dv;
+    const float *q, *k, *v, *dout, *oc;
+} FlashJob;
+
+static void job_init(FlashJob *j, const FlashAttn *a) {
+    ASSERT(a->B >= 1 && a->NH >= 1 && a->Tq >= 1 && a->Tk >= 1);
+    ASSERT(a->hd >= 1 && a->hd <= NN_FLASH_MAX_HD);
+    int C = a->NH * a->hd;
+    memset(j, 0, sizeof *j);
+    j->a = a;
+    j->ldq = a->ldq ? a->ldq : C;
+    j->ldk = a->ldk ? a->ldk : C;
+    j->ldv = a->ldv ? a->ldv : C;
+    j->ldo = a->ldo ? a->ldo : C;
+    ASSERT(j->ldq >= C && j->ldk >= C && j->ldv >= C && j->ldo >= C);
+    j->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)a->hd);
+    j->nqt = (a->Tq + BR - 1) / BR;
+    j->nkt = (a->Tk + BC - 1) / BC;
+}
+
+/* Keys batch b's query at absolute position qpos may see: [0, limit). */
+static int key_limit(const FlashAttn *a, int b, int qpos) {
+    int lim = a->Tk;
+    if (a->key_len) {
+        int kl = a->key_len[b];
+        lim = kl < 0 ? 0 : kl < lim ? kl : lim;
+    }
+    if (a->causal) {
+        int c = qpos + (a->Tk - a->Tq) + 1;
+        lim = c < lim ? c : lim;
+    }
+    return lim < 0 ? 0 : lim;
+}
+
+/* S (rows×cols, ld BC) = scale · Q_i · K_jᵀ for head (b, h). */
+static void scores(const FlashJob *j, float *S, int b, int h, int i0, int rows, int j0,
+                   int cols) {
+    const FlashAttn *a = j->a;
+    const float *q = j->q + ((size_t)b * a->Tq + i0) * j->ldq + (size_t)h * a->hd;
+    const float *k = j->k + ((size_t)b * a->Tk + j0) * j->ldk + (size_t)h * a->hd;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, a->hd, j->scale, q,
+                j->ldq, k, j->ldk, 0.0f, S, BC);
+}
+
+/* ---- forward --------------------------------------------------------------------------- */
+
+static void fwd_tile(const FlashJob *j, int b, int h, int qt) {
+    const FlashAttn *a = j->a;
+    int hd = a->hd, i0 = qt * BR, rows = a->Tq - i0 < BR ? a->Tq - i0 : BR;
+    float S[BR * BC], acc[BR * NN_FLASH_MAX_HD], m[BR], l[BR];
+    int lim[BR];
+    for (int r = 0; r < rows; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+        lim[r] = key_limit(a, b, i0 + r);
+    }
+    memset(acc, 0, (size_t)rows * (size_t)hd * sizeof(float));
+    int kend = lim[rows - 1] > lim[0] ? lim[rows - 1] : lim[0];
+    const float *vb = j->v + (size_t)b * a->Tk * j->ldv + (size_t)h * hd;
+    for (int j0 = 0; j0 < kend; j0 += BC) {
+        int cols = kend - j0 < BC ? kend - j0 : BC;
+        scores(j, S, b, h, i0, rows, j0, cols);
+        for (int r = 0; r < rows; r++) {
+            float *s = S + (size_t)r * BC;
+            int nv = lim[r] - j0;
+            nv = nv < 0 ? 0 : nv > cols ? cols : nv;
+            if (nv == 0) {
+                memset(s, 0, (size_t)cols * sizeof(float));
+                continue;
+            }
+            float mx = m[r];
+            for (int c = 0; c < nv; c++)
+                mx = s[c] > mx ? s[c] : mx;
+            float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+            float sum = 0.0f;
+            for (int c = 0; c < nv; c++) {
+                s[c] = expf(s[c] - mx);
+                sum += s[c];
+            }
+            for (int c = nv; c < cols; c++)
+                s[c] = 0.0f;
+            if (alpha != 1.0f) {
+                float *ar = acc + (size_t)r * hd;
+                for (int d = 0; d < hd; d++)
+                    ar[d] *= alpha;
+            }
+            l[r] = l[r] * alpha + sum;
+            m[r] = mx;
+        }
+        /* acc (rows×hd) += P (rows×cols) · V_j (cols×hd) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, 1.0f, S, BC,
+                    vb + (size_t)j0 * j->ldv, j->ldv, 1.0f, acc, hd);
+    }
+    float *lse = j->lse + ((size_t)b * a->NH + h) * a->Tq + i0;
+    for (int r = 0; r < rows; r++) {
+        float *o = j->o + ((size_t)b * a->Tq + i0 + r) * j->ldo + (size_t)h * hd;
+        if (l[r] == 0.0f) {
+            memset(o, 0, (size_t)hd * sizeof(float));
+            lse[r] = -INFINITY;
+            continue;
+        }
+        float inv = 1.0f / l[r];
+        for (int d = 0; d < hd; d++)
+            o[d] = acc[(size_t)r * hd + d] * inv;
+        lse[r] = m[r] + logf(l[r]);
+    }
+}
+
+static void fwd_range(void *ctx, int64_t t0, int64_t t1) {
+    const FlashJob *j = ctx;
+    for (int64_t t = t0; t < t1; t++) {
+        int qt = (int)(t % j->nqt);
+        int64_t bh = t / j->nqt;
+        fwd_tile(j, (int)(bh / j->a->NH), (int)(bh % j->a->NH), qt);
+    }
+}
+
+/* Tasks per range so that each range has some 64k multiply-adds at least. */
+static int64_t grain_for(int64_t work_per_task) {
+    return 1 + 65536 / (work_per_task > 0 ? work_per_task : 1);
+}
+
+void nn_flash_forward(float *o, float *lse, const float *q, const float *k, const float *v,
+                      const FlashAttn *a) {
+    FlashJob j;
+    job_init(&j, a);
+    j.o = o, j.lse = lse, j.q = q, j.k = k, j.v = v;
+    int64_t tasks = (int64_t)a->B * a->NH * j.nqt;
+    int64_t work = (int64_t)(a->Tq < BR ? a->Tq : BR) * a->Tk * a->hd * 2;
+    backend_cpu_parallel_for(tasks, grain_for(work), fwd_range, &j);
+}
+
+/* ---- backward -------------------------------------------------------------------------- */
+
+/* All tile pairs (i, j) with i in [it0, it1), j in [jt0, jt1), j outer and i inner: writes
+ * dK_j, dV_j (when kv) and dQ_i (when dq_on). */
+static void bwd_tiles(const FlashJob *j, int b, int h, int it0, int it1, int jt0, int jt1,
+                      int kv, int dq_on) {
+    const FlashAttn *a = j->a;
+    int hd = a->hd;
+    float P[BR * BC], dP[BR * BC], D[BR], L[BR];
+    int lim[BR];
+    size_t hoff = (size_t)h * hd;
+    const float *lse = j->lse + ((size_t)b * a->NH + h) * a->Tq;
+    for (int jt = jt0; jt < jt1; jt++) {
+        int j0 = jt * BC, cols = a->Tk - j0 < BC ? a->Tk - j0 : BC;
+        size_t krow = (size_t)b * a->Tk + j0;
+        for (int it = it0; it < it1; it++) {
+            int i0 = it * BR, rows = a->Tq - i0 < BR ? a->Tq - i0 : BR;
+            int kend = 0;
+            for (int r = 0; r < rows; r++) {
+                lim[r] = key_limit(a, b, i0 + r);
+                kend = lim[r] > kend ? lim[r] : kend;
+            }
+            if (kend <= j0)
+                continue; /* every pair in the tile is masked */
+            size_t qrow = (size_t)b * a->Tq + i0;
+            scores(j, P, b, h, i0, rows, j0, cols);
+            for (int r = 0; r < rows; r++) {
+                const float *dor = j->dout + (qrow + r) * j->ldo + hoff;
+                const float *orow = j->oc + (qrow + r) * j->ldo + hoff;
+                float dot = 0.0f;
+                for (int d = 0; d < hd; d++)
+                    dot += dor[d] * orow[d];
+                D[r] = dot;
+                L[r] = lse[i0 + r];
+                float *p = P + (size_t)r * BC;
+                int nv = lim[r] - j0;
+                nv = nv < 0 ? 0 : nv > cols ? cols : nv;
+                if (L[r] == -INFINITY)
+                    nv = 0;
+                for (int c = 0; c < nv; c++)
+                    p[c] = expf(p[c] - L[r]);
+                for (int c = nv; c < cols; c++)
+                    p[c] = 0.0f;
+            }
+            const float *dO = j->dout + qrow * j->ldo + hoff;
+            if (kv && j->dv) /* dV_j (cols×hd) += Pᵀ (cols×rows) · dO_i (rows×hd) */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, hd, rows, 1.0f, P, BC,
+                            dO, j->ldo, 1.0f, j->dv + krow * j->ldv + hoff, j->ldv);
+            if (!(kv && j->dk) && !dq_on)
+                continue;
+            /* dP (rows×cols) = dO_i · V_jᵀ */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, hd, 1.0f, dO,
+                        j->ldo, j->v + krow * j->ldv + hoff, j->ldv, 0.0f, dP, BC);
+            for (int r = 0; r < rows; r++) {
+                float *p = P + (size_t)r * BC, *dp = dP + (size_t)r * BC;
+                for (int c = 0; c < cols; c++)
+                    dp[c] = p[c] * (dp[c] - D[r]) * j->scale;
+            }
+            if (kv && j->dk) /* dK_j (cols×hd) += dSᵀ (cols×rows) · Q_i (rows×hd) */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, hd, rows, 1.0f, dP,
+                            BC, j->q + qrow * j->ldq + hoff, j->ldq, 1.0f,
+                            j->dk + krow * j->ldk + hoff, j->ldk);
+            if (dq_on) /* dQ_i (rows×hd) += dS (rows×cols) · K_j (cols×hd) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, 1.0f, dP,
+                            BC, j->k + krow * j->ldk + hoff, j->ldk, 1.0f,
+                            j->dq + qrow * j->ldq + hoff, j->ldq);
+        }
+    }
+}
+
+static void bwd_kv_range(void *ctx, int64_t t0, int64_t t1) {
+    const FlashJob *j = ctx;
+    for (int64_t t = t0; t < t1; t++) {
+        int jt = (int)(t % j->nkt);
+        int64_t bh = t / j->nkt;
+        bwd_tiles(j, (int)(bh / j->a->NH), (int)(bh % j->a->NH), 0, j->nqt, jt, jt + 1, 1, 0);
+    }
+}
+
+static void bwd_q_range(void *ctx, int64_t t0, int64_t t1) {
+    const FlashJob *j = ctx;
+    for (int64_t t = t0; t < t1; t++) {
+        int it = (int)(t % j->nqt);
+        int64_t bh = t / j->nqt;
+        bwd_tiles(j, (int)(bh / j->a->NH), (int)(bh % j->a->NH), it, it + 1, 0, j->nkt, 0, 1);
+    }
+}
+
+static void bwd_all_range(void *ctx, int64_t t0, int64_t t1) {
+    const FlashJob *j = ctx;
+    for (int64_t bh = t0; bh < t1; bh++)
+        bwd_tiles(j, (int)(bh / j->a->NH), (int)(bh % j->a->NH), 0, j->nqt, 0, j->nkt, 1,
+                  j->dq != NULL);
+}
+
+void nn_flash_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                       const float *k, const float *v, const float *o, const float *lse,
+                       const FlashAttn *a) {
+    FlashJob j;
+    job_init(&j, a);
+    j.dq = dq, j.dk = dk, j.dv = dv, j.dout = dout, j.q = q, j.k = k, j.v = v, j.oc = o;
+    j.lse = (float *)lse;
+    if (!dq && !dk && !dv)
+        return;
+    int64_t bh = (int64_t)a->B * a->NH;
+    int64_t pair = (int64_t)(a->Tq < BR ? a->Tq : BR) * (a->Tk < BC ? a->Tk : BC) * a->hd * 5;
+    int one = a->schedule == 1 || (j.nqt == 1 && j.nkt == 1) ||
+              (a->schedule == 0 && bh >= 4 * (int64_t)backend_cpu_threads());
+    if (one) {
+        backend_cpu_parallel_for(bh, grain_for(pair * j.nqt * j.nkt), bwd_all_range, &j);
+        return;
+    }
+    if (dk || dv)
+        backend_cpu_parallel_for(bh * j.nkt, grain_for(pair * j.nqt), bwd_kv_range, &j);
+    if (dq)
+        backend_cpu_parallel_for(bh * j.nqt, grain_for(pair * j.nkt), bwd_q_range, &j);
+}
