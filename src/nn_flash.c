@@ -1,10 +1,12 @@
 /* nn_flash — see nn_flash.h.
  *
- * Forward, per (batch, head, tile of up to BR queries): for each tile of up to BC keys,
+ * Forward, per (batch, head, tile of up to br queries): for each tile of up to BC keys,
  * S = scale·Q_i·K_jᵀ (cblas_sgemm, leading dimensions pick the head out of the token rows),
  * masked; per row the running max m and sum l are updated online: m' = max(m, max_j S),
  * acc ← acc·e^(m−m'), P = e^(S−m'), l ← l·e^(m−m') + Σ P, acc += P·V_j. At the end
- * o = acc / l and lse = m + log l. Only the tile S (BR×BC) and acc (BR×hd) exist, on the stack.
+ * o = acc / l and lse = m + log l. Only the tile S (br×BC) and acc (br×hd) exist, on the stack;
+ * br is 64 up to hd = 128 and shrinks above (br·hd <= 64·128), so any head size works with
+ * the same stack (the tile shape depends on the shape of the problem only, never on threads).
  *
  * Backward, per tile pair (i, j): S recomputed as in the forward, P = e^(S − lse),
  * dV_j += Pᵀ·dO_i, dP = dO_i·V_jᵀ, dS = P ∘ (dP − D_i)·scale with D_i = rowsum(dO_i ∘ O_i),
@@ -25,12 +27,13 @@
 #include "backend_cpu.h"
 #include "base.h"
 
-#define BR 64 /* queries per tile */
-#define BC 64 /* keys per tile */
+#define BR 64         /* queries per tile, at most */
+#define BC 64         /* keys per tile */
+#define ACC (BR * 128) /* floats of the forward's accumulator: br·hd <= ACC */
 
 typedef struct FlashJob {
     const FlashAttn *a;
-    int ldq, ldk, ldv, ldo, nqt, nkt;
+    int ldq, ldk, ldv, ldo, br, nqt, nkt;
     float scale;
     float *o, *lse, *dq, *dk, *dv;
     const float *q, *k, *v, *dout, *oc;
@@ -38,7 +41,7 @@ typedef struct FlashJob {
 
 static void job_init(FlashJob *j, const FlashAttn *a) {
     ASSERT(a->B >= 1 && a->NH >= 1 && a->Tq >= 1 && a->Tk >= 1);
-    ASSERT(a->hd >= 1 && a->hd <= NN_FLASH_MAX_HD);
+    ASSERT(a->hd >= 1);
     int C = a->NH * a->hd;
     memset(j, 0, sizeof *j);
     j->a = a;
@@ -48,7 +51,8 @@ static void job_init(FlashJob *j, const FlashAttn *a) {
     j->ldo = a->ldo ? a->ldo : C;
     ASSERT(j->ldq >= C && j->ldk >= C && j->ldv >= C && j->ldo >= C);
     j->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)a->hd);
-    j->nqt = (a->Tq + BR - 1) / BR;
+    j->br = a->hd <= ACC / BR ? BR : ACC / a->hd > 1 ? ACC / a->hd : 1;
+    j->nqt = (a->Tq + j->br - 1) / j->br;
     j->nkt = (a->Tk + BC - 1) / BC;
 }
 
@@ -80,8 +84,8 @@ static void scores(const FlashJob *j, float *S, int b, int h, int i0, int rows, 
 
 static void fwd_tile(const FlashJob *j, int b, int h, int qt) {
     const FlashAttn *a = j->a;
-    int hd = a->hd, i0 = qt * BR, rows = a->Tq - i0 < BR ? a->Tq - i0 : BR;
-    float S[BR * BC], acc[BR * NN_FLASH_MAX_HD], m[BR], l[BR];
+    int hd = a->hd, i0 = qt * j->br, rows = a->Tq - i0 < j->br ? a->Tq - i0 : j->br;
+    float S[BR * BC], acc[ACC], m[BR], l[BR];
     int lim[BR];
     for (int r = 0; r < rows; r++) {
         m[r] = -INFINITY;
@@ -160,7 +164,7 @@ void nn_flash_forward(float *o, float *lse, const float *q, const float *k, cons
     job_init(&j, a);
     j.o = o, j.lse = lse, j.q = q, j.k = k, j.v = v;
     int64_t tasks = (int64_t)a->B * a->NH * j.nqt;
-    int64_t work = (int64_t)(a->Tq < BR ? a->Tq : BR) * a->Tk * a->hd * 2;
+    int64_t work = (int64_t)(a->Tq < j.br ? a->Tq : j.br) * a->Tk * a->hd * 2;
     backend_cpu_parallel_for(tasks, grain_for(work), fwd_range, &j);
 }
 
@@ -180,7 +184,7 @@ static void bwd_tiles(const FlashJob *j, int b, int h, int it0, int it1, int jt0
         int j0 = jt * BC, cols = a->Tk - j0 < BC ? a->Tk - j0 : BC;
         size_t krow = (size_t)b * a->Tk + j0;
         for (int it = it0; it < it1; it++) {
-            int i0 = it * BR, rows = a->Tq - i0 < BR ? a->Tq - i0 : BR;
+            int i0 = it * j->br, rows = a->Tq - i0 < j->br ? a->Tq - i0 : j->br;
             int kend = 0;
             for (int r = 0; r < rows; r++) {
                 lim[r] = key_limit(a, b, i0 + r);
@@ -269,7 +273,7 @@ void nn_flash_backward(float *dq, float *dk, float *dv, const float *dout, const
     if (!dq && !dk && !dv)
         return;
     int64_t bh = (int64_t)a->B * a->NH;
-    int64_t pair = (int64_t)(a->Tq < BR ? a->Tq : BR) * (a->Tk < BC ? a->Tk : BC) * a->hd * 5;
+    int64_t pair = (int64_t)(a->Tq < j.br ? a->Tq : j.br) * (a->Tk < BC ? a->Tk : BC) * a->hd * 5;
     int one = a->schedule == 1 || (j.nqt == 1 && j.nkt == 1) ||
               (a->schedule == 0 && bh >= 4 * (int64_t)backend_cpu_threads());
     if (one) {

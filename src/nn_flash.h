@@ -25,7 +25,8 @@
  * GRADIENT RULE (as every nn_* op): backward ADDS into dq, dk and dv (+=, never overwrites);
  * a NULL gradient pointer is skipped and its work not done.
  *
- * Limits: 1 <= hd <= NN_FLASH_MAX_HD; any B, NH, Tq, Tk >= 1 (Tq != Tk for cross attention).
+ * Shapes: any B, NH, Tq, Tk >= 1 (Tq != Tk for cross attention), any head size hd >= 1 (tuned
+ * for hd <= NN_FLASH_TUNED_HD; above it the query tiles get shorter).
  *
  * Threads: work is split over (batch, head, query tile) in the forward and over (batch, head,
  * key tile) then (batch, head, query tile) in the backward on the calling thread's CPU pool
@@ -37,7 +38,7 @@
 
 #include <stddef.h>
 
-#define NN_FLASH_MAX_HD 128
+#define NN_FLASH_TUNED_HD 128
 
 typedef struct FlashAttn {
     int B, NH, Tq, Tk, hd;

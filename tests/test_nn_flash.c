@@ -47,7 +47,7 @@ static void lse_by_definition(float *lse, const float *q, const float *k, const 
         for (int h = 0; h < s->NH; h++)
             for (int i = 0; i < s->Tq; i++) {
                 double mx = -INFINITY, sum = 0.0;
-                double sc[512];
+                double sc[512]; /* Tk <= 512 here */
                 for (int j = 0; j < s->Tk; j++) {
                     int ok = (!s->key_len || j < s->key_len[b]) &&
                              (!s->causal || j <= i + (s->Tk - s->Tq));
@@ -121,6 +121,8 @@ Test(nn_flash, matches_materialising_attention) {
         {1, 1, 5, 200, 128, 0, kl1},  /* hd 128, cross, long keys */
         {3, 8, 1, 9, 4, 0, kl3},      /* one query (the reward model), a batch with no key */
         {1, 5, 77, 77, 3, 1, NULL},   /* CLIP text's causal mask, odd head size */
+        {2, 1, 70, 20, 160, 0, NULL}, /* hd > 128: shorter query tiles */
+        {1, 2, 3, 5, 1280, 1, NULL},  /* one head over a whole 1280-wide embedding */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
         against_reference(&shapes[i]);
