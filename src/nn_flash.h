@@ -31,7 +31,9 @@
  * Threads: work is split over (batch, head, query tile) in the forward and over (batch, head,
  * key tile) then (batch, head, query tile) in the backward on the calling thread's CPU pool
  * (backend_cpu.h). Every output element is computed by one thread with the same arithmetic in
- * the same order for any thread count, so results are identical across thread counts.
+ * the same order for any thread count, so results are identical across the pool's thread
+ * counts (with no pool selected, OpenBLAS's own threads may split a tile product another
+ * way; backend_cpu_use switches them off).
  */
 #ifndef EASEL_NN_FLASH_H
 #define EASEL_NN_FLASH_H

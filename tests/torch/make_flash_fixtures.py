@@ -28,10 +28,10 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures",
 
 # name, B, NH, Tq, Tk, hd, causal, key_len, scale
 CASES = [
-    ("self_tiles", 1, 2, 65, 65, 8, 0, None, 0.0),
-    ("cross_keylen", 2, 2, 9, 70, 8, 0, [70, 23], 0.0),
+    ("self_tiles", 1, 1, 130, 130, 4, 0, None, 0.0),  # two query and two key tiles
+    ("cross_keylen", 2, 2, 9, 140, 4, 0, [140, 23], 0.0),
     ("causal_torch", 1, 2, 77, 77, 4, 1, None, 0.0),
-    ("causal_cross_keylen", 2, 1, 5, 70, 8, 1, [70, 66], 0.0),
+    ("causal_cross_keylen", 2, 1, 5, 140, 4, 1, [140, 131], 0.0),
     ("hd128_scale", 1, 1, 6, 6, 128, 0, None, 0.3),
     ("one_query", 3, 4, 1, 9, 4, 0, [9, 3, 1], 0.0),
 ]
