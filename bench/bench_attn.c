@@ -1,8 +1,9 @@
 /* bench_attn — the fused attention (nn_flash) forward + backward at Stable-Diffusion-like
  * shapes against PyTorch's scaled_dot_product_attention on the CPU with the same thread
  * count (bench/peer_attn.py), in one run; also how far each one's peak resident set rises
- * while it runs (the materialised probabilities alone would be B·heads·T² floats). Prints a
- * skip line where python3 with torch is missing. */
+ * while it runs (the materialised probabilities alone would be B·heads·T² floats). Each side
+ * reports its best iteration over three alternating one-second rounds. Prints a skip line where python3 with
+ * torch is missing. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,8 @@
 #include "base.h"
 #include "nn_flash.h"
 
-#define SECONDS 2.0
+#define ROUNDS 3    /* alternating rounds of ours and the peer's */
+#define ROUND_S 1.0 /* seconds of each */
 
 static long status_kb(const char *key) {
     FILE *f = fopen("/proc/self/status", "r");
@@ -43,40 +45,63 @@ static float *filled(size_t n, unsigned seed) {
     return x;
 }
 
-static void run(int B, int H, int T, int D, int threads) {
-    size_t n = (size_t)B * T * H * D;
-    float *q = filled(n, 1), *k = filled(n, 2), *v = filled(n, 3), *dout = filled(n, 4);
-    float *o = filled(n, 5), *dq = filled(n, 6), *dk = filled(n, 7), *dv = filled(n, 8);
-    float *lse = filled((size_t)B * H * T, 9);
-    FlashAttn a = {.B = B, .NH = H, .Tq = T, .Tk = T, .hd = D};
-    nn_flash_forward(o, lse, q, k, v, &a); /* warm-up */
-    nn_flash_backward(dq, dk, dv, dout, q, k, v, o, lse, &a);
-    int peak_ok = reset_peak() == 0;
-    long base = status_kb("VmRSS");
-    int iters = 0;
-    double t0 = base_now();
+typedef struct Bufs {
+    FlashAttn a;
+    size_t n;
+    float *q, *k, *v, *dout, *o, *dq, *dk, *dv, *lse;
+} Bufs;
+
+/* Our best fwd+bwd over about `seconds`, ms. */
+static double time_ours(Bufs *x, double seconds) {
+    double best = 1e30, t0 = base_now();
     do {
-        nn_flash_forward(o, lse, q, k, v, &a);
-        memset(dq, 0, n * sizeof(float));
-        memset(dk, 0, n * sizeof(float));
-        memset(dv, 0, n * sizeof(float));
-        nn_flash_backward(dq, dk, dv, dout, q, k, v, o, lse, &a);
-        iters++;
-    } while (base_now() - t0 < SECONDS);
-    double ours = (base_now() - t0) * 1000.0 / iters;
-    double our_peak = peak_ok ? (status_kb("VmHWM") - base) / 1024.0 : -1;
-    double probs = (double)B * H * T * T * 4 / 1048576.0;
-    char name[64], cmd[256];
-    snprintf(name, sizeof name, "attn-fwd-bwd-b%d-h%d-t%d-d%d", B, H, T, D);
-    snprintf(cmd, sizeof cmd, "python3 bench/peer_attn.py %d %d %d %d %d %.1f 2>/dev/null", B,
-             H, T, D, threads, SECONDS);
-    double peer = -1, peer_peak = -1;
+        double t1 = base_now();
+        nn_flash_forward(x->o, x->lse, x->q, x->k, x->v, &x->a);
+        memset(x->dq, 0, x->n * sizeof(float));
+        memset(x->dk, 0, x->n * sizeof(float));
+        memset(x->dv, 0, x->n * sizeof(float));
+        nn_flash_backward(x->dq, x->dk, x->dv, x->dout, x->q, x->k, x->v, x->o, x->lse, &x->a);
+        double ms = (base_now() - t1) * 1000.0;
+        best = ms < best ? ms : best;
+    } while (base_now() - t0 < seconds);
+    return best;
+}
+
+/* The peer's best fwd+bwd (ms) and peak rise (MB), or -1. */
+static double time_peer(const FlashAttn *a, int threads, double seconds, double *peak) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "python3 bench/peer_attn.py %d %d %d %d %d %.1f 2>/dev/null", a->B,
+             a->NH, a->Tq, a->hd, threads, seconds);
+    double ms = -1;
     FILE *p = popen(cmd, "r");
     if (p) {
-        if (fscanf(p, "%lf %lf", &peer, &peer_peak) != 2)
-            peer = -1;
+        if (fscanf(p, "%lf %lf", &ms, peak) != 2)
+            ms = -1;
         pclose(p);
     }
+    return ms;
+}
+
+static void run(int B, int H, int T, int D, int threads) {
+    Bufs x = {.a = {.B = B, .NH = H, .Tq = T, .Tk = T, .hd = D}, .n = (size_t)B * T * H * D};
+    x.q = filled(x.n, 1), x.k = filled(x.n, 2), x.v = filled(x.n, 3), x.dout = filled(x.n, 4);
+    x.o = filled(x.n, 5), x.dq = filled(x.n, 6), x.dk = filled(x.n, 7), x.dv = filled(x.n, 8);
+    x.lse = filled((size_t)B * H * T, 9);
+    time_ours(&x, 0); /* warm-up: thread stacks, BLAS buffers */
+    int peak_ok = reset_peak() == 0;
+    long base = status_kb("VmRSS");
+    double ours = time_ours(&x, ROUND_S);
+    double our_peak = peak_ok ? (status_kb("VmHWM") - base) / 1024.0 : -1;
+    double peer_peak = -1, peer = time_peer(&x.a, threads, ROUND_S, &peer_peak);
+    /* alternate rounds, best of each side: a shared machine's load hits both alike */
+    for (int r = 1; r < ROUNDS && peer > 0; r++) {
+        double o = time_ours(&x, ROUND_S), pk = -1, p = time_peer(&x.a, threads, ROUND_S, &pk);
+        ours = o < ours ? o : ours;
+        peer = p > 0 && p < peer ? p : peer;
+    }
+    double probs = (double)B * H * T * T * 4 / 1048576.0;
+    char name[64];
+    snprintf(name, sizeof name, "attn-fwd-bwd-b%d-h%d-t%d-d%d", B, H, T, D);
     if (peer <= 0)
         printf("bench %s: skipped (PyTorch did not run; ours %.2f ms, peak +%.1f MB)\n", name,
                ours, our_peak);
@@ -85,7 +110,9 @@ static void run(int B, int H, int T, int D, int threads) {
                "MB, probabilities would be %.0f MB)\n",
                name, peer / ours, ours, peer, our_peak, peer_peak, probs);
     fflush(stdout);
-    free(q), free(k), free(v), free(dout), free(o), free(dq), free(dk), free(dv), free(lse);
+    float *all[] = {x.q, x.k, x.v, x.dout, x.o, x.dq, x.dk, x.dv, x.lse};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        free(all[i]);
 }
 
 int main(void) {

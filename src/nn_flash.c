@@ -29,7 +29,8 @@
 #include "base.h"
 
 /* Tile sizes: 128×128 measured a little faster than 64×64 (fewer, larger sgemm calls) at
- * SD-like shapes; the stack holds two BR×BC tiles (128 kB) and the accumulator (64 kB). */
+ * SD-like shapes. Stack: the forward holds one BR×BC tile and the accumulator, the backward
+ * two tiles: 128 kB either way. */
 #define BR 128           /* queries per tile, at most */
 #define BC 128           /* keys per tile */
 #define ACC (BR * 128)   /* floats of the forward's accumulator: br·hd <= ACC */
