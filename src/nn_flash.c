@@ -1,9 +1,10 @@
 /* nn_flash — see nn_flash.h.
  *
  * Forward, per (batch, head, tile of up to br queries): for each tile of up to BC keys,
- * S = scale·Q_i·K_jᵀ (cblas_sgemm, leading dimensions pick the head out of the token rows),
- * masked; per row the running max m and sum l are updated online: m' = max(m, max_j S),
- * acc ← acc·e^(m−m'), P = e^(S−m'), l ← l·e^(m−m') + Σ P, acc += P·V_j. At the end
+ * S = scale·Q_i·K_jᵀ (cblas_sgemm, sgemv for a single query; leading dimensions pick the head
+ * out of the token rows), masked; per row the running max m and sum l are updated online:
+ * m' = max(m, max_j S), acc ← acc·e^(m−m'), P = e^(S−m'), l ← l·e^(m−m') + Σ P,
+ * acc += P·V_j. At the end
  * o = acc / l and lse = m + log l. Only the tile S (br×BC) and acc (br×hd) exist, on the stack;
  * br is BR up to hd = 128 and shrinks above (br·hd <= BR·128), so any head size works with
  * the same stack (the tile shape depends on the shape of the problem only, never on threads).
@@ -143,6 +144,31 @@ static void row_mask(float *s, int nv) {
         s[c] = -INFINITY;
 }
 
+/* C (M×N, row-major, ldc) = alpha·op(A)·op(B) + beta·C, beta 0 or 1. One query row (M = 1,
+ * the reward model's pooled query) goes to sgemv and a rank-1 update (K = 1) to sger, where
+ * OpenBLAS's sgemm would pack for nothing; the choice depends on the shape only. */
+static void mm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M == 1) {
+        /* op(A) is 1×K: a row (stride 1) or, transposed, a column (stride lda) */
+        int incx = ta ? lda : 1;
+        if (beta == 0.0f)
+            memset(C, 0, (size_t)N * sizeof(float));
+        if (tb) /* B stored N×K */
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, alpha, B, ldb, A, incx, 1.0f, C, 1);
+        else /* B stored K×N */
+            cblas_sgemv(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, A, incx, 1.0f, C, 1);
+        return;
+    }
+    if (K == 1 && beta == 1.0f) {
+        /* op(A) is M×1: a column (stride lda) or, transposed, a row (stride 1); op(B) 1×N */
+        cblas_sger(CblasRowMajor, M, N, alpha, A, ta ? 1 : lda, B, tb ? ldb : 1, C, ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
+                N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* Keys batch b's query at absolute position qpos may see: [0, limit). */
 static int key_limit(const FlashAttn *a, int b, int qpos) {
     int lim = a->Tk;
@@ -163,7 +189,7 @@ static void scores(const FlashJob *j, float *S, int b, int h, int i0, int rows, 
     const FlashAttn *a = j->a;
     const float *q = j->q + ((size_t)b * a->Tq + i0) * j->ldq + (size_t)h * a->hd;
     const float *k = j->k + ((size_t)b * a->Tk + j0) * j->ldk + (size_t)h * a->hd;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, a->hd, j->scale, q,
+    mm(0, 1, rows, cols, a->hd, j->scale, q,
                 j->ldq, k, j->ldk, 0.0f, S, BC);
 }
 
@@ -207,7 +233,7 @@ static void fwd_tile(const FlashJob *j, int b, int h, int qt) {
             m[r] = mx;
         }
         /* acc (rows×hd) += P (rows×cols) · V_j (cols×hd) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, 1.0f, S, BC,
+        mm(0, 0, rows, hd, cols, 1.0f, S, BC,
                     vb + (size_t)j0 * j->ldv, j->ldv, 1.0f, acc, hd);
     }
     float *lse = j->lse + ((size_t)b * a->NH + h) * a->Tq + i0;
@@ -296,21 +322,21 @@ static void bwd_tiles(const FlashJob *j, int b, int h, int it0, int it1, int jt0
             }
             const float *dO = j->dout + qrow * j->ldo + hoff;
             if (kv && j->dv) /* dV_j (cols×hd) += Pᵀ (cols×rows) · dO_i (rows×hd) */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, hd, rows, 1.0f, P, BC,
+                mm(1, 0, cols, hd, rows, 1.0f, P, BC,
                             dO, j->ldo, 1.0f, j->dv + krow * j->ldv + hoff, j->ldv);
             if (!(kv && j->dk) && !dq_on)
                 continue;
             /* dP (rows×cols) = dO_i · V_jᵀ */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, hd, 1.0f, dO,
+            mm(0, 1, rows, cols, hd, 1.0f, dO,
                         j->ldo, j->v + krow * j->ldv + hoff, j->ldv, 0.0f, dP, BC);
             for (int r = 0; r < rows; r++)
                 row_ds(dP + (size_t)r * BC, P + (size_t)r * BC, D[r], j->scale);
             if (kv && j->dk) /* dK_j (cols×hd) += dSᵀ (cols×rows) · Q_i (rows×hd) */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, hd, rows, 1.0f, dP,
+                mm(1, 0, cols, hd, rows, 1.0f, dP,
                             BC, j->q + qrow * j->ldq + hoff, j->ldq, 1.0f,
                             j->dk + krow * j->ldk + hoff, j->ldk);
             if (dq_on) /* dQ_i (rows×hd) += dS (rows×cols) · K_j (cols×hd) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, 1.0f, dP,
+                mm(0, 0, rows, hd, cols, 1.0f, dP,
                             BC, j->k + krow * j->ldk + hoff, j->ldk, 1.0f,
                             j->dq + qrow * j->ldq + hoff, j->ldq);
         }
