@@ -28,9 +28,9 @@
  * Shapes: any B, NH, Tq, Tk >= 1 (Tq != Tk for cross attention), any head size hd >= 1 (tuned
  * for hd <= NN_FLASH_TUNED_HD; above it the query tiles get shorter).
  *
- * Threads: work is split over (batch, head, query tile) in the forward and over (batch, head,
- * key tile) then (batch, head, query tile) in the backward on the calling thread's CPU pool
- * (backend_cpu.h). Every output element is computed by one thread with the same arithmetic in
+ * Threads: work is split over (batch, head, query tile) in the forward; in the backward over
+ * (batch, head) or, where that gives the threads too few tasks, over (batch, head, key tile)
+ * then (batch, head, query tile); on the calling thread's CPU pool (backend_cpu.h). Every output element is computed by one thread with the same arithmetic in
  * the same order for any thread count, so results are identical across the pool's thread
  * counts (with no pool selected, OpenBLAS's own threads may split a tile product another
  * way; backend_cpu_use switches them off).
