@@ -14,7 +14,7 @@
  * dK_j += dSᵀ·Q_i, dQ_i += dS·K_j. Two writers must not share a row, so the work is done as
  * two passes: one task per key tile (loops over all query tiles, writes dK_j and dV_j), then
  * one task per query tile (loops over all key tiles, writes dQ_i); S and dP are recomputed in
- * each. Where (batch, head) pairs alone give every thread several tasks, one pass per
+ * each. Where (batch, head) pairs alone keep the threads about as busy, one pass per
  * (batch, head) does all three and computes S and dP once. Both orders accumulate dQ_i over j
  * ascending and dK_j, dV_j over i ascending with the same per-tile arithmetic, so the two
  * schedules give the same bits, whatever the thread count.
@@ -379,8 +379,12 @@ void nn_flash_backward(float *dq, float *dk, float *dv, const float *dout, const
         return;
     int64_t bh = (int64_t)a->B * a->NH;
     int64_t pair = (int64_t)(a->Tq < j.br ? a->Tq : j.br) * (a->Tk < BC ? a->Tk : BC) * a->hd * 5;
+    /* One pass does 5 tile products per pair, the split 7 (S and dP twice) but spreads over
+     * more tasks: take one pass where its busiest thread, ceil(bh/threads) pairs deep, has no
+     * more to do than every thread in the split. */
+    int64_t thr = backend_cpu_threads();
     int one = a->schedule == 1 || (j.nqt == 1 && j.nkt == 1) ||
-              (a->schedule == 0 && bh >= 4 * (int64_t)backend_cpu_threads());
+              (a->schedule == 0 && (bh + thr - 1) / thr * 5 * thr <= bh * 7);
     if (one) {
         backend_cpu_parallel_for(bh, grain_for(pair * j.nqt * j.nkt), bwd_all_range, &j);
         return;
