@@ -14,7 +14,7 @@
 #include "backend_cpu.h"
 #include "base.h"
 #include "nn_clip.h"
-#include "nn_attention.h"
+#include "nn_flash.h"
 #include "nn_elementwise.h"
 #include "nn_linear.h"
 #include "nn_norm.h"
@@ -29,7 +29,7 @@ typedef struct Scratch {
     float *v;      /* (N, C) */
     float *a;      /* (N, C) attention output */
     float *m;      /* (N, M) MLP hidden */
-    float *att;    /* (B, NH, T, T) */
+    float *lse;    /* (B, NH, T) the attention's log-sum-exp (unused after) */
     float *mean;   /* (N) */
     float *rstd;   /* (N) */
     float *block;  /* the one allocation */
@@ -37,8 +37,7 @@ typedef struct Scratch {
 
 static size_t scratch_floats(int B, int T, int C, int M, int NH) {
     size_t N = (size_t)B * (size_t)T;
-    return 6 * N * (size_t)C + N * (size_t)M + (size_t)B * (size_t)NH * (size_t)T * (size_t)T +
-           2 * N;
+    return 6 * N * (size_t)C + N * (size_t)M + (size_t)B * (size_t)NH * (size_t)T + 2 * N;
 }
 
 static int scratch_init(Scratch *s, int B, int T, int C, int M, int NH, Err *err) {
@@ -55,7 +54,7 @@ static int scratch_init(Scratch *s, int B, int T, int C, int M, int NH, Err *err
     s->v = p, p += N * (size_t)C;
     s->a = p, p += N * (size_t)C;
     s->m = p, p += N * (size_t)M;
-    s->att = p, p += (size_t)B * (size_t)NH * (size_t)T * (size_t)T;
+    s->lse = p, p += (size_t)B * (size_t)NH * (size_t)T;
     s->mean = p, p += N;
     s->rstd = p;
     return 0;
@@ -103,8 +102,8 @@ static void block_forward(const ClipBlock *b, Scratch *s, int B, int T, int C, i
     nn_linear_forward(s->q, s->h, b->wq, b->bq, N, C, C);
     nn_linear_forward(s->k, s->h, b->wk, b->bk, N, C, C);
     nn_linear_forward(s->v, s->h, b->wv, b->bv, N, C, C);
-    AttnMask mask = {NULL, NULL, 1};
-    nn_attention_forward(s->a, s->att, s->q, s->k, s->v, causal ? &mask : NULL, B, T, T, C, NH);
+    FlashAttn fa = {.B = B, .NH = NH, .Tq = T, .Tk = T, .hd = C / NH, .causal = causal};
+    nn_flash_forward(s->a, s->lse, s->q, s->k, s->v, &fa);
     nn_linear_forward(s->h, s->a, b->wo, b->bo, N, C, C);
     nn_add_forward(s->x, s->x, s->h, (size_t)N * (size_t)C);
     nn_layernorm_forward(s->h, s->mean, s->rstd, s->x, b->ln2_w, b->ln2_b, N, C, cfg->ln_eps);

@@ -14,6 +14,7 @@
 
 #include "backend_cpu.h"
 #include "base.h"
+#include "nn_flash.h"
 #include "nn_linear.h"
 
 typedef struct AttnJob {
@@ -130,12 +131,12 @@ void nn_attention_backward(float *dq, float *dk, float *dv, float *datt, const f
 /* ---- nn.MultiheadAttention ------------------------------------------------------------ */
 
 size_t nn_mha_cache_floats(int B, int Tq, int Tk, int C, int NH) {
-    return (size_t)B * Tq * C * 2 + (size_t)B * Tk * C * 2 + (size_t)B * NH * Tq * Tk;
+    return (size_t)B * Tq * C * 2 + (size_t)B * Tk * C * 2 + (size_t)B * NH * Tq;
 }
 
 size_t nn_mha_scratch_floats(int B, int Tq, int Tk, int C, int NH) {
-    /* dctx, dq (B,Tq,C); dk, dv (B,Tk,C); datt (B,NH,Tq,Tk) */
-    return (size_t)B * Tq * C * 2 + (size_t)B * Tk * C * 2 + (size_t)B * NH * Tq * Tk;
+    (void)NH; /* dctx, dq (B,Tq,C); dk, dv (B,Tk,C) */
+    return (size_t)B * Tq * C * 2 + (size_t)B * Tk * C * 2;
 }
 
 void nn_mha_cache_point(MhaCache *cache, float *mem, int B, int Tq, int Tk, int C, int NH) {
@@ -145,9 +146,10 @@ void nn_mha_cache_point(MhaCache *cache, float *mem, int B, int Tq, int Tk, int 
     mem += (size_t)B * Tk * C;
     cache->v = mem;
     mem += (size_t)B * Tk * C;
-    cache->att = mem;
-    mem += (size_t)B * NH * Tq * Tk;
+    cache->lse = mem;
+    mem += (size_t)B * NH * Tq;
     cache->ctx = mem;
+    cache->causal = 0;
 }
 
 void nn_mha_forward(float *out, MhaCache *cache, const float *query, const float *key,
@@ -160,8 +162,10 @@ void nn_mha_forward(float *out, MhaCache *cache, const float *query, const float
     nn_linear_forward(cache->q, query, in_proj_weight, bq, B * Tq, C, C);
     nn_linear_forward(cache->k, key, in_proj_weight + CC, bk, B * Tk, C, C);
     nn_linear_forward(cache->v, value, in_proj_weight + 2 * CC, bv, B * Tk, C, C);
-    nn_attention_forward(cache->ctx, cache->att, cache->q, cache->k, cache->v, mask, B, Tq, Tk,
-                         C, NH);
+    ASSERT(!mask || (!mask->add && !mask->key_pad));
+    cache->causal = mask ? mask->causal : 0;
+    FlashAttn fa = {.B = B, .NH = NH, .Tq = Tq, .Tk = Tk, .hd = C / NH, .causal = cache->causal};
+    nn_flash_forward(cache->ctx, cache->lse, cache->q, cache->k, cache->v, &fa);
     nn_linear_forward(out, cache->ctx, out_weight, out_bias, B * Tq, C, C);
 }
 
@@ -172,11 +176,12 @@ void nn_mha_backward(float *dquery, float *dkey, float *dvalue, float *din_proj_
                      const float *out_weight, int B, int Tq, int Tk, int C, int NH) {
     size_t CC = (size_t)C * C;
     size_t nq = (size_t)B * Tq * C, nk = (size_t)B * Tk * C;
-    float *dctx = scratch, *dq = dctx + nq, *dk = dq + nq, *dv = dk + nk, *datt = dv + nk;
+    float *dctx = scratch, *dq = dctx + nq, *dk = dq + nq, *dv = dk + nk;
     memset(scratch, 0, (nq * 2 + nk * 2) * sizeof(float));
     nn_linear_backward(dctx, dout_weight, dout_bias, dout, cache->ctx, out_weight, B * Tq, C, C);
-    nn_attention_backward(dq, dk, dv, datt, dctx, cache->att, cache->q, cache->k, cache->v, B,
-                          Tq, Tk, C, NH);
+    FlashAttn fa = {.B = B, .NH = NH, .Tq = Tq, .Tk = Tk, .hd = C / NH, .causal = cache->causal};
+    nn_flash_backward(dq, dk, dv, dctx, cache->q, cache->k, cache->v, cache->ctx, cache->lse,
+                      &fa);
     float *dbq = din_proj_bias, *dbk = din_proj_bias ? din_proj_bias + C : NULL,
           *dbv = din_proj_bias ? din_proj_bias + 2 * C : NULL;
     float *dwq = din_proj_weight, *dwk = din_proj_weight ? din_proj_weight + CC : NULL,

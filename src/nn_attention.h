@@ -1,5 +1,6 @@
 /* nn_attention — multi-head scaled dot-product attention, and the full PyTorch
- * nn.MultiheadAttention (batch_first=True) built on it with PyTorch's parameter layout:
+ * nn.MultiheadAttention (batch_first=True) built on the fused attention (nn_flash.h) with
+ * PyTorch's parameter layout:
  * in_proj_weight (3C,C) = [Wq; Wk; Wv], in_proj_bias (3C), out_proj.weight (C,C),
  * out_proj.bias (C). Conventions as in nn_linear.h.
  *
@@ -10,6 +11,9 @@
  *
  * A query row whose keys are all masked gets zero probabilities and a zero output (PyTorch
  * would produce NaN there).
+ *
+ * nn_attention_forward/backward materialise the (B,NH,Tq,Tk) probabilities: they are the
+ * readable reference the fused op (nn_flash.h) is tested against; models use nn_flash.
  */
 #ifndef EASEL_NN_ATTENTION_H
 #define EASEL_NN_ATTENTION_H
@@ -38,8 +42,9 @@ typedef struct MhaCache {
     float *q;    /* (B,Tq,C) projected queries */
     float *k;    /* (B,Tk,C) projected keys */
     float *v;    /* (B,Tk,C) projected values */
-    float *att;  /* (B,NH,Tq,Tk) attention probabilities */
+    float *lse;  /* (B,NH,Tq) log-sum-exp per query (nn_flash.h) */
     float *ctx;  /* (B,Tq,C) attention output before out_proj */
+    int causal;  /* the mask the forward used, for the backward */
 } MhaCache;
 
 /* Floats MhaCache needs in all, and floats of scratch nn_mha_backward needs. */
@@ -49,7 +54,9 @@ size_t nn_mha_scratch_floats(int B, int Tq, int Tk, int C, int NH);
 void nn_mha_cache_point(MhaCache *cache, float *mem, int B, int Tq, int Tk, int C, int NH);
 
 /* out (B,Tq,C) = MultiheadAttention(query (B,Tq,C), key (B,Tk,C), value (B,Tk,C)).
- * key and value may be the same array. */
+ * key and value may be the same array. The attention is the fused one (nn_flash.h): memory
+ * linear in the tokens, no probabilities kept. mask may be NULL; of it only `causal` is
+ * supported (add and key_pad must be NULL). */
 void nn_mha_forward(float *out, MhaCache *cache, const float *query, const float *key,
                     const float *value, const float *in_proj_weight, const float *in_proj_bias,
                     const float *out_weight, const float *out_bias, const AttnMask *mask, int B,
