@@ -353,3 +353,109 @@ Test(ui_gfx, cache_renders_in_background_and_reports_failures) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+/* ---- banding: a sunset sky must come back smooth ----------------------------------------- */
+
+/* A sunset like the demo's: a tall vertical sky gradient, a sun, two flat mountains and a
+ * textured ground competing for the palette. */
+static GfxImage sunset(int w, int h) {
+    GfxImage img = {w, h, malloc((size_t)w * h * 3)};
+    unsigned state = 7;
+    for (int y = 0; y < h; y++) {
+        for (int x = 0; x < w; x++) {
+            double v = (double)y / (h * 0.6);
+            double c[3] = {70 + 180 * v, 60 + 90 * v, 140 - 60 * v};
+            double dx = x - 0.7 * w, dy = y - 0.45 * h;
+            if (dx * dx + dy * dy < 0.006 * w * h)
+                c[0] = 255, c[1] = 220, c[2] = 120;
+            if (y > 0.6 * h - 0.8 * fabs(x - 0.3 * w) && y > 0.35 * h)
+                c[0] = 90, c[1] = 80, c[2] = 110;
+            if (y >= 0.6 * h) {
+                state = state * 1103515245u + 12345u;
+                double n = (double)((state >> 16) & 31) - 16;
+                c[0] = 40 + n, c[1] = 70 + n + 20 * sin(x * 0.05), c[2] = 60 + n;
+            }
+            uint8_t *p = img.px + ((size_t)y * w + x) * 3;
+            for (int k = 0; k < 3; k++)
+                p[k] = (uint8_t)fmin(255, fmax(0, c[k]));
+        }
+    }
+    return img;
+}
+
+/* Encode SRC as the Annotate screen would (60x30 cells of 8x16 px) and decode it back. */
+static uint8_t *sixel_round_trip(const GfxImage *src, GfxGeom *g, size_t *bytes, int *stride) {
+    GfxCaps c = {.cell_w = 8, .cell_h = 16, .max_w = 1000, .max_h = 1000};
+    GfxFrame fr;
+    Err err = {0};
+    cr_assert_eq(gfx_frame_render(GFX_SIXEL, &c, src, 60, 30, &fr, &err), 0, "%s", err.msg);
+    *g = fr.geom;
+    *bytes = fr.len;
+    sixel_allocator_t *al = NULL;
+    cr_assert(SIXEL_SUCCEEDED(sixel_allocator_new(&al, NULL, NULL, NULL, NULL)));
+    unsigned char *idx = NULL, *pal = NULL;
+    int w = 0, h = 0, nc = 0;
+    cr_assert(SIXEL_SUCCEEDED(sixel_decode_raw((unsigned char *)fr.data, (int)fr.len, &idx, &w,
+                                               &h, &pal, &nc, al)));
+    cr_assert_geq(w, g->img_w);
+    cr_assert_geq(h, g->img_h);
+    uint8_t *rgb = malloc((size_t)w * h * 3);
+    for (int i = 0; i < w * h; i++)
+        memcpy(rgb + (size_t)i * 3, pal + idx[i] * 3, 3);
+    *stride = w;
+    sixel_allocator_free(al, idx);
+    sixel_allocator_free(al, pal);
+    sixel_allocator_unref(al);
+    gfx_frame_deinit(&fr);
+    return rgb;
+}
+
+/* Mean of channel K over the (2R+1)^2 box around (X, Y): what the eye sees of dithering. */
+static double box_mean(const uint8_t *px, int stride, int x, int y, int k, int r) {
+    double s = 0;
+    for (int dy = -r; dy <= r; dy++)
+        for (int dx = -r; dx <= r; dx++)
+            s += px[((size_t)(y + dy) * stride + x + dx) * 3 + k];
+    return s / ((2 * r + 1) * (2 * r + 1));
+}
+
+Test(ui_gfx, sixel_sky_gradient_has_no_bands) {
+    GfxImage src = sunset(480, 480);
+    GfxGeom g;
+    size_t bytes;
+    int stride;
+    uint8_t *out = sixel_round_trip(&src, &g, &bytes, &stride);
+    cr_assert_eq(g.img_w, 480);
+    /* the sky: left of the sun, above the mountains */
+    int x0 = 20, x1 = 140, y0 = 10, y1 = 160;
+    double worst = 0, se = 0;
+    int n = 0, levels_src = 0, levels_out = 0, last_src = -1, last_out = -1;
+    for (int y = y0; y < y1; y++) {
+        for (int x = x0; x < x1; x++) {
+            for (int k = 0; k < 3; k++) {
+                double d = box_mean(out, stride, x, y, k, 3) - box_mean(src.px, 480, x, y, k, 3);
+                worst = fmax(worst, fabs(d));
+                double e = (double)out[((size_t)y * stride + x) * 3 + k] -
+                           src.px[((size_t)y * 480 + x) * 3 + k];
+                se += e * e;
+                n++;
+            }
+        }
+        /* distinct levels of the red channel down the sky, as the eye averages it */
+        int ls = (int)lround(box_mean(src.px, 480, 80, y, 0, 3));
+        int lo = (int)lround(box_mean(out, stride, 80, y, 0, 3));
+        levels_src += ls != last_src;
+        levels_out += lo != last_out;
+        last_src = ls;
+        last_out = lo;
+    }
+    double db = 10 * log10(255.0 * 255.0 / (se / n));
+    cr_log_info("sky: worst local mean error %.1f levels, %.1f dB, %d of %d levels, %zu bytes",
+                worst, db, levels_out, levels_src, bytes);
+    cr_assert_lt(worst, 3.0, "a band: the local mean is off by %.1f levels", worst);
+    cr_assert_gt(db, 40.0, "sky PSNR %.1f dB", db);
+    cr_assert_geq(levels_out, levels_src * 7 / 10, "%d distinct levels of %d: bands", levels_out,
+                  levels_src);
+    free(out);
+    gfx_image_deinit(&src);
+}

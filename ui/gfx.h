@@ -80,6 +80,44 @@ int gfx_image_resize(const GfxImage *src, int w, int h, GfxImage *dst, Err *err)
 
 void gfx_image_deinit(GfxImage *img);   /* frees px; NULL-safe */
 
+/* ---- colour (gfx_color.c) ------------------------------------------------------------- */
+
+/* sRGB bytes <-> linear light (0..1) <-> OKLab (L 0..1, a/b about -0.4..0.4). Pure. */
+float gfx_srgb_to_linear(uint8_t v);
+uint8_t gfx_linear_to_srgb(float v);
+void gfx_linear_to_oklab(const float rgb[3], float lab[3]);
+void gfx_oklab_to_linear(const float lab[3], float rgb[3]);
+void gfx_srgb_to_oklab(const uint8_t rgb[3], float lab[3]);
+
+/* The xterm-256 colour (16..255: the 6x6x6 cube and the grey ramp; 0..15 are left out,
+ * terminals theme them) nearest to RGB in OKLab, and an index's RGB. Pure. */
+int gfx_xterm256(const uint8_t rgb[3]);
+void gfx_xterm256_rgb(int index, uint8_t rgb[3]);
+
+/* ---- sixel: palette, dithering, writer (gfx_sixel.c) ----------------------------------- */
+
+#define GFX_MAX_COLORS 256
+
+typedef struct GfxPalette {
+    int n;
+    uint8_t rgb[GFX_MAX_COLORS][3];  /* as the terminal shows them (sixel: whole percents) */
+} GfxPalette;
+
+typedef enum GfxDiffusion { GFX_DIFFUSE_FS = 0, GFX_DIFFUSE_NONE } GfxDiffusion;
+
+/* Fit at most MAX_COLORS registers to the W x H pixels at PX (RGB, STRIDE pixels a row):
+ * median cut then k-means in OKLab. Returns 0 or ERR_NOMEM. Thread-compatible. */
+int gfx_palette_fit(const uint8_t *px, int w, int h, int stride, int max_colors,
+                    GfxPalette *pal, Err *err);
+/* Map the pixels to PAL's registers into IDX (W*H bytes), with serpentine Floyd–Steinberg
+ * diffusion in linear light (or none), choosing registers in OKLab. PX is not modified. */
+int gfx_dither(const uint8_t *px, int w, int h, int stride, const GfxPalette *pal,
+               GfxDiffusion kind, uint8_t *idx, Err *err);
+/* The DCS sixel sequence of the indexed image (1:1 pixels, run-length coded). *DATA is
+ * malloc'd, NUL-terminated. Returns 0 or ERR_NOMEM. */
+int gfx_sixel_write(const uint8_t *idx, int w, int h, const GfxPalette *pal, char **data,
+                    size_t *len, Err *err);
+
 /* ---- frames (gfx_encode.c) ------------------------------------------------------------- */
 
 /* Where an image of SRC_W x SRC_H pixels goes in a box of COLS x ROWS cells. Every frame
