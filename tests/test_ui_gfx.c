@@ -459,3 +459,83 @@ Test(ui_gfx, sixel_sky_gradient_has_no_bands) {
     free(out);
     gfx_image_deinit(&src);
 }
+
+/* ---- 256 colours: hues survive --------------------------------------------------------- */
+
+static double hue_deg(const uint8_t c[3], double *chroma) {
+    float lab[3];
+    gfx_srgb_to_oklab(c, lab);
+    *chroma = sqrt((double)lab[1] * lab[1] + (double)lab[2] * lab[2]);
+    return atan2(lab[2], lab[1]) * 180 / M_PI;
+}
+
+/* The xterm-256 colour of index I, computed here independently of ui/. */
+static void xterm_rgb(int i, uint8_t c[3]) {
+    static const int level[6] = {0, 95, 135, 175, 215, 255};
+    if (i >= 232) {
+        c[0] = c[1] = c[2] = (uint8_t)(8 + 10 * (i - 232));
+    } else {
+        c[0] = (uint8_t)level[(i - 16) / 36];
+        c[1] = (uint8_t)level[((i - 16) / 6) % 6];
+        c[2] = (uint8_t)level[(i - 16) % 6];
+    }
+}
+
+Test(ui_gfx, xterm256_keeps_hues) {
+    /* a saturated orange, the demo's sunset sky and dusk colours, a mauve mountain */
+    static const uint8_t colours[][3] = {
+        {255, 128, 0}, {250, 150, 80}, {230, 120, 60}, {200, 130, 90}, {160, 100, 120},
+        {115, 108, 138}, {90, 80, 110}, {70, 60, 140}, {120, 150, 210}, {200, 170, 180},
+    };
+    for (size_t i = 0; i < sizeof colours / sizeof colours[0]; i++) {
+        const uint8_t *c = colours[i];
+        int x = gfx_xterm256(c);
+        cr_assert(x >= 16 && x <= 255, "%d", x);
+        uint8_t m[3];
+        xterm_rgb(x, m);
+        double c_in, c_out;
+        double h_in = hue_deg(c, &c_in), h_out = hue_deg(m, &c_out);
+        double dh = fabs(h_in - h_out);
+        if (dh > 180)
+            dh = 360 - dh;
+        cr_assert(x < 232, "(%d,%d,%d) mapped to grey %d", c[0], c[1], c[2], x);
+        cr_assert_gt(c_out, 0.4 * c_in, "(%d,%d,%d) -> %d (%d,%d,%d) lost its colour", c[0],
+                     c[1], c[2], x, m[0], m[1], m[2]);
+        cr_assert_lt(dh, 45, "(%d,%d,%d) -> %d (%d,%d,%d): hue off by %.0f degrees", c[0], c[1],
+                     c[2], x, m[0], m[1], m[2], dh);
+    }
+    uint8_t grey[3] = {128, 128, 128};
+    uint8_t m[3];
+    xterm_rgb(gfx_xterm256(grey), m);
+    cr_assert(m[0] == m[1] && m[1] == m[2], "a grey stays grey");
+}
+
+Test(ui_gfx, truecolor_from_colorterm_or_terminfo) {
+    char dir[] = "/tmp/easel-ti-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char src[160], cmd[400];
+    snprintf(src, sizeof src, "%s/direct.ti", dir);
+    FILE *f = fopen(src, "w");
+    fputs("easeltest-direct|direct colour for a test,\n\tRGB, colors#0x1000000, pairs#0x10000,"
+          " use=xterm-256color,\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "tic -x -o %s %s 2>/dev/null", dir, src);
+    cr_assert_eq(system(cmd), 0, "tic");
+    setenv("TERMINFO", dir, 1);
+    unsetenv("TMUX");
+    unsetenv("STY");
+    GfxCaps c;
+    setenv("TERM", "easeltest-direct", 1);
+    unsetenv("COLORTERM");
+    gfx_probe(-1, &c, 10);
+    cr_assert(c.truecolor, "terminfo RGB means 24-bit colour");
+    setenv("TERM", "xterm-256color", 1);
+    unsetenv("TERMINFO");
+    gfx_probe(-1, &c, 10);
+    cr_assert_not(c.truecolor);
+    setenv("COLORTERM", "truecolor", 1);
+    gfx_probe(-1, &c, 10);
+    cr_assert(c.truecolor);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}

@@ -216,35 +216,12 @@ out:
 
 /* ---- half blocks and ascii ------------------------------------------------------------------ */
 
-/* The xterm-256 colour nearest to (r, g, b): the 6x6x6 cube or the 24-step grey ramp. */
-static int xterm256(int r, int g, int b) {
-    static const int level[6] = {0, 95, 135, 175, 215, 255};
-    int ci[3], c[3] = {r, g, b};
-    for (int k = 0; k < 3; k++) {
-        int best = 0;
-        for (int l = 1; l < 6; l++)
-            if (abs(level[l] - c[k]) < abs(level[best] - c[k]))
-                best = l;
-        ci[k] = best;
-    }
-    int cube = 16 + 36 * ci[0] + 6 * ci[1] + ci[2];
-    int dc = 0;
-    for (int k = 0; k < 3; k++)
-        dc += (level[ci[k]] - c[k]) * (level[ci[k]] - c[k]);
-    int grey = (r + g + b) / 3;
-    int gi = grey < 8 ? 0 : grey > 238 ? 23 : (grey - 8) / 10;
-    int gv = 8 + 10 * gi, dg = 0;
-    for (int k = 0; k < 3; k++)
-        dg += (gv - c[k]) * (gv - c[k]);
-    return dg < dc ? 232 + gi : cube;
-}
-
 static void sgr_color(Buf *b, int fg, const uint8_t *p, int truecolor) {
     char s[40];
     if (truecolor)
         snprintf(s, sizeof s, "\033[%d;2;%d;%d;%dm", fg ? 38 : 48, p[0], p[1], p[2]);
     else
-        snprintf(s, sizeof s, "\033[%d;5;%dm", fg ? 38 : 48, xterm256(p[0], p[1], p[2]));
+        snprintf(s, sizeof s, "\033[%d;5;%dm", fg ? 38 : 48, gfx_xterm256(p));
     buf_str(b, s);
 }
 

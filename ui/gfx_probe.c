@@ -15,6 +15,8 @@
 #include <strings.h>
 #include <sys/ioctl.h>
 #include <termios.h>
+#include <curses.h>
+#include <term.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -87,12 +89,28 @@ static int env_has(const char *name) {
     return v && *v;
 }
 
+/* terminfo says the terminal takes 24-bit colour: the RGB capability (ncurses' direct-colour
+ * entries such as xterm-direct) or tmux's Tc extension. Reads the entry without touching
+ * the terminal; ncurses' current terminal is left as it was. */
+static int terminfo_rgb(const char *term) {
+    TERMINAL *saved = cur_term;
+    int e = 0, rgb = 0;
+    if (setupterm((char *)term, -1, &e) == OK) {
+        rgb = tigetflag("RGB") > 0 || tigetflag("Tc") > 0;
+        del_curterm(cur_term);
+    }
+    set_curterm(saved);
+    return rgb;
+}
+
 static void probe_env(GfxCaps *caps) {
     const char *term = getenv("TERM");
     caps->in_mux = env_has("TMUX") || env_has("STY") ||
                    (term && (strncmp(term, "screen", 6) == 0 || strncmp(term, "tmux", 4) == 0));
     const char *ct = getenv("COLORTERM");
     caps->truecolor = ct && (strcasecmp(ct, "truecolor") == 0 || strcasecmp(ct, "24bit") == 0);
+    if (!caps->truecolor && term && *term)
+        caps->truecolor = terminfo_rgb(term);
     const char *cs = nl_langinfo(CODESET);
     caps->utf8 = cs && (strcasecmp(cs, "UTF-8") == 0 || strcasecmp(cs, "utf8") == 0);
 }
