@@ -86,17 +86,37 @@ Test(ui_gfx, probe_parse_tmux_cell_size_and_garbage) {
 
 Test(ui_gfx, mode_choice) {
     GfxCaps c = {.sixel = 1, .utf8 = 1};
-    cr_assert_eq(gfx_mode_choose(&c, NULL, NULL), GFX_SIXEL);
-    c.in_mux = 1;
-    cr_assert_eq(gfx_mode_choose(&c, NULL, NULL), GFX_BLOCKS, "tmux/screen default to blocks");
+    char note[256];
+    cr_assert_eq(gfx_mode_choose(&c, NULL, note, sizeof note, NULL), GFX_SIXEL);
+    c.in_mux = GFX_MUX_TMUX;
+    cr_assert_eq(gfx_mode_choose(&c, NULL, note, sizeof note, NULL), GFX_BLOCKS,
+                 "tmux/screen default to blocks");
     c.utf8 = 0;
-    cr_assert_eq(gfx_mode_choose(&c, NULL, NULL), GFX_ASCII);
-    cr_assert_eq(gfx_mode_choose(&c, "sixel", NULL), GFX_SIXEL, "the override wins");
-    cr_assert_eq(gfx_mode_choose(&c, "none", NULL), GFX_NONE);
+    cr_assert_eq(gfx_mode_choose(&c, NULL, note, sizeof note, NULL), GFX_ASCII);
+    cr_assert_eq(gfx_mode_choose(&c, "sixel", note, sizeof note, NULL), GFX_SIXEL,
+                 "the override wins where the multiplexer says it has sixel (tmux 3.4)");
+    cr_assert_str_empty(note);
+    cr_assert_eq(gfx_mode_choose(&c, "none", note, sizeof note, NULL), GFX_NONE);
     Err err = {0};
-    cr_assert_eq(gfx_mode_choose(&c, "kitty", &err), -1);
+    cr_assert_eq(gfx_mode_choose(&c, "kitty", note, sizeof note, &err), -1);
     cr_assert_eq(err.code, ERR_USAGE);
     cr_assert(strstr(err.msg, "sixel, blocks, ascii or none"), "%s", err.msg);
+}
+
+Test(ui_gfx, sixel_in_tmux_without_sixel_falls_back_and_says_why) {
+    GfxCaps c = {.answered = 1, .sixel = 0, .in_mux = GFX_MUX_TMUX, .utf8 = 1};
+    char note[256];
+    cr_assert_eq(gfx_mode_choose(&c, "sixel", note, sizeof note, NULL), GFX_BLOCKS);
+    cr_assert(strstr(note, "tmux does not pass it through"), "%s", note);
+    cr_assert(strstr(note, "allow-passthrough"), "%s", note);
+    cr_assert(strstr(note, "showing blocks"), "%s", note);
+    c.in_mux = GFX_MUX_SCREEN;
+    c.utf8 = 0;
+    cr_assert_eq(gfx_mode_choose(&c, "sixel", note, sizeof note, NULL), GFX_ASCII);
+    cr_assert(strstr(note, "GNU screen"), "%s", note);
+    c.in_mux = 0; /* a plain terminal that did not answer: the user's word wins */
+    cr_assert_eq(gfx_mode_choose(&c, "sixel", note, sizeof note, NULL), GFX_SIXEL);
+    cr_assert_str_empty(note);
 }
 
 Test(ui_gfx, geometry) {

@@ -764,7 +764,8 @@ int app_run(const AppConfig *cfg, Err *err) {
     }
     setlocale(LC_ALL, "");
     gfx_probe(STDIN_FILENO, &app->caps, 250);
-    int mode = gfx_mode_choose(&app->caps, cfg->graphics, err);
+    char gfx_note[256];
+    int mode = gfx_mode_choose(&app->caps, cfg->graphics, gfx_note, sizeof gfx_note, err);
     if (mode < 0) {
         rc = ERR_USAGE;
         goto out_close;
@@ -799,6 +800,8 @@ int app_run(const AppConfig *cfg, Err *err) {
     }
     if (screens[app->cur]->enter)
         screens[app->cur]->enter(app->state[app->cur], app);
+    if (gfx_note[0])
+        app_status_error(app, "%s", gfx_note);
 
     wake_fd_signal = app->wake_wr;
     SavedSignals saved;

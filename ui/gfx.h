@@ -32,6 +32,8 @@
 
 /* ---- terminal capabilities (gfx_probe.c) ----------------------------------------------- */
 
+enum { GFX_MUX_TMUX = 1, GFX_MUX_SCREEN = 2 };
+
 typedef struct GfxCaps {
     int answered;         /* the terminal replied to DA1 */
     int sixel;            /* DA1 listed attribute 4 */
@@ -43,7 +45,7 @@ typedef struct GfxCaps {
     int cell_from;        /* 0 default, 1 CSI 16 t, 2 TIOCGWINSZ pixels */
     int truecolor;        /* $COLORTERM says truecolor/24bit */
     int colors;           /* colours ncurses reports (set by the app after initscr) */
-    int in_mux;           /* inside tmux or GNU screen */
+    int in_mux;           /* GFX_MUX_TMUX or GFX_MUX_SCREEN inside a multiplexer, else 0 */
     int utf8;             /* the locale's charset is UTF-8 */
 } GfxCaps;
 
@@ -58,9 +60,12 @@ int gfx_probe_parse(const char *buf, size_t n, GfxCaps *caps);
 void gfx_probe(int fd, GfxCaps *caps, int timeout_ms);
 
 /* The mode to use: OVERRIDE ("sixel", "blocks", "ascii", "none") if given, else sixel when
- * the terminal has it and is not a multiplexer, else blocks with UTF-8, else ascii.
- * Returns -1 with err set (ERR_USAGE) for an unknown override. */
-int gfx_mode_choose(const GfxCaps *caps, const char *override, Err *err);
+ * the terminal has it and is not a multiplexer, else blocks with UTF-8, else ascii. An
+ * override of sixel inside a multiplexer that did not list sixel in its DA1 reply falls back
+ * to blocks (or ascii), and NOTE (NOTE_SIZE bytes; may be 0) says why, for the status line;
+ * otherwise NOTE is empty. Returns -1 with err set (ERR_USAGE) for an unknown override. */
+int gfx_mode_choose(const GfxCaps *caps, const char *override, char *note, size_t note_size,
+                    Err *err);
 const char *gfx_mode_name(GfxMode mode);
 
 /* ---- pixels (gfx_image.c) ---------------------------------------------------------------- */

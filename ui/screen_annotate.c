@@ -52,6 +52,22 @@ typedef struct QueueSnap {
     double asked_at;
 } QueueSnap;
 
+/* The zoom view (z): the shown image over the whole screen, fitted or at 1:1 pixels with
+ * panning. Rendered on the UI thread when the view changes (one image, on a key press); the
+ * original pixels are kept while zoomed. */
+typedef struct Zoom {
+    int on;
+    int one_to_one;          /* 1: one image pixel per terminal pixel (half block, char) */
+    int pan_x, pan_y;        /* top-left image pixel shown at 1:1 */
+    int64_t key;             /* image of img below, -1 none */
+    GfxImage img;            /* original pixels */
+    GfxFrame fr;             /* the current view; data NULL: none */
+    int fr_y, fr_x;          /* where it goes (screen cell) */
+    int view_w, view_h;      /* the view in image pixels at 1:1 (for panning) */
+    int sent;                /* fr is on the terminal */
+    char msg[256];           /* why there is no frame */
+} Zoom;
+
 typedef struct Annotate {
     App *app;
     Store *st;
@@ -92,6 +108,8 @@ typedef struct Annotate {
     int64_t on_term_key;     /* image currently drawn on the terminal, -1 none */
     int on_term_cols;
     int on_term_rows;
+
+    Zoom zoom;               /* z: the image alone on the screen */
 } Annotate;
 
 static void push(int64_t **a, int *n, int64_t v) {
@@ -382,6 +400,7 @@ static void *annotate_init(App *app, Err *err) {
     a->st = app_store(app);
     a->pos = -1;
     a->on_term_key = -1;
+    a->zoom.key = -1;
     a->session_start = base_now();
     const AppConfig *cfg = app_config(app);
     if (store_aspects_list(a->st, &a->asp, &a->n_asp, err) ||
@@ -416,6 +435,8 @@ out_free:
 
 static void annotate_fini(void *stp) {
     Annotate *a = stp;
+    gfx_frame_deinit(&a->zoom.fr);
+    gfx_image_deinit(&a->zoom.img);
     ui_loader_free(a->loader);
     queue_snap_free(a->snap);
     gfx_cache_free(a->cache);
@@ -584,8 +605,125 @@ static void draw_panel(Annotate *a, const AnnotateProgress *prog, int body_h) {
     ui_put(yend - 1, x, w, ui_attr(UI_C_DIM), "Enter save  u undo  s skip  f flag  ? keys");
 }
 
+/* ---- zoom ------------------------------------------------------------------------------- */
+
+static void zoom_drop_frame(Zoom *z) {
+    gfx_frame_deinit(&z->fr);
+    z->sent = 0;
+}
+
+static void zoom_end(Annotate *a, App *app) {
+    Zoom *z = &a->zoom;
+    zoom_drop_frame(z);
+    gfx_image_deinit(&z->img);
+    z->key = -1;
+    z->on = 0;
+    a->on_term_key = -1;
+    app_redraw_all(app); /* wipe the full-screen image */
+}
+
+/* Render the view into the rows Y .. Y+ROWS-1, columns X .. X+COLS-1. */
+static void zoom_render(Annotate *a, App *app, int y, int x, int rows, int cols) {
+    Zoom *z = &a->zoom;
+    const GfxCaps *caps = app_gfx_caps(app);
+    zoom_drop_frame(z);
+    z->msg[0] = '\0';
+    Err err = {0};
+    if (z->key != a->img.id) {
+        gfx_image_deinit(&z->img);
+        z->key = -1;
+        if (gfx_image_load(a->img.path, &z->img, &err)) {
+            base_strlcpy(z->msg, err.msg, sizeof z->msg);
+            return;
+        }
+        z->key = a->img.id;
+    }
+    /* the view at 1:1: terminal pixels (sixel), half-block pixels, or characters */
+    int cw = caps->cell_w > 0 ? caps->cell_w : 10, ch = caps->cell_h > 0 ? caps->cell_h : 20;
+    int vw = a->mode == GFX_SIXEL ? cols * cw : cols;
+    int vh = a->mode == GFX_SIXEL ? rows * ch - (rows * ch) % 6 : a->mode == GFX_BLOCKS ? 2 * rows
+                                                                                       : rows;
+    if (a->mode == GFX_SIXEL && caps->max_w > 0 && vw > caps->max_w)
+        vw = caps->max_w;
+    if (a->mode == GFX_SIXEL && caps->max_h > 0 && vh > caps->max_h)
+        vh = caps->max_h - caps->max_h % 6;
+    z->view_w = vw < z->img.w ? vw : z->img.w;
+    z->view_h = vh < z->img.h ? vh : z->img.h;
+    if (z->pan_x > z->img.w - z->view_w)
+        z->pan_x = z->img.w - z->view_w;
+    if (z->pan_y > z->img.h - z->view_h)
+        z->pan_y = z->img.h - z->view_h;
+    if (z->pan_x < 0)
+        z->pan_x = 0;
+    if (z->pan_y < 0)
+        z->pan_y = 0;
+    int rc;
+    if (!z->one_to_one) {
+        rc = gfx_frame_render(a->mode, caps, &z->img, cols, rows, &z->fr, &err);
+    } else {
+        /* the crop at its own size: its box in cells holds exactly its pixels */
+        GfxImage crop = {z->view_w, z->view_h, malloc((size_t)z->view_w * z->view_h * 3)};
+        if (!crop.px) {
+            base_strlcpy(z->msg, "out of memory for the zoom view", sizeof z->msg);
+            return;
+        }
+        for (int r = 0; r < z->view_h; r++)
+            memcpy(crop.px + (size_t)r * z->view_w * 3,
+                   z->img.px + ((size_t)(z->pan_y + r) * z->img.w + z->pan_x) * 3,
+                   (size_t)z->view_w * 3);
+        GfxGeom g = gfx_geom(a->mode, caps, cols, rows, crop.w, crop.h);
+        g.img_w = g.img_w < crop.w ? g.img_w : crop.w;
+        g.img_h = g.img_h < crop.h ? g.img_h : crop.h;
+        if (a->mode == GFX_SIXEL) { /* no scaling up: 1:1 */
+            g.img_w = crop.w < g.canvas_w ? crop.w : g.canvas_w;
+            g.img_h = crop.h < g.canvas_h ? crop.h : g.canvas_h;
+        }
+        GfxImage fitted;
+        rc = gfx_image_resize(&crop, g.img_w, g.img_h, &fitted, &err);
+        if (!rc) {
+            int colors = caps->color_registers > 0 && caps->color_registers < 256
+                             ? caps->color_registers
+                             : 256;
+            rc = gfx_frame_encode(a->mode, &g, &fitted, colors, caps->truecolor, &z->fr, &err);
+            gfx_image_deinit(&fitted);
+        }
+        free(crop.px);
+    }
+    if (rc)
+        base_strlcpy(z->msg, err.msg, sizeof z->msg);
+    z->fr_y = y;
+    z->fr_x = x;
+}
+
+static void zoom_draw(Annotate *a, App *app, UiRect r) {
+    Zoom *z = &a->zoom;
+    if (!z->fr.data) {
+        zoom_render(a, app, r.y + 1, r.x, r.h - 1, r.w);
+        if (z->key < 0 || !z->fr.data) {
+            ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT), "image %lld  zoom  z/Esc back",
+                    (long long)a->img.id);
+            ui_put(r.y + 2, r.x + 1, r.w - 2, ui_attr(UI_C_BAD), z->msg);
+            return;
+        }
+        app_redraw_all(app); /* a smaller view must not leave the old one's edges */
+    }
+    int moving = z->one_to_one && (z->img.w > z->view_w || z->img.h > z->view_h);
+    if (z->one_to_one)
+        ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT),
+                "image %lld  1:1  %dx%d px, showing %d,%d-%d,%d  %sf fit  z/Esc back",
+                (long long)a->img.id, z->img.w, z->img.h, z->pan_x, z->pan_y,
+                z->pan_x + z->view_w, z->pan_y + z->view_h, moving ? "arrows pan  " : "");
+    else
+        ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT), "image %lld  fit to screen  %dx%d px  "
+                "1 one-to-one  z/Esc back", (long long)a->img.id, z->img.w, z->img.h);
+}
+
 static void annotate_draw(void *stp, App *app, UiRect r) {
     Annotate *a = stp;
+    if (a->zoom.on && a->have_img) {
+        zoom_draw(a, app, r);
+        return;
+    }
     const GfxCaps *caps = app_gfx_caps(app);
     AnnotateLayout l = annotate_layout(r.y, r.x, r.h, r.w, caps->cell_w, caps->cell_h);
     if (a->lay_ok && (l.img_w != a->lay.img_w || l.img_h != a->lay.img_h))
@@ -619,6 +757,18 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
 
 static void annotate_after_refresh(void *stp, App *app, int full) {
     Annotate *a = stp;
+    if (a->zoom.on) {
+        Zoom *z = &a->zoom;
+        if (z->fr.data && (full || !z->sent)) {
+            char head[48];
+            int n = snprintf(head, sizeof head, "\0337\033[%d;%dH", z->fr_y + 1, z->fr_x + 1);
+            app_term_write(app, head, (size_t)n);
+            app_term_write(app, z->fr.data, z->fr.len);
+            app_term_write(app, "\0338", 2);
+            z->sent = 1;
+        }
+        return;
+    }
     if (!a->cache || !a->have_img || !a->lay_ok)
         return;
     if (!full && a->on_term_key == a->img.id && a->on_term_cols == a->lay.img_w &&
@@ -668,8 +818,63 @@ static int map_key(int ch) {
     }
 }
 
+/* Keys while zoomed: z / Esc back, 1 and f switch 1:1 and fit, arrows pan by a tenth of
+ * the view (PageUp/PageDown and Home/End by a whole one). Every other key is swallowed, so
+ * nothing is rated blind. */
+static int zoom_key(Annotate *a, App *app, int ch) {
+    Zoom *z = &a->zoom;
+    int dx = 0, dy = 0, sx = z->view_w / 10 > 1 ? z->view_w / 10 : 1,
+        sy = z->view_h / 10 > 1 ? z->view_h / 10 : 1;
+    switch (ch) {
+    case 'z':
+    case 'Z':
+    case 27:
+        zoom_end(a, app);
+        return SCREEN_KEY_HANDLED;
+    case '1':
+        z->one_to_one = 1;
+        break;
+    case 'f':
+        z->one_to_one = 0;
+        break;
+    case KEY_LEFT: dx = -sx; break;
+    case KEY_RIGHT: dx = sx; break;
+    case KEY_UP: dy = -sy; break;
+    case KEY_DOWN: dy = sy; break;
+    case KEY_PPAGE: dy = -z->view_h; break;
+    case KEY_NPAGE: dy = z->view_h; break;
+    case KEY_HOME: dx = -z->view_w; break;
+    case KEY_END: dx = z->view_w; break;
+    default:
+        app_status(app, "zoom: z or Esc goes back to rating");
+        return SCREEN_KEY_HANDLED;
+    }
+    if ((dx || dy) && !z->one_to_one) {
+        app_status(app, "zoom: press 1 for 1:1 pixels, then the arrows pan");
+        return SCREEN_KEY_HANDLED;
+    }
+    z->pan_x += dx;
+    z->pan_y += dy;
+    zoom_drop_frame(z); /* draw() renders the new view */
+    return SCREEN_KEY_HANDLED;
+}
+
 static int annotate_key(void *stp, App *app, int ch) {
     Annotate *a = stp;
+    if (a->zoom.on)
+        return zoom_key(a, app, ch);
+    if ((ch == 'z' || ch == 'Z') && a->have_img) {
+        if (a->mode == GFX_NONE) {
+            app_status(app, "zoom needs graphics (--graphics sixel, blocks or ascii)");
+            return SCREEN_KEY_HANDLED;
+        }
+        a->zoom.on = 1;
+        a->zoom.one_to_one = 0;
+        a->zoom.pan_x = a->zoom.pan_y = 0;
+        zoom_drop_frame(&a->zoom);
+        app_redraw_all(app);
+        return SCREEN_KEY_HANDLED;
+    }
     if (a->have_img)
         note_activity(a);
     int key = map_key(ch);
@@ -781,6 +986,8 @@ static int annotate_open(void *stp, App *app, int64_t id, Err *err) {
 
 static void annotate_enter(void *stp, App *app) {
     Annotate *a = stp;
+    if (a->zoom.on)
+        zoom_end(a, app);
     a->on_term_key = -1;
     if (!ui_loader_busy(a->loader))
         ask_queue(a);
@@ -799,6 +1006,8 @@ static const ScreenKey annotate_keys[] = {
     {"s", "skip this image for this session"},
     {"f", "flag the image (broken, offensive, wrong prompt) with a comment"},
     {"g", "go to an image by its id"},
+    {"z", "zoom: the image over the whole screen (fit); 1 = 1:1 pixels, arrows pan, "
+          "f = fit, z or Esc back"},
     {NULL, NULL},
 };
 
