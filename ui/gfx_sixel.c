@@ -253,21 +253,32 @@ int gfx_palette_fit(const uint8_t *px, int w, int h, int stride, int max_colors,
         free(p);
         return err_set(err, ERR_NOMEM, "out of memory fitting a palette");
     }
+    int heavy[GFX_MAX_COLORS]; /* the heaviest point of each cluster */
     for (int round = 0; round < 4; round++) {
         finder_init(f, (const float(*)[3])cen, nbox);
         memset(acc, 0, sizeof *acc * 4 * (size_t)nbox);
+        for (int j = 0; j < nbox; j++)
+            heavy[j] = -1;
         for (int i = 0; i < np; i++) {
             float d;
             int j = f->id[finder_nearest(f, p[i].lab, &d)];
             acc[4 * j] += p[i].w;
             for (int k = 0; k < 3; k++)
                 acc[4 * j + 1 + k] += p[i].w * p[i].lab[k];
+            if (heavy[j] < 0 || p[i].w > p[heavy[j]].w)
+                heavy[j] = i;
         }
         for (int j = 0; j < nbox; j++)
             if (acc[4 * j] > 0)
                 for (int k = 0; k < 3; k++)
                     cen[j][k] = (float)(acc[4 * j + 1 + k] / acc[4 * j]);
     }
+    /* A cluster that is mostly one colour (a flat area: sky at the horizon, a sun, a wall)
+     * gets that colour exactly. A mean sits inside the colours it averages, so extremes (a
+     * white highlight) would otherwise be out of reach of any mix of registers. */
+    for (int j = 0; j < nbox; j++)
+        if (heavy[j] >= 0 && p[heavy[j]].w >= 0.5 * acc[4 * j])
+            memcpy(cen[j], p[heavy[j]].lab, sizeof cen[j]);
     free(f);
     free(acc);
     free(p);
