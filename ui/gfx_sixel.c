@@ -304,7 +304,7 @@ int gfx_palette_fit(const uint8_t *px, int w, int h, int stride, int max_colors,
  * noise into longer runs (fewer sixel bytes) while the mean colour of every region stays
  * within about one just-noticeable difference (~0.01 in OKLab). Tuned on the demo images:
  * bench/bench_sixel.c, doc/perf.md. */
-#define KEEP 0.015f
+#define KEEP 0.006f
 #define DEAD 0.01f
 
 int gfx_dither(const uint8_t *px, int w, int h, int stride, const GfxPalette *pal,
