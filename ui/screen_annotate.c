@@ -28,6 +28,7 @@
 #include "store_catalog.h"
 
 #define N_PREFETCH 3
+#define ZOOM_MAX_SCALE 8
 #define CACHE_FRAMES 12
 #define QUEUE_BATCH 256      /* images per background queue read */
 #define QUEUE_LOW 8          /* read again when fewer usable ones are left */
@@ -57,7 +58,8 @@ typedef struct QueueSnap {
  * original pixels are kept while zoomed. */
 typedef struct Zoom {
     int on;
-    int one_to_one;          /* 1: one image pixel per terminal pixel (half block, char) */
+    int one_to_one;          /* 1: SCALE terminal pixels (sixel, half block, char) a pixel */
+    int scale;               /* 1 .. ZOOM_MAX_SCALE */
     int pan_x, pan_y;        /* top-left image pixel shown at 1:1 */
     int64_t key;             /* image of img below, -1 none */
     GfxImage img;            /* original pixels */
@@ -622,7 +624,25 @@ static void zoom_end(Annotate *a, App *app) {
     app_redraw_all(app); /* wipe the full-screen image */
 }
 
-/* Render the view into the rows Y .. Y+ROWS-1, columns X .. X+COLS-1. */
+/* The frame geometry of a W x H picture shown as it is: the canvas is the picture (the
+ * screen was cleared, so nothing needs covering), whole cells. */
+static GfxGeom zoom_geom(GfxMode mode, const GfxCaps *caps, int w, int h) {
+    int cw = caps->cell_w > 0 ? caps->cell_w : 10, ch = caps->cell_h > 0 ? caps->cell_h : 20;
+    GfxGeom g = {.canvas_w = w, .canvas_h = h, .img_w = w, .img_h = h, .cols = w, .rows = h};
+    if (mode == GFX_SIXEL) {
+        g.canvas_h = (h + 5) / 6 * 6;
+        g.cols = (w + cw - 1) / cw;
+        g.rows = (g.canvas_h + ch - 1) / ch;
+    } else if (mode == GFX_BLOCKS) {
+        g.canvas_h = (h + 1) / 2 * 2;
+        g.rows = g.canvas_h / 2;
+    }
+    return g;
+}
+
+/* Render the view for the ROWS x COLS cells at Y, X: the image fitted, or a crop of it at
+ * SCALE terminal pixels per image pixel (nearest neighbour: every pixel stays a crisp
+ * square). Centred horizontally. */
 static void zoom_render(Annotate *a, App *app, int y, int x, int rows, int cols) {
     Zoom *z = &a->zoom;
     const GfxCaps *caps = app_gfx_caps(app);
@@ -638,61 +658,63 @@ static void zoom_render(Annotate *a, App *app, int y, int x, int rows, int cols)
         }
         z->key = a->img.id;
     }
-    /* the view at 1:1: terminal pixels (sixel), half-block pixels, or characters */
+    /* the room in terminal pixels: sixel pixels, half-block pixels, or characters */
     int cw = caps->cell_w > 0 ? caps->cell_w : 10, ch = caps->cell_h > 0 ? caps->cell_h : 20;
     int vw = a->mode == GFX_SIXEL ? cols * cw : cols;
-    int vh = a->mode == GFX_SIXEL ? rows * ch - (rows * ch) % 6 : a->mode == GFX_BLOCKS ? 2 * rows
-                                                                                       : rows;
+    int vh = a->mode == GFX_SIXEL ? rows * ch : a->mode == GFX_BLOCKS ? 2 * rows : rows;
     if (a->mode == GFX_SIXEL && caps->max_w > 0 && vw > caps->max_w)
         vw = caps->max_w;
     if (a->mode == GFX_SIXEL && caps->max_h > 0 && vh > caps->max_h)
-        vh = caps->max_h - caps->max_h % 6;
-    z->view_w = vw < z->img.w ? vw : z->img.w;
-    z->view_h = vh < z->img.h ? vh : z->img.h;
-    if (z->pan_x > z->img.w - z->view_w)
-        z->pan_x = z->img.w - z->view_w;
-    if (z->pan_y > z->img.h - z->view_h)
-        z->pan_y = z->img.h - z->view_h;
-    if (z->pan_x < 0)
-        z->pan_x = 0;
-    if (z->pan_y < 0)
-        z->pan_y = 0;
-    int rc;
+        vh = caps->max_h;
+    if (a->mode == GFX_SIXEL)
+        vh -= vh % 6;
+    GfxImage view = {0};
+    int rc = 0;
     if (!z->one_to_one) {
-        rc = gfx_frame_render(a->mode, caps, &z->img, cols, rows, &z->fr, &err);
+        GfxGeom g0 = gfx_geom(a->mode, caps, cols, rows, z->img.w, z->img.h);
+        rc = gfx_image_resize(&z->img, g0.img_w, g0.img_h, &view, &err);
     } else {
-        /* the crop at its own size: its box in cells holds exactly its pixels */
-        GfxImage crop = {z->view_w, z->view_h, malloc((size_t)z->view_w * z->view_h * 3)};
-        if (!crop.px) {
+        int sc = z->scale;
+        z->view_w = vw / sc < z->img.w ? vw / sc : z->img.w;
+        z->view_h = vh / sc < z->img.h ? vh / sc : z->img.h;
+        if (z->view_w < 1 || z->view_h < 1) {
+            base_strlcpy(z->msg, "the screen is too small for this zoom (press -)",
+                         sizeof z->msg);
+            return;
+        }
+        if (z->pan_x > z->img.w - z->view_w)
+            z->pan_x = z->img.w - z->view_w;
+        if (z->pan_y > z->img.h - z->view_h)
+            z->pan_y = z->img.h - z->view_h;
+        if (z->pan_x < 0)
+            z->pan_x = 0;
+        if (z->pan_y < 0)
+            z->pan_y = 0;
+        view.w = z->view_w * sc;
+        view.h = z->view_h * sc;
+        view.px = malloc((size_t)view.w * view.h * 3);
+        if (!view.px) {
             base_strlcpy(z->msg, "out of memory for the zoom view", sizeof z->msg);
             return;
         }
-        for (int r = 0; r < z->view_h; r++)
-            memcpy(crop.px + (size_t)r * z->view_w * 3,
-                   z->img.px + ((size_t)(z->pan_y + r) * z->img.w + z->pan_x) * 3,
-                   (size_t)z->view_w * 3);
-        GfxGeom g = gfx_geom(a->mode, caps, cols, rows, crop.w, crop.h);
-        g.img_w = g.img_w < crop.w ? g.img_w : crop.w;
-        g.img_h = g.img_h < crop.h ? g.img_h : crop.h;
-        if (a->mode == GFX_SIXEL) { /* no scaling up: 1:1 */
-            g.img_w = crop.w < g.canvas_w ? crop.w : g.canvas_w;
-            g.img_h = crop.h < g.canvas_h ? crop.h : g.canvas_h;
-        }
-        GfxImage fitted;
-        rc = gfx_image_resize(&crop, g.img_w, g.img_h, &fitted, &err);
-        if (!rc) {
-            int colors = caps->color_registers > 0 && caps->color_registers < 256
-                             ? caps->color_registers
-                             : 256;
-            rc = gfx_frame_encode(a->mode, &g, &fitted, colors, caps->truecolor, &z->fr, &err);
-            gfx_image_deinit(&fitted);
-        }
-        free(crop.px);
+        for (int r = 0; r < view.h; r++)
+            for (int c = 0; c < view.w; c++)
+                memcpy(view.px + ((size_t)r * view.w + c) * 3,
+                       z->img.px + ((size_t)(z->pan_y + r / sc) * z->img.w + z->pan_x + c / sc) * 3,
+                       3);
     }
+    if (!rc) {
+        GfxGeom g = zoom_geom(a->mode, caps, view.w, view.h);
+        int colors = caps->color_registers > 0 && caps->color_registers < 256
+                         ? caps->color_registers
+                         : 256;
+        rc = gfx_frame_encode(a->mode, &g, &view, colors, caps->truecolor, &z->fr, &err);
+        z->fr_x = x + (cols > g.cols ? (cols - g.cols) / 2 : 0);
+    }
+    gfx_image_deinit(&view);
     if (rc)
         base_strlcpy(z->msg, err.msg, sizeof z->msg);
     z->fr_y = y;
-    z->fr_x = x;
 }
 
 static void zoom_draw(Annotate *a, App *app, UiRect r) {
@@ -705,14 +727,14 @@ static void zoom_draw(Annotate *a, App *app, UiRect r) {
             ui_put(r.y + 2, r.x + 1, r.w - 2, ui_attr(UI_C_BAD), z->msg);
             return;
         }
-        app_redraw_all(app); /* a smaller view must not leave the old one's edges */
     }
     int moving = z->one_to_one && (z->img.w > z->view_w || z->img.h > z->view_h);
     if (z->one_to_one)
         ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT),
-                "image %lld  1:1  %dx%d px, showing %d,%d-%d,%d  %sf fit  z/Esc back",
-                (long long)a->img.id, z->img.w, z->img.h, z->pan_x, z->pan_y,
-                z->pan_x + z->view_w, z->pan_y + z->view_h, moving ? "arrows pan  " : "");
+                "image %lld  %d:1  %dx%d px, showing %d,%d-%d,%d  %s+/- scale  f fit  "
+                "z/Esc back", (long long)a->img.id, z->scale, z->img.w, z->img.h, z->pan_x,
+                z->pan_y, z->pan_x + z->view_w, z->pan_y + z->view_h,
+                moving ? "arrows pan  " : "");
     else
         ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT), "image %lld  fit to screen  %dx%d px  "
                 "1 one-to-one  z/Esc back", (long long)a->img.id, z->img.w, z->img.h);
@@ -818,8 +840,9 @@ static int map_key(int ch) {
     }
 }
 
-/* Keys while zoomed: z / Esc back, 1 and f switch 1:1 and fit, arrows pan by a tenth of
- * the view (PageUp/PageDown and Home/End by a whole one). Every other key is swallowed, so
+/* Keys while zoomed: z / Esc back, 1 and f switch 1:1 and fit, + and - change the scale
+ * (2:1 .. 8:1, for small images), arrows pan by a tenth of the view (PageUp/PageDown and
+ * Home/End by a whole one). Every other key is swallowed, so
  * nothing is rated blind. */
 static int zoom_key(Annotate *a, App *app, int ch) {
     Zoom *z = &a->zoom;
@@ -833,6 +856,19 @@ static int zoom_key(Annotate *a, App *app, int ch) {
         return SCREEN_KEY_HANDLED;
     case '1':
         z->one_to_one = 1;
+        z->scale = 1;
+        break;
+    case '+':
+    case '=':
+        if (!z->one_to_one)
+            z->scale = 0;
+        z->one_to_one = 1;
+        z->scale = z->scale < ZOOM_MAX_SCALE ? z->scale + 1 : ZOOM_MAX_SCALE;
+        break;
+    case '-':
+        if (!z->one_to_one)
+            return SCREEN_KEY_HANDLED;
+        z->scale = z->scale > 1 ? z->scale - 1 : 1;
         break;
     case 'f':
         z->one_to_one = 0;
@@ -855,7 +891,8 @@ static int zoom_key(Annotate *a, App *app, int ch) {
     }
     z->pan_x += dx;
     z->pan_y += dy;
-    zoom_drop_frame(z); /* draw() renders the new view */
+    zoom_drop_frame(z);  /* draw() renders the new view */
+    app_redraw_all(app); /* on a cleared screen: no edge of the old view stays */
     return SCREEN_KEY_HANDLED;
 }
 
@@ -1006,8 +1043,8 @@ static const ScreenKey annotate_keys[] = {
     {"s", "skip this image for this session"},
     {"f", "flag the image (broken, offensive, wrong prompt) with a comment"},
     {"g", "go to an image by its id"},
-    {"z", "zoom: the image over the whole screen (fit); 1 = 1:1 pixels, arrows pan, "
-          "f = fit, z or Esc back"},
+    {"z", "zoom: the image over the whole screen (fit); 1 = 1:1 pixels, + / - = 2:1 .. 8:1, "
+          "arrows pan, f = fit, z or Esc back"},
     {NULL, NULL},
 };
 
