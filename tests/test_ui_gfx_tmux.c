@@ -101,6 +101,10 @@ Test(ui_gfx_tmux, zoom_fit_one_to_one_pan_and_back) {
     support_tmux_wait_for(sock, "showing 10,0-110,");
     keys("End End End End End");
     support_tmux_wait_for(sock, "showing 300,0-400,");
+    keys("+"); /* 2:1: half as many image pixels in the view, around the same centre */
+    support_tmux_wait_for(sock, "2:1  400x300 px, showing 325,");
+    keys("-");
+    support_tmux_wait_for(sock, "1:1  400x300 px, showing 300,");
     keys("f");
     support_tmux_wait_for(sock, "fit to screen");
     keys("Escape");

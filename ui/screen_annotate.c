@@ -860,15 +860,18 @@ static int zoom_key(Annotate *a, App *app, int ch) {
         break;
     case '+':
     case '=':
-        if (!z->one_to_one)
-            z->scale = 0;
-        z->one_to_one = 1;
-        z->scale = z->scale < ZOOM_MAX_SCALE ? z->scale + 1 : ZOOM_MAX_SCALE;
-        break;
     case '-':
-        if (!z->one_to_one)
-            return SCREEN_KEY_HANDLED;
-        z->scale = z->scale > 1 ? z->scale - 1 : 1;
+        if (!z->one_to_one) { /* from the fitted view: 1:1 first */
+            z->one_to_one = 1;
+            z->scale = 1;
+            break;
+        }
+        int old = z->scale;
+        z->scale += ch == '-' ? -1 : 1;
+        z->scale = z->scale < 1 ? 1 : z->scale > ZOOM_MAX_SCALE ? ZOOM_MAX_SCALE : z->scale;
+        /* keep the centre of the view where it was */
+        z->pan_x += (z->view_w - z->view_w * old / z->scale) / 2;
+        z->pan_y += (z->view_h - z->view_h * old / z->scale) / 2;
         break;
     case 'f':
         z->one_to_one = 0;
