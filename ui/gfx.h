@@ -6,9 +6,11 @@
  *                 terminal answers DA1, so its reply ends the wait; capped at ~250 ms)
  *   gfx_image.c   decode with stb_image (compiled here, static: libsixel exports stb symbols
  *                 of its own) and resize with stb_image_resize
- *   gfx_encode.c  frame geometry (pure), sixel through libsixel's low-level API (on a copy:
- *                 sixel_encode dithers in place), Unicode half blocks in truecolor or 256
- *                 colours, ascii
+ *   gfx_encode.c  frame geometry (pure), sixel (gfx_sixel.c; libsixel's encoder only for the
+ *                 before/after comparison), Unicode half blocks in truecolor or 256 colours,
+ *                 ascii
+ *   gfx_sixel.c   our sixel pipeline: palette fitted in OKLab, error diffusion, DCS writer
+ *   gfx_color.c   sRGB / linear / OKLab, the perceptually nearest xterm-256 colour
  *   gfx_cache.c   frames per (image key, cell size), a worker thread that decodes and encodes
  *                 requests, most urgent first, and prefetches what comes next
  *
