@@ -104,7 +104,10 @@ Test(ui_gfx_tmux, zoom_fit_one_to_one_pan_and_back) {
     keys("+"); /* 2:1: half as many image pixels in the view, around the same centre */
     support_tmux_wait_for(sock, "2:1  400x300 px, showing 325,");
     keys("-");
-    support_tmux_wait_for(sock, "1:1  400x300 px, showing 300,");
+    support_tmux_wait_for(sock, "1:1  400x300 px, showing 300,0-400,");
+    /* a narrower window: the view is rendered again for it */
+    cr_assert_eq(support_sh("tmux -L %s resize-window -t e -x 90 -y 30", sock), 0);
+    support_tmux_wait_for(sock, "1:1  400x300 px, showing 300,0-390,");
     keys("f");
     support_tmux_wait_for(sock, "fit to screen");
     keys("Escape");

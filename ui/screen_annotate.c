@@ -65,6 +65,7 @@ typedef struct Zoom {
     GfxImage img;            /* original pixels */
     GfxFrame fr;             /* the current view; data NULL: none */
     int fr_y, fr_x;          /* where it goes (screen cell) */
+    UiRect rect;             /* the screen area it was rendered for */
     int view_w, view_h;      /* the view in image pixels at 1:1 (for panning) */
     int sent;                /* fr is on the terminal */
     char msg[256];           /* why there is no frame */
@@ -719,7 +720,10 @@ static void zoom_render(Annotate *a, App *app, int y, int x, int rows, int cols)
 
 static void zoom_draw(Annotate *a, App *app, UiRect r) {
     Zoom *z = &a->zoom;
+    if (z->fr.data && memcmp(&z->rect, &r, sizeof r) != 0)
+        zoom_drop_frame(z); /* the window was resized: a full redraw is under way */
     if (!z->fr.data) {
+        z->rect = r;
         zoom_render(a, app, r.y + 1, r.x, r.h - 1, r.w);
         if (z->key < 0 || !z->fr.data) {
             ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT), "image %lld  zoom  z/Esc back",
