@@ -559,3 +559,29 @@ Test(ui_gfx, truecolor_from_colorterm_or_terminfo) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+Test(ui_gfx, sixel_uses_at_most_the_registers_the_terminal_reports) {
+    GfxImage src = sunset(240, 240);
+    const int reported[] = {16, 64, 0 /* unknown: 256 */, 1024 /* more than we index */};
+    for (size_t i = 0; i < sizeof reported / sizeof reported[0]; i++) {
+        GfxCaps c = {.cell_w = 8, .cell_h = 16, .color_registers = reported[i]};
+        GfxFrame fr;
+        cr_assert_eq(gfx_frame_render(GFX_SIXEL, &c, &src, 30, 15, &fr, NULL), 0);
+        int defs = 0, max_reg = -1;
+        for (const char *p = fr.data; (p = strchr(p, '#')) != NULL; p++) {
+            int reg, n = 0;
+            if (sscanf(p, "#%d;2;%*d;%*d;%*d%n", &reg, &n) == 1 && n > 0) {
+                defs++;
+                if (reg > max_reg)
+                    max_reg = reg;
+            }
+        }
+        int limit = reported[i] > 0 && reported[i] < 256 ? reported[i] : 256;
+        cr_assert_gt(defs, 1);
+        cr_assert_leq(defs, limit, "%d registers defined for a terminal with %d", defs,
+                      reported[i]);
+        cr_assert_lt(max_reg, limit);
+        gfx_frame_deinit(&fr);
+    }
+    gfx_image_deinit(&src);
+}
