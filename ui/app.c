@@ -793,6 +793,8 @@ int app_run(const AppConfig *cfg, Err *err) {
     if ((rc = curses_start(app, err)))
         goto out_pipe;
     app->cur = screens_start(app);
+    if (gfx_note[0]) /* why the graphics are not what was asked for */
+        app_status_error(app, "%s", gfx_note);
     if (app->cur < 0) {
         app->cur = 0;
         rc = err_set(err, ERR_IO, "no screen could start: %s", app->status);
@@ -800,8 +802,6 @@ int app_run(const AppConfig *cfg, Err *err) {
     }
     if (screens[app->cur]->enter)
         screens[app->cur]->enter(app->state[app->cur], app);
-    if (gfx_note[0])
-        app_status_error(app, "%s", gfx_note);
 
     wake_fd_signal = app->wake_wr;
     SavedSignals saved;
