@@ -905,20 +905,6 @@ static int zoom_key(Annotate *a, App *app, int ch) {
 
 static int annotate_key(void *stp, App *app, int ch) {
     Annotate *a = stp;
-    if (a->zoom.on)
-        return zoom_key(a, app, ch);
-    if ((ch == 'z' || ch == 'Z') && a->have_img) {
-        if (a->mode == GFX_NONE) {
-            app_status(app, "zoom needs graphics (--graphics sixel, blocks or ascii)");
-            return SCREEN_KEY_HANDLED;
-        }
-        a->zoom.on = 1;
-        a->zoom.one_to_one = 0;
-        a->zoom.pan_x = a->zoom.pan_y = 0;
-        zoom_drop_frame(&a->zoom);
-        app_redraw_all(app);
-        return SCREEN_KEY_HANDLED;
-    }
     if (a->have_img)
         note_activity(a);
     int key = map_key(ch);
@@ -1055,6 +1041,26 @@ static const ScreenKey annotate_keys[] = {
     {NULL, NULL},
 };
 
+/* The screen's keys: z and, while zoomed, the zoom view's keys first; the rest rate. */
+static int annotate_key_or_zoom(void *stp, App *app, int ch) {
+    Annotate *a = stp;
+    if (a->zoom.on)
+        return zoom_key(a, app, ch);
+    if ((ch == 'z' || ch == 'Z') && a->have_img) {
+        if (a->mode == GFX_NONE) {
+            app_status(app, "zoom needs graphics (--graphics sixel, blocks or ascii)");
+            return SCREEN_KEY_HANDLED;
+        }
+        a->zoom.on = 1;
+        a->zoom.one_to_one = 0;
+        a->zoom.pan_x = a->zoom.pan_y = 0;
+        zoom_drop_frame(&a->zoom);
+        app_redraw_all(app);
+        return SCREEN_KEY_HANDLED;
+    }
+    return annotate_key(stp, app, ch);
+}
+
 const ScreenClass screen_annotate = {
     .name = "Annotate",
     .fkey = 2,
@@ -1064,7 +1070,7 @@ const ScreenClass screen_annotate = {
     .enter = annotate_enter,
     .draw = annotate_draw,
     .after_refresh = annotate_after_refresh,
-    .key = annotate_key,
+    .key = annotate_key_or_zoom,
     .tick = annotate_tick,
     .open = annotate_open,
 };
