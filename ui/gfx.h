@@ -49,6 +49,7 @@ typedef struct GfxCaps {
     int colors;           /* colours ncurses reports (set by the app after initscr) */
     int in_mux;           /* GFX_MUX_TMUX or GFX_MUX_SCREEN inside a multiplexer, else 0 */
     int utf8;             /* the locale's charset is UTF-8 */
+    char mode_note[200];  /* why the mode is not the one asked for (gfx_mode_choose), or "" */
 } GfxCaps;
 
 /* Fill the fields that come from replies, parsing N bytes of terminal output: DA1

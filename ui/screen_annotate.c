@@ -113,6 +113,7 @@ typedef struct Annotate {
     int on_term_rows;
 
     Zoom zoom;               /* z: the image alone on the screen */
+    int mode_noted;          /* the graphics fallback note was shown with the first image */
 } Annotate;
 
 static void push(int64_t **a, int *n, int64_t v) {
@@ -825,6 +826,12 @@ static void annotate_after_refresh(void *stp, App *app, int full) {
     a->on_term_key = a->img.id;
     a->on_term_cols = a->lay.img_w;
     a->on_term_rows = a->lay.img_h;
+    /* The note said at start-up (sixel asked for where it cannot work) is cleared with
+     * stale messages when the first image comes: say it again under that image, once. */
+    const GfxCaps *caps = app_gfx_caps(app);
+    if (!a->mode_noted && caps->mode_note[0])
+        app_status_error(app, "%s", caps->mode_note);
+    a->mode_noted = 1;
 }
 
 static int map_key(int ch) {
