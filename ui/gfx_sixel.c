@@ -12,10 +12,12 @@
  * wide smooth gradient gets many close entries), and full error diffusion keeps every
  * region's mean colour, which is what removes bands. Dithering noise costs sixel bytes (each
  * colour change breaks a run), so two rules keep the frame small: the chooser keeps the
- * colour of the pixel to the left when it is within a small fraction of a just-noticeable
- * difference of the best (the error still diffuses, so the mean stays right), and
- * a pixel whose best register is already nearly exact passes its tiny error on without
- * changing colour. Measured in bench/bench_sixel.c and doc/perf.md.
+ * colour of the previous pixel on the row when it is within a third of a just-noticeable
+ * difference (JND, about 0.02 in OKLab) of the best (the error still diffuses, so the mean
+ * stays right), and only the part of a pixel's error beyond half a JND diffuses (so an area
+ * whose colour a register already matches that closely is not dithered at all). The palette
+ * stops growing once no cluster holds more than 1/256 of the error of an image off by half a
+ * JND everywhere. Measured in bench/bench_sixel.c and doc/perf.md.
  *
  * Nearest-register search: the registers sorted by OKLab lightness; scan outwards from the
  * pixel's lightness and stop when the lightness gap alone exceeds the best distance.
@@ -170,7 +172,7 @@ static int box_split(Point *p, Box *b, Box *nb) {
 }
 
 #define HBITS 6
-#define FIT_JND 0.01 /* OKLab distance of about one just-noticeable difference */
+#define FIT_JND 0.01 /* OKLab distance: half a just-noticeable difference */
 #define HSIZE (1 << (3 * HBITS))
 
 int gfx_palette_fit(const uint8_t *px, int w, int h, int stride, int max_colors,
@@ -230,7 +232,7 @@ int gfx_palette_fit(const uint8_t *px, int w, int h, int stride, int max_colors,
         for (int i = 0; i < nbox; i++)
             if (box[i].hi - box[i].lo > 1 && (worst < 0 || box[i].sse > box[worst].sse))
                 worst = i;
-        /* enough: no box holds more error than 1/256 of an image off by one JND */
+        /* enough: no box holds more error than 1/256 of an image off by half a JND */
         if (worst >= 0 && box[worst].sse < FIT_JND * FIT_JND * w_total / 256)
             break;
         if (worst < 0 || !box_split(p, &box[worst], &box[nbox]))
@@ -299,10 +301,11 @@ int gfx_palette_fit(const uint8_t *px, int w, int h, int stride, int max_colors,
 
 /* ---- dithering -------------------------------------------------------------------------- */
 
-/* Keep the left neighbour's register when it is within KEEP (OKLab distance) of the best,
+/* Keep the previous pixel's register when it is within KEEP (OKLab distance) of the best,
  * and pass on only the part of a pixel's error beyond DEAD: together they turn dithering
  * noise into longer runs (fewer sixel bytes) while the mean colour of every region stays
- * within about one just-noticeable difference (~0.01 in OKLab). Tuned on the demo images:
+ * within half a just-noticeable difference. KEEP 0.015 saved another 10% of bytes but drew
+ * visible horizontal streaks on flat grainy areas in xterm. Tuned on the demo images:
  * bench/bench_sixel.c, doc/perf.md. */
 #define KEEP 0.006f
 #define DEAD 0.01f
