@@ -713,6 +713,14 @@ static void zoom_render(Annotate *a, App *app, int y, int x, int rows, int cols)
         rc = gfx_frame_encode(a->mode, &g, &view, colors, caps->truecolor, &z->fr, &err);
         z->fr_x = x + (cols > g.cols ? (cols - g.cols) / 2 : 0);
     }
+    if (!rc) {
+        char how[16] = "fit";
+        if (z->one_to_one)
+            snprintf(how, sizeof how, "%d:1", z->scale);
+        log_info("zoom: image %lld %s, view %dx%d px at cell %d,%d (pan %d,%d), %zu bytes",
+                 (long long)a->img.id, how, view.w, view.h, z->fr_x, y, z->pan_x, z->pan_y,
+                 z->fr.len);
+    }
     gfx_image_deinit(&view);
     if (rc)
         base_strlcpy(z->msg, err.msg, sizeof z->msg);
