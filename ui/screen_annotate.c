@@ -35,24 +35,6 @@
 #define QUEUE_REFRESH 30.0   /* seconds: progress and new imports */
 #define IDLE_CAP 60.0        /* a pause longer than this counts as this long */
 
-/* A background queue read: what was asked and what came back (see ui/loader.h). */
-typedef struct QueueReq {
-    AnnotateQuery q;         /* q.prompt owned here */
-    int64_t *skip;           /* images this session showed or skipped */
-    int n_skip;
-    int session_new;         /* the session's count when asked, echoed back */
-    double asked_at;         /* echoed back */
-} QueueReq;
-
-typedef struct QueueSnap {
-    int64_t *ids;
-    int n;
-    int complete;            /* the whole queue (fewer than QUEUE_BATCH) */
-    AnnotateProgress prog;
-    int session_new;
-    double asked_at;
-} QueueSnap;
-
 /* The zoom view (z): the shown image over the whole screen, fitted or at 1:1 pixels with
  * panning. Rendered on the UI thread when the view changes (one image, on a key press); the
  * original pixels are kept while zoomed. */
@@ -71,6 +53,24 @@ typedef struct Zoom {
     char msg[256];           /* why there is no frame */
 } Zoom;
 
+/* A background queue read: what was asked and what came back (see ui/loader.h). */
+typedef struct QueueReq {
+    AnnotateQuery q;         /* q.prompt owned here */
+    int64_t *skip;           /* images this session showed or skipped */
+    int n_skip;
+    int session_new;         /* the session's count when asked, echoed back */
+    double asked_at;         /* echoed back */
+} QueueReq;
+
+typedef struct QueueSnap {
+    int64_t *ids;
+    int n;
+    int complete;            /* the whole queue (fewer than QUEUE_BATCH) */
+    AnnotateProgress prog;
+    int session_new;
+    double asked_at;
+} QueueSnap;
+
 typedef struct Annotate {
     App *app;
     Store *st;
@@ -80,6 +80,8 @@ typedef struct Annotate {
     AnnotateQuery q;
     GfxMode mode;
     GfxCache *cache;
+    Zoom zoom;               /* z: the image alone on the screen */
+    int mode_noted;          /* the graphics fallback note was shown with the first image */
 
     int64_t *hist;           /* images shown this session, in order */
     int n_hist;
@@ -111,9 +113,6 @@ typedef struct Annotate {
     int64_t on_term_key;     /* image currently drawn on the terminal, -1 none */
     int on_term_cols;
     int on_term_rows;
-
-    Zoom zoom;               /* z: the image alone on the screen */
-    int mode_noted;          /* the graphics fallback note was shown with the first image */
 } Annotate;
 
 static void push(int64_t **a, int *n, int64_t v) {
@@ -439,11 +438,11 @@ out_free:
 
 static void annotate_fini(void *stp) {
     Annotate *a = stp;
-    gfx_frame_deinit(&a->zoom.fr);
-    gfx_image_deinit(&a->zoom.img);
     ui_loader_free(a->loader);
     queue_snap_free(a->snap);
     gfx_cache_free(a->cache);
+    gfx_frame_deinit(&a->zoom.fr);
+    gfx_image_deinit(&a->zoom.img);
     store_aspects_free(a->asp, a->n_asp);
     if (a->have_img)
         store_annotate_image_deinit(&a->img);
@@ -1050,9 +1049,9 @@ static const ScreenKey annotate_keys[] = {
     {"b / n", "back to the previous image of this session / forward again"},
     {"s", "skip this image for this session"},
     {"f", "flag the image (broken, offensive, wrong prompt) with a comment"},
-    {"g", "go to an image by its id"},
     {"z", "zoom: the image over the whole screen (fit); 1 = 1:1 pixels, + / - = 2:1 .. 8:1, "
           "arrows pan, f = fit, z or Esc back"},
+    {"g", "go to an image by its id"},
     {NULL, NULL},
 };
 
