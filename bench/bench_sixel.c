@@ -7,11 +7,29 @@
  * pty). Bytes: the sixel sequence of each image as it crossed the pty.
  * Peer: `img2sixel -w W -h H FILE` on the same files at the size easel drew them, the whole
  * process timed until its output ends (what a shell-script viewer would do per image); bytes
- * of its output. A second peer line uses `-d none` (no dithering), which is what we do.
+ * of its output. A second peer line uses `-d none` (no dithering). With
+ * BENCH_SIXEL_CHILD_DITHER=libsixel the easel under test uses the previous encoder.
  *
  * Times are medians over the images (the machine may be busy); bytes are means.
  * Prints: bench sixel-next-image: R.RRx vs img2sixel (ours A ms, peer B ms)
  *         bench sixel-bytes: R.RRx vs img2sixel (ours A KB, peer B KB)   (R > 1: fewer bytes)
+ *
+ * Picture quality, on the demo's sunset and sky images (data/images/{0,14,16}: prompts "A
+ * serene mountain landscape at sunset", "Purple mountains under an orange evening sky", "A
+ * lone sailboat, pastel sky"), each resized once to the 480x480 the Annotate screen shows
+ * (60x30 cells of 8x16 px) and written to a PNG, so that every encoder quantizes the same
+ * pixels: ours in-process (gfx_frame_encode), `img2sixel FILE` (libsixel's defaults), and
+ * libsixel in-process as easel used it before (EASEL_SIXEL_DITHER=libsixel). Each output is
+ * decoded back with libsixel's sixel_decode_raw and compared with the pixels it was given.
+ *         bench sixel-psnr: R.RRx vs img2sixel (ours A dB, peer B dB)
+ *             R = the peer's mean squared error / ours (10^(dB difference / 10))
+ *         bench sixel-banding: R.RRx vs img2sixel (ours A levels, peer B levels)
+ *             the error of 7x7 local means (what the eye averages dithering into) where the
+ *             picture is smooth (the window spans <= SMOOTH levels), 99th percentile, worst
+ *             image: a band is a large local error along a smooth gradient; R = peer / ours
+ *         bench sixel-demo-bytes: R.RRx vs img2sixel (ours A KB, peer B KB)
+ *         bench sixel-encode: R.RRx vs libsixel (ours A ms, peer B ms)   in-process, median
+ *         bench sixel-psnr-before: ... vs libsixel (the previous encoder, same pixels)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,7 +44,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <math.h>
+#include <sixel.h>
+
 #include "base.h"
+#include "gfx.h"
 #include "store.h"
 #include "store_catalog.h"
 
@@ -192,6 +214,175 @@ static double run_peer(const char *args, int w, int h, double *bytes) {
     return median(t, N_IMAGES);
 }
 
+/* ---- picture quality on the demo's sunset and sky images -------------------------------- */
+
+#define Q_SIDE 480
+#define Q_MAX 9
+#define SMOOTH 12 /* a 7x7 window whose values span at most this many levels is smooth */
+
+typedef struct Quality {
+    double mse;      /* mean over the images */
+    double band;     /* worst 7x7 local-mean error over the images, levels */
+    double bytes;    /* mean */
+    double ms[Q_MAX];
+    int n;
+} Quality;
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Decode the sixel S back and add its errors against REF (Q_SIDE square) to Q. */
+static int score(const char *s, size_t len, const GfxImage *ref, Quality *q) {
+    sixel_allocator_t *al = NULL;
+    if (SIXEL_FAILED(sixel_allocator_new(&al, NULL, NULL, NULL, NULL)))
+        return -1;
+    unsigned char *idx = NULL, *pal = NULL;
+    int w = 0, h = 0, nc = 0;
+    int rc = -1;
+    if (SIXEL_FAILED(sixel_decode_raw((unsigned char *)s, (int)len, &idx, &w, &h, &pal, &nc, al))
+        || w < ref->w || h < ref->h)
+        goto out;
+    double se = 0;
+    size_t n_loc = 0, cap_loc = (size_t)ref->w * ref->h * 3 / 4 + 1;
+    float *loc = malloc(sizeof *loc * cap_loc);
+    if (!loc)
+        goto out;
+    for (int y = 0; y < ref->h; y++)
+        for (int x = 0; x < ref->w; x++)
+            for (int k = 0; k < 3; k++) {
+                double d = (double)pal[idx[(size_t)y * w + x] * 3 + k] -
+                           ref->px[((size_t)y * ref->w + x) * 3 + k];
+                se += d * d;
+            }
+    for (int y = 3; y < ref->h - 3; y += 2)
+        for (int x = 3; x < ref->w - 3; x += 2)
+            for (int k = 0; k < 3; k++) {
+                double a = 0, b = 0;
+                int lo = 255, hi = 0;
+                for (int dy = -3; dy <= 3; dy++)
+                    for (int dx = -3; dx <= 3; dx++) {
+                        int v = ref->px[((size_t)(y + dy) * ref->w + x + dx) * 3 + k];
+                        a += pal[idx[(size_t)(y + dy) * w + x + dx] * 3 + k];
+                        b += v;
+                        lo = v < lo ? v : lo;
+                        hi = v > hi ? v : hi;
+                    }
+                if (hi - lo > SMOOTH)
+                    continue; /* an edge or texture: not where bands show */
+                if (n_loc < cap_loc)
+                    loc[n_loc++] = (float)(fabs(a - b) / 49);
+            }
+    /* the 99th percentile: a band covers far more than 1% of a sky; one odd spot does not */
+    qsort(loc, n_loc, sizeof *loc, cmp_float);
+    double worst = n_loc ? loc[n_loc * 99 / 100] : 0;
+    free(loc);
+    q->mse += se / ((double)ref->w * ref->h * 3);
+    if (worst > q->band)
+        q->band = worst;
+    q->bytes += (double)len;
+    rc = 0;
+out:
+    sixel_allocator_free(al, idx);
+    sixel_allocator_free(al, pal);
+    sixel_allocator_unref(al);
+    return rc;
+}
+
+static double db(double mse) { return 10 * log10(255.0 * 255.0 / mse); }
+
+/* Our encoder (or, with EASEL_SIXEL_DITHER=libsixel, the previous one) on IMG. */
+static int run_ours(const GfxImage *img, Quality *q) {
+    GfxGeom g = {.canvas_w = img->w, .canvas_h = img->h, .img_w = img->w, .img_h = img->h,
+                 .cols = img->w / 8, .rows = img->h / 16};
+    GfxFrame fr;
+    double t0 = base_now();
+    if (gfx_frame_encode(GFX_SIXEL, &g, img, 256, 0, &fr, NULL))
+        return -1;
+    q->ms[q->n++] = (base_now() - t0) * 1000.0;
+    int rc = score(fr.data, fr.len, img, q);
+    gfx_frame_deinit(&fr);
+    return rc;
+}
+
+static int run_img2sixel(const char *png, const GfxImage *img, Quality *q) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "img2sixel %s", png);
+    double t0 = base_now();
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t n = 0, cap = 1 << 20;
+    char *buf = malloc(cap);
+    size_t r;
+    while (buf && (r = fread(buf + n, 1, cap - n, p)) > 0) {
+        n += r;
+        if (n == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    pclose(p);
+    q->ms[q->n++] = (base_now() - t0) * 1000.0;
+    int rc = buf ? score(buf, n, img, q) : -1;
+    free(buf);
+    return rc;
+}
+
+static int quality_bench(void) {
+    static const char *const files[Q_MAX] = {
+        "data/images/0/0.png",  "data/images/0/1.png",  "data/images/0/2.png",
+        "data/images/14/0.png", "data/images/14/1.png", "data/images/14/2.png",
+        "data/images/16/0.png", "data/images/16/1.png", "data/images/16/2.png",
+    };
+    Quality ours = {0}, peer = {0}, before = {0};
+    int n = 0;
+    for (int i = 0; i < Q_MAX; i++) {
+        GfxImage src, img;
+        if (gfx_image_load(files[i], &src, NULL)) {
+            fprintf(stderr, "bench_sixel: %s missing (run from the repository root)\n", files[i]);
+            return -1;
+        }
+        int rc = gfx_image_resize(&src, Q_SIDE, Q_SIDE, &img, NULL);
+        gfx_image_deinit(&src);
+        if (rc)
+            return -1;
+        char png[160];
+        snprintf(png, sizeof png, "%s/q%d.png", dir, i);
+        stbi_write_png(png, img.w, img.h, 3, img.px, img.w * 3);
+        unsetenv("EASEL_SIXEL_DITHER");
+        rc = run_ours(&img, &ours);
+        setenv("EASEL_SIXEL_DITHER", "libsixel", 1);
+        rc = rc ? rc : run_ours(&img, &before);
+        unsetenv("EASEL_SIXEL_DITHER");
+        rc = rc ? rc : run_img2sixel(png, &img, &peer);
+        gfx_image_deinit(&img);
+        if (rc) {
+            fprintf(stderr, "bench_sixel: %s: encoding or decoding failed\n", files[i]);
+            return -1;
+        }
+        n++;
+    }
+    ours.mse /= n;
+    peer.mse /= n;
+    before.mse /= n;
+    printf("bench sixel-psnr: %.2fx vs img2sixel (ours %.1f dB, peer %.1f dB)\n",
+           peer.mse / ours.mse, db(ours.mse), db(peer.mse));
+    printf("bench sixel-banding: %.2fx vs img2sixel (ours %.1f levels, peer %.1f levels)\n",
+           peer.band / ours.band, ours.band, peer.band);
+    printf("bench sixel-demo-bytes: %.2fx vs img2sixel (ours %.1f KB, peer %.1f KB)\n",
+           peer.bytes / ours.bytes, ours.bytes / n / 1024.0, peer.bytes / n / 1024.0);
+    double ms_ours = median(ours.ms, ours.n), ms_before = median(before.ms, before.n);
+    printf("bench sixel-encode: %.2fx vs libsixel (ours %.1f ms, peer %.1f ms)\n",
+           ms_before / ms_ours, ms_ours, ms_before);
+    printf("bench sixel-psnr-before: %.2fx vs libsixel (ours %.1f dB, peer %.1f dB)\n",
+           before.mse / ours.mse, db(ours.mse), db(before.mse));
+    printf("bench sixel-demo-bytes-before: %.2fx vs libsixel (ours %.1f KB, peer %.1f KB)\n",
+           before.bytes / ours.bytes, ours.bytes / n / 1024.0, before.bytes / n / 1024.0);
+    printf("     (%d sunset/sky demo images at %dx%d px; banding: 99th percentile of smooth 7x7"
+           " local-mean errors, worst image; before %.1f levels)\n", n, Q_SIDE, Q_SIDE, before.band);
+    return 0;
+}
+
 int main(void) {
     if (system("command -v img2sixel >/dev/null 2>&1") != 0) {
         printf("bench sixel: skipped (img2sixel not installed: apt-get install libsixel-bin)\n");
@@ -203,7 +394,11 @@ int main(void) {
         return 1;
     }
     strcpy(dir, "/tmp/easel-bench-sixel-XXXXXX");
-    if (!mkdtemp(dir) || make_store())
+    if (!mkdtemp(dir))
+        return 1;
+    if (quality_bench())
+        return 1;
+    if (make_store())
         return 1;
 
     struct winsize ws = {.ws_row = 30, .ws_col = 100, .ws_xpixel = 800, .ws_ypixel = 480};
@@ -215,6 +410,10 @@ int main(void) {
         snprintf(db, sizeof db, "%s/bench.db", dir);
         setenv("EASEL_LOG", logp, 1);
         setenv("TERM", "xterm-256color", 1);
+        /* BENCH_SIXEL_CHILD_DITHER=libsixel measures the previous encoder in the same run */
+        const char *cd = getenv("BENCH_SIXEL_CHILD_DITHER");
+        if (cd)
+            setenv("EASEL_SIXEL_DITHER", cd, 1);
         unsetenv("TMUX");
         unsetenv("STY");
         execl(easel, "easel", "--db", db, "annotate", "--annotator", "bench", "--graphics",

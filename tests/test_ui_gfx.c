@@ -86,17 +86,37 @@ Test(ui_gfx, probe_parse_tmux_cell_size_and_garbage) {
 
 Test(ui_gfx, mode_choice) {
     GfxCaps c = {.sixel = 1, .utf8 = 1};
-    cr_assert_eq(gfx_mode_choose(&c, NULL, NULL), GFX_SIXEL);
-    c.in_mux = 1;
-    cr_assert_eq(gfx_mode_choose(&c, NULL, NULL), GFX_BLOCKS, "tmux/screen default to blocks");
+    char note[256];
+    cr_assert_eq(gfx_mode_choose(&c, NULL, note, sizeof note, NULL), GFX_SIXEL);
+    c.in_mux = GFX_MUX_TMUX;
+    cr_assert_eq(gfx_mode_choose(&c, NULL, note, sizeof note, NULL), GFX_BLOCKS,
+                 "tmux/screen default to blocks");
     c.utf8 = 0;
-    cr_assert_eq(gfx_mode_choose(&c, NULL, NULL), GFX_ASCII);
-    cr_assert_eq(gfx_mode_choose(&c, "sixel", NULL), GFX_SIXEL, "the override wins");
-    cr_assert_eq(gfx_mode_choose(&c, "none", NULL), GFX_NONE);
+    cr_assert_eq(gfx_mode_choose(&c, NULL, note, sizeof note, NULL), GFX_ASCII);
+    cr_assert_eq(gfx_mode_choose(&c, "sixel", note, sizeof note, NULL), GFX_SIXEL,
+                 "the override wins where the multiplexer says it has sixel (tmux 3.4)");
+    cr_assert_str_empty(note);
+    cr_assert_eq(gfx_mode_choose(&c, "none", note, sizeof note, NULL), GFX_NONE);
     Err err = {0};
-    cr_assert_eq(gfx_mode_choose(&c, "kitty", &err), -1);
+    cr_assert_eq(gfx_mode_choose(&c, "kitty", note, sizeof note, &err), -1);
     cr_assert_eq(err.code, ERR_USAGE);
     cr_assert(strstr(err.msg, "sixel, blocks, ascii or none"), "%s", err.msg);
+}
+
+Test(ui_gfx, sixel_in_tmux_without_sixel_falls_back_and_says_why) {
+    GfxCaps c = {.answered = 1, .sixel = 0, .in_mux = GFX_MUX_TMUX, .utf8 = 1};
+    char note[256];
+    cr_assert_eq(gfx_mode_choose(&c, "sixel", note, sizeof note, NULL), GFX_BLOCKS);
+    cr_assert(strstr(note, "tmux does not pass it through"), "%s", note);
+    cr_assert(strstr(note, "allow-passthrough"), "%s", note);
+    cr_assert(strstr(note, "showing blocks"), "%s", note);
+    c.in_mux = GFX_MUX_SCREEN;
+    c.utf8 = 0;
+    cr_assert_eq(gfx_mode_choose(&c, "sixel", note, sizeof note, NULL), GFX_ASCII);
+    cr_assert(strstr(note, "GNU screen"), "%s", note);
+    c.in_mux = 0; /* a plain terminal that did not answer: the user's word wins */
+    cr_assert_eq(gfx_mode_choose(&c, "sixel", note, sizeof note, NULL), GFX_SIXEL);
+    cr_assert_str_empty(note);
 }
 
 Test(ui_gfx, geometry) {
@@ -352,4 +372,216 @@ Test(ui_gfx, cache_renders_in_background_and_reports_failures) {
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
+}
+
+/* ---- banding: a sunset sky must come back smooth ----------------------------------------- */
+
+/* A sunset like the demo's: a tall vertical sky gradient, a sun, two flat mountains and a
+ * textured ground competing for the palette. */
+static GfxImage sunset(int w, int h) {
+    GfxImage img = {w, h, malloc((size_t)w * h * 3)};
+    unsigned state = 7;
+    for (int y = 0; y < h; y++) {
+        for (int x = 0; x < w; x++) {
+            double v = (double)y / (h * 0.6);
+            double c[3] = {70 + 180 * v, 60 + 90 * v, 140 - 60 * v};
+            double dx = x - 0.7 * w, dy = y - 0.45 * h;
+            if (dx * dx + dy * dy < 0.006 * w * h)
+                c[0] = 255, c[1] = 220, c[2] = 120;
+            if (y > 0.6 * h - 0.8 * fabs(x - 0.3 * w) && y > 0.35 * h)
+                c[0] = 90, c[1] = 80, c[2] = 110;
+            if (y >= 0.6 * h) {
+                state = state * 1103515245u + 12345u;
+                double n = (double)((state >> 16) & 31) - 16;
+                c[0] = 40 + n, c[1] = 70 + n + 20 * sin(x * 0.05), c[2] = 60 + n;
+            }
+            uint8_t *p = img.px + ((size_t)y * w + x) * 3;
+            for (int k = 0; k < 3; k++)
+                p[k] = (uint8_t)fmin(255, fmax(0, c[k]));
+        }
+    }
+    return img;
+}
+
+/* Encode SRC as the Annotate screen would (60x30 cells of 8x16 px) and decode it back. */
+static uint8_t *sixel_round_trip(const GfxImage *src, GfxGeom *g, size_t *bytes, int *stride) {
+    GfxCaps c = {.cell_w = 8, .cell_h = 16, .max_w = 1000, .max_h = 1000};
+    GfxFrame fr;
+    Err err = {0};
+    cr_assert_eq(gfx_frame_render(GFX_SIXEL, &c, src, 60, 30, &fr, &err), 0, "%s", err.msg);
+    *g = fr.geom;
+    *bytes = fr.len;
+    sixel_allocator_t *al = NULL;
+    cr_assert(SIXEL_SUCCEEDED(sixel_allocator_new(&al, NULL, NULL, NULL, NULL)));
+    unsigned char *idx = NULL, *pal = NULL;
+    int w = 0, h = 0, nc = 0;
+    cr_assert(SIXEL_SUCCEEDED(sixel_decode_raw((unsigned char *)fr.data, (int)fr.len, &idx, &w,
+                                               &h, &pal, &nc, al)));
+    cr_assert_geq(w, g->img_w);
+    cr_assert_geq(h, g->img_h);
+    uint8_t *rgb = malloc((size_t)w * h * 3);
+    for (int i = 0; i < w * h; i++)
+        memcpy(rgb + (size_t)i * 3, pal + idx[i] * 3, 3);
+    *stride = w;
+    sixel_allocator_free(al, idx);
+    sixel_allocator_free(al, pal);
+    sixel_allocator_unref(al);
+    gfx_frame_deinit(&fr);
+    return rgb;
+}
+
+/* Mean of channel K over the (2R+1)^2 box around (X, Y): what the eye sees of dithering. */
+static double box_mean(const uint8_t *px, int stride, int x, int y, int k, int r) {
+    double s = 0;
+    for (int dy = -r; dy <= r; dy++)
+        for (int dx = -r; dx <= r; dx++)
+            s += px[((size_t)(y + dy) * stride + x + dx) * 3 + k];
+    return s / ((2 * r + 1) * (2 * r + 1));
+}
+
+Test(ui_gfx, sixel_sky_gradient_has_no_bands) {
+    GfxImage src = sunset(480, 480);
+    GfxGeom g;
+    size_t bytes;
+    int stride;
+    uint8_t *out = sixel_round_trip(&src, &g, &bytes, &stride);
+    cr_assert_eq(g.img_w, 480);
+    /* the sky: left of the sun, above the mountains */
+    int x0 = 20, x1 = 140, y0 = 10, y1 = 160;
+    double worst = 0, se = 0;
+    int n = 0, levels_src = 0, levels_out = 0, last_src = -1, last_out = -1;
+    for (int y = y0; y < y1; y++) {
+        for (int x = x0; x < x1; x++) {
+            for (int k = 0; k < 3; k++) {
+                double d = box_mean(out, stride, x, y, k, 3) - box_mean(src.px, 480, x, y, k, 3);
+                worst = fmax(worst, fabs(d));
+                double e = (double)out[((size_t)y * stride + x) * 3 + k] -
+                           src.px[((size_t)y * 480 + x) * 3 + k];
+                se += e * e;
+                n++;
+            }
+        }
+        /* distinct levels of the red channel down the sky, as the eye averages it */
+        int ls = (int)lround(box_mean(src.px, 480, 80, y, 0, 3));
+        int lo = (int)lround(box_mean(out, stride, 80, y, 0, 3));
+        levels_src += ls != last_src;
+        levels_out += lo != last_out;
+        last_src = ls;
+        last_out = lo;
+    }
+    double db = 10 * log10(255.0 * 255.0 / (se / n));
+    cr_log_info("sky: worst local mean error %.1f levels, %.1f dB, %d of %d levels, %zu bytes",
+                worst, db, levels_out, levels_src, bytes);
+    cr_assert_lt(worst, 3.0, "a band: the local mean is off by %.1f levels", worst);
+    cr_assert_gt(db, 40.0, "sky PSNR %.1f dB", db);
+    cr_assert_geq(levels_out, levels_src * 7 / 10, "%d distinct levels of %d: bands", levels_out,
+                  levels_src);
+    free(out);
+    gfx_image_deinit(&src);
+}
+
+/* ---- 256 colours: hues survive --------------------------------------------------------- */
+
+static double hue_deg(const uint8_t c[3], double *chroma) {
+    float lab[3];
+    gfx_srgb_to_oklab(c, lab);
+    *chroma = sqrt((double)lab[1] * lab[1] + (double)lab[2] * lab[2]);
+    return atan2(lab[2], lab[1]) * 180 / M_PI;
+}
+
+/* The xterm-256 colour of index I, computed here independently of ui/. */
+static void xterm_rgb(int i, uint8_t c[3]) {
+    static const int level[6] = {0, 95, 135, 175, 215, 255};
+    if (i >= 232) {
+        c[0] = c[1] = c[2] = (uint8_t)(8 + 10 * (i - 232));
+    } else {
+        c[0] = (uint8_t)level[(i - 16) / 36];
+        c[1] = (uint8_t)level[((i - 16) / 6) % 6];
+        c[2] = (uint8_t)level[(i - 16) % 6];
+    }
+}
+
+Test(ui_gfx, xterm256_keeps_hues) {
+    /* a saturated orange, the demo's sunset sky and dusk colours, a mauve mountain */
+    static const uint8_t colours[][3] = {
+        {255, 128, 0}, {250, 150, 80}, {230, 120, 60}, {200, 130, 90}, {160, 100, 120},
+        {115, 108, 138}, {90, 80, 110}, {70, 60, 140}, {120, 150, 210}, {200, 170, 180},
+    };
+    for (size_t i = 0; i < sizeof colours / sizeof colours[0]; i++) {
+        const uint8_t *c = colours[i];
+        int x = gfx_xterm256(c);
+        cr_assert(x >= 16 && x <= 255, "%d", x);
+        uint8_t m[3];
+        xterm_rgb(x, m);
+        double c_in, c_out;
+        double h_in = hue_deg(c, &c_in), h_out = hue_deg(m, &c_out);
+        double dh = fabs(h_in - h_out);
+        if (dh > 180)
+            dh = 360 - dh;
+        cr_assert(x < 232, "(%d,%d,%d) mapped to grey %d", c[0], c[1], c[2], x);
+        cr_assert_gt(c_out, 0.4 * c_in, "(%d,%d,%d) -> %d (%d,%d,%d) lost its colour", c[0],
+                     c[1], c[2], x, m[0], m[1], m[2]);
+        cr_assert_lt(dh, 45, "(%d,%d,%d) -> %d (%d,%d,%d): hue off by %.0f degrees", c[0], c[1],
+                     c[2], x, m[0], m[1], m[2], dh);
+    }
+    uint8_t grey[3] = {128, 128, 128};
+    uint8_t m[3];
+    xterm_rgb(gfx_xterm256(grey), m);
+    cr_assert(m[0] == m[1] && m[1] == m[2], "a grey stays grey");
+}
+
+Test(ui_gfx, truecolor_from_colorterm_or_terminfo) {
+    char dir[] = "/tmp/easel-ti-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char src[160], cmd[400];
+    snprintf(src, sizeof src, "%s/direct.ti", dir);
+    FILE *f = fopen(src, "w");
+    fputs("easeltest-direct|direct colour for a test,\n\tRGB, colors#0x1000000, pairs#0x10000,"
+          " use=xterm-256color,\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "tic -x -o %s %s 2>/dev/null", dir, src);
+    cr_assert_eq(system(cmd), 0, "tic");
+    setenv("TERMINFO", dir, 1);
+    unsetenv("TMUX");
+    unsetenv("STY");
+    GfxCaps c;
+    setenv("TERM", "easeltest-direct", 1);
+    unsetenv("COLORTERM");
+    gfx_probe(-1, &c, 10);
+    cr_assert(c.truecolor, "terminfo RGB means 24-bit colour");
+    setenv("TERM", "xterm-256color", 1);
+    unsetenv("TERMINFO");
+    gfx_probe(-1, &c, 10);
+    cr_assert_not(c.truecolor);
+    setenv("COLORTERM", "truecolor", 1);
+    gfx_probe(-1, &c, 10);
+    cr_assert(c.truecolor);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+Test(ui_gfx, sixel_uses_at_most_the_registers_the_terminal_reports) {
+    GfxImage src = sunset(240, 240);
+    const int reported[] = {16, 64, 0 /* unknown: 256 */, 1024 /* more than we index */};
+    for (size_t i = 0; i < sizeof reported / sizeof reported[0]; i++) {
+        GfxCaps c = {.cell_w = 8, .cell_h = 16, .color_registers = reported[i]};
+        GfxFrame fr;
+        cr_assert_eq(gfx_frame_render(GFX_SIXEL, &c, &src, 30, 15, &fr, NULL), 0);
+        int defs = 0, max_reg = -1;
+        for (const char *p = fr.data; (p = strchr(p, '#')) != NULL; p++) {
+            int reg, n = 0;
+            if (sscanf(p, "#%d;2;%*d;%*d;%*d%n", &reg, &n) == 1 && n > 0) {
+                defs++;
+                if (reg > max_reg)
+                    max_reg = reg;
+            }
+        }
+        int limit = reported[i] > 0 && reported[i] < 256 ? reported[i] : 256;
+        cr_assert_gt(defs, 1);
+        cr_assert_leq(defs, limit, "%d registers defined for a terminal with %d", defs,
+                      reported[i]);
+        cr_assert_lt(max_reg, limit);
+        gfx_frame_deinit(&fr);
+    }
+    gfx_image_deinit(&src);
 }

@@ -869,7 +869,8 @@ int app_run(const AppConfig *cfg, Err *err) {
     }
     setlocale(LC_ALL, "");
     gfx_probe(STDIN_FILENO, &app->caps, 250);
-    int mode = gfx_mode_choose(&app->caps, cfg->graphics, err);
+    int mode = gfx_mode_choose(&app->caps, cfg->graphics, app->caps.mode_note,
+                               sizeof app->caps.mode_note, err);
     if (mode < 0) {
         rc = ERR_USAGE;
         goto out_close;
@@ -897,6 +898,8 @@ int app_run(const AppConfig *cfg, Err *err) {
     if ((rc = curses_start(app, err)))
         goto out_pipe;
     app->cur = screens_start(app);
+    if (app->caps.mode_note[0]) /* why the graphics are not what was asked for */
+        app_status_error(app, "%s", app->caps.mode_note);
     if (app->cur < 0) {
         app->cur = 0;
         rc = err_set(err, ERR_IO, "no screen could start: %s", app->status);

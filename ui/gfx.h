@@ -6,9 +6,11 @@
  *                 terminal answers DA1, so its reply ends the wait; capped at ~250 ms)
  *   gfx_image.c   decode with stb_image (compiled here, static: libsixel exports stb symbols
  *                 of its own) and resize with stb_image_resize
- *   gfx_encode.c  frame geometry (pure), sixel through libsixel's low-level API (on a copy:
- *                 sixel_encode dithers in place), Unicode half blocks in truecolor or 256
- *                 colours, ascii
+ *   gfx_encode.c  frame geometry (pure), sixel (gfx_sixel.c; libsixel's encoder only for the
+ *                 before/after comparison), Unicode half blocks in truecolor or 256 colours,
+ *                 ascii
+ *   gfx_sixel.c   our sixel pipeline: palette fitted in OKLab, error diffusion, DCS writer
+ *   gfx_color.c   sRGB / linear / OKLab, the perceptually nearest xterm-256 colour
  *   gfx_cache.c   frames per (image key, cell size), a worker thread that decodes and encodes
  *                 requests, most urgent first, and prefetches what comes next
  *
@@ -32,6 +34,8 @@
 
 /* ---- terminal capabilities (gfx_probe.c) ----------------------------------------------- */
 
+enum { GFX_MUX_TMUX = 1, GFX_MUX_SCREEN = 2 };
+
 typedef struct GfxCaps {
     int answered;         /* the terminal replied to DA1 */
     int sixel;            /* DA1 listed attribute 4 */
@@ -43,8 +47,9 @@ typedef struct GfxCaps {
     int cell_from;        /* 0 default, 1 CSI 16 t, 2 TIOCGWINSZ pixels */
     int truecolor;        /* $COLORTERM says truecolor/24bit */
     int colors;           /* colours ncurses reports (set by the app after initscr) */
-    int in_mux;           /* inside tmux or GNU screen */
+    int in_mux;           /* GFX_MUX_TMUX or GFX_MUX_SCREEN inside a multiplexer, else 0 */
     int utf8;             /* the locale's charset is UTF-8 */
+    char mode_note[200];  /* why the mode is not the one asked for (gfx_mode_choose), or "" */
 } GfxCaps;
 
 /* Fill the fields that come from replies, parsing N bytes of terminal output: DA1
@@ -58,9 +63,12 @@ int gfx_probe_parse(const char *buf, size_t n, GfxCaps *caps);
 void gfx_probe(int fd, GfxCaps *caps, int timeout_ms);
 
 /* The mode to use: OVERRIDE ("sixel", "blocks", "ascii", "none") if given, else sixel when
- * the terminal has it and is not a multiplexer, else blocks with UTF-8, else ascii.
- * Returns -1 with err set (ERR_USAGE) for an unknown override. */
-int gfx_mode_choose(const GfxCaps *caps, const char *override, Err *err);
+ * the terminal has it and is not a multiplexer, else blocks with UTF-8, else ascii. An
+ * override of sixel inside a multiplexer that did not list sixel in its DA1 reply falls back
+ * to blocks (or ascii), and NOTE (NOTE_SIZE bytes; may be 0) says why, for the status line;
+ * otherwise NOTE is empty. Returns -1 with err set (ERR_USAGE) for an unknown override. */
+int gfx_mode_choose(const GfxCaps *caps, const char *override, char *note, size_t note_size,
+                    Err *err);
 const char *gfx_mode_name(GfxMode mode);
 
 /* ---- pixels (gfx_image.c) ---------------------------------------------------------------- */
@@ -79,6 +87,44 @@ int gfx_image_load(const char *path, GfxImage *img, Err *err);
 int gfx_image_resize(const GfxImage *src, int w, int h, GfxImage *dst, Err *err);
 
 void gfx_image_deinit(GfxImage *img);   /* frees px; NULL-safe */
+
+/* ---- colour (gfx_color.c) ------------------------------------------------------------- */
+
+/* sRGB bytes <-> linear light (0..1) <-> OKLab (L 0..1, a/b about -0.4..0.4). Pure. */
+float gfx_srgb_to_linear(uint8_t v);
+uint8_t gfx_linear_to_srgb(float v);
+void gfx_linear_to_oklab(const float rgb[3], float lab[3]);
+void gfx_oklab_to_linear(const float lab[3], float rgb[3]);
+void gfx_srgb_to_oklab(const uint8_t rgb[3], float lab[3]);
+
+/* The xterm-256 colour (16..255: the 6x6x6 cube and the grey ramp; 0..15 are left out,
+ * terminals theme them) nearest to RGB in OKLab, and an index's RGB. Pure. */
+int gfx_xterm256(const uint8_t rgb[3]);
+void gfx_xterm256_rgb(int index, uint8_t rgb[3]);
+
+/* ---- sixel: palette, dithering, writer (gfx_sixel.c) ----------------------------------- */
+
+#define GFX_MAX_COLORS 256
+
+typedef struct GfxPalette {
+    int n;
+    uint8_t rgb[GFX_MAX_COLORS][3];  /* as the terminal shows them (sixel: whole percents) */
+} GfxPalette;
+
+typedef enum GfxDiffusion { GFX_DIFFUSE_FS = 0, GFX_DIFFUSE_NONE } GfxDiffusion;
+
+/* Fit at most MAX_COLORS registers to the W x H pixels at PX (RGB, STRIDE pixels a row):
+ * median cut then k-means in OKLab. Returns 0 or ERR_NOMEM. Thread-compatible. */
+int gfx_palette_fit(const uint8_t *px, int w, int h, int stride, int max_colors,
+                    GfxPalette *pal, Err *err);
+/* Map the pixels to PAL's registers into IDX (W*H bytes), with serpentine Floyd–Steinberg
+ * diffusion in linear light (or none), choosing registers in OKLab. PX is not modified. */
+int gfx_dither(const uint8_t *px, int w, int h, int stride, const GfxPalette *pal,
+               GfxDiffusion kind, uint8_t *idx, Err *err);
+/* The DCS sixel sequence of the indexed image (1:1 pixels, run-length coded). *DATA is
+ * malloc'd, NUL-terminated. Returns 0 or ERR_NOMEM. */
+int gfx_sixel_write(const uint8_t *idx, int w, int h, const GfxPalette *pal, char **data,
+                    size_t *len, Err *err);
 
 /* ---- frames (gfx_encode.c) ------------------------------------------------------------- */
 

@@ -2,14 +2,13 @@
  * upper-half blocks (truecolor or xterm-256 colours), ascii. See gfx.h.
  *
  * Design: a frame is drawn relative to the cursor and covers its whole box, so the caller
- * positions the cursor once and a new frame always hides the old one. Sixel palettes are
- * libsixel's median cut (up to 256 colours) with Atkinson diffusion, which softens palette
- * steps on smooth gradients (an annotator rating fidelity could take them for artefacts of
- * the image) for about 20% more bytes than no diffusion and a third of Floyd–Steinberg's
- * (measured on 480x480 demo images: none 31 KB / 33.4 dB, Atkinson 38 KB / 33.6 dB, FS 94 KB
- * / 33.9 dB). EASEL_SIXEL_DITHER=none|fs chooses another. The encoder runs with libsixel's
- * size policy: encoding happens on the prefetch thread, ahead of time, while every byte saved
- * is latency saved for an annotator over SSH (bench/bench_sixel.c).
+ * positions the cursor once and a new frame always hides the old one. Sixel frames come from
+ * gfx_sixel.c: a palette fitted in OKLab with as many registers as the terminal reports (256
+ * when it does not say) and as the image needs, error diffusion, our own writer. On the demo
+ * images that is 44 dB against libsixel's 35 dB at about the same bytes, and a sunset sky
+ * without bands (bench/bench_sixel.c, doc/perf.md). EASEL_SIXEL_DITHER=none turns diffusion
+ * off; =libsixel is the previous encoder (libsixel's median cut with Atkinson diffusion),
+ * kept so the bench can show the difference.
  */
 #include "gfx.h"
 
@@ -109,25 +108,24 @@ static void buf_str(Buf *b, const char *s) { buf_add(b, s, strlen(s)); }
 
 /* ---- sixel --------------------------------------------------------------------------------- */
 
-static int sixel_write_cb(char *data, int size, void *priv) {
+/* EASEL_SIXEL_DITHER=none turns our diffusion off; =libsixel uses libsixel's own palette
+ * and Atkinson diffusion (what easel did before: kept to compare in bench/bench_sixel.c). */
+static const char *dither_env(void) {
+    const char *d = getenv("EASEL_SIXEL_DITHER");
+    return d ? d : "";
+}
+
+static int libsixel_write_cb(char *data, int size, void *priv) {
     buf_add(priv, data, (size_t)size);
     return 0;
 }
 
-static int diffusion_from_env(void) {
-    const char *d = getenv("EASEL_SIXEL_DITHER");
-    if (d && strcmp(d, "fs") == 0)
-        return SIXEL_DIFFUSE_FS;
-    if (d && strcmp(d, "none") == 0)
-        return SIXEL_DIFFUSE_NONE;
-    return SIXEL_DIFFUSE_ATKINSON;
-}
-
-static int encode_sixel(const GfxGeom *g, const uint8_t *canvas, int colors, Buf *b, Err *err) {
+static int encode_libsixel(const GfxGeom *g, const uint8_t *canvas, int colors, Buf *b,
+                           Err *err) {
     sixel_output_t *out = NULL;
     sixel_dither_t *dither = NULL;
     int rc = 0;
-    if (SIXEL_FAILED(sixel_output_new(&out, sixel_write_cb, b, NULL)))
+    if (SIXEL_FAILED(sixel_output_new(&out, libsixel_write_cb, b, NULL)))
         return err_set(err, ERR_NOMEM, "libsixel: cannot create an output");
     sixel_output_set_encode_policy(out, SIXEL_ENCODEPOLICY_SIZE);
     if (SIXEL_FAILED(sixel_dither_new(&dither, colors, NULL))) {
@@ -149,12 +147,10 @@ static int encode_sixel(const GfxGeom *g, const uint8_t *canvas, int colors, Buf
         rc = err_set(err, ERR_FORMAT, "libsixel: cannot build a palette");
         goto out_copy;
     }
-    sixel_dither_set_diffusion_type(dither, diffusion_from_env());
+    sixel_dither_set_diffusion_type(dither, SIXEL_DIFFUSE_ATKINSON);
     memcpy(copy, canvas, n);
     if (SIXEL_FAILED(sixel_encode(copy, g->canvas_w, g->canvas_h, 3, dither, out)))
         rc = err_set(err, ERR_FORMAT, "libsixel: encoding failed");
-    else if (b->oom)
-        rc = err_set(err, ERR_NOMEM, "out of memory holding a sixel frame");
 out_copy:
     free(copy);
 out_dither:
@@ -164,37 +160,68 @@ out_output:
     return rc;
 }
 
-/* ---- half blocks and ascii ------------------------------------------------------------------ */
-
-/* The xterm-256 colour nearest to (r, g, b): the 6x6x6 cube or the 24-step grey ramp. */
-static int xterm256(int r, int g, int b) {
-    static const int level[6] = {0, 95, 135, 175, 215, 255};
-    int ci[3], c[3] = {r, g, b};
-    for (int k = 0; k < 3; k++) {
-        int best = 0;
-        for (int l = 1; l < 6; l++)
-            if (abs(level[l] - c[k]) < abs(level[best] - c[k]))
-                best = l;
-        ci[k] = best;
+/* Ours (gfx_sixel.c): a palette fitted to the image, diffusion, our writer. The padding
+ * around the image gets a black register of its own, so no dithering bleeds into it. */
+static int encode_sixel(const GfxGeom *g, const uint8_t *canvas, int colors, Buf *b, Err *err) {
+    if (strcmp(dither_env(), "libsixel") == 0)
+        return encode_libsixel(g, canvas, colors, b, err);
+    int iw = g->img_w < g->canvas_w ? g->img_w : g->canvas_w;
+    int ih = g->img_h < g->canvas_h ? g->img_h : g->canvas_h;
+    int padded = iw < g->canvas_w || ih < g->canvas_h;
+    GfxPalette *pal = malloc(sizeof *pal);
+    uint8_t *idx = malloc((size_t)g->canvas_w * (size_t)g->canvas_h);
+    uint8_t *sub = malloc((size_t)iw * (size_t)ih);
+    int rc = 0;
+    if (!pal || !idx || !sub) {
+        rc = err_set(err, ERR_NOMEM, "out of memory encoding a %dx%d sixel", g->canvas_w,
+                     g->canvas_h);
+        goto out;
     }
-    int cube = 16 + 36 * ci[0] + 6 * ci[1] + ci[2];
-    int dc = 0;
-    for (int k = 0; k < 3; k++)
-        dc += (level[ci[k]] - c[k]) * (level[ci[k]] - c[k]);
-    int grey = (r + g + b) / 3;
-    int gi = grey < 8 ? 0 : grey > 238 ? 23 : (grey - 8) / 10;
-    int gv = 8 + 10 * gi, dg = 0;
-    for (int k = 0; k < 3; k++)
-        dg += (gv - c[k]) * (gv - c[k]);
-    return dg < dc ? 232 + gi : cube;
+    if ((rc = gfx_palette_fit(canvas, iw, ih, g->canvas_w, padded ? colors - 1 : colors, pal,
+                              err)))
+        goto out;
+    GfxDiffusion kind = strcmp(dither_env(), "none") == 0 ? GFX_DIFFUSE_NONE : GFX_DIFFUSE_FS;
+    if ((rc = gfx_dither(canvas, iw, ih, g->canvas_w, pal, kind, sub, err)))
+        goto out;
+    int black = 0;
+    if (padded) {
+        black = pal->n;
+        for (int i = 0; i < pal->n; i++)
+            if (!pal->rgb[i][0] && !pal->rgb[i][1] && !pal->rgb[i][2])
+                black = i;
+        if (black == pal->n)
+            memset(pal->rgb[pal->n++], 0, 3);
+    }
+    for (int y = 0; y < g->canvas_h; y++) {
+        uint8_t *row = idx + (size_t)y * g->canvas_w;
+        if (y < ih) {
+            memcpy(row, sub + (size_t)y * iw, (size_t)iw);
+            memset(row + iw, black, (size_t)(g->canvas_w - iw));
+        } else {
+            memset(row, black, (size_t)g->canvas_w);
+        }
+    }
+    char *data = NULL;
+    size_t len = 0;
+    if ((rc = gfx_sixel_write(idx, g->canvas_w, g->canvas_h, pal, &data, &len, err)))
+        goto out;
+    buf_add(b, data, len);
+    free(data);
+out:
+    free(pal);
+    free(idx);
+    free(sub);
+    return rc;
 }
+
+/* ---- half blocks and ascii ------------------------------------------------------------------ */
 
 static void sgr_color(Buf *b, int fg, const uint8_t *p, int truecolor) {
     char s[40];
     if (truecolor)
         snprintf(s, sizeof s, "\033[%d;2;%d;%d;%dm", fg ? 38 : 48, p[0], p[1], p[2]);
     else
-        snprintf(s, sizeof s, "\033[%d;5;%dm", fg ? 38 : 48, xterm256(p[0], p[1], p[2]));
+        snprintf(s, sizeof s, "\033[%d;5;%dm", fg ? 38 : 48, gfx_xterm256(p));
     buf_str(b, s);
 }
 

@@ -10,11 +10,14 @@
 #include <langinfo.h>
 #include <locale.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/ioctl.h>
 #include <termios.h>
+#include <curses.h>
+#include <term.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -87,12 +90,30 @@ static int env_has(const char *name) {
     return v && *v;
 }
 
+/* terminfo says the terminal takes 24-bit colour: the RGB capability (ncurses' direct-colour
+ * entries such as xterm-direct) or tmux's Tc extension. Reads the entry without touching
+ * the terminal; ncurses' current terminal is left as it was. */
+static int terminfo_rgb(const char *term) {
+    TERMINAL *saved = cur_term;
+    int e = 0, rgb = 0;
+    if (setupterm((char *)term, -1, &e) == OK) {
+        rgb = tigetflag("RGB") > 0 || tigetflag("Tc") > 0;
+        del_curterm(cur_term);
+    }
+    set_curterm(saved);
+    return rgb;
+}
+
 static void probe_env(GfxCaps *caps) {
     const char *term = getenv("TERM");
-    caps->in_mux = env_has("TMUX") || env_has("STY") ||
-                   (term && (strncmp(term, "screen", 6) == 0 || strncmp(term, "tmux", 4) == 0));
+    if (env_has("TMUX") || (term && strncmp(term, "tmux", 4) == 0))
+        caps->in_mux = GFX_MUX_TMUX;
+    else if (env_has("STY") || (term && strncmp(term, "screen", 6) == 0))
+        caps->in_mux = GFX_MUX_SCREEN;
     const char *ct = getenv("COLORTERM");
     caps->truecolor = ct && (strcasecmp(ct, "truecolor") == 0 || strcasecmp(ct, "24bit") == 0);
+    if (!caps->truecolor && term && *term)
+        caps->truecolor = terminfo_rgb(term);
     const char *cs = nl_langinfo(CODESET);
     caps->utf8 = cs && (strcasecmp(cs, "UTF-8") == 0 || strcasecmp(cs, "utf8") == 0);
 }
@@ -152,21 +173,40 @@ void gfx_probe(int fd, GfxCaps *caps, int timeout_ms) {
     }
 }
 
-int gfx_mode_choose(const GfxCaps *caps, const char *override, Err *err) {
+int gfx_mode_choose(const GfxCaps *caps, const char *override, char *note, size_t note_size,
+                    Err *err) {
+    if (note_size)
+        note[0] = '\0';
+    int fallback = caps->utf8 ? GFX_BLOCKS : GFX_ASCII;
     if (override && *override) {
         static const char *const names[] = {"none", "ascii", "blocks", "sixel"};
-        for (int m = 0; m < 4; m++)
-            if (strcasecmp(override, names[m]) == 0)
-                return m;
-        err_set(err, ERR_USAGE, "--graphics %s: unknown mode (use sixel, blocks, ascii or none)",
-                override);
-        return -1;
+        int m = -1;
+        for (int i = 0; i < 4; i++)
+            if (strcasecmp(override, names[i]) == 0)
+                m = i;
+        if (m < 0) {
+            err_set(err, ERR_USAGE,
+                    "--graphics %s: unknown mode (use sixel, blocks, ascii or none)", override);
+            return -1;
+        }
+        /* A multiplexer answers the probe itself: without 4 in its DA1 it drops sixel, and
+         * the image box would stay empty with no word. tmux >= 3.4 built with sixel says 4. */
+        if (m == GFX_SIXEL && caps->in_mux && !caps->sixel) {
+            if (note_size)
+                snprintf(note, note_size, "sixel requested but %s does not pass it through; "
+                         "showing %s%s",
+                         caps->in_mux == GFX_MUX_TMUX ? "tmux" : "GNU screen",
+                         gfx_mode_name(fallback),
+                         caps->in_mux == GFX_MUX_TMUX
+                             ? " (set -g allow-passthrough / tmux \xe2\x89\xa5 3.4 with sixel)"
+                             : "");
+            return fallback;
+        }
+        return m;
     }
     if (caps->sixel && !caps->in_mux)
         return GFX_SIXEL;
-    if (caps->utf8)
-        return GFX_BLOCKS;
-    return GFX_ASCII;
+    return fallback;
 }
 
 const char *gfx_mode_name(GfxMode mode) {

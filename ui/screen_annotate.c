@@ -44,6 +44,7 @@
 #include "trust.h"
 
 #define N_PREFETCH 3
+#define ZOOM_MAX_SCALE 8
 #define CACHE_FRAMES 12
 #define QUEUE_BATCH 256      /* images per background queue read */
 #define QUEUE_LOW 8          /* read again when fewer usable ones are left */
@@ -51,6 +52,24 @@
 #define IDLE_CAP 60.0        /* a pause longer than this counts as this long */
 #define SAVE_GIVE_UP 30.0    /* default of AppConfig.store_wait_s */
 #define PACE_KEEP 512        /* save times kept for the pace */
+
+/* The zoom view (z): the shown image over the whole screen, fitted or at 1:1 pixels with
+ * panning. Rendered on the UI thread when the view changes (one image, on a key press); the
+ * original pixels are kept while zoomed. */
+typedef struct Zoom {
+    int on;
+    int one_to_one;          /* 1: SCALE terminal pixels (sixel, half block, char) a pixel */
+    int scale;               /* 1 .. ZOOM_MAX_SCALE */
+    int pan_x, pan_y;        /* top-left image pixel shown at 1:1 */
+    int64_t key;             /* image of img below, -1 none */
+    GfxImage img;            /* original pixels */
+    GfxFrame fr;             /* the current view; data NULL: none */
+    int fr_y, fr_x;          /* where it goes (screen cell) */
+    UiRect rect;             /* the screen area it was rendered for */
+    int view_w, view_h;      /* the view in image pixels at 1:1 (for panning) */
+    int sent;                /* fr is on the terminal */
+    char msg[256];           /* why there is no frame */
+} Zoom;
 
 /* A background queue read: what was asked and what came back (see ui/loader.h). */
 typedef struct QueueReq {
@@ -91,6 +110,8 @@ typedef struct Annotate {
     AnnotateQuery q;
     GfxMode mode;
     GfxCache *cache;
+    Zoom zoom;               /* z: the image alone on the screen */
+    int mode_noted;          /* the graphics fallback note was shown with the first image */
 
     int64_t *hist;           /* images shown this session, in order */
     int n_hist;
@@ -575,6 +596,7 @@ static void *annotate_init(App *app, Err *err) {
     a->st = app_store(app);
     a->pos = -1;
     a->on_term_key = -1;
+    a->zoom.key = -1;
     a->session_start = base_now();
     const AppConfig *cfg = app_config(app);
     if (store_aspects_list(a->st, &a->asp, &a->n_asp, err) ||
@@ -620,6 +642,8 @@ static void annotate_fini(void *stp) {
     ui_loader_free(a->loader);
     queue_snap_free(a->snap);
     gfx_cache_free(a->cache);
+    gfx_frame_deinit(&a->zoom.fr);
+    gfx_image_deinit(&a->zoom.img);
     store_aspects_free(a->asp, a->n_asp);
     if (a->have_img)
         store_annotate_image_deinit(&a->img);
@@ -798,8 +822,156 @@ static void draw_panel(Annotate *a, const AnnotateProgress *prog, int body_h) {
     ui_put(yend - 1, x, w, ui_attr(UI_C_DIM), "Enter save  u undo  s skip  f flag  ? keys");
 }
 
+/* ---- zoom ------------------------------------------------------------------------------- */
+
+static void zoom_drop_frame(Zoom *z) {
+    gfx_frame_deinit(&z->fr);
+    z->sent = 0;
+}
+
+static void zoom_end(Annotate *a, App *app) {
+    Zoom *z = &a->zoom;
+    zoom_drop_frame(z);
+    gfx_image_deinit(&z->img);
+    z->key = -1;
+    z->on = 0;
+    a->on_term_key = -1;
+    app_redraw_all(app); /* wipe the full-screen image */
+}
+
+/* The frame geometry of a W x H picture shown as it is: the canvas is the picture (the
+ * screen was cleared, so nothing needs covering), whole cells. */
+static GfxGeom zoom_geom(GfxMode mode, const GfxCaps *caps, int w, int h) {
+    int cw = caps->cell_w > 0 ? caps->cell_w : 10, ch = caps->cell_h > 0 ? caps->cell_h : 20;
+    GfxGeom g = {.canvas_w = w, .canvas_h = h, .img_w = w, .img_h = h, .cols = w, .rows = h};
+    if (mode == GFX_SIXEL) {
+        g.canvas_h = (h + 5) / 6 * 6;
+        g.cols = (w + cw - 1) / cw;
+        g.rows = (g.canvas_h + ch - 1) / ch;
+    } else if (mode == GFX_BLOCKS) {
+        g.canvas_h = (h + 1) / 2 * 2;
+        g.rows = g.canvas_h / 2;
+    }
+    return g;
+}
+
+/* Render the view for the ROWS x COLS cells at Y, X: the image fitted, or a crop of it at
+ * SCALE terminal pixels per image pixel (nearest neighbour: every pixel stays a crisp
+ * square). Centred horizontally. */
+static void zoom_render(Annotate *a, App *app, int y, int x, int rows, int cols) {
+    Zoom *z = &a->zoom;
+    const GfxCaps *caps = app_gfx_caps(app);
+    zoom_drop_frame(z);
+    z->msg[0] = '\0';
+    Err err = {0};
+    if (z->key != a->img.id) {
+        gfx_image_deinit(&z->img);
+        z->key = -1;
+        if (gfx_image_load(a->img.path, &z->img, &err)) {
+            base_strlcpy(z->msg, err.msg, sizeof z->msg);
+            return;
+        }
+        z->key = a->img.id;
+    }
+    /* the room in terminal pixels: sixel pixels, half-block pixels, or characters */
+    int cw = caps->cell_w > 0 ? caps->cell_w : 10, ch = caps->cell_h > 0 ? caps->cell_h : 20;
+    int vw = a->mode == GFX_SIXEL ? cols * cw : cols;
+    int vh = a->mode == GFX_SIXEL ? rows * ch : a->mode == GFX_BLOCKS ? 2 * rows : rows;
+    if (a->mode == GFX_SIXEL && caps->max_w > 0 && vw > caps->max_w)
+        vw = caps->max_w;
+    if (a->mode == GFX_SIXEL && caps->max_h > 0 && vh > caps->max_h)
+        vh = caps->max_h;
+    if (a->mode == GFX_SIXEL)
+        vh -= vh % 6;
+    GfxImage view = {0};
+    int rc = 0;
+    if (!z->one_to_one) {
+        GfxGeom g0 = gfx_geom(a->mode, caps, cols, rows, z->img.w, z->img.h);
+        rc = gfx_image_resize(&z->img, g0.img_w, g0.img_h, &view, &err);
+    } else {
+        int sc = z->scale;
+        z->view_w = vw / sc < z->img.w ? vw / sc : z->img.w;
+        z->view_h = vh / sc < z->img.h ? vh / sc : z->img.h;
+        if (z->view_w < 1 || z->view_h < 1) {
+            base_strlcpy(z->msg, "the screen is too small for this zoom (press -)",
+                         sizeof z->msg);
+            return;
+        }
+        if (z->pan_x > z->img.w - z->view_w)
+            z->pan_x = z->img.w - z->view_w;
+        if (z->pan_y > z->img.h - z->view_h)
+            z->pan_y = z->img.h - z->view_h;
+        if (z->pan_x < 0)
+            z->pan_x = 0;
+        if (z->pan_y < 0)
+            z->pan_y = 0;
+        view.w = z->view_w * sc;
+        view.h = z->view_h * sc;
+        view.px = malloc((size_t)view.w * view.h * 3);
+        if (!view.px) {
+            base_strlcpy(z->msg, "out of memory for the zoom view", sizeof z->msg);
+            return;
+        }
+        for (int r = 0; r < view.h; r++)
+            for (int c = 0; c < view.w; c++)
+                memcpy(view.px + ((size_t)r * view.w + c) * 3,
+                       z->img.px + ((size_t)(z->pan_y + r / sc) * z->img.w + z->pan_x + c / sc) * 3,
+                       3);
+    }
+    if (!rc) {
+        GfxGeom g = zoom_geom(a->mode, caps, view.w, view.h);
+        int colors = caps->color_registers > 0 && caps->color_registers < 256
+                         ? caps->color_registers
+                         : 256;
+        rc = gfx_frame_encode(a->mode, &g, &view, colors, caps->truecolor, &z->fr, &err);
+        z->fr_x = x + (cols > g.cols ? (cols - g.cols) / 2 : 0);
+    }
+    if (!rc) {
+        char how[16] = "fit";
+        if (z->one_to_one)
+            snprintf(how, sizeof how, "%d:1", z->scale);
+        log_info("zoom: image %lld %s, view %dx%d px at cell %d,%d (pan %d,%d), %zu bytes",
+                 (long long)a->img.id, how, view.w, view.h, z->fr_x, y, z->pan_x, z->pan_y,
+                 z->fr.len);
+    }
+    gfx_image_deinit(&view);
+    if (rc)
+        base_strlcpy(z->msg, err.msg, sizeof z->msg);
+    z->fr_y = y;
+}
+
+static void zoom_draw(Annotate *a, App *app, UiRect r) {
+    Zoom *z = &a->zoom;
+    if (z->fr.data && memcmp(&z->rect, &r, sizeof r) != 0)
+        zoom_drop_frame(z); /* the window was resized: a full redraw is under way */
+    if (!z->fr.data) {
+        z->rect = r;
+        zoom_render(a, app, r.y + 1, r.x, r.h - 1, r.w);
+        if (z->key < 0 || !z->fr.data) {
+            ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT), "image %lld  zoom  z/Esc back",
+                    (long long)a->img.id);
+            ui_put(r.y + 2, r.x + 1, r.w - 2, ui_attr(UI_C_BAD), z->msg);
+            return;
+        }
+    }
+    int moving = z->one_to_one && (z->img.w > z->view_w || z->img.h > z->view_h);
+    if (z->one_to_one)
+        ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT),
+                "image %lld  %d:1  %dx%d px, showing %d,%d-%d,%d  %s+/- scale  f fit  "
+                "z/Esc back", (long long)a->img.id, z->scale, z->img.w, z->img.h, z->pan_x,
+                z->pan_y, z->pan_x + z->view_w, z->pan_y + z->view_h,
+                moving ? "arrows pan  " : "");
+    else
+        ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT), "image %lld  fit to screen  %dx%d px  "
+                "1 one-to-one  z/Esc back", (long long)a->img.id, z->img.w, z->img.h);
+}
+
 static void annotate_draw(void *stp, App *app, UiRect r) {
     Annotate *a = stp;
+    if (a->zoom.on && a->have_img) {
+        zoom_draw(a, app, r);
+        return;
+    }
     const GfxCaps *caps = app_gfx_caps(app);
     AnnotateLayout l = annotate_layout(r.y, r.x, r.h, r.w, caps->cell_w, caps->cell_h);
     if (a->lay_ok && (l.img_w != a->lay.img_w || l.img_h != a->lay.img_h))
@@ -833,6 +1005,18 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
 
 static void annotate_after_refresh(void *stp, App *app, int full) {
     Annotate *a = stp;
+    if (a->zoom.on) {
+        Zoom *z = &a->zoom;
+        if (z->fr.data && (full || !z->sent)) {
+            char head[48];
+            int n = snprintf(head, sizeof head, "\0337\033[%d;%dH", z->fr_y + 1, z->fr_x + 1);
+            app_term_write(app, head, (size_t)n);
+            app_term_write(app, z->fr.data, z->fr.len);
+            app_term_write(app, "\0338", 2);
+            z->sent = 1;
+        }
+        return;
+    }
     if (!a->cache || !a->have_img || !a->lay_ok)
         return;
     if (!full && a->on_term_key == a->img.id && a->on_term_cols == a->lay.img_w &&
@@ -863,6 +1047,12 @@ static void annotate_after_refresh(void *stp, App *app, int full) {
     a->on_term_key = a->img.id;
     a->on_term_cols = a->lay.img_w;
     a->on_term_rows = a->lay.img_h;
+    /* The note said at start-up (sixel asked for where it cannot work) is cleared with
+     * stale messages when the first image comes: say it again under that image, once. */
+    const GfxCaps *caps = app_gfx_caps(app);
+    if (!a->mode_noted && caps->mode_note[0])
+        app_status_error(app, "%s", caps->mode_note);
+    a->mode_noted = 1;
 }
 
 static int map_key(int ch) {
@@ -880,6 +1070,65 @@ static int map_key(int ch) {
     case 8: return AVM_KEY_DELETE;
     default: return ch;
     }
+}
+
+/* Keys while zoomed: z / Esc back, 1 and f switch 1:1 and fit, + and - change the scale
+ * (2:1 .. 8:1, for small images), arrows pan by a tenth of the view (PageUp/PageDown and
+ * Home/End by a whole one). Every other key is swallowed, so
+ * nothing is rated blind. */
+static int zoom_key(Annotate *a, App *app, int ch) {
+    Zoom *z = &a->zoom;
+    int dx = 0, dy = 0, sx = z->view_w / 10 > 1 ? z->view_w / 10 : 1,
+        sy = z->view_h / 10 > 1 ? z->view_h / 10 : 1;
+    switch (ch) {
+    case 'z':
+    case 'Z':
+    case 27:
+        zoom_end(a, app);
+        return SCREEN_KEY_HANDLED;
+    case '1':
+        z->one_to_one = 1;
+        z->scale = 1;
+        break;
+    case '+':
+    case '=':
+    case '-':
+        if (!z->one_to_one) { /* from the fitted view: 1:1 first */
+            z->one_to_one = 1;
+            z->scale = 1;
+            break;
+        }
+        int old = z->scale;
+        z->scale += ch == '-' ? -1 : 1;
+        z->scale = z->scale < 1 ? 1 : z->scale > ZOOM_MAX_SCALE ? ZOOM_MAX_SCALE : z->scale;
+        /* keep the centre of the view where it was */
+        z->pan_x += (z->view_w - z->view_w * old / z->scale) / 2;
+        z->pan_y += (z->view_h - z->view_h * old / z->scale) / 2;
+        break;
+    case 'f':
+        z->one_to_one = 0;
+        break;
+    case KEY_LEFT: dx = -sx; break;
+    case KEY_RIGHT: dx = sx; break;
+    case KEY_UP: dy = -sy; break;
+    case KEY_DOWN: dy = sy; break;
+    case KEY_PPAGE: dy = -z->view_h; break;
+    case KEY_NPAGE: dy = z->view_h; break;
+    case KEY_HOME: dx = -z->view_w; break;
+    case KEY_END: dx = z->view_w; break;
+    default:
+        app_status(app, "zoom: z or Esc goes back to rating");
+        return SCREEN_KEY_HANDLED;
+    }
+    if ((dx || dy) && !z->one_to_one) {
+        app_status(app, "zoom: press 1 for 1:1 pixels, then the arrows pan");
+        return SCREEN_KEY_HANDLED;
+    }
+    z->pan_x += dx;
+    z->pan_y += dy;
+    zoom_drop_frame(z);  /* draw() renders the new view */
+    app_redraw_all(app); /* on a cleared screen: no edge of the old view stays */
+    return SCREEN_KEY_HANDLED;
 }
 
 static int annotate_key(void *stp, App *app, int ch) {
@@ -1061,6 +1310,8 @@ static int annotate_open(void *stp, App *app, int64_t id, Err *err) {
 
 static void annotate_enter(void *stp, App *app) {
     Annotate *a = stp;
+    if (a->zoom.on)
+        zoom_end(a, app);
     a->on_term_key = -1;
     if (!ui_loader_busy(a->loader))
         ask_queue(a);
@@ -1078,12 +1329,34 @@ static const ScreenKey annotate_keys[] = {
     {"b / n", "back to the previous image of this session / forward again"},
     {"s", "skip this image for this session"},
     {"f", "flag the image (broken, offensive, wrong prompt) with a comment"},
+    {"z", "zoom: the image over the whole screen (fit); 1 = 1:1 pixels, + / - = 2:1 .. 8:1, "
+          "arrows pan, f = fit, z or Esc back"},
     {"g", "go to an image by its id"},
     {"o", "next queue order: fewest, sequential, random, uncertain (reward model least sure "
           "first), disagree (annotators' spread first); the panel's why line says why an "
           "image was served"},
     {NULL, NULL},
 };
+
+/* The screen's keys: z and, while zoomed, the zoom view's keys first; the rest rate. */
+static int annotate_key_or_zoom(void *stp, App *app, int ch) {
+    Annotate *a = stp;
+    if (a->zoom.on)
+        return zoom_key(a, app, ch);
+    if ((ch == 'z' || ch == 'Z') && a->have_img) {
+        if (a->mode == GFX_NONE) {
+            app_status(app, "zoom needs graphics (--graphics sixel, blocks or ascii)");
+            return SCREEN_KEY_HANDLED;
+        }
+        a->zoom.on = 1;
+        a->zoom.one_to_one = 0;
+        a->zoom.pan_x = a->zoom.pan_y = 0;
+        zoom_drop_frame(&a->zoom);
+        app_redraw_all(app);
+        return SCREEN_KEY_HANDLED;
+    }
+    return annotate_key(stp, app, ch);
+}
 
 const ScreenClass screen_annotate = {
     .name = "Annotate",
@@ -1094,7 +1367,7 @@ const ScreenClass screen_annotate = {
     .enter = annotate_enter,
     .draw = annotate_draw,
     .after_refresh = annotate_after_refresh,
-    .key = annotate_key,
+    .key = annotate_key_or_zoom,
     .tick = annotate_tick,
     .open = annotate_open,
 };

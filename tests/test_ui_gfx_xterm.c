@@ -1,0 +1,286 @@
+/* The zoom view (z) in a real sixel terminal: bin/easel in `xterm -ti vt340` under Xvfb, keys
+ * sent with xdotool, screenshots with xwd (terminal-graphics.md, "Headless test recipe"):
+ *   1. z: the image fitted to the screen, where easel logged it, matches the source scaled by
+ *      ImageMagick (PSNR > 25 dB);
+ *   2. 1: the image at 1:1 matches the source pixels themselves (PSNR > 30 dB);
+ *   3. Esc: the Annotate screen again, with its text panel identical to before the zoom (no
+ *      remnant of the full-screen image).
+ * Skipped with a message when Xvfb, xterm, xwd, xdotool or ImageMagick is missing. Waits poll
+ * with deadlines; nothing here measures time.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "annotate_vm.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wall"
+#pragma GCC diagnostic ignored "-Wextra"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image_write.h>
+#pragma GCC diagnostic pop
+
+#define COLS 100
+#define ROWS 30
+#define PIC_W 240
+#define PIC_H 180
+
+static char dir[64];
+static char easel[512];
+static int display = -1;
+static pid_t xvfb = -1;
+static pid_t xterm = -1;
+
+static int sh(const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int have(const char *prog) { return sh("command -v %s >/dev/null 2>&1", prog) == 0; }
+
+static pid_t spawn(char *const argv[]) {
+    pid_t p = fork();
+    if (p == 0) {
+        setpgid(0, 0);
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    return p;
+}
+
+static void stop(pid_t *p) {
+    if (*p > 0) {
+        kill(-*p, SIGKILL);
+        waitpid(*p, NULL, 0);
+        *p = -1;
+    }
+}
+
+static void setup(void) {
+    const char *tools[] = {"Xvfb", "xterm", "xwd", "xdotool", "convert", "compare"};
+    for (size_t i = 0; i < sizeof tools / sizeof tools[0]; i++)
+        if (!have(tools[i]))
+            cr_skip_test("%s is not installed: the real-terminal test needs Xvfb, xterm, xwd, "
+                         "xdotool and ImageMagick (the Makefile's DEB_TEST installs them)",
+                         tools[i]);
+    const char *bin = getenv("EASEL_BIN");
+    if (!realpath(bin ? bin : "bin/easel", easel))
+        cr_skip_test("bin/easel not found (run from the repository root after make)");
+    strcpy(dir, "/tmp/easel-zoomx-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0);
+    char fdarg[16];
+    snprintf(fdarg, sizeof fdarg, "%d", pfd[1]);
+    xvfb = fork();
+    if (xvfb == 0) {
+        setpgid(0, 0);
+        close(pfd[0]);
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execlp("Xvfb", "Xvfb", "-displayfd", fdarg, "-screen", "0", "1024x768x24", "-nolisten",
+               "tcp", (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    char num[16] = "";
+    size_t got = 0;
+    struct pollfd pf = {pfd[0], POLLIN, 0};
+    while (got < sizeof num - 1 && poll(&pf, 1, 10000) > 0) {
+        ssize_t r = read(pfd[0], num + got, sizeof num - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+        if (memchr(num, '\n', got))
+            break;
+    }
+    close(pfd[0]);
+    display = got ? atoi(num) : -1;
+    cr_assert_geq(display, 0, "Xvfb did not report a display");
+
+    /* a sunset-like card: a vertical gradient, a sun, a dark ridge with a sharp edge */
+    unsigned char *px = malloc((size_t)PIC_W * PIC_H * 3);
+    for (int y = 0; y < PIC_H; y++)
+        for (int x = 0; x < PIC_W; x++) {
+            unsigned char *p = px + ((size_t)y * PIC_W + x) * 3;
+            int sun = (x - 160) * (x - 160) + (y - 70) * (y - 70) < 25 * 25;
+            int ridge = y > 130 - x / 6;
+            p[0] = (unsigned char)(sun ? 255 : ridge ? 60 : 70 + y);
+            p[1] = (unsigned char)(sun ? 220 : ridge ? 70 : 60 + y / 2);
+            p[2] = (unsigned char)(sun ? 120 : ridge ? 90 : 140 - y / 3);
+        }
+    char path[160];
+    snprintf(path, sizeof path, "%s/pic.png", dir);
+    cr_assert(stbi_write_png(path, PIC_W, PIC_H, 3, px, PIC_W * 3));
+    free(px);
+    cr_assert_eq(sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
+    cr_assert_eq(sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
+                    " (1, 'p1', 'an evening sky', 0); INSERT INTO images(id, prompt_id, path,"
+                    " created_at) VALUES (1, 1, 'pic.png', 0);\"", dir), 0);
+}
+
+static void teardown(void) {
+    stop(&xterm);
+    stop(&xvfb);
+    if (dir[0])
+        sh("%s %s", getenv("EASEL_KEEP") ? "echo kept" : "rm -rf", dir);
+}
+
+TestSuite(ui_gfx_xterm, .init = setup, .fini = teardown, .timeout = 90);
+
+/* Wait until the log holds N lines matching WANT. */
+static void wait_log(const char *want, int n) {
+    for (int i = 0; i < 500; i++) {
+        if (sh("c=$(grep -c '%s' %s/easel.log 2>/dev/null); [ \"${c:-0}\" -ge %d ]", want, dir,
+               n) == 0)
+            return;
+        usleep(20000);
+    }
+    cr_assert_fail("easel never logged '%s' %d times", want, n);
+}
+
+/* Screenshot into NAME.png once two consecutive ones agree (the frame is logged before it
+ * is written). */
+static void shot(const char *name) {
+    char prev[200] = "", cmd[512];
+    for (int i = 0; i < 50; i++) {
+        usleep(150000);
+        cr_assert_eq(sh("xwd -display :%d -root -silent | convert xwd:- %s/%s.png", display, dir,
+                        name), 0);
+        char sum[200];
+        snprintf(cmd, sizeof cmd, "md5sum < %s/%s.png", dir, name);
+        FILE *p = popen(cmd, "r");
+        cr_assert(fgets(sum, sizeof sum, p));
+        pclose(p);
+        if (strcmp(sum, prev) == 0)
+            return;
+        strcpy(prev, sum);
+    }
+}
+
+static void key(const char *k) {
+    cr_assert_eq(sh("DISPLAY=:%d xdotool search --class xterm | head -1 | "
+                    "xargs -I{} env DISPLAY=:%d xdotool key --window {} %s 2>/dev/null",
+                    display, display, k), 0, "xdotool key %s", k);
+}
+
+static double psnr(const char *a, const char *b) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cd %s && compare -metric PSNR %s %s null: 2>&1", dir, a, b);
+    FILE *p = popen(cmd, "r");
+    char out[128] = "";
+    cr_assert(fgets(out, sizeof out, p));
+    pclose(p);
+    return strncmp(out, "inf", 3) == 0 ? 999.0 : atof(out);
+}
+
+/* The last zoom line of the log: view size in pixels and top-left cell. */
+static void last_zoom(int *w, int *h, int *col, int *row) {
+    char path[160], line[1024];
+    snprintf(path, sizeof path, "%s/easel.log", dir);
+    FILE *f = fopen(path, "r");
+    int found = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *k = strstr(line, "view ");
+        if (strstr(line, "zoom: image") && k &&
+            sscanf(k, "view %dx%d px at cell %d,%d", w, h, col, row) == 4)
+            found = 1;
+    }
+    if (f)
+        fclose(f);
+    cr_assert(found, "no zoom line in the log");
+}
+
+static void cell_size(int *cw, int *ch) {
+    char path[160], line[1024];
+    snprintf(path, sizeof path, "%s/easel.log", dir);
+    FILE *f = fopen(path, "r");
+    int found = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *k = strstr(line, "cell ");
+        if (k && sscanf(k, "cell %dx%d", cw, ch) == 2)
+            found = 1;
+    }
+    if (f)
+        fclose(f);
+    cr_assert(found, "no cell size in the log");
+}
+
+Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
+    char cmd[1024], dpy[16], geom[32];
+    snprintf(dpy, sizeof dpy, ":%d", display);
+    snprintf(cmd, sizeof cmd,
+             "cd %s && printf '\\033[?25l' && EASEL_LOG=%s/easel.log exec %s --db t.db annotate "
+             "--annotator tester", dir, dir, easel);
+    snprintf(geom, sizeof geom, "%dx%d+0+0", COLS, ROWS);
+    char *argv[] = {"xterm", "-display", dpy, "-ti", "vt340", "-b", "0", "-bw", "0",
+                    "-xrm", "XTerm*numColorRegisters: 256", "-xrm", "XTerm*cursorBlink: false",
+                    "-xrm", "XTerm*allowSendEvents: true", "-geometry", geom, "-e", "sh", "-c",
+                    cmd, NULL};
+    xterm = spawn(argv);
+    wait_log("canvas", 1);
+    shot("before");
+    int cw, ch;
+    cell_size(&cw, &ch);
+
+    /* 1. fitted */
+    key("z");
+    wait_log("zoom: image 1 fit", 1);
+    shot("fit");
+    int w, h, col, row;
+    last_zoom(&w, &h, &col, &row);
+    cr_assert_gt(h, (ROWS - 4) * ch, "fitted to the screen's height: %dx%d", w, h);
+    cr_assert_eq(sh("cd %s && convert fit.png -crop %dx%d+%d+%d +repage a.png && "
+                    "convert pic.png -resize %dx%d! b.png", dir, w, h, col * cw, row * ch, w, h),
+                 0);
+    double db = psnr("a.png", "b.png");
+    cr_log_info("zoom fit: %dx%d px at cell %d,%d: %.1f dB", w, h, col, row, db);
+    cr_assert_gt(db, 25.0, "fitted view PSNR %.1f dB (EASEL_KEEP=1 keeps %s)", db, dir);
+
+    /* 2. one image pixel per screen pixel */
+    key("1");
+    wait_log("zoom: image 1 1:1", 1);
+    shot("one");
+    last_zoom(&w, &h, &col, &row);
+    cr_assert_eq(w, PIC_W);
+    cr_assert_eq(h, PIC_H);
+    cr_assert_eq(sh("cd %s && convert one.png -crop %dx%d+%d+%d +repage a.png", dir, w, h,
+                    col * cw, row * ch), 0);
+    db = psnr("a.png", "pic.png");
+    cr_log_info("zoom 1:1: %.1f dB", db);
+    cr_assert_gt(db, 30.0, "1:1 view PSNR %.1f dB (EASEL_KEEP=1 keeps %s)", db, dir);
+
+    /* 3. back: the text panel is as it was, nothing of the zoom left on it */
+    key("Escape");
+    wait_log("canvas", 1);
+    usleep(300000);
+    shot("after");
+    AnnotateLayout l = annotate_layout(1, 0, ROWS - 2, COLS, cw, ch);
+    int x0 = (l.sep_x + 1) * cw;
+    cr_assert_eq(sh("cd %s && convert before.png -crop %dx%d+%d+%d +repage t1.png && "
+                    "convert after.png -crop %dx%d+%d+%d +repage t2.png", dir,
+                    COLS * cw - x0, (ROWS - 2) * ch, x0, ch, COLS * cw - x0, (ROWS - 2) * ch, x0,
+                    ch), 0);
+    db = psnr("t1.png", "t2.png");
+    cr_assert_gt(db, 40.0, "the text panel after the zoom differs (%.1f dB)", db);
+}
