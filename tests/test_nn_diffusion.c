@@ -16,7 +16,7 @@
 #include "nn_check.h"
 
 #define REF "tests/fixtures/nn_diffusion/ref.bin"
-#define MAX_REC 128
+#define MAX_REC 256
 
 /* ---- the fixture file --------------------------------------------------------------------- */
 
@@ -130,6 +130,11 @@ Test(nn_diffusion, conv2d_matches_pytorch) {
     conv_case("conv3_p0");
     conv_case("conv1");
     conv_case("conv1_s2");
+    /* up to 4 output channels take the direct path, more im2col + GEMM: both for each */
+    conv_case("conv3_s1_wide");
+    conv_case("conv3_p0_wide");
+    conv_case("conv1_s2_wide");
+    conv_case("conv3_s2_narrow");
 }
 
 /* out (B,OC,Ho,Wo) by the definition, in double. */
@@ -163,21 +168,21 @@ static void naive_conv(float *out, const float *x, const float *w, const float *
 Test(nn_diffusion, conv2d_tiles_match_loops) {
     Rng r;
     rng_init(&r, 41);
-    ConvShape s = {.B = 1, .C = 512, .H = 64, .W = 60, .OC = 3, .K = 3, .stride = 1, .pad = 1};
-    size_t P = 64 * 60, nx = (size_t)512 * P, nw = (size_t)3 * 512 * 9;
+    ConvShape s = {.B = 1, .C = 512, .H = 64, .W = 60, .OC = 5, .K = 3, .stride = 1, .pad = 1};
+    size_t P = 64 * 60, nx = (size_t)512 * P, nw = (size_t)5 * 512 * 9;
     cr_assert_gt((size_t)s.C * 9 * P, nn_conv2d_scratch_floats(&s), "expected several tiles");
-    float *x = gc_randn(&r, nx, 1), *w = gc_randn(&r, nw, 0.02f), *b = gc_randn(&r, 3, 1);
+    float *x = gc_randn(&r, nx, 1), *w = gc_randn(&r, nw, 0.02f), *b = gc_randn(&r, 5, 1);
     float *scratch = zeros(nn_conv2d_scratch_floats(&s));
-    float *y = zeros(3 * P), *want = zeros(3 * P), *dout = gc_randn(&r, 3 * P, 1);
+    float *y = zeros(5 * P), *want = zeros(5 * P), *dout = gc_randn(&r, 5 * P, 1);
     nn_conv2d_forward(y, scratch, x, w, b, &s);
     naive_conv(want, x, w, b, &s);
-    expect_close("tiled conv", y, want, 3 * P, 1e-4f, 1e-4f);
+    expect_close("tiled conv", y, want, 5 * P, 1e-4f, 1e-4f);
     float *dx = zeros(nx);
     nn_conv2d_backward(dx, NULL, NULL, scratch, dout, x, w, &s);
     double lhs = 0.0, rhs = 0.0;
     for (size_t i = 0; i < nx; i++)
         lhs += (double)dx[i] * x[i];
-    for (size_t i = 0; i < 3 * P; i++)
+    for (size_t i = 0; i < 5 * P; i++)
         rhs += (double)dout[i] * (want[i] - b[i / P]);
     cr_expect_leq(fabs(lhs - rhs), 1e-4 * fabs(rhs) + 1e-3, "Σdx·x %.9g vs Σdout·conv %.9g",
                   lhs, rhs);
@@ -328,20 +333,22 @@ static size_t run_all(float *res, int threads) {
     s2.stride = 2;
     ConvShape s1 = s;
     s1.K = 1, s1.pad = 0;
+    ConvShape sd = s; /* few output channels: the direct path */
+    sd.OC = 3;
     size_t nx = (size_t)2 * 24 * 20 * 18, ny = (size_t)2 * 40 * 20 * 18;
     float *x = gc_randn(&r, nx, 1), *w = gc_randn(&r, 40 * 24 * 9, 0.1f);
     float *b = gc_randn(&r, 40, 1), *dout = gc_randn(&r, ny, 1);
     float *scratch = zeros(nn_conv2d_scratch_floats(&s));
     size_t k = 0;
-    const ConvShape *shapes[3] = {&s, &s2, &s1};
-    for (int i = 0; i < 3; i++) {
+    const ConvShape *shapes[4] = {&s, &s2, &s1, &sd};
+    for (int i = 0; i < 4; i++) {
         const ConvShape *c = shapes[i];
-        size_t nyc = (size_t)2 * 40 * nn_conv2d_out_h(c) * nn_conv2d_out_w(c);
-        size_t nw = (size_t)40 * 24 * c->K * c->K;
+        size_t nyc = (size_t)2 * c->OC * nn_conv2d_out_h(c) * nn_conv2d_out_w(c);
+        size_t nw = (size_t)c->OC * 24 * c->K * c->K;
         nn_conv2d_forward(res + k, scratch, x, w, b, c);
         k += nyc;
         nn_conv2d_backward(res + k, res + k + nx, res + k + nx + nw, scratch, dout, x, w, c);
-        k += nx + nw + 40;
+        k += nx + nw + c->OC;
     }
     /* GroupNorm over the conv input viewed as (2, 24, 360), 8 groups */
     float *gw = gc_randn(&r, 24, 1), *gb = gc_randn(&r, 24, 1);

@@ -156,6 +156,13 @@ def main():
                  ("dtarget", dq)):
         put("mse." + k, v)
 
+    # conv2d takes a direct path up to 4 output channels and im2col + GEMM above: the
+    # geometries above again with more output channels
+    conv_case("conv3_s1_wide", 2, 3, 5, 6, 6, 3, 1, 1, True)
+    conv_case("conv3_p0_wide", 1, 2, 6, 6, 6, 3, 1, 0, False)
+    conv_case("conv1_s2_wide", 1, 3, 5, 5, 5, 1, 2, 0, True)
+    conv_case("conv3_s2_narrow", 2, 4, 7, 8, 3, 3, 2, 1, True)
+
     os.makedirs(OUT, exist_ok=True)
     path = os.path.join(OUT, "ref.bin")
     with open(path, "wb") as f:
