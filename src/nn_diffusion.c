@@ -19,7 +19,7 @@
 
 #define POINTWISE_GRAIN 16384
 
-/* ---- GroupNorm ------------------------------------------------------------------------------ */
+/* ---- GroupNorm ------------------------------------------------------------------------------- */
 
 /* Σ x[i] in eight fixed lanes, then the lanes in order. */
 static float sum_lanes(const float *x, int n) {
@@ -161,7 +161,7 @@ void nn_groupnorm_backward(float *dinp, float *dweight, float *dbias, const floa
     backend_cpu_parallel_for(G, 1 + 16384 / (per ? per : 1), gn_bwd, &j);
 }
 
-/* ---- activations ------------------------------------------------------------------------------ */
+/* ---- activations ----------------------------------------------------------------------------- */
 
 typedef struct PwJob {
     float *out;
@@ -284,7 +284,7 @@ void nn_geglu_backward(float *dinp, const float *dout, const float *inp, int N, 
     backend_cpu_parallel_for(N, 1 + POINTWISE_GRAIN / (C ? C : 1), geglu_bwd, &j);
 }
 
-/* ---- upsampling ------------------------------------------------------------------------------- */
+/* ---- upsampling ------------------------------------------------------------------------------ */
 
 typedef struct UpJob {
     float *out;
@@ -360,7 +360,7 @@ void nn_timestep_embedding_forward(float *out, const float *timesteps, int N, in
     }
 }
 
-/* ---- channel concat / split ------------------------------------------------------------------- */
+/* ---- channel concat / split ------------------------------------------------------------------ */
 
 void nn_channel_concat_forward(float *out, const float *a, const float *b, int B, int Ca,
                                int Cb, int HW) {
@@ -409,7 +409,7 @@ void nn_channel_split_backward(float *dinp, const float *da, const float *db, in
     }
 }
 
-/* ---- MSE loss ---------------------------------------------------------------------------------- */
+/* ---- MSE loss -------------------------------------------------------------------------------- */
 
 float nn_mse_loss_forward(const float *pred, const float *target, size_t n) {
     ASSERT(n > 0);

@@ -22,7 +22,7 @@
 
 #include <stddef.h>
 
-/* ---- conv2d ------------------------------------------------------------------------------ */
+/* ---- conv2d ---------------------------------------------------------------------------------- */
 
 /* A 2-D convolution's sizes, as PyTorch nn.Conv2d(C, OC, K, stride, pad) on (B,C,H,W); the
  * output is (B,OC,Ho,Wo), Ho = (H + 2·pad − K)/stride + 1 (likewise Wo). */
@@ -50,7 +50,7 @@ void nn_conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratc
                         const float *dout, const float *inp, const float *weight,
                         const ConvShape *s);
 
-/* ---- GroupNorm --------------------------------------------------------------------------- */
+/* ---- GroupNorm ------------------------------------------------------------------------------- */
 
 /* PyTorch nn.GroupNorm(G, C, eps): the C channels of each image are cut into G groups of
  * C/G consecutive channels; each group is normalised over its (C/G)·HW values (biased
@@ -65,7 +65,7 @@ void nn_groupnorm_backward(float *dinp, float *dweight, float *dbias, const floa
                            const float *inp, const float *weight, const float *mean,
                            const float *rstd, int B, int C, int HW, int G);
 
-/* ---- activations ------------------------------------------------------------------------- */
+/* ---- activations ----------------------------------------------------------------------------- */
 
 /* out (n) = x·σ(x) (SiLU / swish). May run in place. */
 void nn_silu_forward(float *out, const float *inp, size_t n);
@@ -92,7 +92,7 @@ void nn_geglu_forward(float *out, const float *inp, int N, int C, NnGelu mode);
 void nn_geglu_backward(float *dinp, const float *dout, const float *inp, int N, int C,
                        NnGelu mode);
 
-/* ---- resampling, embedding, concat --------------------------------------------------------- */
+/* ---- resampling, embedding, concat ----------------------------------------------------------- */
 
 /* Nearest-neighbour 2× upsampling (F.interpolate(scale_factor=2, mode='nearest')):
  * out (B,C,2H,2W)[b,c,y,x] = inp (B,C,H,W)[b,c,y/2,x/2]. */
@@ -124,7 +124,7 @@ void nn_channel_split_forward(float *a, float *b, const float *inp, int B, int C
 void nn_channel_split_backward(float *dinp, const float *da, const float *db, int B, int Ca,
                                int Cb, int HW);
 
-/* ---- loss ---------------------------------------------------------------------------------- */
+/* ---- loss ------------------------------------------------------------------------------------ */
 
 /* Mean-squared error, F.mse_loss(pred, target) with reduction='mean': returns
  * Σ (pred − target)² / n, summed in double in index order. n > 0. */

@@ -189,7 +189,7 @@ static void bias_sum_rows(void *ctx, int64_t o0, int64_t o1) {
     }
 }
 
-/* ---- direct path (few output channels) ----------------------------------------------- */
+/* ---- direct path (few output channels) ------------------------------------------------------- */
 
 /* y[i] += a·x[i], and the eight-lane dot acc[i & 7] += x[i]·y[i]: the direct path's inner
  * loops, compiled twice (AVX2 + FMA, vectorised; and the x86-64 baseline) and picked at run
@@ -366,6 +366,49 @@ static void direct_dweight_channels(void *ctx, int64_t c0, int64_t c1) {
             }
 }
 
+/* ---- GEMM over the pool ---------------------------------------------------------------------- */
+
+#define GEMM_MIN_SLABS 8 /* fewer 128-column slabs than this: split rows instead */
+
+typedef struct RowGemm {
+    int ta, tb, M, N, K, mb;
+    const float *a, *b;
+    int lda, ldb, ldc;
+    float beta;
+    float *c;
+} RowGemm;
+
+static void row_blocks(void *ctx, int64_t i0, int64_t i1) {
+    const RowGemm *g = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        int r0 = (int)i * g->mb, m = g->M - r0 < g->mb ? g->M - r0 : g->mb;
+        const float *a = g->ta ? g->a + r0 : g->a + (size_t)r0 * g->lda;
+        cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans,
+                    g->tb ? CblasTrans : CblasNoTrans, m, g->N, g->K, 1.0f, a, g->lda, g->b,
+                    g->ldb, g->beta, g->c + (size_t)r0 * g->ldc, g->ldc);
+    }
+}
+
+/* c (M,N) = beta·c + op(a)·op(b), as nn_gemm. nn_gemm shares out 128-column slabs, which
+ * leaves threads idle when N is small (the 8×8 and 16×16 levels of a UNet); then the rows are
+ * cut instead, into blocks whose height depends on M only. Either way each output element is
+ * computed by one sgemm call of a shape fixed by the problem, whatever the thread count. */
+static void conv_gemm(int ta, int tb, int M, int N, int K, const float *a, int lda,
+                      const float *b, int ldb, float beta, float *c, int ldc) {
+    if ((N + 127) / 128 >= GEMM_MIN_SLABS || M < 64 || K == 0) {
+        nn_gemm(ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    int mb = (M + 15) / 16;
+    mb = (mb + 15) / 16 * 16;
+    if (mb < 32)
+        mb = 32;
+    RowGemm g = {ta, tb, M, N, K, mb, a, b, lda, ldb, ldc, beta, c};
+    int64_t n_blocks = (M + mb - 1) / mb;
+    int64_t grain = (int64_t)M * N * K < 64 * 1024 ? n_blocks : 1;
+    backend_cpu_parallel_for(n_blocks, grain, row_blocks, &g);
+}
+
 /* Output columns per forward chunk: a shape-only choice (so the bits do not depend on the
  * thread count) that leaves about 16 chunks per tile to share out, each wide enough for the
  * sgemm to run near its peak. */
@@ -422,11 +465,17 @@ void nn_conv2d_forward(float *out, float *scratch, const float *inp, const float
         }
         float beta = bias ? 1.0f : 0.0f;
         if (is_pointwise(s)) { /* (OC,P) = (OC,C)·(C,P) */
-            nn_gemm(0, 0, OC, P, s->C, weight, s->C, img, P, beta, o, P);
+            conv_gemm(0, 0, OC, P, s->C, weight, s->C, img, P, beta, o, P);
             continue;
         }
         for (int p0 = 0; p0 < P; p0 += tile) {
             int np = P - p0 < tile ? P - p0 : tile;
+            if (np < GEMM_MIN_SLABS * 128) { /* too few chunks to share: lay out, then split rows */
+                ColJob j = {.col = scratch, .img = img, .s = s, .Wo = Wo, .p0 = p0, .np = np};
+                backend_cpu_parallel_for(ckk, 1 + 16384 / np, im2col_rows, &j);
+                conv_gemm(0, 0, OC, np, ckk, weight, ckk, scratch, np, beta, o + p0, P);
+                continue;
+            }
             FwdJob f = {.out = o, .col = scratch, .img = img, .weight = weight, .s = s,
                         .Wo = Wo, .P = P, .p0 = p0, .np = np, .chunk = conv_chunk(np),
                         .ckk = ckk, .beta = beta};
@@ -466,9 +515,9 @@ void nn_conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratc
         float *di = dinp ? dinp + b * in_img : NULL;
         if (is_pointwise(s)) {
             if (dweight) /* (OC,C) += (OC,P)·(C,P)ᵀ */
-                nn_gemm(0, 1, OC, s->C, P, d, P, img, P, 1.0f, dweight, s->C);
+                conv_gemm(0, 1, OC, s->C, P, d, P, img, P, 1.0f, dweight, s->C);
             if (di) /* (C,P) += (OC,C)ᵀ·(OC,P) */
-                nn_gemm(1, 0, s->C, P, OC, weight, s->C, d, P, 1.0f, di, P);
+                conv_gemm(1, 0, s->C, P, OC, weight, s->C, d, P, 1.0f, di, P);
             continue;
         }
         for (int p0 = 0; p0 < P; p0 += tile) {
@@ -477,10 +526,10 @@ void nn_conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratc
                         .np = np};
             if (dweight) { /* (OC,CKK) += (OC,np)·(CKK,np)ᵀ */
                 backend_cpu_parallel_for(ckk, 1 + 16384 / np, im2col_rows, &j);
-                nn_gemm(0, 1, OC, ckk, np, d + p0, P, scratch, np, 1.0f, dweight, ckk);
+                conv_gemm(0, 1, OC, ckk, np, d + p0, P, scratch, np, 1.0f, dweight, ckk);
             }
             if (di) { /* dcol (CKK,np) = (OC,CKK)ᵀ·(OC,np), then scattered into di */
-                nn_gemm(1, 0, ckk, np, OC, weight, ckk, d + p0, P, 0.0f, scratch, np);
+                conv_gemm(1, 0, ckk, np, OC, weight, ckk, d + p0, P, 0.0f, scratch, np);
                 backend_cpu_parallel_for(s->C, 1 + 16384 / ((size_t)np * s->K * s->K),
                                          col2im_channels, &j);
             }

@@ -18,7 +18,7 @@
 #define REF "tests/fixtures/nn_diffusion/ref.bin"
 #define MAX_REC 256
 
-/* ---- the fixture file --------------------------------------------------------------------- */
+/* ---- the fixture file ------------------------------------------------------------------------ */
 
 typedef struct Rec {
     char name[64];
@@ -103,7 +103,7 @@ static void expect_close(const char *what, const float *got, const float *want, 
     }
 }
 
-/* ---- conv2d ------------------------------------------------------------------------------- */
+/* ---- conv2d ---------------------------------------------------------------------------------- */
 
 static void conv_case(const char *cs) {
     float *sh = ref(cs, "shape", 9);
@@ -161,34 +161,49 @@ static void naive_conv(float *out, const float *x, const float *w, const float *
                 }
 }
 
-/* With 512 input channels the columns no longer fit one tile: the output is done in several,
- * the first ending mid-row. Forward and dinp (through col2im) against the definition; the
- * input gradient of a conv is checked as the forward of L = Σ dout·out, by linearity:
- * Σ dx·x = Σ dout·(out − bias). */
-Test(nn_diffusion, conv2d_tiles_match_loops) {
+/* conv s against its definition: the forward directly, dinp (which goes through col2im) and
+ * dweight by linearity, L = Σ dout·out: Σ dx·x = Σ dw·w = Σ dout·(out − bias). */
+static void check_against_loops(const char *what, ConvShape s, uint64_t seed) {
     Rng r;
-    rng_init(&r, 41);
-    ConvShape s = {.B = 1, .C = 512, .H = 64, .W = 60, .OC = 5, .K = 3, .stride = 1, .pad = 1};
-    size_t P = 64 * 60, nx = (size_t)512 * P, nw = (size_t)5 * 512 * 9;
-    cr_assert_gt((size_t)s.C * 9 * P, nn_conv2d_scratch_floats(&s), "expected several tiles");
-    float *x = gc_randn(&r, nx, 1), *w = gc_randn(&r, nw, 0.02f), *b = gc_randn(&r, 5, 1);
+    rng_init(&r, seed);
+    size_t nx = (size_t)s.B * s.C * s.H * s.W, nw = (size_t)s.OC * s.C * s.K * s.K;
+    size_t P = (size_t)nn_conv2d_out_h(&s) * nn_conv2d_out_w(&s), ny = (size_t)s.B * s.OC * P;
+    float *x = gc_randn(&r, nx, 1), *w = gc_randn(&r, nw, 0.02f), *b = gc_randn(&r, s.OC, 1);
     float *scratch = zeros(nn_conv2d_scratch_floats(&s));
-    float *y = zeros(5 * P), *want = zeros(5 * P), *dout = gc_randn(&r, 5 * P, 1);
+    float *y = zeros(ny), *want = zeros(ny), *dout = gc_randn(&r, ny, 1);
     nn_conv2d_forward(y, scratch, x, w, b, &s);
     naive_conv(want, x, w, b, &s);
-    expect_close("tiled conv", y, want, 5 * P, 1e-4f, 1e-4f);
-    float *dx = zeros(nx);
-    nn_conv2d_backward(dx, NULL, NULL, scratch, dout, x, w, &s);
-    double lhs = 0.0, rhs = 0.0;
+    expect_close(what, y, want, ny, 1e-4f, 1e-4f);
+    float *dx = zeros(nx), *dw = zeros(nw);
+    nn_conv2d_backward(dx, dw, NULL, scratch, dout, x, w, &s);
+    double lx = 0.0, lw = 0.0, rhs = 0.0;
     for (size_t i = 0; i < nx; i++)
-        lhs += (double)dx[i] * x[i];
-    for (size_t i = 0; i < 5 * P; i++)
-        rhs += (double)dout[i] * (want[i] - b[i / P]);
-    cr_expect_leq(fabs(lhs - rhs), 1e-4 * fabs(rhs) + 1e-3, "Σdx·x %.9g vs Σdout·conv %.9g",
-                  lhs, rhs);
+        lx += (double)dx[i] * x[i];
+    for (size_t i = 0; i < nw; i++)
+        lw += (double)dw[i] * w[i];
+    for (size_t i = 0; i < ny; i++)
+        rhs += (double)dout[i] * (want[i] - b[i / P % s.OC]);
+    cr_expect_leq(fabs(lx - rhs), 1e-4 * fabs(rhs) + 1e-3, "%s: Σdx·x %.9g vs %.9g", what, lx,
+                  rhs);
+    cr_expect_leq(fabs(lw - rhs), 1e-4 * fabs(rhs) + 1e-3, "%s: Σdw·w %.9g vs %.9g", what, lw,
+                  rhs);
 }
 
-/* ---- GroupNorm ------------------------------------------------------------------------------ */
+/* With 512 input channels the columns no longer fit one tile: the output is done in several,
+ * the first ending mid-row. A small map with many output channels instead has too few
+ * column chunks to share out, and its GEMMs are split by rows. */
+Test(nn_diffusion, conv2d_matches_loops_on_tiles_and_row_splits) {
+    ConvShape big = {.B = 1, .C = 512, .H = 64, .W = 60, .OC = 5, .K = 3, .stride = 1, .pad = 1};
+    cr_assert_gt((size_t)big.C * 9 * 64 * 60, nn_conv2d_scratch_floats(&big),
+                 "expected several tiles");
+    check_against_loops("tiled conv", big, 41);
+    ConvShape deep = {.B = 2, .C = 16, .H = 6, .W = 6, .OC = 80, .K = 3, .stride = 1, .pad = 1};
+    check_against_loops("row-split conv", deep, 42);
+    ConvShape down = {.B = 1, .C = 32, .H = 9, .W = 7, .OC = 70, .K = 3, .stride = 2, .pad = 1};
+    check_against_loops("row-split conv, stride 2", down, 43);
+}
+
+/* ---- GroupNorm ------------------------------------------------------------------------------- */
 
 static void gn_case(const char *cs) {
     float *sh = ref(cs, "shape", 6);
@@ -215,7 +230,7 @@ Test(nn_diffusion, groupnorm_matches_pytorch) {
     gn_case("gn_plain");
 }
 
-/* ---- activations ---------------------------------------------------------------------------- */
+/* ---- activations ----------------------------------------------------------------------------- */
 
 typedef void (*ActFwd)(float *, const float *, size_t, NnGelu);
 typedef void (*ActBwd)(float *, const float *, const float *, size_t, NnGelu);
@@ -318,7 +333,7 @@ Test(nn_diffusion, mse_loss_matches_pytorch) {
     expect_close("mse dtarget", dq, ref("mse", "dtarget", n), n, 1e-7f, 1e-5f);
 }
 
-/* ---- determinism across thread counts --------------------------------------------------------- */
+/* ---- determinism across thread counts -------------------------------------------------------- */
 
 /* Every op that splits work over the pool, forward and backward, into res. */
 static size_t run_all(float *res, int threads) {
@@ -335,13 +350,15 @@ static size_t run_all(float *res, int threads) {
     s1.K = 1, s1.pad = 0;
     ConvShape sd = s; /* few output channels: the direct path */
     sd.OC = 3;
+    ConvShape sr = s; /* a small map, many output channels: GEMMs split by rows */
+    sr.H = 8, sr.W = 8, sr.OC = 96;
     size_t nx = (size_t)2 * 24 * 20 * 18, ny = (size_t)2 * 40 * 20 * 18;
-    float *x = gc_randn(&r, nx, 1), *w = gc_randn(&r, 40 * 24 * 9, 0.1f);
-    float *b = gc_randn(&r, 40, 1), *dout = gc_randn(&r, ny, 1);
+    float *x = gc_randn(&r, nx, 1), *w = gc_randn(&r, 96 * 24 * 9, 0.1f);
+    float *b = gc_randn(&r, 96, 1), *dout = gc_randn(&r, ny, 1);
     float *scratch = zeros(nn_conv2d_scratch_floats(&s));
     size_t k = 0;
-    const ConvShape *shapes[4] = {&s, &s2, &s1, &sd};
-    for (int i = 0; i < 4; i++) {
+    const ConvShape *shapes[5] = {&s, &s2, &s1, &sd, &sr};
+    for (int i = 0; i < 5; i++) {
         const ConvShape *c = shapes[i];
         size_t nyc = (size_t)2 * c->OC * nn_conv2d_out_h(c) * nn_conv2d_out_w(c);
         size_t nw = (size_t)c->OC * 24 * c->K * c->K;

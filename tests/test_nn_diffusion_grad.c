@@ -19,7 +19,7 @@ TestSuite(nn_diffusion_grad, .fini = fini);
 #define CASE(nm, nin, nout, f, b, ctx_) \
     GradCase c = {.name = nm, .n_in = nin, .n_out = nout, .fwd = f, .bwd = b, .ctx = ctx_}
 
-/* ---- conv2d ------------------------------------------------------------------------------- */
+/* ---- conv2d ---------------------------------------------------------------------------------- */
 
 typedef struct ConvCtx {
     ConvShape s;
@@ -73,7 +73,7 @@ Test(nn_diffusion_grad, conv2d) {
     }
 }
 
-/* ---- GroupNorm ------------------------------------------------------------------------------ */
+/* ---- GroupNorm ------------------------------------------------------------------------------- */
 
 typedef struct GnCtx {
     int B, C, HW, G;
@@ -134,7 +134,7 @@ Test(nn_diffusion_grad, groupnorm) {
     cr_expect_eq(gn_check(1, 4, 7, 4, 1, 0, 14), 0, "a group per channel (InstanceNorm)");
 }
 
-/* ---- activations ---------------------------------------------------------------------------- */
+/* ---- activations ----------------------------------------------------------------------------- */
 
 static NnGelu act_mode;
 
@@ -181,7 +181,7 @@ Test(nn_diffusion_grad, activations) {
     }
 }
 
-/* ---- upsampling, concat/split, MSE ---------------------------------------------------------- */
+/* ---- upsampling, concat/split, MSE ----------------------------------------------------------- */
 
 static void up_f(GradCase *c, float *out) { nn_upsample2x_forward(out, c->in[0], 2, 2, 3, 2); }
 static void up_b(GradCase *c, float *out, const float *d, float **din) {
@@ -236,7 +236,7 @@ Test(nn_diffusion_grad, upsample_concat_split_mse) {
     }
 }
 
-/* ---- the gradient rule ------------------------------------------------------------------------ */
+/* ---- the gradient rule ----------------------------------------------------------------------- */
 
 /* Backward adds: two backwards into the same buffers give twice one; NULL buffers are skipped
  * (the others come out the same as with all of them given). */
@@ -275,7 +275,7 @@ Test(nn_diffusion_grad, backward_adds_and_skips_null) {
         cr_expect_eq(gw[i], gdw[i], "groupnorm dweight[%zu]", i);
 }
 
-/* ---- the check must be able to fail ----------------------------------------------------------- */
+/* ---- the check must be able to fail ---------------------------------------------------------- */
 
 Test(nn_diffusion_grad, check_catches_wrong_backwards) {
     gc_quiet = 1;
