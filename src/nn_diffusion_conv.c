@@ -18,14 +18,16 @@
  *
  * The forward cuts a tile into chunks of 128–512 columns; one task lays out a chunk's columns
  * and multiplies them at once (single-threaded sgemm), while they are still in cache. The
- * backward's GEMMs run through nn_gemm. All of them run at OpenBLAS's sgemm rate: at
- * 320×64×64 one thread does forward, dweight and dinp each in about the time of the same
- * GEMM alone (bench/bench_ops.c).
+ * other GEMMs go through conv_gemm: nn_gemm's 128-column slabs, or, where a small map leaves
+ * fewer than GEMM_MIN_SLABS of them (the 8×8 and 16×16 levels of a UNet), blocks of rows;
+ * there the forward lays out the whole tile first. At 320×64×64 one thread does the forward,
+ * dweight and dinp each in 62–66 ms of CPU, about 120 GFLOP/s, OpenBLAS's sgemm rate here.
  *
  * Determinism: chunk and tile widths depend on the shape only; each chunk is one sgemm call
- * of a fixed shape; nn_gemm cuts fixed column slabs; im2col is split by rows of col; col2im by
- * input channel (a channel's rows of dcol scatter only into that channel of dinp); bias sums
- * by output channel; tiles and images run in order. Nothing depends on the thread count.
+ * of a fixed shape; conv_gemm cuts fixed slabs or row blocks; im2col is split by rows of col;
+ * col2im by input channel (a channel's rows of dcol scatter only into that channel of dinp);
+ * the direct path by output row, input plane and input channel; bias sums by output channel;
+ * tiles and images run in order. Nothing depends on the thread count.
  */
 #include "nn_diffusion.h"
 
