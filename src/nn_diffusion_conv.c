@@ -195,7 +195,8 @@ static void bias_sum_rows(void *ctx, int64_t o0, int64_t o1) {
 
 /* y[i] += a·x[i], and the eight-lane dot acc[i & 7] += x[i]·y[i]: the direct path's inner
  * loops, compiled twice (AVX2 + FMA, vectorised; and the x86-64 baseline) and picked at run
- * time as nn_clip.c does. Lane assignment and order are the same in both. */
+ * time as nn_clip.c does. Lane assignment and order are the same in both, and -std=c11 keeps
+ * GCC from contracting into FMAs, so both give the same bits. */
 #define AXPY_BODY                                                                          \
     for (int i = 0; i < n; i++)                                                            \
         y[i] += a * x[i];
