@@ -79,10 +79,14 @@ static int conv_tile(const ConvShape *s) {
     return (size_t)P < t ? P : (int)t;
 }
 
+static size_t wino_scratch(const ConvShape *s);
+
 size_t nn_conv2d_scratch_floats(const ConvShape *s) {
     if (is_pointwise(s) || is_direct(s))
         return 0;
-    return (size_t)s->C * s->K * s->K * (size_t)conv_tile(s);
+    size_t cols = (size_t)s->C * s->K * s->K * (size_t)conv_tile(s); /* im2col (dweight) */
+    size_t w = wino_scratch(s);
+    return cols > w ? cols : w;
 }
 
 typedef struct ColJob {
@@ -412,6 +416,220 @@ static void conv_gemm(int ta, int tb, int M, int N, int K, const float *a, int l
     backend_cpu_parallel_for(n_blocks, grain, row_blocks, &g);
 }
 
+/* ---- Winograd F(2×2, 3×3) ------------------------------------------------------------------ */
+
+/* A 3×3 stride-1 conv computes each 2×2 output tile from a 4×4 input tile as
+ * Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+ * Networks"): 16 multiplies where im2col spends 36, so the GEMMs — 16 of them, (OC,C)·(C,tiles)
+ * — do 2.25× less work. Used from WINO_MIN_CH channels in and out (below, the GEMMs are too
+ * thin to gain); the transforms are a few adds per value. dinp of such a conv is the same
+ * algorithm on dout with the weights transposed and turned 180°. */
+#define WINO_MIN_CH 16
+#define WINO_MIN_TILES 256 /* from 32×32 outputs: below, the thin GEMMs lose (doc/engine.md) */
+#define WINO_SCRATCH_FLOATS (16u << 20) /* V and M for one block of tiles: 64 MiB at most */
+
+static int is_winograd(const ConvShape *s) {
+    int tiles = ((nn_conv2d_out_h(s) + 1) / 2) * ((nn_conv2d_out_w(s) + 1) / 2);
+    return s->K == 3 && s->stride == 1 && s->pad <= 2 && s->C >= WINO_MIN_CH &&
+           s->OC >= WINO_MIN_CH && tiles >= WINO_MIN_TILES;
+}
+
+/* Tiles per block: all of them when V and M fit, else a multiple of 128. */
+static int wino_block(int C, int OC, int T) {
+    size_t b = WINO_SCRATCH_FLOATS / (16 * (size_t)(C + OC));
+    b -= b % 128;
+    if (b < 128)
+        b = 128;
+    return (size_t)T < b ? T : (int)b;
+}
+
+static size_t wino_floats(int C, int OC, int Ho, int Wo) {
+    int T = ((Ho + 1) / 2) * ((Wo + 1) / 2);
+    return 16 * ((size_t)OC * C + (size_t)(C + OC) * wino_block(C, OC, T));
+}
+
+typedef struct Wino {
+    const ConvShape *s;   /* the conv computed (for dinp: dout → dinp with C and OC swapped) */
+    int Ho, Wo, tw;       /* output size; tiles per output row */
+    int t0, nt;           /* this block's first tile and tile count */
+    const float *img;     /* one input image (C,H,W) */
+    const float *weight;  /* (OC,C,3,3); flip: the forward's (C,OC,3,3), used turned 180° */
+    int flip;
+    float *U, *V, *M;     /* (16,OC,C), (16,C,nt), (16,OC,nt) */
+    float *out;           /* one output image (OC,Ho,Wo) */
+    const float *bias;    /* (OC) or NULL */
+    int accumulate;       /* 1: out += y (a gradient), 0: out = y + bias */
+} Wino;
+
+/* U[:, o, :] = G g Gᵀ for output channels [o0, o1). */
+static void wino_weights(void *ctx, int64_t o0, int64_t o1) {
+    const Wino *w = ctx;
+    int C = w->s->C, OC = w->s->OC;
+    for (int64_t o = o0; o < o1; o++)
+        for (int c = 0; c < C; c++) {
+            float g[3][3], t[4][3];
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++)
+                    g[ky][kx] = w->flip ? w->weight[(((size_t)c * OC + o) * 3 + 2 - ky) * 3 + 2 - kx]
+                                        : w->weight[(((size_t)o * C + c) * 3 + ky) * 3 + kx];
+            for (int k = 0; k < 3; k++) { /* t = G g */
+                t[0][k] = g[0][k];
+                t[1][k] = 0.5f * (g[0][k] + g[1][k] + g[2][k]);
+                t[2][k] = 0.5f * (g[0][k] - g[1][k] + g[2][k]);
+                t[3][k] = g[2][k];
+            }
+            for (int i = 0; i < 4; i++) { /* u = t Gᵀ */
+                float u[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]),
+                              0.5f * (t[i][0] - t[i][1] + t[i][2]), t[i][2]};
+                for (int k = 0; k < 4; k++)
+                    w->U[((size_t)(i * 4 + k) * OC + o) * C + c] = u[k];
+            }
+        }
+}
+
+#define WT 32 /* tiles transformed together: the arithmetic runs across them, vectorised */
+
+/* V[:, c, :] = Bᵀ d B for input channels [c0, c1), each tile of the block. */
+static void wino_inputs(void *ctx, int64_t c0, int64_t c1) {
+    const Wino *w = ctx;
+    const ConvShape *s = w->s;
+    float d[16][WT], b[16][WT], v[16][WT];
+    for (int64_t c = c0; c < c1; c++) {
+        const float *plane = w->img + (size_t)c * s->H * s->W;
+        for (int tb = 0; tb < w->nt; tb += WT) {
+            int n = w->nt - tb < WT ? w->nt - tb : WT;
+            memset(d, 0, sizeof d);
+            for (int t = 0; t < n; t++) { /* gather the 4×4 input tiles, zero outside */
+                int ty = (w->t0 + tb + t) / w->tw, tx = (w->t0 + tb + t) % w->tw;
+                int iy0 = 2 * ty - s->pad, ix0 = 2 * tx - s->pad;
+                if (iy0 >= 0 && iy0 + 4 <= s->H && ix0 >= 0 && ix0 + 4 <= s->W) {
+                    const float *src = plane + (size_t)iy0 * s->W + ix0;
+                    for (int i = 0; i < 4; i++)
+                        for (int k = 0; k < 4; k++)
+                            d[i * 4 + k][t] = src[(size_t)i * s->W + k];
+                    continue;
+                }
+                for (int i = 0; i < 4; i++) {
+                    int iy = iy0 + i;
+                    if (iy < 0 || iy >= s->H)
+                        continue;
+                    const float *row = plane + (size_t)iy * s->W;
+                    for (int k = 0; k < 4; k++) {
+                        int ix = ix0 + k;
+                        if (ix >= 0 && ix < s->W)
+                            d[i * 4 + k][t] = row[ix];
+                    }
+                }
+            }
+            for (int k = 0; k < 4; k++) /* b = Bᵀ d */
+                for (int t = 0; t < WT; t++) {
+                    b[0 + k][t] = d[0 + k][t] - d[8 + k][t];
+                    b[4 + k][t] = d[4 + k][t] + d[8 + k][t];
+                    b[8 + k][t] = d[8 + k][t] - d[4 + k][t];
+                    b[12 + k][t] = d[4 + k][t] - d[12 + k][t];
+                }
+            for (int i = 0; i < 4; i++) /* v = b B */
+                for (int t = 0; t < WT; t++) {
+                    v[i * 4 + 0][t] = b[i * 4 + 0][t] - b[i * 4 + 2][t];
+                    v[i * 4 + 1][t] = b[i * 4 + 1][t] + b[i * 4 + 2][t];
+                    v[i * 4 + 2][t] = b[i * 4 + 2][t] - b[i * 4 + 1][t];
+                    v[i * 4 + 3][t] = b[i * 4 + 1][t] - b[i * 4 + 3][t];
+                }
+            for (int x = 0; x < 16; x++)
+                memcpy(w->V + ((size_t)x * s->C + c) * w->nt + tb, v[x], (size_t)n * sizeof(float));
+        }
+    }
+}
+
+/* out[o] tiles = Aᵀ m A for output channels [o0, o1). */
+static void wino_outputs(void *ctx, int64_t o0, int64_t o1) {
+    const Wino *w = ctx;
+    int OC = w->s->OC;
+    float m[16][WT], a[8][WT], y[4][WT];
+    for (int64_t o = o0; o < o1; o++) {
+        float *plane = w->out + (size_t)o * w->Ho * w->Wo;
+        float bias = w->bias ? w->bias[o] : 0.0f;
+        for (int tb = 0; tb < w->nt; tb += WT) {
+            int n = w->nt - tb < WT ? w->nt - tb : WT;
+            for (int x = 0; x < 16; x++)
+                memcpy(m[x], w->M + ((size_t)x * OC + o) * w->nt + tb, (size_t)n * sizeof(float));
+            for (int x = 0; x < 16; x++) /* lanes past n hold no tile: give them zeros */
+                for (int t = n; t < WT; t++)
+                    m[x][t] = 0.0f;
+            for (int k = 0; k < 4; k++) /* a = Aᵀ m */
+                for (int t = 0; t < WT; t++) {
+                    a[k][t] = m[0 + k][t] + m[4 + k][t] + m[8 + k][t];
+                    a[4 + k][t] = m[4 + k][t] - m[8 + k][t] - m[12 + k][t];
+                }
+            for (int i = 0; i < 2; i++) /* y = a A */
+                for (int t = 0; t < WT; t++) {
+                    y[i * 2 + 0][t] = a[i * 4 + 0][t] + a[i * 4 + 1][t] + a[i * 4 + 2][t];
+                    y[i * 2 + 1][t] = a[i * 4 + 1][t] - a[i * 4 + 2][t] - a[i * 4 + 3][t];
+                }
+            for (int t = 0; t < n; t++) {
+                int ty = (w->t0 + tb + t) / w->tw, tx = (w->t0 + tb + t) % w->tw;
+                for (int i = 0; i < 2; i++) {
+                    int oy = 2 * ty + i;
+                    if (oy >= w->Ho)
+                        break;
+                    for (int k = 0; k < 2; k++) {
+                        int ox = 2 * tx + k;
+                        if (ox >= w->Wo)
+                            break;
+                        float *dst = plane + (size_t)oy * w->Wo + ox;
+                        if (w->accumulate)
+                            *dst += y[i * 2 + k][t];
+                        else
+                            *dst = y[i * 2 + k][t] + bias;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* out (B,OC,Ho,Wo) = (or +=) the conv s of inp by weight; see Wino for flip and accumulate. */
+static void wino_run(float *out, float *scratch, const float *inp, const float *weight,
+                     const float *bias, const ConvShape *s, int flip, int accumulate) {
+    int Ho = nn_conv2d_out_h(s), Wo = nn_conv2d_out_w(s), C = s->C, OC = s->OC;
+    int tw = (Wo + 1) / 2, T = ((Ho + 1) / 2) * tw, blk = wino_block(C, OC, T);
+    Wino w = {.s = s, .Ho = Ho, .Wo = Wo, .tw = tw, .weight = weight, .flip = flip,
+              .U = scratch, .bias = bias, .accumulate = accumulate};
+    w.V = w.U + 16 * (size_t)OC * C;
+    w.M = w.V + 16 * (size_t)C * blk;
+    backend_cpu_parallel_for(OC, 1, wino_weights, &w);
+    for (int b = 0; b < s->B; b++) {
+        w.img = inp + (size_t)b * C * s->H * s->W;
+        w.out = out + (size_t)b * OC * Ho * Wo;
+        for (w.t0 = 0; w.t0 < T; w.t0 += blk) {
+            w.nt = T - w.t0 < blk ? T - w.t0 : blk;
+            backend_cpu_parallel_for(C, 1 + 4096 / w.nt, wino_inputs, &w);
+            for (int x = 0; x < 16; x++) /* M_x (OC,nt) = U_x (OC,C) · V_x (C,nt) */
+                conv_gemm(0, 0, OC, w.nt, C, w.U + (size_t)x * OC * C, C,
+                          w.V + (size_t)x * C * w.nt, w.nt, 0.0f, w.M + (size_t)x * OC * w.nt,
+                          w.nt);
+            backend_cpu_parallel_for(OC, 1 + 4096 / w.nt, wino_outputs, &w);
+        }
+    }
+}
+
+/* The conv whose output is dinp: dout (B,OC,Ho,Wo) in, C channels out, padding 2 − pad. */
+static ConvShape wino_dinp_shape(const ConvShape *s) {
+    ConvShape t = {.B = s->B, .C = s->OC, .H = nn_conv2d_out_h(s), .W = nn_conv2d_out_w(s),
+                   .OC = s->C, .K = 3, .stride = 1, .pad = 2 - s->pad};
+    return t;
+}
+
+/* Forward and dinp both run as Winograd convs: room for the larger. */
+static size_t wino_scratch(const ConvShape *s) {
+    if (!is_winograd(s))
+        return 0;
+    ConvShape t = wino_dinp_shape(s);
+    size_t f = wino_floats(s->C, s->OC, nn_conv2d_out_h(s), nn_conv2d_out_w(s));
+    size_t d = wino_floats(t.C, t.OC, nn_conv2d_out_h(&t), nn_conv2d_out_w(&t));
+    return f > d ? f : d;
+}
+
 /* Output columns per forward chunk: a shape-only choice (so the bits do not depend on the
  * thread count) that leaves about 16 chunks per tile to share out, each wide enough for the
  * sgemm to run near its peak. */
@@ -457,6 +675,10 @@ void nn_conv2d_forward(float *out, float *scratch, const float *inp, const float
         int64_t per = (int64_t)s->C * s->K * s->K * Wo * OC;
         backend_cpu_parallel_for((int64_t)s->B * j.Ho, 1 + 65536 / (per ? per : 1),
                                  direct_fwd_rows, &j);
+        return;
+    }
+    if (is_winograd(s)) {
+        wino_run(out, scratch, inp, weight, bias, s, 0, 0);
         return;
     }
     for (int b = 0; b < s->B; b++) {
@@ -511,6 +733,13 @@ void nn_conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratc
             backend_cpu_parallel_for(s->C, 1 + 65536 / (per * s->B + 1),
                                      direct_dweight_channels, &j);
         return;
+    }
+    if (dinp && is_winograd(s)) { /* dinp += the Winograd conv of dout; dweight below */
+        ConvShape t = wino_dinp_shape(s);
+        wino_run(dinp, scratch, dout, weight, NULL, &t, 1, 1);
+        dinp = NULL;
+        if (!dweight)
+            return;
     }
     int tile = conv_tile(s);
     for (int b = 0; b < s->B; b++) {

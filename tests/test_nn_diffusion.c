@@ -91,13 +91,13 @@ static float *zeros(size_t n) {
     return x;
 }
 
-/* |got − want| <= atol + rtol·|want| everywhere. */
+/* |got − want| <= atol + rtol·|want| everywhere (want: PyTorch's, or the definition's). */
 static void expect_close(const char *what, const float *got, const float *want, size_t n,
                          float atol, float rtol) {
     for (size_t i = 0; i < n; i++) {
         float tol = atol + rtol * fabsf(want[i]);
         if (!(fabsf(got[i] - want[i]) <= tol)) {
-            cr_expect_fail("%s[%zu]: got %.7g, PyTorch %.7g", what, i, got[i], want[i]);
+            cr_expect_fail("%s[%zu]: got %.7g, expected %.7g", what, i, got[i], want[i]);
             return;
         }
     }
@@ -161,38 +161,62 @@ static void naive_conv(float *out, const float *x, const float *w, const float *
                 }
 }
 
-/* conv s against its definition: the forward directly, dinp (which goes through col2im) and
- * dweight by linearity, L = Σ dout·out: Σ dx·x = Σ dw·w = Σ dout·(out − bias). */
+/* dinp (B,C,H,W) and dweight (OC,C,K,K) of L = Σ dout·out by the definition, in double. */
+static void naive_conv_backward(float *dx, float *dw, const float *x, const float *w,
+                                const float *dout, const ConvShape *s) {
+    int Ho = nn_conv2d_out_h(s), Wo = nn_conv2d_out_w(s), K = s->K;
+    size_t nx = (size_t)s->B * s->C * s->H * s->W, nw = (size_t)s->OC * s->C * K * K;
+    double *ax = calloc(nx, sizeof(double)), *aw = calloc(nw, sizeof(double));
+    for (int n = 0; n < s->B; n++)
+        for (int o = 0; o < s->OC; o++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++) {
+                    double g = dout[((size_t)(n * s->OC + o) * Ho + oy) * Wo + ox];
+                    for (int c = 0; c < s->C; c++)
+                        for (int ky = 0; ky < K; ky++)
+                            for (int kx = 0; kx < K; kx++) {
+                                int iy = oy * s->stride - s->pad + ky;
+                                int ix = ox * s->stride - s->pad + kx;
+                                if (iy < 0 || iy >= s->H || ix < 0 || ix >= s->W)
+                                    continue;
+                                size_t xi = ((size_t)(n * s->C + c) * s->H + iy) * s->W + ix;
+                                size_t wi = ((size_t)(o * s->C + c) * K + ky) * K + kx;
+                                ax[xi] += g * w[wi];
+                                aw[wi] += g * x[xi];
+                            }
+                }
+    for (size_t i = 0; i < nx; i++)
+        dx[i] = (float)ax[i];
+    for (size_t i = 0; i < nw; i++)
+        dw[i] = (float)aw[i];
+    free(ax);
+    free(aw);
+}
+
+/* conv s against its definition: forward, dinp and dweight element by element. */
 static void check_against_loops(const char *what, ConvShape s, uint64_t seed) {
     Rng r;
     rng_init(&r, seed);
     size_t nx = (size_t)s.B * s.C * s.H * s.W, nw = (size_t)s.OC * s.C * s.K * s.K;
     size_t P = (size_t)nn_conv2d_out_h(&s) * nn_conv2d_out_w(&s), ny = (size_t)s.B * s.OC * P;
-    float *x = gc_randn(&r, nx, 1), *w = gc_randn(&r, nw, 0.02f), *b = gc_randn(&r, s.OC, 1);
+    float *x = gc_randn(&r, nx, 1), *w = gc_randn(&r, nw, 0.05f), *b = gc_randn(&r, s.OC, 1);
     float *scratch = zeros(nn_conv2d_scratch_floats(&s));
     float *y = zeros(ny), *want = zeros(ny), *dout = gc_randn(&r, ny, 1);
     nn_conv2d_forward(y, scratch, x, w, b, &s);
     naive_conv(want, x, w, b, &s);
     expect_close(what, y, want, ny, 1e-4f, 1e-4f);
-    float *dx = zeros(nx), *dw = zeros(nw);
+    float *dx = zeros(nx), *dw = zeros(nw), *wdx = zeros(nx), *wdw = zeros(nw);
     nn_conv2d_backward(dx, dw, NULL, scratch, dout, x, w, &s);
-    double lx = 0.0, lw = 0.0, rhs = 0.0;
-    for (size_t i = 0; i < nx; i++)
-        lx += (double)dx[i] * x[i];
-    for (size_t i = 0; i < nw; i++)
-        lw += (double)dw[i] * w[i];
-    for (size_t i = 0; i < ny; i++)
-        rhs += (double)dout[i] * (want[i] - b[i / P % s.OC]);
-    cr_expect_leq(fabs(lx - rhs), 1e-4 * fabs(rhs) + 1e-3, "%s: Σdx·x %.9g vs %.9g", what, lx,
-                  rhs);
-    cr_expect_leq(fabs(lw - rhs), 1e-4 * fabs(rhs) + 1e-3, "%s: Σdw·w %.9g vs %.9g", what, lw,
-                  rhs);
+    naive_conv_backward(wdx, wdw, x, w, dout, &s);
+    expect_close(what, dx, wdx, nx, 1e-4f, 1e-4f);
+    expect_close(what, dw, wdw, nw, 1e-3f, 1e-4f); /* sums over B·Ho·Wo terms */
 }
 
 /* With 512 input channels the columns no longer fit one tile: the output is done in several,
- * the first ending mid-row. A small map with many output channels instead has too few
- * column chunks to share out, and its GEMMs are split by rows. */
-Test(nn_diffusion, conv2d_matches_loops_on_tiles_and_row_splits) {
+ * the first ending mid-row. Small maps have too few column chunks to share out, and their
+ * GEMMs are split by rows. From 32×32 outputs and 16 channels a 3×3 stride-1 conv takes the
+ * Winograd path (odd sizes leave partial tiles; padding 0 and 2 too). */
+Test(nn_diffusion, conv2d_matches_loops_on_every_path) {
     ConvShape big = {.B = 1, .C = 512, .H = 64, .W = 60, .OC = 5, .K = 3, .stride = 1, .pad = 1};
     cr_assert_gt((size_t)big.C * 9 * 64 * 60, nn_conv2d_scratch_floats(&big),
                  "expected several tiles");
@@ -201,6 +225,12 @@ Test(nn_diffusion, conv2d_matches_loops_on_tiles_and_row_splits) {
     check_against_loops("row-split conv", deep, 42);
     ConvShape down = {.B = 1, .C = 32, .H = 9, .W = 7, .OC = 70, .K = 3, .stride = 2, .pad = 1};
     check_against_loops("row-split conv, stride 2", down, 43);
+    ConvShape wino = {.B = 2, .C = 16, .H = 33, .W = 34, .OC = 20, .K = 3, .stride = 1, .pad = 1};
+    check_against_loops("winograd", wino, 44);
+    wino.pad = 0, wino.H = 33, wino.W = 34, wino.B = 1;
+    check_against_loops("winograd, pad 0", wino, 45);
+    wino.pad = 2, wino.C = 17, wino.OC = 16;
+    check_against_loops("winograd, pad 2", wino, 46);
 }
 
 /* ---- GroupNorm ------------------------------------------------------------------------------- */
@@ -352,16 +382,22 @@ static size_t run_all(float *res, int threads) {
     sd.OC = 3;
     ConvShape sr = s; /* a small map, many output channels: GEMMs split by rows */
     sr.H = 8, sr.W = 8, sr.OC = 96;
+    ConvShape sw = s; /* 32×32, 16 channels in: Winograd */
+    sw.B = 1, sw.C = 16, sw.H = 32, sw.W = 32, sw.OC = 24;
     size_t nx = (size_t)2 * 24 * 20 * 18, ny = (size_t)2 * 40 * 20 * 18;
     float *x = gc_randn(&r, nx, 1), *w = gc_randn(&r, 96 * 24 * 9, 0.1f);
     float *b = gc_randn(&r, 96, 1), *dout = gc_randn(&r, ny, 1);
-    float *scratch = zeros(nn_conv2d_scratch_floats(&s));
     size_t k = 0;
-    const ConvShape *shapes[5] = {&s, &s2, &s1, &sd, &sr};
-    for (int i = 0; i < 5; i++) {
+    const ConvShape *shapes[6] = {&s, &s2, &s1, &sd, &sr, &sw};
+    size_t n_scratch = 0;
+    for (int i = 0; i < 6; i++)
+        if (nn_conv2d_scratch_floats(shapes[i]) > n_scratch)
+            n_scratch = nn_conv2d_scratch_floats(shapes[i]);
+    float *scratch = zeros(n_scratch);
+    for (int i = 0; i < 6; i++) {
         const ConvShape *c = shapes[i];
-        size_t nyc = (size_t)2 * c->OC * nn_conv2d_out_h(c) * nn_conv2d_out_w(c);
-        size_t nw = (size_t)c->OC * 24 * c->K * c->K;
+        size_t nyc = (size_t)c->B * c->OC * nn_conv2d_out_h(c) * nn_conv2d_out_w(c);
+        size_t nw = (size_t)c->OC * c->C * c->K * c->K;
         nn_conv2d_forward(res + k, scratch, x, w, b, c);
         k += nyc;
         nn_conv2d_backward(res + k, res + k + nx, res + k + nx + nw, scratch, dout, x, w, c);
