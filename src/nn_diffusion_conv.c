@@ -1,4 +1,10 @@
-/* nn_diffusion_conv — conv2d as im2col + GEMM. See nn_diffusion.h.
+/* nn_diffusion_conv — conv2d: im2col + GEMM, Winograd F(2×2,3×3), or direct loops. See
+ * nn_diffusion.h.
+ *
+ * Which path (by shape only): up to CONV_DIRECT_MAX_OC output channels, direct loops; a 3×3
+ * stride-1 conv with >= WINO_MIN_CH channels in and out and >= WINO_MIN_TILES 2×2 output
+ * tiles (32×32 outputs), Winograd for the forward and dinp (dweight stays im2col); a 1×1
+ * stride-1 unpadded conv, one GEMM on the input; everything else im2col + GEMM.
  *
  * Per image, the output pixels are taken in tiles of `tile` columns (a shape-only choice that
  * bounds the scratch to about CONV_SCRATCH_FLOATS); for each tile the input patches are laid
@@ -469,9 +475,11 @@ static void wino_weights(void *ctx, int64_t o0, int64_t o1) {
         for (int c = 0; c < C; c++) {
             float g[3][3], t[4][3];
             for (int ky = 0; ky < 3; ky++)
-                for (int kx = 0; kx < 3; kx++)
-                    g[ky][kx] = w->flip ? w->weight[(((size_t)c * OC + o) * 3 + 2 - ky) * 3 + 2 - kx]
+                for (int kx = 0; kx < 3; kx++) {
+                    size_t turned = (((size_t)c * OC + o) * 3 + 2 - ky) * 3 + 2 - kx;
+                    g[ky][kx] = w->flip ? w->weight[turned]
                                         : w->weight[(((size_t)o * C + c) * 3 + ky) * 3 + kx];
+                }
             for (int k = 0; k < 3; k++) { /* t = G g */
                 t[0][k] = g[0][k];
                 t[1][k] = 0.5f * (g[0][k] + g[1][k] + g[2][k]);
@@ -536,7 +544,7 @@ static void wino_inputs(void *ctx, int64_t c0, int64_t c1) {
                     v[i * 4 + 3][t] = b[i * 4 + 1][t] - b[i * 4 + 3][t];
                 }
             for (int x = 0; x < 16; x++)
-                memcpy(w->V + ((size_t)x * s->C + c) * w->nt + tb, v[x], (size_t)n * sizeof(float));
+                memcpy(w->V + ((size_t)x * s->C + c) * w->nt + tb, v[x], n * sizeof(float));
         }
     }
 }
@@ -552,7 +560,7 @@ static void wino_outputs(void *ctx, int64_t o0, int64_t o1) {
         for (int tb = 0; tb < w->nt; tb += WT) {
             int n = w->nt - tb < WT ? w->nt - tb : WT;
             for (int x = 0; x < 16; x++)
-                memcpy(m[x], w->M + ((size_t)x * OC + o) * w->nt + tb, (size_t)n * sizeof(float));
+                memcpy(m[x], w->M + ((size_t)x * OC + o) * w->nt + tb, n * sizeof(float));
             for (int x = 0; x < 16; x++) /* lanes past n hold no tile: give them zeros */
                 for (int t = n; t < WT; t++)
                     m[x][t] = 0.0f;
