@@ -86,13 +86,14 @@ static int conv_tile(const ConvShape *s) {
 }
 
 static size_t wino_scratch(const ConvShape *s);
+static int is_winograd(const ConvShape *s);
 
 size_t nn_conv2d_scratch_floats(const ConvShape *s) {
     if (is_pointwise(s) || is_direct(s))
         return 0;
-    size_t cols = (size_t)s->C * s->K * s->K * (size_t)conv_tile(s); /* im2col (dweight) */
-    size_t w = wino_scratch(s);
-    return cols > w ? cols : w;
+    if (is_winograd(s))
+        return wino_scratch(s);
+    return (size_t)s->C * s->K * s->K * (size_t)conv_tile(s);
 }
 
 typedef struct ColJob {
@@ -463,6 +464,7 @@ typedef struct Wino {
     int flip;
     float *U, *V, *M;     /* (16,OC,C), (16,C,nt), (16,OC,nt) */
     float *out;           /* one output image (OC,Ho,Wo) */
+    const float *dy;      /* dweight: one image of dout (OC,Ho,Wo) */
     const float *bias;    /* (OC) or NULL */
     int accumulate;       /* 1: out += y (a gradient), 0: out = y + bias */
 } Wino;
@@ -621,6 +623,93 @@ static void wino_run(float *out, float *scratch, const float *inp, const float *
     }
 }
 
+/* M[:, o, :] = A dy Aᵀ for output channels [o0, o1): the 2×2 tiles of dout spread back onto
+ * the 4×4 transform grid (the transpose of wino_outputs' Aᵀ m A). */
+static void wino_grads(void *ctx, int64_t o0, int64_t o1) {
+    const Wino *w = ctx;
+    int OC = w->s->OC;
+    float dy[4][WT], a[8][WT], m[16][WT];
+    for (int64_t o = o0; o < o1; o++) {
+        const float *plane = w->dy + (size_t)o * w->Ho * w->Wo;
+        for (int tb = 0; tb < w->nt; tb += WT) {
+            int n = w->nt - tb < WT ? w->nt - tb : WT;
+            memset(dy, 0, sizeof dy);
+            for (int t = 0; t < n; t++) {
+                int ty = (w->t0 + tb + t) / w->tw, tx = (w->t0 + tb + t) % w->tw;
+                for (int i = 0; i < 2 && 2 * ty + i < w->Ho; i++)
+                    for (int k = 0; k < 2 && 2 * tx + k < w->Wo; k++)
+                        dy[i * 2 + k][t] = plane[(size_t)(2 * ty + i) * w->Wo + 2 * tx + k];
+            }
+            for (int k = 0; k < 2; k++) /* a (4×2) = A dy */
+                for (int t = 0; t < WT; t++) {
+                    a[0 + k][t] = dy[k][t];
+                    a[2 + k][t] = dy[k][t] + dy[2 + k][t];
+                    a[4 + k][t] = dy[k][t] - dy[2 + k][t];
+                    a[6 + k][t] = -dy[2 + k][t];
+                }
+            for (int i = 0; i < 4; i++) /* m (4×4) = a Aᵀ */
+                for (int t = 0; t < WT; t++) {
+                    m[i * 4 + 0][t] = a[i * 2][t];
+                    m[i * 4 + 1][t] = a[i * 2][t] + a[i * 2 + 1][t];
+                    m[i * 4 + 2][t] = a[i * 2][t] - a[i * 2 + 1][t];
+                    m[i * 4 + 3][t] = -a[i * 2 + 1][t];
+                }
+            for (int x = 0; x < 16; x++)
+                memcpy(w->M + ((size_t)x * OC + o) * w->nt + tb, m[x], n * sizeof(float));
+        }
+    }
+}
+
+/* dweight[o] += Gᵀ dU G for output channels [o0, o1), dU = U's (16,OC,C) buffer. */
+static void wino_dweights(void *ctx, int64_t o0, int64_t o1) {
+    const Wino *w = ctx;
+    int C = w->s->C, OC = w->s->OC;
+    float *dweight = (float *)w->weight; /* wino_dweight passes the gradient here */
+    for (int64_t o = o0; o < o1; o++)
+        for (int c = 0; c < C; c++) {
+            float u[4][4], t[3][4];
+            for (int x = 0; x < 16; x++)
+                u[x / 4][x % 4] = w->U[((size_t)x * OC + o) * C + c];
+            for (int k = 0; k < 4; k++) { /* t (3×4) = Gᵀ u */
+                t[0][k] = u[0][k] + 0.5f * (u[1][k] + u[2][k]);
+                t[1][k] = 0.5f * (u[1][k] - u[2][k]);
+                t[2][k] = 0.5f * (u[1][k] + u[2][k]) + u[3][k];
+            }
+            float *g = dweight + ((size_t)o * C + c) * 9;
+            for (int i = 0; i < 3; i++) { /* g += t G */
+                g[i * 3 + 0] += t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+                g[i * 3 + 1] += 0.5f * (t[i][1] - t[i][2]);
+                g[i * 3 + 2] += 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+            }
+        }
+}
+
+/* dweight (OC,C,3,3) += the gradient of the Winograd forward: dU_x = Σ_tiles (A dy Aᵀ)_x ⊙
+ * (Bᵀ d B)_x as 16 GEMMs (OC,tiles)·(C,tiles)ᵀ summed over blocks and images in order, then
+ * dw = Gᵀ dU G. 2.25× less GEMM work than im2col's dout·colᵀ, like the forward. */
+static void wino_dweight(float *dweight, float *scratch, const float *inp, const float *dout,
+                         const ConvShape *s) {
+    int Ho = nn_conv2d_out_h(s), Wo = nn_conv2d_out_w(s), C = s->C, OC = s->OC;
+    int tw = (Wo + 1) / 2, T = ((Ho + 1) / 2) * tw, blk = wino_block(C, OC, T);
+    Wino w = {.s = s, .Ho = Ho, .Wo = Wo, .tw = tw, .weight = dweight, .U = scratch};
+    w.V = w.U + 16 * (size_t)OC * C;
+    w.M = w.V + 16 * (size_t)C * blk;
+    memset(w.U, 0, 16 * (size_t)OC * C * sizeof(float));
+    for (int b = 0; b < s->B; b++) {
+        w.img = inp + (size_t)b * C * s->H * s->W;
+        w.dy = dout + (size_t)b * OC * Ho * Wo;
+        for (w.t0 = 0; w.t0 < T; w.t0 += blk) {
+            w.nt = T - w.t0 < blk ? T - w.t0 : blk;
+            backend_cpu_parallel_for(C, 1 + 4096 / w.nt, wino_inputs, &w);
+            backend_cpu_parallel_for(OC, 1 + 4096 / w.nt, wino_grads, &w);
+            for (int x = 0; x < 16; x++) /* dU_x (OC,C) += M_x (OC,nt) · V_x (C,nt)ᵀ */
+                conv_gemm(0, 1, OC, C, w.nt, w.M + (size_t)x * OC * w.nt, w.nt,
+                          w.V + (size_t)x * C * w.nt, w.nt, 1.0f, w.U + (size_t)x * OC * C, C);
+        }
+    }
+    backend_cpu_parallel_for(OC, 1, wino_dweights, &w);
+}
+
 /* The conv whose output is dinp: dout (B,OC,Ho,Wo) in, C channels out, padding 2 − pad. */
 static ConvShape wino_dinp_shape(const ConvShape *s) {
     ConvShape t = {.B = s->B, .C = s->OC, .H = nn_conv2d_out_h(s), .W = nn_conv2d_out_w(s),
@@ -742,12 +831,14 @@ void nn_conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratc
                                      direct_dweight_channels, &j);
         return;
     }
-    if (dinp && is_winograd(s)) { /* dinp += the Winograd conv of dout; dweight below */
-        ConvShape t = wino_dinp_shape(s);
-        wino_run(dinp, scratch, dout, weight, NULL, &t, 1, 1);
-        dinp = NULL;
-        if (!dweight)
-            return;
+    if (is_winograd(s)) { /* dinp += the Winograd conv of dout; dweight by Winograd too */
+        if (dinp) {
+            ConvShape t = wino_dinp_shape(s);
+            wino_run(dinp, scratch, dout, weight, NULL, &t, 1, 1);
+        }
+        if (dweight)
+            wino_dweight(dweight, scratch, inp, dout, s);
+        return;
     }
     int tile = conv_tile(s);
     for (int b = 0; b < s->B; b++) {
