@@ -9,7 +9,8 @@
  * "train" includes zeroing our gradient buffers (backward adds into them), as PyTorch pays
  * for allocating its .grad tensors.
  *
- * Prints  bench NAME: R.RRx vs torch (ours A ms, peer B ms), R = peer time / ours.
+ * Prints  bench NAME: R.RRx vs torch (ours A ms, peer B ms), R = peer time / ours; each time
+ * is the fastest iteration of a run of EASEL_BENCH_SECONDS, on both sides.
  * Threads: EASEL_BENCH_THREADS, else every online CPU. Seconds per measurement:
  * EASEL_BENCH_SECONDS (default 3). Python: $EASEL_PY, else python3 on PATH.
  */
@@ -63,7 +64,8 @@ static void run_op(Bufs *u, int op) {
     }
 }
 
-/* Milliseconds per iteration of every op, after one warm-up each. */
+/* Milliseconds per iteration of every op: the fastest iteration after one warm-up, so that a
+ * busy machine's stalls do not count (the peer is timed the same way). */
 static int ours_ms(double *ms, int threads, double seconds) {
     Err err = {0};
     CpuPool *pool = backend_cpu_pool_new(threads, &err);
@@ -101,15 +103,17 @@ static int ours_ms(double *ms, int threads, double seconds) {
     for (int op = 0; op < N_OPS; op++) {
         run_op(&u, op);
         int n = 0;
-        double t0 = base_now(), el;
+        double t0 = base_now(), best = 1e30;
         for (;;) {
+            double t1 = base_now();
             run_op(&u, op);
+            double t2 = base_now();
+            best = t2 - t1 < best ? t2 - t1 : best;
             n++;
-            el = base_now() - t0;
-            if (el >= seconds && n >= 3)
+            if (t2 - t0 >= seconds && n >= 3)
                 break;
         }
-        ms[op] = el / n * 1e3;
+        ms[op] = best * 1e3;
     }
     float *all[] = {u.x, u.y, u.dout, u.dx, u.w, u.dw, u.b, u.db, u.gw, u.gb, u.mean, u.rstd,
                     u.scratch};
