@@ -433,7 +433,10 @@ static void conv_gemm(int ta, int tb, int M, int N, int K, const float *a, int l
  * algorithm on dout with the weights transposed and turned 180°. */
 #define WINO_MIN_CH 16
 #define WINO_MIN_TILES 256 /* from 32×32 outputs: below, the thin GEMMs lose (doc/engine.md) */
-#define WINO_SCRATCH_FLOATS (16u << 20) /* V and M for one block of tiles: 64 MiB at most */
+#define WINO_SCRATCH_FLOATS (16u << 20) /* dweight's V and M for one block: 64 MiB at most */
+#define WINO_NB_MIN 64                  /* tiles per forward/dinp item: 64–256, see wino_nb */
+#define WINO_NB_MAX 256
+#define WINO_WAVE 16                    /* forward/dinp items in flight (scratch slots) */
 
 static int is_winograd(const ConvShape *s) {
     int tiles = ((nn_conv2d_out_h(s) + 1) / 2) * ((nn_conv2d_out_w(s) + 1) / 2);
@@ -450,9 +453,15 @@ static int wino_block(int C, int OC, int T) {
     return (size_t)T < b ? T : (int)b;
 }
 
-static size_t wino_floats(int C, int OC, int Ho, int Wo) {
+static int wino_nb(int B, int T);
+static size_t wino_slot_floats(int C, int OC, int nb);
+
+/* U, then the larger of: WINO_WAVE slots (forward, dinp) or one block's V and M (dweight). */
+static size_t wino_floats(int B, int C, int OC, int Ho, int Wo) {
     int T = ((Ho + 1) / 2) * ((Wo + 1) / 2);
-    return 16 * ((size_t)OC * C + (size_t)(C + OC) * wino_block(C, OC, T));
+    size_t wave = WINO_WAVE * wino_slot_floats(C, OC, wino_nb(B, T));
+    size_t blk = 16 * (size_t)(C + OC) * wino_block(C, OC, T);
+    return 16 * (size_t)OC * C + (wave > blk ? wave : blk);
 }
 
 typedef struct Wino {
@@ -599,27 +608,73 @@ static void wino_outputs(void *ctx, int64_t o0, int64_t o1) {
 }
 
 /* out (B,OC,Ho,Wo) = (or +=) the conv s of inp by weight; see Wino for flip and accumulate. */
+typedef struct WinoWave {
+    Wino w;             /* shared: shapes, U, weight, bias, flip, accumulate */
+    const float *inp;   /* (B,C,H,W) */
+    float *out;         /* (B,OC,Ho,Wo) */
+    float *slots;       /* WINO_WAVE regions of wino_slot_floats */
+    int T, nb, n_blk;   /* tiles per image, tiles per block, blocks per image */
+    int64_t first;      /* this wave's first (image, block) item */
+    int64_t n_items;    /* B·n_blk */
+} WinoWave;
+
+/* Tiles per item: about 16 items over the batch, so 16 threads have work, but no thinner
+ * than 64 tiles (the sgemms' column count) nor wider than 256. Shape-only. */
+static int wino_nb(int B, int T) {
+    int64_t nb = (int64_t)B * T / 16;
+    nb -= nb % 32;
+    nb = nb < WINO_NB_MIN ? WINO_NB_MIN : nb > WINO_NB_MAX ? WINO_NB_MAX : nb;
+    return T < nb ? T : (int)nb;
+}
+
+static size_t wino_slot_floats(int C, int OC, int nb) {
+    return 16 * (size_t)(C + OC) * nb;
+}
+
+/* Items [i0, i1) of the wave, each a block of nb tiles of one image done start to finish
+ * on one thread — transform in, 16 single-threaded sgemms, transform out — in its own slot of
+ * scratch, so its V and M stay in cache. */
+static void wino_items(void *ctx, int64_t i0, int64_t i1) {
+    const WinoWave *v = ctx;
+    const ConvShape *s = v->w.s;
+    int C = s->C, OC = s->OC;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t item = v->first + i;
+        if (item >= v->n_items)
+            break;
+        int b = (int)(item / v->n_blk), k = (int)(item % v->n_blk);
+        Wino w = v->w;
+        w.img = v->inp + (size_t)b * C * s->H * s->W;
+        w.out = v->out + (size_t)b * OC * w.Ho * w.Wo;
+        w.t0 = k * v->nb;
+        w.nt = v->T - w.t0 < v->nb ? v->T - w.t0 : v->nb;
+        w.V = v->slots + (size_t)i * wino_slot_floats(C, OC, v->nb);
+        w.M = w.V + 16 * (size_t)C * w.nt;
+        wino_inputs(&w, 0, C);
+        for (int x = 0; x < 16; x++) /* M_x (OC,nt) = U_x (OC,C) · V_x (C,nt) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, w.nt, C, 1.0f,
+                        w.U + (size_t)x * OC * C, C, w.V + (size_t)x * C * w.nt, w.nt, 0.0f,
+                        w.M + (size_t)x * OC * w.nt, w.nt);
+        wino_outputs(&w, 0, OC);
+    }
+}
+
+/* out (B,OC,Ho,Wo) = (or +=) the conv s of inp by weight; see Wino for flip and accumulate.
+ * The (image, block) items run in waves of WINO_WAVE, a shape-only split. */
 static void wino_run(float *out, float *scratch, const float *inp, const float *weight,
                      const float *bias, const ConvShape *s, int flip, int accumulate) {
     int Ho = nn_conv2d_out_h(s), Wo = nn_conv2d_out_w(s), C = s->C, OC = s->OC;
-    int tw = (Wo + 1) / 2, T = ((Ho + 1) / 2) * tw, blk = wino_block(C, OC, T);
-    Wino w = {.s = s, .Ho = Ho, .Wo = Wo, .tw = tw, .weight = weight, .flip = flip,
-              .U = scratch, .bias = bias, .accumulate = accumulate};
-    w.V = w.U + 16 * (size_t)OC * C;
-    w.M = w.V + 16 * (size_t)C * blk;
-    backend_cpu_parallel_for(OC, 1, wino_weights, &w);
-    for (int b = 0; b < s->B; b++) {
-        w.img = inp + (size_t)b * C * s->H * s->W;
-        w.out = out + (size_t)b * OC * Ho * Wo;
-        for (w.t0 = 0; w.t0 < T; w.t0 += blk) {
-            w.nt = T - w.t0 < blk ? T - w.t0 : blk;
-            backend_cpu_parallel_for(C, 1 + 4096 / w.nt, wino_inputs, &w);
-            for (int x = 0; x < 16; x++) /* M_x (OC,nt) = U_x (OC,C) · V_x (C,nt) */
-                conv_gemm(0, 0, OC, w.nt, C, w.U + (size_t)x * OC * C, C,
-                          w.V + (size_t)x * C * w.nt, w.nt, 0.0f, w.M + (size_t)x * OC * w.nt,
-                          w.nt);
-            backend_cpu_parallel_for(OC, 1 + 4096 / w.nt, wino_outputs, &w);
-        }
+    int tw = (Wo + 1) / 2, T = ((Ho + 1) / 2) * tw;
+    WinoWave v = {.w = {.s = s, .Ho = Ho, .Wo = Wo, .tw = tw, .weight = weight, .flip = flip,
+                        .U = scratch, .bias = bias, .accumulate = accumulate},
+                  .inp = inp, .out = out, .T = T, .nb = wino_nb(s->B, T)};
+    v.n_blk = (T + v.nb - 1) / v.nb;
+    v.slots = scratch + 16 * (size_t)OC * C;
+    v.n_items = (int64_t)s->B * v.n_blk;
+    backend_cpu_parallel_for(OC, 1, wino_weights, &v.w);
+    for (v.first = 0; v.first < v.n_items; v.first += WINO_WAVE) {
+        int64_t n = v.n_items - v.first < WINO_WAVE ? v.n_items - v.first : WINO_WAVE;
+        backend_cpu_parallel_for(n, 1, wino_items, &v);
     }
 }
 
@@ -722,8 +777,8 @@ static size_t wino_scratch(const ConvShape *s) {
     if (!is_winograd(s))
         return 0;
     ConvShape t = wino_dinp_shape(s);
-    size_t f = wino_floats(s->C, s->OC, nn_conv2d_out_h(s), nn_conv2d_out_w(s));
-    size_t d = wino_floats(t.C, t.OC, nn_conv2d_out_h(&t), nn_conv2d_out_w(&t));
+    size_t f = wino_floats(s->B, s->C, s->OC, nn_conv2d_out_h(s), nn_conv2d_out_w(s));
+    size_t d = wino_floats(t.B, t.C, t.OC, nn_conv2d_out_h(&t), nn_conv2d_out_w(&t));
     return f > d ? f : d;
 }
 
