@@ -428,9 +428,11 @@ static void conv_gemm(int ta, int tb, int M, int N, int K, const float *a, int l
 /* A 3×3 stride-1 conv computes each 2×2 output tile from a 4×4 input tile as
  * Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A (Lavin & Gray, "Fast Algorithms for Convolutional Neural
  * Networks"): 16 multiplies where im2col spends 36, so the GEMMs — 16 of them, (OC,C)·(C,tiles)
- * — do 2.25× less work. Used from WINO_MIN_CH channels in and out (below, the GEMMs are too
- * thin to gain); the transforms are a few adds per value. dinp of such a conv is the same
- * algorithm on dout with the weights transposed and turned 180°. */
+ * — do 2.25× less work. Used from WINO_MIN_CH channels in and out and WINO_MIN_TILES tiles
+ * (below, the GEMMs are too thin to gain); the transforms are a few adds per value. Forward
+ * and dinp (the same algorithm on dout with the weights transposed and turned 180°) run
+ * blocks of tiles start to finish on one thread each (wino_items); dweight is the gradient of
+ * the Winograd form, accumulated in order (wino_dweight). Every split is by shape only. */
 #define WINO_MIN_CH 16
 #define WINO_MIN_TILES 256 /* from 32×32 outputs: below, the thin GEMMs lose (doc/engine.md) */
 #define WINO_SCRATCH_FLOATS (16u << 20) /* dweight's V and M for one block: 64 MiB at most */
