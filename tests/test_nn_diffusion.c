@@ -137,6 +137,34 @@ Test(nn_diffusion, conv2d_matches_pytorch) {
     conv_case("conv3_s2_narrow");
 }
 
+/* make_diffusion_fixtures.py's ramp(): values in [-1, 1] from integers, exact in f32. */
+static float *ramp(size_t n, int64_t mult, int64_t mod, float scale) {
+    float *x = zeros(n);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(((int64_t)i * mult) % mod - mod / 2) / (float)(mod / 2) * scale;
+    return x;
+}
+
+/* The Winograd path (16 channels, a 32×32 output) against PyTorch: inputs from ramp() on
+ * both sides, every 7th output and input-gradient value and all weight gradients stored. */
+Test(nn_diffusion, conv2d_winograd_matches_pytorch) {
+    ConvShape s = {.B = 1, .C = 16, .H = 32, .W = 32, .OC = 16, .K = 3, .stride = 1, .pad = 1};
+    size_t n = 16 * 32 * 32, nw = 16 * 16 * 9, n7 = (n + 6) / 7;
+    float *x = ramp(n, 7919, 2001, 1.0f), *w = ramp(nw, 104729, 1999, 0.1f);
+    float *b = ramp(16, 31, 17, 1.0f), *dout = ramp(n, 6007, 1003, 1.0f);
+    float *scratch = zeros(nn_conv2d_scratch_floats(&s));
+    float *y = zeros(n), *dx = zeros(n), *dw = zeros(nw), *db = zeros(16);
+    float *y7 = zeros(n7), *dx7 = zeros(n7);
+    nn_conv2d_forward(y, scratch, x, w, b, &s);
+    nn_conv2d_backward(dx, dw, db, scratch, dout, x, w, &s);
+    for (size_t i = 0; i < n7; i++)
+        y7[i] = y[7 * i], dx7[i] = dx[7 * i];
+    expect_close("winograd y", y7, ref("conv_wino", "y7", n7), n7, 1e-4f, 1e-4f);
+    expect_close("winograd dx", dx7, ref("conv_wino", "dx7", n7), n7, 1e-4f, 1e-4f);
+    expect_close("winograd dw", dw, ref("conv_wino", "dw", nw), nw, 1e-3f, 1e-4f);
+    expect_close("winograd db", db, ref("conv_wino", "db", 16), 16, 1e-3f, 1e-5f);
+}
+
 /* out (B,OC,Ho,Wo) by the definition, in double. */
 static void naive_conv(float *out, const float *x, const float *w, const float *b,
                        const ConvShape *s) {

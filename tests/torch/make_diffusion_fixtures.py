@@ -81,6 +81,29 @@ def groupnorm_case(name, B, C, H, W, G, eps, affine):
         put(name + ".db", g[2])
 
 
+def ramp(n, mult, mod):
+    """Values in [-1, 1] from integers, exact in f32 on both sides: tests/test_nn_diffusion.c
+    makes the same ones, so only the results need storing."""
+    i = torch.arange(n, dtype=torch.int64)
+    return ((i * mult) % mod - mod // 2).float() / (mod // 2)
+
+
+def conv_wino_case():
+    """A conv big enough for easel's Winograd path (16 channels in and out, a 32×32 output):
+    inputs from ramp(), results stored whole for the weights and every 7th value of the
+    (1,16,32,32) output and input gradient, to keep the file small."""
+    x = ramp(16 * 32 * 32, 7919, 2001).reshape(1, 16, 32, 32).requires_grad_(True)
+    w = (ramp(16 * 16 * 9, 104729, 1999) * 0.1).reshape(16, 16, 3, 3).requires_grad_(True)
+    b = ramp(16, 31, 17).requires_grad_(True)
+    y = F.conv2d(x, w, b, padding=1)
+    dout = ramp(16 * 32 * 32, 6007, 1003).reshape(1, 16, 32, 32)
+    g = torch.autograd.grad((y * dout).sum(), [x, w, b])
+    put("conv_wino.y7", y.flatten()[::7])
+    put("conv_wino.dx7", g[0].flatten()[::7])
+    put("conv_wino.dw", g[1])
+    put("conv_wino.db", g[2])
+
+
 def pointwise_case(name, fn):
     x = (torch.randn(97) * 3.0).requires_grad_(True)
     y = fn(x)
@@ -162,6 +185,7 @@ def main():
     conv_case("conv3_p0_wide", 1, 2, 6, 6, 6, 3, 1, 0, False)
     conv_case("conv1_s2_wide", 1, 3, 5, 5, 5, 1, 2, 0, True)
     conv_case("conv3_s2_narrow", 2, 4, 7, 8, 3, 3, 2, 1, True)
+    conv_wino_case()
 
     os.makedirs(OUT, exist_ok=True)
     path = os.path.join(OUT, "ref.bin")
