@@ -36,13 +36,16 @@ typedef struct ConvShape {
 
 int nn_conv2d_out_h(const ConvShape *s);
 int nn_conv2d_out_w(const ConvShape *s);
-/* Floats of scratch nn_conv2d_forward/backward need (0 for a 1×1 stride-1 unpadded conv,
- * which multiplies the input directly). Bounded: the columns are built in tiles. */
+/* Floats of scratch nn_conv2d_forward/backward need (0 for a 1×1 stride-1 unpadded conv and
+ * for up to 4 output channels, which need none). Bounded to about 64 MiB plus, for Winograd,
+ * the transformed weights (16·OC·C floats) and 16 blocks of transformed tiles. */
 size_t nn_conv2d_scratch_floats(const ConvShape *s);
 
 /* out (B,OC,Ho,Wo) = conv(inp (B,C,H,W), weight (OC,C,K,K)) + bias (OC); bias may be NULL.
  * scratch: nn_conv2d_scratch_floats floats (may be NULL when that is 0), overwritten.
- * im2col + GEMM (OpenBLAS). out must not alias inp. */
+ * The path follows from the shape alone (nn_diffusion_conv.c): Winograd F(2×2,3×3) for 3×3
+ * stride-1 convs from 16 channels and 32×32 outputs, direct loops up to 4 output channels,
+ * else im2col + GEMM (OpenBLAS). out must not alias inp. */
 void nn_conv2d_forward(float *out, float *scratch, const float *inp, const float *weight,
                        const float *bias, const ConvShape *s);
 /* dinp (B,C,H,W), dweight (OC,C,K,K), dbias (OC) += ... given dout (B,OC,Ho,Wo). */
