@@ -438,7 +438,7 @@ static void conv_gemm(int ta, int tb, int M, int N, int K, const float *a, int l
 #define WINO_SCRATCH_FLOATS (16u << 20) /* dweight's V and M for one block: 64 MiB at most */
 #define WINO_NB_MIN 64                  /* tiles per forward/dinp item: 64–256, see wino_nb */
 #define WINO_NB_MAX 256
-#define WINO_WAVE 16                    /* forward/dinp items in flight (scratch slots) */
+#define WINO_WAVE 16                    /* forward/dinp items in flight at most (see wino_wave) */
 
 static int is_winograd(const ConvShape *s) {
     int tiles = ((nn_conv2d_out_h(s) + 1) / 2) * ((nn_conv2d_out_w(s) + 1) / 2);
@@ -458,10 +458,22 @@ static int wino_block(int C, int OC, int T) {
 static int wino_nb(int B, int T);
 static size_t wino_slot_floats(int C, int OC, int nb);
 
-/* U, then the larger of: WINO_WAVE slots (forward, dinp) or one block's V and M (dweight). */
+/* Items in flight (scratch slots): WINO_WAVE, but no more than there are items, and no more
+ * than fit in WINO_SCRATCH_FLOATS (at least one). Shape-only, like the rest. */
+static int wino_wave(int B, int C, int OC, int T) {
+    int nb = wino_nb(B, T);
+    int64_t items = (int64_t)B * ((T + nb - 1) / nb);
+    int64_t fit = (int64_t)(WINO_SCRATCH_FLOATS / wino_slot_floats(C, OC, nb));
+    int64_t w = WINO_WAVE;
+    w = items < w ? items : w;
+    w = fit < w ? fit : w;
+    return w < 1 ? 1 : (int)w;
+}
+
+/* U, then the larger of: the wave's slots (forward, dinp) or one block's V and M (dweight). */
 static size_t wino_floats(int B, int C, int OC, int Ho, int Wo) {
     int T = ((Ho + 1) / 2) * ((Wo + 1) / 2);
-    size_t wave = WINO_WAVE * wino_slot_floats(C, OC, wino_nb(B, T));
+    size_t wave = (size_t)wino_wave(B, C, OC, T) * wino_slot_floats(C, OC, wino_nb(B, T));
     size_t blk = 16 * (size_t)(C + OC) * wino_block(C, OC, T);
     return 16 * (size_t)OC * C + (wave > blk ? wave : blk);
 }
@@ -614,7 +626,8 @@ typedef struct WinoWave {
     Wino w;             /* shared: shapes, U, weight, bias, flip, accumulate */
     const float *inp;   /* (B,C,H,W) */
     float *out;         /* (B,OC,Ho,Wo) */
-    float *slots;       /* WINO_WAVE regions of wino_slot_floats */
+    float *slots;       /* `wave` regions of wino_slot_floats */
+    int wave;           /* items in flight: wino_wave */
     int T, nb, n_blk;   /* tiles per image, tiles per block, blocks per image */
     int64_t first;      /* this wave's first (image, block) item */
     int64_t n_items;    /* B·n_blk */
@@ -662,7 +675,7 @@ static void wino_items(void *ctx, int64_t i0, int64_t i1) {
 }
 
 /* out (B,OC,Ho,Wo) = (or +=) the conv s of inp by weight; see Wino for flip and accumulate.
- * The (image, block) items run in waves of WINO_WAVE, a shape-only split. */
+ * The (image, block) items run in waves of wino_wave items, a shape-only split. */
 static void wino_run(float *out, float *scratch, const float *inp, const float *weight,
                      const float *bias, const ConvShape *s, int flip, int accumulate) {
     int Ho = nn_conv2d_out_h(s), Wo = nn_conv2d_out_w(s), C = s->C, OC = s->OC;
@@ -674,8 +687,9 @@ static void wino_run(float *out, float *scratch, const float *inp, const float *
     v.slots = scratch + 16 * (size_t)OC * C;
     v.n_items = (int64_t)s->B * v.n_blk;
     backend_cpu_parallel_for(OC, 1, wino_weights, &v.w);
-    for (v.first = 0; v.first < v.n_items; v.first += WINO_WAVE) {
-        int64_t n = v.n_items - v.first < WINO_WAVE ? v.n_items - v.first : WINO_WAVE;
+    v.wave = wino_wave(s->B, C, OC, T);
+    for (v.first = 0; v.first < v.n_items; v.first += v.wave) {
+        int64_t n = v.n_items - v.first < v.wave ? v.n_items - v.first : v.wave;
         backend_cpu_parallel_for(n, 1, wino_items, &v);
     }
 }
