@@ -22,6 +22,7 @@
 #include "atomic_file.h"
 #include "base.h"
 #include "encoder.h"
+#include "fmt_csv.h"
 #include "store_catalog.h"
 #include "store_runs.h"
 
@@ -588,20 +589,6 @@ static void collect(const char *path, char ***v, size_t *n, size_t *cap) {
     (*v)[(*n)++] = xstrdup(path);
 }
 
-static void csv_field(FILE *f, const char *s) {
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"')
-            fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 /* Score PATH; 1 (recorded in SK under NAME) when the image cannot be read or decoded. */
 static int score_one(RewardCkpt *c, Store *st, const char *path, const char *name,
                      const char *sha, const char *prompt, float s[NO], TrainSkipped *sk,
@@ -689,7 +676,7 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
             break;
         }
         if (csv) {
-            csv_field(csv, path);
+            fmt_csv_write_field(csv, path);
             for (int k = 0; k < NO; k++)
                 fprintf(csv, ",%.6f", s[k]);
             fputc('\n', csv);
