@@ -360,6 +360,37 @@ char *store_col_text(sqlite3_stmt *stmt, int i) {
     return t ? xstrdup((const char *)t) : NULL;
 }
 
+int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, void *ctx,
+                    StoreElemFn deinit, void **out, size_t *n, const char *what, Err *err) {
+    char *v = NULL;
+    size_t len = 0, cap = 0;
+    int step;
+    *out = NULL;
+    *n = 0;
+    while ((step = store_step(st, s)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? 2 * cap : 16;
+            v = xrealloc(v, cap * elem);
+        }
+        void *dst = v + len * elem;
+        memset(dst, 0, elem);
+        len++;
+        row(st, s, dst, ctx);
+    }
+    if (step != SQLITE_DONE) {
+        int rc = store_err(st, err, what);
+        sqlite3_reset(s);
+        for (size_t i = 0; deinit && i < len; i++)
+            deinit(v + i * elem);
+        free(v);
+        return rc;
+    }
+    sqlite3_reset(s);
+    *out = v;
+    *n = len;
+    return 0;
+}
+
 /* ---- transactions --------------------------------------------------------------------------- */
 
 int store_begin(Store *st, Err *err) {

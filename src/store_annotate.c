@@ -433,6 +433,30 @@ void store_annotate_checkpoint_deinit(AnnotateCheckpoint *c) {
     memset(c, 0, sizeof *c);
 }
 
+static void store_annotate_order_images_free_one(AnnotateOrderImage *im) {
+    free(im->path);
+    free(im->sha256);
+    free(im->prompt);
+}
+
+static void order_image_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    AnnotateOrderImage *im = dst;
+    im->id = sqlite3_column_int64(s, 0);
+    im->prompt_id = sqlite3_column_int64(s, 1);
+    char *stored = store_col_text(s, 2);
+    im->path = store_path_resolve(st, stored);
+    free(stored);
+    im->sha256 = store_col_text(s, 3);
+    im->prompt = store_col_text(s, 4);
+    im->missing = sqlite3_column_int(s, 5);
+    im->n_raters = sqlite3_column_int(s, 6);
+}
+
+static void order_image_deinit(void *elem) {
+    store_annotate_order_images_free_one(elem);
+}
+
 int store_annotate_order_images(Store *st, AnnotateOrderImage **out, size_t *n, Err *err) {
     static const char sql[] =
         "SELECT i.id, coalesce(i.prompt_id, 0), i.path, i.sha256, p.text, i.missing,"
@@ -444,41 +468,31 @@ int store_annotate_order_images(Store *st, AnnotateOrderImage **out, size_t *n, 
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        AnnotateOrderImage *im = &(*out)[(*n)++];
-        im->id = sqlite3_column_int64(s, 0);
-        im->prompt_id = sqlite3_column_int64(s, 1);
-        char *stored = store_col_text(s, 2);
-        im->path = store_path_resolve(st, stored);
-        free(stored);
-        im->sha256 = store_col_text(s, 3);
-        im->prompt = store_col_text(s, 4);
-        im->missing = sqlite3_column_int(s, 5);
-        im->n_raters = sqlite3_column_int(s, 6);
-    }
-    if (rc != SQLITE_DONE) {
-        store_annotate_order_images_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list images to order");
-    }
-    sqlite3_reset(s);
-    return 0;
+    void *v;
+    int rc = store_read_list(st, s, sizeof **out, order_image_row, NULL, order_image_deinit, &v,
+                             n, "list images to order", err);
+    *out = v;
+    return rc;
 }
 
 void store_annotate_order_images_free(AnnotateOrderImage *im, size_t n) {
-    for (size_t i = 0; im && i < n; i++) {
-        free(im[i].path);
-        free(im[i].sha256);
-        free(im[i].prompt);
-    }
+    for (size_t i = 0; im && i < n; i++)
+        store_annotate_order_images_free_one(&im[i]);
     free(im);
+}
+
+static void spread_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    AnnotateSpread *d = dst;
+    d->image_id = sqlite3_column_int64(s, 0);
+    d->aspect = sqlite3_column_int(s, 1);
+    d->n = sqlite3_column_int(s, 2);
+    d->lo = sqlite3_column_double(s, 3);
+    d->hi = sqlite3_column_double(s, 4);
+    d->mean = sqlite3_column_double(s, 5);
+    double var = sqlite3_column_double(s, 6) - d->mean * d->mean;
+    d->sd = var > 0 ? sqrt(var) : 0.0;
 }
 
 int store_annotate_order_spread(Store *st, AnnotateSpread **out, size_t *n, Err *err) {
@@ -493,31 +507,11 @@ int store_annotate_order_spread(Store *st, AnnotateSpread **out, size_t *n, Err 
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 256;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        AnnotateSpread *d = &(*out)[(*n)++];
-        d->image_id = sqlite3_column_int64(s, 0);
-        d->aspect = sqlite3_column_int(s, 1);
-        d->n = sqlite3_column_int(s, 2);
-        d->lo = sqlite3_column_double(s, 3);
-        d->hi = sqlite3_column_double(s, 4);
-        d->mean = sqlite3_column_double(s, 5);
-        double var = sqlite3_column_double(s, 6) - d->mean * d->mean;
-        d->sd = var > 0 ? sqrt(var) : 0.0;
-    }
-    if (rc != SQLITE_DONE) {
-        free(*out);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "read the annotators' spread");
-    }
-    sqlite3_reset(s);
-    return 0;
+    void *v;
+    int rc = store_read_list(st, s, sizeof **out, spread_row, NULL, NULL, &v, n,
+                             "read the annotators' spread", err);
+    *out = v;
+    return rc;
 }
 
 int store_annotate_ratings_changed_at(Store *st, double *t, Err *err) {

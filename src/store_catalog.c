@@ -138,29 +138,27 @@ int store_prompt_add(Store *st, const char *ext_id, const char *text, int64_t *i
     return 0;
 }
 
+static void prompt_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    read_prompt(s, dst);
+}
+
+static void prompt_deinit(void *p) {
+    store_prompt_deinit(p);
+}
+
 int store_prompts_list(Store *st, StorePrompt **out, size_t *n, Err *err) {
     *out = NULL;
     *n = 0;
     sqlite3_stmt *s = store_stmt(st, PROMPT_COLS "ORDER BY id", err);
     if (!s)
         return ERR_DB;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        read_prompt(s, &(*out)[(*n)++]);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_prompts_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list prompts");
-    }
-    return 0;
+    void *v;
+    int rc = store_read_list(st, s, sizeof **out, prompt_row, NULL, prompt_deinit, &v, n,
+                             "list prompts", err);
+    *out = v;
+    return rc;
 }
 
 void store_prompt_deinit(StorePrompt *p) {
@@ -413,24 +411,22 @@ int store_image_rating_count(Store *st, int64_t id, int64_t *n, Err *err) {
     return 0;
 }
 
+static void image_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    read_image(s, dst);
+}
+
+static void image_deinit(void *img) {
+    store_image_deinit(img);
+}
+
 static int read_images(Store *st, sqlite3_stmt *s, StoreImage **out, size_t *n, Err *err) {
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        read_image(s, &(*out)[(*n)++]);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_images_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list images");
-    }
-    return 0;
+    void *v;
+    int rc = store_read_list(st, s, sizeof **out, image_row, NULL, image_deinit, &v, n,
+                             "list images", err);
+    *out = v;
+    return rc;
 }
 
 void store_image_deinit(StoreImage *img) {
@@ -490,42 +486,56 @@ int store_annotator_ensure(Store *st, const char *name, int64_t *id, Err *err) {
     return 0;
 }
 
+static void annotator_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    StoreAnnotator *a = dst;
+    a->id = sqlite3_column_int64(s, 0);
+    a->name = store_col_text(s, 1);
+}
+
+static void annotator_deinit(void *a) {
+    free(((StoreAnnotator *)a)->name);
+}
+
 int store_annotators_list(Store *st, StoreAnnotator **out, size_t *n, Err *err) {
     *out = NULL;
     *n = 0;
     sqlite3_stmt *s = store_stmt(st, "SELECT id, name FROM annotators ORDER BY name", err);
     if (!s)
         return ERR_DB;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 16;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        (*out)[*n].id = sqlite3_column_int64(s, 0);
-        (*out)[*n].name = store_col_text(s, 1);
-        (*n)++;
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_annotators_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list annotators");
-    }
-    return 0;
+    void *v;
+    int rc = store_read_list(st, s, sizeof **out, annotator_row, NULL, annotator_deinit, &v, n,
+                             "list annotators", err);
+    *out = v;
+    return rc;
 }
 
 void store_annotators_free(StoreAnnotator *a, size_t n) {
     if (!a)
         return;
     for (size_t i = 0; i < n; i++)
-        free(a[i].name);
+        annotator_deinit(&a[i]);
     free(a);
 }
 
 /* ---- aspects --------------------------------------------------------------------------------- */
+
+static void aspect_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    size_t *pos = ctx;
+    StoreAspect *a = dst;
+    a->id = sqlite3_column_int64(s, 0);
+    a->position = (int)(*pos)++; /* dense, whatever gaps the column has */
+    a->name = store_col_text(s, 2);
+    a->rubric = store_col_text(s, 3);
+}
+
+static void aspect_deinit(void *elem) {
+    StoreAspect *a = elem;
+    free(a->name);
+    free(a->rubric);
+}
 
 int store_aspects_list(Store *st, StoreAspect **out, size_t *n, Err *err) {
     *out = NULL;
@@ -534,41 +544,36 @@ int store_aspects_list(Store *st, StoreAspect **out, size_t *n, Err *err) {
         store_stmt(st, "SELECT id, position, name, rubric FROM aspects ORDER BY position, id", err);
     if (!s)
         return ERR_DB;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 8;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        StoreAspect *a = &(*out)[*n];
-        a->id = sqlite3_column_int64(s, 0);
-        a->position = (int)*n; /* dense, whatever gaps the column has */
-        a->name = store_col_text(s, 2);
-        a->rubric = store_col_text(s, 3);
-        (*n)++;
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_aspects_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list aspects");
-    }
-    return 0;
+    size_t pos = 0;
+    void *v;
+    int rc = store_read_list(st, s, sizeof **out, aspect_row, &pos, aspect_deinit, &v, n,
+                             "list aspects", err);
+    *out = v;
+    return rc;
 }
 
 void store_aspects_free(StoreAspect *a, size_t n) {
     if (!a)
         return;
-    for (size_t i = 0; i < n; i++) {
-        free(a[i].name);
-        free(a[i].rubric);
-    }
+    for (size_t i = 0; i < n; i++)
+        aspect_deinit(&a[i]);
     free(a);
 }
 
 /* ---- counts ---------------------------------------------------------------------------------- */
+
+static void aspect_count_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    StoreAspectCount *a = dst;
+    a->name = store_col_text(s, 0);
+    a->n_ratings = sqlite3_column_int64(s, 1);
+    a->n_images = sqlite3_column_int64(s, 2);
+}
+
+static void aspect_count_deinit(void *a) {
+    free(((StoreAspectCount *)a)->name);
+}
 
 int store_counts(Store *st, StoreCounts *out, Err *err) {
     memset(out, 0, sizeof *out);
@@ -601,23 +606,11 @@ int store_counts(Store *st, StoreCounts *out, Err *err) {
                                  err);
     if (!s)
         return ERR_DB;
-    size_t cap = 0;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (out->n_aspects == cap) {
-            cap = cap ? 2 * cap : 8;
-            out->aspects = xrealloc(out->aspects, cap * sizeof *out->aspects);
-        }
-        StoreAspectCount *a = &out->aspects[out->n_aspects++];
-        a->name = store_col_text(s, 0);
-        a->n_ratings = sqlite3_column_int64(s, 1);
-        a->n_images = sqlite3_column_int64(s, 2);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_counts_deinit(out);
-        return store_err(st, err, "count ratings per aspect");
-    }
-    return 0;
+    void *v;
+    rc = store_read_list(st, s, sizeof *out->aspects, aspect_count_row, NULL, aspect_count_deinit,
+                         &v, &out->n_aspects, "count ratings per aspect", err);
+    out->aspects = v;
+    return rc;
 }
 
 void store_counts_deinit(StoreCounts *c) {

@@ -4,6 +4,7 @@
 #define EASEL_STORE_INT_H
 
 #include <sqlite3.h>
+#include <stddef.h>
 
 #include "store.h"
 
@@ -46,5 +47,18 @@ int store_bind_text(sqlite3_stmt *stmt, int i, const char *s);
 
 /* Column as a new string (NULL for SQL NULL); caller frees. */
 char *store_col_text(sqlite3_stmt *stmt, int i);
+
+/* Fill the zeroed element DST from the current row of S (CTX: the caller's). */
+typedef void (*StoreRowFn)(Store *st, sqlite3_stmt *s, void *dst, void *ctx);
+/* Free what a StoreRowFn put into one element (not the element itself). */
+typedef void (*StoreElemFn)(void *elem);
+
+/* The list loop, written once: step the prepared, bound statement S to its end, reading each
+ * row with ROW into a new ELEM-byte element at the end of a growing array. On success *OUT is
+ * the array (NULL when there are no rows; the caller frees it) and *N its length. On failure
+ * DEINIT (may be NULL) runs on each element read, the array is freed, *OUT is NULL, *N is 0 and
+ * the error (WHAT: the context, e.g. "list prompts") is returned. S is reset either way. */
+int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, void *ctx,
+                    StoreElemFn deinit, void **out, size_t *n, const char *what, Err *err);
 
 #endif

@@ -344,6 +344,19 @@ int store_job_log_append(Store *st, int64_t id, const char *line, Err *err) {
     return 0;
 }
 
+static void log_line_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    JobLogLine *l = dst;
+    l->seq = sqlite3_column_int64(s, 0);
+    l->t = sqlite3_column_double(s, 1);
+    l->line = store_col_text(s, 2);
+}
+
+static void log_line_deinit(void *l) {
+    free(((JobLogLine *)l)->line);
+}
+
 int store_job_log_read(Store *st, int64_t id, int64_t after, int tail, JobLogLine **lines,
                        int *n, Err *err) {
     static const char sql_all[] =
@@ -360,25 +373,13 @@ int store_job_log_read(Store *st, int64_t id, int64_t after, int tail, JobLogLin
     sqlite3_bind_int64(s, 2, after);
     if (tail > 0)
         sqlite3_bind_int(s, 3, tail);
-    int rc, cap = 0, count = 0;
-    JobLogLine *out = NULL;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (count == cap) {
-            cap = cap ? cap * 2 : 32;
-            out = xrealloc(out, sizeof *out * (size_t)cap);
-        }
-        out[count].seq = sqlite3_column_int64(s, 0);
-        out[count].t = sqlite3_column_double(s, 1);
-        out[count].line = store_col_text(s, 2);
-        count++;
-    }
-    if (rc != SQLITE_DONE) {
-        store_job_log_free(out, count);
-        return store_err(st, err, "read job log");
-    }
-    *lines = out;
-    *n = count;
-    return 0;
+    void *v;
+    size_t len;
+    int rc = store_read_list(st, s, sizeof **lines, log_line_row, NULL, log_line_deinit, &v, &len,
+                             "read job log", err);
+    *lines = v;
+    *n = (int)len;
+    return rc;
 }
 
 void store_job_log_free(JobLogLine *lines, int n) {
@@ -755,6 +756,12 @@ int store_jobs_heartbeat(Store *st, const char *host, int64_t pid, Err *err) {
     return 0;
 }
 
+static void id_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    *(int64_t *)dst = sqlite3_column_int64(s, 0);
+}
+
 int store_jobs_cancel_requested(Store *st, const char *host, int64_t pid, int64_t **ids,
                                 int *n, Err *err) {
     static const char sql[] = "SELECT id FROM jobs WHERE state = 'running' AND "
@@ -766,21 +773,13 @@ int store_jobs_cancel_requested(Store *st, const char *host, int64_t pid, int64_
         return ERR_DB;
     store_bind_text(s, 1, host);
     sqlite3_bind_int64(s, 2, pid);
-    int rc, cap = 0;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 4;
-            *ids = xrealloc(*ids, sizeof **ids * (size_t)cap);
-        }
-        (*ids)[(*n)++] = sqlite3_column_int64(s, 0);
-    }
-    if (rc != SQLITE_DONE) {
-        free(*ids);
-        *ids = NULL;
-        *n = 0;
-        return store_err(st, err, "read cancel requests");
-    }
-    return 0;
+    void *v;
+    size_t len;
+    int rc = store_read_list(st, s, sizeof **ids, id_row, NULL, NULL, &v, &len,
+                             "read cancel requests", err);
+    *ids = v;
+    *n = (int)len;
+    return rc;
 }
 
 int store_job_progress(Store *st, int64_t id, double done, double total, const char *unit,

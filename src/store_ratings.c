@@ -135,34 +135,26 @@ int store_rating_get(Store *st, int64_t image_id, int64_t annotator_id, int64_t 
     " r.value, r.seconds, r.updated_at"                                                        \
     " FROM ratings r JOIN images i ON i.id = r.image_id JOIN ap ON ap.id = r.aspect_id "
 
+static void rating_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    StoreRating *r = dst;
+    r->image_id = sqlite3_column_int64(s, 0);
+    r->prompt_id = sqlite3_column_int64(s, 1);
+    r->annotator_id = sqlite3_column_int64(s, 2);
+    r->aspect_id = sqlite3_column_int64(s, 3);
+    r->aspect_pos = sqlite3_column_int(s, 4);
+    r->value = sqlite3_column_double(s, 5);
+    r->seconds = sqlite3_column_type(s, 6) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 6);
+    r->updated_at = sqlite3_column_double(s, 7);
+}
+
 static int read_ratings(Store *st, sqlite3_stmt *s, StoreRating **out, size_t *n, Err *err) {
-    *out = NULL;
-    *n = 0;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 256;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        StoreRating *r = &(*out)[(*n)++];
-        r->image_id = sqlite3_column_int64(s, 0);
-        r->prompt_id = sqlite3_column_int64(s, 1);
-        r->annotator_id = sqlite3_column_int64(s, 2);
-        r->aspect_id = sqlite3_column_int64(s, 3);
-        r->aspect_pos = sqlite3_column_int(s, 4);
-        r->value = sqlite3_column_double(s, 5);
-        r->seconds = sqlite3_column_type(s, 6) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 6);
-        r->updated_at = sqlite3_column_double(s, 7);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        free(*out);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "read ratings");
-    }
-    return 0;
+    void *v;
+    int rc = store_read_list(st, s, sizeof **out, rating_row, NULL, NULL, &v, n, "read ratings",
+                             err);
+    *out = v;
+    return rc;
 }
 
 int store_ratings_of_image(Store *st, int64_t image_id, StoreRating **out, size_t *n, Err *err) {
@@ -191,6 +183,20 @@ int store_ratings_all(Store *st, StoreRating **out, size_t *n, Err *err) {
     return read_ratings(st, s, out, n, err);
 }
 
+static void rating_event_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    StoreRatingEvent *e = dst;
+    e->value = sqlite3_column_double(s, 0);
+    e->seconds = sqlite3_column_type(s, 1) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 1);
+    e->source = store_col_text(s, 2);
+    e->set_at = sqlite3_column_double(s, 3);
+}
+
+static void rating_event_deinit(void *e) {
+    free(((StoreRatingEvent *)e)->source);
+}
+
 int store_rating_history(Store *st, int64_t image_id, int64_t annotator_id, int64_t aspect_id,
                          StoreRatingEvent **out, size_t *n, Err *err) {
     *out = NULL;
@@ -209,27 +215,11 @@ int store_rating_history(Store *st, int64_t image_id, int64_t annotator_id, int6
     sqlite3_bind_int64(s, 1, image_id);
     sqlite3_bind_int64(s, 2, annotator_id);
     sqlite3_bind_int64(s, 3, aspect_id);
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 8;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        StoreRatingEvent *e = &(*out)[(*n)++];
-        e->value = sqlite3_column_double(s, 0);
-        e->seconds = sqlite3_column_type(s, 1) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 1);
-        e->source = store_col_text(s, 2);
-        e->set_at = sqlite3_column_double(s, 3);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_rating_events_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "read rating history");
-    }
-    return 0;
+    void *v;
+    int rc = store_read_list(st, s, sizeof **out, rating_event_row, NULL, rating_event_deinit, &v,
+                             n, "read rating history", err);
+    *out = v;
+    return rc;
 }
 
 void store_rating_events_free(StoreRatingEvent *ev, size_t n) {

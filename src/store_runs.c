@@ -127,30 +127,27 @@ int store_run_find(Store *st, const char *name_or_id, StoreRun *out, Err *err) {
     return store_run_by_name(st, name_or_id, out, err);
 }
 
+static void run_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    run_from_row(s, dst);
+}
+
+static void run_deinit(void *r) {
+    store_run_deinit(r);
+}
+
 int store_runs_list(Store *st, const char *kind, StoreRun **out, size_t *n, Err *err) {
     sqlite3_stmt *s = store_stmt(st,
         "SELECT " RUN_COLS " FROM runs WHERE ?1 IS NULL OR kind=?1 ORDER BY id DESC", err);
     if (!s)
         return ERR_DB;
     store_bind_text(s, 1, kind);
-    size_t cap = 8, len = 0;
-    StoreRun *v = xmalloc(cap * sizeof *v);
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (len == cap)
-            v = xrealloc(v, (cap *= 2) * sizeof *v);
-        run_from_row(s, &v[len++]);
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_err(st, err, "list runs");
-        sqlite3_reset(s);
-        store_runs_free(v, len);
-        return rc;
-    }
-    sqlite3_reset(s);
+    void *v;
+    int rc = store_read_list(st, s, sizeof **out, run_row, NULL, run_deinit, &v, n, "list runs",
+                             err);
     *out = v;
-    *n = len;
-    return 0;
+    return rc;
 }
 
 static int exec_run_update(Store *st, const char *sql, int64_t id, const char *text,
@@ -248,6 +245,20 @@ out_rollback:
     return rc;
 }
 
+static void metric_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    StoreMetric *m = dst;
+    const char *sp = (const char *)sqlite3_column_text(s, 0);
+    const char *nm = (const char *)sqlite3_column_text(s, 1);
+    base_strlcpy(m->split, sp ? sp : "", sizeof m->split);
+    base_strlcpy(m->name, nm ? nm : "", sizeof m->name);
+    m->step = sqlite3_column_int64(s, 2);
+    m->epoch = sqlite3_column_double(s, 3);
+    m->value = sqlite3_column_double(s, 4);
+    m->t = sqlite3_column_double(s, 5);
+}
+
 int store_metrics_list(Store *st, int64_t run_id, double after_t, StoreMetric **out, size_t *n,
                        Err *err) {
     sqlite3_stmt *s = store_stmt(st,
@@ -257,33 +268,11 @@ int store_metrics_list(Store *st, int64_t run_id, double after_t, StoreMetric **
         return ERR_DB;
     sqlite3_bind_int64(s, 1, run_id);
     sqlite3_bind_double(s, 2, after_t);
-    size_t cap = 64, len = 0;
-    StoreMetric *v = xmalloc(cap * sizeof *v);
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (len == cap)
-            v = xrealloc(v, (cap *= 2) * sizeof *v);
-        StoreMetric *m = &v[len++];
-        memset(m, 0, sizeof *m);
-        const char *sp = (const char *)sqlite3_column_text(s, 0);
-        const char *nm = (const char *)sqlite3_column_text(s, 1);
-        base_strlcpy(m->split, sp ? sp : "", sizeof m->split);
-        base_strlcpy(m->name, nm ? nm : "", sizeof m->name);
-        m->step = sqlite3_column_int64(s, 2);
-        m->epoch = sqlite3_column_double(s, 3);
-        m->value = sqlite3_column_double(s, 4);
-        m->t = sqlite3_column_double(s, 5);
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_err(st, err, "read metrics");
-        sqlite3_reset(s);
-        free(v);
-        return rc;
-    }
-    sqlite3_reset(s);
+    void *v;
+    int rc = store_read_list(st, s, sizeof **out, metric_row, NULL, NULL, &v, n, "read metrics",
+                             err);
     *out = v;
-    *n = len;
-    return 0;
+    return rc;
 }
 
 int store_metric_last(Store *st, int64_t run_id, const char *split, const char *name,
@@ -357,6 +346,27 @@ int store_checkpoint_delete(Store *st, int64_t run_id, const char *name, Err *er
     return rc;
 }
 
+static void checkpoint_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    StoreCheckpoint *c = dst;
+    c->id = sqlite3_column_int64(s, 0);
+    c->run_id = sqlite3_column_int64(s, 1);
+    c->name = store_col_text(s, 2);
+    c->path = store_col_text(s, 3);
+    c->step = sqlite3_column_int64(s, 4);
+    c->epoch = sqlite3_column_double(s, 5);
+    c->metrics = store_col_text(s, 6);
+    c->created_at = sqlite3_column_double(s, 7);
+}
+
+static void checkpoint_deinit(void *elem) {
+    StoreCheckpoint *c = elem;
+    free(c->name);
+    free(c->path);
+    free(c->metrics);
+}
+
 int store_checkpoints_list(Store *st, int64_t run_id, StoreCheckpoint **out, size_t *n,
                            Err *err) {
     sqlite3_stmt *s = store_stmt(st,
@@ -365,42 +375,18 @@ int store_checkpoints_list(Store *st, int64_t run_id, StoreCheckpoint **out, siz
     if (!s)
         return ERR_DB;
     sqlite3_bind_int64(s, 1, run_id);
-    size_t cap = 8, len = 0;
-    StoreCheckpoint *v = xmalloc(cap * sizeof *v);
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (len == cap)
-            v = xrealloc(v, (cap *= 2) * sizeof *v);
-        StoreCheckpoint *c = &v[len++];
-        c->id = sqlite3_column_int64(s, 0);
-        c->run_id = sqlite3_column_int64(s, 1);
-        c->name = store_col_text(s, 2);
-        c->path = store_col_text(s, 3);
-        c->step = sqlite3_column_int64(s, 4);
-        c->epoch = sqlite3_column_double(s, 5);
-        c->metrics = store_col_text(s, 6);
-        c->created_at = sqlite3_column_double(s, 7);
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_err(st, err, "list checkpoints");
-        sqlite3_reset(s);
-        store_checkpoints_free(v, len);
-        return rc;
-    }
-    sqlite3_reset(s);
+    void *v;
+    int rc = store_read_list(st, s, sizeof **out, checkpoint_row, NULL, checkpoint_deinit, &v, n, "list checkpoints",
+                             err);
     *out = v;
-    *n = len;
-    return 0;
+    return rc;
 }
 
 void store_checkpoints_free(StoreCheckpoint *c, size_t n) {
     if (!c)
         return;
-    for (size_t i = 0; i < n; i++) {
-        free(c[i].name);
-        free(c[i].path);
-        free(c[i].metrics);
-    }
+    for (size_t i = 0; i < n; i++)
+        checkpoint_deinit(&c[i]);
     free(c);
 }
 
@@ -439,6 +425,16 @@ out_rollback:
     return rc;
 }
 
+static void score_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    StoreScore *sc = dst;
+    sc->image_id = sqlite3_column_int64(s, 0);
+    const char *h = (const char *)sqlite3_column_text(s, 1);
+    base_strlcpy(sc->head, h ? h : "", sizeof sc->head);
+    sc->value = sqlite3_column_double(s, 2);
+}
+
 int store_scores_list(Store *st, const char *checkpoint, int64_t image_id, StoreScore **out,
                       size_t *n, Err *err) {
     sqlite3_stmt *s = store_stmt(st,
@@ -448,27 +444,9 @@ int store_scores_list(Store *st, const char *checkpoint, int64_t image_id, Store
         return ERR_DB;
     store_bind_text(s, 1, checkpoint);
     sqlite3_bind_int64(s, 2, image_id);
-    size_t cap = 16, len = 0;
-    StoreScore *v = xmalloc(cap * sizeof *v);
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (len == cap)
-            v = xrealloc(v, (cap *= 2) * sizeof *v);
-        StoreScore *sc = &v[len++];
-        memset(sc, 0, sizeof *sc);
-        sc->image_id = sqlite3_column_int64(s, 0);
-        const char *h = (const char *)sqlite3_column_text(s, 1);
-        base_strlcpy(sc->head, h ? h : "", sizeof sc->head);
-        sc->value = sqlite3_column_double(s, 2);
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_err(st, err, "list scores");
-        sqlite3_reset(s);
-        free(v);
-        return rc;
-    }
-    sqlite3_reset(s);
+    void *v;
+    int rc = store_read_list(st, s, sizeof **out, score_row, NULL, NULL, &v, n, "list scores",
+                             err);
     *out = v;
-    *n = len;
-    return 0;
+    return rc;
 }

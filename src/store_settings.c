@@ -94,6 +94,21 @@ int store_annotator_set_role(Store *st, const char *name, const char *role, Err 
     return 0;
 }
 
+static void role_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    StoreAnnotatorRole *r = dst;
+    r->name = store_col_text(s, 0);
+    r->role = store_col_text(s, 1);
+    r->n_ratings = sqlite3_column_int64(s, 2);
+}
+
+static void role_deinit(void *elem) {
+    StoreAnnotatorRole *r = elem;
+    free(r->name);
+    free(r->role);
+}
+
 int store_annotator_roles(Store *st, StoreAnnotatorRole **out, int *n, Err *err) {
     static const char sql[] =
         "SELECT a.name, a.role, (SELECT count(*) FROM ratings r WHERE r.annotator_id = a.id) "
@@ -103,33 +118,20 @@ int store_annotator_roles(Store *st, StoreAnnotatorRole **out, int *n, Err *err)
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    int rc, cap = 0;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            *out = xrealloc(*out, sizeof **out * (size_t)cap);
-        }
-        StoreAnnotatorRole *r = &(*out)[(*n)++];
-        r->name = store_col_text(s, 0);
-        r->role = store_col_text(s, 1);
-        r->n_ratings = sqlite3_column_int64(s, 2);
-    }
-    if (rc != SQLITE_DONE) {
-        store_annotator_roles_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list annotators");
-    }
-    return 0;
+    void *v;
+    size_t len;
+    int rc = store_read_list(st, s, sizeof **out, role_row, NULL, role_deinit, &v, &len,
+                             "list annotators", err);
+    *out = v;
+    *n = (int)len;
+    return rc;
 }
 
 void store_annotator_roles_free(StoreAnnotatorRole *v, int n) {
     if (!v)
         return;
-    for (int i = 0; i < n; i++) {
-        free(v[i].name);
-        free(v[i].role);
-    }
+    for (int i = 0; i < n; i++)
+        role_deinit(&v[i]);
     free(v);
 }
 
@@ -166,6 +168,21 @@ int store_output_root_remove(Store *st, const char *path, Err *err) {
     return 0;
 }
 
+static void root_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)st;
+    (void)ctx;
+    StoreOutputRoot *r = dst;
+    r->path = store_col_text(s, 0);
+    r->added_by = store_col_text(s, 1);
+    r->added_at = sqlite3_column_double(s, 2);
+}
+
+static void root_deinit(void *elem) {
+    StoreOutputRoot *r = elem;
+    free(r->path);
+    free(r->added_by);
+}
+
 int store_output_roots(Store *st, StoreOutputRoot **out, int *n, Err *err) {
     static const char sql[] = "SELECT path, added_by, added_at FROM output_roots ORDER BY path";
     *out = NULL;
@@ -173,33 +190,20 @@ int store_output_roots(Store *st, StoreOutputRoot **out, int *n, Err *err) {
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    int rc, cap = 0;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 8;
-            *out = xrealloc(*out, sizeof **out * (size_t)cap);
-        }
-        StoreOutputRoot *r = &(*out)[(*n)++];
-        r->path = store_col_text(s, 0);
-        r->added_by = store_col_text(s, 1);
-        r->added_at = sqlite3_column_double(s, 2);
-    }
-    if (rc != SQLITE_DONE) {
-        store_output_roots_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list output roots");
-    }
-    return 0;
+    void *v;
+    size_t len;
+    int rc = store_read_list(st, s, sizeof **out, root_row, NULL, root_deinit, &v, &len,
+                             "list output roots", err);
+    *out = v;
+    *n = (int)len;
+    return rc;
 }
 
 void store_output_roots_free(StoreOutputRoot *v, int n) {
     if (!v)
         return;
-    for (int i = 0; i < n; i++) {
-        free(v[i].path);
-        free(v[i].added_by);
-    }
+    for (int i = 0; i < n; i++)
+        root_deinit(&v[i]);
     free(v);
 }
 
