@@ -71,16 +71,6 @@ void encoder_free(Encoder *enc); /* NULL allowed */
 /* Allocate an Encoder for a backend's open function (zeroed, name copied). */
 Encoder *encoder_alloc(const char *name);
 
-/* ---- images ---- */
-
-/* Decode an image file (PNG, JPEG, BMP, ...) into RGB8. Returns a buffer of w*h*3 bytes the
- * caller frees with free(), or NULL with err naming the file and the decoder's reason. */
-uint8_t *encoder_image_load(const char *path, int *w, int *h, Err *err);
-
-/* Same from bytes in memory (NAME is used in messages). */
-uint8_t *encoder_image_decode(const void *bytes, size_t n, const char *name, int *w, int *h,
-                              Err *err);
-
 /* ---- cached embeddings ---- */
 
 /* Embedding of the image file PATH whose content hash is KEY (hex sha256 of the file's bytes;

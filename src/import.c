@@ -19,6 +19,7 @@
 #include "base.h"
 #include "encoder.h"
 #include "fmt_csv.h"
+#include "image.h"
 #include "infile.h"
 #include "sha256.h"
 #include "store_catalog.h"
@@ -292,11 +293,14 @@ int import_decode_image(const char *path, char sha[65], int *w, int *h, Err *err
         return err_set(err, ERR_FORMAT, "%s: the file is empty (0 bytes), not an image", path);
     }
     sha256_hex(buf, n, sha);
-    uint8_t *px = encoder_image_decode(buf, n, path, w, h, err);
+    Image im;
+    rc = image_decode(buf, n, path, 3, &im, err);
     free(buf);
-    if (!px)
-        return ERR_FORMAT;
-    free(px);
+    if (rc)
+        return rc;
+    *w = im.w;
+    *h = im.h;
+    image_deinit(&im);
     return 0;
 }
 
