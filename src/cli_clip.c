@@ -380,8 +380,9 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
             rc = ERR_USAGE;
             err_set(&err, ERR_USAGE, "embed: --preprocess applies to clip encoders only");
         } else {
-            Encoder *enc = encoder_open(encoder, st, &err);
-            rc = enc ? embed_generic(enc, in, n, json, &err) : err.code;
+            Encoder *enc;
+            if ((rc = encoder_open(encoder, st, &enc, &err)) == 0)
+                rc = embed_generic(enc, in, n, json, &err);
             encoder_free(enc);
         }
     }

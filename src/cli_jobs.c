@@ -471,13 +471,11 @@ static int check_retry(Store *st, int64_t id, Err *err) {
     if (rc)
         return rc;
     const JobKind *k = jobkind_find(r.kind);
-    JobParams *p = k ? job_params_from_json(k, r.params, err) : NULL;
+    JobParams *p = NULL;
     if (!k)
         rc = err_set(err, ERR_FORMAT, "job #%lld is of kind '%s', which this easel does not "
                      "know", (long long)id, r.kind);
-    else if (!p)
-        rc = err->code ? err->code : ERR_FORMAT;
-    else
+    else if ((rc = job_params_from_json(k, r.params, &p, err)) == 0)
         rc = job_params_check_trust(st, p, NULL, err);
     job_params_free(p);
     store_job_row_deinit(&r);

@@ -34,17 +34,20 @@ Encoder *encoder_alloc(const char *name) {
     return enc;
 }
 
-Encoder *encoder_open(const char *name, Store *st, Err *err) {
+int encoder_open(const char *name, Store *st, Encoder **out, Err *err) {
+    *out = NULL;
     const char *colon = strchr(name, ':');
     size_t plen = colon ? (size_t)(colon - name) : strlen(name);
     for (const EncoderBackend *b = encoder_backends; b->prefix; b++) {
         if (strlen(b->prefix) == plen && strncmp(b->prefix, name, plen) == 0) {
-            Encoder *enc = b->open(colon ? colon + 1 : "", st, err);
-            if (enc) {
-                ASSERT(enc->dim_image > 0 && enc->n_image_tokens > 0 && enc->dim_text > 0);
-                ASSERT(enc->ops.encode_image && enc->ops.encode_text);
-            }
-            return enc;
+            Err e = {0};
+            Encoder *enc = b->open(colon ? colon + 1 : "", st, &e);
+            if (!enc)
+                return err_pass(err, &e, ERR_USAGE);
+            ASSERT(enc->dim_image > 0 && enc->n_image_tokens > 0 && enc->dim_text > 0);
+            ASSERT(enc->ops.encode_image && enc->ops.encode_text);
+            *out = enc;
+            return 0;
         }
     }
     char known[256] = "";
@@ -53,8 +56,7 @@ Encoder *encoder_open(const char *name, Store *st, Err *err) {
         snprintf(known + n, sizeof known - n, "%s%s%s", n ? ", " : "", b->prefix,
                  strcmp(b->prefix, "classic") ? ":NAME" : "");
     }
-    err_set(err, ERR_USAGE, "unknown encoder '%s' (known: %s)", name, known);
-    return NULL;
+    return err_set(err, ERR_USAGE, "unknown encoder '%s' (known: %s)", name, known);
 }
 
 void encoder_free(Encoder *enc) {

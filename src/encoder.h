@@ -63,9 +63,9 @@ extern const EncoderBackend encoder_backends[];
 
 /* ---- lifecycle ---- */
 
-/* Open the encoder called NAME ("classic", "clip:ViT-L-14"). Unknown names fail with
- * ERR_USAGE and a message listing the known ones. */
-Encoder *encoder_open(const char *name, Store *st, Err *err);
+/* Open the encoder called NAME ("classic", "clip:ViT-L-14") into *out. Returns 0, or ERR_*
+ * with *out NULL: unknown names fail with ERR_USAGE and a message listing the known ones. */
+int encoder_open(const char *name, Store *st, Encoder **out, Err *err);
 void encoder_free(Encoder *enc); /* NULL allowed */
 
 /* Allocate an Encoder for a backend's open function (zeroed, name copied). */

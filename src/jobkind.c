@@ -254,12 +254,14 @@ out_free:
     return NULL;
 }
 
-JobParams *job_params_from_json(const JobKind *k, const char *json, Err *err) {
+int job_params_from_json(const JobKind *k, const char *json, JobParams **out, Err *err) {
+    *out = NULL;
+    int rc;
     json_error_t jerr;
     json_t *root = json_loads(json ? json : "{}", 0, &jerr);
     JobParams *p = params_new(k);
     if (!root || !json_is_object(root)) {
-        err_set(err, ERR_FORMAT, "%s: job parameters are not a JSON object (%s)", k->name,
+        rc = err_set(err, ERR_FORMAT, "%s: job parameters are not a JSON object (%s)", k->name,
                 root ? "not an object" : jerr.text);
         goto out_free;
     }
@@ -268,7 +270,7 @@ JobParams *job_params_from_json(const JobKind *k, const char *json, Err *err) {
     json_object_foreach(root, key, val) {
         int i = find_spec(p, key);
         if (i < 0) {
-            err_set(err, ERR_FORMAT, "%s: stored parameter '%s' is not in this easel's "
+            rc = err_set(err, ERR_FORMAT, "%s: stored parameter '%s' is not in this easel's "
                     "schema for the kind", k->name, key);
             goto out_free;
         }
@@ -282,23 +284,24 @@ JobParams *job_params_from_json(const JobKind *k, const char *json, Err *err) {
         else if (json_is_boolean(val))
             text = xstrdup(json_is_true(val) ? "true" : "false");
         else {
-            err_set(err, ERR_FORMAT, "%s: stored parameter '%s' has an unusable JSON type",
+            rc = err_set(err, ERR_FORMAT, "%s: stored parameter '%s' has an unusable JSON type",
                     k->name, key);
             goto out_free;
         }
-        int rc = set_value(k, &p->v[i], text, 0, err);
+        rc = set_value(k, &p->v[i], text, 0, err);
         free(text);
         if (rc)
             goto out_free;
     }
-    if (fill_defaults(p, err))
+    if ((rc = fill_defaults(p, err)))
         goto out_free;
     json_decref(root);
-    return p;
+    *out = p;
+    return 0;
 out_free:
     json_decref(root);
     job_params_free(p);
-    return NULL;
+    return rc;
 }
 
 char *job_params_to_json(const JobParams *p) {

@@ -128,8 +128,9 @@ JobParams *job_params_parse(const JobKind *k, int n, const char *const *names,
                             const char *const *values, Err *err);
 
 /* The same from the JSON object stored in jobs.params (keys = names, values = JSON
- * strings/numbers/booleans). validate is NOT run (files may be gone; run() reports that). */
-JobParams *job_params_from_json(const JobKind *k, const char *json, Err *err);
+ * strings/numbers/booleans). validate is NOT run (files may be gone; run() reports that).
+ * Returns 0 with *out a new JobParams (job_params_free), or ERR_* with *out NULL. */
+int job_params_from_json(const JobKind *k, const char *json, JobParams **out, Err *err);
 
 /* Canonical JSON object of all parameters (defaults included), new string, caller frees. */
 char *job_params_to_json(const JobParams *p);

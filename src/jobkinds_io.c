@@ -106,8 +106,9 @@ const JobKind jobkind_import = {
 
 static int export_validate(const JobParams *p, Err *err) {
     ExportKind kind;
-    if (export_kind_parse(job_param_str(p, "what"), &kind, err))
-        return err->code;
+    int rc = export_kind_parse(job_param_str(p, "what"), &kind, err);
+    if (rc)
+        return rc;
     if (job_param_float(p, "min-diff") < 0)
         return err_set(err, ERR_USAGE, "export --min-diff must be >= 0, got %g",
                        job_param_float(p, "min-diff"));

@@ -190,15 +190,16 @@ static const JobParamSpec embed_params[] = {
 
 int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_t *n_images,
                      size_t *n_prompts, Err *err) {
-    Encoder *enc = encoder_open(encoder, st, err);
-    if (!enc)
-        return err && err->code ? err->code : ERR_USAGE;
+    Encoder *enc;
+    int rc = encoder_open(encoder, st, &enc, err);
+    if (rc)
+        return rc;
     StoreImage *im = NULL;
     size_t ni = 0, done = 0;
     TrainSkipped sk = {0}; /* unreadable images: skipped, named once at the end */
     StorePrompt *pr = NULL;
     size_t np = 0;
-    int rc = store_images_list(st, 0, &im, &ni, err);
+    rc = store_images_list(st, 0, &im, &ni, err);
     if (rc)
         goto out;
     if ((rc = store_prompts_list(st, &pr, &np, err)))
@@ -412,21 +413,24 @@ char *reward_checkpoint_resolve(Store *st, const char *arg, Err *err) {
     return NULL;
 }
 
-static RewardCkpt *open_named(Store *st, const char *arg, int threads, Err *err) {
-    char *dir = reward_checkpoint_resolve(st, arg, err);
+static int open_named(Store *st, const char *arg, int threads, RewardCkpt **out, Err *err) {
+    *out = NULL;
+    Err e = {0};
+    char *dir = reward_checkpoint_resolve(st, arg, &e);
     if (!dir)
-        return NULL;
-    RewardCkpt *c = train_ckpt_open(st, dir, threads, err);
+        return err_pass(err, &e, ERR_NOTFOUND);
+    int rc = train_ckpt_open(st, dir, threads, out, err);
     free(dir);
-    return c;
+    return rc;
 }
 
 int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int threads,
                 const char *json_path, const char *csv_path, EvalReport *out, Err *err) {
-    RewardCkpt *c = open_named(st, checkpoint, threads, err);
-    if (!c)
-        return err && err->code ? err->code : ERR_NOTFOUND;
-    int rc = train_eval(c, st, o, out, err);
+    RewardCkpt *c;
+    int rc = open_named(st, checkpoint, threads, &c, err);
+    if (rc)
+        return rc;
+    rc = train_eval(c, st, o, out, err);
     if (rc)
         goto out;
     if (json_path && json_path[0]) {
@@ -620,14 +624,14 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
     TrainSkipped sk_local = {0};
     TrainSkipped *sk = skipped ? skipped : &sk_local;
     memset(sk, 0, sizeof *sk);
-    RewardCkpt *c = open_named(st, checkpoint, threads, err);
-    if (!c)
-        return err && err->code ? err->code : ERR_NOTFOUND;
+    RewardCkpt *c;
+    int rc = open_named(st, checkpoint, threads, &c, err);
+    if (rc)
+        return rc;
     char **files = NULL;
     size_t nf = 0, cap = 0, done = 0;
     StoreImage *all = NULL;
     size_t n_all = 0;
-    int rc = 0;
     if (n > 0) {
         for (int i = 0; i < n; i++)
             collect(paths[i], &files, &nf, &cap);

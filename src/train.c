@@ -1162,10 +1162,8 @@ int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int
     if (run_id)
         *run_id = r.run_id;
     /* data */
-    if (!(enc = encoder_open(cfg->encoder, st, err))) {
-        rc = err->code ? err->code : ERR_USAGE;
+    if ((rc = encoder_open(cfg->encoder, st, &enc, err)))
         goto out;
-    }
     if ((rc = load_pairs(st, cfg, &r.d, &pm, err)))
         goto out;
     if (strcmp(cfg->objective, "pairs") == 0 && r.d.n_pairs == 0) {
@@ -1193,11 +1191,9 @@ int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int
     if ((rc = alloc_batches(&r, err)))
         goto out;
     md.max_batch = r.max_n;
-    if (!(r.model = train_model_new(&md, cfg->seed, cfg->threads, (float)cfg->weight_decay,
-                                    err))) {
-        rc = err->code ? err->code : ERR_USAGE;
+    if ((rc = train_model_new(&md, cfg->seed, cfg->threads, (float)cfg->weight_decay, &r.model,
+                              err)))
         goto out;
-    }
     rng_init(&r.rng, cfg->seed ^ 0x5eedULL);
     r.best_f1 = -1;
     if (res) {

@@ -157,10 +157,11 @@ void train_skipped_text(const TrainSkipped *s, char *buf, size_t n);
 /* A checkpoint folder (config.json + model.safetensors) loaded with its encoder. */
 typedef struct RewardCkpt RewardCkpt;
 
-/* Open checkpoint folder DIR (best/, final/, checkpoint-N/). ST (may be NULL) is used for
- * the encoder's model registry and the embedding cache. THREADS 0 = all cores. NULL with err
- * naming the file when the folder, its config or its weights are missing or malformed. */
-RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err);
+/* Open checkpoint folder DIR (best/, final/, checkpoint-N/) into *out. ST (may be NULL) is
+ * used for the encoder's model registry and the embedding cache. THREADS 0 = all cores.
+ * Returns 0, or ERR_* (*out NULL) with err naming the file when the folder, its config or its
+ * weights are missing or malformed. */
+int train_ckpt_open(Store *st, const char *dir, int threads, RewardCkpt **out, Err *err);
 void train_ckpt_free(RewardCkpt *c); /* NULL allowed */
 /* Absolute path of the folder (the scores table's key). Borrowed. */
 const char *train_ckpt_path(const RewardCkpt *c);

@@ -33,12 +33,16 @@ struct RewardCkpt {
     float *txt;
 };
 
-RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err) {
+int train_ckpt_open(Store *st, const char *dir, int threads, RewardCkpt **out, Err *err) {
+    *out = NULL;
     char *p = xasprintf("%s/config.json", dir);
-    char *text = train_read_file(p, err);
+    Err e = {0};
+    char *text = train_read_file(p, &e);
     RewardCkpt *c = NULL;
     json_t *o = NULL;
+    int rc;
     if (!text) {
+        rc = err_pass(err, &e, ERR_IO);
         err_prefix(err, "%s is not a reward checkpoint folder (best/, final/, checkpoint-N/)",
                    dir);
         goto out;
@@ -46,8 +50,8 @@ RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err) {
     json_error_t je;
     o = json_loads(text, 0, &je);
     if (!o || !json_is_object(o)) {
-        err_set(err, ERR_FORMAT, "%s:%d: bad JSON (%s); the checkpoint is damaged", p, je.line,
-                o ? "not an object" : je.text);
+        rc = err_set(err, ERR_FORMAT, "%s:%d: bad JSON (%s); the checkpoint is damaged", p,
+                     je.line, o ? "not an object" : je.text);
         goto out;
     }
     const char *encname = json_string_value(json_object_get(o, "encoder"));
@@ -59,8 +63,8 @@ RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err) {
     md.dropout = (float)json_number_value(json_object_get(o, "dropout"));
     md.max_batch = 1;
     if (!encname || !fusion || md.d_img <= 0 || md.n_tokens <= 0 || md.d_txt <= 0) {
-        err_set(err, ERR_FORMAT, "%s: needs encoder, fusion_method, image_dim, image_tokens "
-                "and text_dim; the checkpoint is damaged or not from easel", p);
+        rc = err_set(err, ERR_FORMAT, "%s: needs encoder, fusion_method, image_dim, "
+                     "image_tokens and text_dim; the checkpoint is damaged or not from easel", p);
         goto out;
     }
     base_strlcpy(md.fusion, fusion, sizeof md.fusion);
@@ -74,34 +78,34 @@ RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err) {
             train_config_defaults(&c->cfg);
         free(tj);
     }
-    if (!(c->enc = encoder_open(encname, st, err)))
+    if ((rc = encoder_open(encname, st, &c->enc, err)))
         goto fail;
     if (c->enc->dim_image != md.d_img || c->enc->n_image_tokens != md.n_tokens ||
         c->enc->dim_text != md.d_txt) {
-        err_set(err, ERR_FORMAT, "%s: trained on %s features of %dx%d / %d, but encoder %s now "
-                "gives %dx%d / %d", dir, encname, md.n_tokens, md.d_img, md.d_txt, encname,
-                c->enc->n_image_tokens, c->enc->dim_image, c->enc->dim_text);
+        rc = err_set(err, ERR_FORMAT, "%s: trained on %s features of %dx%d / %d, but encoder %s "
+                     "now gives %dx%d / %d", dir, encname, md.n_tokens, md.d_img, md.d_txt,
+                     encname, c->enc->n_image_tokens, c->enc->dim_image, c->enc->dim_text);
         goto fail;
     }
-    if (!(c->model = train_model_new(&md, 0, threads, 0.0f, err)))
+    if ((rc = train_model_new(&md, 0, threads, 0.0f, &c->model, err)))
         goto fail;
     free(p);
     p = xasprintf("%s/model.safetensors", dir);
-    if (train_model_load(c->model, p, 0, err))
+    if ((rc = train_model_load(c->model, p, 0, err)))
         goto fail;
     char *abs = realpath(dir, NULL);
     c->dir = abs ? abs : xstrdup(dir);
     c->img = xmalloc((size_t)md.n_tokens * md.d_img * sizeof(float));
     c->txt = xmalloc((size_t)md.d_txt * sizeof(float));
+    *out = c;
     goto out;
 fail:
     train_ckpt_free(c);
-    c = NULL;
 out:
     json_decref(o);
     free(text);
     free(p);
-    return c;
+    return rc;
 }
 
 void train_ckpt_free(RewardCkpt *c) {

@@ -25,10 +25,11 @@ typedef struct TrainModelDims {
 
 typedef struct TrainModel TrainModel;
 
-/* A model with weights initialised from SEED (PyTorch's default init; head weights 0.2).
- * NULL with err set when the dimensions do not fit the fusion (add needs d_img == d_txt). */
-TrainModel *train_model_new(const TrainModelDims *dims, uint64_t seed, int threads,
-                            float weight_decay, Err *err);
+/* A model with weights initialised from SEED (PyTorch's default init; head weights 0.2) into
+ * *out. Returns 0, or ERR_* with *out NULL (ERR_USAGE when the dimensions do not fit the
+ * fusion: add needs d_img == d_txt). */
+int train_model_new(const TrainModelDims *dims, uint64_t seed, int threads, float weight_decay,
+                    TrainModel **out, Err *err);
 void train_model_free(TrainModel *m);
 const TrainModelDims *train_model_dims(const TrainModel *m);
 

@@ -63,8 +63,8 @@ Test(jobkind, parse_applies_defaults_and_types) {
     cr_assert_str_eq(job_param_str(p, "mode"), "multihead");
     cr_assert_str_eq(job_param_str(p, "note"), "");
     char *json = job_params_to_json(p);
-    JobParams *q = job_params_from_json(&demo, json, &err);
-    cr_assert_not_null(q, "%s", err.msg);
+    JobParams *q;
+    cr_assert_eq(job_params_from_json(&demo, json, &q, &err), 0, "%s", err.msg);
     char *json2 = job_params_to_json(q);
     cr_assert_str_eq(json, json2);
     cr_assert_eq(job_param_int(q, "epochs"), 7);
@@ -92,9 +92,14 @@ Test(jobkind, parse_rejects_bad_input_naming_the_parameter) {
     cr_assert(strstr(err.msg, "pairs|multihead"), "%s", err.msg);
     const char *n5[] = {"file", "shuffle"}, *v5[] = {"a", "maybe"};
     cr_assert_null(job_params_parse(&demo, 2, n5, v5, &err));
-    cr_assert_null(job_params_from_json(&demo, "{\"file\":\"a\",\"zzz\":1}", &err));
+    JobParams *bad = (JobParams *)&err; /* any non-NULL: overwritten with NULL on failure */
+    cr_assert_eq(job_params_from_json(&demo, "{\"file\":\"a\",\"zzz\":1}", &bad, &err),
+                 ERR_FORMAT);
+    cr_assert_null(bad);
     cr_assert_eq(err.code, ERR_FORMAT);
-    cr_assert_null(job_params_from_json(&demo, "[1,2", &err));
+    /* no Err to fill: the code still comes back (nothing reads through a NULL err) */
+    cr_assert_eq(job_params_from_json(&demo, "[1,2", &bad, NULL), ERR_FORMAT);
+    cr_assert_null(bad);
 }
 
 Test(jobkind, relative_paths_become_absolute) {

@@ -147,5 +147,8 @@ Test(jobkinds_io, export_writes_atomically_or_not_at_all) {
     const char *n4[] = {"what", "out", "min-diff"}, *v4[] = {"pairs", out, "-1"};
     cr_assert_null(job_params_parse(jobkind_find("export"), 3, n4, v4, &err));
     cr_assert(strstr(err.msg, "min-diff"), "%s", err.msg);
+    /* a refusal with no Err to fill is still a refusal, not a crash */
+    const char *v5[] = {"bogus", out, "0"};
+    cr_assert_null(job_params_parse(jobkind_find("export"), 3, n4, v5, NULL));
     store_close(st);
 }

@@ -204,8 +204,8 @@ Test(train, planted_preferences_are_learned_per_head) {
     /* evaluation of best/ on the validation prompts agrees with training's metrics */
     char best[512];
     snprintf(best, sizeof best, "%s/best", c.output);
-    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
-    cr_assert_not_null(ck, "%s", err.msg);
+    RewardCkpt *ck;
+    cr_assert_eq(train_ckpt_open(st, best, 1, &ck, &err), 0, "%s", err.msg);
     EvalOptions o = {.min_rating_diff = 1.5, .split = "val"};
     EvalReport rep;
     cr_assert_eq(train_eval(ck, st, &o, &rep, &err), 0, "%s", err.msg);
@@ -410,8 +410,8 @@ static int run_job(Store *st, int64_t id, atomic_int *cancel, Err *err) {
     JobRow row;
     cr_assert_eq(store_job_get(st, id, &row, err), 0, "%s", err->msg);
     const JobKind *k = jobkind_find("train-reward");
-    JobParams *p = job_params_from_json(k, row.params, err);
-    cr_assert_not_null(p, "%s", err->msg);
+    JobParams *p;
+    cr_assert_eq(job_params_from_json(k, row.params, &p, err), 0, "%s", err->msg);
     JobCtx *ctx = job_ctx_new(st, id, row.checkpoint, NULL, cancel);
     int rc = k->run(ctx, p, err);
     job_ctx_free(ctx);
@@ -434,8 +434,8 @@ Test(train, job_cancelled_then_resumed_matches_an_uninterrupted_job) {
                  "{\"epochs\": 4, \"batch-size\": 16, \"learning-rate\": 0.001, \"threads\": 1,"
                  " \"seed\": 3, \"output\": \"%s/job%d\", \"name\": \"job%d\"}", dir, k, k);
         const JobKind *kind = jobkind_find("train-reward");
-        JobParams *p = job_params_from_json(kind, js[k], &err);
-        cr_assert_not_null(p, "%s", err.msg);
+        JobParams *p;
+        cr_assert_eq(job_params_from_json(kind, js[k], &p, &err), 0, "%s", err.msg);
         char *full = job_params_to_json(p);
         job_params_free(p);
         JobNew jn = {.kind = "train-reward", .params = full};
@@ -479,8 +479,8 @@ Test(train, damaged_checkpoints_are_reported_by_file) {
     cr_assert_eq(train_run(st, &c, NULL, NULL, &err), 0, "%s", err.msg);
     char p[600], best[600];
     snprintf(best, sizeof best, "%s/best", c.output);
-    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
-    cr_assert_not_null(ck, "%s", err.msg);
+    RewardCkpt *ck;
+    cr_assert_eq(train_ckpt_open(st, best, 1, &ck, &err), 0, "%s", err.msg);
     float s0[6], s1[6];
     char img[300];
     snprintf(img, sizeof img, "%s/img/0_0.png", dir);
@@ -491,7 +491,7 @@ Test(train, damaged_checkpoints_are_reported_by_file) {
     /* truncated weights */
     snprintf(p, sizeof p, "%s/model.safetensors", best);
     cr_assert_eq(truncate(p, 100), 0);
-    cr_assert_null(train_ckpt_open(st, best, 1, &err));
+    cr_assert_neq(train_ckpt_open(st, best, 1, &(RewardCkpt *){NULL}, &err), 0);
     cr_assert(strstr(err.msg, "model.safetensors"), "%s", err.msg);
     /* broken config */
     snprintf(p, sizeof p, "%s/final/config.json", c.output);
@@ -499,10 +499,10 @@ Test(train, damaged_checkpoints_are_reported_by_file) {
     fputs("{\"encoder\": ", f);
     fclose(f);
     snprintf(best, sizeof best, "%s/final", c.output);
-    cr_assert_null(train_ckpt_open(st, best, 1, &err));
+    cr_assert_neq(train_ckpt_open(st, best, 1, &(RewardCkpt *){NULL}, &err), 0);
     cr_assert(strstr(err.msg, "config.json"), "%s", err.msg);
     /* not a checkpoint folder at all */
-    cr_assert_null(train_ckpt_open(st, dir, 1, &err));
+    cr_assert_neq(train_ckpt_open(st, dir, 1, &(RewardCkpt *){NULL}, &err), 0);
     cr_assert(strstr(err.msg, "not a reward checkpoint"), "%s", err.msg);
     /* no resume state */
     cr_assert_null(train_resume_read(dir, &err));
@@ -582,8 +582,8 @@ Test(train, eval_on_a_pairs_file_with_images_not_in_the_store) {
     fclose(f);
     char best[600];
     snprintf(best, sizeof best, "%s/best", c.output);
-    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
-    cr_assert_not_null(ck, "%s", err.msg);
+    RewardCkpt *ck;
+    cr_assert_eq(train_ckpt_open(st, best, 1, &ck, &err), 0, "%s", err.msg);
     EvalOptions o = {.pairs_file = p};
     EvalReport r;
     cr_assert_eq(train_eval(ck, st, &o, &r, &err), 0, "%s", err.msg);
@@ -650,8 +650,8 @@ Test(train, eval_of_the_store_and_of_its_export_agree) {
     {
         char best[600];
         snprintf(best, sizeof best, "%s/best", c.output);
-        RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
-        cr_assert_not_null(ck, "%s", err.msg);
+        RewardCkpt *ck;
+        cr_assert_eq(train_ckpt_open(st, best, 1, &ck, &err), 0, "%s", err.msg);
         EvalOptions o = {.min_rating_diff = c.min_rating_diff, .split = "val"};
         EvalReport v;
         cr_assert_eq(train_eval(ck, st, &o, &v, &err), 0, "%s", err.msg);
@@ -686,8 +686,8 @@ Test(train, eval_of_the_store_and_of_its_export_agree) {
     cr_assert_eq(export_to_file(st, EXPORT_PAIRS, pairs, &eo, NULL, &err), 0, "%s", err.msg);
     char best[600];
     snprintf(best, sizeof best, "%s/best", c.output);
-    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
-    cr_assert_not_null(ck, "%s", err.msg);
+    RewardCkpt *ck;
+    cr_assert_eq(train_ckpt_open(st, best, 1, &ck, &err), 0, "%s", err.msg);
     EvalOptions from_store = {.min_rating_diff = 0.5, .split = "all"};
     EvalOptions from_file = {.pairs_file = pairs, .min_rating_diff = 0.5};
     EvalReport a, b;
@@ -763,8 +763,8 @@ Test(train, unreadable_images_are_skipped_with_one_warning) {
     /* evaluation, from the store and from its export */
     char best[600];
     snprintf(best, sizeof best, "%s/best", c.output);
-    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
-    cr_assert_not_null(ck, "%s", err.msg);
+    RewardCkpt *ck;
+    cr_assert_eq(train_ckpt_open(st, best, 1, &ck, &err), 0, "%s", err.msg);
     EvalOptions o = {.min_rating_diff = 0.5, .split = "all"};
     EvalReport a, b;
     cr_assert_eq(train_eval(ck, st, &o, &a, &err), 0, "%s", err.msg);
