@@ -270,8 +270,8 @@ static int cmd_add(const CliGlobal *g, int argc, char **argv) {
         values[n++] = val;
     }
     Err err = {0};
-    JobParams *p = job_params_parse(k, n, names, values, &err);
-    if (!p) {
+    JobParams *p;
+    if (job_params_parse(k, n, names, values, &p, &err)) {
         rc = cli_fail(&err);
         goto out;
     }

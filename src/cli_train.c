@@ -273,8 +273,8 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
         rc = 1;
         goto out_close;
     }
-    JobParams *p = job_params_parse(&jobkind_train_reward, n, names, values, &err);
-    if (!p) {
+    JobParams *p;
+    if (job_params_parse(&jobkind_train_reward, n, names, values, &p, &err)) {
         rc = cli_fail(&err);
         goto out_close;
     }
@@ -485,7 +485,7 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     AtomicFile *af = NULL;
     if (csv_path) {
         Err oerr = {0};
-        if (!(af = atomic_file_open(csv_path, &oerr))) {
+        if (atomic_file_open(csv_path, &af, &oerr)) {
             cli_error("score: %s", oerr.msg);
             store_close(st);
             rc = 1;

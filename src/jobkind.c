@@ -229,29 +229,32 @@ static void append_names(const JobKind *k, char *buf, size_t size) {
         base_strlcpy(buf, "none", size);
 }
 
-JobParams *job_params_parse(const JobKind *k, int n, const char *const *names,
-                            const char *const *values, Err *err) {
+int job_params_parse(const JobKind *k, int n, const char *const *names,
+                     const char *const *values, JobParams **out, Err *err) {
+    *out = NULL;
     JobParams *p = params_new(k);
+    int rc;
     for (int j = 0; j < n; j++) {
         int i = find_spec(p, names[j]);
         if (i < 0) {
             char known[200];
             append_names(k, known, sizeof known);
-            err_set(err, ERR_USAGE, "%s: unknown parameter --%s (parameters: %s)", k->name,
-                    names[j], known);
+            rc = err_set(err, ERR_USAGE, "%s: unknown parameter --%s (parameters: %s)", k->name,
+                         names[j], known);
             goto out_free;
         }
-        if (set_value(k, &p->v[i], values[j], 1, err))
+        if ((rc = set_value(k, &p->v[i], values[j], 1, err)))
             goto out_free;
     }
-    if (fill_defaults(p, err))
+    if ((rc = fill_defaults(p, err)))
         goto out_free;
-    if (k->validate && k->validate(p, err))
+    if (k->validate && (rc = k->validate(p, err)))
         goto out_free;
-    return p;
+    *out = p;
+    return 0;
 out_free:
     job_params_free(p);
-    return NULL;
+    return rc;
 }
 
 int job_params_from_json(const JobKind *k, const char *json, JobParams **out, Err *err) {

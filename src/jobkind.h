@@ -122,10 +122,10 @@ int jobkind_register(const JobKind *k, Err *err);
 
 /* Parse NAME=VALUE pairs (names without "--") against K's schema: unknown names, bad
  * values and missing required parameters are ERR_USAGE naming the parameter and what is
- * accepted. Defaults are applied. Then runs K->validate. Returns a new JobParams the
- * caller frees with job_params_free, or NULL with err set. */
-JobParams *job_params_parse(const JobKind *k, int n, const char *const *names,
-                            const char *const *values, Err *err);
+ * accepted. Defaults are applied. Then runs K->validate. Returns 0 with *out a new JobParams
+ * the caller frees with job_params_free, or ERR_* (*out NULL) with err set. */
+int job_params_parse(const JobKind *k, int n, const char *const *names,
+                     const char *const *values, JobParams **out, Err *err);
 
 /* The same from the JSON object stored in jobs.params (keys = names, values = JSON
  * strings/numbers/booleans). validate is NOT run (files may be gone; run() reports that).

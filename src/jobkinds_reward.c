@@ -746,14 +746,15 @@ static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     const char *csv_path = job_param_str(p, "csv");
     const char *prompt = job_param_str(p, "prompt");
     AtomicFile *af = NULL;
-    if (csv_path[0] && !(af = atomic_file_open(csv_path, err)))
-        return err && err->code ? err->code : ERR_IO;
+    int rc;
+    if (csv_path[0] && (rc = atomic_file_open(csv_path, &af, err)))
+        return rc;
     char *one[1] = {(char *)images};
     size_t n = 0;
     TrainSkipped sk;
-    int rc = reward_score(job_store(ctx), job_param_str(p, "checkpoint"), one, images[0] ? 1 : 0,
-                          prompt[0] ? prompt : NULL, (int)job_param_int(p, "threads"),
-                          af ? atomic_file_stream(af) : NULL, &h, &n, &sk, err);
+    rc = reward_score(job_store(ctx), job_param_str(p, "checkpoint"), one, images[0] ? 1 : 0,
+                      prompt[0] ? prompt : NULL, (int)job_param_int(p, "threads"),
+                      af ? atomic_file_stream(af) : NULL, &h, &n, &sk, err);
     if (rc == 0 && sk.n) {
         char why[900];
         train_skipped_text(&sk, why, sizeof why);

@@ -36,8 +36,8 @@ static int run_job(Store *st, const char *kind, int n, const char *const *names,
                    const char *const *values, int cancel, int64_t *id, Err *err) {
     const JobKind *k = jobkind_find(kind);
     cr_assert_not_null(k);
-    JobParams *p = job_params_parse(k, n, names, values, err);
-    cr_assert_not_null(p, "%s", err->msg);
+    JobParams *p;
+    cr_assert_eq(job_params_parse(k, n, names, values, &p, err), 0, "%s", err->msg);
     char *json = job_params_to_json(p);
     JobNew jn = {.kind = kind, .params = json};
     cr_assert_eq(store_job_add(st, &jn, id, err), 0, "%s", err->msg);

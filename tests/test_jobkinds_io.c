@@ -42,8 +42,8 @@ static int run_job(Store *st, const char *kind, int n, const char *const *names,
                    const char *const *values, int cancel, int64_t *id, Err *err) {
     const JobKind *k = jobkind_find(kind);
     cr_assert_not_null(k, "kind %s is not registered in the build", kind);
-    JobParams *p = job_params_parse(k, n, names, values, err);
-    cr_assert_not_null(p, "%s", err->msg);
+    JobParams *p;
+    cr_assert_eq(job_params_parse(k, n, names, values, &p, err), 0, "%s", err->msg);
     char *json = job_params_to_json(p);
     JobNew jn = {.kind = kind, .params = json};
     cr_assert_eq(store_job_add(st, &jn, id, err), 0, "%s", err->msg);
@@ -145,10 +145,13 @@ Test(jobkinds_io, export_writes_atomically_or_not_at_all) {
     cr_assert_eq(access("/nonexistent-dir/x.csv", F_OK), -1);
 
     const char *n4[] = {"what", "out", "min-diff"}, *v4[] = {"pairs", out, "-1"};
-    cr_assert_null(job_params_parse(jobkind_find("export"), 3, n4, v4, &err));
+    JobParams *bad = (JobParams *)&err; /* any non-NULL: NULL after a failure */
+    cr_assert_eq(job_params_parse(jobkind_find("export"), 3, n4, v4, &bad, &err), ERR_USAGE);
+    cr_assert_null(bad);
     cr_assert(strstr(err.msg, "min-diff"), "%s", err.msg);
     /* a refusal with no Err to fill is still a refusal, not a crash */
     const char *v5[] = {"bogus", out, "0"};
-    cr_assert_null(job_params_parse(jobkind_find("export"), 3, n4, v5, NULL));
+    cr_assert_neq(job_params_parse(jobkind_find("export"), 3, n4, v5, &bad, NULL), 0);
+    cr_assert_null(bad);
     store_close(st);
 }
