@@ -376,8 +376,8 @@ int store_checkpoints_list(Store *st, int64_t run_id, StoreCheckpoint **out, siz
         return ERR_DB;
     sqlite3_bind_int64(s, 1, run_id);
     void *v;
-    int rc = store_read_list(st, s, sizeof **out, checkpoint_row, NULL, checkpoint_deinit, &v, n, "list checkpoints",
-                             err);
+    int rc = store_read_list(st, s, sizeof **out, checkpoint_row, NULL, checkpoint_deinit, &v, n,
+                             "list checkpoints", err);
     *out = v;
     return rc;
 }
