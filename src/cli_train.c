@@ -70,6 +70,9 @@ static void cb_log(void *user, const char *line) {
     fprintf(stderr, "%s\n", line);
 }
 
+/* The CLI's progress line, SIGINT flag and stderr lines. */
+static const Progress cli_hooks = {cb_progress, cb_cancelled, cb_log, NULL};
+
 static Store *open_store(const CliGlobal *g) {
     Err err = {0};
     Store *st = store_open_existing(g->db_path, &err);
@@ -260,8 +263,7 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
         train_config_defaults(&cfg);
         cfg.threads = threads_given ? (int)threads : 0;
         signal(SIGINT, on_sigint);
-        TrainHooks h = {.progress = cb_progress, .cancelled = cb_cancelled, .log = cb_log,
-                        .resume = js};
+        TrainHooks h = {.progress = cli_hooks, .resume = js};
         rc = train_run(st, &cfg, &h, NULL, &err);
         free(js);
         goto finish;
@@ -302,7 +304,7 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
         goto out_close;
     }
     signal(SIGINT, on_sigint);
-    TrainHooks h = {.progress = cb_progress, .cancelled = cb_cancelled, .log = cb_log};
+    TrainHooks h = {.progress = cli_hooks};
     rc = train_run(st, &cfg, &h, NULL, &err);
     output = cfg.output;
 finish:
@@ -400,8 +402,7 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
     if (!st)
         return 1;
     tty_err = isatty(2);
-    o.progress = cb_progress;
-    o.cancelled = cb_cancelled;
+    o.progress = (Progress){cb_progress, cb_cancelled, NULL, NULL};
     signal(SIGINT, on_sigint);
     Err err = {0};
     EvalReport r;
@@ -495,7 +496,7 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     }
     tty_err = isatty(2);
     signal(SIGINT, on_sigint);
-    RewardHooks h = {cb_progress, cb_cancelled, NULL, NULL};
+    Progress h = {cb_progress, cb_cancelled, NULL, NULL};
     Err err = {0};
     size_t scored = 0;
     TrainSkipped sk;

@@ -632,20 +632,20 @@ int import_cancelled(ImportCtx *c, Err *err) {
     return err_set(err, ERR_CANCELLED, "%s: import cancelled; nothing was imported", c->file);
 }
 
+/* Report DONE of TOTAL (every PROGRESS_EVERY and at the end); 1 when cancelled. */
+static int report(ImportCtx *c, size_t done, size_t total, size_t offset) {
+    if (!c->opts || (done % PROGRESS_EVERY != 0 && done != total))
+        return 0;
+    progress_report(&c->opts->progress, (double)(offset + done), (double)(2 * total), "rows");
+    return progress_cancelled(&c->opts->progress);
+}
+
 int import_progress(ImportCtx *c, size_t done, size_t total) {
-    if (!c->opts || !c->opts->progress)
-        return 0;
-    if (done % PROGRESS_EVERY != 0 && done != total)
-        return 0;
-    return c->opts->progress(c->opts->user_data, total + done, 2 * total);
+    return report(c, done, total, total);
 }
 
 int import_check_progress(ImportCtx *c, size_t done, size_t total) {
-    if (!c->opts || !c->opts->progress)
-        return 0;
-    if (done % PROGRESS_EVERY != 0 && done != total)
-        return 0;
-    return c->opts->progress(c->opts->user_data, done, 2 * total);
+    return report(c, done, total, 0);
 }
 
 /* Commit if no problems appeared while applying, else roll back. */

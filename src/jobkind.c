@@ -531,6 +531,16 @@ void job_log(JobCtx *c, const char *fmt, ...) {
 
 int job_cancelled(const JobCtx *c) { return c->cancel && atomic_load(c->cancel) != 0; }
 
+static void hook_progress(void *user, double done, double total, const char *unit) {
+    job_progress(user, done, total, unit);
+}
+static int hook_cancelled(void *user) { return job_cancelled(user); }
+static void hook_log(void *user, const char *line) { job_log(user, "%s", line); }
+
+Progress job_progress_hooks(JobCtx *ctx) {
+    return (Progress){hook_progress, hook_cancelled, hook_log, ctx};
+}
+
 int job_checkpoint_save(JobCtx *c, const char *json, Err *err) {
     int rc = store_job_checkpoint_save(c->st, c->id, json, err);
     if (rc)

@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "progress.h"
 #include "store.h"
 
 /* ---- parameter schema ----------------------------------------------------------------- */
@@ -175,6 +176,9 @@ void job_log(JobCtx *ctx, const char *fmt, ...) __attribute__((format(printf, 2,
 /* 1 once a cancel was requested (by a user, or because this process is stopping), else 0.
  * An atomic read; call it at least once per second of work. */
 int job_cancelled(const JobCtx *ctx);
+
+/* The job as a Progress (progress.h): job_progress, job_cancelled and job_log on CTX. */
+Progress job_progress_hooks(JobCtx *ctx);
 
 /* Save JSON (any value the kind understands) as the job's checkpoint, atomically: the
  * previous checkpoint stays until this one is committed. */

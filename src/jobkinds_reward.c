@@ -139,11 +139,6 @@ int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err)
     return train_config_check(c, err);
 }
 
-static void job_progress_cb(void *user, double done, double total, const char *unit) {
-    job_progress(user, done, total, unit);
-}
-static int job_cancel_cb(void *user) { return job_cancelled(user); }
-static void job_log_cb(void *user, const char *line) { job_log(user, "%s", line); }
 static int job_resume_cb(void *user, const char *json, Err *err) {
     return job_checkpoint_save(user, json, err);
 }
@@ -160,9 +155,8 @@ static int train_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
         train_config_defaults(&cfg);
         cfg.threads = (int)job_param_int(p, "threads");
     }
-    TrainHooks h = {.progress = job_progress_cb, .cancelled = job_cancel_cb, .log = job_log_cb,
-                    .resume_point = job_resume_cb, .user = ctx, .resume = resume,
-                    .job_id = job_id(ctx)};
+    TrainHooks h = {.progress = job_progress_hooks(ctx), .resume_point = job_resume_cb,
+                    .resume = resume, .job_id = job_id(ctx)};
     return train_run(st, &cfg, &h, NULL, err);
 }
 
@@ -188,7 +182,7 @@ static const JobParamSpec embed_params[] = {
     {NULL, 0, NULL, NULL, NULL},
 };
 
-int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_t *n_images,
+int reward_embed_all(Store *st, const char *encoder, const Progress *h, size_t *n_images,
                      size_t *n_prompts, Err *err) {
     Encoder *enc;
     int rc = encoder_open(encoder, st, &enc, err);
@@ -205,7 +199,7 @@ int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_
     if ((rc = store_prompts_list(st, &pr, &np, err)))
         goto out;
     for (size_t i = 0; i < ni; i++) {
-        if (h && h->cancelled && h->cancelled(h->user)) {
+        if (progress_cancelled(h)) {
             rc = err_set(err, ERR_CANCELLED, "cancelled after %zu of %zu images", done, ni);
             goto out;
         }
@@ -234,16 +228,14 @@ int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_
         if (!v)
             continue; /* skipped */
         done++;
-        if (h && h->progress)
-            h->progress(h->user, (double)(i + 1), (double)(ni + np), "items");
+        progress_report(h, (double)(i + 1), (double)(ni + np), "items");
     }
     for (size_t i = 0; i < np; i++) {
         float *v = NULL;
         if ((rc = encoder_embed_text(enc, st, pr[i].text, &v, err)))
             goto out;
         free(v);
-        if (h && h->progress)
-            h->progress(h->user, (double)(ni + i + 1), (double)(ni + np), "items");
+        progress_report(h, (double)(ni + i + 1), (double)(ni + np), "items");
     }
     if (n_images)
         *n_images = done;
@@ -253,7 +245,7 @@ int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_
         char why[900], line[1000];
         train_skipped_text(&sk, why, sizeof why);
         snprintf(line, sizeof line, "warning: %s", why);
-        h->log(h->user, line);
+        progress_log(h, line);
     }
 out:
     store_images_free(im, ni);
@@ -263,7 +255,7 @@ out:
 }
 
 static int embed_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
-    RewardHooks h = {job_progress_cb, job_cancel_cb, job_log_cb, ctx};
+    Progress h = job_progress_hooks(ctx);
     size_t ni = 0, np = 0;
     int rc = reward_embed_all(job_store(ctx), job_param_str(p, "encoder"), &h, &ni, &np, err);
     if (rc == 0)
@@ -518,9 +510,7 @@ static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     o.pairs_file = pairs[0] ? pairs : NULL;
     o.min_rating_diff = job_param_float(p, "min-rating-diff");
     o.split = job_param_str(p, "split");
-    o.progress = job_progress_cb;
-    o.cancelled = job_cancel_cb;
-    o.user = ctx;
+    o.progress = job_progress_hooks(ctx);
     EvalReport r;
     int rc = reward_eval(job_store(ctx), job_param_str(p, "checkpoint"), &o,
                          (int)job_param_int(p, "threads"), job_param_str(p, "json"),
@@ -619,7 +609,7 @@ static int score_one(RewardCkpt *c, Store *st, const char *path, const char *nam
 }
 
 int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
-                 const char *prompt, int threads, FILE *csv, const RewardHooks *h,
+                 const char *prompt, int threads, FILE *csv, const Progress *h,
                  size_t *n_scored, TrainSkipped *skipped, Err *err) {
     TrainSkipped sk_local = {0};
     TrainSkipped *sk = skipped ? skipped : &sk_local;
@@ -645,7 +635,7 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
     if (csv)
         fprintf(csv, "image,spatial,icono,style,fidelity,material,combined\n");
     for (size_t i = 0; i < total; i++) {
-        if (h && h->cancelled && h->cancelled(h->user)) {
+        if (progress_cancelled(h)) {
             rc = err_set(err, ERR_CANCELLED, "cancelled after %zu of %zu images", done, total);
             break;
         }
@@ -704,8 +694,7 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
         free(path);
         store_image_deinit(&im);
         done++;
-        if (h && h->progress)
-            h->progress(h->user, (double)(i + 1), (double)total, "images");
+        progress_report(h, (double)(i + 1), (double)total, "images");
     }
     if (rc == 0 && nb)
         rc = store_scores_put(st, train_ckpt_path(c), batch, nb, err);
@@ -714,8 +703,8 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
         train_skipped_text(sk, why, sizeof why);
         rc = err_set(err, ERR_IO, "nothing scored: %s", why);
     }
-    if (rc == 0 && sk->n && h && h->progress)
-        h->progress(h->user, (double)total, (double)total, "images");
+    if (rc == 0 && sk->n)
+        progress_report(h, (double)total, (double)total, "images");
     free(batch);
     if (n_scored)
         *n_scored = done;
@@ -741,7 +730,7 @@ static const JobParamSpec score_params[] = {
 };
 
 static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
-    RewardHooks h = {job_progress_cb, job_cancel_cb, job_log_cb, ctx};
+    Progress h = job_progress_hooks(ctx);
     const char *images = job_param_str(p, "images");
     const char *csv_path = job_param_str(p, "csv");
     const char *prompt = job_param_str(p, "prompt");

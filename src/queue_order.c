@@ -191,7 +191,7 @@ static int compute_uncertain(Store *st, const AnnotateCheckpoint *ck, const Queu
     char **reasons = xcalloc(n ? n : 1, sizeof *reasons);
     char first_bad[256] = "";
     for (size_t i = 0; i < n; i++) {
-        if (o->cancelled && o->cancelled(o->user)) {
+        if (progress_cancelled(&o->progress)) {
             rc = err_set(err, ERR_CANCELLED, "computing the uncertain order was cancelled");
             goto out;
         }

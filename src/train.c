@@ -268,13 +268,13 @@ static void say(const TrainHooks *h, const char *fmt, ...) {
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     /* one destination: the hook (a job's log also goes to the process log), else the log */
-    if (h && h->log)
-        h->log(h->user, line);
+    if (h && h->progress.log)
+        progress_log(&h->progress, line);
     else
         log_info("train: %s", line);
 }
 
-static int cancelled(const TrainHooks *h) { return h && h->cancelled && h->cancelled(h->user); }
+static int cancelled(const TrainHooks *h) { return h && progress_cancelled(&h->progress); }
 
 /* Pairs from the store: derived from ratings (multihead) or imported (pairs). */
 static int load_pairs(Store *st, const TrainConfig *cfg, Data *d, PairsMeans *means, Err *err) {
@@ -414,8 +414,8 @@ static int load_features(Store *st, const TrainConfig *cfg, Encoder *enc, const 
         }
         free(path);
         store_image_deinit(&im);
-        if (hooks && hooks->progress)
-            hooks->progress(hooks->user, (double)(i + 1), (double)u, "images encoded");
+        if (hooks)
+            progress_report(&hooks->progress, (double)(i + 1), (double)u, "images encoded");
     }
     say(hooks, "encoded %zu images with '%s' in %.1f s", k, enc->name, base_now() - t0);
     if (sk.n) {
@@ -1318,8 +1318,8 @@ static int run_train_epoch(Run *r, Store *st, const TrainHooks *hooks, int epoch
         if ((now - r->mb.last_flush >= 0.25 || b0 + (size_t)n >= r->d.n_items) &&
             (rc = metrics_sys(r, st, c, ep, now, err)))
             return rc;
-        if (hooks && hooks->progress)
-            hooks->progress(hooks->user, (double)r->step, c->total_steps, "steps");
+        if (hooks)
+            progress_report(&hooks->progress, (double)r->step, c->total_steps, "steps");
     }
     return 0;
 }
@@ -1368,7 +1368,7 @@ static int run_end_epoch(Run *r, Store *st, const TrainHooks *hooks, int epoch, 
         json_t *j = json_pack("{s:s, s:i}", "output", cfg->output, "epoch", r->epoch_done);
         char *js = json_dumps(j, JSON_COMPACT);
         json_decref(j);
-        rc = hooks->resume_point(hooks->user, js, err);
+        rc = hooks->resume_point(hooks->progress.user, js, err);
         free(js);
         if (rc)
             return rc;

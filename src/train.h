@@ -27,6 +27,7 @@
 #include "err.h"
 #include "evalrm.h"
 #include "pairs.h"
+#include "progress.h"
 #include "store.h"
 
 #define TRAIN_N_HEADS 5
@@ -71,13 +72,11 @@ int train_config_parse(TrainConfig *cfg, const char *json, Err *err);
 
 /* Hooks from whoever runs the training (the job kind, the CLI). All optional. */
 typedef struct TrainHooks {
-    void (*progress)(void *user, double done, double total, const char *unit);
-    int (*cancelled)(void *user);              /* nonzero: stop at the next step */
-    void (*log)(void *user, const char *line);
-    /* Called after each epoch's resume state is on disk, with a JSON the caller stores
-     * (the job's checkpoint); RESUME (below) gives it back after an interruption. */
+    Progress progress;       /* progress in steps; cancel stops at the next step */
+    /* Called (with progress.user) after each epoch's resume state is on disk, with a JSON
+     * the caller stores (the job's checkpoint); RESUME (below) gives it back after an
+     * interruption. */
     int (*resume_point)(void *user, const char *json, Err *err);
-    void *user;
     const char *resume;      /* JSON from resume_point, or NULL for a fresh run */
     int64_t job_id;          /* recorded in the run (0 = none) */
 } TrainHooks;
@@ -201,10 +200,7 @@ typedef struct EvalOptions {
     const char *pairs_file;  /* pairs.jsonl to evaluate; NULL = pairs of the store */
     double min_rating_diff;  /* for pairs derived from ratings */
     const char *split;       /* "all", "val", "train": with the checkpoint's seed (store pairs) */
-    /* progress and cancel, as TrainHooks */
-    void (*progress)(void *user, double done, double total, const char *unit);
-    int (*cancelled)(void *user);
-    void *user;
+    Progress progress;       /* in pairs; cancel stops between pairs */
 } EvalOptions;
 
 /* Evaluate checkpoint C on the pairs OPTS names. A pairs file's images need not be in the

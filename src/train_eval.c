@@ -321,7 +321,7 @@ static int read_file_items(Store *st, const EvalOptions *o, EvalItems *it, Err *
     int lineno = 0, rc = 0;
     while (getline(&line, &cap, f) >= 0) {
         lineno++;
-        if (o->cancelled && o->cancelled(o->user)) {
+        if (progress_cancelled(&o->progress)) {
             rc = err_set(err, ERR_CANCELLED, "evaluation cancelled");
             break;
         }
@@ -484,7 +484,7 @@ static int read_store_items(RewardCkpt *c, Store *st, const EvalOptions *o, Eval
     for (size_t i = 0; i < np && rc == 0; i++) {
         if (p[i].aspect >= NH || (want >= 0 && is_val[i] != want))
             continue;
-        if (o->cancelled && o->cancelled(o->user)) {
+        if (progress_cancelled(&o->progress)) {
             rc = err_set(err, ERR_CANCELLED, "evaluation cancelled");
             break;
         }
@@ -634,7 +634,7 @@ int train_eval(RewardCkpt *c, Store *st, const EvalOptions *o, EvalReport *out, 
     DistinctPair *dp = xmalloc((it.n ? it.n : 1) * sizeof *dp);
     size_t n = 0;
     for (size_t i = 0; i < it.n && rc == 0; i++) {
-        if (o->cancelled && o->cancelled(o->user)) {
+        if (progress_cancelled(&o->progress)) {
             rc = err_set(err, ERR_CANCELLED, "evaluation cancelled");
             break;
         }
@@ -664,8 +664,7 @@ int train_eval(RewardCkpt *c, Store *st, const EvalOptions *o, EvalReport *out, 
             dp[n] = (DistinctPair){e->sha[0], e->sha[1], e->prompt};
             n++;
         }
-        if (o->progress)
-            o->progress(o->user, (double)(i + 1), (double)it.n, "pairs");
+        progress_report(&o->progress, (double)(i + 1), (double)it.n, "pairs");
     }
     if (rc == 0 && n == 0 && out->skipped.n > 0) {
         char why[900];
@@ -679,8 +678,8 @@ int train_eval(RewardCkpt *c, Store *st, const EvalOptions *o, EvalReport *out, 
         qsort(dp, n, sizeof *dp, cmp_distinct);
         for (size_t i = 0; i < n; i++)
             out->n_pairs += i == 0 || cmp_distinct(&dp[i - 1], &dp[i]) != 0;
-        if (o->progress) /* the end is 100 %, whatever was skipped on the way */
-            o->progress(o->user, (double)it.n, (double)it.n, "pairs");
+        /* the end is 100 %, whatever was skipped on the way */
+        progress_report(&o->progress, (double)it.n, (double)it.n, "pairs");
     }
     free(dp);
     free(sa);

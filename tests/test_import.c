@@ -292,11 +292,13 @@ Test(import, every_problem_is_listed) {
     import_report_deinit(&rep);
 }
 
-static int cancel_at_3(void *user, size_t done, size_t total) {
+static void note_done(void *user, double done, double total, const char *unit) {
     (void)total;
-    *(size_t *)user = done;
-    return done >= 3;
+    (void)unit;
+    *(size_t *)user = (size_t)done;
 }
+
+static int cancel_at_3(void *user) { return *(size_t *)user >= 3; }
 
 Test(import, cancel_writes_nothing) {
     ImportReport rep;
@@ -304,7 +306,8 @@ Test(import, cancel_writes_nothing) {
     import_report_deinit(&rep);
     char *before = dump();
     size_t seen = 0;
-    ImportOptions o = {.progress = cancel_at_3, .user_data = &seen, .allow_missing = 1};
+    ImportOptions o = {.progress = {.progress = note_done, .cancelled = cancel_at_3, .user = &seen},
+                       .allow_missing = 1};
     Err err = {0};
     /* progress is reported every 64 rows and at the end: the end report cancels */
     cr_assert_eq(import_path(st, IMPORT_RATINGS, FIX "ratings_good.csv", &o, &rep, &err),

@@ -444,9 +444,7 @@ Test(import_safety, ratings_of_unknown_prompts_create_them_then_prompts_fill_in)
 /* Cancels at the first report, noting whether the import held the write lock then (it must
  * not: the rows are still being read and checked). */
 static int lock_held_at_cancel = -1;
-static int cancel_while_checking(void *user, size_t done, size_t total) {
-    (void)done;
-    (void)total;
+static int cancel_while_checking(void *user) {
     *(size_t *)user += 1;
     sqlite3 *db;
     cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
@@ -463,7 +461,7 @@ Test(import_safety, cancel_works_while_rows_are_checked) {
         fprintf(f, "1,images/1/%d.png,5,a%d\n", i % 2, i);
     fclose(f);
     size_t calls = 0;
-    ImportOptions o = {.progress = cancel_while_checking, .user_data = &calls};
+    ImportOptions o = {.progress = {.cancelled = cancel_while_checking, .user = &calls}};
     ImportReport rep;
     Err err = {0};
     char *before = dump();

@@ -717,8 +717,8 @@ Test(train, eval_of_the_store_and_of_its_export_agree) {
     free(txt);
     /* --split val: progress ends at 100 % */
     LastProgress lp = {0};
-    EvalOptions val = {.min_rating_diff = 0.5, .split = "val", .progress = note_progress,
-                       .user = &lp};
+    EvalOptions val = {.min_rating_diff = 0.5, .split = "val",
+                       .progress = {.progress = note_progress, .user = &lp}};
     cr_assert_eq(train_eval(ck, st, &val, &a, &err), 0, "%s", err.msg);
     cr_assert_gt(a.n_labels, 0);
     cr_assert_lt(a.n_labels, b.n_labels);
@@ -754,7 +754,7 @@ Test(train, unreadable_images_are_skipped_with_one_warning) {
     TrainConfig c;
     config(&c, "skip", 1);
     Lines lines = {0};
-    TrainHooks h = {.log = collect_line, .user = &lines};
+    TrainHooks h = {.progress = {.log = collect_line, .user = &lines}};
     int64_t run = 0;
     cr_assert_eq(train_run(st, &c, &h, &run, &err), 0, "%s", err.msg);
     cr_assert_eq(lines.n_warn, 1, "one warning:\n%s", lines.text);
@@ -794,7 +794,7 @@ Test(train, unreadable_images_are_skipped_with_one_warning) {
     cr_assert_eq(scored, N_PROMPTS * PER_PROMPT - 2);
     /* and the embed job's work */
     Lines el = {0};
-    RewardHooks rh = {.log = collect_line, .user = &el};
+    Progress rh = {.log = collect_line, .user = &el};
     size_t ni = 0, np = 0;
     cr_assert_eq(reward_embed_all(st, "classic", &rh, &ni, &np, &err), 0, "%s", err.msg);
     cr_assert_eq(ni, N_PROMPTS * PER_PROMPT - 2);
