@@ -565,8 +565,6 @@ static void fmt_num(char *out, size_t n, int prec, double v) {
         snprintf(out, n, "-");
 }
 
-static const char *const heads6[6] = {"spatial", "icono", "style", "fidelity", "material",
-                                      "combined"};
 
 static void print_run(Store *st, const StoreRun *r) {
     char t0[32], t1[32];
@@ -599,17 +597,17 @@ static void print_run(Store *st, const StoreRun *r) {
     printf("\n%-10s %10s %9s %9s %9s\n", "head", "train_loss", "val_loss",
            strcmp(vs, "eval") == 0 ? "eval_acc" : "val_acc",
            strcmp(vs, "eval") == 0 ? "eval_f1" : "val_f1");
-    for (int h = 0; h < 6; h++) {
+    for (int h = 0; h <= TRAIN_N_HEADS; h++) {
         char n1[48], n2[48], n3[48];
-        snprintf(n1, sizeof n1, "%s_loss", heads6[h]);
-        snprintf(n2, sizeof n2, "%s_acc", heads6[h]);
-        snprintf(n3, sizeof n3, "%s_f1", heads6[h]);
+        snprintf(n1, sizeof n1, "%s_loss", train_output_name(h));
+        snprintf(n2, sizeof n2, "%s_acc", train_output_name(h));
+        snprintf(n3, sizeof n3, "%s_f1", train_output_name(h));
         char a[16], b[16], c[16], d[16];
         fmt_num(a, sizeof a, 4, last_of(st, r->id, "train", n1));
         fmt_num(b, sizeof b, 4, last_of(st, r->id, "val", n1));
         fmt_num(c, sizeof c, 4, last_of(st, r->id, vs, n2));
         fmt_num(d, sizeof d, 4, last_of(st, r->id, vs, n3));
-        printf("%-10s %10s %9s %9s %9s\n", heads6[h], a, b, c, d);
+        printf("%-10s %10s %9s %9s %9s\n", train_output_name(h), a, b, c, d);
     }
     StoreCheckpoint *c = NULL;
     size_t nc = 0;

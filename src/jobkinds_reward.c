@@ -29,8 +29,6 @@
 #define NH TRAIN_N_HEADS
 #define NO (TRAIN_N_HEADS + 1)
 
-static const char *const out_names[NO] = {"spatial", "icono", "style", "fidelity", "material",
-                                          "combined"};
 
 /* ---- train-reward ---- */
 
@@ -299,10 +297,10 @@ void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r) {
     for (int k = 0; k < NO; k++) {
         const EvalStats *s = &r->st[k];
         if (s->n == 0) /* no pair with a preference on this head */
-            fprintf(f, "%-10s %8d %9s %11s %11s %7s %8s\n", out_names[k], 0, "-", "-", "-",
+            fprintf(f, "%-10s %8d %9s %11s %11s %7s %8s\n", train_output_name(k), 0, "-", "-", "-",
                     "-", "-");
         else
-            fprintf(f, "%-10s %8zu %9.4f %11.4f %11.4f %7.4f %8.4f\n", out_names[k], s->n,
+            fprintf(f, "%-10s %8zu %9.4f %11.4f %11.4f %7.4f %8.4f\n", train_output_name(k), s->n,
                     s->accuracy, s->margin_mean, s->margin_std, s->f1, s->loss);
     }
 }
@@ -428,7 +426,7 @@ int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int thr
     if (json_path && json_path[0]) {
         json_t *heads = json_object();
         for (int k = 0; k < NO; k++)
-            put_stats_json(heads, out_names[k], &out->st[k]);
+            put_stats_json(heads, train_output_name(k), &out->st[k]);
         json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:o}", "checkpoint",
                               train_ckpt_path(c), "pairs", out->source, "n_pairs",
                               (json_int_t)out->n_pairs, "n_preferences",
@@ -451,7 +449,7 @@ int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int thr
                                    "loss\n");
         for (int k = 0; k < NO; k++)
             n += snprintf(buf + n, cap - (size_t)n, "%s,%.6f,%.6f,%.6f,%zu,%.6f,%.6f\n",
-                          out_names[k], out->st[k].accuracy, out->st[k].margin_mean,
+                          train_output_name(k), out->st[k].accuracy, out->st[k].margin_mean,
                           out->st[k].margin_std, out->st[k].n, out->st[k].f1, out->st[k].loss);
         rc = write_text_file(csv_path, buf, err);
         free(buf);
@@ -475,7 +473,7 @@ int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int thr
             for (int q = 0; q < 4; q++) {
                 memset(&m[nm], 0, sizeof m[nm]);
                 strcpy(m[nm].split, "eval");
-                snprintf(m[nm].name, sizeof m[nm].name, "%s_%s", out_names[k], what[q]);
+                snprintf(m[nm].name, sizeof m[nm].name, "%s_%s", train_output_name(k), what[q]);
                 m[nm].value = v[q];
                 nm++;
             }
@@ -522,9 +520,9 @@ static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     }
     if (rc == 0)
         for (int k = 0; k < NO; k++)
-            job_log(ctx, "%-9s n=%zu accuracy %.4f margin %.4f +- %.4f F1 %.4f", out_names[k],
-                    r.st[k].n, r.st[k].accuracy, r.st[k].margin_mean, r.st[k].margin_std,
-                    r.st[k].f1);
+            job_log(ctx, "%-9s n=%zu accuracy %.4f margin %.4f +- %.4f F1 %.4f",
+                    train_output_name(k), r.st[k].n, r.st[k].accuracy, r.st[k].margin_mean,
+                    r.st[k].margin_std, r.st[k].f1);
     return rc;
 }
 
@@ -632,8 +630,12 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
     size_t total = n > 0 ? nf : n_all;
     StoreScore *batch = xmalloc(64 * NO * sizeof *batch);
     size_t nb = 0;
-    if (csv)
-        fprintf(csv, "image,spatial,icono,style,fidelity,material,combined\n");
+    if (csv) {
+        fputs("image", csv);
+        for (int k = 0; k < NO; k++)
+            fprintf(csv, ",%s", train_output_name(k));
+        fputc('\n', csv);
+    }
     for (size_t i = 0; i < total; i++) {
         if (progress_cancelled(h)) {
             rc = err_set(err, ERR_CANCELLED, "cancelled after %zu of %zu images", done, total);
@@ -678,7 +680,7 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
         if (known) {
             for (int k = 0; k < NO; k++) {
                 batch[nb].image_id = im.id;
-                base_strlcpy(batch[nb].head, out_names[k], sizeof batch[nb].head);
+                base_strlcpy(batch[nb].head, train_output_name(k), sizeof batch[nb].head);
                 batch[nb].value = s[k];
                 nb++;
             }

@@ -48,8 +48,6 @@
 #define NH TRAIN_N_HEADS
 #define NO (TRAIN_N_HEADS + 1) /* outputs: heads + combined */
 
-static const char *const out_names[NO] = {"spatial", "icono", "style", "fidelity", "material",
-                                          "combined"};
 
 /* ---- config ---- */
 
@@ -290,7 +288,7 @@ static int load_pairs(Store *st, const TrainConfig *cfg, Data *d, PairsMeans *me
             memset(t, 0, sizeof *t);
             int head = -1;
             for (int h = 0; h < NH; h++)
-                if (strcmp(sp[i].aspect, train_head_names[h]) == 0)
+                if (strcmp(sp[i].aspect, train_output_name(h)) == 0)
                     head = h;
             if (sp[i].aspect[0] && head < 0)
                 continue; /* an aspect this model has no head for */
@@ -810,7 +808,7 @@ static void evaluate(Run *r, int which, ValResult *vr) {
 static char *model_config_json(const Run *r) {
     json_t *heads = json_array();
     for (int h = 0; h < NH; h++)
-        json_array_append_new(heads, json_string(train_head_names[h]));
+        json_array_append_new(heads, json_string(train_output_name(h)));
     const TrainModelDims *md = train_model_dims(r->model);
     json_t *o = json_pack("{s:s, s:o, s:s, s:s, s:i, s:i, s:i, s:[i,i], s:f, s:i, s:o}",
                           "model", "easel-multihead-reward", "heads", heads, "encoder",
@@ -832,7 +830,7 @@ static json_t *val_json(const ValResult *v) {
                               "n", (json_int_t)v->st[k].n);
         if (isfinite(v->mse[k]))
             json_object_set_new(h, "mse", json_real(v->mse[k]));
-        json_object_set_new(o, out_names[k], h);
+        json_object_set_new(o, train_output_name(k), h);
     }
     json_object_set_new(o, "mean_f1", json_real(v->mean_f1));
     return o;
@@ -1078,20 +1076,20 @@ static void metrics_val(Run *r, const ValResult *v, const char *split, double ep
     for (int o = 0; o < NO; o++) {
         char n[48];
         if (strcmp(split, "val") == 0 && isfinite(v->mse[o])) {
-            snprintf(n, sizeof n, "%s_mse", out_names[o]);
+            snprintf(n, sizeof n, "%s_mse", train_output_name(o));
             mb_add(&r->mb, split, n, r->step, epoch, v->mse[o]);
         }
         if (v->st[o].n == 0) /* no pair has a preference on this head: nothing to say */
             continue;
-        snprintf(n, sizeof n, "%s_acc", out_names[o]);
+        snprintf(n, sizeof n, "%s_acc", train_output_name(o));
         mb_add(&r->mb, split, n, r->step, epoch, v->st[o].accuracy);
-        snprintf(n, sizeof n, "%s_f1", out_names[o]);
+        snprintf(n, sizeof n, "%s_f1", train_output_name(o));
         mb_add(&r->mb, split, n, r->step, epoch, v->st[o].f1);
         if (strcmp(split, "val") == 0) {
-            snprintf(n, sizeof n, "%s_loss", out_names[o]);
+            snprintf(n, sizeof n, "%s_loss", train_output_name(o));
             mb_add(&r->mb, split, n, r->step, epoch,
                    isfinite(v->mse[o]) ? v->mse[o] : v->st[o].loss);
-            snprintf(n, sizeof n, "%s_margin", out_names[o]);
+            snprintf(n, sizeof n, "%s_margin", train_output_name(o));
             mb_add(&r->mb, split, n, r->step, epoch, v->st[o].margin_mean);
         }
     }
@@ -1247,7 +1245,7 @@ static void metrics_step(Run *r, double ep, const double losses[TRAIN_LOSS_N]) {
     for (int o = 0; o < TRAIN_LOSS_N; o++) {
         if (o < NO) {
             char nm[48];
-            snprintf(nm, sizeof nm, "%s_loss", out_names[o]);
+            snprintf(nm, sizeof nm, "%s_loss", train_output_name(o));
             mb_add(&r->mb, "train", nm, r->step, ep, losses[o]);
         }
         if (isfinite(losses[o]))
@@ -1278,7 +1276,7 @@ static int metrics_sys(Run *r, Store *st, RunClock *c, double ep, double now, Er
     train_model_head_weights(r->model, hw);
     for (int h = 0; h < NH; h++) {
         char nm[48];
-        snprintf(nm, sizeof nm, "head_w_%s", train_head_names[h]);
+        snprintf(nm, sizeof nm, "head_w_%s", train_output_name(h));
         mb_add(&r->mb, "sys", nm, r->step, ep, hw[h]);
     }
     return mb_flush(&r->mb, st, r->run_id, err);

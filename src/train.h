@@ -32,8 +32,10 @@
 
 #define TRAIN_N_HEADS 5
 
-/* The aspect (head) names in the original's order. */
-extern const char *const train_head_names[TRAIN_N_HEADS];
+/* The name of output K: for K < TRAIN_N_HEADS the head's aspect (reward_head_names, the one
+ * list: the checkpoint format names the tensors "heads.<aspect>.*", and a new store's aspects
+ * table holds the same five in the same positions), for K == TRAIN_N_HEADS "combined". */
+const char *train_output_name(int k);
 
 typedef struct TrainConfig {
     char mode[16];           /* "multihead": pairs from ratings; "pairs": imported pairs */

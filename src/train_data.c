@@ -14,9 +14,14 @@
 #include <string.h>
 
 #include "base.h"
+#include "model_reward.h"
 
-const char *const train_head_names[TRAIN_N_HEADS] = {"spatial", "icono", "style", "fidelity",
-                                                     "material"};
+_Static_assert(REWARD_N_HEADS == TRAIN_N_HEADS, "head counts of model and training differ");
+
+const char *train_output_name(int k) {
+    ASSERT(k >= 0 && k <= TRAIN_N_HEADS);
+    return k < TRAIN_N_HEADS ? reward_head_names[k] : "combined";
+}
 
 static uint64_t mix64(uint64_t x) {
     x += 0x9e3779b97f4a7c15ULL;

@@ -349,7 +349,7 @@ static int read_file_items(Store *st, const EvalOptions *o, EvalItems *it, Err *
         if (aspect && *aspect && strcmp(aspect, "combined") != 0) {
             head = -1;
             for (int h = 0; h < NH; h++)
-                if (strcmp(aspect, train_head_names[h]) == 0)
+                if (strcmp(aspect, train_output_name(h)) == 0)
                     head = h;
         }
         if (!pos || !neg)

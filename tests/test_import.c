@@ -292,6 +292,26 @@ Test(import, every_problem_is_listed) {
     import_report_deinit(&rep);
 }
 
+/* The rating columns a store takes come from its aspects table, also in the error that says
+ * none were found. */
+Test(import, no_rating_columns_names_the_store_aspects) {
+    support_sql_exec(dbpath, "INSERT INTO aspects(name, position, rubric)"
+                             " VALUES ('lighting', 5, 'Light and shadow')");
+    char path[160];
+    snprintf(path, sizeof path, "%s/nocols.csv", tmpdir);
+    FILE *f = fopen(path, "w");
+    fputs("prompt_id,image_path,note\n1,a.png,x\n", f);
+    fclose(f);
+    ImportReport rep;
+    Err err = {0};
+    cr_assert_eq(imp(IMPORT_RATINGS, path, &rep, &err), ERR_FORMAT);
+    cr_assert_geq(rep.n_errors, 1);
+    cr_assert(strstr(rep.errors[0], "no rating columns") &&
+              strstr(rep.errors[0], "spatial_rating,") &&
+              strstr(rep.errors[0], ",lighting_rating"), "%s", rep.errors[0]);
+    import_report_deinit(&rep);
+}
+
 static void note_done(void *user, double done, double total, const char *unit) {
     (void)total;
     (void)unit;
