@@ -162,7 +162,7 @@ static int train_unknown_option(const char *opt) {
 /* The values an integer flag of `easel train` may take (reward_train_config checks the
  * same for queued jobs). */
 static void int_range(const char *name, long long *lo, long long *hi) {
-    if (reward_train_int_range(name, lo, hi) != 0) {
+    if (train_option_int_range(name, lo, hi) != 0) {
         *lo = 0;
         *hi = 1000000;
     }

@@ -32,34 +32,16 @@
 
 /* ---- train-reward ---- */
 
+/* The parameters: the training options of train.h's table, then the job's own three. */
+#define SPEC_TEXT_INT(v) #v
+#define SPEC_TEXT_FLOAT(v) #v
+#define SPEC_TEXT_STRING(v) v
+#define SPEC_TEXT_CHOICE(v) v
+#define SPEC(field, name, type, def, lo, hi, help, choices)                                  \
+    {name, JOB_PARAM_##type, SPEC_TEXT_##type(def), help, choices},
+
 static const JobParamSpec train_params[] = {
-    {"mode", JOB_PARAM_CHOICE, "multihead",
-     "multihead: pairs derived from ratings; pairs: imported preference pairs",
-     "multihead|pairs"},
-    {"objective", JOB_PARAM_CHOICE, "pairs",
-     "pairs: Bradley-Terry loss on pairs; regression: MSE on the 0-10 ratings",
-     "pairs|regression"},
-    {"encoder", JOB_PARAM_STRING, "classic", "feature encoder: classic, or clip:NAME", NULL},
-    {"fusion-method", JOB_PARAM_CHOICE, "concat", "how image and prompt features combine",
-     "concat|add|cross_attention"},
-    {"epochs", JOB_PARAM_INT, "10", "passes over the training pairs", NULL},
-    {"batch-size", JOB_PARAM_INT, "8", "pairs (or images) per step", NULL},
-    {"learning-rate", JOB_PARAM_FLOAT, "1e-4", "AdamW learning rate", NULL},
-    {"weight-decay", JOB_PARAM_FLOAT, "0.01", "AdamW decoupled weight decay", NULL},
-    {"min-rating-diff", JOB_PARAM_FLOAT, "0.5",
-     "smallest rating difference that makes a preference", NULL},
-    {"val-fraction", JOB_PARAM_FLOAT, "0.2", "share of prompts held out for validation", NULL},
-    {"save-every", JOB_PARAM_INT, "2", "write checkpoint-N/ every N epochs (0: never)", NULL},
-    {"save-total-limit", JOB_PARAM_INT, "2",
-     "keep the newest N checkpoint-N/ folders, delete older ones (best/ and final/ always "
-     "stay; 0: keep all)", NULL},
-    {"patience", JOB_PARAM_INT, "0",
-     "stop after N epochs without a better validation F1 (0: never)", NULL},
-    {"seed", JOB_PARAM_INT, "42", "seed of the split, init, shuffling and dropout", NULL},
-    {"threads", JOB_PARAM_INT, "0", "CPU threads (0: all cores)", NULL},
-    {"irrelevant-weight", JOB_PARAM_FLOAT, "0",
-     "weight of the irrelevant-prompt loss (seed 003's robustness trick; 0: off)", NULL},
-    {"dropout", JOB_PARAM_FLOAT, "0.1", "dropout in the heads", NULL},
+    TRAIN_OPTIONS(SPEC)
     {"annotator", JOB_PARAM_STRING, "", "train on one annotator's ratings (default: mean)",
      NULL},
     {"output", JOB_PARAM_PATH, "", "run folder (default runs/NAME beside the store)", NULL},
@@ -67,50 +49,26 @@ static const JobParamSpec train_params[] = {
     {NULL, 0, NULL, NULL, NULL},
 };
 
-static const struct {
-    const char *name;
-    long long lo, hi;
-} int_ranges[] = {
-    {"epochs", 1, 100000},       {"batch-size", 1, 65536}, {"save-every", 0, 100000},
-    {"save-total-limit", 0, 100000}, {"patience", 0, 100000}, {"seed", 0, INT64_MAX},
-    {"threads", 0, 4096},
-};
-
-int reward_train_int_range(const char *name, long long *lo, long long *hi) {
-    for (size_t i = 0; i < ARRAY_LEN(int_ranges); i++)
-        if (strcmp(int_ranges[i].name, name) == 0) {
-            *lo = int_ranges[i].lo;
-            *hi = int_ranges[i].hi;
-            return 0;
-        }
-    return ERR_NOTFOUND;
-}
+/* A TrainConfig field from its parameter. */
+#define READ_INT(c, field, name) (c)->field = job_param_int(p, name)
+#define READ_FLOAT(c, field, name) (c)->field = job_param_float(p, name)
+#define READ_STRING(c, field, name)                                                          \
+    base_strlcpy((c)->field, job_param_str(p, name), sizeof (c)->field)
+#define READ_CHOICE READ_STRING
+#define READ(field, name, type, def, lo, hi, help, choices) READ_##type(c, field, name);
 
 int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err) {
-    for (size_t i = 0; i < ARRAY_LEN(int_ranges); i++) {
-        long long v = (long long)job_param_int(p, int_ranges[i].name);
-        if (v < int_ranges[i].lo || v > int_ranges[i].hi)
+    /* the whole-number ranges first, on the 64-bit values (before they are narrowed) */
+    for (const JobParamSpec *sp = train_params; sp->name; sp++) {
+        long long lo, hi, v;
+        if (sp->type != JOB_PARAM_INT || train_option_int_range(sp->name, &lo, &hi))
+            continue;
+        if ((v = (long long)job_param_int(p, sp->name)) < lo || v > hi)
             return err_set(err, ERR_USAGE, "--%s %lld: expected a whole number from %lld to "
-                           "%lld", int_ranges[i].name, v, int_ranges[i].lo, int_ranges[i].hi);
+                           "%lld", sp->name, v, lo, hi);
     }
     train_config_defaults(c);
-    base_strlcpy(c->mode, job_param_str(p, "mode"), sizeof c->mode);
-    base_strlcpy(c->objective, job_param_str(p, "objective"), sizeof c->objective);
-    base_strlcpy(c->encoder, job_param_str(p, "encoder"), sizeof c->encoder);
-    base_strlcpy(c->fusion, job_param_str(p, "fusion-method"), sizeof c->fusion);
-    c->epochs = (int)job_param_int(p, "epochs");
-    c->batch_size = (int)job_param_int(p, "batch-size");
-    c->learning_rate = job_param_float(p, "learning-rate");
-    c->weight_decay = job_param_float(p, "weight-decay");
-    c->min_rating_diff = job_param_float(p, "min-rating-diff");
-    c->val_fraction = job_param_float(p, "val-fraction");
-    c->save_every = (int)job_param_int(p, "save-every");
-    c->save_total_limit = (int)job_param_int(p, "save-total-limit");
-    c->patience = (int)job_param_int(p, "patience");
-    c->seed = (uint64_t)job_param_int(p, "seed");
-    c->threads = (int)job_param_int(p, "threads");
-    c->irrelevant_weight = job_param_float(p, "irrelevant-weight");
-    c->dropout = job_param_float(p, "dropout");
+    TRAIN_OPTIONS(READ)
     const char *annot = job_param_str(p, "annotator");
     if (annot[0]) {
         int64_t id;

@@ -23,11 +23,6 @@ extern const JobKind jobkind_train_reward;
 extern const JobKind jobkind_eval_reward;
 extern const JobKind jobkind_score;
 
-/* The range of the train-reward integer parameter NAME ("epochs", "batch-size"...): 0 and
- * [*lo, *hi], or ERR_NOTFOUND when NAME is not one. Values outside are refused (a huge
- * value never wraps around to a small one). */
-int reward_train_int_range(const char *name, long long *lo, long long *hi);
-
 /* A TrainConfig from parsed train-reward parameters. A default output folder is
  * runs/<run name> beside the store. */
 int reward_train_config(const JobParams *p, Store *st, TrainConfig *cfg, Err *err);

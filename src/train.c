@@ -51,27 +51,53 @@
 
 /* ---- config ---- */
 
+#define DEFAULT_INT(c, field, v) (c)->field = (v)
+#define DEFAULT_FLOAT(c, field, v) (c)->field = (v)
+#define DEFAULT_STRING(c, field, v) base_strlcpy((c)->field, (v), sizeof (c)->field)
+#define DEFAULT_CHOICE DEFAULT_STRING
+#define SET_DEFAULT(field, name, type, def, lo, hi, help, choices) DEFAULT_##type(c, field, def);
+
 void train_config_defaults(TrainConfig *c) {
     memset(c, 0, sizeof *c);
-    strcpy(c->mode, "multihead");
-    strcpy(c->objective, "pairs");
-    strcpy(c->encoder, "classic");
-    strcpy(c->fusion, "concat");
-    c->epochs = 10;
-    c->batch_size = 8;
-    c->learning_rate = 1e-4;
-    c->weight_decay = 0.01;
-    c->min_rating_diff = 0.5;
-    c->val_fraction = 0.2;
-    c->save_every = 2;
-    c->save_total_limit = 2;
-    c->patience = 0;
-    c->threads = 0;
-    c->seed = 42;
-    c->irrelevant_weight = 0;
-    c->dropout = 0.1;
-    strcpy(c->output, "runs/reward");
+    TRAIN_OPTIONS(SET_DEFAULT)
+    base_strlcpy(c->output, "runs/reward", sizeof c->output);
 }
+
+/* The INT options' ranges, and where each one's value sits in a TrainConfig. */
+#define INT_RANGE_INT(field, name, lo, hi) {name, lo, hi},
+#define INT_RANGE_FLOAT(field, name, lo, hi)
+#define INT_RANGE_STRING(field, name, lo, hi)
+#define INT_RANGE_CHOICE(field, name, lo, hi)
+#define INT_RANGE(field, name, type, def, lo, hi, help, choices)                              \
+    INT_RANGE_##type(field, name, lo, hi)
+
+static const struct {
+    const char *name;
+    long long lo, hi;
+} int_ranges[] = {TRAIN_OPTIONS(INT_RANGE)};
+
+int train_option_int_range(const char *name, long long *lo, long long *hi) {
+    for (size_t i = 0; i < ARRAY_LEN(int_ranges); i++)
+        if (strcmp(int_ranges[i].name, name) == 0) {
+            *lo = int_ranges[i].lo;
+            *hi = int_ranges[i].hi;
+            return 0;
+        }
+    return ERR_NOTFOUND;
+}
+
+/* (the seed, a uint64_t, may hold any value here: its range, up to INT64_MAX, is what a
+ * job parameter, a signed 64-bit integer, can say) */
+#define INT_CHECK_INT(c, field, name, lo, hi)                                                \
+    if ((long long)(hi) < INT64_MAX &&                                                        \
+        ((long long)(c)->field < (long long)(lo) || (long long)(c)->field > (long long)(hi))) \
+        return err_set(err, ERR_USAGE, "--%s %lld: expected a whole number from %lld to %lld", \
+                       name, (long long)(c)->field, (long long)(lo), (long long)(hi));
+#define INT_CHECK_FLOAT(c, field, name, lo, hi)
+#define INT_CHECK_STRING(c, field, name, lo, hi)
+#define INT_CHECK_CHOICE(c, field, name, lo, hi)
+#define INT_CHECK(field, name, type, def, lo, hi, help, choices)                              \
+    INT_CHECK_##type(c, field, name, lo, hi)
 
 int train_config_check(const TrainConfig *c, Err *err) {
     if (strcmp(c->mode, "multihead") && strcmp(c->mode, "pairs"))
@@ -87,10 +113,7 @@ int train_config_check(const TrainConfig *c, Err *err) {
         return err_set(err, ERR_USAGE,
                        "--fusion-method must be concat, add or cross_attention, not '%s'",
                        c->fusion);
-    if (c->epochs < 1 || c->epochs > 100000)
-        return err_set(err, ERR_USAGE, "--epochs must be 1 or more (got %d)", c->epochs);
-    if (c->batch_size < 1 || c->batch_size > 65536)
-        return err_set(err, ERR_USAGE, "--batch-size must be 1..65536 (got %d)", c->batch_size);
+    TRAIN_OPTIONS(INT_CHECK)
     if (!(c->learning_rate > 0) || c->learning_rate > 10)
         return err_set(err, ERR_USAGE, "--learning-rate must be > 0 (got %g)", c->learning_rate);
     if (!(c->weight_decay >= 0))
@@ -101,9 +124,6 @@ int train_config_check(const TrainConfig *c, Err *err) {
     if (!(c->val_fraction >= 0) || c->val_fraction >= 1)
         return err_set(err, ERR_USAGE, "--val-fraction must be in [0, 1) (got %g)",
                        c->val_fraction);
-    if (c->save_every < 0 || c->patience < 0 || c->threads < 0 || c->save_total_limit < 0)
-        return err_set(err, ERR_USAGE, "--save-every, --save-total-limit, --patience and "
-                       "--threads must be >= 0");
     if (!(c->irrelevant_weight >= 0))
         return err_set(err, ERR_USAGE, "--irrelevant-weight must be >= 0");
     if (!(c->dropout >= 0) || c->dropout >= 1)

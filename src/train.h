@@ -61,8 +61,56 @@ typedef struct TrainConfig {
     char run_name[128];      /* "" = generated */
 } TrainConfig;
 
-/* The original's defaults (see origin-facts.md). */
+/* The training options, written once. The train-reward job kind's parameters (and so `easel
+ * train`'s flags, its --help and the TUI's form), train_config_defaults, the whole-number
+ * ranges that reward_train_config and train_config_check enforce, and the job parameters'
+ * reading into a TrainConfig all expand this table; the original's flags first, with the
+ * original's defaults (origin-facts.md).
+ *   X(field, name, TYPE, default, lo, hi, help, choices)
+ * FIELD is the TrainConfig member, NAME the flag / parameter, TYPE one of INT, FLOAT, STRING,
+ * CHOICE (JOB_PARAM_<TYPE>), DEFAULT a literal of that type, LO..HI the closed range of an
+ * INT (floats are checked by train_config_check, whose conditions are not closed ranges),
+ * CHOICES "a|b" for a CHOICE, else NULL. Three parameters are not TrainConfig fields and are
+ * the job kind's own: annotator (a name, resolved in the store), output (default runs/NAME
+ * beside the store) and name (default generated). */
+#define TRAIN_OPTIONS(X)                                                                      \
+    X(mode, "mode", CHOICE, "multihead", 0, 0,                                                \
+      "multihead: pairs derived from ratings; pairs: imported preference pairs",              \
+      "multihead|pairs")                                                                      \
+    X(objective, "objective", CHOICE, "pairs", 0, 0,                                          \
+      "pairs: Bradley-Terry loss on pairs; regression: MSE on the 0-10 ratings",              \
+      "pairs|regression")                                                                     \
+    X(encoder, "encoder", STRING, "classic", 0, 0, "feature encoder: classic, or clip:NAME",  \
+      NULL)                                                                                   \
+    X(fusion, "fusion-method", CHOICE, "concat", 0, 0, "how image and prompt features combine",\
+      "concat|add|cross_attention")                                                           \
+    X(epochs, "epochs", INT, 10, 1, 100000, "passes over the training pairs", NULL)           \
+    X(batch_size, "batch-size", INT, 8, 1, 65536, "pairs (or images) per step", NULL)         \
+    X(learning_rate, "learning-rate", FLOAT, 1e-4, 0, 0, "AdamW learning rate", NULL)         \
+    X(weight_decay, "weight-decay", FLOAT, 0.01, 0, 0, "AdamW decoupled weight decay", NULL)  \
+    X(min_rating_diff, "min-rating-diff", FLOAT, 0.5, 0, 0,                                   \
+      "smallest rating difference that makes a preference", NULL)                             \
+    X(val_fraction, "val-fraction", FLOAT, 0.2, 0, 0,                                         \
+      "share of prompts held out for validation", NULL)                                       \
+    X(save_every, "save-every", INT, 2, 0, 100000,                                            \
+      "write checkpoint-N/ every N epochs (0: never)", NULL)                                  \
+    X(save_total_limit, "save-total-limit", INT, 2, 0, 100000,                                \
+      "keep the newest N checkpoint-N/ folders, delete older ones (best/ and final/ always "  \
+      "stay; 0: keep all)", NULL)                                                             \
+    X(patience, "patience", INT, 0, 0, 100000,                                                \
+      "stop after N epochs without a better validation F1 (0: never)", NULL)                  \
+    X(seed, "seed", INT, 42, 0, INT64_MAX, "seed of the split, init, shuffling and dropout",  \
+      NULL)                                                                                   \
+    X(threads, "threads", INT, 0, 0, 4096, "CPU threads (0: all cores)", NULL)                \
+    X(irrelevant_weight, "irrelevant-weight", FLOAT, 0, 0, 0,                                 \
+      "weight of the irrelevant-prompt loss (seed 003's robustness trick; 0: off)", NULL)     \
+    X(dropout, "dropout", FLOAT, 0.1, 0, 0, "dropout in the heads", NULL)
+
+/* The table's defaults (output "runs/reward", no annotator, no run name). */
 void train_config_defaults(TrainConfig *cfg);
+
+/* The closed range of the INT option NAME of TRAIN_OPTIONS; ERR_NOTFOUND for any other. */
+int train_option_int_range(const char *name, long long *lo, long long *hi);
 
 /* Check values and combinations; ERR_USAGE naming the flag. */
 int train_config_check(const TrainConfig *cfg, Err *err);

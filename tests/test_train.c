@@ -878,3 +878,57 @@ Test(train, resume_after_rotation_continues_from_the_newest) {
     cr_assert(file_exists(out, "final/model.safetensors"));
     store_close(st);
 }
+
+/* ---- the training options: one table (train.h TRAIN_OPTIONS) ---- */
+
+/* The job kind's defaults (what `easel train` and the TUI's form start from) and
+ * train_config_defaults are the same values, and every whole-number option is refused outside
+ * its range in the same words by the job parameters and by train_config_check. */
+Test(train, one_table_of_options_for_defaults_and_ranges) {
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    JobParams *p;
+    cr_assert_eq(job_params_parse(&jobkind_train_reward, 0, NULL, NULL, &p, &err), 0, "%s",
+                 err.msg);
+    TrainConfig from_job, dflt;
+    cr_assert_eq(reward_train_config(p, st, &from_job, &err), 0, "%s", err.msg);
+    job_params_free(p);
+    train_config_defaults(&dflt);
+    /* output and run name are the job's own (beside the store, generated) */
+    memcpy(from_job.output, dflt.output, sizeof dflt.output);
+    memcpy(from_job.run_name, dflt.run_name, sizeof dflt.run_name);
+    cr_assert_eq(memcmp(&from_job, &dflt, sizeof dflt), 0, "the job's defaults differ");
+
+    const char *names[] = {"save-every", "patience", "threads", "epochs", "batch-size"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        long long lo, hi;
+        cr_assert_eq(train_option_int_range(names[i], &lo, &hi), 0, "%s", names[i]);
+        char bad[32], want[96];
+        snprintf(bad, sizeof bad, "%lld", lo - 1);
+        snprintf(want, sizeof want, "--%s %lld: expected a whole number from %lld to %lld",
+                 names[i], lo - 1, lo, hi);
+        const char *n1[] = {names[i]}, *v1[] = {bad};
+        cr_assert_eq(job_params_parse(&jobkind_train_reward, 1, n1, v1, &p, &err), 0, "%s",
+                     err.msg);
+        cr_assert_eq(reward_train_config(p, st, &from_job, &err), ERR_USAGE);
+        cr_assert(strstr(err.msg, want), "job: %s", err.msg);
+        job_params_free(p);
+        TrainConfig c = dflt;
+        if (strcmp(names[i], "save-every") == 0)
+            c.save_every = (int)(lo - 1);
+        else if (strcmp(names[i], "patience") == 0)
+            c.patience = (int)(lo - 1);
+        else if (strcmp(names[i], "threads") == 0)
+            c.threads = (int)(lo - 1);
+        else if (strcmp(names[i], "epochs") == 0)
+            c.epochs = (int)(lo - 1);
+        else
+            c.batch_size = (int)(lo - 1);
+        cr_assert_eq(train_config_check(&c, &err), ERR_USAGE);
+        cr_assert(strstr(err.msg, want), "config: %s", err.msg);
+    }
+    cr_assert_eq(train_option_int_range("learning-rate", &(long long){0}, &(long long){0}),
+                 ERR_NOTFOUND);
+    store_close(st);
+}
