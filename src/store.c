@@ -375,7 +375,7 @@ int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, voi
         void *dst = v + len * elem;
         memset(dst, 0, elem);
         len++;
-        row(st, s, dst, ctx);
+        row(s, dst, ctx);
     }
     if (step != SQLITE_DONE) {
         int rc = store_err(st, err, what);

@@ -439,8 +439,8 @@ static void store_annotate_order_images_free_one(AnnotateOrderImage *im) {
     free(im->prompt);
 }
 
-static void order_image_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)ctx;
+static void order_image_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    Store *st = ctx;
     AnnotateOrderImage *im = dst;
     im->id = sqlite3_column_int64(s, 0);
     im->prompt_id = sqlite3_column_int64(s, 1);
@@ -469,7 +469,7 @@ int store_annotate_order_images(Store *st, AnnotateOrderImage **out, size_t *n, 
     if (!s)
         return ERR_DB;
     void *v;
-    int rc = store_read_list(st, s, sizeof **out, order_image_row, NULL, order_image_deinit, &v,
+    int rc = store_read_list(st, s, sizeof **out, order_image_row, st, order_image_deinit, &v,
                              n, "list images to order", err);
     *out = v;
     return rc;
@@ -481,8 +481,7 @@ void store_annotate_order_images_free(AnnotateOrderImage *im, size_t n) {
     free(im);
 }
 
-static void spread_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void spread_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     AnnotateSpread *d = dst;
     d->image_id = sqlite3_column_int64(s, 0);

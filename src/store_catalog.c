@@ -138,8 +138,7 @@ int store_prompt_add(Store *st, const char *ext_id, const char *text, int64_t *i
     return 0;
 }
 
-static void prompt_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void prompt_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     read_prompt(s, dst);
 }
@@ -411,8 +410,7 @@ int store_image_rating_count(Store *st, int64_t id, int64_t *n, Err *err) {
     return 0;
 }
 
-static void image_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void image_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     read_image(s, dst);
 }
@@ -486,8 +484,7 @@ int store_annotator_ensure(Store *st, const char *name, int64_t *id, Err *err) {
     return 0;
 }
 
-static void annotator_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void annotator_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     StoreAnnotator *a = dst;
     a->id = sqlite3_column_int64(s, 0);
@@ -521,8 +518,7 @@ void store_annotators_free(StoreAnnotator *a, size_t n) {
 
 /* ---- aspects --------------------------------------------------------------------------------- */
 
-static void aspect_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void aspect_row(sqlite3_stmt *s, void *dst, void *ctx) {
     size_t *pos = ctx;
     StoreAspect *a = dst;
     a->id = sqlite3_column_int64(s, 0);
@@ -562,8 +558,7 @@ void store_aspects_free(StoreAspect *a, size_t n) {
 
 /* ---- counts ---------------------------------------------------------------------------------- */
 
-static void aspect_count_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void aspect_count_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     StoreAspectCount *a = dst;
     a->name = store_col_text(s, 0);

@@ -49,7 +49,7 @@ int store_bind_text(sqlite3_stmt *stmt, int i, const char *s);
 char *store_col_text(sqlite3_stmt *stmt, int i);
 
 /* Fill the zeroed element DST from the current row of S (CTX: the caller's). */
-typedef void (*StoreRowFn)(Store *st, sqlite3_stmt *s, void *dst, void *ctx);
+typedef void (*StoreRowFn)(sqlite3_stmt *s, void *dst, void *ctx);
 /* Free what a StoreRowFn put into one element (not the element itself). */
 typedef void (*StoreElemFn)(void *elem);
 

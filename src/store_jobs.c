@@ -344,8 +344,7 @@ int store_job_log_append(Store *st, int64_t id, const char *line, Err *err) {
     return 0;
 }
 
-static void log_line_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void log_line_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     JobLogLine *l = dst;
     l->seq = sqlite3_column_int64(s, 0);
@@ -756,8 +755,7 @@ int store_jobs_heartbeat(Store *st, const char *host, int64_t pid, Err *err) {
     return 0;
 }
 
-static void id_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void id_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     *(int64_t *)dst = sqlite3_column_int64(s, 0);
 }

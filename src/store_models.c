@@ -68,8 +68,7 @@ int store_model_get(Store *st, const char *kind, const char *name, StoreModel *o
                    name);
 }
 
-static void model_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void model_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     read_row(s, dst);
 }

@@ -108,8 +108,7 @@ int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
     return 0;
 }
 
-static void pair_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void pair_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     StorePair *p = dst;
     p->id = sqlite3_column_int64(s, 0);

@@ -135,8 +135,7 @@ int store_rating_get(Store *st, int64_t image_id, int64_t annotator_id, int64_t 
     " r.value, r.seconds, r.updated_at"                                                        \
     " FROM ratings r JOIN images i ON i.id = r.image_id JOIN ap ON ap.id = r.aspect_id "
 
-static void rating_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void rating_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     StoreRating *r = dst;
     r->image_id = sqlite3_column_int64(s, 0);
@@ -183,8 +182,7 @@ int store_ratings_all(Store *st, StoreRating **out, size_t *n, Err *err) {
     return read_ratings(st, s, out, n, err);
 }
 
-static void rating_event_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void rating_event_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     StoreRatingEvent *e = dst;
     e->value = sqlite3_column_double(s, 0);

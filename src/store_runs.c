@@ -127,8 +127,7 @@ int store_run_find(Store *st, const char *name_or_id, StoreRun *out, Err *err) {
     return store_run_by_name(st, name_or_id, out, err);
 }
 
-static void run_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void run_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     run_from_row(s, dst);
 }
@@ -245,8 +244,7 @@ out_rollback:
     return rc;
 }
 
-static void metric_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void metric_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     StoreMetric *m = dst;
     const char *sp = (const char *)sqlite3_column_text(s, 0);
@@ -346,8 +344,7 @@ int store_checkpoint_delete(Store *st, int64_t run_id, const char *name, Err *er
     return rc;
 }
 
-static void checkpoint_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void checkpoint_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     StoreCheckpoint *c = dst;
     c->id = sqlite3_column_int64(s, 0);
@@ -425,8 +422,7 @@ out_rollback:
     return rc;
 }
 
-static void score_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void score_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     StoreScore *sc = dst;
     sc->image_id = sqlite3_column_int64(s, 0);

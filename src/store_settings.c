@@ -94,8 +94,7 @@ int store_annotator_set_role(Store *st, const char *name, const char *role, Err 
     return 0;
 }
 
-static void role_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void role_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     StoreAnnotatorRole *r = dst;
     r->name = store_col_text(s, 0);
@@ -168,8 +167,7 @@ int store_output_root_remove(Store *st, const char *path, Err *err) {
     return 0;
 }
 
-static void root_row(Store *st, sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)st;
+static void root_row(sqlite3_stmt *s, void *dst, void *ctx) {
     (void)ctx;
     StoreOutputRoot *r = dst;
     r->path = store_col_text(s, 0);
