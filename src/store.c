@@ -360,6 +360,12 @@ char *store_col_text(sqlite3_stmt *stmt, int i) {
     return t ? xstrdup((const char *)t) : NULL;
 }
 
+int store_step_done(Store *st, sqlite3_stmt *s, const char *what, Err *err) {
+    int rc = store_step(st, s) == SQLITE_DONE ? 0 : store_err(st, err, what);
+    sqlite3_reset(s);
+    return rc;
+}
+
 int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, void *ctx,
                     StoreElemFn deinit, void **out, size_t *n, const char *what, Err *err) {
     char *v = NULL;

@@ -250,9 +250,7 @@ int store_annotate_flag(Store *st, int64_t image_id, int64_t annotator_id, const
     sqlite3_bind_int64(s, 2, annotator_id);
     store_bind_text(s, 3, comment ? comment : "");
     sqlite3_bind_double(s, 4, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "save flag");
-    return 0;
+    return store_step_done(st, s, "save flag", err);
 }
 
 int store_annotate_progress(Store *st, const AnnotateQuery *q, AnnotateProgress *p, Err *err) {

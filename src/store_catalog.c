@@ -17,17 +17,6 @@
 /* ---- helpers -------------------------------------------------------------------------------- */
 
 /* Run a statement that returns no rows. Returns 0 or the store error. */
-static int step_done(Store *st, sqlite3_stmt *s, Err *err, const char *what) {
-    int rc = store_step(st, s);
-    if (rc != SQLITE_DONE) {
-        int code = store_err(st, err, what);
-        sqlite3_reset(s);
-        return code;
-    }
-    sqlite3_reset(s);
-    return 0;
-}
-
 /* A query with one integer result (count(*) etc.). */
 static int query_int(Store *st, const char *sql, int64_t *out, Err *err) {
     sqlite3_stmt *s = store_stmt(st, sql, err);
@@ -112,7 +101,7 @@ int store_prompt_add(Store *st, const char *ext_id, const char *text, int64_t *i
                 return ERR_DB;
             sqlite3_bind_int64(u, 1, pid);
             store_bind_text(u, 2, text);
-            return step_done(st, u, err, "fill in prompt text");
+            return store_step_done(st, u, "fill in prompt text", err);
         }
         if (!same)
             return err_set(err, ERR_CONFLICT,
@@ -129,7 +118,7 @@ int store_prompt_add(Store *st, const char *ext_id, const char *text, int64_t *i
     store_bind_text(s, 1, ext_id);
     store_bind_text(s, 2, text);
     sqlite3_bind_double(s, 3, base_wall());
-    if ((rc = step_done(st, s, err, "add prompt")))
+    if ((rc = store_step_done(st, s, "add prompt", err)))
         return rc;
     if (id)
         *id = sqlite3_last_insert_rowid(st->db);
@@ -317,7 +306,7 @@ int store_image_fill(Store *st, int64_t id, const StoreImage *meta, int *changed
     bind_nullable_id(s, 6, meta->height);
     store_bind_text(s, 7, meta->sha256);
     sqlite3_bind_int(s, 8, meta->missing ? 1 : 0);
-    if ((rc = step_done(st, s, err, "update image")) == 0 && changed)
+    if ((rc = store_step_done(st, s, "update image", err)) == 0 && changed)
         *changed = 1;
 out:
     store_image_deinit(&cur);
@@ -387,7 +376,7 @@ int store_image_retire(Store *st, int64_t id, int retire, const char *by, const 
         store_bind_text(s, 3, by ? by : "");
         store_bind_text(s, 4, reason && *reason ? reason : NULL);
     }
-    if ((rc = step_done(st, s, err, retire ? "retire image" : "unretire image")))
+    if ((rc = store_step_done(st, s, retire ? "retire image" : "unretire image", err)))
         return rc;
     if (changed)
         *changed = 1;
@@ -478,7 +467,7 @@ int store_annotator_ensure(Store *st, const char *name, int64_t *id, Err *err) {
         return ERR_DB;
     store_bind_text(s, 1, name);
     sqlite3_bind_double(s, 2, base_wall());
-    if ((rc = step_done(st, s, err, "add annotator")))
+    if ((rc = store_step_done(st, s, "add annotator", err)))
         return rc;
     *id = sqlite3_last_insert_rowid(st->db);
     return 0;

@@ -38,6 +38,10 @@ int store_exec(Store *st, const char *sql, Err *err);
 /* Step a statement, waiting out SQLITE_BUSY; returns the sqlite3_step code. */
 int store_step(Store *st, sqlite3_stmt *stmt);
 
+/* Step S, a statement that returns no rows, then reset it. Returns 0, or store_err's code
+ * with WHAT as the context ("add job"). sqlite3_changes and the last rowid stay readable. */
+int store_step_done(Store *st, sqlite3_stmt *s, const char *what, Err *err);
+
 /* Set err from the connection's current error, with a context prefix. Returns ERR_DB, or
  * ERR_BUSY when the store stayed locked, ERR_CONFLICT for a constraint violation. */
 int store_err(Store *st, Err *err, const char *context);

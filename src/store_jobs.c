@@ -302,8 +302,9 @@ static int insert_job(Store *st, const JobNew *j, int64_t *id, Err *err) {
         store_bind_text(s, 7, identity_login());
         sqlite3_bind_int64(s, 8, (int64_t)getuid());
     }
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "add job");
+    int rc = store_step_done(st, s, "add job", err);
+    if (rc)
+        return rc;
     *id = sqlite3_last_insert_rowid(st->db);
     for (int i = 0; i < j->n_deps; i++) {
         if (j->deps[i] == *id)
@@ -312,8 +313,8 @@ static int insert_job(Store *st, const JobNew *j, int64_t *id, Err *err) {
             return ERR_DB;
         sqlite3_bind_int64(s, 1, *id);
         sqlite3_bind_int64(s, 2, j->deps[i]);
-        if (store_step(st, s) != SQLITE_DONE)
-            return store_err(st, err, "add job dependency");
+        if ((rc = store_step_done(st, s, "add job dependency", err)))
+            return rc;
     }
     return 0;
 }
@@ -339,9 +340,7 @@ int store_job_log_append(Store *st, int64_t id, const char *line, Err *err) {
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_double(s, 2, base_wall());
     store_bind_text(s, 3, line);
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "append job log");
-    return 0;
+    return store_step_done(st, s, "append job log", err);
 }
 
 static void log_line_row(sqlite3_stmt *s, void *dst, void *ctx) {
@@ -442,10 +441,8 @@ int store_job_cancel(Store *st, int64_t id, JobState *now_state, Err *err) {
         }
         sqlite3_bind_int64(s, 1, id);
         sqlite3_bind_double(s, 2, base_wall());
-        if (store_step(st, s) != SQLITE_DONE) {
-            rc = store_err(st, err, "cancel job");
+        if ((rc = store_step_done(st, s, "cancel job", err)))
             goto out_rollback;
-        }
         s0 = JOB_STATE_CANCELLED;
     } else if (s0 == JOB_STATE_RUNNING) {
         if ((rc = exec_id(st, sql_running, id, "cancel job", err)))
@@ -552,8 +549,9 @@ int store_job_set_priority(Store *st, int64_t id, int priority, Err *err) {
         return ERR_DB;
     sqlite3_bind_int(s, 1, priority);
     sqlite3_bind_int64(s, 2, id);
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "set job priority");
+    int rc = store_step_done(st, s, "set job priority", err);
+    if (rc)
+        return rc;
     if (sqlite3_changes(st->db) == 0)
         return err_set(err, ERR_NOTFOUND, "no job #%lld in %s", (long long)id, store_path(st));
     return 0;
@@ -574,9 +572,7 @@ static int fail_blocked(Store *st, Err *err) {
     if (!s)
         return ERR_DB;
     sqlite3_bind_double(s, 1, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "fail blocked jobs");
-    return 0;
+    return store_step_done(st, s, "fail blocked jobs", err);
 }
 
 /* GPU use on HOST: use[i] = running jobs holding GPU i. */
@@ -720,10 +716,8 @@ int store_job_claim(Store *st, const JobClaim *c, JobRow *out, Err *err) {
         store_bind_text(s, 4, c->host);
         store_bind_text(s, 5, gpus[0] ? gpus : NULL);
         sqlite3_bind_double(s, 6, base_wall());
-        if (store_step(st, s) != SQLITE_DONE) {
-            rc = store_err(st, err, "claim job");
+        if ((rc = store_step_done(st, s, "claim job", err)))
             goto out_rollback;
-        }
         ASSERT(sqlite3_changes(st->db) == 1); /* under the write lock it was queued */
     }
     if ((rc = store_commit(st, err)))
@@ -750,9 +744,7 @@ int store_jobs_heartbeat(Store *st, const char *host, int64_t pid, Err *err) {
     sqlite3_bind_double(s, 1, base_wall());
     store_bind_text(s, 2, host);
     sqlite3_bind_int64(s, 3, pid);
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "heartbeat");
-    return 0;
+    return store_step_done(st, s, "heartbeat", err);
 }
 
 static void id_row(sqlite3_stmt *s, void *dst, void *ctx) {
@@ -805,9 +797,7 @@ int store_job_progress(Store *st, int64_t id, double done, double total, const c
     sqlite3_bind_double(s, 3, total);
     store_bind_text(s, 4, unit);
     sqlite3_bind_double(s, 5, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "job progress");
-    return 0;
+    return store_step_done(st, s, "job progress", err);
 }
 
 int store_job_checkpoint_save(Store *st, int64_t id, const char *json, Err *err) {
@@ -817,9 +807,7 @@ int store_job_checkpoint_save(Store *st, int64_t id, const char *json, Err *err)
         return ERR_DB;
     store_bind_text(s, 1, json);
     sqlite3_bind_int64(s, 2, id);
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "save job checkpoint");
-    return 0;
+    return store_step_done(st, s, "save job checkpoint", err);
 }
 
 int store_job_finish(Store *st, int64_t id, const char *worker, JobState state,
@@ -837,8 +825,9 @@ int store_job_finish(Store *st, int64_t id, const char *worker, JobState state,
     store_bind_text(s, 3, store_job_state_name(state));
     store_bind_text(s, 4, message);
     sqlite3_bind_double(s, 5, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "finish job");
+    int rc = store_step_done(st, s, "finish job", err);
+    if (rc)
+        return rc;
     if (sqlite3_changes(st->db) == 0)
         return err_set(err, ERR_CONFLICT, "job #%lld is no longer held by %s (it was marked "
                        "interrupted meanwhile)", (long long)id, worker);
@@ -914,10 +903,8 @@ int store_jobs_reap(Store *st, double stale_s, const char *host, int (*pid_alive
             sqlite3_bind_null(s, 4);
         else
             sqlite3_bind_double(s, 4, hbs[i]);
-        if (store_step(st, s) != SQLITE_DONE) {
-            rc = store_err(st, err, "mark job interrupted");
+        if ((rc = store_step_done(st, s, "mark job interrupted", err)))
             goto out_rollback;
-        }
         changed += sqlite3_changes(st->db);
     }
     if ((rc = store_commit(st, err)))

@@ -218,11 +218,8 @@ int store_metrics_add(Store *st, int64_t run_id, const StoreMetric *m, size_t n,
         sqlite3_bind_double(s, 5, m[i].epoch);
         sqlite3_bind_double(s, 6, m[i].value);
         sqlite3_bind_double(s, 7, m[i].t > 0 ? m[i].t : now);
-        if (store_step(st, s) != SQLITE_DONE) {
-            rc = store_err(st, err, "write metric");
-            sqlite3_reset(s);
+        if ((rc = store_step_done(st, s, "write metric", err)))
             goto out_rollback;
-        }
     }
     sqlite3_reset(s);
     s = store_stmt(st, "UPDATE runs SET updated_at=?2 WHERE id=?1", err);
@@ -232,12 +229,8 @@ int store_metrics_add(Store *st, int64_t run_id, const StoreMetric *m, size_t n,
     }
     sqlite3_bind_int64(s, 1, run_id);
     sqlite3_bind_double(s, 2, now);
-    if (store_step(st, s) != SQLITE_DONE) {
-        rc = store_err(st, err, "touch run");
-        sqlite3_reset(s);
+    if ((rc = store_step_done(st, s, "touch run", err)))
         goto out_rollback;
-    }
-    sqlite3_reset(s);
     return store_commit(st, err);
 out_rollback:
     store_rollback(st);
@@ -305,9 +298,7 @@ int store_metrics_truncate(Store *st, int64_t run_id, int64_t step, Err *err) {
         return ERR_DB;
     sqlite3_bind_int64(s, 1, run_id);
     sqlite3_bind_int64(s, 2, step);
-    int rc = store_step(st, s) == SQLITE_DONE ? 0 : store_err(st, err, "truncate metrics");
-    sqlite3_reset(s);
-    return rc;
+    return store_step_done(st, s, "truncate metrics", err);
 }
 
 /* ---- checkpoints ---- */
@@ -328,9 +319,7 @@ int store_checkpoint_put(Store *st, int64_t run_id, const char *name, const char
     sqlite3_bind_double(s, 5, epoch);
     store_bind_text(s, 6, metrics_json);
     sqlite3_bind_double(s, 7, base_wall());
-    int rc = store_step(st, s) == SQLITE_DONE ? 0 : store_err(st, err, "record checkpoint");
-    sqlite3_reset(s);
-    return rc;
+    return store_step_done(st, s, "record checkpoint", err);
 }
 
 int store_checkpoint_delete(Store *st, int64_t run_id, const char *name, Err *err) {
@@ -339,9 +328,7 @@ int store_checkpoint_delete(Store *st, int64_t run_id, const char *name, Err *er
         return ERR_DB;
     sqlite3_bind_int64(s, 1, run_id);
     store_bind_text(s, 2, name);
-    int rc = store_step(st, s) == SQLITE_DONE ? 0 : store_err(st, err, "delete checkpoint");
-    sqlite3_reset(s);
-    return rc;
+    return store_step_done(st, s, "delete checkpoint", err);
 }
 
 static void checkpoint_row(sqlite3_stmt *s, void *dst, void *ctx) {
@@ -409,11 +396,8 @@ int store_scores_put(Store *st, const char *checkpoint, const StoreScore *v, siz
         sqlite3_bind_text(s, 3, v[i].head, -1, SQLITE_TRANSIENT);
         sqlite3_bind_double(s, 4, v[i].value);
         sqlite3_bind_double(s, 5, now);
-        if (store_step(st, s) != SQLITE_DONE) {
-            rc = store_err(st, err, "write score");
-            sqlite3_reset(s);
+        if ((rc = store_step_done(st, s, "write score", err)))
             goto out_rollback;
-        }
     }
     sqlite3_reset(s);
     return store_commit(st, err);

@@ -42,9 +42,7 @@ int store_setting_set(Store *st, const char *key, const char *value, const char 
     store_bind_text(s, 2, value);
     store_bind_text(s, 3, set_by ? set_by : "");
     sqlite3_bind_double(s, 4, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "save setting");
-    return 0;
+    return store_step_done(st, s, "save setting", err);
 }
 
 int store_blind(Store *st, int *on, Err *err) {
@@ -89,9 +87,7 @@ int store_annotator_set_role(Store *st, const char *name, const char *role, Err 
     store_bind_text(s, 1, name);
     sqlite3_bind_double(s, 2, base_wall());
     store_bind_text(s, 3, role);
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "set annotator role");
-    return 0;
+    return store_step_done(st, s, "set annotator role", err);
 }
 
 static void role_row(sqlite3_stmt *s, void *dst, void *ctx) {
@@ -146,8 +142,9 @@ int store_output_root_add(Store *st, const char *path, const char *added_by, int
     store_bind_text(s, 1, path);
     store_bind_text(s, 2, added_by ? added_by : "");
     sqlite3_bind_double(s, 3, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "add output root");
+    int rc = store_step_done(st, s, "add output root", err);
+    if (rc)
+        return rc;
     if (added)
         *added = sqlite3_changes(st->db) > 0;
     return 0;
@@ -159,8 +156,9 @@ int store_output_root_remove(Store *st, const char *path, Err *err) {
     if (!s)
         return ERR_DB;
     store_bind_text(s, 1, path);
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "remove output root");
+    int rc = store_step_done(st, s, "remove output root", err);
+    if (rc)
+        return rc;
     if (sqlite3_changes(st->db) == 0)
         return err_set(err, ERR_NOTFOUND, "%s is not an output root of %s (see 'easel config "
                        "output-root list')", path, store_path(st));
