@@ -35,34 +35,7 @@ static void teardown(void) {
 
 TestSuite(import, .init = setup, .fini = teardown);
 
-/* Every row of every table an import may touch, as text: equal dumps = unchanged store. */
-static char *dump(void) {
-    static const char *const tables[] = {"prompts", "images", "annotators", "ratings",
-                                         "rating_history", "pairs"};
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
-        char sql[96];
-        snprintf(sql, sizeof sql, "SELECT * FROM %s ORDER BY rowid", tables[t]);
-        sqlite3_stmt *s;
-        cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
-        fprintf(f, "[%s]\n", tables[t]);
-        while (sqlite3_step(s) == SQLITE_ROW) {
-            for (int i = 0; i < sqlite3_column_count(s); i++) {
-                const unsigned char *v = sqlite3_column_text(s, i);
-                fprintf(f, "%s|", v ? (const char *)v : "NULL");
-            }
-            fputc('\n', f);
-        }
-        sqlite3_finalize(s);
-    }
-    fclose(f);
-    sqlite3_close(db);
-    return out;
-}
+static char *dump(void) { return support_import_dump(dbpath); }
 
 static int64_t count(const char *sql) {
     return (int64_t)support_sql_num(dbpath, sql);

@@ -2,7 +2,6 @@
  * allow-missing parameter, a FIFO given as the input refused at once (never waited on), and a
  * cancel seen while the rows are still being checked. */
 #include <criterion/criterion.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,27 +30,9 @@ static const char *write_file(const char *name, const char *text) {
     return path;
 }
 
-/* Add, claim and run a job of KIND with params NAMES=VALUES (CANCEL preset). */
 static int run_job(Store *st, const char *kind, int n, const char *const *names,
                    const char *const *values, int cancel, int64_t *id, Err *err) {
-    const JobKind *k = jobkind_find(kind);
-    cr_assert_not_null(k);
-    JobParams *p;
-    cr_assert_eq(job_params_parse(k, n, names, values, &p, err), 0, "%s", err->msg);
-    char *json = job_params_to_json(p);
-    JobNew jn = {.kind = kind, .params = json};
-    cr_assert_eq(store_job_add(st, &jn, id, err), 0, "%s", err->msg);
-    free(json);
-    JobClaim c = {.worker = "h:1:t0", .host = "h", .pid = 1, .gpu_share = 1};
-    JobRow r;
-    cr_assert_eq(store_job_claim(st, &c, &r, err), 1);
-    store_job_row_deinit(&r);
-    atomic_int flag = cancel;
-    JobCtx *ctx = job_ctx_new(st, *id, NULL, NULL, &flag);
-    int rc = k->run(ctx, p, err);
-    job_ctx_free(ctx);
-    job_params_free(p);
-    return rc;
+    return support_run_job(st, kind, n, names, values, cancel, id, err);
 }
 
 static int64_t n_images(Store *st) {

@@ -10,6 +10,7 @@
 #include "jobkind.h"
 #include "store_catalog.h"
 #include "store_jobs.h"
+#include "support.h"
 
 static char tmpdir[64];
 static char path[256];
@@ -36,28 +37,9 @@ static const char *write_file(const char *name, const char *text) {
     return path;
 }
 
-/* Add and claim a job of KIND with params NAMES=VALUES, run it with CANCEL preset; returns
- * run()'s code, *id the job. */
 static int run_job(Store *st, const char *kind, int n, const char *const *names,
                    const char *const *values, int cancel, int64_t *id, Err *err) {
-    const JobKind *k = jobkind_find(kind);
-    cr_assert_not_null(k, "kind %s is not registered in the build", kind);
-    JobParams *p;
-    cr_assert_eq(job_params_parse(k, n, names, values, &p, err), 0, "%s", err->msg);
-    char *json = job_params_to_json(p);
-    JobNew jn = {.kind = kind, .params = json};
-    cr_assert_eq(store_job_add(st, &jn, id, err), 0, "%s", err->msg);
-    free(json);
-    JobClaim c = {.worker = "h:1:t0", .host = "h", .pid = 1, .gpu_share = 1};
-    JobRow r;
-    cr_assert_eq(store_job_claim(st, &c, &r, err), 1);
-    store_job_row_deinit(&r);
-    atomic_int flag = cancel;
-    JobCtx *ctx = job_ctx_new(st, *id, NULL, NULL, &flag);
-    int rc = k->run(ctx, p, err);
-    job_ctx_free(ctx);
-    job_params_free(p);
-    return rc;
+    return support_run_job(st, kind, n, names, values, cancel, id, err);
 }
 
 static int n_prompts(Store *st) {
