@@ -330,18 +330,9 @@ static int load_pairs(Store *st, const TrainConfig *cfg, Data *d, PairsMeans *me
     }
     /* every aspect of the store: the combined pair (validation's combined label) compares
      * the mean over all aspects rated on both images, as `easel export pairs` and eval do */
-    StoreAspect *asp = NULL;
-    size_t n_asp = 0;
-    int rc = store_aspects_list(st, &asp, &n_asp, err);
+    int rc = train_means_load(st, cfg->annotator_id, means, err);
     if (rc)
         return rc;
-    store_aspects_free(asp, n_asp);
-    StoreRating *r = NULL;
-    size_t nr = 0;
-    if ((rc = store_ratings_all(st, &r, &nr, err)))
-        return rc;
-    pairs_means_init(means, r, nr, (int)(n_asp > NH ? n_asp : NH), cfg->annotator_id);
-    free(r);
     Pair *p = NULL;
     size_t np = 0;
     pairs_derive(means, cfg->min_rating_diff, PAIRS_ALL, &p, &np);

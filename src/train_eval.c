@@ -416,21 +416,10 @@ static const StorePrompt *find_prompt(const StorePrompt *v, size_t n, int64_t id
 
 static int read_store_items(RewardCkpt *c, Store *st, const EvalOptions *o, EvalItems *it,
                             Err *err) {
-    StoreAspect *asp = NULL;
-    size_t n_asp = 0;
-    int rc = store_aspects_list(st, &asp, &n_asp, err);
+    PairsMeans pm;
+    int rc = train_means_load(st, 0, &pm, err);
     if (rc)
         return rc;
-    store_aspects_free(asp, n_asp);
-    StoreRating *r = NULL;
-    size_t nr = 0;
-    if ((rc = store_ratings_all(st, &r, &nr, err)))
-        return rc;
-    /* every aspect of the store, as `easel export pairs` does: the combined preference
-     * compares the mean over all aspects rated on both images */
-    PairsMeans pm;
-    pairs_means_init(&pm, r, nr, (int)(n_asp > NH ? n_asp : NH), 0);
-    free(r);
     Pair *p = NULL;
     size_t np = 0;
     pairs_derive(&pm, o->min_rating_diff, PAIRS_ALL, &p, &np);

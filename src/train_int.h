@@ -77,4 +77,10 @@ int train_write_file(const char *path, const char *text, Err *err);
 /* Read a whole file as a string (caller frees), or NULL with err. */
 char *train_read_file(const char *path, Err *err);
 
+/* The store's ratings as per-image means (pairs.h) over every aspect of the store (at least
+ * the TRAIN_N_HEADS heads), so that the combined preference compares the mean over all
+ * aspects rated on both images, as `easel export pairs` does; one annotator's when
+ * ANNOTATOR_ID > 0, else the mean over annotators. Release with pairs_means_deinit. */
+int train_means_load(Store *st, int64_t annotator_id, PairsMeans *out, Err *err);
+
 #endif
