@@ -367,11 +367,11 @@ int store_step_done(Store *st, sqlite3_stmt *s, const char *what, Err *err) {
 }
 
 int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, void *ctx,
-                    StoreElemFn deinit, void **out, size_t *n, const char *what, Err *err) {
+                    StoreElemFn deinit, void *out, size_t *n, const char *what, Err *err) {
     char *v = NULL;
     size_t len = 0, cap = 0;
     int step;
-    *out = NULL;
+    memcpy(out, &v, sizeof v);
     *n = 0;
     while ((step = store_step(st, s)) == SQLITE_ROW) {
         if (len == cap) {
@@ -392,7 +392,7 @@ int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, voi
         return rc;
     }
     sqlite3_reset(s);
-    *out = v;
+    memcpy(out, &v, sizeof v);
     *n = len;
     return 0;
 }

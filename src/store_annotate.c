@@ -466,11 +466,8 @@ int store_annotate_order_images(Store *st, AnnotateOrderImage **out, size_t *n, 
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, order_image_row, st, order_image_deinit, &v,
-                             n, "list images to order", err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, order_image_row, st, order_image_deinit, out, n,
+                           "list images to order", err);
 }
 
 void store_annotate_order_images_free(AnnotateOrderImage *im, size_t n) {
@@ -504,11 +501,8 @@ int store_annotate_order_spread(Store *st, AnnotateSpread **out, size_t *n, Err 
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, spread_row, NULL, NULL, &v, n,
-                             "read the annotators' spread", err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, spread_row, NULL, NULL, out, n,
+                           "read the annotators' spread", err);
 }
 
 int store_annotate_ratings_changed_at(Store *st, double *t, Err *err) {

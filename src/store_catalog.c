@@ -142,11 +142,8 @@ int store_prompts_list(Store *st, StorePrompt **out, size_t *n, Err *err) {
     sqlite3_stmt *s = store_stmt(st, PROMPT_COLS "ORDER BY id", err);
     if (!s)
         return ERR_DB;
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, prompt_row, NULL, prompt_deinit, &v, n,
-                             "list prompts", err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, prompt_row, NULL, prompt_deinit, out, n,
+                           "list prompts", err);
 }
 
 void store_prompt_deinit(StorePrompt *p) {
@@ -409,11 +406,8 @@ static void image_deinit(void *img) {
 }
 
 static int read_images(Store *st, sqlite3_stmt *s, StoreImage **out, size_t *n, Err *err) {
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, image_row, NULL, image_deinit, &v, n,
-                             "list images", err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, image_row, NULL, image_deinit, out, n,
+                           "list images", err);
 }
 
 void store_image_deinit(StoreImage *img) {
@@ -490,11 +484,8 @@ int store_annotators_list(Store *st, StoreAnnotator **out, size_t *n, Err *err) 
     sqlite3_stmt *s = store_stmt(st, "SELECT id, name FROM annotators ORDER BY name", err);
     if (!s)
         return ERR_DB;
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, annotator_row, NULL, annotator_deinit, &v, n,
-                             "list annotators", err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, annotator_row, NULL, annotator_deinit, out, n,
+                           "list annotators", err);
 }
 
 void store_annotators_free(StoreAnnotator *a, size_t n) {
@@ -530,11 +521,8 @@ int store_aspects_list(Store *st, StoreAspect **out, size_t *n, Err *err) {
     if (!s)
         return ERR_DB;
     size_t pos = 0;
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, aspect_row, &pos, aspect_deinit, &v, n,
-                             "list aspects", err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, aspect_row, &pos, aspect_deinit, out, n,
+                           "list aspects", err);
 }
 
 void store_aspects_free(StoreAspect *a, size_t n) {
@@ -590,11 +578,9 @@ int store_counts(Store *st, StoreCounts *out, Err *err) {
                                  err);
     if (!s)
         return ERR_DB;
-    void *v;
-    rc = store_read_list(st, s, sizeof *out->aspects, aspect_count_row, NULL, aspect_count_deinit,
-                         &v, &out->n_aspects, "count ratings per aspect", err);
-    out->aspects = v;
-    return rc;
+    return store_read_list(st, s, sizeof *out->aspects, aspect_count_row, NULL,
+                           aspect_count_deinit, &out->aspects, &out->n_aspects,
+                           "count ratings per aspect", err);
 }
 
 void store_counts_deinit(StoreCounts *c) {

@@ -58,11 +58,13 @@ typedef void (*StoreRowFn)(sqlite3_stmt *s, void *dst, void *ctx);
 typedef void (*StoreElemFn)(void *elem);
 
 /* The list loop, written once: step the prepared, bound statement S to its end, reading each
- * row with ROW into a new ELEM-byte element at the end of a growing array. On success *OUT is
- * the array (NULL when there are no rows; the caller frees it) and *N its length. On failure
- * DEINIT (may be NULL) runs on each element read, the array is freed, *OUT is NULL, *N is 0 and
- * the error (WHAT: the context, e.g. "list prompts") is returned. S is reset either way. */
+ * row with ROW into a new ELEM-byte element at the end of a growing array. OUT is the address
+ * of the caller's `T *` (T * and void * share one representation, as POSIX requires). On
+ * success it holds the array (NULL when there are no rows; the caller frees it) and *N its
+ * length. On failure DEINIT (may be NULL) runs on each element read, the array is freed, the
+ * pointer is NULL, *N is 0 and the error (WHAT: the context, e.g. "list prompts") is
+ * returned. S is reset either way. */
 int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, void *ctx,
-                    StoreElemFn deinit, void **out, size_t *n, const char *what, Err *err);
+                    StoreElemFn deinit, void *out, size_t *n, const char *what, Err *err);
 
 #endif

@@ -371,11 +371,9 @@ int store_job_log_read(Store *st, int64_t id, int64_t after, int tail, JobLogLin
     sqlite3_bind_int64(s, 2, after);
     if (tail > 0)
         sqlite3_bind_int(s, 3, tail);
-    void *v;
     size_t len;
-    int rc = store_read_list(st, s, sizeof **lines, log_line_row, NULL, log_line_deinit, &v, &len,
-                             "read job log", err);
-    *lines = v;
+    int rc = store_read_list(st, s, sizeof **lines, log_line_row, NULL, log_line_deinit, lines,
+                             &len, "read job log", err);
     *n = (int)len;
     return rc;
 }
@@ -763,11 +761,9 @@ int store_jobs_cancel_requested(Store *st, const char *host, int64_t pid, int64_
         return ERR_DB;
     store_bind_text(s, 1, host);
     sqlite3_bind_int64(s, 2, pid);
-    void *v;
     size_t len;
-    int rc = store_read_list(st, s, sizeof **ids, id_row, NULL, NULL, &v, &len,
+    int rc = store_read_list(st, s, sizeof **ids, id_row, NULL, NULL, ids, &len,
                              "read cancel requests", err);
-    *ids = v;
     *n = (int)len;
     return rc;
 }

@@ -86,11 +86,9 @@ int store_model_list(Store *st, const char *kind, StoreModel **out, int *n, Err 
     if (!s)
         return ERR_DB;
     store_bind_text(s, 1, kind);
-    void *v;
     size_t len;
-    int rc = store_read_list(st, s, sizeof **out, model_row, NULL, model_deinit, &v, &len,
+    int rc = store_read_list(st, s, sizeof **out, model_row, NULL, model_deinit, out, &len,
                              "list models", err);
-    *out = v;
     *n = (int)len;
     return rc;
 }

@@ -141,11 +141,8 @@ int store_pairs_list(Store *st, StorePair **out, size_t *n, Err *err) {
                                  err);
     if (!s)
         return ERR_DB;
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, pair_row, NULL, pair_deinit, &v, n,
-                             "list pairs", err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, pair_row, NULL, pair_deinit, out, n, "list pairs",
+                           err);
 }
 
 void store_pairs_free(StorePair *p, size_t n) {

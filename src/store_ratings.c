@@ -149,11 +149,8 @@ static void rating_row(sqlite3_stmt *s, void *dst, void *ctx) {
 }
 
 static int read_ratings(Store *st, sqlite3_stmt *s, StoreRating **out, size_t *n, Err *err) {
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, rating_row, NULL, NULL, &v, n, "read ratings",
-                             err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, rating_row, NULL, NULL, out, n, "read ratings",
+                           err);
 }
 
 int store_ratings_of_image(Store *st, int64_t image_id, StoreRating **out, size_t *n, Err *err) {
@@ -213,11 +210,8 @@ int store_rating_history(Store *st, int64_t image_id, int64_t annotator_id, int6
     sqlite3_bind_int64(s, 1, image_id);
     sqlite3_bind_int64(s, 2, annotator_id);
     sqlite3_bind_int64(s, 3, aspect_id);
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, rating_event_row, NULL, rating_event_deinit, &v,
-                             n, "read rating history", err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, rating_event_row, NULL, rating_event_deinit, out, n,
+                           "read rating history", err);
 }
 
 void store_rating_events_free(StoreRatingEvent *ev, size_t n) {

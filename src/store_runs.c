@@ -142,11 +142,8 @@ int store_runs_list(Store *st, const char *kind, StoreRun **out, size_t *n, Err 
     if (!s)
         return ERR_DB;
     store_bind_text(s, 1, kind);
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, run_row, NULL, run_deinit, &v, n, "list runs",
-                             err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, run_row, NULL, run_deinit, out, n, "list runs",
+                           err);
 }
 
 static int exec_run_update(Store *st, const char *sql, int64_t id, const char *text,
@@ -259,11 +256,8 @@ int store_metrics_list(Store *st, int64_t run_id, double after_t, StoreMetric **
         return ERR_DB;
     sqlite3_bind_int64(s, 1, run_id);
     sqlite3_bind_double(s, 2, after_t);
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, metric_row, NULL, NULL, &v, n, "read metrics",
-                             err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, metric_row, NULL, NULL, out, n, "read metrics",
+                           err);
 }
 
 int store_metric_last(Store *st, int64_t run_id, const char *split, const char *name,
@@ -359,11 +353,8 @@ int store_checkpoints_list(Store *st, int64_t run_id, StoreCheckpoint **out, siz
     if (!s)
         return ERR_DB;
     sqlite3_bind_int64(s, 1, run_id);
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, checkpoint_row, NULL, checkpoint_deinit, &v, n,
-                             "list checkpoints", err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, checkpoint_row, NULL, checkpoint_deinit, out, n,
+                           "list checkpoints", err);
 }
 
 void store_checkpoints_free(StoreCheckpoint *c, size_t n) {
@@ -424,9 +415,5 @@ int store_scores_list(Store *st, const char *checkpoint, int64_t image_id, Store
         return ERR_DB;
     store_bind_text(s, 1, checkpoint);
     sqlite3_bind_int64(s, 2, image_id);
-    void *v;
-    int rc = store_read_list(st, s, sizeof **out, score_row, NULL, NULL, &v, n, "list scores",
-                             err);
-    *out = v;
-    return rc;
+    return store_read_list(st, s, sizeof **out, score_row, NULL, NULL, out, n, "list scores", err);
 }

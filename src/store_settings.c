@@ -113,11 +113,9 @@ int store_annotator_roles(Store *st, StoreAnnotatorRole **out, int *n, Err *err)
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    void *v;
     size_t len;
-    int rc = store_read_list(st, s, sizeof **out, role_row, NULL, role_deinit, &v, &len,
+    int rc = store_read_list(st, s, sizeof **out, role_row, NULL, role_deinit, out, &len,
                              "list annotators", err);
-    *out = v;
     *n = (int)len;
     return rc;
 }
@@ -186,11 +184,9 @@ int store_output_roots(Store *st, StoreOutputRoot **out, int *n, Err *err) {
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    void *v;
     size_t len;
-    int rc = store_read_list(st, s, sizeof **out, root_row, NULL, root_deinit, &v, &len,
+    int rc = store_read_list(st, s, sizeof **out, root_row, NULL, root_deinit, out, &len,
                              "list output roots", err);
-    *out = v;
     *n = (int)len;
     return rc;
 }
