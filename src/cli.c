@@ -54,6 +54,14 @@ void cli_error(const char *fmt, ...) {
     va_end(ap);
 }
 
+struct Store *cli_open_store(const CliGlobal *g) {
+    Err err = {0};
+    Store *st = store_open_existing(g->db_path, &err);
+    if (!st)
+        cli_fail(&err);
+    return st;
+}
+
 int cli_fail(const Err *err) {
     cli_error("%s", err->msg[0] ? err->msg : err_name(err->code));
     return err->code == ERR_USAGE ? 2 : 1;

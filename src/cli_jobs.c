@@ -32,14 +32,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static Store *open_store(const CliGlobal *g) {
-    Err err = {0};
-    Store *st = store_open_existing(g->db_path, &err);
-    if (!st)
-        cli_fail(&err);
-    return st;
-}
-
 static int parse_id(const char *s, int64_t *id) {
     char *end;
     errno = 0;
@@ -275,7 +267,7 @@ static int cmd_add(const CliGlobal *g, int argc, char **argv) {
         rc = cli_fail(&err);
         goto out;
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st) {
         job_params_free(p);
         rc = 1;
@@ -348,7 +340,7 @@ static int jobs_list(const CliGlobal *g, int argc, char **argv) {
             return 2;
         }
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     Err err = {0};
@@ -397,7 +389,7 @@ static int jobs_show(const CliGlobal *g, int argc, char **argv) {
             return 2;
         tail = (int)v;
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     Err err = {0};
@@ -501,7 +493,7 @@ static int jobs_action(const CliGlobal *g, int argc, char **argv, Action act) {
     int rc = get_id_arg(names[act], argc, argv, &id);
     if (rc)
         return rc;
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     Err err = {0};
@@ -540,7 +532,7 @@ static int jobs_priority(const CliGlobal *g, int argc, char **argv) {
     long long prio;
     if (cli_parse_long("jobs priority", "priority", argv[2], INT_MIN, INT_MAX, &prio))
         return 2;
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     Err err = {0};
@@ -602,7 +594,7 @@ static int jobs_wait(const CliGlobal *g, int argc, char **argv) {
     double timeout = 0;
     if (argc >= 4 && strcmp(argv[2], "--timeout") == 0)
         timeout = atof(argv[3]);
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     rc = wait_for(g, st, id, timeout, 0);
@@ -650,7 +642,7 @@ static int jobs_log(const CliGlobal *g, int argc, char **argv) {
             return 2;
         }
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     Err err = {0};
@@ -862,7 +854,7 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
             log_warn("--accept-user %s: no such user on this machine (a job records the "
                      "login of whoever queued it; 'easel jobs list' shows them)", accept[i]);
     Err err = {0};
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     uid_t owner = getuid();
     if (!st || trust_store_owner(st, &owner, &err)) {
         store_close(st);

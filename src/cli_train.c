@@ -73,14 +73,6 @@ static void cb_log(void *user, const char *line) {
 /* The CLI's progress line, SIGINT flag and stderr lines. */
 static const Progress cli_hooks = {cb_progress, cb_cancelled, cb_log, NULL};
 
-static Store *open_store(const CliGlobal *g) {
-    Err err = {0};
-    Store *st = store_open_existing(g->db_path, &err);
-    if (!st)
-        cli_fail(&err);
-    return st;
-}
-
 static int import_file(Store *st, ImportKind kind, const char *path) {
     Err err = {0};
     ImportReport rep;
@@ -241,7 +233,7 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
         names[n] = "mode";
         values[n++] = "pairs";
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st) {
         rc = 1;
         goto out;
@@ -398,7 +390,7 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
         cli_error("eval: which checkpoint? (e.g. easel eval runs/demo/best)");
         return 2;
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     tty_err = isatty(2);
@@ -477,7 +469,7 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
             paths[n++] = argv[i];
         }
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st) {
         rc = 1;
         goto out;
@@ -707,7 +699,7 @@ int cli_runs_main(const CliGlobal *g, int argc, char **argv) {
             return 2;
         }
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     Err err = {0};
@@ -797,7 +789,7 @@ int cli_monitor_main(const CliGlobal *g, int argc, char **argv) {
     }
     Err err = {0};
     if (run) {
-        Store *st = open_store(g);
+        Store *st = cli_open_store(g);
         if (!st)
             return 1;
         StoreRun r = {0};
