@@ -373,6 +373,8 @@ int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, voi
     int step;
     memcpy(out, &v, sizeof v);
     *n = 0;
+    if (!s)
+        return ERR_DB; /* store_stmt failed and said why */
     while ((step = store_step(st, s)) == SQLITE_ROW) {
         if (len == cap) {
             cap = cap ? 2 * cap : 16;

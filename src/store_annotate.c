@@ -461,13 +461,8 @@ int store_annotate_order_images(Store *st, AnnotateOrderImage **out, size_t *n, 
         "  (SELECT count(DISTINCT r.annotator_id) FROM ratings r WHERE r.image_id = i.id)"
         " FROM images i LEFT JOIN prompts p ON p.id = i.prompt_id WHERE i.retired = 0"
         " ORDER BY i.id";
-    *out = NULL;
-    *n = 0;
-    sqlite3_stmt *s = store_stmt(st, sql, err);
-    if (!s)
-        return ERR_DB;
-    return store_read_list(st, s, sizeof **out, order_image_row, st, order_image_deinit, out, n,
-                           "list images to order", err);
+    return store_read_list(st, store_stmt(st, sql, err), sizeof **out, order_image_row, st,
+                           order_image_deinit, out, n, "list images to order", err);
 }
 
 void store_annotate_order_images_free(AnnotateOrderImage *im, size_t n) {
@@ -496,13 +491,8 @@ int store_annotate_order_spread(Store *st, AnnotateSpread **out, size_t *n, Err 
         " FROM ratings r JOIN aspects a ON a.id = r.aspect_id"
         " GROUP BY r.image_id, a.position HAVING count(*) >= 2"
         " ORDER BY r.image_id, a.position";
-    *out = NULL;
-    *n = 0;
-    sqlite3_stmt *s = store_stmt(st, sql, err);
-    if (!s)
-        return ERR_DB;
-    return store_read_list(st, s, sizeof **out, spread_row, NULL, NULL, out, n,
-                           "read the annotators' spread", err);
+    return store_read_list(st, store_stmt(st, sql, err), sizeof **out, spread_row, NULL, NULL, out,
+                           n, "read the annotators' spread", err);
 }
 
 int store_annotate_ratings_changed_at(Store *st, double *t, Err *err) {

@@ -137,13 +137,8 @@ static void prompt_deinit(void *p) {
 }
 
 int store_prompts_list(Store *st, StorePrompt **out, size_t *n, Err *err) {
-    *out = NULL;
-    *n = 0;
-    sqlite3_stmt *s = store_stmt(st, PROMPT_COLS "ORDER BY id", err);
-    if (!s)
-        return ERR_DB;
-    return store_read_list(st, s, sizeof **out, prompt_row, NULL, prompt_deinit, out, n,
-                           "list prompts", err);
+    return store_read_list(st, store_stmt(st, PROMPT_COLS "ORDER BY id", err), sizeof **out,
+                           prompt_row, NULL, prompt_deinit, out, n, "list prompts", err);
 }
 
 void store_prompt_deinit(StorePrompt *p) {
@@ -479,12 +474,8 @@ static void annotator_deinit(void *a) {
 }
 
 int store_annotators_list(Store *st, StoreAnnotator **out, size_t *n, Err *err) {
-    *out = NULL;
-    *n = 0;
-    sqlite3_stmt *s = store_stmt(st, "SELECT id, name FROM annotators ORDER BY name", err);
-    if (!s)
-        return ERR_DB;
-    return store_read_list(st, s, sizeof **out, annotator_row, NULL, annotator_deinit, out, n,
+    return store_read_list(st, store_stmt(st, "SELECT id, name FROM annotators ORDER BY name", err),
+                           sizeof **out, annotator_row, NULL, annotator_deinit, out, n,
                            "list annotators", err);
 }
 

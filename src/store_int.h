@@ -63,7 +63,8 @@ typedef void (*StoreElemFn)(void *elem);
  * success it holds the array (NULL when there are no rows; the caller frees it) and *N its
  * length. On failure DEINIT (may be NULL) runs on each element read, the array is freed, the
  * pointer is NULL, *N is 0 and the error (WHAT: the context, e.g. "list prompts") is
- * returned. S is reset either way. */
+ * returned. S is reset either way. S may be NULL (store_stmt failed and set err): ERR_DB and
+ * an empty list, so that a query without parameters is one call. */
 int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, void *ctx,
                     StoreElemFn deinit, void *out, size_t *n, const char *what, Err *err);
 
