@@ -366,6 +366,16 @@ int store_step_done(Store *st, sqlite3_stmt *s, const char *what, Err *err) {
     return rc;
 }
 
+int store_step_row(Store *st, sqlite3_stmt *s, const char *what, Err *err) {
+    int rc = store_step(st, s);
+    if (rc == SQLITE_ROW)
+        return 0;
+    rc = rc == SQLITE_DONE ? err_set(err, ERR_NOTFOUND, "%s: no such row", what)
+                           : store_err(st, err, what);
+    sqlite3_reset(s);
+    return rc;
+}
+
 int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, void *ctx,
                     StoreElemFn deinit, void *out, size_t *n, const char *what, Err *err) {
     char *v = NULL;

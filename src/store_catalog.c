@@ -22,12 +22,9 @@ static int query_int(Store *st, const char *sql, int64_t *out, Err *err) {
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    int rc = store_step(st, s);
-    if (rc != SQLITE_ROW) {
-        int code = store_err(st, err, "count");
-        sqlite3_reset(s);
-        return code;
-    }
+    int rc = store_step_row(st, s, "count", err);
+    if (rc)
+        return rc;
     *out = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
     return 0;
@@ -380,12 +377,9 @@ int store_image_rating_count(Store *st, int64_t id, int64_t *n, Err *err) {
     if (!s)
         return ERR_DB;
     sqlite3_bind_int64(s, 1, id);
-    int rc = store_step(st, s);
-    if (rc != SQLITE_ROW) {
-        int code = store_err(st, err, "count ratings");
-        sqlite3_reset(s);
-        return code;
-    }
+    int rc = store_step_row(st, s, "count ratings", err);
+    if (rc)
+        return rc;
     *n = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
     return 0;

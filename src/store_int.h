@@ -42,6 +42,11 @@ int store_step(Store *st, sqlite3_stmt *stmt);
  * with WHAT as the context ("add job"). sqlite3_changes and the last rowid stay readable. */
 int store_step_done(Store *st, sqlite3_stmt *s, const char *what, Err *err);
 
+/* Step S to its first row: 0 with S on the row (read the columns, then sqlite3_reset), or,
+ * with S reset, ERR_NOTFOUND when there is none (err says "WHAT: no such row"; callers that
+ * word it better set their own) or store_err's code. */
+int store_step_row(Store *st, sqlite3_stmt *s, const char *what, Err *err);
+
 /* Set err from the connection's current error, with a context prefix. Returns ERR_DB, or
  * ERR_BUSY when the store stayed locked, ERR_CONFLICT for a constraint violation. */
 int store_err(Store *st, Err *err, const char *context);

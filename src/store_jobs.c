@@ -137,19 +137,27 @@ static int read_deps(Store *st, JobRow *r, Err *err) {
     return 0;
 }
 
+/* Step SQL (one parameter: the job ID) to the job's row: 0 with *S on it (read, then reset),
+ * or ERR_NOTFOUND naming the job, or the store's error (WHAT: the context). */
+static int job_row(Store *st, const char *sql, int64_t id, const char *what, sqlite3_stmt **s,
+                   Err *err) {
+    if (!(*s = store_stmt(st, sql, err)))
+        return ERR_DB;
+    sqlite3_bind_int64(*s, 1, id);
+    int rc = store_step_row(st, *s, what, err);
+    if (rc == ERR_NOTFOUND)
+        return err_set(err, ERR_NOTFOUND, "no job #%lld in %s (see 'easel jobs list')",
+                       (long long)id, store_path(st));
+    return rc;
+}
+
 int store_job_get(Store *st, int64_t id, JobRow *out, Err *err) {
     static const char sql[] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?";
     memset(out, 0, sizeof *out);
-    sqlite3_stmt *s = store_stmt(st, sql, err);
-    if (!s)
-        return ERR_DB;
-    sqlite3_bind_int64(s, 1, id);
-    int rc = store_step(st, s);
-    if (rc == SQLITE_DONE)
-        return err_set(err, ERR_NOTFOUND, "no job #%lld in %s (see 'easel jobs list')",
-                       (long long)id, store_path(st));
-    if (rc != SQLITE_ROW)
-        return store_err(st, err, "read job");
+    sqlite3_stmt *s;
+    int rc = job_row(st, sql, id, "read job", &s, err);
+    if (rc)
+        return rc;
     row_from_stmt(s, out);
     sqlite3_reset(s);
     if ((rc = read_deps(st, out, err))) {
@@ -390,16 +398,10 @@ void store_job_log_free(JobLogLine *lines, int n) {
 
 static int get_state(Store *st, int64_t id, JobState *state, Err *err) {
     static const char sql[] = "SELECT state FROM jobs WHERE id = ?";
-    sqlite3_stmt *s = store_stmt(st, sql, err);
-    if (!s)
-        return ERR_DB;
-    sqlite3_bind_int64(s, 1, id);
-    int rc = store_step(st, s);
-    if (rc == SQLITE_DONE)
-        return err_set(err, ERR_NOTFOUND, "no job #%lld in %s (see 'easel jobs list')",
-                       (long long)id, store_path(st));
-    if (rc != SQLITE_ROW)
-        return store_err(st, err, "read job state");
+    sqlite3_stmt *s;
+    int rc = job_row(st, sql, id, "read job state", &s, err);
+    if (rc)
+        return rc;
     *state = (JobState)store_job_state_parse((const char *)sqlite3_column_text(s, 0));
     sqlite3_reset(s);
     return 0;

@@ -44,13 +44,9 @@ static int write_rating(Store *st, const char *sql, int64_t image_id, int64_t an
     bind_seconds(s, 5, seconds);
     store_bind_text(s, 6, source ? source : "");
     sqlite3_bind_double(s, 7, now);
-    int rc = store_step(st, s);
-    if (rc != SQLITE_DONE) {
-        int code = store_err(st, err, "write rating");
-        sqlite3_reset(s);
-        return code;
-    }
-    sqlite3_reset(s);
+    int rc = store_step_done(st, s, "write rating", err);
+    if (rc)
+        return rc;
     *changed = sqlite3_changes(st->db) > 0;
     return 0;
 }
