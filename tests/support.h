@@ -57,6 +57,10 @@ double support_sql_num(const char *dbpath, const char *sql);
  * rating_history, pairs) of DBPATH as text, new string: equal dumps = unchanged store. */
 char *support_import_dump(const char *dbpath);
 
+/* Write TEXT to the new file DIR/NAME; its path into PATH (N bytes), which is returned. */
+const char *support_write_file(const char *dir, const char *name, const char *text, char *path,
+                               size_t n);
+
 /* Add and claim a job of KIND with params NAMES=VALUES (N of them), run it with its cancel
  * flag preset to CANCEL; returns run()'s code, *ID the job. */
 int support_run_job(Store *st, const char *kind, int n, const char *const *names,

@@ -99,3 +99,14 @@ int support_run_job(Store *st, const char *kind, int n, const char *const *names
     job_params_free(p);
     return rc;
 }
+
+const char *support_write_file(const char *dir, const char *name, const char *text, char *path,
+                               size_t n) {
+    int k = snprintf(path, n, "%s/%s", dir, name);
+    cr_assert(k > 0 && (size_t)k < n, "path too long for its buffer");
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot create %s", path);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}

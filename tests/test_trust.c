@@ -64,11 +64,7 @@ static int easel_as(const char *user, const char *fmt, ...) {
 
 static void write_file(const char *name, const char *text) {
     char path[256];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f, "%s", path);
-    fputs(text, f);
-    fclose(f);
+    support_write_file(tmpdir, name, text, path, sizeof path);
 }
 
 static double sql_num(const char *sql) {
