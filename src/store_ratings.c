@@ -30,9 +30,14 @@ static void bind_seconds(sqlite3_stmt *s, int i, double seconds) {
         sqlite3_bind_null(s, i);
 }
 
+/* Check VALUE, then run SQL (an INSERT of one rating); *changed: a row was written. */
 static int write_rating(Store *st, const char *sql, int64_t image_id, int64_t annotator_id,
                         int64_t aspect_id, double value, double seconds, const char *source,
                         int *changed, Err *err) {
+    *changed = 0;
+    int rc = check_value(value, err);
+    if (rc)
+        return rc;
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
@@ -44,8 +49,7 @@ static int write_rating(Store *st, const char *sql, int64_t image_id, int64_t an
     bind_seconds(s, 5, seconds);
     store_bind_text(s, 6, source ? source : "");
     sqlite3_bind_double(s, 7, now);
-    int rc = store_step_done(st, s, "write rating", err);
-    if (rc)
+    if ((rc = store_step_done(st, s, "write rating", err)))
         return rc;
     *changed = sqlite3_changes(st->db) > 0;
     return 0;
@@ -53,18 +57,15 @@ static int write_rating(Store *st, const char *sql, int64_t image_id, int64_t an
 
 int store_rating_set(Store *st, int64_t image_id, int64_t annotator_id, int64_t aspect_id,
                      double value, double seconds, const char *source, int *changed, Err *err) {
-    int rc = check_value(value, err);
-    if (rc)
-        return rc;
-    int ch = 0;
-    rc = write_rating(st,
-                      "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds,"
-                      " source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
-                      " ON CONFLICT(image_id, annotator_id, aspect_id) DO UPDATE SET"
-                      " value = excluded.value, seconds = excluded.seconds,"
-                      " source = excluded.source, updated_at = excluded.updated_at"
-                      " WHERE value IS NOT excluded.value",
-                      image_id, annotator_id, aspect_id, value, seconds, source, &ch, err);
+    int ch;
+    int rc = write_rating(st,
+                          "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds,"
+                          " source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
+                          " ON CONFLICT(image_id, annotator_id, aspect_id) DO UPDATE SET"
+                          " value = excluded.value, seconds = excluded.seconds,"
+                          " source = excluded.source, updated_at = excluded.updated_at"
+                          " WHERE value IS NOT excluded.value",
+                          image_id, annotator_id, aspect_id, value, seconds, source, &ch, err);
     if (changed)
         *changed = ch;
     return rc;
@@ -74,15 +75,12 @@ int store_rating_add(Store *st, int64_t image_id, int64_t annotator_id, int64_t 
                      double value, double seconds, const char *source, int *added, Err *err) {
     if (added)
         *added = 0;
-    int rc = check_value(value, err);
-    if (rc)
-        return rc;
-    int ch = 0;
-    rc = write_rating(st,
-                      "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds,"
-                      " source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
-                      " ON CONFLICT(image_id, annotator_id, aspect_id) DO NOTHING",
-                      image_id, annotator_id, aspect_id, value, seconds, source, &ch, err);
+    int ch;
+    int rc = write_rating(st,
+                          "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds,"
+                          " source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
+                          " ON CONFLICT(image_id, annotator_id, aspect_id) DO NOTHING",
+                          image_id, annotator_id, aspect_id, value, seconds, source, &ch, err);
     if (rc)
         return rc;
     if (ch) {
