@@ -308,16 +308,15 @@ int store_annotate_order_replace(Store *st, const char *kind, const AnnotateOrde
     if (rc)
         return rc;
     sqlite3_stmt *s = store_stmt(st, del_sql, err);
+    rc = ERR_DB;
     if (!s)
         goto out_rollback;
     store_bind_text(s, 1, kind);
-    if (store_step(st, s) != SQLITE_DONE) {
-        store_err(st, err, "clear the computed order");
+    if ((rc = store_step_done(st, s, "clear the computed order", err)))
         goto out_rollback;
-    }
-    sqlite3_reset(s);
     double now = base_wall();
     for (size_t i = 0; i < n; i++) {
+        rc = ERR_DB;
         if (!(s = store_stmt(st, ins_sql, err)))
             goto out_rollback;
         store_bind_text(s, 1, kind);
@@ -326,16 +325,13 @@ int store_annotate_order_replace(Store *st, const char *kind, const AnnotateOrde
         store_bind_text(s, 4, rows[i].reason ? rows[i].reason : "");
         store_bind_text(s, 5, source ? source : "");
         sqlite3_bind_double(s, 6, now);
-        if (store_step(st, s) != SQLITE_DONE) {
-            store_err(st, err, "write the computed order");
+        if ((rc = store_step_done(st, s, "write the computed order", err)))
             goto out_rollback;
-        }
-        sqlite3_reset(s);
     }
     return store_commit(st, err);
 out_rollback:
     store_rollback(st);
-    return err && err->code ? err->code : ERR_DB;
+    return rc;
 }
 
 int store_annotate_order_info(Store *st, const char *kind, AnnotateOrderInfo *info, Err *err) {

@@ -196,9 +196,10 @@ static int read_into(const SafeTensors *sf, const char *path, const char *name,
 }
 
 int train_model_load(TrainModel *m, const char *path, int optimizer, Err *err) {
-    SafeTensors *sf = safetensors_open(path, err);
+    Err e = {0};
+    SafeTensors *sf = safetensors_open(path, &e);
     if (!sf)
-        return err && err->code ? err->code : ERR_IO;
+        return err_pass(err, &e, ERR_IO);
     int n = 0;
     const RewardParam *ps = reward_model_params(m->rm, &n);
     /* read into scratch copies first: a failure leaves the model as it was */
