@@ -166,6 +166,7 @@ int store_annotate_image(Store *st, int64_t image_id, int64_t annotator_id, Anno
     sqlite3_reset(s);
 
     s = store_stmt(st, mine_sql, err);
+    rc = ERR_DB;
     if (!s)
         goto out_fail;
     sqlite3_bind_int64(s, 1, image_id);
@@ -178,13 +179,15 @@ int store_annotate_image(Store *st, int64_t image_id, int64_t annotator_id, Anno
             img->my_seconds = sqlite3_column_double(s, 2);
     }
     if (rc != SQLITE_DONE) {
-        store_err(st, err, "read my ratings");
+        rc = store_err(st, err, "read my ratings");
+        sqlite3_reset(s);
         goto out_fail;
     }
+    sqlite3_reset(s);
     return 0;
 out_fail:
     store_annotate_image_deinit(img);
-    return err ? err->code : ERR_DB;
+    return rc;
 }
 
 void store_annotate_image_deinit(AnnotateImage *img) {

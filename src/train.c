@@ -1040,10 +1040,11 @@ static int resume_parse(Run *r, const char *resume, json_t **out, Err *err) {
             json_decref(o);
             return err_set(err, ERR_FORMAT, "resume state names no output folder");
         }
-        char *full = train_resume_read(outdir, err);
+        Err e = {0};
+        char *full = train_resume_read(outdir, &e);
         json_decref(o);
         if (!full)
-            return err ? err->code : ERR_NOTFOUND;
+            return err_pass(err, &e, ERR_NOTFOUND);
         o = json_loads(full, 0, &je);
         free(full);
         if (!o)
