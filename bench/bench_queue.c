@@ -192,8 +192,8 @@ static void held_out_accuracy(Store *st, const World *w, double acc[NA], double 
         die("find checkpoint", &err);
     if (!ck.found)
         return;
-    RewardCkpt *c = train_ckpt_open(st, ck.path, threads, &err);
-    if (!c)
+    RewardCkpt *c;
+    if (train_ckpt_open(st, ck.path, threads, &c, &err))
         die("open checkpoint", &err);
     float (*sc)[TRAIN_N_HEADS + 1] = xcalloc((size_t)w->n, sizeof *sc);
     for (int i = 0; i < w->n; i++)
@@ -390,8 +390,8 @@ int main(void) {
     import_report_deinit(&rep);
     World w = {0};
     world_load(st, &w);
-    Encoder *enc = encoder_open("classic", st, &err);
-    if (!enc)
+    Encoder *enc;
+    if (encoder_open("classic", st, &enc, &err))
         die("encoder", &err);
     for (int i = 0; i < w.n; i++) {
         float *v = NULL;

@@ -23,7 +23,8 @@ struct AtomicFile {
 
 static unsigned tmp_counter;
 
-AtomicFile *atomic_file_open(const char *path, Err *err) {
+int atomic_file_open(const char *path, AtomicFile **out, Err *err) {
+    *out = NULL;
     char *tmp = NULL;
     int fd = -1;
     for (int tries = 0; tries < 100 && fd < 0; tries++) {
@@ -35,10 +36,10 @@ AtomicFile *atomic_file_open(const char *path, Err *err) {
             break;
     }
     if (fd < 0) {
-        err_set(err, ERR_IO, "%s: cannot create a temporary file beside it (%s)", path,
-                strerror(errno));
+        int e = errno;
         free(tmp);
-        return NULL;
+        return err_set(err, ERR_IO, "%s: cannot create a temporary file beside it (%s)", path,
+                       strerror(e));
     }
     FILE *f = fdopen(fd, "w");
     if (!f) {
@@ -46,14 +47,14 @@ AtomicFile *atomic_file_open(const char *path, Err *err) {
         close(fd);
         unlink(tmp);
         free(tmp);
-        err_set(err, ERR_IO, "%s: cannot open a stream (%s)", path, strerror(e));
-        return NULL;
+        return err_set(err, ERR_IO, "%s: cannot open a stream (%s)", path, strerror(e));
     }
     AtomicFile *af = xmalloc(sizeof *af);
     af->f = f;
     af->path = xstrdup(path);
     af->tmp = tmp;
-    return af;
+    *out = af;
+    return 0;
 }
 
 FILE *atomic_file_stream(const AtomicFile *af) {
@@ -101,9 +102,10 @@ int atomic_file_commit(AtomicFile *af, Err *err) {
 }
 
 int atomic_file_write(const char *path, const void *data, size_t n, Err *err) {
-    AtomicFile *af = atomic_file_open(path, err);
-    if (!af)
-        return err && err->code ? err->code : ERR_IO;
+    AtomicFile *af;
+    int rc = atomic_file_open(path, &af, err);
+    if (rc)
+        return rc;
     if (n && fwrite(data, 1, n, af->f) != n) {
         int e = errno;
         atomic_file_abort(af);

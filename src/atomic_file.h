@@ -18,9 +18,10 @@
 
 typedef struct AtomicFile AtomicFile;
 
-/* Start writing PATH. NULL with err set ("PATH: cannot create a temporary file beside it
- * (reason)") when its folder is missing or not writable. */
-AtomicFile *atomic_file_open(const char *path, Err *err);
+/* Start writing PATH: 0 with *out the new AtomicFile, or ERR_IO with *out NULL and err set
+ * ("PATH: cannot create a temporary file beside it (reason)") when its folder is missing or
+ * not writable. */
+int atomic_file_open(const char *path, AtomicFile **out, Err *err);
 
 /* The stream to write to; do not fclose it. */
 FILE *atomic_file_stream(const AtomicFile *af);

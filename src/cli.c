@@ -54,6 +54,14 @@ void cli_error(const char *fmt, ...) {
     va_end(ap);
 }
 
+struct Store *cli_open_store(const CliGlobal *g) {
+    Err err = {0};
+    Store *st = store_open_existing(g->db_path, &err);
+    if (!st)
+        cli_fail(&err);
+    return st;
+}
+
 int cli_fail(const Err *err) {
     cli_error("%s", err->msg[0] ? err->msg : err_name(err->code));
     return err->code == ERR_USAGE ? 2 : 1;
@@ -176,12 +184,14 @@ static int share_one(const char *path, gid_t gid, Err *err) {
 
 static gid_t walk_gid;
 static Err *walk_err;
+static int walk_rc; /* what stopped the walk */
 
 static int share_walk(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
     (void)sb;
     (void)flag;
     (void)ftw;
-    return share_one(path, walk_gid, walk_err) ? 1 : 0;
+    walk_rc = share_one(path, walk_gid, walk_err);
+    return walk_rc ? 1 : 0; /* nonzero stops the walk; walk_rc says why */
 }
 
 /* `init --shared GROUP`: the store, its -wal and -shm, its folder and runs/ (all of it). */
@@ -216,8 +226,12 @@ static int share_store(Store *st, const char *group, Err *err) {
     if (!rc) {
         walk_gid = gid;
         walk_err = err;
-        if (nftw(runs, share_walk, 16, FTW_PHYS) != 0)
-            rc = err && err->code ? err->code : ERR_IO;
+        walk_rc = 0;
+        int w = nftw(runs, share_walk, 16, FTW_PHYS);
+        if (w && walk_rc)
+            rc = walk_rc;
+        else if (w)
+            rc = err_set(err, ERR_IO, "%s: cannot walk: %s", runs, strerror(errno));
     }
     free(wal);
     free(shm);

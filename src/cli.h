@@ -38,6 +38,9 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Print an Err as "easel: msg" and return the exit status for it (2 for ERR_USAGE, else 1). */
 int cli_fail(const Err *err);
 
+/* The store G names (store_open_existing: it must exist), or NULL after printing why. */
+struct Store *cli_open_store(const CliGlobal *g);
+
 /* True if argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);
 

@@ -20,6 +20,7 @@
 #include "backend_cpu.h"
 #include "base.h"
 #include "clip.h"
+#include "image.h"
 #include "clip_encoder.h"
 #include "encoder.h"
 #include "store.h"
@@ -263,14 +264,11 @@ static int embed_generic(Encoder *enc, const Input *in, int n, int json, Err *er
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++) {
         if (in[i].is_image) {
-            int w, h;
-            uint8_t *rgb = encoder_image_load(in[i].value, &w, &h, err);
-            if (!rgb) {
-                rc = err->code;
+            Image im;
+            if ((rc = image_load(in[i].value, 3, &im, err)))
                 break;
-            }
-            rc = enc->ops.encode_image(enc, rgb, w, h, v, err);
-            free(rgb);
+            rc = enc->ops.encode_image(enc, im.px, im.w, im.h, v, err);
+            image_deinit(&im);
             if (rc == 0)
                 print_row(&in[i], v, enc->dim_image, json);
         } else {
@@ -382,8 +380,9 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
             rc = ERR_USAGE;
             err_set(&err, ERR_USAGE, "embed: --preprocess applies to clip encoders only");
         } else {
-            Encoder *enc = encoder_open(encoder, st, &err);
-            rc = enc ? embed_generic(enc, in, n, json, &err) : err.code;
+            Encoder *enc;
+            if ((rc = encoder_open(encoder, st, &enc, &err)) == 0)
+                rc = embed_generic(enc, in, n, json, &err);
             encoder_free(enc);
         }
     }

@@ -20,14 +20,6 @@
 #include "store_settings.h"
 #include "trust.h"
 
-static Store *open_store(const CliGlobal *g) {
-    Err err = {0};
-    Store *st = store_open_existing(g->db_path, &err);
-    if (!st)
-        cli_fail(&err);
-    return st;
-}
-
 static void fmt_time(double t, char *buf, size_t n) {
     time_t tt = (time_t)t;
     struct tm tm;
@@ -171,7 +163,7 @@ int cli_config_main(const CliGlobal *g, int argc, char **argv) {
         static const char *const known[] = {"show", "blind", "output-root", NULL};
         return cli_unknown_option("config", sub, known);
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     int rc;
@@ -243,7 +235,7 @@ int cli_annotators_main(const CliGlobal *g, int argc, char **argv) {
         static const char *const known[] = {"list", "grant", "revoke", NULL};
         return cli_unknown_option("annotators", sub, known);
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     int rc;

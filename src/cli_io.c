@@ -66,26 +66,27 @@ static void print_list(char **items, size_t n, const char *prefix) {
         fprintf(stderr, "easel: %s... and %zu more\n", prefix, n - MAX_PRINTED);
 }
 
-typedef struct Progress {
+typedef struct ImportBar {
     double last;
     int tty;
     int open; /* a progress line is on the screen without its newline */
-} Progress;
+} ImportBar;
 
-static int show_progress(void *user_data, size_t done, size_t total) {
-    Progress *p = user_data;
+static void show_progress(void *user, double done_d, double total_d, const char *unit) {
+    (void)unit;
+    ImportBar *p = user;
+    size_t done = (size_t)done_d, total = (size_t)total_d;
     if (!p->tty)
-        return 0;
+        return;
     double now = base_now();
     if (done < total && now - p->last < 0.2)
-        return 0;
+        return;
     p->last = now;
     /* the first half is checking the file, the second writing it (import.h) */
     cli_escape_raw(stderr, "\r");
     fprintf(stderr, "easel: %s %zu%%%s", 2 * done <= total ? "checking" : "writing",
             total ? 100 * done / total : 100, done == total ? "\n" : "");
     p->open = done < total;
-    return 0;
 }
 
 static int opt_value(int argc, char **argv, int *i, const char *name, const char **out) {
@@ -138,9 +139,8 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
     Store *st = store_open_existing(g->db_path, &err);
     if (!st)
         return cli_fail(&err);
-    Progress prog = {.tty = isatty(2)};
-    opts.progress = show_progress;
-    opts.user_data = &prog;
+    ImportBar prog = {.tty = isatty(2)};
+    opts.progress = (Progress){.progress = show_progress, .user = &prog};
     ImportReport rep;
     int rc = import_path(st, kind, pos[1], &opts, &rep, &err);
     store_close(st);

@@ -32,14 +32,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static Store *open_store(const CliGlobal *g) {
-    Err err = {0};
-    Store *st = store_open_existing(g->db_path, &err);
-    if (!st)
-        cli_fail(&err);
-    return st;
-}
-
 static int parse_id(const char *s, int64_t *id) {
     char *end;
     errno = 0;
@@ -270,12 +262,12 @@ static int cmd_add(const CliGlobal *g, int argc, char **argv) {
         values[n++] = val;
     }
     Err err = {0};
-    JobParams *p = job_params_parse(k, n, names, values, &err);
-    if (!p) {
+    JobParams *p;
+    if (job_params_parse(k, n, names, values, &p, &err)) {
         rc = cli_fail(&err);
         goto out;
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st) {
         job_params_free(p);
         rc = 1;
@@ -348,7 +340,7 @@ static int jobs_list(const CliGlobal *g, int argc, char **argv) {
             return 2;
         }
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     Err err = {0};
@@ -397,7 +389,7 @@ static int jobs_show(const CliGlobal *g, int argc, char **argv) {
             return 2;
         tail = (int)v;
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     Err err = {0};
@@ -471,13 +463,11 @@ static int check_retry(Store *st, int64_t id, Err *err) {
     if (rc)
         return rc;
     const JobKind *k = jobkind_find(r.kind);
-    JobParams *p = k ? job_params_from_json(k, r.params, err) : NULL;
+    JobParams *p = NULL;
     if (!k)
         rc = err_set(err, ERR_FORMAT, "job #%lld is of kind '%s', which this easel does not "
                      "know", (long long)id, r.kind);
-    else if (!p)
-        rc = err->code ? err->code : ERR_FORMAT;
-    else
+    else if ((rc = job_params_from_json(k, r.params, &p, err)) == 0)
         rc = job_params_check_trust(st, p, NULL, err);
     job_params_free(p);
     store_job_row_deinit(&r);
@@ -503,7 +493,7 @@ static int jobs_action(const CliGlobal *g, int argc, char **argv, Action act) {
     int rc = get_id_arg(names[act], argc, argv, &id);
     if (rc)
         return rc;
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     Err err = {0};
@@ -542,7 +532,7 @@ static int jobs_priority(const CliGlobal *g, int argc, char **argv) {
     long long prio;
     if (cli_parse_long("jobs priority", "priority", argv[2], INT_MIN, INT_MAX, &prio))
         return 2;
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     Err err = {0};
@@ -604,7 +594,7 @@ static int jobs_wait(const CliGlobal *g, int argc, char **argv) {
     double timeout = 0;
     if (argc >= 4 && strcmp(argv[2], "--timeout") == 0)
         timeout = atof(argv[3]);
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     rc = wait_for(g, st, id, timeout, 0);
@@ -652,7 +642,7 @@ static int jobs_log(const CliGlobal *g, int argc, char **argv) {
             return 2;
         }
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     Err err = {0};
@@ -864,7 +854,7 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
             log_warn("--accept-user %s: no such user on this machine (a job records the "
                      "login of whoever queued it; 'easel jobs list' shows them)", accept[i]);
     Err err = {0};
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     uid_t owner = getuid();
     if (!st || trust_store_owner(st, &owner, &err)) {
         store_close(st);

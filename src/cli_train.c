@@ -70,13 +70,8 @@ static void cb_log(void *user, const char *line) {
     fprintf(stderr, "%s\n", line);
 }
 
-static Store *open_store(const CliGlobal *g) {
-    Err err = {0};
-    Store *st = store_open_existing(g->db_path, &err);
-    if (!st)
-        cli_fail(&err);
-    return st;
-}
+/* The CLI's progress line, SIGINT flag and stderr lines. */
+static const Progress cli_hooks = {cb_progress, cb_cancelled, cb_log, NULL};
 
 static int import_file(Store *st, ImportKind kind, const char *path) {
     Err err = {0};
@@ -159,7 +154,7 @@ static int train_unknown_option(const char *opt) {
 /* The values an integer flag of `easel train` may take (reward_train_config checks the
  * same for queued jobs). */
 static void int_range(const char *name, long long *lo, long long *hi) {
-    if (reward_train_int_range(name, lo, hi) != 0) {
+    if (train_option_int_range(name, lo, hi) != 0) {
         *lo = 0;
         *hi = 1000000;
     }
@@ -238,7 +233,7 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
         names[n] = "mode";
         values[n++] = "pairs";
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st) {
         rc = 1;
         goto out;
@@ -260,8 +255,7 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
         train_config_defaults(&cfg);
         cfg.threads = threads_given ? (int)threads : 0;
         signal(SIGINT, on_sigint);
-        TrainHooks h = {.progress = cb_progress, .cancelled = cb_cancelled, .log = cb_log,
-                        .resume = js};
+        TrainHooks h = {.progress = cli_hooks, .resume = js};
         rc = train_run(st, &cfg, &h, NULL, &err);
         free(js);
         goto finish;
@@ -273,8 +267,8 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
         rc = 1;
         goto out_close;
     }
-    JobParams *p = job_params_parse(&jobkind_train_reward, n, names, values, &err);
-    if (!p) {
+    JobParams *p;
+    if (job_params_parse(&jobkind_train_reward, n, names, values, &p, &err)) {
         rc = cli_fail(&err);
         goto out_close;
     }
@@ -302,7 +296,7 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
         goto out_close;
     }
     signal(SIGINT, on_sigint);
-    TrainHooks h = {.progress = cb_progress, .cancelled = cb_cancelled, .log = cb_log};
+    TrainHooks h = {.progress = cli_hooks};
     rc = train_run(st, &cfg, &h, NULL, &err);
     output = cfg.output;
 finish:
@@ -396,12 +390,11 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
         cli_error("eval: which checkpoint? (e.g. easel eval runs/demo/best)");
         return 2;
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     tty_err = isatty(2);
-    o.progress = cb_progress;
-    o.cancelled = cb_cancelled;
+    o.progress = (Progress){cb_progress, cb_cancelled, NULL, NULL};
     signal(SIGINT, on_sigint);
     Err err = {0};
     EvalReport r;
@@ -476,7 +469,7 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
             paths[n++] = argv[i];
         }
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st) {
         rc = 1;
         goto out;
@@ -485,7 +478,7 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     AtomicFile *af = NULL;
     if (csv_path) {
         Err oerr = {0};
-        if (!(af = atomic_file_open(csv_path, &oerr))) {
+        if (atomic_file_open(csv_path, &af, &oerr)) {
             cli_error("score: %s", oerr.msg);
             store_close(st);
             rc = 1;
@@ -495,7 +488,7 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     }
     tty_err = isatty(2);
     signal(SIGINT, on_sigint);
-    RewardHooks h = {cb_progress, cb_cancelled, NULL, NULL};
+    Progress h = {cb_progress, cb_cancelled, NULL, NULL};
     Err err = {0};
     size_t scored = 0;
     TrainSkipped sk;
@@ -564,8 +557,6 @@ static void fmt_num(char *out, size_t n, int prec, double v) {
         snprintf(out, n, "-");
 }
 
-static const char *const heads6[6] = {"spatial", "icono", "style", "fidelity", "material",
-                                      "combined"};
 
 static void print_run(Store *st, const StoreRun *r) {
     char t0[32], t1[32];
@@ -598,17 +589,17 @@ static void print_run(Store *st, const StoreRun *r) {
     printf("\n%-10s %10s %9s %9s %9s\n", "head", "train_loss", "val_loss",
            strcmp(vs, "eval") == 0 ? "eval_acc" : "val_acc",
            strcmp(vs, "eval") == 0 ? "eval_f1" : "val_f1");
-    for (int h = 0; h < 6; h++) {
+    for (int h = 0; h <= TRAIN_N_HEADS; h++) {
         char n1[48], n2[48], n3[48];
-        snprintf(n1, sizeof n1, "%s_loss", heads6[h]);
-        snprintf(n2, sizeof n2, "%s_acc", heads6[h]);
-        snprintf(n3, sizeof n3, "%s_f1", heads6[h]);
+        snprintf(n1, sizeof n1, "%s_loss", train_output_name(h));
+        snprintf(n2, sizeof n2, "%s_acc", train_output_name(h));
+        snprintf(n3, sizeof n3, "%s_f1", train_output_name(h));
         char a[16], b[16], c[16], d[16];
         fmt_num(a, sizeof a, 4, last_of(st, r->id, "train", n1));
         fmt_num(b, sizeof b, 4, last_of(st, r->id, "val", n1));
         fmt_num(c, sizeof c, 4, last_of(st, r->id, vs, n2));
         fmt_num(d, sizeof d, 4, last_of(st, r->id, vs, n3));
-        printf("%-10s %10s %9s %9s %9s\n", heads6[h], a, b, c, d);
+        printf("%-10s %10s %9s %9s %9s\n", train_output_name(h), a, b, c, d);
     }
     StoreCheckpoint *c = NULL;
     size_t nc = 0;
@@ -708,7 +699,7 @@ int cli_runs_main(const CliGlobal *g, int argc, char **argv) {
             return 2;
         }
     }
-    Store *st = open_store(g);
+    Store *st = cli_open_store(g);
     if (!st)
         return 1;
     Err err = {0};
@@ -798,7 +789,7 @@ int cli_monitor_main(const CliGlobal *g, int argc, char **argv) {
     }
     Err err = {0};
     if (run) {
-        Store *st = open_store(g);
+        Store *st = cli_open_store(g);
         if (!st)
             return 1;
         StoreRun r = {0};

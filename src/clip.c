@@ -122,8 +122,9 @@ static int vision_batch(const ClipModel *m, const float *pixels, int B, float *e
     int C = c->vision_width, P = c->patch_size, S = c->image_size, G = S / P;
     int NP = G * G, T = NP + 1, E = c->embed_dim, K = 3 * P * P;
     Scratch s;
-    if (scratch_init(&s, B, T, C, c->vision_mlp, c->vision_heads, err) != 0)
-        return err->code;
+    int rc = scratch_init(&s, B, T, C, c->vision_mlp, c->vision_heads, err);
+    if (rc)
+        return rc;
     size_t n_patch = (size_t)B * (size_t)NP * (size_t)K;
     size_t n_out = (size_t)B * (size_t)T * (size_t)E;
     float *extra = malloc((n_patch > n_out ? n_patch : n_out) * sizeof(float));
@@ -225,9 +226,10 @@ static int text_batch(const ClipModel *m, const int32_t *ids, int B, float *embe
     }
     /* causal attention: positions after the last end token cannot change it */
     Scratch s;
-    if (scratch_init(&s, B, T, C, c->text_mlp, c->text_heads, err) != 0) {
+    int rc = scratch_init(&s, B, T, C, c->text_mlp, c->text_heads, err);
+    if (rc) {
         free(eot);
-        return err->code;
+        return rc;
     }
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {

@@ -63,23 +63,13 @@ extern const EncoderBackend encoder_backends[];
 
 /* ---- lifecycle ---- */
 
-/* Open the encoder called NAME ("classic", "clip:ViT-L-14"). Unknown names fail with
- * ERR_USAGE and a message listing the known ones. */
-Encoder *encoder_open(const char *name, Store *st, Err *err);
+/* Open the encoder called NAME ("classic", "clip:ViT-L-14") into *out. Returns 0, or ERR_*
+ * with *out NULL: unknown names fail with ERR_USAGE and a message listing the known ones. */
+int encoder_open(const char *name, Store *st, Encoder **out, Err *err);
 void encoder_free(Encoder *enc); /* NULL allowed */
 
 /* Allocate an Encoder for a backend's open function (zeroed, name copied). */
 Encoder *encoder_alloc(const char *name);
-
-/* ---- images ---- */
-
-/* Decode an image file (PNG, JPEG, BMP, ...) into RGB8. Returns a buffer of w*h*3 bytes the
- * caller frees with free(), or NULL with err naming the file and the decoder's reason. */
-uint8_t *encoder_image_load(const char *path, int *w, int *h, Err *err);
-
-/* Same from bytes in memory (NAME is used in messages). */
-uint8_t *encoder_image_decode(const void *bytes, size_t n, const char *name, int *w, int *h,
-                              Err *err);
 
 /* ---- cached embeddings ---- */
 

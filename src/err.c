@@ -36,6 +36,15 @@ void err_clear(Err *err) {
     }
 }
 
+int err_pass(Err *dst, const Err *src, int fallback) {
+    if (dst && dst != src)
+        *dst = *src;
+    int code = src->code ? src->code : fallback;
+    if (dst)
+        dst->code = code;
+    return code;
+}
+
 const char *err_name(int code) {
     switch (code) {
     case ERR_OK: return "ok";

@@ -38,6 +38,11 @@ int err_prefix(Err *err, const char *fmt, ...) __attribute__((format(printf, 2, 
 
 void err_clear(Err *err);
 
+/* Hand the error held in SRC on to DST (if not NULL) and return its code, or FALLBACK when SRC
+ * holds none. For calling a function that returns NULL on failure with a local Err, so the
+ * code is known even when the caller's own err is NULL. */
+int err_pass(Err *dst, const Err *src, int fallback);
+
 /* Short name of a code, e.g. "io error". */
 const char *err_name(int code);
 

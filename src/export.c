@@ -498,10 +498,11 @@ int export_write(Store *st, ExportKind kind, FILE *out, const ExportOptions *opt
 
 int export_to_file(Store *st, ExportKind kind, const char *path, const ExportOptions *opts,
                    size_t *n_rows, Err *err) {
-    AtomicFile *af = atomic_file_open(path, err);
-    if (!af)
-        return err && err->code ? err->code : ERR_IO;
-    int rc = export_write(st, kind, atomic_file_stream(af), opts, n_rows, err);
+    AtomicFile *af;
+    int rc = atomic_file_open(path, &af, err);
+    if (rc)
+        return rc;
+    rc = export_write(st, kind, atomic_file_stream(af), opts, n_rows, err);
     if (rc) {
         atomic_file_abort(af);
         err_prefix(err, "%s", path);

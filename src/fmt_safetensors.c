@@ -671,11 +671,9 @@ int safetensors_writer_save(SafeTensorsWriter *w, const char *path, Err *err) {
     size_t hlen;
     char *hdr = build_header(w, order, &hlen);
     int rc = 0;
-    AtomicFile *af = atomic_file_open(path, err);
-    if (!af) {
-        rc = err && err->code ? err->code : ERR_IO;
+    AtomicFile *af;
+    if ((rc = atomic_file_open(path, &af, err)))
         goto out_free;
-    }
     FILE *f = atomic_file_stream(af);
     uint8_t len8[8];
     for (int i = 0; i < 8; i++)

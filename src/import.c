@@ -19,6 +19,7 @@
 #include "base.h"
 #include "encoder.h"
 #include "fmt_csv.h"
+#include "image.h"
 #include "infile.h"
 #include "sha256.h"
 #include "store_catalog.h"
@@ -292,11 +293,14 @@ int import_decode_image(const char *path, char sha[65], int *w, int *h, Err *err
         return err_set(err, ERR_FORMAT, "%s: the file is empty (0 bytes), not an image", path);
     }
     sha256_hex(buf, n, sha);
-    uint8_t *px = encoder_image_decode(buf, n, path, w, h, err);
+    Image im;
+    rc = image_decode(buf, n, path, 3, &im, err);
     free(buf);
-    if (!px)
-        return ERR_FORMAT;
-    free(px);
+    if (rc)
+        return rc;
+    *w = im.w;
+    *h = im.h;
+    image_deinit(&im);
     return 0;
 }
 
@@ -628,20 +632,20 @@ int import_cancelled(ImportCtx *c, Err *err) {
     return err_set(err, ERR_CANCELLED, "%s: import cancelled; nothing was imported", c->file);
 }
 
+/* Report DONE of TOTAL (every PROGRESS_EVERY and at the end); 1 when cancelled. */
+static int report(ImportCtx *c, size_t done, size_t total, size_t offset) {
+    if (!c->opts || (done % PROGRESS_EVERY != 0 && done != total))
+        return 0;
+    progress_report(&c->opts->progress, (double)(offset + done), (double)(2 * total), "rows");
+    return progress_cancelled(&c->opts->progress);
+}
+
 int import_progress(ImportCtx *c, size_t done, size_t total) {
-    if (!c->opts || !c->opts->progress)
-        return 0;
-    if (done % PROGRESS_EVERY != 0 && done != total)
-        return 0;
-    return c->opts->progress(c->opts->user_data, total + done, 2 * total);
+    return report(c, done, total, total);
 }
 
 int import_check_progress(ImportCtx *c, size_t done, size_t total) {
-    if (!c->opts || !c->opts->progress)
-        return 0;
-    if (done % PROGRESS_EVERY != 0 && done != total)
-        return 0;
-    return c->opts->progress(c->opts->user_data, done, 2 * total);
+    return report(c, done, total, 0);
 }
 
 /* Commit if no problems appeared while applying, else roll back. */

@@ -38,6 +38,7 @@
 #include <stddef.h>
 
 #include "err.h"
+#include "progress.h"
 #include "store.h"
 
 typedef enum ImportKind {
@@ -50,11 +51,10 @@ typedef enum ImportKind {
 
 typedef struct ImportOptions {
     const char *annotator; /* ratings rows without an annotator column/cell; NULL: identity_annotator() */
-    /* Called now and then with DONE of TOTAL steps: the first half while the rows (or image
-     * files) are read and checked, the second while they are written. A nonzero return
-     * cancels the import (ERR_CANCELLED, nothing written), in either phase. NULL: none. */
-    int (*progress)(void *user_data, size_t done, size_t total);
-    void *user_data;
+    /* Progress now and then, DONE of TOTAL "rows": the first half while the rows (or image
+     * files) are read and checked, the second while they are written. Cancel stops the
+     * import (ERR_CANCELLED, nothing written), in either phase. */
+    Progress progress;
     /* Image paths that are not on disk: 0 (default) refuses them, naming the file and line;
      * 1 imports them with missing=1 and a warning (`--allow-missing`). */
     int allow_missing;

@@ -159,11 +159,15 @@ static void ratings_columns(ImportCtx *c, const CsvRow *hdr, RCols *rc) {
         import_problem(c, hdr->line,
                        "the header must name the columns prompt_id and image_path "
                        "(e.g. \"prompt_id,image_path,spatial_rating,...\")");
-    else if (n_rating_cols == 0)
-        import_problem(c, hdr->line,
-                       "no rating columns: name them <aspect>_rating, e.g. "
-                       "spatial_rating,icono_rating,style_rating,fidelity_rating,"
-                       "material_rating");
+    else if (n_rating_cols == 0) {
+        /* the columns this store takes, from its aspects table */
+        char cols[400] = "";
+        for (size_t k = 0, o = 0; k < c->n_aspects && o < sizeof cols; k++)
+            o += (size_t)snprintf(cols + o, sizeof cols - o, "%s%s_rating", k ? "," : "",
+                                  c->aspects[k].name);
+        import_problem(c, hdr->line, "no rating columns: name them <aspect>_rating, e.g. %s",
+                       cols);
+    }
     for (size_t i = 0; i < hdr->n; i++) {
         int used = (int)i == rc->prompt || (int)i == rc->image || (int)i == rc->annotator;
         for (size_t k = 0; k < c->n_aspects; k++)

@@ -191,9 +191,8 @@ int jobform_submit(JobForm *f, Store *st, int64_t *id, Err *err) {
             free(copy);
         }
     }
-    JobParams *p = job_params_parse(f->kind, n, names, values, err);
-    if (!p) {
-        rc = err ? err->code : ERR_USAGE;
+    JobParams *p;
+    if ((rc = job_params_parse(f->kind, n, names, values, &p, err))) {
         point_at_named_field(f, err);
         goto out;
     }

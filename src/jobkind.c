@@ -229,37 +229,42 @@ static void append_names(const JobKind *k, char *buf, size_t size) {
         base_strlcpy(buf, "none", size);
 }
 
-JobParams *job_params_parse(const JobKind *k, int n, const char *const *names,
-                            const char *const *values, Err *err) {
+int job_params_parse(const JobKind *k, int n, const char *const *names,
+                     const char *const *values, JobParams **out, Err *err) {
+    *out = NULL;
     JobParams *p = params_new(k);
+    int rc;
     for (int j = 0; j < n; j++) {
         int i = find_spec(p, names[j]);
         if (i < 0) {
             char known[200];
             append_names(k, known, sizeof known);
-            err_set(err, ERR_USAGE, "%s: unknown parameter --%s (parameters: %s)", k->name,
-                    names[j], known);
+            rc = err_set(err, ERR_USAGE, "%s: unknown parameter --%s (parameters: %s)", k->name,
+                         names[j], known);
             goto out_free;
         }
-        if (set_value(k, &p->v[i], values[j], 1, err))
+        if ((rc = set_value(k, &p->v[i], values[j], 1, err)))
             goto out_free;
     }
-    if (fill_defaults(p, err))
+    if ((rc = fill_defaults(p, err)))
         goto out_free;
-    if (k->validate && k->validate(p, err))
+    if (k->validate && (rc = k->validate(p, err)))
         goto out_free;
-    return p;
+    *out = p;
+    return 0;
 out_free:
     job_params_free(p);
-    return NULL;
+    return rc;
 }
 
-JobParams *job_params_from_json(const JobKind *k, const char *json, Err *err) {
+int job_params_from_json(const JobKind *k, const char *json, JobParams **out, Err *err) {
+    *out = NULL;
+    int rc;
     json_error_t jerr;
     json_t *root = json_loads(json ? json : "{}", 0, &jerr);
     JobParams *p = params_new(k);
     if (!root || !json_is_object(root)) {
-        err_set(err, ERR_FORMAT, "%s: job parameters are not a JSON object (%s)", k->name,
+        rc = err_set(err, ERR_FORMAT, "%s: job parameters are not a JSON object (%s)", k->name,
                 root ? "not an object" : jerr.text);
         goto out_free;
     }
@@ -268,7 +273,7 @@ JobParams *job_params_from_json(const JobKind *k, const char *json, Err *err) {
     json_object_foreach(root, key, val) {
         int i = find_spec(p, key);
         if (i < 0) {
-            err_set(err, ERR_FORMAT, "%s: stored parameter '%s' is not in this easel's "
+            rc = err_set(err, ERR_FORMAT, "%s: stored parameter '%s' is not in this easel's "
                     "schema for the kind", k->name, key);
             goto out_free;
         }
@@ -282,23 +287,24 @@ JobParams *job_params_from_json(const JobKind *k, const char *json, Err *err) {
         else if (json_is_boolean(val))
             text = xstrdup(json_is_true(val) ? "true" : "false");
         else {
-            err_set(err, ERR_FORMAT, "%s: stored parameter '%s' has an unusable JSON type",
+            rc = err_set(err, ERR_FORMAT, "%s: stored parameter '%s' has an unusable JSON type",
                     k->name, key);
             goto out_free;
         }
-        int rc = set_value(k, &p->v[i], text, 0, err);
+        rc = set_value(k, &p->v[i], text, 0, err);
         free(text);
         if (rc)
             goto out_free;
     }
-    if (fill_defaults(p, err))
+    if ((rc = fill_defaults(p, err)))
         goto out_free;
     json_decref(root);
-    return p;
+    *out = p;
+    return 0;
 out_free:
     json_decref(root);
     job_params_free(p);
-    return NULL;
+    return rc;
 }
 
 char *job_params_to_json(const JobParams *p) {
@@ -524,6 +530,16 @@ void job_log(JobCtx *c, const char *fmt, ...) {
 }
 
 int job_cancelled(const JobCtx *c) { return c->cancel && atomic_load(c->cancel) != 0; }
+
+static void hook_progress(void *user, double done, double total, const char *unit) {
+    job_progress(user, done, total, unit);
+}
+static int hook_cancelled(void *user) { return job_cancelled(user); }
+static void hook_log(void *user, const char *line) { job_log(user, "%s", line); }
+
+Progress job_progress_hooks(JobCtx *ctx) {
+    return (Progress){hook_progress, hook_cancelled, hook_log, ctx};
+}
 
 int job_checkpoint_save(JobCtx *c, const char *json, Err *err) {
     int rc = store_job_checkpoint_save(c->st, c->id, json, err);

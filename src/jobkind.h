@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "progress.h"
 #include "store.h"
 
 /* ---- parameter schema ----------------------------------------------------------------- */
@@ -122,14 +123,15 @@ int jobkind_register(const JobKind *k, Err *err);
 
 /* Parse NAME=VALUE pairs (names without "--") against K's schema: unknown names, bad
  * values and missing required parameters are ERR_USAGE naming the parameter and what is
- * accepted. Defaults are applied. Then runs K->validate. Returns a new JobParams the
- * caller frees with job_params_free, or NULL with err set. */
-JobParams *job_params_parse(const JobKind *k, int n, const char *const *names,
-                            const char *const *values, Err *err);
+ * accepted. Defaults are applied. Then runs K->validate. Returns 0 with *out a new JobParams
+ * the caller frees with job_params_free, or ERR_* (*out NULL) with err set. */
+int job_params_parse(const JobKind *k, int n, const char *const *names,
+                     const char *const *values, JobParams **out, Err *err);
 
 /* The same from the JSON object stored in jobs.params (keys = names, values = JSON
- * strings/numbers/booleans). validate is NOT run (files may be gone; run() reports that). */
-JobParams *job_params_from_json(const JobKind *k, const char *json, Err *err);
+ * strings/numbers/booleans). validate is NOT run (files may be gone; run() reports that).
+ * Returns 0 with *out a new JobParams (job_params_free), or ERR_* with *out NULL. */
+int job_params_from_json(const JobKind *k, const char *json, JobParams **out, Err *err);
 
 /* Canonical JSON object of all parameters (defaults included), new string, caller frees. */
 char *job_params_to_json(const JobParams *p);
@@ -174,6 +176,9 @@ void job_log(JobCtx *ctx, const char *fmt, ...) __attribute__((format(printf, 2,
 /* 1 once a cancel was requested (by a user, or because this process is stopping), else 0.
  * An atomic read; call it at least once per second of work. */
 int job_cancelled(const JobCtx *ctx);
+
+/* The job as a Progress (progress.h): job_progress, job_cancelled and job_log on CTX. */
+Progress job_progress_hooks(JobCtx *ctx);
 
 /* Save JSON (any value the kind understands) as the job's checkpoint, atomically: the
  * previous checkpoint stays until this one is committed. */

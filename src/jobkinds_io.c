@@ -22,16 +22,6 @@
 
 /* ---- import ---------------------------------------------------------------------------------- */
 
-typedef struct ImportHook {
-    JobCtx *ctx;
-} ImportHook;
-
-static int import_progress(void *user_data, size_t done, size_t total) {
-    ImportHook *h = user_data;
-    job_progress(h->ctx, (double)done, (double)total, "rows");
-    return job_cancelled(h->ctx);
-}
-
 static int import_validate(const JobParams *p, Err *err) {
     ImportKind kind;
     return import_kind_parse(job_param_str(p, "what"), &kind, err);
@@ -59,11 +49,9 @@ static int import_run(JobCtx *ctx, const JobParams *p, Err *err) {
     int rc = import_kind_parse(job_param_str(p, "what"), &kind, err);
     if (rc)
         return rc;
-    ImportHook hook = {ctx};
     const char *annotator = job_param_str(p, "annotator");
     ImportOptions opts = {.annotator = annotator[0] ? annotator : NULL,
-                          .progress = import_progress, /* checking, then writing: cancel works */
-                          .user_data = &hook,
+                          .progress = job_progress_hooks(ctx), /* checking, then writing */
                           .allow_missing = job_param_bool(p, "allow-missing")};
     const char *path = job_param_str(p, "path");
     job_log(ctx, "importing %s from %s", import_kind_name(kind), path);
@@ -106,8 +94,9 @@ const JobKind jobkind_import = {
 
 static int export_validate(const JobParams *p, Err *err) {
     ExportKind kind;
-    if (export_kind_parse(job_param_str(p, "what"), &kind, err))
-        return err->code;
+    int rc = export_kind_parse(job_param_str(p, "what"), &kind, err);
+    if (rc)
+        return rc;
     if (job_param_float(p, "min-diff") < 0)
         return err_set(err, ERR_USAGE, "export --min-diff must be >= 0, got %g",
                        job_param_float(p, "min-diff"));

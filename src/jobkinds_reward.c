@@ -22,45 +22,26 @@
 #include "atomic_file.h"
 #include "base.h"
 #include "encoder.h"
+#include "fmt_csv.h"
 #include "store_catalog.h"
 #include "store_runs.h"
 
 #define NH TRAIN_N_HEADS
 #define NO (TRAIN_N_HEADS + 1)
 
-static const char *const out_names[NO] = {"spatial", "icono", "style", "fidelity", "material",
-                                          "combined"};
 
 /* ---- train-reward ---- */
 
+/* The parameters: the training options of train.h's table, then the job's own three. */
+#define SPEC_TEXT_INT(v) #v
+#define SPEC_TEXT_FLOAT(v) #v
+#define SPEC_TEXT_STRING(v) v
+#define SPEC_TEXT_CHOICE(v) v
+#define SPEC(field, name, type, def, lo, hi, help, choices)                                  \
+    {name, JOB_PARAM_##type, SPEC_TEXT_##type(def), help, choices},
+
 static const JobParamSpec train_params[] = {
-    {"mode", JOB_PARAM_CHOICE, "multihead",
-     "multihead: pairs derived from ratings; pairs: imported preference pairs",
-     "multihead|pairs"},
-    {"objective", JOB_PARAM_CHOICE, "pairs",
-     "pairs: Bradley-Terry loss on pairs; regression: MSE on the 0-10 ratings",
-     "pairs|regression"},
-    {"encoder", JOB_PARAM_STRING, "classic", "feature encoder: classic, or clip:NAME", NULL},
-    {"fusion-method", JOB_PARAM_CHOICE, "concat", "how image and prompt features combine",
-     "concat|add|cross_attention"},
-    {"epochs", JOB_PARAM_INT, "10", "passes over the training pairs", NULL},
-    {"batch-size", JOB_PARAM_INT, "8", "pairs (or images) per step", NULL},
-    {"learning-rate", JOB_PARAM_FLOAT, "1e-4", "AdamW learning rate", NULL},
-    {"weight-decay", JOB_PARAM_FLOAT, "0.01", "AdamW decoupled weight decay", NULL},
-    {"min-rating-diff", JOB_PARAM_FLOAT, "0.5",
-     "smallest rating difference that makes a preference", NULL},
-    {"val-fraction", JOB_PARAM_FLOAT, "0.2", "share of prompts held out for validation", NULL},
-    {"save-every", JOB_PARAM_INT, "2", "write checkpoint-N/ every N epochs (0: never)", NULL},
-    {"save-total-limit", JOB_PARAM_INT, "2",
-     "keep the newest N checkpoint-N/ folders, delete older ones (best/ and final/ always "
-     "stay; 0: keep all)", NULL},
-    {"patience", JOB_PARAM_INT, "0",
-     "stop after N epochs without a better validation F1 (0: never)", NULL},
-    {"seed", JOB_PARAM_INT, "42", "seed of the split, init, shuffling and dropout", NULL},
-    {"threads", JOB_PARAM_INT, "0", "CPU threads (0: all cores)", NULL},
-    {"irrelevant-weight", JOB_PARAM_FLOAT, "0",
-     "weight of the irrelevant-prompt loss (seed 003's robustness trick; 0: off)", NULL},
-    {"dropout", JOB_PARAM_FLOAT, "0.1", "dropout in the heads", NULL},
+    TRAIN_OPTIONS(SPEC)
     {"annotator", JOB_PARAM_STRING, "", "train on one annotator's ratings (default: mean)",
      NULL},
     {"output", JOB_PARAM_PATH, "", "run folder (default runs/NAME beside the store)", NULL},
@@ -68,50 +49,26 @@ static const JobParamSpec train_params[] = {
     {NULL, 0, NULL, NULL, NULL},
 };
 
-static const struct {
-    const char *name;
-    long long lo, hi;
-} int_ranges[] = {
-    {"epochs", 1, 100000},       {"batch-size", 1, 65536}, {"save-every", 0, 100000},
-    {"save-total-limit", 0, 100000}, {"patience", 0, 100000}, {"seed", 0, INT64_MAX},
-    {"threads", 0, 4096},
-};
-
-int reward_train_int_range(const char *name, long long *lo, long long *hi) {
-    for (size_t i = 0; i < ARRAY_LEN(int_ranges); i++)
-        if (strcmp(int_ranges[i].name, name) == 0) {
-            *lo = int_ranges[i].lo;
-            *hi = int_ranges[i].hi;
-            return 0;
-        }
-    return ERR_NOTFOUND;
-}
+/* A TrainConfig field from its parameter. */
+#define READ_INT(c, field, name) (c)->field = job_param_int(p, name)
+#define READ_FLOAT(c, field, name) (c)->field = job_param_float(p, name)
+#define READ_STRING(c, field, name)                                                          \
+    base_strlcpy((c)->field, job_param_str(p, name), sizeof (c)->field)
+#define READ_CHOICE READ_STRING
+#define READ(field, name, type, def, lo, hi, help, choices) READ_##type(c, field, name);
 
 int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err) {
-    for (size_t i = 0; i < ARRAY_LEN(int_ranges); i++) {
-        long long v = (long long)job_param_int(p, int_ranges[i].name);
-        if (v < int_ranges[i].lo || v > int_ranges[i].hi)
+    /* the whole-number ranges first, on the 64-bit values (before they are narrowed) */
+    for (const JobParamSpec *sp = train_params; sp->name; sp++) {
+        long long lo, hi, v;
+        if (sp->type != JOB_PARAM_INT || train_option_int_range(sp->name, &lo, &hi))
+            continue;
+        if ((v = (long long)job_param_int(p, sp->name)) < lo || v > hi)
             return err_set(err, ERR_USAGE, "--%s %lld: expected a whole number from %lld to "
-                           "%lld", int_ranges[i].name, v, int_ranges[i].lo, int_ranges[i].hi);
+                           "%lld", sp->name, v, lo, hi);
     }
     train_config_defaults(c);
-    base_strlcpy(c->mode, job_param_str(p, "mode"), sizeof c->mode);
-    base_strlcpy(c->objective, job_param_str(p, "objective"), sizeof c->objective);
-    base_strlcpy(c->encoder, job_param_str(p, "encoder"), sizeof c->encoder);
-    base_strlcpy(c->fusion, job_param_str(p, "fusion-method"), sizeof c->fusion);
-    c->epochs = (int)job_param_int(p, "epochs");
-    c->batch_size = (int)job_param_int(p, "batch-size");
-    c->learning_rate = job_param_float(p, "learning-rate");
-    c->weight_decay = job_param_float(p, "weight-decay");
-    c->min_rating_diff = job_param_float(p, "min-rating-diff");
-    c->val_fraction = job_param_float(p, "val-fraction");
-    c->save_every = (int)job_param_int(p, "save-every");
-    c->save_total_limit = (int)job_param_int(p, "save-total-limit");
-    c->patience = (int)job_param_int(p, "patience");
-    c->seed = (uint64_t)job_param_int(p, "seed");
-    c->threads = (int)job_param_int(p, "threads");
-    c->irrelevant_weight = job_param_float(p, "irrelevant-weight");
-    c->dropout = job_param_float(p, "dropout");
+    TRAIN_OPTIONS(READ)
     const char *annot = job_param_str(p, "annotator");
     if (annot[0]) {
         int64_t id;
@@ -138,11 +95,6 @@ int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err)
     return train_config_check(c, err);
 }
 
-static void job_progress_cb(void *user, double done, double total, const char *unit) {
-    job_progress(user, done, total, unit);
-}
-static int job_cancel_cb(void *user) { return job_cancelled(user); }
-static void job_log_cb(void *user, const char *line) { job_log(user, "%s", line); }
 static int job_resume_cb(void *user, const char *json, Err *err) {
     return job_checkpoint_save(user, json, err);
 }
@@ -159,9 +111,8 @@ static int train_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
         train_config_defaults(&cfg);
         cfg.threads = (int)job_param_int(p, "threads");
     }
-    TrainHooks h = {.progress = job_progress_cb, .cancelled = job_cancel_cb, .log = job_log_cb,
-                    .resume_point = job_resume_cb, .user = ctx, .resume = resume,
-                    .job_id = job_id(ctx)};
+    TrainHooks h = {.progress = job_progress_hooks(ctx), .resume_point = job_resume_cb,
+                    .resume = resume, .job_id = job_id(ctx)};
     return train_run(st, &cfg, &h, NULL, err);
 }
 
@@ -187,23 +138,24 @@ static const JobParamSpec embed_params[] = {
     {NULL, 0, NULL, NULL, NULL},
 };
 
-int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_t *n_images,
+int reward_embed_all(Store *st, const char *encoder, const Progress *h, size_t *n_images,
                      size_t *n_prompts, Err *err) {
-    Encoder *enc = encoder_open(encoder, st, err);
-    if (!enc)
-        return err && err->code ? err->code : ERR_USAGE;
+    Encoder *enc;
+    int rc = encoder_open(encoder, st, &enc, err);
+    if (rc)
+        return rc;
     StoreImage *im = NULL;
     size_t ni = 0, done = 0;
     TrainSkipped sk = {0}; /* unreadable images: skipped, named once at the end */
     StorePrompt *pr = NULL;
     size_t np = 0;
-    int rc = store_images_list(st, 0, &im, &ni, err);
+    rc = store_images_list(st, 0, &im, &ni, err);
     if (rc)
         goto out;
     if ((rc = store_prompts_list(st, &pr, &np, err)))
         goto out;
     for (size_t i = 0; i < ni; i++) {
-        if (h && h->cancelled && h->cancelled(h->user)) {
+        if (progress_cancelled(h)) {
             rc = err_set(err, ERR_CANCELLED, "cancelled after %zu of %zu images", done, ni);
             goto out;
         }
@@ -232,16 +184,14 @@ int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_
         if (!v)
             continue; /* skipped */
         done++;
-        if (h && h->progress)
-            h->progress(h->user, (double)(i + 1), (double)(ni + np), "items");
+        progress_report(h, (double)(i + 1), (double)(ni + np), "items");
     }
     for (size_t i = 0; i < np; i++) {
         float *v = NULL;
         if ((rc = encoder_embed_text(enc, st, pr[i].text, &v, err)))
             goto out;
         free(v);
-        if (h && h->progress)
-            h->progress(h->user, (double)(ni + i + 1), (double)(ni + np), "items");
+        progress_report(h, (double)(ni + i + 1), (double)(ni + np), "items");
     }
     if (n_images)
         *n_images = done;
@@ -251,7 +201,7 @@ int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_
         char why[900], line[1000];
         train_skipped_text(&sk, why, sizeof why);
         snprintf(line, sizeof line, "warning: %s", why);
-        h->log(h->user, line);
+        progress_log(h, line);
     }
 out:
     store_images_free(im, ni);
@@ -261,7 +211,7 @@ out:
 }
 
 static int embed_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
-    RewardHooks h = {job_progress_cb, job_cancel_cb, job_log_cb, ctx};
+    Progress h = job_progress_hooks(ctx);
     size_t ni = 0, np = 0;
     int rc = reward_embed_all(job_store(ctx), job_param_str(p, "encoder"), &h, &ni, &np, err);
     if (rc == 0)
@@ -305,10 +255,10 @@ void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r) {
     for (int k = 0; k < NO; k++) {
         const EvalStats *s = &r->st[k];
         if (s->n == 0) /* no pair with a preference on this head */
-            fprintf(f, "%-10s %8d %9s %11s %11s %7s %8s\n", out_names[k], 0, "-", "-", "-",
+            fprintf(f, "%-10s %8d %9s %11s %11s %7s %8s\n", train_output_name(k), 0, "-", "-", "-",
                     "-", "-");
         else
-            fprintf(f, "%-10s %8zu %9.4f %11.4f %11.4f %7.4f %8.4f\n", out_names[k], s->n,
+            fprintf(f, "%-10s %8zu %9.4f %11.4f %11.4f %7.4f %8.4f\n", train_output_name(k), s->n,
                     s->accuracy, s->margin_mean, s->margin_std, s->f1, s->loss);
     }
 }
@@ -411,27 +361,30 @@ char *reward_checkpoint_resolve(Store *st, const char *arg, Err *err) {
     return NULL;
 }
 
-static RewardCkpt *open_named(Store *st, const char *arg, int threads, Err *err) {
-    char *dir = reward_checkpoint_resolve(st, arg, err);
+static int open_named(Store *st, const char *arg, int threads, RewardCkpt **out, Err *err) {
+    *out = NULL;
+    Err e = {0};
+    char *dir = reward_checkpoint_resolve(st, arg, &e);
     if (!dir)
-        return NULL;
-    RewardCkpt *c = train_ckpt_open(st, dir, threads, err);
+        return err_pass(err, &e, ERR_NOTFOUND);
+    int rc = train_ckpt_open(st, dir, threads, out, err);
     free(dir);
-    return c;
+    return rc;
 }
 
 int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int threads,
                 const char *json_path, const char *csv_path, EvalReport *out, Err *err) {
-    RewardCkpt *c = open_named(st, checkpoint, threads, err);
-    if (!c)
-        return err && err->code ? err->code : ERR_NOTFOUND;
-    int rc = train_eval(c, st, o, out, err);
+    RewardCkpt *c;
+    int rc = open_named(st, checkpoint, threads, &c, err);
+    if (rc)
+        return rc;
+    rc = train_eval(c, st, o, out, err);
     if (rc)
         goto out;
     if (json_path && json_path[0]) {
         json_t *heads = json_object();
         for (int k = 0; k < NO; k++)
-            put_stats_json(heads, out_names[k], &out->st[k]);
+            put_stats_json(heads, train_output_name(k), &out->st[k]);
         json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:o}", "checkpoint",
                               train_ckpt_path(c), "pairs", out->source, "n_pairs",
                               (json_int_t)out->n_pairs, "n_preferences",
@@ -454,7 +407,7 @@ int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int thr
                                    "loss\n");
         for (int k = 0; k < NO; k++)
             n += snprintf(buf + n, cap - (size_t)n, "%s,%.6f,%.6f,%.6f,%zu,%.6f,%.6f\n",
-                          out_names[k], out->st[k].accuracy, out->st[k].margin_mean,
+                          train_output_name(k), out->st[k].accuracy, out->st[k].margin_mean,
                           out->st[k].margin_std, out->st[k].n, out->st[k].f1, out->st[k].loss);
         rc = write_text_file(csv_path, buf, err);
         free(buf);
@@ -478,7 +431,7 @@ int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int thr
             for (int q = 0; q < 4; q++) {
                 memset(&m[nm], 0, sizeof m[nm]);
                 strcpy(m[nm].split, "eval");
-                snprintf(m[nm].name, sizeof m[nm].name, "%s_%s", out_names[k], what[q]);
+                snprintf(m[nm].name, sizeof m[nm].name, "%s_%s", train_output_name(k), what[q]);
                 m[nm].value = v[q];
                 nm++;
             }
@@ -513,9 +466,7 @@ static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     o.pairs_file = pairs[0] ? pairs : NULL;
     o.min_rating_diff = job_param_float(p, "min-rating-diff");
     o.split = job_param_str(p, "split");
-    o.progress = job_progress_cb;
-    o.cancelled = job_cancel_cb;
-    o.user = ctx;
+    o.progress = job_progress_hooks(ctx);
     EvalReport r;
     int rc = reward_eval(job_store(ctx), job_param_str(p, "checkpoint"), &o,
                          (int)job_param_int(p, "threads"), job_param_str(p, "json"),
@@ -527,9 +478,9 @@ static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     }
     if (rc == 0)
         for (int k = 0; k < NO; k++)
-            job_log(ctx, "%-9s n=%zu accuracy %.4f margin %.4f +- %.4f F1 %.4f", out_names[k],
-                    r.st[k].n, r.st[k].accuracy, r.st[k].margin_mean, r.st[k].margin_std,
-                    r.st[k].f1);
+            job_log(ctx, "%-9s n=%zu accuracy %.4f margin %.4f +- %.4f F1 %.4f",
+                    train_output_name(k), r.st[k].n, r.st[k].accuracy, r.st[k].margin_mean,
+                    r.st[k].margin_std, r.st[k].f1);
     return rc;
 }
 
@@ -588,20 +539,6 @@ static void collect(const char *path, char ***v, size_t *n, size_t *cap) {
     (*v)[(*n)++] = xstrdup(path);
 }
 
-static void csv_field(FILE *f, const char *s) {
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"')
-            fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 /* Score PATH; 1 (recorded in SK under NAME) when the image cannot be read or decoded. */
 static int score_one(RewardCkpt *c, Store *st, const char *path, const char *name,
                      const char *sha, const char *prompt, float s[NO], TrainSkipped *sk,
@@ -628,19 +565,19 @@ static int score_one(RewardCkpt *c, Store *st, const char *path, const char *nam
 }
 
 int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
-                 const char *prompt, int threads, FILE *csv, const RewardHooks *h,
+                 const char *prompt, int threads, FILE *csv, const Progress *h,
                  size_t *n_scored, TrainSkipped *skipped, Err *err) {
     TrainSkipped sk_local = {0};
     TrainSkipped *sk = skipped ? skipped : &sk_local;
     memset(sk, 0, sizeof *sk);
-    RewardCkpt *c = open_named(st, checkpoint, threads, err);
-    if (!c)
-        return err && err->code ? err->code : ERR_NOTFOUND;
+    RewardCkpt *c;
+    int rc = open_named(st, checkpoint, threads, &c, err);
+    if (rc)
+        return rc;
     char **files = NULL;
     size_t nf = 0, cap = 0, done = 0;
     StoreImage *all = NULL;
     size_t n_all = 0;
-    int rc = 0;
     if (n > 0) {
         for (int i = 0; i < n; i++)
             collect(paths[i], &files, &nf, &cap);
@@ -651,10 +588,14 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
     size_t total = n > 0 ? nf : n_all;
     StoreScore *batch = xmalloc(64 * NO * sizeof *batch);
     size_t nb = 0;
-    if (csv)
-        fprintf(csv, "image,spatial,icono,style,fidelity,material,combined\n");
+    if (csv) {
+        fputs("image", csv);
+        for (int k = 0; k < NO; k++)
+            fprintf(csv, ",%s", train_output_name(k));
+        fputc('\n', csv);
+    }
     for (size_t i = 0; i < total; i++) {
-        if (h && h->cancelled && h->cancelled(h->user)) {
+        if (progress_cancelled(h)) {
             rc = err_set(err, ERR_CANCELLED, "cancelled after %zu of %zu images", done, total);
             break;
         }
@@ -689,7 +630,7 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
             break;
         }
         if (csv) {
-            csv_field(csv, path);
+            fmt_csv_write_field(csv, path);
             for (int k = 0; k < NO; k++)
                 fprintf(csv, ",%.6f", s[k]);
             fputc('\n', csv);
@@ -697,7 +638,7 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
         if (known) {
             for (int k = 0; k < NO; k++) {
                 batch[nb].image_id = im.id;
-                base_strlcpy(batch[nb].head, out_names[k], sizeof batch[nb].head);
+                base_strlcpy(batch[nb].head, train_output_name(k), sizeof batch[nb].head);
                 batch[nb].value = s[k];
                 nb++;
             }
@@ -713,8 +654,7 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
         free(path);
         store_image_deinit(&im);
         done++;
-        if (h && h->progress)
-            h->progress(h->user, (double)(i + 1), (double)total, "images");
+        progress_report(h, (double)(i + 1), (double)total, "images");
     }
     if (rc == 0 && nb)
         rc = store_scores_put(st, train_ckpt_path(c), batch, nb, err);
@@ -723,8 +663,8 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
         train_skipped_text(sk, why, sizeof why);
         rc = err_set(err, ERR_IO, "nothing scored: %s", why);
     }
-    if (rc == 0 && sk->n && h && h->progress)
-        h->progress(h->user, (double)total, (double)total, "images");
+    if (rc == 0 && sk->n)
+        progress_report(h, (double)total, (double)total, "images");
     free(batch);
     if (n_scored)
         *n_scored = done;
@@ -750,19 +690,20 @@ static const JobParamSpec score_params[] = {
 };
 
 static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
-    RewardHooks h = {job_progress_cb, job_cancel_cb, job_log_cb, ctx};
+    Progress h = job_progress_hooks(ctx);
     const char *images = job_param_str(p, "images");
     const char *csv_path = job_param_str(p, "csv");
     const char *prompt = job_param_str(p, "prompt");
     AtomicFile *af = NULL;
-    if (csv_path[0] && !(af = atomic_file_open(csv_path, err)))
-        return err && err->code ? err->code : ERR_IO;
+    int rc;
+    if (csv_path[0] && (rc = atomic_file_open(csv_path, &af, err)))
+        return rc;
     char *one[1] = {(char *)images};
     size_t n = 0;
     TrainSkipped sk;
-    int rc = reward_score(job_store(ctx), job_param_str(p, "checkpoint"), one, images[0] ? 1 : 0,
-                          prompt[0] ? prompt : NULL, (int)job_param_int(p, "threads"),
-                          af ? atomic_file_stream(af) : NULL, &h, &n, &sk, err);
+    rc = reward_score(job_store(ctx), job_param_str(p, "checkpoint"), one, images[0] ? 1 : 0,
+                      prompt[0] ? prompt : NULL, (int)job_param_int(p, "threads"),
+                      af ? atomic_file_stream(af) : NULL, &h, &n, &sk, err);
     if (rc == 0 && sk.n) {
         char why[900];
         train_skipped_text(&sk, why, sizeof why);

@@ -14,6 +14,7 @@
 
 #include "err.h"
 #include "jobkind.h"
+#include "progress.h"
 #include "store.h"
 #include "train.h"
 
@@ -22,27 +23,15 @@ extern const JobKind jobkind_train_reward;
 extern const JobKind jobkind_eval_reward;
 extern const JobKind jobkind_score;
 
-/* The range of the train-reward integer parameter NAME ("epochs", "batch-size"...): 0 and
- * [*lo, *hi], or ERR_NOTFOUND when NAME is not one. Values outside are refused (a huge
- * value never wraps around to a small one). */
-int reward_train_int_range(const char *name, long long *lo, long long *hi);
-
 /* A TrainConfig from parsed train-reward parameters. A default output folder is
  * runs/<run name> beside the store. */
 int reward_train_config(const JobParams *p, Store *st, TrainConfig *cfg, Err *err);
 
-/* Progress/cancel/log callbacks shared by the CLI and the jobs. */
-typedef struct RewardHooks {
-    void (*progress)(void *user, double done, double total, const char *unit);
-    int (*cancelled)(void *user);
-    void (*log)(void *user, const char *line);
-    void *user;
-} RewardHooks;
 
 /* Encode every image and prompt of the store with ENCODER into the cache. Images that
  * cannot be read or encoded are skipped and named in one warning line through h->log.
  * *n_images / *n_prompts (may be NULL) get the counts. */
-int reward_embed_all(Store *st, const char *encoder, const RewardHooks *h, size_t *n_images,
+int reward_embed_all(Store *st, const char *encoder, const Progress *h, size_t *n_images,
                      size_t *n_prompts, Err *err);
 
 /* The checkpoint folder ARG names, as users type it: a checkpoint folder (best/, final/,
@@ -68,7 +57,7 @@ void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r);
  * *n_scored (may be NULL) = images scored. Images that cannot be read or decoded are
  * skipped and listed in *skipped (may be NULL); when none could be scored, ERR_IO. */
 int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
-                 const char *prompt, int threads, FILE *csv, const RewardHooks *h,
+                 const char *prompt, int threads, FILE *csv, const Progress *h,
                  size_t *n_scored, TrainSkipped *skipped, Err *err);
 
 #endif

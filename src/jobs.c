@@ -162,12 +162,13 @@ static void run_one(Slot *s, JobRow *row) {
     int rc;
     double t0 = base_now();
     JobCtx *ctx = job_ctx_new(s->st, row->id, row->checkpoint, row->gpus, &s->cancel);
-    JobParams *params = job_params_from_json(k, row->params, &err);
+    JobParams *params;
+    int prc = job_params_from_json(k, row->params, &params, &err);
     int other = row->queued_uid >= 0 && row->queued_uid != (int64_t)p->uid;
     if (other)
         store_set_actor(s->st, row->queued_by);
-    if (!params) {
-        rc = err.code ? err.code : ERR_FORMAT;
+    if (prc) {
+        rc = prc;
     } else if ((rc = job_params_check_trust(s->st, params, row->checkpoint, &err)) != 0) {
         err_prefix(&err, "refused at run time"); /* the job was edited since it was queued */
     } else {

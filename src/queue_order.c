@@ -175,11 +175,11 @@ static int compute_uncertain(Store *st, const AnnotateCheckpoint *ck, const Queu
     size_t n = 0;
     if ((rc = store_annotate_order_images(st, &im, &n, err)))
         return rc;
-    RewardCkpt *c = train_ckpt_open(st, ck->path, o->threads > 0 ? o->threads : 1, err);
-    if (!c) {
+    RewardCkpt *c;
+    if ((rc = train_ckpt_open(st, ck->path, o->threads > 0 ? o->threads : 1, &c, err))) {
         err_prefix(err, "checkpoint %s", ck->label);
         store_annotate_order_images_free(im, n);
-        return err->code ? err->code : ERR_FORMAT;
+        return rc;
     }
     float *scores = xcalloc(n ? n : 1, QUEUE_N_ASPECTS * sizeof *scores);
     int64_t *group = xmalloc((n ? n : 1) * sizeof *group);
@@ -191,7 +191,7 @@ static int compute_uncertain(Store *st, const AnnotateCheckpoint *ck, const Queu
     char **reasons = xcalloc(n ? n : 1, sizeof *reasons);
     char first_bad[256] = "";
     for (size_t i = 0; i < n; i++) {
-        if (o->cancelled && o->cancelled(o->user)) {
+        if (progress_cancelled(&o->progress)) {
             rc = err_set(err, ERR_CANCELLED, "computing the uncertain order was cancelled");
             goto out;
         }

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "progress.h"
 #include "store.h"
 #include "store_annotate.h"
 
@@ -40,8 +41,7 @@
 typedef struct QueueOrderOptions {
     int force;                      /* recompute even when the rows are current */
     int threads;                    /* engine threads for scoring; <= 0: 1 */
-    int (*cancelled)(void *user);   /* nonzero: stop between images (ERR_CANCELLED) */
-    void *user;
+    Progress progress;              /* cancel stops between images (ERR_CANCELLED) */
 } QueueOrderOptions;
 
 typedef struct QueueOrderResult {

@@ -360,6 +360,55 @@ char *store_col_text(sqlite3_stmt *stmt, int i) {
     return t ? xstrdup((const char *)t) : NULL;
 }
 
+int store_step_done(Store *st, sqlite3_stmt *s, const char *what, Err *err) {
+    int rc = store_step(st, s) == SQLITE_DONE ? 0 : store_err(st, err, what);
+    sqlite3_reset(s);
+    return rc;
+}
+
+int store_step_row(Store *st, sqlite3_stmt *s, const char *what, Err *err) {
+    int rc = store_step(st, s);
+    if (rc == SQLITE_ROW)
+        return 0;
+    rc = rc == SQLITE_DONE ? err_set(err, ERR_NOTFOUND, "%s: no such row", what)
+                           : store_err(st, err, what);
+    sqlite3_reset(s);
+    return rc;
+}
+
+int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, void *ctx,
+                    StoreElemFn deinit, void *out, size_t *n, const char *what, Err *err) {
+    char *v = NULL;
+    size_t len = 0, cap = 0;
+    int step;
+    memcpy(out, &v, sizeof v);
+    *n = 0;
+    if (!s)
+        return ERR_DB; /* store_stmt failed and said why */
+    while ((step = store_step(st, s)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? 2 * cap : 16;
+            v = xrealloc(v, cap * elem);
+        }
+        void *dst = v + len * elem;
+        memset(dst, 0, elem);
+        len++;
+        row(s, dst, ctx);
+    }
+    if (step != SQLITE_DONE) {
+        int rc = store_err(st, err, what);
+        sqlite3_reset(s);
+        for (size_t i = 0; deinit && i < len; i++)
+            deinit(v + i * elem);
+        free(v);
+        return rc;
+    }
+    sqlite3_reset(s);
+    memcpy(out, &v, sizeof v);
+    *n = len;
+    return 0;
+}
+
 /* ---- transactions --------------------------------------------------------------------------- */
 
 int store_begin(Store *st, Err *err) {

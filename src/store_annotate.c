@@ -166,6 +166,7 @@ int store_annotate_image(Store *st, int64_t image_id, int64_t annotator_id, Anno
     sqlite3_reset(s);
 
     s = store_stmt(st, mine_sql, err);
+    rc = ERR_DB;
     if (!s)
         goto out_fail;
     sqlite3_bind_int64(s, 1, image_id);
@@ -178,13 +179,15 @@ int store_annotate_image(Store *st, int64_t image_id, int64_t annotator_id, Anno
             img->my_seconds = sqlite3_column_double(s, 2);
     }
     if (rc != SQLITE_DONE) {
-        store_err(st, err, "read my ratings");
+        rc = store_err(st, err, "read my ratings");
+        sqlite3_reset(s);
         goto out_fail;
     }
+    sqlite3_reset(s);
     return 0;
 out_fail:
     store_annotate_image_deinit(img);
-    return err ? err->code : ERR_DB;
+    return rc;
 }
 
 void store_annotate_image_deinit(AnnotateImage *img) {
@@ -250,9 +253,7 @@ int store_annotate_flag(Store *st, int64_t image_id, int64_t annotator_id, const
     sqlite3_bind_int64(s, 2, annotator_id);
     store_bind_text(s, 3, comment ? comment : "");
     sqlite3_bind_double(s, 4, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "save flag");
-    return 0;
+    return store_step_done(st, s, "save flag", err);
 }
 
 int store_annotate_progress(Store *st, const AnnotateQuery *q, AnnotateProgress *p, Err *err) {
@@ -310,16 +311,15 @@ int store_annotate_order_replace(Store *st, const char *kind, const AnnotateOrde
     if (rc)
         return rc;
     sqlite3_stmt *s = store_stmt(st, del_sql, err);
+    rc = ERR_DB;
     if (!s)
         goto out_rollback;
     store_bind_text(s, 1, kind);
-    if (store_step(st, s) != SQLITE_DONE) {
-        store_err(st, err, "clear the computed order");
+    if ((rc = store_step_done(st, s, "clear the computed order", err)))
         goto out_rollback;
-    }
-    sqlite3_reset(s);
     double now = base_wall();
     for (size_t i = 0; i < n; i++) {
+        rc = ERR_DB;
         if (!(s = store_stmt(st, ins_sql, err)))
             goto out_rollback;
         store_bind_text(s, 1, kind);
@@ -328,16 +328,13 @@ int store_annotate_order_replace(Store *st, const char *kind, const AnnotateOrde
         store_bind_text(s, 4, rows[i].reason ? rows[i].reason : "");
         store_bind_text(s, 5, source ? source : "");
         sqlite3_bind_double(s, 6, now);
-        if (store_step(st, s) != SQLITE_DONE) {
-            store_err(st, err, "write the computed order");
+        if ((rc = store_step_done(st, s, "write the computed order", err)))
             goto out_rollback;
-        }
-        sqlite3_reset(s);
     }
     return store_commit(st, err);
 out_rollback:
     store_rollback(st);
-    return err && err->code ? err->code : ERR_DB;
+    return rc;
 }
 
 int store_annotate_order_info(Store *st, const char *kind, AnnotateOrderInfo *info, Err *err) {
@@ -433,52 +430,57 @@ void store_annotate_checkpoint_deinit(AnnotateCheckpoint *c) {
     memset(c, 0, sizeof *c);
 }
 
+static void store_annotate_order_images_free_one(AnnotateOrderImage *im) {
+    free(im->path);
+    free(im->sha256);
+    free(im->prompt);
+}
+
+static void order_image_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    Store *st = ctx;
+    AnnotateOrderImage *im = dst;
+    im->id = sqlite3_column_int64(s, 0);
+    im->prompt_id = sqlite3_column_int64(s, 1);
+    char *stored = store_col_text(s, 2);
+    im->path = store_path_resolve(st, stored);
+    free(stored);
+    im->sha256 = store_col_text(s, 3);
+    im->prompt = store_col_text(s, 4);
+    im->missing = sqlite3_column_int(s, 5);
+    im->n_raters = sqlite3_column_int(s, 6);
+}
+
+static void order_image_deinit(void *elem) {
+    store_annotate_order_images_free_one(elem);
+}
+
 int store_annotate_order_images(Store *st, AnnotateOrderImage **out, size_t *n, Err *err) {
     static const char sql[] =
         "SELECT i.id, coalesce(i.prompt_id, 0), i.path, i.sha256, p.text, i.missing,"
         "  (SELECT count(DISTINCT r.annotator_id) FROM ratings r WHERE r.image_id = i.id)"
         " FROM images i LEFT JOIN prompts p ON p.id = i.prompt_id WHERE i.retired = 0"
         " ORDER BY i.id";
-    *out = NULL;
-    *n = 0;
-    sqlite3_stmt *s = store_stmt(st, sql, err);
-    if (!s)
-        return ERR_DB;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        AnnotateOrderImage *im = &(*out)[(*n)++];
-        im->id = sqlite3_column_int64(s, 0);
-        im->prompt_id = sqlite3_column_int64(s, 1);
-        char *stored = store_col_text(s, 2);
-        im->path = store_path_resolve(st, stored);
-        free(stored);
-        im->sha256 = store_col_text(s, 3);
-        im->prompt = store_col_text(s, 4);
-        im->missing = sqlite3_column_int(s, 5);
-        im->n_raters = sqlite3_column_int(s, 6);
-    }
-    if (rc != SQLITE_DONE) {
-        store_annotate_order_images_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list images to order");
-    }
-    sqlite3_reset(s);
-    return 0;
+    return store_read_list(st, store_stmt(st, sql, err), sizeof **out, order_image_row, st,
+                           order_image_deinit, out, n, "list images to order", err);
 }
 
 void store_annotate_order_images_free(AnnotateOrderImage *im, size_t n) {
-    for (size_t i = 0; im && i < n; i++) {
-        free(im[i].path);
-        free(im[i].sha256);
-        free(im[i].prompt);
-    }
+    for (size_t i = 0; im && i < n; i++)
+        store_annotate_order_images_free_one(&im[i]);
     free(im);
+}
+
+static void spread_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    AnnotateSpread *d = dst;
+    d->image_id = sqlite3_column_int64(s, 0);
+    d->aspect = sqlite3_column_int(s, 1);
+    d->n = sqlite3_column_int(s, 2);
+    d->lo = sqlite3_column_double(s, 3);
+    d->hi = sqlite3_column_double(s, 4);
+    d->mean = sqlite3_column_double(s, 5);
+    double var = sqlite3_column_double(s, 6) - d->mean * d->mean;
+    d->sd = var > 0 ? sqrt(var) : 0.0;
 }
 
 int store_annotate_order_spread(Store *st, AnnotateSpread **out, size_t *n, Err *err) {
@@ -488,36 +490,8 @@ int store_annotate_order_spread(Store *st, AnnotateSpread **out, size_t *n, Err 
         " FROM ratings r JOIN aspects a ON a.id = r.aspect_id"
         " GROUP BY r.image_id, a.position HAVING count(*) >= 2"
         " ORDER BY r.image_id, a.position";
-    *out = NULL;
-    *n = 0;
-    sqlite3_stmt *s = store_stmt(st, sql, err);
-    if (!s)
-        return ERR_DB;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 256;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        AnnotateSpread *d = &(*out)[(*n)++];
-        d->image_id = sqlite3_column_int64(s, 0);
-        d->aspect = sqlite3_column_int(s, 1);
-        d->n = sqlite3_column_int(s, 2);
-        d->lo = sqlite3_column_double(s, 3);
-        d->hi = sqlite3_column_double(s, 4);
-        d->mean = sqlite3_column_double(s, 5);
-        double var = sqlite3_column_double(s, 6) - d->mean * d->mean;
-        d->sd = var > 0 ? sqrt(var) : 0.0;
-    }
-    if (rc != SQLITE_DONE) {
-        free(*out);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "read the annotators' spread");
-    }
-    sqlite3_reset(s);
-    return 0;
+    return store_read_list(st, store_stmt(st, sql, err), sizeof **out, spread_row, NULL, NULL, out,
+                           n, "read the annotators' spread", err);
 }
 
 int store_annotate_ratings_changed_at(Store *st, double *t, Err *err) {

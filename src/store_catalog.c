@@ -17,28 +17,14 @@
 /* ---- helpers -------------------------------------------------------------------------------- */
 
 /* Run a statement that returns no rows. Returns 0 or the store error. */
-static int step_done(Store *st, sqlite3_stmt *s, Err *err, const char *what) {
-    int rc = store_step(st, s);
-    if (rc != SQLITE_DONE) {
-        int code = store_err(st, err, what);
-        sqlite3_reset(s);
-        return code;
-    }
-    sqlite3_reset(s);
-    return 0;
-}
-
 /* A query with one integer result (count(*) etc.). */
 static int query_int(Store *st, const char *sql, int64_t *out, Err *err) {
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    int rc = store_step(st, s);
-    if (rc != SQLITE_ROW) {
-        int code = store_err(st, err, "count");
-        sqlite3_reset(s);
-        return code;
-    }
+    int rc = store_step_row(st, s, "count", err);
+    if (rc)
+        return rc;
     *out = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
     return 0;
@@ -112,7 +98,7 @@ int store_prompt_add(Store *st, const char *ext_id, const char *text, int64_t *i
                 return ERR_DB;
             sqlite3_bind_int64(u, 1, pid);
             store_bind_text(u, 2, text);
-            return step_done(st, u, err, "fill in prompt text");
+            return store_step_done(st, u, "fill in prompt text", err);
         }
         if (!same)
             return err_set(err, ERR_CONFLICT,
@@ -129,7 +115,7 @@ int store_prompt_add(Store *st, const char *ext_id, const char *text, int64_t *i
     store_bind_text(s, 1, ext_id);
     store_bind_text(s, 2, text);
     sqlite3_bind_double(s, 3, base_wall());
-    if ((rc = step_done(st, s, err, "add prompt")))
+    if ((rc = store_step_done(st, s, "add prompt", err)))
         return rc;
     if (id)
         *id = sqlite3_last_insert_rowid(st->db);
@@ -138,29 +124,18 @@ int store_prompt_add(Store *st, const char *ext_id, const char *text, int64_t *i
     return 0;
 }
 
+static void prompt_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    read_prompt(s, dst);
+}
+
+static void prompt_deinit(void *p) {
+    store_prompt_deinit(p);
+}
+
 int store_prompts_list(Store *st, StorePrompt **out, size_t *n, Err *err) {
-    *out = NULL;
-    *n = 0;
-    sqlite3_stmt *s = store_stmt(st, PROMPT_COLS "ORDER BY id", err);
-    if (!s)
-        return ERR_DB;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        read_prompt(s, &(*out)[(*n)++]);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_prompts_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list prompts");
-    }
-    return 0;
+    return store_read_list(st, store_stmt(st, PROMPT_COLS "ORDER BY id", err), sizeof **out,
+                           prompt_row, NULL, prompt_deinit, out, n, "list prompts", err);
 }
 
 void store_prompt_deinit(StorePrompt *p) {
@@ -320,7 +295,7 @@ int store_image_fill(Store *st, int64_t id, const StoreImage *meta, int *changed
     bind_nullable_id(s, 6, meta->height);
     store_bind_text(s, 7, meta->sha256);
     sqlite3_bind_int(s, 8, meta->missing ? 1 : 0);
-    if ((rc = step_done(st, s, err, "update image")) == 0 && changed)
+    if ((rc = store_step_done(st, s, "update image", err)) == 0 && changed)
         *changed = 1;
 out:
     store_image_deinit(&cur);
@@ -390,7 +365,7 @@ int store_image_retire(Store *st, int64_t id, int retire, const char *by, const 
         store_bind_text(s, 3, by ? by : "");
         store_bind_text(s, 4, reason && *reason ? reason : NULL);
     }
-    if ((rc = step_done(st, s, err, retire ? "retire image" : "unretire image")))
+    if ((rc = store_step_done(st, s, retire ? "retire image" : "unretire image", err)))
         return rc;
     if (changed)
         *changed = 1;
@@ -402,35 +377,26 @@ int store_image_rating_count(Store *st, int64_t id, int64_t *n, Err *err) {
     if (!s)
         return ERR_DB;
     sqlite3_bind_int64(s, 1, id);
-    int rc = store_step(st, s);
-    if (rc != SQLITE_ROW) {
-        int code = store_err(st, err, "count ratings");
-        sqlite3_reset(s);
-        return code;
-    }
+    int rc = store_step_row(st, s, "count ratings", err);
+    if (rc)
+        return rc;
     *n = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
     return 0;
 }
 
+static void image_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    read_image(s, dst);
+}
+
+static void image_deinit(void *img) {
+    store_image_deinit(img);
+}
+
 static int read_images(Store *st, sqlite3_stmt *s, StoreImage **out, size_t *n, Err *err) {
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        read_image(s, &(*out)[(*n)++]);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_images_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list images");
-    }
-    return 0;
+    return store_read_list(st, s, sizeof **out, image_row, NULL, image_deinit, out, n,
+                           "list images", err);
 }
 
 void store_image_deinit(StoreImage *img) {
@@ -484,48 +450,53 @@ int store_annotator_ensure(Store *st, const char *name, int64_t *id, Err *err) {
         return ERR_DB;
     store_bind_text(s, 1, name);
     sqlite3_bind_double(s, 2, base_wall());
-    if ((rc = step_done(st, s, err, "add annotator")))
+    if ((rc = store_step_done(st, s, "add annotator", err)))
         return rc;
     *id = sqlite3_last_insert_rowid(st->db);
     return 0;
 }
 
+static void annotator_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    StoreAnnotator *a = dst;
+    a->id = sqlite3_column_int64(s, 0);
+    a->name = store_col_text(s, 1);
+}
+
+static void annotator_deinit(void *a) {
+    free(((StoreAnnotator *)a)->name);
+}
+
 int store_annotators_list(Store *st, StoreAnnotator **out, size_t *n, Err *err) {
-    *out = NULL;
-    *n = 0;
-    sqlite3_stmt *s = store_stmt(st, "SELECT id, name FROM annotators ORDER BY name", err);
-    if (!s)
-        return ERR_DB;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 16;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        (*out)[*n].id = sqlite3_column_int64(s, 0);
-        (*out)[*n].name = store_col_text(s, 1);
-        (*n)++;
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_annotators_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list annotators");
-    }
-    return 0;
+    return store_read_list(st, store_stmt(st, "SELECT id, name FROM annotators ORDER BY name", err),
+                           sizeof **out, annotator_row, NULL, annotator_deinit, out, n,
+                           "list annotators", err);
 }
 
 void store_annotators_free(StoreAnnotator *a, size_t n) {
     if (!a)
         return;
     for (size_t i = 0; i < n; i++)
-        free(a[i].name);
+        annotator_deinit(&a[i]);
     free(a);
 }
 
 /* ---- aspects --------------------------------------------------------------------------------- */
+
+static void aspect_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    size_t *pos = ctx;
+    StoreAspect *a = dst;
+    a->id = sqlite3_column_int64(s, 0);
+    a->position = (int)(*pos)++; /* dense, whatever gaps the column has */
+    a->name = store_col_text(s, 2);
+    a->rubric = store_col_text(s, 3);
+}
+
+static void aspect_deinit(void *elem) {
+    StoreAspect *a = elem;
+    free(a->name);
+    free(a->rubric);
+}
 
 int store_aspects_list(Store *st, StoreAspect **out, size_t *n, Err *err) {
     *out = NULL;
@@ -534,41 +505,32 @@ int store_aspects_list(Store *st, StoreAspect **out, size_t *n, Err *err) {
         store_stmt(st, "SELECT id, position, name, rubric FROM aspects ORDER BY position, id", err);
     if (!s)
         return ERR_DB;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 8;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        StoreAspect *a = &(*out)[*n];
-        a->id = sqlite3_column_int64(s, 0);
-        a->position = (int)*n; /* dense, whatever gaps the column has */
-        a->name = store_col_text(s, 2);
-        a->rubric = store_col_text(s, 3);
-        (*n)++;
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_aspects_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list aspects");
-    }
-    return 0;
+    size_t pos = 0;
+    return store_read_list(st, s, sizeof **out, aspect_row, &pos, aspect_deinit, out, n,
+                           "list aspects", err);
 }
 
 void store_aspects_free(StoreAspect *a, size_t n) {
     if (!a)
         return;
-    for (size_t i = 0; i < n; i++) {
-        free(a[i].name);
-        free(a[i].rubric);
-    }
+    for (size_t i = 0; i < n; i++)
+        aspect_deinit(&a[i]);
     free(a);
 }
 
 /* ---- counts ---------------------------------------------------------------------------------- */
+
+static void aspect_count_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    StoreAspectCount *a = dst;
+    a->name = store_col_text(s, 0);
+    a->n_ratings = sqlite3_column_int64(s, 1);
+    a->n_images = sqlite3_column_int64(s, 2);
+}
+
+static void aspect_count_deinit(void *a) {
+    free(((StoreAspectCount *)a)->name);
+}
 
 int store_counts(Store *st, StoreCounts *out, Err *err) {
     memset(out, 0, sizeof *out);
@@ -601,23 +563,9 @@ int store_counts(Store *st, StoreCounts *out, Err *err) {
                                  err);
     if (!s)
         return ERR_DB;
-    size_t cap = 0;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (out->n_aspects == cap) {
-            cap = cap ? 2 * cap : 8;
-            out->aspects = xrealloc(out->aspects, cap * sizeof *out->aspects);
-        }
-        StoreAspectCount *a = &out->aspects[out->n_aspects++];
-        a->name = store_col_text(s, 0);
-        a->n_ratings = sqlite3_column_int64(s, 1);
-        a->n_images = sqlite3_column_int64(s, 2);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_counts_deinit(out);
-        return store_err(st, err, "count ratings per aspect");
-    }
-    return 0;
+    return store_read_list(st, s, sizeof *out->aspects, aspect_count_row, NULL,
+                           aspect_count_deinit, &out->aspects, &out->n_aspects,
+                           "count ratings per aspect", err);
 }
 
 void store_counts_deinit(StoreCounts *c) {

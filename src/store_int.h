@@ -4,6 +4,7 @@
 #define EASEL_STORE_INT_H
 
 #include <sqlite3.h>
+#include <stddef.h>
 
 #include "store.h"
 
@@ -37,6 +38,15 @@ int store_exec(Store *st, const char *sql, Err *err);
 /* Step a statement, waiting out SQLITE_BUSY; returns the sqlite3_step code. */
 int store_step(Store *st, sqlite3_stmt *stmt);
 
+/* Step S, a statement that returns no rows, then reset it. Returns 0, or store_err's code
+ * with WHAT as the context ("add job"). sqlite3_changes and the last rowid stay readable. */
+int store_step_done(Store *st, sqlite3_stmt *s, const char *what, Err *err);
+
+/* Step S to its first row: 0 with S on the row (read the columns, then sqlite3_reset), or,
+ * with S reset, ERR_NOTFOUND when there is none (err says "WHAT: no such row"; callers that
+ * word it better set their own) or store_err's code. */
+int store_step_row(Store *st, sqlite3_stmt *s, const char *what, Err *err);
+
 /* Set err from the connection's current error, with a context prefix. Returns ERR_DB, or
  * ERR_BUSY when the store stayed locked, ERR_CONFLICT for a constraint violation. */
 int store_err(Store *st, Err *err, const char *context);
@@ -46,5 +56,21 @@ int store_bind_text(sqlite3_stmt *stmt, int i, const char *s);
 
 /* Column as a new string (NULL for SQL NULL); caller frees. */
 char *store_col_text(sqlite3_stmt *stmt, int i);
+
+/* Fill the zeroed element DST from the current row of S (CTX: the caller's). */
+typedef void (*StoreRowFn)(sqlite3_stmt *s, void *dst, void *ctx);
+/* Free what a StoreRowFn put into one element (not the element itself). */
+typedef void (*StoreElemFn)(void *elem);
+
+/* The list loop, written once: step the prepared, bound statement S to its end, reading each
+ * row with ROW into a new ELEM-byte element at the end of a growing array. OUT is the address
+ * of the caller's `T *` (T * and void * share one representation, as POSIX requires). On
+ * success it holds the array (NULL when there are no rows; the caller frees it) and *N its
+ * length. On failure DEINIT (may be NULL) runs on each element read, the array is freed, the
+ * pointer is NULL, *N is 0 and the error (WHAT: the context, e.g. "list prompts") is
+ * returned. S is reset either way. S may be NULL (store_stmt failed and set err): ERR_DB and
+ * an empty list, so that a query without parameters is one call. */
+int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, void *ctx,
+                    StoreElemFn deinit, void *out, size_t *n, const char *what, Err *err);
 
 #endif

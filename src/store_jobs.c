@@ -137,19 +137,27 @@ static int read_deps(Store *st, JobRow *r, Err *err) {
     return 0;
 }
 
+/* Step SQL (one parameter: the job ID) to the job's row: 0 with *S on it (read, then reset),
+ * or ERR_NOTFOUND naming the job, or the store's error (WHAT: the context). */
+static int job_row(Store *st, const char *sql, int64_t id, const char *what, sqlite3_stmt **s,
+                   Err *err) {
+    if (!(*s = store_stmt(st, sql, err)))
+        return ERR_DB;
+    sqlite3_bind_int64(*s, 1, id);
+    int rc = store_step_row(st, *s, what, err);
+    if (rc == ERR_NOTFOUND)
+        return err_set(err, ERR_NOTFOUND, "no job #%lld in %s (see 'easel jobs list')",
+                       (long long)id, store_path(st));
+    return rc;
+}
+
 int store_job_get(Store *st, int64_t id, JobRow *out, Err *err) {
     static const char sql[] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?";
     memset(out, 0, sizeof *out);
-    sqlite3_stmt *s = store_stmt(st, sql, err);
-    if (!s)
-        return ERR_DB;
-    sqlite3_bind_int64(s, 1, id);
-    int rc = store_step(st, s);
-    if (rc == SQLITE_DONE)
-        return err_set(err, ERR_NOTFOUND, "no job #%lld in %s (see 'easel jobs list')",
-                       (long long)id, store_path(st));
-    if (rc != SQLITE_ROW)
-        return store_err(st, err, "read job");
+    sqlite3_stmt *s;
+    int rc = job_row(st, sql, id, "read job", &s, err);
+    if (rc)
+        return rc;
     row_from_stmt(s, out);
     sqlite3_reset(s);
     if ((rc = read_deps(st, out, err))) {
@@ -302,8 +310,9 @@ static int insert_job(Store *st, const JobNew *j, int64_t *id, Err *err) {
         store_bind_text(s, 7, identity_login());
         sqlite3_bind_int64(s, 8, (int64_t)getuid());
     }
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "add job");
+    int rc = store_step_done(st, s, "add job", err);
+    if (rc)
+        return rc;
     *id = sqlite3_last_insert_rowid(st->db);
     for (int i = 0; i < j->n_deps; i++) {
         if (j->deps[i] == *id)
@@ -312,8 +321,8 @@ static int insert_job(Store *st, const JobNew *j, int64_t *id, Err *err) {
             return ERR_DB;
         sqlite3_bind_int64(s, 1, *id);
         sqlite3_bind_int64(s, 2, j->deps[i]);
-        if (store_step(st, s) != SQLITE_DONE)
-            return store_err(st, err, "add job dependency");
+        if ((rc = store_step_done(st, s, "add job dependency", err)))
+            return rc;
     }
     return 0;
 }
@@ -339,9 +348,19 @@ int store_job_log_append(Store *st, int64_t id, const char *line, Err *err) {
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_double(s, 2, base_wall());
     store_bind_text(s, 3, line);
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "append job log");
-    return 0;
+    return store_step_done(st, s, "append job log", err);
+}
+
+static void log_line_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    JobLogLine *l = dst;
+    l->seq = sqlite3_column_int64(s, 0);
+    l->t = sqlite3_column_double(s, 1);
+    l->line = store_col_text(s, 2);
+}
+
+static void log_line_deinit(void *l) {
+    free(((JobLogLine *)l)->line);
 }
 
 int store_job_log_read(Store *st, int64_t id, int64_t after, int tail, JobLogLine **lines,
@@ -360,25 +379,11 @@ int store_job_log_read(Store *st, int64_t id, int64_t after, int tail, JobLogLin
     sqlite3_bind_int64(s, 2, after);
     if (tail > 0)
         sqlite3_bind_int(s, 3, tail);
-    int rc, cap = 0, count = 0;
-    JobLogLine *out = NULL;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (count == cap) {
-            cap = cap ? cap * 2 : 32;
-            out = xrealloc(out, sizeof *out * (size_t)cap);
-        }
-        out[count].seq = sqlite3_column_int64(s, 0);
-        out[count].t = sqlite3_column_double(s, 1);
-        out[count].line = store_col_text(s, 2);
-        count++;
-    }
-    if (rc != SQLITE_DONE) {
-        store_job_log_free(out, count);
-        return store_err(st, err, "read job log");
-    }
-    *lines = out;
-    *n = count;
-    return 0;
+    size_t len;
+    int rc = store_read_list(st, s, sizeof **lines, log_line_row, NULL, log_line_deinit, lines,
+                             &len, "read job log", err);
+    *n = (int)len;
+    return rc;
 }
 
 void store_job_log_free(JobLogLine *lines, int n) {
@@ -393,16 +398,10 @@ void store_job_log_free(JobLogLine *lines, int n) {
 
 static int get_state(Store *st, int64_t id, JobState *state, Err *err) {
     static const char sql[] = "SELECT state FROM jobs WHERE id = ?";
-    sqlite3_stmt *s = store_stmt(st, sql, err);
-    if (!s)
-        return ERR_DB;
-    sqlite3_bind_int64(s, 1, id);
-    int rc = store_step(st, s);
-    if (rc == SQLITE_DONE)
-        return err_set(err, ERR_NOTFOUND, "no job #%lld in %s (see 'easel jobs list')",
-                       (long long)id, store_path(st));
-    if (rc != SQLITE_ROW)
-        return store_err(st, err, "read job state");
+    sqlite3_stmt *s;
+    int rc = job_row(st, sql, id, "read job state", &s, err);
+    if (rc)
+        return rc;
     *state = (JobState)store_job_state_parse((const char *)sqlite3_column_text(s, 0));
     sqlite3_reset(s);
     return 0;
@@ -442,10 +441,8 @@ int store_job_cancel(Store *st, int64_t id, JobState *now_state, Err *err) {
         }
         sqlite3_bind_int64(s, 1, id);
         sqlite3_bind_double(s, 2, base_wall());
-        if (store_step(st, s) != SQLITE_DONE) {
-            rc = store_err(st, err, "cancel job");
+        if ((rc = store_step_done(st, s, "cancel job", err)))
             goto out_rollback;
-        }
         s0 = JOB_STATE_CANCELLED;
     } else if (s0 == JOB_STATE_RUNNING) {
         if ((rc = exec_id(st, sql_running, id, "cancel job", err)))
@@ -552,8 +549,9 @@ int store_job_set_priority(Store *st, int64_t id, int priority, Err *err) {
         return ERR_DB;
     sqlite3_bind_int(s, 1, priority);
     sqlite3_bind_int64(s, 2, id);
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "set job priority");
+    int rc = store_step_done(st, s, "set job priority", err);
+    if (rc)
+        return rc;
     if (sqlite3_changes(st->db) == 0)
         return err_set(err, ERR_NOTFOUND, "no job #%lld in %s", (long long)id, store_path(st));
     return 0;
@@ -574,9 +572,7 @@ static int fail_blocked(Store *st, Err *err) {
     if (!s)
         return ERR_DB;
     sqlite3_bind_double(s, 1, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "fail blocked jobs");
-    return 0;
+    return store_step_done(st, s, "fail blocked jobs", err);
 }
 
 /* GPU use on HOST: use[i] = running jobs holding GPU i. */
@@ -720,10 +716,8 @@ int store_job_claim(Store *st, const JobClaim *c, JobRow *out, Err *err) {
         store_bind_text(s, 4, c->host);
         store_bind_text(s, 5, gpus[0] ? gpus : NULL);
         sqlite3_bind_double(s, 6, base_wall());
-        if (store_step(st, s) != SQLITE_DONE) {
-            rc = store_err(st, err, "claim job");
+        if ((rc = store_step_done(st, s, "claim job", err)))
             goto out_rollback;
-        }
         ASSERT(sqlite3_changes(st->db) == 1); /* under the write lock it was queued */
     }
     if ((rc = store_commit(st, err)))
@@ -750,9 +744,12 @@ int store_jobs_heartbeat(Store *st, const char *host, int64_t pid, Err *err) {
     sqlite3_bind_double(s, 1, base_wall());
     store_bind_text(s, 2, host);
     sqlite3_bind_int64(s, 3, pid);
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "heartbeat");
-    return 0;
+    return store_step_done(st, s, "heartbeat", err);
+}
+
+static void id_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    *(int64_t *)dst = sqlite3_column_int64(s, 0);
 }
 
 int store_jobs_cancel_requested(Store *st, const char *host, int64_t pid, int64_t **ids,
@@ -766,21 +763,11 @@ int store_jobs_cancel_requested(Store *st, const char *host, int64_t pid, int64_
         return ERR_DB;
     store_bind_text(s, 1, host);
     sqlite3_bind_int64(s, 2, pid);
-    int rc, cap = 0;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 4;
-            *ids = xrealloc(*ids, sizeof **ids * (size_t)cap);
-        }
-        (*ids)[(*n)++] = sqlite3_column_int64(s, 0);
-    }
-    if (rc != SQLITE_DONE) {
-        free(*ids);
-        *ids = NULL;
-        *n = 0;
-        return store_err(st, err, "read cancel requests");
-    }
-    return 0;
+    size_t len;
+    int rc = store_read_list(st, s, sizeof **ids, id_row, NULL, NULL, ids, &len,
+                             "read cancel requests", err);
+    *n = (int)len;
+    return rc;
 }
 
 int store_job_progress(Store *st, int64_t id, double done, double total, const char *unit,
@@ -808,9 +795,7 @@ int store_job_progress(Store *st, int64_t id, double done, double total, const c
     sqlite3_bind_double(s, 3, total);
     store_bind_text(s, 4, unit);
     sqlite3_bind_double(s, 5, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "job progress");
-    return 0;
+    return store_step_done(st, s, "job progress", err);
 }
 
 int store_job_checkpoint_save(Store *st, int64_t id, const char *json, Err *err) {
@@ -820,9 +805,7 @@ int store_job_checkpoint_save(Store *st, int64_t id, const char *json, Err *err)
         return ERR_DB;
     store_bind_text(s, 1, json);
     sqlite3_bind_int64(s, 2, id);
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "save job checkpoint");
-    return 0;
+    return store_step_done(st, s, "save job checkpoint", err);
 }
 
 int store_job_finish(Store *st, int64_t id, const char *worker, JobState state,
@@ -840,8 +823,9 @@ int store_job_finish(Store *st, int64_t id, const char *worker, JobState state,
     store_bind_text(s, 3, store_job_state_name(state));
     store_bind_text(s, 4, message);
     sqlite3_bind_double(s, 5, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "finish job");
+    int rc = store_step_done(st, s, "finish job", err);
+    if (rc)
+        return rc;
     if (sqlite3_changes(st->db) == 0)
         return err_set(err, ERR_CONFLICT, "job #%lld is no longer held by %s (it was marked "
                        "interrupted meanwhile)", (long long)id, worker);
@@ -917,10 +901,8 @@ int store_jobs_reap(Store *st, double stale_s, const char *host, int (*pid_alive
             sqlite3_bind_null(s, 4);
         else
             sqlite3_bind_double(s, 4, hbs[i]);
-        if (store_step(st, s) != SQLITE_DONE) {
-            rc = store_err(st, err, "mark job interrupted");
+        if ((rc = store_step_done(st, s, "mark job interrupted", err)))
             goto out_rollback;
-        }
         changed += sqlite3_changes(st->db);
     }
     if ((rc = store_commit(st, err)))

@@ -68,6 +68,15 @@ int store_model_get(Store *st, const char *kind, const char *name, StoreModel *o
                    name);
 }
 
+static void model_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    read_row(s, dst);
+}
+
+static void model_deinit(void *m) {
+    store_model_deinit(m);
+}
+
 int store_model_list(Store *st, const char *kind, StoreModel **out, int *n, Err *err) {
     *out = NULL;
     *n = 0;
@@ -77,25 +86,11 @@ int store_model_list(Store *st, const char *kind, StoreModel **out, int *n, Err 
     if (!s)
         return ERR_DB;
     store_bind_text(s, 1, kind);
-    int cap = 0, rc;
-    StoreModel *v = NULL;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 8;
-            v = xrealloc(v, (size_t)cap * sizeof *v);
-        }
-        read_row(s, &v[(*n)++]);
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_err(st, err, "list models");
-        sqlite3_reset(s);
-        store_model_list_free(v, *n);
-        *n = 0;
-        return rc;
-    }
-    sqlite3_reset(s);
-    *out = v;
-    return 0;
+    size_t len;
+    int rc = store_read_list(st, s, sizeof **out, model_row, NULL, model_deinit, out, &len,
+                             "list models", err);
+    *n = (int)len;
+    return rc;
 }
 
 int store_model_remove(Store *st, const char *name, Err *err) {

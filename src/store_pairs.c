@@ -108,6 +108,27 @@ int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
     return 0;
 }
 
+static void pair_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    StorePair *p = dst;
+    p->id = sqlite3_column_int64(s, 0);
+    p->prompt_id = sqlite3_column_int64(s, 1);
+    p->img_pos = sqlite3_column_int64(s, 2);
+    p->img_neg = sqlite3_column_int64(s, 3);
+    p->label = sqlite3_column_double(s, 4);
+    p->aspect = store_col_text(s, 5);
+    p->rating_pos = col_opt(s, 6);
+    p->rating_neg = col_opt(s, 7);
+    p->rating_diff = col_opt(s, 8);
+    p->source = store_col_text(s, 9);
+}
+
+static void pair_deinit(void *elem) {
+    StorePair *p = elem;
+    free(p->aspect);
+    free(p->source);
+}
+
 int store_pairs_list(Store *st, StorePair **out, size_t *n, Err *err) {
     *out = NULL;
     *n = 0;
@@ -120,41 +141,14 @@ int store_pairs_list(Store *st, StorePair **out, size_t *n, Err *err) {
                                  err);
     if (!s)
         return ERR_DB;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 256;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        StorePair *p = &(*out)[(*n)++];
-        p->id = sqlite3_column_int64(s, 0);
-        p->prompt_id = sqlite3_column_int64(s, 1);
-        p->img_pos = sqlite3_column_int64(s, 2);
-        p->img_neg = sqlite3_column_int64(s, 3);
-        p->label = sqlite3_column_double(s, 4);
-        p->aspect = store_col_text(s, 5);
-        p->rating_pos = col_opt(s, 6);
-        p->rating_neg = col_opt(s, 7);
-        p->rating_diff = col_opt(s, 8);
-        p->source = store_col_text(s, 9);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_pairs_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list pairs");
-    }
-    return 0;
+    return store_read_list(st, s, sizeof **out, pair_row, NULL, pair_deinit, out, n, "list pairs",
+                           err);
 }
 
 void store_pairs_free(StorePair *p, size_t n) {
     if (!p)
         return;
-    for (size_t i = 0; i < n; i++) {
-        free(p[i].aspect);
-        free(p[i].source);
-    }
+    for (size_t i = 0; i < n; i++)
+        pair_deinit(&p[i]);
     free(p);
 }

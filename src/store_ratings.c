@@ -30,9 +30,14 @@ static void bind_seconds(sqlite3_stmt *s, int i, double seconds) {
         sqlite3_bind_null(s, i);
 }
 
+/* Check VALUE, then run SQL (an INSERT of one rating); *changed: a row was written. */
 static int write_rating(Store *st, const char *sql, int64_t image_id, int64_t annotator_id,
                         int64_t aspect_id, double value, double seconds, const char *source,
                         int *changed, Err *err) {
+    *changed = 0;
+    int rc = check_value(value, err);
+    if (rc)
+        return rc;
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
@@ -44,31 +49,23 @@ static int write_rating(Store *st, const char *sql, int64_t image_id, int64_t an
     bind_seconds(s, 5, seconds);
     store_bind_text(s, 6, source ? source : "");
     sqlite3_bind_double(s, 7, now);
-    int rc = store_step(st, s);
-    if (rc != SQLITE_DONE) {
-        int code = store_err(st, err, "write rating");
-        sqlite3_reset(s);
-        return code;
-    }
-    sqlite3_reset(s);
+    if ((rc = store_step_done(st, s, "write rating", err)))
+        return rc;
     *changed = sqlite3_changes(st->db) > 0;
     return 0;
 }
 
 int store_rating_set(Store *st, int64_t image_id, int64_t annotator_id, int64_t aspect_id,
                      double value, double seconds, const char *source, int *changed, Err *err) {
-    int rc = check_value(value, err);
-    if (rc)
-        return rc;
-    int ch = 0;
-    rc = write_rating(st,
-                      "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds,"
-                      " source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
-                      " ON CONFLICT(image_id, annotator_id, aspect_id) DO UPDATE SET"
-                      " value = excluded.value, seconds = excluded.seconds,"
-                      " source = excluded.source, updated_at = excluded.updated_at"
-                      " WHERE value IS NOT excluded.value",
-                      image_id, annotator_id, aspect_id, value, seconds, source, &ch, err);
+    int ch;
+    int rc = write_rating(st,
+                          "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds,"
+                          " source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
+                          " ON CONFLICT(image_id, annotator_id, aspect_id) DO UPDATE SET"
+                          " value = excluded.value, seconds = excluded.seconds,"
+                          " source = excluded.source, updated_at = excluded.updated_at"
+                          " WHERE value IS NOT excluded.value",
+                          image_id, annotator_id, aspect_id, value, seconds, source, &ch, err);
     if (changed)
         *changed = ch;
     return rc;
@@ -78,15 +75,12 @@ int store_rating_add(Store *st, int64_t image_id, int64_t annotator_id, int64_t 
                      double value, double seconds, const char *source, int *added, Err *err) {
     if (added)
         *added = 0;
-    int rc = check_value(value, err);
-    if (rc)
-        return rc;
-    int ch = 0;
-    rc = write_rating(st,
-                      "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds,"
-                      " source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
-                      " ON CONFLICT(image_id, annotator_id, aspect_id) DO NOTHING",
-                      image_id, annotator_id, aspect_id, value, seconds, source, &ch, err);
+    int ch;
+    int rc = write_rating(st,
+                          "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds,"
+                          " source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
+                          " ON CONFLICT(image_id, annotator_id, aspect_id) DO NOTHING",
+                          image_id, annotator_id, aspect_id, value, seconds, source, &ch, err);
     if (rc)
         return rc;
     if (ch) {
@@ -135,34 +129,22 @@ int store_rating_get(Store *st, int64_t image_id, int64_t annotator_id, int64_t 
     " r.value, r.seconds, r.updated_at"                                                        \
     " FROM ratings r JOIN images i ON i.id = r.image_id JOIN ap ON ap.id = r.aspect_id "
 
+static void rating_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    StoreRating *r = dst;
+    r->image_id = sqlite3_column_int64(s, 0);
+    r->prompt_id = sqlite3_column_int64(s, 1);
+    r->annotator_id = sqlite3_column_int64(s, 2);
+    r->aspect_id = sqlite3_column_int64(s, 3);
+    r->aspect_pos = sqlite3_column_int(s, 4);
+    r->value = sqlite3_column_double(s, 5);
+    r->seconds = sqlite3_column_type(s, 6) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 6);
+    r->updated_at = sqlite3_column_double(s, 7);
+}
+
 static int read_ratings(Store *st, sqlite3_stmt *s, StoreRating **out, size_t *n, Err *err) {
-    *out = NULL;
-    *n = 0;
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 256;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        StoreRating *r = &(*out)[(*n)++];
-        r->image_id = sqlite3_column_int64(s, 0);
-        r->prompt_id = sqlite3_column_int64(s, 1);
-        r->annotator_id = sqlite3_column_int64(s, 2);
-        r->aspect_id = sqlite3_column_int64(s, 3);
-        r->aspect_pos = sqlite3_column_int(s, 4);
-        r->value = sqlite3_column_double(s, 5);
-        r->seconds = sqlite3_column_type(s, 6) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 6);
-        r->updated_at = sqlite3_column_double(s, 7);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        free(*out);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "read ratings");
-    }
-    return 0;
+    return store_read_list(st, s, sizeof **out, rating_row, NULL, NULL, out, n, "read ratings",
+                           err);
 }
 
 int store_ratings_of_image(Store *st, int64_t image_id, StoreRating **out, size_t *n, Err *err) {
@@ -191,6 +173,19 @@ int store_ratings_all(Store *st, StoreRating **out, size_t *n, Err *err) {
     return read_ratings(st, s, out, n, err);
 }
 
+static void rating_event_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    StoreRatingEvent *e = dst;
+    e->value = sqlite3_column_double(s, 0);
+    e->seconds = sqlite3_column_type(s, 1) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 1);
+    e->source = store_col_text(s, 2);
+    e->set_at = sqlite3_column_double(s, 3);
+}
+
+static void rating_event_deinit(void *e) {
+    free(((StoreRatingEvent *)e)->source);
+}
+
 int store_rating_history(Store *st, int64_t image_id, int64_t annotator_id, int64_t aspect_id,
                          StoreRatingEvent **out, size_t *n, Err *err) {
     *out = NULL;
@@ -209,27 +204,8 @@ int store_rating_history(Store *st, int64_t image_id, int64_t annotator_id, int6
     sqlite3_bind_int64(s, 1, image_id);
     sqlite3_bind_int64(s, 2, annotator_id);
     sqlite3_bind_int64(s, 3, aspect_id);
-    size_t cap = 0;
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 8;
-            *out = xrealloc(*out, cap * sizeof **out);
-        }
-        StoreRatingEvent *e = &(*out)[(*n)++];
-        e->value = sqlite3_column_double(s, 0);
-        e->seconds = sqlite3_column_type(s, 1) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 1);
-        e->source = store_col_text(s, 2);
-        e->set_at = sqlite3_column_double(s, 3);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        store_rating_events_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "read rating history");
-    }
-    return 0;
+    return store_read_list(st, s, sizeof **out, rating_event_row, NULL, rating_event_deinit, out, n,
+                           "read rating history", err);
 }
 
 void store_rating_events_free(StoreRatingEvent *ev, size_t n) {

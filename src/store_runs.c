@@ -127,30 +127,23 @@ int store_run_find(Store *st, const char *name_or_id, StoreRun *out, Err *err) {
     return store_run_by_name(st, name_or_id, out, err);
 }
 
+static void run_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    run_from_row(s, dst);
+}
+
+static void run_deinit(void *r) {
+    store_run_deinit(r);
+}
+
 int store_runs_list(Store *st, const char *kind, StoreRun **out, size_t *n, Err *err) {
     sqlite3_stmt *s = store_stmt(st,
         "SELECT " RUN_COLS " FROM runs WHERE ?1 IS NULL OR kind=?1 ORDER BY id DESC", err);
     if (!s)
         return ERR_DB;
     store_bind_text(s, 1, kind);
-    size_t cap = 8, len = 0;
-    StoreRun *v = xmalloc(cap * sizeof *v);
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (len == cap)
-            v = xrealloc(v, (cap *= 2) * sizeof *v);
-        run_from_row(s, &v[len++]);
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_err(st, err, "list runs");
-        sqlite3_reset(s);
-        store_runs_free(v, len);
-        return rc;
-    }
-    sqlite3_reset(s);
-    *out = v;
-    *n = len;
-    return 0;
+    return store_read_list(st, s, sizeof **out, run_row, NULL, run_deinit, out, n, "list runs",
+                           err);
 }
 
 static int exec_run_update(Store *st, const char *sql, int64_t id, const char *text,
@@ -222,11 +215,8 @@ int store_metrics_add(Store *st, int64_t run_id, const StoreMetric *m, size_t n,
         sqlite3_bind_double(s, 5, m[i].epoch);
         sqlite3_bind_double(s, 6, m[i].value);
         sqlite3_bind_double(s, 7, m[i].t > 0 ? m[i].t : now);
-        if (store_step(st, s) != SQLITE_DONE) {
-            rc = store_err(st, err, "write metric");
-            sqlite3_reset(s);
+        if ((rc = store_step_done(st, s, "write metric", err)))
             goto out_rollback;
-        }
     }
     sqlite3_reset(s);
     s = store_stmt(st, "UPDATE runs SET updated_at=?2 WHERE id=?1", err);
@@ -236,16 +226,25 @@ int store_metrics_add(Store *st, int64_t run_id, const StoreMetric *m, size_t n,
     }
     sqlite3_bind_int64(s, 1, run_id);
     sqlite3_bind_double(s, 2, now);
-    if (store_step(st, s) != SQLITE_DONE) {
-        rc = store_err(st, err, "touch run");
-        sqlite3_reset(s);
+    if ((rc = store_step_done(st, s, "touch run", err)))
         goto out_rollback;
-    }
-    sqlite3_reset(s);
     return store_commit(st, err);
 out_rollback:
     store_rollback(st);
     return rc;
+}
+
+static void metric_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    StoreMetric *m = dst;
+    const char *sp = (const char *)sqlite3_column_text(s, 0);
+    const char *nm = (const char *)sqlite3_column_text(s, 1);
+    base_strlcpy(m->split, sp ? sp : "", sizeof m->split);
+    base_strlcpy(m->name, nm ? nm : "", sizeof m->name);
+    m->step = sqlite3_column_int64(s, 2);
+    m->epoch = sqlite3_column_double(s, 3);
+    m->value = sqlite3_column_double(s, 4);
+    m->t = sqlite3_column_double(s, 5);
 }
 
 int store_metrics_list(Store *st, int64_t run_id, double after_t, StoreMetric **out, size_t *n,
@@ -257,33 +256,8 @@ int store_metrics_list(Store *st, int64_t run_id, double after_t, StoreMetric **
         return ERR_DB;
     sqlite3_bind_int64(s, 1, run_id);
     sqlite3_bind_double(s, 2, after_t);
-    size_t cap = 64, len = 0;
-    StoreMetric *v = xmalloc(cap * sizeof *v);
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (len == cap)
-            v = xrealloc(v, (cap *= 2) * sizeof *v);
-        StoreMetric *m = &v[len++];
-        memset(m, 0, sizeof *m);
-        const char *sp = (const char *)sqlite3_column_text(s, 0);
-        const char *nm = (const char *)sqlite3_column_text(s, 1);
-        base_strlcpy(m->split, sp ? sp : "", sizeof m->split);
-        base_strlcpy(m->name, nm ? nm : "", sizeof m->name);
-        m->step = sqlite3_column_int64(s, 2);
-        m->epoch = sqlite3_column_double(s, 3);
-        m->value = sqlite3_column_double(s, 4);
-        m->t = sqlite3_column_double(s, 5);
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_err(st, err, "read metrics");
-        sqlite3_reset(s);
-        free(v);
-        return rc;
-    }
-    sqlite3_reset(s);
-    *out = v;
-    *n = len;
-    return 0;
+    return store_read_list(st, s, sizeof **out, metric_row, NULL, NULL, out, n, "read metrics",
+                           err);
 }
 
 int store_metric_last(Store *st, int64_t run_id, const char *split, const char *name,
@@ -318,9 +292,7 @@ int store_metrics_truncate(Store *st, int64_t run_id, int64_t step, Err *err) {
         return ERR_DB;
     sqlite3_bind_int64(s, 1, run_id);
     sqlite3_bind_int64(s, 2, step);
-    int rc = store_step(st, s) == SQLITE_DONE ? 0 : store_err(st, err, "truncate metrics");
-    sqlite3_reset(s);
-    return rc;
+    return store_step_done(st, s, "truncate metrics", err);
 }
 
 /* ---- checkpoints ---- */
@@ -341,9 +313,7 @@ int store_checkpoint_put(Store *st, int64_t run_id, const char *name, const char
     sqlite3_bind_double(s, 5, epoch);
     store_bind_text(s, 6, metrics_json);
     sqlite3_bind_double(s, 7, base_wall());
-    int rc = store_step(st, s) == SQLITE_DONE ? 0 : store_err(st, err, "record checkpoint");
-    sqlite3_reset(s);
-    return rc;
+    return store_step_done(st, s, "record checkpoint", err);
 }
 
 int store_checkpoint_delete(Store *st, int64_t run_id, const char *name, Err *err) {
@@ -352,9 +322,27 @@ int store_checkpoint_delete(Store *st, int64_t run_id, const char *name, Err *er
         return ERR_DB;
     sqlite3_bind_int64(s, 1, run_id);
     store_bind_text(s, 2, name);
-    int rc = store_step(st, s) == SQLITE_DONE ? 0 : store_err(st, err, "delete checkpoint");
-    sqlite3_reset(s);
-    return rc;
+    return store_step_done(st, s, "delete checkpoint", err);
+}
+
+static void checkpoint_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    StoreCheckpoint *c = dst;
+    c->id = sqlite3_column_int64(s, 0);
+    c->run_id = sqlite3_column_int64(s, 1);
+    c->name = store_col_text(s, 2);
+    c->path = store_col_text(s, 3);
+    c->step = sqlite3_column_int64(s, 4);
+    c->epoch = sqlite3_column_double(s, 5);
+    c->metrics = store_col_text(s, 6);
+    c->created_at = sqlite3_column_double(s, 7);
+}
+
+static void checkpoint_deinit(void *elem) {
+    StoreCheckpoint *c = elem;
+    free(c->name);
+    free(c->path);
+    free(c->metrics);
 }
 
 int store_checkpoints_list(Store *st, int64_t run_id, StoreCheckpoint **out, size_t *n,
@@ -365,42 +353,15 @@ int store_checkpoints_list(Store *st, int64_t run_id, StoreCheckpoint **out, siz
     if (!s)
         return ERR_DB;
     sqlite3_bind_int64(s, 1, run_id);
-    size_t cap = 8, len = 0;
-    StoreCheckpoint *v = xmalloc(cap * sizeof *v);
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (len == cap)
-            v = xrealloc(v, (cap *= 2) * sizeof *v);
-        StoreCheckpoint *c = &v[len++];
-        c->id = sqlite3_column_int64(s, 0);
-        c->run_id = sqlite3_column_int64(s, 1);
-        c->name = store_col_text(s, 2);
-        c->path = store_col_text(s, 3);
-        c->step = sqlite3_column_int64(s, 4);
-        c->epoch = sqlite3_column_double(s, 5);
-        c->metrics = store_col_text(s, 6);
-        c->created_at = sqlite3_column_double(s, 7);
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_err(st, err, "list checkpoints");
-        sqlite3_reset(s);
-        store_checkpoints_free(v, len);
-        return rc;
-    }
-    sqlite3_reset(s);
-    *out = v;
-    *n = len;
-    return 0;
+    return store_read_list(st, s, sizeof **out, checkpoint_row, NULL, checkpoint_deinit, out, n,
+                           "list checkpoints", err);
 }
 
 void store_checkpoints_free(StoreCheckpoint *c, size_t n) {
     if (!c)
         return;
-    for (size_t i = 0; i < n; i++) {
-        free(c[i].name);
-        free(c[i].path);
-        free(c[i].metrics);
-    }
+    for (size_t i = 0; i < n; i++)
+        checkpoint_deinit(&c[i]);
     free(c);
 }
 
@@ -426,17 +387,23 @@ int store_scores_put(Store *st, const char *checkpoint, const StoreScore *v, siz
         sqlite3_bind_text(s, 3, v[i].head, -1, SQLITE_TRANSIENT);
         sqlite3_bind_double(s, 4, v[i].value);
         sqlite3_bind_double(s, 5, now);
-        if (store_step(st, s) != SQLITE_DONE) {
-            rc = store_err(st, err, "write score");
-            sqlite3_reset(s);
+        if ((rc = store_step_done(st, s, "write score", err)))
             goto out_rollback;
-        }
     }
     sqlite3_reset(s);
     return store_commit(st, err);
 out_rollback:
     store_rollback(st);
     return rc;
+}
+
+static void score_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    StoreScore *sc = dst;
+    sc->image_id = sqlite3_column_int64(s, 0);
+    const char *h = (const char *)sqlite3_column_text(s, 1);
+    base_strlcpy(sc->head, h ? h : "", sizeof sc->head);
+    sc->value = sqlite3_column_double(s, 2);
 }
 
 int store_scores_list(Store *st, const char *checkpoint, int64_t image_id, StoreScore **out,
@@ -448,27 +415,5 @@ int store_scores_list(Store *st, const char *checkpoint, int64_t image_id, Store
         return ERR_DB;
     store_bind_text(s, 1, checkpoint);
     sqlite3_bind_int64(s, 2, image_id);
-    size_t cap = 16, len = 0;
-    StoreScore *v = xmalloc(cap * sizeof *v);
-    int rc;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (len == cap)
-            v = xrealloc(v, (cap *= 2) * sizeof *v);
-        StoreScore *sc = &v[len++];
-        memset(sc, 0, sizeof *sc);
-        sc->image_id = sqlite3_column_int64(s, 0);
-        const char *h = (const char *)sqlite3_column_text(s, 1);
-        base_strlcpy(sc->head, h ? h : "", sizeof sc->head);
-        sc->value = sqlite3_column_double(s, 2);
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_err(st, err, "list scores");
-        sqlite3_reset(s);
-        free(v);
-        return rc;
-    }
-    sqlite3_reset(s);
-    *out = v;
-    *n = len;
-    return 0;
+    return store_read_list(st, s, sizeof **out, score_row, NULL, NULL, out, n, "list scores", err);
 }

@@ -42,9 +42,7 @@ int store_setting_set(Store *st, const char *key, const char *value, const char 
     store_bind_text(s, 2, value);
     store_bind_text(s, 3, set_by ? set_by : "");
     sqlite3_bind_double(s, 4, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "save setting");
-    return 0;
+    return store_step_done(st, s, "save setting", err);
 }
 
 int store_blind(Store *st, int *on, Err *err) {
@@ -89,9 +87,21 @@ int store_annotator_set_role(Store *st, const char *name, const char *role, Err 
     store_bind_text(s, 1, name);
     sqlite3_bind_double(s, 2, base_wall());
     store_bind_text(s, 3, role);
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "set annotator role");
-    return 0;
+    return store_step_done(st, s, "set annotator role", err);
+}
+
+static void role_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    StoreAnnotatorRole *r = dst;
+    r->name = store_col_text(s, 0);
+    r->role = store_col_text(s, 1);
+    r->n_ratings = sqlite3_column_int64(s, 2);
+}
+
+static void role_deinit(void *elem) {
+    StoreAnnotatorRole *r = elem;
+    free(r->name);
+    free(r->role);
 }
 
 int store_annotator_roles(Store *st, StoreAnnotatorRole **out, int *n, Err *err) {
@@ -103,33 +113,18 @@ int store_annotator_roles(Store *st, StoreAnnotatorRole **out, int *n, Err *err)
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    int rc, cap = 0;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            *out = xrealloc(*out, sizeof **out * (size_t)cap);
-        }
-        StoreAnnotatorRole *r = &(*out)[(*n)++];
-        r->name = store_col_text(s, 0);
-        r->role = store_col_text(s, 1);
-        r->n_ratings = sqlite3_column_int64(s, 2);
-    }
-    if (rc != SQLITE_DONE) {
-        store_annotator_roles_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list annotators");
-    }
-    return 0;
+    size_t len;
+    int rc = store_read_list(st, s, sizeof **out, role_row, NULL, role_deinit, out, &len,
+                             "list annotators", err);
+    *n = (int)len;
+    return rc;
 }
 
 void store_annotator_roles_free(StoreAnnotatorRole *v, int n) {
     if (!v)
         return;
-    for (int i = 0; i < n; i++) {
-        free(v[i].name);
-        free(v[i].role);
-    }
+    for (int i = 0; i < n; i++)
+        role_deinit(&v[i]);
     free(v);
 }
 
@@ -145,8 +140,9 @@ int store_output_root_add(Store *st, const char *path, const char *added_by, int
     store_bind_text(s, 1, path);
     store_bind_text(s, 2, added_by ? added_by : "");
     sqlite3_bind_double(s, 3, base_wall());
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "add output root");
+    int rc = store_step_done(st, s, "add output root", err);
+    if (rc)
+        return rc;
     if (added)
         *added = sqlite3_changes(st->db) > 0;
     return 0;
@@ -158,12 +154,27 @@ int store_output_root_remove(Store *st, const char *path, Err *err) {
     if (!s)
         return ERR_DB;
     store_bind_text(s, 1, path);
-    if (store_step(st, s) != SQLITE_DONE)
-        return store_err(st, err, "remove output root");
+    int rc = store_step_done(st, s, "remove output root", err);
+    if (rc)
+        return rc;
     if (sqlite3_changes(st->db) == 0)
         return err_set(err, ERR_NOTFOUND, "%s is not an output root of %s (see 'easel config "
                        "output-root list')", path, store_path(st));
     return 0;
+}
+
+static void root_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    StoreOutputRoot *r = dst;
+    r->path = store_col_text(s, 0);
+    r->added_by = store_col_text(s, 1);
+    r->added_at = sqlite3_column_double(s, 2);
+}
+
+static void root_deinit(void *elem) {
+    StoreOutputRoot *r = elem;
+    free(r->path);
+    free(r->added_by);
 }
 
 int store_output_roots(Store *st, StoreOutputRoot **out, int *n, Err *err) {
@@ -173,33 +184,18 @@ int store_output_roots(Store *st, StoreOutputRoot **out, int *n, Err *err) {
     sqlite3_stmt *s = store_stmt(st, sql, err);
     if (!s)
         return ERR_DB;
-    int rc, cap = 0;
-    while ((rc = store_step(st, s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 8;
-            *out = xrealloc(*out, sizeof **out * (size_t)cap);
-        }
-        StoreOutputRoot *r = &(*out)[(*n)++];
-        r->path = store_col_text(s, 0);
-        r->added_by = store_col_text(s, 1);
-        r->added_at = sqlite3_column_double(s, 2);
-    }
-    if (rc != SQLITE_DONE) {
-        store_output_roots_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-        return store_err(st, err, "list output roots");
-    }
-    return 0;
+    size_t len;
+    int rc = store_read_list(st, s, sizeof **out, root_row, NULL, root_deinit, out, &len,
+                             "list output roots", err);
+    *n = (int)len;
+    return rc;
 }
 
 void store_output_roots_free(StoreOutputRoot *v, int n) {
     if (!v)
         return;
-    for (int i = 0; i < n; i++) {
-        free(v[i].path);
-        free(v[i].added_by);
-    }
+    for (int i = 0; i < n; i++)
+        root_deinit(&v[i]);
     free(v);
 }
 

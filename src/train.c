@@ -48,32 +48,56 @@
 #define NH TRAIN_N_HEADS
 #define NO (TRAIN_N_HEADS + 1) /* outputs: heads + combined */
 
-static const char *const out_names[NO] = {"spatial", "icono", "style", "fidelity", "material",
-                                          "combined"};
 
 /* ---- config ---- */
 
+#define DEFAULT_INT(c, field, v) (c)->field = (v)
+#define DEFAULT_FLOAT(c, field, v) (c)->field = (v)
+#define DEFAULT_STRING(c, field, v) base_strlcpy((c)->field, (v), sizeof (c)->field)
+#define DEFAULT_CHOICE DEFAULT_STRING
+#define SET_DEFAULT(field, name, type, def, lo, hi, help, choices) DEFAULT_##type(c, field, def);
+
 void train_config_defaults(TrainConfig *c) {
     memset(c, 0, sizeof *c);
-    strcpy(c->mode, "multihead");
-    strcpy(c->objective, "pairs");
-    strcpy(c->encoder, "classic");
-    strcpy(c->fusion, "concat");
-    c->epochs = 10;
-    c->batch_size = 8;
-    c->learning_rate = 1e-4;
-    c->weight_decay = 0.01;
-    c->min_rating_diff = 0.5;
-    c->val_fraction = 0.2;
-    c->save_every = 2;
-    c->save_total_limit = 2;
-    c->patience = 0;
-    c->threads = 0;
-    c->seed = 42;
-    c->irrelevant_weight = 0;
-    c->dropout = 0.1;
-    strcpy(c->output, "runs/reward");
+    TRAIN_OPTIONS(SET_DEFAULT)
+    base_strlcpy(c->output, "runs/reward", sizeof c->output);
 }
+
+/* The INT options' ranges, and where each one's value sits in a TrainConfig. */
+#define INT_RANGE_INT(field, name, lo, hi) {name, lo, hi},
+#define INT_RANGE_FLOAT(field, name, lo, hi)
+#define INT_RANGE_STRING(field, name, lo, hi)
+#define INT_RANGE_CHOICE(field, name, lo, hi)
+#define INT_RANGE(field, name, type, def, lo, hi, help, choices)                              \
+    INT_RANGE_##type(field, name, lo, hi)
+
+static const struct {
+    const char *name;
+    long long lo, hi;
+} int_ranges[] = {TRAIN_OPTIONS(INT_RANGE)};
+
+int train_option_int_range(const char *name, long long *lo, long long *hi) {
+    for (size_t i = 0; i < ARRAY_LEN(int_ranges); i++)
+        if (strcmp(int_ranges[i].name, name) == 0) {
+            *lo = int_ranges[i].lo;
+            *hi = int_ranges[i].hi;
+            return 0;
+        }
+    return ERR_NOTFOUND;
+}
+
+/* (the seed, a uint64_t, may hold any value here: its range, up to INT64_MAX, is what a
+ * job parameter, a signed 64-bit integer, can say) */
+#define INT_CHECK_INT(c, field, name, lo, hi)                                                \
+    if ((long long)(hi) < INT64_MAX &&                                                        \
+        ((long long)(c)->field < (long long)(lo) || (long long)(c)->field > (long long)(hi))) \
+        return err_set(err, ERR_USAGE, "--%s %lld: expected a whole number from %lld to %lld", \
+                       name, (long long)(c)->field, (long long)(lo), (long long)(hi));
+#define INT_CHECK_FLOAT(c, field, name, lo, hi)
+#define INT_CHECK_STRING(c, field, name, lo, hi)
+#define INT_CHECK_CHOICE(c, field, name, lo, hi)
+#define INT_CHECK(field, name, type, def, lo, hi, help, choices)                              \
+    INT_CHECK_##type(c, field, name, lo, hi)
 
 int train_config_check(const TrainConfig *c, Err *err) {
     if (strcmp(c->mode, "multihead") && strcmp(c->mode, "pairs"))
@@ -89,10 +113,7 @@ int train_config_check(const TrainConfig *c, Err *err) {
         return err_set(err, ERR_USAGE,
                        "--fusion-method must be concat, add or cross_attention, not '%s'",
                        c->fusion);
-    if (c->epochs < 1 || c->epochs > 100000)
-        return err_set(err, ERR_USAGE, "--epochs must be 1 or more (got %d)", c->epochs);
-    if (c->batch_size < 1 || c->batch_size > 65536)
-        return err_set(err, ERR_USAGE, "--batch-size must be 1..65536 (got %d)", c->batch_size);
+    TRAIN_OPTIONS(INT_CHECK)
     if (!(c->learning_rate > 0) || c->learning_rate > 10)
         return err_set(err, ERR_USAGE, "--learning-rate must be > 0 (got %g)", c->learning_rate);
     if (!(c->weight_decay >= 0))
@@ -103,9 +124,6 @@ int train_config_check(const TrainConfig *c, Err *err) {
     if (!(c->val_fraction >= 0) || c->val_fraction >= 1)
         return err_set(err, ERR_USAGE, "--val-fraction must be in [0, 1) (got %g)",
                        c->val_fraction);
-    if (c->save_every < 0 || c->patience < 0 || c->threads < 0 || c->save_total_limit < 0)
-        return err_set(err, ERR_USAGE, "--save-every, --save-total-limit, --patience and "
-                       "--threads must be >= 0");
     if (!(c->irrelevant_weight >= 0))
         return err_set(err, ERR_USAGE, "--irrelevant-weight must be >= 0");
     if (!(c->dropout >= 0) || c->dropout >= 1)
@@ -268,13 +286,13 @@ static void say(const TrainHooks *h, const char *fmt, ...) {
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     /* one destination: the hook (a job's log also goes to the process log), else the log */
-    if (h && h->log)
-        h->log(h->user, line);
+    if (h && h->progress.log)
+        progress_log(&h->progress, line);
     else
         log_info("train: %s", line);
 }
 
-static int cancelled(const TrainHooks *h) { return h && h->cancelled && h->cancelled(h->user); }
+static int cancelled(const TrainHooks *h) { return h && progress_cancelled(&h->progress); }
 
 /* Pairs from the store: derived from ratings (multihead) or imported (pairs). */
 static int load_pairs(Store *st, const TrainConfig *cfg, Data *d, PairsMeans *means, Err *err) {
@@ -290,7 +308,7 @@ static int load_pairs(Store *st, const TrainConfig *cfg, Data *d, PairsMeans *me
             memset(t, 0, sizeof *t);
             int head = -1;
             for (int h = 0; h < NH; h++)
-                if (strcmp(sp[i].aspect, train_head_names[h]) == 0)
+                if (strcmp(sp[i].aspect, train_output_name(h)) == 0)
                     head = h;
             if (sp[i].aspect[0] && head < 0)
                 continue; /* an aspect this model has no head for */
@@ -312,18 +330,9 @@ static int load_pairs(Store *st, const TrainConfig *cfg, Data *d, PairsMeans *me
     }
     /* every aspect of the store: the combined pair (validation's combined label) compares
      * the mean over all aspects rated on both images, as `easel export pairs` and eval do */
-    StoreAspect *asp = NULL;
-    size_t n_asp = 0;
-    int rc = store_aspects_list(st, &asp, &n_asp, err);
+    int rc = train_means_load(st, cfg->annotator_id, means, err);
     if (rc)
         return rc;
-    store_aspects_free(asp, n_asp);
-    StoreRating *r = NULL;
-    size_t nr = 0;
-    if ((rc = store_ratings_all(st, &r, &nr, err)))
-        return rc;
-    pairs_means_init(means, r, nr, (int)(n_asp > NH ? n_asp : NH), cfg->annotator_id);
-    free(r);
     Pair *p = NULL;
     size_t np = 0;
     pairs_derive(means, cfg->min_rating_diff, PAIRS_ALL, &p, &np);
@@ -414,8 +423,8 @@ static int load_features(Store *st, const TrainConfig *cfg, Encoder *enc, const 
         }
         free(path);
         store_image_deinit(&im);
-        if (hooks && hooks->progress)
-            hooks->progress(hooks->user, (double)(i + 1), (double)u, "images encoded");
+        if (hooks)
+            progress_report(&hooks->progress, (double)(i + 1), (double)u, "images encoded");
     }
     say(hooks, "encoded %zu images with '%s' in %.1f s", k, enc->name, base_now() - t0);
     if (sk.n) {
@@ -590,6 +599,11 @@ typedef struct Run {
     /* per-epoch training margins for acc/F1: (n_items, NO) and labels */
     float *ep_sa, *ep_sb, *ep_lab;
     size_t ep_n;
+    /* owned for the run's length, freed by run_free */
+    json_t *res;           /* the resume state, or NULL for a fresh run */
+    Encoder *enc;
+    PairsMeans pm;
+    int *order;            /* this epoch's shuffle of d.items */
 } Run;
 
 static void run_free(Run *r) {
@@ -606,6 +620,10 @@ static void run_free(Run *r) {
     free(r->ep_sa);
     free(r->ep_sb);
     free(r->ep_lab);
+    json_decref(r->res);
+    encoder_free(r->enc);
+    pairs_means_deinit(&r->pm);
+    free(r->order);
 }
 
 static void put_sample(Run *r, int k, int img_row, int prm_row) {
@@ -801,7 +819,7 @@ static void evaluate(Run *r, int which, ValResult *vr) {
 static char *model_config_json(const Run *r) {
     json_t *heads = json_array();
     for (int h = 0; h < NH; h++)
-        json_array_append_new(heads, json_string(train_head_names[h]));
+        json_array_append_new(heads, json_string(train_output_name(h)));
     const TrainModelDims *md = train_model_dims(r->model);
     json_t *o = json_pack("{s:s, s:o, s:s, s:s, s:i, s:i, s:i, s:[i,i], s:f, s:i, s:o}",
                           "model", "easel-multihead-reward", "heads", heads, "encoder",
@@ -823,7 +841,7 @@ static json_t *val_json(const ValResult *v) {
                               "n", (json_int_t)v->st[k].n);
         if (isfinite(v->mse[k]))
             json_object_set_new(h, "mse", json_real(v->mse[k]));
-        json_object_set_new(o, out_names[k], h);
+        json_object_set_new(o, train_output_name(k), h);
     }
     json_object_set_new(o, "mean_f1", json_real(v->mean_f1));
     return o;
@@ -1022,10 +1040,11 @@ static int resume_parse(Run *r, const char *resume, json_t **out, Err *err) {
             json_decref(o);
             return err_set(err, ERR_FORMAT, "resume state names no output folder");
         }
-        char *full = train_resume_read(outdir, err);
+        Err e = {0};
+        char *full = train_resume_read(outdir, &e);
         json_decref(o);
         if (!full)
-            return err ? err->code : ERR_NOTFOUND;
+            return err_pass(err, &e, ERR_NOTFOUND);
         o = json_loads(full, 0, &je);
         free(full);
         if (!o)
@@ -1069,20 +1088,20 @@ static void metrics_val(Run *r, const ValResult *v, const char *split, double ep
     for (int o = 0; o < NO; o++) {
         char n[48];
         if (strcmp(split, "val") == 0 && isfinite(v->mse[o])) {
-            snprintf(n, sizeof n, "%s_mse", out_names[o]);
+            snprintf(n, sizeof n, "%s_mse", train_output_name(o));
             mb_add(&r->mb, split, n, r->step, epoch, v->mse[o]);
         }
         if (v->st[o].n == 0) /* no pair has a preference on this head: nothing to say */
             continue;
-        snprintf(n, sizeof n, "%s_acc", out_names[o]);
+        snprintf(n, sizeof n, "%s_acc", train_output_name(o));
         mb_add(&r->mb, split, n, r->step, epoch, v->st[o].accuracy);
-        snprintf(n, sizeof n, "%s_f1", out_names[o]);
+        snprintf(n, sizeof n, "%s_f1", train_output_name(o));
         mb_add(&r->mb, split, n, r->step, epoch, v->st[o].f1);
         if (strcmp(split, "val") == 0) {
-            snprintf(n, sizeof n, "%s_loss", out_names[o]);
+            snprintf(n, sizeof n, "%s_loss", train_output_name(o));
             mb_add(&r->mb, split, n, r->step, epoch,
                    isfinite(v->mse[o]) ? v->mse[o] : v->st[o].loss);
-            snprintf(n, sizeof n, "%s_margin", out_names[o]);
+            snprintf(n, sizeof n, "%s_margin", train_output_name(o));
             mb_add(&r->mb, split, n, r->step, epoch, v->st[o].margin_mean);
         }
     }
@@ -1102,27 +1121,24 @@ static void epoch_train_stats(Run *r, ValResult *tr) {
     tr->n_pairs = r->ep_n;
 }
 
-int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int64_t *run_id,
-              Err *err) {
-    Run r;
-    memset(&r, 0, sizeof r);
-    json_t *res = NULL;
-    int rc = 0;
-    Encoder *enc = NULL;
-    PairsMeans pm;
-    memset(&pm, 0, sizeof pm);
+/* ---- the run, step by step: each step returns 0 or ERR_*, train_run cleans up once ---- */
+
+/* The config (fresh or from the resume state in HOOKS), the output folder, the runs row. */
+static int run_begin(Run *r, Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks,
+                     Err *err) {
+    int rc;
     if (hooks && hooks->resume) {
-        if ((rc = resume_parse(&r, hooks->resume, &res, err)))
+        if ((rc = resume_parse(r, hooks->resume, &r->res, err)))
             return rc;
         if (cfg_in && cfg_in->threads) /* the one thing a resume may change */
-            r.cfg.threads = cfg_in->threads;
+            r->cfg.threads = cfg_in->threads;
     } else {
-        r.cfg = *cfg_in;
-        if ((rc = train_config_check(&r.cfg, err)))
+        r->cfg = *cfg_in;
+        if ((rc = train_config_check(&r->cfg, err)))
             return rc;
     }
-    const TrainConfig *cfg = &r.cfg;
-    if (!res) { /* never train over another run's checkpoints */
+    const TrainConfig *cfg = &r->cfg;
+    if (!r->res) { /* never train over another run's checkpoints */
         char *p = xasprintf("%s/.resume/resume.json", cfg->output);
         int taken = access(p, F_OK) == 0;
         free(p);
@@ -1134,249 +1150,284 @@ int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int
     }
     if ((rc = train_mkdirs(cfg->output, err)))
         return rc;
-    /* the run row */
-    if (res) {
-        r.run_id = json_integer_value(json_object_get(res, "run_id"));
+    if (r->res) {
+        r->run_id = json_integer_value(json_object_get(r->res, "run_id"));
         StoreRun sr = {0};
-        if ((rc = store_run_get(st, r.run_id, &sr, err))) {
+        if ((rc = store_run_get(st, r->run_id, &sr, err))) {
             err_prefix(err, "resume");
-            goto out;
+            return rc;
         }
         store_run_deinit(&sr);
-        store_run_set_state(st, r.run_id, "running", NULL);
+        store_run_set_state(st, r->run_id, "running", NULL);
+        return 0;
+    }
+    char *name = cfg->run_name[0] ? xstrdup(cfg->run_name) : store_run_unique_name(st, "train");
+    char *cj = train_config_json(cfg);
+    char *abs = realpath(cfg->output, NULL);
+    int64_t id = 0;
+    rc = store_run_create(st, name, "train-reward", cj, hooks ? hooks->job_id : 0,
+                          abs ? abs : cfg->output, &id, err);
+    free(abs);
+    free(cj);
+    if (rc == 0) {
+        r->run_id = id;
+        say(hooks, "run '%s' (#%lld), output %s", name, (long long)r->run_id, cfg->output);
+    }
+    free(name);
+    return rc;
+}
+
+/* The encoder, the pairs, their features and the train/validation split. */
+static int run_load_data(Run *r, Store *st, const TrainHooks *hooks, Err *err) {
+    const TrainConfig *cfg = &r->cfg;
+    int rc;
+    if ((rc = encoder_open(cfg->encoder, st, &r->enc, err)))
+        return rc;
+    if ((rc = load_pairs(st, cfg, &r->d, &r->pm, err)))
+        return rc;
+    if (strcmp(cfg->objective, "pairs") == 0 && r->d.n_pairs == 0)
+        return err_set(err, ERR_NOTFOUND,
+                       "no training pairs in %s: %s; import ratings (easel import ratings "
+                       "FILE) or pairs, or lower --min-rating-diff", store_path(st),
+                       strcmp(cfg->mode, "pairs") == 0 ? "no imported pairs"
+                                                       : "no two images of a prompt differ "
+                                                         "enough");
+    if ((rc = load_features(st, cfg, r->enc, &r->pm, hooks, &r->d, err)))
+        return rc;
+    if ((rc = build_split(cfg, &r->pm, &r->d, err)))
+        return rc;
+    size_t n_val_pairs = 0;
+    for (size_t i = 0; i < r->d.n_pairs; i++)
+        n_val_pairs += r->d.pair_val[i];
+    say(hooks, "%zu pairs (%zu validation), %zu images, %zu prompts; %zu training %s",
+        r->d.n_pairs, n_val_pairs, r->d.n_img, r->d.n_prm, r->d.n_items,
+        strcmp(cfg->objective, "regression") == 0 ? "images" : "pairs");
+    return 0;
+}
+
+/* The model, the batch buffers, and (resuming) the weights, optimizer and counters. */
+static int run_build_model(Run *r, Store *st, const TrainHooks *hooks, Err *err) {
+    const TrainConfig *cfg = &r->cfg;
+    TrainModelDims md = {.d_img = r->d.d_img, .n_tokens = r->d.n_tok, .d_txt = r->d.d_txt,
+                         .dropout = (float)cfg->dropout};
+    base_strlcpy(md.fusion, cfg->fusion, sizeof md.fusion);
+    int rc;
+    if ((rc = alloc_batches(r, err)))
+        return rc;
+    md.max_batch = r->max_n;
+    if ((rc = train_model_new(&md, cfg->seed, cfg->threads, (float)cfg->weight_decay, &r->model,
+                              err)))
+        return rc;
+    rng_init(&r->rng, cfg->seed ^ 0x5eedULL);
+    r->best_f1 = -1;
+    if (!r->res)
+        return 0;
+    char *p = xasprintf("%s/.resume/state.safetensors", cfg->output);
+    rc = train_model_load(r->model, p, 1, err);
+    free(p);
+    if (rc)
+        return rc;
+    json_t *res = r->res;
+    r->epoch_done = (int)json_integer_value(json_object_get(res, "epoch_done"));
+    r->step = json_integer_value(json_object_get(res, "step"));
+    r->best_f1 = json_number_value(json_object_get(res, "best_f1"));
+    r->best_epoch = (int)json_integer_value(json_object_get(res, "best_epoch"));
+    r->since_best = (int)json_integer_value(json_object_get(res, "since_best"));
+    if (rng_parse(&r->rng, json_string_value(json_object_get(res, "rng"))))
+        return err_set(err, ERR_FORMAT, "%s/.resume/resume.json: bad rng state; start the run "
+                       "again without --resume", cfg->output);
+    store_metrics_truncate(st, r->run_id, r->step, NULL);
+    say(hooks, "resuming after epoch %d (step %lld)", r->epoch_done, (long long)r->step);
+    return 0;
+}
+
+/* Throughput and time left, over the whole run. */
+typedef struct RunClock {
+    double total_steps;
+    double t_start;
+    int64_t step_start;
+    size_t pairs_window;
+    double pps, busy_window; /* step time only: checkpoints do not count */
+} RunClock;
+
+/* The "train" losses of one step at fractional epoch EP. */
+static void metrics_step(Run *r, double ep, const double losses[TRAIN_LOSS_N]) {
+    const TrainConfig *cfg = &r->cfg;
+    double total = 0;
+    for (int o = 0; o < TRAIN_LOSS_N; o++) {
+        if (o < NO) {
+            char nm[48];
+            snprintf(nm, sizeof nm, "%s_loss", train_output_name(o));
+            mb_add(&r->mb, "train", nm, r->step, ep, losses[o]);
+        }
+        if (isfinite(losses[o]))
+            total += losses[o];
+    }
+    if (cfg->irrelevant_weight > 0)
+        mb_add(&r->mb, "train", "irrelevant_loss", r->step, ep, losses[NO]);
+    mb_add(&r->mb, "train", "loss", r->step, ep, total);
+    mb_add(&r->mb, "train", "lr", r->step, ep, cfg->learning_rate);
+}
+
+/* The "sys" rows (speed, time, head weights) at fractional epoch EP, then a flush. */
+static int metrics_sys(Run *r, Store *st, RunClock *c, double ep, double now, Err *err) {
+    if (c->busy_window > 0)
+        c->pps = (double)c->pairs_window / c->busy_window;
+    c->busy_window = 0;
+    c->pairs_window = 0;
+    double el = now - c->t_start;
+    double done_here = (double)(r->step - c->step_start);
+    double eta = done_here > 0 ? el / done_here * (c->total_steps - (double)r->step) : NAN;
+    mb_add(&r->mb, "sys", "pairs_per_s", r->step, ep, c->pps);
+    mb_add(&r->mb, "sys", "elapsed_s", r->step, ep, el);
+    mb_add(&r->mb, "sys", "eta_s", r->step, ep, eta);
+    mb_add(&r->mb, "sys", "epoch", r->step, ep, ep);
+    mb_add(&r->mb, "sys", "epochs", r->step, ep, r->cfg.epochs);
+    mb_add(&r->mb, "sys", "step", r->step, ep, (double)r->step);
+    float hw[NH];
+    train_model_head_weights(r->model, hw);
+    for (int h = 0; h < NH; h++) {
+        char nm[48];
+        snprintf(nm, sizeof nm, "head_w_%s", train_output_name(h));
+        mb_add(&r->mb, "sys", nm, r->step, ep, hw[h]);
+    }
+    return mb_flush(&r->mb, st, r->run_id, err);
+}
+
+/* The optimizer steps of epoch EPOCH over a fresh shuffle of the training items. */
+static int run_train_epoch(Run *r, Store *st, const TrainHooks *hooks, int epoch, RunClock *c,
+                           Err *err) {
+    const TrainConfig *cfg = &r->cfg;
+    int B = cfg->batch_size;
+    for (size_t i = 0; i < r->d.n_items; i++)
+        r->order[i] = r->d.items[i];
+    rng_shuffle(&r->rng, r->order, r->d.n_items);
+    r->ep_n = 0;
+    for (size_t b0 = 0; b0 < r->d.n_items; b0 += (size_t)B) {
+        if (cancelled(hooks)) {
+            mb_flush(&r->mb, st, r->run_id, NULL);
+            return err_set(err, ERR_CANCELLED,
+                           "training cancelled in epoch %d; resume continues after epoch %d",
+                           epoch + 1, r->epoch_done);
+        }
+        int n = (int)((r->d.n_items - b0) < (size_t)B ? r->d.n_items - b0 : (size_t)B);
+        double losses[TRAIN_LOSS_N];
+        double t_step = base_now();
+        if (r->d.target)
+            train_step_regression(r, r->order + b0, n, losses);
+        else
+            train_step_pairs(r, r->order + b0, n, losses);
+        r->step++;
+        train_model_step(r->model, (int)r->step, (float)cfg->learning_rate);
+        c->busy_window += base_now() - t_step;
+        double ep = epoch + (double)(b0 + (size_t)n) / (double)r->d.n_items;
+        metrics_step(r, ep, losses);
+        c->pairs_window += (size_t)n;
+        double now = base_now();
+        int rc;
+        if ((now - r->mb.last_flush >= 0.25 || b0 + (size_t)n >= r->d.n_items) &&
+            (rc = metrics_sys(r, st, c, ep, now, err)))
+            return rc;
+        if (hooks)
+            progress_report(&hooks->progress, (double)r->step, c->total_steps, "steps");
+    }
+    return 0;
+}
+
+/* The end of an epoch: training acc/F1, validation, checkpoints, the resume state. *STOP is
+ * set when patience ran out. VAL and TRS keep the epoch's results for the final checkpoint. */
+static int run_end_epoch(Run *r, Store *st, const TrainHooks *hooks, int epoch, ValResult *val,
+                         ValResult *trs, int *stop, Err *err) {
+    const TrainConfig *cfg = &r->cfg;
+    int rc;
+    r->epoch_done = epoch + 1;
+    epoch_train_stats(r, trs);
+    if (!r->d.target)
+        metrics_val(r, trs, "train", r->epoch_done);
+    evaluate(r, 1, val);
+    int have_val = val->n_pairs > 0;
+    if (!have_val) /* no validation pairs: judge on the training split */
+        evaluate(r, 0, val);
+    metrics_val(r, val, have_val ? "val" : "train", r->epoch_done);
+    int better = val->mean_f1 > r->best_f1;
+    if (better) {
+        r->best_f1 = val->mean_f1;
+        r->best_epoch = r->epoch_done;
+        r->since_best = 0;
     } else {
-        char *name = cfg->run_name[0] ? xstrdup(cfg->run_name)
-                                      : store_run_unique_name(st, "train");
-        char *cj = train_config_json(cfg);
-        char *abs = realpath(cfg->output, NULL);
-        rc = store_run_create(st, name, "train-reward", cj, hooks ? hooks->job_id : 0,
-                              abs ? abs : cfg->output, &r.run_id, err);
-        free(abs);
-        free(cj);
-        if (rc == 0)
-            say(hooks, "run '%s' (#%lld), output %s", name, (long long)r.run_id, cfg->output);
-        free(name);
+        r->since_best++;
+    }
+    mb_add(&r->mb, "sys", "best_f1", r->step, r->epoch_done, r->best_f1);
+    if ((rc = mb_flush(&r->mb, st, r->run_id, err)))
+        return rc;
+    say(hooks, "epoch %d/%d: val mean F1 %.3f, combined acc %.3f%s", r->epoch_done, cfg->epochs,
+        val->mean_f1, val->st[NH].accuracy, better ? " (best)" : "");
+    if (better && (rc = write_checkpoint(r, st, "best", val, trs, err)))
+        return rc;
+    if (cfg->save_every > 0 && r->epoch_done % cfg->save_every == 0) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "checkpoint-%d", r->epoch_done);
+        if ((rc = write_checkpoint(r, st, nm, val, trs, err)))
+            return rc;
+        rotate_checkpoints(r, st, hooks);
+    }
+    *stop = cfg->patience > 0 && r->since_best >= cfg->patience && r->epoch_done < cfg->epochs;
+    if ((rc = write_resume(r, err)))
+        return rc;
+    if (hooks && hooks->resume_point) {
+        json_t *j = json_pack("{s:s, s:i}", "output", cfg->output, "epoch", r->epoch_done);
+        char *js = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        rc = hooks->resume_point(hooks->progress.user, js, err);
+        free(js);
         if (rc)
             return rc;
     }
-    if (run_id)
-        *run_id = r.run_id;
-    /* data */
-    if (!(enc = encoder_open(cfg->encoder, st, err))) {
-        rc = err->code ? err->code : ERR_USAGE;
-        goto out;
-    }
-    if ((rc = load_pairs(st, cfg, &r.d, &pm, err)))
-        goto out;
-    if (strcmp(cfg->objective, "pairs") == 0 && r.d.n_pairs == 0) {
-        rc = err_set(err, ERR_NOTFOUND,
-                     "no training pairs in %s: %s; import ratings (easel import ratings FILE) "
-                     "or pairs, or lower --min-rating-diff", store_path(st),
-                     strcmp(cfg->mode, "pairs") == 0 ? "no imported pairs"
-                                                     : "no two images of a prompt differ enough");
-        goto out;
-    }
-    if ((rc = load_features(st, cfg, enc, &pm, hooks, &r.d, err)))
-        goto out;
-    if ((rc = build_split(cfg, &pm, &r.d, err)))
-        goto out;
-    size_t n_val_pairs = 0;
-    for (size_t i = 0; i < r.d.n_pairs; i++)
-        n_val_pairs += r.d.pair_val[i];
-    say(hooks, "%zu pairs (%zu validation), %zu images, %zu prompts; %zu training %s",
-        r.d.n_pairs, n_val_pairs, r.d.n_img, r.d.n_prm, r.d.n_items,
-        strcmp(cfg->objective, "regression") == 0 ? "images" : "pairs");
-    /* model */
-    TrainModelDims md = {.d_img = r.d.d_img, .n_tokens = r.d.n_tok, .d_txt = r.d.d_txt,
-                         .dropout = (float)cfg->dropout};
-    base_strlcpy(md.fusion, cfg->fusion, sizeof md.fusion);
-    if ((rc = alloc_batches(&r, err)))
-        goto out;
-    md.max_batch = r.max_n;
-    if (!(r.model = train_model_new(&md, cfg->seed, cfg->threads, (float)cfg->weight_decay,
-                                    err))) {
-        rc = err->code ? err->code : ERR_USAGE;
-        goto out;
-    }
-    rng_init(&r.rng, cfg->seed ^ 0x5eedULL);
-    r.best_f1 = -1;
-    if (res) {
-        char *p = xasprintf("%s/.resume/state.safetensors", cfg->output);
-        rc = train_model_load(r.model, p, 1, err);
-        free(p);
-        if (rc)
-            goto out;
-        r.epoch_done = (int)json_integer_value(json_object_get(res, "epoch_done"));
-        r.step = json_integer_value(json_object_get(res, "step"));
-        r.best_f1 = json_number_value(json_object_get(res, "best_f1"));
-        r.best_epoch = (int)json_integer_value(json_object_get(res, "best_epoch"));
-        r.since_best = (int)json_integer_value(json_object_get(res, "since_best"));
-        if (rng_parse(&r.rng, json_string_value(json_object_get(res, "rng")))) {
-            rc = err_set(err, ERR_FORMAT, "%s/.resume/resume.json: bad rng state; start the "
-                         "run again without --resume", cfg->output);
-            goto out;
-        }
-        store_metrics_truncate(st, r.run_id, r.step, NULL);
-        say(hooks, "resuming after epoch %d (step %lld)", r.epoch_done, (long long)r.step);
-    }
-    /* the loop */
-    int B = cfg->batch_size;
-    size_t steps_per_epoch = (r.d.n_items + (size_t)B - 1) / (size_t)B;
-    double total_steps = (double)steps_per_epoch * cfg->epochs;
-    double t_start = base_now();
-    int64_t step_start = r.step;
-    size_t pairs_window = 0;
-    double pps = NAN, busy_window = 0; /* step time only: checkpoints do not count */
-    int stopped_early = 0;
+    if (*stop)
+        say(hooks, "early stop: no better validation F1 for %d epochs (best %.3f at epoch %d)",
+            cfg->patience, r->best_f1, r->best_epoch);
+    return 0;
+}
+
+/* The epochs, then the final checkpoint. */
+static int run_epochs(Run *r, Store *st, const TrainHooks *hooks, Err *err) {
+    const TrainConfig *cfg = &r->cfg;
+    size_t steps_per_epoch = (r->d.n_items + (size_t)cfg->batch_size - 1) / (size_t)cfg->batch_size;
+    RunClock c = {.total_steps = (double)steps_per_epoch * cfg->epochs,
+                  .t_start = base_now(), .step_start = r->step, .pps = NAN};
     ValResult val = {0}, trs = {0};
-    int *order = xmalloc(r.d.n_items * sizeof *order);
-    for (int epoch = r.epoch_done; epoch < cfg->epochs; epoch++) {
-        for (size_t i = 0; i < r.d.n_items; i++)
-            order[i] = r.d.items[i];
-        rng_shuffle(&r.rng, order, r.d.n_items);
-        r.ep_n = 0;
-        for (size_t b0 = 0; b0 < r.d.n_items; b0 += (size_t)B) {
-            if (cancelled(hooks)) {
-                free(order);
-                mb_flush(&r.mb, st, r.run_id, NULL);
-                rc = err_set(err, ERR_CANCELLED,
-                             "training cancelled in epoch %d; resume continues after epoch %d",
-                             epoch + 1, r.epoch_done);
-                goto out;
-            }
-            int n = (int)((r.d.n_items - b0) < (size_t)B ? r.d.n_items - b0 : (size_t)B);
-            double losses[TRAIN_LOSS_N];
-            double t_step = base_now();
-            if (r.d.target)
-                train_step_regression(&r, order + b0, n, losses);
-            else
-                train_step_pairs(&r, order + b0, n, losses);
-            r.step++;
-            train_model_step(r.model, (int)r.step, (float)cfg->learning_rate);
-            busy_window += base_now() - t_step;
-            double ep = epoch + (double)(b0 + (size_t)n) / (double)r.d.n_items;
-            double total = 0;
-            for (int o = 0; o < TRAIN_LOSS_N; o++) {
-                if (o < NO) {
-                    char nm[48];
-                    snprintf(nm, sizeof nm, "%s_loss", out_names[o]);
-                    mb_add(&r.mb, "train", nm, r.step, ep, losses[o]);
-                }
-                if (isfinite(losses[o]))
-                    total += losses[o];
-            }
-            if (cfg->irrelevant_weight > 0)
-                mb_add(&r.mb, "train", "irrelevant_loss", r.step, ep, losses[NO]);
-            mb_add(&r.mb, "train", "loss", r.step, ep, total);
-            mb_add(&r.mb, "train", "lr", r.step, ep, cfg->learning_rate);
-            pairs_window += (size_t)n;
-            double now = base_now();
-            if (now - r.mb.last_flush >= 0.25 || b0 + (size_t)n >= r.d.n_items) {
-                if (busy_window > 0)
-                    pps = (double)pairs_window / busy_window;
-                busy_window = 0;
-                pairs_window = 0;
-                double el = now - t_start;
-                double done_here = (double)(r.step - step_start);
-                double eta = done_here > 0 ? el / done_here * (total_steps - (double)r.step)
-                                           : NAN;
-                mb_add(&r.mb, "sys", "pairs_per_s", r.step, ep, pps);
-                mb_add(&r.mb, "sys", "elapsed_s", r.step, ep, el);
-                mb_add(&r.mb, "sys", "eta_s", r.step, ep, eta);
-                mb_add(&r.mb, "sys", "epoch", r.step, ep, ep);
-                mb_add(&r.mb, "sys", "epochs", r.step, ep, cfg->epochs);
-                mb_add(&r.mb, "sys", "step", r.step, ep, (double)r.step);
-                float hw[NH];
-                train_model_head_weights(r.model, hw);
-                for (int h = 0; h < NH; h++) {
-                    char nm[48];
-                    snprintf(nm, sizeof nm, "head_w_%s", train_head_names[h]);
-                    mb_add(&r.mb, "sys", nm, r.step, ep, hw[h]);
-                }
-                if ((rc = mb_flush(&r.mb, st, r.run_id, err))) {
-                    free(order);
-                    goto out;
-                }
-            }
-            if (hooks && hooks->progress)
-                hooks->progress(hooks->user, (double)r.step, total_steps, "steps");
-        }
-        /* end of epoch: training acc/F1 of the epoch, validation, checkpoints */
-        r.epoch_done = epoch + 1;
-        epoch_train_stats(&r, &trs);
-        if (!r.d.target)
-            metrics_val(&r, &trs, "train", r.epoch_done);
-        evaluate(&r, 1, &val);
-        int have_val = val.n_pairs > 0;
-        if (!have_val) /* no validation pairs: judge on the training split */
-            evaluate(&r, 0, &val);
-        metrics_val(&r, &val, have_val ? "val" : "train", r.epoch_done);
-        int better = val.mean_f1 > r.best_f1;
-        if (better) {
-            r.best_f1 = val.mean_f1;
-            r.best_epoch = r.epoch_done;
-            r.since_best = 0;
-        } else {
-            r.since_best++;
-        }
-        mb_add(&r.mb, "sys", "best_f1", r.step, r.epoch_done, r.best_f1);
-        if ((rc = mb_flush(&r.mb, st, r.run_id, err))) {
-            free(order);
-            goto out;
-        }
-        say(hooks, "epoch %d/%d: val mean F1 %.3f, combined acc %.3f%s", r.epoch_done,
-            cfg->epochs, val.mean_f1, val.st[NH].accuracy, better ? " (best)" : "");
-        if (better && (rc = write_checkpoint(&r, st, "best", &val, &trs, err))) {
-            free(order);
-            goto out;
-        }
-        if (cfg->save_every > 0 && r.epoch_done % cfg->save_every == 0) {
-            char nm[32];
-            snprintf(nm, sizeof nm, "checkpoint-%d", r.epoch_done);
-            if ((rc = write_checkpoint(&r, st, nm, &val, &trs, err))) {
-                free(order);
-                goto out;
-            }
-            rotate_checkpoints(&r, st, hooks);
-        }
-        if (cfg->patience > 0 && r.since_best >= cfg->patience && r.epoch_done < cfg->epochs) {
-            stopped_early = 1;
-        }
-        if ((rc = write_resume(&r, err))) {
-            free(order);
-            goto out;
-        }
-        if (hooks && hooks->resume_point) {
-            json_t *j = json_pack("{s:s, s:i}", "output", cfg->output, "epoch", r.epoch_done);
-            char *js = json_dumps(j, JSON_COMPACT);
-            json_decref(j);
-            rc = hooks->resume_point(hooks->user, js, err);
-            free(js);
-            if (rc) {
-                free(order);
-                goto out;
-            }
-        }
-        if (stopped_early) {
-            say(hooks, "early stop: no better validation F1 for %d epochs (best %.3f at epoch "
-                "%d)", cfg->patience, r.best_f1, r.best_epoch);
-            break;
-        }
+    r->order = xmalloc(r->d.n_items * sizeof *r->order);
+    int rc, stop = 0;
+    for (int epoch = r->epoch_done; epoch < cfg->epochs && !stop; epoch++) {
+        if ((rc = run_train_epoch(r, st, hooks, epoch, &c, err)))
+            return rc;
+        if ((rc = run_end_epoch(r, st, hooks, epoch, &val, &trs, &stop, err)))
+            return rc;
     }
-    free(order);
-    if ((rc = write_checkpoint(&r, st, "final", &val, &trs, err)))
-        goto out;
-    say(hooks, "done: best mean F1 %.3f at epoch %d; checkpoints in %s", r.best_f1,
-        r.best_epoch, cfg->output);
-out:
+    if ((rc = write_checkpoint(r, st, "final", &val, &trs, err)))
+        return rc;
+    say(hooks, "done: best mean F1 %.3f at epoch %d; checkpoints in %s", r->best_f1,
+        r->best_epoch, cfg->output);
+    return 0;
+}
+
+int train_run(Store *st, const TrainConfig *cfg_in, const TrainHooks *hooks, int64_t *run_id,
+              Err *err) {
+    Run r;
+    memset(&r, 0, sizeof r);
+    int rc = run_begin(&r, st, cfg_in, hooks, err);
+    if (rc == 0 && run_id)
+        *run_id = r.run_id;
+    if (rc == 0)
+        rc = run_load_data(&r, st, hooks, err);
+    if (rc == 0)
+        rc = run_build_model(&r, st, hooks, err);
+    if (rc == 0)
+        rc = run_epochs(&r, st, hooks, err);
     if (r.run_id) {
         const char *state = rc == 0 ? "succeeded" : rc == ERR_CANCELLED ? "cancelled" : "failed";
         store_run_set_state(st, r.run_id, state, NULL);
     }
-    if (res)
-        json_decref(res);
-    pairs_means_deinit(&pm);
-    encoder_free(enc);
     run_free(&r);
     return rc;
 }

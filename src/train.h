@@ -27,12 +27,15 @@
 #include "err.h"
 #include "evalrm.h"
 #include "pairs.h"
+#include "progress.h"
 #include "store.h"
 
 #define TRAIN_N_HEADS 5
 
-/* The aspect (head) names in the original's order. */
-extern const char *const train_head_names[TRAIN_N_HEADS];
+/* The name of output K: for K < TRAIN_N_HEADS the head's aspect (reward_head_names, the one
+ * list: the checkpoint format names the tensors "heads.<aspect>.*", and a new store's aspects
+ * table holds the same five in the same positions), for K == TRAIN_N_HEADS "combined". */
+const char *train_output_name(int k);
 
 typedef struct TrainConfig {
     char mode[16];           /* "multihead": pairs from ratings; "pairs": imported pairs */
@@ -58,8 +61,56 @@ typedef struct TrainConfig {
     char run_name[128];      /* "" = generated */
 } TrainConfig;
 
-/* The original's defaults (see origin-facts.md). */
+/* The training options, written once. The train-reward job kind's parameters (and so `easel
+ * train`'s flags, its --help and the TUI's form), train_config_defaults, the whole-number
+ * ranges that reward_train_config and train_config_check enforce, and the job parameters'
+ * reading into a TrainConfig all expand this table; the original's flags first, with the
+ * original's defaults (origin-facts.md).
+ *   X(field, name, TYPE, default, lo, hi, help, choices)
+ * FIELD is the TrainConfig member, NAME the flag / parameter, TYPE one of INT, FLOAT, STRING,
+ * CHOICE (JOB_PARAM_<TYPE>), DEFAULT a literal of that type, LO..HI the closed range of an
+ * INT (floats are checked by train_config_check, whose conditions are not closed ranges),
+ * CHOICES "a|b" for a CHOICE, else NULL. Three parameters are not TrainConfig fields and are
+ * the job kind's own: annotator (a name, resolved in the store), output (default runs/NAME
+ * beside the store) and name (default generated). */
+#define TRAIN_OPTIONS(X)                                                                      \
+    X(mode, "mode", CHOICE, "multihead", 0, 0,                                                \
+      "multihead: pairs derived from ratings; pairs: imported preference pairs",              \
+      "multihead|pairs")                                                                      \
+    X(objective, "objective", CHOICE, "pairs", 0, 0,                                          \
+      "pairs: Bradley-Terry loss on pairs; regression: MSE on the 0-10 ratings",              \
+      "pairs|regression")                                                                     \
+    X(encoder, "encoder", STRING, "classic", 0, 0, "feature encoder: classic, or clip:NAME",  \
+      NULL)                                                                                   \
+    X(fusion, "fusion-method", CHOICE, "concat", 0, 0, "how image and prompt features combine",\
+      "concat|add|cross_attention")                                                           \
+    X(epochs, "epochs", INT, 10, 1, 100000, "passes over the training pairs", NULL)           \
+    X(batch_size, "batch-size", INT, 8, 1, 65536, "pairs (or images) per step", NULL)         \
+    X(learning_rate, "learning-rate", FLOAT, 1e-4, 0, 0, "AdamW learning rate", NULL)         \
+    X(weight_decay, "weight-decay", FLOAT, 0.01, 0, 0, "AdamW decoupled weight decay", NULL)  \
+    X(min_rating_diff, "min-rating-diff", FLOAT, 0.5, 0, 0,                                   \
+      "smallest rating difference that makes a preference", NULL)                             \
+    X(val_fraction, "val-fraction", FLOAT, 0.2, 0, 0,                                         \
+      "share of prompts held out for validation", NULL)                                       \
+    X(save_every, "save-every", INT, 2, 0, 100000,                                            \
+      "write checkpoint-N/ every N epochs (0: never)", NULL)                                  \
+    X(save_total_limit, "save-total-limit", INT, 2, 0, 100000,                                \
+      "keep the newest N checkpoint-N/ folders, delete older ones (best/ and final/ always "  \
+      "stay; 0: keep all)", NULL)                                                             \
+    X(patience, "patience", INT, 0, 0, 100000,                                                \
+      "stop after N epochs without a better validation F1 (0: never)", NULL)                  \
+    X(seed, "seed", INT, 42, 0, INT64_MAX, "seed of the split, init, shuffling and dropout",  \
+      NULL)                                                                                   \
+    X(threads, "threads", INT, 0, 0, 4096, "CPU threads (0: all cores)", NULL)                \
+    X(irrelevant_weight, "irrelevant-weight", FLOAT, 0, 0, 0,                                 \
+      "weight of the irrelevant-prompt loss (seed 003's robustness trick; 0: off)", NULL)     \
+    X(dropout, "dropout", FLOAT, 0.1, 0, 0, "dropout in the heads", NULL)
+
+/* The table's defaults (output "runs/reward", no annotator, no run name). */
 void train_config_defaults(TrainConfig *cfg);
+
+/* The closed range of the INT option NAME of TRAIN_OPTIONS; ERR_NOTFOUND for any other. */
+int train_option_int_range(const char *name, long long *lo, long long *hi);
 
 /* Check values and combinations; ERR_USAGE naming the flag. */
 int train_config_check(const TrainConfig *cfg, Err *err);
@@ -71,13 +122,11 @@ int train_config_parse(TrainConfig *cfg, const char *json, Err *err);
 
 /* Hooks from whoever runs the training (the job kind, the CLI). All optional. */
 typedef struct TrainHooks {
-    void (*progress)(void *user, double done, double total, const char *unit);
-    int (*cancelled)(void *user);              /* nonzero: stop at the next step */
-    void (*log)(void *user, const char *line);
-    /* Called after each epoch's resume state is on disk, with a JSON the caller stores
-     * (the job's checkpoint); RESUME (below) gives it back after an interruption. */
+    Progress progress;       /* progress in steps; cancel stops at the next step */
+    /* Called (with progress.user) after each epoch's resume state is on disk, with a JSON
+     * the caller stores (the job's checkpoint); RESUME (below) gives it back after an
+     * interruption. */
     int (*resume_point)(void *user, const char *json, Err *err);
-    void *user;
     const char *resume;      /* JSON from resume_point, or NULL for a fresh run */
     int64_t job_id;          /* recorded in the run (0 = none) */
 } TrainHooks;
@@ -157,10 +206,11 @@ void train_skipped_text(const TrainSkipped *s, char *buf, size_t n);
 /* A checkpoint folder (config.json + model.safetensors) loaded with its encoder. */
 typedef struct RewardCkpt RewardCkpt;
 
-/* Open checkpoint folder DIR (best/, final/, checkpoint-N/). ST (may be NULL) is used for
- * the encoder's model registry and the embedding cache. THREADS 0 = all cores. NULL with err
- * naming the file when the folder, its config or its weights are missing or malformed. */
-RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err);
+/* Open checkpoint folder DIR (best/, final/, checkpoint-N/) into *out. ST (may be NULL) is
+ * used for the encoder's model registry and the embedding cache. THREADS 0 = all cores.
+ * Returns 0, or ERR_* (*out NULL) with err naming the file when the folder, its config or its
+ * weights are missing or malformed. */
+int train_ckpt_open(Store *st, const char *dir, int threads, RewardCkpt **out, Err *err);
 void train_ckpt_free(RewardCkpt *c); /* NULL allowed */
 /* Absolute path of the folder (the scores table's key). Borrowed. */
 const char *train_ckpt_path(const RewardCkpt *c);
@@ -200,10 +250,7 @@ typedef struct EvalOptions {
     const char *pairs_file;  /* pairs.jsonl to evaluate; NULL = pairs of the store */
     double min_rating_diff;  /* for pairs derived from ratings */
     const char *split;       /* "all", "val", "train": with the checkpoint's seed (store pairs) */
-    /* progress and cancel, as TrainHooks */
-    void (*progress)(void *user, double done, double total, const char *unit);
-    int (*cancelled)(void *user);
-    void *user;
+    Progress progress;       /* in pairs; cancel stops between pairs */
 } EvalOptions;
 
 /* Evaluate checkpoint C on the pairs OPTS names. A pairs file's images need not be in the

@@ -1,4 +1,5 @@
-/* train_data — the pure data steps of training: the prompt split and pair labels.
+/* train_data — the data steps of training: the prompt split, pair labels, and the store's
+ * ratings as per-image means (train_means_load, the one step here that reads the store).
  * See train.h.
  *
  * The split orders the distinct prompt ids by a keyed hash of (seed, id) and holds out the
@@ -14,9 +15,17 @@
 #include <string.h>
 
 #include "base.h"
+#include "model_reward.h"
+#include "store_catalog.h"
+#include "store_ratings.h"
+#include "train_int.h"
 
-const char *const train_head_names[TRAIN_N_HEADS] = {"spatial", "icono", "style", "fidelity",
-                                                     "material"};
+_Static_assert(REWARD_N_HEADS == TRAIN_N_HEADS, "head counts of model and training differ");
+
+const char *train_output_name(int k) {
+    ASSERT(k >= 0 && k <= TRAIN_N_HEADS);
+    return k < TRAIN_N_HEADS ? reward_head_names[k] : "combined";
+}
 
 static uint64_t mix64(uint64_t x) {
     x += 0x9e3779b97f4a7c15ULL;
@@ -171,4 +180,22 @@ void train_skipped_text(const TrainSkipped *s, char *buf, size_t n) {
         o += (size_t)snprintf(buf + o, n - o, " and %zu more", s->n - shown);
     if (o < n)
         snprintf(buf + o, n - o, ")%s%s", s->reason[0] ? ": " : "", s->reason);
+}
+
+int train_means_load(Store *st, int64_t annotator_id, PairsMeans *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    StoreAspect *asp = NULL;
+    size_t n_asp = 0;
+    int rc = store_aspects_list(st, &asp, &n_asp, err);
+    if (rc)
+        return rc;
+    store_aspects_free(asp, n_asp);
+    StoreRating *r = NULL;
+    size_t nr = 0;
+    if ((rc = store_ratings_all(st, &r, &nr, err)))
+        return rc;
+    int n = n_asp > TRAIN_N_HEADS ? (int)n_asp : TRAIN_N_HEADS;
+    pairs_means_init(out, r, nr, n, annotator_id);
+    free(r);
+    return 0;
 }

@@ -33,12 +33,16 @@ struct RewardCkpt {
     float *txt;
 };
 
-RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err) {
+int train_ckpt_open(Store *st, const char *dir, int threads, RewardCkpt **out, Err *err) {
+    *out = NULL;
     char *p = xasprintf("%s/config.json", dir);
-    char *text = train_read_file(p, err);
+    Err e = {0};
+    char *text = train_read_file(p, &e);
     RewardCkpt *c = NULL;
     json_t *o = NULL;
+    int rc;
     if (!text) {
+        rc = err_pass(err, &e, ERR_IO);
         err_prefix(err, "%s is not a reward checkpoint folder (best/, final/, checkpoint-N/)",
                    dir);
         goto out;
@@ -46,8 +50,8 @@ RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err) {
     json_error_t je;
     o = json_loads(text, 0, &je);
     if (!o || !json_is_object(o)) {
-        err_set(err, ERR_FORMAT, "%s:%d: bad JSON (%s); the checkpoint is damaged", p, je.line,
-                o ? "not an object" : je.text);
+        rc = err_set(err, ERR_FORMAT, "%s:%d: bad JSON (%s); the checkpoint is damaged", p,
+                     je.line, o ? "not an object" : je.text);
         goto out;
     }
     const char *encname = json_string_value(json_object_get(o, "encoder"));
@@ -59,8 +63,8 @@ RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err) {
     md.dropout = (float)json_number_value(json_object_get(o, "dropout"));
     md.max_batch = 1;
     if (!encname || !fusion || md.d_img <= 0 || md.n_tokens <= 0 || md.d_txt <= 0) {
-        err_set(err, ERR_FORMAT, "%s: needs encoder, fusion_method, image_dim, image_tokens "
-                "and text_dim; the checkpoint is damaged or not from easel", p);
+        rc = err_set(err, ERR_FORMAT, "%s: needs encoder, fusion_method, image_dim, "
+                     "image_tokens and text_dim; the checkpoint is damaged or not from easel", p);
         goto out;
     }
     base_strlcpy(md.fusion, fusion, sizeof md.fusion);
@@ -74,34 +78,34 @@ RewardCkpt *train_ckpt_open(Store *st, const char *dir, int threads, Err *err) {
             train_config_defaults(&c->cfg);
         free(tj);
     }
-    if (!(c->enc = encoder_open(encname, st, err)))
+    if ((rc = encoder_open(encname, st, &c->enc, err)))
         goto fail;
     if (c->enc->dim_image != md.d_img || c->enc->n_image_tokens != md.n_tokens ||
         c->enc->dim_text != md.d_txt) {
-        err_set(err, ERR_FORMAT, "%s: trained on %s features of %dx%d / %d, but encoder %s now "
-                "gives %dx%d / %d", dir, encname, md.n_tokens, md.d_img, md.d_txt, encname,
-                c->enc->n_image_tokens, c->enc->dim_image, c->enc->dim_text);
+        rc = err_set(err, ERR_FORMAT, "%s: trained on %s features of %dx%d / %d, but encoder %s "
+                     "now gives %dx%d / %d", dir, encname, md.n_tokens, md.d_img, md.d_txt,
+                     encname, c->enc->n_image_tokens, c->enc->dim_image, c->enc->dim_text);
         goto fail;
     }
-    if (!(c->model = train_model_new(&md, 0, threads, 0.0f, err)))
+    if ((rc = train_model_new(&md, 0, threads, 0.0f, &c->model, err)))
         goto fail;
     free(p);
     p = xasprintf("%s/model.safetensors", dir);
-    if (train_model_load(c->model, p, 0, err))
+    if ((rc = train_model_load(c->model, p, 0, err)))
         goto fail;
     char *abs = realpath(dir, NULL);
     c->dir = abs ? abs : xstrdup(dir);
     c->img = xmalloc((size_t)md.n_tokens * md.d_img * sizeof(float));
     c->txt = xmalloc((size_t)md.d_txt * sizeof(float));
+    *out = c;
     goto out;
 fail:
     train_ckpt_free(c);
-    c = NULL;
 out:
     json_decref(o);
     free(text);
     free(p);
-    return c;
+    return rc;
 }
 
 void train_ckpt_free(RewardCkpt *c) {
@@ -317,7 +321,7 @@ static int read_file_items(Store *st, const EvalOptions *o, EvalItems *it, Err *
     int lineno = 0, rc = 0;
     while (getline(&line, &cap, f) >= 0) {
         lineno++;
-        if (o->cancelled && o->cancelled(o->user)) {
+        if (progress_cancelled(&o->progress)) {
             rc = err_set(err, ERR_CANCELLED, "evaluation cancelled");
             break;
         }
@@ -345,7 +349,7 @@ static int read_file_items(Store *st, const EvalOptions *o, EvalItems *it, Err *
         if (aspect && *aspect && strcmp(aspect, "combined") != 0) {
             head = -1;
             for (int h = 0; h < NH; h++)
-                if (strcmp(aspect, train_head_names[h]) == 0)
+                if (strcmp(aspect, train_output_name(h)) == 0)
                     head = h;
         }
         if (!pos || !neg)
@@ -412,21 +416,10 @@ static const StorePrompt *find_prompt(const StorePrompt *v, size_t n, int64_t id
 
 static int read_store_items(RewardCkpt *c, Store *st, const EvalOptions *o, EvalItems *it,
                             Err *err) {
-    StoreAspect *asp = NULL;
-    size_t n_asp = 0;
-    int rc = store_aspects_list(st, &asp, &n_asp, err);
+    PairsMeans pm;
+    int rc = train_means_load(st, 0, &pm, err);
     if (rc)
         return rc;
-    store_aspects_free(asp, n_asp);
-    StoreRating *r = NULL;
-    size_t nr = 0;
-    if ((rc = store_ratings_all(st, &r, &nr, err)))
-        return rc;
-    /* every aspect of the store, as `easel export pairs` does: the combined preference
-     * compares the mean over all aspects rated on both images */
-    PairsMeans pm;
-    pairs_means_init(&pm, r, nr, (int)(n_asp > NH ? n_asp : NH), 0);
-    free(r);
     Pair *p = NULL;
     size_t np = 0;
     pairs_derive(&pm, o->min_rating_diff, PAIRS_ALL, &p, &np);
@@ -480,7 +473,7 @@ static int read_store_items(RewardCkpt *c, Store *st, const EvalOptions *o, Eval
     for (size_t i = 0; i < np && rc == 0; i++) {
         if (p[i].aspect >= NH || (want >= 0 && is_val[i] != want))
             continue;
-        if (o->cancelled && o->cancelled(o->user)) {
+        if (progress_cancelled(&o->progress)) {
             rc = err_set(err, ERR_CANCELLED, "evaluation cancelled");
             break;
         }
@@ -630,7 +623,7 @@ int train_eval(RewardCkpt *c, Store *st, const EvalOptions *o, EvalReport *out, 
     DistinctPair *dp = xmalloc((it.n ? it.n : 1) * sizeof *dp);
     size_t n = 0;
     for (size_t i = 0; i < it.n && rc == 0; i++) {
-        if (o->cancelled && o->cancelled(o->user)) {
+        if (progress_cancelled(&o->progress)) {
             rc = err_set(err, ERR_CANCELLED, "evaluation cancelled");
             break;
         }
@@ -660,8 +653,7 @@ int train_eval(RewardCkpt *c, Store *st, const EvalOptions *o, EvalReport *out, 
             dp[n] = (DistinctPair){e->sha[0], e->sha[1], e->prompt};
             n++;
         }
-        if (o->progress)
-            o->progress(o->user, (double)(i + 1), (double)it.n, "pairs");
+        progress_report(&o->progress, (double)(i + 1), (double)it.n, "pairs");
     }
     if (rc == 0 && n == 0 && out->skipped.n > 0) {
         char why[900];
@@ -675,8 +667,8 @@ int train_eval(RewardCkpt *c, Store *st, const EvalOptions *o, EvalReport *out, 
         qsort(dp, n, sizeof *dp, cmp_distinct);
         for (size_t i = 0; i < n; i++)
             out->n_pairs += i == 0 || cmp_distinct(&dp[i - 1], &dp[i]) != 0;
-        if (o->progress) /* the end is 100 %, whatever was skipped on the way */
-            o->progress(o->user, (double)it.n, (double)it.n, "pairs");
+        /* the end is 100 %, whatever was skipped on the way */
+        progress_report(&o->progress, (double)it.n, (double)it.n, "pairs");
     }
     free(dp);
     free(sa);

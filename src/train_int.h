@@ -25,10 +25,11 @@ typedef struct TrainModelDims {
 
 typedef struct TrainModel TrainModel;
 
-/* A model with weights initialised from SEED (PyTorch's default init; head weights 0.2).
- * NULL with err set when the dimensions do not fit the fusion (add needs d_img == d_txt). */
-TrainModel *train_model_new(const TrainModelDims *dims, uint64_t seed, int threads,
-                            float weight_decay, Err *err);
+/* A model with weights initialised from SEED (PyTorch's default init; head weights 0.2) into
+ * *out. Returns 0, or ERR_* with *out NULL (ERR_USAGE when the dimensions do not fit the
+ * fusion: add needs d_img == d_txt). */
+int train_model_new(const TrainModelDims *dims, uint64_t seed, int threads, float weight_decay,
+                    TrainModel **out, Err *err);
 void train_model_free(TrainModel *m);
 const TrainModelDims *train_model_dims(const TrainModel *m);
 
@@ -75,5 +76,11 @@ int train_mkdirs(const char *path, Err *err);
 int train_write_file(const char *path, const char *text, Err *err);
 /* Read a whole file as a string (caller frees), or NULL with err. */
 char *train_read_file(const char *path, Err *err);
+
+/* The store's ratings as per-image means (pairs.h) over every aspect of the store (at least
+ * the TRAIN_N_HEADS heads), so that the combined preference compares the mean over all
+ * aspects rated on both images, as `easel export pairs` does; one annotator's when
+ * ANNOTATOR_ID > 0, else the mean over annotators. Release with pairs_means_deinit. */
+int train_means_load(Store *st, int64_t annotator_id, PairsMeans *out, Err *err);
 
 #endif

@@ -26,14 +26,13 @@ struct TrainModel {
 
 _Static_assert(REWARD_N_HEADS == TRAIN_N_HEADS, "head counts of model and training differ");
 
-TrainModel *train_model_new(const TrainModelDims *d, uint64_t seed, int threads,
-                            float weight_decay, Err *err) {
+int train_model_new(const TrainModelDims *d, uint64_t seed, int threads, float weight_decay,
+                    TrainModel **out, Err *err) {
+    *out = NULL;
     int fusion = reward_fusion_parse(d->fusion);
-    if (fusion < 0) {
-        err_set(err, ERR_USAGE, "unknown fusion method '%s' (concat, add, cross_attention)",
-                d->fusion);
-        return NULL;
-    }
+    if (fusion < 0)
+        return err_set(err, ERR_USAGE, "unknown fusion method '%s' (concat, add, cross_attention)",
+                       d->fusion);
     RewardConfig rc;
     reward_config_defaults(&rc, d->d_img, d->d_txt);
     rc.img_rows = d->n_tokens;
@@ -43,26 +42,29 @@ TrainModel *train_model_new(const TrainModelDims *d, uint64_t seed, int threads,
     rc.adamw.weight_decay = weight_decay;
     if (fusion == REWARD_FUSION_CROSS_ATTENTION && d->d_img % rc.attn_heads != 0)
         rc.attn_heads = 1; /* widths that 8 heads cannot split */
-    if (reward_config_check(&rc, err)) {
+    int code = reward_config_check(&rc, err);
+    if (code) {
         err_prefix(err, "--fusion-method %s with %d-d image and %d-d text features", d->fusion,
                    d->d_img, d->d_txt);
-        return NULL;
+        return code;
     }
     TrainModel *m = xcalloc(1, sizeof *m);
     m->dims = *d;
-    if (!(m->rm = reward_model_new(&rc, seed, err))) {
+    Err e = {0};
+    if (!(m->rm = reward_model_new(&rc, seed, &e))) {
         free(m);
-        return NULL;
+        return err_pass(err, &e, ERR_USAGE);
     }
     /* always a pool, even of one thread: selecting one also keeps OpenBLAS from starting
      * (and spinning) threads of its own */
-    m->pool = backend_cpu_pool_new(threads, err);
+    m->pool = backend_cpu_pool_new(threads, &e);
     if (!m->pool) {
         train_model_free(m);
-        return NULL;
+        return err_pass(err, &e, ERR_NOMEM);
     }
     m->labels_comb = xmalloc((size_t)(d->max_batch > 0 ? d->max_batch : 1) * sizeof(float));
-    return m;
+    *out = m;
+    return 0;
 }
 
 void train_model_free(TrainModel *m) {
@@ -194,9 +196,10 @@ static int read_into(const SafeTensors *sf, const char *path, const char *name,
 }
 
 int train_model_load(TrainModel *m, const char *path, int optimizer, Err *err) {
-    SafeTensors *sf = safetensors_open(path, err);
+    Err e = {0};
+    SafeTensors *sf = safetensors_open(path, &e);
     if (!sf)
-        return err && err->code ? err->code : ERR_IO;
+        return err_pass(err, &e, ERR_IO);
     int n = 0;
     const RewardParam *ps = reward_model_params(m->rm, &n);
     /* read into scratch copies first: a failure leaves the model as it was */

@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store.h"
 
@@ -51,5 +52,18 @@ void support_sql_exec(const char *dbpath, const char *sql);
 
 /* The first column of the first row SQL returns from DBPATH (NAN when it is NULL). */
 double support_sql_num(const char *dbpath, const char *sql);
+
+/* Every row of every table an import may touch (prompts, images, annotators, ratings,
+ * rating_history, pairs) of DBPATH as text, new string: equal dumps = unchanged store. */
+char *support_import_dump(const char *dbpath);
+
+/* Write TEXT to the new file DIR/NAME; its path into PATH (N bytes), which is returned. */
+const char *support_write_file(const char *dir, const char *name, const char *text, char *path,
+                               size_t n);
+
+/* Add and claim a job of KIND with params NAMES=VALUES (N of them), run it with its cancel
+ * flag preset to CANCEL; returns run()'s code, *ID the job. */
+int support_run_job(Store *st, const char *kind, int n, const char *const *names,
+                    const char *const *values, int cancel, int64_t *id, Err *err);
 
 #endif

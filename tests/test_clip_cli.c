@@ -155,8 +155,8 @@ Test(clip_cli, clip_encoder_for_reward_training) {
     Store *st = store_open(dbpath, &e);
     cr_assert(st, "%s", e.msg);
     cr_assert_eq(store_model_add(st, "clip", "tiny", FIX "tiny_hf", NULL, &e), 0);
-    Encoder *enc = encoder_open("clip:tiny", st, &e);
-    cr_assert(enc, "%s", e.msg);
+    Encoder *enc;
+    cr_assert_eq(encoder_open("clip:tiny", st, &enc, &e), 0, "%s", e.msg);
     cr_assert_str_eq(enc->name, "clip:tiny");
     cr_assert_eq(enc->dim_image, 16);
     cr_assert_eq(enc->n_image_tokens, 17);
@@ -185,11 +185,11 @@ Test(clip_cli, clip_encoder_for_reward_training) {
     free(v);
     encoder_free(enc);
     /* squash is a different encoder name (and cache key); a path works without a store */
-    enc = encoder_open("clip:" FIX "tiny_openclip,squash", NULL, &e);
-    cr_assert(enc, "%s", e.msg);
+    cr_assert_eq(encoder_open("clip:" FIX "tiny_openclip,squash", NULL, &enc, &e), 0, "%s", e.msg);
     cr_assert(strstr(enc->name, ",squash"));
     encoder_free(enc);
-    cr_assert_null(encoder_open("clip:missing-model", st, &e));
+    cr_assert_neq(encoder_open("clip:missing-model", st, &enc, &e), 0);
+    cr_assert_null(enc);
     cr_assert_eq(e.code, ERR_NOTFOUND);
     safetensors_close(ref);
     store_close(st);

@@ -12,14 +12,7 @@
 
 /* static stb: unused decoders are reported at the end of the file, hence outside push/pop */
 #pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#define STB_IMAGE_STATIC
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_PNG
-#include <stb_image.h>
-#pragma GCC diagnostic pop
+#include "image.h"
 
 static char *slurp(const char *path, long *len) {
     FILE *f = fopen(path, "rb");
@@ -119,16 +112,16 @@ Test(demo_data, prompts_and_images) {
         for (int s = 0; s < 10; s++) {
             char path[256];
             snprintf(path, sizeof path, "data/images/%d/%d.png", i - 1, s);
-            int w, h, c;
             struct stat sb;
             if (stat(path, &sb) != 0)
                 continue;
             bytes += sb.st_size;
-            unsigned char *px = stbi_load(path, &w, &h, &c, 3);
-            cr_assert_not_null(px, "%s: %s", path, stbi_failure_reason());
-            cr_assert_eq(w, 192);
-            cr_assert_eq(h, 192);
-            stbi_image_free(px);
+            Image im;
+            Err err = {0};
+            cr_assert_eq(image_load(path, 3, &im, &err), 0, "%s", err.msg);
+            cr_assert_eq(im.w, 192);
+            cr_assert_eq(im.h, 192);
+            image_deinit(&im);
             per++;
         }
         cr_assert(per >= 2 && per <= 3, "prompt %d has %d images", i - 1, per);

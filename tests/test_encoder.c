@@ -50,15 +50,21 @@ static void write_png(const char *path, int w, int h, int shade) {
 
 Test(encoder, unknown_name_lists_known) {
     Err err = {0};
-    cr_assert_null(encoder_open("nope", st, &err));
+    Encoder *enc = (Encoder *)&err; /* any non-NULL: NULL after a failure */
+    cr_assert_eq(encoder_open("nope", st, &enc, &err), ERR_USAGE);
+    cr_assert_null(enc);
     cr_assert_eq(err.code, ERR_USAGE);
     cr_assert(strstr(err.msg, "classic"), "%s", err.msg);
-    cr_assert_null(encoder_open("classic:x", st, &err));
+    cr_assert_neq(encoder_open("classic:x", st, &enc, &err), 0);
+    /* without an Err the code still comes back (nothing reads through a NULL err) */
+    cr_assert_eq(encoder_open("classic:x", st, &enc, NULL), ERR_USAGE);
+    cr_assert_null(enc);
 }
 
 Test(encoder, image_cache_hit_and_miss) {
     Err err = {0};
-    Encoder *enc = encoder_open("classic", st, &err);
+    Encoder *enc;
+    cr_assert_eq(encoder_open("classic", st, &enc, &err), 0, "%s", err.msg);
     cr_assert_not_null(enc, "%s", err.msg);
     cr_assert_eq(enc->n_image_tokens, FEAT_CLASSIC_TOKENS);
     char a[160], b[160];
@@ -99,7 +105,8 @@ Test(encoder, image_cache_hit_and_miss) {
 
 Test(encoder, corrupt_image_names_file_and_stores_nothing) {
     Err err = {0};
-    Encoder *enc = encoder_open("classic", st, &err);
+    Encoder *enc;
+    cr_assert_eq(encoder_open("classic", st, &enc, &err), 0, "%s", err.msg);
     char p[160];
     snprintf(p, sizeof p, "%s/bad.png", dir);
     FILE *f = fopen(p, "wb");

@@ -13,6 +13,7 @@
 #include "base.h"
 #include "clip_image.h"
 #include "encoder.h"
+#include "image.h"
 #include "gfx.h"
 #include "support.h"
 
@@ -52,11 +53,11 @@ static void write_png_header(const char *path, uint32_t w, uint32_t h) {
  * file too (the bytes themselves may not be read). */
 static void expect_refused(const char *path, const char *word, int unreadable) {
     Err err = {0};
-    int w = 0, h = 0;
-    uint8_t *px = encoder_image_load(path, &w, &h, &err);
-    cr_expect_null(px, "encoder decoded %s", path);
-    cr_expect(strstr(err.msg, word), "encoder: %s", err.msg);
-    free(px);
+    Image im;
+    cr_expect_neq(image_load(path, 3, &im, &err), 0, "image decoded %s", path);
+    cr_expect_null(im.px);
+    cr_expect(strstr(err.msg, word), "image: %s", err.msg);
+    image_deinit(&im);
 
     ClipImage ci;
     err = (Err){0};
@@ -80,11 +81,10 @@ static void expect_refused(const char *path, const char *word, int unreadable) {
 
 Test(image_inputs, good_file_still_decodes) {
     Err err = {0};
-    int w, h;
-    uint8_t *px = encoder_image_load(GOOD, &w, &h, &err);
-    cr_assert_not_null(px, "%s", err.msg);
-    cr_assert(w == 50 && h == 37);
-    free(px);
+    Image im;
+    cr_assert_eq(image_load(GOOD, 3, &im, &err), 0, "%s", err.msg);
+    cr_assert(im.w == 50 && im.h == 37 && im.channels == 3);
+    image_deinit(&im);
     ClipImage ci;
     cr_assert_eq(clip_image_load(&ci, GOOD, &err), 0, "%s", err.msg);
     cr_assert(ci.w == 50 && ci.h == 37);

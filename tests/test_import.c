@@ -35,34 +35,7 @@ static void teardown(void) {
 
 TestSuite(import, .init = setup, .fini = teardown);
 
-/* Every row of every table an import may touch, as text: equal dumps = unchanged store. */
-static char *dump(void) {
-    static const char *const tables[] = {"prompts", "images", "annotators", "ratings",
-                                         "rating_history", "pairs"};
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
-        char sql[96];
-        snprintf(sql, sizeof sql, "SELECT * FROM %s ORDER BY rowid", tables[t]);
-        sqlite3_stmt *s;
-        cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
-        fprintf(f, "[%s]\n", tables[t]);
-        while (sqlite3_step(s) == SQLITE_ROW) {
-            for (int i = 0; i < sqlite3_column_count(s); i++) {
-                const unsigned char *v = sqlite3_column_text(s, i);
-                fprintf(f, "%s|", v ? (const char *)v : "NULL");
-            }
-            fputc('\n', f);
-        }
-        sqlite3_finalize(s);
-    }
-    fclose(f);
-    sqlite3_close(db);
-    return out;
-}
+static char *dump(void) { return support_import_dump(dbpath); }
 
 static int64_t count(const char *sql) {
     return (int64_t)support_sql_num(dbpath, sql);
@@ -292,11 +265,33 @@ Test(import, every_problem_is_listed) {
     import_report_deinit(&rep);
 }
 
-static int cancel_at_3(void *user, size_t done, size_t total) {
-    (void)total;
-    *(size_t *)user = done;
-    return done >= 3;
+/* The rating columns a store takes come from its aspects table, also in the error that says
+ * none were found. */
+Test(import, no_rating_columns_names_the_store_aspects) {
+    support_sql_exec(dbpath, "INSERT INTO aspects(name, position, rubric)"
+                             " VALUES ('lighting', 5, 'Light and shadow')");
+    char path[160];
+    snprintf(path, sizeof path, "%s/nocols.csv", tmpdir);
+    FILE *f = fopen(path, "w");
+    fputs("prompt_id,image_path,note\n1,a.png,x\n", f);
+    fclose(f);
+    ImportReport rep;
+    Err err = {0};
+    cr_assert_eq(imp(IMPORT_RATINGS, path, &rep, &err), ERR_FORMAT);
+    cr_assert_geq(rep.n_errors, 1);
+    cr_assert(strstr(rep.errors[0], "no rating columns") &&
+              strstr(rep.errors[0], "spatial_rating,") &&
+              strstr(rep.errors[0], ",lighting_rating"), "%s", rep.errors[0]);
+    import_report_deinit(&rep);
 }
+
+static void note_done(void *user, double done, double total, const char *unit) {
+    (void)total;
+    (void)unit;
+    *(size_t *)user = (size_t)done;
+}
+
+static int cancel_at_3(void *user) { return *(size_t *)user >= 3; }
 
 Test(import, cancel_writes_nothing) {
     ImportReport rep;
@@ -304,7 +299,8 @@ Test(import, cancel_writes_nothing) {
     import_report_deinit(&rep);
     char *before = dump();
     size_t seen = 0;
-    ImportOptions o = {.progress = cancel_at_3, .user_data = &seen, .allow_missing = 1};
+    ImportOptions o = {.progress = {.progress = note_done, .cancelled = cancel_at_3, .user = &seen},
+                       .allow_missing = 1};
     Err err = {0};
     /* progress is reported every 64 rows and at the end: the end report cancels */
     cr_assert_eq(import_path(st, IMPORT_RATINGS, FIX "ratings_good.csv", &o, &rep, &err),

@@ -2,7 +2,6 @@
  * allow-missing parameter, a FIFO given as the input refused at once (never waited on), and a
  * cancel seen while the rows are still being checked. */
 #include <criterion/criterion.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,35 +22,7 @@ static void teardown(void) { support_tmpdir_remove(tmpdir); }
 TestSuite(import_job, .init = setup, .fini = teardown, .timeout = 30);
 
 static const char *write_file(const char *name, const char *text) {
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs(text, f);
-    fclose(f);
-    return path;
-}
-
-/* Add, claim and run a job of KIND with params NAMES=VALUES (CANCEL preset). */
-static int run_job(Store *st, const char *kind, int n, const char *const *names,
-                   const char *const *values, int cancel, int64_t *id, Err *err) {
-    const JobKind *k = jobkind_find(kind);
-    cr_assert_not_null(k);
-    JobParams *p = job_params_parse(k, n, names, values, err);
-    cr_assert_not_null(p, "%s", err->msg);
-    char *json = job_params_to_json(p);
-    JobNew jn = {.kind = kind, .params = json};
-    cr_assert_eq(store_job_add(st, &jn, id, err), 0, "%s", err->msg);
-    free(json);
-    JobClaim c = {.worker = "h:1:t0", .host = "h", .pid = 1, .gpu_share = 1};
-    JobRow r;
-    cr_assert_eq(store_job_claim(st, &c, &r, err), 1);
-    store_job_row_deinit(&r);
-    atomic_int flag = cancel;
-    JobCtx *ctx = job_ctx_new(st, *id, NULL, NULL, &flag);
-    int rc = k->run(ctx, p, err);
-    job_ctx_free(ctx);
-    job_params_free(p);
-    return rc;
+    return support_write_file(tmpdir, name, text, path, sizeof path);
 }
 
 static int64_t n_images(Store *st) {
@@ -71,11 +42,11 @@ Test(import_job, allow_missing_parameter) {
     const char *values[] = {"ratings", f, "false"};
     Err err = {0};
     int64_t id;
-    cr_assert_eq(run_job(st, "import", 3, names, values, 0, &id, &err), ERR_FORMAT);
+    cr_assert_eq(support_run_job(st, "import", 3, names, values, 0, &id, &err), ERR_FORMAT);
     cr_assert(strstr(err.msg, "r.csv:2:") && strstr(err.msg, "--allow-missing"), "%s", err.msg);
     cr_assert_eq(n_images(st), 0);
     values[2] = "true";
-    cr_assert_eq(run_job(st, "import", 3, names, values, 0, &id, &err), 0, "%s", err.msg);
+    cr_assert_eq(support_run_job(st, "import", 3, names, values, 0, &id, &err), 0, "%s", err.msg);
     cr_assert_eq(n_images(st), 1);
     store_close(st);
 }
@@ -87,7 +58,7 @@ Test(import_job, fifo_input_is_refused_at_once) {
     const char *names[] = {"what", "path"}, *values[] = {"prompts", path};
     Err err = {0};
     int64_t id;
-    int rc = run_job(st, "import", 2, names, values, 0, &id, &err);
+    int rc = support_run_job(st, "import", 2, names, values, 0, &id, &err);
     cr_assert_neq(rc, 0);
     cr_assert(strstr(err.msg, "FIFO"), "%s", err.msg);
     store_close(st);
@@ -107,7 +78,7 @@ Test(import_job, cancel_while_checking_writes_nothing) {
     const char *names[] = {"what", "path"}, *values[] = {"prompts", f};
     Err err = {0};
     int64_t id;
-    cr_assert_eq(run_job(st, "import", 2, names, values, 1, &id, &err), ERR_CANCELLED);
+    cr_assert_eq(support_run_job(st, "import", 2, names, values, 1, &id, &err), ERR_CANCELLED);
     StoreCounts sc;
     cr_assert_eq(store_counts(st, &sc, NULL), 0);
     cr_assert_eq(sc.prompts, 0);

@@ -36,34 +36,7 @@ static void teardown(void) {
 
 TestSuite(import_safety, .init = setup, .fini = teardown);
 
-/* Every row of the tables an import may touch, as text: equal dumps = unchanged store. */
-static char *dump_of(const char *db_path) {
-    static const char *const tables[] = {"prompts", "images", "annotators", "ratings",
-                                         "rating_history", "pairs"};
-    sqlite3 *db;
-    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
-        char sql[96];
-        snprintf(sql, sizeof sql, "SELECT * FROM %s ORDER BY rowid", tables[t]);
-        sqlite3_stmt *s;
-        cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
-        fprintf(f, "[%s]\n", tables[t]);
-        while (sqlite3_step(s) == SQLITE_ROW) {
-            for (int i = 0; i < sqlite3_column_count(s); i++) {
-                const unsigned char *v = sqlite3_column_text(s, i);
-                fprintf(f, "%s|", v ? (const char *)v : "NULL");
-            }
-            fputc('\n', f);
-        }
-        sqlite3_finalize(s);
-    }
-    fclose(f);
-    sqlite3_close(db);
-    return out;
-}
+static char *dump_of(const char *db_path) { return support_import_dump(db_path); }
 
 static char *dump(void) { return dump_of(dbpath); }
 
@@ -444,9 +417,7 @@ Test(import_safety, ratings_of_unknown_prompts_create_them_then_prompts_fill_in)
 /* Cancels at the first report, noting whether the import held the write lock then (it must
  * not: the rows are still being read and checked). */
 static int lock_held_at_cancel = -1;
-static int cancel_while_checking(void *user, size_t done, size_t total) {
-    (void)done;
-    (void)total;
+static int cancel_while_checking(void *user) {
     *(size_t *)user += 1;
     sqlite3 *db;
     cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
@@ -463,7 +434,7 @@ Test(import_safety, cancel_works_while_rows_are_checked) {
         fprintf(f, "1,images/1/%d.png,5,a%d\n", i % 2, i);
     fclose(f);
     size_t calls = 0;
-    ImportOptions o = {.progress = cancel_while_checking, .user_data = &calls};
+    ImportOptions o = {.progress = {.cancelled = cancel_while_checking, .user = &calls}};
     ImportReport rep;
     Err err = {0};
     char *before = dump();

@@ -54,8 +54,8 @@ Test(jobkind, parse_applies_defaults_and_types) {
     const char *names[] = {"file", "epochs", "mode"};
     const char *values[] = {"/tmp/x.csv", "7", "multihead"};
     Err err = {0};
-    JobParams *p = job_params_parse(&demo, 3, names, values, &err);
-    cr_assert_not_null(p, "%s", err.msg);
+    JobParams *p;
+    cr_assert_eq(job_params_parse(&demo, 3, names, values, &p, &err), 0, "%s", err.msg);
     cr_assert_str_eq(job_param_str(p, "file"), "/tmp/x.csv");
     cr_assert_eq(job_param_int(p, "epochs"), 7);
     cr_assert_float_eq(job_param_float(p, "lr"), 0.001, 1e-12);
@@ -63,8 +63,8 @@ Test(jobkind, parse_applies_defaults_and_types) {
     cr_assert_str_eq(job_param_str(p, "mode"), "multihead");
     cr_assert_str_eq(job_param_str(p, "note"), "");
     char *json = job_params_to_json(p);
-    JobParams *q = job_params_from_json(&demo, json, &err);
-    cr_assert_not_null(q, "%s", err.msg);
+    JobParams *q;
+    cr_assert_eq(job_params_from_json(&demo, json, &q, &err), 0, "%s", err.msg);
     char *json2 = job_params_to_json(q);
     cr_assert_str_eq(json, json2);
     cr_assert_eq(job_param_int(q, "epochs"), 7);
@@ -78,30 +78,35 @@ Test(jobkind, parse_rejects_bad_input_naming_the_parameter) {
     reg();
     Err err = {0};
     const char *n1[] = {"file", "epochs"}, *v1[] = {"a", "seven"};
-    cr_assert_null(job_params_parse(&demo, 2, n1, v1, &err));
+    cr_assert_neq(job_params_parse(&demo, 2, n1, v1, &(JobParams *){NULL}, &err), 0);
     cr_assert_eq(err.code, ERR_USAGE);
     cr_assert(strstr(err.msg, "--epochs") && strstr(err.msg, "seven"), "%s", err.msg);
     const char *n2[] = {"epochs"}, *v2[] = {"2"};
-    cr_assert_null(job_params_parse(&demo, 1, n2, v2, &err));
+    cr_assert_neq(job_params_parse(&demo, 1, n2, v2, &(JobParams *){NULL}, &err), 0);
     cr_assert(strstr(err.msg, "--file is required"), "%s", err.msg);
     const char *n3[] = {"file", "bogus"}, *v3[] = {"a", "1"};
-    cr_assert_null(job_params_parse(&demo, 2, n3, v3, &err));
+    cr_assert_neq(job_params_parse(&demo, 2, n3, v3, &(JobParams *){NULL}, &err), 0);
     cr_assert(strstr(err.msg, "unknown parameter --bogus"), "%s", err.msg);
     const char *n4[] = {"file", "mode"}, *v4[] = {"a", "regression"};
-    cr_assert_null(job_params_parse(&demo, 2, n4, v4, &err));
+    cr_assert_neq(job_params_parse(&demo, 2, n4, v4, &(JobParams *){NULL}, &err), 0);
     cr_assert(strstr(err.msg, "pairs|multihead"), "%s", err.msg);
     const char *n5[] = {"file", "shuffle"}, *v5[] = {"a", "maybe"};
-    cr_assert_null(job_params_parse(&demo, 2, n5, v5, &err));
-    cr_assert_null(job_params_from_json(&demo, "{\"file\":\"a\",\"zzz\":1}", &err));
+    cr_assert_neq(job_params_parse(&demo, 2, n5, v5, &(JobParams *){NULL}, &err), 0);
+    JobParams *bad = (JobParams *)&err; /* any non-NULL: overwritten with NULL on failure */
+    cr_assert_eq(job_params_from_json(&demo, "{\"file\":\"a\",\"zzz\":1}", &bad, &err),
+                 ERR_FORMAT);
+    cr_assert_null(bad);
     cr_assert_eq(err.code, ERR_FORMAT);
-    cr_assert_null(job_params_from_json(&demo, "[1,2", &err));
+    /* no Err to fill: the code still comes back (nothing reads through a NULL err) */
+    cr_assert_eq(job_params_from_json(&demo, "[1,2", &bad, NULL), ERR_FORMAT);
+    cr_assert_null(bad);
 }
 
 Test(jobkind, relative_paths_become_absolute) {
     reg();
     const char *n[] = {"file"}, *v[] = {"some/rel.csv"};
-    JobParams *p = job_params_parse(&demo, 1, n, v, NULL);
-    cr_assert_not_null(p);
+    JobParams *p;
+    cr_assert_eq(job_params_parse(&demo, 1, n, v, &p, NULL), 0);
     cr_assert_eq(job_param_str(p, "file")[0], '/');
     cr_assert(strstr(job_param_str(p, "file"), "/some/rel.csv"));
     job_params_free(p);

@@ -10,6 +10,7 @@
 #include "jobkind.h"
 #include "store_catalog.h"
 #include "store_jobs.h"
+#include "support.h"
 
 static char tmpdir[64];
 static char path[256];
@@ -28,36 +29,7 @@ static void teardown(void) {
 TestSuite(jobkinds_io, .init = setup, .fini = teardown);
 
 static const char *write_file(const char *name, const char *text) {
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs(text, f);
-    fclose(f);
-    return path;
-}
-
-/* Add and claim a job of KIND with params NAMES=VALUES, run it with CANCEL preset; returns
- * run()'s code, *id the job. */
-static int run_job(Store *st, const char *kind, int n, const char *const *names,
-                   const char *const *values, int cancel, int64_t *id, Err *err) {
-    const JobKind *k = jobkind_find(kind);
-    cr_assert_not_null(k, "kind %s is not registered in the build", kind);
-    JobParams *p = job_params_parse(k, n, names, values, err);
-    cr_assert_not_null(p, "%s", err->msg);
-    char *json = job_params_to_json(p);
-    JobNew jn = {.kind = kind, .params = json};
-    cr_assert_eq(store_job_add(st, &jn, id, err), 0, "%s", err->msg);
-    free(json);
-    JobClaim c = {.worker = "h:1:t0", .host = "h", .pid = 1, .gpu_share = 1};
-    JobRow r;
-    cr_assert_eq(store_job_claim(st, &c, &r, err), 1);
-    store_job_row_deinit(&r);
-    atomic_int flag = cancel;
-    JobCtx *ctx = job_ctx_new(st, *id, NULL, NULL, &flag);
-    int rc = k->run(ctx, p, err);
-    job_ctx_free(ctx);
-    job_params_free(p);
-    return rc;
+    return support_write_file(tmpdir, name, text, path, sizeof path);
 }
 
 static int n_prompts(Store *st) {
@@ -84,7 +56,7 @@ Test(jobkinds_io, import_prompts_succeeds_with_progress_and_report) {
     const char *names[] = {"what", "path"}, *values[] = {"prompts", f};
     Err err = {0};
     int64_t id;
-    cr_assert_eq(run_job(st, "import", 2, names, values, 0, &id, &err), 0, "%s", err.msg);
+    cr_assert_eq(support_run_job(st, "import", 2, names, values, 0, &id, &err), 0, "%s", err.msg);
     cr_assert_eq(n_prompts(st), 2);
     JobRow r;
     cr_assert_eq(store_job_get(st, id, &r, NULL), 0);
@@ -102,7 +74,7 @@ Test(jobkinds_io, bad_file_fails_and_leaves_the_store_unchanged) {
     const char *names[] = {"what", "path"}, *values[] = {"prompts", f};
     Err err = {0};
     int64_t id;
-    cr_assert_eq(run_job(st, "import", 2, names, values, 0, &id, &err), ERR_FORMAT);
+    cr_assert_eq(support_run_job(st, "import", 2, names, values, 0, &id, &err), ERR_FORMAT);
     cr_assert(strstr(err.msg, "bad.csv:"), "%s", err.msg);
     cr_assert_eq(n_prompts(st), 0);
     cr_assert(log_has(st, id, "bad.csv:"));
@@ -116,7 +88,7 @@ Test(jobkinds_io, cancel_writes_nothing) {
     const char *names[] = {"what", "path"}, *values[] = {"prompts", f};
     Err err = {0};
     int64_t id;
-    cr_assert_eq(run_job(st, "import", 2, names, values, 1, &id, &err), ERR_CANCELLED);
+    cr_assert_eq(support_run_job(st, "import", 2, names, values, 1, &id, &err), ERR_CANCELLED);
     cr_assert_eq(n_prompts(st), 0);
     store_close(st);
 }
@@ -127,11 +99,11 @@ Test(jobkinds_io, export_writes_atomically_or_not_at_all) {
     const char *n1[] = {"what", "path"}, *v1[] = {"prompts", f};
     Err err = {0};
     int64_t id;
-    cr_assert_eq(run_job(st, "import", 2, n1, v1, 0, &id, &err), 0, "%s", err.msg);
+    cr_assert_eq(support_run_job(st, "import", 2, n1, v1, 0, &id, &err), 0, "%s", err.msg);
     char out[256];
     snprintf(out, sizeof out, "%s/out.csv", tmpdir);
     const char *n2[] = {"what", "out"}, *v2[] = {"prompts", out};
-    cr_assert_eq(run_job(st, "export", 2, n2, v2, 0, &id, &err), 0, "%s", err.msg);
+    cr_assert_eq(support_run_job(st, "export", 2, n2, v2, 0, &id, &err), 0, "%s", err.msg);
     FILE *fp = fopen(out, "r");
     cr_assert_not_null(fp);
     char buf[256] = {0};
@@ -141,11 +113,17 @@ Test(jobkinds_io, export_writes_atomically_or_not_at_all) {
     cr_assert(log_has(st, id, "wrote 1 rows"));
 
     const char *v3[] = {"prompts", "/nonexistent-dir/x.csv"};
-    cr_assert_neq(run_job(st, "export", 2, n2, v3, 0, &id, &err), 0);
+    cr_assert_neq(support_run_job(st, "export", 2, n2, v3, 0, &id, &err), 0);
     cr_assert_eq(access("/nonexistent-dir/x.csv", F_OK), -1);
 
     const char *n4[] = {"what", "out", "min-diff"}, *v4[] = {"pairs", out, "-1"};
-    cr_assert_null(job_params_parse(jobkind_find("export"), 3, n4, v4, &err));
+    JobParams *bad = (JobParams *)&err; /* any non-NULL: NULL after a failure */
+    cr_assert_eq(job_params_parse(jobkind_find("export"), 3, n4, v4, &bad, &err), ERR_USAGE);
+    cr_assert_null(bad);
     cr_assert(strstr(err.msg, "min-diff"), "%s", err.msg);
+    /* a refusal with no Err to fill is still a refusal, not a crash */
+    const char *v5[] = {"bogus", out, "0"};
+    cr_assert_neq(job_params_parse(jobkind_find("export"), 3, n4, v5, &bad, NULL), 0);
+    cr_assert_null(bad);
     store_close(st);
 }

@@ -149,8 +149,8 @@ static int64_t add_count(Store *st, int steps, int every, int step_ms, const cha
     const char *names[] = {"steps", "every", "step-ms", "out"};
     const char *values[] = {s1, s2, s3, out ? out : ""};
     Err err = {0};
-    JobParams *p = job_params_parse(k, 4, names, values, &err);
-    cr_assert_not_null(p, "%s", err.msg);
+    JobParams *p;
+    cr_assert_eq(job_params_parse(k, 4, names, values, &p, &err), 0, "%s", err.msg);
     char *json = job_params_to_json(p);
     job_params_free(p);
     JobNew jn = {.kind = "test-count", .params = json};

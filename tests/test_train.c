@@ -204,8 +204,8 @@ Test(train, planted_preferences_are_learned_per_head) {
     /* evaluation of best/ on the validation prompts agrees with training's metrics */
     char best[512];
     snprintf(best, sizeof best, "%s/best", c.output);
-    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
-    cr_assert_not_null(ck, "%s", err.msg);
+    RewardCkpt *ck;
+    cr_assert_eq(train_ckpt_open(st, best, 1, &ck, &err), 0, "%s", err.msg);
     EvalOptions o = {.min_rating_diff = 1.5, .split = "val"};
     EvalReport rep;
     cr_assert_eq(train_eval(ck, st, &o, &rep, &err), 0, "%s", err.msg);
@@ -410,8 +410,8 @@ static int run_job(Store *st, int64_t id, atomic_int *cancel, Err *err) {
     JobRow row;
     cr_assert_eq(store_job_get(st, id, &row, err), 0, "%s", err->msg);
     const JobKind *k = jobkind_find("train-reward");
-    JobParams *p = job_params_from_json(k, row.params, err);
-    cr_assert_not_null(p, "%s", err->msg);
+    JobParams *p;
+    cr_assert_eq(job_params_from_json(k, row.params, &p, err), 0, "%s", err->msg);
     JobCtx *ctx = job_ctx_new(st, id, row.checkpoint, NULL, cancel);
     int rc = k->run(ctx, p, err);
     job_ctx_free(ctx);
@@ -434,8 +434,8 @@ Test(train, job_cancelled_then_resumed_matches_an_uninterrupted_job) {
                  "{\"epochs\": 4, \"batch-size\": 16, \"learning-rate\": 0.001, \"threads\": 1,"
                  " \"seed\": 3, \"output\": \"%s/job%d\", \"name\": \"job%d\"}", dir, k, k);
         const JobKind *kind = jobkind_find("train-reward");
-        JobParams *p = job_params_from_json(kind, js[k], &err);
-        cr_assert_not_null(p, "%s", err.msg);
+        JobParams *p;
+        cr_assert_eq(job_params_from_json(kind, js[k], &p, &err), 0, "%s", err.msg);
         char *full = job_params_to_json(p);
         job_params_free(p);
         JobNew jn = {.kind = "train-reward", .params = full};
@@ -479,8 +479,8 @@ Test(train, damaged_checkpoints_are_reported_by_file) {
     cr_assert_eq(train_run(st, &c, NULL, NULL, &err), 0, "%s", err.msg);
     char p[600], best[600];
     snprintf(best, sizeof best, "%s/best", c.output);
-    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
-    cr_assert_not_null(ck, "%s", err.msg);
+    RewardCkpt *ck;
+    cr_assert_eq(train_ckpt_open(st, best, 1, &ck, &err), 0, "%s", err.msg);
     float s0[6], s1[6];
     char img[300];
     snprintf(img, sizeof img, "%s/img/0_0.png", dir);
@@ -491,7 +491,7 @@ Test(train, damaged_checkpoints_are_reported_by_file) {
     /* truncated weights */
     snprintf(p, sizeof p, "%s/model.safetensors", best);
     cr_assert_eq(truncate(p, 100), 0);
-    cr_assert_null(train_ckpt_open(st, best, 1, &err));
+    cr_assert_neq(train_ckpt_open(st, best, 1, &(RewardCkpt *){NULL}, &err), 0);
     cr_assert(strstr(err.msg, "model.safetensors"), "%s", err.msg);
     /* broken config */
     snprintf(p, sizeof p, "%s/final/config.json", c.output);
@@ -499,10 +499,10 @@ Test(train, damaged_checkpoints_are_reported_by_file) {
     fputs("{\"encoder\": ", f);
     fclose(f);
     snprintf(best, sizeof best, "%s/final", c.output);
-    cr_assert_null(train_ckpt_open(st, best, 1, &err));
+    cr_assert_neq(train_ckpt_open(st, best, 1, &(RewardCkpt *){NULL}, &err), 0);
     cr_assert(strstr(err.msg, "config.json"), "%s", err.msg);
     /* not a checkpoint folder at all */
-    cr_assert_null(train_ckpt_open(st, dir, 1, &err));
+    cr_assert_neq(train_ckpt_open(st, dir, 1, &(RewardCkpt *){NULL}, &err), 0);
     cr_assert(strstr(err.msg, "not a reward checkpoint"), "%s", err.msg);
     /* no resume state */
     cr_assert_null(train_resume_read(dir, &err));
@@ -582,8 +582,8 @@ Test(train, eval_on_a_pairs_file_with_images_not_in_the_store) {
     fclose(f);
     char best[600];
     snprintf(best, sizeof best, "%s/best", c.output);
-    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
-    cr_assert_not_null(ck, "%s", err.msg);
+    RewardCkpt *ck;
+    cr_assert_eq(train_ckpt_open(st, best, 1, &ck, &err), 0, "%s", err.msg);
     EvalOptions o = {.pairs_file = p};
     EvalReport r;
     cr_assert_eq(train_eval(ck, st, &o, &r, &err), 0, "%s", err.msg);
@@ -650,8 +650,8 @@ Test(train, eval_of_the_store_and_of_its_export_agree) {
     {
         char best[600];
         snprintf(best, sizeof best, "%s/best", c.output);
-        RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
-        cr_assert_not_null(ck, "%s", err.msg);
+        RewardCkpt *ck;
+        cr_assert_eq(train_ckpt_open(st, best, 1, &ck, &err), 0, "%s", err.msg);
         EvalOptions o = {.min_rating_diff = c.min_rating_diff, .split = "val"};
         EvalReport v;
         cr_assert_eq(train_eval(ck, st, &o, &v, &err), 0, "%s", err.msg);
@@ -686,8 +686,8 @@ Test(train, eval_of_the_store_and_of_its_export_agree) {
     cr_assert_eq(export_to_file(st, EXPORT_PAIRS, pairs, &eo, NULL, &err), 0, "%s", err.msg);
     char best[600];
     snprintf(best, sizeof best, "%s/best", c.output);
-    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
-    cr_assert_not_null(ck, "%s", err.msg);
+    RewardCkpt *ck;
+    cr_assert_eq(train_ckpt_open(st, best, 1, &ck, &err), 0, "%s", err.msg);
     EvalOptions from_store = {.min_rating_diff = 0.5, .split = "all"};
     EvalOptions from_file = {.pairs_file = pairs, .min_rating_diff = 0.5};
     EvalReport a, b;
@@ -717,8 +717,8 @@ Test(train, eval_of_the_store_and_of_its_export_agree) {
     free(txt);
     /* --split val: progress ends at 100 % */
     LastProgress lp = {0};
-    EvalOptions val = {.min_rating_diff = 0.5, .split = "val", .progress = note_progress,
-                       .user = &lp};
+    EvalOptions val = {.min_rating_diff = 0.5, .split = "val",
+                       .progress = {.progress = note_progress, .user = &lp}};
     cr_assert_eq(train_eval(ck, st, &val, &a, &err), 0, "%s", err.msg);
     cr_assert_gt(a.n_labels, 0);
     cr_assert_lt(a.n_labels, b.n_labels);
@@ -754,7 +754,7 @@ Test(train, unreadable_images_are_skipped_with_one_warning) {
     TrainConfig c;
     config(&c, "skip", 1);
     Lines lines = {0};
-    TrainHooks h = {.log = collect_line, .user = &lines};
+    TrainHooks h = {.progress = {.log = collect_line, .user = &lines}};
     int64_t run = 0;
     cr_assert_eq(train_run(st, &c, &h, &run, &err), 0, "%s", err.msg);
     cr_assert_eq(lines.n_warn, 1, "one warning:\n%s", lines.text);
@@ -763,8 +763,8 @@ Test(train, unreadable_images_are_skipped_with_one_warning) {
     /* evaluation, from the store and from its export */
     char best[600];
     snprintf(best, sizeof best, "%s/best", c.output);
-    RewardCkpt *ck = train_ckpt_open(st, best, 1, &err);
-    cr_assert_not_null(ck, "%s", err.msg);
+    RewardCkpt *ck;
+    cr_assert_eq(train_ckpt_open(st, best, 1, &ck, &err), 0, "%s", err.msg);
     EvalOptions o = {.min_rating_diff = 0.5, .split = "all"};
     EvalReport a, b;
     cr_assert_eq(train_eval(ck, st, &o, &a, &err), 0, "%s", err.msg);
@@ -794,7 +794,7 @@ Test(train, unreadable_images_are_skipped_with_one_warning) {
     cr_assert_eq(scored, N_PROMPTS * PER_PROMPT - 2);
     /* and the embed job's work */
     Lines el = {0};
-    RewardHooks rh = {.log = collect_line, .user = &el};
+    Progress rh = {.log = collect_line, .user = &el};
     size_t ni = 0, np = 0;
     cr_assert_eq(reward_embed_all(st, "classic", &rh, &ni, &np, &err), 0, "%s", err.msg);
     cr_assert_eq(ni, N_PROMPTS * PER_PROMPT - 2);
@@ -876,5 +876,59 @@ Test(train, resume_after_rotation_continues_from_the_newest) {
     cr_assert(file_exists(out, "checkpoint-2/model.safetensors"));
     cr_assert(file_exists(out, "checkpoint-4/model.safetensors"));
     cr_assert(file_exists(out, "final/model.safetensors"));
+    store_close(st);
+}
+
+/* ---- the training options: one table (train.h TRAIN_OPTIONS) ---- */
+
+/* The job kind's defaults (what `easel train` and the TUI's form start from) and
+ * train_config_defaults are the same values, and every whole-number option is refused outside
+ * its range in the same words by the job parameters and by train_config_check. */
+Test(train, one_table_of_options_for_defaults_and_ranges) {
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    JobParams *p;
+    cr_assert_eq(job_params_parse(&jobkind_train_reward, 0, NULL, NULL, &p, &err), 0, "%s",
+                 err.msg);
+    TrainConfig from_job, dflt;
+    cr_assert_eq(reward_train_config(p, st, &from_job, &err), 0, "%s", err.msg);
+    job_params_free(p);
+    train_config_defaults(&dflt);
+    /* output and run name are the job's own (beside the store, generated) */
+    memcpy(from_job.output, dflt.output, sizeof dflt.output);
+    memcpy(from_job.run_name, dflt.run_name, sizeof dflt.run_name);
+    cr_assert_eq(memcmp(&from_job, &dflt, sizeof dflt), 0, "the job's defaults differ");
+
+    const char *names[] = {"save-every", "patience", "threads", "epochs", "batch-size"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        long long lo, hi;
+        cr_assert_eq(train_option_int_range(names[i], &lo, &hi), 0, "%s", names[i]);
+        char bad[32], want[96];
+        snprintf(bad, sizeof bad, "%lld", lo - 1);
+        snprintf(want, sizeof want, "--%s %lld: expected a whole number from %lld to %lld",
+                 names[i], lo - 1, lo, hi);
+        const char *n1[] = {names[i]}, *v1[] = {bad};
+        cr_assert_eq(job_params_parse(&jobkind_train_reward, 1, n1, v1, &p, &err), 0, "%s",
+                     err.msg);
+        cr_assert_eq(reward_train_config(p, st, &from_job, &err), ERR_USAGE);
+        cr_assert(strstr(err.msg, want), "job: %s", err.msg);
+        job_params_free(p);
+        TrainConfig c = dflt;
+        if (strcmp(names[i], "save-every") == 0)
+            c.save_every = (int)(lo - 1);
+        else if (strcmp(names[i], "patience") == 0)
+            c.patience = (int)(lo - 1);
+        else if (strcmp(names[i], "threads") == 0)
+            c.threads = (int)(lo - 1);
+        else if (strcmp(names[i], "epochs") == 0)
+            c.epochs = (int)(lo - 1);
+        else
+            c.batch_size = (int)(lo - 1);
+        cr_assert_eq(train_config_check(&c, &err), ERR_USAGE);
+        cr_assert(strstr(err.msg, want), "config: %s", err.msg);
+    }
+    cr_assert_eq(train_option_int_range("learning-rate", &(long long){0}, &(long long){0}),
+                 ERR_NOTFOUND);
     store_close(st);
 }

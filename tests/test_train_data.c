@@ -61,7 +61,7 @@ Test(train_data, labels_from_ratings_hand_computed) {
         float sum = 0;
         for (int h = 0; h < 5; h++) {
             cr_assert_float_eq(t[i].label[h], want[i][h], 1e-6, "pair %zu head %s: %f", i,
-                               train_head_names[h], t[i].label[h]);
+                               train_output_name(h), t[i].label[h]);
             sum += want[i][h];
         }
         cr_assert_float_eq(t[i].label_combined, sum / 5, 1e-6);

@@ -64,11 +64,7 @@ static int easel_as(const char *user, const char *fmt, ...) {
 
 static void write_file(const char *name, const char *text) {
     char path[256];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f, "%s", path);
-    fputs(text, f);
-    fclose(f);
+    support_write_file(tmpdir, name, text, path, sizeof path);
 }
 
 static double sql_num(const char *sql) {
@@ -165,8 +161,8 @@ static int check_job(Store *st, const char *kind, int n, const char *const *name
                      const char *const *values, Err *err) {
     const JobKind *k = jobkind_find(kind);
     cr_assert_not_null(k, "%s", kind);
-    JobParams *p = job_params_parse(k, n, names, values, err);
-    cr_assert_not_null(p, "%s", err->msg);
+    JobParams *p;
+    cr_assert_eq(job_params_parse(k, n, names, values, &p, err), 0, "%s", err->msg);
     int rc = job_params_check_trust(st, p, NULL, err);
     job_params_free(p);
     return rc;
@@ -202,8 +198,8 @@ Test(trust, every_kind_declares_the_paths_it_reaches_indirectly) {
     cr_assert_eq(check_job(st, "train-reward", 1, n3, v4, &err), 0, "%s", err.msg);
     /* a resumed job's checkpoint names its output folder: checked too */
     const JobKind *k = jobkind_find("train-reward");
-    JobParams *p = job_params_parse(k, 0, NULL, NULL, &err);
-    cr_assert_not_null(p, "%s", err.msg);
+    JobParams *p;
+    cr_assert_eq(job_params_parse(k, 0, NULL, NULL, &p, &err), 0, "%s", err.msg);
     char cp[256];
     snprintf(cp, sizeof cp, "{\"output\": \"%s/r\", \"epoch\": 1}", outside);
     cr_assert_eq(job_params_check_trust(st, p, cp, &err), ERR_DENIED, "%s", err.msg);

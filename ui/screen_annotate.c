@@ -210,7 +210,7 @@ static void *order_load(Store *st, void *argp, Err *err) {
     OrderReq *r = argp;
     OrderDone *d = xcalloc(1, sizeof *d);
     d->order = r->order;
-    QueueOrderOptions o = {.threads = 1, .cancelled = order_stopped, .user = r->stop};
+    QueueOrderOptions o = {.threads = 1, .progress = {.cancelled = order_stopped, .user = r->stop}};
     if (queue_order_refresh(st, r->order, &o, &d->res, err)) {
         free(d);
         return NULL;

@@ -1,7 +1,7 @@
 /* fuzz_image — libFuzzer target for easel's image decoders (`make fuzz`, needs clang).
  *
  * The first input byte picks the decoder, the rest is the image file:
- *   0  encoder_image_decode (bytes in memory: classic features, training, scoring, embed)
+ *   0  image_decode (bytes in memory: classic features, training, scoring, embed)
  *   1  clip_image_load + clip_image_preprocess to 32x32, crop and squash (CLIP's resampler,
  *      for images up to 4 megapixels)
  *   2  gfx_image_load + gfx_image_resize to 16x9 (the TUI's preview)
@@ -20,6 +20,7 @@
 
 #include "clip_image.h"
 #include "encoder.h"
+#include "image.h"
 #include "gfx.h"
 #include "infile.h"
 
@@ -48,13 +49,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size--;
     Err err = {0};
     if (which == 0) {
-        int w, h;
-        uint8_t *px = encoder_image_decode(data, size, "fuzz.png", &w, &h, &err);
-        if (px)
-            check_size(w, h);
+        Image im;
+        if (image_decode(data, size, "fuzz.png", 3, &im, &err) == 0)
+            check_size(im.w, im.h);
         else
             check_refusal(&err, "fuzz.png");
-        free(px);
+        image_deinit(&im);
         return 0;
     }
     FILE *f = fopen(path, "wb");
