@@ -1,0 +1,431 @@
+// backend_cuda — the CUDA backend behind src/backend.h: one device, one stream, one cuBLAS
+// handle and workspace, a caching allocator and a device scratch arena, all owned by the
+// Backend (nothing process-wide). Kernels are those of gpu/kern_list.h (shared with the host
+// emulation harness), launched on the backend's stream; GEMMs go through cuBLAS here.
+//
+// Errors: every launch and cuBLAS call is checked; the first failure sticks to the backend
+// (backend_fail) with the CUDA or cuBLAS text, and later ops are no-ops in the front end.
+// Ops without a CUDA implementation yet (the table's NULL entries: GEGLU, the activations,
+// conv2d, attention, upsampling, concat/split, mse) fail the backend with "not implemented on
+// the cuda backend" -- doc/engine.md lists them as the next session's work.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "backend_impl.h"
+#include "cuda.h"
+}
+#include "kern_list.h"
+
+#define DEFAULT_ARENA ((size_t)256 << 20)
+#define WORKSPACE_BYTES ((size_t)32 << 20) // cuBLAS workspace, set on the handle
+
+typedef struct CacheBlock {
+    void *p;
+    size_t bytes;
+    int in_use;
+} CacheBlock;
+
+typedef struct CudaState {
+    int dev;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *workspace;
+    float *ones;          // a vector of ones for bias sums as GEMV/GEMM
+    size_t ones_n;
+    void *arena_block;    // the scratch arena's device block
+    CacheBlock *blocks;   // the caching allocator: every block it has ever cudaMalloc'd
+    int n_blocks, cap_blocks;
+} CudaState;
+
+static CudaState *st(Backend *be) { return (CudaState *)be->impl; }
+
+static int cuda_ok(Backend *be, cudaError_t e, const char *what) {
+    if (e == cudaSuccess)
+        return 1;
+    backend_fail(be, ERR_GPU, "%s: CUDA %s", what, cudaGetErrorString(e));
+    return 0;
+}
+
+static int blas_ok(Backend *be, cublasStatus_t s, const char *what) {
+    if (s == CUBLAS_STATUS_SUCCESS)
+        return 1;
+    backend_fail(be, ERR_GPU, "%s: cuBLAS %s", what, cublasGetStatusString(s));
+    return 0;
+}
+
+// ---- caching allocator ------------------------------------------------------------------------
+// Sizes are rounded (512 B steps below 1 MiB, 2 MiB steps above) so that a freed block serves
+// the next request of the same rounded size without cudaMalloc; a block is reused only for its
+// own size class. When cudaMalloc fails, the free cached blocks are released and it is tried
+// once more.
+
+static size_t round_size(size_t b) {
+    if (b < ((size_t)1 << 20))
+        return (b + 511) & ~(size_t)511;
+    size_t step = (size_t)2 << 20;
+    return (b + step - 1) / step * step;
+}
+
+static void release_free_blocks(CudaState *s) {
+    int j = 0;
+    for (int i = 0; i < s->n_blocks; i++) {
+        if (s->blocks[i].in_use)
+            s->blocks[j++] = s->blocks[i];
+        else
+            cudaFree(s->blocks[i].p);
+    }
+    s->n_blocks = j;
+}
+
+static void *cuda_be_malloc(Backend *be, size_t bytes) {
+    CudaState *s = st(be);
+    size_t r = round_size(bytes ? bytes : 1);
+    for (int i = 0; i < s->n_blocks; i++)
+        if (!s->blocks[i].in_use && s->blocks[i].bytes == r) {
+            s->blocks[i].in_use = 1;
+            return s->blocks[i].p;
+        }
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, r);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        release_free_blocks(s);
+        e = cudaMalloc(&p, r);
+    }
+    if (!cuda_ok(be, e, "malloc"))
+        return NULL;
+    if (s->n_blocks == s->cap_blocks) {
+        int cap = s->cap_blocks ? 2 * s->cap_blocks : 64;
+        CacheBlock *nb = (CacheBlock *)realloc(s->blocks, (size_t)cap * sizeof *nb);
+        if (!nb) {
+            cudaFree(p);
+            backend_fail(be, ERR_NOMEM, "malloc: out of host memory for the block list");
+            return NULL;
+        }
+        s->blocks = nb;
+        s->cap_blocks = cap;
+    }
+    s->blocks[s->n_blocks++] = CacheBlock{p, r, 1};
+    return p;
+}
+
+static void cuda_be_free(Backend *be, void *p) {
+    CudaState *s = st(be);
+    for (int i = 0; i < s->n_blocks; i++)
+        if (s->blocks[i].p == p) {
+            s->blocks[i].in_use = 0; // cached: the stream may still use it, later work reuses it
+            return;
+        }
+}
+
+static void cuda_be_close(Backend *be) {
+    CudaState *s = st(be);
+    if (s) {
+        cudaSetDevice(s->dev);
+        if (s->stream)
+            cudaStreamSynchronize(s->stream);
+        if (s->blas)
+            cublasDestroy(s->blas);
+        for (int i = 0; i < s->n_blocks; i++)
+            cudaFree(s->blocks[i].p);
+        free(s->blocks);
+        if (s->stream)
+            cudaStreamDestroy(s->stream);
+        free(s);
+    }
+    free(be);
+}
+
+static int cuda_be_sync(Backend *be) {
+    return cuda_ok(be, cudaStreamSynchronize(st(be)->stream), "synchronize") ? 0 : ERR_GPU;
+}
+
+static void cuda_be_upload(Backend *be, CT *dst, CT *src) {
+    cuda_ok(be, cudaMemcpyAsync(dst->ptr, src->ptr, tensor_nbytes(src), cudaMemcpyHostToDevice,
+                                st(be)->stream), "upload");
+}
+
+static void cuda_be_download(Backend *be, CT *dst, CT *src) {
+    if (cuda_ok(be, cudaMemcpyAsync(dst->ptr, src->ptr, tensor_nbytes(src),
+                                    cudaMemcpyDeviceToHost, st(be)->stream), "download"))
+        cuda_ok(be, cudaStreamSynchronize(st(be)->stream), "download");
+}
+
+static void cuda_be_zero(Backend *be, CT *t) {
+    cuda_ok(be, cudaMemsetAsync(t->ptr, 0, tensor_nbytes(t), st(be)->stream), "zero");
+}
+
+// ---- dtype conversion (the one kernel outside kern_list.h; see doc/engine.md) -----------------
+
+__device__ static float load_as_f32(const void *p, int dt, long i) {
+    if (dt == DTYPE_F16)
+        return __half2float(((const __half *)p)[i]);
+    if (dt == DTYPE_BF16)
+        return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+__global__ static void convert_kernel(void *dst, int ddt, const void *src, int sdt, long n) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n)
+        return;
+    float x = load_as_f32(src, sdt, i);
+    if (ddt == DTYPE_F16)
+        ((__half *)dst)[i] = __float2half_rn(x);
+    else if (ddt == DTYPE_BF16)
+        ((__nv_bfloat16 *)dst)[i] = __float2bfloat16_rn(x);
+    else
+        ((float *)dst)[i] = x;
+}
+
+static void convert_raw(Backend *be, void *dst, DType ddt, const void *src, DType sdt, long n) {
+    if (n <= 0)
+        return;
+    convert_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st(be)->stream>>>(dst, ddt, src, sdt,
+                                                                             n);
+    cuda_ok(be, cudaGetLastError(), "convert");
+}
+
+static void cuda_be_convert(Backend *be, CT *dst, CT *src) {
+    convert_raw(be, dst->ptr, dst->dtype, src->ptr, src->dtype, (long)tensor_numel(src));
+}
+
+// ---- kernels of kern_list.h on the backend's stream -------------------------------------------
+
+#define KERN_BE_DEFINE_(name, Args)                                                          \
+    __global__ void name##_be_kernel(Args a) {                                               \
+        KernCtx k = kern_ctx_device();                                                       \
+        name(&k, &a);                                                                        \
+    }                                                                                        \
+    __attribute__((unused)) static void name##_be(Backend *be, const Args &a) {              \
+        KernLaunch l = name##_launch(&a);                                                    \
+        if (be->fail_code || l.grid.x == 0)                                                  \
+            return;                                                                          \
+        name##_be_kernel<<<dim3((unsigned)l.grid.x, (unsigned)l.grid.y, (unsigned)l.grid.z), \
+                           dim3((unsigned)l.block.x, (unsigned)l.block.y,                    \
+                                (unsigned)l.block.z),                                        \
+                           l.smem, st(be)->stream>>>(a);                                     \
+        cuda_ok(be, cudaGetLastError(), #name);                                              \
+    }
+KERN_LIST(KERN_BE_DEFINE_)
+
+#define F(t) ((t) ? (float *)(t)->ptr : (float *)NULL)
+#define CF(t) ((t) ? (const float *)(t)->ptr : (const float *)NULL)
+
+static void cuda_layernorm_forward_be(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w,
+                                      CT *b, float eps) {
+    LayerNormFwdArgs a = {F(out), F(mean), F(rstd), CF(inp), CF(w), CF(b), (int)inp->shape[0],
+                          (int)inp->shape[1], eps};
+    layernorm_fwd_be(be, a);
+}
+
+static void cuda_layernorm_backward_be(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
+                                       CT *w, CT *mean, CT *rstd) {
+    LayerNormBwdArgs a = {F(dinp), F(dw), F(db), CF(dout), CF(inp), CF(w), CF(mean), CF(rstd),
+                          (int)inp->shape[0], (int)inp->shape[1]};
+    layernorm_bwd_dx_be(be, a);
+    layernorm_bwd_params_be(be, a);
+}
+
+static void cuda_groupnorm_forward_be(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w,
+                                      CT *b, int G, float eps) {
+    GroupNormFwdArgs a = {F(out), F(mean), F(rstd), CF(inp), CF(w), CF(b), (int)inp->shape[0],
+                          (int)inp->shape[1], (int)(inp->shape[2] * inp->shape[3]), G, eps};
+    groupnorm_fwd_be(be, a);
+}
+
+static void cuda_groupnorm_backward_be(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
+                                       CT *w, CT *mean, CT *rstd, int G) {
+    GroupNormBwdArgs a = {F(dinp), F(dw), F(db), CF(dout), CF(inp), CF(w), CF(mean), CF(rstd),
+                          (int)inp->shape[0], (int)inp->shape[1],
+                          (int)(inp->shape[2] * inp->shape[3]), G};
+    groupnorm_bwd_dx_be(be, a);
+    groupnorm_bwd_params_be(be, a);
+}
+
+static void cuda_softmax_forward_be(Backend *be, CT *out, CT *inp) {
+    SoftmaxArgs a = {F(out), CF(inp), (int)inp->shape[0], (int)inp->shape[1]};
+    softmax_fwd_be(be, a);
+}
+
+static void cuda_softmax_backward_be(Backend *be, CT *dinp, CT *dout, CT *out) {
+    if (!dinp)
+        return;
+    SoftmaxBwdArgs a = {F(dinp), CF(dout), CF(out), (int)out->shape[0], (int)out->shape[1]};
+    softmax_bwd_be(be, a);
+}
+
+static void cuda_adamw_be(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t, float lr,
+                          const AdamWConfig *cfg) {
+    adamw_be(be, adamw_args(F(param), F(m), F(v), CF(grad), (long)tensor_numel(param), lr,
+                            cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay, t));
+}
+
+// ---- GEMMs (cuBLAS, column-major: a row-major X (r,c) is a column-major Xᵀ (c,r)) -------------
+
+// c (M,N) = beta·c + op(a)·op(b), row-major, as nn_gemm.
+static void gemm(Backend *be, int ta, int tb, int M, int N, int K, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc, const char *what) {
+    if (be->fail_code || M == 0 || N == 0)
+        return;
+    const float one = 1.0f;
+    // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ.
+    blas_ok(be, cublasSgemm(st(be)->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &one, b, ldb, a, lda, &beta,
+                            c, ldc), what);
+}
+
+static const float *ones(Backend *be, size_t n) {
+    CudaState *s = st(be);
+    if (s->ones_n >= n)
+        return s->ones;
+    if (s->ones)
+        cuda_be_free(be, s->ones);
+    s->ones = (float *)cuda_be_malloc(be, n * sizeof(float));
+    s->ones_n = s->ones ? n : 0;
+    if (s->ones) {
+        float *h = (float *)malloc(n * sizeof(float));
+        if (!h) {
+            backend_fail(be, ERR_NOMEM, "ones: out of host memory");
+            return NULL;
+        }
+        for (size_t i = 0; i < n; i++)
+            h[i] = 1.0f;
+        cuda_ok(be, cudaMemcpy(s->ones, h, n * sizeof(float), cudaMemcpyHostToDevice), "ones");
+        free(h);
+    }
+    return s->ones;
+}
+
+// The weight as f32 on the device: itself, or widened into the arena (released by the caller's
+// backend_reset).
+static const float *f32_weight(Backend *be, CT *w) {
+    if (w->dtype == DTYPE_F32)
+        return (const float *)w->ptr;
+    Tensor t = backend_alloc(be, DTYPE_F32, w->n_dims, w->shape);
+    if (t.ptr)
+        convert_raw(be, t.ptr, DTYPE_F32, w->ptr, w->dtype, (long)tensor_numel(w));
+    return (const float *)t.ptr;
+}
+
+static void cuda_linear_forward_be(Backend *be, CT *out, CT *inp, CT *w, CT *b) {
+    int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
+    size_t mark = backend_mark(be);
+    const float *wf = f32_weight(be, w);
+    if (b) { // out = 1·biasᵀ, then += inp·Wᵀ
+        const float *o = ones(be, (size_t)N);
+        gemm(be, 0, 0, N, OC, 1, o, 1, CF(b), OC, 0.0f, F(out), OC, "linear_forward bias");
+        gemm(be, 0, 1, N, OC, C, CF(inp), C, wf, C, 1.0f, F(out), OC, "linear_forward");
+    } else {
+        gemm(be, 0, 1, N, OC, C, CF(inp), C, wf, C, 0.0f, F(out), OC, "linear_forward");
+    }
+    backend_reset(be, mark);
+}
+
+static void cuda_linear_backward_be(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
+                                    CT *w) {
+    int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
+    size_t mark = backend_mark(be);
+    if (dinp)
+        gemm(be, 0, 0, N, C, OC, CF(dout), OC, f32_weight(be, w), C, 1.0f, F(dinp), C,
+             "linear_backward dinp");
+    if (dw)
+        gemm(be, 1, 0, OC, C, N, CF(dout), OC, CF(inp), C, 1.0f, F(dw), C,
+             "linear_backward dweight");
+    if (db) // dbias (1,OC) += ones (1,N) · dout (N,OC)
+        gemm(be, 0, 0, 1, OC, N, ones(be, (size_t)N), N, CF(dout), OC, 1.0f, F(db), OC,
+             "linear_backward dbias");
+    backend_reset(be, mark);
+}
+
+static void cuda_matmul_forward_be(Backend *be, CT *out, CT *a, CT *b) {
+    int M = (int)a->shape[0], K = (int)a->shape[1], N = (int)b->shape[1];
+    gemm(be, 0, 0, M, N, K, CF(a), K, CF(b), N, 0.0f, F(out), N, "matmul_forward");
+}
+
+static void cuda_matmul_backward_be(Backend *be, CT *da, CT *db, CT *dout, CT *a, CT *b) {
+    int M = (int)a->shape[0], K = (int)a->shape[1], N = (int)b->shape[1];
+    if (da)
+        gemm(be, 0, 1, M, K, N, CF(dout), N, CF(b), N, 1.0f, F(da), K, "matmul_backward da");
+    if (db)
+        gemm(be, 1, 0, K, N, M, CF(a), K, CF(dout), N, 1.0f, F(db), N, "matmul_backward db");
+}
+
+static const BackendOps cuda_ops = {
+    "cuda",
+    cuda_be_close,
+    cuda_be_sync,
+    cuda_be_malloc,
+    cuda_be_free,
+    cuda_be_upload,
+    cuda_be_download,
+    cuda_be_zero,
+    cuda_be_convert,
+    cuda_linear_forward_be,
+    cuda_linear_backward_be,
+    cuda_matmul_forward_be,
+    cuda_matmul_backward_be,
+    cuda_layernorm_forward_be,
+    cuda_layernorm_backward_be,
+    cuda_groupnorm_forward_be,
+    cuda_groupnorm_backward_be,
+    cuda_softmax_forward_be,
+    cuda_softmax_backward_be,
+    NULL, NULL,             // act: next session
+    NULL, NULL,             // geglu
+    NULL, NULL,             // conv2d
+    NULL, NULL,             // attention
+    NULL, NULL,             // upsample2x
+    NULL, NULL, NULL, NULL, // concat, split
+    NULL, NULL,             // mse
+    cuda_adamw_be,
+};
+
+extern "C" int backend_cuda_open(int index, const BackendConfig *cfg, Backend **out, Err *err) {
+    *out = NULL;
+    char why[256];
+    CudaDevice devs[16];
+    int n = 0;
+    cuda_probe(devs, 16, &n, why, sizeof why);
+    if (n == 0)
+        return err_set(err, ERR_GPU, "%s", why);
+    if (index >= n)
+        return err_set(err, ERR_NOTFOUND, "cuda:%d: this machine has %d CUDA device%s (cuda:0"
+                       "%s)", index, n, n == 1 ? "" : "s", n > 1 ? " .. cuda:N-1" : "");
+    Backend *be = (Backend *)calloc(1, sizeof *be);
+    CudaState *s = (CudaState *)calloc(1, sizeof *s);
+    if (!be || !s) {
+        free(be);
+        free(s);
+        return err_set(err, ERR_NOMEM, "cuda backend: out of host memory");
+    }
+    be->ops = &cuda_ops;
+    be->kind = BACKEND_CUDA;
+    be->device = TENSOR_DEVICE_CUDA;
+    be->impl = s;
+    s->dev = devs[index].index;
+    snprintf(be->name, sizeof be->name, "cuda:%d (%s, sm_%d%d)", index, devs[index].name,
+             devs[index].cc_major, devs[index].cc_minor);
+    size_t arena = cfg && cfg->arena_bytes ? cfg->arena_bytes : DEFAULT_ARENA;
+    if (cuda_ok(be, cudaSetDevice(s->dev), "set device") &&
+        cuda_ok(be, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "stream") &&
+        blas_ok(be, cublasCreate(&s->blas), "cuBLAS handle") &&
+        blas_ok(be, cublasSetStream(s->blas, s->stream), "cuBLAS stream") &&
+        (s->workspace = cuda_be_malloc(be, WORKSPACE_BYTES)) != NULL &&
+        blas_ok(be, cublasSetWorkspace(s->blas, s->workspace, WORKSPACE_BYTES),
+                "cuBLAS workspace") &&
+        (s->arena_block = cuda_be_malloc(be, arena)) != NULL) {
+        arena_init_over(&be->arena, s->arena_block, arena);
+        *out = be;
+        return 0;
+    }
+    int rc = err_set(err, be->fail_code, "%s: %s", be->name, be->fail_msg);
+    cuda_be_close(be);
+    return rc;
+}
