@@ -9,8 +9,6 @@
 // conv2d, attention, upsampling, concat/split, mse) fail the backend with "not implemented on
 // the cuda backend" -- doc/engine.md lists them as the next session's work.
 #include <cublas_v2.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,45 +159,12 @@ static void cuda_be_zero(Backend *be, CT *t) {
     cuda_ok(be, cudaMemsetAsync(t->ptr, 0, tensor_nbytes(t), st(be)->stream), "zero");
 }
 
-// ---- dtype conversion (the one kernel outside kern_list.h; see doc/engine.md) -----------------
-
-__device__ static float load_as_f32(const void *p, int dt, long i) {
-    if (dt == DTYPE_F16)
-        return __half2float(((const __half *)p)[i]);
-    if (dt == DTYPE_BF16)
-        return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    return ((const float *)p)[i];
-}
-
-__global__ static void convert_kernel(void *dst, int ddt, const void *src, int sdt, long n) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n)
-        return;
-    float x = load_as_f32(src, sdt, i);
-    if (ddt == DTYPE_F16)
-        ((__half *)dst)[i] = __float2half_rn(x);
-    else if (ddt == DTYPE_BF16)
-        ((__nv_bfloat16 *)dst)[i] = __float2bfloat16_rn(x);
-    else
-        ((float *)dst)[i] = x;
-}
-
-static void convert_raw(Backend *be, void *dst, DType ddt, const void *src, DType sdt, long n) {
-    if (n <= 0)
-        return;
-    convert_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st(be)->stream>>>(dst, ddt, src, sdt,
-                                                                             n);
-    cuda_ok(be, cudaGetLastError(), "convert");
-}
-
-static void cuda_be_convert(Backend *be, CT *dst, CT *src) {
-    convert_raw(be, dst->ptr, dst->dtype, src->ptr, src->dtype, (long)tensor_numel(src));
-}
-
 // ---- kernels of kern_list.h on the backend's stream -------------------------------------------
 
+// The same wrapper as cuda_nn.cu's, in an anonymous namespace (internal to this file) and
+// launched on the backend's stream.
 #define KERN_BE_DEFINE_(name, Args)                                                          \
-    __global__ void name##_be_kernel(Args a) {                                               \
+    __global__ void name##_kernel(Args a) {                                                  \
         KernCtx k = kern_ctx_device();                                                       \
         name(&k, &a);                                                                        \
     }                                                                                        \
@@ -207,13 +172,27 @@ static void cuda_be_convert(Backend *be, CT *dst, CT *src) {
         KernLaunch l = name##_launch(&a);                                                    \
         if (be->fail_code || l.grid.x == 0)                                                  \
             return;                                                                          \
-        name##_be_kernel<<<dim3((unsigned)l.grid.x, (unsigned)l.grid.y, (unsigned)l.grid.z), \
+        name##_kernel<<<dim3((unsigned)l.grid.x, (unsigned)l.grid.y, (unsigned)l.grid.z), \
                            dim3((unsigned)l.block.x, (unsigned)l.block.y,                    \
                                 (unsigned)l.block.z),                                        \
                            l.smem, st(be)->stream>>>(a);                                     \
         cuda_ok(be, cudaGetLastError(), #name);                                              \
     }
+namespace {
 KERN_LIST(KERN_BE_DEFINE_)
+}
+
+static_assert(KERN_DT_F32 == DTYPE_F32 && KERN_DT_F16 == DTYPE_F16 && KERN_DT_BF16 == DTYPE_BF16,
+              "gpu/kern_convert.h's dtype codes are src/tensor.h's");
+
+static void convert_raw(Backend *be, void *dst, DType ddt, const void *src, DType sdt, long n) {
+    ConvertArgs a = {dst, src, n, (int)ddt, (int)sdt};
+    convert_dtype_be(be, a);
+}
+
+static void cuda_be_convert(Backend *be, CT *dst, CT *src) {
+    convert_raw(be, dst->ptr, dst->dtype, src->ptr, src->dtype, (long)tensor_numel(src));
+}
 
 #define F(t) ((t) ? (float *)(t)->ptr : (float *)NULL)
 #define CF(t) ((t) ? (const float *)(t)->ptr : (const float *)NULL)

@@ -62,6 +62,10 @@ int cuda_relu_backward(float *dinp, const float *dout, const float *out, long n_
 int cuda_adamw(float *param, float *m, float *v, const float *grad, long n, float lr,
                float beta1, float beta2, float eps, float wd, int t, Err *err);
 
+/* dst (n elements of dst_dtype) = src (n of src_dtype), dtypes as src/tensor.h's DType; rounds
+ * as src/tensor_half.c (nearest even, NaN and inf kept). */
+int cuda_convert(void *dst, int dst_dtype, const void *src, int src_dtype, long n, Err *err);
+
 /* gpu/cuda_blas.cu, the only file that calls cuBLAS:
  * out (N, OC) = inp (N, C) @ weight (OC, C)^T, row-major, PyTorch Linear layout, via cuBLAS. */
 int cuda_matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC,

@@ -179,3 +179,9 @@ extern "C" int cuda_adamw(float *p, float *m, float *v, const float *g, long n, 
         return err_set(err, ERR_USAGE, "cuda_adamw: step t must be >= 1 (got %d)", t);
     return adamw_go(adamw_args(p, m, v, g, n, lr, b1, b2, eps, wd, t), err);
 }
+
+extern "C" int cuda_convert(void *dst, int dst_dtype, const void *src, int src_dtype, long n,
+                            Err *err) {
+    ConvertArgs a = {dst, src, n, dst_dtype, src_dtype};
+    return convert_dtype_go(a, err);
+}

@@ -6,6 +6,7 @@
 #ifndef EASEL_KERN_LIST_H
 #define EASEL_KERN_LIST_H
 
+#include "kern_convert.h"
 #include "kern_nn.h"
 #include "kern_norm.h"
 
@@ -20,6 +21,7 @@
     X(softmax_bwd, SoftmaxBwdArgs)                                                           \
     X(bias_relu_fwd, BiasReluArgs)                                                           \
     X(relu_bwd, ReluBwdArgs)                                                                 \
-    X(adamw, AdamWArgs)
+    X(adamw, AdamWArgs)                                                                      \
+    X(convert_dtype, ConvertArgs)
 
 #endif

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "kern_emulate.h"
+#include "tensor.h"
 #include "nn_activation.h"
 #include "nn_linear.h"
 #include "nn_norm.h"
@@ -322,6 +323,45 @@ static int check_adamw(Why *w) {
     return rc;
 }
 
+/* ---- dtype conversion ---------------------------------------------------------------------- */
+
+/* Every f16 and bf16 value widened, and f32 values (specials, ties, randoms) narrowed, against
+ * src/tensor_half.c bit for bit. */
+static int check_convert(Why *w) {
+    enum { NH = 65536, NF = 4096 };
+    uint16_t *h = malloc(NH * sizeof *h), *hd = malloc(NF * sizeof *hd), *hr = malloc(NF * 2);
+    float *f = malloc(NH * sizeof *f), *fr = malloc(NH * sizeof *fr), *src = rnd(NF);
+    const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 65504.0f, 65520.0f,
+                             65519.0f, 0x1p-25f, 0x1p-24f, 3e38f, 1e-40f, 1.0f + 0x1p-11f};
+    for (int i = 0; i < (int)(sizeof special / sizeof *special); i++)
+        src[i] = special[i];
+    for (int i = 64; i < NF; i++)
+        src[i] *= (float)(1 << (i % 20)) * 1e-3f;
+    int rc = 0;
+    for (int dt = 1; dt <= 2 && !rc; dt++) {
+        for (int i = 0; i < NH; i++)
+            h[i] = (uint16_t)i;
+        Err err = {0};
+        ConvertArgs up = {f, h, NH, 0, dt};
+        rc = ran(w, convert_dtype_run(&up, &err), &err);
+        dtype_to_f32(fr, h, (DType)dt, NH);
+        for (int i = 0; i < NH && !rc; i++)
+            if (memcmp(&f[i], &fr[i], 4) && !(isnan(f[i]) && isnan(fr[i])))
+                rc = mismatch(w, "convert %s %#x: %g, want %g", dtype_name((DType)dt), i, f[i],
+                              fr[i]);
+        ConvertArgs down = {hd, src, NF, dt, 0};
+        if (!rc)
+            rc = ran(w, convert_dtype_run(&down, &err), &err);
+        dtype_from_f32(hr, (DType)dt, src, NF);
+        for (int i = 0; i < NF && !rc; i++)
+            if (hd[i] != hr[i])
+                rc = mismatch(w, "convert f32 %g to %s: %#x, want %#x", src[i],
+                              dtype_name((DType)dt), hd[i], hr[i]);
+    }
+    free(h), free(hd), free(hr), free(f), free(fr), free(src);
+    return rc;
+}
+
 /* ---- every comparison, by name -------------------------------------------------------------- */
 
 typedef struct Check {
@@ -339,6 +379,7 @@ static const Check checks[] = {
     {"bias+relu vs nn_bias_add_forward + nn_relu_forward", check_bias_relu_fwd},
     {"relu backward vs nn_relu_backward", check_relu_bwd},
     {"adamw vs optim_adamw_step", check_adamw},
+    {"dtype conversion vs src/tensor_half.c", check_convert},
 };
 
 static void run_check(int i) {
@@ -356,6 +397,7 @@ Test(gpu_kernels, softmax_backward) { run_check(5); }
 Test(gpu_kernels, bias_relu_forward) { run_check(6); }
 Test(gpu_kernels, relu_backward_adds) { run_check(7); }
 Test(gpu_kernels, adamw_matches_optim) { run_check(8); }
+Test(gpu_kernels, convert_matches_tensor_half) { run_check(9); }
 
 /* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
 
