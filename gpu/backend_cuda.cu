@@ -1,14 +1,14 @@
 // backend_cuda — the CUDA backend behind src/backend.h: one device, one stream, one cuBLAS
 // handle and workspace, a caching allocator and a device scratch arena, all owned by the
 // Backend (nothing process-wide). Kernels are those of gpu/kern_list.h (shared with the host
-// emulation harness), launched on the backend's stream; GEMMs go through cuBLAS here.
+// emulation harness), launched on the backend's stream; GEMMs go to cuBLAS through
+// gpu/cuda_blas.cu (the one file that calls it), on the same stream.
 //
 // Errors: every launch and cuBLAS call is checked; the first failure sticks to the backend
 // (backend_fail) with the CUDA or cuBLAS text, and later ops are no-ops in the front end.
 // Ops without a CUDA implementation yet (the table's NULL entries: GEGLU, the activations,
 // conv2d, attention, upsampling, concat/split, mse) fail the backend with "not implemented on
 // the cuda backend" -- doc/engine.md lists them as the next session's work.
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +32,7 @@ typedef struct CacheBlock {
 typedef struct CudaState {
     int dev;
     cudaStream_t stream;
-    cublasHandle_t blas;
+    void *blas;           // cuBLAS handle (gpu/cuda_blas.cu)
     void *workspace;
     float *ones;          // a vector of ones for bias sums as GEMV/GEMM
     size_t ones_n;
@@ -47,13 +47,6 @@ static int cuda_ok(Backend *be, cudaError_t e, const char *what) {
     if (e == cudaSuccess)
         return 1;
     backend_fail(be, ERR_GPU, "%s: CUDA %s", what, cudaGetErrorString(e));
-    return 0;
-}
-
-static int blas_ok(Backend *be, cublasStatus_t s, const char *what) {
-    if (s == CUBLAS_STATUS_SUCCESS)
-        return 1;
-    backend_fail(be, ERR_GPU, "%s: cuBLAS %s", what, cublasGetStatusString(s));
     return 0;
 }
 
@@ -128,8 +121,7 @@ static void cuda_be_close(Backend *be) {
         cudaSetDevice(s->dev);
         if (s->stream)
             cudaStreamSynchronize(s->stream);
-        if (s->blas)
-            cublasDestroy(s->blas);
+        cuda_blas_close(s->blas);
         for (int i = 0; i < s->n_blocks; i++)
             cudaFree(s->blocks[i].p);
         free(s->blocks);
@@ -253,11 +245,9 @@ static void gemm(Backend *be, int ta, int tb, int M, int N, int K, const float *
                  const float *b, int ldb, float beta, float *c, int ldc, const char *what) {
     if (be->fail_code || M == 0 || N == 0)
         return;
-    const float one = 1.0f;
-    // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ.
-    blas_ok(be, cublasSgemm(st(be)->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
-                            ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &one, b, ldb, a, lda, &beta,
-                            c, ldc), what);
+    Err e = {0};
+    if (cuda_blas_sgemm(st(be)->blas, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, &e))
+        backend_fail(be, ERR_GPU, "%s: %s", what, e.msg);
 }
 
 static const float *ones(Backend *be, size_t n) {
@@ -366,6 +356,14 @@ static const BackendOps cuda_ops = {
     cuda_adamw_be,
 };
 
+static int blas_open(Backend *be, CudaState *s) {
+    Err e = {0};
+    if (cuda_blas_open(&s->blas, s->stream, s->workspace, WORKSPACE_BYTES, &e) == 0)
+        return 1;
+    backend_fail(be, ERR_GPU, "%s", e.msg);
+    return 0;
+}
+
 extern "C" int backend_cuda_open(int index, const BackendConfig *cfg, Backend **out, Err *err) {
     *out = NULL;
     char why[256];
@@ -394,11 +392,8 @@ extern "C" int backend_cuda_open(int index, const BackendConfig *cfg, Backend **
     size_t arena = cfg && cfg->arena_bytes ? cfg->arena_bytes : DEFAULT_ARENA;
     if (cuda_ok(be, cudaSetDevice(s->dev), "set device") &&
         cuda_ok(be, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "stream") &&
-        blas_ok(be, cublasCreate(&s->blas), "cuBLAS handle") &&
-        blas_ok(be, cublasSetStream(s->blas, s->stream), "cuBLAS stream") &&
         (s->workspace = cuda_be_malloc(be, WORKSPACE_BYTES)) != NULL &&
-        blas_ok(be, cublasSetWorkspace(s->blas, s->workspace, WORKSPACE_BYTES),
-                "cuBLAS workspace") &&
+        blas_open(be, s) &&
         (s->arena_block = cuda_be_malloc(be, arena)) != NULL) {
         arena_init_over(&be->arena, s->arena_block, arena);
         *out = be;

@@ -70,6 +70,12 @@ int cuda_convert(void *dst, int dst_dtype, const void *src, int src_dtype, long 
  * out (N, OC) = inp (N, C) @ weight (OC, C)^T, row-major, PyTorch Linear layout, via cuBLAS. */
 int cuda_matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC,
                         Err *err);
+/* A cuBLAS handle on `stream` (a cudaStream_t) with `workspace` (may be NULL), for one CUDA
+ * Backend; its sgemm: c (M,N) = beta·c + op(a)·op(b), row-major, as nn_gemm. */
+int cuda_blas_open(void **handle, void *stream, void *workspace, size_t ws_bytes, Err *err);
+void cuda_blas_close(void *handle);
+int cuda_blas_sgemm(void *handle, int ta, int tb, int M, int N, int K, const float *a, int lda,
+                    const float *b, int ldb, float beta, float *c, int ldc, Err *err);
 #endif
 
 #endif
