@@ -6,9 +6,9 @@
 //
 // Errors: every launch and cuBLAS call is checked; the first failure sticks to the backend
 // (backend_fail) with the CUDA or cuBLAS text, and later ops are no-ops in the front end.
-// Ops without a CUDA implementation yet (the table's NULL entries: GEGLU, the activations,
-// conv2d, attention, upsampling, concat/split, mse) fail the backend with "not implemented on
-// the cuda backend" -- doc/engine.md lists them as the next session's work.
+// Ops without a CUDA implementation yet (the table's NULL entries: conv2d and attention) fail
+// the backend with "not implemented on the cuda backend" -- doc/engine.md lists them as the
+// next session's work.
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,6 +238,96 @@ static void cuda_adamw_be(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t,
                             cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay, t));
 }
 
+// ---- pointwise (gpu/kern_pointwise.h) ----------------------------------------------------------
+
+static_assert(KERN_ACT_GELU == BACKEND_ACT_GELU && KERN_ACT_GELU_TANH == BACKEND_ACT_GELU_TANH &&
+                  KERN_ACT_SILU == BACKEND_ACT_SILU,
+              "gpu/kern_pointwise.h's activation codes are src/backend.h's");
+
+static void cuda_act_forward_be(Backend *be, BackendAct act, CT *out, CT *inp) {
+    ActArgs a = {F(out), CF(inp), NULL, (long)tensor_numel(inp), (int)act};
+    act_fwd_be(be, a);
+}
+
+static void cuda_act_backward_be(Backend *be, BackendAct act, CT *dinp, CT *dout, CT *inp) {
+    ActArgs a = {F(dinp), CF(inp), CF(dout), (long)tensor_numel(inp), (int)act};
+    act_bwd_be(be, a);
+}
+
+static void cuda_geglu_forward_be(Backend *be, BackendAct g, CT *out, CT *inp) {
+    GegluArgs a = {F(out), CF(inp), NULL, (int)inp->shape[0], (int)inp->shape[1] / 2, (int)g};
+    geglu_fwd_be(be, a);
+}
+
+static void cuda_geglu_backward_be(Backend *be, BackendAct g, CT *dinp, CT *dout, CT *inp) {
+    GegluArgs a = {F(dinp), CF(inp), CF(dout), (int)inp->shape[0], (int)inp->shape[1] / 2,
+                   (int)g};
+    geglu_bwd_be(be, a);
+}
+
+static void cuda_upsample2x_forward_be(Backend *be, CT *out, CT *inp) {
+    UpsampleArgs a = {F(out), CF(inp), (int)(inp->shape[0] * inp->shape[1]), (int)inp->shape[2],
+                      (int)inp->shape[3]};
+    upsample2x_fwd_be(be, a);
+}
+
+static void cuda_upsample2x_backward_be(Backend *be, CT *dinp, CT *dout) {
+    UpsampleArgs a = {F(dinp), CF(dout), (int)(dinp->shape[0] * dinp->shape[1]),
+                      (int)dinp->shape[2], (int)dinp->shape[3]};
+    upsample2x_bwd_be(be, a);
+}
+
+// One part of a channel concat/split: whole (B,C,H,W) and a part at channel offset off.
+static void chan_part(Backend *be, CT *whole, CT *part, int off, int to_whole, int add) {
+    if (!part)
+        return;
+    int B = (int)whole->shape[0], C = (int)whole->shape[1], Cp = (int)part->shape[1];
+    int HW = (int)(whole->shape[2] * whole->shape[3]);
+    ChanCopyArgs a = to_whole ? ChanCopyArgs{F(whole), CF(part), B, C, Cp, off, 0, Cp, HW, add}
+                              : ChanCopyArgs{F(part), CF(whole), B, Cp, C, 0, off, Cp, HW, add};
+    chan_copy_be(be, a);
+}
+
+static int part_a_channels(CT *whole, CT *a, CT *b) {
+    return a ? (int)a->shape[1] : (int)(whole->shape[1] - b->shape[1]);
+}
+
+static void cuda_concat_forward_be(Backend *be, CT *out, CT *a, CT *b) {
+    int Ca = part_a_channels(out, a, b);
+    chan_part(be, out, a, 0, 1, 0);
+    chan_part(be, out, b, Ca, 1, 0);
+}
+
+static void cuda_concat_backward_be(Backend *be, CT *da, CT *db, CT *dout) {
+    int Ca = part_a_channels(dout, da, db);
+    chan_part(be, dout, da, 0, 0, 1);
+    chan_part(be, dout, db, Ca, 0, 1);
+}
+
+static void cuda_split_forward_be(Backend *be, CT *a, CT *b, CT *inp) {
+    int Ca = part_a_channels(inp, a, b);
+    chan_part(be, inp, a, 0, 0, 0);
+    chan_part(be, inp, b, Ca, 0, 0);
+}
+
+static void cuda_split_backward_be(Backend *be, CT *dinp, CT *da, CT *db) {
+    int Ca = part_a_channels(dinp, da, db);
+    chan_part(be, dinp, da, 0, 1, 1);
+    chan_part(be, dinp, db, Ca, 1, 1);
+}
+
+static void cuda_mse_forward_be(Backend *be, CT *loss, CT *pred, CT *target) {
+    MseArgs a = {F(loss), NULL, NULL, CF(pred), CF(target), (long)tensor_numel(pred), 0.0f};
+    mse_fwd_be(be, a);
+}
+
+static void cuda_mse_backward_be(Backend *be, CT *dpred, CT *dtarget, float dloss, CT *pred,
+                                 CT *target) {
+    MseArgs a = {NULL, F(dpred), F(dtarget), CF(pred), CF(target), (long)tensor_numel(pred),
+                 dloss};
+    mse_bwd_be(be, a);
+}
+
 // ---- GEMMs (cuBLAS, column-major: a row-major X (r,c) is a column-major Xᵀ (c,r)) -------------
 
 // c (M,N) = beta·c + op(a)·op(b), row-major, as nn_gemm.
@@ -346,13 +436,20 @@ static const BackendOps cuda_ops = {
     cuda_groupnorm_backward_be,
     cuda_softmax_forward_be,
     cuda_softmax_backward_be,
-    NULL, NULL,             // act: next session
-    NULL, NULL,             // geglu
-    NULL, NULL,             // conv2d
-    NULL, NULL,             // attention
-    NULL, NULL,             // upsample2x
-    NULL, NULL, NULL, NULL, // concat, split
-    NULL, NULL,             // mse
+    cuda_act_forward_be,
+    cuda_act_backward_be,
+    cuda_geglu_forward_be,
+    cuda_geglu_backward_be,
+    NULL, NULL, // conv2d: next session (im2col kernel + cuBLAS)
+    NULL, NULL, // attention: next session (flash kernels)
+    cuda_upsample2x_forward_be,
+    cuda_upsample2x_backward_be,
+    cuda_concat_forward_be,
+    cuda_concat_backward_be,
+    cuda_split_forward_be,
+    cuda_split_backward_be,
+    cuda_mse_forward_be,
+    cuda_mse_backward_be,
     cuda_adamw_be,
 };
 

@@ -9,6 +9,7 @@
 #include "kern_convert.h"
 #include "kern_nn.h"
 #include "kern_norm.h"
+#include "kern_pointwise.h"
 
 #define KERN_LIST(X)                                                                         \
     X(layernorm_fwd, LayerNormFwdArgs)                                                       \
@@ -22,6 +23,15 @@
     X(bias_relu_fwd, BiasReluArgs)                                                           \
     X(relu_bwd, ReluBwdArgs)                                                                 \
     X(adamw, AdamWArgs)                                                                      \
-    X(convert_dtype, ConvertArgs)
+    X(convert_dtype, ConvertArgs)                                                            \
+    X(act_fwd, ActArgs)                                                                      \
+    X(act_bwd, ActArgs)                                                                      \
+    X(geglu_fwd, GegluArgs)                                                                  \
+    X(geglu_bwd, GegluArgs)                                                                  \
+    X(upsample2x_fwd, UpsampleArgs)                                                          \
+    X(upsample2x_bwd, UpsampleArgs)                                                          \
+    X(chan_copy, ChanCopyArgs)                                                               \
+    X(mse_fwd, MseArgs)                                                                      \
+    X(mse_bwd, MseArgs)
 
 #endif

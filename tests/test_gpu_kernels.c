@@ -19,6 +19,7 @@
 #include "kern_emulate.h"
 #include "tensor.h"
 #include "nn_activation.h"
+#include "nn_diffusion.h"
 #include "nn_linear.h"
 #include "nn_norm.h"
 #include "nn_softmax.h"
@@ -362,6 +363,132 @@ static int check_convert(Why *w) {
     return rc;
 }
 
+/* ---- pointwise diffusion kernels (kern_pointwise.h) ---------------------------------------- */
+
+/* act_fwd / act_bwd in all three modes against nn_silu_* / nn_gelu_mode_*, starting gradients
+ * nonzero (the kernel must add). */
+static int check_act(Why *w) {
+    enum { N = 700 };
+    int rc = 0;
+    for (int mode = KERN_ACT_GELU; mode <= KERN_ACT_SILU && !rc; mode++) {
+        float *x = rnd(N), *g = rnd(N), *out = calloc(N, 4), *want = calloc(N, 4);
+        float *dx = rnd(N), *rdx = dup(dx, N);
+        for (int i = 0; i < N; i++)
+            x[i] *= 6.0f;
+        Err err = {0};
+        ActArgs f = {out, x, NULL, N, mode}, b = {dx, x, g, N, mode};
+        rc = ran(w, act_fwd_run(&f, &err), &err);
+        if (!rc)
+            rc = ran(w, act_bwd_run(&b, &err), &err);
+        if (mode == KERN_ACT_SILU) {
+            nn_silu_forward(want, x, N);
+            nn_silu_backward(rdx, g, x, N);
+        } else {
+            NnGelu m = mode == KERN_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF;
+            nn_gelu_mode_forward(want, x, N, m);
+            nn_gelu_mode_backward(rdx, g, x, N, m);
+        }
+        if (!rc)
+            rc = close_to(w, mode == KERN_ACT_SILU ? "silu out" : "gelu out", out, want, N, 1e-6,
+                          1e-5);
+        if (!rc)
+            rc = close_to(w, mode == KERN_ACT_SILU ? "silu dinp" : "gelu dinp", dx, rdx, N, 1e-6,
+                          1e-5);
+        free(x), free(g), free(out), free(want), free(dx), free(rdx);
+    }
+    return rc;
+}
+
+static int check_geglu(Why *w) {
+    enum { N = 5, C = 37 };
+    int rc = 0;
+    for (int mode = KERN_ACT_GELU; mode <= KERN_ACT_GELU_TANH && !rc; mode++) {
+        NnGelu m = mode == KERN_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF;
+        float *x = rnd(N * 2 * C), *g = rnd(N * C), out[N * C], want[N * C];
+        float *dx = rnd(N * 2 * C), *rdx = dup(dx, N * 2 * C);
+        Err err = {0};
+        GegluArgs f = {out, x, NULL, N, C, mode}, b = {dx, x, g, N, C, mode};
+        rc = ran(w, geglu_fwd_run(&f, &err), &err);
+        if (!rc)
+            rc = ran(w, geglu_bwd_run(&b, &err), &err);
+        nn_geglu_forward(want, x, N, C, m);
+        nn_geglu_backward(rdx, g, x, N, C, m);
+        if (!rc)
+            rc = close_to(w, "geglu out", out, want, N * C, 1e-6, 1e-5);
+        if (!rc)
+            rc = close_to(w, "geglu dinp", dx, rdx, N * 2 * C, 1e-6, 1e-5);
+        free(x), free(g), free(dx), free(rdx);
+    }
+    return rc;
+}
+
+static int check_upsample(Why *w) {
+    enum { B = 2, C = 3, H = 5, W = 7, n = B * C * H * W };
+    float *x = rnd(n), out[4 * n], want[4 * n], *g = rnd(4 * n), *dx = rnd(n), *rdx = dup(dx, n);
+    Err err = {0};
+    UpsampleArgs f = {out, x, B * C, H, W}, b = {dx, g, B * C, H, W};
+    int rc = ran(w, upsample2x_fwd_run(&f, &err), &err);
+    if (!rc)
+        rc = ran(w, upsample2x_bwd_run(&b, &err), &err);
+    nn_upsample2x_forward(want, x, B, C, H, W);
+    nn_upsample2x_backward(rdx, g, B, C, H, W);
+    if (!rc)
+        rc = close_to(w, "upsample out", out, want, 4 * n, 0, 0);
+    if (!rc)
+        rc = close_to(w, "upsample dinp", dx, rdx, n, 1e-6, 1e-6);
+    free(x), free(g), free(dx), free(rdx);
+    return rc;
+}
+
+/* chan_copy as a concat (two copies into the whole) and its backward (two adds out of it). */
+static int check_chan_copy(Why *w) {
+    enum { B = 2, Ca = 3, Cb = 4, C = Ca + Cb, HW = 10 };
+    float *a = rnd(B * Ca * HW), *b = rnd(B * Cb * HW), out[B * C * HW], want[B * C * HW];
+    float *g = rnd(B * C * HW), *da = rnd(B * Ca * HW), *db = rnd(B * Cb * HW);
+    float *rda = dup(da, B * Ca * HW), *rdb = dup(db, B * Cb * HW);
+    Err err = {0};
+    ChanCopyArgs ca = {out, a, B, C, Ca, 0, 0, Ca, HW, 0}, cb = {out, b, B, C, Cb, Ca, 0, Cb, HW, 0};
+    ChanCopyArgs ga = {da, g, B, Ca, C, 0, 0, Ca, HW, 1}, gb = {db, g, B, Cb, C, 0, Ca, Cb, HW, 1};
+    int rc = ran(w, chan_copy_run(&ca, &err), &err);
+    if (!rc)
+        rc = ran(w, chan_copy_run(&cb, &err), &err);
+    if (!rc)
+        rc = ran(w, chan_copy_run(&ga, &err), &err);
+    if (!rc)
+        rc = ran(w, chan_copy_run(&gb, &err), &err);
+    nn_channel_concat_forward(want, a, b, B, Ca, Cb, HW);
+    nn_channel_concat_backward(rda, rdb, g, B, Ca, Cb, HW);
+    if (!rc)
+        rc = close_to(w, "concat out", out, want, B * C * HW, 0, 0);
+    if (!rc)
+        rc = close_to(w, "concat da", da, rda, B * Ca * HW, 0, 0);
+    if (!rc)
+        rc = close_to(w, "concat db", db, rdb, B * Cb * HW, 0, 0);
+    free(a), free(b), free(g), free(da), free(db), free(rda), free(rdb);
+    return rc;
+}
+
+static int check_mse(Why *w) {
+    enum { N = 1000 };
+    float *p = rnd(N), *t = rnd(N), loss = 0, *dp = rnd(N), *dt = rnd(N);
+    float *rdp = dup(dp, N), *rdt = dup(dt, N);
+    Err err = {0};
+    MseArgs f = {&loss, NULL, NULL, p, t, N, 0.0f}, b = {NULL, dp, dt, p, t, N, 0.7f};
+    int rc = ran(w, mse_fwd_run(&f, &err), &err);
+    if (!rc)
+        rc = ran(w, mse_bwd_run(&b, &err), &err);
+    float want = nn_mse_loss_forward(p, t, N);
+    nn_mse_loss_backward(rdp, rdt, 0.7f, p, t, N);
+    if (!rc)
+        rc = close_to(w, "mse loss", &loss, &want, 1, 1e-7, 1e-5);
+    if (!rc)
+        rc = close_to(w, "mse dpred", dp, rdp, N, 1e-7, 1e-6);
+    if (!rc)
+        rc = close_to(w, "mse dtarget", dt, rdt, N, 1e-7, 1e-6);
+    free(p), free(t), free(dp), free(dt), free(rdp), free(rdt);
+    return rc;
+}
+
 /* ---- every comparison, by name -------------------------------------------------------------- */
 
 typedef struct Check {
@@ -380,6 +507,11 @@ static const Check checks[] = {
     {"relu backward vs nn_relu_backward", check_relu_bwd},
     {"adamw vs optim_adamw_step", check_adamw},
     {"dtype conversion vs src/tensor_half.c", check_convert},
+    {"gelu/gelu_tanh/silu vs nn_gelu_mode_*/nn_silu_*", check_act},
+    {"geglu vs nn_geglu_*", check_geglu},
+    {"upsample2x vs nn_upsample2x_*", check_upsample},
+    {"chan_copy as concat vs nn_channel_concat_*", check_chan_copy},
+    {"mse vs nn_mse_loss_*", check_mse},
 };
 
 static void run_check(int i) {
@@ -398,6 +530,11 @@ Test(gpu_kernels, bias_relu_forward) { run_check(6); }
 Test(gpu_kernels, relu_backward_adds) { run_check(7); }
 Test(gpu_kernels, adamw_matches_optim) { run_check(8); }
 Test(gpu_kernels, convert_matches_tensor_half) { run_check(9); }
+Test(gpu_kernels, activations) { run_check(10); }
+Test(gpu_kernels, geglu) { run_check(11); }
+Test(gpu_kernels, upsample2x) { run_check(12); }
+Test(gpu_kernels, chan_copy) { run_check(13); }
+Test(gpu_kernels, mse) { run_check(14); }
 
 /* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
 
