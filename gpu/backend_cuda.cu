@@ -6,9 +6,9 @@
 //
 // Errors: every launch and cuBLAS call is checked; the first failure sticks to the backend
 // (backend_fail) with the CUDA or cuBLAS text, and later ops are no-ops in the front end.
-// Ops without a CUDA implementation yet (the table's NULL entries: conv2d and attention) fail
-// the backend with "not implemented on the cuda backend" -- doc/engine.md lists them as the
-// next session's work.
+// Ops without a CUDA implementation yet (the table's NULL entries: attention) fail the backend
+// with "not implemented on the cuda backend" -- doc/engine.md lists it as the next session's
+// work.
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -416,6 +416,63 @@ static void cuda_matmul_backward_be(Backend *be, CT *da, CT *db, CT *dout, CT *a
         gemm(be, 1, 0, K, N, M, CF(a), K, CF(dout), N, 1.0f, F(db), N, "matmul_backward db");
 }
 
+// ---- conv2d: im2col per image + cuBLAS (gpu/kern_conv.h) ---------------------------------------
+
+static void cuda_conv2d_forward_be(Backend *be, CT *out, CT *inp, CT *w, CT *b,
+                                   const ConvShape *s) {
+    int Ho = nn_conv2d_out_h(s), Wo = nn_conv2d_out_w(s), CKK = s->C * s->K * s->K;
+    long P = (long)Ho * Wo, img = (long)s->C * s->H * s->W;
+    size_t mark = backend_mark(be);
+    const float *wf = f32_weight(be, w);
+    const int64_t col_shape[2] = {CKK, P};
+    float *col = (float *)backend_alloc(be, DTYPE_F32, 2, col_shape).ptr;
+    for (int n = 0; n < s->B && !be->fail_code; n++) {
+        ConvColArgs a = {col, F(inp) + n * img, s->C, s->H, s->W, s->K, s->stride, s->pad,
+                         Ho, Wo};
+        conv_im2col_be(be, a);
+        gemm(be, 0, 0, s->OC, (int)P, CKK, wf, CKK, col, (int)P, 0.0f,
+             F(out) + (long)n * s->OC * P, (int)P, "conv2d_forward");
+    }
+    if (b) {
+        ChanBiasArgs a = {F(out), CF(b), s->B, s->OC, (int)P};
+        chan_bias_fwd_be(be, a);
+    }
+    backend_reset(be, mark);
+}
+
+static void cuda_conv2d_backward_be(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
+                                    CT *w, const ConvShape *s) {
+    int Ho = nn_conv2d_out_h(s), Wo = nn_conv2d_out_w(s), CKK = s->C * s->K * s->K;
+    long P = (long)Ho * Wo, img = (long)s->C * s->H * s->W;
+    if (db) {
+        ChanBiasArgs a = {F(db), CF(dout), s->B, s->OC, (int)P};
+        chan_bias_bwd_be(be, a);
+    }
+    if (!dinp && !dw)
+        return;
+    size_t mark = backend_mark(be);
+    const float *wf = dinp ? f32_weight(be, w) : NULL;
+    const int64_t col_shape[2] = {CKK, P};
+    float *col = (float *)backend_alloc(be, DTYPE_F32, 2, col_shape).ptr;
+    for (int n = 0; n < s->B && !be->fail_code; n++) {
+        const float *d = CF(dout) + (long)n * s->OC * P;
+        ConvColArgs a = {col, F(inp) + n * img, s->C, s->H, s->W, s->K, s->stride, s->pad,
+                         Ho, Wo};
+        if (dw) { // dW (OC, CKK) += dout_n (OC, P) · col_nᵀ
+            conv_im2col_be(be, a);
+            gemm(be, 0, 1, s->OC, CKK, (int)P, d, (int)P, col, (int)P, 1.0f, F(dw), CKK,
+                 "conv2d_backward dweight");
+        }
+        if (dinp) { // dcol (CKK, P) = Wᵀ · dout_n, then added into dinp_n
+            gemm(be, 1, 0, CKK, (int)P, s->OC, wf, CKK, d, (int)P, 0.0f, col, (int)P,
+                 "conv2d_backward dinp");
+            a.img = F(dinp) + n * img;
+            conv_col2im_be(be, a);
+        }
+    }
+    backend_reset(be, mark);
+}
+
 static const BackendOps cuda_ops = {
     "cuda",
     cuda_be_close,
@@ -440,7 +497,8 @@ static const BackendOps cuda_ops = {
     cuda_act_backward_be,
     cuda_geglu_forward_be,
     cuda_geglu_backward_be,
-    NULL, NULL, // conv2d: next session (im2col kernel + cuBLAS)
+    cuda_conv2d_forward_be,
+    cuda_conv2d_backward_be,
     NULL, NULL, // attention: next session (flash kernels)
     cuda_upsample2x_forward_be,
     cuda_upsample2x_backward_be,

@@ -6,6 +6,7 @@
 #ifndef EASEL_KERN_LIST_H
 #define EASEL_KERN_LIST_H
 
+#include "kern_conv.h"
 #include "kern_convert.h"
 #include "kern_nn.h"
 #include "kern_norm.h"
@@ -32,6 +33,10 @@
     X(upsample2x_bwd, UpsampleArgs)                                                          \
     X(chan_copy, ChanCopyArgs)                                                               \
     X(mse_fwd, MseArgs)                                                                      \
-    X(mse_bwd, MseArgs)
+    X(mse_bwd, MseArgs)                                                                      \
+    X(conv_im2col, ConvColArgs)                                                              \
+    X(conv_col2im, ConvColArgs)                                                              \
+    X(chan_bias_fwd, ChanBiasArgs)                                                           \
+    X(chan_bias_bwd, ChanBiasArgs)
 
 #endif

@@ -489,6 +489,61 @@ static int check_mse(Why *w) {
     return rc;
 }
 
+/* ---- conv2d as im2col + GEMM + bias (kern_conv.h; the GEMM on the host here) --------------- */
+
+static int check_conv_shape(Why *w, int K, int stride, int pad) {
+    ConvShape s = {2, 3, 7, 6, 4, K, stride, pad};
+    int Ho = nn_conv2d_out_h(&s), Wo = nn_conv2d_out_w(&s), CKK = s.C * K * K, P = Ho * Wo;
+    long ni = (long)s.B * s.C * s.H * s.W, no = (long)s.B * s.OC * P, nw = (long)s.OC * CKK;
+    long img = (long)s.C * s.H * s.W;
+    float *x = rnd(ni), *wt = rnd(nw), *b = rnd(s.OC), *g = rnd(no);
+    float *out = calloc(no, 4), *want = calloc(no, 4), *col = calloc((size_t)CKK * P, 4);
+    float *dx = rnd(ni), *dw = rnd(nw), *db = rnd(s.OC);
+    float *rdx = dup(dx, ni), *rdw = dup(dw, nw), *rdb = dup(db, s.OC);
+    float *sc = calloc(nn_conv2d_scratch_floats(&s) + 1, 4);
+    Err err = {0};
+    int rc = 0;
+    for (int n = 0; n < s.B && !rc; n++) {
+        ConvColArgs a = {col, x + n * img, s.C, s.H, s.W, K, stride, pad, Ho, Wo};
+        rc = ran(w, conv_im2col_run(&a, &err), &err);
+        nn_gemm(0, 0, s.OC, P, CKK, wt, CKK, col, P, 0.0f, out + (long)n * s.OC * P, P);
+        nn_gemm(0, 1, s.OC, CKK, P, g + (long)n * s.OC * P, P, col, P, 1.0f, dw, CKK);
+        nn_gemm(1, 0, CKK, P, s.OC, wt, CKK, g + (long)n * s.OC * P, P, 0.0f, col, P);
+        a.img = dx + n * img;
+        if (!rc)
+            rc = ran(w, conv_col2im_run(&a, &err), &err);
+    }
+    ChanBiasArgs bf = {out, b, s.B, s.OC, P}, bb = {db, g, s.B, s.OC, P};
+    if (!rc)
+        rc = ran(w, chan_bias_fwd_run(&bf, &err), &err);
+    if (!rc)
+        rc = ran(w, chan_bias_bwd_run(&bb, &err), &err);
+    nn_conv2d_forward(want, sc, x, wt, b, &s);
+    nn_conv2d_backward(rdx, rdw, rdb, sc, g, x, wt, &s);
+    if (!rc)
+        rc = close_to(w, "conv out", out, want, no, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "conv dinp (col2im)", dx, rdx, ni, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "conv dweight", dw, rdw, nw, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "conv dbias", db, rdb, s.OC, 1e-5, 1e-4);
+    free(x), free(wt), free(b), free(g), free(out), free(want), free(col), free(dx), free(dw);
+    free(db), free(rdx), free(rdw), free(rdb), free(sc);
+    return rc;
+}
+
+static int check_conv(Why *w) {
+    int rc = check_conv_shape(w, 3, 1, 1);
+    if (!rc)
+        rc = check_conv_shape(w, 3, 2, 1);
+    if (!rc)
+        rc = check_conv_shape(w, 1, 1, 0);
+    if (!rc)
+        rc = check_conv_shape(w, 3, 2, 0);
+    return rc;
+}
+
 /* ---- every comparison, by name -------------------------------------------------------------- */
 
 typedef struct Check {
@@ -512,6 +567,7 @@ static const Check checks[] = {
     {"upsample2x vs nn_upsample2x_*", check_upsample},
     {"chan_copy as concat vs nn_channel_concat_*", check_chan_copy},
     {"mse vs nn_mse_loss_*", check_mse},
+    {"conv2d (im2col, col2im, channel bias) vs nn_conv2d_*", check_conv},
 };
 
 static void run_check(int i) {
@@ -535,6 +591,7 @@ Test(gpu_kernels, geglu) { run_check(11); }
 Test(gpu_kernels, upsample2x) { run_check(12); }
 Test(gpu_kernels, chan_copy) { run_check(13); }
 Test(gpu_kernels, mse) { run_check(14); }
+Test(gpu_kernels, conv2d_im2col) { run_check(15); }
 
 /* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
 
