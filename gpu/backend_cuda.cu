@@ -6,10 +6,10 @@
 //
 // Errors: every launch and cuBLAS call is checked; the first failure sticks to the backend
 // (backend_fail) with the CUDA or cuBLAS text, and later ops are no-ops in the front end.
-// Ops without a CUDA implementation yet (the table's NULL entries: attention) fail the backend
-// with "not implemented on the cuda backend" -- doc/engine.md lists it as the next session's
-// work.
+// Every op of the table has a CUDA entry; a NULL entry would fail the backend with "not
+// implemented on the cuda backend".
 #include <cuda_runtime.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -473,6 +473,60 @@ static void cuda_conv2d_backward_be(Backend *be, CT *dinp, CT *dw, CT *db, CT *d
     backend_reset(be, mark);
 }
 
+// ---- attention (gpu/kern_attn.h) -----------------------------------------------------------------
+
+// The kernel's arguments; key_len copied into the arena (a copy from pageable memory returns
+// once the host buffer has been read, so the caller may reuse it at once). 0 on a failure.
+static int attn_args(Backend *be, AttnArgs *x, CT *q, CT *k, const BackendAttn *a) {
+    memset(x, 0, sizeof *x);
+    x->B = (int)q->shape[0];
+    x->NH = a->NH;
+    x->Tq = (int)q->shape[1];
+    x->Tk = (int)k->shape[1];
+    x->hd = (int)q->shape[2] / a->NH;
+    x->causal = a->causal;
+    x->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)x->hd);
+    if (x->hd > KERN_ATTN_MAX_HD) {
+        backend_fail(be, ERR_USAGE, "attention: head size %d is over the CUDA kernel's %d",
+                     x->hd, KERN_ATTN_MAX_HD);
+        return 0;
+    }
+    if (a->key_len) {
+        const int64_t n[1] = {x->B}; // B ints in B four-byte slots
+        int *d = (int *)backend_alloc(be, DTYPE_F32, 1, n).ptr;
+        if (!d || !cuda_ok(be, cudaMemcpyAsync(d, a->key_len, (size_t)x->B * sizeof(int),
+                                               cudaMemcpyHostToDevice, st(be)->stream),
+                           "attention key_len"))
+            return 0;
+        x->key_len = d;
+    }
+    return 1;
+}
+
+static void cuda_attention_forward_be(Backend *be, CT *o, CT *lse, CT *q, CT *k, CT *v,
+                                      const BackendAttn *a) {
+    size_t mark = backend_mark(be);
+    AttnArgs x;
+    if (attn_args(be, &x, q, k, a)) {
+        x.o = F(o), x.lse = F(lse), x.q = CF(q), x.k = CF(k), x.v = CF(v);
+        attn_fwd_be(be, x);
+    }
+    backend_reset(be, mark);
+}
+
+static void cuda_attention_backward_be(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout, CT *q,
+                                       CT *k, CT *v, CT *o, CT *lse, const BackendAttn *a) {
+    size_t mark = backend_mark(be);
+    AttnArgs x;
+    if (attn_args(be, &x, q, k, a)) {
+        x.o = F(o), x.lse = F(lse), x.q = CF(q), x.k = CF(k), x.v = CF(v), x.dout = CF(dout);
+        x.dq = F(dq), x.dk = F(dk), x.dv = F(dv);
+        attn_bwd_dq_be(be, x);
+        attn_bwd_dkv_be(be, x);
+    }
+    backend_reset(be, mark);
+}
+
 static const BackendOps cuda_ops = {
     "cuda",
     cuda_be_close,
@@ -499,7 +553,8 @@ static const BackendOps cuda_ops = {
     cuda_geglu_backward_be,
     cuda_conv2d_forward_be,
     cuda_conv2d_backward_be,
-    NULL, NULL, // attention: next session (flash kernels)
+    cuda_attention_forward_be,
+    cuda_attention_backward_be,
     cuda_upsample2x_forward_be,
     cuda_upsample2x_backward_be,
     cuda_concat_forward_be,

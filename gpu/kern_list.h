@@ -6,6 +6,7 @@
 #ifndef EASEL_KERN_LIST_H
 #define EASEL_KERN_LIST_H
 
+#include "kern_attn.h"
 #include "kern_conv.h"
 #include "kern_convert.h"
 #include "kern_nn.h"
@@ -37,6 +38,9 @@
     X(conv_im2col, ConvColArgs)                                                              \
     X(conv_col2im, ConvColArgs)                                                              \
     X(chan_bias_fwd, ChanBiasArgs)                                                           \
-    X(chan_bias_bwd, ChanBiasArgs)
+    X(chan_bias_bwd, ChanBiasArgs)                                                           \
+    X(attn_fwd, AttnArgs)                                                                    \
+    X(attn_bwd_dq, AttnArgs)                                                                 \
+    X(attn_bwd_dkv, AttnArgs)
 
 #endif

@@ -19,6 +19,7 @@
 #include "kern_emulate.h"
 #include "tensor.h"
 #include "nn_activation.h"
+#include "nn_flash.h"
 #include "nn_diffusion.h"
 #include "nn_linear.h"
 #include "nn_norm.h"
@@ -544,6 +545,55 @@ static int check_conv(Why *w) {
     return rc;
 }
 
+/* ---- attention (kern_attn.h) vs nn_flash -------------------------------------------------- */
+
+static int check_attn_case(Why *w, int Tq, int Tk, int hd, int causal, const int *key_len) {
+    enum { B = 2, NH = 2 };
+    int C = NH * hd;
+    long nq = (long)B * Tq * C, nk = (long)B * Tk * C, nl = (long)B * NH * Tq;
+    float *q = rnd(nq), *kk = rnd(nk), *v = rnd(nk), *g = rnd(nq);
+    float *o = calloc(nq, 4), *lse = calloc(nl, 4), *ro = calloc(nq, 4), *rl = calloc(nl, 4);
+    float *dq = rnd(nq), *dk = rnd(nk), *dv = rnd(nk);
+    float *rdq = dup(dq, nq), *rdk = dup(dk, nk), *rdv = dup(dv, nk);
+    float scale = 1.0f / sqrtf((float)hd);
+    FlashAttn f = {B, NH, Tq, Tk, hd, 0, 0, 0, 0, scale, causal, key_len, 0};
+    nn_flash_forward(ro, rl, q, kk, v, &f);
+    nn_flash_backward(rdq, rdk, rdv, g, q, kk, v, ro, rl, &f);
+    AttnArgs a = {o, lse, dq, dk, dv, q, kk, v, g, key_len, B, NH, Tq, Tk, hd, causal, scale};
+    Err err = {0};
+    int rc = ran(w, attn_fwd_run(&a, &err), &err);
+    if (!rc)
+        rc = close_to(w, "attention o", o, ro, nq, 1e-5, 1e-4);
+    for (long i = 0; i < nl && !rc; i++)
+        if (!(lse[i] == rl[i] || fabsf(lse[i] - rl[i]) <= 1e-4f * (1 + fabsf(rl[i]))))
+            rc = mismatch(w, "attention lse[%ld]: kernel %g, reference %g", i, lse[i], rl[i]);
+    if (!rc)
+        rc = ran(w, attn_bwd_dq_run(&a, &err), &err);
+    if (!rc)
+        rc = ran(w, attn_bwd_dkv_run(&a, &err), &err);
+    if (!rc)
+        rc = close_to(w, "attention dq", dq, rdq, nq, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "attention dk", dk, rdk, nk, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "attention dv", dv, rdv, nk, 1e-5, 1e-4);
+    free(q), free(kk), free(v), free(g), free(o), free(lse), free(ro), free(rl);
+    free(dq), free(dk), free(dv), free(rdq), free(rdk), free(rdv);
+    return rc;
+}
+
+static int check_attn(Why *w) {
+    static const int key_len[2] = {9, 0}; /* batch 1 sees no key: o = 0, lse = −inf */
+    int rc = check_attn_case(w, 7, 7, 16, 0, NULL);
+    if (!rc)
+        rc = check_attn_case(w, 7, 7, 8, 1, NULL);
+    if (!rc)
+        rc = check_attn_case(w, 5, 11, 24, 0, key_len);
+    if (!rc)
+        rc = check_attn_case(w, 3, 6, 128, 1, NULL);
+    return rc;
+}
+
 /* ---- every comparison, by name -------------------------------------------------------------- */
 
 typedef struct Check {
@@ -568,6 +618,7 @@ static const Check checks[] = {
     {"chan_copy as concat vs nn_channel_concat_*", check_chan_copy},
     {"mse vs nn_mse_loss_*", check_mse},
     {"conv2d (im2col, col2im, channel bias) vs nn_conv2d_*", check_conv},
+    {"attention (forward, dq, dk/dv) vs nn_flash_*", check_attn},
 };
 
 static void run_check(int i) {
@@ -592,6 +643,7 @@ Test(gpu_kernels, upsample2x) { run_check(12); }
 Test(gpu_kernels, chan_copy) { run_check(13); }
 Test(gpu_kernels, mse) { run_check(14); }
 Test(gpu_kernels, conv2d_im2col) { run_check(15); }
+Test(gpu_kernels, attention) { run_check(16); }
 
 /* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
 
