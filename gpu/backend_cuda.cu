@@ -473,7 +473,7 @@ static void cuda_conv2d_backward_be(Backend *be, CT *dinp, CT *dw, CT *db, CT *d
     backend_reset(be, mark);
 }
 
-// ---- attention (gpu/kern_attn.h) -----------------------------------------------------------------
+// ---- attention (gpu/kern_attn.h) ----------------------------------------------------------------
 
 // The kernel's arguments; key_len copied into the arena (a copy from pageable memory returns
 // once the host buffer has been read, so the caller may reuse it at once). 0 on a failure.

@@ -448,7 +448,8 @@ static int check_chan_copy(Why *w) {
     float *g = rnd(B * C * HW), *da = rnd(B * Ca * HW), *db = rnd(B * Cb * HW);
     float *rda = dup(da, B * Ca * HW), *rdb = dup(db, B * Cb * HW);
     Err err = {0};
-    ChanCopyArgs ca = {out, a, B, C, Ca, 0, 0, Ca, HW, 0}, cb = {out, b, B, C, Cb, Ca, 0, Cb, HW, 0};
+    ChanCopyArgs ca = {out, a, B, C, Ca, 0, 0, Ca, HW, 0};
+    ChanCopyArgs cb = {out, b, B, C, Cb, Ca, 0, Cb, HW, 0};
     ChanCopyArgs ga = {da, g, B, Ca, C, 0, 0, Ca, HW, 1}, gb = {db, g, B, Cb, C, 0, Ca, Cb, HW, 1};
     int rc = ran(w, chan_copy_run(&ca, &err), &err);
     if (!rc)

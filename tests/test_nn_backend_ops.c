@@ -503,7 +503,8 @@ enum { FD_LINEAR, FD_MATMUL, FD_LN, FD_GN, FD_SOFTMAX, FD_GELU, FD_GELU_TANH, FD
        FD_CONV, FD_CONV_S2, FD_ATTN, FD_UPSAMPLE, FD_CONCAT, FD_SPLIT, FD_MSE, FD_N };
 
 /* shapes: small, fixed per op */
-enum { N_ = 3, C_ = 4, OC_ = 5, B_ = 2, CH_ = 4, HH_ = 4, WW_ = 3, G_ = 2, T_ = 4, NH_ = 2, HD_ = 3 };
+enum { N_ = 3, C_ = 4, OC_ = 5, B_ = 2, CH_ = 4, HH_ = 4, WW_ = 3, G_ = 2, T_ = 4, NH_ = 2,
+       HD_ = 3 };
 
 static float fd_tmp[8][4096];
 
@@ -772,7 +773,7 @@ Test(nn_backend_ops, finite_differences_catch_a_wrong_backward) {
     backend_close(be);
 }
 
-/* ---- sticky errors, opening, arenas, pools ---------------------------------------------------- */
+/* ---- sticky errors, opening, arenas, pools -------------------------------------------------- */
 
 Test(nn_backend_ops, a_failure_sticks_and_sync_reports_the_first) {
     Backend *be = open_cpu(1);
