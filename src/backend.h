@@ -47,7 +47,9 @@ typedef enum BackendKind {
 
 typedef struct BackendConfig {
     int threads;          /* CPU: threads in the backend's pool; <= 0 = online CPUs */
-    size_t arena_bytes;   /* scratch arena (activations, per-op scratch); 0 = 64 MiB */
+    size_t arena_bytes;   /* scratch arena (activations, per-op scratch); 0 = 64 MiB on the
+                           * CPU, 256 MiB on CUDA. conv2d needs its nn_conv2d_scratch_floats
+                           * (CPU) or C·K²·Ho·Wo floats (CUDA) from it. */
 } BackendConfig;
 
 /* Open the backend `spec` names: "cpu", "cuda" (device 0), "cuda:N", or "auto" (the first
