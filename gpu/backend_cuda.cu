@@ -16,18 +16,13 @@
 
 extern "C" {
 #include "backend_impl.h"
+#include "cache_alloc.h"
 #include "cuda.h"
 }
 #include "kern_list.h"
 
 #define DEFAULT_ARENA ((size_t)256 << 20)
 #define WORKSPACE_BYTES ((size_t)32 << 20) // cuBLAS workspace, set on the handle
-
-typedef struct CacheBlock {
-    void *p;
-    size_t bytes;
-    int in_use;
-} CacheBlock;
 
 typedef struct CudaState {
     int dev;
@@ -37,8 +32,7 @@ typedef struct CudaState {
     float *ones;          // a vector of ones for bias sums as GEMV/GEMM
     size_t ones_n;
     void *arena_block;    // the scratch arena's device block
-    CacheBlock *blocks;   // the caching allocator: every block it has ever cudaMalloc'd
-    int n_blocks, cap_blocks;
+    CacheAlloc cache;     // the caching allocator over cudaMalloc/cudaFree (cache_alloc.h)
 } CudaState;
 
 static CudaState *st(Backend *be) { return (CudaState *)be->impl; }
@@ -50,70 +44,32 @@ static int cuda_ok(Backend *be, cudaError_t e, const char *what) {
     return 0;
 }
 
-// ---- caching allocator ------------------------------------------------------------------------
-// Sizes are rounded (512 B steps below 1 MiB, 2 MiB steps above) so that a freed block serves
-// the next request of the same rounded size without cudaMalloc; a block is reused only for its
-// own size class. When cudaMalloc fails, the free cached blocks are released and it is tried
-// once more.
+// ---- caching allocator (gpu/cache_alloc.h over cudaMalloc / cudaFree) ---------------------------
 
-static size_t round_size(size_t b) {
-    if (b < ((size_t)1 << 20))
-        return (b + 511) & ~(size_t)511;
-    size_t step = (size_t)2 << 20;
-    return (b + step - 1) / step * step;
-}
-
-static void release_free_blocks(CudaState *s) {
-    int j = 0;
-    for (int i = 0; i < s->n_blocks; i++) {
-        if (s->blocks[i].in_use)
-            s->blocks[j++] = s->blocks[i];
-        else
-            cudaFree(s->blocks[i].p);
-    }
-    s->n_blocks = j;
-}
-
-static void *cuda_be_malloc(Backend *be, size_t bytes) {
-    CudaState *s = st(be);
-    size_t r = round_size(bytes ? bytes : 1);
-    for (int i = 0; i < s->n_blocks; i++)
-        if (!s->blocks[i].in_use && s->blocks[i].bytes == r) {
-            s->blocks[i].in_use = 1;
-            return s->blocks[i].p;
-        }
+static void *raw_cuda_alloc(void *ctx, size_t bytes) {
+    (void)ctx;
     void *p = NULL;
-    cudaError_t e = cudaMalloc(&p, r);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        release_free_blocks(s);
-        e = cudaMalloc(&p, r);
-    }
-    if (!cuda_ok(be, e, "malloc"))
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+        (void)cudaGetLastError(); // an out-of-memory is not sticky: clear it, the cache retries
         return NULL;
-    if (s->n_blocks == s->cap_blocks) {
-        int cap = s->cap_blocks ? 2 * s->cap_blocks : 64;
-        CacheBlock *nb = (CacheBlock *)realloc(s->blocks, (size_t)cap * sizeof *nb);
-        if (!nb) {
-            cudaFree(p);
-            backend_fail(be, ERR_NOMEM, "malloc: out of host memory for the block list");
-            return NULL;
-        }
-        s->blocks = nb;
-        s->cap_blocks = cap;
     }
-    s->blocks[s->n_blocks++] = CacheBlock{p, r, 1};
     return p;
 }
 
-static void cuda_be_free(Backend *be, void *p) {
-    CudaState *s = st(be);
-    for (int i = 0; i < s->n_blocks; i++)
-        if (s->blocks[i].p == p) {
-            s->blocks[i].in_use = 0; // cached: the stream may still use it, later work reuses it
-            return;
-        }
+static void raw_cuda_free(void *ctx, void *p) {
+    (void)ctx;
+    cudaFree(p);
 }
+
+static void *cuda_be_malloc(Backend *be, size_t bytes) {
+    void *p = cache_alloc_get(&st(be)->cache, bytes);
+    if (!p)
+        backend_fail(be, ERR_NOMEM, "malloc: the GPU has no %zu bytes free (after releasing "
+                     "the cached blocks); use a smaller batch or arena", bytes);
+    return p;
+}
+
+static void cuda_be_free(Backend *be, void *p) { cache_alloc_put(&st(be)->cache, p); }
 
 static void cuda_be_close(Backend *be) {
     CudaState *s = st(be);
@@ -122,9 +78,7 @@ static void cuda_be_close(Backend *be) {
         if (s->stream)
             cudaStreamSynchronize(s->stream);
         cuda_blas_close(s->blas);
-        for (int i = 0; i < s->n_blocks; i++)
-            cudaFree(s->blocks[i].p);
-        free(s->blocks);
+        cache_alloc_deinit(&s->cache);
         if (s->stream)
             cudaStreamDestroy(s->stream);
         free(s);
@@ -596,6 +550,7 @@ extern "C" int backend_cuda_open(int index, const BackendConfig *cfg, Backend **
     be->kind = BACKEND_CUDA;
     be->device = TENSOR_DEVICE_CUDA;
     be->impl = s;
+    cache_alloc_init(&s->cache, raw_cuda_alloc, raw_cuda_free, NULL);
     s->dev = devs[index].index;
     snprintf(be->name, sizeof be->name, "cuda:%d (%s, sm_%d%d)", index, devs[index].name,
              devs[index].cc_major, devs[index].cc_minor);
