@@ -89,4 +89,8 @@ int backend_cpu_open(const BackendConfig *cfg, Backend **be, Err *err);
  * device is absent (gpu/backend_cuda.cu, or src/backend.c's fallback without nvcc). */
 int backend_cuda_open(int index, const BackendConfig *cfg, Backend **be, Err *err);
 
+/* The CUDA backend's op code over the host emulation harness (gpu/backend_emu.c), for tests
+ * on machines without a GPU: kind BACKEND_CUDA, device tag CUDA, host memory. */
+int backend_emu_open(const BackendConfig *cfg, Backend **be, Err *err);
+
 #endif

@@ -456,6 +456,14 @@ Test(nn_backend_ops, cuda_every_op_and_dtype_matches_the_cpu) {
     backend_close(be);
 }
 
+Test(nn_backend_ops, cuda_op_code_on_the_host_harness_matches_the_cpu) {
+    Backend *be = NULL;
+    Err err = {0};
+    cr_assert_eq(backend_emu_open(NULL, &be, &err), 0, "%s", err.msg);
+    cr_expect_eq(run_all_cases(be, 0), 0, "mismatches on %s", backend_name(be));
+    backend_close(be);
+}
+
 /* ---- a wrong op must be caught --------------------------------------------------------------- */
 
 /* GELU a hair off (1e-3 relative): the kind of slip a kernel rewrite makes. */
