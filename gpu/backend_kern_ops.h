@@ -87,7 +87,7 @@ static void kop_adamw(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t, flo
 // ---- pointwise (gpu/kern_pointwise.h) ----------------------------------------------------------
 
 static_assert(KERN_ACT_GELU == BACKEND_ACT_GELU && KERN_ACT_GELU_TANH == BACKEND_ACT_GELU_TANH &&
-                  KERN_ACT_SILU == BACKEND_ACT_SILU,
+                  KERN_ACT_SILU == BACKEND_ACT_SILU && KERN_ACT_QUICKGELU == BACKEND_ACT_QUICKGELU,
               "gpu/kern_pointwise.h's activation codes are src/backend.h's");
 
 static void kop_act_forward(Backend *be, BackendAct act, CT *out, CT *inp) {

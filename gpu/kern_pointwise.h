@@ -1,5 +1,5 @@
-/* kern_pointwise — the diffusion ops that are one thread per element: SiLU and GELU (erf and
- * tanh forms) forward/backward, GEGLU, nearest 2× upsampling, channel block copies (concat and
+/* kern_pointwise — the ops that are one thread per element: SiLU, GELU (erf and tanh forms)
+ * and QuickGELU forward/backward, GEGLU, nearest 2× upsampling, channel block copies (concat and
  * split, both directions) and the mean-squared error. Semantics and formulas are the CPU ops'
  * (src/nn_diffusion.h, src/nn_activation.h): backward ADDS into gradients, NULL skipped.
  * The MSE forward is one block with a fixed-order reduction, so it is deterministic.
@@ -13,6 +13,7 @@
 #define KERN_ACT_GELU 0      /* erf form */
 #define KERN_ACT_GELU_TANH 1
 #define KERN_ACT_SILU 2
+#define KERN_ACT_QUICKGELU 3 /* x·σ(1.702x) */
 
 typedef struct ActArgs {
     float *out;             /* forward: the output; backward: dinp (+=) */
@@ -76,8 +77,8 @@ KERN_ENTRY void act_fwd(KernCtx *k, const ActArgs *a) {
     if (i >= a->n)
         return;
     float x = a->inp[i], g, dg;
-    if (a->mode == KERN_ACT_SILU) {
-        a->out[i] = x * kern_sigmoidf(x);
+    if (a->mode == KERN_ACT_SILU || a->mode == KERN_ACT_QUICKGELU) {
+        a->out[i] = x * kern_sigmoidf(a->mode == KERN_ACT_SILU ? x : 1.702f * x);
         return;
     }
     kern_gelu_pair(x, a->mode, &g, &dg);
@@ -95,6 +96,11 @@ KERN_ENTRY void act_bwd(KernCtx *k, const ActArgs *a) {
     if (a->mode == KERN_ACT_SILU) {
         float s = kern_sigmoidf(x);
         a->out[i] += a->dout[i] * s * (1.0f + x * (1.0f - s));
+        return;
+    }
+    if (a->mode == KERN_ACT_QUICKGELU) {
+        float s = kern_sigmoidf(1.702f * x);
+        a->out[i] += a->dout[i] * (s + 1.702f * x * s * (1.0f - s));
         return;
     }
     kern_gelu_pair(x, a->mode, &g, &dg);

@@ -388,7 +388,8 @@ static int like(Backend *be, const char *op, const char *arg, CT *t, int optiona
 static int act_ok(Backend *be, const char *op, BackendAct act, int gelu_only) {
     if (be->fail_code)
         return 0;
-    if (act < BACKEND_ACT_GELU || act > (gelu_only ? BACKEND_ACT_GELU_TANH : BACKEND_ACT_SILU)) {
+    if (act < BACKEND_ACT_GELU ||
+        act > (gelu_only ? BACKEND_ACT_GELU_TANH : BACKEND_ACT_QUICKGELU)) {
         backend_fail(be, ERR_USAGE, "%s: activation %d is not one this op takes", op, (int)act);
         return 0;
     }

@@ -134,6 +134,7 @@ typedef enum BackendAct {
     BACKEND_ACT_GELU = 0,      /* erf form, PyTorch approximate='none' */
     BACKEND_ACT_GELU_TANH = 1, /* approximate='tanh' */
     BACKEND_ACT_SILU = 2,
+    BACKEND_ACT_QUICKGELU = 3, /* x·σ(1.702x), OpenAI CLIP */
 } BackendAct;
 /* out = act(inp), any shape (same numel); backward takes the forward's input. */
 void backend_act_forward(Backend *be, BackendAct act, const Tensor *out, const Tensor *inp);

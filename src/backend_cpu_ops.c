@@ -198,6 +198,8 @@ static void cpu_act_forward(Backend *be, BackendAct act, CT *out, CT *inp) {
     BIND;
     if (act == BACKEND_ACT_SILU)
         nn_silu_forward(F(out), F(inp), N_(inp));
+    else if (act == BACKEND_ACT_QUICKGELU)
+        nn_quickgelu_forward(F(out), F(inp), N_(inp));
     else
         nn_gelu_mode_forward(F(out), F(inp), N_(inp),
                              act == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF);
@@ -210,6 +212,8 @@ static void cpu_act_backward(Backend *be, BackendAct act, CT *dinp, CT *dout, CT
     BIND;
     if (act == BACKEND_ACT_SILU)
         nn_silu_backward(F(dinp), F(dout), F(inp), N_(inp));
+    else if (act == BACKEND_ACT_QUICKGELU)
+        nn_quickgelu_backward(F(dinp), F(dout), F(inp), N_(inp));
     else
         nn_gelu_mode_backward(F(dinp), F(dout), F(inp), N_(inp),
                               act == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF);

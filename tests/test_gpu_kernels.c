@@ -371,7 +371,7 @@ static int check_convert(Why *w) {
 static int check_act(Why *w) {
     enum { N = 700 };
     int rc = 0;
-    for (int mode = KERN_ACT_GELU; mode <= KERN_ACT_SILU && !rc; mode++) {
+    for (int mode = KERN_ACT_GELU; mode <= KERN_ACT_QUICKGELU && !rc; mode++) {
         float *x = rnd(N), *g = rnd(N), *out = calloc(N, 4), *want = calloc(N, 4);
         float *dx = rnd(N), *rdx = dup(dx, N);
         for (int i = 0; i < N; i++)
@@ -384,6 +384,9 @@ static int check_act(Why *w) {
         if (mode == KERN_ACT_SILU) {
             nn_silu_forward(want, x, N);
             nn_silu_backward(rdx, g, x, N);
+        } else if (mode == KERN_ACT_QUICKGELU) {
+            nn_quickgelu_forward(want, x, N);
+            nn_quickgelu_backward(rdx, g, x, N);
         } else {
             NnGelu m = mode == KERN_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF;
             nn_gelu_mode_forward(want, x, N, m);
@@ -613,7 +616,7 @@ static const Check checks[] = {
     {"relu backward vs nn_relu_backward", check_relu_bwd},
     {"adamw vs optim_adamw_step", check_adamw},
     {"dtype conversion vs src/tensor_half.c", check_convert},
-    {"gelu/gelu_tanh/silu vs nn_gelu_mode_*/nn_silu_*", check_act},
+    {"gelu/gelu_tanh/silu/quickgelu vs nn_gelu_mode_*/nn_silu_*/nn_quickgelu_*", check_act},
     {"geglu vs nn_geglu_*", check_geglu},
     {"upsample2x vs nn_upsample2x_*", check_upsample},
     {"chan_copy as concat vs nn_channel_concat_*", check_chan_copy},

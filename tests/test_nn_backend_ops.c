@@ -249,6 +249,9 @@ static void case_act(Ctx *c, BackendAct act) {
     if (act == BACKEND_ACT_SILU) {
         nn_silu_forward(ro, x, n);
         nn_silu_backward(rdx, dout, x, n);
+    } else if (act == BACKEND_ACT_QUICKGELU) {
+        nn_quickgelu_forward(ro, x, n);
+        nn_quickgelu_backward(rdx, dout, x, n);
     } else {
         NnGelu m = act == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF;
         nn_gelu_mode_forward(ro, x, n, m);
@@ -411,6 +414,7 @@ static int run_all_cases(Backend *be, int quiet) {
     case_act(&c, BACKEND_ACT_GELU);
     case_act(&c, BACKEND_ACT_GELU_TANH);
     case_act(&c, BACKEND_ACT_SILU);
+    case_act(&c, BACKEND_ACT_QUICKGELU);
     case_geglu(&c, BACKEND_ACT_GELU);
     case_geglu(&c, BACKEND_ACT_GELU_TANH);
     ctx_free(&c);
@@ -507,7 +511,8 @@ static Backend *fd_be;
 #define T2(p, a, b) tensor_2d(p, a, b)
 #define T4(p, a, b, c2, d) tensor_4d(p, a, b, c2, d)
 
-enum { FD_LINEAR, FD_MATMUL, FD_LN, FD_GN, FD_SOFTMAX, FD_GELU, FD_GELU_TANH, FD_SILU, FD_GEGLU,
+enum { FD_LINEAR, FD_MATMUL, FD_LN, FD_GN, FD_SOFTMAX, FD_GELU, FD_GELU_TANH, FD_SILU,
+       FD_QUICKGELU, FD_GEGLU,
        FD_CONV, FD_CONV_S2, FD_ATTN, FD_UPSAMPLE, FD_CONCAT, FD_SPLIT, FD_MSE, FD_N };
 
 /* shapes: small, fixed per op */
@@ -550,7 +555,7 @@ static void fd_fwd(GradCase *gc, float *out) {
         backend_softmax_forward(be, &o, &x);
         break;
     }
-    case FD_GELU: case FD_GELU_TANH: case FD_SILU: {
+    case FD_GELU: case FD_GELU_TANH: case FD_SILU: case FD_QUICKGELU: {
         Tensor x = T2(in[0], N_, C_), o = T2(out, N_, C_);
         backend_act_forward(be, (BackendAct)(op - FD_GELU), &o, &x);
         break;
@@ -641,7 +646,7 @@ static void fd_bwd(GradCase *gc, float *out, const float *dout_c, float **din) {
         backend_softmax_backward(be, &dx, &d, &o);
         break;
     }
-    case FD_GELU: case FD_GELU_TANH: case FD_SILU: {
+    case FD_GELU: case FD_GELU_TANH: case FD_SILU: case FD_QUICKGELU: {
         Tensor x = T2(in[0], N_, C_), d = T2(dout, N_, C_), dx = T2(din[0], N_, C_);
         backend_act_backward(be, (BackendAct)(op - FD_GELU), &dx, &d, &x);
         break;
@@ -721,6 +726,7 @@ static int fd_all(Backend *be) {
         [FD_GELU] = {"gelu", 1, {N_ * C_}, N_ * C_},
         [FD_GELU_TANH] = {"gelu_tanh", 1, {N_ * C_}, N_ * C_},
         [FD_SILU] = {"silu", 1, {N_ * C_}, N_ * C_},
+        [FD_QUICKGELU] = {"quickgelu", 1, {N_ * C_}, N_ * C_},
         [FD_GEGLU] = {"geglu", 1, {N_ * 2 * C_}, N_ * C_},
         [FD_CONV] = {"conv2d", 3, {img, OC_ * CH_ * 9, OC_}, conv_o1},
         [FD_CONV_S2] = {"conv2d stride 2", 3, {img, OC_ * CH_ * 9, OC_}, conv_o2},
