@@ -16,7 +16,7 @@
 
 extern "C" {
 #include "backend_impl.h"
-#include "cache_alloc.h"
+#include "gpu_cache_alloc.h"
 #include "cuda.h"
 }
 #include "kern_list.h"
@@ -32,7 +32,7 @@ typedef struct CudaState {
     float *ones;          // a vector of ones for bias sums as GEMV/GEMM
     size_t ones_n;
     void *arena_block;    // the scratch arena's device block
-    CacheAlloc cache;     // the caching allocator over cudaMalloc/cudaFree (cache_alloc.h)
+    CacheAlloc cache;     // the caching allocator over cudaMalloc/cudaFree (gpu_cache_alloc.h)
 } CudaState;
 
 static CudaState *st(Backend *be) { return (CudaState *)be->impl; }
@@ -44,7 +44,7 @@ static int cuda_ok(Backend *be, cudaError_t e, const char *what) {
     return 0;
 }
 
-// ---- caching allocator (gpu/cache_alloc.h over cudaMalloc / cudaFree) ---------------------------
+// ---- caching allocator (gpu/gpu_cache_alloc.h over cudaMalloc / cudaFree) ---------------------------
 
 static void *raw_cuda_alloc(void *ctx, size_t bytes) {
     (void)ctx;

@@ -1,11 +1,11 @@
-/* Tests for gpu/cache_alloc.c, the CUDA backend's caching allocator, driven on the host with
+/* Tests for gpu/gpu_cache_alloc.c, the CUDA backend's caching allocator, driven on the host with
  * malloc behind a counter: freeing and asking again must not reach the raw allocator (no
  * cudaMalloc in a training step's hot path), a failing raw allocator gets the cache released
  * and one retry, and deinit returns every block. Engine-only. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 
-#include "cache_alloc.h"
+#include "gpu_cache_alloc.h"
 
 typedef struct Raw {
     int live;       /* blocks handed out and not freed */

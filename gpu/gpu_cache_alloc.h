@@ -1,4 +1,4 @@
-/* cache_alloc — the CUDA backend's caching allocator, as plain C over two callbacks so that
+/* gpu_cache_alloc — the CUDA backend's caching allocator, as plain C over two callbacks so that
  * the host tests can drive it with malloc (tests/test_gpu_cache_alloc.c) and the CUDA backend
  * with cudaMalloc/cudaFree (gpu/backend_cuda.cu).
  *
@@ -7,8 +7,8 @@
  * that frees and asks again calls cudaMalloc only in its first step. When raw_alloc fails, the
  * free cached blocks are released and it is tried once more. Not thread-safe: one per Backend.
  */
-#ifndef EASEL_CACHE_ALLOC_H
-#define EASEL_CACHE_ALLOC_H
+#ifndef EASEL_GPU_CACHE_ALLOC_H
+#define EASEL_GPU_CACHE_ALLOC_H
 
 #include <stddef.h>
 

@@ -1,6 +1,7 @@
-/* cache_alloc — see cache_alloc.h. A flat array of blocks, searched linearly: a Backend holds
- * tens to a few hundred blocks (parameters, moments, arena, workspace), not thousands. */
-#include "cache_alloc.h"
+/* gpu_cache_alloc — see gpu_cache_alloc.h. A flat array of blocks, searched linearly: a
+ * Backend holds tens to a few hundred blocks (parameters, moments, arena, workspace), not
+ * thousands. */
+#include "gpu_cache_alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
