@@ -13,6 +13,7 @@
 #include <cblas.h>
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -909,6 +910,35 @@ Test(nn_backend_ops, the_pool_is_the_backends_own_and_touches_no_process_state) 
     backend_close(be);
     backend_cpu_bind(NULL);
     backend_cpu_pool_free(mine);
+}
+
+/* Two jobs, two threads, two Backends at once: each gets its own pool and the right answers. */
+typedef struct Job {
+    int threads, bad;
+} Job;
+
+static void *job_main(void *arg) {
+    Job *j = arg;
+    Backend *be = NULL;
+    BackendConfig cfg = {j->threads, 0};
+    if (backend_open("cpu", &cfg, &be, NULL, 0, NULL)) {
+        j->bad = -1;
+        return NULL;
+    }
+    j->bad = run_all_cases(be, 0);
+    backend_close(be);
+    return NULL;
+}
+
+Test(nn_backend_ops, two_backends_on_two_threads_at_once) {
+    Job jobs[2] = {{2, 0}, {3, 0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, job_main, &jobs[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        cr_expect_eq(jobs[i].bad, 0, "job %d", i);
+    }
 }
 
 Test(nn_backend_ops, convert_between_dtypes) {
