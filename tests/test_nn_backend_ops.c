@@ -399,11 +399,16 @@ static int run_all_cases(Backend *be, int quiet) {
     Ctx c;
     ctx_init(&c, be);
     c.quiet = quiet;
+    /* the emulated backend starts a host thread per GPU thread: there, the half-weight
+     * variants of conv2d (the same kernels after one conversion) run on one shape only */
+    int emu = strncmp(backend_name(be), "emu", 3) == 0;
     for (int dt = DTYPE_F32; dt <= DTYPE_BF16; dt++) {
         case_linear(&c, (DType)dt);
         case_conv2d(&c, (DType)dt, 3, 1, 1);
-        case_conv2d(&c, (DType)dt, 3, 2, 1);
-        case_conv2d(&c, (DType)dt, 1, 1, 0);
+        if (!emu || dt == DTYPE_F32) {
+            case_conv2d(&c, (DType)dt, 3, 2, 1);
+            case_conv2d(&c, (DType)dt, 1, 1, 0);
+        }
         ctx_free(&c);
     }
     case_matmul(&c);
