@@ -62,10 +62,20 @@ int cuda_relu_backward(float *dinp, const float *dout, const float *out, long n_
 int cuda_adamw(float *param, float *m, float *v, const float *grad, long n, float lr,
                float beta1, float beta2, float eps, float wd, int t, Err *err);
 
+/* dst (n elements of dst_dtype) = src (n of src_dtype), dtypes as src/tensor.h's DType; rounds
+ * as src/tensor_half.c (nearest even, NaN and inf kept). */
+int cuda_convert(void *dst, int dst_dtype, const void *src, int src_dtype, long n, Err *err);
+
 /* gpu/cuda_blas.cu, the only file that calls cuBLAS:
  * out (N, OC) = inp (N, C) @ weight (OC, C)^T, row-major, PyTorch Linear layout, via cuBLAS. */
 int cuda_matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC,
                         Err *err);
+/* A cuBLAS handle on `stream` (a cudaStream_t) with `workspace` (may be NULL), for one CUDA
+ * Backend; its sgemm: c (M,N) = beta·c + op(a)·op(b), row-major, as nn_gemm. */
+int cuda_blas_open(void **handle, void *stream, void *workspace, size_t ws_bytes, Err *err);
+void cuda_blas_close(void *handle);
+int cuda_blas_sgemm(void *handle, int ta, int tb, int M, int N, int K, const float *a, int lda,
+                    const float *b, int ldb, float beta, float *c, int ldc, Err *err);
 #endif
 
 #endif

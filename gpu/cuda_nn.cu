@@ -35,7 +35,7 @@ static dim3 to_dim3(KernDim d) { return dim3((unsigned)d.x, (unsigned)d.y, (unsi
         KernCtx k = kern_ctx_device();                                                       \
         name(&k, &a);                                                                        \
     }                                                                                        \
-    static int name##_go(const Args &a, Err *err) {                                          \
+    __attribute__((unused)) static int name##_go(const Args &a, Err *err) {                                    \
         KernLaunch l = name##_launch(&a);                                                    \
         if (l.grid.x == 0)                                                                   \
             return 0;                                                                        \
@@ -178,4 +178,10 @@ extern "C" int cuda_adamw(float *p, float *m, float *v, const float *g, long n, 
     if (t < 1)
         return err_set(err, ERR_USAGE, "cuda_adamw: step t must be >= 1 (got %d)", t);
     return adamw_go(adamw_args(p, m, v, g, n, lr, b1, b2, eps, wd, t), err);
+}
+
+extern "C" int cuda_convert(void *dst, int dst_dtype, const void *src, int src_dtype, long n,
+                            Err *err) {
+    ConvertArgs a = {dst, src, n, dst_dtype, src_dtype};
+    return convert_dtype_go(a, err);
 }

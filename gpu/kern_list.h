@@ -6,8 +6,12 @@
 #ifndef EASEL_KERN_LIST_H
 #define EASEL_KERN_LIST_H
 
+#include "kern_attn.h"
+#include "kern_conv.h"
+#include "kern_convert.h"
 #include "kern_nn.h"
 #include "kern_norm.h"
+#include "kern_pointwise.h"
 
 #define KERN_LIST(X)                                                                         \
     X(layernorm_fwd, LayerNormFwdArgs)                                                       \
@@ -20,6 +24,23 @@
     X(softmax_bwd, SoftmaxBwdArgs)                                                           \
     X(bias_relu_fwd, BiasReluArgs)                                                           \
     X(relu_bwd, ReluBwdArgs)                                                                 \
-    X(adamw, AdamWArgs)
+    X(adamw, AdamWArgs)                                                                      \
+    X(convert_dtype, ConvertArgs)                                                            \
+    X(act_fwd, ActArgs)                                                                      \
+    X(act_bwd, ActArgs)                                                                      \
+    X(geglu_fwd, GegluArgs)                                                                  \
+    X(geglu_bwd, GegluArgs)                                                                  \
+    X(upsample2x_fwd, UpsampleArgs)                                                          \
+    X(upsample2x_bwd, UpsampleArgs)                                                          \
+    X(chan_copy, ChanCopyArgs)                                                               \
+    X(mse_fwd, MseArgs)                                                                      \
+    X(mse_bwd, MseArgs)                                                                      \
+    X(conv_im2col, ConvColArgs)                                                              \
+    X(conv_col2im, ConvColArgs)                                                              \
+    X(chan_bias_fwd, ChanBiasArgs)                                                           \
+    X(chan_bias_bwd, ChanBiasArgs)                                                           \
+    X(attn_fwd, AttnArgs)                                                                    \
+    X(attn_bwd_dq, AttnArgs)                                                                 \
+    X(attn_bwd_dkv, AttnArgs)
 
 #endif

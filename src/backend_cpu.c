@@ -147,6 +147,12 @@ CpuPool *backend_cpu_use(CpuPool *pool) {
     return old;
 }
 
+CpuPool *backend_cpu_bind(CpuPool *pool) {
+    CpuPool *old = current_pool;
+    current_pool = pool;
+    return old;
+}
+
 CpuPool *backend_cpu_current(void) { return current_pool; }
 
 int backend_cpu_threads(void) { return current_pool ? current_pool->n_threads : 1; }

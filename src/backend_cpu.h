@@ -35,6 +35,9 @@ int backend_cpu_pool_threads(const CpuPool *pool);
 /* Select pool for ops called from this thread (NULL = serial). Returns the previous choice.
  * Borrowed: the pool must outlive its selection. */
 CpuPool *backend_cpu_use(CpuPool *pool);
+/* As backend_cpu_use, but touches no process-wide state (OpenBLAS's thread count is left as
+ * the program set it): what a Backend does around each op. Returns the previous choice. */
+CpuPool *backend_cpu_bind(CpuPool *pool);
 /* The calling thread's pool, or NULL. */
 CpuPool *backend_cpu_current(void);
 /* Threads available to ops on this thread (1 without a pool). */

@@ -57,6 +57,12 @@ static void gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N,
     int64_t n_slabs = (N + GEMM_SLAB - 1) / GEMM_SLAB;
     /* tiny products are not worth a wake-up */
     int64_t grain = (int64_t)M * N * K < 64 * 1024 ? n_slabs : 1;
+    /* A Backend binds its pool without touching OpenBLAS's process-wide thread count: when
+     * OpenBLAS is threaded itself, the slabs run in turn on the caller and OpenBLAS's threads
+     * split each one, so two pools of spinning threads never fight over the cores. The slabs
+     * are the same calls either way. */
+    if (backend_cpu_threads() > 1 && openblas_get_num_threads() > 1)
+        grain = n_slabs;
     backend_cpu_parallel_for(n_slabs, grain, gemm_slabs, &g);
 }
 

@@ -38,6 +38,24 @@ Tensor tensor_view(float *data, int n_dims, const int64_t *shape) {
     return t;
 }
 
+Tensor tensor_view_dtype(void *ptr, DType dtype, int n_dims, const int64_t *shape) {
+    Tensor t = tensor_view(NULL, n_dims, shape);
+    t.ptr = ptr;
+    t.dtype = dtype;
+    return t;
+}
+
+size_t dtype_size(DType dtype) { return dtype == DTYPE_F32 ? 4 : 2; }
+
+const char *dtype_name(DType dtype) {
+    switch (dtype) {
+    case DTYPE_F32: return "f32";
+    case DTYPE_F16: return "f16";
+    case DTYPE_BF16: return "bf16";
+    }
+    return "?";
+}
+
 Tensor tensor_1d(float *data, int64_t d0) { return tensor_view(data, 1, (int64_t[]){d0}); }
 Tensor tensor_2d(float *data, int64_t d0, int64_t d1) {
     return tensor_view(data, 2, (int64_t[]){d0, d1});
@@ -56,7 +74,7 @@ int64_t tensor_numel(const Tensor *t) {
     return n;
 }
 
-size_t tensor_nbytes(const Tensor *t) { return (size_t)tensor_numel(t) * sizeof(float); }
+size_t tensor_nbytes(const Tensor *t) { return (size_t)tensor_numel(t) * dtype_size(t->dtype); }
 
 bool tensor_is_contiguous(const Tensor *t) {
     int64_t s = 1;
@@ -174,6 +192,13 @@ int arena_init(Arena *a, size_t bytes, Err *err) {
 void arena_init_measure(Arena *a) {
     memset(a, 0, sizeof *a);
     a->size = SIZE_MAX;
+}
+
+void arena_init_over(Arena *a, void *block, size_t bytes) {
+    a->base = block;
+    a->size = bytes;
+    a->used = 0;
+    a->peak = 0;
 }
 
 void arena_deinit(Arena *a) {

@@ -30,12 +30,25 @@ typedef enum TensorDevice {
     TENSOR_DEVICE_CUDA = 1,
 } TensorDevice;
 
+/* Element types. F32 is 0 so a zeroed or designated-initialised Tensor is f32. F16 is IEEE
+ * binary16, BF16 the top half of an f32; both are stored as uint16_t and always computed with
+ * in f32 (see the conversion helpers below and doc/engine.md). */
+typedef enum DType {
+    DTYPE_F32 = 0,
+    DTYPE_F16 = 1,
+    DTYPE_BF16 = 2,
+} DType;
+
 typedef struct Tensor {
-    float *data;                      /* first element; borrowed */
+    union {
+        float *data;                  /* first element when dtype is F32; borrowed */
+        void *ptr;                    /* first element, any dtype */
+    };
     int n_dims;                       /* 0 (scalar) .. TENSOR_MAX_DIMS */
     int64_t shape[TENSOR_MAX_DIMS];   /* unused dims are 1 */
     int64_t stride[TENSOR_MAX_DIMS];  /* in elements; unused dims are 0 */
     TensorDevice device;
+    DType dtype;                      /* F32 from every constructor below */
 } Tensor;
 
 /* ---- views ---------------------------------------------------------------------------- */
@@ -48,9 +61,17 @@ Tensor tensor_2d(float *data, int64_t d0, int64_t d1);
 Tensor tensor_3d(float *data, int64_t d0, int64_t d1, int64_t d2);
 Tensor tensor_4d(float *data, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 
+/* A contiguous row-major view of `ptr` holding elements of `dtype` (any device; the pointer
+ * is not dereferenced). */
+Tensor tensor_view_dtype(void *ptr, DType dtype, int n_dims, const int64_t *shape);
+
+/* Bytes per element of a dtype (4, 2, 2) and its name ("f32", "f16", "bf16"). */
+size_t dtype_size(DType dtype);
+const char *dtype_name(DType dtype);
+
 /* Number of elements (product of the shape; 1 for a scalar). */
 int64_t tensor_numel(const Tensor *t);
-/* Bytes of a contiguous tensor's data. */
+/* Bytes of a contiguous tensor's data (elements × dtype_size). */
 size_t tensor_nbytes(const Tensor *t);
 /* True when the strides are those of a row-major array of the shape (size-1 dims ignored). */
 bool tensor_is_contiguous(const Tensor *t);
@@ -74,6 +95,21 @@ void tensor_copy(Tensor *dst, const Tensor *src);
 /* Set every element to value (any strides; CPU only). */
 void tensor_fill(Tensor *t, float value);
 
+/* ---- f16 / bf16 ---------------------------------------------------------------------- */
+
+/* Scalar conversions. To half: round to nearest, ties to even; NaN stays NaN (quiet, sign
+ * kept), ±inf stays ±inf; f16 overflows to ±inf and underflows through subnormals to ±0.
+ * From half: exact (every f16 and bf16 value is an f32). */
+uint16_t f32_to_f16(float x);
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float x);
+float bf16_to_f32(uint16_t h);
+
+/* n elements of dtype at src (F32, F16 or BF16) to f32 at dst, and back. dst and src must not
+ * overlap unless both are F32 and identical. */
+void dtype_to_f32(float *dst, const void *src, DType dtype, size_t n);
+void dtype_from_f32(void *dst, DType dtype, const float *src, size_t n);
+
 /* ---- arena ---------------------------------------------------------------------------- */
 
 typedef struct Arena {
@@ -88,6 +124,9 @@ int arena_init(Arena *a, size_t bytes, Err *err);
 /* A measuring arena: allocations return NULL but advance used/peak, so a planning pass with
  * the real allocation sequence yields the exact size to arena_init() with. */
 void arena_init_measure(Arena *a);
+/* An arena over a block someone else owns (a device block from a backend's allocator): no
+ * allocation, nothing zeroed; arena_deinit must not be called on it (the owner frees). */
+void arena_init_over(Arena *a, void *block, size_t bytes);
 /* Free the block. Accepts a zeroed or measuring arena. */
 void arena_deinit(Arena *a);
 

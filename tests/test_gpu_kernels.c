@@ -17,7 +17,10 @@
 #include <string.h>
 
 #include "kern_emulate.h"
+#include "tensor.h"
 #include "nn_activation.h"
+#include "nn_flash.h"
+#include "nn_diffusion.h"
 #include "nn_linear.h"
 #include "nn_norm.h"
 #include "nn_softmax.h"
@@ -322,6 +325,279 @@ static int check_adamw(Why *w) {
     return rc;
 }
 
+/* ---- dtype conversion ---------------------------------------------------------------------- */
+
+/* Every f16 and bf16 value widened, and f32 values (specials, ties, randoms) narrowed, against
+ * src/tensor_half.c bit for bit. */
+static int check_convert(Why *w) {
+    enum { NH = 65536, NF = 4096 };
+    uint16_t *h = malloc(NH * sizeof *h), *hd = malloc(NF * sizeof *hd), *hr = malloc(NF * 2);
+    float *f = malloc(NH * sizeof *f), *fr = malloc(NH * sizeof *fr), *src = rnd(NF);
+    const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 65504.0f, 65520.0f,
+                             65519.0f, 0x1p-25f, 0x1p-24f, 3e38f, 1e-40f, 1.0f + 0x1p-11f};
+    for (int i = 0; i < (int)(sizeof special / sizeof *special); i++)
+        src[i] = special[i];
+    for (int i = 64; i < NF; i++)
+        src[i] *= (float)(1 << (i % 20)) * 1e-3f;
+    int rc = 0;
+    for (int dt = 1; dt <= 2 && !rc; dt++) {
+        for (int i = 0; i < NH; i++)
+            h[i] = (uint16_t)i;
+        Err err = {0};
+        ConvertArgs up = {f, h, NH, 0, dt};
+        rc = ran(w, convert_dtype_run(&up, &err), &err);
+        dtype_to_f32(fr, h, (DType)dt, NH);
+        for (int i = 0; i < NH && !rc; i++)
+            if (memcmp(&f[i], &fr[i], 4) && !(isnan(f[i]) && isnan(fr[i])))
+                rc = mismatch(w, "convert %s %#x: %g, want %g", dtype_name((DType)dt), i, f[i],
+                              fr[i]);
+        ConvertArgs down = {hd, src, NF, dt, 0};
+        if (!rc)
+            rc = ran(w, convert_dtype_run(&down, &err), &err);
+        dtype_from_f32(hr, (DType)dt, src, NF);
+        for (int i = 0; i < NF && !rc; i++)
+            if (hd[i] != hr[i])
+                rc = mismatch(w, "convert f32 %g to %s: %#x, want %#x", src[i],
+                              dtype_name((DType)dt), hd[i], hr[i]);
+    }
+    free(h), free(hd), free(hr), free(f), free(fr), free(src);
+    return rc;
+}
+
+/* ---- pointwise diffusion kernels (kern_pointwise.h) ---------------------------------------- */
+
+/* act_fwd / act_bwd in all three modes against nn_silu_* / nn_gelu_mode_*, starting gradients
+ * nonzero (the kernel must add). */
+static int check_act(Why *w) {
+    enum { N = 700 };
+    int rc = 0;
+    for (int mode = KERN_ACT_GELU; mode <= KERN_ACT_QUICKGELU && !rc; mode++) {
+        float *x = rnd(N), *g = rnd(N), *out = calloc(N, 4), *want = calloc(N, 4);
+        float *dx = rnd(N), *rdx = dup(dx, N);
+        for (int i = 0; i < N; i++)
+            x[i] *= 6.0f;
+        Err err = {0};
+        ActArgs f = {out, x, NULL, N, mode}, b = {dx, x, g, N, mode};
+        rc = ran(w, act_fwd_run(&f, &err), &err);
+        if (!rc)
+            rc = ran(w, act_bwd_run(&b, &err), &err);
+        if (mode == KERN_ACT_SILU) {
+            nn_silu_forward(want, x, N);
+            nn_silu_backward(rdx, g, x, N);
+        } else if (mode == KERN_ACT_QUICKGELU) {
+            nn_quickgelu_forward(want, x, N);
+            nn_quickgelu_backward(rdx, g, x, N);
+        } else {
+            NnGelu m = mode == KERN_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF;
+            nn_gelu_mode_forward(want, x, N, m);
+            nn_gelu_mode_backward(rdx, g, x, N, m);
+        }
+        if (!rc)
+            rc = close_to(w, mode == KERN_ACT_SILU ? "silu out" : "gelu out", out, want, N, 1e-6,
+                          1e-5);
+        if (!rc)
+            rc = close_to(w, mode == KERN_ACT_SILU ? "silu dinp" : "gelu dinp", dx, rdx, N, 1e-6,
+                          1e-5);
+        free(x), free(g), free(out), free(want), free(dx), free(rdx);
+    }
+    return rc;
+}
+
+static int check_geglu(Why *w) {
+    enum { N = 5, C = 37 };
+    int rc = 0;
+    for (int mode = KERN_ACT_GELU; mode <= KERN_ACT_GELU_TANH && !rc; mode++) {
+        NnGelu m = mode == KERN_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF;
+        float *x = rnd(N * 2 * C), *g = rnd(N * C), out[N * C], want[N * C];
+        float *dx = rnd(N * 2 * C), *rdx = dup(dx, N * 2 * C);
+        Err err = {0};
+        GegluArgs f = {out, x, NULL, N, C, mode}, b = {dx, x, g, N, C, mode};
+        rc = ran(w, geglu_fwd_run(&f, &err), &err);
+        if (!rc)
+            rc = ran(w, geglu_bwd_run(&b, &err), &err);
+        nn_geglu_forward(want, x, N, C, m);
+        nn_geglu_backward(rdx, g, x, N, C, m);
+        if (!rc)
+            rc = close_to(w, "geglu out", out, want, N * C, 1e-6, 1e-5);
+        if (!rc)
+            rc = close_to(w, "geglu dinp", dx, rdx, N * 2 * C, 1e-6, 1e-5);
+        free(x), free(g), free(dx), free(rdx);
+    }
+    return rc;
+}
+
+static int check_upsample(Why *w) {
+    enum { B = 2, C = 3, H = 5, W = 7, n = B * C * H * W };
+    float *x = rnd(n), out[4 * n], want[4 * n], *g = rnd(4 * n), *dx = rnd(n), *rdx = dup(dx, n);
+    Err err = {0};
+    UpsampleArgs f = {out, x, B * C, H, W}, b = {dx, g, B * C, H, W};
+    int rc = ran(w, upsample2x_fwd_run(&f, &err), &err);
+    if (!rc)
+        rc = ran(w, upsample2x_bwd_run(&b, &err), &err);
+    nn_upsample2x_forward(want, x, B, C, H, W);
+    nn_upsample2x_backward(rdx, g, B, C, H, W);
+    if (!rc)
+        rc = close_to(w, "upsample out", out, want, 4 * n, 0, 0);
+    if (!rc)
+        rc = close_to(w, "upsample dinp", dx, rdx, n, 1e-6, 1e-6);
+    free(x), free(g), free(dx), free(rdx);
+    return rc;
+}
+
+/* chan_copy as a concat (two copies into the whole) and its backward (two adds out of it). */
+static int check_chan_copy(Why *w) {
+    enum { B = 2, Ca = 3, Cb = 4, C = Ca + Cb, HW = 10 };
+    float *a = rnd(B * Ca * HW), *b = rnd(B * Cb * HW), out[B * C * HW], want[B * C * HW];
+    float *g = rnd(B * C * HW), *da = rnd(B * Ca * HW), *db = rnd(B * Cb * HW);
+    float *rda = dup(da, B * Ca * HW), *rdb = dup(db, B * Cb * HW);
+    Err err = {0};
+    ChanCopyArgs ca = {out, a, B, C, Ca, 0, 0, Ca, HW, 0};
+    ChanCopyArgs cb = {out, b, B, C, Cb, Ca, 0, Cb, HW, 0};
+    ChanCopyArgs ga = {da, g, B, Ca, C, 0, 0, Ca, HW, 1}, gb = {db, g, B, Cb, C, 0, Ca, Cb, HW, 1};
+    int rc = ran(w, chan_copy_run(&ca, &err), &err);
+    if (!rc)
+        rc = ran(w, chan_copy_run(&cb, &err), &err);
+    if (!rc)
+        rc = ran(w, chan_copy_run(&ga, &err), &err);
+    if (!rc)
+        rc = ran(w, chan_copy_run(&gb, &err), &err);
+    nn_channel_concat_forward(want, a, b, B, Ca, Cb, HW);
+    nn_channel_concat_backward(rda, rdb, g, B, Ca, Cb, HW);
+    if (!rc)
+        rc = close_to(w, "concat out", out, want, B * C * HW, 0, 0);
+    if (!rc)
+        rc = close_to(w, "concat da", da, rda, B * Ca * HW, 0, 0);
+    if (!rc)
+        rc = close_to(w, "concat db", db, rdb, B * Cb * HW, 0, 0);
+    free(a), free(b), free(g), free(da), free(db), free(rda), free(rdb);
+    return rc;
+}
+
+static int check_mse(Why *w) {
+    enum { N = 1000 };
+    float *p = rnd(N), *t = rnd(N), loss = 0, *dp = rnd(N), *dt = rnd(N);
+    float *rdp = dup(dp, N), *rdt = dup(dt, N);
+    Err err = {0};
+    MseArgs f = {&loss, NULL, NULL, p, t, N, 0.0f}, b = {NULL, dp, dt, p, t, N, 0.7f};
+    int rc = ran(w, mse_fwd_run(&f, &err), &err);
+    if (!rc)
+        rc = ran(w, mse_bwd_run(&b, &err), &err);
+    float want = nn_mse_loss_forward(p, t, N);
+    nn_mse_loss_backward(rdp, rdt, 0.7f, p, t, N);
+    if (!rc)
+        rc = close_to(w, "mse loss", &loss, &want, 1, 1e-7, 1e-5);
+    if (!rc)
+        rc = close_to(w, "mse dpred", dp, rdp, N, 1e-7, 1e-6);
+    if (!rc)
+        rc = close_to(w, "mse dtarget", dt, rdt, N, 1e-7, 1e-6);
+    free(p), free(t), free(dp), free(dt), free(rdp), free(rdt);
+    return rc;
+}
+
+/* ---- conv2d as im2col + GEMM + bias (kern_conv.h; the GEMM on the host here) --------------- */
+
+static int check_conv_shape(Why *w, int K, int stride, int pad) {
+    ConvShape s = {2, 3, 7, 6, 4, K, stride, pad};
+    int Ho = nn_conv2d_out_h(&s), Wo = nn_conv2d_out_w(&s), CKK = s.C * K * K, P = Ho * Wo;
+    long ni = (long)s.B * s.C * s.H * s.W, no = (long)s.B * s.OC * P, nw = (long)s.OC * CKK;
+    long img = (long)s.C * s.H * s.W;
+    float *x = rnd(ni), *wt = rnd(nw), *b = rnd(s.OC), *g = rnd(no);
+    float *out = calloc(no, 4), *want = calloc(no, 4), *col = calloc((size_t)CKK * P, 4);
+    float *dx = rnd(ni), *dw = rnd(nw), *db = rnd(s.OC);
+    float *rdx = dup(dx, ni), *rdw = dup(dw, nw), *rdb = dup(db, s.OC);
+    float *sc = calloc(nn_conv2d_scratch_floats(&s) + 1, 4);
+    Err err = {0};
+    int rc = 0;
+    for (int n = 0; n < s.B && !rc; n++) {
+        ConvColArgs a = {col, x + n * img, s.C, s.H, s.W, K, stride, pad, Ho, Wo};
+        rc = ran(w, conv_im2col_run(&a, &err), &err);
+        nn_gemm(0, 0, s.OC, P, CKK, wt, CKK, col, P, 0.0f, out + (long)n * s.OC * P, P);
+        nn_gemm(0, 1, s.OC, CKK, P, g + (long)n * s.OC * P, P, col, P, 1.0f, dw, CKK);
+        nn_gemm(1, 0, CKK, P, s.OC, wt, CKK, g + (long)n * s.OC * P, P, 0.0f, col, P);
+        a.img = dx + n * img;
+        if (!rc)
+            rc = ran(w, conv_col2im_run(&a, &err), &err);
+    }
+    ChanBiasArgs bf = {out, b, s.B, s.OC, P}, bb = {db, g, s.B, s.OC, P};
+    if (!rc)
+        rc = ran(w, chan_bias_fwd_run(&bf, &err), &err);
+    if (!rc)
+        rc = ran(w, chan_bias_bwd_run(&bb, &err), &err);
+    nn_conv2d_forward(want, sc, x, wt, b, &s);
+    nn_conv2d_backward(rdx, rdw, rdb, sc, g, x, wt, &s);
+    if (!rc)
+        rc = close_to(w, "conv out", out, want, no, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "conv dinp (col2im)", dx, rdx, ni, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "conv dweight", dw, rdw, nw, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "conv dbias", db, rdb, s.OC, 1e-5, 1e-4);
+    free(x), free(wt), free(b), free(g), free(out), free(want), free(col), free(dx), free(dw);
+    free(db), free(rdx), free(rdw), free(rdb), free(sc);
+    return rc;
+}
+
+static int check_conv(Why *w) {
+    int rc = check_conv_shape(w, 3, 1, 1);
+    if (!rc)
+        rc = check_conv_shape(w, 3, 2, 1);
+    if (!rc)
+        rc = check_conv_shape(w, 1, 1, 0);
+    if (!rc)
+        rc = check_conv_shape(w, 3, 2, 0);
+    return rc;
+}
+
+/* ---- attention (kern_attn.h) vs nn_flash -------------------------------------------------- */
+
+static int check_attn_case(Why *w, int Tq, int Tk, int hd, int causal, const int *key_len) {
+    enum { B = 2, NH = 2 };
+    int C = NH * hd;
+    long nq = (long)B * Tq * C, nk = (long)B * Tk * C, nl = (long)B * NH * Tq;
+    float *q = rnd(nq), *kk = rnd(nk), *v = rnd(nk), *g = rnd(nq);
+    float *o = calloc(nq, 4), *lse = calloc(nl, 4), *ro = calloc(nq, 4), *rl = calloc(nl, 4);
+    float *dq = rnd(nq), *dk = rnd(nk), *dv = rnd(nk);
+    float *rdq = dup(dq, nq), *rdk = dup(dk, nk), *rdv = dup(dv, nk);
+    float scale = 1.0f / sqrtf((float)hd);
+    FlashAttn f = {B, NH, Tq, Tk, hd, 0, 0, 0, 0, scale, causal, key_len, 0};
+    nn_flash_forward(ro, rl, q, kk, v, &f);
+    nn_flash_backward(rdq, rdk, rdv, g, q, kk, v, ro, rl, &f);
+    AttnArgs a = {o, lse, dq, dk, dv, q, kk, v, g, key_len, B, NH, Tq, Tk, hd, causal, scale};
+    Err err = {0};
+    int rc = ran(w, attn_fwd_run(&a, &err), &err);
+    if (!rc)
+        rc = close_to(w, "attention o", o, ro, nq, 1e-5, 1e-4);
+    for (long i = 0; i < nl && !rc; i++)
+        if (!(lse[i] == rl[i] || fabsf(lse[i] - rl[i]) <= 1e-4f * (1 + fabsf(rl[i]))))
+            rc = mismatch(w, "attention lse[%ld]: kernel %g, reference %g", i, lse[i], rl[i]);
+    if (!rc)
+        rc = ran(w, attn_bwd_dq_run(&a, &err), &err);
+    if (!rc)
+        rc = ran(w, attn_bwd_dkv_run(&a, &err), &err);
+    if (!rc)
+        rc = close_to(w, "attention dq", dq, rdq, nq, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "attention dk", dk, rdk, nk, 1e-5, 1e-4);
+    if (!rc)
+        rc = close_to(w, "attention dv", dv, rdv, nk, 1e-5, 1e-4);
+    free(q), free(kk), free(v), free(g), free(o), free(lse), free(ro), free(rl);
+    free(dq), free(dk), free(dv), free(rdq), free(rdk), free(rdv);
+    return rc;
+}
+
+static int check_attn(Why *w) {
+    static const int key_len[2] = {9, 0}; /* batch 1 sees no key: o = 0, lse = −inf */
+    int rc = check_attn_case(w, 7, 7, 16, 0, NULL);
+    if (!rc)
+        rc = check_attn_case(w, 7, 7, 8, 1, NULL);
+    if (!rc)
+        rc = check_attn_case(w, 5, 11, 24, 0, key_len);
+    if (!rc)
+        rc = check_attn_case(w, 3, 6, 128, 1, NULL);
+    return rc;
+}
+
 /* ---- every comparison, by name -------------------------------------------------------------- */
 
 typedef struct Check {
@@ -339,6 +615,14 @@ static const Check checks[] = {
     {"bias+relu vs nn_bias_add_forward + nn_relu_forward", check_bias_relu_fwd},
     {"relu backward vs nn_relu_backward", check_relu_bwd},
     {"adamw vs optim_adamw_step", check_adamw},
+    {"dtype conversion vs src/tensor_half.c", check_convert},
+    {"gelu/gelu_tanh/silu/quickgelu vs nn_gelu_mode_*/nn_silu_*/nn_quickgelu_*", check_act},
+    {"geglu vs nn_geglu_*", check_geglu},
+    {"upsample2x vs nn_upsample2x_*", check_upsample},
+    {"chan_copy as concat vs nn_channel_concat_*", check_chan_copy},
+    {"mse vs nn_mse_loss_*", check_mse},
+    {"conv2d (im2col, col2im, channel bias) vs nn_conv2d_*", check_conv},
+    {"attention (forward, dq, dk/dv) vs nn_flash_*", check_attn},
 };
 
 static void run_check(int i) {
@@ -356,6 +640,14 @@ Test(gpu_kernels, softmax_backward) { run_check(5); }
 Test(gpu_kernels, bias_relu_forward) { run_check(6); }
 Test(gpu_kernels, relu_backward_adds) { run_check(7); }
 Test(gpu_kernels, adamw_matches_optim) { run_check(8); }
+Test(gpu_kernels, convert_matches_tensor_half) { run_check(9); }
+Test(gpu_kernels, activations) { run_check(10); }
+Test(gpu_kernels, geglu) { run_check(11); }
+Test(gpu_kernels, upsample2x) { run_check(12); }
+Test(gpu_kernels, chan_copy) { run_check(13); }
+Test(gpu_kernels, mse) { run_check(14); }
+Test(gpu_kernels, conv2d_im2col) { run_check(15); }
+Test(gpu_kernels, attention) { run_check(16); }
 
 /* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
 

@@ -1,0 +1,350 @@
+/* backend_kern_ops — the ops of a backend made of gpu/kern_list.h kernels, written once and
+ * included by two backends: the CUDA backend (gpu/backend_cuda.cu: kernels launched on its
+ * stream, GEMMs in cuBLAS) and the emulated one (gpu/backend_emu.c: the same kernels on the
+ * host emulation harness, GEMMs in nn_gemm), so the argument marshalling the CUDA backend
+ * does is tested on every machine (tests/test_nn_backend_ops.c runs every case on both).
+ *
+ * The including file defines first: NAME_be(be, args) for every kernel of the list (run it or
+ * fail the backend), gemm(be, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, what) (row-major,
+ * as nn_gemm), ones(be, n) (n ones on the device), to_device(be, dst, src, bytes, what)
+ * (0 after failing the backend). Then its table lists KERN_OPS_POSITIONAL after `convert`.
+ * Compiles as C11 and as CUDA C++.
+ */
+#ifndef EASEL_BACKEND_KERN_OPS_H
+#define EASEL_BACKEND_KERN_OPS_H
+
+#include <assert.h>
+#include <math.h>
+#include <string.h>
+
+#include "backend_impl.h"
+#include "kern_list.h"
+
+static_assert(KERN_DT_F32 == DTYPE_F32 && KERN_DT_F16 == DTYPE_F16 && KERN_DT_BF16 == DTYPE_BF16,
+              "gpu/kern_convert.h's dtype codes are src/tensor.h's");
+
+static void convert_raw(Backend *be, void *dst, DType ddt, const void *src, DType sdt, long n) {
+    ConvertArgs a = {dst, src, n, (int)ddt, (int)sdt};
+    convert_dtype_be(be, a);
+}
+
+static void kop_convert(Backend *be, CT *dst, CT *src) {
+    convert_raw(be, dst->ptr, dst->dtype, src->ptr, src->dtype, (long)tensor_numel(src));
+}
+
+#define F(t) ((t) ? (float *)(t)->ptr : (float *)NULL)
+#define CF(t) ((t) ? (const float *)(t)->ptr : (const float *)NULL)
+
+static void kop_layernorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w,
+                                      CT *b, float eps) {
+    LayerNormFwdArgs a = {F(out), F(mean), F(rstd), CF(inp), CF(w), CF(b), (int)inp->shape[0],
+                          (int)inp->shape[1], eps};
+    layernorm_fwd_be(be, a);
+}
+
+static void kop_layernorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
+                                       CT *w, CT *mean, CT *rstd) {
+    LayerNormBwdArgs a = {F(dinp), F(dw), F(db), CF(dout), CF(inp), CF(w), CF(mean), CF(rstd),
+                          (int)inp->shape[0], (int)inp->shape[1]};
+    layernorm_bwd_dx_be(be, a);
+    layernorm_bwd_params_be(be, a);
+}
+
+static void kop_groupnorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w,
+                                      CT *b, int G, float eps) {
+    GroupNormFwdArgs a = {F(out), F(mean), F(rstd), CF(inp), CF(w), CF(b), (int)inp->shape[0],
+                          (int)inp->shape[1], (int)(inp->shape[2] * inp->shape[3]), G, eps};
+    groupnorm_fwd_be(be, a);
+}
+
+static void kop_groupnorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
+                                       CT *w, CT *mean, CT *rstd, int G) {
+    GroupNormBwdArgs a = {F(dinp), F(dw), F(db), CF(dout), CF(inp), CF(w), CF(mean), CF(rstd),
+                          (int)inp->shape[0], (int)inp->shape[1],
+                          (int)(inp->shape[2] * inp->shape[3]), G};
+    groupnorm_bwd_dx_be(be, a);
+    groupnorm_bwd_params_be(be, a);
+}
+
+static void kop_softmax_forward(Backend *be, CT *out, CT *inp) {
+    SoftmaxArgs a = {F(out), CF(inp), (int)inp->shape[0], (int)inp->shape[1]};
+    softmax_fwd_be(be, a);
+}
+
+static void kop_softmax_backward(Backend *be, CT *dinp, CT *dout, CT *out) {
+    if (!dinp)
+        return;
+    SoftmaxBwdArgs a = {F(dinp), CF(dout), CF(out), (int)out->shape[0], (int)out->shape[1]};
+    softmax_bwd_be(be, a);
+}
+
+static void kop_adamw(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t, float lr,
+                          const AdamWConfig *cfg) {
+    adamw_be(be, adamw_args(F(param), F(m), F(v), CF(grad), (long)tensor_numel(param), lr,
+                            cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay, t));
+}
+
+// ---- pointwise (gpu/kern_pointwise.h) ----------------------------------------------------------
+
+static_assert(KERN_ACT_GELU == BACKEND_ACT_GELU && KERN_ACT_GELU_TANH == BACKEND_ACT_GELU_TANH &&
+                  KERN_ACT_SILU == BACKEND_ACT_SILU && KERN_ACT_QUICKGELU == BACKEND_ACT_QUICKGELU,
+              "gpu/kern_pointwise.h's activation codes are src/backend.h's");
+
+static void kop_act_forward(Backend *be, BackendAct act, CT *out, CT *inp) {
+    ActArgs a = {F(out), CF(inp), NULL, (long)tensor_numel(inp), (int)act};
+    act_fwd_be(be, a);
+}
+
+static void kop_act_backward(Backend *be, BackendAct act, CT *dinp, CT *dout, CT *inp) {
+    ActArgs a = {F(dinp), CF(inp), CF(dout), (long)tensor_numel(inp), (int)act};
+    act_bwd_be(be, a);
+}
+
+static void kop_geglu_forward(Backend *be, BackendAct g, CT *out, CT *inp) {
+    GegluArgs a = {F(out), CF(inp), NULL, (int)inp->shape[0], (int)inp->shape[1] / 2, (int)g};
+    geglu_fwd_be(be, a);
+}
+
+static void kop_geglu_backward(Backend *be, BackendAct g, CT *dinp, CT *dout, CT *inp) {
+    GegluArgs a = {F(dinp), CF(inp), CF(dout), (int)inp->shape[0], (int)inp->shape[1] / 2,
+                   (int)g};
+    geglu_bwd_be(be, a);
+}
+
+static void kop_upsample2x_forward(Backend *be, CT *out, CT *inp) {
+    UpsampleArgs a = {F(out), CF(inp), (int)(inp->shape[0] * inp->shape[1]), (int)inp->shape[2],
+                      (int)inp->shape[3]};
+    upsample2x_fwd_be(be, a);
+}
+
+static void kop_upsample2x_backward(Backend *be, CT *dinp, CT *dout) {
+    UpsampleArgs a = {F(dinp), CF(dout), (int)(dinp->shape[0] * dinp->shape[1]),
+                      (int)dinp->shape[2], (int)dinp->shape[3]};
+    upsample2x_bwd_be(be, a);
+}
+
+// One part of a channel concat/split: whole (B,C,H,W) and a part at channel offset off.
+static void chan_part(Backend *be, CT *whole, CT *part, int off, int to_whole, int add) {
+    if (!part)
+        return;
+    int B = (int)whole->shape[0], C = (int)whole->shape[1], Cp = (int)part->shape[1];
+    int HW = (int)(whole->shape[2] * whole->shape[3]);
+    ChanCopyArgs to = {F(whole), CF(part), B, C, Cp, off, 0, Cp, HW, add};
+    ChanCopyArgs from = {F(part), CF(whole), B, Cp, C, 0, off, Cp, HW, add};
+    chan_copy_be(be, to_whole ? to : from);
+}
+
+static int part_a_channels(CT *whole, CT *a, CT *b) {
+    return a ? (int)a->shape[1] : (int)(whole->shape[1] - b->shape[1]);
+}
+
+static void kop_concat_forward(Backend *be, CT *out, CT *a, CT *b) {
+    int Ca = part_a_channels(out, a, b);
+    chan_part(be, out, a, 0, 1, 0);
+    chan_part(be, out, b, Ca, 1, 0);
+}
+
+static void kop_concat_backward(Backend *be, CT *da, CT *db, CT *dout) {
+    int Ca = part_a_channels(dout, da, db);
+    chan_part(be, dout, da, 0, 0, 1);
+    chan_part(be, dout, db, Ca, 0, 1);
+}
+
+static void kop_split_forward(Backend *be, CT *a, CT *b, CT *inp) {
+    int Ca = part_a_channels(inp, a, b);
+    chan_part(be, inp, a, 0, 0, 0);
+    chan_part(be, inp, b, Ca, 0, 0);
+}
+
+static void kop_split_backward(Backend *be, CT *dinp, CT *da, CT *db) {
+    int Ca = part_a_channels(dinp, da, db);
+    chan_part(be, dinp, da, 0, 1, 1);
+    chan_part(be, dinp, db, Ca, 1, 1);
+}
+
+static void kop_mse_forward(Backend *be, CT *loss, CT *pred, CT *target) {
+    MseArgs a = {F(loss), NULL, NULL, CF(pred), CF(target), (long)tensor_numel(pred), 0.0f};
+    mse_fwd_be(be, a);
+}
+
+static void kop_mse_backward(Backend *be, CT *dpred, CT *dtarget, float dloss, CT *pred,
+                                 CT *target) {
+    MseArgs a = {NULL, F(dpred), F(dtarget), CF(pred), CF(target), (long)tensor_numel(pred),
+                 dloss};
+    mse_bwd_be(be, a);
+}
+
+// The weight as f32 on the device: itself, or widened into the arena (released by the caller's
+// backend_reset).
+static const float *f32_weight(Backend *be, CT *w) {
+    if (w->dtype == DTYPE_F32)
+        return (const float *)w->ptr;
+    Tensor t = backend_alloc(be, DTYPE_F32, w->n_dims, w->shape);
+    if (t.ptr)
+        convert_raw(be, t.ptr, DTYPE_F32, w->ptr, w->dtype, (long)tensor_numel(w));
+    return (const float *)t.ptr;
+}
+
+static void kop_linear_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b) {
+    int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
+    size_t mark = backend_mark(be);
+    const float *wf = f32_weight(be, w);
+    if (b) { // out = 1·biasᵀ, then += inp·Wᵀ
+        const float *o = ones(be, (size_t)N);
+        gemm(be, 0, 0, N, OC, 1, o, 1, CF(b), OC, 0.0f, F(out), OC, "linear_forward bias");
+        gemm(be, 0, 1, N, OC, C, CF(inp), C, wf, C, 1.0f, F(out), OC, "linear_forward");
+    } else {
+        gemm(be, 0, 1, N, OC, C, CF(inp), C, wf, C, 0.0f, F(out), OC, "linear_forward");
+    }
+    backend_reset(be, mark);
+}
+
+static void kop_linear_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
+                                    CT *w) {
+    int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
+    size_t mark = backend_mark(be);
+    if (dinp)
+        gemm(be, 0, 0, N, C, OC, CF(dout), OC, f32_weight(be, w), C, 1.0f, F(dinp), C,
+             "linear_backward dinp");
+    if (dw)
+        gemm(be, 1, 0, OC, C, N, CF(dout), OC, CF(inp), C, 1.0f, F(dw), C,
+             "linear_backward dweight");
+    if (db) // dbias (1,OC) += ones (1,N) · dout (N,OC)
+        gemm(be, 0, 0, 1, OC, N, ones(be, (size_t)N), N, CF(dout), OC, 1.0f, F(db), OC,
+             "linear_backward dbias");
+    backend_reset(be, mark);
+}
+
+static void kop_matmul_forward(Backend *be, CT *out, CT *a, CT *b) {
+    int M = (int)a->shape[0], K = (int)a->shape[1], N = (int)b->shape[1];
+    gemm(be, 0, 0, M, N, K, CF(a), K, CF(b), N, 0.0f, F(out), N, "matmul_forward");
+}
+
+static void kop_matmul_backward(Backend *be, CT *da, CT *db, CT *dout, CT *a, CT *b) {
+    int M = (int)a->shape[0], K = (int)a->shape[1], N = (int)b->shape[1];
+    if (da)
+        gemm(be, 0, 1, M, K, N, CF(dout), N, CF(b), N, 1.0f, F(da), K, "matmul_backward da");
+    if (db)
+        gemm(be, 1, 0, K, N, M, CF(a), K, CF(dout), N, 1.0f, F(db), N, "matmul_backward db");
+}
+
+// ---- conv2d: im2col per image + cuBLAS (gpu/kern_conv.h) ---------------------------------------
+
+static void kop_conv2d_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b,
+                                   const ConvShape *s) {
+    int Ho = nn_conv2d_out_h(s), Wo = nn_conv2d_out_w(s), CKK = s->C * s->K * s->K;
+    long P = (long)Ho * Wo, img = (long)s->C * s->H * s->W;
+    size_t mark = backend_mark(be);
+    const float *wf = f32_weight(be, w);
+    const int64_t col_shape[2] = {CKK, P};
+    float *col = (float *)backend_alloc(be, DTYPE_F32, 2, col_shape).ptr;
+    for (int n = 0; n < s->B && !be->fail_code; n++) {
+        ConvColArgs a = {col, F(inp) + n * img, s->C, s->H, s->W, s->K, s->stride, s->pad,
+                         Ho, Wo};
+        conv_im2col_be(be, a);
+        gemm(be, 0, 0, s->OC, (int)P, CKK, wf, CKK, col, (int)P, 0.0f,
+             F(out) + (long)n * s->OC * P, (int)P, "conv2d_forward");
+    }
+    if (b) {
+        ChanBiasArgs a = {F(out), CF(b), s->B, s->OC, (int)P};
+        chan_bias_fwd_be(be, a);
+    }
+    backend_reset(be, mark);
+}
+
+static void kop_conv2d_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
+                                    CT *w, const ConvShape *s) {
+    int Ho = nn_conv2d_out_h(s), Wo = nn_conv2d_out_w(s), CKK = s->C * s->K * s->K;
+    long P = (long)Ho * Wo, img = (long)s->C * s->H * s->W;
+    if (db) {
+        ChanBiasArgs a = {F(db), CF(dout), s->B, s->OC, (int)P};
+        chan_bias_bwd_be(be, a);
+    }
+    if (!dinp && !dw)
+        return;
+    size_t mark = backend_mark(be);
+    const float *wf = dinp ? f32_weight(be, w) : NULL;
+    const int64_t col_shape[2] = {CKK, P};
+    float *col = (float *)backend_alloc(be, DTYPE_F32, 2, col_shape).ptr;
+    for (int n = 0; n < s->B && !be->fail_code; n++) {
+        const float *d = CF(dout) + (long)n * s->OC * P;
+        ConvColArgs a = {col, F(inp) + n * img, s->C, s->H, s->W, s->K, s->stride, s->pad,
+                         Ho, Wo};
+        if (dw) { // dW (OC, CKK) += dout_n (OC, P) · col_nᵀ
+            conv_im2col_be(be, a);
+            gemm(be, 0, 1, s->OC, CKK, (int)P, d, (int)P, col, (int)P, 1.0f, F(dw), CKK,
+                 "conv2d_backward dweight");
+        }
+        if (dinp) { // dcol (CKK, P) = Wᵀ · dout_n, then added into dinp_n
+            gemm(be, 1, 0, CKK, (int)P, s->OC, wf, CKK, d, (int)P, 0.0f, col, (int)P,
+                 "conv2d_backward dinp");
+            a.img = F(dinp) + n * img;
+            conv_col2im_be(be, a);
+        }
+    }
+    backend_reset(be, mark);
+}
+
+// ---- attention (gpu/kern_attn.h) ----------------------------------------------------------------
+
+// The kernel's arguments; key_len copied into the arena (a copy from pageable memory returns
+// once the host buffer has been read, so the caller may reuse it at once). 0 on a failure.
+static int attn_args(Backend *be, AttnArgs *x, CT *q, CT *k, const BackendAttn *a) {
+    memset(x, 0, sizeof *x);
+    x->B = (int)q->shape[0];
+    x->NH = a->NH;
+    x->Tq = (int)q->shape[1];
+    x->Tk = (int)k->shape[1];
+    x->hd = (int)q->shape[2] / a->NH;
+    x->causal = a->causal;
+    x->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)x->hd);
+    if (x->hd > KERN_ATTN_MAX_HD) {
+        backend_fail(be, ERR_USAGE, "attention: head size %d is over the CUDA kernel's %d",
+                     x->hd, KERN_ATTN_MAX_HD);
+        return 0;
+    }
+    if (a->key_len) {
+        const int64_t n[1] = {x->B}; // B ints in B four-byte slots
+        int *d = (int *)backend_alloc(be, DTYPE_F32, 1, n).ptr;
+        if (!d || !to_device(be, d, a->key_len, (size_t)x->B * sizeof(int), "attention key_len"))
+            return 0;
+        x->key_len = d;
+    }
+    return 1;
+}
+
+static void kop_attention_forward(Backend *be, CT *o, CT *lse, CT *q, CT *k, CT *v,
+                                      const BackendAttn *a) {
+    size_t mark = backend_mark(be);
+    AttnArgs x;
+    if (attn_args(be, &x, q, k, a)) {
+        x.o = F(o), x.lse = F(lse), x.q = CF(q), x.k = CF(k), x.v = CF(v);
+        attn_fwd_be(be, x);
+    }
+    backend_reset(be, mark);
+}
+
+static void kop_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout, CT *q,
+                                       CT *k, CT *v, CT *o, CT *lse, const BackendAttn *a) {
+    size_t mark = backend_mark(be);
+    AttnArgs x;
+    if (attn_args(be, &x, q, k, a)) {
+        x.o = F(o), x.lse = F(lse), x.q = CF(q), x.k = CF(k), x.v = CF(v), x.dout = CF(dout);
+        x.dq = F(dq), x.dk = F(dk), x.dv = F(dv);
+        attn_bwd_dq_be(be, x);
+        attn_bwd_dkv_be(be, x);
+    }
+    backend_reset(be, mark);
+}
+
+#define KERN_OPS_POSITIONAL                                                                  \
+    kop_linear_forward, kop_linear_backward, kop_matmul_forward, kop_matmul_backward,       \
+        kop_layernorm_forward, kop_layernorm_backward, kop_groupnorm_forward,                \
+        kop_groupnorm_backward, kop_softmax_forward, kop_softmax_backward, kop_act_forward,  \
+        kop_act_backward, kop_geglu_forward, kop_geglu_backward, kop_conv2d_forward,         \
+        kop_conv2d_backward, kop_attention_forward, kop_attention_backward,                  \
+        kop_upsample2x_forward, kop_upsample2x_backward, kop_concat_forward,                 \
+        kop_concat_backward, kop_split_forward, kop_split_backward, kop_mse_forward,         \
+        kop_mse_backward, kop_adamw
+
+#endif

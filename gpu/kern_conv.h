@@ -1,0 +1,95 @@
+/* kern_conv — the kernels of conv2d on the GPU as im2col + GEMM (the GEMM is cuBLAS, in
+ * gpu/cuda_blas.cu): im2col of one image, col2im (the adjoint, ADDING into the image, one
+ * thread per image element gathering its columns in a fixed order: deterministic), and the
+ * per-channel bias of an NCHW output with its gradient (a block per channel, fixed-order sum).
+ * Semantics as nn_conv2d_* (src/nn_diffusion.h): square kernel K, stride, zero padding.
+ */
+#ifndef EASEL_KERN_CONV_H
+#define EASEL_KERN_CONV_H
+
+#include "kern_common.h"
+
+#define KERN_CONV_THREADS 256
+
+typedef struct ConvColArgs {
+    float *col;  /* (C·K·K, Ho·Wo): row (c, ky, kx), column (oy, ox) */
+    float *img;  /* (C, H, W), one image: im2col reads it, col2im adds into it */
+    int C, H, W, K, stride, pad, Ho, Wo;
+} ConvColArgs;
+
+typedef struct ChanBiasArgs {
+    float *out;         /* forward: out (B, OC, P) += bias[oc]; backward: dbias (OC) += Σ dout */
+    const float *bias;  /* forward: bias (OC); backward: dout (B, OC, P) */
+    int B, OC, P;
+} ChanBiasArgs;
+
+KERN_ENTRY void conv_im2col(KernCtx *k, const ConvColArgs *a) {
+    long P = (long)a->Ho * a->Wo, i = kern_global(k);
+    if (i >= (long)a->C * a->K * a->K * P)
+        return;
+    long r = i / P, p = i % P;
+    int c = (int)(r / (a->K * a->K)), kk = (int)(r % (a->K * a->K)), ky = kk / a->K, kx = kk % a->K;
+    int oy = (int)(p / a->Wo), ox = (int)(p % a->Wo);
+    int iy = oy * a->stride - a->pad + ky, ix = ox * a->stride - a->pad + kx;
+    a->col[i] = (iy >= 0 && iy < a->H && ix >= 0 && ix < a->W)
+                    ? a->img[((long)c * a->H + iy) * a->W + ix]
+                    : 0.0f;
+}
+KERN_HD KernLaunch conv_im2col_launch(const ConvColArgs *a) {
+    return kern_launch_1d(kern_blocks((long)a->C * a->K * a->K * a->Ho * a->Wo, KERN_CONV_THREADS),
+                          KERN_CONV_THREADS, 0);
+}
+
+KERN_ENTRY void conv_col2im(KernCtx *k, const ConvColArgs *a) {
+    long i = kern_global(k), HW = (long)a->H * a->W, P = (long)a->Ho * a->Wo;
+    if (i >= (long)a->C * HW)
+        return;
+    int c = (int)(i / HW), iy = (int)((i % HW) / a->W), ix = (int)(i % a->W);
+    float s = 0.0f;
+    for (int ky = 0; ky < a->K; ky++) {
+        int ty = iy + a->pad - ky;
+        if (ty < 0 || ty % a->stride || ty / a->stride >= a->Ho)
+            continue;
+        for (int kx = 0; kx < a->K; kx++) {
+            int tx = ix + a->pad - kx;
+            if (tx < 0 || tx % a->stride || tx / a->stride >= a->Wo)
+                continue;
+            long r = ((long)c * a->K + ky) * a->K + kx;
+            s += a->col[r * P + (long)(ty / a->stride) * a->Wo + tx / a->stride];
+        }
+    }
+    a->img[i] += s;
+}
+KERN_HD KernLaunch conv_col2im_launch(const ConvColArgs *a) {
+    return kern_launch_1d(kern_blocks((long)a->C * a->H * a->W, KERN_CONV_THREADS),
+                          KERN_CONV_THREADS, 0);
+}
+
+KERN_ENTRY void chan_bias_fwd(KernCtx *k, const ChanBiasArgs *a) {
+    long i = kern_global(k);
+    if (i >= (long)a->B * a->OC * a->P)
+        return;
+    a->out[i] += a->bias[(i / a->P) % a->OC];
+}
+KERN_HD KernLaunch chan_bias_fwd_launch(const ChanBiasArgs *a) {
+    return kern_launch_1d(kern_blocks((long)a->B * a->OC * a->P, KERN_CONV_THREADS),
+                          KERN_CONV_THREADS, 0);
+}
+
+/* Block oc: dbias[oc] += Σ_b Σ_p dout[b, oc, p]; each thread a fixed stride, then the tree. */
+KERN_ENTRY void chan_bias_bwd(KernCtx *k, const ChanBiasArgs *a) {
+    int oc = k->block_idx.x;
+    float s = 0.0f;
+    for (long j = k->tid; j < (long)a->B * a->P; j += k->nthreads) {
+        long b = j / a->P, p = j % a->P;
+        s += a->bias[((long)b * a->OC + oc) * a->P + p];
+    }
+    s = kern_block_sum(k, s, (float *)kern_shared(k));
+    if (k->tid == 0)
+        a->out[oc] += s;
+}
+KERN_HD KernLaunch chan_bias_bwd_launch(const ChanBiasArgs *a) {
+    return kern_launch_1d(a->out ? a->OC : 0, KERN_CONV_THREADS, KERN_WARP * sizeof(float));
+}
+
+#endif

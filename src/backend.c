@@ -1,0 +1,640 @@
+/* backend — the front end of the engine interface: opening by name, the sticky failure, and
+ * the argument checks every op goes through before its backend's table entry. See backend.h
+ * and the DESIGN notes in doc/engine.md.
+ */
+#include "backend_impl.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+
+void backend_fail(Backend *be, int code, const char *fmt, ...) {
+    if (be->fail_code)
+        return; /* the first failure is the one reported */
+    be->fail_code = code ? code : ERR_GPU;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(be->fail_msg, sizeof be->fail_msg, fmt, ap);
+    va_end(ap);
+}
+
+#ifndef EASEL_CUDA
+int backend_cuda_open(int index, const BackendConfig *cfg, Backend **be, Err *err) {
+    (void)index;
+    (void)cfg;
+    *be = NULL;
+    return err_set(err, ERR_GPU, "this easel was built without CUDA (no nvcc at build time)");
+}
+#endif
+
+int backend_open(const char *spec, const BackendConfig *cfg, Backend **be, char *note,
+                 size_t note_len, Err *err) {
+    *be = NULL;
+    if (note && note_len)
+        note[0] = '\0';
+    int want_cuda = 0, index = 0;
+    if (!spec || !strcmp(spec, "auto")) {
+        want_cuda = 1;
+    } else if (!strcmp(spec, "cpu")) {
+        want_cuda = 0;
+    } else if (!strcmp(spec, "cuda")) {
+        want_cuda = 2;
+    } else if (!strncmp(spec, "cuda:", 5)) {
+        char *end = NULL;
+        long v = strtol(spec + 5, &end, 10);
+        if (!spec[5] || *end || v < 0 || v > 255)
+            return err_set(err, ERR_USAGE, "device '%s': the index after 'cuda:' must be a "
+                           "number 0..255; use auto, cpu, cuda or cuda:N", spec);
+        want_cuda = 2;
+        index = (int)v;
+    } else {
+        return err_set(err, ERR_USAGE, "unknown device '%s'; use auto, cpu, cuda or cuda:N",
+                       spec);
+    }
+    if (want_cuda) {
+        Err ce = {0};
+        int rc = backend_cuda_open(index, cfg, be, &ce);
+        if (rc == 0)
+            return 0;
+        if (rc != ERR_GPU) /* a GPU is there but not that one, or it failed to start */
+            return err_set(err, rc, "%s", ce.msg);
+        if (note && note_len) /* no GPU (or no CUDA in this build): the CPU it is */
+            snprintf(note, note_len, "%s: %s; running on the CPU", spec ? spec : "auto",
+                     ce.msg);
+    }
+    return backend_cpu_open(cfg, be, err);
+}
+
+void backend_close(Backend *be) {
+    if (!be)
+        return;
+    be->ops->close(be);
+}
+
+BackendKind backend_kind(const Backend *be) { return be->kind; }
+TensorDevice backend_device(const Backend *be) { return be->device; }
+const char *backend_name(const Backend *be) { return be->name; }
+int backend_failed(const Backend *be) { return be->fail_code; }
+
+int backend_sync(Backend *be, Err *err) {
+    if (!be->fail_code && be->ops->sync)
+        be->ops->sync(be);
+    int rc = be->fail_code;
+    if (rc) {
+        err_set(err, rc, "%s backend: %s", be->ops->name, be->fail_msg);
+        be->fail_code = 0;
+        be->fail_msg[0] = '\0';
+    }
+    return rc;
+}
+
+/* ---- argument checks ------------------------------------------------------------------------ */
+
+#define F32 (1u << DTYPE_F32)
+#define ANYT ((1u << DTYPE_F32) | (1u << DTYPE_F16) | (1u << DTYPE_BF16))
+#define ANY (-1) /* any size in this dimension */
+
+/* t must be present (unless optional and NULL), on the backend's device, of a dtype in mask,
+ * contiguous, with nd dimensions of the given sizes (ANY matches any). */
+static int chk(Backend *be, const char *op, const char *arg, CT *t, int optional, unsigned mask,
+               int nd, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    if (be->fail_code)
+        return 0;
+    if (!t) {
+        if (optional)
+            return 1;
+        backend_fail(be, ERR_USAGE, "%s: %s is required", op, arg);
+        return 0;
+    }
+    int64_t want[4] = {d0, d1, d2, d3};
+    if (t->n_dims != nd) {
+        backend_fail(be, ERR_USAGE, "%s: %s has %d dimensions, expected %d", op, arg,
+                     t->n_dims, nd);
+        return 0;
+    }
+    for (int d = 0; d < nd; d++) {
+        if (want[d] != ANY && t->shape[d] != want[d]) {
+            backend_fail(be, ERR_USAGE, "%s: %s dimension %d is %lld, expected %lld", op, arg,
+                         d, (long long)t->shape[d], (long long)want[d]);
+            return 0;
+        }
+    }
+    if (!(mask & (1u << t->dtype))) {
+        backend_fail(be, ERR_USAGE, "%s: %s is %s, this op takes %s there", op, arg,
+                     dtype_name(t->dtype), mask == F32 ? "f32 only" : "f32, f16 or bf16");
+        return 0;
+    }
+    if (t->device != be->device) {
+        backend_fail(be, ERR_USAGE, "%s: %s lives on the %s, the backend is %s", op, arg,
+                     t->device == TENSOR_DEVICE_CUDA ? "GPU" : "CPU", be->name);
+        return 0;
+    }
+    if (!tensor_is_contiguous(t)) {
+        backend_fail(be, ERR_USAGE, "%s: %s is not contiguous", op, arg);
+        return 0;
+    }
+    if (!t->ptr && tensor_numel(t) > 0) {
+        backend_fail(be, ERR_USAGE, "%s: %s has no data", op, arg);
+        return 0;
+    }
+    return 1;
+}
+
+/* The table entry, or a failure saying the backend lacks it. */
+#define ENTRY(op)                                                                            \
+    do {                                                                                     \
+        if (be->fail_code)                                                                   \
+            return;                                                                          \
+        if (!be->ops->op) {                                                                  \
+            backend_fail(be, ERR_USAGE, "%s: not implemented on the %s backend", #op,        \
+                         be->ops->name);                                                     \
+            return;                                                                          \
+        }                                                                                    \
+    } while (0)
+
+static int64_t dim(CT *t, int d) { return t ? t->shape[d] : ANY; }
+
+/* ---- memory --------------------------------------------------------------------------------- */
+
+Tensor backend_alloc(Backend *be, DType dtype, int n_dims, const int64_t *shape) {
+    Tensor t = tensor_view_dtype(NULL, dtype, n_dims, shape);
+    t.device = be->device;
+    size_t bytes = arena_round(tensor_nbytes(&t));
+    if (be->fail_code)
+        return t;
+    if (be->arena.size - be->arena.used < bytes) {
+        backend_fail(be, ERR_NOMEM, "scratch arena full: %zu bytes asked, %zu of %zu left; "
+                     "open the backend with a larger arena_bytes", bytes,
+                     be->arena.size - be->arena.used, be->arena.size);
+        return t;
+    }
+    t.ptr = arena_alloc(&be->arena, bytes);
+    return t;
+}
+
+size_t backend_mark(const Backend *be) { return arena_mark(&be->arena); }
+void backend_reset(Backend *be, size_t mark) { arena_reset(&be->arena, mark); }
+
+void *backend_malloc(Backend *be, size_t bytes) {
+    if (be->fail_code)
+        return NULL;
+    return be->ops->malloc_(be, bytes);
+}
+
+void backend_free(Backend *be, void *p) {
+    if (p)
+        be->ops->free_(be, p);
+}
+
+Tensor backend_tensor_new(Backend *be, DType dtype, int n_dims, const int64_t *shape) {
+    Tensor t = tensor_view_dtype(NULL, dtype, n_dims, shape);
+    t.device = be->device;
+    t.ptr = backend_malloc(be, tensor_nbytes(&t) ? tensor_nbytes(&t) : 1);
+    return t;
+}
+
+void backend_tensor_free(Backend *be, Tensor *t) {
+    backend_free(be, t->ptr);
+    t->ptr = NULL;
+}
+
+static int host_same(Backend *be, const char *op, CT *dev, CT *host) {
+    if (be->fail_code)
+        return 0;
+    if (!tensor_same_shape(dev, host) || dev->dtype != host->dtype ||
+        !tensor_is_contiguous(dev) || !tensor_is_contiguous(host) ||
+        host->device != TENSOR_DEVICE_CPU || dev->device != be->device) {
+        backend_fail(be, ERR_USAGE, "%s: the host and device tensors must be contiguous, of "
+                     "the same shape and dtype, on the CPU and on %s", op, be->name);
+        return 0;
+    }
+    return 1;
+}
+
+void backend_upload(Backend *be, CT *dst, CT *src) {
+    if (host_same(be, "upload", dst, src))
+        be->ops->upload(be, dst, src);
+}
+
+void backend_download(Backend *be, CT *dst, CT *src) {
+    if (host_same(be, "download", src, dst))
+        be->ops->download(be, dst, src);
+}
+
+void backend_zero(Backend *be, CT *t) {
+    if (chk(be, "zero", "t", t, 0, ANYT, t ? t->n_dims : 0, dim(t, 0), dim(t, 1), dim(t, 2),
+            dim(t, 3)))
+        be->ops->zero(be, t);
+}
+
+void backend_convert(Backend *be, CT *dst, CT *src) {
+    if (chk(be, "convert", "src", src, 0, ANYT, src ? src->n_dims : 0, dim(src, 0),
+            dim(src, 1), dim(src, 2), dim(src, 3)) &&
+        chk(be, "convert", "dst", dst, 0, ANYT, src->n_dims, src->shape[0], src->shape[1],
+            src->shape[2], src->shape[3]))
+        be->ops->convert(be, dst, src);
+}
+
+/* ---- ops ------------------------------------------------------------------------------------ */
+
+void backend_linear_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b) {
+    const char *op = "linear_forward";
+    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "weight", w, 0, ANYT, 2, ANY, inp->shape[1], 1, 1) &&
+        chk(be, op, "bias", b, 1, F32, 1, w->shape[0], 1, 1, 1) &&
+        chk(be, op, "out", out, 0, F32, 2, inp->shape[0], w->shape[0], 1, 1)) {
+        ENTRY(linear_forward);
+        be->ops->linear_forward(be, out, inp, w, b);
+    }
+}
+
+void backend_linear_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp, CT *w) {
+    const char *op = "linear_backward";
+    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "weight", w, 0, ANYT, 2, ANY, inp->shape[1], 1, 1) &&
+        chk(be, op, "dout", dout, 0, F32, 2, inp->shape[0], w->shape[0], 1, 1) &&
+        chk(be, op, "dinp", dinp, 1, F32, 2, inp->shape[0], inp->shape[1], 1, 1) &&
+        chk(be, op, "dweight", dw, 1, F32, 2, w->shape[0], w->shape[1], 1, 1) &&
+        chk(be, op, "dbias", db, 1, F32, 1, w->shape[0], 1, 1, 1)) {
+        ENTRY(linear_backward);
+        be->ops->linear_backward(be, dinp, dw, db, dout, inp, w);
+    }
+}
+
+void backend_matmul_forward(Backend *be, CT *out, CT *a, CT *b) {
+    const char *op = "matmul_forward";
+    if (chk(be, op, "a", a, 0, F32, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "b", b, 0, F32, 2, a->shape[1], ANY, 1, 1) &&
+        chk(be, op, "out", out, 0, F32, 2, a->shape[0], b->shape[1], 1, 1)) {
+        ENTRY(matmul_forward);
+        be->ops->matmul_forward(be, out, a, b);
+    }
+}
+
+void backend_matmul_backward(Backend *be, CT *da, CT *db, CT *dout, CT *a, CT *b) {
+    const char *op = "matmul_backward";
+    if (chk(be, op, "a", a, 0, F32, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "b", b, 0, F32, 2, a->shape[1], ANY, 1, 1) &&
+        chk(be, op, "dout", dout, 0, F32, 2, a->shape[0], b->shape[1], 1, 1) &&
+        chk(be, op, "da", da, 1, F32, 2, a->shape[0], a->shape[1], 1, 1) &&
+        chk(be, op, "db", db, 1, F32, 2, b->shape[0], b->shape[1], 1, 1)) {
+        ENTRY(matmul_backward);
+        be->ops->matmul_backward(be, da, db, dout, a, b);
+    }
+}
+
+void backend_layernorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w, CT *b,
+                               float eps) {
+    const char *op = "layernorm_forward";
+    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "out", out, 0, F32, 2, inp->shape[0], inp->shape[1], 1, 1) &&
+        chk(be, op, "mean", mean, 0, F32, 1, inp->shape[0], 1, 1, 1) &&
+        chk(be, op, "rstd", rstd, 0, F32, 1, inp->shape[0], 1, 1, 1) &&
+        chk(be, op, "weight", w, 1, F32, 1, inp->shape[1], 1, 1, 1) &&
+        chk(be, op, "bias", b, 1, F32, 1, inp->shape[1], 1, 1, 1)) {
+        ENTRY(layernorm_forward);
+        be->ops->layernorm_forward(be, out, mean, rstd, inp, w, b, eps);
+    }
+}
+
+void backend_layernorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp, CT *w,
+                                CT *mean, CT *rstd) {
+    const char *op = "layernorm_backward";
+    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "dout", dout, 0, F32, 2, inp->shape[0], inp->shape[1], 1, 1) &&
+        chk(be, op, "mean", mean, 0, F32, 1, inp->shape[0], 1, 1, 1) &&
+        chk(be, op, "rstd", rstd, 0, F32, 1, inp->shape[0], 1, 1, 1) &&
+        chk(be, op, "weight", w, 1, F32, 1, inp->shape[1], 1, 1, 1) &&
+        chk(be, op, "dinp", dinp, 1, F32, 2, inp->shape[0], inp->shape[1], 1, 1) &&
+        chk(be, op, "dweight", dw, 1, F32, 1, inp->shape[1], 1, 1, 1) &&
+        chk(be, op, "dbias", db, 1, F32, 1, inp->shape[1], 1, 1, 1)) {
+        ENTRY(layernorm_backward);
+        be->ops->layernorm_backward(be, dinp, dw, db, dout, inp, w, mean, rstd);
+    }
+}
+
+static int groups_ok(Backend *be, const char *op, CT *inp, int G) {
+    if (be->fail_code)
+        return 0;
+    if (G < 1 || inp->shape[1] % G) {
+        backend_fail(be, ERR_USAGE, "%s: %lld channels do not split into %d groups", op,
+                     (long long)inp->shape[1], G);
+        return 0;
+    }
+    return 1;
+}
+
+void backend_groupnorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w, CT *b,
+                               int G, float eps) {
+    const char *op = "groupnorm_forward";
+    if (chk(be, op, "inp", inp, 0, F32, 4, ANY, ANY, ANY, ANY) && groups_ok(be, op, inp, G) &&
+        chk(be, op, "out", out, 0, F32, 4, inp->shape[0], inp->shape[1], inp->shape[2],
+            inp->shape[3]) &&
+        chk(be, op, "mean", mean, 0, F32, 2, inp->shape[0], G, 1, 1) &&
+        chk(be, op, "rstd", rstd, 0, F32, 2, inp->shape[0], G, 1, 1) &&
+        chk(be, op, "weight", w, 1, F32, 1, inp->shape[1], 1, 1, 1) &&
+        chk(be, op, "bias", b, 1, F32, 1, inp->shape[1], 1, 1, 1)) {
+        ENTRY(groupnorm_forward);
+        be->ops->groupnorm_forward(be, out, mean, rstd, inp, w, b, G, eps);
+    }
+}
+
+void backend_groupnorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp, CT *w,
+                                CT *mean, CT *rstd, int G) {
+    const char *op = "groupnorm_backward";
+    if (chk(be, op, "inp", inp, 0, F32, 4, ANY, ANY, ANY, ANY) && groups_ok(be, op, inp, G) &&
+        chk(be, op, "dout", dout, 0, F32, 4, inp->shape[0], inp->shape[1], inp->shape[2],
+            inp->shape[3]) &&
+        chk(be, op, "mean", mean, 0, F32, 2, inp->shape[0], G, 1, 1) &&
+        chk(be, op, "rstd", rstd, 0, F32, 2, inp->shape[0], G, 1, 1) &&
+        chk(be, op, "weight", w, 1, F32, 1, inp->shape[1], 1, 1, 1) &&
+        chk(be, op, "dinp", dinp, 1, F32, 4, inp->shape[0], inp->shape[1], inp->shape[2],
+            inp->shape[3]) &&
+        chk(be, op, "dweight", dw, 1, F32, 1, inp->shape[1], 1, 1, 1) &&
+        chk(be, op, "dbias", db, 1, F32, 1, inp->shape[1], 1, 1, 1)) {
+        ENTRY(groupnorm_backward);
+        be->ops->groupnorm_backward(be, dinp, dw, db, dout, inp, w, mean, rstd, G);
+    }
+}
+
+void backend_softmax_forward(Backend *be, CT *out, CT *inp) {
+    const char *op = "softmax_forward";
+    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "out", out, 0, F32, 2, inp->shape[0], inp->shape[1], 1, 1)) {
+        ENTRY(softmax_forward);
+        be->ops->softmax_forward(be, out, inp);
+    }
+}
+
+void backend_softmax_backward(Backend *be, CT *dinp, CT *dout, CT *out) {
+    const char *op = "softmax_backward";
+    if (chk(be, op, "out", out, 0, F32, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "dout", dout, 0, F32, 2, out->shape[0], out->shape[1], 1, 1) &&
+        chk(be, op, "dinp", dinp, 1, F32, 2, out->shape[0], out->shape[1], 1, 1)) {
+        ENTRY(softmax_backward);
+        be->ops->softmax_backward(be, dinp, dout, out);
+    }
+}
+
+/* Pointwise ops: any shape, the same on every tensor. */
+static int like(Backend *be, const char *op, const char *arg, CT *t, int optional, CT *ref) {
+    return chk(be, op, arg, t, optional, F32, ref->n_dims, ref->shape[0], ref->shape[1],
+               ref->shape[2], ref->shape[3]);
+}
+
+static int act_ok(Backend *be, const char *op, BackendAct act, int gelu_only) {
+    if (be->fail_code)
+        return 0;
+    if (act < BACKEND_ACT_GELU ||
+        act > (gelu_only ? BACKEND_ACT_GELU_TANH : BACKEND_ACT_QUICKGELU)) {
+        backend_fail(be, ERR_USAGE, "%s: activation %d is not one this op takes", op, (int)act);
+        return 0;
+    }
+    return 1;
+}
+
+void backend_act_forward(Backend *be, BackendAct act, CT *out, CT *inp) {
+    const char *op = "act_forward";
+    if (act_ok(be, op, act, 0) &&
+        chk(be, op, "inp", inp, 0, F32, inp ? inp->n_dims : 0, dim(inp, 0), dim(inp, 1),
+            dim(inp, 2), dim(inp, 3)) &&
+        like(be, op, "out", out, 0, inp)) {
+        ENTRY(act_forward);
+        be->ops->act_forward(be, act, out, inp);
+    }
+}
+
+void backend_act_backward(Backend *be, BackendAct act, CT *dinp, CT *dout, CT *inp) {
+    const char *op = "act_backward";
+    if (act_ok(be, op, act, 0) &&
+        chk(be, op, "inp", inp, 0, F32, inp ? inp->n_dims : 0, dim(inp, 0), dim(inp, 1),
+            dim(inp, 2), dim(inp, 3)) &&
+        like(be, op, "dout", dout, 0, inp) && like(be, op, "dinp", dinp, 1, inp)) {
+        ENTRY(act_backward);
+        be->ops->act_backward(be, act, dinp, dout, inp);
+    }
+}
+
+static int even_cols(Backend *be, const char *op, CT *inp) {
+    if (be->fail_code)
+        return 0;
+    if (inp->shape[1] % 2) {
+        backend_fail(be, ERR_USAGE, "%s: inp has %lld columns, GEGLU needs an even count", op,
+                     (long long)inp->shape[1]);
+        return 0;
+    }
+    return 1;
+}
+
+void backend_geglu_forward(Backend *be, BackendAct gelu, CT *out, CT *inp) {
+    const char *op = "geglu_forward";
+    if (act_ok(be, op, gelu, 1) && chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+        even_cols(be, op, inp) &&
+        chk(be, op, "out", out, 0, F32, 2, inp->shape[0], inp->shape[1] / 2, 1, 1)) {
+        ENTRY(geglu_forward);
+        be->ops->geglu_forward(be, gelu, out, inp);
+    }
+}
+
+void backend_geglu_backward(Backend *be, BackendAct gelu, CT *dinp, CT *dout, CT *inp) {
+    const char *op = "geglu_backward";
+    if (act_ok(be, op, gelu, 1) && chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+        even_cols(be, op, inp) &&
+        chk(be, op, "dout", dout, 0, F32, 2, inp->shape[0], inp->shape[1] / 2, 1, 1) &&
+        like(be, op, "dinp", dinp, 1, inp)) {
+        ENTRY(geglu_backward);
+        be->ops->geglu_backward(be, gelu, dinp, dout, inp);
+    }
+}
+
+/* The ConvShape of inp and weight, or a failure. */
+static int conv_shape(Backend *be, const char *op, CT *inp, CT *w, int stride, int pad,
+                      ConvShape *s) {
+    if (!chk(be, op, "inp", inp, 0, F32, 4, ANY, ANY, ANY, ANY) ||
+        !chk(be, op, "weight", w, 0, ANYT, 4, ANY, inp->shape[1], ANY, ANY))
+        return 0;
+    *s = (ConvShape){(int)inp->shape[0], (int)inp->shape[1], (int)inp->shape[2],
+                     (int)inp->shape[3], (int)w->shape[0], (int)w->shape[2], stride, pad};
+    if (w->shape[2] != w->shape[3] || stride < 1 || pad < 0 ||
+        inp->shape[2] + 2 * pad < w->shape[2] || inp->shape[3] + 2 * pad < w->shape[2]) {
+        backend_fail(be, ERR_USAGE, "%s: kernel %lldx%lld, stride %d, pad %d do not fit a "
+                     "%lldx%lld input (square kernels, stride >= 1, pad >= 0)", op,
+                     (long long)w->shape[2], (long long)w->shape[3], stride, pad,
+                     (long long)inp->shape[2], (long long)inp->shape[3]);
+        return 0;
+    }
+    return 1;
+}
+
+void backend_conv2d_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b, int stride, int pad) {
+    const char *op = "conv2d_forward";
+    ConvShape s;
+    if (conv_shape(be, op, inp, w, stride, pad, &s) &&
+        chk(be, op, "bias", b, 1, F32, 1, s.OC, 1, 1, 1) &&
+        chk(be, op, "out", out, 0, F32, 4, s.B, s.OC, nn_conv2d_out_h(&s), nn_conv2d_out_w(&s))) {
+        ENTRY(conv2d_forward);
+        be->ops->conv2d_forward(be, out, inp, w, b, &s);
+    }
+}
+
+void backend_conv2d_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp, CT *w,
+                             int stride, int pad) {
+    const char *op = "conv2d_backward";
+    ConvShape s;
+    if (conv_shape(be, op, inp, w, stride, pad, &s) &&
+        chk(be, op, "dout", dout, 0, F32, 4, s.B, s.OC, nn_conv2d_out_h(&s),
+            nn_conv2d_out_w(&s)) &&
+        like(be, op, "dinp", dinp, 1, inp) &&
+        chk(be, op, "dweight", dw, 1, F32, 4, w->shape[0], w->shape[1], w->shape[2],
+            w->shape[3]) &&
+        chk(be, op, "dbias", db, 1, F32, 1, s.OC, 1, 1, 1)) {
+        ENTRY(conv2d_backward);
+        be->ops->conv2d_backward(be, dinp, dw, db, dout, inp, w, &s);
+    }
+}
+
+static int attn_ok(Backend *be, const char *op, CT *q, CT *k, CT *v, CT *o, CT *lse,
+                   const BackendAttn *a) {
+    if (!chk(be, op, "q", q, 0, F32, 3, ANY, ANY, ANY, 1))
+        return 0;
+    if (!a || a->NH < 1 || q->shape[2] % a->NH) {
+        backend_fail(be, ERR_USAGE, "%s: %lld channels do not split into %d heads", op,
+                     (long long)q->shape[2], a ? a->NH : 0);
+        return 0;
+    }
+    return chk(be, op, "k", k, 0, F32, 3, q->shape[0], ANY, q->shape[2], 1) &&
+           chk(be, op, "v", v, 0, F32, 3, q->shape[0], k->shape[1], q->shape[2], 1) &&
+           chk(be, op, "o", o, 0, F32, 3, q->shape[0], q->shape[1], q->shape[2], 1) &&
+           chk(be, op, "lse", lse, 0, F32, 3, q->shape[0], a->NH, q->shape[1], 1);
+}
+
+void backend_attention_forward(Backend *be, CT *o, CT *lse, CT *q, CT *k, CT *v,
+                               const BackendAttn *a) {
+    if (attn_ok(be, "attention_forward", q, k, v, o, lse, a)) {
+        ENTRY(attention_forward);
+        be->ops->attention_forward(be, o, lse, q, k, v, a);
+    }
+}
+
+void backend_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout, CT *q, CT *k,
+                                CT *v, CT *o, CT *lse, const BackendAttn *a) {
+    const char *op = "attention_backward";
+    if (attn_ok(be, op, q, k, v, o, lse, a) && like(be, op, "dout", dout, 0, q) &&
+        like(be, op, "dq", dq, 1, q) && like(be, op, "dk", dk, 1, k) &&
+        like(be, op, "dv", dv, 1, v)) {
+        ENTRY(attention_backward);
+        be->ops->attention_backward(be, dq, dk, dv, dout, q, k, v, o, lse, a);
+    }
+}
+
+void backend_upsample2x_forward(Backend *be, CT *out, CT *inp) {
+    const char *op = "upsample2x_forward";
+    if (chk(be, op, "inp", inp, 0, F32, 4, ANY, ANY, ANY, ANY) &&
+        chk(be, op, "out", out, 0, F32, 4, inp->shape[0], inp->shape[1], 2 * inp->shape[2],
+            2 * inp->shape[3])) {
+        ENTRY(upsample2x_forward);
+        be->ops->upsample2x_forward(be, out, inp);
+    }
+}
+
+void backend_upsample2x_backward(Backend *be, CT *dinp, CT *dout) {
+    const char *op = "upsample2x_backward";
+    if (chk(be, op, "dinp", dinp, 0, F32, 4, ANY, ANY, ANY, ANY) &&
+        chk(be, op, "dout", dout, 0, F32, 4, dinp->shape[0], dinp->shape[1],
+            2 * dinp->shape[2], 2 * dinp->shape[3])) {
+        ENTRY(upsample2x_backward);
+        be->ops->upsample2x_backward(be, dinp, dout);
+    }
+}
+
+/* whole (B,Ca+Cb,H,W) against its parts (B,Ca,H,W) and (B,Cb,H,W); a part may be NULL when
+ * parts_optional, but at least one is needed to know the split. */
+static int cat_ok(Backend *be, const char *op, const char *wn, CT *whole, const char *an, CT *a,
+                  const char *bn, CT *b, int parts_optional) {
+    if (!chk(be, op, wn, whole, 0, F32, 4, ANY, ANY, ANY, ANY))
+        return 0;
+    if (!a && !b) {
+        backend_fail(be, ERR_USAGE, "%s: give %s or %s", op, an, bn);
+        return 0;
+    }
+    int64_t B = whole->shape[0], C = whole->shape[1], H = whole->shape[2], W = whole->shape[3];
+    int64_t Ca = a ? a->shape[1] : C - b->shape[1];
+    return chk(be, op, an, a, parts_optional, F32, 4, B, Ca, H, W) &&
+           chk(be, op, bn, b, parts_optional, F32, 4, B, C - Ca, H, W);
+}
+
+void backend_concat_forward(Backend *be, CT *out, CT *a, CT *b) {
+    if (a && b && cat_ok(be, "concat_forward", "out", out, "a", a, "b", b, 0)) {
+        ENTRY(concat_forward);
+        be->ops->concat_forward(be, out, a, b);
+    } else if (!be->fail_code && (!a || !b)) {
+        backend_fail(be, ERR_USAGE, "concat_forward: a and b are required");
+    }
+}
+
+void backend_concat_backward(Backend *be, CT *da, CT *db, CT *dout) {
+    if ((da || db) && cat_ok(be, "concat_backward", "dout", dout, "da", da, "db", db, 1)) {
+        ENTRY(concat_backward);
+        be->ops->concat_backward(be, da, db, dout);
+    }
+}
+
+void backend_split_forward(Backend *be, CT *a, CT *b, CT *inp) {
+    if (cat_ok(be, "split_forward", "inp", inp, "a", a, "b", b, 1)) {
+        ENTRY(split_forward);
+        be->ops->split_forward(be, a, b, inp);
+    }
+}
+
+void backend_split_backward(Backend *be, CT *dinp, CT *da, CT *db) {
+    if ((da || db) && cat_ok(be, "split_backward", "dinp", dinp, "da", da, "db", db, 1)) {
+        ENTRY(split_backward);
+        be->ops->split_backward(be, dinp, da, db);
+    }
+}
+
+void backend_mse_forward(Backend *be, CT *loss, CT *pred, CT *target) {
+    const char *op = "mse_forward";
+    if (chk(be, op, "pred", pred, 0, F32, pred ? pred->n_dims : 0, dim(pred, 0), dim(pred, 1),
+            dim(pred, 2), dim(pred, 3)) &&
+        like(be, op, "target", target, 0, pred) &&
+        chk(be, op, "loss", loss, 0, F32, 1, 1, 1, 1, 1)) {
+        if (tensor_numel(pred) == 0) {
+            backend_fail(be, ERR_USAGE, "%s: pred is empty", op);
+            return;
+        }
+        ENTRY(mse_forward);
+        be->ops->mse_forward(be, loss, pred, target);
+    }
+}
+
+void backend_mse_backward(Backend *be, CT *dpred, CT *dtarget, float dloss, CT *pred,
+                          CT *target) {
+    const char *op = "mse_backward";
+    if (chk(be, op, "pred", pred, 0, F32, pred ? pred->n_dims : 0, dim(pred, 0), dim(pred, 1),
+            dim(pred, 2), dim(pred, 3)) &&
+        like(be, op, "target", target, 0, pred) && like(be, op, "dpred", dpred, 1, pred) &&
+        like(be, op, "dtarget", dtarget, 1, pred)) {
+        ENTRY(mse_backward);
+        be->ops->mse_backward(be, dpred, dtarget, dloss, pred, target);
+    }
+}
+
+void backend_adamw(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t, float lr,
+                   const AdamWConfig *cfg) {
+    const char *op = "adamw";
+    if (chk(be, op, "param", param, 0, F32, param ? param->n_dims : 0, dim(param, 0),
+            dim(param, 1), dim(param, 2), dim(param, 3)) &&
+        like(be, op, "grad", grad, 0, param) && like(be, op, "m", m, 0, param) &&
+        like(be, op, "v", v, 0, param)) {
+        if (t < 1 || !cfg) {
+            backend_fail(be, ERR_USAGE, "%s: step t must be >= 1 (got %d) and cfg given", op, t);
+            return;
+        }
+        ENTRY(adamw);
+        be->ops->adamw(be, param, grad, m, v, t, lr, cfg);
+    }
+}
