@@ -516,7 +516,7 @@ int import_ensure_image(ImportCtx *c, long line, const ImportImg *ref, int64_t p
     if (!known && want.sha256) {
         /* the same bytes under another path (a symlinked folder, a copy): the same image */
         StoreImage same;
-        rc = store_image_by_sha256(c->st, want.sha256, &same, &e);
+        rc = store_image_by_sha256(c->st, want.sha256, prompt_id, &same, &e);
         if (rc && rc != ERR_NOTFOUND) {
             import_write_failed(c, line, NULL, &e);
             return -1;

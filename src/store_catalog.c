@@ -233,11 +233,15 @@ int store_image_by_path(Store *st, const char *stored_path, StoreImage *out, Err
     return one_image(st, s, out, err, stored_path);
 }
 
-int store_image_by_sha256(Store *st, const char *sha256, StoreImage *out, Err *err) {
-    sqlite3_stmt *s = store_stmt(st, IMAGE_COLS "WHERE sha256 = ?1 ORDER BY id LIMIT 1", err);
+int store_image_by_sha256(Store *st, const char *sha256, int64_t prefer_prompt, StoreImage *out,
+                          Err *err) {
+    sqlite3_stmt *s = store_stmt(
+        st, IMAGE_COLS "WHERE sha256 = ?1 ORDER BY coalesce(prompt_id = ?2, 0) DESC, id LIMIT 1",
+        err);
     if (!s)
         return ERR_DB;
     store_bind_text(s, 1, sha256);
+    sqlite3_bind_int64(s, 2, prefer_prompt);
     return one_image(st, s, out, err, "image by sha256");
 }
 
