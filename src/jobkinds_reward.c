@@ -87,13 +87,20 @@ int reward_train_int_range(const char *name, long long *lo, long long *hi) {
     return ERR_NOTFOUND;
 }
 
-int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err) {
-    for (size_t i = 0; i < ARRAY_LEN(int_ranges); i++) {
-        long long v = (long long)job_param_int(p, int_ranges[i].name);
-        if (v < int_ranges[i].lo || v > int_ranges[i].hi)
-            return err_set(err, ERR_USAGE, "--%s %lld: expected a whole number from %lld to "
-                           "%lld", int_ranges[i].name, v, int_ranges[i].lo, int_ranges[i].hi);
-    }
+static int int_in_range(const JobParams *p, const char *name, long long lo, long long hi,
+                        Err *err) {
+    long long v = (long long)job_param_int(p, name);
+    if (v < lo || v > hi)
+        return err_set(err, ERR_USAGE, "--%s %lld: expected a whole number from %lld to %lld",
+                       name, v, lo, hi);
+    return 0;
+}
+
+/* The parameters that need no store, into C (annotator, name and output stay unset). */
+static int train_config_from_params(const JobParams *p, TrainConfig *c, Err *err) {
+    for (size_t i = 0; i < ARRAY_LEN(int_ranges); i++)
+        if (int_in_range(p, int_ranges[i].name, int_ranges[i].lo, int_ranges[i].hi, err))
+            return ERR_USAGE;
     train_config_defaults(c);
     base_strlcpy(c->mode, job_param_str(p, "mode"), sizeof c->mode);
     base_strlcpy(c->objective, job_param_str(p, "objective"), sizeof c->objective);
@@ -112,6 +119,29 @@ int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err)
     c->threads = (int)job_param_int(p, "threads");
     c->irrelevant_weight = job_param_float(p, "irrelevant-weight");
     c->dropout = job_param_float(p, "dropout");
+    return 0;
+}
+
+/* When the job is queued: the numbers and choices as `easel train` checks them (the run
+ * folder is decided when the job runs). */
+static int train_job_validate(const JobParams *p, Err *err) {
+    TrainConfig c;
+    int rc = train_config_from_params(p, &c, err);
+    if (rc) {
+        err_prefix(err, "train-reward");
+        return rc;
+    }
+    base_strlcpy(c.output, "(decided when the job runs)", sizeof c.output);
+    rc = train_config_check(&c, err);
+    if (rc)
+        err_prefix(err, "train-reward");
+    return rc;
+}
+
+int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err) {
+    int rc = train_config_from_params(p, c, err);
+    if (rc)
+        return rc;
     const char *annot = job_param_str(p, "annotator");
     if (annot[0]) {
         int64_t id;
@@ -177,6 +207,7 @@ const JobKind jobkind_train_reward = {
     .refs = (const JobParamRefSpec[]){{"encoder", JOB_REF_ENCODER}, {"name", JOB_REF_RUN_NAME},
                                       {NULL, JOB_REF_NONE}},
     .checkpoints = 1,
+    .validate = train_job_validate,
     .run = train_job_run,
 };
 
@@ -507,6 +538,17 @@ static const JobParamSpec eval_params[] = {
     {NULL, 0, NULL, NULL, NULL},
 };
 
+static int eval_job_validate(const JobParams *p, Err *err) {
+    double d = job_param_float(p, "min-rating-diff");
+    if (!(d >= 0) || d > 10)
+        return err_set(err, ERR_USAGE,
+                       "eval-reward: --min-rating-diff %g: expected a number from 0 to 10", d);
+    int rc = int_in_range(p, "threads", 0, 4096, err);
+    if (rc)
+        err_prefix(err, "eval-reward");
+    return rc;
+}
+
 static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     EvalOptions o = {0};
     const char *pairs = job_param_str(p, "pairs");
@@ -542,6 +584,7 @@ const JobKind jobkind_eval_reward = {
             "example:\n  easel jobs add eval-reward --checkpoint runs/r1/best --pairs pairs.jsonl\n",
     .params = eval_params,
     .refs = (const JobParamRefSpec[]){{"checkpoint", JOB_REF_CHECKPOINT}, {NULL, JOB_REF_NONE}},
+    .validate = eval_job_validate,
     .run = eval_job_run,
 };
 
@@ -749,6 +792,13 @@ static const JobParamSpec score_params[] = {
     {NULL, 0, NULL, NULL, NULL},
 };
 
+static int score_job_validate(const JobParams *p, Err *err) {
+    int rc = int_in_range(p, "threads", 0, 4096, err);
+    if (rc)
+        err_prefix(err, "score");
+    return rc;
+}
+
 static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     RewardHooks h = {job_progress_cb, job_cancel_cb, job_log_cb, ctx};
     const char *images = job_param_str(p, "images");
@@ -787,5 +837,6 @@ const JobKind jobkind_score = {
             "example:\n  easel jobs add score --checkpoint runs/r1/best --csv scores.csv\n",
     .params = score_params,
     .refs = (const JobParamRefSpec[]){{"checkpoint", JOB_REF_CHECKPOINT}, {NULL, JOB_REF_NONE}},
+    .validate = score_job_validate,
     .run = score_job_run,
 };

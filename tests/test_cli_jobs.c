@@ -147,6 +147,30 @@ Test(cli_jobs, a_priority_that_does_not_fit_is_refused_and_waiting_jobs_say_for_
     cr_assert(strstr(out, "waiting for #1 (cancelled)"), "%s", out);
 }
 
+/* A training job's numbers are checked when it is queued, as `easel train` checks them: not
+ * stored as they came (4294967297 epochs, 0 epochs) to fail later in the worker. */
+Test(cli_jobs, train_job_numbers_that_do_not_fit_are_refused_when_queued) {
+    if (access("bin/easel", X_OK) != 0)
+        cr_skip_test("bin/easel not built");
+    cr_assert_eq(easel("init"), 0);
+    static const char *const bad[] = {"--epochs 4294967297", "--epochs 0", "--epochs -3",
+                                      "--batch-size 99999999999999", "--seed -1",
+                                      "--threads 5000", "--save-every -1",
+                                      "--learning-rate 0", "--val-fraction 1", "--dropout 2",
+                                      "--mode bogus", "--fusion-method sum"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(easel("jobs add train-reward %s", bad[i]), 2, "%s: %s", bad[i], out);
+        char opt[32];
+        snprintf(opt, sizeof opt, "%.*s", (int)strcspn(bad[i], " "), bad[i]);
+        cr_assert(strstr(out, opt), "%s: the refusal does not name %s: %s", bad[i], opt, out);
+    }
+    cr_assert_eq(easel("jobs add eval-reward --checkpoint x --threads -4"), 2, "%s", out);
+    cr_assert_eq(easel("jobs add score --checkpoint x --threads 99999"), 2, "%s", out);
+    cr_assert_eq(easel("jobs list"), 0);
+    cr_assert(strstr(out, "(no jobs)"), "nothing was queued:\n%s", out);
+    cr_assert_eq(easel("jobs add train-reward --epochs 100000 --seed 0"), 0, "%s", out);
+}
+
 Test(cli_jobs, help_texts_have_examples_and_gpus_degrades) {
     if (access("bin/easel", X_OK) != 0)
         cr_skip_test("bin/easel not built");
