@@ -478,6 +478,8 @@ int store_annotator_find(Store *st, const char *name, int64_t *id, Err *err) {
 int store_annotator_ensure(Store *st, const char *name, int64_t *id, Err *err) {
     if (!name || !*name)
         return err_set(err, ERR_FORMAT, "annotator name is empty");
+    if (!name[strspn(name, " \t\r\n\v\f")])
+        return err_set(err, ERR_FORMAT, "annotator name is blank (only spaces); give a name");
     int rc = store_annotator_find(st, name, id, err);
     if (rc != ERR_NOTFOUND)
         return rc;
