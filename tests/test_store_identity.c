@@ -184,6 +184,42 @@ Test(store_identity, a_blank_annotator_name_is_not_an_annotator) {
                  0, "a blank annotator was created");
 }
 
+/* A store on a disk with no space left cannot get its -shm file: opening it must say so, not
+ * call the store "not a SQLite database" (which sends the user looking for the wrong file). */
+Test(store_identity, a_store_on_a_full_disk_is_not_called_a_foreign_file) {
+    char mnt[200];
+    snprintf(mnt, sizeof mnt, "%s/small", dir);
+    cr_assert_eq(mkdir(mnt, 0755), 0);
+    if (support_sh("mount -t tmpfs -o size=400k tmpfs '%s' 2>/dev/null", mnt) != 0)
+        cr_skip_test("cannot mount a small tmpfs here (needs root or CAP_SYS_ADMIN)");
+    char db[260];
+    snprintf(db, sizeof db, "%s/s.db", mnt);
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    if (!st) {
+        support_sh("umount '%s'", mnt);
+        cr_assert_fail("%s", err.msg);
+    }
+    store_close(st);
+    support_sh("cat /dev/urandom > '%s/fill' 2>/dev/null", mnt); /* until the disk is full */
+    st = store_open_existing(db, &err);
+    char msg[sizeof err.msg];
+    memcpy(msg, err.msg, sizeof msg);
+    if (st)
+        store_close(st);
+    support_sh("rm -f '%s/fill'", mnt);
+    Store *again = store_open_existing(db, &err);
+    int opened_again = again != NULL;
+    if (again)
+        store_close(again);
+    support_sh("umount '%s'", mnt);
+    if (st)
+        cr_skip_test("SQLite opened the store on a full disk here; nothing to check");
+    cr_assert(strstr(msg, "not a SQLite database") == NULL, "%s", msg);
+    cr_assert(strstr(msg, "disk is full"), "the message hides the cause: %s", msg);
+    cr_assert(opened_again, "with space again the store opens: %s", err.msg);
+}
+
 Test(store_identity, numbers_that_do_not_fit_are_refused_and_typos_get_a_suggestion) {
     cr_assert_eq(run("%s --db a.db init >/dev/null && %s --db a.db annotate --overlap 99999999999",
                      easel, easel), 2, "%s", out);
