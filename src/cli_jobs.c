@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -926,6 +927,12 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
     log_info("worker %s:%lld serving %s, running jobs queued by %s%s%s", jobs_host(),
              (long long)getpid(), g->db_path, identity_login(), n_accept ? " and " : "",
              n_accept ? "the accepted users" : " only");
+    struct stat sb;
+    if (geteuid() == 0 && stat(g->db_path, &sb) == 0 && (sb.st_mode & (S_IWGRP | S_IWOTH)))
+        log_warn("running as root on a store other users can write (mode %03o): whoever can "
+                 "write the file can add a job as if root queued it, with sqlite3, and this "
+                 "worker would run it as root (doc/annotators.md); run workers as an "
+                 "unprivileged user", (unsigned)(sb.st_mode & 0777));
     int idle_rounds = 0, told_others = 0;
     double last_look = 0;
     while (!stop_signals) {

@@ -252,6 +252,25 @@ Test(trust, worker_runs_only_its_own_users_jobs_unless_accepted) {
     cr_assert_eq(sql_num("SELECT state = 'queued' FROM jobs WHERE id = 3"), 1);
 }
 
+/* The rules above stop a colleague who uses easel, not one who edits the file: a member can
+ * write a job "queued by root" and an output root with sqlite3 (doc/annotators.md). A worker
+ * running as root on a store others can write says so when it starts; on a private store it
+ * says nothing. */
+Test(trust, a_root_worker_on_a_store_others_can_write_warns) {
+    need_root();
+    cr_assert_eq(easel("init"), 0, "%s", out);
+    char db[128];
+    snprintf(db, sizeof db, "%s/ws/s.db", tmpdir);
+    cr_assert_eq(chmod(db, 0644), 0);
+    cr_assert_eq(easel("worker --until-idle --threads 1"), 0, "%s", out);
+    cr_assert(strstr(out, "as root") == NULL, "a private store needs no warning:\n%s", out);
+    char nobody[128];
+    share_with_nobody(nobody, sizeof nobody);
+    cr_assert_eq(easel("worker --until-idle --threads 1"), 0, "%s", out);
+    cr_assert(strstr(out, "running as root on a store other users can write"), "%s", out);
+    cr_assert(strstr(out, "doc/annotators.md"), "%s", out);
+}
+
 Test(trust, only_the_owner_configures_the_store) {
     need_root();
     char nobody[128];
