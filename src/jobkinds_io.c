@@ -64,7 +64,8 @@ static int import_run(JobCtx *ctx, const JobParams *p, Err *err) {
     ImportOptions opts = {.annotator = annotator[0] ? annotator : NULL,
                           .progress = import_progress, /* checking, then writing: cancel works */
                           .user_data = &hook,
-                          .allow_missing = job_param_bool(p, "allow-missing")};
+                          .allow_missing = job_param_bool(p, "allow-missing"),
+                          .job_paths = 1};
     const char *path = job_param_str(p, "path");
     job_log(ctx, "importing %s from %s", import_kind_name(kind), path);
     ImportReport report;

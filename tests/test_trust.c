@@ -143,6 +143,39 @@ Test(trust, export_outside_the_workspace_is_refused_when_queued_and_when_run) {
                  out);
 }
 
+/* The image paths inside an imported file are read by the job as well: a file in the
+ * workspace naming an image outside it made the worker hash that image (a root-only file,
+ * for whoever queued the job) and say which store image has the same bytes. An import job
+ * refuses them like its own --path, even with --allow-missing; the CLI import (which reads
+ * as the user who runs it) does not. */
+Test(trust, an_import_job_reads_no_image_outside_the_workspace) {
+    cr_assert_eq(easel("init"), 0, "%s", out);
+    write_file("ws/prompts.csv", "prompt_id,prompt\n1,a red cube\n");
+    cr_assert_eq(easel("import prompts %s/ws/prompts.csv", tmpdir), 0, "%s", out);
+    cr_assert_eq(support_sh("mkdir -p %s/ws/images/1 && cp tests/fixtures/import/images/1/0.png "
+                            "%s/ws/images/1/0.png && cp tests/fixtures/import/images/1/0.png "
+                            "%s/private.png", tmpdir, tmpdir, outside), 0);
+    cr_assert_eq(easel("import images %s/ws/images", tmpdir), 0, "%s", out);
+    char csv[300];
+    snprintf(csv, sizeof csv, "prompt_id,image_path,spatial_rating\n1,%s/private.png,4\n",
+             outside);
+    write_file("ws/leak.csv", csv);
+    for (int allow = 0; allow < 2; allow++) {
+        cr_assert_eq(easel("jobs add import --what ratings --path %s/ws/leak.csv%s", tmpdir,
+                           allow ? " --allow-missing" : ""), 0, "%s", out);
+        cr_assert_eq(easel("worker --until-idle --threads 1"), 0, "%s", out);
+        cr_assert(strstr(out, "outside the workspace"), "%s", out);
+        cr_assert(strstr(out, "same bytes") == NULL && strstr(out, "reused") == NULL,
+                  "the job told what the outside file holds:\n%s", out);
+    }
+    cr_assert_eq(sql_num("SELECT count(*) FROM jobs WHERE state = 'failed'"), 2);
+    cr_assert_eq(sql_num("SELECT count(*) FROM ratings"), 0);
+    cr_assert_eq(sql_num("SELECT count(*) FROM images"), 1);
+    /* the user's own CLI import reads as that user: allowed */
+    cr_assert_eq(easel("import ratings %s/ws/leak.csv", tmpdir), 0, "%s", out);
+    cr_assert_eq(sql_num("SELECT count(*) FROM ratings"), 1);
+}
+
 Test(trust, resolve_path_follows_symlinks_of_the_existing_part) {
     char link[128], p[256];
     snprintf(link, sizeof link, "%s/l", tmpdir);
