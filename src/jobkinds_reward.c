@@ -555,6 +555,7 @@ static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     o.pairs_file = pairs[0] ? pairs : NULL;
     o.min_rating_diff = job_param_float(p, "min-rating-diff");
     o.split = job_param_str(p, "split");
+    o.job_paths = 1;
     o.progress = job_progress_cb;
     o.cancelled = job_cancel_cb;
     o.user = ctx;

@@ -200,6 +200,10 @@ typedef struct EvalOptions {
     const char *pairs_file;  /* pairs.jsonl to evaluate; NULL = pairs of the store */
     double min_rating_diff;  /* for pairs derived from ratings */
     const char *split;       /* "all", "val", "train": with the checkpoint's seed (store pairs) */
+    /* 1 (eval jobs): a pairs file's image paths must lie inside the workspace or under an
+     * output root (trust_check_path), as the job's own paths: a worker reads them for
+     * whoever queued the job. 0: the CLI, which reads as the user who runs it. */
+    int job_paths;
     /* progress and cancel, as TrainHooks */
     void (*progress)(void *user, double done, double total, const char *unit);
     int (*cancelled)(void *user);

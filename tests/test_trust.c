@@ -176,6 +176,32 @@ Test(trust, an_import_job_reads_no_image_outside_the_workspace) {
     cr_assert_eq(sql_num("SELECT count(*) FROM ratings"), 1);
 }
 
+/* The same for an eval job's --pairs file: its image paths are read (and scored) by the job,
+ * so one outside the workspace is refused; `easel eval` on the command line reads as you. */
+Test(trust, an_eval_job_scores_no_image_outside_the_workspace) {
+    cr_assert_eq(easel("init"), 0, "%s", out);
+    /* the demo's images (the fixtures' are too small for the classic encoder) */
+    cr_assert_eq(support_sh("cp -r data/images %s/ws/images && cp data/prompts.csv "
+                            "data/multihead_ratings.csv %s/ws/ && cp data/images/0/0.png "
+                            "%s/private.png", tmpdir, tmpdir, outside), 0);
+    cr_assert_eq(easel("import prompts %s/ws/prompts.csv", tmpdir), 0, "%s", out);
+    cr_assert_eq(easel("import ratings %s/ws/multihead_ratings.csv", tmpdir), 0, "%s", out);
+    cr_assert_eq(easel("train --epochs 1 --save-every 0 --name m --threads 1"), 0, "%s", out);
+    char line[512];
+    snprintf(line, sizeof line, "{\"prompt\": \"A serene mountain landscape at sunset\", "
+             "\"img_pos\": \"%s/private.png\", \"img_neg\": \"images/0/1.png\", "
+             "\"label\": 1.0, \"aspect\": \"style\"}\n", outside);
+    write_file("ws/p.jsonl", line);
+    cr_assert_eq(easel("jobs add eval-reward --checkpoint %s/ws/runs/m/best --pairs "
+                       "%s/ws/p.jsonl", tmpdir, tmpdir), 0, "%s", out);
+    cr_assert_eq(easel("worker --until-idle --threads 1"), 0, "%s", out);
+    cr_assert(strstr(out, "outside the workspace"), "%s", out);
+    cr_assert(strstr(out, "n=1") == NULL, "the job scored the outside image:\n%s", out);
+    cr_assert_eq(sql_num("SELECT count(*) FROM jobs WHERE state = 'failed'"), 1);
+    cr_assert_eq(easel("eval %s/ws/runs/m/best --pairs %s/ws/p.jsonl", tmpdir, tmpdir), 0,
+                 "%s", out);
+}
+
 Test(trust, resolve_path_follows_symlinks_of_the_existing_part) {
     char link[128], p[256];
     snprintf(link, sizeof link, "%s/l", tmpdir);
