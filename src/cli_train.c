@@ -491,7 +491,7 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     }
     tty_err = isatty(2);
     signal(SIGINT, on_sigint);
-    RewardHooks h = {cb_progress, cb_cancelled, NULL, NULL};
+    RewardHooks h = {cb_progress, cb_cancelled, NULL, NULL, .job_paths = 0};
     Err err = {0};
     size_t scored = 0;
     TrainSkipped sk;

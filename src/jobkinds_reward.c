@@ -24,6 +24,7 @@
 #include "encoder.h"
 #include "store_catalog.h"
 #include "store_runs.h"
+#include "trust.h"
 
 #define NH TRAIN_N_HEADS
 #define NO (TRAIN_N_HEADS + 1)
@@ -292,7 +293,7 @@ out:
 }
 
 static int embed_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
-    RewardHooks h = {job_progress_cb, job_cancel_cb, job_log_cb, ctx};
+    RewardHooks h = {job_progress_cb, job_cancel_cb, job_log_cb, ctx, .job_paths = 1};
     size_t ni = 0, np = 0;
     int rc = reward_embed_all(job_store(ctx), job_param_str(p, "encoder"), &h, &ni, &np, err);
     if (rc == 0)
@@ -688,7 +689,11 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
     if (n > 0) {
         for (int i = 0; i < n; i++)
             collect(paths[i], &files, &nf, &cap);
-        qsort(files, nf, sizeof *files, cmp_str);
+        if (nf)
+            qsort(files, nf, sizeof *files, cmp_str);
+        for (size_t i = 0; i < nf && h && h->job_paths; i++)
+            if ((rc = trust_check_path(st, "an image to score", files[i], err)))
+                goto out;
     } else if ((rc = store_images_list(st, 0, &all, &n_all, err))) {
         goto out;
     }
@@ -801,7 +806,7 @@ static int score_job_validate(const JobParams *p, Err *err) {
 }
 
 static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
-    RewardHooks h = {job_progress_cb, job_cancel_cb, job_log_cb, ctx};
+    RewardHooks h = {job_progress_cb, job_cancel_cb, job_log_cb, ctx, .job_paths = 1};
     const char *images = job_param_str(p, "images");
     const char *csv_path = job_param_str(p, "csv");
     const char *prompt = job_param_str(p, "prompt");

@@ -37,6 +37,9 @@ typedef struct RewardHooks {
     int (*cancelled)(void *user);
     void (*log)(void *user, const char *line);
     void *user;
+    /* 1 (jobs): files found under a folder to score must lie inside the workspace or under
+     * an output root (a symlink there may lead anywhere); one outside fails the run. */
+    int job_paths;
 } RewardHooks;
 
 /* Encode every image and prompt of the store with ENCODER into the cache. Images that

@@ -200,6 +200,16 @@ Test(trust, an_eval_job_scores_no_image_outside_the_workspace) {
     cr_assert_eq(sql_num("SELECT count(*) FROM jobs WHERE state = 'failed'"), 1);
     cr_assert_eq(easel("eval %s/ws/runs/m/best --pairs %s/ws/p.jsonl", tmpdir, tmpdir), 0,
                  "%s", out);
+    /* a score job's --images folder: a symlink in it that leads out is not followed */
+    cr_assert_eq(support_sh("mkdir %s/ws/sc && ln -s %s/private.png %s/ws/sc/x.png", tmpdir,
+                            outside, tmpdir), 0);
+    cr_assert_eq(easel("jobs add score --checkpoint %s/ws/runs/m/best --images %s/ws/sc "
+                       "--csv %s/ws/sc.csv", tmpdir, tmpdir, tmpdir), 0, "%s", out);
+    cr_assert_eq(easel("worker --until-idle --threads 1"), 0, "%s", out);
+    cr_assert(strstr(out, "outside the workspace"), "%s", out);
+    char sc[160];
+    snprintf(sc, sizeof sc, "%s/ws/sc.csv", tmpdir);
+    cr_assert_neq(access(sc, F_OK), 0, "the job wrote the outside image's scores");
 }
 
 Test(trust, resolve_path_follows_symlinks_of_the_existing_part) {
