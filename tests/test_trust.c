@@ -468,6 +468,41 @@ Test(trust, blind_rating_shows_an_annotator_only_their_own_ratings) {
     cr_assert_eq(easel_as(nobody, "export ratings --per-annotator"), 0, "%s", out);
 }
 
+/* Under blind rating an annotator imports only their own ratings: a file (or --annotator)
+ * naming someone else was imported as them, and the refusal of a changed value told the
+ * other annotator's rating ("already rated it 7"). Refused before anything is compared;
+ * through a job too (the worker acts for the queuer). */
+Test(trust, blind_rating_imports_only_your_own_ratings) {
+    need_root();
+    char nobody[128];
+    share_with_nobody(nobody, sizeof nobody);
+    fill_ratings();
+    cr_assert_eq(easel("config blind on"), 0, "%s", out);
+    write_file("ws/alice.csv", "prompt_id,image_path,style_rating,annotator\np1,img/0.png,1,alice\n");
+    write_file("ws/mine.csv", "prompt_id,image_path,style_rating\np1,img/1.png,4\n");
+    double before = sql_num("SELECT count(*) FROM ratings");
+    cr_assert_eq(easel_as(nobody, "import ratings %s/ws/alice.csv --allow-missing", tmpdir), 1,
+                 "%s", out);
+    cr_assert(strstr(out, "blind rating") && strstr(out, "alice"), "%s", out);
+    cr_assert(strstr(out, "rated it") == NULL && strstr(out, "it 7") == NULL,
+              "the refusal told alice's rating:\n%s", out);
+    cr_assert_eq(easel_as(nobody, "--annotator alice import ratings %s/ws/mine.csv "
+                          "--allow-missing", tmpdir), 1, "%s", out);
+    cr_assert(strstr(out, "blind rating"), "%s", out);
+    cr_assert_eq(easel_as(nobody, "jobs add import --what ratings --path %s/ws/alice.csv "
+                          "--allow-missing true", tmpdir), 0, "%s", out);
+    cr_assert_eq(easel("worker --until-idle --threads 1 --accept-user nobody"), 0, "%s", out);
+    cr_assert(strstr(out, "blind rating") && strstr(out, "rated it") == NULL, "%s", out);
+    cr_assert_eq(sql_num("SELECT count(*) FROM ratings"), before, "a rating was imported");
+    /* one's own ratings, and a reviewer's for others, are imported as before */
+    cr_assert_eq(easel_as(nobody, "import ratings %s/ws/mine.csv --allow-missing", tmpdir), 0,
+                 "%s", out);
+    cr_assert_eq(sql_num("SELECT count(*) FROM ratings"), before + 1);
+    write_file("ws/alice2.csv", "prompt_id,image_path,icono_rating,annotator\np1,img/0.png,2,alice\n");
+    cr_assert_eq(easel("import ratings %s/ws/alice2.csv --allow-missing", tmpdir), 0, "%s", out);
+    cr_assert_eq(sql_num("SELECT count(*) FROM ratings"), before + 2);
+}
+
 Test(trust, blind_rating_closes_the_quality_screen_to_annotators) {
     need_root();
     if (support_sh("command -v tmux >/dev/null") != 0)
