@@ -23,7 +23,48 @@ struct AtomicFile {
 
 static unsigned tmp_counter;
 
+/* Does PATH (symlinks followed) hold an SQLite database? */
+static int is_sqlite_db(const char *path) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    struct stat sb;
+    char head[16] = {0};
+    int yes = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
+              read(fd, head, sizeof head) == (ssize_t)sizeof head &&
+              memcmp(head, "SQLite format 3", sizeof head) == 0;
+    close(fd);
+    return yes;
+}
+
+/* PATH is an SQLite database, or the -wal, -shm or -journal file of one: replacing it would
+ * lose a store (an export's -o that names the store by mistake). */
+static int guards_a_database(const char *path) {
+    if (is_sqlite_db(path))
+        return 1;
+    static const char *const side[] = {"-wal", "-shm", "-journal"};
+    size_t n = strlen(path);
+    for (size_t i = 0; i < sizeof side / sizeof side[0]; i++) {
+        size_t k = strlen(side[i]);
+        if (n > k && strcmp(path + n - k, side[i]) == 0) {
+            char *base = xstrdup(path);
+            base[n - k] = '\0';
+            int yes = is_sqlite_db(base);
+            free(base);
+            if (yes)
+                return 1;
+        }
+    }
+    return 0;
+}
+
 AtomicFile *atomic_file_open(const char *path, Err *err) {
+    if (guards_a_database(path)) {
+        err_set(err, ERR_IO, "%s: is an SQLite database (an easel store?) or one of its files; "
+                "writing there would replace it and lose what it holds: choose another file "
+                "name", path);
+        return NULL;
+    }
     char *tmp = NULL;
     int fd = -1;
     for (int tries = 0; tries < 100 && fd < 0; tries++) {
