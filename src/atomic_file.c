@@ -65,6 +65,25 @@ AtomicFile *atomic_file_open(const char *path, Err *err) {
                 "name", path);
         return NULL;
     }
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) {
+        /* a device or FIFO (-o /dev/null, /dev/stdout): written into, never replaced (a
+         * rename over /dev/null, as root, made it a regular file) */
+        int dfd = open(path, O_WRONLY | O_NOCTTY | O_CLOEXEC);
+        FILE *df = dfd >= 0 ? fdopen(dfd, "w") : NULL;
+        if (!df) {
+            int e = errno;
+            if (dfd >= 0)
+                close(dfd);
+            err_set(err, ERR_IO, "%s: cannot open for writing (%s)", path, strerror(e));
+            return NULL;
+        }
+        AtomicFile *af = xmalloc(sizeof *af);
+        af->f = df;
+        af->path = xstrdup(path);
+        af->tmp = NULL; /* direct: nothing to rename */
+        return af;
+    }
     char *tmp = NULL;
     int fd = -1;
     for (int tries = 0; tries < 100 && fd < 0; tries++) {
@@ -115,7 +134,8 @@ void atomic_file_abort(AtomicFile *af) {
     if (!af)
         return;
     fclose(af->f);
-    unlink(af->tmp);
+    if (af->tmp)
+        unlink(af->tmp);
     af_free(af);
 }
 
@@ -126,10 +146,14 @@ int atomic_file_commit(AtomicFile *af, Err *err) {
     if (fflush(af->f) != 0 || had_error)
         rc = err_set(err, ERR_IO, "%s: write failed (%s)", af->path,
                      had_error ? "disk full or I/O error" : strerror(errno));
-    else if (fsync(fileno(af->f)) != 0)
+    else if (af->tmp && fsync(fileno(af->f)) != 0)
         rc = err_set(err, ERR_IO, "%s: cannot flush to disk (%s)", af->path, strerror(errno));
     if (fclose(af->f) != 0 && !rc)
         rc = err_set(err, ERR_IO, "%s: write failed (%s)", af->path, strerror(errno));
+    if (!af->tmp) { /* a device or FIFO, written into */
+        af_free(af);
+        return rc;
+    }
     if (!rc && rename(af->tmp, af->path) != 0)
         rc = err_set(err, ERR_IO, "%s: cannot rename into place (%s)", af->path,
                      strerror(errno));

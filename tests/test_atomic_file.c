@@ -195,3 +195,27 @@ Test(atomic_file, never_replaces_an_sqlite_database_or_its_wal) {
     Err err = {0};
     cr_assert_eq(atomic_file_write(other, "new", 3, &err), 0, "%s", err.msg);
 }
+
+/* `easel export prompts -o /dev/null` run as root made /dev/null a regular file (the temporary
+ * file was renamed over the device). A target that is a device or a FIFO is written straight
+ * into, never replaced: here a FIFO, read by a child, keeps being a FIFO. */
+Test(atomic_file, a_device_or_fifo_is_written_into_not_replaced, .timeout = 20) {
+    char fifo[128], got[140];
+    snprintf(fifo, sizeof fifo, "%s/p", tmpdir);
+    snprintf(got, sizeof got, "%s/got", tmpdir);
+    cr_assert_eq(support_sh("mkfifo %s && (timeout 10 cat %s > %s 2>/dev/null </dev/null &)", fifo,
+                            fifo, got), 0);
+    Err err = {0};
+    cr_assert_eq(atomic_file_write(fifo, "hello\n", 6, &err), 0, "%s", err.msg);
+    struct stat sb;
+    cr_assert_eq(stat(fifo, &sb), 0);
+    cr_assert(S_ISFIFO(sb.st_mode), "the FIFO was replaced by a file");
+    for (int i = 0; i < 100 && support_sh("grep -qx hello %s", got) != 0; i++)
+        usleep(20000);
+    char *s = slurp(got);
+    cr_assert_str_eq(s, "hello\n");
+    free(s);
+    cr_assert_eq(atomic_file_write("/dev/null", "x", 1, &err), 0, "%s", err.msg);
+    cr_assert_eq(stat("/dev/null", &sb), 0);
+    cr_assert(S_ISCHR(sb.st_mode), "/dev/null is no longer a device");
+}
