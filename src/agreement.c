@@ -240,6 +240,8 @@ static int better(int n, int k, int best_n, int best_k) {
     return a > b || (a == b && n > best_n);
 }
 
+#define GREEDY_MAX_RATERS 256
+
 static void find_block(const AgreeTable *t, uint64_t *best, int w, int *best_n, int *best_k) {
     int r = t->n_raters;
     /* distinct patterns, counted: every pairable image's rater set, sorted, runs merged */
@@ -300,36 +302,59 @@ static void find_block(const AgreeTable *t, uint64_t *best, int w, int *best_n, 
         }
         /* ... and so is each step of greedy elimination: from all raters, drop the one whose
          * removal keeps the most images; ties drop the rater with fewer ratings, then the
-         * later one */
+         * later one. That costs raters^2 x patterns: past GREEDY_MAX_RATERS (crowd data,
+         * thousands of raters with a rating or two each, ran `easel agreement` and the
+         * Quality screen for hours) the candidates are instead, for each M, the raters
+         * with at least M ratings (the crowd's core). */
         int *n_rated = xcalloc((size_t)r + 1, sizeof *n_rated);
         for (int i = 0; i < t->n_items; i++)
             for (int j = 0; j < r; j++)
                 n_rated[j] += !isnan(cell(t, i, j));
         uint64_t *s = xcalloc((size_t)w, sizeof *s), *trial = xcalloc((size_t)w, sizeof *s);
-        for (int j = 0; j < r; j++)
-            s[j / 64] |= 1ULL << (j % 64);
-        for (int k = r; k >= 2; k--) {
-            int n = items_covering(p, n_p, s, w);
-            if (better(n, k, *best_n, *best_k)) {
-                memcpy(best, s, sizeof *s * (size_t)w);
-                *best_n = n;
-                *best_k = k;
-            }
-            if (k == 2)
-                break;
-            int drop = -1, drop_n = -1;
-            for (int j = 0; j < r; j++) {
-                if (!(s[j / 64] >> (j % 64) & 1))
+        if (r > GREEDY_MAX_RATERS) {
+            for (int m = t->n_items; m >= 2; m--) {
+                memset(s, 0, sizeof *s * (size_t)w);
+                int k = 0;
+                for (int j = 0; j < r; j++)
+                    if (n_rated[j] >= m) {
+                        s[j / 64] |= 1ULL << (j % 64);
+                        k++;
+                    }
+                if (k < 2)
                     continue;
-                memcpy(trial, s, sizeof *s * (size_t)w);
-                trial[j / 64] &= ~(1ULL << (j % 64));
-                int nn = items_covering(p, n_p, trial, w);
-                if (nn > drop_n || (nn == drop_n && n_rated[j] <= n_rated[drop])) {
-                    drop_n = nn;
-                    drop = j;
+                int n = items_covering(p, n_p, s, w);
+                if (better(n, k, *best_n, *best_k)) {
+                    memcpy(best, s, sizeof *s * (size_t)w);
+                    *best_n = n;
+                    *best_k = k;
                 }
             }
-            s[drop / 64] &= ~(1ULL << (drop % 64));
+        } else {
+            for (int j = 0; j < r; j++)
+                s[j / 64] |= 1ULL << (j % 64);
+            for (int k = r; k >= 2; k--) {
+                int n = items_covering(p, n_p, s, w);
+                if (better(n, k, *best_n, *best_k)) {
+                    memcpy(best, s, sizeof *s * (size_t)w);
+                    *best_n = n;
+                    *best_k = k;
+                }
+                if (k == 2)
+                    break;
+                int drop = -1, drop_n = -1;
+                for (int j = 0; j < r; j++) {
+                    if (!(s[j / 64] >> (j % 64) & 1))
+                        continue;
+                    memcpy(trial, s, sizeof *s * (size_t)w);
+                    trial[j / 64] &= ~(1ULL << (j % 64));
+                    int nn = items_covering(p, n_p, trial, w);
+                    if (nn > drop_n || (nn == drop_n && n_rated[j] <= n_rated[drop])) {
+                        drop_n = nn;
+                        drop = j;
+                    }
+                }
+                s[drop / 64] &= ~(1ULL << (drop % 64));
+            }
         }
         free(s);
         free(trial);

@@ -13,7 +13,9 @@
  *     can say what the ICC covers. Exhaustive over rater subsets when that is cheap (up to
  *     24 raters and 2^raters × distinct rater sets ≤ 3·10^7); otherwise the best of every
  *     distinct rater set and of greedy elimination (drop the rater whose removal keeps the
- *     most images), which may miss the optimum but is deterministic;
+ *     most images), which may miss the optimum but is deterministic; past 256 raters (crowd
+ *     data; greedy elimination costs raters² × rater sets) the best of every distinct rater
+ *     set and of "the raters with at least M ratings" for each M;
  *   - disagreement per image: range (max − min), standard deviation and mean of its ratings.
  *     An image has HIGH DISAGREEMENT when it has ≥ 2 ratings and range ≥ threshold
  *     (AGREE_DISAGREE_RANGE = 3 points on the 0–10 scale unless options say otherwise);

@@ -23,8 +23,66 @@ struct AtomicFile {
 
 static unsigned tmp_counter;
 
+/* Does PATH (symlinks followed) hold an SQLite database? */
+static int is_sqlite_db(const char *path) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    struct stat sb;
+    char head[16] = {0};
+    int yes = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
+              read(fd, head, sizeof head) == (ssize_t)sizeof head &&
+              memcmp(head, "SQLite format 3", sizeof head) == 0;
+    close(fd);
+    return yes;
+}
+
+/* PATH is an SQLite database, or the -wal, -shm or -journal file of one: replacing it would
+ * lose a store (an export's -o that names the store by mistake). */
+static int guards_a_database(const char *path) {
+    if (is_sqlite_db(path))
+        return 1;
+    static const char *const side[] = {"-wal", "-shm", "-journal"};
+    size_t n = strlen(path);
+    for (size_t i = 0; i < sizeof side / sizeof side[0]; i++) {
+        size_t k = strlen(side[i]);
+        if (n > k && strcmp(path + n - k, side[i]) == 0) {
+            char *base = xstrdup(path);
+            base[n - k] = '\0';
+            int yes = is_sqlite_db(base);
+            free(base);
+            if (yes)
+                return 1;
+        }
+    }
+    return 0;
+}
+
 int atomic_file_open(const char *path, AtomicFile **out, Err *err) {
     *out = NULL;
+    if (guards_a_database(path))
+        return err_set(err, ERR_IO, "%s: is an SQLite database (an easel store?) or one of its "
+                       "files; writing there would replace it and lose what it holds: choose "
+                       "another file name", path);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) {
+        /* a device or FIFO (-o /dev/null, /dev/stdout): written into, never replaced (a
+         * rename over /dev/null, as root, made it a regular file) */
+        int dfd = open(path, O_WRONLY | O_NOCTTY | O_CLOEXEC);
+        FILE *df = dfd >= 0 ? fdopen(dfd, "w") : NULL;
+        if (!df) {
+            int e = errno;
+            if (dfd >= 0)
+                close(dfd);
+            return err_set(err, ERR_IO, "%s: cannot open for writing (%s)", path, strerror(e));
+        }
+        AtomicFile *af = xmalloc(sizeof *af);
+        af->f = df;
+        af->path = xstrdup(path);
+        af->tmp = NULL; /* direct: nothing to rename */
+        *out = af;
+        return 0;
+    }
     char *tmp = NULL;
     int fd = -1;
     for (int tries = 0; tries < 100 && fd < 0; tries++) {
@@ -75,7 +133,8 @@ void atomic_file_abort(AtomicFile *af) {
     if (!af)
         return;
     fclose(af->f);
-    unlink(af->tmp);
+    if (af->tmp)
+        unlink(af->tmp);
     af_free(af);
 }
 
@@ -86,10 +145,14 @@ int atomic_file_commit(AtomicFile *af, Err *err) {
     if (fflush(af->f) != 0 || had_error)
         rc = err_set(err, ERR_IO, "%s: write failed (%s)", af->path,
                      had_error ? "disk full or I/O error" : strerror(errno));
-    else if (fsync(fileno(af->f)) != 0)
+    else if (af->tmp && fsync(fileno(af->f)) != 0)
         rc = err_set(err, ERR_IO, "%s: cannot flush to disk (%s)", af->path, strerror(errno));
     if (fclose(af->f) != 0 && !rc)
         rc = err_set(err, ERR_IO, "%s: write failed (%s)", af->path, strerror(errno));
+    if (!af->tmp) { /* a device or FIFO, written into */
+        af_free(af);
+        return rc;
+    }
     if (!rc && rename(af->tmp, af->path) != 0)
         rc = err_set(err, ERR_IO, "%s: cannot rename into place (%s)", af->path,
                      strerror(errno));

@@ -26,7 +26,8 @@ int atomic_file_open(const char *path, AtomicFile **out, Err *err);
 /* The stream to write to; do not fclose it. */
 FILE *atomic_file_stream(const AtomicFile *af);
 
-/* The temporary file's path (for messages and tests). */
+/* The temporary file's path (for messages and tests); NULL when PATH is a device or FIFO
+ * (-o /dev/null, /dev/stdout), which is written into directly, never replaced. */
 const char *atomic_file_tmp_path(const AtomicFile *af);
 
 /* Flush, fsync, rename over the final path, fsync the folder. On failure the temporary file

@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -370,6 +371,20 @@ static int get_id_arg(const char *cmd, int argc, char **argv, int64_t *id) {
     return 0;
 }
 
+/* The ID and at most one "OPT VALUE" after it (OPT NULL: nothing after the id): 0, or 2 after
+ * saying what was not understood, so that `jobs cancel 1 2` does not cancel only job 1. */
+static int only_id_and(const char *cmd, int argc, char **argv, const char *opt) {
+    int i = 2;
+    if (opt && argc >= 4 && strcmp(argv[2], opt) == 0)
+        i = 4;
+    if (i < argc) {
+        cli_error("jobs %s: unexpected argument '%s'; it takes one job id%s%s (see 'easel jobs "
+                  "%s --help')", cmd, argv[i], opt ? " and " : "", opt ? opt : "", cmd);
+        return 2;
+    }
+    return 0;
+}
+
 static int jobs_show(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         printf("usage: easel jobs show ID [--log N]\n\n"
@@ -380,7 +395,7 @@ static int jobs_show(const CliGlobal *g, int argc, char **argv) {
     }
     int64_t id;
     int rc = get_id_arg("show", argc, argv, &id);
-    if (rc)
+    if (rc || (rc = only_id_and("show", argc, argv, "--log")))
         return rc;
     int tail = 20;
     if (argc >= 4 && strcmp(argv[2], "--log") == 0) {
@@ -491,7 +506,7 @@ static int jobs_action(const CliGlobal *g, int argc, char **argv, Action act) {
     }
     int64_t id;
     int rc = get_id_arg(names[act], argc, argv, &id);
-    if (rc)
+    if (rc || (rc = only_id_and(names[act], argc, argv, NULL)))
         return rc;
     Store *st = cli_open_store(g);
     if (!st)
@@ -589,11 +604,17 @@ static int jobs_wait(const CliGlobal *g, int argc, char **argv) {
     }
     int64_t id;
     int rc = get_id_arg("wait", argc, argv, &id);
-    if (rc)
+    if (rc || (rc = only_id_and("wait", argc, argv, "--timeout")))
         return rc;
     double timeout = 0;
-    if (argc >= 4 && strcmp(argv[2], "--timeout") == 0)
-        timeout = atof(argv[3]);
+    if (argc >= 4) {
+        char *end;
+        timeout = strtod(argv[3], &end);
+        if (end == argv[3] || *end || !(timeout >= 0) || timeout > 1e9) {
+            cli_error("jobs wait: --timeout %s: expected seconds, a number >= 0", argv[3]);
+            return 2;
+        }
+    }
     Store *st = cli_open_store(g);
     if (!st)
         return 1;
@@ -898,6 +919,12 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
     log_info("worker %s:%lld serving %s, running jobs queued by %s%s%s", jobs_host(),
              (long long)getpid(), g->db_path, identity_login(), n_accept ? " and " : "",
              n_accept ? "the accepted users" : " only");
+    struct stat sb;
+    if (geteuid() == 0 && stat(g->db_path, &sb) == 0 && (sb.st_mode & (S_IWGRP | S_IWOTH)))
+        log_warn("running as root on a store other users can write (mode %03o): whoever can "
+                 "write the file can add a job as if root queued it, with sqlite3, and this "
+                 "worker would run it as root (doc/annotators.md); run workers as an "
+                 "unprivileged user", (unsigned)(sb.st_mode & 0777));
     int idle_rounds = 0, told_others = 0;
     double last_look = 0;
     while (!stop_signals) {

@@ -492,7 +492,7 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     Err err = {0};
     size_t scored = 0;
     TrainSkipped sk;
-    rc = reward_score(st, ckpt, paths, n, prompt, threads, csv, &h, &scored, &sk, &err);
+    rc = reward_score(st, ckpt, paths, n, prompt, threads, csv, &h, 0, &scored, &sk, &err);
     signal(SIGINT, SIG_DFL);
     if (tty_err)
         cli_escape_raw(stderr, "\r\033[K");

@@ -330,7 +330,8 @@ static int cmp_prompt(const void *a, const void *b) {
 }
 
 static int export_prompts(Data *d, FILE *out, size_t *n_rows) {
-    qsort(d->pr, d->n_pr, sizeof *d->pr, cmp_prompt);
+    if (d->n_pr) /* no prompts: d->pr may be NULL, which qsort must not get */
+        qsort(d->pr, d->n_pr, sizeof *d->pr, cmp_prompt);
     const char *hdr[] = {"prompt_id", "prompt"};
     int rc = fmt_csv_write_row(out, hdr, 2);
     for (size_t i = 0; i < d->n_pr && !rc; i++) {

@@ -5,6 +5,7 @@
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -32,7 +33,7 @@ const char *identity_annotator(const char *flag) {
     if (flag && *flag)
         return flag;
     const char *env = getenv("EASEL_ANNOTATOR");
-    if (env && *env)
+    if (env && env[strspn(env, " \t\r\n\v\f")]) /* blank counts as unset */
         return env;
     return identity_login();
 }

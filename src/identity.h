@@ -14,7 +14,7 @@
  * process-wide, valid for the life of the process. */
 const char *identity_login(void);
 
-/* The annotator name: FLAG if non-empty, else $EASEL_ANNOTATOR if non-empty, else
+/* The annotator name: FLAG if non-empty, else $EASEL_ANNOTATOR if not blank, else
  * identity_login(). Borrowed (FLAG itself, the environment, or the login). */
 const char *identity_annotator(const char *flag);
 

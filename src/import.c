@@ -23,6 +23,7 @@
 #include "infile.h"
 #include "sha256.h"
 #include "store_catalog.h"
+#include "trust.h"
 
 #define MAX_LISTED 1000 /* problems and warnings kept per import; the rest are counted */
 #define PROGRESS_EVERY 64
@@ -252,7 +253,20 @@ static int store_has_path(Store *st, const char *stored) {
 
 /* Resolve RAW (from the file) against the file's folder, then the cwd. A file that is on
  * disk wins; otherwise a path the store already knows; otherwise the file's folder. */
+static void resolve_image(ImportCtx *c, const char *raw, ImportImg *out);
+
+/* A job reads image paths for whoever queued it: only inside the workspace or an output
+ * root (ImportOptions.job_paths). Outside, nothing about the file is looked at or said. */
 void import_resolve_image(ImportCtx *c, const char *raw, ImportImg *out) {
+    resolve_image(c, raw, out);
+    Err e = {0};
+    if (c->opts && c->opts->job_paths && trust_check_path(c->st, "image path", out->open, &e)) {
+        out->denied = xstrdup(e.msg);
+        out->exists = 0;
+    }
+}
+
+static void resolve_image(ImportCtx *c, const char *raw, ImportImg *out) {
     memset(out, 0, sizeof *out);
     if (raw[0] == '/') {
         out->open = xstrdup(raw);
@@ -279,6 +293,7 @@ void import_resolve_image(ImportCtx *c, const char *raw, ImportImg *out) {
 void import_img_deinit(ImportImg *r) {
     free(r->stored);
     free(r->open);
+    free(r->denied);
     memset(r, 0, sizeof *r);
 }
 
@@ -392,6 +407,10 @@ int import_check_images(ImportCtx *c, ImportImg *const *refs, const long *lines,
 }
 
 int import_check_image(ImportCtx *c, long line, const char *what, ImportImg *ref) {
+    if (ref->denied) {
+        import_problem(c, line, "%s: %s", what, ref->denied);
+        return -1;
+    }
     if (!ref->exists) {
         if (c->opts && c->opts->allow_missing)
             return 0;
@@ -520,7 +539,7 @@ int import_ensure_image(ImportCtx *c, long line, const ImportImg *ref, int64_t p
     if (!known && want.sha256) {
         /* the same bytes under another path (a symlinked folder, a copy): the same image */
         StoreImage same;
-        rc = store_image_by_sha256(c->st, want.sha256, &same, &e);
+        rc = store_image_by_sha256(c->st, want.sha256, prompt_id, &same, &e);
         if (rc && rc != ERR_NOTFOUND) {
             import_write_failed(c, line, NULL, &e);
             return -1;

@@ -58,6 +58,11 @@ typedef struct ImportOptions {
     /* Image paths that are not on disk: 0 (default) refuses them, naming the file and line;
      * 1 imports them with missing=1 and a warning (`--allow-missing`). */
     int allow_missing;
+    /* 1 (import jobs): every image path the file names must resolve inside the workspace or
+     * under an output root (trust_check_path), like the job's own --path, because a worker
+     * reads it for whoever queued the job; others are refused unread, even with
+     * allow_missing. 0: the CLI, which reads as the user who runs it. */
+    int job_paths;
 } ImportOptions;
 
 typedef struct ImportReport {

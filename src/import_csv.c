@@ -14,6 +14,8 @@
 #include "fmt_csv.h"
 #include "store_catalog.h"
 #include "store_ratings.h"
+#include "store_settings.h"
+#include "trust.h"
 
 static int check_width(ImportCtx *c, const CsvRow *hdr, const CsvRow *r) {
     if (r->n == hdr->n)
@@ -339,6 +341,28 @@ static int ratings_apply(ImportCtx *c, RRow *rows, size_t n) {
     return cancelled;
 }
 
+/* Blind rating (trust.h): whoever the import is for (store_actor: this process's user or
+ * the job's queuer) imports only their own ratings unless they may review. Rows of another
+ * annotator are problems, said without comparing them with the store (a refused change
+ * would tell that annotator's value). */
+static int ratings_check_blind(ImportCtx *c, const RRow *rows, size_t n, Err *err) {
+    const char *me = store_actor(c->st);
+    int only_self = 0;
+    int rc = trust_blind_view(c->st, me, &only_self, err);
+    if (rc || !only_self)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        if (rows[i].annotator && strcmp(rows[i].annotator, me) != 0) {
+            import_problem(c, rows[i].line,
+                           "annotator \"%s\": blind rating is on, so you (%s) may import only "
+                           "your own ratings; importing others' needs the reviewer role (the "
+                           "store's owner grants it: easel annotators grant %s reviewer)",
+                           rows[i].annotator, me, me);
+            break; /* once is enough: the file is refused */
+        }
+    return 0;
+}
+
 int import_csv_ratings(ImportCtx *c, const CsvTable *t, Err *err) {
     RCols cols = {0};
     ratings_columns(c, &t->rows[0], &cols);
@@ -355,6 +379,12 @@ int import_csv_ratings(ImportCtx *c, const CsvTable *t, Err *err) {
             continue;
         c->rep->rows++;
         n += ratings_plan_row(c, &cols, row, &rows[n]) == 0;
+    }
+    if ((rc = ratings_check_blind(c, rows, n, err)))
+        goto out;
+    if (import_has_problems(c)) { /* before anything is compared with others' ratings */
+        rc = import_fail(c, ERR_FORMAT, err);
+        goto out;
     }
     if ((rc = ratings_check_images(c, rows, n, err)))
         goto out;

@@ -99,6 +99,7 @@ typedef struct ImportImg {
     int exists;            /* something is there (import_check_image: a regular image file) */
     char sha256[65];       /* filled by import_check_image; "" = not known */
     int width, height;     /* decoded size (import_check_image); 0 = not known */
+    char *denied;          /* ImportOptions.job_paths refused it: why (exists is then 0) */
 } ImportImg;
 
 /* What import_check_image found about one stored path (so each file is read once). */

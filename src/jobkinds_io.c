@@ -52,7 +52,8 @@ static int import_run(JobCtx *ctx, const JobParams *p, Err *err) {
     const char *annotator = job_param_str(p, "annotator");
     ImportOptions opts = {.annotator = annotator[0] ? annotator : NULL,
                           .progress = job_progress_hooks(ctx), /* checking, then writing */
-                          .allow_missing = job_param_bool(p, "allow-missing")};
+                          .allow_missing = job_param_bool(p, "allow-missing"),
+                          .job_paths = 1};
     const char *path = job_param_str(p, "path");
     job_log(ctx, "importing %s from %s", import_kind_name(kind), path);
     ImportReport report;

@@ -25,6 +25,7 @@
 #include "fmt_csv.h"
 #include "store_catalog.h"
 #include "store_runs.h"
+#include "trust.h"
 
 #define NH TRAIN_N_HEADS
 #define NO (TRAIN_N_HEADS + 1)
@@ -57,18 +58,50 @@ static const JobParamSpec train_params[] = {
 #define READ_CHOICE READ_STRING
 #define READ(field, name, type, def, lo, hi, help, choices) READ_##type(c, field, name);
 
-int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err) {
+static int int_in_range(const JobParams *p, const char *name, long long lo, long long hi,
+                        Err *err) {
+    long long v = (long long)job_param_int(p, name);
+    if (v < lo || v > hi)
+        return err_set(err, ERR_USAGE, "--%s %lld: expected a whole number from %lld to %lld",
+                       name, v, lo, hi);
+    return 0;
+}
+
+/* The parameters that need no store, into C (annotator, name and output stay unset). */
+static int train_config_from_params(const JobParams *p, TrainConfig *c, Err *err) {
     /* the whole-number ranges first, on the 64-bit values (before they are narrowed) */
     for (const JobParamSpec *sp = train_params; sp->name; sp++) {
-        long long lo, hi, v;
+        long long lo, hi;
         if (sp->type != JOB_PARAM_INT || train_option_int_range(sp->name, &lo, &hi))
             continue;
-        if ((v = (long long)job_param_int(p, sp->name)) < lo || v > hi)
-            return err_set(err, ERR_USAGE, "--%s %lld: expected a whole number from %lld to "
-                           "%lld", sp->name, v, lo, hi);
+        if (int_in_range(p, sp->name, lo, hi, err))
+            return ERR_USAGE;
     }
     train_config_defaults(c);
     TRAIN_OPTIONS(READ)
+    return 0;
+}
+
+/* When the job is queued: the numbers and choices as `easel train` checks them (the run
+ * folder is decided when the job runs). */
+static int train_job_validate(const JobParams *p, Err *err) {
+    TrainConfig c;
+    int rc = train_config_from_params(p, &c, err);
+    if (rc) {
+        err_prefix(err, "train-reward");
+        return rc;
+    }
+    base_strlcpy(c.output, "(decided when the job runs)", sizeof c.output);
+    rc = train_config_check(&c, err);
+    if (rc)
+        err_prefix(err, "train-reward");
+    return rc;
+}
+
+int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err) {
+    int rc = train_config_from_params(p, c, err);
+    if (rc)
+        return rc;
     const char *annot = job_param_str(p, "annotator");
     if (annot[0]) {
         int64_t id;
@@ -128,6 +161,7 @@ const JobKind jobkind_train_reward = {
     .refs = (const JobParamRefSpec[]){{"encoder", JOB_REF_ENCODER}, {"name", JOB_REF_RUN_NAME},
                                       {NULL, JOB_REF_NONE}},
     .checkpoints = 1,
+    .validate = train_job_validate,
     .run = train_job_run,
 };
 
@@ -460,6 +494,17 @@ static const JobParamSpec eval_params[] = {
     {NULL, 0, NULL, NULL, NULL},
 };
 
+static int eval_job_validate(const JobParams *p, Err *err) {
+    double d = job_param_float(p, "min-rating-diff");
+    if (!(d >= 0) || d > 10)
+        return err_set(err, ERR_USAGE,
+                       "eval-reward: --min-rating-diff %g: expected a number from 0 to 10", d);
+    int rc = int_in_range(p, "threads", 0, 4096, err);
+    if (rc)
+        err_prefix(err, "eval-reward");
+    return rc;
+}
+
 static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     EvalOptions o = {0};
     const char *pairs = job_param_str(p, "pairs");
@@ -467,6 +512,7 @@ static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     o.min_rating_diff = job_param_float(p, "min-rating-diff");
     o.split = job_param_str(p, "split");
     o.progress = job_progress_hooks(ctx);
+    o.job_paths = 1;
     EvalReport r;
     int rc = reward_eval(job_store(ctx), job_param_str(p, "checkpoint"), &o,
                          (int)job_param_int(p, "threads"), job_param_str(p, "json"),
@@ -493,6 +539,7 @@ const JobKind jobkind_eval_reward = {
             "example:\n  easel jobs add eval-reward --checkpoint runs/r1/best --pairs pairs.jsonl\n",
     .params = eval_params,
     .refs = (const JobParamRefSpec[]){{"checkpoint", JOB_REF_CHECKPOINT}, {NULL, JOB_REF_NONE}},
+    .validate = eval_job_validate,
     .run = eval_job_run,
 };
 
@@ -565,7 +612,7 @@ static int score_one(RewardCkpt *c, Store *st, const char *path, const char *nam
 }
 
 int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
-                 const char *prompt, int threads, FILE *csv, const Progress *h,
+                 const char *prompt, int threads, FILE *csv, const Progress *h, int job_paths,
                  size_t *n_scored, TrainSkipped *skipped, Err *err) {
     TrainSkipped sk_local = {0};
     TrainSkipped *sk = skipped ? skipped : &sk_local;
@@ -581,7 +628,11 @@ int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
     if (n > 0) {
         for (int i = 0; i < n; i++)
             collect(paths[i], &files, &nf, &cap);
-        qsort(files, nf, sizeof *files, cmp_str);
+        if (nf)
+            qsort(files, nf, sizeof *files, cmp_str);
+        for (size_t i = 0; i < nf && job_paths; i++)
+            if ((rc = trust_check_path(st, "an image to score", files[i], err)))
+                goto out;
     } else if ((rc = store_images_list(st, 0, &all, &n_all, err))) {
         goto out;
     }
@@ -689,6 +740,13 @@ static const JobParamSpec score_params[] = {
     {NULL, 0, NULL, NULL, NULL},
 };
 
+static int score_job_validate(const JobParams *p, Err *err) {
+    int rc = int_in_range(p, "threads", 0, 4096, err);
+    if (rc)
+        err_prefix(err, "score");
+    return rc;
+}
+
 static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     Progress h = job_progress_hooks(ctx);
     const char *images = job_param_str(p, "images");
@@ -703,7 +761,7 @@ static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     TrainSkipped sk;
     rc = reward_score(job_store(ctx), job_param_str(p, "checkpoint"), one, images[0] ? 1 : 0,
                       prompt[0] ? prompt : NULL, (int)job_param_int(p, "threads"),
-                      af ? atomic_file_stream(af) : NULL, &h, &n, &sk, err);
+                      af ? atomic_file_stream(af) : NULL, &h, 1, &n, &sk, err);
     if (rc == 0 && sk.n) {
         char why[900];
         train_skipped_text(&sk, why, sizeof why);
@@ -728,5 +786,6 @@ const JobKind jobkind_score = {
             "example:\n  easel jobs add score --checkpoint runs/r1/best --csv scores.csv\n",
     .params = score_params,
     .refs = (const JobParamRefSpec[]){{"checkpoint", JOB_REF_CHECKPOINT}, {NULL, JOB_REF_NONE}},
+    .validate = score_job_validate,
     .run = score_job_run,
 };

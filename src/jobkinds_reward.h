@@ -55,9 +55,11 @@ void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r);
  * own prompt when not NULL. Scores of images the store knows are saved in its scores table; every score goes
  * to CSV (a stream, may be NULL) as image,spatial,icono,style,fidelity,material,combined.
  * *n_scored (may be NULL) = images scored. Images that cannot be read or decoded are
- * skipped and listed in *skipped (may be NULL); when none could be scored, ERR_IO. */
+ * skipped and listed in *skipped (may be NULL); when none could be scored, ERR_IO.
+ * JOB_PATHS (1 for jobs): files found under a folder must lie inside the workspace or under
+ * an output root (a symlink there may lead anywhere); one outside fails the run. */
 int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
-                 const char *prompt, int threads, FILE *csv, const Progress *h,
+                 const char *prompt, int threads, FILE *csv, const Progress *h, int job_paths,
                  size_t *n_scored, TrainSkipped *skipped, Err *err);
 
 #endif

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -635,6 +636,15 @@ static void share_umask(const char *path) {
     free(dir);
 }
 
+/* Is the file system holding PATH out of space (for an unprivileged writer)? */
+static int disk_full(const char *path) {
+    struct statvfs v;
+    char *dir = dir_of(path);
+    int full = statvfs(dir, &v) == 0 && v.f_bavail == 0;
+    free(dir);
+    return full;
+}
+
 static Store *open_flags(const char *path, int flags, int create, Err *err) {
     Store *st = xcalloc(1, sizeof *st);
     st->path = xstrdup(path);
@@ -648,11 +658,18 @@ static Store *open_flags(const char *path, int flags, int create, Err *err) {
     sqlite3_busy_timeout(st->db, 10000);
     /* Validate the file is a database before anything writes to it. */
     if (store_exec(st, "SELECT count(*) FROM sqlite_schema", err)) {
-        if (sqlite3_errcode(st->db) == SQLITE_CANTOPEN || sqlite3_errcode(st->db) == SQLITE_PERM ||
-            sqlite3_errcode(st->db) == SQLITE_READONLY || access(path, R_OK | W_OK) != 0)
+        int code = sqlite3_errcode(st->db);
+        if (code == SQLITE_CANTOPEN || code == SQLITE_PERM || code == SQLITE_READONLY ||
+            access(path, R_OK | W_OK) != 0)
             permission_denied(path, err);
-        else
+        else if (code == SQLITE_NOTADB)
             err_set(err, ERR_FORMAT, "%s: not an easel store (not a SQLite database)", path);
+        else /* a full disk (no room for the -shm file), an I/O error, a damaged file */
+            err_set(err, ERR_IO, "%s: cannot read the store: %s%s", path,
+                    sqlite3_errmsg(st->db),
+                    code == SQLITE_FULL || disk_full(path)
+                        ? "; the disk is full: free some space and try again"
+                        : "");
         goto out_free;
     }
     if (check_identity(st, create, err))

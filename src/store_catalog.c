@@ -208,11 +208,15 @@ int store_image_by_path(Store *st, const char *stored_path, StoreImage *out, Err
     return one_image(st, s, out, err, stored_path);
 }
 
-int store_image_by_sha256(Store *st, const char *sha256, StoreImage *out, Err *err) {
-    sqlite3_stmt *s = store_stmt(st, IMAGE_COLS "WHERE sha256 = ?1 ORDER BY id LIMIT 1", err);
+int store_image_by_sha256(Store *st, const char *sha256, int64_t prefer_prompt, StoreImage *out,
+                          Err *err) {
+    sqlite3_stmt *s = store_stmt(
+        st, IMAGE_COLS "WHERE sha256 = ?1 ORDER BY coalesce(prompt_id = ?2, 0) DESC, id LIMIT 1",
+        err);
     if (!s)
         return ERR_DB;
     store_bind_text(s, 1, sha256);
+    sqlite3_bind_int64(s, 2, prefer_prompt);
     return one_image(st, s, out, err, "image by sha256");
 }
 
@@ -440,6 +444,8 @@ int store_annotator_find(Store *st, const char *name, int64_t *id, Err *err) {
 int store_annotator_ensure(Store *st, const char *name, int64_t *id, Err *err) {
     if (!name || !*name)
         return err_set(err, ERR_FORMAT, "annotator name is empty");
+    if (!name[strspn(name, " \t\r\n\v\f")])
+        return err_set(err, ERR_FORMAT, "annotator name is blank (only spaces); give a name");
     int rc = store_annotator_find(st, name, id, err);
     if (rc != ERR_NOTFOUND)
         return rc;

@@ -90,10 +90,12 @@ int store_image_fill(Store *st, int64_t id, const StoreImage *meta, int *changed
 int store_image_get(Store *st, int64_t id, StoreImage *out, Err *err);
 int store_image_by_path(Store *st, const char *stored_path, StoreImage *out, Err *err);
 
-/* The first image (lowest id) whose file had these bytes (SHA256: 64 lowercase hex digits):
- * 0 and *out, ERR_NOTFOUND, ERR_DB. The importers use it so that one file reached by two
- * paths (a symlinked folder, a copy) stays one image. */
-int store_image_by_sha256(Store *st, const char *sha256, StoreImage *out, Err *err);
+/* The first image (lowest id) whose file had these bytes (SHA256: 64 lowercase hex digits),
+ * one of prompt prefer_prompt first when there is one (0: any prompt): 0 and *out,
+ * ERR_NOTFOUND, ERR_DB. The importers use it so that one file reached by two paths (a
+ * symlinked folder, a copy) stays one image, also when another prompt has the same bytes. */
+int store_image_by_sha256(Store *st, const char *sha256, int64_t prefer_prompt, StoreImage *out,
+                          Err *err);
 
 /* The images in use (not retired) of prompt PROMPT_ID (store id), or of every prompt when
  * PROMPT_ID is 0, in id order: what training, evaluation, scoring, embedding, agreement and

@@ -251,6 +251,10 @@ typedef struct EvalOptions {
     double min_rating_diff;  /* for pairs derived from ratings */
     const char *split;       /* "all", "val", "train": with the checkpoint's seed (store pairs) */
     Progress progress;       /* in pairs; cancel stops between pairs */
+    /* 1 (eval jobs): a pairs file's image paths must lie inside the workspace or under an
+     * output root (trust_check_path), as the job's own paths: a worker reads them for
+     * whoever queued the job. 0: the CLI, which reads as the user who runs it. */
+    int job_paths;
 } EvalOptions;
 
 /* Evaluate checkpoint C on the pairs OPTS names. A pairs file's images need not be in the

@@ -20,6 +20,7 @@
 #include "pairs.h"
 #include "store_catalog.h"
 #include "store_ratings.h"
+#include "trust.h"
 
 #define NH TRAIN_N_HEADS
 #define NO (TRAIN_N_HEADS + 1)
@@ -372,9 +373,19 @@ static int read_file_items(Store *st, const EvalOptions *o, EvalItems *it, Err *
             json_decref(j);
             continue;
         }
+        char *rp[2] = {resolve_near(base, pos), resolve_near(base, neg)};
+        for (int k = 0; k < 2 && o->job_paths && st && !rc; k++)
+            if ((rc = trust_check_path(st, k ? "img_neg" : "img_pos", rp[k], err)))
+                err_prefix(err, "%s:%d", o->pairs_file, lineno);
+        if (rc) {
+            free(rp[0]);
+            free(rp[1]);
+            json_decref(j);
+            break;
+        }
         EvalItem *e = items_push(it);
-        e->path[0] = resolve_near(base, pos);
-        e->path[1] = resolve_near(base, neg);
+        e->path[0] = rp[0];
+        e->path[1] = rp[1];
         e->name[0] = xstrdup(pos);
         e->name[1] = xstrdup(neg);
         e->prompt = line_prompt(st, j);

@@ -166,3 +166,58 @@ Test(atomic_file, stream_error_fails_the_commit) {
     cr_assert_eq(n_entries(), 1);
     free(path);
 }
+
+/* `easel export prompts -o easel.db` (a slip of the output name) replaced the store with a
+ * CSV file: every rating gone. No write replaces an SQLite database, nor the -wal, -shm or
+ * -journal file beside one; the refusal says why, and the file stays as it was. Through a
+ * symlink too. Any other file is replaced as before. */
+Test(atomic_file, never_replaces_an_sqlite_database_or_its_wal) {
+    char db[128], wal[140], link[128];
+    snprintf(db, sizeof db, "%s/s.db", tmpdir);
+    snprintf(wal, sizeof wal, "%s-wal", db);
+    snprintf(link, sizeof link, "%s/l.db", tmpdir);
+    cr_assert_eq(support_sh("sqlite3 %s 'CREATE TABLE t(x); INSERT INTO t VALUES (1);'", db), 0);
+    cr_assert_eq(support_sh("printf 'wal bytes' > %s && ln -s s.db %s", wal, link), 0);
+    const char *const targets[] = {db, wal, link};
+    for (int i = 0; i < 3; i++) {
+        Err err = {0};
+        cr_assert_neq(atomic_file_write(targets[i], "prompt_id,prompt\n", 17, &err), 0,
+                      "%s was replaced", targets[i]);
+        cr_assert(strstr(err.msg, "SQLite database") && strstr(err.msg, "another"), "%s",
+                  err.msg);
+    }
+    char *w = slurp(wal); /* before sqlite3 opens the database (it tidies a stray -wal) */
+    cr_assert_str_eq(w, "wal bytes");
+    free(w);
+    cr_assert_eq(support_sh("sqlite3 %s 'SELECT x FROM t' | grep -qx 1", db), 0,
+                 "the database changed");
+    char other[128];
+    snprintf(other, sizeof other, "%s/o.csv", tmpdir);
+    cr_assert_eq(support_sh("printf old > %s", other), 0);
+    Err err = {0};
+    cr_assert_eq(atomic_file_write(other, "new", 3, &err), 0, "%s", err.msg);
+}
+
+/* `easel export prompts -o /dev/null` run as root made /dev/null a regular file (the temporary
+ * file was renamed over the device). A target that is a device or a FIFO is written straight
+ * into, never replaced: here a FIFO, read by a child, keeps being a FIFO. */
+Test(atomic_file, a_device_or_fifo_is_written_into_not_replaced, .timeout = 20) {
+    char fifo[128], got[140];
+    snprintf(fifo, sizeof fifo, "%s/p", tmpdir);
+    snprintf(got, sizeof got, "%s/got", tmpdir);
+    cr_assert_eq(support_sh("mkfifo %s && (timeout 10 cat %s > %s 2>/dev/null </dev/null &)", fifo,
+                            fifo, got), 0);
+    Err err = {0};
+    cr_assert_eq(atomic_file_write(fifo, "hello\n", 6, &err), 0, "%s", err.msg);
+    struct stat sb;
+    cr_assert_eq(stat(fifo, &sb), 0);
+    cr_assert(S_ISFIFO(sb.st_mode), "the FIFO was replaced by a file");
+    for (int i = 0; i < 100 && support_sh("grep -qx hello %s", got) != 0; i++)
+        usleep(20000);
+    char *s = slurp(got);
+    cr_assert_str_eq(s, "hello\n");
+    free(s);
+    cr_assert_eq(atomic_file_write("/dev/null", "x", 1, &err), 0, "%s", err.msg);
+    cr_assert_eq(stat("/dev/null", &sb), 0);
+    cr_assert(S_ISCHR(sb.st_mode), "/dev/null is no longer a device");
+}

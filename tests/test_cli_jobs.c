@@ -147,6 +147,56 @@ Test(cli_jobs, a_priority_that_does_not_fit_is_refused_and_waiting_jobs_say_for_
     cr_assert(strstr(out, "waiting for #1 (cancelled)"), "%s", out);
 }
 
+/* A training job's numbers are checked when it is queued, as `easel train` checks them: not
+ * stored as they came (4294967297 epochs, 0 epochs) to fail later in the worker. */
+Test(cli_jobs, train_job_numbers_that_do_not_fit_are_refused_when_queued) {
+    if (access("bin/easel", X_OK) != 0)
+        cr_skip_test("bin/easel not built");
+    cr_assert_eq(easel("init"), 0);
+    static const char *const bad[] = {"--epochs 4294967297", "--epochs 0", "--epochs -3",
+                                      "--batch-size 99999999999999", "--seed -1",
+                                      "--threads 5000", "--save-every -1",
+                                      "--learning-rate 0", "--val-fraction 1", "--dropout 2",
+                                      "--mode bogus", "--fusion-method sum"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(easel("jobs add train-reward %s", bad[i]), 2, "%s: %s", bad[i], out);
+        char opt[32];
+        snprintf(opt, sizeof opt, "%.*s", (int)strcspn(bad[i], " "), bad[i]);
+        cr_assert(strstr(out, opt), "%s: the refusal does not name %s: %s", bad[i], opt, out);
+    }
+    cr_assert_eq(easel("jobs add eval-reward --checkpoint x --threads -4"), 2, "%s", out);
+    cr_assert_eq(easel("jobs add score --checkpoint x --threads 99999"), 2, "%s", out);
+    cr_assert_eq(easel("jobs list"), 0);
+    cr_assert(strstr(out, "(no jobs)"), "nothing was queued:\n%s", out);
+    cr_assert_eq(easel("jobs add train-reward --epochs 100000 --seed 0"), 0, "%s", out);
+}
+
+/* `jobs cancel 1 2` used to cancel job 1 and say nothing of 2; every jobs command that takes
+ * one id refuses what it does not understand instead of doing part of what was asked. */
+Test(cli_jobs, one_id_commands_refuse_extra_arguments) {
+    if (access("bin/easel", X_OK) != 0)
+        cr_skip_test("bin/easel not built");
+    write_prompts();
+    cr_assert_eq(easel("init"), 0);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(easel("jobs add import --what prompts --path %s/prompts.csv", tmpdir), 0,
+                     "%s", out);
+    static const char *const bad[] = {"jobs cancel 1 2",        "jobs retry 1 2",
+                                      "jobs resume 1 2",        "jobs show 1 2",
+                                      "jobs show 1 --lgo 5",    "jobs wait 1 2",
+                                      "jobs wait 1 --timeout x", "jobs wait 1 --timeout -1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(easel("%s", bad[i]), 2, "%s: %s", bad[i], out);
+        cr_assert(strstr(out, "easel: jobs "), "%s: %s", bad[i], out);
+    }
+    cr_assert_eq(easel("jobs list"), 0);
+    cr_assert(strstr(out, "    1  queued") && strstr(out, "    2  queued"),
+              "a refused command changed a job:\n%s", out);
+    cr_assert_eq(easel("jobs show 1 --log 5"), 0, "%s", out);
+    cr_assert_eq(easel("jobs cancel 2"), 0, "%s", out);
+    cr_assert_eq(easel("jobs wait 2 --timeout 0.5"), 1, "%s", out);
+}
+
 Test(cli_jobs, help_texts_have_examples_and_gpus_degrades) {
     if (access("bin/easel", X_OK) != 0)
         cr_skip_test("bin/easel not built");

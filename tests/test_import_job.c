@@ -34,7 +34,10 @@ static int64_t n_images(Store *st) {
 }
 
 Test(import_job, allow_missing_parameter) {
-    Store *st = store_open(":memory:", NULL);
+    /* a store in the test's folder: a job reads image paths only inside its workspace */
+    char db[128];
+    snprintf(db, sizeof db, "%s/s.db", tmpdir);
+    Store *st = store_open(db, NULL);
     cr_assert_eq(store_prompt_add(st, "1", "a cat", NULL, NULL, NULL), 0);
     const char *f = write_file("r.csv", "prompt_id,image_path,spatial_rating,annotator\n"
                                         "1,nowhere/0.png,5,ann\n");

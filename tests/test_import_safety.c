@@ -253,6 +253,28 @@ Test(import_safety, symlinked_folder_in_a_ratings_file_is_the_same_image) {
     import_report_deinit(&rep);
 }
 
+/* The same bytes under two prompts are two images; a ratings line reaching the second one by
+ * another path (a symlinked folder, an absolute path) is that image, not a third one, even though
+ * the first image with those bytes belongs to the other prompt. */
+Test(import_safety, same_bytes_under_two_prompts_resolve_to_the_line_s_prompt) {
+    prompts_and_images();
+    cr_assert_eq(support_sh("cp '%s/images/1/0.png' '%s/images/2/7.png'", tmpdir, tmpdir), 0);
+    imp_ok(IMPORT_IMAGES, tpath("images"));
+    cr_assert_eq(support_sh("ln -s images '%s/alias'", tmpdir), 0);
+    write_file(tpath("r.csv"), "prompt_id,image_path,spatial_rating\n"
+                               "2,alias/2/7.png,5\n");
+    int64_t before = count("SELECT count(*) FROM images");
+    ImportReport rep;
+    Err err = {0};
+    cr_assert_eq(imp_opts(IMPORT_RATINGS, tpath("r.csv"), 0, &rep, &err), 0, "%s", err.msg);
+    import_report_deinit(&rep);
+    cr_assert_eq(count("SELECT count(*) FROM images"), before, "a third image for the same bytes");
+    cr_assert_eq(count("SELECT count(*) FROM ratings r JOIN images i ON i.id = r.image_id"
+                       " WHERE i.path LIKE '%images/2/7.png' AND i.prompt_id ="
+                       " (SELECT id FROM prompts WHERE ext_id = '2')"),
+                 1, "the rating is not on prompt 2's image");
+}
+
 /* ---- inputs that are not regular files ------------------------------------------------------- */
 
 Test(import_safety, fifo_and_dev_zero_as_input_are_refused, .timeout = 20) {

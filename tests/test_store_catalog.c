@@ -128,8 +128,8 @@ Test(catalog, image_by_sha256_finds_the_first) {
     cr_assert_eq(store_image_add(st, &a, &ia, NULL), 0);
     cr_assert_eq(store_image_add(st, &b, &ib, NULL), 0);
     StoreImage got;
-    cr_assert_eq(store_image_by_sha256(st, "ab", &got, NULL), 0);
+    cr_assert_eq(store_image_by_sha256(st, "ab", 0, &got, NULL), 0);
     cr_assert_eq(got.id, ia);
     store_image_deinit(&got);
-    cr_assert_eq(store_image_by_sha256(st, "cd", &got, NULL), ERR_NOTFOUND);
+    cr_assert_eq(store_image_by_sha256(st, "cd", 0, &got, NULL), ERR_NOTFOUND);
 }

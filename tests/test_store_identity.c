@@ -157,6 +157,69 @@ Test(store_identity, annotator_comes_from_flag_env_then_password_database) {
     cr_assert_str_eq(identity_annotator("x"), "x");
 }
 
+/* A blank name is no one: $EASEL_ANNOTATOR of spaces counts as unset (the login is used, not
+ * an annotator whose name prints as nothing), and the store refuses to create one. */
+Test(store_identity, a_blank_annotator_name_is_not_an_annotator) {
+    struct passwd *pw = getpwuid(getuid());
+    cr_assert_not_null(pw);
+    setenv("EASEL_ANNOTATOR", " \t ", 1);
+    cr_assert_str_eq(identity_annotator(NULL), pw->pw_name);
+    unsetenv("EASEL_ANNOTATOR");
+    cr_assert_eq(run("%s --db a.db init >/dev/null && printf 'prompt_id,prompt\\n1,a\\n' > p.csv"
+                     " && printf 'prompt_id,image_path,spatial_rating\\n1,i.png,4\\n' > r.csv"
+                     " && %s --db a.db import prompts p.csv >/dev/null && EASEL_ANNOTATOR='   ' "
+                     "%s --db a.db import ratings r.csv --allow-missing", easel, easel, easel), 0,
+                 "%s", out);
+    char db[300];
+    snprintf(db, sizeof db, "%s/a.db", dir);
+    cr_assert_eq((int)support_sql_num(db, "SELECT count(*) FROM annotators WHERE trim(name) = ''"),
+                 0, "a blank annotator was created");
+    char sql[400];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM annotators WHERE name = '%s'", pw->pw_name);
+    cr_assert_eq((int)support_sql_num(db, sql), 1);
+    cr_assert_neq(run("%s --db a.db --annotator '  ' import ratings r.csv --allow-missing", easel),
+                  0, "%s", out);
+    cr_assert(strstr(out, "blank"), "%s", out);
+    cr_assert_eq((int)support_sql_num(db, "SELECT count(*) FROM annotators WHERE trim(name) = ''"),
+                 0, "a blank annotator was created");
+}
+
+/* A store on a disk with no space left cannot get its -shm file: opening it must say so, not
+ * call the store "not a SQLite database" (which sends the user looking for the wrong file). */
+Test(store_identity, a_store_on_a_full_disk_is_not_called_a_foreign_file) {
+    char mnt[200];
+    snprintf(mnt, sizeof mnt, "%s/small", dir);
+    cr_assert_eq(mkdir(mnt, 0755), 0);
+    if (support_sh("mount -t tmpfs -o size=400k tmpfs '%s' 2>/dev/null", mnt) != 0)
+        cr_skip_test("cannot mount a small tmpfs here (needs root or CAP_SYS_ADMIN)");
+    char db[260];
+    snprintf(db, sizeof db, "%s/s.db", mnt);
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    if (!st) {
+        support_sh("umount '%s'", mnt);
+        cr_assert_fail("%s", err.msg);
+    }
+    store_close(st);
+    support_sh("cat /dev/urandom > '%s/fill' 2>/dev/null", mnt); /* until the disk is full */
+    st = store_open_existing(db, &err);
+    char msg[sizeof err.msg];
+    memcpy(msg, err.msg, sizeof msg);
+    if (st)
+        store_close(st);
+    support_sh("rm -f '%s/fill'", mnt);
+    Store *again = store_open_existing(db, &err);
+    int opened_again = again != NULL;
+    if (again)
+        store_close(again);
+    support_sh("umount '%s'", mnt);
+    if (st)
+        cr_skip_test("SQLite opened the store on a full disk here; nothing to check");
+    cr_assert(strstr(msg, "not a SQLite database") == NULL, "%s", msg);
+    cr_assert(strstr(msg, "disk is full"), "the message hides the cause: %s", msg);
+    cr_assert(opened_again, "with space again the store opens: %s", err.msg);
+}
+
 Test(store_identity, numbers_that_do_not_fit_are_refused_and_typos_get_a_suggestion) {
     cr_assert_eq(run("%s --db a.db init >/dev/null && %s --db a.db annotate --overlap 99999999999",
                      easel, easel), 2, "%s", out);

@@ -788,7 +788,7 @@ Test(train, unreadable_images_are_skipped_with_one_warning) {
     /* scoring every store image */
     TrainSkipped sk;
     size_t scored = 0;
-    cr_assert_eq(reward_score(st, best, NULL, 0, NULL, 1, NULL, NULL, &scored, &sk, &err), 0,
+    cr_assert_eq(reward_score(st, best, NULL, 0, NULL, 1, NULL, NULL, 0, &scored, &sk, &err), 0,
                  "%s", err.msg);
     cr_assert_eq(sk.n, 2);
     cr_assert_eq(scored, N_PROMPTS * PER_PROMPT - 2);

@@ -139,6 +139,75 @@ Test(trust, export_outside_the_workspace_is_refused_when_queued_and_when_run) {
                  out);
 }
 
+/* The image paths inside an imported file are read by the job as well: a file in the
+ * workspace naming an image outside it made the worker hash that image (a root-only file,
+ * for whoever queued the job) and say which store image has the same bytes. An import job
+ * refuses them like its own --path, even with --allow-missing; the CLI import (which reads
+ * as the user who runs it) does not. */
+Test(trust, an_import_job_reads_no_image_outside_the_workspace) {
+    cr_assert_eq(easel("init"), 0, "%s", out);
+    write_file("ws/prompts.csv", "prompt_id,prompt\n1,a red cube\n");
+    cr_assert_eq(easel("import prompts %s/ws/prompts.csv", tmpdir), 0, "%s", out);
+    cr_assert_eq(support_sh("mkdir -p %s/ws/images/1 && cp tests/fixtures/import/images/1/0.png "
+                            "%s/ws/images/1/0.png && cp tests/fixtures/import/images/1/0.png "
+                            "%s/private.png", tmpdir, tmpdir, outside), 0);
+    cr_assert_eq(easel("import images %s/ws/images", tmpdir), 0, "%s", out);
+    char csv[300];
+    snprintf(csv, sizeof csv, "prompt_id,image_path,spatial_rating\n1,%s/private.png,4\n",
+             outside);
+    write_file("ws/leak.csv", csv);
+    for (int allow = 0; allow < 2; allow++) {
+        cr_assert_eq(easel("jobs add import --what ratings --path %s/ws/leak.csv%s", tmpdir,
+                           allow ? " --allow-missing" : ""), 0, "%s", out);
+        cr_assert_eq(easel("worker --until-idle --threads 1"), 0, "%s", out);
+        cr_assert(strstr(out, "outside the workspace"), "%s", out);
+        cr_assert(strstr(out, "same bytes") == NULL && strstr(out, "reused") == NULL,
+                  "the job told what the outside file holds:\n%s", out);
+    }
+    cr_assert_eq(sql_num("SELECT count(*) FROM jobs WHERE state = 'failed'"), 2);
+    cr_assert_eq(sql_num("SELECT count(*) FROM ratings"), 0);
+    cr_assert_eq(sql_num("SELECT count(*) FROM images"), 1);
+    /* the user's own CLI import reads as that user: allowed */
+    cr_assert_eq(easel("import ratings %s/ws/leak.csv", tmpdir), 0, "%s", out);
+    cr_assert_eq(sql_num("SELECT count(*) FROM ratings"), 1);
+}
+
+/* The same for an eval job's --pairs file: its image paths are read (and scored) by the job,
+ * so one outside the workspace is refused; `easel eval` on the command line reads as you. */
+Test(trust, an_eval_job_scores_no_image_outside_the_workspace) {
+    cr_assert_eq(easel("init"), 0, "%s", out);
+    /* the demo's images (the fixtures' are too small for the classic encoder) */
+    cr_assert_eq(support_sh("cp -r data/images %s/ws/images && cp data/prompts.csv "
+                            "data/multihead_ratings.csv %s/ws/ && cp data/images/0/0.png "
+                            "%s/private.png", tmpdir, tmpdir, outside), 0);
+    cr_assert_eq(easel("import prompts %s/ws/prompts.csv", tmpdir), 0, "%s", out);
+    cr_assert_eq(easel("import ratings %s/ws/multihead_ratings.csv", tmpdir), 0, "%s", out);
+    cr_assert_eq(easel("train --epochs 1 --save-every 0 --name m --threads 1"), 0, "%s", out);
+    char line[512];
+    snprintf(line, sizeof line, "{\"prompt\": \"A serene mountain landscape at sunset\", "
+             "\"img_pos\": \"%s/private.png\", \"img_neg\": \"images/0/1.png\", "
+             "\"label\": 1.0, \"aspect\": \"style\"}\n", outside);
+    write_file("ws/p.jsonl", line);
+    cr_assert_eq(easel("jobs add eval-reward --checkpoint %s/ws/runs/m/best --pairs "
+                       "%s/ws/p.jsonl", tmpdir, tmpdir), 0, "%s", out);
+    cr_assert_eq(easel("worker --until-idle --threads 1"), 0, "%s", out);
+    cr_assert(strstr(out, "outside the workspace"), "%s", out);
+    cr_assert(strstr(out, "n=1") == NULL, "the job scored the outside image:\n%s", out);
+    cr_assert_eq(sql_num("SELECT count(*) FROM jobs WHERE state = 'failed'"), 1);
+    cr_assert_eq(easel("eval %s/ws/runs/m/best --pairs %s/ws/p.jsonl", tmpdir, tmpdir), 0,
+                 "%s", out);
+    /* a score job's --images folder: a symlink in it that leads out is not followed */
+    cr_assert_eq(support_sh("mkdir %s/ws/sc && ln -s %s/private.png %s/ws/sc/x.png", tmpdir,
+                            outside, tmpdir), 0);
+    cr_assert_eq(easel("jobs add score --checkpoint %s/ws/runs/m/best --images %s/ws/sc "
+                       "--csv %s/ws/sc.csv", tmpdir, tmpdir, tmpdir), 0, "%s", out);
+    cr_assert_eq(easel("worker --until-idle --threads 1"), 0, "%s", out);
+    cr_assert(strstr(out, "outside the workspace"), "%s", out);
+    char sc[160];
+    snprintf(sc, sizeof sc, "%s/ws/sc.csv", tmpdir);
+    cr_assert_neq(access(sc, F_OK), 0, "the job wrote the outside image's scores");
+}
+
 Test(trust, resolve_path_follows_symlinks_of_the_existing_part) {
     char link[128], p[256];
     snprintf(link, sizeof link, "%s/l", tmpdir);
@@ -246,6 +315,25 @@ Test(trust, worker_runs_only_its_own_users_jobs_unless_accepted) {
                  0, "%s", out);
     cr_assert_eq(easel("worker --until-idle --threads 1"), 0, "%s", out);
     cr_assert_eq(sql_num("SELECT state = 'queued' FROM jobs WHERE id = 3"), 1);
+}
+
+/* The rules above stop a colleague who uses easel, not one who edits the file: a member can
+ * write a job "queued by root" and an output root with sqlite3 (doc/annotators.md). A worker
+ * running as root on a store others can write says so when it starts; on a private store it
+ * says nothing. */
+Test(trust, a_root_worker_on_a_store_others_can_write_warns) {
+    need_root();
+    cr_assert_eq(easel("init"), 0, "%s", out);
+    char db[128];
+    snprintf(db, sizeof db, "%s/ws/s.db", tmpdir);
+    cr_assert_eq(chmod(db, 0644), 0);
+    cr_assert_eq(easel("worker --until-idle --threads 1"), 0, "%s", out);
+    cr_assert(strstr(out, "as root") == NULL, "a private store needs no warning:\n%s", out);
+    char nobody[128];
+    share_with_nobody(nobody, sizeof nobody);
+    cr_assert_eq(easel("worker --until-idle --threads 1"), 0, "%s", out);
+    cr_assert(strstr(out, "running as root on a store other users can write"), "%s", out);
+    cr_assert(strstr(out, "doc/annotators.md"), "%s", out);
 }
 
 Test(trust, only_the_owner_configures_the_store) {
@@ -374,6 +462,41 @@ Test(trust, blind_rating_shows_an_annotator_only_their_own_ratings) {
     /* blind off again: back to everything */
     cr_assert_eq(easel("config blind off"), 0, "%s", out);
     cr_assert_eq(easel_as(nobody, "export ratings --per-annotator"), 0, "%s", out);
+}
+
+/* Under blind rating an annotator imports only their own ratings: a file (or --annotator)
+ * naming someone else was imported as them, and the refusal of a changed value told the
+ * other annotator's rating ("already rated it 7"). Refused before anything is compared;
+ * through a job too (the worker acts for the queuer). */
+Test(trust, blind_rating_imports_only_your_own_ratings) {
+    need_root();
+    char nobody[128];
+    share_with_nobody(nobody, sizeof nobody);
+    fill_ratings();
+    cr_assert_eq(easel("config blind on"), 0, "%s", out);
+    write_file("ws/alice.csv", "prompt_id,image_path,style_rating,annotator\np1,img/0.png,1,alice\n");
+    write_file("ws/mine.csv", "prompt_id,image_path,style_rating\np1,img/1.png,4\n");
+    double before = sql_num("SELECT count(*) FROM ratings");
+    cr_assert_eq(easel_as(nobody, "import ratings %s/ws/alice.csv --allow-missing", tmpdir), 1,
+                 "%s", out);
+    cr_assert(strstr(out, "blind rating") && strstr(out, "alice"), "%s", out);
+    cr_assert(strstr(out, "rated it") == NULL && strstr(out, "it 7") == NULL,
+              "the refusal told alice's rating:\n%s", out);
+    cr_assert_eq(easel_as(nobody, "--annotator alice import ratings %s/ws/mine.csv "
+                          "--allow-missing", tmpdir), 1, "%s", out);
+    cr_assert(strstr(out, "blind rating"), "%s", out);
+    cr_assert_eq(easel_as(nobody, "jobs add import --what ratings --path %s/ws/alice.csv "
+                          "--allow-missing true", tmpdir), 0, "%s", out);
+    cr_assert_eq(easel("worker --until-idle --threads 1 --accept-user nobody"), 0, "%s", out);
+    cr_assert(strstr(out, "blind rating") && strstr(out, "rated it") == NULL, "%s", out);
+    cr_assert_eq(sql_num("SELECT count(*) FROM ratings"), before, "a rating was imported");
+    /* one's own ratings, and a reviewer's for others, are imported as before */
+    cr_assert_eq(easel_as(nobody, "import ratings %s/ws/mine.csv --allow-missing", tmpdir), 0,
+                 "%s", out);
+    cr_assert_eq(sql_num("SELECT count(*) FROM ratings"), before + 1);
+    write_file("ws/alice2.csv", "prompt_id,image_path,icono_rating,annotator\np1,img/0.png,2,alice\n");
+    cr_assert_eq(easel("import ratings %s/ws/alice2.csv --allow-missing", tmpdir), 0, "%s", out);
+    cr_assert_eq(sql_num("SELECT count(*) FROM ratings"), before + 2);
 }
 
 Test(trust, blind_rating_closes_the_quality_screen_to_annotators) {

@@ -136,6 +136,28 @@ Test(ui_busy_tmux, esc_stops_trying_and_keeps_the_values_then_enter_saves) {
     cr_assert_eq(support_sql_num(db, "SELECT sum(value) FROM ratings"), 25.0);
 }
 
+/* Values set but not saved (no Enter yet, or a save that gave up) are not dropped by q: it
+ * asks, as moving to another image does; Esc stays with the values, q again quits without. */
+Test(ui_busy_tmux, q_asks_before_dropping_values_not_saved) {
+    keys("e:0", "3 4");
+    keys("e:0", "q");
+    wait_for("image 1 has values you have not saved");
+    keys("e:0", "Escape");
+    wait_gone("image 1 has values you have not saved");
+    cr_assert_eq(support_sh("tmux -L %s has-session -t e 2>/dev/null", sock), 0,
+                 "q quit with unsaved values");
+    keys("e:0", "Enter Enter"); /* 2 of 5 aspects: Enter twice saves those */
+    wait_for("saved image 1");
+    cr_assert_eq(ratings(), 2.0);
+    /* nothing unsaved: q quits at once */
+    keys("e:0", "q");
+    for (int i = 0; i < 100 && support_sh("tmux -L %s has-session -t e 2>/dev/null", sock) == 0;
+         i++)
+        usleep(50000);
+    cr_assert_neq(support_sh("tmux -L %s has-session -t e 2>/dev/null", sock), 0,
+                  "q with nothing unsaved did not quit");
+}
+
 /* The status line and the progress line after a few saves: a message about one image goes
  * when another image (or screen) is shown; pace and time per image come from this session's
  * saves at once, not "–/h" and "0 s/image" until the next queue read. */

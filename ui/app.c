@@ -493,7 +493,8 @@ static const ScreenKey global_keys[] = {
     {"Tab  Shift-Tab", "next / previous screen"},
     {"F2..F12", "go to the screen with that key (see the title bar)"},
     {"Ctrl-L", "redraw the whole terminal"},
-    {"q", "quit (everything you committed is already saved; asks first while jobs run here)"},
+    {"q", "quit (everything you committed is already saved; asks first while jobs run here "
+          "or values are not saved)"},
     {NULL, NULL},
 };
 

@@ -579,6 +579,9 @@ static int quit_ask(void *stp, App *app, char *q, size_t n) {
         snprintf(q, n, "your flag of image %lld is not saved yet (another process is "
                  "writing): Esc stay and keep trying, q quit without it",
                  (long long)a->flag_image);
+    else if (a->have_img && annotate_vm_dirty(&a->vm))
+        snprintf(q, n, "image %lld has values you have not saved: Esc stay (Enter saves them), "
+                 "q quit without them", (long long)a->img.id);
     else
         return 0;
     return 1;
