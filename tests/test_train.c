@@ -909,7 +909,13 @@ Test(train, one_table_of_options_for_defaults_and_ranges) {
         snprintf(want, sizeof want, "--%s %lld: expected a whole number from %lld to %lld",
                  names[i], lo - 1, lo, hi);
         const char *n1[] = {names[i]}, *v1[] = {bad};
-        cr_assert_eq(job_params_parse(&jobkind_train_reward, 1, n1, v1, &p, &err), 0, "%s",
+        /* refused when the job is queued (the kind's validate) ... */
+        cr_assert_eq(job_params_parse(&jobkind_train_reward, 1, n1, v1, &p, &err), ERR_USAGE);
+        cr_assert(strstr(err.msg, want), "queued: %s", err.msg);
+        /* ... and again when it runs (a store edited behind easel's back) */
+        char json[96];
+        snprintf(json, sizeof json, "{\"%s\": %s}", names[i], bad);
+        cr_assert_eq(job_params_from_json(&jobkind_train_reward, json, &p, &err), 0, "%s",
                      err.msg);
         cr_assert_eq(reward_train_config(p, st, &from_job, &err), ERR_USAGE);
         cr_assert(strstr(err.msg, want), "job: %s", err.msg);
