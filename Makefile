@@ -1,7 +1,8 @@
 # easel — one non-recursive Makefile.
 #
 #   make            build bin/easel (installs missing Debian packages when run as root)
-#   make run        build and open easel on the demo workspace in data/
+#   make run        build and open easel on the demo workspace in data/ (made once, then kept)
+#   make demo-reset discard the demo workspace's ratings, jobs and runs and rebuild it
 #   make test       build and run every test; ends with "N passed, N failed, N skipped"
 #   make test SAN=1 the same under AddressSanitizer + UBSan (also: make asan)
 #   make test-reference  CLIP against open_clip on a ViT-B/32-shaped model (needs torch)
@@ -99,7 +100,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all run test test-reference test-gpu asan bench install check-layers clean deps demo demo-data bin/easel
+.PHONY: all run test test-reference test-gpu asan bench install check-layers clean deps demo demo-reset demo-data bin/easel
 all: bin/easel
 
 # ---- dependencies: installed by the build when root, else the exact command is printed -----
@@ -170,15 +171,34 @@ demo-data: $(BUILD)/gen/make_demo
 	$< --out data
 
 # ---- the two commands -----------------------------------------------------------------------
+# The demo store is built once, when it is absent, and reopened afterwards whatever was rebuilt
+# (its inputs are order-only prerequisites): the ratings, jobs and runs made in the demo stay.
+# `make demo-reset` says what it discards, keeps the old store as data/demo.db.bak and rebuilds.
 DEMO_DB := data/demo.db
 demo: $(DEMO_DB)
-$(DEMO_DB): bin/easel data/prompts.csv data/multihead_ratings.csv
-	@rm -f $@ $@-wal $@-shm
-	@bin/easel --db $@.tmp init >/dev/null && \
-	 bin/easel --db $@.tmp import prompts data/prompts.csv >/dev/null && \
-	 bin/easel --db $@.tmp import images data/images >/dev/null && \
-	 bin/easel --db $@.tmp import ratings data/multihead_ratings.csv >/dev/null && \
-	 mv $@.tmp $@ && rm -f $@.tmp-wal $@.tmp-shm && echo "easel: demo workspace $@ ready"
+define demo_build
+	@rm -f $(DEMO_DB).tmp $(DEMO_DB).tmp-wal $(DEMO_DB).tmp-shm
+	@bin/easel --db $(DEMO_DB).tmp init >/dev/null && \
+	 bin/easel --db $(DEMO_DB).tmp import prompts data/prompts.csv >/dev/null && \
+	 bin/easel --db $(DEMO_DB).tmp import images data/images >/dev/null && \
+	 bin/easel --db $(DEMO_DB).tmp import ratings data/multihead_ratings.csv >/dev/null && \
+	 mv $(DEMO_DB).tmp $(DEMO_DB) && rm -f $(DEMO_DB).tmp-wal $(DEMO_DB).tmp-shm && \
+	 echo "easel: demo workspace $(DEMO_DB) ready"
+endef
+$(DEMO_DB): | bin/easel data/prompts.csv data/multihead_ratings.csv
+	$(demo_build)
+
+demo-reset: bin/easel
+	@if [ -e $(DEMO_DB) ]; then \
+	  counts=$$(bin/easel --db $(DEMO_DB) status | awk '$$1=="ratings"||$$1=="jobs"||$$1=="runs" {printf "%s%s %s", sep, $$2, $$1; sep=", "}'); \
+	  echo "easel: make demo-reset discards $(DEMO_DB) (made in the demo: $${counts:-counts unreadable})$$(test -d data/runs && echo ' and data/runs/')"; \
+	  if [ -t 0 ]; then read -r -p "easel: discard them? [y/N] " a; case $$a in [yY]*) ;; *) echo "easel: nothing discarded"; exit 1;; esac; fi; \
+	  rm -rf $(DEMO_DB).bak $(DEMO_DB).bak-wal $(DEMO_DB).bak-shm data/runs.bak; \
+	  for x in "" -wal -shm; do if [ -e $(DEMO_DB)$$x ]; then mv $(DEMO_DB)$$x $(DEMO_DB).bak$$x || exit 1; fi; done; \
+	  if [ -d data/runs ]; then mv data/runs data/runs.bak; fi; \
+	  echo "easel: the old store is kept as $(DEMO_DB).bak$$(test -d data/runs.bak && echo ', its runs as data/runs.bak/,') until the next reset"; \
+	fi
+	$(demo_build)
 
 run: bin/easel $(DEMO_DB)
 	bin/easel --db $(DEMO_DB)
