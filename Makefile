@@ -7,7 +7,8 @@
 #   make test SAN=1 the same under AddressSanitizer + UBSan (also: make asan)
 #   make test-reference  CLIP against open_clip on a ViT-B/32-shaped model (needs torch)
 #   make test-gpu   GPU tests on a machine with a CUDA device (skipped with a reason otherwise)
-#   make bench      benchmarks, one line per result against a named peer
+#   make bench      benchmarks, one line per result against a named peer (installs the Python
+#                   peers into build/venv on first use)
 #   make install PREFIX=/usr/local
 #   make check-layers   include rules of doc/architecture.md
 #
@@ -218,8 +219,13 @@ test-reference: $(BUILD)/tests/test_clip_reference
 test-gpu: bin/easel $(TEST_BIN)
 	@BUILD=$(BUILD) EASEL_TEST_GPU=1 bash tests/run_all.sh $(filter %gpu%,$(TEST_BIN))
 
-bench: bin/easel $(BENCH_BIN)
-	@BUILD=$(BUILD) bash bench/run_all.sh $(BENCH_BIN)
+# The Python peers (torch CPU, open_clip, diffusers, peft: bench/requirements.txt) go into a
+# virtual environment under build/ on first use; every peer runs with its python3.
+BENCH_VENV := build/venv
+$(BENCH_VENV)/.easel-stamp: bench/requirements.txt bench/venv.sh
+	@bash bench/venv.sh $(BENCH_VENV)
+bench: bin/easel $(BENCH_BIN) $(BENCH_VENV)/.easel-stamp
+	@BUILD=$(BUILD) EASEL_BENCH_VENV=$(BENCH_VENV) bash bench/run_all.sh $(BENCH_BIN)
 
 install: bin/easel
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/easel
