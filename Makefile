@@ -143,6 +143,8 @@ bin/easel: $(BUILD)/bin/easel
 
 $(BUILD)/src/%.o: src/%.c $(DEPS_STAMP)
 	@mkdir -p $(@D); $(CC) $(CFLAGS_SRC) -c -o $@ $<
+# The assets folder of an installed easel (ui/assets.c also looks beside the binary).
+$(BUILD)/ui/assets.o: CFLAGS_SRC += -DEASEL_SHARE_DIR='"$(PREFIX)/share/easel"'
 $(BUILD)/ui/%.o: ui/%.c $(DEPS_STAMP)
 	@mkdir -p $(@D); $(CC) $(CFLAGS_SRC) -c -o $@ $<
 $(BUILD)/gpu/%.o: gpu/%.c $(DEPS_STAMP)

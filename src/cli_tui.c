@@ -9,17 +9,26 @@
 #include "app.h"
 #include "store_annotate.h"
 
+/* The look of the TUI, for `easel` and `easel annotate`. */
+#define TUI_OPTIONS_HELP                                                                    \
+    "  --graphics MODE    sixel | blocks | ascii | none (default: probe the terminal;\n"   \
+    "                     blocks inside tmux or screen)\n"                                  \
+    "  --theme NAME       colours: light, dark, high-contrast (assets/themes/), or a\n"    \
+    "                     .theme file (default $EASEL_THEME, else light or dark from\n"    \
+    "                     the terminal's background)\n"                                    \
+    "  --plot GLYPHS      braille | blocks | ascii (for fonts without braille or box\n"    \
+    "                     glyphs) | auto (default: braille in a UTF-8 locale)\n"
+
 static void annotate_usage(void) {
     printf("usage: easel [--db PATH] annotate [--annotator NAME] [--graphics MODE]\n"
            "                                  [--order ORDER] [--prompt ID] [--unrated]\n"
-           "                                  [--overlap N]\n\n"
+           "                                  [--overlap N] [--theme NAME] [--plot GLYPHS]\n\n"
            "Rate images on the five aspects in the terminal, the image shown inline.\n"
            "Opens the TUI on the Annotate screen ('easel' alone opens it too).\n\n"
            "options:\n"
            "  --annotator NAME   who is rating (default $EASEL_ANNOTATOR, else your login\n"
            "                     name); each annotator has a queue\n"
-           "  --graphics MODE    sixel | blocks | ascii | none (default: probe the terminal;\n"
-           "                     blocks inside tmux or screen)\n"
+           TUI_OPTIONS_HELP
            "  --order ORDER      fewest (default: fewest raters first, ties shuffled per\n"
            "                     annotator), id, prompt, random\n"
            "  --prompt ID        only images of prompt ID (the prompt_id of prompts.csv)\n"
@@ -39,19 +48,69 @@ static int run_app(const AppConfig *cfg) {
     return 0;
 }
 
-int cli_tui_main(const CliGlobal *g) {
-    AppConfig cfg = {0};
-    cfg.db_path = g->db_path;
-    cfg.annotator = g->annotator;
-    return run_app(&cfg);
-}
-
 static const char *need_value(int argc, char **argv, int *i) {
     if (*i + 1 >= argc) {
         cli_error("annotate: %s needs a value (see 'easel annotate --help')", argv[*i]);
         return NULL;
     }
     return argv[++*i];
+}
+
+int cli_tui_option(const char *a) {
+    return strcmp(a, "--graphics") == 0 || strcmp(a, "--theme") == 0 || strcmp(a, "--plot") == 0;
+}
+
+/* The option ARGV[*I] of the TUI's look into CFG (taking its value). Returns 1 when it was
+ * one, 0 when not, -1 after an error. */
+static int take_tui_option(AppConfig *cfg, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    const char **dst = strcmp(a, "--graphics") == 0 ? &cfg->graphics
+                       : strcmp(a, "--theme") == 0  ? &cfg->theme
+                       : strcmp(a, "--plot") == 0   ? &cfg->plot
+                                                    : NULL;
+    if (!dst)
+        return 0;
+    return (*dst = need_value(argc, argv, i)) ? 1 : -1;
+}
+
+/* The values of the TUI options that the CLI can check before the terminal is taken. */
+static int check_tui_options(const AppConfig *cfg) {
+    if (cfg->graphics && strcmp(cfg->graphics, "sixel") && strcmp(cfg->graphics, "blocks") &&
+        strcmp(cfg->graphics, "ascii") && strcmp(cfg->graphics, "none")) {
+        cli_error("--graphics %s: unknown mode (use sixel, blocks, ascii or none)", cfg->graphics);
+        return 2;
+    }
+    if (cfg->plot && strcmp(cfg->plot, "braille") && strcmp(cfg->plot, "blocks") &&
+        strcmp(cfg->plot, "ascii") && strcmp(cfg->plot, "auto")) {
+        cli_error("--plot %s: unknown (use braille, blocks, ascii or auto)", cfg->plot);
+        return 2;
+    }
+    if (cfg->theme && !*cfg->theme) {
+        cli_error("--theme needs a name (light, dark, high-contrast) or a .theme file");
+        return 2;
+    }
+    return 0;
+}
+
+int cli_tui_main(const CliGlobal *g, int argc, char **argv) {
+    AppConfig cfg = {0};
+    cfg.db_path = g->db_path;
+    cfg.annotator = g->annotator;
+    for (int i = 0; i < argc; i++) {
+        int r = take_tui_option(&cfg, argc, argv, &i);
+        if (r < 0)
+            return 2;
+        if (r == 0 && strcmp(argv[i], "--db") == 0 && i + 1 < argc) {
+            cfg.db_path = argv[++i];
+        } else if (r == 0) {
+            cli_error("unknown option '%s' (see 'easel --help'; the TUI takes --graphics, "
+                      "--theme and --plot)", argv[i]);
+            return 2;
+        }
+    }
+    if (check_tui_options(&cfg))
+        return 2;
+    return run_app(&cfg);
 }
 
 int cli_annotate_main(const CliGlobal *g, int argc, char **argv) {
@@ -66,9 +125,12 @@ int cli_annotate_main(const CliGlobal *g, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = NULL;
-        if (strcmp(a, "--graphics") == 0)
-            dst = &cfg.graphics;
-        else if (strcmp(a, "--order") == 0)
+        int r = take_tui_option(&cfg, argc, argv, &i);
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        if (strcmp(a, "--order") == 0)
             dst = &cfg.order;
         else if (strcmp(a, "--prompt") == 0)
             dst = &cfg.prompt_filter;
@@ -102,11 +164,7 @@ int cli_annotate_main(const CliGlobal *g, int argc, char **argv) {
     AnnotateOrder order;
     if (cfg.order && store_annotate_order_parse(cfg.order, &order, &err))
         return cli_fail(&err);
-    if (cfg.graphics && strcmp(cfg.graphics, "sixel") && strcmp(cfg.graphics, "blocks") &&
-        strcmp(cfg.graphics, "ascii") && strcmp(cfg.graphics, "none")) {
-        cli_error("annotate: --graphics %s: unknown mode (use sixel, blocks, ascii or none)",
-                  cfg.graphics);
+    if (check_tui_options(&cfg))
         return 2;
-    }
     return run_app(&cfg);
 }

@@ -17,7 +17,9 @@ static void usage(FILE *f) {
                "  --annotator NAME  who is rating (default $EASEL_ANNOTATOR, else your login\n"
                "                 name); before or after the command\n"
                "  -h, --help     this text; 'easel COMMAND --help' for a command\n"
-               "  --version      print the version\n\n"
+               "  --version      print the version\n"
+               "  --graphics MODE, --theme NAME, --plot GLYPHS  the TUI's look (see 'easel\n"
+               "                 annotate --help')\n\n"
                "commands:\n");
     for (const CliCommand *c = cli_commands; c->name; c++)
         fprintf(f, "  %-12s %s\n", c->name, c->summary);
@@ -80,15 +82,15 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "--version") == 0) {
             printf("easel %s\n", EASEL_VERSION);
             return 0;
-        } else if (a[0] == '-') {
+        } else if (a[0] == '-' && !cli_tui_option(a)) {
             cli_error("unknown option '%s' (see 'easel --help')", a);
             return 2;
         } else {
             break;
         }
     }
-    if (i >= argc)
-        return cli_tui_main(&g); /* no command: the TUI on --db */
+    if (i >= argc || argv[i][0] == '-') /* no command: the TUI on --db, with its options */
+        return cli_tui_main(&g, argc - i, argv + i);
     const CliCommand *c = cli_find(argv[i]);
     if (!c) {
         cli_error("unknown command '%s' (see 'easel --help')", argv[i]);

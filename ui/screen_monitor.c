@@ -21,6 +21,7 @@
 #include "base.h"
 #include "monitor_plot.h"
 #include "screen.h"
+#include "theme.h"
 #include "store_runs.h"
 
 #define N_PANELS 6 /* five heads + combined */
@@ -55,7 +56,6 @@ typedef struct Monitor {
     int page;              /* 0 loss, 1 acc, 2 f1 */
     int ema;               /* index into ema_levels */
     int log_y;
-    PlotGlyphs glyphs;
     int picking;           /* 0 none, 1 main run, 2 compare run */
     StoreRun *list;
     size_t n_list;
@@ -185,7 +185,6 @@ static void list_refresh(Monitor *m, Store *st) {
 static void *monitor_init(App *app, Err *err) {
     (void)err;
     Monitor *m = xcalloc(1, sizeof *m);
-    m->glyphs = PLOT_BRAILLE;
     m->ema = 1;
     Store *st = app_store(app);
     const char *want = getenv("EASEL_MONITOR_RUN");
@@ -311,7 +310,7 @@ static void draw_panel(Monitor *m, int idx, PlotRect pr) {
             range.y0 = 0, range.y1 = 1;
     }
     PlotCanvas c;
-    plot_canvas_init(&c, cw, ch, m->glyphs);
+    plot_canvas_init(&c, cw, ch, (PlotGlyphs)theme_plot());
     /* draw compare curves first, so the main run wins cells both touch */
     for (int k = n - 1; k >= 0; k--)
         plot_canvas_series(&c, &range, &ps[k]);
@@ -420,7 +419,9 @@ static void draw_side(Monitor *m, PlotRect pr) {
             char bar[3 * 64 + 1];
             ui_putf(y, x, 9, A_NORMAL, "%s", panel_names[h]);
             if (bw > 0)
-                ui_put(y, x + 9, bw, ui_attr(UI_C_ACCENT), plot_bar(imp[h], bw < 64 ? bw : 64, bar));
+                ui_put(y, x + 9, bw, ui_attr(UI_C_ACCENT),
+                       theme_plot() == THEME_PLOT_ASCII ? plot_bar_ascii(imp[h], bw < 64 ? bw : 64, bar)
+                                                        : plot_bar(imp[h], bw < 64 ? bw : 64, bar));
             ui_putf(y++, x + 9 + (bw > 0 ? bw : 0) + 1, 6, A_NORMAL, "%.3f", imp[h]);
         }
     }
@@ -548,7 +549,8 @@ static int monitor_key(void *p, App *app, int ch) {
         m->log_y = !m->log_y;
         return SCREEN_KEY_HANDLED;
     case 'b':
-        m->glyphs = m->glyphs == PLOT_BRAILLE ? PLOT_BLOCKS : PLOT_BRAILLE;
+        theme_plot_set(theme_plot_next(theme_plot()));
+        app_status(app, "plots in %s", theme_plot_name(theme_plot()));
         return SCREEN_KEY_HANDLED;
     case 'r':
     case 'c':
@@ -564,7 +566,7 @@ static const ScreenKey monitor_keys[] = {
     {"l / a / f", "plot loss / accuracy / F1"},
     {"e", "cycle EMA smoothing (0, 0.6, 0.9, 0.97)"},
     {"g", "toggle log scale on the y axis"},
-    {"b", "braille or block characters"},
+    {"b", "plot glyphs: braille, blocks, ASCII in turn"},
     {"r", "pick the run to show"},
     {"c", "compare with a second run (x in the list: stop comparing)"},
     {NULL, NULL},
