@@ -5,7 +5,8 @@
 #   make demo-reset discard the demo workspace's ratings, jobs and runs and rebuild it
 #   make test       build and run every test; ends with "N passed, N failed, N skipped"
 #   make test SAN=1 the same under AddressSanitizer + UBSan (also: make asan)
-#   make test-reference  CLIP against open_clip on a ViT-B/32-shaped model (needs torch)
+#   make test-reference  CLIP against open_clip on a ViT-B/32-shaped model (needs torch: the
+#                   python3 of build/venv when make bench has made it)
 #   make test-gpu   GPU tests on a machine with a CUDA device (skipped with a reason otherwise)
 #   make bench      benchmarks, one line per result against a named peer (installs the Python
 #                   peers into build/venv on first use)
@@ -215,7 +216,7 @@ asan:
 # CLIP against open_clip on a ViT-B/32-shaped random model made on demand (needs torch and
 # open_clip_torch from pip; the model, about 1 GB, goes to build/clip-ref, never committed).
 test-reference: $(BUILD)/tests/test_clip_reference
-	@python3 tests/clip/make_fixtures.py --reference build/clip-ref
+	@$(if $(wildcard build/venv/bin/python3),build/venv/bin/python3,python3) tests/clip/make_fixtures.py --reference build/clip-ref
 	@EASEL_CLIP_REF=build/clip-ref $(BUILD)/tests/test_clip_reference --verbose=1
 
 test-gpu: bin/easel $(TEST_BIN)
