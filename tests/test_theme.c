@@ -168,10 +168,9 @@ Test(theme, the_old_colours_fail_the_legibility_check) {
 
 Test(theme, nothing_is_carried_by_colour_alone) {
     use_repo_assets();
-    /* roles that mark something (the selection, the tab, headings, states) carry an attribute
-     * as well: bold, underline or reverse, or sit on a band of their own */
-    const UiColor marks[] = {UI_C_TITLE, UI_C_TAB, UI_C_ACCENT, UI_C_SELECT, UI_C_GOOD,
-                             UI_C_WARN, UI_C_BAD};
+    /* roles that mark something (the selection, the tab, states) carry an attribute as well:
+     * bold, underline or reverse, or sit on a band of their own */
+    const UiColor marks[] = {UI_C_TITLE, UI_C_TAB, UI_C_SELECT, UI_C_GOOD, UI_C_WARN, UI_C_BAD};
     for (size_t i = 0; i < ARRAY_LEN(themes); i++) {
         Theme t;
         load(themes[i], &t);
@@ -181,6 +180,17 @@ Test(theme, nothing_is_carried_by_colour_alone) {
                 int has = (s.attrs & (THEME_BOLD | THEME_UNDERLINE | THEME_REVERSE)) ||
                           s.bg.kind != THEME_COLOR_DEFAULT;
                 cr_assert(has, "%s: role %d at depth %d is colour only", themes[i], marks[k], d);
+            }
+        /* no role but secondary text is grey without an attribute */
+        for (int d = 0; d < THEME_DEPTHS; d++)
+            for (int c = 1; c < UI_C_COUNT; c++) {
+                ThemeStyle s = theme_resolve(&t, (ThemeDepth)d, (UiColor)c);
+                if (c == UI_C_DIM || s.fg.kind == THEME_COLOR_DEFAULT || s.attrs ||
+                    s.bg.kind != THEME_COLOR_DEFAULT)
+                    continue;
+                uint32_t rgb = s.fg.kind == THEME_COLOR_RGB ? s.fg.v : theme_index_rgb((int)s.fg.v);
+                int grey = (rgb >> 16 & 255) == (rgb >> 8 & 255) && (rgb >> 8 & 255) == (rgb & 255);
+                cr_assert(!grey, "%s: role %d at depth %d is grey alone", themes[i], c, d);
             }
         /* the selection differs from the warning and the error by more than colour */
         ThemeStyle sel = theme_resolve(&t, THEME_DEPTH_8, UI_C_SELECT);

@@ -470,9 +470,12 @@ static void monitor_draw(void *p, App *app, UiRect r) {
              m->main.run.name, m->main.run.state, page_titles[m->page], ema_levels[m->ema],
              m->log_y ? "log y" : "linear y", m->cmp.have ? "  comparing (c)" : "");
     ui_put(r.y + l.header.y, r.x, r.w, ui_attr(UI_C_ACCENT), hdr);
-    ui_putf(r.y + 1, r.x, r.w, ui_attr(UI_C_DIM),
-            "%s train  %s val%s", "\xE2\x94\x80", "\xE2\x94\x80",
-            m->cmp.have ? "   dim/yellow: compared run" : "");
+    /* the legend, each entry in its series' colour (and -- in ASCII plots) */
+    const char *line = theme_plot() == THEME_PLOT_ASCII ? "--" : "\xE2\x94\x80\xE2\x94\x80";
+    static const char *const names[] = {"train", "val", "compared train", "compared val"};
+    int lx = r.x;
+    for (int k = 0; k < (m->cmp.have ? 4 : 2); k++)
+        lx += ui_putf(r.y + 1, lx, r.x + r.w - lx, series_attr(k + 1), "%s %s   ", line, names[k]);
     for (int i = 0; i < n; i++) {
         PlotRect pr = l.plots[i];
         pr.y += r.y;
