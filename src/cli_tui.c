@@ -102,6 +102,10 @@ int cli_tui_main(const CliGlobal *g, int argc, char **argv) {
             return 2;
         if (r == 0 && strcmp(argv[i], "--db") == 0 && i + 1 < argc) {
             cfg.db_path = argv[++i];
+        } else if (r == 0 && argv[i][0] != '-') {
+            cli_error("'%s': --graphics, --theme and --plot are options of the TUI ('easel' "
+                      "alone or 'easel annotate'), not of commands", argv[i]);
+            return 2;
         } else if (r == 0) {
             cli_error("unknown option '%s' (see 'easel --help'; the TUI takes --graphics, "
                       "--theme and --plot)", argv[i]);

@@ -349,6 +349,18 @@ Test(theme_tui, a_bad_theme_file_is_refused_with_its_line) {
     support_tmux_wait_for(sock, "exited 1");
 }
 
+Test(theme_tui, a_fifo_as_theme_is_refused_not_waited_on) {
+    cr_assert_eq(cli("mkfifo fifo.theme"), 0, "%s", out);
+    tui_start("", "--theme ./fifo.theme");
+    support_tmux_wait_for(sock, "a theme must be a regular file");
+    support_tmux_wait_for(sock, "exited 1");
+}
+
+Test(theme_tui, tui_options_are_not_options_of_commands) {
+    cr_assert_eq(cli("%s --db t.db --theme dark status", easel), 2, "%s", out);
+    cr_assert(strstr(out, "options of the TUI"), "%s", out);
+}
+
 Test(theme_tui, an_unknown_theme_lists_the_themes) {
     tui_start("", "annotate --theme nosuch");
     support_tmux_wait_for(sock, "unknown theme 'nosuch'");

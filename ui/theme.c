@@ -16,6 +16,7 @@
 
 #include "assets.h"
 #include "base.h"
+#include "infile.h"
 #include "log.h"
 
 /* ---- colours ------------------------------------------------------------------------------ */
@@ -334,14 +335,11 @@ int theme_load(Theme *t, const char *name, Err *err) {
     int rc;
     if (strchr(name, '/')) {
         path = xstrdup(name);
-        FILE *f = fopen(path, "r");
-        if (!f) {
-            rc = err_set(err, ERR_NOTFOUND, "theme %s: cannot read it", path);
+        unsigned char *buf = NULL;
+        size_t len = 0;
+        if ((rc = infile_read_all(path, "theme", 1 << 20, &buf, &len, err)))
             goto out;
-        }
-        size_t cap = 1 << 16, n = fread((text = xmalloc(cap)), 1, cap - 1, f);
-        text[n] = '\0';
-        fclose(f);
+        text = (char *)buf;
     } else {
         for (const char *c = name; *c; c++)
             if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_') {
