@@ -655,7 +655,8 @@ int theme_help(const char *screen, const ScreenKey **out) {
         if (n)
             lines[n++] = (ScreenKey){"", ""};
     }
-    snprintf(plot_line, sizeof plot_line, "%s (easel --plot braille|blocks|ascii)",
+    snprintf(plot_line, sizeof plot_line,
+             "%s (easel --plot braille|blocks|ascii; b on a plot screen: the next of them)",
              theme_plot_name(cur_plot));
     snprintf(theme_line, sizeof theme_line, "%s, %s colours: %s", cur.name[0] ? cur.name : "built-in",
              !have_colors                   ? "no"
