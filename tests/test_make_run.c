@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "support.h"
 
@@ -33,10 +34,10 @@ static void setup(void) {
     cr_assert_not_null(realpath(".", root));
     support_tmpdir_make(dir, sizeof dir, "makerun");
     snprintf(db, sizeof db, "%s/data/demo.db", dir);
-    cr_assert_eq(run("mkdir -p build/bin data && cp '%s/Makefile' . && "
+    cr_assert_eq(run("mkdir -p build/bin data && cp '%s/Makefile' . && cp -r '%s/assets' . && "
                      "cp -r '%s/data/images' '%s/data/prompts.csv' '%s/data/multihead_ratings.csv' "
                      "data/ && cp '%s' build/bin/easel && touch build/.deps-ok",
-                     root, root, root, root, easel),
+                     root, root, root, root, root, easel),
                  0, "%s", out);
     cr_assert_eq(run(MAKE "demo"), 0, "%s", out);
     cr_assert(strstr(out, "demo workspace data/demo.db ready"), "%s", out);
@@ -97,4 +98,24 @@ Test(make_run, demo_reset_says_what_it_discards_and_keeps_a_copy) {
     snprintf(bak, sizeof bak, "%s.bak", db);
     cr_assert_eq(support_sql_num(bak, "SELECT count(*) FROM ratings"), all,
                  "the old store is not in data/demo.db.bak");
+}
+
+Test(make_run, install_puts_the_assets_where_the_installed_binary_finds_them) {
+    cr_assert_eq(run(MAKE "install PREFIX=/opt/e DESTDIR=%s/inst", dir), 0, "%s", out);
+    cr_assert_eq(run("test -x inst/opt/e/bin/easel && test -f inst/opt/e/share/easel/themes/light.theme "
+                     "&& test -f inst/opt/e/share/easel/rubrics/spatial.txt && "
+                     "test -f inst/opt/e/share/easel/help/annotate.txt"),
+                 0, "%s", out);
+    if (support_sh("command -v tmux >/dev/null") != 0)
+        cr_skip_test("tmux is not installed: the installed TUI was not started");
+    /* the installed binary, moved away from the build tree, finds ../share/easel */
+    char sock[64];
+    snprintf(sock, sizeof sock, "easel-makerun-%d", (int)getpid());
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 110 -y 50 'env -u "
+                            "EASEL_ASSETS inst/opt/e/bin/easel --db data/demo.db --theme light; "
+                            "echo exited $?; sleep 30'", dir, sock), 0);
+    support_tmux_wait_for(sock, "Annotate");
+    support_sh("tmux -L %s send-keys -t e '?'", sock);
+    support_tmux_wait_for(sock, "light, ");
+    support_sh("tmux -L %s kill-server 2>/dev/null", sock);
 }
