@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Runs each benchmark binary given; each prints lines of the form
 #   bench NAME: R.RRx vs PEER (ours A unit, peer B unit)
-# The Python peers run with the python3 of $EASEL_BENCH_VENV (build/venv, made by
-# bench/venv.sh from `make bench`), put first on PATH; without it, with the system's python3.
+# The Python peers run with the python3 of $EASEL_BENCH_VENV (default build/venv, made by
+# bench/venv.sh from `make bench`), put first on PATH; set but empty: the system's python3.
 set -u
-venv=${EASEL_BENCH_VENV:-build/venv}
-if [ -x "$venv/bin/python3" ]; then
+venv=${EASEL_BENCH_VENV-build/venv}
+if [ -n "$venv" ] && [ -x "$venv/bin/python3" ]; then
     export VIRTUAL_ENV=$(cd "$venv" && pwd)
     export PATH="$VIRTUAL_ENV/bin:$PATH"
-else
-    echo "bench: no Python peers in $venv (make bench installs them); using $(command -v python3 || echo 'no python3')" >&2
+elif [ -n "$venv" ]; then
+    echo "bench: no Python peers in $venv (make bench installs them); using" \
+         "$(command -v python3 || echo 'no python3')" >&2
 fi
 rc=0
 for bin in "$@"; do "$bin" || rc=1; done

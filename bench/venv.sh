@@ -21,8 +21,8 @@ fi
 fail() {
     echo "easel: $1" >&2
     if [ -s "$log" ]; then echo "easel: the last lines of $log:" >&2; tail -n 15 "$log" >&2; fi
-    echo "easel: fix the cause and run make bench again (it resumes where it stopped);" \
-         "the C benchmarks alone: bash bench/run_all.sh build/bench/bench_*" >&2
+    echo "easel: fix the cause and run make bench again to install them (it resumes where it" \
+         "stopped)" >&2
     exit 1
 }
 
@@ -35,12 +35,12 @@ if [ ! -x "$venv/bin/python" ]; then
     "$py" -m venv "$venv" >>"$log" 2>&1 ||
         fail "$py -m venv $venv failed (on Debian: apt-get install python3-venv)"
 fi
-pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+pip=("$venv/bin/python" -m pip --disable-pip-version-check --timeout 60 --retries 2)
 
 # torch: the CPU-only wheel when the PyTorch index answers, else PyPI's default build.
 if ! "$venv/bin/python" -c 'import torch' >/dev/null 2>&1; then
     echo "easel: installing torch (CPU build from download.pytorch.org/whl/cpu)" >&2
-    if ! "${pip[@]}" install --timeout 30 --retries 1 --index-url https://download.pytorch.org/whl/cpu \
+    if ! "${pip[@]}" install --timeout 20 --retries 1 --index-url https://download.pytorch.org/whl/cpu \
             torch >>"$log" 2>&1; then
         echo "easel: the PyTorch CPU index did not answer; installing torch from PyPI instead" \
              "(a larger download)" >&2
