@@ -373,3 +373,31 @@ Test(theme_tui, a_bad_plot_is_a_usage_error) {
     cr_assert(strstr(out, "--plot dots: unknown"), "%s", out);
     cr_assert_eq(cli("%s --db t.db annotate --plot", easel), 2, "%s", out);
 }
+
+/* In a real xterm (under Xvfb), which answers OSC 11: light on xterm's default white, dark
+ * on -bg black, without --theme or $EASEL_THEME. */
+Test(theme_tui, xterm_background_picks_light_or_dark) {
+    if (support_sh("command -v Xvfb >/dev/null && command -v xterm >/dev/null") != 0)
+        cr_skip_test("Xvfb and xterm are needed (the Makefile's DEB_TEST installs them)");
+    int rc = cli("exec 3>dpy; timeout 30 Xvfb -displayfd 3 -screen 0 800x600x24 -nolisten tcp "
+                 ">/dev/null 2>&1 & xv=$!; exec 3>&-\n"
+                 "for i in $(seq 100); do [ -s dpy ] && break; sleep 0.1; done\n"
+                 "shot() {\n"
+                 "  rm -f $1.log\n"
+                 "  env -u EASEL_THEME EASEL_LOG=$PWD/$1.log timeout 20 xterm -display :$(cat dpy) "
+                 "-geometry 100x30 $2 -e %s --db t.db annotate >/dev/null 2>&1 & x=$!\n"
+                 "  for i in $(seq 150); do grep -q 'ui: theme' $1.log 2>/dev/null && break; "
+                 "sleep 0.1; done\n"
+                 "  kill $x 2>/dev/null; wait $x 2>/dev/null\n"
+                 "  grep -h 'ui: theme' $1.log\n"
+                 "}\n"
+                 "shot white ''; shot black '-bg black -fg white'\n"
+                 "kill $xv 2>/dev/null; wait $xv 2>/dev/null; true",
+                 easel);
+    cr_assert_eq(rc, 0, "%s", out);
+    const char *w = strstr(out, "ui: theme"), *b = w ? strstr(w + 1, "ui: theme") : NULL;
+    cr_assert(w && b, "easel did not log its theme twice: %s", out);
+    cr_log_info("%s", out);
+    cr_assert(strncmp(w, "ui: theme light (the terminal's background is light)", 52) == 0, "%s", out);
+    cr_assert(strncmp(b, "ui: theme dark (the terminal's background is dark)", 50) == 0, "%s", out);
+}
