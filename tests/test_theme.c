@@ -110,8 +110,9 @@ static void shown(const ThemeStyle *s, ThemeDepth depth, uint32_t bg, uint32_t f
     uint32_t f = fg, b = bg;
     if (s->fg.kind != THEME_COLOR_DEFAULT) {
         int i = (int)s->fg.v;
-        if (depth == THEME_DEPTH_8 && (s->attrs & THEME_BOLD) && i < 8)
-            i += 8; /* xterm shows bold colours 0..7 bright */
+        if (depth != THEME_DEPTH_RGB && s->fg.kind == THEME_COLOR_INDEX &&
+            (s->attrs & THEME_BOLD) && i < 8)
+            i += 8; /* xterm shows bold colours 0..7 bright (true colour avoids 0..7) */
         f = s->fg.kind == THEME_COLOR_RGB ? s->fg.v : theme_index_rgb(i);
     }
     if (s->bg.kind != THEME_COLOR_DEFAULT)

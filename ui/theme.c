@@ -569,6 +569,10 @@ static int color_number(ThemeColor c) {
         return -1;
     if (cur_depth == THEME_DEPTH_8)
         return theme_to_ansi(c, COLORS);
+    /* direct colour: values 0..7 are the ANSI palette there (and bold turns them bright,
+     * black into grey), so near-black stands in for them */
+    if (cur_depth == THEME_DEPTH_RGB && c.v < 8)
+        return 0x010101;
     return (int)c.v;
 }
 
