@@ -13,9 +13,9 @@
 #define TUI_OPTIONS_HELP                                                                    \
     "  --graphics MODE    sixel | blocks | ascii | none (default: probe the terminal;\n"   \
     "                     blocks inside tmux or screen)\n"                                  \
-    "  --theme NAME       colours: light, dark, high-contrast (assets/themes/), or a\n"    \
-    "                     .theme file (default $EASEL_THEME, else light or dark from\n"    \
-    "                     the terminal's background)\n"                                    \
+    "  --theme NAME       colours: light, dark, safe, high-contrast (assets/themes/),\n"   \
+    "                     or a .theme file (default $EASEL_THEME, else light or dark\n"    \
+    "                     from the terminal's background, else safe)\n"                    \
     "  --plot GLYPHS      braille | blocks | ascii (for fonts without braille or box\n"    \
     "                     glyphs) | auto (default: braille in a UTF-8 locale)\n"
 
@@ -86,7 +86,7 @@ static int check_tui_options(const AppConfig *cfg) {
         return 2;
     }
     if (cfg->theme && !*cfg->theme) {
-        cli_error("--theme needs a name (light, dark, high-contrast) or a .theme file");
+        cli_error("--theme needs a name (light, dark, safe, high-contrast) or a .theme file");
         return 2;
     }
     return 0;

@@ -18,7 +18,7 @@
 #define WHITE 0xffffffu
 #define BLACK 0x000000u
 
-static const char *const themes[] = {"dark", "light", "high-contrast"};
+static const char *const themes[] = {"safe", "dark", "light", "high-contrast"};
 
 static void use_repo_assets(void) {
     char real[4096];
@@ -79,15 +79,15 @@ Test(theme, colour_maths) {
     cr_assert_float_eq(theme_contrast(WHITE, BLACK), 21.0, 1e-9);
 }
 
-Test(theme, the_builtin_theme_is_assets_dark) {
+Test(theme, the_builtin_theme_is_assets_safe) {
     use_repo_assets();
     Theme a, b;
-    load("dark", &a);
+    load("safe", &a);
     theme_builtin(&b);
     for (int d = 0; d < THEME_DEPTHS; d++)
         for (int c = 1; c < UI_C_COUNT; c++)
             cr_assert(memcmp(&a.style[d][c], &b.style[d][c], sizeof(ThemeStyle)) == 0,
-                      "role %d depth %d differs between the built-in theme and dark.theme", c, d);
+                      "role %d depth %d differs between the built-in theme and safe.theme", c, d);
 }
 
 Test(theme, unknown_theme_lists_the_themes) {
@@ -146,12 +146,13 @@ Test(theme, every_role_reads_on_white_and_on_black) {
     for (size_t i = 0; i < ARRAY_LEN(themes); i++) {
         Theme t;
         load(themes[i], &t);
-        int light = strcmp(themes[i], "light") == 0;
+        /* light is for white terminals, dark for black ones; safe (the fallback) and
+         * high-contrast for both */
+        int light = strcmp(themes[i], "light") == 0, dark = strcmp(themes[i], "dark") == 0;
         for (int d = 0; d < THEME_DEPTHS; d++)
             for (int c = 1; c < UI_C_COUNT; c++) {
-                /* light is for white terminals; dark (the fallback) and high-contrast for both */
-                double r = worst_contrast(&t, (ThemeDepth)d, (UiColor)c, 1, !light);
-                cr_assert(r >= (light ? 4.5 : 3.5),
+                double r = worst_contrast(&t, (ThemeDepth)d, (UiColor)c, !dark, !light);
+                cr_assert(r >= (light || dark ? 4.5 : 3.5),
                           "%s: role %d at depth %d has contrast %.2f", themes[i], c, d, r);
             }
     }
@@ -322,6 +323,17 @@ Test(theme_tui, help_says_which_plots_and_theme) {
     support_tmux_wait_for(sock, " colours: chosen by --theme");
     support_tmux_wait_for(sock, "high-contrast"); /* the others are listed */
     support_tmux_wait_for(sock, "Rate each of the five aspects"); /* assets/help/annotate.txt */
+}
+
+Test(theme_tui, a_terminal_that_does_not_say_its_background_gets_safe_colours) {
+    tui_start("-u COLORFGBG -u EASEL_THEME", "");
+    support_tmux_wait_for(sock, "Annotate");
+    cr_assert_eq(support_sh("tmux -L %s send-keys -t e '?'", sock), 0);
+    support_tmux_wait_for(sock, "theme           ");
+    if (strstr(support_tmux_capture(sock), "the terminal's background is"))
+        cr_skip_test("this tmux answers OSC 11 itself");
+    support_tmux_wait_for(sock, "theme           safe, ");
+    support_tmux_wait_for(sock, "did not say its background");
 }
 
 Test(theme_tui, theme_from_the_environment_and_plots_by_locale) {

@@ -269,9 +269,9 @@ int theme_parse(Theme *t, const char *text, const char *file, Err *err) {
     return rc;
 }
 
-/* The built-in theme: the same as assets/themes/dark.theme (tests/test_theme.c checks). */
+/* The built-in theme: the same as assets/themes/safe.theme (tests/test_theme.c checks). */
 static const char builtin_text[] =
-    "name = dark\n"
+    "name = safe\n"
     "title = #ffffff on #1c4f80 bold\n"
     "tab = #000000 on #f0b030 bold\n"
     "status = reverse\n"
@@ -546,8 +546,8 @@ int theme_setup(const char *name, const char *plot, int fd, int utf8, Err *err) 
                             : "$COLORFGBG says the background is dark";
         }
         if (light < 0)
-            why = "the terminal did not say its background: colours that read on white too";
-        name = light > 0 ? "light" : "dark";
+            why = "the terminal did not say its background: colours that read on both";
+        name = light > 0 ? "light" : light == 0 ? "dark" : "safe";
         Err e = {0};
         if (theme_load(&cur, name, &e) != 0) {
             log_warn("ui: %s; using the built-in theme", e.msg);

@@ -9,8 +9,8 @@
  * carry meaning (the selection is reverse or bold, headings bold), so nothing depends on grey.
  *
  * Which theme: --theme NAME (or a path to a .theme file), else $EASEL_THEME, else "light" or
- * "dark" from the terminal's answer to OSC 11 (its background colour), else "dark", whose
- * colours are chosen to read on a white background too.
+ * "dark" from the terminal's answer to OSC 11 (its background colour), else "safe", whose
+ * colours read on black and on white alike (it is also built in, for a missing assets/).
  *
  * Plots: braille (2x4 dots a cell), blocks (eighth / half blocks) or ascii (for fonts
  * without braille or box glyphs): --plot, else braille when the locale is UTF-8, else ascii.
@@ -64,7 +64,7 @@ int theme_parse(Theme *t, const char *text, const char *file, Err *err);
  * bright-NAME (8..15), a palette index 0..255 or #rrggbb. Returns 0 or -1. */
 int theme_color_parse(const char *s, ThemeColor *c);
 
-/* The built-in theme (the same colours as assets/themes/dark.theme), used when the assets
+/* The built-in theme (the same colours as assets/themes/safe.theme), used when the assets
  * folder is missing. */
 void theme_builtin(Theme *t);
 
