@@ -17,7 +17,8 @@
     "                     or a .theme file (default $EASEL_THEME, else light or dark\n"    \
     "                     from the terminal's background, else safe)\n"                    \
     "  --plot GLYPHS      braille | blocks | ascii (for fonts without braille or box\n"    \
-    "                     glyphs) | auto (default: braille in a UTF-8 locale)\n"
+    "                     glyphs) | auto (default $EASEL_PLOT, else braille in a UTF-8\n"  \
+    "                     locale)\n"
 
 static void annotate_usage(void) {
     printf("usage: easel [--db PATH] annotate [--annotator NAME] [--graphics MODE]\n"

@@ -337,7 +337,7 @@ Test(theme_tui, a_terminal_that_does_not_say_its_background_gets_safe_colours) {
 }
 
 Test(theme_tui, theme_from_the_environment_and_plots_by_locale) {
-    tui_start("LANG=C LC_ALL=C EASEL_THEME=high-contrast", "");
+    tui_start("-u EASEL_PLOT LANG=C LC_ALL=C EASEL_THEME=high-contrast", "");
     support_tmux_wait_for(sock, "Annotate");
     cr_assert_eq(support_sh("tmux -L %s send-keys -t e '?'", sock), 0);
     support_tmux_wait_for(sock, "theme           high-contrast, ");
@@ -379,6 +379,13 @@ Test(theme_tui, an_unknown_theme_lists_the_themes) {
     support_tmux_wait_for(sock, "unknown theme 'nosuch'");
     support_tmux_wait_for(sock, "high-contrast");
     support_tmux_wait_for(sock, "exited 1");
+}
+
+Test(theme_tui, plots_from_the_environment) {
+    tui_start("EASEL_PLOT=blocks", "monitor");
+    support_tmux_wait_for(sock, "Monitor");
+    cr_assert_eq(support_sh("tmux -L %s send-keys -t e '?'", sock), 0);
+    support_tmux_wait_for(sock, "blocks (easel --plot");
 }
 
 Test(theme_tui, a_bad_plot_is_a_usage_error) {

@@ -521,6 +521,11 @@ static ThemePlot cur_plot = THEME_PLOT_BRAILLE;
 static char cur_why[96];
 
 int theme_setup(const char *name, const char *plot, int fd, int utf8, Err *err) {
+    const char *plot_from = "--plot";
+    if (!plot || !*plot) {
+        plot = getenv("EASEL_PLOT");
+        plot_from = "$EASEL_PLOT";
+    }
     if (!plot || !*plot || strcmp(plot, "auto") == 0)
         cur_plot = utf8 ? THEME_PLOT_BRAILLE : THEME_PLOT_ASCII;
     else if (strcmp(plot, "braille") == 0)
@@ -530,8 +535,8 @@ int theme_setup(const char *name, const char *plot, int fd, int utf8, Err *err) 
     else if (strcmp(plot, "ascii") == 0)
         cur_plot = THEME_PLOT_ASCII;
     else
-        return err_set(err, ERR_USAGE, "--plot %s: unknown (use braille, blocks, ascii or auto)",
-                       plot);
+        return err_set(err, ERR_USAGE, "%s %s: unknown (use braille, blocks, ascii or auto)",
+                       plot_from, plot);
     const char *why = "chosen by --theme";
     if (!name || !*name) {
         name = getenv("EASEL_THEME");

@@ -13,7 +13,8 @@
  * colours read on black and on white alike (it is also built in, for a missing assets/).
  *
  * Plots: braille (2x4 dots a cell), blocks (eighth / half blocks) or ascii (for fonts
- * without braille or box glyphs): --plot, else braille when the locale is UTF-8, else ascii.
+ * without braille or box glyphs): --plot, else $EASEL_PLOT, else braille when the locale is
+ * UTF-8, else ascii.
  *
  * UI thread only: the chosen theme and plot mode are process state, set once by theme_setup.
  */
@@ -97,7 +98,8 @@ typedef enum ThemePlot {
 } ThemePlot;
 
 /* Choose the theme (NAME: --theme, else $EASEL_THEME, else ask the terminal on FD) and the
- * plot glyphs (PLOT: --plot "braille" | "blocks" | "ascii" | "auto"/NULL; UTF8: the locale's).
+ * plot glyphs (PLOT: --plot "braille" | "blocks" | "ascii" | "auto", NULL: $EASEL_PLOT, else
+ * auto; UTF8: the locale's).
  * Before curses starts. Returns 0, or an error for an unknown or malformed theme or plot. */
 int theme_setup(const char *name, const char *plot, int fd, int utf8, Err *err);
 
