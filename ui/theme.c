@@ -213,7 +213,6 @@ static int parse_style(char *v, ThemeStyle *st, const char *file, int line, Err 
 int theme_parse(Theme *t, const char *text, const char *file, Err *err) {
     char *copy = xstrdup(text);
     int rc = 0, line = 0;
-    char *save = NULL;
     char *p = copy;
     while (p) {
         char *nl = strchr(p, '\n');
@@ -264,7 +263,6 @@ int theme_parse(Theme *t, const char *text, const char *file, Err *err) {
         if ((rc = parse_style(val, &t->style[d][role], file, line, err)))
             break;
     }
-    (void)save;
     free(copy);
     return rc;
 }
@@ -305,26 +303,34 @@ void theme_builtin(Theme *t) {
     ASSERT(rc == 0);
 }
 
-/* Names of the themes in the assets folder, comma separated, into BUF. */
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Names of the themes in the assets folder, sorted, comma separated, into BUF. */
 static void theme_names(char *buf, size_t n) {
     buf[0] = '\0';
     char *dir = assets_dir();
     char *tdir = dir ? xasprintf("%s/themes", dir) : NULL;
     DIR *d = tdir ? opendir(tdir) : NULL;
     struct dirent *e;
-    size_t used = 0;
-    while (d && (e = readdir(d))) {
+    char *names[64];
+    size_t k = 0;
+    while (d && k < ARRAY_LEN(names) && (e = readdir(d))) {
         size_t l = strlen(e->d_name);
-        if (l > 6 && strcmp(e->d_name + l - 6, ".theme") == 0) {
-            int k = snprintf(buf + used, n - used, "%s%.*s", used ? ", " : "", (int)(l - 6),
-                             e->d_name);
-            if (k < 0 || (size_t)k >= n - used)
-                break;
-            used += (size_t)k;
-        }
+        if (l > 6 && strcmp(e->d_name + l - 6, ".theme") == 0)
+            names[k++] = xasprintf("%.*s", (int)(l - 6), e->d_name);
     }
     if (d)
         closedir(d);
+    qsort(names, k, sizeof *names, cmp_str);
+    size_t used = 0;
+    for (size_t i = 0; i < k; i++) {
+        int w = snprintf(buf + used, n - used, "%s%s", used ? ", " : "", names[i]);
+        if (w > 0 && (size_t)w < n - used)
+            used += (size_t)w;
+        free(names[i]);
+    }
     free(tdir);
     free(dir);
 }
@@ -651,7 +657,7 @@ int theme_help(const char *screen, const ScreenKey **out) {
         rel[i] = (char)tolower((unsigned char)rel[i]);
     if (assets_read(rel, &text, NULL) == 0) {
         char *p = text;
-        while (p && *p && n < 60) {
+        while (p && *p && n < 58) { /* room for the blank line and the three below */
             char *nl = strchr(p, '\n');
             if (nl)
                 *nl = '\0';
