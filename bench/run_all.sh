@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs each benchmark binary given; each prints lines of the form
 #   bench NAME: R.RRx vs PEER (ours A unit, peer B unit)
+set -u
 # The Python peers run with the python3 of $EASEL_BENCH_VENV (default build/venv, made by
 # bench/venv.sh from `make bench`), put first on PATH; set but empty: the system's python3.
-set -u
 venv=${EASEL_BENCH_VENV-build/venv}
 if [ -n "$venv" ] && [ -x "$venv/bin/python3" ]; then
     export VIRTUAL_ENV=$(cd "$venv" && pwd)

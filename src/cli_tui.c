@@ -9,27 +9,17 @@
 #include "app.h"
 #include "store_annotate.h"
 
-/* The look of the TUI, for `easel` and `easel annotate`. */
-#define TUI_OPTIONS_HELP                                                                    \
-    "  --graphics MODE    sixel | blocks | ascii | none (default: probe the terminal;\n"   \
-    "                     blocks inside tmux or screen)\n"                                  \
-    "  --theme NAME       colours: light, dark, safe, high-contrast (assets/themes/),\n"   \
-    "                     or a .theme file (default $EASEL_THEME, else light or dark\n"    \
-    "                     from the terminal's background, else safe)\n"                    \
-    "  --plot GLYPHS      braille | blocks | ascii (for fonts without braille or box\n"    \
-    "                     glyphs) | auto (default $EASEL_PLOT, else braille in a UTF-8\n"  \
-    "                     locale)\n"
-
 static void annotate_usage(void) {
     printf("usage: easel [--db PATH] annotate [--annotator NAME] [--graphics MODE]\n"
            "                                  [--order ORDER] [--prompt ID] [--unrated]\n"
-           "                                  [--overlap N] [--theme NAME] [--plot GLYPHS]\n\n"
+           "                                  [--overlap N]\n\n"
            "Rate images on the five aspects in the terminal, the image shown inline.\n"
            "Opens the TUI on the Annotate screen ('easel' alone opens it too).\n\n"
            "options:\n"
            "  --annotator NAME   who is rating (default $EASEL_ANNOTATOR, else your login\n"
            "                     name); each annotator has a queue\n"
-           TUI_OPTIONS_HELP
+           "  --graphics MODE    sixel | blocks | ascii | none (default: probe the terminal;\n"
+           "                     blocks inside tmux or screen)\n"
            "  --order ORDER      fewest (default: fewest raters first, ties shuffled per\n"
            "                     annotator), id, prompt, random\n"
            "  --prompt ID        only images of prompt ID (the prompt_id of prompts.csv)\n"
@@ -55,6 +45,17 @@ static const char *need_value(int argc, char **argv, int *i) {
         return NULL;
     }
     return argv[++*i];
+}
+
+/* The rest of the TUI's look, for `easel` alone and `easel annotate` (after the usage). */
+static void tui_look_usage(void) {
+    printf("\nthe TUI's look (these also go with 'easel' alone):\n"
+           "  --theme NAME       colours: light, dark, safe, high-contrast (assets/themes/),\n"
+           "                     or a .theme file (default $EASEL_THEME, else light or dark\n"
+           "                     from the terminal's background, else safe)\n"
+           "  --plot GLYPHS      braille | blocks | ascii (for fonts without braille or box\n"
+           "                     glyphs) | auto (default $EASEL_PLOT, else braille in a UTF-8\n"
+           "                     locale)\n");
 }
 
 int cli_tui_option(const char *a) {
@@ -121,6 +122,7 @@ int cli_tui_main(const CliGlobal *g, int argc, char **argv) {
 int cli_annotate_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         annotate_usage();
+        tui_look_usage();
         return 0;
     }
     AppConfig cfg = {0};
