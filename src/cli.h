@@ -17,6 +17,9 @@ typedef struct CliGlobal {
     const char *program;   /* argv[0] */
     const char *annotator; /* global --annotator (before or after the command), else NULL;
                             * resolve with identity_annotator() */
+    const char *graphics;  /* the TUI's look given before any command (main.c takes them */
+    const char *theme;     /* out of argv; see cli_tui_option), else NULL */
+    const char *plot;
 } CliGlobal;
 
 typedef int (*CliRun)(const CliGlobal *g, int argc, char **argv);
@@ -57,10 +60,8 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
 int cli_export_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
 int cli_status_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
 int cli_annotate_main(const CliGlobal *g, int argc, char **argv);   /* cli_tui.c */
-/* No command: the TUI (cli_tui.c), with ARGV the options main() left: the TUI's look
- * (cli_tui_option: --graphics, --theme, --plot). */
-int cli_tui_main(const CliGlobal *g, int argc, char **argv);
-int cli_tui_option(const char *a);
+int cli_tui_main(const CliGlobal *g);   /* no command: the TUI (cli_tui.c) */
+int cli_tui_option(const char *a);      /* --graphics, --theme, --plot: the TUI's look */
 int cli_jobs_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
 int cli_worker_main(const CliGlobal *g, int argc, char **argv); /* src/cli_jobs.c */
 int cli_gpus_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */

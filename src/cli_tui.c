@@ -94,26 +94,13 @@ static int check_tui_options(const AppConfig *cfg) {
     return 0;
 }
 
-int cli_tui_main(const CliGlobal *g, int argc, char **argv) {
+int cli_tui_main(const CliGlobal *g) {
     AppConfig cfg = {0};
     cfg.db_path = g->db_path;
     cfg.annotator = g->annotator;
-    for (int i = 0; i < argc; i++) {
-        int r = take_tui_option(&cfg, argc, argv, &i);
-        if (r < 0)
-            return 2;
-        if (r == 0 && strcmp(argv[i], "--db") == 0 && i + 1 < argc) {
-            cfg.db_path = argv[++i];
-        } else if (r == 0 && argv[i][0] != '-') {
-            cli_error("'%s': --graphics, --theme and --plot are options of the TUI ('easel' "
-                      "alone or 'easel annotate'), not of commands", argv[i]);
-            return 2;
-        } else if (r == 0) {
-            cli_error("unknown option '%s' (see 'easel --help'; the TUI takes --graphics, "
-                      "--theme and --plot)", argv[i]);
-            return 2;
-        }
-    }
+    cfg.graphics = g->graphics;
+    cfg.theme = g->theme;
+    cfg.plot = g->plot;
     if (check_tui_options(&cfg))
         return 2;
     return run_app(&cfg);
@@ -129,6 +116,9 @@ int cli_annotate_main(const CliGlobal *g, int argc, char **argv) {
     cfg.db_path = g->db_path;
     cfg.start_screen = "Annotate";
     cfg.annotator = g->annotator; /* the global --annotator (main.c takes it out of argv) */
+    cfg.graphics = g->graphics;   /* the look, when given before the command */
+    cfg.theme = g->theme;
+    cfg.plot = g->plot;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = NULL;

@@ -57,8 +57,59 @@ static int take_annotator(CliGlobal *g, int *argc, char **argv) {
     return 0;
 }
 
+/* Take the TUI's look (--graphics, --theme, --plot, each with a value; cli_tui_option) out of
+ * argv where it stands among the global options, so that what follows sees `easel [--db
+ * PATH]` alone: the TUI with no command, or `annotate` (which takes them after it too).
+ * Before another command they are refused. Returns 0, or 2 after an error. */
+static int take_tui_look(CliGlobal *g, int *argc, char **argv) {
+    int first = 0, cmd = 0;
+    for (int i = 1; i < *argc && !cmd; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0)
+            break;
+        if (cli_tui_option(a)) {
+            if (i + 1 >= *argc) {
+                cli_error("%s needs a value (see 'easel annotate --help')", a);
+                return 2;
+            }
+            first = first ? first : i;
+            i++;
+        } else if (strcmp(a, "--db") == 0 || strcmp(a, "--annotator") == 0) {
+            i++;
+        } else if (a[0] != '-') {
+            cmd = i;
+        }
+    }
+    if (!first)
+        return 0;
+    if (cmd && strcmp(argv[cmd], "annotate") != 0) {
+        cli_error("%s is an option of the TUI ('easel' alone or 'easel annotate'), not of '%s'",
+                  argv[first], argv[cmd]);
+        return 2;
+    }
+    int o = 1;
+    for (int i = 1; i < *argc; i++) {
+        if ((!cmd || i < cmd) && cli_tui_option(argv[i])) {
+            const char *v = argv[++i];
+            if (strcmp(argv[i - 1], "--graphics") == 0)
+                g->graphics = v;
+            else if (strcmp(argv[i - 1], "--theme") == 0)
+                g->theme = v;
+            else
+                g->plot = v;
+            continue;
+        }
+        argv[o++] = argv[i];
+    }
+    *argc = o;
+    argv[o] = NULL;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     CliGlobal g = {0};
+    if (take_tui_look(&g, &argc, argv))
+        return 2;
     if (take_annotator(&g, &argc, argv))
         return 2;
     g.program = argv[0];
@@ -82,15 +133,15 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "--version") == 0) {
             printf("easel %s\n", EASEL_VERSION);
             return 0;
-        } else if (a[0] == '-' && !cli_tui_option(a)) {
+        } else if (a[0] == '-') {
             cli_error("unknown option '%s' (see 'easel --help')", a);
             return 2;
         } else {
             break;
         }
     }
-    if (i >= argc || argv[i][0] == '-') /* no command: the TUI on --db, with its options */
-        return cli_tui_main(&g, argc - i, argv + i);
+    if (i >= argc)
+        return cli_tui_main(&g); /* no command: the TUI on --db */
     const CliCommand *c = cli_find(argv[i]);
     if (!c) {
         cli_error("unknown command '%s' (see 'easel --help')", argv[i]);
