@@ -25,38 +25,6 @@ static void usage(FILE *f) {
         fprintf(f, "  %-12s %s\n", c->name, c->summary);
 }
 
-/* Take the global --annotator NAME (or --annotator=NAME) out of argv, wherever it stands
- * before a "--". Returns 0, or 2 after an error. */
-static int take_annotator(CliGlobal *g, int *argc, char **argv) {
-    int o = 1;
-    int rest = 0;
-    for (int i = 1; i < *argc; i++) {
-        const char *a = argv[i];
-        if (!rest && strcmp(a, "--") == 0)
-            rest = 1;
-        if (!rest && strcmp(a, "--annotator") == 0) {
-            if (i + 1 >= *argc || !argv[i + 1][0]) {
-                cli_error("--annotator needs a name (e.g. --annotator alice)");
-                return 2;
-            }
-            g->annotator = argv[++i];
-            continue;
-        }
-        if (!rest && strncmp(a, "--annotator=", 12) == 0) {
-            if (!a[12]) {
-                cli_error("--annotator needs a name (e.g. --annotator=alice)");
-                return 2;
-            }
-            g->annotator = a + 12;
-            continue;
-        }
-        argv[o++] = argv[i];
-    }
-    *argc = o;
-    argv[o] = NULL;
-    return 0;
-}
-
 /* Take the TUI's look (--graphics, --theme, --plot, each with a value; cli_tui_option) out of
  * argv where it stands among the global options, so that what follows sees `easel [--db
  * PATH]` alone: the TUI with no command, or `annotate` (which takes them after it too).
@@ -97,6 +65,38 @@ static int take_tui_look(CliGlobal *g, int *argc, char **argv) {
                 g->theme = v;
             else
                 g->plot = v;
+            continue;
+        }
+        argv[o++] = argv[i];
+    }
+    *argc = o;
+    argv[o] = NULL;
+    return 0;
+}
+
+/* Take the global --annotator NAME (or --annotator=NAME) out of argv, wherever it stands
+ * before a "--". Returns 0, or 2 after an error. */
+static int take_annotator(CliGlobal *g, int *argc, char **argv) {
+    int o = 1;
+    int rest = 0;
+    for (int i = 1; i < *argc; i++) {
+        const char *a = argv[i];
+        if (!rest && strcmp(a, "--") == 0)
+            rest = 1;
+        if (!rest && strcmp(a, "--annotator") == 0) {
+            if (i + 1 >= *argc || !argv[i + 1][0]) {
+                cli_error("--annotator needs a name (e.g. --annotator alice)");
+                return 2;
+            }
+            g->annotator = argv[++i];
+            continue;
+        }
+        if (!rest && strncmp(a, "--annotator=", 12) == 0) {
+            if (!a[12]) {
+                cli_error("--annotator needs a name (e.g. --annotator=alice)");
+                return 2;
+            }
+            g->annotator = a + 12;
             continue;
         }
         argv[o++] = argv[i];
