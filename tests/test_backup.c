@@ -35,7 +35,8 @@ static void setup(void) {
     if (support_sh("command -v sqlite3 >/dev/null") != 0)
         cr_skip_test("the sqlite3 command-line tool is not installed (apt-get install sqlite3)");
     support_tmpdir_make(dir, sizeof dir, "backup");
-    cr_assert_eq(run("%s --db live.db init && %s --db live.db import prompts %s/data/prompts.csv && "
+    cr_assert_eq(run("%s --db live.db init && "
+                     "%s --db live.db import prompts %s/data/prompts.csv && "
                      "%s --db live.db import images %s/data/images && "
                      "%s --db live.db import ratings %s/data/multihead_ratings.csv",
                      easel, easel, root, easel, root, easel, root),
@@ -56,7 +57,8 @@ static void check_copy(const char *db) {
     status_of(db, st, sizeof st);
     cr_assert_str_eq(st, orig_status, "%s differs from the original", db);
     cr_assert_eq(run("printf 'prompt_id,image_path,spatial_rating,icono_rating,style_rating,"
-                     "fidelity_rating,material_rating\\n0,%s/data/images/0/0.png,4,,,,\\n' > new.csv && "
+                     "fidelity_rating,material_rating\\n0,%s/data/images/0/0.png,4,,,,\\n' "
+                     "> new.csv && "
                      "%s --db %s import ratings new.csv --annotator dana",
                      root, easel, db),
                  0, "a restored store refused a new rating: %s", out);

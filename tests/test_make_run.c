@@ -59,7 +59,8 @@ static double ratings_by(const char *who) {
 /* A rating made in the demo, by an annotator of its own. */
 static void rate_in_demo(void) {
     cr_assert_eq(run("printf 'prompt_id,image_path,spatial_rating,icono_rating,style_rating,"
-                     "fidelity_rating,material_rating\\n0,images/0/0.png,3,,,,\\n' > data/mine.csv && "
+                     "fidelity_rating,material_rating\\n0,images/0/0.png,3,,,,\\n' "
+                     "> data/mine.csv && "
                      "bin/easel --db data/demo.db import ratings data/mine.csv --annotator carol"),
                  0, "%s", out);
     cr_assert_eq(ratings_by("carol"), 1.0);
@@ -102,8 +103,9 @@ Test(make_run, demo_reset_says_what_it_discards_and_keeps_a_copy) {
 
 Test(make_run, install_puts_the_assets_where_the_installed_binary_finds_them) {
     cr_assert_eq(run(MAKE "install PREFIX=/opt/e DESTDIR=%s/inst", dir), 0, "%s", out);
-    cr_assert_eq(run("test -x inst/opt/e/bin/easel && test -f inst/opt/e/share/easel/themes/light.theme "
-                     "&& test -f inst/opt/e/share/easel/rubrics/spatial.txt && "
+    cr_assert_eq(run("test -x inst/opt/e/bin/easel && "
+                     "test -f inst/opt/e/share/easel/themes/light.theme && "
+                     "test -f inst/opt/e/share/easel/rubrics/spatial.txt && "
                      "test -f inst/opt/e/share/easel/help/annotate.txt"),
                  0, "%s", out);
     if (support_sh("command -v tmux >/dev/null") != 0)

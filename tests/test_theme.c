@@ -214,7 +214,7 @@ Test(theme, osc11_answers) {
     cr_assert_eq(theme_osc11_parse("\033]11;rgb:zz", 12), -1);
 }
 
-/* ---- the assets folder ------------------------------------------------------------------------ */
+/* ---- the assets folder ------------------------------------------------------------------- */
 
 Test(theme, assets_are_found_by_env_and_reported_missing) {
     use_repo_assets();
@@ -242,7 +242,7 @@ Test(theme, rubrics_come_from_the_assets) {
     free(r);
 }
 
-/* ---- plots in ASCII --------------------------------------------------------------------------- */
+/* ---- plots in ASCII ---------------------------------------------------------------------- */
 
 Test(theme, ascii_plots_are_ascii) {
     PlotCanvas c;
@@ -419,6 +419,7 @@ Test(theme_tui, xterm_background_picks_light_or_dark) {
     const char *w = strstr(out, "ui: theme"), *b = w ? strstr(w + 1, "ui: theme") : NULL;
     cr_assert(w && b, "easel did not log its theme twice: %s", out);
     cr_log_info("%s", out);
-    cr_assert(strncmp(w, "ui: theme light (the terminal's background is light)", 52) == 0, "%s", out);
+    cr_assert(strncmp(w, "ui: theme light (the terminal's background is light)", 52) == 0, "%s",
+              out);
     cr_assert(strncmp(b, "ui: theme dark (the terminal's background is dark)", 50) == 0, "%s", out);
 }

@@ -418,10 +418,11 @@ static void draw_side(Monitor *m, PlotRect pr) {
         for (int h = 0; h < 5 && y < bottom; h++) {
             char bar[3 * 64 + 1];
             ui_putf(y, x, 9, A_NORMAL, "%s", panel_names[h]);
+            int bn = bw < 64 ? bw : 64;
             if (bw > 0)
                 ui_put(y, x + 9, bw, ui_attr(UI_C_ACCENT),
-                       theme_plot() == THEME_PLOT_ASCII ? plot_bar_ascii(imp[h], bw < 64 ? bw : 64, bar)
-                                                        : plot_bar(imp[h], bw < 64 ? bw : 64, bar));
+                       theme_plot() == THEME_PLOT_ASCII ? plot_bar_ascii(imp[h], bn, bar)
+                                                        : plot_bar(imp[h], bn, bar));
             ui_putf(y++, x + 9 + (bw > 0 ? bw : 0) + 1, 6, A_NORMAL, "%.3f", imp[h]);
         }
     }

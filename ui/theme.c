@@ -426,9 +426,10 @@ ThemeStyle theme_resolve(const Theme *t, ThemeDepth depth, UiColor c) {
 static int hexval(const char *s, int n, double *out) {
     unsigned v = 0;
     int k = 0;
-    for (; k < n && k < 4 && isxdigit((unsigned char)s[k]); k++)
-        v = v * 16 + (unsigned)(isdigit((unsigned char)s[k]) ? s[k] - '0'
-                                                              : tolower((unsigned char)s[k]) - 'a' + 10);
+    for (; k < n && k < 4 && isxdigit((unsigned char)s[k]); k++) {
+        int c = tolower((unsigned char)s[k]);
+        v = v * 16 + (unsigned)(isdigit(c) ? c - '0' : c - 'a' + 10);
+    }
     if (k == 0)
         return 0;
     *out = v / (double)((1u << (4 * k)) - 1);
@@ -550,7 +551,8 @@ int theme_setup(const char *name, const char *plot, int fd, int utf8, Err *err) 
     }
     if (!name || !*name) {
         int light = probe_background(fd, 200);
-        why = light > 0 ? "the terminal's background is light" : "the terminal's background is dark";
+        why = light > 0 ? "the terminal's background is light"
+                        : "the terminal's background is dark";
         if (light < 0) {
             light = env_background();
             why = light > 0 ? "$COLORFGBG says the background is light"
@@ -673,7 +675,8 @@ int theme_help(const char *screen, const ScreenKey **out) {
     snprintf(plot_line, sizeof plot_line,
              "%s (easel --plot braille|blocks|ascii; b on a plot screen: the next of them)",
              theme_plot_name(cur_plot));
-    snprintf(theme_line, sizeof theme_line, "%s, %s colours: %s", cur.name[0] ? cur.name : "built-in",
+    snprintf(theme_line, sizeof theme_line, "%s, %s colours: %s",
+             cur.name[0] ? cur.name : "built-in",
              !have_colors                   ? "no"
              : cur_depth == THEME_DEPTH_RGB ? "true"
              : cur_depth == THEME_DEPTH_256 ? "256"

@@ -49,7 +49,12 @@ typedef struct ThemeStyle {
 } ThemeStyle;
 
 /* Colour depths a theme may give separately. */
-typedef enum ThemeDepth { THEME_DEPTH_RGB = 0, THEME_DEPTH_256, THEME_DEPTH_8, THEME_DEPTHS } ThemeDepth;
+typedef enum ThemeDepth {
+    THEME_DEPTH_RGB = 0,
+    THEME_DEPTH_256,
+    THEME_DEPTH_8,
+    THEME_DEPTHS
+} ThemeDepth;
 
 typedef struct Theme {
     char name[64];
@@ -70,7 +75,8 @@ int theme_color_parse(const char *s, ThemeColor *c);
 void theme_builtin(Theme *t);
 
 /* Load theme NAME (a name of assets/themes/, or a path to a .theme file) into *T; a role the
- * file does not give at any depth is the built-in theme's. Returns 0, ERR_NOTFOUND (naming the themes there are) or ERR_FORMAT. */
+ * file does not give at any depth is the built-in theme's. Returns 0, ERR_NOTFOUND (naming
+ * the themes there are) or ERR_FORMAT. */
 int theme_load(Theme *t, const char *name, Err *err);
 
 /* The style of role C at DEPTH: that depth's line, else the next richer depth's converted. */
@@ -115,8 +121,8 @@ const char *theme_plot_name(ThemePlot p);
 ThemePlot theme_plot_next(ThemePlot p);   /* the `b` key of plot screens: the next style */
 
 /* Lines for the `?` overlay of screen SCREEN, after its keys: a blank line, its text from
- * assets/help/SCREEN.txt (lower case) and which theme and plot glyphs are in use. *OUT points to static storage valid until
- * the next call. Returns the count. */
+ * assets/help/SCREEN.txt (lower case) and which theme and plot glyphs are in use. *OUT points
+ * to static storage valid until the next call. Returns the count. */
 int theme_help(const char *screen, const ScreenKey **out);
 
 /* Replace *RUBRIC (malloc'd) with the first line of assets/rubrics/ASPECT.txt when that file
