@@ -1,12 +1,15 @@
 # easel — one non-recursive Makefile.
 #
 #   make            build bin/easel (installs missing Debian packages when run as root)
-#   make run        build and open easel on the demo workspace in data/
+#   make run        build and open easel on the demo workspace in data/ (made once, then kept)
+#   make demo-reset discard the demo workspace's ratings, jobs and runs and rebuild it
 #   make test       build and run every test; ends with "N passed, N failed, N skipped"
 #   make test SAN=1 the same under AddressSanitizer + UBSan (also: make asan)
-#   make test-reference  CLIP against open_clip on a ViT-B/32-shaped model (needs torch)
+#   make test-reference  CLIP against open_clip on a ViT-B/32-shaped model (needs torch: the
+#                   python3 of build/venv when make bench has made it)
 #   make test-gpu   GPU tests on a machine with a CUDA device (skipped with a reason otherwise)
-#   make bench      benchmarks, one line per result against a named peer
+#   make bench      benchmarks, one line per result against a named peer (installs the Python
+#                   peers into build/venv on first use)
 #   make install PREFIX=/usr/local
 #   make check-layers   include rules of doc/architecture.md
 #
@@ -99,7 +102,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all run test test-reference test-gpu asan bench install check-layers clean deps demo demo-data bin/easel
+.PHONY: all run test test-reference test-gpu asan bench install check-layers clean deps demo demo-reset demo-data bin/easel
 all: bin/easel
 
 # ---- dependencies: installed by the build when root, else the exact command is printed -----
@@ -141,6 +144,8 @@ bin/easel: $(BUILD)/bin/easel
 
 $(BUILD)/src/%.o: src/%.c $(DEPS_STAMP)
 	@mkdir -p $(@D); $(CC) $(CFLAGS_SRC) -c -o $@ $<
+# The assets folder of an installed easel (ui/assets.c also looks beside the binary).
+$(BUILD)/ui/assets.o: CFLAGS_SRC += -DEASEL_SHARE_DIR='"$(PREFIX)/share/easel"'
 $(BUILD)/ui/%.o: ui/%.c $(DEPS_STAMP)
 	@mkdir -p $(@D); $(CC) $(CFLAGS_SRC) -c -o $@ $<
 $(BUILD)/gpu/%.o: gpu/%.c $(DEPS_STAMP)
@@ -170,15 +175,34 @@ demo-data: $(BUILD)/gen/make_demo
 	$< --out data
 
 # ---- the two commands -----------------------------------------------------------------------
+# The demo store is built once, when it is absent, and reopened afterwards whatever was rebuilt
+# (its inputs are order-only prerequisites): the ratings, jobs and runs made in the demo stay.
+# `make demo-reset` says what it discards, keeps the old store as data/demo.db.bak and rebuilds.
 DEMO_DB := data/demo.db
 demo: $(DEMO_DB)
-$(DEMO_DB): bin/easel data/prompts.csv data/multihead_ratings.csv
-	@rm -f $@ $@-wal $@-shm
-	@bin/easel --db $@.tmp init >/dev/null && \
-	 bin/easel --db $@.tmp import prompts data/prompts.csv >/dev/null && \
-	 bin/easel --db $@.tmp import images data/images >/dev/null && \
-	 bin/easel --db $@.tmp import ratings data/multihead_ratings.csv >/dev/null && \
-	 mv $@.tmp $@ && rm -f $@.tmp-wal $@.tmp-shm && echo "easel: demo workspace $@ ready"
+define demo_build
+	@rm -f $(DEMO_DB).tmp $(DEMO_DB).tmp-wal $(DEMO_DB).tmp-shm
+	@bin/easel --db $(DEMO_DB).tmp init >/dev/null && \
+	 bin/easel --db $(DEMO_DB).tmp import prompts data/prompts.csv >/dev/null && \
+	 bin/easel --db $(DEMO_DB).tmp import images data/images >/dev/null && \
+	 bin/easel --db $(DEMO_DB).tmp import ratings data/multihead_ratings.csv >/dev/null && \
+	 mv $(DEMO_DB).tmp $(DEMO_DB) && rm -f $(DEMO_DB).tmp-wal $(DEMO_DB).tmp-shm && \
+	 echo "easel: demo workspace $(DEMO_DB) ready"
+endef
+$(DEMO_DB): | bin/easel data/prompts.csv data/multihead_ratings.csv
+	$(demo_build)
+
+demo-reset: bin/easel
+	@if [ -e $(DEMO_DB) ]; then \
+	  counts=$$(bin/easel --db $(DEMO_DB) status | awk '$$1=="ratings"||$$1=="jobs"||$$1=="runs" {printf "%s%s %s", sep, $$2, $$1; sep=", "}'); \
+	  echo "easel: make demo-reset discards $(DEMO_DB) (made in the demo: $${counts:-counts unreadable})$$(test -d data/runs && echo ' and data/runs/')"; \
+	  if [ -t 0 ]; then read -r -p "easel: discard them? [y/N] " a; case $$a in [yY]*) ;; *) echo "easel: nothing discarded"; exit 1;; esac; fi; \
+	  rm -rf $(DEMO_DB).bak $(DEMO_DB).bak-wal $(DEMO_DB).bak-shm data/runs.bak; \
+	  for x in "" -wal -shm; do if [ -e $(DEMO_DB)$$x ]; then mv $(DEMO_DB)$$x $(DEMO_DB).bak$$x || exit 1; fi; done; \
+	  if [ -d data/runs ]; then mv data/runs data/runs.bak; fi; \
+	  echo "easel: the old store is kept as $(DEMO_DB).bak$$(test -d data/runs.bak && echo ', its runs as data/runs.bak/,') until the next reset"; \
+	fi
+	$(demo_build)
 
 run: bin/easel $(DEMO_DB)
 	bin/easel --db $(DEMO_DB)
@@ -192,14 +216,22 @@ asan:
 # CLIP against open_clip on a ViT-B/32-shaped random model made on demand (needs torch and
 # open_clip_torch from pip; the model, about 1 GB, goes to build/clip-ref, never committed).
 test-reference: $(BUILD)/tests/test_clip_reference
-	@python3 tests/clip/make_fixtures.py --reference build/clip-ref
+	@$(if $(wildcard build/venv/bin/python3),build/venv/bin/python3,python3) tests/clip/make_fixtures.py --reference build/clip-ref
 	@EASEL_CLIP_REF=build/clip-ref $(BUILD)/tests/test_clip_reference --verbose=1
 
 test-gpu: bin/easel $(TEST_BIN)
 	@BUILD=$(BUILD) EASEL_TEST_GPU=1 bash tests/run_all.sh $(filter %gpu%,$(TEST_BIN))
 
+# The Python peers (torch CPU, open_clip, diffusers, peft: bench/requirements.txt) go into a
+# virtual environment under build/ on first use (bench/venv.sh; a stamp makes later runs
+# free); every peer runs with its python3. Where pip cannot install them (no network) the
+# benchmarks run without them, each peer's line saying why. BENCH_VENV= uses the system's
+# python3 instead.
+BENCH_VENV ?= build/venv
 bench: bin/easel $(BENCH_BIN)
-	@BUILD=$(BUILD) bash bench/run_all.sh $(BENCH_BIN)
+	@$(if $(BENCH_VENV),bash bench/venv.sh $(BENCH_VENV) || echo "easel: make bench goes on \
+	  without the Python peers; their lines say skipped" >&2)
+	@BUILD=$(BUILD) EASEL_BENCH_VENV=$(BENCH_VENV) bash bench/run_all.sh $(BENCH_BIN)
 
 install: bin/easel
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/easel

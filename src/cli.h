@@ -17,6 +17,9 @@ typedef struct CliGlobal {
     const char *program;   /* argv[0] */
     const char *annotator; /* global --annotator (before or after the command), else NULL;
                             * resolve with identity_annotator() */
+    const char *graphics;  /* the TUI's look given before any command (main.c takes them */
+    const char *theme;     /* out of argv; see cli_tui_option), else NULL */
+    const char *plot;
 } CliGlobal;
 
 typedef int (*CliRun)(const CliGlobal *g, int argc, char **argv);
@@ -62,6 +65,7 @@ int cli_status_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
 int cli_images_main(const CliGlobal *g, int argc, char **argv);   /* cli_images.c */
 int cli_annotate_main(const CliGlobal *g, int argc, char **argv);   /* cli_tui.c */
 int cli_tui_main(const CliGlobal *g);   /* no command: the TUI (cli_tui.c) */
+int cli_tui_option(const char *a);      /* --graphics, --theme, --plot: the TUI's look */
 int cli_jobs_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
 int cli_worker_main(const CliGlobal *g, int argc, char **argv); /* src/cli_jobs.c */
 int cli_gpus_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */

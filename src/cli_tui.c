@@ -64,13 +64,6 @@ static int run_app(const AppConfig *cfg) {
     return 0;
 }
 
-int cli_tui_main(const CliGlobal *g) {
-    AppConfig cfg = {0};
-    cfg.db_path = g->db_path;
-    cfg.annotator = g->annotator;
-    return run_app(&cfg);
-}
-
 static const char *need_value(int argc, char **argv, int *i) {
     if (*i + 1 >= argc) {
         cli_error("annotate: %s needs a value (see 'easel annotate --help')", argv[*i]);
@@ -79,21 +72,87 @@ static const char *need_value(int argc, char **argv, int *i) {
     return argv[++*i];
 }
 
+/* The rest of the TUI's look, for `easel` alone and `easel annotate` (after the usage). */
+static void tui_look_usage(void) {
+    printf("\nthe TUI's look (these also go with 'easel' alone):\n"
+           "  --theme NAME       colours: light, dark, safe, high-contrast (assets/themes/),\n"
+           "                     or a .theme file (default $EASEL_THEME, else light or dark\n"
+           "                     from the terminal's background, else safe)\n"
+           "  --plot GLYPHS      braille | blocks | ascii (for fonts without braille or box\n"
+           "                     glyphs) | auto (default $EASEL_PLOT, else braille in a UTF-8\n"
+           "                     locale)\n");
+}
+
+int cli_tui_option(const char *a) {
+    return strcmp(a, "--graphics") == 0 || strcmp(a, "--theme") == 0 || strcmp(a, "--plot") == 0;
+}
+
+/* The option ARGV[*I] of the TUI's look into CFG (taking its value). Returns 1 when it was
+ * one, 0 when not, -1 after an error. */
+static int take_tui_option(AppConfig *cfg, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    const char **dst = strcmp(a, "--graphics") == 0 ? &cfg->graphics
+                       : strcmp(a, "--theme") == 0  ? &cfg->theme
+                       : strcmp(a, "--plot") == 0   ? &cfg->plot
+                                                    : NULL;
+    if (!dst)
+        return 0;
+    return (*dst = need_value(argc, argv, i)) ? 1 : -1;
+}
+
+/* The values of the TUI options that the CLI can check before the terminal is taken. */
+static int check_tui_options(const AppConfig *cfg) {
+    if (cfg->graphics && strcmp(cfg->graphics, "sixel") && strcmp(cfg->graphics, "blocks") &&
+        strcmp(cfg->graphics, "ascii") && strcmp(cfg->graphics, "none")) {
+        cli_error("--graphics %s: unknown mode (use sixel, blocks, ascii or none)", cfg->graphics);
+        return 2;
+    }
+    if (cfg->plot && strcmp(cfg->plot, "braille") && strcmp(cfg->plot, "blocks") &&
+        strcmp(cfg->plot, "ascii") && strcmp(cfg->plot, "auto")) {
+        cli_error("--plot %s: unknown (use braille, blocks, ascii or auto)", cfg->plot);
+        return 2;
+    }
+    if (cfg->theme && !*cfg->theme) {
+        cli_error("--theme needs a name (light, dark, safe, high-contrast) or a .theme file");
+        return 2;
+    }
+    return 0;
+}
+
+int cli_tui_main(const CliGlobal *g) {
+    AppConfig cfg = {0};
+    cfg.db_path = g->db_path;
+    cfg.annotator = g->annotator;
+    cfg.graphics = g->graphics;
+    cfg.theme = g->theme;
+    cfg.plot = g->plot;
+    if (check_tui_options(&cfg))
+        return 2;
+    return run_app(&cfg);
+}
+
 int cli_annotate_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         annotate_usage();
+        tui_look_usage();
         return 0;
     }
     AppConfig cfg = {0};
     cfg.db_path = g->db_path;
     cfg.start_screen = "Annotate";
     cfg.annotator = g->annotator; /* the global --annotator (main.c takes it out of argv) */
+    cfg.graphics = g->graphics;   /* the look, when given before the command */
+    cfg.theme = g->theme;
+    cfg.plot = g->plot;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = NULL;
-        if (strcmp(a, "--graphics") == 0)
-            dst = &cfg.graphics;
-        else if (strcmp(a, "--order") == 0)
+        int r = take_tui_option(&cfg, argc, argv, &i);
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        if (strcmp(a, "--order") == 0)
             dst = &cfg.order;
         else if (strcmp(a, "--prompt") == 0)
             dst = &cfg.prompt_filter;
@@ -127,11 +186,7 @@ int cli_annotate_main(const CliGlobal *g, int argc, char **argv) {
     AnnotateOrder order;
     if (cfg.order && store_annotate_order_parse(cfg.order, &order, &err))
         return cli_fail(&err);
-    if (cfg.graphics && strcmp(cfg.graphics, "sixel") && strcmp(cfg.graphics, "blocks") &&
-        strcmp(cfg.graphics, "ascii") && strcmp(cfg.graphics, "none")) {
-        cli_error("annotate: --graphics %s: unknown mode (use sixel, blocks, ascii or none)",
-                  cfg.graphics);
+    if (check_tui_options(&cfg))
         return 2;
-    }
     return run_app(&cfg);
 }

@@ -18,10 +18,61 @@ static void usage(FILE *f) {
                "  --annotator NAME  who is rating (default $EASEL_ANNOTATOR, else your login\n"
                "                 name); before or after the command\n"
                "  -h, --help     this text; 'easel COMMAND --help' for a command\n"
-               "  --version      print the version\n\n"
+               "  --version      print the version\n"
+               "  --graphics MODE, --theme NAME, --plot GLYPHS  the TUI's look (see 'easel\n"
+               "                 annotate --help')\n\n"
                "commands:\n");
     for (const CliCommand *c = cli_commands; c->name; c++)
         fprintf(f, "  %-12s %s\n", c->name, c->summary);
+}
+
+/* Take the TUI's look (--graphics, --theme, --plot, each with a value; cli_tui_option) out of
+ * argv where it stands among the global options, so that what follows sees `easel [--db
+ * PATH]` alone: the TUI with no command, or `annotate` (which takes them after it too).
+ * Before another command they are refused. Returns 0, or 2 after an error. */
+static int take_tui_look(CliGlobal *g, int *argc, char **argv) {
+    int first = 0, cmd = 0;
+    for (int i = 1; i < *argc && !cmd; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0)
+            break;
+        if (cli_tui_option(a)) {
+            if (i + 1 >= *argc) {
+                cli_error("%s needs a value (see 'easel annotate --help')", a);
+                return 2;
+            }
+            first = first ? first : i;
+            i++;
+        } else if (strcmp(a, "--db") == 0 || strcmp(a, "--annotator") == 0) {
+            i++;
+        } else if (a[0] != '-') {
+            cmd = i;
+        }
+    }
+    if (!first)
+        return 0;
+    if (cmd && strcmp(argv[cmd], "annotate") != 0) {
+        cli_error("%s is an option of the TUI ('easel' alone or 'easel annotate'), not of '%s'",
+                  argv[first], argv[cmd]);
+        return 2;
+    }
+    int o = 1;
+    for (int i = 1; i < *argc; i++) {
+        if ((!cmd || i < cmd) && cli_tui_option(argv[i])) {
+            const char *v = argv[++i];
+            if (strcmp(argv[i - 1], "--graphics") == 0)
+                g->graphics = v;
+            else if (strcmp(argv[i - 1], "--theme") == 0)
+                g->theme = v;
+            else
+                g->plot = v;
+            continue;
+        }
+        argv[o++] = argv[i];
+    }
+    *argc = o;
+    argv[o] = NULL;
+    return 0;
 }
 
 /* Take the global --annotator NAME (or --annotator=NAME) out of argv, wherever it stands
@@ -99,6 +150,8 @@ static void install_escapes(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     CliGlobal g = {0};
+    if (take_tui_look(&g, &argc, argv))
+        return 2;
     if (take_annotator(&g, &argc, argv))
         return 2;
     install_escapes(argc, argv);

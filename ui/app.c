@@ -40,6 +40,7 @@
 #include "gfx.h"
 #include "log.h"
 #include "screen.h"
+#include "theme.h"
 
 /* ---- the screen table: one line per screen, in Tab order (see ui/screen.h) -------------- */
 extern const ScreenClass screen_annotate;
@@ -128,44 +129,9 @@ static void end_curses_hook(void) {
 
 /* ---- drawing helpers (screen.h) ---------------------------------------------------------- */
 
-static int have_colors;
+attr_t ui_attr(UiColor c) { return theme_attr(c); }
 
-attr_t ui_attr(UiColor c) {
-    if (c == UI_C_NORMAL)
-        return A_NORMAL;
-    if (have_colors)
-        return COLOR_PAIR(c) | (c == UI_C_TAB || c == UI_C_ACCENT ? A_BOLD : 0);
-    switch (c) {
-    case UI_C_TITLE:
-    case UI_C_STATUS:
-    case UI_C_SELECT:
-        return A_REVERSE;
-    case UI_C_TAB:
-        return A_BOLD;
-    case UI_C_DIM:
-        return A_DIM;
-    default:
-        return A_BOLD;
-    }
-}
-
-static void colors_init(void) {
-    have_colors = has_colors();
-    if (!have_colors)
-        return;
-    start_color();
-    use_default_colors();
-    int rich = COLORS >= 256;
-    init_pair(UI_C_TITLE, COLOR_WHITE, rich ? 24 : COLOR_BLUE);
-    init_pair(UI_C_TAB, rich ? 16 : COLOR_BLACK, rich ? 214 : COLOR_YELLOW);
-    init_pair(UI_C_STATUS, COLOR_BLACK, rich ? 250 : COLOR_WHITE);
-    init_pair(UI_C_DIM, rich ? 245 : COLOR_WHITE, -1);
-    init_pair(UI_C_ACCENT, rich ? 75 : COLOR_CYAN, -1);
-    init_pair(UI_C_SELECT, COLOR_BLACK, rich ? 117 : COLOR_CYAN);
-    init_pair(UI_C_GOOD, rich ? 114 : COLOR_GREEN, -1);
-    init_pair(UI_C_WARN, rich ? 221 : COLOR_YELLOW, -1);
-    init_pair(UI_C_BAD, rich ? 203 : COLOR_RED, -1);
-}
+static void colors_init(void) { theme_colors_init(); }
 
 int ui_put(int y, int x, int w, attr_t a, const char *s) {
     if (w <= 0 || y < 0 || y >= LINES || !s)
@@ -507,6 +473,10 @@ static int help_lines(App *app, const ScreenKey **lines, int max) {
         lines[n++] = NULL; /* separator */
     for (k = global_keys; k->key && n < max; k++)
         lines[n++] = k;
+    const ScreenKey *more; /* assets/help/SCREEN.txt, the plot glyphs, the theme */
+    int n_more = theme_help(screens[app->cur]->name, &more);
+    for (int i = 0; i < n_more && n < max; i++)
+        lines[n++] = &more[i];
     return n;
 }
 
@@ -877,6 +847,10 @@ int app_run(const AppConfig *cfg, Err *err) {
         goto out_close;
     }
     app->mode = (GfxMode)mode;
+    if (theme_setup(cfg->theme, cfg->plot, STDIN_FILENO, app->caps.utf8, err)) {
+        rc = err->code;
+        goto out_close;
+    }
     int pfd[2];
     if (pipe(pfd) != 0) {
         rc = err_set(err, ERR_IO, "cannot create the wake pipe: %s", strerror(errno));

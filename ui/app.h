@@ -26,6 +26,8 @@ typedef struct AppConfig {
     const char *db_path;        /* the store (must exist) */
     const char *annotator;      /* NULL: identity_annotator() ($EASEL_ANNOTATOR, else login) */
     const char *graphics;       /* NULL: probe; "sixel" | "blocks" | "ascii" | "none" */
+    const char *theme;          /* NULL: $EASEL_THEME, else from the terminal (ui/theme.h) */
+    const char *plot;           /* NULL: auto; "braille" | "blocks" | "ascii" */
     const char *start_screen;   /* NULL: the first screen; else a screen name ("Annotate") */
     /* Annotate queue options (see src/store_annotate.h) */
     const char *order;          /* NULL: "fewest"; also "id", "random", "prompt" */

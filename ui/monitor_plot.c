@@ -69,7 +69,7 @@ void plot_canvas_init(PlotCanvas *c, int w, int h, PlotGlyphs glyphs) {
     c->h = h;
     c->glyphs = glyphs;
     c->dx = glyphs == PLOT_BRAILLE ? 2 : 1;
-    c->dy = glyphs == PLOT_BRAILLE ? 4 : 2;
+    c->dy = glyphs == PLOT_BRAILLE ? 4 : glyphs == PLOT_ASCII ? 3 : 2;
     c->bits = xcalloc((size_t)w * h, 1);
     c->id = xcalloc((size_t)w * h, 1);
 }
@@ -97,8 +97,8 @@ void plot_canvas_dot(PlotCanvas *c, int px, int py, int id) {
     size_t i = (size_t)row * c->w + col;
     if (c->glyphs == PLOT_BRAILLE)
         c->bits[i] |= braille_bit[py % 4][px % 2];
-    else
-        c->bits[i] |= (uint8_t)(1u << (py % 2)); /* bit 0 upper half, bit 1 lower half */
+    else /* blocks: bit 0 upper half, bit 1 lower; ascii: bits 0, 1, 2 top, middle, bottom */
+        c->bits[i] |= (uint8_t)(1u << (py % c->dy));
     c->id[i] = (uint8_t)id;
 }
 
@@ -175,6 +175,8 @@ int plot_canvas_glyph(const PlotCanvas *c, int row, int col, char out[5]) {
         return utf8(' ', out);
     if (c->glyphs == PLOT_BRAILLE)
         return utf8(0x2800u + b, out);
+    if (c->glyphs == PLOT_ASCII) /* top ', middle -, bottom _, two or three of them : or | */
+        return utf8((unsigned char)" '-|_:||"[b & 7], out);
     return utf8(b == 1 ? 0x2580u : b == 2 ? 0x2584u : 0x2588u, out); /* ▀ ▄ █ */
 }
 
@@ -244,6 +246,18 @@ void plot_softmax(const double *w, int n, double *out) {
         s += (out[i] = exp(w[i] - mx));
     for (int i = 0; i < n; i++)
         out[i] /= s;
+}
+
+char *plot_bar_ascii(double frac, int width, char *out) {
+    if (!(frac > 0))
+        frac = 0;
+    if (frac > 1)
+        frac = 1;
+    int halves = (int)lround(frac * width * 2);
+    for (int i = 0; i < width; i++)
+        out[i] = halves - i * 2 >= 2 ? '#' : halves - i * 2 == 1 ? '+' : ' ';
+    out[width > 0 ? width : 0] = 0;
+    return out;
 }
 
 char *plot_bar(double frac, int width, char *out) {

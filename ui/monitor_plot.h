@@ -1,8 +1,8 @@
 /* monitor_plot — the maths of the Monitor screen's plots and layout, with no terminal.
  *
  * A plot is drawn on a canvas of character cells; each cell holds a 2x4 grid of dots
- * (braille, U+2800..U+28FF) or a 1x2 grid (half blocks ▀ ▄ █) for terminals without
- * braille glyphs. Series are mapped into dot space through a range fitted to the data
+ * (braille, U+2800..U+28FF), a 1x2 grid (half blocks ▀ ▄ █) for terminals without
+ * braille glyphs, or a 1x3 grid in ASCII (' - _ : |) for fonts with neither. Series are mapped into dot space through a range fitted to the data
  * (rescaled every frame, so curves always fill the panel), optionally on a log10 y axis, and
  * drawn as connected line segments. Each cell remembers the last series drawn into it, for
  * its colour.
@@ -39,12 +39,12 @@ int plot_range_fit(const PlotSeries *s, int n_series, int log_y, PlotRange *r);
 
 /* ---- canvas ---- */
 
-typedef enum PlotGlyphs { PLOT_BRAILLE = 0, PLOT_BLOCKS = 1 } PlotGlyphs;
+typedef enum PlotGlyphs { PLOT_BRAILLE = 0, PLOT_BLOCKS = 1, PLOT_ASCII = 2 } PlotGlyphs;
 
 typedef struct PlotCanvas {
     int w, h;              /* cells */
     PlotGlyphs glyphs;
-    int dx, dy;            /* dots per cell: 2x4 (braille) or 1x2 (blocks) */
+    int dx, dy;            /* dots per cell: 2x4 (braille), 1x2 (blocks), 1x3 (ascii) */
     uint8_t *bits;         /* (h, w) dot bitmask per cell */
     uint8_t *id;           /* (h, w) last series id drawn into the cell, 0 = none */
 } PlotCanvas;
@@ -64,8 +64,8 @@ void plot_canvas_series(PlotCanvas *c, const PlotRange *r, const PlotSeries *s);
 int plot_x_to_dot(const PlotCanvas *c, const PlotRange *r, double x);
 int plot_y_to_dot(const PlotCanvas *c, const PlotRange *r, double y);
 
-/* The UTF-8 glyph of cell (row, col) into OUT (at most 4 bytes + NUL): a braille pattern or
- * a block; " " for an empty cell. Returns the byte length. */
+/* The UTF-8 glyph of cell (row, col) into OUT (at most 4 bytes + NUL): a braille pattern, a
+ * block or an ASCII character; " " for an empty cell. Returns the byte length. */
 int plot_canvas_glyph(const PlotCanvas *c, int row, int col, char out[5]);
 
 /* ---- numbers ---- */
@@ -87,6 +87,9 @@ void plot_softmax(const double *w, int n, double *out);
 /* A horizontal bar of FRAC (0..1) in WIDTH cells with eighth-block precision, as UTF-8
  * into OUT (needs 3*WIDTH+1 bytes). Returns OUT. */
 char *plot_bar(double frac, int width, char *out);
+
+/* The same bar in ASCII: '#' per full cell, '+' for a half one (needs WIDTH+1 bytes). */
+char *plot_bar_ascii(double frac, int width, char *out);
 
 /* ---- layout ---- */
 

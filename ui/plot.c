@@ -37,7 +37,7 @@ void plot_area(const double *values, int n, int w, int h, PlotStyle style, char 
     static const unsigned eighths[9] = {' ', 0x2581, 0x2582, 0x2583, 0x2584,
                                         0x2585, 0x2586, 0x2587, 0x2588};
     int per_cell = style == PLOT_BRAILLE ? 2 : 1;
-    int rows_levels = style == PLOT_BRAILLE ? 4 : 8;
+    int rows_levels = style == PLOT_BRAILLE ? 4 : style == PLOT_ASCII ? 3 : 8;
     int max = h * rows_levels;
     int first = n - w * per_cell; /* sample index at the left edge */
     for (int r = 0; r < h; r++) {
@@ -56,8 +56,8 @@ void plot_area(const double *values, int n, int w, int h, PlotStyle style, char 
             } else {
                 int d = level(values, n, first + c, max);
                 int in = d < 0 ? 0 : d - base;
-                in = in < 0 ? 0 : in > 8 ? 8 : in;
-                p += put_utf8(p, eighths[in]);
+                in = in < 0 ? 0 : in > rows_levels ? rows_levels : in;
+                p += put_utf8(p, style == PLOT_ASCII ? (unsigned char)" .:#"[in] : eighths[in]);
             }
         }
         *p = '\0';

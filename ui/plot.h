@@ -1,5 +1,6 @@
 /* plot — history graphs as text: area charts in braille (2x4 dots per cell) or, for
- * terminals without braille glyphs, in eighth blocks (1x8 per cell). Pure functions of
+ * terminals without braille glyphs, in eighth blocks (1x8 per cell), or in ASCII for fonts
+ * with neither (1x3 per cell: . : #). Pure functions of
  * numbers to UTF-8 strings, no ncurses, so they are tested without a terminal (nvtop's
  * plot.c does its layout maths the same way).
  *
@@ -12,6 +13,7 @@
 typedef enum PlotStyle {
     PLOT_BRAILLE, /* 2 samples per column, 4 levels per row */
     PLOT_BLOCKS,  /* 1 sample per column, 8 levels per row */
+    PLOT_ASCII,   /* 1 sample per column, 3 levels per row: . : # */
 } PlotStyle;
 
 /* Bytes one rendered row of W cells needs, with the terminating NUL. */

@@ -39,6 +39,7 @@
 #include "log.h"
 #include "queue_order.h"
 #include "screen.h"
+#include "theme.h"
 #include "store_annotate.h"
 #include "store_catalog.h"
 #include "trust.h"
@@ -610,6 +611,8 @@ static void *annotate_init(App *app, Err *err) {
                 ANNOTATE_ASPECTS);
         goto out_free;
     }
+    for (size_t k = 0; k < a->n_asp; k++) /* assets/rubrics/NAME.txt over the store's line */
+        theme_rubric(a->asp[k].name, &a->asp[k].rubric);
     a->q.annotator_id = a->annotator_id;
     a->q.overlap = cfg->overlap;
     a->q.prompt = cfg->prompt_filter;

@@ -25,6 +25,7 @@
 #include "jobs.h"
 #include "plot.h"
 #include "screen.h"
+#include "theme.h"
 #include "store_jobs.h"
 
 #define MAX_GPUS HWMON_MAX_GPUS
@@ -63,11 +64,10 @@ typedef struct GpuScreen {
     atomic_int visible;        /* wake the UI after a sample only while shown */
     int n;
     GpuPanel *panels;          /* n of them */
-    int use_braille;
 } GpuScreen;
 
 static const ScreenKey gpu_keys[] = {
-    {"b", "switch the graphs between braille and block characters"},
+    {"b", "graph glyphs: braille, blocks, ASCII in turn"},
     {NULL, NULL},
 };
 
@@ -156,7 +156,6 @@ static void *gpu_init(App *app, Err *err) {
     s->mon = hwmon_start(SAMPLE_S, on_sample, s);
     s->n = hwmon_count(s->mon);
     s->panels = xcalloc((size_t)(s->n ? s->n : 1), sizeof *s->panels);
-    s->use_braille = 1;
     return s;
 }
 
@@ -188,6 +187,7 @@ static void gpu_tick(void *p, App *app, double now) {
 
 static void draw_graph(GpuScreen *s, const double *hist, int n, UiRect r, const char *title,
                        attr_t a) {
+    (void)s;
     ui_box(r, ui_attr(UI_C_DIM), title);
     int w = r.w - 2, h = r.h - 2;
     if (w < 1 || h < 1)
@@ -195,7 +195,7 @@ static void draw_graph(GpuScreen *s, const double *hist, int n, UiRect r, const 
     char **rows = xcalloc((size_t)h, sizeof *rows);
     for (int i = 0; i < h; i++)
         rows[i] = xmalloc((size_t)plot_row_bytes(w));
-    plot_area(hist, n, w, h, s->use_braille ? PLOT_BRAILLE : PLOT_BLOCKS, rows);
+    plot_area(hist, n, w, h, (PlotStyle)theme_plot(), rows);
     for (int i = 0; i < h; i++) {
         ui_put(r.y + 1 + i, r.x + 1, w, a, rows[i]);
         free(rows[i]);
@@ -408,10 +408,10 @@ static void gpu_draw(void *p, App *app, UiRect r) {
 }
 
 static int gpu_key(void *p, App *app, int ch) {
-    GpuScreen *s = p;
-    (void)app;
+    (void)p;
     if (ch == 'b') {
-        s->use_braille = !s->use_braille;
+        theme_plot_set(theme_plot_next(theme_plot()));
+        app_status(app, "graphs in %s", theme_plot_name(theme_plot()));
         return SCREEN_KEY_HANDLED;
     }
     return SCREEN_KEY_IGNORED;

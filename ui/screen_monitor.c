@@ -25,6 +25,7 @@
 #include "base.h"
 #include "monitor_plot.h"
 #include "screen.h"
+#include "theme.h"
 #include "store_runs.h"
 
 #define N_PANELS 6 /* five heads + combined */
@@ -59,7 +60,6 @@ typedef struct Monitor {
     int page;              /* 0 loss, 1 acc, 2 f1 */
     int ema;               /* index into ema_levels */
     int log_y;
-    PlotGlyphs glyphs;
     int picking;           /* 0 none, 1 main run, 2 compare run */
     int pinned;            /* 1: stay on main; 0: follow the newest running run */
     double next_follow;    /* when to look for a newer running run */
@@ -242,7 +242,6 @@ static void pick_open(Monitor *m, Store *st, int which) {
 static void *monitor_init(App *app, Err *err) {
     (void)err;
     Monitor *m = xcalloc(1, sizeof *m);
-    m->glyphs = PLOT_BRAILLE;
     m->ema = 1;
     Store *st = app_store(app);
     const char *want = app_config(app)->monitor_run;
@@ -368,7 +367,7 @@ static void draw_panel(Monitor *m, int idx, PlotRect pr) {
             range.y0 = 0, range.y1 = 1;
     }
     PlotCanvas c;
-    plot_canvas_init(&c, cw, ch, m->glyphs);
+    plot_canvas_init(&c, cw, ch, (PlotGlyphs)theme_plot());
     /* draw compare curves first, so the main run wins cells both touch */
     for (int k = n - 1; k >= 0; k--)
         plot_canvas_series(&c, &range, &ps[k]);
@@ -476,8 +475,11 @@ static void draw_side(Monitor *m, PlotRect pr) {
         for (int h = 0; h < 5 && y < bottom; h++) {
             char bar[3 * 64 + 1];
             ui_putf(y, x, 9, A_NORMAL, "%s", panel_names[h]);
+            int bn = bw < 64 ? bw : 64;
             if (bw > 0)
-                ui_put(y, x + 9, bw, ui_attr(UI_C_ACCENT), plot_bar(imp[h], bw < 64 ? bw : 64, bar));
+                ui_put(y, x + 9, bw, ui_attr(UI_C_ACCENT),
+                       theme_plot() == THEME_PLOT_ASCII ? plot_bar_ascii(imp[h], bn, bar)
+                                                        : plot_bar(imp[h], bn, bar));
             ui_putf(y++, x + 9 + (bw > 0 ? bw : 0) + 1, 6, A_NORMAL, "%.3f", imp[h]);
         }
     }
@@ -533,9 +535,12 @@ static void monitor_draw(void *p, App *app, UiRect r) {
              page_titles[m->page], ema_levels[m->ema], m->log_y ? "log y" : "linear y",
              m->cmp.have ? "  comparing (c)" : "");
     ui_put(r.y + l.header.y, r.x, r.w, ui_attr(UI_C_ACCENT), hdr);
-    ui_putf(r.y + 1, r.x, r.w, ui_attr(UI_C_DIM),
-            "%s train  %s val%s", "\xE2\x94\x80", "\xE2\x94\x80",
-            m->cmp.have ? "   dim/yellow: compared run" : "");
+    /* the legend, each entry in its series' colour (and -- in ASCII plots) */
+    const char *line = theme_plot() == THEME_PLOT_ASCII ? "--" : "\xE2\x94\x80\xE2\x94\x80";
+    static const char *const names[] = {"train", "val", "compared train", "compared val"};
+    int lx = r.x;
+    for (int k = 0; k < (m->cmp.have ? 4 : 2); k++)
+        lx += ui_putf(r.y + 1, lx, r.x + r.w - lx, series_attr(k + 1), "%s %s   ", line, names[k]);
     for (int i = 0; i < n; i++) {
         PlotRect pr = l.plots[i];
         pr.y += r.y;
@@ -618,7 +623,8 @@ static int monitor_key(void *p, App *app, int ch) {
         m->log_y = !m->log_y;
         return SCREEN_KEY_HANDLED;
     case 'b':
-        m->glyphs = m->glyphs == PLOT_BRAILLE ? PLOT_BLOCKS : PLOT_BRAILLE;
+        theme_plot_set(theme_plot_next(theme_plot()));
+        app_status(app, "plots in %s", theme_plot_name(theme_plot()));
         return SCREEN_KEY_HANDLED;
     case 'r':
     case 'c':
