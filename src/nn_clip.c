@@ -117,3 +117,21 @@ void nn_clip_quickgelu_forward(float *out, const float *inp, size_t n) {
     run_blocks(out, inp, n, NULL, quick_base);
 #endif
 }
+
+void nn_clip_bf16_to_f32(float *restrict out, const uint16_t *restrict inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)inp[i] << 16;
+        memcpy(&out[i], &u, 4);
+    }
+}
+
+void nn_clip_f32_to_bf16(uint16_t *restrict out, const float *restrict inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &inp[i], 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it one, quiet */
+            out[i] = (uint16_t)((u >> 16) | 0x40u);
+        else
+            out[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+}

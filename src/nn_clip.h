@@ -1,4 +1,5 @@
-/* nn_clip — engine ops CLIP inference needs beyond nn_*: vectorised GELU and QuickGELU.
+/* nn_clip — engine ops CLIP inference needs beyond nn_*: vectorised GELU and QuickGELU, and
+ * the bf16 <-> f32 conversions of weights kept as bf16 in memory.
  *
  * nn_gelu_forward calls libm's erff per element (about 20 ns each); in ViT-L/14 that is a
  * third of the time of a block. nn_clip_gelu_forward computes the same x·Φ(x) with erf from
@@ -11,6 +12,7 @@
 #define EASEL_NN_CLIP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* out = x·Φ(x) = ½x(1 + erf(x/√2)), n elements; out may alias inp. Max abs difference from
  * the erff form: below 3e-7·|x|. */
@@ -19,5 +21,11 @@ void nn_clip_gelu_forward(float *out, const float *inp, size_t n);
 /* out = x·σ(1.702x) (OpenAI CLIP's QuickGELU), n elements; out may alias inp. Relative
  * difference from the expf form below 1e-6. */
 void nn_clip_quickgelu_forward(float *out, const float *inp, size_t n);
+
+/* bf16 (the top 16 bits of an f32) -> f32, exact; n elements. */
+void nn_clip_bf16_to_f32(float *out, const uint16_t *inp, size_t n);
+
+/* f32 -> bf16 rounded to nearest, ties to even; NaN stays NaN (quiet), infinities stay. */
+void nn_clip_f32_to_bf16(uint16_t *out, const float *inp, size_t n);
 
 #endif
