@@ -20,7 +20,8 @@ Committed output, tests/fixtures/clip/:
   tiny_layers.safetensors  for tiny_ref's inputs, transformers' CLIPTextModelWithProjection /
                      CLIPVisionModelWithProjection on tiny_hf with output_hidden_states:
                      every hidden state (index 0 = embeddings, i = after layer i), the last
-                     hidden state (final LayerNorm), pooled and projected outputs; each
+                     hidden state (text: with the final LayerNorm; vision: without, as
+                     transformers gives them), pooled and projected outputs; each
                      checked against open_clip's blocks (forward hooks) before it is written
 
     python3 tests/clip/make_fixtures.py --layers        # only tiny_layers.safetensors
