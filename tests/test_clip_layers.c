@@ -10,10 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "base.h"
 #include "clip.h"
 #include "fmt_safetensors.h"
+#include "support.h"
 
 #define FIX "tests/fixtures/clip/"
 #define TOL 1e-5f
@@ -177,56 +180,121 @@ Test(clip_layers, batch_of_40_texts_equals_one_by_one) {
     clip_model_free(m);
 }
 
-/* Weights kept as bf16: the file's bf16 used as it is (tiny_hf: the same numbers as f32),
- * f32 rounded to bf16 on request (cosine to f32 >= 0.999) at about half the bytes. */
+/* DIR/open_clip_model.safetensors: tiny_openclip's weights, each scaled by 1 + up to 0.4 %
+ * so that they are no longer bf16-representable, stored as DT (F32 or F16); the config and
+ * vocabulary linked beside. */
+static void write_jittered(const char *dir, StDtype dt) {
+    Err err = {0};
+    SafeTensors *src = safetensors_open(FIX "tiny_openclip/open_clip_model.safetensors", &err);
+    cr_assert(src, "%s", err.msg);
+    SafeTensorsWriter *w = safetensors_writer_new();
+    size_t n = safetensors_count(src);
+    void **bufs = xcalloc(n, sizeof(void *));
+    uint32_t h = 12345;
+    for (size_t i = 0; i < n; i++) {
+        const StTensor *t = safetensors_at(src, i);
+        cr_assert_eq(t->dtype, ST_F32);
+        const float *x = safetensors_f32_view(t);
+        float *f = xmalloc((size_t)t->n_elem * sizeof(float));
+        uint16_t *half = xmalloc((size_t)t->n_elem * sizeof(uint16_t));
+        for (int64_t j = 0; j < t->n_elem; j++) {
+            h = h * 1664525u + 1013904223u;
+            f[j] = x[j] * (1.0f + 0.004f * ((float)(h >> 8) / 16777216.0f - 0.5f));
+            half[j] = safetensors_f32_to_f16(f[j]);
+        }
+        if (dt == ST_F16) {
+            free(f);
+            bufs[i] = half;
+        } else {
+            free(half);
+            bufs[i] = f;
+        }
+        cr_assert_eq(safetensors_writer_add(w, t->name, dt, t->n_dim, t->shape, bufs[i], &err),
+                     0, "%s", err.msg);
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s/open_clip_model.safetensors", dir);
+    cr_assert_eq(safetensors_writer_save(w, path, &err), 0, "%s", err.msg);
+    safetensors_writer_free(w);
+    for (size_t i = 0; i < n; i++)
+        free(bufs[i]);
+    free(bufs);
+    safetensors_close(src);
+    char cwd[1024], from[1200];
+    cr_assert(getcwd(cwd, sizeof cwd));
+    const char *files[] = {"open_clip_config.json", "bpe_simple_vocab_16e6.txt.gz"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(from, sizeof from, "%s/" FIX "tiny_openclip/%s", cwd, files[i]);
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        cr_assert_eq(symlink(from, path), 0);
+    }
+}
+
+/* Cosine of every row of A and B (n rows of 16) >= MIN; returns the smallest. */
+static double min_cosine(const float *a, const float *b, int n) {
+    double worst = 1;
+    for (int i = 0; i < n; i++) {
+        double dot = 0;
+        for (int j = 0; j < 16; j++)
+            dot += (double)a[i * 16 + j] * b[i * 16 + j];
+        worst = dot < worst ? dot : worst;
+    }
+    return worst;
+}
+
+/* Image and text embeddings of the reference inputs from two loads of a model. */
+static void embed_both(ClipModel *m, float img[3 * 16], float txt[6 * 16]) {
+    Err err = {0};
+    int64_t n_px;
+    const float *pixels = ref_f32("pixels", &n_px);
+    const int32_t *ids = safetensors_find(ref, "ids")->data;
+    cr_assert_eq(clip_model_encode_pixels(m, pixels, 3, img, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(clip_model_encode_ids(m, ids, 6, txt, &err), 0, "%s", err.msg);
+}
+
+/* Weights kept as bf16: the file's bf16 used as it is (tiny_hf: the same numbers as f32);
+ * f32 and f16 files rounded to bf16 on request: cosine to f32 >= 0.999, about half the
+ * bytes. */
 Test(clip_layers, bf16_weights) {
     Err err = {0};
     ClipModel *auto_hf = clip_model_load(FIX "tiny_hf", &err);
     ClipModel *f32_hf = clip_model_load_weights(FIX "tiny_hf", CLIP_WEIGHTS_F32, &err);
-    ClipModel *f32 = clip_model_load_weights(FIX "tiny_openclip", CLIP_WEIGHTS_F32, &err);
-    ClipModel *bf = clip_model_load_weights(FIX "tiny_openclip", CLIP_WEIGHTS_BF16, &err);
-    cr_assert(auto_hf && f32_hf && f32 && bf, "%s", err.msg);
+    cr_assert(auto_hf && f32_hf, "%s", err.msg);
     cr_assert_eq(clip_model_weights(auto_hf), CLIP_WEIGHTS_BF16);
     cr_assert_eq(clip_model_weights(f32_hf), CLIP_WEIGHTS_F32);
-    cr_assert_eq(clip_model_weights(bf), CLIP_WEIGHTS_BF16);
-    ClipModel *auto_oc = clip_model_load(FIX "tiny_openclip", &err);
-    cr_assert(auto_oc, "%s", err.msg);
-    cr_assert_eq(clip_model_weights(auto_oc), CLIP_WEIGHTS_F32); /* an f32 file stays f32 */
-    clip_model_free(auto_oc);
-    double ratio = (double)clip_model_weight_bytes(bf) / (double)clip_model_weight_bytes(f32);
-    cr_assert(ratio < 0.56 && ratio > 0.45, "bf16 / f32 weight bytes %.3f", ratio);
-    cr_assert_eq(clip_model_weight_bytes(auto_hf), clip_model_weight_bytes(bf));
-
-    int64_t n_px;
-    const float *pixels = ref_f32("pixels", &n_px);
-    const int32_t *ids = safetensors_find(ref, "ids")->data;
-    float a[6 * 16], b[6 * 16];
-    ClipModel *pairs[2][2] = {{auto_hf, f32_hf}, {bf, f32}};
-    for (int p = 0; p < 2; p++)
-        for (int vision = 0; vision < 2; vision++) {
-            int n = vision ? 3 : 6;
-            if (vision) {
-                cr_assert_eq(clip_model_encode_pixels(pairs[p][0], pixels, n, a, NULL, &err), 0);
-                cr_assert_eq(clip_model_encode_pixels(pairs[p][1], pixels, n, b, NULL, &err), 0);
-            } else {
-                cr_assert_eq(clip_model_encode_ids(pairs[p][0], ids, n, a, &err), 0);
-                cr_assert_eq(clip_model_encode_ids(pairs[p][1], ids, n, b, &err), 0);
-            }
-            for (int i = 0; i < n; i++) {
-                double dot = 0;
-                for (int j = 0; j < 16; j++)
-                    dot += (double)a[i * 16 + j] * b[i * 16 + j];
-                if (p == 0) /* bf16 file: exactly the numbers the f32 widening gives */
-                    assert_close(a + i * 16, b + i * 16, 16, 1e-6f, "bf16 file as bf16");
-                else
-                    cr_assert(dot >= 0.999, "%s %d: cosine bf16 vs f32 %.5f",
-                              vision ? "image" : "text", i, dot);
-            }
-        }
+    float a_img[48], a_txt[96], b_img[48], b_txt[96];
+    embed_both(auto_hf, a_img, a_txt);
+    embed_both(f32_hf, b_img, b_txt);
+    assert_close(a_img, b_img, 48, 1e-6f, "bf16 file kept as bf16: images");
+    assert_close(a_txt, b_txt, 96, 1e-6f, "bf16 file kept as bf16: texts");
     clip_model_free(auto_hf);
     clip_model_free(f32_hf);
-    clip_model_free(f32);
-    clip_model_free(bf);
+
+    char tmp[64], dir[128];
+    support_tmpdir_make(tmp, sizeof tmp, "clipbf16");
+    StDtype dts[2] = {ST_F32, ST_F16};
+    for (int k = 0; k < 2; k++) {
+        snprintf(dir, sizeof dir, "%s/%s", tmp, k ? "f16" : "f32");
+        cr_assert_eq(mkdir(dir, 0700), 0);
+        write_jittered(dir, dts[k]);
+        ClipModel *f32 = clip_model_load(dir, &err); /* auto: f32 (f16 widened) */
+        ClipModel *bf = clip_model_load_weights(dir, CLIP_WEIGHTS_BF16, &err);
+        cr_assert(f32 && bf, "%s", err.msg);
+        cr_assert_eq(clip_model_weights(f32), CLIP_WEIGHTS_F32);
+        cr_assert_eq(clip_model_weights(bf), CLIP_WEIGHTS_BF16);
+        double ratio = (double)clip_model_weight_bytes(bf) / (double)clip_model_weight_bytes(f32);
+        cr_assert(ratio < 0.56 && ratio > 0.45, "bf16 / f32 weight bytes %.3f", ratio);
+        embed_both(f32, a_img, a_txt);
+        embed_both(bf, b_img, b_txt);
+        double ci = min_cosine(a_img, b_img, 3), ct = min_cosine(a_txt, b_txt, 6);
+        cr_assert(ci >= 0.999 && ct >= 0.999, "%s file: cosine bf16 vs f32 images %.6f, texts "
+                  "%.6f", k ? "f16" : "f32", ci, ct);
+        int differs = memcmp(a_img, b_img, sizeof a_img) != 0;
+        cr_assert(differs, "bf16 rounding changed nothing: the test model is bf16-exact");
+        clip_model_free(f32);
+        clip_model_free(bf);
+    }
+    support_tmpdir_remove(tmp);
 }
 
 Test(clip_layers, weights_names) {
