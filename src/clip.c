@@ -98,27 +98,12 @@ static void activation(float *x, size_t n, int quick) {
     backend_cpu_parallel_for((int64_t)n, 16384, act_range, &a);
 }
 
-typedef struct WidenCtx {
-    float *dst;
-    const uint16_t *src;
-} WidenCtx;
-
-static void widen_range(void *ctx, int64_t b, int64_t e) {
-    WidenCtx *w = ctx;
-    nn_clip_bf16_to_f32(w->dst + b, w->src + b, (size_t)(e - b));
-}
-
-/* out (N, O) = in (N, K) · wᵀ + bias, W (O, K) in the model's resident dtype: a bf16 matrix
- * is widened into the scratch first (exact), so the GEMM and its sums are f32. */
+/* out (N, O) = in (N, K) · wᵀ + bias, W (O, K) in the model's resident dtype (a bf16 W is
+ * widened tile by tile into the scratch: the GEMM and its sums are f32). */
 static void linear(const ClipModel *m, Scratch *s, float *out, const float *in, ClipMat w,
                    const float *bias, int N, int K, int O) {
-    const float *wf = w;
-    if (m->bf16) {
-        WidenCtx c = {s->wbuf, w};
-        backend_cpu_parallel_for((int64_t)O * K, 1 << 16, widen_range, &c);
-        wf = s->wbuf;
-    }
-    nn_linear_forward(out, in, wf, bias, N, K, O);
+    nn_clip_linear_forward(out, in, m->bf16 ? NULL : w, m->bf16 ? w : NULL, bias, s->wbuf, N, K,
+                           O);
 }
 
 /* Row I of the token embedding as f32 into DST. */

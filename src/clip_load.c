@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base.h"
 #include "nn_clip.h"
@@ -121,6 +123,17 @@ static const StTensor *checked(Loader *ld, const char *name, int nd, const int64
     return t;
 }
 
+/* T's mapped bytes were copied or converted and are not read again: hand the whole pages
+ * among them back, so that they stop counting as resident (the mapping is read-only and
+ * private; a later read would fault them in again from the file). */
+static void release_mapped(const StTensor *t) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t b = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+    uintptr_t e = ((uintptr_t)t->data + (uintptr_t)t->n_bytes) & ~(page - 1);
+    if (e > b)
+        madvise((void *)b, e - b, MADV_DONTNEED);
+}
+
 static int nonfinite_error(Loader *ld, const char *name, float v, int64_t at) {
     err_set(ld->err, ERR_FORMAT, "%s: tensor '%s' holds %s at element %lld: the weights are "
             "corrupt (re-download or re-export the model)", wname(ld->m), name,
@@ -147,6 +160,7 @@ static const float *tensor(Loader *ld, const char *name, int nd, const int64_t *
             return NULL;
         }
         safetensors_read_f32(m->st, t, conv, (size_t)t->n_elem, NULL);
+        release_mapped(t);
         p = conv;
     }
     int64_t bad = first_nonfinite(p, t->n_elem);
@@ -180,7 +194,10 @@ static ClipMat wtensor_into(Loader *ld, const char *name, int nd, const int64_t 
     if (!m->bf16) {
         const float *p = tensor(ld, name, nd, d);
         if (p && dst) {
-            memcpy(dst, p, (size_t)safetensors_find(m->st, name)->n_elem * sizeof(float));
+            const StTensor *t = safetensors_find(m->st, name);
+            memcpy(dst, p, (size_t)t->n_elem * sizeof(float));
+            if (p == t->data)
+                release_mapped(t);
             return dst;
         }
         return p;
@@ -216,6 +233,7 @@ static ClipMat wtensor_into(Loader *ld, const char *name, int nd, const int64_t 
         }
         nn_clip_f32_to_bf16(out, src, n);
         free(tmp);
+        release_mapped(t);
         p = out;
     }
     if (!dst)
@@ -266,6 +284,9 @@ static const float *t2_transposed(Loader *ld, const char *name, int64_t c, int64
     for (int64_t i = 0; i < c; i++)
         for (int64_t j = 0; j < e; j++)
             dst[j * c + i] = src[i * e + j];
+    const StTensor *t = find(ld, name);
+    if (src == t->data)
+        release_mapped(t);
     return dst;
 }
 

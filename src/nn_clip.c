@@ -6,9 +6,12 @@
  */
 #include "nn_clip.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "backend_cpu.h"
 
 /* The loops below only vectorise with if-conversion of non-trapping float code. */
 #pragma GCC optimize("O3", "no-trapping-math")
@@ -134,4 +137,48 @@ void nn_clip_f32_to_bf16(uint16_t *restrict out, const float *restrict inp, size
         else
             out[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
     }
+}
+
+#define SLAB 128 /* output columns per parallel unit (and per widened bf16 tile) */
+
+typedef struct LinJob {
+    float *out;
+    const float *inp, *w, *bias;
+    const uint16_t *wh;
+    float *wbuf;
+    int N, K, O;
+} LinJob;
+
+/* Columns [j0, j1): bias rows, then the product (beta 1 over the bias, else 0). */
+static void lin_cols(const LinJob *j, const float *w, int j0, int j1) {
+    if (j->bias)
+        for (int n = 0; n < j->N; n++)
+            memcpy(j->out + (size_t)n * j->O + j0, j->bias + j0, (size_t)(j1 - j0) * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->N, j1 - j0, j->K, 1.0f, j->inp,
+                j->K, w + (size_t)j0 * j->K, j->K, j->bias ? 1.0f : 0.0f, j->out + j0, j->O);
+}
+
+static void lin_range(void *ctx, int64_t s0, int64_t s1) {
+    const LinJob *j = ctx;
+    int c0 = (int)s0 * SLAB, c1 = (int)(s1 * SLAB < j->O ? s1 * SLAB : j->O);
+    if (!j->wh) {
+        lin_cols(j, j->w, c0, c1);
+        return;
+    }
+    for (int a = c0; a < c1; a += SLAB) {
+        int b = a + SLAB < c1 ? a + SLAB : c1;
+        nn_clip_bf16_to_f32(j->wbuf + (size_t)a * j->K, j->wh + (size_t)a * j->K,
+                            (size_t)(b - a) * (size_t)j->K);
+        lin_cols(j, j->wbuf, a, b);
+    }
+}
+
+void nn_clip_linear_forward(float *out, const float *inp, const float *w, const uint16_t *wh,
+                            const float *bias, float *wbuf, int N, int K, int O) {
+    if (N <= 0 || O <= 0)
+        return;
+    LinJob j = {out, inp, w, bias, wh, wbuf, N, K, O};
+    int64_t n_slabs = (O + SLAB - 1) / SLAB;
+    int64_t grain = (int64_t)N * O * K < 64 * 1024 ? n_slabs : 1;
+    backend_cpu_parallel_for(n_slabs, grain, lin_range, &j);
 }

@@ -22,6 +22,15 @@ void nn_clip_gelu_forward(float *out, const float *inp, size_t n);
  * difference from the expf form below 1e-6. */
 void nn_clip_quickgelu_forward(float *out, const float *inp, size_t n);
 
+/* out (N, O) = inp (N, K) · Wᵀ + bias (bias may be NULL). W (O, K) is f32 (W) or bf16 (WH,
+ * with W NULL): a bf16 W is widened 128 rows at a time into WBUF (O·K floats, the same rows'
+ * place), by the thread that multiplies them just after, so the product and its sums are f32
+ * and the widened tile is still in cache. Split over the calling thread's CPU pool by output
+ * columns: one OpenBLAS sgemm per thread's range for f32 (its share of inp packed once), one
+ * per 128-column tile for bf16. out must not alias inp. */
+void nn_clip_linear_forward(float *out, const float *inp, const float *w, const uint16_t *wh,
+                            const float *bias, float *wbuf, int N, int K, int O);
+
 /* bf16 (the top 16 bits of an f32) -> f32, exact; n elements. */
 void nn_clip_bf16_to_f32(float *out, const uint16_t *inp, size_t n);
 
