@@ -308,3 +308,29 @@ Test(clip_layers, weights_names) {
     cr_assert_eq(clip_weights_parse("f16", &w), -1);
     cr_assert_str_eq(clip_weights_name(CLIP_WEIGHTS_BF16), "bf16");
 }
+
+/* The pooling token: the argmax id for OpenCLIP; with config.json's eos_token_id (49407,
+ * not the legacy 2) its first occurrence, position 0 when absent, as transformers does. */
+Test(clip_layers, pooling_token_rule) {
+    int32_t ids[77] = {320, 49406, 1125, 49407, 49407};
+    const char *dirs[2] = {FIX "tiny_openclip", FIX "tiny_hf"};
+    int32_t rows[2][77];
+    memcpy(rows[0], ids, sizeof ids);
+    memcpy(rows[1], ids, sizeof ids);
+    rows[1][3] = rows[1][4] = 0; /* no end token at all */
+    for (int d = 0; d < 2; d++) {
+        Err err = {0};
+        ClipModel *m = clip_model_load(dirs[d], &err);
+        cr_assert(m, "%s", err.msg);
+        cr_assert_eq(clip_model_config(m)->eos_token_id, d ? 49407 : -1);
+        for (int r = 0; r < 2; r++) {
+            float last[77 * 8], pooled[8];
+            ClipOutputs o = {.layer = -1, .final_ln = 1, .hidden = last, .pooled = pooled};
+            cr_assert_eq(clip_model_text_forward(m, rows[r], 1, &o, &err), 0, "%s", err.msg);
+            /* OpenCLIP: argmax (49407 at 3, else 49406 at 1); HF: first 49407, else 0 */
+            int want = d == 0 ? (r == 0 ? 3 : 1) : (r == 0 ? 3 : 0);
+            assert_close(pooled, last + want * 8, 8, 1e-6f, "pooled at the pooling token");
+        }
+        clip_model_free(m);
+    }
+}
