@@ -334,3 +334,26 @@ Test(clip_layers, pooling_token_rule) {
         clip_model_free(m);
     }
 }
+
+/* n decoded images in one call: what the files give one by one. */
+Test(clip_layers, encode_images_batch) {
+    Err err = {0};
+    ClipModel *m = clip_model_load(FIX "tiny_openclip", &err);
+    cr_assert(m, "%s", err.msg);
+    const char *names[4] = {FIX "images/rgb_300x200.png", FIX "images/grey_45x60.png",
+                            FIX "images/rgba_64x48.png", FIX "images/pal_70x40.png"};
+    ClipImage imgs[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(clip_image_load(&imgs[i], names[i], &err), 0, "%s", err.msg);
+    float all[4 * 16], tok[4 * 16 * 16], one[16], one_tok[16 * 16];
+    cr_assert_eq(clip_model_encode_images(m, imgs, 4, CLIP_RESIZE_SHORTEST, all, tok, &err), 0,
+                 "%s", err.msg);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(clip_model_encode_image_files(m, &names[i], 1, CLIP_RESIZE_SHORTEST, one,
+                                                   one_tok, &err), 0, "%s", err.msg);
+        assert_close(all + i * 16, one, 16, TOL, "image batch vs one file");
+        assert_close(tok + i * 256, one_tok, 256, TOL, "tokens batch vs one file");
+        clip_image_deinit(&imgs[i]);
+    }
+    clip_model_free(m);
+}
