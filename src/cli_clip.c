@@ -367,6 +367,10 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
                   "--help')");
         goto out;
     }
+    if (weights_set && strncmp(encoder, "clip:", 5) != 0) {
+        cli_error("embed: --weights applies to clip encoders only");
+        goto out;
+    }
     /* a store is only read, and only if there is one (for clip:NAME) */
     Store *st = NULL;
     if (access(g->db_path, F_OK) == 0) {
