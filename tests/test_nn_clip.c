@@ -70,7 +70,8 @@ Test(nn_clip, quickgelu_matches_sigmoid_form) {
 /* A few values of every kind the kernel's edges meet: rows not a multiple of 6, columns not
  * of 32 or 128, K odd; a pool of 3 splits the slabs unevenly. */
 Test(nn_clip, linear_matches_reference) {
-    const int shapes[][3] = {{1, 1, 1}, {7, 13, 37}, {6, 64, 32}, {13, 33, 129}, {50, 96, 300}};
+    const int shapes[][3] = {{1, 1, 1}, {7, 13, 37}, {6, 64, 32}, {13, 33, 129}, {50, 96, 300},
+                             {8, 1100, 40}}; /* K over two of the kernel's k blocks */
     Err err = {0};
     CpuPool *pool = backend_cpu_pool_new(3, &err);
     cr_assert(pool, "%s", err.msg);
