@@ -8,15 +8,28 @@
  * from `open_clip_config.json` (its model_cfg) or `config.json`, else from the tensor
  * shapes with OpenCLIP's defaults (64-wide heads, GELU). Every tensor is checked against
  * the architecture; a missing or mis-shaped one is an error naming it. Weights are
- * memory-mapped: f32 tensors are used in place, f16/bf16 converted once at load.
+ * memory-mapped and used in place where the file holds them in the resident dtype, else
+ * converted once at load. The resident dtype of the large matrices (the blocks' and the
+ * token embedding, 97 % of the weights) is f32 or bf16 (ClipWeights); bf16 halves the memory,
+ * and each matrix is widened to f32 just before its GEMM (f32 accumulation).
  *
  * Vision: patch embedding (convolution as a GEMM), class token, positional embedding,
  * ln_pre, pre-LN transformer blocks, ln_post, projection. Outputs the L2-normalised pooled
  * embedding (class token) and, optionally, the patch tokens: ln_post(x[1:]) · proj, NOT
  * normalised, in the same embedding space (dimension embed_dim). Text: token + positional
- * embedding, causal blocks, ln_final, the end-of-text token (argmax id), projection,
- * L2-normalised. Because attention is causal, the text tower runs only up to the latest
- * end token of the batch; the result is the same.
+ * embedding, causal blocks, ln_final, the end-of-text token (argmax id, or the first
+ * eos_token_id where config.json names one other than the legacy 2, as transformers does),
+ * projection, L2-normalised. Because attention is causal, the text tower runs only up to the
+ * latest end token of the batch unless all positions' hidden states are asked for; the
+ * result is the same.
+ *
+ * clip_model_text_forward / clip_model_vision_forward give what diffusion text
+ * conditioning needs (SDXL: the penultimate layer's states of all 77 positions without the
+ * final LayerNorm, and the projected pooled output): hidden states numbered as transformers'
+ * output_hidden_states (0 = the embeddings entering the first block — for vision after
+ * ln_pre —, i = the output of block i), the pooled output (final LayerNorm at the pooling
+ * position: transformers' pooler_output) and the projected one (text_embeds /
+ * image_embeds), for a batch in one call: the batch is one (B·T, C) matrix per GEMM.
  *
  * Threads: ops split work over the CPU pool the calling thread selected with
  * backend_cpu_use() (backend_cpu.h); none = one thread. A loaded ClipModel is read-only:
@@ -47,6 +60,7 @@ typedef struct ClipConfig {
     int text_heads;
     int text_mlp;
     int quick_gelu;        /* 1: x·σ(1.702x) (OpenAI weights); 0: exact GELU */
+    int eos_token_id;      /* text pooling: first position holding it; -1: argmax id */
     float ln_eps;          /* LayerNorm epsilon (1e-5) */
     float mean[3];         /* preprocessing normalisation */
     float std[3];
@@ -60,13 +74,27 @@ typedef enum ClipLayout {
 
 typedef struct ClipModel ClipModel;
 
+/* The resident dtype of the large weight matrices. AUTO: bf16 if the file holds them as
+ * bf16 (used in place, half the memory, the same numbers), else f32 (f16 files widen to
+ * f32). F32 / BF16 force one (bf16 from f32 or f16 rounds to nearest even). */
+typedef enum ClipWeights {
+    CLIP_WEIGHTS_AUTO = 0,
+    CLIP_WEIGHTS_F32 = 1,
+    CLIP_WEIGHTS_BF16 = 2,
+} ClipWeights;
+
+/* "auto", "f32", "bf16" -> *OUT; -1 for anything else. */
+int clip_weights_parse(const char *s, ClipWeights *out);
+const char *clip_weights_name(ClipWeights w);
+
 /* ---- loading ------------------------------------------------------------------------------- */
 
 /* Load from a model folder, or from a .safetensors file (config and tokenizer files then
  * come from its folder). Errors name the file and tensor: ERR_NOTFOUND (no weights file, no
  * tokenizer), ERR_FORMAT (bad or truncated safetensors, missing or mis-shaped tensor,
  * unsupported architecture), ERR_NOMEM. Free with clip_model_free. */
-ClipModel *clip_model_load(const char *path, Err *err);
+ClipModel *clip_model_load(const char *path, Err *err); /* CLIP_WEIGHTS_AUTO */
+ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *err);
 void clip_model_free(ClipModel *m); /* NULL allowed */
 
 /* Borrowed; valid until clip_model_free. */
@@ -74,6 +102,8 @@ const ClipConfig *clip_model_config(const ClipModel *m);
 const ClipTokenizer *clip_model_tokenizer(const ClipModel *m);
 ClipLayout clip_model_layout(const ClipModel *m);
 const char *clip_model_weights_path(const ClipModel *m);
+/* The resident dtype chosen at load: CLIP_WEIGHTS_F32 or CLIP_WEIGHTS_BF16. */
+ClipWeights clip_model_weights(const ClipModel *m);
 /* Where the architecture came from: "open_clip_config.json", "config.json" or "shapes". */
 const char *clip_model_config_source(const ClipModel *m);
 
@@ -101,6 +131,40 @@ int clip_model_encode_ids(const ClipModel *m, const int32_t *ids, int n, float *
 /* Tokenize and encode n UTF-8 strings. */
 int clip_model_encode_texts(const ClipModel *m, const char *const *texts, int n, float *embeds,
                             Err *err);
+
+/* ---- layers, pooled and projected outputs ------------------------------------------------- */
+
+#define CLIP_ALL_LAYERS (-1000)
+
+/* What a forward call returns; NULL outputs are skipped. T is context_length (text) or
+ * 1 + n_patches (vision); C the tower's width. */
+typedef struct ClipOutputs {
+    int layer;        /* hidden state: 0..layers as transformers' hidden_states[i]; negative
+                       * from the end (-1 the last block's output, -2 the penultimate, SDXL's);
+                       * CLIP_ALL_LAYERS: all layers + 1 states */
+    int final_ln;     /* 1: the tower's final LayerNorm (ln_final / ln_post) applied to the
+                       * hidden states returned (transformers' last_hidden_state for -1) */
+    float *hidden;    /* (n, n_states, T, C) */
+    float *pooled;    /* (n, C): final LayerNorm at the pooling position (pooler_output) */
+    float *projected; /* (n, E): pooled · projection, NOT normalised (text/image_embeds) */
+} ClipOutputs;
+
+/* The number of hidden states O->layer asks for (1, or layers + 1), or -1 if the layer is
+ * out of range for the tower (VISION 1 or 0). */
+int clip_model_n_states(const ClipModel *m, int vision, int layer);
+
+/* ids (n, context_length) / pixels (n, 3, S, S) -> OUT. Returns 0, ERR_USAGE (an id
+ * outside the vocabulary, a layer out of range), ERR_NOMEM. Runs only the blocks the
+ * outputs need. */
+int clip_model_text_forward(const ClipModel *m, const int32_t *ids, int n,
+                            const ClipOutputs *out, Err *err);
+int clip_model_vision_forward(const ClipModel *m, const float *pixels, int n,
+                              const ClipOutputs *out, Err *err);
+
+/* Preprocess (MODE) and encode n decoded images at once (batched as encode_pixels).
+ * embeds and tokens as in clip_model_encode_pixels. */
+int clip_model_encode_images(const ClipModel *m, const ClipImage *images, int n,
+                             ClipResizeMode mode, float *embeds, float *tokens, Err *err);
 
 /* Decode, preprocess (MODE) and encode n image files; the first failing file is named in
  * err. tokens as in clip_model_encode_pixels. */

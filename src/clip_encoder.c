@@ -21,7 +21,48 @@ typedef struct ClipEncState {
     float *pixels;          /* (3, S, S) */
 } ClipEncState;
 
-char *clip_encoder_resolve(const char *arg, Store *st, Err *err) {
+static char *resolve_name(const char *arg, Store *st, Err *err);
+
+/* Strip the option suffixes off NAME in place; their values into the out-parameters. */
+static void strip_options(char *name, int *squash, ClipWeights *weights) {
+    *squash = 0;
+    *weights = CLIP_WEIGHTS_AUTO;
+    for (;;) {
+        char *comma = strrchr(name, ',');
+        if (!comma)
+            return;
+        if (strcmp(comma, ",squash") == 0)
+            *squash = 1;
+        else if (strcmp(comma, ",bf16") == 0 && *weights == CLIP_WEIGHTS_AUTO)
+            *weights = CLIP_WEIGHTS_BF16;
+        else if (strcmp(comma, ",f32") == 0 && *weights == CLIP_WEIGHTS_AUTO)
+            *weights = CLIP_WEIGHTS_F32;
+        else
+            return;
+        *comma = '\0';
+    }
+}
+
+ClipWeights clip_encoder_weights(const char *arg) {
+    char *name = xstrdup(arg ? arg : "");
+    int squash;
+    ClipWeights w;
+    strip_options(name, &squash, &w);
+    free(name);
+    return w;
+}
+
+char *clip_encoder_resolve(const char *arg_in, Store *st, Err *err) {
+    char *copy = xstrdup(arg_in ? arg_in : "");
+    int squash;
+    ClipWeights w;
+    strip_options(copy, &squash, &w);
+    char *res = resolve_name(copy, st, err);
+    free(copy);
+    return res;
+}
+
+static char *resolve_name(const char *arg, Store *st, Err *err) {
     if (!arg || !*arg) {
         err_set(err, ERR_USAGE, "clip: name the model: --encoder clip:NAME or clip:PATH");
         return NULL;
@@ -92,17 +133,14 @@ Encoder *clip_encoder_open(const char *arg, Store *st, Err *err) {
     char *name = xstrdup(arg ? arg : "");
     ClipResizeMode mode = CLIP_RESIZE_SHORTEST;
     int squash = 0;
-    char *comma = strrchr(name, ',');
-    if (comma && strcmp(comma, ",squash") == 0) {
-        *comma = '\0';
-        squash = 1;
-    }
+    ClipWeights weights;
+    strip_options(name, &squash, &weights);
     char *path = clip_encoder_resolve(name, st, err);
     if (!path) {
         free(name);
         return NULL;
     }
-    ClipModel *m = clip_model_load(path, err);
+    ClipModel *m = clip_model_load_weights(path, weights, err);
     free(path);
     if (!m) {
         free(name);
@@ -125,7 +163,9 @@ Encoder *clip_encoder_open(const char *arg, Store *st, Err *err) {
         free(name);
         return NULL;
     }
-    char *full = xasprintf("clip:%s%s", name, squash ? ",squash" : "");
+    char *full = xasprintf("clip:%s%s%s", name, squash ? ",squash" : "",
+                           weights == CLIP_WEIGHTS_AUTO ? "" : weights == CLIP_WEIGHTS_BF16 ?
+                           ",bf16" : ",f32");
     if (strlen(full) >= sizeof(((Encoder *)0)->name)) {
         /* the name is the cache key: never truncate it */
         err_set(err, ERR_USAGE, "clip: encoder name '%s' is longer than %zu characters; "

@@ -1,8 +1,12 @@
 /* clip_int — private to src/clip.c and src/clip_load.c: the ClipModel struct.
  *
- * Every weight pointer points either into the safetensors mapping (f32 tensors, used in
- * place) or into one of the `owned` buffers (f16/bf16 converted at load, OpenCLIP's
- * projections transposed to the (E, C) layout nn_linear_forward takes).
+ * Every weight pointer points either into the safetensors mapping (tensors already in the
+ * resident dtype, used in place) or into one of the `owned` buffers (converted at load,
+ * OpenCLIP's projections transposed to the (E, C) layout nn_linear_forward takes, Hugging
+ * Face's q, k, v projections concatenated into one (3C, C) matrix).
+ *
+ * The large matrices (ClipMat: the blocks' qkv, out, fc1, fc2, and the token embedding) are
+ * in the model's resident dtype, `bf16` (uint16_t) or f32; everything else is f32.
  */
 #ifndef EASEL_CLIP_INT_H
 #define EASEL_CLIP_INT_H
@@ -10,14 +14,20 @@
 #include "clip.h"
 #include "fmt_safetensors.h"
 
+/* f32 or bf16 data, as ClipModel.bf16 says. */
+typedef const void *ClipMat;
+
 typedef struct ClipBlock {
     const float *ln1_w, *ln1_b;   /* (C) */
-    const float *wq, *wk, *wv;    /* (C, C) each */
-    const float *bq, *bk, *bv;    /* (C) each */
-    const float *wo, *bo;         /* (C, C), (C) */
+    ClipMat wqkv;                 /* (3C, C): q, k, v projections stacked */
+    const float *bqkv;            /* (3C) */
+    ClipMat wo;                   /* (C, C) */
+    const float *bo;              /* (C) */
     const float *ln2_w, *ln2_b;   /* (C) */
-    const float *fc1_w, *fc1_b;   /* (M, C), (M) */
-    const float *fc2_w, *fc2_b;   /* (C, M), (C) */
+    ClipMat fc1_w;                /* (M, C) */
+    const float *fc1_b;           /* (M) */
+    ClipMat fc2_w;                /* (C, M) */
+    const float *fc2_b;           /* (C) */
 } ClipBlock;
 
 struct ClipModel {
@@ -27,7 +37,8 @@ struct ClipModel {
     char *weights_path;
     const char *config_source;    /* static string */
     SafeTensors *st;
-    float **owned;                /* converted / transposed tensors */
+    int bf16;                     /* ClipMat weights are bf16 (else f32) */
+    void **owned;                 /* converted / transposed tensors */
     size_t n_owned, cap_owned;
     size_t weight_bytes;
     ClipTokenizer *tok;
@@ -40,7 +51,7 @@ struct ClipModel {
     const float *ln_post_w, *ln_post_b;
     const float *proj_v;          /* (E, Cv) */
     /* text */
-    const float *tok_emb;         /* (V, Ct) */
+    ClipMat tok_emb;              /* (V, Ct) */
     const float *pos_t;           /* (L, Ct) */
     ClipBlock *tblocks;           /* text_layers */
     const float *ln_final_w, *ln_final_b;

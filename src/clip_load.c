@@ -17,9 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base.h"
+#include "nn_clip.h"
 
 typedef struct Loader {
     ClipModel *m;
@@ -45,17 +48,19 @@ static const StTensor *find(Loader *ld, const char *name) {
     return safetensors_find(ld->m->st, name);
 }
 
-static float *own(ClipModel *m, size_t n) {
-    float *p = malloc(n * sizeof(float));
+static void *own_bytes(ClipModel *m, size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
     if (!p)
         return NULL;
     if (m->n_owned == m->cap_owned) {
         m->cap_owned = m->cap_owned ? 2 * m->cap_owned : 64;
-        m->owned = xrealloc(m->owned, m->cap_owned * sizeof(float *));
+        m->owned = xrealloc(m->owned, m->cap_owned * sizeof(void *));
     }
     m->owned[m->n_owned++] = p;
     return p;
 }
+
+static float *own(ClipModel *m, size_t n) { return own_bytes(m, n * sizeof(float)); }
 
 static void shape_str(char *buf, size_t size, int nd, const int64_t *d) {
     size_t k = (size_t)snprintf(buf, size, "[");
@@ -85,9 +90,8 @@ static int64_t first_nonfinite(const float *p, int64_t n) {
     return -1;
 }
 
-/* The f32 data of NAME with shape (d[0..nd)); NULL and a sticky error if missing,
- * mis-shaped or out of memory. */
-static const float *tensor(Loader *ld, const char *name, int nd, const int64_t *d) {
+/* NAME with shape (d[0..nd)) and a float dtype; NULL and a sticky error if not. */
+static const StTensor *checked(Loader *ld, const char *name, int nd, const int64_t *d) {
     if (ld->failed)
         return NULL;
     ClipModel *m = ld->m;
@@ -116,6 +120,35 @@ static const float *tensor(Loader *ld, const char *name, int nd, const int64_t *
         ld->failed = 1;
         return NULL;
     }
+    return t;
+}
+
+/* T's mapped bytes were copied or converted and are not read again: hand the whole pages
+ * among them back, so that they stop counting as resident (the mapping is read-only and
+ * private; a later read would fault them in again from the file). */
+static void release_mapped(const StTensor *t) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t b = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+    uintptr_t e = ((uintptr_t)t->data + (uintptr_t)t->n_bytes) & ~(page - 1);
+    if (e > b)
+        madvise((void *)b, e - b, MADV_DONTNEED);
+}
+
+static int nonfinite_error(Loader *ld, const char *name, float v, int64_t at) {
+    err_set(ld->err, ERR_FORMAT, "%s: tensor '%s' holds %s at element %lld: the weights are "
+            "corrupt (re-download or re-export the model)", wname(ld->m), name,
+            isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf", (long long)at);
+    ld->failed = 1;
+    return -1;
+}
+
+/* The f32 data of NAME with shape (d[0..nd)); NULL and a sticky error if missing,
+ * mis-shaped or out of memory. */
+static const float *tensor(Loader *ld, const char *name, int nd, const int64_t *d) {
+    const StTensor *t = checked(ld, name, nd, d);
+    if (!t)
+        return NULL;
+    ClipModel *m = ld->m;
     m->weight_bytes += (size_t)t->n_elem * sizeof(float);
     const float *p = safetensors_f32_view(t);
     if (!p) {
@@ -127,17 +160,104 @@ static const float *tensor(Loader *ld, const char *name, int nd, const int64_t *
             return NULL;
         }
         safetensors_read_f32(m->st, t, conv, (size_t)t->n_elem, NULL);
+        release_mapped(t);
         p = conv;
     }
     int64_t bad = first_nonfinite(p, t->n_elem);
     if (bad >= 0) {
-        err_set(ld->err, ERR_FORMAT, "%s: tensor '%s' holds %s at element %lld: the weights are "
-                "corrupt (re-download or re-export the model)", wname(m), name,
-                isnan(p[bad]) ? "NaN" : p[bad] > 0 ? "+inf" : "-inf", (long long)bad);
-        ld->failed = 1;
+        nonfinite_error(ld, name, p[bad], bad);
         return NULL;
     }
     return p;
+}
+
+/* Index of the first bf16 NaN or infinity in P[0..N), or -1. */
+static int64_t first_nonfinite_bf16(const uint16_t *p, int64_t n) {
+    const int64_t block = 4096;
+    for (int64_t b = 0; b < n; b += block) {
+        int64_t e = b + block < n ? b + block : n;
+        uint32_t any = 0;
+        for (int64_t i = b; i < e; i++)
+            any |= (uint32_t)((p[i] & 0x7f80u) == 0x7f80u);
+        if (any)
+            for (int64_t i = b; i < e; i++)
+                if ((p[i] & 0x7f80u) == 0x7f80u)
+                    return i;
+    }
+    return -1;
+}
+
+/* NAME (shape d) in the model's resident dtype, written at DST (N elements of it) when DST
+ * is not NULL, else returned in place (bf16 file, bf16 model) or in a new owned buffer. */
+static ClipMat wtensor_into(Loader *ld, const char *name, int nd, const int64_t *d, void *dst) {
+    ClipModel *m = ld->m;
+    if (!m->bf16) {
+        const float *p = tensor(ld, name, nd, d);
+        if (p && dst) {
+            const StTensor *t = safetensors_find(m->st, name);
+            memcpy(dst, p, (size_t)t->n_elem * sizeof(float));
+            if (p == t->data)
+                release_mapped(t);
+            return dst;
+        }
+        return p;
+    }
+    const StTensor *t = checked(ld, name, nd, d);
+    if (!t)
+        return NULL;
+    size_t n = (size_t)t->n_elem;
+    uint16_t *out = dst;
+    const uint16_t *p;
+    if (t->dtype == ST_BF16 && !dst && ((uintptr_t)t->data & 1) == 0) {
+        p = t->data; /* used in place */
+    } else {
+        if (!out)
+            out = own_bytes(m, n * sizeof(uint16_t));
+        const float *view = safetensors_f32_view(t);
+        float *tmp = view ? NULL : malloc(n * sizeof(float));
+        if (!out || (!view && !tmp)) {
+            free(tmp);
+            err_set(ld->err, ERR_NOMEM, "%s: no memory to convert tensor '%s' to bf16", wname(m),
+                    name);
+            ld->failed = 1;
+            return NULL;
+        }
+        if (!view)
+            safetensors_read_f32(m->st, t, tmp, n, NULL);
+        const float *src = view ? view : tmp;
+        int64_t bad = first_nonfinite(src, (int64_t)n);
+        if (bad >= 0) {
+            nonfinite_error(ld, name, src[bad], bad);
+            free(tmp);
+            return NULL;
+        }
+        nn_clip_f32_to_bf16(out, src, n);
+        free(tmp);
+        release_mapped(t);
+        p = out;
+    }
+    if (!dst)
+        m->weight_bytes += n * sizeof(uint16_t);
+    int64_t bad = first_nonfinite_bf16(p, (int64_t)n);
+    if (bad >= 0) { /* a finite f32 beyond bf16's range rounds to infinity */
+        uint32_t u = (uint32_t)p[bad] << 16;
+        float v;
+        memcpy(&v, &u, 4);
+        nonfinite_error(ld, name, v, bad);
+        return NULL;
+    }
+    return p;
+}
+
+static ClipMat wtensor(Loader *ld, int nd, const int64_t *d, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static ClipMat wtensor(Loader *ld, int nd, const int64_t *d, const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return wtensor_into(ld, name, nd, d, NULL);
 }
 
 static const float *t1(Loader *ld, const char *name, int64_t a) {
@@ -164,6 +284,9 @@ static const float *t2_transposed(Loader *ld, const char *name, int64_t c, int64
     for (int64_t i = 0; i < c; i++)
         for (int64_t j = 0; j < e; j++)
             dst[j * c + i] = src[i * e + j];
+    const StTensor *t = find(ld, name);
+    if (src == t->data)
+        release_mapped(t);
     return dst;
 }
 
@@ -265,6 +388,7 @@ static int shapes_config(Loader *ld, const Names *nm, ClipConfig *c) {
     c->vision_heads = c->vision_width % 64 == 0 ? c->vision_width / 64 : 0;
     c->text_heads = c->text_width % 64 == 0 ? c->text_width / 64 : 0;
     c->quick_gelu = 0;
+    c->eos_token_id = -1;
     c->ln_eps = 1e-5f;
     for (int i = 0; i < 3; i++) {
         c->mean[i] = clip_image_mean[i];
@@ -401,6 +525,9 @@ static int hf_config(Loader *ld, const char *path, ClipConfig *c) {
     c->text_layers = jint(t, "num_hidden_layers", c->text_layers);
     c->text_heads = jint(t, "num_attention_heads", c->text_heads);
     c->text_mlp = jint(t, "intermediate_size", c->text_mlp);
+    /* transformers pools at the first eos_token_id, except for the legacy id 2 (argmax) */
+    int eos = jint(t, "eos_token_id", 2);
+    c->eos_token_id = eos == 2 ? -1 : eos;
     c->ln_eps = (float)jnum(v, "layer_norm_eps", c->ln_eps);
     int qv = 1, qt = 1; /* transformers' default is quick_gelu */
     if ((rc = hf_act(ld, path, v, 1, &qv)) != 0 || (rc = hf_act(ld, path, t, 1, &qt)) != 0)
@@ -453,31 +580,38 @@ static void bind_block(Loader *ld, const Names *nm, const char *block_fmt, int i
     b->ln1_b = tf(ld, 1, dc, "%s%s.bias", p, nm->ln1);
     if (ld->m->layout == CLIP_LAYOUT_OPENCLIP) {
         int64_t d3[2] = {3 * (int64_t)C, C}, d3b[1] = {3 * (int64_t)C};
-        const float *w = tf(ld, 2, d3, "%sattn.in_proj_weight", p);
-        const float *bb = tf(ld, 1, d3b, "%sattn.in_proj_bias", p);
-        if (w && bb) {
-            b->wq = w;
-            b->wk = w + (size_t)C * C;
-            b->wv = w + 2 * (size_t)C * C;
-            b->bq = bb;
-            b->bk = bb + C;
-            b->bv = bb + 2 * C;
+        b->wqkv = wtensor(ld, 2, d3, "%sattn.in_proj_weight", p);
+        b->bqkv = tf(ld, 1, d3b, "%sattn.in_proj_bias", p);
+    } else { /* q, k, v stacked into one (3C, C) matrix and one (3C) bias */
+        size_t es = ld->m->bf16 ? sizeof(uint16_t) : sizeof(float);
+        char *w = own_bytes(ld->m, 3 * (size_t)C * (size_t)C * es);
+        float *bias = own(ld->m, 3 * (size_t)C);
+        if (!w || !bias) {
+            err_set(ld->err, ERR_NOMEM, "%s: no memory for block %s", wname(ld->m), p);
+            ld->failed = 1;
+            return;
         }
-    } else {
-        b->wq = tf(ld, 2, dcc, "%sself_attn.q_proj.weight", p);
-        b->wk = tf(ld, 2, dcc, "%sself_attn.k_proj.weight", p);
-        b->wv = tf(ld, 2, dcc, "%sself_attn.v_proj.weight", p);
-        b->bq = tf(ld, 1, dc, "%sself_attn.q_proj.bias", p);
-        b->bk = tf(ld, 1, dc, "%sself_attn.k_proj.bias", p);
-        b->bv = tf(ld, 1, dc, "%sself_attn.v_proj.bias", p);
+        const char *qkv[3] = {"q", "k", "v"};
+        for (int j = 0; j < 3; j++) {
+            char name[256];
+            snprintf(name, sizeof name, "%sself_attn.%s_proj.weight", p, qkv[j]);
+            wtensor_into(ld, name, 2, dcc, w + (size_t)j * (size_t)C * (size_t)C * es);
+            const float *bj = tf(ld, 1, dc, "%sself_attn.%s_proj.bias", p, qkv[j]);
+            if (bj)
+                memcpy(bias + (size_t)j * (size_t)C, bj, (size_t)C * sizeof(float));
+        }
+        if (ld->m->bf16) /* the f32 path counted its tensors */
+            ld->m->weight_bytes += 3 * (size_t)C * (size_t)C * es;
+        b->wqkv = w;
+        b->bqkv = bias;
     }
-    b->wo = tf(ld, 2, dcc, "%s%s.weight", p, nm->out);
+    b->wo = wtensor(ld, 2, dcc, "%s%s.weight", p, nm->out);
     b->bo = tf(ld, 1, dc, "%s%s.bias", p, nm->out);
     b->ln2_w = tf(ld, 1, dc, "%s%s.weight", p, nm->ln2);
     b->ln2_b = tf(ld, 1, dc, "%s%s.bias", p, nm->ln2);
-    b->fc1_w = tf(ld, 2, dmc, "%s%s.weight", p, nm->fc1);
+    b->fc1_w = wtensor(ld, 2, dmc, "%s%s.weight", p, nm->fc1);
     b->fc1_b = tf(ld, 1, dm, "%s%s.bias", p, nm->fc1);
-    b->fc2_w = tf(ld, 2, dcm, "%s%s.weight", p, nm->fc2);
+    b->fc2_w = wtensor(ld, 2, dcm, "%s%s.weight", p, nm->fc2);
     b->fc2_b = tf(ld, 1, dc, "%s%s.bias", p, nm->fc2);
 }
 
@@ -504,7 +638,8 @@ static void bind_all(Loader *ld, const Names *nm) {
     snprintf(n, sizeof n, "%s.bias", nm->ln_post);
     m->ln_post_b = t1(ld, n, Cv);
     m->proj_v = hf ? t2(ld, nm->proj_v, E, Cv) : t2_transposed(ld, nm->proj_v, Cv, E);
-    m->tok_emb = t2(ld, nm->tok, c->vocab_size, Ct);
+    int64_t dtok[2] = {c->vocab_size, Ct};
+    m->tok_emb = wtensor(ld, 2, dtok, "%s", nm->tok);
     m->pos_t = t2(ld, nm->pos_t, c->context_length, Ct);
     m->tblocks = xcalloc((size_t)c->text_layers, sizeof(ClipBlock));
     for (int i = 0; i < c->text_layers; i++)
@@ -555,7 +690,25 @@ static char *find_weights(const char *dir, Err *err) {
     return NULL;
 }
 
+int clip_weights_parse(const char *s, ClipWeights *out) {
+    static const char *names[] = {"auto", "f32", "bf16"};
+    for (int i = 0; i < 3; i++)
+        if (s && strcmp(s, names[i]) == 0) {
+            *out = (ClipWeights)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *clip_weights_name(ClipWeights w) {
+    return w == CLIP_WEIGHTS_BF16 ? "bf16" : w == CLIP_WEIGHTS_F32 ? "f32" : "auto";
+}
+
 ClipModel *clip_model_load(const char *path, Err *err) {
+    return clip_model_load_weights(path, CLIP_WEIGHTS_AUTO, err);
+}
+
+ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *err) {
     ClipModel *m = xcalloc(1, sizeof *m);
     Loader ld = {m, err, 0};
     if (is_dir(path)) {
@@ -611,6 +764,14 @@ ClipModel *clip_model_load(const char *path, Err *err) {
     free(pp);
     if (rc != 0 || check_config(&ld, &m->cfg) != 0)
         goto fail;
+    if (weights == CLIP_WEIGHTS_AUTO) { /* as the file holds the blocks */
+        char name[256];
+        snprintf(name, sizeof name, "%s0.%s.weight", nm->vblock, nm->fc1);
+        const StTensor *t = find(&ld, name);
+        m->bf16 = t && t->dtype == ST_BF16;
+    } else {
+        m->bf16 = weights == CLIP_WEIGHTS_BF16;
+    }
     bind_all(&ld, nm);
     if (ld.failed)
         goto fail;
@@ -649,6 +810,9 @@ ClipLayout clip_model_layout(const ClipModel *m) { return m->layout; }
 const char *clip_model_weights_path(const ClipModel *m) { return m->weights_path; }
 const char *clip_model_config_source(const ClipModel *m) { return m->config_source; }
 size_t clip_model_weight_bytes(const ClipModel *m) { return m->weight_bytes; }
+ClipWeights clip_model_weights(const ClipModel *m) {
+    return m->bf16 ? CLIP_WEIGHTS_BF16 : CLIP_WEIGHTS_F32;
+}
 
 int clip_model_n_patches(const ClipModel *m) {
     int side = m->cfg.image_size / m->cfg.patch_size;

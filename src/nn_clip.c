@@ -6,9 +6,13 @@
  */
 #include "nn_clip.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "backend_cpu.h"
 
 /* The loops below only vectorise with if-conversion of non-trapping float code. */
 #pragma GCC optimize("O3", "no-trapping-math")
@@ -116,4 +120,142 @@ void nn_clip_quickgelu_forward(float *out, const float *inp, size_t n) {
 #else
     run_blocks(out, inp, n, NULL, quick_base);
 #endif
+}
+
+void nn_clip_bf16_to_f32(float *restrict out, const uint16_t *restrict inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)inp[i] << 16;
+        memcpy(&out[i], &u, 4);
+    }
+}
+
+void nn_clip_f32_to_bf16(uint16_t *restrict out, const float *restrict inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &inp[i], 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it one, quiet */
+            out[i] = (uint16_t)((u >> 16) | 0x40u);
+        else
+            out[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+}
+
+#define SLAB 128 /* output columns per parallel unit (and per widened bf16 tile) */
+
+typedef struct LinJob {
+    float *out;
+    const float *inp, *w, *bias;
+    const uint16_t *wh;
+    float *wbuf;
+    int N, K, O;
+} LinJob;
+
+/* Columns [j0, j1): bias rows, then the product (beta 1 over the bias, else 0). */
+static void lin_cols(const LinJob *j, const float *w, int j0, int j1) {
+    if (j->bias)
+        for (int n = 0; n < j->N; n++)
+            memcpy(j->out + (size_t)n * j->O + j0, j->bias + j0, (size_t)(j1 - j0) * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->N, j1 - j0, j->K, 1.0f, j->inp,
+                j->K, w + (size_t)j0 * j->K, j->K, j->bias ? 1.0f : 0.0f, j->out + j0, j->O);
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#pragma GCC push_options
+#pragma GCC target("avx512f,fma")
+/* Columns [c0, c1) of out = inp · Wᵀ (+ bias) with AVX-512: W packed 32 columns at a time
+ * (panel[k·32 + c] = W[p0 + c][k], widened from bf16 while packing), then 6 rows × 32
+ * columns of accumulators over the whole K per step, each sum in k order (f32 FMA). */
+static void lin_cols_avx512(const LinJob *j, int c0, int c1, float *panel) {
+    int K = j->K, N = j->N, O = j->O;
+    for (int p0 = c0; p0 < c1; p0 += 32) {
+        int w = c1 - p0 < 32 ? c1 - p0 : 32;
+        for (int c = 0; c < 32; c++) {
+            if (c >= w) {
+                for (int k = 0; k < K; k++)
+                    panel[(size_t)k * 32 + c] = 0;
+            } else if (j->wh) {
+                const uint16_t *src = j->wh + (size_t)(p0 + c) * K;
+                for (int k = 0; k < K; k++) {
+                    uint32_t u = (uint32_t)src[k] << 16;
+                    memcpy(&panel[(size_t)k * 32 + c], &u, 4);
+                }
+            } else {
+                const float *src = j->w + (size_t)(p0 + c) * K;
+                for (int k = 0; k < K; k++)
+                    panel[(size_t)k * 32 + c] = src[k];
+            }
+        }
+        __mmask16 m0 = (__mmask16)(w >= 16 ? 0xffff : (1u << w) - 1);
+        __mmask16 m1 = (__mmask16)(w >= 32 ? 0xffff : w > 16 ? (1u << (w - 16)) - 1 : 0);
+        __m512 b0v = _mm512_setzero_ps(), b1v = _mm512_setzero_ps();
+        if (j->bias) {
+            b0v = _mm512_maskz_loadu_ps(m0, j->bias + p0);
+            b1v = _mm512_maskz_loadu_ps(m1, j->bias + p0 + 16);
+        }
+        for (int r = 0; r < N; r += 6) {
+            int h = N - r < 6 ? N - r : 6;
+            const float *a[6];
+            for (int i = 0; i < 6; i++) /* rows past the end repeat the last: not stored */
+                a[i] = j->inp + (size_t)(r + (i < h ? i : h - 1)) * K;
+            __m512 acc[6][2];
+            for (int i = 0; i < 6; i++)
+                acc[i][0] = b0v, acc[i][1] = b1v;
+            const float *bp = panel;
+            for (int k = 0; k < K; k++, bp += 32) {
+                __m512 x0 = _mm512_load_ps(bp), x1 = _mm512_load_ps(bp + 16);
+                for (int i = 0; i < 6; i++) {
+                    __m512 av = _mm512_set1_ps(a[i][k]);
+                    acc[i][0] = _mm512_fmadd_ps(av, x0, acc[i][0]);
+                    acc[i][1] = _mm512_fmadd_ps(av, x1, acc[i][1]);
+                }
+            }
+            for (int i = 0; i < h; i++) {
+                float *o = j->out + (size_t)(r + i) * O + p0;
+                _mm512_mask_storeu_ps(o, m0, acc[i][0]);
+                _mm512_mask_storeu_ps(o + 16, m1, acc[i][1]);
+            }
+        }
+    }
+}
+#pragma GCC pop_options
+
+static int have_avx512(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+}
+#endif
+
+static void lin_range(void *ctx, int64_t s0, int64_t s1) {
+    const LinJob *j = ctx;
+    int c0 = (int)s0 * SLAB, c1 = (int)(s1 * SLAB < j->O ? s1 * SLAB : j->O);
+#if defined(__x86_64__)
+    if (have_avx512()) {
+        float *panel = aligned_alloc(64, ((size_t)j->K * 32 * sizeof(float) + 63) / 64 * 64);
+        if (panel) {
+            lin_cols_avx512(j, c0, c1, panel);
+            free(panel);
+            return;
+        }
+    }
+#endif
+    if (!j->wh) {
+        lin_cols(j, j->w, c0, c1);
+        return;
+    }
+    for (int a = c0; a < c1; a += SLAB) {
+        int b = a + SLAB < c1 ? a + SLAB : c1;
+        nn_clip_bf16_to_f32(j->wbuf + (size_t)a * j->K, j->wh + (size_t)a * j->K,
+                            (size_t)(b - a) * (size_t)j->K);
+        lin_cols(j, j->wbuf, a, b);
+    }
+}
+
+void nn_clip_linear_forward(float *out, const float *inp, const float *w, const uint16_t *wh,
+                            const float *bias, float *wbuf, int N, int K, int O) {
+    if (N <= 0 || O <= 0)
+        return;
+    LinJob j = {out, inp, w, bias, wh, wbuf, N, K, O};
+    int64_t n_slabs = (O + SLAB - 1) / SLAB;
+    int64_t grain = (int64_t)N * O * K < 64 * 1024 ? n_slabs : 1;
+    backend_cpu_parallel_for(n_slabs, grain, lin_range, &j);
 }

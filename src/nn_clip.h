@@ -1,4 +1,5 @@
-/* nn_clip — engine ops CLIP inference needs beyond nn_*: vectorised GELU and QuickGELU.
+/* nn_clip — engine ops CLIP inference needs beyond nn_*: vectorised GELU and QuickGELU, and
+ * the bf16 <-> f32 conversions of weights kept as bf16 in memory.
  *
  * nn_gelu_forward calls libm's erff per element (about 20 ns each); in ViT-L/14 that is a
  * third of the time of a block. nn_clip_gelu_forward computes the same x·Φ(x) with erf from
@@ -11,6 +12,7 @@
 #define EASEL_NN_CLIP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* out = x·Φ(x) = ½x(1 + erf(x/√2)), n elements; out may alias inp. Max abs difference from
  * the erff form: below 3e-7·|x|. */
@@ -19,5 +21,27 @@ void nn_clip_gelu_forward(float *out, const float *inp, size_t n);
 /* out = x·σ(1.702x) (OpenAI CLIP's QuickGELU), n elements; out may alias inp. Relative
  * difference from the expf form below 1e-6. */
 void nn_clip_quickgelu_forward(float *out, const float *inp, size_t n);
+
+/* out (N, O) = inp (N, K) · Wᵀ + bias (bias may be NULL). W (O, K) is f32 (W) or bf16 (WH,
+ * with W NULL); the product and its sums are f32 either way. Split over the calling thread's
+ * CPU pool by output columns (slabs of 128).
+ * - With AVX-512 (x86-64, checked at run time): a kernel of its own. Each thread packs W
+ *   32 columns at a time (a bf16 W widened while packing: the tile conversion costs no pass
+ *   of its own), then runs 6 rows × 32 columns of accumulators over the whole K: each output
+ *   is one f32 FMA chain in k order, whatever the split. (OpenBLAS 0.3.21 runs AVX2 kernels
+ *   where OPENBLAS_CORETYPE says Haswell, as on the development machine; this kernel is 1.7x
+ *   faster on CLIP there and level with OpenBLAS's own AVX-512 kernels otherwise.)
+ * - Else OpenBLAS sgemm, one call per thread's range for f32; for bf16 one per 128-column
+ *   tile widened into WBUF (O·K floats, the same rows' place) just before, by the thread
+ *   that multiplies it.
+ * out must not alias inp. */
+void nn_clip_linear_forward(float *out, const float *inp, const float *w, const uint16_t *wh,
+                            const float *bias, float *wbuf, int N, int K, int O);
+
+/* bf16 (the top 16 bits of an f32) -> f32, exact; n elements. */
+void nn_clip_bf16_to_f32(float *out, const uint16_t *inp, size_t n);
+
+/* f32 -> bf16 rounded to nearest, ties to even; NaN stays NaN (quiet), infinities stay. */
+void nn_clip_f32_to_bf16(uint16_t *out, const float *inp, size_t n);
 
 #endif

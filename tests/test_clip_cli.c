@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "clip_encoder.h"
 #include "encoder.h"
 #include "fmt_safetensors.h"
 #include "store.h"
@@ -122,6 +123,62 @@ Test(clip_cli, models_add_and_embed_json_match_reference) {
     cr_assert_eq(run("models remove tiny", &out, &err), 1);
     free(out), free(err);
     safetensors_close(ref);
+}
+
+/* --weights bf16 and f32 both run end to end (the fixture's weights are bf16-representable,
+ * so the two agree; test_clip_layers checks the rounding on weights that are not). */
+Test(clip_cli, embed_weights_option) {
+    char *out32, *out16, *err;
+    const char *args = "embed --encoder clip:" FIX "tiny_openclip --text 'a photo of a cat' "
+                       "--image " FIX "images/rgb_300x200.png --json";
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s --weights f32", args);
+    cr_assert_eq(run(cmd, &out32, &err), 0, "%s", err);
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s --weights bf16", args);
+    cr_assert_eq(run(cmd, &out16, &err), 0, "%s", err);
+    free(err);
+    char *l32 = out32, *l16 = out16;
+    for (int i = 0; i < 2; i++) {
+        char *n32 = strchr(l32, '\n'), *n16 = strchr(l16, '\n');
+        cr_assert(n32 && n16);
+        *n32 = *n16 = 0;
+        json_t *a = json_object_get(json_loads(l32, 0, NULL), "embedding");
+        json_t *b = json_object_get(json_loads(l16, 0, NULL), "embedding");
+        cr_assert(a && b && json_array_size(a) == 16 && json_array_size(b) == 16);
+        double dot = 0, diff = 0;
+        for (size_t j = 0; j < 16; j++) {
+            double x = json_number_value(json_array_get(a, j)),
+                   y = json_number_value(json_array_get(b, j));
+            dot += x * y;
+            diff += fabs(x - y);
+        }
+        cr_assert(dot >= 0.99999 && diff < 1e-4, "line %d: cosine %.6f, difference %g", i, dot,
+                  diff);
+        l32 = n32 + 1, l16 = n16 + 1;
+    }
+    free(out32), free(out16);
+    /* the encoder suffix asks for the same as --weights bf16 */
+    cr_assert_eq(run("embed --encoder clip:" FIX "tiny_openclip,bf16 --text 'a photo of a cat'",
+                     &out32, &err), 0, "%s", err);
+    free(err);
+    cr_assert_eq(run("embed --encoder clip:" FIX "tiny_openclip --weights bf16 --text "
+                     "'a photo of a cat'", &out16, &err), 0, "%s", err);
+    cr_assert_str_eq(out32, out16);
+    free(out32), free(out16), free(err);
+    cr_assert_eq(run("embed --encoder clip:" FIX "tiny_openclip --text x --weights f16", &out32,
+                     &err), 2);
+    cr_assert(strstr(err, "--weights is auto, f32 or bf16"), "%s", err);
+    free(out32), free(err);
+    cr_assert_eq(run("embed --encoder classic --text x --weights bf16", &out32, &err), 2);
+    cr_assert(strstr(err, "--weights applies to clip encoders only"), "%s", err);
+    free(out32), free(err);
+    /* as an encoder, bf16 weights are another name (cache key); options in either order */
+    Err e = {0};
+    Encoder *enc = clip_encoder_open(FIX "tiny_openclip,bf16,squash", NULL, &e);
+    cr_assert(enc, "%s", e.msg);
+    cr_assert_str_eq(enc->name, "clip:" FIX "tiny_openclip,squash,bf16");
+    encoder_free(enc);
 }
 
 Test(clip_cli, store_models_table) {

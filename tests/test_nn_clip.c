@@ -1,9 +1,15 @@
 /* test_nn_clip — the vectorised GELU / QuickGELU against the plain libm forms (nn_activation)
- * over a dense range, extremes, and in place. */
+ * over a dense range, extremes, and in place; the linear op (its own AVX-512 kernel where the
+ * CPU has it, OpenBLAS otherwise) against a double-precision loop on ragged shapes, f32 and
+ * bf16 weights, with and without bias, serial and on a pool; the bf16 conversions. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
 
+#include <stdint.h>
+#include <string.h>
+
+#include "backend_cpu.h"
 #include "nn_activation.h"
 #include "nn_clip.h"
 
@@ -57,4 +63,64 @@ Test(nn_clip, quickgelu_matches_sigmoid_form) {
     free(x);
     free(want);
     free(got);
+}
+
+#undef N /* the grid's size; below N is a row count */
+
+/* A few values of every kind the kernel's edges meet: rows not a multiple of 6, columns not
+ * of 32 or 128, K odd; a pool of 3 splits the slabs unevenly. */
+Test(nn_clip, linear_matches_reference) {
+    const int shapes[][3] = {{1, 1, 1}, {7, 13, 37}, {6, 64, 32}, {13, 33, 129}, {50, 96, 300},
+                             {8, 1100, 40}}; /* K over two of the kernel's k blocks */
+    Err err = {0};
+    CpuPool *pool = backend_cpu_pool_new(3, &err);
+    cr_assert(pool, "%s", err.msg);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int variant = 0; variant < 8; variant++) {
+            int bf16 = variant & 1, with_bias = variant & 2, pooled = variant & 4;
+            int N = shapes[si][0], K = shapes[si][1], O = shapes[si][2];
+            float *x = malloc((size_t)N * K * sizeof(float)), *w = malloc((size_t)O * K * 4);
+            float *b = malloc((size_t)O * 4), *out = malloc((size_t)N * O * 4);
+            float *wbuf = malloc((size_t)O * K * 4);
+            uint16_t *wh = malloc((size_t)O * K * 2);
+            uint32_t h = 7u + (uint32_t)si;
+            for (int i = 0; i < N * K; i++)
+                x[i] = (float)((h = h * 1664525u + 1013904223u) >> 8) / 8388608.0f - 1.0f;
+            for (int i = 0; i < O * K; i++)
+                w[i] = (float)((h = h * 1664525u + 1013904223u) >> 8) / 8388608.0f - 1.0f;
+            for (int i = 0; i < O; i++)
+                b[i] = (float)i * 0.25f - 3.0f;
+            nn_clip_f32_to_bf16(wh, w, (size_t)O * K);
+            if (bf16)
+                nn_clip_bf16_to_f32(w, wh, (size_t)O * K); /* the reference's weights */
+            CpuPool *prev = backend_cpu_use(pooled ? pool : NULL);
+            nn_clip_linear_forward(out, x, bf16 ? NULL : w, bf16 ? wh : NULL,
+                                   with_bias ? b : NULL, wbuf, N, K, O);
+            backend_cpu_use(prev);
+            for (int n = 0; n < N; n++)
+                for (int o = 0; o < O; o++) {
+                    double want = with_bias ? b[o] : 0;
+                    for (int k = 0; k < K; k++)
+                        want += (double)x[n * K + k] * w[o * K + k];
+                    cr_assert(fabs(out[n * O + o] - want) <= 1e-5 * (1 + sqrt((double)K)),
+                              "shape %d variant %d at (%d, %d): %g vs %g", (int)si, variant, n,
+                              o, out[n * O + o], want);
+                }
+            free(x), free(w), free(b), free(out), free(wbuf), free(wh);
+        }
+    backend_cpu_pool_free(pool);
+}
+
+Test(nn_clip, bf16_conversions) {
+    float in[6] = {1.0f, -2.5f, 1.00390625f, 1.01171875f, INFINITY, NAN};
+    uint16_t h[6];
+    float back[6];
+    nn_clip_f32_to_bf16(h, in, 6);
+    nn_clip_bf16_to_f32(back, h, 6);
+    cr_assert_eq(back[0], 1.0f);
+    cr_assert_eq(back[1], -2.5f);
+    cr_assert_eq(back[2], 1.0f);          /* a tie: to the even neighbour */
+    cr_assert_eq(back[3], 1.015625f);     /* a tie: to the even neighbour, upwards */
+    cr_assert(isinf(back[4]) && back[4] > 0);
+    cr_assert(isnan(back[5]));
 }

@@ -649,7 +649,7 @@ static const ScreenKey monitor_keys[] = {
     {"l / a / f", "plot loss / accuracy / F1"},
     {"e", "cycle EMA smoothing (0, 0.6, 0.9, 0.97)"},
     {"g", "toggle log scale on the y axis"},
-    {"b", "braille or block characters"},
+    {"b", "plot glyphs: braille, blocks, ASCII in turn"},
     {"r", "pick the run to show (pins it)"},
     {"p", "pin the run shown / follow the newest running run again"},
     {"c", "compare with a second run (x in the list: stop comparing)"},

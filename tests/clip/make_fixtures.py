@@ -17,6 +17,14 @@ Committed output, tests/fixtures/clip/:
   tiny_ref.safetensors  inputs and open_clip's outputs: pixels, image embeddings, projected
                      patch tokens, token ids, text embeddings (transformers' CLIPModel on
                      tiny_hf is checked to agree before anything is written)
+  tiny_layers.safetensors  for tiny_ref's inputs, transformers' CLIPTextModelWithProjection /
+                     CLIPVisionModelWithProjection on tiny_hf with output_hidden_states:
+                     every hidden state (index 0 = embeddings, i = after layer i), the last
+                     hidden state (text: with the final LayerNorm; vision: without, as
+                     transformers gives them), pooled and projected outputs; each
+                     checked against open_clip's blocks (forward hooks) before it is written
+
+    python3 tests/clip/make_fixtures.py --layers        # only tiny_layers.safetensors
 Weights are rounded to bf16-representable values so both layouts hold identical numbers.
 """
 import gzip
@@ -381,6 +389,60 @@ def make_tiny():
     print("tiny model written")
 
 
+def make_layers():
+    """Per-layer references from transformers, cross-checked with open_clip (see above)."""
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+    from open_clip.model import CLIP
+    ref = load_file(os.path.join(FIX, "tiny_ref.safetensors"))
+    pixels, ids = ref["pixels"], ref["ids"].long()
+    hf_dir = os.path.join(FIX, "tiny_hf")
+    from transformers import CLIPConfig
+    cfg = CLIPConfig.from_pretrained(hf_dir)
+    cfg.text_config.projection_dim = cfg.vision_config.projection_dim = cfg.projection_dim
+    tm = CLIPTextModelWithProjection.from_pretrained(hf_dir, config=cfg.text_config,
+                                                     torch_dtype=torch.float32).eval()
+    vm = CLIPVisionModelWithProjection.from_pretrained(hf_dir, config=cfg.vision_config,
+                                                       torch_dtype=torch.float32).eval()
+    oc = CLIP(**TINY, quick_gelu=False).eval()
+    oc.load_state_dict(load_file(os.path.join(FIX, "tiny_openclip",
+                                              "open_clip_model.safetensors")))
+    with torch.no_grad():
+        to = tm(input_ids=ids, output_hidden_states=True)
+        vo = vm(pixel_values=pixels, output_hidden_states=True)
+        # open_clip's blocks, hooked: the same states in (B, T, C)
+        seen = {"t": [], "v": []}
+        hooks = [b.register_forward_hook(lambda mod, i, o, k=k: seen[k].append(o))
+                 for k, tr in (("t", oc.transformer), ("v", oc.visual.transformer))
+                 for b in tr.resblocks]
+        o_txt = oc.encode_text(ids)
+        o_img = oc.encode_image(pixels)
+        for h in hooks:
+            h.remove()
+    out = {"pixels": pixels, "ids": ids.to(torch.int32)}
+    for key, o, emb, proj, ocs, oproj in (("text", to, "text_embeds", "text", seen["t"], o_txt),
+                                          ("vision", vo, "image_embeds", "vision", seen["v"],
+                                           o_img)):
+        hs = torch.stack(o.hidden_states, 1).contiguous()  # (B, layers + 1, T, C)
+        for i, a in enumerate(ocs):
+            a = a if a.shape[0] == hs.shape[0] else a.transpose(0, 1)
+            d = (a - hs[:, i + 1]).abs().max()
+            assert d < 1e-5, (key, i, d)
+        d = (getattr(o, emb) - oproj).abs().max()
+        assert d < 1e-5, (key, "projected", d)
+        out[key + "_hidden"] = hs
+        out[key + "_last"] = o.last_hidden_state.contiguous()
+        out[key + "_projected"] = getattr(o, emb).contiguous()
+    # pooled (before the projection): the final LayerNorm at the pooling position
+    with torch.no_grad():
+        out["text_pooled"] = tm.text_model(input_ids=ids).pooler_output.contiguous()
+        out["vision_pooled"] = vm.vision_model(pixel_values=pixels).pooler_output.contiguous()
+    save_file(out, os.path.join(FIX, "tiny_layers.safetensors"),
+              metadata={"transformers": __import__("transformers").__version__,
+                        "open_clip": open_clip.__version__})
+    print("tiny_layers written; transformers and open_clip agree on every layer")
+
+
 def make_reference(out):
     """ViT-B/32-shaped random model + references, for make test-reference (not committed)."""
     cfg = json.load(open(os.path.join(os.path.dirname(open_clip.__file__), "model_configs",
@@ -404,8 +466,13 @@ if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--reference
     make_reference(sys.argv[2])
     sys.exit(0)
 
+if __name__ == "__main__" and len(sys.argv) == 2 and sys.argv[1] == "--layers":
+    make_layers()
+    sys.exit(0)
+
 if __name__ == "__main__":
     os.makedirs(FIX, exist_ok=True)
     make_tokenizer()
     make_preprocess(make_images())
     make_tiny()
+    make_layers()
