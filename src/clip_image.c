@@ -1,6 +1,6 @@
-/* clip_image — stb_image decoding and Pillow-exact bicubic resizing. See clip_image.h.
+/* clip_image — decoding (image.h) and Pillow-exact bicubic resizing. See clip_image.h.
  *
- * stb_image is compiled into this file only (static functions), never linked as a library.
+ * Decoding is image.h's (the one file that compiles stb_image).
  */
 #include "clip_image.h"
 
@@ -10,32 +10,9 @@
 #include <string.h>
 
 #include "base.h"
-#include "image_guard.h"
+#include "image.h"
 #include "infile.h"
 
-/* stb declares static functions this file does not use; the check runs at the end of the
- * file, so it stays off for the whole file. */
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wmissing-prototypes"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wpedantic"
-#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
-#pragma GCC diagnostic ignored "-Wdouble-promotion"
-#define STB_IMAGE_STATIC
-#define STB_IMAGE_IMPLEMENTATION
-/* Only the formats easel reads (PNG, JPEG, BMP; GIF and TGA for `score`): stb 2.27's 16-bit
- * PNM path overflows the heap (found by make fuzz), and every other decoder is attack surface. */
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_BMP
-#define STBI_ONLY_GIF
-#define STBI_ONLY_TGA
-#define STBI_NO_STDIO
-#include <stb_image.h>
-#pragma GCC diagnostic pop
 
 const float clip_image_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 const float clip_image_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
@@ -52,41 +29,22 @@ static int png_is_palette(const unsigned char *b, size_t n) {
 
 int clip_image_load(ClipImage *img, const char *path, Err *err) {
     memset(img, 0, sizeof *img);
-    /* A regular file of bounded size (not a FIFO, not /dev/zero), read once; then the
-     * header's size is checked before any pixel memory is asked for. */
+    /* A regular file of bounded size (not a FIFO, not /dev/zero), read once: the palette
+     * flag comes from its header, the pixels from image_decode (which checks the size the
+     * header declares before any pixel memory is asked for). */
     unsigned char *bytes;
     size_t n;
     int rc = infile_read_all(path, "image", INFILE_MAX_IMAGE, &bytes, &n, err);
     if (rc)
         return rc;
-    int w, h, c;
-    if ((rc = image_guard_check(bytes, n, path, err)))
-        goto out_free_bytes;
-    if (n > (size_t)INT32_MAX || !stbi_info_from_memory(bytes, (int)n, &w, &h, &c)) {
-        rc = err_set(err, ERR_FORMAT, "%s: cannot decode image (%s); use PNG or JPEG", path,
-                     n > (size_t)INT32_MAX ? "too large" : stbi_failure_reason());
-        goto out_free_bytes;
+    Image im;
+    if ((rc = image_decode(bytes, n, path, 0, &im, err)) == 0) {
+        img->w = im.w;
+        img->h = im.h;
+        img->channels = im.channels;
+        img->palette = png_is_palette(bytes, n);
+        img->px = im.px;
     }
-    if ((rc = infile_check_image_size(path, w, h, err)))
-        goto out_free_bytes;
-    unsigned char *px = stbi_load_from_memory(bytes, (int)n, &w, &h, &c, 0);
-    if (!px) {
-        rc = err_set(err, ERR_FORMAT, "%s: cannot decode image (%s); use PNG or JPEG", path,
-                     stbi_failure_reason());
-        goto out_free_bytes;
-    }
-    img->w = w;
-    img->h = h;
-    img->channels = c;
-    img->palette = png_is_palette(bytes, n);
-    size_t np = (size_t)w * (size_t)h * (size_t)c;
-    img->px = malloc(np);
-    if (!img->px)
-        rc = err_set(err, ERR_NOMEM, "%s: no memory for a %dx%d image", path, w, h);
-    else
-        memcpy(img->px, px, np);
-    stbi_image_free(px);
-out_free_bytes:
     free(bytes);
     return rc;
 }
