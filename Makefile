@@ -37,10 +37,6 @@ ifeq ($(filter deps clean,$(MAKECMDGOALS))$(EASEL_DEPS_ONLY),)
   endif
 endif
 
-PKG_ENGINE := openblas
-PKG_CORE   := sqlite3 jansson zlib
-PKG_UI     := ncursesw libsixel
-
 pkgcflags = $(filter-out -D_XOPEN_SOURCE=600 -D_DEFAULT_SOURCE,$(shell pkg-config --cflags $(1) 2>/dev/null))
 pkglibs   = $(shell pkg-config --libs $(1) 2>/dev/null)
 
@@ -49,37 +45,75 @@ CSTD    := -std=c11 -D_GNU_SOURCE
 OPT     := -O2 -g
 SANITIZERS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SANFL   := $(if $(filter 1,$(SAN)),$(SANITIZERS))
-CFLAGS_BASE := $(CSTD) $(OPT) $(WARN) $(SANFL) -MMD -MP -Isrc -Iui -Igpu -I/usr/include/stb \
-               $(call pkgcflags,$(PKG_ENGINE) $(PKG_CORE) $(PKG_UI))
+CFLAGS_BASE := $(CSTD) $(OPT) $(WARN) $(SANFL) -MMD -MP -I/usr/include/stb
 CFLAGS_SRC   = $(CFLAGS_BASE) -Wpedantic -Wno-overlength-strings -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS_TEST  = $(CFLAGS_BASE) -Wno-missing-field-initializers -Itests
 LDFLAGS     += $(SANFL)
-
-LIBS_ENGINE := $(call pkglibs,$(PKG_ENGINE)) -lpthread -lm -ldl
-LIBS_CORE   := $(call pkglibs,$(PKG_CORE)) -lcsv
-LIBS_UI     := $(call pkglibs,$(PKG_UI))
 LIBS_TEST   := $(call pkglibs,criterion)
 
-# ---- sources by layer --------------------------------------------------------------------
-ENGINE_SRC := src/base.c src/err.c src/log.c \
-              $(sort $(wildcard src/tensor*.c src/nn_*.c src/backend*.c src/optim*.c src/rng*.c)) \
-              $(sort $(wildcard gpu/*.c))
-MAIN_SRC   := src/main.c
-CORE_SRC   := $(filter-out $(ENGINE_SRC) $(MAIN_SRC),$(sort $(wildcard src/*.c)))
-UI_SRC     := $(sort $(wildcard ui/*.c))
-CU_SRC     := $(if $(NVCC),$(sort $(wildcard gpu/*.cu)))
+# ---- layers (doc/architecture.md) ------------------------------------------------------------
+# Lowest first. A layer is a list of folders; the files of a folder are found by wildcard, so a
+# new file needs no Makefile edit and takes the layer of the folder it is put in. Each folder is
+# compiled with -I of its own and lower layers' folders only (an upward include does not
+# compile) and with the pkg-config flags of its own and lower layers' libraries. tests/LAYER/
+# is compiled and linked the same way: tests/engine/ links the engine alone.
+LAYERS       := base engine io models store data train app ui cli
+dirs_base    := src/base
+dirs_engine  := src/engine src/engine/cpu gpu
+dirs_io      := src/io
+dirs_models  := src/models
+dirs_store   := src/store
+dirs_data    := src/data
+dirs_train   := src/train
+dirs_app     := src/app
+dirs_ui      := ui
+dirs_cli     := src/cli
+# External libraries a layer adds (pkg-config names, then plain -l flags).
+ldl_base     := -lpthread -lm -ldl
+pkg_engine   := openblas
+pkg_io       := jansson
+ldl_io       := -lcsv
+pkg_models   := zlib
+pkg_store    := sqlite3
+pkg_ui       := ncursesw libsixel
+# The static library a layer's objects go into: base is part of the engine's, which must link
+# with libc, libm, pthreads, BLAS and CUDA only.
+lib_base     := engine
+$(foreach L,$(filter-out base,$(LAYERS)),$(eval lib_$(L) := $(L)))
 
-obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
-ENGINE_OBJ := $(call obj,$(ENGINE_SRC)) $(patsubst %.cu,$(BUILD)/%.cu.o,$(CU_SRC))
-CORE_OBJ   := $(call obj,$(CORE_SRC))
-UI_OBJ     := $(call obj,$(UI_SRC))
+# INC_L, PKG_L, LIBA_L, LDLIBS_L: cumulative over L and the layers below it.
+acc_inc :=
+acc_pkg :=
+acc_ldl :=
+acc_lib :=
+$(foreach L,$(LAYERS),\
+  $(eval acc_inc := $(acc_inc) $(addprefix -I,$(dirs_$(L))))\
+  $(eval acc_pkg := $(acc_pkg) $(pkg_$(L)))\
+  $(eval acc_ldl := $(call pkglibs,$(pkg_$(L))) $(ldl_$(L)) $(acc_ldl))\
+  $(eval acc_lib := $(BUILD)/libeasel_$(lib_$(L)).a $(filter-out $(BUILD)/libeasel_$(lib_$(L)).a,$(acc_lib)))\
+  $(eval INC_$(L) := $(acc_inc))\
+  $(eval CFL_$(L) := $(acc_inc) $(call pkgcflags,$(acc_pkg)))\
+  $(eval LIBA_$(L) := $(acc_lib))\
+  $(eval LDLIBS_$(L) := $(acc_ldl)))
+FUZZ_LIBS_NOCUDA := $(LDLIBS_app)
+
+obj    = $(patsubst %.c,$(BUILD)/%.o,$(1))
+MAIN_SRC := src/cli/main.c
+$(foreach L,$(LAYERS),$(eval SRC_$(L) := $(filter-out $(MAIN_SRC),$(sort $(foreach d,$(dirs_$(L)),$(wildcard $(d)/*.c))))))
+$(foreach L,$(LAYERS),$(eval $(call obj,$(SRC_$(L)) $(if $(filter cli,$(L)),$(MAIN_SRC))): CFLAGS_LAYER = $(CFL_$(L))))
+CU_SRC := $(if $(NVCC),$(sort $(wildcard gpu/*.cu)))
+LIB_NAMES := $(filter-out base,$(LAYERS))
+$(foreach N,$(LIB_NAMES),$(eval OBJ_$(N) := $(call obj,$(foreach L,$(LAYERS),$(if $(filter $(N),$(lib_$(L))),$(SRC_$(L)))))))
+OBJ_engine += $(patsubst %.cu,$(BUILD)/%.cu.o,$(CU_SRC))
+LIBS_ENGINE := $(LDLIBS_engine)
 
 ifneq ($(NVCC),)
   CUDA_HOME   := $(patsubst %/bin/nvcc,%,$(NVCC))
   CFLAGS_BASE += -DEASEL_CUDA=1 -I$(CUDA_HOME)/include
   CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
   LIBS_ENGINE += $(if $(CU_SRC),$(CUDA_LIBS))
-  NVFLAGS     := -O2 -g -std=c++17 -MMD -MP -Isrc -Igpu -DEASEL_CUDA=1 \
+  $(foreach L,$(filter-out base,$(LAYERS)),$(eval LDLIBS_$(L) += $(if $(CU_SRC),$(CUDA_LIBS))))
+  NVFLAGS     := -O2 -g -std=c++17 -MMD -MP $(INC_engine) -DEASEL_CUDA=1 \
                  -Werror all-warnings -Xcompiler -Wall,-Werror,-Wno-format-truncation \
                  $(foreach a,80 86 89 90,-gencode arch=compute_$(a),code=sm_$(a)) -gencode arch=compute_90,code=compute_90
 endif
@@ -91,11 +125,15 @@ ifeq ($(EASEL_DEPS_ONLY),)
   endif
 endif
 
-TEST_SRC        := $(sort $(wildcard tests/test_*.c))
-TEST_ENGINE_SRC := $(filter tests/test_engine% tests/test_nn% tests/test_tensor% tests/test_gpu%,$(TEST_SRC))
-TEST_APP_SRC    := $(filter-out $(TEST_ENGINE_SRC),$(TEST_SRC))
+# Tests by folder: tests/LAYER/test_*.c. tests/support*.c (temp stores, bin/easel, tmux) need
+# the app layer: tests of app, ui and cli link them.
+$(foreach L,$(LAYERS),$(eval TEST_SRC_$(L) := $(sort $(wildcard tests/$(L)/test_*.c))))
+TEST_SRC        := $(foreach L,$(LAYERS),$(TEST_SRC_$(L)))
+TEST_SUPPORT_LAYERS := app ui cli
 TEST_SUPPORT    := $(call obj,$(sort $(wildcard tests/support_*.c)))
 TEST_BIN        := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+$(foreach L,$(LAYERS),$(eval $(call obj,$(TEST_SRC_$(L))): CFLAGS_LAYER = $(CFL_$(L))))
+$(TEST_SUPPORT): CFLAGS_LAYER = $(CFL_app)
 
 BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
@@ -124,15 +162,12 @@ $(DEPS_STAMP):
 	fi; touch $@
 
 # ---- libraries and the binary ---------------------------------------------------------------
-$(BUILD)/libeasel_engine.a: $(ENGINE_OBJ)
-	@mkdir -p $(@D); rm -f $@; ar rcs $@ $^
-$(BUILD)/libeasel_core.a: $(CORE_OBJ)
-	@mkdir -p $(@D); rm -f $@; ar rcs $@ $^
-$(BUILD)/libeasel_ui.a: $(UI_OBJ)
+$(foreach N,$(LIB_NAMES),$(eval $(BUILD)/libeasel_$(N).a: $(OBJ_$(N))))
+$(BUILD)/libeasel_%.a:
 	@mkdir -p $(@D); rm -f $@; ar rcs $@ $^
 
-APP_LIBS := $(BUILD)/libeasel_ui.a $(BUILD)/libeasel_core.a $(BUILD)/libeasel_engine.a
-APP_LDLIBS := $(LIBS_UI) $(LIBS_CORE) $(LIBS_ENGINE)
+APP_LIBS := $(LIBA_cli)
+APP_LDLIBS := $(LDLIBS_cli)
 
 $(BUILD)/bin/easel: $(call obj,$(MAIN_SRC)) $(APP_LIBS)
 	@mkdir -p $(@D)
@@ -143,25 +178,27 @@ bin/easel: $(BUILD)/bin/easel
 	@mkdir -p bin; cmp -s $< $@ || cp -f $< $@
 
 $(BUILD)/src/%.o: src/%.c $(DEPS_STAMP)
-	@mkdir -p $(@D); $(CC) $(CFLAGS_SRC) -c -o $@ $<
+	@mkdir -p $(@D); $(CC) $(CFLAGS_LAYER) $(CFLAGS_SRC) -c -o $@ $<
 # The assets folder of an installed easel (ui/assets.c also looks beside the binary).
 $(BUILD)/ui/assets.o: CFLAGS_SRC += -DEASEL_SHARE_DIR='"$(PREFIX)/share/easel"'
 $(BUILD)/ui/%.o: ui/%.c $(DEPS_STAMP)
-	@mkdir -p $(@D); $(CC) $(CFLAGS_SRC) -c -o $@ $<
+	@mkdir -p $(@D); $(CC) $(CFLAGS_LAYER) $(CFLAGS_SRC) -c -o $@ $<
 $(BUILD)/gpu/%.o: gpu/%.c $(DEPS_STAMP)
-	@mkdir -p $(@D); $(CC) $(CFLAGS_SRC) -c -o $@ $<
+	@mkdir -p $(@D); $(CC) $(CFLAGS_LAYER) $(CFLAGS_SRC) -c -o $@ $<
 $(BUILD)/gpu/%.cu.o: gpu/%.cu $(DEPS_STAMP)
 	@mkdir -p $(@D); $(NVCC) $(NVFLAGS) -c -o $@ $<
 $(BUILD)/tests/%.o: tests/%.c $(DEPS_STAMP)
-	@mkdir -p $(@D); $(CC) $(CFLAGS_TEST) -c -o $@ $<
+	@mkdir -p $(@D); $(CC) $(CFLAGS_LAYER) $(CFLAGS_TEST) -c -o $@ $<
 $(BUILD)/bench/%.o: bench/%.c $(DEPS_STAMP)
-	@mkdir -p $(@D); $(CC) $(CFLAGS_TEST) -c -o $@ $<
+	@mkdir -p $(@D); $(CC) $(CFL_cli) $(CFLAGS_TEST) -c -o $@ $<
 
-# Engine tests link the engine alone: it must build and test without UI or store libraries.
-$(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_ENGINE_SRC)): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libeasel_engine.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ENGINE) $(LIBS_TEST)
-$(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_APP_SRC)): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_SUPPORT) $(APP_LIBS)
-	$(CC) $(LDFLAGS) -o $@ $< $(TEST_SUPPORT) -Wl,--start-group $(APP_LIBS) -Wl,--end-group $(APP_LDLIBS) $(LIBS_TEST)
+# A test links the libraries of its folder's layer and the layers below (tests/engine/: the
+# engine alone, so it must build and test without the store, UI or jansson).
+define test_link
+$(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC_$(1))): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(if $(filter $(1),$(TEST_SUPPORT_LAYERS)),$(TEST_SUPPORT)) $(LIBA_$(1))
+	$$(CC) $$(LDFLAGS) -o $$@ $$< $(if $(filter $(1),$(TEST_SUPPORT_LAYERS)),$(TEST_SUPPORT)) -Wl,--start-group $(LIBA_$(1)) -Wl,--end-group $(LDLIBS_$(1)) $$(LIBS_TEST)
+endef
+$(foreach L,$(LAYERS),$(eval $(call test_link,$(L))))
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(APP_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $< -Wl,--start-group $(APP_LIBS) -Wl,--end-group $(APP_LDLIBS)
 
@@ -170,7 +207,7 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(APP_LIBS)
 # `make demo-data` rewrites data/, tests/test_demo_data.c checks the committed files against it.
 $(BUILD)/gen/make_demo: data/gen/make_demo.c $(DEPS_STAMP)
 	@mkdir -p $(@D); $(CC) $(CSTD) -O2 -ffp-contract=off -Wall -Wextra -Werror -isystem /usr/include/stb -o $@ $< -lz -lm
-$(BUILD)/tests/test_demo_data: | $(BUILD)/gen/make_demo
+$(BUILD)/tests/io/test_demo_data: | $(BUILD)/gen/make_demo
 demo-data: $(BUILD)/gen/make_demo
 	$< --out data
 
@@ -215,9 +252,9 @@ asan:
 
 # CLIP against open_clip on a ViT-B/32-shaped random model made on demand (needs torch and
 # open_clip_torch from pip; the model, about 1 GB, goes to build/clip-ref, never committed).
-test-reference: $(BUILD)/tests/test_clip_reference
+test-reference: $(BUILD)/tests/models/test_clip_reference
 	@$(if $(wildcard build/venv/bin/python3),build/venv/bin/python3,python3) tests/clip/make_fixtures.py --reference build/clip-ref
-	@EASEL_CLIP_REF=build/clip-ref $(BUILD)/tests/test_clip_reference --verbose=1
+	@EASEL_CLIP_REF=build/clip-ref $(BUILD)/tests/models/test_clip_reference --verbose=1
 
 test-gpu: bin/easel $(TEST_BIN)
 	@BUILD=$(BUILD) EASEL_TEST_GPU=1 bash tests/run_all.sh $(filter %gpu%,$(TEST_BIN))
@@ -247,13 +284,13 @@ install: bin/easel
 # build/fuzz/crash-* (or leak-, timeout-); replay it with build/fuzz/fuzz_NAME FILE.
 .PHONY: fuzz
 FUZZ_CFLAGS  := $(CSTD) -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-                -fno-sanitize-recover=undefined -MMD -MP -Isrc -Iui -Igpu -I/usr/include/stb \
-                $(call pkgcflags,$(PKG_ENGINE) $(PKG_CORE))
-FUZZ_LIB_SRC := $(filter-out src/cli.c src/cli_%,$(ENGINE_SRC) $(CORE_SRC)) ui/gfx_image.c
+                -fno-sanitize-recover=undefined -MMD -MP -I/usr/include/stb $(INC_cli) \
+                $(call pkgcflags,$(foreach L,$(LAYERS),$(pkg_$(L))))
+FUZZ_LIB_SRC := $(foreach L,base engine io models store data train app,$(SRC_$(L))) ui/gfx_image.c
 FUZZ_TARGETS ?= import safetensors image import_images
 FUZZ_ARGS    ?= -max_total_time=30
 FUZZ_MAX_LEN ?= 16384
-FUZZ_LIBS    := $(LIBS_CORE) $(call pkglibs,$(PKG_ENGINE)) -lpthread -lm -ldl
+FUZZ_LIBS    := $(FUZZ_LIBS_NOCUDA)
 build/fuzz/obj/%.o: %.c $(DEPS_STAMP)
 	@mkdir -p $(@D); clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 build/fuzz/lib.a: $(patsubst %.c,build/fuzz/obj/%.o,$(FUZZ_LIB_SRC))
