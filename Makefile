@@ -140,7 +140,7 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all run test test-reference test-gpu asan bench install check-layers clean deps demo demo-reset demo-data bin/easel
+.PHONY: print-layers all run test test-reference test-gpu asan bench install check-layers clean deps demo demo-reset demo-data bin/easel
 all: bin/easel
 
 # ---- dependencies: installed by the build when root, else the exact command is printed -----
@@ -303,8 +303,11 @@ fuzz: $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
 	  build/fuzz/fuzz_$$t -max_len=$(FUZZ_MAX_LEN) -artifact_prefix=build/fuzz/ $(FUZZ_ARGS) \
 	    build/fuzz/corpus/$$t || exit 1; done
 
+LAYER_SPEC = $(foreach L,$(LAYERS),$(L)=$(subst $(eval) ,:,$(strip $(dirs_$(L)))))
 check-layers:
-	@bash tests/check_layers.sh
+	@EASEL_LAYERS='$(LAYER_SPEC)' bash tests/check_layers.sh
+print-layers:
+	@echo '$(LAYER_SPEC)'
 
 clean:
 	rm -rf build/libeasel* build/src build/ui build/gpu build/tests build/bench build/bin build-san bin

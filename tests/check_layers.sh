@@ -1,33 +1,80 @@
 #!/usr/bin/env bash
-# Include rules of doc/architecture.md. Prints each violation; exit 1 if any.
+# Include rules of doc/architecture.md, derived from the folders. Prints each violation; exit 1
+# if any. The layers and their folders come from the Makefile (LAYERS, dirs_LAYER), lowest
+# first, as "base=src/base engine=src/engine:src/engine/cpu:gpu ..." in $EASEL_LAYERS (make
+# check-layers passes it; run alone, the script asks make).
 set -u
 cd "$(dirname "$0")/.." || exit 1
+layers=${EASEL_LAYERS:-$(make -s --no-print-directory print-layers 2>/dev/null | tail -n 1)}
+[ -n "$layers" ] || { echo "check-layers: no layers (make print-layers printed nothing)"; exit 1; }
 bad=0
 say() { echo "check-layers: $*"; bad=1; }
-engine_files=$(ls src/base.* src/err.* src/log.* src/tensor*.[ch] src/nn_*.[ch] src/backend*.[ch] \
-               src/optim*.[ch] src/rng*.[ch] gpu/*.[ch] 2>/dev/null)
-for f in $(ls src/*.[ch] gpu/*.[ch] gpu/*.cu 2>/dev/null); do
-    grep -qE '#include *[<"](ncurses|curses|sixel)' "$f" && say "$f: ncurses/libsixel belong in ui/"
+
+declare -A rank=() home=() dirlayer=()
+names=(); i=0
+for spec in $layers; do
+    name=${spec%%=*}; names+=("$name"); rank[$name]=$i; i=$((i + 1))
+    IFS=: read -r -a ds <<<"${spec#*=}"
+    for d in "${ds[@]}"; do
+        dirlayer[$d]=$name
+        for h in "$d"/*.h; do
+            [ -e "$h" ] || continue
+            b=${h##*/}
+            [ -n "${home[$b]:-}" ] && say "$h: a header named $b is also in ${home[$b]#*:}; names must be unique"
+            home[$b]="$name:$d"
+        done
+    done
 done
-for f in $(ls src/*.[ch] ui/*.[ch] gpu/*.[ch] 2>/dev/null | grep -v '^src/store'); do
-    grep -qE '#include *[<"]sqlite3\.h' "$f" && say "$f: sqlite3.h only in src/store*.c"
-    grep -qE '#include *"store_int\.h"' "$f" && say "$f: store_int.h is private to src/store*.c"
+
+# Every source file is in a layer's folder: a file elsewhere in src/ has no layer.
+for f in $(find src -name '*.[ch]' | sort); do
+    [ -n "${dirlayer[${f%/*}]:-}" ] || say "$f: not in a layer's folder (see doc/architecture.md)"
 done
-for f in $(ls src/*.[ch] ui/*.[ch] 2>/dev/null); do
-    grep -qE '#include *[<"](cuda|cublas|nvml|cudnn|nccl)' "$f" && say "$f: CUDA/NVML headers only in gpu/"
+
+# A file includes its own layer's headers and lower layers' only.
+for d in "${!dirlayer[@]}"; do
+    L=${dirlayer[$d]}
+    for f in "$d"/*.[ch] "$d"/*.cu; do
+        [ -e "$f" ] || continue
+        for h in $(grep -oE '^[[:space:]]*#[[:space:]]*include *"[^"]+"' "$f" | sed -E 's/.*"([^"]+)"/\1/'); do
+            hl=${home[${h##*/}]:-}
+            [ -n "$hl" ] || continue
+            hl=${hl%%:*}
+            [ "${rank[$hl]}" -gt "${rank[$L]}" ] && say "$f: layer $L may not include $h (layer $hl)"
+        done
+    done
 done
-for f in $(ls ui/*.[ch] 2>/dev/null); do
-    grep -qE '#include *"(tensor|nn_|backend|optim)' "$f" && say "$f: ui/ never calls the engine; long work is a job"
+
+src_of() { local d; for d in "${!dirlayer[@]}"; do [ "${dirlayer[$d]}" = "$1" ] && ls "$d"/*.[ch] "$d"/*.cu 2>/dev/null; done; }
+all=$(for n in "${names[@]}"; do src_of "$n"; done | sort)
+
+for f in $all; do
+    case "$f" in
+        ui/*) ;;
+        *) grep -qE '#include *[<"](ncurses|curses|sixel)' "$f" && say "$f: ncurses/libsixel belong in ui/" ;;
+    esac
+    case "$f" in
+        src/store/*) ;;
+        *) grep -qE '#include *[<"]sqlite3\.h' "$f" && say "$f: sqlite3.h only in src/store/"
+           grep -qE '#include *"store_int\.h"' "$f" && say "$f: store_int.h is private to src/store/" ;;
+    esac
+    case "$f" in
+        gpu/*) ;;
+        *) grep -qE '#include *[<"](cuda|cublas|nvml|cudnn|nccl)' "$f" && say "$f: CUDA/NVML headers only in gpu/" ;;
+    esac
 done
-for f in $engine_files; do
-    grep -oE '#include *"[^"]+"' "$f" | sed -E 's/.*"([^"]+)"/\1/' | while read -r h; do
-        case "$h" in
-            base.h|err.h|log.h|tensor*|nn_*|backend*|optim*|rng*|gpu*|kern_*|cuda.h|nvml.h) ;;
-            *) echo "check-layers: $f: the engine may not include $h"; exit 1 ;;
+
+# ui/ never calls the engine's ops: long work is a job.
+for f in ui/*.[ch]; do
+    for h in $(grep -oE '#include *"[^"]+"' "$f" | sed -E 's/.*"([^"]+)"/\1/'); do
+        case "${home[${h##*/}]:-}" in
+            *:src/engine*) say "$f: ui/ never calls the engine ($h); long work is a job" ;;
         esac
-    done || bad=1
+    done
 done
-for f in $(ls src/*.c gpu/*.c 2>/dev/null | grep -v 'src/main.c\|src/cli\|src/base.c'); do
+
+# Library code never prints to stdout or exits: only src/cli/ (and base_die in base.c) may.
+for f in $(grep '\.c$' <<<"$all" | grep -v '^src/cli/\|^ui/\|^src/base/base\.c$'); do
     hits=$(grep -nE '^[^/*]*[^_a-z](printf|puts|exit|abort) *\(' "$f" | grep -vE 'snprintf|fprintf|vsnprintf|asprintf' | head -n 3)
     [ -n "$hits" ] && { echo "$hits" | sed "s|^|check-layers: $f: no stdout/exit in library code: |"; bad=1; }
 done
