@@ -13,10 +13,10 @@
 #   make install PREFIX=/usr/local
 #   make check-layers   include rules of doc/architecture.md
 #
-# Layers (see doc/architecture.md): the engine (src/base, err, log, tensor*, nn_*, backend*,
-# optim*, rng*, gpu/) builds alone into build/libeasel_engine.a with libc, libm, pthreads, BLAS
-# and CUDA only; the core (the rest of src/) adds SQLite, jansson, libcsv; ui/ adds ncursesw
-# and libsixel.
+# Layers (see doc/architecture.md and LAYERS below): base < engine < io < models < store < data
+# < train < app < ui < cli, one folder each (src/NAME, ui/; the engine is src/engine,
+# src/engine/cpu and gpu/). base and the engine build alone into build/libeasel_engine.a with
+# libc, libm, pthreads, BLAS and CUDA only; each other layer is build/libeasel_NAME.a.
 
 SHELL   := /bin/bash
 PREFIX  ?= /usr/local
@@ -105,13 +105,11 @@ CU_SRC := $(if $(NVCC),$(sort $(wildcard gpu/*.cu)))
 LIB_NAMES := $(filter-out base,$(LAYERS))
 $(foreach N,$(LIB_NAMES),$(eval OBJ_$(N) := $(call obj,$(foreach L,$(LAYERS),$(if $(filter $(N),$(lib_$(L))),$(SRC_$(L)))))))
 OBJ_engine += $(patsubst %.cu,$(BUILD)/%.cu.o,$(CU_SRC))
-LIBS_ENGINE := $(LDLIBS_engine)
 
 ifneq ($(NVCC),)
   CUDA_HOME   := $(patsubst %/bin/nvcc,%,$(NVCC))
   CFLAGS_BASE += -DEASEL_CUDA=1 -I$(CUDA_HOME)/include
   CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
-  LIBS_ENGINE += $(if $(CU_SRC),$(CUDA_LIBS))
   $(foreach L,$(filter-out base,$(LAYERS)),$(eval LDLIBS_$(L) += $(if $(CU_SRC),$(CUDA_LIBS))))
   NVFLAGS     := -O2 -g -std=c++17 -MMD -MP $(INC_engine) -DEASEL_CUDA=1 \
                  -Werror all-warnings -Xcompiler -Wall,-Werror,-Wno-format-truncation \
@@ -204,7 +202,7 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(APP_LIBS)
 
 # ---- the demo workspace's generator (data/gen/make_demo.c; see doc/demo.md) -------------------
 # Exact floating point (no FMA contraction) so its output is the same bytes on every build;
-# `make demo-data` rewrites data/, tests/test_demo_data.c checks the committed files against it.
+# `make demo-data` rewrites data/, tests/io/test_demo_data.c checks the committed files against it.
 $(BUILD)/gen/make_demo: data/gen/make_demo.c $(DEPS_STAMP)
 	@mkdir -p $(@D); $(CC) $(CSTD) -O2 -ffp-contract=off -Wall -Wextra -Werror -isystem /usr/include/stb -o $@ $< -lz -lm
 $(BUILD)/tests/io/test_demo_data: | $(BUILD)/gen/make_demo

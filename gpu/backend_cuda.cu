@@ -1,4 +1,4 @@
-// backend_cuda — the CUDA backend behind src/backend.h: one device, one stream, one cuBLAS
+// backend_cuda — the CUDA backend behind src/engine/backend.h: one device, one stream, one cuBLAS
 // handle and workspace, a caching allocator and a device scratch arena, all owned by the
 // Backend (nothing process-wide). Kernels are those of gpu/kern_list.h (shared with the host
 // emulation harness), launched on the backend's stream; GEMMs go to cuBLAS through

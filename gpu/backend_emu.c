@@ -2,7 +2,7 @@
  * harness: every kern_list.h kernel runs block by block on host threads (kern_emulate.h), GEMMs
  * in nn_gemm, memory is host memory tagged as the GPU's. It exists so that the marshalling the
  * CUDA backend does (shapes to kernel arguments, the GEMMs' operands, arena scratch, masks) is
- * tested on machines without a GPU: tests/test_nn_backend_ops.c runs every op case on it.
+ * tested on machines without a GPU: tests/engine/test_nn_backend_ops.c runs every op case on it.
  * Slow (a thread per emulated GPU thread); for tests only, not offered by backend_open.
  */
 #include <stdio.h>

@@ -2,7 +2,7 @@
  * included by two backends: the CUDA backend (gpu/backend_cuda.cu: kernels launched on its
  * stream, GEMMs in cuBLAS) and the emulated one (gpu/backend_emu.c: the same kernels on the
  * host emulation harness, GEMMs in nn_gemm), so the argument marshalling the CUDA backend
- * does is tested on every machine (tests/test_nn_backend_ops.c runs every case on both).
+ * does is tested on every machine (tests/engine/test_nn_backend_ops.c runs every case on both).
  *
  * The including file defines first: NAME_be(be, args) for every kernel of the list (run it or
  * fail the backend), gemm(be, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, what) (row-major,
@@ -21,7 +21,7 @@
 #include "kern_list.h"
 
 static_assert(KERN_DT_F32 == DTYPE_F32 && KERN_DT_F16 == DTYPE_F16 && KERN_DT_BF16 == DTYPE_BF16,
-              "gpu/kern_convert.h's dtype codes are src/tensor.h's");
+              "gpu/kern_convert.h's dtype codes are src/engine/tensor.h's");
 
 static void convert_raw(Backend *be, void *dst, DType ddt, const void *src, DType sdt, long n) {
     ConvertArgs a = {dst, src, n, (int)ddt, (int)sdt};
@@ -88,7 +88,7 @@ static void kop_adamw(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t, flo
 
 static_assert(KERN_ACT_GELU == BACKEND_ACT_GELU && KERN_ACT_GELU_TANH == BACKEND_ACT_GELU_TANH &&
                   KERN_ACT_SILU == BACKEND_ACT_SILU && KERN_ACT_QUICKGELU == BACKEND_ACT_QUICKGELU,
-              "gpu/kern_pointwise.h's activation codes are src/backend.h's");
+              "gpu/kern_pointwise.h's activation codes are src/engine/backend.h's");
 
 static void kop_act_forward(Backend *be, BackendAct act, CT *out, CT *inp) {
     ActArgs a = {F(out), CF(inp), NULL, (long)tensor_numel(inp), (int)act};

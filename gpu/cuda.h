@@ -38,7 +38,7 @@ int cuda_zero(float *p, size_t n_floats, Err *err);
 int cuda_sync(Err *err);
 
 /* The kernels of gpu/kern_list.h. Semantics (shapes, NULL weights and gradients, backward
- * ADDS into gradients) as the CPU ops of the same name: src/nn_norm.h, nn_softmax.h,
+ * ADDS into gradients) as the CPU ops of the same name: src/engine/nn_norm.h, nn_softmax.h,
  * nn_activation.h, optim.h; GroupNorm as documented in gpu/kern_norm.h. */
 int cuda_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                            const float *weight, const float *bias, int N, int C, float eps,
@@ -62,8 +62,8 @@ int cuda_relu_backward(float *dinp, const float *dout, const float *out, long n_
 int cuda_adamw(float *param, float *m, float *v, const float *grad, long n, float lr,
                float beta1, float beta2, float eps, float wd, int t, Err *err);
 
-/* dst (n elements of dst_dtype) = src (n of src_dtype), dtypes as src/tensor.h's DType; rounds
- * as src/tensor_half.c (nearest even, NaN and inf kept). */
+/* dst (n elements of dst_dtype) = src (n of src_dtype), dtypes as src/engine/tensor.h's DType; rounds
+ * as src/engine/tensor_half.c (nearest even, NaN and inf kept). */
 int cuda_convert(void *dst, int dst_dtype, const void *src, int src_dtype, long n, Err *err);
 
 /* gpu/cuda_blas.cu, the only file that calls cuBLAS:

@@ -1,5 +1,5 @@
 /* gpu_cache_alloc — the CUDA backend's caching allocator, as plain C over two callbacks so that
- * the host tests can drive it with malloc (tests/test_gpu_cache_alloc.c) and the CUDA backend
+ * the host tests can drive it with malloc (tests/engine/test_gpu_cache_alloc.c) and the CUDA backend
  * with cudaMalloc/cudaFree (gpu/backend_cuda.cu).
  *
  * Sizes are rounded to a class (512 B steps below 1 MiB, 2 MiB steps above). A freed block is

@@ -1,4 +1,4 @@
-/* kern_attn — fused attention on the GPU with the semantics of nn_flash (src/nn_flash.h): an
+/* kern_attn — fused attention on the GPU with the semantics of nn_flash (src/engine/nn_flash.h): an
  * online softmax that keeps only a log-sum-exp per query, recomputed in the backward; memory
  * linear in the tokens; masks `causal` (query i sees keys j <= i + Tk − Tq) and `key_len`
  * (batch b sees keys [0, key_len[b])); a query that sees no key gets o = 0, lse = −inf and no

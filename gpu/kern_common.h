@@ -33,7 +33,7 @@
 #else
 #define KERN_HD static inline
 #endif
-/* Marks a kernel entry point; tests/test_gpu_kernels.c finds them by this word. */
+/* Marks a kernel entry point; tests/engine/test_gpu_kernels.c finds them by this word. */
 #define KERN_ENTRY KERN_HD
 
 #define KERN_WARP 32

@@ -2,7 +2,7 @@
  * gpu/cuda_blas.cu): im2col of one image, col2im (the adjoint, ADDING into the image, one
  * thread per image element gathering its columns in a fixed order: deterministic), and the
  * per-channel bias of an NCHW output with its gradient (a block per channel, fixed-order sum).
- * Semantics as nn_conv2d_* (src/nn_diffusion.h): square kernel K, stride, zero padding.
+ * Semantics as nn_conv2d_* (src/engine/nn_diffusion.h): square kernel K, stride, zero padding.
  */
 #ifndef EASEL_KERN_CONV_H
 #define EASEL_KERN_CONV_H

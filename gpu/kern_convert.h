@@ -1,5 +1,5 @@
 /* kern_convert — element type conversion between f32, f16 and bf16 (the Tensor dtypes of
- * src/tensor.h: 0 = f32, 1 = f16, 2 = bf16). Bit arithmetic, the same as src/tensor_half.c,
+ * src/engine/tensor.h: 0 = f32, 1 = f16, 2 = bf16). Bit arithmetic, the same as src/engine/tensor_half.c,
  * so the device rounds exactly as the CPU: round to nearest even, NaN stays NaN (quiet), inf
  * stays inf, f16 overflow goes to inf. One thread per element (see kern_common.h).
  */

@@ -1,6 +1,6 @@
 /* kern_list — every CUDA kernel of gpu/, named once: X(name, argument struct). gpu/cuda_nn.cu
  * makes a __global__ wrapper and a launcher of each, kern_emulate.h a host runner of each, and
- * tests/test_gpu_kernels.c checks that this list, the KERN_ENTRY functions in gpu/kern_*.h and
+ * tests/engine/test_gpu_kernels.c checks that this list, the KERN_ENTRY functions in gpu/kern_*.h and
  * the kernels its harness comparisons ran are the same set.
  */
 #ifndef EASEL_KERN_LIST_H

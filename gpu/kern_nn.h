@@ -1,6 +1,6 @@
 /* kern_nn — elementwise kernels of reward-head training: bias + ReLU, ReLU backward, AdamW.
  * One thread per element of a 1-D grid (see kern_common.h). Semantics are the CPU engine's
- * (src/nn_activation.h, src/nn_linear.h, src/optim.h): backward ADDS into the gradient.
+ * (src/engine/nn_activation.h, src/engine/nn_linear.h, src/engine/optim.h): backward ADDS into the gradient.
  */
 #ifndef EASEL_KERN_NN_H
 #define EASEL_KERN_NN_H

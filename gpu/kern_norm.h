@@ -3,7 +3,7 @@
  * kern_common.h), fixed reduction order. Parameter gradients come from their own kernels that
  * sum over rows in a fixed order (no atomics), so every result here is deterministic.
  *
- * Semantics are the CPU engine's (src/nn_norm.h, src/nn_softmax.h): eps is an argument,
+ * Semantics are the CPU engine's (src/engine/nn_norm.h, src/engine/nn_softmax.h): eps is an argument,
  * weight and bias may be NULL (no affine part), out may alias inp, and backward ADDS into
  * every gradient it is given; a NULL gradient is skipped.
  *

@@ -1,7 +1,7 @@
 /* kern_pointwise — the ops that are one thread per element: SiLU, GELU (erf and tanh forms)
  * and QuickGELU forward/backward, GEGLU, nearest 2× upsampling, channel block copies (concat and
  * split, both directions) and the mean-squared error. Semantics and formulas are the CPU ops'
- * (src/nn_diffusion.h, src/nn_activation.h): backward ADDS into gradients, NULL skipped.
+ * (src/engine/nn_diffusion.h, src/engine/nn_activation.h): backward ADDS into gradients, NULL skipped.
  * The MSE forward is one block with a fixed-order reduction, so it is deterministic.
  */
 #ifndef EASEL_KERN_POINTWISE_H
@@ -58,7 +58,7 @@ KERN_HD float kern_sigmoidf(float x) {
     return e / (1.0f + e);
 }
 
-/* gelu(x) and gelu'(x), as gelu_pair in src/nn_diffusion.c. */
+/* gelu(x) and gelu'(x), as gelu_pair in src/engine/nn_diffusion.c. */
 KERN_HD void kern_gelu_pair(float x, int mode, float *g, float *dg) {
     if (mode == KERN_ACT_GELU_TANH) {
         float t = tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x));

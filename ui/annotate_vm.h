@@ -1,5 +1,5 @@
 /* annotate_vm — the Annotate screen's state machine and layout, pure C (no ncurses, no store),
- * tested directly by tests/test_ui_annotate.c.
+ * tested directly by tests/ui/test_ui_annotate.c.
  *
  * Keys (the screen maps ncurses codes to these; printable keys are themselves):
  *   0-9      set the selected aspect to that value and select the next aspect

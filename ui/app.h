@@ -7,7 +7,7 @@
  * screen's tick reads what they left under their own lock. SIGWINCH only sets a flag (and
  * wakes the loop); the loop then resizes and redraws everything, re-sending images.
  *
- * This header is plain C (no ncurses), so src/cli_tui.c can start the app; screens include
+ * This header is plain C (no ncurses), so src/cli/cli_tui.c can start the app; screens include
  * ui/screen.h for the drawing side.
  */
 #ifndef EASEL_APP_H
@@ -29,7 +29,7 @@ typedef struct AppConfig {
     const char *theme;          /* NULL: $EASEL_THEME, else from the terminal (ui/theme.h) */
     const char *plot;           /* NULL: auto; "braille" | "blocks" | "ascii" */
     const char *start_screen;   /* NULL: the first screen; else a screen name ("Annotate") */
-    /* Annotate queue options (see src/store_annotate.h) */
+    /* Annotate queue options (see src/store/store_annotate.h) */
     const char *order;          /* NULL: "fewest"; also "id", "random", "prompt" */
     const char *prompt_filter;  /* NULL: all prompts; else a prompt id (ext id) */
     int unrated_only;           /* only images nobody has rated yet */

@@ -7,7 +7,7 @@
  * tree: PREFIX/bin/easel and PREFIX/share/easel, as `make install` lays it out); and at
  * EASEL_SHARE_DIR, the PREFIX the binary was built for. A folder counts when it exists.
  *
- * Plain C, no ncurses: tested in tests/test_theme.c. Not thread-safe (UI thread, start-up).
+ * Plain C, no ncurses: tested in tests/ui/test_theme.c. Not thread-safe (UI thread, start-up).
  */
 #ifndef EASEL_ASSETS_H
 #define EASEL_ASSETS_H

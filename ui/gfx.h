@@ -4,7 +4,7 @@
  * Parts (one module split by concern, see STYLE.md §1):
  *   gfx_probe.c   what the terminal can do: one batch of queries closed by DA1 (every
  *                 terminal answers DA1, so its reply ends the wait; capped at ~250 ms)
- *   gfx_image.c   decode with src/image.h and resize with stb_image_resize (compiled here,
+ *   gfx_image.c   decode with src/io/image.h and resize with stb_image_resize (compiled here,
  *                 static: libsixel exports stb symbols of its own)
  *   gfx_encode.c  frame geometry (pure), sixel (gfx_sixel.c; libsixel's encoder only for the
  *                 before/after comparison), Unicode half blocks in truecolor or 256 colours,

@@ -10,7 +10,7 @@
  * Also here: EMA smoothing, "nice" axis ticks, compact number formatting, the head-importance
  * softmax, and the panel layout of the screen for a given terminal size.
  *
- * Pure and deterministic: no ncurses, no store, no globals. Tested in tests/test_monitor_plot.c.
+ * Pure and deterministic: no ncurses, no store, no globals. Tested in tests/ui/test_monitor_plot.c.
  */
 #ifndef EASEL_MONITOR_PLOT_H
 #define EASEL_MONITOR_PLOT_H

@@ -1,5 +1,5 @@
 /* quality_vm — the Quality screen's formatting and selection, pure C (no ncurses, no store),
- * tested by tests/test_ui_quality.c. */
+ * tested by tests/ui/test_ui_quality.c. */
 #ifndef EASEL_QUALITY_VM_H
 #define EASEL_QUALITY_VM_H
 

@@ -16,7 +16,7 @@
  *   Read data from the store with the typed store functions in `init`/`enter`/`tick` (never SQL
  *   here). A read that can take more than a few milliseconds on a big store goes through
  *   ui/loader.h (a background thread with its own connection; screen_quality.c shows how);
- *   long work is a job (src/jobs.h). Worker threads never call ncurses: they update their own
+ *   long work is a job (src/app/jobs.h). Worker threads never call ncurses: they update their own
  *   state under their own lock and call app_wake(), and the screen's `tick` picks it up on the
  *   UI thread.
  *

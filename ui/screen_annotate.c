@@ -1,13 +1,13 @@
 /* screen_annotate — rate images on the five aspects, the image inline.
  *
  * Session model: `hist` is every image this session has shown, `pos` the one on screen.
- * Enter commits the values of the shown image (one store transaction, src/store_annotate.h)
+ * Enter commits the values of the shown image (one store transaction, src/store/store_annotate.h)
  * and only then moves on: forward in `hist` if the annotator had gone back, else to the next
  * image of the queue (images shown or skipped this session are left out of it). `u` reopens
  * the last committed image; b/n walk `hist`; s skips; g opens any image by id; f flags.
  *
  * Orders: `o` cycles the queue order. The computed ones (uncertain, disagree) are brought up
- * to date by src/queue_order.c on a second loader thread (never the UI thread: scoring every
+ * to date by src/app/queue_order.c on a second loader thread (never the UI thread: scoring every
  * image under a new checkpoint takes a while), asked at start, on `o` and every
  * QUEUE_REFRESH seconds; when it rewrote the order the queue is read again. The panel says
  * why the image on screen was served (its queue_order reason, read when it is shown).

@@ -1,6 +1,6 @@
 /* screen_gpu — the System screen (F6): what this host's hardware is doing, so training can be
  * watched on a GPU machine and on a CPU-only one alike. Sampled once a second by a background
- * monitor (src/hwmon.h: /proc and NVML are never read on the UI thread, and history keeps
+ * monitor (src/app/hwmon.h: /proc and NVML are never read on the UI thread, and history keeps
  * growing while the screen is hidden); graphs in braille or blocks (ui/plot.h).
  *
  *   - With GPUs: one line for CPU, memory and load, then one panel per GPU (name, utilisation,

@@ -1,9 +1,9 @@
 /* screen_jobs — the Jobs screen: every job of the store, live, with state, progress bar,
  * rate and ETA; the selected job's parameters, dependencies, worker, GPUs, message and log
  * tail following live; keys to add a job (a form generated from the kind's schema, see
- * src/jobform.h), cancel, retry, resume and change priority.
+ * src/app/jobform.h), cancel, retry, resume and change priority.
  *
- * This screen also owns the TUI's worker pool (src/jobs.h): started in init with
+ * This screen also owns the TUI's worker pool (src/app/jobs.h): started in init with
  * $EASEL_WORKER_THREADS threads (default: the core count; 0 = run no jobs here, leave them to
  * `easel worker`) and $EASEL_GPU_SHARE jobs per GPU (default 1), stopped in fini, which interrupts running jobs (resumable). Worker threads
  * only call app_wake(); everything shown is re-read from the store on the UI thread at each

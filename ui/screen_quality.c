@@ -1,5 +1,5 @@
 /* screen_quality — inter-rater agreement per aspect, per annotator, and the images with the
- * most disagreement, from the shared agreement code (src/store_agreement.h, src/agreement.h).
+ * most disagreement, from the shared agreement code (src/store/store_agreement.h, src/base/agreement.h).
  *
  * Read-only. The report is computed on a background thread (ui/loader.h: about 3 s for
  * 400 000 ratings) on enter, on `r`, and every RELOAD_SECONDS while visible (annotators keep
@@ -65,7 +65,7 @@ static void quality_fini(void *stp) {
     free(q);
 }
 
-/* Blind rating: every annotator's numbers are the reviewers' (src/trust.h). Sets or clears
+/* Blind rating: every annotator's numbers are the reviewers' (src/data/trust.h). Sets or clears
  * q->denied; returns 1 when the screen may show them. */
 static int may_show(Quality *q, App *app) {
     Err err = {0};

@@ -267,7 +267,7 @@ int theme_parse(Theme *t, const char *text, const char *file, Err *err) {
     return rc;
 }
 
-/* The built-in theme: the same as assets/themes/safe.theme (tests/test_theme.c checks). */
+/* The built-in theme: the same as assets/themes/safe.theme (tests/ui/test_theme.c checks). */
 static const char builtin_text[] =
     "name = safe\n"
     "title = #ffffff on #1c4f80 bold\n"

@@ -27,7 +27,7 @@
 #include "err.h"
 #include "screen.h"
 
-/* ---- parsing (pure; tested in tests/test_theme.c) ---------------------------------------- */
+/* ---- parsing (pure; tested in tests/ui/test_theme.c) ---------------------------------------- */
 
 typedef enum ThemeColorKind {
     THEME_COLOR_DEFAULT = 0, /* the terminal's own foreground / background */

@@ -7,7 +7,7 @@
  * pool (jobs.h) calls run() on a worker thread.
  *
  * Adding a kind (H6, H7, ...): write `const JobKind jobkind_embed = {...}` in your own file
- * (src/<area>.c), then add ONE line `X(jobkind_embed) \` to JOBKIND_LIST in src/jobkind.c.
+ * (src/<area>.c), then add ONE line `X(jobkind_embed) \` to JOBKIND_LIST in src/app/jobkind.c.
  * That line both declares the object and puts it in the table; there are no constructor
  * attributes. Tests add test-only kinds at run time with jobkind_register() so they never
  * ship in the binary.
@@ -52,7 +52,7 @@ typedef enum JobParamType {
     JOB_PARAM_CHOICE, /* one of .choices */
 } JobParamType;
 
-/* What a parameter's value names besides itself, for the trust rules (src/trust.h): every
+/* What a parameter's value names besides itself, for the trust rules (src/data/trust.h): every
  * JOB_PARAM_PATH is checked, and these name paths indirectly. A kind declares each one, so
  * that the queue and the worker check every path any kind reads or writes. */
 typedef enum JobParamRef {
@@ -141,7 +141,7 @@ void job_params_free(JobParams *p); /* NULL allowed */
 /* The kind P was parsed for. */
 const JobKind *job_params_kind(const JobParams *p);
 
-/* The trust rules for one job (src/trust.h): every PATH parameter, every JOB_REF_* the kind
+/* The trust rules for one job (src/data/trust.h): every PATH parameter, every JOB_REF_* the kind
  * declares, and the "output" folder of CHECKPOINT (a resumed job's JSON; NULL = none) must
  * resolve inside the workspace of ST or under an output root. 0, or ERR_DENIED naming the
  * parameter and what to do. Called when a job is queued (jobs_add) and again before it

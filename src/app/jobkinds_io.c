@@ -1,4 +1,4 @@
-/* jobkinds_io — the store's imports and exports (src/import.h, src/export.h) as job kinds,
+/* jobkinds_io — the store's imports and exports (src/data/import.h, src/data/export.h) as job kinds,
  * so long imports run in a worker with progress and cancel, queued from the CLI or the TUI:
  *
  *   import   --what prompts|ratings|pairs|generated|images --path FILE_OR_FOLDER

@@ -1,5 +1,5 @@
 /* jobkinds_reward — the reward pipeline's job kinds (`embed`, `train-reward`, `eval-reward`,
- * `score`) and the work they share with the CLI (src/cli_train.c), so `easel train` in the
+ * `score`) and the work they share with the CLI (src/cli/cli_train.c), so `easel train` in the
  * foreground and a queued train-reward job run the same code with the same parameters.
  *
  * The kinds' parameter schemas use the CLI's flag names (--fusion-method, --batch-size...),

@@ -2,7 +2,7 @@
  * image in the store (images.sha256) and keys the embedding cache.
  *
  * Plain C, no state outside the Sha256 struct: thread-safe. Checked against the FIPS test
- * vectors in tests/test_sha256.c.
+ * vectors in tests/base/test_sha256.c.
  */
 #ifndef EASEL_SHA256_H
 #define EASEL_SHA256_H

@@ -66,9 +66,9 @@ int cli_images_main(const CliGlobal *g, int argc, char **argv);   /* cli_images.
 int cli_annotate_main(const CliGlobal *g, int argc, char **argv);   /* cli_tui.c */
 int cli_tui_main(const CliGlobal *g);   /* no command: the TUI (cli_tui.c) */
 int cli_tui_option(const char *a);      /* --graphics, --theme, --plot: the TUI's look */
-int cli_jobs_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
-int cli_worker_main(const CliGlobal *g, int argc, char **argv); /* src/cli_jobs.c */
-int cli_gpus_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
+int cli_jobs_main(const CliGlobal *g, int argc, char **argv);   /* src/cli/cli_jobs.c */
+int cli_worker_main(const CliGlobal *g, int argc, char **argv); /* src/cli/cli_jobs.c */
+int cli_gpus_main(const CliGlobal *g, int argc, char **argv);   /* src/cli/cli_jobs.c */
 int cli_agreement_main(const CliGlobal *g, int argc, char **argv);  /* cli_agreement.c */
 int cli_train_main(const CliGlobal *g, int argc, char **argv);    /* cli_train.c */
 int cli_eval_main(const CliGlobal *g, int argc, char **argv);     /* cli_train.c */
@@ -79,7 +79,7 @@ int cli_monitor_main(const CliGlobal *g, int argc, char **argv);  /* cli_train.c
 int cli_config_main(const CliGlobal *g, int argc, char **argv);     /* cli_config.c */
 int cli_annotators_main(const CliGlobal *g, int argc, char **argv); /* cli_config.c */
 
-/* src/cli_clip.c */
+/* src/cli/cli_clip.c */
 int cli_models_main(const CliGlobal *g, int argc, char **argv);
 int cli_embed_main(const CliGlobal *g, int argc, char **argv);
 

@@ -1,7 +1,7 @@
 /* cli_agreement — `easel agreement`: inter-annotator agreement per aspect, as a readable
  * report or as JSON for scripts.
  *
- * All numbers come from agreement_compute (src/agreement.c) over the tables that
+ * All numbers come from agreement_compute (src/base/agreement.c) over the tables that
  * store_agreement_report reads in one snapshot; this file only parses flags and formats.
  * Undefined statistics print as "n/a" (JSON null) with the reason underneath.
  */

@@ -1,7 +1,7 @@
 /* cli_config — `easel config` (store settings: blind rating, output roots) and `easel
  * annotators` (list, grant and revoke the reviewer role).
  *
- * Every change is the store owner's (the Unix owner of the store file): src/trust.h has the
+ * Every change is the store owner's (the Unix owner of the store file): src/data/trust.h has the
  * rule and says who to ask. Reading is anyone's. doc/annotators.md describes the trust model
  * these commands configure.
  */

@@ -15,7 +15,7 @@
  * importer looks first) when the image lies inside it, or when both lie inside the workspace
  * (the store's folder) — then with "../" steps; else absolute.
  *
- * Blind rating (`easel config blind on`, src/trust.h): an export of ratings or pairs for a
+ * Blind rating (`easel config blind on`, src/data/trust.h): an export of ratings or pairs for a
  * login that may not review (store_actor: this process's user, or the queuer of the job)
  * holds only that login's own ratings, and a per-annotator one is refused (ERR_DENIED).
  *

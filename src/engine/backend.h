@@ -1,5 +1,5 @@
 /* backend — the engine interface: one Backend handle per job, and the ops every model is made
- * of, behind a table each backend fills (CPU here in src/backend_cpu_ops.c, CUDA in
+ * of, behind a table each backend fills (CPU here in src/engine/cpu/backend_cpu_ops.c, CUDA in
  * gpu/backend_cuda.cu). The DESIGN notes (invariants, ownership, errors) are in doc/engine.md.
  *
  * THE GRADIENT RULE (every op, every backend, stated once here):

@@ -2,7 +2,7 @@
  * src/backend*.c, gpu/backend_cuda.cu and the engine tests (which build copies of a table with
  * one entry replaced, to prove the checks catch a wrong op). Models use backend.h only.
  *
- * The front end (src/backend.c) checks every op's tensors (shape, dtype, device, NULL where
+ * The front end (src/engine/backend.c) checks every op's tensors (shape, dtype, device, NULL where
  * required) and that the backend has not failed BEFORE calling the table, so an entry may
  * assume valid, consistent arguments. A NULL entry is an op the backend does not have: the
  * front end fails the backend with "<op>: not implemented on <backend>".
@@ -86,7 +86,7 @@ extern const BackendOps backend_cpu_ops;
 /* Open the CPU backend (threads <= 0: online CPUs). */
 int backend_cpu_open(const BackendConfig *cfg, Backend **be, Err *err);
 /* Open CUDA device `index`; ERR_NOTFOUND with the reason when this build has no CUDA or the
- * device is absent (gpu/backend_cuda.cu, or src/backend.c's fallback without nvcc). */
+ * device is absent (gpu/backend_cuda.cu, or src/engine/backend.c's fallback without nvcc). */
 int backend_cuda_open(int index, const BackendConfig *cfg, Backend **be, Err *err);
 
 /* The CUDA backend's op code over the host emulation harness (gpu/backend_emu.c), for tests

@@ -1,7 +1,7 @@
 /* nn_diffusion — the ops a diffusion UNet/VAE needs beyond the transformer ones: 2-D
  * convolution, GroupNorm, SiLU, GELU with its form as a parameter, GEGLU, nearest 2×
  * upsampling, the sinusoidal timestep embedding, channel concat/split and the mean-squared
- * error loss. Each matches its PyTorch / diffusers counterpart (tests/test_nn_diffusion.c
+ * error loss. Each matches its PyTorch / diffusers counterpart (tests/engine/test_nn_diffusion.c
  * checks them against fixtures written by tests/torch/make_diffusion_fixtures.py).
  *
  * THE GRADIENT RULE (the same for every nn_* op, stated here once for these):

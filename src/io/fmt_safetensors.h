@@ -16,7 +16,7 @@
  * a temporary file beside PATH, fsync, rename over PATH, fsync of the folder. The bytes are
  * those the Python `safetensors` package writes for the same tensors (metadata first, keys in
  * the order set, tensors by dtype rank descending then name, header padded to 8 bytes), which
- * tests/test_safetensors.c checks against files that package made.
+ * tests/io/test_safetensors.c checks against files that package made.
  *
  * Thread safety: an open SafeTensors is read-only and may be shared by threads; a
  * SafeTensorsWriter belongs to one thread.

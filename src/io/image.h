@@ -1,6 +1,6 @@
 /* image — the one place easel decodes image files (PNG, JPEG, BMP, GIF, TGA) into pixels.
  *
- * stb_image is compiled into src/image.c (and, until it calls image_decode, src/clip_image.c),
+ * stb_image is compiled into src/io/image.c (and, until it calls image_decode, src/models/clip_image.c),
  * as static functions, never linked as -lstb: libsixel.so exports stb_image symbols of its own and the two collide at run time
  * (terminal-graphics.md). Every decode runs the same checks in the same order, before stb
  * asks for pixel memory: the file is a regular file of at most INFILE_MAX_IMAGE bytes

@@ -2,7 +2,7 @@
  * easel decodes with) gets wrong, run on the file's bytes before stb sees them.
  *
  * stb_image is fast and small but trusts some header fields that a hostile file sets; make
- * fuzz found these, and each has a test in tests/test_image_inputs.c:
+ * fuzz found these, and each has a test in tests/ui/test_image_inputs.c:
  *   - JPEG: a Huffman table (DHT) declaring more than 256 codes overflows stb's table
  *     (stbi__build_huffman writes past size[257]).
  * (16-bit PNM, whose conversion overflowed the heap, is not compiled in: every file that

@@ -1,4 +1,4 @@
-/* clip_int — private to src/clip.c and src/clip_load.c: the ClipModel struct.
+/* clip_int — private to src/models/clip.c and src/models/clip_load.c: the ClipModel struct.
  *
  * Every weight pointer points either into the safetensors mapping (tensors already in the
  * resident dtype, used in place) or into one of the `owned` buffers (converted at load,

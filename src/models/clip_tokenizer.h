@@ -10,7 +10,7 @@
  * symbols, the last one with "</w>", merged by rank. ids = [start] + pieces + [end],
  * truncated to the context (the last kept id becomes end) and zero-padded.
  * Not done: ftfy's mojibake repair and NFC normalisation (rare in prompts; doc/models.md).
- * The character tables (src/clip_unicode_data.h) are generated from the same Python
+ * The character tables (src/models/clip_unicode_data.h) are generated from the same Python
  * libraries the reference runs on.
  *
  * Vocabulary files, as model folders ship them: Hugging Face `vocab.json` + `merges.txt`,

@@ -36,7 +36,7 @@
  * Threads: the model runs engine ops on the pool the calling thread selected with
  * backend_cpu_use (serial without one). A RewardModel is used by one thread at a time.
  * Results are bit-identical for the same seed, inputs and thread count (with this engine, for
- * any thread count: tests/test_model_reward.c checks 1 against 2).
+ * any thread count: tests/models/test_model_reward.c checks 1 against 2).
  */
 #ifndef EASEL_MODEL_REWARD_H
 #define EASEL_MODEL_REWARD_H

@@ -9,7 +9,7 @@
  * working at the same time rarely meet on one image (if they do, overlap grows by one).
  * Two orders are computed elsewhere and read from the queue_order table (kind, image, score,
  * reason, source, computed_at): `uncertain` (the reward model's pairwise preferences within
- * a prompt closest to 50 %) and `disagree` (annotators' spread); src/queue_order.c writes
+ * a prompt closest to 50 %) and `disagree` (annotators' spread); src/app/queue_order.c writes
  * them off the UI thread, and images without a row follow in fewest order. The table is
  * not per annotator: a queued image is one this annotator rated on no aspect, so every
  * aspect of it is still unrated by them.
@@ -129,7 +129,7 @@ typedef struct AnnotateProgress {
 int store_annotate_progress(Store *st, const AnnotateQuery *q, AnnotateProgress *p, Err *err);
 
 
-/* ---- computed orders (the queue_order table; computed by src/queue_order.c) ---- */
+/* ---- computed orders (the queue_order table; computed by src/app/queue_order.c) ---- */
 
 /* One row of a computed order: higher SCORE is served first; REASON is shown to the
  * annotator (borrowed by store_annotate_order_replace, which copies it). */

@@ -1,6 +1,6 @@
 /* store_settings — settings, roles, output roots and the acting login. See store_settings.h.
  *
- * Plain reads and single-statement writes; no policy here (src/trust.c decides who may
+ * Plain reads and single-statement writes; no policy here (src/data/trust.c decides who may
  * write). Annotator rows made by a grant have the same shape as those ratings make.
  */
 #include "store_settings.h"

@@ -3,7 +3,7 @@
  *
  * Tables of schema v2: settings(key, value, set_by, set_at), annotators.role ('annotator' or
  * 'reviewer'), output_roots(path, added_by, added_at). Who may change them (the store's
- * owner) is decided by src/trust.h, not here: these functions only read and write.
+ * owner) is decided by src/data/trust.h, not here: these functions only read and write.
  *
  * Thread safety: as store.h — one Store per thread.
  */

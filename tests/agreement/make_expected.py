@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference values for tests/test_agreement.c, written to tests/fixtures/agreement/expected.txt.
+"""Reference values for tests/base/test_agreement.c, written to tests/fixtures/agreement/expected.txt.
 
 Run from the repository root:  python3 tests/agreement/make_expected.py
 Needs: pip install numpy krippendorff pingouin   (make test never runs this script)

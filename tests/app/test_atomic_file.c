@@ -1,4 +1,4 @@
-/* Tests for src/atomic_file.c: a commit replaces the file whole, an abort or a failed write
+/* Tests for src/io/atomic_file.c: a commit replaces the file whole, an abort or a failed write
  * leaves the old file byte for byte and no temporary file beside it, and a path in a missing
  * folder fails with a message naming the path and the reason. */
 #include <criterion/criterion.h>

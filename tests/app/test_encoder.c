@@ -1,4 +1,4 @@
-/* Tests for src/encoder.c and src/store_embed.c: backend lookup, decoding errors, the
+/* Tests for src/data/encoder.c and src/store/store_embed.c: backend lookup, decoding errors, the
  * embedding cache (hit, miss, shape check, nothing stored on failure). */
 #include <criterion/criterion.h>
 #include <sqlite3.h>

@@ -1,4 +1,4 @@
-/* Tests for src/hwmon.c: the background GPU sampler and its history, on the NVML stand-in
+/* Tests for src/app/hwmon.c: the background GPU sampler and its history, on the NVML stand-in
  * of tests/fixtures/gpu (two GPUs: A's utilisation steps 0,10,..,100 %, B's stays 100 %). */
 #include <criterion/criterion.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* Tests for src/import.c: every importer on good files, idempotence, at least five kinds of
+/* Tests for src/data/import.c: every importer on good files, idempotence, at least five kinds of
  * bad file per importer (each names FILE:LINE and leaves the store byte-for-byte unchanged),
  * and 8 processes importing ratings into one store at once. */
 #include <criterion/criterion.h>

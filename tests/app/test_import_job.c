@@ -1,4 +1,4 @@
-/* Tests for the import job kind (src/jobkinds_io.c) with the importers' issue-13 rules: the
+/* Tests for the import job kind (src/app/jobkinds_io.c) with the importers' issue-13 rules: the
  * allow-missing parameter, a FIFO given as the input refused at once (never waited on), and a
  * cancel seen while the rows are still being checked. */
 #include <criterion/criterion.h>

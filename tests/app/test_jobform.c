@@ -1,4 +1,4 @@
-/* Tests for src/jobform.c: the new-job form generated from a kind's schema. */
+/* Tests for src/app/jobform.c: the new-job form generated from a kind's schema. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>

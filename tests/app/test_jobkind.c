@@ -1,4 +1,4 @@
-/* Tests for src/jobkind.c: registry, parameter parsing against the schema, JSON round trip,
+/* Tests for src/app/jobkind.c: registry, parameter parsing against the schema, JSON round trip,
  * and the job context writing progress, log and checkpoints to the store. */
 #include <criterion/criterion.h>
 #include <stdlib.h>

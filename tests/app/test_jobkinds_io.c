@@ -1,4 +1,4 @@
-/* Tests for src/jobkinds_io.c: the import and export job kinds run as jobs — success, a bad
+/* Tests for src/app/jobkinds_io.c: the import and export job kinds run as jobs — success, a bad
  * file (failed, store unchanged, file:line in the log), cancel (nothing written), and an
  * export that cannot be written (failed, no partial file). */
 #include <criterion/criterion.h>

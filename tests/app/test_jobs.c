@@ -1,4 +1,4 @@
-/* Tests for src/jobs.c and src/store_jobs.c: the job lifecycle through a real worker pool,
+/* Tests for src/app/jobs.c and src/store/store_jobs.c: the job lifecycle through a real worker pool,
  * two processes competing for the same jobs, prompt cancel, SIGKILL of a worker mid-job then
  * resume from its checkpoint, dependencies, priorities and GPU scheduling in the claim.
  *

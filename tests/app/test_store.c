@@ -1,4 +1,4 @@
-/* Tests for src/store.c: open, migrate, transactions, path forms, rating invariants. */
+/* Tests for src/store/store.c: open, migrate, transactions, path forms, rating invariants. */
 #include <criterion/criterion.h>
 #include <sqlite3.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* Tests for src/store_agreement.c: the table built from a store matches the rows written. */
+/* Tests for src/store/store_agreement.c: the table built from a store matches the rows written. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <sqlite3.h>

@@ -1,4 +1,4 @@
-/* Tests for src/store_annotate.c: the queue, commit in one transaction with history, flags,
+/* Tests for src/store/store_annotate.c: the queue, commit in one transaction with history, flags,
  * progress, several annotators. */
 #include <criterion/criterion.h>
 #include <math.h>

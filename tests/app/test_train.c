@@ -1,4 +1,4 @@
-/* Tests for src/train*.c end to end on a synthetic store with planted preferences:
+/* Tests for src/train/train*.c end to end on a synthetic store with planted preferences:
  *   - each head learns the image property its ratings were planted on (>= 0.95 validation
  *     accuracy), with the classic encoder;
  *   - kill -9 of a training process, then resume, ends with final weights identical (byte

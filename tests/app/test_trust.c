@@ -1,4 +1,4 @@
-/* Tests of the trust rules of a shared store (src/trust.h), as users meet them: bin/easel
+/* Tests of the trust rules of a shared store (src/data/trust.h), as users meet them: bin/easel
  * run as root and as a second Unix user (nobody, through setpriv), on a temporary store.
  *
  * The second-user tests need root (to switch users and make groups); without it they skip

@@ -1,4 +1,4 @@
-/* Tests for src/agreement.c: hand-checkable cases here; tables checked against the reference
+/* Tests for src/base/agreement.c: hand-checkable cases here; tables checked against the reference
  * implementations (krippendorff, pingouin) through tests/fixtures/agreement/expected.txt, made
  * by tests/agreement/make_expected.py. */
 #include <criterion/criterion.h>

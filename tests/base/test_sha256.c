@@ -1,4 +1,4 @@
-/* Tests for src/sha256.c: FIPS 180-4 example vectors, chunking, files against sha256sum. */
+/* Tests for src/base/sha256.c: FIPS 180-4 example vectors, chunking, files against sha256sum. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>

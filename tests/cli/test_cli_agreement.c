@@ -1,4 +1,4 @@
-/* Tests for `easel agreement` (src/cli_agreement.c): runs bin/easel on a small store. */
+/* Tests for `easel agreement` (src/cli/cli_agreement.c): runs bin/easel on a small store. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* Tests for src/cli_escape.c: the escaper itself, then bin/easel on a pseudo-terminal — what
+/* Tests for src/cli/cli_escape.c: the escaper itself, then bin/easel on a pseudo-terminal — what
  * a user over SSH sees — with hostile bytes in an annotator name, an imported file and a job,
  * and the data outputs (--json, CSV on stdout) that must stay byte-exact. */
 #include <criterion/criterion.h>

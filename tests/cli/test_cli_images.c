@@ -1,4 +1,4 @@
-/* Tests for src/cli_images.c through bin/easel: `easel images list|retire|unretire` on a real
+/* Tests for src/cli/cli_images.c through bin/easel: `easel images list|retire|unretire` on a real
  * store, what status and export say about retired images, and that no rating is ever lost. */
 #include <criterion/criterion.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* Tests for src/cli_io.c through bin/easel as a user runs it: exit codes 0/1/2, "easel:"
+/* Tests for src/cli/cli_io.c through bin/easel as a user runs it: exit codes 0/1/2, "easel:"
  * errors on stderr, --help with an example, import/export/status on real files, and 8
  * `easel import ratings` processes at once on one store. */
 #include <criterion/criterion.h>

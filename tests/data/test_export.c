@@ -1,4 +1,4 @@
-/* Tests for src/export.c: ratings import → export → import → export is byte-identical,
+/* Tests for src/data/export.c: ratings import → export → import → export is byte-identical,
  * exports are deterministic, means and pairs match values computed by hand, prompts with
  * commas, quotes, newlines and UTF-8 come back as they went in. */
 #include <criterion/criterion.h>

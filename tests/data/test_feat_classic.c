@@ -1,4 +1,4 @@
-/* Tests for src/feat_classic.c: each feature family responds to the defect it is meant to
+/* Tests for src/data/feat_classic.c: each feature family responds to the defect it is meant to
  * see, on synthetic images whose truth is known by construction; text hashing properties. */
 #include <criterion/criterion.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* Tests for src/pairs.c against labels computed by hand. */
+/* Tests for src/data/pairs.c against labels computed by hand. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>

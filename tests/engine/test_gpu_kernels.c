@@ -1,6 +1,6 @@
 /* Every CUDA kernel of gpu/ run under the host emulation harness (gpu/kern_emulate.h) with the
- * CUDA launchers' own geometry, compared with the CPU engine's op of the same name (src/nn_*.c,
- * src/optim.c; GroupNorm, which has no CPU op yet, with a double-precision reference and
+ * CUDA launchers' own geometry, compared with the CPU engine's op of the same name (src/engine/nn_*.c,
+ * src/engine/optim.c; GroupNorm, which has no CPU op yet, with a double-precision reference and
  * finite differences). Runs in `make test` on any machine; nothing here needs a GPU.
  *
  * harness.coverage runs every comparison in one process and fails unless the kernels the
@@ -328,7 +328,7 @@ static int check_adamw(Why *w) {
 /* ---- dtype conversion ---------------------------------------------------------------------- */
 
 /* Every f16 and bf16 value widened, and f32 values (specials, ties, randoms) narrowed, against
- * src/tensor_half.c bit for bit. */
+ * src/engine/tensor_half.c bit for bit. */
 static int check_convert(Why *w) {
     enum { NH = 65536, NF = 4096 };
     uint16_t *h = malloc(NH * sizeof *h), *hd = malloc(NF * sizeof *hd), *hr = malloc(NF * 2);
@@ -615,7 +615,7 @@ static const Check checks[] = {
     {"bias+relu vs nn_bias_add_forward + nn_relu_forward", check_bias_relu_fwd},
     {"relu backward vs nn_relu_backward", check_relu_bwd},
     {"adamw vs optim_adamw_step", check_adamw},
-    {"dtype conversion vs src/tensor_half.c", check_convert},
+    {"dtype conversion vs src/engine/tensor_half.c", check_convert},
     {"gelu/gelu_tanh/silu/quickgelu vs nn_gelu_mode_*/nn_silu_*/nn_quickgelu_*", check_act},
     {"geglu vs nn_geglu_*", check_geglu},
     {"upsample2x vs nn_upsample2x_*", check_upsample},
@@ -725,7 +725,7 @@ static int coverage_gaps(const Sources *src, const char *const *list, int n_list
             listed_here |= strcmp(src->entries[i], list[j]) == 0;
         if (!listed_here)
             return mismatch(w, "kernel %s is in gpu/kern_*.h but not in gpu/kern_list.h: list "
-                               "it and add a harness comparison to tests/test_gpu_kernels.c",
+                               "it and add a harness comparison to tests/engine/test_gpu_kernels.c",
                             src->entries[i]);
     }
     for (int j = 0; j < n_list; j++) {

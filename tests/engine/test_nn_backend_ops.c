@@ -1,4 +1,4 @@
-/* tests/test_nn_backend_ops — the engine interface (src/backend.h) checked op by op.
+/* tests/engine/test_nn_backend_ops — the engine interface (src/engine/backend.h) checked op by op.
  *
  * - Every op × weight dtype × backend against the CPU f32 reference (the nn_* ops called
  *   directly on host arrays): forward outputs, and backward gradients that were PRE-FILLED

@@ -1,4 +1,4 @@
-/* Tests for src/tensor.c (views, strides, arena) and src/rng.c (reproducibility,
+/* Tests for src/engine/tensor.c (views, strides, arena) and src/engine/rng.c (reproducibility,
  * distributions). Engine-only. */
 #include <criterion/criterion.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* Tests for the Tensor dtype and the f16/bf16 conversions (src/tensor_half.c). Engine-only.
+/* Tests for the Tensor dtype and the f16/bf16 conversions (src/engine/tensor_half.c). Engine-only.
  *
  * The rounding is checked against its definition rather than another implementation: every
  * half value round-trips exactly; the midpoint of two neighbouring values rounds to the one

@@ -7,7 +7,7 @@
  *   2  gfx_image_load + gfx_image_resize to 16x9 (the TUI's preview)
  * Invariants on every input: no crash, leak or undefined behaviour (ASan + UBSan); a refused
  * image names the file in its message; a decoded one has a size within the limits of
- * src/infile.h, and preprocessing it gives finite values.
+ * src/io/infile.h, and preprocessing it gives finite values.
  * Seeds: tests/fixtures/clip/images and small PNG, JPEG, BMP, GIF, TGA and PNM files made by
  * `make fuzz` (ImageMagick), each prefixed with one byte per decoder.
  */

@@ -1,4 +1,4 @@
-/* Tests for src/fmt_csv.c: line numbers, quoting, CRLF, BOM, UTF-8 checks, round trips. */
+/* Tests for src/io/fmt_csv.c: line numbers, quoting, CRLF, BOM, UTF-8 checks, round trips. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* Tests for src/fmt_json.c: params and configs shown to people with the shortest reals
+/* Tests for src/io/fmt_json.c: params and configs shown to people with the shortest reals
  * that read back exactly, the JSON value itself unchanged. */
 #include <criterion/criterion.h>
 #include <jansson.h>

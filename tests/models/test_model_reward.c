@@ -1,4 +1,4 @@
-/* Tests for src/model_reward.c against PyTorch: the whole five-head model's forward, pairs
+/* Tests for src/models/model_reward.c against PyTorch: the whole five-head model's forward, pairs
  * and regression losses, every parameter gradient and one AdamW step, for the concat, add
  * and cross_attention fusions. The fixtures come from tests/torch/make_reward_fixtures.py
  * (committed JSON; no Python at test time). Plus the model's own invariants: parameter

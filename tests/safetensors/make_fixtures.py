@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make the safetensors interchange fixtures for tests/test_safetensors.c.
+"""Make the safetensors interchange fixtures for tests/io/test_safetensors.c.
 
 Writes, with the reference `safetensors` Python package (pip install safetensors torch):
   tests/fixtures/safetensors/py_mixed.safetensors  every dtype easel reads, special values,

@@ -1,4 +1,4 @@
-/* Tests for src/store_catalog.c: prompts, images, annotators, aspects, counts. */
+/* Tests for src/store/store_catalog.c: prompts, images, annotators, aspects, counts. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>

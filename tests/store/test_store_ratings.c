@@ -1,4 +1,4 @@
-/* Tests for src/store_ratings.c: set keeps history, add never overwrites, reads. */
+/* Tests for src/store/store_ratings.c: set keeps history, add never overwrites, reads. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* Tests for src/store_runs.c: runs, metrics (replace on repeat, incremental reads),
+/* Tests for src/store/store_runs.c: runs, metrics (replace on repeat, incremental reads),
  * checkpoints (best moves), scores. */
 #include <criterion/criterion.h>
 #include <math.h>

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Write the PyTorch / diffusers reference fixtures for tests/test_nn_diffusion.c.
+"""Write the PyTorch / diffusers reference fixtures for tests/engine/test_nn_diffusion.c.
 
-For each op of src/nn_diffusion.h, on small random shapes: the inputs, the forward output
+For each op of src/engine/nn_diffusion.h, on small random shapes: the inputs, the forward output
 and, for the ops with a backward, a random upstream gradient `dout` and the gradients of
 every input and weight (torch.autograd on L = sum(out * dout)). GEGLU and the timestep
 embedding come from diffusers itself (diffusers.models.activations.GEGLU's split, and
@@ -12,7 +12,7 @@ Run from the repository root:
 (needs torch and diffusers). Writes tests/fixtures/nn_diffusion/ref.bin; `make test` only
 reads it, it never runs Python.
 
-ref.bin is a sequence of records, little-endian, read by tests/test_nn_diffusion.c:
+ref.bin is a sequence of records, little-endian, read by tests/engine/test_nn_diffusion.c:
     u32 name_len, name (ASCII, no NUL), u32 n_dims, u32 dims[n_dims], f32 data[prod(dims)]
 Names are "<case>.<tensor>", e.g. "conv3_s1.x", "conv3_s1.dw".
 """
@@ -82,7 +82,7 @@ def groupnorm_case(name, B, C, H, W, G, eps, affine):
 
 
 def ramp(n, mult, mod):
-    """Values in [-1, 1] from integers, exact in f32 on both sides: tests/test_nn_diffusion.c
+    """Values in [-1, 1] from integers, exact in f32 on both sides: tests/engine/test_nn_diffusion.c
     makes the same ones, so only the results need storing."""
     i = torch.arange(n, dtype=torch.int64)
     return ((i * mult) % mod - mod // 2).float() / (mod // 2)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the PyTorch reference fixtures for tests/test_nn_flash.c.
+"""Write the PyTorch reference fixtures for tests/engine/test_nn_flash.c.
 
 Each case runs torch.nn.functional.scaled_dot_product_attention in float64 on float32 inputs
 (so the reference carries no float32 rounding of its own) with the masks easel's fused

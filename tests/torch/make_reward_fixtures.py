@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the PyTorch reference fixtures for tests/test_model_reward.c.
+"""Write the PyTorch reference fixtures for tests/models/test_model_reward.c.
 
 The five-head reward model as the original built it (nn.Sequential heads with the
 original's layer indices, head_weights, nn.MultiheadAttention for cross_attention), at small

@@ -1,4 +1,4 @@
-/* Tests for src/evalrm.c against values computed by hand. */
+/* Tests for src/train/evalrm.c against values computed by hand. */
 #include <criterion/criterion.h>
 #include <math.h>
 

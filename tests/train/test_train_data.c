@@ -1,4 +1,4 @@
-/* Tests for src/train_data.c: pair labels from ratings against hand-computed pairs (with
+/* Tests for src/train/train_data.c: pair labels from ratings against hand-computed pairs (with
  * annotator means and min_rating_diff), and the deterministic split by prompt. */
 #include <criterion/criterion.h>
 #include <math.h>

@@ -1,5 +1,5 @@
-/* Hostile image files against every decoder easel has: the encoders' (src/encoder.c, used by
- * classic features, training, scoring and `embed`), CLIP's preprocessing (src/clip_image.c)
+/* Hostile image files against every decoder easel has: the encoders' (src/data/encoder.c, used by
+ * classic features, training, scoring and `embed`), CLIP's preprocessing (src/models/clip_image.c)
  * and the TUI's (ui/gfx_image.c). A FIFO or /dev/zero must give a clear error at once instead
  * of hanging or eating memory; a header declaring an absurd size is refused before decoding. */
 #include <criterion/criterion.h>

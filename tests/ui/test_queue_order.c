@@ -1,4 +1,4 @@
-/* Tests for src/queue_order.c and the computed orders of src/store_annotate.c:
+/* Tests for src/app/queue_order.c and the computed orders of src/store/store_annotate.c:
  *   - the uncertainty maths (closest partner within a prompt, never across prompts, rated
  *     partners weighing more) and the reason line;
  *   - `sequential`, `uncertain` and `disagree` parse; sequential is prompt by prompt;
