@@ -7,7 +7,8 @@
 #   make test SAN=1 the same under AddressSanitizer + UBSan (also: make asan)
 #   make test-reference  CLIP against open_clip on a ViT-B/32-shaped model (needs torch: the
 #                   python3 of build/venv when make bench has made it)
-#   make test-gpu   GPU tests on a machine with a CUDA device (skipped with a reason otherwise)
+#   make test-gpu   the tests of gpu/ (build/tests/*/test_gpu_*) with EASEL_TEST_GPU=1, on a machine
+#                   with a CUDA device (there a missing driver or device fails instead of skipping)
 #   make bench      benchmarks, one line per result against a named peer (installs the Python
 #                   peers into build/venv on first use)
 #   make install PREFIX=/usr/local
@@ -255,7 +256,7 @@ test-reference: $(BUILD)/tests/models/test_clip_reference
 	@EASEL_CLIP_REF=build/clip-ref $(BUILD)/tests/models/test_clip_reference --verbose=1
 
 test-gpu: bin/easel $(TEST_BIN)
-	@BUILD=$(BUILD) EASEL_TEST_GPU=1 bash tests/run_all.sh $(filter %gpu%,$(TEST_BIN))
+	@BUILD=$(BUILD) EASEL_TEST_GPU=1 bash tests/run_all.sh $(foreach b,$(TEST_BIN),$(if $(findstring gpu,$(notdir $(b))),$(b)))
 
 # The Python peers (torch CPU, open_clip, diffusers, peft: bench/requirements.txt) go into a
 # virtual environment under build/ on first use (bench/venv.sh; a stamp makes later runs
