@@ -39,7 +39,15 @@ typedef struct AppConfig {
     const char *monitor_run;
     /* Seconds a save waits for another process's write lock before giving up; 0: 30. */
     double store_wait_s;
+    /* The worker pool of this TUI (src/app/session.h), started by the Jobs screen: threads
+     * (0: the core count; APP_NO_WORKERS: none, jobs are left to `easel worker`) and jobs per
+     * GPU (0: 1). The CLI sets them (`easel --threads N --gpu-share N`); the UI never reads
+     * the environment for them. */
+    int worker_threads;
+    int gpu_share;
 } AppConfig;
+
+#define APP_NO_WORKERS (-1)
 
 /* The UI thread's connection waits at most this long for another process's write lock per
  * try (store_set_busy_limit); a write that finds the store locked is retried from the loop. */

@@ -3,9 +3,11 @@
  * tail following live; keys to add a job (a form generated from the kind's schema, see
  * src/app/jobform.h), cancel, retry, resume and change priority.
  *
- * This screen also owns the TUI's worker pool (src/app/jobs.h): started in init with
- * $EASEL_WORKER_THREADS threads (default: the core count; 0 = run no jobs here, leave them to
- * `easel worker`) and $EASEL_GPU_SHARE jobs per GPU (default 1), stopped in fini, which interrupts running jobs (resumable). Worker threads
+ * This screen also owns the TUI's worker session (src/app/session.h, the same object as
+ * `easel worker`'s): opened in init with AppConfig's worker_threads (default: the core count;
+ * APP_NO_WORKERS = run no jobs here, leave them to `easel worker`) and gpu_share jobs per GPU
+ * (default 1), as the CLI set them; closed in fini, which interrupts running jobs (resumable).
+ * Worker threads
  * only call app_wake(); everything shown is re-read from the store on the UI thread at each
  * tick, so jobs of other processes (other TUIs over SSH, `easel worker`) appear the same way.
  *
@@ -32,6 +34,7 @@
 #include "jobkind.h"
 #include "jobs.h"
 #include "screen.h"
+#include "session.h"
 #include "store_jobs.h"
 
 #define MAX_ROWS 500
@@ -42,8 +45,7 @@ typedef enum Mode { MODE_LIST, MODE_PICK, MODE_FORM } Mode;
 
 typedef struct JobsScreen {
     App *app;
-    JobsPool *pool;
-    int n_threads;            /* pool threads, 0 = no pool in this TUI */
+    Session *session;         /* this TUI's worker pool (session_has_pool: 0 = none) */
     JobRow *rows;
     int n_rows;
     int sel;
@@ -121,7 +123,7 @@ static void follow_log(JobsScreen *s, Store *st) {
 static void reload(JobsScreen *s) {
     Store *st = app_store(s->app);
     Err err = {0};
-    if (!s->pool)
+    if (!session_has_pool(s->session))
         jobs_reap(st, 0, NULL, NULL); /* with a pool, its monitor does this */
     JobRow *rows;
     int n;
@@ -233,26 +235,18 @@ static int hand_over(JobsScreen *s, Err *err) {
     Store *st = app_store(app);
     store_set_busy_limit(st, 0); /* quitting: waiting for the lock is right here */
     int64_t ids[64];
-    int n_ids = 0;
-    JobFilter f = {.states = 1u << JOB_STATE_RUNNING};
-    JobRow *rows;
-    int n;
-    if (store_jobs_list(st, &f, &rows, &n, err) == 0) {
-        for (int i = 0; i < n && n_ids < (int)ARRAY_LEN(ids); i++)
-            if (rows[i].pid == (int64_t)getpid() && rows[i].host &&
-                strcmp(rows[i].host, jobs_host()) == 0)
-                ids[n_ids++] = rows[i].id;
-        store_job_rows_free(rows, n);
-    }
-    jobs_pool_stop(s->pool); /* they checkpoint and end interrupted */
-    s->pool = NULL;
+    int n_ids = session_running_jobs(s->session, st, ids, (int)ARRAY_LEN(ids), err);
+    if (n_ids < 0)
+        n_ids = 0;
+    session_stop_pool(s->session); /* they checkpoint and end interrupted */
     int rc = 0;
     for (int i = n_ids - 1; i >= 0 && rc == 0; i--) /* oldest first */
         rc = store_job_resume(st, ids[i], err);
     if (rc == 0) {
         char log_path[4096];
         snprintf(log_path, sizeof log_path, "%s/easel-worker.log", store_dir(st));
-        pid_t pid = spawn_worker(app_config(app)->db_path, s->n_threads, log_path, err);
+        pid_t pid = spawn_worker(app_config(app)->db_path, session_threads(s->session), log_path,
+                                 err);
         if (pid < 0)
             rc = err->code;
         else
@@ -267,7 +261,7 @@ static int hand_over(JobsScreen *s, Err *err) {
 static int quit_ask(void *p, App *app, char *q, size_t n) {
     JobsScreen *s = p;
     (void)app;
-    int busy = s->pool ? jobs_pool_busy(s->pool) : 0;
+    int busy = session_busy(s->session);
     if (busy == 0)
         return 0;
     snprintf(q, n, "%d job%s running here: w leave %s to a headless worker, i interrupt %s "
@@ -279,7 +273,7 @@ static int quit_ask(void *p, App *app, char *q, size_t n) {
 static int quit_answer(void *p, App *app, int key) {
     JobsScreen *s = p;
     if (key == 'i') { /* fini stops the pool: the jobs end interrupted, resumable */
-        int busy = s->pool ? jobs_pool_busy(s->pool) : 0;
+        int busy = session_busy(s->session);
         app_exit_note(app, "easel: %d job%s interrupted; resume with u on the Jobs screen or "
                       "'easel --db %s worker --resume'", busy, busy == 1 ? "" : "s",
                       app_config(app)->db_path);
@@ -299,21 +293,19 @@ static int quit_answer(void *p, App *app, int key) {
 static void *jobs_init(App *app, Err *err) {
     JobsScreen *s = xcalloc(1, sizeof *s);
     s->app = app;
-    const char *env = getenv("EASEL_WORKER_THREADS");
-    s->n_threads = env && *env ? atoi(env) : jobs_default_threads();
-    if (s->n_threads > 0) {
-        JobsPoolConfig cfg;
-        jobs_pool_config_init(&cfg, app_config(app)->db_path);
-        cfg.threads = s->n_threads;
-        const char *share = getenv("EASEL_GPU_SHARE");
-        cfg.gpu_share = share && *share ? atoi(share) : 1;
-        cfg.on_change = on_job_change;
-        cfg.user_data = app;
-        s->pool = jobs_pool_start(&cfg, err);
-        if (!s->pool) {
-            free(s);
-            return NULL;
-        }
+    const AppConfig *ac = app_config(app);
+    SessionConfig sc = {
+        .db_path = ac->db_path,
+        .threads = ac->worker_threads == APP_NO_WORKERS ? 0
+                   : ac->worker_threads > 0          ? ac->worker_threads
+                                                     : SESSION_THREADS_DEFAULT,
+        .gpu_share = ac->gpu_share,
+        .on_change = on_job_change,
+        .user_data = app,
+    };
+    if (session_open(&sc, &s->session, err)) {
+        free(s);
+        return NULL;
     }
     reload(s);
     app_add_quit_guard(app, (AppQuitGuard){quit_ask, quit_answer, s});
@@ -322,7 +314,7 @@ static void *jobs_init(App *app, Err *err) {
 
 static void jobs_fini(void *p) {
     JobsScreen *s = p;
-    jobs_pool_stop(s->pool); /* running jobs end interrupted, resumable */
+    session_close(s->session); /* running jobs end interrupted, resumable */
     store_job_rows_free(s->rows, s->n_rows);
     log_clear(s);
     jobform_free(s->form);
@@ -377,12 +369,12 @@ static void fmt_bar(double frac, int w, char *buf, size_t size) {
 
 static void draw_header(JobsScreen *s, UiRect r) {
     char pool[96];
-    if (s->pool)
+    if (session_has_pool(s->session))
         snprintf(pool, sizeof pool, "here: %d/%d workers busy, %d GPU%s",
-                 jobs_pool_busy(s->pool), jobs_pool_threads(s->pool), jobs_pool_gpus(s->pool),
-                 jobs_pool_gpus(s->pool) == 1 ? "" : "s");
+                 session_busy(s->session), session_threads(s->session),
+                 session_gpus(s->session), session_gpus(s->session) == 1 ? "" : "s");
     else
-        snprintf(pool, sizeof pool, "no workers in this TUI (EASEL_WORKER_THREADS=0)");
+        snprintf(pool, sizeof pool, "no workers in this TUI (easel --threads 0)");
     ui_putf(r.y, r.x, r.w, ui_attr(UI_C_ACCENT),
             "%d running  %d queued  %d succeeded  %d failed  %d cancelled  %d interrupted   %s",
             s->counts[JOB_STATE_RUNNING], s->counts[JOB_STATE_QUEUED],
@@ -390,7 +382,8 @@ static void draw_header(JobsScreen *s, UiRect r) {
             s->counts[JOB_STATE_CANCELLED], s->counts[JOB_STATE_INTERRUPTED], pool);
     if (s->error[0])
         ui_putf(r.y + 1, r.x, r.w, ui_attr(UI_C_BAD), "store: %s", s->error);
-    else if (!s->pool && s->counts[JOB_STATE_QUEUED] && !s->counts[JOB_STATE_RUNNING])
+    else if (!session_has_pool(s->session) && s->counts[JOB_STATE_QUEUED] &&
+             !s->counts[JOB_STATE_RUNNING])
         ui_put(r.y + 1, r.x, r.w, ui_attr(UI_C_WARN),
                "queued jobs wait for a worker: run 'easel worker' on this store");
 }
@@ -646,8 +639,7 @@ static int form_key(JobsScreen *s, App *app, int ch) {
         s->form = NULL;
         s->mode = MODE_LIST;
         s->sel_id = id;
-        if (s->pool)
-            jobs_pool_kick(s->pool);
+        session_kick(s->session);
         reload(s);
         return SCREEN_KEY_HANDLED;
     }
@@ -730,8 +722,8 @@ static void act(JobsScreen *s, App *app, int ch) {
                          "press %c again in a moment", ch);
     else if (rc)
         app_status_error(app, "%s", err.msg);
-    else if (s->pool)
-        jobs_pool_kick(s->pool);
+    else
+        session_kick(s->session);
     reload(s);
 }
 

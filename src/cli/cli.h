@@ -20,6 +20,8 @@ typedef struct CliGlobal {
     const char *graphics;  /* the TUI's look given before any command (main.c takes them */
     const char *theme;     /* out of argv; see cli_tui_option), else NULL */
     const char *plot;
+    const char *threads;   /* the TUI's worker pool (--threads N, --gpu-share N before any */
+    const char *gpu_share; /* command), as given, else NULL; see cli_tui_workers */
 } CliGlobal;
 
 typedef int (*CliRun)(const CliGlobal *g, int argc, char **argv);
@@ -65,7 +67,11 @@ int cli_status_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
 int cli_images_main(const CliGlobal *g, int argc, char **argv);   /* cli_images.c */
 int cli_annotate_main(const CliGlobal *g, int argc, char **argv);   /* cli_tui.c */
 int cli_tui_main(const CliGlobal *g);   /* no command: the TUI (cli_tui.c) */
-int cli_tui_option(const char *a);      /* --graphics, --theme, --plot: the TUI's look */
+int cli_tui_option(const char *a);      /* --graphics, --theme, --plot, --threads, --gpu-share */
+struct AppConfig;
+/* The TUI's worker pool options into CFG: G's --threads / --gpu-share, else the documented
+ * fallbacks $EASEL_WORKER_THREADS / $EASEL_GPU_SHARE. Returns 0, or 2 after an error. */
+int cli_tui_workers(const CliGlobal *g, struct AppConfig *cfg);
 int cli_jobs_main(const CliGlobal *g, int argc, char **argv);   /* src/cli/cli_jobs.c */
 int cli_worker_main(const CliGlobal *g, int argc, char **argv); /* src/cli/cli_jobs.c */
 int cli_gpus_main(const CliGlobal *g, int argc, char **argv);   /* src/cli/cli_jobs.c */

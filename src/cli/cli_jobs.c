@@ -27,6 +27,7 @@
 #include "jobkind.h"
 #include "jobs.h"
 #include "log.h"
+#include "session.h"
 #include "identity.h"
 #include "store_jobs.h"
 #include "trust.h"
@@ -826,8 +827,7 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
                jobs_default_threads());
         return 0;
     }
-    JobsPoolConfig cfg;
-    jobs_pool_config_init(&cfg, g->db_path);
+    SessionConfig cfg = {.db_path = g->db_path, .threads = SESSION_THREADS_DEFAULT};
     int until_idle = 0, resume = 0, n_accept = 0;
     const char **accept = NULL; /* --accept-user names, NULL-ended */
     LogLevel level = LOG_INFO;
@@ -910,8 +910,8 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    JobsPool *pool = jobs_pool_start(&cfg, &err);
-    if (!pool) {
+    Session *session;
+    if (session_open(&cfg, &session, &err)) {
         store_close(st);
         free(accept);
         return cli_fail(&err);
@@ -943,7 +943,7 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
             told_others = 1;
         }
         if (until_idle) {
-            if (mine == 0 && jobs_pool_busy(pool) == 0)
+            if (mine == 0 && session_busy(session) == 0)
                 idle_rounds++;
             else
                 idle_rounds = 0;
@@ -953,20 +953,20 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
     }
     if (stop_signals) {
         log_info("stopping: %d running job(s) asked to checkpoint and stop (signal again to "
-                 "exit at once)", jobs_pool_busy(pool));
-        jobs_pool_request_stop(pool);
-        while (jobs_pool_busy(pool) > 0 && stop_signals < 2) {
+                 "exit at once)", session_busy(session));
+        session_request_stop(session);
+        while (session_busy(session) > 0 && stop_signals < 2) {
             struct timespec ts = {0, 50 * 1000000L};
             nanosleep(&ts, NULL);
         }
         if (stop_signals >= 2) {
             log_warn("exiting now; running jobs will show as interrupted");
-            store_close(st);
+            store_close(st); /* not session_close: it would wait for the running jobs */
             free(accept);
             return 130;
         }
     }
-    jobs_pool_stop(pool);
+    session_close(session);
     store_close(st);
     free(accept);
     return 0;

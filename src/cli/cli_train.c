@@ -776,6 +776,8 @@ int cli_monitor_main(const CliGlobal *g, int argc, char **argv) {
     AppConfig cfg = {0};
     cfg.db_path = g->db_path;
     cfg.start_screen = "Monitor";
+    if (cli_tui_workers(g, &cfg))
+        return 2;
     const char *run = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--graphics") == 0 && i + 1 < argc)

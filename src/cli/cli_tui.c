@@ -80,17 +80,57 @@ static void tui_look_usage(void) {
            "                     from the terminal's background, else safe)\n"
            "  --plot GLYPHS      braille | blocks | ascii (for fonts without braille or box\n"
            "                     glyphs) | auto (default $EASEL_PLOT, else braille in a UTF-8\n"
-           "                     locale)\n");
+           "                     locale)\n"
+           "  --threads N        worker threads of this TUI's job pool (default\n"
+           "                     $EASEL_WORKER_THREADS, else the number of cores; 0: run no\n"
+           "                     jobs here, leave them to 'easel worker')\n"
+           "  --gpu-share N      jobs that may share one GPU (default $EASEL_GPU_SHARE, else\n"
+           "                     1: exclusive)\n");
 }
 
 int cli_tui_option(const char *a) {
-    return strcmp(a, "--graphics") == 0 || strcmp(a, "--theme") == 0 || strcmp(a, "--plot") == 0;
+    return strcmp(a, "--graphics") == 0 || strcmp(a, "--theme") == 0 ||
+           strcmp(a, "--plot") == 0 || strcmp(a, "--threads") == 0 ||
+           strcmp(a, "--gpu-share") == 0;
+}
+
+/* One pool option: the flag's value, else the environment's, else leave *out. */
+static int pool_option(const char *what, const char *flag, const char *env, long long min,
+                       long long max, int *out) {
+    const char *v = flag;
+    char what_env[64];
+    if (!v || !*v) {
+        v = getenv(env);
+        if (!v || !*v)
+            return 0;
+        snprintf(what_env, sizeof what_env, "$%s", env);
+        what = what_env;
+    }
+    long long n;
+    if (cli_parse_long("TUI", what, v, min, max, &n))
+        return 2;
+    *out = (int)n;
+    return 0;
+}
+
+int cli_tui_workers(const CliGlobal *g, AppConfig *cfg) {
+    int threads = -2;
+    if (pool_option("--threads", g->threads, "EASEL_WORKER_THREADS", 0, 256, &threads) ||
+        pool_option("--gpu-share", g->gpu_share, "EASEL_GPU_SHARE", 1, 1024, &cfg->gpu_share))
+        return 2;
+    if (threads != -2)
+        cfg->worker_threads = threads == 0 ? APP_NO_WORKERS : threads;
+    return 0;
 }
 
 /* The option ARGV[*I] of the TUI's look into CFG (taking its value). Returns 1 when it was
  * one, 0 when not, -1 after an error. */
-static int take_tui_option(AppConfig *cfg, int argc, char **argv, int *i) {
+static int take_tui_option(AppConfig *cfg, CliGlobal *pool, int argc, char **argv, int *i) {
     const char *a = argv[*i];
+    if (strcmp(a, "--threads") == 0 || strcmp(a, "--gpu-share") == 0) {
+        const char **v = a[2] == 't' ? &pool->threads : &pool->gpu_share;
+        return (*v = need_value(argc, argv, i)) ? 1 : -1;
+    }
     const char **dst = strcmp(a, "--graphics") == 0 ? &cfg->graphics
                        : strcmp(a, "--theme") == 0  ? &cfg->theme
                        : strcmp(a, "--plot") == 0   ? &cfg->plot
@@ -126,7 +166,7 @@ int cli_tui_main(const CliGlobal *g) {
     cfg.graphics = g->graphics;
     cfg.theme = g->theme;
     cfg.plot = g->plot;
-    if (check_tui_options(&cfg))
+    if (check_tui_options(&cfg) || cli_tui_workers(g, &cfg))
         return 2;
     return run_app(&cfg);
 }
@@ -144,10 +184,11 @@ int cli_annotate_main(const CliGlobal *g, int argc, char **argv) {
     cfg.graphics = g->graphics;   /* the look, when given before the command */
     cfg.theme = g->theme;
     cfg.plot = g->plot;
+    CliGlobal pool = *g; /* --threads / --gpu-share after the command override the global */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = NULL;
-        int r = take_tui_option(&cfg, argc, argv, &i);
+        int r = take_tui_option(&cfg, &pool, argc, argv, &i);
         if (r < 0)
             return 2;
         if (r > 0)
@@ -186,7 +227,7 @@ int cli_annotate_main(const CliGlobal *g, int argc, char **argv) {
     AnnotateOrder order;
     if (cfg.order && store_annotate_order_parse(cfg.order, &order, &err))
         return cli_fail(&err);
-    if (check_tui_options(&cfg))
+    if (check_tui_options(&cfg) || cli_tui_workers(&pool, &cfg))
         return 2;
     return run_app(&cfg);
 }

@@ -20,7 +20,9 @@ static void usage(FILE *f) {
                "  -h, --help     this text; 'easel COMMAND --help' for a command\n"
                "  --version      print the version\n"
                "  --graphics MODE, --theme NAME, --plot GLYPHS  the TUI's look (see 'easel\n"
-               "                 annotate --help')\n\n"
+               "                 annotate --help')\n"
+               "  --threads N, --gpu-share N  the TUI's worker pool (see 'easel annotate\n"
+               "                 --help')\n\n"
                "commands:\n");
     for (const CliCommand *c = cli_commands; c->name; c++)
         fprintf(f, "  %-12s %s\n", c->name, c->summary);
@@ -64,6 +66,10 @@ static int take_tui_look(CliGlobal *g, int *argc, char **argv) {
                 g->graphics = v;
             else if (strcmp(argv[i - 1], "--theme") == 0)
                 g->theme = v;
+            else if (strcmp(argv[i - 1], "--threads") == 0)
+                g->threads = v;
+            else if (strcmp(argv[i - 1], "--gpu-share") == 0)
+                g->gpu_share = v;
             else
                 g->plot = v;
             continue;

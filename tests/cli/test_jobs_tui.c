@@ -105,16 +105,19 @@ static int percent_of_job1(const char *buf) {
 }
 
 /* Start this binary as the TUI on the test store in the private tmux server, with ENV
- * (VAR=value ...) added. */
-static void start_tui(const char *env) {
+ * (VAR=value ...) added and the TUI options ARGS (--threads N, --gpu-share N: see main). */
+static void start_tui_args(const char *env, const char *args) {
     char self[512];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     cr_assert(n > 0);
     self[n] = '\0';
     cr_assert_eq(support_sh("tmux -L %s new-session -d -s t -x 140 -y 40 "
-                    "'env -u BXFI_MAP %s EASEL_TEST_TUI_DB=%s EASEL_WORKER_THREADS=1 %s "
-                    "2>%s/stderr.txt; sleep 60'", sock, env, db, self, tmpdir), 0);
+                    "'env -u BXFI_MAP -u EASEL_WORKER_THREADS -u EASEL_GPU_SHARE %s "
+                    "EASEL_TEST_TUI_DB=%s %s %s 2>%s/stderr.txt; sleep 60'", sock, env, db, self,
+                    args, tmpdir), 0);
 }
+
+static void start_tui(const char *env) { start_tui_args(env, "--threads 1"); }
 
 static void setup(void) {
     strcpy(tmpdir, "/tmp/easel-jobtui-XXXXXX");
@@ -190,6 +193,28 @@ Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .time
     keys("F6");
     cr_assert(wait_screen("No GPU.", 3, buf, sizeof buf), "%s", buf);
     cr_assert(strstr(buf, "EASEL_NO_GPU") && strstr(buf, "runs on the CPU"), "%s", buf);
+    keys("q");
+}
+
+/* The TUI's pool takes its thread count from the config the CLI fills (--threads), not from
+ * the environment; $EASEL_WORKER_THREADS is only the CLI's fallback when no flag is given. */
+Test(jobs_tui, pool_threads_come_from_the_config, .init = setup, .fini = teardown,
+     .timeout = 60) {
+    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
+        cr_skip_test("tmux is not installed (apt-get install tmux)");
+    static char buf[65536];
+    start_tui_args("EASEL_NO_GPU=1 EASEL_WORKER_THREADS=3", "--threads 2");
+    cr_assert(wait_screen("here: 0/2 workers busy", 10, buf, sizeof buf), "%s", buf);
+    keys("q");
+    support_sh("tmux -L %s kill-server 2>/dev/null", sock);
+
+    start_tui_args("EASEL_NO_GPU=1 EASEL_WORKER_THREADS=3", "");
+    cr_assert(wait_screen("here: 0/3 workers busy", 10, buf, sizeof buf), "%s", buf);
+    keys("q");
+    support_sh("tmux -L %s kill-server 2>/dev/null", sock);
+
+    start_tui_args("EASEL_NO_GPU=1 EASEL_WORKER_THREADS=3", "--threads 0");
+    cr_assert(wait_screen("no workers in this TUI", 10, buf, sizeof buf), "%s", buf);
     keys("q");
 }
 
@@ -392,6 +417,12 @@ int main(int argc, char **argv) {
         if (jobkind_register(&kind_slow, &err))
             return 1;
         AppConfig cfg = {.db_path = tui_db, .start_screen = "Jobs", .graphics = "none"};
+        /* the pool's options as `easel --threads N --gpu-share N` hands them over */
+        CliGlobal g = {.db_path = tui_db, .program = argv[0]};
+        for (int i = 1; i + 1 < argc; i += 2)
+            *(strcmp(argv[i], "--threads") == 0 ? &g.threads : &g.gpu_share) = argv[i + 1];
+        if (cli_tui_workers(&g, &cfg))
+            return 2;
         if (app_run(&cfg, &err)) {
             fprintf(stderr, "easel: %s\n", err.msg);
             return 1;
