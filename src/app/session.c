@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "trust.h"
 
 struct Session {
     JobsPool *pool;
@@ -106,4 +107,23 @@ int session_running_jobs(Session *s, Store *st, int64_t *ids, int max, Err *err)
             ids[k++] = rows[i].id;
     store_job_rows_free(rows, n);
     return k;
+}
+
+int session_queued(const Session *s, Store *st, uid_t owner, int *mine, int *others, Err *err) {
+    JobFilter f = {.states = 1u << JOB_STATE_QUEUED};
+    JobRow *rows;
+    int n;
+    *mine = *others = 0;
+    int rc = store_jobs_list(st, &f, &rows, &n, err);
+    if (rc)
+        return rc;
+    for (int i = 0; i < n; i++) {
+        if (trust_job_accepted(rows[i].queued_by, rows[i].queued_uid, getuid(),
+                               session_accept_users(s), owner))
+            (*mine)++;
+        else
+            (*others)++;
+    }
+    store_job_rows_free(rows, n);
+    return 0;
 }

@@ -18,6 +18,7 @@
 #define EASEL_SESSION_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "err.h"
 #include "jobs.h"
@@ -66,5 +67,11 @@ void session_stop_pool(Session *s);
 /* The ids of the jobs this process is running now (running, this pid on this host), newest
  * first, at most max. Returns the count, or an ERR_* with err set. */
 int session_running_jobs(Session *s, Store *st, int64_t *ids, int max, Err *err);
+
+/* Queued jobs of the store this session would run (*mine: its own user's and the accepted
+ * users', trust_job_accepted with OWNER the store's owner) and those it leaves to other
+ * users' workers (*others); `easel worker --until-idle` stops when *mine and session_busy
+ * are 0. Returns 0, or an ERR_* with err set. */
+int session_queued(const Session *s, Store *st, uid_t owner, int *mine, int *others, Err *err);
 
 #endif

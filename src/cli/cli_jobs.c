@@ -777,26 +777,6 @@ int cli_jobs_main(const CliGlobal *g, int argc, char **argv) {
 
 static volatile sig_atomic_t stop_signals;
 
-/* Queued jobs this worker would run (*mine) and those of users it does not accept. */
-static int count_queued(Store *st, const char *const *accept, uid_t owner, int *mine,
-                        int *others, Err *err) {
-    JobFilter f = {.states = 1u << JOB_STATE_QUEUED};
-    JobRow *rows;
-    int n;
-    *mine = *others = 0;
-    int rc = store_jobs_list(st, &f, &rows, &n, err);
-    if (rc)
-        return rc;
-    for (int i = 0; i < n; i++) {
-        if (trust_job_accepted(rows[i].queued_by, rows[i].queued_uid, getuid(), accept, owner))
-            (*mine)++;
-        else
-            (*others)++;
-    }
-    store_job_rows_free(rows, n);
-    return 0;
-}
-
 static void on_stop_signal(int sig) {
     (void)sig;
     stop_signals++;
@@ -934,7 +914,7 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
             continue;
         last_look = base_now();
         int mine = 0, others = 0;
-        if (count_queued(st, cfg.accept_users, owner, &mine, &others, &err) != 0)
+        if (session_queued(session, st, owner, &mine, &others, &err) != 0)
             continue;
         if (others && !told_others) {
             log_info("%d queued job(s) of other users wait here; this worker runs them only "

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base.h"
 #include "jobkind.h"
@@ -121,4 +122,35 @@ Test(session, a_store_that_cannot_be_opened_is_an_error) {
     cr_assert_lt(session_open(&cfg, &s, &err), 0);
     cr_assert_null(s);
     cr_assert(err.msg[0], "the error says why");
+}
+
+Test(session, queued_counts_the_jobs_it_would_run_and_those_of_other_users) {
+    Store *st = store_open_existing(db, NULL);
+    cr_assert_not_null(st);
+    JobNew jn = {.kind = "test-session-wait", .params = "{}"};
+    int64_t mine_id, theirs_id;
+    cr_assert_eq(store_job_add(st, &jn, &mine_id, NULL), 0);
+    cr_assert_eq(store_job_add(st, &jn, &theirs_id, NULL), 0);
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE jobs SET queued_by = 'someone-else', queued_uid = %lld "
+             "WHERE id = %lld", (long long)getuid() + 4242, (long long)theirs_id);
+    support_sql_exec(db, sql);
+
+    SessionConfig cfg = {.db_path = db, .threads = 0}; /* no pool: the jobs stay queued */
+    Session *s = NULL;
+    cr_assert_eq(session_open(&cfg, &s, NULL), 0);
+    int mine = -1, others = -1;
+    cr_assert_eq(session_queued(s, st, getuid(), &mine, &others, NULL), 0);
+    cr_assert_eq(mine, 1);
+    cr_assert_eq(others, 1);
+    session_close(s);
+
+    const char *users[] = {"someone-else", NULL};
+    cfg.accept_users = users;
+    cr_assert_eq(session_open(&cfg, &s, NULL), 0);
+    cr_assert_eq(session_queued(s, st, getuid(), &mine, &others, NULL), 0);
+    cr_assert_eq(mine, 2, "an accepted user's job is one this session runs");
+    cr_assert_eq(others, 0);
+    session_close(s);
+    store_close(st);
 }
