@@ -1,4 +1,4 @@
-/* quality_vm — formatting and scrolling for the Quality screen. See quality_vm.h. */
+/* quality_vm — formatting for the Quality screen. See quality_vm.h. */
 #include "quality_vm.h"
 
 #include <math.h>
@@ -26,24 +26,4 @@ const char *quality_vm_grade(double v) {
     if (v >= 0.667)
         return "tentative";
     return "poor";
-}
-
-void quality_vm_scroll(int n, int rows, int *sel, int *top) {
-    if (n <= 0 || rows <= 0) {
-        *sel = 0;
-        *top = 0;
-        return;
-    }
-    if (*sel < 0)
-        *sel = 0;
-    if (*sel > n - 1)
-        *sel = n - 1;
-    if (*top > *sel)
-        *top = *sel;
-    if (*sel >= *top + rows)
-        *top = *sel - rows + 1;
-    if (*top > n - rows)
-        *top = n - rows > 0 ? n - rows : 0;
-    if (*top < 0)
-        *top = 0;
 }

@@ -1,4 +1,4 @@
-/* quality_vm — the Quality screen's formatting and selection, pure C (no ncurses, no store),
+/* quality_vm — the Quality screen's formatting, pure C (no ncurses, no store),
  * tested by tests/ui/test_ui_quality.c. */
 #ifndef EASEL_QUALITY_VM_H
 #define EASEL_QUALITY_VM_H
@@ -14,9 +14,5 @@ void quality_vm_offset(double v, char *buf, size_t size);
 /* A word for an alpha or ICC value (Krippendorff's rule of thumb: >= 0.8 good, >= 0.667
  * tentative, else poor; "" for NAN). */
 const char *quality_vm_grade(double v);
-
-/* Keep a selection SEL inside 0..N-1 and the first shown row TOP so that SEL is visible in
- * ROWS rows. N may be 0 (then both become 0). */
-void quality_vm_scroll(int n, int rows, int *sel, int *top);
 
 #endif

@@ -33,6 +33,7 @@
 #include "jobform.h"
 #include "jobkind.h"
 #include "jobs.h"
+#include "list.h"
 #include "screen.h"
 #include "session.h"
 #include "store_jobs.h"
@@ -48,9 +49,8 @@ typedef struct JobsScreen {
     Session *session;         /* this TUI's worker pool (session_has_pool: 0 = none) */
     JobRow *rows;
     int n_rows;
-    int sel;
+    UiList list;              /* selection and scrolling over rows (ui/list.h) */
     int64_t sel_id;           /* keeps the selection on its job across refreshes */
-    int top;
     int counts[JOB_STATE_COUNT];
     JobLogLine log[MAX_LOG];  /* tail of the selected job's log */
     int n_log;
@@ -65,7 +65,7 @@ typedef struct JobsScreen {
 } JobsScreen;
 
 static const ScreenKey jobs_keys[] = {
-    {"Up / Down, PgUp / PgDn", "select a job"},
+    {"Up / Down, j / k", "select a job (PgUp / PgDn, Home / End)"},
     {"Enter", "details only / back to the list (the log follows live)"},
     {"a", "add a job: pick a kind, fill in the form (from the kind's schema)"},
     {"c", "cancel the selected job (a running one stops within a second)"},
@@ -136,16 +136,17 @@ static void reload(JobsScreen *s) {
     store_job_rows_free(s->rows, s->n_rows);
     s->rows = rows;
     s->n_rows = n;
-    s->sel = 0;
+    s->list.sel = 0;
     for (int i = 0; i < n; i++)
         if (rows[i].id == s->sel_id)
-            s->sel = i;
-    s->sel_id = n ? rows[s->sel].id : 0;
+            s->list.sel = i;
+    ui_list_set_count(&s->list, n);
+    s->sel_id = n ? rows[s->list.sel].id : 0;
     follow_log(s, st);
     s->last_refresh = base_now();
 }
 
-static JobRow *selected(JobsScreen *s) { return s->n_rows ? &s->rows[s->sel] : NULL; }
+static JobRow *selected(JobsScreen *s) { return s->n_rows ? &s->rows[s->list.sel] : NULL; }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
@@ -422,22 +423,19 @@ static void draw_row(JobsScreen *s, const JobRow *j, int y, int x, int w, int is
         ui_put(y, c, w - (c - x), is_sel ? base : ui_attr(UI_C_DIM), msg);
 }
 
+static void list_row(void *user, int i, UiRect row, int selected) {
+    JobsScreen *s = user;
+    draw_row(s, &s->rows[i], row.y, row.x, row.w, selected);
+}
+
 static void draw_list(JobsScreen *s, UiRect r) {
-    ui_putf(r.y, r.x, r.w, ui_attr(UI_C_DIM) | A_UNDERLINE,
-            "%5s %-11s %-13s %3s %-12s %-22s %8s %7s  %s", "ID", "STATE", "KIND", "PRI",
-            "PROGRESS", "", "RATE", "ETA", "MESSAGE");
-    int rows = r.h - 1;
-    if (s->n_rows == 0) {
+    char header[256];
+    snprintf(header, sizeof header, "%5s %-11s %-13s %3s %-12s %-22s %8s %7s  %s", "ID",
+             "STATE", "KIND", "PRI", "PROGRESS", "", "RATE", "ETA", "MESSAGE");
+    ui_list_draw(&s->list, r, header, ui_attr(UI_C_DIM) | A_UNDERLINE, list_row, s);
+    if (s->n_rows == 0)
         ui_put(r.y + 2, r.x + 2, r.w - 2, ui_attr(UI_C_DIM),
                "No jobs yet. Press a to add one, or use 'easel jobs add KIND ...'.");
-        return;
-    }
-    if (s->sel < s->top)
-        s->top = s->sel;
-    if (s->sel >= s->top + rows)
-        s->top = s->sel - rows + 1;
-    for (int i = 0; i < rows && s->top + i < s->n_rows; i++)
-        draw_row(s, &s->rows[s->top + i], r.y + 1 + i, r.x, r.w, s->top + i == s->sel);
 }
 
 static void put_time(int y, int x, int w, const char *label, double t) {
@@ -733,30 +731,12 @@ static int jobs_key(void *p, App *app, int ch) {
         return form_key(s, app, ch);
     if (s->mode == MODE_PICK)
         return pick_key(s, app, ch);
-    int page = 10;
+    if (ui_list_key(&s->list, ch) != UI_LIST_NOT_MINE) {
+        s->sel_id = s->n_rows ? s->rows[s->list.sel].id : 0;
+        follow_log(s, app_store(app));
+        return SCREEN_KEY_HANDLED;
+    }
     switch (ch) {
-    case KEY_UP:
-    case 'k':
-        if (s->sel > 0)
-            s->sel--;
-        break;
-    case KEY_DOWN:
-    case 'j':
-        if (s->sel < s->n_rows - 1)
-            s->sel++;
-        break;
-    case KEY_PPAGE:
-        s->sel = s->sel > page ? s->sel - page : 0;
-        break;
-    case KEY_NPAGE:
-        s->sel = s->sel + page < s->n_rows ? s->sel + page : (s->n_rows ? s->n_rows - 1 : 0);
-        break;
-    case KEY_HOME:
-        s->sel = 0;
-        break;
-    case KEY_END:
-        s->sel = s->n_rows ? s->n_rows - 1 : 0;
-        break;
     case '\n':
     case '\r':
     case KEY_ENTER:
@@ -781,16 +761,14 @@ static int jobs_key(void *p, App *app, int ch) {
     default:
         return SCREEN_KEY_IGNORED;
     }
-    s->sel_id = s->n_rows ? s->rows[s->sel].id : 0;
-    follow_log(s, app_store(app));
-    return SCREEN_KEY_HANDLED;
 }
 
 static int jobs_open(void *p, App *app, int64_t id, Err *err) {
     JobsScreen *s = p;
     for (int i = 0; i < s->n_rows; i++) {
         if (s->rows[i].id == id) {
-            s->sel = i;
+            s->list.sel = i;
+            ui_list_clamp(&s->list);
             s->sel_id = id;
             s->mode = MODE_LIST;
             follow_log(s, app_store(app));

@@ -13,6 +13,7 @@
 
 #include "base.h"
 #include "identity.h"
+#include "list.h"
 #include "loader.h"
 #include "quality_vm.h"
 #include "screen.h"
@@ -27,9 +28,7 @@ typedef struct Quality {
     char err[ERR_MSG_LEN];
     double loaded_at;
     int aspect;      /* selected aspect */
-    int sel;         /* selected image in the disagreement list */
-    int top;
-    int list_rows;   /* rows of the list at the last draw */
+    UiList list;     /* the disagreement list's selection and scrolling (ui/list.h) */
     char denied[ERR_MSG_LEN]; /* blind rating and no reviewer role: why nothing is shown */
 } Quality;
 
@@ -150,6 +149,25 @@ static void draw_aspects(Quality *q, int y, int x, int w) {
     }
 }
 
+typedef struct DisagreeRows {
+    const AgreeTable *t;
+    const AgreeStats *s;
+} DisagreeRows;
+
+static void disagree_row(void *user, int i, UiRect row, int selected) {
+    const DisagreeRows *dr = user;
+    const AgreeItem *it = &dr->s->ranked[i];
+    const char *label = dr->t->item_labels && dr->t->item_labels[it->item]
+                            ? dr->t->item_labels[it->item]
+                            : "";
+    attr_t a = selected ? ui_attr(UI_C_SELECT) : it->high ? ui_attr(UI_C_WARN) : A_NORMAL;
+    if (selected)
+        ui_fill(row, a);
+    ui_putf(row.y, row.x, row.w, a, "%s %8lld %8d %6.2f %6.1f %6.2f  %s",
+            selected ? "\xe2\x96\xb8" : " ", (long long)it->id, it->n_ratings, it->mean,
+            it->range, it->sd, label);
+}
+
 static void quality_draw(void *stp, App *app, UiRect r) {
     (void)app;
     Quality *q = stp;
@@ -223,25 +241,13 @@ static void quality_draw(void *stp, App *app, UiRect r) {
             "most disagreement (%s): Up/Down select, Enter opens it in Annotate",
             t->aspect ? t->aspect : "?");
     y++;
-    if (y < yend) {
-        ui_put(y, x, w, ui_attr(UI_C_DIM), "     image  ratings   mean  range     sd  path");
-        y++;
-    }
-    q->list_rows = yend - y;
-    quality_vm_scroll(s->n_ranked, q->list_rows, &q->sel, &q->top);
-    if (s->n_ranked == 0 && y < yend)
-        ui_put(y, x, w, A_NORMAL, "  no image has two ratings of this aspect yet");
-    for (int i = q->top; i < s->n_ranked && y < yend; i++, y++) {
-        const AgreeItem *it = &s->ranked[i];
-        const char *label = t->item_labels && t->item_labels[it->item] ? t->item_labels[it->item]
-                                                                        : "";
-        attr_t a = i == q->sel ? ui_attr(UI_C_SELECT) : it->high ? ui_attr(UI_C_WARN) : A_NORMAL;
-        if (i == q->sel)
-            ui_fill((UiRect){y, x, 1, w}, a);
-        ui_putf(y, x, w, a, "%s %8lld %8d %6.2f %6.1f %6.2f  %s",
-                i == q->sel ? "\xe2\x96\xb8" : " ", (long long)it->id, it->n_ratings, it->mean,
-                it->range, it->sd, label);
-    }
+    ui_list_set_count(&q->list, s->n_ranked);
+    DisagreeRows dr = {t, s};
+    ui_list_draw(&q->list, (UiRect){y, x, yend - y, w},
+                 "     image  ratings   mean  range     sd  path", ui_attr(UI_C_DIM),
+                 disagree_row, &dr);
+    if (s->n_ranked == 0 && y + 1 < yend)
+        ui_put(y + 1, x, w, A_NORMAL, "  no image has two ratings of this aspect yet");
 }
 
 static int quality_key(void *stp, App *app, int ch) {
@@ -256,40 +262,25 @@ static int quality_key(void *stp, App *app, int ch) {
     if (!q->rep || q->rep->n == 0)
         return SCREEN_KEY_IGNORED;
     const AgreeStats *s = q->rep->stats[q->aspect];
+    ui_list_set_count(&q->list, s->n_ranked);
+    if (ui_list_key(&q->list, ch) != UI_LIST_NOT_MINE)
+        return SCREEN_KEY_HANDLED;
     switch (ch) {
     case KEY_LEFT:
         q->aspect = (q->aspect + q->rep->n - 1) % q->rep->n;
-        q->sel = q->top = 0;
+        q->list.sel = q->list.top = 0;
         return SCREEN_KEY_HANDLED;
     case KEY_RIGHT:
         q->aspect = (q->aspect + 1) % q->rep->n;
-        q->sel = q->top = 0;
+        q->list.sel = q->list.top = 0;
         return SCREEN_KEY_HANDLED;
-    case KEY_UP:
-        q->sel--;
-        break;
-    case KEY_DOWN:
-        q->sel++;
-        break;
-    case KEY_PPAGE:
-        q->sel -= q->list_rows > 1 ? q->list_rows - 1 : 1;
-        break;
-    case KEY_NPAGE:
-        q->sel += q->list_rows > 1 ? q->list_rows - 1 : 1;
-        break;
-    case KEY_HOME:
-        q->sel = 0;
-        break;
-    case KEY_END:
-        q->sel = s->n_ranked - 1;
-        break;
     case '\n':
     case '\r':
     case KEY_ENTER: {
         if (s->n_ranked == 0)
             return SCREEN_KEY_IGNORED;
         Err err = {0};
-        int64_t id = s->ranked[q->sel].id;
+        int64_t id = s->ranked[q->list.sel].id;
         if (app_switch(app, "Annotate", id, &err))
             app_status_error(app, "cannot open image %lld: %s", (long long)id, err.msg);
         else
@@ -300,18 +291,16 @@ static int quality_key(void *stp, App *app, int ch) {
     default:
         if (ch >= '1' && ch <= '9' && ch - '1' < q->rep->n) {
             q->aspect = ch - '1';
-            q->sel = q->top = 0;
+            q->list.sel = q->list.top = 0;
             return SCREEN_KEY_HANDLED;
         }
         return SCREEN_KEY_IGNORED;
     }
-    quality_vm_scroll(s->n_ranked, q->list_rows, &q->sel, &q->top);
-    return SCREEN_KEY_HANDLED;
 }
 
 static const ScreenKey quality_keys[] = {
     {"Left / Right, 1-5", "select the aspect the lower tables show"},
-    {"Up / Down", "select an image in the disagreement list (PgUp/PgDn, Home/End)"},
+    {"Up / Down, j / k", "select an image in the disagreement list (PgUp/PgDn, Home/End)"},
     {"Enter", "open the selected image in Annotate to review your own rating"},
     {"r", "reload now (it reloads by itself every 10 s)"},
     {NULL, NULL},

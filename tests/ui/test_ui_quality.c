@@ -28,30 +28,3 @@ Test(ui_quality, grades_follow_krippendorff) {
     cr_assert_str_eq(quality_vm_grade(NAN), "");
 }
 
-Test(ui_quality, scroll_keeps_selection_visible) {
-    int sel = 0, top = 0;
-    quality_vm_scroll(100, 10, &sel, &top);
-    cr_assert_eq(top, 0);
-    sel = 15;
-    quality_vm_scroll(100, 10, &sel, &top);
-    cr_assert_eq(top, 6, "selection on the last visible row");
-    sel = 3;
-    quality_vm_scroll(100, 10, &sel, &top);
-    cr_assert_eq(top, 3);
-    sel = 500;
-    quality_vm_scroll(100, 10, &sel, &top);
-    cr_assert_eq(sel, 99);
-    cr_assert_eq(top, 90);
-    sel = -4;
-    quality_vm_scroll(100, 10, &sel, &top);
-    cr_assert_eq(sel, 0);
-    cr_assert_eq(top, 0);
-    sel = 5;
-    top = 7;
-    quality_vm_scroll(3, 10, &sel, &top);
-    cr_assert_eq(sel, 2);
-    cr_assert_eq(top, 0, "a short list never scrolls");
-    quality_vm_scroll(0, 10, &sel, &top);
-    cr_assert_eq(sel, 0);
-    cr_assert_eq(top, 0);
-}

@@ -236,6 +236,13 @@ Test(ui_tmux, quality_lists_disagreement_and_opens_it_for_review) {
     wait_for("bea ");
     /* image 4 (range 6) heads the list, selected */
     wait_for("\xe2\x96\xb8        4        2   6.00    6.0");
+    /* the list widget (ui/list.h): j and End move the selection, Home brings it back */
+    keys("j");
+    wait_for("\xe2\x96\xb8        1        2");
+    keys("End");
+    wait_for("\xe2\x96\xb8        2        2");
+    keys("Home");
+    wait_for("\xe2\x96\xb8        4        2   6.00    6.0");
     keys("Right");
     wait_for("most disagreement (icono)");
     keys("Enter");

@@ -1,0 +1,96 @@
+/* Tests for ui/list.c: the list widget's selection and scrolling model (no terminal). */
+#include <criterion/criterion.h>
+
+#include "list.h"
+
+/* The invariant of list.h's DESIGN. */
+static void check(const UiList *l) {
+    if (l->n == 0) {
+        cr_assert_eq(l->sel, 0);
+        cr_assert_eq(l->top, 0);
+        return;
+    }
+    int rows = l->rows > 0 ? l->rows : 1;
+    cr_assert(l->sel >= 0 && l->sel < l->n, "sel %d of %d", l->sel, l->n);
+    cr_assert(l->top <= l->sel && l->sel < l->top + rows, "sel %d, top %d, rows %d", l->sel,
+              l->top, rows);
+    cr_assert(l->top >= 0 && l->top <= (l->n > rows ? l->n - rows : 0), "top %d", l->top);
+}
+
+Test(ui_list, clamp_keeps_the_selection_visible) {
+    UiList l = {.n = 100, .rows = 10};
+    ui_list_clamp(&l);
+    cr_assert_eq(l.top, 0);
+    l.sel = 15;
+    ui_list_clamp(&l);
+    cr_assert_eq(l.top, 6, "selection on the last visible row");
+    l.sel = 3;
+    ui_list_clamp(&l);
+    cr_assert_eq(l.top, 3);
+    l.sel = 500;
+    ui_list_clamp(&l);
+    cr_assert_eq(l.sel, 99);
+    cr_assert_eq(l.top, 90);
+    l.sel = -4;
+    ui_list_clamp(&l);
+    cr_assert_eq(l.sel, 0);
+    cr_assert_eq(l.top, 0);
+    l = (UiList){.n = 3, .rows = 10, .sel = 5, .top = 7};
+    ui_list_clamp(&l);
+    cr_assert_eq(l.sel, 2);
+    cr_assert_eq(l.top, 0, "a short list never scrolls");
+    ui_list_set_count(&l, 0);
+    cr_assert_eq(l.sel, 0);
+    cr_assert_eq(l.top, 0);
+}
+
+Test(ui_list, moves_say_what_they_did) {
+    UiList l = {.n = 25, .rows = 10};
+    cr_assert_eq(ui_list_move(&l, UI_LIST_UP), UI_LIST_SAME, "already at the top");
+    cr_assert_eq(ui_list_move(&l, UI_LIST_DOWN), UI_LIST_MOVED);
+    cr_assert_eq(l.sel, 1);
+    cr_assert_eq(ui_list_move(&l, UI_LIST_PAGE_DOWN), UI_LIST_MOVED);
+    cr_assert_eq(l.sel, 10, "a page is the rows shown less one");
+    check(&l);
+    cr_assert_eq(ui_list_move(&l, UI_LIST_END), UI_LIST_MOVED);
+    cr_assert_eq(l.sel, 24);
+    cr_assert_eq(l.top, 15);
+    cr_assert_eq(ui_list_move(&l, UI_LIST_DOWN), UI_LIST_SAME, "already at the end");
+    cr_assert_eq(ui_list_move(&l, UI_LIST_PAGE_UP), UI_LIST_MOVED);
+    cr_assert_eq(l.sel, 15);
+    cr_assert_eq(ui_list_move(&l, UI_LIST_HOME), UI_LIST_MOVED);
+    cr_assert_eq(l.sel, 0);
+    cr_assert_eq(l.top, 0);
+    UiList empty = {0};
+    for (int m = UI_LIST_UP; m <= UI_LIST_END; m++) {
+        cr_assert_eq(ui_list_move(&empty, (UiListMove)m), UI_LIST_SAME);
+        check(&empty);
+    }
+}
+
+Test(ui_list, keys_map_to_moves_and_others_are_not_the_lists) {
+    UiList l = {.n = 5, .rows = 3};
+    cr_assert_eq(ui_list_key(&l, KEY_DOWN), UI_LIST_MOVED);
+    cr_assert_eq(ui_list_key(&l, 'j'), UI_LIST_MOVED);
+    cr_assert_eq(l.sel, 2);
+    cr_assert_eq(ui_list_key(&l, 'k'), UI_LIST_MOVED);
+    cr_assert_eq(ui_list_key(&l, KEY_END), UI_LIST_MOVED);
+    cr_assert_eq(l.sel, 4);
+    cr_assert_eq(ui_list_key(&l, KEY_NPAGE), UI_LIST_SAME);
+    cr_assert_eq(ui_list_key(&l, KEY_HOME), UI_LIST_MOVED);
+    cr_assert_eq(ui_list_key(&l, KEY_PPAGE), UI_LIST_SAME);
+    cr_assert_eq(ui_list_key(&l, 'a'), UI_LIST_NOT_MINE);
+    cr_assert_eq(ui_list_key(&l, '\n'), UI_LIST_NOT_MINE);
+    cr_assert_eq(l.sel, 0, "a key that is not the list's moves nothing");
+}
+
+Test(ui_list, every_move_from_every_state_keeps_the_invariant) {
+    for (int n = 0; n <= 7; n++)
+        for (int rows = 0; rows <= 4; rows++)
+            for (int sel = -1; sel <= n + 1; sel++)
+                for (int m = UI_LIST_UP; m <= UI_LIST_END; m++) {
+                    UiList l = {.n = n, .rows = rows, .sel = sel, .top = sel / 2};
+                    ui_list_move(&l, (UiListMove)m);
+                    check(&l);
+                }
+}
