@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "base.h"
+#include "list.h"
 #include "monitor_plot.h"
 #include "screen.h"
 #include "theme.h"
@@ -65,7 +66,7 @@ typedef struct Monitor {
     double next_follow;    /* when to look for a newer running run */
     StoreRun *list;
     size_t n_list;
-    int sel;
+    UiList picker;         /* the picker's selection and scrolling over list (ui/list.h) */
     char err[200];
 } Monitor;
 
@@ -178,16 +179,15 @@ static void rundata_refresh(RunData *d, Store *st) {
 }
 
 static void list_refresh(Monitor *m, Store *st) {
-    int64_t sel_id = m->sel < (int)m->n_list ? m->list[m->sel].id : 0;
+    int64_t sel_id = m->picker.sel < (int)m->n_list ? m->list[m->picker.sel].id : 0;
     store_runs_free(m->list, m->n_list);
     m->list = NULL;
     m->n_list = 0;
     store_runs_list(st, "train-reward", &m->list, &m->n_list, NULL);
     for (size_t i = 0; sel_id && i < m->n_list; i++) /* the selection stays on its run */
         if (m->list[i].id == sel_id)
-            m->sel = (int)i;
-    if (m->sel >= (int)m->n_list)
-        m->sel = m->n_list ? (int)m->n_list - 1 : 0;
+            m->picker.sel = (int)i;
+    ui_list_set_count(&m->picker, (int)m->n_list);
 }
 
 /* The run to follow: the newest running one, else (nothing shown yet) the newest; 0: none. */
@@ -225,7 +225,7 @@ static int follow(Monitor *m, Store *st) {
 /* Open the picker with the selection on the run shown (else the newest). */
 static void pick_open(Monitor *m, Store *st, int which) {
     m->picking = which;
-    m->sel = 0;
+    m->picker.sel = 0;
     store_runs_free(m->list, m->n_list);
     m->list = NULL;
     m->n_list = 0;
@@ -234,7 +234,8 @@ static void pick_open(Monitor *m, Store *st, int which) {
                              : (m->cmp.have ? m->cmp.run.id : 0);
     for (size_t i = 0; cur && i < m->n_list; i++)
         if (m->list[i].id == cur)
-            m->sel = (int)i;
+            m->picker.sel = (int)i;
+    ui_list_clamp(&m->picker);
 }
 
 /* ---- lifecycle ---- */
@@ -489,6 +490,13 @@ static void draw_side(Monitor *m, PlotRect pr) {
     }
 }
 
+static void picker_row(void *user, int i, UiRect row, int selected) {
+    const Monitor *m = user;
+    const StoreRun *run = &m->list[i];
+    ui_putf(row.y, row.x, row.w, selected ? ui_attr(UI_C_SELECT) : A_NORMAL,
+            "#%-4lld %-40s %-11s", (long long)run->id, run->name, run->state);
+}
+
 static void draw_picker(Monitor *m, UiRect r) {
     ui_put(r.y + 1, r.x + 2, r.w - 4, ui_attr(UI_C_ACCENT),
            m->picking == 1 ? "Pick a run (Enter: open, Esc: back)"
@@ -498,13 +506,8 @@ static void draw_picker(Monitor *m, UiRect r) {
                "no training runs yet: start one with 'easel train' or the Jobs screen");
         return;
     }
-    int rows = r.h - 4, top = m->sel >= rows ? m->sel - rows + 1 : 0;
-    for (int i = 0; i < rows && top + i < (int)m->n_list; i++) {
-        const StoreRun *run = &m->list[top + i];
-        attr_t a = top + i == m->sel ? ui_attr(UI_C_SELECT) : A_NORMAL;
-        ui_putf(r.y + 3 + i, r.x + 2, r.w - 4, a, "#%-4lld %-40s %-11s", (long long)run->id,
-                run->name, run->state);
-    }
+    ui_list_draw(&m->picker, (UiRect){r.y + 3, r.x + 2, r.h - 4, r.w - 4}, NULL, 0,
+                 picker_row, m);
 }
 
 static void monitor_draw(void *p, App *app, UiRect r) {
@@ -563,17 +566,9 @@ static int monitor_key(void *p, App *app, int ch) {
     Monitor *m = p;
     Store *st = app_store(app);
     if (m->picking) {
+        if (ui_list_key(&m->picker, ch) != UI_LIST_NOT_MINE)
+            return SCREEN_KEY_HANDLED;
         switch (ch) {
-        case KEY_UP:
-        case 'k':
-            if (m->sel > 0)
-                m->sel--;
-            return SCREEN_KEY_HANDLED;
-        case KEY_DOWN:
-        case 'j':
-            if (m->sel + 1 < (int)m->n_list)
-                m->sel++;
-            return SCREEN_KEY_HANDLED;
         case 27:
             m->picking = 0;
             return SCREEN_KEY_HANDLED;
@@ -588,7 +583,7 @@ static int monitor_key(void *p, App *app, int ch) {
             if (m->n_list) {
                 RunData *d = m->picking == 1 ? &m->main : &m->cmp;
                 Err e = {0};
-                if (rundata_load(d, st, m->list[m->sel].id, &e) == 0) {
+                if (rundata_load(d, st, m->list[m->picker.sel].id, &e) == 0) {
                     rundata_refresh(d, st);
                     if (m->picking == 1) {
                         m->pinned = 1;

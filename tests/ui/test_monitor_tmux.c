@@ -245,6 +245,12 @@ Test(monitor_tmux, follows_the_newest_running_run_unless_pinned) {
     wait_for("Pick a run");
     keys("Enter"); /* the selection starts on the run shown: third */
     wait_for("Monitor: third  [running]  pinned");
+    /* the picker is the list widget (ui/list.h): End selects the oldest run */
+    keys("r");
+    wait_for("Pick a run");
+    keys("End");
+    keys("Enter");
+    wait_for("Monitor: first  [succeeded]  pinned");
     keys("q");
     store_close(s);
 }
