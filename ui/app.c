@@ -352,7 +352,7 @@ static void screen_show(App *app, int i) {
     if (screens[i]->enter)
         screens[i]->enter(app->state[i], app);
     if (screens[i]->tick)
-        screens[i]->tick(app->state[i], app, base_now());
+        (void)screens[i]->tick(app->state[i], app, base_now()); /* redrawn below anyway */
     app->dirty = 1;
     app->full = 1;
 }
@@ -369,9 +369,9 @@ int app_switch(App *app, const char *name, int64_t id, Err *err) {
     if (i < 0 || !app->state[i])
         return err_set(err, ERR_NOTFOUND, "no screen '%s' here", name);
     screen_show(app, i);
-    if (id >= 0 && screens[i]->open)
-        return screens[i]->open(app->state[i], app, id, err);
-    return 0;
+    int rc = id >= 0 && screens[i]->open ? screens[i]->open(app->state[i], app, id, err) : 0;
+    app->dirty = 1; /* the screen opened something: drawn at the next turn */
+    return rc;
 }
 
 /* ---- frame --------------------------------------------------------------------------------- */
@@ -672,8 +672,9 @@ static void do_resize(App *app) {
 static void tick(App *app) {
     double now = base_now();
     app->next_tick = now + TICK_SECONDS;
-    if (app->state[app->cur] && screens[app->cur]->tick)
-        screens[app->cur]->tick(app->state[app->cur], app, now);
+    if (app->state[app->cur] && screens[app->cur]->tick &&
+        screens[app->cur]->tick(app->state[app->cur], app, now) == SCREEN_TICK_CHANGED)
+        app->dirty = 1;
     if (app->status[0] && !app->status_err && now >= app->status_until) {
         app->status[0] = '\0';
         app->dirty = 1;

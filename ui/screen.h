@@ -54,6 +54,12 @@ enum {
     SCREEN_KEY_HANDLED = 1,   /* handled; the app redraws */
 };
 
+/* Return values of ScreenClass.tick. */
+enum {
+    SCREEN_TICK_SAME = 0,     /* nothing shown changed */
+    SCREEN_TICK_CHANGED = 1,  /* the app redraws */
+};
+
 typedef struct ScreenClass {
     const char *name;      /* tab title, also the name for app_switch: "Annotate" */
     int fkey;              /* F-key number 2..12 that opens it (F1 is help) */
@@ -80,8 +86,10 @@ typedef struct ScreenClass {
     /* A key (ncurses code: a character, KEY_UP, KEY_F(n), ...). */
     int (*key)(void *st, App *app, int ch);
 
-    /* Optional: at least once a second while visible, and after every app_wake(). */
-    void (*tick)(void *st, App *app, double now);
+    /* Optional: at least once a second while visible, and after every app_wake(). Returns
+     * SCREEN_TICK_CHANGED when what the screen shows changed (the app then redraws), else
+     * SCREEN_TICK_SAME: the screen says what happened, the app decides when to draw. */
+    int (*tick)(void *st, App *app, double now);
 
     /* Optional: open object ID (Annotate: an image id), for cross-screen links such as
      * Quality → "review this image". Returns 0 or an ERR_* with err set. */

@@ -1237,8 +1237,9 @@ static int annotate_key(void *stp, App *app, int ch) {
     return SCREEN_KEY_HANDLED;
 }
 
-static void annotate_tick(void *stp, App *app, double now) {
+static int annotate_tick(void *stp, App *app, double now) {
     Annotate *a = stp;
+    int redraw = SCREEN_TICK_SAME;
     if (a->saving && a->have_img)
         commit(a); /* one more try: at most APP_STORE_BUSY_MS */
     if (a->flag_text)
@@ -1259,7 +1260,7 @@ static void annotate_tick(void *stp, App *app, double now) {
         if (a->waiting || a->queue_empty)
             go_next(a);
         prefetch(a);
-        app_dirty(app);
+        redraw = SCREEN_TICK_CHANGED;
     } else if (failed) {
         a->waiting = 0;
         app_status_error(app, "cannot read the queue: %s", msg);
@@ -1282,7 +1283,7 @@ static void annotate_tick(void *stp, App *app, double now) {
                 ask_queue(a);
         }
         update_why(a);
-        app_dirty(app);
+        redraw = SCREEN_TICK_CHANGED;
     } else if (!od && failed) {
         char note[sizeof a->order_note];
         snprintf(note, sizeof note, "%s: cannot compute it (%s); the last computed order or "
@@ -1302,16 +1303,15 @@ static void annotate_tick(void *stp, App *app, double now) {
                                    &f, a->gmsg, sizeof a->gmsg);
         gfx_cache_release(a->cache, f);
         if (s != GFX_PENDING)
-            app_dirty(app);
+            redraw = SCREEN_TICK_CHANGED;
     }
+    return redraw;
 }
 
 static int annotate_open(void *stp, App *app, int64_t id, Err *err) {
     Annotate *a = stp;
-    int rc = open_new(a, id, err);
-    if (!rc)
-        app_dirty(app);
-    return rc;
+    (void)app;
+    return open_new(a, id, err); /* app_switch redraws */
 }
 
 static void annotate_enter(void *stp, App *app) {
@@ -1320,8 +1320,7 @@ static void annotate_enter(void *stp, App *app) {
         zoom_end(a, app);
     a->on_term_key = -1;
     if (!ui_loader_busy(a->loader))
-        ask_queue(a);
-    app_dirty(app);
+        ask_queue(a); /* the app redraws after enter */
 }
 
 static const ScreenKey annotate_keys[] = {

@@ -178,11 +178,11 @@ static void gpu_leave(void *p, App *app) {
     atomic_store(&s->visible, 0);
 }
 
-static void gpu_tick(void *p, App *app, double now) {
+static int gpu_tick(void *p, App *app, double now) {
     GpuScreen *s = p;
     (void)now;
     pull(s, app);
-    app_dirty(app);
+    return SCREEN_TICK_CHANGED; /* live gauges and history */
 }
 
 static void draw_graph(GpuScreen *s, const double *hist, int n, UiRect r, const char *title,

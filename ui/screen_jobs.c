@@ -322,11 +322,12 @@ static void jobs_fini(void *p) {
     free(s);
 }
 
-static void jobs_tick(void *p, App *app, double now) {
+static int jobs_tick(void *p, App *app, double now) {
     JobsScreen *s = p;
+    (void)app;
     (void)now;
     reload(s);
-    app_dirty(app);
+    return SCREEN_TICK_CHANGED; /* progress, rates and ETAs move */
 }
 
 /* ---- drawing --------------------------------------------------------------------------- */

@@ -270,7 +270,7 @@ static void monitor_fini(void *p) {
     free(m);
 }
 
-static void monitor_tick(void *p, App *app, double now) {
+static int monitor_tick(void *p, App *app, double now) {
     Monitor *m = p;
     Store *st = app_store(app);
     double before = m->main.last_t + m->cmp.last_t;
@@ -289,9 +289,10 @@ static void monitor_tick(void *p, App *app, double now) {
     rundata_refresh(&m->cmp, st);
     if (m->picking)
         list_refresh(m, st);
-    if (moved || m->main.last_t + m->cmp.last_t != before || m->picking ||
-        (m->main.have && strcmp(sb, m->main.run.state) != 0))
-        app_dirty(app);
+    return moved || m->main.last_t + m->cmp.last_t != before || m->picking ||
+                   (m->main.have && strcmp(sb, m->main.run.state) != 0)
+               ? SCREEN_TICK_CHANGED
+               : SCREEN_TICK_SAME;
 }
 
 static int monitor_open(void *p, App *app, int64_t id, Err *err) {
@@ -302,8 +303,7 @@ static int monitor_open(void *p, App *app, int64_t id, Err *err) {
         m->pinned = 1; /* a link to one run shows that run */
     }
     m->picking = 0;
-    app_dirty(app);
-    return rc;
+    return rc; /* app_switch redraws */
 }
 
 /* ---- drawing ---- */

@@ -81,22 +81,20 @@ static void quality_enter(void *stp, App *app) {
     Quality *q = stp;
     if (may_show(q, app))
         reload(q);
-    q->loaded_at = base_now();
-    app_dirty(app);
+    q->loaded_at = base_now(); /* the app redraws after enter */
 }
 
-static void quality_tick(void *stp, App *app, double now) {
+static int quality_tick(void *stp, App *app, double now) {
     Quality *q = stp;
     if (q->denied[0]) { /* the owner may turn blind rating off or grant the role meanwhile */
-        if (now - q->loaded_at >= RELOAD_SECONDS) {
-            q->loaded_at = now;
-            if (may_show(q, app))
-                reload(q);
-            app_dirty(app);
-        }
-        return;
+        if (now - q->loaded_at < RELOAD_SECONDS)
+            return SCREEN_TICK_SAME;
+        q->loaded_at = now;
+        if (may_show(q, app))
+            reload(q);
+        return SCREEN_TICK_CHANGED;
     }
-    int failed = 0;
+    int changed = SCREEN_TICK_SAME, failed = 0;
     AgreeReport *rep = ui_loader_take(q->loader, &failed, q->err, sizeof q->err);
     if (rep) {
         q->err[0] = '\0';
@@ -104,15 +102,16 @@ static void quality_tick(void *stp, App *app, double now) {
         q->rep = rep;
         if (q->aspect >= rep->n)
             q->aspect = 0;
-        app_dirty(app);
+        changed = SCREEN_TICK_CHANGED;
     } else if (failed) {
-        app_dirty(app);
+        changed = SCREEN_TICK_CHANGED;
     }
     if (now - q->loaded_at >= RELOAD_SECONDS && !ui_loader_busy(q->loader)) {
         if (may_show(q, app))
             reload(q);
-        app_dirty(app);
+        changed = SCREEN_TICK_CHANGED;
     }
+    return changed;
 }
 
 static const char *rater_name(const AgreeTable *t, int r) {
