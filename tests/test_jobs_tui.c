@@ -405,3 +405,19 @@ int main(int argc, char **argv) {
     criterion_finalize(tests);
     return rc;
 }
+
+/* Without the NVML library, F6 gives the reason once: "No GPU. <lib> could not be loaded",
+ * not "No GPU. no GPU: ..." (issue 13 QA). */
+Test(jobs_tui, system_screen_without_nvml_says_no_gpu_once, .init = setup, .fini = teardown,
+     .timeout = 60) {
+    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
+        cr_skip_test("tmux is not installed (apt-get install tmux)");
+    start_tui("EASEL_NVML_LIB=/nonexistent/libnvidia-ml.so.1");
+    static char buf[65536];
+    cr_assert(wait_screen("No jobs yet", 10, buf, sizeof buf), "%s", buf);
+    keys("F6");
+    cr_assert(wait_screen("No GPU.", 5, buf, sizeof buf), "%s", buf);
+    cr_assert(strstr(buf, "could not be loaded"), "%s", buf);
+    cr_assert(!strstr(buf, "no GPU:") && !strstr(buf, "No GPU. no GPU"), "%s", buf);
+    keys("q");
+}
