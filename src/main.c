@@ -102,6 +102,10 @@ static int take_annotator(CliGlobal *g, int *argc, char **argv) {
         }
         argv[o++] = argv[i];
     }
+    if (g->annotator && !g->annotator[strspn(g->annotator, " \t\r\n\v\f")]) {
+        cli_error("--annotator: the name is blank; give who is rating (e.g. --annotator alice)");
+        return 2;
+    }
     *argc = o;
     argv[o] = NULL;
     return 0;
