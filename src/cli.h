@@ -66,6 +66,8 @@ int cli_images_main(const CliGlobal *g, int argc, char **argv);   /* cli_images.
 int cli_annotate_main(const CliGlobal *g, int argc, char **argv);   /* cli_tui.c */
 int cli_tui_main(const CliGlobal *g);   /* no command: the TUI (cli_tui.c) */
 int cli_tui_option(const char *a);      /* --graphics, --theme, --plot: the TUI's look */
+struct AppConfig;
+int cli_tui_check(const struct AppConfig *cfg); /* their values; 2 after an error */
 int cli_jobs_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */
 int cli_worker_main(const CliGlobal *g, int argc, char **argv); /* src/cli_jobs.c */
 int cli_gpus_main(const CliGlobal *g, int argc, char **argv);   /* src/cli_jobs.c */

@@ -51,9 +51,9 @@ static int take_tui_look(CliGlobal *g, int *argc, char **argv) {
     }
     if (!first)
         return 0;
-    if (cmd && strcmp(argv[cmd], "annotate") != 0) {
-        cli_error("%s is an option of the TUI ('easel' alone or 'easel annotate'), not of '%s'",
-                  argv[first], argv[cmd]);
+    if (cmd && strcmp(argv[cmd], "annotate") != 0 && strcmp(argv[cmd], "monitor") != 0) {
+        cli_error("%s is an option of the TUI ('easel', 'easel annotate' or 'easel monitor'), "
+                  "not of '%s'", argv[first], argv[cmd]);
         return 2;
     }
     int o = 1;

@@ -403,6 +403,17 @@ Test(theme_tui, plots_from_the_environment) {
     support_tmux_wait_for(sock, "blocks (easel --plot");
 }
 
+/* The Monitor is the TUI too: its look options after 'monitor' and before it. */
+Test(theme_tui, monitor_takes_the_look_options) {
+    tui_start("-u EASEL_PLOT", "monitor --plot ascii --theme light");
+    support_tmux_wait_for(sock, "Monitor");
+    cr_assert_eq(support_sh("tmux -L %s send-keys -t e '?'", sock), 0);
+    support_tmux_wait_for(sock, "ascii (easel --plot");
+    support_tmux_wait_for(sock, "theme           light, ");
+    cr_assert_eq(cli("%s --db t.db --plot fancy monitor", easel), 2, "%s", out);
+    cr_assert(strstr(out, "--plot fancy: unknown"), "%s", out);
+}
+
 Test(theme_tui, a_bad_plot_is_a_usage_error) {
     cr_assert_eq(cli("%s --db t.db --plot dots", easel), 2, "%s", out);
     cr_assert(strstr(out, "--plot dots: unknown"), "%s", out);
