@@ -297,10 +297,12 @@ int cli_export_main(const CliGlobal *g, int argc, char **argv) {
     if (!st)
         return cli_fail(&err);
     size_t n = 0;
-    char what[200]; /* blind rating: --annotator NAME does not show a non-reviewer NAME's rows */
-    snprintf(what, sizeof what, "exporting as another annotator ('%s'; you are %s)",
-             g->annotator ? g->annotator : "", identity_login());
-    int rc = g->annotator && strcmp(g->annotator, identity_login()) != 0 &&
+    /* blind rating: --annotator NAME ($EASEL_ANNOTATOR) shows a non-reviewer no NAME's rows */
+    const char *as = identity_annotator(g->annotator);
+    char what[200];
+    snprintf(what, sizeof what, "exporting as another annotator ('%s'; you are %s)", as,
+             identity_login());
+    int rc = strcmp(as, identity_login()) != 0 &&
                      (kind == EXPORT_RATINGS || kind == EXPORT_PAIRS)
                  ? trust_require_review(st, identity_login(), what, &err) : 0;
     if (rc) {
