@@ -374,8 +374,10 @@ static void draw_host(GpuScreen *s, UiRect r) {
     draw_jobs(s, (UiRect){y, r.x, jobs_h, r.w});
     y += jobs_h;
     /* why there is no GPU: one line of reason (cut), one of consequence */
-    ui_putf(y, r.x + 1, r.w - 2, ui_attr(UI_C_WARN) | A_BOLD, "No GPU. %s",
-            hwmon_reason(s->mon));
+    const char *why = hwmon_reason(s->mon);
+    if (strncmp(why, "no GPU: ", 8) == 0) /* the reason starts so for 'easel gpus'; say it once */
+        why += 8;
+    ui_putf(y, r.x + 1, r.w - 2, ui_attr(UI_C_WARN) | A_BOLD, "No GPU. %s", why);
     ui_put(y + 1, r.x + 1, r.w - 2, ui_attr(UI_C_DIM),
            "Every job runs on the CPU. 'easel gpus' prints the same discovery.");
 }

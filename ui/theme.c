@@ -339,7 +339,8 @@ int theme_load(Theme *t, const char *name, Err *err) {
     memset(t, 0, sizeof *t);
     char *text = NULL, *path = NULL;
     int rc;
-    if (strchr(name, '/')) {
+    size_t nl = strlen(name); /* a path: has a '/' or ends in .theme (mine.theme, in the cwd) */
+    if (strchr(name, '/') || (nl > 6 && strcmp(name + nl - 6, ".theme") == 0)) {
         path = xstrdup(name);
         unsigned char *buf = NULL;
         size_t len = 0;

@@ -16,10 +16,12 @@
 
 #include "base.h"
 #include "export.h"
+#include "identity.h"
 #include "import.h"
 #include "pairs.h"
 #include "store_catalog.h"
 #include "store_ratings.h"
+#include "trust.h"
 
 #define MAX_PRINTED 20 /* problems or warnings printed; the rest are counted */
 
@@ -295,7 +297,19 @@ int cli_export_main(const CliGlobal *g, int argc, char **argv) {
     if (!st)
         return cli_fail(&err);
     size_t n = 0;
-    int rc = output ? export_to_file(st, kind, output, &opts, &n, &err)
+    /* blind rating: --annotator NAME ($EASEL_ANNOTATOR) shows a non-reviewer no NAME's rows */
+    const char *as = identity_annotator(g->annotator);
+    char what[200];
+    snprintf(what, sizeof what, "exporting as another annotator ('%s'; you are %s)", as,
+             identity_login());
+    int rc = strcmp(as, identity_login()) != 0 &&
+                     (kind == EXPORT_RATINGS || kind == EXPORT_PAIRS)
+                 ? trust_require_review(st, identity_login(), what, &err) : 0;
+    if (rc) {
+        store_close(st);
+        return cli_fail(&err);
+    }
+    rc = output ? export_to_file(st, kind, output, &opts, &n, &err)
                     : export_write(st, kind, stdout, &opts, &n, &err);
     store_close(st);
     if (rc)

@@ -765,7 +765,8 @@ int cli_runs_main(const CliGlobal *g, int argc, char **argv) {
 
 int cli_monitor_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
-        printf("usage: easel [--db PATH] monitor [RUN] [--graphics MODE]\n\n"
+        printf("usage: easel [--db PATH] monitor [RUN] [--graphics MODE] [--theme NAME]\n"
+               "                                  [--plot GLYPHS]\n\n"
                "Open the TUI on the Monitor screen: per-head loss, accuracy and F1 curves of a\n"
                "training run, live while it trains in any process. RUN is a run name or id\n"
                "(default: the newest running run, else the newest run). Keys: l/a/f pages,\n"
@@ -776,19 +777,27 @@ int cli_monitor_main(const CliGlobal *g, int argc, char **argv) {
     AppConfig cfg = {0};
     cfg.db_path = g->db_path;
     cfg.start_screen = "Monitor";
+    cfg.graphics = g->graphics; /* the look, before the command or after it */
+    cfg.theme = g->theme;
+    cfg.plot = g->plot;
     if (cli_tui_workers(g, &cfg))
         return 2;
     const char *run = NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--graphics") == 0 && i + 1 < argc)
-            cfg.graphics = argv[++i];
-        else if (argv[i][0] != '-' && !run)
+        if ((strcmp(argv[i], "--graphics") == 0 || strcmp(argv[i], "--theme") == 0 ||
+             strcmp(argv[i], "--plot") == 0) && i + 1 < argc) {
+            const char *o = argv[i++];
+            *(strcmp(o, "--graphics") == 0 ? &cfg.graphics
+              : strcmp(o, "--theme") == 0  ? &cfg.theme : &cfg.plot) = argv[i];
+        } else if (argv[i][0] != '-' && !run)
             run = argv[i];
         else {
             cli_error("monitor: unexpected argument '%s' (see 'easel monitor --help')", argv[i]);
             return 2;
         }
     }
+    if (cli_tui_check(&cfg))
+        return 2;
     Err err = {0};
     if (run) {
         Store *st = cli_open_store(g);

@@ -141,7 +141,7 @@ static int take_tui_option(AppConfig *cfg, CliGlobal *pool, int argc, char **arg
 }
 
 /* The values of the TUI options that the CLI can check before the terminal is taken. */
-static int check_tui_options(const AppConfig *cfg) {
+int cli_tui_check(const AppConfig *cfg) {
     if (cfg->graphics && strcmp(cfg->graphics, "sixel") && strcmp(cfg->graphics, "blocks") &&
         strcmp(cfg->graphics, "ascii") && strcmp(cfg->graphics, "none")) {
         cli_error("--graphics %s: unknown mode (use sixel, blocks, ascii or none)", cfg->graphics);
@@ -166,7 +166,7 @@ int cli_tui_main(const CliGlobal *g) {
     cfg.graphics = g->graphics;
     cfg.theme = g->theme;
     cfg.plot = g->plot;
-    if (check_tui_options(&cfg) || cli_tui_workers(g, &cfg))
+    if (cli_tui_check(&cfg) || cli_tui_workers(g, &cfg))
         return 2;
     return run_app(&cfg);
 }
@@ -227,7 +227,7 @@ int cli_annotate_main(const CliGlobal *g, int argc, char **argv) {
     AnnotateOrder order;
     if (cfg.order && store_annotate_order_parse(cfg.order, &order, &err))
         return cli_fail(&err);
-    if (check_tui_options(&cfg) || cli_tui_workers(&pool, &cfg))
+    if (cli_tui_check(&cfg) || cli_tui_workers(&pool, &cfg))
         return 2;
     return run_app(&cfg);
 }

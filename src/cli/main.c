@@ -53,9 +53,9 @@ static int take_tui_look(CliGlobal *g, int *argc, char **argv) {
     }
     if (!first)
         return 0;
-    if (cmd && strcmp(argv[cmd], "annotate") != 0) {
-        cli_error("%s is an option of the TUI ('easel' alone or 'easel annotate'), not of '%s'",
-                  argv[first], argv[cmd]);
+    if (cmd && strcmp(argv[cmd], "annotate") != 0 && strcmp(argv[cmd], "monitor") != 0) {
+        cli_error("%s is an option of the TUI ('easel', 'easel annotate' or 'easel monitor'), "
+                  "not of '%s'", argv[first], argv[cmd]);
         return 2;
     }
     int o = 1;
@@ -107,6 +107,10 @@ static int take_annotator(CliGlobal *g, int *argc, char **argv) {
             continue;
         }
         argv[o++] = argv[i];
+    }
+    if (g->annotator && !g->annotator[strspn(g->annotator, " \t\r\n\v\f")]) {
+        cli_error("--annotator: the name is blank; give who is rating (e.g. --annotator alice)");
+        return 2;
     }
     *argc = o;
     argv[o] = NULL;

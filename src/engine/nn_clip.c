@@ -166,7 +166,9 @@ static void lin_cols(const LinJob *j, const float *w, int j0, int j1) {
 /* Columns [c0, c1) of out = inp · Wᵀ (+ bias) with AVX-512: W packed 32 columns at a time
  * (panel[k·32 + c] = W[p0 + c][k], widened from bf16 while packing), then 6 rows × 32
  * columns of accumulators over the whole K per step, each sum in k order (f32 FMA). */
-static void lin_cols_avx512(const LinJob *j, int c0, int c1, float *panel) {
+/* the attribute as well as the pragma: clang (make fuzz) ignores #pragma GCC target */
+__attribute__((target("avx512f,fma"))) static void lin_cols_avx512(const LinJob *j, int c0,
+                                                                    int c1, float *panel) {
     int K = j->K, N = j->N, O = j->O;
     for (int p0 = c0; p0 < c1; p0 += 32) {
         int w = c1 - p0 < 32 ? c1 - p0 : 32;

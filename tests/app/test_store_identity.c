@@ -184,6 +184,19 @@ Test(store_identity, a_blank_annotator_name_is_not_an_annotator) {
                  0, "a blank annotator was created");
 }
 
+/* The global flag refuses a blank name itself, before any command (and so never blames a CSV
+ * line for it), in both spellings. */
+Test(store_identity, the_global_flag_refuses_a_blank_name_itself) {
+    cr_assert_eq(run("%s --db a.db init >/dev/null", easel), 0, "%s", out);
+    cr_assert_eq(run("%s --db a.db --annotator '  ' images list", easel), 2, "%s", out);
+    cr_assert(strstr(out, "easel: --annotator") && strstr(out, "blank"), "%s", out);
+    cr_assert_eq(run("%s --db a.db --annotator=' \t' images list", easel), 2, "%s", out);
+    cr_assert(strstr(out, "blank"), "%s", out);
+    cr_assert_eq(run("printf 'prompt_id,image_path,spatial_rating\\n1,i.png,4\\n' > r.csv && "
+                     "%s --db a.db --annotator ' ' import ratings r.csv", easel), 2, "%s", out);
+    cr_assert(!strstr(out, "r.csv:"), "blamed on the CSV:\n%s", out);
+}
+
 /* A store on a disk with no space left cannot get its -shm file: opening it must say so, not
  * call the store "not a SQLite database" (which sends the user looking for the wrong file). */
 Test(store_identity, a_store_on_a_full_disk_is_not_called_a_foreign_file) {

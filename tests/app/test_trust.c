@@ -444,6 +444,15 @@ Test(trust, blind_rating_shows_an_annotator_only_their_own_ratings) {
     /* rating as someone else is a reviewer's */
     cr_assert_eq(easel_as(nobody, "--annotator alice annotate"), 1, "%s", out);
     cr_assert(strstr(out, "permission denied") && strstr(out, "another annotator"), "%s", out);
+    /* so is exporting as someone else: refused, not nobody's own rows under alice's name */
+    cr_assert_eq(easel_as(nobody, "--annotator alice export ratings"), 1, "%s", out);
+    cr_assert(strstr(out, "permission denied") && strstr(out, "another annotator") &&
+              !strstr(out, "img/0.png"), "%s", out);
+    cr_assert_eq(easel_as(nobody, "--annotator nobody export ratings"), 0, "%s", out);
+    setenv("EASEL_ANNOTATOR", "alice", 1);
+    int rc = easel_as(nobody, "export ratings");
+    unsetenv("EASEL_ANNOTATOR");
+    cr_assert_eq(rc, 1, "$EASEL_ANNOTATOR=alice: %s", out);
     /* the disagree order shows the raters' spread: a reviewer's too */
     cr_assert_eq(easel_as(nobody, "annotate --order disagree"), 1, "%s", out);
     cr_assert(strstr(out, "disagree order") && strstr(out, "reviewer"), "%s", out);

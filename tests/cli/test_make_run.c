@@ -121,3 +121,23 @@ Test(make_run, install_puts_the_assets_where_the_installed_binary_finds_them) {
     support_tmux_wait_for(sock, "light, ");
     support_sh("tmux -L %s kill-server 2>/dev/null", sock);
 }
+
+/* `make fuzz` compiles the library with clang, which ignores `#pragma GCC target`: a file that
+ * uses wider vector instructions under the pragma alone failed to build there (nn_clip.c's
+ * AVX-512 kernel). Each such file must compile with clang as make fuzz compiles it. */
+Test(make_fuzz, files_with_target_pragmas_compile_with_clang, .timeout = 120) {
+    if (support_sh("command -v clang >/dev/null 2>&1") != 0)
+        cr_skip_test("clang is not installed (make fuzz needs it)");
+    char buf[8192];
+    FILE *f = popen("inc=$(find src ui gpu -type d -printf '-I%p ' 2>/dev/null); n=0; "
+                    "for f in $(grep -rl --include='*.c' 'pragma GCC target' src ui gpu); do "
+                    "n=$((n+1)); clang -std=c11 -D_GNU_SOURCE -O1 $inc -I/usr/include/stb "
+                    "$(pkg-config --cflags openblas 2>/dev/null) -c -o /dev/null $f 2>&1 | "
+                    "grep -m1 error: && echo \"FAILED $f\"; done; echo checked $n", "r");
+    cr_assert_not_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    pclose(f);
+    cr_assert(strstr(buf, "checked") && !strstr(buf, "FAILED") && !strstr(buf, "checked 0"),
+              "%s", buf);
+}

@@ -99,6 +99,20 @@ Test(theme, unknown_theme_lists_the_themes) {
                   strstr(e.msg, "high-contrast"), "%s", e.msg);
     cr_assert_eq(theme_load(&t, "../x", &e), ERR_NOTFOUND); /* a path: no such file */
     cr_assert_eq(theme_load(&t, "a b", &e), ERR_USAGE);
+    /* a file name ending in .theme, without a folder, is a path too (not "a theme name is
+     * letters..."): the file in the current folder, reported with its line */
+    char dir[64];
+    support_tmpdir_make(dir, sizeof dir, "theme");
+    char cwd[512];
+    cr_assert_not_null(getcwd(cwd, sizeof cwd));
+    cr_assert_eq(chdir(dir), 0);
+    char p[160];
+    support_write_file(dir, "mine.theme", "name = mine\n\nselect = bleu\n", p, sizeof p);
+    int rc = theme_load(&t, "mine.theme", &e);
+    cr_assert_eq(chdir(cwd), 0);
+    support_tmpdir_remove(dir);
+    cr_assert_eq(rc, ERR_FORMAT, "%s", e.msg);
+    cr_assert(strstr(e.msg, "mine.theme:3:") && strstr(e.msg, "'bleu'"), "%s", e.msg);
 }
 
 /* ---- legibility ----------------------------------------------------------------------------- */
@@ -387,6 +401,17 @@ Test(theme_tui, plots_from_the_environment) {
     support_tmux_wait_for(sock, "Monitor");
     cr_assert_eq(support_sh("tmux -L %s send-keys -t e '?'", sock), 0);
     support_tmux_wait_for(sock, "blocks (easel --plot");
+}
+
+/* The Monitor is the TUI too: its look options after 'monitor' and before it. */
+Test(theme_tui, monitor_takes_the_look_options) {
+    tui_start("-u EASEL_PLOT", "monitor --plot ascii --theme light");
+    support_tmux_wait_for(sock, "Monitor");
+    cr_assert_eq(support_sh("tmux -L %s send-keys -t e '?'", sock), 0);
+    support_tmux_wait_for(sock, "ascii (easel --plot");
+    support_tmux_wait_for(sock, "theme           light, ");
+    cr_assert_eq(cli("%s --db t.db --plot fancy monitor", easel), 2, "%s", out);
+    cr_assert(strstr(out, "--plot fancy: unknown"), "%s", out);
 }
 
 Test(theme_tui, a_bad_plot_is_a_usage_error) {
