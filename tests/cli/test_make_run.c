@@ -27,7 +27,7 @@ __attribute__((format(printf, 1, 2))) static int run(const char *fmt, ...) {
 }
 
 /* make in the copy, as a user runs it, outside any make that runs the tests. */
-#define MAKE "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -o build/bin/easel "
+#define MAKE "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u SAN make --no-print-directory -o build/bin/easel "
 
 static void setup(void) {
     support_easel_path(easel, sizeof easel);
