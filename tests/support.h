@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include <stdint.h>
 
 #include "store.h"
@@ -37,6 +38,16 @@ int support_vrun_buf(const char *dir, char *buf, size_t n, const char *fmt, va_l
 /* system() of the command made from FMT; returns the exit status, -1 when it did not exit. */
 int support_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* 1 when PROG is on PATH. */
+int support_have(const char *prog);
+/* Start ARGV (argv[0] looked up on PATH) in its own process group, stdout and stderr to
+ * /dev/null; returns its pid. support_stop kills that group and reaps it (pid set to -1). */
+pid_t support_spawn_quiet(char *const argv[]);
+void support_stop(pid_t *pid);
+/* Start Xvfb (1024x768x24, no TCP) in its own process group; it picks a free display and
+ * reports it (-displayfd), so test runs never race for one. Returns the display number with
+ * *pid set (stop it with support_stop), or -1 when it reported none within 10 s. */
+int support_xvfb_start(pid_t *pid);
 /* The text of pane "e" of the tmux server on socket SOCK (a static buffer). */
 char *support_tmux_capture(const char *sock);
 

@@ -6,6 +6,9 @@
 #include "support.h"
 
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,4 +136,63 @@ void support_tmux_wait_for(const char *sock, const char *text) {
     }
     cr_assert_fail("the screen never showed \"%s\"; it shows:\n%s", text,
                    support_tmux_capture(sock));
+}
+
+int support_have(const char *prog) {
+    return support_sh("command -v %s >/dev/null 2>&1", prog) == 0;
+}
+
+pid_t support_spawn_quiet(char *const argv[]) {
+    pid_t p = fork();
+    if (p == 0) {
+        setpgid(0, 0);
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    return p;
+}
+
+void support_stop(pid_t *pid) {
+    if (*pid > 0) {
+        kill(-*pid, SIGKILL);
+        waitpid(*pid, NULL, 0);
+        *pid = -1;
+    }
+}
+
+int support_xvfb_start(pid_t *pid) {
+    int pfd[2];
+    if (pipe(pfd) != 0)
+        return -1;
+    char fdarg[16];
+    snprintf(fdarg, sizeof fdarg, "%d", pfd[1]);
+    pid_t p = fork();
+    if (p == 0) {
+        setpgid(0, 0);
+        close(pfd[0]);
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execlp("Xvfb", "Xvfb", "-displayfd", fdarg, "-screen", "0", "1024x768x24", "-nolisten",
+               "tcp", (char *)NULL);
+        _exit(127);
+    }
+    *pid = p;
+    close(pfd[1]);
+    char num[16] = "";
+    size_t got = 0;
+    struct pollfd pf = {pfd[0], POLLIN, 0};
+    while (got < sizeof num - 1 && poll(&pf, 1, 10000) > 0) {
+        ssize_t r = read(pfd[0], num + got, sizeof num - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+        if (memchr(num, '\n', got))
+            break;
+    }
+    close(pfd[0]);
+    return got ? atoi(num) : -1;
 }

@@ -21,6 +21,8 @@
 
 #include "annotate_vm.h"
 
+#include "support.h"
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wall"
 #pragma GCC diagnostic ignored "-Wextra"
@@ -42,43 +44,11 @@ static int display = -1;
 static pid_t xvfb = -1;
 static pid_t xterm = -1;
 
-static int sh(const char *fmt, ...) {
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-static int have(const char *prog) { return sh("command -v %s >/dev/null 2>&1", prog) == 0; }
-
-static pid_t spawn(char *const argv[]) {
-    pid_t p = fork();
-    if (p == 0) {
-        setpgid(0, 0);
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return p;
-}
-
-static void stop(pid_t *p) {
-    if (*p > 0) {
-        kill(-*p, SIGKILL);
-        waitpid(*p, NULL, 0);
-        *p = -1;
-    }
-}
 
 static void setup(void) {
     const char *tools[] = {"Xvfb", "xterm", "xwd", "xdotool", "convert", "compare"};
     for (size_t i = 0; i < sizeof tools / sizeof tools[0]; i++)
-        if (!have(tools[i]))
+        if (!support_have(tools[i]))
             cr_skip_test("%s is not installed: the real-terminal test needs Xvfb, xterm, xwd, "
                          "xdotool and ImageMagick (the Makefile's DEB_TEST installs them)",
                          tools[i]);
@@ -87,35 +57,7 @@ static void setup(void) {
         cr_skip_test("bin/easel not found (run from the repository root after make)");
     strcpy(dir, "/tmp/easel-zoomx-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
-    int pfd[2];
-    cr_assert_eq(pipe(pfd), 0);
-    char fdarg[16];
-    snprintf(fdarg, sizeof fdarg, "%d", pfd[1]);
-    xvfb = fork();
-    if (xvfb == 0) {
-        setpgid(0, 0);
-        close(pfd[0]);
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execlp("Xvfb", "Xvfb", "-displayfd", fdarg, "-screen", "0", "1024x768x24", "-nolisten",
-               "tcp", (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    char num[16] = "";
-    size_t got = 0;
-    struct pollfd pf = {pfd[0], POLLIN, 0};
-    while (got < sizeof num - 1 && poll(&pf, 1, 10000) > 0) {
-        ssize_t r = read(pfd[0], num + got, sizeof num - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-        if (memchr(num, '\n', got))
-            break;
-    }
-    close(pfd[0]);
-    display = got ? atoi(num) : -1;
+    display = support_xvfb_start(&xvfb);
     cr_assert_geq(display, 0, "Xvfb did not report a display");
 
     /* a sunset-like card: a vertical gradient, a sun, a dark ridge with a sharp edge */
@@ -133,17 +75,17 @@ static void setup(void) {
     snprintf(path, sizeof path, "%s/pic.png", dir);
     cr_assert(stbi_write_png(path, PIC_W, PIC_H, 3, px, PIC_W * 3));
     free(px);
-    cr_assert_eq(sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
-    cr_assert_eq(sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
+    cr_assert_eq(support_sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
+    cr_assert_eq(support_sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
                     " (1, 'p1', 'an evening sky', 0); INSERT INTO images(id, prompt_id, path,"
                     " created_at) VALUES (1, 1, 'pic.png', 0);\"", dir), 0);
 }
 
 static void teardown(void) {
-    stop(&xterm);
-    stop(&xvfb);
+    support_stop(&xterm);
+    support_stop(&xvfb);
     if (dir[0])
-        sh("%s %s", getenv("EASEL_KEEP") ? "echo kept" : "rm -rf", dir);
+        support_sh("%s %s", getenv("EASEL_KEEP") ? "echo kept" : "rm -rf", dir);
 }
 
 TestSuite(ui_gfx_xterm, .init = setup, .fini = teardown, .timeout = 90);
@@ -151,7 +93,7 @@ TestSuite(ui_gfx_xterm, .init = setup, .fini = teardown, .timeout = 90);
 /* Wait until the log holds N lines matching WANT. */
 static void wait_log(const char *want, int n) {
     for (int i = 0; i < 500; i++) {
-        if (sh("c=$(grep -c '%s' %s/easel.log 2>/dev/null); [ \"${c:-0}\" -ge %d ]", want, dir,
+        if (support_sh("c=$(grep -c '%s' %s/easel.log 2>/dev/null); [ \"${c:-0}\" -ge %d ]", want, dir,
                n) == 0)
             return;
         usleep(20000);
@@ -165,7 +107,7 @@ static void shot(const char *name) {
     char prev[200] = "", cmd[512];
     for (int i = 0; i < 50; i++) {
         usleep(150000);
-        cr_assert_eq(sh("xwd -display :%d -root -silent | convert xwd:- %s/%s.png", display, dir,
+        cr_assert_eq(support_sh("xwd -display :%d -root -silent | convert xwd:- %s/%s.png", display, dir,
                         name), 0);
         char sum[200];
         snprintf(cmd, sizeof cmd, "md5sum < %s/%s.png", dir, name);
@@ -179,7 +121,7 @@ static void shot(const char *name) {
 }
 
 static void key(const char *k) {
-    cr_assert_eq(sh("DISPLAY=:%d xdotool search --class xterm | head -1 | "
+    cr_assert_eq(support_sh("DISPLAY=:%d xdotool search --class xterm | head -1 | "
                     "xargs -I{} env DISPLAY=:%d xdotool key --window {} %s 2>/dev/null",
                     display, display, k), 0, "xdotool key %s", k);
 }
@@ -237,7 +179,7 @@ Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
                     "-xrm", "XTerm*numColorRegisters: 256", "-xrm", "XTerm*cursorBlink: false",
                     "-xrm", "XTerm*allowSendEvents: true", "-geometry", geom, "-e", "sh", "-c",
                     cmd, NULL};
-    xterm = spawn(argv);
+    xterm = support_spawn_quiet(argv);
     wait_log("canvas", 1);
     shot("before");
     int cw, ch;
@@ -250,7 +192,7 @@ Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
     int w, h, col, row;
     last_zoom(&w, &h, &col, &row);
     cr_assert_gt(h, (ROWS - 4) * ch, "fitted to the screen's height: %dx%d", w, h);
-    cr_assert_eq(sh("cd %s && convert fit.png -crop %dx%d+%d+%d +repage a.png && "
+    cr_assert_eq(support_sh("cd %s && convert fit.png -crop %dx%d+%d+%d +repage a.png && "
                     "convert pic.png -resize %dx%d! b.png", dir, w, h, col * cw, row * ch, w, h),
                  0);
     double db = psnr("a.png", "b.png");
@@ -264,7 +206,7 @@ Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
     last_zoom(&w, &h, &col, &row);
     cr_assert_eq(w, PIC_W);
     cr_assert_eq(h, PIC_H);
-    cr_assert_eq(sh("cd %s && convert one.png -crop %dx%d+%d+%d +repage a.png", dir, w, h,
+    cr_assert_eq(support_sh("cd %s && convert one.png -crop %dx%d+%d+%d +repage a.png", dir, w, h,
                     col * cw, row * ch), 0);
     db = psnr("a.png", "pic.png");
     cr_log_info("zoom 1:1: %.1f dB", db);
@@ -277,7 +219,7 @@ Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
     shot("after");
     AnnotateLayout l = annotate_layout(1, 0, ROWS - 2, COLS, cw, ch);
     int x0 = (l.sep_x + 1) * cw;
-    cr_assert_eq(sh("cd %s && convert before.png -crop %dx%d+%d+%d +repage t1.png && "
+    cr_assert_eq(support_sh("cd %s && convert before.png -crop %dx%d+%d+%d +repage t1.png && "
                     "convert after.png -crop %dx%d+%d+%d +repage t2.png", dir,
                     COLS * cw - x0, (ROWS - 2) * ch, x0, ch, COLS * cw - x0, (ROWS - 2) * ch, x0,
                     ch), 0);

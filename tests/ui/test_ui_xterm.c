@@ -21,6 +21,8 @@
 
 #include "annotate_vm.h"
 
+#include "support.h"
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wall"
 #pragma GCC diagnostic ignored "-Wextra"
@@ -40,43 +42,11 @@ static int display = -1;
 static pid_t xvfb = -1;
 static pid_t xterm = -1;
 
-static int sh(const char *fmt, ...) {
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-static int have(const char *prog) { return sh("command -v %s >/dev/null 2>&1", prog) == 0; }
-
-static pid_t spawn(char *const argv[]) {
-    pid_t p = fork();
-    if (p == 0) {
-        setpgid(0, 0);
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return p;
-}
-
-static void stop(pid_t *p) {
-    if (*p > 0) {
-        kill(-*p, SIGKILL);
-        waitpid(*p, NULL, 0);
-        *p = -1;
-    }
-}
 
 static void setup(void) {
     const char *tools[] = {"Xvfb", "xterm", "xwd", "convert", "compare"};
     for (size_t i = 0; i < sizeof tools / sizeof tools[0]; i++)
-        if (!have(tools[i]))
+        if (!support_have(tools[i]))
             cr_skip_test("%s is not installed: the real-terminal test needs Xvfb, xterm, xwd "
                          "and ImageMagick (the Makefile's DEB_TEST installs them as root)",
                          tools[i]);
@@ -85,37 +55,7 @@ static void setup(void) {
         cr_skip_test("bin/easel not found (run from the repository root after make)");
     strcpy(dir, "/tmp/easel-xterm-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
-    /* Xvfb picks a free display itself and tells us which (-displayfd): no race with other
-     * test runs on the machine. */
-    int pfd[2];
-    cr_assert_eq(pipe(pfd), 0);
-    char fdarg[16];
-    snprintf(fdarg, sizeof fdarg, "%d", pfd[1]);
-    xvfb = fork();
-    if (xvfb == 0) {
-        setpgid(0, 0);
-        close(pfd[0]);
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execlp("Xvfb", "Xvfb", "-displayfd", fdarg, "-screen", "0", "1024x768x24", "-nolisten",
-               "tcp", (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    char num[16] = "";
-    size_t got = 0;
-    struct pollfd pf = {pfd[0], POLLIN, 0};
-    while (got < sizeof num - 1 && poll(&pf, 1, 10000) > 0) {
-        ssize_t r = read(pfd[0], num + got, sizeof num - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-        if (memchr(num, '\n', got))
-            break;
-    }
-    close(pfd[0]);
-    display = got ? atoi(num) : -1;
+    display = support_xvfb_start(&xvfb);
     cr_assert_geq(display, 0, "Xvfb did not report a display");
     char dpy[16];
     snprintf(dpy, sizeof dpy, ":%d", display);
@@ -135,17 +75,17 @@ static void setup(void) {
     snprintf(path, sizeof path, "%s/pic.png", dir);
     cr_assert(stbi_write_png(path, w, h, 3, px, w * 3));
     free(px);
-    cr_assert_eq(sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
-    cr_assert_eq(sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
+    cr_assert_eq(support_sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
+    cr_assert_eq(support_sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
                     " (1, 'p1', 'a test card', 0); INSERT INTO images(id, prompt_id, path,"
                     " created_at) VALUES (1, 1, 'pic.png', 0);\"", dir), 0);
 }
 
 static void teardown(void) {
-    stop(&xterm);
-    stop(&xvfb);
+    support_stop(&xterm);
+    support_stop(&xvfb);
     if (dir[0])
-        sh("%s %s", getenv("EASEL_KEEP") ? "echo kept" : "rm -rf", dir);
+        support_sh("%s %s", getenv("EASEL_KEEP") ? "echo kept" : "rm -rf", dir);
 }
 
 TestSuite(ui_xterm, .init = setup, .fini = teardown, .timeout = 60);
@@ -165,18 +105,18 @@ static void run_shot(const char *args, const char *log_want, const char *shot) {
     char *argv[] = {"xterm", "-display", dpy, "-ti", "vt340", "-b", "0", "-bw", "0",
                     "-xrm", "XTerm*numColorRegisters: 256", "-xrm", "XTerm*cursorBlink: false",
                     "-geometry", geom, "-e", "sh", "-c", cmd, NULL};
-    xterm = spawn(argv);
+    xterm = support_spawn_quiet(argv);
     int ok = 0;
     for (int i = 0; i < 500 && !ok; i++) {
         usleep(20000);
-        ok = sh("grep -q '%s' %s 2>/dev/null", log_want, logp) == 0;
+        ok = support_sh("grep -q '%s' %s 2>/dev/null", log_want, logp) == 0;
     }
     cr_assert(ok, "easel never logged '%s'", log_want);
     /* The frame is logged before it is written: take screenshots until two agree. */
     char prev[200] = "";
     for (int i = 0; i < 50; i++) {
         usleep(100000);
-        cr_assert_eq(sh("xwd -display %s -root -silent | convert xwd:- %s/%s.png", dpy, dir,
+        cr_assert_eq(support_sh("xwd -display %s -root -silent | convert xwd:- %s/%s.png", dpy, dir,
                         shot), 0);
         char sum[200];
         snprintf(cmd, sizeof cmd, "md5sum < %s/%s.png", dir, shot);
@@ -187,7 +127,7 @@ static void run_shot(const char *args, const char *log_want, const char *shot) {
             break;
         strcpy(prev, sum);
     }
-    stop(&xterm);
+    support_stop(&xterm);
 }
 
 static double psnr(const char *a, const char *b) {
@@ -222,13 +162,13 @@ Test(ui_xterm, sixel_image_matches_and_text_around_is_intact) {
     int cw = 0, ch = 0, iw = 0, ih = 0;
     cr_assert(log_int("sixel", "cell ", &cw, &ch), "no cell size in the log");
     cr_assert(log_int("sixel", "image ", &iw, &ih), "no image size in the log");
-    cr_assert_eq(sh("grep -q 'graphics sixel' %s/sixel.log", dir), 0,
+    cr_assert_eq(support_sh("grep -q 'graphics sixel' %s/sixel.log", dir), 0,
                  "xterm -ti vt340 answers DA1 with 4: the probe must pick sixel");
     cr_assert_gt(iw, 50);
     cr_assert_gt(ih, 50);
 
     /* 1. the image region: row 1 of the screen, column 0 */
-    cr_assert_eq(sh("cd %s && convert sixel.png -crop %dx%d+0+%d +repage crop.png && "
+    cr_assert_eq(support_sh("cd %s && convert sixel.png -crop %dx%d+0+%d +repage crop.png && "
                     "convert pic.png -resize %dx%d! expected.png", dir, iw, ih, ch, iw, ih), 0);
     char a[160], b[160];
     snprintf(a, sizeof a, "%s/crop.png", dir);
@@ -249,7 +189,7 @@ Test(ui_xterm, sixel_image_matches_and_text_around_is_intact) {
         {0, (ROWS - 1) * ch, W, ch},           /* status line */
     };
     for (int i = 0; i < 3; i++) {
-        cr_assert_eq(sh("cd %s && convert sixel.png -crop %dx%d+%d+%d +repage t1.png && "
+        cr_assert_eq(support_sh("cd %s && convert sixel.png -crop %dx%d+%d+%d +repage t1.png && "
                         "convert none.png -crop %dx%d+%d+%d +repage t2.png", dir,
                         regions[i].w, regions[i].h, regions[i].x, regions[i].y, regions[i].w,
                         regions[i].h, regions[i].x, regions[i].y), 0);
