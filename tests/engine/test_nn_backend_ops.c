@@ -1292,3 +1292,69 @@ Test(nn_backend_ops, half_activations_in_several_tiles_on_cpu) {
     cr_expect_eq(c.bad, 0, "mismatches in tiled half ops on %s", backend_name(be));
     backend_close(be);
 }
+
+/* The last op must have failed be with ERR_USAGE and a message holding each word given. */
+static void expect_refused(Backend *be, const char *what, const char *w1, const char *w2,
+                           const char *w3) {
+    Err err = {0};
+    int rc = backend_sync(be, &err);
+    cr_expect_eq(rc, ERR_USAGE, "%s: refused with ERR_USAGE (got %d: %s)", what, rc, err.msg);
+    const char *w[3] = {w1, w2, w3};
+    for (int i = 0; i < 3; i++)
+        if (w[i])
+            cr_expect(strstr(err.msg, w[i]) != NULL, "%s: the message names '%s': %s", what,
+                      w[i], err.msg);
+}
+
+Test(nn_backend_ops, half_activations_where_not_allowed_are_refused_by_name) {
+    Backend *be = open_cpu(1);
+    int64_t s2[2] = {4, 6}, s1[1] = {4}, s6[1] = {6}, sc[1] = {1};
+    Tensor xb = backend_tensor_new(be, DTYPE_BF16, 2, s2);
+    Tensor xh = backend_tensor_new(be, DTYPE_F16, 2, s2);
+    Tensor xf = backend_tensor_new(be, DTYPE_F32, 2, s2);
+    Tensor mb = backend_tensor_new(be, DTYPE_BF16, 1, s1);
+    Tensor mf = backend_tensor_new(be, DTYPE_F32, 1, s1);
+    Tensor loss = backend_tensor_new(be, DTYPE_F32, 1, sc);
+    Tensor w = backend_tensor_new(be, DTYPE_F32, 2, (int64_t[]){6, 6});
+    Tensor dwb = backend_tensor_new(be, DTYPE_BF16, 2, (int64_t[]){6, 6});
+    Tensor dbb = backend_tensor_new(be, DTYPE_BF16, 1, s6);
+    Tensor *all[] = {&xb, &xh, &xf, &mb, &mf, &loss, &w, &dwb, &dbb};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        backend_zero(be, all[i]);
+    cr_assert_eq(backend_sync(be, NULL), 0);
+
+    /* ops with f32 activations only */
+    backend_softmax_forward(be, &xf, &xb);
+    expect_refused(be, "softmax", "softmax_forward", "inp is bf16", "f32 only");
+    backend_mse_forward(be, &loss, &xh, &xh);
+    expect_refused(be, "mse", "mse_forward", "pred is f16", "f32 only");
+    AdamWConfig cfg = optim_adamw_defaults();
+    backend_adamw(be, &xb, &xb, &xb, &xb, 1, 1e-3f, &cfg);
+    expect_refused(be, "adamw", "adamw", "param is bf16", "f32 only");
+    /* one activation dtype per call */
+    backend_act_forward(be, BACKEND_ACT_SILU, &xh, &xb);
+    expect_refused(be, "act out f16 of a bf16 inp", "act_forward", "out is f16", "bf16");
+    backend_linear_forward(be, &xf, &xb, &w, NULL);
+    expect_refused(be, "linear out f32 of a bf16 inp", "linear_forward", "out is f32", "bf16");
+    backend_layernorm_backward(be, &xb, NULL, NULL, &xh, &xb, NULL, &mf, &mf);
+    expect_refused(be, "layernorm dout f16 of a bf16 inp", "layernorm_backward", "dout is f16",
+                   "bf16");
+    /* statistics and parameter gradients stay f32 */
+    backend_layernorm_forward(be, &xb, &mb, &mf, &xb, NULL, NULL, 1e-5f);
+    expect_refused(be, "layernorm mean bf16", "layernorm_forward", "mean is bf16", "f32 only");
+    backend_linear_backward(be, &xb, &dwb, NULL, &xb, &xb, &w);
+    expect_refused(be, "linear dweight bf16", "linear_backward", "dweight is bf16", "f32 only");
+    backend_linear_backward(be, &xb, NULL, &dbb, &xb, &xb, &w);
+    expect_refused(be, "linear dbias bf16", "linear_backward", "dbias is bf16", "f32 only");
+
+    /* and what is allowed runs: bf16 activations, f32 weight, f16 bias */
+    Tensor bh = backend_tensor_new(be, DTYPE_F16, 1, s6);
+    backend_zero(be, &bh);
+    backend_linear_forward(be, &xb, &xb, &w, &bh);
+    Err err = {0};
+    cr_expect_eq(backend_sync(be, &err), 0, "%s", err.msg);
+    backend_tensor_free(be, &bh);
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        backend_tensor_free(be, all[i]);
+    backend_close(be);
+}
