@@ -36,11 +36,12 @@ static void kop_convert(Backend *be, CT *dst, CT *src) {
 #define CF(t) ((t) ? (const float *)(t)->ptr : (const float *)NULL)
 
 // ---- half activations (backend.h, DTYPES) -------------------------------------------------------
-// The pointwise kernels take the dtype (kern_pointwise.h). The ops made of GEMMs and the norm
-// kernels run in f32 on copies widened with convert_dtype into the arena (whole tensors; the
-// caller's backend_reset releases them): wid for what is read (and a gradient added into),
-// room for what is written, back to round a result into its half tensor. On f32 tensors they
-// are the tensor's own memory and back does nothing.
+// The pointwise and GroupNorm kernels take the dtype (kern_pointwise.h, kern_norm.h). The ops
+// made of GEMMs and LayerNorm run in f32 on copies widened with convert_dtype into the arena
+// (whole tensors; the caller's backend_reset releases them): wid for what is read (and a
+// gradient added into), room for what is written, back to round a result into its half
+// tensor. On f32 tensors they are the tensor's own memory and back does nothing. Half
+// parameters (biases, norm weights) are widened with wid too.
 
 static float *wid(Backend *be, CT *t) {
     if (!t || t->dtype == DTYPE_F32)
@@ -87,26 +88,23 @@ static void kop_layernorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *do
 
 static void kop_groupnorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w,
                                       CT *b, int G, float eps) {
-    size_t mark = backend_mark(be);
-    float *o = room(be, out);
-    GroupNormFwdArgs a = {o, F(mean), F(rstd), wid(be, inp), wid(be, w), wid(be, b),
+    size_t mark = backend_mark(be); // the kernel takes the activations' dtype; half w, b widened
+    GroupNormFwdArgs a = {out->ptr, F(mean), F(rstd), inp->ptr, wid(be, w), wid(be, b),
                           (int)inp->shape[0], (int)inp->shape[1],
-                          (int)(inp->shape[2] * inp->shape[3]), G, eps};
+                          (int)(inp->shape[2] * inp->shape[3]), G, eps, (int)inp->dtype};
     groupnorm_fwd_be(be, a);
-    back(be, out, o);
     backend_reset(be, mark);
 }
 
 static void kop_groupnorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
                                        CT *w, CT *mean, CT *rstd, int G) {
     size_t mark = backend_mark(be);
-    float *dx = wid(be, dinp);
-    GroupNormBwdArgs a = {dx, F(dw), F(db), wid(be, dout), wid(be, inp), wid(be, w), CF(mean),
-                          CF(rstd), (int)inp->shape[0], (int)inp->shape[1],
-                          (int)(inp->shape[2] * inp->shape[3]), G};
+    GroupNormBwdArgs a = {dinp ? dinp->ptr : NULL, F(dw), F(db), dout->ptr, inp->ptr,
+                          wid(be, w), CF(mean), CF(rstd), (int)inp->shape[0],
+                          (int)inp->shape[1], (int)(inp->shape[2] * inp->shape[3]), G,
+                          (int)inp->dtype};
     groupnorm_bwd_dx_be(be, a);
     groupnorm_bwd_params_be(be, a);
-    back(be, dinp, dx);
     backend_reset(be, mark);
 }
 
