@@ -967,7 +967,8 @@ Test(nn_backend_ops, convert_between_dtypes) {
 
 /* ---- half (f16 / bf16) activations (backend.h, DTYPES) ------------------------------------------
  * Every op that takes half activations × {F16, BF16} × backend (cpu at 1 and 3 threads, emu;
- * cuda where a GPU exists): the inputs are random values that the dtype holds exactly, the
+ * cuda where a GPU exists), and the same cases with F32 activations beside BF16 parameters
+ * (the mixing rule's other side): the inputs are random values that the dtype holds exactly, the
  * reference is the nn_* op in f32 on those same values, and a half result must equal the
  * reference rounded to the dtype, up to one unit of the dtype's epsilon (2^-10 f16, 2^-7 bf16)
  * relative to the value, on top of the f32 comparison's own tolerance. f32 results (mean, rstd,
@@ -1016,9 +1017,9 @@ static void expect_h(Ctx *c, const char *what, const Tensor *t, const float *wan
     free(got);
 }
 
-/* Parameters: f32 beside f16 activations, the activations' dtype beside bf16 ones (SDXL's
- * bf16 UNet), so both sides of the mixing rule run. */
-static DType param_dt(DType dt) { return dt == DTYPE_BF16 ? DTYPE_BF16 : DTYPE_F32; }
+/* Parameters (weights, biases, norm affine): f32 beside f16 activations, bf16 beside bf16
+ * ones (SDXL's bf16 UNet) and beside f32 ones, so every side of the mixing rule runs. */
+static DType param_dt(DType dt) { return dt == DTYPE_F16 ? DTYPE_F32 : DTYPE_BF16; }
 
 static void hcase_linear(Ctx *c, DType dt, int N, int C, int OC) {
     DType pdt = param_dt(dt);
@@ -1203,28 +1204,33 @@ static void hcase_resample_concat(Ctx *c, DType dt, int B, int Ca, int Cb, int H
     expect_h(c, "split_backward", tdc0, rdc);
 }
 
-/* Every half case of dt on be; returns the mismatching elements. */
+/* Every half case of dt on be; returns the mismatching elements. With f32 activations only the
+ * ops with parameters run (what differs from the f32 tests above is the bf16 parameters). */
 static int run_half_cases(Backend *be, DType dt, int quiet) {
     Ctx c;
     ctx_init(&c, be);
     c.quiet = quiet;
     /* the emulated backend starts a host thread per GPU thread: one conv2d shape there */
-    int emu = strncmp(backend_name(be), "emu", 3) == 0;
+    int emu = strncmp(backend_name(be), "emu", 3) == 0, half = dt != DTYPE_F32;
     hcase_linear(&c, dt, 5, 70, 67); /* OC crosses the CPU's 64-row weight tile */
-    hcase_matmul(&c, dt, 6, 9, 11);
+    if (half)
+        hcase_matmul(&c, dt, 6, 9, 11);
     hcase_layernorm(&c, dt, 7, 45);
     hcase_groupnorm(&c, dt, 2, 12, 3, 5, 4);
     ctx_free(&c);
-    for (int a = BACKEND_ACT_GELU; a <= BACKEND_ACT_QUICKGELU; a++)
+    for (int a = BACKEND_ACT_GELU; half && a <= BACKEND_ACT_QUICKGELU; a++)
         hcase_act(&c, dt, (BackendAct)a, 7, 43);
-    hcase_geglu(&c, dt, BACKEND_ACT_GELU, 6, 10);
-    hcase_geglu(&c, dt, BACKEND_ACT_GELU_TANH, 6, 10);
+    if (half) {
+        hcase_geglu(&c, dt, BACKEND_ACT_GELU, 6, 10);
+        hcase_geglu(&c, dt, BACKEND_ACT_GELU_TANH, 6, 10);
+    }
     ctx_free(&c);
     hcase_conv2d(&c, dt, (ConvShape){2, 5, 9, 8, 6, 3, 1, 1});
-    if (!emu)
+    if (!emu && half)
         hcase_conv2d(&c, dt, (ConvShape){2, 5, 9, 8, 6, 3, 2, 1});
     ctx_free(&c);
-    hcase_resample_concat(&c, dt, 2, 3, 2, 3, 4);
+    if (half)
+        hcase_resample_concat(&c, dt, 2, 3, 2, 3, 4);
     ctx_free(&c);
     return c.bad;
 }
@@ -1232,7 +1238,7 @@ static int run_half_cases(Backend *be, DType dt, int quiet) {
 Test(nn_backend_ops, half_activations_match_the_f32_op_on_cpu) {
     for (int threads = 1; threads <= 3; threads += 2) {
         Backend *be = open_cpu(threads);
-        for (int dt = DTYPE_F16; dt <= DTYPE_BF16; dt++)
+        for (int dt = DTYPE_F32; dt <= DTYPE_BF16; dt++)
             cr_expect_eq(run_half_cases(be, (DType)dt, 0), 0, "%s activations on %s",
                          dtype_name((DType)dt), backend_name(be));
         backend_close(be);
@@ -1243,7 +1249,7 @@ Test(nn_backend_ops, half_activations_match_the_f32_op_on_the_cuda_op_code) {
     Backend *be = NULL;
     Err err = {0};
     cr_assert_eq(backend_emu_open(NULL, &be, &err), 0, "%s", err.msg);
-    for (int dt = DTYPE_F16; dt <= DTYPE_BF16; dt++)
+    for (int dt = DTYPE_F32; dt <= DTYPE_BF16; dt++)
         cr_expect_eq(run_half_cases(be, (DType)dt, 0), 0, "%s activations on %s",
                      dtype_name((DType)dt), backend_name(be));
     backend_close(be);
@@ -1259,7 +1265,7 @@ Test(nn_backend_ops, half_activations_match_the_f32_op_on_cuda) {
     Backend *be = NULL;
     Err err = {0};
     cr_assert_eq(backend_open("cuda:0", NULL, &be, NULL, 0, &err), 0, "%s", err.msg);
-    for (int dt = DTYPE_F16; dt <= DTYPE_BF16; dt++)
+    for (int dt = DTYPE_F32; dt <= DTYPE_BF16; dt++)
         cr_expect_eq(run_half_cases(be, (DType)dt, 0), 0, "%s activations on %s",
                      dtype_name((DType)dt), backend_name(be));
     backend_close(be);
