@@ -36,9 +36,9 @@ static void kop_convert(Backend *be, CT *dst, CT *src) {
 #define CF(t) ((t) ? (const float *)(t)->ptr : (const float *)NULL)
 
 // ---- half activations (backend.h, DTYPES) -------------------------------------------------------
-// The pointwise and GroupNorm kernels take the dtype (kern_pointwise.h, kern_norm.h). The ops
-// made of GEMMs and LayerNorm run in f32 on copies widened with convert_dtype into the arena
-// (whole tensors; the caller's backend_reset releases them): wid for what is read (and a
+// The pointwise, GroupNorm and im2col/col2im kernels take the dtype (kern_pointwise.h,
+// kern_norm.h, kern_conv.h). GEMM operands and outputs and LayerNorm are f32 copies widened
+// with convert_dtype into the arena (whole tensors; the caller's backend_reset releases them): wid for what is read (and a
 // gradient added into), room for what is written, back to round a result into its half
 // tensor. On f32 tensors they are the tensor's own memory and back does nothing. Half
 // parameters (biases, norm weights) are widened with wid too.
@@ -61,6 +61,11 @@ static float *room(Backend *be, CT *t) {
 static void back(Backend *be, CT *t, const float *f) {
     if (t && f && t->dtype != DTYPE_F32 && !be->fail_code)
         convert_raw(be, t->ptr, t->dtype, f, DTYPE_F32, (long)tensor_numel(t));
+}
+
+// Element i of t, any dtype (NULL for a NULL t).
+static void *elem(CT *t, long i) {
+    return t ? (void *)((char *)t->ptr + (size_t)i * dtype_size(t->dtype)) : NULL;
 }
 
 static void kop_layernorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w,
@@ -296,11 +301,12 @@ static void kop_conv2d_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b,
     long P = (long)Ho * Wo, img = (long)s->C * s->H * s->W;
     size_t mark = backend_mark(be);
     const float *wf = f32_weight(be, w);
-    float *x = wid(be, inp), *y = room(be, out);
+    float *y = room(be, out); // im2col reads inp in its dtype
     const int64_t col_shape[2] = {CKK, P};
     float *col = (float *)backend_alloc(be, DTYPE_F32, 2, col_shape).ptr;
     for (int n = 0; n < s->B && !be->fail_code; n++) {
-        ConvColArgs a = {col, x + n * img, s->C, s->H, s->W, s->K, s->stride, s->pad, Ho, Wo};
+        ConvColArgs a = {col, elem(inp, n * img), s->C, s->H, s->W, s->K, s->stride, s->pad,
+                         Ho, Wo, (int)inp->dtype};
         conv_im2col_be(be, a);
         gemm(be, 0, 0, s->OC, (int)P, CKK, wf, CKK, col, (int)P, 0.0f, y + (long)n * s->OC * P,
              (int)P, "conv2d_forward");
@@ -327,14 +333,13 @@ static void kop_conv2d_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout,
         backend_reset(be, mark);
         return;
     }
-    const float *wf = dinp ? f32_weight(be, w) : NULL;
-    float *x = dw ? wid(be, inp) : NULL, *dx = wid(be, dinp);
+    const float *wf = dinp ? f32_weight(be, w) : NULL; // im2col, col2im: inp, dinp's dtype
     const int64_t col_shape[2] = {CKK, P};
     float *col = (float *)backend_alloc(be, DTYPE_F32, 2, col_shape).ptr;
     for (int n = 0; n < s->B && !be->fail_code; n++) {
         const float *d = dy + (long)n * s->OC * P;
-        ConvColArgs a = {col, x ? x + n * img : NULL, s->C, s->H, s->W, s->K, s->stride,
-                         s->pad, Ho, Wo};
+        ConvColArgs a = {col, elem(inp, n * img), s->C, s->H, s->W, s->K, s->stride, s->pad,
+                         Ho, Wo, (int)inp->dtype};
         if (dw) { // dW (OC, CKK) += dout_n (OC, P) · col_nᵀ
             conv_im2col_be(be, a);
             gemm(be, 0, 1, s->OC, CKK, (int)P, d, (int)P, col, (int)P, 1.0f, F(dw), CKK,
@@ -343,11 +348,10 @@ static void kop_conv2d_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout,
         if (dinp) { // dcol (CKK, P) = Wᵀ · dout_n, then added into dinp_n
             gemm(be, 1, 0, CKK, (int)P, s->OC, wf, CKK, d, (int)P, 0.0f, col, (int)P,
                  "conv2d_backward dinp");
-            a.img = dx + n * img;
+            a.img = elem(dinp, n * img);
             conv_col2im_be(be, a);
         }
     }
-    back(be, dinp, dx);
     backend_reset(be, mark);
 }
 

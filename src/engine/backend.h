@@ -33,9 +33,9 @@
  *     (exactly), the op runs in f32, and half outputs are rounded once, to nearest even (as
  *     tensor_half.c). A backward into a half gradient widens it, adds in f32 and rounds once.
  *     The CPU backend widens activations in row tiles of at most 1 Mi floats and weights in
- *     tiles of 64 rows (conv2d: the whole weight) in its arena; the CUDA backend's pointwise
- *     kernels read and write half directly, the others widen in its arena with
- *     convert_dtype. A half result therefore differs from the f32 op's by the rounding of
+ *     tiles of 64 rows (conv2d: the whole weight) in its arena; the CUDA backend's pointwise,
+ *     GroupNorm and conv2d im2col/col2im kernels read and write half directly, the GEMM
+ *     operands and outputs and LayerNorm are widened in its arena with convert_dtype. A half result therefore differs from the f32 op's by the rounding of
  *     its inputs and of its output: within a few units of the dtype's epsilon (2^-10 f16,
  *     2^-7 bf16) relative to the values involved.
  *
