@@ -51,6 +51,28 @@ static int64_t tile_rows(CT *act, int64_t rows, size_t row_floats) {
     return r < 1 ? 1 : r;
 }
 
+/* A conversion between f32 and a half dtype, cut over the pool bound to this thread (the
+ * op's; none: serial). Elementwise, so the bits do not depend on the cut. */
+typedef struct CvtJob {
+    float *f;
+    uint16_t *h;
+    DType dt;
+    int to_f32;
+} CvtJob;
+
+static void cvt_range(void *ctx, int64_t b, int64_t e) {
+    CvtJob *j = ctx;
+    if (j->to_f32)
+        dtype_to_f32(j->f + b, j->h + b, j->dt, (size_t)(e - b));
+    else
+        dtype_from_f32(j->h + b, j->dt, j->f + b, (size_t)(e - b));
+}
+
+static void cvt(float *f, uint16_t *h, DType dt, size_t n, int to_f32) {
+    CvtJob j = {f, h, dt, to_f32};
+    backend_cpu_parallel_for((int64_t)n, 32768, cvt_range, &j);
+}
+
 /* Elements [off, off+n) of t as f32: t's own memory when it is F32, else widened into the
  * arena. NULL when t is NULL or the arena is full (the backend has failed). */
 static float *wid(Backend *be, CT *t, size_t off, size_t n) {
@@ -60,7 +82,7 @@ static float *wid(Backend *be, CT *t, size_t off, size_t n) {
         return (float *)t->ptr + off;
     float *p = scratch(be, n);
     if (p)
-        dtype_to_f32(p, (const uint16_t *)t->ptr + off, t->dtype, n);
+        cvt(p, (uint16_t *)t->ptr + off, t->dtype, n, 1);
     return p;
 }
 
@@ -75,7 +97,7 @@ static float *room(Backend *be, CT *t, size_t off, size_t n) {
  * F32 (f is t's memory) or NULL. */
 static void back(CT *t, size_t off, const float *f, size_t n) {
     if (t && f && t->dtype != DTYPE_F32)
-        dtype_from_f32((uint16_t *)t->ptr + off, t->dtype, f, n);
+        cvt((float *)f, (uint16_t *)t->ptr + off, t->dtype, n, 0);
 }
 
 static void cpu_close(Backend *be) {
