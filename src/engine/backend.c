@@ -96,11 +96,11 @@ int backend_sync(Backend *be, Err *err) {
 #define F32 (1u << DTYPE_F32)
 #define ANYT ((1u << DTYPE_F32) | (1u << DTYPE_F16) | (1u << DTYPE_BF16))
 #define ANY (-1) /* any size in this dimension */
-/* Half activations (backend.h, "Dtypes"): the first activation of an op may be any dtype
- * (ANYT), every other activation, output and activation gradient of the op has its dtype. */
+/* Half activations (backend.h, DTYPES): the first activation an op checks may be any dtype
+ * (ANYT); every other activation, output and activation gradient of the op has its dtype. */
 #define SAME(t) (1u << (t)->dtype)
 
-/* "f32 only", "bf16 (the dtype of the op's activations)", "f32, f16 or bf16". */
+/* "f32 only", "f32, f16 or bf16", "bf16 (an op's activations share one dtype)". */
 static const char *mask_words(unsigned mask, char *buf, size_t len) {
     if (mask == F32)
         return "f32 only";
