@@ -26,18 +26,20 @@
  *     F16 or BF16 whatever the activations' dtype (mixing is allowed: an f32 bias with bf16
  *     activations, a bf16 weight with f32 activations).
  *   - STATISTICS (LayerNorm/GroupNorm mean and rstd, attention lse, the mse loss) and
- *     PARAMETER GRADIENTS (dweight, dbias) are always F32: weight gradients are for f32
- *     master weights (a half weight is frozen; pass NULL, or take the f32 gradient of a half
- *     copy made with backend_convert).
+ *     PARAMETER GRADIENTS (dweight, dbias) are always F32, whatever the weight's dtype: they
+ *     are for f32 master weights (the op may run on a half copy made with backend_convert);
+ *     a frozen half base passes NULL for them.
  *   - ARITHMETIC is f32 everywhere, accumulation included: half values are widened to f32
  *     (exactly), the op runs in f32, and half outputs are rounded once, to nearest even (as
  *     tensor_half.c). A backward into a half gradient widens it, adds in f32 and rounds once.
- *     The CPU backend widens activations in row tiles of at most 1 Mi floats and weights in
- *     tiles of 64 rows (conv2d: the whole weight) in its arena; the CUDA backend's pointwise,
- *     GroupNorm and conv2d im2col/col2im kernels read and write half directly, the GEMM
- *     operands and outputs and LayerNorm are widened in its arena with convert_dtype. A half result therefore differs from the f32 op's by the rounding of
- *     its inputs and of its output: within a few units of the dtype's epsilon (2^-10 f16,
- *     2^-7 bf16) relative to the values involved.
+ *     So on the same inputs a half output is the f32 op's output rounded once (within one
+ *     unit of the dtype's epsilon, 2^-10 f16, 2^-7 bf16, relative to the value: what the
+ *     tests hold it to). The CPU backend widens activations in tiles of whole rows of about
+ *     2^20 floats per tensor (at least one row; a row is an image for conv2d, groupnorm and
+ *     concat/split) and weights in tiles of 64 rows (conv2d: the whole weight) in its arena;
+ *     the CUDA backend's pointwise, GroupNorm and conv2d im2col/col2im kernels read and write
+ *     half directly, GEMM operands and outputs and LayerNorm are widened whole into its arena
+ *     with convert_dtype.
  *
  * ERRORS ARE STICKY. An op returns nothing: a bad argument (shape, dtype, device), a device
  * failure or an op the backend does not implement marks the backend failed with a message
@@ -71,7 +73,9 @@ typedef struct BackendConfig {
     int threads;          /* CPU: threads in the backend's pool; <= 0 = online CPUs */
     size_t arena_bytes;   /* scratch arena (activations, per-op scratch); 0 = 64 MiB on the
                            * CPU, 256 MiB on CUDA. conv2d needs its nn_conv2d_scratch_floats
-                           * (CPU) or C·K²·Ho·Wo floats (CUDA) from it. */
+                           * (CPU) or C·K²·Ho·Wo floats (CUDA) from it; half activations
+                           * their f32 copies (DTYPES above: tiles on the CPU, whole GEMM
+                           * operands and LayerNorm tensors on CUDA). */
 } BackendConfig;
 
 /* Open the backend `spec` names: "cpu", "cuda" (device 0), "cuda:N", or "auto" (the first

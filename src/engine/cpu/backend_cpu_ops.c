@@ -6,7 +6,8 @@
  * Half-precision weights are widened to f32 in tiles of LINEAR_TILE rows from the arena, so a
  * bf16 model never holds an f32 copy of a whole weight matrix (conv2d widens its weight once
  * per op: conv weights are small beside their activations). Half activations (backend.h,
- * DTYPES) are widened in tiles of rows of at most HALF_TILE_FLOATS floats per tensor: each op
+ * DTYPES) are widened in tiles of whole rows of about HALF_TILE_FLOATS floats per tensor (at
+ * least one row; a row is an image for conv2d, groupnorm and concat/split): each op
  * runs its nn_* function on one tile at a time in f32 and rounds the tile's outputs back
  * (wid / room / back below). With f32 activations an op is one tile, the nn_* call of old.
  */
