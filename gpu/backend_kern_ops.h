@@ -38,10 +38,10 @@ static void kop_convert(Backend *be, CT *dst, CT *src) {
 // ---- half activations (backend.h, DTYPES) -------------------------------------------------------
 // The pointwise, GroupNorm and im2col/col2im kernels take the dtype (kern_pointwise.h,
 // kern_norm.h, kern_conv.h). GEMM operands and outputs and LayerNorm are f32 copies widened
-// with convert_dtype into the arena (whole tensors; the caller's backend_reset releases them): wid for what is read (and a
-// gradient added into), room for what is written, back to round a result into its half
-// tensor. On f32 tensors they are the tensor's own memory and back does nothing. Half
-// parameters (biases, norm weights) are widened with wid too.
+// with convert_dtype into the arena (whole tensors; the caller's backend_reset releases
+// them): wid for what is read (and a gradient added into), room for what is written, back to
+// round a result into its half tensor. On f32 tensors they are the tensor's own memory and
+// back does nothing. Half parameters (biases, norm weights) are widened with wid too.
 
 static float *wid(Backend *be, CT *t) {
     if (!t || t->dtype == DTYPE_F32)
