@@ -35,35 +35,82 @@ static void kop_convert(Backend *be, CT *dst, CT *src) {
 #define F(t) ((t) ? (float *)(t)->ptr : (float *)NULL)
 #define CF(t) ((t) ? (const float *)(t)->ptr : (const float *)NULL)
 
+// ---- half activations (backend.h, DTYPES) -------------------------------------------------------
+// The pointwise, GroupNorm and im2col/col2im kernels take the dtype (kern_pointwise.h,
+// kern_norm.h, kern_conv.h). GEMM operands and outputs and LayerNorm are f32 copies widened
+// with convert_dtype into the arena (whole tensors; the caller's backend_reset releases
+// them): wid for what is read (and a gradient added into), room for what is written, back to
+// round a result into its half tensor. On f32 tensors they are the tensor's own memory and
+// back does nothing. Half parameters (biases, norm weights) are widened with wid too.
+
+static float *wid(Backend *be, CT *t) {
+    if (!t || t->dtype == DTYPE_F32)
+        return F(t);
+    float *p = (float *)backend_alloc(be, DTYPE_F32, t->n_dims, t->shape).ptr;
+    if (p)
+        convert_raw(be, p, DTYPE_F32, t->ptr, t->dtype, (long)tensor_numel(t));
+    return p;
+}
+
+static float *room(Backend *be, CT *t) {
+    if (!t || t->dtype == DTYPE_F32)
+        return F(t);
+    return (float *)backend_alloc(be, DTYPE_F32, t->n_dims, t->shape).ptr;
+}
+
+static void back(Backend *be, CT *t, const float *f) {
+    if (t && f && t->dtype != DTYPE_F32 && !be->fail_code)
+        convert_raw(be, t->ptr, t->dtype, f, DTYPE_F32, (long)tensor_numel(t));
+}
+
+// Element i of t, any dtype (NULL for a NULL t).
+static void *elem(CT *t, long i) {
+    return t ? (void *)((char *)t->ptr + (size_t)i * dtype_size(t->dtype)) : NULL;
+}
+
 static void kop_layernorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w,
                                       CT *b, float eps) {
-    LayerNormFwdArgs a = {F(out), F(mean), F(rstd), CF(inp), CF(w), CF(b), (int)inp->shape[0],
-                          (int)inp->shape[1], eps};
+    size_t mark = backend_mark(be);
+    float *o = room(be, out);
+    LayerNormFwdArgs a = {o, F(mean), F(rstd), wid(be, inp), wid(be, w), wid(be, b),
+                          (int)inp->shape[0], (int)inp->shape[1], eps};
     layernorm_fwd_be(be, a);
+    back(be, out, o);
+    backend_reset(be, mark);
 }
 
 static void kop_layernorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
                                        CT *w, CT *mean, CT *rstd) {
-    LayerNormBwdArgs a = {F(dinp), F(dw), F(db), CF(dout), CF(inp), CF(w), CF(mean), CF(rstd),
-                          (int)inp->shape[0], (int)inp->shape[1]};
+    size_t mark = backend_mark(be);
+    float *dx = wid(be, dinp);
+    LayerNormBwdArgs a = {dx, F(dw), F(db), wid(be, dout), wid(be, inp), wid(be, w), CF(mean),
+                          CF(rstd), (int)inp->shape[0], (int)inp->shape[1]};
     layernorm_bwd_dx_be(be, a);
     layernorm_bwd_params_be(be, a);
+    back(be, dinp, dx);
+    backend_reset(be, mark);
 }
 
 static void kop_groupnorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w,
                                       CT *b, int G, float eps) {
-    GroupNormFwdArgs a = {F(out), F(mean), F(rstd), CF(inp), CF(w), CF(b), (int)inp->shape[0],
-                          (int)inp->shape[1], (int)(inp->shape[2] * inp->shape[3]), G, eps};
+    size_t mark = backend_mark(be); // the kernel takes the activations' dtype; half w, b widened
+    GroupNormFwdArgs a = {out->ptr, F(mean), F(rstd), inp->ptr, wid(be, w), wid(be, b),
+                          (int)inp->shape[0], (int)inp->shape[1],
+                          (int)(inp->shape[2] * inp->shape[3]), G, eps, (int)inp->dtype};
     groupnorm_fwd_be(be, a);
+    backend_reset(be, mark);
 }
 
 static void kop_groupnorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
                                        CT *w, CT *mean, CT *rstd, int G) {
-    GroupNormBwdArgs a = {F(dinp), F(dw), F(db), CF(dout), CF(inp), CF(w), CF(mean), CF(rstd),
-                          (int)inp->shape[0], (int)inp->shape[1],
-                          (int)(inp->shape[2] * inp->shape[3]), G};
+    size_t mark = backend_mark(be);
+    GroupNormBwdArgs a = {dinp ? dinp->ptr : NULL, F(dw), F(db), dout->ptr, inp->ptr,
+                          wid(be, w), CF(mean), CF(rstd), (int)inp->shape[0],
+                          (int)inp->shape[1], (int)(inp->shape[2] * inp->shape[3]), G,
+                          (int)inp->dtype};
     groupnorm_bwd_dx_be(be, a);
     groupnorm_bwd_params_be(be, a);
+    backend_reset(be, mark);
 }
 
 static void kop_softmax_forward(Backend *be, CT *out, CT *inp) {
@@ -91,35 +138,37 @@ static_assert(KERN_ACT_GELU == BACKEND_ACT_GELU && KERN_ACT_GELU_TANH == BACKEND
               "gpu/kern_pointwise.h's activation codes are src/engine/backend.h's");
 
 static void kop_act_forward(Backend *be, BackendAct act, CT *out, CT *inp) {
-    ActArgs a = {F(out), CF(inp), NULL, (long)tensor_numel(inp), (int)act};
+    ActArgs a = {out->ptr, inp->ptr, NULL, (long)tensor_numel(inp), (int)act, (int)inp->dtype};
     act_fwd_be(be, a);
 }
 
 static void kop_act_backward(Backend *be, BackendAct act, CT *dinp, CT *dout, CT *inp) {
-    ActArgs a = {F(dinp), CF(inp), CF(dout), (long)tensor_numel(inp), (int)act};
+    ActArgs a = {dinp ? dinp->ptr : NULL, inp->ptr, dout->ptr, (long)tensor_numel(inp), (int)act,
+                 (int)inp->dtype};
     act_bwd_be(be, a);
 }
 
 static void kop_geglu_forward(Backend *be, BackendAct g, CT *out, CT *inp) {
-    GegluArgs a = {F(out), CF(inp), NULL, (int)inp->shape[0], (int)inp->shape[1] / 2, (int)g};
+    GegluArgs a = {out->ptr, inp->ptr, NULL, (int)inp->shape[0], (int)inp->shape[1] / 2, (int)g,
+                   (int)inp->dtype};
     geglu_fwd_be(be, a);
 }
 
 static void kop_geglu_backward(Backend *be, BackendAct g, CT *dinp, CT *dout, CT *inp) {
-    GegluArgs a = {F(dinp), CF(inp), CF(dout), (int)inp->shape[0], (int)inp->shape[1] / 2,
-                   (int)g};
+    GegluArgs a = {dinp ? dinp->ptr : NULL, inp->ptr, dout->ptr, (int)inp->shape[0],
+                   (int)inp->shape[1] / 2, (int)g, (int)inp->dtype};
     geglu_bwd_be(be, a);
 }
 
 static void kop_upsample2x_forward(Backend *be, CT *out, CT *inp) {
-    UpsampleArgs a = {F(out), CF(inp), (int)(inp->shape[0] * inp->shape[1]), (int)inp->shape[2],
-                      (int)inp->shape[3]};
+    UpsampleArgs a = {out->ptr, inp->ptr, (int)(inp->shape[0] * inp->shape[1]),
+                      (int)inp->shape[2], (int)inp->shape[3], (int)inp->dtype};
     upsample2x_fwd_be(be, a);
 }
 
 static void kop_upsample2x_backward(Backend *be, CT *dinp, CT *dout) {
-    UpsampleArgs a = {F(dinp), CF(dout), (int)(dinp->shape[0] * dinp->shape[1]),
-                      (int)dinp->shape[2], (int)dinp->shape[3]};
+    UpsampleArgs a = {dinp->ptr, dout->ptr, (int)(dinp->shape[0] * dinp->shape[1]),
+                      (int)dinp->shape[2], (int)dinp->shape[3], (int)dinp->dtype};
     upsample2x_bwd_be(be, a);
 }
 
@@ -129,8 +178,9 @@ static void chan_part(Backend *be, CT *whole, CT *part, int off, int to_whole, i
         return;
     int B = (int)whole->shape[0], C = (int)whole->shape[1], Cp = (int)part->shape[1];
     int HW = (int)(whole->shape[2] * whole->shape[3]);
-    ChanCopyArgs to = {F(whole), CF(part), B, C, Cp, off, 0, Cp, HW, add};
-    ChanCopyArgs from = {F(part), CF(whole), B, Cp, C, 0, off, Cp, HW, add};
+    ChanCopyArgs to = {whole->ptr, part->ptr, B, C, Cp, off, 0, Cp, HW, add, (int)whole->dtype};
+    ChanCopyArgs from = {part->ptr, whole->ptr, B, Cp, C, 0, off, Cp, HW, add,
+                         (int)whole->dtype};
     chan_copy_be(be, to_whole ? to : from);
 }
 
@@ -188,14 +238,16 @@ static const float *f32_weight(Backend *be, CT *w) {
 static void kop_linear_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b) {
     int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
     size_t mark = backend_mark(be);
-    const float *wf = f32_weight(be, w);
+    const float *wf = f32_weight(be, w), *x = wid(be, inp);
+    float *y = room(be, out);
     if (b) { // out = 1·biasᵀ, then += inp·Wᵀ
         const float *o = ones(be, (size_t)N);
-        gemm(be, 0, 0, N, OC, 1, o, 1, CF(b), OC, 0.0f, F(out), OC, "linear_forward bias");
-        gemm(be, 0, 1, N, OC, C, CF(inp), C, wf, C, 1.0f, F(out), OC, "linear_forward");
+        gemm(be, 0, 0, N, OC, 1, o, 1, wid(be, b), OC, 0.0f, y, OC, "linear_forward bias");
+        gemm(be, 0, 1, N, OC, C, x, C, wf, C, 1.0f, y, OC, "linear_forward");
     } else {
-        gemm(be, 0, 1, N, OC, C, CF(inp), C, wf, C, 0.0f, F(out), OC, "linear_forward");
+        gemm(be, 0, 1, N, OC, C, x, C, wf, C, 0.0f, y, OC, "linear_forward");
     }
+    back(be, out, y);
     backend_reset(be, mark);
 }
 
@@ -203,29 +255,42 @@ static void kop_linear_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout,
                                     CT *w) {
     int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
     size_t mark = backend_mark(be);
+    const float *d = wid(be, dout);
+    float *dx = wid(be, dinp);
     if (dinp)
-        gemm(be, 0, 0, N, C, OC, CF(dout), OC, f32_weight(be, w), C, 1.0f, F(dinp), C,
+        gemm(be, 0, 0, N, C, OC, d, OC, f32_weight(be, w), C, 1.0f, dx, C,
              "linear_backward dinp");
     if (dw)
-        gemm(be, 1, 0, OC, C, N, CF(dout), OC, CF(inp), C, 1.0f, F(dw), C,
+        gemm(be, 1, 0, OC, C, N, d, OC, wid(be, inp), C, 1.0f, F(dw), C,
              "linear_backward dweight");
     if (db) // dbias (1,OC) += ones (1,N) · dout (N,OC)
-        gemm(be, 0, 0, 1, OC, N, ones(be, (size_t)N), N, CF(dout), OC, 1.0f, F(db), OC,
+        gemm(be, 0, 0, 1, OC, N, ones(be, (size_t)N), N, d, OC, 1.0f, F(db), OC,
              "linear_backward dbias");
+    back(be, dinp, dx);
     backend_reset(be, mark);
 }
 
 static void kop_matmul_forward(Backend *be, CT *out, CT *a, CT *b) {
     int M = (int)a->shape[0], K = (int)a->shape[1], N = (int)b->shape[1];
-    gemm(be, 0, 0, M, N, K, CF(a), K, CF(b), N, 0.0f, F(out), N, "matmul_forward");
+    size_t mark = backend_mark(be);
+    float *y = room(be, out);
+    gemm(be, 0, 0, M, N, K, wid(be, a), K, wid(be, b), N, 0.0f, y, N, "matmul_forward");
+    back(be, out, y);
+    backend_reset(be, mark);
 }
 
 static void kop_matmul_backward(Backend *be, CT *da, CT *db, CT *dout, CT *a, CT *b) {
     int M = (int)a->shape[0], K = (int)a->shape[1], N = (int)b->shape[1];
+    size_t mark = backend_mark(be);
+    const float *d = wid(be, dout);
+    float *dx = wid(be, da), *dy = wid(be, db);
     if (da)
-        gemm(be, 0, 1, M, K, N, CF(dout), N, CF(b), N, 1.0f, F(da), K, "matmul_backward da");
+        gemm(be, 0, 1, M, K, N, d, N, wid(be, b), N, 1.0f, dx, K, "matmul_backward da");
     if (db)
-        gemm(be, 1, 0, K, N, M, CF(a), K, CF(dout), N, 1.0f, F(db), N, "matmul_backward db");
+        gemm(be, 1, 0, K, N, M, wid(be, a), K, d, N, 1.0f, dy, N, "matmul_backward db");
+    back(be, da, dx);
+    back(be, db, dy);
+    backend_reset(be, mark);
 }
 
 // ---- conv2d: im2col per image + cuBLAS (gpu/kern_conv.h) ---------------------------------------
@@ -236,19 +301,21 @@ static void kop_conv2d_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b,
     long P = (long)Ho * Wo, img = (long)s->C * s->H * s->W;
     size_t mark = backend_mark(be);
     const float *wf = f32_weight(be, w);
+    float *y = room(be, out); // im2col reads inp in its dtype
     const int64_t col_shape[2] = {CKK, P};
     float *col = (float *)backend_alloc(be, DTYPE_F32, 2, col_shape).ptr;
     for (int n = 0; n < s->B && !be->fail_code; n++) {
-        ConvColArgs a = {col, F(inp) + n * img, s->C, s->H, s->W, s->K, s->stride, s->pad,
-                         Ho, Wo};
+        ConvColArgs a = {col, elem(inp, n * img), s->C, s->H, s->W, s->K, s->stride, s->pad,
+                         Ho, Wo, (int)inp->dtype};
         conv_im2col_be(be, a);
-        gemm(be, 0, 0, s->OC, (int)P, CKK, wf, CKK, col, (int)P, 0.0f,
-             F(out) + (long)n * s->OC * P, (int)P, "conv2d_forward");
+        gemm(be, 0, 0, s->OC, (int)P, CKK, wf, CKK, col, (int)P, 0.0f, y + (long)n * s->OC * P,
+             (int)P, "conv2d_forward");
     }
     if (b) {
-        ChanBiasArgs a = {F(out), CF(b), s->B, s->OC, (int)P};
+        ChanBiasArgs a = {y, wid(be, b), s->B, s->OC, (int)P};
         chan_bias_fwd_be(be, a);
     }
+    back(be, out, y);
     backend_reset(be, mark);
 }
 
@@ -256,20 +323,23 @@ static void kop_conv2d_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout,
                                     CT *w, const ConvShape *s) {
     int Ho = nn_conv2d_out_h(s), Wo = nn_conv2d_out_w(s), CKK = s->C * s->K * s->K;
     long P = (long)Ho * Wo, img = (long)s->C * s->H * s->W;
+    size_t mark = backend_mark(be);
+    const float *dy = wid(be, dout);
     if (db) {
-        ChanBiasArgs a = {F(db), CF(dout), s->B, s->OC, (int)P};
+        ChanBiasArgs a = {F(db), dy, s->B, s->OC, (int)P};
         chan_bias_bwd_be(be, a);
     }
-    if (!dinp && !dw)
+    if (!dinp && !dw) {
+        backend_reset(be, mark);
         return;
-    size_t mark = backend_mark(be);
-    const float *wf = dinp ? f32_weight(be, w) : NULL;
+    }
+    const float *wf = dinp ? f32_weight(be, w) : NULL; // im2col, col2im: inp, dinp's dtype
     const int64_t col_shape[2] = {CKK, P};
     float *col = (float *)backend_alloc(be, DTYPE_F32, 2, col_shape).ptr;
     for (int n = 0; n < s->B && !be->fail_code; n++) {
-        const float *d = CF(dout) + (long)n * s->OC * P;
-        ConvColArgs a = {col, F(inp) + n * img, s->C, s->H, s->W, s->K, s->stride, s->pad,
-                         Ho, Wo};
+        const float *d = dy + (long)n * s->OC * P;
+        ConvColArgs a = {col, elem(inp, n * img), s->C, s->H, s->W, s->K, s->stride, s->pad,
+                         Ho, Wo, (int)inp->dtype};
         if (dw) { // dW (OC, CKK) += dout_n (OC, P) · col_nᵀ
             conv_im2col_be(be, a);
             gemm(be, 0, 1, s->OC, CKK, (int)P, d, (int)P, col, (int)P, 1.0f, F(dw), CKK,
@@ -278,7 +348,7 @@ static void kop_conv2d_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout,
         if (dinp) { // dcol (CKK, P) = Wᵀ · dout_n, then added into dinp_n
             gemm(be, 1, 0, CKK, (int)P, s->OC, wf, CKK, d, (int)P, 0.0f, col, (int)P,
                  "conv2d_backward dinp");
-            a.img = F(dinp) + n * img;
+            a.img = elem(dinp, n * img);
             conv_col2im_be(be, a);
         }
     }

@@ -8,13 +8,15 @@
 #define EASEL_KERN_CONV_H
 
 #include "kern_common.h"
+#include "kern_convert.h"
 
 #define KERN_CONV_THREADS 256
 
 typedef struct ConvColArgs {
     float *col;  /* (C·K·K, Ho·Wo): row (c, ky, kx), column (oy, ox) */
-    float *img;  /* (C, H, W), one image: im2col reads it, col2im adds into it */
+    void *img;   /* (C, H, W), one image: im2col reads it, col2im adds into it */
     int C, H, W, K, stride, pad, Ho, Wo;
+    int dt;      /* KERN_DT_* of img (half activations: widened on load, the sum rounded once) */
 } ConvColArgs;
 
 typedef struct ChanBiasArgs {
@@ -32,7 +34,7 @@ KERN_ENTRY void conv_im2col(KernCtx *k, const ConvColArgs *a) {
     int oy = (int)(p / a->Wo), ox = (int)(p % a->Wo);
     int iy = oy * a->stride - a->pad + ky, ix = ox * a->stride - a->pad + kx;
     a->col[i] = (iy >= 0 && iy < a->H && ix >= 0 && ix < a->W)
-                    ? a->img[((long)c * a->H + iy) * a->W + ix]
+                    ? kern_ld(a->img, ((long)c * a->H + iy) * a->W + ix, a->dt)
                     : 0.0f;
 }
 KERN_HD KernLaunch conv_im2col_launch(const ConvColArgs *a) {
@@ -58,7 +60,7 @@ KERN_ENTRY void conv_col2im(KernCtx *k, const ConvColArgs *a) {
             s += a->col[r * P + (long)(ty / a->stride) * a->Wo + tx / a->stride];
         }
     }
-    a->img[i] += s;
+    kern_st(a->img, i, a->dt, kern_ld(a->img, i, a->dt) + s);
 }
 KERN_HD KernLaunch conv_col2im_launch(const ConvColArgs *a) {
     return kern_launch_1d(kern_blocks((long)a->C * a->H * a->W, KERN_CONV_THREADS),

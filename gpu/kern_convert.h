@@ -74,6 +74,25 @@ KERN_HD unsigned short kern_to_bf16(float x) {
     return (unsigned short)(u >> 16);
 }
 
+/* Element i of an array of dtype dt (KERN_DT_*) as f32, and v stored there rounded to nearest
+ * even: the loads and stores of kernels that take half activations (kern_pointwise.h). */
+KERN_HD float kern_ld(const void *p, long i, int dt) {
+    if (dt == KERN_DT_F16)
+        return kern_from_f16(((const unsigned short *)p)[i]);
+    if (dt == KERN_DT_BF16)
+        return kern_bits_f32((unsigned)((const unsigned short *)p)[i] << 16);
+    return ((const float *)p)[i];
+}
+
+KERN_HD void kern_st(void *p, long i, int dt, float v) {
+    if (dt == KERN_DT_F16)
+        ((unsigned short *)p)[i] = kern_to_f16(v);
+    else if (dt == KERN_DT_BF16)
+        ((unsigned short *)p)[i] = kern_to_bf16(v);
+    else
+        ((float *)p)[i] = v;
+}
+
 /* dst[i] = src[i] converted (through f32, which every f16 and bf16 value is exactly). */
 KERN_ENTRY void convert_dtype(KernCtx *k, const ConvertArgs *a) {
     long i = kern_global(k);

@@ -15,6 +15,7 @@
 #define EASEL_KERN_NORM_H
 
 #include "kern_common.h"
+#include "kern_convert.h"
 
 /* Threads for a block that reduces `len` elements: one warp for short rows, up to 256. */
 KERN_HD int kern_row_threads(long len) {
@@ -134,17 +135,26 @@ KERN_HD KernLaunch layernorm_bwd_params_launch(const LayerNormBwdArgs *a) {
 
 /* ---- GroupNorm ---------------------------------------------------------------------------- */
 
+/* out, inp (and dinp, dout) are in the dtype dt (KERN_DT_*: backend.h's half activations),
+ * loaded to f32 and stored rounded to nearest even (kern_ld / kern_st); weight, bias, mean,
+ * rstd and the parameter gradients are f32. */
 typedef struct GroupNormFwdArgs {
-    float *out, *mean, *rstd;
-    const float *inp, *weight, *bias;
+    void *out;
+    float *mean, *rstd;
+    const void *inp;
+    const float *weight, *bias;
     int N, C, HW, G;
     float eps;
+    int dt;
 } GroupNormFwdArgs;
 
 typedef struct GroupNormBwdArgs {
-    float *dinp, *dweight, *dbias;
-    const float *dout, *inp, *weight, *mean, *rstd;
+    void *dinp;
+    float *dweight, *dbias;
+    const void *dout, *inp;
+    const float *weight, *mean, *rstd;
     int N, C, HW, G;
+    int dt;
 } GroupNormBwdArgs;
 
 /* Block (n, g) = block_idx.x: the group's C/G·HW elements are contiguous in NCHW. */
@@ -154,27 +164,25 @@ KERN_ENTRY void groupnorm_fwd(KernCtx *k, const GroupNormFwdArgs *a) {
     int g = (int)(ng % a->G), Cg = a->C / a->G;
     int len = Cg * a->HW;
     long base = ng * len;
-    const float *x = a->inp + base;
     float s = 0.0f;
     for (int i = k->tid; i < len; i += k->nthreads)
-        s += x[i];
+        s += kern_ld(a->inp, base + i, a->dt);
     float m = kern_block_sum(k, s, scratch) / (float)len;
     float v = 0.0f;
     for (int i = k->tid; i < len; i += k->nthreads) {
-        float d = x[i] - m;
+        float d = kern_ld(a->inp, base + i, a->dt) - m;
         v += d * d;
     }
     v = kern_block_sum(k, v, scratch) / (float)len;
     float rs = 1.0f / kern_sqrtf(v + a->eps);
-    float *o = a->out + base;
     for (int i = k->tid; i < len; i += k->nthreads) {
         int c = g * Cg + i / a->HW;
-        float y = (x[i] - m) * rs;
+        float y = (kern_ld(a->inp, base + i, a->dt) - m) * rs;
         if (a->weight)
             y *= a->weight[c];
         if (a->bias)
             y += a->bias[c];
-        o[i] = y;
+        kern_st(a->out, base + i, a->dt, y);
     }
     if (k->tid == 0) {
         a->mean[ng] = m;
@@ -192,22 +200,22 @@ KERN_ENTRY void groupnorm_bwd_dx(KernCtx *k, const GroupNormBwdArgs *a) {
     int g = (int)(ng % a->G), Cg = a->C / a->G;
     int len = Cg * a->HW;
     long base = ng * len;
-    const float *x = a->inp + base, *d = a->dout + base;
     float m = a->mean[ng], rs = a->rstd[ng];
     float s_dn = 0.0f, s_dnx = 0.0f;
     for (int i = k->tid; i < len; i += k->nthreads) {
         int c = g * Cg + i / a->HW;
-        float dn = d[i] * (a->weight ? a->weight[c] : 1.0f);
+        float dn = kern_ld(a->dout, base + i, a->dt) * (a->weight ? a->weight[c] : 1.0f);
         s_dn += dn;
-        s_dnx += dn * (x[i] - m) * rs;
+        s_dnx += dn * (kern_ld(a->inp, base + i, a->dt) - m) * rs;
     }
     s_dn = kern_block_sum(k, s_dn, scratch) / (float)len;
     s_dnx = kern_block_sum(k, s_dnx, scratch) / (float)len;
-    float *dx = a->dinp + base;
     for (int i = k->tid; i < len; i += k->nthreads) {
         int c = g * Cg + i / a->HW;
-        float dn = d[i] * (a->weight ? a->weight[c] : 1.0f);
-        dx[i] += (dn - s_dn - (x[i] - m) * rs * s_dnx) * rs;
+        float dn = kern_ld(a->dout, base + i, a->dt) * (a->weight ? a->weight[c] : 1.0f);
+        float x = kern_ld(a->inp, base + i, a->dt);
+        kern_st(a->dinp, base + i, a->dt,
+                kern_ld(a->dinp, base + i, a->dt) + (dn - s_dn - (x - m) * rs * s_dnx) * rs);
     }
 }
 KERN_HD KernLaunch groupnorm_bwd_dx_launch(const GroupNormBwdArgs *a) {
@@ -224,8 +232,9 @@ KERN_ENTRY void groupnorm_bwd_params(KernCtx *k, const GroupNormBwdArgs *a) {
     float gw = 0.0f, gb = 0.0f;
     for (int i = k->tid; i < len; i += k->nthreads) {
         long n = i / HW, at = (n * a->C + c) * HW + i % HW;
-        float d = a->dout[at];
-        gw += d * (a->inp[at] - a->mean[(long)n * a->G + g]) * a->rstd[(long)n * a->G + g];
+        float d = kern_ld(a->dout, at, a->dt);
+        gw += d * (kern_ld(a->inp, at, a->dt) - a->mean[(long)n * a->G + g]) *
+              a->rstd[(long)n * a->G + g];
         gb += d;
     }
     gw = kern_block_sum(k, gw, scratch);

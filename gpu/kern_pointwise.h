@@ -3,11 +3,16 @@
  * split, both directions) and the mean-squared error. Semantics and formulas are the CPU ops'
  * (src/engine/nn_diffusion.h, src/engine/nn_activation.h): backward ADDS into gradients, NULL skipped.
  * The MSE forward is one block with a fixed-order reduction, so it is deterministic.
+ * Activations, GEGLU, upsampling and channel copies take their data in the dtype `dt`
+ * (KERN_DT_*: f32, f16, bf16; backend.h's half activations): loaded to f32, computed in f32,
+ * stored rounded to nearest even (kern_ld / kern_st); a gradient is loaded, added to in f32
+ * and rounded once. dt 0 (f32, the zero of a designated initialiser) is the f32 kernel.
  */
 #ifndef EASEL_KERN_POINTWISE_H
 #define EASEL_KERN_POINTWISE_H
 
 #include "kern_common.h"
+#include "kern_convert.h"
 
 #define KERN_PW_THREADS 256
 #define KERN_ACT_GELU 0      /* erf form */
@@ -16,31 +21,35 @@
 #define KERN_ACT_QUICKGELU 3 /* x·σ(1.702x) */
 
 typedef struct ActArgs {
-    float *out;             /* forward: the output; backward: dinp (+=) */
-    const float *inp, *dout; /* dout: backward only */
+    void *out;              /* forward: the output; backward: dinp (+=) */
+    const void *inp, *dout; /* dout: backward only */
     long n;
     int mode;               /* KERN_ACT_* */
+    int dt;                 /* KERN_DT_* of out, inp, dout */
 } ActArgs;
 
 typedef struct GegluArgs {
-    float *out;             /* forward: out (N,C); backward: dinp (N,2C) (+=) */
-    const float *inp, *dout; /* inp (N,2C) = [value, gate] */
-    int N, C, mode;          /* KERN_ACT_GELU or KERN_ACT_GELU_TANH */
+    void *out;              /* forward: out (N,C); backward: dinp (N,2C) (+=) */
+    const void *inp, *dout; /* inp (N,2C) = [value, gate] */
+    int N, C, mode;         /* KERN_ACT_GELU or KERN_ACT_GELU_TANH */
+    int dt;                 /* KERN_DT_* of out, inp, dout */
 } GegluArgs;
 
 typedef struct UpsampleArgs {
-    float *out;             /* forward: out (B,C,2H,2W); backward: dinp (B,C,H,W) (+=) */
-    const float *inp;       /* forward: inp; backward: dout */
+    void *out;              /* forward: out (B,C,2H,2W); backward: dinp (B,C,H,W) (+=) */
+    const void *inp;        /* forward: inp; backward: dout */
     int BC, H, W;           /* B·C planes of H×W (the small side) */
+    int dt;                 /* KERN_DT_* of out and inp */
 } UpsampleArgs;
 
 /* dst[b, dst_off + c, :] (=|+=) src[b, src_off + c, :] for c < Cn: one part of a channel
  * concat/split; dst has Cd channels, src Cs, HW values per channel. */
 typedef struct ChanCopyArgs {
-    float *dst;
-    const float *src;
+    void *dst;
+    const void *src;
     int B, Cd, Cs, dst_off, src_off, Cn, HW;
     int add;                /* 1: +=, a backward */
+    int dt;                 /* KERN_DT_* of dst and src */
 } ChanCopyArgs;
 
 typedef struct MseArgs {
@@ -76,13 +85,13 @@ KERN_ENTRY void act_fwd(KernCtx *k, const ActArgs *a) {
     long i = kern_global(k);
     if (i >= a->n)
         return;
-    float x = a->inp[i], g, dg;
+    float x = kern_ld(a->inp, i, a->dt), g, dg;
     if (a->mode == KERN_ACT_SILU || a->mode == KERN_ACT_QUICKGELU) {
-        a->out[i] = x * kern_sigmoidf(a->mode == KERN_ACT_SILU ? x : 1.702f * x);
+        kern_st(a->out, i, a->dt, x * kern_sigmoidf(a->mode == KERN_ACT_SILU ? x : 1.702f * x));
         return;
     }
     kern_gelu_pair(x, a->mode, &g, &dg);
-    a->out[i] = g;
+    kern_st(a->out, i, a->dt, g);
 }
 KERN_HD KernLaunch act_fwd_launch(const ActArgs *a) {
     return kern_launch_1d(kern_blocks(a->n, KERN_PW_THREADS), KERN_PW_THREADS, 0);
@@ -92,19 +101,20 @@ KERN_ENTRY void act_bwd(KernCtx *k, const ActArgs *a) {
     long i = kern_global(k);
     if (i >= a->n)
         return;
-    float x = a->inp[i], g, dg;
+    float x = kern_ld(a->inp, i, a->dt), d = kern_ld(a->dout, i, a->dt), g, dg;
+    float acc = kern_ld(a->out, i, a->dt);
     if (a->mode == KERN_ACT_SILU) {
         float s = kern_sigmoidf(x);
-        a->out[i] += a->dout[i] * s * (1.0f + x * (1.0f - s));
+        kern_st(a->out, i, a->dt, acc + d * s * (1.0f + x * (1.0f - s)));
         return;
     }
     if (a->mode == KERN_ACT_QUICKGELU) {
         float s = kern_sigmoidf(1.702f * x);
-        a->out[i] += a->dout[i] * (s + 1.702f * x * s * (1.0f - s));
+        kern_st(a->out, i, a->dt, acc + d * (s + 1.702f * x * s * (1.0f - s)));
         return;
     }
     kern_gelu_pair(x, a->mode, &g, &dg);
-    a->out[i] += a->dout[i] * dg;
+    kern_st(a->out, i, a->dt, acc + d * dg);
 }
 KERN_HD KernLaunch act_bwd_launch(const ActArgs *a) {
     return kern_launch_1d(a->out ? kern_blocks(a->n, KERN_PW_THREADS) : 0, KERN_PW_THREADS, 0);
@@ -114,11 +124,10 @@ KERN_ENTRY void geglu_fwd(KernCtx *k, const GegluArgs *a) {
     long i = kern_global(k);
     if (i >= (long)a->N * a->C)
         return;
-    long n = i / a->C, c = i % a->C;
-    const float *row = a->inp + n * 2 * a->C;
+    long n = i / a->C, c = i % a->C, row = n * 2 * a->C;
     float g, dg;
-    kern_gelu_pair(row[a->C + c], a->mode, &g, &dg);
-    a->out[i] = row[c] * g;
+    kern_gelu_pair(kern_ld(a->inp, row + a->C + c, a->dt), a->mode, &g, &dg);
+    kern_st(a->out, i, a->dt, kern_ld(a->inp, row + c, a->dt) * g);
 }
 KERN_HD KernLaunch geglu_fwd_launch(const GegluArgs *a) {
     return kern_launch_1d(kern_blocks((long)a->N * a->C, KERN_PW_THREADS), KERN_PW_THREADS, 0);
@@ -128,12 +137,11 @@ KERN_ENTRY void geglu_bwd(KernCtx *k, const GegluArgs *a) {
     long i = kern_global(k);
     if (i >= (long)a->N * a->C)
         return;
-    long n = i / a->C, c = i % a->C;
-    const float *row = a->inp + n * 2 * a->C;
-    float *drow = a->out + n * 2 * a->C, d = a->dout[i], g, dg;
-    kern_gelu_pair(row[a->C + c], a->mode, &g, &dg);
-    drow[c] += d * g;
-    drow[a->C + c] += d * row[c] * dg;
+    long n = i / a->C, c = i % a->C, row = n * 2 * a->C;
+    float d = kern_ld(a->dout, i, a->dt), v = kern_ld(a->inp, row + c, a->dt), g, dg;
+    kern_gelu_pair(kern_ld(a->inp, row + a->C + c, a->dt), a->mode, &g, &dg);
+    kern_st(a->out, row + c, a->dt, kern_ld(a->out, row + c, a->dt) + d * g);
+    kern_st(a->out, row + a->C + c, a->dt, kern_ld(a->out, row + a->C + c, a->dt) + d * v * dg);
 }
 KERN_HD KernLaunch geglu_bwd_launch(const GegluArgs *a) {
     return kern_launch_1d(a->out ? kern_blocks((long)a->N * a->C, KERN_PW_THREADS) : 0,
@@ -146,7 +154,7 @@ KERN_ENTRY void upsample2x_fwd(KernCtx *k, const UpsampleArgs *a) {
     if (i >= (long)a->BC * plane)
         return;
     long p = i / plane, r = i % plane, y = r / W2, x = r % W2;
-    a->out[i] = a->inp[p * a->H * a->W + (y / 2) * a->W + x / 2];
+    kern_st(a->out, i, a->dt, kern_ld(a->inp, p * a->H * a->W + (y / 2) * a->W + x / 2, a->dt));
 }
 KERN_HD KernLaunch upsample2x_fwd_launch(const UpsampleArgs *a) {
     return kern_launch_1d(kern_blocks(4L * a->BC * a->H * a->W, KERN_PW_THREADS),
@@ -159,8 +167,10 @@ KERN_ENTRY void upsample2x_bwd(KernCtx *k, const UpsampleArgs *a) {
     if (i >= (long)a->BC * plane)
         return;
     long p = i / plane, r = i % plane, y = r / a->W, x = r % a->W, W2 = 2L * a->W;
-    const float *d = a->inp + p * 4 * plane + (2 * y) * W2 + 2 * x;
-    a->out[i] += d[0] + d[1] + d[W2] + d[W2 + 1];
+    long d = p * 4 * plane + (2 * y) * W2 + 2 * x;
+    float s = kern_ld(a->inp, d, a->dt) + kern_ld(a->inp, d + 1, a->dt) +
+              kern_ld(a->inp, d + W2, a->dt) + kern_ld(a->inp, d + W2 + 1, a->dt);
+    kern_st(a->out, i, a->dt, kern_ld(a->out, i, a->dt) + s);
 }
 KERN_HD KernLaunch upsample2x_bwd_launch(const UpsampleArgs *a) {
     return kern_launch_1d(kern_blocks((long)a->BC * a->H * a->W, KERN_PW_THREADS),
@@ -172,9 +182,9 @@ KERN_ENTRY void chan_copy(KernCtx *k, const ChanCopyArgs *a) {
     if (i >= (long)a->B * per_b)
         return;
     long b = i / per_b, r = i % per_b, c = r / a->HW, x = r % a->HW;
-    float v = a->src[(b * a->Cs + a->src_off + c) * a->HW + x];
-    float *d = &a->dst[(b * a->Cd + a->dst_off + c) * a->HW + x];
-    *d = a->add ? *d + v : v;
+    float v = kern_ld(a->src, (b * a->Cs + a->src_off + c) * a->HW + x, a->dt);
+    long d = (b * a->Cd + a->dst_off + c) * a->HW + x;
+    kern_st(a->dst, d, a->dt, a->add ? kern_ld(a->dst, d, a->dt) + v : v);
 }
 KERN_HD KernLaunch chan_copy_launch(const ChanCopyArgs *a) {
     return kern_launch_1d(kern_blocks((long)a->B * a->Cn * a->HW, KERN_PW_THREADS),

@@ -96,6 +96,24 @@ int backend_sync(Backend *be, Err *err) {
 #define F32 (1u << DTYPE_F32)
 #define ANYT ((1u << DTYPE_F32) | (1u << DTYPE_F16) | (1u << DTYPE_BF16))
 #define ANY (-1) /* any size in this dimension */
+/* Half activations (backend.h, DTYPES): the first activation an op checks may be any dtype
+ * (ANYT); every other activation, output and activation gradient of the op has its dtype. */
+#define SAME(t) (1u << (t)->dtype)
+
+/* "f32 only", "f32, f16 or bf16", "bf16 (an op's activations share one dtype)". */
+static const char *mask_words(unsigned mask, char *buf, size_t len) {
+    if (mask == F32)
+        return "f32 only";
+    if (mask == ANYT)
+        return "f32, f16 or bf16";
+    for (int d = DTYPE_F32; d <= DTYPE_BF16; d++)
+        if (mask == 1u << d) {
+            snprintf(buf, len, "%s (an op's activations share one dtype)",
+                     dtype_name((DType)d));
+            return buf;
+        }
+    return "another dtype";
+}
 
 /* t must be present (unless optional and NULL), on the backend's device, of a dtype in mask,
  * contiguous, with nd dimensions of the given sizes (ANY matches any). */
@@ -123,8 +141,9 @@ static int chk(Backend *be, const char *op, const char *arg, CT *t, int optional
         }
     }
     if (!(mask & (1u << t->dtype))) {
+        char words[80];
         backend_fail(be, ERR_USAGE, "%s: %s is %s, this op takes %s there", op, arg,
-                     dtype_name(t->dtype), mask == F32 ? "f32 only" : "f32, f16 or bf16");
+                     dtype_name(t->dtype), mask_words(mask, words, sizeof words));
         return 0;
     }
     if (t->device != be->device) {
@@ -242,10 +261,10 @@ void backend_convert(Backend *be, CT *dst, CT *src) {
 
 void backend_linear_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b) {
     const char *op = "linear_forward";
-    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+    if (chk(be, op, "inp", inp, 0, ANYT, 2, ANY, ANY, 1, 1) &&
         chk(be, op, "weight", w, 0, ANYT, 2, ANY, inp->shape[1], 1, 1) &&
-        chk(be, op, "bias", b, 1, F32, 1, w->shape[0], 1, 1, 1) &&
-        chk(be, op, "out", out, 0, F32, 2, inp->shape[0], w->shape[0], 1, 1)) {
+        chk(be, op, "bias", b, 1, ANYT, 1, w->shape[0], 1, 1, 1) &&
+        chk(be, op, "out", out, 0, SAME(inp), 2, inp->shape[0], w->shape[0], 1, 1)) {
         ENTRY(linear_forward);
         be->ops->linear_forward(be, out, inp, w, b);
     }
@@ -253,10 +272,10 @@ void backend_linear_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b) {
 
 void backend_linear_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp, CT *w) {
     const char *op = "linear_backward";
-    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+    if (chk(be, op, "inp", inp, 0, ANYT, 2, ANY, ANY, 1, 1) &&
         chk(be, op, "weight", w, 0, ANYT, 2, ANY, inp->shape[1], 1, 1) &&
-        chk(be, op, "dout", dout, 0, F32, 2, inp->shape[0], w->shape[0], 1, 1) &&
-        chk(be, op, "dinp", dinp, 1, F32, 2, inp->shape[0], inp->shape[1], 1, 1) &&
+        chk(be, op, "dout", dout, 0, SAME(inp), 2, inp->shape[0], w->shape[0], 1, 1) &&
+        chk(be, op, "dinp", dinp, 1, SAME(inp), 2, inp->shape[0], inp->shape[1], 1, 1) &&
         chk(be, op, "dweight", dw, 1, F32, 2, w->shape[0], w->shape[1], 1, 1) &&
         chk(be, op, "dbias", db, 1, F32, 1, w->shape[0], 1, 1, 1)) {
         ENTRY(linear_backward);
@@ -266,9 +285,9 @@ void backend_linear_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT
 
 void backend_matmul_forward(Backend *be, CT *out, CT *a, CT *b) {
     const char *op = "matmul_forward";
-    if (chk(be, op, "a", a, 0, F32, 2, ANY, ANY, 1, 1) &&
-        chk(be, op, "b", b, 0, F32, 2, a->shape[1], ANY, 1, 1) &&
-        chk(be, op, "out", out, 0, F32, 2, a->shape[0], b->shape[1], 1, 1)) {
+    if (chk(be, op, "a", a, 0, ANYT, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "b", b, 0, SAME(a), 2, a->shape[1], ANY, 1, 1) &&
+        chk(be, op, "out", out, 0, SAME(a), 2, a->shape[0], b->shape[1], 1, 1)) {
         ENTRY(matmul_forward);
         be->ops->matmul_forward(be, out, a, b);
     }
@@ -276,11 +295,11 @@ void backend_matmul_forward(Backend *be, CT *out, CT *a, CT *b) {
 
 void backend_matmul_backward(Backend *be, CT *da, CT *db, CT *dout, CT *a, CT *b) {
     const char *op = "matmul_backward";
-    if (chk(be, op, "a", a, 0, F32, 2, ANY, ANY, 1, 1) &&
-        chk(be, op, "b", b, 0, F32, 2, a->shape[1], ANY, 1, 1) &&
-        chk(be, op, "dout", dout, 0, F32, 2, a->shape[0], b->shape[1], 1, 1) &&
-        chk(be, op, "da", da, 1, F32, 2, a->shape[0], a->shape[1], 1, 1) &&
-        chk(be, op, "db", db, 1, F32, 2, b->shape[0], b->shape[1], 1, 1)) {
+    if (chk(be, op, "a", a, 0, ANYT, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "b", b, 0, SAME(a), 2, a->shape[1], ANY, 1, 1) &&
+        chk(be, op, "dout", dout, 0, SAME(a), 2, a->shape[0], b->shape[1], 1, 1) &&
+        chk(be, op, "da", da, 1, SAME(a), 2, a->shape[0], a->shape[1], 1, 1) &&
+        chk(be, op, "db", db, 1, SAME(a), 2, b->shape[0], b->shape[1], 1, 1)) {
         ENTRY(matmul_backward);
         be->ops->matmul_backward(be, da, db, dout, a, b);
     }
@@ -289,12 +308,12 @@ void backend_matmul_backward(Backend *be, CT *da, CT *db, CT *dout, CT *a, CT *b
 void backend_layernorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w, CT *b,
                                float eps) {
     const char *op = "layernorm_forward";
-    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
-        chk(be, op, "out", out, 0, F32, 2, inp->shape[0], inp->shape[1], 1, 1) &&
+    if (chk(be, op, "inp", inp, 0, ANYT, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "out", out, 0, SAME(inp), 2, inp->shape[0], inp->shape[1], 1, 1) &&
         chk(be, op, "mean", mean, 0, F32, 1, inp->shape[0], 1, 1, 1) &&
         chk(be, op, "rstd", rstd, 0, F32, 1, inp->shape[0], 1, 1, 1) &&
-        chk(be, op, "weight", w, 1, F32, 1, inp->shape[1], 1, 1, 1) &&
-        chk(be, op, "bias", b, 1, F32, 1, inp->shape[1], 1, 1, 1)) {
+        chk(be, op, "weight", w, 1, ANYT, 1, inp->shape[1], 1, 1, 1) &&
+        chk(be, op, "bias", b, 1, ANYT, 1, inp->shape[1], 1, 1, 1)) {
         ENTRY(layernorm_forward);
         be->ops->layernorm_forward(be, out, mean, rstd, inp, w, b, eps);
     }
@@ -303,12 +322,12 @@ void backend_layernorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp
 void backend_layernorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp, CT *w,
                                 CT *mean, CT *rstd) {
     const char *op = "layernorm_backward";
-    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
-        chk(be, op, "dout", dout, 0, F32, 2, inp->shape[0], inp->shape[1], 1, 1) &&
+    if (chk(be, op, "inp", inp, 0, ANYT, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "dout", dout, 0, SAME(inp), 2, inp->shape[0], inp->shape[1], 1, 1) &&
         chk(be, op, "mean", mean, 0, F32, 1, inp->shape[0], 1, 1, 1) &&
         chk(be, op, "rstd", rstd, 0, F32, 1, inp->shape[0], 1, 1, 1) &&
-        chk(be, op, "weight", w, 1, F32, 1, inp->shape[1], 1, 1, 1) &&
-        chk(be, op, "dinp", dinp, 1, F32, 2, inp->shape[0], inp->shape[1], 1, 1) &&
+        chk(be, op, "weight", w, 1, ANYT, 1, inp->shape[1], 1, 1, 1) &&
+        chk(be, op, "dinp", dinp, 1, SAME(inp), 2, inp->shape[0], inp->shape[1], 1, 1) &&
         chk(be, op, "dweight", dw, 1, F32, 1, inp->shape[1], 1, 1, 1) &&
         chk(be, op, "dbias", db, 1, F32, 1, inp->shape[1], 1, 1, 1)) {
         ENTRY(layernorm_backward);
@@ -330,13 +349,13 @@ static int groups_ok(Backend *be, const char *op, CT *inp, int G) {
 void backend_groupnorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w, CT *b,
                                int G, float eps) {
     const char *op = "groupnorm_forward";
-    if (chk(be, op, "inp", inp, 0, F32, 4, ANY, ANY, ANY, ANY) && groups_ok(be, op, inp, G) &&
-        chk(be, op, "out", out, 0, F32, 4, inp->shape[0], inp->shape[1], inp->shape[2],
+    if (chk(be, op, "inp", inp, 0, ANYT, 4, ANY, ANY, ANY, ANY) && groups_ok(be, op, inp, G) &&
+        chk(be, op, "out", out, 0, SAME(inp), 4, inp->shape[0], inp->shape[1], inp->shape[2],
             inp->shape[3]) &&
         chk(be, op, "mean", mean, 0, F32, 2, inp->shape[0], G, 1, 1) &&
         chk(be, op, "rstd", rstd, 0, F32, 2, inp->shape[0], G, 1, 1) &&
-        chk(be, op, "weight", w, 1, F32, 1, inp->shape[1], 1, 1, 1) &&
-        chk(be, op, "bias", b, 1, F32, 1, inp->shape[1], 1, 1, 1)) {
+        chk(be, op, "weight", w, 1, ANYT, 1, inp->shape[1], 1, 1, 1) &&
+        chk(be, op, "bias", b, 1, ANYT, 1, inp->shape[1], 1, 1, 1)) {
         ENTRY(groupnorm_forward);
         be->ops->groupnorm_forward(be, out, mean, rstd, inp, w, b, G, eps);
     }
@@ -345,13 +364,13 @@ void backend_groupnorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp
 void backend_groupnorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp, CT *w,
                                 CT *mean, CT *rstd, int G) {
     const char *op = "groupnorm_backward";
-    if (chk(be, op, "inp", inp, 0, F32, 4, ANY, ANY, ANY, ANY) && groups_ok(be, op, inp, G) &&
-        chk(be, op, "dout", dout, 0, F32, 4, inp->shape[0], inp->shape[1], inp->shape[2],
+    if (chk(be, op, "inp", inp, 0, ANYT, 4, ANY, ANY, ANY, ANY) && groups_ok(be, op, inp, G) &&
+        chk(be, op, "dout", dout, 0, SAME(inp), 4, inp->shape[0], inp->shape[1], inp->shape[2],
             inp->shape[3]) &&
         chk(be, op, "mean", mean, 0, F32, 2, inp->shape[0], G, 1, 1) &&
         chk(be, op, "rstd", rstd, 0, F32, 2, inp->shape[0], G, 1, 1) &&
-        chk(be, op, "weight", w, 1, F32, 1, inp->shape[1], 1, 1, 1) &&
-        chk(be, op, "dinp", dinp, 1, F32, 4, inp->shape[0], inp->shape[1], inp->shape[2],
+        chk(be, op, "weight", w, 1, ANYT, 1, inp->shape[1], 1, 1, 1) &&
+        chk(be, op, "dinp", dinp, 1, SAME(inp), 4, inp->shape[0], inp->shape[1], inp->shape[2],
             inp->shape[3]) &&
         chk(be, op, "dweight", dw, 1, F32, 1, inp->shape[1], 1, 1, 1) &&
         chk(be, op, "dbias", db, 1, F32, 1, inp->shape[1], 1, 1, 1)) {
@@ -385,6 +404,12 @@ static int like(Backend *be, const char *op, const char *arg, CT *t, int optiona
                ref->shape[2], ref->shape[3]);
 }
 
+/* As like, in ref's dtype: the other activations of an op that takes half activations. */
+static int like_dt(Backend *be, const char *op, const char *arg, CT *t, int optional, CT *ref) {
+    return chk(be, op, arg, t, optional, SAME(ref), ref->n_dims, ref->shape[0], ref->shape[1],
+               ref->shape[2], ref->shape[3]);
+}
+
 static int act_ok(Backend *be, const char *op, BackendAct act, int gelu_only) {
     if (be->fail_code)
         return 0;
@@ -399,9 +424,9 @@ static int act_ok(Backend *be, const char *op, BackendAct act, int gelu_only) {
 void backend_act_forward(Backend *be, BackendAct act, CT *out, CT *inp) {
     const char *op = "act_forward";
     if (act_ok(be, op, act, 0) &&
-        chk(be, op, "inp", inp, 0, F32, inp ? inp->n_dims : 0, dim(inp, 0), dim(inp, 1),
+        chk(be, op, "inp", inp, 0, ANYT, inp ? inp->n_dims : 0, dim(inp, 0), dim(inp, 1),
             dim(inp, 2), dim(inp, 3)) &&
-        like(be, op, "out", out, 0, inp)) {
+        like_dt(be, op, "out", out, 0, inp)) {
         ENTRY(act_forward);
         be->ops->act_forward(be, act, out, inp);
     }
@@ -410,9 +435,9 @@ void backend_act_forward(Backend *be, BackendAct act, CT *out, CT *inp) {
 void backend_act_backward(Backend *be, BackendAct act, CT *dinp, CT *dout, CT *inp) {
     const char *op = "act_backward";
     if (act_ok(be, op, act, 0) &&
-        chk(be, op, "inp", inp, 0, F32, inp ? inp->n_dims : 0, dim(inp, 0), dim(inp, 1),
+        chk(be, op, "inp", inp, 0, ANYT, inp ? inp->n_dims : 0, dim(inp, 0), dim(inp, 1),
             dim(inp, 2), dim(inp, 3)) &&
-        like(be, op, "dout", dout, 0, inp) && like(be, op, "dinp", dinp, 1, inp)) {
+        like_dt(be, op, "dout", dout, 0, inp) && like_dt(be, op, "dinp", dinp, 1, inp)) {
         ENTRY(act_backward);
         be->ops->act_backward(be, act, dinp, dout, inp);
     }
@@ -431,9 +456,9 @@ static int even_cols(Backend *be, const char *op, CT *inp) {
 
 void backend_geglu_forward(Backend *be, BackendAct gelu, CT *out, CT *inp) {
     const char *op = "geglu_forward";
-    if (act_ok(be, op, gelu, 1) && chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+    if (act_ok(be, op, gelu, 1) && chk(be, op, "inp", inp, 0, ANYT, 2, ANY, ANY, 1, 1) &&
         even_cols(be, op, inp) &&
-        chk(be, op, "out", out, 0, F32, 2, inp->shape[0], inp->shape[1] / 2, 1, 1)) {
+        chk(be, op, "out", out, 0, SAME(inp), 2, inp->shape[0], inp->shape[1] / 2, 1, 1)) {
         ENTRY(geglu_forward);
         be->ops->geglu_forward(be, gelu, out, inp);
     }
@@ -441,10 +466,10 @@ void backend_geglu_forward(Backend *be, BackendAct gelu, CT *out, CT *inp) {
 
 void backend_geglu_backward(Backend *be, BackendAct gelu, CT *dinp, CT *dout, CT *inp) {
     const char *op = "geglu_backward";
-    if (act_ok(be, op, gelu, 1) && chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+    if (act_ok(be, op, gelu, 1) && chk(be, op, "inp", inp, 0, ANYT, 2, ANY, ANY, 1, 1) &&
         even_cols(be, op, inp) &&
-        chk(be, op, "dout", dout, 0, F32, 2, inp->shape[0], inp->shape[1] / 2, 1, 1) &&
-        like(be, op, "dinp", dinp, 1, inp)) {
+        chk(be, op, "dout", dout, 0, SAME(inp), 2, inp->shape[0], inp->shape[1] / 2, 1, 1) &&
+        like_dt(be, op, "dinp", dinp, 1, inp)) {
         ENTRY(geglu_backward);
         be->ops->geglu_backward(be, gelu, dinp, dout, inp);
     }
@@ -453,7 +478,7 @@ void backend_geglu_backward(Backend *be, BackendAct gelu, CT *dinp, CT *dout, CT
 /* The ConvShape of inp and weight, or a failure. */
 static int conv_shape(Backend *be, const char *op, CT *inp, CT *w, int stride, int pad,
                       ConvShape *s) {
-    if (!chk(be, op, "inp", inp, 0, F32, 4, ANY, ANY, ANY, ANY) ||
+    if (!chk(be, op, "inp", inp, 0, ANYT, 4, ANY, ANY, ANY, ANY) ||
         !chk(be, op, "weight", w, 0, ANYT, 4, ANY, inp->shape[1], ANY, ANY))
         return 0;
     *s = (ConvShape){(int)inp->shape[0], (int)inp->shape[1], (int)inp->shape[2],
@@ -473,8 +498,9 @@ void backend_conv2d_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b, int str
     const char *op = "conv2d_forward";
     ConvShape s;
     if (conv_shape(be, op, inp, w, stride, pad, &s) &&
-        chk(be, op, "bias", b, 1, F32, 1, s.OC, 1, 1, 1) &&
-        chk(be, op, "out", out, 0, F32, 4, s.B, s.OC, nn_conv2d_out_h(&s), nn_conv2d_out_w(&s))) {
+        chk(be, op, "bias", b, 1, ANYT, 1, s.OC, 1, 1, 1) &&
+        chk(be, op, "out", out, 0, SAME(inp), 4, s.B, s.OC, nn_conv2d_out_h(&s),
+            nn_conv2d_out_w(&s))) {
         ENTRY(conv2d_forward);
         be->ops->conv2d_forward(be, out, inp, w, b, &s);
     }
@@ -485,9 +511,9 @@ void backend_conv2d_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT
     const char *op = "conv2d_backward";
     ConvShape s;
     if (conv_shape(be, op, inp, w, stride, pad, &s) &&
-        chk(be, op, "dout", dout, 0, F32, 4, s.B, s.OC, nn_conv2d_out_h(&s),
+        chk(be, op, "dout", dout, 0, SAME(inp), 4, s.B, s.OC, nn_conv2d_out_h(&s),
             nn_conv2d_out_w(&s)) &&
-        like(be, op, "dinp", dinp, 1, inp) &&
+        like_dt(be, op, "dinp", dinp, 1, inp) &&
         chk(be, op, "dweight", dw, 1, F32, 4, w->shape[0], w->shape[1], w->shape[2],
             w->shape[3]) &&
         chk(be, op, "dbias", db, 1, F32, 1, s.OC, 1, 1, 1)) {
@@ -532,8 +558,8 @@ void backend_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout, C
 
 void backend_upsample2x_forward(Backend *be, CT *out, CT *inp) {
     const char *op = "upsample2x_forward";
-    if (chk(be, op, "inp", inp, 0, F32, 4, ANY, ANY, ANY, ANY) &&
-        chk(be, op, "out", out, 0, F32, 4, inp->shape[0], inp->shape[1], 2 * inp->shape[2],
+    if (chk(be, op, "inp", inp, 0, ANYT, 4, ANY, ANY, ANY, ANY) &&
+        chk(be, op, "out", out, 0, SAME(inp), 4, inp->shape[0], inp->shape[1], 2 * inp->shape[2],
             2 * inp->shape[3])) {
         ENTRY(upsample2x_forward);
         be->ops->upsample2x_forward(be, out, inp);
@@ -542,8 +568,8 @@ void backend_upsample2x_forward(Backend *be, CT *out, CT *inp) {
 
 void backend_upsample2x_backward(Backend *be, CT *dinp, CT *dout) {
     const char *op = "upsample2x_backward";
-    if (chk(be, op, "dinp", dinp, 0, F32, 4, ANY, ANY, ANY, ANY) &&
-        chk(be, op, "dout", dout, 0, F32, 4, dinp->shape[0], dinp->shape[1],
+    if (chk(be, op, "dinp", dinp, 0, ANYT, 4, ANY, ANY, ANY, ANY) &&
+        chk(be, op, "dout", dout, 0, SAME(dinp), 4, dinp->shape[0], dinp->shape[1],
             2 * dinp->shape[2], 2 * dinp->shape[3])) {
         ENTRY(upsample2x_backward);
         be->ops->upsample2x_backward(be, dinp, dout);
@@ -554,7 +580,7 @@ void backend_upsample2x_backward(Backend *be, CT *dinp, CT *dout) {
  * parts_optional, but at least one is needed to know the split. */
 static int cat_ok(Backend *be, const char *op, const char *wn, CT *whole, const char *an, CT *a,
                   const char *bn, CT *b, int parts_optional) {
-    if (!chk(be, op, wn, whole, 0, F32, 4, ANY, ANY, ANY, ANY))
+    if (!chk(be, op, wn, whole, 0, ANYT, 4, ANY, ANY, ANY, ANY))
         return 0;
     if (!a && !b) {
         backend_fail(be, ERR_USAGE, "%s: give %s or %s", op, an, bn);
@@ -562,8 +588,8 @@ static int cat_ok(Backend *be, const char *op, const char *wn, CT *whole, const 
     }
     int64_t B = whole->shape[0], C = whole->shape[1], H = whole->shape[2], W = whole->shape[3];
     int64_t Ca = a ? a->shape[1] : C - b->shape[1];
-    return chk(be, op, an, a, parts_optional, F32, 4, B, Ca, H, W) &&
-           chk(be, op, bn, b, parts_optional, F32, 4, B, C - Ca, H, W);
+    return chk(be, op, an, a, parts_optional, SAME(whole), 4, B, Ca, H, W) &&
+           chk(be, op, bn, b, parts_optional, SAME(whole), 4, B, C - Ca, H, W);
 }
 
 void backend_concat_forward(Backend *be, CT *out, CT *a, CT *b) {

@@ -11,11 +11,35 @@
  * weights, gradients) are NULL when absent.
  *
  * Tensors: contiguous, on the backend's device (t->device), with the shapes given in each
- * comment. Activations, outputs and gradients are F32. Weights of linear and conv2d may be F16
- * or BF16 (marked "any dtype"); arithmetic is always f32 (the CPU backend widens weight tiles
- * to f32 per block of rows; the CUDA backend widens in the kernel or uses cuBLAS with f32
- * compute). Weight gradients are F32 (f32 master weights; half copies are made with
- * backend_convert).
+ * comment.
+ *
+ * DTYPES (F32, F16, BF16), stated once here; backend.c checks exactly this:
+ *   - ACTIVATIONS are an op's data inputs, outputs and their gradients (inp, out, a, b, dout,
+ *     dinp, da, db of matmul/concat/split, ...). Ops marked [half] below take them F32, F16
+ *     or BF16, ALL IN ONE DTYPE per call (the first activation's: out, dout and dinp of a
+ *     bf16 inp are bf16), and the output is in that dtype: linear, matmul, layernorm,
+ *     groupnorm, act, geglu, conv2d, upsample2x, concat, split, forward and backward (the
+ *     backwards pass gradients THROUGH a frozen half base). Every other op takes F32
+ *     activations only and refuses a half one with "<op>: <arg> is bf16, this op takes f32
+ *     only there": softmax, mse (the loss is taken on f32), adamw, and attention (for now).
+ *   - WEIGHTS AND PARAMETERS (linear/conv2d weight, bias, norm weight and bias) may be F32,
+ *     F16 or BF16 whatever the activations' dtype (mixing is allowed: an f32 bias with bf16
+ *     activations, a bf16 weight with f32 activations).
+ *   - STATISTICS (LayerNorm/GroupNorm mean and rstd, attention lse, the mse loss) and
+ *     PARAMETER GRADIENTS (dweight, dbias) are always F32, whatever the weight's dtype: they
+ *     are for f32 master weights (the op may run on a half copy made with backend_convert);
+ *     a frozen half base passes NULL for them.
+ *   - ARITHMETIC is f32 everywhere, accumulation included: half values are widened to f32
+ *     (exactly), the op runs in f32, and half outputs are rounded once, to nearest even (as
+ *     tensor_half.c). A backward into a half gradient widens it, adds in f32 and rounds once.
+ *     So on the same inputs a half output is the f32 op's output rounded once (within one
+ *     unit of the dtype's epsilon, 2^-10 f16, 2^-7 bf16, relative to the value: what the
+ *     tests hold it to). The CPU backend widens activations in tiles of whole rows of about
+ *     2^20 floats per tensor (at least one row; a row is an image for conv2d, groupnorm and
+ *     concat/split) and weights in tiles of 64 rows (conv2d: the whole weight) in its arena;
+ *     the CUDA backend's pointwise, GroupNorm and conv2d im2col/col2im kernels read and write
+ *     half directly, GEMM operands and outputs and LayerNorm are widened whole into its arena
+ *     with convert_dtype.
  *
  * ERRORS ARE STICKY. An op returns nothing: a bad argument (shape, dtype, device), a device
  * failure or an op the backend does not implement marks the backend failed with a message
@@ -49,7 +73,9 @@ typedef struct BackendConfig {
     int threads;          /* CPU: threads in the backend's pool; <= 0 = online CPUs */
     size_t arena_bytes;   /* scratch arena (activations, per-op scratch); 0 = 64 MiB on the
                            * CPU, 256 MiB on CUDA. conv2d needs its nn_conv2d_scratch_floats
-                           * (CPU) or C·K²·Ho·Wo floats (CUDA) from it. */
+                           * (CPU) or C·K²·Ho·Wo floats (CUDA) from it; half activations
+                           * their f32 copies (DTYPES above: tiles on the CPU, whole GEMM
+                           * operands and LayerNorm tensors on CUDA). */
 } BackendConfig;
 
 /* Open the backend `spec` names: "cpu", "cuda" (device 0), "cuda:N", or "auto" (the first
@@ -98,26 +124,28 @@ void backend_convert(Backend *be, const Tensor *dst, const Tensor *src);
 
 /* ---- ops (see the gradient rule above) ------------------------------------------------------ */
 
-/* out (N,OC) = inp (N,C) · weight (OC,C, any dtype)ᵀ + bias (OC). */
+/* [half] out (N,OC) = inp (N,C) · weight (OC,C, any dtype)ᵀ + bias (OC, any dtype). */
 void backend_linear_forward(Backend *be, const Tensor *out, const Tensor *inp,
                             const Tensor *weight, const Tensor *bias);
 /* dinp (N,C) += dout·weight; dweight (OC,C) += doutᵀ·inp; dbias (OC) += Σ_n dout. */
 void backend_linear_backward(Backend *be, const Tensor *dinp, const Tensor *dweight,
                              const Tensor *dbias, const Tensor *dout, const Tensor *inp,
                              const Tensor *weight);
-/* out (M,N) = a (M,K) · b (K,N); backward da += dout·bᵀ, db += aᵀ·dout. */
+/* [half] out (M,N) = a (M,K) · b (K,N); backward da += dout·bᵀ, db += aᵀ·dout. */
 void backend_matmul_forward(Backend *be, const Tensor *out, const Tensor *a, const Tensor *b);
 void backend_matmul_backward(Backend *be, const Tensor *da, const Tensor *db, const Tensor *dout,
                              const Tensor *a, const Tensor *b);
 
-/* LayerNorm over the last dim of inp (N,C); mean, rstd (N) saved; weight, bias (C) optional. */
+/* [half] LayerNorm over the last dim of inp (N,C); mean, rstd (N, F32) saved; weight, bias (C)
+ * optional. */
 void backend_layernorm_forward(Backend *be, const Tensor *out, const Tensor *mean,
                                const Tensor *rstd, const Tensor *inp, const Tensor *weight,
                                const Tensor *bias, float eps);
 void backend_layernorm_backward(Backend *be, const Tensor *dinp, const Tensor *dweight,
                                 const Tensor *dbias, const Tensor *dout, const Tensor *inp,
                                 const Tensor *weight, const Tensor *mean, const Tensor *rstd);
-/* GroupNorm of inp (B,C,H,W) in G groups; mean, rstd (B,G); weight, bias (C) optional. */
+/* [half] GroupNorm of inp (B,C,H,W) in G groups; mean, rstd (B,G, F32); weight, bias (C)
+ * optional. */
 void backend_groupnorm_forward(Backend *be, const Tensor *out, const Tensor *mean,
                                const Tensor *rstd, const Tensor *inp, const Tensor *weight,
                                const Tensor *bias, int G, float eps);
@@ -136,17 +164,17 @@ typedef enum BackendAct {
     BACKEND_ACT_SILU = 2,
     BACKEND_ACT_QUICKGELU = 3, /* x·σ(1.702x), OpenAI CLIP */
 } BackendAct;
-/* out = act(inp), any shape (same numel); backward takes the forward's input. */
+/* [half] out = act(inp), any shape (same numel); backward takes the forward's input. */
 void backend_act_forward(Backend *be, BackendAct act, const Tensor *out, const Tensor *inp);
 void backend_act_backward(Backend *be, BackendAct act, const Tensor *dinp, const Tensor *dout,
                           const Tensor *inp);
-/* GEGLU: inp (N,2C) = [value, gate], out (N,C) = value·gelu(gate) (gelu form: GELU or
+/* [half] GEGLU: inp (N,2C) = [value, gate], out (N,C) = value·gelu(gate) (gelu form: GELU or
  * GELU_TANH). */
 void backend_geglu_forward(Backend *be, BackendAct gelu, const Tensor *out, const Tensor *inp);
 void backend_geglu_backward(Backend *be, BackendAct gelu, const Tensor *dinp, const Tensor *dout,
                             const Tensor *inp);
 
-/* out (B,OC,Ho,Wo) = conv2d(inp (B,C,H,W), weight (OC,C,K,K, any dtype)) + bias (OC), square
+/* [half] out (B,OC,Ho,Wo) = conv2d(inp (B,C,H,W), weight (OC,C,K,K)) + bias (OC), square
  * kernel, `stride`, zero `pad` on every side. Scratch comes from the backend's arena. */
 void backend_conv2d_forward(Backend *be, const Tensor *out, const Tensor *inp,
                             const Tensor *weight, const Tensor *bias, int stride, int pad);
@@ -169,11 +197,11 @@ void backend_attention_backward(Backend *be, const Tensor *dq, const Tensor *dk,
                                 const Tensor *k, const Tensor *v, const Tensor *o,
                                 const Tensor *lse, const BackendAttn *a);
 
-/* Nearest 2× upsampling: inp (B,C,H,W) → out (B,C,2H,2W). */
+/* [half] Nearest 2× upsampling: inp (B,C,H,W) → out (B,C,2H,2W). */
 void backend_upsample2x_forward(Backend *be, const Tensor *out, const Tensor *inp);
 void backend_upsample2x_backward(Backend *be, const Tensor *dinp, const Tensor *dout);
-/* Channel concat: out (B,Ca+Cb,H,W) = [a (B,Ca,H,W), b (B,Cb,H,W)]; split is its inverse (a or
- * b may be NULL in the split's forward, da or db in its backward). */
+/* [half] Channel concat: out (B,Ca+Cb,H,W) = [a (B,Ca,H,W), b (B,Cb,H,W)]; split is its inverse
+ * (a or b may be NULL in the split's forward, da or db in its backward). */
 void backend_concat_forward(Backend *be, const Tensor *out, const Tensor *a, const Tensor *b);
 void backend_concat_backward(Backend *be, const Tensor *da, const Tensor *db, const Tensor *dout);
 void backend_split_forward(Backend *be, const Tensor *a, const Tensor *b, const Tensor *inp);

@@ -964,3 +964,403 @@ Test(nn_backend_ops, convert_between_dtypes) {
     }
     backend_close(be);
 }
+
+/* ---- half (f16 / bf16) activations (backend.h, DTYPES) ------------------------------------------
+ * Every op that takes half activations × {F16, BF16} × backend (cpu at 1 and 3 threads, emu;
+ * cuda where a GPU exists), and the same cases with F32 activations beside BF16 parameters
+ * (the mixing rule's other side): the inputs are random values that the dtype holds exactly, the
+ * reference is the nn_* op in f32 on those same values, and a half result must equal the
+ * reference rounded to the dtype, up to one unit of the dtype's epsilon (2^-10 f16, 2^-7 bf16)
+ * relative to the value, on top of the f32 comparison's own tolerance. f32 results (mean, rstd,
+ * dweight, dbias) are held to the f32 tolerance. Gradients start nonzero (the gradient rule).
+ * Then the refusals: ops without half activations, mixed activation dtypes, half statistics or
+ * parameter gradients each fail the backend with a message naming the op, the argument and
+ * the dtype. */
+
+static float dtype_eps(DType dt) {
+    return dt == DTYPE_F16 ? 0x1p-10f : dt == DTYPE_BF16 ? 0x1p-7f : 0.0f;
+}
+
+/* n random host values that dt holds exactly. */
+static float *HR(Ctx *c, size_t n, DType dt) { return Hround(c, H(c, n), n, dt); }
+
+/* Download t (any dtype), widen, and compare with want within the f32 tolerance plus one unit
+ * of t's dtype epsilon relative to the value. */
+static void expect_h(Ctx *c, const char *what, const Tensor *t, const float *want) {
+    size_t n = (size_t)tensor_numel(t);
+    void *raw = calloc(n ? n : 1, dtype_size(t->dtype));
+    float *got = calloc(n ? n : 1, sizeof(float));
+    Tensor h = tensor_view_dtype(raw, t->dtype, t->n_dims, t->shape);
+    backend_download(c->be, &h, t);
+    Err err = {0};
+    if (backend_sync(c->be, &err)) {
+        cr_log_error("%s (%s): %s", what, dtype_name(t->dtype), err.msg);
+        c->bad += 1000;
+        free(raw);
+        free(got);
+        return;
+    }
+    dtype_to_f32(got, raw, t->dtype, n);
+    float rtol = c->rtol + dtype_eps(t->dtype);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float d = fabsf(got[i] - want[i]);
+        if (!(d <= c->atol + rtol * fmaxf(fabsf(got[i]), fabsf(want[i])))) {
+            if (bad < 3 && !c->quiet)
+                cr_log_error("%s (%s) on %s: element %zu is %.7g, reference %.7g", what,
+                             dtype_name(t->dtype), backend_name(c->be), i, got[i], want[i]);
+            bad++;
+        }
+    }
+    c->bad += bad;
+    free(raw);
+    free(got);
+}
+
+/* Parameters (weights, biases, norm affine): f32 beside f16 activations, bf16 beside bf16
+ * ones (SDXL's bf16 UNet) and beside f32 ones, so every side of the mixing rule runs. */
+static DType param_dt(DType dt) { return dt == DTYPE_F16 ? DTYPE_F32 : DTYPE_BF16; }
+
+static void hcase_linear(Ctx *c, DType dt, int N, int C, int OC) {
+    DType pdt = param_dt(dt);
+    float *x = HR(c, N * C, dt), *w = HR(c, OC * C, pdt), *b = HR(c, OC, pdt);
+    float *dout = HR(c, N * OC, dt), *dx0 = HR(c, N * C, dt), *dw0 = H(c, OC * C),
+          *db0 = H(c, OC), *ref = H(c, N * OC);
+    Tensor *tx = DT(x, dt, N, C), *tw = DT(w, pdt, OC, C), *tb = DT(b, pdt, OC);
+    Tensor *to = DT(ref, dt, N, OC), *tdo = DT(dout, dt, N, OC), *tdx = DT(dx0, dt, N, C);
+    Tensor *tdw = DF(dw0, OC, C), *tdb = DF(db0, OC);
+    nn_linear_forward(ref, x, w, b, N, C, OC);
+    backend_linear_forward(c->be, to, tx, tw, tb);
+    expect_h(c, "linear_forward", to, ref);
+    float *rdx = Hcopy(c, dx0, N * C), *rdw = Hcopy(c, dw0, OC * C), *rdb = Hcopy(c, db0, OC);
+    nn_linear_backward(rdx, rdw, rdb, dout, x, w, N, C, OC);
+    backend_linear_backward(c->be, tdx, tdw, tdb, tdo, tx, tw);
+    expect_h(c, "linear_backward dinp", tdx, rdx);
+    expect_h(c, "linear_backward dweight", tdw, rdw);
+    expect_h(c, "linear_backward dbias", tdb, rdb);
+}
+
+static void hcase_matmul(Ctx *c, DType dt, int M, int K, int N) {
+    float *a = HR(c, M * K, dt), *b = HR(c, K * N, dt), *dout = HR(c, M * N, dt);
+    float *da0 = HR(c, M * K, dt), *db0 = HR(c, K * N, dt), *ref = H(c, M * N);
+    Tensor *ta = DT(a, dt, M, K), *tb = DT(b, dt, K, N), *to = DT(ref, dt, M, N),
+           *tdo = DT(dout, dt, M, N), *tda = DT(da0, dt, M, K), *tdb = DT(db0, dt, K, N);
+    nn_matmul_forward(ref, a, b, M, K, N);
+    backend_matmul_forward(c->be, to, ta, tb);
+    expect_h(c, "matmul_forward", to, ref);
+    float *rda = Hcopy(c, da0, M * K), *rdb = Hcopy(c, db0, K * N);
+    nn_matmul_backward(rda, rdb, dout, a, b, M, K, N);
+    backend_matmul_backward(c->be, tda, tdb, tdo, ta, tb);
+    expect_h(c, "matmul_backward da", tda, rda);
+    expect_h(c, "matmul_backward db", tdb, rdb);
+}
+
+static void hcase_layernorm(Ctx *c, DType dt, int N, int C) {
+    DType pdt = param_dt(dt);
+    float *x = HR(c, N * C, dt), *w = HR(c, C, pdt), *b = HR(c, C, pdt), *dout = HR(c, N * C, dt);
+    float *ro = H(c, N * C), *rm = H(c, N), *rr = H(c, N);
+    float *dx0 = HR(c, N * C, dt), *dw0 = H(c, C), *db0 = H(c, C);
+    Tensor *tx = DT(x, dt, N, C), *tw = DT(w, pdt, C), *tb = DT(b, pdt, C);
+    Tensor *to = DT(ro, dt, N, C), *tm = DF(rm, N), *tr = DF(rr, N), *tdo = DT(dout, dt, N, C);
+    Tensor *tdx = DT(dx0, dt, N, C), *tdw = DF(dw0, C), *tdb = DF(db0, C);
+    nn_layernorm_forward(ro, rm, rr, x, w, b, N, C, 1e-5f);
+    backend_layernorm_forward(c->be, to, tm, tr, tx, tw, tb, 1e-5f);
+    expect_h(c, "layernorm_forward", to, ro);
+    expect_h(c, "layernorm_forward mean", tm, rm);
+    expect_h(c, "layernorm_forward rstd", tr, rr);
+    float *rdx = Hcopy(c, dx0, N * C), *rdw = Hcopy(c, dw0, C), *rdb = Hcopy(c, db0, C);
+    nn_layernorm_backward(rdx, rdw, rdb, dout, x, w, rm, rr, N, C);
+    backend_layernorm_backward(c->be, tdx, tdw, tdb, tdo, tx, tw, tm, tr);
+    expect_h(c, "layernorm_backward dinp", tdx, rdx);
+    expect_h(c, "layernorm_backward dweight", tdw, rdw);
+    expect_h(c, "layernorm_backward dbias", tdb, rdb);
+}
+
+static void hcase_groupnorm(Ctx *c, DType dt, int B, int C, int Hh, int W, int G) {
+    int HW = Hh * W;
+    size_t n = (size_t)B * C * HW;
+    DType pdt = param_dt(dt);
+    float *x = HR(c, n, dt), *w = HR(c, C, pdt), *b = HR(c, C, pdt), *dout = HR(c, n, dt);
+    float *ro = H(c, n), *rm = H(c, B * G), *rr = H(c, B * G);
+    float *dx0 = HR(c, n, dt), *dw0 = H(c, C), *db0 = H(c, C);
+    Tensor *tx = DT(x, dt, B, C, Hh, W), *tw = DT(w, pdt, C), *tb = DT(b, pdt, C);
+    Tensor *to = DT(ro, dt, B, C, Hh, W), *tm = DF(rm, B, G), *tr = DF(rr, B, G);
+    Tensor *tdo = DT(dout, dt, B, C, Hh, W), *tdx = DT(dx0, dt, B, C, Hh, W);
+    Tensor *tdw = DF(dw0, C), *tdb = DF(db0, C);
+    nn_groupnorm_forward(ro, rm, rr, x, w, b, B, C, HW, G, 1e-5f);
+    backend_groupnorm_forward(c->be, to, tm, tr, tx, tw, tb, G, 1e-5f);
+    expect_h(c, "groupnorm_forward", to, ro);
+    expect_h(c, "groupnorm_forward mean", tm, rm);
+    expect_h(c, "groupnorm_forward rstd", tr, rr);
+    float *rdx = Hcopy(c, dx0, n), *rdw = Hcopy(c, dw0, C), *rdb = Hcopy(c, db0, C);
+    nn_groupnorm_backward(rdx, rdw, rdb, dout, x, w, rm, rr, B, C, HW, G);
+    backend_groupnorm_backward(c->be, tdx, tdw, tdb, tdo, tx, tw, tm, tr, G);
+    expect_h(c, "groupnorm_backward dinp", tdx, rdx);
+    expect_h(c, "groupnorm_backward dweight", tdw, rdw);
+    expect_h(c, "groupnorm_backward dbias", tdb, rdb);
+}
+
+static void hcase_act(Ctx *c, DType dt, BackendAct act, int R, int K) {
+    size_t n = (size_t)R * K;
+    float *x = HR(c, n, dt), *dout = HR(c, n, dt), *ro = H(c, n), *dx0 = HR(c, n, dt);
+    Tensor *tx = DT(x, dt, R, K), *to = DT(ro, dt, R, K), *tdo = DT(dout, dt, R, K),
+           *tdx = DT(dx0, dt, R, K);
+    float *rdx = Hcopy(c, dx0, n);
+    if (act == BACKEND_ACT_SILU) {
+        nn_silu_forward(ro, x, n);
+        nn_silu_backward(rdx, dout, x, n);
+    } else if (act == BACKEND_ACT_QUICKGELU) {
+        nn_quickgelu_forward(ro, x, n);
+        nn_quickgelu_backward(rdx, dout, x, n);
+    } else {
+        NnGelu m = act == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF;
+        nn_gelu_mode_forward(ro, x, n, m);
+        nn_gelu_mode_backward(rdx, dout, x, n, m);
+    }
+    backend_act_forward(c->be, act, to, tx);
+    expect_h(c, "act_forward", to, ro);
+    backend_act_backward(c->be, act, tdx, tdo, tx);
+    expect_h(c, "act_backward", tdx, rdx);
+}
+
+static void hcase_geglu(Ctx *c, DType dt, BackendAct g, int N, int C) {
+    NnGelu m = g == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF;
+    float *x = HR(c, N * 2 * C, dt), *dout = HR(c, N * C, dt), *ro = H(c, N * C),
+          *dx0 = HR(c, N * 2 * C, dt);
+    Tensor *tx = DT(x, dt, N, 2 * C), *to = DT(ro, dt, N, C), *tdo = DT(dout, dt, N, C),
+           *tdx = DT(dx0, dt, N, 2 * C);
+    nn_geglu_forward(ro, x, N, C, m);
+    backend_geglu_forward(c->be, g, to, tx);
+    expect_h(c, "geglu_forward", to, ro);
+    float *rdx = Hcopy(c, dx0, N * 2 * C);
+    nn_geglu_backward(rdx, dout, x, N, C, m);
+    backend_geglu_backward(c->be, g, tdx, tdo, tx);
+    expect_h(c, "geglu_backward", tdx, rdx);
+}
+
+static void hcase_conv2d(Ctx *c, DType dt, ConvShape s) {
+    int K = s.K, stride = s.stride, pad = s.pad;
+    int Ho = nn_conv2d_out_h(&s), Wo = nn_conv2d_out_w(&s);
+    size_t ni = (size_t)s.B * s.C * s.H * s.W, nw = (size_t)s.OC * s.C * K * K,
+           no = (size_t)s.B * s.OC * Ho * Wo;
+    DType pdt = param_dt(dt);
+    float *x = HR(c, ni, dt), *w = HR(c, nw, pdt), *b = HR(c, s.OC, pdt), *dout = HR(c, no, dt);
+    float *ro = H(c, no), *dx0 = HR(c, ni, dt), *dw0 = H(c, nw), *db0 = H(c, s.OC);
+    size_t ns = nn_conv2d_scratch_floats(&s);
+    float *sc = H(c, ns ? ns : 1);
+    Tensor *tx = DT(x, dt, s.B, s.C, s.H, s.W), *tw = DT(w, pdt, s.OC, s.C, K, K),
+           *tb = DT(b, pdt, s.OC);
+    Tensor *to = DT(ro, dt, s.B, s.OC, Ho, Wo), *tdo = DT(dout, dt, s.B, s.OC, Ho, Wo);
+    Tensor *tdx = DT(dx0, dt, s.B, s.C, s.H, s.W), *tdw = DF(dw0, s.OC, s.C, K, K),
+           *tdb = DF(db0, s.OC);
+    nn_conv2d_forward(ro, sc, x, w, b, &s);
+    backend_conv2d_forward(c->be, to, tx, tw, tb, stride, pad);
+    expect_h(c, "conv2d_forward", to, ro);
+    float *rdx = Hcopy(c, dx0, ni), *rdw = Hcopy(c, dw0, nw), *rdb = Hcopy(c, db0, s.OC);
+    nn_conv2d_backward(rdx, rdw, rdb, sc, dout, x, w, &s);
+    backend_conv2d_backward(c->be, tdx, tdw, tdb, tdo, tx, tw, stride, pad);
+    expect_h(c, "conv2d_backward dinp", tdx, rdx);
+    expect_h(c, "conv2d_backward dweight", tdw, rdw);
+    expect_h(c, "conv2d_backward dbias", tdb, rdb);
+}
+
+static void hcase_resample_concat(Ctx *c, DType dt, int B, int Ca, int Cb, int Hh, int W) {
+    int HW = Hh * W;
+    size_t na = (size_t)B * Ca * HW, nb = (size_t)B * Cb * HW, nc = na + nb;
+    float *x = HR(c, na, dt), *up = H(c, na * 4), *dup = HR(c, na * 4, dt),
+          *dx0 = HR(c, na, dt);
+    Tensor *tx = DT(x, dt, B, Ca, Hh, W), *tu = DT(up, dt, B, Ca, 2 * Hh, 2 * W),
+           *tdu = DT(dup, dt, B, Ca, 2 * Hh, 2 * W), *tdx = DT(dx0, dt, B, Ca, Hh, W);
+    nn_upsample2x_forward(up, x, B, Ca, Hh, W);
+    backend_upsample2x_forward(c->be, tu, tx);
+    expect_h(c, "upsample2x_forward", tu, up);
+    float *rdx = Hcopy(c, dx0, na);
+    nn_upsample2x_backward(rdx, dup, B, Ca, Hh, W);
+    backend_upsample2x_backward(c->be, tdx, tdu);
+    expect_h(c, "upsample2x_backward", tdx, rdx);
+
+    float *a = HR(c, na, dt), *b = HR(c, nb, dt), *cat = H(c, nc), *dcat = HR(c, nc, dt);
+    float *da0 = HR(c, na, dt), *db0 = HR(c, nb, dt), *dc0 = HR(c, nc, dt);
+    Tensor *ta = DT(a, dt, B, Ca, Hh, W), *tb = DT(b, dt, B, Cb, Hh, W),
+           *tc = DT(cat, dt, B, Ca + Cb, Hh, W), *tdc = DT(dcat, dt, B, Ca + Cb, Hh, W);
+    Tensor *tda = DT(da0, dt, B, Ca, Hh, W), *tdb = DT(db0, dt, B, Cb, Hh, W),
+           *tdc0 = DT(dc0, dt, B, Ca + Cb, Hh, W);
+    nn_channel_concat_forward(cat, a, b, B, Ca, Cb, HW);
+    backend_concat_forward(c->be, tc, ta, tb);
+    expect_h(c, "concat_forward", tc, cat);
+    float *rda = Hcopy(c, da0, na), *rdb = Hcopy(c, db0, nb);
+    nn_channel_concat_backward(rda, rdb, dcat, B, Ca, Cb, HW);
+    backend_concat_backward(c->be, tda, tdb, tdc);
+    expect_h(c, "concat_backward da", tda, rda);
+    expect_h(c, "concat_backward db", tdb, rdb);
+    float *sa = Hcopy(c, a, na), *sb = Hcopy(c, b, nb);
+    nn_channel_split_forward(sa, sb, dcat, B, Ca, Cb, HW);
+    backend_split_forward(c->be, ta, tb, tdc);
+    expect_h(c, "split_forward a", ta, sa);
+    expect_h(c, "split_forward b", tb, sb);
+    float *rdc = Hcopy(c, dc0, nc);
+    nn_channel_split_backward(rdc, sa, sb, B, Ca, Cb, HW);
+    backend_split_backward(c->be, tdc0, ta, tb);
+    expect_h(c, "split_backward", tdc0, rdc);
+}
+
+/* Every half case of dt on be; returns the mismatching elements. With f32 activations only the
+ * ops with parameters run (what differs from the f32 tests above is the bf16 parameters). */
+static int run_half_cases(Backend *be, DType dt, int quiet) {
+    Ctx c;
+    ctx_init(&c, be);
+    c.quiet = quiet;
+    /* the emulated backend starts a host thread per GPU thread: one conv2d shape there */
+    int emu = strncmp(backend_name(be), "emu", 3) == 0, half = dt != DTYPE_F32;
+    hcase_linear(&c, dt, 5, 70, 67); /* OC crosses the CPU's 64-row weight tile */
+    if (half)
+        hcase_matmul(&c, dt, 6, 9, 11);
+    hcase_layernorm(&c, dt, 7, 45);
+    hcase_groupnorm(&c, dt, 2, 12, 3, 5, 4);
+    ctx_free(&c);
+    for (int a = BACKEND_ACT_GELU; half && a <= BACKEND_ACT_QUICKGELU; a++)
+        hcase_act(&c, dt, (BackendAct)a, 7, 43);
+    if (half) {
+        hcase_geglu(&c, dt, BACKEND_ACT_GELU, 6, 10);
+        hcase_geglu(&c, dt, BACKEND_ACT_GELU_TANH, 6, 10);
+    }
+    ctx_free(&c);
+    hcase_conv2d(&c, dt, (ConvShape){2, 5, 9, 8, 6, 3, 1, 1});
+    if (!emu && half)
+        hcase_conv2d(&c, dt, (ConvShape){2, 5, 9, 8, 6, 3, 2, 1});
+    ctx_free(&c);
+    if (half)
+        hcase_resample_concat(&c, dt, 2, 3, 2, 3, 4);
+    ctx_free(&c);
+    return c.bad;
+}
+
+Test(nn_backend_ops, half_activations_match_the_f32_op_on_cpu) {
+    for (int threads = 1; threads <= 3; threads += 2) {
+        Backend *be = open_cpu(threads);
+        for (int dt = DTYPE_F32; dt <= DTYPE_BF16; dt++)
+            cr_expect_eq(run_half_cases(be, (DType)dt, 0), 0, "%s activations on %s",
+                         dtype_name((DType)dt), backend_name(be));
+        backend_close(be);
+    }
+}
+
+Test(nn_backend_ops, half_activations_match_the_f32_op_on_the_cuda_op_code) {
+    Backend *be = NULL;
+    Err err = {0};
+    cr_assert_eq(backend_emu_open(NULL, &be, &err), 0, "%s", err.msg);
+    for (int dt = DTYPE_F32; dt <= DTYPE_BF16; dt++)
+        cr_expect_eq(run_half_cases(be, (DType)dt, 0), 0, "%s activations on %s",
+                     dtype_name((DType)dt), backend_name(be));
+    backend_close(be);
+}
+
+Test(nn_backend_ops, half_activations_match_the_f32_op_on_cuda) {
+    CudaDevice devs[4];
+    int n = 0;
+    char why[256];
+    cuda_probe(devs, 4, &n, why, sizeof why);
+    if (n == 0)
+        cr_skip_test("no CUDA backend here: %s", why);
+    Backend *be = NULL;
+    Err err = {0};
+    cr_assert_eq(backend_open("cuda:0", NULL, &be, NULL, 0, &err), 0, "%s", err.msg);
+    for (int dt = DTYPE_F32; dt <= DTYPE_BF16; dt++)
+        cr_expect_eq(run_half_cases(be, (DType)dt, 0), 0, "%s activations on %s",
+                     dtype_name((DType)dt), backend_name(be));
+    backend_close(be);
+}
+
+/* The CPU backend widens half activations in tiles of at most 1 Mi floats (2^20) per tensor:
+ * shapes of several tiles, so every tile's offset (rows, images, planes; the statistics of
+ * a tile's rows; parameter gradients summed over tiles) is checked. */
+Test(nn_backend_ops, half_activations_in_several_tiles_on_cpu) {
+    Backend *be = open_cpu(2);
+    Ctx c;
+    ctx_init(&c, be);
+    DType dt = DTYPE_BF16;
+    hcase_act(&c, dt, BACKEND_ACT_GELU, 1025, 1024); /* 2^20 + 1024 elements: 3 tiles */
+    ctx_free(&c);
+    hcase_geglu(&c, dt, BACKEND_ACT_GELU_TANH, 2000, 200); /* 3C = 600 floats a row: 2 tiles */
+    ctx_free(&c);
+    hcase_linear(&c, dt, 2100, 256, 300);            /* (C+OC)·N > 2^20: 2 tiles */
+    ctx_free(&c);
+    hcase_matmul(&c, dt, 2100, 256, 300);
+    ctx_free(&c);
+    hcase_layernorm(&c, dt, 3000, 512);              /* 1024 rows a tile: 3 tiles */
+    ctx_free(&c);
+    hcase_groupnorm(&c, dt, 3, 32, 128, 128, 8);     /* one image a tile */
+    ctx_free(&c);
+    hcase_conv2d(&c, dt, (ConvShape){3, 4, 256, 256, 4, 3, 1, 1});
+    ctx_free(&c);
+    hcase_resample_concat(&c, dt, 3, 20, 20, 128, 128);
+    ctx_free(&c);
+    cr_expect_eq(c.bad, 0, "mismatches in tiled half ops on %s", backend_name(be));
+    backend_close(be);
+}
+
+/* The last op must have failed be with ERR_USAGE and a message holding each word given. */
+static void expect_refused(Backend *be, const char *what, const char *w1, const char *w2,
+                           const char *w3) {
+    Err err = {0};
+    int rc = backend_sync(be, &err);
+    cr_expect_eq(rc, ERR_USAGE, "%s: refused with ERR_USAGE (got %d: %s)", what, rc, err.msg);
+    const char *w[3] = {w1, w2, w3};
+    for (int i = 0; i < 3; i++)
+        if (w[i])
+            cr_expect(strstr(err.msg, w[i]) != NULL, "%s: the message names '%s': %s", what,
+                      w[i], err.msg);
+}
+
+Test(nn_backend_ops, half_activations_where_not_allowed_are_refused_by_name) {
+    Backend *be = open_cpu(1);
+    int64_t s2[2] = {4, 6}, s1[1] = {4}, s6[1] = {6}, sc[1] = {1};
+    Tensor xb = backend_tensor_new(be, DTYPE_BF16, 2, s2);
+    Tensor xh = backend_tensor_new(be, DTYPE_F16, 2, s2);
+    Tensor xf = backend_tensor_new(be, DTYPE_F32, 2, s2);
+    Tensor mb = backend_tensor_new(be, DTYPE_BF16, 1, s1);
+    Tensor mf = backend_tensor_new(be, DTYPE_F32, 1, s1);
+    Tensor loss = backend_tensor_new(be, DTYPE_F32, 1, sc);
+    Tensor w = backend_tensor_new(be, DTYPE_F32, 2, (int64_t[]){6, 6});
+    Tensor dwb = backend_tensor_new(be, DTYPE_BF16, 2, (int64_t[]){6, 6});
+    Tensor dbb = backend_tensor_new(be, DTYPE_BF16, 1, s6);
+    Tensor *all[] = {&xb, &xh, &xf, &mb, &mf, &loss, &w, &dwb, &dbb};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        backend_zero(be, all[i]);
+    cr_assert_eq(backend_sync(be, NULL), 0);
+
+    /* ops with f32 activations only */
+    backend_softmax_forward(be, &xf, &xb);
+    expect_refused(be, "softmax", "softmax_forward", "inp is bf16", "f32 only");
+    backend_mse_forward(be, &loss, &xh, &xh);
+    expect_refused(be, "mse", "mse_forward", "pred is f16", "f32 only");
+    AdamWConfig cfg = optim_adamw_defaults();
+    backend_adamw(be, &xb, &xb, &xb, &xb, 1, 1e-3f, &cfg);
+    expect_refused(be, "adamw", "adamw", "param is bf16", "f32 only");
+    /* one activation dtype per call */
+    backend_act_forward(be, BACKEND_ACT_SILU, &xh, &xb);
+    expect_refused(be, "act out f16 of a bf16 inp", "act_forward", "out is f16", "bf16");
+    backend_linear_forward(be, &xf, &xb, &w, NULL);
+    expect_refused(be, "linear out f32 of a bf16 inp", "linear_forward", "out is f32", "bf16");
+    backend_layernorm_backward(be, &xb, NULL, NULL, &xh, &xb, NULL, &mf, &mf);
+    expect_refused(be, "layernorm dout f16 of a bf16 inp", "layernorm_backward", "dout is f16",
+                   "bf16");
+    /* statistics and parameter gradients stay f32 */
+    backend_layernorm_forward(be, &xb, &mb, &mf, &xb, NULL, NULL, 1e-5f);
+    expect_refused(be, "layernorm mean bf16", "layernorm_forward", "mean is bf16", "f32 only");
+    backend_linear_backward(be, &xb, &dwb, NULL, &xb, &xb, &w);
+    expect_refused(be, "linear dweight bf16", "linear_backward", "dweight is bf16", "f32 only");
+    backend_linear_backward(be, &xb, NULL, &dbb, &xb, &xb, &w);
+    expect_refused(be, "linear dbias bf16", "linear_backward", "dbias is bf16", "f32 only");
+
+    /* and what is allowed runs: bf16 activations, f32 weight, f16 bias */
+    Tensor bh = backend_tensor_new(be, DTYPE_F16, 1, s6);
+    backend_zero(be, &bh);
+    backend_linear_forward(be, &xb, &xb, &w, &bh);
+    Err err = {0};
+    cr_expect_eq(backend_sync(be, &err), 0, "%s", err.msg);
+    backend_tensor_free(be, &bh);
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        backend_tensor_free(be, all[i]);
+    backend_close(be);
+}

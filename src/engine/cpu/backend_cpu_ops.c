@@ -5,7 +5,11 @@
  * (backend_cpu_bind: a thread-local, no process-wide state) and restores the caller's choice.
  * Half-precision weights are widened to f32 in tiles of LINEAR_TILE rows from the arena, so a
  * bf16 model never holds an f32 copy of a whole weight matrix (conv2d widens its weight once
- * per op: conv weights are small beside their activations).
+ * per op: conv weights are small beside their activations). Half activations (backend.h,
+ * DTYPES) are widened in tiles of whole rows of about HALF_TILE_FLOATS floats per tensor (at
+ * least one row; a row is an image for conv2d, groupnorm and concat/split): each op
+ * runs its nn_* function on one tile at a time in f32 and rounds the tile's outputs back
+ * (wid / room / back below). With f32 activations an op is one tile, the nn_* call of old.
  */
 #include "backend_impl.h"
 
@@ -22,6 +26,7 @@
 #include "nn_softmax.h"
 
 #define LINEAR_TILE 64 /* weight rows widened at a time */
+#define HALF_TILE_FLOATS ((size_t)1 << 20) /* half activations: floats per widened tile */
 #define DEFAULT_ARENA ((size_t)64 << 20)
 
 #define F(t) ((t) ? (float *)(t)->ptr : NULL)
@@ -34,6 +39,66 @@
 static float *scratch(Backend *be, size_t n) {
     Tensor t = backend_alloc(be, DTYPE_F32, 1, (int64_t[]){(int64_t)n});
     return t.ptr;
+}
+
+/* ---- half activations: tiles widened to f32 in the arena ------------------------------------ */
+
+/* Rows per tile when a row of the op's activations is row_floats floats: all rows when they
+ * are f32 (no copy), else as many as fit HALF_TILE_FLOATS (at least one). */
+static int64_t tile_rows(CT *act, int64_t rows, size_t row_floats) {
+    if (act->dtype == DTYPE_F32)
+        return rows > 0 ? rows : 1;
+    int64_t r = (int64_t)(HALF_TILE_FLOATS / (row_floats ? row_floats : 1));
+    return r < 1 ? 1 : r;
+}
+
+/* A conversion between f32 and a half dtype, cut over the pool bound to this thread (the
+ * op's; none: serial). Elementwise, so the bits do not depend on the cut. */
+typedef struct CvtJob {
+    float *f;
+    uint16_t *h;
+    DType dt;
+    int to_f32;
+} CvtJob;
+
+static void cvt_range(void *ctx, int64_t b, int64_t e) {
+    CvtJob *j = ctx;
+    if (j->to_f32)
+        dtype_to_f32(j->f + b, j->h + b, j->dt, (size_t)(e - b));
+    else
+        dtype_from_f32(j->h + b, j->dt, j->f + b, (size_t)(e - b));
+}
+
+static void cvt(float *f, uint16_t *h, DType dt, size_t n, int to_f32) {
+    CvtJob j = {f, h, dt, to_f32};
+    backend_cpu_parallel_for((int64_t)n, 32768, cvt_range, &j);
+}
+
+/* Elements [off, off+n) of t as f32: t's own memory when it is F32, else widened into the
+ * arena. NULL when t is NULL or the arena is full (the backend has failed). */
+static float *wid(Backend *be, CT *t, size_t off, size_t n) {
+    if (!t)
+        return NULL;
+    if (t->dtype == DTYPE_F32)
+        return (float *)t->ptr + off;
+    float *p = scratch(be, n);
+    if (p)
+        cvt(p, (uint16_t *)t->ptr + off, t->dtype, n, 1);
+    return p;
+}
+
+/* f32 room for the output elements [off, off+n) of t (t's own memory when F32). */
+static float *room(Backend *be, CT *t, size_t off, size_t n) {
+    if (!t)
+        return NULL;
+    return t->dtype == DTYPE_F32 ? (float *)t->ptr + off : scratch(be, n);
+}
+
+/* Round the f32 tile f back into t's elements [off, off+n), nearest even; nothing when t is
+ * F32 (f is t's memory) or NULL. */
+static void back(CT *t, size_t off, const float *f, size_t n) {
+    if (t && f && t->dtype != DTYPE_F32)
+        cvt((float *)f, (uint16_t *)t->ptr + off, t->dtype, n, 0);
 }
 
 static void cpu_close(Backend *be) {
@@ -86,96 +151,223 @@ static void cpu_convert(Backend *be, CT *dst, CT *src) {
 
 /* ---- dense ---------------------------------------------------------------------------------- */
 
+/* out (N,OC) = inp·wᵀ + bias on f32 rows; w of any dtype (widened per LINEAR_TILE rows). */
+static void linear_fwd_rows(Backend *be, float *out, const float *inp, CT *w, const float *b,
+                            int N, int C, int OC) {
+    if (w->dtype == DTYPE_F32) {
+        nn_linear_forward(out, inp, F(w), b, N, C, OC);
+        return;
+    }
+    size_t mark = backend_mark(be);
+    float *wt = scratch(be, (size_t)LINEAR_TILE * (size_t)C);
+    for (int o0 = 0; wt && o0 < OC; o0 += LINEAR_TILE) {
+        int nt = OC - o0 < LINEAR_TILE ? OC - o0 : LINEAR_TILE;
+        dtype_to_f32(wt, (const uint16_t *)w->ptr + (size_t)o0 * C, w->dtype, (size_t)nt * C);
+        nn_gemm(0, 1, N, nt, C, inp, C, wt, C, 0.0f, out + o0, OC);
+    }
+    if (wt && b)
+        nn_bias_add_forward(out, out, b, N, OC);
+    backend_reset(be, mark);
+}
+
+/* The backward of linear_fwd_rows on f32 rows (dweight, dbias F32, added over the calls). */
+static void linear_bwd_rows(Backend *be, float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, CT *w, int N, int C, int OC) {
+    if (w->dtype == DTYPE_F32) {
+        nn_linear_backward(dinp, dw, db, dout, inp, F(w), N, C, OC);
+        return;
+    }
+    nn_linear_backward(NULL, dw, db, dout, inp, NULL, N, C, OC);
+    if (!dinp)
+        return;
+    size_t mark = backend_mark(be);
+    float *wt = scratch(be, (size_t)LINEAR_TILE * (size_t)C);
+    for (int o0 = 0; wt && o0 < OC; o0 += LINEAR_TILE) {
+        int nt = OC - o0 < LINEAR_TILE ? OC - o0 : LINEAR_TILE;
+        dtype_to_f32(wt, (const uint16_t *)w->ptr + (size_t)o0 * C, w->dtype, (size_t)nt * C);
+        nn_gemm(0, 0, N, C, nt, dout + o0, OC, wt, C, 1.0f, dinp, C);
+    }
+    backend_reset(be, mark);
+}
+
 static void cpu_linear_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b) {
     int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
+    size_t mark = backend_mark(be);
+    const float *bf = wid(be, b, 0, (size_t)OC);
+    int64_t tr = tile_rows(inp, N, (size_t)C + (size_t)OC);
     BIND;
-    if (w->dtype == DTYPE_F32) {
-        nn_linear_forward(F(out), F(inp), F(w), F(b), N, C, OC);
-    } else {
-        size_t mark = backend_mark(be);
-        float *wt = scratch(be, (size_t)LINEAR_TILE * (size_t)C);
-        for (int o0 = 0; wt && o0 < OC; o0 += LINEAR_TILE) {
-            int nt = OC - o0 < LINEAR_TILE ? OC - o0 : LINEAR_TILE;
-            dtype_to_f32(wt, (const uint16_t *)w->ptr + (size_t)o0 * C, w->dtype,
-                         (size_t)nt * C);
-            nn_gemm(0, 1, N, nt, C, F(inp), C, wt, C, 0.0f, F(out) + o0, OC);
+    for (int64_t n0 = 0; n0 < N && !be->fail_code; n0 += tr) {
+        int nr = (int)(N - n0 < tr ? N - n0 : tr);
+        size_t m2 = backend_mark(be);
+        const float *x = wid(be, inp, (size_t)n0 * C, (size_t)nr * C);
+        float *o = room(be, out, (size_t)n0 * OC, (size_t)nr * OC);
+        if (!be->fail_code) {
+            linear_fwd_rows(be, o, x, w, bf, nr, C, OC);
+            back(out, (size_t)n0 * OC, o, (size_t)nr * OC);
         }
-        if (wt && b)
-            nn_bias_add_forward(F(out), F(out), F(b), N, OC);
-        backend_reset(be, mark);
+        backend_reset(be, m2);
     }
     UNBIND;
+    backend_reset(be, mark);
 }
 
 static void cpu_linear_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
                                 CT *w) {
     int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
+    int64_t tr = tile_rows(inp, N, 2 * (size_t)C + (size_t)OC);
     BIND;
-    if (w->dtype == DTYPE_F32) {
-        nn_linear_backward(F(dinp), F(dw), F(db), F(dout), F(inp), F(w), N, C, OC);
-    } else {
-        nn_linear_backward(NULL, F(dw), F(db), F(dout), F(inp), NULL, N, C, OC);
-        if (dinp) {
-            size_t mark = backend_mark(be);
-            float *wt = scratch(be, (size_t)LINEAR_TILE * (size_t)C);
-            for (int o0 = 0; wt && o0 < OC; o0 += LINEAR_TILE) {
-                int nt = OC - o0 < LINEAR_TILE ? OC - o0 : LINEAR_TILE;
-                dtype_to_f32(wt, (const uint16_t *)w->ptr + (size_t)o0 * C, w->dtype,
-                             (size_t)nt * C);
-                nn_gemm(0, 0, N, C, nt, F(dout) + o0, OC, wt, C, 1.0f, F(dinp), C);
-            }
-            backend_reset(be, mark);
+    for (int64_t n0 = 0; n0 < N && !be->fail_code; n0 += tr) {
+        int nr = (int)(N - n0 < tr ? N - n0 : tr);
+        size_t mark = backend_mark(be);
+        const float *x = dw ? wid(be, inp, (size_t)n0 * C, (size_t)nr * C) : NULL;
+        const float *d = wid(be, dout, (size_t)n0 * OC, (size_t)nr * OC);
+        float *dx = wid(be, dinp, (size_t)n0 * C, (size_t)nr * C);
+        if (!be->fail_code) {
+            linear_bwd_rows(be, dx, F(dw), F(db), d, x, w, nr, C, OC);
+            back(dinp, (size_t)n0 * C, dx, (size_t)nr * C);
         }
+        backend_reset(be, mark);
     }
     UNBIND;
 }
 
 static void cpu_matmul_forward(Backend *be, CT *out, CT *a, CT *b) {
+    int M = (int)a->shape[0], K = (int)a->shape[1], N = (int)b->shape[1];
+    size_t mark = backend_mark(be);
+    const float *bf = wid(be, b, 0, (size_t)K * N);
+    int64_t tr = tile_rows(a, M, (size_t)K + (size_t)N);
     BIND;
-    nn_matmul_forward(F(out), F(a), F(b), (int)a->shape[0], (int)a->shape[1], (int)b->shape[1]);
+    for (int64_t m0 = 0; m0 < M && !be->fail_code; m0 += tr) {
+        int mr = (int)(M - m0 < tr ? M - m0 : tr);
+        size_t m2 = backend_mark(be);
+        const float *x = wid(be, a, (size_t)m0 * K, (size_t)mr * K);
+        float *o = room(be, out, (size_t)m0 * N, (size_t)mr * N);
+        if (!be->fail_code) {
+            nn_matmul_forward(o, x, bf, mr, K, N);
+            back(out, (size_t)m0 * N, o, (size_t)mr * N);
+        }
+        backend_reset(be, m2);
+    }
     UNBIND;
+    backend_reset(be, mark);
 }
 
 static void cpu_matmul_backward(Backend *be, CT *da, CT *db, CT *dout, CT *a, CT *b) {
+    int M = (int)a->shape[0], K = (int)a->shape[1], N = (int)b->shape[1];
+    size_t mark = backend_mark(be);
+    const float *bf = da ? wid(be, b, 0, (size_t)K * N) : NULL;
+    float *dbf = wid(be, db, 0, (size_t)K * N); /* added into over the tiles, rounded once */
+    int64_t tr = tile_rows(a, M, 2 * (size_t)K + (size_t)N);
     BIND;
-    nn_matmul_backward(F(da), F(db), F(dout), F(a), F(b), (int)a->shape[0], (int)a->shape[1],
-                       (int)b->shape[1]);
+    for (int64_t m0 = 0; m0 < M && !be->fail_code; m0 += tr) {
+        int mr = (int)(M - m0 < tr ? M - m0 : tr);
+        size_t m2 = backend_mark(be);
+        const float *x = db ? wid(be, a, (size_t)m0 * K, (size_t)mr * K) : NULL;
+        const float *d = wid(be, dout, (size_t)m0 * N, (size_t)mr * N);
+        float *dx = wid(be, da, (size_t)m0 * K, (size_t)mr * K);
+        if (!be->fail_code) {
+            nn_matmul_backward(dx, dbf, d, x, bf, mr, K, N);
+            back(da, (size_t)m0 * K, dx, (size_t)mr * K);
+        }
+        backend_reset(be, m2);
+    }
     UNBIND;
+    if (!be->fail_code)
+        back(db, 0, dbf, (size_t)K * N);
+    backend_reset(be, mark);
 }
 
 /* ---- normalisation -------------------------------------------------------------------------- */
 
 static void cpu_layernorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w,
                                   CT *b, float eps) {
+    int N = (int)inp->shape[0], C = (int)inp->shape[1];
+    size_t mark = backend_mark(be);
+    const float *wf = wid(be, w, 0, (size_t)C), *bf = wid(be, b, 0, (size_t)C);
+    int64_t tr = tile_rows(inp, N, 2 * (size_t)C);
     BIND;
-    nn_layernorm_forward(F(out), F(mean), F(rstd), F(inp), F(w), F(b), (int)inp->shape[0],
-                         (int)inp->shape[1], eps);
+    for (int64_t n0 = 0; n0 < N && !be->fail_code; n0 += tr) {
+        int nr = (int)(N - n0 < tr ? N - n0 : tr);
+        size_t m2 = backend_mark(be), off = (size_t)n0 * C, n = (size_t)nr * C;
+        const float *x = wid(be, inp, off, n);
+        float *o = room(be, out, off, n);
+        if (!be->fail_code) {
+            nn_layernorm_forward(o, F(mean) + n0, F(rstd) + n0, x, wf, bf, nr, C, eps);
+            back(out, off, o, n);
+        }
+        backend_reset(be, m2);
+    }
     UNBIND;
+    backend_reset(be, mark);
 }
 
 static void cpu_layernorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
                                    CT *w, CT *mean, CT *rstd) {
+    int N = (int)inp->shape[0], C = (int)inp->shape[1];
+    size_t mark = backend_mark(be);
+    const float *wf = wid(be, w, 0, (size_t)C);
+    int64_t tr = tile_rows(inp, N, 3 * (size_t)C);
     BIND;
-    nn_layernorm_backward(F(dinp), F(dw), F(db), F(dout), F(inp), F(w), F(mean), F(rstd),
-                          (int)inp->shape[0], (int)inp->shape[1]);
+    for (int64_t n0 = 0; n0 < N && !be->fail_code; n0 += tr) {
+        int nr = (int)(N - n0 < tr ? N - n0 : tr);
+        size_t m2 = backend_mark(be), off = (size_t)n0 * C, n = (size_t)nr * C;
+        const float *x = wid(be, inp, off, n), *d = wid(be, dout, off, n);
+        float *dx = wid(be, dinp, off, n);
+        if (!be->fail_code) {
+            nn_layernorm_backward(dx, F(dw), F(db), d, x, wf, F(mean) + n0, F(rstd) + n0, nr,
+                                  C);
+            back(dinp, off, dx, n);
+        }
+        backend_reset(be, m2);
+    }
     UNBIND;
+    backend_reset(be, mark);
 }
 
 static void cpu_groupnorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w,
                                   CT *b, int G, float eps) {
+    int B = (int)inp->shape[0], C = (int)inp->shape[1], HW = (int)(inp->shape[2] * inp->shape[3]);
+    size_t img = (size_t)C * HW, mark = backend_mark(be);
+    const float *wf = wid(be, w, 0, (size_t)C), *bf = wid(be, b, 0, (size_t)C);
+    int64_t tr = tile_rows(inp, B, 2 * img);
     BIND;
-    nn_groupnorm_forward(F(out), F(mean), F(rstd), F(inp), F(w), F(b), (int)inp->shape[0],
-                         (int)inp->shape[1], (int)(inp->shape[2] * inp->shape[3]), G, eps);
+    for (int64_t b0 = 0; b0 < B && !be->fail_code; b0 += tr) {
+        int br = (int)(B - b0 < tr ? B - b0 : tr);
+        size_t m2 = backend_mark(be), off = (size_t)b0 * img, n = (size_t)br * img;
+        const float *x = wid(be, inp, off, n);
+        float *o = room(be, out, off, n);
+        if (!be->fail_code) {
+            nn_groupnorm_forward(o, F(mean) + b0 * G, F(rstd) + b0 * G, x, wf, bf, br, C, HW, G,
+                                 eps);
+            back(out, off, o, n);
+        }
+        backend_reset(be, m2);
+    }
     UNBIND;
+    backend_reset(be, mark);
 }
 
 static void cpu_groupnorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
                                    CT *w, CT *mean, CT *rstd, int G) {
+    int B = (int)inp->shape[0], C = (int)inp->shape[1], HW = (int)(inp->shape[2] * inp->shape[3]);
+    size_t img = (size_t)C * HW, mark = backend_mark(be);
+    const float *wf = wid(be, w, 0, (size_t)C);
+    int64_t tr = tile_rows(inp, B, 3 * img);
     BIND;
-    nn_groupnorm_backward(F(dinp), F(dw), F(db), F(dout), F(inp), F(w), F(mean), F(rstd),
-                          (int)inp->shape[0], (int)inp->shape[1],
-                          (int)(inp->shape[2] * inp->shape[3]), G);
+    for (int64_t b0 = 0; b0 < B && !be->fail_code; b0 += tr) {
+        int br = (int)(B - b0 < tr ? B - b0 : tr);
+        size_t m2 = backend_mark(be), off = (size_t)b0 * img, n = (size_t)br * img;
+        const float *x = wid(be, inp, off, n), *d = wid(be, dout, off, n);
+        float *dx = wid(be, dinp, off, n);
+        if (!be->fail_code) {
+            nn_groupnorm_backward(dx, F(dw), F(db), d, x, wf, F(mean) + b0 * G,
+                                  F(rstd) + b0 * G, br, C, HW, G);
+            back(dinp, off, dx, n);
+        }
+        backend_reset(be, m2);
+    }
     UNBIND;
+    backend_reset(be, mark);
 }
 
 static void cpu_softmax_forward(Backend *be, CT *out, CT *inp) {
@@ -194,45 +386,99 @@ static void cpu_softmax_backward(Backend *be, CT *dinp, CT *dout, CT *out) {
 
 /* ---- pointwise ------------------------------------------------------------------------------ */
 
-static void cpu_act_forward(Backend *be, BackendAct act, CT *out, CT *inp) {
-    BIND;
+static void act_rows(float *out, const float *inp, size_t n, BackendAct act) {
     if (act == BACKEND_ACT_SILU)
-        nn_silu_forward(F(out), F(inp), N_(inp));
+        nn_silu_forward(out, inp, n);
     else if (act == BACKEND_ACT_QUICKGELU)
-        nn_quickgelu_forward(F(out), F(inp), N_(inp));
+        nn_quickgelu_forward(out, inp, n);
     else
-        nn_gelu_mode_forward(F(out), F(inp), N_(inp),
+        nn_gelu_mode_forward(out, inp, n,
                              act == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF);
+}
+
+static void act_rows_backward(float *dinp, const float *dout, const float *inp, size_t n,
+                              BackendAct act) {
+    if (act == BACKEND_ACT_SILU)
+        nn_silu_backward(dinp, dout, inp, n);
+    else if (act == BACKEND_ACT_QUICKGELU)
+        nn_quickgelu_backward(dinp, dout, inp, n);
+    else
+        nn_gelu_mode_backward(dinp, dout, inp, n,
+                              act == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF);
+}
+
+static void cpu_act_forward(Backend *be, BackendAct act, CT *out, CT *inp) {
+    int64_t n = tensor_numel(inp), tr = tile_rows(inp, n, 2);
+    BIND;
+    for (int64_t i0 = 0; i0 < n && !be->fail_code; i0 += tr) {
+        size_t nr = (size_t)(n - i0 < tr ? n - i0 : tr), mark = backend_mark(be);
+        const float *x = wid(be, inp, (size_t)i0, nr);
+        float *o = room(be, out, (size_t)i0, nr);
+        if (!be->fail_code) {
+            act_rows(o, x, nr, act);
+            back(out, (size_t)i0, o, nr);
+        }
+        backend_reset(be, mark);
+    }
     UNBIND;
 }
 
 static void cpu_act_backward(Backend *be, BackendAct act, CT *dinp, CT *dout, CT *inp) {
     if (!dinp)
         return;
+    int64_t n = tensor_numel(inp), tr = tile_rows(inp, n, 3);
     BIND;
-    if (act == BACKEND_ACT_SILU)
-        nn_silu_backward(F(dinp), F(dout), F(inp), N_(inp));
-    else if (act == BACKEND_ACT_QUICKGELU)
-        nn_quickgelu_backward(F(dinp), F(dout), F(inp), N_(inp));
-    else
-        nn_gelu_mode_backward(F(dinp), F(dout), F(inp), N_(inp),
-                              act == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF);
+    for (int64_t i0 = 0; i0 < n && !be->fail_code; i0 += tr) {
+        size_t nr = (size_t)(n - i0 < tr ? n - i0 : tr), mark = backend_mark(be);
+        const float *x = wid(be, inp, (size_t)i0, nr), *d = wid(be, dout, (size_t)i0, nr);
+        float *dx = wid(be, dinp, (size_t)i0, nr);
+        if (!be->fail_code) {
+            act_rows_backward(dx, d, x, nr, act);
+            back(dinp, (size_t)i0, dx, nr);
+        }
+        backend_reset(be, mark);
+    }
     UNBIND;
 }
 
 static void cpu_geglu_forward(Backend *be, BackendAct gelu, CT *out, CT *inp) {
+    int N = (int)inp->shape[0], C = (int)inp->shape[1] / 2;
+    int64_t tr = tile_rows(inp, N, 3 * (size_t)C);
     BIND;
-    nn_geglu_forward(F(out), F(inp), (int)inp->shape[0], (int)inp->shape[1] / 2,
-                     gelu == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF);
+    for (int64_t n0 = 0; n0 < N && !be->fail_code; n0 += tr) {
+        int nr = (int)(N - n0 < tr ? N - n0 : tr);
+        size_t mark = backend_mark(be);
+        const float *x = wid(be, inp, (size_t)n0 * 2 * C, (size_t)nr * 2 * C);
+        float *o = room(be, out, (size_t)n0 * C, (size_t)nr * C);
+        if (!be->fail_code) {
+            nn_geglu_forward(o, x, nr, C,
+                             gelu == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF);
+            back(out, (size_t)n0 * C, o, (size_t)nr * C);
+        }
+        backend_reset(be, mark);
+    }
     UNBIND;
 }
 
 static void cpu_geglu_backward(Backend *be, BackendAct gelu, CT *dinp, CT *dout, CT *inp) {
     if (!dinp)
         return;
+    int N = (int)inp->shape[0], C = (int)inp->shape[1] / 2;
+    int64_t tr = tile_rows(inp, N, 5 * (size_t)C);
     BIND;
-    nn_geglu_backward(F(dinp), F(dout), F(inp), (int)inp->shape[0], (int)inp->shape[1] / 2,
-                      gelu == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF);
+    for (int64_t n0 = 0; n0 < N && !be->fail_code; n0 += tr) {
+        int nr = (int)(N - n0 < tr ? N - n0 : tr);
+        size_t mark = backend_mark(be), off = (size_t)n0 * 2 * C, n = (size_t)nr * 2 * C;
+        const float *x = wid(be, inp, off, n);
+        const float *d = wid(be, dout, (size_t)n0 * C, (size_t)nr * C);
+        float *dx = wid(be, dinp, off, n);
+        if (!be->fail_code) {
+            nn_geglu_backward(dx, d, x, nr, C,
+                              gelu == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF);
+            back(dinp, off, dx, n);
+        }
+        backend_reset(be, mark);
+    }
     UNBIND;
 }
 
@@ -250,14 +496,25 @@ static const float *f32_weight(Backend *be, CT *w) {
 
 static void cpu_conv2d_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b, const ConvShape *s) {
     size_t mark = backend_mark(be);
-    const float *wf = f32_weight(be, w);
-    size_t ns = nn_conv2d_scratch_floats(s);
-    float *sc = ns ? scratch(be, ns) : NULL;
-    if (wf && (sc || !ns)) {
-        BIND;
-        nn_conv2d_forward(F(out), sc, F(inp), wf, F(b), s);
-        UNBIND;
+    const float *wf = f32_weight(be, w), *bf = wid(be, b, 0, (size_t)s->OC);
+    size_t img = (size_t)s->C * s->H * s->W;
+    size_t oimg = (size_t)s->OC * nn_conv2d_out_h(s) * nn_conv2d_out_w(s);
+    int64_t tr = tile_rows(inp, s->B, img + oimg);
+    BIND;
+    for (int64_t b0 = 0; b0 < s->B && wf && !be->fail_code; b0 += tr) {
+        ConvShape t = *s;
+        t.B = (int)(s->B - b0 < tr ? s->B - b0 : tr);
+        size_t m2 = backend_mark(be), ns = nn_conv2d_scratch_floats(&t);
+        const float *x = wid(be, inp, (size_t)b0 * img, (size_t)t.B * img);
+        float *o = room(be, out, (size_t)b0 * oimg, (size_t)t.B * oimg);
+        float *sc = ns ? scratch(be, ns) : NULL;
+        if (!be->fail_code) {
+            nn_conv2d_forward(o, sc, x, wf, bf, &t);
+            back(out, (size_t)b0 * oimg, o, (size_t)t.B * oimg);
+        }
+        backend_reset(be, m2);
     }
+    UNBIND;
     backend_reset(be, mark);
 }
 
@@ -265,13 +522,25 @@ static void cpu_conv2d_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout,
                                 const ConvShape *s) {
     size_t mark = backend_mark(be);
     const float *wf = f32_weight(be, w);
-    size_t ns = nn_conv2d_scratch_floats(s);
-    float *sc = ns ? scratch(be, ns) : NULL;
-    if (wf && (sc || !ns)) {
-        BIND;
-        nn_conv2d_backward(F(dinp), F(dw), F(db), sc, F(dout), F(inp), wf, s);
-        UNBIND;
+    size_t img = (size_t)s->C * s->H * s->W;
+    size_t oimg = (size_t)s->OC * nn_conv2d_out_h(s) * nn_conv2d_out_w(s);
+    int64_t tr = tile_rows(inp, s->B, 2 * img + oimg);
+    BIND;
+    for (int64_t b0 = 0; b0 < s->B && wf && !be->fail_code; b0 += tr) {
+        ConvShape t = *s;
+        t.B = (int)(s->B - b0 < tr ? s->B - b0 : tr);
+        size_t m2 = backend_mark(be), ns = nn_conv2d_scratch_floats(&t);
+        const float *x = wid(be, inp, (size_t)b0 * img, (size_t)t.B * img);
+        const float *d = wid(be, dout, (size_t)b0 * oimg, (size_t)t.B * oimg);
+        float *dx = wid(be, dinp, (size_t)b0 * img, (size_t)t.B * img);
+        float *sc = ns ? scratch(be, ns) : NULL;
+        if (!be->fail_code) {
+            nn_conv2d_backward(dx, F(dw), F(db), sc, d, x, wf, &t);
+            back(dinp, (size_t)b0 * img, dx, (size_t)t.B * img);
+        }
+        backend_reset(be, m2);
     }
+    UNBIND;
     backend_reset(be, mark);
 }
 
@@ -310,16 +579,41 @@ static void cpu_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout
 /* ---- resampling, concat, loss, optimiser ---------------------------------------------------- */
 
 static void cpu_upsample2x_forward(Backend *be, CT *out, CT *inp) {
+    int BC = (int)(inp->shape[0] * inp->shape[1]), H = (int)inp->shape[2], W = (int)inp->shape[3];
+    size_t plane = (size_t)H * W;
+    int64_t tr = tile_rows(inp, BC, 5 * plane);
     BIND;
-    nn_upsample2x_forward(F(out), F(inp), (int)inp->shape[0], (int)inp->shape[1],
-                          (int)inp->shape[2], (int)inp->shape[3]);
+    for (int64_t p0 = 0; p0 < BC && !be->fail_code; p0 += tr) {
+        int pr = (int)(BC - p0 < tr ? BC - p0 : tr);
+        size_t mark = backend_mark(be);
+        const float *x = wid(be, inp, (size_t)p0 * plane, (size_t)pr * plane);
+        float *o = room(be, out, (size_t)p0 * 4 * plane, (size_t)pr * 4 * plane);
+        if (!be->fail_code) {
+            nn_upsample2x_forward(o, x, 1, pr, H, W);
+            back(out, (size_t)p0 * 4 * plane, o, (size_t)pr * 4 * plane);
+        }
+        backend_reset(be, mark);
+    }
     UNBIND;
 }
 
 static void cpu_upsample2x_backward(Backend *be, CT *dinp, CT *dout) {
+    int BC = (int)(dinp->shape[0] * dinp->shape[1]), H = (int)dinp->shape[2];
+    int W = (int)dinp->shape[3];
+    size_t plane = (size_t)H * W;
+    int64_t tr = tile_rows(dinp, BC, 5 * plane);
     BIND;
-    nn_upsample2x_backward(F(dinp), F(dout), (int)dinp->shape[0], (int)dinp->shape[1],
-                           (int)dinp->shape[2], (int)dinp->shape[3]);
+    for (int64_t p0 = 0; p0 < BC && !be->fail_code; p0 += tr) {
+        int pr = (int)(BC - p0 < tr ? BC - p0 : tr);
+        size_t mark = backend_mark(be);
+        const float *d = wid(be, dout, (size_t)p0 * 4 * plane, (size_t)pr * 4 * plane);
+        float *dx = wid(be, dinp, (size_t)p0 * plane, (size_t)pr * plane);
+        if (!be->fail_code) {
+            nn_upsample2x_backward(dx, d, 1, pr, H, W);
+            back(dinp, (size_t)p0 * plane, dx, (size_t)pr * plane);
+        }
+        backend_reset(be, mark);
+    }
     UNBIND;
 }
 
@@ -331,36 +625,68 @@ static void parts(CT *whole, CT *a, CT *b, int *Ca, int *Cb, int *HW) {
     *HW = (int)(whole->shape[2] * whole->shape[3]);
 }
 
-static void cpu_concat_forward(Backend *be, CT *out, CT *a, CT *b) {
+/* One tile of images [b0, b0+nb) of a concat/split: whole (B,Ca+Cb,HW) and its parts, f32. */
+typedef struct CatTile {
+    float *whole, *a, *b;
+} CatTile;
+
+/* Concat and split move values between the whole and its parts (dir: 0 whole <- parts, 1
+ * parts <- whole); `add` is a backward (+=). Widening then rounding a copied half value is
+ * exact, so only a sum (a backward) rounds. */
+static void cat_tiles(Backend *be, CT *whole, CT *a, CT *b, int dir, int add) {
     int Ca, Cb, HW;
-    parts(out, a, b, &Ca, &Cb, &HW);
+    parts(whole, a, b, &Ca, &Cb, &HW);
+    int B = (int)whole->shape[0];
+    size_t wi = (size_t)(Ca + Cb) * HW, ai = (size_t)Ca * HW, bi = (size_t)Cb * HW;
+    int64_t tr = tile_rows(whole, B, 2 * wi);
     BIND;
-    nn_channel_concat_forward(F(out), F(a), F(b), (int)out->shape[0], Ca, Cb, HW);
+    for (int64_t b0 = 0; b0 < B && !be->fail_code; b0 += tr) {
+        int nb = (int)(B - b0 < tr ? B - b0 : tr);
+        size_t mark = backend_mark(be);
+        /* what is read is widened; what is written starts widened only when added into */
+        int read_whole = dir == 1, whole_in = read_whole || add, parts_in = !read_whole || add;
+        CatTile t;
+        t.whole = whole_in ? wid(be, whole, (size_t)b0 * wi, (size_t)nb * wi)
+                           : room(be, whole, (size_t)b0 * wi, (size_t)nb * wi);
+        t.a = parts_in ? wid(be, a, (size_t)b0 * ai, (size_t)nb * ai)
+                       : room(be, a, (size_t)b0 * ai, (size_t)nb * ai);
+        t.b = parts_in ? wid(be, b, (size_t)b0 * bi, (size_t)nb * bi)
+                       : room(be, b, (size_t)b0 * bi, (size_t)nb * bi);
+        if (!be->fail_code) {
+            if (dir == 0 && !add)
+                nn_channel_concat_forward(t.whole, t.a, t.b, nb, Ca, Cb, HW);
+            else if (dir == 0)
+                nn_channel_split_backward(t.whole, t.a, t.b, nb, Ca, Cb, HW);
+            else if (!add)
+                nn_channel_split_forward(t.a, t.b, t.whole, nb, Ca, Cb, HW);
+            else
+                nn_channel_concat_backward(t.a, t.b, t.whole, nb, Ca, Cb, HW);
+            if (dir == 0) {
+                back(whole, (size_t)b0 * wi, t.whole, (size_t)nb * wi);
+            } else {
+                back(a, (size_t)b0 * ai, t.a, (size_t)nb * ai);
+                back(b, (size_t)b0 * bi, t.b, (size_t)nb * bi);
+            }
+        }
+        backend_reset(be, mark);
+    }
     UNBIND;
+}
+
+static void cpu_concat_forward(Backend *be, CT *out, CT *a, CT *b) {
+    cat_tiles(be, out, a, b, 0, 0);
 }
 
 static void cpu_concat_backward(Backend *be, CT *da, CT *db, CT *dout) {
-    int Ca, Cb, HW;
-    parts(dout, da, db, &Ca, &Cb, &HW);
-    BIND;
-    nn_channel_concat_backward(F(da), F(db), F(dout), (int)dout->shape[0], Ca, Cb, HW);
-    UNBIND;
+    cat_tiles(be, dout, da, db, 1, 1);
 }
 
 static void cpu_split_forward(Backend *be, CT *a, CT *b, CT *inp) {
-    int Ca, Cb, HW;
-    parts(inp, a, b, &Ca, &Cb, &HW);
-    BIND;
-    nn_channel_split_forward(F(a), F(b), F(inp), (int)inp->shape[0], Ca, Cb, HW);
-    UNBIND;
+    cat_tiles(be, inp, a, b, 1, 0);
 }
 
 static void cpu_split_backward(Backend *be, CT *dinp, CT *da, CT *db) {
-    int Ca, Cb, HW;
-    parts(dinp, da, db, &Ca, &Cb, &HW);
-    BIND;
-    nn_channel_split_backward(F(dinp), F(da), F(db), (int)dinp->shape[0], Ca, Cb, HW);
-    UNBIND;
+    cat_tiles(be, dinp, da, db, 0, 1);
 }
 
 static void cpu_mse_forward(Backend *be, CT *loss, CT *pred, CT *target) {
