@@ -40,6 +40,8 @@
 #include "gfx.h"
 #include "log.h"
 #include "screen.h"
+#include "session.h"
+#include "store_annotate.h"
 #include "theme.h"
 
 /* ---- the screen table: one line per screen, in Tab order (see ui/screen.h) -------------- */
@@ -64,7 +66,8 @@ static const ScreenClass *const screens[] = {
 
 struct App {
     AppConfig cfg;
-    Store *st;
+    Session *session;            /* the store, its checks, the worker pool (src/app/session.h) */
+    Store *st;                   /* session_store(session) */
     char *annotator;
     GfxCaps caps;
     GfxMode mode;
@@ -96,19 +99,7 @@ struct App {
 };
 
 static volatile sig_atomic_t resized;
-static volatile sig_atomic_t stop_signal;
 static volatile sig_atomic_t wake_fd_signal = -1;
-
-static void on_stop(int sig) {
-    stop_signal = sig;
-    int fd = wake_fd_signal;
-    if (fd >= 0) {
-        int saved = errno;
-        ssize_t r = write(fd, "s", 1);
-        (void)r;
-        errno = saved;
-    }
-}
 
 static void on_winch(int sig) {
     (void)sig;
@@ -214,6 +205,7 @@ void ui_box(UiRect r, attr_t a, const char *title) {
 /* ---- services ------------------------------------------------------------------------------ */
 
 Store *app_store(App *app) { return app->st; }
+Session *app_session(App *app) { return app->session; }
 const AppConfig *app_config(App *app) { return &app->cfg; }
 const char *app_annotator(App *app) { return app->annotator; }
 GfxMode app_gfx_mode(App *app) { return app->mode; }
@@ -734,7 +726,7 @@ static void loop(App *app) {
                 handle_key(app, ch);
             }
         }
-        if (stop_signal) /* Ctrl-C, kill, hang-up: leave as q does (the terminal restored) */
+        if (session_signals_caught()) /* Ctrl-C, kill, hang-up: leave as q does */
             break;
     }
 }
@@ -751,31 +743,42 @@ static void log_to_file(void) {
         log_open(path);
 }
 
-/* The signals the UI thread handles, and what was there before. */
-typedef struct SavedSignals {
-    struct sigaction winch;
-    struct sigaction intr;
-    struct sigaction term;
-    struct sigaction hup;
-} SavedSignals;
-
-static void signals_install(SavedSignals *old) {
+/* The signals the UI thread handles: SIGWINCH here, the stop signals (SIGINT, SIGTERM,
+ * SIGHUP) through the session (session_signals_catch), both waking the loop. */
+static void signals_install(App *app, struct sigaction *old_winch) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = on_winch;
-    sigaction(SIGWINCH, &sa, &old->winch);
-    sa.sa_handler = on_stop;
-    sigaction(SIGINT, &sa, &old->intr);
-    sigaction(SIGTERM, &sa, &old->term);
-    sigaction(SIGHUP, &sa, &old->hup);
+    sigaction(SIGWINCH, &sa, old_winch);
+    session_signals_catch(app->wake_wr, 1);
 }
 
-static void signals_restore(const SavedSignals *old) {
-    sigaction(SIGWINCH, &old->winch, NULL);
-    sigaction(SIGINT, &old->intr, NULL);
-    sigaction(SIGTERM, &old->term, NULL);
-    sigaction(SIGHUP, &old->hup, NULL);
+static void signals_restore(const struct sigaction *old_winch) {
+    sigaction(SIGWINCH, old_winch, NULL);
+    session_signals_release();
+}
+
+/* The session of CFG: the store, opened and checked (rating as CFG's annotator, the reviewer
+ * role for the disagree order) before the terminal is taken. */
+static int session_start(App *app, Err *err) {
+    const AppConfig *cfg = &app->cfg;
+    AnnotateOrder order = ANNOTATE_ORDER_FEWEST;
+    int disagree = cfg->order && store_annotate_order_parse(cfg->order, &order, NULL) == 0 &&
+                   order == ANNOTATE_ORDER_DISAGREE;
+    SessionConfig sc = {
+        .db_path = cfg->db_path,
+        .threads = cfg->worker_threads == APP_NO_WORKERS ? 0
+                   : cfg->worker_threads > 0          ? cfg->worker_threads
+                                                      : SESSION_THREADS_DEFAULT,
+        .gpu_share = cfg->gpu_share,
+        .act_as = app->annotator,
+        .needs_review = disagree ? "the disagree order" : NULL,
+    };
+    int rc = session_open(&sc, &app->session, err);
+    if (!rc)
+        app->st = session_store(app->session);
+    return rc;
 }
 
 static int curses_start(App *app, Err *err) {
@@ -824,20 +827,19 @@ static int screens_start(App *app) {
 }
 
 int app_run(const AppConfig *cfg, Err *err) {
-    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))
-        return err_set(err, ERR_USAGE,
-                       "the TUI needs a terminal (stdin and stdout are not both ttys); "
-                       "run it in a terminal, or use the commands (easel --help)");
     App *app = xcalloc(1, sizeof *app);
     app->cfg = *cfg;
     app->annotator = annotator_name(cfg);
     app->login = xstrdup(identity_login());
     int rc = 0;
     log_to_file();
-    app->st = store_open_existing(cfg->db_path, err);
-    if (!app->st) {
-        rc = err ? err->code : ERR_IO;
+    if ((rc = session_start(app, err))) /* no store, or refused: said before the tty check */
         goto out_free;
+    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
+        rc = err_set(err, ERR_USAGE,
+                     "the TUI needs a terminal (stdin and stdout are not both ttys); "
+                     "run it in a terminal, or use the commands (easel --help)");
+        goto out_close;
     }
     setlocale(LC_ALL, "");
     gfx_probe(STDIN_FILENO, &app->caps, 250);
@@ -888,11 +890,11 @@ int app_run(const AppConfig *cfg, Err *err) {
     store_set_busy_limit(app->st, APP_STORE_BUSY_MS);
 
     wake_fd_signal = app->wake_wr;
-    SavedSignals saved;
-    signals_install(&saved);
+    struct sigaction saved_winch;
+    signals_install(app, &saved_winch);
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     loop(app);
-    signals_restore(&saved);
+    signals_restore(&saved_winch);
     wake_fd_signal = -1;
     if (screens[app->cur]->leave)
         screens[app->cur]->leave(app->state[app->cur], app);
@@ -909,7 +911,7 @@ out_pipe:
     close(app->wake_rd);
     close(app->wake_wr);
 out_close:
-    store_close(app->st);
+    session_close(app->session); /* stops the pool (if a screen left it running), the store */
 out_free:
     free(app->annotator);
     free(app->login);

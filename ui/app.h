@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "session.h"
 #include "store.h"
 
 typedef struct App App;
@@ -39,10 +40,10 @@ typedef struct AppConfig {
     const char *monitor_run;
     /* Seconds a save waits for another process's write lock before giving up; 0: 30. */
     double store_wait_s;
-    /* The worker pool of this TUI (src/app/session.h), started by the Jobs screen: threads
-     * (0: the core count; APP_NO_WORKERS: none, jobs are left to `easel worker`) and jobs per
-     * GPU (0: 1). The CLI sets them (`easel --threads N --gpu-share N`); the UI never reads
-     * the environment for them. */
+    /* The worker pool of this TUI's session (src/app/session.h; its Jobs screen starts it):
+     * threads (0: the core count; APP_NO_WORKERS: none, jobs are left to `easel worker`) and
+     * jobs per GPU (0: 1). The CLI sets them (`easel --threads N --gpu-share N`); the UI
+     * never reads the environment for them. */
     int worker_threads;
     int gpu_share;
 } AppConfig;
@@ -53,8 +54,11 @@ typedef struct AppConfig {
  * try (store_set_busy_limit); a write that finds the store locked is retried from the loop. */
 #define APP_STORE_BUSY_MS 100
 
-/* Run the TUI until the user quits. Returns 0, or an ERR_* with err set when it could not
- * start (no terminal, no store). Restores the terminal on every exit path. */
+/* Run the TUI until the user quits. First opens the app layer's session (src/app/session.h)
+ * on cfg->db_path: the store, and the checks that the annotator may rate as that name and,
+ * for the disagree order, that the login may review; a refusal returns before the terminal
+ * is taken. Returns 0, or an ERR_* with err set when it could not start (no terminal, no
+ * store, refused). Restores the terminal on every exit path. */
 int app_run(const AppConfig *cfg, Err *err);
 
 /* Graphics modes, weakest first. */
@@ -66,6 +70,8 @@ const char *const *app_screen_names(void);
 /* ---- services for screens (UI thread only, except app_wake) ------------------------------ */
 
 Store *app_store(App *app);                 /* the UI thread's connection; borrowed */
+/* This process's session: the store above, the worker pool (the Jobs screen starts it). */
+Session *app_session(App *app);
 const AppConfig *app_config(App *app);
 const char *app_annotator(App *app);        /* resolved name: see identity_annotator() */
 GfxMode app_gfx_mode(App *app);

@@ -3,11 +3,11 @@
  * tail following live; keys to add a job (a form generated from the kind's schema, see
  * src/app/jobform.h), cancel, retry, resume and change priority.
  *
- * This screen also owns the TUI's worker session (src/app/session.h, the same object as
- * `easel worker`'s): opened in init with AppConfig's worker_threads (default: the core count;
- * APP_NO_WORKERS = run no jobs here, leave them to `easel worker`) and gpu_share jobs per GPU
- * (default 1), as the CLI set them; closed in fini, which interrupts running jobs (resumable).
- * Worker threads
+ * This screen runs the pool of the TUI's session (src/app/session.h, the same object as
+ * `easel worker`'s, opened by app_run with AppConfig's worker_threads — default the core
+ * count; APP_NO_WORKERS = run no jobs here, leave them to `easel worker` — and gpu_share jobs
+ * per GPU, as the CLI set them): started in init, stopped in fini, which interrupts running
+ * jobs (resumable). Worker threads
  * only call app_wake(); everything shown is re-read from the store on the UI thread at each
  * tick, so jobs of other processes (other TUIs over SSH, `easel worker`) appear the same way.
  *
@@ -236,7 +236,7 @@ static int hand_over(JobsScreen *s, Err *err) {
     Store *st = app_store(app);
     store_set_busy_limit(st, 0); /* quitting: waiting for the lock is right here */
     int64_t ids[64];
-    int n_ids = session_running_jobs(s->session, st, ids, (int)ARRAY_LEN(ids), err);
+    int n_ids = session_running_jobs(s->session, ids, (int)ARRAY_LEN(ids), err);
     if (n_ids < 0)
         n_ids = 0;
     session_stop_pool(s->session); /* they checkpoint and end interrupted */
@@ -294,17 +294,8 @@ static int quit_answer(void *p, App *app, int key) {
 static void *jobs_init(App *app, Err *err) {
     JobsScreen *s = xcalloc(1, sizeof *s);
     s->app = app;
-    const AppConfig *ac = app_config(app);
-    SessionConfig sc = {
-        .db_path = ac->db_path,
-        .threads = ac->worker_threads == APP_NO_WORKERS ? 0
-                   : ac->worker_threads > 0          ? ac->worker_threads
-                                                     : SESSION_THREADS_DEFAULT,
-        .gpu_share = ac->gpu_share,
-        .on_change = on_job_change,
-        .user_data = app,
-    };
-    if (session_open(&sc, &s->session, err)) {
+    s->session = app_session(app);
+    if (session_start_pool(s->session, on_job_change, app, err)) {
         free(s);
         return NULL;
     }
@@ -315,7 +306,7 @@ static void *jobs_init(App *app, Err *err) {
 
 static void jobs_fini(void *p) {
     JobsScreen *s = p;
-    session_close(s->session); /* running jobs end interrupted, resumable */
+    session_stop_pool(s->session); /* running jobs end interrupted, resumable */
     store_job_rows_free(s->rows, s->n_rows);
     log_clear(s);
     jobform_free(s->form);

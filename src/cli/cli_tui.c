@@ -7,9 +7,7 @@
 #include <string.h>
 
 #include "app.h"
-#include "identity.h"
 #include "store_annotate.h"
-#include "trust.h"
 
 static void annotate_usage(void) {
     printf("usage: easel [--db PATH] annotate [--annotator NAME] [--graphics MODE]\n"
@@ -43,22 +41,11 @@ static void annotate_usage(void) {
            ANNOTATE_OVERLAP_DEFAULT);
 }
 
+/* The app opens the session (src/app/session.h): the store, and the checks that this user
+ * may rate as the annotator (blind rating: under another name only a reviewer) and use the
+ * disagree order; a refusal comes back before the terminal is taken. */
 static int run_app(const AppConfig *cfg) {
     Err err = {0};
-    /* blind rating: rating under another annotator's name is a reviewer's (trust.h) */
-    Store *st = store_open_existing(cfg->db_path, &err);
-    AnnotateOrder order = ANNOTATE_ORDER_FEWEST;
-    if (cfg->order && store_annotate_order_parse(cfg->order, &order, NULL) == 0 &&
-        order == ANNOTATE_ORDER_DISAGREE && st &&
-        trust_require_review(st, identity_login(), "the disagree order", &err)) {
-        store_close(st);
-        return cli_fail(&err);
-    }
-    if (!st || trust_check_act_as(st, identity_annotator(cfg->annotator), &err)) {
-        store_close(st);
-        return cli_fail(&err);
-    }
-    store_close(st);
     if (app_run(cfg, &err))
         return cli_fail(&err);
     return 0;
