@@ -210,12 +210,7 @@ const AppConfig *app_config(App *app) { return &app->cfg; }
 const char *app_annotator(App *app) { return app->annotator; }
 GfxMode app_gfx_mode(App *app) { return app->mode; }
 const struct GfxCaps *app_gfx_caps(App *app) { return &app->caps; }
-void app_dirty(App *app) { app->dirty = 1; }
-
-void app_redraw_all(App *app) {
-    app->dirty = 1;
-    app->full = 1;
-}
+void app_clear_terminal(App *app) { app->full = 1; }
 
 void app_wake(App *app) {
     ssize_t r = write(app->wake_wr, "w", 1); /* non-blocking: a full pipe already wakes */
@@ -531,8 +526,10 @@ static void redraw(App *app) {
     int full = app->full;
     app->full = 0;
     app->dirty = 0;
-    if (!app->help && LINES >= 24 && COLS >= 80 && screens[app->cur]->after_refresh)
-        screens[app->cur]->after_refresh(app->state[app->cur], app, full);
+    if (!app->help && LINES >= 24 && COLS >= 80 && screens[app->cur]->after_refresh &&
+        screens[app->cur]->after_refresh(app->state[app->cur], app, full) ==
+            SCREEN_TICK_CHANGED)
+        app->dirty = 1; /* drawn again at the next turn */
 }
 
 /* ---- input --------------------------------------------------------------------------------- */

@@ -78,10 +78,10 @@ GfxMode app_gfx_mode(App *app);
 /* Terminal facts from the start-up probe (see ui/gfx.h GfxCaps); borrowed. */
 const struct GfxCaps *app_gfx_caps(App *app);
 
-void app_dirty(App *app);                   /* redraw at the next turn of the loop */
-/* Clear the terminal and redraw everything at the next turn, which also removes raw output
- * (an image) that no new frame will cover. */
-void app_redraw_all(App *app);
+/* The next frame clears the terminal first, which also removes raw output (an image) that no
+ * new frame will cover. It does not ask for the frame: the key, tick or prompt that changed
+ * what is shown says so (ui/screen.h, "Who redraws"). */
+void app_clear_terminal(App *app);
 void app_wake(App *app);                    /* any thread: wake the loop (then tick + redraw) */
 
 /* A message on the status line for a few seconds (errors stay until the next key). */
@@ -109,7 +109,8 @@ typedef struct AppQuitGuard {
 void app_add_quit_guard(App *app, AppQuitGuard guard);
 
 /* Ask for one line of text on the status line. DONE runs on the UI thread with the text, or
- * NULL if the user pressed Esc; the string is borrowed for the call. */
+ * NULL if the user pressed Esc; the string is borrowed for the call. The app redraws after
+ * DONE. */
 typedef void (*AppPromptDone)(void *st, App *app, const char *text);
 void app_prompt(App *app, const char *label, AppPromptDone done, void *st);
 
