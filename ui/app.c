@@ -734,10 +734,9 @@ static char *annotator_name(const AppConfig *cfg) {
     return xstrdup(identity_annotator(cfg->annotator));
 }
 
-static void log_to_file(void) {
-    const char *path = getenv("EASEL_LOG");
-    if (path && *path)
-        log_open(path);
+static void log_to_file(const AppConfig *cfg) {
+    if (cfg->log_path && *cfg->log_path)
+        log_open(cfg->log_path);
 }
 
 /* The signals the UI thread handles: SIGWINCH here, the stop signals (SIGINT, SIGTERM,
@@ -829,7 +828,7 @@ int app_run(const AppConfig *cfg, Err *err) {
     app->annotator = annotator_name(cfg);
     app->login = xstrdup(identity_login());
     int rc = 0;
-    log_to_file();
+    log_to_file(cfg);
     if ((rc = session_start(app, err))) /* no store, or refused: said before the tty check */
         goto out_free;
     if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
@@ -847,7 +846,8 @@ int app_run(const AppConfig *cfg, Err *err) {
         goto out_close;
     }
     app->mode = (GfxMode)mode;
-    if (theme_setup(cfg->theme, cfg->plot, STDIN_FILENO, app->caps.utf8, err)) {
+    if (theme_setup(cfg->theme, cfg->theme_from, cfg->plot, cfg->plot_from, STDIN_FILENO,
+                    app->caps.utf8, err)) {
         rc = err->code;
         goto out_close;
     }

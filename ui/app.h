@@ -27,8 +27,13 @@ typedef struct AppConfig {
     const char *db_path;        /* the store (must exist) */
     const char *annotator;      /* NULL: identity_annotator() ($EASEL_ANNOTATOR, else login) */
     const char *graphics;       /* NULL: probe; "sixel" | "blocks" | "ascii" | "none" */
-    const char *theme;          /* NULL: $EASEL_THEME, else from the terminal (ui/theme.h) */
+    const char *theme;          /* NULL: from the terminal (ui/theme.h) */
     const char *plot;           /* NULL: auto; "braille" | "blocks" | "ascii" */
+    /* Where theme and plot came from, for messages: NULL = "--theme" / "--plot"; the CLI
+     * fills in the fallbacks $EASEL_THEME and $EASEL_PLOT (cli_tui_check) and says so. */
+    const char *theme_from;
+    const char *plot_from;
+    const char *log_path;       /* a log file (the CLI: $EASEL_LOG); NULL: no log */
     const char *start_screen;   /* NULL: the first screen; else a screen name ("Annotate") */
     /* Annotate queue options (see src/store/store_annotate.h) */
     const char *order;          /* NULL: "fewest"; also "id", "random", "prompt" */

@@ -127,8 +127,27 @@ static int take_tui_option(AppConfig *cfg, CliGlobal *pool, int argc, char **arg
     return (*dst = need_value(argc, argv, i)) ? 1 : -1;
 }
 
-/* The values of the TUI options that the CLI can check before the terminal is taken. */
-int cli_tui_check(const AppConfig *cfg) {
+/* The flag's value in *V, else the environment variable ENV's (non-empty) with *FROM = "$ENV". */
+static void env_fallback(const char **v, const char **from, const char *env, char *buf,
+                         size_t n) {
+    if (*v)
+        return;
+    const char *e = getenv(env);
+    if (!e || !*e)
+        return;
+    *v = e;
+    snprintf(buf, n, "$%s", env);
+    *from = buf;
+}
+
+/* The look's documented fallbacks ($EASEL_THEME, $EASEL_PLOT, $EASEL_LOG), read here once,
+ * then the values of the TUI options that the CLI can check before the terminal is taken. */
+int cli_tui_check(AppConfig *cfg) {
+    static char theme_from[32], plot_from[32];
+    env_fallback(&cfg->theme, &cfg->theme_from, "EASEL_THEME", theme_from, sizeof theme_from);
+    env_fallback(&cfg->plot, &cfg->plot_from, "EASEL_PLOT", plot_from, sizeof plot_from);
+    if (!cfg->log_path)
+        cfg->log_path = getenv("EASEL_LOG");
     if (cfg->graphics && strcmp(cfg->graphics, "sixel") && strcmp(cfg->graphics, "blocks") &&
         strcmp(cfg->graphics, "ascii") && strcmp(cfg->graphics, "none")) {
         cli_error("--graphics %s: unknown mode (use sixel, blocks, ascii or none)", cfg->graphics);
@@ -136,7 +155,8 @@ int cli_tui_check(const AppConfig *cfg) {
     }
     if (cfg->plot && strcmp(cfg->plot, "braille") && strcmp(cfg->plot, "blocks") &&
         strcmp(cfg->plot, "ascii") && strcmp(cfg->plot, "auto")) {
-        cli_error("--plot %s: unknown (use braille, blocks, ascii or auto)", cfg->plot);
+        cli_error("%s %s: unknown (use braille, blocks, ascii or auto)",
+                  cfg->plot_from ? cfg->plot_from : "--plot", cfg->plot);
         return 2;
     }
     if (cfg->theme && !*cfg->theme) {
