@@ -38,6 +38,7 @@
 
 #include "base.h"
 #include "gfx.h"
+#include "list.h"
 #include "log.h"
 #include "screen.h"
 #include "session.h"
@@ -78,7 +79,7 @@ struct App {
     int dirty;
     int full;                    /* the next after_refresh must re-send raw output */
     int help;                    /* help overlay shown */
-    int help_top;                /* first line shown */
+    UiList help_list;            /* its lines, a view (ui/list.h) */
     char status[256];
     int status_err;
     double status_until;
@@ -442,7 +443,8 @@ static void draw_status(App *app) {
 }
 
 static const ScreenKey global_keys[] = {
-    {"?  F1", "this help (any key closes it)"},
+    {"?  F1", "this help (the arrows, j / k, PgUp / PgDn, Home / End scroll it; any other key "
+              "closes it)"},
     {"Tab  Shift-Tab", "next / previous screen"},
     {"F2..F12", "go to the screen with that key (see the title bar)"},
     {"Ctrl-L", "redraw the whole terminal"},
@@ -467,6 +469,23 @@ static int help_lines(App *app, const ScreenKey **lines, int max) {
     return n;
 }
 
+typedef struct HelpRows {
+    const ScreenKey **lines;
+    int kw; /* key column */
+} HelpRows;
+
+static void help_row(void *p, int i, UiRect row, int selected) {
+    (void)selected; /* a view: nothing is selected */
+    const HelpRows *h = p;
+    const ScreenKey *k = h->lines[i];
+    if (!k) {
+        ui_put(row.y, row.x, row.w, ui_attr(UI_C_DIM), "everywhere:");
+        return;
+    }
+    ui_put(row.y, row.x, h->kw, ui_attr(UI_C_ACCENT), k->key);
+    ui_put(row.y, row.x + 2 + h->kw, row.w - 2 - h->kw, A_NORMAL, k->what);
+}
+
 static void draw_help(App *app) {
     const ScreenKey *lines[128];
     int n = help_lines(app, lines, 128);
@@ -488,21 +507,13 @@ static void draw_help(App *app) {
     char title[96];
     snprintf(title, sizeof title, "%s — keys", screens[app->cur]->name);
     ui_box(r, ui_attr(UI_C_ACCENT), title);
-    int rows = h - 4;
-    if (app->help_top > n - rows)
-        app->help_top = n - rows > 0 ? n - rows : 0;
-    for (int i = 0; i < rows && app->help_top + i < n; i++) {
-        const ScreenKey *k = lines[app->help_top + i];
-        int y = r.y + 2 + i;
-        if (!k) {
-            ui_put(y, r.x + 2, w - 4, ui_attr(UI_C_DIM), "everywhere:");
-            continue;
-        }
-        ui_put(y, r.x + 2, kw, ui_attr(UI_C_ACCENT), k->key);
-        ui_put(y, r.x + 4 + kw, w - 6 - kw, A_NORMAL, k->what);
-    }
-    if (n > rows)
-        ui_put(r.y + h - 1, r.x + 2, w - 4, ui_attr(UI_C_DIM), " Up/Down scroll ");
+    HelpRows rows = {lines, kw};
+    app->help_list.n = n;
+    ui_list_draw(&app->help_list, (UiRect){r.y + 2, r.x + 2, h - 4, w - 4}, NULL, 0, help_row,
+                 &rows);
+    if (n > app->help_list.rows)
+        ui_put(r.y + h - 1, r.x + 2, w - 4, ui_attr(UI_C_DIM),
+               " Up/Down PgUp/PgDn Home/End scroll ");
 }
 
 static void redraw(App *app) {
@@ -580,10 +591,8 @@ static void handle_key(App *app, int ch) {
         return;
     }
     if (app->help) {
-        if (ch == KEY_UP || ch == KEY_DOWN || ch == KEY_NPAGE || ch == KEY_PPAGE) {
-            app->help_top += (ch == KEY_DOWN ? 1 : ch == KEY_UP ? -1 : ch == KEY_NPAGE ? 10 : -10);
-            if (app->help_top < 0)
-                app->help_top = 0;
+        if (ui_list_key(&app->help_list, ch) != UI_LIST_NOT_MINE) {
+            /* scrolled (or at an end) */
         } else if (ch != KEY_RESIZE) {
             app->help = 0;
             app->full = 1;
@@ -603,7 +612,7 @@ static void handle_key(App *app, int ch) {
     case '?':
     case KEY_F(1):
         app->help = 1;
-        app->help_top = 0;
+        app->help_list = (UiList){.view = 1};
         app->dirty = 1;
         app->full = 1; /* clears raw output (images) the overlay's blanks would not cover */
         return;

@@ -27,8 +27,30 @@ void ui_list_set_count(UiList *l, int n) {
     ui_list_clamp(l);
 }
 
+/* A view: the moves scroll top; sel follows it. */
+static int view_move(UiList *l, UiListMove m, int page) {
+    int before = l->top, rows = l->rows > 0 ? l->rows : 1;
+    switch (m) {
+    case UI_LIST_UP: l->top--; break;
+    case UI_LIST_DOWN: l->top++; break;
+    case UI_LIST_PAGE_UP: l->top -= page; break;
+    case UI_LIST_PAGE_DOWN: l->top += page; break;
+    case UI_LIST_HOME: l->top = 0; break;
+    case UI_LIST_END: l->top = l->n - rows; break;
+    }
+    if (l->top > l->n - rows)
+        l->top = l->n - rows;
+    if (l->top < 0)
+        l->top = 0;
+    l->sel = l->top;
+    ui_list_clamp(l);
+    return l->top != before ? UI_LIST_MOVED : UI_LIST_SAME;
+}
+
 int ui_list_move(UiList *l, UiListMove m) {
     int before = l->sel, page = l->rows > 1 ? l->rows - 1 : 1;
+    if (l->view)
+        return view_move(l, m, page);
     switch (m) {
     case UI_LIST_UP: l->sel = l->wrap && l->sel == 0 ? l->n - 1 : l->sel - 1; break;
     case UI_LIST_DOWN: l->sel = l->wrap && l->sel == l->n - 1 ? 0 : l->sel + 1; break;

@@ -14,12 +14,13 @@
  *   - An item takes item_h lines (0 or 1: one; the Annotate screen's aspects take two or
  *     three: name and bar, then the rubric). wrap = 1 makes Up on the first item select the
  *     last and Down on the last the first (a short fixed list, as the aspects); paging and
- *     Home/End never wrap.
+ *     Home/End never wrap. view = 1 makes a list without a selection (a text to scroll, as the
+ *     help overlay): the moves scroll the rows shown, and sel is always top.
  *   - ui_list_draw draws the header (when not NULL) on the rect's first row, sets rows to
  *     the items that fit in the lines left (ui_list_layout), scrolls so that sel shows, and
  *     calls ROW for each visible item. Every list of every screen goes through it: the Jobs
  *     table, the job form's kind menu and fields, the Annotate aspects, the Quality table,
- *     the Monitor's run picker.
+ *     the Monitor's run picker, and the app's help overlay (a view).
  */
 #ifndef EASEL_UI_LIST_H
 #define EASEL_UI_LIST_H
@@ -33,6 +34,7 @@ typedef struct UiList {
     int rows; /* items shown at the last draw (0 before the first: paging moves 1) */
     int item_h; /* lines per item; 0 = 1 */
     int wrap;   /* Up/Down wrap around the ends (see DESIGN) */
+    int view;   /* no selection: the moves scroll (see DESIGN) */
 } UiList;
 
 typedef enum UiListMove {

@@ -131,3 +131,22 @@ Test(ui_list, items_of_several_lines_fit_fewer_rows_and_scroll) {
     cr_assert_eq(l.rows, 0, "not one item fits");
     cr_assert_eq(l.sel, 4, "the selection stays");
 }
+
+Test(ui_list, a_view_scrolls_its_rows_without_a_selection) {
+    UiList l = {.n = 30, .rows = 10, .view = 1};
+    cr_assert_eq(ui_list_move(&l, UI_LIST_UP), UI_LIST_SAME, "already at the top");
+    cr_assert_eq(ui_list_move(&l, UI_LIST_DOWN), UI_LIST_MOVED);
+    cr_assert_eq(l.top, 1, "Down scrolls one row at once (no selection to walk down first)");
+    cr_assert_eq(ui_list_move(&l, UI_LIST_PAGE_DOWN), UI_LIST_MOVED);
+    cr_assert_eq(l.top, 10);
+    cr_assert_eq(ui_list_move(&l, UI_LIST_END), UI_LIST_MOVED);
+    cr_assert_eq(l.top, 20, "the last row at the bottom");
+    cr_assert_eq(ui_list_move(&l, UI_LIST_DOWN), UI_LIST_SAME, "nothing below");
+    cr_assert_eq(l.top, 20);
+    check(&l);
+    cr_assert_eq(ui_list_move(&l, UI_LIST_HOME), UI_LIST_MOVED);
+    cr_assert_eq(l.top, 0);
+    cr_assert_eq(l.sel, l.top);
+    UiList shorter = {.n = 4, .rows = 10, .view = 1};
+    cr_assert_eq(ui_list_move(&shorter, UI_LIST_END), UI_LIST_SAME, "all of it shows");
+}

@@ -6,6 +6,7 @@
  *   j/k move like Up/Down, and Up on the first goes round to the last (as before).
  * - Jobs, a (the kind menu): PgDn pages down; the form's fields: End / Home select the last /
  *   first field, j moves down (the hint line below the fields follows the selection).
+ * - The help overlay (?) is a list without a selection: End / Home scroll it, other keys close.
  * The expected texts come from the store and the job-kind registry, not from copies here.
  * Skipped (with the reason) when tmux or bin/easel is missing. */
 #include <criterion/criterion.h>
@@ -136,5 +137,31 @@ Test(ui_list_tmux, job_form_kind_menu_and_fields_take_pages_home_end_and_j) {
     keys("Escape");
     wait_for("New job: pick a kind");
     keys("Escape");
+    keys("q");
+}
+
+/* Wait until the pane no longer shows TEXT (~10 s); fails the test with the screen else. */
+static void wait_gone(const char *text) {
+    for (int i = 0; i < 500; i++) {
+        if (!strstr(support_tmux_capture(sock), text))
+            return;
+        usleep(20000);
+    }
+    cr_assert_fail("the screen still shows \"%s\":\n%s", text, support_tmux_capture(sock));
+}
+
+Test(ui_list_tmux, the_help_overlay_scrolls_with_end_and_home) {
+    wait_for("a red fox in the snow");
+    cr_assert_eq(support_sh("tmux -L %s resize-window -t e -x 80 -y 24", sock), 0);
+    keys("'?'");
+    wait_for("Annotate \xe2\x80\x94 keys");
+    wait_for("0 .. 9"); /* the first line of the Annotate keys */
+    keys("End");
+    wait_gone("0 .. 9");
+    wait_for("Annotate \xe2\x80\x94 keys"); /* still open: End scrolled it */
+    keys("Home");
+    wait_for("0 .. 9");
+    keys("x"); /* any other key closes it */
+    wait_gone("Annotate \xe2\x80\x94 keys");
     keys("q");
 }
