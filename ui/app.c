@@ -646,10 +646,11 @@ static void handle_key(App *app, int ch) {
         beep();
         return;
     }
-    if (screens[app->cur]->key(app->state[app->cur], app, ch) == SCREEN_KEY_HANDLED)
+    int r = screens[app->cur]->key(app->state[app->cur], app, ch);
+    if (r == SCREEN_KEY_HANDLED)
         app->dirty = 1;
-    else
-        beep();
+    else if (r == SCREEN_KEY_IGNORED)
+        beep(); /* SCREEN_KEY_SAME: the screen's key, nothing to show */
 }
 
 static void do_resize(App *app) {

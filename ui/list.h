@@ -10,7 +10,8 @@
  *   - ui_list_key maps a key to a move (Up/k, Down/j, PgUp, PgDn, Home, End; a page is the
  *     rows shown less one) and says what it did: UI_LIST_NOT_MINE (the screen handles the key),
  *     UI_LIST_SAME (a list key that moved nothing), UI_LIST_MOVED. It never draws: the screen
- *     returns SCREEN_KEY_HANDLED and the shell decides when to redraw.
+ *     returns ui_list_key_result() (SCREEN_KEY_HANDLED after a move, SCREEN_KEY_SAME when
+ *     nothing moved) and the shell decides when to redraw.
  *   - An item takes item_h lines (0 or 1: one; the Annotate screen's aspects take two or
  *     three: name and bar, then the rubric). wrap = 1 makes Up on the first item select the
  *     last and Down on the last the first (a short fixed list, as the aspects); paging and
@@ -56,6 +57,11 @@ void ui_list_clamp(UiList *l);
 int ui_list_move(UiList *l, UiListMove m);
 /* The key CH as a list move (see DESIGN). */
 int ui_list_key(UiList *l, int ch);
+/* What a screen's key handler returns for a list key that did R (UI_LIST_MOVED or
+ * UI_LIST_SAME): SCREEN_KEY_HANDLED or SCREEN_KEY_SAME. */
+static inline int ui_list_key_result(int r) {
+    return r == UI_LIST_MOVED ? SCREEN_KEY_HANDLED : SCREEN_KEY_SAME;
+}
 /* Set rows to the items that fit in LINES lines (item_h each) and restore the invariant. */
 void ui_list_layout(UiList *l, int lines);
 /* 1 when items are hidden above / below the visible ones (for "more" marks). */

@@ -58,6 +58,8 @@ typedef struct ScreenKey {
 enum {
     SCREEN_KEY_IGNORED = 0,   /* not this screen's key (the app beeps) */
     SCREEN_KEY_HANDLED = 1,   /* handled; the app redraws */
+    SCREEN_KEY_SAME = 2,      /* this screen's key, but nothing changed (a list already at its
+                               * end): no beep, no redraw */
 };
 
 /* Return values of ScreenClass.tick and after_refresh. */

@@ -1218,9 +1218,10 @@ static int annotate_key(void *stp, App *app, int ch) {
     a->aspects.wrap = 1;
     a->aspects.sel = a->vm.sel;
     ui_list_clamp(&a->aspects);
-    if (ui_list_key(&a->aspects, ch) != UI_LIST_NOT_MINE) {
+    int moved = ui_list_key(&a->aspects, ch);
+    if (moved != UI_LIST_NOT_MINE) {
         annotate_vm_select(&a->vm, a->aspects.sel);
-        return SCREEN_KEY_HANDLED;
+        return ui_list_key_result(moved);
     }
     AnnotateAction act = annotate_vm_key(&a->vm, key);
     switch (act) {

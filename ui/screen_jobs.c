@@ -597,9 +597,10 @@ static void form_text_done(void *p, App *app, const char *text) {
 static int form_key(JobsScreen *s, App *app, int ch) {
     JobForm *f = s->form;
     fields_sync(s);
-    if (ui_list_key(&s->fields, ch) != UI_LIST_NOT_MINE) {
+    int moved = ui_list_key(&s->fields, ch);
+    if (moved != UI_LIST_NOT_MINE) {
         f->cur = s->fields.sel;
-        return SCREEN_KEY_HANDLED;
+        return ui_list_key_result(moved);
     }
     switch (ch) {
     case 27: /* Esc */
@@ -651,8 +652,9 @@ static int pick_key(JobsScreen *s, App *app, int ch) {
     (void)app;
     int n = jobkind_count();
     ui_list_set_count(&s->kinds, n);
-    if (ui_list_key(&s->kinds, ch) != UI_LIST_NOT_MINE)
-        return SCREEN_KEY_HANDLED;
+    int moved = ui_list_key(&s->kinds, ch);
+    if (moved != UI_LIST_NOT_MINE)
+        return ui_list_key_result(moved);
     switch (ch) {
     case 27:
         s->mode = MODE_LIST;
@@ -721,10 +723,11 @@ static int jobs_key(void *p, App *app, int ch) {
         return form_key(s, app, ch);
     if (s->mode == MODE_PICK)
         return pick_key(s, app, ch);
-    if (ui_list_key(&s->list, ch) != UI_LIST_NOT_MINE) {
+    int moved = ui_list_key(&s->list, ch);
+    if (moved != UI_LIST_NOT_MINE) {
         s->sel_id = s->n_rows ? s->rows[s->list.sel].id : 0;
         follow_log(s, app_store(app));
-        return SCREEN_KEY_HANDLED;
+        return ui_list_key_result(moved);
     }
     switch (ch) {
     case '\n':
