@@ -741,7 +741,7 @@ static void loop(App *app) {
 /* ---- start and stop ------------------------------------------------------------------------ */
 
 static char *annotator_name(const AppConfig *cfg) {
-    return xstrdup(identity_annotator(cfg->annotator));
+    return xstrdup(cfg->annotator && *cfg->annotator ? cfg->annotator : identity_login());
 }
 
 static void log_to_file(const AppConfig *cfg) {

@@ -25,7 +25,8 @@ typedef struct App App;
 /* What the command line asked for; strings are borrowed for the life of the app. */
 typedef struct AppConfig {
     const char *db_path;        /* the store (must exist) */
-    const char *annotator;      /* NULL: identity_annotator() ($EASEL_ANNOTATOR, else login) */
+    const char *annotator;      /* who rates: the CLI resolves --annotator, else
+                                 * $EASEL_ANNOTATOR (cli_tui_check); NULL: the login */
     const char *graphics;       /* NULL: probe; "sixel" | "blocks" | "ascii" | "none" */
     const char *theme;          /* NULL: from the terminal (ui/theme.h) */
     const char *plot;           /* NULL: auto; "braille" | "blocks" | "ascii" */
@@ -78,7 +79,7 @@ Store *app_store(App *app);                 /* the UI thread's connection; borro
 /* This process's session: the store above, the worker pool (the Jobs screen starts it). */
 Session *app_session(App *app);
 const AppConfig *app_config(App *app);
-const char *app_annotator(App *app);        /* resolved name: see identity_annotator() */
+const char *app_annotator(App *app);        /* cfg->annotator, else the login */
 GfxMode app_gfx_mode(App *app);
 /* Terminal facts from the start-up probe (see ui/gfx.h GfxCaps); borrowed. */
 const struct GfxCaps *app_gfx_caps(App *app);

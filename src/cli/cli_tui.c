@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "identity.h"
 #include "store_annotate.h"
 
 static void annotate_usage(void) {
@@ -140,10 +141,12 @@ static void env_fallback(const char **v, const char **from, const char *env, cha
     *from = buf;
 }
 
-/* The look's documented fallbacks ($EASEL_THEME, $EASEL_PLOT, $EASEL_LOG), read here once,
- * then the values of the TUI options that the CLI can check before the terminal is taken. */
+/* The documented fallbacks ($EASEL_ANNOTATOR, $EASEL_THEME, $EASEL_PLOT, $EASEL_LOG), read
+ * here once, then the values of the TUI options that the CLI can check before the terminal is
+ * taken. */
 int cli_tui_check(AppConfig *cfg) {
     static char theme_from[32], plot_from[32];
+    cfg->annotator = identity_annotator(cfg->annotator); /* --annotator, $EASEL_ANNOTATOR, login */
     env_fallback(&cfg->theme, &cfg->theme_from, "EASEL_THEME", theme_from, sizeof theme_from);
     env_fallback(&cfg->plot, &cfg->plot_from, "EASEL_PLOT", plot_from, sizeof plot_from);
     if (!cfg->log_path)
