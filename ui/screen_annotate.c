@@ -355,7 +355,7 @@ static int show(Annotate *a, int pos, Err *err) {
     a->gmsg[0] = '\0';
     prefetch(a);
     terminal_sync(a);
-    return 0; /* the caller's key, tick or prompt says the app what changed */
+    return 0; /* the caller's key, tick or prompt tells the app what changed */
 }
 
 static int open_new(Annotate *a, int64_t id, Err *err) {
@@ -1289,7 +1289,7 @@ static int annotate_tick(void *stp, App *app, double now) {
     }
     if (a->flag_text) {
         flag_save(a);
-        if (!a->flag_text) /* saved: the image's "flagged" mark */
+        if (!a->flag_text) /* saved (the "flagged" mark) or given up */
             redraw = SCREEN_TICK_CHANGED;
     }
     int failed = 0;
