@@ -73,12 +73,6 @@ AnnotateAction annotate_vm_key(AnnotateVm *vm, int key) {
     case 't':
         set_value(vm, 10);
         return AVM_CHANGED;
-    case AVM_KEY_UP:
-        vm->sel = (vm->sel + ANNOTATE_ASPECTS - 1) % ANNOTATE_ASPECTS;
-        return AVM_CHANGED;
-    case AVM_KEY_DOWN:
-        vm->sel = (vm->sel + 1) % ANNOTATE_ASPECTS;
-        return AVM_CHANGED;
     case AVM_KEY_LEFT:
         adjust(vm, -0.5);
         return AVM_CHANGED;
@@ -117,6 +111,12 @@ AnnotateAction annotate_vm_key(AnnotateVm *vm, int key) {
         vm->armed = 0;
         return AVM_IGNORED;
     }
+}
+
+void annotate_vm_select(AnnotateVm *vm, int k) {
+    vm->armed = 0;
+    if (k >= 0 && k < ANNOTATE_ASPECTS)
+        vm->sel = k;
 }
 
 double annotate_vm_pace(const double *save_t, int n, double start, double now) {

@@ -5,7 +5,8 @@
  *   0-9      set the selected aspect to that value and select the next aspect
  *   t        set the selected aspect to 10
  *   Left/Right  -/+ 0.5 on the selected aspect (from 5 when it has no value)
- *   Up/Down  select the previous/next aspect
+ *   (Up/Down, PgUp/PgDn, Home/End and j/k select an aspect through the screen's list widget,
+ *   ui/list.h, which then calls annotate_vm_select)
  *   Backspace/Delete/x  clear the selected aspect
  *   Enter    commit: every aspect set -> AVM_COMMIT; none set -> AVM_EMPTY; some set ->
  *            AVM_PARTIAL first, AVM_COMMIT when pressed again at once
@@ -21,9 +22,7 @@
 #include "store_annotate.h"
 
 enum {
-    AVM_KEY_UP = 0x110000,
-    AVM_KEY_DOWN,
-    AVM_KEY_LEFT,
+    AVM_KEY_LEFT = 0x110000,
     AVM_KEY_RIGHT,
     AVM_KEY_ENTER,
     AVM_KEY_DELETE,
@@ -58,6 +57,10 @@ void annotate_vm_load(AnnotateVm *vm, const double *stored);
 
 /* Apply one key; returns what the screen must do. */
 AnnotateAction annotate_vm_key(AnnotateVm *vm, int key);
+
+/* Select aspect K (0 <= K < ANNOTATE_ASPECTS; others are ignored), as a key does: a pending
+ * confirmation (armed) is dropped. */
+void annotate_vm_select(AnnotateVm *vm, int k);
 
 int annotate_vm_n_set(const AnnotateVm *vm);
 int annotate_vm_dirty(const AnnotateVm *vm);   /* values differ from stored */

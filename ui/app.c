@@ -38,8 +38,11 @@
 
 #include "base.h"
 #include "gfx.h"
+#include "list.h"
 #include "log.h"
 #include "screen.h"
+#include "session.h"
+#include "store_annotate.h"
 #include "theme.h"
 
 /* ---- the screen table: one line per screen, in Tab order (see ui/screen.h) -------------- */
@@ -64,7 +67,8 @@ static const ScreenClass *const screens[] = {
 
 struct App {
     AppConfig cfg;
-    Store *st;
+    Session *session;            /* the store, its checks, the worker pool (src/app/session.h) */
+    Store *st;                   /* session_store(session) */
     char *annotator;
     GfxCaps caps;
     GfxMode mode;
@@ -75,7 +79,7 @@ struct App {
     int dirty;
     int full;                    /* the next after_refresh must re-send raw output */
     int help;                    /* help overlay shown */
-    int help_top;                /* first line shown */
+    UiList help_list;            /* its lines, a view (ui/list.h) */
     char status[256];
     int status_err;
     double status_until;
@@ -96,19 +100,7 @@ struct App {
 };
 
 static volatile sig_atomic_t resized;
-static volatile sig_atomic_t stop_signal;
 static volatile sig_atomic_t wake_fd_signal = -1;
-
-static void on_stop(int sig) {
-    stop_signal = sig;
-    int fd = wake_fd_signal;
-    if (fd >= 0) {
-        int saved = errno;
-        ssize_t r = write(fd, "s", 1);
-        (void)r;
-        errno = saved;
-    }
-}
 
 static void on_winch(int sig) {
     (void)sig;
@@ -214,16 +206,12 @@ void ui_box(UiRect r, attr_t a, const char *title) {
 /* ---- services ------------------------------------------------------------------------------ */
 
 Store *app_store(App *app) { return app->st; }
+Session *app_session(App *app) { return app->session; }
 const AppConfig *app_config(App *app) { return &app->cfg; }
 const char *app_annotator(App *app) { return app->annotator; }
 GfxMode app_gfx_mode(App *app) { return app->mode; }
 const struct GfxCaps *app_gfx_caps(App *app) { return &app->caps; }
-void app_dirty(App *app) { app->dirty = 1; }
-
-void app_redraw_all(App *app) {
-    app->dirty = 1;
-    app->full = 1;
-}
+void app_clear_terminal(App *app) { app->full = 1; }
 
 void app_wake(App *app) {
     ssize_t r = write(app->wake_wr, "w", 1); /* non-blocking: a full pipe already wakes */
@@ -455,7 +443,8 @@ static void draw_status(App *app) {
 }
 
 static const ScreenKey global_keys[] = {
-    {"?  F1", "this help (any key closes it)"},
+    {"?  F1", "this help (the arrows, j / k, PgUp / PgDn, Home / End scroll it; any other key "
+              "closes it)"},
     {"Tab  Shift-Tab", "next / previous screen"},
     {"F2..F12", "go to the screen with that key (see the title bar)"},
     {"Ctrl-L", "redraw the whole terminal"},
@@ -480,6 +469,23 @@ static int help_lines(App *app, const ScreenKey **lines, int max) {
     return n;
 }
 
+typedef struct HelpRows {
+    const ScreenKey **lines;
+    int kw; /* key column */
+} HelpRows;
+
+static void help_row(void *p, int i, UiRect row, int selected) {
+    (void)selected; /* a view: nothing is selected */
+    const HelpRows *h = p;
+    const ScreenKey *k = h->lines[i];
+    if (!k) {
+        ui_put(row.y, row.x, row.w, ui_attr(UI_C_DIM), "everywhere:");
+        return;
+    }
+    ui_put(row.y, row.x, h->kw, ui_attr(UI_C_ACCENT), k->key);
+    ui_put(row.y, row.x + 2 + h->kw, row.w - 2 - h->kw, A_NORMAL, k->what);
+}
+
 static void draw_help(App *app) {
     const ScreenKey *lines[128];
     int n = help_lines(app, lines, 128);
@@ -501,21 +507,13 @@ static void draw_help(App *app) {
     char title[96];
     snprintf(title, sizeof title, "%s — keys", screens[app->cur]->name);
     ui_box(r, ui_attr(UI_C_ACCENT), title);
-    int rows = h - 4;
-    if (app->help_top > n - rows)
-        app->help_top = n - rows > 0 ? n - rows : 0;
-    for (int i = 0; i < rows && app->help_top + i < n; i++) {
-        const ScreenKey *k = lines[app->help_top + i];
-        int y = r.y + 2 + i;
-        if (!k) {
-            ui_put(y, r.x + 2, w - 4, ui_attr(UI_C_DIM), "everywhere:");
-            continue;
-        }
-        ui_put(y, r.x + 2, kw, ui_attr(UI_C_ACCENT), k->key);
-        ui_put(y, r.x + 4 + kw, w - 6 - kw, A_NORMAL, k->what);
-    }
-    if (n > rows)
-        ui_put(r.y + h - 1, r.x + 2, w - 4, ui_attr(UI_C_DIM), " Up/Down scroll ");
+    HelpRows rows = {lines, kw};
+    app->help_list.n = n;
+    ui_list_draw(&app->help_list, (UiRect){r.y + 2, r.x + 2, h - 4, w - 4}, NULL, 0, help_row,
+                 &rows);
+    if (n > app->help_list.rows)
+        ui_put(r.y + h - 1, r.x + 2, w - 4, ui_attr(UI_C_DIM),
+               " Up/Down PgUp/PgDn Home/End scroll ");
 }
 
 static void redraw(App *app) {
@@ -539,8 +537,10 @@ static void redraw(App *app) {
     int full = app->full;
     app->full = 0;
     app->dirty = 0;
-    if (!app->help && LINES >= 24 && COLS >= 80 && screens[app->cur]->after_refresh)
-        screens[app->cur]->after_refresh(app->state[app->cur], app, full);
+    if (!app->help && LINES >= 24 && COLS >= 80 && screens[app->cur]->after_refresh &&
+        screens[app->cur]->after_refresh(app->state[app->cur], app, full) ==
+            SCREEN_TICK_CHANGED)
+        app->dirty = 1; /* drawn again at the next turn */
 }
 
 /* ---- input --------------------------------------------------------------------------------- */
@@ -591,10 +591,8 @@ static void handle_key(App *app, int ch) {
         return;
     }
     if (app->help) {
-        if (ch == KEY_UP || ch == KEY_DOWN || ch == KEY_NPAGE || ch == KEY_PPAGE) {
-            app->help_top += (ch == KEY_DOWN ? 1 : ch == KEY_UP ? -1 : ch == KEY_NPAGE ? 10 : -10);
-            if (app->help_top < 0)
-                app->help_top = 0;
+        if (ui_list_key(&app->help_list, ch) != UI_LIST_NOT_MINE) {
+            /* scrolled (or at an end) */
         } else if (ch != KEY_RESIZE) {
             app->help = 0;
             app->full = 1;
@@ -614,7 +612,7 @@ static void handle_key(App *app, int ch) {
     case '?':
     case KEY_F(1):
         app->help = 1;
-        app->help_top = 0;
+        app->help_list = (UiList){.view = 1};
         app->dirty = 1;
         app->full = 1; /* clears raw output (images) the overlay's blanks would not cover */
         return;
@@ -648,10 +646,11 @@ static void handle_key(App *app, int ch) {
         beep();
         return;
     }
-    if (screens[app->cur]->key(app->state[app->cur], app, ch) == SCREEN_KEY_HANDLED)
+    int r = screens[app->cur]->key(app->state[app->cur], app, ch);
+    if (r == SCREEN_KEY_HANDLED)
         app->dirty = 1;
-    else
-        beep();
+    else if (r == SCREEN_KEY_IGNORED)
+        beep(); /* SCREEN_KEY_SAME: the screen's key, nothing to show */
 }
 
 static void do_resize(App *app) {
@@ -734,7 +733,7 @@ static void loop(App *app) {
                 handle_key(app, ch);
             }
         }
-        if (stop_signal) /* Ctrl-C, kill, hang-up: leave as q does (the terminal restored) */
+        if (session_signals_caught()) /* Ctrl-C, kill, hang-up: leave as q does */
             break;
     }
 }
@@ -742,40 +741,50 @@ static void loop(App *app) {
 /* ---- start and stop ------------------------------------------------------------------------ */
 
 static char *annotator_name(const AppConfig *cfg) {
-    return xstrdup(identity_annotator(cfg->annotator));
+    return xstrdup(cfg->annotator && *cfg->annotator ? cfg->annotator : identity_login());
 }
 
-static void log_to_file(void) {
-    const char *path = getenv("EASEL_LOG");
-    if (path && *path)
-        log_open(path);
+static void log_to_file(const AppConfig *cfg) {
+    if (cfg->log_path && *cfg->log_path)
+        log_open(cfg->log_path);
 }
 
-/* The signals the UI thread handles, and what was there before. */
-typedef struct SavedSignals {
-    struct sigaction winch;
-    struct sigaction intr;
-    struct sigaction term;
-    struct sigaction hup;
-} SavedSignals;
-
-static void signals_install(SavedSignals *old) {
+/* The signals the UI thread handles: SIGWINCH here, the stop signals (SIGINT, SIGTERM,
+ * SIGHUP) through the session (session_signals_catch), both waking the loop. */
+static void signals_install(App *app, struct sigaction *old_winch) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = on_winch;
-    sigaction(SIGWINCH, &sa, &old->winch);
-    sa.sa_handler = on_stop;
-    sigaction(SIGINT, &sa, &old->intr);
-    sigaction(SIGTERM, &sa, &old->term);
-    sigaction(SIGHUP, &sa, &old->hup);
+    sigaction(SIGWINCH, &sa, old_winch);
+    session_signals_catch(app->wake_wr, 1);
 }
 
-static void signals_restore(const SavedSignals *old) {
-    sigaction(SIGWINCH, &old->winch, NULL);
-    sigaction(SIGINT, &old->intr, NULL);
-    sigaction(SIGTERM, &old->term, NULL);
-    sigaction(SIGHUP, &old->hup, NULL);
+static void signals_restore(const struct sigaction *old_winch) {
+    sigaction(SIGWINCH, old_winch, NULL);
+    session_signals_release();
+}
+
+/* The session of CFG: the store, opened and checked (rating as CFG's annotator, the reviewer
+ * role for the disagree order) before the terminal is taken. */
+static int session_start(App *app, Err *err) {
+    const AppConfig *cfg = &app->cfg;
+    AnnotateOrder order = ANNOTATE_ORDER_FEWEST;
+    int disagree = cfg->order && store_annotate_order_parse(cfg->order, &order, NULL) == 0 &&
+                   order == ANNOTATE_ORDER_DISAGREE;
+    SessionConfig sc = {
+        .db_path = cfg->db_path,
+        .threads = cfg->worker_threads == APP_NO_WORKERS ? 0
+                   : cfg->worker_threads > 0          ? cfg->worker_threads
+                                                      : SESSION_THREADS_DEFAULT,
+        .gpu_share = cfg->gpu_share,
+        .act_as = app->annotator,
+        .needs_review = disagree ? "the disagree order" : NULL,
+    };
+    int rc = session_open(&sc, &app->session, err);
+    if (!rc)
+        app->st = session_store(app->session);
+    return rc;
 }
 
 static int curses_start(App *app, Err *err) {
@@ -824,20 +833,19 @@ static int screens_start(App *app) {
 }
 
 int app_run(const AppConfig *cfg, Err *err) {
-    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))
-        return err_set(err, ERR_USAGE,
-                       "the TUI needs a terminal (stdin and stdout are not both ttys); "
-                       "run it in a terminal, or use the commands (easel --help)");
     App *app = xcalloc(1, sizeof *app);
     app->cfg = *cfg;
     app->annotator = annotator_name(cfg);
     app->login = xstrdup(identity_login());
     int rc = 0;
-    log_to_file();
-    app->st = store_open_existing(cfg->db_path, err);
-    if (!app->st) {
-        rc = err ? err->code : ERR_IO;
+    log_to_file(cfg);
+    if ((rc = session_start(app, err))) /* no store, or refused: said before the tty check */
         goto out_free;
+    if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
+        rc = err_set(err, ERR_USAGE,
+                     "the TUI needs a terminal (stdin and stdout are not both ttys); "
+                     "run it in a terminal, or use the commands (easel --help)");
+        goto out_close;
     }
     setlocale(LC_ALL, "");
     gfx_probe(STDIN_FILENO, &app->caps, 250);
@@ -848,7 +856,8 @@ int app_run(const AppConfig *cfg, Err *err) {
         goto out_close;
     }
     app->mode = (GfxMode)mode;
-    if (theme_setup(cfg->theme, cfg->plot, STDIN_FILENO, app->caps.utf8, err)) {
+    if (theme_setup(cfg->theme, cfg->theme_from, cfg->plot, cfg->plot_from, STDIN_FILENO,
+                    app->caps.utf8, err)) {
         rc = err->code;
         goto out_close;
     }
@@ -888,11 +897,11 @@ int app_run(const AppConfig *cfg, Err *err) {
     store_set_busy_limit(app->st, APP_STORE_BUSY_MS);
 
     wake_fd_signal = app->wake_wr;
-    SavedSignals saved;
-    signals_install(&saved);
+    struct sigaction saved_winch;
+    signals_install(app, &saved_winch);
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     loop(app);
-    signals_restore(&saved);
+    signals_restore(&saved_winch);
     wake_fd_signal = -1;
     if (screens[app->cur]->leave)
         screens[app->cur]->leave(app->state[app->cur], app);
@@ -909,7 +918,7 @@ out_pipe:
     close(app->wake_rd);
     close(app->wake_wr);
 out_close:
-    store_close(app->st);
+    session_close(app->session); /* stops the pool (if a screen left it running), the store */
 out_free:
     free(app->annotator);
     free(app->login);

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "session.h"
 #include "store.h"
 
 typedef struct App App;
@@ -24,10 +25,16 @@ typedef struct App App;
 /* What the command line asked for; strings are borrowed for the life of the app. */
 typedef struct AppConfig {
     const char *db_path;        /* the store (must exist) */
-    const char *annotator;      /* NULL: identity_annotator() ($EASEL_ANNOTATOR, else login) */
+    const char *annotator;      /* who rates: the CLI resolves --annotator, else
+                                 * $EASEL_ANNOTATOR (cli_tui_check); NULL: the login */
     const char *graphics;       /* NULL: probe; "sixel" | "blocks" | "ascii" | "none" */
-    const char *theme;          /* NULL: $EASEL_THEME, else from the terminal (ui/theme.h) */
+    const char *theme;          /* NULL: from the terminal (ui/theme.h) */
     const char *plot;           /* NULL: auto; "braille" | "blocks" | "ascii" */
+    /* Where theme and plot came from, for messages: NULL = "--theme" / "--plot"; the CLI
+     * fills in the fallbacks $EASEL_THEME and $EASEL_PLOT (cli_tui_check) and says so. */
+    const char *theme_from;
+    const char *plot_from;
+    const char *log_path;       /* a log file (the CLI: $EASEL_LOG); NULL: no log */
     const char *start_screen;   /* NULL: the first screen; else a screen name ("Annotate") */
     /* Annotate queue options (see src/store/store_annotate.h) */
     const char *order;          /* NULL: "fewest"; also "id", "random", "prompt" */
@@ -39,10 +46,10 @@ typedef struct AppConfig {
     const char *monitor_run;
     /* Seconds a save waits for another process's write lock before giving up; 0: 30. */
     double store_wait_s;
-    /* The worker pool of this TUI (src/app/session.h), started by the Jobs screen: threads
-     * (0: the core count; APP_NO_WORKERS: none, jobs are left to `easel worker`) and jobs per
-     * GPU (0: 1). The CLI sets them (`easel --threads N --gpu-share N`); the UI never reads
-     * the environment for them. */
+    /* The worker pool of this TUI's session (src/app/session.h; its Jobs screen starts it):
+     * threads (0: the core count; APP_NO_WORKERS: none, jobs are left to `easel worker`) and
+     * jobs per GPU (0: 1). The CLI sets them (`easel --threads N --gpu-share N`); the UI
+     * never reads the environment for them. */
     int worker_threads;
     int gpu_share;
 } AppConfig;
@@ -53,8 +60,11 @@ typedef struct AppConfig {
  * try (store_set_busy_limit); a write that finds the store locked is retried from the loop. */
 #define APP_STORE_BUSY_MS 100
 
-/* Run the TUI until the user quits. Returns 0, or an ERR_* with err set when it could not
- * start (no terminal, no store). Restores the terminal on every exit path. */
+/* Run the TUI until the user quits. First opens the app layer's session (src/app/session.h)
+ * on cfg->db_path: the store, and the checks that the annotator may rate as that name and,
+ * for the disagree order, that the login may review; a refusal returns before the terminal
+ * is taken. Returns 0, or an ERR_* with err set when it could not start (no terminal, no
+ * store, refused). Restores the terminal on every exit path. */
 int app_run(const AppConfig *cfg, Err *err);
 
 /* Graphics modes, weakest first. */
@@ -66,16 +76,18 @@ const char *const *app_screen_names(void);
 /* ---- services for screens (UI thread only, except app_wake) ------------------------------ */
 
 Store *app_store(App *app);                 /* the UI thread's connection; borrowed */
+/* This process's session: the store above, the worker pool (the Jobs screen starts it). */
+Session *app_session(App *app);
 const AppConfig *app_config(App *app);
-const char *app_annotator(App *app);        /* resolved name: see identity_annotator() */
+const char *app_annotator(App *app);        /* cfg->annotator, else the login */
 GfxMode app_gfx_mode(App *app);
 /* Terminal facts from the start-up probe (see ui/gfx.h GfxCaps); borrowed. */
 const struct GfxCaps *app_gfx_caps(App *app);
 
-void app_dirty(App *app);                   /* redraw at the next turn of the loop */
-/* Clear the terminal and redraw everything at the next turn, which also removes raw output
- * (an image) that no new frame will cover. */
-void app_redraw_all(App *app);
+/* The next frame clears the terminal first, which also removes raw output (an image) that no
+ * new frame will cover. It does not ask for the frame: the key, tick or prompt that changed
+ * what is shown says so (ui/screen.h, "Who redraws"). */
+void app_clear_terminal(App *app);
 void app_wake(App *app);                    /* any thread: wake the loop (then tick + redraw) */
 
 /* A message on the status line for a few seconds (errors stay until the next key). */
@@ -103,7 +115,8 @@ typedef struct AppQuitGuard {
 void app_add_quit_guard(App *app, AppQuitGuard guard);
 
 /* Ask for one line of text on the status line. DONE runs on the UI thread with the text, or
- * NULL if the user pressed Esc; the string is borrowed for the call. */
+ * NULL if the user pressed Esc; the string is borrowed for the call. The app redraws after
+ * DONE. */
 typedef void (*AppPromptDone)(void *st, App *app, const char *text);
 void app_prompt(App *app, const char *label, AppPromptDone done, void *st);
 

@@ -48,13 +48,21 @@ typedef struct ScreenKey {
     const char *what;  /* "set the selected aspect and move to the next" */
 } ScreenKey;
 
+/* Who redraws: a screen never asks for a frame. Its key handler, tick and after_refresh
+ * return what happened, and the app (ui/app.c) alone decides to draw: after a handled key,
+ * a changed tick or after_refresh, a prompt's answer, a screen switch or open, a status line
+ * message, a resize. A screen whose raw output (an image) no new frame would cover asks that
+ * the next frame clear the terminal first (app_clear_terminal). */
+
 /* Return values of ScreenClass.key. */
 enum {
     SCREEN_KEY_IGNORED = 0,   /* not this screen's key (the app beeps) */
     SCREEN_KEY_HANDLED = 1,   /* handled; the app redraws */
+    SCREEN_KEY_SAME = 2,      /* this screen's key, but nothing changed (a list already at its
+                               * end): no beep, no redraw */
 };
 
-/* Return values of ScreenClass.tick. */
+/* Return values of ScreenClass.tick and after_refresh. */
 enum {
     SCREEN_TICK_SAME = 0,     /* nothing shown changed */
     SCREEN_TICK_CHANGED = 1,  /* the app redraws */
@@ -80,8 +88,10 @@ typedef struct ScreenClass {
     /* Optional: called after the frame reached the terminal (doupdate()). The only place a
      * screen may write raw bytes (sixel, truecolor blocks) with app_term_write. `full` is 1
      * when the terminal was cleared or something was drawn over the screen since the last
-     * call (resize, Ctrl-L, help overlay): raw output must then be sent again. */
-    void (*after_refresh)(void *st, App *app, int full);
+     * call (resize, Ctrl-L, help overlay): raw output must then be sent again. Returns
+     * SCREEN_TICK_CHANGED when the frame just drawn is out of date (the image it left room
+     * for cannot be shown, or became ready after draw): the app draws again. */
+    int (*after_refresh)(void *st, App *app, int full);
 
     /* A key (ncurses code: a character, KEY_UP, KEY_F(n), ...). */
     int (*key)(void *st, App *app, int ch);

@@ -35,6 +35,7 @@
 #include "base.h"
 #include "gfx.h"
 #include "identity.h"
+#include "list.h"
 #include "loader.h"
 #include "log.h"
 #include "queue_order.h"
@@ -127,6 +128,7 @@ typedef struct Annotate {
     AnnotateImage img;       /* the image on screen (valid when pos >= 0) */
     int have_img;
     AnnotateVm vm;
+    UiList aspects;          /* the aspects as a list (ui/list.h): sel is vm.sel, wraps */
     double active;           /* seconds spent on it so far, pauses capped (see note_activity) */
     double last_event;       /* last key or appearance */
     int queue_empty;
@@ -326,7 +328,7 @@ static void terminal_sync(Annotate *a) {
             return;
     }
     a->on_term_key = -1;
-    app_redraw_all(a->app);
+    app_clear_terminal(a->app);
 }
 
 /* Show image ID (already in hist at index POS). */
@@ -353,8 +355,7 @@ static int show(Annotate *a, int pos, Err *err) {
     a->gmsg[0] = '\0';
     prefetch(a);
     terminal_sync(a);
-    app_dirty(a->app);
-    return 0;
+    return 0; /* the caller's key, tick or prompt tells the app what changed */
 }
 
 static int open_new(Annotate *a, int64_t id, Err *err) {
@@ -396,7 +397,6 @@ static void go_next(Annotate *a) {
     if (a->waiting && !ui_loader_busy(a->loader))
         ask_queue(a);
     terminal_sync(a);
-    app_dirty(a->app);
 }
 
 /* Time on an image counts between keys, but a pause longer than IDLE_CAP (the annotator
@@ -660,7 +660,10 @@ static void annotate_fini(void *stp) {
     free(a);
 }
 
-static void draw_wrapped(int *y, int y_end, int x, int w, attr_t at, const char *s, int max_lines) {
+/* S broken at spaces into lines of W columns, at most MAX_LINES (the last one cut with an
+ * ellipsis), from *y on up to Y_END (drawn when DRAW); *y is left past the last line. */
+static void wrap_text(int *y, int y_end, int x, int w, attr_t at, const char *s, int max_lines,
+                      int draw) {
     int lines = 0;
     while (*s && *y < y_end && lines < max_lines) {
         int len = (int)strlen(s);
@@ -680,13 +683,25 @@ static void draw_wrapped(int *y, int y_end, int x, int w, attr_t at, const char 
             line[n - 1] = '\0';
             strncat(line, "\xe2\x80\xa6", sizeof line - strlen(line) - 1);
         }
-        ui_put(*y, x, w, at, line);
+        if (draw)
+            ui_put(*y, x, w, at, line);
         (*y)++;
         lines++;
         s += cut;
         while (*s == ' ')
             s++;
     }
+}
+
+static void draw_wrapped(int *y, int y_end, int x, int w, attr_t at, const char *s, int max_lines) {
+    wrap_text(y, y_end, x, w, at, s, max_lines, 1);
+}
+
+/* The lines draw_wrapped would take for S at width W, at most MAX_LINES. */
+static int wrapped_lines(int w, const char *s, int max_lines) {
+    int y = 0;
+    wrap_text(&y, max_lines, 0, w, 0, s, max_lines, 0);
+    return y;
 }
 
 /* 10 cells for 0..10, a half cell for .5; on the selected row (SEL) in its colours. */
@@ -763,11 +778,12 @@ static void draw_nothing(Annotate *a, const AnnotateProgress *prog) {
             a->session_new);
 }
 
-/* One aspect: selection mark, name, value, bar, then its rubric (TALL: two lines). */
-static void draw_aspect(Annotate *a, int k, int *y, int yend, int tall) {
-    const AnnotateLayout *l = &a->lay;
-    int x = l->side_x, w = l->side_w;
-    int sel = k == a->vm.sel;
+/* One aspect (a row of the aspects list, ROW.h lines): selection mark, name, value, bar,
+ * then its rubric on the lines left. */
+static void draw_aspect(void *p, int k, UiRect row, int sel) {
+    Annotate *a = p;
+    int x = row.x, w = row.w, yy = row.y;
+    int *y = &yy;
     char v[16];
     annotate_vm_fmt(a->vm.values[k], v, sizeof v);
     attr_t at = sel ? ui_attr(UI_C_SELECT) : A_NORMAL;
@@ -780,8 +796,28 @@ static void draw_aspect(Annotate *a, int k, int *y, int yend, int tall) {
     if (!isnan(a->vm.stored[k]) && a->vm.values[k] != a->vm.stored[k])
         ui_put(*y, x + 30, w - 30, at, "(edited)");
     (*y)++;
-    draw_wrapped(y, yend, x + 3, w - 3, ui_attr(UI_C_DIM),
-                 a->asp[k].rubric ? a->asp[k].rubric : "", tall ? 2 : 1);
+    draw_wrapped(y, row.y + row.h, x + 3, w - 3, ui_attr(UI_C_DIM),
+                 a->asp[k].rubric ? a->asp[k].rubric : "", row.h - 1);
+}
+
+/* The aspects list over the lines from Y to YEND; returns the line after it. An aspect takes
+ * one line plus its rubric's (up to two when the body is TALL, else one). */
+static int draw_aspects(Annotate *a, int y, int yend, int tall) {
+    const AnnotateLayout *l = &a->lay;
+    int rubric = 0;
+    for (int k = 0; k < ANNOTATE_ASPECTS; k++) {
+        int n = wrapped_lines(l->side_w - 3, a->asp[k].rubric ? a->asp[k].rubric : "",
+                              tall ? 2 : 1);
+        rubric = n > rubric ? n : rubric;
+    }
+    a->aspects.item_h = 1 + rubric;
+    a->aspects.n = ANNOTATE_ASPECTS;
+    a->aspects.sel = a->vm.sel;
+    ui_list_draw(&a->aspects, (UiRect){y, l->side_x, yend - y, l->side_w}, NULL, 0, draw_aspect,
+                 a);
+    int shown = a->aspects.n - a->aspects.top;
+    shown = shown < a->aspects.rows ? shown : a->aspects.rows;
+    return y + shown * a->aspects.item_h;
 }
 
 /* The side panel of an image: id, prompt, aspects, progress, key hints. */
@@ -802,8 +838,7 @@ static void draw_panel(Annotate *a, const AnnotateProgress *prog, int body_h) {
         draw_wrapped(&y, yend, x, w, ui_attr(UI_C_DIM), line, body_h >= 30 ? 2 : 1);
     }
     y++;
-    for (int k = 0; k < ANNOTATE_ASPECTS && y < yend - 3; k++)
-        draw_aspect(a, k, &y, yend - 3, body_h >= 34);
+    y = draw_aspects(a, y, yend - 3, body_h >= 34);
     y++;
     if (y < yend - 2) {
         int kept = a->n_saves < PACE_KEEP ? a->n_saves : PACE_KEEP;
@@ -842,7 +877,7 @@ static void zoom_end(Annotate *a, App *app) {
     z->key = -1;
     z->on = 0;
     a->on_term_key = -1;
-    app_redraw_all(app); /* wipe the full-screen image */
+    app_clear_terminal(app); /* wipe the full-screen image */
 }
 
 /* The frame geometry of a W x H picture shown as it is: the canvas is the picture (the
@@ -1009,7 +1044,7 @@ static void annotate_draw(void *stp, App *app, UiRect r) {
         draw_panel(a, &prog, r.h);
 }
 
-static void annotate_after_refresh(void *stp, App *app, int full) {
+static int annotate_after_refresh(void *stp, App *app, int full) {
     Annotate *a = stp;
     if (a->zoom.on) {
         Zoom *z = &a->zoom;
@@ -1021,28 +1056,26 @@ static void annotate_after_refresh(void *stp, App *app, int full) {
             app_term_write(app, "\0338", 2);
             z->sent = 1;
         }
-        return;
+        return SCREEN_TICK_SAME;
     }
     if (!a->cache || !a->have_img || !a->lay_ok)
-        return;
+        return SCREEN_TICK_SAME;
     if (!full && a->on_term_key == a->img.id && a->on_term_cols == a->lay.img_w &&
         a->on_term_rows == a->lay.img_h)
-        return;
+        return SCREEN_TICK_SAME;
     const GfxFrame *f = NULL;
     GfxState s = gfx_cache_get(a->cache, a->img.id, a->img.path, a->lay.img_w, a->lay.img_h, &f,
                                a->gmsg, sizeof a->gmsg);
     if (s != GFX_READY) {
-        if (s != a->gstate) {
-            a->gstate = s;
-            app_dirty(app);
-        }
-        return;
+        if (s == a->gstate)
+            return SCREEN_TICK_SAME;
+        a->gstate = s; /* e.g. failed: the box says why */
+        return SCREEN_TICK_CHANGED;
     }
     if (a->gstate != GFX_READY) { /* became ready between draw and now: draw blanks first */
         a->gstate = GFX_READY;
         gfx_cache_release(a->cache, f);
-        app_dirty(app);
-        return;
+        return SCREEN_TICK_CHANGED;
     }
     char head[48];
     int n = snprintf(head, sizeof head, "\0337\033[%d;%dH", a->lay.img_y + 1, a->lay.img_x + 1);
@@ -1059,12 +1092,11 @@ static void annotate_after_refresh(void *stp, App *app, int full) {
     if (!a->mode_noted && caps->mode_note[0])
         app_status_error(app, "%s", caps->mode_note);
     a->mode_noted = 1;
+    return SCREEN_TICK_SAME;
 }
 
 static int map_key(int ch) {
     switch (ch) {
-    case KEY_UP: return AVM_KEY_UP;
-    case KEY_DOWN: return AVM_KEY_DOWN;
     case KEY_LEFT: return AVM_KEY_LEFT;
     case KEY_RIGHT: return AVM_KEY_RIGHT;
     case '\n':
@@ -1133,7 +1165,7 @@ static int zoom_key(Annotate *a, App *app, int ch) {
     z->pan_x += dx;
     z->pan_y += dy;
     zoom_drop_frame(z);  /* draw() renders the new view */
-    app_redraw_all(app); /* on a cleared screen: no edge of the old view stays */
+    app_clear_terminal(app); /* on a cleared screen: no edge of the old view stays */
     return SCREEN_KEY_HANDLED;
 }
 
@@ -1180,6 +1212,16 @@ static int annotate_key(void *stp, App *app, int ch) {
             return SCREEN_KEY_HANDLED;
         }
         return SCREEN_KEY_IGNORED;
+    }
+    /* the aspects list: Up/Down (round), PgUp/PgDn, Home/End, j/k */
+    a->aspects.n = ANNOTATE_ASPECTS;
+    a->aspects.wrap = 1;
+    a->aspects.sel = a->vm.sel;
+    ui_list_clamp(&a->aspects);
+    int moved = ui_list_key(&a->aspects, ch);
+    if (moved != UI_LIST_NOT_MINE) {
+        annotate_vm_select(&a->vm, a->aspects.sel);
+        return ui_list_key_result(moved);
     }
     AnnotateAction act = annotate_vm_key(&a->vm, key);
     switch (act) {
@@ -1240,10 +1282,16 @@ static int annotate_key(void *stp, App *app, int ch) {
 static int annotate_tick(void *stp, App *app, double now) {
     Annotate *a = stp;
     int redraw = SCREEN_TICK_SAME;
-    if (a->saving && a->have_img)
+    if (a->saving && a->have_img) {
         commit(a); /* one more try: at most APP_STORE_BUSY_MS */
-    if (a->flag_text)
+        if (!a->saving) /* saved (the next image shows) or given up: the panel changed */
+            redraw = SCREEN_TICK_CHANGED;
+    }
+    if (a->flag_text) {
         flag_save(a);
+        if (!a->flag_text) /* saved (the "flagged" mark) or given up */
+            redraw = SCREEN_TICK_CHANGED;
+    }
     int failed = 0;
     char msg[ERR_MSG_LEN];
     QueueSnap *snap = ui_loader_take(a->loader, &failed, msg, sizeof msg);
@@ -1326,7 +1374,7 @@ static void annotate_enter(void *stp, App *app) {
 static const ScreenKey annotate_keys[] = {
     {"0 .. 9", "set the selected aspect to that value and select the next aspect"},
     {"t", "set the selected aspect to 10"},
-    {"Up / Down", "select the previous / next aspect"},
+    {"Up/Down, j/k", "select the previous / next aspect (Home / End: the first / last)"},
     {"Left / Right", "lower / raise the selected aspect by 0.5"},
     {"Backspace, x", "clear the selected aspect"},
     {"Enter", "save all aspects of this image and show the next one"},
@@ -1357,7 +1405,7 @@ static int annotate_key_or_zoom(void *stp, App *app, int ch) {
         a->zoom.one_to_one = 0;
         a->zoom.pan_x = a->zoom.pan_y = 0;
         zoom_drop_frame(&a->zoom);
-        app_redraw_all(app);
+        app_clear_terminal(app);
         return SCREEN_KEY_HANDLED;
     }
     return annotate_key(stp, app, ch);

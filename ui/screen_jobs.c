@@ -3,11 +3,11 @@
  * tail following live; keys to add a job (a form generated from the kind's schema, see
  * src/app/jobform.h), cancel, retry, resume and change priority.
  *
- * This screen also owns the TUI's worker session (src/app/session.h, the same object as
- * `easel worker`'s): opened in init with AppConfig's worker_threads (default: the core count;
- * APP_NO_WORKERS = run no jobs here, leave them to `easel worker`) and gpu_share jobs per GPU
- * (default 1), as the CLI set them; closed in fini, which interrupts running jobs (resumable).
- * Worker threads
+ * This screen runs the pool of the TUI's session (src/app/session.h, the same object as
+ * `easel worker`'s, opened by app_run with AppConfig's worker_threads — default the core
+ * count; APP_NO_WORKERS = run no jobs here, leave them to `easel worker` — and gpu_share jobs
+ * per GPU, as the CLI set them): started in init, stopped in fini, which interrupts running
+ * jobs (resumable). Worker threads
  * only call app_wake(); everything shown is re-read from the store on the UI thread at each
  * tick, so jobs of other processes (other TUIs over SSH, `easel worker`) appear the same way.
  *
@@ -59,8 +59,10 @@ typedef struct JobsScreen {
     int log_only;             /* Enter: the details pane takes the whole screen */
     double last_refresh;
     Mode mode;
-    int kind_sel;
+    UiList kinds;             /* the kind menu (PICK): selection over jobkind_at() */
     JobForm *form;
+    UiList fields;            /* the form's fields (FORM); sel follows form->cur */
+    int label_w;              /* the form's label column while drawing */
     char error[ERR_MSG_LEN];  /* last refresh error, shown in the header */
 } JobsScreen;
 
@@ -72,7 +74,8 @@ static const ScreenKey jobs_keys[] = {
     {"r", "retry: a new job with the same parameters"},
     {"u", "resume a failed, cancelled or interrupted job (from its checkpoint)"},
     {"+ / -", "raise / lower the selected job's priority"},
-    {"form: Up / Down", "select a field"},
+    {"a: Up / Down, j / k", "pick a kind (PgUp / PgDn, Home / End); Enter opens its form"},
+    {"form: Up / Down, j / k", "select a field (PgUp / PgDn, Home / End)"},
     {"form: Enter", "type a new value (Esc keeps the old one)"},
     {"form: Left / Right, Space", "change a choice or true/false field"},
     {"form: s", "queue the job; Esc goes back"},
@@ -236,7 +239,7 @@ static int hand_over(JobsScreen *s, Err *err) {
     Store *st = app_store(app);
     store_set_busy_limit(st, 0); /* quitting: waiting for the lock is right here */
     int64_t ids[64];
-    int n_ids = session_running_jobs(s->session, st, ids, (int)ARRAY_LEN(ids), err);
+    int n_ids = session_running_jobs(s->session, ids, (int)ARRAY_LEN(ids), err);
     if (n_ids < 0)
         n_ids = 0;
     session_stop_pool(s->session); /* they checkpoint and end interrupted */
@@ -294,17 +297,8 @@ static int quit_answer(void *p, App *app, int key) {
 static void *jobs_init(App *app, Err *err) {
     JobsScreen *s = xcalloc(1, sizeof *s);
     s->app = app;
-    const AppConfig *ac = app_config(app);
-    SessionConfig sc = {
-        .db_path = ac->db_path,
-        .threads = ac->worker_threads == APP_NO_WORKERS ? 0
-                   : ac->worker_threads > 0          ? ac->worker_threads
-                                                     : SESSION_THREADS_DEFAULT,
-        .gpu_share = ac->gpu_share,
-        .on_change = on_job_change,
-        .user_data = app,
-    };
-    if (session_open(&sc, &s->session, err)) {
+    s->session = app_session(app);
+    if (session_start_pool(s->session, on_job_change, app, err)) {
         free(s);
         return NULL;
     }
@@ -315,7 +309,7 @@ static void *jobs_init(App *app, Err *err) {
 
 static void jobs_fini(void *p) {
     JobsScreen *s = p;
-    session_close(s->session); /* running jobs end interrupted, resumable */
+    session_stop_pool(s->session); /* running jobs end interrupted, resumable */
     store_job_rows_free(s->rows, s->n_rows);
     log_clear(s);
     jobform_free(s->form);
@@ -494,21 +488,45 @@ static void draw_details(JobsScreen *s, UiRect r) {
     }
 }
 
+static void pick_row(void *p, int i, UiRect row, int selected) {
+    (void)p;
+    const JobKind *k = jobkind_at(i);
+    attr_t a = selected ? ui_attr(UI_C_SELECT) : ui_attr(UI_C_NORMAL);
+    if (selected)
+        ui_fill(row, a);
+    ui_putf(row.y, row.x + 1, row.w - 2, a, "%-16s %s%s", k->name, k->summary,
+            k->gpus ? "  [GPU]" : "");
+}
+
 static void draw_pick(JobsScreen *s, UiRect r) {
     ui_box(r, ui_attr(UI_C_ACCENT), "New job: pick a kind");
-    int y = r.y + 1;
-    for (int i = 0; i < jobkind_count() && y < r.y + r.h - 2; i++, y++) {
-        const JobKind *k = jobkind_at(i);
-        attr_t a = i == s->kind_sel ? ui_attr(UI_C_SELECT) : ui_attr(UI_C_NORMAL);
-        if (i == s->kind_sel)
-            ui_fill((UiRect){y, r.x + 1, 1, r.w - 2}, a);
-        ui_putf(y, r.x + 2, r.w - 4, a, "%-16s %s%s", k->name, k->summary,
-                k->gpus ? "  [GPU]" : "");
-    }
+    ui_list_set_count(&s->kinds, jobkind_count());
+    ui_list_draw(&s->kinds, (UiRect){r.y + 1, r.x + 1, r.h - 3, r.w - 2}, NULL, 0, pick_row, s);
     if (!jobkind_count())
-        ui_put(y, r.x + 2, r.w - 4, ui_attr(UI_C_DIM), "this build has no job kinds");
+        ui_put(r.y + 1, r.x + 2, r.w - 4, ui_attr(UI_C_DIM), "this build has no job kinds");
     ui_put(r.y + r.h - 2, r.x + 2, r.w - 4, ui_attr(UI_C_DIM),
-           "Up/Down/Home/End select   Enter open the form   Esc back");
+           "Up/Down/PgUp/PgDn/Home/End select   Enter open the form   Esc back");
+}
+
+static void form_row(void *p, int i, UiRect row, int selected) {
+    JobsScreen *s = p;
+    JobForm *f = s->form;
+    attr_t a = selected ? ui_attr(UI_C_SELECT) : ui_attr(UI_C_NORMAL);
+    if (selected)
+        ui_fill((UiRect){row.y, row.x - 1, 1, row.w + 2}, a);
+    int cycles = f->fields[i].kind == JOBFORM_PARAM &&
+                 (f->fields[i].spec->type == JOB_PARAM_CHOICE ||
+                  f->fields[i].spec->type == JOB_PARAM_BOOL);
+    const char *req = f->fields[i].kind == JOBFORM_PARAM && !f->fields[i].spec->def ? "*" : " ";
+    ui_putf(row.y, row.x, row.w, a, "%s%-*s  %s%s%s", req, s->label_w, jobform_label(f, i),
+            cycles ? "◂ " : "[", f->fields[i].text, cycles ? " ▸" : "]");
+}
+
+/* The list's selection is the form's: f->cur (jobform_submit may move it to a bad field). */
+static void fields_sync(JobsScreen *s) {
+    s->fields.n = s->form->n_fields;
+    s->fields.sel = s->form->cur;
+    ui_list_clamp(&s->fields);
 }
 
 static void draw_form(JobsScreen *s, UiRect r) {
@@ -519,32 +537,18 @@ static void draw_form(JobsScreen *s, UiRect r) {
     int x = r.x + 2, w = r.w - 4, y = r.y + 1;
     ui_put(y++, x, w, ui_attr(UI_C_DIM), f->kind->summary);
     y++;
-    int lw = 8; /* label column: the longest parameter name */
+    s->label_w = 8; /* label column: the longest parameter name */
     for (int i = 0; i < f->n_fields; i++) {
         int len = (int)strlen(jobform_label(f, i));
-        lw = len > lw ? len : lw;
+        s->label_w = len > s->label_w ? len : s->label_w;
     }
-    /* scroll so the selected field is visible (kinds can have many parameters) */
-    int rows = r.y + r.h - 4 - y;
-    int first = 0;
-    if (rows > 0 && f->cur >= rows)
-        first = f->cur - rows + 1;
-    if (first > 0)
+    /* the fields scroll (kinds can have many parameters) */
+    fields_sync(s);
+    ui_list_draw(&s->fields, (UiRect){y, x, r.y + r.h - 4 - y, w}, NULL, 0, form_row, s);
+    if (ui_list_more_above(&s->fields))
         ui_put(y - 1, x + w - 12, 12, ui_attr(UI_C_DIM), "  (more ↑)");
-    if (rows > 0 && first + rows < f->n_fields)
+    if (ui_list_more_below(&s->fields))
         ui_put(r.y + r.h - 4, x + w - 12, 12, ui_attr(UI_C_DIM), "  (more ↓)");
-    for (int i = first; i < f->n_fields && y < r.y + r.h - 4; i++, y++) {
-        int is_sel = i == f->cur;
-        attr_t a = is_sel ? ui_attr(UI_C_SELECT) : ui_attr(UI_C_NORMAL);
-        if (is_sel)
-            ui_fill((UiRect){y, r.x + 1, 1, r.w - 2}, a);
-        int cycles = f->fields[i].kind == JOBFORM_PARAM &&
-                     (f->fields[i].spec->type == JOB_PARAM_CHOICE ||
-                      f->fields[i].spec->type == JOB_PARAM_BOOL);
-        const char *req = f->fields[i].kind == JOBFORM_PARAM && !f->fields[i].spec->def ? "*" : " ";
-        ui_putf(y, x, w, a, "%s%-*s  %s%s%s", req, lw, jobform_label(f, i), cycles ? "◂ " : "[",
-                f->fields[i].text, cycles ? " ▸" : "]");
-    }
     char hint[256];
     jobform_hint(f, f->cur, hint, sizeof hint);
     ui_put(r.y + r.h - 3, x, w, ui_attr(UI_C_ACCENT), hint);
@@ -585,26 +589,24 @@ static void jobs_draw(void *p, App *app, UiRect r) {
 
 static void form_text_done(void *p, App *app, const char *text) {
     JobsScreen *s = p;
+    (void)app; /* the app redraws after a prompt */
     if (text && s->form)
         jobform_set(s->form, s->form->cur, text);
-    app_dirty(app);
 }
 
 static int form_key(JobsScreen *s, App *app, int ch) {
     JobForm *f = s->form;
+    fields_sync(s);
+    int moved = ui_list_key(&s->fields, ch);
+    if (moved != UI_LIST_NOT_MINE) {
+        f->cur = s->fields.sel;
+        return ui_list_key_result(moved);
+    }
     switch (ch) {
     case 27: /* Esc */
         jobform_free(f);
         s->form = NULL;
         s->mode = MODE_PICK;
-        return SCREEN_KEY_HANDLED;
-    case KEY_UP:
-    case 'k':
-        jobform_move(f, -1);
-        return SCREEN_KEY_HANDLED;
-    case KEY_DOWN:
-    case 'j':
-        jobform_move(f, 1);
         return SCREEN_KEY_HANDLED;
     case KEY_LEFT:
     case KEY_RIGHT:
@@ -649,32 +651,21 @@ static int form_key(JobsScreen *s, App *app, int ch) {
 static int pick_key(JobsScreen *s, App *app, int ch) {
     (void)app;
     int n = jobkind_count();
+    ui_list_set_count(&s->kinds, n);
+    int moved = ui_list_key(&s->kinds, ch);
+    if (moved != UI_LIST_NOT_MINE)
+        return ui_list_key_result(moved);
     switch (ch) {
     case 27:
         s->mode = MODE_LIST;
-        return SCREEN_KEY_HANDLED;
-    case KEY_UP:
-    case 'k':
-        if (s->kind_sel > 0)
-            s->kind_sel--;
-        return SCREEN_KEY_HANDLED;
-    case KEY_DOWN:
-    case 'j':
-        if (s->kind_sel < n - 1)
-            s->kind_sel++;
-        return SCREEN_KEY_HANDLED;
-    case KEY_HOME:
-        s->kind_sel = 0;
-        return SCREEN_KEY_HANDLED;
-    case KEY_END:
-        s->kind_sel = n > 0 ? n - 1 : 0;
         return SCREEN_KEY_HANDLED;
     case '\n':
     case '\r':
     case KEY_ENTER:
         if (n == 0)
             return SCREEN_KEY_IGNORED;
-        s->form = jobform_new(jobkind_at(s->kind_sel));
+        s->form = jobform_new(jobkind_at(s->kinds.sel));
+        s->fields = (UiList){0};
         s->mode = MODE_FORM;
         return SCREEN_KEY_HANDLED;
     }
@@ -732,10 +723,11 @@ static int jobs_key(void *p, App *app, int ch) {
         return form_key(s, app, ch);
     if (s->mode == MODE_PICK)
         return pick_key(s, app, ch);
-    if (ui_list_key(&s->list, ch) != UI_LIST_NOT_MINE) {
+    int moved = ui_list_key(&s->list, ch);
+    if (moved != UI_LIST_NOT_MINE) {
         s->sel_id = s->n_rows ? s->rows[s->list.sel].id : 0;
         follow_log(s, app_store(app));
-        return SCREEN_KEY_HANDLED;
+        return ui_list_key_result(moved);
     }
     switch (ch) {
     case '\n':

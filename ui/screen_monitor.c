@@ -566,8 +566,9 @@ static int monitor_key(void *p, App *app, int ch) {
     Monitor *m = p;
     Store *st = app_store(app);
     if (m->picking) {
-        if (ui_list_key(&m->picker, ch) != UI_LIST_NOT_MINE)
-            return SCREEN_KEY_HANDLED;
+        int moved = ui_list_key(&m->picker, ch);
+        if (moved != UI_LIST_NOT_MINE)
+            return ui_list_key_result(moved);
         switch (ch) {
         case 27:
             m->picking = 0;

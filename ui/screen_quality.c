@@ -262,8 +262,9 @@ static int quality_key(void *stp, App *app, int ch) {
         return SCREEN_KEY_IGNORED;
     const AgreeStats *s = q->rep->stats[q->aspect];
     ui_list_set_count(&q->list, s->n_ranked);
-    if (ui_list_key(&q->list, ch) != UI_LIST_NOT_MINE)
-        return SCREEN_KEY_HANDLED;
+    int moved = ui_list_key(&q->list, ch);
+    if (moved != UI_LIST_NOT_MINE)
+        return ui_list_key_result(moved);
     switch (ch) {
     case KEY_LEFT:
         q->aspect = (q->aspect + q->rep->n - 1) % q->rep->n;

@@ -528,12 +528,10 @@ static ThemeDepth cur_depth = THEME_DEPTH_8;
 static ThemePlot cur_plot = THEME_PLOT_BRAILLE;
 static char cur_why[96];
 
-int theme_setup(const char *name, const char *plot, int fd, int utf8, Err *err) {
-    const char *plot_from = "--plot";
-    if (!plot || !*plot) {
-        plot = getenv("EASEL_PLOT");
-        plot_from = "$EASEL_PLOT";
-    }
+int theme_setup(const char *name, const char *name_from, const char *plot,
+                const char *plot_from, int fd, int utf8, Err *err) {
+    if (!plot_from)
+        plot_from = "--plot";
     if (!plot || !*plot || strcmp(plot, "auto") == 0)
         cur_plot = utf8 ? THEME_PLOT_BRAILLE : THEME_PLOT_ASCII;
     else if (strcmp(plot, "braille") == 0)
@@ -545,11 +543,9 @@ int theme_setup(const char *name, const char *plot, int fd, int utf8, Err *err) 
     else
         return err_set(err, ERR_USAGE, "%s %s: unknown (use braille, blocks, ascii or auto)",
                        plot_from, plot);
-    const char *why = "chosen by --theme";
-    if (!name || !*name) {
-        name = getenv("EASEL_THEME");
-        why = "chosen by $EASEL_THEME";
-    }
+    char why_by[64];
+    snprintf(why_by, sizeof why_by, "chosen by %s", name_from ? name_from : "--theme");
+    const char *why = why_by;
     if (!name || !*name) {
         int light = probe_background(fd, 200);
         why = light > 0 ? "the terminal's background is light"

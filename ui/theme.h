@@ -103,11 +103,13 @@ typedef enum ThemePlot {
     THEME_PLOT_ASCII = 2,    /* = PLOT_ASCII */
 } ThemePlot;
 
-/* Choose the theme (NAME: --theme, else $EASEL_THEME, else ask the terminal on FD) and the
- * plot glyphs (PLOT: --plot "braille" | "blocks" | "ascii" | "auto", NULL: $EASEL_PLOT, else
- * auto; UTF8: the locale's).
+/* Choose the theme (NAME, NULL: ask the terminal on FD) and the plot glyphs (PLOT: "braille" |
+ * "blocks" | "ascii" | "auto", NULL: auto; UTF8: the locale's). NAME_FROM and PLOT_FROM say
+ * where the values came from, for messages (NULL: "--theme", "--plot"; the CLI fills in
+ * $EASEL_THEME and $EASEL_PLOT: nothing here reads the environment for them).
  * Before curses starts. Returns 0, or an error for an unknown or malformed theme or plot. */
-int theme_setup(const char *name, const char *plot, int fd, int utf8, Err *err);
+int theme_setup(const char *name, const char *name_from, const char *plot,
+                const char *plot_from, int fd, int utf8, Err *err);
 
 /* Initialise the colour pairs of the chosen theme (after initscr). */
 void theme_colors_init(void);

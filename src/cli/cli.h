@@ -69,7 +69,10 @@ int cli_annotate_main(const CliGlobal *g, int argc, char **argv);   /* cli_tui.c
 int cli_tui_main(const CliGlobal *g);   /* no command: the TUI (cli_tui.c) */
 int cli_tui_option(const char *a);      /* --graphics, --theme, --plot, --threads, --gpu-share */
 struct AppConfig;
-int cli_tui_check(const struct AppConfig *cfg); /* the look options' values; 2 after an error */
+/* The TUI's fallbacks ($EASEL_ANNOTATOR, $EASEL_THEME, $EASEL_PLOT, $EASEL_LOG) into CFG where
+ * no flag gave them (the TUI reads no environment for them), then the options' values
+ * checked. Returns 0, or 2 after an error. */
+int cli_tui_check(struct AppConfig *cfg);
 /* The TUI's worker pool options into CFG: G's --threads / --gpu-share, else the documented
  * fallbacks $EASEL_WORKER_THREADS / $EASEL_GPU_SHARE. Returns 0, or 2 after an error. */
 int cli_tui_workers(const CliGlobal *g, struct AppConfig *cfg);

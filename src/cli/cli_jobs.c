@@ -3,9 +3,11 @@
  * `jobs add KIND --param value` is generated from the kind's schema in the registry
  * (jobkind.h): its --help lists the parameters with types, defaults and help. Commands that
  * read jobs first reap dead workers, so a job whose process was killed shows as interrupted
- * in any easel process. `easel worker` runs a pool headless, logging to stderr; SIGINT or
- * SIGTERM stops it after running jobs checkpointed (they end interrupted, resumable); a
- * second signal exits at once (the jobs then show as interrupted via the dead-pid check).
+ * in any easel process. `easel worker` parses its flags into a SessionConfig and runs the
+ * app layer's session (src/app/session.h: the same object as the TUI's): the session opens
+ * and checks the store, and session_serve is the loop, logging to stderr; SIGINT or SIGTERM
+ * stops it after running jobs checkpointed (they end interrupted, resumable); a second
+ * signal exits at once (the jobs then show as interrupted via the dead-pid check).
  */
 #include "cli.h"
 #include "cli_escape.h"
@@ -14,7 +16,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pwd.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,7 +31,6 @@
 #include "session.h"
 #include "identity.h"
 #include "store_jobs.h"
-#include "trust.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -775,13 +775,6 @@ int cli_jobs_main(const CliGlobal *g, int argc, char **argv) {
 
 /* ---- worker --------------------------------------------------------------------------------- */
 
-static volatile sig_atomic_t stop_signals;
-
-static void on_stop_signal(int sig) {
-    (void)sig;
-    stop_signals++;
-}
-
 int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         printf("usage: easel worker [--threads N] [--gpu-share N] [--resume] [--until-idle] "
@@ -855,47 +848,13 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
             log_warn("--accept-user %s: no such user on this machine (a job records the "
                      "login of whoever queued it; 'easel jobs list' shows them)", accept[i]);
     Err err = {0};
-    Store *st = cli_open_store(g);
-    uid_t owner = getuid();
-    if (!st || trust_store_owner(st, &owner, &err)) {
-        store_close(st);
-        free(accept);
-        return st ? cli_fail(&err) : 1;
-    }
-    if (resume) {
-        jobs_reap(st, 0, NULL, NULL);
-        JobFilter f = {.states = 1u << JOB_STATE_INTERRUPTED};
-        JobRow *rows;
-        int n;
-        if (store_jobs_list(st, &f, &rows, &n, &err) == 0) {
-            for (int i = n - 1; i >= 0; i--) {
-                Err e = {0};
-                if (!trust_job_accepted(rows[i].queued_by, rows[i].queued_uid, getuid(),
-                                        cfg.accept_users, owner))
-                    continue; /* another user's job: their worker resumes it */
-                if (store_job_resume(st, rows[i].id, &e))
-                    log_warn("resume: %s", e.msg);
-                else
-                    log_info("resumed interrupted job #%lld (%s)", (long long)rows[i].id,
-                             rows[i].kind);
-            }
-            store_job_rows_free(rows, n);
-        } else {
-            log_warn("resume: %s", err.msg);
-        }
-    }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     Session *session;
-    if (session_open(&cfg, &session, &err)) {
-        store_close(st);
+    if (session_open(&cfg, &session, &err)) { /* the store, its owner */
         free(accept);
         return cli_fail(&err);
     }
+    if (resume)
+        session_resume_interrupted(session);
     log_info("worker %s:%lld serving %s, running jobs queued by %s%s%s", jobs_host(),
              (long long)getpid(), g->db_path, identity_login(), n_accept ? " and " : "",
              n_accept ? "the accepted users" : " only");
@@ -905,51 +864,15 @@ int cli_worker_main(const CliGlobal *g, int argc, char **argv) {
                  "write the file can add a job as if root queued it, with sqlite3, and this "
                  "worker would run it as root (doc/annotators.md); run workers as an "
                  "unprivileged user", (unsigned)(sb.st_mode & 0777));
-    int idle_rounds = 0, told_others = 0;
-    double last_look = 0;
-    while (!stop_signals) {
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL);
-        if (!until_idle && base_now() - last_look < 5)
-            continue;
-        last_look = base_now();
-        int mine = 0, others = 0;
-        if (session_queued(session, st, owner, &mine, &others, &err) != 0)
-            continue;
-        if (others && !told_others) {
-            log_info("%d queued job(s) of other users wait here; this worker runs them only "
-                     "with --accept-user NAME ('easel jobs list' shows who queued them)",
-                     others);
-            told_others = 1;
-        }
-        if (until_idle) {
-            if (mine == 0 && session_busy(session) == 0)
-                idle_rounds++;
-            else
-                idle_rounds = 0;
-            if (idle_rounds >= 5)
-                break;
-        }
-    }
-    if (stop_signals) {
-        log_info("stopping: %d running job(s) asked to checkpoint and stop (signal again to "
-                 "exit at once)", session_busy(session));
-        session_request_stop(session);
-        while (session_busy(session) > 0 && stop_signals < 2) {
-            struct timespec ts = {0, 50 * 1000000L};
-            nanosleep(&ts, NULL);
-        }
-        if (stop_signals >= 2) {
-            log_warn("exiting now; running jobs will show as interrupted");
-            store_close(st); /* not session_close: it would wait for the running jobs */
-            free(accept);
-            return 130;
-        }
+    SessionServeOptions so = {.until_idle = until_idle};
+    int rc = session_serve(session, &so, &err);
+    if (rc == SESSION_ABANDONED) {
+        free(accept);
+        return 130; /* not session_close: it would wait for the running jobs */
     }
     session_close(session);
-    store_close(st);
     free(accept);
-    return 0;
+    return rc < 0 ? cli_fail(&err) : 0;
 }
 
 /* ---- gpus ------------------------------------------------------------------------------------ */

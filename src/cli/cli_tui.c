@@ -9,7 +9,6 @@
 #include "app.h"
 #include "identity.h"
 #include "store_annotate.h"
-#include "trust.h"
 
 static void annotate_usage(void) {
     printf("usage: easel [--db PATH] annotate [--annotator NAME] [--graphics MODE]\n"
@@ -43,22 +42,11 @@ static void annotate_usage(void) {
            ANNOTATE_OVERLAP_DEFAULT);
 }
 
+/* The app opens the session (src/app/session.h): the store, and the checks that this user
+ * may rate as the annotator (blind rating: under another name only a reviewer) and use the
+ * disagree order; a refusal comes back before the terminal is taken. */
 static int run_app(const AppConfig *cfg) {
     Err err = {0};
-    /* blind rating: rating under another annotator's name is a reviewer's (trust.h) */
-    Store *st = store_open_existing(cfg->db_path, &err);
-    AnnotateOrder order = ANNOTATE_ORDER_FEWEST;
-    if (cfg->order && store_annotate_order_parse(cfg->order, &order, NULL) == 0 &&
-        order == ANNOTATE_ORDER_DISAGREE && st &&
-        trust_require_review(st, identity_login(), "the disagree order", &err)) {
-        store_close(st);
-        return cli_fail(&err);
-    }
-    if (!st || trust_check_act_as(st, identity_annotator(cfg->annotator), &err)) {
-        store_close(st);
-        return cli_fail(&err);
-    }
-    store_close(st);
     if (app_run(cfg, &err))
         return cli_fail(&err);
     return 0;
@@ -140,8 +128,29 @@ static int take_tui_option(AppConfig *cfg, CliGlobal *pool, int argc, char **arg
     return (*dst = need_value(argc, argv, i)) ? 1 : -1;
 }
 
-/* The values of the TUI options that the CLI can check before the terminal is taken. */
-int cli_tui_check(const AppConfig *cfg) {
+/* The flag's value in *V, else the environment variable ENV's (non-empty) with *FROM = "$ENV". */
+static void env_fallback(const char **v, const char **from, const char *env, char *buf,
+                         size_t n) {
+    if (*v)
+        return;
+    const char *e = getenv(env);
+    if (!e || !*e)
+        return;
+    *v = e;
+    snprintf(buf, n, "$%s", env);
+    *from = buf;
+}
+
+/* The documented fallbacks ($EASEL_ANNOTATOR, $EASEL_THEME, $EASEL_PLOT, $EASEL_LOG), read
+ * here once, then the values of the TUI options that the CLI can check before the terminal is
+ * taken. */
+int cli_tui_check(AppConfig *cfg) {
+    static char theme_from[32], plot_from[32];
+    cfg->annotator = identity_annotator(cfg->annotator); /* --annotator, $EASEL_ANNOTATOR, login */
+    env_fallback(&cfg->theme, &cfg->theme_from, "EASEL_THEME", theme_from, sizeof theme_from);
+    env_fallback(&cfg->plot, &cfg->plot_from, "EASEL_PLOT", plot_from, sizeof plot_from);
+    if (!cfg->log_path)
+        cfg->log_path = getenv("EASEL_LOG");
     if (cfg->graphics && strcmp(cfg->graphics, "sixel") && strcmp(cfg->graphics, "blocks") &&
         strcmp(cfg->graphics, "ascii") && strcmp(cfg->graphics, "none")) {
         cli_error("--graphics %s: unknown mode (use sixel, blocks, ascii or none)", cfg->graphics);
@@ -149,7 +158,8 @@ int cli_tui_check(const AppConfig *cfg) {
     }
     if (cfg->plot && strcmp(cfg->plot, "braille") && strcmp(cfg->plot, "blocks") &&
         strcmp(cfg->plot, "ascii") && strcmp(cfg->plot, "auto")) {
-        cli_error("--plot %s: unknown (use braille, blocks, ascii or auto)", cfg->plot);
+        cli_error("%s %s: unknown (use braille, blocks, ascii or auto)",
+                  cfg->plot_from ? cfg->plot_from : "--plot", cfg->plot);
         return 2;
     }
     if (cfg->theme && !*cfg->theme) {

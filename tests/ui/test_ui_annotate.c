@@ -39,14 +39,16 @@ Test(ui_annotate, arrows_adjust_by_half_and_clamp) {
     cr_assert_eq(vm.values[0], 5.0);
     annotate_vm_key(&vm, AVM_KEY_RIGHT);
     cr_assert_eq(vm.values[0], 5.5);
-    annotate_vm_key(&vm, AVM_KEY_DOWN);
+    annotate_vm_select(&vm, 1); /* Down (the screen's list widget) */
     cr_assert_eq(vm.sel, 1);
     annotate_vm_key(&vm, 't');
-    annotate_vm_key(&vm, AVM_KEY_UP);
+    annotate_vm_select(&vm, 1);
     cr_assert_eq(vm.sel, 1);
     annotate_vm_key(&vm, AVM_KEY_RIGHT);
     cr_assert_eq(vm.values[1], 10.0, "clamped at 10");
-    annotate_vm_key(&vm, AVM_KEY_UP);
+    annotate_vm_select(&vm, 0);
+    cr_assert_eq(vm.sel, 0);
+    annotate_vm_select(&vm, ANNOTATE_ASPECTS); /* out of range: ignored */
     cr_assert_eq(vm.sel, 0);
     for (int i = 0; i < 20; i++)
         annotate_vm_key(&vm, AVM_KEY_LEFT);

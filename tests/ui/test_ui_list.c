@@ -94,3 +94,59 @@ Test(ui_list, every_move_from_every_state_keeps_the_invariant) {
                     check(&l);
                 }
 }
+
+Test(ui_list, a_wrapping_list_goes_round_on_up_and_down_only) {
+    UiList l = {.n = 5, .rows = 5, .wrap = 1};
+    cr_assert_eq(ui_list_move(&l, UI_LIST_UP), UI_LIST_MOVED, "Up on the first: the last");
+    cr_assert_eq(l.sel, 4);
+    cr_assert_eq(ui_list_move(&l, UI_LIST_DOWN), UI_LIST_MOVED, "Down on the last: the first");
+    cr_assert_eq(l.sel, 0);
+    cr_assert_eq(ui_list_move(&l, UI_LIST_PAGE_UP), UI_LIST_SAME, "paging never wraps");
+    cr_assert_eq(ui_list_move(&l, UI_LIST_END), UI_LIST_MOVED);
+    cr_assert_eq(ui_list_move(&l, UI_LIST_PAGE_DOWN), UI_LIST_SAME);
+    cr_assert_eq(ui_list_move(&l, UI_LIST_END), UI_LIST_SAME);
+    UiList one = {.n = 1, .wrap = 1};
+    cr_assert_eq(ui_list_move(&one, UI_LIST_DOWN), UI_LIST_SAME, "one item: nowhere to go");
+    UiList none = {.n = 0, .wrap = 1};
+    ui_list_move(&none, UI_LIST_UP);
+    check(&none);
+}
+
+Test(ui_list, items_of_several_lines_fit_fewer_rows_and_scroll) {
+    UiList l = {.n = 5, .item_h = 3};
+    ui_list_layout(&l, 10);
+    cr_assert_eq(l.rows, 3, "three items of three lines fit in ten");
+    cr_assert_not(ui_list_more_above(&l));
+    cr_assert(ui_list_more_below(&l));
+    cr_assert_eq(ui_list_move(&l, UI_LIST_END), UI_LIST_MOVED);
+    cr_assert_eq(l.top, 2, "the last item shows");
+    cr_assert(ui_list_more_above(&l));
+    cr_assert_not(ui_list_more_below(&l));
+    check(&l);
+    ui_list_layout(&l, 15);
+    cr_assert_eq(l.rows, 5);
+    cr_assert_eq(l.top, 0, "everything fits: no blank tail, nothing hidden");
+    cr_assert_not(ui_list_more_above(&l));
+    ui_list_layout(&l, 2);
+    cr_assert_eq(l.rows, 0, "not one item fits");
+    cr_assert_eq(l.sel, 4, "the selection stays");
+}
+
+Test(ui_list, a_view_scrolls_its_rows_without_a_selection) {
+    UiList l = {.n = 30, .rows = 10, .view = 1};
+    cr_assert_eq(ui_list_move(&l, UI_LIST_UP), UI_LIST_SAME, "already at the top");
+    cr_assert_eq(ui_list_move(&l, UI_LIST_DOWN), UI_LIST_MOVED);
+    cr_assert_eq(l.top, 1, "Down scrolls one row at once (no selection to walk down first)");
+    cr_assert_eq(ui_list_move(&l, UI_LIST_PAGE_DOWN), UI_LIST_MOVED);
+    cr_assert_eq(l.top, 10);
+    cr_assert_eq(ui_list_move(&l, UI_LIST_END), UI_LIST_MOVED);
+    cr_assert_eq(l.top, 20, "the last row at the bottom");
+    cr_assert_eq(ui_list_move(&l, UI_LIST_DOWN), UI_LIST_SAME, "nothing below");
+    cr_assert_eq(l.top, 20);
+    check(&l);
+    cr_assert_eq(ui_list_move(&l, UI_LIST_HOME), UI_LIST_MOVED);
+    cr_assert_eq(l.top, 0);
+    cr_assert_eq(l.sel, l.top);
+    UiList shorter = {.n = 4, .rows = 10, .view = 1};
+    cr_assert_eq(ui_list_move(&shorter, UI_LIST_END), UI_LIST_SAME, "all of it shows");
+}
