@@ -271,7 +271,8 @@ int sched_init(Scheduler *s, const SchedConfig *cfg, int steps, Err *err) {
         double *sig = xmalloc((size_t)(steps + 1) * sizeof *sig);
         if (cfg->use_karras_sigmas) {
             n = steps;
-            double smin = train_sigmas[0], smax = train_sigmas[T - 1];
+            double smin = isnan(cfg->sigma_min) ? train_sigmas[0] : cfg->sigma_min;
+            double smax = isnan(cfg->sigma_max) ? train_sigmas[T - 1] : cfg->sigma_max;
             for (int i = 0; i < n; i++) {
                 sig[i] = karras(smin, smax, n, i);
                 double t = sigma_to_t(sig[i], log_sigmas, T);

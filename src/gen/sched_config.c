@@ -224,8 +224,10 @@ int sched_config_parse(SchedConfig *out, SchedKind kind, const char *json, const
                        &v)))
         goto out;
     c.final_sigma_min = v;
-    if ((rc = get_num(&p, "sigma_min", K_EU, &c.sigma_min)) ||
-        (rc = get_num(&p, "sigma_max", K_EU, &c.sigma_max)))
+    /* DPMSolverMultistepScheduler has no such parameters, but diffusers keeps a config's
+     * extra keys and its Karras schedule reads these two when present */
+    if ((rc = get_num(&p, "sigma_min", K_EU | K_DP, &c.sigma_min)) ||
+        (rc = get_num(&p, "sigma_max", K_EU | K_DP, &c.sigma_max)))
         goto out;
     v = 0;
     if ((rc = get_enum(&p, "interpolation_type", K_EU, interp,

@@ -64,7 +64,7 @@ typedef struct SchedConfig {
     /* Euler and DPM-Solver++ */
     int use_karras_sigmas;       /* 0 (1 for dpmpp_2m_karras) */
     int final_sigma_min;         /* final_sigmas_type: 0 "zero", 1 "sigma_min" */
-    double sigma_min, sigma_max; /* Euler's Karras bounds; NAN = from the schedule */
+    double sigma_min, sigma_max; /* Karras bounds; NAN = from the schedule */
     /* DPM-Solver++ */
     int solver_order;            /* 1 or 2 (2) */
     int solver_heun;             /* solver_type: 0 midpoint, 1 heun */
