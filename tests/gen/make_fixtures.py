@@ -10,6 +10,9 @@ Writes tests/gen/fixtures/:
                       successive draws on one generator, for torch's AVX2 kernel (x86-64 with
                       AVX2 or AVX-512) and, run again with ATEN_CPU_CAPABILITY=default, for its
                       generic kernel (values as uint32 bit patterns: the test compares bits)
+  rng_philox.json     cuRAND's Philox4x32-10 words and normals from its host API, by the C program
+                      tests/gen/make_philox_fixture.c (built here with the CUDA toolkit's
+                      -lcurand; CUDA=/usr/local/cuda or $CUDA_HOME)
   sched_NAME.config.json   a scheduler config as model folders ship them
   sched_cases.json    per case (config, kind, steps, seed): diffusers' timesteps, sigmas,
                       init_noise_sigma and the latents after every step, for the fixed model
@@ -70,6 +73,20 @@ def rng_fixture():
                              capture_output=True, text=True).stdout
         out[name] = json.loads(txt)
     return out
+
+
+def philox_fixture():
+    cuda = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    exe = os.path.join(OUT, ".make_philox_fixture")
+    subprocess.run(["cc", "-std=c11", "-O2", "-I" + os.path.join(cuda, "include"), "-o", exe,
+                    os.path.join(HERE, "make_philox_fixture.c"), "-L" + os.path.join(cuda, "lib64"),
+                    "-Wl,-rpath," + os.path.join(cuda, "lib64"), "-lcurand"], check=True)
+    try:
+        txt = subprocess.run([exe], check=True, capture_output=True, text=True).stdout
+    finally:
+        os.remove(exe)
+    json.loads(txt)
+    return txt
 
 
 # ---- schedulers --------------------------------------------------------------------------------
@@ -184,6 +201,8 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "rng_cpu.json"), "w") as f:
         json.dump(rng_fixture(), f, separators=(",", ":"))
+    with open(os.path.join(OUT, "rng_philox.json"), "w") as f:
+        f.write(philox_fixture())
     for name, cfg in CONFIGS.items():
         with open(os.path.join(OUT, f"sched_{name}.config.json"), "w") as f:
             json.dump(cfg, f, indent=2)

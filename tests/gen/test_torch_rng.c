@@ -130,3 +130,83 @@ Test(torch_rng, philox_known_answers) {
                          out[i], kat[k].out[i]);
     }
 }
+
+/* cuRAND's host API (fixture from tests/gen/make_philox_fixture.c): value i of a fresh
+ * generator is word i % 4 of the Philox block at counter 0, subsequence i / 4 (what
+ * curand_init(seed, i / 4, 0) then curand4 gives thread i / 4 on a GPU), and its normals are
+ * curand_normal4 of that block. torch_cuda_randn(n) on a fresh generator takes component 0 of
+ * thread i's first curand_normal4 for value i (grid not capped), so it equals normal 4 i. */
+Test(torch_rng, philox_matches_curand_host_api) {
+    json_t *root = load(FIX "rng_philox.json");
+    size_t ci;
+    json_t *c;
+    int n_exact = 0, n_normals = 0;
+    json_array_foreach(json_object_get(root, "cases"), ci, c) {
+        uint64_t seed = strtoull(json_string_value(json_object_get(c, "seed")), NULL, 10);
+        const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+        json_t *words = json_object_get(c, "words"), *normals = json_object_get(c, "normals");
+        size_t n = json_array_size(words);
+        cr_assert_gt(n, 64u);
+        for (size_t i = 0; i < n; i += 4) {
+            uint32_t ctr[4] = {0, 0, (uint32_t)(i / 4), 0}, w[4];
+            float v[4];
+            torch_philox4x32_10(ctr, key, w);
+            torch_curand_normal4(w, v);
+            for (size_t j = 0; j < 4; j++) {
+                uint32_t want = (uint32_t)json_integer_value(json_array_get(words, i + j));
+                cr_assert_eq(w[j], want, "seed %llu word %zu: %08x, cuRAND %08x",
+                             (unsigned long long)seed, i + j, w[j], want);
+                double nw = json_number_value(json_array_get(normals, i + j));
+                cr_assert(fabs(v[j] - nw) <= 1e-6 * fmax(1, fabs(nw)),
+                          "seed %llu normal %zu: %.9g, cuRAND %.9g", (unsigned long long)seed,
+                          i + j, (double)v[j], nw);
+                n_exact += (float)nw == v[j];
+                n_normals++;
+            }
+        }
+        /* the torch layout on a fresh generator */
+        size_t m = n / 4;
+        float *x = xmalloc(m * sizeof *x);
+        TorchCudaGen g;
+        torch_cuda_gen_seed(&g, seed, 0, 0);
+        torch_cuda_randn(&g, x, m);
+        for (size_t i = 0; i < m; i++)
+            cr_assert_float_eq(x[i], json_number_value(json_array_get(normals, 4 * i)), 1e-6);
+        cr_assert_eq(g.offset, 4u);
+        free(x);
+    }
+    cr_log_info("%d of %d normals bit-equal to cuRAND's host API", n_exact, n_normals);
+    json_decref(root);
+}
+
+/* torch's CUDA layout: a capped grid takes the 4 components of each curand_normal4 for
+ * values T apart and loops in rounds of 4 T, advancing the offset by 4 per round; the next
+ * call starts at the new offset (curand_init's skipahead: counter + offset / 4). */
+Test(torch_rng, cuda_layout) {
+    enum { N = 2000 };
+    TorchCudaGen g;
+    torch_cuda_gen_seed(&g, 77, 1, 256); /* one block of 256 threads */
+    static float x[N], y[N];
+    torch_cuda_randn(&g, x, N);
+    cr_assert_eq(g.offset, 8u); /* two rounds of 4 T = 1024 values */
+    const uint32_t key[2] = {77, 0};
+    for (uint32_t t = 0; t < 256; t++)
+        for (uint32_t r = 0; r < 2; r++) {
+            uint32_t ctr[4] = {r, 0, t, 0}, w[4];
+            float v[4];
+            torch_philox4x32_10(ctr, key, w);
+            torch_curand_normal4(w, v);
+            for (uint32_t i = 0; i < 4; i++) {
+                size_t li = t + 256 * (4 * r + i);
+                if (li < N)
+                    cr_assert_eq(x[li], v[i], "value %zu", li);
+            }
+        }
+    torch_cuda_randn(&g, y, 16); /* next call: counter 2 */
+    uint32_t ctr[4] = {2, 0, 5, 0}, w[4];
+    float v[4];
+    torch_philox4x32_10(ctr, key, w);
+    torch_curand_normal4(w, v);
+    cr_assert_eq(y[5], v[0]);
+    cr_assert_eq(g.offset, 12u);
+}
