@@ -62,6 +62,7 @@ typedef struct Parse {
     json_t *root;
     const char *what;
     int mask;    /* the kind's bit */
+    SchedKind kind;
     Err *err;
 } Parse;
 
@@ -137,7 +138,7 @@ static int unsupported_bool(Parse *p, const char *key, int kinds) {
         return err_set(p->err, ERR_FORMAT,
                        "%s: \"%s\": true is not supported by easel's %s; set it to false or "
                        "remove it",
-                       p->what, key, kind_names[__builtin_ctz((unsigned)p->mask)]);
+                       p->what, key, kind_names[p->kind]);
     return rc;
 }
 
@@ -156,7 +157,7 @@ int sched_config_parse(SchedConfig *out, SchedKind kind, const char *json, const
     }
     SchedConfig c;
     sched_config_default(&c, kind);
-    Parse p = {root, what, 1 << kind, err};
+    Parse p = {root, what, 1 << kind, kind, err};
     int rc = 0;
     int v;
     static const char *const betas[] = {"linear", "scaled_linear", "squaredcos_cap_v2", NULL};
