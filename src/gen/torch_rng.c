@@ -205,6 +205,11 @@ void torch_cpu_randn(TorchCpuGen *g, float *x, size_t n) {
     }
 }
 
+void torch_cpu_randn_batch(TorchCpuGen *gens, int batch, float *x, size_t per_item) {
+    for (int b = 0; b < batch; b++)
+        torch_cpu_randn(&gens[b], x + (size_t)b * per_item, per_item);
+}
+
 /* ---- Philox4x32-10 (Salmon et al. 2011, as cuRAND counts) ---------------------------------- */
 
 void torch_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {

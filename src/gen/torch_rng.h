@@ -51,6 +51,10 @@ uint64_t torch_cpu_gen_u64(TorchCpuGen *g);
 /* torch.randn(n) on a CPU generator, f32: the next n values, as described above. */
 void torch_cpu_randn(TorchCpuGen *g, float *x, size_t n);
 
+/* diffusers' randn_tensor with a list of generators: item b of a batch of BATCH items of
+ * PER_ITEM values each is torch_cpu_randn(&gens[b], x + b * PER_ITEM, PER_ITEM). */
+void torch_cpu_randn_batch(TorchCpuGen *gens, int batch, float *x, size_t per_item);
+
 /* The AVX2 kernel's log and sincos for one float (exposed for the tests). */
 float torch_rng_logf(float x);
 void torch_rng_sincosf(float x, float *s, float *c);

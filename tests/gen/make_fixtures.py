@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler)
+from diffusers.utils.torch_utils import randn_tensor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "fixtures")
@@ -54,8 +55,16 @@ def rng_cases():
                           "draws": [bits(torch.randn(n, generator=g)) for n in draws]})
     g = torch.Generator("cpu").manual_seed(RNG_BIG[0])
     cases.append({"seed": str(RNG_BIG[0]), "draws": [bits(torch.randn(RNG_BIG[1], generator=g))]})
-    # diffusers' randn_tensor with a list of generators: one draw of the item shape per item
     return cases
+
+
+def batch_case():
+    """diffusers' randn_tensor with a list of generators (seeds 5, 6), called twice (the
+    initial latents, then an ancestral step's noise), shape (2, 4, 4, 2)."""
+    gens = [torch.Generator("cpu").manual_seed(s) for s in (5, 6)]
+    draws = [bits(randn_tensor((2, 4, 4, 2), generator=gens, dtype=torch.float32).flatten())
+             for _ in range(2)]
+    return {"seeds": [5, 6], "per_item": 32, "draws": draws}
 
 
 def rng_fixture():
@@ -72,6 +81,7 @@ def rng_fixture():
         txt = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, check=True,
                              capture_output=True, text=True).stdout
         out[name] = json.loads(txt)
+    out["batch"] = batch_case()
     return out
 
 

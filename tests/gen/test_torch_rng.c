@@ -210,3 +210,28 @@ Test(torch_rng, cuda_layout) {
     cr_assert_eq(y[5], v[0]);
     cr_assert_eq(g.offset, 12u);
 }
+
+/* diffusers' randn_tensor with a list of generators, twice: one generator per batch item. */
+Test(torch_rng, batch_of_generators) {
+    json_t *root = load(FIX "rng_cpu.json");
+    json_t *b = json_object_get(root, "batch");
+    cr_assert(b);
+    size_t per = (size_t)json_integer_value(json_object_get(b, "per_item"));
+    TorchCpuGen g[2];
+    for (int i = 0; i < 2; i++)
+        torch_cpu_gen_seed(&g[i], (uint64_t)json_integer_value(
+                                      json_array_get(json_object_get(b, "seeds"), (size_t)i)),
+                           TORCH_RNG_AVX2);
+    size_t di;
+    json_t *d;
+    json_array_foreach(json_object_get(b, "draws"), di, d) {
+        cr_assert_eq(json_array_size(d), 2 * per);
+        float *x = xmalloc(2 * per * sizeof *x);
+        torch_cpu_randn_batch(g, 2, x, per);
+        for (size_t i = 0; i < 2 * per; i++)
+            cr_assert_eq(f2u(x[i]), (uint32_t)json_integer_value(json_array_get(d, i)),
+                         "draw %zu value %zu", di, i);
+        free(x);
+    }
+    json_decref(root);
+}
