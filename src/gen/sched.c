@@ -33,6 +33,37 @@ static double alpha_bar_cos(double t) {
     return c * c;
 }
 
+/* cumprod of 1 - beta; torch's CPU cumprod accumulates in double */
+static void cumprod(const float *betas, int n, float *ac) {
+    double acc = 1.0;
+    for (int i = 0; i < n; i++) {
+        float alpha = 1.0f - betas[i];
+        acc *= (double)alpha;
+        ac[i] = (float)acc;
+    }
+}
+
+/* diffusers' rescale_zero_terminal_snr (Lin et al. 2023): shift and scale sqrt(alpha_bar) so
+ * that it is 0 at the last timestep and unchanged at the first, then back to betas. TMP has
+ * n floats. */
+static void rescale_zero_terminal_snr(float *betas, int n, float *tmp) {
+    float *s = tmp;
+    cumprod(betas, n, s);
+    for (int i = 0; i < n; i++)
+        s[i] = sqrtf(s[i]);
+    float s0 = s[0], sT = s[n - 1];
+    for (int i = 0; i < n; i++)
+        s[i] = s[i] - sT;
+    float scale = s0 / (s0 - sT);
+    for (int i = 0; i < n; i++) {
+        s[i] = s[i] * scale;
+        s[i] = s[i] * s[i];
+    }
+    for (int i = n - 1; i >= 1; i--)
+        betas[i] = 1.0f - s[i] / s[i - 1];
+    betas[0] = 1.0f - s[0];
+}
+
 static void train_alphas_cumprod(const SchedConfig *c, float *ac) {
     int n = c->num_train_timesteps;
     float *betas = xmalloc((size_t)n * sizeof *betas);
@@ -53,12 +84,13 @@ static void train_alphas_cumprod(const SchedConfig *c, float *ac) {
         }
         break;
     }
-    double acc = 1.0; /* torch's CPU cumprod accumulates in double */
-    for (int i = 0; i < n; i++) {
-        float alpha = 1.0f - betas[i];
-        acc *= (double)alpha;
-        ac[i] = (float)acc;
-    }
+    if (c->rescale_zero_snr)
+        rescale_zero_terminal_snr(betas, n, ac);
+    cumprod(betas, n, ac);
+    /* zero terminal SNR: the last alpha_bar is 0; Euler and DPM-Solver++ make it 2^-24 so that
+     * the largest sigma stays finite (4096), DDIM keeps the 0 */
+    if (c->rescale_zero_snr && c->kind != SCHED_DDIM)
+        ac[n - 1] = 0x1p-24f;
     free(betas);
 }
 

@@ -203,7 +203,7 @@ int sched_config_parse(SchedConfig *out, SchedKind kind, const char *json, const
                      "or ddim", what);
         goto out;
     }
-    if ((rc = unsupported_bool(&p, "rescale_betas_zero_snr", K_ALL)))
+    if ((rc = get_bool(&p, "rescale_betas_zero_snr", K_ALL, &c.rescale_zero_snr)))
         goto out;
 
     /* DDIM */

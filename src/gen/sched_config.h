@@ -11,7 +11,7 @@
  * EulerDiscreteScheduler for SDXL): as in diffusers, the keys the chosen kind knows are taken,
  * the other keys are ignored, and the kind's defaults fill the rest. A known key with a wrong
  * type, an unknown value (beta_schedule "cosine") or an option easel does not implement
- * (trained_betas, thresholding, rescale_betas_zero_snr, sde-dpmsolver++, ...) is an error
+ * (trained_betas, thresholding, sde-dpmsolver++, ...) is an error
  * that names the file and the key.
  *
  * Pure, thread-safe.
@@ -56,6 +56,7 @@ typedef struct SchedConfig {
     SchedSpacing spacing;        /* linspace (DDIM: leading) */
     int steps_offset;            /* 0 */
     SchedPrediction prediction;  /* epsilon */
+    int rescale_zero_snr;        /* rescale_betas_zero_snr: 0 */
     /* DDIM */
     int clip_sample;             /* 1 */
     double clip_sample_range;    /* 1.0 */

@@ -136,6 +136,10 @@ CONFIGS = {
     "heun": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
              "solver_type": "heun", "lower_order_final": False, "timestep_spacing": "leading",
              "steps_offset": 1, "final_sigmas_type": "sigma_min"},
+    # zero terminal SNR (Lin et al.), as v-prediction fine-tunes of SD 2.x ship it
+    "zerosnr": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+                "prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
+                "timestep_spacing": "trailing", "clip_sample": False, "set_alpha_to_one": False},
     "eulerfinal": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
                    "euler_at_final": True, "use_karras_sigmas": True, "sigma_min": 0.1,
                    "sigma_max": 10.0, "lambda_min_clipped": -5.1},
@@ -160,6 +164,8 @@ CASES = [
     # (Karras sigmas end at sigma_min, and final_sigmas_type sigma_min repeats it: h = 0, NaN)
     ("heun", ["dpmpp_2m"], [20, 10]),
     ("eulerfinal", ["euler", "dpmpp_2m", "dpmpp_2m_karras"], [9, 20]),
+    ("zerosnr", ALL, [10]),
+    ("zerosnr", ["euler", "euler_a", "ddim", "dpmpp_2m"], [25]),  # Karras: 999 twice, as above
 ]
 
 SHAPE = (1, 4, 4, 2)
