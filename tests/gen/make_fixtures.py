@@ -235,9 +235,12 @@ def main():
                     print("NaN:", name, kind, steps)
                     raise
                 cases.append(c)
+    # the training alphas_cumprod (torch's linspace and cumprod, float32), compared bit for bit
+    acp = {name: f32list(EulerDiscreteScheduler.from_config(CONFIGS[name]).alphas_cumprod)
+           for name in ("sd15", "linear", "cosine")}
     with open(os.path.join(OUT, "sched_cases.json"), "w") as f:
         json.dump({"diffusers": __import__("diffusers").__version__, "torch": torch.__version__,
-                   "cases": cases}, f, separators=(",", ":"))
+                   "alphas_cumprod": acp, "cases": cases}, f, separators=(",", ":"))
     print(f"{len(cases)} scheduler cases, rng fixtures in {OUT}")
 
 

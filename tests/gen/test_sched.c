@@ -173,6 +173,34 @@ Test(sched, matches_diffusers, .timeout = 60) {
     json_decref(root);
 }
 
+/* The training schedule is torch's to the bit: its float32 linspace (with fused
+ * multiply-adds), 1 - beta, and cumprod accumulated in double. */
+Test(sched, alphas_cumprod_bit_exact) {
+    json_t *root = load(FIX "sched_cases.json");
+    const char *key;
+    json_t *want;
+    int n_cfg = 0;
+    json_object_foreach(json_object_get(root, "alphas_cumprod"), key, want) {
+        char path[256];
+        snprintf(path, sizeof path, FIX "sched_%s.config.json", key);
+        SchedConfig cfg;
+        Err err = {0};
+        cr_assert_eq(sched_config_load(&cfg, SCHED_EULER, path, &err), 0, "%s", err.msg);
+        Scheduler s;
+        cr_assert_eq(sched_init(&s, &cfg, 10, &err), 0);
+        cr_assert_eq(json_array_size(want), (size_t)s.n_train);
+        for (int i = 0; i < s.n_train; i++)
+            cr_assert_eq(s.alphas_cumprod[i], (float)json_number_value(json_array_get(want, i)),
+                         "%s: alphas_cumprod[%d] = %.9g, torch %.9g", key, i,
+                         (double)s.alphas_cumprod[i],
+                         json_number_value(json_array_get(want, i)));
+        sched_deinit(&s);
+        n_cfg++;
+    }
+    cr_assert_eq(n_cfg, 3);
+    json_decref(root);
+}
+
 /* The same run twice after sched_reset gives the same latents (DPM-Solver's history and the
  * step index are reset). */
 Test(sched, reset_repeats) {
