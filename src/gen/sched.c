@@ -273,6 +273,16 @@ int sched_init(Scheduler *s, const SchedConfig *cfg, int steps, Err *err) {
 
     if (cfg->kind == SCHED_DDIM) {
         s->n_steps = plain_timesteps(cfg, steps, s->timesteps);
+        /* DDIM indexes alphas_cumprod by timestep (diffusers fails there too) */
+        if (s->timesteps[0] > T - 1) {
+            int t0 = (int)s->timesteps[0];
+            free(train_sigmas);
+            free(log_sigmas);
+            sched_deinit(s);
+            return err_set(err, ERR_USAGE, "ddim: %d steps with steps_offset %d start at "
+                           "timestep %d, past the model's last (%d); use fewer steps",
+                           steps, cfg->steps_offset, t0, T - 1);
+        }
     } else if (is_euler(cfg->kind)) {
         int n = plain_timesteps(cfg, steps, s->timesteps);
         double *sig = xmalloc((size_t)(n + 1) * sizeof *sig);

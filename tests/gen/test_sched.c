@@ -297,4 +297,12 @@ Test(sched, step_count_and_noise_errors) {
     sched_deinit(&s);
     cr_assert_eq(sched_config_load(&c, SCHED_EULER, FIX "no_such_config.json", &err),
                  ERR_NOTFOUND);
+    /* DDIM's leading spacing with steps_offset 1 and 1000 steps would index timestep 1000 */
+    sched_config_default(&c, SCHED_DDIM);
+    c.steps_offset = 1;
+    cr_assert_eq(sched_init(&s, &c, 1000, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "timestep 1000"), "%s", err.msg);
+    cr_assert_eq(sched_init(&s, &c, 999, &err), 0, "%s", err.msg);
+    cr_assert_eq(s.timesteps[0], 999.0);
+    sched_deinit(&s);
 }
