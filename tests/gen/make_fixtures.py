@@ -17,7 +17,7 @@ Writes tests/gen/fixtures/:
   sched_cases.json    per case (config, kind, steps, seed): diffusers' timesteps, sigmas,
                       init_noise_sigma and the latents after every step, for the fixed model
                       output mo = in * (0.3 + t / 2000) + c[k], c[k] = (k % 7) * 0.1 - 0.3
-                      (in: the scaled model input; the same function is in test_sched.c)
+                      (in: the scaled model input; the same function is in test_scheduler.c)
 """
 import json
 import os
@@ -197,7 +197,7 @@ def run_case(cfg, kind, steps):
     g = torch.Generator("cpu").manual_seed(SEED)
     x = torch.randn(SHAPE, generator=g) * sch.init_noise_sigma
     out = {"timesteps": f32list(sch.timesteps.float()),
-           "init_noise_sigma": f32list(torch.as_tensor(sch.init_noise_sigma, dtype=torch.float32))[0],
+           "init_noise_sigma": float(str(np.float32(sch.init_noise_sigma))),
            "initial": f32list(x), "latents": []}
     if hasattr(sch, "sigmas") and kind != "ddim":
         out["sigmas"] = f32list(sch.sigmas)

@@ -1,4 +1,4 @@
-/* test_sched — the samplers against diffusers (fixtures from tests/gen/make_fixtures.py): for
+/* test_scheduler — the samplers against diffusers (fixtures from tests/gen/make_fixtures.py): for
  * SD 1.5-, SDXL-, Turbo- and v-prediction configs and the other options, every kind and
  * several step counts, the timesteps, sigmas, init_noise_sigma and the latents after every
  * step for a fixed model output, within 1e-6 relative; the initial latents and Euler
@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "base.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "torch_rng.h"
 
 #define FIX "tests/gen/fixtures/"
@@ -81,7 +81,7 @@ static void run_case(json_t *c, size_t idx) {
     cr_assert_eq(sched_config_load(&cfg, (SchedKind)kind, path, &err), 0, "%s: %s", what,
                  err.msg);
     Scheduler s;
-    cr_assert_eq(sched_init(&s, &cfg, steps, &err), 0, "%s: %s", what, err.msg);
+    cr_assert_eq(scheduler_init(&s, &cfg, steps, &err), 0, "%s: %s", what, err.msg);
     /* zero terminal SNR: torch's float sqrt, not always correctly rounded, enters the rescaled
      * betas (1e-6 on some sigmas) and rounds sigma_max = sqrt(2^24 - 1) to 4096.0 where
      * easel has 4095.9998; the first step cancels terms of 4096 times the noise down to a few
@@ -128,10 +128,10 @@ static void run_case(json_t *c, size_t idx) {
     json_t *lat = json_object_get(c, "latents");
     cr_assert_eq(json_array_size(lat), (size_t)s.n_steps);
     for (int i = 0; i < s.n_steps; i++) {
-        sched_scale_model_input(&s, x, in, n);
+        scheduler_scale_model_input(&s, x, in, n);
         fixed_output(in, s.timesteps[i], mo, n);
         const float *nz = NULL;
-        if (sched_step_needs_noise(&s)) {
+        if (scheduler_step_needs_noise(&s)) {
             torch_cpu_randn(&g, noise, n);
             nz = noise;
         }
@@ -139,7 +139,7 @@ static void run_case(json_t *c, size_t idx) {
                             * about 10) keeps the rounding of its input's scale */
         for (size_t k = 0; k < n; k++)
             in_max = fmax(in_max, fabs(x[k]));
-        cr_assert_eq(sched_step(&s, mo, x, nz, x, n, &err), 0, "%s step %d: %s", what, i,
+        cr_assert_eq(scheduler_step(&s, mo, x, nz, x, n, &err), 0, "%s step %d: %s", what, i,
                      err.msg);
         snprintf(sub, sizeof sub, "%s latents after step %d", what, i);
         close(sub, x, json_array_get(lat, (size_t)i), n, in_max, 0);
@@ -147,16 +147,16 @@ static void run_case(json_t *c, size_t idx) {
     rel_tol = 1e-6;
     /* past the end: an error, the latents untouched */
     float keep = x[0];
-    cr_assert_eq(sched_step(&s, mo, x, noise, x, n, &err), ERR_USAGE);
+    cr_assert_eq(scheduler_step(&s, mo, x, noise, x, n, &err), ERR_USAGE);
     cr_assert_eq(x[0], keep);
     free(x);
     free(in);
     free(mo);
     free(noise);
-    sched_deinit(&s);
+    scheduler_deinit(&s);
 }
 
-Test(sched, matches_diffusers, .timeout = 60) {
+Test(scheduler, matches_diffusers, .timeout = 60) {
     json_t *root = load(FIX "sched_cases.json");
     json_t *cases = json_object_get(root, "cases");
     cr_assert_gt(json_array_size(cases), 40u);
@@ -175,7 +175,7 @@ Test(sched, matches_diffusers, .timeout = 60) {
 
 /* The training schedule is torch's to the bit: its float32 linspace (with fused
  * multiply-adds), 1 - beta, and cumprod accumulated in double. */
-Test(sched, alphas_cumprod_bit_exact) {
+Test(scheduler, alphas_cumprod_bit_exact) {
     json_t *root = load(FIX "sched_cases.json");
     const char *key;
     json_t *want;
@@ -187,29 +187,29 @@ Test(sched, alphas_cumprod_bit_exact) {
         Err err = {0};
         cr_assert_eq(sched_config_load(&cfg, SCHED_EULER, path, &err), 0, "%s", err.msg);
         Scheduler s;
-        cr_assert_eq(sched_init(&s, &cfg, 10, &err), 0);
+        cr_assert_eq(scheduler_init(&s, &cfg, 10, &err), 0);
         cr_assert_eq(json_array_size(want), (size_t)s.n_train);
         for (int i = 0; i < s.n_train; i++)
             cr_assert_eq(s.alphas_cumprod[i], (float)json_number_value(json_array_get(want, i)),
                          "%s: alphas_cumprod[%d] = %.9g, torch %.9g", key, i,
                          (double)s.alphas_cumprod[i],
                          json_number_value(json_array_get(want, i)));
-        sched_deinit(&s);
+        scheduler_deinit(&s);
         n_cfg++;
     }
     cr_assert_eq(n_cfg, 3);
     json_decref(root);
 }
 
-/* The same run twice after sched_reset gives the same latents (DPM-Solver's history and the
+/* The same run twice after scheduler_reset gives the same latents (DPM-Solver's history and the
  * step index are reset). */
-Test(sched, reset_repeats) {
+Test(scheduler, reset_repeats) {
     SchedConfig cfg;
     Err err = {0};
     cr_assert_eq(sched_config_load(&cfg, SCHED_DPMPP_2M, FIX "sched_sdxl.config.json", &err), 0,
                  "%s", err.msg);
     Scheduler s;
-    cr_assert_eq(sched_init(&s, &cfg, 8, &err), 0);
+    cr_assert_eq(scheduler_init(&s, &cfg, 8, &err), 0);
     float a[8], b[8], mo[8];
     for (int rep = 0; rep < 2; rep++) {
         float *x = rep ? b : a;
@@ -217,12 +217,12 @@ Test(sched, reset_repeats) {
             x[k] = (float)k - 3.5f;
         for (int i = 0; i < s.n_steps; i++) {
             fixed_output(x, s.timesteps[i], mo, 8);
-            cr_assert_eq(sched_step(&s, mo, x, NULL, x, 8, &err), 0);
+            cr_assert_eq(scheduler_step(&s, mo, x, NULL, x, 8, &err), 0);
         }
-        sched_reset(&s);
+        scheduler_reset(&s);
     }
     cr_assert_eq(memcmp(a, b, sizeof a), 0);
-    sched_deinit(&s);
+    scheduler_deinit(&s);
 }
 
 static void bad_config(SchedKind kind, const char *json, const char *needle) {
@@ -237,7 +237,7 @@ static void bad_config(SchedKind kind, const char *json, const char *needle) {
     cr_assert_eq(c.steps_offset, 77);
 }
 
-Test(sched, bad_configs) {
+Test(scheduler, bad_configs) {
     bad_config(SCHED_EULER, "{\"beta_start\": 0.1,", "line 1");
     bad_config(SCHED_EULER, "[1, 2]", "not a JSON object");
     bad_config(SCHED_EULER, "{\"beta_start\": \"0.1\"}", "\"beta_start\" must be a number");
@@ -262,7 +262,7 @@ Test(sched, bad_configs) {
 
 /* Keys of other schedulers are ignored, as diffusers' from_config ignores them; keys the kind
  * does not read do not change it. */
-Test(sched, foreign_keys_ignored) {
+Test(scheduler, foreign_keys_ignored) {
     SchedConfig c;
     Err err = {0};
     cr_assert_eq(sched_config_parse(&c, SCHED_EULER,
@@ -280,29 +280,29 @@ Test(sched, foreign_keys_ignored) {
     cr_assert_eq(c.use_karras_sigmas, 1);
 }
 
-Test(sched, step_count_and_noise_errors) {
+Test(scheduler, step_count_and_noise_errors) {
     SchedConfig c;
     sched_config_default(&c, SCHED_EULER_A);
     Scheduler s;
     Err err = {0};
-    cr_assert_eq(sched_init(&s, &c, 0, &err), ERR_USAGE);
+    cr_assert_eq(scheduler_init(&s, &c, 0, &err), ERR_USAGE);
     cr_assert(strstr(err.msg, "1 to 1000"), "%s", err.msg);
-    cr_assert_eq(sched_init(&s, &c, 1001, &err), ERR_USAGE);
-    cr_assert_eq(sched_init(&s, &c, 3, &err), 0);
+    cr_assert_eq(scheduler_init(&s, &c, 1001, &err), ERR_USAGE);
+    cr_assert_eq(scheduler_init(&s, &c, 3, &err), 0);
     float x[4] = {1, 2, 3, 4}, mo[4] = {0};
-    cr_assert_eq(sched_step(&s, mo, x, NULL, x, 4, &err), ERR_USAGE);
+    cr_assert_eq(scheduler_step(&s, mo, x, NULL, x, 4, &err), ERR_USAGE);
     cr_assert(strstr(err.msg, "noise"), "%s", err.msg);
     cr_assert_eq(s.step_index, 0);
     cr_assert_eq(x[0], 1.0f);
-    sched_deinit(&s);
+    scheduler_deinit(&s);
     cr_assert_eq(sched_config_load(&c, SCHED_EULER, FIX "no_such_config.json", &err),
                  ERR_NOTFOUND);
     /* DDIM's leading spacing with steps_offset 1 and 1000 steps would index timestep 1000 */
     sched_config_default(&c, SCHED_DDIM);
     c.steps_offset = 1;
-    cr_assert_eq(sched_init(&s, &c, 1000, &err), ERR_USAGE);
+    cr_assert_eq(scheduler_init(&s, &c, 1000, &err), ERR_USAGE);
     cr_assert(strstr(err.msg, "timestep 1000"), "%s", err.msg);
-    cr_assert_eq(sched_init(&s, &c, 999, &err), 0, "%s", err.msg);
+    cr_assert_eq(scheduler_init(&s, &c, 999, &err), 0, "%s", err.msg);
     cr_assert_eq(s.timesteps[0], 999.0);
-    sched_deinit(&s);
+    scheduler_deinit(&s);
 }

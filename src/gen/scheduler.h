@@ -1,21 +1,21 @@
-/* sched — diffusion samplers (schedulers) as diffusers runs them, over f32 latents.
+/* scheduler — diffusion samplers (schedulers) as diffusers runs them, over f32 latents.
  *
  * A Scheduler is made from a SchedConfig (sched_config.h) and a step count, and then holds what
  * diffusers' set_timesteps computes: the timesteps the UNet is called at, the sigmas (Euler
  * and DPM-Solver++) and init_noise_sigma. A pipeline then runs, for i = 0 .. n_steps - 1:
  *
- *     sched_scale_model_input(s, x, in, n)      in = x / sqrt(sigma_i^2 + 1) (Euler), else x
+ *     scheduler_scale_model_input(s, x, in, n)    in = x / sqrt(sigma_i^2 + 1) (Euler), else x
  *     model_output = unet(in, s->timesteps[i])
- *     sched_step(s, model_output, x, noise, x, n, err)      x = the previous (less noisy) sample
+ *     scheduler_step(s, model_output, x, noise, x, n, err)    x = the previous, less noisy one
  *
  * starting from x = noise * init_noise_sigma. `noise` is the step's fresh normal noise of n
- * values when sched_step_needs_noise says so (Euler ancestral; DDIM with eta > 0), drawn from
- * the same generator as the initial latents to give diffusers' images; else NULL.
+ * values when scheduler_step_needs_noise says so (Euler ancestral; DDIM with eta > 0), drawn
+ * from the same generator as the initial latents to give diffusers' images; else NULL.
  *
  * Every number follows diffusers' arithmetic: the schedule in float64 where numpy computes it
  * and in float32 where torch does (torch's linspace, its cumprod accumulated in double), each
  * step in float32 in diffusers' order of operations, so the latents agree with diffusers' to
- * a few ulp (tests/gen/test_sched.c checks 1e-6 relative).
+ * a few ulp (tests/gen/test_scheduler.c checks 1e-6 relative).
  *
  * Not thread-safe per Scheduler (it carries the step index and DPM-Solver's history).
  */
@@ -35,7 +35,7 @@ typedef struct Scheduler {
     double *timesteps;         /* [n_steps] the values the UNet gets (integers but Euler's) */
     float *sigmas;             /* [n_steps + 1] Euler, DPM-Solver++; NULL for DDIM */
     float init_noise_sigma;    /* the initial noise's scale */
-    int step_index;            /* the next step sched_step runs */
+    int step_index;            /* the next step scheduler_step runs */
     /* DPM-Solver++ history: the previous step's data prediction */
     float *prev_x0;
     size_t n_prev;
@@ -44,24 +44,24 @@ typedef struct Scheduler {
 
 /* Compute the schedule of CFG for STEPS steps (1 .. num_train_timesteps). Returns 0, or
  * ERR_USAGE for a step count out of range (the message says the range). */
-int sched_init(Scheduler *s, const SchedConfig *cfg, int steps, Err *err);
-void sched_deinit(Scheduler *s);
+int scheduler_init(Scheduler *s, const SchedConfig *cfg, int steps, Err *err);
+void scheduler_deinit(Scheduler *s);
 
 /* Restart at step 0 (the same schedule), forgetting DPM-Solver's history. */
-void sched_reset(Scheduler *s);
+void scheduler_reset(Scheduler *s);
 
-/* Whether the next sched_step needs fresh noise. */
-int sched_step_needs_noise(const Scheduler *s);
+/* Whether the next scheduler_step needs fresh noise. */
+int scheduler_step_needs_noise(const Scheduler *s);
 
 /* The UNet's input at the current step: out[i] = x[i] / sqrt(sigma^2 + 1) for Euler kinds,
  * else a copy. OUT may be X. */
-void sched_scale_model_input(const Scheduler *s, const float *x, float *out, size_t n);
+void scheduler_scale_model_input(const Scheduler *s, const float *x, float *out, size_t n);
 
 /* One step at s->step_index: from the model's output MODEL_OUTPUT for SAMPLE (n values), the
- * previous sample into PREV (may be SAMPLE); NOISE as sched_step_needs_noise says. Advances
- * the step index. Returns 0, ERR_USAGE past the last step or without needed noise, ERR_NOMEM
- * when DPM-Solver's history cannot be allocated; on error nothing changes. */
-int sched_step(Scheduler *s, const float *model_output, const float *sample, const float *noise,
-               float *prev, size_t n, Err *err);
+ * previous sample into PREV (may be SAMPLE); NOISE as scheduler_step_needs_noise says.
+ * Advances the step index. Returns 0, ERR_USAGE past the last step or without needed noise,
+ * ERR_NOMEM when DPM-Solver's history cannot be allocated; on error nothing changes. */
+int scheduler_step(Scheduler *s, const float *model_output, const float *sample,
+                   const float *noise, float *prev, size_t n, Err *err);
 
 #endif

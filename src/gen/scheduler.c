@@ -1,10 +1,10 @@
-/* sched — diffusers' Euler, Euler ancestral, DDIM and DPM-Solver++ 2M (sched.h).
+/* scheduler — diffusers' Euler, Euler ancestral, DDIM and DPM-Solver++ 2M (scheduler.h).
  *
  * Variables named f32 or typed float hold what diffusers keeps in a float32 torch tensor (or
  * numpy float32); doubles hold numpy float64 values. Every float operation below is one IEEE
  * operation in the order diffusers writes it (the build does not contract into FMAs), except
  * where a comment says torch itself fuses. */
-#include "sched.h"
+#include "scheduler.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -224,7 +224,7 @@ static int dpm_timesteps(const SchedConfig *c, const float *ac, int steps, doubl
     return n;
 }
 
-void sched_deinit(Scheduler *s) {
+void scheduler_deinit(Scheduler *s) {
     if (!s)
         return;
     free(s->alphas_cumprod);
@@ -244,12 +244,12 @@ static int begin_index(const Scheduler *s) {
     return 0;
 }
 
-void sched_reset(Scheduler *s) {
+void scheduler_reset(Scheduler *s) {
     s->step_index = begin_index(s);
     s->lower_order_nums = 0;
 }
 
-int sched_init(Scheduler *s, const SchedConfig *cfg, int steps, Err *err) {
+int scheduler_init(Scheduler *s, const SchedConfig *cfg, int steps, Err *err) {
     memset(s, 0, sizeof *s);
     int T = cfg->num_train_timesteps;
     if (steps < 1 || steps > T)
@@ -278,7 +278,7 @@ int sched_init(Scheduler *s, const SchedConfig *cfg, int steps, Err *err) {
             int t0 = (int)s->timesteps[0];
             free(train_sigmas);
             free(log_sigmas);
-            sched_deinit(s);
+            scheduler_deinit(s);
             return err_set(err, ERR_USAGE, "ddim: %d steps with steps_offset %d start at "
                            "timestep %d, past the model's last (%d); use fewer steps",
                            steps, cfg->steps_offset, t0, T - 1);
@@ -335,17 +335,17 @@ int sched_init(Scheduler *s, const SchedConfig *cfg, int steps, Err *err) {
     }
     free(train_sigmas);
     free(log_sigmas);
-    sched_reset(s);
+    scheduler_reset(s);
     return 0;
 }
 
 /* ---- steps ---------------------------------------------------------------------------------- */
 
-int sched_step_needs_noise(const Scheduler *s) {
+int scheduler_step_needs_noise(const Scheduler *s) {
     return s->cfg.kind == SCHED_EULER_A || (s->cfg.kind == SCHED_DDIM && s->cfg.eta > 0);
 }
 
-void sched_scale_model_input(const Scheduler *s, const float *x, float *out, size_t n) {
+void scheduler_scale_model_input(const Scheduler *s, const float *x, float *out, size_t n) {
     if (is_euler(s->cfg.kind) && s->step_index < s->n_steps) {
         float sigma = s->sigmas[s->step_index];
         float scale = sqrtf(sigma * sigma + 1.0f);
@@ -456,7 +456,7 @@ static void step_dpm(Scheduler *s, const float *x, float *out, size_t n) {
     float A = s_t / s_s0, B = a_t * em1;
     if (first) {
         for (size_t k = 0; k < n; k++) {
-            float x0 = out[k]; /* the data prediction, written there by sched_step */
+            float x0 = out[k]; /* the data prediction, written there by scheduler_step */
             out[k] = A * x[k] - B * x0;
         }
         return;
@@ -475,12 +475,12 @@ static void step_dpm(Scheduler *s, const float *x, float *out, size_t n) {
     }
 }
 
-int sched_step(Scheduler *s, const float *model_output, const float *sample, const float *noise,
-               float *prev, size_t n, Err *err) {
+int scheduler_step(Scheduler *s, const float *model_output, const float *sample,
+                   const float *noise, float *prev, size_t n, Err *err) {
     if (s->step_index >= s->n_steps)
         return err_set(err, ERR_USAGE, "scheduler step %d past the last of %d steps",
                        s->step_index + 1, s->n_steps);
-    if (sched_step_needs_noise(s) && !noise)
+    if (scheduler_step_needs_noise(s) && !noise)
         return err_set(err, ERR_USAGE, "%s needs fresh noise at every step",
                        sched_kind_name(s->cfg.kind));
     if (!is_dpm(s->cfg.kind)) {
