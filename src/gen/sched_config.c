@@ -79,10 +79,57 @@ static int bad(Parse *p, const char *key, const char *want) {
                    p->what, key, want);
 }
 
+/* Python's json writes float("inf") as a bare -Infinity (diffusers' DPM-Solver++ configs all
+ * hold "lambda_min_clipped": -Infinity), which is not JSON: a copy of TEXT with the bare
+ * words Infinity, -Infinity and NaN quoted, for get_num to read back. New string (free). */
+static char *quote_python_specials(const char *text) {
+    size_t n = strlen(text);
+    char *out = xmalloc(n * 2 + 1), *o = out;
+    int in_str = 0;
+    for (const char *t = text; *t;) {
+        if (in_str) {
+            if (*t == '\\' && t[1]) {
+                *o++ = *t++;
+            } else if (*t == '"') {
+                in_str = 0;
+            }
+            *o++ = *t++;
+            continue;
+        }
+        if (*t == '"') {
+            in_str = 1;
+            *o++ = *t++;
+            continue;
+        }
+        static const char *const words[] = {"-Infinity", "Infinity", "NaN"};
+        int done = 0;
+        for (int w = 0; w < 3 && !done; w++) {
+            size_t len = strlen(words[w]);
+            if (strncmp(t, words[w], len) == 0) {
+                *o++ = '"';
+                memcpy(o, t, len);
+                o += len;
+                *o++ = '"';
+                t += len;
+                done = 1;
+            }
+        }
+        if (!done)
+            *o++ = *t++;
+    }
+    *o = '\0';
+    return out;
+}
+
 static int get_num(Parse *p, const char *key, int kinds, double *out) {
     json_t *v = get(p, key, kinds);
     if (!v)
         return 0;
+    const char *s = json_string_value(v); /* a bare word quoted above */
+    if (s && (strcmp(s, "-Infinity") == 0 || strcmp(s, "Infinity") == 0)) {
+        *out = s[0] == '-' ? -INFINITY : INFINITY;
+        return 0;
+    }
     if (!json_is_number(v))
         return bad(p, key, "a number");
     *out = json_number_value(v);
@@ -146,7 +193,9 @@ int sched_config_parse(SchedConfig *out, SchedKind kind, const char *json, const
                        Err *err) {
     ASSERT((unsigned)kind < SCHED_KIND_COUNT);
     json_error_t jerr;
-    json_t *root = json_loads(json ? json : "", 0, &jerr);
+    char *text = quote_python_specials(json ? json : "");
+    json_t *root = json_loads(text, 0, &jerr);
+    free(text);
     if (!root)
         return err_set(err, ERR_FORMAT, "%s: line %d, column %d: %s; a scheduler config is a "
                        "JSON object", what, jerr.line, jerr.column, jerr.text);

@@ -145,6 +145,11 @@ CONFIGS = {
                    "sigma_max": 10.0, "lambda_min_clipped": -5.1},
 }
 
+# a config exactly as diffusers saves it (save_config / to_json_string): every key of the
+# class, and "lambda_min_clipped": -Infinity, which is Python's JSON, not JSON
+CONFIGS["dpmsaved"] = json.loads(DPMSolverMultistepScheduler.from_config(
+    CONFIGS["sdxl"], use_karras_sigmas=True, solver_type="heun").to_json_string())
+
 CLASSES = {"euler": EulerDiscreteScheduler, "euler_a": EulerAncestralDiscreteScheduler,
            "ddim": DDIMScheduler, "dpmpp_2m": DPMSolverMultistepScheduler,
            "dpmpp_2m_karras": DPMSolverMultistepScheduler}
@@ -164,6 +169,7 @@ CASES = [
     # (Karras sigmas end at sigma_min, and final_sigmas_type sigma_min repeats it: h = 0, NaN)
     ("heun", ["dpmpp_2m"], [20, 10]),
     ("eulerfinal", ["euler", "dpmpp_2m", "dpmpp_2m_karras"], [9, 20]),
+    ("dpmsaved", ["dpmpp_2m", "dpmpp_2m_karras", "euler"], [15]),
     ("zerosnr", ALL, [10]),
     ("zerosnr", ["euler", "euler_a", "ddim", "dpmpp_2m"], [25]),  # Karras: 999 twice, as above
 ]

@@ -280,6 +280,24 @@ Test(scheduler, foreign_keys_ignored) {
     cr_assert_eq(c.use_karras_sigmas, 1);
 }
 
+/* Python's JSON words, as diffusers writes them: -Infinity read as a number, NaN refused,
+ * the words inside strings left alone. */
+Test(scheduler, python_json_words) {
+    SchedConfig c;
+    Err err = {0};
+    cr_assert_eq(sched_config_load(&c, SCHED_DPMPP_2M, FIX "sched_dpmsaved.config.json", &err),
+                 0, "%s", err.msg);
+    cr_assert(isinf(c.lambda_min_clipped) && c.lambda_min_clipped < 0);
+    cr_assert_eq(c.use_karras_sigmas, 1);
+    cr_assert_eq(c.solver_heun, 1);
+    cr_assert_eq(sched_config_parse(&c, SCHED_DPMPP_2M, "{\"lambda_min_clipped\": -5.5, "
+                                    "\"_x\": \"NaN -Infinity \\\" Infinity\"}", "x.json", &err),
+                 0, "%s", err.msg);
+    cr_assert_eq(c.lambda_min_clipped, -5.5);
+    bad_config(SCHED_DPMPP_2M, "{\"lambda_min_clipped\": NaN}", "must be a number");
+    bad_config(SCHED_EULER, "{\"beta_end\": Infinity}", "beta_end");
+}
+
 Test(scheduler, step_count_and_noise_errors) {
     SchedConfig c;
     sched_config_default(&c, SCHED_EULER_A);
