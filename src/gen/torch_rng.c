@@ -70,8 +70,11 @@ static inline double uniform_f64(TorchCpuGen *g) {
 
 /* ---- the AVX2 kernel's float log and sincos, one lane at a time ----------------------------
  * Cephes' single-precision polynomials (Moshier), in the operation order of the vector code
- * torch runs, so that every rounding is the same: each product and sum below is one IEEE
- * float operation (the build uses -std=c11, i.e. no contraction into fused multiply-adds). */
+ * torch runs, so that every rounding is the same. torch's build compiles that code with
+ * -mfma and GCC's default contraction, which fuses a product into the sum that consumes it
+ * (Horner steps, the range reduction, the last corrections): those are fmaf here, found
+ * by matching torch bit for bit. Every other product and sum is one IEEE float operation
+ * (the build uses -std=c11, i.e. no contraction of its own). */
 
 static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }

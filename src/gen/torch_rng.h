@@ -9,7 +9,8 @@
  *   new uniforms) and transformed again. The transform is torch's AVX2 one (x86-64 hosts
  *   with AVX2 or AVX-512: torch dispatches normal to AVX2 there): Cephes-style float
  *   polynomials for log and sincos, evaluated here in scalar C with the same operations in
- *   the same order (TORCH_RNG_AVX2), or the generic kernel's libm logf/cosf/sinf
+ *   the same order and the same fused multiply-adds (TORCH_RNG_AVX2), or the generic
+ *   kernel's libm logf/cosf/sinf
  *   (TORCH_RNG_SCALAR: torch on other CPUs, e.g. arm64). doc/generate.md says which is
  *   bit-exact.
  * - n < 16: the double-precision serial path: per pair two 53-bit uniforms, r = sqrt(-2
