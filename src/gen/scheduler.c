@@ -6,6 +6,12 @@
  * where a comment says torch itself fuses. */
 #include "scheduler.h"
 
+/* Each float product and sum rounds on its own, as in torch: GCC does not contract in -std=c11,
+ * clang does by default (into FMAs on arm64) unless told. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,12 @@
 /* torch_rng — PyTorch's CPU (MT19937) and CUDA (Philox) normal draws (torch_rng.h). */
 #include "torch_rng.h"
 
+/* Each float product and sum rounds on its own, as in torch: GCC does not contract in -std=c11,
+ * clang does by default (into FMAs on arm64) unless told. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #include <math.h>
 #include <string.h>
 
