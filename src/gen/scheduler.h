@@ -14,8 +14,9 @@
  *
  * Every number follows diffusers' arithmetic: the schedule in float64 where numpy computes it
  * and in float32 where torch does (torch's linspace, its cumprod accumulated in double), each
- * step in float32 in diffusers' order of operations, so the latents agree with diffusers' to
- * a few ulp (tests/gen/test_scheduler.c checks 1e-6 relative).
+ * step in float32 in diffusers' order of operations, so the latents agree with diffusers'
+ * but for torch's own last-bit roundings (tests/gen/test_scheduler.c checks 1e-6 of the
+ * latents' scale; zero terminal SNR 5e-5; doc/generate.md).
  *
  * Not thread-safe per Scheduler (it carries the step index and DPM-Solver's history).
  */

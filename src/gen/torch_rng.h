@@ -66,7 +66,8 @@ void torch_rng_sincosf(float x, float *s, float *c);
 void torch_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
 /* cuRAND's Box–Muller for a Philox state (curand_normal4): 4 words → 4 normals, computed
- * with libm on the host (a GPU uses its own logf and __sincosf: within a few ulp). */
+ * with libm on the host, as cuRAND's host API does (a GPU uses its own logf and the
+ * approximate __sincosf: expect differences in the last bits). */
 void torch_curand_normal4(const uint32_t w[4], float out[4]);
 
 typedef struct TorchCudaGen {
