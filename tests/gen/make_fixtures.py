@@ -223,8 +223,13 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "rng_cpu.json"), "w") as f:
         json.dump(rng_fixture(), f, separators=(",", ":"))
-    with open(os.path.join(OUT, "rng_philox.json"), "w") as f:
-        f.write(philox_fixture())
+    try:
+        philox = philox_fixture()
+    except (OSError, subprocess.CalledProcessError) as e:  # no CUDA toolkit here
+        print(f"rng_philox.json kept as it is: cannot build make_philox_fixture.c ({e})")
+    else:
+        with open(os.path.join(OUT, "rng_philox.json"), "w") as f:
+            f.write(philox)
     for name, cfg in CONFIGS.items():
         with open(os.path.join(OUT, f"sched_{name}.config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
