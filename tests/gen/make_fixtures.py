@@ -170,6 +170,7 @@ CASES = [
     ("heun", ["dpmpp_2m"], [20, 10]),
     ("eulerfinal", ["euler", "dpmpp_2m", "dpmpp_2m_karras"], [9, 20]),
     ("dpmsaved", ["dpmpp_2m", "dpmpp_2m_karras", "euler"], [15]),
+    ("sd15", ["ddim@0.5"], [20]),  # DDIM with eta 0.5: noise from the generator every step
     ("zerosnr", ALL, [10]),
     ("zerosnr", ["euler", "euler_a", "ddim", "dpmpp_2m"], [25]),  # Karras: 999 twice, as above
 ]
@@ -196,7 +197,7 @@ def fixed_output(inp, t):
     return inp * a + c
 
 
-def run_case(cfg, kind, steps):
+def run_case(cfg, kind, steps, eta=0.0):
     extra = {"use_karras_sigmas": True} if kind == "dpmpp_2m_karras" else {}
     sch = CLASSES[kind].from_config(cfg, **extra)
     sch.set_timesteps(steps)
@@ -211,6 +212,8 @@ def run_case(cfg, kind, steps):
         inp = sch.scale_model_input(x, t)
         mo = fixed_output(inp, t)
         kw = {"generator": g} if kind in ("euler_a",) else {}
+        if eta:
+            kw = {"generator": g, "eta": eta}
         x = sch.step(mo, t, x, **kw).prev_sample
         out["latents"].append(f32list(x))
     return out
@@ -238,10 +241,11 @@ def main():
     for name, kinds, counts in CASES:
         for kind in kinds:
             for steps in counts:
+                kind, _, eta = kind.partition("@")
                 c = {"config": name, "kind": kind, "steps": steps, "seed": SEED,
-                     "shape": list(SHAPE)}
+                     "shape": list(SHAPE), "eta": float(eta or 0)}
                 try:
-                    c.update(run_case(CONFIGS[name], kind, steps))
+                    c.update(run_case(CONFIGS[name], kind, steps, float(eta or 0)))
                 except ValueError:
                     print("NaN:", name, kind, steps)
                     raise

@@ -80,6 +80,7 @@ static void run_case(json_t *c, size_t idx) {
     Err err = {0};
     cr_assert_eq(sched_config_load(&cfg, (SchedKind)kind, path, &err), 0, "%s: %s", what,
                  err.msg);
+    cfg.eta = json_number_value(json_object_get(c, "eta")); /* DDIM's, from the pipeline */
     Scheduler s;
     cr_assert_eq(scheduler_init(&s, &cfg, steps, &err), 0, "%s: %s", what, err.msg);
     /* zero terminal SNR: torch's float sqrt, not always correctly rounded, enters the rescaled
