@@ -58,11 +58,12 @@ LIBS_TEST   := $(call pkglibs,criterion)
 # compiled with -I of its own and lower layers' folders only (an upward include does not
 # compile) and with the pkg-config flags of its own and lower layers' libraries. tests/LAYER/
 # is compiled and linked the same way: tests/engine/ links the engine alone.
-LAYERS       := base engine io models store data train app ui cli
+LAYERS       := base engine io models gen store data train app ui cli
 dirs_base    := src/base
 dirs_engine  := src/engine src/engine/cpu gpu
 dirs_io      := src/io
 dirs_models  := src/models
+dirs_gen     := src/gen
 dirs_store   := src/store
 dirs_data    := src/data
 dirs_train   := src/train
