@@ -21,6 +21,14 @@ for spec in $layers; do
             [ -e "$h" ] || continue
             b=${h##*/}
             [ -n "${home[$b]:-}" ] && say "$h: a header named $b is also in ${home[$b]#*:}; names must be unique"
+            # -I of our folders comes before the system's: a header named like a system one
+            # (sched.h, time.h) would hide it from every layer above.
+            # err.h is the one exception: glibc's <err.h> (err(3), warn(3)) prints and exits,
+            # which no easel code may do, so hiding it costs nothing.
+            [ "$b" = err.h ] && continue
+            for sys in /usr/include /usr/include/x86_64-linux-gnu /usr/include/aarch64-linux-gnu; do
+                [ -e "$sys/$b" ] && say "$h: $sys/$b exists; a header of ours with that name hides it (rename ours)"
+            done
             home[$b]="$name:$d"
         done
     done
