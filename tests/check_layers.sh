@@ -25,11 +25,11 @@ for spec in $layers; do
             # (sched.h, time.h) would hide it from every layer above.
             # err.h is the one exception: glibc's <err.h> (err(3), warn(3)) prints and exits,
             # which no easel code may do, so hiding it costs nothing.
+            home[$b]="$name:$d"
             [ "$b" = err.h ] && continue
             for sys in /usr/include /usr/include/x86_64-linux-gnu /usr/include/aarch64-linux-gnu; do
                 [ -e "$sys/$b" ] && say "$h: $sys/$b exists; a header of ours with that name hides it (rename ours)"
             done
-            home[$b]="$name:$d"
         done
     done
 done
