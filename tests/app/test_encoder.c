@@ -7,19 +7,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
-
 #include "encoder.h"
 #include "feat_classic.h"
 #include "store.h"
 #include "store_embed.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 static char dir[64];
 static char dbpath[128];
@@ -44,7 +37,7 @@ static void write_png(const char *path, int w, int h, int shade) {
         p[3 * i + 1] = (unsigned char)shade;
         p[3 * i + 2] = (unsigned char)((i / w) * 255 / h);
     }
-    cr_assert(stbi_write_png(path, w, h, 3, p, w * 3));
+    support_png_write(path, w, h, p);
     free(p);
 }
 

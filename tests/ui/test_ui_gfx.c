@@ -11,16 +11,7 @@
 #include <unistd.h>
 
 #include "gfx.h"
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wall"
-#pragma GCC diagnostic ignored "-Wextra"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
+#include "support_fixtures.h"
 
 /* A photo-like test picture: smooth gradients, a disc, soft stripes. Deterministic. */
 static GfxImage picture(int w, int h) {
@@ -339,7 +330,7 @@ Test(ui_gfx, cache_renders_in_background_and_reports_failures) {
     snprintf(good, sizeof good, "%s/a.png", dir);
     snprintf(bad, sizeof bad, "%s/b.png", dir);
     GfxImage src = picture(64, 64);
-    cr_assert(stbi_write_png(good, 64, 64, 3, src.px, 64 * 3));
+    support_png_write(good, 64, 64, src.px);
     FILE *f = fopen(bad, "w");
     fputs("garbage", f);
     fclose(f);

@@ -22,16 +22,7 @@
 #include "annotate_vm.h"
 
 #include "support.h"
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wall"
-#pragma GCC diagnostic ignored "-Wextra"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
+#include "support_fixtures.h"
 
 #define COLS 100
 #define ROWS 30
@@ -44,19 +35,13 @@ static int display = -1;
 static pid_t xvfb = -1;
 static pid_t xterm = -1;
 
-
 static void setup(void) {
-    const char *tools[] = {"Xvfb", "xterm", "xwd", "xdotool", "convert", "compare"};
-    for (size_t i = 0; i < sizeof tools / sizeof tools[0]; i++)
-        if (!support_have(tools[i]))
-            cr_skip_test("%s is not installed: the real-terminal test needs Xvfb, xterm, xwd, "
-                         "xdotool and ImageMagick (the Makefile's DEB_TEST installs them)",
-                         tools[i]);
-    const char *bin = getenv("EASEL_BIN");
-    if (!realpath(bin ? bin : "bin/easel", easel))
-        cr_skip_test("bin/easel not found (run from the repository root after make)");
-    strcpy(dir, "/tmp/easel-zoomx-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    static const char *const tools[] = {"Xvfb", "xterm", "xwd", "xdotool", "convert", "compare",
+                                        NULL};
+    support_need_tools(tools, "the real-terminal test needs Xvfb, xterm, xwd, xdotool and "
+                              "ImageMagick (the Makefile's DEB_TEST installs them)");
+    support_easel_path(easel, sizeof easel);
+    support_tmpdir_make(dir, sizeof dir, "zoomx");
     display = support_xvfb_start(&xvfb);
     cr_assert_geq(display, 0, "Xvfb did not report a display");
 
@@ -71,14 +56,8 @@ static void setup(void) {
             p[1] = (unsigned char)(sun ? 220 : ridge ? 70 : 60 + y / 2);
             p[2] = (unsigned char)(sun ? 120 : ridge ? 90 : 140 - y / 3);
         }
-    char path[160];
-    snprintf(path, sizeof path, "%s/pic.png", dir);
-    cr_assert(stbi_write_png(path, PIC_W, PIC_H, 3, px, PIC_W * 3));
+    support_one_image_store(easel, dir, "an evening sky", "pic.png", PIC_W, PIC_H, px);
     free(px);
-    cr_assert_eq(support_sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
-    cr_assert_eq(support_sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
-                    " (1, 'p1', 'an evening sky', 0); INSERT INTO images(id, prompt_id, path,"
-                    " created_at) VALUES (1, 1, 'pic.png', 0);\"", dir), 0);
 }
 
 static void teardown(void) {
@@ -101,23 +80,9 @@ static void wait_log(const char *want, int n) {
     cr_assert_fail("easel never logged '%s' %d times", want, n);
 }
 
-/* Screenshot into NAME.png once two consecutive ones agree (the frame is logged before it
- * is written). */
+/* Screenshot into NAME.png once two consecutive ones agree. */
 static void shot(const char *name) {
-    char prev[200] = "", cmd[512];
-    for (int i = 0; i < 50; i++) {
-        usleep(150000);
-        cr_assert_eq(support_sh("xwd -display :%d -root -silent | convert xwd:- %s/%s.png", display, dir,
-                        name), 0);
-        char sum[200];
-        snprintf(cmd, sizeof cmd, "md5sum < %s/%s.png", dir, name);
-        FILE *p = popen(cmd, "r");
-        cr_assert(fgets(sum, sizeof sum, p));
-        pclose(p);
-        if (strcmp(sum, prev) == 0)
-            return;
-        strcpy(prev, sum);
-    }
+    support_xwd_settled(display, dir, name, 150000);
 }
 
 static void key(const char *k) {
@@ -127,13 +92,7 @@ static void key(const char *k) {
 }
 
 static double psnr(const char *a, const char *b) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "cd %s && compare -metric PSNR %s %s null: 2>&1", dir, a, b);
-    FILE *p = popen(cmd, "r");
-    char out[128] = "";
-    cr_assert(fgets(out, sizeof out, p));
-    pclose(p);
-    return strncmp(out, "inf", 3) == 0 ? 999.0 : atof(out);
+    return support_psnr(dir, a, b);
 }
 
 /* The last zoom line of the log: view size in pixels and top-left cell. */
@@ -169,17 +128,11 @@ static void cell_size(int *cw, int *ch) {
 }
 
 Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
-    char cmd[1024], dpy[16], geom[32];
-    snprintf(dpy, sizeof dpy, ":%d", display);
+    char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "cd %s && printf '\\033[?25l' && EASEL_LOG=%s/easel.log exec %s --db t.db annotate "
              "--annotator tester", dir, dir, easel);
-    snprintf(geom, sizeof geom, "%dx%d+0+0", COLS, ROWS);
-    char *argv[] = {"xterm", "-display", dpy, "-ti", "vt340", "-b", "0", "-bw", "0",
-                    "-xrm", "XTerm*numColorRegisters: 256", "-xrm", "XTerm*cursorBlink: false",
-                    "-xrm", "XTerm*allowSendEvents: true", "-geometry", geom, "-e", "sh", "-c",
-                    cmd, NULL};
-    xterm = support_spawn_quiet(argv);
+    xterm = support_xterm_start(display, COLS, ROWS, cmd);
     wait_log("canvas", 1);
     shot("before");
     int cw, ch;

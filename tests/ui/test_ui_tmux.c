@@ -18,16 +18,7 @@
 #include <unistd.h>
 
 #include "support.h"
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wall"
-#pragma GCC diagnostic ignored "-Wextra"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
+#include "support_fixtures.h"
 
 static char dir[64];
 static char sock[64];
@@ -70,7 +61,7 @@ static void write_png(const char *name, int seed) {
         }
     char path[160];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    cr_assert(stbi_write_png(path, w, h, 3, px, w * 3));
+    support_png_write(path, w, h, px);
     free(px);
 }
 

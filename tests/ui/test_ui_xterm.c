@@ -22,16 +22,7 @@
 #include "annotate_vm.h"
 
 #include "support.h"
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wall"
-#pragma GCC diagnostic ignored "-Wextra"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
+#include "support_fixtures.h"
 
 #define COLS 100
 #define ROWS 30
@@ -42,23 +33,14 @@ static int display = -1;
 static pid_t xvfb = -1;
 static pid_t xterm = -1;
 
-
 static void setup(void) {
-    const char *tools[] = {"Xvfb", "xterm", "xwd", "convert", "compare"};
-    for (size_t i = 0; i < sizeof tools / sizeof tools[0]; i++)
-        if (!support_have(tools[i]))
-            cr_skip_test("%s is not installed: the real-terminal test needs Xvfb, xterm, xwd "
-                         "and ImageMagick (the Makefile's DEB_TEST installs them as root)",
-                         tools[i]);
-    const char *bin = getenv("EASEL_BIN");
-    if (!realpath(bin ? bin : "bin/easel", easel))
-        cr_skip_test("bin/easel not found (run from the repository root after make)");
-    strcpy(dir, "/tmp/easel-xterm-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    static const char *const tools[] = {"Xvfb", "xterm", "xwd", "convert", "compare", NULL};
+    support_need_tools(tools, "the real-terminal test needs Xvfb, xterm, xwd and ImageMagick "
+                              "(the Makefile's DEB_TEST installs them as root)");
+    support_easel_path(easel, sizeof easel);
+    support_tmpdir_make(dir, sizeof dir, "xterm");
     display = support_xvfb_start(&xvfb);
     cr_assert_geq(display, 0, "Xvfb did not report a display");
-    char dpy[16];
-    snprintf(dpy, sizeof dpy, ":%d", display);
 
     /* a store with one image: a distinctive picture of 240 x 180 */
     int w = 240, h = 180;
@@ -71,14 +53,8 @@ static void setup(void) {
             p[1] = (unsigned char)(disc ? 200 - y / 2 : y);
             p[2] = (unsigned char)(disc ? 40 : 255 - x / 2);
         }
-    char path[160];
-    snprintf(path, sizeof path, "%s/pic.png", dir);
-    cr_assert(stbi_write_png(path, w, h, 3, px, w * 3));
+    support_one_image_store(easel, dir, "a test card", "pic.png", w, h, px);
     free(px);
-    cr_assert_eq(support_sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
-    cr_assert_eq(support_sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
-                    " (1, 'p1', 'a test card', 0); INSERT INTO images(id, prompt_id, path,"
-                    " created_at) VALUES (1, 1, 'pic.png', 0);\"", dir), 0);
 }
 
 static void teardown(void) {
@@ -93,53 +69,21 @@ TestSuite(ui_xterm, .init = setup, .fini = teardown, .timeout = 60);
 /* Start easel in xterm with extra ARGS, wait until LOG_WANT appears in its log and the
  * screen settles, screenshot into SHOT. */
 static void run_shot(const char *args, const char *log_want, const char *shot) {
-    char cmd[1024], dpy[16], logp[160];
-    snprintf(dpy, sizeof dpy, ":%d", display);
+    char cmd[1024], logp[160];
     snprintf(logp, sizeof logp, "%s/%s.log", dir, shot);
     snprintf(cmd, sizeof cmd,
              "cd %s && printf '\\033[?25l' && EASEL_LOG=%s exec %s --db t.db annotate "
              "--annotator tester %s",
              dir, logp, easel, args);
-    char geom[32];
-    snprintf(geom, sizeof geom, "%dx%d+0+0", COLS, ROWS);
-    char *argv[] = {"xterm", "-display", dpy, "-ti", "vt340", "-b", "0", "-bw", "0",
-                    "-xrm", "XTerm*numColorRegisters: 256", "-xrm", "XTerm*cursorBlink: false",
-                    "-geometry", geom, "-e", "sh", "-c", cmd, NULL};
-    xterm = support_spawn_quiet(argv);
+    xterm = support_xterm_start(display, COLS, ROWS, cmd);
     int ok = 0;
     for (int i = 0; i < 500 && !ok; i++) {
         usleep(20000);
         ok = support_sh("grep -q '%s' %s 2>/dev/null", log_want, logp) == 0;
     }
     cr_assert(ok, "easel never logged '%s'", log_want);
-    /* The frame is logged before it is written: take screenshots until two agree. */
-    char prev[200] = "";
-    for (int i = 0; i < 50; i++) {
-        usleep(100000);
-        cr_assert_eq(support_sh("xwd -display %s -root -silent | convert xwd:- %s/%s.png", dpy, dir,
-                        shot), 0);
-        char sum[200];
-        snprintf(cmd, sizeof cmd, "md5sum < %s/%s.png", dir, shot);
-        FILE *p = popen(cmd, "r");
-        cr_assert(fgets(sum, sizeof sum, p));
-        pclose(p);
-        if (strcmp(sum, prev) == 0)
-            break;
-        strcpy(prev, sum);
-    }
+    support_xwd_settled(display, dir, shot, 100000);
     support_stop(&xterm);
-}
-
-static double psnr(const char *a, const char *b) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "compare -metric PSNR %s %s null: 2>&1", a, b);
-    FILE *p = popen(cmd, "r");
-    char out[128] = "";
-    cr_assert(fgets(out, sizeof out, p));
-    pclose(p);
-    if (strncmp(out, "inf", 3) == 0)
-        return 999.0;
-    return atof(out);
 }
 
 static int log_int(const char *shot, const char *fmt, int *a, int *b) {
@@ -173,7 +117,7 @@ Test(ui_xterm, sixel_image_matches_and_text_around_is_intact) {
     char a[160], b[160];
     snprintf(a, sizeof a, "%s/crop.png", dir);
     snprintf(b, sizeof b, "%s/expected.png", dir);
-    double db = psnr(a, b);
+    double db = support_psnr(dir, a, b);
     cr_log_info("xterm image region: %.1f dB (%dx%d px, cell %dx%d)", db, iw, ih, cw, ch);
     cr_assert_gt(db, 25.0, "image region PSNR %.1f dB (kept in %s)", db, dir);
 
@@ -195,7 +139,7 @@ Test(ui_xterm, sixel_image_matches_and_text_around_is_intact) {
                         regions[i].h, regions[i].x, regions[i].y), 0);
         snprintf(a, sizeof a, "%s/t1.png", dir);
         snprintf(b, sizeof b, "%s/t2.png", dir);
-        double t = psnr(a, b);
+        double t = support_psnr(dir, a, b);
         cr_assert_gt(t, 40.0, "text region %d differs from the run without image (%.1f dB)", i,
                      t);
     }

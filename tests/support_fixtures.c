@@ -1,0 +1,146 @@
+/* support_fixtures — test pictures, small stores of real images, real-terminal helpers. See
+ * support_fixtures.h.
+ */
+#include "support_fixtures.h"
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "store_catalog.h"
+#include "store_ratings.h"
+#include "support.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wall"
+#pragma GCC diagnostic ignored "-Wextra"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image_write.h>
+#pragma GCC diagnostic pop
+
+int support_run_buf(const char *dir, char *buf, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = support_vrun_buf(dir, buf, n, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+void support_png_write(const char *path, int w, int h, const unsigned char *rgb) {
+    cr_assert(stbi_write_png(path, w, h, 3, rgb, w * 3), "cannot write %s", path);
+}
+
+void support_shm_tmpdir_make(char *dir, size_t n, const char *tag) {
+    int rc = snprintf(dir, n, "%s/easel-%s-XXXXXX",
+                      access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp", tag);
+    cr_assert(rc > 0 && (size_t)rc < n, "tag %s too long", tag);
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp %s", dir);
+    char img[4096];
+    snprintf(img, sizeof img, "%s/img", dir);
+    cr_assert_eq(mkdir(img, 0777), 0, "mkdir %s", img);
+}
+
+void support_need_tools(const char *const *tools, const char *why) {
+    for (; *tools; tools++)
+        if (!support_have(*tools))
+            cr_skip_test("%s is not installed: %s", *tools, why);
+}
+
+void support_one_image_store(const char *easel, const char *dir, const char *prompt,
+                             const char *name, int w, int h, const unsigned char *rgb) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    support_png_write(path, w, h, rgb);
+    cr_assert_eq(support_sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
+    cr_assert_eq(support_sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at)"
+                            " VALUES (1, 'p1', '%s', 0); INSERT INTO images(id, prompt_id, path,"
+                            " created_at) VALUES (1, 1, '%s', 0);\"", dir, prompt, name),
+                 0, "sqlite3 CLI needed (DEB_TEST)");
+}
+
+void support_synth_store(const char *dir, const char *db, const SupportSynth *synth) {
+    Err err = {0};
+    Store *st = store_open(db, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    StoreAspect *asp = NULL;
+    size_t na = 0;
+    cr_assert_eq(store_aspects_list(st, &asp, &na, &err), 0, "%s", err.msg);
+    cr_assert_geq(na, 5);
+    int64_t annot;
+    cr_assert_eq(store_annotator_ensure(st, "planter", &annot, &err), 0, "%s", err.msg);
+    cr_assert_eq(store_begin(st, &err), 0, "%s", err.msg);
+    for (int p = 0; p < synth->n_prompts; p++) {
+        char ext[64], text[256];
+        snprintf(ext, sizeof ext, "%s%d", synth->ext_prefix, p);
+        snprintf(text, sizeof text, "%s%d", synth->text_prefix, p);
+        int64_t pid;
+        cr_assert_eq(store_prompt_add(st, ext, text, &pid, NULL, &err), 0, "%s", err.msg);
+        for (int k = 0; k < synth->per_prompt; k++) {
+            char rel[64], path[4096];
+            snprintf(rel, sizeof rel, "img/%d_%d.png", p, k);
+            snprintf(path, sizeof path, "%s/%s", dir, rel);
+            double rating[5] = {NAN, NAN, NAN, NAN, NAN};
+            synth->image(path, p, k, rating, synth->user);
+            StoreImage im = {.prompt_id = pid, .path = rel};
+            int64_t iid;
+            cr_assert_eq(store_image_add(st, &im, &iid, &err), 0, "%s", err.msg);
+            for (int h = 0; h < 5; h++)
+                if (!isnan(rating[h]))
+                    cr_assert_eq(store_rating_add(st, iid, annot, asp[h].id, rating[h], NAN,
+                                                  "test", NULL, &err),
+                                 0, "%s", err.msg);
+        }
+    }
+    cr_assert_eq(store_commit(st, &err), 0, "%s", err.msg);
+    store_aspects_free(asp, na);
+    store_close(st);
+}
+
+pid_t support_xterm_start(int display, int cols, int rows, const char *cmd) {
+    char dpy[16], geom[32];
+    snprintf(dpy, sizeof dpy, ":%d", display);
+    snprintf(geom, sizeof geom, "%dx%d+0+0", cols, rows);
+    char *argv[] = {"xterm", "-display", dpy, "-ti", "vt340", "-b", "0", "-bw", "0",
+                    "-xrm", "XTerm*numColorRegisters: 256", "-xrm", "XTerm*cursorBlink: false",
+                    "-xrm", "XTerm*allowSendEvents: true", "-geometry", geom, "-e", "sh", "-c",
+                    (char *)cmd, NULL};
+    return support_spawn_quiet(argv);
+}
+
+void support_xwd_settled(int display, const char *dir, const char *name, unsigned delay_us) {
+    char prev[200] = "", cmd[4096];
+    for (int i = 0; i < 50; i++) {
+        usleep(delay_us);
+        cr_assert_eq(support_sh("xwd -display :%d -root -silent | convert xwd:- %s/%s.png",
+                                display, dir, name),
+                     0, "screenshot %s", name);
+        char sum[200];
+        snprintf(cmd, sizeof cmd, "md5sum < %s/%s.png", dir, name);
+        FILE *p = popen(cmd, "r");
+        cr_assert(p && fgets(sum, sizeof sum, p), "md5sum of %s", name);
+        pclose(p);
+        if (strcmp(sum, prev) == 0)
+            return;
+        strcpy(prev, sum);
+    }
+}
+
+double support_psnr(const char *dir, const char *a, const char *b) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd %s && compare -metric PSNR %s %s null: 2>&1", dir, a, b);
+    FILE *p = popen(cmd, "r");
+    char out[128] = "";
+    cr_assert(p && fgets(out, sizeof out, p), "compare %s %s", a, b);
+    pclose(p);
+    return strncmp(out, "inf", 3) == 0 ? 999.0 : atof(out);
+}

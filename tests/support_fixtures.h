@@ -1,0 +1,59 @@
+/* support_fixtures — test pictures, small stores of real images and real-terminal (Xvfb + xterm)
+ * helpers shared by the non-engine tests (linked with tests/support_*.c; see support.h).
+ *
+ * Every helper fails the calling test through Criterion when something the test cannot go on
+ * without is missing, so callers need no error handling.
+ */
+#ifndef EASEL_TESTS_SUPPORT_FIXTURES_H
+#define EASEL_TESTS_SUPPORT_FIXTURES_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* As support_vrun_buf, variadic: a test's one-line `run` is
+ *   #define run(...) support_run_buf(dir, out, sizeof out, __VA_ARGS__)  */
+int support_run_buf(const char *dir, char *buf, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Write the W x H RGB pixels RGB (rows packed) as the PNG file PATH. */
+void support_png_write(const char *path, int w, int h, const unsigned char *rgb);
+
+/* As support_tmpdir_make, in /dev/shm when it is writable (tmpfs: checkpoints fsync every
+ * file, which a disk makes slow), with an empty folder "img" in it. */
+void support_shm_tmpdir_make(char *dir, size_t n, const char *tag);
+
+/* Skip the test unless every program of TOOLS (NULL-terminated) is on PATH; the reason names
+ * the missing one, then WHY (what needs them and what installs them). */
+void support_need_tools(const char *const *tools, const char *why);
+
+/* DIR/t.db made by EASEL (`init`) with one prompt (id 1, ext_id 'p1', text PROMPT) and one
+ * image (id 1): the W x H RGB pixels RGB written to DIR/NAME. Needs the sqlite3 CLI. */
+void support_one_image_store(const char *easel, const char *dir, const char *prompt,
+                             const char *name, int w, int h, const unsigned char *rgb);
+
+/* A synthetic store at DB of N_PROMPTS prompts (ext_id EXT_PREFIX + index, text TEXT_PREFIX +
+ * index), PER_PROMPT images each at DIR/img/P_K.png (ids in that order), drawn by IMAGE, which
+ * also fills the five aspect ratings of annotator "planter" (NAN: not rated). One
+ * transaction. */
+typedef struct SupportSynth {
+    int n_prompts, per_prompt;
+    const char *ext_prefix, *text_prefix;
+    void (*image)(const char *path, int prompt, int k, double rating[5], void *user);
+    void *user;
+} SupportSynth;
+void support_synth_store(const char *dir, const char *db, const SupportSynth *synth);
+
+/* An xterm (vt340 sixel, 256 colour registers, no border or blinking cursor, synthetic key
+ * events allowed) of COLS x ROWS at the top left of X display DISPLAY running the shell
+ * command CMD; returns its pid (stop it with support_stop). */
+pid_t support_xterm_start(int display, int cols, int rows, const char *cmd);
+
+/* Screenshot X display DISPLAY into DIR/NAME.png, again every DELAY_US microseconds until two
+ * in a row agree (a frame is logged before it is written), at most 50 times. */
+void support_xwd_settled(int display, const char *dir, const char *name, unsigned delay_us);
+
+/* The PSNR in dB of images A and B (paths relative to DIR, or absolute); 999 when they are
+ * identical. Needs ImageMagick's compare. */
+double support_psnr(const char *dir, const char *a, const char *b);
+
+#endif
