@@ -11,6 +11,7 @@
 
 #include "backend_cpu.h"
 #include "base.h"
+#include "bench_common.h"
 #include "nn_flash.h"
 
 #define ROUNDS 3    /* alternating rounds of ours and the peer's */
@@ -72,14 +73,11 @@ static double time_peer(const FlashAttn *a, int threads, double seconds, double 
     char cmd[256];
     snprintf(cmd, sizeof cmd, "python3 bench/peer_attn.py %d %d %d %d %d %.1f 2>/dev/null", a->B,
              a->NH, a->Tq, a->hd, threads, seconds);
-    double ms = -1;
-    FILE *p = popen(cmd, "r");
-    if (p) {
-        if (fscanf(p, "%lf %lf", &ms, peak) != 2)
-            ms = -1;
-        pclose(p);
-    }
-    return ms;
+    double v[2];
+    if (bench_peer_numbers(cmd, v, 2))
+        return -1;
+    *peak = v[1];
+    return v[0];
 }
 
 static void run(int B, int H, int T, int D, int threads) {

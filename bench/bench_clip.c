@@ -20,6 +20,7 @@
 
 #include "backend_cpu.h"
 #include "base.h"
+#include "bench_common.h"
 #include "clip.h"
 #include "nn_clip.h"
 #include "nn_linear.h"
@@ -44,13 +45,8 @@ static double peer_rate(const char *name, const char *kind, int batch, int threa
     char cmd[512];
     snprintf(cmd, sizeof cmd, "python3 bench/peer_clip.py time %s %s %s %d %d %.1f 2>/dev/null",
              ROOT, name, kind, batch, threads, SECONDS);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    double r = -1;
-    if (fscanf(p, "%lf", &r) != 1)
-        r = -1;
-    pclose(p);
+    double r;
+    bench_peer_numbers(cmd, &r, 1);
     return r;
 }
 
