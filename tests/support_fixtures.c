@@ -14,6 +14,7 @@
 
 #include "store.h"
 #include "store_catalog.h"
+#include "store_jobs.h"
 #include "store_ratings.h"
 #include "support.h"
 
@@ -34,6 +35,22 @@ int support_run_buf(const char *dir, char *buf, size_t n, const char *fmt, ...) 
     int rc = support_vrun_buf(dir, buf, n, fmt, ap);
     va_end(ap);
     return rc;
+}
+
+void support_tmpdir_store(char *dir, size_t n, const char *tag, const char *name, char *db,
+                          size_t n_db) {
+    support_tmpdir_make(dir, n, tag);
+    store_close(support_store_open(dir, name, db, n_db));
+}
+
+int support_job_log_has(Store *st, int64_t id, const char *needle) {
+    JobLogLine *lines;
+    int n, found = 0;
+    cr_assert_eq(store_job_log_read(st, id, 0, 0, &lines, &n, NULL), 0);
+    for (int i = 0; i < n; i++)
+        found |= strstr(lines[i].line, needle) != NULL;
+    store_job_log_free(lines, n);
+    return found;
 }
 
 void support_png_write(const char *path, int w, int h, const unsigned char *rgb) {
@@ -143,4 +160,36 @@ double support_psnr(const char *dir, const char *a, const char *b) {
     cr_assert(p && fgets(out, sizeof out, p), "compare %s %s", a, b);
     pclose(p);
     return strncmp(out, "inf", 3) == 0 ? 999.0 : atof(out);
+}
+
+SafeTensors *support_st_open(const char *path) {
+    Err err = {0};
+    SafeTensors *ref = safetensors_open(path, &err);
+    cr_assert(ref, "%s", err.msg);
+    return ref;
+}
+
+const float *support_st_f32(const SafeTensors *ref, const char *name, int64_t *n) {
+    const StTensor *t = safetensors_find(ref, name);
+    cr_assert(t, "reference lacks %s", name);
+    cr_assert_eq(t->dtype, ST_F32, "%s is not f32", name);
+    *n = t->n_elem;
+    return safetensors_f32_view(t);
+}
+
+void support_assert_close(const float *got, const float *want, int64_t n, float tol,
+                          int relative, const char *what) {
+    float worst = 0;
+    int64_t at = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float d = fabsf(got[i] - want[i]);
+        if (relative)
+            d /= fmaxf(1.0f, fabsf(want[i]));
+        if (!(d <= worst)) {
+            worst = d;
+            at = i;
+        }
+    }
+    cr_assert(worst <= tol, "%s: max %s error %g at %lld (got %g, want %g)", what,
+              relative ? "relative" : "abs", worst, (long long)at, got[at], want[at]);
 }

@@ -8,12 +8,24 @@
 #define EASEL_TESTS_SUPPORT_FIXTURES_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
+
+#include "fmt_safetensors.h"
+#include "store.h"
 
 /* As support_vrun_buf, variadic: a test's one-line `run` is
  *   #define run(...) support_run_buf(dir, out, sizeof out, __VA_ARGS__)  */
 int support_run_buf(const char *dir, char *buf, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* A fresh folder (as support_tmpdir_make) holding a new, empty store NAME; the store's path
+ * into DB (N_DB bytes). */
+void support_tmpdir_store(char *dir, size_t n, const char *tag, const char *name, char *db,
+                          size_t n_db);
+
+/* 1 when a line of job ID's log (in store ST) contains NEEDLE. */
+int support_job_log_has(Store *st, int64_t id, const char *needle);
 
 /* Write the W x H RGB pixels RGB (rows packed) as the PNG file PATH. */
 void support_png_write(const char *path, int w, int h, const unsigned char *rgb);
@@ -55,5 +67,16 @@ void support_xwd_settled(int display, const char *dir, const char *name, unsigne
 /* The PSNR in dB of images A and B (paths relative to DIR, or absolute); 999 when they are
  * identical. Needs ImageMagick's compare. */
 double support_psnr(const char *dir, const char *a, const char *b);
+
+/* The reference tensors in the safetensors file PATH (safetensors_close them). */
+SafeTensors *support_st_open(const char *path);
+
+/* Tensor NAME of REF, which must be there and f32; its element count into *N. */
+const float *support_st_f32(const SafeTensors *ref, const char *name, int64_t *n);
+
+/* Fail unless GOT and WANT (N floats each) agree within TOL everywhere: in absolute error, or
+ * with RELATIVE in error over max(1, |want|). The message names WHAT and the worst element. */
+void support_assert_close(const float *got, const float *want, int64_t n, float tol,
+                          int relative, const char *what);
 
 #endif

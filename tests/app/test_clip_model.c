@@ -16,42 +16,26 @@
 #include "clip.h"
 #include "fmt_safetensors.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 #define FIX "tests/fixtures/clip/"
 #define TOL 1e-4f
 
 static SafeTensors *ref;
 
-static void open_ref(void) {
-    Err err = {0};
-    ref = safetensors_open(FIX "tiny_ref.safetensors", &err);
-    cr_assert(ref, "%s", err.msg);
-}
+static void open_ref(void) { ref = support_st_open(FIX "tiny_ref.safetensors"); }
 
 static void close_ref(void) { safetensors_close(ref); }
 
 TestSuite(clip_model, .init = open_ref, .fini = close_ref);
 
 static const float *ref_f32(const char *name, int64_t *n) {
-    const StTensor *t = safetensors_find(ref, name);
-    cr_assert(t, "reference lacks %s", name);
-    *n = t->n_elem;
-    return safetensors_f32_view(t);
+    return support_st_f32(ref, name, n);
 }
 
 static void assert_close(const float *got, const float *want, int64_t n, float tol,
                          const char *what) {
-    float worst = 0;
-    int64_t at = 0;
-    for (int64_t i = 0; i < n; i++) {
-        float d = fabsf(got[i] - want[i]);
-        if (!(d <= worst)) {
-            worst = d;
-            at = i;
-        }
-    }
-    cr_assert(worst <= tol, "%s: max abs error %g at %lld (got %g, want %g)", what, worst,
-              (long long)at, got[at], want[at]);
+    support_assert_close(got, want, n, tol, 0, what);
 }
 
 static void check_model(const char *dir, ClipLayout layout, const char *config_source) {

@@ -18,6 +18,8 @@
 #include "jobkind.h"
 #include "jobs.h"
 #include "store_jobs.h"
+#include "support.h"
+#include "support_fixtures.h"
 
 /* ---- test-only job kinds ------------------------------------------------------------------ */
 
@@ -124,18 +126,11 @@ static void setup(void) {
         cr_assert_eq(jobkind_register(&kind_gpu_all, NULL), 0);
         registered = 1;
     }
-    strcpy(tmpdir, "/tmp/easel-jobs-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    snprintf(db, sizeof db, "%s/s.db", tmpdir);
-    Store *st = store_open(db, NULL);
-    cr_assert_not_null(st);
-    store_close(st);
+    support_tmpdir_store(tmpdir, sizeof tmpdir, "jobs", "s.db", db, sizeof db);
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(tmpdir);
 }
 
 TestSuite(jobs, .init = setup, .fini = teardown, .timeout = 60);
@@ -201,16 +196,6 @@ static JobsPool *start_pool(int threads) {
     return pool;
 }
 
-static int log_has(Store *st, int64_t id, const char *needle) {
-    JobLogLine *lines;
-    int n, found = 0;
-    cr_assert_eq(store_job_log_read(st, id, 0, 0, &lines, &n, NULL), 0);
-    for (int i = 0; i < n; i++)
-        found |= strstr(lines[i].line, needle) != NULL;
-    store_job_log_free(lines, n);
-    return found;
-}
-
 /* ---- tests -------------------------------------------------------------------------------- */
 
 Test(jobs, lifecycle_queued_running_succeeded_retry_resume) {
@@ -229,8 +214,8 @@ Test(jobs, lifecycle_queued_running_succeeded_retry_resume) {
     cr_assert(strstr(r.message, "succeeded"), "%s", r.message);
     cr_assert(strstr(r.worker, ":t0"));
     store_job_row_deinit(&r);
-    cr_assert(log_has(st, id, "start at 0"));
-    cr_assert(log_has(st, id, "started on"));
+    cr_assert(support_job_log_has(st, id, "start at 0"));
+    cr_assert(support_job_log_has(st, id, "started on"));
 
     Err err = {0};
     cr_assert_eq(store_job_resume(st, id, &err), ERR_CONFLICT, "succeeded jobs do not resume");
@@ -241,7 +226,7 @@ Test(jobs, lifecycle_queued_running_succeeded_retry_resume) {
     cr_assert(wait_state(st, id2, JOB_STATE_SUCCEEDED, 20));
     cr_assert_eq(store_job_get(st, id2, &r, NULL), 0);
     cr_assert_eq(r.retry_of, id);
-    cr_assert(log_has(st, id2, "start at 0"), "a retry starts fresh");
+    cr_assert(support_job_log_has(st, id2, "start at 0"), "a retry starts fresh");
     store_job_row_deinit(&r);
 
     int64_t bad = add_kind(st, "test-fail", 0, NULL, 0);
@@ -378,8 +363,8 @@ Test(jobs, sigkill_mid_job_then_resume_from_checkpoint) {
     cr_assert(wait_state(st, id, JOB_STATE_SUCCEEDED, 30));
     char needle[32];
     snprintf(needle, sizeof needle, "start at %ld", at);
-    cr_assert(log_has(st, id, needle), "did not resume from step %ld", at);
-    cr_assert(log_has(st, id, "resuming from checkpoint"));
+    cr_assert(support_job_log_has(st, id, needle), "did not resume from step %ld", at);
+    cr_assert(support_job_log_has(st, id, "resuming from checkpoint"));
     jobs_pool_stop(pool);
     store_close(st);
 }

@@ -12,14 +12,11 @@
 static char tmpdir[64];
 
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "test");
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(tmpdir);
 }
 
 static int count(const char *path, const char *sql) {

@@ -21,6 +21,7 @@
 #include "jobkind.h"
 #include "store_jobs.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 /* ---- the test-only kind ----------------------------------------------------------------- */
 
@@ -127,18 +128,13 @@ static void start_tui_args(const char *env, const char *args) {
 static void start_tui(const char *env) { start_tui_args(env, "--threads 1"); }
 
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-jobtui-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    snprintf(db, sizeof db, "%s/s.db", tmpdir);
+    support_tmpdir_store(tmpdir, sizeof tmpdir, "jobtui", "s.db", db, sizeof db);
     snprintf(sock, sizeof sock, "easel-test-%d", (int)getpid());
-    Store *st = store_open(db, NULL);
-    cr_assert_not_null(st);
-    store_close(st);
 }
 
 static void teardown(void) {
     support_sh("tmux -L %s kill-server 2>/dev/null", sock);
-    support_sh("rm -rf %s", tmpdir);
+    support_tmpdir_remove(tmpdir);
 }
 
 Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .timeout = 60) {

@@ -66,13 +66,10 @@ static void write_png(const char *name, int seed) {
 }
 
 static void setup(void) {
-    if (support_sh("command -v tmux >/dev/null") != 0)
+    if (!support_have("tmux"))
         cr_skip_test("tmux is not installed (the Makefile's DEB_TEST installs it)");
-    const char *bin = getenv("EASEL_BIN");
-    if (!realpath(bin ? bin : "bin/easel", easel))
-        cr_skip_test("bin/easel not found (run from the repository root after make)");
-    strcpy(dir, "/tmp/easel-tmux-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    support_easel_path(easel, sizeof easel);
+    support_tmpdir_make(dir, sizeof dir, "tmux");
     snprintf(sock, sizeof sock, "easel-test-%d", (int)getpid());
     cr_assert_eq(support_sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
     write_png("a.png", 1);
@@ -94,8 +91,7 @@ static void setup(void) {
 static void teardown(void) {
     if (sock[0])
         support_sh("tmux -L %s kill-server 2>/dev/null", sock);
-    if (dir[0])
-        support_sh("rm -rf %s", dir);
+    support_tmpdir_remove(dir);
 }
 
 TestSuite(ui_tmux, .init = setup, .fini = teardown, .timeout = 60);
