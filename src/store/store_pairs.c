@@ -146,9 +146,5 @@ int store_pairs_list(Store *st, StorePair **out, size_t *n, Err *err) {
 }
 
 void store_pairs_free(StorePair *p, size_t n) {
-    if (!p)
-        return;
-    for (size_t i = 0; i < n; i++)
-        pair_deinit(&p[i]);
-    free(p);
+    store_free_list(p, n, sizeof *p, pair_deinit);
 }

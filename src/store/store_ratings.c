@@ -110,16 +110,7 @@ int store_rating_get(Store *st, int64_t image_id, int64_t annotator_id, int64_t 
     sqlite3_bind_int64(s, 1, image_id);
     sqlite3_bind_int64(s, 2, annotator_id);
     sqlite3_bind_int64(s, 3, aspect_id);
-    int rc = store_step(st, s);
-    if (rc == SQLITE_ROW) {
-        *value = sqlite3_column_double(s, 0);
-        sqlite3_reset(s);
-        return 0;
-    }
-    sqlite3_reset(s);
-    if (rc == SQLITE_DONE)
-        return err_set(err, ERR_NOTFOUND, "not rated");
-    return store_err(st, err, "read rating");
+    return store_read_one(st, s, store_row_double, NULL, value, "read rating", err, "not rated");
 }
 
 #define RATING_SELECT                                                                          \
@@ -209,9 +200,5 @@ int store_rating_history(Store *st, int64_t image_id, int64_t annotator_id, int6
 }
 
 void store_rating_events_free(StoreRatingEvent *ev, size_t n) {
-    if (!ev)
-        return;
-    for (size_t i = 0; i < n; i++)
-        free(ev[i].source);
-    free(ev);
+    store_free_list(ev, n, sizeof *ev, rating_event_deinit);
 }
