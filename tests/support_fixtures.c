@@ -123,6 +123,27 @@ void support_synth_store(const char *dir, const char *db, const SupportSynth *sy
     store_close(st);
 }
 
+void support_x_setup(SupportX *x, const char *tag, const char *const *tools, const char *why) {
+    x->xvfb = x->xterm = -1;
+    x->display = -1;
+    support_need_tools(tools, why);
+    support_easel_path(x->easel, sizeof x->easel);
+    support_tmpdir_make(x->dir, sizeof x->dir, tag);
+    x->display = support_xvfb_start(&x->xvfb);
+    cr_assert_geq(x->display, 0, "Xvfb did not report a display");
+}
+
+void support_x_teardown(SupportX *x) {
+    support_stop(&x->xterm);
+    support_stop(&x->xvfb);
+    if (!x->dir[0])
+        return;
+    if (getenv("EASEL_KEEP"))
+        cr_log_info("kept %s (EASEL_KEEP)", x->dir);
+    else
+        support_tmpdir_remove(x->dir);
+}
+
 pid_t support_xterm_start(int display, int cols, int rows, const char *cmd) {
     char dpy[16], geom[32];
     snprintf(dpy, sizeof dpy, ":%d", display);

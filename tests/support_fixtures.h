@@ -55,6 +55,21 @@ typedef struct SupportSynth {
 } SupportSynth;
 void support_synth_store(const char *dir, const char *db, const SupportSynth *synth);
 
+/* A real-terminal test's state: its folder, bin/easel, the Xvfb display and the xterm on it. */
+typedef struct SupportX {
+    char dir[64];
+    char easel[4096];
+    int display;
+    pid_t xvfb, xterm;
+} SupportX;
+
+/* Skip unless the programs of TOOLS are there (as support_need_tools, WHY); then bin/easel's
+ * path, a fresh folder (support_tmpdir_make with TAG) and a started Xvfb into X. */
+void support_x_setup(SupportX *x, const char *tag, const char *const *tools, const char *why);
+
+/* Stop X's xterm and Xvfb, remove its folder (kept, and said so, when $EASEL_KEEP is set). */
+void support_x_teardown(SupportX *x);
+
 /* An xterm (vt340 sixel, 256 colour registers, no border or blinking cursor, synthetic key
  * events allowed) of COLS x ROWS at the top left of X display DISPLAY running the shell
  * command CMD; returns its pid (stop it with support_stop). */

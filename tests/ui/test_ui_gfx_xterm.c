@@ -29,21 +29,14 @@
 #define PIC_W 240
 #define PIC_H 180
 
-static char dir[64];
-static char easel[512];
-static int display = -1;
-static pid_t xvfb = -1;
-static pid_t xterm = -1;
+static SupportX xt;
 
 static void setup(void) {
     static const char *const tools[] = {"Xvfb", "xterm", "xwd", "xdotool", "convert", "compare",
                                         NULL};
-    support_need_tools(tools, "the real-terminal test needs Xvfb, xterm, xwd, xdotool and "
-                              "ImageMagick (the Makefile's DEB_TEST installs them)");
-    support_easel_path(easel, sizeof easel);
-    support_tmpdir_make(dir, sizeof dir, "zoomx");
-    display = support_xvfb_start(&xvfb);
-    cr_assert_geq(display, 0, "Xvfb did not report a display");
+    support_x_setup(&xt, "zoomx", tools,
+                    "the real-terminal test needs Xvfb, xterm, xwd, xdotool and ImageMagick "
+                    "(the Makefile's DEB_TEST installs them)");
 
     /* a sunset-like card: a vertical gradient, a sun, a dark ridge with a sharp edge */
     unsigned char *px = malloc((size_t)PIC_W * PIC_H * 3);
@@ -56,15 +49,12 @@ static void setup(void) {
             p[1] = (unsigned char)(sun ? 220 : ridge ? 70 : 60 + y / 2);
             p[2] = (unsigned char)(sun ? 120 : ridge ? 90 : 140 - y / 3);
         }
-    support_one_image_store(easel, dir, "an evening sky", "pic.png", PIC_W, PIC_H, px);
+    support_one_image_store(xt.easel, xt.dir, "an evening sky", "pic.png", PIC_W, PIC_H, px);
     free(px);
 }
 
 static void teardown(void) {
-    support_stop(&xterm);
-    support_stop(&xvfb);
-    if (dir[0])
-        support_sh("%s %s", getenv("EASEL_KEEP") ? "echo kept" : "rm -rf", dir);
+    support_x_teardown(&xt);
 }
 
 TestSuite(ui_gfx_xterm, .init = setup, .fini = teardown, .timeout = 90);
@@ -72,8 +62,8 @@ TestSuite(ui_gfx_xterm, .init = setup, .fini = teardown, .timeout = 90);
 /* Wait until the log holds N lines matching WANT. */
 static void wait_log(const char *want, int n) {
     for (int i = 0; i < 500; i++) {
-        if (support_sh("c=$(grep -c '%s' %s/easel.log 2>/dev/null); [ \"${c:-0}\" -ge %d ]", want, dir,
-               n) == 0)
+        if (support_sh("c=$(grep -c '%s' %s/easel.log 2>/dev/null); [ \"${c:-0}\" -ge %d ]",
+                       want, xt.dir, n) == 0)
             return;
         usleep(20000);
     }
@@ -82,23 +72,23 @@ static void wait_log(const char *want, int n) {
 
 /* Screenshot into NAME.png once two consecutive ones agree. */
 static void shot(const char *name) {
-    support_xwd_settled(display, dir, name, 150000);
+    support_xwd_settled(xt.display, xt.dir, name, 150000);
 }
 
 static void key(const char *k) {
     cr_assert_eq(support_sh("DISPLAY=:%d xdotool search --class xterm | head -1 | "
                     "xargs -I{} env DISPLAY=:%d xdotool key --window {} %s 2>/dev/null",
-                    display, display, k), 0, "xdotool key %s", k);
+                    xt.display, xt.display, k), 0, "xdotool key %s", k);
 }
 
 static double psnr(const char *a, const char *b) {
-    return support_psnr(dir, a, b);
+    return support_psnr(xt.dir, a, b);
 }
 
 /* The last zoom line of the log: view size in pixels and top-left cell. */
 static void last_zoom(int *w, int *h, int *col, int *row) {
     char path[160], line[1024];
-    snprintf(path, sizeof path, "%s/easel.log", dir);
+    snprintf(path, sizeof path, "%s/easel.log", xt.dir);
     FILE *f = fopen(path, "r");
     int found = 0;
     while (f && fgets(line, sizeof line, f)) {
@@ -114,7 +104,7 @@ static void last_zoom(int *w, int *h, int *col, int *row) {
 
 static void cell_size(int *cw, int *ch) {
     char path[160], line[1024];
-    snprintf(path, sizeof path, "%s/easel.log", dir);
+    snprintf(path, sizeof path, "%s/easel.log", xt.dir);
     FILE *f = fopen(path, "r");
     int found = 0;
     while (f && fgets(line, sizeof line, f)) {
@@ -131,8 +121,8 @@ Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "cd %s && printf '\\033[?25l' && EASEL_LOG=%s/easel.log exec %s --db t.db annotate "
-             "--annotator tester", dir, dir, easel);
-    xterm = support_xterm_start(display, COLS, ROWS, cmd);
+             "--annotator tester", xt.dir, xt.dir, xt.easel);
+    xt.xterm = support_xterm_start(xt.display, COLS, ROWS, cmd);
     wait_log("canvas", 1);
     shot("before");
     int cw, ch;
@@ -146,11 +136,11 @@ Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
     last_zoom(&w, &h, &col, &row);
     cr_assert_gt(h, (ROWS - 4) * ch, "fitted to the screen's height: %dx%d", w, h);
     cr_assert_eq(support_sh("cd %s && convert fit.png -crop %dx%d+%d+%d +repage a.png && "
-                    "convert pic.png -resize %dx%d! b.png", dir, w, h, col * cw, row * ch, w, h),
+                    "convert pic.png -resize %dx%d! b.png", xt.dir, w, h, col * cw, row * ch, w, h),
                  0);
     double db = psnr("a.png", "b.png");
     cr_log_info("zoom fit: %dx%d px at cell %d,%d: %.1f dB", w, h, col, row, db);
-    cr_assert_gt(db, 25.0, "fitted view PSNR %.1f dB (EASEL_KEEP=1 keeps %s)", db, dir);
+    cr_assert_gt(db, 25.0, "fitted view PSNR %.1f dB (EASEL_KEEP=1 keeps %s)", db, xt.dir);
 
     /* 2. one image pixel per screen pixel */
     key("1");
@@ -159,11 +149,12 @@ Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
     last_zoom(&w, &h, &col, &row);
     cr_assert_eq(w, PIC_W);
     cr_assert_eq(h, PIC_H);
-    cr_assert_eq(support_sh("cd %s && convert one.png -crop %dx%d+%d+%d +repage a.png", dir, w, h,
-                    col * cw, row * ch), 0);
+    cr_assert_eq(support_sh("cd %s && convert one.png -crop %dx%d+%d+%d +repage a.png", xt.dir,
+                            w, h, col * cw, row * ch),
+                 0);
     db = psnr("a.png", "pic.png");
     cr_log_info("zoom 1:1: %.1f dB", db);
-    cr_assert_gt(db, 30.0, "1:1 view PSNR %.1f dB (EASEL_KEEP=1 keeps %s)", db, dir);
+    cr_assert_gt(db, 30.0, "1:1 view PSNR %.1f dB (EASEL_KEEP=1 keeps %s)", db, xt.dir);
 
     /* 3. back: the text panel is as it was, nothing of the zoom left on it */
     key("Escape");
@@ -173,7 +164,7 @@ Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
     AnnotateLayout l = annotate_layout(1, 0, ROWS - 2, COLS, cw, ch);
     int x0 = (l.sep_x + 1) * cw;
     cr_assert_eq(support_sh("cd %s && convert before.png -crop %dx%d+%d+%d +repage t1.png && "
-                    "convert after.png -crop %dx%d+%d+%d +repage t2.png", dir,
+                    "convert after.png -crop %dx%d+%d+%d +repage t2.png", xt.dir,
                     COLS * cw - x0, (ROWS - 2) * ch, x0, ch, COLS * cw - x0, (ROWS - 2) * ch, x0,
                     ch), 0);
     db = psnr("t1.png", "t2.png");

@@ -27,20 +27,13 @@
 #define COLS 100
 #define ROWS 30
 
-static char dir[64];
-static char easel[512];
-static int display = -1;
-static pid_t xvfb = -1;
-static pid_t xterm = -1;
+static SupportX xt;
 
 static void setup(void) {
     static const char *const tools[] = {"Xvfb", "xterm", "xwd", "convert", "compare", NULL};
-    support_need_tools(tools, "the real-terminal test needs Xvfb, xterm, xwd and ImageMagick "
-                              "(the Makefile's DEB_TEST installs them as root)");
-    support_easel_path(easel, sizeof easel);
-    support_tmpdir_make(dir, sizeof dir, "xterm");
-    display = support_xvfb_start(&xvfb);
-    cr_assert_geq(display, 0, "Xvfb did not report a display");
+    support_x_setup(&xt, "xterm", tools,
+                    "the real-terminal test needs Xvfb, xterm, xwd and ImageMagick (the "
+                    "Makefile's DEB_TEST installs them as root)");
 
     /* a store with one image: a distinctive picture of 240 x 180 */
     int w = 240, h = 180;
@@ -53,15 +46,12 @@ static void setup(void) {
             p[1] = (unsigned char)(disc ? 200 - y / 2 : y);
             p[2] = (unsigned char)(disc ? 40 : 255 - x / 2);
         }
-    support_one_image_store(easel, dir, "a test card", "pic.png", w, h, px);
+    support_one_image_store(xt.easel, xt.dir, "a test card", "pic.png", w, h, px);
     free(px);
 }
 
 static void teardown(void) {
-    support_stop(&xterm);
-    support_stop(&xvfb);
-    if (dir[0])
-        support_sh("%s %s", getenv("EASEL_KEEP") ? "echo kept" : "rm -rf", dir);
+    support_x_teardown(&xt);
 }
 
 TestSuite(ui_xterm, .init = setup, .fini = teardown, .timeout = 60);
@@ -70,25 +60,25 @@ TestSuite(ui_xterm, .init = setup, .fini = teardown, .timeout = 60);
  * screen settles, screenshot into SHOT. */
 static void run_shot(const char *args, const char *log_want, const char *shot) {
     char cmd[1024], logp[160];
-    snprintf(logp, sizeof logp, "%s/%s.log", dir, shot);
+    snprintf(logp, sizeof logp, "%s/%s.log", xt.dir, shot);
     snprintf(cmd, sizeof cmd,
              "cd %s && printf '\\033[?25l' && EASEL_LOG=%s exec %s --db t.db annotate "
              "--annotator tester %s",
-             dir, logp, easel, args);
-    xterm = support_xterm_start(display, COLS, ROWS, cmd);
+             xt.dir, logp, xt.easel, args);
+    xt.xterm = support_xterm_start(xt.display, COLS, ROWS, cmd);
     int ok = 0;
     for (int i = 0; i < 500 && !ok; i++) {
         usleep(20000);
         ok = support_sh("grep -q '%s' %s 2>/dev/null", log_want, logp) == 0;
     }
     cr_assert(ok, "easel never logged '%s'", log_want);
-    support_xwd_settled(display, dir, shot, 100000);
-    support_stop(&xterm);
+    support_xwd_settled(xt.display, xt.dir, shot, 100000);
+    support_stop(&xt.xterm);
 }
 
 static int log_int(const char *shot, const char *fmt, int *a, int *b) {
     char path[160], line[1024];
-    snprintf(path, sizeof path, "%s/%s.log", dir, shot);
+    snprintf(path, sizeof path, "%s/%s.log", xt.dir, shot);
     FILE *f = fopen(path, "r");
     int found = 0;
     while (f && fgets(line, sizeof line, f)) {
@@ -106,20 +96,20 @@ Test(ui_xterm, sixel_image_matches_and_text_around_is_intact) {
     int cw = 0, ch = 0, iw = 0, ih = 0;
     cr_assert(log_int("sixel", "cell ", &cw, &ch), "no cell size in the log");
     cr_assert(log_int("sixel", "image ", &iw, &ih), "no image size in the log");
-    cr_assert_eq(support_sh("grep -q 'graphics sixel' %s/sixel.log", dir), 0,
+    cr_assert_eq(support_sh("grep -q 'graphics sixel' %s/sixel.log", xt.dir), 0,
                  "xterm -ti vt340 answers DA1 with 4: the probe must pick sixel");
     cr_assert_gt(iw, 50);
     cr_assert_gt(ih, 50);
 
     /* 1. the image region: row 1 of the screen, column 0 */
     cr_assert_eq(support_sh("cd %s && convert sixel.png -crop %dx%d+0+%d +repage crop.png && "
-                    "convert pic.png -resize %dx%d! expected.png", dir, iw, ih, ch, iw, ih), 0);
+                    "convert pic.png -resize %dx%d! expected.png", xt.dir, iw, ih, ch, iw, ih), 0);
     char a[160], b[160];
-    snprintf(a, sizeof a, "%s/crop.png", dir);
-    snprintf(b, sizeof b, "%s/expected.png", dir);
-    double db = support_psnr(dir, a, b);
+    snprintf(a, sizeof a, "%s/crop.png", xt.dir);
+    snprintf(b, sizeof b, "%s/expected.png", xt.dir);
+    double db = support_psnr(xt.dir, a, b);
     cr_log_info("xterm image region: %.1f dB (%dx%d px, cell %dx%d)", db, iw, ih, cw, ch);
-    cr_assert_gt(db, 25.0, "image region PSNR %.1f dB (kept in %s)", db, dir);
+    cr_assert_gt(db, 25.0, "image region PSNR %.1f dB (kept in %s)", db, xt.dir);
 
     /* 2. text around it, against the same screen with no image */
     run_shot("--graphics none", "graphics none", "none");
@@ -134,12 +124,12 @@ Test(ui_xterm, sixel_image_matches_and_text_around_is_intact) {
     };
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(support_sh("cd %s && convert sixel.png -crop %dx%d+%d+%d +repage t1.png && "
-                        "convert none.png -crop %dx%d+%d+%d +repage t2.png", dir,
+                        "convert none.png -crop %dx%d+%d+%d +repage t2.png", xt.dir,
                         regions[i].w, regions[i].h, regions[i].x, regions[i].y, regions[i].w,
                         regions[i].h, regions[i].x, regions[i].y), 0);
-        snprintf(a, sizeof a, "%s/t1.png", dir);
-        snprintf(b, sizeof b, "%s/t2.png", dir);
-        double t = support_psnr(dir, a, b);
+        snprintf(a, sizeof a, "%s/t1.png", xt.dir);
+        snprintf(b, sizeof b, "%s/t2.png", xt.dir);
+        double t = support_psnr(xt.dir, a, b);
         cr_assert_gt(t, 40.0, "text region %d differs from the run without image (%.1f dB)", i,
                      t);
     }
