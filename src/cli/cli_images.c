@@ -112,12 +112,12 @@ static int images_change(const CliGlobal *g, int argc, char **argv, int retire) 
                   cmd, cmd);
         return 2;
     }
-    Err err = {0};
-    Store *st = store_open_existing(g->db_path, &err);
+    Store *st = cli_open_store(g);
     if (!st) {
         free(names);
-        return cli_fail(&err);
+        return 1;
     }
+    Err err = {0};
     const char *by = identity_annotator(g->annotator);
     int rc = store_begin(st, &err);
     int64_t *ids = xcalloc((size_t)n, sizeof *ids);
@@ -213,10 +213,10 @@ static int images_list(const CliGlobal *g, int argc, char **argv) {
             return 2;
         }
     }
-    Err err = {0};
-    Store *st = store_open_existing(g->db_path, &err);
+    Store *st = cli_open_store(g);
     if (!st)
-        return cli_fail(&err);
+        return 1;
+    Err err = {0};
     StoreImage *im = NULL;
     size_t n = 0;
     StorePrompt *pr = NULL;

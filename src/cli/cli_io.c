@@ -138,9 +138,9 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
     ImportKind kind;
     if (import_kind_parse(pos[0], &kind, &err))
         return cli_fail(&err);
-    Store *st = store_open_existing(g->db_path, &err);
+    Store *st = cli_open_store(g);
     if (!st)
-        return cli_fail(&err);
+        return 1;
     ImportBar prog = {.tty = isatty(2)};
     opts.progress = (Progress){.progress = show_progress, .user = &prog};
     ImportReport rep;
@@ -293,9 +293,9 @@ int cli_export_main(const CliGlobal *g, int argc, char **argv) {
         rel[0] = '\0';
     }
     opts.relative_to = rel[0] ? rel : NULL;
-    Store *st = store_open_existing(g->db_path, &err);
+    Store *st = cli_open_store(g);
     if (!st)
-        return cli_fail(&err);
+        return 1;
     size_t n = 0;
     /* blind rating: --annotator NAME ($EASEL_ANNOTATOR) shows a non-reviewer no NAME's rows */
     const char *as = identity_annotator(g->annotator);
@@ -348,10 +348,10 @@ int cli_status_main(const CliGlobal *g, int argc, char **argv) {
             return 2;
         }
     }
-    Err err = {0};
-    Store *st = store_open_existing(g->db_path, &err);
+    Store *st = cli_open_store(g);
     if (!st)
-        return cli_fail(&err);
+        return 1;
+    Err err = {0};
     StoreCounts c;
     StoreRating *rat = NULL;
     size_t n_rat = 0;
