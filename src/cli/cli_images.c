@@ -208,9 +208,7 @@ static int images_list(const CliGlobal *g, int argc, char **argv) {
         } else if (argv[i][0] == '-') {
             return cli_unknown_option("images list", argv[i], known);
         } else {
-            cli_error("images list: unexpected argument '%s' (see 'easel images --help')",
-                      argv[i]);
-            return 2;
+            return cli_unexpected("images list", argv[i], "images");
         }
     }
     Store *st = cli_open_store(g);

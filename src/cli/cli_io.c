@@ -125,8 +125,7 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
         } else if (n_pos < 2) {
             pos[n_pos++] = argv[i];
         } else {
-            cli_error("import: unexpected argument '%s' (see 'easel import --help')", argv[i]);
-            return 2;
+            return cli_unexpected("import", argv[i], NULL);
         }
     }
     if (n_pos < 2) {
@@ -248,8 +247,7 @@ int cli_export_main(const CliGlobal *g, int argc, char **argv) {
         } else if (!kind_name) {
             kind_name = argv[i];
         } else {
-            cli_error("export: unexpected argument '%s' (see 'easel export --help')", argv[i]);
-            return 2;
+            return cli_unexpected("export", argv[i], NULL);
         }
     }
     if (!kind_name) {
@@ -344,8 +342,7 @@ int cli_status_main(const CliGlobal *g, int argc, char **argv) {
         if (strcmp(argv[i], "--json") == 0) {
             json = 1;
         } else {
-            cli_error("status: unexpected argument '%s' (see 'easel status --help')", argv[i]);
-            return 2;
+            return cli_unexpected("status", argv[i], NULL);
         }
     }
     Store *st = cli_open_store(g);
