@@ -173,6 +173,25 @@ void support_xwd_settled(int display, const char *dir, const char *name, unsigne
     }
 }
 
+int support_log_scan(const char *path, const char *also, const char *key, const char *fmt,
+                     int n, ...) {
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    int found = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *k = strstr(line, key);
+        if (!k || (also && !strstr(line, also)))
+            continue;
+        va_list ap;
+        va_start(ap, n);
+        found |= vsscanf(k, fmt, ap) == n;
+        va_end(ap);
+    }
+    if (f)
+        fclose(f);
+    return found;
+}
+
 double support_psnr(const char *dir, const char *a, const char *b) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "cd %s && compare -metric PSNR %s %s null: 2>&1", dir, a, b);

@@ -79,6 +79,12 @@ pid_t support_xterm_start(int display, int cols, int rows, const char *cmd);
  * in a row agree (a frame is logged before it is written), at most 50 times. */
 void support_xwd_settled(int display, const char *dir, const char *name, unsigned delay_us);
 
+/* Scan the log file PATH: on each line that holds ALSO (NULL: any line) and KEY, the vsscanf
+ * of FMT from KEY on fills the N pointers that follow. 1 when some line filled all N (the
+ * last such line's values stay), else 0. */
+int support_log_scan(const char *path, const char *also, const char *key, const char *fmt,
+                     int n, ...) __attribute__((format(scanf, 4, 6)));
+
 /* The PSNR in dB of images A and B (paths relative to DIR, or absolute); 999 when they are
  * identical. Needs ImageMagick's compare. */
 double support_psnr(const char *dir, const char *a, const char *b);

@@ -87,34 +87,18 @@ static double psnr(const char *a, const char *b) {
 
 /* The last zoom line of the log: view size in pixels and top-left cell. */
 static void last_zoom(int *w, int *h, int *col, int *row) {
-    char path[160], line[1024];
+    char path[160];
     snprintf(path, sizeof path, "%s/easel.log", xt.dir);
-    FILE *f = fopen(path, "r");
-    int found = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        const char *k = strstr(line, "view ");
-        if (strstr(line, "zoom: image") && k &&
-            sscanf(k, "view %dx%d px at cell %d,%d", w, h, col, row) == 4)
-            found = 1;
-    }
-    if (f)
-        fclose(f);
-    cr_assert(found, "no zoom line in the log");
+    cr_assert(support_log_scan(path, "zoom: image", "view ", "view %dx%d px at cell %d,%d", 4, w,
+                               h, col, row),
+              "no zoom line in the log");
 }
 
 static void cell_size(int *cw, int *ch) {
-    char path[160], line[1024];
+    char path[160];
     snprintf(path, sizeof path, "%s/easel.log", xt.dir);
-    FILE *f = fopen(path, "r");
-    int found = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        const char *k = strstr(line, "cell ");
-        if (k && sscanf(k, "cell %dx%d", cw, ch) == 2)
-            found = 1;
-    }
-    if (f)
-        fclose(f);
-    cr_assert(found, "no cell size in the log");
+    cr_assert(support_log_scan(path, NULL, "cell ", "cell %dx%d", 2, cw, ch),
+              "no cell size in the log");
 }
 
 Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {

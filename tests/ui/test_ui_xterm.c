@@ -76,19 +76,11 @@ static void run_shot(const char *args, const char *log_want, const char *shot) {
     support_stop(&xt.xterm);
 }
 
-static int log_int(const char *shot, const char *fmt, int *a, int *b) {
-    char path[160], line[1024];
+/* The last "KEY WxH" of the log of SHOT (KEY one word and its space) into *A, *B: 1, or 0. */
+static int log_int(const char *shot, const char *key, int *a, int *b) {
+    char path[160];
     snprintf(path, sizeof path, "%s/%s.log", xt.dir, shot);
-    FILE *f = fopen(path, "r");
-    int found = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        const char *key = strstr(line, fmt);
-        if (key && sscanf(key + strlen(fmt), "%dx%d", a, b) == 2)
-            found = 1;
-    }
-    if (f)
-        fclose(f);
-    return found;
+    return support_log_scan(path, NULL, key, "%*s %dx%d", 2, a, b);
 }
 
 Test(ui_xterm, sixel_image_matches_and_text_around_is_intact) {
