@@ -53,6 +53,16 @@ int support_job_log_has(Store *st, int64_t id, const char *needle) {
     return found;
 }
 
+int64_t support_job_claim(Store *st, const char *worker, const char *host, int pid) {
+    JobClaim c = {.worker = worker, .host = host, .pid = pid, .gpu_share = 1};
+    JobRow r;
+    Err err = {0};
+    cr_assert_eq(store_job_claim(st, &c, &r, &err), 1, "no job claimed: %s", err.msg);
+    int64_t id = r.id;
+    store_job_row_deinit(&r);
+    return id;
+}
+
 void support_png_write(const char *path, int w, int h, const unsigned char *rgb) {
     cr_assert(stbi_write_png(path, w, h, 3, rgb, w * 3), "cannot write %s", path);
 }

@@ -27,6 +27,10 @@ void support_tmpdir_store(char *dir, size_t n, const char *tag, const char *name
 /* 1 when a line of job ID's log (in store ST) contains NEEDLE. */
 int support_job_log_has(Store *st, int64_t id, const char *needle);
 
+/* Claim the next queued job of ST as worker WORKER of HOST, process PID (one GPU share), as a
+ * worker process does; fails the test when none is claimed. Returns the job's id. */
+int64_t support_job_claim(Store *st, const char *worker, const char *host, int pid);
+
 /* Write the W x H RGB pixels RGB (rows packed) as the PNG file PATH. */
 void support_png_write(const char *path, int w, int h, const unsigned char *rgb);
 

@@ -247,11 +247,7 @@ Test(jobs, cancel_queued_at_once_and_running_within_a_second) {
     cr_assert_eq(state_of(st, q), JOB_STATE_CANCELLED);
     /* an interrupted job (its worker died) is cancelled at once too */
     int64_t dead = add_count(st, 10, 0, 1, NULL);
-    JobClaim c = {.worker = "x:1:t0", .host = "far-away-host", .pid = 1, .gpu_share = 1};
-    JobRow r0;
-    cr_assert_eq(store_job_claim(st, &c, &r0, NULL), 1);
-    cr_assert_eq(r0.id, dead);
-    store_job_row_deinit(&r0);
+    cr_assert_eq(support_job_claim(st, "x:1:t0", "far-away-host", 1), dead);
     cr_assert_eq(store_jobs_reap(st, -1, NULL, NULL, NULL, NULL), 0);
     cr_assert_eq(store_job_cancel(st, dead, &s, NULL), 0);
     cr_assert_eq(s, JOB_STATE_CANCELLED);
@@ -372,10 +368,7 @@ Test(jobs, sigkill_mid_job_then_resume_from_checkpoint) {
 Test(jobs, stale_heartbeat_from_another_host_is_interrupted) {
     Store *st = store_open(db, NULL);
     int64_t id = add_count(st, 5, 0, 1, NULL);
-    JobClaim c = {.worker = "far:1:t0", .host = "far-away-host", .pid = 1, .gpu_share = 1};
-    JobRow r;
-    cr_assert_eq(store_job_claim(st, &c, &r, NULL), 1);
-    store_job_row_deinit(&r);
+    support_job_claim(st, "far:1:t0", "far-away-host", 1);
     int n = 0;
     cr_assert_eq(jobs_reap(st, 30, &n, NULL), 0);
     cr_assert_eq(n, 0, "a fresh heartbeat is alive");
@@ -562,10 +555,7 @@ Test(jobs, list_filters_and_carries_dependencies) {
 Test(jobs, rate_after_a_resume_counts_only_work_since_the_restart) {
     Store *st = store_open(db, NULL);
     int64_t id = add_count(st, 5000, 0, 1, NULL);
-    JobClaim c = {.worker = "h:1:t0", .host = "h", .pid = 1, .gpu_share = 1};
-    JobRow row;
-    cr_assert_eq(store_job_claim(st, &c, &row, NULL), 1);
-    store_job_row_deinit(&row);
+    support_job_claim(st, "h:1:t0", "h", 1);
     /* the first run got to 3150 steps, then was cancelled and resumed */
     cr_assert_eq(store_job_progress(st, id, 3150, 5000, "steps", NULL), 0);
     cr_assert_eq(store_job_cancel(st, id, NULL, NULL), 0);
@@ -601,10 +591,7 @@ Test(jobs, a_killed_worker_not_yet_reaped_by_its_parent_counts_as_dead) {
         for (;;)
             nap_ms(1000);
     }
-    JobClaim c = {.worker = "zombie:t0", .host = jobs_host(), .pid = kid, .gpu_share = 1};
-    JobRow r;
-    cr_assert_eq(store_job_claim(st, &c, &r, NULL), 1);
-    store_job_row_deinit(&r);
+    support_job_claim(st, "zombie:t0", jobs_host(), kid);
     int n = 0;
     cr_assert_eq(jobs_reap(st, 30, &n, NULL), 0);
     cr_assert_eq(n, 0, "alive");
