@@ -54,6 +54,12 @@ char *xstrndup(const char *s, size_t n) {
     return d;
 }
 
+void base_strv_free(char **v, size_t n) {
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
 char *xasprintf(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -28,6 +28,9 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);          /* NULL in, NULL out */
 char *xstrndup(const char *s, size_t n);
 
+/* Free the N strings of V, then V itself (V may be NULL). */
+void base_strv_free(char **v, size_t n);
+
 /* printf into a new string the caller frees. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -168,9 +168,7 @@ static int images_change(const CliGlobal *g, int argc, char **argv, int retire) 
             }
         }
     }
-    for (int i = 0; i < n; i++)
-        free(paths[i]);
-    free(paths);
+    base_strv_free(paths, (size_t)n);
     free(ids);
     free(changed);
     free(n_ratings);

@@ -297,9 +297,7 @@ static int cmd_add(const CliGlobal *g, int argc, char **argv) {
     }
     store_close(st);
 out:
-    for (int i = 0; i < argc; i++)
-        free(owned[i]);
-    free(owned);
+    base_strv_free(owned, (size_t)argc);
     free(names);
     free(values);
     free(deps);

@@ -242,9 +242,7 @@ static int write_header(FILE *out, const Data *d, int with_annotator) {
     if (with_annotator)
         f[n - 1] = xstrdup("annotator");
     int rc = fmt_csv_write_row(out, (const char *const *)f, n);
-    for (size_t i = 0; i < n; i++)
-        free(f[i]);
-    free(f);
+    base_strv_free(f, n);
     return rc;
 }
 

@@ -909,9 +909,7 @@ int store_jobs_reap(Store *st, double stale_s, const char *host, int (*pid_alive
 out_rollback:
     store_rollback(st);
 out_free:
-    for (int i = 0; i < n_ids; i++)
-        free(why[i]);
-    free(why);
+    base_strv_free(why, (size_t)n_ids);
     free(hbs);
     free(ids);
     return rc;
