@@ -63,6 +63,15 @@ int64_t support_job_claim(Store *st, const char *worker, const char *host, int p
     return id;
 }
 
+int support_criterion_main(int argc, char **argv) {
+    struct criterion_test_set *tests = criterion_initialize();
+    int rc = 0;
+    if (criterion_handle_args(argc, argv, true))
+        rc = !criterion_run_all_tests(tests);
+    criterion_finalize(tests);
+    return rc;
+}
+
 void support_png_write(const char *path, int w, int h, const unsigned char *rgb) {
     cr_assert(stbi_write_png(path, w, h, 3, rgb, w * 3), "cannot write %s", path);
 }

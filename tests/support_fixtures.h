@@ -31,6 +31,10 @@ int support_job_log_has(Store *st, int64_t id, const char *needle);
  * worker process does; fails the test when none is claimed. Returns the job's id. */
 int64_t support_job_claim(Store *st, const char *worker, const char *host, int pid);
 
+/* Criterion's own main, for a test with a main of its own (one that is also the program a
+ * tmux pane runs): run the tests ARGV selects; 0 when all passed. */
+int support_criterion_main(int argc, char **argv);
+
 /* Write the W x H RGB pixels RGB (rows packed) as the PNG file PATH. */
 void support_png_write(const char *path, int w, int h, const unsigned char *rgb);
 

@@ -432,12 +432,7 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
-    struct criterion_test_set *tests = criterion_initialize();
-    int rc = 0;
-    if (criterion_handle_args(argc, argv, true))
-        rc = !criterion_run_all_tests(tests);
-    criterion_finalize(tests);
-    return rc;
+    return support_criterion_main(argc, argv);
 }
 
 /* Without the NVML library, F6 gives the reason once: "No GPU. <lib> could not be loaded",
