@@ -72,13 +72,8 @@ int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
     bind_opt(s, 8, p->rating_diff);
     store_bind_text(s, 9, source);
     sqlite3_bind_double(s, 10, base_wall());
-    rc = store_step(st, s);
-    if (rc != SQLITE_DONE) {
-        int code = store_err(st, err, "add pair");
-        sqlite3_reset(s);
-        return code;
-    }
-    sqlite3_reset(s);
+    if ((rc = store_step_done(st, s, "add pair", err)))
+        return rc;
     if (sqlite3_changes(st->db) > 0) {
         if (added)
             *added = 1;
@@ -94,14 +89,10 @@ int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
     sqlite3_bind_int64(s, 2, p->img_neg);
     store_bind_text(s, 3, aspect);
     store_bind_text(s, 4, source);
-    rc = store_step(st, s);
-    if (rc != SQLITE_ROW) {
-        int code = store_err(st, err, "read pair");
-        sqlite3_reset(s);
-        return code;
-    }
-    double old = sqlite3_column_double(s, 0);
-    sqlite3_reset(s);
+    double old;
+    if ((rc = store_read_one(st, s, store_row_double, NULL, &old, "read pair", err,
+                             "read pair: no such row")))
+        return rc;
     if (old != p->label)
         return err_set(err, ERR_CONFLICT,
                        "this pair is already in the store with label %g, not %g", old, p->label);

@@ -7,6 +7,7 @@
 
 #include "store_catalog.h"
 #include "store_models.h"
+#include "store_pairs.h"
 #include "store_ratings.h"
 #include "store_runs.h"
 
@@ -236,4 +237,23 @@ Test(lookup, frees_take_null_and_empty_lists) {
     cr_assert_eq(store_aspects_list(st, &asp, &n, &err), 0);
     cr_assert_gt(n, 0);
     store_aspects_free(asp, n); /* frees names and rubrics: clean under SAN=1 */
+}
+
+Test(lookup, a_pair_added_again_is_nothing_or_a_conflict) {
+    Err err = {0};
+    int64_t pid, a, b;
+    cr_assert_eq(store_prompt_add(st, "p1", "a red cube", &pid, NULL, &err), 0);
+    StoreImage ia = {.prompt_id = pid, .path = "a.png"}, ib = {.prompt_id = pid, .path = "b.png"};
+    cr_assert_eq(store_image_add(st, &ia, &a, &err), 0);
+    cr_assert_eq(store_image_add(st, &ib, &b, &err), 0);
+    StorePair p = {.prompt_id = pid, .img_pos = a, .img_neg = b, .label = 1.0, .aspect = "",
+                   .rating_pos = NAN, .rating_neg = NAN, .rating_diff = NAN, .source = "t"};
+    int added = -1;
+    cr_assert_eq(store_pair_add(st, &p, &added, &err), 0, "%s", err.msg);
+    cr_assert_eq(added, 1);
+    cr_assert_eq(store_pair_add(st, &p, &added, &err), 0, "%s", err.msg);
+    cr_assert_eq(added, 0, "the same pair again changes nothing");
+    p.label = 0.75;
+    cr_assert_eq(store_pair_add(st, &p, &added, &err), ERR_CONFLICT);
+    cr_assert_str_eq(err.msg, "this pair is already in the store with label 1, not 0.75");
 }
