@@ -57,6 +57,22 @@ static inline float dist2(const float *a, const float *b) {
     return d0 * d0 + d1 * d1 + d2 * d2;
 }
 
+/* Walk the entries from I in steps of STEP (1 or -1) while their L alone can still beat *BD,
+ * keeping the nearest to LAB in *BEST and its squared distance in *BD. */
+static void finder_scan(const Finder *f, const float *lab, int i, int step, float *bd,
+                        int *best) {
+    for (; i >= 0 && i < f->n; i += step) {
+        float dl = f->lab[i][0] - lab[0];
+        if (dl * dl >= *bd)
+            break;
+        float dd = dist2(lab, f->lab[i]);
+        if (dd < *bd) {
+            *bd = dd;
+            *best = i;
+        }
+    }
+}
+
 /* Sorted position of the entry nearest to LAB; *d gets the squared distance. */
 static int finder_nearest(const Finder *f, const float *lab, float *d) {
     int lo = 0, hi = f->n;
@@ -69,26 +85,8 @@ static int finder_nearest(const Finder *f, const float *lab, float *d) {
     }
     int best = lo < f->n ? lo : f->n - 1;
     float bd = dist2(lab, f->lab[best]);
-    for (int i = best + 1; i < f->n; i++) {
-        float dl = f->lab[i][0] - lab[0];
-        if (dl * dl >= bd)
-            break;
-        float dd = dist2(lab, f->lab[i]);
-        if (dd < bd) {
-            bd = dd;
-            best = i;
-        }
-    }
-    for (int i = (lo < f->n ? lo : f->n) - 1; i >= 0; i--) {
-        float dl = lab[0] - f->lab[i][0];
-        if (dl * dl >= bd)
-            break;
-        float dd = dist2(lab, f->lab[i]);
-        if (dd < bd) {
-            bd = dd;
-            best = i;
-        }
-    }
+    finder_scan(f, lab, best + 1, 1, &bd, &best);
+    finder_scan(f, lab, (lo < f->n ? lo : f->n) - 1, -1, &bd, &best);
     *d = bd;
     return best;
 }
