@@ -55,12 +55,17 @@ static int write_rating(Store *st, const char *sql, int64_t image_id, int64_t an
     return 0;
 }
 
+/* One rating row: ?1 image, ?2 annotator, ?3 aspect, ?4 value, ?5 seconds, ?6 source, ?7 now;
+ * the callers add what a conflict with the current value does. */
+#define RATING_INSERT                                                                          \
+    "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds, source, created_at," \
+    " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
+
 int store_rating_set(Store *st, int64_t image_id, int64_t annotator_id, int64_t aspect_id,
                      double value, double seconds, const char *source, int *changed, Err *err) {
     int ch;
     int rc = write_rating(st,
-                          "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds,"
-                          " source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
+                          RATING_INSERT
                           " ON CONFLICT(image_id, annotator_id, aspect_id) DO UPDATE SET"
                           " value = excluded.value, seconds = excluded.seconds,"
                           " source = excluded.source, updated_at = excluded.updated_at"
@@ -77,8 +82,7 @@ int store_rating_add(Store *st, int64_t image_id, int64_t annotator_id, int64_t 
         *added = 0;
     int ch;
     int rc = write_rating(st,
-                          "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds,"
-                          " source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
+                          RATING_INSERT
                           " ON CONFLICT(image_id, annotator_id, aspect_id) DO NOTHING",
                           image_id, annotator_id, aspect_id, value, seconds, source, &ch, err);
     if (rc)
