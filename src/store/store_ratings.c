@@ -30,6 +30,19 @@ static void bind_seconds(sqlite3_stmt *s, int i, double seconds) {
         sqlite3_bind_null(s, i);
 }
 
+/* SQL prepared with the key of one rating bound: ?1 image, ?2 annotator, ?3 aspect. NULL
+ * (err set) when it does not prepare; store_read_one and store_read_list take that. */
+static sqlite3_stmt *key_stmt(Store *st, const char *sql, int64_t image_id, int64_t annotator_id,
+                              int64_t aspect_id, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, sql, err);
+    if (s) {
+        sqlite3_bind_int64(s, 1, image_id);
+        sqlite3_bind_int64(s, 2, annotator_id);
+        sqlite3_bind_int64(s, 3, aspect_id);
+    }
+    return s;
+}
+
 /* Check VALUE, then run SQL (an INSERT of one rating); *changed: a row was written. */
 static int write_rating(Store *st, const char *sql, int64_t image_id, int64_t annotator_id,
                         int64_t aspect_id, double value, double seconds, const char *source,
@@ -38,13 +51,10 @@ static int write_rating(Store *st, const char *sql, int64_t image_id, int64_t an
     int rc = check_value(value, err);
     if (rc)
         return rc;
-    sqlite3_stmt *s = store_stmt(st, sql, err);
+    sqlite3_stmt *s = key_stmt(st, sql, image_id, annotator_id, aspect_id, err);
     if (!s)
         return ERR_DB;
     double now = base_wall();
-    sqlite3_bind_int64(s, 1, image_id);
-    sqlite3_bind_int64(s, 2, annotator_id);
-    sqlite3_bind_int64(s, 3, aspect_id);
     sqlite3_bind_double(s, 4, value);
     bind_seconds(s, 5, seconds);
     store_bind_text(s, 6, source ? source : "");
@@ -105,15 +115,10 @@ int store_rating_add(Store *st, int64_t image_id, int64_t annotator_id, int64_t 
 
 int store_rating_get(Store *st, int64_t image_id, int64_t annotator_id, int64_t aspect_id,
                      double *value, Err *err) {
-    sqlite3_stmt *s = store_stmt(st,
-                                 "SELECT value FROM ratings WHERE image_id = ?1"
-                                 " AND annotator_id = ?2 AND aspect_id = ?3",
-                                 err);
-    if (!s)
-        return ERR_DB;
-    sqlite3_bind_int64(s, 1, image_id);
-    sqlite3_bind_int64(s, 2, annotator_id);
-    sqlite3_bind_int64(s, 3, aspect_id);
+    sqlite3_stmt *s = key_stmt(st,
+                               "SELECT value FROM ratings WHERE image_id = ?1"
+                               " AND annotator_id = ?2 AND aspect_id = ?3",
+                               image_id, annotator_id, aspect_id, err);
     return store_read_one(st, s, store_row_double, NULL, value, "read rating", err, "not rated");
 }
 
@@ -185,7 +190,7 @@ int store_rating_history(Store *st, int64_t image_id, int64_t annotator_id, int6
                          StoreRatingEvent **out, size_t *n, Err *err) {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *s = store_stmt(
+    sqlite3_stmt *s = key_stmt(
         st,
         "SELECT h.value, h.seconds, h.source, h.set_at, 0 AS cur, h.id FROM rating_history h"
         " JOIN ratings r ON r.id = h.rating_id"
@@ -193,12 +198,7 @@ int store_rating_history(Store *st, int64_t image_id, int64_t annotator_id, int6
         " UNION ALL SELECT value, seconds, source, updated_at, 1, 0 FROM ratings"
         " WHERE image_id = ?1 AND annotator_id = ?2 AND aspect_id = ?3"
         " ORDER BY cur, 6",
-        err);
-    if (!s)
-        return ERR_DB;
-    sqlite3_bind_int64(s, 1, image_id);
-    sqlite3_bind_int64(s, 2, annotator_id);
-    sqlite3_bind_int64(s, 3, aspect_id);
+        image_id, annotator_id, aspect_id, err);
     return store_read_list(st, s, sizeof **out, rating_event_row, NULL, rating_event_deinit, out, n,
                            "read rating history", err);
 }
