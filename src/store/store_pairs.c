@@ -20,6 +20,19 @@ static double col_opt(sqlite3_stmt *s, int i) {
     return sqlite3_column_type(s, i) == SQLITE_NULL ? NAN : sqlite3_column_double(s, i);
 }
 
+/* SQL prepared with P's images and ASPECT bound: ?1 img_pos, ?2 img_neg, ?3 aspect. NULL (err
+ * set) when it does not prepare. */
+static sqlite3_stmt *key_stmt(Store *st, const char *sql, const StorePair *p, const char *aspect,
+                              Err *err) {
+    sqlite3_stmt *s = store_stmt(st, sql, err);
+    if (s) {
+        sqlite3_bind_int64(s, 1, p->img_pos);
+        sqlite3_bind_int64(s, 2, p->img_neg);
+        store_bind_text(s, 3, aspect);
+    }
+    return s;
+}
+
 int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
     if (added)
         *added = 0;
@@ -29,15 +42,12 @@ int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
         return err_set(err, ERR_CONFLICT, "a pair of image %lld with itself",
                        (long long)p->img_pos);
     /* the opposite preference between the same two images, on the same aspect */
-    sqlite3_stmt *s = store_stmt(st,
-                                 "SELECT id, label FROM pairs WHERE img_pos = ?2 AND img_neg = ?1"
-                                 " AND aspect = ?3 LIMIT 1",
-                                 err);
+    sqlite3_stmt *s = key_stmt(st,
+                               "SELECT id, label FROM pairs WHERE img_pos = ?2 AND img_neg = ?1"
+                               " AND aspect = ?3 LIMIT 1",
+                               p, aspect, err);
     if (!s)
         return ERR_DB;
-    sqlite3_bind_int64(s, 1, p->img_pos);
-    sqlite3_bind_int64(s, 2, p->img_neg);
-    store_bind_text(s, 3, aspect);
     int rc = store_step(st, s);
     if (rc == SQLITE_ROW) {
         long long other = sqlite3_column_int64(s, 0);
@@ -79,15 +89,12 @@ int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
             *added = 1;
         return 0;
     }
-    s = store_stmt(st,
-                   "SELECT label FROM pairs WHERE img_pos = ?1 AND img_neg = ?2 AND aspect = ?3"
-                   " AND source = ?4",
-                   err);
+    s = key_stmt(st,
+                 "SELECT label FROM pairs WHERE img_pos = ?1 AND img_neg = ?2 AND aspect = ?3"
+                 " AND source = ?4",
+                 p, aspect, err);
     if (!s)
         return ERR_DB;
-    sqlite3_bind_int64(s, 1, p->img_pos);
-    sqlite3_bind_int64(s, 2, p->img_neg);
-    store_bind_text(s, 3, aspect);
     store_bind_text(s, 4, source);
     double old;
     if ((rc = store_read_one(st, s, store_row_double, NULL, &old, "read pair", err,
