@@ -101,10 +101,7 @@ Test(encoder, corrupt_image_names_file_and_stores_nothing) {
     Encoder *enc;
     cr_assert_eq(encoder_open("classic", st, &enc, &err), 0, "%s", err.msg);
     char p[160];
-    snprintf(p, sizeof p, "%s/bad.png", dir);
-    FILE *f = fopen(p, "wb");
-    fputs("\x89PNG\r\n\x1a\n this is not a png", f);
-    fclose(f);
+    support_write_file(dir, "bad.png", "\x89PNG\r\n\x1a\n this is not a png", p, sizeof p);
     float *v = NULL;
     cr_assert_neq(encoder_embed_image(enc, st, p, NULL, &v, &err), 0);
     cr_assert(strstr(err.msg, "bad.png"), "%s", err.msg);

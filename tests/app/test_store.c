@@ -63,10 +63,9 @@ Test(store, aspects_in_original_order) {
 
 Test(store, refuses_non_sqlite_file_and_leaves_it) {
     char path[128];
-    snprintf(path, sizeof path, "%s/junk.db", tmpdir);
-    FILE *f = fopen(path, "w");
-    fputs("this is not a database, just some text that is long enough to matter\n", f);
-    fclose(f);
+    support_write_file(tmpdir, "junk.db",
+                       "this is not a database, just some text that is long enough to matter\n",
+                       path, sizeof path);
     Err err = {0};
     cr_assert_null(store_open(path, &err));
     cr_assert(strstr(err.msg, "not an easel store") != NULL, "%s", err.msg);

@@ -533,14 +533,13 @@ Test(train, eval_on_a_pairs_file_with_images_not_in_the_store) {
     make_image(p, lv_a, 1);
     snprintf(p, sizeof p, "%s/new_b.png", dir);
     make_image(p, lv_b, 2);
-    snprintf(p, sizeof p, "%s/pairs.jsonl", dir);
-    FILE *f = fopen(p, "w");
-    fputs("{\"prompt\": \"0\", \"img_pos\": \"new_a.png\", \"img_neg\": \"new_b.png\","
-          " \"label\": 1.0, \"aspect\": \"fidelity\"}\n"
-          "\n"
-          "{\"prompt\": \"a free text prompt\", \"img_pos\": \"img/0_1.png\","
-          " \"img_neg\": \"img/0_2.png\"}\n", f);
-    fclose(f);
+    support_write_file(dir, "pairs.jsonl",
+                       "{\"prompt\": \"0\", \"img_pos\": \"new_a.png\", \"img_neg\": \"new_b.png\","
+                       " \"label\": 1.0, \"aspect\": \"fidelity\"}\n"
+                       "\n"
+                       "{\"prompt\": \"a free text prompt\", \"img_pos\": \"img/0_1.png\","
+                       " \"img_neg\": \"img/0_2.png\"}\n",
+                       p, sizeof p);
     char best[600];
     snprintf(best, sizeof best, "%s/best", c.output);
     RewardCkpt *ck;
@@ -555,7 +554,8 @@ Test(train, eval_on_a_pairs_file_with_images_not_in_the_store) {
     cr_assert_eq(r.st[0].n, 0, "spatial: no line of its own");
     cr_assert_eq(r.st[5].n, 1, "combined: the aspect-less line");
     /* a malformed line is named by file and line */
-    f = fopen(p, "a");
+    FILE *f = fopen(p, "a");
+    cr_assert_not_null(f);
     fputs("{\"img_pos\": 3}\n", f);
     fclose(f);
     cr_assert_eq(train_eval(ck, st, &o, &r, &err), ERR_FORMAT);

@@ -46,11 +46,9 @@ static int easel(const char *fmt, ...) {
 
 static void write_prompts(void) {
     char path[128];
-    snprintf(path, sizeof path, "%s/prompts.csv", tmpdir);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs("prompt_id,prompt\n1,a red cube\n2,a blue cat\n", f);
-    fclose(f);
+    support_write_file(tmpdir, "prompts.csv",
+                       "prompt_id,prompt\n1,a red cube\n2,a blue cat\n",
+                       path, sizeof path);
 }
 
 Test(cli_jobs, add_worker_wait_list_show_retry) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "gfx.h"
+#include "support.h"
 #include "support_fixtures.h"
 
 /* A photo-like test picture: smooth gradients, a disc, soft stripes. Deterministic. */
@@ -151,10 +152,7 @@ Test(ui_gfx, decode_errors_name_the_file) {
     char dir[] = "/tmp/easel-gfx-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     char path[128];
-    snprintf(path, sizeof path, "%s/broken.png", dir);
-    FILE *f = fopen(path, "wb");
-    fputs("\x89PNG\r\n\x1a\nnot really", f);
-    fclose(f);
+    support_write_file(dir, "broken.png", "\x89PNG\r\n\x1a\nnot really", path, sizeof path);
     GfxImage img;
     Err err = {0};
     cr_assert_eq(gfx_image_load(path, &img, &err), ERR_FORMAT);
@@ -525,11 +523,11 @@ Test(ui_gfx, truecolor_from_colorterm_or_terminfo) {
     char dir[] = "/tmp/easel-ti-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     char src[160], cmd[400];
-    snprintf(src, sizeof src, "%s/direct.ti", dir);
-    FILE *f = fopen(src, "w");
-    fputs("easeltest-direct|direct colour for a test,\n\tRGB, colors#0x1000000, pairs#0x10000,"
-          " use=xterm-256color,\n", f);
-    fclose(f);
+    support_write_file(dir, "direct.ti",
+                       "easeltest-direct|direct colour for a test,\n"
+                       "\tRGB, colors#0x1000000, pairs#0x10000,"
+                       " use=xterm-256color,\n",
+                       src, sizeof src);
     snprintf(cmd, sizeof cmd, "tic -x -o %s %s 2>/dev/null", dir, src);
     cr_assert_eq(system(cmd), 0, "tic");
     setenv("TERMINFO", dir, 1);

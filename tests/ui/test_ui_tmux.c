@@ -76,10 +76,7 @@ static void setup(void) {
     write_png("b.png", 2);
     write_png("d.png", 3);
     char bad[160];
-    snprintf(bad, sizeof bad, "%s/c.png", dir);
-    FILE *f = fopen(bad, "w");
-    fputs("this is not a png", f);
-    fclose(f);
+    support_write_file(dir, "c.png", "this is not a png", bad, sizeof bad);
     cr_assert_eq(support_sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
                     " (1, 'p1', 'a red fox in the snow', 0);"
                     " INSERT INTO images(id, prompt_id, path, created_at) VALUES"
