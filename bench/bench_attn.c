@@ -17,28 +17,6 @@
 #define ROUNDS 3    /* alternating rounds of ours and the peer's */
 #define ROUND_S 1.0 /* seconds of each */
 
-static long status_kb(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f)
-        return -1;
-    char line[256];
-    long v = -1;
-    size_t n = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, n) == 0 && line[n] == ':')
-            v = atol(line + n + 1);
-    fclose(f);
-    return v;
-}
-
-static int reset_peak(void) {
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f)
-        return -1;
-    int ok = fputs("5", f) >= 0;
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
-
 static float *filled(size_t n, unsigned seed) {
     float *x = xmalloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++)
@@ -86,10 +64,10 @@ static void run(int B, int H, int T, int D, int threads) {
     x.o = filled(x.n, 5), x.dq = filled(x.n, 6), x.dk = filled(x.n, 7), x.dv = filled(x.n, 8);
     x.lse = filled((size_t)B * H * T, 9);
     time_ours(&x, 0); /* warm-up: thread stacks, BLAS buffers */
-    int peak_ok = reset_peak() == 0;
-    long base = status_kb("VmRSS");
+    int peak_ok = base_peak_rss_reset() == 0;
+    long base = base_proc_status_kb("VmRSS");
     double ours = time_ours(&x, ROUND_S);
-    double our_peak = peak_ok ? (status_kb("VmHWM") - base) / 1024.0 : -1;
+    double our_peak = peak_ok ? (base_proc_status_kb("VmHWM") - base) / 1024.0 : -1;
     double peer_peak = -1, peer = time_peer(&x.a, threads, ROUND_S, &peer_peak);
     /* alternate rounds, best of each side: a shared machine's load hits both alike */
     for (int r = 1; r < ROUNDS && peer > 0; r++) {

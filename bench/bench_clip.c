@@ -127,17 +127,7 @@ static double text_gflop(const ClipModel *m, const char *const *texts, int n) {
 }
 
 /* Resident set size in MB (VmRSS). */
-static double rss_mb(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    double kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            kb = atof(line + 6);
-    if (f)
-        fclose(f);
-    return kb / 1024.0;
-}
+static double rss_mb(void) { return base_proc_status_kb("VmRSS") / 1024.0; }
 
 static void run(const char *name, int img_batch, int threads) {
     char *dir = xasprintf(ROOT "/%s", name);
