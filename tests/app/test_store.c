@@ -44,10 +44,7 @@ Test(store, creates_and_migrates_empty_file) {
 
 Test(store, aspects_in_original_order) {
     char path[128];
-    snprintf(path, sizeof path, "%s/a.db", tmpdir);
-    Store *st = store_open(path, NULL);
-    cr_assert_not_null(st);
-    store_close(st);
+    store_close(support_store_open(tmpdir, "a.db", path, sizeof path));
     sqlite3 *db;
     sqlite3_open(path, &db);
     sqlite3_stmt *s;
@@ -94,10 +91,7 @@ Test(store, open_existing_does_not_create) {
 
 Test(store, ratings_keep_history_and_are_never_deleted) {
     char path[128];
-    snprintf(path, sizeof path, "%s/r.db", tmpdir);
-    Store *st = store_open(path, NULL);
-    cr_assert_not_null(st);
-    store_close(st);
+    store_close(support_store_open(tmpdir, "r.db", path, sizeof path));
     sqlite3 *db;
     sqlite3_open(path, &db);
     const char *sql =
