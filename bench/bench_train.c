@@ -7,7 +7,7 @@
  *
  * Prints  bench train-b8: R.RRx vs pytorch (ours A pairs/s, peer B pairs/s)
  * Threads: EASEL_BENCH_THREADS, else every online CPU. Seconds per measurement:
- * EASEL_BENCH_SECONDS (default 3).
+ * EASEL_BENCH_SECONDS (default 3). Python: $EASEL_PY, else python3 on PATH (bench_common.h).
  */
 #include <cblas.h>
 #include <math.h>
