@@ -11,32 +11,11 @@
 
 #include "backend_cpu.h"
 #include "base.h"
+#include "bench_common.h"
 #include "nn_flash.h"
 
 #define ROUNDS 3    /* alternating rounds of ours and the peer's */
 #define ROUND_S 1.0 /* seconds of each */
-
-static long status_kb(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f)
-        return -1;
-    char line[256];
-    long v = -1;
-    size_t n = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, n) == 0 && line[n] == ':')
-            v = atol(line + n + 1);
-    fclose(f);
-    return v;
-}
-
-static int reset_peak(void) {
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f)
-        return -1;
-    int ok = fputs("5", f) >= 0;
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
 
 static float *filled(size_t n, unsigned seed) {
     float *x = xmalloc(n * sizeof(float));
@@ -72,14 +51,11 @@ static double time_peer(const FlashAttn *a, int threads, double seconds, double 
     char cmd[256];
     snprintf(cmd, sizeof cmd, "python3 bench/peer_attn.py %d %d %d %d %d %.1f 2>/dev/null", a->B,
              a->NH, a->Tq, a->hd, threads, seconds);
-    double ms = -1;
-    FILE *p = popen(cmd, "r");
-    if (p) {
-        if (fscanf(p, "%lf %lf", &ms, peak) != 2)
-            ms = -1;
-        pclose(p);
-    }
-    return ms;
+    double v[2];
+    if (bench_peer_numbers(cmd, v, 2))
+        return -1;
+    *peak = v[1];
+    return v[0];
 }
 
 static void run(int B, int H, int T, int D, int threads) {
@@ -88,10 +64,10 @@ static void run(int B, int H, int T, int D, int threads) {
     x.o = filled(x.n, 5), x.dq = filled(x.n, 6), x.dk = filled(x.n, 7), x.dv = filled(x.n, 8);
     x.lse = filled((size_t)B * H * T, 9);
     time_ours(&x, 0); /* warm-up: thread stacks, BLAS buffers */
-    int peak_ok = reset_peak() == 0;
-    long base = status_kb("VmRSS");
+    int peak_ok = base_peak_rss_reset() == 0;
+    long base = base_proc_status_kb("VmRSS");
     double ours = time_ours(&x, ROUND_S);
-    double our_peak = peak_ok ? (status_kb("VmHWM") - base) / 1024.0 : -1;
+    double our_peak = peak_ok ? (base_proc_status_kb("VmHWM") - base) / 1024.0 : -1;
     double peer_peak = -1, peer = time_peer(&x.a, threads, ROUND_S, &peer_peak);
     /* alternate rounds, best of each side: a shared machine's load hits both alike */
     for (int r = 1; r < ROUNDS && peer > 0; r++) {

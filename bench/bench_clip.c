@@ -20,6 +20,7 @@
 
 #include "backend_cpu.h"
 #include "base.h"
+#include "bench_common.h"
 #include "clip.h"
 #include "nn_clip.h"
 #include "nn_linear.h"
@@ -44,13 +45,8 @@ static double peer_rate(const char *name, const char *kind, int batch, int threa
     char cmd[512];
     snprintf(cmd, sizeof cmd, "python3 bench/peer_clip.py time %s %s %s %d %d %.1f 2>/dev/null",
              ROOT, name, kind, batch, threads, SECONDS);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    double r = -1;
-    if (fscanf(p, "%lf", &r) != 1)
-        r = -1;
-    pclose(p);
+    double r;
+    bench_peer_numbers(cmd, &r, 1);
     return r;
 }
 
@@ -131,17 +127,7 @@ static double text_gflop(const ClipModel *m, const char *const *texts, int n) {
 }
 
 /* Resident set size in MB (VmRSS). */
-static double rss_mb(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    double kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            kb = atof(line + 6);
-    if (f)
-        fclose(f);
-    return kb / 1024.0;
-}
+static double rss_mb(void) { return base_proc_status_kb("VmRSS") / 1024.0; }
 
 static void run(const char *name, int img_batch, int threads) {
     char *dir = xasprintf(ROOT "/%s", name);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base.h"
+#include "bench_common.h"
 #include "cuda.h"
 
 #ifdef EASEL_CUDA
@@ -13,13 +14,8 @@
 static double peer_ms(const char *name, int a, int b) {
     char cmd[256];
     snprintf(cmd, sizeof cmd, "python3 bench/peer_torch_gpu.py %s %d %d 2>/dev/null", name, a, b);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    double ms = -1;
-    if (fscanf(p, "%lf", &ms) != 1)
-        ms = -1;
-    pclose(p);
+    double ms;
+    bench_peer_numbers(cmd, &ms, 1);
     return ms;
 }
 

@@ -22,6 +22,7 @@
 
 #include "backend_cpu.h"
 #include "base.h"
+#include "bench_common.h"
 #include "nn_diffusion.h"
 #include "rng.h"
 
@@ -127,19 +128,10 @@ static int ours_ms(double *ms, int threads, double seconds) {
 /* The peer's milliseconds per op (0 where it printed none); returns 0, or -1 with a reason. */
 static int torch_ms(double *ms, int threads, double seconds, char *why, size_t n_why) {
     const char *script = "bench/peer_ops.py";
-    const char *py = getenv("EASEL_PY");
-    if (!py || !*py)
-        py = "python3";
-    if (access(script, R_OK) != 0) {
-        snprintf(why, n_why, "%s not found (run from the repository root)", script);
+    if (!bench_peer_ready(script, why, n_why))
         return -1;
-    }
+    const char *py = bench_python();
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "%s -c 'import torch' >/dev/null 2>&1", py);
-    if (system(cmd) != 0) {
-        snprintf(why, n_why, "%s cannot import torch (make bench installs it)", py);
-        return -1;
-    }
     snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=%d MKL_NUM_THREADS=%d %s %s %d %g", threads,
              threads, py, script, threads, seconds);
     FILE *f = popen(cmd, "r");
@@ -161,18 +153,8 @@ static int torch_ms(double *ms, int threads, double seconds, char *why, size_t n
 }
 
 int main(void) {
-    int threads = 0;
-    const char *e = getenv("EASEL_BENCH_THREADS");
-    if (e)
-        threads = atoi(e);
-    if (threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (int)n : 1;
-    }
-    double seconds = 3.0;
-    e = getenv("EASEL_BENCH_SECONDS");
-    if (e && atof(e) > 0)
-        seconds = atof(e);
+    int threads = bench_threads();
+    double seconds = bench_seconds();
     fprintf(stderr, "bench ops: %d threads for both, %.0f s per measurement, OpenBLAS %s\n",
             threads, seconds, openblas_get_corename());
     double ours[N_OPS] = {0}, peer[N_OPS] = {0};

@@ -7,7 +7,7 @@
  *
  * Prints  bench train-b8: R.RRx vs pytorch (ours A pairs/s, peer B pairs/s)
  * Threads: EASEL_BENCH_THREADS, else every online CPU. Seconds per measurement:
- * EASEL_BENCH_SECONDS (default 3).
+ * EASEL_BENCH_SECONDS (default 3). Python: $EASEL_PY, else python3 on PATH (bench_common.h).
  */
 #include <cblas.h>
 #include <math.h>
@@ -18,6 +18,7 @@
 
 #include "backend_cpu.h"
 #include "base.h"
+#include "bench_common.h"
 #include "model_reward.h"
 #include "rng.h"
 
@@ -85,17 +86,11 @@ static double ours_pairs_per_s(int P, int threads, double seconds) {
 /* The peer's pairs/s, 0 when torch is unavailable (reason in why), -1 on failure. */
 static double torch_pairs_per_s(int P, int threads, double seconds, char *why, size_t n_why) {
     const char *script = "bench/bench_train_torch.py";
-    if (access(script, R_OK) != 0) {
-        snprintf(why, n_why, "%s not found (run from the repository root)", script);
+    if (!bench_peer_ready(script, why, n_why))
         return 0;
-    }
-    if (system("python3 -c 'import torch' >/dev/null 2>&1") != 0) {
-        snprintf(why, n_why, "python3 cannot import torch (pip install torch to compare)");
-        return 0;
-    }
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=%d MKL_NUM_THREADS=%d python3 %s %d %d %g",
-             threads, threads, script, P, threads, seconds);
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=%d MKL_NUM_THREADS=%d %s %s %d %d %g", threads,
+             threads, bench_python(), script, P, threads, seconds);
     FILE *f = popen(cmd, "r");
     if (!f)
         return -1;
@@ -111,18 +106,8 @@ static double torch_pairs_per_s(int P, int threads, double seconds, char *why, s
 }
 
 int main(void) {
-    int threads = 0;
-    const char *e = getenv("EASEL_BENCH_THREADS");
-    if (e)
-        threads = atoi(e);
-    if (threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (int)n : 1;
-    }
-    double seconds = 3.0;
-    e = getenv("EASEL_BENCH_SECONDS");
-    if (e && atof(e) > 0)
-        seconds = atof(e);
+    int threads = bench_threads();
+    double seconds = bench_seconds();
     fprintf(stderr, "bench train: %d threads for both, %.0f s per measurement, OpenBLAS %s\n",
             threads, seconds, openblas_get_corename());
     int batches[2] = {8, 256};

@@ -11,6 +11,7 @@
  * kept so the bench can show the difference.
  */
 #include "gfx.h"
+#include "gfx_int.h"
 
 #include <math.h>
 #include <sixel.h>
@@ -75,16 +76,9 @@ GfxGeom gfx_geom(GfxMode mode, const GfxCaps *caps, int cols, int rows, int src_
     return g;
 }
 
-/* ---- a growing byte buffer ----------------------------------------------------------------- */
+/* ---- a growing byte buffer (gfx_int.h; gfx_sixel.c writes sixel into it too) ----------------- */
 
-typedef struct Buf {
-    char *data;
-    size_t len;
-    size_t cap;
-    int oom;
-} Buf;
-
-static void buf_add(Buf *b, const void *p, size_t n) {
+void gfx_buf_add(GfxBuf *b, const void *p, size_t n) {
     if (b->oom)
         return;
     if (b->len + n + 1 > b->cap) {
@@ -104,7 +98,7 @@ static void buf_add(Buf *b, const void *p, size_t n) {
     b->data[b->len] = '\0';
 }
 
-static void buf_str(Buf *b, const char *s) { buf_add(b, s, strlen(s)); }
+static void buf_str(GfxBuf *b, const char *s) { gfx_buf_add(b, s, strlen(s)); }
 
 /* ---- sixel --------------------------------------------------------------------------------- */
 
@@ -116,11 +110,11 @@ static const char *dither_env(void) {
 }
 
 static int libsixel_write_cb(char *data, int size, void *priv) {
-    buf_add(priv, data, (size_t)size);
+    gfx_buf_add(priv, data, (size_t)size);
     return 0;
 }
 
-static int encode_libsixel(const GfxGeom *g, const uint8_t *canvas, int colors, Buf *b,
+static int encode_libsixel(const GfxGeom *g, const uint8_t *canvas, int colors, GfxBuf *b,
                            Err *err) {
     sixel_output_t *out = NULL;
     sixel_dither_t *dither = NULL;
@@ -162,7 +156,7 @@ out_output:
 
 /* Ours (gfx_sixel.c): a palette fitted to the image, diffusion, our writer. The padding
  * around the image gets a black register of its own, so no dithering bleeds into it. */
-static int encode_sixel(const GfxGeom *g, const uint8_t *canvas, int colors, Buf *b, Err *err) {
+static int encode_sixel(const GfxGeom *g, const uint8_t *canvas, int colors, GfxBuf *b, Err *err) {
     if (strcmp(dither_env(), "libsixel") == 0)
         return encode_libsixel(g, canvas, colors, b, err);
     int iw = g->img_w < g->canvas_w ? g->img_w : g->canvas_w;
@@ -205,7 +199,7 @@ static int encode_sixel(const GfxGeom *g, const uint8_t *canvas, int colors, Buf
     size_t len = 0;
     if ((rc = gfx_sixel_write(idx, g->canvas_w, g->canvas_h, pal, &data, &len, err)))
         goto out;
-    buf_add(b, data, len);
+    gfx_buf_add(b, data, len);
     free(data);
 out:
     free(pal);
@@ -216,7 +210,7 @@ out:
 
 /* ---- half blocks and ascii ------------------------------------------------------------------ */
 
-static void sgr_color(Buf *b, int fg, const uint8_t *p, int truecolor) {
+static void sgr_color(GfxBuf *b, int fg, const uint8_t *p, int truecolor) {
     char s[40];
     if (truecolor)
         snprintf(s, sizeof s, "\033[%d;2;%d;%d;%dm", fg ? 38 : 48, p[0], p[1], p[2]);
@@ -225,13 +219,13 @@ static void sgr_color(Buf *b, int fg, const uint8_t *p, int truecolor) {
     buf_str(b, s);
 }
 
-static void row_end(Buf *b, int cols) {
+static void row_end(GfxBuf *b, int cols) {
     char s[32];
     snprintf(s, sizeof s, "\033[0m\033[%dD\033[B", cols);
     buf_str(b, s);
 }
 
-static void encode_blocks(const GfxGeom *g, const uint8_t *canvas, int truecolor, Buf *b) {
+static void encode_blocks(const GfxGeom *g, const uint8_t *canvas, int truecolor, GfxBuf *b) {
     static const char upper_half[] = "\xe2\x96\x80"; /* U+2580 */
     for (int r = 0; r < g->rows; r++) {
         const uint8_t *last_fg = NULL, *last_bg = NULL;
@@ -263,7 +257,7 @@ static void encode_blocks(const GfxGeom *g, const uint8_t *canvas, int truecolor
     }
 }
 
-static void encode_ascii(const GfxGeom *g, const uint8_t *canvas, Buf *b) {
+static void encode_ascii(const GfxGeom *g, const uint8_t *canvas, GfxBuf *b) {
     static const char ramp[] = " .:-=+*#%@";
     for (int r = 0; r < g->rows; r++) {
         for (int c = 0; c < g->cols; c++) {
@@ -273,7 +267,7 @@ static void encode_ascii(const GfxGeom *g, const uint8_t *canvas, Buf *b) {
                 int y = (299 * p[0] + 587 * p[1] + 114 * p[2]) / 1000;
                 ch = ramp[y * 9 / 255];
             }
-            buf_add(b, &ch, 1);
+            gfx_buf_add(b, &ch, 1);
         }
         row_end(b, g->cols);
     }
@@ -296,7 +290,7 @@ int gfx_frame_encode(GfxMode mode, const GfxGeom *geom, const GfxImage *img, int
     for (int y = 0; y < h; y++)
         memcpy(canvas + (size_t)y * geom->canvas_w * 3, img->px + (size_t)y * img->w * 3,
                (size_t)w * 3);
-    Buf b = {0};
+    GfxBuf b = {0};
     int rc = 0;
     if (colors <= 1 || colors > 256)
         colors = 256;

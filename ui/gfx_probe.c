@@ -9,18 +9,17 @@
 
 #include <langinfo.h>
 #include <locale.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/ioctl.h>
-#include <termios.h>
 #include <curses.h>
 #include <term.h>
 #include <unistd.h>
 
 #include "base.h"
+#include "tty_query.h"
 
 /* Parse "a;b;c" parameters; returns how many (at most max). */
 static int parse_params(const char *p, size_t n, int *v, int max) {
@@ -118,39 +117,18 @@ static void probe_env(GfxCaps *caps) {
     caps->utf8 = cs && (strcasecmp(cs, "UTF-8") == 0 || strcasecmp(cs, "utf8") == 0);
 }
 
+/* The replies are complete once they parse to an answer (DA1 came). */
+static int replies_done(const char *buf, size_t n, void *ctx) {
+    GfxCaps tmp = *(const GfxCaps *)ctx;
+    return gfx_probe_parse(buf, n, &tmp);
+}
+
 static void probe_tty(int fd, GfxCaps *caps, int timeout_ms) {
-    struct termios old, raw;
-    if (tcgetattr(fd, &old) != 0)
-        return;
-    raw = old;
-    raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
-    raw.c_cc[VMIN] = 0;
-    raw.c_cc[VTIME] = 0;
-    if (tcsetattr(fd, TCSANOW, &raw) != 0)
-        return;
     static const char q[] = "\033[?1;1;0S\033[?2;1;0S\033[16t\033[c";
-    if (write(fd, q, sizeof q - 1) == (ssize_t)(sizeof q - 1)) {
-        char buf[1024];
-        size_t n = 0;
-        double deadline = base_now() + timeout_ms / 1000.0;
-        for (;;) {
-            int left = (int)((deadline - base_now()) * 1000.0);
-            if (left <= 0)
-                break;
-            struct pollfd p = {.fd = fd, .events = POLLIN};
-            if (poll(&p, 1, left) <= 0)
-                break;
-            ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
-            if (r <= 0)
-                break;
-            n += (size_t)r;
-            GfxCaps tmp = *caps;
-            if (gfx_probe_parse(buf, n, &tmp) || n >= sizeof buf - 1)
-                break;
-        }
-        gfx_probe_parse(buf, n, caps);
-    }
-    tcsetattr(fd, TCSANOW, &old);
+    char buf[1024];
+    ssize_t n = tty_query(fd, q, buf, sizeof buf, timeout_ms, replies_done, caps);
+    if (n >= 0)
+        gfx_probe_parse(buf, (size_t)n, caps);
 }
 
 void gfx_probe(int fd, GfxCaps *caps, int timeout_ms) {

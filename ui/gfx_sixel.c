@@ -23,6 +23,7 @@
  * pixel's lightness and stop when the lightness gap alone exceeds the best distance.
  */
 #include "gfx.h"
+#include "gfx_int.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -57,6 +58,22 @@ static inline float dist2(const float *a, const float *b) {
     return d0 * d0 + d1 * d1 + d2 * d2;
 }
 
+/* Walk the entries from I in steps of STEP (1 or -1) while their L alone can still beat *BD,
+ * keeping the nearest to LAB in *BEST and its squared distance in *BD. */
+static void finder_scan(const Finder *f, const float *lab, int i, int step, float *bd,
+                        int *best) {
+    for (; i >= 0 && i < f->n; i += step) {
+        float dl = f->lab[i][0] - lab[0];
+        if (dl * dl >= *bd)
+            break;
+        float dd = dist2(lab, f->lab[i]);
+        if (dd < *bd) {
+            *bd = dd;
+            *best = i;
+        }
+    }
+}
+
 /* Sorted position of the entry nearest to LAB; *d gets the squared distance. */
 static int finder_nearest(const Finder *f, const float *lab, float *d) {
     int lo = 0, hi = f->n;
@@ -69,26 +86,8 @@ static int finder_nearest(const Finder *f, const float *lab, float *d) {
     }
     int best = lo < f->n ? lo : f->n - 1;
     float bd = dist2(lab, f->lab[best]);
-    for (int i = best + 1; i < f->n; i++) {
-        float dl = f->lab[i][0] - lab[0];
-        if (dl * dl >= bd)
-            break;
-        float dd = dist2(lab, f->lab[i]);
-        if (dd < bd) {
-            bd = dd;
-            best = i;
-        }
-    }
-    for (int i = (lo < f->n ? lo : f->n) - 1; i >= 0; i--) {
-        float dl = lab[0] - f->lab[i][0];
-        if (dl * dl >= bd)
-            break;
-        float dd = dist2(lab, f->lab[i]);
-        if (dd < bd) {
-            bd = dd;
-            best = i;
-        }
-    }
+    finder_scan(f, lab, best + 1, 1, &bd, &best);
+    finder_scan(f, lab, (lo < f->n ? lo : f->n) - 1, -1, &bd, &best);
     *d = bd;
     return best;
 }
@@ -384,42 +383,15 @@ out:
 
 /* ---- the sixel writer ------------------------------------------------------------------- */
 
-typedef struct Out {
-    char *data;
-    size_t len;
-    size_t cap;
-    int oom;
-} Out;
-
-static void out_add(Out *o, const char *s, size_t n) {
-    if (o->oom)
-        return;
-    if (o->len + n + 1 > o->cap) {
-        size_t cap = o->cap ? o->cap : 65536;
-        while (o->len + n + 1 > cap)
-            cap *= 2;
-        char *d = realloc(o->data, cap);
-        if (!d) {
-            o->oom = 1;
-            return;
-        }
-        o->data = d;
-        o->cap = cap;
-    }
-    memcpy(o->data + o->len, s, n);
-    o->len += n;
-    o->data[o->len] = '\0';
-}
-
-static void out_run(Out *o, int ch, int n) {
+static void out_run(GfxBuf *o, int ch, int n) {
     char s[16];
     if (n >= 4) {
         int k = snprintf(s, sizeof s, "!%d%c", n, ch);
-        out_add(o, s, (size_t)k);
+        gfx_buf_add(o, s, (size_t)k);
     } else {
         for (int i = 0; i < n; i++)
             s[i] = (char)ch;
-        out_add(o, s, (size_t)n);
+        gfx_buf_add(o, s, (size_t)n);
     }
 }
 
@@ -427,17 +399,17 @@ int gfx_sixel_write(const uint8_t *idx, int w, int h, const GfxPalette *pal, cha
                     size_t *len, Err *err) {
     *data = NULL;
     *len = 0;
-    Out o = {0};
+    GfxBuf o = {0};
     uint8_t *codes = calloc((size_t)GFX_MAX_COLORS * (size_t)w, 1);
     if (!codes)
         return err_set(err, ERR_NOMEM, "out of memory writing a %dx%d sixel", w, h);
     char s[64];
     int k = snprintf(s, sizeof s, "\033Pq\"1;1;%d;%d", w, h);
-    out_add(&o, s, (size_t)k);
+    gfx_buf_add(&o, s, (size_t)k);
     for (int i = 0; i < pal->n; i++) {
         k = snprintf(s, sizeof s, "#%d;2;%d;%d;%d", i, (pal->rgb[i][0] * 100 + 127) / 255,
                      (pal->rgb[i][1] * 100 + 127) / 255, (pal->rgb[i][2] * 100 + 127) / 255);
-        out_add(&o, s, (size_t)k);
+        gfx_buf_add(&o, s, (size_t)k);
     }
     int used[GFX_MAX_COLORS], hi[GFX_MAX_COLORS]; /* hi: last column of a colour, -1 none */
     for (int i = 0; i < GFX_MAX_COLORS; i++)
@@ -459,7 +431,7 @@ int gfx_sixel_write(const uint8_t *idx, int w, int h, const GfxPalette *pal, cha
             int col = used[u], last = hi[col];
             uint8_t *c = codes + (size_t)col * w;
             k = snprintf(s, sizeof s, "#%d", col);
-            out_add(&o, s, (size_t)k);
+            gfx_buf_add(&o, s, (size_t)k);
             int run_ch = -1, run_n = 0;
             for (int x = 0; x <= last; x++) {
                 int ch = 63 + c[x];
@@ -477,12 +449,12 @@ int gfx_sixel_write(const uint8_t *idx, int w, int h, const GfxPalette *pal, cha
                 out_run(&o, run_ch, run_n);
             hi[col] = -1;
             if (u + 1 < n_used)
-                out_add(&o, "$", 1);
+                gfx_buf_add(&o, "$", 1);
         }
         if (y0 + 6 < h)
-            out_add(&o, "-", 1);
+            gfx_buf_add(&o, "-", 1);
     }
-    out_add(&o, "\033\\", 2);
+    gfx_buf_add(&o, "\033\\", 2);
     free(codes);
     if (o.oom) {
         free(o.data);

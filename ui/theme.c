@@ -5,12 +5,10 @@
 
 #include <ctype.h>
 #include <math.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <termios.h>
 #include <unistd.h>
 #include <dirent.h>
 
@@ -18,6 +16,7 @@
 #include "base.h"
 #include "infile.h"
 #include "log.h"
+#include "tty_query.h"
 
 /* ---- colours ------------------------------------------------------------------------------ */
 
@@ -467,47 +466,20 @@ int theme_osc11_parse(const char *buf, size_t n) {
     return -1;
 }
 
+static int da1_seen(const char *buf, size_t n, void *ctx) {
+    (void)n, (void)ctx;
+    /* DA1's answer "ESC [ ? ... c" ends the replies */
+    const char *da = strstr(buf, "\033[?");
+    return da && strchr(da, 'c');
+}
+
 /* Ask the terminal on FD for its background (OSC 11), fenced by DA1, which every terminal
  * answers: 1 light, 0 dark, -1 unknown. */
 static int probe_background(int fd, int timeout_ms) {
-    if (!isatty(fd))
-        return -1;
-    struct termios old, raw;
-    if (tcgetattr(fd, &old) != 0)
-        return -1;
-    raw = old;
-    raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
-    raw.c_cc[VMIN] = 0;
-    raw.c_cc[VTIME] = 0;
-    if (tcsetattr(fd, TCSANOW, &raw) != 0)
-        return -1;
     static const char q[] = "\033]11;?\033\\\033[c";
-    int light = -1;
-    if (write(fd, q, sizeof q - 1) == (ssize_t)(sizeof q - 1)) {
-        char buf[512];
-        size_t n = 0;
-        double deadline = base_now() + timeout_ms / 1000.0;
-        for (;;) {
-            int left = (int)((deadline - base_now()) * 1000.0);
-            if (left <= 0)
-                break;
-            struct pollfd p = {.fd = fd, .events = POLLIN};
-            if (poll(&p, 1, left) <= 0)
-                break;
-            ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
-            if (r <= 0)
-                break;
-            n += (size_t)r;
-            buf[n] = '\0';
-            /* DA1's answer "ESC [ ? ... c" ends the replies */
-            char *da = strstr(buf, "\033[?");
-            if ((da && strchr(da, 'c')) || n >= sizeof buf - 1)
-                break;
-        }
-        light = theme_osc11_parse(buf, n);
-    }
-    tcsetattr(fd, TCSANOW, &old);
-    return light;
+    char buf[512];
+    ssize_t n = tty_query(fd, q, buf, sizeof buf, timeout_ms, da1_seen, NULL);
+    return n < 0 ? -1 : theme_osc11_parse(buf, (size_t)n);
 }
 
 /* $COLORFGBG ("15;0": foreground;background palette indices, set by rxvt and Konsole). */

@@ -231,9 +231,7 @@ static int compute_uncertain(Store *st, const AnnotateCheckpoint *ck, const Queu
                  "served after the others", res->n_unreadable, res->n_unreadable == 1 ? "" : "s",
                  ck->label, first_bad);
 out:
-    for (size_t i = 0; i < n; i++)
-        free(reasons[i]);
-    free(reasons);
+    base_strv_free(reasons, n);
     free(rows);
     free(u);
     free(valid);
@@ -338,9 +336,7 @@ static int compute_disagree(Store *st, QueueOrderResult *res, Err *err) {
         res->computed = 1;
         res->n_rows = (int)n_rows;
     }
-    for (size_t i = 0; i < n_rows; i++)
-        free(reasons[i]);
-    free(reasons);
+    base_strv_free(reasons, n_rows);
     free(rows);
     free(d);
     return rc;

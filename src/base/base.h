@@ -28,8 +28,18 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);          /* NULL in, NULL out */
 char *xstrndup(const char *s, size_t n);
 
+/* Free the N strings of V, then V itself (V may be NULL). */
+void base_strv_free(char **v, size_t n);
+
 /* printf into a new string the caller frees. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The kB of this process's /proc/self/status line KEY ("VmRSS", "VmHWM"), or -1 where there is
+ * none (not Linux). */
+long base_proc_status_kb(const char *key);
+
+/* Reset this process's peak resident set (VmHWM) to its current one: 0, or -1. */
+int base_peak_rss_reset(void);
 
 /* Seconds since an arbitrary point (CLOCK_MONOTONIC). */
 double base_now(void);

@@ -11,37 +11,31 @@ static FILE *log_file;
 static int log_owned;
 static LogLevel log_min = LOG_INFO;
 
-int log_open(const char *path) {
-    FILE *f = fopen(path, "a");
-    if (!f)
-        return -1;
+/* Log to F from level MIN on (OWNED: ours to close), closing the file we had. */
+static void set_sink(FILE *f, int owned, LogLevel min) {
     pthread_mutex_lock(&log_lock);
     if (log_file && log_owned)
         fclose(log_file);
     log_file = f;
-    log_owned = 1;
-    log_min = LOG_DEBUG;
+    log_owned = owned;
+    log_min = min;
     pthread_mutex_unlock(&log_lock);
+}
+
+int log_open(const char *path) {
+    FILE *f = fopen(path, "a");
+    if (!f)
+        return -1;
+    set_sink(f, 1, LOG_DEBUG);
     return 0;
 }
 
 void log_to_stderr(LogLevel min_level) {
-    pthread_mutex_lock(&log_lock);
-    if (log_file && log_owned)
-        fclose(log_file);
-    log_file = stderr;
-    log_owned = 0;
-    log_min = min_level;
-    pthread_mutex_unlock(&log_lock);
+    set_sink(stderr, 0, min_level);
 }
 
 void log_close(void) {
-    pthread_mutex_lock(&log_lock);
-    if (log_file && log_owned)
-        fclose(log_file);
-    log_file = NULL;
-    log_owned = 0;
-    pthread_mutex_unlock(&log_lock);
+    set_sink(NULL, 0, LOG_INFO); /* the level matters again only after the next open */
 }
 
 void log_msg(LogLevel level, const char *fmt, ...) {

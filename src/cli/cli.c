@@ -111,6 +111,12 @@ static int edit_distance(const char *a, const char *b) {
     return prev[nb] < 3 ? prev[nb] : 3;
 }
 
+int cli_unexpected(const char *cmd, const char *arg, const char *help) {
+    cli_error("%s: unexpected argument '%s' (see 'easel %s --help')", cmd, arg,
+              help ? help : cmd);
+    return 2;
+}
+
 int cli_unknown_option(const char *cmd, const char *opt, const char *const *known) {
     const char *best = NULL;
     int best_d = 3;
@@ -266,8 +272,7 @@ int cli_init_main(const CliGlobal *g, int argc, char **argv) {
             static const char *const known[] = {"--shared", NULL};
             if (argv[i][0] == '-')
                 return cli_unknown_option("init", argv[i], known);
-            cli_error("init: unexpected argument '%s' (see 'easel init --help')", argv[i]);
-            return 2;
+            return cli_unexpected("init", argv[i], NULL);
         }
     }
     Err err = {0};

@@ -59,6 +59,10 @@ int cli_parse_long(const char *cmd, const char *what, const char *s, long long m
  * (NULL-ended) is close (a prefix of it, or within two edits). Returns 2. */
 int cli_unknown_option(const char *cmd, const char *opt, const char *const *known);
 
+/* Report ARG, which command CMD does not take: "CMD: unexpected argument 'ARG' (see 'easel
+ * HELP --help')", HELP NULL meaning CMD. Returns 2. */
+int cli_unexpected(const char *cmd, const char *arg, const char *help);
+
 /* Subcommands (src/cli_*.c). */
 int cli_init_main(const CliGlobal *g, int argc, char **argv);
 int cli_import_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */

@@ -262,10 +262,10 @@ int cli_agreement_main(const CliGlobal *g, int argc, char **argv) {
             return 2;
         }
     }
-    Err err = {0};
-    Store *st = store_open_existing(g->db_path, &err);
+    Store *st = cli_open_store(g);
     if (!st)
-        return cli_fail(&err);
+        return 1;
+    Err err = {0};
     /* blind rating: the per-annotator detail is the reviewers' (trust.h) */
     int only_self = 0;
     char denied[ERR_MSG_LEN] = "";

@@ -112,12 +112,12 @@ static int images_change(const CliGlobal *g, int argc, char **argv, int retire) 
                   cmd, cmd);
         return 2;
     }
-    Err err = {0};
-    Store *st = store_open_existing(g->db_path, &err);
+    Store *st = cli_open_store(g);
     if (!st) {
         free(names);
-        return cli_fail(&err);
+        return 1;
     }
+    Err err = {0};
     const char *by = identity_annotator(g->annotator);
     int rc = store_begin(st, &err);
     int64_t *ids = xcalloc((size_t)n, sizeof *ids);
@@ -168,9 +168,7 @@ static int images_change(const CliGlobal *g, int argc, char **argv, int retire) 
             }
         }
     }
-    for (int i = 0; i < n; i++)
-        free(paths[i]);
-    free(paths);
+    base_strv_free(paths, (size_t)n);
     free(ids);
     free(changed);
     free(n_ratings);
@@ -208,15 +206,13 @@ static int images_list(const CliGlobal *g, int argc, char **argv) {
         } else if (argv[i][0] == '-') {
             return cli_unknown_option("images list", argv[i], known);
         } else {
-            cli_error("images list: unexpected argument '%s' (see 'easel images --help')",
-                      argv[i]);
-            return 2;
+            return cli_unexpected("images list", argv[i], "images");
         }
     }
-    Err err = {0};
-    Store *st = store_open_existing(g->db_path, &err);
+    Store *st = cli_open_store(g);
     if (!st)
-        return cli_fail(&err);
+        return 1;
+    Err err = {0};
     StoreImage *im = NULL;
     size_t n = 0;
     StorePrompt *pr = NULL;

@@ -125,8 +125,7 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
         } else if (n_pos < 2) {
             pos[n_pos++] = argv[i];
         } else {
-            cli_error("import: unexpected argument '%s' (see 'easel import --help')", argv[i]);
-            return 2;
+            return cli_unexpected("import", argv[i], NULL);
         }
     }
     if (n_pos < 2) {
@@ -138,9 +137,9 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
     ImportKind kind;
     if (import_kind_parse(pos[0], &kind, &err))
         return cli_fail(&err);
-    Store *st = store_open_existing(g->db_path, &err);
+    Store *st = cli_open_store(g);
     if (!st)
-        return cli_fail(&err);
+        return 1;
     ImportBar prog = {.tty = isatty(2)};
     opts.progress = (Progress){.progress = show_progress, .user = &prog};
     ImportReport rep;
@@ -248,8 +247,7 @@ int cli_export_main(const CliGlobal *g, int argc, char **argv) {
         } else if (!kind_name) {
             kind_name = argv[i];
         } else {
-            cli_error("export: unexpected argument '%s' (see 'easel export --help')", argv[i]);
-            return 2;
+            return cli_unexpected("export", argv[i], NULL);
         }
     }
     if (!kind_name) {
@@ -293,9 +291,9 @@ int cli_export_main(const CliGlobal *g, int argc, char **argv) {
         rel[0] = '\0';
     }
     opts.relative_to = rel[0] ? rel : NULL;
-    Store *st = store_open_existing(g->db_path, &err);
+    Store *st = cli_open_store(g);
     if (!st)
-        return cli_fail(&err);
+        return 1;
     size_t n = 0;
     /* blind rating: --annotator NAME ($EASEL_ANNOTATOR) shows a non-reviewer no NAME's rows */
     const char *as = identity_annotator(g->annotator);
@@ -344,14 +342,13 @@ int cli_status_main(const CliGlobal *g, int argc, char **argv) {
         if (strcmp(argv[i], "--json") == 0) {
             json = 1;
         } else {
-            cli_error("status: unexpected argument '%s' (see 'easel status --help')", argv[i]);
-            return 2;
+            return cli_unexpected("status", argv[i], NULL);
         }
     }
-    Err err = {0};
-    Store *st = store_open_existing(g->db_path, &err);
+    Store *st = cli_open_store(g);
     if (!st)
-        return cli_fail(&err);
+        return 1;
+    Err err = {0};
     StoreCounts c;
     StoreRating *rat = NULL;
     size_t n_rat = 0;

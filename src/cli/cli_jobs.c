@@ -297,9 +297,7 @@ static int cmd_add(const CliGlobal *g, int argc, char **argv) {
     }
     store_close(st);
 out:
-    for (int i = 0; i < argc; i++)
-        free(owned[i]);
-    free(owned);
+    base_strv_free(owned, (size_t)argc);
     free(names);
     free(values);
     free(deps);
@@ -337,9 +335,7 @@ static int jobs_list(const CliGlobal *g, int argc, char **argv) {
                 return 2;
             f.limit = (int)v;
         } else {
-            cli_error("jobs list: unexpected argument '%s' (see 'easel jobs list --help')",
-                      argv[i]);
-            return 2;
+            return cli_unexpected("jobs list", argv[i], NULL);
         }
     }
     Store *st = cli_open_store(g);
@@ -659,9 +655,7 @@ static int jobs_log(const CliGlobal *g, int argc, char **argv) {
         } else if (strcmp(argv[i], "--follow") == 0 || strcmp(argv[i], "-f") == 0) {
             follow = 1;
         } else {
-            cli_error("jobs log: unexpected argument '%s' (see 'easel jobs log --help')",
-                      argv[i]);
-            return 2;
+            return cli_unexpected("jobs log", argv[i], NULL);
         }
     }
     Store *st = cli_open_store(g);
@@ -894,10 +888,8 @@ int cli_gpus_main(const CliGlobal *g, int argc, char **argv) {
                "example:\n  easel gpus\n");
         return 0;
     }
-    if (argc > 1) {
-        cli_error("gpus: unexpected argument '%s' (see 'easel gpus --help')", argv[1]);
-        return 2;
-    }
+    if (argc > 1)
+        return cli_unexpected("gpus", argv[1], NULL);
     GpuSystem *gs = gpu_open();
     if (gpu_state(gs) != GPU_STATE_OK) {
         printf("%s\n", gpu_reason(gs));

@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -176,29 +177,22 @@ static int data_load(Store *st, Data *d, int ratings, const ExportOptions *o, Er
     return 0;
 }
 
+/* bsearch over rows in id order whose first member is their int64_t id. */
+static int cmp_id(const void *key, const void *row) {
+    int64_t k = *(const int64_t *)key, id = *(const int64_t *)row;
+    return (k > id) - (k < id);
+}
+_Static_assert(offsetof(StoreImage, id) == 0 && offsetof(StorePrompt, id) == 0,
+               "cmp_id reads the id first");
+
 static size_t find_image(const Data *d, int64_t id) {
-    size_t lo = 0, hi = d->n_img;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (d->img[mid].id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    ASSERT(lo < d->n_img && d->img[lo].id == id);
-    return lo;
+    const StoreImage *im = bsearch(&id, d->img, d->n_img, sizeof *d->img, cmp_id);
+    ASSERT(im);
+    return (size_t)(im - d->img);
 }
 
 static const StorePrompt *find_prompt(const Data *d, int64_t id) {
-    size_t lo = 0, hi = d->n_pr;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (d->pr[mid].id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < d->n_pr && d->pr[lo].id == id ? &d->pr[lo] : NULL;
+    return bsearch(&id, d->pr, d->n_pr, sizeof *d->pr, cmp_id);
 }
 
 static const char *prompt_ext(const Data *d, int64_t id) {
@@ -242,9 +236,7 @@ static int write_header(FILE *out, const Data *d, int with_annotator) {
     if (with_annotator)
         f[n - 1] = xstrdup("annotator");
     int rc = fmt_csv_write_row(out, (const char *const *)f, n);
-    for (size_t i = 0; i < n; i++)
-        free(f[i]);
-    free(f);
+    base_strv_free(f, n);
     return rc;
 }
 

@@ -340,21 +340,13 @@ int feat_classic_image(const uint8_t *rgb, int w, int h, float *out, Err *err) {
     if (!buf)
         return err_set(err, ERR_NOMEM, "out of memory for features of a %dx%d image", w, h);
     Maps m = {.w = W, .h = H, .scale = scale, .nat_w = w, .nat_h = h};
-    m.r = buf;
-    m.g = m.r + np;
-    m.b = m.g + np;
-    m.luma = m.b + np;
-    m.sat = m.luma + np;
-    m.hue = m.sat + np;
-    m.gx = m.hue + np;
-    m.gy = m.gx + np;
-    m.lap = m.gy + np;
-    m.noise = m.lap + np;
-    m.mag = m.noise + np;
-    m.hc = m.mag + np;
-    m.hs = m.hc + np;
-    m.lb = m.hs + np;
-    float *nat = m.lb + np + np; /* one spare map keeps the layout simple */
+    /* 15 maps of W x H in a row (the last a spare that keeps the layout simple), then the
+     * image at its natural size, then the two byte maps */
+    float **maps[] = {&m.r,  &m.g,   &m.b,     &m.luma, &m.sat, &m.hue, &m.gx,
+                      &m.gy, &m.lap, &m.noise, &m.mag,  &m.hc,  &m.hs,  &m.lb};
+    for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
+        *maps[i] = buf + i * np;
+    float *nat = buf + 15 * np;
     m.hbin = (uint8_t *)(nat + nn);
     m.obin = m.hbin + np;
     m.nat = nat;

@@ -69,12 +69,6 @@ static char **list_dir(const char *dir, size_t *n) {
     return v;
 }
 
-static void free_names(char **v, size_t n) {
-    for (size_t i = 0; v && i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 /* Is PATH (absolute, resolved) DIR itself or inside it? */
 static int is_under(const char *path, const char *dir) {
     size_t n = strlen(dir);
@@ -167,10 +161,10 @@ int import_images_folder(ImportCtx *c, const char *root, Err *err) {
             ir->img.stored = store_path_to_stored(c->st, full);
             ir->img.exists = 1;
         }
-        free_names(files, n_files);
+        base_strv_free(files, n_files);
         free(subdir);
     }
-    free_names(sub, n_sub);
+    base_strv_free(sub, n_sub);
     int rc = 0;
     /* every file: inside the folder or the workspace (checked before it is read at all), a
      * regular file, and an image that decodes (a truncated PNG, an empty file, a FIFO or a

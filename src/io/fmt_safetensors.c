@@ -459,6 +459,39 @@ static const float *f16_table(void) {
     return f16_lut;
 }
 
+/* Element I of the DTYPE data D as a float (any dtype but the three read_f32 loops over). */
+static float elem_to_f32(const uint8_t *d, StDtype dtype, size_t i) {
+    switch (dtype) {
+    case ST_F64:
+        return (float)load_f64(d, i);
+    case ST_F8_E5M2:
+        return f8e5m2_to_f32(d[i]);
+    case ST_F8_E4M3:
+        return f8e4m3_to_f32(d[i]);
+    case ST_BOOL:
+        return d[i] ? 1.0f : 0.0f;
+    case ST_U8:
+        return (float)d[i];
+    case ST_I8:
+        return (float)(int8_t)d[i];
+    case ST_I16:
+        return (float)load_i16(d, i);
+    case ST_U16:
+        return (float)load_u16(d, i);
+    case ST_I32:
+        return (float)load_i32(d, i);
+    case ST_U32:
+        return (float)load_u32(d, i);
+    case ST_I64:
+        return (float)load_i64(d, i);
+    case ST_U64:
+        return (float)load_u64(d, i);
+    default:
+        ASSERT(0);
+        return 0;
+    }
+}
+
 int safetensors_read_f32(const SafeTensors *st, const StTensor *t, float *out, size_t n,
                          Err *err) {
     if ((int64_t)n != t->n_elem)
@@ -479,56 +512,10 @@ int safetensors_read_f32(const SafeTensors *st, const StTensor *t, float *out, s
         for (size_t i = 0; i < n; i++)
             out[i] = safetensors_bf16_to_f32(load_u16(d, i));
         break;
-    case ST_F64:
+    default: /* the rarer dtypes, an element at a time */
         for (size_t i = 0; i < n; i++)
-            out[i] = (float)load_f64(d, i);
+            out[i] = elem_to_f32(d, t->dtype, i);
         break;
-    case ST_F8_E5M2:
-        for (size_t i = 0; i < n; i++)
-            out[i] = f8e5m2_to_f32(d[i]);
-        break;
-    case ST_F8_E4M3:
-        for (size_t i = 0; i < n; i++)
-            out[i] = f8e4m3_to_f32(d[i]);
-        break;
-    case ST_BOOL:
-        for (size_t i = 0; i < n; i++)
-            out[i] = d[i] ? 1.0f : 0.0f;
-        break;
-    case ST_U8:
-        for (size_t i = 0; i < n; i++)
-            out[i] = (float)d[i];
-        break;
-    case ST_I8:
-        for (size_t i = 0; i < n; i++)
-            out[i] = (float)(int8_t)d[i];
-        break;
-    case ST_I16:
-        for (size_t i = 0; i < n; i++)
-            out[i] = (float)load_i16(d, i);
-        break;
-    case ST_U16:
-        for (size_t i = 0; i < n; i++)
-            out[i] = (float)load_u16(d, i);
-        break;
-    case ST_I32:
-        for (size_t i = 0; i < n; i++)
-            out[i] = (float)load_i32(d, i);
-        break;
-    case ST_U32:
-        for (size_t i = 0; i < n; i++)
-            out[i] = (float)load_u32(d, i);
-        break;
-    case ST_I64:
-        for (size_t i = 0; i < n; i++)
-            out[i] = (float)load_i64(d, i);
-        break;
-    case ST_U64:
-        for (size_t i = 0; i < n; i++)
-            out[i] = (float)load_u64(d, i);
-        break;
-    default:
-        ASSERT(0);
     }
     return 0;
 }

@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -399,15 +400,53 @@ int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, voi
     if (step != SQLITE_DONE) {
         int rc = store_err(st, err, what);
         sqlite3_reset(s);
-        for (size_t i = 0; deinit && i < len; i++)
-            deinit(v + i * elem);
-        free(v);
+        store_free_list(v, (long long)len, elem, deinit);
         return rc;
     }
     sqlite3_reset(s);
     memcpy(out, &v, sizeof v);
     *n = len;
     return 0;
+}
+
+int store_read_one(Store *st, sqlite3_stmt *s, StoreRowFn row, void *ctx, void *dst,
+                   const char *what, Err *err, const char *notfound, ...) {
+    if (!s)
+        return ERR_DB; /* store_stmt failed and said why */
+    int rc = store_step(st, s);
+    if (rc == SQLITE_ROW) {
+        row(s, dst, ctx);
+        rc = 0;
+    } else if (rc == SQLITE_DONE) {
+        char msg[ERR_MSG_LEN];
+        va_list ap;
+        va_start(ap, notfound);
+        vsnprintf(msg, sizeof msg, notfound, ap);
+        va_end(ap);
+        rc = err_set(err, ERR_NOTFOUND, "%s", msg);
+    } else {
+        rc = store_err(st, err, what);
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
+void store_row_int64(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    *(int64_t *)dst = sqlite3_column_int64(s, 0);
+}
+
+void store_row_double(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    *(double *)dst = sqlite3_column_double(s, 0);
+}
+
+void store_free_list(void *arr, long long n, size_t elem, StoreElemFn deinit) {
+    if (!arr)
+        return;
+    for (long long i = 0; deinit && i < n; i++)
+        deinit((char *)arr + (size_t)i * elem);
+    free(arr);
 }
 
 /* ---- transactions --------------------------------------------------------------------------- */

@@ -21,9 +21,7 @@
 void store_agreement_names_free(char **names, int n) {
     if (!names)
         return;
-    for (int i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    base_strv_free(names, (size_t)n);
 }
 
 int store_agreement_aspects(Store *st, char ***names, int *n, Err *err) {

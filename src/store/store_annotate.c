@@ -465,9 +465,7 @@ int store_annotate_order_images(Store *st, AnnotateOrderImage **out, size_t *n, 
 }
 
 void store_annotate_order_images_free(AnnotateOrderImage *im, size_t n) {
-    for (size_t i = 0; im && i < n; i++)
-        store_annotate_order_images_free_one(&im[i]);
-    free(im);
+    store_free_list(im, n, sizeof *im, order_image_deinit);
 }
 
 static void spread_row(sqlite3_stmt *s, void *dst, void *ctx) {

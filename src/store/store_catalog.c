@@ -40,19 +40,15 @@ static void read_prompt(sqlite3_stmt *s, StorePrompt *p) {
     p->text = store_col_text(s, 2);
 }
 
+static void prompt_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    read_prompt(s, dst);
+}
+
 /* Step S (bound) expecting at most one prompt row. */
 static int one_prompt(Store *st, sqlite3_stmt *s, StorePrompt *out, Err *err, const char *what) {
     memset(out, 0, sizeof *out);
-    int rc = store_step(st, s);
-    if (rc == SQLITE_ROW) {
-        read_prompt(s, out);
-        sqlite3_reset(s);
-        return 0;
-    }
-    sqlite3_reset(s);
-    if (rc == SQLITE_DONE)
-        return err_set(err, ERR_NOTFOUND, "%s: no such prompt", what);
-    return store_err(st, err, what);
+    return store_read_one(st, s, prompt_row, NULL, out, what, err, "%s: no such prompt", what);
 }
 
 int store_prompt_by_ext(Store *st, const char *ext_id, StorePrompt *out, Err *err) {
@@ -124,11 +120,6 @@ int store_prompt_add(Store *st, const char *ext_id, const char *text, int64_t *i
     return 0;
 }
 
-static void prompt_row(sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)ctx;
-    read_prompt(s, dst);
-}
-
 static void prompt_deinit(void *p) {
     store_prompt_deinit(p);
 }
@@ -147,11 +138,7 @@ void store_prompt_deinit(StorePrompt *p) {
 }
 
 void store_prompts_free(StorePrompt *p, size_t n) {
-    if (!p)
-        return;
-    for (size_t i = 0; i < n; i++)
-        store_prompt_deinit(&p[i]);
-    free(p);
+    store_free_list(p, n, sizeof *p, prompt_deinit);
 }
 
 /* ---- images --------------------------------------------------------------------------------- */
@@ -178,18 +165,14 @@ static void read_image(sqlite3_stmt *s, StoreImage *img) {
     img->retired_reason = store_col_text(s, 12);
 }
 
+static void image_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    read_image(s, dst);
+}
+
 static int one_image(Store *st, sqlite3_stmt *s, StoreImage *out, Err *err, const char *what) {
     memset(out, 0, sizeof *out);
-    int rc = store_step(st, s);
-    if (rc == SQLITE_ROW) {
-        read_image(s, out);
-        sqlite3_reset(s);
-        return 0;
-    }
-    sqlite3_reset(s);
-    if (rc == SQLITE_DONE)
-        return err_set(err, ERR_NOTFOUND, "%s: no such image", what);
-    return store_err(st, err, what);
+    return store_read_one(st, s, image_row, NULL, out, what, err, "%s: no such image", what);
 }
 
 int store_image_get(Store *st, int64_t id, StoreImage *out, Err *err) {
@@ -389,11 +372,6 @@ int store_image_rating_count(Store *st, int64_t id, int64_t *n, Err *err) {
     return 0;
 }
 
-static void image_row(sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)ctx;
-    read_image(s, dst);
-}
-
 static void image_deinit(void *img) {
     store_image_deinit(img);
 }
@@ -415,11 +393,7 @@ void store_image_deinit(StoreImage *img) {
 }
 
 void store_images_free(StoreImage *img, size_t n) {
-    if (!img)
-        return;
-    for (size_t i = 0; i < n; i++)
-        store_image_deinit(&img[i]);
-    free(img);
+    store_free_list(img, n, sizeof *img, image_deinit);
 }
 
 /* ---- annotators ------------------------------------------------------------------------------ */
@@ -429,16 +403,8 @@ int store_annotator_find(Store *st, const char *name, int64_t *id, Err *err) {
     if (!s)
         return ERR_DB;
     store_bind_text(s, 1, name);
-    int rc = store_step(st, s);
-    if (rc == SQLITE_ROW) {
-        *id = sqlite3_column_int64(s, 0);
-        sqlite3_reset(s);
-        return 0;
-    }
-    sqlite3_reset(s);
-    if (rc == SQLITE_DONE)
-        return err_set(err, ERR_NOTFOUND, "no annotator named '%s'", name);
-    return store_err(st, err, "find annotator");
+    return store_read_one(st, s, store_row_int64, NULL, id, "find annotator", err,
+                          "no annotator named '%s'", name);
 }
 
 int store_annotator_ensure(Store *st, const char *name, int64_t *id, Err *err) {
@@ -480,11 +446,7 @@ int store_annotators_list(Store *st, StoreAnnotator **out, size_t *n, Err *err) 
 }
 
 void store_annotators_free(StoreAnnotator *a, size_t n) {
-    if (!a)
-        return;
-    for (size_t i = 0; i < n; i++)
-        annotator_deinit(&a[i]);
-    free(a);
+    store_free_list(a, n, sizeof *a, annotator_deinit);
 }
 
 /* ---- aspects --------------------------------------------------------------------------------- */
@@ -517,11 +479,7 @@ int store_aspects_list(Store *st, StoreAspect **out, size_t *n, Err *err) {
 }
 
 void store_aspects_free(StoreAspect *a, size_t n) {
-    if (!a)
-        return;
-    for (size_t i = 0; i < n; i++)
-        aspect_deinit(&a[i]);
-    free(a);
+    store_free_list(a, n, sizeof *a, aspect_deinit);
 }
 
 /* ---- counts ---------------------------------------------------------------------------------- */

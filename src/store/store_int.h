@@ -73,4 +73,21 @@ typedef void (*StoreElemFn)(void *elem);
 int store_read_list(Store *st, sqlite3_stmt *s, size_t elem, StoreRowFn row, void *ctx,
                     StoreElemFn deinit, void *out, size_t *n, const char *what, Err *err);
 
+/* The one-row read, written once: step the prepared, bound statement S to its first row and
+ * read it with ROW into DST. Returns 0; ERR_NOTFOUND, with err's message made from the format
+ * NOTFOUND, when there is no row; or store_err's code with WHAT as the context. S is reset
+ * either way; S may be NULL (store_stmt failed and set err): ERR_DB. */
+int store_read_one(Store *st, sqlite3_stmt *s, StoreRowFn row, void *ctx, void *dst,
+                   const char *what, Err *err, const char *notfound, ...)
+    __attribute__((format(printf, 8, 9)));
+
+/* StoreRowFns for a one-column row: column 0 into the int64_t / double at DST. */
+void store_row_int64(sqlite3_stmt *s, void *dst, void *ctx);
+void store_row_double(sqlite3_stmt *s, void *dst, void *ctx);
+
+/* The list free, written once: DEINIT (may be NULL) on each of the N ELEM-byte elements of
+ * ARR, then ARR itself. ARR may be NULL; N <= 0 frees the array only. Every public
+ * store_*_free of a list is this call. */
+void store_free_list(void *arr, long long n, size_t elem, StoreElemFn deinit);
+
 #endif

@@ -51,12 +51,12 @@ void store_job_row_deinit(JobRow *r) {
     memset(r, 0, sizeof *r);
 }
 
+static void job_row_deinit(void *r) {
+    store_job_row_deinit(r);
+}
+
 void store_job_rows_free(JobRow *rows, int n) {
-    if (!rows)
-        return;
-    for (int i = 0; i < n; i++)
-        store_job_row_deinit(&rows[i]);
-    free(rows);
+    store_free_list(rows, n, sizeof *rows, job_row_deinit);
 }
 
 /* ---- reading rows ------------------------------------------------------------------------ */
@@ -387,11 +387,7 @@ int store_job_log_read(Store *st, int64_t id, int64_t after, int tail, JobLogLin
 }
 
 void store_job_log_free(JobLogLine *lines, int n) {
-    if (!lines)
-        return;
-    for (int i = 0; i < n; i++)
-        free(lines[i].line);
-    free(lines);
+    store_free_list(lines, n, sizeof *lines, log_line_deinit);
 }
 
 /* ---- user actions ------------------------------------------------------------------------- */
@@ -913,9 +909,7 @@ int store_jobs_reap(Store *st, double stale_s, const char *host, int (*pid_alive
 out_rollback:
     store_rollback(st);
 out_free:
-    for (int i = 0; i < n_ids; i++)
-        free(why[i]);
-    free(why);
+    base_strv_free(why, (size_t)n_ids);
     free(hbs);
     free(ids);
     return rc;

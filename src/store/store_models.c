@@ -42,6 +42,11 @@ static void read_row(sqlite3_stmt *s, StoreModel *m) {
     m->created_at = sqlite3_column_double(s, 5);
 }
 
+static void model_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    read_row(s, dst);
+}
+
 int store_model_get(Store *st, const char *kind, const char *name, StoreModel *out, Err *err) {
     memset(out, 0, sizeof *out);
     sqlite3_stmt *s = store_stmt(st,
@@ -51,26 +56,9 @@ int store_model_get(Store *st, const char *kind, const char *name, StoreModel *o
         return ERR_DB;
     store_bind_text(s, 1, kind);
     store_bind_text(s, 2, name);
-    int rc = store_step(st, s);
-    if (rc == SQLITE_ROW) {
-        read_row(s, out);
-        sqlite3_reset(s);
-        return 0;
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_err(st, err, "read model");
-        sqlite3_reset(s);
-        return rc;
-    }
-    sqlite3_reset(s);
-    return err_set(err, ERR_NOTFOUND, "no %s model called '%s' in %s; register it with "
-                   "'easel models add %s PATH --name %s'", kind, name, store_path(st), kind,
-                   name);
-}
-
-static void model_row(sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)ctx;
-    read_row(s, dst);
+    return store_read_one(st, s, model_row, NULL, out, "read model", err,
+                          "no %s model called '%s' in %s; register it with 'easel models add "
+                          "%s PATH --name %s'", kind, name, store_path(st), kind, name);
 }
 
 static void model_deinit(void *m) {
@@ -118,7 +106,5 @@ void store_model_deinit(StoreModel *m) {
 }
 
 void store_model_list_free(StoreModel *v, int n) {
-    for (int i = 0; i < n; i++)
-        store_model_deinit(&v[i]);
-    free(v);
+    store_free_list(v, n, sizeof *v, model_deinit);
 }

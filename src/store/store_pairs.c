@@ -20,6 +20,19 @@ static double col_opt(sqlite3_stmt *s, int i) {
     return sqlite3_column_type(s, i) == SQLITE_NULL ? NAN : sqlite3_column_double(s, i);
 }
 
+/* SQL prepared with P's images and ASPECT bound: ?1 img_pos, ?2 img_neg, ?3 aspect. NULL (err
+ * set) when it does not prepare. */
+static sqlite3_stmt *key_stmt(Store *st, const char *sql, const StorePair *p, const char *aspect,
+                              Err *err) {
+    sqlite3_stmt *s = store_stmt(st, sql, err);
+    if (s) {
+        sqlite3_bind_int64(s, 1, p->img_pos);
+        sqlite3_bind_int64(s, 2, p->img_neg);
+        store_bind_text(s, 3, aspect);
+    }
+    return s;
+}
+
 int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
     if (added)
         *added = 0;
@@ -29,15 +42,12 @@ int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
         return err_set(err, ERR_CONFLICT, "a pair of image %lld with itself",
                        (long long)p->img_pos);
     /* the opposite preference between the same two images, on the same aspect */
-    sqlite3_stmt *s = store_stmt(st,
-                                 "SELECT id, label FROM pairs WHERE img_pos = ?2 AND img_neg = ?1"
-                                 " AND aspect = ?3 LIMIT 1",
-                                 err);
+    sqlite3_stmt *s = key_stmt(st,
+                               "SELECT id, label FROM pairs WHERE img_pos = ?2 AND img_neg = ?1"
+                               " AND aspect = ?3 LIMIT 1",
+                               p, aspect, err);
     if (!s)
         return ERR_DB;
-    sqlite3_bind_int64(s, 1, p->img_pos);
-    sqlite3_bind_int64(s, 2, p->img_neg);
-    store_bind_text(s, 3, aspect);
     int rc = store_step(st, s);
     if (rc == SQLITE_ROW) {
         long long other = sqlite3_column_int64(s, 0);
@@ -72,36 +82,24 @@ int store_pair_add(Store *st, const StorePair *p, int *added, Err *err) {
     bind_opt(s, 8, p->rating_diff);
     store_bind_text(s, 9, source);
     sqlite3_bind_double(s, 10, base_wall());
-    rc = store_step(st, s);
-    if (rc != SQLITE_DONE) {
-        int code = store_err(st, err, "add pair");
-        sqlite3_reset(s);
-        return code;
-    }
-    sqlite3_reset(s);
+    if ((rc = store_step_done(st, s, "add pair", err)))
+        return rc;
     if (sqlite3_changes(st->db) > 0) {
         if (added)
             *added = 1;
         return 0;
     }
-    s = store_stmt(st,
-                   "SELECT label FROM pairs WHERE img_pos = ?1 AND img_neg = ?2 AND aspect = ?3"
-                   " AND source = ?4",
-                   err);
+    s = key_stmt(st,
+                 "SELECT label FROM pairs WHERE img_pos = ?1 AND img_neg = ?2 AND aspect = ?3"
+                 " AND source = ?4",
+                 p, aspect, err);
     if (!s)
         return ERR_DB;
-    sqlite3_bind_int64(s, 1, p->img_pos);
-    sqlite3_bind_int64(s, 2, p->img_neg);
-    store_bind_text(s, 3, aspect);
     store_bind_text(s, 4, source);
-    rc = store_step(st, s);
-    if (rc != SQLITE_ROW) {
-        int code = store_err(st, err, "read pair");
-        sqlite3_reset(s);
-        return code;
-    }
-    double old = sqlite3_column_double(s, 0);
-    sqlite3_reset(s);
+    double old;
+    if ((rc = store_read_one(st, s, store_row_double, NULL, &old, "read pair", err,
+                             "read pair: no such row")))
+        return rc;
     if (old != p->label)
         return err_set(err, ERR_CONFLICT,
                        "this pair is already in the store with label %g, not %g", old, p->label);
@@ -146,9 +144,5 @@ int store_pairs_list(Store *st, StorePair **out, size_t *n, Err *err) {
 }
 
 void store_pairs_free(StorePair *p, size_t n) {
-    if (!p)
-        return;
-    for (size_t i = 0; i < n; i++)
-        pair_deinit(&p[i]);
-    free(p);
+    store_free_list(p, n, sizeof *p, pair_deinit);
 }

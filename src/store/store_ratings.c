@@ -30,6 +30,19 @@ static void bind_seconds(sqlite3_stmt *s, int i, double seconds) {
         sqlite3_bind_null(s, i);
 }
 
+/* SQL prepared with the key of one rating bound: ?1 image, ?2 annotator, ?3 aspect. NULL
+ * (err set) when it does not prepare; store_read_one and store_read_list take that. */
+static sqlite3_stmt *key_stmt(Store *st, const char *sql, int64_t image_id, int64_t annotator_id,
+                              int64_t aspect_id, Err *err) {
+    sqlite3_stmt *s = store_stmt(st, sql, err);
+    if (s) {
+        sqlite3_bind_int64(s, 1, image_id);
+        sqlite3_bind_int64(s, 2, annotator_id);
+        sqlite3_bind_int64(s, 3, aspect_id);
+    }
+    return s;
+}
+
 /* Check VALUE, then run SQL (an INSERT of one rating); *changed: a row was written. */
 static int write_rating(Store *st, const char *sql, int64_t image_id, int64_t annotator_id,
                         int64_t aspect_id, double value, double seconds, const char *source,
@@ -38,13 +51,10 @@ static int write_rating(Store *st, const char *sql, int64_t image_id, int64_t an
     int rc = check_value(value, err);
     if (rc)
         return rc;
-    sqlite3_stmt *s = store_stmt(st, sql, err);
+    sqlite3_stmt *s = key_stmt(st, sql, image_id, annotator_id, aspect_id, err);
     if (!s)
         return ERR_DB;
     double now = base_wall();
-    sqlite3_bind_int64(s, 1, image_id);
-    sqlite3_bind_int64(s, 2, annotator_id);
-    sqlite3_bind_int64(s, 3, aspect_id);
     sqlite3_bind_double(s, 4, value);
     bind_seconds(s, 5, seconds);
     store_bind_text(s, 6, source ? source : "");
@@ -55,12 +65,17 @@ static int write_rating(Store *st, const char *sql, int64_t image_id, int64_t an
     return 0;
 }
 
+/* One rating row: ?1 image, ?2 annotator, ?3 aspect, ?4 value, ?5 seconds, ?6 source, ?7 now;
+ * the callers add what a conflict with the current value does. */
+#define RATING_INSERT                                                                          \
+    "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds, source, created_at," \
+    " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
+
 int store_rating_set(Store *st, int64_t image_id, int64_t annotator_id, int64_t aspect_id,
                      double value, double seconds, const char *source, int *changed, Err *err) {
     int ch;
     int rc = write_rating(st,
-                          "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds,"
-                          " source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
+                          RATING_INSERT
                           " ON CONFLICT(image_id, annotator_id, aspect_id) DO UPDATE SET"
                           " value = excluded.value, seconds = excluded.seconds,"
                           " source = excluded.source, updated_at = excluded.updated_at"
@@ -77,8 +92,7 @@ int store_rating_add(Store *st, int64_t image_id, int64_t annotator_id, int64_t 
         *added = 0;
     int ch;
     int rc = write_rating(st,
-                          "INSERT INTO ratings(image_id, annotator_id, aspect_id, value, seconds,"
-                          " source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)"
+                          RATING_INSERT
                           " ON CONFLICT(image_id, annotator_id, aspect_id) DO NOTHING",
                           image_id, annotator_id, aspect_id, value, seconds, source, &ch, err);
     if (rc)
@@ -101,25 +115,11 @@ int store_rating_add(Store *st, int64_t image_id, int64_t annotator_id, int64_t 
 
 int store_rating_get(Store *st, int64_t image_id, int64_t annotator_id, int64_t aspect_id,
                      double *value, Err *err) {
-    sqlite3_stmt *s = store_stmt(st,
-                                 "SELECT value FROM ratings WHERE image_id = ?1"
-                                 " AND annotator_id = ?2 AND aspect_id = ?3",
-                                 err);
-    if (!s)
-        return ERR_DB;
-    sqlite3_bind_int64(s, 1, image_id);
-    sqlite3_bind_int64(s, 2, annotator_id);
-    sqlite3_bind_int64(s, 3, aspect_id);
-    int rc = store_step(st, s);
-    if (rc == SQLITE_ROW) {
-        *value = sqlite3_column_double(s, 0);
-        sqlite3_reset(s);
-        return 0;
-    }
-    sqlite3_reset(s);
-    if (rc == SQLITE_DONE)
-        return err_set(err, ERR_NOTFOUND, "not rated");
-    return store_err(st, err, "read rating");
+    sqlite3_stmt *s = key_stmt(st,
+                               "SELECT value FROM ratings WHERE image_id = ?1"
+                               " AND annotator_id = ?2 AND aspect_id = ?3",
+                               image_id, annotator_id, aspect_id, err);
+    return store_read_one(st, s, store_row_double, NULL, value, "read rating", err, "not rated");
 }
 
 #define RATING_SELECT                                                                          \
@@ -190,7 +190,7 @@ int store_rating_history(Store *st, int64_t image_id, int64_t annotator_id, int6
                          StoreRatingEvent **out, size_t *n, Err *err) {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *s = store_stmt(
+    sqlite3_stmt *s = key_stmt(
         st,
         "SELECT h.value, h.seconds, h.source, h.set_at, 0 AS cur, h.id FROM rating_history h"
         " JOIN ratings r ON r.id = h.rating_id"
@@ -198,20 +198,11 @@ int store_rating_history(Store *st, int64_t image_id, int64_t annotator_id, int6
         " UNION ALL SELECT value, seconds, source, updated_at, 1, 0 FROM ratings"
         " WHERE image_id = ?1 AND annotator_id = ?2 AND aspect_id = ?3"
         " ORDER BY cur, 6",
-        err);
-    if (!s)
-        return ERR_DB;
-    sqlite3_bind_int64(s, 1, image_id);
-    sqlite3_bind_int64(s, 2, annotator_id);
-    sqlite3_bind_int64(s, 3, aspect_id);
+        image_id, annotator_id, aspect_id, err);
     return store_read_list(st, s, sizeof **out, rating_event_row, NULL, rating_event_deinit, out, n,
                            "read rating history", err);
 }
 
 void store_rating_events_free(StoreRatingEvent *ev, size_t n) {
-    if (!ev)
-        return;
-    for (size_t i = 0; i < n; i++)
-        free(ev[i].source);
-    free(ev);
+    store_free_list(ev, n, sizeof *ev, rating_event_deinit);
 }

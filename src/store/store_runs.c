@@ -80,19 +80,14 @@ char *store_run_unique_name(Store *st, const char *prefix) {
     return name;
 }
 
+static void run_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    run_from_row(s, dst);
+}
+
 static int run_one(Store *st, sqlite3_stmt *s, StoreRun *out, const char *what, Err *err) {
-    int rc = store_step(st, s);
-    if (rc == SQLITE_ROW) {
-        run_from_row(s, out);
-        rc = 0;
-    } else if (rc == SQLITE_DONE) {
-        rc = err_set(err, ERR_NOTFOUND, "no run %s in %s (see 'easel runs list')", what,
-                     store_path(st));
-    } else {
-        rc = store_err(st, err, "read run");
-    }
-    sqlite3_reset(s);
-    return rc;
+    return store_read_one(st, s, run_row, NULL, out, "read run", err,
+                          "no run %s in %s (see 'easel runs list')", what, store_path(st));
 }
 
 int store_run_get(Store *st, int64_t id, StoreRun *out, Err *err) {
@@ -125,11 +120,6 @@ int store_run_find(Store *st, const char *name_or_id, StoreRun *out, Err *err) {
     if (*p && end && *end == '\0' && id > 0)
         return store_run_get(st, id, out, err);
     return store_run_by_name(st, name_or_id, out, err);
-}
-
-static void run_row(sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)ctx;
-    run_from_row(s, dst);
 }
 
 static void run_deinit(void *r) {
@@ -185,11 +175,7 @@ void store_run_deinit(StoreRun *r) {
 }
 
 void store_runs_free(StoreRun *r, size_t n) {
-    if (!r)
-        return;
-    for (size_t i = 0; i < n; i++)
-        store_run_deinit(&r[i]);
-    free(r);
+    store_free_list(r, n, sizeof *r, run_deinit);
 }
 
 /* ---- metrics ---- */
@@ -358,11 +344,7 @@ int store_checkpoints_list(Store *st, int64_t run_id, StoreCheckpoint **out, siz
 }
 
 void store_checkpoints_free(StoreCheckpoint *c, size_t n) {
-    if (!c)
-        return;
-    for (size_t i = 0; i < n; i++)
-        checkpoint_deinit(&c[i]);
-    free(c);
+    store_free_list(c, n, sizeof *c, checkpoint_deinit);
 }
 
 /* ---- scores ---- */

@@ -121,11 +121,7 @@ int store_annotator_roles(Store *st, StoreAnnotatorRole **out, int *n, Err *err)
 }
 
 void store_annotator_roles_free(StoreAnnotatorRole *v, int n) {
-    if (!v)
-        return;
-    for (int i = 0; i < n; i++)
-        role_deinit(&v[i]);
-    free(v);
+    store_free_list(v, n, sizeof *v, role_deinit);
 }
 
 /* ---- output roots ---------------------------------------------------------------------------- */
@@ -192,11 +188,7 @@ int store_output_roots(Store *st, StoreOutputRoot **out, int *n, Err *err) {
 }
 
 void store_output_roots_free(StoreOutputRoot *v, int n) {
-    if (!v)
-        return;
-    for (int i = 0; i < n; i++)
-        root_deinit(&v[i]);
-    free(v);
+    store_free_list(v, n, sizeof *v, root_deinit);
 }
 
 /* ---- the acting login -------------------------------------------------------------------- */

@@ -3,23 +3,17 @@
  * in use. Each copy opens with `easel status`, shows the same counts as the original, and
  * takes new ratings. The store is the demo's (data/), made with bin/easel. */
 #include <criterion/criterion.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "support.h"
+#include "support_fixtures.h"
 
 static char easel[4096], root[4096], dir[64], out[65536], orig_status[8192];
 
 /* Run a shell command in DIR; stdout+stderr into out; returns the exit status. */
-__attribute__((format(printf, 1, 2))) static int run(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = support_vrun_buf(dir, out, sizeof out, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+#define run(...) support_run_buf(dir, out, sizeof out, __VA_ARGS__)
 
 /* `easel status` of DB without its first line (the store's path) into BUF. */
 static void status_of(const char *db, char *buf, size_t n) {

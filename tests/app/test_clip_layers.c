@@ -17,44 +17,18 @@
 #include "clip.h"
 #include "fmt_safetensors.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 #define FIX "tests/fixtures/clip/"
 #define TOL 1e-5f
 
 static SafeTensors *ref;
 
-static void open_ref(void) {
-    Err err = {0};
-    ref = safetensors_open(FIX "tiny_layers.safetensors", &err);
-    cr_assert(ref, "%s", err.msg);
-}
+static void open_ref(void) { ref = support_st_open(FIX "tiny_layers.safetensors"); }
 
 static void close_ref(void) { safetensors_close(ref); }
 
 TestSuite(clip_layers, .init = open_ref, .fini = close_ref);
-
-static const float *ref_f32(const char *name, int64_t *n) {
-    const StTensor *t = safetensors_find(ref, name);
-    cr_assert(t, "reference lacks %s", name);
-    *n = t->n_elem;
-    cr_assert_eq(t->dtype, ST_F32, "%s", name);
-    return safetensors_f32_view(t);
-}
-
-static void assert_close(const float *got, const float *want, int64_t n, float tol,
-                         const char *what) {
-    float worst = 0;
-    int64_t at = 0;
-    for (int64_t i = 0; i < n; i++) {
-        float d = fabsf(got[i] - want[i]) / fmaxf(1.0f, fabsf(want[i]));
-        if (!(d <= worst)) {
-            worst = d;
-            at = i;
-        }
-    }
-    cr_assert(worst <= tol, "%s: max error %g at %lld (got %g, want %g)", what, worst,
-              (long long)at, got[at], want[at]);
-}
 
 typedef struct Want {
     const float *hidden, *last, *pooled, *projected;
@@ -65,13 +39,13 @@ static Want want_of(const char *tower) {
     Want w;
     char n[64];
     snprintf(n, sizeof n, "%s_hidden", tower);
-    w.hidden = ref_f32(n, &w.n_hidden);
+    w.hidden = support_st_f32(ref, n, &w.n_hidden);
     snprintf(n, sizeof n, "%s_last", tower);
-    w.last = ref_f32(n, &w.n_last);
+    w.last = support_st_f32(ref, n, &w.n_last);
     snprintf(n, sizeof n, "%s_pooled", tower);
-    w.pooled = ref_f32(n, &w.n_pooled);
+    w.pooled = support_st_f32(ref, n, &w.n_pooled);
     snprintf(n, sizeof n, "%s_projected", tower);
-    w.projected = ref_f32(n, &w.n_projected);
+    w.projected = support_st_f32(ref, n, &w.n_projected);
     return w;
 }
 
@@ -89,7 +63,7 @@ static void check_tower(const char *dir, int vision) {
     cr_assert_eq(w.n_hidden, (int64_t)n * (L + 1) * T * C);
     cr_assert_eq(clip_model_n_states(m, vision, CLIP_ALL_LAYERS), L + 1);
     int64_t dummy;
-    const float *pixels = ref_f32("pixels", &dummy);
+    const float *pixels = support_st_f32(ref, "pixels", &dummy);
     const int32_t *ids = safetensors_find(ref, "ids")->data;
     size_t hs = (size_t)w.n_hidden, st = (size_t)T * C;
     float *hidden = xcalloc(hs, sizeof(float));
@@ -103,9 +77,9 @@ static void check_tower(const char *dir, int vision) {
     ClipOutputs all = {.layer = CLIP_ALL_LAYERS, .hidden = hidden, .pooled = pooled,
                        .projected = proj};
     cr_assert_eq(FORWARD(&all, 0), 0, "%s", err.msg);
-    assert_close(hidden, w.hidden, w.n_hidden, TOL, "every hidden state");
-    assert_close(pooled, w.pooled, w.n_pooled, TOL, "pooled");
-    assert_close(proj, w.projected, w.n_projected, TOL, "projected");
+    support_assert_close(hidden, w.hidden, w.n_hidden, TOL, 1, "every hidden state");
+    support_assert_close(pooled, w.pooled, w.n_pooled, TOL, 1, "pooled");
+    support_assert_close(proj, w.projected, w.n_projected, TOL, 1, "projected");
     /* one state alone, by index from either end: SDXL's penultimate, and the last with the
      * final LayerNorm (transformers' last_hidden_state) */
     float *one = xcalloc((size_t)n * st, sizeof(float));
@@ -119,13 +93,13 @@ static void check_tower(const char *dir, int vision) {
                    st * sizeof(float));
         char what[64];
         snprintf(what, sizeof what, "hidden state %d alone", layer);
-        assert_close(one, want_one, (int64_t)n * (int64_t)st, TOL, what);
+        support_assert_close(one, want_one, (int64_t)n * (int64_t)st, TOL, 1, what);
     }
     /* transformers' last_hidden_state: the text tower's has the final LayerNorm, the vision
      * tower's not (post_layernorm is on the pooled output only) */
     ClipOutputs last = {.layer = -1, .final_ln = !vision, .hidden = one};
     cr_assert_eq(FORWARD(&last, 0), 0, "%s", err.msg);
-    assert_close(one, w.last, w.n_last, TOL, "last_hidden_state");
+    support_assert_close(one, w.last, w.n_last, TOL, 1, "last_hidden_state");
     /* one at a time gives what the batch gave */
     for (int k = 0; k < n; k++) {
         ClipOutputs o = {.layer = CLIP_ALL_LAYERS, .hidden = hidden, .pooled = pooled,
@@ -134,11 +108,11 @@ static void check_tower(const char *dir, int vision) {
                                                         &o, &err)
                             : clip_model_text_forward(m, ids + (size_t)k * 77, 1, &o, &err),
                      0);
-        assert_close(hidden, w.hidden + (size_t)k * (L + 1) * st, (int64_t)(L + 1) * (int64_t)st,
-                     TOL, "one by one: hidden");
-        assert_close(pooled, w.pooled + (size_t)k * C, C, TOL, "one by one: pooled");
-        assert_close(proj, w.projected + (size_t)k * c->embed_dim, c->embed_dim, TOL,
-                     "one by one: projected");
+        support_assert_close(hidden, w.hidden + (size_t)k * (L + 1) * st,
+                             (int64_t)(L + 1) * (int64_t)st, TOL, 1, "one by one: hidden");
+        support_assert_close(pooled, w.pooled + (size_t)k * C, C, TOL, 1, "one by one: pooled");
+        support_assert_close(proj, w.projected + (size_t)k * c->embed_dim, c->embed_dim, TOL, 1,
+                             "one by one: projected");
     }
     /* out of range */
     ClipOutputs bad = {.layer = L + 1, .hidden = one};
@@ -175,7 +149,7 @@ Test(clip_layers, batch_of_40_texts_equals_one_by_one) {
     cr_assert_eq(clip_model_encode_texts(m, texts, N, all, &err), 0, "%s", err.msg);
     for (int i = 0; i < N; i++) {
         cr_assert_eq(clip_model_encode_texts(m, &texts[i], 1, one, &err), 0);
-        assert_close(one, all + i * 16, 16, TOL, "text batch vs one");
+        support_assert_close(one, all + i * 16, 16, TOL, 1, "text batch vs one");
     }
     clip_model_free(m);
 }
@@ -246,7 +220,7 @@ static double min_cosine(const float *a, const float *b, int n) {
 static void embed_both(ClipModel *m, float img[3 * 16], float txt[6 * 16]) {
     Err err = {0};
     int64_t n_px;
-    const float *pixels = ref_f32("pixels", &n_px);
+    const float *pixels = support_st_f32(ref, "pixels", &n_px);
     const int32_t *ids = safetensors_find(ref, "ids")->data;
     cr_assert_eq(clip_model_encode_pixels(m, pixels, 3, img, NULL, &err), 0, "%s", err.msg);
     cr_assert_eq(clip_model_encode_ids(m, ids, 6, txt, &err), 0, "%s", err.msg);
@@ -265,8 +239,8 @@ Test(clip_layers, bf16_weights) {
     float a_img[48], a_txt[96], b_img[48], b_txt[96];
     embed_both(auto_hf, a_img, a_txt);
     embed_both(f32_hf, b_img, b_txt);
-    assert_close(a_img, b_img, 48, 1e-6f, "bf16 file kept as bf16: images");
-    assert_close(a_txt, b_txt, 96, 1e-6f, "bf16 file kept as bf16: texts");
+    support_assert_close(a_img, b_img, 48, 1e-6f, 1, "bf16 file kept as bf16: images");
+    support_assert_close(a_txt, b_txt, 96, 1e-6f, 1, "bf16 file kept as bf16: texts");
     clip_model_free(auto_hf);
     clip_model_free(f32_hf);
 
@@ -329,7 +303,8 @@ Test(clip_layers, pooling_token_rule) {
             cr_assert_eq(clip_model_text_forward(m, rows[r], 1, &o, &err), 0, "%s", err.msg);
             /* OpenCLIP: argmax (49407 at 3, else 49406 at 1); HF: first 49407, else 0 */
             int want = d == 0 ? (r == 0 ? 3 : 1) : (r == 0 ? 3 : 0);
-            assert_close(pooled, last + want * 8, 8, 1e-6f, "pooled at the pooling token");
+            support_assert_close(pooled, last + want * 8, 8, 1e-6f, 1,
+                                 "pooled at the pooling token");
         }
         clip_model_free(m);
     }
@@ -351,8 +326,8 @@ Test(clip_layers, encode_images_batch) {
     for (int i = 0; i < 4; i++) {
         cr_assert_eq(clip_model_encode_image_files(m, &names[i], 1, CLIP_RESIZE_SHORTEST, one,
                                                    one_tok, &err), 0, "%s", err.msg);
-        assert_close(all + i * 16, one, 16, TOL, "image batch vs one file");
-        assert_close(tok + i * 256, one_tok, 256, TOL, "tokens batch vs one file");
+        support_assert_close(all + i * 16, one, 16, TOL, 1, "image batch vs one file");
+        support_assert_close(tok + i * 256, one_tok, 256, TOL, 1, "tokens batch vs one file");
         clip_image_deinit(&imgs[i]);
     }
     clip_model_free(m);

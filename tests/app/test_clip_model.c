@@ -16,43 +16,18 @@
 #include "clip.h"
 #include "fmt_safetensors.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 #define FIX "tests/fixtures/clip/"
 #define TOL 1e-4f
 
 static SafeTensors *ref;
 
-static void open_ref(void) {
-    Err err = {0};
-    ref = safetensors_open(FIX "tiny_ref.safetensors", &err);
-    cr_assert(ref, "%s", err.msg);
-}
+static void open_ref(void) { ref = support_st_open(FIX "tiny_ref.safetensors"); }
 
 static void close_ref(void) { safetensors_close(ref); }
 
 TestSuite(clip_model, .init = open_ref, .fini = close_ref);
-
-static const float *ref_f32(const char *name, int64_t *n) {
-    const StTensor *t = safetensors_find(ref, name);
-    cr_assert(t, "reference lacks %s", name);
-    *n = t->n_elem;
-    return safetensors_f32_view(t);
-}
-
-static void assert_close(const float *got, const float *want, int64_t n, float tol,
-                         const char *what) {
-    float worst = 0;
-    int64_t at = 0;
-    for (int64_t i = 0; i < n; i++) {
-        float d = fabsf(got[i] - want[i]);
-        if (!(d <= worst)) {
-            worst = d;
-            at = i;
-        }
-    }
-    cr_assert(worst <= tol, "%s: max abs error %g at %lld (got %g, want %g)", what, worst,
-              (long long)at, got[at], want[at]);
-}
 
 static void check_model(const char *dir, ClipLayout layout, const char *config_source) {
     Err err = {0};
@@ -77,23 +52,23 @@ static void check_model(const char *dir, ClipLayout layout, const char *config_s
     cr_assert_eq(clip_model_n_patches(m), 16);
 
     int64_t n_px, n_emb, n_tok, n_txt;
-    const float *pixels = ref_f32("pixels", &n_px);
-    const float *want_img = ref_f32("image_embeds", &n_emb);
-    const float *want_tok = ref_f32("image_tokens", &n_tok);
-    const float *want_txt = ref_f32("text_embeds", &n_txt);
+    const float *pixels = support_st_f32(ref, "pixels", &n_px);
+    const float *want_img = support_st_f32(ref, "image_embeds", &n_emb);
+    const float *want_tok = support_st_f32(ref, "image_tokens", &n_tok);
+    const float *want_txt = support_st_f32(ref, "text_embeds", &n_txt);
     int n_img = (int)(n_emb / 16), n_text = (int)(n_txt / 16);
     cr_assert_eq(n_img, 3);
     float *emb = xcalloc((size_t)n_emb, sizeof(float));
     float *tok = xcalloc((size_t)n_tok, sizeof(float));
     cr_assert_eq(clip_model_encode_pixels(m, pixels, n_img, emb, tok, &err), 0, "%s", err.msg);
-    assert_close(emb, want_img, n_emb, TOL, "image embeddings");
-    assert_close(tok, want_tok, n_tok, TOL, "patch tokens");
+    support_assert_close(emb, want_img, n_emb, TOL, 0, "image embeddings");
+    support_assert_close(tok, want_tok, n_tok, TOL, 0, "patch tokens");
     /* without tokens, and one image at a time: the same pooled embeddings */
     float one[16];
     for (int i = 0; i < n_img; i++) {
         cr_assert_eq(clip_model_encode_pixels(m, pixels + (size_t)i * 3 * 32 * 32, 1, one, NULL,
                                               &err), 0);
-        assert_close(one, want_img + i * 16, 16, TOL, "single image");
+        support_assert_close(one, want_img + i * 16, 16, TOL, 0, "single image");
     }
 
     /* texts: from the reference ids, then from the strings through our tokenizer */
@@ -101,7 +76,7 @@ static void check_model(const char *dir, ClipLayout layout, const char *config_s
     cr_assert_eq(ids->dtype, ST_I32);
     float *txt = xcalloc((size_t)n_txt, sizeof(float));
     cr_assert_eq(clip_model_encode_ids(m, ids->data, n_text, txt, &err), 0, "%s", err.msg);
-    assert_close(txt, want_txt, n_txt, TOL, "text embeddings from ids");
+    support_assert_close(txt, want_txt, n_txt, TOL, 0, "text embeddings from ids");
     json_t *texts = json_loads(safetensors_metadata(ref, "texts"), 0, NULL);
     cr_assert_eq(json_array_size(texts), (size_t)n_text);
     const char **strs = xcalloc((size_t)n_text, sizeof(char *));
@@ -109,7 +84,7 @@ static void check_model(const char *dir, ClipLayout layout, const char *config_s
         strs[i] = json_string_value(json_array_get(texts, (size_t)i));
     memset(txt, 0, (size_t)n_txt * sizeof(float));
     cr_assert_eq(clip_model_encode_texts(m, strs, n_text, txt, &err), 0, "%s", err.msg);
-    assert_close(txt, want_txt, n_txt, TOL, "text embeddings from strings");
+    support_assert_close(txt, want_txt, n_txt, TOL, 0, "text embeddings from strings");
 
     /* image files end to end: our decoding + preprocessing + model (PNG: exact pixels) */
     json_t *images = json_loads(safetensors_metadata(ref, "images"), 0, NULL);
@@ -120,7 +95,7 @@ static void check_model(const char *dir, ClipLayout layout, const char *config_s
     cr_assert_eq(clip_model_encode_image_files(m, (const char *const *)paths, n_img,
                                                CLIP_RESIZE_SHORTEST, emb, NULL, &err), 0, "%s",
                  err.msg);
-    assert_close(emb, want_img, n_emb, TOL, "image files");
+    support_assert_close(emb, want_img, n_emb, TOL, 0, "image files");
     for (int i = 0; i < n_img; i++)
         free(paths[i]);
     free(paths);
@@ -146,8 +121,8 @@ Test(clip_model, threads_give_the_same_embeddings) {
     ClipModel *m = clip_model_load(FIX "tiny_openclip", &err);
     cr_assert(m, "%s", err.msg);
     int64_t n_px, n_emb;
-    const float *pixels = ref_f32("pixels", &n_px);
-    ref_f32("image_embeds", &n_emb);
+    const float *pixels = support_st_f32(ref, "pixels", &n_px);
+    support_st_f32(ref, "image_embeds", &n_emb);
     float serial[48], pooled[48];
     cr_assert_eq(clip_model_encode_pixels(m, pixels, 3, serial, NULL, &err), 0);
     CpuPool *pool = backend_cpu_pool_new(3, &err);
@@ -156,7 +131,7 @@ Test(clip_model, threads_give_the_same_embeddings) {
     cr_assert_eq(clip_model_encode_pixels(m, pixels, 3, pooled, NULL, &err), 0);
     backend_cpu_use(prev);
     backend_cpu_pool_free(pool);
-    assert_close(pooled, serial, n_emb, 1e-6f, "pool vs serial");
+    support_assert_close(pooled, serial, n_emb, 1e-6f, 0, "pool vs serial");
     clip_model_free(m);
 }
 

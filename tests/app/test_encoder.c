@@ -7,19 +7,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
-
 #include "encoder.h"
 #include "feat_classic.h"
 #include "store.h"
 #include "store_embed.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 static char dir[64];
 static char dbpath[128];
@@ -44,7 +37,7 @@ static void write_png(const char *path, int w, int h, int shade) {
         p[3 * i + 1] = (unsigned char)shade;
         p[3 * i + 2] = (unsigned char)((i / w) * 255 / h);
     }
-    cr_assert(stbi_write_png(path, w, h, 3, p, w * 3));
+    support_png_write(path, w, h, p);
     free(p);
 }
 
@@ -108,10 +101,7 @@ Test(encoder, corrupt_image_names_file_and_stores_nothing) {
     Encoder *enc;
     cr_assert_eq(encoder_open("classic", st, &enc, &err), 0, "%s", err.msg);
     char p[160];
-    snprintf(p, sizeof p, "%s/bad.png", dir);
-    FILE *f = fopen(p, "wb");
-    fputs("\x89PNG\r\n\x1a\n this is not a png", f);
-    fclose(f);
+    support_write_file(dir, "bad.png", "\x89PNG\r\n\x1a\n this is not a png", p, sizeof p);
     float *v = NULL;
     cr_assert_neq(encoder_embed_image(enc, st, p, NULL, &v, &err), 0);
     cr_assert(strstr(err.msg, "bad.png"), "%s", err.msg);

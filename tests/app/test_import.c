@@ -152,11 +152,10 @@ Test(import, annotator_from_option_when_no_column) {
     imp_ok(IMPORT_PROMPTS, FIX "prompts_good.csv", &rep);
     import_report_deinit(&rep);
     char path[160];
-    snprintf(path, sizeof path, "%s/r.csv", tmpdir);
-    FILE *f = fopen(path, "w");
-    fputs("prompt_id,image_path,spatial_rating,style_rating\n"
-          "1,x.png,7.25,\n2,y.png,,0\n", f);
-    fclose(f);
+    support_write_file(tmpdir, "r.csv",
+                       "prompt_id,image_path,spatial_rating,style_rating\n"
+                       "1,x.png,7.25,\n2,y.png,,0\n",
+                       path, sizeof path);
     ImportOptions o = {.annotator = "zed", .allow_missing = 1};
     Err err = {0};
     cr_assert_eq(import_path(st, IMPORT_RATINGS, path, &o, &rep, &err), 0, "%s", err.msg);
@@ -252,11 +251,11 @@ Test(import, every_problem_is_listed) {
     cr_assert_neq(imp(IMPORT_PROMPTS, FIX "bad/prompts_dup_id.csv", &rep, &err), 0);
     import_report_deinit(&rep);
     char path[160];
-    snprintf(path, sizeof path, "%s/many.csv", tmpdir);
-    FILE *f = fopen(path, "w");
-    fputs("prompt_id,image_path,spatial_rating,icono_rating,style_rating,fidelity_rating,"
-          "material_rating\n1,a.png,11,,,,\n1,b.png,,-1,,,\n1,c.png,,,abc,,\n", f);
-    fclose(f);
+    support_write_file(tmpdir, "many.csv",
+                       "prompt_id,image_path,spatial_rating,icono_rating,style_rating,"
+                       "fidelity_rating,"
+                       "material_rating\n1,a.png,11,,,,\n1,b.png,,-1,,,\n1,c.png,,,abc,,\n",
+                       path, sizeof path);
     cr_assert_eq(imp(IMPORT_RATINGS, path, &rep, &err), ERR_FORMAT);
     cr_assert_eq(rep.n_errors, 3);
     cr_assert(strstr(rep.errors[1], "many.csv:3: icono_rating \"-1\"") != NULL, "%s",
@@ -271,10 +270,9 @@ Test(import, no_rating_columns_names_the_store_aspects) {
     support_sql_exec(dbpath, "INSERT INTO aspects(name, position, rubric)"
                              " VALUES ('lighting', 5, 'Light and shadow')");
     char path[160];
-    snprintf(path, sizeof path, "%s/nocols.csv", tmpdir);
-    FILE *f = fopen(path, "w");
-    fputs("prompt_id,image_path,note\n1,a.png,x\n", f);
-    fclose(f);
+    support_write_file(tmpdir, "nocols.csv",
+                       "prompt_id,image_path,note\n1,a.png,x\n",
+                       path, sizeof path);
     ImportReport rep;
     Err err = {0};
     cr_assert_eq(imp(IMPORT_RATINGS, path, &rep, &err), ERR_FORMAT);

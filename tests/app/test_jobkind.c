@@ -6,6 +6,7 @@
 
 #include "jobkind.h"
 #include "store_jobs.h"
+#include "support_fixtures.h"
 
 static int run_nothing(JobCtx *ctx, const JobParams *p, Err *err) {
     (void)ctx;
@@ -119,10 +120,7 @@ Test(jobkind, context_writes_progress_log_checkpoint) {
     JobNew jn = {.kind = "test-demo"};
     int64_t id;
     cr_assert_eq(store_job_add(st, &jn, &id, &err), 0, "%s", err.msg);
-    JobClaim c = {.worker = "h:1:t0", .host = "h", .pid = 1, .gpu_share = 1};
-    JobRow r;
-    cr_assert_eq(store_job_claim(st, &c, &r, &err), 1, "%s", err.msg);
-    store_job_row_deinit(&r);
+    cr_assert_eq(support_job_claim(st, "h:1:t0", "h", 1), id);
     atomic_int cancel = 0;
     JobCtx *ctx = job_ctx_new(st, id, NULL, "1,3", &cancel);
     int n;
@@ -140,6 +138,7 @@ Test(jobkind, context_writes_progress_log_checkpoint) {
     cr_assert_eq(job_cancelled(ctx), 1);
     job_progress(ctx, 10, 10, NULL);
     job_ctx_free(ctx);
+    JobRow r;
     cr_assert_eq(store_job_get(st, id, &r, &err), 0);
     cr_assert_float_eq(r.done, 10, 0);
     cr_assert_float_eq(r.total, 10, 0);

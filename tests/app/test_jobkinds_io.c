@@ -11,19 +11,17 @@
 #include "store_catalog.h"
 #include "store_jobs.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 static char tmpdir[64];
 static char path[256];
 
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-jobio-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "jobio");
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(tmpdir);
 }
 
 TestSuite(jobkinds_io, .init = setup, .fini = teardown);
@@ -40,16 +38,6 @@ static int n_prompts(Store *st) {
     return n;
 }
 
-static int log_has(Store *st, int64_t id, const char *needle) {
-    JobLogLine *lines;
-    int n, found = 0;
-    cr_assert_eq(store_job_log_read(st, id, 0, 0, &lines, &n, NULL), 0);
-    for (int i = 0; i < n; i++)
-        found |= strstr(lines[i].line, needle) != NULL;
-    store_job_log_free(lines, n);
-    return found;
-}
-
 Test(jobkinds_io, import_prompts_succeeds_with_progress_and_report) {
     Store *st = store_open(":memory:", NULL);
     const char *f = write_file("prompts.csv", "prompt_id,prompt\n1,a red cube\n2,a blue cat\n");
@@ -64,7 +52,7 @@ Test(jobkinds_io, import_prompts_succeeds_with_progress_and_report) {
     cr_assert_float_eq(r.total, 2, 0);
     cr_assert_str_eq(r.unit, "rows");
     store_job_row_deinit(&r);
-    cr_assert(log_has(st, id, "2 prompts"));
+    cr_assert(support_job_log_has(st, id, "2 prompts"));
     store_close(st);
 }
 
@@ -77,8 +65,8 @@ Test(jobkinds_io, bad_file_fails_and_leaves_the_store_unchanged) {
     cr_assert_eq(support_run_job(st, "import", 2, names, values, 0, &id, &err), ERR_FORMAT);
     cr_assert(strstr(err.msg, "bad.csv:"), "%s", err.msg);
     cr_assert_eq(n_prompts(st), 0);
-    cr_assert(log_has(st, id, "bad.csv:"));
-    cr_assert(log_has(st, id, "nothing was written"));
+    cr_assert(support_job_log_has(st, id, "bad.csv:"));
+    cr_assert(support_job_log_has(st, id, "nothing was written"));
     store_close(st);
 }
 
@@ -110,7 +98,7 @@ Test(jobkinds_io, export_writes_atomically_or_not_at_all) {
     size_t got = fread(buf, 1, sizeof buf - 1, fp);
     fclose(fp);
     cr_assert(got > 0 && strstr(buf, "a red cube"), "%s", buf);
-    cr_assert(log_has(st, id, "wrote 1 rows"));
+    cr_assert(support_job_log_has(st, id, "wrote 1 rows"));
 
     const char *v3[] = {"prompts", "/nonexistent-dir/x.csv"};
     cr_assert_neq(support_run_job(st, "export", 2, n2, v3, 0, &id, &err), 0);

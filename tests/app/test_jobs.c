@@ -18,6 +18,8 @@
 #include "jobkind.h"
 #include "jobs.h"
 #include "store_jobs.h"
+#include "support.h"
+#include "support_fixtures.h"
 
 /* ---- test-only job kinds ------------------------------------------------------------------ */
 
@@ -124,18 +126,11 @@ static void setup(void) {
         cr_assert_eq(jobkind_register(&kind_gpu_all, NULL), 0);
         registered = 1;
     }
-    strcpy(tmpdir, "/tmp/easel-jobs-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    snprintf(db, sizeof db, "%s/s.db", tmpdir);
-    Store *st = store_open(db, NULL);
-    cr_assert_not_null(st);
-    store_close(st);
+    support_tmpdir_store(tmpdir, sizeof tmpdir, "jobs", "s.db", db, sizeof db);
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(tmpdir);
 }
 
 TestSuite(jobs, .init = setup, .fini = teardown, .timeout = 60);
@@ -201,16 +196,6 @@ static JobsPool *start_pool(int threads) {
     return pool;
 }
 
-static int log_has(Store *st, int64_t id, const char *needle) {
-    JobLogLine *lines;
-    int n, found = 0;
-    cr_assert_eq(store_job_log_read(st, id, 0, 0, &lines, &n, NULL), 0);
-    for (int i = 0; i < n; i++)
-        found |= strstr(lines[i].line, needle) != NULL;
-    store_job_log_free(lines, n);
-    return found;
-}
-
 /* ---- tests -------------------------------------------------------------------------------- */
 
 Test(jobs, lifecycle_queued_running_succeeded_retry_resume) {
@@ -229,8 +214,8 @@ Test(jobs, lifecycle_queued_running_succeeded_retry_resume) {
     cr_assert(strstr(r.message, "succeeded"), "%s", r.message);
     cr_assert(strstr(r.worker, ":t0"));
     store_job_row_deinit(&r);
-    cr_assert(log_has(st, id, "start at 0"));
-    cr_assert(log_has(st, id, "started on"));
+    cr_assert(support_job_log_has(st, id, "start at 0"));
+    cr_assert(support_job_log_has(st, id, "started on"));
 
     Err err = {0};
     cr_assert_eq(store_job_resume(st, id, &err), ERR_CONFLICT, "succeeded jobs do not resume");
@@ -241,7 +226,7 @@ Test(jobs, lifecycle_queued_running_succeeded_retry_resume) {
     cr_assert(wait_state(st, id2, JOB_STATE_SUCCEEDED, 20));
     cr_assert_eq(store_job_get(st, id2, &r, NULL), 0);
     cr_assert_eq(r.retry_of, id);
-    cr_assert(log_has(st, id2, "start at 0"), "a retry starts fresh");
+    cr_assert(support_job_log_has(st, id2, "start at 0"), "a retry starts fresh");
     store_job_row_deinit(&r);
 
     int64_t bad = add_kind(st, "test-fail", 0, NULL, 0);
@@ -262,11 +247,7 @@ Test(jobs, cancel_queued_at_once_and_running_within_a_second) {
     cr_assert_eq(state_of(st, q), JOB_STATE_CANCELLED);
     /* an interrupted job (its worker died) is cancelled at once too */
     int64_t dead = add_count(st, 10, 0, 1, NULL);
-    JobClaim c = {.worker = "x:1:t0", .host = "far-away-host", .pid = 1, .gpu_share = 1};
-    JobRow r0;
-    cr_assert_eq(store_job_claim(st, &c, &r0, NULL), 1);
-    cr_assert_eq(r0.id, dead);
-    store_job_row_deinit(&r0);
+    cr_assert_eq(support_job_claim(st, "x:1:t0", "far-away-host", 1), dead);
     cr_assert_eq(store_jobs_reap(st, -1, NULL, NULL, NULL, NULL), 0);
     cr_assert_eq(store_job_cancel(st, dead, &s, NULL), 0);
     cr_assert_eq(s, JOB_STATE_CANCELLED);
@@ -378,8 +359,8 @@ Test(jobs, sigkill_mid_job_then_resume_from_checkpoint) {
     cr_assert(wait_state(st, id, JOB_STATE_SUCCEEDED, 30));
     char needle[32];
     snprintf(needle, sizeof needle, "start at %ld", at);
-    cr_assert(log_has(st, id, needle), "did not resume from step %ld", at);
-    cr_assert(log_has(st, id, "resuming from checkpoint"));
+    cr_assert(support_job_log_has(st, id, needle), "did not resume from step %ld", at);
+    cr_assert(support_job_log_has(st, id, "resuming from checkpoint"));
     jobs_pool_stop(pool);
     store_close(st);
 }
@@ -387,10 +368,7 @@ Test(jobs, sigkill_mid_job_then_resume_from_checkpoint) {
 Test(jobs, stale_heartbeat_from_another_host_is_interrupted) {
     Store *st = store_open(db, NULL);
     int64_t id = add_count(st, 5, 0, 1, NULL);
-    JobClaim c = {.worker = "far:1:t0", .host = "far-away-host", .pid = 1, .gpu_share = 1};
-    JobRow r;
-    cr_assert_eq(store_job_claim(st, &c, &r, NULL), 1);
-    store_job_row_deinit(&r);
+    support_job_claim(st, "far:1:t0", "far-away-host", 1);
     int n = 0;
     cr_assert_eq(jobs_reap(st, 30, &n, NULL), 0);
     cr_assert_eq(n, 0, "a fresh heartbeat is alive");
@@ -577,17 +555,13 @@ Test(jobs, list_filters_and_carries_dependencies) {
 Test(jobs, rate_after_a_resume_counts_only_work_since_the_restart) {
     Store *st = store_open(db, NULL);
     int64_t id = add_count(st, 5000, 0, 1, NULL);
-    JobClaim c = {.worker = "h:1:t0", .host = "h", .pid = 1, .gpu_share = 1};
-    JobRow row;
-    cr_assert_eq(store_job_claim(st, &c, &row, NULL), 1);
-    store_job_row_deinit(&row);
+    cr_assert_eq(support_job_claim(st, "h:1:t0", "h", 1), id);
     /* the first run got to 3150 steps, then was cancelled and resumed */
     cr_assert_eq(store_job_progress(st, id, 3150, 5000, "steps", NULL), 0);
     cr_assert_eq(store_job_cancel(st, id, NULL, NULL), 0);
     cr_assert_eq(store_job_finish(st, id, "h:1:t0", JOB_STATE_CANCELLED, "cancelled", NULL), 0);
     cr_assert_eq(store_job_resume(st, id, NULL), 0);
-    cr_assert_eq(store_job_claim(st, &c, &row, NULL), 1);
-    store_job_row_deinit(&row);
+    cr_assert_eq(support_job_claim(st, "h:1:t0", "h", 1), id);
     JobCtx *ctx = job_ctx_new(st, id, "{\"i\":3100}", NULL, NULL);
     for (int i = 1; i <= 20; i++) { /* a fast phase first: features from the cache */
         job_progress(ctx, i, 20, "images encoded");
@@ -599,6 +573,7 @@ Test(jobs, rate_after_a_resume_counts_only_work_since_the_restart) {
         job_progress(ctx, 3100 + i, 5000, "steps");
     }
     job_ctx_free(ctx);
+    JobRow row;
     cr_assert_eq(store_job_get(st, id, &row, NULL), 0);
     cr_assert(row.rate > 20 && row.rate < 200, "rate %.1f/s for a job doing ~100 steps/s",
               row.rate);
@@ -616,10 +591,7 @@ Test(jobs, a_killed_worker_not_yet_reaped_by_its_parent_counts_as_dead) {
         for (;;)
             nap_ms(1000);
     }
-    JobClaim c = {.worker = "zombie:t0", .host = jobs_host(), .pid = kid, .gpu_share = 1};
-    JobRow r;
-    cr_assert_eq(store_job_claim(st, &c, &r, NULL), 1);
-    store_job_row_deinit(&r);
+    support_job_claim(st, "zombie:t0", jobs_host(), kid);
     int n = 0;
     cr_assert_eq(jobs_reap(st, 30, &n, NULL), 0);
     cr_assert_eq(n, 0, "alive");

@@ -12,14 +12,11 @@
 static char tmpdir[64];
 
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "test");
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(tmpdir);
 }
 
 static int count(const char *path, const char *sql) {
@@ -47,10 +44,7 @@ Test(store, creates_and_migrates_empty_file) {
 
 Test(store, aspects_in_original_order) {
     char path[128];
-    snprintf(path, sizeof path, "%s/a.db", tmpdir);
-    Store *st = store_open(path, NULL);
-    cr_assert_not_null(st);
-    store_close(st);
+    store_close(support_store_open(tmpdir, "a.db", path, sizeof path));
     sqlite3 *db;
     sqlite3_open(path, &db);
     sqlite3_stmt *s;
@@ -66,10 +60,9 @@ Test(store, aspects_in_original_order) {
 
 Test(store, refuses_non_sqlite_file_and_leaves_it) {
     char path[128];
-    snprintf(path, sizeof path, "%s/junk.db", tmpdir);
-    FILE *f = fopen(path, "w");
-    fputs("this is not a database, just some text that is long enough to matter\n", f);
-    fclose(f);
+    support_write_file(tmpdir, "junk.db",
+                       "this is not a database, just some text that is long enough to matter\n",
+                       path, sizeof path);
     Err err = {0};
     cr_assert_null(store_open(path, &err));
     cr_assert(strstr(err.msg, "not an easel store") != NULL, "%s", err.msg);
@@ -98,10 +91,7 @@ Test(store, open_existing_does_not_create) {
 
 Test(store, ratings_keep_history_and_are_never_deleted) {
     char path[128];
-    snprintf(path, sizeof path, "%s/r.db", tmpdir);
-    Store *st = store_open(path, NULL);
-    cr_assert_not_null(st);
-    store_close(st);
+    store_close(support_store_open(tmpdir, "r.db", path, sizeof path));
     sqlite3 *db;
     sqlite3_open(path, &db);
     const char *sql =

@@ -22,19 +22,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
-
 #include "fmt_safetensors.h"
 #include "store.h"
 #include "store_catalog.h"
 #include "store_ratings.h"
 #include "store_runs.h"
+#include "support.h"
+#include "support_fixtures.h"
 #include "train.h"
 #include "train_int.h"
 
@@ -75,66 +69,33 @@ static void make_image(const char *path, const double lv[5], uint32_t seed) {
         int v = p[i] + (int)((unit(&seed) - 0.5) * 2 * amp);
         p[i] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
     }
-    cr_assert(stbi_write_png(path, S, S, 3, p, S * 3));
+    support_png_write(path, S, S, p);
     free(p);
 }
 
-static void build_store(void) {
-    Err err = {0};
-    Store *st = store_open(db, &err);
-    cr_assert_not_null(st, "%s", err.msg);
-    StoreAspect *asp = NULL;
-    size_t na = 0;
-    cr_assert_eq(store_aspects_list(st, &asp, &na, &err), 0);
-    int64_t annot;
-    cr_assert_eq(store_annotator_ensure(st, "planter", &annot, &err), 0);
-    uint32_t seed = 12345;
-    cr_assert_eq(store_begin(st, &err), 0);
-    for (int p = 0; p < N_PROMPTS; p++) {
-        char ext[16], text[64];
-        snprintf(ext, sizeof ext, "%d", p);
-        snprintf(text, sizeof text, "synthetic scene number %d", p);
-        int64_t pid;
-        cr_assert_eq(store_prompt_add(st, ext, text, &pid, NULL, &err), 0, "%s", err.msg);
-        for (int k = 0; k < PER_PROMPT; k++) {
-            double lv[5];
-            for (int h = 0; h < 5; h++) /* 9 levels: ratings 1..9, each visibly distinct */
-                lv[h] = (lcg(&seed) % 9) / 8.0;
-            char rel[64], path[256];
-            snprintf(rel, sizeof rel, "img/%d_%d.png", p, k);
-            snprintf(path, sizeof path, "%s/%s", dir, rel);
-            make_image(path, lv, seed);
-            StoreImage im = {.prompt_id = pid, .path = rel};
-            int64_t iid;
-            cr_assert_eq(store_image_add(st, &im, &iid, &err), 0, "%s", err.msg);
-            for (int h = 0; h < 5; h++)
-                cr_assert_eq(store_rating_add(st, iid, annot, asp[h].id,
-                                              1 + 8 * lv[h], NAN, "test",
-                                              NULL, &err),
-                             0, "%s", err.msg);
-        }
-    }
-    cr_assert_eq(store_commit(st, &err), 0);
-    store_aspects_free(asp, na);
-    store_close(st);
+/* Image K of prompt P: five levels drawn from *SEED, shown and planted as its ratings. */
+static void planted_image(const char *path, int p, int k, double rating[5], void *user) {
+    uint32_t *seed = user;
+    (void)p, (void)k;
+    double lv[5];
+    for (int h = 0; h < 5; h++) /* 9 levels: ratings 1..9, each visibly distinct */
+        lv[h] = (lcg(seed) % 9) / 8.0;
+    make_image(path, lv, *seed);
+    for (int h = 0; h < 5; h++)
+        rating[h] = 1 + 8 * lv[h];
 }
 
 static void setup(void) {
-    /* tmpfs when there is one: checkpoints fsync every file, which a disk makes slow */
-    strcpy(dir, access("/dev/shm", W_OK) == 0 ? "/dev/shm/easel-train-XXXXXX"
-                                                : "/tmp/easel-train-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    support_shm_tmpdir_make(dir, sizeof dir, "train");
     snprintf(db, sizeof db, "%s/t.db", dir);
-    char img[128];
-    snprintf(img, sizeof img, "%s/img", dir);
-    cr_assert_eq(mkdir(img, 0777), 0);
-    build_store();
+    uint32_t seed = 12345;
+    SupportSynth synth = {N_PROMPTS, PER_PROMPT, "", "synthetic scene number ", planted_image,
+                          &seed};
+    support_synth_store(dir, db, &synth);
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(dir);
 }
 
 TestSuite(train, .init = setup, .fini = teardown, .timeout = 120);
@@ -572,14 +533,13 @@ Test(train, eval_on_a_pairs_file_with_images_not_in_the_store) {
     make_image(p, lv_a, 1);
     snprintf(p, sizeof p, "%s/new_b.png", dir);
     make_image(p, lv_b, 2);
-    snprintf(p, sizeof p, "%s/pairs.jsonl", dir);
-    FILE *f = fopen(p, "w");
-    fputs("{\"prompt\": \"0\", \"img_pos\": \"new_a.png\", \"img_neg\": \"new_b.png\","
-          " \"label\": 1.0, \"aspect\": \"fidelity\"}\n"
-          "\n"
-          "{\"prompt\": \"a free text prompt\", \"img_pos\": \"img/0_1.png\","
-          " \"img_neg\": \"img/0_2.png\"}\n", f);
-    fclose(f);
+    support_write_file(dir, "pairs.jsonl",
+                       "{\"prompt\": \"0\", \"img_pos\": \"new_a.png\", \"img_neg\": \"new_b.png\","
+                       " \"label\": 1.0, \"aspect\": \"fidelity\"}\n"
+                       "\n"
+                       "{\"prompt\": \"a free text prompt\", \"img_pos\": \"img/0_1.png\","
+                       " \"img_neg\": \"img/0_2.png\"}\n",
+                       p, sizeof p);
     char best[600];
     snprintf(best, sizeof best, "%s/best", c.output);
     RewardCkpt *ck;
@@ -594,7 +554,8 @@ Test(train, eval_on_a_pairs_file_with_images_not_in_the_store) {
     cr_assert_eq(r.st[0].n, 0, "spatial: no line of its own");
     cr_assert_eq(r.st[5].n, 1, "combined: the aspect-less line");
     /* a malformed line is named by file and line */
-    f = fopen(p, "a");
+    FILE *f = fopen(p, "a");
+    cr_assert_not_null(f);
     fputs("{\"img_pos\": 3}\n", f);
     fclose(f);
     cr_assert_eq(train_eval(ck, st, &o, &r, &err), ERR_FORMAT);

@@ -4,22 +4,17 @@
  *
  * Stub interpreters stand in for python3 and pip: nothing is downloaded here. */
 #include <criterion/criterion.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "support.h"
+#include "support_fixtures.h"
 
 static char root[4096], dir[64], out[16384];
 
-__attribute__((format(printf, 1, 2))) static int run(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = support_vrun_buf(dir, out, sizeof out, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+/* Run a shell command in DIR; stdout+stderr into out; returns the exit status. */
+#define run(...) support_run_buf(dir, out, sizeof out, __VA_ARGS__)
 
 static void setup(void) {
     cr_assert_not_null(realpath(".", root));

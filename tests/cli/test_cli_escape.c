@@ -275,11 +275,9 @@ Test(cli_escape_pty, json_stays_exact) {
 Test(cli_escape_pty, import_error_echo) {
     easel_ok("init");
     char path[256];
-    snprintf(path, sizeof path, "%s/r.csv", tmpdir);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs("prompt_id,image_path,style_rating,x\033]0;pwned\007y_rating\n1,a.png,5,3\n", f);
-    fclose(f);
+    support_write_file(tmpdir, "r.csv",
+                       "prompt_id,image_path,style_rating,x\033]0;pwned\007y_rating\n1,a.png,5,3\n",
+                       path, sizeof path);
     char *out, cmd[8192];
     size_t n;
     snprintf(cmd, sizeof cmd, "'%s' --db e.db import ratings r.csv", easel);

@@ -1,22 +1,17 @@
 /* Tests for src/cli/cli_images.c through bin/easel: `easel images list|retire|unretire` on a real
  * store, what status and export say about retired images, and that no rating is ever lost. */
 #include <criterion/criterion.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "support.h"
+#include "support_fixtures.h"
 
 static char easel[4096], dir[64], fix[4096], out[65536];
 
-__attribute__((format(printf, 1, 2))) static int run(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = support_vrun_buf(dir, out, sizeof out, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+/* Run a shell command in DIR; stdout+stderr into out; returns the exit status. */
+#define run(...) support_run_buf(dir, out, sizeof out, __VA_ARGS__)
 
 static void setup(void) {
     support_easel_path(easel, sizeof easel);

@@ -2,24 +2,18 @@
  * errors on stderr, --help with an example, import/export/status on real files, and 8
  * `easel import ratings` processes at once on one store. */
 #include <criterion/criterion.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
 #include "support.h"
+#include "support_fixtures.h"
 
 static char easel[4096], dir[64], fix[4096], out[65536];
 
 /* Run a shell command in DIR; stdout+stderr into out; returns the exit status. */
-__attribute__((format(printf, 1, 2))) static int run(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = support_vrun_buf(dir, out, sizeof out, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+#define run(...) support_run_buf(dir, out, sizeof out, __VA_ARGS__)
 
 static void setup(void) {
     support_easel_path(easel, sizeof easel);

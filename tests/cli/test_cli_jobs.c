@@ -13,6 +13,7 @@
 #include "jobs.h"
 #include "store_jobs.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 static char tmpdir[64];
 static char out[16384];
@@ -45,11 +46,9 @@ static int easel(const char *fmt, ...) {
 
 static void write_prompts(void) {
     char path[128];
-    snprintf(path, sizeof path, "%s/prompts.csv", tmpdir);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs("prompt_id,prompt\n1,a red cube\n2,a blue cat\n", f);
-    fclose(f);
+    support_write_file(tmpdir, "prompts.csv",
+                       "prompt_id,prompt\n1,a red cube\n2,a blue cat\n",
+                       path, sizeof path);
 }
 
 Test(cli_jobs, add_worker_wait_list_show_retry) {
@@ -225,11 +224,7 @@ Test(cli_jobs, worker_resumes_a_dead_workers_job_and_stops_on_sigterm) {
     char db[128];
     snprintf(db, sizeof db, "%s/s.db", tmpdir);
     Store *st = store_open(db, NULL);
-    JobClaim c = {.worker = "dead:1:t0", .host = jobs_host(), .pid = 0x7ffffff0,
-                  .gpu_share = 1};
-    JobRow r;
-    cr_assert_eq(store_job_claim(st, &c, &r, NULL), 1);
-    store_job_row_deinit(&r);
+    support_job_claim(st, "dead:1:t0", jobs_host(), 0x7ffffff0);
     cr_assert_eq(easel("jobs list"), 0);
     cr_assert(strstr(out, "interrupted") && strstr(out, "is gone"), "%s", out);
     cr_assert_eq(easel("worker --resume --until-idle"), 0, "%s", out);

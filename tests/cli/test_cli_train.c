@@ -10,29 +10,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
-
 #include "store.h"
 #include "store_runs.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 static char dir[64];
 static char easel[512];
 static char out[65536];
 
-__attribute__((format(printf, 1, 2))) static int run(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = support_vrun_buf(dir, out, sizeof out, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+/* Run a shell command in DIR; stdout+stderr into out; returns the exit status. */
+#define run(...) support_run_buf(dir, out, sizeof out, __VA_ARGS__)
 
 static void setup(void) {
     support_easel_path(easel, sizeof easel);
@@ -135,7 +123,7 @@ static void workspace(void) {
                 px[3 * i + 2] = (unsigned char)(200 - 50 * k);
             }
             snprintf(p, sizeof p, "%s/images/%d_%d.png", dir, q, k);
-            cr_assert(stbi_write_png(p, 32, 32, 3, px, 32 * 3));
+            support_png_write(p, 32, 32, px);
             fprintf(ra, "%d,images/%d_%d.png,%d,%d,%d,%d,%d\n", q, q, k, 2 + 3 * k, 8 - 3 * k,
                     2 + 3 * k, 3 + k, 2 + 3 * k);
         }

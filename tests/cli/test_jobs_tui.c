@@ -21,6 +21,7 @@
 #include "jobkind.h"
 #include "store_jobs.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 /* ---- the test-only kind ----------------------------------------------------------------- */
 
@@ -126,24 +127,29 @@ static void start_tui_args(const char *env, const char *args) {
 
 static void start_tui(const char *env) { start_tui_args(env, "--threads 1"); }
 
+/* Queue a test-slow job of STEPS steps wanting GPUS GPUs; its id. */
+static int64_t queue_slow(Store *st, int steps, int gpus) {
+    char params[64];
+    snprintf(params, sizeof params, "{\"steps\":%d}", steps);
+    JobNew jn = {.kind = "test-slow", .params = params, .gpus_wanted = gpus};
+    int64_t id;
+    cr_assert_eq(store_job_add(st, &jn, &id, NULL), 0);
+    return id;
+}
+
 static void setup(void) {
-    strcpy(tmpdir, "/tmp/easel-jobtui-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    snprintf(db, sizeof db, "%s/s.db", tmpdir);
+    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
+        cr_skip_test("tmux is not installed (apt-get install tmux)");
+    support_tmpdir_store(tmpdir, sizeof tmpdir, "jobtui", "s.db", db, sizeof db);
     snprintf(sock, sizeof sock, "easel-test-%d", (int)getpid());
-    Store *st = store_open(db, NULL);
-    cr_assert_not_null(st);
-    store_close(st);
 }
 
 static void teardown(void) {
     support_sh("tmux -L %s kill-server 2>/dev/null", sock);
-    support_sh("rm -rf %s", tmpdir);
+    support_tmpdir_remove(tmpdir);
 }
 
 Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .timeout = 60) {
-    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
-        cr_skip_test("tmux is not installed (apt-get install tmux)");
     start_tui("EASEL_NO_GPU=1");
     static char buf[65536];
     if (!wait_screen("No jobs yet", 10, buf, sizeof buf)) {
@@ -190,9 +196,7 @@ Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .time
     store_job_row_deinit(&r);
 
     /* a job added by another process (here: this test, through the store) shows up live */
-    JobNew jn = {.kind = "test-slow", .params = "{\"steps\":1}"};
-    int64_t id2;
-    cr_assert_eq(store_job_add(st, &jn, &id2, NULL), 0);
+    queue_slow(st, 1, 0);
     cr_assert(wait_screen("    2 succeeded", 5, buf, sizeof buf), "%s", buf);
     store_close(st);
 
@@ -207,8 +211,6 @@ Test(jobs_tui, add_watch_progress_cancel, .init = setup, .fini = teardown, .time
  * the environment; $EASEL_WORKER_THREADS is only the CLI's fallback when no flag is given. */
 Test(jobs_tui, pool_threads_come_from_the_config, .init = setup, .fini = teardown,
      .timeout = 60) {
-    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
-        cr_skip_test("tmux is not installed (apt-get install tmux)");
     static char buf[65536];
     start_tui_args("EASEL_NO_GPU=1 EASEL_WORKER_THREADS=3", "--threads 2");
     cr_assert(wait_screen("here: 0/2 workers busy", 10, buf, sizeof buf), "%s", buf);
@@ -227,8 +229,6 @@ Test(jobs_tui, pool_threads_come_from_the_config, .init = setup, .fini = teardow
 
 Test(jobs_tui, gpu_panels_with_history_and_the_job_holding_the_gpu, .init = setup,
      .fini = teardown, .timeout = 60) {
-    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
-        cr_skip_test("tmux is not installed (apt-get install tmux)");
     if (support_sh("command -v cc >/dev/null 2>&1") != 0)
         cr_skip_test("no C compiler to build the NVML stand-in");
     char lib[160];
@@ -236,9 +236,7 @@ Test(jobs_tui, gpu_panels_with_history_and_the_job_holding_the_gpu, .init = setu
     cr_assert_eq(support_sh("cc -shared -fPIC -O1 -o %s tests/fixtures/gpu/fake_nvml.c", lib), 0);
     /* a job that wants one GPU, queued before the TUI (and its pool) starts */
     Store *st = store_open(db, NULL);
-    JobNew jn = {.kind = "test-slow", .params = "{\"steps\":3000}", .gpus_wanted = 1};
-    int64_t id;
-    cr_assert_eq(store_job_add(st, &jn, &id, NULL), 0);
+    queue_slow(st, 3000, 1);
     store_close(st);
     char env[256];
     snprintf(env, sizeof env, "EASEL_NVML_LIB=%s", lib);
@@ -265,12 +263,8 @@ Test(jobs_tui, gpu_panels_with_history_and_the_job_holding_the_gpu, .init = setu
  * worker thread runs, so CPU training can be watched; its title says so. */
 Test(jobs_tui, system_screen_without_gpu_shows_cpu_memory_load_and_jobs, .init = setup,
      .fini = teardown, .timeout = 60) {
-    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
-        cr_skip_test("tmux is not installed (apt-get install tmux)");
     Store *st = store_open(db, NULL);
-    JobNew jn = {.kind = "test-slow", .params = "{\"steps\":3000}"};
-    int64_t id;
-    cr_assert_eq(store_job_add(st, &jn, &id, NULL), 0);
+    queue_slow(st, 3000, 0);
     store_close(st);
     start_tui("EASEL_NO_GPU=1");
     static char buf[65536];
@@ -295,12 +289,8 @@ Test(jobs_tui, system_screen_without_gpu_shows_cpu_memory_load_and_jobs, .init =
 
 /* q while this TUI's pool runs a job asks first; Esc stays; i interrupts it (resumable). */
 Test(jobs_tui, quit_asks_and_i_interrupts, .init = setup, .fini = teardown, .timeout = 60) {
-    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
-        cr_skip_test("tmux is not installed (apt-get install tmux)");
     Store *st = store_open(db, NULL);
-    JobNew jn = {.kind = "test-slow", .params = "{\"steps\":3000}"};
-    int64_t id;
-    cr_assert_eq(store_job_add(st, &jn, &id, NULL), 0);
+    int64_t id = queue_slow(st, 3000, 0);
     start_tui("EASEL_NO_GPU=1");
     static char buf[65536];
     cr_assert(wait_screen("    1 running", 10, buf, sizeof buf), "%s", buf);
@@ -347,12 +337,8 @@ Test(jobs_tui, quit_asks_and_i_interrupts, .init = setup, .fini = teardown, .tim
  * resumes the job and runs it to the end, then exits. */
 Test(jobs_tui, quit_w_leaves_the_job_to_a_headless_worker, .init = setup, .fini = teardown,
      .timeout = 60) {
-    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
-        cr_skip_test("tmux is not installed (apt-get install tmux)");
     Store *st = store_open(db, NULL);
-    JobNew jn = {.kind = "test-slow", .params = "{\"steps\":150}"};
-    int64_t id;
-    cr_assert_eq(store_job_add(st, &jn, &id, NULL), 0);
+    int64_t id = queue_slow(st, 150, 0);
     start_tui("EASEL_NO_GPU=1");
     static char buf[65536];
     cr_assert(wait_screen("    1 running", 10, buf, sizeof buf), "%s", buf);
@@ -436,20 +422,13 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
-    struct criterion_test_set *tests = criterion_initialize();
-    int rc = 0;
-    if (criterion_handle_args(argc, argv, true))
-        rc = !criterion_run_all_tests(tests);
-    criterion_finalize(tests);
-    return rc;
+    return support_criterion_main(argc, argv);
 }
 
 /* Without the NVML library, F6 gives the reason once: "No GPU. <lib> could not be loaded",
  * not "No GPU. no GPU: ..." (issue 13 QA). */
 Test(jobs_tui, system_screen_without_nvml_says_no_gpu_once, .init = setup, .fini = teardown,
      .timeout = 60) {
-    if (support_sh("command -v tmux >/dev/null 2>&1") != 0)
-        cr_skip_test("tmux is not installed (apt-get install tmux)");
     start_tui("EASEL_NVML_LIB=/nonexistent/libnvidia-ml.so.1");
     static char buf[65536];
     cr_assert(wait_screen("No jobs yet", 10, buf, sizeof buf), "%s", buf);

@@ -7,24 +7,18 @@
  * compiled): a "rebuild" is a new build/bin/easel, which the Makefile copies to bin/easel. */
 #include <criterion/criterion.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "support.h"
+#include "support_fixtures.h"
 
 static char easel[4096], root[4096], dir[64], db[256], out[65536];
 
 /* Run a shell command in DIR; stdout+stderr into out; returns the exit status. */
-__attribute__((format(printf, 1, 2))) static int run(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = support_vrun_buf(dir, out, sizeof out, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+#define run(...) support_run_buf(dir, out, sizeof out, __VA_ARGS__)
 
 /* make in the copy, as a user runs it, outside any make that runs the tests. */
 #define MAKE "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u SAN make --no-print-directory -o build/bin/easel "

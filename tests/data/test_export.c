@@ -52,6 +52,14 @@ static void imp(Store *st, ImportKind kind, const char *path) {
     import_report_deinit(&rep);
 }
 
+/* A new store NAME with the prompts and ratings of the fixtures. */
+static Store *rated_store(const char *name) {
+    Store *st = new_store(name);
+    imp(st, IMPORT_PROMPTS, FIX "prompts_good.csv");
+    imp(st, IMPORT_RATINGS, FIX "ratings_good.csv");
+    return st;
+}
+
 /* Export KIND to a string. */
 static char *export_str(Store *st, ExportKind kind, int per_annotator, double min_diff) {
     char *buf = NULL;
@@ -128,9 +136,7 @@ Test(export, an_empty_store_exports_headers_only) {
 }
 
 Test(export, ratings_round_trip_is_identical_and_deterministic) {
-    Store *a = new_store("a.db");
-    imp(a, IMPORT_PROMPTS, FIX "prompts_good.csv");
-    imp(a, IMPORT_RATINGS, FIX "ratings_good.csv");
+    Store *a = rated_store("a.db");
     char *r1 = export_str(a, EXPORT_RATINGS, 1, NAN);
     char *r1b = export_str(a, EXPORT_RATINGS, 1, NAN);
     cr_assert_str_eq(r1, r1b, "export is not deterministic");
@@ -166,9 +172,7 @@ Test(export, ratings_round_trip_is_identical_and_deterministic) {
 }
 
 Test(export, mean_over_annotators_by_hand) {
-    Store *st = new_store("a.db");
-    imp(st, IMPORT_PROMPTS, FIX "prompts_good.csv");
-    imp(st, IMPORT_RATINGS, FIX "ratings_good.csv");
+    Store *st = rated_store("a.db");
     char *got = export_str(st, EXPORT_RATINGS, 0, NAN);
     char line[1024];
     /* image 1/0: alice 8,7.5,5,-,9 and bob 7,8,-,6,9 → 7.5,7.75,5,6,9 */
@@ -204,9 +208,7 @@ Test(export, mean_over_annotators_by_hand) {
  *     spatial → 10/0 (10); icono → missing (10); fidelity → 10/0 (0.5); combined 5.3 vs 5.2 none
  */
 Test(export, pairs_match_hand_computed_labels) {
-    Store *st = new_store("a.db");
-    imp(st, IMPORT_PROMPTS, FIX "prompts_good.csv");
-    imp(st, IMPORT_RATINGS, FIX "ratings_good.csv");
+    Store *st = rated_store("a.db");
     char *got = export_str(st, EXPORT_PAIRS, 0, NAN);
     static const struct {
         const char *prompt_id, *pos, *neg, *aspect;
@@ -281,9 +283,7 @@ Test(export, to_file_is_atomic_and_leaves_no_tmp) {
 
 /* Jobs pass relative_to relative to the cwd; paths inside it are still written relative. */
 Test(export, relative_to_may_be_a_relative_folder) {
-    Store *st = new_store("a.db");
-    imp(st, IMPORT_PROMPTS, FIX "prompts_good.csv");
-    imp(st, IMPORT_RATINGS, FIX "ratings_good.csv");
+    Store *st = rated_store("a.db");
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -335,9 +335,7 @@ Test(export, paths_inside_the_workspace_stay_relative) {
 
 /* Exported pairs import back as stored pairs of the same prompts and images. */
 Test(export, exported_pairs_import_back) {
-    Store *st = new_store("a.db");
-    imp(st, IMPORT_PROMPTS, FIX "prompts_good.csv");
-    imp(st, IMPORT_RATINGS, FIX "ratings_good.csv");
+    Store *st = rated_store("a.db");
     char path[160];
     snprintf(path, sizeof path, "%s/pairs.jsonl", tmpdir);
     ExportOptions o;

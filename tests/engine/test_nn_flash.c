@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "backend_cpu.h"
+#include "base.h"
 #include "nn_attention.h"
 #include "nn_check.h"
 #include "nn_flash.h"
@@ -256,30 +257,6 @@ Test(nn_flash, finite_differences_catch_a_wrong_backward) {
 
 /* ---- memory --------------------------------------------------------------------------- */
 
-/* kB from /proc/self/status's line `key`, or -1. */
-static long status_kb(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f)
-        return -1;
-    char line[256];
-    long v = -1;
-    size_t n = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, n) == 0 && line[n] == ':')
-            v = atol(line + n + 1);
-    fclose(f);
-    return v;
-}
-
-/* Reset the peak resident set (VmHWM) to the current one; 0 on success. */
-static int reset_peak(void) {
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f)
-        return -1;
-    int ok = fputs("5", f) >= 0;
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
-
 static float *touched(size_t n) {
     float *x = malloc(n * sizeof(float));
     cr_assert(x);
@@ -300,20 +277,20 @@ Test(nn_flash, memory_is_linear_at_4096_tokens) {
     CpuPool *prev = backend_cpu_use(pool);
     FlashAttn a = {.B = 1, .NH = 1, .Tq = T, .Tk = T, .hd = hd};
     nn_flash_forward(o, lse, q, k, v, &a); /* warm: thread stacks, BLAS buffers */
-    if (reset_peak() != 0 || status_kb("VmHWM") < 0)
+    if (base_peak_rss_reset() != 0 || base_proc_status_kb("VmHWM") < 0)
         cr_skip_test("cannot reset the peak resident set (/proc/self/clear_refs)");
-    long base = status_kb("VmRSS");
+    long base = base_proc_status_kb("VmRSS");
     nn_flash_forward(o, lse, q, k, v, &a);
     nn_flash_backward(dq, dk, dv, dout, q, k, v, o, lse, &a);
-    long grew = status_kb("VmHWM") - base;
+    long grew = base_proc_status_kb("VmHWM") - base;
     long quadratic = (long)((size_t)T * T * sizeof(float) / 1024); /* one (T,T) f32 matrix */
     cr_expect_lt(grew, quadratic / 8, "peak grew %ld kB; a (T,T) matrix is %ld kB", grew,
                  quadratic);
     /* the measure sees a (T,T) matrix when there is one */
-    reset_peak();
-    base = status_kb("VmRSS");
+    base_peak_rss_reset();
+    base = base_proc_status_kb("VmRSS");
     float *big = touched((size_t)T * T);
-    cr_expect_gt(status_kb("VmHWM") - base, quadratic / 2);
+    cr_expect_gt(base_proc_status_kb("VmHWM") - base, quadratic / 2);
     free(big);
     for (size_t i = 0; i < n; i += 4099)
         cr_expect(isfinite(o[i]) && isfinite(dq[i]) && isfinite(dk[i]) && isfinite(dv[i]));

@@ -39,6 +39,23 @@ TestSuite(nn_grad, .fini = fini);
 #define CASE(nm, nin, nout, f, b, ctx_) \
     GradCase c = {.name = nm, .n_in = nin, .n_out = nout, .fwd = f, .bwd = b, .ctx = ctx_}
 
+/* An input of a case: N values drawn N(0, STD). */
+typedef struct GradIn {
+    size_t n;
+    float std;
+} GradIn;
+
+/* Check the backward of op NAME (FWD/BWD on CTX, N_OUT outputs) against central differences
+ * (eps EPS, tolerance ATOL + RTOL): N_IN inputs IN, drawn in order from R. */
+static void expect_grad(Rng *r, const char *name, void (*fwd)(GradCase *, float *),
+                        void (*bwd)(GradCase *, float *, const float *, float **), void *ctx,
+                        size_t n_out, float atol, int n_in, const GradIn *in) {
+    CASE(name, n_in, n_out, fwd, bwd, ctx);
+    for (int i = 0; i < n_in; i++)
+        c.in[i] = gc_randn(r, in[i].n, in[i].std), c.n[i] = in[i].n;
+    cr_expect_eq(check_grad(&c, EPS, atol, RTOL), 0, "%s", name);
+}
+
 /* ---- linear / matmul / bias --------------------------------------------------------- */
 
 static void lin_f(GradCase *c, float *out) {
@@ -55,11 +72,7 @@ Test(nn_grad, linear) {
     Rng r;
     rng_init(&r, 1);
     Sz s = {.N = 5, .C = 7, .OC = 6};
-    CASE("linear", 3, 30, lin_f, lin_b, &s);
-    c.in[0] = gc_randn(&r, 35, 1), c.n[0] = 35;
-    c.in[1] = gc_randn(&r, 42, 1), c.n[1] = 42;
-    c.in[2] = gc_randn(&r, 6, 1), c.n[2] = 6;
-    cr_expect_eq(check_grad(&c, EPS, ATOL, RTOL), 0);
+    expect_grad(&r, "linear", lin_f, lin_b, &s, 30, ATOL, 3, (GradIn[]){{35, 1}, {42, 1}, {6, 1}});
 }
 
 static void mm_f(GradCase *c, float *out) {
@@ -76,10 +89,7 @@ Test(nn_grad, matmul) {
     Rng r;
     rng_init(&r, 2);
     Sz s = {.N = 4, .K = 5, .C = 3};
-    CASE("matmul", 2, 12, mm_f, mm_b, &s);
-    c.in[0] = gc_randn(&r, 20, 1), c.n[0] = 20;
-    c.in[1] = gc_randn(&r, 15, 1), c.n[1] = 15;
-    cr_expect_eq(check_grad(&c, EPS, ATOL, RTOL), 0);
+    expect_grad(&r, "matmul", mm_f, mm_b, &s, 12, ATOL, 2, (GradIn[]){{20, 1}, {15, 1}});
 }
 
 static void bias_f(GradCase *c, float *out) {
@@ -96,10 +106,7 @@ Test(nn_grad, bias_add) {
     Rng r;
     rng_init(&r, 3);
     Sz s = {.N = 3, .C = 4};
-    CASE("bias_add", 2, 12, bias_f, bias_b, &s);
-    c.in[0] = gc_randn(&r, 12, 1), c.n[0] = 12;
-    c.in[1] = gc_randn(&r, 4, 1), c.n[1] = 4;
-    cr_expect_eq(check_grad(&c, EPS, ATOL, RTOL), 0);
+    expect_grad(&r, "bias_add", bias_f, bias_b, &s, 12, ATOL, 2, (GradIn[]){{12, 1}, {4, 1}});
 }
 
 /* ---- elementwise ---------------------------------------------------------------------- */
@@ -155,10 +162,7 @@ Test(nn_grad, concat) {
     Rng r;
     rng_init(&r, 5);
     Sz s = {.N = 3, .C = 2, .K = 4};
-    CASE("concat", 2, 18, cat_f, cat_b, &s);
-    c.in[0] = gc_randn(&r, 6, 1), c.n[0] = 6;
-    c.in[1] = gc_randn(&r, 12, 1), c.n[1] = 12;
-    cr_expect_eq(check_grad(&c, EPS, ATOL, RTOL), 0);
+    expect_grad(&r, "concat", cat_f, cat_b, &s, 18, ATOL, 2, (GradIn[]){{6, 1}, {12, 1}});
 }
 
 /* ---- activations ---------------------------------------------------------------------- */
@@ -219,11 +223,7 @@ Test(nn_grad, layernorm) {
     rng_init(&r, 7);
     float save[8];
     Sz s = {.N = 4, .C = 6, .save = save};
-    CASE("layernorm", 3, 24, ln_f, ln_b, &s);
-    c.in[0] = gc_randn(&r, 24, 1), c.n[0] = 24;
-    c.in[1] = gc_randn(&r, 6, 1), c.n[1] = 6;
-    c.in[2] = gc_randn(&r, 6, 1), c.n[2] = 6;
-    cr_expect_eq(check_grad(&c, 1e-2f, 5e-3f, RTOL), 0);
+    expect_grad(&r, "layernorm", ln_f, ln_b, &s, 24, 5e-3f, 3, (GradIn[]){{24, 1}, {6, 1}, {6, 1}});
 }
 
 static void l2_f(GradCase *c, float *out) {
@@ -240,9 +240,7 @@ Test(nn_grad, l2norm) {
     rng_init(&r, 8);
     float save[4];
     Sz s = {.N = 3, .C = 5, .save = save};
-    CASE("l2norm", 1, 15, l2_f, l2_b, &s);
-    c.in[0] = gc_randn(&r, 15, 1), c.n[0] = 15;
-    cr_expect_eq(check_grad(&c, 1e-2f, ATOL, RTOL), 0);
+    expect_grad(&r, "l2norm", l2_f, l2_b, &s, 15, ATOL, 1, (GradIn[]){{15, 1}});
 }
 
 /* ---- dropout, softmax, losses, reductions, embedding -------------------------------------- */
@@ -261,9 +259,7 @@ Test(nn_grad, dropout) {
     Rng r;
     rng_init(&r, 9);
     Sz s = {.p = 0.3f, .seed = 77};
-    CASE("dropout", 1, 40, drop_f, drop_b, &s);
-    c.in[0] = gc_randn(&r, 40, 1), c.n[0] = 40;
-    cr_expect_eq(check_grad(&c, EPS, ATOL, RTOL), 0);
+    expect_grad(&r, "dropout", drop_f, drop_b, &s, 40, ATOL, 1, (GradIn[]){{40, 1}});
 }
 
 static void sm_f(GradCase *c, float *out) {
@@ -279,9 +275,7 @@ Test(nn_grad, softmax) {
     Rng r;
     rng_init(&r, 10);
     Sz s = {.N = 3, .C = 5};
-    CASE("softmax", 1, 15, sm_f, sm_b, &s);
-    c.in[0] = gc_randn(&r, 15, 2), c.n[0] = 15;
-    cr_expect_eq(check_grad(&c, EPS, ATOL, RTOL), 0);
+    expect_grad(&r, "softmax", sm_f, sm_b, &s, 15, ATOL, 1, (GradIn[]){{15, 2}});
 }
 
 static void bce_f(GradCase *c, float *out) {
@@ -308,16 +302,8 @@ Test(nn_grad, losses) {
     rng_init(&r, 11);
     float y[8] = {1, 0, 0.5f, 1, 0, 0.25f, 1, 0};
     Sz s = {.fixed = y};
-    {
-        CASE("logistic", 1, 8, bce_f, bce_b, &s);
-        c.in[0] = gc_randn(&r, 8, 3), c.n[0] = 8;
-        cr_expect_eq(check_grad(&c, EPS, ATOL, RTOL), 0);
-    }
-    {
-        CASE("mse", 1, 8, mse_f, mse_b, &s);
-        c.in[0] = gc_randn(&r, 8, 3), c.n[0] = 8;
-        cr_expect_eq(check_grad(&c, EPS, ATOL, RTOL), 0);
-    }
+    expect_grad(&r, "logistic", bce_f, bce_b, &s, 8, ATOL, 1, (GradIn[]){{8, 3}});
+    expect_grad(&r, "mse", mse_f, mse_b, &s, 8, ATOL, 1, (GradIn[]){{8, 3}});
 }
 
 static void sum_f(GradCase *c, float *out) {
@@ -343,16 +329,8 @@ Test(nn_grad, reductions) {
     Rng r;
     rng_init(&r, 12);
     Sz s = {.N = 3, .C = 4};
-    {
-        CASE("sum", 1, 3, sum_f, sum_b, &s);
-        c.in[0] = gc_randn(&r, 12, 1), c.n[0] = 12;
-        cr_expect_eq(check_grad(&c, EPS, ATOL, RTOL), 0);
-    }
-    {
-        CASE("mean", 1, 3, mean_f, mean_b, &s);
-        c.in[0] = gc_randn(&r, 12, 1), c.n[0] = 12;
-        cr_expect_eq(check_grad(&c, EPS, ATOL, RTOL), 0);
-    }
+    expect_grad(&r, "sum", sum_f, sum_b, &s, 3, ATOL, 1, (GradIn[]){{12, 1}});
+    expect_grad(&r, "mean", mean_f, mean_b, &s, 3, ATOL, 1, (GradIn[]){{12, 1}});
 }
 
 static void emb_f(GradCase *c, float *out) {
@@ -370,9 +348,7 @@ Test(nn_grad, embedding) {
     rng_init(&r, 13);
     int32_t ids[5] = {2, 0, 2, 3, 2}; /* repeated ids accumulate */
     Sz s = {.N = 5, .C = 3, .K = 4, .ids = ids};
-    CASE("embedding", 1, 15, emb_f, emb_b, &s);
-    c.in[0] = gc_randn(&r, 12, 1), c.n[0] = 12;
-    cr_expect_eq(check_grad(&c, EPS, ATOL, RTOL), 0);
+    expect_grad(&r, "embedding", emb_f, emb_b, &s, 15, ATOL, 1, (GradIn[]){{12, 1}});
 }
 
 /* ---- attention ---------------------------------------------------------------------- */
@@ -442,15 +418,16 @@ Test(nn_grad, multihead_attention) {
     m.cache_mem = calloc(nn_mha_cache_floats(2, 1, 3, 4, 2), sizeof(float));
     m.scratch = calloc(nn_mha_scratch_floats(2, 1, 3, 4, 2), sizeof(float));
     nn_mha_cache_point(&m.cache, m.cache_mem, 2, 1, 3, 4, 2);
-    CASE("mha", 7, 8, mha_f, mha_b, &m);
-    c.in[0] = gc_randn(&r, 8, 1), c.n[0] = 8;    /* query (2,1,4) */
-    c.in[1] = gc_randn(&r, 24, 1), c.n[1] = 24;  /* key (2,3,4) */
-    c.in[2] = gc_randn(&r, 24, 1), c.n[2] = 24;  /* value */
-    c.in[3] = gc_randn(&r, 48, 0.5f), c.n[3] = 48; /* in_proj_weight (12,4) */
-    c.in[4] = gc_randn(&r, 12, 0.5f), c.n[4] = 12;
-    c.in[5] = gc_randn(&r, 16, 0.5f), c.n[5] = 16; /* out_proj.weight */
-    c.in[6] = gc_randn(&r, 4, 0.5f), c.n[6] = 4;
-    cr_expect_eq(check_grad(&c, EPS, ATOL, RTOL), 0);
+    const GradIn in[] = {
+        {8, 1},     /* query (2,1,4) */
+        {24, 1},    /* key (2,3,4) */
+        {24, 1},    /* value */
+        {48, 0.5f}, /* in_proj_weight (12,4) */
+        {12, 0.5f}, /* in_proj_bias */
+        {16, 0.5f}, /* out_proj.weight */
+        {4, 0.5f},  /* out_proj.bias */
+    };
+    expect_grad(&r, "mha", mha_f, mha_b, &m, 8, ATOL, 7, in);
     free(m.cache_mem);
     free(m.scratch);
 }

@@ -75,13 +75,10 @@ static void write_steps(int from, int to) {
 }
 
 static void setup(void) {
-    if (support_sh("command -v tmux >/dev/null") != 0)
+    if (!support_have("tmux"))
         cr_skip_test("tmux is not installed (the Makefile's DEB_TEST installs it)");
-    const char *bin = getenv("EASEL_BIN");
-    if (!realpath(bin ? bin : "bin/easel", easel))
-        cr_skip_test("bin/easel not found (run from the repository root after make)");
-    strcpy(dir, "/tmp/easel-montmux-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    support_easel_path(easel, sizeof easel);
+    support_tmpdir_make(dir, sizeof dir, "montmux");
     snprintf(sock, sizeof sock, "easel-mon-%d", (int)getpid());
     char path[128];
     snprintf(path, sizeof path, "%s/t.db", dir);
@@ -101,8 +98,7 @@ static void teardown(void) {
     if (sock[0])
         support_sh("tmux -L %s kill-server 2>/dev/null", sock);
     store_close(st);
-    if (dir[0])
-        support_sh("rm -rf %s", dir);
+    support_tmpdir_remove(dir);
 }
 
 TestSuite(monitor_tmux, .init = setup, .fini = teardown, .timeout = 60);

@@ -18,14 +18,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
-
 #include "annotate_vm.h"
 #include "queue_order.h"
 #include "store.h"
@@ -34,6 +26,7 @@
 #include "store_ratings.h"
 #include "store_runs.h"
 #include "support.h"
+#include "support_fixtures.h"
 #include "train.h"
 
 /* ---- pure --------------------------------------------------------------------------------- */
@@ -159,63 +152,30 @@ static void make_image(const char *path, int level, int prompt) {
             q[1] = (unsigned char)(60 + 20 * prompt);
             q[2] = (unsigned char)((x < S / 2) ? 200 - 40 * level : 40);
         }
-    cr_assert(stbi_write_png(path, S, S, 3, p, S * 3));
+    support_png_write(path, S, S, p);
     free(p);
 }
 
-/* Prompts 1..N_PROMPTS ("p0".."p5"), PER_PROMPT images each (ids in prompt order). Image k
- * of a prompt has level k; annotator "planter" rates the first two images of every prompt
- * (5 + 2 x level on every aspect), so there are pairs to train on and unrated images. */
-static void build_store(void) {
-    Err err = {0};
-    Store *st = store_open(db, &err);
-    cr_assert_not_null(st, "%s", err.msg);
-    StoreAspect *asp = NULL;
-    size_t na = 0;
-    cr_assert_eq(store_aspects_list(st, &asp, &na, &err), 0);
-    int64_t annot;
-    cr_assert_eq(store_annotator_ensure(st, "planter", &annot, &err), 0);
-    cr_assert_eq(store_begin(st, &err), 0);
-    for (int p = 0; p < N_PROMPTS; p++) {
-        char ext[16], text[64];
-        snprintf(ext, sizeof ext, "p%d", p);
-        snprintf(text, sizeof text, "a test scene number %d", p);
-        int64_t pid;
-        cr_assert_eq(store_prompt_add(st, ext, text, &pid, NULL, &err), 0, "%s", err.msg);
-        for (int k = 0; k < PER_PROMPT; k++) {
-            char rel[64], path[256];
-            snprintf(rel, sizeof rel, "img/%d_%d.png", p, k);
-            snprintf(path, sizeof path, "%s/%s", dir, rel);
-            make_image(path, k, p);
-            StoreImage im = {.prompt_id = pid, .path = rel};
-            int64_t iid;
-            cr_assert_eq(store_image_add(st, &im, &iid, &err), 0, "%s", err.msg);
-            if (k < 2)
-                for (int h = 0; h < 5; h++)
-                    cr_assert_eq(store_rating_add(st, iid, annot, asp[h].id, 5 + 2 * k, NAN,
-                                                  "test", NULL, &err),
-                                 0, "%s", err.msg);
-        }
-    }
-    cr_assert_eq(store_commit(st, &err), 0);
-    store_aspects_free(asp, na);
-    store_close(st);
+/* Image k of a prompt has level k; annotator "planter" rates the first two images of every
+ * prompt (5 + 2 x level on every aspect), so there are pairs to train on and unrated images. */
+static void leveled_image(const char *path, int p, int k, double rating[5], void *user) {
+    (void)user;
+    make_image(path, k, p);
+    if (k < 2)
+        for (int h = 0; h < 5; h++)
+            rating[h] = 5 + 2 * k;
 }
 
+/* Prompts 1..N_PROMPTS ("p0".."p5"), PER_PROMPT images each (ids in prompt order). */
 static void setup(void) {
-    strcpy(dir, access("/dev/shm", W_OK) == 0 ? "/dev/shm/easel-queue-XXXXXX"
-                                                : "/tmp/easel-queue-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    support_shm_tmpdir_make(dir, sizeof dir, "queue");
     snprintf(db, sizeof db, "%s/t.db", dir);
-    char img[256];
-    snprintf(img, sizeof img, "%s/img", dir);
-    cr_assert_eq(mkdir(img, 0777), 0);
-    build_store();
+    SupportSynth synth = {N_PROMPTS, PER_PROMPT, "p", "a test scene number ", leveled_image, NULL};
+    support_synth_store(dir, db, &synth);
 }
 
 static void teardown(void) {
-    if (dir[0])
-        support_sh("rm -rf %s", dir);
+    support_tmpdir_remove(dir);
 }
 
 static void train_tiny(Store *st, const char *name) {

@@ -3,7 +3,6 @@
  * colour alone), OSC 11 answers, the assets folder lookup, the ASCII plots, and the TUI using
  * them in tmux (--theme, $EASEL_THEME, --plot, rubrics and help texts read at run time). */
 #include <criterion/criterion.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "base.h"
 #include "monitor_plot.h"
 #include "support.h"
+#include "support_fixtures.h"
 #include "theme.h"
 
 #define WHITE 0xffffffu
@@ -316,14 +316,8 @@ static void tui_start(const char *env, const char *args) {
                  0);
 }
 
-static int cli(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int cli(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = support_vrun_buf(dir, out, sizeof out, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+/* Run a shell command in DIR; stdout+stderr into out; returns the exit status. */
+#define cli(...) support_run_buf(dir, out, sizeof out, __VA_ARGS__)
 
 TestSuite(theme_tui, .init = tui_setup, .fini = tui_teardown, .timeout = 60);
 

@@ -17,6 +17,7 @@
 #include "app.h"
 #include "base.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 static char dir[64];
 static char sock[64];
@@ -288,10 +289,5 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
-    struct criterion_test_set *tests = criterion_initialize();
-    int rc = 0;
-    if (criterion_handle_args(argc, argv, true))
-        rc = !criterion_run_all_tests(tests);
-    criterion_finalize(tests);
-    return rc;
+    return support_criterion_main(argc, argv);
 }

@@ -11,16 +11,8 @@
 #include <unistd.h>
 
 #include "gfx.h"
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wall"
-#pragma GCC diagnostic ignored "-Wextra"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
+#include "support.h"
+#include "support_fixtures.h"
 
 /* A photo-like test picture: smooth gradients, a disc, soft stripes. Deterministic. */
 static GfxImage picture(int w, int h) {
@@ -160,10 +152,7 @@ Test(ui_gfx, decode_errors_name_the_file) {
     char dir[] = "/tmp/easel-gfx-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     char path[128];
-    snprintf(path, sizeof path, "%s/broken.png", dir);
-    FILE *f = fopen(path, "wb");
-    fputs("\x89PNG\r\n\x1a\nnot really", f);
-    fclose(f);
+    support_write_file(dir, "broken.png", "\x89PNG\r\n\x1a\nnot really", path, sizeof path);
     GfxImage img;
     Err err = {0};
     cr_assert_eq(gfx_image_load(path, &img, &err), ERR_FORMAT);
@@ -339,7 +328,7 @@ Test(ui_gfx, cache_renders_in_background_and_reports_failures) {
     snprintf(good, sizeof good, "%s/a.png", dir);
     snprintf(bad, sizeof bad, "%s/b.png", dir);
     GfxImage src = picture(64, 64);
-    cr_assert(stbi_write_png(good, 64, 64, 3, src.px, 64 * 3));
+    support_png_write(good, 64, 64, src.px);
     FILE *f = fopen(bad, "w");
     fputs("garbage", f);
     fclose(f);
@@ -534,11 +523,11 @@ Test(ui_gfx, truecolor_from_colorterm_or_terminfo) {
     char dir[] = "/tmp/easel-ti-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     char src[160], cmd[400];
-    snprintf(src, sizeof src, "%s/direct.ti", dir);
-    FILE *f = fopen(src, "w");
-    fputs("easeltest-direct|direct colour for a test,\n\tRGB, colors#0x1000000, pairs#0x10000,"
-          " use=xterm-256color,\n", f);
-    fclose(f);
+    support_write_file(dir, "direct.ti",
+                       "easeltest-direct|direct colour for a test,\n"
+                       "\tRGB, colors#0x1000000, pairs#0x10000,"
+                       " use=xterm-256color,\n",
+                       src, sizeof src);
     snprintf(cmd, sizeof cmd, "tic -x -o %s %s 2>/dev/null", dir, src);
     cr_assert_eq(system(cmd), 0, "tic");
     setenv("TERMINFO", dir, 1);

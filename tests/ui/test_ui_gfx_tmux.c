@@ -13,16 +13,7 @@
 #include <unistd.h>
 
 #include "support.h"
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wall"
-#pragma GCC diagnostic ignored "-Wextra"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
+#include "support_fixtures.h"
 
 static char dir[64];
 static char sock[64];
@@ -38,7 +29,6 @@ static void setup(void) {
     support_easel_path(easel, sizeof easel);
     support_tmpdir_make(dir, sizeof dir, "gfxtmux");
     snprintf(sock, sizeof sock, "easel-gfx-%d", (int)getpid());
-    cr_assert_eq(support_sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
     /* 400x300: larger than the 1:1 view of a 100x30 pane in half blocks (100x~56) */
     int w = 400, h = 300;
     unsigned char *px = malloc((size_t)w * h * 3);
@@ -49,15 +39,8 @@ static void setup(void) {
             p[1] = (unsigned char)(150 - y / 4);
             p[2] = (unsigned char)(80 + x / 4);
         }
-    char path[160];
-    snprintf(path, sizeof path, "%s/sky.png", dir);
-    cr_assert(stbi_write_png(path, w, h, 3, px, w * 3));
+    support_one_image_store(easel, dir, "an orange evening sky", "sky.png", w, h, px);
     free(px);
-    cr_assert_eq(support_sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at)"
-                            " VALUES (1, 'p1', 'an orange evening sky', 0);"
-                            " INSERT INTO images(id, prompt_id, path, created_at) VALUES"
-                            " (1,1,'sky.png',0);\"", dir),
-                 0, "sqlite3 CLI needed (DEB_TEST)");
 }
 
 static void teardown(void) {

@@ -22,43 +22,21 @@
 #include "annotate_vm.h"
 
 #include "support.h"
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wall"
-#pragma GCC diagnostic ignored "-Wextra"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
+#include "support_fixtures.h"
 
 #define COLS 100
 #define ROWS 30
 #define PIC_W 240
 #define PIC_H 180
 
-static char dir[64];
-static char easel[512];
-static int display = -1;
-static pid_t xvfb = -1;
-static pid_t xterm = -1;
-
+static SupportX xt;
 
 static void setup(void) {
-    const char *tools[] = {"Xvfb", "xterm", "xwd", "xdotool", "convert", "compare"};
-    for (size_t i = 0; i < sizeof tools / sizeof tools[0]; i++)
-        if (!support_have(tools[i]))
-            cr_skip_test("%s is not installed: the real-terminal test needs Xvfb, xterm, xwd, "
-                         "xdotool and ImageMagick (the Makefile's DEB_TEST installs them)",
-                         tools[i]);
-    const char *bin = getenv("EASEL_BIN");
-    if (!realpath(bin ? bin : "bin/easel", easel))
-        cr_skip_test("bin/easel not found (run from the repository root after make)");
-    strcpy(dir, "/tmp/easel-zoomx-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    display = support_xvfb_start(&xvfb);
-    cr_assert_geq(display, 0, "Xvfb did not report a display");
+    static const char *const tools[] = {"Xvfb", "xterm", "xwd", "xdotool", "convert", "compare",
+                                        NULL};
+    support_x_setup(&xt, "zoomx", tools,
+                    "the real-terminal test needs Xvfb, xterm, xwd, xdotool and ImageMagick "
+                    "(the Makefile's DEB_TEST installs them)");
 
     /* a sunset-like card: a vertical gradient, a sun, a dark ridge with a sharp edge */
     unsigned char *px = malloc((size_t)PIC_W * PIC_H * 3);
@@ -71,21 +49,12 @@ static void setup(void) {
             p[1] = (unsigned char)(sun ? 220 : ridge ? 70 : 60 + y / 2);
             p[2] = (unsigned char)(sun ? 120 : ridge ? 90 : 140 - y / 3);
         }
-    char path[160];
-    snprintf(path, sizeof path, "%s/pic.png", dir);
-    cr_assert(stbi_write_png(path, PIC_W, PIC_H, 3, px, PIC_W * 3));
+    support_one_image_store(xt.easel, xt.dir, "an evening sky", "pic.png", PIC_W, PIC_H, px);
     free(px);
-    cr_assert_eq(support_sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
-    cr_assert_eq(support_sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
-                    " (1, 'p1', 'an evening sky', 0); INSERT INTO images(id, prompt_id, path,"
-                    " created_at) VALUES (1, 1, 'pic.png', 0);\"", dir), 0);
 }
 
 static void teardown(void) {
-    support_stop(&xterm);
-    support_stop(&xvfb);
-    if (dir[0])
-        support_sh("%s %s", getenv("EASEL_KEEP") ? "echo kept" : "rm -rf", dir);
+    support_x_teardown(&xt);
 }
 
 TestSuite(ui_gfx_xterm, .init = setup, .fini = teardown, .timeout = 90);
@@ -93,93 +62,51 @@ TestSuite(ui_gfx_xterm, .init = setup, .fini = teardown, .timeout = 90);
 /* Wait until the log holds N lines matching WANT. */
 static void wait_log(const char *want, int n) {
     for (int i = 0; i < 500; i++) {
-        if (support_sh("c=$(grep -c '%s' %s/easel.log 2>/dev/null); [ \"${c:-0}\" -ge %d ]", want, dir,
-               n) == 0)
+        if (support_sh("c=$(grep -c '%s' %s/easel.log 2>/dev/null); [ \"${c:-0}\" -ge %d ]",
+                       want, xt.dir, n) == 0)
             return;
         usleep(20000);
     }
     cr_assert_fail("easel never logged '%s' %d times", want, n);
 }
 
-/* Screenshot into NAME.png once two consecutive ones agree (the frame is logged before it
- * is written). */
+/* Screenshot into NAME.png once two consecutive ones agree. */
 static void shot(const char *name) {
-    char prev[200] = "", cmd[512];
-    for (int i = 0; i < 50; i++) {
-        usleep(150000);
-        cr_assert_eq(support_sh("xwd -display :%d -root -silent | convert xwd:- %s/%s.png", display, dir,
-                        name), 0);
-        char sum[200];
-        snprintf(cmd, sizeof cmd, "md5sum < %s/%s.png", dir, name);
-        FILE *p = popen(cmd, "r");
-        cr_assert(fgets(sum, sizeof sum, p));
-        pclose(p);
-        if (strcmp(sum, prev) == 0)
-            return;
-        strcpy(prev, sum);
-    }
+    support_xwd_settled(xt.display, xt.dir, name, 150000);
 }
 
 static void key(const char *k) {
     cr_assert_eq(support_sh("DISPLAY=:%d xdotool search --class xterm | head -1 | "
                     "xargs -I{} env DISPLAY=:%d xdotool key --window {} %s 2>/dev/null",
-                    display, display, k), 0, "xdotool key %s", k);
+                    xt.display, xt.display, k), 0, "xdotool key %s", k);
 }
 
 static double psnr(const char *a, const char *b) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "cd %s && compare -metric PSNR %s %s null: 2>&1", dir, a, b);
-    FILE *p = popen(cmd, "r");
-    char out[128] = "";
-    cr_assert(fgets(out, sizeof out, p));
-    pclose(p);
-    return strncmp(out, "inf", 3) == 0 ? 999.0 : atof(out);
+    return support_psnr(xt.dir, a, b);
 }
 
 /* The last zoom line of the log: view size in pixels and top-left cell. */
 static void last_zoom(int *w, int *h, int *col, int *row) {
-    char path[160], line[1024];
-    snprintf(path, sizeof path, "%s/easel.log", dir);
-    FILE *f = fopen(path, "r");
-    int found = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        const char *k = strstr(line, "view ");
-        if (strstr(line, "zoom: image") && k &&
-            sscanf(k, "view %dx%d px at cell %d,%d", w, h, col, row) == 4)
-            found = 1;
-    }
-    if (f)
-        fclose(f);
-    cr_assert(found, "no zoom line in the log");
+    char path[160];
+    snprintf(path, sizeof path, "%s/easel.log", xt.dir);
+    cr_assert(support_log_scan(path, "zoom: image", "view ", "view %dx%d px at cell %d,%d", 4, w,
+                               h, col, row),
+              "no zoom line in the log");
 }
 
 static void cell_size(int *cw, int *ch) {
-    char path[160], line[1024];
-    snprintf(path, sizeof path, "%s/easel.log", dir);
-    FILE *f = fopen(path, "r");
-    int found = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        const char *k = strstr(line, "cell ");
-        if (k && sscanf(k, "cell %dx%d", cw, ch) == 2)
-            found = 1;
-    }
-    if (f)
-        fclose(f);
-    cr_assert(found, "no cell size in the log");
+    char path[160];
+    snprintf(path, sizeof path, "%s/easel.log", xt.dir);
+    cr_assert(support_log_scan(path, NULL, "cell ", "cell %dx%d", 2, cw, ch),
+              "no cell size in the log");
 }
 
 Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
-    char cmd[1024], dpy[16], geom[32];
-    snprintf(dpy, sizeof dpy, ":%d", display);
+    char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "cd %s && printf '\\033[?25l' && EASEL_LOG=%s/easel.log exec %s --db t.db annotate "
-             "--annotator tester", dir, dir, easel);
-    snprintf(geom, sizeof geom, "%dx%d+0+0", COLS, ROWS);
-    char *argv[] = {"xterm", "-display", dpy, "-ti", "vt340", "-b", "0", "-bw", "0",
-                    "-xrm", "XTerm*numColorRegisters: 256", "-xrm", "XTerm*cursorBlink: false",
-                    "-xrm", "XTerm*allowSendEvents: true", "-geometry", geom, "-e", "sh", "-c",
-                    cmd, NULL};
-    xterm = support_spawn_quiet(argv);
+             "--annotator tester", xt.dir, xt.dir, xt.easel);
+    xt.xterm = support_xterm_start(xt.display, COLS, ROWS, cmd);
     wait_log("canvas", 1);
     shot("before");
     int cw, ch;
@@ -193,11 +120,11 @@ Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
     last_zoom(&w, &h, &col, &row);
     cr_assert_gt(h, (ROWS - 4) * ch, "fitted to the screen's height: %dx%d", w, h);
     cr_assert_eq(support_sh("cd %s && convert fit.png -crop %dx%d+%d+%d +repage a.png && "
-                    "convert pic.png -resize %dx%d! b.png", dir, w, h, col * cw, row * ch, w, h),
+                    "convert pic.png -resize %dx%d! b.png", xt.dir, w, h, col * cw, row * ch, w, h),
                  0);
     double db = psnr("a.png", "b.png");
     cr_log_info("zoom fit: %dx%d px at cell %d,%d: %.1f dB", w, h, col, row, db);
-    cr_assert_gt(db, 25.0, "fitted view PSNR %.1f dB (EASEL_KEEP=1 keeps %s)", db, dir);
+    cr_assert_gt(db, 25.0, "fitted view PSNR %.1f dB (EASEL_KEEP=1 keeps %s)", db, xt.dir);
 
     /* 2. one image pixel per screen pixel */
     key("1");
@@ -206,11 +133,12 @@ Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
     last_zoom(&w, &h, &col, &row);
     cr_assert_eq(w, PIC_W);
     cr_assert_eq(h, PIC_H);
-    cr_assert_eq(support_sh("cd %s && convert one.png -crop %dx%d+%d+%d +repage a.png", dir, w, h,
-                    col * cw, row * ch), 0);
+    cr_assert_eq(support_sh("cd %s && convert one.png -crop %dx%d+%d+%d +repage a.png", xt.dir,
+                            w, h, col * cw, row * ch),
+                 0);
     db = psnr("a.png", "pic.png");
     cr_log_info("zoom 1:1: %.1f dB", db);
-    cr_assert_gt(db, 30.0, "1:1 view PSNR %.1f dB (EASEL_KEEP=1 keeps %s)", db, dir);
+    cr_assert_gt(db, 30.0, "1:1 view PSNR %.1f dB (EASEL_KEEP=1 keeps %s)", db, xt.dir);
 
     /* 3. back: the text panel is as it was, nothing of the zoom left on it */
     key("Escape");
@@ -220,7 +148,7 @@ Test(ui_gfx_xterm, zoom_fit_one_to_one_and_back_in_sixel) {
     AnnotateLayout l = annotate_layout(1, 0, ROWS - 2, COLS, cw, ch);
     int x0 = (l.sep_x + 1) * cw;
     cr_assert_eq(support_sh("cd %s && convert before.png -crop %dx%d+%d+%d +repage t1.png && "
-                    "convert after.png -crop %dx%d+%d+%d +repage t2.png", dir,
+                    "convert after.png -crop %dx%d+%d+%d +repage t2.png", xt.dir,
                     COLS * cw - x0, (ROWS - 2) * ch, x0, ch, COLS * cw - x0, (ROWS - 2) * ch, x0,
                     ch), 0);
     db = psnr("t1.png", "t2.png");

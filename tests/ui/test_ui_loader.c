@@ -9,25 +9,20 @@
 
 #include "loader.h"
 #include "store.h"
+#include "support.h"
+#include "support_fixtures.h"
 
 static char dir[64], db[128];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static int wakes, args_freed;
 
 static void setup(void) {
-    strcpy(dir, "/tmp/easel-loader-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    snprintf(db, sizeof db, "%s/l.db", dir);
-    Store *st = store_open(db, NULL);
-    cr_assert_not_null(st);
-    store_close(st);
+    support_tmpdir_store(dir, sizeof dir, "loader", "l.db", db, sizeof db);
     wakes = args_freed = 0;
 }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    support_tmpdir_remove(dir);
 }
 
 TestSuite(ui_loader, .init = setup, .fini = teardown, .timeout = 20);

@@ -18,16 +18,7 @@
 #include <unistd.h>
 
 #include "support.h"
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wall"
-#pragma GCC diagnostic ignored "-Wextra"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
+#include "support_fixtures.h"
 
 static char dir[64];
 static char sock[64];
@@ -70,28 +61,22 @@ static void write_png(const char *name, int seed) {
         }
     char path[160];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    cr_assert(stbi_write_png(path, w, h, 3, px, w * 3));
+    support_png_write(path, w, h, px);
     free(px);
 }
 
 static void setup(void) {
-    if (support_sh("command -v tmux >/dev/null") != 0)
+    if (!support_have("tmux"))
         cr_skip_test("tmux is not installed (the Makefile's DEB_TEST installs it)");
-    const char *bin = getenv("EASEL_BIN");
-    if (!realpath(bin ? bin : "bin/easel", easel))
-        cr_skip_test("bin/easel not found (run from the repository root after make)");
-    strcpy(dir, "/tmp/easel-tmux-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    support_easel_path(easel, sizeof easel);
+    support_tmpdir_make(dir, sizeof dir, "tmux");
     snprintf(sock, sizeof sock, "easel-test-%d", (int)getpid());
     cr_assert_eq(support_sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
     write_png("a.png", 1);
     write_png("b.png", 2);
     write_png("d.png", 3);
     char bad[160];
-    snprintf(bad, sizeof bad, "%s/c.png", dir);
-    FILE *f = fopen(bad, "w");
-    fputs("this is not a png", f);
-    fclose(f);
+    support_write_file(dir, "c.png", "this is not a png", bad, sizeof bad);
     cr_assert_eq(support_sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
                     " (1, 'p1', 'a red fox in the snow', 0);"
                     " INSERT INTO images(id, prompt_id, path, created_at) VALUES"
@@ -103,8 +88,7 @@ static void setup(void) {
 static void teardown(void) {
     if (sock[0])
         support_sh("tmux -L %s kill-server 2>/dev/null", sock);
-    if (dir[0])
-        support_sh("rm -rf %s", dir);
+    support_tmpdir_remove(dir);
 }
 
 TestSuite(ui_tmux, .init = setup, .fini = teardown, .timeout = 60);

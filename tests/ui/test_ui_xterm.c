@@ -22,43 +22,18 @@
 #include "annotate_vm.h"
 
 #include "support.h"
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wall"
-#pragma GCC diagnostic ignored "-Wextra"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-#pragma GCC diagnostic pop
+#include "support_fixtures.h"
 
 #define COLS 100
 #define ROWS 30
 
-static char dir[64];
-static char easel[512];
-static int display = -1;
-static pid_t xvfb = -1;
-static pid_t xterm = -1;
-
+static SupportX xt;
 
 static void setup(void) {
-    const char *tools[] = {"Xvfb", "xterm", "xwd", "convert", "compare"};
-    for (size_t i = 0; i < sizeof tools / sizeof tools[0]; i++)
-        if (!support_have(tools[i]))
-            cr_skip_test("%s is not installed: the real-terminal test needs Xvfb, xterm, xwd "
-                         "and ImageMagick (the Makefile's DEB_TEST installs them as root)",
-                         tools[i]);
-    const char *bin = getenv("EASEL_BIN");
-    if (!realpath(bin ? bin : "bin/easel", easel))
-        cr_skip_test("bin/easel not found (run from the repository root after make)");
-    strcpy(dir, "/tmp/easel-xterm-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    display = support_xvfb_start(&xvfb);
-    cr_assert_geq(display, 0, "Xvfb did not report a display");
-    char dpy[16];
-    snprintf(dpy, sizeof dpy, ":%d", display);
+    static const char *const tools[] = {"Xvfb", "xterm", "xwd", "convert", "compare", NULL};
+    support_x_setup(&xt, "xterm", tools,
+                    "the real-terminal test needs Xvfb, xterm, xwd and ImageMagick (the "
+                    "Makefile's DEB_TEST installs them as root)");
 
     /* a store with one image: a distinctive picture of 240 x 180 */
     int w = 240, h = 180;
@@ -71,21 +46,12 @@ static void setup(void) {
             p[1] = (unsigned char)(disc ? 200 - y / 2 : y);
             p[2] = (unsigned char)(disc ? 40 : 255 - x / 2);
         }
-    char path[160];
-    snprintf(path, sizeof path, "%s/pic.png", dir);
-    cr_assert(stbi_write_png(path, w, h, 3, px, w * 3));
+    support_one_image_store(xt.easel, xt.dir, "a test card", "pic.png", w, h, px);
     free(px);
-    cr_assert_eq(support_sh("%s --db %s/t.db init >/dev/null", easel, dir), 0);
-    cr_assert_eq(support_sh("sqlite3 %s/t.db \"INSERT INTO prompts(id, ext_id, text, created_at) VALUES"
-                    " (1, 'p1', 'a test card', 0); INSERT INTO images(id, prompt_id, path,"
-                    " created_at) VALUES (1, 1, 'pic.png', 0);\"", dir), 0);
 }
 
 static void teardown(void) {
-    support_stop(&xterm);
-    support_stop(&xvfb);
-    if (dir[0])
-        support_sh("%s %s", getenv("EASEL_KEEP") ? "echo kept" : "rm -rf", dir);
+    support_x_teardown(&xt);
 }
 
 TestSuite(ui_xterm, .init = setup, .fini = teardown, .timeout = 60);
@@ -93,68 +59,28 @@ TestSuite(ui_xterm, .init = setup, .fini = teardown, .timeout = 60);
 /* Start easel in xterm with extra ARGS, wait until LOG_WANT appears in its log and the
  * screen settles, screenshot into SHOT. */
 static void run_shot(const char *args, const char *log_want, const char *shot) {
-    char cmd[1024], dpy[16], logp[160];
-    snprintf(dpy, sizeof dpy, ":%d", display);
-    snprintf(logp, sizeof logp, "%s/%s.log", dir, shot);
+    char cmd[1024], logp[160];
+    snprintf(logp, sizeof logp, "%s/%s.log", xt.dir, shot);
     snprintf(cmd, sizeof cmd,
              "cd %s && printf '\\033[?25l' && EASEL_LOG=%s exec %s --db t.db annotate "
              "--annotator tester %s",
-             dir, logp, easel, args);
-    char geom[32];
-    snprintf(geom, sizeof geom, "%dx%d+0+0", COLS, ROWS);
-    char *argv[] = {"xterm", "-display", dpy, "-ti", "vt340", "-b", "0", "-bw", "0",
-                    "-xrm", "XTerm*numColorRegisters: 256", "-xrm", "XTerm*cursorBlink: false",
-                    "-geometry", geom, "-e", "sh", "-c", cmd, NULL};
-    xterm = support_spawn_quiet(argv);
+             xt.dir, logp, xt.easel, args);
+    xt.xterm = support_xterm_start(xt.display, COLS, ROWS, cmd);
     int ok = 0;
     for (int i = 0; i < 500 && !ok; i++) {
         usleep(20000);
         ok = support_sh("grep -q '%s' %s 2>/dev/null", log_want, logp) == 0;
     }
     cr_assert(ok, "easel never logged '%s'", log_want);
-    /* The frame is logged before it is written: take screenshots until two agree. */
-    char prev[200] = "";
-    for (int i = 0; i < 50; i++) {
-        usleep(100000);
-        cr_assert_eq(support_sh("xwd -display %s -root -silent | convert xwd:- %s/%s.png", dpy, dir,
-                        shot), 0);
-        char sum[200];
-        snprintf(cmd, sizeof cmd, "md5sum < %s/%s.png", dir, shot);
-        FILE *p = popen(cmd, "r");
-        cr_assert(fgets(sum, sizeof sum, p));
-        pclose(p);
-        if (strcmp(sum, prev) == 0)
-            break;
-        strcpy(prev, sum);
-    }
-    support_stop(&xterm);
+    support_xwd_settled(xt.display, xt.dir, shot, 100000);
+    support_stop(&xt.xterm);
 }
 
-static double psnr(const char *a, const char *b) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "compare -metric PSNR %s %s null: 2>&1", a, b);
-    FILE *p = popen(cmd, "r");
-    char out[128] = "";
-    cr_assert(fgets(out, sizeof out, p));
-    pclose(p);
-    if (strncmp(out, "inf", 3) == 0)
-        return 999.0;
-    return atof(out);
-}
-
-static int log_int(const char *shot, const char *fmt, int *a, int *b) {
-    char path[160], line[1024];
-    snprintf(path, sizeof path, "%s/%s.log", dir, shot);
-    FILE *f = fopen(path, "r");
-    int found = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        const char *key = strstr(line, fmt);
-        if (key && sscanf(key + strlen(fmt), "%dx%d", a, b) == 2)
-            found = 1;
-    }
-    if (f)
-        fclose(f);
-    return found;
+/* The last "KEY WxH" of the log of SHOT (KEY one word and its space) into *A, *B: 1, or 0. */
+static int log_int(const char *shot, const char *key, int *a, int *b) {
+    char path[160];
+    snprintf(path, sizeof path, "%s/%s.log", xt.dir, shot);
+    return support_log_scan(path, NULL, key, "%*s %dx%d", 2, a, b);
 }
 
 Test(ui_xterm, sixel_image_matches_and_text_around_is_intact) {
@@ -162,20 +88,20 @@ Test(ui_xterm, sixel_image_matches_and_text_around_is_intact) {
     int cw = 0, ch = 0, iw = 0, ih = 0;
     cr_assert(log_int("sixel", "cell ", &cw, &ch), "no cell size in the log");
     cr_assert(log_int("sixel", "image ", &iw, &ih), "no image size in the log");
-    cr_assert_eq(support_sh("grep -q 'graphics sixel' %s/sixel.log", dir), 0,
+    cr_assert_eq(support_sh("grep -q 'graphics sixel' %s/sixel.log", xt.dir), 0,
                  "xterm -ti vt340 answers DA1 with 4: the probe must pick sixel");
     cr_assert_gt(iw, 50);
     cr_assert_gt(ih, 50);
 
     /* 1. the image region: row 1 of the screen, column 0 */
     cr_assert_eq(support_sh("cd %s && convert sixel.png -crop %dx%d+0+%d +repage crop.png && "
-                    "convert pic.png -resize %dx%d! expected.png", dir, iw, ih, ch, iw, ih), 0);
+                    "convert pic.png -resize %dx%d! expected.png", xt.dir, iw, ih, ch, iw, ih), 0);
     char a[160], b[160];
-    snprintf(a, sizeof a, "%s/crop.png", dir);
-    snprintf(b, sizeof b, "%s/expected.png", dir);
-    double db = psnr(a, b);
+    snprintf(a, sizeof a, "%s/crop.png", xt.dir);
+    snprintf(b, sizeof b, "%s/expected.png", xt.dir);
+    double db = support_psnr(xt.dir, a, b);
     cr_log_info("xterm image region: %.1f dB (%dx%d px, cell %dx%d)", db, iw, ih, cw, ch);
-    cr_assert_gt(db, 25.0, "image region PSNR %.1f dB (kept in %s)", db, dir);
+    cr_assert_gt(db, 25.0, "image region PSNR %.1f dB (kept in %s)", db, xt.dir);
 
     /* 2. text around it, against the same screen with no image */
     run_shot("--graphics none", "graphics none", "none");
@@ -190,12 +116,12 @@ Test(ui_xterm, sixel_image_matches_and_text_around_is_intact) {
     };
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(support_sh("cd %s && convert sixel.png -crop %dx%d+%d+%d +repage t1.png && "
-                        "convert none.png -crop %dx%d+%d+%d +repage t2.png", dir,
+                        "convert none.png -crop %dx%d+%d+%d +repage t2.png", xt.dir,
                         regions[i].w, regions[i].h, regions[i].x, regions[i].y, regions[i].w,
                         regions[i].h, regions[i].x, regions[i].y), 0);
-        snprintf(a, sizeof a, "%s/t1.png", dir);
-        snprintf(b, sizeof b, "%s/t2.png", dir);
-        double t = psnr(a, b);
+        snprintf(a, sizeof a, "%s/t1.png", xt.dir);
+        snprintf(b, sizeof b, "%s/t2.png", xt.dir);
+        double t = support_psnr(xt.dir, a, b);
         cr_assert_gt(t, 40.0, "text region %d differs from the run without image (%.1f dB)", i,
                      t);
     }
