@@ -30,33 +30,46 @@ int backend_cuda_open(int index, const BackendConfig *cfg, Backend **be, Err *er
 }
 #endif
 
+int backend_spec_parse(const char *spec, int *kind, int *index, Err *err) {
+    *kind = BACKEND_SPEC_AUTO;
+    *index = 0;
+    if (!spec || !strcmp(spec, "auto"))
+        return 0;
+    if (!strcmp(spec, "cpu")) {
+        *kind = BACKEND_SPEC_CPU;
+        return 0;
+    }
+    if (!strcmp(spec, "cuda")) {
+        *kind = BACKEND_SPEC_CUDA;
+        return 0;
+    }
+    if (!strncmp(spec, "cuda:", 5)) {
+        char *end = NULL;
+        long v = strtol(spec + 5, &end, 10);
+        if (!spec[5] || *end || v < 0 || v > 255 || spec[5] == '-' || spec[5] == '+' ||
+            spec[5] == ' ')
+            return err_set(err, ERR_USAGE, "device '%s': the index after 'cuda:' must be a "
+                           "number 0..255; use auto, cpu, cuda or cuda:N", spec);
+        *kind = BACKEND_SPEC_CUDA;
+        *index = (int)v;
+        return 0;
+    }
+    return err_set(err, ERR_USAGE, "unknown device '%s'; use auto, cpu, cuda or cuda:N", spec);
+}
+
 int backend_open(const char *spec, const BackendConfig *cfg, Backend **be, char *note,
                  size_t note_len, Err *err) {
     *be = NULL;
     if (note && note_len)
         note[0] = '\0';
-    int want_cuda = 0, index = 0;
-    if (!spec || !strcmp(spec, "auto")) {
-        want_cuda = 1;
-    } else if (!strcmp(spec, "cpu")) {
-        want_cuda = 0;
-    } else if (!strcmp(spec, "cuda")) {
-        want_cuda = 2;
-    } else if (!strncmp(spec, "cuda:", 5)) {
-        char *end = NULL;
-        long v = strtol(spec + 5, &end, 10);
-        if (!spec[5] || *end || v < 0 || v > 255)
-            return err_set(err, ERR_USAGE, "device '%s': the index after 'cuda:' must be a "
-                           "number 0..255; use auto, cpu, cuda or cuda:N", spec);
-        want_cuda = 2;
-        index = (int)v;
-    } else {
-        return err_set(err, ERR_USAGE, "unknown device '%s'; use auto, cpu, cuda or cuda:N",
-                       spec);
-    }
+    int kind, index;
+    int rc = backend_spec_parse(spec, &kind, &index, err);
+    if (rc)
+        return rc;
+    int want_cuda = kind == BACKEND_SPEC_AUTO ? 1 : kind == BACKEND_SPEC_CUDA ? 2 : 0;
     if (want_cuda) {
         Err ce = {0};
-        int rc = backend_cuda_open(index, cfg, be, &ce);
+        rc = backend_cuda_open(index, cfg, be, &ce);
         if (rc == 0)
             return 0;
         if (rc != ERR_GPU) /* a GPU is there but not that one, or it failed to start */

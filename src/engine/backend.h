@@ -60,6 +60,11 @@ typedef struct BackendConfig {
  * ERR_USAGE (the accepted forms are in the message). note is "" when there is nothing to say. */
 int backend_open(const char *spec, const BackendConfig *cfg, Backend **be, char *note,
                  size_t note_len, Err *err);
+/* The spec alone, without opening anything (what backend_open parses): 0 with *kind
+ * BACKEND_SPEC_AUTO, _CPU or _CUDA and *index the N of "cuda:N" (0 otherwise), or ERR_USAGE
+ * with the message backend_open gives (naming the accepted forms). NULL is "auto". */
+enum { BACKEND_SPEC_AUTO = 0, BACKEND_SPEC_CPU = 1, BACKEND_SPEC_CUDA = 2 };
+int backend_spec_parse(const char *spec, int *kind, int *index, Err *err);
 /* Wait for outstanding work, free the arena, pools, streams and handles. Accepts NULL. */
 void backend_close(Backend *be);
 

@@ -571,6 +571,11 @@ int reward_model_write_state(RewardModel *m, const float *params, const float *a
     return backend_sync(m->be, err);
 }
 
+int reward_model_read_param(RewardModel *m, const RewardParam *p, float *dst, Err *err) {
+    get(m, dst, p->data, p->numel);
+    return backend_sync(m->be, err);
+}
+
 /* head_weights on the host (the parameter itself on the CPU backend). */
 static const float *host_head_weights(RewardModel *m) {
     if (m->on_host)

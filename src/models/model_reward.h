@@ -153,6 +153,8 @@ int reward_model_read_state(RewardModel *m, float *params, float *adam_m, float 
                             Err *err);
 int reward_model_write_state(RewardModel *m, const float *params, const float *adam_m,
                              const float *adam_v, Err *err);
+/* A host copy of one parameter of the table (p->numel floats). */
+int reward_model_read_param(RewardModel *m, const RewardParam *p, float *dst, Err *err);
 /* Borrowed until reward_model_free. */
 const RewardConfig *reward_model_config(const RewardModel *m);
 
