@@ -1085,6 +1085,8 @@ float reward_model_step(RewardModel *m, float lr, int want_norm) {
             free(g);
         }
     }
+    if (backend_failed(m->be))
+        return norm; /* the step does not run: the count stays with the moments */
     m->t++;
     Tensor p = TV(m, m->params, (int64_t)m->n_params, 0), g = TV(m, m->grads, (int64_t)m->n_params, 0),
            am = TV(m, m->adam_m, (int64_t)m->n_params, 0),

@@ -211,7 +211,8 @@ void reward_model_zero_grad(RewardModel *m);
 void reward_model_backward(RewardModel *m);
 /* One AdamW step at learning rate lr (clipping first when cfg.max_grad_norm > 0); the
  * gradients are left as they were (clipped). Returns the gradient norm before clipping (0 when
- * not clipping and not computed: pass want_norm to always compute it). */
+ * not clipping and not computed: pass want_norm to always compute it). While the backend has
+ * a failure pending the step does not run and the step count stays (reward_model_sync). */
 float reward_model_step(RewardModel *m, float lr, int want_norm);
 
 #endif

@@ -48,6 +48,51 @@ Test(model_reward_backend, a_missing_op_is_an_error_not_a_crash) {
     backend_close(be);
 }
 
+/* A backward op that fails: the step is a no-op (sticky), reward_model_sync reports the first
+ * failure by name, the parameters are as before the step, and the model works again after. */
+Test(model_reward_backend, a_failing_backward_is_reported_by_sync_and_changes_nothing) {
+    Backend *be = open_cpu();
+    BackendOps ops = *be->ops;
+    ops.layernorm_backward = NULL;
+    be->ops = &ops;
+    RewardConfig cfg;
+    config(&cfg, 0);
+    RewardModel *m = NULL;
+    Err err = {0};
+    cr_assert_eq(reward_model_open(&cfg, 3, be, &m, &err), 0, "%s", err.msg);
+    Rng r;
+    rng_init(&r, 2);
+    float img[N_ * DIM], txt[N_ * DIM], lab[P_ * REWARD_N_HEADS];
+    rng_fill_normal(&r, img, N_ * DIM, 0, 1);
+    rng_fill_normal(&r, txt, N_ * DIM, 0, 1);
+    for (int i = 0; i < P_ * REWARD_N_HEADS; i++)
+        lab[i] = (float)(i % 2);
+    size_t n;
+    float *p = reward_model_param_block(m, &n), *before = malloc(n * sizeof(float));
+    memcpy(before, p, n * sizeof(float));
+    RewardPairBatch b = {P_, lab, NULL, NULL, 0};
+    RewardLoss loss;
+    cr_assert_eq(reward_model_forward(m, img, txt, N_, 1, 1, &err), 0, "%s", err.msg);
+    cr_assert_eq(reward_model_loss_pairs(m, &b, &loss, &err), 0, "%s", err.msg);
+    reward_model_backward(m);
+    reward_model_step(m, 1e-2f, 0);
+    cr_expect_neq(reward_model_sync(m, &err), 0);
+    cr_expect(strstr(err.msg, "layernorm_backward: not implemented"), "%s", err.msg);
+    cr_expect_arr_eq(p, before, n * sizeof(float), "the failed step left the parameters alone");
+    cr_expect_eq(reward_model_step_count(m), 0, "and the step count");
+    cr_expect_eq(reward_model_sync(m, &err), 0, "reported once: %s", err.msg);
+    be->ops = &backend_cpu_ops; /* the backend works again */
+    cr_assert_eq(reward_model_forward(m, img, txt, N_, 1, 1, &err), 0, "%s", err.msg);
+    cr_assert_eq(reward_model_loss_pairs(m, &b, &loss, &err), 0, "%s", err.msg);
+    reward_model_backward(m);
+    reward_model_step(m, 1e-2f, 0);
+    cr_expect_eq(reward_model_sync(m, &err), 0, "%s", err.msg);
+    cr_expect(memcmp(p, before, n * sizeof(float)) != 0, "a step that ran moved them");
+    free(before);
+    reward_model_free(m);
+    backend_close(be);
+}
+
 /* The blocks come from the backend the model is given, and its arena must hold the model. */
 Test(model_reward_backend, blocks_from_the_backend_and_arena_sized_by_the_measure) {
     RewardConfig cfg;
