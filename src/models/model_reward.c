@@ -11,8 +11,13 @@
  * a1 > 0 exactly where an element was both kept and positive.
  *
  * Blocks: params, grads, and one AdamW block holding adam_m then adam_v (n_params floats
- * each, same layout; the parameter table gives each tensor's offset) and one activation arena sized by a measuring pass of the
- * same allocation sequence (plan_activations).
+ * each, same layout; the parameter table gives each tensor's offset), all from
+ * backend_malloc, and the activations in one block of the backend's arena, laid out by a
+ * measuring pass of the same allocation sequence (plan_activations). Every layer is a backend
+ * op on device memory; the host sees the inputs (staged, or written in place on the CPU), the
+ * scores (downloaded once per forward) and the losses, which it computes with the
+ * head-weight softmax (N·5 values). On the CPU backend each op is the nn_* call this file
+ * made before the backend existed, in the same order: the same bits.
  */
 #include "model_reward.h"
 
@@ -24,10 +29,7 @@
 #include "backend_cpu.h"
 #include "base.h"
 #include "nn_activation.h"
-#include "nn_dropout.h"
 #include "nn_elementwise.h"
-#include "nn_linear.h"
-#include "nn_norm.h"
 #include "nn_softmax.h"
 #include "rng.h"
 #include "tensor.h"
