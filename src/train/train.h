@@ -230,7 +230,8 @@ typedef struct RewardCkpt RewardCkpt;
  * weights are missing or malformed. */
 int train_ckpt_open(Store *st, const char *dir, int threads, RewardCkpt **out, Err *err);
 /* The same on the device DEV says (may be NULL: auto on all cores), which gets the note and
- * the backend's name. train_ckpt_open is this with {auto, THREADS}. */
+ * the backend's name. train_ckpt_open is this with {cpu, THREADS}: the callers that hold no
+ * GPU of the scheduler (the Annotate queue's order, tests) stay on the CPU. */
 int train_ckpt_open_on(Store *st, const char *dir, TrainDevice *dev, RewardCkpt **out,
                        Err *err);
 void train_ckpt_free(RewardCkpt *c); /* NULL allowed */

@@ -35,7 +35,7 @@ struct RewardCkpt {
 };
 
 int train_ckpt_open(Store *st, const char *dir, int threads, RewardCkpt **out, Err *err) {
-    TrainDevice dev = {.spec = "auto", .threads = threads};
+    TrainDevice dev = {.spec = "cpu", .threads = threads};
     return train_ckpt_open_on(st, dir, &dev, out, err);
 }
 
