@@ -87,6 +87,11 @@ static int train_config_from_params(const JobParams *p, TrainConfig *c, Err *err
  * folder is decided when the job runs). */
 static int train_job_validate(const JobParams *p, Err *err) {
     TrainConfig c;
+    int kind, index; /* the whole value, before it is cut to the config's field */
+    if (backend_spec_parse(job_param_str(p, "device"), &kind, &index, err)) {
+        err_prefix(err, "train-reward: --device");
+        return ERR_USAGE;
+    }
     int rc = train_config_from_params(p, &c, err);
     if (rc) {
         err_prefix(err, "train-reward");

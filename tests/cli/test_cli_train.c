@@ -269,6 +269,9 @@ Test(cli_train, device_flag_errors_note_and_jobs) {
                   strstr(out, "auto, cpu, cuda or cuda:N"), "%s:\n%s", cmds[i], out);
     }
     cr_assert_eq(run("%s --db t.db train --epochs 1 --device cuda:", easel), 2, "%s", out);
+    /* checked whole, not as the run config's field would cut it (to a valid cuda:0) */
+    cr_assert_eq(run("%s --db t.db jobs add train-reward --device "
+                     "cuda:00000000000000000000junk", easel), 2, "%s", out);
     cr_assert_eq(run("%s --db t.db runs list", easel), 0, "%s", out);
     cr_assert(!strstr(out, "train-reward"), "no run was made:\n%s", out);
     cr_assert_eq(run("%s --db t.db jobs list", easel), 0, "%s", out);
