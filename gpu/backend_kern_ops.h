@@ -417,4 +417,50 @@ static void kop_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout
         kop_concat_backward, kop_split_forward, kop_split_backward, kop_mse_forward,         \
         kop_mse_backward, kop_adamw
 
+// ---- ops of the reward model (gpu/kern_reward.h, kern_nn.h; GEMMs in gemm()) ------------------
+
+static void kop_gemm(Backend *be, CT *c, CT *a, CT *b, const BackendGemm *g) {
+    gemm(be, g->trans_a, g->trans_b, g->M, g->N, g->K, CF(a) + g->a_off, g->lda,
+         CF(b) + g->b_off, g->ldb, g->beta, F(c) + g->c_off, g->ldc, "gemm");
+}
+
+static void kop_relu_forward(Backend *be, CT *out, CT *inp) {
+    long n = (long)tensor_numel(inp);
+    BiasReluArgs a = {F(out), CF(inp), NULL, 1, (int)n};
+    bias_relu_fwd_be(be, a);
+}
+
+static void kop_relu_backward(Backend *be, CT *dinp, CT *dout, CT *out) {
+    ReluBwdArgs a = {F(dinp), CF(dout), CF(out), (long)tensor_numel(out)};
+    relu_bwd_be(be, a);
+}
+
+static void kop_dropout(Backend *be, CT *out, CT *inp, float p, uint64_t seed, int add) {
+    DropoutArgs a = {F(out), CF(inp), (long)tensor_numel(inp), p, seed, add};
+    dropout_be(be, a);
+}
+
+static void kop_dropout_forward(Backend *be, CT *out, CT *inp, float p, uint64_t seed) {
+    kop_dropout(be, out, inp, p, seed, 0);
+}
+
+static void kop_dropout_backward(Backend *be, CT *dinp, CT *dout, float p, uint64_t seed) {
+    kop_dropout(be, dinp, dout, p, seed, 1);
+}
+
+static void kop_scale(Backend *be, CT *out, CT *a, float s) {
+    EwArgs x = {F(out), CF(a), NULL, (long)tensor_numel(a), s};
+    scale_fwd_be(be, x);
+}
+
+static void kop_add(Backend *be, CT *out, CT *a, CT *b) {
+    EwArgs x = {F(out), CF(a), CF(b), (long)tensor_numel(a), 0.0f};
+    add_fwd_be(be, x);
+}
+
+// After KERN_OPS_POSITIONAL in a table: the entries of BackendOps' "ops of the reward model".
+#define KERN_OPS_REWARD_POSITIONAL                                                           \
+    kop_gemm, kop_relu_forward, kop_relu_backward, kop_dropout_forward, kop_dropout_backward, \
+        kop_scale, kop_add
+
 #endif

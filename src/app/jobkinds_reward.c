@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "atomic_file.h"
+#include "backend.h"
 #include "base.h"
 #include "encoder.h"
 #include "fmt_csv.h"
@@ -86,6 +87,11 @@ static int train_config_from_params(const JobParams *p, TrainConfig *c, Err *err
  * folder is decided when the job runs). */
 static int train_job_validate(const JobParams *p, Err *err) {
     TrainConfig c;
+    int kind, index; /* the whole value, before it is cut to the config's field */
+    if (backend_spec_parse(job_param_str(p, "device"), &kind, &index, err)) {
+        err_prefix(err, "train-reward: --device");
+        return ERR_USAGE;
+    }
     int rc = train_config_from_params(p, &c, err);
     if (rc) {
         err_prefix(err, "train-reward");
@@ -128,6 +134,42 @@ int reward_train_config(const JobParams *p, Store *st, TrainConfig *c, Err *err)
     return train_config_check(c, err);
 }
 
+/* The device a job opens. A job whose --device is not cpu asks the scheduler for one GPU
+ * (jobs_add); when it was given one, it opens cuda:<that GPU>. Given none (the worker has no
+ * GPU to schedule): cpu for auto, else what --device says (a cuda request then runs on the
+ * CPU with a note when the machine has no GPU). */
+static void job_device(JobCtx *ctx, const char *spec, char *buf, size_t n) {
+    int kind = BACKEND_SPEC_AUTO, index = 0, ng = 0;
+    Err e = {0};
+    backend_spec_parse(spec, &kind, &index, &e); /* checked when the job was added */
+    const int *g = job_gpus(ctx, &ng);
+    if (kind != BACKEND_SPEC_CPU && ng > 0)
+        snprintf(buf, n, "cuda:%d", g[0]);
+    else
+        base_strlcpy(buf, kind == BACKEND_SPEC_AUTO ? "cpu" : spec, n);
+}
+
+static void job_device_note(void *user, const char *note) {
+    job_log(user, "%s", note);
+}
+
+/* A job's note about its device, and what it runs on, into its log. */
+static void log_device(JobCtx *ctx, const TrainDevice *dev) {
+    if (dev->note[0])
+        job_log(ctx, "%s", dev->note);
+    if (dev->name[0])
+        job_log(ctx, "model on %s", dev->name);
+}
+
+static int device_param_check(const JobParams *p, const char *kind, Err *err) {
+    int k, i;
+    if (backend_spec_parse(job_param_str(p, "device"), &k, &i, err)) {
+        err_prefix(err, "%s: --device", kind);
+        return ERR_USAGE;
+    }
+    return 0;
+}
+
 static int job_resume_cb(void *user, const char *json, Err *err) {
     return job_checkpoint_save(user, json, err);
 }
@@ -144,8 +186,9 @@ static int train_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
         train_config_defaults(&cfg);
         cfg.threads = (int)job_param_int(p, "threads");
     }
+    job_device(ctx, job_param_str(p, "device"), cfg.device, sizeof cfg.device);
     TrainHooks h = {.progress = job_progress_hooks(ctx), .resume_point = job_resume_cb,
-                    .resume = resume, .job_id = job_id(ctx)};
+                    .resume = resume, .job_id = job_id(ctx), .device_note = job_device_note};
     return train_run(st, &cfg, &h, NULL, err);
 }
 
@@ -395,21 +438,22 @@ char *reward_checkpoint_resolve(Store *st, const char *arg, Err *err) {
     return NULL;
 }
 
-static int open_named(Store *st, const char *arg, int threads, RewardCkpt **out, Err *err) {
+static int open_named(Store *st, const char *arg, TrainDevice *dev, RewardCkpt **out,
+                      Err *err) {
     *out = NULL;
     Err e = {0};
     char *dir = reward_checkpoint_resolve(st, arg, &e);
     if (!dir)
         return err_pass(err, &e, ERR_NOTFOUND);
-    int rc = train_ckpt_open(st, dir, threads, out, err);
+    int rc = train_ckpt_open_on(st, dir, dev, out, err);
     free(dir);
     return rc;
 }
 
-int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int threads,
+int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, TrainDevice *dev,
                 const char *json_path, const char *csv_path, EvalReport *out, Err *err) {
     RewardCkpt *c;
-    int rc = open_named(st, checkpoint, threads, &c, err);
+    int rc = open_named(st, checkpoint, dev, &c, err);
     if (rc)
         return rc;
     rc = train_eval(c, st, o, out, err);
@@ -491,6 +535,8 @@ static const JobParamSpec eval_params[] = {
     {"json", JOB_PARAM_PATH, "", "write the metrics as JSON here", NULL},
     {"csv", JOB_PARAM_PATH, "", "write the metrics as CSV here", NULL},
     {"threads", JOB_PARAM_INT, "0", "CPU threads (0: all cores)", NULL},
+    {"device", JOB_PARAM_STRING, "auto",
+     "where the model runs: auto (a GPU when there is one), cpu, cuda or cuda:N", NULL},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -502,7 +548,7 @@ static int eval_job_validate(const JobParams *p, Err *err) {
     int rc = int_in_range(p, "threads", 0, 4096, err);
     if (rc)
         err_prefix(err, "eval-reward");
-    return rc;
+    return rc ? rc : device_param_check(p, "eval-reward", err);
 }
 
 static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
@@ -514,9 +560,12 @@ static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     o.progress = job_progress_hooks(ctx);
     o.job_paths = 1;
     EvalReport r;
-    int rc = reward_eval(job_store(ctx), job_param_str(p, "checkpoint"), &o,
-                         (int)job_param_int(p, "threads"), job_param_str(p, "json"),
-                         job_param_str(p, "csv"), &r, err);
+    char spec[24];
+    job_device(ctx, job_param_str(p, "device"), spec, sizeof spec);
+    TrainDevice dev = {.spec = spec, .threads = (int)job_param_int(p, "threads")};
+    int rc = reward_eval(job_store(ctx), job_param_str(p, "checkpoint"), &o, &dev,
+                         job_param_str(p, "json"), job_param_str(p, "csv"), &r, err);
+    log_device(ctx, &dev);
     if (rc == 0 && r.skipped.n) {
         char why[900];
         train_skipped_text(&r.skipped, why, sizeof why);
@@ -612,13 +661,13 @@ static int score_one(RewardCkpt *c, Store *st, const char *path, const char *nam
 }
 
 int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
-                 const char *prompt, int threads, FILE *csv, const Progress *h, int job_paths,
-                 size_t *n_scored, TrainSkipped *skipped, Err *err) {
+                 const char *prompt, TrainDevice *dev, FILE *csv, const Progress *h,
+                 int job_paths, size_t *n_scored, TrainSkipped *skipped, Err *err) {
     TrainSkipped sk_local = {0};
     TrainSkipped *sk = skipped ? skipped : &sk_local;
     memset(sk, 0, sizeof *sk);
     RewardCkpt *c;
-    int rc = open_named(st, checkpoint, threads, &c, err);
+    int rc = open_named(st, checkpoint, dev, &c, err);
     if (rc)
         return rc;
     char **files = NULL;
@@ -737,6 +786,8 @@ static const JobParamSpec score_params[] = {
      NULL},
     {"csv", JOB_PARAM_PATH, "", "also write the scores as CSV here", NULL},
     {"threads", JOB_PARAM_INT, "0", "CPU threads (0: all cores)", NULL},
+    {"device", JOB_PARAM_STRING, "auto",
+     "where the model runs: auto (a GPU when there is one), cpu, cuda or cuda:N", NULL},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -744,7 +795,7 @@ static int score_job_validate(const JobParams *p, Err *err) {
     int rc = int_in_range(p, "threads", 0, 4096, err);
     if (rc)
         err_prefix(err, "score");
-    return rc;
+    return rc ? rc : device_param_check(p, "score", err);
 }
 
 static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
@@ -759,9 +810,13 @@ static int score_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     char *one[1] = {(char *)images};
     size_t n = 0;
     TrainSkipped sk;
+    char spec[24];
+    job_device(ctx, job_param_str(p, "device"), spec, sizeof spec);
+    TrainDevice dev = {.spec = spec, .threads = (int)job_param_int(p, "threads")};
     rc = reward_score(job_store(ctx), job_param_str(p, "checkpoint"), one, images[0] ? 1 : 0,
-                      prompt[0] ? prompt : NULL, (int)job_param_int(p, "threads"),
-                      af ? atomic_file_stream(af) : NULL, &h, 1, &n, &sk, err);
+                      prompt[0] ? prompt : NULL, &dev, af ? atomic_file_stream(af) : NULL, &h,
+                      1, &n, &sk, err);
+    log_device(ctx, &dev);
     if (rc == 0 && sk.n) {
         char why[900];
         train_skipped_text(&sk, why, sizeof why);

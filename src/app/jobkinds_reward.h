@@ -41,10 +41,12 @@ int reward_embed_all(Store *st, const char *encoder, const Progress *h, size_t *
  * checkpoints). New string (free), or NULL with ERR_NOTFOUND saying what was tried. */
 char *reward_checkpoint_resolve(Store *st, const char *arg, Err *err);
 
-/* Evaluate CHECKPOINT (anything reward_checkpoint_resolve takes) per EvalOptions, record it
+/* DEV (both below; may be NULL: auto on all cores): where the model runs (spec, CPU threads);
+ * it gets the note to print when a cuda request runs on the CPU, and the backend's name.
+ * Evaluate CHECKPOINT (anything reward_checkpoint_resolve takes) per EvalOptions, record it
  * as an eval-reward run with metrics, and write JSON_PATH / CSV_PATH when not NULL/"". *out
  * gets the report. */
-int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, int threads,
+int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, TrainDevice *dev,
                 const char *json_path, const char *csv_path, EvalReport *out, Err *err);
 
 /* The evaluation table (what `easel eval` prints). */
@@ -59,7 +61,7 @@ void reward_eval_print(FILE *f, const char *checkpoint, const EvalReport *r);
  * JOB_PATHS (1 for jobs): files found under a folder must lie inside the workspace or under
  * an output root (a symlink there may lead anywhere); one outside fails the run. */
 int reward_score(Store *st, const char *checkpoint, char *const *paths, int n,
-                 const char *prompt, int threads, FILE *csv, const Progress *h, int job_paths,
-                 size_t *n_scored, TrainSkipped *skipped, Err *err);
+                 const char *prompt, TrainDevice *dev, FILE *csv, const Progress *h,
+                 int job_paths, size_t *n_scored, TrainSkipped *skipped, Err *err);
 
 #endif

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "base.h"
 #include "gpu.h"
 #include "jobkind.h"
@@ -124,11 +125,31 @@ static int accept_user(void *user_data, const char *queued_by, int64_t queued_ui
                               (const char *const *)p->accept_users, p->owner_uid);
 }
 
+/* A kind's parameter named `device` (backend_open's auto, cpu, cuda, cuda:N) decides the
+ * GPUs a job holds: cpu none, anything else one (unless more were asked for); the job then
+ * opens the GPU it was given (jobkinds_reward.c). */
+static void gpus_of_device(const JobKind *k, const JobParams *p, JobNew *jn) {
+    for (int i = 0; k->params[i].name; i++) {
+        if (strcmp(k->params[i].name, "device") != 0)
+            continue;
+        int kind, index;
+        Err e = {0};
+        if (backend_spec_parse(job_param_str(p, "device"), &kind, &index, &e))
+            return; /* the kind's validate reports it */
+        if (kind == BACKEND_SPEC_CPU)
+            jn->gpus_wanted = 0;
+        else if (jn->gpus_wanted == 0)
+            jn->gpus_wanted = 1;
+        return;
+    }
+}
+
 int jobs_add(Store *st, const JobParams *p, JobNew *jn, int64_t *id, Err *err) {
     const JobKind *k = job_params_kind(p);
     int rc = job_params_check_trust(st, p, NULL, err);
     if (rc)
         return rc;
+    gpus_of_device(k, p, jn);
     char *json = job_params_to_json(p);
     jn->kind = k->name;
     jn->params = json;

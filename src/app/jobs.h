@@ -84,7 +84,9 @@ void jobs_pool_request_stop(JobsPool *pool);
 /* Queue the job P describes (kind, parameters) with JN's priority, GPUs and dependencies
  * (JN's kind and params are set here): the one way the CLI and the TUI queue a job. Refuses
  * (ERR_DENIED, store unchanged) a job whose paths break the trust rules (trust.h). *id =
- * the new job. */
+ * the new job. A kind with a `device` parameter (train-reward, eval-reward, score) holds
+ * no GPU for --device cpu and at least one for any other device (JN's gpus_wanted is set
+ * so). */
 int jobs_add(Store *st, const JobParams *p, JobNew *jn, int64_t *id, Err *err);
 
 /* This host's name as jobs record it (static buffer, set once). */

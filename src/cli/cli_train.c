@@ -6,6 +6,7 @@
  * the last epoch to the same final weights.
  */
 #include "cli.h"
+#include "cli_device.h"
 #include "cli_escape.h"
 
 #include <errno.h>
@@ -68,6 +69,11 @@ static void cb_log(void *user, const char *line) {
     if (tty_err)
         cli_escape_raw(stderr, "\r\033[K");
     fprintf(stderr, "%s\n", line);
+}
+
+static void cb_device_note(void *user, const char *note) {
+    (void)user;
+    cli_device_note(note);
 }
 
 /* The CLI's progress line, SIGINT flag and stderr lines. */
@@ -173,6 +179,7 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
     const char *output = NULL;
     int threads_given = 0;
     long threads = 0;
+    const char *device = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--queue") == 0) {
@@ -225,6 +232,11 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
                 threads_given = 1;
                 threads = strtol(val, NULL, 10);
             }
+            if (strcmp(name, "device") == 0) {
+                if ((rc = cli_device_check("train", val)))
+                    goto out;
+                device = val;
+            }
             names[n] = name;
             values[n++] = val;
         }
@@ -254,8 +266,12 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
         TrainConfig cfg;
         train_config_defaults(&cfg);
         cfg.threads = threads_given ? (int)threads : 0;
+        if (device) /* where the run continues; else the run's own device */
+            base_strlcpy(cfg.device, device, sizeof cfg.device);
+        else
+            cfg.device[0] = '\0';
         signal(SIGINT, on_sigint);
-        TrainHooks h = {.progress = cli_hooks, .resume = js};
+        TrainHooks h = {.progress = cli_hooks, .resume = js, .device_note = cb_device_note};
         rc = train_run(st, &cfg, &h, NULL, &err);
         free(js);
         goto finish;
@@ -296,7 +312,7 @@ int cli_train_main(const CliGlobal *g, int argc, char **argv) {
         goto out_close;
     }
     signal(SIGINT, on_sigint);
-    TrainHooks h = {.progress = cli_hooks};
+    TrainHooks h = {.progress = cli_hooks, .device_note = cb_device_note};
     rc = train_run(st, &cfg, &h, NULL, &err);
     output = cfg.output;
 finish:
@@ -322,7 +338,7 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv) || argc < 2) {
         printf("usage: easel [--db PATH] eval CHECKPOINT|RUN [--pairs FILE] [--json FILE]\n"
                "                  [--csv FILE] [--min-rating-diff D] [--split all|val|train]\n"
-               "                  [--threads N]\n\n"
+               "                  [--threads N] [--device auto|cpu|cuda|cuda:N]\n\n"
                "Evaluate a reward checkpoint on preference pairs: per head and combined, the\n"
                "preference accuracy (score(chosen) strictly greater than score(rejected)), the\n"
                "average margin, the margin standard deviation (population), the sample count\n"
@@ -332,7 +348,8 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
                "prompts; both give the same numbers. A pair with an aspect counts for that\n"
                "head, one without (combined) for the combined score. The table goes to stdout.\n"
                "CHECKPOINT is a folder (best/, final/, checkpoint-N/, or a run folder), also\n"
-               "relative to the store's folder; RUN a run's name or id (its best checkpoint).\n\n"
+               "relative to the store's folder; RUN a run's name or id (its best checkpoint).\n"
+               "--device: " CLI_DEVICE_HELP " (default auto).\n\n"
                "example:\n  easel --db data/demo.db eval demo --split val\n");
         return argc < 2 ? 2 : 0;
     }
@@ -341,8 +358,10 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
     o.split = "all";
     const char *ckpt = NULL, *json = NULL, *csv = NULL;
     int threads = 0;
+    const char *device = "auto";
     static const char *const known[] = {"--pairs", "--json", "--csv", "--split",
-                                        "--min-rating-diff", "--threads", "--help", NULL};
+                                        "--min-rating-diff", "--threads", "--device", "--help",
+                                        NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] == '-' && !cli_option_in(a, known))
@@ -384,6 +403,10 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
             if (cli_parse_long("eval", "--threads", v, 0, 4096, &t))
                 return 2;
             threads = (int)t;
+        } else if (strcmp(a, "--device") == 0) {
+            if (cli_device_check("eval", v))
+                return 2;
+            device = v;
         }
     }
     if (!ckpt) {
@@ -398,8 +421,10 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
     signal(SIGINT, on_sigint);
     Err err = {0};
     EvalReport r;
-    int rc = reward_eval(st, ckpt, &o, threads, json, csv, &r, &err);
+    TrainDevice dev = {.spec = device, .threads = threads};
+    int rc = reward_eval(st, ckpt, &o, &dev, json, csv, &r, &err);
     signal(SIGINT, SIG_DFL);
+    cli_device_note(dev.note);
     if (tty_err)
         cli_escape_raw(stderr, "\r\033[K");
     if (rc == 0) {
@@ -421,13 +446,14 @@ int cli_eval_main(const CliGlobal *g, int argc, char **argv) {
 int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv) || argc < 2) {
         printf("usage: easel [--db PATH] score CHECKPOINT|RUN [IMAGE|FOLDER ...] [--prompt TEXT]\n"
-               "                   [--csv FILE] [--threads N]\n\n"
+               "                   [--csv FILE] [--threads N] [--device auto|cpu|cuda|cuda:N]\n\n"
                "Score images with a reward checkpoint: the five heads and the combined score.\n"
                "With no images, every image of the store is scored. Scores of images the store\n"
                "knows are saved in it; all scores are printed as CSV (or written to --csv FILE):\n"
                "image,spatial,icono,style,fidelity,material,combined. Each store image is\n"
                "scored under its own prompt unless --prompt is given. Images that cannot be\n"
-               "read are skipped and named in one warning. CHECKPOINT|RUN as for 'easel eval'.\n\n"
+               "read are skipped and named in one warning. CHECKPOINT|RUN as for 'easel eval'.\n"
+               "--device: " CLI_DEVICE_HELP " (default auto).\n\n"
                "example:\n  easel --db data/demo.db score runs/demo/best data/images/3\n");
         return argc < 2 ? 2 : 0;
     }
@@ -435,7 +461,9 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     int threads = 0, n = 0;
     char **paths = xcalloc((size_t)argc, sizeof *paths);
     int rc = 2;
-    static const char *const known[] = {"--prompt", "--csv", "--threads", "--help", NULL};
+    const char *device = "auto";
+    static const char *const known[] = {"--prompt", "--csv", "--threads", "--device", "--help",
+                                        NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] == '-' && a[1]) {
@@ -452,7 +480,11 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
                 prompt = v;
             else if (strcmp(a, "--csv") == 0)
                 csv_path = v;
-            else { /* --threads */
+            else if (strcmp(a, "--device") == 0) {
+                if ((rc = cli_device_check("score", v)))
+                    goto out;
+                device = v;
+            } else { /* --threads */
                 long long t;
                 if (cli_parse_long("score", "--threads", v, 0, 4096, &t))
                     goto out;
@@ -492,8 +524,10 @@ int cli_score_main(const CliGlobal *g, int argc, char **argv) {
     Err err = {0};
     size_t scored = 0;
     TrainSkipped sk;
-    rc = reward_score(st, ckpt, paths, n, prompt, threads, csv, &h, 0, &scored, &sk, &err);
+    TrainDevice dev = {.spec = device, .threads = threads};
+    rc = reward_score(st, ckpt, paths, n, prompt, &dev, csv, &h, 0, &scored, &sk, &err);
     signal(SIGINT, SIG_DFL);
+    cli_device_note(dev.note);
     if (tty_err)
         cli_escape_raw(stderr, "\r\033[K");
     if (af) {

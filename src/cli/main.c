@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend_cpu.h"
 #include "cli.h"
 #include "cli_escape.h"
 
@@ -160,6 +161,8 @@ static void install_escapes(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     CliGlobal g = {0};
+    /* every model runs on a Backend whose pool is its --threads: OpenBLAS adds none */
+    backend_cpu_blas_serial();
     if (take_tui_look(&g, &argc, argv))
         return 2;
     if (take_annotator(&g, &argc, argv))

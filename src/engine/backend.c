@@ -30,33 +30,46 @@ int backend_cuda_open(int index, const BackendConfig *cfg, Backend **be, Err *er
 }
 #endif
 
+int backend_spec_parse(const char *spec, int *kind, int *index, Err *err) {
+    *kind = BACKEND_SPEC_AUTO;
+    *index = 0;
+    if (!spec || !strcmp(spec, "auto"))
+        return 0;
+    if (!strcmp(spec, "cpu")) {
+        *kind = BACKEND_SPEC_CPU;
+        return 0;
+    }
+    if (!strcmp(spec, "cuda")) {
+        *kind = BACKEND_SPEC_CUDA;
+        return 0;
+    }
+    if (!strncmp(spec, "cuda:", 5)) {
+        char *end = NULL;
+        long v = strtol(spec + 5, &end, 10);
+        if (!spec[5] || *end || v < 0 || v > 255 || spec[5] == '-' || spec[5] == '+' ||
+            spec[5] == ' ')
+            return err_set(err, ERR_USAGE, "device '%s': the index after 'cuda:' must be a "
+                           "number 0..255; use auto, cpu, cuda or cuda:N", spec);
+        *kind = BACKEND_SPEC_CUDA;
+        *index = (int)v;
+        return 0;
+    }
+    return err_set(err, ERR_USAGE, "unknown device '%s'; use auto, cpu, cuda or cuda:N", spec);
+}
+
 int backend_open(const char *spec, const BackendConfig *cfg, Backend **be, char *note,
                  size_t note_len, Err *err) {
     *be = NULL;
     if (note && note_len)
         note[0] = '\0';
-    int want_cuda = 0, index = 0;
-    if (!spec || !strcmp(spec, "auto")) {
-        want_cuda = 1;
-    } else if (!strcmp(spec, "cpu")) {
-        want_cuda = 0;
-    } else if (!strcmp(spec, "cuda")) {
-        want_cuda = 2;
-    } else if (!strncmp(spec, "cuda:", 5)) {
-        char *end = NULL;
-        long v = strtol(spec + 5, &end, 10);
-        if (!spec[5] || *end || v < 0 || v > 255)
-            return err_set(err, ERR_USAGE, "device '%s': the index after 'cuda:' must be a "
-                           "number 0..255; use auto, cpu, cuda or cuda:N", spec);
-        want_cuda = 2;
-        index = (int)v;
-    } else {
-        return err_set(err, ERR_USAGE, "unknown device '%s'; use auto, cpu, cuda or cuda:N",
-                       spec);
-    }
+    int kind, index;
+    int rc = backend_spec_parse(spec, &kind, &index, err);
+    if (rc)
+        return rc;
+    int want_cuda = kind == BACKEND_SPEC_AUTO ? 1 : kind == BACKEND_SPEC_CUDA ? 2 : 0;
     if (want_cuda) {
         Err ce = {0};
-        int rc = backend_cuda_open(index, cfg, be, &ce);
+        rc = backend_cuda_open(index, cfg, be, &ce);
         if (rc == 0)
             return 0;
         if (rc != ERR_GPU) /* a GPU is there but not that one, or it failed to start */
@@ -662,5 +675,112 @@ void backend_adamw(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t, float 
         }
         ENTRY(adamw);
         be->ops->adamw(be, param, grad, m, v, t, lr, cfg);
+    }
+}
+
+/* ---- ops of the reward model ---------------------------------------------------------------- */
+
+static int any_f32(Backend *be, const char *op, const char *arg, CT *t) {
+    return chk(be, op, arg, t, 0, F32, t ? t->n_dims : 0, dim(t, 0), dim(t, 1), dim(t, 2),
+               dim(t, 3));
+}
+
+/* The strided operand x (rows × cols as stored, leading dimension ld, from off) lies in t. */
+static int gemm_fits(Backend *be, const char *arg, CT *t, size_t off, int rows, int cols,
+                     int ld) {
+    if (rows < 0 || cols < 0 || ld < (cols > 1 ? cols : 1)) {
+        backend_fail(be, ERR_USAGE, "gemm: %s is %d x %d with leading dimension %d", arg, rows,
+                     cols, ld);
+        return 0;
+    }
+    size_t last = rows && cols ? off + (size_t)(rows - 1) * (size_t)ld + (size_t)cols : off;
+    if (last > (size_t)tensor_numel(t)) {
+        backend_fail(be, ERR_USAGE, "gemm: %s (%d x %d, ld %d, from element %zu) reaches "
+                     "element %zu of a tensor of %lld", arg, rows, cols, ld, off, last,
+                     (long long)tensor_numel(t));
+        return 0;
+    }
+    return 1;
+}
+
+void backend_gemm(Backend *be, CT *c, CT *a, CT *b, const BackendGemm *g) {
+    const char *op = "gemm";
+    if (!any_f32(be, op, "c", c) || !any_f32(be, op, "a", a) || !any_f32(be, op, "b", b))
+        return;
+    if (!g || g->M < 0 || g->N < 0 || g->K < 0) {
+        backend_fail(be, ERR_USAGE, "gemm: sizes M, N, K must be given and >= 0");
+        return;
+    }
+    if (!gemm_fits(be, "a", a, g->a_off, g->trans_a ? g->K : g->M, g->trans_a ? g->M : g->K,
+                   g->lda) ||
+        !gemm_fits(be, "b", b, g->b_off, g->trans_b ? g->N : g->K, g->trans_b ? g->K : g->N,
+                   g->ldb) ||
+        !gemm_fits(be, "c", c, g->c_off, g->M, g->N, g->ldc))
+        return;
+    ENTRY(gemm);
+    be->ops->gemm(be, c, a, b, g);
+}
+
+void backend_relu_forward(Backend *be, CT *out, CT *inp) {
+    const char *op = "relu_forward";
+    if (any_f32(be, op, "inp", inp) && like(be, op, "out", out, 0, inp)) {
+        ENTRY(relu_forward);
+        be->ops->relu_forward(be, out, inp);
+    }
+}
+
+void backend_relu_backward(Backend *be, CT *dinp, CT *dout, CT *out) {
+    const char *op = "relu_backward";
+    if (any_f32(be, op, "out", out) && like(be, op, "dout", dout, 0, out) &&
+        like(be, op, "dinp", dinp, 1, out)) {
+        if (!dinp)
+            return;
+        ENTRY(relu_backward);
+        be->ops->relu_backward(be, dinp, dout, out);
+    }
+}
+
+static int p_ok(Backend *be, const char *op, float p) {
+    if (be->fail_code)
+        return 0;
+    if (!(p >= 0.0f && p < 1.0f)) {
+        backend_fail(be, ERR_USAGE, "%s: probability %g is outside [0, 1)", op, (double)p);
+        return 0;
+    }
+    return 1;
+}
+
+void backend_dropout_forward(Backend *be, CT *out, CT *inp, float p, uint64_t seed) {
+    const char *op = "dropout_forward";
+    if (p_ok(be, op, p) && any_f32(be, op, "inp", inp) && like(be, op, "out", out, 0, inp)) {
+        ENTRY(dropout_forward);
+        be->ops->dropout_forward(be, out, inp, p, seed);
+    }
+}
+
+void backend_dropout_backward(Backend *be, CT *dinp, CT *dout, float p, uint64_t seed) {
+    const char *op = "dropout_backward";
+    if (p_ok(be, op, p) && any_f32(be, op, "dout", dout) &&
+        like(be, op, "dinp", dinp, 1, dout)) {
+        if (!dinp)
+            return;
+        ENTRY(dropout_backward);
+        be->ops->dropout_backward(be, dinp, dout, p, seed);
+    }
+}
+
+void backend_scale(Backend *be, CT *out, CT *a, float s) {
+    const char *op = "scale";
+    if (any_f32(be, op, "a", a) && like(be, op, "out", out, 0, a)) {
+        ENTRY(scale);
+        be->ops->scale(be, out, a, s);
+    }
+}
+
+void backend_add(Backend *be, CT *out, CT *a, CT *b) {
+    const char *op = "add";
+    if (any_f32(be, op, "a", a) && like(be, op, "b", b, 0, a) && like(be, op, "out", out, 0, a)) {
+        ENTRY(add);
+        be->ops->add(be, out, a, b);
     }
 }

@@ -86,6 +86,11 @@ typedef struct BackendConfig {
  * ERR_USAGE (the accepted forms are in the message). note is "" when there is nothing to say. */
 int backend_open(const char *spec, const BackendConfig *cfg, Backend **be, char *note,
                  size_t note_len, Err *err);
+/* The spec alone, without opening anything (what backend_open parses): 0 with *kind
+ * BACKEND_SPEC_AUTO, _CPU or _CUDA and *index the N of "cuda:N" (0 otherwise), or ERR_USAGE
+ * with the message backend_open gives (naming the accepted forms). NULL is "auto". */
+enum { BACKEND_SPEC_AUTO = 0, BACKEND_SPEC_CPU = 1, BACKEND_SPEC_CUDA = 2 };
+int backend_spec_parse(const char *spec, int *kind, int *index, Err *err);
 /* Wait for outstanding work, free the arena, pools, streams and handles. Accepts NULL. */
 void backend_close(Backend *be);
 
@@ -216,5 +221,38 @@ void backend_mse_backward(Backend *be, const Tensor *dpred, const Tensor *dtarge
 /* One AdamW step t >= 1 (optim_adamw_step semantics) over same-shaped param, grad, m, v. */
 void backend_adamw(Backend *be, const Tensor *param, const Tensor *grad, const Tensor *m,
                    const Tensor *v, int t, float lr, const AdamWConfig *cfg);
+
+/* ---- ops of the reward model (src/models/model_reward.c) ------------------------------------ */
+
+/* A strided GEMM on parts of contiguous blocks, as nn_gemm (row-major; op(x) = xᵀ when its
+ * trans flag is set): c[c_off..] (M,N, row stride ldc) = op(a[a_off..]) (M,K, lda) ·
+ * op(b[b_off..]) (K,N, ldb) + beta·c. For the column blocks of a weight (the paired first
+ * layer of the reward model reads W0's image and text columns apart). Every element it reads
+ * or writes must lie inside its tensor (F32, any shape). */
+typedef struct BackendGemm {
+    int trans_a, trans_b;
+    int M, N, K;
+    size_t a_off, b_off, c_off; /* elements from each tensor's start */
+    int lda, ldb, ldc;
+    float beta;
+} BackendGemm;
+void backend_gemm(Backend *be, const Tensor *c, const Tensor *a, const Tensor *b,
+                  const BackendGemm *g);
+/* out = max(0, inp) (same shape; out may be inp); backward dinp += dout where out > 0 (takes
+ * the forward's OUTPUT, so an in-place forward loses nothing). */
+void backend_relu_forward(Backend *be, const Tensor *out, const Tensor *inp);
+void backend_relu_backward(Backend *be, const Tensor *dinp, const Tensor *dout,
+                           const Tensor *out);
+/* Inverted dropout with counter-based masks (nn_dropout.h): element i is kept when
+ * rng_hash_uniform(seed, i) >= p and scaled by 1/(1−p); 0 <= p < 1. out may be inp.
+ * Backward dinp += dout·mask with the same seed. */
+void backend_dropout_forward(Backend *be, const Tensor *out, const Tensor *inp, float p,
+                             uint64_t seed);
+void backend_dropout_backward(Backend *be, const Tensor *dinp, const Tensor *dout, float p,
+                              uint64_t seed);
+/* out = a·s; out = a + b (same shapes; out may be an input). Their backwards are themselves
+ * (dinp += dout·s is backend_scale into scratch, then backend_add). */
+void backend_scale(Backend *be, const Tensor *out, const Tensor *a, float s);
+void backend_add(Backend *be, const Tensor *out, const Tensor *a, const Tensor *b);
 
 #endif

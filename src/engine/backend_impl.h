@@ -63,6 +63,14 @@ typedef struct BackendOps {
     void (*mse_backward)(Backend *, CT *dpred, CT *dtarget, float dloss, CT *pred, CT *target);
     void (*adamw)(Backend *, CT *param, CT *grad, CT *m, CT *v, int t, float lr,
                   const AdamWConfig *cfg);
+    /* ops of the reward model */
+    void (*gemm)(Backend *, CT *c, CT *a, CT *b, const BackendGemm *g);
+    void (*relu_forward)(Backend *, CT *out, CT *inp);
+    void (*relu_backward)(Backend *, CT *dinp, CT *dout, CT *out);
+    void (*dropout_forward)(Backend *, CT *out, CT *inp, float p, uint64_t seed);
+    void (*dropout_backward)(Backend *, CT *dinp, CT *dout, float p, uint64_t seed);
+    void (*scale)(Backend *, CT *out, CT *a, float s);
+    void (*add)(Backend *, CT *out, CT *a, CT *b);
 } BackendOps;
 
 struct Backend {

@@ -33,8 +33,20 @@
  * images of one prompt) is detected and its first layers do a quarter less work; the results
  * equal the general path up to float rounding.
  *
- * Threads: the model runs engine ops on the pool the calling thread selected with
- * backend_cpu_use (serial without one). A RewardModel is used by one thread at a time.
+ * Backend (src/engine/backend.h): the model runs on the Backend given to reward_model_open —
+ * its parameter, gradient and AdamW blocks come from backend_malloc, its activations from one
+ * block of the backend's arena (reward_model_arena_bytes sizes it: open the backend with at
+ * least that arena_bytes), every layer is a backend op. The losses and the combination of the
+ * five scores are computed on the host from the downloaded scores (N·5 floats per step). On the
+ * CPU backend the model calls the same nn_* functions as before the backend existed, so its
+ * results are bit-identical to them. reward_model_new opens a private CPU backend with the
+ * calling thread's backend_cpu_use pool size (1 without one).
+ * Pointers the model hands out (param/grad/AdamW blocks, RewardParam.data/.grad) are DEVICE
+ * memory: readable on the host only when backend_device is CPU; otherwise use
+ * reward_model_read_state / reward_model_write_state. Failures of the backend stick
+ * (backend.h): reward_model_forward reports them, reward_model_sync once per step after
+ * backward and step.
+ * Threads: a RewardModel is used by one thread at a time.
  * Results are bit-identical for the same seed, inputs and thread count (with this engine, for
  * any thread count: tests/models/test_model_reward.c checks 1 against 2).
  */
@@ -44,6 +56,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "err.h"
 #include "nn_attention.h"
 #include "optim.h"
@@ -123,7 +136,25 @@ typedef struct RewardModel RewardModel;
  * biases; LayerNorm 1 and 0; head_weights 0.2; in_proj xavier-uniform, in/out biases 0),
  * from a seeded Rng. Returns NULL with err set (ERR_USAGE bad config, ERR_NOMEM). */
 RewardModel *reward_model_new(const RewardConfig *cfg, uint64_t seed, Err *err);
+/* The same on backend `be` (borrowed: it must outlive the model, and its arena hold
+ * reward_model_arena_bytes(cfg) more than is in use; the model takes that block until
+ * reward_model_free). Returns 0 or ERR_USAGE (config), ERR_NOMEM, the backend's failure. */
+int reward_model_open(const RewardConfig *cfg, uint64_t seed, Backend *be, RewardModel **out,
+                      Err *err);
+/* Arena bytes the model's activations need for cfg.max_batch (the measuring pass). */
+size_t reward_model_arena_bytes(const RewardConfig *cfg);
 void reward_model_free(RewardModel *m); /* NULL allowed */
+Backend *reward_model_backend(const RewardModel *m);
+/* backend_sync: 0, or the first failure since the last (once per step). */
+int reward_model_sync(RewardModel *m, Err *err);
+/* Host copies of the parameters and the AdamW moments (n_params floats each; NULL skips one),
+ * and back; both wait for the device. */
+int reward_model_read_state(RewardModel *m, float *params, float *adam_m, float *adam_v,
+                            Err *err);
+int reward_model_write_state(RewardModel *m, const float *params, const float *adam_m,
+                             const float *adam_v, Err *err);
+/* A host copy of one parameter of the table (p->numel floats). */
+int reward_model_read_param(RewardModel *m, const RewardParam *p, float *dst, Err *err);
 /* Borrowed until reward_model_free. */
 const RewardConfig *reward_model_config(const RewardModel *m);
 
@@ -180,7 +211,8 @@ void reward_model_zero_grad(RewardModel *m);
 void reward_model_backward(RewardModel *m);
 /* One AdamW step at learning rate lr (clipping first when cfg.max_grad_norm > 0); the
  * gradients are left as they were (clipped). Returns the gradient norm before clipping (0 when
- * not clipping and not computed: pass want_norm to always compute it). */
+ * not clipping and not computed: pass want_norm to always compute it). While the backend has
+ * a failure pending the step does not run and the step count stays (reward_model_sync). */
 float reward_model_step(RewardModel *m, float lr, int want_norm);
 
 #endif

@@ -37,6 +37,7 @@
 #include "base.h"
 #include "encoder.h"
 #include "evalrm.h"
+#include "backend.h"
 #include "fmt_json.h"
 #include "log.h"
 #include "rng.h"
@@ -130,6 +131,11 @@ int train_config_check(const TrainConfig *c, Err *err) {
         return err_set(err, ERR_USAGE, "--dropout must be in [0, 1)");
     if (!c->output[0])
         return err_set(err, ERR_USAGE, "--output needs a folder");
+    int kind, index;
+    if (backend_spec_parse(c->device, &kind, &index, err)) {
+        err_prefix(err, "--device");
+        return ERR_USAGE;
+    }
     return 0;
 }
 
@@ -137,7 +143,7 @@ static json_t *config_to_json(const TrainConfig *c) {
     char seed[24];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
     return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:i, s:i, s:i, s:s,"
-                     " s:f, s:f, s:I, s:s, s:s, s:i}",
+                     " s:f, s:f, s:I, s:s, s:s, s:i, s:s}",
                      "mode", c->mode, "objective", c->objective, "encoder", c->encoder,
                      "fusion_method", c->fusion, "epochs", c->epochs, "batch_size",
                      c->batch_size, "learning_rate", c->learning_rate, "weight_decay",
@@ -146,7 +152,8 @@ static json_t *config_to_json(const TrainConfig *c) {
                      "threads", c->threads, "seed", seed, "irrelevant_weight",
                      c->irrelevant_weight, "dropout", c->dropout, "annotator_id",
                      (json_int_t)c->annotator_id, "output", c->output, "run_name",
-                     c->run_name, "save_total_limit", c->save_total_limit);
+                     c->run_name, "save_total_limit", c->save_total_limit, "device",
+                     c->device);
 }
 
 static void copy_str(char *dst, size_t n, json_t *o, const char *key) {
@@ -165,6 +172,7 @@ static int config_from_json(TrainConfig *c, json_t *o, Err *err) {
     copy_str(c->fusion, sizeof c->fusion, o, "fusion_method");
     copy_str(c->output, sizeof c->output, o, "output");
     copy_str(c->run_name, sizeof c->run_name, o, "run_name");
+    copy_str(c->device, sizeof c->device, o, "device");
     json_t *v;
     if ((v = json_object_get(o, "epochs")))
         c->epochs = (int)json_integer_value(v);
@@ -1130,8 +1138,10 @@ static int run_begin(Run *r, Store *st, const TrainConfig *cfg_in, const TrainHo
     if (hooks && hooks->resume) {
         if ((rc = resume_parse(r, hooks->resume, &r->res, err)))
             return rc;
-        if (cfg_in && cfg_in->threads) /* the one thing a resume may change */
+        if (cfg_in && cfg_in->threads) /* the things a resume may change: where it runs */
             r->cfg.threads = cfg_in->threads;
+        if (cfg_in && cfg_in->device[0])
+            base_strlcpy(r->cfg.device, cfg_in->device, sizeof r->cfg.device);
     } else {
         r->cfg = *cfg_in;
         if ((rc = train_config_check(&r->cfg, err)))
@@ -1215,9 +1225,14 @@ static int run_build_model(Run *r, Store *st, const TrainHooks *hooks, Err *err)
     if ((rc = alloc_batches(r, err)))
         return rc;
     md.max_batch = r->max_n;
-    if ((rc = train_model_new(&md, cfg->seed, cfg->threads, (float)cfg->weight_decay, &r->model,
-                              err)))
+    TrainDevice dev = {.spec = cfg->device, .threads = cfg->threads};
+    if ((rc = train_model_new(&md, cfg->seed, &dev, (float)cfg->weight_decay, &r->model, err)))
         return rc;
+    if (dev.note[0] && hooks && hooks->device_note)
+        hooks->device_note(hooks->progress.user, dev.note);
+    else if (dev.note[0])
+        say(hooks, "%s", dev.note);
+    say(hooks, "model on %s", dev.name);
     rng_init(&r->rng, cfg->seed ^ 0x5eedULL);
     r->best_f1 = -1;
     if (!r->res)
@@ -1319,6 +1334,11 @@ static int run_train_epoch(Run *r, Store *st, const TrainHooks *hooks, int epoch
             train_step_pairs(r, r->order + b0, n, losses);
         r->step++;
         train_model_step(r->model, (int)r->step, (float)cfg->learning_rate);
+        int frc = train_model_check(r->model, err); /* the step's device failure */
+        if (frc) {
+            mb_flush(&r->mb, st, r->run_id, NULL);
+            return frc;
+        }
         c->busy_window += base_now() - t_step;
         double ep = epoch + (double)(b0 + (size_t)n) / (double)r->d.n_items;
         metrics_step(r, ep, losses);
@@ -1348,6 +1368,8 @@ static int run_end_epoch(Run *r, Store *st, const TrainHooks *hooks, int epoch, 
     int have_val = val->n_pairs > 0;
     if (!have_val) /* no validation pairs: judge on the training split */
         evaluate(r, 0, val);
+    if ((rc = train_model_check(r->model, err))) /* the validation forwards' device failure */
+        return rc;
     metrics_val(r, val, have_val ? "val" : "train", r->epoch_done);
     int better = val->mean_f1 > r->best_f1;
     if (better) {

@@ -53,6 +53,7 @@ typedef struct TrainConfig {
                               * 2, as Hugging Face's save_total_limit; best/, final/ stay */
     int patience;            /* epochs without a better val F1 before stopping (0 = off) */
     int threads;             /* engine threads (0 = all cores) */
+    char device[24];         /* "auto", "cpu", "cuda", "cuda:N" (backend_open) */
     uint64_t seed;           /* split, init, shuffling, dropout */
     double irrelevant_weight;/* seed 003's irrelevant-prompt loss weight (0 = off) */
     double dropout;          /* 0.1 as the original */
@@ -102,6 +103,8 @@ typedef struct TrainConfig {
     X(seed, "seed", INT, 42, 0, INT64_MAX, "seed of the split, init, shuffling and dropout",  \
       NULL)                                                                                   \
     X(threads, "threads", INT, 0, 0, 4096, "CPU threads (0: all cores)", NULL)                \
+    X(device, "device", STRING, "auto", 0, 0,                                                 \
+      "where the model runs: auto (a GPU when there is one), cpu, cuda or cuda:N", NULL)      \
     X(irrelevant_weight, "irrelevant-weight", FLOAT, 0, 0, 0,                                 \
       "weight of the irrelevant-prompt loss (seed 003's robustness trick; 0: off)", NULL)     \
     X(dropout, "dropout", FLOAT, 0.1, 0, 0, "dropout in the heads", NULL)
@@ -128,6 +131,10 @@ typedef struct TrainHooks {
      * interruption. */
     int (*resume_point)(void *user, const char *json, Err *err);
     const char *resume;      /* JSON from resume_point, or NULL for a fresh run */
+    /* Called (with progress.user) with one line when the model's device differs from the one
+     * asked for (--device cuda on a machine without a GPU runs on the CPU). NULL: the line
+     * goes where progress lines go. */
+    void (*device_note)(void *user, const char *note);
     int64_t job_id;          /* recorded in the run (0 = none) */
 } TrainHooks;
 
@@ -201,6 +208,17 @@ int train_image_probe(Encoder *enc, const char *path, Err *err);
  * none was skipped. */
 void train_skipped_text(const TrainSkipped *s, char *buf, size_t n);
 
+/* Where a reward model runs (src/engine/backend.h): SPEC is "auto", "cpu", "cuda" or
+ * "cuda:N" (NULL or "" = auto), THREADS the CPU backend's threads (0 = all cores). Opening
+ * fills NOTE (one line saying why a cuda request runs on the CPU, "" when there is nothing to
+ * say: print it) and NAME (the backend, "cpu (8 threads)", "cuda:0 (NVIDIA ...)"). */
+typedef struct TrainDevice {
+    const char *spec;
+    int threads;
+    char note[320];
+    char name[160];
+} TrainDevice;
+
 /* ---- using a checkpoint: scoring and evaluation (train_eval.c) ---- */
 
 /* A checkpoint folder (config.json + model.safetensors) loaded with its encoder. */
@@ -211,6 +229,11 @@ typedef struct RewardCkpt RewardCkpt;
  * Returns 0, or ERR_* (*out NULL) with err naming the file when the folder, its config or its
  * weights are missing or malformed. */
 int train_ckpt_open(Store *st, const char *dir, int threads, RewardCkpt **out, Err *err);
+/* The same on the device DEV says (may be NULL: auto on all cores), which gets the note and
+ * the backend's name. train_ckpt_open is this with {cpu, THREADS}: the callers that hold no
+ * GPU of the scheduler (the Annotate queue's order, tests) stay on the CPU. */
+int train_ckpt_open_on(Store *st, const char *dir, TrainDevice *dev, RewardCkpt **out,
+                       Err *err);
 void train_ckpt_free(RewardCkpt *c); /* NULL allowed */
 /* Absolute path of the folder (the scores table's key). Borrowed. */
 const char *train_ckpt_path(const RewardCkpt *c);

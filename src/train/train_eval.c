@@ -35,6 +35,12 @@ struct RewardCkpt {
 };
 
 int train_ckpt_open(Store *st, const char *dir, int threads, RewardCkpt **out, Err *err) {
+    TrainDevice dev = {.spec = "cpu", .threads = threads};
+    return train_ckpt_open_on(st, dir, &dev, out, err);
+}
+
+int train_ckpt_open_on(Store *st, const char *dir, TrainDevice *dev, RewardCkpt **out,
+                       Err *err) {
     *out = NULL;
     char *p = xasprintf("%s/config.json", dir);
     Err e = {0};
@@ -88,7 +94,7 @@ int train_ckpt_open(Store *st, const char *dir, int threads, RewardCkpt **out, E
                      encname, c->enc->n_image_tokens, c->enc->dim_image, c->enc->dim_text);
         goto fail;
     }
-    if ((rc = train_model_new(&md, 0, threads, 0.0f, &c->model, err)))
+    if ((rc = train_model_new(&md, 0, dev, 0.0f, &c->model, err)))
         goto fail;
     free(p);
     p = xasprintf("%s/model.safetensors", dir);
@@ -135,10 +141,12 @@ int train_ckpt_score(RewardCkpt *c, Store *st, const char *path, const char *sha
     }
     float heads[NH], comb;
     train_model_forward(c->model, v, t, 1, 0, 0, heads, &comb);
-    memcpy(out, heads, sizeof heads);
-    out[NH] = comb;
     free(v);
     free(t);
+    if ((rc = train_model_check(c->model, err)))
+        return rc;
+    memcpy(out, heads, sizeof heads);
+    out[NH] = comb;
     return 0;
 }
 

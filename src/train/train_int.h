@@ -25,11 +25,14 @@ typedef struct TrainModelDims {
 
 typedef struct TrainModel TrainModel;
 
-/* A model with weights initialised from SEED (PyTorch's default init; head weights 0.2) into
+/* A model on the backend DEV names (dev->spec "auto", "cpu", "cuda", "cuda:N"; NULL or ""
+ * = auto; dev->threads CPU threads, 0 = all cores; DEV may be NULL: auto, all cores), which
+ * fills dev->note (why a cuda request runs on the CPU, "" if nothing to say) and dev->name.
+ * Weights initialised from SEED (PyTorch's default init; head weights 0.2) into
  * *out. Returns 0, or ERR_* with *out NULL (ERR_USAGE when the dimensions do not fit the
  * fusion: add needs d_img == d_txt). */
-int train_model_new(const TrainModelDims *dims, uint64_t seed, int threads, float weight_decay,
-                    TrainModel **out, Err *err);
+int train_model_new(const TrainModelDims *dims, uint64_t seed, TrainDevice *dev,
+                    float weight_decay, TrainModel **out, Err *err);
 void train_model_free(TrainModel *m);
 const TrainModelDims *train_model_dims(const TrainModel *m);
 
@@ -49,6 +52,9 @@ void train_model_loss_pairs(TrainModel *m, int n_pairs, const float *labels,
                             double out[TRAIN_LOSS_N]);
 /* Regression objective: RATINGS (N, 5), NAN = not rated. */
 void train_model_loss_regression(TrainModel *m, const float *ratings, double out[TRAIN_LOSS_N]);
+/* The first failure of the model's backend since the last check (forward and step keep it;
+ * the device is waited for): 0 or ERR_*. Once per step. */
+int train_model_check(TrainModel *m, Err *err);
 /* Backward of the last loss and one AdamW step (t is 1-based, checked against the model's
  * own count) at learning rate LR. */
 void train_model_step(TrainModel *m, int t, float lr);

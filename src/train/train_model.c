@@ -1,6 +1,9 @@
 /* train_model — the adapter between training and the engine's five-head model
- * (model_reward.h): a CPU pool per model, save/load in safetensors with the original's
- * tensor names (fmt_safetensors.h), AdamW state for exact resumes. See train_int.h.
+ * (model_reward.h): a Backend per model (backend_open of the TrainDevice: the CPU with its own
+ * pool, or a CUDA device), save/load in safetensors with the original's tensor names
+ * (fmt_safetensors.h) through host copies of the blocks, AdamW state for exact resumes. The
+ * backend's failures stick: forward and step keep the first, train_model_check reports it
+ * once per step. See train_int.h.
  *
  * Resume files hold, besides the parameters, "optimizer.m.<name>" and "optimizer.v.<name>"
  * for every parameter and the AdamW step count in the metadata ("optimizer_step").
@@ -12,21 +15,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend_cpu.h"
+#include "backend.h"
 #include "base.h"
 #include "fmt_safetensors.h"
 #include "model_reward.h"
 
 struct TrainModel {
     TrainModelDims dims;
+    Backend *be;           /* the model's device (and on the CPU its threads) */
     RewardModel *rm;
-    CpuPool *pool;         /* the engine's threads for this model */
     float *labels_comb;    /* scratch (max_batch) */
+    Err fail;              /* the first failure of forward/step since train_model_check */
 };
 
 _Static_assert(REWARD_N_HEADS == TRAIN_N_HEADS, "head counts of model and training differ");
 
-int train_model_new(const TrainModelDims *d, uint64_t seed, int threads, float weight_decay,
+int train_model_new(const TrainModelDims *d, uint64_t seed, TrainDevice *dev, float weight_decay,
                     TrainModel **out, Err *err) {
     *out = NULL;
     int fusion = reward_fusion_parse(d->fusion);
@@ -51,16 +55,24 @@ int train_model_new(const TrainModelDims *d, uint64_t seed, int threads, float w
     TrainModel *m = xcalloc(1, sizeof *m);
     m->dims = *d;
     Err e = {0};
-    if (!(m->rm = reward_model_new(&rc, seed, &e))) {
+    /* the backend's arena holds the model's activations (the measuring pass) and the ops'
+     * scratch; a CPU backend always has a pool, even of one thread */
+    BackendConfig bc = {dev ? dev->threads : 0, reward_model_arena_bytes(&rc)};
+    char note[sizeof dev->note] = "";
+    const char *spec = dev && dev->spec && dev->spec[0] ? dev->spec : "auto";
+    if ((code = backend_open(spec, &bc, &m->be, note, sizeof note, &e)) != 0) {
         free(m);
-        return err_pass(err, &e, ERR_USAGE);
+        err_pass(err, &e, code);
+        err_prefix(err, "--device %s", spec);
+        return code;
     }
-    /* always a pool, even of one thread: selecting one also keeps OpenBLAS from starting
-     * (and spinning) threads of its own */
-    m->pool = backend_cpu_pool_new(threads, &e);
-    if (!m->pool) {
+    if (dev) {
+        base_strlcpy(dev->note, note, sizeof dev->note);
+        base_strlcpy(dev->name, backend_name(m->be), sizeof dev->name);
+    }
+    if ((code = reward_model_open(&rc, seed, m->be, &m->rm, &e)) != 0) {
         train_model_free(m);
-        return err_pass(err, &e, ERR_NOMEM);
+        return err_pass(err, &e, code);
     }
     m->labels_comb = xmalloc((size_t)(d->max_batch > 0 ? d->max_batch : 1) * sizeof(float));
     *out = m;
@@ -71,20 +83,41 @@ void train_model_free(TrainModel *m) {
     if (!m)
         return;
     reward_model_free(m->rm);
-    backend_cpu_pool_free(m->pool);
+    backend_close(m->be);
     free(m->labels_comb);
     free(m);
+}
+
+/* Keep the first failure for train_model_check. */
+static void keep(TrainModel *m, const Err *e) {
+    if (!m->fail.code)
+        m->fail = *e;
+}
+
+int train_model_check(TrainModel *m, Err *err) {
+    Err e = {0};
+    if (reward_model_sync(m->rm, &e))
+        keep(m, &e);
+    int rc = m->fail.code;
+    if (rc) {
+        err_set(err, rc, "%s", m->fail.msg);
+        memset(&m->fail, 0, sizeof m->fail);
+    }
+    return rc;
 }
 
 const TrainModelDims *train_model_dims(const TrainModel *m) { return &m->dims; }
 
 void train_model_forward(TrainModel *m, const float *img, const float *txt, int n, int training,
                          uint64_t dropout_seed, float *heads, float *combined) {
-    CpuPool *prev = backend_cpu_use(m->pool);
     Err err = {0};
-    int rc = reward_model_forward(m->rm, img, txt, n, training, dropout_seed, &err);
-    ASSERT(rc == 0); /* n is checked against max_batch by the caller */
-    backend_cpu_use(prev);
+    /* n is checked against max_batch by the caller; a failure is the backend's (kept) */
+    if (reward_model_forward(m->rm, img, txt, n, training, dropout_seed, &err)) {
+        keep(m, &err);
+        memset(heads, 0, (size_t)n * TRAIN_N_HEADS * sizeof(float));
+        memset(combined, 0, (size_t)n * sizeof(float));
+        return;
+    }
     memcpy(heads, reward_model_scores(m->rm), (size_t)n * TRAIN_N_HEADS * sizeof(float));
     memcpy(combined, reward_model_combined(m->rm), (size_t)n * sizeof(float));
 }
@@ -117,18 +150,19 @@ void train_model_loss_regression(TrainModel *m, const float *ratings, double out
 }
 
 void train_model_step(TrainModel *m, int t, float lr) {
-    CpuPool *prev = backend_cpu_use(m->pool);
     ASSERT(reward_model_step_count(m->rm) == t - 1);
-    reward_model_zero_grad(m->rm);
-    reward_model_backward(m->rm);
+    reward_model_backward(m->rm); /* writes every gradient: no zeroing needed */
     reward_model_step(m->rm, lr, 0);
-    backend_cpu_use(prev);
 }
 
 void train_model_head_weights(const TrainModel *m, float w[TRAIN_N_HEADS]) {
     const RewardParam *p = reward_model_param(m->rm, "head_weights");
     ASSERT(p && p->numel == TRAIN_N_HEADS);
-    memcpy(w, p->data, sizeof(float) * TRAIN_N_HEADS);
+    Err e = {0};
+    if (reward_model_read_param(m->rm, p, w, &e)) {
+        memset(w, 0, sizeof(float) * TRAIN_N_HEADS);
+        keep((TrainModel *)m, &e);
+    }
 }
 
 /* ---- files ---- */
@@ -136,16 +170,32 @@ void train_model_head_weights(const TrainModel *m, float w[TRAIN_N_HEADS]) {
 int train_model_save(const TrainModel *m, const char *path, int optimizer,
                      const char *const *meta, Err *err) {
     int n = 0;
-    const RewardParam *ps = reward_model_params(m->rm, &n);
+    RewardModel *rm = m->rm;
+    const RewardParam *ps = reward_model_params(rm, &n);
+    /* the blocks as the host sees them: in place on the CPU, else copies from the device */
+    size_t np = 0;
+    const float *pb = reward_model_param_block(rm, &np), *am = reward_model_adam_m(rm),
+                *av = reward_model_adam_v(rm);
+    float *host = NULL;
+    if (backend_device(reward_model_backend(rm)) != TENSOR_DEVICE_CPU) {
+        host = malloc(np * sizeof(float) * (optimizer ? 3 : 1));
+        if (!host)
+            return err_set(err, ERR_NOMEM, "out of memory saving %s", path);
+        int rc = reward_model_read_state(rm, host, optimizer ? host + np : NULL,
+                                         optimizer ? host + 2 * np : NULL, err);
+        if (rc) {
+            free(host);
+            return rc;
+        }
+        pb = host, am = host + np, av = host + 2 * np;
+    }
     SafeTensorsWriter *w = safetensors_writer_new();
     char **names = xcalloc((size_t)(2 * n + 1), sizeof *names);
     int rc = 0, k = 0;
     for (int i = 0; i < n && !rc; i++)
         rc = safetensors_writer_add(w, ps[i].name, ST_F32, ps[i].n_dims, ps[i].shape,
-                                    ps[i].data, err);
+                                    pb + ps[i].offset, err);
     if (optimizer && !rc) {
-        const float *am = reward_model_adam_m((RewardModel *)m->rm);
-        const float *av = reward_model_adam_v((RewardModel *)m->rm);
         for (int i = 0; i < n && !rc; i++) {
             names[k] = xasprintf("optimizer.m.%s", ps[i].name);
             rc = safetensors_writer_add(w, names[k++], ST_F32, ps[i].n_dims, ps[i].shape,
@@ -168,6 +218,7 @@ int train_model_save(const TrainModel *m, const char *path, int optimizer,
     for (int i = 0; i < k; i++)
         free(names[i]);
     free(names);
+    free(host);
     return rc;
 }
 
@@ -204,7 +255,7 @@ int train_model_load(TrainModel *m, const char *path, int optimizer, Err *err) {
     const RewardParam *ps = reward_model_params(m->rm, &n);
     /* read into scratch copies first: a failure leaves the model as it was */
     size_t np = 0;
-    float *block = reward_model_param_block(m->rm, &np);
+    reward_model_param_block(m->rm, &np);
     float *tmp = malloc(np * sizeof(float) * (optimizer ? 3 : 1));
     int rc = 0;
     if (!tmp) {
@@ -228,14 +279,11 @@ int train_model_load(TrainModel *m, const char *path, int optimizer, Err *err) {
         if (!rc && (!s || (step = atoi(s)) < 0))
             rc = err_set(err, ERR_FORMAT, "%s: no optimizer_step in the metadata", path);
     }
-    if (!rc) {
-        memcpy(block, tmp, np * sizeof(float));
-        if (optimizer) {
-            memcpy(reward_model_adam_m(m->rm), tmp + np, np * sizeof(float));
-            memcpy(reward_model_adam_v(m->rm), tmp + 2 * np, np * sizeof(float));
-            reward_model_set_step_count(m->rm, step);
-        }
-    }
+    if (!rc)
+        rc = reward_model_write_state(m->rm, tmp, optimizer ? tmp + np : NULL,
+                                      optimizer ? tmp + 2 * np : NULL, err);
+    if (!rc && optimizer)
+        reward_model_set_step_count(m->rm, step);
 out:
     free(tmp);
     safetensors_close(sf);

@@ -749,8 +749,9 @@ Test(train, unreadable_images_are_skipped_with_one_warning) {
     /* scoring every store image */
     TrainSkipped sk;
     size_t scored = 0;
-    cr_assert_eq(reward_score(st, best, NULL, 0, NULL, 1, NULL, NULL, 0, &scored, &sk, &err), 0,
-                 "%s", err.msg);
+    TrainDevice dev = {.spec = "cpu", .threads = 1};
+    cr_assert_eq(reward_score(st, best, NULL, 0, NULL, &dev, NULL, NULL, 0, &scored, &sk, &err),
+                 0, "%s", err.msg);
     cr_assert_eq(sk.n, 2);
     cr_assert_eq(scored, N_PROMPTS * PER_PROMPT - 2);
     /* and the embed job's work */

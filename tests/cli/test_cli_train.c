@@ -242,3 +242,60 @@ Test(cli_train, unknown_options_say_what_was_meant_and_numbers_must_fit) {
     cr_assert(strstr(out, "--epochs 99999999999: expected a whole number from 1 to 100000"),
               "%s", out);
 }
+
+/* --device on train, eval, score and their jobs: a bad value is a usage error naming the
+ * accepted forms (store unchanged: no run, no job); a cuda request on a machine without a GPU
+ * says so in one "easel: " line and runs on the CPU; the run's config records the device;
+ * a job with a device other than cpu holds one GPU, a cpu job none. */
+Test(cli_train, device_flag_errors_note_and_jobs) {
+    const char *cmds[] = {"train --epochs 1", "eval x", "score x", "jobs add train-reward",
+                          "jobs add score --checkpoint x", "jobs add eval-reward --checkpoint x"};
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(run("%s --db t.db %s --device gpu0", easel, cmds[i]), 2, "%s:\n%s",
+                     cmds[i], out);
+        cr_assert(strstr(out, "easel: ") && strstr(out, "'gpu0'") &&
+                  strstr(out, "auto, cpu, cuda or cuda:N"), "%s:\n%s", cmds[i], out);
+    }
+    cr_assert_eq(run("%s --db t.db train --epochs 1 --device cuda:", easel), 2, "%s", out);
+    /* checked whole, not as the run config's field would cut it (to a valid cuda:0) */
+    cr_assert_eq(run("%s --db t.db jobs add train-reward --device "
+                     "cuda:00000000000000000000junk", easel), 2, "%s", out);
+    cr_assert_eq(run("%s --db t.db runs list", easel), 0, "%s", out);
+    cr_assert(!strstr(out, "train-reward"), "no run was made:\n%s", out);
+    cr_assert_eq(run("%s --db t.db jobs list", easel), 0, "%s", out);
+    cr_assert(!strstr(out, "train-reward"), "no job was queued:\n%s", out);
+    workspace();
+    char *o = NULL, *e = NULL;
+    cr_assert_eq(support_run(dir, &o, &e, "%s --db t.db train --epochs 1 --name d1 --threads 1 "
+                             "--device cuda", easel), 0, "%s", e);
+    if (strstr(e, "model on cuda")) { /* a GPU machine: nothing to note */
+        cr_assert_null(strstr(e, "running on the CPU"), "%s", e);
+    } else {
+        const char *note = strstr(e, "easel: cuda: ");
+        cr_assert(note && strstr(note, "; running on the CPU\n"), "%s", e);
+        cr_assert_null(strstr(note + 1, "easel: cuda: "), "said once:\n%s", e);
+        cr_assert(strstr(e, "model on cpu (1 thread)"), "%s", e);
+    }
+    free(o);
+    free(e);
+    cr_assert_eq(run("%s --db t.db runs show d1", easel), 0, "%s", out);
+    cr_assert(strstr(out, "\"device\":\"cuda\""), "%s", out);
+    cr_assert_eq(run("%s --db t.db eval d1 --device cpu --threads 1", easel), 0, "%s", out);
+    cr_assert_null(strstr(out, "running on the CPU"), "cpu asked, nothing to note:\n%s", out);
+    cr_assert_eq(run("%s --db t.db score d1 --device cpu --threads 1", easel), 0, "%s", out);
+    cr_assert(strstr(out, "images/0_0.png,"), "%s", out);
+    /* jobs: the GPUs they hold follow the device */
+    const char *devs[] = {"cpu", "auto", "cuda:0"};
+    const char *want[] = {"(wanted 0)", "(wanted 1)", "(wanted 1)"};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(run("%s --db t.db jobs add score --checkpoint runs/d1/best --device %s "
+                         "--threads 1",
+                         easel, devs[i]), 0, "%s", out);
+        int id = atoi(out);
+        cr_assert_eq(run("%s --db t.db jobs show %d", easel, id), 0, "%s", out);
+        cr_assert(strstr(out, want[i]), "--device %s:\n%s", devs[i], out);
+    }
+    cr_assert_eq(run("%s --db t.db worker --until-idle --threads 1", easel), 0, "%s", out);
+    cr_assert(strstr(out, "model on cpu (1 thread)"), "%s", out);
+    cr_assert_null(strstr(out, "failed"), "%s", out);
+}

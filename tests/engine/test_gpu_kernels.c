@@ -21,6 +21,8 @@
 #include "nn_activation.h"
 #include "nn_flash.h"
 #include "nn_diffusion.h"
+#include "nn_dropout.h"
+#include "nn_elementwise.h"
 #include "nn_linear.h"
 #include "nn_norm.h"
 #include "nn_softmax.h"
@@ -598,6 +600,46 @@ static int check_attn(Why *w) {
     return rc;
 }
 
+/* ---- ops of the reward model (kern_reward.h) ------------------------------------------------ */
+
+static int check_dropout(Why *w) {
+    enum { n = 700 };
+    float *x = rnd(n), *out = rnd(n), *want = rnd(n), *dx = rnd(n), *rdx = dup(dx, n);
+    Err err = {0};
+    DropoutArgs a = {out, x, n, 0.3f, 77, 0};
+    int rc = ran(w, dropout_run(&a, &err), &err);
+    nn_dropout_forward(want, x, 0.3f, 77, n);
+    if (!rc)
+        rc = close_to(w, "dropout out", out, want, n, 0, 0);
+    DropoutArgs b = {dx, x, n, 0.3f, 77, 1};
+    if (!rc)
+        rc = ran(w, dropout_run(&b, &err), &err);
+    nn_dropout_backward(rdx, x, 0.3f, 77, n);
+    if (!rc)
+        rc = close_to(w, "dropout dinp", dx, rdx, n, 0, 0);
+    free(x), free(out), free(want), free(dx), free(rdx);
+    return rc;
+}
+
+static int check_scale_add(Why *w) {
+    enum { n = 300 };
+    float *x = rnd(n), *y = rnd(n), out[n], want[n];
+    Err err = {0};
+    EwArgs a = {out, x, NULL, n, 0.37f};
+    int rc = ran(w, scale_fwd_run(&a, &err), &err);
+    nn_scale_forward(want, x, 0.37f, n);
+    if (!rc)
+        rc = close_to(w, "scale out", out, want, n, 0, 0);
+    EwArgs b = {out, x, y, n, 0.0f};
+    if (!rc)
+        rc = ran(w, add_fwd_run(&b, &err), &err);
+    nn_add_forward(want, x, y, n);
+    if (!rc)
+        rc = close_to(w, "add out", out, want, n, 0, 0);
+    free(x), free(y);
+    return rc;
+}
+
 /* ---- every comparison, by name -------------------------------------------------------------- */
 
 typedef struct Check {
@@ -623,6 +665,9 @@ static const Check checks[] = {
     {"mse vs nn_mse_loss_*", check_mse},
     {"conv2d (im2col, col2im, channel bias) vs nn_conv2d_*", check_conv},
     {"attention (forward, dq, dk/dv) vs nn_flash_*", check_attn},
+    /* ops of the reward model */
+    {"dropout (forward, backward) vs nn_dropout_*", check_dropout},
+    {"scale, add vs nn_scale_forward, nn_add_forward", check_scale_add},
 };
 
 static void run_check(int i) {
@@ -648,6 +693,8 @@ Test(gpu_kernels, chan_copy) { run_check(13); }
 Test(gpu_kernels, mse) { run_check(14); }
 Test(gpu_kernels, conv2d_im2col) { run_check(15); }
 Test(gpu_kernels, attention) { run_check(16); }
+Test(gpu_kernels, dropout_same_mask_as_the_cpu) { run_check(17); }
+Test(gpu_kernels, scale_add) { run_check(18); }
 
 /* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
 

@@ -21,6 +21,8 @@
 #include "backend_impl.h"
 #include "cuda.h"
 #include "nn_activation.h"
+#include "nn_dropout.h"
+#include "nn_elementwise.h"
 #include "nn_check.h"
 #include "nn_flash.h"
 #include "nn_linear.h"
@@ -394,6 +396,55 @@ static void case_adamw(Ctx *c) {
     expect(c, "adamw v", tv, v);
 }
 
+/* ops of the reward model: strided GEMM, ReLU, dropout, scale, add */
+static void case_reward_ops(Ctx *c) {
+    /* c (5 of 7 columns, from element 3) = a (6x9 block, lda 11)ᵀ... in both trans settings */
+    for (int ta = 0; ta <= 1; ta++)
+        for (int tb = 0; tb <= 1; tb++) {
+            int M = 5, N = 4, K = 6, lda = 11, ldb = 9, ldc = 7;
+            size_t ao = 2, bo = 1, co = 3;
+            size_t na = ao + (size_t)(ta ? K : M) * lda, nb = bo + (size_t)(tb ? N : K) * ldb,
+                   nc = co + (size_t)M * ldc;
+            float *a = H(c, na), *b = H(c, nb), *c0 = H(c, nc), *ref = Hcopy(c, c0, nc);
+            Tensor *tA = DF(a, (int64_t)na), *tB = DF(b, (int64_t)nb), *tC = DF(c0, (int64_t)nc);
+            float beta = tb ? 1.0f : 0.0f;
+            nn_gemm(ta, tb, M, N, K, a + ao, lda, b + bo, ldb, beta, ref + co, ldc);
+            BackendGemm g = {ta, tb, M, N, K, ao, bo, co, lda, ldb, ldc, beta};
+            backend_gemm(c->be, tC, tA, tB, &g);
+            expect(c, "gemm (strided, offsets)", tC, ref);
+        }
+    int n = 700; /* over two blocks of the kernels */
+    float *x = H(c, n), *y = H(c, n), *g = H(c, n), *d0 = H(c, n), *ref = H(c, n);
+    Tensor *tx = DF(x, 7, 100), *ty = DF(y, 7, 100), *to = DF(ref, 7, 100), *tg = DF(g, 7, 100),
+           *td = DF(d0, 7, 100);
+    nn_relu_forward(ref, x, (size_t)n);
+    backend_relu_forward(c->be, to, tx);
+    expect(c, "relu_forward", to, ref);
+    float *rd = Hcopy(c, d0, n);
+    nn_relu_backward(rd, g, ref, (size_t)n);
+    backend_relu_backward(c->be, td, tg, to);
+    expect(c, "relu_backward", td, rd);
+    backend_relu_forward(c->be, tx, tx); /* in place */
+    expect(c, "relu_forward in place", tx, ref);
+    float *xs = Hcopy(c, ref, n);
+    for (int k = 0; k < 2; k++) {
+        float p = k ? 0.3f : 0.0f;
+        uint64_t seed = 99 + (uint64_t)k;
+        nn_dropout_forward(xs, ref, p, seed, (size_t)n);
+        backend_dropout_forward(c->be, ty, tx, p, seed);
+        expect(c, "dropout_forward", ty, xs);
+        nn_dropout_backward(rd, g, p, seed, (size_t)n);
+        backend_dropout_backward(c->be, td, tg, p, seed);
+        expect(c, "dropout_backward", td, rd);
+    }
+    nn_scale_forward(xs, g, -1.75f, (size_t)n);
+    backend_scale(c->be, ty, tg, -1.75f);
+    expect(c, "scale", ty, xs);
+    nn_add_forward(xs, xs, g, (size_t)n);
+    backend_add(c->be, ty, ty, tg); /* in place */
+    expect(c, "add", ty, xs);
+}
+
 /* Every case on be; returns the mismatching elements. */
 static int run_all_cases(Backend *be, int quiet) {
     Ctx c;
@@ -431,6 +482,8 @@ static int run_all_cases(Backend *be, int quiet) {
     case_resample_concat_mse(&c);
     ctx_free(&c);
     case_adamw(&c);
+    ctx_free(&c);
+    case_reward_ops(&c);
     ctx_free(&c);
     return c.bad;
 }
@@ -519,7 +572,8 @@ static Backend *fd_be;
 
 enum { FD_LINEAR, FD_MATMUL, FD_LN, FD_GN, FD_SOFTMAX, FD_GELU, FD_GELU_TANH, FD_SILU,
        FD_QUICKGELU, FD_GEGLU,
-       FD_CONV, FD_CONV_S2, FD_ATTN, FD_UPSAMPLE, FD_CONCAT, FD_SPLIT, FD_MSE, FD_N };
+       FD_CONV, FD_CONV_S2, FD_ATTN, FD_UPSAMPLE, FD_CONCAT, FD_SPLIT, FD_MSE,
+       FD_RELU, FD_DROPOUT, FD_SCALE, FD_ADD, FD_N }; /* the last four: ops of the reward model */
 
 /* shapes: small, fixed per op */
 enum { N_ = 3, C_ = 4, OC_ = 5, B_ = 2, CH_ = 4, HH_ = 4, WW_ = 3, G_ = 2, T_ = 4, NH_ = 2,
@@ -609,6 +663,21 @@ static void fd_fwd(GradCase *gc, float *out) {
     case FD_MSE: {
         Tensor p = T2(in[0], N_, C_), t = T2(in[1], N_, C_), l = tensor_1d(out, 1);
         backend_mse_forward(be, &l, &p, &t);
+        break;
+    }
+    case FD_RELU: case FD_DROPOUT: case FD_SCALE: {
+        Tensor x = T2(in[0], N_, C_), o = T2(out, N_, C_);
+        if (op == FD_RELU)
+            backend_relu_forward(be, &o, &x);
+        else if (op == FD_DROPOUT)
+            backend_dropout_forward(be, &o, &x, 0.4f, 5);
+        else
+            backend_scale(be, &o, &x, -1.5f);
+        break;
+    }
+    case FD_ADD: {
+        Tensor a = T2(in[0], N_, C_), b = T2(in[1], N_, C_), o = T2(out, N_, C_);
+        backend_add(be, &o, &a, &b);
         break;
     }
     }
@@ -707,6 +776,26 @@ static void fd_bwd(GradCase *gc, float *out, const float *dout_c, float **din) {
         backend_mse_backward(be, &dp, &dt, dout[0], &p, &t);
         break;
     }
+    case FD_RELU: {
+        Tensor o = T2(out, N_, C_), d = T2(dout, N_, C_), dx = T2(din[0], N_, C_);
+        backend_relu_backward(be, &dx, &d, &o);
+        break;
+    }
+    case FD_DROPOUT: {
+        Tensor d = T2(dout, N_, C_), dx = T2(din[0], N_, C_);
+        backend_dropout_backward(be, &dx, &d, 0.4f, 5);
+        break;
+    }
+    case FD_SCALE: case FD_ADD: { /* their backwards are themselves: += dout·s, += dout */
+        Tensor d = T2(dout, N_, C_), t = T2(fd_tmp[2], N_, C_);
+        for (int i = 0; i < (op == FD_ADD ? 2 : 1); i++) {
+            Tensor dx = T2(din[i], N_, C_);
+            if (op == FD_SCALE)
+                backend_scale(be, &t, &d, -1.5f);
+            backend_add(be, &dx, &dx, op == FD_SCALE ? &t : &d);
+        }
+        break;
+    }
     }
 }
 
@@ -741,6 +830,10 @@ static int fd_all(Backend *be) {
         [FD_CONCAT] = {"concat", 2, {img / CH_, img / CH_ * (CH_ - 1)}, img},
         [FD_SPLIT] = {"split", 1, {img}, img},
         [FD_MSE] = {"mse", 2, {N_ * C_, N_ * C_}, 1},
+        [FD_RELU] = {"relu", 1, {N_ * C_}, N_ * C_},
+        [FD_DROPOUT] = {"dropout", 1, {N_ * C_}, N_ * C_},
+        [FD_SCALE] = {"scale", 1, {N_ * C_}, N_ * C_},
+        [FD_ADD] = {"add", 2, {N_ * C_, N_ * C_}, N_ * C_},
     };
     for (int op = 0; op < FD_N; op++) {
         GradCase gc = {0};

@@ -155,6 +155,8 @@ CpuPool *backend_cpu_bind(CpuPool *pool) {
 
 CpuPool *backend_cpu_current(void) { return current_pool; }
 
+void backend_cpu_blas_serial(void) { openblas_set_num_threads(1); }
+
 int backend_cpu_threads(void) { return current_pool ? current_pool->n_threads : 1; }
 
 void backend_cpu_parallel_for(int64_t n, int64_t grain, CpuRangeFn fn, void *ctx) {

@@ -40,6 +40,11 @@ CpuPool *backend_cpu_use(CpuPool *pool);
 CpuPool *backend_cpu_bind(CpuPool *pool);
 /* The calling thread's pool, or NULL. */
 CpuPool *backend_cpu_current(void);
+/* OpenBLAS's own threads off (openblas_set_num_threads(1), process-wide): for a PROGRAM whose
+ * parallelism is its Backends' pools (easel's main() calls it once at start; library code
+ * never does), so that --threads N means N threads and two jobs' pools do not compete with
+ * OpenBLAS's. What backend_cpu_use did on every selection before the Backend existed. */
+void backend_cpu_blas_serial(void);
 /* Threads available to ops on this thread (1 without a pool). */
 int backend_cpu_threads(void);
 

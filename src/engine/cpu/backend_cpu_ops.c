@@ -20,6 +20,8 @@
 #include "backend_cpu.h"
 #include "base.h"
 #include "nn_activation.h"
+#include "nn_dropout.h"
+#include "nn_elementwise.h"
 #include "nn_flash.h"
 #include "nn_linear.h"
 #include "nn_norm.h"
@@ -707,6 +709,53 @@ static void cpu_adamw(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t, flo
     UNBIND;
 }
 
+/* ---- ops of the reward model ---------------------------------------------------------------- */
+
+static void cpu_gemm(Backend *be, CT *c, CT *a, CT *b, const BackendGemm *g) {
+    if (g->M == 0 || g->N == 0)
+        return;
+    BIND;
+    nn_gemm(g->trans_a, g->trans_b, g->M, g->N, g->K, F(a) + g->a_off, g->lda, F(b) + g->b_off,
+            g->ldb, g->beta, F(c) + g->c_off, g->ldc);
+    UNBIND;
+}
+
+static void cpu_relu_forward(Backend *be, CT *out, CT *inp) {
+    BIND;
+    nn_relu_forward(F(out), F(inp), N_(inp));
+    UNBIND;
+}
+
+static void cpu_relu_backward(Backend *be, CT *dinp, CT *dout, CT *out) {
+    BIND;
+    nn_relu_backward(F(dinp), F(dout), F(out), N_(out));
+    UNBIND;
+}
+
+static void cpu_dropout_forward(Backend *be, CT *out, CT *inp, float p, uint64_t seed) {
+    BIND;
+    nn_dropout_forward(F(out), F(inp), p, seed, N_(inp));
+    UNBIND;
+}
+
+static void cpu_dropout_backward(Backend *be, CT *dinp, CT *dout, float p, uint64_t seed) {
+    BIND;
+    nn_dropout_backward(F(dinp), F(dout), p, seed, N_(dout));
+    UNBIND;
+}
+
+static void cpu_scale(Backend *be, CT *out, CT *a, float s) {
+    BIND;
+    nn_scale_forward(F(out), F(a), s, N_(a));
+    UNBIND;
+}
+
+static void cpu_add(Backend *be, CT *out, CT *a, CT *b) {
+    BIND;
+    nn_add_forward(F(out), F(a), F(b), N_(a));
+    UNBIND;
+}
+
 const BackendOps backend_cpu_ops = {
     .name = "cpu",
     .close = cpu_close,
@@ -744,6 +793,14 @@ const BackendOps backend_cpu_ops = {
     .mse_forward = cpu_mse_forward,
     .mse_backward = cpu_mse_backward,
     .adamw = cpu_adamw,
+    /* ops of the reward model */
+    .gemm = cpu_gemm,
+    .relu_forward = cpu_relu_forward,
+    .relu_backward = cpu_relu_backward,
+    .dropout_forward = cpu_dropout_forward,
+    .dropout_backward = cpu_dropout_backward,
+    .scale = cpu_scale,
+    .add = cpu_add,
 };
 
 int backend_cpu_open(const BackendConfig *cfg, Backend **out, Err *err) {
