@@ -7,6 +7,7 @@
 #define EASEL_KERN_LIST_H
 
 #include "kern_attn.h"
+#include "kern_clip.h" /* ops of CLIP */
 #include "kern_conv.h"
 #include "kern_convert.h"
 #include "kern_nn.h"
@@ -41,6 +42,10 @@
     X(chan_bias_bwd, ChanBiasArgs)                                                           \
     X(attn_fwd, AttnArgs)                                                                    \
     X(attn_bwd_dq, AttnArgs)                                                                 \
-    X(attn_bwd_dkv, AttnArgs)
+    X(attn_bwd_dkv, AttnArgs)                                                                \
+    /* ops of CLIP (gpu/kern_clip.h) */                                                      \
+    X(add_fwd, AddArgs)                                                                      \
+    X(gather_rows, GatherArgs)                                                               \
+    X(l2norm_fwd, L2NormArgs)
 
 #endif

@@ -638,3 +638,60 @@ void backend_adamw(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t, float 
         be->ops->adamw(be, param, grad, m, v, t, lr, cfg);
     }
 }
+
+/* ---- ops of CLIP ---------------------------------------------------------------------------- */
+
+void backend_add(Backend *be, CT *out, CT *a, CT *b) {
+    const char *op = "add";
+    if (chk(be, op, "a", a, 0, F32, a ? a->n_dims : 0, dim(a, 0), dim(a, 1), dim(a, 2),
+            dim(a, 3)) &&
+        like(be, op, "b", b, 0, a) && like(be, op, "out", out, 0, a)) {
+        ENTRY(add);
+        be->ops->add(be, out, a, b);
+    }
+}
+
+void backend_add_rows(Backend *be, CT *out, CT *inp, CT *rows) {
+    const char *op = "add_rows";
+    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "rows", rows, 0, F32, 2, ANY, inp->shape[1], 1, 1) &&
+        chk(be, op, "out", out, 0, F32, 2, inp->shape[0], inp->shape[1], 1, 1)) {
+        if (rows->shape[0] < 1 || inp->shape[0] % rows->shape[0]) {
+            backend_fail(be, ERR_USAGE, "add_rows: %lld rows of inp are not a whole number of "
+                         "blocks of %lld rows", (long long)inp->shape[0],
+                         (long long)rows->shape[0]);
+            return;
+        }
+        ENTRY(add_rows);
+        be->ops->add_rows(be, out, inp, rows);
+    }
+}
+
+void backend_gather_rows(Backend *be, CT *out, CT *table, const int *idx) {
+    const char *op = "gather_rows";
+    if (chk(be, op, "table", table, 0, ANYT, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "out", out, 0, F32, 2, ANY, table->shape[1], 1, 1)) {
+        if (!idx && out->shape[0] > 0) {
+            backend_fail(be, ERR_USAGE, "gather_rows: idx is required");
+            return;
+        }
+        for (int64_t m = 0; m < out->shape[0]; m++)
+            if (idx[m] < -1 || idx[m] >= table->shape[0]) {
+                backend_fail(be, ERR_USAGE, "gather_rows: idx[%lld] is %d, outside -1..%lld",
+                             (long long)m, idx[m], (long long)table->shape[0] - 1);
+                return;
+            }
+        ENTRY(gather_rows);
+        be->ops->gather_rows(be, out, table, idx);
+    }
+}
+
+void backend_l2norm_forward(Backend *be, CT *out, CT *norm, CT *inp, float eps) {
+    const char *op = "l2norm_forward";
+    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "out", out, 0, F32, 2, inp->shape[0], inp->shape[1], 1, 1) &&
+        chk(be, op, "norm", norm, 1, F32, 1, inp->shape[0], 1, 1, 1)) {
+        ENTRY(l2norm_forward);
+        be->ops->l2norm_forward(be, out, norm, inp, eps);
+    }
+}

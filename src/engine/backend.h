@@ -189,4 +189,21 @@ void backend_mse_backward(Backend *be, const Tensor *dpred, const Tensor *dtarge
 void backend_adamw(Backend *be, const Tensor *param, const Tensor *grad, const Tensor *m,
                    const Tensor *v, int t, float lr, const AdamWConfig *cfg);
 
+
+/* ---- ops of CLIP (inference: forward only) -------------------------------------------------- */
+
+/* out = a + b, any shape (the same for all three, F32); out may alias a or b (residuals). */
+void backend_add(Backend *be, const Tensor *out, const Tensor *a, const Tensor *b);
+/* out (N,C) = inp (N,C) + rows (T,C) repeated over the batch: out[n] = inp[n] + rows[n mod T]
+ * (N a multiple of T; positional embeddings); out may alias inp. */
+void backend_add_rows(Backend *be, const Tensor *out, const Tensor *inp, const Tensor *rows);
+/* out (M,C) F32 = rows idx[m] of table (V,C, any dtype), widened to f32; idx is a host array
+ * of M ints, each in -1..V-1, -1 giving a row of zeros (embedding lookup; picking one token
+ * of each sequence). The backend copies idx before returning: the caller may reuse it. */
+void backend_gather_rows(Backend *be, const Tensor *out, const Tensor *table, const int *idx);
+/* out (N,C) = inp / max(‖inp‖₂, eps) row by row; norm (N) gets ‖inp‖₂ (optional). out may
+ * alias inp. */
+void backend_l2norm_forward(Backend *be, const Tensor *out, const Tensor *norm,
+                            const Tensor *inp, float eps);
+
 #endif

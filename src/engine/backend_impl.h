@@ -63,6 +63,11 @@ typedef struct BackendOps {
     void (*mse_backward)(Backend *, CT *dpred, CT *dtarget, float dloss, CT *pred, CT *target);
     void (*adamw)(Backend *, CT *param, CT *grad, CT *m, CT *v, int t, float lr,
                   const AdamWConfig *cfg);
+    /* ops of CLIP */
+    void (*add)(Backend *, CT *out, CT *a, CT *b);
+    void (*add_rows)(Backend *, CT *out, CT *inp, CT *rows);
+    void (*gather_rows)(Backend *, CT *out, CT *table, const int *idx);
+    void (*l2norm_forward)(Backend *, CT *out, CT *norm, CT *inp, float eps);
 } BackendOps;
 
 struct Backend {

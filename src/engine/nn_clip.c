@@ -252,6 +252,14 @@ static void lin_range(void *ctx, int64_t s0, int64_t s1) {
     }
 }
 
+int nn_clip_linear_avx512(void) {
+#if defined(__x86_64__)
+    return have_avx512();
+#else
+    return 0;
+#endif
+}
+
 void nn_clip_linear_forward(float *out, const float *inp, const float *w, const uint16_t *wh,
                             const float *bias, float *wbuf, int N, int K, int O) {
     if (N <= 0 || O <= 0)

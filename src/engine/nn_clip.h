@@ -38,6 +38,9 @@ void nn_clip_quickgelu_forward(float *out, const float *inp, size_t n);
 void nn_clip_linear_forward(float *out, const float *inp, const float *w, const uint16_t *wh,
                             const float *bias, float *wbuf, int N, int K, int O);
 
+/* 1 when nn_clip_linear_forward runs its AVX-512 kernel on this CPU (0: OpenBLAS). */
+int nn_clip_linear_avx512(void);
+
 /* bf16 (the top 16 bits of an f32) -> f32, exact; n elements. */
 void nn_clip_bf16_to_f32(float *out, const uint16_t *inp, size_t n);
 

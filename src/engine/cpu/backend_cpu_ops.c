@@ -16,6 +16,8 @@
 #include "backend_cpu.h"
 #include "base.h"
 #include "nn_activation.h"
+#include "nn_clip.h"
+#include "nn_elementwise.h"
 #include "nn_flash.h"
 #include "nn_linear.h"
 #include "nn_norm.h"
@@ -89,7 +91,12 @@ static void cpu_convert(Backend *be, CT *dst, CT *src) {
 static void cpu_linear_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b) {
     int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
     BIND;
-    if (w->dtype == DTYPE_F32) {
+    if (nn_clip_linear_avx512() && w->dtype != DTYPE_F16) {
+        /* the AVX-512 kernel (nn_clip.h): f32, or bf16 widened while packing; each output one
+         * FMA chain in k order whatever the thread count */
+        nn_clip_linear_forward(F(out), F(inp), w->dtype == DTYPE_F32 ? F(w) : NULL,
+                               w->dtype == DTYPE_BF16 ? w->ptr : NULL, F(b), NULL, N, C, OC);
+    } else if (w->dtype == DTYPE_F32) {
         nn_linear_forward(F(out), F(inp), F(w), F(b), N, C, OC);
     } else {
         size_t mark = backend_mark(be);
@@ -194,15 +201,35 @@ static void cpu_softmax_backward(Backend *be, CT *dinp, CT *dout, CT *out) {
 
 /* ---- pointwise ------------------------------------------------------------------------------ */
 
+/* GELU (erf) and QuickGELU forward: nn_clip.h's vectorised forms (within 3e-7·|x| and 1e-6
+ * relative of the libm ones; erff alone was a third of a CLIP block), split over the pool. */
+typedef struct FastAct {
+    float *out;
+    const float *inp;
+    int quick;
+} FastAct;
+
+static void fast_act_range(void *ctx, int64_t b, int64_t e) {
+    const FastAct *a = ctx;
+    if (a->quick)
+        nn_clip_quickgelu_forward(a->out + b, a->inp + b, (size_t)(e - b));
+    else
+        nn_clip_gelu_forward(a->out + b, a->inp + b, (size_t)(e - b));
+}
+
+static void fast_act(float *out, const float *inp, size_t n, int quick) {
+    FastAct a = {out, inp, quick};
+    backend_cpu_parallel_for((int64_t)n, 16384, fast_act_range, &a);
+}
+
 static void cpu_act_forward(Backend *be, BackendAct act, CT *out, CT *inp) {
     BIND;
     if (act == BACKEND_ACT_SILU)
         nn_silu_forward(F(out), F(inp), N_(inp));
-    else if (act == BACKEND_ACT_QUICKGELU)
-        nn_quickgelu_forward(F(out), F(inp), N_(inp));
+    else if (act == BACKEND_ACT_QUICKGELU || act == BACKEND_ACT_GELU)
+        fast_act(F(out), F(inp), N_(inp), act == BACKEND_ACT_QUICKGELU);
     else
-        nn_gelu_mode_forward(F(out), F(inp), N_(inp),
-                             act == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF);
+        nn_gelu_mode_forward(F(out), F(inp), N_(inp), NN_GELU_TANH);
     UNBIND;
 }
 
@@ -381,6 +408,44 @@ static void cpu_adamw(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t, flo
     UNBIND;
 }
 
+/* ---- ops of CLIP ---------------------------------------------------------------------------- */
+
+static void cpu_add(Backend *be, CT *out, CT *a, CT *b) {
+    (void)be;
+    nn_add_forward(F(out), F(a), F(b), N_(a));
+}
+
+static void cpu_add_rows(Backend *be, CT *out, CT *inp, CT *rows) {
+    (void)be;
+    size_t blk = N_(rows), n = N_(inp);
+    for (size_t i = 0; i < n; i += blk)
+        nn_add_forward(F(out) + i, F(inp) + i, F(rows), blk);
+}
+
+static void cpu_gather_rows(Backend *be, CT *out, CT *table, const int *idx) {
+    (void)be;
+    size_t C = (size_t)table->shape[1], es = dtype_size(table->dtype);
+    for (int64_t m = 0; m < out->shape[0]; m++) {
+        float *o = F(out) + (size_t)m * C;
+        const void *src = (const char *)table->ptr + (size_t)(idx[m] < 0 ? 0 : idx[m]) * C * es;
+        if (idx[m] < 0)
+            memset(o, 0, C * sizeof(float));
+        else if (table->dtype == DTYPE_F32)
+            memcpy(o, src, C * sizeof(float));
+        else
+            dtype_to_f32(o, src, table->dtype, C);
+    }
+}
+
+static void cpu_l2norm_forward(Backend *be, CT *out, CT *norm, CT *inp, float eps) {
+    int N = (int)inp->shape[0], C = (int)inp->shape[1];
+    size_t mark = backend_mark(be);
+    float *nr = norm ? F(norm) : scratch(be, (size_t)(N ? N : 1));
+    if (nr)
+        nn_l2norm_forward(F(out), nr, F(inp), N, C, eps);
+    backend_reset(be, mark);
+}
+
 const BackendOps backend_cpu_ops = {
     .name = "cpu",
     .close = cpu_close,
@@ -418,6 +483,11 @@ const BackendOps backend_cpu_ops = {
     .mse_forward = cpu_mse_forward,
     .mse_backward = cpu_mse_backward,
     .adamw = cpu_adamw,
+    /* ops of CLIP */
+    .add = cpu_add,
+    .add_rows = cpu_add_rows,
+    .gather_rows = cpu_gather_rows,
+    .l2norm_forward = cpu_l2norm_forward,
 };
 
 int backend_cpu_open(const BackendConfig *cfg, Backend **out, Err *err) {
