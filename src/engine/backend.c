@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend_cpu.h"
 #include "base.h"
 
 void backend_fail(Backend *be, int code, const char *fmt, ...) {
@@ -694,4 +695,15 @@ void backend_l2norm_forward(Backend *be, CT *out, CT *norm, CT *inp, float eps) 
         ENTRY(l2norm_forward);
         be->ops->l2norm_forward(be, out, norm, inp, eps);
     }
+}
+
+void backend_host_parallel_for(Backend *be, int64_t n, int64_t grain,
+                               void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx) {
+    if (be->kind != BACKEND_CPU) {
+        backend_cpu_parallel_for(n, grain, fn, ctx);
+        return;
+    }
+    CpuPool *prev = backend_cpu_bind((CpuPool *)be->impl);
+    backend_cpu_parallel_for(n, grain, fn, ctx);
+    backend_cpu_bind(prev);
 }

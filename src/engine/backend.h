@@ -205,5 +205,10 @@ void backend_gather_rows(Backend *be, const Tensor *out, const Tensor *table, co
  * alias inp. */
 void backend_l2norm_forward(Backend *be, const Tensor *out, const Tensor *norm,
                             const Tensor *inp, float eps);
+/* Not an op: run fn(ctx, begin, end) over [0, n) on the host, split over the CPU backend's
+ * pool (other backends: over the pool the calling thread selected with backend_cpu_use, if
+ * any), for host work that feeds the backend (decoding and preprocessing images). */
+void backend_host_parallel_for(Backend *be, int64_t n, int64_t grain,
+                               void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 
 #endif
