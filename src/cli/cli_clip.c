@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backend_cpu.h"
+#include "backend.h"
 #include "base.h"
 #include "clip.h"
 #include "image.h"
@@ -184,10 +184,36 @@ int cli_models_main(const CliGlobal *g, int argc, char **argv) {
 
 /* ---- embed ------------------------------------------------------------------------------ */
 
+/* A --device value: "auto", "cpu", "cuda" or "cuda:N" (N a number 0..255), else an error
+ * line naming the option and the accepted forms; 0 or 2 (usage). The device itself is
+ * looked for when the backend opens. TODO(lead): merge with cli_device.c. */
+static int cli_clip_device_arg(const char *cmd, const char *val, const char **out) {
+    int ok = !strcmp(val, "auto") || !strcmp(val, "cpu") || !strcmp(val, "cuda");
+    if (!ok && !strncmp(val, "cuda:", 5) && val[5]) {
+        char *end = NULL;
+        long v = strtol(val + 5, &end, 10);
+        ok = *end == '\0' && v >= 0 && v <= 255 && val[5] != '-' && val[5] != '+';
+    }
+    if (!ok) {
+        cli_error("%s: --device is auto, cpu, cuda or cuda:N (N = 0, 1, ...), not '%s'", cmd,
+                  val);
+        return 2;
+    }
+    *out = val;
+    return 0;
+}
+
+/* The note backend_open gave, as one line on stderr, when the user asked for a GPU by name
+ * ("auto" falls back to the CPU silently: it means whatever this machine has). */
+static void device_note(const char *device, const char *note) {
+    if (note && note[0] && strcmp(device, "auto") != 0)
+        fprintf(stderr, "easel: %s\n", note);
+}
+
 static void embed_usage(void) {
     printf("usage: easel embed --encoder ENCODER [--image FILE]... [--text STRING]...\n"
            "                   [--json] [--preprocess crop|squash] [--threads N]\n"
-           "                   [--weights auto|f32|bf16]\n"
+           "                   [--weights auto|f32|bf16] [--device auto|cpu|cuda[:N]]\n"
            "       easel embed --clear ENCODER\n\n"
            "Print embeddings of images and texts, in the order given, without touching the\n"
            "store. ENCODER is clip:NAME (registered with 'easel models add'), clip:PATH (a\n"
@@ -197,7 +223,11 @@ static void embed_usage(void) {
            "the short side + centre crop. --weights bf16 keeps the CLIP weights as bf16 in\n"
            "memory (half the memory; f32 sums; embeddings within cosine 0.999 of f32), f32 as\n"
            "f32; auto (default) keeps what the file holds (bf16 stays bf16, f16 widens to f32).\n"
-           "As an encoder name, append ',bf16' or ',f32' (clip:vit-l-14,bf16). --json prints\n"
+           "As an encoder name, append ',bf16' or ',f32' (clip:vit-l-14,bf16). --device picks\n"
+           "where CLIP computes: auto (default: the first GPU if there is one, else the CPU),\n"
+           "cpu, cuda (GPU 0) or cuda:N; asked for CUDA on a machine without a GPU (or an\n"
+           "easel built without CUDA) it says so in one line and runs on the CPU. --threads\n"
+           "is the CPU's thread count (default: one per CPU). --json prints\n"
            "JSON Lines:\n"
            "  {\"kind\": \"image\"|\"text\", \"input\": ..., \"embedding\": [...]}\n"
            "--clear ENCODER deletes that encoder's cached embeddings from the store.\n\n"
@@ -291,7 +321,7 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
         embed_usage();
         return 0;
     }
-    const char *encoder = NULL, *clear = NULL;
+    const char *encoder = NULL, *clear = NULL, *device = "auto";
     int json = 0, threads = 0, n = 0;
     ClipResizeMode mode = CLIP_RESIZE_SHORTEST;
     ClipWeights weights = CLIP_WEIGHTS_AUTO;
@@ -319,6 +349,10 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
                 cli_error("embed: --threads needs a positive number, not '%s'", val);
                 goto out;
             }
+            i++;
+        } else if (strcmp(a, "--device") == 0 && val) {
+            if (cli_clip_device_arg("embed", val, &device))
+                goto out;
             i++;
         } else if (strcmp(a, "--weights") == 0 && val) {
             if (clip_weights_parse(val, &weights) != 0) {
@@ -375,25 +409,28 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
         Err e2 = {0};
         st = store_open_existing(g->db_path, &e2);
     }
-    CpuPool *pool = backend_cpu_pool_new(threads, &err);
-    if (!pool) {
-        store_close(st);
-        status = cli_fail(&err);
-        goto out;
-    }
-    CpuPool *prev = backend_cpu_use(pool);
     int rc;
     if (strncmp(encoder, "clip:", 5) == 0) {
         char *path = clip_encoder_resolve(encoder + 5, st, &err);
         ClipWeights w = weights;
         if (!weights_set && path) /* clip:NAME,bf16 */
             w = clip_encoder_weights(encoder + 5);
-        ClipModel *m = path ? clip_model_load_weights(path, w, &err) : NULL;
+        Backend *be = NULL;
+        BackendConfig cfg = {threads, 0};
+        char note[256] = "";
+        ClipModel *m = NULL;
+        rc = path ? backend_open(device, &cfg, &be, note, sizeof note, &err) : err.code;
+        if (rc == 0) {
+            device_note(device, note);
+            rc = clip_model_open(path, w, be, &m, &err);
+        }
         free(path);
         if (m && !mode_set)
             mode = clip_model_config(m)->resize;
-        rc = m ? embed_clip(m, in, n, mode, json, &err) : err.code;
+        if (rc == 0)
+            rc = embed_clip(m, in, n, mode, json, &err);
         clip_model_free(m);
+        backend_close(be);
     } else {
         if (mode_set || weights_set) {
             const char *o = mode_set ? "--preprocess" : "--weights";
@@ -401,13 +438,14 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
             err_set(&err, ERR_USAGE, "embed: %s applies to clip encoders only", o);
         } else {
             Encoder *enc;
-            if ((rc = encoder_open(encoder, st, &enc, &err)) == 0)
+            EncoderDevice dev = {device, threads};
+            if ((rc = encoder_open_on(encoder, st, &dev, &enc, &err)) == 0) {
+                device_note(device, enc->note);
                 rc = embed_generic(enc, in, n, json, &err);
+            }
             encoder_free(enc);
         }
     }
-    backend_cpu_use(prev);
-    backend_cpu_pool_free(pool);
     store_close(st);
     status = rc == 0 ? 0 : cli_fail(&err);
 out:
