@@ -325,7 +325,7 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
     int json = 0, threads = 0, n = 0;
     ClipResizeMode mode = CLIP_RESIZE_SHORTEST;
     ClipWeights weights = CLIP_WEIGHTS_AUTO;
-    int mode_set = 0, weights_set = 0;
+    int mode_set = 0, weights_set = 0, device_set = 0;
     Input *in = xcalloc((size_t)argc, sizeof(Input));
     int status = 2;
     for (int i = 1; i < argc; i++) {
@@ -353,6 +353,7 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
         } else if (strcmp(a, "--device") == 0 && val) {
             if (cli_clip_device_arg("embed", val, &device))
                 goto out;
+            device_set = 1;
             i++;
         } else if (strcmp(a, "--weights") == 0 && val) {
             if (clip_weights_parse(val, &weights) != 0) {
@@ -432,8 +433,8 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
         clip_model_free(m);
         backend_close(be);
     } else {
-        if (mode_set || weights_set) {
-            const char *o = mode_set ? "--preprocess" : "--weights";
+        if (mode_set || weights_set || device_set) {
+            const char *o = mode_set ? "--preprocess" : weights_set ? "--weights" : "--device";
             rc = ERR_USAGE; /* said once, by cli_fail below */
             err_set(&err, ERR_USAGE, "embed: %s applies to clip encoders only", o);
         } else {
