@@ -181,6 +181,7 @@ Encoder *clip_encoder_open(const char *arg, Store *st, const EncoderDevice *dev,
     enc->ops.encode_text = enc_text;
     enc->ops.free_state = enc_free;
     enc->state = s;
-    base_strlcpy(enc->note, note, sizeof enc->note);
+    if (!dev || !dev->device || strcmp(dev->device, "auto") != 0) /* auto: whatever is here */
+        base_strlcpy(enc->note, note, sizeof enc->note);
     return enc;
 }
