@@ -33,7 +33,7 @@ void nn_clip_quickgelu_forward(float *out, const float *inp, size_t n);
  *   faster on CLIP there and level with OpenBLAS's own AVX-512 kernels otherwise.)
  * - Else OpenBLAS sgemm, one call per thread's range for f32; for bf16 one per 128-column
  *   tile widened into WBUF (O·K floats, the same rows' place) just before, by the thread
- *   that multiplies it.
+ *   that multiplies it; WBUF NULL: into a tile of 128 rows each thread allocates.
  * out must not alias inp. */
 void nn_clip_linear_forward(float *out, const float *inp, const float *w, const uint16_t *wh,
                             const float *bias, float *wbuf, int N, int K, int O);
