@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend_cpu.h"
 #include "cli.h"
 #include "cli_escape.h"
 
@@ -165,6 +166,7 @@ int main(int argc, char **argv) {
     if (take_annotator(&g, &argc, argv))
         return 2;
     install_escapes(argc, argv);
+    backend_cpu_blas_single_thread(); /* the engine threads its own work (backend_cpu.h) */
     g.program = argv[0];
     g.db_path = getenv("EASEL_DB");
     if (!g.db_path || !*g.db_path)
