@@ -292,11 +292,13 @@ static int embed_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     int n_gpus = 0;
     const int *gpus = job_gpus(ctx, &n_gpus);
     char device[32];
-    /* the scheduler's GPU, whatever cuda:N said: it hands out the free ones */
+    /* the scheduler's GPU, whatever cuda:N said: it hands out the free ones. None given: auto
+     * is the CPU (a GPU only through the scheduler); cuda as asked, which on a machine
+     * without a GPU runs on the CPU and says so */
     if (n_gpus > 0 && strcmp(want, "cpu") != 0)
         snprintf(device, sizeof device, "cuda:%d", gpus[0]);
     else
-        snprintf(device, sizeof device, "%s", want);
+        snprintf(device, sizeof device, "%s", strcmp(want, "auto") ? want : "cpu");
     EncoderDevice dev = {device, 0};
     int rc = reward_embed_all_on(job_store(ctx), job_param_str(p, "encoder"), &dev, &h, &ni,
                                  &np, err);

@@ -109,3 +109,20 @@ Test(embed_device, a_cuda_job_runs_and_says_where) {
     store_job_log_free(lines, n);
     store_close(st);
 }
+
+Test(embed_device, auto_without_a_gpu_from_the_scheduler_is_the_cpu) {
+    Err err = {0};
+    Store *st = store_open(":memory:", &err);
+    cr_assert(st, "%s", err.msg);
+    const char *names[1] = {"encoder"};
+    const char *values[1] = {"clip:" FIX "tiny_openclip"};
+    int64_t id;
+    cr_assert_eq(support_run_job(st, "embed", 1, names, values, 0, &id, &err), 0, "%s", err.msg);
+    JobLogLine *lines;
+    int n;
+    cr_assert_eq(store_job_log_read(st, id, 0, 0, &lines, &n, &err), 0);
+    cr_assert_eq(n, 1, "no note: the CPU was asked for");
+    cr_expect(strstr(lines[0].line, "on cpu"), "%s", lines[0].line);
+    store_job_log_free(lines, n);
+    store_close(st);
+}
