@@ -1,11 +1,12 @@
-/* CLIP on the CUDA backend's op code against CLIP on the CPU backend: the tiny OpenCLIP (f32,
- * GELU) and Hugging Face (bf16 weights) fixtures, images with patch tokens, texts, the pooled
- * and projected outputs and (OpenCLIP) every layer's hidden states.
+/* CLIP on the CUDA backend's op code against CLIP on the CPU backend: images with patch
+ * tokens, texts, the pooled and projected outputs and every vision layer's hidden states.
  *
  * "emu" (gpu/backend_emu.c: the CUDA backend's ops with its kernels on the host emulation
- * harness) runs everywhere, on the OpenCLIP model only; "cuda:0" where a GPU is (make test-gpu; skipped without one,
- * failed without one when EASEL_TEST_GPU is set). Tolerance: cosine >= 0.9999 per embedding
- * and a max abs difference of 1e-4 (2e-3 on a device: its expf, erff and FMA contraction).
+ * harness) runs everywhere, on the tiny OpenCLIP fixture (f32, GELU); "cuda:0" where a GPU is
+ * (make test-gpu; skipped without one, failed without one when EASEL_TEST_GPU is set), on it
+ * and the Hugging Face one (bf16 weights), with every text layer at all 77 positions too.
+ * Tolerance: cosine >= 0.9999 per row and a max abs difference of 1e-4 (2e-3 on a device:
+ * its expf, erff and FMA contraction).
  */
 #include <criterion/criterion.h>
 #include <math.h>
