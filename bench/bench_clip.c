@@ -129,12 +129,14 @@ static double text_gflop(const ClipModel *m, const char *const *texts, int n) {
 /* Resident set size in MB (VmRSS). */
 static double rss_mb(void) { return base_proc_status_kb("VmRSS") / 1024.0; }
 
+static Backend *bench_be; /* what CLIP runs on: EASEL_BENCH_CLIP_DEVICE (default cpu) */
+
 static void run(const char *name, int img_batch, int threads) {
     char *dir = xasprintf(ROOT "/%s", name);
     Err err = {0};
     double t0 = base_now();
-    ClipModel *m = clip_model_load(dir, &err);
-    if (!m) {
+    ClipModel *m = NULL;
+    if (clip_model_open(dir, CLIP_WEIGHTS_AUTO, bench_be, &m, &err) != 0) {
         printf("bench clip-%s: skipped (%s)\n", name, err.msg);
         free(dir);
         return;
@@ -182,8 +184,9 @@ static void run(const char *name, int img_batch, int threads) {
     report(b1, "images/s", ours_img, peer_img, image_gflop(c));
     report(b2, "prompts/s", ours_txt, peer_txt, text_gflop(m, prompts, tb));
     /* No peer loads the same folder, so this is a note on stderr, not a bench line. */
-    fprintf(stderr, "clip-%s: loaded in %.2f s (weights %.0f MB mapped/converted, %d threads)\n",
-            name, load, clip_model_weight_bytes(m) / 1048576.0, threads);
+    fprintf(stderr, "clip-%s: loaded in %.2f s (weights %.0f MB mapped/converted) on %s\n",
+            name, load, clip_model_weight_bytes(m) / 1048576.0, backend_name(bench_be));
+    (void)threads;
     free(emb);
     free(pixels);
     clip_model_free(m);
@@ -196,7 +199,8 @@ static int bf16_side(const char *name, ClipWeights weights, const float *pixels,
     char *dir = xasprintf(ROOT "/%s", name);
     Err err = {0};
     double before = rss_mb();
-    ClipModel *m = clip_model_load_weights(dir, weights, &err);
+    ClipModel *m = NULL;
+    clip_model_open(dir, weights, bench_be, &m, &err);
     free(dir);
     if (!m) {
         printf("bench clip-%s-bf16: skipped (%s)\n", name, err.msg);
@@ -262,6 +266,17 @@ int main(void) {
         return 0;
     }
     backend_cpu_use(pool);
+    const char *dev = getenv("EASEL_BENCH_CLIP_DEVICE");
+    BackendConfig bcfg = {threads, 0};
+    char note[256];
+    if (backend_open(dev ? dev : "cpu", &bcfg, &bench_be, note, sizeof note, &err) != 0) {
+        printf("bench clip: skipped (%s)\n", err.msg);
+        backend_cpu_use(NULL);
+        backend_cpu_pool_free(pool);
+        return 0;
+    }
+    if (note[0])
+        fprintf(stderr, "bench clip: %s\n", note);
     sgemm_peak = measure_peak(0);
     kernel_peak = measure_peak(1);
     printf("  sgemm peak: %.1f GFLOP/s (OpenBLAS, 1024^3, %d threads, core %s%s); the linear "
@@ -279,6 +294,7 @@ int main(void) {
     printf("  again at the end: sgemm peak %.1f GFLOP/s, linear op %.1f GFLOP/s (the "
            "percentages above used %.1f and %.1f)\n", measure_peak(0), measure_peak(1),
            sgemm_peak, kernel_peak);
+    backend_close(bench_be);
     backend_cpu_use(NULL);
     backend_cpu_pool_free(pool);
     return 0;

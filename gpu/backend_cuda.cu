@@ -183,6 +183,7 @@ static const BackendOps cuda_ops = {
     kop_convert,
     KERN_OPS_POSITIONAL,
     KERN_OPS_REWARD_POSITIONAL, // ops of the reward model
+    KERN_OPS_CLIP, // ops of CLIP
 };
 
 static int blas_open(Backend *be, CudaState *s) {

@@ -101,6 +101,7 @@ static const BackendOps emu_ops = {
     "emu", emu_close, NULL, emu_malloc, emu_free, emu_copy, emu_copy, emu_zero, kop_convert,
     KERN_OPS_POSITIONAL,
     KERN_OPS_REWARD_POSITIONAL, /* ops of the reward model */
+    KERN_OPS_CLIP, /* ops of CLIP */
 };
 
 int backend_emu_open(const BackendConfig *cfg, Backend **out, Err *err) {

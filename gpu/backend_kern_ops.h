@@ -449,18 +449,49 @@ static void kop_dropout_backward(Backend *be, CT *dinp, CT *dout, float p, uint6
 }
 
 static void kop_scale(Backend *be, CT *out, CT *a, float s) {
-    EwArgs x = {F(out), CF(a), NULL, (long)tensor_numel(a), s};
+    EwArgs x = {F(out), CF(a), (long)tensor_numel(a), s};
     scale_fwd_be(be, x);
-}
-
-static void kop_add(Backend *be, CT *out, CT *a, CT *b) {
-    EwArgs x = {F(out), CF(a), CF(b), (long)tensor_numel(a), 0.0f};
-    add_fwd_be(be, x);
 }
 
 // After KERN_OPS_POSITIONAL in a table: the entries of BackendOps' "ops of the reward model".
 #define KERN_OPS_REWARD_POSITIONAL                                                           \
     kop_gemm, kop_relu_forward, kop_relu_backward, kop_dropout_forward, kop_dropout_backward, \
         kop_scale, kop_add
+// (kop_add, shared with CLIP, is defined in the CLIP block below: kern_clip.h's add_fwd.)
+
+// ---- ops of CLIP (gpu/kern_clip.h) --------------------------------------------------------------
+
+static void kop_add(Backend *be, CT *out, CT *a, CT *b) {
+    AddArgs x = {F(out), CF(a), CF(b), (long)tensor_numel(a), 0};
+    add_fwd_be(be, x);
+}
+
+static void kop_add_rows(Backend *be, CT *out, CT *inp, CT *rows) {
+    AddArgs x = {F(out), CF(inp), CF(rows), (long)tensor_numel(inp), (long)tensor_numel(rows)};
+    add_fwd_be(be, x);
+}
+
+// idx copied into the arena (as attention's key_len), so the caller may reuse it at once.
+static void kop_gather_rows(Backend *be, CT *out, CT *table, const int *idx) {
+    int M = (int)out->shape[0];
+    if (M == 0)
+        return;
+    size_t mark = backend_mark(be);
+    const int64_t n[1] = {M}; // M ints in M four-byte slots
+    int *d = (int *)backend_alloc(be, DTYPE_F32, 1, n).ptr;
+    if (d && to_device(be, d, idx, (size_t)M * sizeof(int), "gather_rows idx")) {
+        GatherArgs x = {F(out), table->ptr, d, M, (int)table->shape[1], (int)table->dtype};
+        gather_rows_be(be, x);
+    }
+    backend_reset(be, mark);
+}
+
+static void kop_l2norm_forward(Backend *be, CT *out, CT *norm, CT *inp, float eps) {
+    L2NormArgs x = {F(out), F(norm), CF(inp), (int)inp->shape[0], (int)inp->shape[1], eps};
+    l2norm_fwd_be(be, x);
+}
+
+// The CLIP block of the table, after KERN_OPS_POSITIONAL.
+#define KERN_OPS_CLIP kop_add_rows, kop_gather_rows, kop_l2norm_forward
 
 #endif

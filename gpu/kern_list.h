@@ -7,6 +7,7 @@
 #define EASEL_KERN_LIST_H
 
 #include "kern_attn.h"
+#include "kern_clip.h" /* ops of CLIP */
 #include "kern_conv.h"
 #include "kern_convert.h"
 #include "kern_nn.h"
@@ -46,6 +47,9 @@
     /* ops of the reward model (kern_reward.h) */                                            \
     X(dropout, DropoutArgs)                                                                  \
     X(scale_fwd, EwArgs)                                                                     \
-    X(add_fwd, EwArgs)
+    /* ops of CLIP (gpu/kern_clip.h) */                                                      \
+    X(add_fwd, AddArgs)                                                                      \
+    X(gather_rows, GatherArgs)                                                               \
+    X(l2norm_fwd, L2NormArgs)
 
 #endif

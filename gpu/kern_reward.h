@@ -1,6 +1,6 @@
 /* kern_reward — the elementwise kernels the reward model adds to the CUDA backend ("ops of the
  * reward model" in src/engine/backend.h): inverted dropout with counter-based masks (forward and
- * its adding backward), scale and add. One thread per element of a 1-D grid. Semantics are the
+ * its adding backward), and scale (add is kern_clip.h's add_fwd). One thread per element of a 1-D grid. Semantics are the
  * CPU engine's (src/engine/nn_dropout.h, src/engine/nn_elementwise.h); the dropout mask is the
  * same function of (seed, i) as rng_hash_uniform in src/engine/rng.h, bit for bit, so a model
  * drops the same elements on every backend.
@@ -25,9 +25,9 @@ typedef struct DropoutArgs {
 
 typedef struct EwArgs {
     float *out;
-    const float *a, *b; /* b: add only */
+    const float *a;
     long n;
-    float s;            /* scale only */
+    float s;
 } EwArgs;
 
 /* splitmix64's finaliser of seed ^ i·K, as rng_hash_u64 (src/engine/rng.h). */
@@ -64,17 +64,6 @@ KERN_ENTRY void scale_fwd(KernCtx *k, const EwArgs *a) {
     a->out[i] = a->a[i] * a->s;
 }
 KERN_HD KernLaunch scale_fwd_launch(const EwArgs *a) {
-    return kern_launch_1d(kern_blocks(a->n, KERN_RM_THREADS), KERN_RM_THREADS, 0);
-}
-
-/* out[i] = a[i] + b[i] */
-KERN_ENTRY void add_fwd(KernCtx *k, const EwArgs *a) {
-    long i = kern_global(k);
-    if (i >= a->n)
-        return;
-    a->out[i] = a->a[i] + a->b[i];
-}
-KERN_HD KernLaunch add_fwd_launch(const EwArgs *a) {
     return kern_launch_1d(kern_blocks(a->n, KERN_RM_THREADS), KERN_RM_THREADS, 0);
 }
 

@@ -153,7 +153,7 @@ int jobform_submit(JobForm *f, Store *st, int64_t *id, Err *err) {
     const char **values = xcalloc((size_t)f->n_fields, sizeof *values);
     int64_t *deps = NULL;
     int n_deps = 0;
-    JobNew jn = {.kind = f->kind->name, .gpus_wanted = f->kind->gpus};
+    JobNew jn = {.kind = f->kind->name, .gpus_wanted = JOB_GPUS_OF_KIND};
     for (int i = 0; i < f->n_fields; i++) {
         JobFormField *fd = &f->fields[i];
         if (fd->kind == JOBFORM_PARAM) {

@@ -101,9 +101,13 @@ typedef struct JobKind {
     int (*validate)(const JobParams *p, Err *err);
     /* Do the work. See "Writing run()" above. */
     int (*run)(JobCtx *ctx, const JobParams *p, Err *err);
+    /* The GPUs a job wants given its parameters (a --device cuda job: 1), for jobs added
+     * with JOB_GPUS_OF_KIND (no --gpus); NULL = .gpus. */
+    int (*gpus_for)(const JobParams *p);
 } JobKind;
 
 #define JOBKIND_GPUS_ALL (-1) /* every free GPU on the host (one worker per GPU) */
+#define JOB_GPUS_OF_KIND (-2) /* JobNew.gpus_wanted: as the kind says (gpus_for, or .gpus) */
 
 /* ---- registry ------------------------------------------------------------------------- */
 

@@ -212,15 +212,28 @@ const JobKind jobkind_train_reward = {
 
 static const JobParamSpec embed_params[] = {
     {"encoder", JOB_PARAM_STRING, "classic", "feature encoder: classic, or clip:NAME", NULL},
+    {"device", JOB_PARAM_STRING, "auto", "where a clip encoder computes: auto, cpu, cuda or "
+     "cuda:N (not cpu: the job asks the scheduler for a GPU and runs on the one it gets)",
+     NULL},
     {NULL, 0, NULL, NULL, NULL},
 };
 
 int reward_embed_all(Store *st, const char *encoder, const Progress *h, size_t *n_images,
                      size_t *n_prompts, Err *err) {
+    return reward_embed_all_on(st, encoder, NULL, h, n_images, n_prompts, err);
+}
+
+int reward_embed_all_on(Store *st, const char *encoder, const EncoderDevice *dev,
+                        const Progress *h, size_t *n_images, size_t *n_prompts, Err *err) {
     Encoder *enc;
-    int rc = encoder_open(encoder, st, &enc, err);
+    int rc = encoder_open_on(encoder, st, dev, &enc, err);
     if (rc)
         return rc;
+    if (enc->note[0] && h && h->log) {
+        char line[300];
+        snprintf(line, sizeof line, "note: %s", enc->note);
+        progress_log(h, line);
+    }
     StoreImage *im = NULL;
     size_t ni = 0, done = 0;
     TrainSkipped sk = {0}; /* unreadable images: skipped, named once at the end */
@@ -287,13 +300,54 @@ out:
     return rc;
 }
 
+/* "auto", "cpu", "cuda", "cuda:N" (N 0..255), as backend_open takes them. */
+static int device_name_ok(const char *d) {
+    if (!strcmp(d, "auto") || !strcmp(d, "cpu") || !strcmp(d, "cuda"))
+        return 1;
+    if (strncmp(d, "cuda:", 5) || !d[5] || d[5] == '-' || d[5] == '+')
+        return 0;
+    char *end = NULL;
+    long v = strtol(d + 5, &end, 10);
+    return *end == '\0' && v >= 0 && v <= 255;
+}
+
+static int embed_job_validate(const JobParams *p, Err *err) {
+    const char *d = job_param_str(p, "device");
+    if (!device_name_ok(d))
+        return err_set(err, ERR_USAGE, "--device is auto, cpu, cuda or cuda:N (N = 0, 1, ...), "
+                       "not '%s'", d);
+    if (strcmp(d, "cpu") && strcmp(d, "auto") && strncmp(job_param_str(p, "encoder"), "clip:", 5))
+        return err_set(err, ERR_USAGE, "--device %s: only clip encoders run on a GPU", d);
+    return 0;
+}
+
+/* A clip encoder on anything but the CPU asks for one GPU ("auto" too: it takes one when
+ * the machine has one, and runs on the CPU when it has none). */
+static int embed_job_gpus(const JobParams *p) {
+    return strncmp(job_param_str(p, "encoder"), "clip:", 5) == 0 &&
+           strcmp(job_param_str(p, "device"), "cpu") != 0;
+}
+
 static int embed_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     Progress h = job_progress_hooks(ctx);
     size_t ni = 0, np = 0;
-    int rc = reward_embed_all(job_store(ctx), job_param_str(p, "encoder"), &h, &ni, &np, err);
+    const char *want = job_param_str(p, "device");
+    int n_gpus = 0;
+    const int *gpus = job_gpus(ctx, &n_gpus);
+    char device[32];
+    /* the scheduler's GPU, whatever cuda:N said: it hands out the free ones. None given: auto
+     * is the CPU (a GPU only through the scheduler); cuda as asked, which on a machine
+     * without a GPU runs on the CPU and says so */
+    if (n_gpus > 0 && strcmp(want, "cpu") != 0)
+        snprintf(device, sizeof device, "cuda:%d", gpus[0]);
+    else
+        snprintf(device, sizeof device, "%s", strcmp(want, "auto") ? want : "cpu");
+    EncoderDevice dev = {device, 0};
+    int rc = reward_embed_all_on(job_store(ctx), job_param_str(p, "encoder"), &dev, &h, &ni,
+                                 &np, err);
     if (rc == 0)
-        job_log(ctx, "encoded %zu images and %zu prompts with %s", ni, np,
-                job_param_str(p, "encoder"));
+        job_log(ctx, "encoded %zu images and %zu prompts with %s on %s", ni, np,
+                job_param_str(p, "encoder"), device);
     return rc;
 }
 
@@ -301,11 +355,15 @@ const JobKind jobkind_embed = {
     .name = "embed",
     .summary = "encode every image and prompt of the store into the feature cache",
     .help = "Computes the features an encoder gives for every image (not missing) and\n"
-            "prompt of the store and caches them, so training starts at once.\n\n"
-            "example:\n  easel jobs add embed --encoder classic\n",
+            "prompt of the store and caches them, so training starts at once. A clip\n"
+            "encoder computes on --device (auto: a GPU when the scheduler has one to give).\n\n"
+            "example:\n  easel jobs add embed --encoder classic\n"
+            "  easel jobs add embed --encoder clip:vit-l-14 --device cuda\n",
     .params = embed_params,
     .refs = (const JobParamRefSpec[]){{"encoder", JOB_REF_ENCODER}, {NULL, JOB_REF_NONE}},
+    .validate = embed_job_validate,
     .run = embed_job_run,
+    .gpus_for = embed_job_gpus,
 };
 
 /* ---- eval-reward ---- */

@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 
+#include "encoder.h"
 #include "err.h"
 #include "jobkind.h"
 #include "progress.h"
@@ -33,6 +34,9 @@ int reward_train_config(const JobParams *p, Store *st, TrainConfig *cfg, Err *er
  * *n_images / *n_prompts (may be NULL) get the counts. */
 int reward_embed_all(Store *st, const char *encoder, const Progress *h, size_t *n_images,
                      size_t *n_prompts, Err *err);
+/* The same on DEV (encoder.h; NULL = the CPU); the device's note, if any, goes to h->log. */
+int reward_embed_all_on(Store *st, const char *encoder, const EncoderDevice *dev,
+                        const Progress *h, size_t *n_images, size_t *n_prompts, Err *err);
 
 /* The checkpoint folder ARG names, as users type it: a checkpoint folder (best/, final/,
  * checkpoint-N/); a run folder (then its best/, else final/, else the newest

@@ -149,7 +149,10 @@ int jobs_add(Store *st, const JobParams *p, JobNew *jn, int64_t *id, Err *err) {
     int rc = job_params_check_trust(st, p, NULL, err);
     if (rc)
         return rc;
-    gpus_of_device(k, p, jn);
+    if (jn->gpus_wanted == JOB_GPUS_OF_KIND) /* no --gpus given */
+        jn->gpus_wanted = k->gpus_for ? k->gpus_for(p) : k->gpus;
+    if (!k->gpus_for) /* a kind with its own rule (embed: CLIP encoders only) keeps it */
+        gpus_of_device(k, p, jn);
     char *json = job_params_to_json(p);
     jn->kind = k->name;
     jn->params = json;

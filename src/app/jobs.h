@@ -82,7 +82,8 @@ void jobs_pool_stop(JobsPool *pool);
 void jobs_pool_request_stop(JobsPool *pool);
 
 /* Queue the job P describes (kind, parameters) with JN's priority, GPUs and dependencies
- * (JN's kind and params are set here): the one way the CLI and the TUI queue a job. Refuses
+ * (JN's kind and params are set here; gpus_wanted JOB_GPUS_OF_KIND becomes what the kind
+ * asks for with these parameters): the one way the CLI and the TUI queue a job. Refuses
  * (ERR_DENIED, store unchanged) a job whose paths break the trust rules (trust.h). *id =
  * the new job. A kind with a `device` parameter (train-reward, eval-reward, score) holds
  * no GPU for --device cpu and at least one for any other device (JN's gpus_wanted is set

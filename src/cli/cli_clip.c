@@ -17,10 +17,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backend_cpu.h"
+#include "backend.h"
 #include "base.h"
 #include "clip.h"
 #include "image.h"
+#include "cli_device.h"
 #include "clip_encoder.h"
 #include "encoder.h"
 #include "store.h"
@@ -187,7 +188,7 @@ int cli_models_main(const CliGlobal *g, int argc, char **argv) {
 static void embed_usage(void) {
     printf("usage: easel embed --encoder ENCODER [--image FILE]... [--text STRING]...\n"
            "                   [--json] [--preprocess crop|squash] [--threads N]\n"
-           "                   [--weights auto|f32|bf16]\n"
+           "                   [--weights auto|f32|bf16] [--device auto|cpu|cuda[:N]]\n"
            "       easel embed --clear ENCODER\n\n"
            "Print embeddings of images and texts, in the order given, without touching the\n"
            "store. ENCODER is clip:NAME (registered with 'easel models add'), clip:PATH (a\n"
@@ -197,7 +198,11 @@ static void embed_usage(void) {
            "the short side + centre crop. --weights bf16 keeps the CLIP weights as bf16 in\n"
            "memory (half the memory; f32 sums; embeddings within cosine 0.999 of f32), f32 as\n"
            "f32; auto (default) keeps what the file holds (bf16 stays bf16, f16 widens to f32).\n"
-           "As an encoder name, append ',bf16' or ',f32' (clip:vit-l-14,bf16). --json prints\n"
+           "As an encoder name, append ',bf16' or ',f32' (clip:vit-l-14,bf16). --device picks\n"
+           "where CLIP computes: auto (default: the first GPU if there is one, else the CPU),\n"
+           "cpu, cuda (GPU 0) or cuda:N; asked for CUDA on a machine without a GPU (or an\n"
+           "easel built without CUDA) it says so in one line and runs on the CPU. --threads\n"
+           "is the CPU's thread count (default: one per CPU). --json prints\n"
            "JSON Lines:\n"
            "  {\"kind\": \"image\"|\"text\", \"input\": ..., \"embedding\": [...]}\n"
            "--clear ENCODER deletes that encoder's cached embeddings from the store.\n\n"
@@ -291,11 +296,11 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
         embed_usage();
         return 0;
     }
-    const char *encoder = NULL, *clear = NULL;
+    const char *encoder = NULL, *clear = NULL, *device = "auto";
     int json = 0, threads = 0, n = 0;
     ClipResizeMode mode = CLIP_RESIZE_SHORTEST;
     ClipWeights weights = CLIP_WEIGHTS_AUTO;
-    int mode_set = 0, weights_set = 0;
+    int mode_set = 0, weights_set = 0, device_set = 0;
     Input *in = xcalloc((size_t)argc, sizeof(Input));
     int status = 2;
     for (int i = 1; i < argc; i++) {
@@ -319,6 +324,12 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
                 cli_error("embed: --threads needs a positive number, not '%s'", val);
                 goto out;
             }
+            i++;
+        } else if (strcmp(a, "--device") == 0 && val) {
+            if (cli_device_check("embed", val))
+                goto out;
+            device = val;
+            device_set = 1;
             i++;
         } else if (strcmp(a, "--weights") == 0 && val) {
             if (clip_weights_parse(val, &weights) != 0) {
@@ -375,39 +386,43 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv) {
         Err e2 = {0};
         st = store_open_existing(g->db_path, &e2);
     }
-    CpuPool *pool = backend_cpu_pool_new(threads, &err);
-    if (!pool) {
-        store_close(st);
-        status = cli_fail(&err);
-        goto out;
-    }
-    CpuPool *prev = backend_cpu_use(pool);
     int rc;
     if (strncmp(encoder, "clip:", 5) == 0) {
         char *path = clip_encoder_resolve(encoder + 5, st, &err);
         ClipWeights w = weights;
         if (!weights_set && path) /* clip:NAME,bf16 */
             w = clip_encoder_weights(encoder + 5);
-        ClipModel *m = path ? clip_model_load_weights(path, w, &err) : NULL;
+        Backend *be = NULL;
+        BackendConfig cfg = {threads, 0};
+        char note[256] = "";
+        ClipModel *m = NULL;
+        rc = path ? backend_open(device, &cfg, &be, note, sizeof note, &err) : err.code;
+        if (rc == 0) {
+            cli_device_note(note);
+            rc = clip_model_open(path, w, be, &m, &err);
+        }
         free(path);
         if (m && !mode_set)
             mode = clip_model_config(m)->resize;
-        rc = m ? embed_clip(m, in, n, mode, json, &err) : err.code;
+        if (rc == 0)
+            rc = embed_clip(m, in, n, mode, json, &err);
         clip_model_free(m);
+        backend_close(be);
     } else {
-        if (mode_set || weights_set) {
-            const char *o = mode_set ? "--preprocess" : "--weights";
+        if (mode_set || weights_set || device_set) {
+            const char *o = mode_set ? "--preprocess" : weights_set ? "--weights" : "--device";
             rc = ERR_USAGE; /* said once, by cli_fail below */
             err_set(&err, ERR_USAGE, "embed: %s applies to clip encoders only", o);
         } else {
             Encoder *enc;
-            if ((rc = encoder_open(encoder, st, &enc, &err)) == 0)
+            EncoderDevice dev = {device, threads};
+            if ((rc = encoder_open_on(encoder, st, &dev, &enc, &err)) == 0) {
+                cli_device_note(enc->note);
                 rc = embed_generic(enc, in, n, json, &err);
+            }
             encoder_free(enc);
         }
     }
-    backend_cpu_use(prev);
-    backend_cpu_pool_free(pool);
     store_close(st);
     status = rc == 0 ? 0 : cli_fail(&err);
 out:

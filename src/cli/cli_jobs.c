@@ -194,7 +194,7 @@ static int cmd_add(const CliGlobal *g, int argc, char **argv) {
     char **owned = xcalloc((size_t)argc, sizeof *owned);
     int64_t *deps = NULL;
     int n_deps = 0;
-    JobNew jn = {.kind = k->name, .gpus_wanted = k->gpus};
+    JobNew jn = {.kind = k->name, .gpus_wanted = JOB_GPUS_OF_KIND};
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0 || !a[2]) {

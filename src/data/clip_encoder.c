@@ -1,7 +1,8 @@
 /* clip_encoder — the "clip" encoder backend. See clip_encoder.h.
  *
- * The Encoder's state owns the ClipModel (weights mapped once), a preprocessing buffer and,
- * unless the caller brings one, a CPU pool. One Encoder serves one thread (encoder.h).
+ * The Encoder's state owns the Backend it computes on (EncoderDevice: the CPU with its own
+ * pool, or a GPU), the ClipModel on it (weights mapped once; uploaded once on a GPU) and a
+ * preprocessing buffer. One Encoder serves one thread (encoder.h).
  */
 #include "clip_encoder.h"
 
@@ -9,14 +10,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "backend_cpu.h"
 #include "base.h"
 #include "clip.h"
 #include "store_models.h"
 
 typedef struct ClipEncState {
+    Backend *be;
     ClipModel *model;
-    CpuPool *pool;          /* own pool, used when the caller selected none */
     ClipResizeMode mode;
     float *pixels;          /* (3, S, S) */
 } ClipEncState;
@@ -90,12 +90,6 @@ static char *resolve_name(const char *arg, Store *st, Err *err) {
     return NULL;
 }
 
-static CpuPool *use_pool(ClipEncState *s) {
-    if (backend_cpu_current())
-        return backend_cpu_current();
-    return backend_cpu_use(s->pool);
-}
-
 static int enc_image(Encoder *enc, const uint8_t *rgb, int w, int h, float *out, Err *err) {
     ClipEncState *s = enc->state;
     const ClipConfig *c = clip_model_config(s->model);
@@ -104,18 +98,12 @@ static int enc_image(Encoder *enc, const uint8_t *rgb, int w, int h, float *out,
                                    err);
     if (rc != 0)
         return rc;
-    CpuPool *prev = use_pool(s);
-    rc = clip_model_encode_pixels(s->model, s->pixels, 1, out, out + c->embed_dim, err);
-    backend_cpu_use(prev);
-    return rc;
+    return clip_model_encode_pixels(s->model, s->pixels, 1, out, out + c->embed_dim, err);
 }
 
 static int enc_text(Encoder *enc, const char *text, float *out, Err *err) {
     ClipEncState *s = enc->state;
-    CpuPool *prev = use_pool(s);
-    int rc = clip_model_encode_texts(s->model, &text, 1, out, err);
-    backend_cpu_use(prev);
-    return rc;
+    return clip_model_encode_texts(s->model, &text, 1, out, err);
 }
 
 static void enc_free(Encoder *enc) {
@@ -123,13 +111,13 @@ static void enc_free(Encoder *enc) {
     if (!s)
         return;
     clip_model_free(s->model);
-    backend_cpu_pool_free(s->pool);
+    backend_close(s->be);
     free(s->pixels);
     free(s);
     enc->state = NULL;
 }
 
-Encoder *clip_encoder_open(const char *arg, Store *st, Err *err) {
+Encoder *clip_encoder_open(const char *arg, Store *st, const EncoderDevice *dev, Err *err) {
     char *name = xstrdup(arg ? arg : "");
     ClipResizeMode mode = CLIP_RESIZE_SHORTEST;
     int squash = 0;
@@ -140,26 +128,33 @@ Encoder *clip_encoder_open(const char *arg, Store *st, Err *err) {
         free(name);
         return NULL;
     }
-    ClipModel *m = clip_model_load_weights(path, weights, err);
+    Backend *be = NULL;
+    BackendConfig cfg = {dev ? dev->threads : 0, 0};
+    char note[256] = "";
+    if (backend_open(dev && dev->device ? dev->device : "cpu", &cfg, &be, note, sizeof note,
+                     err) != 0) {
+        free(path);
+        free(name);
+        return NULL;
+    }
+    ClipModel *m = NULL;
+    int rc = clip_model_open(path, weights, be, &m, err);
     free(path);
-    if (!m) {
+    if (rc != 0) {
+        backend_close(be);
         free(name);
         return NULL;
     }
     const ClipConfig *c = clip_model_config(m);
     mode = squash ? CLIP_RESIZE_SQUASH : c->resize;
     ClipEncState *s = xcalloc(1, sizeof *s);
+    s->be = be;
     s->model = m;
     s->mode = mode;
     s->pixels = malloc(3 * (size_t)c->image_size * (size_t)c->image_size * sizeof(float));
-    s->pool = backend_cpu_pool_new(0, err);
-    if (!s->pixels || !s->pool) {
-        if (!s->pixels)
-            err_set(err, ERR_NOMEM, "clip: no memory for an image buffer");
-        clip_model_free(m);
-        backend_cpu_pool_free(s->pool);
-        free(s->pixels);
-        free(s);
+    if (!s->pixels) {
+        err_set(err, ERR_NOMEM, "clip: no memory for an image buffer");
+        enc_free(&(Encoder){.state = s});
         free(name);
         return NULL;
     }
@@ -186,5 +181,7 @@ Encoder *clip_encoder_open(const char *arg, Store *st, Err *err) {
     enc->ops.encode_text = enc_text;
     enc->ops.free_state = enc_free;
     enc->state = s;
+    if (!dev || !dev->device || strcmp(dev->device, "auto") != 0) /* auto: whatever is here */
+        base_strlcpy(enc->note, note, sizeof enc->note);
     return enc;
 }

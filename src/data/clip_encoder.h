@@ -9,8 +9,8 @@
  *
  * Image embedding rows: the L2-normalised pooled embedding, then the n_patches projected
  * patch tokens (not normalised), all embed_dim wide (768 for ViT-L/14); text: the
- * L2-normalised text embedding. Uses the calling thread's CPU pool if it selected one, else
- * its own with one thread per online CPU.
+ * L2-normalised text embedding. Computes on the Backend DEV names (encoder.h's
+ * EncoderDevice; default the CPU with one thread per online CPU), which the Encoder owns.
  */
 #ifndef EASEL_CLIP_ENCODER_H
 #define EASEL_CLIP_ENCODER_H
@@ -19,7 +19,7 @@
 #include "encoder.h"
 
 /* The EncoderOpen of the "clip" backend. */
-Encoder *clip_encoder_open(const char *arg, Store *st, Err *err);
+Encoder *clip_encoder_open(const char *arg, Store *st, const EncoderDevice *dev, Err *err);
 
 /* Resolve "NAME" or "PATH" (option suffixes ",squash", ",bf16", ",f32" ignored) to a model
  * path: the registered model NAME if ST has one, else PATH if it exists. Returns a new

@@ -35,13 +35,18 @@ Encoder *encoder_alloc(const char *name) {
 }
 
 int encoder_open(const char *name, Store *st, Encoder **out, Err *err) {
+    return encoder_open_on(name, st, NULL, out, err);
+}
+
+int encoder_open_on(const char *name, Store *st, const EncoderDevice *dev, Encoder **out,
+                    Err *err) {
     *out = NULL;
     const char *colon = strchr(name, ':');
     size_t plen = colon ? (size_t)(colon - name) : strlen(name);
     for (const EncoderBackend *b = encoder_backends; b->prefix; b++) {
         if (strlen(b->prefix) == plen && strncmp(b->prefix, name, plen) == 0) {
             Err e = {0};
-            Encoder *enc = b->open(colon ? colon + 1 : "", st, &e);
+            Encoder *enc = b->open(colon ? colon + 1 : "", st, dev, &e);
             if (!enc)
                 return err_pass(err, &e, ERR_USAGE);
             ASSERT(enc->dim_image > 0 && enc->n_image_tokens > 0 && enc->dim_text > 0);

@@ -27,6 +27,12 @@
 
 typedef struct Encoder Encoder;
 
+/* Where an encoder that runs on the compute engine (clip) computes; others ignore it. */
+typedef struct EncoderDevice {
+    const char *device;     /* "auto", "cpu", "cuda", "cuda:N" (backend.h); NULL = "cpu" */
+    int threads;            /* CPU threads; <= 0 = one per online CPU */
+} EncoderDevice;
+
 /* Implementation hooks. A backend fills these in its open function. */
 typedef struct EncoderOps {
     /* Encode decoded pixels (RGB8, row-major, w*h*3 bytes) into out, which has room for
@@ -45,12 +51,15 @@ struct Encoder {
     int dim_text;           /* floats per text vector */
     EncoderOps ops;
     void *state;            /* backend-owned */
+    char note[256];         /* one line about the device (a CUDA request that runs on the
+                             * CPU), "" if none; whoever opened the encoder shows it */
 };
 
 /* An open function: ARG is what follows "prefix:" in the name ("" if none). ST may be NULL
  * (no store: e.g. a unit test); backends that need registered model files then fail with
  * ERR_NOTFOUND. Returns a new Encoder (encoder_free) or NULL with err set. */
-typedef Encoder *(*EncoderOpen)(const char *arg, Store *st, Err *err);
+typedef Encoder *(*EncoderOpen)(const char *arg, Store *st, const EncoderDevice *dev,
+                                Err *err);
 
 typedef struct EncoderBackend {
     const char *prefix;     /* "classic", "clip" */
@@ -66,6 +75,12 @@ extern const EncoderBackend encoder_backends[];
 /* Open the encoder called NAME ("classic", "clip:ViT-L-14") into *out. Returns 0, or ERR_*
  * with *out NULL: unknown names fail with ERR_USAGE and a message listing the known ones. */
 int encoder_open(const char *name, Store *st, Encoder **out, Err *err);
+/* As encoder_open, computing on DEV (NULL = the CPU, one thread per online CPU). A device
+ * that cannot be had is the open's error (ERR_NOTFOUND for a missing cuda:N, ERR_USAGE for a
+ * bad name); a CUDA request on a machine without a GPU runs on the CPU and says so in
+ * enc->note. */
+int encoder_open_on(const char *name, Store *st, const EncoderDevice *dev, Encoder **out,
+                    Err *err);
 void encoder_free(Encoder *enc); /* NULL allowed */
 
 /* Allocate an Encoder for a backend's open function (zeroed, name copied). */

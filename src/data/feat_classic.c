@@ -502,8 +502,9 @@ static int enc_text(Encoder *enc, const char *text, float *out, Err *err) {
     return 0;
 }
 
-Encoder *feat_classic_open(const char *arg, Store *st, Err *err) {
+Encoder *feat_classic_open(const char *arg, Store *st, const EncoderDevice *dev, Err *err) {
     (void)st;
+    (void)dev; /* plain C on the calling thread */
     if (arg && *arg) {
         err_set(err, ERR_USAGE, "encoder 'classic' takes no argument (got 'classic:%s')", arg);
         return NULL;

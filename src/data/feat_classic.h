@@ -36,6 +36,7 @@ void feat_classic_text(const char *text, float *out);
 const char *const *feat_classic_image_names(void);
 
 /* The encoder backend: open function for encoder.c's table (ARG must be ""). */
-Encoder *feat_classic_open(const char *arg, Store *st, Err *err);
+Encoder *feat_classic_open(const char *arg, Store *st, const EncoderDevice *dev,
+                           Err *err);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend_cpu.h"
 #include "base.h"
 
 void backend_fail(Backend *be, int code, const char *fmt, ...) {
@@ -74,7 +75,9 @@ int backend_open(const char *spec, const BackendConfig *cfg, Backend **be, char 
             return 0;
         if (rc != ERR_GPU) /* a GPU is there but not that one, or it failed to start */
             return err_set(err, rc, "%s", ce.msg);
-        if (note && note_len) /* no GPU (or no CUDA in this build): the CPU it is */
+        /* no GPU (or no CUDA in this build): the CPU it is. Said when a GPU was asked for by
+         * name; "auto" means whatever this machine has, so it says nothing. */
+        if (note && note_len && kind == BACKEND_SPEC_CUDA)
             snprintf(note, note_len, "%s: %s; running on the CPU", spec ? spec : "auto",
                      ce.msg);
     }
@@ -783,4 +786,62 @@ void backend_add(Backend *be, CT *out, CT *a, CT *b) {
         ENTRY(add);
         be->ops->add(be, out, a, b);
     }
+}
+
+/* ---- ops of CLIP (add: above, with the reward model's) -------------------------------------- */
+
+void backend_add_rows(Backend *be, CT *out, CT *inp, CT *rows) {
+    const char *op = "add_rows";
+    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "rows", rows, 0, F32, 2, ANY, inp->shape[1], 1, 1) &&
+        chk(be, op, "out", out, 0, F32, 2, inp->shape[0], inp->shape[1], 1, 1)) {
+        if (rows->shape[0] < 1 || inp->shape[0] % rows->shape[0]) {
+            backend_fail(be, ERR_USAGE, "add_rows: %lld rows of inp are not a whole number of "
+                         "blocks of %lld rows", (long long)inp->shape[0],
+                         (long long)rows->shape[0]);
+            return;
+        }
+        ENTRY(add_rows);
+        be->ops->add_rows(be, out, inp, rows);
+    }
+}
+
+void backend_gather_rows(Backend *be, CT *out, CT *table, const int *idx) {
+    const char *op = "gather_rows";
+    if (chk(be, op, "table", table, 0, ANYT, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "out", out, 0, F32, 2, ANY, table->shape[1], 1, 1)) {
+        if (!idx && out->shape[0] > 0) {
+            backend_fail(be, ERR_USAGE, "gather_rows: idx is required");
+            return;
+        }
+        for (int64_t m = 0; m < out->shape[0]; m++)
+            if (idx[m] < -1 || idx[m] >= table->shape[0]) {
+                backend_fail(be, ERR_USAGE, "gather_rows: idx[%lld] is %d, outside -1..%lld",
+                             (long long)m, idx[m], (long long)table->shape[0] - 1);
+                return;
+            }
+        ENTRY(gather_rows);
+        be->ops->gather_rows(be, out, table, idx);
+    }
+}
+
+void backend_l2norm_forward(Backend *be, CT *out, CT *norm, CT *inp, float eps) {
+    const char *op = "l2norm_forward";
+    if (chk(be, op, "inp", inp, 0, F32, 2, ANY, ANY, 1, 1) &&
+        chk(be, op, "out", out, 0, F32, 2, inp->shape[0], inp->shape[1], 1, 1) &&
+        chk(be, op, "norm", norm, 1, F32, 1, inp->shape[0], 1, 1, 1)) {
+        ENTRY(l2norm_forward);
+        be->ops->l2norm_forward(be, out, norm, inp, eps);
+    }
+}
+
+void backend_host_parallel_for(Backend *be, int64_t n, int64_t grain,
+                               void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx) {
+    if (be->kind != BACKEND_CPU) {
+        backend_cpu_parallel_for(n, grain, fn, ctx);
+        return;
+    }
+    CpuPool *prev = backend_cpu_bind((CpuPool *)be->impl);
+    backend_cpu_parallel_for(n, grain, fn, ctx);
+    backend_cpu_bind(prev);
 }

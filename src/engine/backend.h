@@ -81,7 +81,8 @@ typedef struct BackendConfig {
 /* Open the backend `spec` names: "cpu", "cuda" (device 0), "cuda:N", or "auto" (the first
  * CUDA device when there is one, else the CPU). cfg may be NULL (defaults). When "auto" or a
  * "cuda" request falls back to the CPU because this build has no CUDA or the machine has no
- * GPU, *be is the CPU backend and `note` (when not NULL) gets one line saying why; an
+ * GPU, *be is the CPU backend; for "cuda" and "cuda:N" (a GPU asked for by name) `note` (when
+ * not NULL) gets one line saying why, for "auto" it stays empty (the CPU is an answer); an
  * explicit "cuda:N" with N beyond the devices present is ERR_NOTFOUND. A bad spec is
  * ERR_USAGE (the accepted forms are in the message). note is "" when there is nothing to say. */
 int backend_open(const char *spec, const BackendConfig *cfg, Backend **be, char *note,
@@ -254,5 +255,25 @@ void backend_dropout_backward(Backend *be, const Tensor *dinp, const Tensor *dou
  * (dinp += dout·s is backend_scale into scratch, then backend_add). */
 void backend_scale(Backend *be, const Tensor *out, const Tensor *a, float s);
 void backend_add(Backend *be, const Tensor *out, const Tensor *a, const Tensor *b);
+
+/* ---- ops of CLIP (inference: forward only) -------------------------------------------------- */
+
+/* backend_add (out = a + b) is in the reward model's block above: residuals use it too. */
+/* out (N,C) = inp (N,C) + rows (T,C) repeated over the batch: out[n] = inp[n] + rows[n mod T]
+ * (N a multiple of T; positional embeddings); out may alias inp. */
+void backend_add_rows(Backend *be, const Tensor *out, const Tensor *inp, const Tensor *rows);
+/* out (M,C) F32 = rows idx[m] of table (V,C, any dtype), widened to f32; idx is a host array
+ * of M ints, each in -1..V-1, -1 giving a row of zeros (embedding lookup; picking one token
+ * of each sequence). The backend copies idx before returning: the caller may reuse it. */
+void backend_gather_rows(Backend *be, const Tensor *out, const Tensor *table, const int *idx);
+/* out (N,C) = inp / max(‖inp‖₂, eps) row by row; norm (N) gets ‖inp‖₂ (optional). out may
+ * alias inp. */
+void backend_l2norm_forward(Backend *be, const Tensor *out, const Tensor *norm,
+                            const Tensor *inp, float eps);
+/* Not an op: run fn(ctx, begin, end) over [0, n) on the host, split over the CPU backend's
+ * pool (other backends: over the pool the calling thread selected with backend_cpu_use, if
+ * any), for host work that feeds the backend (decoding and preprocessing images). */
+void backend_host_parallel_for(Backend *be, int64_t n, int64_t grain,
+                               void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 
 #endif

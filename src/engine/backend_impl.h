@@ -71,6 +71,10 @@ typedef struct BackendOps {
     void (*dropout_backward)(Backend *, CT *dinp, CT *dout, float p, uint64_t seed);
     void (*scale)(Backend *, CT *out, CT *a, float s);
     void (*add)(Backend *, CT *out, CT *a, CT *b);
+    /* ops of CLIP (add: above) */
+    void (*add_rows)(Backend *, CT *out, CT *inp, CT *rows);
+    void (*gather_rows)(Backend *, CT *out, CT *table, const int *idx);
+    void (*l2norm_forward)(Backend *, CT *out, CT *norm, CT *inp, float eps);
 } BackendOps;
 
 struct Backend {

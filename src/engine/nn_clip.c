@@ -159,6 +159,16 @@ static void lin_cols(const LinJob *j, const float *w, int j0, int j1) {
                 j->K, w + (size_t)j0 * j->K, j->K, j->bias ? 1.0f : 0.0f, j->out + j0, j->O);
 }
 
+/* N columns of out (at t->out, row stride t->O) = inp · Wᵀ (+ bias at t->bias), W the
+ * (N, K) tile. */
+static void lin_cols_ld(const LinJob *t, const float *w, int n) {
+    if (t->bias)
+        for (int r = 0; r < t->N; r++)
+            memcpy(t->out + (size_t)r * t->O, t->bias, (size_t)n * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t->N, n, t->K, 1.0f, t->inp, t->K, w,
+                t->K, t->bias ? 1.0f : 0.0f, t->out, t->O);
+}
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #pragma GCC push_options
@@ -244,12 +254,32 @@ static void lin_range(void *ctx, int64_t s0, int64_t s1) {
         lin_cols(j, j->w, c0, c1);
         return;
     }
+    /* no WBUF (the CPU backend passes none): one slab's tile of our own; the columns'
+     * pointer is offset back so lin_cols indexes the tile by absolute column */
+    float *tile = j->wbuf ? NULL : malloc((size_t)SLAB * (size_t)j->K * sizeof(float));
     for (int a = c0; a < c1; a += SLAB) {
         int b = a + SLAB < c1 ? a + SLAB : c1;
-        nn_clip_bf16_to_f32(j->wbuf + (size_t)a * j->K, j->wh + (size_t)a * j->K,
-                            (size_t)(b - a) * (size_t)j->K);
-        lin_cols(j, j->wbuf, a, b);
+        float *dst = tile ? tile : j->wbuf ? j->wbuf + (size_t)a * j->K : NULL;
+        if (!dst)
+            break; /* out of memory: the caller's outputs stay as they were */
+        nn_clip_bf16_to_f32(dst, j->wh + (size_t)a * j->K, (size_t)(b - a) * (size_t)j->K);
+        if (tile) {
+            LinJob t = *j;
+            t.out = j->out + a, t.bias = j->bias ? j->bias + a : NULL, t.O = j->O;
+            lin_cols_ld(&t, tile, b - a);
+        } else {
+            lin_cols(j, j->wbuf, a, b);
+        }
     }
+    free(tile);
+}
+
+int nn_clip_linear_avx512(void) {
+#if defined(__x86_64__)
+    return have_avx512();
+#else
+    return 0;
+#endif
 }
 
 void nn_clip_linear_forward(float *out, const float *inp, const float *w, const uint16_t *wh,

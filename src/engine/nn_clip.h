@@ -33,10 +33,13 @@ void nn_clip_quickgelu_forward(float *out, const float *inp, size_t n);
  *   faster on CLIP there and level with OpenBLAS's own AVX-512 kernels otherwise.)
  * - Else OpenBLAS sgemm, one call per thread's range for f32; for bf16 one per 128-column
  *   tile widened into WBUF (O·K floats, the same rows' place) just before, by the thread
- *   that multiplies it.
+ *   that multiplies it; WBUF NULL: into a tile of 128 rows each thread allocates.
  * out must not alias inp. */
 void nn_clip_linear_forward(float *out, const float *inp, const float *w, const uint16_t *wh,
                             const float *bias, float *wbuf, int N, int K, int O);
+
+/* 1 when nn_clip_linear_forward runs its AVX-512 kernel on this CPU (0: OpenBLAS). */
+int nn_clip_linear_avx512(void);
 
 /* bf16 (the top 16 bits of an f32) -> f32, exact; n elements. */
 void nn_clip_bf16_to_f32(float *out, const uint16_t *inp, size_t n);

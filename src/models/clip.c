@@ -1,156 +1,181 @@
-/* clip — the CLIP forward passes on the engine's ops. See clip.h.
+/* clip — the CLIP forward passes on the engine interface (backend.h). See clip.h.
  *
  * Both towers run the same pre-LN block (x += attn(ln_1 x); x += mlp(ln_2 x)) over a batch
  * held as one (B*T, C) activation matrix, so every projection is one GEMM over the whole
- * batch (nn_linear_forward, split over the CPU pool). Scratch for a batch is one malloc
- * (sizes in Scratch), made per call: encoding never touches shared state, so threads can
- * share a model.
+ * batch (backend_linear_forward; q, k and v as three GEMMs over the row blocks of the stacked
+ * in-projection, so attention gets contiguous tensors). Activations live in one block on the
+ * backend (Scratch), kept in the model and grown when a larger batch comes; per-op scratch is
+ * the backend's arena. Each batch ends with one backend_sync, whose failure is the call's.
  */
 #include "clip_int.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend_cpu.h"
 #include "base.h"
-#include "nn_clip.h"
-#include "nn_flash.h"
-#include "nn_elementwise.h"
-#include "nn_linear.h"
-#include "nn_norm.h"
 
 #define CLIP_BATCH 16
 
+/* The activations of one batch of B sequences of T tokens, C wide, MLP M, NH heads. Row
+ * views (N = B·T rows) of one backend block; 2-D (N, C) for GEMMs, q/k/v/a also 3-D. */
 typedef struct Scratch {
-    float *x;      /* (N, C) the residual stream */
-    float *h;      /* (N, C) */
-    float *qkv;    /* (N, 3C) q, k, v side by side in each row */
-    float *a;      /* (N, C) attention output */
-    float *m;      /* (N, M) MLP hidden */
-    float *lse;    /* (B, NH, T) the attention's log-sum-exp (unused after) */
-    float *mean;   /* (N) */
-    float *rstd;   /* (N) */
-    float *wbuf;   /* (max(3C, M) · C) one weight matrix widened from bf16, or NULL */
-    float *block;  /* the one allocation */
+    Backend *be;
+    int B, T, C, N;
+    Tensor x;            /* (N, C) the residual stream */
+    Tensor h;            /* (N, C) */
+    Tensor q, k, v, a;   /* (N, C) */
+    Tensor q3, k3, v3, a3; /* the same as (B, T, C) */
+    Tensor m;            /* (N, M) MLP hidden */
+    Tensor lse;          /* (B, NH, T) the attention's log-sum-exp (unused after) */
+    Tensor mean, rstd;   /* (N) */
+    Tensor patches;      /* vision: (B·NP, 3·P·P) */
+    Tensor tokp;         /* vision with tokens: (N, E) */
+    Tensor pool, lnp;    /* (B, C) the pooled token, after the final LayerNorm */
+    Tensor proj, emb;    /* (B, E) projected, L2-normalised */
+    Tensor mean_b, rstd_b; /* (B) */
 } Scratch;
 
-static size_t wbuf_floats(int C, int M, int bf16) {
-    size_t w = (size_t)(M > 3 * C ? M : 3 * C) * (size_t)C;
-    return bf16 ? w : 0;
+/* Lays out (or, with base NULL, measures) the tensors; returns the floats used. */
+static size_t scratch_layout(Scratch *s, float *base, TensorDevice dev, int B, int T, int C,
+                             int M, int NH, int E, int64_t patch_rows, int64_t patch_cols,
+                             int tokens) {
+    size_t off = 0;
+    int64_t N = (int64_t)B * T;
+#define CARVE(t, nd, ...)                                                                    \
+    do {                                                                                     \
+        const int64_t sh_[] = {__VA_ARGS__};                                                 \
+        t = tensor_view_dtype(base ? base + off : NULL, DTYPE_F32, nd, sh_);                \
+        t.device = dev;                                                                      \
+        off += ((size_t)tensor_numel(&t) + 15) / 16 * 16; /* 64-byte aligned */              \
+    } while (0)
+    CARVE(s->x, 2, N, C);
+    CARVE(s->h, 2, N, C);
+    CARVE(s->q, 2, N, C);
+    CARVE(s->k, 2, N, C);
+    CARVE(s->v, 2, N, C);
+    CARVE(s->a, 2, N, C);
+    CARVE(s->m, 2, N, M);
+    CARVE(s->lse, 3, B, NH, T);
+    CARVE(s->mean, 1, N);
+    CARVE(s->rstd, 1, N);
+    CARVE(s->patches, 2, patch_rows, patch_cols);
+    CARVE(s->tokp, 2, tokens ? N : 0, E);
+    CARVE(s->pool, 2, B, C);
+    CARVE(s->lnp, 2, B, C);
+    CARVE(s->proj, 2, B, E);
+    CARVE(s->emb, 2, B, E);
+#undef CARVE
+    const int64_t s3[3] = {B, T, C};
+    Tensor *two[4] = {&s->q, &s->k, &s->v, &s->a}, *three[4] = {&s->q3, &s->k3, &s->v3, &s->a3};
+    for (int i = 0; i < 4; i++) {
+        *three[i] = tensor_view_dtype(two[i]->ptr, DTYPE_F32, 3, s3);
+        three[i]->device = dev;
+    }
+    s->mean_b = s->mean, s->mean_b.shape[0] = B;
+    s->rstd_b = s->rstd, s->rstd_b.shape[0] = B;
+    s->B = B, s->T = T, s->C = C, s->N = (int)N;
+    return off;
 }
 
-static size_t scratch_floats(int B, int T, int C, int M, int NH, int bf16) {
-    size_t N = (size_t)B * (size_t)T;
-    return 6 * N * (size_t)C + N * (size_t)M + (size_t)B * (size_t)NH * (size_t)T + 2 * N +
-           wbuf_floats(C, M, bf16);
-}
-
-static int scratch_init(Scratch *s, int B, int T, int C, int M, int NH, int bf16, Err *err) {
-    size_t N = (size_t)B * (size_t)T;
-    size_t n = scratch_floats(B, T, C, M, NH, bf16);
-    s->block = malloc(n * sizeof(float));
-    if (!s->block)
-        return err_set(err, ERR_NOMEM, "clip: no memory for a batch of %d (%zu MB of scratch)", B,
-                       n * sizeof(float) >> 20);
-    float *p = s->block;
-    s->x = p, p += N * (size_t)C;
-    s->h = p, p += N * (size_t)C;
-    s->qkv = p, p += 3 * N * (size_t)C;
-    s->a = p, p += N * (size_t)C;
-    s->m = p, p += N * (size_t)M;
-    s->lse = p, p += (size_t)B * (size_t)NH * (size_t)T;
-    s->mean = p, p += N;
-    s->rstd = p, p += N;
-    s->wbuf = bf16 ? p : NULL;
+/* The scratch of a batch on the model's backend (the kept block, grown if too small). */
+static int scratch_init(ClipModel *m, Scratch *s, int B, int T, int C, int M, int NH,
+                        int64_t patch_rows, int64_t patch_cols, int tokens, Err *err) {
+    Backend *be = m->be;
+    TensorDevice dev = backend_device(be);
+    int E = m->cfg.embed_dim;
+    size_t n = scratch_layout(s, NULL, dev, B, T, C, M, NH, E, patch_rows, patch_cols, tokens);
+    size_t bytes = n * sizeof(float);
+    if (bytes > m->scratch_bytes) {
+        backend_free(be, m->scratch);
+        m->scratch = backend_malloc(be, bytes);
+        m->scratch_bytes = m->scratch ? bytes : 0;
+        if (!m->scratch) {
+            Err e = {0};
+            backend_sync(be, &e);
+            return err_set(err, ERR_NOMEM, "clip: no memory for a batch of %d (%zu MB of "
+                           "activations on %s)%s%s", B, bytes >> 20, backend_name(be),
+                           e.msg[0] ? ": " : "", e.msg);
+        }
+    }
+    scratch_layout(s, m->scratch, dev, B, T, C, M, NH, E, patch_rows, patch_cols, tokens);
+    s->be = be;
     return 0;
 }
 
 size_t clip_model_scratch_bytes(const ClipModel *m, int batch) {
     const ClipConfig *c = &m->cfg;
-    int B = batch < CLIP_BATCH ? batch : CLIP_BATCH;
-    size_t v = scratch_floats(B, 1 + clip_model_n_patches(m), c->vision_width, c->vision_mlp,
-                              c->vision_heads, m->bf16);
-    size_t t = scratch_floats(B, c->context_length, c->text_width, c->text_mlp, c->text_heads,
-                              m->bf16);
-    size_t patches = (size_t)B * (size_t)clip_model_n_patches(m) * 3 * (size_t)c->patch_size *
-                     (size_t)c->patch_size;
-    return ((v > t ? v : t) + patches + (size_t)B * (size_t)(1 + clip_model_n_patches(m)) *
-                                            (size_t)c->embed_dim) * sizeof(float);
+    int B = batch < CLIP_BATCH ? batch : CLIP_BATCH, NP = clip_model_n_patches(m);
+    Scratch s;
+    size_t v = scratch_layout(&s, NULL, TENSOR_DEVICE_CPU, B, 1 + NP, c->vision_width,
+                              c->vision_mlp, c->vision_heads, c->embed_dim, (int64_t)B * NP,
+                              3 * (int64_t)c->patch_size * c->patch_size, 1);
+    size_t t = scratch_layout(&s, NULL, TENSOR_DEVICE_CPU, B, c->context_length, c->text_width,
+                              c->text_mlp, c->text_heads, c->embed_dim, 0, 0, 0);
+    return (v > t ? v : t) * sizeof(float);
 }
 
-/* ---- pointwise work split over the pool ------------------------------------------------- */
-
-typedef struct ActCtx {
-    float *x;
-    int quick;
-} ActCtx;
-
-static void act_range(void *ctx, int64_t b, int64_t e) {
-    ActCtx *a = ctx;
-    if (a->quick)
-        nn_clip_quickgelu_forward(a->x + b, a->x + b, (size_t)(e - b));
-    else
-        nn_clip_gelu_forward(a->x + b, a->x + b, (size_t)(e - b));
+/* Rows [r0, r0 + n) of a 2-D tensor (or elements of a 1-D one), as a contiguous view. */
+static Tensor rows(const Tensor *t, int64_t r0, int64_t n) {
+    Tensor v = *t;
+    size_t row = t->n_dims >= 2 ? (size_t)(tensor_numel(t) / t->shape[0]) : 1;
+    v.ptr = (char *)t->ptr + (size_t)r0 * row * dtype_size(t->dtype);
+    v.shape[0] = n;
+    return v;
 }
 
-static void activation(float *x, size_t n, int quick) {
-    ActCtx a = {x, quick};
-    backend_cpu_parallel_for((int64_t)n, 16384, act_range, &a);
+/* Copy the device tensor SRC into host floats DST. */
+static void download(Backend *be, float *dst, const Tensor *src) {
+    Tensor h = tensor_view_dtype(dst, DTYPE_F32, src->n_dims, src->shape);
+    backend_download(be, &h, src);
 }
 
-/* out (N, O) = in (N, K) · wᵀ + bias, W (O, K) in the model's resident dtype (a bf16 W is
- * widened tile by tile into the scratch: the GEMM and its sums are f32). */
-static void linear(const ClipModel *m, Scratch *s, float *out, const float *in, ClipMat w,
-                   const float *bias, int N, int K, int O) {
-    nn_clip_linear_forward(out, in, m->bf16 ? NULL : w, m->bf16 ? w : NULL, bias, s->wbuf, N, K,
-                           O);
-}
-
-/* Row I of the token embedding as f32 into DST. */
-static void token_row(const ClipModel *m, int id, float *dst) {
-    int C = m->cfg.text_width;
-    if (m->bf16)
-        nn_clip_bf16_to_f32(dst, (const uint16_t *)m->tok_emb + (size_t)id * C, (size_t)C);
-    else
-        memcpy(dst, (const float *)m->tok_emb + (size_t)id * C, (size_t)C * sizeof(float));
+/* 0, or the backend's failure during this batch as the call's error. */
+static int synced(Backend *be, Err *err) {
+    Err e = {0};
+    int rc = backend_sync(be, &e);
+    if (rc != 0)
+        return err_set(err, rc, "clip: %s", e.msg);
+    return 0;
 }
 
 /* ---- the block ----------------------------------------------------------------------------- */
 
 /* x (B, T, C) in place through one pre-LN residual block. */
-static void block_forward(const ClipModel *m, const ClipBlock *b, Scratch *s, int B, int T,
-                          int C, int M, int NH, int causal) {
-    const ClipConfig *cfg = &m->cfg;
-    int N = B * T;
-    nn_layernorm_forward(s->h, s->mean, s->rstd, s->x, b->ln1_w, b->ln1_b, N, C, cfg->ln_eps);
-    linear(m, s, s->qkv, s->h, b->wqkv, b->bqkv, N, C, 3 * C); /* q | k | v in one GEMM */
-    FlashAttn fa = {.B = B, .NH = NH, .Tq = T, .Tk = T, .hd = C / NH, .causal = causal,
-                    .ldq = 3 * C, .ldk = 3 * C, .ldv = 3 * C, .ldo = C};
-    nn_flash_forward(s->a, s->lse, s->qkv, s->qkv + C, s->qkv + 2 * C, &fa);
-    linear(m, s, s->h, s->a, b->wo, b->bo, N, C, C);
-    nn_add_forward(s->x, s->x, s->h, (size_t)N * (size_t)C);
-    nn_layernorm_forward(s->h, s->mean, s->rstd, s->x, b->ln2_w, b->ln2_b, N, C, cfg->ln_eps);
-    linear(m, s, s->m, s->h, b->fc1_w, b->fc1_b, N, C, M);
-    activation(s->m, (size_t)N * (size_t)M, cfg->quick_gelu);
-    linear(m, s, s->h, s->m, b->fc2_w, b->fc2_b, N, M, C);
-    nn_add_forward(s->x, s->x, s->h, (size_t)N * (size_t)C);
+static void block_forward(const ClipModel *m, const ClipDevBlock *b, Scratch *s, int NH,
+                          int causal) {
+    Backend *be = s->be;
+    float eps = m->cfg.ln_eps;
+    backend_layernorm_forward(be, &s->h, &s->mean, &s->rstd, &s->x, &b->ln1_w, &b->ln1_b, eps);
+    backend_linear_forward(be, &s->q, &s->h, &b->wq, &b->bq);
+    backend_linear_forward(be, &s->k, &s->h, &b->wk, &b->bk);
+    backend_linear_forward(be, &s->v, &s->h, &b->wv, &b->bv);
+    BackendAttn at = {NH, 0.0f, causal, NULL};
+    backend_attention_forward(be, &s->a3, &s->lse, &s->q3, &s->k3, &s->v3, &at);
+    backend_linear_forward(be, &s->h, &s->a, &b->wo, &b->bo);
+    backend_add(be, &s->x, &s->x, &s->h);
+    backend_layernorm_forward(be, &s->h, &s->mean, &s->rstd, &s->x, &b->ln2_w, &b->ln2_b, eps);
+    backend_linear_forward(be, &s->m, &s->h, &b->fc1_w, &b->fc1_b);
+    backend_act_forward(be, m->cfg.quick_gelu ? BACKEND_ACT_QUICKGELU : BACKEND_ACT_GELU, &s->m,
+                        &s->m);
+    backend_linear_forward(be, &s->h, &s->m, &b->fc2_w, &b->fc2_b);
+    backend_add(be, &s->x, &s->x, &s->h);
 }
 
 /* ---- the towers ------------------------------------------------------------------------------ */
 
 typedef struct Tower {
-    const ClipBlock *blocks;
+    const ClipDevBlock *blocks;
     int layers, C, M, NH, causal;
-    const float *lnf_w, *lnf_b; /* ln_final / ln_post */
+    const Tensor *lnf_w, *lnf_b; /* ln_final / ln_post */
 } Tower;
 
 static Tower tower_of(const ClipModel *m, int vision) {
     const ClipConfig *c = &m->cfg;
     if (vision)
-        return (Tower){m->vblocks, c->vision_layers, c->vision_width, c->vision_mlp,
-                       c->vision_heads, 0, m->ln_post_w, m->ln_post_b};
-    return (Tower){m->tblocks, c->text_layers, c->text_width, c->text_mlp, c->text_heads, 1,
-                   m->ln_final_w, m->ln_final_b};
+        return (Tower){m->dvblocks, c->vision_layers, c->vision_width, c->vision_mlp,
+                       c->vision_heads, 0, &m->d_ln_post_w, &m->d_ln_post_b};
+    return (Tower){m->dtblocks, c->text_layers, c->text_width, c->text_mlp, c->text_heads, 1,
+                   &m->d_ln_final_w, &m->d_ln_final_b};
 }
 
 int clip_model_n_states(const ClipModel *m, int vision, int layer) {
@@ -175,34 +200,55 @@ static void wanted_states(const ClipOutputs *o, int L, int *first, int *last) {
 
 /* Copy state I of the batch (x, B rows of T tokens) into O->hidden (batch offset applied by
  * the caller) at slot I - FIRST. */
-static void save_state(const ClipModel *m, const Tower *tw, Scratch *s, int B, int T,
-                       const ClipOutputs *o, int first, int last, int i) {
+static void save_state(const ClipModel *m, const Tower *tw, Scratch *s, const ClipOutputs *o,
+                       int first, int last, int i) {
     if (i < first || i > last)
         return;
-    int C = tw->C, n_states = last - first + 1;
-    const float *src = s->x;
+    int n_states = last - first + 1;
+    const Tensor *src = &s->x;
     if (o->final_ln) {
-        nn_layernorm_forward(s->h, s->mean, s->rstd, s->x, tw->lnf_w, tw->lnf_b, B * T, C,
-                             m->cfg.ln_eps);
-        src = s->h;
+        backend_layernorm_forward(s->be, &s->h, &s->mean, &s->rstd, &s->x, tw->lnf_w, tw->lnf_b,
+                                  m->cfg.ln_eps);
+        src = &s->h;
     }
-    size_t tc = (size_t)T * (size_t)C;
-    for (int b = 0; b < B; b++)
-        memcpy(o->hidden + ((size_t)b * n_states + (size_t)(i - first)) * tc, src + b * tc,
-               tc * sizeof(float));
+    size_t tc = (size_t)s->T * (size_t)s->C;
+    for (int b = 0; b < s->B; b++) {
+        Tensor r = rows(src, (int64_t)b * s->T, s->T);
+        download(s->be, o->hidden + ((size_t)b * n_states + (size_t)(i - first)) * tc, &r);
+    }
 }
 
 /* The blocks over s->x, saving the states asked for; all blocks if FULL, else only up to
  * the last state asked for. */
-static void run_tower(const ClipModel *m, const Tower *tw, Scratch *s, int B, int T,
-                      const ClipOutputs *o, int full) {
+static void run_tower(const ClipModel *m, const Tower *tw, Scratch *s, const ClipOutputs *o,
+                      int full) {
     int first, last;
     wanted_states(o, tw->layers, &first, &last);
     int upto = full ? tw->layers : last;
-    save_state(m, tw, s, B, T, o, first, last, 0);
+    save_state(m, tw, s, o, first, last, 0);
     for (int l = 0; l < upto; l++) {
-        block_forward(m, &tw->blocks[l], s, B, T, tw->C, tw->M, tw->NH, tw->causal);
-        save_state(m, tw, s, B, T, o, first, last, l + 1);
+        block_forward(m, &tw->blocks[l], s, tw->NH, tw->causal);
+        save_state(m, tw, s, o, first, last, l + 1);
+    }
+}
+
+/* The pooled rows (B, C) already in s->pool: final LayerNorm, projection, the outputs asked
+ * for downloaded; embeds L2-normalised. */
+static void pool_outputs(const ClipModel *m, Scratch *s, const Tower *tw, const Tensor *proj_w,
+                         const ClipOutputs *o, float *embeds, int project) {
+    Backend *be = s->be;
+    if (project) {
+        backend_layernorm_forward(be, &s->lnp, &s->mean_b, &s->rstd_b, &s->pool, tw->lnf_w,
+                                  tw->lnf_b, m->cfg.ln_eps);
+        backend_linear_forward(be, &s->proj, &s->lnp, proj_w, NULL);
+    }
+    if (o && o->pooled)
+        download(be, o->pooled, &s->lnp);
+    if (o && o->projected)
+        download(be, o->projected, &s->proj);
+    if (embeds) {
+        backend_l2norm_forward(be, &s->emb, NULL, &s->proj, 1e-12f);
+        download(be, embeds, &s->emb);
     }
 }
 
@@ -232,31 +278,32 @@ static ClipOutputs outputs_at(const ClipOutputs *o, size_t i, size_t hidden_row,
 
 /* One batch of B <= CLIP_BATCH images: O (may be NULL), EMBEDS (L2-normalised projected,
  * may be NULL), TOKENS (may be NULL). */
-static int vision_batch(const ClipModel *m, const float *pixels, int B, const ClipOutputs *o,
+static int vision_batch(const ClipModel *cm, const float *pixels, int B, const ClipOutputs *o,
                         float *embeds, float *tokens, Err *err) {
+    ClipModel *m = (ClipModel *)cm; /* the scratch block is the model's; the weights stay */
     const ClipConfig *c = &m->cfg;
     Tower tw = tower_of(m, 1);
     int C = c->vision_width, P = c->patch_size, S = c->image_size, G = S / P;
-    int NP = G * G, T = NP + 1, E = c->embed_dim, K = 3 * P * P;
+    int NP = G * G, T = NP + 1, E = c->embed_dim, K = 3 * P * P, N = B * T;
     Scratch s;
-    int rc = scratch_init(&s, B, T, C, c->vision_mlp, c->vision_heads, m->bf16, err);
+    int rc = scratch_init(m, &s, B, T, C, c->vision_mlp, c->vision_heads, (int64_t)B * NP, K,
+                          tokens != NULL, err);
     if (rc != 0)
         return rc;
+    Backend *be = m->be;
     size_t n_patch = (size_t)B * (size_t)NP * (size_t)K;
-    size_t n_out = (size_t)B * (size_t)T * (size_t)E;
-    float *extra = malloc((n_patch > n_out ? n_patch : n_out) * sizeof(float));
-    float *pooled = malloc((size_t)B * (size_t)(2 * C + E + 1) * sizeof(float));
-    if (!extra || !pooled) {
-        free(s.block);
-        free(extra);
-        free(pooled);
+    float *host = malloc(n_patch * sizeof(float));
+    int *idx = malloc((size_t)N * sizeof(int));
+    if (!host || !idx) {
+        free(host);
+        free(idx);
         return err_set(err, ERR_NOMEM, "clip: no memory for a batch of %d images", B);
     }
     /* patches (B*NP, 3*P*P) in the (channel, row, column) order of the conv weight */
     for (int b = 0; b < B; b++)
         for (int gy = 0; gy < G; gy++)
             for (int gx = 0; gx < G; gx++) {
-                float *row = extra + ((size_t)b * NP + (size_t)gy * G + gx) * (size_t)K;
+                float *row = host + ((size_t)b * NP + (size_t)gy * G + gx) * (size_t)K;
                 for (int ch = 0; ch < 3; ch++)
                     for (int py = 0; py < P; py++)
                         memcpy(row + ((size_t)ch * P + py) * P,
@@ -264,53 +311,41 @@ static int vision_batch(const ClipModel *m, const float *pixels, int B, const Cl
                                    (size_t)gx * P,
                                (size_t)P * sizeof(float));
             }
-    nn_linear_forward(s.h, extra, m->patch_w, NULL, B * NP, K, C); /* the conv as one GEMM */
-    for (int b = 0; b < B; b++) {
-        float *x = s.x + (size_t)b * T * C;
-        for (int i = 0; i < C; i++)
-            x[i] = m->class_emb[i] + m->pos_v[i];
-        for (int t = 1; t < T; t++) {
-            const float *pe = s.h + ((size_t)b * NP + (size_t)(t - 1)) * C;
-            const float *pos = m->pos_v + (size_t)t * C;
-            for (int i = 0; i < C; i++)
-                x[(size_t)t * C + i] = pe[i] + pos[i];
-        }
-    }
-    int N = B * T;
-    nn_layernorm_forward(s.x, s.mean, s.rstd, s.x, m->ln_pre_w, m->ln_pre_b, N, C, c->ln_eps);
+    Tensor hp = tensor_view_dtype(host, DTYPE_F32, 2, s.patches.shape);
+    backend_upload(be, &s.patches, &hp);
+    Tensor pe = rows(&s.h, 0, (int64_t)B * NP);
+    backend_linear_forward(be, &pe, &s.patches, &m->d_patch_w, NULL); /* the conv as a GEMM */
+    /* x[b, 0] = 0 and x[b, t] = patch t-1, then + (class + pos[0], pos[1..]) */
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            idx[b * T + t] = t == 0 ? -1 : b * NP + t - 1;
+    backend_gather_rows(be, &s.x, &pe, idx);
+    backend_add_rows(be, &s.x, &s.x, &m->d_pos_cls);
+    backend_layernorm_forward(be, &s.x, &s.mean, &s.rstd, &s.x, &m->d_ln_pre_w, &m->d_ln_pre_b,
+                              c->ln_eps);
     int need_pool = embeds || tokens || (o && (o->pooled || o->projected));
-    run_tower(m, &tw, &s, B, T, o, need_pool);
+    run_tower(m, &tw, &s, o, need_pool);
     if (need_pool) {
-        float *cls = pooled, *lnc = pooled + (size_t)B * C, *proj = pooled + 2 * (size_t)B * C;
-        float *norm = proj + (size_t)B * E;
+        for (int b = 0; b < B; b++)
+            idx[b] = b * T; /* the class tokens */
         if (tokens) { /* every token through ln_post and the projection */
-            nn_layernorm_forward(s.h, s.mean, s.rstd, s.x, m->ln_post_w, m->ln_post_b, N, C,
-                                 c->ln_eps);
-            nn_linear_forward(extra, s.h, m->proj_v, NULL, N, C, E);
+            backend_layernorm_forward(be, &s.h, &s.mean, &s.rstd, &s.x, &m->d_ln_post_w,
+                                      &m->d_ln_post_b, c->ln_eps);
+            backend_linear_forward(be, &s.tokp, &s.h, &m->d_proj_v, NULL);
+            backend_gather_rows(be, &s.lnp, &s.h, idx);
+            backend_gather_rows(be, &s.proj, &s.tokp, idx);
             for (int b = 0; b < B; b++) {
-                memcpy(lnc + (size_t)b * C, s.h + (size_t)b * T * C, (size_t)C * sizeof(float));
-                memcpy(proj + (size_t)b * E, extra + (size_t)b * T * E, (size_t)E * sizeof(float));
-                memcpy(tokens + (size_t)b * NP * E, extra + ((size_t)b * T + 1) * E,
-                       (size_t)NP * E * sizeof(float));
+                Tensor r = rows(&s.tokp, (int64_t)b * T + 1, NP);
+                download(be, tokens + (size_t)b * NP * E, &r);
             }
-        } else { /* the class tokens only */
-            for (int b = 0; b < B; b++)
-                memcpy(cls + (size_t)b * C, s.x + (size_t)b * T * C, (size_t)C * sizeof(float));
-            nn_layernorm_forward(lnc, s.mean, s.rstd, cls, m->ln_post_w, m->ln_post_b, B, C,
-                                 c->ln_eps);
-            nn_linear_forward(proj, lnc, m->proj_v, NULL, B, C, E);
+        } else {
+            backend_gather_rows(be, &s.pool, &s.x, idx);
         }
-        if (o && o->pooled)
-            memcpy(o->pooled, lnc, (size_t)B * C * sizeof(float));
-        if (o && o->projected)
-            memcpy(o->projected, proj, (size_t)B * E * sizeof(float));
-        if (embeds)
-            nn_l2norm_forward(embeds, norm, proj, B, E, 1e-12f);
+        pool_outputs(m, &s, &tw, &m->d_proj_v, o, embeds, !tokens);
     }
-    free(pooled);
-    free(extra);
-    free(s.block);
-    return 0;
+    free(idx);
+    free(host);
+    return synced(be, err);
 }
 
 static int vision_all(const ClipModel *m, const float *pixels, int n, const ClipOutputs *o,
@@ -366,11 +401,12 @@ static int pool_position(const ClipConfig *c, const int32_t *r) {
     return best;
 }
 
-static int text_batch(const ClipModel *m, const int32_t *ids, int B, const ClipOutputs *o,
+static int text_batch(const ClipModel *cm, const int32_t *ids, int B, const ClipOutputs *o,
                       float *embeds, Err *err) {
+    ClipModel *m = (ClipModel *)cm; /* the scratch block is the model's; the weights stay */
     const ClipConfig *c = &m->cfg;
     Tower tw = tower_of(m, 0);
-    int L = c->context_length, C = c->text_width, E = c->embed_dim;
+    int L = c->context_length, C = c->text_width;
     int *eot = xmalloc((size_t)B * sizeof(int));
     int T = 1;
     for (int b = 0; b < B; b++) {
@@ -390,38 +426,30 @@ static int text_batch(const ClipModel *m, const int32_t *ids, int B, const ClipO
     if (o && o->hidden)
         T = L;
     Scratch s;
-    int rc = scratch_init(&s, B, T, C, c->text_mlp, c->text_heads, m->bf16, err);
+    int rc = scratch_init(m, &s, B, T, C, c->text_mlp, c->text_heads, 0, 0, 0, err);
     if (rc != 0) {
         free(eot);
         return rc;
     }
+    Backend *be = m->be;
+    int *idx = xmalloc((size_t)B * (size_t)T * sizeof(int));
     for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            float *x = s.x + ((size_t)b * T + t) * C;
-            const float *pe = m->pos_t + (size_t)t * C;
-            token_row(m, ids[(size_t)b * L + t], x);
-            for (int i = 0; i < C; i++)
-                x[i] += pe[i];
-        }
+        for (int t = 0; t < T; t++)
+            idx[b * T + t] = ids[(size_t)b * L + t];
+    backend_gather_rows(be, &s.x, &m->d_tok_emb, idx); /* token embeddings (f32 or bf16) */
+    Tensor pos = rows(&m->d_pos_t, 0, T);
+    backend_add_rows(be, &s.x, &s.x, &pos);
     int need_pool = embeds || (o && (o->pooled || o->projected));
-    run_tower(m, &tw, &s, B, T, o, need_pool);
+    run_tower(m, &tw, &s, o, need_pool);
     if (need_pool) {
         for (int b = 0; b < B; b++)
-            memcpy(s.a + (size_t)b * C, s.x + ((size_t)b * T + eot[b]) * C,
-                   (size_t)C * sizeof(float));
-        nn_layernorm_forward(s.h, s.mean, s.rstd, s.a, m->ln_final_w, m->ln_final_b, B, C,
-                             c->ln_eps);
-        nn_linear_forward(s.qkv, s.h, m->proj_t, NULL, B, C, E);
-        if (o && o->pooled)
-            memcpy(o->pooled, s.h, (size_t)B * C * sizeof(float));
-        if (o && o->projected)
-            memcpy(o->projected, s.qkv, (size_t)B * E * sizeof(float));
-        if (embeds)
-            nn_l2norm_forward(embeds, s.mean, s.qkv, B, E, 1e-12f);
+            idx[b] = b * T + eot[b];
+        backend_gather_rows(be, &s.pool, &s.x, idx);
+        pool_outputs(m, &s, &tw, &m->d_proj_t, o, embeds, 1);
     }
-    free(s.block);
+    free(idx);
     free(eot);
-    return 0;
+    return synced(be, err);
 }
 
 static int text_all(const ClipModel *m, const int32_t *ids, int n, const ClipOutputs *o,
@@ -506,7 +534,7 @@ int clip_model_encode_image_files(const ClipModel *m, const char *const *paths, 
         int B = n - i < CLIP_BATCH ? n - i : CLIP_BATCH;
         memset(errs, 0, sizeof errs);
         PrepCtx p = {m, paths + i, mode, pixels, rcs, errs};
-        backend_cpu_parallel_for(B, 1, prep_range, &p); /* decode + resize in parallel */
+        backend_host_parallel_for(m->be, B, 1, prep_range, &p); /* decode + resize */
         for (int b = 0; b < B; b++)
             if (rcs[b] != 0) {
                 if (err)
@@ -555,7 +583,7 @@ int clip_model_encode_images(const ClipModel *m, const ClipImage *images, int n,
         int B = n - i < CLIP_BATCH ? n - i : CLIP_BATCH;
         memset(errs, 0, sizeof errs);
         PrepImgCtx p = {m, images + i, mode, pixels, rcs, errs};
-        backend_cpu_parallel_for(B, 1, prep_img_range, &p);
+        backend_host_parallel_for(m->be, B, 1, prep_img_range, &p);
         for (int b = 0; b < B; b++)
             if (rcs[b] != 0) {
                 if (err)

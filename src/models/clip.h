@@ -31,9 +31,18 @@
  * position: transformers' pooler_output) and the projected one (text_embeds /
  * image_embeds), for a batch in one call: the batch is one (B·T, C) matrix per GEMM.
  *
- * Threads: ops split work over the CPU pool the calling thread selected with
- * backend_cpu_use() (backend_cpu.h); none = one thread. A loaded ClipModel is read-only:
- * several threads may encode with it at once, each with its own pool.
+ * Backend: the forward passes run on the engine interface (backend.h) of the Backend the
+ * model was opened on (clip_model_open): its weights live there as Tensors (on the CPU the
+ * mapped / converted host memory itself, on CUDA copies uploaded once at load, f32 or bf16 as
+ * resident), and every op (GEMMs, LayerNorm, attention, GELU / QuickGELU, residual adds,
+ * embedding lookup, pooling, L2 normalisation) goes through its table. Image decoding and
+ * preprocessing, tokenizing and the patch rearrangement stay on the host and are uploaded.
+ * On the CPU backend the results are those of the engine's CPU ops (the AVX-512 linear kernel
+ * where the CPU has it), whatever its thread count.
+ *
+ * Threads: a ClipModel is used by one thread at a time (its Backend's rule); its activation
+ * scratch is kept between calls. clip_model_load / clip_model_load_weights open a CPU backend
+ * of one thread of their own; clip_model_open uses the caller's (more threads, or CUDA).
  */
 #ifndef EASEL_CLIP_H
 #define EASEL_CLIP_H
@@ -41,6 +50,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "clip_image.h"
 #include "clip_tokenizer.h"
 #include "err.h"
@@ -93,6 +103,11 @@ const char *clip_weights_name(ClipWeights w);
  * come from its folder). Errors name the file and tensor: ERR_NOTFOUND (no weights file, no
  * tokenizer), ERR_FORMAT (bad or truncated safetensors, missing or mis-shaped tensor,
  * unsupported architecture), ERR_NOMEM. Free with clip_model_free. */
+/* Load onto BE (borrowed: it must outlive the model): *out is the model, or NULL with the
+ * error returned. Errors as below, and the backend's (ERR_NOMEM / ERR_GPU) while uploading. */
+int clip_model_open(const char *path, ClipWeights weights, Backend *be, ClipModel **out,
+                    Err *err);
+/* As clip_model_open on a CPU backend of one thread that the model owns. */
 ClipModel *clip_model_load(const char *path, Err *err); /* CLIP_WEIGHTS_AUTO */
 ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *err);
 void clip_model_free(ClipModel *m); /* NULL allowed */
@@ -102,6 +117,7 @@ const ClipConfig *clip_model_config(const ClipModel *m);
 const ClipTokenizer *clip_model_tokenizer(const ClipModel *m);
 ClipLayout clip_model_layout(const ClipModel *m);
 const char *clip_model_weights_path(const ClipModel *m);
+Backend *clip_model_backend(const ClipModel *m);
 /* The resident dtype chosen at load: CLIP_WEIGHTS_F32 or CLIP_WEIGHTS_BF16. */
 ClipWeights clip_model_weights(const ClipModel *m);
 /* Where the architecture came from: "open_clip_config.json", "config.json" or "shapes". */
@@ -110,8 +126,8 @@ const char *clip_model_config_source(const ClipModel *m);
 /* Number of patch tokens per image: (S/P)^2. */
 int clip_model_n_patches(const ClipModel *m);
 
-/* Bytes of weights resident once everything was touched (mapped f32 + converted), and of
- * scratch an encode of a batch of B images / texts allocates. */
+/* Bytes of weights resident on the host once everything was touched (mapped + converted),
+ * and of activation scratch on the backend an encode of a batch of B images / texts needs. */
 size_t clip_model_weight_bytes(const ClipModel *m);
 size_t clip_model_scratch_bytes(const ClipModel *m, int batch);
 
@@ -119,7 +135,7 @@ size_t clip_model_scratch_bytes(const ClipModel *m, int batch);
 
 /* pixels (n, 3, S, S) preprocessed (clip_image_preprocess with the config's size, mean,
  * std) -> embeds (n, E) L2-normalised; tokens (n, n_patches, E) or NULL. Works in batches
- * of up to 16. Returns 0 or ERR_NOMEM. */
+ * of up to 16. Returns 0, ERR_NOMEM, or the backend's failure (ERR_GPU with its message). */
 int clip_model_encode_pixels(const ClipModel *m, const float *pixels, int n, float *embeds,
                              float *tokens, Err *err);
 

@@ -625,6 +625,17 @@ static void bind_all(Loader *ld, const Names *nm) {
     m->patch_w = tensor(ld, nm->patch, 4, dpatch);
     m->class_emb = t1(ld, nm->cls, Cv);
     m->pos_v = t2(ld, nm->pos_v, 1 + np, Cv);
+    if (m->pos_v && m->class_emb) { /* the class token's row, summed once */
+        m->pos_cls = own(m, (size_t)(1 + np) * (size_t)Cv);
+        if (!m->pos_cls) {
+            err_set(ld->err, ERR_NOMEM, "%s: no memory for the positional embedding", wname(m));
+            ld->failed = 1;
+            return;
+        }
+        memcpy(m->pos_cls, m->pos_v, (size_t)(1 + np) * (size_t)Cv * sizeof(float));
+        for (int i = 0; i < Cv; i++)
+            m->pos_cls[i] = m->class_emb[i] + m->pos_v[i];
+    }
     char n[128];
     snprintf(n, sizeof n, "%s.weight", nm->ln_pre);
     m->ln_pre_w = t1(ld, n, Cv);
@@ -704,11 +715,122 @@ const char *clip_weights_name(ClipWeights w) {
     return w == CLIP_WEIGHTS_BF16 ? "bf16" : w == CLIP_WEIGHTS_F32 ? "f32" : "auto";
 }
 
+/* ---- the weights on the backend ------------------------------------------------------------ */
+
+/* A tensor of host data H on m->be: a view on the CPU, an uploaded copy elsewhere. */
+static Tensor place(ClipModel *m, const void *h, DType dt, int nd, int64_t d0, int64_t d1) {
+    const int64_t shape[2] = {d0, d1};
+    Tensor host = tensor_view_dtype((void *)h, dt, nd, shape);
+    if (backend_kind(m->be) == BACKEND_CPU)
+        return host;
+    Tensor t = backend_tensor_new(m->be, dt, nd, shape);
+    if (!t.ptr)
+        return t;
+    if (m->n_dev_owned % 64 == 0)
+        m->dev_owned = xrealloc(m->dev_owned, (m->n_dev_owned + 64) * sizeof(void *));
+    m->dev_owned[m->n_dev_owned++] = t.ptr;
+    backend_upload(m->be, &t, &host);
+    return t;
+}
+
+/* Rows [r0, r0 + n) of a 2-D tensor, or elements of a 1-D one: a contiguous view. */
+static Tensor rows_of(const Tensor *t, int64_t r0, int64_t n) {
+    Tensor v = *t;
+    size_t row = t->n_dims == 2 ? (size_t)t->shape[1] : 1;
+    v.ptr = (char *)t->ptr + (size_t)r0 * row * dtype_size(t->dtype);
+    v.shape[0] = n;
+    return v;
+}
+
+static void place_block(ClipModel *m, const ClipBlock *b, ClipDevBlock *d, int C, int M) {
+    DType wd = m->bf16 ? DTYPE_BF16 : DTYPE_F32;
+    d->ln1_w = place(m, b->ln1_w, DTYPE_F32, 1, C, 1);
+    d->ln1_b = place(m, b->ln1_b, DTYPE_F32, 1, C, 1);
+    Tensor wqkv = place(m, b->wqkv, wd, 2, 3 * (int64_t)C, C);
+    Tensor bqkv = place(m, b->bqkv, DTYPE_F32, 1, 3 * (int64_t)C, 1);
+    d->wq = rows_of(&wqkv, 0, C), d->wk = rows_of(&wqkv, C, C), d->wv = rows_of(&wqkv, 2 * C, C);
+    d->bq = rows_of(&bqkv, 0, C), d->bk = rows_of(&bqkv, C, C), d->bv = rows_of(&bqkv, 2 * C, C);
+    d->wo = place(m, b->wo, wd, 2, C, C);
+    d->bo = place(m, b->bo, DTYPE_F32, 1, C, 1);
+    d->ln2_w = place(m, b->ln2_w, DTYPE_F32, 1, C, 1);
+    d->ln2_b = place(m, b->ln2_b, DTYPE_F32, 1, C, 1);
+    d->fc1_w = place(m, b->fc1_w, wd, 2, M, C);
+    d->fc1_b = place(m, b->fc1_b, DTYPE_F32, 1, M, 1);
+    d->fc2_w = place(m, b->fc2_w, wd, 2, C, M);
+    d->fc2_b = place(m, b->fc2_b, DTYPE_F32, 1, C, 1);
+}
+
+int clip_place_weights(ClipModel *m, Err *err) {
+    const ClipConfig *c = &m->cfg;
+    int Cv = c->vision_width, Ct = c->text_width, E = c->embed_dim, P = c->patch_size;
+    int64_t T = 1 + clip_model_n_patches(m);
+    m->d_patch_w = place(m, m->patch_w, DTYPE_F32, 2, Cv, 3 * (int64_t)P * P);
+    m->d_pos_cls = place(m, m->pos_cls, DTYPE_F32, 2, T, Cv);
+    m->d_ln_pre_w = place(m, m->ln_pre_w, DTYPE_F32, 1, Cv, 1);
+    m->d_ln_pre_b = place(m, m->ln_pre_b, DTYPE_F32, 1, Cv, 1);
+    m->dvblocks = xcalloc((size_t)c->vision_layers, sizeof(ClipDevBlock));
+    for (int i = 0; i < c->vision_layers; i++)
+        place_block(m, &m->vblocks[i], &m->dvblocks[i], Cv, c->vision_mlp);
+    m->d_ln_post_w = place(m, m->ln_post_w, DTYPE_F32, 1, Cv, 1);
+    m->d_ln_post_b = place(m, m->ln_post_b, DTYPE_F32, 1, Cv, 1);
+    m->d_proj_v = place(m, m->proj_v, DTYPE_F32, 2, E, Cv);
+    m->d_tok_emb = place(m, m->tok_emb, m->bf16 ? DTYPE_BF16 : DTYPE_F32, 2, c->vocab_size, Ct);
+    m->d_pos_t = place(m, m->pos_t, DTYPE_F32, 2, c->context_length, Ct);
+    m->dtblocks = xcalloc((size_t)c->text_layers, sizeof(ClipDevBlock));
+    for (int i = 0; i < c->text_layers; i++)
+        place_block(m, &m->tblocks[i], &m->dtblocks[i], Ct, c->text_mlp);
+    m->d_ln_final_w = place(m, m->ln_final_w, DTYPE_F32, 1, Ct, 1);
+    m->d_ln_final_b = place(m, m->ln_final_b, DTYPE_F32, 1, Ct, 1);
+    m->d_proj_t = place(m, m->proj_t, DTYPE_F32, 2, E, Ct);
+    Err e = {0};
+    if (backend_sync(m->be, &e) != 0)
+        return err_set(err, e.code, "%s: loading the weights onto %s: %s", m->weights_path,
+                       backend_name(m->be), e.msg);
+    return 0;
+}
+
 ClipModel *clip_model_load(const char *path, Err *err) {
     return clip_model_load_weights(path, CLIP_WEIGHTS_AUTO, err);
 }
 
 ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *err) {
+    Backend *be = NULL;
+    BackendConfig cfg = {1, 0};
+    if (backend_open("cpu", &cfg, &be, NULL, 0, err) != 0)
+        return NULL;
+    ClipModel *m = NULL;
+    if (clip_model_open(path, weights, be, &m, err) != 0) {
+        backend_close(be);
+        return NULL;
+    }
+    m->own_be = be;
+    return m;
+}
+
+static ClipModel *load_host(const char *path, ClipWeights weights, Err *err);
+
+int clip_model_open(const char *path, ClipWeights weights, Backend *be, ClipModel **out,
+                    Err *err) {
+    *out = NULL;
+    Err e = {0};
+    ClipModel *m = load_host(path, weights, &e);
+    if (m) {
+        m->be = be;
+        if (clip_place_weights(m, &e) != 0) {
+            clip_model_free(m);
+            m = NULL;
+        }
+    }
+    if (!m) {
+        if (err)
+            *err = e;
+        return e.code ? e.code : ERR_FORMAT;
+    }
+    *out = m;
+    return 0;
+}
+
+static ClipModel *load_host(const char *path, ClipWeights weights, Err *err) {
     ClipModel *m = xcalloc(1, sizeof *m);
     Loader ld = {m, err, 0};
     if (is_dir(path)) {
@@ -792,6 +914,15 @@ fail:
 void clip_model_free(ClipModel *m) {
     if (!m)
         return;
+    if (m->be) {
+        for (size_t i = 0; i < m->n_dev_owned; i++)
+            backend_free(m->be, m->dev_owned[i]);
+        backend_free(m->be, m->scratch);
+    }
+    free(m->dev_owned);
+    free(m->dvblocks);
+    free(m->dtblocks);
+    backend_close(m->own_be);
     for (size_t i = 0; i < m->n_owned; i++)
         free(m->owned[i]);
     free(m->owned);
@@ -810,6 +941,7 @@ ClipLayout clip_model_layout(const ClipModel *m) { return m->layout; }
 const char *clip_model_weights_path(const ClipModel *m) { return m->weights_path; }
 const char *clip_model_config_source(const ClipModel *m) { return m->config_source; }
 size_t clip_model_weight_bytes(const ClipModel *m) { return m->weight_bytes; }
+Backend *clip_model_backend(const ClipModel *m) { return m->be; }
 ClipWeights clip_model_weights(const ClipModel *m) {
     return m->bf16 ? CLIP_WEIGHTS_BF16 : CLIP_WEIGHTS_F32;
 }

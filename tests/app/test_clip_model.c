@@ -11,7 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend_cpu.h"
 #include "base.h"
 #include "clip.h"
 #include "fmt_safetensors.h"
@@ -118,21 +117,27 @@ Test(clip_model, hf_layout_bf16_matches_open_clip) {
 
 Test(clip_model, threads_give_the_same_embeddings) {
     Err err = {0};
-    ClipModel *m = clip_model_load(FIX "tiny_openclip", &err);
-    cr_assert(m, "%s", err.msg);
     int64_t n_px, n_emb;
     const float *pixels = support_st_f32(ref, "pixels", &n_px);
     support_st_f32(ref, "image_embeds", &n_emb);
-    float serial[48], pooled[48];
-    cr_assert_eq(clip_model_encode_pixels(m, pixels, 3, serial, NULL, &err), 0);
-    CpuPool *pool = backend_cpu_pool_new(3, &err);
-    cr_assert(pool, "%s", err.msg);
-    CpuPool *prev = backend_cpu_use(pool);
-    cr_assert_eq(clip_model_encode_pixels(m, pixels, 3, pooled, NULL, &err), 0);
-    backend_cpu_use(prev);
-    backend_cpu_pool_free(pool);
-    support_assert_close(pooled, serial, n_emb, 1e-6f, 0, "pool vs serial");
-    clip_model_free(m);
+    float out[2][48];
+    const char *texts[2] = {"a photo of a cat", "two dogs"};
+    float txt[2][32];
+    for (int i = 0; i < 2; i++) { /* a CPU backend of 1 thread, then of 3 */
+        Backend *be = NULL;
+        BackendConfig cfg = {i ? 3 : 1, 0};
+        cr_assert_eq(backend_open("cpu", &cfg, &be, NULL, 0, &err), 0, "%s", err.msg);
+        ClipModel *m = NULL;
+        cr_assert_eq(clip_model_open(FIX "tiny_openclip", CLIP_WEIGHTS_AUTO, be, &m, &err), 0,
+                     "%s", err.msg);
+        cr_assert_eq(clip_model_backend(m), be);
+        cr_assert_eq(clip_model_encode_pixels(m, pixels, 3, out[i], NULL, &err), 0);
+        cr_assert_eq(clip_model_encode_texts(m, texts, 2, txt[i], &err), 0);
+        clip_model_free(m);
+        backend_close(be);
+    }
+    cr_assert_eq(memcmp(out[0], out[1], sizeof out[0]), 0, "images: 3 threads vs 1 differ");
+    cr_assert_eq(memcmp(txt[0], txt[1], sizeof txt[0]), 0, "texts: 3 threads vs 1 differ");
 }
 
 /* ---- broken folders ------------------------------------------------------------------------ */

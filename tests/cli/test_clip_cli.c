@@ -175,10 +175,48 @@ Test(clip_cli, embed_weights_option) {
     free(out32), free(err);
     /* as an encoder, bf16 weights are another name (cache key); options in either order */
     Err e = {0};
-    Encoder *enc = clip_encoder_open(FIX "tiny_openclip,bf16,squash", NULL, &e);
+    Encoder *enc = clip_encoder_open(FIX "tiny_openclip,bf16,squash", NULL, NULL, &e);
     cr_assert(enc, "%s", e.msg);
     cr_assert_str_eq(enc->name, "clip:" FIX "tiny_openclip,squash,bf16");
     encoder_free(enc);
+}
+
+/* --device: the CPU by name, CUDA (on a machine without a GPU: one line, then the CPU), bad
+ * names, and the option refused for encoders that do not run on the engine. */
+Test(clip_cli, embed_device_option) {
+    const char *args = "embed --encoder clip:" FIX "tiny_openclip --text 'a photo of a cat' "
+                       "--image " FIX "images/rgb_300x200.png";
+    char cmd[512], *cpu, *dflt, *cuda, *err;
+    snprintf(cmd, sizeof cmd, "%s --device cpu --threads 2", args);
+    cr_assert_eq(run(cmd, &cpu, &err), 0, "%s", err);
+    cr_assert_str_eq(err, "", "the CPU asked for by name says nothing");
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s --threads 1", args); /* default auto */
+    cr_assert_eq(run(cmd, &dflt, &err), 0, "%s", err);
+    cr_assert_str_eq(err, "", "auto says nothing when it picks the CPU");
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s --device cuda", args);
+    cr_assert_eq(run(cmd, &cuda, &err), 0, "%s", err);
+    if (err[0]) { /* no GPU here (or no CUDA in this build): one line, then the CPU's result */
+        cr_assert(!strncmp(err, "easel: cuda: ", 13) && strstr(err, "running on the CPU") &&
+                  strchr(err, '\n') == err + strlen(err) - 1, "%s", err);
+        cr_assert_str_eq(cuda, cpu);
+        cr_assert_str_eq(dflt, cpu, "auto on a machine without a GPU is the CPU");
+    }
+    free(err), free(cpu), free(dflt), free(cuda);
+    const char *bad[] = {"tpu", "cuda:", "cuda:x", "cuda:-1", "cuda:256", "CPU"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *out;
+        snprintf(cmd, sizeof cmd, "%s --device '%s'", args, bad[i]);
+        cr_assert_eq(run(cmd, &out, &err), 2, "--device %s", bad[i]);
+        cr_assert(strstr(err, "--device is auto, cpu, cuda or cuda:N"), "%s", err);
+        cr_assert_str_eq(out, "");
+        free(out), free(err);
+    }
+    char *out;
+    cr_assert_eq(run("embed --encoder classic --text x --device cpu", &out, &err), 2);
+    cr_assert(strstr(err, "--device applies to clip encoders only"), "%s", err);
+    free(out), free(err);
 }
 
 Test(clip_cli, store_models_table) {

@@ -19,6 +19,7 @@
 #include "kern_emulate.h"
 #include "tensor.h"
 #include "nn_activation.h"
+#include "nn_elementwise.h"
 #include "nn_flash.h"
 #include "nn_diffusion.h"
 #include "nn_dropout.h"
@@ -625,18 +626,77 @@ static int check_scale_add(Why *w) {
     enum { n = 300 };
     float *x = rnd(n), *y = rnd(n), out[n], want[n];
     Err err = {0};
-    EwArgs a = {out, x, NULL, n, 0.37f};
+    EwArgs a = {out, x, n, 0.37f};
     int rc = ran(w, scale_fwd_run(&a, &err), &err);
     nn_scale_forward(want, x, 0.37f, n);
     if (!rc)
         rc = close_to(w, "scale out", out, want, n, 0, 0);
-    EwArgs b = {out, x, y, n, 0.0f};
+    AddArgs b = {out, x, y, n, 0};
     if (!rc)
         rc = ran(w, add_fwd_run(&b, &err), &err);
     nn_add_forward(want, x, y, n);
     if (!rc)
         rc = close_to(w, "add out", out, want, n, 0, 0);
     free(x), free(y);
+    return rc;
+}
+
+/* ---- ops of CLIP (gpu/kern_clip.h) ------------------------------------------------------- */
+
+static int check_clip(Why *w) {
+    enum { N = 12, T = 4, C = 40, V = 6, M = 5 };
+    float *a = rnd(N * C), *b = rnd(N * C), *pos = rnd(T * C), out[N * C], want[N * C];
+    Err err = {0};
+    AddArgs same = {out, a, b, N * C, 0}, rows = {out, a, pos, N * C, T * C};
+    int rc = ran(w, add_fwd_run(&same, &err), &err);
+    nn_add_forward(want, a, b, N * C);
+    if (!rc)
+        rc = close_to(w, "add", out, want, N * C, 0, 0);
+    if (!rc)
+        rc = ran(w, add_fwd_run(&rows, &err), &err);
+    for (int n = 0; n < N; n++)
+        nn_add_forward(want + n * C, a + n * C, pos + (n % T) * C, C);
+    if (!rc)
+        rc = close_to(w, "add rows", out, want, N * C, 0, 0);
+    static const int idx[M] = {5, -1, 0, 2, 5};
+    float *tab = rnd(V * C), g[M * C], gw[M * C];
+    uint16_t half[V * C];
+    for (int dt = DTYPE_F32; dt <= DTYPE_BF16 && !rc; dt++) {
+        float tr[V * C];
+        const void *src = tab;
+        memcpy(tr, tab, sizeof tr);
+        if (dt != DTYPE_F32) {
+            dtype_from_f32(half, (DType)dt, tab, V * C);
+            dtype_to_f32(tr, half, (DType)dt, V * C);
+            src = half;
+        }
+        for (int m = 0; m < M; m++)
+            for (int i = 0; i < C; i++)
+                gw[m * C + i] = idx[m] < 0 ? 0.0f : tr[idx[m] * C + i];
+        GatherArgs ga = {g, src, idx, M, C, dt};
+        rc = ran(w, gather_rows_run(&ga, &err), &err);
+        if (!rc)
+            rc = close_to(w, "gather rows", g, gw, M * C, 0, 0);
+    }
+    float nr[N], nw[N];
+    for (int i = 0; i < C; i++) /* one row below eps */
+        a[3 * C + i] = 1e-9f;
+    int Cs[2] = {C, 300}; /* one warp, and a block of 128 threads */
+    for (int k = 0; k < 2 && !rc; k++) {
+        float *x = rnd((long)N * Cs[k]), *o = malloc(sizeof(float) * N * Cs[k]);
+        float *ow = malloc(sizeof(float) * N * Cs[k]);
+        if (k == 0)
+            memcpy(x, a, sizeof(float) * N * C);
+        L2NormArgs la = {o, nr, x, N, Cs[k], 1e-6f};
+        rc = ran(w, l2norm_fwd_run(&la, &err), &err);
+        nn_l2norm_forward(ow, nw, x, N, Cs[k], 1e-6f);
+        if (!rc)
+            rc = close_to(w, "l2norm out", o, ow, (long)N * Cs[k], 1e-6, 1e-5);
+        if (!rc)
+            rc = close_to(w, "l2norm norm", nr, nw, N, 1e-6, 1e-5);
+        free(x), free(o), free(ow);
+    }
+    free(a), free(b), free(pos), free(tab);
     return rc;
 }
 
@@ -668,6 +728,7 @@ static const Check checks[] = {
     /* ops of the reward model */
     {"dropout (forward, backward) vs nn_dropout_*", check_dropout},
     {"scale, add vs nn_scale_forward, nn_add_forward", check_scale_add},
+    {"ops of CLIP (add, gather_rows, l2norm) vs nn_add/nn_l2norm and tensor_half", check_clip},
 };
 
 static void run_check(int i) {
@@ -695,6 +756,7 @@ Test(gpu_kernels, conv2d_im2col) { run_check(15); }
 Test(gpu_kernels, attention) { run_check(16); }
 Test(gpu_kernels, dropout_same_mask_as_the_cpu) { run_check(17); }
 Test(gpu_kernels, scale_add) { run_check(18); }
+Test(gpu_kernels, clip_ops) { run_check(19); }
 
 /* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
 

@@ -445,6 +445,46 @@ static void case_reward_ops(Ctx *c) {
     expect(c, "add", ty, xs);
 }
 
+/* ---- ops of CLIP: add, add_rows, gather_rows, l2norm (forward only) ----------------------- */
+
+static void case_clip_ops(Ctx *c) {
+    int B = 3, T = 4, C = 10, N = B * T, V = 7;
+    float *a = H(c, N * C), *b = H(c, N * C), *pos = H(c, T * C), *ref = H(c, N * C);
+    Tensor *ta = DF(a, N, C), *tb = DF(b, N, C), *tp = DF(pos, T, C), *to = DF(ref, N, C);
+    nn_add_forward(ref, a, b, (size_t)N * C);
+    backend_add(c->be, to, ta, tb);
+    expect(c, "add", to, ref);
+    backend_add(c->be, ta, ta, tb); /* in place, as the residual stream */
+    expect(c, "add in place", ta, ref);
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < C; i++)
+            ref[n * C + i] = b[n * C + i] + pos[(n % T) * C + i];
+    backend_add_rows(c->be, to, tb, tp);
+    expect(c, "add_rows", to, ref);
+    static const int idx[5] = {6, -1, 0, 3, 6};
+    for (int dt = DTYPE_F32; dt <= DTYPE_BF16; dt++) {
+        float *tab = H(c, V * C), *g = H(c, 5 * C);
+        float *tr = Hround(c, tab, V * C, (DType)dt);
+        Tensor *tt = DT(tab, (DType)dt, V, C), *tg = DF(g, 5, C);
+        for (int m = 0; m < 5; m++)
+            for (int i = 0; i < C; i++)
+                g[m * C + i] = idx[m] < 0 ? 0.0f : tr[idx[m] * C + i];
+        backend_gather_rows(c->be, tg, tt, idx);
+        expect(c, "gather_rows", tg, g);
+    }
+    float *x = H(c, N * C), *nr = H(c, N), *l2 = H(c, N * C);
+    x[5 * C + 3] = 40.0f; /* rows of different norms; one tiny row meets eps */
+    for (int i = 0; i < C; i++)
+        x[7 * C + i] = 1e-9f;
+    Tensor *tx = DF(x, N, C), *tn = DF(nr, N), *tl = DF(l2, N, C);
+    nn_l2norm_forward(l2, nr, x, N, C, 1e-6f);
+    backend_l2norm_forward(c->be, tl, tn, tx, 1e-6f);
+    expect(c, "l2norm_forward", tl, l2);
+    expect(c, "l2norm_forward norm", tn, nr);
+    backend_l2norm_forward(c->be, tx, NULL, tx, 1e-6f); /* in place, no norm */
+    expect(c, "l2norm_forward in place", tx, l2);
+}
+
 /* Every case on be; returns the mismatching elements. */
 static int run_all_cases(Backend *be, int quiet) {
     Ctx c;
@@ -484,6 +524,7 @@ static int run_all_cases(Backend *be, int quiet) {
     case_adamw(&c);
     ctx_free(&c);
     case_reward_ops(&c);
+    case_clip_ops(&c); /* ops of CLIP */
     ctx_free(&c);
     return c.bad;
 }
@@ -949,11 +990,15 @@ Test(nn_backend_ops, open_by_name_and_fallback) {
     const char *specs[3] = {"auto", "cuda", "cuda:1"};
     for (int i = 0; i < 3; i++) {
         int rc = backend_open(specs[i], NULL, &be, note, sizeof note, &err);
-        if (n == 0) { /* no GPU: the CPU, and one line saying why */
+        if (n == 0) { /* no GPU: the CPU, and one line saying why when cuda was asked for */
             cr_expect_eq(rc, 0, "%s: %s", specs[i], err.msg);
             cr_expect_eq(backend_kind(be), BACKEND_CPU);
-            cr_expect(strncmp(note, specs[i], strlen(specs[i])) == 0 &&
-                      strstr(note, "running on the CPU") && !strchr(note, '\n'), "%s", note);
+            if (i == 0)
+                cr_expect_str_eq(note, "", "auto means what the machine has: nothing to say");
+            else
+                cr_expect(strncmp(note, specs[i], strlen(specs[i])) == 0 &&
+                          strstr(note, "running on the CPU") && !strchr(note, '\n'), "%s",
+                          note);
             backend_close(be);
         } else if (i < 2 || n > 1) {
             cr_expect_eq(rc, 0, "%s: %s", specs[i], err.msg);
@@ -1455,5 +1500,19 @@ Test(nn_backend_ops, half_activations_where_not_allowed_are_refused_by_name) {
     backend_tensor_free(be, &bh);
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         backend_tensor_free(be, all[i]);
+    backend_close(be);
+}
+
+/* ops of CLIP: the front end refuses a gather index outside the table. */
+Test(nn_backend_ops, gather_rows_refuses_an_index_outside_the_table) {
+    Backend *be = open_cpu(1);
+    float tab[6] = {0}, out[4];
+    Tensor t = tensor_view_dtype(tab, DTYPE_F32, 2, (const int64_t[]){3, 2});
+    Tensor o = tensor_view_dtype(out, DTYPE_F32, 2, (const int64_t[]){2, 2});
+    static const int bad[2] = {1, 3};
+    backend_gather_rows(be, &o, &t, bad);
+    Err err = {0};
+    cr_assert_eq(backend_sync(be, &err), ERR_USAGE);
+    cr_expect(strstr(err.msg, "gather_rows: idx[1] is 3, outside -1..2"), "%s", err.msg);
     backend_close(be);
 }

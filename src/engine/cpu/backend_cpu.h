@@ -38,6 +38,11 @@ CpuPool *backend_cpu_use(CpuPool *pool);
 /* As backend_cpu_use, but touches no process-wide state (OpenBLAS's thread count is left as
  * the program set it): what a Backend does around each op. Returns the previous choice. */
 CpuPool *backend_cpu_bind(CpuPool *pool);
+/* For a program's main() only (it changes process-wide state; library code never calls it):
+ * OpenBLAS to one thread, because the engine splits its work over its own pools and some ops
+ * (nn_flash's tiles) call sgemm from inside them, where a threaded OpenBLAS spins and
+ * contends (ViT-L/14 images: 15-18 % more CPU time). backend_cpu_use does the same. */
+void backend_cpu_blas_single_thread(void);
 /* The calling thread's pool, or NULL. */
 CpuPool *backend_cpu_current(void);
 /* OpenBLAS's own threads off (openblas_set_num_threads(1), process-wide): for a PROGRAM whose

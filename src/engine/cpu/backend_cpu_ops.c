@@ -20,6 +20,7 @@
 #include "backend_cpu.h"
 #include "base.h"
 #include "nn_activation.h"
+#include "nn_clip.h"
 #include "nn_dropout.h"
 #include "nn_elementwise.h"
 #include "nn_flash.h"
@@ -156,6 +157,13 @@ static void cpu_convert(Backend *be, CT *dst, CT *src) {
 /* out (N,OC) = inp·wᵀ + bias on f32 rows; w of any dtype (widened per LINEAR_TILE rows). */
 static void linear_fwd_rows(Backend *be, float *out, const float *inp, CT *w, const float *b,
                             int N, int C, int OC) {
+    if (nn_clip_linear_avx512() && w->dtype != DTYPE_F16) {
+        /* the AVX-512 kernel (nn_clip.h): f32, or bf16 widened while packing; each output one
+         * FMA chain in k order whatever the thread count */
+        nn_clip_linear_forward(out, inp, w->dtype == DTYPE_F32 ? F(w) : NULL,
+                               w->dtype == DTYPE_BF16 ? w->ptr : NULL, b, NULL, N, C, OC);
+        return;
+    }
     if (w->dtype == DTYPE_F32) {
         nn_linear_forward(out, inp, F(w), b, N, C, OC);
         return;
@@ -388,14 +396,34 @@ static void cpu_softmax_backward(Backend *be, CT *dinp, CT *dout, CT *out) {
 
 /* ---- pointwise ------------------------------------------------------------------------------ */
 
+/* GELU (erf) and QuickGELU forward: nn_clip.h's vectorised forms (within 3e-7·|x| and 1e-6
+ * relative of the libm ones; erff alone was a third of a CLIP block), split over the pool. */
+typedef struct FastAct {
+    float *out;
+    const float *inp;
+    int quick;
+} FastAct;
+
+static void fast_act_range(void *ctx, int64_t b, int64_t e) {
+    const FastAct *a = ctx;
+    if (a->quick)
+        nn_clip_quickgelu_forward(a->out + b, a->inp + b, (size_t)(e - b));
+    else
+        nn_clip_gelu_forward(a->out + b, a->inp + b, (size_t)(e - b));
+}
+
+static void fast_act(float *out, const float *inp, size_t n, int quick) {
+    FastAct a = {out, inp, quick};
+    backend_cpu_parallel_for((int64_t)n, 16384, fast_act_range, &a);
+}
+
 static void act_rows(float *out, const float *inp, size_t n, BackendAct act) {
     if (act == BACKEND_ACT_SILU)
         nn_silu_forward(out, inp, n);
-    else if (act == BACKEND_ACT_QUICKGELU)
-        nn_quickgelu_forward(out, inp, n);
+    else if (act == BACKEND_ACT_QUICKGELU || act == BACKEND_ACT_GELU)
+        fast_act(out, inp, n, act == BACKEND_ACT_QUICKGELU);
     else
-        nn_gelu_mode_forward(out, inp, n,
-                             act == BACKEND_ACT_GELU_TANH ? NN_GELU_TANH : NN_GELU_ERF);
+        nn_gelu_mode_forward(out, inp, n, NN_GELU_TANH);
 }
 
 static void act_rows_backward(float *dinp, const float *dout, const float *inp, size_t n,
@@ -756,6 +784,39 @@ static void cpu_add(Backend *be, CT *out, CT *a, CT *b) {
     UNBIND;
 }
 
+/* ---- ops of CLIP ---------------------------------------------------------------------------- */
+
+static void cpu_add_rows(Backend *be, CT *out, CT *inp, CT *rows) {
+    (void)be;
+    size_t blk = N_(rows), n = N_(inp);
+    for (size_t i = 0; i < n; i += blk)
+        nn_add_forward(F(out) + i, F(inp) + i, F(rows), blk);
+}
+
+static void cpu_gather_rows(Backend *be, CT *out, CT *table, const int *idx) {
+    (void)be;
+    size_t C = (size_t)table->shape[1], es = dtype_size(table->dtype);
+    for (int64_t m = 0; m < out->shape[0]; m++) {
+        float *o = F(out) + (size_t)m * C;
+        const void *src = (const char *)table->ptr + (size_t)(idx[m] < 0 ? 0 : idx[m]) * C * es;
+        if (idx[m] < 0)
+            memset(o, 0, C * sizeof(float));
+        else if (table->dtype == DTYPE_F32)
+            memcpy(o, src, C * sizeof(float));
+        else
+            dtype_to_f32(o, src, table->dtype, C);
+    }
+}
+
+static void cpu_l2norm_forward(Backend *be, CT *out, CT *norm, CT *inp, float eps) {
+    int N = (int)inp->shape[0], C = (int)inp->shape[1];
+    size_t mark = backend_mark(be);
+    float *nr = norm ? F(norm) : scratch(be, (size_t)(N ? N : 1));
+    if (nr)
+        nn_l2norm_forward(F(out), nr, F(inp), N, C, eps);
+    backend_reset(be, mark);
+}
+
 const BackendOps backend_cpu_ops = {
     .name = "cpu",
     .close = cpu_close,
@@ -801,6 +862,10 @@ const BackendOps backend_cpu_ops = {
     .dropout_backward = cpu_dropout_backward,
     .scale = cpu_scale,
     .add = cpu_add,
+    /* ops of CLIP (add: above) */
+    .add_rows = cpu_add_rows,
+    .gather_rows = cpu_gather_rows,
+    .l2norm_forward = cpu_l2norm_forward,
 };
 
 int backend_cpu_open(const BackendConfig *cfg, Backend **out, Err *err) {
