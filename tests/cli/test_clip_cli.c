@@ -209,7 +209,7 @@ Test(clip_cli, embed_device_option) {
         char *out;
         snprintf(cmd, sizeof cmd, "%s --device '%s'", args, bad[i]);
         cr_assert_eq(run(cmd, &out, &err), 2, "--device %s", bad[i]);
-        cr_assert(strstr(err, "--device is auto, cpu, cuda or cuda:N"), "%s", err);
+        cr_assert(strstr(err, "embed: --device: ") && strstr(err, "auto, cpu, cuda or cuda:N"), "%s", err);
         cr_assert_str_eq(out, "");
         free(out), free(err);
     }
