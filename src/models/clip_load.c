@@ -352,11 +352,46 @@ static int64_t dim(Loader *ld, const char *name, int i) {
     return t && i < t->n_dim ? t->shape[i] : -1;
 }
 
+static void shapes_defaults(ClipConfig *c) {
+    c->quick_gelu = 0;
+    c->eos_token_id = -1;
+    c->ln_eps = 1e-5f;
+    for (int i = 0; i < 3; i++) {
+        c->mean[i] = clip_image_mean[i];
+        c->std[i] = clip_image_std[i];
+    }
+    c->resize = CLIP_RESIZE_SHORTEST;
+}
+
+/* A text tower alone (Hugging Face CLIPTextModel / CLIPTextModelWithProjection): the text
+ * fields; embed_dim 0 when there is no projection. */
+static int shapes_text_only(Loader *ld, const Names *nm, ClipConfig *c) {
+    char name[256];
+    memset(c, 0, sizeof *c);
+    c->embed_dim = find(ld, nm->proj_t) ? (int)dim(ld, nm->proj_t, 0) : 0;
+    c->vocab_size = (int)dim(ld, nm->tok, 0);
+    c->text_width = (int)dim(ld, nm->tok, 1);
+    c->context_length = (int)dim(ld, nm->pos_t, 0);
+    c->text_layers = count_layers(ld, nm->tblock, nm->ln1);
+    snprintf(name, sizeof name, "%s0.%s.weight", nm->tblock, nm->fc1);
+    c->text_mlp = (int)dim(ld, name, 0);
+    if (c->vocab_size <= 0 || c->text_width <= 0 || c->context_length <= 0 ||
+        c->text_layers == 0 || c->text_mlp <= 0)
+        return err_set(ld->err, ERR_FORMAT, "%s: not a CLIP text model: missing or odd tensors "
+                       "among '%s', '%s', '%s0.*'", wname(ld->m), nm->tok, nm->pos_t,
+                       nm->tblock);
+    c->text_heads = c->text_width % 64 == 0 ? c->text_width / 64 : 0;
+    shapes_defaults(c);
+    return 0;
+}
+
 /* The architecture the tensors imply, heads from OpenCLIP's 64-wide default. */
 static int shapes_config(Loader *ld, const Names *nm, ClipConfig *c) {
     ClipModel *m = ld->m;
     int hf = m->layout == CLIP_LAYOUT_HF;
     char name[256];
+    if (m->text_only)
+        return shapes_text_only(ld, nm, c);
     c->vision_width = (int)dim(ld, nm->patch, 0);
     c->patch_size = (int)dim(ld, nm->patch, 2);
     int64_t n_pos = dim(ld, nm->pos_v, 0);
@@ -387,14 +422,7 @@ static int shapes_config(Loader *ld, const Names *nm, ClipConfig *c) {
     c->image_size = side * c->patch_size;
     c->vision_heads = c->vision_width % 64 == 0 ? c->vision_width / 64 : 0;
     c->text_heads = c->text_width % 64 == 0 ? c->text_width / 64 : 0;
-    c->quick_gelu = 0;
-    c->eos_token_id = -1;
-    c->ln_eps = 1e-5f;
-    for (int i = 0; i < 3; i++) {
-        c->mean[i] = clip_image_mean[i];
-        c->std[i] = clip_image_std[i];
-    }
-    c->resize = CLIP_RESIZE_SHORTEST;
+    shapes_defaults(c);
     return 0;
 }
 
@@ -499,6 +527,23 @@ static int hf_act(Loader *ld, const char *path, json_t *o, int dflt, int *quick)
     return 0;
 }
 
+/* The text fields of a Hugging Face config (T: CLIPTextConfig; ROOT: the file's top level,
+ * for projection_dim). */
+static int hf_text_config(Loader *ld, const char *path, json_t *t, json_t *root, ClipConfig *c) {
+    if (c->embed_dim > 0) /* only with a projection, whose shape says it too */
+        c->embed_dim = jint(root, "projection_dim", jint(t, "projection_dim", c->embed_dim));
+    c->context_length = jint(t, "max_position_embeddings", c->context_length);
+    c->vocab_size = jint(t, "vocab_size", c->vocab_size);
+    c->text_width = jint(t, "hidden_size", c->text_width);
+    c->text_layers = jint(t, "num_hidden_layers", c->text_layers);
+    c->text_heads = jint(t, "num_attention_heads", c->text_heads);
+    c->text_mlp = jint(t, "intermediate_size", c->text_mlp);
+    int eos = jint(t, "eos_token_id", 2);
+    c->eos_token_id = eos == 2 ? -1 : eos;
+    c->ln_eps = (float)jnum(t, "layer_norm_eps", c->ln_eps);
+    return hf_act(ld, path, t, 1, &c->quick_gelu);
+}
+
 /* Hugging Face config.json (CLIPModel). */
 static int hf_config(Loader *ld, const char *path, ClipConfig *c) {
     json_error_t je;
@@ -507,6 +552,10 @@ static int hf_config(Loader *ld, const char *path, ClipConfig *c) {
         return err_set(ld->err, ERR_FORMAT, "%s:%d: %s", path, je.line, je.text);
     int rc = 0;
     json_t *v = json_object_get(root, "vision_config"), *t = json_object_get(root, "text_config");
+    if (ld->m->text_only) { /* CLIPTextConfig at the top level, or a CLIPModel's text_config */
+        rc = hf_text_config(ld, path, json_is_object(t) ? t : root, root, c);
+        goto out;
+    }
     if (!json_is_object(v) || !json_is_object(t)) {
         rc = err_set(ld->err, ERR_FORMAT, "%s: no \"vision_config\" and \"text_config\" (not a "
                      "CLIPModel config)", path);
@@ -555,6 +604,13 @@ static void hf_preprocess(const char *path, ClipConfig *c) {
 
 static int check_config(Loader *ld, const ClipConfig *c) {
     const char *src = ld->m->config_source;
+    if (ld->m->text_only) {
+        if (c->text_heads <= 0 || c->text_width % c->text_heads != 0)
+            return err_set(ld->err, ERR_FORMAT, "%s: cannot tell the text heads from %s (width "
+                           "%d is not a multiple of 64): put config.json beside the weights",
+                           ld->m->dir, src, c->text_width);
+        return 0;
+    }
     if (c->vision_heads <= 0 || c->vision_width % c->vision_heads != 0)
         return err_set(ld->err, ERR_FORMAT, "%s: cannot tell the vision heads from %s (width %d "
                        "is not a multiple of 64): put open_clip_config.json or config.json "
@@ -620,12 +676,14 @@ static void bind_all(Loader *ld, const Names *nm) {
     const ClipConfig *c = &m->cfg;
     int hf = m->layout == CLIP_LAYOUT_HF;
     int Cv = c->vision_width, Ct = c->text_width, E = c->embed_dim, P = c->patch_size;
+    char n[128];
+    if (m->text_only)
+        goto text;
     int64_t np = (int64_t)(c->image_size / P) * (c->image_size / P);
     int64_t dpatch[4] = {Cv, 3, P, P};
     m->patch_w = tensor(ld, nm->patch, 4, dpatch);
     m->class_emb = t1(ld, nm->cls, Cv);
     m->pos_v = t2(ld, nm->pos_v, 1 + np, Cv);
-    char n[128];
     snprintf(n, sizeof n, "%s.weight", nm->ln_pre);
     m->ln_pre_w = t1(ld, n, Cv);
     snprintf(n, sizeof n, "%s.bias", nm->ln_pre);
@@ -638,6 +696,7 @@ static void bind_all(Loader *ld, const Names *nm) {
     snprintf(n, sizeof n, "%s.bias", nm->ln_post);
     m->ln_post_b = t1(ld, n, Cv);
     m->proj_v = hf ? t2(ld, nm->proj_v, E, Cv) : t2_transposed(ld, nm->proj_v, Cv, E);
+text:;
     int64_t dtok[2] = {c->vocab_size, Ct};
     m->tok_emb = wtensor(ld, 2, dtok, "%s", nm->tok);
     m->pos_t = t2(ld, nm->pos_t, c->context_length, Ct);
@@ -648,11 +707,12 @@ static void bind_all(Loader *ld, const Names *nm) {
     m->ln_final_w = t1(ld, n, Ct);
     snprintf(n, sizeof n, "%s.bias", nm->ln_final);
     m->ln_final_b = t1(ld, n, Ct);
-    m->proj_t = hf ? t2(ld, nm->proj_t, E, Ct) : t2_transposed(ld, nm->proj_t, Ct, E);
+    if (!m->text_only || E > 0)
+        m->proj_t = hf ? t2(ld, nm->proj_t, E, Ct) : t2_transposed(ld, nm->proj_t, Ct, E);
     /* more blocks in the file than the architecture says: the config does not fit */
     const char *fmts[2] = {nm->vblock, nm->tblock};
     int counts[2] = {c->vision_layers, c->text_layers};
-    for (int i = 0; i < 2 && !ld->failed; i++) {
+    for (int i = m->text_only; i < 2 && !ld->failed; i++) {
         char p[200];
         snprintf(p, sizeof p, "%s%d.", fmts[i], counts[i]);
         if (has(ld, "%s%s.weight", p, nm->ln1)) {
@@ -708,7 +768,7 @@ ClipModel *clip_model_load(const char *path, Err *err) {
     return clip_model_load_weights(path, CLIP_WEIGHTS_AUTO, err);
 }
 
-ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *err) {
+static ClipModel *load(const char *path, const char *tok_dir, ClipWeights weights, Err *err) {
     ClipModel *m = xcalloc(1, sizeof *m);
     Loader ld = {m, err, 0};
     if (is_dir(path)) {
@@ -735,9 +795,14 @@ ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *e
     } else if (find(&ld, names_hf.patch)) {
         m->layout = CLIP_LAYOUT_HF;
         nm = &names_hf;
+    } else if (find(&ld, names_hf.tok)) { /* CLIPTextModel[WithProjection]: text alone */
+        m->layout = CLIP_LAYOUT_HF;
+        m->text_only = 1;
+        nm = &names_hf;
     } else {
-        err_set(err, ERR_FORMAT, "%s: neither '%s' (OpenCLIP) nor '%s' (Hugging Face): not a "
-                "CLIP ViT checkpoint", m->weights_path, names_openclip.patch, names_hf.patch);
+        err_set(err, ERR_FORMAT, "%s: neither '%s' (OpenCLIP) nor '%s' (Hugging Face) nor "
+                "'%s' (a text model): not a CLIP checkpoint", m->weights_path,
+                names_openclip.patch, names_hf.patch, names_hf.tok);
         goto fail;
     }
     m->config_source = "shapes";
@@ -766,7 +831,8 @@ ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *e
         goto fail;
     if (weights == CLIP_WEIGHTS_AUTO) { /* as the file holds the blocks */
         char name[256];
-        snprintf(name, sizeof name, "%s0.%s.weight", nm->vblock, nm->fc1);
+        snprintf(name, sizeof name, "%s0.%s.weight", m->text_only ? nm->tblock : nm->vblock,
+                 nm->fc1);
         const StTensor *t = find(&ld, name);
         m->bf16 = t && t->dtype == ST_BF16;
     } else {
@@ -775,7 +841,7 @@ ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *e
     bind_all(&ld, nm);
     if (ld.failed)
         goto fail;
-    m->tok = clip_tokenizer_load_dir(m->dir, err);
+    m->tok = clip_tokenizer_load_dir(tok_dir ? tok_dir : m->dir, err);
     if (!m->tok)
         goto fail;
     if (clip_tokenizer_vocab_size(m->tok) > m->cfg.vocab_size) {
@@ -788,6 +854,17 @@ fail:
     clip_model_free(m);
     return NULL;
 }
+
+ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *err) {
+    return load(path, NULL, weights, err);
+}
+
+ClipModel *clip_model_load_text(const char *path, const char *tokenizer_dir, ClipWeights weights,
+                                Err *err) {
+    return load(path, tokenizer_dir, weights, err);
+}
+
+int clip_model_text_only(const ClipModel *m) { return m->text_only; }
 
 void clip_model_free(ClipModel *m) {
     if (!m)
@@ -815,6 +892,8 @@ ClipWeights clip_model_weights(const ClipModel *m) {
 }
 
 int clip_model_n_patches(const ClipModel *m) {
+    if (m->text_only)
+        return 0;
     int side = m->cfg.image_size / m->cfg.patch_size;
     return side * side;
 }
