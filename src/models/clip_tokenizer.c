@@ -862,6 +862,9 @@ ClipTokenizer *clip_tokenizer_load_dir(const char *dir, Err *err) {
 
 int32_t clip_tokenizer_sot(const ClipTokenizer *t) { return t->sot; }
 int32_t clip_tokenizer_eot(const ClipTokenizer *t) { return t->eot; }
+int32_t clip_tokenizer_token_id(const ClipTokenizer *t, const char *token) {
+    return vocab_get(t, token);
+}
 int32_t clip_tokenizer_vocab_size(const ClipTokenizer *t) { return t->vocab_size; }
 
 /* ---- encoding ------------------------------------------------------------------------------ */

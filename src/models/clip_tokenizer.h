@@ -43,6 +43,8 @@ void clip_tokenizer_free(ClipTokenizer *tok); /* NULL allowed */
 int32_t clip_tokenizer_sot(const ClipTokenizer *tok);  /* start of text id */
 int32_t clip_tokenizer_eot(const ClipTokenizer *tok);  /* end of text id */
 int32_t clip_tokenizer_vocab_size(const ClipTokenizer *tok);
+/* The id of one vocabulary entry as vocab.json spells it ("!", "<|endoftext|>"), or -1. */
+int32_t clip_tokenizer_token_id(const ClipTokenizer *tok, const char *token);
 
 /* BPE ids of TEXT (UTF-8; invalid bytes read as U+FFFD) without start/end, up to MAX of
  * them into IDS (may be NULL when MAX is 0). Returns the full count, which may exceed MAX. */
