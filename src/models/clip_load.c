@@ -337,6 +337,17 @@ static const Names names_hf = {
     "mlp.fc1", "mlp.fc2", "self_attn.out_proj",
 };
 
+/* A CLIPTextModel as transformers 5 saves it: the text tower's names without "text_model."
+ * (the vision names are never used: such a file is a text tower alone). */
+static const Names names_hf_bare_text = {
+    "vision_model.embeddings.patch_embedding.weight", "vision_model.embeddings.class_embedding",
+    "vision_model.embeddings.position_embedding.weight", "vision_model.pre_layrnorm",
+    "vision_model.encoder.layers.", "vision_model.post_layernorm", "visual_projection.weight",
+    "embeddings.token_embedding.weight", "embeddings.position_embedding.weight",
+    "encoder.layers.", "final_layer_norm", "text_projection.weight", "layer_norm1",
+    "layer_norm2", "mlp.fc1", "mlp.fc2", "self_attn.out_proj",
+};
+
 static int count_layers(Loader *ld, const char *block_fmt, const char *ln1) {
     int n = 0;
     char prefix[200];
@@ -799,6 +810,10 @@ static ClipModel *load(const char *path, const char *tok_dir, ClipWeights weight
         m->layout = CLIP_LAYOUT_HF;
         m->text_only = 1;
         nm = &names_hf;
+    } else if (find(&ld, names_hf_bare_text.tok)) { /* the same saved by transformers 5 */
+        m->layout = CLIP_LAYOUT_HF;
+        m->text_only = 1;
+        nm = &names_hf_bare_text;
     } else {
         err_set(err, ERR_FORMAT, "%s: neither '%s' (OpenCLIP) nor '%s' (Hugging Face) nor "
                 "'%s' (a text model): not a CLIP checkpoint", m->weights_path,

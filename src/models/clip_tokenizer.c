@@ -837,26 +837,114 @@ static int file_exists(const char *p) {
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
+/* tokenizer.json (Hugging Face tokenizers, as transformers 5 saves a CLIPTokenizer): its
+ * model.vocab and model.merges (["a", "b"] pairs or "a b" strings), which must be a BPE
+ * with CLIP's "</w>" word ends. */
+ClipTokenizer *clip_tokenizer_load_json(const char *path, Err *err) {
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) {
+        err_set(err, file_exists(path) ? ERR_FORMAT : ERR_NOTFOUND, "%s:%d: %s", path, je.line,
+                je.text);
+        return NULL;
+    }
+    ClipTokenizer *t = NULL;
+    char **lines = NULL;
+    size_t n_merges = 0;
+    json_t *model = json_object_get(root, "model");
+    json_t *vocab = json_object_get(model, "vocab"), *merges = json_object_get(model, "merges");
+    const char *type = json_string_value(json_object_get(model, "type"));
+    const char *eow = json_string_value(json_object_get(model, "end_of_word_suffix"));
+    if (!type || strcmp(type, "BPE") != 0 || !eow || strcmp(eow, "</w>") != 0 ||
+        !json_is_object(vocab) || !json_is_array(merges)) {
+        err_set(err, ERR_FORMAT, "%s: not a CLIP tokenizer (\"model\" must be a BPE with "
+                "\"vocab\", \"merges\" and the end_of_word_suffix \"</w>\")", path);
+        goto out;
+    }
+    t = tok_new();
+    const char *k;
+    json_t *v;
+    int32_t max_id = -1;
+    json_object_foreach(vocab, k, v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) > 10000000) {
+            err_set(err, ERR_FORMAT, "%s: token \"%s\" has no valid id", path, k);
+            goto fail;
+        }
+        int32_t id = (int32_t)json_integer_value(v);
+        vocab_put(t, k, id);
+        if (id > max_id)
+            max_id = id;
+    }
+    t->vocab_size = max_id + 1;
+    t->sot = vocab_get(t, "<|startoftext|>");
+    t->eot = vocab_get(t, "<|endoftext|>");
+    if (t->sot < 0 || t->eot < 0) {
+        err_set(err, ERR_FORMAT, "%s: lacks <|startoftext|> or <|endoftext|>", path);
+        goto fail;
+    }
+    vocab_put(t, "<start_of_text>", t->sot);
+    vocab_put(t, "<end_of_text>", t->eot);
+    n_merges = json_array_size(merges);
+    if (n_merges > N_MERGES)
+        n_merges = N_MERGES;
+    if (n_merges == 0) {
+        err_set(err, ERR_FORMAT, "%s: no merges", path);
+        goto fail;
+    }
+    lines = xcalloc(n_merges, sizeof *lines);
+    for (size_t i = 0; i < n_merges; i++) {
+        json_t *m = json_array_get(merges, i);
+        const char *a = json_string_value(json_array_get(m, 0));
+        const char *b = json_string_value(json_array_get(m, 1));
+        if (json_is_string(m))
+            lines[i] = xstrdup(json_string_value(m));
+        else if (a && b && json_array_size(m) == 2)
+            lines[i] = xasprintf("%s %s", a, b);
+        else {
+            err_set(err, ERR_FORMAT, "%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]",
+                    path, i);
+            goto fail;
+        }
+    }
+    if (tok_finish(t, lines, n_merges, path, path, err) != 0)
+        goto fail;
+    goto out;
+fail:
+    clip_tokenizer_free(t);
+    t = NULL;
+out:
+    for (size_t i = 0; lines && i < n_merges; i++)
+        free(lines[i]);
+    free(lines);
+    json_decref(root);
+    return t;
+}
+
 ClipTokenizer *clip_tokenizer_load_dir(const char *dir, Err *err) {
     char *vj = xasprintf("%s/vocab.json", dir), *mt = xasprintf("%s/merges.txt", dir);
     char *gz = xasprintf("%s/bpe_simple_vocab_16e6.txt.gz", dir);
     char *tx = xasprintf("%s/bpe_simple_vocab_16e6.txt", dir);
+    char *tj = xasprintf("%s/tokenizer.json", dir);
     ClipTokenizer *t = NULL;
     if (file_exists(vj) && file_exists(mt))
         t = clip_tokenizer_load_hf(vj, mt, err);
+    else if (file_exists(tj))
+        t = clip_tokenizer_load_json(tj, err);
     else if (file_exists(gz))
         t = clip_tokenizer_load_bpe(gz, err);
     else if (file_exists(tx))
         t = clip_tokenizer_load_bpe(tx, err);
     else
         err_set(err, ERR_NOTFOUND,
-                "%s: no tokenizer files: need vocab.json + merges.txt, or "
+                "%s: no tokenizer files: need vocab.json + merges.txt, tokenizer.json, or "
                 "bpe_simple_vocab_16e6.txt.gz (it ships with open_clip; copy it into the folder)",
                 dir);
     free(vj);
     free(mt);
     free(gz);
     free(tx);
+    free(tj);
     return t;
 }
 

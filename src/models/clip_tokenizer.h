@@ -30,12 +30,14 @@
 
 typedef struct ClipTokenizer ClipTokenizer;
 
-/* Load from a model folder: vocab.json + merges.txt if both are there, else
- * bpe_simple_vocab_16e6.txt[.gz] (or any *.txt.gz of that form). ERR_NOTFOUND names what
+/* Load from a model folder: vocab.json + merges.txt if both are there, else tokenizer.json,
+ * else bpe_simple_vocab_16e6.txt[.gz] (or any *.txt.gz of that form). ERR_NOTFOUND names what
  * was looked for; ERR_FORMAT names the file and line. Free with clip_tokenizer_free. */
 ClipTokenizer *clip_tokenizer_load_dir(const char *dir, Err *err);
 /* Hugging Face pair. */
 ClipTokenizer *clip_tokenizer_load_hf(const char *vocab_json, const char *merges_txt, Err *err);
+/* tokenizer.json (Hugging Face tokenizers: a BPE model with "</w>" word ends). */
+ClipTokenizer *clip_tokenizer_load_json(const char *path, Err *err);
 /* OpenCLIP's merges file (gzip or plain text). */
 ClipTokenizer *clip_tokenizer_load_bpe(const char *path, Err *err);
 void clip_tokenizer_free(ClipTokenizer *tok); /* NULL allowed */

@@ -9,6 +9,8 @@ Run from the repository root with the project's Python (torch, transformers 5.25
 Writes tests/gen/fixtures/sdtext/:
   sd/     a diffusers folder holding what text conditioning reads: model_index.json,
           text_encoder/ (a tiny random CLIPTextModel) and tokenizer/
+  sd_saved/  the same encoder and tokenizer as diffusers 0.42.1 with transformers 5 save them
+          (save_pretrained): weight names without "text_model.", tokenizer.json alone
   sdxl/   the same for an SDXL pipeline: text_encoder/ (CLIPTextModel, quick GELU),
           text_encoder_2/ (CLIPTextModelWithProjection, GELU) and tokenizer/, tokenizer_2/
           (pads with "!", as SDXL's second tokenizer does)
@@ -234,6 +236,15 @@ def main():
                                  unet=tiny_unet(32, False), scheduler=sched, safety_checker=None,
                                  feature_extractor=None, requires_safety_checker=False)
     sd.save_pretrained(os.path.join(tmp, "sd"))
+    # the same as diffusers 0.42.1 + transformers 5 save it: the CLIPTextModel's names without
+    # "text_model.", the tokenizer as tokenizer.json (no vocab.json / merges.txt)
+    d = os.path.join(OUT, "sd_saved")
+    if os.path.exists(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+    for f in ["model_index.json", "text_encoder", "tokenizer"]:
+        src = os.path.join(tmp, "sd", f)
+        (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(d, f))
     d = os.path.join(OUT, "sd")
     copy_parts(os.path.join(tmp, "sd"), d, {"text_encoder": te}, {"tokenizer": tdir})
     sd = StableDiffusionPipeline(vae=sd.vae, text_encoder=reload(CLIPTextModel, os.path.join(

@@ -73,9 +73,10 @@ static SdText *load(const char *dir) {
     return t;
 }
 
-static void run_cases(const char *pipeline) {
+/* The fixture's cases of PIPELINE ("sd", "sdxl") on the model folder DIR. */
+static void run_cases(const char *pipeline, const char *dir) {
     int xl = strcmp(pipeline, "sdxl") == 0;
-    SdText *t = load(xl ? FIX "sdxl" : FIX "sd");
+    SdText *t = load(dir);
     cr_assert_eq(sd_text_kind(t), xl ? SD_TEXT_SDXL : SD_TEXT_SD);
     cr_assert_eq(sd_text_force_zeros(t), xl); /* SDXL's model_index.json says true */
     int T = sd_text_context(t), D = sd_text_width(t), P = sd_text_pooled_width(t);
@@ -157,9 +158,12 @@ static void run_cases(const char *pipeline) {
     sd_text_free(t);
 }
 
-Test(sd_text, sd_matches_diffusers) { run_cases("sd"); }
+Test(sd_text, sd_matches_diffusers) { run_cases("sd", FIX "sd"); }
 
-Test(sd_text, sdxl_matches_diffusers) { run_cases("sdxl"); }
+Test(sd_text, sdxl_matches_diffusers) { run_cases("sdxl", FIX "sdxl"); }
+
+/* The folder as diffusers + transformers 5 save it: bare tensor names, tokenizer.json. */
+Test(sd_text, sd_as_transformers_5_saves_it) { run_cases("sd", FIX "sd_saved"); }
 
 Test(sd_text, sdxl_first_tokenizer_pads_with_end_token) {
     SdText *t = load(FIX "sdxl");
