@@ -11,6 +11,7 @@ Writes tests/gen/fixtures/sdtext/:
           text_encoder/ (a tiny random CLIPTextModel) and tokenizer/
   sd_saved/  the same encoder and tokenizer as diffusers 0.42.1 with transformers 5 save them
           (save_pretrained): weight names without "text_model.", tokenizer.json alone
+  sd2/    an SD 2.x-like folder: a GELU CLIPTextModel, its tokenizer padding with "!"
   sdxl/   the same for an SDXL pipeline: text_encoder/ (CLIPTextModel, quick GELU),
           text_encoder_2/ (CLIPTextModelWithProjection, GELU) and tokenizer/, tokenizer_2/
           (pads with "!", as SDXL's second tokenizer does)
@@ -264,6 +265,31 @@ def main():
                                  truncation=True).input_ids,
                       "prompt_embeds": save_f32(f"sd{i}_pe.f32", pe),
                       "negative_prompt_embeds": save_f32(f"sd{i}_ne.f32", ne)})
+
+    # ---- SD 2.x: OpenCLIP's text tower as a CLIPTextModel (GELU), padded with "!" ----
+    te = randomise(CLIPTextModel(text_config(vocab, 2, "gelu")), 4)
+    sd2 = StableDiffusionPipeline(vae=sd.vae, text_encoder=te, tokenizer=tok2, unet=sd.unet,
+                                  scheduler=sched, safety_checker=None, feature_extractor=None,
+                                  requires_safety_checker=False)
+    sd2.save_pretrained(os.path.join(tmp, "sd2"))
+    d = os.path.join(OUT, "sd2")
+    copy_parts(os.path.join(tmp, "sd2"), d, {"text_encoder": te}, {"tokenizer": tdir2})
+    sd2 = StableDiffusionPipeline(vae=sd.vae, text_encoder=reload(CLIPTextModel, os.path.join(
+        d, "text_encoder"), te), tokenizer=CLIPTokenizer.from_pretrained(os.path.join(
+            d, "tokenizer")), unet=sd.unet, scheduler=sched, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    for i, (p, n, skip) in enumerate([("cat", None, None), ("astro", "neg", None),
+                                      ("!!a!?b!", "", 1)]):
+        prompt = PROMPTS.get(p, p)
+        neg = PROMPTS.get(n, n) if n is not None else None
+        with torch.no_grad():
+            pe, ne = sd2.encode_prompt(prompt, "cpu", 1, True, negative_prompt=neg,
+                                       clip_skip=skip)
+        cases.append({"pipeline": "sd2", "prompt": prompt, "negative": neg, "clip_skip": skip,
+                      "ids": sd2.tokenizer(prompt, padding="max_length", max_length=77,
+                                           truncation=True).input_ids,
+                      "prompt_embeds": save_f32(f"sd2_{i}_pe.f32", pe),
+                      "negative_prompt_embeds": save_f32(f"sd2_{i}_ne.f32", ne)})
 
     # ---- SDXL: encoder 2 pools at the first eos id (its config names it) ----
     te1 = randomise(CLIPTextModel(text_config(vocab, 2, "quick_gelu")), 2)
