@@ -260,3 +260,31 @@ Test(sd_text, broken_folders_say_what_is_wrong) {
 
     expect_load_error("/nonexistent/sd", ERR_NOTFOUND, "no such model folder");
 }
+
+/* bf16 resident weights (half the memory of SDXL's 2.8 GB of text encoders): the same
+ * conditioning to bf16's precision. */
+Test(sd_text, bf16_weights_close_to_f32) {
+    SdText *a = load(FIX "sdxl"), *b = NULL;
+    Err err = {0};
+    cr_assert_eq(sd_text_load(FIX "sdxl", CLIP_WEIGHTS_BF16, &b, &err), 0, "%s", err.msg);
+    cr_assert_eq(clip_model_weights(sd_text_encoder(b, 1)), CLIP_WEIGHTS_BF16);
+    size_t TD = 77 * 64;
+    float *ea = xmalloc(TD * sizeof(float)), *eb = xmalloc(TD * sizeof(float));
+    float pa[24], pb[24];
+    const char *prompt = "a photo of an astronaut riding a horse";
+    cr_assert_eq(sd_text_encode(a, &prompt, 1, 0, ea, pa, &err), 0, "%s", err.msg);
+    cr_assert_eq(sd_text_encode(b, &prompt, 1, 0, eb, pb, &err), 0, "%s", err.msg);
+    double worst = 0, scale = 1;
+    for (size_t i = 0; i < TD; i++) {
+        scale = fmax(scale, fabs(ea[i]));
+        worst = fmax(worst, fabs(ea[i] - eb[i]));
+    }
+    cr_assert(worst > 0, "bf16 gave exactly the f32 numbers: not bf16");
+    cr_assert(worst <= 3e-2 * scale, "bf16 off by %g (scale %g)", worst, scale);
+    for (int i = 0; i < 24; i++)
+        cr_assert(fabs(pa[i] - pb[i]) <= 3e-2 * fmax(1, fabs(pa[i])), "pooled [%d]", i);
+    free(ea);
+    free(eb);
+    sd_text_free(a);
+    sd_text_free(b);
+}
