@@ -100,7 +100,8 @@ void clip_model_free(ClipModel *m); /* NULL allowed */
 /* A text tower alone, as diffusion models ship it (diffusers' text_encoder/, text_encoder_2/):
  * Hugging Face CLIPTextModel or CLIPTextModelWithProjection weights (text_model.* and
  * text_projection.weight) with their config.json (a CLIPTextConfig), the tokenizer files in
- * TOKENIZER_DIR (NULL: beside the weights). A full CLIP model loads here too. A text-only
+ * TOKENIZER_DIR (NULL: beside the weights; given, the tokenizer cleans text as transformers'
+ * CLIPTokenizer does: clip_tokenizer_set_hf_clean). A full CLIP model loads here too. A text-only
  * model has no vision tower (vision calls are ERR_USAGE, n_patches 0); without a projection
  * embed_dim is 0 and the projected and normalised outputs are ERR_USAGE. */
 ClipModel *clip_model_load_text(const char *path, const char *tokenizer_dir, ClipWeights weights,

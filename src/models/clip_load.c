@@ -859,6 +859,8 @@ static ClipModel *load(const char *path, const char *tok_dir, ClipWeights weight
     m->tok = clip_tokenizer_load_dir(tok_dir ? tok_dir : m->dir, err);
     if (!m->tok)
         goto fail;
+    if (tok_dir) /* clip_model_load_text: as transformers' CLIPTokenizer cleans text */
+        clip_tokenizer_set_hf_clean(m->tok, 1);
     if (clip_tokenizer_vocab_size(m->tok) > m->cfg.vocab_size) {
         err_set(err, ERR_FORMAT, "%s: the tokenizer has %d tokens but the model embeds %d",
                 m->dir, clip_tokenizer_vocab_size(m->tok), m->cfg.vocab_size);

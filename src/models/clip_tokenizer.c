@@ -423,14 +423,20 @@ static void ftfy_fix(U32Buf *out, const uint32_t *v, size_t n) {
     }
 }
 
-/* Steps 1-3 of the header on TEXT, as code points. */
-static void clean_text(U32Buf *out, const char *text) {
+/* Steps 1-3 of the header on TEXT, as code points; HF: without step 1 (transformers'
+ * CLIPTokenizer). */
+static void clean_text(U32Buf *out, const char *text, int hf) {
     U32Buf in = {0}, a = {0}, b = {0};
     ub_push_utf8(&in, text);
-    ftfy_fix(&a, in.v, in.n);
-    html_unescape(&b, a.v, a.n);
-    a.n = 0;
-    html_unescape(&a, b.v, b.n);
+    if (hf) {
+        for (size_t i = 0; i < in.n; i++)
+            ub_push(&a, in.v[i]);
+    } else {
+        ftfy_fix(&a, in.v, in.n);
+        html_unescape(&b, a.v, a.n);
+        a.n = 0;
+        html_unescape(&a, b.v, b.n);
+    }
     /* strip, then " ".join(split()) */
     b.n = 0;
     int pending_space = 0, any = 0;
@@ -476,7 +482,7 @@ static void clean_text(U32Buf *out, const char *text) {
 
 char *clip_text_clean(const char *text) {
     U32Buf v = {0};
-    clean_text(&v, text);
+    clean_text(&v, text, 0);
     char *s = ub_to_utf8(v.v, v.n);
     free(v.v);
     return s;
@@ -505,6 +511,7 @@ struct ClipTokenizer {
     int32_t byte_id[256];
     int32_t byte_eow_id[256];
     int32_t sot, eot, vocab_size;
+    int hf_clean;       /* clip_tokenizer_set_hf_clean */
 };
 
 static uint64_t hash_str(const char *s) {
@@ -954,6 +961,7 @@ int32_t clip_tokenizer_token_id(const ClipTokenizer *t, const char *token) {
     return vocab_get(t, token);
 }
 int32_t clip_tokenizer_vocab_size(const ClipTokenizer *t) { return t->vocab_size; }
+void clip_tokenizer_set_hf_clean(ClipTokenizer *t, int on) { t->hf_clean = on != 0; }
 
 /* ---- encoding ------------------------------------------------------------------------------ */
 
@@ -1027,7 +1035,7 @@ static size_t contraction(const uint32_t *v, size_t n, size_t i) {
 
 static void encode_into(const ClipTokenizer *t, const char *text, IdSink *out) {
     U32Buf v = {0};
-    clean_text(&v, text);
+    clean_text(&v, text, t->hf_clean);
     size_t n = v.n;
     char *bytes = xmalloc(4 * n + 1);
     for (size_t i = 0; i < n;) {

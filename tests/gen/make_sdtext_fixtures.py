@@ -56,6 +56,7 @@ PROMPTS = {
     "neg": "blurry, low quality, watermark",
     "long": ", ".join(["a castle on a hill at sunset with dramatic clouds and flowers"] * 8),
     "unknown": "zebra xylophone quokka 12345 ?!",
+    "quotes": "it\u2019s a \u201ccat\u201d &amp; a  dog\tat\u00a0dawn \ufb01ne ZOO",
 }
 
 
@@ -253,7 +254,7 @@ def main():
             d, "tokenizer")), unet=sd.unet, scheduler=sched, safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
     sd_cases = [("astro", None, None), ("cat", "neg", None), ("", None, None),
-                ("long", "", None), ("astro", "neg", 1), ("unknown", None, 2)]
+                ("long", "", None), ("astro", "neg", 1), ("unknown", None, 2), ("quotes", None, None)]
     for i, (p, n, skip) in enumerate(sd_cases):
         prompt = PROMPTS.get(p, p)
         neg = PROMPTS.get(n, n) if n is not None else None
