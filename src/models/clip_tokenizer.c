@@ -1040,14 +1040,17 @@ static void encode_into(const ClipTokenizer *t, const char *text, IdSink *out) {
     char *bytes = xmalloc(4 * n + 1);
     for (size_t i = 0; i < n;) {
         size_t len = 0;
-        if (match_ascii(v.v, n, i, "<start_of_text>")) {
+        /* the special tokens as the reference names them: OpenCLIP's, or transformers' */
+        const char *sot = t->hf_clean ? "<|startoftext|>" : "<start_of_text>";
+        const char *eot = t->hf_clean ? "<|endoftext|>" : "<end_of_text>";
+        if (match_ascii(v.v, n, i, sot)) {
             sink_put(out, t->sot);
-            i += 15;
+            i += strlen(sot);
             continue;
         }
-        if (match_ascii(v.v, n, i, "<end_of_text>")) {
+        if (match_ascii(v.v, n, i, eot)) {
             sink_put(out, t->eot);
-            i += 13;
+            i += strlen(eot);
             continue;
         }
         int cls = cls_of(v.v[i]);
