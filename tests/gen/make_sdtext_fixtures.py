@@ -290,8 +290,8 @@ def main():
         cases.append({"pipeline": "sd2", "prompt": prompt, "negative": neg, "clip_skip": skip,
                       "ids": sd2.tokenizer(prompt, padding="max_length", max_length=77,
                                            truncation=True).input_ids,
-                      "prompt_embeds": save_f32(f"sd2_{i}_pe.f32", pe),
-                      "negative_prompt_embeds": save_f32(f"sd2_{i}_ne.f32", ne)})
+                      "prompt_embeds": save_f32(f"v2_{i}_pe.f32", pe),
+                      "negative_prompt_embeds": save_f32(f"v2_{i}_ne.f32", ne)})
 
     # ---- SDXL: encoder 2 pools at the first eos id (its config names it) ----
     te1 = randomise(CLIPTextModel(text_config(vocab, 2, "quick_gelu")), 2)
