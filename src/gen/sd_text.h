@@ -74,8 +74,9 @@ int sd_text_encode(const SdText *t, const char *const *texts, int n, int clip_sk
                    float *embeds, float *pooled, Err *err);
 
 /* encode_prompt for one prompt: prompt_embeds (T, D) and, when CFG, negative_embeds (T, D)
- * from NEGATIVE (NULL: no negative prompt; encoded with clip_skip 0). SDXL also fills pooled / negative_pooled (P)
- * (NULL for SD). Without CFG the negative outputs are not touched (may be NULL). */
+ * from NEGATIVE (NULL: no negative prompt; encoded with clip_skip 0). SDXL also fills
+ * pooled / negative_pooled (P) (NULL for SD). Without CFG the negative outputs are not
+ * touched (may be NULL). */
 int sd_text_encode_prompt(const SdText *t, const char *prompt, const char *negative, int cfg,
                           int clip_skip, float *prompt_embeds, float *negative_embeds,
                           float *pooled, float *negative_pooled, Err *err);

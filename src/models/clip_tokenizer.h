@@ -48,7 +48,8 @@ int32_t clip_tokenizer_vocab_size(const ClipTokenizer *tok);
 /* ON: clean text as transformers' CLIPTokenizer does (what diffusion pipelines tokenize with):
  * steps 2-5 only, without step 1's ftfy fixes and HTML unescaping ("&amp;" and curly quotes
  * stay as they are), and "<|startoftext|>" / "<|endoftext|>" in the text are the special
- * tokens (not OpenCLIP's "<start_of_text>" / "<end_of_text>"). Set once after loading, before any encoding. */
+ * tokens (not OpenCLIP's "<start_of_text>" / "<end_of_text>"). Set once after loading,
+ * before any encoding. */
 void clip_tokenizer_set_hf_clean(ClipTokenizer *tok, int on);
 /* The id of one vocabulary entry as vocab.json spells it ("!", "<|endoftext|>"), or -1. */
 int32_t clip_tokenizer_token_id(const ClipTokenizer *tok, const char *token);

@@ -254,7 +254,8 @@ def main():
             d, "tokenizer")), unet=sd.unet, scheduler=sched, safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
     sd_cases = [("astro", None, None), ("cat", "neg", None), ("", None, None),
-                ("long", "", None), ("astro", "neg", 1), ("unknown", None, 2), ("quotes", None, None),
+                ("long", "", None), ("astro", "neg", 1), ("unknown", None, 2),
+                ("quotes", None, None),
                 ("a cat<|endoftext|>dog <start_of_text> <|StartOfText|>x", None, None)]
     for i, (p, n, skip) in enumerate(sd_cases):
         prompt = PROMPTS.get(p, p)
