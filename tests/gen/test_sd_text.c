@@ -258,6 +258,37 @@ Test(sd_text, broken_folders_say_what_is_wrong) {
     expect_load_error(dir, ERR_NOTFOUND, "no model.safetensors or model.fp16.safetensors");
     remove_dir(dir);
 
+    /* broken JSON: the file and line */
+    copy_fixture("sd", dir, sizeof dir);
+    snprintf(cmd, sizeof cmd, "%s/tokenizer/tokenizer_config.json", dir);
+    FILE *f = fopen(cmd, "w");
+    cr_assert(f);
+    fputs("{\n\"pad_token\": ", f);
+    fclose(f);
+    expect_load_error(dir, ERR_FORMAT, "tokenizer/tokenizer_config.json:2:");
+    remove_dir(dir);
+    copy_fixture("sdxl", dir, sizeof dir);
+    snprintf(cmd, sizeof cmd, "echo '[' > '%s/model_index.json'", dir);
+    cr_assert_eq(system(cmd), 0);
+    expect_load_error(dir, ERR_FORMAT, "model_index.json:");
+    remove_dir(dir);
+
+    /* an activation the CLIP code does not have */
+    copy_fixture("sd", dir, sizeof dir);
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"quick_gelu\"/\"relu\"/' "
+             "'%s/text_encoder/config.json'", dir);
+    cr_assert_eq(system(cmd), 0);
+    expect_load_error(dir, ERR_FORMAT, "hidden_act \"relu\" not supported");
+    remove_dir(dir);
+
+    /* a tokenizer.json that is not CLIP's BPE */
+    copy_fixture("sd_saved", dir, sizeof dir);
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"end_of_word_suffix\": \"<\\/w>\"/"
+             "\"end_of_word_suffix\": null/' '%s/tokenizer/tokenizer.json'", dir);
+    cr_assert_eq(system(cmd), 0);
+    expect_load_error(dir, ERR_FORMAT, "not a CLIP tokenizer");
+    remove_dir(dir);
+
     expect_load_error("/nonexistent/sd", ERR_NOTFOUND, "no such model folder");
 }
 
