@@ -100,8 +100,16 @@ static char *encoder_weights(const char *edir, Err *err) {
             return p;
         free(p);
     }
-    err_set(err, ERR_NOTFOUND, "%s: no model.safetensors or model.fp16.safetensors (the text "
-            "encoder's weights) here", edir);
+    char *idx = xasprintf("%s/model.safetensors.index.json", edir);
+    int sharded = is_file(idx);
+    free(idx);
+    if (sharded)
+        err_set(err, ERR_FORMAT, "%s: the text encoder's weights are in shards "
+                "(model.safetensors.index.json), which easel does not read: save it as one "
+                "model.safetensors (save_pretrained(..., max_shard_size=\"100GB\"))", edir);
+    else
+        err_set(err, ERR_NOTFOUND, "%s: no model.safetensors or model.fp16.safetensors (the "
+                "text encoder's weights) here", edir);
     return NULL;
 }
 
@@ -116,7 +124,7 @@ static int load_encoder(const char *dir, const char *enc_name, const char *tok_n
         goto out;
     }
     if (!(wpath = encoder_weights(edir, err))) {
-        rc = ERR_NOTFOUND;
+        rc = err && err->code ? err->code : ERR_NOTFOUND;
         goto out;
     }
     e->clip = clip_model_load_text(wpath, tdir, weights, err);

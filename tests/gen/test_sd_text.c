@@ -256,6 +256,9 @@ Test(sd_text, broken_folders_say_what_is_wrong) {
     snprintf(cmd, sizeof cmd, "rm '%s/text_encoder/model.safetensors'", dir);
     cr_assert_eq(system(cmd), 0);
     expect_load_error(dir, ERR_NOTFOUND, "no model.safetensors or model.fp16.safetensors");
+    snprintf(cmd, sizeof cmd, "echo '{}' > '%s/text_encoder/model.safetensors.index.json'", dir);
+    cr_assert_eq(system(cmd), 0);
+    expect_load_error(dir, ERR_FORMAT, "in shards");
     remove_dir(dir);
 
     /* broken JSON: the file and line */
