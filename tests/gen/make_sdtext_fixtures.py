@@ -12,11 +12,11 @@ Writes tests/gen/fixtures/sdtext/:
   sd_saved/  the same encoder and tokenizer as diffusers 0.42.1 with transformers 5 save them
           (save_pretrained): weight names without "text_model.", tokenizer.json alone
   sd2/    an SD 2.x-like folder: a GELU CLIPTextModel, its tokenizer padding with "!"
-  sdxl/   the same for an SDXL pipeline: text_encoder/ (CLIPTextModel, quick GELU),
+  sdxl/   an SDXL pipeline's: text_encoder/ (CLIPTextModel, quick GELU),
           text_encoder_2/ (CLIPTextModelWithProjection, GELU) and tokenizer/, tokenizer_2/
           (pads with "!", as SDXL's second tokenizer does)
-  cases.json   per case: the pipeline, prompt, negative prompt (or null), clip_skip (or null)
-          and the names of the .f32 files (raw little-endian float32) holding diffusers'
+  cases.json   per case: the pipeline, prompt, negative prompt (or null), clip_skip (or null),
+          the ids of the (last) tokenizer and the names of the .f32 files (raw little-endian float32) holding diffusers'
           encode_prompt outputs: prompt_embeds, negative_prompt_embeds and, for SDXL,
           pooled_prompt_embeds, negative_pooled_prompt_embeds, with add_time_ids.
 
