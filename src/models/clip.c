@@ -240,7 +240,8 @@ static void pool_outputs(const ClipModel *m, Scratch *s, const Tower *tw, const 
     if (project) {
         backend_layernorm_forward(be, &s->lnp, &s->mean_b, &s->rstd_b, &s->pool, tw->lnf_w,
                                   tw->lnf_b, m->cfg.ln_eps);
-        backend_linear_forward(be, &s->proj, &s->lnp, proj_w, NULL);
+        if (proj_w->ptr) /* a CLIPTextModel has no projection (text_all refuses its outputs) */
+            backend_linear_forward(be, &s->proj, &s->lnp, proj_w, NULL);
     }
     if (o && o->pooled)
         download(be, o->pooled, &s->lnp);
@@ -348,9 +349,19 @@ static int vision_batch(const ClipModel *cm, const float *pixels, int B, const C
     return synced(be, err);
 }
 
+/* ERR_USAGE for a text-only model (clip_model_load_text), else 0. */
+static int need_vision(const ClipModel *m, Err *err) {
+    if (m->text_only)
+        return err_set(err, ERR_USAGE, "clip: %s is a text model alone: it has no vision tower",
+                       m->weights_path);
+    return 0;
+}
+
 static int vision_all(const ClipModel *m, const float *pixels, int n, const ClipOutputs *o,
                       float *embeds, float *tokens, Err *err) {
     const ClipConfig *c = &m->cfg;
+    if (need_vision(m, err) != 0)
+        return ERR_USAGE;
     size_t img = 3 * (size_t)c->image_size * (size_t)c->image_size;
     size_t tok = (size_t)clip_model_n_patches(m) * (size_t)c->embed_dim;
     int first, last;
@@ -455,6 +466,9 @@ static int text_batch(const ClipModel *cm, const int32_t *ids, int B, const Clip
 static int text_all(const ClipModel *m, const int32_t *ids, int n, const ClipOutputs *o,
                     float *embeds, Err *err) {
     const ClipConfig *c = &m->cfg;
+    if (!m->proj_t && (embeds || (o && o->projected)))
+        return err_set(err, ERR_USAGE, "clip: %s has no text projection (a CLIPTextModel): "
+                       "it gives hidden states and the pooled output only", m->weights_path);
     int first, last;
     wanted_states(o, c->text_layers, &first, &last);
     size_t hrow = (size_t)(last - first + 1 > 0 ? last - first + 1 : 0) *
@@ -521,6 +535,8 @@ static void prep_range(void *ctx, int64_t b, int64_t e) {
 
 int clip_model_encode_image_files(const ClipModel *m, const char *const *paths, int n,
                                   ClipResizeMode mode, float *embeds, float *tokens, Err *err) {
+    if (need_vision(m, err) != 0)
+        return ERR_USAGE;
     const ClipConfig *c = &m->cfg;
     size_t img = 3 * (size_t)c->image_size * (size_t)c->image_size;
     size_t tok = (size_t)clip_model_n_patches(m) * (size_t)c->embed_dim;
@@ -570,6 +586,8 @@ static void prep_img_range(void *ctx, int64_t b, int64_t e) {
 
 int clip_model_encode_images(const ClipModel *m, const ClipImage *images, int n,
                              ClipResizeMode mode, float *embeds, float *tokens, Err *err) {
+    if (need_vision(m, err) != 0)
+        return ERR_USAGE;
     const ClipConfig *c = &m->cfg;
     size_t img = 3 * (size_t)c->image_size * (size_t)c->image_size;
     size_t tok = (size_t)clip_model_n_patches(m) * (size_t)c->embed_dim;

@@ -112,6 +112,21 @@ ClipModel *clip_model_load(const char *path, Err *err); /* CLIP_WEIGHTS_AUTO */
 ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *err);
 void clip_model_free(ClipModel *m); /* NULL allowed */
 
+/* A text tower alone, as diffusion models ship it (diffusers' text_encoder/, text_encoder_2/):
+ * Hugging Face CLIPTextModel or CLIPTextModelWithProjection weights (text_model.* and
+ * text_projection.weight) with their config.json (a CLIPTextConfig), the tokenizer files in
+ * TOKENIZER_DIR (NULL: beside the weights; given, the tokenizer cleans text as transformers'
+ * CLIPTokenizer does: clip_tokenizer_set_hf_clean). A full CLIP model loads here too. A text-only
+ * model has no vision tower (vision calls are ERR_USAGE, n_patches 0); without a projection
+ * embed_dim is 0 and the projected and normalised outputs are ERR_USAGE. */
+ClipModel *clip_model_load_text(const char *path, const char *tokenizer_dir, ClipWeights weights,
+                                Err *err);
+/* The same onto BE (borrowed), as clip_model_open. */
+int clip_model_open_text(const char *path, const char *tokenizer_dir, ClipWeights weights,
+                         Backend *be, ClipModel **out, Err *err);
+/* 1 when M has no vision tower. */
+int clip_model_text_only(const ClipModel *m);
+
 /* Borrowed; valid until clip_model_free. */
 const ClipConfig *clip_model_config(const ClipModel *m);
 const ClipTokenizer *clip_model_tokenizer(const ClipModel *m);

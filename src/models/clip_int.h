@@ -53,6 +53,8 @@ struct ClipModel {
     size_t n_owned, cap_owned;
     size_t weight_bytes;
     ClipTokenizer *tok;
+    int text_only;                /* a text tower alone (CLIPTextModel[WithProjection]): no
+                                   * vision weights; proj_t NULL without a projection */
     /* vision */
     const float *patch_w;         /* (Cv, 3, P, P) */
     const float *class_emb;       /* (Cv) */

@@ -337,6 +337,17 @@ static const Names names_hf = {
     "mlp.fc1", "mlp.fc2", "self_attn.out_proj",
 };
 
+/* A CLIPTextModel as transformers 5 saves it: the text tower's names without "text_model."
+ * (the vision names are never used: such a file is a text tower alone). */
+static const Names names_hf_bare_text = {
+    "vision_model.embeddings.patch_embedding.weight", "vision_model.embeddings.class_embedding",
+    "vision_model.embeddings.position_embedding.weight", "vision_model.pre_layrnorm",
+    "vision_model.encoder.layers.", "vision_model.post_layernorm", "visual_projection.weight",
+    "embeddings.token_embedding.weight", "embeddings.position_embedding.weight",
+    "encoder.layers.", "final_layer_norm", "text_projection.weight", "layer_norm1",
+    "layer_norm2", "mlp.fc1", "mlp.fc2", "self_attn.out_proj",
+};
+
 static int count_layers(Loader *ld, const char *block_fmt, const char *ln1) {
     int n = 0;
     char prefix[200];
@@ -352,11 +363,46 @@ static int64_t dim(Loader *ld, const char *name, int i) {
     return t && i < t->n_dim ? t->shape[i] : -1;
 }
 
+static void shapes_defaults(ClipConfig *c) {
+    c->quick_gelu = 0;
+    c->eos_token_id = -1;
+    c->ln_eps = 1e-5f;
+    for (int i = 0; i < 3; i++) {
+        c->mean[i] = clip_image_mean[i];
+        c->std[i] = clip_image_std[i];
+    }
+    c->resize = CLIP_RESIZE_SHORTEST;
+}
+
+/* A text tower alone (Hugging Face CLIPTextModel / CLIPTextModelWithProjection): the text
+ * fields; embed_dim 0 when there is no projection. */
+static int shapes_text_only(Loader *ld, const Names *nm, ClipConfig *c) {
+    char name[256];
+    memset(c, 0, sizeof *c);
+    c->embed_dim = find(ld, nm->proj_t) ? (int)dim(ld, nm->proj_t, 0) : 0;
+    c->vocab_size = (int)dim(ld, nm->tok, 0);
+    c->text_width = (int)dim(ld, nm->tok, 1);
+    c->context_length = (int)dim(ld, nm->pos_t, 0);
+    c->text_layers = count_layers(ld, nm->tblock, nm->ln1);
+    snprintf(name, sizeof name, "%s0.%s.weight", nm->tblock, nm->fc1);
+    c->text_mlp = (int)dim(ld, name, 0);
+    if (c->vocab_size <= 0 || c->text_width <= 0 || c->context_length <= 0 ||
+        c->text_layers == 0 || c->text_mlp <= 0)
+        return err_set(ld->err, ERR_FORMAT, "%s: not a CLIP text model: missing or odd tensors "
+                       "among '%s', '%s', '%s0.*'", wname(ld->m), nm->tok, nm->pos_t,
+                       nm->tblock);
+    c->text_heads = c->text_width % 64 == 0 ? c->text_width / 64 : 0;
+    shapes_defaults(c);
+    return 0;
+}
+
 /* The architecture the tensors imply, heads from OpenCLIP's 64-wide default. */
 static int shapes_config(Loader *ld, const Names *nm, ClipConfig *c) {
     ClipModel *m = ld->m;
     int hf = m->layout == CLIP_LAYOUT_HF;
     char name[256];
+    if (m->text_only)
+        return shapes_text_only(ld, nm, c);
     c->vision_width = (int)dim(ld, nm->patch, 0);
     c->patch_size = (int)dim(ld, nm->patch, 2);
     int64_t n_pos = dim(ld, nm->pos_v, 0);
@@ -387,14 +433,7 @@ static int shapes_config(Loader *ld, const Names *nm, ClipConfig *c) {
     c->image_size = side * c->patch_size;
     c->vision_heads = c->vision_width % 64 == 0 ? c->vision_width / 64 : 0;
     c->text_heads = c->text_width % 64 == 0 ? c->text_width / 64 : 0;
-    c->quick_gelu = 0;
-    c->eos_token_id = -1;
-    c->ln_eps = 1e-5f;
-    for (int i = 0; i < 3; i++) {
-        c->mean[i] = clip_image_mean[i];
-        c->std[i] = clip_image_std[i];
-    }
-    c->resize = CLIP_RESIZE_SHORTEST;
+    shapes_defaults(c);
     return 0;
 }
 
@@ -499,6 +538,23 @@ static int hf_act(Loader *ld, const char *path, json_t *o, int dflt, int *quick)
     return 0;
 }
 
+/* The text fields of a Hugging Face config (T: CLIPTextConfig; ROOT: the file's top level,
+ * for projection_dim). */
+static int hf_text_config(Loader *ld, const char *path, json_t *t, json_t *root, ClipConfig *c) {
+    if (c->embed_dim > 0) /* only with a projection, whose shape says it too */
+        c->embed_dim = jint(root, "projection_dim", jint(t, "projection_dim", c->embed_dim));
+    c->context_length = jint(t, "max_position_embeddings", c->context_length);
+    c->vocab_size = jint(t, "vocab_size", c->vocab_size);
+    c->text_width = jint(t, "hidden_size", c->text_width);
+    c->text_layers = jint(t, "num_hidden_layers", c->text_layers);
+    c->text_heads = jint(t, "num_attention_heads", c->text_heads);
+    c->text_mlp = jint(t, "intermediate_size", c->text_mlp);
+    int eos = jint(t, "eos_token_id", 2);
+    c->eos_token_id = eos == 2 ? -1 : eos;
+    c->ln_eps = (float)jnum(t, "layer_norm_eps", c->ln_eps);
+    return hf_act(ld, path, t, 1, &c->quick_gelu);
+}
+
 /* Hugging Face config.json (CLIPModel). */
 static int hf_config(Loader *ld, const char *path, ClipConfig *c) {
     json_error_t je;
@@ -507,6 +563,10 @@ static int hf_config(Loader *ld, const char *path, ClipConfig *c) {
         return err_set(ld->err, ERR_FORMAT, "%s:%d: %s", path, je.line, je.text);
     int rc = 0;
     json_t *v = json_object_get(root, "vision_config"), *t = json_object_get(root, "text_config");
+    if (ld->m->text_only) { /* CLIPTextConfig at the top level, or a CLIPModel's text_config */
+        rc = hf_text_config(ld, path, json_is_object(t) ? t : root, root, c);
+        goto out;
+    }
     if (!json_is_object(v) || !json_is_object(t)) {
         rc = err_set(ld->err, ERR_FORMAT, "%s: no \"vision_config\" and \"text_config\" (not a "
                      "CLIPModel config)", path);
@@ -555,6 +615,13 @@ static void hf_preprocess(const char *path, ClipConfig *c) {
 
 static int check_config(Loader *ld, const ClipConfig *c) {
     const char *src = ld->m->config_source;
+    if (ld->m->text_only) {
+        if (c->text_heads <= 0 || c->text_width % c->text_heads != 0)
+            return err_set(ld->err, ERR_FORMAT, "%s: cannot tell the text heads from %s (width "
+                           "%d is not a multiple of 64): put config.json beside the weights",
+                           ld->m->dir, src, c->text_width);
+        return 0;
+    }
     if (c->vision_heads <= 0 || c->vision_width % c->vision_heads != 0)
         return err_set(ld->err, ERR_FORMAT, "%s: cannot tell the vision heads from %s (width %d "
                        "is not a multiple of 64): put open_clip_config.json or config.json "
@@ -620,6 +687,9 @@ static void bind_all(Loader *ld, const Names *nm) {
     const ClipConfig *c = &m->cfg;
     int hf = m->layout == CLIP_LAYOUT_HF;
     int Cv = c->vision_width, Ct = c->text_width, E = c->embed_dim, P = c->patch_size;
+    char n[128];
+    if (m->text_only)
+        goto text;
     int64_t np = (int64_t)(c->image_size / P) * (c->image_size / P);
     int64_t dpatch[4] = {Cv, 3, P, P};
     m->patch_w = tensor(ld, nm->patch, 4, dpatch);
@@ -636,7 +706,6 @@ static void bind_all(Loader *ld, const Names *nm) {
         for (int i = 0; i < Cv; i++)
             m->pos_cls[i] = m->class_emb[i] + m->pos_v[i];
     }
-    char n[128];
     snprintf(n, sizeof n, "%s.weight", nm->ln_pre);
     m->ln_pre_w = t1(ld, n, Cv);
     snprintf(n, sizeof n, "%s.bias", nm->ln_pre);
@@ -649,6 +718,7 @@ static void bind_all(Loader *ld, const Names *nm) {
     snprintf(n, sizeof n, "%s.bias", nm->ln_post);
     m->ln_post_b = t1(ld, n, Cv);
     m->proj_v = hf ? t2(ld, nm->proj_v, E, Cv) : t2_transposed(ld, nm->proj_v, Cv, E);
+text:;
     int64_t dtok[2] = {c->vocab_size, Ct};
     m->tok_emb = wtensor(ld, 2, dtok, "%s", nm->tok);
     m->pos_t = t2(ld, nm->pos_t, c->context_length, Ct);
@@ -659,11 +729,12 @@ static void bind_all(Loader *ld, const Names *nm) {
     m->ln_final_w = t1(ld, n, Ct);
     snprintf(n, sizeof n, "%s.bias", nm->ln_final);
     m->ln_final_b = t1(ld, n, Ct);
-    m->proj_t = hf ? t2(ld, nm->proj_t, E, Ct) : t2_transposed(ld, nm->proj_t, Ct, E);
+    if (!m->text_only || E > 0)
+        m->proj_t = hf ? t2(ld, nm->proj_t, E, Ct) : t2_transposed(ld, nm->proj_t, Ct, E);
     /* more blocks in the file than the architecture says: the config does not fit */
     const char *fmts[2] = {nm->vblock, nm->tblock};
     int counts[2] = {c->vision_layers, c->text_layers};
-    for (int i = 0; i < 2 && !ld->failed; i++) {
+    for (int i = m->text_only; i < 2 && !ld->failed; i++) {
         char p[200];
         snprintf(p, sizeof p, "%s%d.", fmts[i], counts[i]);
         if (has(ld, "%s%s.weight", p, nm->ln1)) {
@@ -764,6 +835,8 @@ int clip_place_weights(ClipModel *m, Err *err) {
     const ClipConfig *c = &m->cfg;
     int Cv = c->vision_width, Ct = c->text_width, E = c->embed_dim, P = c->patch_size;
     int64_t T = 1 + clip_model_n_patches(m);
+    if (m->text_only) /* a text tower alone: no vision weights */
+        goto text;
     m->d_patch_w = place(m, m->patch_w, DTYPE_F32, 2, Cv, 3 * (int64_t)P * P);
     m->d_pos_cls = place(m, m->pos_cls, DTYPE_F32, 2, T, Cv);
     m->d_ln_pre_w = place(m, m->ln_pre_w, DTYPE_F32, 1, Cv, 1);
@@ -774,6 +847,7 @@ int clip_place_weights(ClipModel *m, Err *err) {
     m->d_ln_post_w = place(m, m->ln_post_w, DTYPE_F32, 1, Cv, 1);
     m->d_ln_post_b = place(m, m->ln_post_b, DTYPE_F32, 1, Cv, 1);
     m->d_proj_v = place(m, m->proj_v, DTYPE_F32, 2, E, Cv);
+text:
     m->d_tok_emb = place(m, m->tok_emb, m->bf16 ? DTYPE_BF16 : DTYPE_F32, 2, c->vocab_size, Ct);
     m->d_pos_t = place(m, m->pos_t, DTYPE_F32, 2, c->context_length, Ct);
     m->dtblocks = xcalloc((size_t)c->text_layers, sizeof(ClipDevBlock));
@@ -781,7 +855,8 @@ int clip_place_weights(ClipModel *m, Err *err) {
         place_block(m, &m->tblocks[i], &m->dtblocks[i], Ct, c->text_mlp);
     m->d_ln_final_w = place(m, m->ln_final_w, DTYPE_F32, 1, Ct, 1);
     m->d_ln_final_b = place(m, m->ln_final_b, DTYPE_F32, 1, Ct, 1);
-    m->d_proj_t = place(m, m->proj_t, DTYPE_F32, 2, E, Ct);
+    if (m->proj_t) /* a CLIPTextModel has none */
+        m->d_proj_t = place(m, m->proj_t, DTYPE_F32, 2, E, Ct);
     Err e = {0};
     if (backend_sync(m->be, &e) != 0)
         return err_set(err, e.code, "%s: loading the weights onto %s: %s", m->weights_path,
@@ -793,13 +868,29 @@ ClipModel *clip_model_load(const char *path, Err *err) {
     return clip_model_load_weights(path, CLIP_WEIGHTS_AUTO, err);
 }
 
+/* A one-thread CPU backend of the model's own, for the callers of the host-only API. */
+static ClipModel *load_on_own_cpu(const char *path, const char *tok_dir, ClipWeights weights,
+                                  Err *err);
+static int open_on(const char *path, const char *tok_dir, ClipWeights weights, Backend *be,
+                   ClipModel **out, Err *err);
+
 ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *err) {
+    return load_on_own_cpu(path, NULL, weights, err);
+}
+
+ClipModel *clip_model_load_text(const char *path, const char *tokenizer_dir, ClipWeights weights,
+                                Err *err) {
+    return load_on_own_cpu(path, tokenizer_dir, weights, err);
+}
+
+static ClipModel *load_on_own_cpu(const char *path, const char *tok_dir, ClipWeights weights,
+                                  Err *err) {
     Backend *be = NULL;
     BackendConfig cfg = {1, 0};
     if (backend_open("cpu", &cfg, &be, NULL, 0, err) != 0)
         return NULL;
     ClipModel *m = NULL;
-    if (clip_model_open(path, weights, be, &m, err) != 0) {
+    if (open_on(path, tok_dir, weights, be, &m, err) != 0) {
         backend_close(be);
         return NULL;
     }
@@ -807,13 +898,24 @@ ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *e
     return m;
 }
 
-static ClipModel *load_host(const char *path, ClipWeights weights, Err *err);
+static ClipModel *load_host(const char *path, const char *tok_dir, ClipWeights weights,
+                            Err *err);
 
 int clip_model_open(const char *path, ClipWeights weights, Backend *be, ClipModel **out,
                     Err *err) {
+    return open_on(path, NULL, weights, be, out, err);
+}
+
+int clip_model_open_text(const char *path, const char *tokenizer_dir, ClipWeights weights,
+                         Backend *be, ClipModel **out, Err *err) {
+    return open_on(path, tokenizer_dir, weights, be, out, err);
+}
+
+static int open_on(const char *path, const char *tok_dir, ClipWeights weights, Backend *be,
+                   ClipModel **out, Err *err) {
     *out = NULL;
     Err e = {0};
-    ClipModel *m = load_host(path, weights, &e);
+    ClipModel *m = load_host(path, tok_dir, weights, &e);
     if (m) {
         m->be = be;
         if (clip_place_weights(m, &e) != 0) {
@@ -830,7 +932,8 @@ int clip_model_open(const char *path, ClipWeights weights, Backend *be, ClipMode
     return 0;
 }
 
-static ClipModel *load_host(const char *path, ClipWeights weights, Err *err) {
+static ClipModel *load_host(const char *path, const char *tok_dir, ClipWeights weights,
+                            Err *err) {
     ClipModel *m = xcalloc(1, sizeof *m);
     Loader ld = {m, err, 0};
     if (is_dir(path)) {
@@ -857,9 +960,18 @@ static ClipModel *load_host(const char *path, ClipWeights weights, Err *err) {
     } else if (find(&ld, names_hf.patch)) {
         m->layout = CLIP_LAYOUT_HF;
         nm = &names_hf;
+    } else if (find(&ld, names_hf.tok)) { /* CLIPTextModel[WithProjection]: text alone */
+        m->layout = CLIP_LAYOUT_HF;
+        m->text_only = 1;
+        nm = &names_hf;
+    } else if (find(&ld, names_hf_bare_text.tok)) { /* the same saved by transformers 5 */
+        m->layout = CLIP_LAYOUT_HF;
+        m->text_only = 1;
+        nm = &names_hf_bare_text;
     } else {
-        err_set(err, ERR_FORMAT, "%s: neither '%s' (OpenCLIP) nor '%s' (Hugging Face): not a "
-                "CLIP ViT checkpoint", m->weights_path, names_openclip.patch, names_hf.patch);
+        err_set(err, ERR_FORMAT, "%s: neither '%s' (OpenCLIP) nor '%s' (Hugging Face) nor "
+                "'%s' (a text model): not a CLIP checkpoint", m->weights_path,
+                names_openclip.patch, names_hf.patch, names_hf.tok);
         goto fail;
     }
     m->config_source = "shapes";
@@ -888,7 +1000,8 @@ static ClipModel *load_host(const char *path, ClipWeights weights, Err *err) {
         goto fail;
     if (weights == CLIP_WEIGHTS_AUTO) { /* as the file holds the blocks */
         char name[256];
-        snprintf(name, sizeof name, "%s0.%s.weight", nm->vblock, nm->fc1);
+        snprintf(name, sizeof name, "%s0.%s.weight", m->text_only ? nm->tblock : nm->vblock,
+                 nm->fc1);
         const StTensor *t = find(&ld, name);
         m->bf16 = t && t->dtype == ST_BF16;
     } else {
@@ -897,9 +1010,11 @@ static ClipModel *load_host(const char *path, ClipWeights weights, Err *err) {
     bind_all(&ld, nm);
     if (ld.failed)
         goto fail;
-    m->tok = clip_tokenizer_load_dir(m->dir, err);
+    m->tok = clip_tokenizer_load_dir(tok_dir ? tok_dir : m->dir, err);
     if (!m->tok)
         goto fail;
+    if (tok_dir) /* clip_model_load_text: as transformers' CLIPTokenizer cleans text */
+        clip_tokenizer_set_hf_clean(m->tok, 1);
     if (clip_tokenizer_vocab_size(m->tok) > m->cfg.vocab_size) {
         err_set(err, ERR_FORMAT, "%s: the tokenizer has %d tokens but the model embeds %d",
                 m->dir, clip_tokenizer_vocab_size(m->tok), m->cfg.vocab_size);
@@ -910,6 +1025,8 @@ fail:
     clip_model_free(m);
     return NULL;
 }
+
+int clip_model_text_only(const ClipModel *m) { return m->text_only; }
 
 void clip_model_free(ClipModel *m) {
     if (!m)
@@ -947,6 +1064,8 @@ ClipWeights clip_model_weights(const ClipModel *m) {
 }
 
 int clip_model_n_patches(const ClipModel *m) {
+    if (m->text_only)
+        return 0;
     int side = m->cfg.image_size / m->cfg.patch_size;
     return side * side;
 }

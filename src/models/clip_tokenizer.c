@@ -423,14 +423,20 @@ static void ftfy_fix(U32Buf *out, const uint32_t *v, size_t n) {
     }
 }
 
-/* Steps 1-3 of the header on TEXT, as code points. */
-static void clean_text(U32Buf *out, const char *text) {
+/* Steps 1-3 of the header on TEXT, as code points; HF: without step 1 (transformers'
+ * CLIPTokenizer). */
+static void clean_text(U32Buf *out, const char *text, int hf) {
     U32Buf in = {0}, a = {0}, b = {0};
     ub_push_utf8(&in, text);
-    ftfy_fix(&a, in.v, in.n);
-    html_unescape(&b, a.v, a.n);
-    a.n = 0;
-    html_unescape(&a, b.v, b.n);
+    if (hf) {
+        for (size_t i = 0; i < in.n; i++)
+            ub_push(&a, in.v[i]);
+    } else {
+        ftfy_fix(&a, in.v, in.n);
+        html_unescape(&b, a.v, a.n);
+        a.n = 0;
+        html_unescape(&a, b.v, b.n);
+    }
     /* strip, then " ".join(split()) */
     b.n = 0;
     int pending_space = 0, any = 0;
@@ -476,7 +482,7 @@ static void clean_text(U32Buf *out, const char *text) {
 
 char *clip_text_clean(const char *text) {
     U32Buf v = {0};
-    clean_text(&v, text);
+    clean_text(&v, text, 0);
     char *s = ub_to_utf8(v.v, v.n);
     free(v.v);
     return s;
@@ -505,6 +511,7 @@ struct ClipTokenizer {
     int32_t byte_id[256];
     int32_t byte_eow_id[256];
     int32_t sot, eot, vocab_size;
+    int hf_clean;       /* clip_tokenizer_set_hf_clean */
 };
 
 static uint64_t hash_str(const char *s) {
@@ -837,32 +844,124 @@ static int file_exists(const char *p) {
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
+/* tokenizer.json (Hugging Face tokenizers, as transformers 5 saves a CLIPTokenizer): its
+ * model.vocab and model.merges (["a", "b"] pairs or "a b" strings), which must be a BPE
+ * with CLIP's "</w>" word ends. */
+ClipTokenizer *clip_tokenizer_load_json(const char *path, Err *err) {
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) {
+        err_set(err, file_exists(path) ? ERR_FORMAT : ERR_NOTFOUND, "%s:%d: %s", path, je.line,
+                je.text);
+        return NULL;
+    }
+    ClipTokenizer *t = NULL;
+    char **lines = NULL;
+    size_t n_merges = 0;
+    json_t *model = json_object_get(root, "model");
+    json_t *vocab = json_object_get(model, "vocab"), *merges = json_object_get(model, "merges");
+    const char *type = json_string_value(json_object_get(model, "type"));
+    const char *eow = json_string_value(json_object_get(model, "end_of_word_suffix"));
+    if (!type || strcmp(type, "BPE") != 0 || !eow || strcmp(eow, "</w>") != 0 ||
+        !json_is_object(vocab) || !json_is_array(merges)) {
+        err_set(err, ERR_FORMAT, "%s: not a CLIP tokenizer (\"model\" must be a BPE with "
+                "\"vocab\", \"merges\" and the end_of_word_suffix \"</w>\")", path);
+        goto out;
+    }
+    t = tok_new();
+    const char *k;
+    json_t *v;
+    int32_t max_id = -1;
+    json_object_foreach(vocab, k, v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) > 10000000) {
+            err_set(err, ERR_FORMAT, "%s: token \"%s\" has no valid id", path, k);
+            goto fail;
+        }
+        int32_t id = (int32_t)json_integer_value(v);
+        vocab_put(t, k, id);
+        if (id > max_id)
+            max_id = id;
+    }
+    t->vocab_size = max_id + 1;
+    t->sot = vocab_get(t, "<|startoftext|>");
+    t->eot = vocab_get(t, "<|endoftext|>");
+    if (t->sot < 0 || t->eot < 0) {
+        err_set(err, ERR_FORMAT, "%s: lacks <|startoftext|> or <|endoftext|>", path);
+        goto fail;
+    }
+    vocab_put(t, "<start_of_text>", t->sot);
+    vocab_put(t, "<end_of_text>", t->eot);
+    n_merges = json_array_size(merges);
+    if (n_merges > N_MERGES)
+        n_merges = N_MERGES;
+    if (n_merges == 0) {
+        err_set(err, ERR_FORMAT, "%s: no merges", path);
+        goto fail;
+    }
+    lines = xcalloc(n_merges, sizeof *lines);
+    for (size_t i = 0; i < n_merges; i++) {
+        json_t *m = json_array_get(merges, i);
+        const char *a = json_string_value(json_array_get(m, 0));
+        const char *b = json_string_value(json_array_get(m, 1));
+        if (json_is_string(m))
+            lines[i] = xstrdup(json_string_value(m));
+        else if (a && b && json_array_size(m) == 2)
+            lines[i] = xasprintf("%s %s", a, b);
+        else {
+            err_set(err, ERR_FORMAT, "%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]",
+                    path, i);
+            goto fail;
+        }
+    }
+    if (tok_finish(t, lines, n_merges, path, path, err) != 0)
+        goto fail;
+    goto out;
+fail:
+    clip_tokenizer_free(t);
+    t = NULL;
+out:
+    for (size_t i = 0; lines && i < n_merges; i++)
+        free(lines[i]);
+    free(lines);
+    json_decref(root);
+    return t;
+}
+
 ClipTokenizer *clip_tokenizer_load_dir(const char *dir, Err *err) {
     char *vj = xasprintf("%s/vocab.json", dir), *mt = xasprintf("%s/merges.txt", dir);
     char *gz = xasprintf("%s/bpe_simple_vocab_16e6.txt.gz", dir);
     char *tx = xasprintf("%s/bpe_simple_vocab_16e6.txt", dir);
+    char *tj = xasprintf("%s/tokenizer.json", dir);
     ClipTokenizer *t = NULL;
     if (file_exists(vj) && file_exists(mt))
         t = clip_tokenizer_load_hf(vj, mt, err);
+    else if (file_exists(tj))
+        t = clip_tokenizer_load_json(tj, err);
     else if (file_exists(gz))
         t = clip_tokenizer_load_bpe(gz, err);
     else if (file_exists(tx))
         t = clip_tokenizer_load_bpe(tx, err);
     else
         err_set(err, ERR_NOTFOUND,
-                "%s: no tokenizer files: need vocab.json + merges.txt, or "
+                "%s: no tokenizer files: need vocab.json + merges.txt, tokenizer.json, or "
                 "bpe_simple_vocab_16e6.txt.gz (it ships with open_clip; copy it into the folder)",
                 dir);
     free(vj);
     free(mt);
     free(gz);
     free(tx);
+    free(tj);
     return t;
 }
 
 int32_t clip_tokenizer_sot(const ClipTokenizer *t) { return t->sot; }
 int32_t clip_tokenizer_eot(const ClipTokenizer *t) { return t->eot; }
+int32_t clip_tokenizer_token_id(const ClipTokenizer *t, const char *token) {
+    return vocab_get(t, token);
+}
 int32_t clip_tokenizer_vocab_size(const ClipTokenizer *t) { return t->vocab_size; }
+void clip_tokenizer_set_hf_clean(ClipTokenizer *t, int on) { t->hf_clean = on != 0; }
 
 /* ---- encoding ------------------------------------------------------------------------------ */
 
@@ -936,19 +1035,22 @@ static size_t contraction(const uint32_t *v, size_t n, size_t i) {
 
 static void encode_into(const ClipTokenizer *t, const char *text, IdSink *out) {
     U32Buf v = {0};
-    clean_text(&v, text);
+    clean_text(&v, text, t->hf_clean);
     size_t n = v.n;
     char *bytes = xmalloc(4 * n + 1);
     for (size_t i = 0; i < n;) {
         size_t len = 0;
-        if (match_ascii(v.v, n, i, "<start_of_text>")) {
+        /* the special tokens as the reference names them: OpenCLIP's, or transformers' */
+        const char *sot = t->hf_clean ? "<|startoftext|>" : "<start_of_text>";
+        const char *eot = t->hf_clean ? "<|endoftext|>" : "<end_of_text>";
+        if (match_ascii(v.v, n, i, sot)) {
             sink_put(out, t->sot);
-            i += 15;
+            i += strlen(sot);
             continue;
         }
-        if (match_ascii(v.v, n, i, "<end_of_text>")) {
+        if (match_ascii(v.v, n, i, eot)) {
             sink_put(out, t->eot);
-            i += 13;
+            i += strlen(eot);
             continue;
         }
         int cls = cls_of(v.v[i]);

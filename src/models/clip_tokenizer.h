@@ -30,12 +30,14 @@
 
 typedef struct ClipTokenizer ClipTokenizer;
 
-/* Load from a model folder: vocab.json + merges.txt if both are there, else
- * bpe_simple_vocab_16e6.txt[.gz] (or any *.txt.gz of that form). ERR_NOTFOUND names what
+/* Load from a model folder: vocab.json + merges.txt if both are there, else tokenizer.json,
+ * else bpe_simple_vocab_16e6.txt[.gz] (or any *.txt.gz of that form). ERR_NOTFOUND names what
  * was looked for; ERR_FORMAT names the file and line. Free with clip_tokenizer_free. */
 ClipTokenizer *clip_tokenizer_load_dir(const char *dir, Err *err);
 /* Hugging Face pair. */
 ClipTokenizer *clip_tokenizer_load_hf(const char *vocab_json, const char *merges_txt, Err *err);
+/* tokenizer.json (Hugging Face tokenizers: a BPE model with "</w>" word ends). */
+ClipTokenizer *clip_tokenizer_load_json(const char *path, Err *err);
 /* OpenCLIP's merges file (gzip or plain text). */
 ClipTokenizer *clip_tokenizer_load_bpe(const char *path, Err *err);
 void clip_tokenizer_free(ClipTokenizer *tok); /* NULL allowed */
@@ -43,6 +45,14 @@ void clip_tokenizer_free(ClipTokenizer *tok); /* NULL allowed */
 int32_t clip_tokenizer_sot(const ClipTokenizer *tok);  /* start of text id */
 int32_t clip_tokenizer_eot(const ClipTokenizer *tok);  /* end of text id */
 int32_t clip_tokenizer_vocab_size(const ClipTokenizer *tok);
+/* ON: clean text as transformers' CLIPTokenizer does (what diffusion pipelines tokenize with):
+ * steps 2-5 only, without step 1's ftfy fixes and HTML unescaping ("&amp;" and curly quotes
+ * stay as they are), and "<|startoftext|>" / "<|endoftext|>" in the text are the special
+ * tokens (not OpenCLIP's "<start_of_text>" / "<end_of_text>"). Set once after loading,
+ * before any encoding. */
+void clip_tokenizer_set_hf_clean(ClipTokenizer *tok, int on);
+/* The id of one vocabulary entry as vocab.json spells it ("!", "<|endoftext|>"), or -1. */
+int32_t clip_tokenizer_token_id(const ClipTokenizer *tok, const char *token);
 
 /* BPE ids of TEXT (UTF-8; invalid bytes read as U+FFFD) without start/end, up to MAX of
  * them into IDS (may be NULL when MAX is 0). Returns the full count, which may exceed MAX. */
