@@ -407,6 +407,20 @@ static void kop_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout
     backend_reset(be, mark);
 }
 
+// ---- ops of the UNet (gpu/kern_unet.h) -----------------------------------------------------------
+
+static void kop_unet_add(Backend *be, CT *out, CT *a, CT *b, CT *chan) {
+    UnetAddArgs k = {F(out), CF(a), CF(b), CF(chan), (long)(a->shape[0] * a->shape[1]),
+                     (long)a->shape[2]};
+    unet_add_be(be, k);
+}
+
+static void kop_unet_transpose(Backend *be, CT *out, CT *inp) {
+    UnetTransposeArgs k = {F(out), CF(inp), (int)inp->shape[0], (int)inp->shape[1],
+                           (int)inp->shape[2]};
+    unet_transpose_be(be, k);
+}
+
 #define KERN_OPS_POSITIONAL                                                                  \
     kop_linear_forward, kop_linear_backward, kop_matmul_forward, kop_matmul_backward,       \
         kop_layernorm_forward, kop_layernorm_backward, kop_groupnorm_forward,                \
@@ -415,6 +429,6 @@ static void kop_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout
         kop_conv2d_backward, kop_attention_forward, kop_attention_backward,                  \
         kop_upsample2x_forward, kop_upsample2x_backward, kop_concat_forward,                 \
         kop_concat_backward, kop_split_forward, kop_split_backward, kop_mse_forward,         \
-        kop_mse_backward, kop_adamw
+        kop_mse_backward, kop_adamw, /* ops of the UNet */ kop_unet_add, kop_unet_transpose
 
 #endif

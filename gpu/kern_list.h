@@ -12,6 +12,7 @@
 #include "kern_nn.h"
 #include "kern_norm.h"
 #include "kern_pointwise.h"
+#include "kern_unet.h"
 
 #define KERN_LIST(X)                                                                         \
     X(layernorm_fwd, LayerNormFwdArgs)                                                       \
@@ -41,6 +42,9 @@
     X(chan_bias_bwd, ChanBiasArgs)                                                           \
     X(attn_fwd, AttnArgs)                                                                    \
     X(attn_bwd_dq, AttnArgs)                                                                 \
-    X(attn_bwd_dkv, AttnArgs)
+    X(attn_bwd_dkv, AttnArgs)                                                              \
+    /* ops of the UNet */                                                                    \
+    X(unet_add, UnetAddArgs)                                                                 \
+    X(unet_transpose, UnetTransposeArgs)
 
 #endif

@@ -217,4 +217,15 @@ void backend_mse_backward(Backend *be, const Tensor *dpred, const Tensor *dtarge
 void backend_adamw(Backend *be, const Tensor *param, const Tensor *grad, const Tensor *m,
                    const Tensor *v, int t, float lr, const AdamWConfig *cfg);
 
+/* ---- ops of the UNet (src/models/unet.c; forward only for now) ------------------------------ */
+
+/* out (B,C,S) = a (B,C,S) + b (B,C,S) + chan (B,C) broadcast over S; b and chan are optional
+ * (NULL: not added). F32 only. out may alias a or b (residuals, the time embedding added to a
+ * ResNet's feature map). */
+void backend_unet_add(Backend *be, const Tensor *out, const Tensor *a, const Tensor *b,
+                      const Tensor *chan);
+/* out (B,C,R) = inp (B,R,C) with its last two dimensions swapped, F32 (NCHW feature maps to
+ * tokens (B,HW,C) and back; its own backward). out must not alias inp. */
+void backend_unet_transpose(Backend *be, const Tensor *out, const Tensor *inp);
+
 #endif

@@ -63,6 +63,9 @@ typedef struct BackendOps {
     void (*mse_backward)(Backend *, CT *dpred, CT *dtarget, float dloss, CT *pred, CT *target);
     void (*adamw)(Backend *, CT *param, CT *grad, CT *m, CT *v, int t, float lr,
                   const AdamWConfig *cfg);
+    /* ops of the UNet */
+    void (*unet_add)(Backend *, CT *out, CT *a, CT *b, CT *chan);
+    void (*unet_transpose)(Backend *, CT *out, CT *inp);
 } BackendOps;
 
 struct Backend {

@@ -1,0 +1,288 @@
+/* unet: tiny random diffusers UNet2DConditionModels (an SD-1.5-shaped one and an SDXL-shaped
+ * one with text_time added conditioning, per-level transformer depth and linear projections),
+ * made by tests/models/make_unet_fixtures.py with diffusers 0.42.1, give diffusers' noise
+ * prediction within 1e-4 on the CPU backend and on the emulated CUDA backend (the CUDA
+ * backend's code on the host harness: the SDXL-shaped model only, on a batch of one 8×8
+ * latent, as every emulated launch starts a thread per GPU thread), and bad weights or
+ * configs are named in the error. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "backend_impl.h"
+#include "base.h"
+#include "fmt_safetensors.h"
+#include "sd_weights.h"
+#include "unet.h"
+
+#define FIX "tests/models/fixtures/"
+
+/* A fixture tensor as f32 (malloc'd), checking its element count when n > 0. */
+static float *fix_read(SafeTensors *st, const char *name, size_t *n_out, int64_t *shape) {
+    const StTensor *t = safetensors_find(st, name);
+    cr_assert_not_null(t, "fixture tensor %s missing", name);
+    float *p = xmalloc(sizeof(float) * (size_t)t->n_elem);
+    Err err = {0};
+    cr_assert_eq(safetensors_read_f32(st, t, p, (size_t)t->n_elem, &err), 0, "%s", err.msg);
+    if (n_out)
+        *n_out = (size_t)t->n_elem;
+    if (shape)
+        for (int i = 0; i < t->n_dim; i++)
+            shape[i] = t->shape[i];
+    return p;
+}
+
+static Tensor dev_from(Backend *be, float *host, int nd, const int64_t *shape) {
+    Tensor d = backend_tensor_new(be, DTYPE_F32, nd, shape);
+    Tensor h = tensor_view(host, nd, shape);
+    backend_upload(be, &d, &h);
+    return d;
+}
+
+/* Run fixture DIR's case CASE on be with resident DTYPE; returns max |got − want| and sets
+ * *scale to max |want|. */
+static double run_case(Backend *be, const char *dir, const char *cs, DType dtype, double *scale) {
+    Err err = {0};
+    SdWeights *w = NULL;
+    cr_assert_eq(sd_weights_open(dir, "unet", &w, &err), 0, "%s", err.msg);
+    Unet *u = NULL;
+    UnetOptions o = {dtype};
+    cr_assert_eq(unet_load(w, be, &o, &u, &err), 0, "%s", err.msg);
+    char io_path[512], name[64];
+    snprintf(io_path, sizeof io_path, "%s/io.safetensors", dir);
+    SafeTensors *io = safetensors_open(io_path, &err);
+    cr_assert_not_null(io, "%s", err.msg);
+    int64_t xs[4], es[3], ts[2];
+    size_t n_out;
+#define GET(field, shp, np) (snprintf(name, sizeof name, "%s.%s", cs, field), \
+                             fix_read(io, name, np, shp))
+    float *x = GET("sample", xs, NULL), *t = GET("timesteps", NULL, NULL);
+    float *ehs = GET("ehs", es, NULL), *want = GET("out", NULL, &n_out);
+    float *te = NULL, *tid = NULL;
+    Tensor dx = dev_from(be, x, 4, xs), de = dev_from(be, ehs, 3, es), dte = {0};
+    if (unet_config(u)->text_time) {
+        te = GET("text_embeds", ts, NULL);
+        tid = GET("time_ids", NULL, NULL);
+        dte = dev_from(be, te, 2, ts);
+    }
+#undef GET
+    int64_t os[4] = {xs[0], unet_config(u)->out_channels, xs[2], xs[3]};
+    Tensor dout = backend_tensor_new(be, DTYPE_F32, 4, os);
+    int rc = unet_forward(u, be, &dout, &dx, t, &de, te ? &dte : NULL, tid, &err);
+    cr_assert_eq(rc, 0, "%s", err.msg);
+    float *got = xmalloc(sizeof(float) * n_out);
+    Tensor hg = tensor_view(got, 4, os);
+    backend_download(be, &hg, &dout);
+    cr_assert_eq(backend_sync(be, &err), 0, "%s", err.msg);
+    double md = 0, mw = 0;
+    for (size_t i = 0; i < n_out; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        cr_assert(d == d, "NaN at %zu", i);
+        md = d > md ? d : md;
+        mw = fabs(want[i]) > mw ? fabs(want[i]) : mw;
+    }
+    *scale = mw;
+    backend_tensor_free(be, &dx);
+    backend_tensor_free(be, &de);
+    backend_tensor_free(be, &dout);
+    if (dte.ptr)
+        backend_tensor_free(be, &dte);
+    free(x), free(t), free(ehs), free(want), free(te), free(tid), free(got);
+    safetensors_close(io);
+    unet_free(u);
+    sd_weights_close(w);
+    return md;
+}
+
+static Backend *open_cpu(void) {
+    Backend *be = NULL;
+    Err err = {0};
+    BackendConfig cfg = {.threads = 2, .arena_bytes = (size_t)64 << 20};
+    cr_assert_eq(backend_open("cpu", &cfg, &be, NULL, 0, &err), 0, "%s", err.msg);
+    return be;
+}
+
+static Backend *open_emu(void) {
+    Backend *be = NULL;
+    Err err = {0};
+    BackendConfig cfg = {.arena_bytes = (size_t)64 << 20};
+    cr_assert_eq(backend_emu_open(&cfg, &be, &err), 0, "%s", err.msg);
+    return be;
+}
+
+static void check(Backend *be, const char *dir, const char *cs) {
+    double scale, md = run_case(be, dir, cs, DTYPE_F32, &scale);
+    cr_assert(scale > 0.1, "degenerate fixture output (max |out| %g)", scale);
+    cr_log_info("%s case %s on %s: max |easel - diffusers| = %g (max |out| %g)", dir, cs,
+                backend_name(be), md, scale);
+    cr_assert(md <= 1e-4, "%s case %s on %s: max |easel − diffusers| = %g (max |out| %g)", dir,
+              cs, backend_name(be), md, scale);
+    backend_close(be);
+}
+
+Test(unet, sd_matches_diffusers_cpu) { check(open_cpu(), FIX "unet_sd", "a"); }
+Test(unet, sdxl_matches_diffusers_cpu) { check(open_cpu(), FIX "unet_sdxl", "a"); }
+Test(unet, sdxl_matches_diffusers_emu, .timeout = 120) {
+    check(open_emu(), FIX "unet_sdxl", "s");
+}
+
+/* Half resident weights: the output moves by about the weights' rounding, not more. */
+Test(unet, half_weights_stay_close) {
+    Backend *be = open_cpu();
+    DType dts[] = {DTYPE_F16, DTYPE_BF16};
+    double tol[] = {1e-2, 6e-2};
+    for (int i = 0; i < 2; i++) {
+        double scale, md = run_case(be, FIX "unet_sdxl", "a", dts[i], &scale);
+        cr_assert(md > 0 && md <= tol[i] * scale, "%s weights: max diff %g, max |out| %g",
+                  dtype_name(dts[i]), md, scale);
+    }
+    backend_close(be);
+}
+
+/* ---- errors --------------------------------------------------------------------------------- */
+
+static char tmp[64];
+
+static void mk_tmp(void) {
+    strcpy(tmp, "/tmp/easel-unet-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmp));
+}
+
+static void rm_tmp(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* tmp/unet/ = the SD fixture's config and weights, with tensor DROP left out and tensor
+ * RESHAPE (if any) given one more row, and config key KEY set to JSON value VAL (if any). */
+static void make_variant(const char *drop, const char *reshape, const char *key,
+                         const char *val) {
+    char path[256], cmd[512];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/unet", tmp);
+    cr_assert_eq(system(cmd), 0);
+    Err err = {0};
+    SafeTensors *st = safetensors_open(FIX "unet_sd/diffusion_pytorch_model.safetensors", &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    SafeTensorsWriter *wr = safetensors_writer_new();
+    float *bufs[1024] = {0};
+    size_t nb = 0;
+    for (size_t i = 0; i < safetensors_count(st); i++) {
+        const StTensor *t = safetensors_at(st, i);
+        if (drop && !strcmp(t->name, drop))
+            continue;
+        int64_t shape[ST_MAX_DIMS];
+        memcpy(shape, t->shape, sizeof shape);
+        size_t n = (size_t)t->n_elem;
+        if (reshape && !strcmp(t->name, reshape)) {
+            n += n / (size_t)shape[0];
+            shape[0] += 1;
+        }
+        float *p = xcalloc(n, sizeof(float));
+        cr_assert_eq(safetensors_read_f32(st, t, p, (size_t)t->n_elem, &err), 0);
+        cr_assert_lt(nb, 1024u);
+        bufs[nb++] = p;
+        cr_assert_eq(safetensors_writer_add(wr, t->name, ST_F32, t->n_dim, shape, p, &err), 0,
+                     "%s", err.msg);
+    }
+    snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", tmp);
+    cr_assert_eq(safetensors_writer_save(wr, path, &err), 0, "%s", err.msg);
+    safetensors_writer_free(wr);
+    for (size_t i = 0; i < nb; i++)
+        free(bufs[i]);
+    safetensors_close(st);
+    snprintf(path, sizeof path, "%s/unet/config.json", tmp);
+    json_error_t je;
+    json_t *cfg = json_load_file(FIX "unet_sd/config.json", 0, &je);
+    cr_assert_not_null(cfg, "%s", je.text);
+    if (key) {
+        json_t *v = json_loads(val, JSON_DECODE_ANY, &je);
+        cr_assert_not_null(v, "%s", je.text);
+        json_object_set_new(cfg, key, v);
+    }
+    cr_assert_eq(json_dump_file(cfg, path, JSON_INDENT(2)), 0);
+    json_decref(cfg);
+}
+
+/* Loading tmp fails with code and a message holding every one of the NULL-ended words. */
+static void load_fails(int code, const char *const *words) {
+    Backend *be = open_cpu();
+    Err err = {0};
+    SdWeights *w = NULL;
+    cr_assert_eq(sd_weights_open(tmp, "unet", &w, &err), 0, "%s", err.msg);
+    Unet *u = NULL;
+    int rc = unet_load(w, be, NULL, &u, &err);
+    cr_assert_null(u);
+    cr_assert_eq(rc, code, "rc %d, message: %s", rc, err.msg);
+    for (int i = 0; words[i]; i++)
+        cr_assert(strstr(err.msg, words[i]), "message lacks \"%s\": %s", words[i], err.msg);
+    sd_weights_close(w);
+    backend_close(be);
+}
+
+TestSuite(unet_errors, .init = mk_tmp, .fini = rm_tmp);
+
+Test(unet_errors, missing_tensor_named) {
+    make_variant("up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_k.weight", NULL, NULL,
+                 NULL);
+    const char *words[] = {"up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_k.weight",
+                           "diffusion_pytorch_model.safetensors", NULL};
+    load_fails(ERR_NOTFOUND, words);
+}
+
+Test(unet_errors, wrong_shape_named) {
+    make_variant(NULL, "down_blocks.1.resnets.0.conv_shortcut.weight", NULL, NULL);
+    const char *words[] = {"down_blocks.1.resnets.0.conv_shortcut.weight", "33", NULL};
+    load_fails(ERR_FORMAT, words);
+}
+
+Test(unet_errors, bad_block_type_named) {
+    make_variant(NULL, NULL, "down_block_types", "[\"CrossAttnDownBlock2D\", \"AttnDownBlock2D\"]");
+    const char *words[] = {"config.json", "down_block_types", "AttnDownBlock2D",
+                           "CrossAttnDownBlock2D and DownBlock2D", NULL};
+    load_fails(ERR_FORMAT, words);
+}
+
+Test(unet_errors, bad_heads_named) {
+    make_variant(NULL, NULL, "attention_head_dim", "[4, 5]");
+    const char *words[] = {"config.json", "attention_head_dim", "head count 5", NULL};
+    load_fails(ERR_FORMAT, words);
+}
+
+Test(unet_errors, unsupported_field_named) {
+    make_variant(NULL, NULL, "resnet_time_scale_shift", "\"scale_shift\"");
+    const char *words[] = {"config.json", "resnet_time_scale_shift", NULL};
+    load_fails(ERR_FORMAT, words);
+}
+
+Test(unet_errors, forward_checks_sizes) {
+    Backend *be = open_cpu();
+    Err err = {0};
+    SdWeights *w = NULL;
+    cr_assert_eq(sd_weights_open(FIX "unet_sd", "unet", &w, &err), 0, "%s", err.msg);
+    Unet *u = NULL;
+    cr_assert_eq(unet_load(w, be, NULL, &u, &err), 0, "%s", err.msg);
+    int64_t xs[4] = {1, 4, 6, 8}, es[3] = {1, 7, 24};
+    Tensor x = backend_tensor_new(be, DTYPE_F32, 4, xs), e = backend_tensor_new(be, DTYPE_F32, 3, es);
+    Tensor o = backend_tensor_new(be, DTYPE_F32, 4, xs);
+    backend_zero(be, &x);
+    backend_zero(be, &e);
+    float t = 1;
+    xs[2] = 7; /* odd: the UNet halves it once */
+    Tensor x7 = tensor_view_dtype(x.ptr, DTYPE_F32, 4, xs), o7 = x7;
+    x7.device = o7.device = backend_device(be);
+    cr_assert_eq(unet_forward(u, be, &o7, &x7, &t, &e, NULL, NULL, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "multiples of 2"), "%s", err.msg);
+    cr_assert_eq(unet_forward(u, be, &o, &x, &t, &e, NULL, NULL, &err), 0, "%s", err.msg);
+    backend_tensor_free(be, &x);
+    backend_tensor_free(be, &e);
+    backend_tensor_free(be, &o);
+    unet_free(u);
+    sd_weights_close(w);
+    backend_close(be);
+}
