@@ -173,6 +173,10 @@ int unet_config_parse(const char *json, const char *where, UnetConfig *c, Err *e
     };
     for (size_t i = 0; i < ARRAY_LEN(must) && !rc; i++)
         rc = cfg_must(root, must[i].key, must[i].str, must[i].boolean, where, err);
+    json_t *mbt = json_object_get(root, "mid_block_type");
+    if (!rc && mbt && json_is_null(mbt)) /* null is "no mid block" to diffusers */
+        rc = err_set(err, ERR_FORMAT, "%s: \"mid_block_type\" null (no mid block) is not "
+                     "supported; UNetMidBlock2DCrossAttn is", where);
     static const char *const must_null[] = {"num_class_embeds", "time_cond_proj_dim",
                                             "encoder_hid_dim", "reverse_transformer_layers_"
                                                                "per_block"};

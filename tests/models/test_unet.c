@@ -286,3 +286,90 @@ Test(unet_errors, forward_checks_sizes) {
     sd_weights_close(w);
     backend_close(be);
 }
+
+/* ---- config.json as diffusers reads it ------------------------------------------------------ */
+
+/* The fields of stabilityai/stable-diffusion-2-1's unet/config.json that shape the model:
+ * attention_head_dim [5,10,20,20] is read as head COUNTS (64-wide heads), as diffusers does. */
+Test(unet_config, sd21_heads_from_attention_head_dim) {
+    const char *json =
+        "{\"attention_head_dim\": [5, 10, 20, 20], \"block_out_channels\": [320, 640, 1280, 1280],"
+        " \"cross_attention_dim\": 1024, \"down_block_types\": [\"CrossAttnDownBlock2D\","
+        " \"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\", \"DownBlock2D\"],"
+        " \"up_block_types\": [\"UpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\","
+        " \"CrossAttnUpBlock2D\"], \"layers_per_block\": 2, \"use_linear_projection\": true,"
+        " \"upcast_attention\": true, \"sample_size\": 96, \"num_attention_heads\": null,"
+        " \"mid_block_type\": \"UNetMidBlock2DCrossAttn\", \"norm_num_groups\": 32}";
+    UnetConfig c;
+    Err err = {0};
+    cr_assert_eq(unet_config_parse(json, "sd21", &c, &err), 0, "%s", err.msg);
+    int heads[] = {5, 10, 20, 20};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(c.heads[i], heads[i]);
+        cr_assert_eq(c.block_out[i] / c.heads[i], 64);
+        cr_assert_eq(c.layers[i], 2);
+        cr_assert_eq(c.tlayers[i], 1);
+        cr_assert_eq(c.down_attn[i], i < 3);
+        cr_assert_eq(c.up_attn[i], i > 0);
+    }
+    cr_assert_eq(c.levels, 4);
+    cr_assert_eq(c.cross_dim, 1024);
+    cr_assert_eq(c.time_embed_dim, 1280);
+    cr_assert(c.linear_proj && c.upcast_attention && !c.text_time);
+}
+
+/* stabilityai/stable-diffusion-xl-base-1.0's shaping fields; num_attention_heads, when given,
+ * wins over attention_head_dim. */
+Test(unet_config, sdxl_text_time_and_depths) {
+    const char *json =
+        "{\"addition_embed_type\": \"text_time\", \"addition_time_embed_dim\": 256,"
+        " \"attention_head_dim\": [5, 10, 20], \"block_out_channels\": [320, 640, 1280],"
+        " \"cross_attention_dim\": 2048, \"down_block_types\": [\"DownBlock2D\","
+        " \"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\"], \"up_block_types\":"
+        " [\"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\", \"UpBlock2D\"],"
+        " \"projection_class_embeddings_input_dim\": 2816, \"transformer_layers_per_block\":"
+        " [1, 2, 10], \"use_linear_projection\": true, \"sample_size\": 128}";
+    UnetConfig c;
+    Err err = {0};
+    cr_assert_eq(unet_config_parse(json, "sdxl", &c, &err), 0, "%s", err.msg);
+    cr_assert(c.text_time);
+    cr_assert_eq(c.add_time_dim, 256);
+    cr_assert_eq(c.add_in_dim - 6 * c.add_time_dim, 1280); /* bigG's pooled projection */
+    cr_assert_eq(c.tlayers[0], 1);
+    cr_assert_eq(c.tlayers[1], 2);
+    cr_assert_eq(c.tlayers[2], 10);
+    cr_assert_eq(c.heads[2], 20);
+    char *j2 = xasprintf("%.*s, \"num_attention_heads\": [10, 20, 40]}",
+                         (int)strlen(json) - 1, json);
+    cr_assert_eq(unet_config_parse(j2, "sdxl", &c, &err), 0, "%s", err.msg);
+    cr_assert_eq(c.heads[0], 10);
+    cr_assert_eq(c.heads[2], 40);
+    free(j2);
+}
+
+Test(unet_config, refusals_name_the_field) {
+    static const char *const bad[][2] = {
+        {"{\"block_out_channels\": [32, 64], \"down_block_types\": [\"DownBlock2D\"],"
+         " \"up_block_types\": [\"UpBlock2D\", \"UpBlock2D\"]}", "down_block_types"},
+        {"{\"block_out_channels\": [32], \"down_block_types\": [\"DownBlock2D\"],"
+         " \"up_block_types\": [\"UpBlock2D\"], \"mid_block_type\": null}", "mid_block_type"},
+        {"{\"block_out_channels\": [32], \"down_block_types\": [\"DownBlock2D\"],"
+         " \"up_block_types\": [\"UpBlock2D\"], \"addition_embed_type\": \"text\"}",
+         "addition_embed_type"},
+        {"{\"block_out_channels\": [32], \"down_block_types\": [\"DownBlock2D\"],"
+         " \"up_block_types\": [\"UpBlock2D\"], \"time_cond_proj_dim\": 256}",
+         "time_cond_proj_dim"},
+        {"{\"block_out_channels\": [32], \"down_block_types\": [\"DownBlock2D\"],"
+         " \"up_block_types\": [\"UpBlock2D\"], \"norm_num_groups\": 5}", "norm_num_groups"},
+        {"{\"block_out_channels\": [], \"down_block_types\": []}", "block_out_channels"},
+        {"[1, 2", "where.json:1"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        UnetConfig c;
+        Err err = {0};
+        cr_assert_eq(unet_config_parse(bad[i][0], "where.json", &c, &err), ERR_FORMAT,
+                     "case %zu accepted", i);
+        cr_assert(strstr(err.msg, bad[i][1]) && strstr(err.msg, "where.json"),
+                  "case %zu: message lacks %s: %s", i, bad[i][1], err.msg);
+    }
+}
