@@ -28,12 +28,12 @@
  *     The saved statistics a backward needs (GroupNorm/LayerNorm mean/rstd, attention lse)
  *     are what each block computes already: a LoRA backward (issue 16) adds a mode that
  *     keeps them instead of resetting.
- *   - Memory (f32 activations, arena; an estimate by arithmetic, not yet measured): a 1024²
- *     SDXL step with guidance (batch 2, latents 128²) holds the skips (~0.2 GB), the two
- *     up-path buffers (~0.17 GB) and the largest block's temporaries: the 960-channel ResNet
- *     at 128² (~0.5 GB with its GroupNorm copy and conv scratch, which the CPU backend bounds
- *     at ~64 MiB): size the arena at about 1.5 GiB. Weights: 2.6 G parameters, 10.3 GB in
- *     f32, 5.1 GB in f16/bf16.
+ *   - Memory (f32 activations, arena; by arithmetic, not yet measured on a full-size model):
+ *     a 1024² SDXL step with guidance (batch 2, latents 128²) needs about 0.9 GB of arena on
+ *     the CPU backend (skips 0.27 GB, the two up-path buffers 0.17 GB, the largest block —
+ *     the 960-channel ResNet at 128² — 0.42 GB with its conv scratch); the CUDA backend's conv2d
+ *     column buffer (C·9·H·W floats per image) adds about 0.6 GB: size the arena at 1 GiB on
+ *     the CPU, 1.5 GiB on CUDA. Weights: 2.6 G parameters, 10.3 GB in f32, 5.1 GB in f16/bf16.
  * Models layer: the engine's Backend, sd_weights, jansson. One thread at a time per Unet.
  */
 #ifndef EASEL_UNET_H

@@ -6,8 +6,8 @@ Run from the repository root with a Python that has torch and diffusers (0.42.1)
 Writes tests/models/fixtures/unet_sd/ and unet_sdxl/: a diffusers folder (config.json,
 diffusion_pytorch_model.safetensors, f32) and io.safetensors holding fixed inputs and
 diffusers' output for them ("<case>.sample", ".timesteps", ".ehs", [".text_embeds",
-".time_ids"], ".out"). Cases: "a" (batch 2) for the CPU backend and "s" (batch 1, 8x8) small
-enough for the emulated CUDA backend. make test never runs this.
+".time_ids"], ".out"). Cases: "a" (batch 2, 16x16) and "r" (batch 1, 8x24: not square) for the
+CPU backend, "s" (batch 1, 8x8) small enough for the emulated CUDA backend. make test never runs this.
 """
 import os
 
@@ -48,14 +48,15 @@ def make(name, cfg, seed, text_dim):
     out_dir = os.path.join(HERE, name)
     unet.save_pretrained(out_dir, safe_serialization=True)
     io = {}
-    for case, (B, hw, ts) in {"a": (2, 16, [999.0, 37.0]), "s": (1, 8, [500.0])}.items():
-        x = torch.randn(B, 4, hw, hw)
+    cases = {"a": (2, 16, 16, [999.0, 37.0]), "s": (1, 8, 8, [500.0]), "r": (1, 8, 24, [1.0])}
+    for case, (B, hh, ww, ts) in cases.items():
+        x = torch.randn(B, 4, hh, ww)
         t = torch.tensor(ts, dtype=torch.float32)
         ehs = torch.randn(B, 7, cfg["cross_attention_dim"])
         kw = {}
         if text_dim:
             te = torch.randn(B, text_dim)
-            tid = torch.tensor([[hw * 8, hw * 8, 0, 0, hw * 8, hw * 8]] * B, dtype=torch.float32)
+            tid = torch.tensor([[hh * 8, ww * 8, 0, 0, hh * 8, ww * 8]] * B, dtype=torch.float32)
             kw["added_cond_kwargs"] = {"text_embeds": te, "time_ids": tid}
             io[case + ".text_embeds"] = te
             io[case + ".time_ids"] = tid

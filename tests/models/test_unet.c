@@ -127,6 +127,8 @@ static void check(Backend *be, const char *dir, const char *cs) {
 
 Test(unet, sd_matches_diffusers_cpu) { check(open_cpu(), FIX "unet_sd", "a"); }
 Test(unet, sdxl_matches_diffusers_cpu) { check(open_cpu(), FIX "unet_sdxl", "a"); }
+Test(unet, sd_not_square_cpu) { check(open_cpu(), FIX "unet_sd", "r"); }
+Test(unet, sdxl_not_square_cpu) { check(open_cpu(), FIX "unet_sdxl", "r"); }
 Test(unet, sdxl_matches_diffusers_emu, .timeout = 120) {
     check(open_emu(), FIX "unet_sdxl", "s");
 }
