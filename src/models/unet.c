@@ -159,11 +159,6 @@ int unet_config_parse(const char *json, const char *where, UnetConfig *c, Err *e
         {"resnet_time_scale_shift", "default", -1},
         {"act_fn", "silu", -1},
         {"attention_type", "default", -1},
-        {"class_embed_type", "\x01", -1}, /* only null */
-        {"encoder_hid_dim_type", "\x01", -1},
-        {"time_embedding_act_fn", "\x01", -1},
-        {"timestep_post_act", "\x01", -1},
-        {"cross_attention_norm", "\x01", -1},
         {"dual_cross_attention", NULL, 0},
         {"only_cross_attention", NULL, 0},
         {"center_input_sample", NULL, 0},
@@ -177,9 +172,11 @@ int unet_config_parse(const char *json, const char *where, UnetConfig *c, Err *e
     if (!rc && mbt && json_is_null(mbt)) /* null is "no mid block" to diffusers */
         rc = err_set(err, ERR_FORMAT, "%s: \"mid_block_type\" null (no mid block) is not "
                      "supported; UNetMidBlock2DCrossAttn is", where);
-    static const char *const must_null[] = {"num_class_embeds", "time_cond_proj_dim",
-                                            "encoder_hid_dim", "reverse_transformer_layers_"
-                                                               "per_block"};
+    static const char *const must_null[] = {
+        "num_class_embeds",     "time_cond_proj_dim",   "encoder_hid_dim",
+        "class_embed_type",     "encoder_hid_dim_type", "time_embedding_act_fn",
+        "timestep_post_act",    "cross_attention_norm", "reverse_transformer_layers_per_block",
+    };
     for (size_t i = 0; i < ARRAY_LEN(must_null) && !rc; i++) {
         json_t *v = json_object_get(root, must_null[i]);
         if (v && !json_is_null(v))

@@ -318,6 +318,9 @@ Test(unet_config, refusals_name_the_field) {
         {"{\"block_out_channels\": [32], \"down_block_types\": [\"DownBlock2D\"],"
          " \"up_block_types\": [\"UpBlock2D\"], \"norm_num_groups\": 5}", "norm_num_groups"},
         {"{\"block_out_channels\": [], \"down_block_types\": []}", "block_out_channels"},
+        {"{\"block_out_channels\": [32], \"down_block_types\": [\"DownBlock2D\"],"
+         " \"up_block_types\": [\"UpBlock2D\"], \"class_embed_type\": \"timestep\"}",
+         "\"class_embed_type\" is not supported (null only)"},
         {"[1, 2", "where.json:1"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
