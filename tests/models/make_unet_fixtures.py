@@ -3,7 +3,8 @@
 
 Run from the repository root with a Python that has torch and diffusers (0.42.1):
     /work/wt/make/build/venv/bin/python tests/models/make_unet_fixtures.py
-Writes tests/models/fixtures/unet_sd/ and unet_sdxl/: a diffusers folder (config.json,
+Writes tests/models/fixtures/unet_sd/, unet_sdxl/ and unet_deep/ (three levels, other
+field values): a diffusers folder (config.json,
 diffusion_pytorch_model.safetensors, f32) and io.safetensors holding fixed inputs and
 diffusers' output for them ("<case>.sample", ".timesteps", ".ehs", [".text_embeds",
 ".time_ids"], ".out"). Cases: "a" (batch 2, 16x16) and "r" (batch 1, 8x24: not square) for the
@@ -36,6 +37,18 @@ SDXL = dict(
     addition_embed_type="text_time", addition_time_embed_dim=8,
     projection_class_embeddings_input_dim=16 + 6 * 8,
     flip_sin_to_cos=True, freq_shift=0, upcast_attention=False,
+)
+
+# Three levels, per-level layers, the other sinusoid layout and a set time embedding width:
+# fields the two model-shaped configs leave at one value.
+DEEP = dict(
+    sample_size=16, in_channels=4, out_channels=3, layers_per_block=[1, 2, 1],
+    block_out_channels=(8, 16, 16),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    transformer_layers_per_block=2, attention_head_dim=[2, 4, 4],
+    cross_attention_dim=12, norm_num_groups=4, norm_eps=1e-6, time_embedding_dim=48,
+    flip_sin_to_cos=False, freq_shift=1,
 )
 
 
@@ -74,3 +87,4 @@ def make(name, cfg, seed, text_dim):
 if __name__ == "__main__":
     make("unet_sd", SD, 1, 0)
     make("unet_sdxl", SDXL, 2, 16)
+    make("unet_deep", DEEP, 3, 0)

@@ -52,6 +52,11 @@ Test(unet, sd_matches_diffusers_cpu) { check(open_cpu(), FIX "unet_sd", "a"); }
 Test(unet, sdxl_matches_diffusers_cpu) { check(open_cpu(), FIX "unet_sdxl", "a"); }
 Test(unet, sd_not_square_cpu) { check(open_cpu(), FIX "unet_sd", "r"); }
 Test(unet, sdxl_not_square_cpu) { check(open_cpu(), FIX "unet_sdxl", "r"); }
+/* three levels, layers_per_block [1,2,1], flip_sin_to_cos false, freq_shift 1, 3 outputs */
+Test(unet, deep_matches_diffusers_cpu) {
+    check(open_cpu(), FIX "unet_deep", "a");
+    check(open_cpu(), FIX "unet_deep", "r");
+}
 Test(unet, sdxl_matches_diffusers_emu, .timeout = 120) {
     check(open_emu(), FIX "unet_sdxl", "s");
 }
