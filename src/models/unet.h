@@ -28,12 +28,13 @@
  *     The saved statistics a backward needs (GroupNorm/LayerNorm mean/rstd, attention lse)
  *     are what each block computes already: a LoRA backward (issue 16) adds a mode that
  *     keeps them instead of resetting.
- *   - Memory (f32 activations, arena; by arithmetic, not yet measured on a full-size model):
- *     a 1024² SDXL step with guidance (batch 2, latents 128²) needs about 0.9 GB of arena on
- *     the CPU backend (skips 0.27 GB, the two up-path buffers 0.17 GB, the largest block —
- *     the 960-channel ResNet at 128² — 0.42 GB with its conv scratch); the CUDA backend's conv2d
- *     column buffer (C·9·H·W floats per image) adds about 0.6 GB: size the arena at 1 GiB on
- *     the CPU, 1.5 GiB on CUDA. Weights: 2.6 G parameters, 10.3 GB in f32, 5.1 GB in f16/bf16.
+ *   - Memory (f32 activations, arena): measured on the CPU backend with SDXL's widths
+ *     (320/640/1280, 2 layers per level, text_time, 77×2048 conditioning; the transformer depth
+ *     does not change the peak), batch 2 as with guidance: 107 MB of arena at 32² latents,
+ *     287 MB at 64², growing with the area, so about 1.0 GB at 128² (a 1024² image): size the
+ *     arena at 1.25 GiB on the CPU. The CUDA backend's conv2d column buffer (C·9·H·W floats
+ *     per image, 0.57 GB for the 960-channel ResNet at 128²) comes on top: about 1.75 GiB
+ *     there. Weights: 2.6 G parameters, 10.3 GB in f32, 5.1 GB in f16/bf16.
  * Models layer: the engine's Backend, sd_weights, jansson. One thread at a time per Unet.
  */
 #ifndef EASEL_UNET_H
