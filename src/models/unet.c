@@ -632,9 +632,13 @@ int unet_load(SdWeights *w, Backend *be, const UnetOptions *opts, Unet **out, Er
     snprintf(where, sizeof where, "config.json of %s", sd_weights_where(w));
     if (!json)
         return err_set(err, ERR_FORMAT, "%s: missing (the UNet's config.json is needed)", where);
+    DType dt = opts ? opts->dtype : DTYPE_F32;
+    if (dt != DTYPE_F32 && dt != DTYPE_F16 && dt != DTYPE_BF16)
+        return err_set(err, ERR_USAGE, "unet_load: resident dtype %d: use f32, f16 or bf16",
+                       (int)dt);
     Unet *u = xcalloc(1, sizeof *u);
     u->be = be;
-    u->dtype = opts ? opts->dtype : DTYPE_F32;
+    u->dtype = dt;
     int rc = unet_config_parse(json, where, &u->cfg, err);
     if (rc) {
         free(u);
@@ -802,6 +806,11 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
                  const Tensor *ehs, const Tensor *text_embeds, const float *time_ids, Err *err) {
     const UnetConfig *c = &u->cfg;
     int L = c->levels;
+    if (be != u->be)
+        return err_set(err, ERR_USAGE, "unet_forward: the UNet's parameters live on %s, not on "
+                       "%s", backend_name(u->be), backend_name(be));
+    if (!timesteps)
+        return err_set(err, ERR_USAGE, "unet_forward: timesteps are required (one per image)");
     if (x->n_dims != 4 || x->shape[1] != c->in_channels)
         return err_set(err, ERR_USAGE, "unet_forward: latents must be (B,%d,h,w)",
                        c->in_channels);

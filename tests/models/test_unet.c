@@ -239,7 +239,16 @@ Test(unet_errors, forward_checks_sizes) {
     x7.device = o7.device = backend_device(be);
     cr_assert_eq(unet_forward(u, be, &o7, &x7, &t, &e, NULL, NULL, &err), ERR_USAGE);
     cr_assert(strstr(err.msg, "multiples of 2"), "%s", err.msg);
+    cr_assert_eq(unet_forward(u, be, &o, &x, NULL, &e, NULL, NULL, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "timesteps"), "%s", err.msg);
+    Backend *other = open_cpu();
+    cr_assert_eq(unet_forward(u, other, &o, &x, &t, &e, NULL, NULL, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "parameters live on"), "%s", err.msg);
+    backend_close(other);
     cr_assert_eq(unet_forward(u, be, &o, &x, &t, &e, NULL, NULL, &err), 0, "%s", err.msg);
+    Unet *u2 = NULL;
+    cr_assert_eq(unet_load(w, be, &(UnetOptions){(DType)7}, &u2, &err), ERR_USAGE);
+    cr_assert_null(u2);
     backend_tensor_free(be, &x);
     backend_tensor_free(be, &e);
     backend_tensor_free(be, &o);
