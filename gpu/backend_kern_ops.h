@@ -407,7 +407,7 @@ static void kop_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout
     backend_reset(be, mark);
 }
 
-// ---- ops of the UNet (gpu/kern_unet.h) -----------------------------------------------------------
+// ---- ops of the UNet (gpu/kern_unet.h) --------------------------------------------------------
 
 static void kop_unet_add(Backend *be, CT *out, CT *a, CT *b, CT *chan) {
     UnetAddArgs k = {F(out), CF(a), CF(b), CF(chan), (long)(a->shape[0] * a->shape[1]),

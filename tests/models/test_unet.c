@@ -73,7 +73,8 @@ Test(unet, arena_too_small_is_an_error) {
     Unet *u = NULL;
     cr_assert_eq(unet_load(w, be, NULL, &u, &err), 0, "%s", err.msg);
     int64_t xs[4] = {2, 4, 16, 16}, es[3] = {2, 7, 24};
-    Tensor x = backend_tensor_new(be, DTYPE_F32, 4, xs), e = backend_tensor_new(be, DTYPE_F32, 3, es);
+    Tensor x = backend_tensor_new(be, DTYPE_F32, 4, xs);
+    Tensor e = backend_tensor_new(be, DTYPE_F32, 3, es);
     Tensor o = backend_tensor_new(be, DTYPE_F32, 4, xs);
     backend_zero(be, &x);
     backend_zero(be, &e);
@@ -81,7 +82,8 @@ Test(unet, arena_too_small_is_an_error) {
     cr_assert_eq(unet_forward(u, be, &o, &x, t, &e, NULL, NULL, &err), ERR_NOMEM);
     cr_assert(strstr(err.msg, "arena"), "%s", err.msg);
     xs[2] = xs[3] = 2; /* a 2x2 latent fits */
-    Tensor x2 = tensor_view_dtype(x.ptr, DTYPE_F32, 4, xs), o2 = tensor_view_dtype(o.ptr, DTYPE_F32, 4, xs);
+    Tensor x2 = tensor_view_dtype(x.ptr, DTYPE_F32, 4, xs);
+    Tensor o2 = tensor_view_dtype(o.ptr, DTYPE_F32, 4, xs);
     x2.device = o2.device = backend_device(be);
     cr_assert_eq(unet_forward(u, be, &o2, &x2, t, &e, NULL, NULL, &err), 0, "%s", err.msg);
     backend_tensor_free(be, &x);
@@ -229,7 +231,8 @@ Test(unet_errors, forward_checks_sizes) {
     Unet *u = NULL;
     cr_assert_eq(unet_load(w, be, NULL, &u, &err), 0, "%s", err.msg);
     int64_t xs[4] = {1, 4, 6, 8}, es[3] = {1, 7, 24};
-    Tensor x = backend_tensor_new(be, DTYPE_F32, 4, xs), e = backend_tensor_new(be, DTYPE_F32, 3, es);
+    Tensor x = backend_tensor_new(be, DTYPE_F32, 4, xs);
+    Tensor e = backend_tensor_new(be, DTYPE_F32, 3, es);
     Tensor o = backend_tensor_new(be, DTYPE_F32, 4, xs);
     backend_zero(be, &x);
     backend_zero(be, &e);
