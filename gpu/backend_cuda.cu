@@ -184,6 +184,7 @@ static const BackendOps cuda_ops = {
     KERN_OPS_POSITIONAL,
     KERN_OPS_REWARD_POSITIONAL, // ops of the reward model
     KERN_OPS_CLIP, // ops of CLIP
+    KERN_OPS_UNET, // ops of the UNet
 };
 
 static int blas_open(Backend *be, CudaState *s) {

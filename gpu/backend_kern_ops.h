@@ -407,6 +407,20 @@ static void kop_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout
     backend_reset(be, mark);
 }
 
+// ---- ops of the UNet (gpu/kern_unet.h) --------------------------------------------------------
+
+static void kop_unet_add(Backend *be, CT *out, CT *a, CT *b, CT *chan) {
+    UnetAddArgs k = {F(out), CF(a), CF(b), CF(chan), (long)(a->shape[0] * a->shape[1]),
+                     (long)a->shape[2]};
+    unet_add_be(be, k);
+}
+
+static void kop_unet_transpose(Backend *be, CT *out, CT *inp) {
+    UnetTransposeArgs k = {F(out), CF(inp), (int)inp->shape[0], (int)inp->shape[1],
+                           (int)inp->shape[2]};
+    unet_transpose_be(be, k);
+}
+
 #define KERN_OPS_POSITIONAL                                                                  \
     kop_linear_forward, kop_linear_backward, kop_matmul_forward, kop_matmul_backward,       \
         kop_layernorm_forward, kop_layernorm_backward, kop_groupnorm_forward,                \
@@ -493,5 +507,8 @@ static void kop_l2norm_forward(Backend *be, CT *out, CT *norm, CT *inp, float ep
 
 // The CLIP block of the table, after KERN_OPS_POSITIONAL.
 #define KERN_OPS_CLIP kop_add_rows, kop_gather_rows, kop_l2norm_forward
+
+// The UNet block of the table (kop_unet_add, kop_unet_transpose above), after the CLIP block.
+#define KERN_OPS_UNET kop_unet_add, kop_unet_transpose
 
 #endif

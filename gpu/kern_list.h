@@ -14,6 +14,7 @@
 #include "kern_norm.h"
 #include "kern_pointwise.h"
 #include "kern_reward.h"
+#include "kern_unet.h"
 
 #define KERN_LIST(X)                                                                         \
     X(layernorm_fwd, LayerNormFwdArgs)                                                       \
@@ -50,6 +51,9 @@
     /* ops of CLIP (gpu/kern_clip.h) */                                                      \
     X(add_fwd, AddArgs)                                                                      \
     X(gather_rows, GatherArgs)                                                               \
-    X(l2norm_fwd, L2NormArgs)
+    X(l2norm_fwd, L2NormArgs)                                                                \
+    /* ops of the UNet (kern_unet.h) */                                                      \
+    X(unet_add, UnetAddArgs)                                                                 \
+    X(unet_transpose, UnetTransposeArgs)
 
 #endif

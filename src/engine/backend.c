@@ -845,3 +845,28 @@ void backend_host_parallel_for(Backend *be, int64_t n, int64_t grain,
     backend_cpu_parallel_for(n, grain, fn, ctx);
     backend_cpu_bind(prev);
 }
+/* ---- ops of the UNet ------------------------------------------------------------------------ */
+
+void backend_unet_add(Backend *be, CT *out, CT *a, CT *b, CT *chan) {
+    const char *op = "unet_add";
+    if (chk(be, op, "a", a, 0, F32, 3, ANY, ANY, ANY, 0) &&
+        chk(be, op, "out", out, 0, F32, 3, a->shape[0], a->shape[1], a->shape[2], 0) &&
+        chk(be, op, "b", b, 1, F32, 3, a->shape[0], a->shape[1], a->shape[2], 0) &&
+        chk(be, op, "chan", chan, 1, F32, 2, a->shape[0], a->shape[1], 0, 0)) {
+        ENTRY(unet_add);
+        be->ops->unet_add(be, out, a, b, chan);
+    }
+}
+
+void backend_unet_transpose(Backend *be, CT *out, CT *inp) {
+    const char *op = "unet_transpose";
+    if (chk(be, op, "inp", inp, 0, F32, 3, ANY, ANY, ANY, 0) &&
+        chk(be, op, "out", out, 0, F32, 3, inp->shape[0], inp->shape[2], inp->shape[1], 0)) {
+        if (out->ptr == inp->ptr && tensor_numel(inp) > 0) {
+            backend_fail(be, ERR_USAGE, "%s: out must not alias inp", op);
+            return;
+        }
+        ENTRY(unet_transpose);
+        be->ops->unet_transpose(be, out, inp);
+    }
+}

@@ -275,5 +275,15 @@ void backend_l2norm_forward(Backend *be, const Tensor *out, const Tensor *norm,
  * any), for host work that feeds the backend (decoding and preprocessing images). */
 void backend_host_parallel_for(Backend *be, int64_t n, int64_t grain,
                                void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
+/* ---- ops of the UNet (src/models/unet.c; forward only for now) ------------------------------ */
+
+/* out (B,C,S) = a (B,C,S) + b (B,C,S) + chan (B,C) broadcast over S; b and chan are optional
+ * (NULL: not added). F32 only. out may alias a or b (residuals, the time embedding added to a
+ * ResNet's feature map). */
+void backend_unet_add(Backend *be, const Tensor *out, const Tensor *a, const Tensor *b,
+                      const Tensor *chan);
+/* out (B,C,R) = inp (B,R,C) with its last two dimensions swapped, F32 (NCHW feature maps to
+ * tokens (B,HW,C) and back; its own backward). out must not alias inp. */
+void backend_unet_transpose(Backend *be, const Tensor *out, const Tensor *inp);
 
 #endif

@@ -75,6 +75,9 @@ typedef struct BackendOps {
     void (*add_rows)(Backend *, CT *out, CT *inp, CT *rows);
     void (*gather_rows)(Backend *, CT *out, CT *table, const int *idx);
     void (*l2norm_forward)(Backend *, CT *out, CT *norm, CT *inp, float eps);
+    /* ops of the UNet */
+    void (*unet_add)(Backend *, CT *out, CT *a, CT *b, CT *chan);
+    void (*unet_transpose)(Backend *, CT *out, CT *inp);
 } BackendOps;
 
 struct Backend {

@@ -700,6 +700,39 @@ static int check_clip(Why *w) {
     return rc;
 }
 
+/* ---- ops of the UNet ------------------------------------------------------------------------- */
+
+/* unet_add with and without b and chan, and unet_transpose, against plain loops (exact). */
+static int check_unet(Why *w) {
+    enum { B = 2, C = 3, S = 37, R = 45, K = 33 };
+    float *a = rnd(B * C * S), *b = rnd(B * C * S), *chan = rnd(B * C), out[B * C * S];
+    float want[B * C * S];
+    Err err = {0};
+    int rc = 0;
+    for (int mode = 0; mode < 3 && !rc; mode++) {
+        const float *bb = mode == 1 ? NULL : b, *cc = mode == 2 ? NULL : chan;
+        UnetAddArgs x = {out, a, bb, cc, B * C, S};
+        rc = ran(w, unet_add_run(&x, &err), &err);
+        for (int i = 0; i < B * C * S; i++)
+            want[i] = a[i] + (bb ? bb[i] : 0.0f) + (cc ? cc[i / S] : 0.0f);
+        if (!rc)
+            rc = close_to(w, "unet_add out", out, want, B * C * S, 0, 0);
+    }
+    float *t = rnd(B * R * K), *to = malloc(sizeof(float) * B * R * K);
+    float *tw = malloc(sizeof(float) * B * R * K);
+    UnetTransposeArgs tr = {to, t, B, R, K};
+    if (!rc)
+        rc = ran(w, unet_transpose_run(&tr, &err), &err);
+    for (int bi = 0; bi < B; bi++)
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < K; c++)
+                tw[((long)bi * K + c) * R + r] = t[((long)bi * R + r) * K + c];
+    if (!rc)
+        rc = close_to(w, "unet_transpose out", to, tw, B * R * K, 0, 0);
+    free(a), free(b), free(chan), free(t), free(to), free(tw);
+    return rc;
+}
+
 /* ---- every comparison, by name -------------------------------------------------------------- */
 
 typedef struct Check {
@@ -729,6 +762,8 @@ static const Check checks[] = {
     {"dropout (forward, backward) vs nn_dropout_*", check_dropout},
     {"scale, add vs nn_scale_forward, nn_add_forward", check_scale_add},
     {"ops of CLIP (add, gather_rows, l2norm) vs nn_add/nn_l2norm and tensor_half", check_clip},
+    /* ops of the UNet */
+    {"unet_add and unet_transpose vs plain loops", check_unet},
 };
 
 static void run_check(int i) {
@@ -757,6 +792,7 @@ Test(gpu_kernels, attention) { run_check(16); }
 Test(gpu_kernels, dropout_same_mask_as_the_cpu) { run_check(17); }
 Test(gpu_kernels, scale_add) { run_check(18); }
 Test(gpu_kernels, clip_ops) { run_check(19); }
+Test(gpu_kernels, unet_add_transpose) { run_check(20); }
 
 /* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
 

@@ -817,6 +817,68 @@ static void cpu_l2norm_forward(Backend *be, CT *out, CT *norm, CT *inp, float ep
     backend_reset(be, mark);
 }
 
+/* ---- ops of the UNet ------------------------------------------------------------------------ */
+
+typedef struct UnetAddJob {
+    float *out;
+    const float *a, *b, *chan;
+    int64_t S;
+} UnetAddJob;
+
+/* Rows [r0, r1) of the (B·C, S) view: a row is one channel of one image. */
+static void unet_add_rows(void *ctx, int64_t r0, int64_t r1) {
+    const UnetAddJob *j = ctx;
+    for (int64_t r = r0; r < r1; r++) {
+        float c = j->chan ? j->chan[r] : 0.0f;
+        const float *a = j->a + r * j->S, *b = j->b ? j->b + r * j->S : NULL;
+        float *o = j->out + r * j->S;
+        if (b)
+            for (int64_t s = 0; s < j->S; s++)
+                o[s] = a[s] + b[s] + c;
+        else
+            for (int64_t s = 0; s < j->S; s++)
+                o[s] = a[s] + c;
+    }
+}
+
+static void cpu_unet_add(Backend *be, CT *out, CT *a, CT *b, CT *chan) {
+    UnetAddJob j = {out->ptr, a->ptr, b ? (const float *)b->ptr : NULL,
+                    chan ? (const float *)chan->ptr : NULL, a->shape[2]};
+    BIND;
+    backend_cpu_parallel_for(a->shape[0] * a->shape[1], 1 + 16384 / (j.S + 1), unet_add_rows, &j);
+    UNBIND;
+}
+
+typedef struct UnetTrJob {
+    float *out;
+    const float *inp;
+    int64_t R, C, tiles_c; /* tiles of 32×32 over (R, C), per image */
+} UnetTrJob;
+
+/* Tiles [t0, t1) over (B, R/32, C/32) so that reads and writes stay in cache. */
+static void unet_tr_tiles(void *ctx, int64_t t0, int64_t t1) {
+    const UnetTrJob *j = ctx;
+    int64_t tiles_r = (j->R + 31) / 32, per = tiles_r * j->tiles_c;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t bi = t / per, rt = (t % per) / j->tiles_c, ct = t % j->tiles_c;
+        const float *in = j->inp + bi * j->R * j->C;
+        float *o = j->out + bi * j->R * j->C;
+        int64_t r1 = rt * 32 + 32 < j->R ? rt * 32 + 32 : j->R;
+        int64_t c1 = ct * 32 + 32 < j->C ? ct * 32 + 32 : j->C;
+        for (int64_t c = ct * 32; c < c1; c++)
+            for (int64_t r = rt * 32; r < r1; r++)
+                o[c * j->R + r] = in[r * j->C + c];
+    }
+}
+
+static void cpu_unet_transpose(Backend *be, CT *out, CT *inp) {
+    UnetTrJob j = {out->ptr, inp->ptr, inp->shape[1], inp->shape[2], (inp->shape[2] + 31) / 32};
+    int64_t n = inp->shape[0] * ((j.R + 31) / 32) * j.tiles_c;
+    BIND;
+    backend_cpu_parallel_for(n, 4, unet_tr_tiles, &j);
+    UNBIND;
+}
+
 const BackendOps backend_cpu_ops = {
     .name = "cpu",
     .close = cpu_close,
@@ -866,6 +928,9 @@ const BackendOps backend_cpu_ops = {
     .add_rows = cpu_add_rows,
     .gather_rows = cpu_gather_rows,
     .l2norm_forward = cpu_l2norm_forward,
+    /* ops of the UNet */
+    .unet_add = cpu_unet_add,
+    .unet_transpose = cpu_unet_transpose,
 };
 
 int backend_cpu_open(const BackendConfig *cfg, Backend **out, Err *err) {

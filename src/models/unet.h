@@ -1,0 +1,102 @@
+/* unet — diffusers' UNet2DConditionModel (SD 1.5 / 2.1 / SD-Turbo, SDXL base and Turbo) on the
+ * engine's Backend, configured by the component's config.json and loaded by diffusers names
+ * through sd_weights (every tensor through sd_weights_read_f32: folders, single files and LoRA
+ * alike).
+ *
+ * DESIGN
+ *   - One model, configured: block_out_channels, layers_per_block (int or per level),
+ *     down_block_types / up_block_types (CrossAttnDownBlock2D, DownBlock2D, CrossAttnUpBlock2D,
+ *     UpBlock2D), mid_block_type UNetMidBlock2DCrossAttn, transformer_layers_per_block (int or
+ *     per level), the head count num_attention_heads, or attention_head_dim when that is null
+ *     (diffusers reads attention_head_dim as a head COUNT for every SD model: SD 1.5's 8 and
+ *     SD 2.1's [5,10,20,20] are heads, 64-wide each at 320 channels), cross_attention_dim,
+ *     use_linear_projection, norm_num_groups, norm_eps, flip_sin_to_cos, freq_shift,
+ *     addition_embed_type "text_time" (addition_time_embed_dim,
+ *     projection_class_embeddings_input_dim: SDXL's pooled text and size/crop time ids),
+ *     upcast_attention (attention is f32 here anyway), in/out_channels, sample_size. Any other
+ *     value of a field that changes the computation (class embeddings, time_cond_proj_dim,
+ *     resnet_time_scale_shift "scale_shift", dual or only-cross attention, ...) is refused at
+ *     load with an error naming the field. The prediction type is the scheduler's business.
+ *   - Parameters are resident on the backend's device in the dtype of UnetOptions (F32, F16 or
+ *     BF16; biases and norm affines too); activations are F32 (the backend's attention takes
+ *     f32 only).
+ *   - The forward is a sequence of blocks (ResNet, Transformer2D, down/up samplers), each a
+ *     function that takes its input and writes a caller-allocated output; its temporaries come
+ *     from the backend's arena between a mark and a reset, so scratch stays near the largest
+ *     block. The skip connections of the down path stay allocated until the up path has used
+ *     them (as in diffusers); the up path's hidden state alternates between two buffers.
+ *     The saved statistics a backward needs (GroupNorm/LayerNorm mean/rstd, attention lse)
+ *     are what each block computes already: a LoRA backward (issue 16) adds a mode that
+ *     keeps them instead of resetting.
+ *   - Memory (f32 activations, arena): measured on the CPU backend with SDXL's widths
+ *     (320/640/1280, 2 layers per level, text_time, 77×2048 conditioning; the transformer depth
+ *     does not change the peak), batch 2 as with guidance: 107 MB of arena at 32² latents,
+ *     287 MB at 64², growing with the area, so about 1.0 GB at 128² (a 1024² image): size the
+ *     arena at 1.25 GiB on the CPU. The CUDA backend's conv2d column buffer (C·9·H·W floats
+ *     per image, 0.57 GB for the 960-channel ResNet at 128²) comes on top: about 1.75 GiB
+ *     there. Weights: 2.6 G parameters, 10.3 GB in f32, 5.1 GB in f16/bf16.
+ * Models layer: the engine's Backend, sd_weights, jansson. One thread at a time per Unet.
+ */
+#ifndef EASEL_UNET_H
+#define EASEL_UNET_H
+
+#include <stddef.h>
+
+#include "backend.h"
+#include "err.h"
+#include "sd_weights.h"
+
+#define UNET_MAX_LEVELS 6
+
+typedef struct UnetConfig {
+    int in_channels, out_channels, sample_size;
+    int levels;                          /* len(block_out_channels) */
+    int block_out[UNET_MAX_LEVELS];
+    int layers[UNET_MAX_LEVELS];         /* layers_per_block, per level (down path) */
+    int down_attn[UNET_MAX_LEVELS];      /* 1: CrossAttnDownBlock2D, 0: DownBlock2D */
+    int up_attn[UNET_MAX_LEVELS];        /* up block i (i = 0 the deepest) */
+    int tlayers[UNET_MAX_LEVELS];        /* transformer_layers_per_block, per level */
+    int heads[UNET_MAX_LEVELS];          /* attention heads, per level */
+    int cross_dim;                       /* cross_attention_dim */
+    int linear_proj;                     /* use_linear_projection */
+    int groups;                          /* norm_num_groups */
+    float eps;                           /* norm_eps */
+    int flip_sin_to_cos;
+    float freq_shift;
+    int time_embed_dim;                  /* time_embedding_dim or 4·block_out[0] */
+    int text_time;                       /* addition_embed_type == "text_time" */
+    int add_time_dim;                    /* addition_time_embed_dim */
+    int add_in_dim;                      /* projection_class_embeddings_input_dim */
+    int upcast_attention;
+} UnetConfig;
+
+typedef struct UnetOptions {
+    DType dtype; /* resident parameters: DTYPE_F32 (default, the zero), F16 or BF16 */
+} UnetOptions;
+
+typedef struct Unet Unet;
+
+/* Parse a UNet config.json text. `where` names it in messages. ERR_FORMAT naming the field
+ * and what is accepted. */
+int unet_config_parse(const char *json, const char *where, UnetConfig *cfg, Err *err);
+
+/* Load the UNet of an open sd_weights component ("unet") onto be: the config from its
+ * config.json, every tensor through sd_weights_read_f32 (missing tensor or wrong shape:
+ * ERR_FORMAT / ERR_NOTFOUND naming it and the file). opts may be NULL (f32). */
+int unet_load(SdWeights *w, Backend *be, const UnetOptions *opts, Unet **out, Err *err);
+void unet_free(Unet *u); /* NULL allowed; the backend must still be open */
+
+const UnetConfig *unet_config(const Unet *u);
+/* Bytes of parameters resident on the device. */
+size_t unet_param_bytes(const Unet *u);
+
+/* The noise prediction: out (B,out_channels,h,w) for latents x (B,in_channels,h,w), F32 on
+ * be's device, h and w multiples of 2^(levels−1); timesteps: B host floats; ehs: the text
+ * conditioning (B,T,cross_dim) F32 on the device. SDXL (text_time) also takes text_embeds
+ * (B,E) on the device, E + 6·add_time_dim = add_in_dim, and time_ids: B·6 host floats
+ * (original size, crop top-left, target size); NULL for other models. Uses the backend's
+ * arena (released before returning) and syncs the backend once: 0, or its failure. */
+int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const float *timesteps,
+                 const Tensor *ehs, const Tensor *text_embeds, const float *time_ids, Err *err);
+
+#endif
