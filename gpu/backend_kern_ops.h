@@ -407,6 +407,25 @@ static void kop_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout
     backend_reset(be, mark);
 }
 
+// ---- ops of the VAE (kern_vae.h) ----------------------------------------------------------------
+
+static void kop_add_forward(Backend *be, CT *out, CT *a, CT *b) {
+    AddArgs x = {F(out), CF(a), CF(b), (long)tensor_numel(out)};
+    add_fwd_be(be, x);
+}
+
+static void kop_transpose_forward(Backend *be, CT *out, CT *inp) {
+    TransposeArgs x = {F(out), CF(inp), (int)inp->shape[0], (int)inp->shape[1],
+                       (int)inp->shape[2]};
+    transpose_fwd_be(be, x);
+}
+
+static void kop_pad2d_forward(Backend *be, CT *out, CT *inp, int top, int left) {
+    Pad2dArgs x = {F(out), CF(inp), (int)(inp->shape[0] * inp->shape[1]), (int)inp->shape[2],
+                   (int)inp->shape[3], (int)out->shape[2], (int)out->shape[3], top, left};
+    pad2d_fwd_be(be, x);
+}
+
 #define KERN_OPS_POSITIONAL                                                                  \
     kop_linear_forward, kop_linear_backward, kop_matmul_forward, kop_matmul_backward,       \
         kop_layernorm_forward, kop_layernorm_backward, kop_groupnorm_forward,                \
@@ -415,6 +434,7 @@ static void kop_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout
         kop_conv2d_backward, kop_attention_forward, kop_attention_backward,                  \
         kop_upsample2x_forward, kop_upsample2x_backward, kop_concat_forward,                 \
         kop_concat_backward, kop_split_forward, kop_split_backward, kop_mse_forward,         \
-        kop_mse_backward, kop_adamw
+        kop_mse_backward, kop_adamw, /* ops of the VAE */ kop_add_forward,                 \
+        kop_transpose_forward, kop_pad2d_forward
 
 #endif

@@ -12,6 +12,7 @@
 #include "kern_nn.h"
 #include "kern_norm.h"
 #include "kern_pointwise.h"
+#include "kern_vae.h" /* ops of the VAE */
 
 #define KERN_LIST(X)                                                                         \
     X(layernorm_fwd, LayerNormFwdArgs)                                                       \
@@ -41,6 +42,10 @@
     X(chan_bias_bwd, ChanBiasArgs)                                                           \
     X(attn_fwd, AttnArgs)                                                                    \
     X(attn_bwd_dq, AttnArgs)                                                                 \
-    X(attn_bwd_dkv, AttnArgs)
+    X(attn_bwd_dkv, AttnArgs)                                                                \
+    /* ops of the VAE */                                                                     \
+    X(add_fwd, AddArgs)                                                                      \
+    X(transpose_fwd, TransposeArgs)                                                          \
+    X(pad2d_fwd, Pad2dArgs)
 
 #endif

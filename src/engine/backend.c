@@ -664,3 +664,33 @@ void backend_adamw(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t, float 
         be->ops->adamw(be, param, grad, m, v, t, lr, cfg);
     }
 }
+
+/* ---- ops of the VAE ------------------------------------------------------------------------- */
+
+void backend_add_forward(Backend *be, CT *out, CT *a, CT *b) {
+    const char *op = "add_forward";
+    if (chk(be, op, "a", a, 0, F32, a ? a->n_dims : 1, dim(a, 0), dim(a, 1), dim(a, 2),
+            dim(a, 3)) &&
+        like(be, op, "b", b, 0, a) && like(be, op, "out", out, 0, a)) {
+        ENTRY(add_forward);
+        be->ops->add_forward(be, out, a, b);
+    }
+}
+
+void backend_transpose_forward(Backend *be, CT *out, CT *inp) {
+    const char *op = "transpose_forward";
+    if (chk(be, op, "inp", inp, 0, F32, 3, ANY, ANY, ANY, ANY) &&
+        chk(be, op, "out", out, 0, F32, 3, inp->shape[0], inp->shape[2], inp->shape[1], ANY)) {
+        ENTRY(transpose_forward);
+        be->ops->transpose_forward(be, out, inp);
+    }
+}
+
+void backend_pad2d_forward(Backend *be, CT *out, CT *inp, int top, int left) {
+    const char *op = "pad2d_forward";
+    if (chk(be, op, "inp", inp, 0, F32, 4, ANY, ANY, ANY, ANY) &&
+        chk(be, op, "out", out, 0, F32, 4, inp->shape[0], inp->shape[1], ANY, ANY)) {
+        ENTRY(pad2d_forward);
+        be->ops->pad2d_forward(be, out, inp, top, left);
+    }
+}

@@ -217,4 +217,16 @@ void backend_mse_backward(Backend *be, const Tensor *dpred, const Tensor *dtarge
 void backend_adamw(Backend *be, const Tensor *param, const Tensor *grad, const Tensor *m,
                    const Tensor *v, int t, float lr, const AdamWConfig *cfg);
 
+/* ---- ops of the VAE (src/models/vae.c): forward only, F32 activations ------------------------ */
+
+/* out = a + b, any shape (the same on all three; out may be a or b): residual connections. */
+void backend_add_forward(Backend *be, const Tensor *out, const Tensor *a, const Tensor *b);
+/* out (B,N,M) = inp (B,M,N) with the last two dims swapped: channels-first (B,C,HW) ↔ tokens
+ * (B,HW,C). out must not alias inp. */
+void backend_transpose_forward(Backend *be, const Tensor *out, const Tensor *inp);
+/* out (B,C,Ho,Wo)[y][x] = inp (B,C,H,W)[y − top][x − left] where that is inside inp, else 0:
+ * zero padding (top, left >= 0 and a larger out), a window (top, left <= 0: a crop), or both.
+ * out must not alias inp. */
+void backend_pad2d_forward(Backend *be, const Tensor *out, const Tensor *inp, int top, int left);
+
 #endif

@@ -63,6 +63,10 @@ typedef struct BackendOps {
     void (*mse_backward)(Backend *, CT *dpred, CT *dtarget, float dloss, CT *pred, CT *target);
     void (*adamw)(Backend *, CT *param, CT *grad, CT *m, CT *v, int t, float lr,
                   const AdamWConfig *cfg);
+    /* ops of the VAE (backend.h) */
+    void (*add_forward)(Backend *, CT *out, CT *a, CT *b);
+    void (*transpose_forward)(Backend *, CT *out, CT *inp);
+    void (*pad2d_forward)(Backend *, CT *out, CT *inp, int top, int left);
 } BackendOps;
 
 struct Backend {

@@ -598,6 +598,39 @@ static int check_attn(Why *w) {
     return rc;
 }
 
+/* ---- ops of the VAE (kern_vae.h) ------------------------------------------------------------ */
+
+static int check_vae_ops(Why *w) {
+    enum { B = 2, M = 37, N = 45, n = B * M * N, C = 3, H = 5, W = 7, Ho = 4, Wo = 9 };
+    float *a = rnd(n), *b = rnd(n), *out = calloc(n, 4), *t = calloc(n, 4);
+    float *p = calloc(B * C * Ho * Wo, 4);
+    Err err = {0};
+    AddArgs aa = {out, a, b, n};
+    TransposeArgs ta = {t, a, B, M, N};
+    Pad2dArgs pa = {p, b, B * C, H, W, Ho, Wo, -2, 1}; /* crop two rows, pad one column */
+    int rc = ran(w, add_fwd_run(&aa, &err), &err);
+    if (!rc)
+        rc = ran(w, transpose_fwd_run(&ta, &err), &err);
+    if (!rc)
+        rc = ran(w, pad2d_fwd_run(&pa, &err), &err);
+    for (long i = 0; !rc && i < n; i++)
+        if (out[i] != a[i] + b[i])
+            rc = mismatch(w, "add[%ld]: kernel %g, reference %g", i, out[i], a[i] + b[i]);
+    for (long i = 0; !rc && i < n; i++) {
+        long bb = i / (M * N), r = i % (M * N), nn = r / M, m = r % M;
+        if (t[i] != a[bb * M * N + m * N + nn])
+            rc = mismatch(w, "transpose[%ld]: kernel %g", i, t[i]);
+    }
+    for (long i = 0; !rc && i < B * C * Ho * Wo; i++) {
+        long pl = i / (Ho * Wo), y = i % (Ho * Wo) / Wo + 2, x = i % Wo - 1;
+        float want = y < H && x >= 0 && x < W ? b[(pl * H + y) * W + x] : 0.0f;
+        if (p[i] != want)
+            rc = mismatch(w, "pad2d[%ld]: kernel %g, reference %g", i, p[i], want);
+    }
+    free(a), free(b), free(out), free(t), free(p);
+    return rc;
+}
+
 /* ---- every comparison, by name -------------------------------------------------------------- */
 
 typedef struct Check {
@@ -623,6 +656,8 @@ static const Check checks[] = {
     {"mse vs nn_mse_loss_*", check_mse},
     {"conv2d (im2col, col2im, channel bias) vs nn_conv2d_*", check_conv},
     {"attention (forward, dq, dk/dv) vs nn_flash_*", check_attn},
+    /* ops of the VAE */
+    {"add, transpose, pad2d vs loops", check_vae_ops},
 };
 
 static void run_check(int i) {
@@ -648,6 +683,7 @@ Test(gpu_kernels, chan_copy) { run_check(13); }
 Test(gpu_kernels, mse) { run_check(14); }
 Test(gpu_kernels, conv2d_im2col) { run_check(15); }
 Test(gpu_kernels, attention) { run_check(16); }
+Test(gpu_kernels, vae_ops) { run_check(17); } /* ops of the VAE */
 
 /* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
 

@@ -707,6 +707,90 @@ static void cpu_adamw(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t, flo
     UNBIND;
 }
 
+/* ---- ops of the VAE ------------------------------------------------------------------------- */
+
+typedef struct AddCtx {
+    float *out;
+    const float *a, *b;
+} AddCtx;
+
+static void add_range(void *ctx, int64_t lo, int64_t hi) {
+    AddCtx *c = ctx;
+    for (int64_t i = lo; i < hi; i++)
+        c->out[i] = c->a[i] + c->b[i];
+}
+
+static void cpu_add_forward(Backend *be, CT *out, CT *a, CT *b) {
+    AddCtx c = {F(out), F(a), F(b)};
+    BIND;
+    backend_cpu_parallel_for((int64_t)N_(out), 1 << 16, add_range, &c);
+    UNBIND;
+}
+
+typedef struct TransposeCtx {
+    float *out;
+    const float *inp;
+    int64_t M, N;
+} TransposeCtx;
+
+/* Over the B·M input rows, in blocks of 32 rows × 32 columns. */
+static void transpose_range(void *ctx, int64_t lo, int64_t hi) {
+    TransposeCtx *c = ctx;
+    for (int64_t r0 = lo; r0 < hi; r0 += 32) {
+        int64_t r1 = r0 + 32 < hi ? r0 + 32 : hi;
+        for (int64_t n0 = 0; n0 < c->N; n0 += 32) {
+            int64_t n1 = n0 + 32 < c->N ? n0 + 32 : c->N;
+            for (int64_t r = r0; r < r1; r++) {
+                int64_t b = r / c->M, m = r % c->M;
+                const float *x = c->inp + r * c->N;
+                float *o = c->out + b * c->M * c->N + m;
+                for (int64_t n = n0; n < n1; n++)
+                    o[n * c->M] = x[n];
+            }
+        }
+    }
+}
+
+static void cpu_transpose_forward(Backend *be, CT *out, CT *inp) {
+    TransposeCtx c = {F(out), F(inp), inp->shape[1], inp->shape[2]};
+    BIND;
+    backend_cpu_parallel_for(inp->shape[0] * inp->shape[1], 64, transpose_range, &c);
+    UNBIND;
+}
+
+typedef struct PadCtx {
+    float *out;
+    const float *inp;
+    int64_t H, W, Ho, Wo;
+    int top, left;
+} PadCtx;
+
+/* Over the B·C·Ho output rows. */
+static void pad_range(void *ctx, int64_t lo, int64_t hi) {
+    PadCtx *c = ctx;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t p = r / c->Ho, y = r % c->Ho - c->top;
+        float *o = c->out + r * c->Wo;
+        if (y < 0 || y >= c->H) {
+            memset(o, 0, sizeof(float) * (size_t)c->Wo);
+            continue;
+        }
+        const float *x = c->inp + (p * c->H + y) * c->W;
+        for (int64_t xo = 0; xo < c->Wo; xo++) {
+            int64_t xi = xo - c->left;
+            o[xo] = xi >= 0 && xi < c->W ? x[xi] : 0.0f;
+        }
+    }
+}
+
+static void cpu_pad2d_forward(Backend *be, CT *out, CT *inp, int top, int left) {
+    PadCtx c = {F(out), F(inp), inp->shape[2], inp->shape[3], out->shape[2], out->shape[3],
+                top, left};
+    BIND;
+    backend_cpu_parallel_for(out->shape[0] * out->shape[1] * out->shape[2], 256, pad_range, &c);
+    UNBIND;
+}
+
 const BackendOps backend_cpu_ops = {
     .name = "cpu",
     .close = cpu_close,
@@ -744,6 +828,10 @@ const BackendOps backend_cpu_ops = {
     .mse_forward = cpu_mse_forward,
     .mse_backward = cpu_mse_backward,
     .adamw = cpu_adamw,
+    /* ops of the VAE */
+    .add_forward = cpu_add_forward,
+    .transpose_forward = cpu_transpose_forward,
+    .pad2d_forward = cpu_pad2d_forward,
 };
 
 int backend_cpu_open(const BackendConfig *cfg, Backend **out, Err *err) {
