@@ -11,8 +11,10 @@
 #include <sys/stat.h>
 
 #include "backend_impl.h"
+#include "cuda.h"
 #include "base.h"
 #include "fmt_safetensors.h"
+#include "image.h"
 #include "vae.h"
 
 #define FIX "tests/models/fixtures/"
@@ -61,7 +63,9 @@ static double maxdiff(const float *got, const float *want, int64_t n) {
 static Backend *open_be(const char *kind) {
     Backend *be = NULL;
     Err err = {0};
-    if (!strcmp(kind, "emu")) {
+    if (!strcmp(kind, "cuda")) {
+        cr_assert_eq(backend_open("cuda:0", NULL, &be, NULL, 0, &err), 0, "%s", err.msg);
+    } else if (!strcmp(kind, "emu")) {
         cr_assert_eq(backend_emu_open(NULL, &be, &err), 0, "%s", err.msg);
     } else {
         BackendConfig cfg = {2, 0};
@@ -149,6 +153,21 @@ Test(vae, sd_shaped_matches_diffusers_on_cpu) { check_model("cpu", "vae_sd", NUL
 Test(vae, sdxl_shaped_f16_file_matches_diffusers_on_cpu) { check_model("cpu", "vae_sdxl", NULL, 1); }
 Test(vae, sd_shaped_matches_diffusers_on_the_cuda_op_code) { check_model("emu", "vae_sd", NULL, 0); }
 
+/* Where a GPU is lent (make test-gpu): everything, the fused and the matmul attention. */
+Test(vae, matches_diffusers_on_cuda) {
+    CudaDevice devs[4];
+    int n = 0;
+    char why[256];
+    cuda_probe(devs, 4, &n, why, sizeof why);
+    if (n == 0)
+        cr_skip_test("no CUDA backend here: %s", why);
+    VaeOptions o = {0};
+    check_model("cuda", "vae_sd", NULL, 1);
+    check_model("cuda", "vae_sdxl", NULL, 1);
+    o.attn = VAE_ATTN_MATMUL;
+    check_model("cuda", "vae_sd", &o, 1);
+}
+
 /* The attention as matmul, softmax, matmul (CUDA's path for SD's 512-wide mid block). */
 Test(vae, matmul_attention_matches_diffusers) {
     VaeOptions o = {0};
@@ -193,6 +212,36 @@ static void check_rgb8(const char *name) {
 }
 
 Test(vae, pipeline_bytes_equal_diffusers_sd) { check_rgb8("vae_sd"); }
+
+/* latents → bytes → a PNG (image_write_png) that reads back as the same bytes. */
+Test(vae, the_image_goes_to_a_png_and_reads_back) {
+    Backend *be = open_be("cpu");
+    Vae *v = load(be, "vae_sdxl", NULL);
+    SafeTensors *st = ref_open("vae_sdxl");
+    float *z = ref_get(st, "pipe_latents", NULL);
+    uint8_t rgb[16 * 16 * 3];
+    Err err = {0};
+    cr_assert_eq(vae_latents_to_rgb8(v, z, 1, 8, 8, 0, rgb, &err), 0, "%s", err.msg);
+    char dir[] = "/tmp/easel-vaepng-XXXXXX", path[64];
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/0.png", dir);
+    cr_assert_eq(image_write_png(path, rgb, 16, 16, 3, &err), 0, "%s", err.msg);
+    Image im = {0};
+    cr_assert_eq(image_load(path, 0, &im, &err), 0, "%s", err.msg);
+    cr_assert(im.w == 16 && im.h == 16 && im.channels == 3);
+    cr_assert_eq(memcmp(im.px, rgb, sizeof rgb), 0);
+    image_deinit(&im);
+    snprintf(path, sizeof path, "%s/no/such/dir/0.png", dir);
+    cr_assert_eq(image_write_png(path, rgb, 16, 16, 3, &err), ERR_IO);
+    cr_assert(strstr(err.msg, "no/such/dir"), "%s", err.msg);
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+    free(z);
+    safetensors_close(st);
+    vae_free(v);
+    backend_close(be);
+}
 Test(vae, pipeline_bytes_equal_diffusers_sdxl_with_shift) { check_rgb8("vae_sdxl"); }
 
 Test(vae, rgb8_rounds_as_numpy) {
