@@ -806,8 +806,10 @@ static void need_attn(Need *n, const Vae *v, int B, int C, int H, int W) {
         need_free(n, x + 2 * T * T);
     }
     need_free(n, 3 * x);
-    need_new(n, 2 * x); /* to_out, back */
-    need_free(n, 2 * x);
+    need_new(n, x); /* to_out */
+    need_free(n, x); /* o */
+    need_new(n, x); /* back */
+    need_free(n, 2 * x); /* to_out, and the caller's x */
 }
 
 void vae_decode_need(const Vae *v, int B, int h, int w, size_t *arena_bytes,
@@ -821,7 +823,7 @@ void vae_decode_need(const Vae *v, int B, int h, int w, size_t *arena_bytes,
         need_conv(&n, B, c->latent_channels, c->latent_channels, H, W, 1, 1, 0);
         need_free(&n, x);
     }
-    size_t cur = need_conv(&n, B, c->latent_channels, top, H, W, 3, 1, 1);
+    need_conv(&n, B, c->latent_channels, top, H, W, 3, 1, 1);
     need_free(&n, x);
     need_res(&n, B, top, top, H, W);
     if (c->mid_attention)
@@ -830,13 +832,10 @@ void vae_decode_need(const Vae *v, int B, int h, int w, size_t *arena_bytes,
     int prev = top;
     for (int i = 0; i < c->n_levels; i++) {
         int out = c->block_out[c->n_levels - 1 - i];
-        for (int j = 0; j <= c->layers_per_block; j++) {
+        for (int j = 0; j <= c->layers_per_block; j++)
             need_res(&n, B, j ? out : prev, out, H, W);
-            (void)cur;
-        }
-        if (i < c->n_levels - 1) {
+        if (i < c->n_levels - 1) { /* x (a) live: upsample, free x, conv, free u */
             size_t a = (size_t)B * out * H * W;
-            need_new(&n, a);
             need_new(&n, 4 * a);
             need_free(&n, a);
             H *= 2, W *= 2;
@@ -846,8 +845,7 @@ void vae_decode_need(const Vae *v, int B, int h, int w, size_t *arena_bytes,
         prev = out;
     }
     size_t a = (size_t)B * c->block_out[0] * H * W;
-    need_new(&n, a); /* x */
-    need_new(&n, a); /* norm_out */
+    need_new(&n, a); /* norm_out, beside x */
     need_free(&n, a);
     need_conv(&n, B, c->block_out[0], c->out_channels, H, W, 3, 1, 1);
     *arena_bytes = n.arena + (size_t)B * 2 * c->norm_groups * 2 * sizeof(float) + 8192;
