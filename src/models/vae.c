@@ -910,10 +910,12 @@ int vae_latents_to_rgb8(Vae *v, const float *latents, int B, int h, int w, int t
         if (ab > free_ || (v->opt.tensor_budget && tb > v->opt.tensor_budget)) {
             tile = vae_pick_tile(v, h, w, free_, v->opt.tensor_budget);
             if (!tile) {
+                size_t a8, t8;
+                vae_decode_need(v, 1, 8, 8, &a8, &t8);
                 free(z);
                 return err_set(err, ERR_NOMEM, "vae: not even an 8x8 latent tile fits in "
-                               "%zu free arena bytes; open the backend with a larger arena",
-                               free_);
+                               "%zu MiB of free arena (it needs %zu MiB); open the backend "
+                               "with a larger arena_bytes", free_ >> 20, (a8 >> 20) + 1);
             }
         }
     }
