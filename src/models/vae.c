@@ -566,15 +566,19 @@ static void mid_block(Vae *v, Tensor *x, const Mid *m) {
     step(v, x, resnet(v, x, &m->r1));
 }
 
-static int check_coder(const Vae *v, const Coder *c, const char *what, Err *err) {
+static int check_coder(const Vae *v, const Coder *c, const char *what, int B, int h, int w,
+                       Err *err) {
     if (!c->loaded)
         return err_set(err, ERR_USAGE, "vae: the %s was not loaded (VaeOptions.parts)", what);
+    if (B < 1 || h < 1 || w < 1 || (int64_t)h * w > (int64_t)1 << 26)
+        return err_set(err, ERR_USAGE, "vae: %s input of batch %d and %dx%d is not a size it "
+                       "takes", what, B, w, h);
     (void)v;
     return 0;
 }
 
 int vae_decode(Vae *v, const float *z, int B, int h, int w, float *img, Err *err) {
-    int rc = check_coder(v, &v->dec, "decoder", err);
+    int rc = check_coder(v, &v->dec, "decoder", B, h, w, err);
     if (rc)
         return rc;
     const VaeConfig *c = &v->cfg;
@@ -610,7 +614,7 @@ int vae_decode(Vae *v, const float *z, int B, int h, int w, float *img, Err *err
 
 int vae_encode(Vae *v, const float *img, int B, int H, int W, float *mean, float *logvar,
                Err *err) {
-    int rc = check_coder(v, &v->enc, "encoder", err);
+    int rc = check_coder(v, &v->enc, "encoder", B, H, W, err);
     if (rc)
         return rc;
     const VaeConfig *c = &v->cfg;

@@ -408,3 +408,23 @@ Test(vae, only_the_loaded_part_runs) {
     vae_free(v);
     backend_close(be);
 }
+
+Test(vae, bad_sizes_and_a_small_arena_are_refused_with_what_to_do) {
+    Backend *be = NULL;
+    Err err = {0};
+    BackendConfig cfg = {1, 4096};
+    cr_assert_eq(backend_open("cpu", &cfg, &be, NULL, 0, &err), 0, "%s", err.msg);
+    VaeOptions o = {0};
+    o.arena_bytes = 4096;
+    Vae *v = load(be, "vae_sd", &o);
+    float z[4 * 8 * 8] = {0}, img[3 * 16 * 16];
+    uint8_t rgb[16 * 16 * 3];
+    cr_assert_eq(vae_decode(v, z, 1, 0, 8, img, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "decoder input of batch 1 and 8x0"), "%s", err.msg);
+    cr_assert_eq(vae_encode(v, img, 1, 15, 16, z, z, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "multiple of 2 pixels"), "%s", err.msg);
+    cr_assert_eq(vae_latents_to_rgb8(v, z, 1, 8, 8, 0, rgb, &err), ERR_NOMEM);
+    cr_assert(strstr(err.msg, "larger arena_bytes") && strstr(err.msg, "needs"), "%s", err.msg);
+    vae_free(v);
+    backend_close(be);
+}
