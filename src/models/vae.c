@@ -612,16 +612,9 @@ int vae_decode(Vae *v, const float *z, int B, int h, int w, float *img, Err *err
     return backend_sync(be, err);
 }
 
-int vae_encode(Vae *v, const float *img, int B, int H, int W, float *mean, float *logvar,
-               Err *err) {
-    int rc = check_coder(v, &v->enc, "encoder", B, H, W, err);
-    if (rc)
-        return rc;
+/* The encoder and quant_conv: moments (B, 2·latent_channels, H/s, W/s), host. */
+static int encode_moments(Vae *v, const float *img, int B, int H, int W, float *mom, Err *err) {
     const VaeConfig *c = &v->cfg;
-    int s = vae_scale(c);
-    if (H % s || W % s)
-        return err_set(err, ERR_USAGE, "vae: an image to encode must be a multiple of %d "
-                       "pixels on each side, not %dx%d", s, W, H);
     Backend *be = v->be;
     Tensor x = act_new(v, 4, B, c->in_channels, H, W);
     Tensor xh = view(&x, 4, B, c->in_channels, H, W);
@@ -645,20 +638,30 @@ int vae_encode(Vae *v, const float *img, int B, int H, int W, float *mean, float
     step(v, &x, conv(v, &x, &e->conv_out, 1, 1));
     if (e->has_quant)
         step(v, &x, conv(v, &x, &e->quant, 1, 0));
-    size_t n = (size_t)tensor_numel(&x), half = n / (2 * (size_t)B);
-    float *mom = xmalloc(n * sizeof(float));
     Tensor out = view(&x, 4, DIM(&x, 0), DIM(&x, 1), DIM(&x, 2), DIM(&x, 3));
     out.ptr = mom, out.device = TENSOR_DEVICE_CPU;
     backend_download(be, &out, &x);
     act_free(v, &x);
-    rc = backend_sync(be, err);
-    for (int b = 0; !rc && b < B; b++) { /* torch.chunk(moments, 2, dim=1), logvar clamped */
-        memcpy(mean + b * half, mom + (size_t)b * 2 * half, half * sizeof(float));
-        for (size_t i = 0; i < half; i++) {
-            float lv = mom[(size_t)b * 2 * half + half + i];
-            logvar[b * half + i] = lv < -30.0f ? -30.0f : lv > 20.0f ? 20.0f : lv;
-        }
-    }
+    return backend_sync(be, err);
+}
+
+static void split_moments(const float *mom, int B, size_t half, float *mean, float *logvar);
+
+int vae_encode(Vae *v, const float *img, int B, int H, int W, float *mean, float *logvar,
+               Err *err) {
+    int rc = check_coder(v, &v->enc, "encoder", B, H, W, err);
+    if (rc)
+        return rc;
+    const VaeConfig *c = &v->cfg;
+    int s = vae_scale(c);
+    if (H % s || W % s)
+        return err_set(err, ERR_USAGE, "vae: an image to encode must be a multiple of %d "
+                       "pixels on each side, not %dx%d", s, W, H);
+    size_t half = (size_t)c->latent_channels * (H / s) * (W / s);
+    float *mom = xmalloc((size_t)B * 2 * half * sizeof(float));
+    rc = encode_moments(v, img, B, H, W, mom, err);
+    if (!rc)
+        split_moments(mom, B, half, mean, logvar);
     free(mom);
     return rc;
 }
@@ -690,40 +693,37 @@ static void blend(const Tile *a, Tile *b, int BC, int extent, int vertical) {
             }
 }
 
-int vae_decode_tiled(Vae *v, const float *z, int B, int h, int w, int tile, float *img,
-                     Err *err) {
-    const VaeConfig *c = &v->cfg;
-    int s = vae_scale(c);
-    if (tile <= 0)
-        tile = c->sample_size / s;
-    if (tile < 1)
-        return err_set(err, ERR_USAGE, "vae: a latent tile must be at least 1 wide");
-    if (h <= tile && w <= tile)
-        return vae_decode(v, z, B, h, w, img, err);
-    int T = tile, TS = tile * s;
-    int overlap = (int)(T * (1 - 0.25)), extent = (int)(TS * 0.25), limit = TS - extent;
+/* What runs on one tile: decode (latents → pixels) or the encoder's moments (pixels →
+ * latents, before the split and clamp: diffusers blends the moments). */
+typedef int (*TileFn)(Vae *v, const float *in, int B, int h, int w, float *out, Err *err);
+
+/* diffusers' tiled_decode / _tiled_encode, one loop: input tiles of TIN every ⌊0.75·TIN⌋,
+ * output tiles NUM/DEN times the size, blended over ⌊0.25·TOUT⌋ and cut to TOUT − that. */
+static int run_tiled(Vae *v, TileFn fn, const float *in, int B, int Cin, int h, int w, int Tin,
+                     int Cout, int num, int den, float *out, Err *err) {
+    int Tout = Tin * num / den;
+    int overlap = (int)(Tin * (1 - 0.25)), extent = (int)(Tout * 0.25), limit = Tout - extent;
     if (overlap < 1)
         overlap = 1;
-    int rows = (h + overlap - 1) / overlap, cols = (w + overlap - 1) / overlap;
-    int Lc = c->latent_channels, C = c->out_channels, BC = B * C;
+    int rows = (h + overlap - 1) / overlap, cols = (w + overlap - 1) / overlap, BC = B * Cout;
     Tile *tiles = xcalloc((size_t)rows * cols, sizeof *tiles);
-    float *zt = xmalloc((size_t)B * Lc * T * T * sizeof(float));
+    float *part = xmalloc((size_t)B * Cin * Tin * Tin * sizeof(float));
     int rc = 0;
     for (int r = 0; !rc && r < rows; r++)
         for (int q = 0; !rc && q < cols; q++) {
             int i = r * overlap, j = q * overlap;
-            int th = h - i < T ? h - i : T, tw = w - j < T ? w - j : T;
-            for (int p = 0; p < B * Lc; p++)
+            int th = h - i < Tin ? h - i : Tin, tw = w - j < Tin ? w - j : Tin;
+            for (int p = 0; p < B * Cin; p++)
                 for (int y = 0; y < th; y++)
-                    memcpy(&zt[((size_t)p * th + y) * tw],
-                           &z[((size_t)p * h + i + y) * w + j], (size_t)tw * sizeof(float));
+                    memcpy(&part[((size_t)p * th + y) * tw], &in[((size_t)p * h + i + y) * w + j],
+                           (size_t)tw * sizeof(float));
             Tile *t = &tiles[r * cols + q];
-            t->th = th * s, t->tw = tw * s;
+            t->th = th * num / den, t->tw = tw * num / den;
             t->px = xmalloc((size_t)BC * t->th * t->tw * sizeof(float));
-            rc = vae_decode(v, zt, B, th, tw, t->px, err);
+            rc = fn(v, part, B, th, tw, t->px, err);
         }
-    free(zt);
-    int H = h * s, W = w * s, y0 = 0;
+    free(part);
+    int H = h * num / den, W = w * num / den, y0 = 0;
     for (int r = 0; !rc && r < rows; r++) {
         int x0 = 0, rh = 0;
         for (int q = 0; q < cols; q++) {
@@ -735,21 +735,71 @@ int vae_decode_tiled(Vae *v, const float *z, int B, int h, int w, int tile, floa
             int ch = t->th < limit ? t->th : limit, cw = t->tw < limit ? t->tw : limit;
             for (int p = 0; p < BC && y0 + ch <= H && x0 + cw <= W; p++)
                 for (int y = 0; y < ch; y++)
-                    memcpy(&img[((size_t)p * H + y0 + y) * W + x0],
+                    memcpy(&out[((size_t)p * H + y0 + y) * W + x0],
                            &t->px[((size_t)p * t->th + y) * t->tw], (size_t)cw * sizeof(float));
             x0 += cw;
             rh = ch;
         }
         if (x0 != W)
-            rc = err_set(err, ERR_USAGE, "vae: tiles of %d latents cover %d of %d columns", T,
-                         x0, W);
+            rc = err_set(err, ERR_USAGE, "vae: tiles of %d cover %d of %d columns", Tin, x0, W);
         y0 += rh;
     }
     if (!rc && y0 != H)
-        rc = err_set(err, ERR_USAGE, "vae: tiles of %d latents cover %d of %d rows", T, y0, H);
+        rc = err_set(err, ERR_USAGE, "vae: tiles of %d cover %d of %d rows", Tin, y0, H);
     for (int i = 0; i < rows * cols; i++)
         free(tiles[i].px);
     free(tiles);
+    return rc;
+}
+
+int vae_decode_tiled(Vae *v, const float *z, int B, int h, int w, int tile, float *img,
+                     Err *err) {
+    const VaeConfig *c = &v->cfg;
+    int s = vae_scale(c);
+    if (tile <= 0)
+        tile = c->sample_size / s;
+    if (tile < 1)
+        return err_set(err, ERR_USAGE, "vae: a latent tile must be at least 1 wide");
+    if (h <= tile && w <= tile)
+        return vae_decode(v, z, B, h, w, img, err);
+    int rc = check_coder(v, &v->dec, "decoder", B, h, w, err);
+    return rc ? rc
+              : run_tiled(v, vae_decode, z, B, c->latent_channels, h, w, tile, c->out_channels,
+                          s, 1, img, err);
+}
+
+/* mean and logvar from the moments (B, 2L, h, w): torch.chunk, logvar clamped to [-30, 20]. */
+static void split_moments(const float *mom, int B, size_t half, float *mean, float *logvar) {
+    for (int b = 0; b < B; b++) {
+        memcpy(mean + b * half, mom + (size_t)b * 2 * half, half * sizeof(float));
+        for (size_t i = 0; i < half; i++) {
+            float lv = mom[(size_t)b * 2 * half + half + i];
+            logvar[b * half + i] = lv < -30.0f ? -30.0f : lv > 20.0f ? 20.0f : lv;
+        }
+    }
+}
+
+int vae_encode_tiled(Vae *v, const float *img, int B, int H, int W, int tile, float *mean,
+                     float *logvar, Err *err) {
+    const VaeConfig *c = &v->cfg;
+    int s = vae_scale(c);
+    if (tile <= 0)
+        tile = c->sample_size;
+    if (H <= tile && W <= tile)
+        return vae_encode(v, img, B, H, W, mean, logvar, err);
+    int rc = check_coder(v, &v->enc, "encoder", B, H, W, err);
+    if (!rc && (H % s || W % s || tile % s || (int)(tile * 0.75) % s))
+        rc = err_set(err, ERR_USAGE, "vae: tiled encode needs the image (%dx%d), the tile (%d) "
+                     "and three quarters of the tile in multiples of %d pixels", W, H, tile, s);
+    if (rc)
+        return rc;
+    size_t half = (size_t)c->latent_channels * (H / s) * (W / s);
+    float *mom = xmalloc((size_t)B * 2 * half * sizeof(float));
+    rc = run_tiled(v, encode_moments, img, B, c->in_channels, H, W, tile,
+                   2 * c->latent_channels, 1, s, mom, err);
+    if (!rc)
+        split_moments(mom, B, half, mean, logvar);
+    free(mom);
     return rc;
 }
 

@@ -92,6 +92,13 @@ int vae_decode_tiled(Vae *v, const float *z, int B, int h, int w, int tile, floa
 int vae_encode(Vae *v, const float *img, int B, int H, int W, float *mean, float *logvar,
                Err *err);
 
+/* diffusers' _tiled_encode (enable_tiling): image tiles of TILE pixels (<= 0: the config's
+ * sample_size) every ⌊0.75·TILE⌋, encoded alone, their moments blended over ⌊TILE/s/4⌋ latents
+ * and cut, then split as vae_encode. H, W, TILE and ⌊0.75·TILE⌋ multiples of s. When the image
+ * fits one tile this is vae_encode. */
+int vae_encode_tiled(Vae *v, const float *img, int B, int H, int W, int tile, float *mean,
+                     float *logvar, Err *err);
+
 /* What decoding (B, h, w) latents in one piece takes: *arena_bytes of the backend's scratch
  * arena (conv2d's largest scratch) and *tensor_bytes of activation blocks at their peak. */
 void vae_decode_need(const Vae *v, int B, int h, int w, size_t *arena_bytes,

@@ -16,7 +16,9 @@ It writes, for each config NAME in (vae_sd, vae_sdxl):
         sample_size) and untiled = the plain decode of the same latents,
         pipe_latents (1,4,8,8) and pipe_uint8 (1,16,16,3): what a pipeline does at its end,
         vae.decode(latents / scaling_factor (+ shift_factor)) then VaeImageProcessor
-        .postprocess(output_type="pil") bytes (uint8 HWC).
+        .postprocess(output_type="pil") bytes (uint8 HWC);
+        tiled_image (1,3,28,24), tiled_mean/tiled_logvar from the tiled encode
+        (enable_tiling) and untiled_mean/untiled_logvar from the plain one.
 make test never runs this; the outputs are committed.
 """
 import json
@@ -102,6 +104,14 @@ def main():
         ref["pipe_decoded"] = dec
         pil = VaeImageProcessor(vae_scale_factor=2).postprocess(dec, output_type="pil")
         ref["pipe_uint8"] = torch.from_numpy(np.stack([np.asarray(p) for p in pil]).copy())
+        ti = torch.rand(1, 3, 28, 24, generator=g) * 2 - 1
+        ref["tiled_image"] = ti
+        d0 = vae.encode(ti).latent_dist
+        ref["untiled_mean"], ref["untiled_logvar"] = d0.mean, d0.logvar
+        vae.enable_tiling()
+        d1 = vae.encode(ti).latent_dist
+        vae.disable_tiling()
+        ref["tiled_mean"], ref["tiled_logvar"] = d1.mean, d1.logvar
         ref = {a: b.contiguous() for a, b in ref.items()}
         save_file(ref, os.path.join(ROOT, name + "_ref.safetensors"))
         print(name, {a: tuple(b.shape) for a, b in ref.items()})

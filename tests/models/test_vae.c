@@ -151,6 +151,21 @@ static void check_model(const char *kind, const char *name, const VaeOptions *op
               "by %g", kind, name, ours, theirs);
     free(tz), free(wt), free(wu), free(gt), free(gu);
 
+    /* the tiled encode (16-pixel tiles over 28×24) and the plain one of the same image */
+    float *ti = ref_get(st, "tiled_image", NULL);
+    float *tm = ref_get(st, "tiled_mean", &n), *tl = ref_get(st, "tiled_logvar", NULL);
+    float *um = ref_get(st, "untiled_mean", NULL), *ul = ref_get(st, "untiled_logvar", NULL);
+    float *g1 = calloc((size_t)n, 4), *g2 = calloc((size_t)n, 4), *g3 = calloc((size_t)n, 4),
+          *g4 = calloc((size_t)n, 4);
+    cr_assert_eq(vae_encode_tiled(v, ti, 1, 28, 24, 0, g1, g2, &err), 0, "%s", err.msg);
+    cr_assert_eq(vae_encode(v, ti, 1, 28, 24, g3, g4, &err), 0, "%s", err.msg);
+    d = fmax(maxdiff(g1, tm, n), maxdiff(g2, tl, n));
+    cr_expect(d <= 1e-4, "%s %s tiled encode: off by %g from diffusers' tiled", kind, name, d);
+    d = fmax(maxdiff(g3, um, n), maxdiff(g4, ul, n));
+    cr_expect(d <= 1e-4, "%s %s encode of 28x24: off by %g", kind, name, d);
+    cr_expect(maxdiff(tm, um, n) > 1e-3, "the fixture's encode tiles should differ");
+    free(ti), free(tm), free(tl), free(um), free(ul), free(g1), free(g2), free(g3), free(g4);
+
     safetensors_close(st);
     vae_free(v);
     backend_close(be);
