@@ -219,7 +219,14 @@ static int ld_scaled(Loader *L, const char *name, int nd, const int64_t *shape, 
         L->half = xmalloc(n * sizeof(uint16_t));
         L->cap = n;
     }
-    int rc = sd_weights_read_f32(L->sw, name, nd, shape, L->buf, L->err);
+    /* A linear layer stored as a 1×1 conv (OC,C,1,1), as the original SD checkpoints keep the
+     * VAE's attention projections: the same values, read with that shape. */
+    const StTensor *st = nd == 2 ? sd_weights_find(L->sw, name) : NULL;
+    int64_t as_conv[4] = {nd == 2 ? shape[0] : 0, nd == 2 ? shape[1] : 0, 1, 1};
+    int conv_form = st && st->n_dim == 4 && st->shape[0] == as_conv[0] &&
+                    st->shape[1] == as_conv[1] && st->shape[2] == 1 && st->shape[3] == 1;
+    int rc = conv_form ? sd_weights_read_f32(L->sw, name, 4, as_conv, L->buf, L->err)
+                       : sd_weights_read_f32(L->sw, name, nd, shape, L->buf, L->err);
     if (rc)
         return rc;
     if (scale != 1.0f)

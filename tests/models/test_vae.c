@@ -335,7 +335,9 @@ static void rm_tmp(void) {
 }
 
 /* A copy of the vae_sd folder in tmp with tensor DROP left out and tensor RESHAPE (if any)
- * written with its first dimension one shorter; CONFIG replaces config.json when given. */
+ * written with its first dimension one shorter (or, when AS_CONV, as a (OC,C,1,1) 1×1 conv);
+ * CONFIG replaces config.json when given. */
+static int as_conv;
 static void bad_copy(const char *drop, const char *reshape, const char *config) {
     Err err = {0};
     SafeTensors *st = safetensors_open(FIX "vae_sd/diffusion_pytorch_model.safetensors", &err);
@@ -347,10 +349,13 @@ static void bad_copy(const char *drop, const char *reshape, const char *config) 
             continue;
         int64_t shape[ST_MAX_DIMS];
         memcpy(shape, t->shape, sizeof shape);
-        if (reshape && !strcmp(t->name, reshape))
+        int nd = t->n_dim;
+        if (reshape && !strcmp(t->name, reshape) && as_conv)
+            shape[2] = shape[3] = 1, nd = 4;
+        else if (reshape && !strcmp(t->name, reshape))
             shape[0] -= 1;
-        cr_assert_eq(safetensors_writer_add(w, t->name, t->dtype, t->n_dim, shape, t->data,
-                                            &err), 0, "%s", err.msg);
+        cr_assert_eq(safetensors_writer_add(w, t->name, t->dtype, nd, shape, t->data, &err), 0,
+                     "%s", err.msg);
     }
     char p[256];
     snprintf(p, sizeof p, "%s/diffusion_pytorch_model.safetensors", tmp);
@@ -441,5 +446,25 @@ Test(vae, bad_sizes_and_a_small_arena_are_refused_with_what_to_do) {
     cr_assert_eq(vae_latents_to_rgb8(v, z, 1, 8, 8, 0, rgb, &err), ERR_NOMEM);
     cr_assert(strstr(err.msg, "larger arena_bytes") && strstr(err.msg, "needs"), "%s", err.msg);
     vae_free(v);
+    backend_close(be);
+}
+
+/* The attention projections stored as 1×1 convs (the original SD checkpoints' form) load as
+ * the linears they are: the same decode. */
+Test(vae, attention_projections_as_1x1_convs_load, .init = mk_tmp, .fini = rm_tmp) {
+    as_conv = 1;
+    bad_copy(NULL, "decoder.mid_block.attentions.0.to_v.weight", NULL);
+    as_conv = 0;
+    Backend *be = open_be("cpu");
+    Vae *v = NULL, *ref = load(be, "vae_sd", NULL);
+    Err err = {0};
+    cr_assert_eq(vae_load(be, tmp, NULL, &v, &err), 0, "%s", err.msg);
+    float z[4 * 8 * 8], a[3 * 16 * 16], b[3 * 16 * 16];
+    for (int i = 0; i < 4 * 8 * 8; i++)
+        z[i] = sinf((float)i);
+    cr_assert_eq(vae_decode(v, z, 1, 8, 8, a, &err), 0, "%s", err.msg);
+    cr_assert_eq(vae_decode(ref, z, 1, 8, 8, b, &err), 0, "%s", err.msg);
+    cr_assert_eq(memcmp(a, b, sizeof a), 0);
+    vae_free(v), vae_free(ref);
     backend_close(be);
 }
