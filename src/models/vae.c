@@ -913,14 +913,14 @@ void vae_decode_need(const Vae *v, int B, int h, int w, size_t *arena_bytes,
     *tensor_bytes = n.peak;
 }
 
-static int fits(const Vae *v, int th, int tw, size_t arena_free, size_t budget) {
+static int fits(const Vae *v, int B, int th, int tw, size_t arena_free, size_t budget) {
     size_t ab, tb;
-    vae_decode_need(v, 1, th, tw, &ab, &tb);
+    vae_decode_need(v, B, th, tw, &ab, &tb);
     return ab <= arena_free && (!budget || tb <= budget);
 }
 
-int vae_pick_tile(const Vae *v, int h, int w, size_t arena_free, size_t budget) {
-    if (fits(v, h, w, arena_free, budget))
+int vae_pick_tile(const Vae *v, int B, int h, int w, size_t arena_free, size_t budget) {
+    if (fits(v, B, h, w, arena_free, budget))
         return h > w ? h : w;
     int t = v->cfg.sample_size / vae_scale(&v->cfg);
     int m = h > w ? h : w;
@@ -928,7 +928,7 @@ int vae_pick_tile(const Vae *v, int h, int w, size_t arena_free, size_t budget) 
         t = m;
     t -= t % 8;
     for (; t >= 8; t -= 8)
-        if (fits(v, t, t, arena_free, budget))
+        if (fits(v, B, t, t, arena_free, budget))
             return t;
     return 0;
 }
@@ -969,7 +969,7 @@ int vae_latents_to_rgb8(Vae *v, const float *latents, int B, int h, int w, int t
         size_t ab, tb;
         vae_decode_need(v, B, h, w, &ab, &tb);
         if (ab > free_ || (v->opt.tensor_budget && tb > v->opt.tensor_budget)) {
-            tile = vae_pick_tile(v, h, w, free_, v->opt.tensor_budget);
+            tile = vae_pick_tile(v, B, h, w, free_, v->opt.tensor_budget);
             if (!tile) {
                 size_t a8, t8;
                 vae_decode_need(v, 1, 8, 8, &a8, &t8);

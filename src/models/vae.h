@@ -104,9 +104,9 @@ int vae_encode_tiled(Vae *v, const float *img, int B, int H, int W, int tile, fl
 void vae_decode_need(const Vae *v, int B, int h, int w, size_t *arena_bytes,
                      size_t *tensor_bytes);
 /* The largest latent tile (a multiple of 8, at most the config's default tile; or h, w
- * themselves when they fit whole) whose decode needs at most ARENA_FREE arena bytes and
- * BUDGET tensor bytes (0 = no limit); 0 when not even an 8×8 tile fits. */
-int vae_pick_tile(const Vae *v, int h, int w, size_t arena_free, size_t budget);
+ * themselves when they fit whole) whose decode of a batch of B needs at most ARENA_FREE arena
+ * bytes and BUDGET tensor bytes (0 = no limit); 0 when not even an 8×8 tile fits. */
+int vae_pick_tile(const Vae *v, int B, int h, int w, size_t arena_free, size_t budget);
 
 /* The pipeline's end: z = latents / scaling_factor (+ shift_factor), decoded (tiled with
  * vae_pick_tile against the options' arena_bytes (less what is in use) and tensor_budget when

@@ -288,9 +288,10 @@ Test(vae, tiles_are_chosen_from_the_arena_and_agree_with_diffusers_tiling) {
     cr_assert(a16 >= a8 && t16 > t8, "a larger decode needs more (%zu %zu, %zu %zu)", a16, t16,
               a8, t8);
     /* the whole fits a roomy budget; a budget below the 16² need gives 8² tiles */
-    cr_assert_eq(vae_pick_tile(v, 16, 16, a16, t16), 16);
-    cr_assert_eq(vae_pick_tile(v, 16, 16, a16, t16 - 1), 8);
-    cr_assert_eq(vae_pick_tile(v, 16, 16, a8 / 2, 0), 0);
+    cr_assert_eq(vae_pick_tile(v, 1, 16, 16, a16, t16), 16);
+    cr_assert_eq(vae_pick_tile(v, 1, 16, 16, a16, t16 - 1), 8);
+    cr_assert_eq(vae_pick_tile(v, 1, 16, 16, a8 / 2, 0), 0);
+    cr_assert_eq(vae_pick_tile(v, 2, 16, 16, a16, t16), 8, "a batch of 2 needs twice the room");
 
     /* a tensor budget too small for the whole: vae_latents_to_rgb8 decodes in tiles, which is
      * diffusers' tiled decode of the same latents, bytes within one */
