@@ -14,7 +14,7 @@
  *     checked against the config; resident on the backend in the dtype asked for (F32, F16 or
  *     BF16; conv2d, linear and GroupNorm widen half weights themselves).
  *   - Activations are ALWAYS f32, whatever the weights (the SDXL VAE overflows f16: black
- *     images); force_upcast is read and reported, never needed.
+ *     images); force_upcast is read into VaeConfig and never needed.
  *   - Activations are backend_tensor_new blocks freed as soon as they are dead (at most about
  *     four at a time); conv2d's scratch comes from the backend's arena. vae_decode_need says
  *     how much of each a decode takes, vae_pick_tile the largest tile that fits a budget.
