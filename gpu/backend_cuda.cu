@@ -182,6 +182,7 @@ static const BackendOps cuda_ops = {
     cuda_be_zero,
     kop_convert,
     KERN_OPS_POSITIONAL,
+    KERN_OPS_VAE,
 };
 
 static int blas_open(Backend *be, CudaState *s) {

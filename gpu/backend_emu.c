@@ -100,6 +100,7 @@ static void emu_zero(Backend *be, CT *t) {
 static const BackendOps emu_ops = {
     "emu", emu_close, NULL, emu_malloc, emu_free, emu_copy, emu_copy, emu_zero, kop_convert,
     KERN_OPS_POSITIONAL,
+    KERN_OPS_VAE,
 };
 
 int backend_emu_open(const BackendConfig *cfg, Backend **out, Err *err) {

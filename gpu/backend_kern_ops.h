@@ -409,7 +409,8 @@ static void kop_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout
 
 // ---- ops of the VAE (kern_vae.h) ----------------------------------------------------------------
 
-static void kop_add_forward(Backend *be, CT *out, CT *a, CT *b) {
+// main has kop_add and add_fwd (kern_clip.h): keep main's when merging.
+static void kop_add(Backend *be, CT *out, CT *a, CT *b) {
     AddArgs x = {F(out), CF(a), CF(b), (long)tensor_numel(out)};
     add_fwd_be(be, x);
 }
@@ -434,7 +435,10 @@ static void kop_pad2d_forward(Backend *be, CT *out, CT *inp, int top, int left) 
         kop_conv2d_backward, kop_attention_forward, kop_attention_backward,                  \
         kop_upsample2x_forward, kop_upsample2x_backward, kop_concat_forward,                 \
         kop_concat_backward, kop_split_forward, kop_split_backward, kop_mse_forward,         \
-        kop_mse_backward, kop_adamw, /* ops of the VAE */ kop_add_forward,                 \
-        kop_transpose_forward, kop_pad2d_forward
+        kop_mse_backward, kop_adamw
+
+// The VAE block of the table, after KERN_OPS_POSITIONAL (kop_add: main has it in its own
+// block; when merging keep main's and list only transpose and pad2d here).
+#define KERN_OPS_VAE kop_add, kop_transpose_forward, kop_pad2d_forward
 
 #endif

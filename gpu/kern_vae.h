@@ -11,6 +11,8 @@
 
 #define KERN_VAE_THREADS 256
 
+/* main has AddArgs and add_fwd in kern_clip.h (with a broadcast length bn): keep main's when
+ * merging and drop these two. */
 typedef struct AddArgs {
     float *out;
     const float *a, *b;

@@ -667,13 +667,14 @@ void backend_adamw(Backend *be, CT *param, CT *grad, CT *m, CT *v, int t, float 
 
 /* ---- ops of the VAE ------------------------------------------------------------------------- */
 
-void backend_add_forward(Backend *be, CT *out, CT *a, CT *b) {
-    const char *op = "add_forward";
+/* main has backend_add: keep main's when merging (backend.h, MERGE NOTE). */
+void backend_add(Backend *be, CT *out, CT *a, CT *b) {
+    const char *op = "add";
     if (chk(be, op, "a", a, 0, F32, a ? a->n_dims : 1, dim(a, 0), dim(a, 1), dim(a, 2),
             dim(a, 3)) &&
         like(be, op, "b", b, 0, a) && like(be, op, "out", out, 0, a)) {
-        ENTRY(add_forward);
-        be->ops->add_forward(be, out, a, b);
+        ENTRY(add);
+        be->ops->add(be, out, a, b);
     }
 }
 

@@ -219,8 +219,10 @@ void backend_adamw(Backend *be, const Tensor *param, const Tensor *grad, const T
 
 /* ---- ops of the VAE (src/models/vae.c): forward only, F32 activations ------------------------ */
 
-/* out = a + b, any shape (the same on all three; out may be a or b): residual connections. */
-void backend_add_forward(Backend *be, const Tensor *out, const Tensor *a, const Tensor *b);
+/* out = a + b, any shape (the same on all three; out may be a or b): residual connections.
+ * MERGE NOTE: main has this op (backend_add, from the reward-model/CLIP work) with the same
+ * signature and meaning; when merging, keep main's and drop this one (vae.c calls the name). */
+void backend_add(Backend *be, const Tensor *out, const Tensor *a, const Tensor *b);
 /* out (B,N,M) = inp (B,M,N) with the last two dims swapped: channels-first (B,C,HW) ↔ tokens
  * (B,HW,C). out must not alias inp. */
 void backend_transpose_forward(Backend *be, const Tensor *out, const Tensor *inp);

@@ -64,7 +64,7 @@ typedef struct BackendOps {
     void (*adamw)(Backend *, CT *param, CT *grad, CT *m, CT *v, int t, float lr,
                   const AdamWConfig *cfg);
     /* ops of the VAE (backend.h) */
-    void (*add_forward)(Backend *, CT *out, CT *a, CT *b);
+    void (*add)(Backend *, CT *out, CT *a, CT *b); /* main has it: keep main's (backend.h) */
     void (*transpose_forward)(Backend *, CT *out, CT *inp);
     void (*pad2d_forward)(Backend *, CT *out, CT *inp, int top, int left);
 } BackendOps;

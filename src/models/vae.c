@@ -497,10 +497,10 @@ static Tensor resnet(Vae *v, const Tensor *x, const Res *r) {
     act_free(v, &h);
     if (r->has_sc) {
         Tensor s = conv(v, x, &r->sc, 1, 0);
-        backend_add_forward(v->be, &out, &out, &s);
+        backend_add(v->be, &out, &out, &s);
         act_free(v, &s);
     } else {
-        backend_add_forward(v->be, &out, &out, x);
+        backend_add(v->be, &out, &out, x);
     }
     return out;
 }
@@ -556,7 +556,7 @@ static Tensor attention(Vae *v, const Tensor *x, const Attn *a) {
     Tensor back3 = view(&back, 3, B, C, T, 1);
     backend_transpose_forward(be, &back3, &p);
     act_free(v, &p);
-    backend_add_forward(be, &back, &back, x);
+    backend_add(be, &back, &back, x);
     return back;
 }
 

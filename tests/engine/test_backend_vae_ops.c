@@ -43,8 +43,8 @@ static void check_ops(Backend *be) {
     const int64_t s4[4] = {2, 3, 5, 7};
     Tensor a = dev(be, 4, s4, NULL), b = dev(be, 4, s4, NULL), o = dev(be, 4, s4, NULL);
     float *ha = host(be, &a), *hb = host(be, &b);
-    backend_add_forward(be, &o, &a, &b);
-    backend_add_forward(be, &a, &a, &b);
+    backend_add(be, &o, &a, &b);
+    backend_add(be, &a, &a, &b);
     cr_assert_eq(backend_sync(be, &err), 0, "%s", err.msg);
     float *ho = host(be, &o), *ha2 = host(be, &a);
     for (int i = 0; i < 210; i++) {
@@ -136,17 +136,17 @@ Test(backend_vae_ops, bad_arguments_are_named) {
     cr_assert_eq(backend_open("cpu", NULL, &be, NULL, 0, &err), 0, "%s", err.msg);
     const int64_t s[3] = {1, 4, 6}, s2[3] = {1, 4, 5};
     Tensor a = dev(be, 3, s, NULL), b = dev(be, 3, s2, NULL);
-    backend_add_forward(be, &a, &a, &b);
+    backend_add(be, &a, &a, &b);
     cr_assert_eq(backend_sync(be, &err), ERR_USAGE);
-    cr_assert(strstr(err.msg, "add_forward: b dimension 2 is 5, expected 6"), "%s", err.msg);
+    cr_assert(strstr(err.msg, "add: b dimension 2 is 5, expected 6"), "%s", err.msg);
     backend_transpose_forward(be, &b, &a);
     cr_assert_eq(backend_sync(be, &err), ERR_USAGE);
     cr_assert(strstr(err.msg, "transpose_forward: out dimension 1 is 4, expected 6"), "%s",
               err.msg);
     Tensor h = backend_tensor_new(be, DTYPE_BF16, 3, s);
-    backend_add_forward(be, &h, &h, &h);
+    backend_add(be, &h, &h, &h);
     cr_assert_eq(backend_sync(be, &err), ERR_USAGE);
-    cr_assert(strstr(err.msg, "add_forward: a is bf16, this op takes f32 only there"), "%s",
+    cr_assert(strstr(err.msg, "add: a is bf16, this op takes f32 only there"), "%s",
               err.msg);
     backend_pad2d_forward(be, &a, &a, 0, 0);
     cr_assert_eq(backend_sync(be, &err), ERR_USAGE);

@@ -720,7 +720,8 @@ static void add_range(void *ctx, int64_t lo, int64_t hi) {
         c->out[i] = c->a[i] + c->b[i];
 }
 
-static void cpu_add_forward(Backend *be, CT *out, CT *a, CT *b) {
+/* main has cpu_add: keep main's when merging (backend.h, MERGE NOTE). */
+static void cpu_add(Backend *be, CT *out, CT *a, CT *b) {
     AddCtx c = {F(out), F(a), F(b)};
     BIND;
     backend_cpu_parallel_for((int64_t)N_(out), 1 << 16, add_range, &c);
@@ -829,7 +830,7 @@ const BackendOps backend_cpu_ops = {
     .mse_backward = cpu_mse_backward,
     .adamw = cpu_adamw,
     /* ops of the VAE */
-    .add_forward = cpu_add_forward,
+    .add = cpu_add, /* main has it: keep main's */
     .transpose_forward = cpu_transpose_forward,
     .pad2d_forward = cpu_pad2d_forward,
 };
