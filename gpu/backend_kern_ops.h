@@ -415,7 +415,8 @@ static void kop_add(Backend *be, CT *out, CT *a, CT *b) {
     add_fwd_be(be, x);
 }
 
-static void kop_transpose_forward(Backend *be, CT *out, CT *inp) {
+// main has kop_unet_transpose (kern_unet.h unet_transpose): keep main's when merging.
+static void kop_unet_transpose(Backend *be, CT *out, CT *inp) {
     TransposeArgs x = {F(out), CF(inp), (int)inp->shape[0], (int)inp->shape[1],
                        (int)inp->shape[2]};
     transpose_fwd_be(be, x);
@@ -437,8 +438,9 @@ static void kop_pad2d_forward(Backend *be, CT *out, CT *inp, int top, int left) 
         kop_concat_backward, kop_split_forward, kop_split_backward, kop_mse_forward,         \
         kop_mse_backward, kop_adamw
 
-// The VAE block of the table, after KERN_OPS_POSITIONAL (kop_add: main has it in its own
-// block; when merging keep main's and list only transpose and pad2d here).
-#define KERN_OPS_VAE kop_add, kop_transpose_forward, kop_pad2d_forward
+// The VAE block of the table, after KERN_OPS_POSITIONAL. MERGE NOTE: main has add (reward
+// block) and unet_transpose (UNet block); when merging keep main's and list only
+// kop_pad2d_forward here.
+#define KERN_OPS_VAE kop_add, kop_unet_transpose, kop_pad2d_forward
 
 #endif

@@ -19,7 +19,8 @@ typedef struct AddArgs {
     long n;
 } AddArgs;
 
-/* out (B,N,M) = inp (B,M,N) transposed in its last two dims. */
+/* out (B,N,M) = inp (B,M,N) transposed in its last two dims. (main has the same as
+ * kern_unet.h's unet_transpose: keep main's when merging and drop this one.) */
 typedef struct TransposeArgs {
     float *out;
     const float *inp;

@@ -678,12 +678,13 @@ void backend_add(Backend *be, CT *out, CT *a, CT *b) {
     }
 }
 
-void backend_transpose_forward(Backend *be, CT *out, CT *inp) {
-    const char *op = "transpose_forward";
+/* main has backend_unet_transpose: keep main's when merging (backend.h, MERGE NOTE). */
+void backend_unet_transpose(Backend *be, CT *out, CT *inp) {
+    const char *op = "unet_transpose";
     if (chk(be, op, "inp", inp, 0, F32, 3, ANY, ANY, ANY, ANY) &&
         chk(be, op, "out", out, 0, F32, 3, inp->shape[0], inp->shape[2], inp->shape[1], ANY)) {
-        ENTRY(transpose_forward);
-        be->ops->transpose_forward(be, out, inp);
+        ENTRY(unet_transpose);
+        be->ops->unet_transpose(be, out, inp);
     }
 }
 

@@ -224,8 +224,10 @@ void backend_adamw(Backend *be, const Tensor *param, const Tensor *grad, const T
  * signature and meaning; when merging, keep main's and drop this one (vae.c calls the name). */
 void backend_add(Backend *be, const Tensor *out, const Tensor *a, const Tensor *b);
 /* out (B,N,M) = inp (B,M,N) with the last two dims swapped: channels-first (B,C,HW) ↔ tokens
- * (B,HW,C). out must not alias inp. */
-void backend_transpose_forward(Backend *be, const Tensor *out, const Tensor *inp);
+ * (B,HW,C). out must not alias inp.
+ * MERGE NOTE: main has this op as backend_unet_transpose (the UNet's block), same signature
+ * and meaning; when merging keep main's and drop this one (vae.c calls the name). */
+void backend_unet_transpose(Backend *be, const Tensor *out, const Tensor *inp);
 /* out (B,C,Ho,Wo)[y][x] = inp (B,C,H,W)[y − top][x − left] where that is inside inp, else 0:
  * zero padding (top, left >= 0 and a larger out), a window (top, left <= 0: a crop), or both.
  * out must not alias inp. */

@@ -65,7 +65,7 @@ typedef struct BackendOps {
                   const AdamWConfig *cfg);
     /* ops of the VAE (backend.h) */
     void (*add)(Backend *, CT *out, CT *a, CT *b); /* main has it: keep main's (backend.h) */
-    void (*transpose_forward)(Backend *, CT *out, CT *inp);
+    void (*unet_transpose)(Backend *, CT *out, CT *inp); /* main has it: keep main's */
     void (*pad2d_forward)(Backend *, CT *out, CT *inp, int top, int left);
 } BackendOps;
 

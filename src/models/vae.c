@@ -512,7 +512,7 @@ static Tensor attention(Vae *v, const Tensor *x, const Attn *a) {
     Tensor h = gnorm(v, x, &a->gn, 0);
     Tensor h3 = view(&h, 3, B, C, T, 1);
     Tensor t = act_new(v, 3, B, T, C, 1);
-    backend_transpose_forward(be, &t, &h3);
+    backend_unet_transpose(be, &t, &h3);
     act_free(v, &h);
     Tensor t2 = view(&t, 2, B * T, C, 1, 1);
     Tensor q = act_new(v, 3, B, T, C, 1), k = act_new(v, 3, B, T, C, 1),
@@ -533,7 +533,7 @@ static Tensor attention(Vae *v, const Tensor *x, const Attn *a) {
         backend_reset(be, mark);
     } else { /* q already carries 1/√C (ld_mid) */
         Tensor kt = act_new(v, 3, B, C, T, 1);
-        backend_transpose_forward(be, &kt, &k);
+        backend_unet_transpose(be, &kt, &k);
         Tensor s = act_new(v, 2, T, T, 1, 1), p = act_new(v, 2, T, T, 1, 1);
         for (int64_t b = 0; b < B; b++) {
             Tensor qb = view(&q, 2, T, C, 1, 1), ktb = view(&kt, 2, C, T, 1, 1),
@@ -554,7 +554,7 @@ static Tensor attention(Vae *v, const Tensor *x, const Attn *a) {
     act_free(v, &o);
     Tensor back = act_new(v, 4, B, C, DIM(x, 2), DIM(x, 3));
     Tensor back3 = view(&back, 3, B, C, T, 1);
-    backend_transpose_forward(be, &back3, &p);
+    backend_unet_transpose(be, &back3, &p);
     act_free(v, &p);
     backend_add(be, &back, &back, x);
     return back;

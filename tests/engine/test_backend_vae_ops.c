@@ -57,7 +57,7 @@ static void check_ops(Backend *be) {
     const int64_t st[3] = {2, 37, 45}, sto[3] = {2, 45, 37};
     Tensor x = dev(be, 3, st, NULL), xt = dev(be, 3, sto, NULL);
     float *hx = host(be, &x);
-    backend_transpose_forward(be, &xt, &x);
+    backend_unet_transpose(be, &xt, &x);
     cr_assert_eq(backend_sync(be, &err), 0, "%s", err.msg);
     float *hxt = host(be, &xt);
     for (int bb = 0; bb < 2; bb++)
@@ -139,9 +139,9 @@ Test(backend_vae_ops, bad_arguments_are_named) {
     backend_add(be, &a, &a, &b);
     cr_assert_eq(backend_sync(be, &err), ERR_USAGE);
     cr_assert(strstr(err.msg, "add: b dimension 2 is 5, expected 6"), "%s", err.msg);
-    backend_transpose_forward(be, &b, &a);
+    backend_unet_transpose(be, &b, &a);
     cr_assert_eq(backend_sync(be, &err), ERR_USAGE);
-    cr_assert(strstr(err.msg, "transpose_forward: out dimension 1 is 4, expected 6"), "%s",
+    cr_assert(strstr(err.msg, "unet_transpose: out dimension 1 is 4, expected 6"), "%s",
               err.msg);
     Tensor h = backend_tensor_new(be, DTYPE_BF16, 3, s);
     backend_add(be, &h, &h, &h);

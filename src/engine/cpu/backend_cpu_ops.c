@@ -752,7 +752,8 @@ static void transpose_range(void *ctx, int64_t lo, int64_t hi) {
     }
 }
 
-static void cpu_transpose_forward(Backend *be, CT *out, CT *inp) {
+/* main has cpu_unet_transpose: keep main's when merging. */
+static void cpu_unet_transpose(Backend *be, CT *out, CT *inp) {
     TransposeCtx c = {F(out), F(inp), inp->shape[1], inp->shape[2]};
     BIND;
     backend_cpu_parallel_for(inp->shape[0] * inp->shape[1], 64, transpose_range, &c);
@@ -831,7 +832,7 @@ const BackendOps backend_cpu_ops = {
     .adamw = cpu_adamw,
     /* ops of the VAE */
     .add = cpu_add, /* main has it: keep main's */
-    .transpose_forward = cpu_transpose_forward,
+    .unet_transpose = cpu_unet_transpose, /* main has it: keep main's */
     .pad2d_forward = cpu_pad2d_forward,
 };
 
