@@ -297,6 +297,7 @@ static int attn_args(Backend *be, AttnArgs *x, CT *q, CT *k, const BackendAttn *
     x->Tk = (int)k->shape[1];
     x->hd = (int)q->shape[2] / a->NH;
     x->causal = a->causal;
+    x->dtype = (int)q->dtype;
     x->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)x->hd);
     if (x->hd > KERN_ATTN_MAX_HD) {
         backend_fail(be, ERR_USAGE, "attention: head size %d is over the CUDA kernel's %d",
@@ -318,21 +319,30 @@ static void kop_attention_forward(Backend *be, CT *o, CT *lse, CT *q, CT *k, CT 
     size_t mark = backend_mark(be);
     AttnArgs x;
     if (attn_args(be, &x, q, k, a)) {
-        x.o = F(o), x.lse = F(lse), x.q = CF(q), x.k = CF(k), x.v = CF(v);
+        x.o = o->ptr, x.lse = F(lse), x.q = q->ptr, x.k = k->ptr, x.v = v->ptr;
         attn_fwd_be(be, x);
     }
     backend_reset(be, mark);
 }
 
+// D = rowsum(dout ∘ o) into a (B,NH,Tq) arena scratch, then dK/dV (a block per key tile) and
+// dQ (a block per query tile): no atomics (gpu/kern_attn.h).
 static void kop_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout, CT *q,
                                        CT *k, CT *v, CT *o, CT *lse, const BackendAttn *a) {
+    if (!dq && !dk && !dv)
+        return;
     size_t mark = backend_mark(be);
     AttnArgs x;
     if (attn_args(be, &x, q, k, a)) {
-        x.o = F(o), x.lse = F(lse), x.q = CF(q), x.k = CF(k), x.v = CF(v), x.dout = CF(dout);
-        x.dq = F(dq), x.dk = F(dk), x.dv = F(dv);
-        attn_bwd_dq_be(be, x);
-        attn_bwd_dkv_be(be, x);
+        x.o = o->ptr, x.lse = F(lse), x.q = q->ptr, x.k = k->ptr, x.v = v->ptr;
+        x.dout = dout->ptr;
+        x.dq = dq ? dq->ptr : NULL, x.dk = dk ? dk->ptr : NULL, x.dv = dv ? dv->ptr : NULL;
+        x.dsum = (float *)backend_alloc(be, DTYPE_F32, 3, lse->shape).ptr;
+        if (x.dsum) {
+            attn_bwd_pre_be(be, x);
+            attn_bwd_dkv_be(be, x);
+            attn_bwd_dq_be(be, x);
+        }
     }
     backend_reset(be, mark);
 }

@@ -40,6 +40,7 @@
     X(chan_bias_fwd, ChanBiasArgs)                                                           \
     X(chan_bias_bwd, ChanBiasArgs)                                                           \
     X(attn_fwd, AttnArgs)                                                                    \
+    X(attn_bwd_pre, AttnArgs)                                                                \
     X(attn_bwd_dq, AttnArgs)                                                                 \
     X(attn_bwd_dkv, AttnArgs)
 

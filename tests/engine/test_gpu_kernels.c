@@ -551,50 +551,101 @@ static int check_conv(Why *w) {
 
 /* ---- attention (kern_attn.h) vs nn_flash -------------------------------------------------- */
 
-static int check_attn_case(Why *w, int Tq, int Tk, int hd, int causal, const int *key_len) {
-    enum { B = 2, NH = 2 };
+/* x rounded to dtype in place (f32: unchanged); the rounded values in half form at h. */
+static void to_dtype(float *x, void *h, long n, int dt) {
+    if (dt == DTYPE_F32) {
+        memcpy(h, x, sizeof(float) * (size_t)n);
+        return;
+    }
+    dtype_from_f32(h, (DType)dt, x, (size_t)n);
+    dtype_to_f32(x, h, (DType)dt, (size_t)n);
+}
+
+/* One attention shape, in dtype dt: the kernels on rounded inputs against nn_flash_* in f32 on
+ * the same rounded inputs, starting gradients nonzero. f32 within 1e-5 + 1e-4 relative; a half
+ * type within a few of its units in the last place of the largest output (its outputs and the
+ * gradients' sums are rounded once, the f32 accumulation is the same). */
+static int check_attn_case(Why *w, int B, int NH, int Tq, int Tk, int hd, int causal,
+                           const int *key_len, int dt) {
     int C = NH * hd;
     long nq = (long)B * Tq * C, nk = (long)B * Tk * C, nl = (long)B * NH * Tq;
+    size_t es = dt == DTYPE_F32 ? 4 : 2;
     float *q = rnd(nq), *kk = rnd(nk), *v = rnd(nk), *g = rnd(nq);
-    float *o = calloc(nq, 4), *lse = calloc(nl, 4), *ro = calloc(nq, 4), *rl = calloc(nl, 4);
     float *dq = rnd(nq), *dk = rnd(nk), *dv = rnd(nk);
+    void *hq = malloc(nq * es), *hk = malloc(nk * es), *hv = malloc(nk * es), *hg = malloc(nq * es);
+    void *hdq = malloc(nq * es), *hdk = malloc(nk * es), *hdv = malloc(nk * es);
+    void *ho = malloc(nq * es);
+    to_dtype(q, hq, nq, dt), to_dtype(kk, hk, nk, dt), to_dtype(v, hv, nk, dt);
+    to_dtype(g, hg, nq, dt), to_dtype(dq, hdq, nq, dt), to_dtype(dk, hdk, nk, dt);
+    to_dtype(dv, hdv, nk, dt);
+    float *o = calloc(nq, 4), *lse = calloc(nl, 4), *ro = calloc(nq, 4), *rl = calloc(nl, 4);
+    float *dsum = calloc(nl, 4);
     float *rdq = dup(dq, nq), *rdk = dup(dk, nk), *rdv = dup(dv, nk);
     float scale = 1.0f / sqrtf((float)hd);
     FlashAttn f = {B, NH, Tq, Tk, hd, 0, 0, 0, 0, scale, causal, key_len, 0};
     nn_flash_forward(ro, rl, q, kk, v, &f);
-    nn_flash_backward(rdq, rdk, rdv, g, q, kk, v, ro, rl, &f);
-    AttnArgs a = {o, lse, dq, dk, dv, q, kk, v, g, key_len, B, NH, Tq, Tk, hd, causal, scale};
+    AttnArgs a = {ho, lse, dsum, hdq, hdk, hdv, hq, hk, hv, hg, key_len,
+                  B, NH, Tq, Tk, hd, causal, dt, scale};
     Err err = {0};
+    double ulp = dt == DTYPE_F16 ? 1.0 / 1024 : dt == DTYPE_BF16 ? 1.0 / 128 : 0.0;
+    double atol = dt == DTYPE_F32 ? 1e-5 : 2 * ulp, rtol = dt == DTYPE_F32 ? 1e-4 : ulp;
     int rc = ran(w, attn_fwd_run(&a, &err), &err);
-    if (!rc)
-        rc = close_to(w, "attention o", o, ro, nq, 1e-5, 1e-4);
+    if (!rc) {
+        dtype_to_f32(o, ho, (DType)dt, (size_t)nq);
+        rc = close_to(w, "attention o", o, ro, nq, atol, rtol);
+    }
     for (long i = 0; i < nl && !rc; i++)
         if (!(lse[i] == rl[i] || fabsf(lse[i] - rl[i]) <= 1e-4f * (1 + fabsf(rl[i]))))
             rc = mismatch(w, "attention lse[%ld]: kernel %g, reference %g", i, lse[i], rl[i]);
+    /* the backward gets the kernel's own o (as a model would), the reference that o too */
+    nn_flash_backward(rdq, rdk, rdv, g, q, kk, v, o, rl, &f);
     if (!rc)
-        rc = ran(w, attn_bwd_dq_run(&a, &err), &err);
+        rc = ran(w, attn_bwd_pre_run(&a, &err), &err);
     if (!rc)
         rc = ran(w, attn_bwd_dkv_run(&a, &err), &err);
     if (!rc)
-        rc = close_to(w, "attention dq", dq, rdq, nq, 1e-5, 1e-4);
+        rc = ran(w, attn_bwd_dq_run(&a, &err), &err);
+    float *gdq = malloc(nq * 4), *gdk = malloc(nk * 4), *gdv = malloc(nk * 4);
+    dtype_to_f32(gdq, hdq, (DType)dt, (size_t)nq);
+    dtype_to_f32(gdk, hdk, (DType)dt, (size_t)nk);
+    dtype_to_f32(gdv, hdv, (DType)dt, (size_t)nk);
     if (!rc)
-        rc = close_to(w, "attention dk", dk, rdk, nk, 1e-5, 1e-4);
+        rc = close_to(w, "attention dq", gdq, rdq, nq, atol, rtol);
     if (!rc)
-        rc = close_to(w, "attention dv", dv, rdv, nk, 1e-5, 1e-4);
-    free(q), free(kk), free(v), free(g), free(o), free(lse), free(ro), free(rl);
-    free(dq), free(dk), free(dv), free(rdq), free(rdk), free(rdv);
+        rc = close_to(w, "attention dk", gdk, rdk, nk, atol, rtol);
+    if (!rc)
+        rc = close_to(w, "attention dv", gdv, rdv, nk, atol, rtol);
+    if (rc) {
+        char shape[128];
+        snprintf(shape, sizeof shape, " (B %d, NH %d, Tq %d, Tk %d, hd %d, causal %d, key_len "
+                 "%s, %s)", B, NH, Tq, Tk, hd, causal, key_len ? "yes" : "no", dtype_name((DType)dt));
+        snprintf(w->msg + strlen(w->msg), sizeof w->msg - strlen(w->msg), "%s", shape);
+    }
+    free(q), free(kk), free(v), free(g), free(o), free(lse), free(ro), free(rl), free(dsum);
+    free(dq), free(dk), free(dv), free(rdq), free(rdk), free(rdv), free(gdq), free(gdk), free(gdv);
+    free(hq), free(hk), free(hv), free(hg), free(hdq), free(hdk), free(hdv), free(ho);
     return rc;
 }
 
+/* Small shapes (the harness starts a thread per GPU thread, and the kernels' shuffles make
+ * them slow there), chosen so that every kernel runs more than one tile of rows and of
+ * columns somewhere (rows per block: 32 for hd <= 32, 24/12/12 at hd = 128 for fwd/dq/dkv). */
 static int check_attn(Why *w) {
     static const int key_len[2] = {9, 0}; /* batch 1 sees no key: o = 0, lse = −inf */
-    int rc = check_attn_case(w, 7, 7, 16, 0, NULL);
+    static const int key_len2[2] = {40, 33};
+    int rc = check_attn_case(w, 2, 2, 7, 7, 16, 0, NULL, DTYPE_F32);
+    if (!rc) /* more queries than keys, causal: the first Tq − Tk queries see no key */
+        rc = check_attn_case(w, 1, 2, 12, 5, 8, 1, NULL, DTYPE_F32);
     if (!rc)
-        rc = check_attn_case(w, 7, 7, 8, 1, NULL);
+        rc = check_attn_case(w, 2, 1, 5, 11, 24, 0, key_len, DTYPE_F32);
+    if (!rc) /* hd = 128, several query tiles (dq, fwd) and key tiles (dkv) */
+        rc = check_attn_case(w, 1, 2, 26, 14, 128, 1, NULL, DTYPE_F32);
+    if (!rc) /* two query tiles and two key tiles, causal and key_len */
+        rc = check_attn_case(w, 2, 1, 36, 40, 16, 1, key_len2, DTYPE_F32);
     if (!rc)
-        rc = check_attn_case(w, 5, 11, 24, 0, key_len);
+        rc = check_attn_case(w, 1, 1, 9, 35, 24, 1, NULL, DTYPE_F16);
     if (!rc)
-        rc = check_attn_case(w, 3, 6, 128, 1, NULL);
+        rc = check_attn_case(w, 2, 1, 9, 35, 24, 0, key_len2, DTYPE_BF16);
     return rc;
 }
 
