@@ -304,28 +304,62 @@ static void case_conv2d(Ctx *c, DType wdt, int K, int stride, int pad) {
     expect(c, "conv2d_backward dbias", tdb, rdb);
 }
 
-static void case_attention(Ctx *c, int causal, int masked) {
+/* t (any dtype, on the backend) widened to f32 on the backend, then compared. */
+static void expect_dt(Ctx *c, const char *what, const Tensor *t, const float *want) {
+    if (t->dtype == DTYPE_F32) {
+        expect(c, what, t, want);
+        return;
+    }
+    Tensor *f = D(c, want, DTYPE_F32, t->n_dims, t->shape);
+    backend_convert(c->be, f, t);
+    expect(c, what, f, want);
+}
+
+/* t's values as f32 on the host (kept by c). */
+static float *Hget(Ctx *c, const Tensor *t) {
+    size_t n = (size_t)tensor_numel(t);
+    float *h = H(c, n);
+    Tensor *f = D(c, h, DTYPE_F32, t->n_dims, t->shape);
+    backend_convert(c->be, f, t);
+    Tensor v = tensor_view_dtype(h, DTYPE_F32, t->n_dims, t->shape);
+    backend_download(c->be, &v, f);
+    return h;
+}
+
+/* Attention with activations of dtype dt against nn_flash in f32 on the same (rounded)
+ * inputs; a half result within a few units in the last place of dt. */
+static void case_attention(Ctx *c, int causal, int masked, DType dt) {
     int B = 2, NH = 3, hd = 8, Tq = 5, Tk = masked ? 7 : 5, C = NH * hd;
     static const int key_len[2] = {7, 4};
     BackendAttn a = {NH, 0.0f, causal, masked ? key_len : NULL};
     FlashAttn f = {B, NH, Tq, Tk, hd, 0, 0, 0, 0, 0.0f, causal, a.key_len, 0};
+    float atol = c->atol, rtol = c->rtol;
+    if (dt != DTYPE_F32) { /* 2 ulp of dt at 1, relative 1 ulp */
+        c->atol = dt == DTYPE_F16 ? 2.0f / 1024 : 2.0f / 128;
+        c->rtol = dt == DTYPE_F16 ? 1.0f / 1024 : 1.0f / 128;
+    }
     float *q = H(c, B * Tq * C), *k = H(c, B * Tk * C), *v = H(c, B * Tk * C);
     float *ro = H(c, B * Tq * C), *rl = H(c, B * NH * Tq), *dout = H(c, B * Tq * C);
     float *dq0 = H(c, B * Tq * C), *dk0 = H(c, B * Tk * C), *dv0 = H(c, B * Tk * C);
-    Tensor *tq = DF(q, B, Tq, C), *tk = DF(k, B, Tk, C), *tv = DF(v, B, Tk, C);
-    Tensor *to = DF(ro, B, Tq, C), *tl = DF(rl, B, NH, Tq), *tdo = DF(dout, B, Tq, C);
-    Tensor *tdq = DF(dq0, B, Tq, C), *tdk = DF(dk0, B, Tk, C), *tdv = DF(dv0, B, Tk, C);
-    nn_flash_forward(ro, rl, q, k, v, &f);
+    float *qr = Hround(c, q, B * Tq * C, dt), *kr = Hround(c, k, B * Tk * C, dt),
+          *vr = Hround(c, v, B * Tk * C, dt), *gr = Hround(c, dout, B * Tq * C, dt);
+    Tensor *tq = DT(q, dt, B, Tq, C), *tk = DT(k, dt, B, Tk, C), *tv = DT(v, dt, B, Tk, C);
+    Tensor *to = DT(ro, dt, B, Tq, C), *tl = DF(rl, B, NH, Tq), *tdo = DT(dout, dt, B, Tq, C);
+    Tensor *tdq = DT(dq0, dt, B, Tq, C), *tdk = DT(dk0, dt, B, Tk, C), *tdv = DT(dv0, dt, B, Tk, C);
+    nn_flash_forward(ro, rl, qr, kr, vr, &f);
     backend_attention_forward(c->be, to, tl, tq, tk, tv, &a);
-    expect(c, "attention_forward", to, ro);
+    expect_dt(c, "attention_forward", to, ro);
     expect(c, "attention_forward lse", tl, rl);
-    float *rdq = Hcopy(c, dq0, B * Tq * C), *rdk = Hcopy(c, dk0, B * Tk * C),
-          *rdv = Hcopy(c, dv0, B * Tk * C);
-    nn_flash_backward(rdq, rdk, rdv, dout, q, k, v, ro, rl, &f);
+    /* the backward reads the backend's own o, as a model would; so does the reference */
+    float *og = Hget(c, to);
+    float *rdq = Hround(c, dq0, B * Tq * C, dt), *rdk = Hround(c, dk0, B * Tk * C, dt),
+          *rdv = Hround(c, dv0, B * Tk * C, dt);
+    nn_flash_backward(rdq, rdk, rdv, gr, qr, kr, vr, og, rl, &f);
     backend_attention_backward(c->be, tdq, tdk, tdv, tdo, tq, tk, tv, to, tl, &a);
-    expect(c, "attention_backward dq", tdq, rdq);
-    expect(c, "attention_backward dk", tdk, rdk);
-    expect(c, "attention_backward dv", tdv, rdv);
+    expect_dt(c, "attention_backward dq", tdq, rdq);
+    expect_dt(c, "attention_backward dk", tdk, rdk);
+    expect_dt(c, "attention_backward dv", tdv, rdv);
+    c->atol = atol, c->rtol = rtol;
 }
 
 static void case_resample_concat_mse(Ctx *c) {
@@ -424,9 +458,12 @@ static int run_all_cases(Backend *be, int quiet) {
     case_geglu(&c, BACKEND_ACT_GELU);
     case_geglu(&c, BACKEND_ACT_GELU_TANH);
     ctx_free(&c);
-    case_attention(&c, 0, 0);
-    case_attention(&c, 1, 0);
-    case_attention(&c, 0, 1);
+    case_attention(&c, 0, 0, DTYPE_F32);
+    case_attention(&c, 1, 0, DTYPE_F32);
+    case_attention(&c, 0, 1, DTYPE_F32);
+    ctx_free(&c);
+    case_attention(&c, 1, 1, DTYPE_F16);
+    case_attention(&c, 0, 1, DTYPE_BF16);
     ctx_free(&c);
     case_resample_concat_mse(&c);
     ctx_free(&c);
@@ -833,6 +870,33 @@ Test(nn_backend_ops, a_failure_sticks_and_sync_reports_the_first) {
     cr_expect_eq(backend_sync(be, &err), ERR_USAGE);
     cr_expect(strstr(err.msg, "not implemented"), "%s", err.msg);
     be->ops = &backend_cpu_ops;
+    backend_close(be);
+}
+
+/* Attention takes f32, f16 or bf16 activations, one dtype for all of them; lse stays f32. */
+Test(nn_backend_ops, attention_activations_share_one_dtype) {
+    Backend *be = open_cpu(1);
+    uint16_t hq[2 * 4], hk[2 * 4], hv[2 * 4], ho[2 * 4];
+    float fk[2 * 4], lse[2] = {0};
+    memset(hq, 0, sizeof hq), memset(hk, 0, sizeof hk), memset(hv, 0, sizeof hv);
+    memset(fk, 0, sizeof fk);
+    const int64_t s3[3] = {1, 2, 4}, sl[3] = {1, 1, 2};
+    Tensor q = tensor_view_dtype(hq, DTYPE_F16, 3, s3), k = tensor_view_dtype(hk, DTYPE_F16, 3, s3);
+    Tensor v = tensor_view_dtype(hv, DTYPE_F16, 3, s3), o = tensor_view_dtype(ho, DTYPE_F16, 3, s3);
+    Tensor kf = tensor_view_dtype(fk, DTYPE_F32, 3, s3), l = tensor_view_dtype(lse, DTYPE_F32, 3, sl);
+    BackendAttn a = {1, 0.0f, 0, NULL};
+    Err err = {0};
+    backend_attention_forward(be, &o, &l, &q, &k, &v, &a); /* all f16: fine */
+    cr_expect_eq(backend_sync(be, &err), 0, "%s", err.msg);
+    cr_expect_float_eq(lse[0], logf(2.0f), 1e-6f, "two equal scores: lse = log 2");
+    backend_attention_forward(be, &o, &l, &q, &kf, &v, &a);
+    cr_expect_eq(backend_sync(be, &err), ERR_USAGE);
+    cr_expect(strstr(err.msg, "attention_forward") && strstr(err.msg, "k is f32 but q is f16"),
+              "%s", err.msg);
+    Tensor lh = tensor_view_dtype(hv, DTYPE_BF16, 3, sl);
+    backend_attention_forward(be, &o, &lh, &q, &k, &v, &a);
+    cr_expect_eq(backend_sync(be, &err), ERR_USAGE);
+    cr_expect(strstr(err.msg, "lse") && strstr(err.msg, "f32 only"), "%s", err.msg);
     backend_close(be);
 }
 
