@@ -228,7 +228,25 @@ static void kop_matmul_backward(Backend *be, CT *da, CT *db, CT *dout, CT *a, CT
         gemm(be, 1, 0, K, N, M, CF(a), K, CF(dout), N, 1.0f, F(db), N, "matmul_backward db");
 }
 
-// ---- conv2d: im2col per image + cuBLAS (gpu/kern_conv.h) ---------------------------------------
+// ---- conv2d: im2col per band of output rows + cuBLAS (gpu/kern_conv.h) -------------------------
+
+// The column buffer holds C·K²·rows·Wo floats for a band of output rows: as many rows as fit
+// in KOP_CONV_BAND_BYTES and in what the arena has left (at least one row), so the scratch is
+// bounded whatever the image (one whole image at SDXL's 640-channel 128×128 layers would be
+// 377 MB). Returns the rows per band and sets *col (NULL after failing the backend).
+#define KOP_CONV_BAND_BYTES ((size_t)64 << 20)
+static int conv_band(Backend *be, int CKK, int Ho, int Wo, float **col) {
+    size_t row = (size_t)CKK * (size_t)Wo * sizeof(float);
+    size_t room = be->arena.size > backend_mark(be) + TENSOR_ALIGN
+                      ? be->arena.size - backend_mark(be) - TENSOR_ALIGN
+                      : 0;
+    size_t cap = room < KOP_CONV_BAND_BYTES ? room : KOP_CONV_BAND_BYTES;
+    int rows = (int)(cap / row < (size_t)Ho ? cap / row : (size_t)Ho);
+    rows = rows < 1 ? 1 : rows;
+    const int64_t shape[2] = {CKK, (int64_t)rows * Wo};
+    *col = (float *)backend_alloc(be, DTYPE_F32, 2, shape).ptr;
+    return rows;
+}
 
 static void kop_conv2d_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b,
                                    const ConvShape *s) {
@@ -236,15 +254,17 @@ static void kop_conv2d_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b,
     long P = (long)Ho * Wo, img = (long)s->C * s->H * s->W;
     size_t mark = backend_mark(be);
     const float *wf = f32_weight(be, w);
-    const int64_t col_shape[2] = {CKK, P};
-    float *col = (float *)backend_alloc(be, DTYPE_F32, 2, col_shape).ptr;
-    for (int n = 0; n < s->B && !be->fail_code; n++) {
-        ConvColArgs a = {col, F(inp) + n * img, s->C, s->H, s->W, s->K, s->stride, s->pad,
-                         Ho, Wo};
-        conv_im2col_be(be, a);
-        gemm(be, 0, 0, s->OC, (int)P, CKK, wf, CKK, col, (int)P, 0.0f,
-             F(out) + (long)n * s->OC * P, (int)P, "conv2d_forward");
-    }
+    float *col = NULL;
+    int band = conv_band(be, CKK, Ho, Wo, &col);
+    for (int n = 0; n < s->B && col && !be->fail_code; n++)
+        for (int oy0 = 0; oy0 < Ho && !be->fail_code; oy0 += band) {
+            int rows = Ho - oy0 < band ? Ho - oy0 : band;
+            ConvColArgs a = {col, F(inp) + n * img, s->C, s->H, s->W, s->K, s->stride, s->pad,
+                             Ho, Wo, oy0, rows};
+            conv_im2col_be(be, a);
+            gemm(be, 0, 0, s->OC, rows * Wo, CKK, wf, CKK, col, rows * Wo, 0.0f,
+                 F(out) + (long)n * s->OC * P + (long)oy0 * Wo, (int)P, "conv2d_forward");
+        }
     if (b) {
         ChanBiasArgs a = {F(out), CF(b), s->B, s->OC, (int)P};
         chan_bias_fwd_be(be, a);
@@ -264,24 +284,26 @@ static void kop_conv2d_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout,
         return;
     size_t mark = backend_mark(be);
     const float *wf = dinp ? f32_weight(be, w) : NULL;
-    const int64_t col_shape[2] = {CKK, P};
-    float *col = (float *)backend_alloc(be, DTYPE_F32, 2, col_shape).ptr;
-    for (int n = 0; n < s->B && !be->fail_code; n++) {
-        const float *d = CF(dout) + (long)n * s->OC * P;
-        ConvColArgs a = {col, F(inp) + n * img, s->C, s->H, s->W, s->K, s->stride, s->pad,
-                         Ho, Wo};
-        if (dw) { // dW (OC, CKK) += dout_n (OC, P) · col_nᵀ
-            conv_im2col_be(be, a);
-            gemm(be, 0, 1, s->OC, CKK, (int)P, d, (int)P, col, (int)P, 1.0f, F(dw), CKK,
-                 "conv2d_backward dweight");
+    float *col = NULL;
+    int band = conv_band(be, CKK, Ho, Wo, &col);
+    for (int n = 0; n < s->B && col && !be->fail_code; n++)
+        for (int oy0 = 0; oy0 < Ho && !be->fail_code; oy0 += band) {
+            int rows = Ho - oy0 < band ? Ho - oy0 : band, np = rows * Wo;
+            const float *d = CF(dout) + (long)n * s->OC * P + (long)oy0 * Wo;
+            ConvColArgs a = {col, F(inp) + n * img, s->C, s->H, s->W, s->K, s->stride, s->pad,
+                             Ho, Wo, oy0, rows};
+            if (dw) { // dW (OC, CKK) += dout_band (OC, np; ld P) · col_bandᵀ
+                conv_im2col_be(be, a);
+                gemm(be, 0, 1, s->OC, CKK, np, d, (int)P, col, np, 1.0f, F(dw), CKK,
+                     "conv2d_backward dweight");
+            }
+            if (dinp) { // dcol (CKK, np) = Wᵀ · dout_band, then added into dinp_n
+                gemm(be, 1, 0, CKK, np, s->OC, wf, CKK, d, (int)P, 0.0f, col, np,
+                     "conv2d_backward dinp");
+                a.img = F(dinp) + n * img;
+                conv_col2im_be(be, a);
+            }
         }
-        if (dinp) { // dcol (CKK, P) = Wᵀ · dout_n, then added into dinp_n
-            gemm(be, 1, 0, CKK, (int)P, s->OC, wf, CKK, d, (int)P, 0.0f, col, (int)P,
-                 "conv2d_backward dinp");
-            a.img = F(dinp) + n * img;
-            conv_col2im_be(be, a);
-        }
-    }
     backend_reset(be, mark);
 }
 

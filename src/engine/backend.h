@@ -49,7 +49,8 @@ typedef struct BackendConfig {
     int threads;          /* CPU: threads in the backend's pool; <= 0 = online CPUs */
     size_t arena_bytes;   /* scratch arena (activations, per-op scratch); 0 = 64 MiB on the
                            * CPU, 256 MiB on CUDA. conv2d needs its nn_conv2d_scratch_floats
-                           * (CPU) or C·K²·Ho·Wo floats (CUDA) from it. */
+                           * (CPU) from it; CUDA takes bands of output rows, C·K²·Wo floats
+                           * per row, up to 64 MiB or what the arena has left. */
 } BackendConfig;
 
 /* Open the backend `spec` names: "cpu", "cuda" (device 0), "cuda:N", or "auto" (the first

@@ -496,7 +496,8 @@ static int check_mse(Why *w) {
 
 /* ---- conv2d as im2col + GEMM + bias (kern_conv.h; the GEMM on the host here) --------------- */
 
-static int check_conv_shape(Why *w, int K, int stride, int pad) {
+/* band: output rows per im2col/col2im call (0: the whole image at once). */
+static int check_conv_shape(Why *w, int K, int stride, int pad, int band) {
     ConvShape s = {2, 3, 7, 6, 4, K, stride, pad};
     int Ho = nn_conv2d_out_h(&s), Wo = nn_conv2d_out_w(&s), CKK = s.C * K * K, P = Ho * Wo;
     long ni = (long)s.B * s.C * s.H * s.W, no = (long)s.B * s.OC * P, nw = (long)s.OC * CKK;
@@ -508,16 +509,21 @@ static int check_conv_shape(Why *w, int K, int stride, int pad) {
     float *sc = calloc(nn_conv2d_scratch_floats(&s) + 1, 4);
     Err err = {0};
     int rc = 0;
-    for (int n = 0; n < s.B && !rc; n++) {
-        ConvColArgs a = {col, x + n * img, s.C, s.H, s.W, K, stride, pad, Ho, Wo};
-        rc = ran(w, conv_im2col_run(&a, &err), &err);
-        nn_gemm(0, 0, s.OC, P, CKK, wt, CKK, col, P, 0.0f, out + (long)n * s.OC * P, P);
-        nn_gemm(0, 1, s.OC, CKK, P, g + (long)n * s.OC * P, P, col, P, 1.0f, dw, CKK);
-        nn_gemm(1, 0, CKK, P, s.OC, wt, CKK, g + (long)n * s.OC * P, P, 0.0f, col, P);
-        a.img = dx + n * img;
-        if (!rc)
-            rc = ran(w, conv_col2im_run(&a, &err), &err);
-    }
+    int step = band ? band : Ho;
+    for (int n = 0; n < s.B && !rc; n++)
+        for (int oy0 = 0; oy0 < Ho && !rc; oy0 += step) {
+            int rows = Ho - oy0 < step ? Ho - oy0 : step, np = rows * Wo;
+            long o0 = (long)n * s.OC * P + (long)oy0 * Wo;
+            ConvColArgs a = {col, x + n * img, s.C, s.H, s.W, K, stride, pad, Ho, Wo,
+                             band ? oy0 : 0, band ? rows : 0};
+            rc = ran(w, conv_im2col_run(&a, &err), &err);
+            nn_gemm(0, 0, s.OC, np, CKK, wt, CKK, col, np, 0.0f, out + o0, P);
+            nn_gemm(0, 1, s.OC, CKK, np, g + o0, P, col, np, 1.0f, dw, CKK);
+            nn_gemm(1, 0, CKK, np, s.OC, wt, CKK, g + o0, P, 0.0f, col, np);
+            a.img = dx + n * img;
+            if (!rc)
+                rc = ran(w, conv_col2im_run(&a, &err), &err);
+        }
     ChanBiasArgs bf = {out, b, s.B, s.OC, P}, bb = {db, g, s.B, s.OC, P};
     if (!rc)
         rc = ran(w, chan_bias_fwd_run(&bf, &err), &err);
@@ -539,13 +545,17 @@ static int check_conv_shape(Why *w, int K, int stride, int pad) {
 }
 
 static int check_conv(Why *w) {
-    int rc = check_conv_shape(w, 3, 1, 1);
+    int rc = check_conv_shape(w, 3, 1, 1, 0);
     if (!rc)
-        rc = check_conv_shape(w, 3, 2, 1);
+        rc = check_conv_shape(w, 3, 2, 1, 0);
     if (!rc)
-        rc = check_conv_shape(w, 1, 1, 0);
+        rc = check_conv_shape(w, 1, 1, 0, 0);
     if (!rc)
-        rc = check_conv_shape(w, 3, 2, 0);
+        rc = check_conv_shape(w, 3, 2, 0, 0);
+    if (!rc) /* bands of output rows: 2 (and a last band of 1), 1 */
+        rc = check_conv_shape(w, 3, 1, 1, 2);
+    if (!rc)
+        rc = check_conv_shape(w, 3, 2, 1, 1);
     return rc;
 }
 

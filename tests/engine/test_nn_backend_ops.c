@@ -900,6 +900,41 @@ Test(nn_backend_ops, attention_activations_share_one_dtype) {
     backend_close(be);
 }
 
+/* conv2d on the CUDA op code cuts its column buffer into bands of output rows that fit the
+ * arena: here one image's whole buffer (C·K²·Ho·Wo floats, 166 kB) is over the 128 kB arena,
+ * one row of it (7 kB) is not. The result matches the CPU op (forward and backward). */
+Test(nn_backend_ops, conv2d_columns_in_bands_fit_a_small_arena) {
+    Backend *be = NULL;
+    Err err = {0};
+    BackendConfig cfg = {1, (size_t)128 << 10};
+    cr_assert_eq(backend_emu_open(&cfg, &be, &err), 0, "%s", err.msg);
+    Ctx c;
+    ctx_init(&c, be);
+    ConvShape s = {1, 8, 24, 24, 4, 3, 1, 1};
+    int Ho = nn_conv2d_out_h(&s), Wo = nn_conv2d_out_w(&s);
+    cr_assert_gt((size_t)s.C * 9 * Ho * Wo * sizeof(float), cfg.arena_bytes);
+    size_t ni = (size_t)s.C * s.H * s.W, nw = (size_t)s.OC * s.C * 9, no = (size_t)s.OC * Ho * Wo;
+    float *x = H(&c, ni), *w = H(&c, nw), *b = H(&c, s.OC), *dout = H(&c, no), *ro = H(&c, no);
+    float *dx0 = H(&c, ni), *dw0 = H(&c, nw);
+    float *sc = H(&c, nn_conv2d_scratch_floats(&s) + 1);
+    Tensor *tx = D(&c, x, DTYPE_F32, 4, S(1, 8, 24, 24)), *tw = D(&c, w, DTYPE_F32, 4, S(4, 8, 3, 3));
+    Tensor *tb = D(&c, b, DTYPE_F32, 1, S(4)), *to = D(&c, ro, DTYPE_F32, 4, S(1, 4, 24, 24));
+    Tensor *tdo = D(&c, dout, DTYPE_F32, 4, S(1, 4, 24, 24));
+    Tensor *tdx = D(&c, dx0, DTYPE_F32, 4, S(1, 8, 24, 24)), *tdw = D(&c, dw0, DTYPE_F32, 4, S(4, 8, 3, 3));
+    nn_conv2d_forward(ro, sc, x, w, b, &s);
+    backend_conv2d_forward(be, to, tx, tw, tb, 1, 1);
+    cr_expect_eq(backend_sync(be, &err), 0, "%s", err.msg);
+    expect(&c, "banded conv2d_forward", to, ro);
+    float *rdx = Hcopy(&c, dx0, ni), *rdw = Hcopy(&c, dw0, nw);
+    nn_conv2d_backward(rdx, rdw, NULL, sc, dout, x, w, &s);
+    backend_conv2d_backward(be, tdx, tdw, NULL, tdo, tx, tw, 1, 1);
+    expect(&c, "banded conv2d_backward dinp", tdx, rdx);
+    expect(&c, "banded conv2d_backward dweight", tdw, rdw);
+    cr_expect_eq(c.bad, 0);
+    ctx_free(&c);
+    backend_close(be);
+}
+
 Test(nn_backend_ops, open_by_name_and_fallback) {
     Backend *be = NULL;
     Err err = {0};
