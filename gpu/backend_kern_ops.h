@@ -45,9 +45,19 @@ static void kop_layernorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *
 static void kop_layernorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
                                        CT *w, CT *mean, CT *rstd) {
     LayerNormBwdArgs a = {F(dinp), F(dw), F(db), CF(dout), CF(inp), CF(w), CF(mean), CF(rstd),
-                          (int)inp->shape[0], (int)inp->shape[1]};
+                          (int)inp->shape[0], (int)inp->shape[1], NULL, 1};
     layernorm_bwd_dx_be(be, a);
+    if (!dw && !db)
+        return;
+    size_t mark = backend_mark(be);
+    a.nsplit = kern_ln_nsplit(a.N, a.C); // the parameter gradients in chunks of rows, then summed
+    if (a.nsplit > 1) {
+        const int64_t shape[3] = {2, a.nsplit, a.C};
+        a.part = (float *)backend_alloc(be, DTYPE_F32, 3, shape).ptr;
+    }
     layernorm_bwd_params_be(be, a);
+    layernorm_bwd_params_sum_be(be, a);
+    backend_reset(be, mark);
 }
 
 static void kop_groupnorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *inp, CT *w,

@@ -17,6 +17,7 @@
     X(layernorm_fwd, LayerNormFwdArgs)                                                       \
     X(layernorm_bwd_dx, LayerNormBwdArgs)                                                    \
     X(layernorm_bwd_params, LayerNormBwdArgs)                                                \
+    X(layernorm_bwd_params_sum, LayerNormBwdArgs)                                            \
     X(groupnorm_fwd, GroupNormFwdArgs)                                                       \
     X(groupnorm_bwd_dx, GroupNormBwdArgs)                                                    \
     X(groupnorm_bwd_params, GroupNormBwdArgs)                                                \

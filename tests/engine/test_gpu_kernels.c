@@ -97,24 +97,32 @@ static int check_layernorm_fwd_shape(Why *w, int N, int C, int affine, float eps
 }
 
 static int check_layernorm_fwd(Why *w) {
-    /* 128 threads with a ragged tail; one warp without affine; eps far from 1e-5 */
+    /* 5 rows: a second block of 4 warps with 3 idle; 200 = 4·50, the float4 path with a
+     * ragged tail; 40 without affine, 45 the scalar path; eps far from 1e-5 */
     int rc = check_layernorm_fwd_shape(w, 5, 200, 1, 1e-2f);
+    if (!rc)
+        rc = check_layernorm_fwd_shape(w, 7, 45, 1, 1e-5f);
     return rc ? rc : check_layernorm_fwd_shape(w, 3, 40, 0, 1e-5f);
 }
 
 /* Gradients start nonzero: backward must ADD. dx/dw/db may be switched off (NULL). */
-static int check_layernorm_bwd_shape(Why *w, int N, int C, int want_dx, int want_params) {
+/* nsplit > 1: the parameter gradients by chunks of rows into a scratch, then summed. */
+static int check_layernorm_bwd_shape(Why *w, int N, int C, int want_dx, int want_params,
+                                     int nsplit) {
     float *x = rnd((long)N * C), *wt = rnd(C), *b = rnd(C), *g = rnd((long)N * C);
     float *out = calloc((size_t)N * C, 4), *mean = calloc(N, 4), *rstd = calloc(N, 4);
     nn_layernorm_forward(out, mean, rstd, x, wt, b, N, C, 1e-5f);
     float *dx = rnd((long)N * C), *dw = rnd(C), *db = rnd(C);
     float *rdx = dup(dx, (long)N * C), *rdw = dup(dw, C), *rdb = dup(db, C);
     Err err = {0};
+    float *part = calloc((size_t)2 * nsplit * C, 4);
     LayerNormBwdArgs a = {want_dx ? dx : NULL, want_params ? dw : NULL, want_params ? db : NULL,
-                          g, x, wt, mean, rstd, N, C};
+                          g, x, wt, mean, rstd, N, C, part, nsplit};
     int rc = ran(w, layernorm_bwd_dx_run(&a, &err), &err);
     if (!rc)
         rc = ran(w, layernorm_bwd_params_run(&a, &err), &err);
+    if (!rc)
+        rc = ran(w, layernorm_bwd_params_sum_run(&a, &err), &err);
     nn_layernorm_backward(want_dx ? rdx : NULL, want_params ? rdw : NULL,
                           want_params ? rdb : NULL, g, x, wt, mean, rstd, N, C);
     if (!rc)
@@ -124,16 +132,19 @@ static int check_layernorm_bwd_shape(Why *w, int N, int C, int want_dx, int want
     if (!rc)
         rc = close_to(w, "layernorm dbias", db, rdb, C, 1e-5, 1e-4);
     free(x), free(wt), free(b), free(g), free(out), free(mean), free(rstd), free(dx), free(dw);
-    free(db), free(rdx), free(rdw), free(rdb);
+    free(db), free(rdx), free(rdw), free(rdb), free(part);
     return rc;
 }
 
 static int check_layernorm_bwd(Why *w) {
-    /* 37 rows (not a multiple of the 8 row-threads), 70 columns (3 column blocks, a tail) */
-    int rc = check_layernorm_bwd_shape(w, 37, 70, 1, 1);
-    if (!rc)
-        rc = check_layernorm_bwd_shape(w, 4, 300, 1, 0);
-    return rc ? rc : check_layernorm_bwd_shape(w, 9, 33, 0, 1);
+    /* 37 rows (not a multiple of the 8 row-threads nor of the 4 rows of a block), 70 columns
+     * (3 column blocks, a tail; not a multiple of 4: the scalar path) */
+    int rc = check_layernorm_bwd_shape(w, 37, 70, 1, 1, 1);
+    if (!rc) /* 300 = 4·75: the float4 path, over 2 strides of a warp and a tail */
+        rc = check_layernorm_bwd_shape(w, 6, 300, 1, 0, 1);
+    if (!rc) /* the parameter gradients in 3 chunks of 13, 13, 11 rows */
+        rc = check_layernorm_bwd_shape(w, 37, 68, 1, 1, 3);
+    return rc ? rc : check_layernorm_bwd_shape(w, 9, 33, 0, 1, 1);
 }
 
 /* ---- GroupNorm: no CPU op on this branch yet, so a plain double reference ------------------ */
