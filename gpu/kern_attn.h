@@ -41,6 +41,14 @@
 #define KERN_ATTN_RPW 8   /* rows per warp, at most (registers: 4 f32 per row and dim group) */
 #define KERN_ATTN_SMEM (48 * 1024)
 
+/* Loops over a warp's rows and a lane's dims have constant bounds (and an early exit) so that
+ * nvcc unrolls them and keeps the accumulators in registers, not in local memory. */
+#ifdef __CUDA_ARCH__
+#define KERN_UNROLL _Pragma("unroll")
+#else
+#define KERN_UNROLL
+#endif
+
 typedef struct AttnArgs {
     void *o;                 /* forward: written; backward: the forward's, read */
     float *lse;              /* (B,NH,Tq): forward writes, backward reads */
@@ -138,11 +146,11 @@ KERN_ENTRY void attn_fwd(KernCtx *k, const AttnArgs *a) {
         kend = n > kend ? n : kend;
     }
     float m[KERN_ATTN_RPW], l[KERN_ATTN_RPW], acc[KERN_ATTN_RPW][KERN_ATTN_MAX_HD / 32];
-    for (int i = 0; i < KERN_ATTN_RPW; i++) {
+    KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW; i++) {
         int t = i0 + w * rpw + i;
         lim[i] = i < rpw && t < a->Tq ? kern_attn_keys(a, b, t) : 0;
         m[i] = -INFINITY, l[i] = 0.0f;
-        for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++)
+        KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++)
             acc[i][c] = 0.0f;
     }
     for (int j0 = 0; j0 < kend; j0 += KERN_ATTN_TILE) {
@@ -151,15 +159,15 @@ KERN_ENTRY void attn_fwd(KernCtx *k, const AttnArgs *a) {
         kern_attn_stage(k, a, VT, a->v, b, a->Tk, j0, KERN_ATTN_TILE, h, 1);
         kern_sync(k);
         float s[KERN_ATTN_RPW];
-        for (int i = 0; i < KERN_ATTN_RPW; i++)
+        KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW; i++)
             s[i] = 0.0f;
         for (int d = 0; d < hd; d++) {
             float kd = KT[kern_attn_sw(lane, d)];
-            for (int i = 0; i < rpw; i++)
+            KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++)
                 s[i] += Qs[(w * rpw + i) * hd + d] * kd;
         }
         int j = j0 + lane;
-        for (int i = 0; i < rpw; i++) {
+        KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
             int valid = j < lim[i];
             float sc = valid ? s[i] * a->scale : -INFINITY;
             float mn = kern_fmaxf(m[i], kern_warp_max(k, sc));
@@ -167,28 +175,28 @@ KERN_ENTRY void attn_fwd(KernCtx *k, const AttnArgs *a) {
             float corr = m[i] == -INFINITY ? 0.0f : kern_expf(m[i] - mn);
             l[i] = l[i] * corr + kern_warp_sum(k, p);
             m[i] = mn;
-            for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++)
+            KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++)
                 acc[i][c] *= corr;
             Ps[(w * rpw + i) * KERN_ATTN_TILE + lane] = p;
         }
         kern_sync(k);
         int nc = kend - j0 < KERN_ATTN_TILE ? kend - j0 : KERN_ATTN_TILE;
         for (int jj = 0; jj < nc; jj++)
-            for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
+            KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
                 int d = lane + 32 * c;
                 if (d >= hd)
                     break;
                 float vd = VT[kern_attn_sw(jj, d)];
-                for (int i = 0; i < rpw; i++)
+                KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++)
                     acc[i][c] += Ps[(w * rpw + i) * KERN_ATTN_TILE + jj] * vd;
             }
     }
-    for (int i = 0; i < rpw; i++) {
+    KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
         int t = i0 + w * rpw + i;
         if (t >= a->Tq)
             break;
         float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
-        for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
+        KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
             int d = lane + 32 * c;
             if (d < hd)
                 kern_attn_st(a->o, kern_attn_at(a, b, a->Tq, t, h, d), a->dtype, acc[i][c] * inv);
@@ -248,8 +256,8 @@ KERN_ENTRY void attn_bwd_dkv(KernCtx *k, const AttnArgs *a) {
     kern_attn_stage(k, a, Ks, a->k, b, a->Tk, j0, R, h, 0);
     kern_attn_stage(k, a, Vs, a->v, b, a->Tk, j0, R, h, 0);
     float dk[KERN_ATTN_RPW][KERN_ATTN_MAX_HD / 32], dv[KERN_ATTN_RPW][KERN_ATTN_MAX_HD / 32];
-    for (int i = 0; i < KERN_ATTN_RPW; i++)
-        for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++)
+    KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW; i++)
+        KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++)
             dk[i][c] = dv[i][c] = 0.0f;
     /* the first query that sees key j0: causal hides it from queries i < j0 − (Tk − Tq) */
     int istart = a->causal ? j0 - (a->Tk - a->Tq) : 0;
@@ -271,16 +279,16 @@ KERN_ENTRY void attn_bwd_dkv(KernCtx *k, const AttnArgs *a) {
         int i = i0 + lane, nk = i < a->Tq ? kern_attn_keys(a, b, i) : 0;
         float L = Ls[lane], D = Ds[lane];
         float s[KERN_ATTN_RPW], dp[KERN_ATTN_RPW];
-        for (int r = 0; r < KERN_ATTN_RPW; r++)
+        KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW; r++)
             s[r] = dp[r] = 0.0f;
         for (int d = 0; d < hd; d++) {
             float qd = QT[kern_attn_sw(lane, d)], gd = dOT[kern_attn_sw(lane, d)];
-            for (int r = 0; r < rpw; r++) {
+            KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW && r < rpw; r++) {
                 s[r] += Ks[(w * rpw + r) * hd + d] * qd;
                 dp[r] += Vs[(w * rpw + r) * hd + d] * gd;
             }
         }
-        for (int r = 0; r < rpw; r++) {
+        KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW && r < rpw; r++) {
             int row = w * rpw + r, valid = j0 + row < nk && L != -INFINITY;
             float p = valid ? kern_expf(s[r] * a->scale - L) : 0.0f;
             Ps[row * KERN_ATTN_TILE + lane] = p;
@@ -289,23 +297,23 @@ KERN_ENTRY void attn_bwd_dkv(KernCtx *k, const AttnArgs *a) {
         kern_sync(k);
         int nc = a->Tq - i0 < KERN_ATTN_TILE ? a->Tq - i0 : KERN_ATTN_TILE;
         for (int ii = 0; ii < nc; ii++)
-            for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
+            KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
                 int d = lane + 32 * c;
                 if (d >= hd)
                     break;
                 float qd = QT[kern_attn_sw(ii, d)], gd = dOT[kern_attn_sw(ii, d)];
-                for (int r = 0; r < rpw; r++) {
+                KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW && r < rpw; r++) {
                     int row = w * rpw + r;
                     dv[r][c] += Ps[row * KERN_ATTN_TILE + ii] * gd;
                     dk[r][c] += dSs[row * KERN_ATTN_TILE + ii] * qd;
                 }
             }
     }
-    for (int r = 0; r < rpw; r++) {
+    KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW && r < rpw; r++) {
         int j = j0 + w * rpw + r;
         if (j >= a->Tk)
             break;
-        for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
+        KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
             int d = lane + 32 * c;
             if (d >= hd)
                 break;
@@ -344,12 +352,12 @@ KERN_ENTRY void attn_bwd_dq(KernCtx *k, const AttnArgs *a) {
         int n = lse[i0 + r] == -INFINITY ? 0 : kern_attn_keys(a, b, i0 + r);
         kend = n > kend ? n : kend;
     }
-    for (int i = 0; i < KERN_ATTN_RPW; i++) {
+    KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW; i++) {
         int t = i0 + w * rpw + i, in = i < rpw && t < a->Tq;
         L[i] = in ? lse[t] : -INFINITY;
         D[i] = in ? dsum[t] : 0.0f;
         lim[i] = in && L[i] != -INFINITY ? kern_attn_keys(a, b, t) : 0;
-        for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++)
+        KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++)
             acc[i][c] = 0.0f;
     }
     for (int j0 = 0; j0 < kend; j0 += KERN_ATTN_TILE) {
@@ -358,37 +366,37 @@ KERN_ENTRY void attn_bwd_dq(KernCtx *k, const AttnArgs *a) {
         kern_attn_stage(k, a, VT, a->v, b, a->Tk, j0, KERN_ATTN_TILE, h, 1);
         kern_sync(k);
         float s[KERN_ATTN_RPW], dp[KERN_ATTN_RPW];
-        for (int i = 0; i < KERN_ATTN_RPW; i++)
+        KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW; i++)
             s[i] = dp[i] = 0.0f;
         for (int d = 0; d < hd; d++) {
             float kd = KT[kern_attn_sw(lane, d)], vd = VT[kern_attn_sw(lane, d)];
-            for (int i = 0; i < rpw; i++) {
+            KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
                 s[i] += Qs[(w * rpw + i) * hd + d] * kd;
                 dp[i] += dOs[(w * rpw + i) * hd + d] * vd;
             }
         }
         int j = j0 + lane;
-        for (int i = 0; i < rpw; i++) {
+        KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
             float p = j < lim[i] ? kern_expf(s[i] * a->scale - L[i]) : 0.0f;
             Ps[(w * rpw + i) * KERN_ATTN_TILE + lane] = p * (dp[i] - D[i]); /* dS */
         }
         kern_sync(k);
         int nc = kend - j0 < KERN_ATTN_TILE ? kend - j0 : KERN_ATTN_TILE;
         for (int jj = 0; jj < nc; jj++)
-            for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
+            KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
                 int d = lane + 32 * c;
                 if (d >= hd)
                     break;
                 float kd = KT[kern_attn_sw(jj, d)];
-                for (int i = 0; i < rpw; i++)
+                KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++)
                     acc[i][c] += Ps[(w * rpw + i) * KERN_ATTN_TILE + jj] * kd;
             }
     }
-    for (int i = 0; i < rpw; i++) {
+    KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
         int t = i0 + w * rpw + i;
         if (t >= a->Tq)
             break;
-        for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
+        KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
             int d = lane + 32 * c;
             if (d < hd)
                 kern_attn_add(a->dq, kern_attn_at(a, b, a->Tq, t, h, d), a->dtype,
