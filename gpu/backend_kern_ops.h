@@ -7,7 +7,9 @@
  * The including file defines first: NAME_be(be, args) for every kernel of the list (run it or
  * fail the backend), gemm(be, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, what) (row-major,
  * as nn_gemm), ones(be, n) (n ones on the device), to_device(be, dst, src, bytes, what)
- * (0 after failing the backend). Then its table lists KERN_OPS_POSITIONAL after `convert`.
+ * (0 after failing the backend), gemm_half(be, ta, tb, M, N, K, a, lda, b, ldb, dt, beta, c,
+ * ldc) (a and b both of half dtype dt, c f32; 1 when done, 0 when the caller must widen).
+ * Then its table lists KERN_OPS_POSITIONAL after `convert`.
  * Compiles as C11 and as CUDA C++.
  */
 #ifndef EASEL_BACKEND_KERN_OPS_H
@@ -195,7 +197,50 @@ static const float *f32_weight(Backend *be, CT *w) {
     return (const float *)t.ptr;
 }
 
+// c (f32) = beta·c + op(a)·op(b) with a (na elements) and b (nb) both of half dtype dt: cuBLAS
+// GemmEx with f32 compute where the backend has it, else both widened into the arena and gemm.
+static void gemm_hh(Backend *be, int ta, int tb, int M, int N, int K, const void *a, int lda,
+                    long na, const void *b, int ldb, long nb, DType dt, float beta, float *c,
+                    int ldc, const char *what) {
+    if (be->fail_code || M == 0 || N == 0 ||
+        gemm_half(be, ta, tb, M, N, K, a, lda, b, ldb, dt, beta, c, ldc))
+        return;
+    size_t mark = backend_mark(be);
+    const int64_t sa[1] = {na}, sb[1] = {nb};
+    float *af = (float *)backend_alloc(be, DTYPE_F32, 1, sa).ptr;
+    float *bf = (float *)backend_alloc(be, DTYPE_F32, 1, sb).ptr;
+    if (af && bf) {
+        convert_raw(be, af, DTYPE_F32, a, dt, na);
+        convert_raw(be, bf, DTYPE_F32, b, dt, nb);
+        gemm(be, ta, tb, M, N, K, af, lda, bf, ldb, beta, c, ldc, what);
+    }
+    backend_reset(be, mark);
+}
+
+// Half activations × a weight of the same half dtype (cattn): the GEMM reads both as they are
+// (gemm_hh) into an f32 accumulator, bias added in f32, out rounded once to its dtype.
+static void linear_forward_hh(Backend *be, CT *out, CT *inp, CT *w, CT *b) {
+    int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
+    size_t mark = backend_mark(be);
+    const int64_t so[2] = {N, OC};
+    float *acc = out->dtype == DTYPE_F32 ? F(out)
+                                         : (float *)backend_alloc(be, DTYPE_F32, 2, so).ptr;
+    if (acc && b)
+        gemm(be, 0, 0, N, OC, 1, ones(be, (size_t)N), 1, CF(b), OC, 0.0f, acc, OC,
+             "linear_forward bias");
+    if (acc)
+        gemm_hh(be, 0, 1, N, OC, C, inp->ptr, C, (long)N * C, w->ptr, C, (long)OC * C,
+                w->dtype, b ? 1.0f : 0.0f, acc, OC, "linear_forward");
+    if (acc && acc != F(out))
+        convert_raw(be, out->ptr, out->dtype, acc, DTYPE_F32, (long)N * OC);
+    backend_reset(be, mark);
+}
+
 static void kop_linear_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b) {
+    if (inp->dtype != DTYPE_F32 && inp->dtype == w->dtype) {
+        linear_forward_hh(be, out, inp, w, b);
+        return;
+    }
     int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
     size_t mark = backend_mark(be);
     const float *wf = f32_weight(be, w);

@@ -938,6 +938,49 @@ Test(nn_backend_ops, conv2d_columns_in_bands_fit_a_small_arena) {
     backend_close(be);
 }
 
+/* The CUDA op code's linear with half activations and a weight of the same half dtype (cuBLAS
+ * GemmEx with f32 compute on a device; here, on the emu backend, its fallback: both operands
+ * widened, then the f32 GEMM), called through the table entry: src/engine/backend.c's checks
+ * for half activations of linear belong to the half-activation work (branch halfa). */
+static int half_linear_mismatches(Backend *be) {
+    Ctx c;
+    ctx_init(&c, be);
+    int N = 5, C = 40, OC = 9;
+    for (int dt = DTYPE_F16; dt <= DTYPE_BF16; dt++) {
+        c.atol = dt == DTYPE_F16 ? 4.0f / 1024 : 4.0f / 128;
+        c.rtol = dt == DTYPE_F16 ? 1.0f / 1024 : 1.0f / 128;
+        float *x = H(&c, N * C), *w = H(&c, OC * C), *b = H(&c, OC), *ref = H(&c, N * OC);
+        float *xr = Hround(&c, x, N * C, (DType)dt), *wr = Hround(&c, w, OC * C, (DType)dt);
+        Tensor *tx = D(&c, x, (DType)dt, 2, S(5, 40)), *tw = D(&c, w, (DType)dt, 2, S(9, 40));
+        Tensor *tb = D(&c, b, DTYPE_F32, 1, S(9)), *to = D(&c, ref, (DType)dt, 2, S(5, 9));
+        nn_linear_forward(ref, xr, wr, b, N, C, OC);
+        be->ops->linear_forward(be, to, tx, tw, tb);
+        expect_dt(&c, "half linear_forward", to, ref);
+        nn_linear_forward(ref, xr, wr, NULL, N, C, OC);
+        be->ops->linear_forward(be, to, tx, tw, NULL);
+        expect_dt(&c, "half linear_forward without bias", to, ref);
+        ctx_free(&c);
+    }
+    return c.bad;
+}
+
+Test(nn_backend_ops, linear_half_inputs_and_weights_on_the_cuda_op_code) {
+    Backend *be = NULL;
+    Err err = {0};
+    cr_assert_eq(backend_emu_open(NULL, &be, &err), 0, "%s", err.msg);
+    cr_expect_eq(half_linear_mismatches(be), 0, "on %s", backend_name(be));
+    backend_close(be);
+    CudaDevice devs[4];
+    int n = 0;
+    char why[256];
+    cuda_probe(devs, 4, &n, why, sizeof why);
+    if (n == 0)
+        return; /* cublasGemmEx itself runs only where a GPU is */
+    cr_assert_eq(backend_open("cuda:0", NULL, &be, NULL, 0, &err), 0, "%s", err.msg);
+    cr_expect_eq(half_linear_mismatches(be), 0, "on %s", backend_name(be));
+    backend_close(be);
+}
+
 Test(nn_backend_ops, open_by_name_and_fallback) {
     Backend *be = NULL;
     Err err = {0};
