@@ -130,6 +130,61 @@ KERN_HD void kern_attn_stage(KernCtx *k, const AttnArgs *a, float *dst, const vo
     }
 }
 
+/* 4 consecutive floats of shared memory (16-byte aligned): one 128-bit load on the device. */
+KERN_HD void kern_attn_ld4(const float *p, float v[4]) {
+#ifdef __CUDA_ARCH__
+    float4 t = *(const float4 *)p;
+    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+#else
+    v[0] = p[0], v[1] = p[1], v[2] = p[2], v[3] = p[3];
+#endif
+}
+
+/* s[i] += row i · column `lane` of the tile, for the warp's rows (row-major, hd floats each,
+ * from `rows`) and a swizzled 32-column tile. Rows are read 4 floats at a time (a broadcast
+ * 128-bit load) when hd is a multiple of 4, so a tile value read serves 4·rpw multiply-adds. */
+KERN_HD void kern_attn_rowdots(const float *rows, const float *tile, int hd, int lane, int rpw,
+                               float s[KERN_ATTN_RPW]) {
+    int d = 0;
+    if ((hd & 3) == 0)
+        for (; d < hd; d += 4) {
+            float t0 = tile[kern_attn_sw(lane, d)], t1 = tile[kern_attn_sw(lane, d + 1)];
+            float t2 = tile[kern_attn_sw(lane, d + 2)], t3 = tile[kern_attn_sw(lane, d + 3)];
+            KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
+                float q[4];
+                kern_attn_ld4(rows + i * hd + d, q);
+                s[i] += (q[0] * t0 + q[1] * t1) + (q[2] * t2 + q[3] * t3);
+            }
+        }
+    for (; d < hd; d++) {
+        float t = tile[kern_attn_sw(lane, d)];
+        KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++)
+            s[i] += rows[i * hd + d] * t;
+    }
+}
+
+/* acc[i][c] += Σ_jj P[i][jj] · tile[jj][lane + 32c] over jj < nc: the warp's rows of P (32
+ * floats each, from `P`; zero where masked) times the rows of a swizzled tile, lane = dim.
+ * P is read 4 columns at a time; columns up to nc rounded up to 4 must hold finite values. */
+KERN_HD void kern_attn_accum(const float *P, const float *tile, int nc, int hd, int lane, int rpw,
+                             float acc[KERN_ATTN_RPW][KERN_ATTN_MAX_HD / 32]) {
+    for (int jj = 0; jj < nc; jj += 4) {
+        float p[KERN_ATTN_RPW][4];
+        KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++)
+            kern_attn_ld4(P + i * KERN_ATTN_TILE + jj, p[i]);
+        KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
+            int d = lane + 32 * c;
+            if (d >= hd)
+                break;
+            KERN_UNROLL for (int e = 0; e < 4; e++) {
+                float v = tile[kern_attn_sw(jj + e, d)];
+                KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++)
+                    acc[i][c] += p[i][e] * v;
+            }
+        }
+    }
+}
+
 /* ---- forward -------------------------------------------------------------------------------- */
 
 KERN_ENTRY void attn_fwd(KernCtx *k, const AttnArgs *a) {
@@ -161,11 +216,7 @@ KERN_ENTRY void attn_fwd(KernCtx *k, const AttnArgs *a) {
         float s[KERN_ATTN_RPW];
         KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW; i++)
             s[i] = 0.0f;
-        for (int d = 0; d < hd; d++) {
-            float kd = KT[kern_attn_sw(lane, d)];
-            KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++)
-                s[i] += Qs[(w * rpw + i) * hd + d] * kd;
-        }
+        kern_attn_rowdots(Qs + w * rpw * hd, KT, hd, lane, rpw, s);
         int j = j0 + lane;
         KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
             int valid = j < lim[i];
@@ -181,15 +232,7 @@ KERN_ENTRY void attn_fwd(KernCtx *k, const AttnArgs *a) {
         }
         kern_sync(k);
         int nc = kend - j0 < KERN_ATTN_TILE ? kend - j0 : KERN_ATTN_TILE;
-        for (int jj = 0; jj < nc; jj++)
-            KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
-                int d = lane + 32 * c;
-                if (d >= hd)
-                    break;
-                float vd = VT[kern_attn_sw(jj, d)];
-                KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++)
-                    acc[i][c] += Ps[(w * rpw + i) * KERN_ATTN_TILE + jj] * vd;
-            }
+        kern_attn_accum(Ps + w * rpw * KERN_ATTN_TILE, VT, nc, hd, lane, rpw, acc);
     }
     KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
         int t = i0 + w * rpw + i;
@@ -281,13 +324,8 @@ KERN_ENTRY void attn_bwd_dkv(KernCtx *k, const AttnArgs *a) {
         float s[KERN_ATTN_RPW], dp[KERN_ATTN_RPW];
         KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW; r++)
             s[r] = dp[r] = 0.0f;
-        for (int d = 0; d < hd; d++) {
-            float qd = QT[kern_attn_sw(lane, d)], gd = dOT[kern_attn_sw(lane, d)];
-            KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW && r < rpw; r++) {
-                s[r] += Ks[(w * rpw + r) * hd + d] * qd;
-                dp[r] += Vs[(w * rpw + r) * hd + d] * gd;
-            }
-        }
+        kern_attn_rowdots(Ks + w * rpw * hd, QT, hd, lane, rpw, s);
+        kern_attn_rowdots(Vs + w * rpw * hd, dOT, hd, lane, rpw, dp);
         KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW && r < rpw; r++) {
             int row = w * rpw + r, valid = j0 + row < nk && L != -INFINITY;
             float p = valid ? kern_expf(s[r] * a->scale - L) : 0.0f;
@@ -296,18 +334,8 @@ KERN_ENTRY void attn_bwd_dkv(KernCtx *k, const AttnArgs *a) {
         }
         kern_sync(k);
         int nc = a->Tq - i0 < KERN_ATTN_TILE ? a->Tq - i0 : KERN_ATTN_TILE;
-        for (int ii = 0; ii < nc; ii++)
-            KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
-                int d = lane + 32 * c;
-                if (d >= hd)
-                    break;
-                float qd = QT[kern_attn_sw(ii, d)], gd = dOT[kern_attn_sw(ii, d)];
-                KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW && r < rpw; r++) {
-                    int row = w * rpw + r;
-                    dv[r][c] += Ps[row * KERN_ATTN_TILE + ii] * gd;
-                    dk[r][c] += dSs[row * KERN_ATTN_TILE + ii] * qd;
-                }
-            }
+        kern_attn_accum(Ps + w * rpw * KERN_ATTN_TILE, dOT, nc, hd, lane, rpw, dv);
+        kern_attn_accum(dSs + w * rpw * KERN_ATTN_TILE, QT, nc, hd, lane, rpw, dk);
     }
     KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW && r < rpw; r++) {
         int j = j0 + w * rpw + r;
@@ -368,13 +396,8 @@ KERN_ENTRY void attn_bwd_dq(KernCtx *k, const AttnArgs *a) {
         float s[KERN_ATTN_RPW], dp[KERN_ATTN_RPW];
         KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW; i++)
             s[i] = dp[i] = 0.0f;
-        for (int d = 0; d < hd; d++) {
-            float kd = KT[kern_attn_sw(lane, d)], vd = VT[kern_attn_sw(lane, d)];
-            KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
-                s[i] += Qs[(w * rpw + i) * hd + d] * kd;
-                dp[i] += dOs[(w * rpw + i) * hd + d] * vd;
-            }
-        }
+        kern_attn_rowdots(Qs + w * rpw * hd, KT, hd, lane, rpw, s);
+        kern_attn_rowdots(dOs + w * rpw * hd, VT, hd, lane, rpw, dp);
         int j = j0 + lane;
         KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
             float p = j < lim[i] ? kern_expf(s[i] * a->scale - L[i]) : 0.0f;
@@ -382,15 +405,7 @@ KERN_ENTRY void attn_bwd_dq(KernCtx *k, const AttnArgs *a) {
         }
         kern_sync(k);
         int nc = kend - j0 < KERN_ATTN_TILE ? kend - j0 : KERN_ATTN_TILE;
-        for (int jj = 0; jj < nc; jj++)
-            KERN_UNROLL for (int c = 0; c < KERN_ATTN_MAX_HD / 32; c++) {
-                int d = lane + 32 * c;
-                if (d >= hd)
-                    break;
-                float kd = KT[kern_attn_sw(jj, d)];
-                KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++)
-                    acc[i][c] += Ps[(w * rpw + i) * KERN_ATTN_TILE + jj] * kd;
-            }
+        kern_attn_accum(Ps + w * rpw * KERN_ATTN_TILE, KT, nc, hd, lane, rpw, acc);
     }
     KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
         int t = i0 + w * rpw + i;

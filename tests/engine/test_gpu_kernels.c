@@ -655,14 +655,17 @@ static int check_attn(Why *w) {
     static const int key_len[2] = {9, 0}; /* batch 1 sees no key: o = 0, lse = −inf */
     static const int key_len2[2] = {40, 33};
     int rc = check_attn_case(w, 2, 2, 7, 7, 16, 0, NULL, DTYPE_F32);
-    if (!rc) /* more queries than keys, causal: the first Tq − Tk queries see no key */
-        rc = check_attn_case(w, 1, 2, 12, 5, 8, 1, NULL, DTYPE_F32);
+    if (!rc) /* more queries than keys, causal: the first Tq − Tk queries see no key; hd not a
+              * multiple of 4 (the scalar row loads) */
+        rc = check_attn_case(w, 1, 2, 12, 5, 6, 1, NULL, DTYPE_F32);
     if (!rc)
         rc = check_attn_case(w, 2, 1, 5, 11, 24, 0, key_len, DTYPE_F32);
     if (!rc) /* hd = 128, several query tiles (dq, fwd) and key tiles (dkv) */
         rc = check_attn_case(w, 1, 2, 26, 14, 128, 1, NULL, DTYPE_F32);
     if (!rc) /* two query tiles and two key tiles, causal and key_len */
         rc = check_attn_case(w, 2, 1, 36, 40, 16, 1, key_len2, DTYPE_F32);
+    if (!rc) /* four key tiles per query: the running max moves, acc and l are rescaled */
+        rc = check_attn_case(w, 1, 1, 3, 100, 8, 0, NULL, DTYPE_F32);
     if (!rc)
         rc = check_attn_case(w, 1, 1, 9, 35, 24, 1, NULL, DTYPE_F16);
     if (!rc)
