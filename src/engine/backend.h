@@ -11,8 +11,8 @@
  * weights, gradients) are NULL when absent.
  *
  * Tensors: contiguous, on the backend's device (t->device), with the shapes given in each
- * comment. Activations, outputs and gradients are F32. Weights of linear and conv2d may be F16
- * or BF16 (marked "any dtype"); arithmetic is always f32 (the CPU backend widens weight tiles
+ * comment. Activations, outputs and gradients are F32 (attention: see its comment). Weights of
+ * linear and conv2d may be F16 or BF16 (marked "any dtype"); arithmetic is always f32 (the CPU backend widens weight tiles
  * to f32 per block of rows; the CUDA backend widens in the kernel or uses cuBLAS with f32
  * compute). Weight gradients are F32 (f32 master weights; half copies are made with
  * backend_convert).
@@ -156,7 +156,9 @@ void backend_conv2d_backward(Backend *be, const Tensor *dinp, const Tensor *dwei
                              const Tensor *weight, int stride, int pad);
 
 /* Fused attention (nn_flash.h semantics): q (B,Tq,NH·hd), k, v (B,Tk,NH·hd), o (B,Tq,NH·hd),
- * lse (B,NH,Tq). scale 0 = 1/√hd; causal as nn_flash; key_len (B) host array or NULL. */
+ * lse (B,NH,Tq). scale 0 = 1/√hd; causal as nn_flash; key_len (B) host array or NULL.
+ * q, k, v, o, dout, dq, dk, dv: one dtype, F32, F16 or BF16 (f32 sums; o and each gradient
+ * rounded once); lse F32. CUDA: hd <= 128. */
 typedef struct BackendAttn {
     int NH;
     float scale;
