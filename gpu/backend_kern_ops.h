@@ -292,10 +292,10 @@ static void kop_matmul_backward(Backend *be, CT *da, CT *db, CT *dout, CT *a, CT
 #define KOP_CONV_BAND_BYTES ((size_t)64 << 20)
 static int conv_band(Backend *be, int CKK, int Ho, int Wo, float **col) {
     size_t row = (size_t)CKK * (size_t)Wo * sizeof(float);
-    size_t room = be->arena.size > backend_mark(be) + TENSOR_ALIGN
+    size_t left = be->arena.size > backend_mark(be) + TENSOR_ALIGN
                       ? be->arena.size - backend_mark(be) - TENSOR_ALIGN
                       : 0;
-    size_t cap = room < KOP_CONV_BAND_BYTES ? room : KOP_CONV_BAND_BYTES;
+    size_t cap = left < KOP_CONV_BAND_BYTES ? left : KOP_CONV_BAND_BYTES;
     int rows = (int)(cap / row < (size_t)Ho ? cap / row : (size_t)Ho);
     rows = rows < 1 ? 1 : rows;
     const int64_t shape[2] = {CKK, (int64_t)rows * Wo};
