@@ -93,6 +93,13 @@ KERN_HD void kern_attn_st(void *p, long i, int dt, float x) {
         ((float *)p)[i] = x;
 }
 
+/* Rows [first, first + rpw) of T that exist: how many (0..rpw). The same for every lane of a
+ * warp, so a warp skips the shuffles and products of a tail tile's missing rows together. */
+KERN_HD int kern_attn_live(int T, int first, int rpw) {
+    int n = T - first;
+    return n < 0 ? 0 : n > rpw ? rpw : n;
+}
+
 /* Swizzled index of element (column c, dim d) of a 32-column tile. */
 KERN_HD int kern_attn_sw(int c, int d) { return d * KERN_ATTN_TILE + (c ^ (d & 31)); }
 
@@ -192,6 +199,7 @@ KERN_ENTRY void attn_fwd(KernCtx *k, const AttnArgs *a) {
     int nqt = (a->Tq + R - 1) / R, blk = k->block_idx.x;
     int qt = blk % nqt, h = (blk / nqt) % a->NH, b = blk / nqt / a->NH;
     int lane = kern_lane(k), w = kern_warp(k), i0 = qt * R;
+    int nrw = kern_attn_live(a->Tq, i0 + w * rpw, rpw); /* the warp's rows that exist */
     float *KT = (float *)kern_shared(k), *VT = KT + KERN_ATTN_TILE * hd;
     float *Qs = VT + KERN_ATTN_TILE * hd, *Ps = Qs + (long)R * hd;
     kern_attn_stage(k, a, Qs, a->q, b, a->Tq, i0, R, h, 0);
@@ -216,9 +224,9 @@ KERN_ENTRY void attn_fwd(KernCtx *k, const AttnArgs *a) {
         float s[KERN_ATTN_RPW];
         KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW; i++)
             s[i] = 0.0f;
-        kern_attn_rowdots(Qs + w * rpw * hd, KT, hd, lane, rpw, s);
+        kern_attn_rowdots(Qs + w * rpw * hd, KT, hd, lane, nrw, s);
         int j = j0 + lane;
-        KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
+        KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < nrw; i++) {
             int valid = j < lim[i];
             float sc = valid ? s[i] * a->scale : -INFINITY;
             float mn = kern_fmaxf(m[i], kern_warp_max(k, sc));
@@ -232,7 +240,7 @@ KERN_ENTRY void attn_fwd(KernCtx *k, const AttnArgs *a) {
         }
         kern_sync(k);
         int nc = kend - j0 < KERN_ATTN_TILE ? kend - j0 : KERN_ATTN_TILE;
-        kern_attn_accum(Ps + w * rpw * KERN_ATTN_TILE, VT, nc, hd, lane, rpw, acc);
+        kern_attn_accum(Ps + w * rpw * KERN_ATTN_TILE, VT, nc, hd, lane, nrw, acc);
     }
     KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
         int t = i0 + w * rpw + i;
@@ -292,6 +300,7 @@ KERN_ENTRY void attn_bwd_dkv(KernCtx *k, const AttnArgs *a) {
     int nkt = (a->Tk + R - 1) / R, blk = k->block_idx.x;
     int kt = blk % nkt, h = (blk / nkt) % a->NH, b = blk / nkt / a->NH;
     int lane = kern_lane(k), w = kern_warp(k), j0 = kt * R;
+    int nrw = kern_attn_live(a->Tk, j0 + w * rpw, rpw);
     float *QT = (float *)kern_shared(k), *dOT = QT + KERN_ATTN_TILE * hd;
     float *Ls = dOT + KERN_ATTN_TILE * hd, *Ds = Ls + KERN_ATTN_TILE;
     float *Ks = Ds + KERN_ATTN_TILE, *Vs = Ks + (long)R * hd, *Ps = Vs + (long)R * hd;
@@ -324,9 +333,9 @@ KERN_ENTRY void attn_bwd_dkv(KernCtx *k, const AttnArgs *a) {
         float s[KERN_ATTN_RPW], dp[KERN_ATTN_RPW];
         KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW; r++)
             s[r] = dp[r] = 0.0f;
-        kern_attn_rowdots(Ks + w * rpw * hd, QT, hd, lane, rpw, s);
-        kern_attn_rowdots(Vs + w * rpw * hd, dOT, hd, lane, rpw, dp);
-        KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW && r < rpw; r++) {
+        kern_attn_rowdots(Ks + w * rpw * hd, QT, hd, lane, nrw, s);
+        kern_attn_rowdots(Vs + w * rpw * hd, dOT, hd, lane, nrw, dp);
+        KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW && r < nrw; r++) {
             int row = w * rpw + r, valid = j0 + row < nk && L != -INFINITY;
             float p = valid ? kern_expf(s[r] * a->scale - L) : 0.0f;
             Ps[row * KERN_ATTN_TILE + lane] = p;
@@ -334,8 +343,8 @@ KERN_ENTRY void attn_bwd_dkv(KernCtx *k, const AttnArgs *a) {
         }
         kern_sync(k);
         int nc = a->Tq - i0 < KERN_ATTN_TILE ? a->Tq - i0 : KERN_ATTN_TILE;
-        kern_attn_accum(Ps + w * rpw * KERN_ATTN_TILE, dOT, nc, hd, lane, rpw, dv);
-        kern_attn_accum(dSs + w * rpw * KERN_ATTN_TILE, QT, nc, hd, lane, rpw, dk);
+        kern_attn_accum(Ps + w * rpw * KERN_ATTN_TILE, dOT, nc, hd, lane, nrw, dv);
+        kern_attn_accum(dSs + w * rpw * KERN_ATTN_TILE, QT, nc, hd, lane, nrw, dk);
     }
     KERN_UNROLL for (int r = 0; r < KERN_ATTN_RPW && r < rpw; r++) {
         int j = j0 + w * rpw + r;
@@ -368,6 +377,7 @@ KERN_ENTRY void attn_bwd_dq(KernCtx *k, const AttnArgs *a) {
     int nqt = (a->Tq + R - 1) / R, blk = k->block_idx.x;
     int qt = blk % nqt, h = (blk / nqt) % a->NH, b = blk / nqt / a->NH;
     int lane = kern_lane(k), w = kern_warp(k), i0 = qt * R;
+    int nrw = kern_attn_live(a->Tq, i0 + w * rpw, rpw);
     float *KT = (float *)kern_shared(k), *VT = KT + KERN_ATTN_TILE * hd;
     float *Qs = VT + KERN_ATTN_TILE * hd, *dOs = Qs + (long)R * hd, *Ps = dOs + (long)R * hd;
     kern_attn_stage(k, a, Qs, a->q, b, a->Tq, i0, R, h, 0);
@@ -396,16 +406,16 @@ KERN_ENTRY void attn_bwd_dq(KernCtx *k, const AttnArgs *a) {
         float s[KERN_ATTN_RPW], dp[KERN_ATTN_RPW];
         KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW; i++)
             s[i] = dp[i] = 0.0f;
-        kern_attn_rowdots(Qs + w * rpw * hd, KT, hd, lane, rpw, s);
-        kern_attn_rowdots(dOs + w * rpw * hd, VT, hd, lane, rpw, dp);
+        kern_attn_rowdots(Qs + w * rpw * hd, KT, hd, lane, nrw, s);
+        kern_attn_rowdots(dOs + w * rpw * hd, VT, hd, lane, nrw, dp);
         int j = j0 + lane;
-        KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
+        KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < nrw; i++) {
             float p = j < lim[i] ? kern_expf(s[i] * a->scale - L[i]) : 0.0f;
             Ps[(w * rpw + i) * KERN_ATTN_TILE + lane] = p * (dp[i] - D[i]); /* dS */
         }
         kern_sync(k);
         int nc = kend - j0 < KERN_ATTN_TILE ? kend - j0 : KERN_ATTN_TILE;
-        kern_attn_accum(Ps + w * rpw * KERN_ATTN_TILE, KT, nc, hd, lane, rpw, acc);
+        kern_attn_accum(Ps + w * rpw * KERN_ATTN_TILE, KT, nc, hd, lane, nrw, acc);
     }
     KERN_UNROLL for (int i = 0; i < KERN_ATTN_RPW && i < rpw; i++) {
         int t = i0 + w * rpw + i;

@@ -663,7 +663,7 @@ static int check_attn(Why *w) {
     if (!rc) /* hd = 128, several query tiles (dq, fwd) and key tiles (dkv) */
         rc = check_attn_case(w, 1, 2, 26, 14, 128, 1, NULL, DTYPE_F32);
     if (!rc) /* two query tiles and two key tiles, causal and key_len */
-        rc = check_attn_case(w, 2, 1, 36, 40, 16, 1, key_len2, DTYPE_F32);
+        rc = check_attn_case(w, 2, 1, 34, 36, 16, 1, key_len2, DTYPE_F32);
     if (!rc) /* four key tiles per query: the running max moves, acc and l are rescaled */
         rc = check_attn_case(w, 1, 1, 3, 100, 8, 0, NULL, DTYPE_F32);
     if (!rc)
