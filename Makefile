@@ -11,6 +11,8 @@
 #                   with a CUDA device (there a missing driver or device fails instead of skipping)
 #   make bench      benchmarks, one line per result against a named peer (installs the Python
 #                   peers into build/venv on first use)
+#   make bench-gpu  bench/bench_gpu alone (CUDA kernels vs PyTorch on the same GPU; skipped
+#                   without one; BENCH_VENV= for a system python3 whose torch has CUDA)
 #   make install PREFIX=/usr/local
 #   make check-layers   include rules of doc/architecture.md
 #
@@ -269,6 +271,13 @@ bench: bin/easel $(BENCH_BIN)
 	@$(if $(BENCH_VENV),bash bench/venv.sh $(BENCH_VENV) || echo "easel: make bench goes on \
 	  without the Python peers; their lines say skipped" >&2)
 	@BUILD=$(BUILD) EASEL_BENCH_VENV=$(BENCH_VENV) bash bench/run_all.sh $(BENCH_BIN)
+
+# cattn: the GPU benches alone (bench/bench_gpu.c: kernels, LayerNorm and attention through the
+# CUDA Backend, against PyTorch on the same GPU; the peer needs a torch built with CUDA, which
+# build/venv's CPU torch is not: BENCH_VENV= runs it with the system's python3).
+.PHONY: bench-gpu
+bench-gpu: $(BUILD)/bench/bench_gpu
+	@BUILD=$(BUILD) EASEL_BENCH_VENV=$(BENCH_VENV) bash bench/run_all.sh $(BUILD)/bench/bench_gpu
 
 install: bin/easel
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/easel

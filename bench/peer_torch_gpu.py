@@ -4,7 +4,8 @@ import time
 
 import torch
 
-name, a, b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+name = sys.argv[1]
+a, b = (int(sys.argv[2]), int(sys.argv[3])) if name != "attention" else (0, 0)
 assert torch.cuda.is_available()
 dev = "cuda"
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -56,3 +57,19 @@ elif name == "adamw":
     p.grad = torch.randn(a, device=dev)
     opt = torch.optim.AdamW([p], lr=1e-3, weight_decay=0.01, foreach=False, fused=True)
     print(timed(opt.step))
+elif name == "attention":  # B NH T hd causal dtype: SDPA forward + backward, (B, T, NH*hd) rows
+    B, NH, T, hd, causal = (int(x) for x in sys.argv[2:7])
+    dt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[sys.argv[7]]
+    C = NH * hd
+    q, k, v = (torch.randn(B, T, C, device=dev, dtype=dt, requires_grad=True) for _ in range(3))
+    g = torch.randn(B, T, C, device=dev, dtype=dt)
+
+    def heads(x):
+        return x.view(B, T, NH, hd).transpose(1, 2)
+
+    def step():
+        o = torch.nn.functional.scaled_dot_product_attention(heads(q), heads(k), heads(v),
+                                                             is_causal=bool(causal))
+        o.transpose(1, 2).reshape(B, T, C).backward(g)
+    REPS = 10
+    print(timed(step))

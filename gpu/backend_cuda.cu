@@ -169,6 +169,15 @@ static int to_device(Backend *be, void *dst, const void *src, size_t bytes, cons
                    what);
 }
 
+// cattn: c (f32) = beta·c + op(a)·op(b) with a, b both half (dt): cublasGemmEx, f32 compute.
+// 0 when cuBLAS refuses (not sticky): backend_kern_ops.h then widens both and calls gemm.
+static int gemm_half(Backend *be, int ta, int tb, int M, int N, int K, const void *a, int lda,
+                     const void *b, int ldb, DType dt, float beta, float *c, int ldc) {
+    Err e = {0};
+    return !be->fail_code && cuda_blas_gemm_ex(st(be)->blas, ta, tb, M, N, K, a, lda, b, ldb,
+                                               (int)dt, beta, c, ldc, &e) == 0;
+}
+
 #include "backend_kern_ops.h"
 
 static const BackendOps cuda_ops = {

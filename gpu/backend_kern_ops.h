@@ -7,7 +7,9 @@
  * The including file defines first: NAME_be(be, args) for every kernel of the list (run it or
  * fail the backend), gemm(be, ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, what) (row-major,
  * as nn_gemm), ones(be, n) (n ones on the device), to_device(be, dst, src, bytes, what)
- * (0 after failing the backend). Then its table lists KERN_OPS_POSITIONAL after `convert`.
+ * (0 after failing the backend), gemm_half(be, ta, tb, M, N, K, a, lda, b, ldb, dt, beta, c,
+ * ldc) (a and b both of half dtype dt, c f32; 1 when done, 0 when the caller must widen).
+ * Then its table lists KERN_OPS_POSITIONAL after `convert`.
  * Compiles as C11 and as CUDA C++.
  */
 #ifndef EASEL_BACKEND_KERN_OPS_H
@@ -81,12 +83,20 @@ static void kop_layernorm_forward(Backend *be, CT *out, CT *mean, CT *rstd, CT *
 
 static void kop_layernorm_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT *inp,
                                        CT *w, CT *mean, CT *rstd) {
-    size_t mark = backend_mark(be);
+    size_t mark = backend_mark(be); // half activations widened into the arena, one mark for all
     float *dx = wid(be, dinp);
     LayerNormBwdArgs a = {dx, F(dw), F(db), wid(be, dout), wid(be, inp), wid(be, w), CF(mean),
-                          CF(rstd), (int)inp->shape[0], (int)inp->shape[1]};
+                          CF(rstd), (int)inp->shape[0], (int)inp->shape[1], NULL, 1};
     layernorm_bwd_dx_be(be, a);
-    layernorm_bwd_params_be(be, a);
+    if (dw || db) {
+        a.nsplit = kern_ln_nsplit(a.N, a.C); // parameter gradients in chunks of rows, then summed
+        if (a.nsplit > 1) {
+            const int64_t shape[3] = {2, a.nsplit, a.C};
+            a.part = (float *)backend_alloc(be, DTYPE_F32, 3, shape).ptr;
+        }
+        layernorm_bwd_params_be(be, a);
+        layernorm_bwd_params_sum_be(be, a);
+    }
     back(be, dinp, dx);
     backend_reset(be, mark);
 }
@@ -235,7 +245,50 @@ static const float *f32_weight(Backend *be, CT *w) {
     return (const float *)t.ptr;
 }
 
+// c (f32) = beta·c + op(a)·op(b) with a (na elements) and b (nb) both of half dtype dt: cuBLAS
+// GemmEx with f32 compute where the backend has it, else both widened into the arena and gemm.
+static void gemm_hh(Backend *be, int ta, int tb, int M, int N, int K, const void *a, int lda,
+                    long na, const void *b, int ldb, long nb, DType dt, float beta, float *c,
+                    int ldc, const char *what) {
+    if (be->fail_code || M == 0 || N == 0 ||
+        gemm_half(be, ta, tb, M, N, K, a, lda, b, ldb, dt, beta, c, ldc))
+        return;
+    size_t mark = backend_mark(be);
+    const int64_t sa[1] = {na}, sb[1] = {nb};
+    float *af = (float *)backend_alloc(be, DTYPE_F32, 1, sa).ptr;
+    float *bf = (float *)backend_alloc(be, DTYPE_F32, 1, sb).ptr;
+    if (af && bf) {
+        convert_raw(be, af, DTYPE_F32, a, dt, na);
+        convert_raw(be, bf, DTYPE_F32, b, dt, nb);
+        gemm(be, ta, tb, M, N, K, af, lda, bf, ldb, beta, c, ldc, what);
+    }
+    backend_reset(be, mark);
+}
+
+// Half activations × a weight of the same half dtype (cattn): the GEMM reads both as they are
+// (gemm_hh) into an f32 accumulator, bias added in f32, out rounded once to its dtype.
+static void linear_forward_hh(Backend *be, CT *out, CT *inp, CT *w, CT *b) {
+    int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
+    size_t mark = backend_mark(be);
+    const int64_t so[2] = {N, OC};
+    float *acc = out->dtype == DTYPE_F32 ? F(out)
+                                         : (float *)backend_alloc(be, DTYPE_F32, 2, so).ptr;
+    if (acc && b)
+        gemm(be, 0, 0, N, OC, 1, ones(be, (size_t)N), 1, wid(be, b), OC, 0.0f, acc, OC,
+             "linear_forward bias"); // a half bias widened (the parameters' dtype is free)
+    if (acc)
+        gemm_hh(be, 0, 1, N, OC, C, inp->ptr, C, (long)N * C, w->ptr, C, (long)OC * C,
+                w->dtype, b ? 1.0f : 0.0f, acc, OC, "linear_forward");
+    if (acc && acc != F(out))
+        convert_raw(be, out->ptr, out->dtype, acc, DTYPE_F32, (long)N * OC);
+    backend_reset(be, mark);
+}
+
 static void kop_linear_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b) {
+    if (inp->dtype != DTYPE_F32 && inp->dtype == w->dtype) {
+        linear_forward_hh(be, out, inp, w, b);
+        return;
+    }
     int N = (int)inp->shape[0], C = (int)inp->shape[1], OC = (int)w->shape[0];
     size_t mark = backend_mark(be);
     const float *wf = f32_weight(be, w), *x = wid(be, inp);
@@ -293,7 +346,25 @@ static void kop_matmul_backward(Backend *be, CT *da, CT *db, CT *dout, CT *a, CT
     backend_reset(be, mark);
 }
 
-// ---- conv2d: im2col per image + cuBLAS (gpu/kern_conv.h) ---------------------------------------
+// ---- conv2d: im2col per band of output rows + cuBLAS (gpu/kern_conv.h) -------------------------
+
+// The column buffer holds C·K²·rows·Wo floats for a band of output rows: as many rows as fit
+// in KOP_CONV_BAND_BYTES and in what the arena has left (at least one row), so the scratch is
+// bounded whatever the image (one whole image at SDXL's 640-channel 128×128 layers would be
+// 377 MB). Returns the rows per band and sets *col (NULL after failing the backend).
+#define KOP_CONV_BAND_BYTES ((size_t)64 << 20)
+static int conv_band(Backend *be, int CKK, int Ho, int Wo, float **col) {
+    size_t row = (size_t)CKK * (size_t)Wo * sizeof(float);
+    size_t left = be->arena.size > backend_mark(be) + TENSOR_ALIGN
+                      ? be->arena.size - backend_mark(be) - TENSOR_ALIGN
+                      : 0;
+    size_t cap = left < KOP_CONV_BAND_BYTES ? left : KOP_CONV_BAND_BYTES;
+    int rows = (int)(cap / row < (size_t)Ho ? cap / row : (size_t)Ho);
+    rows = rows < 1 ? 1 : rows;
+    const int64_t shape[2] = {CKK, (int64_t)rows * Wo};
+    *col = (float *)backend_alloc(be, DTYPE_F32, 2, shape).ptr;
+    return rows;
+}
 
 static void kop_conv2d_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b,
                                    const ConvShape *s) {
@@ -302,15 +373,17 @@ static void kop_conv2d_forward(Backend *be, CT *out, CT *inp, CT *w, CT *b,
     size_t mark = backend_mark(be);
     const float *wf = f32_weight(be, w);
     float *y = room(be, out); // im2col reads inp in its dtype
-    const int64_t col_shape[2] = {CKK, P};
-    float *col = (float *)backend_alloc(be, DTYPE_F32, 2, col_shape).ptr;
-    for (int n = 0; n < s->B && !be->fail_code; n++) {
-        ConvColArgs a = {col, elem(inp, n * img), s->C, s->H, s->W, s->K, s->stride, s->pad,
-                         Ho, Wo, (int)inp->dtype};
-        conv_im2col_be(be, a);
-        gemm(be, 0, 0, s->OC, (int)P, CKK, wf, CKK, col, (int)P, 0.0f, y + (long)n * s->OC * P,
-             (int)P, "conv2d_forward");
-    }
+    float *col = NULL;
+    int band = conv_band(be, CKK, Ho, Wo, &col);
+    for (int n = 0; n < s->B && col && !be->fail_code; n++)
+        for (int oy0 = 0; oy0 < Ho && !be->fail_code; oy0 += band) {
+            int rows = Ho - oy0 < band ? Ho - oy0 : band;
+            ConvColArgs a = {col, elem(inp, n * img), s->C, s->H, s->W, s->K, s->stride,
+                             s->pad, Ho, Wo, (int)inp->dtype, oy0, rows};
+            conv_im2col_be(be, a);
+            gemm(be, 0, 0, s->OC, rows * Wo, CKK, wf, CKK, col, rows * Wo, 0.0f,
+                 y + (long)n * s->OC * P + (long)oy0 * Wo, (int)P, "conv2d_forward");
+        }
     if (b) {
         ChanBiasArgs a = {y, wid(be, b), s->B, s->OC, (int)P};
         chan_bias_fwd_be(be, a);
@@ -334,24 +407,26 @@ static void kop_conv2d_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout,
         return;
     }
     const float *wf = dinp ? f32_weight(be, w) : NULL; // im2col, col2im: inp, dinp's dtype
-    const int64_t col_shape[2] = {CKK, P};
-    float *col = (float *)backend_alloc(be, DTYPE_F32, 2, col_shape).ptr;
-    for (int n = 0; n < s->B && !be->fail_code; n++) {
-        const float *d = dy + (long)n * s->OC * P;
-        ConvColArgs a = {col, elem(inp, n * img), s->C, s->H, s->W, s->K, s->stride, s->pad,
-                         Ho, Wo, (int)inp->dtype};
-        if (dw) { // dW (OC, CKK) += dout_n (OC, P) · col_nᵀ
-            conv_im2col_be(be, a);
-            gemm(be, 0, 1, s->OC, CKK, (int)P, d, (int)P, col, (int)P, 1.0f, F(dw), CKK,
-                 "conv2d_backward dweight");
+    float *col = NULL;
+    int band = conv_band(be, CKK, Ho, Wo, &col);
+    for (int n = 0; n < s->B && col && !be->fail_code; n++)
+        for (int oy0 = 0; oy0 < Ho && !be->fail_code; oy0 += band) {
+            int rows = Ho - oy0 < band ? Ho - oy0 : band, np = rows * Wo;
+            const float *d = dy + (long)n * s->OC * P + (long)oy0 * Wo;
+            ConvColArgs a = {col, elem(inp, n * img), s->C, s->H, s->W, s->K, s->stride,
+                             s->pad, Ho, Wo, (int)inp->dtype, oy0, rows};
+            if (dw) { // dW (OC, CKK) += dout_band (OC, np; ld P) · col_bandᵀ
+                conv_im2col_be(be, a);
+                gemm(be, 0, 1, s->OC, CKK, np, d, (int)P, col, np, 1.0f, F(dw), CKK,
+                     "conv2d_backward dweight");
+            }
+            if (dinp) { // dcol (CKK, np) = Wᵀ · dout_band, then added into dinp_n
+                gemm(be, 1, 0, CKK, np, s->OC, wf, CKK, d, (int)P, 0.0f, col, np,
+                     "conv2d_backward dinp");
+                a.img = elem(dinp, n * img);
+                conv_col2im_be(be, a);
+            }
         }
-        if (dinp) { // dcol (CKK, P) = Wᵀ · dout_n, then added into dinp_n
-            gemm(be, 1, 0, CKK, (int)P, s->OC, wf, CKK, d, (int)P, 0.0f, col, (int)P,
-                 "conv2d_backward dinp");
-            a.img = elem(dinp, n * img);
-            conv_col2im_be(be, a);
-        }
-    }
     backend_reset(be, mark);
 }
 
@@ -367,6 +442,7 @@ static int attn_args(Backend *be, AttnArgs *x, CT *q, CT *k, const BackendAttn *
     x->Tk = (int)k->shape[1];
     x->hd = (int)q->shape[2] / a->NH;
     x->causal = a->causal;
+    x->dtype = (int)q->dtype;
     x->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)x->hd);
     if (x->hd > KERN_ATTN_MAX_HD) {
         backend_fail(be, ERR_USAGE, "attention: head size %d is over the CUDA kernel's %d",
@@ -388,21 +464,30 @@ static void kop_attention_forward(Backend *be, CT *o, CT *lse, CT *q, CT *k, CT 
     size_t mark = backend_mark(be);
     AttnArgs x;
     if (attn_args(be, &x, q, k, a)) {
-        x.o = F(o), x.lse = F(lse), x.q = CF(q), x.k = CF(k), x.v = CF(v);
+        x.o = o->ptr, x.lse = F(lse), x.q = q->ptr, x.k = k->ptr, x.v = v->ptr;
         attn_fwd_be(be, x);
     }
     backend_reset(be, mark);
 }
 
+// D = rowsum(dout ∘ o) into a (B,NH,Tq) arena scratch, then dK/dV (a block per key tile) and
+// dQ (a block per query tile): no atomics (gpu/kern_attn.h).
 static void kop_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout, CT *q,
                                        CT *k, CT *v, CT *o, CT *lse, const BackendAttn *a) {
+    if (!dq && !dk && !dv)
+        return;
     size_t mark = backend_mark(be);
     AttnArgs x;
     if (attn_args(be, &x, q, k, a)) {
-        x.o = F(o), x.lse = F(lse), x.q = CF(q), x.k = CF(k), x.v = CF(v), x.dout = CF(dout);
-        x.dq = F(dq), x.dk = F(dk), x.dv = F(dv);
-        attn_bwd_dq_be(be, x);
-        attn_bwd_dkv_be(be, x);
+        x.o = o->ptr, x.lse = F(lse), x.q = q->ptr, x.k = k->ptr, x.v = v->ptr;
+        x.dout = dout->ptr;
+        x.dq = dq ? dq->ptr : NULL, x.dk = dk ? dk->ptr : NULL, x.dv = dv ? dv->ptr : NULL;
+        x.dsum = (float *)backend_alloc(be, DTYPE_F32, 3, lse->shape).ptr;
+        if (x.dsum) {
+            attn_bwd_pre_be(be, x);
+            attn_bwd_dkv_be(be, x);
+            attn_bwd_dq_be(be, x);
+        }
     }
     backend_reset(be, mark);
 }

@@ -76,6 +76,13 @@ int cuda_blas_open(void **handle, void *stream, void *workspace, size_t ws_bytes
 void cuda_blas_close(void *handle);
 int cuda_blas_sgemm(void *handle, int ta, int tb, int M, int N, int K, const float *a, int lda,
                     const float *b, int ldb, float beta, float *c, int ldc, Err *err);
+/* cattn: the same GEMM with a and b both of half dtype ab_dtype (1 f16, 2 bf16, as
+ * kern_convert.h) and c f32, f32 accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F). cuBLAS has
+ * no f32 × half GEMM, so this serves half activations × half weights; an error (e.g.
+ * CUBLAS_STATUS_NOT_SUPPORTED on an old device) is returned, not sticky: the caller widens. */
+int cuda_blas_gemm_ex(void *handle, int ta, int tb, int M, int N, int K, const void *a, int lda,
+                      const void *b, int ldb, int ab_dtype, float beta, float *c, int ldc,
+                      Err *err);
 #endif
 
 #endif

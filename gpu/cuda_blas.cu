@@ -67,3 +67,20 @@ extern "C" int cuda_blas_sgemm(void *handle, int ta, int tb, int M, int N, int K
                        cublasGetStatusString(s));
     return 0;
 }
+
+// cattn: half × half operands straight into cuBLAS with f32 compute (no widened copy).
+extern "C" int cuda_blas_gemm_ex(void *handle, int ta, int tb, int M, int N, int K,
+                                 const void *a, int lda, const void *b, int ldb, int ab_dtype,
+                                 float beta, float *c, int ldc, Err *err) {
+    const float one = 1.0f;
+    cudaDataType_t t = ab_dtype == 1 ? CUDA_R_16F : CUDA_R_16BF;
+    // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, as in cuda_blas_sgemm.
+    cublasStatus_t s = cublasGemmEx((cublasHandle_t)handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                    ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &one, b, t, ldb, a,
+                                    t, lda, &beta, c, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return err_set(err, ERR_GPU, "cublasGemmEx (%s, %dx%dx%d): %s",
+                       ab_dtype == 1 ? "f16" : "bf16", M, N, K, cublasGetStatusString(s));
+    return 0;
+}

@@ -21,6 +21,7 @@
     X(layernorm_fwd, LayerNormFwdArgs)                                                       \
     X(layernorm_bwd_dx, LayerNormBwdArgs)                                                    \
     X(layernorm_bwd_params, LayerNormBwdArgs)                                                \
+    X(layernorm_bwd_params_sum, LayerNormBwdArgs)                                            \
     X(groupnorm_fwd, GroupNormFwdArgs)                                                       \
     X(groupnorm_bwd_dx, GroupNormBwdArgs)                                                    \
     X(groupnorm_bwd_params, GroupNormBwdArgs)                                                \
@@ -44,6 +45,7 @@
     X(chan_bias_fwd, ChanBiasArgs)                                                           \
     X(chan_bias_bwd, ChanBiasArgs)                                                           \
     X(attn_fwd, AttnArgs)                                                                    \
+    X(attn_bwd_pre, AttnArgs)                                                                \
     X(attn_bwd_dq, AttnArgs)                                                                 \
     X(attn_bwd_dkv, AttnArgs)                                                                \
     /* ops of the reward model (kern_reward.h) */                                            \

@@ -538,18 +538,42 @@ void backend_conv2d_backward(Backend *be, CT *dinp, CT *dw, CT *db, CT *dout, CT
     }
 }
 
+/* Attention's activations (q, k, v, o, dout, dq, dk, dv) share one dtype, f32, f16 or bf16;
+ * lse is f32. */
+static int attn_dtype(Backend *be, const char *op, const char *arg, CT *t, CT *q) {
+    if (be->fail_code)
+        return 0;
+    if (t && t->dtype != q->dtype) {
+        backend_fail(be, ERR_USAGE, "%s: %s is %s but q is %s; q, k, v, o, dout and the "
+                     "gradients must share one dtype", op, arg, dtype_name(t->dtype),
+                     dtype_name(q->dtype));
+        return 0;
+    }
+    return 1;
+}
+
+static int attn_like(Backend *be, const char *op, const char *arg, CT *t, int optional, CT *ref,
+                     CT *q) {
+    return attn_dtype(be, op, arg, t, q) &&
+           chk(be, op, arg, t, optional, ANYT, ref->n_dims, ref->shape[0], ref->shape[1],
+               ref->shape[2], ref->shape[3]);
+}
+
 static int attn_ok(Backend *be, const char *op, CT *q, CT *k, CT *v, CT *o, CT *lse,
                    const BackendAttn *a) {
-    if (!chk(be, op, "q", q, 0, F32, 3, ANY, ANY, ANY, 1))
+    if (!chk(be, op, "q", q, 0, ANYT, 3, ANY, ANY, ANY, 1))
         return 0;
     if (!a || a->NH < 1 || q->shape[2] % a->NH) {
         backend_fail(be, ERR_USAGE, "%s: %lld channels do not split into %d heads", op,
                      (long long)q->shape[2], a ? a->NH : 0);
         return 0;
     }
-    return chk(be, op, "k", k, 0, F32, 3, q->shape[0], ANY, q->shape[2], 1) &&
-           chk(be, op, "v", v, 0, F32, 3, q->shape[0], k->shape[1], q->shape[2], 1) &&
-           chk(be, op, "o", o, 0, F32, 3, q->shape[0], q->shape[1], q->shape[2], 1) &&
+    return attn_dtype(be, op, "k", k, q) &&
+           chk(be, op, "k", k, 0, ANYT, 3, q->shape[0], ANY, q->shape[2], 1) &&
+           attn_dtype(be, op, "v", v, q) &&
+           chk(be, op, "v", v, 0, ANYT, 3, q->shape[0], k->shape[1], q->shape[2], 1) &&
+           attn_dtype(be, op, "o", o, q) &&
+           chk(be, op, "o", o, 0, ANYT, 3, q->shape[0], q->shape[1], q->shape[2], 1) &&
            chk(be, op, "lse", lse, 0, F32, 3, q->shape[0], a->NH, q->shape[1], 1);
 }
 
@@ -564,9 +588,9 @@ void backend_attention_forward(Backend *be, CT *o, CT *lse, CT *q, CT *k, CT *v,
 void backend_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout, CT *q, CT *k,
                                 CT *v, CT *o, CT *lse, const BackendAttn *a) {
     const char *op = "attention_backward";
-    if (attn_ok(be, op, q, k, v, o, lse, a) && like(be, op, "dout", dout, 0, q) &&
-        like(be, op, "dq", dq, 1, q) && like(be, op, "dk", dk, 1, k) &&
-        like(be, op, "dv", dv, 1, v)) {
+    if (attn_ok(be, op, q, k, v, o, lse, a) && attn_like(be, op, "dout", dout, 0, q, q) &&
+        attn_like(be, op, "dq", dq, 1, q, q) && attn_like(be, op, "dk", dk, 1, k, q) &&
+        attn_like(be, op, "dv", dv, 1, v, q)) {
         ENTRY(attention_backward);
         be->ops->attention_backward(be, dq, dk, dv, dout, q, k, v, o, lse, a);
     }

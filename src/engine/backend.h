@@ -21,7 +21,8 @@
  *     groupnorm, act, geglu, conv2d, upsample2x, concat, split, forward and backward (the
  *     backwards pass gradients THROUGH a frozen half base). Every other op takes F32
  *     activations only and refuses a half one with "<op>: <arg> is bf16, this op takes f32
- *     only there": softmax, mse (the loss is taken on f32), adamw, and attention (for now).
+ *     only there": softmax, mse (the loss is taken on f32), adamw. Attention takes q, k, v,
+ *     o, dout, dq, dk, dv all F32, all F16 or all BF16 (see its comment); lse is F32.
  *   - WEIGHTS AND PARAMETERS (linear/conv2d weight, bias, norm weight and bias) may be F32,
  *     F16 or BF16 whatever the activations' dtype (mixing is allowed: an f32 bias with bf16
  *     activations, a bf16 weight with f32 activations).
@@ -189,7 +190,9 @@ void backend_conv2d_backward(Backend *be, const Tensor *dinp, const Tensor *dwei
                              const Tensor *weight, int stride, int pad);
 
 /* Fused attention (nn_flash.h semantics): q (B,Tq,NH·hd), k, v (B,Tk,NH·hd), o (B,Tq,NH·hd),
- * lse (B,NH,Tq). scale 0 = 1/√hd; causal as nn_flash; key_len (B) host array or NULL. */
+ * lse (B,NH,Tq). scale 0 = 1/√hd; causal as nn_flash; key_len (B) host array or NULL.
+ * q, k, v, o, dout, dq, dk, dv: one dtype, F32, F16 or BF16 (f32 sums; o and each gradient
+ * rounded once); lse F32. CUDA: hd <= 128. */
 typedef struct BackendAttn {
     int NH;
     float scale;

@@ -100,24 +100,32 @@ static int check_layernorm_fwd_shape(Why *w, int N, int C, int affine, float eps
 }
 
 static int check_layernorm_fwd(Why *w) {
-    /* 128 threads with a ragged tail; one warp without affine; eps far from 1e-5 */
+    /* 5 rows: a second block of 4 warps with 3 idle; 200 = 4·50, the float4 path with a
+     * ragged tail; 40 without affine, 45 the scalar path; eps far from 1e-5 */
     int rc = check_layernorm_fwd_shape(w, 5, 200, 1, 1e-2f);
+    if (!rc)
+        rc = check_layernorm_fwd_shape(w, 7, 45, 1, 1e-5f);
     return rc ? rc : check_layernorm_fwd_shape(w, 3, 40, 0, 1e-5f);
 }
 
 /* Gradients start nonzero: backward must ADD. dx/dw/db may be switched off (NULL). */
-static int check_layernorm_bwd_shape(Why *w, int N, int C, int want_dx, int want_params) {
+/* nsplit > 1: the parameter gradients by chunks of rows into a scratch, then summed. */
+static int check_layernorm_bwd_shape(Why *w, int N, int C, int want_dx, int want_params,
+                                     int nsplit) {
     float *x = rnd((long)N * C), *wt = rnd(C), *b = rnd(C), *g = rnd((long)N * C);
     float *out = calloc((size_t)N * C, 4), *mean = calloc(N, 4), *rstd = calloc(N, 4);
     nn_layernorm_forward(out, mean, rstd, x, wt, b, N, C, 1e-5f);
     float *dx = rnd((long)N * C), *dw = rnd(C), *db = rnd(C);
     float *rdx = dup(dx, (long)N * C), *rdw = dup(dw, C), *rdb = dup(db, C);
     Err err = {0};
+    float *part = calloc((size_t)2 * nsplit * C, 4);
     LayerNormBwdArgs a = {want_dx ? dx : NULL, want_params ? dw : NULL, want_params ? db : NULL,
-                          g, x, wt, mean, rstd, N, C};
+                          g, x, wt, mean, rstd, N, C, part, nsplit};
     int rc = ran(w, layernorm_bwd_dx_run(&a, &err), &err);
     if (!rc)
         rc = ran(w, layernorm_bwd_params_run(&a, &err), &err);
+    if (!rc)
+        rc = ran(w, layernorm_bwd_params_sum_run(&a, &err), &err);
     nn_layernorm_backward(want_dx ? rdx : NULL, want_params ? rdw : NULL,
                           want_params ? rdb : NULL, g, x, wt, mean, rstd, N, C);
     if (!rc)
@@ -127,16 +135,19 @@ static int check_layernorm_bwd_shape(Why *w, int N, int C, int want_dx, int want
     if (!rc)
         rc = close_to(w, "layernorm dbias", db, rdb, C, 1e-5, 1e-4);
     free(x), free(wt), free(b), free(g), free(out), free(mean), free(rstd), free(dx), free(dw);
-    free(db), free(rdx), free(rdw), free(rdb);
+    free(db), free(rdx), free(rdw), free(rdb), free(part);
     return rc;
 }
 
 static int check_layernorm_bwd(Why *w) {
-    /* 37 rows (not a multiple of the 8 row-threads), 70 columns (3 column blocks, a tail) */
-    int rc = check_layernorm_bwd_shape(w, 37, 70, 1, 1);
-    if (!rc)
-        rc = check_layernorm_bwd_shape(w, 4, 300, 1, 0);
-    return rc ? rc : check_layernorm_bwd_shape(w, 9, 33, 0, 1);
+    /* 37 rows (not a multiple of the 8 row-threads nor of the 4 rows of a block), 70 columns
+     * (3 column blocks, a tail; not a multiple of 4: the scalar path) */
+    int rc = check_layernorm_bwd_shape(w, 37, 70, 1, 1, 1);
+    if (!rc) /* 300 = 4·75: the float4 path, over 2 strides of a warp and a tail */
+        rc = check_layernorm_bwd_shape(w, 6, 300, 1, 0, 1);
+    if (!rc) /* the parameter gradients in 3 chunks of 13, 13, 11 rows */
+        rc = check_layernorm_bwd_shape(w, 37, 68, 1, 1, 3);
+    return rc ? rc : check_layernorm_bwd_shape(w, 9, 33, 0, 1, 1);
 }
 
 /* ---- GroupNorm: no CPU op on this branch yet, so a plain double reference ------------------ */
@@ -499,7 +510,8 @@ static int check_mse(Why *w) {
 
 /* ---- conv2d as im2col + GEMM + bias (kern_conv.h; the GEMM on the host here) --------------- */
 
-static int check_conv_shape(Why *w, int K, int stride, int pad) {
+/* band: output rows per im2col/col2im call (0: the whole image at once). */
+static int check_conv_shape(Why *w, int K, int stride, int pad, int band) {
     ConvShape s = {2, 3, 7, 6, 4, K, stride, pad};
     int Ho = nn_conv2d_out_h(&s), Wo = nn_conv2d_out_w(&s), CKK = s.C * K * K, P = Ho * Wo;
     long ni = (long)s.B * s.C * s.H * s.W, no = (long)s.B * s.OC * P, nw = (long)s.OC * CKK;
@@ -511,16 +523,21 @@ static int check_conv_shape(Why *w, int K, int stride, int pad) {
     float *sc = calloc(nn_conv2d_scratch_floats(&s) + 1, 4);
     Err err = {0};
     int rc = 0;
-    for (int n = 0; n < s.B && !rc; n++) {
-        ConvColArgs a = {col, x + n * img, s.C, s.H, s.W, K, stride, pad, Ho, Wo};
-        rc = ran(w, conv_im2col_run(&a, &err), &err);
-        nn_gemm(0, 0, s.OC, P, CKK, wt, CKK, col, P, 0.0f, out + (long)n * s.OC * P, P);
-        nn_gemm(0, 1, s.OC, CKK, P, g + (long)n * s.OC * P, P, col, P, 1.0f, dw, CKK);
-        nn_gemm(1, 0, CKK, P, s.OC, wt, CKK, g + (long)n * s.OC * P, P, 0.0f, col, P);
-        a.img = dx + n * img;
-        if (!rc)
-            rc = ran(w, conv_col2im_run(&a, &err), &err);
-    }
+    int step = band ? band : Ho;
+    for (int n = 0; n < s.B && !rc; n++)
+        for (int oy0 = 0; oy0 < Ho && !rc; oy0 += step) {
+            int rows = Ho - oy0 < step ? Ho - oy0 : step, np = rows * Wo;
+            long o0 = (long)n * s.OC * P + (long)oy0 * Wo;
+            ConvColArgs a = {col, x + n * img, s.C, s.H, s.W, K, stride, pad, Ho, Wo,
+                             KERN_DT_F32, band ? oy0 : 0, band ? rows : 0};
+            rc = ran(w, conv_im2col_run(&a, &err), &err);
+            nn_gemm(0, 0, s.OC, np, CKK, wt, CKK, col, np, 0.0f, out + o0, P);
+            nn_gemm(0, 1, s.OC, CKK, np, g + o0, P, col, np, 1.0f, dw, CKK);
+            nn_gemm(1, 0, CKK, np, s.OC, wt, CKK, g + o0, P, 0.0f, col, np);
+            a.img = dx + n * img;
+            if (!rc)
+                rc = ran(w, conv_col2im_run(&a, &err), &err);
+        }
     ChanBiasArgs bf = {out, b, s.B, s.OC, P}, bb = {db, g, s.B, s.OC, P};
     if (!rc)
         rc = ran(w, chan_bias_fwd_run(&bf, &err), &err);
@@ -542,62 +559,120 @@ static int check_conv_shape(Why *w, int K, int stride, int pad) {
 }
 
 static int check_conv(Why *w) {
-    int rc = check_conv_shape(w, 3, 1, 1);
+    int rc = check_conv_shape(w, 3, 1, 1, 0);
     if (!rc)
-        rc = check_conv_shape(w, 3, 2, 1);
+        rc = check_conv_shape(w, 3, 2, 1, 0);
     if (!rc)
-        rc = check_conv_shape(w, 1, 1, 0);
+        rc = check_conv_shape(w, 1, 1, 0, 0);
     if (!rc)
-        rc = check_conv_shape(w, 3, 2, 0);
+        rc = check_conv_shape(w, 3, 2, 0, 0);
+    if (!rc) /* bands of output rows: 2 (and a last band of 1), 1 */
+        rc = check_conv_shape(w, 3, 1, 1, 2);
+    if (!rc)
+        rc = check_conv_shape(w, 3, 2, 1, 1);
     return rc;
 }
 
 /* ---- attention (kern_attn.h) vs nn_flash -------------------------------------------------- */
 
-static int check_attn_case(Why *w, int Tq, int Tk, int hd, int causal, const int *key_len) {
-    enum { B = 2, NH = 2 };
+/* x rounded to dtype in place (f32: unchanged); the rounded values in half form at h. */
+static void to_dtype(float *x, void *h, long n, int dt) {
+    if (dt == DTYPE_F32) {
+        memcpy(h, x, sizeof(float) * (size_t)n);
+        return;
+    }
+    dtype_from_f32(h, (DType)dt, x, (size_t)n);
+    dtype_to_f32(x, h, (DType)dt, (size_t)n);
+}
+
+/* One attention shape, in dtype dt: the kernels on rounded inputs against nn_flash_* in f32 on
+ * the same rounded inputs, starting gradients nonzero. f32 within 1e-5 + 1e-4 relative; a half
+ * type within a few of its units in the last place of the largest output (its outputs and the
+ * gradients' sums are rounded once, the f32 accumulation is the same). */
+static int check_attn_case(Why *w, int B, int NH, int Tq, int Tk, int hd, int causal,
+                           const int *key_len, int dt) {
     int C = NH * hd;
     long nq = (long)B * Tq * C, nk = (long)B * Tk * C, nl = (long)B * NH * Tq;
+    size_t es = dt == DTYPE_F32 ? 4 : 2;
     float *q = rnd(nq), *kk = rnd(nk), *v = rnd(nk), *g = rnd(nq);
-    float *o = calloc(nq, 4), *lse = calloc(nl, 4), *ro = calloc(nq, 4), *rl = calloc(nl, 4);
     float *dq = rnd(nq), *dk = rnd(nk), *dv = rnd(nk);
+    void *hq = malloc(nq * es), *hk = malloc(nk * es), *hv = malloc(nk * es), *hg = malloc(nq * es);
+    void *hdq = malloc(nq * es), *hdk = malloc(nk * es), *hdv = malloc(nk * es);
+    void *ho = malloc(nq * es);
+    to_dtype(q, hq, nq, dt), to_dtype(kk, hk, nk, dt), to_dtype(v, hv, nk, dt);
+    to_dtype(g, hg, nq, dt), to_dtype(dq, hdq, nq, dt), to_dtype(dk, hdk, nk, dt);
+    to_dtype(dv, hdv, nk, dt);
+    float *o = calloc(nq, 4), *lse = calloc(nl, 4), *ro = calloc(nq, 4), *rl = calloc(nl, 4);
+    float *dsum = calloc(nl, 4);
     float *rdq = dup(dq, nq), *rdk = dup(dk, nk), *rdv = dup(dv, nk);
     float scale = 1.0f / sqrtf((float)hd);
     FlashAttn f = {B, NH, Tq, Tk, hd, 0, 0, 0, 0, scale, causal, key_len, 0};
     nn_flash_forward(ro, rl, q, kk, v, &f);
-    nn_flash_backward(rdq, rdk, rdv, g, q, kk, v, ro, rl, &f);
-    AttnArgs a = {o, lse, dq, dk, dv, q, kk, v, g, key_len, B, NH, Tq, Tk, hd, causal, scale};
+    AttnArgs a = {ho, lse, dsum, hdq, hdk, hdv, hq, hk, hv, hg, key_len,
+                  B, NH, Tq, Tk, hd, causal, dt, scale};
     Err err = {0};
+    double ulp = dt == DTYPE_F16 ? 1.0 / 1024 : dt == DTYPE_BF16 ? 1.0 / 128 : 0.0;
+    double atol = dt == DTYPE_F32 ? 1e-5 : 2 * ulp, rtol = dt == DTYPE_F32 ? 1e-4 : ulp;
     int rc = ran(w, attn_fwd_run(&a, &err), &err);
-    if (!rc)
-        rc = close_to(w, "attention o", o, ro, nq, 1e-5, 1e-4);
+    if (!rc) {
+        dtype_to_f32(o, ho, (DType)dt, (size_t)nq);
+        rc = close_to(w, "attention o", o, ro, nq, atol, rtol);
+    }
     for (long i = 0; i < nl && !rc; i++)
         if (!(lse[i] == rl[i] || fabsf(lse[i] - rl[i]) <= 1e-4f * (1 + fabsf(rl[i]))))
             rc = mismatch(w, "attention lse[%ld]: kernel %g, reference %g", i, lse[i], rl[i]);
+    /* the backward gets the kernel's own o (as a model would), the reference that o too */
+    nn_flash_backward(rdq, rdk, rdv, g, q, kk, v, o, rl, &f);
     if (!rc)
-        rc = ran(w, attn_bwd_dq_run(&a, &err), &err);
+        rc = ran(w, attn_bwd_pre_run(&a, &err), &err);
     if (!rc)
         rc = ran(w, attn_bwd_dkv_run(&a, &err), &err);
     if (!rc)
-        rc = close_to(w, "attention dq", dq, rdq, nq, 1e-5, 1e-4);
+        rc = ran(w, attn_bwd_dq_run(&a, &err), &err);
+    float *gdq = malloc(nq * 4), *gdk = malloc(nk * 4), *gdv = malloc(nk * 4);
+    dtype_to_f32(gdq, hdq, (DType)dt, (size_t)nq);
+    dtype_to_f32(gdk, hdk, (DType)dt, (size_t)nk);
+    dtype_to_f32(gdv, hdv, (DType)dt, (size_t)nk);
     if (!rc)
-        rc = close_to(w, "attention dk", dk, rdk, nk, 1e-5, 1e-4);
+        rc = close_to(w, "attention dq", gdq, rdq, nq, atol, rtol);
     if (!rc)
-        rc = close_to(w, "attention dv", dv, rdv, nk, 1e-5, 1e-4);
-    free(q), free(kk), free(v), free(g), free(o), free(lse), free(ro), free(rl);
-    free(dq), free(dk), free(dv), free(rdq), free(rdk), free(rdv);
+        rc = close_to(w, "attention dk", gdk, rdk, nk, atol, rtol);
+    if (!rc)
+        rc = close_to(w, "attention dv", gdv, rdv, nk, atol, rtol);
+    if (rc) {
+        char shape[128];
+        snprintf(shape, sizeof shape, " (B %d, NH %d, Tq %d, Tk %d, hd %d, causal %d, key_len "
+                 "%s, %s)", B, NH, Tq, Tk, hd, causal, key_len ? "yes" : "no", dtype_name((DType)dt));
+        snprintf(w->msg + strlen(w->msg), sizeof w->msg - strlen(w->msg), "%s", shape);
+    }
+    free(q), free(kk), free(v), free(g), free(o), free(lse), free(ro), free(rl), free(dsum);
+    free(dq), free(dk), free(dv), free(rdq), free(rdk), free(rdv), free(gdq), free(gdk), free(gdv);
+    free(hq), free(hk), free(hv), free(hg), free(hdq), free(hdk), free(hdv), free(ho);
     return rc;
 }
 
+/* Small shapes (the harness starts a thread per GPU thread, and the kernels' shuffles make
+ * them slow there), chosen so that every kernel runs more than one tile of rows and of
+ * columns somewhere (rows per block: 32 for hd <= 32, 24/12/12 at hd = 128 for fwd/dq/dkv). */
 static int check_attn(Why *w) {
     static const int key_len[2] = {9, 0}; /* batch 1 sees no key: o = 0, lse = −inf */
-    int rc = check_attn_case(w, 7, 7, 16, 0, NULL);
+    static const int key_len2[2] = {40, 33};
+    int rc = check_attn_case(w, 2, 2, 7, 7, 16, 0, NULL, DTYPE_F32);
+    if (!rc) /* more queries than keys, causal: the first Tq − Tk queries see no key; hd not a
+              * multiple of 4 (the scalar row loads) */
+        rc = check_attn_case(w, 1, 2, 12, 5, 6, 1, NULL, DTYPE_F32);
     if (!rc)
-        rc = check_attn_case(w, 7, 7, 8, 1, NULL);
+        rc = check_attn_case(w, 2, 1, 5, 11, 24, 0, key_len, DTYPE_F32);
+    if (!rc) /* hd = 128, several query tiles (dq, fwd) and key tiles (dkv) */
+        rc = check_attn_case(w, 1, 2, 26, 14, 128, 1, NULL, DTYPE_F32);
+    if (!rc) /* two query tiles and two key tiles, causal and key_len */
+        rc = check_attn_case(w, 2, 1, 34, 36, 16, 1, key_len2, DTYPE_F32);
+    if (!rc) /* four key tiles per query: the running max moves, acc and l are rescaled */
+        rc = check_attn_case(w, 1, 1, 3, 100, 8, 0, NULL, DTYPE_F32);
     if (!rc)
-        rc = check_attn_case(w, 5, 11, 24, 0, key_len);
+        rc = check_attn_case(w, 1, 1, 9, 35, 24, 1, NULL, DTYPE_F16);
     if (!rc)
-        rc = check_attn_case(w, 3, 6, 128, 1, NULL);
+        rc = check_attn_case(w, 2, 1, 9, 35, 24, 0, key_len2, DTYPE_BF16);
     return rc;
 }
 

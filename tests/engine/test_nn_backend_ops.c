@@ -187,8 +187,9 @@ static void case_matmul(Ctx *c) {
     expect(c, "matmul_backward db", tdb, rdb);
 }
 
-static void case_layernorm(Ctx *c, int affine) {
-    int N = 7, C = 45;
+/* N >= 64 has the CUDA op code sum the parameter gradients in chunks of rows (gpu/kern_norm.h) */
+static void case_layernorm(Ctx *c, int affine, int N) {
+    int C = 45;
     float *x = H(c, N * C), *w = H(c, C), *b = H(c, C), *dout = H(c, N * C);
     float *ro = H(c, N * C), *rm = H(c, N), *rr = H(c, N);
     float *dx0 = H(c, N * C), *dw0 = H(c, C), *db0 = H(c, C);
@@ -306,28 +307,62 @@ static void case_conv2d(Ctx *c, DType wdt, int K, int stride, int pad) {
     expect(c, "conv2d_backward dbias", tdb, rdb);
 }
 
-static void case_attention(Ctx *c, int causal, int masked) {
+/* t (any dtype, on the backend) widened to f32 on the backend, then compared. */
+static void expect_dt(Ctx *c, const char *what, const Tensor *t, const float *want) {
+    if (t->dtype == DTYPE_F32) {
+        expect(c, what, t, want);
+        return;
+    }
+    Tensor *f = D(c, want, DTYPE_F32, t->n_dims, t->shape);
+    backend_convert(c->be, f, t);
+    expect(c, what, f, want);
+}
+
+/* t's values as f32 on the host (kept by c). */
+static float *Hget(Ctx *c, const Tensor *t) {
+    size_t n = (size_t)tensor_numel(t);
+    float *h = H(c, n);
+    Tensor *f = D(c, h, DTYPE_F32, t->n_dims, t->shape);
+    backend_convert(c->be, f, t);
+    Tensor v = tensor_view_dtype(h, DTYPE_F32, t->n_dims, t->shape);
+    backend_download(c->be, &v, f);
+    return h;
+}
+
+/* Attention with activations of dtype dt against nn_flash in f32 on the same (rounded)
+ * inputs; a half result within a few units in the last place of dt. */
+static void case_attention(Ctx *c, int causal, int masked, DType dt) {
     int B = 2, NH = 3, hd = 8, Tq = 5, Tk = masked ? 7 : 5, C = NH * hd;
     static const int key_len[2] = {7, 4};
     BackendAttn a = {NH, 0.0f, causal, masked ? key_len : NULL};
     FlashAttn f = {B, NH, Tq, Tk, hd, 0, 0, 0, 0, 0.0f, causal, a.key_len, 0};
+    float atol = c->atol, rtol = c->rtol;
+    if (dt != DTYPE_F32) { /* 2 ulp of dt at 1, relative 1 ulp */
+        c->atol = dt == DTYPE_F16 ? 2.0f / 1024 : 2.0f / 128;
+        c->rtol = dt == DTYPE_F16 ? 1.0f / 1024 : 1.0f / 128;
+    }
     float *q = H(c, B * Tq * C), *k = H(c, B * Tk * C), *v = H(c, B * Tk * C);
     float *ro = H(c, B * Tq * C), *rl = H(c, B * NH * Tq), *dout = H(c, B * Tq * C);
     float *dq0 = H(c, B * Tq * C), *dk0 = H(c, B * Tk * C), *dv0 = H(c, B * Tk * C);
-    Tensor *tq = DF(q, B, Tq, C), *tk = DF(k, B, Tk, C), *tv = DF(v, B, Tk, C);
-    Tensor *to = DF(ro, B, Tq, C), *tl = DF(rl, B, NH, Tq), *tdo = DF(dout, B, Tq, C);
-    Tensor *tdq = DF(dq0, B, Tq, C), *tdk = DF(dk0, B, Tk, C), *tdv = DF(dv0, B, Tk, C);
-    nn_flash_forward(ro, rl, q, k, v, &f);
+    float *qr = Hround(c, q, B * Tq * C, dt), *kr = Hround(c, k, B * Tk * C, dt),
+          *vr = Hround(c, v, B * Tk * C, dt), *gr = Hround(c, dout, B * Tq * C, dt);
+    Tensor *tq = DT(q, dt, B, Tq, C), *tk = DT(k, dt, B, Tk, C), *tv = DT(v, dt, B, Tk, C);
+    Tensor *to = DT(ro, dt, B, Tq, C), *tl = DF(rl, B, NH, Tq), *tdo = DT(dout, dt, B, Tq, C);
+    Tensor *tdq = DT(dq0, dt, B, Tq, C), *tdk = DT(dk0, dt, B, Tk, C), *tdv = DT(dv0, dt, B, Tk, C);
+    nn_flash_forward(ro, rl, qr, kr, vr, &f);
     backend_attention_forward(c->be, to, tl, tq, tk, tv, &a);
-    expect(c, "attention_forward", to, ro);
+    expect_dt(c, "attention_forward", to, ro);
     expect(c, "attention_forward lse", tl, rl);
-    float *rdq = Hcopy(c, dq0, B * Tq * C), *rdk = Hcopy(c, dk0, B * Tk * C),
-          *rdv = Hcopy(c, dv0, B * Tk * C);
-    nn_flash_backward(rdq, rdk, rdv, dout, q, k, v, ro, rl, &f);
+    /* the backward reads the backend's own o, as a model would; so does the reference */
+    float *og = Hget(c, to);
+    float *rdq = Hround(c, dq0, B * Tq * C, dt), *rdk = Hround(c, dk0, B * Tk * C, dt),
+          *rdv = Hround(c, dv0, B * Tk * C, dt);
+    nn_flash_backward(rdq, rdk, rdv, gr, qr, kr, vr, og, rl, &f);
     backend_attention_backward(c->be, tdq, tdk, tdv, tdo, tq, tk, tv, to, tl, &a);
-    expect(c, "attention_backward dq", tdq, rdq);
-    expect(c, "attention_backward dk", tdk, rdk);
-    expect(c, "attention_backward dv", tdv, rdv);
+    expect_dt(c, "attention_backward dq", tdq, rdq);
+    expect_dt(c, "attention_backward dk", tdk, rdk);
+    expect_dt(c, "attention_backward dv", tdv, rdv);
+    c->atol = atol, c->rtol = rtol;
 }
 
 static void case_resample_concat_mse(Ctx *c) {
@@ -503,8 +538,10 @@ static int run_all_cases(Backend *be, int quiet) {
         ctx_free(&c);
     }
     case_matmul(&c);
-    case_layernorm(&c, 1);
-    case_layernorm(&c, 0);
+    case_layernorm(&c, 1, 7);
+    case_layernorm(&c, 0, 7);
+    ctx_free(&c);
+    case_layernorm(&c, 1, 70);
     case_groupnorm(&c);
     case_softmax(&c);
     ctx_free(&c);
@@ -515,9 +552,12 @@ static int run_all_cases(Backend *be, int quiet) {
     case_geglu(&c, BACKEND_ACT_GELU);
     case_geglu(&c, BACKEND_ACT_GELU_TANH);
     ctx_free(&c);
-    case_attention(&c, 0, 0);
-    case_attention(&c, 1, 0);
-    case_attention(&c, 0, 1);
+    case_attention(&c, 0, 0, DTYPE_F32);
+    case_attention(&c, 1, 0, DTYPE_F32);
+    case_attention(&c, 0, 1, DTYPE_F32);
+    ctx_free(&c);
+    case_attention(&c, 1, 1, DTYPE_F16);
+    case_attention(&c, 0, 1, DTYPE_BF16);
     ctx_free(&c);
     case_resample_concat_mse(&c);
     ctx_free(&c);
@@ -967,6 +1007,111 @@ Test(nn_backend_ops, a_failure_sticks_and_sync_reports_the_first) {
     cr_expect_eq(backend_sync(be, &err), ERR_USAGE);
     cr_expect(strstr(err.msg, "not implemented"), "%s", err.msg);
     be->ops = &backend_cpu_ops;
+    backend_close(be);
+}
+
+/* Attention takes f32, f16 or bf16 activations, one dtype for all of them; lse stays f32. */
+Test(nn_backend_ops, attention_activations_share_one_dtype) {
+    Backend *be = open_cpu(1);
+    uint16_t hq[2 * 4], hk[2 * 4], hv[2 * 4], ho[2 * 4];
+    float fk[2 * 4], lse[2] = {0};
+    memset(hq, 0, sizeof hq), memset(hk, 0, sizeof hk), memset(hv, 0, sizeof hv);
+    memset(fk, 0, sizeof fk);
+    const int64_t s3[3] = {1, 2, 4}, sl[3] = {1, 1, 2};
+    Tensor q = tensor_view_dtype(hq, DTYPE_F16, 3, s3), k = tensor_view_dtype(hk, DTYPE_F16, 3, s3);
+    Tensor v = tensor_view_dtype(hv, DTYPE_F16, 3, s3), o = tensor_view_dtype(ho, DTYPE_F16, 3, s3);
+    Tensor kf = tensor_view_dtype(fk, DTYPE_F32, 3, s3), l = tensor_view_dtype(lse, DTYPE_F32, 3, sl);
+    BackendAttn a = {1, 0.0f, 0, NULL};
+    Err err = {0};
+    backend_attention_forward(be, &o, &l, &q, &k, &v, &a); /* all f16: fine */
+    cr_expect_eq(backend_sync(be, &err), 0, "%s", err.msg);
+    cr_expect_float_eq(lse[0], logf(2.0f), 1e-6f, "two equal scores: lse = log 2");
+    backend_attention_forward(be, &o, &l, &q, &kf, &v, &a);
+    cr_expect_eq(backend_sync(be, &err), ERR_USAGE);
+    cr_expect(strstr(err.msg, "attention_forward") && strstr(err.msg, "k is f32 but q is f16"),
+              "%s", err.msg);
+    Tensor lh = tensor_view_dtype(hv, DTYPE_BF16, 3, sl);
+    backend_attention_forward(be, &o, &lh, &q, &k, &v, &a);
+    cr_expect_eq(backend_sync(be, &err), ERR_USAGE);
+    cr_expect(strstr(err.msg, "lse") && strstr(err.msg, "f32 only"), "%s", err.msg);
+    backend_close(be);
+}
+
+/* conv2d on the CUDA op code cuts its column buffer into bands of output rows that fit the
+ * arena: here one image's whole buffer (C·K²·Ho·Wo floats, 166 kB) is over the 128 kB arena,
+ * one row of it (7 kB) is not. The result matches the CPU op (forward and backward). */
+Test(nn_backend_ops, conv2d_columns_in_bands_fit_a_small_arena) {
+    Backend *be = NULL;
+    Err err = {0};
+    BackendConfig cfg = {1, (size_t)128 << 10};
+    cr_assert_eq(backend_emu_open(&cfg, &be, &err), 0, "%s", err.msg);
+    Ctx c;
+    ctx_init(&c, be);
+    ConvShape s = {1, 8, 24, 24, 4, 3, 1, 1};
+    int Ho = nn_conv2d_out_h(&s), Wo = nn_conv2d_out_w(&s);
+    cr_assert_gt((size_t)s.C * 9 * Ho * Wo * sizeof(float), cfg.arena_bytes);
+    size_t ni = (size_t)s.C * s.H * s.W, nw = (size_t)s.OC * s.C * 9, no = (size_t)s.OC * Ho * Wo;
+    float *x = H(&c, ni), *w = H(&c, nw), *b = H(&c, s.OC), *dout = H(&c, no), *ro = H(&c, no);
+    float *dx0 = H(&c, ni), *dw0 = H(&c, nw);
+    float *sc = H(&c, nn_conv2d_scratch_floats(&s) + 1);
+    Tensor *tx = D(&c, x, DTYPE_F32, 4, S(1, 8, 24, 24)), *tw = D(&c, w, DTYPE_F32, 4, S(4, 8, 3, 3));
+    Tensor *tb = D(&c, b, DTYPE_F32, 1, S(4)), *to = D(&c, ro, DTYPE_F32, 4, S(1, 4, 24, 24));
+    Tensor *tdo = D(&c, dout, DTYPE_F32, 4, S(1, 4, 24, 24));
+    Tensor *tdx = D(&c, dx0, DTYPE_F32, 4, S(1, 8, 24, 24)), *tdw = D(&c, dw0, DTYPE_F32, 4, S(4, 8, 3, 3));
+    nn_conv2d_forward(ro, sc, x, w, b, &s);
+    backend_conv2d_forward(be, to, tx, tw, tb, 1, 1);
+    cr_expect_eq(backend_sync(be, &err), 0, "%s", err.msg);
+    expect(&c, "banded conv2d_forward", to, ro);
+    float *rdx = Hcopy(&c, dx0, ni), *rdw = Hcopy(&c, dw0, nw);
+    nn_conv2d_backward(rdx, rdw, NULL, sc, dout, x, w, &s);
+    backend_conv2d_backward(be, tdx, tdw, NULL, tdo, tx, tw, 1, 1);
+    expect(&c, "banded conv2d_backward dinp", tdx, rdx);
+    expect(&c, "banded conv2d_backward dweight", tdw, rdw);
+    cr_expect_eq(c.bad, 0);
+    ctx_free(&c);
+    backend_close(be);
+}
+
+/* The CUDA op code's linear with half activations and a weight of the same half dtype (cuBLAS
+ * GemmEx with f32 compute on a device; here, on the emu backend, its fallback: both operands
+ * widened, then the f32 GEMM), called through the table entry: src/engine/backend.c's checks
+ * for half activations of linear belong to the half-activation work (branch halfa). */
+static int half_linear_mismatches(Backend *be) {
+    Ctx c;
+    ctx_init(&c, be);
+    int N = 5, C = 40, OC = 9;
+    for (int dt = DTYPE_F16; dt <= DTYPE_BF16; dt++) {
+        c.atol = dt == DTYPE_F16 ? 4.0f / 1024 : 4.0f / 128;
+        c.rtol = dt == DTYPE_F16 ? 1.0f / 1024 : 1.0f / 128;
+        float *x = H(&c, N * C), *w = H(&c, OC * C), *b = H(&c, OC), *ref = H(&c, N * OC);
+        float *xr = Hround(&c, x, N * C, (DType)dt), *wr = Hround(&c, w, OC * C, (DType)dt);
+        Tensor *tx = D(&c, x, (DType)dt, 2, S(5, 40)), *tw = D(&c, w, (DType)dt, 2, S(9, 40));
+        Tensor *tb = D(&c, b, DTYPE_F32, 1, S(9)), *to = D(&c, ref, (DType)dt, 2, S(5, 9));
+        nn_linear_forward(ref, xr, wr, b, N, C, OC);
+        be->ops->linear_forward(be, to, tx, tw, tb);
+        expect_dt(&c, "half linear_forward", to, ref);
+        nn_linear_forward(ref, xr, wr, NULL, N, C, OC);
+        be->ops->linear_forward(be, to, tx, tw, NULL);
+        expect_dt(&c, "half linear_forward without bias", to, ref);
+        ctx_free(&c);
+    }
+    return c.bad;
+}
+
+Test(nn_backend_ops, linear_half_inputs_and_weights_on_the_cuda_op_code) {
+    Backend *be = NULL;
+    Err err = {0};
+    cr_assert_eq(backend_emu_open(NULL, &be, &err), 0, "%s", err.msg);
+    cr_expect_eq(half_linear_mismatches(be), 0, "on %s", backend_name(be));
+    backend_close(be);
+    CudaDevice devs[4];
+    int n = 0;
+    char why[256];
+    cuda_probe(devs, 4, &n, why, sizeof why);
+    if (n == 0)
+        return; /* cublasGemmEx itself runs only where a GPU is */
+    cr_assert_eq(backend_open("cuda:0", NULL, &be, NULL, 0, &err), 0, "%s", err.msg);
+    cr_expect_eq(half_linear_mismatches(be), 0, "on %s", backend_name(be));
     backend_close(be);
 }
 

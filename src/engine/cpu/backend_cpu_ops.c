@@ -590,20 +590,52 @@ static FlashAttn flash_of(CT *q, CT *k, const BackendAttn *a) {
     return f;
 }
 
+/* Half activations (attention): t as f32 — itself when f32, else widened into the arena (the
+ * caller's backend_reset frees it); NULL stays NULL, and a failure is sticky (NULL). */
+static float *attn_f32(Backend *be, CT *t) {
+    if (!t || t->dtype == DTYPE_F32)
+        return F(t);
+    float *f = scratch(be, N_(t));
+    if (f)
+        dtype_to_f32(f, t->ptr, t->dtype, N_(t));
+    return f;
+}
+
+/* f32 results back into a half tensor (rounded to nearest even); nothing when t is f32. */
+static void attn_back(CT *t, const float *f) {
+    if (t && t->dtype != DTYPE_F32 && f)
+        dtype_from_f32(t->ptr, t->dtype, f, N_(t));
+}
+
 static void cpu_attention_forward(Backend *be, CT *o, CT *lse, CT *q, CT *k, CT *v,
                                   const BackendAttn *a) {
     FlashAttn f = flash_of(q, k, a);
-    BIND;
-    nn_flash_forward(F(o), F(lse), F(q), F(k), F(v), &f);
-    UNBIND;
+    size_t mark = backend_mark(be);
+    float *qf = attn_f32(be, q), *kf = attn_f32(be, k), *vf = attn_f32(be, v);
+    float *of = o->dtype == DTYPE_F32 ? F(o) : scratch(be, N_(o));
+    if (qf && kf && vf && of) {
+        BIND;
+        nn_flash_forward(of, F(lse), qf, kf, vf, &f);
+        UNBIND;
+        attn_back(o, of);
+    }
+    backend_reset(be, mark);
 }
 
 static void cpu_attention_backward(Backend *be, CT *dq, CT *dk, CT *dv, CT *dout, CT *q, CT *k,
                                    CT *v, CT *o, CT *lse, const BackendAttn *a) {
     FlashAttn f = flash_of(q, k, a);
-    BIND;
-    nn_flash_backward(F(dq), F(dk), F(dv), F(dout), F(q), F(k), F(v), F(o), F(lse), &f);
-    UNBIND;
+    size_t mark = backend_mark(be);
+    float *qf = attn_f32(be, q), *kf = attn_f32(be, k), *vf = attn_f32(be, v);
+    float *of = attn_f32(be, o), *gf = attn_f32(be, dout);
+    float *dqf = attn_f32(be, dq), *dkf = attn_f32(be, dk), *dvf = attn_f32(be, dv);
+    if (!be->fail_code) {
+        BIND;
+        nn_flash_backward(dqf, dkf, dvf, gf, qf, kf, vf, of, F(lse), &f);
+        UNBIND;
+        attn_back(dq, dqf), attn_back(dk, dkf), attn_back(dv, dvf);
+    }
+    backend_reset(be, mark);
 }
 
 /* ---- resampling, concat, loss, optimiser ---------------------------------------------------- */
