@@ -69,10 +69,11 @@ static int open_shards(SdWeights *w, const char *dir, const char *index, Err *er
     json_t *val;
     json_object_foreach(map, key, val) {
         const char *f = json_string_value(val);
-        if (!f || strchr(f, '/')) {
+        if (!f || strchr(f, '/')) { /* the message first: key belongs to root */
+            rc = err_set(err, ERR_FORMAT, "%s: tensor %s: the shard must be a file name "
+                         "beside the index", index, key);
             json_decref(root);
-            return err_set(err, ERR_FORMAT, "%s: tensor %s: the shard must be a file name "
-                           "beside the index", index, key);
+            return rc;
         }
         int seen = 0;
         for (int i = 0; i < w->n_files && !seen; i++) {
