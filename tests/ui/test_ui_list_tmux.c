@@ -165,3 +165,20 @@ Test(ui_list_tmux, the_help_overlay_scrolls_with_end_and_home) {
     wait_gone("Annotate \xe2\x80\x94 keys");
     keys("q");
 }
+
+/* A help line longer than the overlay is wide wraps onto the next rows instead of being cut:
+ * at 100 columns the end of the global q line ("... or values are not saved)") is on the
+ * screen once End has scrolled to the bottom. */
+Test(ui_list_tmux, the_help_overlay_wraps_long_lines) {
+    wait_for("a red fox in the snow");
+    cr_assert_eq(support_sh("tmux -L %s resize-window -t e -x 100 -y 30", sock), 0);
+    keys("'?'");
+    wait_for("Annotate \xe2\x80\x94 keys");
+    keys("End");
+    wait_for("quit (everything you committed");
+    wait_for("saved)");
+    wait_for("closes it)"); /* the end of the ? line */
+    keys("x");
+    wait_gone("Annotate \xe2\x80\x94 keys");
+    keys("q");
+}
