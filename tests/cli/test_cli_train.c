@@ -346,6 +346,11 @@ Test(cli_train, eval_json_and_csv_reports) {
     fclose(f);
     cr_assert_eq(rows, 6);
     json_decref(j);
+    /* a pairs file that is not there: the message says why, as train's does */
+    cr_assert_eq(run("%s --db t.db eval j1 --device cpu --pairs nothere.jsonl", easel), 1, "%s",
+                 out);
+    cr_assert(strstr(out, "nothere.jsonl: cannot open the pairs file: No such file or directory"),
+              "%s", out);
 }
 
 /* The usage lines at the top of --help name --device on train as on eval and score (train's
