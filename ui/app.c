@@ -553,7 +553,9 @@ static void draw_help(App *app) {
     if (w < 20 || h < 5 || nr == 0)
         return;
     UiRect r = {(LINES - h) / 2, (COLS - w) / 2, h, w};
-    ui_fill(r, A_NORMAL);
+    /* blank one more column each side: the screen under it must not show through at the
+     * terminal's edge as stray letters beside the border */
+    ui_fill((UiRect){r.y, r.x > 0 ? r.x - 1 : 0, h, w + (r.x > 0 ? 2 : 1)}, A_NORMAL);
     char title[96];
     snprintf(title, sizeof title, "%s — keys", screens[app->cur]->name);
     ui_box(r, ui_attr(UI_C_ACCENT), title);
