@@ -69,11 +69,10 @@ static int open_shards(SdWeights *w, const char *dir, const char *index, Err *er
     json_t *val;
     json_object_foreach(map, key, val) {
         const char *f = json_string_value(val);
-        if (!f || strchr(f, '/')) { /* the message first: key belongs to root */
-            rc = err_set(err, ERR_FORMAT, "%s: tensor %s: the shard must be a file name "
-                         "beside the index", index, key);
+        if (!f || strchr(f, '/')) {
             json_decref(root);
-            return rc;
+            return err_set(err, ERR_FORMAT, "%s: tensor %s: the shard must be a file name "
+                           "beside the index", index, key);
         }
         int seen = 0;
         for (int i = 0; i < w->n_files && !seen; i++) {
