@@ -534,8 +534,9 @@ static void monitor_draw(void *p, App *app, UiRect r) {
     MonitorLayout l;
     int n = monitor_layout(r.h, r.w, N_PANELS, &l);
     char hdr[256];
-    snprintf(hdr, sizeof hdr, "Monitor: %s  [%s]  %s  page %s (l/a/f)  smoothing %.2f (e)  "
-             "%s (g)%s", m->main.run.name, m->main.run.state,
+    /* fits 120 columns with a default run name (train-DATE-TIME) */
+    snprintf(hdr, sizeof hdr, "Monitor: %s  [%s]  %s  %s (l/a/f)  EMA %.2f (e)  %s (g)%s",
+             m->main.run.name, m->main.run.state,
              m->pinned ? "pinned (p: follow newest)" : "following newest run (p: pin)",
              page_titles[m->page], ema_levels[m->ema], m->log_y ? "log y" : "linear y",
              m->cmp.have ? "  comparing (c)" : "");

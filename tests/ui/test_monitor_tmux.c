@@ -274,3 +274,26 @@ Test(monitor_tmux, follows_a_newer_run_that_already_ended) {
     keys("q");
     store_close(s);
 }
+
+/* The header line fits 120 columns with a default run name (train-DATE-TIME) and the longest
+ * page name: its last item, the y axis (g), is on the screen (it was cut to "linea"). */
+Test(monitor_tmux, the_header_fits_120_columns) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/h.db", dir);
+    Err err = {0};
+    Store *s = store_open(path, &err);
+    cr_assert_not_null(s, "%s", err.msg);
+    int64_t id;
+    cr_assert_eq(store_run_create(s, "train-20261206-163815", "train-reward", "{}", 0, dir, &id,
+                                  &err), 0);
+    one_step(s, id);
+    cr_assert_eq(store_run_set_state(s, id, "succeeded", &err), 0);
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 120 -y 36 "
+                            "'exec %s --db h.db monitor'", dir, sock, easel), 0);
+    wait_for("Monitor: train-20261206-163815  [succeeded]  following newest run");
+    keys("a"); /* the accuracy page: the longest page name */
+    wait_for("accuracy (l/a/f)");
+    wait_for("linear y (g)");
+    keys("q");
+    store_close(s);
+}
