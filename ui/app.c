@@ -469,21 +469,68 @@ static int help_lines(App *app, const ScreenKey **lines, int max) {
     return n;
 }
 
+/* One row of the help overlay: a line's key (NULL on the rows its text wraps onto) and a piece
+ * of its text; line NULL is the "everywhere:" separator. */
+typedef struct HelpRow {
+    const ScreenKey *line;
+    const char *key;
+    const char *text;
+    int len; /* bytes of text on this row */
+} HelpRow;
+
 typedef struct HelpRows {
-    const ScreenKey **lines;
+    const HelpRow *rows;
     int kw; /* key column */
 } HelpRows;
 
 static void help_row(void *p, int i, UiRect row, int selected) {
     (void)selected; /* a view: nothing is selected */
     const HelpRows *h = p;
-    const ScreenKey *k = h->lines[i];
-    if (!k) {
+    const HelpRow *r = &h->rows[i];
+    if (!r->line) {
         ui_put(row.y, row.x, row.w, ui_attr(UI_C_DIM), "everywhere:");
         return;
     }
-    ui_put(row.y, row.x, h->kw, ui_attr(UI_C_ACCENT), k->key);
-    ui_put(row.y, row.x + 2 + h->kw, row.w - 2 - h->kw, A_NORMAL, k->what);
+    if (r->key)
+        ui_put(row.y, row.x, h->kw, ui_attr(UI_C_ACCENT), r->key);
+    char buf[512];
+    int n = r->len < (int)sizeof buf - 1 ? r->len : (int)sizeof buf - 1;
+    memcpy(buf, r->text, (size_t)n);
+    buf[n] = '\0';
+    ui_put(row.y, row.x + 2 + h->kw, row.w - 2 - h->kw, A_NORMAL, buf);
+}
+
+/* The N help lines as rows of at most TW bytes of text (broken at spaces, never inside a
+ * UTF-8 character; bytes >= columns, so a row always fits), at most MAX rows. */
+static int help_wrap(const ScreenKey **lines, int n, int tw, HelpRow *rows, int max) {
+    int k = 0;
+    for (int i = 0; i < n && k < max; i++) {
+        if (!lines[i]) {
+            rows[k++] = (HelpRow){0};
+            continue;
+        }
+        const char *s = lines[i]->what;
+        const char *key = lines[i]->key;
+        do {
+            int len = (int)strlen(s), cut = len;
+            if (len > tw) {
+                cut = tw;
+                while (cut > 0 && s[cut] != ' ')
+                    cut--;
+                if (cut == 0) { /* one word wider than the column: cut it */
+                    cut = tw;
+                    while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+                        cut--;
+                }
+            }
+            rows[k++] = (HelpRow){lines[i], key, s, cut};
+            key = NULL;
+            s += cut;
+            while (*s == ' ')
+                s++;
+        } while (*s && k < max);
+    }
+    return k;
 }
 
 static void draw_help(App *app) {
@@ -499,19 +546,24 @@ static void draw_help(App *app) {
     int w = kw + ww + 7;
     if (w > COLS - 2)
         w = COLS - 2;
-    int h = n + 4 < LINES - 2 ? n + 4 : LINES - 2;
-    if (w < 20 || h < 5)
+    static HelpRow rows[512]; /* the UI thread's alone */
+    int tw = w - 6 - kw;      /* the text column: box, margins, key column and gap */
+    int nr = tw >= 8 ? help_wrap(lines, n, tw, rows, 512) : 0;
+    int h = nr + 4 < LINES - 2 ? nr + 4 : LINES - 2;
+    if (w < 20 || h < 5 || nr == 0)
         return;
     UiRect r = {(LINES - h) / 2, (COLS - w) / 2, h, w};
-    ui_fill(r, A_NORMAL);
+    /* blank one more column each side: the screen under it must not show through at the
+     * terminal's edge as stray letters beside the border */
+    ui_fill((UiRect){r.y, r.x > 0 ? r.x - 1 : 0, h, w + (r.x > 0 ? 2 : 1)}, A_NORMAL);
     char title[96];
     snprintf(title, sizeof title, "%s — keys", screens[app->cur]->name);
     ui_box(r, ui_attr(UI_C_ACCENT), title);
-    HelpRows rows = {lines, kw};
-    app->help_list.n = n;
+    HelpRows hr = {rows, kw};
+    app->help_list.n = nr;
     ui_list_draw(&app->help_list, (UiRect){r.y + 2, r.x + 2, h - 4, w - 4}, NULL, 0, help_row,
-                 &rows);
-    if (n > app->help_list.rows)
+                 &hr);
+    if (nr > app->help_list.rows)
         ui_put(r.y + h - 1, r.x + 2, w - 4, ui_attr(UI_C_DIM),
                " Up/Down PgUp/PgDn Home/End scroll ");
 }

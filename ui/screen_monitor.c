@@ -13,7 +13,7 @@
  *
  * Which run: unless one is pinned, the screen follows the newest running run (checked each
  * tick), so a run started from the Jobs form, the CLI or another TUI appears by itself; with
- * none running it stays on the run it shows (at start: the newest). Picking a run with r, a
+ * none running it shows the newest run (one that ended before the screen looked included). Picking a run with r, a
  * link from another screen, or `easel monitor RUN` (AppConfig.monitor_run) pins it; p
  * switches between pinned and following. The header says which.
  */
@@ -190,7 +190,9 @@ static void list_refresh(Monitor *m, Store *st) {
     ui_list_set_count(&m->picker, (int)m->n_list);
 }
 
-/* The run to follow: the newest running one, else (nothing shown yet) the newest; 0: none. */
+/* The run to follow: the newest running one, else the newest if it is newer than the one shown
+ * (a run that started and ended between two looks, or while another screen was shown, still
+ * takes over); 0: none. */
 static int64_t newest_run(Store *st, int64_t current) {
     StoreRun *runs = NULL;
     size_t n = 0;
@@ -201,7 +203,7 @@ static int64_t newest_run(Store *st, int64_t current) {
             i++;
         if (i < n)
             pick = runs[i].id;
-        else if (!current && n)
+        else if (n && runs[0].id > current) /* ids grow: runs[0] is the newest */
             pick = runs[0].id;
         store_runs_free(runs, n);
     }
@@ -532,8 +534,9 @@ static void monitor_draw(void *p, App *app, UiRect r) {
     MonitorLayout l;
     int n = monitor_layout(r.h, r.w, N_PANELS, &l);
     char hdr[256];
-    snprintf(hdr, sizeof hdr, "Monitor: %s  [%s]  %s  page %s (l/a/f)  smoothing %.2f (e)  "
-             "%s (g)%s", m->main.run.name, m->main.run.state,
+    /* fits 120 columns with a default run name (train-DATE-TIME) */
+    snprintf(hdr, sizeof hdr, "Monitor: %s  [%s]  %s  %s (l/a/f)  EMA %.2f (e)  %s (g)%s",
+             m->main.run.name, m->main.run.state,
              m->pinned ? "pinned (p: follow newest)" : "following newest run (p: pin)",
              page_titles[m->page], ema_levels[m->ema], m->log_y ? "log y" : "linear y",
              m->cmp.have ? "  comparing (c)" : "");

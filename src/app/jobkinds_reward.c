@@ -521,12 +521,17 @@ int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, TrainDe
         json_t *heads = json_object();
         for (int k = 0; k < NO; k++)
             put_stats_json(heads, train_output_name(k), &out->st[k]);
-        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:o}", "checkpoint",
+        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "checkpoint",
                               train_ckpt_path(c), "pairs", out->source, "n_pairs",
                               (json_int_t)out->n_pairs, "n_preferences",
                               (json_int_t)out->n_labels, "n_images",
                               (json_int_t)out->n_images, "skipped_images",
                               (json_int_t)out->skipped.n, "heads", heads);
+        if (!j) { /* a key or value jansson refused (it has freed heads) */
+            rc = err_set(err, ERR_FORMAT, "%s: the evaluation could not be written as JSON",
+                         json_path);
+            goto out;
+        }
         char *s = json_dumps(j, JSON_INDENT(2));
         json_decref(j);
         char *s2 = xasprintf("%s\n", s);

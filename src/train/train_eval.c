@@ -322,8 +322,11 @@ static char *line_prompt(Store *st, json_t *j) {
 
 static int read_file_items(Store *st, const EvalOptions *o, EvalItems *it, Err *err) {
     FILE *f = fopen(o->pairs_file, "r");
-    if (!f)
-        return err_set(err, ERR_NOTFOUND, "%s: cannot open the pairs file", o->pairs_file);
+    if (!f) {
+        int e = errno;
+        return err_set(err, e == ENOENT ? ERR_NOTFOUND : ERR_IO,
+                       "%s: cannot open the pairs file: %s", o->pairs_file, strerror(e));
+    }
     char *base = dir_of(o->pairs_file);
     char *line = NULL;
     size_t cap = 0;

@@ -2,6 +2,7 @@
  * give clear messages and exit codes and leave the store as it was; `runs` prints what the
  * store holds. Runs bin/easel (skipped with the reason if it is not built). */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -298,4 +299,70 @@ Test(cli_train, device_flag_errors_note_and_jobs) {
     cr_assert_eq(run("%s --db t.db worker --until-idle --threads 1", easel), 0, "%s", out);
     cr_assert(strstr(out, "model on cpu (1 thread)"), "%s", out);
     cr_assert_null(strstr(out, "failed"), "%s", out);
+}
+
+/* eval --json writes the report as JSON (it wrote "(null)" and then crashed in store_close:
+ * json_pack was given one integer less than its format asked for, and decref'd a stray word
+ * of the stack); its counts are the table's, its heads the CSV's. */
+Test(cli_train, eval_json_and_csv_reports) {
+    workspace();
+    cr_assert_eq(run("%s --db t.db train --epochs 2 --name j1 --threads 1", easel), 0, "%s", out);
+    cr_assert_eq(run("%s --db t.db eval j1 --device cpu --threads 1 --json ev.json --csv ev.csv",
+                     easel), 0, "%s", out);
+    size_t pairs = 0, prefs = 0, images = 0;
+    const char *line = strstr(out, "pairs from ");
+    cr_assert(line, "%s", out);
+    cr_assert_eq(sscanf(strchr(line, ':') + 1, " %zu image pairs, %zu preferences, %zu images",
+                        &pairs, &prefs, &images), 3, "%s", out);
+    char p[256];
+    snprintf(p, sizeof p, "%s/ev.json", dir);
+    json_error_t je;
+    json_t *j = json_load_file(p, 0, &je);
+    cr_assert_not_null(j, "ev.json: %s", je.text);
+    cr_assert_eq(json_integer_value(json_object_get(j, "n_pairs")), (json_int_t)pairs);
+    cr_assert_eq(json_integer_value(json_object_get(j, "n_preferences")), (json_int_t)prefs);
+    cr_assert_eq(json_integer_value(json_object_get(j, "n_images")), (json_int_t)images);
+    cr_assert(json_is_integer(json_object_get(j, "skipped_images")));
+    cr_assert(strstr(json_string_value(json_object_get(j, "checkpoint")), "runs/j1/best"));
+    json_t *heads = json_object_get(j, "heads");
+    cr_assert_eq(json_object_size(heads), 6);
+    snprintf(p, sizeof p, "%s/ev.csv", dir);
+    FILE *f = fopen(p, "r");
+    cr_assert_not_null(f);
+    char row[256];
+    cr_assert_not_null(fgets(row, sizeof row, f)); /* the header */
+    int rows = 0;
+    while (fgets(row, sizeof row, f)) {
+        char name[32];
+        double acc;
+        size_t n;
+        cr_assert_eq(sscanf(row, "%31[^,],%lf,%*f,%*f,%zu", name, &acc, &n), 3, "%s", row);
+        json_t *h = json_object_get(heads, name);
+        cr_assert_not_null(h, "head %s in the JSON", name);
+        cr_assert_float_eq(json_real_value(json_object_get(h, "accuracy")), acc, 1e-6);
+        cr_assert_eq(json_integer_value(json_object_get(h, "sample_count")), (json_int_t)n);
+        rows++;
+    }
+    fclose(f);
+    cr_assert_eq(rows, 6);
+    json_decref(j);
+    /* a pairs file that is not there: the message says why, as train's does */
+    cr_assert_eq(run("%s --db t.db eval j1 --device cpu --pairs nothere.jsonl", easel), 1, "%s",
+                 out);
+    cr_assert(strstr(out, "nothere.jsonl: cannot open the pairs file: No such file or directory"),
+              "%s", out);
+}
+
+/* The usage lines at the top of --help name --device on train as on eval and score (train's
+ * left it to the option list below). */
+Test(cli_train, usage_lines_name_the_device_flag) {
+    const char *cmds[] = {"train", "eval", "score"};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(run("%s %s --help", easel, cmds[i]), 0, "%s", out);
+        char *end = strstr(out, "\n\n"); /* the usage block ends at the first blank line */
+        cr_assert_not_null(end, "%s", out);
+        *end = '\0';
+        cr_assert(strstr(out, "[--device auto|cpu|cuda|cuda:N]"), "%s --help:\n%s", cmds[i],
+                  out);
+    }
 }

@@ -250,3 +250,50 @@ Test(monitor_tmux, follows_the_newest_running_run_unless_pinned) {
     keys("q");
     store_close(s);
 }
+
+/* A run that starts and ends between two looks of the follower (a short job queued from the
+ * Jobs form while another screen was shown) still takes over when it is newer than the run
+ * shown: the header says "following newest run", so it must not stay on an older one. */
+Test(monitor_tmux, follows_a_newer_run_that_already_ended) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/g.db", dir);
+    Err err = {0};
+    Store *s = store_open(path, &err);
+    cr_assert_not_null(s, "%s", err.msg);
+    int64_t first, second;
+    cr_assert_eq(store_run_create(s, "first", "train-reward", "{}", 0, dir, &first, &err), 0);
+    one_step(s, first);
+    cr_assert_eq(store_run_set_state(s, first, "succeeded", &err), 0);
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+                            "'exec %s --db g.db monitor'", dir, sock, easel), 0);
+    wait_for("Monitor: first  [succeeded]  following newest run");
+    cr_assert_eq(store_run_create(s, "second", "train-reward", "{}", 0, dir, &second, &err), 0);
+    one_step(s, second);
+    cr_assert_eq(store_run_set_state(s, second, "failed", &err), 0);
+    wait_for("Monitor: second  [failed]  following newest run");
+    keys("q");
+    store_close(s);
+}
+
+/* The header line fits 120 columns with a default run name (train-DATE-TIME) and the longest
+ * page name: its last item, the y axis (g), is on the screen (it was cut to "linea"). */
+Test(monitor_tmux, the_header_fits_120_columns) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/h.db", dir);
+    Err err = {0};
+    Store *s = store_open(path, &err);
+    cr_assert_not_null(s, "%s", err.msg);
+    int64_t id;
+    cr_assert_eq(store_run_create(s, "train-20261206-163815", "train-reward", "{}", 0, dir, &id,
+                                  &err), 0);
+    one_step(s, id);
+    cr_assert_eq(store_run_set_state(s, id, "succeeded", &err), 0);
+    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 120 -y 36 "
+                            "'exec %s --db h.db monitor'", dir, sock, easel), 0);
+    wait_for("Monitor: train-20261206-163815  [succeeded]  following newest run");
+    keys("a"); /* the accuracy page: the longest page name */
+    wait_for("accuracy (l/a/f)");
+    wait_for("linear y (g)");
+    keys("q");
+    store_close(s);
+}

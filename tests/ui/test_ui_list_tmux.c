@@ -165,3 +165,48 @@ Test(ui_list_tmux, the_help_overlay_scrolls_with_end_and_home) {
     wait_gone("Annotate \xe2\x80\x94 keys");
     keys("q");
 }
+
+/* A help line longer than the overlay is wide wraps onto the next rows instead of being cut:
+ * at 100 columns the end of the global q line ("... or values are not saved)") is on the
+ * screen once End has scrolled to the bottom. */
+Test(ui_list_tmux, the_help_overlay_wraps_long_lines) {
+    wait_for("a red fox in the snow");
+    cr_assert_eq(support_sh("tmux -L %s resize-window -t e -x 100 -y 30", sock), 0);
+    keys("'?'");
+    wait_for("Annotate \xe2\x80\x94 keys");
+    keys("End");
+    wait_for("quit (everything you committed");
+    wait_for("saved)");
+    wait_for("closes it)"); /* the end of the ? line */
+    keys("x");
+    wait_gone("Annotate \xe2\x80\x94 keys");
+    keys("q");
+}
+
+/* The overlay hides the screen under it up to the terminal's edges: at 120 columns the box
+ * leaves one column on each side, where the Annotate panel's rubric text showed through as
+ * stray letters after the right border ("│f"). */
+Test(ui_list_tmux, the_help_overlay_leaves_no_stray_text_beside_it) {
+    wait_for("a red fox in the snow");
+    cr_assert_eq(support_sh("tmux -L %s resize-window -t e -x 120 -y 36", sock), 0);
+    usleep(300000);
+    keys("'?'");
+    wait_for("Annotate \xe2\x80\x94 keys");
+    wait_for("0 .. 9");
+    char *screen = strdup(support_tmux_capture(sock));
+    int boxed = 0;
+    for (char *line = strtok(screen, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, " \xe2\x94\x82 ", 5) != 0) /* " │ ": a row inside the box */
+            continue;
+        boxed++;
+        const char *last = strrchr(line, '\xe2'); /* the right border, the row's last glyph */
+        cr_assert(last && strncmp(last, "\xe2\x94\x82", 3) == 0, "text after the border: [%s]",
+                  line);
+        for (const char *p = last + 3; *p; p++)
+            cr_assert_eq(*p, ' ', "text after the border: [%s]", line);
+    }
+    cr_assert_gt(boxed, 10, "%s", support_tmux_capture(sock));
+    free(screen);
+    keys("x");
+    keys("q");
+}
