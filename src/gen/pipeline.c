@@ -56,6 +56,31 @@ static int sched_class_kind(const char *path, char *cls, size_t cls_len) {
     return kind;
 }
 
+/* The text encoders' weights are read by sd_text, which takes no adapters yet: a LoRA file
+ * with text-encoder adapters is refused by name rather than half applied. */
+static int loras_text_check(const char *path, const SdPipelineConfig *cfg, Err *err) {
+    static const char *const comps[] = {"text_encoder", "text_encoder_2"};
+    for (int c = 0; cfg && c < 2; c++) {
+        SdWeights *w = NULL;
+        if (sd_weights_open(path, comps[c], &w, NULL) != 0)
+            continue; /* no such encoder (SD has one); sd_text_load reports a broken one */
+        int rc = 0;
+        for (int i = 0; !rc && i < cfg->n_loras; i++)
+            rc = sd_weights_add_lora(w, cfg->loras[i].path, cfg->loras[i].scale, err);
+        if (!rc && sd_weights_check_used(w, err) != 0) {
+            err_prefix(err, "the %s: text-encoder LoRAs are not supported yet (only the "
+                       "UNet's; use a UNet-only LoRA)", comps[c]);
+            if (err)
+                err->code = ERR_USAGE;
+            rc = ERR_USAGE;
+        }
+        sd_weights_close(w);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 void sd_pipeline_close(SdPipeline *p) {
     if (!p)
         return;
@@ -71,10 +96,6 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
                      SdPipeline **out, Err *err) {
     *out = NULL;
     DType wt = cfg ? cfg->weights : DTYPE_F32;
-    if (cfg && cfg->n_loras > 0)
-        return err_set(err, ERR_USAGE,
-                       "%s: LoRA is not supported yet by the pipeline (sd_weights cannot apply "
-                       "adapters yet); generate without --lora", cfg->loras[0].path);
     char *mi = xasprintf("%s/model_index.json", path);
     FILE *f = fopen(mi, "rb");
     if (!f) {
@@ -95,12 +116,20 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
                           err);
     SdWeights *w = NULL;
     if (!rc)
+        rc = loras_text_check(path, cfg, err);
+    if (!rc)
         rc = sd_weights_open(path, "unet", &w, err);
+    for (int i = 0; !rc && cfg && i < cfg->n_loras; i++)
+        rc = sd_weights_add_lora(w, cfg->loras[i].path, cfg->loras[i].scale, err);
     if (!rc) {
         UnetOptions uo = {wt};
         rc = unet_load(w, be, &uo, &p->unet, err);
-        sd_weights_close(w);
+        if (!rc && (rc = sd_weights_check_used(w, err)) != 0) {
+            unet_free(p->unet);
+            p->unet = NULL;
+        }
     }
+    sd_weights_close(w);
     if (!rc) {
         VaeOptions vo = {0};
         vo.parts = VAE_DECODER;

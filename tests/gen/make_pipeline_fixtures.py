@@ -110,6 +110,27 @@ def run(pipe, case, model_sched):
     a.tofile(os.path.join(HERE, "pipeline_" + case["name"] + ".rgb"))
 
 
+def make_lora(pipe, path):
+    """A PEFT LoRA of the SD UNet (attention and ResNet convs, rank 4, alpha 8, random A and B)
+    saved as diffusers' training scripts save one."""
+    from peft import LoraConfig, get_peft_model_state_dict
+    unet = UNet2DConditionModel.from_config(pipe.unet.config).eval()
+    unet.load_state_dict(pipe.unet.state_dict())
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0",
+                                                        "conv1", "conv2"])
+    unet.add_adapter(cfg)
+    g = torch.Generator().manual_seed(77)
+    with torch.no_grad():
+        for n, p in sorted(unet.named_parameters()):
+            if "lora_A" in n or "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    meta = {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.to_dict().items()}
+    StableDiffusionPipeline.save_lora_weights(os.path.dirname(path),
+                                              unet_lora_layers=get_peft_model_state_dict(unet),
+                                              unet_lora_adapter_metadata=meta,
+                                              weight_name=os.path.basename(path))
+
+
 def main():
     torch.set_num_threads(1)
     P, N = "a red fox in the snow", "blurry, low quality"
@@ -132,6 +153,18 @@ def main():
         for c in cases:
             c["model"] = name
             run(pipe, c, model_sched)
+        if not xl:
+            # the image with a LoRA at scale 0.7, as load_lora_weights + set_adapters make it
+            lp = os.path.join(HERE, "pipeline_sd_lora.safetensors")
+            make_lora(pipe, lp)
+            pipe.load_lora_weights(lp, adapter_name="a")
+            pipe.set_adapters(["a"], adapter_weights=[0.7])
+            c = dict(name="sd_lora", model=name, scheduler="euler", prompt=P, negative=N,
+                     steps=4, guidance=7.5, w=64, h=64, seed=42,
+                     lora="pipeline_sd_lora.safetensors", lora_scale=0.7)
+            run(pipe, c, model_sched)
+            cases.append(c)
+            pipe.unload_lora_weights()
     with open(os.path.join(HERE, "pipeline_cases.json"), "w") as f:
         json.dump(sd_cases + xl_cases, f, indent=1)
 

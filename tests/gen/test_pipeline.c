@@ -105,7 +105,17 @@ static double run_case(const char *name, const char *model, int steps) {
     char *mpath = model ? xstrdup(model) : xasprintf(FIX "%s", str(c, "model"));
     Err err = {0};
     SdPipeline *p = NULL;
-    cr_assert_eq(sd_pipeline_open(mpath, be, NULL, &p, &err), 0, "%s", err.msg);
+    SdLora lora = {NULL, 1.0f};
+    SdPipelineConfig pc = {DTYPE_F32, &lora, 0};
+    char *lpath = NULL;
+    if (json_object_get(c, "lora")) {
+        lpath = xasprintf(FIX "%s", str(c, "lora"));
+        lora.path = lpath;
+        lora.scale = (float)json_number_value(json_object_get(c, "lora_scale"));
+        pc.n_loras = 1;
+    }
+    cr_assert_eq(sd_pipeline_open(mpath, be, &pc, &p, &err), 0, "%s", err.msg);
+    free(lpath);
     SdGenParams g = {0};
     g.prompt = str(c, "prompt");
     g.negative = str(c, "negative");
@@ -152,6 +162,17 @@ Test(pipeline, sd_dpmpp_2m_karras) { matches("sd_dpmpp_2m_karras"); }
 /* scheduler NULL: the model's scheduler_config.json (DDIMScheduler), a 64x48 image */
 Test(pipeline, sd_model_scheduler_non_square) { matches("sd_default"); }
 Test(pipeline, sd_given_latents) { matches("sd_latents"); }
+/* a PEFT LoRA at scale 0.7, as diffusers' load_lora_weights + set_adapters apply it */
+Test(pipeline, sd_lora) {
+    matches("sd_lora");
+    size_t n = 64 * 64 * 3;
+    uint8_t *with = load_file(FIX "pipeline_sd_lora.rgb", n);
+    uint8_t *without = load_file(FIX "pipeline_sd_euler.rgb", n); /* same settings, no LoRA */
+    double db = psnr(with, without, n);
+    cr_assert(db < 40.0, "the LoRA hardly changes the image (%.2f dB): a weak test", db);
+    free(with), free(without);
+}
+
 Test(pipeline, sdxl_euler) { matches("sdxl_euler"); }
 Test(pipeline, sdxl_euler_ancestral) { matches("sdxl_euler_a"); }
 Test(pipeline, sdxl_dpmpp_2m) { matches("sdxl_dpmpp_2m"); }
@@ -313,15 +334,19 @@ Test(pipeline, unimplemented_model_scheduler_is_named) {
     free(m), rm_tree(dir);
 }
 
-Test(pipeline, lora_refused_until_supported) {
-    SdLora l = {"some.safetensors", 1.0f};
+Test(pipeline, lora_errors_name_the_file) {
+    SdLora l = {"tests/gen/fixtures/no-such-lora.safetensors", 1.0f};
     SdPipelineConfig cfg = {DTYPE_F32, &l, 1};
     SdPipeline *p = NULL;
     Err err = {0};
-    cr_assert_eq(sd_pipeline_open(FIX "pipeline_sd", be, &cfg, &p, &err), ERR_USAGE);
+    cr_assert_neq(sd_pipeline_open(FIX "pipeline_sd", be, &cfg, &p, &err), 0);
     cr_assert_null(p);
-    cr_assert(strstr(err.msg, "not supported yet") && strstr(err.msg, "some.safetensors"), "%s",
-              err.msg);
+    cr_assert(strstr(err.msg, "no-such-lora.safetensors"), "%s", err.msg);
+    /* an SD UNet LoRA on the SDXL model: its adapters match no weight there */
+    l.path = FIX "pipeline_sd_lora.safetensors";
+    cr_assert_neq(sd_pipeline_open(FIX "pipeline_sdxl", be, &cfg, &p, &err), 0);
+    cr_assert_null(p);
+    cr_assert(strstr(err.msg, "pipeline_sd_lora.safetensors"), "%s", err.msg);
 }
 
 Test(pipeline, family_and_default_size) {
