@@ -134,6 +134,7 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
         VaeOptions vo = {0};
         vo.parts = VAE_DECODER;
         vo.weight_dtype = wt;
+        vo.arena_bytes = cfg ? cfg->arena_bytes : 0;
         rc = vae_load(be, path, &vo, &p->vae, err);
     }
     if (rc) {
