@@ -165,6 +165,14 @@ def main():
             run(pipe, c, model_sched)
             cases.append(c)
             pipe.unload_lora_weights()
+            # a text-encoder LoRA (which the pipeline refuses by name for now)
+            from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+            te = CLIPTextModel.from_pretrained(os.path.join(HERE, name, "text_encoder"))
+            te = inject_adapter_in_model(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
+                                                    target_modules=["q_proj", "v_proj"]), te)
+            StableDiffusionPipeline.save_lora_weights(
+                HERE, text_encoder_lora_layers=get_peft_model_state_dict(te),
+                weight_name="pipeline_sd_te_lora.safetensors")
     with open(os.path.join(HERE, "pipeline_cases.json"), "w") as f:
         json.dump(sd_cases + xl_cases, f, indent=1)
 

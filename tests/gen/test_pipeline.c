@@ -349,6 +349,21 @@ Test(pipeline, lora_errors_name_the_file) {
     cr_assert(strstr(err.msg, "pipeline_sd_lora.safetensors"), "%s", err.msg);
 }
 
+Test(pipeline, text_encoder_lora_refused_by_name) {
+    SdLora l[2] = {{FIX "pipeline_sd_lora.safetensors", 1.0f},
+                   {FIX "pipeline_sd_te_lora.safetensors", 1.0f}};
+    SdPipelineConfig cfg = {DTYPE_F32, l, 2};
+    SdPipeline *p = NULL;
+    Err err = {0};
+    cr_assert_eq(sd_pipeline_open(FIX "pipeline_sd", be, &cfg, &p, &err), ERR_USAGE, "%s",
+                 err.msg);
+    cr_assert_null(p);
+    cr_assert(strstr(err.msg, "text-encoder LoRAs are not supported yet") &&
+                  strstr(err.msg, "pipeline_sd_te_lora.safetensors"),
+              "%s", err.msg);
+    fprintf(stderr, "text-encoder LoRA: %s\n", err.msg);
+}
+
 Test(pipeline, family_and_default_size) {
     Err err = {0};
     SdPipeline *p = NULL;
