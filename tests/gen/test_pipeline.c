@@ -98,6 +98,9 @@ static const char *str(json_t *c, const char *k) {
     return json_string_value(json_object_get(c, k));
 }
 
+static DType case_weights = DTYPE_F32;
+static SdRng case_rng = SD_RNG_TORCH_CPU;
+
 /* Generate case NAME with the model at MODEL (NULL: the case's) and STEPS (0: the case's);
  * returns the PSNR against diffusers' image. */
 static double run_case(const char *name, const char *model, int steps) {
@@ -106,7 +109,7 @@ static double run_case(const char *name, const char *model, int steps) {
     Err err = {0};
     SdPipeline *p = NULL;
     SdLora lora = {NULL, 1.0f};
-    SdPipelineConfig pc = {DTYPE_F32, &lora, 0};
+    SdPipelineConfig pc = {case_weights, &lora, 0};
     char *lpath = NULL;
     if (json_object_get(c, "lora")) {
         lpath = xasprintf(FIX "%s", str(c, "lora"));
@@ -125,6 +128,7 @@ static double run_case(const char *name, const char *model, int steps) {
     g.guidance = (float)json_number_value(json_object_get(c, "guidance"));
     g.scheduler = str(c, "scheduler");
     g.seed = (uint64_t)json_integer_value(json_object_get(c, "seed"));
+    g.rng = case_rng;
     size_t npix = (size_t)g.width * g.height * 3;
     float *lat = NULL;
     if (json_object_get(c, "latents")) {
@@ -183,6 +187,21 @@ Test(pipeline, wrong_step_count_is_caught) {
     double ok = run_case("sd_euler", NULL, 0), off = run_case("sd_euler", NULL, 5);
     cr_assert(off < 50.0 && off < ok - 3.0, "5 steps against 4: PSNR %.2f dB (4 steps: %.2f)",
               off, ok);
+}
+
+/* bf16 weights (UNet, VAE, text encoders; f32 activations): close to diffusers' f32 image,
+ * not equal */
+Test(pipeline, bf16_weights_close) {
+    case_weights = DTYPE_BF16;
+    double db = run_case("sdxl_euler", NULL, 0);
+    cr_assert(db >= 25.0 && db < 80.0, "bf16 weights: PSNR %.2f dB", db);
+}
+
+/* torch-cuda draws (Philox) give another image than torch-cpu's for the same seed */
+Test(pipeline, torch_cuda_rng_draws_other_latents) {
+    case_rng = SD_RNG_TORCH_CUDA;
+    double db = run_case("sd_euler", NULL, 0);
+    cr_assert(db < 30.0, "torch-cuda noise gave the torch-cpu image (%.2f dB)", db);
 }
 
 /* A model folder of symlinks to the SD fixture whose scheduler config says TEXT. */
