@@ -15,6 +15,12 @@
  *     diffusers' order.
  *   - Long work reports per step through Progress (unit "steps") and stops within one step
  *     when it is cancelled (ERR_CANCELLED, nothing written).
+ *   - The scheduler's settings are always the model's scheduler_config.json, read by the kind
+ *     asked for (diffusers' Kind.from_config(pipe.scheduler.config)); with no kind asked for,
+ *     the kind its _class_name names, and an error naming it when easel has no such sampler
+ *     (SD 1.5's PNDMScheduler).
+ *   - LoRAs go into the UNet's weights as they are read (sd_weights_add_lora); text-encoder
+ *     adapters are refused by name for now. doc/generate.md "Pipeline" lists what is matched.
  */
 #ifndef EASEL_PIPELINE_H
 #define EASEL_PIPELINE_H
@@ -59,7 +65,7 @@ typedef struct SdGenParams {
     const char *scheduler; /* "euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras"; NULL:
                             * the model's scheduler_config.json */
     uint64_t seed;
-    SdRng rng;
+    SdRng rng;             /* torch-cuda: Philox draws with an uncapped grid (torch_rng.h) */
     const float *latents;  /* optional (1, 4, height/8, width/8) initial latents, before
                             * init_noise_sigma scaling, as diffusers' `latents=` argument */
     int clip_skip;         /* 0: none */
