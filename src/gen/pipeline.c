@@ -195,6 +195,9 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
     *rgb = NULL;
     int W = g->width > 0 ? g->width : p->def_w, H = g->height > 0 ? g->height : p->def_h;
     int steps = g->steps > 0 ? g->steps : 50;
+    if (g->width < 0 || g->height < 0 || g->steps < 0)
+        return err_set(err, ERR_USAGE, "size %dx%d, %d steps: give positive numbers (0: the "
+                       "model's size, 50 steps)", g->width, g->height, g->steps);
     if (W % p->multiple || H % p->multiple)
         return err_set(err, ERR_USAGE,
                        "size %dx%d: width and height must be multiples of %d for this model",

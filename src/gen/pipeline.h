@@ -6,7 +6,8 @@
  * DESIGN
  *   - One SdPipeline per loaded model (a diffusers folder; other layouts through sd_weights),
  *     one Backend it borrows. Generating is single-threaded per pipeline; the Backend's pool
- *     (CPU) or stream (CUDA) does the parallel work.
+ *     (CPU) or stream (CUDA) does the parallel work. The text encoders (sd_text) run on the
+ *     host, over the CPU pool the calling thread selected with backend_cpu_use (none: serial).
  *   - Defaults are the model's (the scheduler from scheduler/scheduler_config.json, the size
  *     from the UNet's sample_size × the VAE's scale factor) and diffusers' (50 steps, guidance
  *     7.5; SDXL's time ids from the size, no crop).

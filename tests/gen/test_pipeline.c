@@ -348,6 +348,13 @@ Test(pipeline, unimplemented_model_scheduler_is_named) {
     g.width = 60;
     cr_assert_eq(sd_pipeline_generate(p, &g, NULL, &rgb, &W, &H, &err), ERR_USAGE);
     cr_assert(strstr(err.msg, "60x"), "%s", err.msg);
+    g.width = -64;
+    cr_assert_eq(sd_pipeline_generate(p, &g, NULL, &rgb, &W, &H, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "-64x"), "%s", err.msg);
+    g.width = 64;
+    g.steps = 1001;
+    cr_assert_eq(sd_pipeline_generate(p, &g, NULL, &rgb, &W, &H, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "1001"), "%s", err.msg);
     cr_assert_null(rgb);
     sd_pipeline_close(p);
     free(m), rm_tree(dir);
