@@ -35,7 +35,7 @@ static int sched_class_kind(const char *path, char *cls, size_t cls_len) {
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
     int kind = -1;
-    snprintf(cls, cls_len, "?");
+    snprintf(cls, cls_len, "no _class_name");
     if (!root)
         return -1;
     const char *c = json_string_value(json_object_get(root, "_class_name"));
@@ -112,11 +112,19 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
         return err_set(err, ERR_NOMEM, "pipeline: out of memory");
     p->path = xstrdup(path);
     p->be = be;
-    int rc = sd_text_load(path, wt == DTYPE_F32 ? CLIP_WEIGHTS_F32 : CLIP_WEIGHTS_BF16, &p->text,
-                          err);
-    SdWeights *w = NULL;
+    p->sched_path = xasprintf("%s/scheduler/scheduler_config.json", path);
+    int rc = 0;
+    if ((f = fopen(p->sched_path, "rb")) != NULL)
+        fclose(f);
+    else
+        rc = err_set(err, ERR_NOTFOUND, "%s: missing (a diffusers model folder has its "
+                     "scheduler's settings there)", p->sched_path);
     if (!rc)
         rc = loras_text_check(path, cfg, err);
+    if (!rc)
+        rc = sd_text_load(path, wt == DTYPE_F32 ? CLIP_WEIGHTS_F32 : CLIP_WEIGHTS_BF16, &p->text,
+                          err);
+    SdWeights *w = NULL;
     if (!rc)
         rc = sd_weights_open(path, "unet", &w, err);
     for (int i = 0; !rc && cfg && i < cfg->n_loras; i++)
@@ -162,7 +170,6 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
         sd_pipeline_close(p);
         return ERR_FORMAT;
     }
-    p->sched_path = xasprintf("%s/scheduler/scheduler_config.json", path);
     p->sched_kind = sched_class_kind(p->sched_path, p->sched_class, sizeof p->sched_class);
     *out = p;
     return 0;
@@ -214,7 +221,7 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
                            "dpmpp_2m_karras", g->scheduler);
     } else if (kind < 0) {
         return err_set(err, ERR_USAGE,
-                       "%s names %s, which easel does not implement: choose a scheduler "
+                       "%s: %s, which easel does not implement: choose a scheduler "
                        "(euler, euler_a, ddim, dpmpp_2m, dpmpp_2m_karras)",
                        p->sched_path, p->sched_class);
     }

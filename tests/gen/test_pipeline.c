@@ -305,6 +305,27 @@ Test(pipeline, not_a_model_folder_is_named) {
     rm_tree(dir);
 }
 
+Test(pipeline, missing_scheduler_config_is_named) {
+    char *dir = test_tmpdir();
+    char cwd[4096];
+    cr_assert(getcwd(cwd, sizeof cwd));
+    static const char *parts[] = {"model_index.json", "unet", "vae", "text_encoder",
+                                  "tokenizer"};
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        char *src = xasprintf("%s/" FIX "pipeline_sd/%s", cwd, parts[i]);
+        char *dst = xasprintf("%s/%s", dir, parts[i]);
+        cr_assert_eq(symlink(src, dst), 0);
+        free(src), free(dst);
+    }
+    SdPipeline *p = NULL;
+    Err err = {0};
+    cr_assert_eq(sd_pipeline_open(dir, be, NULL, &p, &err), ERR_NOTFOUND, "%s", err.msg);
+    cr_assert_null(p);
+    cr_assert(strstr(err.msg, dir) && strstr(err.msg, "scheduler/scheduler_config.json"), "%s",
+              err.msg);
+    rm_tree(dir);
+}
+
 Test(pipeline, missing_unet_is_named) {
     char *dir = test_tmpdir();
     char cwd[4096];
