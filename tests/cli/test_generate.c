@@ -1,0 +1,167 @@
+/* test_generate — the generation commands run as a user would: `easel models add diffusion`
+ * on a diffusers folder made from the committed tiny fixtures, and `easel import generated`
+ * merging the metadata CSVs of --shard runs (made by the generation run, src/app/genrun.h,
+ * with a test image source) into the store, idempotently. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+#include "genrun.h"
+#include "store.h"
+#include "store_catalog.h"
+#include "store_models.h"
+#include "support.h"
+
+static char tmpdir[64];
+static char dbpath[128];
+
+static void setup(void) {
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "gencli");
+    snprintf(dbpath, sizeof dbpath, "%s/s.db", tmpdir);
+    cr_assert_eq(support_sh("bin/easel --db %s init >/dev/null", dbpath), 0);
+}
+
+static void teardown(void) {
+    support_tmpdir_remove(tmpdir);
+}
+
+TestSuite(gencli, .init = setup, .fini = teardown);
+
+static int run(const char *args, char **out, char **err_out) {
+    return support_run(NULL, out, err_out, "bin/easel --db %s %s", dbpath, args);
+}
+
+/* A diffusers-shaped folder: the SD text fixture (model_index.json, text_encoder,
+ * tokenizer) and the tiny SD UNet; with_vae adds a vae/ (safetensors + config, which is what
+ * registering opens; the VAE's own tests check its weights by name). */
+static void make_model(const char *dir, int with_vae) {
+    cr_assert_eq(support_sh("mkdir -p %s && cp -r tests/gen/fixtures/sdtext/sd/. %s/ && "
+                            "cp -r tests/models/fixtures/unet_sd %s/unet", dir, dir, dir), 0);
+    if (with_vae)
+        cr_assert_eq(support_sh("cp -r tests/models/fixtures/unet_sd %s/vae", dir), 0);
+}
+
+Test(gencli, models_add_diffusion) {
+    char model[256], args[512];
+    snprintf(model, sizeof model, "%s/tiny-sd", tmpdir);
+    make_model(model, 0);
+    char *out, *err;
+    snprintf(args, sizeof args, "models add diffusion %s", model);
+    cr_assert_eq(run(args, &out, &err), 1);
+    cr_assert(strstr(err, "easel: models add diffusion: ") && strstr(err, "no vae weights") &&
+              strstr(err, "(component vae)"), "%s", err);
+    free(out);
+    free(err);
+    Err e = {0};
+    Store *st = store_open_existing(dbpath, &e);
+    StoreModel *v;
+    int n;
+    cr_assert_eq(store_model_list(st, NULL, &v, &n, &e), 0);
+    cr_assert_eq(n, 0, "a refused model was registered");
+    store_model_list_free(v, n);
+    store_close(st);
+
+    make_model(model, 1);
+    cr_assert_eq(run(args, &out, &err), 0, "%s", err);
+    cr_assert(strstr(out, "registered diffusion model 'tiny-sd'"), "%s", out);
+    free(out);
+    free(err);
+    st = store_open_existing(dbpath, &e);
+    StoreModel m;
+    cr_assert_eq(store_model_get(st, "diffusion", "tiny-sd", &m, &e), 0, "%s", e.msg);
+    cr_assert(strstr(m.path, "/tiny-sd"));
+    cr_assert(strstr(m.config, "\"family\":\"sd\""), "%s", m.config);
+    store_model_deinit(&m);
+    store_close(st);
+    /* the same name again is refused, the store unchanged */
+    cr_assert_eq(run(args, &out, &err), 1);
+    cr_assert(strstr(err, "easel: "), "%s", err);
+    free(out);
+    free(err);
+    /* not a pipeline folder */
+    snprintf(args, sizeof args, "models add diffusion %s/unet --name u", model);
+    cr_assert_eq(run(args, &out, &err), 1);
+    cr_assert(strstr(err, "model_index.json"), "%s", err);
+    free(out);
+    free(err);
+    /* an unknown kind names the known ones */
+    cr_assert_eq(run("models add dalle /tmp", &out, &err), 2);
+    cr_assert(strstr(err, "known: clip, diffusion"), "%s", err);
+    free(out);
+    free(err);
+}
+
+static int tgen(void *user, const GenItem *it, const Progress *steps, uint8_t **rgb, int w,
+                int h, Err *err) {
+    (void)user;
+    (void)steps;
+    (void)err;
+    uint8_t *px = xmalloc((size_t)w * h * 3);
+    for (int i = 0; i < w * h * 3; i++)
+        px[i] = (uint8_t)(i + it->seed * 40 + (uint8_t)it->prompt_id[1] * 3);
+    *rgb = px;
+    return 0;
+}
+
+Test(gencli, import_generated_merges_shards) {
+    static const GenItem items[] = {{"p1", "a red cube", 0}, {"p1", "a red cube", 1},
+                                    {"p2", "a blue sphere", 0}, {"p2", "a blue sphere", 1},
+                                    {"p3", "a cone", 0}};
+    char out_dir[256];
+    snprintf(out_dir, sizeof out_dir, "%s/gen", tmpdir);
+    for (int k = 1; k <= 2; k++) {
+        GenRunOpts o = {.out_dir = out_dir, .items = items, .n_items = 5, .shard_k = k,
+                        .shard_n = 2, .width = 16, .height = 16, .steps = 2, .guidance = 7.5,
+                        .gen = tgen};
+        GenRunReport rep;
+        Err e = {0};
+        cr_assert_eq(gen_run(&o, &rep, &e), 0, "%s", e.msg);
+        gen_run_report_deinit(&rep);
+    }
+    char args[512], *out, *err;
+    snprintf(args, sizeof args, "import generated %s", out_dir);
+    cr_assert_eq(run(args, &out, &err), 0, "%s", err);
+    cr_assert(strstr(out, "metadata-1-of-2.csv") && strstr(out, "metadata-2-of-2.csv"), "%s",
+              out);
+    free(out);
+    free(err);
+    Err e = {0};
+    Store *st = store_open_existing(dbpath, &e);
+    StoreImage *imgs;
+    size_t n;
+    cr_assert_eq(store_images_list(st, 0, &imgs, &n, &e), 0);
+    cr_assert_eq(n, 5);
+    int seen[5] = {0};
+    for (size_t i = 0; i < n; i++) {
+        StorePrompt p;
+        cr_assert_eq(store_prompt_get(st, imgs[i].prompt_id, &p, &e), 0);
+        for (int j = 0; j < 5; j++)
+            if (strcmp(p.ext_id, items[j].prompt_id) == 0 &&
+                imgs[i].seed == (int64_t)items[j].seed)
+                seen[j]++;
+        store_prompt_deinit(&p);
+    }
+    for (int j = 0; j < 5; j++)
+        cr_assert_eq(seen[j], 1, "item %d seen %d times", j, seen[j]);
+    store_images_free(imgs, n);
+    store_close(st);
+    /* again, and the files named one by one: nothing new */
+    snprintf(args, sizeof args, "import generated %s/metadata-2-of-2.csv %s", out_dir, out_dir);
+    cr_assert_eq(run(args, &out, &err), 0, "%s", err);
+    cr_assert(strstr(out, "nothing new"), "%s", out);
+    free(out);
+    free(err);
+    /* a folder without metadata */
+    snprintf(args, sizeof args, "import generated %s/gen/p1", tmpdir);
+    cr_assert_eq(run(args, &out, &err), 1);
+    cr_assert(strstr(err, "holds no metadata.csv"), "%s", err);
+    free(out);
+    free(err);
+    /* several paths are for generated only */
+    cr_assert_eq(run("import prompts a.csv b.csv", &out, &err), 2);
+    cr_assert(strstr(err, "unexpected argument 'b.csv'"), "%s", err);
+    free(out);
+    free(err);
+}
