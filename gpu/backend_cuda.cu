@@ -185,6 +185,7 @@ static const BackendOps cuda_ops = {
     KERN_OPS_REWARD_POSITIONAL, // ops of the reward model
     KERN_OPS_CLIP, // ops of CLIP
     KERN_OPS_UNET, // ops of the UNet
+    KERN_OPS_VAE,
 };
 
 static int blas_open(Backend *be, CudaState *s) {

@@ -103,6 +103,7 @@ static const BackendOps emu_ops = {
     KERN_OPS_REWARD_POSITIONAL, /* ops of the reward model */
     KERN_OPS_CLIP, /* ops of CLIP */
     KERN_OPS_UNET, /* ops of the UNet */
+    KERN_OPS_VAE,
 };
 
 int backend_emu_open(const BackendConfig *cfg, Backend **out, Err *err) {

@@ -421,6 +421,14 @@ static void kop_unet_transpose(Backend *be, CT *out, CT *inp) {
     unet_transpose_be(be, k);
 }
 
+// ---- ops of the VAE (kern_vae.h; add and unet_transpose are the blocks' above) -----------
+
+static void kop_pad2d_forward(Backend *be, CT *out, CT *inp, int top, int left) {
+    Pad2dArgs x = {F(out), CF(inp), (int)(inp->shape[0] * inp->shape[1]), (int)inp->shape[2],
+                   (int)inp->shape[3], (int)out->shape[2], (int)out->shape[3], top, left};
+    pad2d_fwd_be(be, x);
+}
+
 #define KERN_OPS_POSITIONAL                                                                  \
     kop_linear_forward, kop_linear_backward, kop_matmul_forward, kop_matmul_backward,       \
         kop_layernorm_forward, kop_layernorm_backward, kop_groupnorm_forward,                \
@@ -510,5 +518,8 @@ static void kop_l2norm_forward(Backend *be, CT *out, CT *norm, CT *inp, float ep
 
 // The UNet block of the table (kop_unet_add, kop_unet_transpose above), after the CLIP block.
 #define KERN_OPS_UNET kop_unet_add, kop_unet_transpose
+
+// The VAE block of the table, after the UNet block.
+#define KERN_OPS_VAE kop_pad2d_forward
 
 #endif

@@ -15,6 +15,7 @@
 #include "kern_pointwise.h"
 #include "kern_reward.h"
 #include "kern_unet.h"
+#include "kern_vae.h" /* ops of the VAE */
 
 #define KERN_LIST(X)                                                                         \
     X(layernorm_fwd, LayerNormFwdArgs)                                                       \
@@ -54,6 +55,8 @@
     X(l2norm_fwd, L2NormArgs)                                                                \
     /* ops of the UNet (kern_unet.h) */                                                      \
     X(unet_add, UnetAddArgs)                                                                 \
-    X(unet_transpose, UnetTransposeArgs)
+    X(unet_transpose, UnetTransposeArgs)                                                     \
+    /* ops of the VAE (kern_vae.h) */                                                        \
+    X(pad2d_fwd, Pad2dArgs)
 
 #endif

@@ -870,3 +870,14 @@ void backend_unet_transpose(Backend *be, CT *out, CT *inp) {
         be->ops->unet_transpose(be, out, inp);
     }
 }
+
+/* ---- ops of the VAE (add, unet_transpose: above) --------------------------------------------- */
+
+void backend_pad2d_forward(Backend *be, CT *out, CT *inp, int top, int left) {
+    const char *op = "pad2d_forward";
+    if (chk(be, op, "inp", inp, 0, F32, 4, ANY, ANY, ANY, ANY) &&
+        chk(be, op, "out", out, 0, F32, 4, inp->shape[0], inp->shape[1], ANY, ANY)) {
+        ENTRY(pad2d_forward);
+        be->ops->pad2d_forward(be, out, inp, top, left);
+    }
+}

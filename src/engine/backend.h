@@ -286,4 +286,11 @@ void backend_unet_add(Backend *be, const Tensor *out, const Tensor *a, const Ten
  * tokens (B,HW,C) and back; its own backward). out must not alias inp. */
 void backend_unet_transpose(Backend *be, const Tensor *out, const Tensor *inp);
 
+/* ---- ops of the VAE (src/models/vae.c): forward only, F32 activations (add and unet_transpose: above) - */
+
+/* out (B,C,Ho,Wo)[y][x] = inp (B,C,H,W)[y − top][x − left] where that is inside inp, else 0:
+ * zero padding (top, left >= 0 and a larger out), a window (top, left <= 0: a crop), or both.
+ * out must not alias inp. */
+void backend_pad2d_forward(Backend *be, const Tensor *out, const Tensor *inp, int top, int left);
+
 #endif

@@ -78,6 +78,8 @@ typedef struct BackendOps {
     /* ops of the UNet */
     void (*unet_add)(Backend *, CT *out, CT *a, CT *b, CT *chan);
     void (*unet_transpose)(Backend *, CT *out, CT *inp);
+    /* ops of the VAE (add, unet_transpose: above) */
+    void (*pad2d_forward)(Backend *, CT *out, CT *inp, int top, int left);
 } BackendOps;
 
 struct Backend {

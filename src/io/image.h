@@ -35,4 +35,10 @@ int image_load(const char *path, int channels, Image *img, Err *err);
 
 void image_deinit(Image *img); /* NULL allowed; zeroes IMG */
 
+/* ---- writing (src/io/image_write.c; the VAE's images) ---- */
+
+/* Write PX (w·h·channels bytes, row-major, 1 to 4 channels) to PATH as a PNG, atomically
+ * (atomic_file_write). Returns 0, ERR_USAGE for a bad size, or ERR_IO naming PATH. */
+int image_write_png(const char *path, const uint8_t *px, int w, int h, int channels, Err *err);
+
 #endif

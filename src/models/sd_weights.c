@@ -1,4 +1,6 @@
-/* sd_weights — see sd_weights.h. This file: diffusers folders (plain, variant, sharded). */
+/* sd_weights — see sd_weights.h. This file: diffusers folders (plain, variant, sharded), the
+ * tensor index and reading; single-file names and configs are sd_weights_single.c's, LoRAs
+ * sd_weights_lora.c's. */
 #include "sd_weights.h"
 
 #include <jansson.h>
@@ -10,18 +12,7 @@
 
 #include "base.h"
 #include "infile.h"
-
-#define SD_MAX_SHARDS 64
-
-struct SdWeights {
-    SafeTensors *files[SD_MAX_SHARDS];
-    int n_files;
-    char *where;  /* the file, or the index for shards */
-    char *config; /* config.json text or NULL */
-    /* every tensor, sorted by name, with the file that holds it */
-    const StTensor **tensors;
-    size_t n_tensors;
-};
+#include "sd_weights_int.h"
 
 static int is_file(const char *p) {
     struct stat sb;
@@ -33,12 +24,11 @@ static int is_dir(const char *p) {
     return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-static int cmp_tensor(const void *a, const void *b) {
-    const StTensor *x = *(const StTensor *const *)a, *y = *(const StTensor *const *)b;
-    return strcmp(x->name, y->name);
+static int cmp_entry(const void *a, const void *b) {
+    return strcmp(((const SdEntry *)a)->t.name, ((const SdEntry *)b)->t.name);
 }
 
-static int add_file(SdWeights *w, const char *path, Err *err) {
+int sd_weights_add_file(SdWeights *w, const char *path, Err *err) {
     if (w->n_files == SD_MAX_SHARDS)
         return err_set(err, ERR_FORMAT, "%s: more than %d weight shards", w->where,
                        SD_MAX_SHARDS);
@@ -46,6 +36,36 @@ static int add_file(SdWeights *w, const char *path, Err *err) {
     if (!st)
         return err ? err->code : ERR_FORMAT;
     w->files[w->n_files++] = st;
+    return 0;
+}
+
+SdEntry *sd_weights_push(SdWeights *w, int file, const StTensor *src, const char *name,
+                         int own_name) {
+    if (w->n_ents == w->cap_ents) {
+        w->cap_ents = w->cap_ents ? 2 * w->cap_ents : 256;
+        w->ents = xrealloc(w->ents, w->cap_ents * sizeof *w->ents);
+    }
+    SdEntry *e = &w->ents[w->n_ents++];
+    memset(e, 0, sizeof *e);
+    e->t = *src;
+    e->src = src;
+    e->file = file;
+    if (own_name) {
+        e->own = xstrdup(name);
+        e->t.name = e->own;
+    } else {
+        e->t.name = name;
+    }
+    return e;
+}
+
+int sd_weights_index(SdWeights *w, Err *err) {
+    qsort(w->ents, w->n_ents, sizeof *w->ents, cmp_entry);
+    for (size_t i = 1; i < w->n_ents; i++)
+        if (!strcmp(w->ents[i - 1].t.name, w->ents[i].t.name))
+            return err_set(err, ERR_FORMAT, "%s: tensor %s is there twice (%s and %s)",
+                           w->where, w->ents[i].t.name, w->ents[i - 1].src->name,
+                           w->ents[i].src->name);
     return 0;
 }
 
@@ -69,10 +89,11 @@ static int open_shards(SdWeights *w, const char *dir, const char *index, Err *er
     json_t *val;
     json_object_foreach(map, key, val) {
         const char *f = json_string_value(val);
-        if (!f || strchr(f, '/')) {
+        if (!f || strchr(f, '/')) { /* KEY belongs to ROOT: the message first */
+            rc = err_set(err, ERR_FORMAT, "%s: tensor %s: the shard must be a file name "
+                         "beside the index", index, key);
             json_decref(root);
-            return err_set(err, ERR_FORMAT, "%s: tensor %s: the shard must be a file name "
-                           "beside the index", index, key);
+            return rc;
         }
         int seen = 0;
         for (int i = 0; i < w->n_files && !seen; i++) {
@@ -82,7 +103,7 @@ static int open_shards(SdWeights *w, const char *dir, const char *index, Err *er
         }
         if (!seen) {
             char *p = xasprintf("%s/%s", dir, f);
-            rc = add_file(w, p, err);
+            rc = sd_weights_add_file(w, p, err);
             free(p);
             if (rc) {
                 json_decref(root);
@@ -95,28 +116,38 @@ static int open_shards(SdWeights *w, const char *dir, const char *index, Err *er
 }
 
 static int index_tensors(SdWeights *w, Err *err) {
-    size_t n = 0;
     for (int i = 0; i < w->n_files; i++)
-        n += safetensors_count(w->files[i]);
-    w->tensors = xmalloc((n ? n : 1) * sizeof *w->tensors);
-    for (int i = 0; i < w->n_files; i++)
-        for (size_t j = 0; j < safetensors_count(w->files[i]); j++)
-            w->tensors[w->n_tensors++] = safetensors_at(w->files[i], j);
-    qsort(w->tensors, w->n_tensors, sizeof *w->tensors, cmp_tensor);
-    for (size_t i = 1; i < w->n_tensors; i++)
-        if (!strcmp(w->tensors[i - 1]->name, w->tensors[i]->name))
-            return err_set(err, ERR_FORMAT, "%s: tensor %s is in two shards", w->where,
-                           w->tensors[i]->name);
+        for (size_t j = 0; j < safetensors_count(w->files[i]); j++) {
+            const StTensor *t = safetensors_at(w->files[i], j);
+            sd_weights_push(w, i, t, t->name, 0);
+        }
+    return sd_weights_index(w, err);
+}
+
+/* A single-file checkpoint: its component's tensors under their diffusers names. */
+static int open_single(const char *path, const char *component, SdWeights **out, Err *err) {
+    SdWeights *w = xcalloc(1, sizeof *w);
+    w->where = xstrdup(path);
+    w->component = xstrdup(component);
+    int rc = sd_weights_add_file(w, path, err);
+    if (!rc)
+        rc = sd_weights_single_load(w, err);
+    if (rc) {
+        sd_weights_close(w);
+        return rc;
+    }
+    *out = w;
     return 0;
 }
 
 int sd_weights_open(const char *path, const char *component, SdWeights **out, Err *err) {
     *out = NULL;
+    if (is_file(path))
+        return open_single(path, component, out, err);
     if (!is_dir(path))
-        return err_set(err, is_file(path) ? ERR_FORMAT : ERR_NOTFOUND,
-                       "%s: %s (a diffusers model folder is expected: model_index.json, "
-                       "unet/, vae/, text_encoder/ ...)", path,
-                       is_file(path) ? "is a file" : "no such folder");
+        return err_set(err, ERR_NOTFOUND, "%s: no such folder or file (a diffusers model "
+                       "folder is expected: model_index.json, unet/, vae/, text_encoder/ ..., "
+                       "or a single-file .safetensors checkpoint)", path);
     /* MODEL/COMPONENT, or the component folder itself */
     char *dir = xasprintf("%s/%s", path, component);
     if (!is_dir(dir)) {
@@ -133,12 +164,13 @@ int sd_weights_open(const char *path, const char *component, SdWeights **out, Er
         "model.safetensors.index.fp16.json",
     };
     SdWeights *w = xcalloc(1, sizeof *w);
+    w->component = xstrdup(component);
     int rc = 0;
     for (size_t i = 0; i < sizeof names / sizeof *names && !w->where; i++) {
         char *p = xasprintf("%s/%s", dir, names[i]);
         if (is_file(p)) {
             w->where = p;
-            rc = add_file(w, p, err);
+            rc = sd_weights_add_file(w, p, err);
         } else {
             free(p);
         }
@@ -182,7 +214,13 @@ void sd_weights_close(SdWeights *w) {
         return;
     for (int i = 0; i < w->n_files; i++)
         safetensors_close(w->files[i]);
-    free(w->tensors);
+    for (size_t i = 0; i < w->n_ents; i++)
+        free(w->ents[i].own);
+    free(w->ents);
+    for (int i = 0; i < w->n_loras; i++)
+        sd_weights_lora_free(w->loras[i]);
+    free(w->loras);
+    free(w->component);
     free(w->where);
     free(w->config);
     free(w);
@@ -190,18 +228,18 @@ void sd_weights_close(SdWeights *w) {
 
 const char *sd_weights_where(const SdWeights *w) { return w->where; }
 const char *sd_weights_config_json(const SdWeights *w) { return w->config; }
-size_t sd_weights_count(const SdWeights *w) { return w->n_tensors; }
+size_t sd_weights_count(const SdWeights *w) { return w->n_ents; }
 const char *sd_weights_name(const SdWeights *w, size_t i) {
-    return i < w->n_tensors ? w->tensors[i]->name : NULL;
+    return i < w->n_ents ? w->ents[i].t.name : NULL;
 }
 
-const StTensor *sd_weights_find(const SdWeights *w, const char *name) {
-    size_t lo = 0, hi = w->n_tensors;
+static const SdEntry *find_entry(const SdWeights *w, const char *name) {
+    size_t lo = 0, hi = w->n_ents;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(w->tensors[mid]->name, name);
+        int c = strcmp(w->ents[mid].t.name, name);
         if (!c)
-            return w->tensors[mid];
+            return &w->ents[mid];
         if (c < 0)
             lo = mid + 1;
         else
@@ -210,11 +248,9 @@ const StTensor *sd_weights_find(const SdWeights *w, const char *name) {
     return NULL;
 }
 
-static SafeTensors *file_of(const SdWeights *w, const StTensor *t) {
-    for (int i = 0; i < w->n_files; i++)
-        if (safetensors_find(w->files[i], t->name) == t)
-            return w->files[i];
-    return w->files[0];
+const StTensor *sd_weights_find(const SdWeights *w, const char *name) {
+    const SdEntry *e = find_entry(w, name);
+    return e ? &e->t : NULL;
 }
 
 static void shape_str(char *buf, size_t n, int n_dims, const int64_t *shape) {
@@ -228,10 +264,12 @@ static void shape_str(char *buf, size_t n, int n_dims, const int64_t *shape) {
 
 int sd_weights_read_f32(SdWeights *w, const char *name, int n_dims, const int64_t *shape,
                         float *dst, Err *err) {
-    const StTensor *t = sd_weights_find(w, name);
-    if (!t)
+    const SdEntry *e = find_entry(w, name);
+    if (!e)
         return err_set(err, ERR_NOTFOUND, "%s: tensor %s is missing (is this the right model "
                        "type for its config?)", w->where, name);
+    const StTensor *t = &e->t;
+    int renamed = strcmp(name, e->src->name) != 0;
     int same = t->n_dim == n_dims;
     int64_t n = 1;
     for (int i = 0; i < n_dims; i++) {
@@ -242,16 +280,29 @@ int sd_weights_read_f32(SdWeights *w, const char *name, int n_dims, const int64_
         char want[96], got[96];
         shape_str(want, sizeof want, n_dims, shape);
         shape_str(got, sizeof got, t->n_dim, t->shape);
-        return err_set(err, ERR_FORMAT, "%s: tensor %s has shape %s, the config asks for %s",
-                       w->where, name, got, want);
+        return err_set(err, ERR_FORMAT, "%s: tensor %s%s%s%s has shape %s, the config asks "
+                       "for %s", w->where, name, renamed ? " (" : "",
+                       renamed ? e->src->name : "", renamed ? " in the file)" : "", got, want);
     }
-    int rc = safetensors_read_f32(file_of(w, t), t, dst, (size_t)n, err);
+    int rc = safetensors_read_f32(w->files[e->file], t, dst, (size_t)n, err);
     if (rc)
+        return rc;
+    if (e->transpose) { /* the file holds the (cols, rows) transpose */
+        int64_t r = shape[0], c = shape[1];
+        float *tmp = xmalloc((size_t)n * sizeof *tmp);
+        memcpy(tmp, dst, (size_t)n * sizeof *tmp);
+        for (int64_t i = 0; i < r; i++)
+            for (int64_t j = 0; j < c; j++)
+                dst[i * c + j] = tmp[j * r + i];
+        free(tmp);
+    }
+    if (w->n_loras && (rc = sd_weights_lora_apply(w, name, n_dims, shape, dst, err)))
         return rc;
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(dst[i]))
-            return err_set(err, ERR_FORMAT, "%s: tensor %s holds a non-finite value (%g at "
-                           "element %lld): the file is damaged", w->where, name,
-                           (double)dst[i], (long long)i);
+            return err_set(err, ERR_FORMAT, "%s: tensor %s%s%s%s holds a non-finite value (%g "
+                           "at element %lld): the file is damaged", w->where, name,
+                           renamed ? " (" : "", renamed ? e->src->name : "",
+                           renamed ? " in the file)" : "", (double)dst[i], (long long)i);
     return 0;
 }

@@ -10,6 +10,14 @@
  *       a diffusers folder: MODEL/COMPONENT/diffusion_pytorch_model.safetensors (or
  *         model.safetensors for text encoders), the `.fp16` variant when only it is there,
  *         or shards listed by `*.safetensors.index.json`; config from MODEL/COMPONENT/config.json;
+ *       a single-file checkpoint (PATH is a .safetensors file): the SGM / original names
+ *         (`model.diffusion_model.input_blocks.1.0.in_layers.2.weight`, `first_stage_model.*`,
+ *         `cond_stage_model.transformer.*` / `cond_stage_model.model.*` (SD 2's OpenCLIP),
+ *         `conditioner.embedders.{0,1}.*` (SDXL)) mapped to diffusers names at open time by
+ *         one table (sd_weights_single.c), q/k/v and projections reshaped on the fly; the
+ *         architecture (SD 1.x, SD 2.x, SDXL) is told from the names, and the config the file
+ *         lacks is made from the tensors' shapes (what shapes cannot tell is the released
+ *         models': doc/models.md "Weights and LoRA").
  *   - Files are memory-mapped (fmt_safetensors); a tensor is converted to f32 only when it is
  *     read, one at a time, so loading never holds two copies of the model.
  *   - Every read checks the shape the model expects and that every value is finite; an error
@@ -28,14 +36,18 @@
 typedef struct SdWeights SdWeights;
 
 /* Open COMPONENT ("unet", "vae", "text_encoder", "text_encoder_2") of the model at PATH: a
- * diffusers folder, or a COMPONENT folder itself (holding config.json and the weights).
- * Returns 0 and *out, or ERR_NOTFOUND / ERR_FORMAT / ERR_IO naming the path. */
+ * diffusers folder, a COMPONENT folder itself (holding config.json and the weights), or a
+ * single-file checkpoint. Returns 0 and *out, or ERR_NOTFOUND (no such path; the single file
+ * holds no COMPONENT) / ERR_FORMAT (not SD weights, unknown block layout) / ERR_IO naming
+ * the path. */
 int sd_weights_open(const char *path, const char *component, SdWeights **out, Err *err);
 void sd_weights_close(SdWeights *w); /* NULL allowed */
 
 /* The weight file(s), for messages ("…/unet/diffusion_pytorch_model.safetensors"). */
 const char *sd_weights_where(const SdWeights *w);
-/* The component's config.json text (NUL-ended, owned by w), or NULL when there is none. */
+/* The component's config.json text (NUL-ended, owned by w), or NULL when there is none; for a
+ * single file, the diffusers config made from the tensors, with
+ * "_easel_single_file_architecture": "SD 1.x" | "SD 2.x" | "SDXL". */
 const char *sd_weights_config_json(const SdWeights *w);
 
 /* The tensor called NAME (diffusers naming), or NULL. */
@@ -49,5 +61,28 @@ const char *sd_weights_name(const SdWeights *w, size_t i);
  * ERR_FORMAT / ERR_NOTFOUND with a message naming the tensor, the shapes and the file. */
 int sd_weights_read_f32(SdWeights *w, const char *name, int n_dims, const int64_t *shape,
                         float *dst, Err *err);
+
+/* Write the diffusers model at FOLDER (unet/, vae/, and text_encoder/, text_encoder_2/ when
+ * there) as one single-file checkpoint OUT_PATH with the original / SGM names, the inverse of
+ * the single-file map (SD 1.x, SD 2.x with its text encoder in OpenCLIP form, SDXL), each
+ * tensor in its own dtype. diffusers' from_single_file loads it to the same weights
+ * (tests/models/make_single_fixtures.py --check-written). Returns 0, or the error of the
+ * component that could not be read, or ERR_IO naming OUT_PATH (then nothing is written). */
+int sd_weights_write_single(const char *folder, const char *out_path, Err *err);
+
+/* Add the LoRA (or DoRA) adapters of LORA_FILE for w's component, SCALE times, to the weights
+ * as sd_weights_read_f32 reads them: W + scale * alpha / rank * (up . down). Names: PEFT /
+ * diffusers (`unet.<module>.lora_A.weight`, `.lora_B.weight`, `.lora.down.weight`,
+ * `.lora_magnitude_vector`, `text_encoder.` / `text_encoder_2.`), kohya (`lora_unet_<module>`
+ * with diffusers or SGM block names, `lora_te1_`, `lora_te2_`, `.lora_down/.lora_up/.alpha`).
+ * Alpha from the `.alpha` tensor, else the file's metadata, else the rank. The other
+ * components' adapters in the file are skipped. Returns 0, or ERR_NOTFOUND naming the adapter
+ * tensor that matches no weight of the component, ERR_FORMAT for a tensor that is no LoRA
+ * tensor or a part missing, ERR_IO. May be called for several files. */
+int sd_weights_add_lora(SdWeights *w, const char *lora_file, float scale, Err *err);
+
+/* After the model is loaded: ERR_FORMAT naming the first adapter whose weight was never read
+ * (and its LoRA file), so that no LoRA is silently unused; 0 when every one was applied. */
+int sd_weights_check_used(const SdWeights *w, Err *err);
 
 #endif

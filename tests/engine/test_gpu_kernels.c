@@ -733,6 +733,24 @@ static int check_unet(Why *w) {
     return rc;
 }
 
+/* ---- ops of the VAE (kern_vae.h) ------------------------------------------------------------ */
+
+static int check_vae_ops(Why *w) {
+    enum { B = 2, C = 3, H = 5, W = 7, Ho = 4, Wo = 9 };
+    float *b = rnd(B * C * H * W), *p = calloc(B * C * Ho * Wo, 4);
+    Err err = {0};
+    Pad2dArgs pa = {p, b, B * C, H, W, Ho, Wo, -2, 1}; /* crop two rows, pad one column */
+    int rc = ran(w, pad2d_fwd_run(&pa, &err), &err);
+    for (long i = 0; !rc && i < B * C * Ho * Wo; i++) {
+        long pl = i / (Ho * Wo), y = i % (Ho * Wo) / Wo + 2, x = i % Wo - 1;
+        float want = y < H && x >= 0 && x < W ? b[(pl * H + y) * W + x] : 0.0f;
+        if (p[i] != want)
+            rc = mismatch(w, "pad2d[%ld]: kernel %g, reference %g", i, p[i], want);
+    }
+    free(b), free(p);
+    return rc;
+}
+
 /* ---- every comparison, by name -------------------------------------------------------------- */
 
 typedef struct Check {
@@ -764,6 +782,8 @@ static const Check checks[] = {
     {"ops of CLIP (add, gather_rows, l2norm) vs nn_add/nn_l2norm and tensor_half", check_clip},
     /* ops of the UNet */
     {"unet_add and unet_transpose vs plain loops", check_unet},
+    /* ops of the VAE */
+    {"pad2d vs loops", check_vae_ops},
 };
 
 static void run_check(int i) {
@@ -793,6 +813,7 @@ Test(gpu_kernels, dropout_same_mask_as_the_cpu) { run_check(17); }
 Test(gpu_kernels, scale_add) { run_check(18); }
 Test(gpu_kernels, clip_ops) { run_check(19); }
 Test(gpu_kernels, unet_add_transpose) { run_check(20); }
+Test(gpu_kernels, vae_ops) { run_check(21); } /* ops of the VAE */
 
 /* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
 

@@ -879,6 +879,41 @@ static void cpu_unet_transpose(Backend *be, CT *out, CT *inp) {
     UNBIND;
 }
 
+/* ---- ops of the VAE (add, unet_transpose: above) --------------------------------------------- */
+
+typedef struct PadCtx {
+    float *out;
+    const float *inp;
+    int64_t H, W, Ho, Wo;
+    int top, left;
+} PadCtx;
+
+/* Over the B·C·Ho output rows. */
+static void pad_range(void *ctx, int64_t lo, int64_t hi) {
+    PadCtx *c = ctx;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t p = r / c->Ho, y = r % c->Ho - c->top;
+        float *o = c->out + r * c->Wo;
+        if (y < 0 || y >= c->H) {
+            memset(o, 0, sizeof(float) * (size_t)c->Wo);
+            continue;
+        }
+        const float *x = c->inp + (p * c->H + y) * c->W;
+        for (int64_t xo = 0; xo < c->Wo; xo++) {
+            int64_t xi = xo - c->left;
+            o[xo] = xi >= 0 && xi < c->W ? x[xi] : 0.0f;
+        }
+    }
+}
+
+static void cpu_pad2d_forward(Backend *be, CT *out, CT *inp, int top, int left) {
+    PadCtx c = {F(out), F(inp), inp->shape[2], inp->shape[3], out->shape[2], out->shape[3],
+                top, left};
+    BIND;
+    backend_cpu_parallel_for(out->shape[0] * out->shape[1] * out->shape[2], 256, pad_range, &c);
+    UNBIND;
+}
+
 const BackendOps backend_cpu_ops = {
     .name = "cpu",
     .close = cpu_close,
@@ -931,6 +966,8 @@ const BackendOps backend_cpu_ops = {
     /* ops of the UNet */
     .unet_add = cpu_unet_add,
     .unet_transpose = cpu_unet_transpose,
+    /* ops of the VAE */
+    .pad2d_forward = cpu_pad2d_forward,
 };
 
 int backend_cpu_open(const BackendConfig *cfg, Backend **out, Err *err) {

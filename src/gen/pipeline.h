@@ -1,0 +1,76 @@
+/* pipeline — text to image: diffusers' StableDiffusionPipeline / StableDiffusionXLPipeline in
+ * C, on the engine's Backend: text conditioning (sd_text.h) → initial latents (torch_rng.h,
+ * or given) → the scheduler's loop (scheduler.h) with classifier-free guidance over the UNet
+ * (unet.h) → VAE decode (vae.h, f32) → 8-bit RGB, as diffusers' image processor makes it.
+ *
+ * DESIGN
+ *   - One SdPipeline per loaded model (a diffusers folder; other layouts through sd_weights),
+ *     one Backend it borrows. Generating is single-threaded per pipeline; the Backend's pool
+ *     (CPU) or stream (CUDA) does the parallel work.
+ *   - Defaults are the model's (the scheduler from scheduler/scheduler_config.json, the size
+ *     from the UNet's sample_size × the VAE's scale factor) and diffusers' (50 steps, guidance
+ *     7.5; SDXL's time ids from the size, no crop).
+ *   - Seeds give diffusers' images: with SD_RNG_TORCH_CPU the initial latents and every
+ *     ancestral step's noise are torch.Generator("cpu").manual_seed(seed)'s draws, in
+ *     diffusers' order.
+ *   - Long work reports per step through Progress (unit "steps") and stops within one step
+ *     when it is cancelled (ERR_CANCELLED, nothing written).
+ */
+#ifndef EASEL_PIPELINE_H
+#define EASEL_PIPELINE_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "err.h"
+#include "progress.h"
+
+typedef struct SdPipeline SdPipeline;
+
+typedef enum SdRng {
+    SD_RNG_TORCH_CPU = 0,  /* torch.Generator("cpu").manual_seed(seed) (the default) */
+    SD_RNG_TORCH_CUDA = 1, /* torch.Generator("cuda") (Philox) */
+} SdRng;
+
+typedef struct SdLora {
+    const char *path;  /* a .safetensors LoRA (PEFT, diffusers or kohya names) */
+    float scale;       /* 1 = as trained */
+} SdLora;
+
+typedef struct SdPipelineConfig {
+    DType weights;        /* resident dtype of the UNet and text encoders: F32, F16, BF16 */
+    const SdLora *loras;  /* n_loras adapters applied at load */
+    int n_loras;
+} SdPipelineConfig;
+
+typedef struct SdGenParams {
+    const char *prompt;
+    const char *negative;  /* NULL: none (SDXL: zeros when force_zeros_for_empty_prompt) */
+    int width, height;     /* 0: the model's default */
+    int steps;             /* 0: 50 */
+    float guidance;        /* classifier-free guidance scale; <= 1: off */
+    const char *scheduler; /* "euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras"; NULL:
+                            * the model's scheduler_config.json */
+    uint64_t seed;
+    SdRng rng;
+    const float *latents;  /* optional (1, 4, height/8, width/8) initial latents, before
+                            * init_noise_sigma scaling, as diffusers' `latents=` argument */
+    int clip_skip;         /* 0: none */
+} SdGenParams;
+
+/* Load the model at PATH onto BE (borrowed; it must outlive the pipeline). cfg may be NULL
+ * (f32 weights, no LoRA). Errors name the file and tensor; nothing is half-loaded. */
+int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
+                     SdPipeline **out, Err *err);
+void sd_pipeline_close(SdPipeline *p); /* NULL allowed */
+
+/* "sd1", "sd2" or "sdxl", and the default size. */
+const char *sd_pipeline_family(const SdPipeline *p);
+void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height);
+
+/* One image: *rgb (width·height·3 bytes, row-major, owned by the caller: free()) and its size.
+ * pr may be NULL. */
+int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr, uint8_t **rgb,
+                         int *width, int *height, Err *err);
+
+#endif
