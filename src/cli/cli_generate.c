@@ -27,14 +27,16 @@ typedef struct GenLine {
     int tty;
     int steps;
     double t0, last;
+    int finished; /* the last line was printed */
 } GenLine;
 
 static void gl_progress(void *user, double done, double total, const char *unit) {
     (void)unit;
     GenLine *l = user;
     double now = base_now();
-    if (!l->tty && now - l->last < 10 && done < total)
+    if (l->finished || (!l->tty && now - l->last < 10 && done < total))
         return; /* not a terminal: a line every 10 s */
+    l->finished = total > 0 && done >= total;
     l->last = now;
     int image = (int)done;
     int step = (int)((done - image) * l->steps + 0.5);
