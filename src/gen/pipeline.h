@@ -38,9 +38,16 @@ typedef struct SdLora {
 } SdLora;
 
 typedef struct SdPipelineConfig {
-    DType weights;        /* resident dtype of the UNet and text encoders: F32, F16, BF16 */
-    const SdLora *loras;  /* n_loras adapters applied at load */
+    DType weights;        /* resident dtype of the UNet, VAE and text encoders: F32, F16, BF16
+                           * (the text encoders: BF16 for either half type; activations f32) */
+    const SdLora *loras;  /* n_loras adapters applied to the UNet at load (sd_weights_add_lora:
+                           * PEFT, diffusers, kohya names); a file with text-encoder adapters is
+                           * refused (ERR_USAGE) until sd_text applies them */
     int n_loras;
+    size_t arena_bytes;   /* the Backend's arena (BackendConfig.arena_bytes; 0 = its default):
+                           * the VAE decodes in tiles only when the whole does not fit in it.
+                           * Needs: the UNet's (doc/models.md: batch 2, 107 MB at 32² latents,
+                           * ~1.0 GB at 128²), then the VAE's (vae_decode_need) */
 } SdPipelineConfig;
 
 typedef struct SdGenParams {

@@ -1,0 +1,350 @@
+/* pipeline — diffusers' StableDiffusionPipeline / StableDiffusionXLPipeline __call__, step by
+ * step (pipeline.h; doc/generate.md, "Pipeline"). */
+#include "pipeline.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+#include "scheduler.h"
+#include "sd_text.h"
+#include "sd_weights.h"
+#include "torch_rng.h"
+#include "unet.h"
+#include "vae.h"
+
+struct SdPipeline {
+    char *path;
+    Backend *be;
+    SdText *text;
+    Unet *unet;
+    Vae *vae;
+    const char *family;
+    int xl;
+    int scale;        /* pixels per latent pixel (the VAE's) */
+    int multiple;     /* sizes must be multiples of this (VAE scale × the UNet's downsampling) */
+    int def_w, def_h;
+    char *sched_path; /* scheduler/scheduler_config.json */
+    int sched_kind;   /* the kind its _class_name names, or -1 (then NULL is refused) */
+    char sched_class[64];
+};
+
+/* The sampler kind a scheduler_config.json's _class_name means (-1: none easel implements). */
+static int sched_class_kind(const char *path, char *cls, size_t cls_len) {
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    int kind = -1;
+    snprintf(cls, cls_len, "?");
+    if (!root)
+        return -1;
+    const char *c = json_string_value(json_object_get(root, "_class_name"));
+    if (c) {
+        snprintf(cls, cls_len, "%s", c);
+        if (!strcmp(c, "EulerDiscreteScheduler"))
+            kind = SCHED_EULER;
+        else if (!strcmp(c, "EulerAncestralDiscreteScheduler"))
+            kind = SCHED_EULER_A;
+        else if (!strcmp(c, "DDIMScheduler"))
+            kind = SCHED_DDIM;
+        else if (!strcmp(c, "DPMSolverMultistepScheduler"))
+            kind = json_is_true(json_object_get(root, "use_karras_sigmas"))
+                       ? SCHED_DPMPP_2M_KARRAS
+                       : SCHED_DPMPP_2M;
+    }
+    json_decref(root);
+    return kind;
+}
+
+/* The text encoders' weights are read by sd_text, which takes no adapters yet: a LoRA file
+ * with text-encoder adapters is refused by name rather than half applied. */
+static int loras_text_check(const char *path, const SdPipelineConfig *cfg, Err *err) {
+    static const char *const comps[] = {"text_encoder", "text_encoder_2"};
+    for (int c = 0; cfg && c < 2; c++) {
+        SdWeights *w = NULL;
+        if (sd_weights_open(path, comps[c], &w, NULL) != 0)
+            continue; /* no such encoder (SD has one); sd_text_load reports a broken one */
+        int rc = 0;
+        for (int i = 0; !rc && i < cfg->n_loras; i++)
+            rc = sd_weights_add_lora(w, cfg->loras[i].path, cfg->loras[i].scale, err);
+        if (!rc && sd_weights_check_used(w, err) != 0) {
+            err_prefix(err, "the %s: text-encoder LoRAs are not supported yet (only the "
+                       "UNet's; use a UNet-only LoRA)", comps[c]);
+            if (err)
+                err->code = ERR_USAGE;
+            rc = ERR_USAGE;
+        }
+        sd_weights_close(w);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+void sd_pipeline_close(SdPipeline *p) {
+    if (!p)
+        return;
+    vae_free(p->vae);
+    unet_free(p->unet);
+    sd_text_free(p->text);
+    free(p->sched_path);
+    free(p->path);
+    free(p);
+}
+
+int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
+                     SdPipeline **out, Err *err) {
+    *out = NULL;
+    DType wt = cfg ? cfg->weights : DTYPE_F32;
+    char *mi = xasprintf("%s/model_index.json", path);
+    FILE *f = fopen(mi, "rb");
+    if (!f) {
+        err_set(err, ERR_NOTFOUND,
+                "%s: no model_index.json: not a diffusers model folder (give the folder that "
+                "holds model_index.json, unet/, vae/, text_encoder/, scheduler/)", mi);
+        free(mi);
+        return ERR_NOTFOUND;
+    }
+    fclose(f);
+    free(mi);
+    SdPipeline *p = calloc(1, sizeof *p);
+    if (!p)
+        return err_set(err, ERR_NOMEM, "pipeline: out of memory");
+    p->path = xstrdup(path);
+    p->be = be;
+    int rc = sd_text_load(path, wt == DTYPE_F32 ? CLIP_WEIGHTS_F32 : CLIP_WEIGHTS_BF16, &p->text,
+                          err);
+    SdWeights *w = NULL;
+    if (!rc)
+        rc = loras_text_check(path, cfg, err);
+    if (!rc)
+        rc = sd_weights_open(path, "unet", &w, err);
+    for (int i = 0; !rc && cfg && i < cfg->n_loras; i++)
+        rc = sd_weights_add_lora(w, cfg->loras[i].path, cfg->loras[i].scale, err);
+    if (!rc) {
+        UnetOptions uo = {wt};
+        rc = unet_load(w, be, &uo, &p->unet, err);
+        if (!rc && (rc = sd_weights_check_used(w, err)) != 0) {
+            unet_free(p->unet);
+            p->unet = NULL;
+        }
+    }
+    sd_weights_close(w);
+    if (!rc) {
+        VaeOptions vo = {0};
+        vo.parts = VAE_DECODER;
+        vo.weight_dtype = wt;
+        vo.arena_bytes = cfg ? cfg->arena_bytes : 0;
+        rc = vae_load(be, path, &vo, &p->vae, err);
+    }
+    if (rc) {
+        err_prefix(err, "%s", path);
+        sd_pipeline_close(p);
+        return rc;
+    }
+    const UnetConfig *uc = unet_config(p->unet);
+    p->xl = sd_text_kind(p->text) == SD_TEXT_SDXL;
+    p->family = p->xl ? "sdxl" : sd_text_width(p->text) >= 1024 ? "sd2" : "sd1";
+    p->scale = vae_scale(vae_config(p->vae));
+    p->multiple = p->scale << (uc->levels - 1);
+    p->def_w = p->def_h = uc->sample_size * p->scale;
+    if (uc->cross_dim != sd_text_width(p->text) ||
+        (p->xl && (!uc->text_time || uc->add_in_dim != sd_text_pooled_width(p->text) +
+                                                        6 * uc->add_time_dim)) ||
+        (!p->xl && uc->text_time) || uc->in_channels != vae_config(p->vae)->latent_channels ||
+        uc->out_channels != uc->in_channels) {
+        err_set(err, ERR_FORMAT,
+                "%s: the UNet (cross_attention_dim %d, in/out channels %d/%d%s) does not fit the "
+                "text encoders (width %d) and the VAE (%d latent channels)",
+                path, uc->cross_dim, uc->in_channels, uc->out_channels,
+                uc->text_time ? ", text_time" : "", sd_text_width(p->text),
+                vae_config(p->vae)->latent_channels);
+        sd_pipeline_close(p);
+        return ERR_FORMAT;
+    }
+    p->sched_path = xasprintf("%s/scheduler/scheduler_config.json", path);
+    p->sched_kind = sched_class_kind(p->sched_path, p->sched_class, sizeof p->sched_class);
+    *out = p;
+    return 0;
+}
+
+const char *sd_pipeline_family(const SdPipeline *p) { return p->family; }
+
+void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height) {
+    *width = p->def_w;
+    *height = p->def_h;
+}
+
+typedef struct Rng {
+    SdRng kind;
+    TorchCpuGen cpu;
+    TorchCudaGen cuda;
+} Rng;
+
+static void rng_randn(Rng *r, float *x, size_t n) {
+    if (r->kind == SD_RNG_TORCH_CUDA)
+        torch_cuda_randn(&r->cuda, x, n);
+    else
+        torch_cpu_randn(&r->cpu, x, n);
+}
+
+static int tensor_ok(const Tensor *t) { return t->ptr != NULL; }
+
+int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr, uint8_t **rgb,
+                         int *width, int *height, Err *err) {
+    *rgb = NULL;
+    int W = g->width > 0 ? g->width : p->def_w, H = g->height > 0 ? g->height : p->def_h;
+    int steps = g->steps > 0 ? g->steps : 50;
+    if (W % p->multiple || H % p->multiple)
+        return err_set(err, ERR_USAGE,
+                       "size %dx%d: width and height must be multiples of %d for this model",
+                       W, H, p->multiple);
+    if (g->rng != SD_RNG_TORCH_CPU && g->rng != SD_RNG_TORCH_CUDA)
+        return err_set(err, ERR_USAGE, "rng %d: use torch-cpu or torch-cuda", (int)g->rng);
+    /* the scheduler */
+    int kind = p->sched_kind;
+    if (g->scheduler) {
+        kind = sched_kind_from_name(g->scheduler);
+        if (kind < 0)
+            return err_set(err, ERR_USAGE,
+                           "scheduler \"%s\": use euler, euler_a, ddim, dpmpp_2m or "
+                           "dpmpp_2m_karras", g->scheduler);
+    } else if (kind < 0) {
+        return err_set(err, ERR_USAGE,
+                       "%s names %s, which easel does not implement: choose a scheduler "
+                       "(euler, euler_a, ddim, dpmpp_2m, dpmpp_2m_karras)",
+                       p->sched_path, p->sched_class);
+    }
+    SchedConfig sc;
+    int rc = sched_config_load(&sc, (SchedKind)kind, p->sched_path, err);
+    if (rc)
+        return rc;
+    Scheduler s;
+    if ((rc = scheduler_init(&s, &sc, steps, err)) != 0)
+        return rc;
+
+    const UnetConfig *uc = unet_config(p->unet);
+    int cfg = g->guidance > 1.0f, B = cfg ? 2 : 1;
+    int h = H / p->scale, w = W / p->scale, C = uc->in_channels;
+    int T = sd_text_context(p->text), D = sd_text_width(p->text);
+    int P = p->xl ? sd_text_pooled_width(p->text) : 0;
+    size_t n = (size_t)C * h * w;
+    float *ehs = calloc((size_t)2 * T * D, sizeof(float));
+    float *pooled = P ? calloc((size_t)2 * P, sizeof(float)) : NULL;
+    float *x = malloc(n * sizeof(float)), *in = malloc(2 * n * sizeof(float));
+    float *eps = malloc(2 * n * sizeof(float)), *noise = malloc(n * sizeof(float));
+    float time_ids[12], ts[2];
+    uint8_t *img = malloc((size_t)W * H * 3);
+    Tensor dx = {0}, dout = {0}, dehs = {0}, dpool = {0};
+    if (!ehs || (P && !pooled) || !x || !in || !eps || !noise || !img) {
+        rc = err_set(err, ERR_NOMEM, "pipeline: out of memory for a %dx%d image", W, H);
+        goto done;
+    }
+    /* encode_prompt; CFG batches are [negative, positive], as diffusers concatenates them */
+    float *pe = ehs + (cfg ? (size_t)T * D : 0), *pp = pooled ? pooled + (cfg ? P : 0) : NULL;
+    rc = sd_text_encode_prompt(p->text, g->prompt ? g->prompt : "", g->negative, cfg, g->clip_skip,
+                               pe, cfg ? ehs : NULL, pp, cfg ? pooled : NULL, err);
+    if (rc)
+        goto done;
+    if (p->xl)
+        for (int b = 0; b < B; b++)
+            sd_text_add_time_ids(H, W, 0, 0, H, W, time_ids + 6 * b);
+    /* prepare_latents: randn_tensor((1, C, h, w), generator) or the given latents, then
+     * × init_noise_sigma */
+    Rng r;
+    memset(&r, 0, sizeof r);
+    r.kind = g->rng;
+    if (g->rng == SD_RNG_TORCH_CUDA)
+        torch_cuda_gen_seed(&r.cuda, g->seed, 0, 0);
+    else
+        torch_cpu_gen_seed(&r.cpu, g->seed, TORCH_RNG_AVX2);
+    if (g->latents)
+        memcpy(x, g->latents, n * sizeof(float));
+    else
+        rng_randn(&r, x, n);
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] * s.init_noise_sigma;
+
+    int64_t sx[4] = {B, C, h, w}, se[3] = {B, T, D}, sp[2] = {B, P};
+    dx = backend_tensor_new(p->be, DTYPE_F32, 4, sx);
+    dout = backend_tensor_new(p->be, DTYPE_F32, 4, sx);
+    dehs = backend_tensor_new(p->be, DTYPE_F32, 3, se);
+    if (P)
+        dpool = backend_tensor_new(p->be, DTYPE_F32, 2, sp);
+    if (!tensor_ok(&dx) || !tensor_ok(&dout) || !tensor_ok(&dehs) || (P && !tensor_ok(&dpool))) {
+        rc = backend_sync(p->be, err);
+        if (!rc)
+            rc = err_set(err, ERR_NOMEM, "pipeline: out of device memory for the latents");
+        goto done;
+    }
+    Tensor he = tensor_view(cfg ? ehs : pe, 3, se);
+    backend_upload(p->be, &dehs, &he);
+    if (P) {
+        Tensor hp = tensor_view(cfg ? pooled : pp, 2, sp);
+        backend_upload(p->be, &dpool, &hp);
+    }
+    progress_report(pr, 0, steps, "steps");
+    for (int i = 0; i < steps; i++) {
+        if (progress_cancelled(pr)) {
+            rc = err_set(err, ERR_CANCELLED, "generation cancelled at step %d of %d", i, steps);
+            goto done;
+        }
+        /* latent_model_input = cat([latents] * 2), scale_model_input */
+        scheduler_scale_model_input(&s, x, in, n);
+        if (cfg)
+            memcpy(in + n, in, n * sizeof(float));
+        ts[0] = ts[1] = (float)s.timesteps[i];
+        Tensor hx = tensor_view(in, 4, sx);
+        backend_upload(p->be, &dx, &hx);
+        size_t mark = backend_mark(p->be);
+        rc = unet_forward(p->unet, p->be, &dout, &dx, ts, &dehs, P ? &dpool : NULL,
+                          p->xl ? time_ids : NULL, err);
+        backend_reset(p->be, mark);
+        if (rc)
+            goto done;
+        Tensor ho = tensor_view(eps, 4, sx);
+        backend_download(p->be, &ho, &dout);
+        if ((rc = backend_sync(p->be, err)) != 0)
+            goto done;
+        if (progress_cancelled(pr)) {
+            rc = err_set(err, ERR_CANCELLED, "generation cancelled in step %d of %d", i + 1,
+                         steps);
+            goto done;
+        }
+        /* noise_pred = uncond + g·(text − uncond), in diffusers' order */
+        if (cfg)
+            for (size_t k = 0; k < n; k++) {
+                float d = eps[n + k] - eps[k];
+                d = g->guidance * d;
+                eps[k] = eps[k] + d;
+            }
+        const float *nz = NULL;
+        if (scheduler_step_needs_noise(&s)) {
+            rng_randn(&r, noise, n);
+            nz = noise;
+        }
+        if ((rc = scheduler_step(&s, eps, x, nz, x, n, err)) != 0)
+            goto done;
+        progress_report(pr, i + 1, steps, "steps");
+    }
+    if (progress_cancelled(pr)) {
+        rc = err_set(err, ERR_CANCELLED, "generation cancelled before decoding");
+        goto done;
+    }
+    rc = vae_latents_to_rgb8(p->vae, x, 1, h, w, 0, img, err);
+    if (!rc) {
+        *rgb = img;
+        img = NULL;
+        *width = W;
+        *height = H;
+    }
+done:
+    backend_tensor_free(p->be, &dx);
+    backend_tensor_free(p->be, &dout);
+    backend_tensor_free(p->be, &dehs);
+    if (P)
+        backend_tensor_free(p->be, &dpool);
+    scheduler_deinit(&s);
+    free(ehs), free(pooled), free(x), free(in), free(eps), free(noise), free(img);
+    return rc;
+}
