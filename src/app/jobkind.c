@@ -39,6 +39,7 @@
     X(jobkind_train_reward) \
     X(jobkind_eval_reward) \
     X(jobkind_score) \
+    X(jobkind_generate) \
     /* end of the list */
 
 #define JOBKIND_DECLARE(k) extern const JobKind k;

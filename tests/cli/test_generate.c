@@ -165,3 +165,136 @@ Test(gencli, import_generated_merges_shards) {
     free(out);
     free(err);
 }
+
+/* ---- easel generate with the real pipeline on the tiny random SD fixture (64x64) --------- */
+
+#define FIX_SD "tests/gen/fixtures/pipeline_sd"
+
+static void write_prompts(const char *path, const char *body) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(body, f);
+    fclose(f);
+}
+
+static long count_rows(const char *sql) {
+    char *out = NULL;
+    cr_assert_eq(support_run(NULL, &out, NULL, "sqlite3 %s \"%s\"", dbpath, sql), 0,
+                 "sqlite3 CLI needed (DEB_TEST)");
+    long n = strtol(out, NULL, 10);
+    free(out);
+    return n;
+}
+
+Test(gencli, generate_files_rows_resume_and_corrupt, .timeout = 120) {
+    char args[1024], prompts[256], out_dir[256], *out, *err;
+    snprintf(prompts, sizeof prompts, "%s/prompts.csv", tmpdir);
+    snprintf(out_dir, sizeof out_dir, "%s/gen", tmpdir);
+    write_prompts(prompts, "prompt_id,prompt\np1,a red fox in the snow\np2,a blue boat\n");
+    snprintf(args, sizeof args, "models add diffusion %s --name tiny", FIX_SD);
+    cr_assert_eq(run(args, &out, &err), 0, "%s", err);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "generate --prompts %s --steps 2 --out %s --device cpu",
+             prompts, out_dir);
+    cr_assert_eq(run(args, &out, &err), 0, "%s", err);
+    cr_assert(strstr(out, "4 images: 4 generated"), "%s", out);
+    free(out);
+    free(err);
+    for (int p = 1; p <= 2; p++)
+        for (int s = 0; s <= 1; s++) {
+            char rel[64];
+            snprintf(rel, sizeof rel, "gen/p%d/%d.png", p, s);
+            char cmd[512];
+            snprintf(cmd, sizeof cmd, "test -s %s/%s", tmpdir, rel);
+            cr_assert_eq(support_sh("%s", cmd), 0, "%s missing", rel);
+        }
+    cr_assert_eq(count_rows("SELECT count(*) FROM images WHERE width = 64 AND height = 64 AND "
+                            "generator LIKE '%\\\"steps\\\":2%'"), 4);
+    cr_assert_eq(support_sh("head -1 %s/metadata.csv | grep -qx 'prompt_id,seed,path,prompt,"
+                            "width,height,num_inference_steps,guidance_scale'", out_dir), 0);
+    cr_assert_eq(support_sh("grep -q '^p2,1,p2/1.png,a blue boat,64,64,2,7.5$' "
+                            "%s/metadata.csv", out_dir), 0);
+    /* resume: one deleted, one corrupt, the others kept untouched */
+    cr_assert_eq(support_sh("cp %s/p1/0.png %s/keep.png && rm %s/p2/0.png && echo junk > "
+                            "%s/p2/1.png", out_dir, tmpdir, out_dir, out_dir), 0);
+    cr_assert_eq(run(args, &out, &err), 0, "%s", err);
+    cr_assert(strstr(out, "4 images: 2 generated"), "%s", out);
+    cr_assert(strstr(out, "2 kept"), "%s", out);
+    cr_assert(strstr(err, "does not decode"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(support_sh("cmp -s %s/p1/0.png %s/keep.png", out_dir, tmpdir), 0);
+    cr_assert_eq(count_rows("SELECT count(*) FROM images"), 4);
+}
+
+Test(gencli, generate_shards_and_import, .timeout = 120) {
+    char args[1024], prompts[256], out_dir[256], *out, *err;
+    snprintf(prompts, sizeof prompts, "%s/prompts.csv", tmpdir);
+    snprintf(out_dir, sizeof out_dir, "%s/gen", tmpdir);
+    write_prompts(prompts, "prompt_id,prompt\np1,a fox\np2,a boat\np3,a cone\n");
+    /* shards run without this store (another machine): their own empty store */
+    char other[256];
+    snprintf(other, sizeof other, "%s/other.db", tmpdir);
+    cr_assert_eq(support_sh("bin/easel --db %s init >/dev/null", other), 0);
+    for (int k = 1; k <= 2; k++) {
+        cr_assert_eq(support_run(NULL, &out, &err, "bin/easel --db %s generate --model %s "
+                                 "--prompts %s --steps 2 --out %s --device cpu --shard %d/2",
+                                 other, FIX_SD, prompts, out_dir, k), 0, "%s", err);
+        free(out);
+        free(err);
+    }
+    cr_assert_eq(support_sh("test $(find %s -name '*.png' | wc -l) -eq 6", out_dir), 0);
+    cr_assert_eq(support_sh("test $(cat %s/metadata-1-of-2.csv %s/metadata-2-of-2.csv | "
+                            "grep -vc '^prompt_id') -eq 6", out_dir, out_dir), 0);
+    snprintf(args, sizeof args, "import generated %s", out_dir);
+    cr_assert_eq(run(args, &out, &err), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(count_rows("SELECT count(*) FROM images"), 6);
+    cr_assert_eq(run(args, &out, &err), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(count_rows("SELECT count(*) FROM images"), 6);
+}
+
+Test(gencli, generate_failing_prompt_skipped_and_bad_flags, .timeout = 120) {
+    char args[1024], *out, *err;
+    char out_dir[256];
+    snprintf(out_dir, sizeof out_dir, "%s/gen", tmpdir);
+    /* a negative prompt is fine; a LoRA that is not a LoRA fails every item, recorded */
+    char lora[256];
+    snprintf(lora, sizeof lora, "%s/bad.safetensors", tmpdir);
+    cr_assert_eq(support_sh("cp %s/unet/diffusion_pytorch_model.safetensors %s", FIX_SD, lora),
+                 0);
+    snprintf(args, sizeof args, "generate --model %s --prompt 'a fox' --seed 3 --steps 2 "
+             "--out %s --device cpu --lora %s", FIX_SD, out_dir, lora);
+    int rc = run(args, &out, &err);
+    cr_assert_neq(rc, 0);
+    cr_assert(strstr(err, "easel: "), "%s", err);
+    free(out);
+    free(err);
+    /* bad flags are named */
+    static const struct { const char *args, *want; } bad[] = {
+        {"generate --prompt x --steps 0", "--steps 0"},
+        {"generate --prompt x --size 100x64", "--size 100x64"},
+        {"generate --prompt x --seeds 1,a", "--seeds 1,a"},
+        {"generate --prompt x --shard 3/2", "--shard 3/2"},
+        {"generate --prompt x --scheduler heun", "--scheduler heun"},
+        {"generate --prompt x --device tpu", "--device"},
+        {"generate --prompt x --rng gpu", "rng"},
+        {"generate --prompt x --stesp 4", "did you mean '--steps'"},
+        {"generate --steps 4", "exactly one of --prompts FILE, --from-store or --prompt"},
+        {"generate --prompt x --seed 1 --seeds 2", "not both"},
+        {"generate --prompt x --lora /nonexistent.safetensors", "--lora /nonexistent"},
+        {"generate --prompt x --model nosuch", "--model nosuch"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        rc = run(bad[i].args, &out, &err);
+        cr_assert_neq(rc, 0, "%s", bad[i].args);
+        cr_assert(strstr(err, bad[i].want), "%s: %s", bad[i].args, err);
+        cr_assert(strncmp(err, "easel: ", 7) == 0, "%s", err);
+        free(out);
+        free(err);
+    }
+}
