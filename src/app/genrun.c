@@ -309,11 +309,13 @@ int gen_run(const GenRunOpts *o, GenRunReport *rep, Err *err) {
             }
         }
     }
-    if (!rc && r.n == 0) {
+    if (!rc || rc == ERR_CANCELLED) { /* the CSVs exist after any run, even one with nothing */
         Err e = {0};
-        rc = write_csvs(&r, &e);
-        if (rc)
+        int wrc = write_csvs(&r, &e);
+        if (wrc) {
             *err = e;
+            rc = wrc;
+        }
     }
     if (rep->failed)
         rep->failures = xstrdup(r.fail_path);

@@ -265,6 +265,7 @@ Test(genrun, cancel_within_an_image) {
     GenRunReport rep;
     Err err = {0};
     cr_assert_eq(gen_run(&o, &rep, &err), ERR_CANCELLED);
+    cr_assert(strstr(err.msg, "cancelled after 2 of 6 images"), "%s", err.msg);
     cr_assert_eq(rep.generated, 2);
     cr_assert(file_exists(dir, "p1/1.png"));
     cr_assert(!file_exists(dir, "p2/0.png"));
@@ -276,6 +277,22 @@ Test(genrun, cancel_within_an_image) {
     support_run(dir, &ls, NULL, "find . -name '*.tmp-*'");
     cr_assert_str_eq(ls, "");
     free(ls);
+    gen_run_report_deinit(&rep);
+    support_tmpdir_remove(dir);
+}
+
+Test(genrun, cancel_before_any_image_still_writes_the_csv) {
+    char dir[256];
+    support_tmpdir_make(dir, sizeof dir, "genrun");
+    TGen t = {.cancel_at_call = 1};
+    Progress pr = {.cancelled = tgen_cancelled, .user = &t};
+    GenRunOpts o = opts_for(dir, &t, &pr);
+    GenRunReport rep;
+    Err err = {0};
+    cr_assert_eq(gen_run(&o, &rep, &err), ERR_CANCELLED);
+    CsvTable c = read_csv(dir, "metadata.csv");
+    cr_assert_eq(c.n_rows, 1, "the header alone");
+    fmt_csv_deinit(&c);
     gen_run_report_deinit(&rep);
     support_tmpdir_remove(dir);
 }

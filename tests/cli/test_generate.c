@@ -298,3 +298,27 @@ Test(gencli, generate_failing_prompt_skipped_and_bad_flags, .timeout = 120) {
         free(err);
     }
 }
+
+Test(gencli, ctrl_c_stops_within_a_step, .timeout = 120) {
+    char *out = NULL;
+    /* 100 steps at 256x256 take minutes on the tiny model; SIGINT half a second into the
+     * first image must end the run at once, with no half-written PNG and the CSV there */
+    int rc = support_run(NULL, &out, NULL,
+                         "bin/easel --db %s generate --model %s --prompt 'a fox' --seeds 0,1 "
+                         "--steps 100 --size 256x256 --out %s/gen --device cpu 2>%s/err & "
+                         "P=$!; for i in $(seq 200); do grep -q 'image 1/' %s/err && break; "
+                         "sleep 0.05; done; sleep 0.5; t0=$(date +%%s.%%N); kill -INT $P; "
+                         "wait $P; echo rc=$?; "
+                         "awk \"BEGIN{print \\\"took=\\\" $(date +%%s.%%N) - $t0}\"",
+                         dbpath, FIX_SD, tmpdir, tmpdir, tmpdir);
+    cr_assert_eq(rc, 0);
+    cr_assert(strstr(out, "rc=130"), "%s", out);
+    double took = strtod(strstr(out, "took=") + 5, NULL);
+    cr_assert_lt(took, 5.0, "took %.2f s to stop", took);
+    free(out);
+    cr_assert_eq(support_sh("grep -q 'cancelled after 0 of 2 images; run the same command "
+                            "again' %s/err", tmpdir), 0);
+    cr_assert_eq(support_sh("test $(find %s/gen -name '*.png' -o -name '*.tmp-*' | wc -l) -eq 0",
+                            tmpdir), 0);
+    cr_assert_eq(support_sh("test -f %s/gen/metadata.csv", tmpdir), 0);
+}
