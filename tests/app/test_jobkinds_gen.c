@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include "jobkind.h"
+#include "jobs.h"
 #include "jobkinds_gen.h"
 #include "store_catalog.h"
 #include "store_jobs.h"
+#include "store_models.h"
 #include "support.h"
 #include "support_fixtures.h"
 
@@ -19,10 +21,13 @@
 
 static char tmpdir[64];
 static char out_dir[256];
+static char model[256]; /* the fixture copied into the workspace: a job reads only there */
 
 static void setup(void) {
     support_tmpdir_make(tmpdir, sizeof tmpdir, "jobgen");
     snprintf(out_dir, sizeof out_dir, "%s/gen", tmpdir);
+    snprintf(model, sizeof model, "%s/tiny-sd", tmpdir);
+    cr_assert_eq(support_sh("cp -r %s %s", FIX_SD, model), 0);
 }
 
 static void teardown(void) {
@@ -33,7 +38,7 @@ TestSuite(jobkinds_gen, .init = setup, .fini = teardown);
 
 static int run_gen(Store *st, int cancel, int64_t *id, Err *err) {
     const char *names[] = {"model", "prompt", "seeds", "steps", "out", "device"};
-    const char *values[] = {FIX_SD, "a red fox in the snow", "0,1", "2", out_dir, "cpu"};
+    const char *values[] = {model, "a red fox in the snow", "0,1", "2", out_dir, "cpu"};
     return support_run_job(st, "generate", 6, names, values, cancel, id, err);
 }
 
@@ -77,6 +82,39 @@ Test(jobkinds_gen, cancel_leaves_no_half_file, .timeout = 120) {
     cr_assert_eq(support_sh("test $(find %s -name '*.png' -o -name '*.tmp-*' | wc -l) -eq 0",
                             out_dir), 0);
     cr_assert_eq(n_images(st), 0);
+    store_close(st);
+}
+
+/* Queue a generate job as `easel generate --queue` does (jobs_add checks the trust rules). */
+static int queue_gen(Store *st, int n, const char *const *names, const char *const *values,
+                     Err *err) {
+    JobParams *p;
+    int rc = job_params_parse(jobkind_find("generate"), n, names, values, &p, err);
+    cr_assert_eq(rc, 0, "%s", err->msg);
+    JobNew jn = {.gpus_wanted = JOB_GPUS_OF_KIND};
+    int64_t id;
+    rc = jobs_add(st, p, &jn, &id, err);
+    job_params_free(p);
+    return rc;
+}
+
+Test(jobkinds_gen, a_model_or_lora_outside_the_workspace_is_refused) {
+    Store *st = support_store_open(tmpdir, "t.db", NULL, 0);
+    Err err = {0};
+    const char *names[] = {"model", "prompt", "out", "device", "lora"};
+    const char *values[] = {model, "x", out_dir, "cpu", ""};
+    cr_assert_eq(queue_gen(st, 4, names, values, &err), 0, "%s", err.msg);
+    values[0] = FIX_SD; /* the repository's copy: outside this workspace */
+    cr_assert_eq(queue_gen(st, 4, names, values, &err), ERR_DENIED, "%s", err.msg);
+    cr_assert(strstr(err.msg, "generate --model"), "%s", err.msg);
+    /* registered under a name: its folder is checked the same way */
+    cr_assert_eq(store_model_add(st, "diffusion", "far", "/usr/share", NULL, &err), 0);
+    values[0] = "far";
+    cr_assert_eq(queue_gen(st, 4, names, values, &err), ERR_DENIED, "%s", err.msg);
+    values[0] = model;
+    values[4] = "/etc/hostname:0.5";
+    cr_assert_eq(queue_gen(st, 5, names, values, &err), ERR_DENIED, "%s", err.msg);
+    cr_assert(strstr(err.msg, "generate --lora"), "%s", err.msg);
     store_close(st);
 }
 
