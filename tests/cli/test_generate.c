@@ -3,12 +3,14 @@
  * merging the metadata CSVs of --shard runs (made by the generation run, src/app/genrun.h,
  * with a test image source) into the store, idempotently. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base.h"
 #include "genrun.h"
+#include "image.h"
 #include "store.h"
 #include "store_catalog.h"
 #include "store_models.h"
@@ -258,11 +260,11 @@ Test(gencli, generate_shards_and_import, .timeout = 120) {
     cr_assert_eq(count_rows("SELECT count(*) FROM images"), 6);
 }
 
-Test(gencli, generate_failing_prompt_skipped_and_bad_flags, .timeout = 120) {
+Test(gencli, generate_bad_lora_and_bad_flags, .timeout = 120) {
     char args[1024], *out, *err;
     char out_dir[256];
     snprintf(out_dir, sizeof out_dir, "%s/gen", tmpdir);
-    /* a negative prompt is fine; a LoRA that is not a LoRA fails every item, recorded */
+    /* a file that is not a LoRA: refused when the model loads, naming it */
     char lora[256];
     snprintf(lora, sizeof lora, "%s/bad.safetensors", tmpdir);
     cr_assert_eq(support_sh("cp %s/unet/diffusion_pytorch_model.safetensors %s", FIX_SD, lora),
@@ -270,8 +272,9 @@ Test(gencli, generate_failing_prompt_skipped_and_bad_flags, .timeout = 120) {
     snprintf(args, sizeof args, "generate --model %s --prompt 'a fox' --seed 3 --steps 2 "
              "--out %s --device cpu --lora %s", FIX_SD, out_dir, lora);
     int rc = run(args, &out, &err);
-    cr_assert_neq(rc, 0);
-    cr_assert(strstr(err, "easel: "), "%s", err);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(err, "easel: ") && strstr(err, "bad.safetensors") &&
+              strstr(err, "no LoRA tensor"), "%s", err);
     free(out);
     free(err);
     /* bad flags are named */
@@ -321,4 +324,56 @@ Test(gencli, ctrl_c_stops_within_a_step, .timeout = 120) {
     cr_assert_eq(support_sh("test $(find %s/gen -name '*.png' -o -name '*.tmp-*' | wc -l) -eq 0",
                             tmpdir), 0);
     cr_assert_eq(support_sh("test -f %s/gen/metadata.csv", tmpdir), 0);
+}
+
+/* The PNG `easel generate` writes is diffusers' image for the same prompt, negative prompt,
+ * seed, steps, guidance, size, scheduler and LoRA (tests/gen/fixtures/pipeline_cases.json:
+ * sd_euler, sd_lora): the flags reach the pipeline as given. */
+static double png_psnr_vs_rgb(const char *png, const char *rgb_file) {
+    Image im = {0};
+    Err e = {0};
+    cr_assert_eq(image_load(png, 3, &im, &e), 0, "%s", e.msg);
+    cr_assert(im.w == 64 && im.h == 64);
+    FILE *f = fopen(rgb_file, "rb");
+    cr_assert_not_null(f);
+    uint8_t want[64 * 64 * 3];
+    cr_assert_eq(fread(want, 1, sizeof want, f), sizeof want);
+    fclose(f);
+    double se = 0;
+    for (size_t i = 0; i < sizeof want; i++)
+        se += ((double)im.px[i] - want[i]) * ((double)im.px[i] - want[i]);
+    image_deinit(&im);
+    return se == 0 ? INFINITY : 10 * log10(255.0 * 255.0 / (se / (double)sizeof want));
+}
+
+Test(gencli, generate_gives_diffusers_image, .timeout = 120) {
+    char *out, *err;
+    cr_assert_eq(support_run(NULL, &out, &err, "bin/easel --db %s generate --model %s --prompt "
+                             "'a red fox in the snow' --negative 'blurry, low quality' --seed 42 "
+                             "--steps 4 --guidance 7.5 --size 64x64 --scheduler euler --out "
+                             "%s/a --device cpu", dbpath, FIX_SD, tmpdir), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(support_run(NULL, &out, &err, "bin/easel --db %s generate --model %s --prompt "
+                             "'a red fox in the snow' --negative 'blurry, low quality' --seed 42 "
+                             "--steps 4 --scheduler euler --out %s/b --device cpu --lora "
+                             "tests/gen/fixtures/pipeline_sd_lora.safetensors:0.7",
+                             dbpath, FIX_SD, tmpdir), 0, "%s", err);
+    free(out);
+    free(err);
+    char *a = NULL, *b = NULL;
+    cr_assert_eq(support_run(NULL, &a, NULL, "printf %%s %s/a/*/42.png", tmpdir), 0);
+    cr_assert_eq(support_run(NULL, &b, NULL, "printf %%s %s/b/*/42.png", tmpdir), 0);
+    double db = png_psnr_vs_rgb(a, "tests/gen/fixtures/pipeline_sd_euler.rgb");
+    cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers", db);
+    db = png_psnr_vs_rgb(b, "tests/gen/fixtures/pipeline_sd_lora.rgb");
+    cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers with the LoRA", db);
+    free(a);
+    free(b);
+    /* the settings in the store */
+    cr_assert_eq(count_rows("SELECT count(*) FROM images WHERE generator LIKE "
+                            "'%\\\"scheduler\\\":\\\"euler\\\"%' AND generator LIKE "
+                            "'%\\\"negative\\\":\\\"blurry, low quality\\\"%'"), 2);
+    cr_assert_eq(count_rows("SELECT count(*) FROM images WHERE generator LIKE '%\\\"loras\\\"%'"),
+                 1);
 }
