@@ -377,3 +377,35 @@ Test(gencli, generate_gives_diffusers_image, .timeout = 120) {
     cr_assert_eq(count_rows("SELECT count(*) FROM images WHERE generator LIKE '%\\\"loras\\\"%'"),
                  1);
 }
+
+Test(gencli, generate_from_store_and_bad_prompts_file, .timeout = 120) {
+    char args[1024], prompts[256], *out, *err;
+    snprintf(prompts, sizeof prompts, "%s/prompts.csv", tmpdir);
+    write_prompts(prompts, "prompt_id,prompt\nfox,a fox\nboat,a boat\n");
+    snprintf(args, sizeof args, "import prompts %s", prompts);
+    cr_assert_eq(run(args, &out, &err), 0, "%s", err);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "generate --model %s --from-store --seed 1 --steps 1 --out "
+             "%s/g --device cpu", FIX_SD, tmpdir);
+    cr_assert_eq(run(args, &out, &err), 0, "%s", err);
+    cr_assert(strstr(out, "2 images: 2 generated"), "%s", out);
+    free(out);
+    free(err);
+    cr_assert_eq(count_rows("SELECT count(*) FROM images i JOIN prompts p ON p.id = i.prompt_id "
+                            "WHERE i.seed = 1 AND p.ext_id IN ('fox', 'boat')"), 2);
+    /* a prompts file without the header, and one whose id cannot be a folder */
+    write_prompts(prompts, "id,text\n1,a fox\n");
+    snprintf(args, sizeof args, "generate --model %s --prompts %s --out %s/g --device cpu",
+             FIX_SD, prompts, tmpdir);
+    cr_assert_eq(run(args, &out, &err), 1);
+    cr_assert(strstr(err, "prompts.csv:1: expected the header prompt_id,prompt"), "%s", err);
+    free(out);
+    free(err);
+    write_prompts(prompts, "prompt_id,prompt\n../up,a fox\n");
+    cr_assert_eq(run(args, &out, &err), 1);
+    cr_assert(strstr(err, "prompts.csv:2: prompt_id '../up' cannot name a folder"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(count_rows("SELECT count(*) FROM images"), 2);
+}
