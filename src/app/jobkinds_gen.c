@@ -423,7 +423,14 @@ int gen_job_execute(Store *st, const JobParams *p, const Progress *pr,
                                       ? SD_RNG_TORCH_CUDA : SD_RNG_TORCH_CPU}};
     GenProg gp = {.outer = pr};
     Progress wrap = {gp_progress, gp_cancelled, gp_log, &gp};
+    /* a shard on a GPU: the multi-GPU layout's gpu_id column too (which GPU made each row) */
+    char gpu_id[16] = "";
+    int sk = 0, sidx = 0;
+    if (shard_n && backend_kind(be) == BACKEND_CUDA &&
+        backend_spec_parse(job_param_str(p, "device"), &sk, &sidx, NULL) == 0)
+        snprintf(gpu_id, sizeof gpu_id, "%d", sidx);
     GenRunOpts o = {.out_dir = job_param_str(p, "out"), .items = w.items, .n_items = w.n,
+                    .gpu_id = gpu_id[0] ? gpu_id : NULL,
                     .shard_k = shard_k, .shard_n = shard_n, .width = width, .height = height,
                     .steps = steps, .guidance = guidance, .settings = settings, .store = st,
                     .gen = pipe_image, .gen_user = &pg, .progress = &wrap};

@@ -116,7 +116,7 @@ Test(gencli, import_generated_merges_shards) {
     for (int k = 1; k <= 2; k++) {
         GenRunOpts o = {.out_dir = out_dir, .items = items, .n_items = 5, .shard_k = k,
                         .shard_n = 2, .width = 16, .height = 16, .steps = 2, .guidance = 7.5,
-                        .gen = tgen};
+                        .gen = tgen, .gpu_id = k == 2 ? "1" : NULL}; /* shard 2 on GPU 1 */
         GenRunReport rep;
         Err e = {0};
         cr_assert_eq(gen_run(&o, &rep, &e), 0, "%s", e.msg);
@@ -149,6 +149,12 @@ Test(gencli, import_generated_merges_shards) {
         cr_assert_eq(seen[j], 1, "item %d seen %d times", j, seen[j]);
     store_images_free(imgs, n);
     store_close(st);
+    cr_assert_eq(support_sh("head -1 %s/metadata-2-of-2.csv | grep -q ',gpu_id$'", out_dir), 0);
+    char *n_gpu = NULL;
+    cr_assert_eq(support_run(NULL, &n_gpu, NULL, "sqlite3 %s \"SELECT count(*) FROM images "
+                             "WHERE generator LIKE '%%gpu_id%%'\"", dbpath), 0);
+    cr_assert_eq(atoi(n_gpu), 2, "%s", n_gpu);
+    free(n_gpu);
     /* again, and the files named one by one: nothing new */
     snprintf(args, sizeof args, "import generated %s/metadata-2-of-2.csv %s", out_dir, out_dir);
     cr_assert_eq(run(args, &out, &err), 0, "%s", err);
