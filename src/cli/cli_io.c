@@ -183,7 +183,7 @@ static int generated_csvs(const char *dir, char ***out, size_t *n) {
     struct dirent *e;
     while ((e = readdir(d))) {
         size_t l = strlen(e->d_name);
-        if (strncmp(e->d_name, "metadata", 8) == 0 && l > 12 &&
+        if (strncmp(e->d_name, "metadata", 8) == 0 && l >= 12 &&
             strcmp(e->d_name + l - 4, ".csv") == 0) {
             *out = xrealloc(*out, (*n + 1) * sizeof **out);
             (*out)[(*n)++] = xasprintf("%s/%s", dir, e->d_name);

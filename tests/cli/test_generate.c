@@ -161,6 +161,20 @@ Test(gencli, import_generated_merges_shards) {
     cr_assert(strstr(out, "nothing new"), "%s", out);
     free(out);
     free(err);
+    /* one run's metadata.csv (no shards) in a folder of its own */
+    char one[256];
+    snprintf(one, sizeof one, "%s/one", tmpdir);
+    static const GenItem solo[] = {{"p9", "a lone tree", 4}};
+    GenRunOpts o1 = {.out_dir = one, .items = solo, .n_items = 1, .width = 16, .height = 16,
+                     .steps = 2, .guidance = 7.5, .gen = tgen};
+    GenRunReport r1;
+    cr_assert_eq(gen_run(&o1, &r1, &e), 0, "%s", e.msg);
+    gen_run_report_deinit(&r1);
+    snprintf(args, sizeof args, "import generated %s", one);
+    cr_assert_eq(run(args, &out, &err), 0, "%s", err);
+    cr_assert(strstr(out, "one/metadata.csv"), "%s", out);
+    free(out);
+    free(err);
     /* a folder without metadata */
     snprintf(args, sizeof args, "import generated %s/gen/p1", tmpdir);
     cr_assert_eq(run(args, &out, &err), 1);
