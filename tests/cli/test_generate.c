@@ -297,6 +297,11 @@ Test(gencli, generate_bad_lora_and_bad_flags, .timeout = 120) {
               strstr(err, "no LoRA tensor"), "%s", err);
     free(out);
     free(err);
+    cr_assert_eq(run("generate --help", &out, &err), 0);
+    cr_assert(strstr(out, "usage: easel") && strstr(out, "example") && strstr(out, "--shard"),
+              "%s", out);
+    free(out);
+    free(err);
     /* bad flags are named */
     static const struct { const char *args, *want; } bad[] = {
         {"generate --prompt x --steps 0", "--steps 0"},
