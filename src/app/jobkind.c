@@ -25,6 +25,7 @@
 #include "log.h"
 #include "clip_encoder.h"
 #include "store_jobs.h"
+#include "store_models.h"
 #include "trust.h"
 
 /* ---- the table ------------------------------------------------------------------------- */
@@ -39,6 +40,7 @@
     X(jobkind_train_reward) \
     X(jobkind_eval_reward) \
     X(jobkind_score) \
+    X(jobkind_generate) \
     /* end of the list */
 
 #define JOBKIND_DECLARE(k) extern const JobKind k;
@@ -407,7 +409,20 @@ int job_params_check_trust(Store *st, const JobParams *p, const char *checkpoint
             rc = trust_check_path(st, what, dir, err);
             free(dir);
         } else if (ref == JOB_REF_ENCODER) {
-            rc = check_encoder(st, what, text, err);
+            rc = check_encoder(st, what, text, err);        } else if (ref == JOB_REF_DIFFUSION_MODEL && text[0]) { /* issue 15 */
+            StoreModel m = {0};
+            int reg = store_model_get(st, "diffusion", text, &m, NULL) == 0;
+            rc = trust_check_path(st, what, reg ? m.path : text, err);
+            store_model_deinit(&m);
+        } else if (ref == JOB_REF_PATH_LIST && text[0]) {
+            char *copy = xstrdup(text), *save = NULL;
+            for (char *t = strtok_r(copy, ",", &save); t && !rc; t = strtok_r(NULL, ",", &save)) {
+                char *colon = strrchr(t, ':');
+                if (colon && access(t, F_OK) != 0)
+                    *colon = '\0'; /* FILE:SCALE */
+                rc = trust_check_path(st, what, t, err);
+            }
+            free(copy);
         }
     }
     char *out = rc ? NULL : checkpoint_output(checkpoint);

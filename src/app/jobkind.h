@@ -61,6 +61,9 @@ typedef enum JobParamRef {
     JOB_REF_RUN_NAME,    /* a run name: the folder runs/NAME of the workspace */
     JOB_REF_CHECKPOINT,  /* a checkpoint folder (a PATH parameter): also the model folder of
                           * the clip:NAME encoder its config.json names */
+    /* issue 15 (generate) */
+    JOB_REF_DIFFUSION_MODEL, /* a registered diffusion model's name (its folder) or a folder */
+    JOB_REF_PATH_LIST,   /* files joined by ',', each with an optional ":SCALE" (--lora) */
 } JobParamRef;
 
 typedef struct JobParamSpec {

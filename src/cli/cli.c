@@ -24,7 +24,7 @@ const CliCommand cli_commands[] = {
     {"worker", cli_worker_main, "run queued jobs headless (threads, GPUs); stops on SIGTERM"},
     {"gpus", cli_gpus_main, "GPU discovery through NVML (or why there is no GPU)"},
     {"gpu", cli_gpus_main, "same as gpus"},
-    {"models", cli_models_main, "register CLIP model folders: add, list, remove"},
+    {"models", cli_models_main, "register CLIP and diffusion model folders: add, list, remove"},
     {"embed", cli_embed_main, "print CLIP (or classic) embeddings of images and texts"},
     {"agreement", cli_agreement_main, "inter-annotator agreement per aspect: alpha, ICC, disagreement"},
     {"train", cli_train_main, "train a five-head reward model (foreground, or --queue a job)"},
@@ -34,6 +34,7 @@ const CliCommand cli_commands[] = {
     {"monitor", cli_monitor_main, "watch a training run live (the TUI's Monitor screen)"},
     {"config", cli_config_main, "store settings: blind rating, output roots (owner only)"},
     {"annotators", cli_annotators_main, "annotators and their roles: list, grant, revoke"},
+    {"generate", cli_generate_main, "generate images with a diffusion model, into the store"},
     /* more subcommands: one line each, in the order `easel --help` lists them */
     {NULL, NULL, NULL},
 };

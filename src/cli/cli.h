@@ -97,4 +97,7 @@ int cli_annotators_main(const CliGlobal *g, int argc, char **argv); /* cli_confi
 int cli_models_main(const CliGlobal *g, int argc, char **argv);
 int cli_embed_main(const CliGlobal *g, int argc, char **argv);
 
+/* src/cli/cli_generate.c (issue 15) */
+int cli_generate_main(const CliGlobal *g, int argc, char **argv);
+
 #endif

@@ -22,6 +22,7 @@
 #include "clip.h"
 #include "image.h"
 #include "cli_device.h"
+#include "cli_diffusion.h"
 #include "clip_encoder.h"
 #include "encoder.h"
 #include "store.h"
@@ -32,6 +33,7 @@
 
 static void models_usage(void) {
     printf("usage: easel models add clip PATH [--name NAME]\n"
+           "       easel models add diffusion PATH [--name NAME]\n"
            "       easel models list\n"
            "       easel models remove NAME\n\n"
            "Register a CLIP model folder (or .safetensors file) under NAME (default: the\n"
@@ -40,6 +42,9 @@ static void models_usage(void) {
            "names), the tokenizer files (vocab.json + merges.txt, or\n"
            "bpe_simple_vocab_16e6.txt.gz) and open_clip_config.json or config.json. The model\n"
            "is loaded once to check it before it is registered. See doc/models.md.\n\n"
+           "A diffusion model is a diffusers folder (model_index.json of a Stable Diffusion\n"
+           "or SDXL pipeline, unet/, vae/, text_encoder/[, text_encoder_2/], tokenizer/); its\n"
+           "components' weights are opened to check them before it is registered.\n\n"
            "example:\n"
            "  easel models add clip ~/models/CLIP-ViT-L-14-laion2B-s32B-b82K --name vit-l-14\n");
 }
@@ -83,8 +88,8 @@ static int models_add(const CliGlobal *g, int argc, char **argv) {
         cli_error("models add: need a kind and a path: easel models add clip PATH [--name NAME]");
         return 2;
     }
-    if (strcmp(kind, "clip") != 0) {
-        cli_error("models add: unknown model kind '%s' (known: clip)", kind);
+    if (strcmp(kind, "clip") != 0 && strcmp(kind, "diffusion") != 0) {
+        cli_error("models add: unknown model kind '%s' (known: clip, diffusion)", kind);
         return 2;
     }
     char abs[PATH_MAX];
@@ -100,6 +105,11 @@ static int models_add(const CliGlobal *g, int argc, char **argv) {
                                                                      : basename(dirname(copy)));
         free(copy);
         name = def_name;
+    }
+    if (strcmp(kind, "diffusion") == 0) { /* cli_diffusion.c */
+        int st = cli_models_add_diffusion(g, abs, name);
+        free(def_name);
+        return st;
     }
     Err err = {0};
     int status = 1;
@@ -150,7 +160,7 @@ static int models_list(const CliGlobal *g) {
         return cli_fail(&err);
     }
     if (n == 0)
-        printf("no models registered (easel models add clip PATH)\n");
+        printf("no models registered (easel models add clip|diffusion PATH)\n");
     for (int i = 0; i < n; i++)
         printf("%-20s %-6s %s\n", v[i].name, v[i].kind, v[i].path);
     store_model_list_free(v, n);

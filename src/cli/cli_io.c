@@ -7,11 +7,14 @@
 #include "cli.h"
 #include "cli_escape.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -28,7 +31,8 @@
 /* ---- import ---------------------------------------------------------------------------------- */
 
 static void import_usage(void) {
-    printf("usage: easel [--db PATH] import KIND PATH [--annotator NAME] [--allow-missing]\n\n"
+    printf("usage: easel [--db PATH] import KIND PATH [--annotator NAME] [--allow-missing]\n"
+           "       easel [--db PATH] import generated CSV_OR_DIR...\n\n"
            "Import a file of the original system into the store. KIND is one of:\n"
            "  prompts    prompts.csv: prompt_id,prompt\n"
            "  ratings    multihead_ratings.csv: prompt_id,image_path,spatial_rating,\n"
@@ -38,6 +42,8 @@ static void import_usage(void) {
            "  generated  generation metadata CSV: prompt_id,seed,path,prompt,gpu_id or\n"
            "             prompt_id,seed,path,prompt,width,height,num_inference_steps,"
            "guidance_scale\n"
+           "             (several files or folders: a folder means every metadata*.csv in\n"
+           "             it, e.g. the shards' metadata-K-of-N.csv of 'easel generate')\n"
            "  images     a folder laid out {prompt_id}/{seed}.png\n\n"
            "Everything is checked first; any problem (listed as FILE:LINE: ...) means nothing\n"
            "is imported. Importing the same file twice changes nothing. An import never\n"
@@ -107,44 +113,13 @@ static int opt_value(int argc, char **argv, int *i, const char *name, const char
     return 1;
 }
 
-int cli_import_main(const CliGlobal *g, int argc, char **argv) {
-    if (cli_wants_help(argc, argv)) {
-        import_usage();
-        return 0;
-    }
-    const char *pos[2] = {NULL, NULL};
-    int n_pos = 0;
-    ImportOptions opts = {0};
-    opts.annotator = g->annotator; /* the global --annotator (main.c takes it out of argv) */
-    static const char *const known[] = {"--allow-missing", "--annotator", NULL};
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--allow-missing") == 0) {
-            opts.allow_missing = 1;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            return cli_unknown_option("import", argv[i], known);
-        } else if (n_pos < 2) {
-            pos[n_pos++] = argv[i];
-        } else {
-            return cli_unexpected("import", argv[i], NULL);
-        }
-    }
-    if (n_pos < 2) {
-        cli_error("import: needs KIND and PATH, e.g. 'easel import ratings ratings.csv' "
-                  "(see 'easel import --help')");
-        return 2;
-    }
+/* Import one file PATH of KIND into ST; prints its report. Returns the exit status. */
+static int import_one(Store *st, ImportKind kind, const char *path, ImportOptions *opts) {
     Err err = {0};
-    ImportKind kind;
-    if (import_kind_parse(pos[0], &kind, &err))
-        return cli_fail(&err);
-    Store *st = cli_open_store(g);
-    if (!st)
-        return 1;
     ImportBar prog = {.tty = isatty(2)};
-    opts.progress = (Progress){.progress = show_progress, .user = &prog};
+    opts->progress = (Progress){.progress = show_progress, .user = &prog};
     ImportReport rep;
-    int rc = import_path(st, kind, pos[1], &opts, &rep, &err);
-    store_close(st);
+    int rc = import_path(st, kind, path, opts, &rep, &err);
     if (prog.open)
         fputc('\n', stderr);
     if (!rc) /* after a failure nothing was imported, so warnings about it are moot */
@@ -154,13 +129,13 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
         if (rep.n_errors > 1 || rc == ERR_CONFLICT) {
             print_list(rep.errors, rep.n_errors, "");
             cli_error("nothing was imported from %s (%zu problem%s); fix the file and run the "
-                      "same command again", pos[1], rep.n_errors, rep.n_errors == 1 ? "" : "s");
+                      "same command again", path, rep.n_errors, rep.n_errors == 1 ? "" : "s");
         } else {
             cli_fail(&err);
         }
         status = rc == ERR_USAGE ? 2 : 1;
     } else {
-        printf("imported %s %s: %zu %s", import_kind_name(kind), pos[1], rep.rows,
+        printf("imported %s %s: %zu %s", import_kind_name(kind), path, rep.rows,
                kind == IMPORT_IMAGES ? "files" : kind == IMPORT_PAIRS ? "lines" : "rows");
         if (rep.prompts_added)
             printf(", %zu prompt%s added", rep.prompts_added, rep.prompts_added == 1 ? "" : "s");
@@ -189,6 +164,99 @@ int cli_import_main(const CliGlobal *g, int argc, char **argv) {
         printf("\n");
     }
     import_report_deinit(&rep);
+    return status;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* `import generated DIR`: the metadata CSVs `easel generate` wrote there (metadata.csv and the
+ * shards' metadata-K-of-N.csv), sorted, into *out (appended; *n counts). */
+static int generated_csvs(const char *dir, char ***out, size_t *n) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        cli_error("import generated: %s: %s", dir, strerror(errno));
+        return 1;
+    }
+    size_t first = *n;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (strncmp(e->d_name, "metadata", 8) == 0 && l >= 12 &&
+            strcmp(e->d_name + l - 4, ".csv") == 0) {
+            *out = xrealloc(*out, (*n + 1) * sizeof **out);
+            (*out)[(*n)++] = xasprintf("%s/%s", dir, e->d_name);
+        }
+    }
+    closedir(d);
+    if (*n == first) {
+        cli_error("import generated: %s holds no metadata.csv or metadata-K-of-N.csv (the "
+                  "files 'easel generate' writes beside the images)", dir);
+        return 1;
+    }
+    qsort(*out + first, *n - first, sizeof **out, cmp_str);
+    return 0;
+}
+
+int cli_import_main(const CliGlobal *g, int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) {
+        import_usage();
+        return 0;
+    }
+    const char **pos = xcalloc((size_t)argc + 1, sizeof *pos);
+    int n_pos = 0;
+    ImportOptions opts = {0};
+    opts.annotator = g->annotator; /* the global --annotator (main.c takes it out of argv) */
+    static const char *const known[] = {"--allow-missing", "--annotator", NULL};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--allow-missing") == 0) {
+            opts.allow_missing = 1;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            free(pos);
+            return cli_unknown_option("import", argv[i], known);
+        } else {
+            pos[n_pos++] = argv[i];
+        }
+    }
+    if (n_pos < 2) {
+        free(pos);
+        cli_error("import: needs KIND and PATH, e.g. 'easel import ratings ratings.csv' "
+                  "(see 'easel import --help')");
+        return 2;
+    }
+    Err err = {0};
+    ImportKind kind;
+    if (import_kind_parse(pos[0], &kind, &err)) {
+        free(pos);
+        return cli_fail(&err);
+    }
+    if (n_pos > 2 && kind != IMPORT_GENERATED) {
+        int rc = cli_unexpected("import", pos[2], NULL);
+        free(pos);
+        return rc;
+    }
+    /* generated: several files or folders (the shards of one run) */
+    char **paths = NULL;
+    size_t n_paths = 0;
+    int status = 0;
+    for (int i = 1; i < n_pos && !status; i++) {
+        struct stat sb;
+        if (kind == IMPORT_GENERATED && stat(pos[i], &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            status = generated_csvs(pos[i], &paths, &n_paths);
+        } else {
+            paths = xrealloc(paths, (n_paths + 1) * sizeof *paths);
+            paths[n_paths++] = xstrdup(pos[i]);
+        }
+    }
+    free(pos);
+    Store *st = status ? NULL : cli_open_store(g);
+    if (!status && !st)
+        status = 1;
+    for (size_t i = 0; i < n_paths && !status; i++)
+        status = import_one(st, kind, paths[i], &opts);
+    store_close(st);
+    base_strv_free(paths, n_paths);
     return status;
 }
 

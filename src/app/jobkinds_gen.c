@@ -1,0 +1,483 @@
+/* jobkinds_gen — see jobkinds_gen.h. */
+#include "jobkinds_gen.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "backend.h"
+#include "base.h"
+#include "fmt_csv.h"
+#include "pipeline.h"
+#include "sha256.h"
+#include "store_catalog.h"
+#include "store_models.h"
+
+static const JobParamSpec gen_params[] = {
+    {"model", JOB_PARAM_STRING, "", "a registered diffusion model's name (easel models add "
+     "diffusion) or a diffusers folder; default: the one registered", NULL},
+    {"prompts", JOB_PARAM_PATH, "", "prompts.csv (prompt_id,prompt) to generate for", NULL},
+    {"from-store", JOB_PARAM_BOOL, "false", "generate for every prompt in the store", NULL},
+    {"prompt", JOB_PARAM_STRING, "", "one prompt's text", NULL},
+    {"seeds", JOB_PARAM_STRING, "0,1", "seeds, comma-separated (each image: prompt x seed)", NULL},
+    {"steps", JOB_PARAM_INT, "50", "denoising steps", NULL},
+    {"guidance", JOB_PARAM_FLOAT, "7.5", "classifier-free guidance scale (<= 1: off)", NULL},
+    {"size", JOB_PARAM_STRING, "", "WxH, multiples of 8; default the model's (SDXL 1024x1024, "
+     "SD 1.x 512x512)", NULL},
+    {"scheduler", JOB_PARAM_STRING, "", "euler, euler_a, ddim, dpmpp_2m or dpmpp_2m_karras; "
+     "default the model's scheduler_config.json", NULL},
+    {"negative", JOB_PARAM_STRING, "", "negative prompt", NULL},
+    {"lora", JOB_PARAM_STRING, "", "LoRA .safetensors FILE[:SCALE], several joined by ','", NULL},
+    {"rng", JOB_PARAM_CHOICE, "torch-cpu", "initial noise as torch.Generator on this device "
+     "makes it", "torch-cpu|torch-cuda"},
+    {"out", JOB_PARAM_PATH, "generated", "output folder: {out}/{prompt_id}/{seed}.png and "
+     "metadata.csv", NULL},
+    {"device", JOB_PARAM_STRING, "auto", "where the model runs: auto, cpu, cuda or cuda:N", NULL},
+    {"shard", JOB_PARAM_STRING, "", "K/N: only the K-th of N slices of the prompt x seed list",
+     NULL},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+static const char *const schedulers[] = {"euler", "euler_a", "ddim", "dpmpp_2m",
+                                         "dpmpp_2m_karras", NULL};
+
+/* "0,1,7" into *seeds (malloc'd). */
+static int parse_seeds(const char *s, uint64_t **seeds, size_t *n, Err *err) {
+    *seeds = NULL;
+    *n = 0;
+    const char *p = s;
+    while (p && *p) {
+        char *end = NULL;
+        errno = 0;
+        if (*p < '0' || *p > '9')
+            break;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (errno || (*end && *end != ',') || v > (1ULL << 63))
+            break;
+        *seeds = xrealloc(*seeds, (*n + 1) * sizeof **seeds);
+        (*seeds)[(*n)++] = v;
+        p = *end ? end + 1 : end;
+        if (*end == ',' && !*p)
+            break;
+        if (!*end) {
+            p = NULL;
+            break;
+        }
+    }
+    if (p || *n == 0) {
+        free(*seeds);
+        *seeds = NULL;
+        *n = 0;
+        return err_set(err, ERR_USAGE, "--seeds %s: expected whole numbers separated by ',' "
+                       "(e.g. 0,1)", s);
+    }
+    return 0;
+}
+
+static int parse_size(const char *s, int *w, int *h, Err *err) {
+    *w = *h = 0;
+    if (!*s)
+        return 0;
+    char *end = NULL;
+    long a = strtol(s, &end, 10), b = 0;
+    int ok = end != s && (*end == 'x' || *end == 'X');
+    if (ok) {
+        const char *q = end + 1;
+        b = strtol(q, &end, 10);
+        ok = end != q && !*end && a >= 64 && b >= 64 && a <= 4096 && b <= 4096 && a % 8 == 0 &&
+             b % 8 == 0;
+    }
+    if (!ok)
+        return err_set(err, ERR_USAGE, "--size %s: expected WxH, each a multiple of 8 from 64 "
+                       "to 4096 (e.g. 1024x1024)", s);
+    *w = (int)a;
+    *h = (int)b;
+    return 0;
+}
+
+/* "a.safetensors:0.8,b.safetensors" into *out (paths malloc'd). */
+static int parse_loras(const char *s, SdLora **out, int *n, Err *err) {
+    *out = NULL;
+    *n = 0;
+    if (!*s)
+        return 0;
+    char *copy = xstrdup(s);
+    int rc = 0;
+    for (char *tok = strtok(copy, ","); tok && !rc; tok = strtok(NULL, ",")) {
+        float scale = 1.0f;
+        char *colon = strrchr(tok, ':');
+        if (colon) {
+            char *end = NULL;
+            double v = strtod(colon + 1, &end);
+            if (end != colon + 1 && !*end && isfinite(v)) {
+                scale = (float)v;
+                *colon = '\0';
+            }
+        }
+        struct stat sb;
+        if (stat(tok, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            rc = err_set(err, ERR_USAGE, "--lora %s: no such file (expected FILE[:SCALE], a "
+                         "LoRA .safetensors)", tok);
+            break;
+        }
+        *out = xrealloc(*out, (size_t)(*n + 1) * sizeof **out);
+        (*out)[*n].path = xstrdup(tok);
+        (*out)[(*n)++].scale = scale;
+    }
+    free(copy);
+    if (rc) {
+        for (int i = 0; i < *n; i++)
+            free((char *)(*out)[i].path);
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+static void loras_free(SdLora *l, int n) {
+    for (int i = 0; i < n; i++)
+        free((char *)l[i].path);
+    free(l);
+}
+
+static int gen_validate(const JobParams *p, Err *err) {
+    int sources = (job_param_str(p, "prompts")[0] != 0) + job_param_bool(p, "from-store") +
+                  (job_param_str(p, "prompt")[0] != 0);
+    if (sources != 1)
+        return err_set(err, ERR_USAGE, "generate: give exactly one of --prompts FILE, "
+                       "--from-store or --prompt TEXT");
+    uint64_t *seeds;
+    size_t ns;
+    int rc = parse_seeds(job_param_str(p, "seeds"), &seeds, &ns, err);
+    free(seeds);
+    if (rc)
+        return rc;
+    int64_t steps = job_param_int(p, "steps");
+    if (steps < 1 || steps > 1000)
+        return err_set(err, ERR_USAGE, "--steps %lld: expected 1 to 1000", (long long)steps);
+    double g = job_param_float(p, "guidance");
+    if (!isfinite(g) || g < 0 || g > 100)
+        return err_set(err, ERR_USAGE, "--guidance %g: expected 0 to 100", g);
+    int w, h;
+    if ((rc = parse_size(job_param_str(p, "size"), &w, &h, err)))
+        return rc;
+    const char *sch = job_param_str(p, "scheduler");
+    if (*sch) {
+        int ok = 0;
+        for (int i = 0; schedulers[i]; i++)
+            ok |= strcmp(sch, schedulers[i]) == 0;
+        if (!ok)
+            return err_set(err, ERR_USAGE, "--scheduler %s: expected euler, euler_a, ddim, "
+                           "dpmpp_2m or dpmpp_2m_karras", sch);
+    }
+    SdLora *l;
+    int nl;
+    if ((rc = parse_loras(job_param_str(p, "lora"), &l, &nl, err)))
+        return rc;
+    loras_free(l, nl);
+    int kind, index;
+    if ((rc = backend_spec_parse(job_param_str(p, "device"), &kind, &index, err)))
+        return rc;
+    const char *shard = job_param_str(p, "shard");
+    if (*shard && (rc = gen_parse_shard(shard, &kind, &index, err)))
+        return rc;
+    return 0;
+}
+
+/* The work list: prompts (ext ids and texts, owned in *keep) x seeds. */
+typedef struct Work {
+    GenItem *items;
+    size_t n;
+    char **strs;  /* every string the items point to */
+    size_t n_strs;
+} Work;
+
+static const char *work_str(Work *w, char *s) {
+    w->strs = xrealloc(w->strs, (w->n_strs + 1) * sizeof *w->strs);
+    w->strs[w->n_strs++] = s;
+    return s;
+}
+
+static void work_add(Work *w, const char *id, const char *text, const uint64_t *seeds,
+                     size_t ns) {
+    const char *i2 = work_str(w, xstrdup(id)), *t2 = work_str(w, xstrdup(text));
+    w->items = xrealloc(w->items, (w->n + ns) * sizeof *w->items);
+    for (size_t k = 0; k < ns; k++)
+        w->items[w->n++] = (GenItem){i2, t2, seeds[k]};
+}
+
+static void work_free(Work *w) {
+    base_strv_free(w->strs, w->n_strs);
+    free(w->items);
+}
+
+static int load_work(Store *st, const JobParams *p, Work *w, Err *err) {
+    uint64_t *seeds;
+    size_t ns;
+    int rc = parse_seeds(job_param_str(p, "seeds"), &seeds, &ns, err);
+    if (rc)
+        return rc;
+    const char *file = job_param_str(p, "prompts"), *one = job_param_str(p, "prompt");
+    if (*file) {
+        CsvTable t = {0};
+        if ((rc = fmt_csv_read(file, &t, err)))
+            goto out;
+        int ci = t.n_rows ? fmt_csv_column(&t.rows[0], "prompt_id") : -1;
+        int ct = t.n_rows ? fmt_csv_column(&t.rows[0], "prompt") : -1;
+        if (ci < 0 || ct < 0) {
+            rc = err_set(err, ERR_FORMAT, "%s:1: expected the header prompt_id,prompt (the "
+                         "original's prompts.csv)", file);
+        }
+        for (size_t r = 1; r < t.n_rows && !rc; r++) {
+            const CsvRow *row = &t.rows[r];
+            if (row->n <= (size_t)(ci > ct ? ci : ct)) {
+                rc = err_set(err, ERR_FORMAT, "%s:%ld: expected %d fields, found %zu", file,
+                             row->line, (ci > ct ? ci : ct) + 1, row->n);
+            } else if (!gen_prompt_id_ok(row->field[ci])) {
+                rc = err_set(err, ERR_FORMAT, "%s:%ld: prompt_id '%s' cannot name a folder: "
+                             "use letters, digits, '_', '-' and '.'", file, row->line,
+                             row->field[ci]);
+            } else {
+                work_add(w, row->field[ci], row->field[ct], seeds, ns);
+            }
+        }
+        fmt_csv_deinit(&t);
+    } else if (*one) {
+        StorePrompt sp = {0};
+        char id[32];
+        if (st && store_prompt_by_text(st, one, &sp, NULL) == 0 && gen_prompt_id_ok(sp.ext_id)) {
+            base_strlcpy(id, sp.ext_id, sizeof id);
+        } else {
+            char hex[SHA256_HEX_LEN + 1];
+            sha256_hex(one, strlen(one), hex);
+            snprintf(id, sizeof id, "prompt-%.12s", hex);
+        }
+        store_prompt_deinit(&sp);
+        work_add(w, id, one, seeds, ns);
+    } else {
+        StorePrompt *ps = NULL;
+        size_t np = 0;
+        if ((rc = store_prompts_list(st, &ps, &np, err)))
+            goto out;
+        for (size_t i = 0; i < np; i++)
+            if (ps[i].text && ps[i].text[0]) /* prompts known by id only have no text */
+                work_add(w, ps[i].ext_id, ps[i].text, seeds, ns);
+        store_prompts_free(ps, np);
+        if (!w->n)
+            rc = err_set(err, ERR_NOTFOUND, "generate --from-store: the store has no prompt "
+                         "with text (easel import prompts FILE)");
+    }
+out:
+    free(seeds);
+    return rc;
+}
+
+/* The model's folder: a registered name, a folder, or the only registered one. */
+static int resolve_model(Store *st, const char *m, char **path, char **name, Err *err) {
+    *path = *name = NULL;
+    if (*m) {
+        StoreModel sm = {0};
+        if (st && store_model_get(st, "diffusion", m, &sm, NULL) == 0) {
+            *path = xstrdup(sm.path);
+            *name = xstrdup(sm.name);
+            store_model_deinit(&sm);
+            return 0;
+        }
+        struct stat sb;
+        if (stat(m, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            *path = xstrdup(m);
+            *name = xstrdup(m);
+            return 0;
+        }
+        return err_set(err, ERR_NOTFOUND, "--model %s: neither a registered diffusion model "
+                       "nor a folder (see 'easel models list'; register one with 'easel models "
+                       "add diffusion PATH')", m);
+    }
+    StoreModel *v = NULL;
+    int n = 0;
+    int rc = st ? store_model_list(st, "diffusion", &v, &n, err) : 0;
+    if (rc)
+        return rc;
+    if (n == 1) {
+        *path = xstrdup(v[0].path);
+        *name = xstrdup(v[0].name);
+    } else {
+        rc = err_set(err, ERR_USAGE, "generate: %s; name one with --model NAME|PATH",
+                     n ? "several diffusion models are registered" :
+                     "no diffusion model is registered (easel models add diffusion PATH)");
+    }
+    store_model_list_free(v, n);
+    return rc;
+}
+
+/* Progress in images: the current image's steps as the fraction. */
+typedef struct GenProg {
+    const Progress *outer;
+    double images, total;
+} GenProg;
+
+static void gp_progress(void *u, double done, double total, const char *unit) {
+    GenProg *g = u;
+    if (strcmp(unit, "images") == 0) {
+        g->images = done;
+        g->total = total;
+        progress_report(g->outer, done, total, "images");
+    } else if (total > 0) {
+        progress_report(g->outer, g->images + done / total, g->total, "images");
+    }
+}
+
+static int gp_cancelled(void *u) {
+    return progress_cancelled(((GenProg *)u)->outer);
+}
+
+static void gp_log(void *u, const char *line) {
+    progress_log(((GenProg *)u)->outer, line);
+}
+
+typedef struct PipeGen {
+    SdPipeline *pipe;
+    SdGenParams base;
+} PipeGen;
+
+static int pipe_image(void *user, const GenItem *it, const Progress *steps, uint8_t **rgb,
+                      int w, int h, Err *err) {
+    PipeGen *pg = user;
+    SdGenParams g = pg->base;
+    g.prompt = it->prompt;
+    g.seed = it->seed;
+    g.width = w;
+    g.height = h;
+    int ow = 0, oh = 0;
+    int rc = sd_pipeline_generate(pg->pipe, &g, steps, rgb, &ow, &oh, err);
+    if (!rc && (ow != w || oh != h)) {
+        free(*rgb);
+        *rgb = NULL;
+        rc = err_set(err, ERR_FORMAT, "the pipeline made %dx%d, not %dx%d", ow, oh, w, h);
+    }
+    return rc;
+}
+
+int gen_job_execute(Store *st, const JobParams *p, const Progress *pr,
+                    void (*device_note)(const char *note), GenRunReport *rep, Err *err) {
+    memset(rep, 0, sizeof *rep);
+    Work w = {0};
+    char *mpath = NULL, *mname = NULL;
+    SdLora *loras = NULL;
+    int n_loras = 0;
+    Backend *be = NULL;
+    SdPipeline *pipe = NULL;
+    char *settings = NULL;
+    int rc = gen_validate(p, err);
+    if (!rc)
+        rc = load_work(st, p, &w, err);
+    if (!rc)
+        rc = resolve_model(st, job_param_str(p, "model"), &mpath, &mname, err);
+    if (!rc)
+        rc = parse_loras(job_param_str(p, "lora"), &loras, &n_loras, err);
+    char note[256] = "";
+    if (!rc)
+        rc = backend_open(job_param_str(p, "device"), NULL, &be, note, sizeof note, err);
+    if (!rc && device_note && note[0])
+        device_note(note);
+    if (!rc) {
+        SdPipelineConfig cfg = {.weights = DTYPE_F32, .loras = loras, .n_loras = n_loras};
+        rc = sd_pipeline_open(mpath, be, &cfg, &pipe, err);
+    }
+    if (rc)
+        goto out;
+    int width, height;
+    parse_size(job_param_str(p, "size"), &width, &height, NULL);
+    if (!width)
+        sd_pipeline_default_size(pipe, &width, &height);
+    int shard_k = 0, shard_n = 0;
+    if (job_param_str(p, "shard")[0])
+        gen_parse_shard(job_param_str(p, "shard"), &shard_k, &shard_n, NULL);
+    const char *sch = job_param_str(p, "scheduler"), *neg = job_param_str(p, "negative");
+    int steps = (int)job_param_int(p, "steps");
+    double guidance = job_param_float(p, "guidance");
+    json_t *js = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s?, s:s?, s:s, s:i, s:i, s:s}",
+                           "model", mname, "model_path", mpath, "family",
+                           sd_pipeline_family(pipe), "steps", steps, "guidance", guidance,
+                           "scheduler", *sch ? sch : NULL, "negative", *neg ? neg : NULL,
+                           "rng", job_param_str(p, "rng"), "width", width, "height", height,
+                           "generator", "easel");
+    if (n_loras) {
+        json_t *arr = json_array();
+        for (int i = 0; i < n_loras; i++)
+            json_array_append_new(arr, json_pack("{s:s, s:f}", "path", loras[i].path,
+                                                 "scale", (double)loras[i].scale));
+        json_object_set_new(js, "loras", arr);
+    }
+    settings = json_dumps(js, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(js);
+    PipeGen pg = {.pipe = pipe,
+                  .base = {.negative = *neg ? neg : NULL, .steps = steps,
+                           .guidance = (float)guidance, .scheduler = *sch ? sch : NULL,
+                           .rng = strcmp(job_param_str(p, "rng"), "torch-cuda") == 0
+                                      ? SD_RNG_TORCH_CUDA : SD_RNG_TORCH_CPU}};
+    GenProg gp = {.outer = pr};
+    Progress wrap = {gp_progress, gp_cancelled, gp_log, &gp};
+    /* a shard on a GPU: the multi-GPU layout's gpu_id column too (which GPU made each row) */
+    char gpu_id[16] = "";
+    int sk = 0, sidx = 0;
+    if (shard_n && backend_kind(be) == BACKEND_CUDA &&
+        backend_spec_parse(job_param_str(p, "device"), &sk, &sidx, NULL) == 0)
+        snprintf(gpu_id, sizeof gpu_id, "%d", sidx);
+    GenRunOpts o = {.out_dir = job_param_str(p, "out"), .items = w.items, .n_items = w.n,
+                    .gpu_id = gpu_id[0] ? gpu_id : NULL,
+                    .shard_k = shard_k, .shard_n = shard_n, .width = width, .height = height,
+                    .steps = steps, .guidance = guidance, .settings = settings, .store = st,
+                    .gen = pipe_image, .gen_user = &pg, .progress = &wrap};
+    rc = gen_run(&o, rep, err);
+out:
+    free(settings);
+    sd_pipeline_close(pipe);
+    backend_close(be);
+    loras_free(loras, n_loras);
+    free(mpath);
+    free(mname);
+    work_free(&w);
+    return rc;
+}
+
+static int gen_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
+    Progress h = job_progress_hooks(ctx);
+    GenRunReport rep;
+    int rc = gen_job_execute(job_store(ctx), p, &h, NULL, &rep, err);
+    job_log(ctx, "%zu images: %zu generated (%zu redone), %zu kept, %zu failed; %s", rep.total,
+            rep.generated, rep.redone, rep.kept, rep.failed,
+            rep.metadata ? rep.metadata : "no metadata written");
+    if (rep.failures)
+        job_log(ctx, "failed prompts and their errors: %s", rep.failures);
+    gen_run_report_deinit(&rep);
+    return rc;
+}
+
+static int gen_job_gpus(const JobParams *p) {
+    return strcmp(job_param_str(p, "device"), "cpu") != 0;
+}
+
+const JobKind jobkind_generate = {
+    .name = "generate",
+    .summary = "generate images with a diffusion model: {out}/{prompt_id}/{seed}.png",
+    .help = "Text to image with a Stable Diffusion / SDXL model over prompts x seeds. Writes\n"
+            "{out}/{prompt_id}/{seed}.png, metadata.csv (the original's layout) and rows in\n"
+            "the store's images table, ready to annotate. Resumable: images already there\n"
+            "are kept after checking they decode. A failing prompt is logged, written to\n"
+            "failed.csv and skipped. See doc/generate.md.\n\n"
+            "example:\n  easel jobs add generate --model sdxl --from-store --seeds 0,1\n",
+    .params = gen_params,
+    .gpus = 1,
+    .refs = (const JobParamRefSpec[]){{"model", JOB_REF_DIFFUSION_MODEL},
+                                      {"lora", JOB_REF_PATH_LIST},
+                                      {NULL, JOB_REF_NONE}},
+    .validate = gen_validate,
+    .run = gen_job_run,
+    .gpus_for = gen_job_gpus,
+};

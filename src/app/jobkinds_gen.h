@@ -1,0 +1,27 @@
+/* jobkinds_gen — the `generate` job kind and what `easel generate` runs in the foreground:
+ * text-to-image with the pipeline (src/gen/pipeline.h) over a work list of prompts × seeds,
+ * through the generation run (genrun.h: files, metadata CSV, store rows, resume, shards,
+ * failures, cancel).
+ *
+ * The kind's parameter schema is also the command's flags (src/cli/cli_generate.c), so the
+ * two cannot drift: model (a registered diffusion model's name, or a folder), prompts (a
+ * prompts.csv), from-store, prompt, seeds, steps, guidance, size, scheduler, negative, lora
+ * (FILE[:SCALE], several joined by ','), rng, out, device, shard.
+ *
+ * Progress is reported in images (unit "images") with the current image's steps as the
+ * fraction, so a job's rate and ETA and the command's line come from one number.
+ */
+#ifndef EASEL_JOBKINDS_GEN_H
+#define EASEL_JOBKINDS_GEN_H
+
+#include "genrun.h"
+#include "jobkind.h"
+
+extern const JobKind jobkind_generate;
+
+/* Run the generation P describes on store ST (foreground or in a job). DEVICE_NOTE (may be
+ * NULL) gets backend_open's note (a cuda request that runs on the CPU). REP is filled. */
+int gen_job_execute(Store *st, const JobParams *p, const Progress *pr,
+                    void (*device_note)(const char *note), GenRunReport *rep, Err *err);
+
+#endif
