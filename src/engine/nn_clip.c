@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "backend_cpu.h"
+#include "nn_sgemm.h"
 
 /* The loops below only vectorise with if-conversion of non-trapping float code. */
 #pragma GCC optimize("O3", "no-trapping-math")
@@ -159,87 +160,20 @@ static void lin_cols(const LinJob *j, const float *w, int j0, int j1) {
                 j->K, w + (size_t)j0 * j->K, j->K, j->bias ? 1.0f : 0.0f, j->out + j0, j->O);
 }
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#pragma GCC push_options
-#pragma GCC target("avx512f,fma")
-/* Columns [c0, c1) of out = inp · Wᵀ (+ bias) with AVX-512: W packed 32 columns at a time
- * (panel[k·32 + c] = W[p0 + c][k], widened from bf16 while packing), then 6 rows × 32
- * columns of accumulators over the whole K per step, each sum in k order (f32 FMA). */
-/* the attribute as well as the pragma: clang (make fuzz) ignores #pragma GCC target */
-__attribute__((target("avx512f,fma"))) static void lin_cols_avx512(const LinJob *j, int c0,
-                                                                    int c1, float *panel) {
-    int K = j->K, N = j->N, O = j->O;
-    for (int p0 = c0; p0 < c1; p0 += 32) {
-        int w = c1 - p0 < 32 ? c1 - p0 : 32;
-        for (int c = 0; c < 32; c++) {
-            if (c >= w) {
-                for (int k = 0; k < K; k++)
-                    panel[(size_t)k * 32 + c] = 0;
-            } else if (j->wh) {
-                const uint16_t *src = j->wh + (size_t)(p0 + c) * K;
-                for (int k = 0; k < K; k++) {
-                    uint32_t u = (uint32_t)src[k] << 16;
-                    memcpy(&panel[(size_t)k * 32 + c], &u, 4);
-                }
-            } else {
-                const float *src = j->w + (size_t)(p0 + c) * K;
-                for (int k = 0; k < K; k++)
-                    panel[(size_t)k * 32 + c] = src[k];
-            }
-        }
-        __mmask16 m0 = (__mmask16)(w >= 16 ? 0xffff : (1u << w) - 1);
-        __mmask16 m1 = (__mmask16)(w >= 32 ? 0xffff : w > 16 ? (1u << (w - 16)) - 1 : 0);
-        __m512 b0v = _mm512_setzero_ps(), b1v = _mm512_setzero_ps();
-        if (j->bias) {
-            b0v = _mm512_maskz_loadu_ps(m0, j->bias + p0);
-            b1v = _mm512_maskz_loadu_ps(m1, j->bias + p0 + 16);
-        }
-        for (int r = 0; r < N; r += 6) {
-            int h = N - r < 6 ? N - r : 6;
-            const float *a[6];
-            for (int i = 0; i < 6; i++) /* rows past the end repeat the last: not stored */
-                a[i] = j->inp + (size_t)(r + (i < h ? i : h - 1)) * K;
-            __m512 acc[6][2];
-            for (int i = 0; i < 6; i++)
-                acc[i][0] = b0v, acc[i][1] = b1v;
-            const float *bp = panel;
-            for (int k = 0; k < K; k++, bp += 32) {
-                __m512 x0 = _mm512_load_ps(bp), x1 = _mm512_load_ps(bp + 16);
-                for (int i = 0; i < 6; i++) {
-                    __m512 av = _mm512_set1_ps(a[i][k]);
-                    acc[i][0] = _mm512_fmadd_ps(av, x0, acc[i][0]);
-                    acc[i][1] = _mm512_fmadd_ps(av, x1, acc[i][1]);
-                }
-            }
-            for (int i = 0; i < h; i++) {
-                float *o = j->out + (size_t)(r + i) * O + p0;
-                _mm512_mask_storeu_ps(o, m0, acc[i][0]);
-                _mm512_mask_storeu_ps(o + 16, m1, acc[i][1]);
-            }
-        }
-    }
-}
-#pragma GCC pop_options
-
-static int have_avx512(void) {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-}
-#endif
-
 static void lin_range(void *ctx, int64_t s0, int64_t s1) {
     const LinJob *j = ctx;
     int c0 = (int)s0 * SLAB, c1 = (int)(s1 * SLAB < j->O ? s1 * SLAB : j->O);
-#if defined(__x86_64__)
-    if (have_avx512()) {
-        float *panel = aligned_alloc(64, ((size_t)j->K * 32 * sizeof(float) + 63) / 64 * 64);
-        if (panel) {
-            lin_cols_avx512(j, c0, c1, panel);
-            free(panel);
-            return;
-        }
+    if (nn_sgemm_available()) { /* bias rows, then the product over them (beta 1) */
+        if (j->bias)
+            for (int n = 0; n < j->N; n++)
+                memcpy(j->out + (size_t)n * j->O + c0, j->bias + c0,
+                       (size_t)(c1 - c0) * sizeof(float));
+        NnGemmB b = {j->w ? j->w + (size_t)c0 * j->K : NULL,
+                     j->wh ? j->wh + (size_t)c0 * j->K : NULL, j->K, 1};
+        nn_sgemm_block(j->N, c1 - c0, j->K, j->inp, j->K, 0, &b, j->bias ? 1.0f : 0.0f,
+                       j->out + c0, j->O);
+        return;
     }
-#endif
     if (!j->wh) {
         lin_cols(j, j->w, c0, c1);
         return;
@@ -259,5 +193,8 @@ void nn_clip_linear_forward(float *out, const float *inp, const float *w, const 
     LinJob j = {out, inp, w, bias, wh, wbuf, N, K, O};
     int64_t n_slabs = (O + SLAB - 1) / SLAB;
     int64_t grain = (int64_t)N * O * K < 64 * 1024 ? n_slabs : 1;
-    backend_cpu_parallel_for(n_slabs, grain, lin_range, &j);
+    if (nn_sgemm_available()) /* slabs taken in turn: the same bits whoever takes them */
+        backend_cpu_parallel_dynamic(n_slabs, grain, lin_range, &j);
+    else
+        backend_cpu_parallel_for(n_slabs, grain, lin_range, &j);
 }

@@ -11,8 +11,10 @@
 
 #include "backend_cpu.h"
 #include "base.h"
+#include "nn_sgemm.h"
 
 #define GEMM_SLAB 128 /* output columns per sgemm call */
+#define NN_GEMM_OWN_MIN_ROWS 16
 
 typedef struct GemmJob {
     enum CBLAS_TRANSPOSE ta, tb;
@@ -24,6 +26,7 @@ typedef struct GemmJob {
     float beta;
     float *c;
     int ldc;
+    int own; /* nn_sgemm_block instead of OpenBLAS */
 } GemmJob;
 
 /* Slabs [s0, s1) of GEMM_SLAB output columns; column j of op(b) starts at b + j (no
@@ -33,6 +36,12 @@ static void gemm_slabs(void *ctx, int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; s++) {
         int j0 = (int)s * GEMM_SLAB, nj = g->N - j0 < GEMM_SLAB ? g->N - j0 : GEMM_SLAB;
         const float *b = g->tb == CblasNoTrans ? g->b + j0 : g->b + (size_t)j0 * g->ldb;
+        if (g->own) {
+            NnGemmB bd = {b, NULL, g->ldb, g->tb == CblasTrans};
+            nn_sgemm_block(g->M, nj, g->K, g->a, g->lda, g->ta == CblasTrans, &bd, g->beta,
+                           g->c + j0, g->ldc);
+            continue;
+        }
         cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->M, nj, g->K, 1.0f, g->a, g->lda, b, g->ldb,
                     g->beta, g->c + j0, g->ldc);
     }
@@ -53,8 +62,17 @@ static void gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N,
                 c[(size_t)i * ldc + j] *= beta;
         return;
     }
-    GemmJob g = {ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc};
+    GemmJob g = {ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, 0};
     int64_t n_slabs = (N + GEMM_SLAB - 1) / GEMM_SLAB;
+    /* Our AVX-512 block where the CPU has it and the rows repay packing B (below 16 rows a
+     * slab's packed panel serves too few rows): slabs taken in turn by the threads (the same
+     * bits whoever takes them), single slabs for products worth a wake-up. */
+    if (M >= NN_GEMM_OWN_MIN_ROWS && (beta == 0.0f || beta == 1.0f) && nn_sgemm_available()) {
+        g.own = 1;
+        backend_cpu_parallel_dynamic(n_slabs, (int64_t)M * N * K < 64 * 1024 ? n_slabs : 1,
+                                     gemm_slabs, &g);
+        return;
+    }
     /* tiny products are not worth a wake-up */
     int64_t grain = (int64_t)M * N * K < 64 * 1024 ? n_slabs : 1;
     /* A Backend binds its pool without touching OpenBLAS's process-wide thread count: when
