@@ -28,6 +28,7 @@
 
 #include "backend_cpu.h"
 #include "base.h"
+#include "nn_sgemm.h"
 
 /* Tile sizes: 128×128 measured a little faster than 64×64 (fewer, larger sgemm calls) at
  * SD-like shapes. Stack: the forward holds one BR×BC tile and the accumulator, the backward
@@ -38,7 +39,7 @@
 
 typedef struct FlashJob {
     const FlashAttn *a;
-    int ldq, ldk, ldv, ldo, br, nqt, nkt;
+    int ldq, ldk, ldv, ldo, br, bc, nqt, nkt;
     float scale;
     float *o, *lse, *dq, *dk, *dv;
     const float *q, *k, *v, *dout, *oc;
@@ -56,9 +57,17 @@ static void job_init(FlashJob *j, const FlashAttn *a) {
     j->ldo = a->ldo ? a->ldo : C;
     ASSERT(j->ldq >= C && j->ldk >= C && j->ldv >= C && j->ldo >= C);
     j->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)a->hd);
-    j->br = a->hd <= ACC / BR ? BR : ACC / a->hd > 1 ? ACC / a->hd : 1;
+    int brmax = a->hd <= ACC / BR ? BR : ACC / a->hd > 1 ? ACC / a->hd : 1;
+    /* tiles of even size (rounded up to the GEMM's 8-row micro-tile): 257 tokens (ViT-L/14)
+     * are 3 tiles of 88, 88, 81 rows rather than 128, 128 and 1 */
+    int nqt = (a->Tq + brmax - 1) / brmax;
+    int br = (a->Tq + nqt - 1) / nqt;
+    br = (br + 7) / 8 * 8;
+    j->br = br < brmax ? br : brmax;
     j->nqt = (a->Tq + j->br - 1) / j->br;
-    j->nkt = (a->Tk + BC - 1) / BC;
+    int nkt = (a->Tk + BC - 1) / BC, bc = (a->Tk + nkt - 1) / nkt; /* key tiles likewise */
+    j->bc = (bc + 7) / 8 * 8 < BC ? (bc + 7) / 8 * 8 : BC;
+    j->nkt = (a->Tk + j->bc - 1) / j->bc;
 }
 
 /* ---- the row loops, vectorised ------------------------------------------------------------
@@ -107,11 +116,11 @@ static inline __attribute__((always_inline)) float exp_poly(float x) {
     return y;
 }
 
-static VEC float row_max(const float *s) {
+static VEC float row_max(const float *s, int w) {
     float m[8];
     for (int l = 0; l < 8; l++)
         m[l] = s[l];
-    for (int c = 8; c < BC; c += 8)
+    for (int c = 8; c < w; c += 8)
         for (int l = 0; l < 8; l++)
             m[l] = s[c + l] > m[l] ? s[c + l] : m[l];
     float mx = m[0];
@@ -121,9 +130,9 @@ static VEC float row_max(const float *s) {
 }
 
 /* s = e^(s − sub) over the row; returns the row's sum. */
-static VEC float row_exp_sum(float *restrict s, float sub) {
+static VEC float row_exp_sum(float *restrict s, float sub, int w) {
     float acc[8] = {0};
-    for (int c = 0; c < BC; c += 8)
+    for (int c = 0; c < w; c += 8)
         for (int l = 0; l < 8; l++) {
             float e = exp_poly(s[c + l] - sub);
             s[c + l] = e;
@@ -133,14 +142,14 @@ static VEC float row_exp_sum(float *restrict s, float sub) {
 }
 
 /* dS = P ∘ (dP − D)·scale over the row, in place of dP. */
-static VEC void row_ds(float *restrict dp, const float *restrict p, float D, float scale) {
-    for (int c = 0; c < BC; c++)
+static VEC void row_ds(float *restrict dp, const float *restrict p, float D, float scale, int w) {
+    for (int c = 0; c < w; c++)
         dp[c] = p[c] * (dp[c] - D) * scale;
 }
 
-/* Mask columns [nv, BC) of a score row. */
-static void row_mask(float *s, int nv) {
-    for (int c = nv; c < BC; c++)
+/* Mask columns [nv, w) of a score row. */
+static void row_mask(float *s, int nv, int w) {
+    for (int c = nv; c < w; c++)
         s[c] = -INFINITY;
 }
 
@@ -163,6 +172,17 @@ static void mm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
     if (K == 1 && beta == 1.0f) {
         /* op(A) is M×1: a column (stride lda) or, transposed, a row (stride 1); op(B) 1×N */
         cblas_sger(CblasRowMajor, M, N, alpha, A, ta ? 1 : lda, B, tb ? ldb : 1, C, ldc);
+        return;
+    }
+    /* the engine's AVX-512 block where the CPU has it (nn_sgemm.h); alpha (the scores'
+     * scale, with beta 0) applied to the product after */
+    if (nn_sgemm_available() && (alpha == 1.0f || beta == 0.0f)) {
+        NnGemmB bd = {B, NULL, ldb, tb};
+        nn_sgemm_block(M, N, K, A, lda, ta, &bd, beta, C, ldc);
+        if (alpha != 1.0f)
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++)
+                    C[(size_t)i * ldc + j] *= alpha;
         return;
     }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
@@ -208,8 +228,8 @@ static void fwd_tile(const FlashJob *j, int b, int h, int qt) {
     memset(acc, 0, (size_t)rows * (size_t)hd * sizeof(float));
     int kend = lim[rows - 1] > lim[0] ? lim[rows - 1] : lim[0];
     const float *vb = j->v + (size_t)b * a->Tk * j->ldv + (size_t)h * hd;
-    for (int j0 = 0; j0 < kend; j0 += BC) {
-        int cols = kend - j0 < BC ? kend - j0 : BC;
+    for (int j0 = 0; j0 < kend; j0 += j->bc) {
+        int cols = kend - j0 < j->bc ? kend - j0 : j->bc, w = (cols + 7) / 8 * 8;
         scores(j, S, b, h, i0, rows, j0, cols);
         for (int r = 0; r < rows; r++) {
             float *s = S + (size_t)r * BC;
@@ -219,11 +239,11 @@ static void fwd_tile(const FlashJob *j, int b, int h, int qt) {
                 memset(s, 0, BC * sizeof(float));
                 continue;
             }
-            row_mask(s, nv);
-            float mx = row_max(s);
+            row_mask(s, nv, w);
+            float mx = row_max(s, w);
             mx = m[r] > mx ? m[r] : mx;
             float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
-            float sum = row_exp_sum(s, mx);
+            float sum = row_exp_sum(s, mx, w);
             if (alpha != 1.0f) {
                 float *ar = acc + (size_t)r * hd;
                 for (int d = 0; d < hd; d++)
@@ -289,7 +309,8 @@ static void bwd_tiles(const FlashJob *j, int b, int h, int it0, int it1, int jt0
     const float *lse = j->lse + ((size_t)b * a->NH + h) * a->Tq;
     memset(dP, 0, sizeof dP); /* columns past a short tile's end stay 0 (finite) */
     for (int jt = jt0; jt < jt1; jt++) {
-        int j0 = jt * BC, cols = a->Tk - j0 < BC ? a->Tk - j0 : BC;
+        int j0 = jt * j->bc, cols = a->Tk - j0 < j->bc ? a->Tk - j0 : j->bc;
+        int w = (cols + 7) / 8 * 8;
         size_t krow = (size_t)b * a->Tk + j0;
         for (int it = it0; it < it1; it++) {
             int i0 = it * j->br, rows = a->Tq - i0 < j->br ? a->Tq - i0 : j->br;
@@ -317,8 +338,8 @@ static void bwd_tiles(const FlashJob *j, int b, int h, int it0, int it1, int jt0
                     memset(p, 0, BC * sizeof(float));
                     continue;
                 }
-                row_mask(p, nv);
-                row_exp_sum(p, L[r]);
+                row_mask(p, nv, w);
+                row_exp_sum(p, L[r], w);
             }
             const float *dO = j->dout + qrow * j->ldo + hoff;
             if (kv && j->dv) /* dV_j (cols×hd) += Pᵀ (cols×rows) · dO_i (rows×hd) */
@@ -330,7 +351,7 @@ static void bwd_tiles(const FlashJob *j, int b, int h, int it0, int it1, int jt0
             mm(0, 1, rows, cols, hd, 1.0f, dO,
                         j->ldo, j->v + krow * j->ldv + hoff, j->ldv, 0.0f, dP, BC);
             for (int r = 0; r < rows; r++)
-                row_ds(dP + (size_t)r * BC, P + (size_t)r * BC, D[r], j->scale);
+                row_ds(dP + (size_t)r * BC, P + (size_t)r * BC, D[r], j->scale, w);
             if (kv && j->dk) /* dK_j (cols×hd) += dSᵀ (cols×rows) · Q_i (rows×hd) */
                 mm(1, 0, cols, hd, rows, 1.0f, dP,
                             BC, j->q + qrow * j->ldq + hoff, j->ldq, 1.0f,
@@ -378,7 +399,7 @@ void nn_flash_backward(float *dq, float *dk, float *dv, const float *dout, const
     if (!dq && !dk && !dv)
         return;
     int64_t bh = (int64_t)a->B * a->NH;
-    int64_t pair = (int64_t)(a->Tq < j.br ? a->Tq : j.br) * (a->Tk < BC ? a->Tk : BC) * a->hd * 5;
+    int64_t pair = (int64_t)(a->Tq < j.br ? a->Tq : j.br) * (a->Tk < j.bc ? a->Tk : j.bc) * a->hd * 5;
     /* One pass does 5 tile products per pair, the split 7 (S and dP twice) but spreads over
      * more tasks: take one pass where its busiest thread, ceil(bh/threads) pairs deep, has no
      * more to do than every thread in the split. */

@@ -157,52 +157,70 @@ micro_cols(int h, int kc, const float *a, size_t sam, size_t sak, const float *r
     MICRO_BODY(sak)
 }
 
-/* Prefetch part PART of NPARTS of the panel after (p0, k0): its source lines come in from
+/* Prefetch part PART of NPARTS of the panel at (np0, nk0): its source lines come in from
  * memory while the current panel's rows run (a panel's 32 rows of a transposed B are 32
  * streams, more than the hardware prefetcher follows). */
-AVX512 static void prefetch_next(const NnGemmB *b, int N, int K, int p0, int k0, int part,
-                                 int nparts) {
-    int np0 = p0 + NR < N ? p0 + NR : 0, nk0 = p0 + NR < N ? k0 : k0 + KC;
-    if (nk0 >= K)
-        return;
+AVX512 static void prefetch_panel(const NnGemmB *b, int N, int K, int np0, int nk0, int part,
+                                  int nparts) {
     int kc = K - nk0 < KC ? K - nk0 : KC, nw = N - np0 < NR ? N - np0 : NR;
     size_t es = b->f ? 4 : 2;
     const char *base = b->f ? (const char *)b->f : (const char *)b->h;
-    int rows = b->trans ? nw : kc;                   /* rows of B the panel reads */
-    size_t len = (size_t)(b->trans ? kc : nw) * es;  /* bytes of each */
-    size_t lines = (len + 63) / 64 + 1, total = (size_t)rows * lines;
-    size_t l0 = total * (size_t)part / (size_t)nparts, l1 = total * (size_t)(part + 1) / (size_t)nparts;
+    int rows = b->trans ? nw : kc;                  /* rows of B the panel reads */
+    size_t len = (size_t)(b->trans ? kc : nw) * es; /* bytes of each */
+    size_t lines = (len + 63) / 64, total = (size_t)rows * lines;
+    size_t l0 = total * (size_t)part / (size_t)nparts;
+    size_t l1 = total * (size_t)(part + 1) / (size_t)nparts;
     for (size_t l = l0; l < l1; l++) {
         size_t r = l / lines, off = (l % lines) * 64;
         size_t start = b->trans ? ((size_t)(np0 + (int)r) * (size_t)b->ld + (size_t)nk0) * es
                                 : ((size_t)(nk0 + (int)r) * (size_t)b->ld + (size_t)np0) * es;
-        if (off < len + 63)
-            _mm_prefetch(base + start + (off < len ? off : len - 1), _MM_HINT_T1);
+        _mm_prefetch(base + start + off, _MM_HINT_T1);
     }
 }
+
+/* Column slabs of NC outermost, so that a slab's C (M×NC) stays in L2 over the k blocks. */
+#define NC 128
 
 AVX512 static void sgemm_avx512(int M, int N, int K, const float *a, int lda, int ta,
                                 const NnGemmB *b, float beta, float *c, int ldc) {
     _Alignas(64) float panel[KC * NR];
     size_t sam = ta ? 1 : (size_t)lda, sak = ta ? (size_t)lda : 1;
-    for (int k0 = 0; k0 < K; k0 += KC) {
-        int kc = K - k0 < KC ? K - k0 : KC;
-        int load_c = k0 > 0 || beta != 0.0f;
-        for (int p0 = 0; p0 < N; p0 += NR) {
-            int nw = N - p0 < NR ? N - p0 : NR;
-            pack_panel(panel, b, k0, kc, p0, nw);
-            __mmask16 m0 = (__mmask16)(nw >= 16 ? 0xffff : (1u << nw) - 1);
-            __mmask16 m1 = (__mmask16)(nw >= 32 ? 0xffff : nw > 16 ? (1u << (nw - 16)) - 1 : 0);
-            int strips = (M + MR - 1) / MR;
-            for (int r = 0; r < M; r += MR) {
-                int h = M - r < MR ? M - r : MR;
-                prefetch_next(b, N, K, p0, k0, r / MR, strips);
-                const float *ab = a + (size_t)r * sam + (size_t)k0 * sak;
-                float *cb = c + (size_t)r * (size_t)ldc + p0;
-                if (ta)
-                    micro_cols(h, kc, ab, sam, sak, panel, cb, (size_t)ldc, m0, m1, load_c);
-                else
-                    micro_rows(h, kc, ab, sam, panel, cb, (size_t)ldc, m0, m1, load_c);
+    int strips = (M + MR - 1) / MR;
+    for (int n0 = 0; n0 < N; n0 += NC) {
+        int n1 = N - n0 < NC ? N : n0 + NC;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            int kc = K - k0 < KC ? K - k0 : KC;
+            int load_c = k0 > 0 || beta != 0.0f;
+            for (int p0 = n0; p0 < n1; p0 += NR) {
+                int nw = n1 - p0 < NR ? n1 - p0 : NR;
+                /* the panel after this one: next columns, next k block, or next slab */
+                int np0 = p0 + NR, nk0 = k0;
+                if (np0 >= n1)
+                    np0 = n0, nk0 = k0 + KC;
+                if (nk0 >= K)
+                    np0 = n1, nk0 = 0;
+                int pre = np0 < N;
+                pack_panel(panel, b, k0, kc, p0, nw);
+                __mmask16 m0 = (__mmask16)(nw >= 16 ? 0xffff : (1u << nw) - 1);
+                __mmask16 m1 =
+                    (__mmask16)(nw >= 32 ? 0xffff : nw > 16 ? (1u << (nw - 16)) - 1 : 0);
+                for (int r = 0; r < M; r += MR) {
+                    int h = M - r < MR ? M - r : MR;
+                    if (pre)
+                        prefetch_panel(b, N, K, np0, nk0, r / MR, strips);
+                    if (load_c && r + MR < M) /* the next strip's C: a miss per row else */
+                        for (int i = 0; i < MR && r + MR + i < M; i++) {
+                            const float *cn = c + (size_t)(r + MR + i) * (size_t)ldc + p0;
+                            _mm_prefetch((const char *)cn, _MM_HINT_T0);
+                            _mm_prefetch((const char *)(cn + nw - 1), _MM_HINT_T0);
+                        }
+                    const float *ab = a + (size_t)r * sam + (size_t)k0 * sak;
+                    float *cb = c + (size_t)r * (size_t)ldc + p0;
+                    if (ta)
+                        micro_cols(h, kc, ab, sam, sak, panel, cb, (size_t)ldc, m0, m1, load_c);
+                    else
+                        micro_rows(h, kc, ab, sam, panel, cb, (size_t)ldc, m0, m1, load_c);
+                }
             }
         }
     }
