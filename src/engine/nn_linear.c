@@ -14,7 +14,7 @@
 #include "nn_sgemm.h"
 
 #define GEMM_SLAB 128 /* output columns per sgemm call */
-#define NN_GEMM_OWN_MIN_ROWS 16
+#define NN_GEMM_OWN_MIN 16 /* rows and columns for nn_sgemm */
 
 typedef struct GemmJob {
     enum CBLAS_TRANSPOSE ta, tb;
@@ -64,10 +64,12 @@ static void gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N,
     }
     GemmJob g = {ta, tb, M, N, K, a, lda, b, ldb, beta, c, ldc, 0};
     int64_t n_slabs = (N + GEMM_SLAB - 1) / GEMM_SLAB;
-    /* Our AVX-512 block where the CPU has it and the rows repay packing B (below 16 rows a
-     * slab's packed panel serves too few rows): slabs taken in turn by the threads (the same
-     * bits whoever takes them), single slabs for products worth a wake-up. */
-    if (M >= NN_GEMM_OWN_MIN_ROWS && (beta == 0.0f || beta == 1.0f) && nn_sgemm_available()) {
+    /* Our AVX-512 block where the CPU has it and the shape repays packing B (below 16 rows a
+     * slab's packed panel serves too few rows; below 16 columns most of its 32 are padding):
+     * slabs taken in turn by the threads (the same bits whoever takes them), single slabs
+     * for products worth a wake-up. The choice depends on the shape and CPU only. */
+    if (M >= NN_GEMM_OWN_MIN && N >= NN_GEMM_OWN_MIN && (beta == 0.0f || beta == 1.0f) &&
+        nn_sgemm_available()) {
         g.own = 1;
         backend_cpu_parallel_dynamic(n_slabs, (int64_t)M * N * K < 64 * 1024 ? n_slabs : 1,
                                      gemm_slabs, &g);
