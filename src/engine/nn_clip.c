@@ -165,7 +165,22 @@ typedef struct LinJob {
     const uint16_t *wh;
     float *wbuf;
     int N, K, O;
+    NnClipAct act;
 } LinJob;
+
+/* The activation over columns [c0, c1) of every row: run by the thread that just computed
+ * them, while they are in its cache. */
+static void lin_act(const LinJob *j, int c0, int c1) {
+    if (j->act == NN_CLIP_ACT_NONE)
+        return;
+    for (int n = 0; n < j->N; n++) {
+        float *o = j->out + (size_t)n * j->O + c0;
+        if (j->act == NN_CLIP_ACT_QUICKGELU)
+            nn_clip_quickgelu_forward(o, o, (size_t)(c1 - c0));
+        else
+            nn_clip_gelu_forward(o, o, (size_t)(c1 - c0));
+    }
+}
 
 /* Columns [j0, j1): bias rows, then the product (beta 1 over the bias, else 0). */
 static void lin_cols(const LinJob *j, const float *w, int j0, int j1) {
@@ -186,12 +201,14 @@ static void lin_range(void *ctx, int64_t s0, int64_t s1) {
                        (size_t)(c1 - c0) * sizeof(float));
         NnGemmB b = {j->w ? j->w + (size_t)c0 * j->K : NULL,
                      j->wh ? j->wh + (size_t)c0 * j->K : NULL, j->K, 1};
-        nn_sgemm_block(j->N, c1 - c0, j->K, j->inp, j->K, 0, &b, j->bias ? 1.0f : 0.0f,
+        nn_sgemm_block(j->N, c1 - c0, j->K, j->inp, j->K, 0, &b, 1.0f, j->bias ? 1.0f : 0.0f,
                        j->out + c0, j->O);
+        lin_act(j, c0, c1);
         return;
     }
     if (!j->wh) {
         lin_cols(j, j->w, c0, c1);
+        lin_act(j, c0, c1);
         return;
     }
     for (int a = c0; a < c1; a += SLAB) {
@@ -200,13 +217,20 @@ static void lin_range(void *ctx, int64_t s0, int64_t s1) {
                             (size_t)(b - a) * (size_t)j->K);
         lin_cols(j, j->wbuf, a, b);
     }
+    lin_act(j, c0, c1);
 }
 
 void nn_clip_linear_forward(float *out, const float *inp, const float *w, const uint16_t *wh,
                             const float *bias, float *wbuf, int N, int K, int O) {
+    nn_clip_linear_act_forward(out, inp, w, wh, bias, wbuf, N, K, O, NN_CLIP_ACT_NONE);
+}
+
+void nn_clip_linear_act_forward(float *out, const float *inp, const float *w,
+                                const uint16_t *wh, const float *bias, float *wbuf, int N, int K,
+                                int O, NnClipAct act) {
     if (N <= 0 || O <= 0)
         return;
-    LinJob j = {out, inp, w, bias, wh, wbuf, N, K, O};
+    LinJob j = {out, inp, w, bias, wh, wbuf, N, K, O, act};
     int64_t n_slabs = (O + SLAB - 1) / SLAB;
     int64_t grain = (int64_t)N * O * K < 64 * 1024 ? n_slabs : 1;
     if (nn_sgemm_available()) /* slabs taken in turn: the same bits whoever takes them */

@@ -57,7 +57,7 @@ static void task_sgemm(int ta, int tb, int M, int N, int K, const float *a, int 
                        const float *b, int ldb, float beta, float *c, int ldc) {
     if (M >= 16 && (beta == 0.0f || beta == 1.0f) && nn_sgemm_available()) {
         NnGemmB bd = {b, NULL, ldb, tb};
-        nn_sgemm_block(M, N, K, a, lda, ta, &bd, beta, c, ldc);
+        nn_sgemm_block(M, N, K, a, lda, ta, &bd, 1.0f, beta, c, ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,

@@ -175,14 +175,10 @@ static void mm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
         return;
     }
     /* the engine's AVX-512 block where the CPU has it (nn_sgemm.h); alpha (the scores'
-     * scale, with beta 0) applied to the product after */
+     * scale, with beta 0) multiplies the finished sums */
     if (nn_sgemm_available() && (alpha == 1.0f || beta == 0.0f)) {
         NnGemmB bd = {B, NULL, ldb, tb};
-        nn_sgemm_block(M, N, K, A, lda, ta, &bd, beta, C, ldc);
-        if (alpha != 1.0f)
-            for (int i = 0; i < M; i++)
-                for (int j = 0; j < N; j++)
-                    C[(size_t)i * ldc + j] *= alpha;
+        nn_sgemm_block(M, N, K, A, lda, ta, &bd, alpha, beta, C, ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,

@@ -38,7 +38,7 @@ static void gemm_slabs(void *ctx, int64_t s0, int64_t s1) {
         const float *b = g->tb == CblasNoTrans ? g->b + j0 : g->b + (size_t)j0 * g->ldb;
         if (g->own) {
             NnGemmB bd = {b, NULL, g->ldb, g->tb == CblasTrans};
-            nn_sgemm_block(g->M, nj, g->K, g->a, g->lda, g->ta == CblasTrans, &bd, g->beta,
+            nn_sgemm_block(g->M, nj, g->K, g->a, g->lda, g->ta == CblasTrans, &bd, 1.0f, g->beta,
                            g->c + j0, g->ldc);
             continue;
         }

@@ -14,7 +14,7 @@
 
 /* The portable form: the same chains (from beta·c, FMA in k order) as the AVX-512 one. */
 static void sgemm_scalar(int M, int N, int K, const float *a, int lda, int ta, const NnGemmB *b,
-                         float beta, float *c, int ldc) {
+                         float alpha, float beta, float *c, int ldc) {
     size_t sam = ta ? 1 : (size_t)lda, sak = ta ? (size_t)lda : 1;
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
@@ -30,7 +30,7 @@ static void sgemm_scalar(int M, int N, int K, const float *a, int lda, int ta, c
                 }
                 s = __builtin_fmaf(a[m * sam + k * sak], bv, s);
             }
-            c[(size_t)m * ldc + n] = s;
+            c[(size_t)m * ldc + n] = alpha != 1.0f ? s * alpha : s;
         }
 }
 
@@ -140,6 +140,13 @@ AVX512 static void pack_panel(float *restrict panel, const NnGemmB *b, int k0, i
             acc[i][1] = _mm512_fmadd_ps(av, x1, acc[i][1]);                                 \
         }                                                                                   \
     }                                                                                       \
+    if (alpha != 1.0f) { /* the last k block of a beta-0 product */                       \
+        __m512 al = _mm512_set1_ps(alpha);                                                  \
+        for (int i = 0; i < MR; i++) {                                                      \
+            acc[i][0] = _mm512_mul_ps(acc[i][0], al);                                       \
+            acc[i][1] = _mm512_mul_ps(acc[i][1], al);                                       \
+        }                                                                                   \
+    }                                                                                       \
     for (int i = 0; i < h; i++) {                                                           \
         _mm512_mask_storeu_ps(c + (size_t)i * ldc, m0, acc[i][0]);                          \
         _mm512_mask_storeu_ps(c + (size_t)i * ldc + 16, m1, acc[i][1]);                     \
@@ -147,13 +154,13 @@ AVX512 static void pack_panel(float *restrict panel, const NnGemmB *b, int k0, i
 
 AVX512 static void
 micro_rows(int h, int kc, const float *a, size_t sam, const float *restrict panel, float *c,
-           size_t ldc, __mmask16 m0, __mmask16 m1, int load_c) {
+           size_t ldc, __mmask16 m0, __mmask16 m1, int load_c, float alpha) {
     MICRO_BODY(1)
 }
 
 AVX512 static void
 micro_cols(int h, int kc, const float *a, size_t sam, size_t sak, const float *restrict panel,
-           float *c, size_t ldc, __mmask16 m0, __mmask16 m1, int load_c) {
+           float *c, size_t ldc, __mmask16 m0, __mmask16 m1, int load_c, float alpha) {
     MICRO_BODY(sak)
 }
 
@@ -182,7 +189,7 @@ AVX512 static void prefetch_panel(const NnGemmB *b, int N, int K, int np0, int n
 #define NC 128
 
 AVX512 static void sgemm_avx512(int M, int N, int K, const float *a, int lda, int ta,
-                                const NnGemmB *b, float beta, float *c, int ldc) {
+                                const NnGemmB *b, float alpha, float beta, float *c, int ldc) {
     _Alignas(64) float panel[KC * NR];
     size_t sam = ta ? 1 : (size_t)lda, sak = ta ? (size_t)lda : 1;
     int strips = (M + MR - 1) / MR;
@@ -191,6 +198,7 @@ AVX512 static void sgemm_avx512(int M, int N, int K, const float *a, int lda, in
         for (int k0 = 0; k0 < K; k0 += KC) {
             int kc = K - k0 < KC ? K - k0 : KC;
             int load_c = k0 > 0 || beta != 0.0f;
+            float al = k0 + KC >= K ? alpha : 1.0f; /* alpha on the last block's store */
             for (int p0 = n0; p0 < n1; p0 += NR) {
                 int nw = n1 - p0 < NR ? n1 - p0 : NR;
                 /* the panel after this one: next columns, next k block, or next slab */
@@ -217,9 +225,10 @@ AVX512 static void sgemm_avx512(int M, int N, int K, const float *a, int lda, in
                     const float *ab = a + (size_t)r * sam + (size_t)k0 * sak;
                     float *cb = c + (size_t)r * (size_t)ldc + p0;
                     if (ta)
-                        micro_cols(h, kc, ab, sam, sak, panel, cb, (size_t)ldc, m0, m1, load_c);
+                        micro_cols(h, kc, ab, sam, sak, panel, cb, (size_t)ldc, m0, m1, load_c,
+                                   al);
                     else
-                        micro_rows(h, kc, ab, sam, panel, cb, (size_t)ldc, m0, m1, load_c);
+                        micro_rows(h, kc, ab, sam, panel, cb, (size_t)ldc, m0, m1, load_c, al);
                 }
             }
         }
@@ -230,7 +239,7 @@ int nn_sgemm_available(void) { return 0; }
 #endif
 
 void nn_sgemm_block(int M, int N, int K, const float *a, int lda, int trans_a, const NnGemmB *b,
-                    float beta, float *c, int ldc) {
+                    float alpha, float beta, float *c, int ldc) {
     if (M <= 0 || N <= 0)
         return;
     if (K <= 0) {
@@ -241,9 +250,9 @@ void nn_sgemm_block(int M, int N, int K, const float *a, int lda, int trans_a, c
     }
 #if defined(__x86_64__)
     if (nn_sgemm_available()) {
-        sgemm_avx512(M, N, K, a, lda, trans_a, b, beta, c, ldc);
+        sgemm_avx512(M, N, K, a, lda, trans_a, b, alpha, beta, c, ldc);
         return;
     }
 #endif
-    sgemm_scalar(M, N, K, a, lda, trans_a, b, beta, c, ldc);
+    sgemm_scalar(M, N, K, a, lda, trans_a, b, alpha, beta, c, ldc);
 }

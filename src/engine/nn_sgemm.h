@@ -16,8 +16,9 @@
  * partial sums go back to C and come back for the next block, unchanged.
  *
  * Bits: every element of C is one f32 FMA chain in k order, started from beta·C (beta is 0
- * or 1: from 0 or from C's value), whatever M, N or the caller's split: results do not
- * depend on the thread count or on which thread runs which columns.
+ * or 1: from 0 or from C's value) and multiplied by alpha at the end, whatever M, N or the
+ * caller's split: results do not depend on the thread count or on which thread runs which
+ * columns.
  * Engine layer.
  */
 #ifndef EASEL_NN_SGEMM_H
@@ -37,9 +38,11 @@ typedef struct NnGemmB {
 /* 1 where nn_sgemm_block runs (x86-64 with AVX-512F), else 0: use another GEMM then. */
 int nn_sgemm_available(void);
 
-/* c (M×N, row-major, ldc) = beta·c + op(a)·op(b), beta 0 or 1; op(a)[m][k] = a[m·lda + k],
- * or a[k·lda + m] with trans_a. Only where nn_sgemm_available(). */
+/* c (M×N, row-major, ldc) = alpha·op(a)·op(b) + beta·c with beta 0 or 1, and alpha 1 when
+ * beta is 1 (alpha multiplies the finished sum: (Σ)·alpha); op(a)[m][k] = a[m·lda + k], or
+ * a[k·lda + m] with trans_a. Runs the AVX-512 kernel where nn_sgemm_available(), else
+ * plain loops with the same chains. */
 void nn_sgemm_block(int M, int N, int K, const float *a, int lda, int trans_a, const NnGemmB *b,
-                    float beta, float *c, int ldc);
+                    float alpha, float beta, float *c, int ldc);
 
 #endif

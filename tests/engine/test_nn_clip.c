@@ -147,3 +147,40 @@ Test(nn_clip, bf16_conversions) {
     cr_assert(isnan(back[5]));
 }
 
+
+/* The fused linear + activation gives the bits of the linear then the activation, for both
+ * activations, f32 and bf16 weights, serial and on a pool of 2. */
+Test(nn_clip, linear_act_is_linear_then_act) {
+    int N = 37, K = 70, O = 300;
+    float *x = malloc((size_t)N * K * 4), *w = malloc((size_t)O * K * 4), *b = malloc(O * 4);
+    float *got = malloc((size_t)N * O * 4), *want = malloc((size_t)N * O * 4);
+    float *wbuf = malloc((size_t)O * K * 4);
+    uint16_t *wh = malloc((size_t)O * K * 2);
+    uint32_t h = 5u;
+    for (int i = 0; i < N * K; i++)
+        x[i] = (float)((h = h * 1664525u + 1013904223u) >> 8) / 4194304.0f - 2.0f;
+    for (int i = 0; i < O * K; i++)
+        w[i] = (float)((h = h * 1664525u + 1013904223u) >> 8) / 8388608.0f - 1.0f;
+    for (int i = 0; i < O; i++)
+        b[i] = (float)i * 0.01f - 1.5f;
+    nn_clip_f32_to_bf16(wh, w, (size_t)O * K);
+    Err err = {0};
+    CpuPool *pool = backend_cpu_pool_new(2, &err);
+    cr_assert(pool, "%s", err.msg);
+    for (int v = 0; v < 8; v++) {
+        int bf16 = v & 1, pooled = v & 2;
+        NnClipAct act = v & 4 ? NN_CLIP_ACT_GELU : NN_CLIP_ACT_QUICKGELU;
+        CpuPool *prev = backend_cpu_use(pooled ? pool : NULL);
+        nn_clip_linear_act_forward(got, x, bf16 ? NULL : w, bf16 ? wh : NULL, b, wbuf, N, K, O,
+                                   act);
+        nn_clip_linear_forward(want, x, bf16 ? NULL : w, bf16 ? wh : NULL, b, wbuf, N, K, O);
+        backend_cpu_use(prev);
+        if (act == NN_CLIP_ACT_GELU)
+            nn_clip_gelu_forward(want, want, (size_t)N * O);
+        else
+            nn_clip_quickgelu_forward(want, want, (size_t)N * O);
+        cr_assert(memcmp(got, want, (size_t)N * O * 4) == 0, "variant %d", v);
+    }
+    backend_cpu_pool_free(pool);
+    free(x), free(w), free(b), free(got), free(want), free(wbuf), free(wh);
+}

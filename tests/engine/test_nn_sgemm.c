@@ -1,5 +1,6 @@
 /* test_nn_sgemm — the engine's AVX-512 GEMM block (nn_sgemm.c) and the ops built on it:
- * - every element is one f32 FMA chain in k order from beta·c: the block equals such a chain
+ * - every element is one f32 FMA chain in k order from beta·c, times alpha (with beta 0) at
+ *   the end: the block equals such a chain
  *   computed here element by element, bit for bit, for both layouts of A and of B, f32 and
  *   bf16 B, beta 0 and 1, and shapes whose rows, columns and k are not multiples of the
  *   micro-tile (8 rows), the panel (32 columns, 16-wide transposes) or the k block;
@@ -64,7 +65,12 @@ Test(nn_sgemm, block_is_the_fma_chain_bit_for_bit) {
                     want[(size_t)m * ldc + n] = s;
                 }
             NnGemmB bd = {half ? NULL : b, half ? bh : NULL, ldb, tb};
-            nn_sgemm_block(M, N, K, a, lda, ta, &bd, beta1 ? 1.0f : 0.0f, c, ldc);
+            float alpha = beta1 ? 1.0f : 0.125f * (float)(1 + v); /* alpha with beta 0 */
+            if (!beta1)
+                for (int m = 0; m < M; m++)
+                    for (int n = 0; n < N; n++)
+                        want[(size_t)m * ldc + n] *= alpha;
+            nn_sgemm_block(M, N, K, a, lda, ta, &bd, alpha, beta1 ? 1.0f : 0.0f, c, ldc);
             for (int m = 0; m < M; m++)
                 for (int n = 0; n < ldc; n++) /* the 2 columns past N are left alone */
                     cr_assert(memcmp(&c[(size_t)m * ldc + n], &want[(size_t)m * ldc + n], 4) == 0,
