@@ -288,7 +288,7 @@ void nn_flash_forward(float *o, float *lse, const float *q, const float *k, cons
     j.o = o, j.lse = lse, j.q = q, j.k = k, j.v = v;
     int64_t tasks = (int64_t)a->B * a->NH * j.nqt;
     int64_t work = (int64_t)(a->Tq < j.br ? a->Tq : j.br) * a->Tk * a->hd * 2;
-    backend_cpu_parallel_for(tasks, grain_for(work), fwd_range, &j);
+    backend_cpu_parallel_dynamic(tasks, grain_for(work), fwd_range, &j);
 }
 
 /* ---- backward -------------------------------------------------------------------------- */
@@ -403,11 +403,11 @@ void nn_flash_backward(float *dq, float *dk, float *dv, const float *dout, const
     int one = a->schedule == 1 || (j.nqt == 1 && j.nkt == 1) ||
               (a->schedule == 0 && (bh + thr - 1) / thr * 5 * thr <= bh * 7);
     if (one) {
-        backend_cpu_parallel_for(bh, grain_for(pair * j.nqt * j.nkt), bwd_all_range, &j);
+        backend_cpu_parallel_dynamic(bh, grain_for(pair * j.nqt * j.nkt), bwd_all_range, &j);
         return;
     }
     if (dk || dv)
-        backend_cpu_parallel_for(bh * j.nkt, grain_for(pair * j.nqt), bwd_kv_range, &j);
+        backend_cpu_parallel_dynamic(bh * j.nkt, grain_for(pair * j.nqt), bwd_kv_range, &j);
     if (dq)
-        backend_cpu_parallel_for(bh * j.nqt, grain_for(pair * j.nkt), bwd_q_range, &j);
+        backend_cpu_parallel_dynamic(bh * j.nqt, grain_for(pair * j.nkt), bwd_q_range, &j);
 }
