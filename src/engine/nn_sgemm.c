@@ -116,52 +116,63 @@ AVX512 static void pack_panel(float *restrict panel, const NnGemmB *b, int k0, i
 /* C rows [0, h) (h <= MR), columns under masks m0 | m1, (+)= A rows · panel over kc. A row i
  * at a + i·sam, its k-th element SAK further per k; rows past h re-read row h − 1 (never
  * stored). LOAD_C: start from C's values, else from 0. */
-#define MICRO_BODY(SAK)                                                                     \
+#define MICRO_BODY(SAK, NV)                                                                 \
     const float *ar[MR];                                                                    \
     for (int i = 0; i < MR; i++)                                                            \
         ar[i] = a + (size_t)(i < h ? i : h - 1) * sam;                                      \
-    __m512 acc[MR][2];                                                                      \
-    for (int i = 0; i < MR; i++) {                                                          \
-        if (load_c && i < h) {                                                              \
-            acc[i][0] = _mm512_maskz_loadu_ps(m0, c + (size_t)i * ldc);                     \
-            acc[i][1] = _mm512_maskz_loadu_ps(m1, c + (size_t)i * ldc + 16);                \
-        } else {                                                                            \
-            acc[i][0] = _mm512_setzero_ps();                                                \
-            acc[i][1] = _mm512_setzero_ps();                                                \
-        }                                                                                   \
-    }                                                                                       \
+    __m512 acc[MR][NV];                                                                     \
+    __mmask16 mk[2] = {m0, m1};                                                             \
+    for (int i = 0; i < MR; i++)                                                            \
+        for (int v = 0; v < (NV); v++)                                                      \
+            acc[i][v] = load_c && i < h                                                     \
+                            ? _mm512_maskz_loadu_ps(mk[v], c + (size_t)i * ldc + 16 * v)    \
+                            : _mm512_setzero_ps();                                          \
     const float *bp = panel;                                                                \
     for (int k = 0; k < kc; k++, bp += NR) {                                                \
-        __m512 x0 = _mm512_load_ps(bp), x1 = _mm512_load_ps(bp + 16);                       \
+        __m512 x[NV];                                                                       \
+        for (int v = 0; v < (NV); v++)                                                      \
+            x[v] = _mm512_load_ps(bp + 16 * v);                                             \
         size_t ko = (size_t)k * (SAK);                                                      \
         for (int i = 0; i < MR; i++) {                                                      \
             __m512 av = _mm512_set1_ps(ar[i][ko]);                                          \
-            acc[i][0] = _mm512_fmadd_ps(av, x0, acc[i][0]);                                 \
-            acc[i][1] = _mm512_fmadd_ps(av, x1, acc[i][1]);                                 \
+            for (int v = 0; v < (NV); v++)                                                  \
+                acc[i][v] = _mm512_fmadd_ps(av, x[v], acc[i][v]);                           \
         }                                                                                   \
     }                                                                                       \
     if (alpha != 1.0f) { /* the last k block of a beta-0 product */                       \
         __m512 al = _mm512_set1_ps(alpha);                                                  \
-        for (int i = 0; i < MR; i++) {                                                      \
-            acc[i][0] = _mm512_mul_ps(acc[i][0], al);                                       \
-            acc[i][1] = _mm512_mul_ps(acc[i][1], al);                                       \
-        }                                                                                   \
+        for (int i = 0; i < MR; i++)                                                        \
+            for (int v = 0; v < (NV); v++)                                                  \
+                acc[i][v] = _mm512_mul_ps(acc[i][v], al);                                   \
     }                                                                                       \
-    for (int i = 0; i < h; i++) {                                                           \
-        _mm512_mask_storeu_ps(c + (size_t)i * ldc, m0, acc[i][0]);                          \
-        _mm512_mask_storeu_ps(c + (size_t)i * ldc + 16, m1, acc[i][1]);                     \
-    }
+    for (int i = 0; i < h; i++)                                                             \
+        for (int v = 0; v < (NV); v++)                                                      \
+            _mm512_mask_storeu_ps(c + (size_t)i * ldc + 16 * v, mk[v], acc[i][v]);
 
+/* Two zmm of columns (17..32 in the panel), or one (up to 16: a narrow tail, as a head size
+ * of 40 leaves, computes half the padding); A by rows (SAK 1) or by columns. */
 AVX512 static void
 micro_rows(int h, int kc, const float *a, size_t sam, const float *restrict panel, float *c,
            size_t ldc, __mmask16 m0, __mmask16 m1, int load_c, float alpha) {
-    MICRO_BODY(1)
+    MICRO_BODY(1, 2)
 }
 
 AVX512 static void
 micro_cols(int h, int kc, const float *a, size_t sam, size_t sak, const float *restrict panel,
            float *c, size_t ldc, __mmask16 m0, __mmask16 m1, int load_c, float alpha) {
-    MICRO_BODY(sak)
+    MICRO_BODY(sak, 2)
+}
+
+AVX512 static void
+micro_rows16(int h, int kc, const float *a, size_t sam, const float *restrict panel, float *c,
+             size_t ldc, __mmask16 m0, __mmask16 m1, int load_c, float alpha) {
+    MICRO_BODY(1, 1)
+}
+
+AVX512 static void
+micro_cols16(int h, int kc, const float *a, size_t sam, size_t sak, const float *restrict panel,
+             float *c, size_t ldc, __mmask16 m0, __mmask16 m1, int load_c, float alpha) {
+    MICRO_BODY(sak, 1)
 }
 
 /* Prefetch part PART of NPARTS of the panel at (np0, nk0): its source lines come in from
@@ -224,11 +235,17 @@ AVX512 static void sgemm_avx512(int M, int N, int K, const float *a, int lda, in
                         }
                     const float *ab = a + (size_t)r * sam + (size_t)k0 * sak;
                     float *cb = c + (size_t)r * (size_t)ldc + p0;
-                    if (ta)
+                    if (ta && nw > 16)
                         micro_cols(h, kc, ab, sam, sak, panel, cb, (size_t)ldc, m0, m1, load_c,
                                    al);
-                    else
+                    else if (ta)
+                        micro_cols16(h, kc, ab, sam, sak, panel, cb, (size_t)ldc, m0, m1,
+                                     load_c, al);
+                    else if (nw > 16)
                         micro_rows(h, kc, ab, sam, panel, cb, (size_t)ldc, m0, m1, load_c, al);
+                    else
+                        micro_rows16(h, kc, ab, sam, panel, cb, (size_t)ldc, m0, m1, load_c,
+                                     al);
                 }
             }
         }
