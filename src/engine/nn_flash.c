@@ -71,12 +71,13 @@ static void job_init(FlashJob *j, const FlashAttn *a) {
 }
 
 /* ---- the row loops, vectorised ------------------------------------------------------------
- * They run over whole tile rows (BC columns; the masked or unused ones hold −INFINITY) so
- * the compiler vectorises them at -O2; on x86-64 each also has an AVX2 clone picked at load
- * time. No reassociation: sums run in 8 fixed lanes added in a fixed order, and C11 mode
- * does not contract a·b + c into an FMA, so every clone gives the same bits. */
+ * They run over the tile's columns rounded up to 16 (the masked or unused ones hold
+ * −INFINITY) so the compiler vectorises them at -O2; on x86-64 each also has AVX-512 and AVX2
+ * clones picked at load time. No reassociation: sums run in 16 fixed lanes added in a fixed
+ * order, and C11 mode does not contract a·b + c into an FMA, so every clone gives the same
+ * bits. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
-#define VEC __attribute__((target_clones("avx2", "default")))
+#define VEC __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define VEC
 #endif
@@ -117,27 +118,29 @@ static inline __attribute__((always_inline)) float exp_poly(float x) {
 }
 
 static VEC float row_max(const float *s, int w) {
-    float m[8];
-    for (int l = 0; l < 8; l++)
+    float m[16];
+    for (int l = 0; l < 16; l++)
         m[l] = s[l];
-    for (int c = 8; c < w; c += 8)
-        for (int l = 0; l < 8; l++)
+    for (int c = 16; c < w; c += 16)
+        for (int l = 0; l < 16; l++)
             m[l] = s[c + l] > m[l] ? s[c + l] : m[l];
     float mx = m[0];
-    for (int l = 1; l < 8; l++)
+    for (int l = 1; l < 16; l++)
         mx = m[l] > mx ? m[l] : mx;
     return mx;
 }
 
 /* s = e^(s − sub) over the row; returns the row's sum. */
 static VEC float row_exp_sum(float *restrict s, float sub, int w) {
-    float acc[8] = {0};
-    for (int c = 0; c < w; c += 8)
-        for (int l = 0; l < 8; l++) {
+    float acc[16] = {0};
+    for (int c = 0; c < w; c += 16)
+        for (int l = 0; l < 16; l++) {
             float e = exp_poly(s[c + l] - sub);
             s[c + l] = e;
             acc[l] += e;
         }
+    for (int l = 0; l < 8; l++)
+        acc[l] += acc[l + 8];
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
@@ -225,7 +228,7 @@ static void fwd_tile(const FlashJob *j, int b, int h, int qt) {
     int kend = lim[rows - 1] > lim[0] ? lim[rows - 1] : lim[0];
     const float *vb = j->v + (size_t)b * a->Tk * j->ldv + (size_t)h * hd;
     for (int j0 = 0; j0 < kend; j0 += j->bc) {
-        int cols = kend - j0 < j->bc ? kend - j0 : j->bc, w = (cols + 7) / 8 * 8;
+        int cols = kend - j0 < j->bc ? kend - j0 : j->bc, w = (cols + 15) / 16 * 16;
         scores(j, S, b, h, i0, rows, j0, cols);
         for (int r = 0; r < rows; r++) {
             float *s = S + (size_t)r * BC;
@@ -306,7 +309,7 @@ static void bwd_tiles(const FlashJob *j, int b, int h, int it0, int it1, int jt0
     memset(dP, 0, sizeof dP); /* columns past a short tile's end stay 0 (finite) */
     for (int jt = jt0; jt < jt1; jt++) {
         int j0 = jt * j->bc, cols = a->Tk - j0 < j->bc ? a->Tk - j0 : j->bc;
-        int w = (cols + 7) / 8 * 8;
+        int w = (cols + 15) / 16 * 16;
         size_t krow = (size_t)b * a->Tk + j0;
         for (int it = it0; it < it1; it++) {
             int i0 = it * j->br, rows = a->Tq - i0 < j->br ? a->Tq - i0 : j->br;

@@ -1,8 +1,11 @@
 /* nn_linear — GEMM-based ops. See nn_linear.h.
  *
  * Each GEMM is cut into fixed column slabs of the output, shared out over the pool, and each
- * slab is one single-threaded cblas_sgemm call: no thread ever sums into another's outputs,
- * so the result depends neither on timing nor on the thread count. Bias sums run over rows in order for each column.
+ * slab is one single-threaded call: the engine's AVX-512 block (nn_sgemm.h) where the CPU has
+ * it and the product has 16 rows and columns or more, the slabs taken in turn by the threads;
+ * else cblas_sgemm, the slabs split evenly. No thread ever sums into another's outputs, so
+ * the result depends neither on timing nor on the thread count. Bias sums run over rows in
+ * order for each column.
  */
 #include "nn_linear.h"
 

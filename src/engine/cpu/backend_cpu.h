@@ -7,8 +7,9 @@
  *
  * Determinism: work is split into contiguous ranges of independent output elements; every
  * element is computed by one thread with the same arithmetic in the same order whatever the
- * split, so results do not depend on scheduling. GEMM goes to OpenBLAS single-threaded per
- * call and is split over the pool by output columns (nn_linear.c); OpenBLAS's own threads
+ * split, so results do not depend on scheduling. GEMM goes to the engine's AVX-512 block
+ * (nn_sgemm.h) or OpenBLAS, single-threaded per call, and is split over the pool by output
+ * columns (nn_linear.c); OpenBLAS's own threads
  * are switched off (openblas_set_num_threads(1), process-wide) when a pool is selected, so
  * the machine is never oversubscribed by two pools of spinning threads.
  *
