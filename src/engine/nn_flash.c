@@ -1,13 +1,14 @@
 /* nn_flash — see nn_flash.h.
  *
- * Forward, per (batch, head, tile of up to br queries): for each tile of up to BC keys,
- * S = scale·Q_i·K_jᵀ (cblas_sgemm, sgemv for a single query; leading dimensions pick the head
- * out of the token rows), masked; per row the running max m and sum l are updated online:
+ * Forward, per (batch, head, tile of up to br queries): for each tile of up to bc keys,
+ * S = scale·Q_i·K_jᵀ (nn_sgemm_block where the CPU has AVX-512, else cblas_sgemm; sgemv for
+ * a single query; leading dimensions pick the head out of the token rows), masked; per row the running max m and sum l are updated online:
  * m' = max(m, max_j S), acc ← acc·e^(m−m'), P = e^(S−m'), l ← l·e^(m−m') + Σ P,
  * acc += P·V_j. At the end
  * o = acc / l and lse = m + log l. Only the tile S (br×BC) and acc (br×hd) exist, on the stack;
- * br is BR up to hd = 128 and shrinks above (br·hd <= BR·128), so any head size works with
- * the same stack (the tile shape depends on the shape of the problem only, never on threads).
+ * br is at most BR up to hd = 128 and shrinks above (br·hd <= BR·128), so any head size
+ * works with the same stack; br and bc split Tq and Tk into tiles of even size, rounded up to
+ * 8 (the tile shape depends on the shape of the problem only, never on threads).
  *
  * Backward, per tile pair (i, j): S recomputed as in the forward, P = e^(S − lse),
  * dV_j += Pᵀ·dO_i, dP = dO_i·V_jᵀ, dS = P ∘ (dP − D_i)·scale with D_i = rowsum(dO_i ∘ O_i),
