@@ -23,6 +23,7 @@
 #include "backend_cpu.h"
 #include "base.h"
 #include "nn_diffusion.h"
+#include "nn_sgemm.h"
 #include "rng.h"
 
 #define N_OPS 4
@@ -173,8 +174,9 @@ int main(void) {
     e = getenv("EASEL_BENCH_SECONDS");
     if (e && atof(e) > 0)
         seconds = atof(e);
-    fprintf(stderr, "bench ops: %d threads for both, %.0f s per measurement, OpenBLAS %s\n",
-            threads, seconds, openblas_get_corename());
+    fprintf(stderr, "bench ops: %d threads for both, %.0f s per measurement, GEMM %s (OpenBLAS "
+            "core %s)\n", threads, seconds,
+            nn_sgemm_available() ? "nn_sgemm (AVX-512)" : "OpenBLAS", openblas_get_corename());
     double ours[N_OPS] = {0}, peer[N_OPS] = {0};
     if (ours_ms(ours, threads, seconds) != 0) {
         printf("bench ops: failed\n");

@@ -19,6 +19,7 @@
 #include "backend_cpu.h"
 #include "base.h"
 #include "model_reward.h"
+#include "nn_sgemm.h"
 #include "rng.h"
 
 #define N_BATCHES 8 /* distinct batches cycled through, as a data loader would */
@@ -123,8 +124,9 @@ int main(void) {
     e = getenv("EASEL_BENCH_SECONDS");
     if (e && atof(e) > 0)
         seconds = atof(e);
-    fprintf(stderr, "bench train: %d threads for both, %.0f s per measurement, OpenBLAS %s\n",
-            threads, seconds, openblas_get_corename());
+    fprintf(stderr, "bench train: %d threads for both, %.0f s per measurement, GEMM %s (OpenBLAS "
+            "core %s)\n", threads, seconds,
+            nn_sgemm_available() ? "nn_sgemm (AVX-512)" : "OpenBLAS", openblas_get_corename());
     int batches[2] = {8, 256};
     int rc = 0;
     for (int i = 0; i < 2; i++) {
