@@ -5,7 +5,8 @@
  *   bf16 B, beta 0 and 1, and shapes whose rows, columns and k are not multiples of the
  *   micro-tile (8 rows), the panel (32 columns, 16-wide transposes) or the k block;
  * - nn_gemm and nn_linear_forward on a pool of 1, 2 and 3 threads (slabs taken in turn) give
- *   the same bits, and match a double-precision product;
+ *   the same bits, and match a double-precision product; nn_linear_forward gives the bits of
+ *   nn_clip_linear_forward (the CPU backend's linear is the op CLIP ran);
  * - backend_cpu_parallel_dynamic covers every piece exactly once.
  * Runs the portable path on CPUs without AVX-512 (the same chains). */
 #include <criterion/criterion.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 
 #include "backend_cpu.h"
+#include "nn_clip.h"
 #include "nn_linear.h"
 #include "nn_sgemm.h"
 
@@ -111,6 +113,12 @@ Test(nn_sgemm, ops_same_bits_on_any_pool) {
             /* (N, K) += (M, N)ᵀ · (M, K): both operands transposed and beta 1 */
             nn_gemm(1, 0, N, K, M, out[t], N, x, K, 1.0f, g[t], K);
             backend_cpu_use(prev);
+        }
+        if (nn_sgemm_available() && M >= 16 && N >= 16) { /* both: chains from the bias */
+            float *clip = malloc((size_t)M * N * 4);
+            nn_clip_linear_forward(clip, x, w, NULL, bias, NULL, M, K, N);
+            cr_assert(memcmp(clip, out[0], (size_t)M * N * 4) == 0, "linear vs nn_clip, %zu", si);
+            free(clip);
         }
         for (int t = 1; t < 3; t++) {
             cr_assert(memcmp(out[t], out[0], (size_t)M * N * 4) == 0, "linear, %d threads", t + 1);
