@@ -2,10 +2,10 @@
  *
  * Forward, per (batch, head, tile of up to br queries): for each tile of up to bc keys,
  * S = scale·Q_i·K_jᵀ (nn_sgemm_block where the CPU has AVX-512, else cblas_sgemm; sgemv for
- * a single query; leading dimensions pick the head out of the token rows), masked; per row the running max m and sum l are updated online:
- * m' = max(m, max_j S), acc ← acc·e^(m−m'), P = e^(S−m'), l ← l·e^(m−m') + Σ P,
- * acc += P·V_j. At the end
- * o = acc / l and lse = m + log l. Only the tile S (br×BC) and acc (br×hd) exist, on the stack;
+ * a single query; leading dimensions pick the head out of the token rows), masked; per row
+ * the running max m and sum l are updated online: m' = max(m, max_j S), acc ← acc·e^(m−m'),
+ * P = e^(S−m'), l ← l·e^(m−m') + Σ P, acc += P·V_j. At the end o = acc / l and
+ * lse = m + log l. Only the tile S (br×BC) and acc (br×hd) exist, on the stack;
  * br is at most BR up to hd = 128 and shrinks above (br·hd <= BR·128), so any head size
  * works with the same stack; br and bc split Tq and Tk into tiles of even size, rounded up to
  * 8 (the tile shape depends on the shape of the problem only, never on threads).
@@ -412,7 +412,8 @@ void nn_flash_backward(float *dq, float *dk, float *dv, const float *dout, const
     if (!dq && !dk && !dv)
         return;
     int64_t bh = (int64_t)a->B * a->NH;
-    int64_t pair = (int64_t)(a->Tq < j.br ? a->Tq : j.br) * (a->Tk < j.bc ? a->Tk : j.bc) * a->hd * 5;
+    int64_t pair =
+        (int64_t)(a->Tq < j.br ? a->Tq : j.br) * (a->Tk < j.bc ? a->Tk : j.bc) * a->hd * 5;
     /* One pass does 5 tile products per pair, the split 7 (S and dP twice) but spreads over
      * more tasks: take one pass where its busiest thread, ceil(bh/threads) pairs deep, has no
      * more to do than every thread in the split. */

@@ -1,8 +1,9 @@
 /* nn_norm — LayerNorm and L2 normalisation. See nn_norm.h.
  *
  * LayerNorm statistics accumulate in double (two passes), so rows of large magnitude lose no
- * precision; in 8 fixed lanes, so that the loops vectorise with the same bits on every CPU. The backward computes dinp row-parallel and dweight/dbias column-parallel: each
- * parameter gradient sums its rows in order on one thread, so it is deterministic.
+ * precision; in 8 fixed lanes, so that the loops vectorise with the same bits on every CPU.
+ * The backward computes dinp row-parallel and dweight/dbias column-parallel: each parameter
+ * gradient sums its rows in order on one thread, so it is deterministic.
  */
 #include "nn_norm.h"
 

@@ -227,11 +227,12 @@ AVX512 static void sgemm_avx512(int M, int N, int K, const float *a, int lda, in
                     int h = M - r < MR ? M - r : MR;
                     if (pre)
                         prefetch_panel(b, N, K, np0, nk0, r / MR, strips);
-                    if (load_c && r + MR < M) /* the next strip's C: a miss per row else */
+                    if (r + MR < M) /* the next strip's C, to read or to write: a miss per
+                                     * row else (with a short k, C's traffic is the cost) */
                         for (int i = 0; i < MR && r + MR + i < M; i++) {
                             const float *cn = c + (size_t)(r + MR + i) * (size_t)ldc + p0;
-                            _mm_prefetch((const char *)cn, _MM_HINT_T0);
-                            _mm_prefetch((const char *)(cn + nw - 1), _MM_HINT_T0);
+                            __builtin_prefetch(cn, 1, 3);
+                            __builtin_prefetch(cn + nw - 1, 1, 3);
                         }
                     const float *ab = a + (size_t)r * sam + (size_t)k0 * sak;
                     float *cb = c + (size_t)r * (size_t)ldc + p0;

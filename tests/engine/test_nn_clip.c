@@ -1,7 +1,8 @@
 /* test_nn_clip — the vectorised GELU / QuickGELU (also what nn_gelu_forward and
- * nn_quickgelu_forward run) against the plain libm forms over a dense range, extremes, and in place; the linear op (its own AVX-512 kernel where the
- * CPU has it, OpenBLAS otherwise) against a double-precision loop on ragged shapes, f32 and
- * bf16 weights, with and without bias, serial and on a pool; the bf16 conversions. */
+ * nn_quickgelu_forward run) against the plain libm forms over a dense range, extremes, and in
+ * place; the linear op (the engine's AVX-512 GEMM where the CPU has it, OpenBLAS otherwise)
+ * against a double-precision loop on ragged shapes, f32 and bf16 weights, with and without
+ * bias, serial and on a pool; the linear fused with an activation; the bf16 conversions. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
