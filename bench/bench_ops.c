@@ -24,6 +24,7 @@
 #include "base.h"
 #include "bench_common.h"
 #include "nn_diffusion.h"
+#include "nn_sgemm.h"
 #include "rng.h"
 
 #define N_OPS 4
@@ -155,8 +156,9 @@ static int torch_ms(double *ms, int threads, double seconds, char *why, size_t n
 int main(void) {
     int threads = bench_threads();
     double seconds = bench_seconds();
-    fprintf(stderr, "bench ops: %d threads for both, %.0f s per measurement, OpenBLAS %s\n",
-            threads, seconds, openblas_get_corename());
+    fprintf(stderr, "bench ops: %d threads for both, %.0f s per measurement, GEMM %s (OpenBLAS "
+            "core %s)\n", threads, seconds,
+            nn_sgemm_available() ? "nn_sgemm (AVX-512)" : "OpenBLAS", openblas_get_corename());
     double ours[N_OPS] = {0}, peer[N_OPS] = {0};
     if (ours_ms(ours, threads, seconds) != 0) {
         printf("bench ops: failed\n");

@@ -20,6 +20,7 @@
 #include "base.h"
 #include "bench_common.h"
 #include "model_reward.h"
+#include "nn_sgemm.h"
 #include "rng.h"
 
 #define N_BATCHES 8 /* distinct batches cycled through, as a data loader would */
@@ -108,8 +109,9 @@ static double torch_pairs_per_s(int P, int threads, double seconds, char *why, s
 int main(void) {
     int threads = bench_threads();
     double seconds = bench_seconds();
-    fprintf(stderr, "bench train: %d threads for both, %.0f s per measurement, OpenBLAS %s\n",
-            threads, seconds, openblas_get_corename());
+    fprintf(stderr, "bench train: %d threads for both, %.0f s per measurement, GEMM %s (OpenBLAS "
+            "core %s)\n", threads, seconds,
+            nn_sgemm_available() ? "nn_sgemm (AVX-512)" : "OpenBLAS", openblas_get_corename());
     int batches[2] = {8, 256};
     int rc = 0;
     for (int i = 0; i < 2; i++) {

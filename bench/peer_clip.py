@@ -6,6 +6,8 @@
                                              tokenizer), made once and reused
   peer_clip.py time DIR NAME KIND BATCH THREADS SECONDS
                                              KIND image|text: prints items per second
+                                             of wall time, then per CPU-second (all
+                                             threads)
 """
 import json
 import os
@@ -71,14 +73,15 @@ def timeit(root, name, kind, batch, threads, seconds):
     run = (lambda: m.encode_image(pixels)) if kind == "image" else (lambda: m.encode_text(ids))
     with torch.inference_mode():
         run()
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while True:
             run()
             n += batch
             dt = time.perf_counter() - t0
             if dt >= seconds:
                 break
-    print("%.6f" % (n / dt))
+        cpu = time.process_time() - c0  # every thread of the process
+    print("%.6f %.6f" % (n / dt, n / cpu))
 
 
 if __name__ == "__main__":

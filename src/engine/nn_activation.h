@@ -13,7 +13,8 @@ void nn_relu_forward(float *out, const float *inp, size_t n);
 /* dinp += dout · [out > 0]; takes the forward's OUTPUT, so an in-place forward is fine. */
 void nn_relu_backward(float *dinp, const float *dout, const float *out, size_t n);
 
-/* out = x·Φ(x), Φ the standard normal CDF (erf). */
+/* out = x·Φ(x), Φ the standard normal CDF (erf); vectorised (nn_clip_gelu_forward), within
+ * 3e-7·|x| of the erff form. Serial (callers split it: nn_gelu_mode_forward). */
 void nn_gelu_forward(float *out, const float *inp, size_t n);
 void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
 
@@ -21,7 +22,8 @@ void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n
 void nn_gelu_tanh_forward(float *out, const float *inp, size_t n);
 void nn_gelu_tanh_backward(float *dinp, const float *dout, const float *inp, size_t n);
 
-/* out = x·σ(1.702x) */
+/* out = x·σ(1.702x); vectorised (nn_clip_quickgelu_forward, 1e-6 relative of the expf form)
+ * and split over the caller's pool: not to be called from inside a pool task. */
 void nn_quickgelu_forward(float *out, const float *inp, size_t n);
 void nn_quickgelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "backend_cpu.h"
+#include "nn_sgemm.h"
 
 /* The loops below only vectorise with if-conversion of non-trapping float code. */
 #pragma GCC optimize("O3", "no-trapping-math")
@@ -68,13 +69,26 @@
         ONE(x, out[i]);                                                                    \
     }
 
-/* The same loops compiled twice: for AVX2 + FMA, and for the x86-64 baseline (or any other
- * CPU); the public functions pick one at run time. */
+/* The same loops compiled three times: for AVX-512, for AVX2 + FMA, and for the x86-64
+ * baseline (or any other CPU); the public functions pick one at run time. C11 mode does not
+ * contract a·b + c into an FMA, so the three give the same bits. */
 #if defined(__x86_64__)
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 static void gelu_avx2(float *restrict out, const float *restrict inp, int n) { BODY(GELU_ONE) }
 static void quick_avx2(float *restrict out, const float *restrict inp, int n) {
+    BODY(QUICKGELU_ONE)
+}
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,fma")
+__attribute__((target("avx512f,fma"))) static void gelu_avx512(float *restrict out,
+                                                               const float *restrict inp, int n) {
+    BODY(GELU_ONE)
+}
+__attribute__((target("avx512f,fma"))) static void quick_avx512(float *restrict out,
+                                                                const float *restrict inp,
+                                                                int n) {
     BODY(QUICKGELU_ONE)
 }
 #pragma GCC pop_options
@@ -87,12 +101,15 @@ static void quick_base(float *restrict out, const float *restrict inp, int n) {
 
 typedef void (*BlockFn)(float *restrict, const float *restrict, int);
 
-static void run_blocks(float *out, const float *inp, size_t n, BlockFn fast, BlockFn base) {
+static void run_blocks(float *out, const float *inp, size_t n, BlockFn wide, BlockFn fast,
+                       BlockFn base) {
 #if defined(__x86_64__)
     BlockFn fn = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? fast : base;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"))
+        fn = wide;
 #else
     BlockFn fn = base;
-    (void)fast;
+    (void)fast, (void)wide;
 #endif
     float tmp[BLOCK];
     for (size_t i = 0; i < n; i += BLOCK) {
@@ -108,17 +125,17 @@ static void run_blocks(float *out, const float *inp, size_t n, BlockFn fast, Blo
 
 void nn_clip_gelu_forward(float *out, const float *inp, size_t n) {
 #if defined(__x86_64__)
-    run_blocks(out, inp, n, gelu_avx2, gelu_base);
+    run_blocks(out, inp, n, gelu_avx512, gelu_avx2, gelu_base);
 #else
-    run_blocks(out, inp, n, NULL, gelu_base);
+    run_blocks(out, inp, n, NULL, NULL, gelu_base);
 #endif
 }
 
 void nn_clip_quickgelu_forward(float *out, const float *inp, size_t n) {
 #if defined(__x86_64__)
-    run_blocks(out, inp, n, quick_avx2, quick_base);
+    run_blocks(out, inp, n, quick_avx512, quick_avx2, quick_base);
 #else
-    run_blocks(out, inp, n, NULL, quick_base);
+    run_blocks(out, inp, n, NULL, NULL, quick_base);
 #endif
 }
 
@@ -148,7 +165,22 @@ typedef struct LinJob {
     const uint16_t *wh;
     float *wbuf;
     int N, K, O;
+    NnClipAct act;
 } LinJob;
+
+/* The activation over columns [c0, c1) of every row: run by the thread that just computed
+ * them, while they are in its cache. */
+static void lin_act(const LinJob *j, int c0, int c1) {
+    if (j->act == NN_CLIP_ACT_NONE)
+        return;
+    for (int n = 0; n < j->N; n++) {
+        float *o = j->out + (size_t)n * j->O + c0;
+        if (j->act == NN_CLIP_ACT_QUICKGELU)
+            nn_clip_quickgelu_forward(o, o, (size_t)(c1 - c0));
+        else
+            nn_clip_gelu_forward(o, o, (size_t)(c1 - c0));
+    }
+}
 
 /* Columns [j0, j1): bias rows, then the product (beta 1 over the bias, else 0). */
 static void lin_cols(const LinJob *j, const float *w, int j0, int j1) {
@@ -169,89 +201,24 @@ static void lin_cols_ld(const LinJob *t, const float *w, int n) {
                 t->K, t->bias ? 1.0f : 0.0f, t->out, t->O);
 }
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#pragma GCC push_options
-#pragma GCC target("avx512f,fma")
-/* Columns [c0, c1) of out = inp · Wᵀ (+ bias) with AVX-512: W packed 32 columns at a time
- * (panel[k·32 + c] = W[p0 + c][k], widened from bf16 while packing), then 6 rows × 32
- * columns of accumulators over the whole K per step, each sum in k order (f32 FMA). */
-/* the attribute as well as the pragma: clang (make fuzz) ignores #pragma GCC target */
-__attribute__((target("avx512f,fma"))) static void lin_cols_avx512(const LinJob *j, int c0,
-                                                                    int c1, float *panel) {
-    int K = j->K, N = j->N, O = j->O;
-    for (int p0 = c0; p0 < c1; p0 += 32) {
-        int w = c1 - p0 < 32 ? c1 - p0 : 32;
-        for (int c = 0; c < 32; c++) {
-            if (c >= w) {
-                for (int k = 0; k < K; k++)
-                    panel[(size_t)k * 32 + c] = 0;
-            } else if (j->wh) {
-                const uint16_t *src = j->wh + (size_t)(p0 + c) * K;
-                for (int k = 0; k < K; k++) {
-                    uint32_t u = (uint32_t)src[k] << 16;
-                    memcpy(&panel[(size_t)k * 32 + c], &u, 4);
-                }
-            } else {
-                const float *src = j->w + (size_t)(p0 + c) * K;
-                for (int k = 0; k < K; k++)
-                    panel[(size_t)k * 32 + c] = src[k];
-            }
-        }
-        __mmask16 m0 = (__mmask16)(w >= 16 ? 0xffff : (1u << w) - 1);
-        __mmask16 m1 = (__mmask16)(w >= 32 ? 0xffff : w > 16 ? (1u << (w - 16)) - 1 : 0);
-        __m512 b0v = _mm512_setzero_ps(), b1v = _mm512_setzero_ps();
-        if (j->bias) {
-            b0v = _mm512_maskz_loadu_ps(m0, j->bias + p0);
-            b1v = _mm512_maskz_loadu_ps(m1, j->bias + p0 + 16);
-        }
-        for (int r = 0; r < N; r += 6) {
-            int h = N - r < 6 ? N - r : 6;
-            const float *a[6];
-            for (int i = 0; i < 6; i++) /* rows past the end repeat the last: not stored */
-                a[i] = j->inp + (size_t)(r + (i < h ? i : h - 1)) * K;
-            __m512 acc[6][2];
-            for (int i = 0; i < 6; i++)
-                acc[i][0] = b0v, acc[i][1] = b1v;
-            const float *bp = panel;
-            for (int k = 0; k < K; k++, bp += 32) {
-                __m512 x0 = _mm512_load_ps(bp), x1 = _mm512_load_ps(bp + 16);
-                for (int i = 0; i < 6; i++) {
-                    __m512 av = _mm512_set1_ps(a[i][k]);
-                    acc[i][0] = _mm512_fmadd_ps(av, x0, acc[i][0]);
-                    acc[i][1] = _mm512_fmadd_ps(av, x1, acc[i][1]);
-                }
-            }
-            for (int i = 0; i < h; i++) {
-                float *o = j->out + (size_t)(r + i) * O + p0;
-                _mm512_mask_storeu_ps(o, m0, acc[i][0]);
-                _mm512_mask_storeu_ps(o + 16, m1, acc[i][1]);
-            }
-        }
-    }
-}
-#pragma GCC pop_options
-
-static int have_avx512(void) {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-}
-#endif
-
 static void lin_range(void *ctx, int64_t s0, int64_t s1) {
     const LinJob *j = ctx;
     int c0 = (int)s0 * SLAB, c1 = (int)(s1 * SLAB < j->O ? s1 * SLAB : j->O);
-#if defined(__x86_64__)
-    if (have_avx512()) {
-        float *panel = aligned_alloc(64, ((size_t)j->K * 32 * sizeof(float) + 63) / 64 * 64);
-        if (panel) {
-            lin_cols_avx512(j, c0, c1, panel);
-            free(panel);
-            return;
-        }
+    if (nn_sgemm_available()) { /* bias rows, then the product over them (beta 1) */
+        if (j->bias)
+            for (int n = 0; n < j->N; n++)
+                memcpy(j->out + (size_t)n * j->O + c0, j->bias + c0,
+                       (size_t)(c1 - c0) * sizeof(float));
+        NnGemmB b = {j->w ? j->w + (size_t)c0 * j->K : NULL,
+                     j->wh ? j->wh + (size_t)c0 * j->K : NULL, j->K, 1};
+        nn_sgemm_block(j->N, c1 - c0, j->K, j->inp, j->K, 0, &b, 1.0f, j->bias ? 1.0f : 0.0f,
+                       j->out + c0, j->O);
+        lin_act(j, c0, c1);
+        return;
     }
-#endif
     if (!j->wh) {
         lin_cols(j, j->w, c0, c1);
+        lin_act(j, c0, c1);
         return;
     }
     /* no WBUF (the CPU backend passes none): one slab's tile of our own; the columns'
@@ -272,22 +239,26 @@ static void lin_range(void *ctx, int64_t s0, int64_t s1) {
         }
     }
     free(tile);
+    lin_act(j, c0, c1);
 }
 
-int nn_clip_linear_avx512(void) {
-#if defined(__x86_64__)
-    return have_avx512();
-#else
-    return 0;
-#endif
-}
+int nn_clip_linear_avx512(void) { return nn_sgemm_available(); }
 
 void nn_clip_linear_forward(float *out, const float *inp, const float *w, const uint16_t *wh,
                             const float *bias, float *wbuf, int N, int K, int O) {
+    nn_clip_linear_act_forward(out, inp, w, wh, bias, wbuf, N, K, O, NN_CLIP_ACT_NONE);
+}
+
+void nn_clip_linear_act_forward(float *out, const float *inp, const float *w,
+                                const uint16_t *wh, const float *bias, float *wbuf, int N, int K,
+                                int O, NnClipAct act) {
     if (N <= 0 || O <= 0)
         return;
-    LinJob j = {out, inp, w, bias, wh, wbuf, N, K, O};
+    LinJob j = {out, inp, w, bias, wh, wbuf, N, K, O, act};
     int64_t n_slabs = (O + SLAB - 1) / SLAB;
     int64_t grain = (int64_t)N * O * K < 64 * 1024 ? n_slabs : 1;
-    backend_cpu_parallel_for(n_slabs, grain, lin_range, &j);
+    if (nn_sgemm_available()) /* slabs taken in turn: the same bits whoever takes them */
+        backend_cpu_parallel_dynamic(n_slabs, grain, lin_range, &j);
+    else
+        backend_cpu_parallel_for(n_slabs, grain, lin_range, &j);
 }

@@ -25,12 +25,12 @@ void nn_clip_quickgelu_forward(float *out, const float *inp, size_t n);
 /* out (N, O) = inp (N, K) · Wᵀ + bias (bias may be NULL). W (O, K) is f32 (W) or bf16 (WH,
  * with W NULL); the product and its sums are f32 either way. Split over the calling thread's
  * CPU pool by output columns (slabs of 128).
- * - With AVX-512 (x86-64, checked at run time): a kernel of its own. Each thread packs W
- *   32 columns at a time (a bf16 W widened while packing: the tile conversion costs no pass
- *   of its own), then runs 6 rows × 32 columns of accumulators over the whole K: each output
- *   is one f32 FMA chain in k order, whatever the split. (OpenBLAS 0.3.21 runs AVX2 kernels
- *   where OPENBLAS_CORETYPE says Haswell, as on the development machine; this kernel is 1.7x
- *   faster on CLIP there and level with OpenBLAS's own AVX-512 kernels otherwise.)
+ * - With AVX-512 (x86-64, checked at run time): the engine's GEMM block, nn_sgemm.h (W
+ *   packed 32 columns × 256 k at a time, a bf16 W widened while packing: the tile
+ *   conversion costs no pass of its own; 8 rows × 32 columns of accumulators): each output
+ *   is one f32 FMA chain in k order, whatever the split; the slabs are taken in turn by the
+ *   pool's threads (backend_cpu_parallel_dynamic). (OpenBLAS 0.3.21 runs AVX2 kernels
+ *   where OPENBLAS_CORETYPE says Haswell, as on the development machine.)
  * - Else OpenBLAS sgemm, one call per thread's range for f32; for bf16 one per 128-column
  *   tile widened into WBUF (O·K floats, the same rows' place) just before, by the thread
  *   that multiplies it; WBUF NULL: into a tile of 128 rows each thread allocates.
@@ -40,6 +40,18 @@ void nn_clip_linear_forward(float *out, const float *inp, const float *w, const 
 
 /* 1 when nn_clip_linear_forward runs its AVX-512 kernel on this CPU (0: OpenBLAS). */
 int nn_clip_linear_avx512(void);
+/* nn_clip_linear_forward followed by an activation over the whole output, fused: each
+ * thread applies it to the 128-column slab it has just computed, while the slab is in its
+ * cache (ViT-L/14's MLP output is 8 MB per two images: a separate pass reads it back from
+ * memory, 4 % of a block). The same bits as the two calls one after the other. */
+typedef enum NnClipAct {
+    NN_CLIP_ACT_NONE = 0,
+    NN_CLIP_ACT_QUICKGELU, /* nn_clip_quickgelu_forward */
+    NN_CLIP_ACT_GELU,      /* nn_clip_gelu_forward */
+} NnClipAct;
+void nn_clip_linear_act_forward(float *out, const float *inp, const float *w,
+                                const uint16_t *wh, const float *bias, float *wbuf, int N, int K,
+                                int O, NnClipAct act);
 
 /* bf16 (the top 16 bits of an f32) -> f32, exact; n elements. */
 void nn_clip_bf16_to_f32(float *out, const uint16_t *inp, size_t n);

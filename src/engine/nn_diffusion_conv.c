@@ -44,10 +44,25 @@
 #include "backend_cpu.h"
 #include "base.h"
 #include "nn_linear.h"
+#include "nn_sgemm.h"
 
 #define CONV_SCRATCH_FLOATS (16u << 20) /* 64 MiB of columns at most (one tile ≥ 128 wide) */
 #define CONV_TILE_ALIGN 128             /* = the GEMM's column slab */
 #define CONV_DIRECT_MAX_OC 4 /* direct loops up to this many output channels */
+
+/* One single-threaded GEMM of a task, c (M,N) = beta·c + op(a)·op(b), beta 0 or 1: the
+ * engine's AVX-512 block where the CPU has it (as nn_gemm's slabs; nn_sgemm.h), else
+ * OpenBLAS. The choice depends on the CPU and M only, never on the thread count. */
+static void task_sgemm(int ta, int tb, int M, int N, int K, const float *a, int lda,
+                       const float *b, int ldb, float beta, float *c, int ldc) {
+    if (M >= 16 && (beta == 0.0f || beta == 1.0f) && nn_sgemm_available()) {
+        NnGemmB bd = {b, NULL, ldb, tb};
+        nn_sgemm_block(M, N, K, a, lda, ta, &bd, 1.0f, beta, c, ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
+                N, K, 1.0f, a, lda, b, ldb, beta, c, ldc);
+}
 
 int nn_conv2d_out_h(const ConvShape *s) { return (s->H + 2 * s->pad - s->K) / s->stride + 1; }
 int nn_conv2d_out_w(const ConvShape *s) { return (s->W + 2 * s->pad - s->K) / s->stride + 1; }
@@ -397,9 +412,8 @@ static void row_blocks(void *ctx, int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
         int r0 = (int)i * g->mb, m = g->M - r0 < g->mb ? g->M - r0 : g->mb;
         const float *a = g->ta ? g->a + r0 : g->a + (size_t)r0 * g->lda;
-        cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans,
-                    g->tb ? CblasTrans : CblasNoTrans, m, g->N, g->K, 1.0f, a, g->lda, g->b,
-                    g->ldb, g->beta, g->c + (size_t)r0 * g->ldc, g->ldc);
+        task_sgemm(g->ta, g->tb, m, g->N, g->K, a, g->lda, g->b, g->ldb, g->beta,
+                   g->c + (size_t)r0 * g->ldc, g->ldc);
     }
 }
 
@@ -667,9 +681,9 @@ static void wino_items(void *ctx, int64_t i0, int64_t i1) {
         w.M = w.V + 16 * (size_t)C * w.nt;
         wino_inputs(&w, 0, C);
         for (int x = 0; x < 16; x++) /* M_x (OC,nt) = U_x (OC,C) · V_x (C,nt) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, w.nt, C, 1.0f,
-                        w.U + (size_t)x * OC * C, C, w.V + (size_t)x * C * w.nt, w.nt, 0.0f,
-                        w.M + (size_t)x * OC * w.nt, w.nt);
+            task_sgemm(0, 0, OC, w.nt, C, w.U + (size_t)x * OC * C, C,
+                       w.V + (size_t)x * C * w.nt, w.nt, 0.0f, w.M + (size_t)x * OC * w.nt,
+                       w.nt);
         wino_outputs(&w, 0, OC);
     }
 }
@@ -825,8 +839,8 @@ static void fwd_chunks(void *ctx, int64_t k0, int64_t k1) {
         ColJob j = {.col = col, .img = f->img, .s = f->s, .Wo = f->Wo, .p0 = f->p0 + c0,
                     .np = nc};
         im2col_rows(&j, 0, f->ckk);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f->s->OC, nc, f->ckk, 1.0f,
-                    f->weight, f->ckk, col, nc, f->beta, f->out + f->p0 + c0, f->P);
+        task_sgemm(0, 0, f->s->OC, nc, f->ckk, f->weight, f->ckk, col, nc, f->beta,
+                   f->out + f->p0 + c0, f->P);
     }
 }
 

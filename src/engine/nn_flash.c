@@ -1,13 +1,14 @@
 /* nn_flash — see nn_flash.h.
  *
- * Forward, per (batch, head, tile of up to br queries): for each tile of up to BC keys,
- * S = scale·Q_i·K_jᵀ (cblas_sgemm, sgemv for a single query; leading dimensions pick the head
- * out of the token rows), masked; per row the running max m and sum l are updated online:
- * m' = max(m, max_j S), acc ← acc·e^(m−m'), P = e^(S−m'), l ← l·e^(m−m') + Σ P,
- * acc += P·V_j. At the end
- * o = acc / l and lse = m + log l. Only the tile S (br×BC) and acc (br×hd) exist, on the stack;
- * br is BR up to hd = 128 and shrinks above (br·hd <= BR·128), so any head size works with
- * the same stack (the tile shape depends on the shape of the problem only, never on threads).
+ * Forward, per (batch, head, tile of up to br queries): for each tile of up to bc keys,
+ * S = scale·Q_i·K_jᵀ (nn_sgemm_block where the CPU has AVX-512, else cblas_sgemm; sgemv for
+ * a single query; leading dimensions pick the head out of the token rows), masked; per row
+ * the running max m and sum l are updated online: m' = max(m, max_j S), acc ← acc·e^(m−m'),
+ * P = e^(S−m'), l ← l·e^(m−m') + Σ P, acc += P·V_j. At the end o = acc / l and
+ * lse = m + log l. Only the tile S (br×BC) and acc (br×hd) exist, on the stack;
+ * br is at most BR up to hd = 128 and shrinks above (br·hd <= BR·128), so any head size
+ * works with the same stack; br and bc split Tq and Tk into tiles of even size, rounded up to
+ * 8 (the tile shape depends on the shape of the problem only, never on threads).
  *
  * Backward, per tile pair (i, j): S recomputed as in the forward, P = e^(S − lse),
  * dV_j += Pᵀ·dO_i, dP = dO_i·V_jᵀ, dS = P ∘ (dP − D_i)·scale with D_i = rowsum(dO_i ∘ O_i),
@@ -28,6 +29,7 @@
 
 #include "backend_cpu.h"
 #include "base.h"
+#include "nn_sgemm.h"
 
 /* Tile sizes: 128×128 measured a little faster than 64×64 (fewer, larger sgemm calls) at
  * SD-like shapes. Stack: the forward holds one BR×BC tile and the accumulator, the backward
@@ -38,7 +40,7 @@
 
 typedef struct FlashJob {
     const FlashAttn *a;
-    int ldq, ldk, ldv, ldo, br, nqt, nkt;
+    int ldq, ldk, ldv, ldo, br, bc, nqt, nkt;
     float scale;
     float *o, *lse, *dq, *dk, *dv;
     const float *q, *k, *v, *dout, *oc;
@@ -56,18 +58,27 @@ static void job_init(FlashJob *j, const FlashAttn *a) {
     j->ldo = a->ldo ? a->ldo : C;
     ASSERT(j->ldq >= C && j->ldk >= C && j->ldv >= C && j->ldo >= C);
     j->scale = a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)a->hd);
-    j->br = a->hd <= ACC / BR ? BR : ACC / a->hd > 1 ? ACC / a->hd : 1;
+    int brmax = a->hd <= ACC / BR ? BR : ACC / a->hd > 1 ? ACC / a->hd : 1;
+    /* tiles of even size (rounded up to the GEMM's 8-row micro-tile): 257 tokens (ViT-L/14)
+     * are 3 tiles of 88, 88, 81 rows rather than 128, 128 and 1 */
+    int nqt = (a->Tq + brmax - 1) / brmax;
+    int br = (a->Tq + nqt - 1) / nqt;
+    br = (br + 7) / 8 * 8;
+    j->br = br < brmax ? br : brmax;
     j->nqt = (a->Tq + j->br - 1) / j->br;
-    j->nkt = (a->Tk + BC - 1) / BC;
+    int nkt = (a->Tk + BC - 1) / BC, bc = (a->Tk + nkt - 1) / nkt; /* key tiles likewise */
+    j->bc = (bc + 7) / 8 * 8 < BC ? (bc + 7) / 8 * 8 : BC;
+    j->nkt = (a->Tk + j->bc - 1) / j->bc;
 }
 
 /* ---- the row loops, vectorised ------------------------------------------------------------
- * They run over whole tile rows (BC columns; the masked or unused ones hold −INFINITY) so
- * the compiler vectorises them at -O2; on x86-64 each also has an AVX2 clone picked at load
- * time. No reassociation: sums run in 8 fixed lanes added in a fixed order, and C11 mode
- * does not contract a·b + c into an FMA, so every clone gives the same bits. */
+ * They run over the tile's columns rounded up to 16 (the masked or unused ones hold
+ * −INFINITY) so the compiler vectorises them at -O2; on x86-64 each also has AVX-512 and AVX2
+ * clones picked at load time. No reassociation: sums run in 16 fixed lanes added in a fixed
+ * order, and C11 mode does not contract a·b + c into an FMA, so every clone gives the same
+ * bits. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
-#define VEC __attribute__((target_clones("avx2", "default")))
+#define VEC __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define VEC
 #endif
@@ -107,40 +118,58 @@ static inline __attribute__((always_inline)) float exp_poly(float x) {
     return y;
 }
 
-static VEC float row_max(const float *s) {
-    float m[8];
-    for (int l = 0; l < 8; l++)
+static VEC float row_max(const float *s, int w) {
+    float m[16];
+    for (int l = 0; l < 16; l++)
         m[l] = s[l];
-    for (int c = 8; c < BC; c += 8)
-        for (int l = 0; l < 8; l++)
+    for (int c = 16; c < w; c += 16)
+        for (int l = 0; l < 16; l++)
             m[l] = s[c + l] > m[l] ? s[c + l] : m[l];
     float mx = m[0];
-    for (int l = 1; l < 8; l++)
+    for (int l = 1; l < 16; l++)
         mx = m[l] > mx ? m[l] : mx;
     return mx;
 }
 
 /* s = e^(s − sub) over the row; returns the row's sum. */
-static VEC float row_exp_sum(float *restrict s, float sub) {
-    float acc[8] = {0};
-    for (int c = 0; c < BC; c += 8)
-        for (int l = 0; l < 8; l++) {
+static VEC float row_exp_sum(float *restrict s, float sub, int w) {
+    float acc[16] = {0};
+    for (int c = 0; c < w; c += 16)
+        for (int l = 0; l < 16; l++) {
             float e = exp_poly(s[c + l] - sub);
             s[c + l] = e;
             acc[l] += e;
         }
+    for (int l = 0; l < 8; l++)
+        acc[l] += acc[l + 8];
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+/* Σ a[d]·b[d] over n: 16 fixed lanes added in a fixed order, then the tail (D_i of the
+ * backward, recomputed for every key tile: a serial sum was a tenth of the backward). */
+static VEC float row_dot(const float *restrict a, const float *restrict b, int n) {
+    float acc[16] = {0};
+    int n16 = n / 16 * 16;
+    for (int c = 0; c < n16; c += 16)
+        for (int l = 0; l < 16; l++)
+            acc[l] += a[c + l] * b[c + l];
+    for (int l = 0; l < 8; l++)
+        acc[l] += acc[l + 8];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (int c = n16; c < n; c++)
+        s += a[c] * b[c];
+    return s;
+}
+
 /* dS = P ∘ (dP − D)·scale over the row, in place of dP. */
-static VEC void row_ds(float *restrict dp, const float *restrict p, float D, float scale) {
-    for (int c = 0; c < BC; c++)
+static VEC void row_ds(float *restrict dp, const float *restrict p, float D, float scale, int w) {
+    for (int c = 0; c < w; c++)
         dp[c] = p[c] * (dp[c] - D) * scale;
 }
 
-/* Mask columns [nv, BC) of a score row. */
-static void row_mask(float *s, int nv) {
-    for (int c = nv; c < BC; c++)
+/* Mask columns [nv, w) of a score row. */
+static void row_mask(float *s, int nv, int w) {
+    for (int c = nv; c < w; c++)
         s[c] = -INFINITY;
 }
 
@@ -163,6 +192,13 @@ static void mm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
     if (K == 1 && beta == 1.0f) {
         /* op(A) is M×1: a column (stride lda) or, transposed, a row (stride 1); op(B) 1×N */
         cblas_sger(CblasRowMajor, M, N, alpha, A, ta ? 1 : lda, B, tb ? ldb : 1, C, ldc);
+        return;
+    }
+    /* the engine's AVX-512 block where the CPU has it (nn_sgemm.h); alpha (the scores'
+     * scale, with beta 0) multiplies the finished sums */
+    if (nn_sgemm_available() && (alpha == 1.0f || beta == 0.0f)) {
+        NnGemmB bd = {B, NULL, ldb, tb};
+        nn_sgemm_block(M, N, K, A, lda, ta, &bd, alpha, beta, C, ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
@@ -208,8 +244,8 @@ static void fwd_tile(const FlashJob *j, int b, int h, int qt) {
     memset(acc, 0, (size_t)rows * (size_t)hd * sizeof(float));
     int kend = lim[rows - 1] > lim[0] ? lim[rows - 1] : lim[0];
     const float *vb = j->v + (size_t)b * a->Tk * j->ldv + (size_t)h * hd;
-    for (int j0 = 0; j0 < kend; j0 += BC) {
-        int cols = kend - j0 < BC ? kend - j0 : BC;
+    for (int j0 = 0; j0 < kend; j0 += j->bc) {
+        int cols = kend - j0 < j->bc ? kend - j0 : j->bc, w = (cols + 15) / 16 * 16;
         scores(j, S, b, h, i0, rows, j0, cols);
         for (int r = 0; r < rows; r++) {
             float *s = S + (size_t)r * BC;
@@ -219,11 +255,11 @@ static void fwd_tile(const FlashJob *j, int b, int h, int qt) {
                 memset(s, 0, BC * sizeof(float));
                 continue;
             }
-            row_mask(s, nv);
-            float mx = row_max(s);
+            row_mask(s, nv, w);
+            float mx = row_max(s, w);
             mx = m[r] > mx ? m[r] : mx;
             float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
-            float sum = row_exp_sum(s, mx);
+            float sum = row_exp_sum(s, mx, w);
             if (alpha != 1.0f) {
                 float *ar = acc + (size_t)r * hd;
                 for (int d = 0; d < hd; d++)
@@ -272,7 +308,7 @@ void nn_flash_forward(float *o, float *lse, const float *q, const float *k, cons
     j.o = o, j.lse = lse, j.q = q, j.k = k, j.v = v;
     int64_t tasks = (int64_t)a->B * a->NH * j.nqt;
     int64_t work = (int64_t)(a->Tq < j.br ? a->Tq : j.br) * a->Tk * a->hd * 2;
-    backend_cpu_parallel_for(tasks, grain_for(work), fwd_range, &j);
+    backend_cpu_parallel_dynamic(tasks, grain_for(work), fwd_range, &j);
 }
 
 /* ---- backward -------------------------------------------------------------------------- */
@@ -289,7 +325,8 @@ static void bwd_tiles(const FlashJob *j, int b, int h, int it0, int it1, int jt0
     const float *lse = j->lse + ((size_t)b * a->NH + h) * a->Tq;
     memset(dP, 0, sizeof dP); /* columns past a short tile's end stay 0 (finite) */
     for (int jt = jt0; jt < jt1; jt++) {
-        int j0 = jt * BC, cols = a->Tk - j0 < BC ? a->Tk - j0 : BC;
+        int j0 = jt * j->bc, cols = a->Tk - j0 < j->bc ? a->Tk - j0 : j->bc;
+        int w = (cols + 15) / 16 * 16;
         size_t krow = (size_t)b * a->Tk + j0;
         for (int it = it0; it < it1; it++) {
             int i0 = it * j->br, rows = a->Tq - i0 < j->br ? a->Tq - i0 : j->br;
@@ -305,10 +342,7 @@ static void bwd_tiles(const FlashJob *j, int b, int h, int it0, int it1, int jt0
             for (int r = 0; r < rows; r++) {
                 const float *dor = j->dout + (qrow + r) * j->ldo + hoff;
                 const float *orow = j->oc + (qrow + r) * j->ldo + hoff;
-                float dot = 0.0f;
-                for (int d = 0; d < hd; d++)
-                    dot += dor[d] * orow[d];
-                D[r] = dot;
+                D[r] = row_dot(dor, orow, hd);
                 L[r] = lse[i0 + r];
                 float *p = P + (size_t)r * BC;
                 int nv = lim[r] - j0;
@@ -317,8 +351,8 @@ static void bwd_tiles(const FlashJob *j, int b, int h, int it0, int it1, int jt0
                     memset(p, 0, BC * sizeof(float));
                     continue;
                 }
-                row_mask(p, nv);
-                row_exp_sum(p, L[r]);
+                row_mask(p, nv, w);
+                row_exp_sum(p, L[r], w);
             }
             const float *dO = j->dout + qrow * j->ldo + hoff;
             if (kv && j->dv) /* dV_j (cols×hd) += Pᵀ (cols×rows) · dO_i (rows×hd) */
@@ -330,7 +364,7 @@ static void bwd_tiles(const FlashJob *j, int b, int h, int it0, int it1, int jt0
             mm(0, 1, rows, cols, hd, 1.0f, dO,
                         j->ldo, j->v + krow * j->ldv + hoff, j->ldv, 0.0f, dP, BC);
             for (int r = 0; r < rows; r++)
-                row_ds(dP + (size_t)r * BC, P + (size_t)r * BC, D[r], j->scale);
+                row_ds(dP + (size_t)r * BC, P + (size_t)r * BC, D[r], j->scale, w);
             if (kv && j->dk) /* dK_j (cols×hd) += dSᵀ (cols×rows) · Q_i (rows×hd) */
                 mm(1, 0, cols, hd, rows, 1.0f, dP,
                             BC, j->q + qrow * j->ldq + hoff, j->ldq, 1.0f,
@@ -378,7 +412,8 @@ void nn_flash_backward(float *dq, float *dk, float *dv, const float *dout, const
     if (!dq && !dk && !dv)
         return;
     int64_t bh = (int64_t)a->B * a->NH;
-    int64_t pair = (int64_t)(a->Tq < j.br ? a->Tq : j.br) * (a->Tk < BC ? a->Tk : BC) * a->hd * 5;
+    int64_t pair =
+        (int64_t)(a->Tq < j.br ? a->Tq : j.br) * (a->Tk < j.bc ? a->Tk : j.bc) * a->hd * 5;
     /* One pass does 5 tile products per pair, the split 7 (S and dP twice) but spreads over
      * more tasks: take one pass where its busiest thread, ceil(bh/threads) pairs deep, has no
      * more to do than every thread in the split. */
@@ -386,11 +421,11 @@ void nn_flash_backward(float *dq, float *dk, float *dv, const float *dout, const
     int one = a->schedule == 1 || (j.nqt == 1 && j.nkt == 1) ||
               (a->schedule == 0 && (bh + thr - 1) / thr * 5 * thr <= bh * 7);
     if (one) {
-        backend_cpu_parallel_for(bh, grain_for(pair * j.nqt * j.nkt), bwd_all_range, &j);
+        backend_cpu_parallel_dynamic(bh, grain_for(pair * j.nqt * j.nkt), bwd_all_range, &j);
         return;
     }
     if (dk || dv)
-        backend_cpu_parallel_for(bh * j.nkt, grain_for(pair * j.nqt), bwd_kv_range, &j);
+        backend_cpu_parallel_dynamic(bh * j.nkt, grain_for(pair * j.nqt), bwd_kv_range, &j);
     if (dq)
-        backend_cpu_parallel_for(bh * j.nqt, grain_for(pair * j.nkt), bwd_q_range, &j);
+        backend_cpu_parallel_dynamic(bh * j.nqt, grain_for(pair * j.nkt), bwd_q_range, &j);
 }

@@ -30,10 +30,14 @@
  *
  * Threads: work is split over (batch, head, query tile) in the forward; in the backward over
  * (batch, head) or, where that gives the threads too few tasks, over (batch, head, key tile)
- * then (batch, head, query tile); on the calling thread's CPU pool (backend_cpu.h). Every output element is computed by one thread with the same arithmetic in
- * the same order for any thread count, so results are identical across the pool's thread
- * counts (with no pool selected, OpenBLAS's own threads may split a tile product another
- * way; backend_cpu_use switches them off).
+ * then (batch, head, query tile); on the calling thread's CPU pool (backend_cpu.h), the
+ * threads taking tasks in turn (backend_cpu_parallel_dynamic). Every output element is
+ * computed by one task with the same arithmetic in the same order for any thread count, so
+ * results are identical across the pool's thread counts. The tile products run on the
+ * engine's AVX-512 GEMM block where the CPU has it (nn_sgemm.h), else OpenBLAS (with no
+ * pool selected, OpenBLAS's own threads may split a tile product another way;
+ * backend_cpu_use switches them off). Query and key tiles are of even size (rounded up to
+ * 8): 257 tokens are tiles of 88, 88 and 81, not 128, 128 and 1.
  */
 #ifndef EASEL_NN_FLASH_H
 #define EASEL_NN_FLASH_H

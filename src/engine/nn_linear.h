@@ -1,6 +1,7 @@
 /* nn_linear — dense layers: linear (x·Wᵀ + b, PyTorch nn.Linear layout), plain matmul and
- * bias add. GEMM runs in OpenBLAS (cblas_sgemm), split over the caller's CPU pool by output
- * columns; everything else is plain loops.
+ * bias add. GEMM runs in the engine's AVX-512 block (nn_sgemm.h) where the CPU has it, else
+ * OpenBLAS (cblas_sgemm), split over the caller's CPU pool by output columns; everything else
+ * is plain loops.
  *
  * Conventions of every nn_* op (llm.c): arguments are outputs, inputs, weights, sizes;
  * tensors are contiguous row-major f32 arrays whose shapes are given in the comments;

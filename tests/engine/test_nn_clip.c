@@ -1,7 +1,8 @@
-/* test_nn_clip — the vectorised GELU / QuickGELU against the plain libm forms (nn_activation)
- * over a dense range, extremes, and in place; the linear op (its own AVX-512 kernel where the
- * CPU has it, OpenBLAS otherwise) against a double-precision loop on ragged shapes, f32 and
- * bf16 weights, with and without bias, serial and on a pool; the bf16 conversions. */
+/* test_nn_clip — the vectorised GELU / QuickGELU (also what nn_gelu_forward and
+ * nn_quickgelu_forward run) against the plain libm forms over a dense range, extremes, and in
+ * place; the linear op (the engine's AVX-512 GEMM where the CPU has it, OpenBLAS otherwise)
+ * against a double-precision loop on ragged shapes, f32 and bf16 weights, with and without
+ * bias, serial and on a pool; the linear fused with an activation; the bf16 conversions. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -30,7 +31,8 @@ static float *grid(void) {
 
 Test(nn_clip, gelu_matches_erf_form) {
     float *x = grid(), *want = malloc(N * sizeof(float)), *got = malloc(N * sizeof(float));
-    nn_gelu_forward(want, x, N);
+    for (int i = 0; i < N; i++) /* the libm form (nn_gelu_forward is the fast one now) */
+        want[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
     nn_clip_gelu_forward(got, x, N);
     for (int i = 0; i < N; i++) {
         if (isnan(want[i])) {
@@ -54,7 +56,8 @@ Test(nn_clip, gelu_matches_erf_form) {
 
 Test(nn_clip, quickgelu_matches_sigmoid_form) {
     float *x = grid(), *want = malloc(N * sizeof(float)), *got = malloc(N * sizeof(float));
-    nn_quickgelu_forward(want, x, N);
+    for (int i = 0; i < N; i++)
+        want[i] = x[i] * nn_sigmoidf(1.702f * x[i]);
     nn_clip_quickgelu_forward(got, x, N);
     for (int i = 2; i < N; i++)
         cr_assert_leq(fabsf(got[i] - want[i]), 1e-6f * fabsf(want[i]) + 1e-30f,
@@ -63,6 +66,26 @@ Test(nn_clip, quickgelu_matches_sigmoid_form) {
     free(x);
     free(want);
     free(got);
+}
+
+/* The engine's GELU / QuickGELU forwards (what the CPU backend's act op runs) are the
+ * vectorised ones: the same bits, QuickGELU also on a pool and in place. */
+Test(nn_clip, activation_ops_run_the_vectorised_loops) {
+    float *x = grid(), *a = malloc(N * sizeof(float)), *b = malloc(N * sizeof(float));
+    nn_gelu_forward(a, x, N);
+    nn_clip_gelu_forward(b, x, N);
+    cr_assert(memcmp(a, b, N * sizeof(float)) == 0, "gelu");
+    Err err = {0};
+    CpuPool *pool = backend_cpu_pool_new(2, &err);
+    cr_assert(pool, "%s", err.msg);
+    CpuPool *prev = backend_cpu_use(pool);
+    memcpy(a, x, N * sizeof(float));
+    nn_quickgelu_forward(a, a, N);
+    backend_cpu_use(prev);
+    backend_cpu_pool_free(pool);
+    nn_clip_quickgelu_forward(b, x, N);
+    cr_assert(memcmp(a, b, N * sizeof(float)) == 0, "quickgelu");
+    free(x), free(a), free(b);
 }
 
 #undef N /* the grid's size; below N is a row count */
@@ -123,4 +146,42 @@ Test(nn_clip, bf16_conversions) {
     cr_assert_eq(back[3], 1.015625f);     /* a tie: to the even neighbour, upwards */
     cr_assert(isinf(back[4]) && back[4] > 0);
     cr_assert(isnan(back[5]));
+}
+
+
+/* The fused linear + activation gives the bits of the linear then the activation, for both
+ * activations, f32 and bf16 weights, serial and on a pool of 2. */
+Test(nn_clip, linear_act_is_linear_then_act) {
+    int N = 37, K = 70, O = 300;
+    float *x = malloc((size_t)N * K * 4), *w = malloc((size_t)O * K * 4), *b = malloc(O * 4);
+    float *got = malloc((size_t)N * O * 4), *want = malloc((size_t)N * O * 4);
+    float *wbuf = malloc((size_t)O * K * 4);
+    uint16_t *wh = malloc((size_t)O * K * 2);
+    uint32_t h = 5u;
+    for (int i = 0; i < N * K; i++)
+        x[i] = (float)((h = h * 1664525u + 1013904223u) >> 8) / 4194304.0f - 2.0f;
+    for (int i = 0; i < O * K; i++)
+        w[i] = (float)((h = h * 1664525u + 1013904223u) >> 8) / 8388608.0f - 1.0f;
+    for (int i = 0; i < O; i++)
+        b[i] = (float)i * 0.01f - 1.5f;
+    nn_clip_f32_to_bf16(wh, w, (size_t)O * K);
+    Err err = {0};
+    CpuPool *pool = backend_cpu_pool_new(2, &err);
+    cr_assert(pool, "%s", err.msg);
+    for (int v = 0; v < 8; v++) {
+        int bf16 = v & 1, pooled = v & 2;
+        NnClipAct act = v & 4 ? NN_CLIP_ACT_GELU : NN_CLIP_ACT_QUICKGELU;
+        CpuPool *prev = backend_cpu_use(pooled ? pool : NULL);
+        nn_clip_linear_act_forward(got, x, bf16 ? NULL : w, bf16 ? wh : NULL, b, wbuf, N, K, O,
+                                   act);
+        nn_clip_linear_forward(want, x, bf16 ? NULL : w, bf16 ? wh : NULL, b, wbuf, N, K, O);
+        backend_cpu_use(prev);
+        if (act == NN_CLIP_ACT_GELU)
+            nn_clip_gelu_forward(want, want, (size_t)N * O);
+        else
+            nn_clip_quickgelu_forward(want, want, (size_t)N * O);
+        cr_assert(memcmp(got, want, (size_t)N * O * 4) == 0, "variant %d", v);
+    }
+    backend_cpu_pool_free(pool);
+    free(x), free(w), free(b), free(got), free(want), free(wbuf), free(wh);
 }

@@ -5,7 +5,10 @@
  * until `pending` reaches zero. Workers spin briefly on the generation before sleeping on the
  * condition variable, because training issues many short ops back to back and a futex wake
  * costs more than most of them. Parts are fixed by (n, n_parts), never stolen, so a given
- * range always runs the same code on the same data.
+ * range always runs the same code on the same data. backend_cpu_parallel_dynamic runs one
+ * such part per thread, each taking pieces from a shared counter until none is left: the
+ * pieces, not the threads, fix the arithmetic, so GEMMs get the load balance of work taking
+ * on a shared machine with the same bits.
  */
 #include "backend_cpu.h"
 
@@ -197,4 +200,41 @@ void backend_cpu_parallel_for(int64_t n, int64_t grain, CpuRangeFn fn, void *ctx
             pthread_cond_wait(&p->done, &p->mu);
         pthread_mutex_unlock(&p->mu);
     }
+}
+
+/* ---- pieces taken in turn (backend_cpu_parallel_dynamic) ---------------------------------- */
+
+typedef struct DynJob {
+    CpuRangeFn fn;
+    void *ctx;
+    int64_t n, chunk;
+    atomic_llong next;
+} DynJob;
+
+static void dyn_part(void *ctx, int64_t b, int64_t e) {
+    DynJob *d = ctx;
+    (void)b, (void)e;
+    for (;;) {
+        int64_t s = atomic_fetch_add_explicit(&d->next, d->chunk, memory_order_relaxed);
+        if (s >= d->n)
+            break;
+        d->fn(d->ctx, s, s + d->chunk < d->n ? s + d->chunk : d->n);
+    }
+}
+
+void backend_cpu_parallel_dynamic(int64_t n, int64_t chunk, CpuRangeFn fn, void *ctx) {
+    if (n <= 0)
+        return;
+    if (chunk < 1)
+        chunk = 1;
+    int threads = backend_cpu_threads();
+    if (threads <= 1 || n <= chunk) {
+        fn(ctx, 0, n);
+        return;
+    }
+    int64_t pieces = (n + chunk - 1) / chunk;
+    DynJob d;
+    d.fn = fn, d.ctx = ctx, d.n = n, d.chunk = chunk;
+    atomic_init(&d.next, 0);
+    backend_cpu_parallel_for(pieces < threads ? pieces : threads, 1, dyn_part, &d);
 }

@@ -7,8 +7,9 @@
  *
  * Determinism: work is split into contiguous ranges of independent output elements; every
  * element is computed by one thread with the same arithmetic in the same order whatever the
- * split, so results do not depend on scheduling. GEMM goes to OpenBLAS single-threaded per
- * call and is split over the pool by output columns (nn_linear.c); OpenBLAS's own threads
+ * split, so results do not depend on scheduling. GEMM goes to the engine's AVX-512 block
+ * (nn_sgemm.h) or OpenBLAS, single-threaded per call, and is split over the pool by output
+ * columns (nn_linear.c); OpenBLAS's own threads
  * are switched off (openblas_set_num_threads(1), process-wide) when a pool is selected, so
  * the machine is never oversubscribed by two pools of spinning threads.
  *
@@ -58,5 +59,13 @@ int backend_cpu_threads(void);
  * done. */
 typedef void (*CpuRangeFn)(void *ctx, int64_t begin, int64_t end);
 void backend_cpu_parallel_for(int64_t n, int64_t grain, CpuRangeFn fn, void *ctx);
+
+/* fn(ctx, begin, end) over [0, n) in pieces of `chunk` (the last may be shorter) that the
+ * threads take in turn as each finishes its last: on a machine shared with other programs a
+ * thread that loses its core hands its remaining pieces to the others instead of making
+ * everyone wait for it. Which thread runs a piece varies from run to run, so fn must compute
+ * each element the same way whatever the piece (the ops do: a piece is whole outputs).
+ * n <= chunk, or no pool, runs serially on the caller. */
+void backend_cpu_parallel_dynamic(int64_t n, int64_t chunk, CpuRangeFn fn, void *ctx);
 
 #endif
