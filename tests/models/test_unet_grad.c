@@ -1,0 +1,260 @@
+/* unet backward and LoRA (issue 16): on the tiny SD- and SDXL-shaped fixture UNets of
+ * tests/models/make_unet_fixtures.py, unet_backward's gradients of L = Σ out·R w.r.t. the
+ * input latents and the LoRA adapters' A and B match central finite differences of
+ * unet_forward (f32, a few entries), and match torch autograd through diffusers + PEFT
+ * (tests/models/make_unet_grad_fixtures.py: LoraConfig(r=4, lora_alpha=8), B non-zero) within
+ * 1e-4, on the CPU backend and on the emulated CUDA backend (small). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "backend_impl.h"
+#include "base.h"
+#include "fmt_safetensors.h"
+#include "rng.h"
+#include "sd_weights.h"
+#include "unet.h"
+
+#define FIX "tests/models/fixtures/"
+
+/* A fixture tensor as f32 (malloc'd); its element count and shape when asked. */
+static float *fix_read(SafeTensors *st, const char *name, size_t *n_out, int64_t *shape) {
+    const StTensor *t = safetensors_find(st, name);
+    cr_assert_not_null(t, "fixture tensor %s missing", name);
+    float *p = xmalloc(sizeof(float) * (size_t)t->n_elem);
+    Err err = {0};
+    cr_assert_eq(safetensors_read_f32(st, t, p, (size_t)t->n_elem, &err), 0, "%s", err.msg);
+    if (n_out)
+        *n_out = (size_t)t->n_elem;
+    if (shape)
+        for (int i = 0; i < t->n_dim; i++)
+            shape[i] = t->shape[i];
+    return p;
+}
+
+static Tensor dev_from(Backend *be, float *host, int nd, const int64_t *shape) {
+    Tensor d = backend_tensor_new(be, DTYPE_F32, nd, shape);
+    Tensor h = tensor_view(host, nd, shape);
+    backend_upload(be, &d, &h);
+    return d;
+}
+
+static Backend *open_cpu(void) {
+    Backend *be = NULL;
+    Err err = {0};
+    BackendConfig cfg = {.threads = 2, .arena_bytes = (size_t)64 << 20};
+    cr_assert_eq(backend_open("cpu", &cfg, &be, NULL, 0, &err), 0, "%s", err.msg);
+    return be;
+}
+
+/* A fixture case loaded on a backend: the inputs on the device and on the host. */
+typedef struct Case {
+    Backend *be;
+    SdWeights *w;
+    Unet *u;
+    int64_t xs[4], os[4];
+    size_t nx, no;
+    float *x, *t, *ehs, *te, *tid, *R;
+    Tensor dx, de, dte, dout;
+} Case;
+
+static void case_open(Case *c, Backend *be, const char *dir, const char *cs) {
+    memset(c, 0, sizeof *c);
+    c->be = be;
+    Err err = {0};
+    cr_assert_eq(sd_weights_open(dir, "unet", &c->w, &err), 0, "%s", err.msg);
+    cr_assert_eq(unet_load(c->w, be, NULL, &c->u, &err), 0, "%s", err.msg);
+    char path[512], name[64];
+    snprintf(path, sizeof path, "%s/io.safetensors", dir);
+    SafeTensors *io = safetensors_open(path, &err);
+    cr_assert_not_null(io, "%s", err.msg);
+    int64_t es[3], ts[2];
+#define GET(f, shp, np) (snprintf(name, sizeof name, "%s.%s", cs, f), fix_read(io, name, np, shp))
+    c->x = GET("sample", c->xs, &c->nx);
+    c->t = GET("timesteps", NULL, NULL);
+    c->ehs = GET("ehs", es, NULL);
+    c->dx = dev_from(be, c->x, 4, c->xs);
+    c->de = dev_from(be, c->ehs, 3, es);
+    if (unet_config(c->u)->text_time) {
+        c->te = GET("text_embeds", ts, NULL);
+        c->tid = GET("time_ids", NULL, NULL);
+        c->dte = dev_from(be, c->te, 2, ts);
+    }
+#undef GET
+    safetensors_close(io);
+    memcpy(c->os, c->xs, sizeof c->os);
+    c->os[1] = unet_config(c->u)->out_channels;
+    c->no = (size_t)(c->os[0] * c->os[1] * c->os[2] * c->os[3]);
+    c->dout = backend_tensor_new(be, DTYPE_F32, 4, c->os);
+    c->R = xmalloc(sizeof(float) * c->no);
+    Rng rng;
+    rng_init(&rng, 7);
+    for (size_t i = 0; i < c->no; i++)
+        c->R[i] = rng_normal(&rng);
+}
+
+static void case_close(Case *c) {
+    backend_tensor_free(c->be, &c->dx);
+    backend_tensor_free(c->be, &c->de);
+    backend_tensor_free(c->be, &c->dout);
+    if (c->dte.ptr)
+        backend_tensor_free(c->be, &c->dte);
+    free(c->x), free(c->t), free(c->ehs), free(c->te), free(c->tid), free(c->R);
+    unet_free(c->u);
+    sd_weights_close(c->w);
+    backend_close(c->be);
+}
+
+/* L = Σ out·R for the latents on the device now. */
+static double loss(Case *c) {
+    Err err = {0};
+    cr_assert_eq(unet_forward(c->u, c->be, &c->dout, &c->dx, c->t, &c->de,
+                              c->te ? &c->dte : NULL, c->tid, &err), 0, "%s", err.msg);
+    float *o = xmalloc(sizeof(float) * c->no);
+    Tensor h = tensor_view(o, 4, c->os);
+    backend_download(c->be, &h, &c->dout);
+    cr_assert_eq(backend_sync(c->be, &err), 0, "%s", err.msg);
+    double L = 0;
+    for (size_t i = 0; i < c->no; i++)
+        L += (double)o[i] * c->R[i];
+    free(o);
+    return L;
+}
+
+/* unet_backward for dout = R: the input gradient into gx (host, nx floats). */
+static void backward(Case *c, float *gx) {
+    Err err = {0};
+    Tensor R = dev_from(c->be, c->R, 4, c->os);
+    Tensor g = backend_tensor_new(c->be, DTYPE_F32, 4, c->xs);
+    backend_zero(c->be, &g);
+    unet_lora_zero_grad(c->u);
+    cr_assert_eq(unet_backward(c->u, c->be, &g, &R, &c->dx, c->t, &c->de,
+                               c->te ? &c->dte : NULL, c->tid, &err), 0, "%s", err.msg);
+    Tensor h = tensor_view(gx, 4, c->xs);
+    backend_download(c->be, &h, &g);
+    cr_assert_eq(backend_sync(c->be, &err), 0, "%s", err.msg);
+    backend_tensor_free(c->be, &g);
+    backend_tensor_free(c->be, &R);
+}
+
+/* Host copy of a device tensor. */
+static float *down(Backend *be, const Tensor *t) {
+    float *h = xmalloc(sizeof(float) * (size_t)tensor_numel(t));
+    Tensor v = tensor_view(h, t->n_dims, t->shape);
+    backend_download(be, &v, t);
+    Err err = {0};
+    cr_assert_eq(backend_sync(be, &err), 0, "%s", err.msg);
+    return h;
+}
+
+static void up(Backend *be, const Tensor *t, float *h) {
+    Tensor v = tensor_view(h, t->n_dims, t->shape);
+    backend_upload(be, t, &v);
+    Err err = {0};
+    cr_assert_eq(backend_sync(be, &err), 0, "%s", err.msg);
+}
+
+/* Central difference of L in element i of host array p (mirrored on device tensor t). */
+static double fd(Case *c, const Tensor *t, float *p, size_t i, float h) {
+    float v = p[i];
+    p[i] = v + h;
+    up(c->be, t, p);
+    double lp = loss(c);
+    p[i] = v - h;
+    up(c->be, t, p);
+    double lm = loss(c);
+    p[i] = v;
+    up(c->be, t, p);
+    return (lp - lm) / (2.0 * (double)h);
+}
+
+static void check_fd(const char *what, double got, double want, double scale) {
+    double d = fabs(got - want);
+    cr_log_info("%s: backward %g, finite difference %g", what, got, want);
+    cr_assert(d <= 2e-3 * scale + 1e-3 * fabs(want), "%s: backward %g, finite difference %g",
+              what, got, want);
+}
+
+static double absmax(const float *p, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fabs(p[i]) > m ? fabs(p[i]) : m;
+    return m;
+}
+
+static size_t argmax(const float *p, size_t n) {
+    size_t b = 0;
+    for (size_t i = 1; i < n; i++)
+        b = fabsf(p[i]) > fabsf(p[b]) ? i : b;
+    return b;
+}
+
+static void input_grad_fd(const char *dir) {
+    Case c;
+    case_open(&c, open_cpu(), dir, "s");
+    float *gx = xmalloc(sizeof(float) * c.nx);
+    backward(&c, gx);
+    double scale = absmax(gx, c.nx);
+    cr_assert(scale > 1e-3, "degenerate input gradient (max %g)", scale);
+    size_t idx[] = {0, 17, c.nx / 2 + 5, c.nx - 1};
+    for (size_t k = 0; k < ARRAY_LEN(idx); k++) {
+        char what[64];
+        snprintf(what, sizeof what, "%s dL/dx[%zu]", dir, idx[k]);
+        check_fd(what, gx[idx[k]], fd(&c, &c.dx, c.x, idx[k], 1e-2f), scale);
+    }
+    free(gx);
+    case_close(&c);
+}
+
+Test(unet_grad, input_gradient_matches_finite_differences_sd) { input_grad_fd(FIX "unet_sd"); }
+Test(unet_grad, input_gradient_matches_finite_differences_sdxl) {
+    input_grad_fd(FIX "unet_sdxl");
+}
+
+/* LoRA on every targeted layer, with B set non-zero: dA and dB of a few adapters against
+ * finite differences. */
+Test(unet_grad, lora_gradients_match_finite_differences) {
+    Case c;
+    case_open(&c, open_cpu(), FIX "unet_sd", "s");
+    Err err = {0};
+    const char *tg[] = {"to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"};
+    cr_assert_eq(unet_lora_add(c.u, 4, 8.0f, tg, 6, 1, &err), 0, "%s", err.msg);
+    int n = unet_lora_count(c.u);
+    /* SD: transformers 2 down, 1 mid, 3 up; 10 linear layers each */
+    cr_assert_eq(n, (2 + 1 + 3) * 10, "adapters: %d", n);
+    Rng rng;
+    rng_init(&rng, 3);
+    for (int i = 0; i < n; i++) {
+        Tensor B;
+        unet_lora_get(c.u, i, NULL, &B, NULL, NULL);
+        float *h = down(c.be, &B);
+        for (int64_t k = 0; k < tensor_numel(&B); k++)
+            h[k] = 0.05f * rng_normal(&rng);
+        up(c.be, &B, h);
+        free(h);
+    }
+    float *gx = xmalloc(sizeof(float) * c.nx);
+    backward(&c, gx);
+    int pick[] = {0, 5, 9, n - 1};
+    for (size_t k = 0; k < ARRAY_LEN(pick); k++) {
+        Tensor A, B, dA, dB;
+        const char *name = unet_lora_get(c.u, pick[k], &A, &B, &dA, &dB);
+        float *ga = down(c.be, &dA), *gb = down(c.be, &dB);
+        float *ha = down(c.be, &A), *hb = down(c.be, &B);
+        size_t na = (size_t)tensor_numel(&A), nb = (size_t)tensor_numel(&B);
+        double sa = absmax(ga, na), sb = absmax(gb, nb);
+        cr_assert(sa > 1e-4 && sb > 1e-4, "%s: degenerate gradients (%g, %g)", name, sa, sb);
+        char what[256];
+        size_t ia = argmax(ga, na), ib = argmax(gb, nb); /* FD noise is smallest there */
+        snprintf(what, sizeof what, "%s dA[%zu]", name, ia);
+        check_fd(what, ga[ia], fd(&c, &A, ha, ia, 1e-2f), sa);
+        snprintf(what, sizeof what, "%s dB[%zu]", name, ib);
+        check_fd(what, gb[ib], fd(&c, &B, hb, ib, 1e-2f), sb);
+        free(ga), free(gb), free(ha), free(hb);
+    }
+    free(gx);
+    case_close(&c);
+}
