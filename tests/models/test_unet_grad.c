@@ -258,3 +258,78 @@ Test(unet_grad, lora_gradients_match_finite_differences) {
     free(gx);
     case_close(&c);
 }
+
+/* max |got − want| over n, and max |want| into *scale. */
+static double maxdiff(const float *got, const float *want, size_t n, double *scale) {
+    double md = 0, mw = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        cr_assert(d == d, "NaN at %zu", i);
+        md = d > md ? d : md;
+        mw = fabs(want[i]) > mw ? fabs(want[i]) : mw;
+    }
+    *scale = mw;
+    return md;
+}
+
+/* The fixture's adapters (A, B) loaded, unet_backward for its R: dx, every dA and dB within
+ * tol of torch autograd's. */
+static void check_torch(Backend *be, const char *dir, double tol) {
+    Case c;
+    case_open(&c, be, dir, "s");
+    Err err = {0};
+    const char *tg[] = {"to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"};
+    cr_assert_eq(unet_lora_add(c.u, 4, 8.0f, tg, 6, 1, &err), 0, "%s", err.msg);
+    char path[512], name[256];
+    snprintf(path, sizeof path, "%s/grad.safetensors", dir);
+    SafeTensors *g = safetensors_open(path, &err);
+    cr_assert_not_null(g, "%s", err.msg);
+    free(c.R);
+    size_t nr;
+    c.R = fix_read(g, "R", &nr, NULL);
+    cr_assert_eq(nr, c.no);
+    int n = unet_lora_count(c.u);
+    for (int i = 0; i < n; i++) {
+        Tensor A, B;
+        const char *m = unet_lora_get(c.u, i, &A, &B, NULL, NULL);
+        snprintf(name, sizeof name, "%s.A", m);
+        float *h = fix_read(g, name, NULL, NULL);
+        up(be, &A, h);
+        free(h);
+        snprintf(name, sizeof name, "%s.B", m);
+        h = fix_read(g, name, NULL, NULL);
+        up(be, &B, h);
+        free(h);
+    }
+    float *gx = xmalloc(sizeof(float) * c.nx), *want = fix_read(g, "dx", NULL, NULL);
+    backward(&c, gx);
+    double scale, md = maxdiff(gx, want, c.nx, &scale);
+    cr_log_info("%s on %s: dx max |easel − torch| %g (max %g)", dir, backend_name(be), md, scale);
+    cr_assert(scale > 0.1 && md <= tol, "%s on %s: dx max |easel − torch| %g (max %g)", dir,
+              backend_name(be), md, scale);
+    free(want);
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        Tensor dA, dB;
+        const char *m = unet_lora_get(c.u, i, NULL, NULL, &dA, &dB);
+        const Tensor *ts[2] = {&dA, &dB};
+        for (int k = 0; k < 2; k++) {
+            snprintf(name, sizeof name, "%s.%s", m, k ? "dB" : "dA");
+            float *w = fix_read(g, name, NULL, NULL), *got = down(be, ts[k]);
+            double s, d = maxdiff(got, w, (size_t)tensor_numel(ts[k]), &s);
+            cr_assert(s > 1e-4, "%s: degenerate torch gradient (max %g)", name, s);
+            cr_assert(d <= tol, "%s on %s: max |easel − torch| %g (max %g)", name,
+                      backend_name(be), d, s);
+            worst = d > worst ? d : worst;
+            free(w), free(got);
+        }
+    }
+    cr_log_info("%s on %s: %d adapters, dA/dB max |easel − torch| %g", dir, backend_name(be), n,
+                worst);
+    free(gx);
+    safetensors_close(g);
+    case_close(&c);
+}
+
+Test(unet_grad, sd_lora_matches_torch_cpu) { check_torch(open_cpu(), FIX "unet_sd", 1e-4); }
+Test(unet_grad, sdxl_lora_matches_torch_cpu) { check_torch(open_cpu(), FIX "unet_sdxl", 1e-4); }
