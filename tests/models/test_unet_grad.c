@@ -50,6 +50,14 @@ static Backend *open_cpu(void) {
     return be;
 }
 
+static Backend *open_emu(void) {
+    Backend *be = NULL;
+    Err err = {0};
+    BackendConfig cfg = {.arena_bytes = (size_t)64 << 20};
+    cr_assert_eq(backend_emu_open(&cfg, &be, &err), 0, "%s", err.msg);
+    return be;
+}
+
 /* A fixture case loaded on a backend: the inputs on the device and on the host. */
 typedef struct Case {
     Backend *be;
@@ -333,3 +341,79 @@ static void check_torch(Backend *be, const char *dir, double tol) {
 
 Test(unet_grad, sd_lora_matches_torch_cpu) { check_torch(open_cpu(), FIX "unet_sd", 1e-4); }
 Test(unet_grad, sdxl_lora_matches_torch_cpu) { check_torch(open_cpu(), FIX "unet_sdxl", 1e-4); }
+/* One backward of the SD-shaped fixture with adapters on its to_v layers (B non-zero) on
+ * be, for seeded inputs of 4×4 latents: dx, then every adapter's dA and dB, concatenated
+ * (host, *n floats). */
+static float *grads_small(Backend *be, size_t *n) {
+    /* one adapter per attention (the LoRA code is the same on every layer: each launch costs
+     * on the emulator) */
+    Err err = {0};
+    SdWeights *w = NULL;
+    Unet *u = NULL;
+    cr_assert_eq(sd_weights_open(FIX "unet_sd", "unet", &w, &err), 0, "%s", err.msg);
+    cr_assert_eq(unet_load(w, be, NULL, &u, &err), 0, "%s", err.msg);
+    const char *tg[] = {"to_v"};
+    cr_assert_eq(unet_lora_add(u, 4, 8.0f, tg, 1, 5, &err), 0, "%s", err.msg);
+    Rng rng;
+    rng_init(&rng, 9);
+    int na = unet_lora_count(u);
+    for (int i = 0; i < na; i++) {
+        Tensor B;
+        unet_lora_get(u, i, NULL, &B, NULL, NULL);
+        float *h = down(be, &B);
+        for (int64_t k = 0; k < tensor_numel(&B); k++)
+            h[k] = 0.05f * rng_normal(&rng);
+        up(be, &B, h);
+        free(h);
+    }
+    int64_t xs[4] = {1, 4, 4, 4}, es[3] = {1, 3, 24};
+    float hx[64], he[72], hr[64], t = 321.0f;
+    for (int i = 0; i < 64; i++)
+        hx[i] = rng_normal(&rng), hr[i] = rng_normal(&rng);
+    for (int i = 0; i < 72; i++)
+        he[i] = rng_normal(&rng);
+    Tensor x = dev_from(be, hx, 4, xs), e = dev_from(be, he, 3, es), r = dev_from(be, hr, 4, xs);
+    Tensor dx = backend_tensor_new(be, DTYPE_F32, 4, xs);
+    backend_zero(be, &dx);
+    cr_assert_eq(unet_backward(u, be, &dx, &r, &x, &t, &e, NULL, NULL, &err), 0, "%s",
+                 err.msg);
+    size_t tot = 64;
+    for (int i = 0; i < na; i++) {
+        Tensor dA, dB;
+        unet_lora_get(u, i, NULL, NULL, &dA, &dB);
+        tot += (size_t)(tensor_numel(&dA) + tensor_numel(&dB));
+    }
+    float *all = xmalloc(sizeof(float) * tot), *p = down(be, &dx);
+    memcpy(all, p, sizeof(float) * 64);
+    free(p);
+    size_t at = 64;
+    for (int i = 0; i < na; i++) {
+        Tensor d[2];
+        unet_lora_get(u, i, NULL, NULL, &d[0], &d[1]);
+        for (int k = 0; k < 2; k++) {
+            p = down(be, &d[k]);
+            memcpy(all + at, p, sizeof(float) * (size_t)tensor_numel(&d[k]));
+            at += (size_t)tensor_numel(&d[k]);
+            free(p);
+        }
+    }
+    *n = tot;
+    backend_tensor_free(be, &x), backend_tensor_free(be, &e), backend_tensor_free(be, &r);
+    backend_tensor_free(be, &dx);
+    unet_free(u);
+    sd_weights_close(w);
+    backend_close(be);
+    return all;
+}
+
+/* The CUDA backend's ops on the host harness (every emulated launch starts a thread per GPU
+ * thread: 4×4 latents) give the CPU backend's input and adapter gradients. */
+Test(unet_grad, emu_matches_cpu, .timeout = 300) {
+    size_t nc, ne;
+    float *c = grads_small(open_cpu(), &nc), *e = grads_small(open_emu(), &ne);
+    cr_assert_eq(nc, ne);
+    double s, d = maxdiff(e, c, nc, &s);
+    cr_log_info("emu vs cpu: %zu gradient values, max |diff| %g (max %g)", nc, d, s);
+    cr_assert(s > 0.1 && d <= 1e-4 * s, "emu vs cpu: max |diff| %g (max %g)", d, s);
+    free(c), free(e);
+}
