@@ -347,6 +347,7 @@ struct Unet {
     Backend *be;          /* the one the parameters live on */
     ULora *loras;         /* unet_lora_add's adapters (n_lora), NULL when none */
     int n_lora;
+    int lora_off;         /* unet_lora_enable(u, 0): every adapter skipped */
 };
 
 static void lora_free(Unet *u); /* the LoRA section, at the end */
@@ -1003,6 +1004,7 @@ struct ULora {
     char name[192]; /* the diffusers module name, "down_blocks.0.attentions.0....attn1.to_q" */
     int r, in, out;
     float s;        /* alpha / r */
+    const int *off; /* the Unet's lora_off: the adapter is skipped (the reference model) */
     Tensor A, B;    /* (r,in), (out,r) F32 */
     Tensor dA, dB;  /* their gradients, F32 */
 };
@@ -1010,7 +1012,7 @@ struct ULora {
 static void lin_fwd(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l) {
     backend_linear_forward(be, out, inp, &l->w, l->b.ptr ? &l->b : NULL);
     const ULora *a = l->lora;
-    if (!a)
+    if (!a || *a->off)
         return;
     size_t m = backend_mark(be);
     Tensor t = alloc2(be, inp->shape[0], a->r), v = alloc2(be, out->shape[0], out->shape[1]);
@@ -1028,7 +1030,7 @@ static void lin_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const T
     if (dinp)
         backend_linear_backward(be, dinp, NULL, NULL, dout, inp, &l->w);
     const ULora *a = l->lora;
-    if (!a)
+    if (!a || *a->off)
         return;
     size_t m = backend_mark(be);
     int64_t N = inp->shape[0];
@@ -1114,6 +1116,7 @@ static void lora_make(void *ctx, const char *name, ULinear *l) {
     a->out = (int)l->w.shape[0];
     a->in = (int)l->w.shape[1];
     a->s = la->alpha / (float)la->rank;
+    a->off = &la->u->lora_off;
     int64_t as[2] = {a->r, a->in}, bs[2] = {a->out, a->r};
     a->A = backend_tensor_new(be, DTYPE_F32, 2, as);
     a->dA = backend_tensor_new(be, DTYPE_F32, 2, as);
@@ -1212,6 +1215,8 @@ static void lora_free(Unet *u) {
 }
 
 void unet_lora_remove(Unet *u) { lora_free(u); }
+
+void unet_lora_enable(Unet *u, int on) { u->lora_off = !on; }
 
 /* ---- backward (issue 16): per-block gradient checkpointing ---------------------------------- */
 

@@ -120,6 +120,10 @@ int unet_lora_count(const Unet *u);
  * backend_upload / backend_download. */
 const char *unet_lora_get(Unet *u, int i, Tensor *A, Tensor *B, Tensor *dA, Tensor *dB);
 void unet_lora_zero_grad(Unet *u);
+/* on = 0: every adapter is skipped, in the forward and the backward (the base model: a
+ * preference objective's reference, without a second copy of the weights); 1 (the default
+ * after unet_lora_add): applied. */
+void unet_lora_enable(Unet *u, int on);
 
 /* Backward of unet_forward for the same inputs, for the upstream gradient dout (shaped as the
  * output): dx (shaped as x, F32; NULL: not wanted) += d/dx, and every adapter's dA, dB +=

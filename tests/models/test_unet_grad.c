@@ -417,3 +417,88 @@ Test(unet_grad, emu_matches_cpu, .timeout = 300) {
     cr_assert(s > 0.1 && d <= 1e-4 * s, "emu vs cpu: max |diff| %g (max %g)", d, s);
     free(c), free(e);
 }
+
+/* Host copy of unet_forward's output for the case's inputs. */
+static float *forward_out(Case *c) {
+    (void)loss(c);
+    return down(c->be, &c->dout);
+}
+
+/* A new adapter (B zero) leaves the output as the base's; with B non-zero it changes it, and
+ * switched off (the reference model) the output is the base's again, bit for bit. */
+Test(unet_grad, lora_starts_at_the_base_and_switches_off) {
+    Case c;
+    case_open(&c, open_cpu(), FIX "unet_sd", "s");
+    Err err = {0};
+    float *base = forward_out(&c);
+    const char *tg[] = {"attn2.to_k", "ff.net.2"};
+    cr_assert_eq(unet_lora_add(c.u, 4, 8.0f, tg, 2, 1, &err), 0, "%s", err.msg);
+    cr_assert_eq(unet_lora_count(c.u), 2 * 6);
+    float *o = forward_out(&c);
+    cr_assert_eq(memcmp(o, base, sizeof(float) * c.no), 0, "B = 0 changed the output");
+    free(o);
+    Tensor B;
+    unet_lora_get(c.u, 3, NULL, &B, NULL, NULL);
+    float *h = down(c.be, &B);
+    for (int64_t k = 0; k < tensor_numel(&B); k++)
+        h[k] = 0.1f;
+    up(c.be, &B, h);
+    free(h);
+    o = forward_out(&c);
+    double s, d = maxdiff(o, base, c.no, &s);
+    cr_assert(d > 1e-3, "a non-zero B did not change the output (%g)", d);
+    free(o);
+    unet_lora_enable(c.u, 0);
+    o = forward_out(&c);
+    cr_assert_eq(memcmp(o, base, sizeof(float) * c.no), 0, "switched off is not the base");
+    /* and the backward then gives the adapters nothing */
+    float *gx = xmalloc(sizeof(float) * c.nx);
+    backward(&c, gx);
+    Tensor dB;
+    unet_lora_get(c.u, 3, NULL, NULL, NULL, &dB);
+    float *g = down(c.be, &dB);
+    cr_assert_eq(absmax(g, (size_t)tensor_numel(&dB)), 0.0);
+    free(g), free(gx), free(o), free(base);
+    case_close(&c);
+}
+
+/* Bad arguments are named: a target that matches no layer, a second unet_lora_add, a dx of
+ * the wrong shape; an arena too small for the backward fails with the backend's ERR_NOMEM. */
+Test(unet_grad, bad_arguments_are_errors) {
+    Case c;
+    case_open(&c, open_cpu(), FIX "unet_sd", "s");
+    Err err = {0};
+    const char *bad[] = {"to_q", "to_qq"};
+    cr_assert_eq(unet_lora_add(c.u, 4, 8.0f, bad, 2, 1, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "\"to_qq\""), "%s", err.msg);
+    cr_assert_eq(unet_lora_count(c.u), 0);
+    const char *tg[] = {"to_q"};
+    cr_assert_eq(unet_lora_add(c.u, 0, 8.0f, tg, 1, 1, &err), ERR_USAGE);
+    cr_assert_eq(unet_lora_add(c.u, 4, 8.0f, tg, 1, 1, &err), 0, "%s", err.msg);
+    cr_assert_eq(unet_lora_add(c.u, 4, 8.0f, tg, 1, 1, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "already"), "%s", err.msg);
+    int64_t ws[4] = {1, 4, 8, 4};
+    Tensor g = backend_tensor_new(c.be, DTYPE_F32, 4, ws);
+    Tensor R = dev_from(c.be, c.R, 4, c.os);
+    cr_assert_eq(unet_backward(c.u, c.be, &g, &R, &c.dx, c.t, &c.de, NULL, NULL, &err),
+                 ERR_USAGE);
+    cr_assert(strstr(err.msg, "unet_backward: dx"), "%s", err.msg);
+    backend_tensor_free(c.be, &g);
+    backend_tensor_free(c.be, &R);
+    case_close(&c);
+
+    Backend *be = NULL;
+    BackendConfig cfg = {.threads = 1, .arena_bytes = (size_t)256 << 10};
+    cr_assert_eq(backend_open("cpu", &cfg, &be, NULL, 0, &err), 0, "%s", err.msg);
+    case_open(&c, be, FIX "unet_sd", "a"); /* batch 2, 16×16 */
+    float *gx = xmalloc(sizeof(float) * c.nx);
+    Tensor R2 = dev_from(be, c.R, 4, c.os);
+    Tensor g2 = backend_tensor_new(be, DTYPE_F32, 4, c.xs);
+    int rc = unet_backward(c.u, be, &g2, &R2, &c.dx, c.t, &c.de, NULL, NULL, &err);
+    cr_assert_eq(rc, ERR_NOMEM, "rc %d: %s", rc, err.msg);
+    cr_assert(strstr(err.msg, "arena"), "%s", err.msg);
+    backend_tensor_free(be, &g2);
+    backend_tensor_free(be, &R2);
+    free(gx);
+    case_close(&c);
+}
