@@ -69,12 +69,13 @@ typedef struct Case {
     Tensor dx, de, dte, dout;
 } Case;
 
-static void case_open(Case *c, Backend *be, const char *dir, const char *cs) {
+static void case_open_dt(Case *c, Backend *be, const char *dir, const char *cs, DType dt) {
     memset(c, 0, sizeof *c);
     c->be = be;
     Err err = {0};
     cr_assert_eq(sd_weights_open(dir, "unet", &c->w, &err), 0, "%s", err.msg);
-    cr_assert_eq(unet_load(c->w, be, NULL, &c->u, &err), 0, "%s", err.msg);
+    UnetOptions o = {dt};
+    cr_assert_eq(unet_load(c->w, be, &o, &c->u, &err), 0, "%s", err.msg);
     char path[512], name[64];
     snprintf(path, sizeof path, "%s/io.safetensors", dir);
     SafeTensors *io = safetensors_open(path, &err);
@@ -102,6 +103,10 @@ static void case_open(Case *c, Backend *be, const char *dir, const char *cs) {
     rng_init(&rng, 7);
     for (size_t i = 0; i < c->no; i++)
         c->R[i] = rng_normal(&rng);
+}
+
+static void case_open(Case *c, Backend *be, const char *dir, const char *cs) {
+    case_open_dt(c, be, dir, cs, DTYPE_F32);
 }
 
 static void case_close(Case *c) {
@@ -502,3 +507,29 @@ Test(unet_grad, bad_arguments_are_errors) {
     free(gx);
     case_close(&c);
 }
+
+/* A frozen half base (f16, bf16 resident weights; adapters and activations f32): the input
+ * gradient stays within the dtype's error of the f32 base's (1 % / 5 % of its range). */
+static void half_base(DType dt, double tol) {
+    Case c;
+    case_open(&c, open_cpu(), FIX "unet_sdxl", "s");
+    float *g32 = xmalloc(sizeof(float) * c.nx), *gh = xmalloc(sizeof(float) * c.nx);
+    backward(&c, g32);
+    case_close(&c);
+    case_open_dt(&c, open_cpu(), FIX "unet_sdxl", "s", dt);
+    const char *tg[] = {"to_v"};
+    Err err = {0};
+    cr_assert_eq(unet_lora_add(c.u, 4, 8.0f, tg, 1, 1, &err), 0, "%s", err.msg);
+    backward(&c, gh);
+    double s, d = maxdiff(gh, g32, c.nx, &s);
+    cr_log_info("%s base: dx max |diff| %g (max %g)", dtype_name(dt), d, s);
+    cr_assert(d <= tol * s, "%s base: dx max |diff| %g (max %g)", dtype_name(dt), d, s);
+    Tensor dA;
+    unet_lora_get(c.u, 0, NULL, NULL, &dA, NULL);
+    cr_assert_eq(dA.dtype, DTYPE_F32);
+    free(g32), free(gh);
+    case_close(&c);
+}
+
+Test(unet_grad, f16_base) { half_base(DTYPE_F16, 0.01); }
+Test(unet_grad, bf16_base) { half_base(DTYPE_BF16, 0.05); }
