@@ -2,12 +2,14 @@
 #include "unet.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base.h"
 #include "nn_diffusion.h"
+#include "rng.h"
 
 /* ---- config.json ---------------------------------------------------------------------------- */
 
@@ -280,8 +282,11 @@ out:
 
 /* ---- parameters ----------------------------------------------------------------------------- */
 
+typedef struct ULora ULora;
+
 typedef struct ULinear {
-    Tensor w, b; /* b.ptr NULL: no bias */
+    Tensor w, b;  /* b.ptr NULL: no bias */
+    ULora *lora;  /* a LoRA adapter on this layer (unet_lora_add), or NULL */
 } ULinear;
 
 typedef struct UConv {
@@ -340,7 +345,12 @@ struct Unet {
     UNorm norm_out;
     ULevel down[UNET_MAX_LEVELS], mid, up[UNET_MAX_LEVELS];
     Backend *be;          /* the one the parameters live on */
+    ULora *loras;         /* unet_lora_add's adapters (n_lora), NULL when none */
+    int n_lora;
+    int lora_off;         /* unet_lora_enable(u, 0): every adapter skipped */
 };
+
+static void lora_free(Unet *u); /* the LoRA section, at the end */
 
 typedef struct Loader {
     SdWeights *w;
@@ -612,6 +622,7 @@ void unet_free(Unet *u) {
     if (!u)
         return;
     Backend *be = u->be;
+    lora_free(u); /* first: it walks the transformer blocks */
     Tensor *ts[] = {&u->t1.w, &u->t1.b, &u->t2.w, &u->t2.b, &u->a1.w, &u->a1.b, &u->a2.w,
                     &u->a2.b, &u->conv_in.w, &u->conv_in.b, &u->conv_out.w, &u->conv_out.b,
                     &u->norm_out.w, &u->norm_out.b};
@@ -691,6 +702,9 @@ static void gnorm(Backend *be, const Tensor *out, const Tensor *inp, const UNorm
     backend_reset(be, m);
 }
 
+/* out (N,OC) = inp · wᵀ + b, plus the layer's LoRA adapter when it has one. */
+static void lin_fwd(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l);
+
 static void conv(Backend *be, const Tensor *out, const Tensor *inp, const UConv *c) {
     backend_conv2d_forward(be, out, inp, &c->w, &c->b, c->stride, c->pad);
 }
@@ -730,9 +744,9 @@ static void attn_fwd(Backend *be, const UAttn *a, const Tensor *out, const Tenso
     size_t m = backend_mark(be);
     int64_t C = x->shape[1];
     Tensor q = alloc2(be, B * Tq, C), k = alloc2(be, B * Tk, C), v = alloc2(be, B * Tk, C);
-    backend_linear_forward(be, &q, x, &a->q.w, NULL);
-    backend_linear_forward(be, &k, ctx, &a->k.w, NULL);
-    backend_linear_forward(be, &v, ctx, &a->v.w, NULL);
+    lin_fwd(be, &q, x, &a->q);
+    lin_fwd(be, &k, ctx, &a->k);
+    lin_fwd(be, &v, ctx, &a->v);
     Tensor q3 = view(&q, 3, B, Tq, C, 0), k3 = view(&k, 3, B, Tk, C, 0);
     Tensor v3 = view(&v, 3, B, Tk, C, 0);
     Tensor o = alloc2(be, B * Tq, C);
@@ -742,7 +756,7 @@ static void attn_fwd(Backend *be, const UAttn *a, const Tensor *out, const Tenso
     BackendAttn ba = {a->heads, 0.0f, 0, NULL};
     backend_attention_forward(be, &o3, &lse, &q3, &k3, &v3, &ba);
     Tensor p = q; /* q is dead: the projection goes there */
-    backend_linear_forward(be, &p, &o, &a->o.w, &a->o.b);
+    lin_fwd(be, &p, &o, &a->o);
     Tensor p3 = view(&p, 3, 1, B * Tq, C, 0), r3 = view(res, 3, 1, B * Tq, C, 0);
     Tensor out3 = view(out, 3, 1, B * Tq, C, 0);
     backend_unet_add(be, &out3, &r3, &p3, NULL);
@@ -782,9 +796,9 @@ static void transformer_fwd(Backend *be, const Unet *u, const UTransformer *t, c
         backend_layernorm_forward(be, &tmp, &mean, &rstd, &tok, &b->ln3.w, &b->ln3.b, 1e-5f);
         size_t m2 = backend_mark(be);
         Tensor proj = alloc2(be, B * S, 8 * C), gg = alloc2(be, B * S, 4 * C);
-        backend_linear_forward(be, &proj, &tmp, &b->ff1.w, &b->ff1.b);
+        lin_fwd(be, &proj, &tmp, &b->ff1);
         backend_geglu_forward(be, BACKEND_ACT_GELU, &gg, &proj);
-        backend_linear_forward(be, &tmp, &gg, &b->ff2.w, &b->ff2.b);
+        lin_fwd(be, &tmp, &gg, &b->ff2);
         Tensor t3 = view(&tmp, 3, 1, B * S, C, 0), k3 = view(&tok, 3, 1, B * S, C, 0);
         backend_unet_add(be, &k3, &k3, &t3, NULL);
         backend_reset(be, m2);
@@ -802,40 +816,14 @@ static void transformer_fwd(Backend *be, const Unet *u, const UTransformer *t, c
     backend_reset(be, m);
 }
 
-int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const float *timesteps,
-                 const Tensor *ehs, const Tensor *text_embeds, const float *time_ids, Err *err) {
+/* semb (B,temb) = silu(time embedding (+ the text_time embedding)), every ResNet's input;
+ * its temporaries stay in the arena (the caller's mark). Returns the host staging buffer,
+ * to free after the backend has synced (uploads may read it until then). */
+static float *time_embed(const Unet *u, Backend *be, const Tensor *semb_out,
+                         const float *timesteps, const Tensor *text_embeds,
+                         const float *time_ids) {
     const UnetConfig *c = &u->cfg;
-    int L = c->levels;
-    if (be != u->be)
-        return err_set(err, ERR_USAGE, "unet_forward: the UNet's parameters live on %s, not on "
-                       "%s", backend_name(u->be), backend_name(be));
-    if (!timesteps)
-        return err_set(err, ERR_USAGE, "unet_forward: timesteps are required (one per image)");
-    if (x->n_dims != 4 || x->shape[1] != c->in_channels)
-        return err_set(err, ERR_USAGE, "unet_forward: latents must be (B,%d,h,w)",
-                       c->in_channels);
-    int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
-    int64_t div = (int64_t)1 << (L - 1);
-    if (H % div || W % div || H < div || W < div)
-        return err_set(err, ERR_USAGE, "unet_forward: latents %lldx%lld: height and width must "
-                       "be multiples of %lld (the UNet halves them %d times)", (long long)H,
-                       (long long)W, (long long)div, L - 1);
-    if (out->n_dims != 4 || out->shape[0] != B || out->shape[1] != c->out_channels ||
-        out->shape[2] != H || out->shape[3] != W)
-        return err_set(err, ERR_USAGE, "unet_forward: out must be (%lld,%d,%lld,%lld)",
-                       (long long)B, c->out_channels, (long long)H, (long long)W);
-    if (ehs->n_dims != 3 || ehs->shape[0] != B || ehs->shape[2] != c->cross_dim)
-        return err_set(err, ERR_USAGE, "unet_forward: encoder_hidden_states must be "
-                       "(%lld,T,%d)", (long long)B, c->cross_dim);
-    if (c->text_time) {
-        int64_t E = c->add_in_dim - 6 * c->add_time_dim;
-        if (!text_embeds || !time_ids || text_embeds->n_dims != 2 ||
-            text_embeds->shape[0] != B || text_embeds->shape[1] != E)
-            return err_set(err, ERR_USAGE, "unet_forward: this UNet (addition_embed_type "
-                           "text_time) needs text_embeds (%lld,%lld) and %lld·6 time_ids",
-                           (long long)B, (long long)E, (long long)B);
-    }
-    size_t m0 = backend_mark(be);
+    int64_t B = semb_out->shape[0];
     int64_t temb = c->time_embed_dim, C0 = c->block_out[0];
     /* time embedding: sinusoids on the host, the MLP on the device */
     float *hs = xmalloc(sizeof(float) * (size_t)(B * (C0 > 6 * c->add_time_dim
@@ -845,7 +833,7 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
     Tensor tsin = alloc2(be, B, C0);
     Tensor hsv = tensor_view(hs, 2, tsin.shape);
     backend_upload(be, &tsin, &hsv);
-    Tensor e1 = alloc2(be, B, temb), emb = alloc2(be, B, temb), semb = alloc2(be, B, temb);
+    Tensor e1 = alloc2(be, B, temb), emb = alloc2(be, B, temb), semb = *semb_out;
     backend_linear_forward(be, &e1, &tsin, &u->t1.w, &u->t1.b);
     backend_act_forward(be, BACKEND_ACT_SILU, &e1, &e1);
     backend_linear_forward(be, &emb, &e1, &u->t2.w, &u->t2.b);
@@ -866,6 +854,60 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
         backend_unet_add(be, &a3, &a3, &b3, NULL);
     }
     backend_act_forward(be, BACKEND_ACT_SILU, &semb, &emb); /* every ResNet's silu(temb) */
+    return hs;
+}
+
+/* The arguments of unet_forward (out) and unet_backward (dout), checked; fn names the caller. */
+static int check_args(const char *fn, const Unet *u, Backend *be, const Tensor *out,
+                      const Tensor *x, const float *timesteps, const Tensor *ehs,
+                      const Tensor *text_embeds, const float *time_ids, Err *err) {
+    const UnetConfig *c = &u->cfg;
+    if (be != u->be)
+        return err_set(err, ERR_USAGE, "%s: the UNet's parameters live on %s, not on "
+                       "%s", fn, backend_name(u->be), backend_name(be));
+    if (!timesteps)
+        return err_set(err, ERR_USAGE, "%s: timesteps are required (one per image)", fn);
+    if (x->n_dims != 4 || x->shape[1] != c->in_channels)
+        return err_set(err, ERR_USAGE, "%s: latents must be (B,%d,h,w)", fn,
+                       c->in_channels);
+    int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
+    int L = c->levels;
+    int64_t div = (int64_t)1 << (L - 1);
+    if (H % div || W % div || H < div || W < div)
+        return err_set(err, ERR_USAGE, "%s: latents %lldx%lld: height and width must "
+                       "be multiples of %lld (the UNet halves them %d times)", fn, (long long)H,
+                       (long long)W, (long long)div, L - 1);
+    if (out->n_dims != 4 || out->shape[0] != B || out->shape[1] != c->out_channels ||
+        out->shape[2] != H || out->shape[3] != W)
+        return err_set(err, ERR_USAGE, "%s: out must be (%lld,%d,%lld,%lld)", fn,
+                       (long long)B, c->out_channels, (long long)H, (long long)W);
+    if (ehs->n_dims != 3 || ehs->shape[0] != B || ehs->shape[2] != c->cross_dim)
+        return err_set(err, ERR_USAGE, "%s: encoder_hidden_states must be "
+                       "(%lld,T,%d)", fn, (long long)B, c->cross_dim);
+    if (c->text_time) {
+        int64_t E = c->add_in_dim - 6 * c->add_time_dim;
+        if (!text_embeds || !time_ids || text_embeds->n_dims != 2 ||
+            text_embeds->shape[0] != B || text_embeds->shape[1] != E)
+            return err_set(err, ERR_USAGE, "%s: this UNet (addition_embed_type "
+                           "text_time) needs text_embeds (%lld,%lld) and %lld·6 time_ids", fn,
+                           (long long)B, (long long)E, (long long)B);
+    }
+    return 0;
+}
+
+int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const float *timesteps,
+                 const Tensor *ehs, const Tensor *text_embeds, const float *time_ids, Err *err) {
+    const UnetConfig *c = &u->cfg;
+    int L = c->levels;
+    int rc0 = check_args("unet_forward", u, be, out, x, timesteps, ehs, text_embeds, time_ids,
+                         err);
+    if (rc0)
+        return rc0;
+    int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
+    size_t m0 = backend_mark(be);
+    int64_t C0 = c->block_out[0];
+    Tensor semb = alloc2(be, B, c->time_embed_dim);
+    float *hs = time_embed(u, be, &semb, timesteps, text_embeds, time_ids);
     /* the up path's two hidden-state buffers: the largest hidden state of the up path */
     int64_t hmax = 0;
     for (int i = 0; i < L; i++) {
@@ -953,5 +995,610 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
     backend_reset(be, m0);
     int rc = backend_sync(be, err);
     free(hs);
+    return rc;
+}
+
+/* ---- LoRA adapters (issue 16) --------------------------------------------------------------- */
+
+struct ULora {
+    char name[192]; /* the diffusers module name, "down_blocks.0.attentions.0....attn1.to_q" */
+    int r, in, out;
+    float s;        /* alpha / r */
+    const int *off; /* the Unet's lora_off: the adapter is skipped (the reference model) */
+    Tensor A, B;    /* (r,in), (out,r) F32 */
+    Tensor dA, dB;  /* their gradients, F32 */
+};
+
+static void lin_fwd(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l) {
+    backend_linear_forward(be, out, inp, &l->w, l->b.ptr ? &l->b : NULL);
+    const ULora *a = l->lora;
+    if (!a || *a->off)
+        return;
+    size_t m = backend_mark(be);
+    Tensor t = alloc2(be, inp->shape[0], a->r), v = alloc2(be, out->shape[0], out->shape[1]);
+    backend_linear_forward(be, &t, inp, &a->A, NULL);
+    backend_linear_forward(be, &v, &t, &a->B, NULL);
+    backend_scale(be, &v, &v, a->s);
+    backend_add(be, out, out, &v);
+    backend_reset(be, m);
+}
+
+/* The backward of lin_fwd with the base frozen: dinp (N,C, may be NULL) += dout·W (+ the
+ * adapter's path), and the adapter's dA, dB += their gradients. */
+static void lin_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
+                    const ULinear *l) {
+    if (dinp)
+        backend_linear_backward(be, dinp, NULL, NULL, dout, inp, &l->w);
+    const ULora *a = l->lora;
+    if (!a || *a->off)
+        return;
+    size_t m = backend_mark(be);
+    int64_t N = inp->shape[0];
+    Tensor t = alloc2(be, N, a->r), dt = alloc2(be, N, a->r);
+    Tensor ds = alloc2(be, N, a->out);
+    backend_linear_forward(be, &t, inp, &a->A, NULL);
+    backend_scale(be, &ds, dout, a->s);
+    backend_zero(be, &dt);
+    backend_linear_backward(be, &dt, &a->dB, NULL, &ds, &t, &a->B);
+    backend_linear_backward(be, dinp, &a->dA, NULL, &dt, inp, &a->A);
+    backend_reset(be, m);
+}
+
+/* fn(ctx, name, layer) for every linear layer of every transformer block, in load order. */
+static void each_tlinear(Unet *u, void (*fn)(void *, const char *, ULinear *), void *ctx) {
+    char pre[160], name[192];
+    for (int part = 0; part < 3; part++) {
+        int nl = part == 1 ? 1 : u->cfg.levels;
+        for (int i = 0; i < nl; i++) {
+            ULevel *lv = part == 0 ? &u->down[i] : part == 1 ? &u->mid : &u->up[i];
+            for (int j = 0; j < lv->n_attn; j++) {
+                if (part == 0)
+                    snprintf(pre, sizeof pre, "down_blocks.%d.attentions.%d", i, j);
+                else if (part == 1)
+                    snprintf(pre, sizeof pre, "mid_block.attentions.%d", j);
+                else
+                    snprintf(pre, sizeof pre, "up_blocks.%d.attentions.%d", i, j);
+                UTransformer *t = &lv->attn[j];
+                for (int k = 0; k < t->n; k++) {
+                    UTBlock *b = &t->blocks[k];
+                    struct {
+                        const char *s;
+                        ULinear *l;
+                    } ls[] = {{"attn1.to_q", &b->a1.q},   {"attn1.to_k", &b->a1.k},
+                              {"attn1.to_v", &b->a1.v},   {"attn1.to_out.0", &b->a1.o},
+                              {"attn2.to_q", &b->a2.q},   {"attn2.to_k", &b->a2.k},
+                              {"attn2.to_v", &b->a2.v},   {"attn2.to_out.0", &b->a2.o},
+                              {"ff.net.0.proj", &b->ff1}, {"ff.net.2", &b->ff2}};
+                    for (size_t q = 0; q < ARRAY_LEN(ls); q++) {
+                        snprintf(name, sizeof name, "%s.transformer_blocks.%d.%s", pre, k,
+                                 ls[q].s);
+                        fn(ctx, name, ls[q].l);
+                    }
+                }
+            }
+        }
+    }
+}
+
+typedef struct LoraAdd {
+    Unet *u;
+    const char *const *targets;
+    int n_targets, rank, n;
+    float alpha;
+    Rng rng;
+} LoraAdd;
+
+static int lora_targeted(const LoraAdd *la, const char *name) {
+    size_t nl = strlen(name);
+    for (int i = 0; i < la->n_targets; i++) {
+        size_t tl = strlen(la->targets[i]);
+        if (tl <= nl && !strcmp(name + nl - tl, la->targets[i]) &&
+            (tl == nl || name[nl - tl - 1] == '.'))
+            return 1;
+    }
+    return 0;
+}
+
+static void lora_count(void *ctx, const char *name, ULinear *l) {
+    LoraAdd *la = ctx;
+    (void)l;
+    la->n += lora_targeted(la, name);
+}
+
+static void lora_make(void *ctx, const char *name, ULinear *l) {
+    LoraAdd *la = ctx;
+    if (!lora_targeted(la, name))
+        return;
+    Backend *be = la->u->be;
+    ULora *a = &la->u->loras[la->n++];
+    snprintf(a->name, sizeof a->name, "%s", name);
+    a->r = la->rank;
+    a->out = (int)l->w.shape[0];
+    a->in = (int)l->w.shape[1];
+    a->s = la->alpha / (float)la->rank;
+    a->off = &la->u->lora_off;
+    int64_t as[2] = {a->r, a->in}, bs[2] = {a->out, a->r};
+    a->A = backend_tensor_new(be, DTYPE_F32, 2, as);
+    a->dA = backend_tensor_new(be, DTYPE_F32, 2, as);
+    a->B = backend_tensor_new(be, DTYPE_F32, 2, bs);
+    a->dB = backend_tensor_new(be, DTYPE_F32, 2, bs);
+    /* PEFT: A kaiming-uniform with a = √5, i.e. U(−1/√in, 1/√in); B zero */
+    size_t n = (size_t)a->r * (size_t)a->in;
+    float *h = xmalloc(sizeof(float) * n), bound = 1.0f / sqrtf((float)a->in);
+    for (size_t i = 0; i < n; i++)
+        h[i] = (2.0f * rng_uniform(&la->rng) - 1.0f) * bound;
+    Tensor hv = tensor_view(h, 2, as);
+    backend_upload(be, &a->A, &hv);
+    backend_sync(be, NULL); /* the upload may read h until then */
+    free(h);
+    backend_zero(be, &a->B);
+    backend_zero(be, &a->dA);
+    backend_zero(be, &a->dB);
+    l->lora = a;
+}
+
+int unet_lora_add(Unet *u, int rank, float alpha, const char *const *targets, int n_targets,
+                  uint64_t seed, Err *err) {
+    if (u->loras)
+        return err_set(err, ERR_USAGE, "unet_lora_add: this UNet has adapters already");
+    if (rank < 1 || !(alpha > 0) || n_targets < 1)
+        return err_set(err, ERR_USAGE, "unet_lora_add: rank must be >= 1, alpha > 0 and at "
+                       "least one target module given");
+    LoraAdd la;
+    memset(&la, 0, sizeof la);
+    la.u = u, la.targets = targets, la.n_targets = n_targets, la.rank = rank, la.alpha = alpha;
+    for (int i = 0; i < n_targets; i++) {
+        la.n = 0;
+        LoraAdd one = la;
+        one.targets = &targets[i];
+        one.n_targets = 1;
+        each_tlinear(u, lora_count, &one);
+        if (!one.n)
+            return err_set(err, ERR_USAGE, "unet_lora_add: target \"%s\" names no linear layer "
+                           "of the UNet's transformer blocks (to_q, to_k, to_v, to_out.0, "
+                           "ff.net.0.proj, ff.net.2, or a longer suffix of a module name)",
+                           targets[i]);
+    }
+    la.n = 0;
+    each_tlinear(u, lora_count, &la);
+    u->loras = xcalloc((size_t)la.n, sizeof *u->loras);
+    u->n_lora = la.n;
+    la.n = 0;
+    rng_init(&la.rng, seed);
+    each_tlinear(u, lora_make, &la);
+    return backend_sync(u->be, err);
+}
+
+int unet_lora_count(const Unet *u) { return u->n_lora; }
+
+const char *unet_lora_get(Unet *u, int i, Tensor *A, Tensor *B, Tensor *dA, Tensor *dB) {
+    if (i < 0 || i >= u->n_lora)
+        return NULL;
+    ULora *a = &u->loras[i];
+    if (A)
+        *A = a->A;
+    if (B)
+        *B = a->B;
+    if (dA)
+        *dA = a->dA;
+    if (dB)
+        *dB = a->dB;
+    return a->name;
+}
+
+void unet_lora_zero_grad(Unet *u) {
+    for (int i = 0; i < u->n_lora; i++) {
+        backend_zero(u->be, &u->loras[i].dA);
+        backend_zero(u->be, &u->loras[i].dB);
+    }
+}
+
+static void unhook(void *ctx, const char *name, ULinear *l) {
+    (void)ctx, (void)name;
+    l->lora = NULL;
+}
+
+static void lora_free(Unet *u) {
+    if (!u->loras)
+        return;
+    each_tlinear(u, unhook, NULL);
+    for (int i = 0; i < u->n_lora; i++) {
+        ULora *a = &u->loras[i];
+        backend_tensor_free(u->be, &a->A);
+        backend_tensor_free(u->be, &a->B);
+        backend_tensor_free(u->be, &a->dA);
+        backend_tensor_free(u->be, &a->dB);
+    }
+    free(u->loras);
+    u->loras = NULL;
+    u->n_lora = 0;
+}
+
+void unet_lora_remove(Unet *u) { lora_free(u); }
+
+void unet_lora_enable(Unet *u, int on) { u->lora_off = !on; }
+
+/* ---- backward (issue 16): per-block gradient checkpointing ---------------------------------- */
+
+static Tensor like(Backend *be, const Tensor *t) {
+    return backend_alloc(be, DTYPE_F32, t->n_dims, t->shape);
+}
+
+static Tensor zeros_like(Backend *be, const Tensor *t) {
+    Tensor z = like(be, t);
+    backend_zero(be, &z);
+    return z;
+}
+
+/* dinp += the gradient of GroupNorm (then SiLU when act) at inp, for dout; recomputes the
+ * forward. */
+static void gnorm_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
+                      const UNorm *nm, int G, float eps, int act) {
+    size_t m = backend_mark(be);
+    int64_t B = inp->shape[0];
+    Tensor mean = alloc2(be, B, G), rstd = alloc2(be, B, G), g = like(be, inp);
+    backend_groupnorm_forward(be, &g, &mean, &rstd, inp, &nm->w, &nm->b, G, eps);
+    const Tensor *dg = dout;
+    Tensor t;
+    if (act) {
+        t = zeros_like(be, inp);
+        backend_act_backward(be, BACKEND_ACT_SILU, &t, dout, &g);
+        dg = &t;
+    }
+    backend_groupnorm_backward(be, dinp, NULL, NULL, dg, inp, &nm->w, &mean, &rstd, G);
+    backend_reset(be, m);
+}
+
+static void conv_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
+                     const UConv *c) {
+    backend_conv2d_backward(be, dinp, NULL, NULL, dout, inp, &c->w, c->stride, c->pad);
+}
+
+/* dx += the gradient of resnet_fwd at x for dout (semb is a constant here). */
+static void resnet_bwd(Backend *be, const Unet *u, const UResnet *r, const Tensor *dx,
+                       const Tensor *dout, const Tensor *x, const Tensor *semb) {
+    size_t m = backend_mark(be);
+    int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
+    int G = u->cfg.groups;
+    float eps = u->cfg.eps;
+    Tensor h = alloc4(be, B, r->cin, H, W);
+    gnorm(be, &h, x, &r->n1, G, eps, 1);
+    Tensor h2 = alloc4(be, B, r->cout, H, W);
+    conv(be, &h2, &h, &r->c1);
+    Tensor t = alloc2(be, B, r->cout);
+    backend_linear_forward(be, &t, semb, &r->temb.w, &r->temb.b);
+    Tensor h3 = view(&h2, 3, B, r->cout, H * W, 0);
+    backend_unet_add(be, &h3, &h3, NULL, &t);
+    Tensor h4 = alloc4(be, B, r->cout, H, W);
+    gnorm(be, &h4, &h2, &r->n2, G, eps, 1);
+    /* backward */
+    Tensor d4 = zeros_like(be, &h4);
+    conv_bwd(be, &d4, dout, &h4, &r->c2);
+    Tensor d2 = zeros_like(be, &h2);
+    gnorm_bwd(be, &d2, &d4, &h2, &r->n2, G, eps, 1);
+    Tensor d1 = zeros_like(be, &h);
+    conv_bwd(be, &d1, &d2, &h, &r->c1);
+    gnorm_bwd(be, dx, &d1, x, &r->n1, G, eps, 1);
+    if (r->sc.w.ptr) {
+        conv_bwd(be, dx, dout, x, &r->sc);
+    } else {
+        Tensor dx3 = view(dx, 3, B, r->cin, H * W, 0), do3 = view(dout, 3, B, r->cin, H * W, 0);
+        backend_unet_add(be, &dx3, &dx3, &do3, NULL);
+    }
+    backend_reset(be, m);
+}
+
+/* The backward of attn_fwd's attention and projection (not the residual): dx (B·Tq, C) +=,
+ * dctx (B·Tk, kv) += (NULL: not wanted; dctx may be dx for self-attention), the adapters'
+ * gradients +=. */
+static void attn_bwd(Backend *be, const UAttn *a, const Tensor *dx, const Tensor *dctx,
+                     const Tensor *dout, const Tensor *x, const Tensor *ctx, int64_t B,
+                     int64_t Tq, int64_t Tk) {
+    size_t m = backend_mark(be);
+    int64_t C = x->shape[1];
+    Tensor q = alloc2(be, B * Tq, C), k = alloc2(be, B * Tk, C), v = alloc2(be, B * Tk, C);
+    lin_fwd(be, &q, x, &a->q);
+    lin_fwd(be, &k, ctx, &a->k);
+    lin_fwd(be, &v, ctx, &a->v);
+    Tensor q3 = view(&q, 3, B, Tq, C, 0), k3 = view(&k, 3, B, Tk, C, 0);
+    Tensor v3 = view(&v, 3, B, Tk, C, 0);
+    Tensor o = alloc2(be, B * Tq, C);
+    Tensor o3 = view(&o, 3, B, Tq, C, 0);
+    int64_t lshape[3] = {B, a->heads, Tq};
+    Tensor lse = backend_alloc(be, DTYPE_F32, 3, lshape);
+    BackendAttn ba = {a->heads, 0.0f, 0, NULL};
+    backend_attention_forward(be, &o3, &lse, &q3, &k3, &v3, &ba);
+    Tensor dO = zeros_like(be, &o);
+    lin_bwd(be, &dO, dout, &o, &a->o);
+    Tensor dq = zeros_like(be, &q), dk = zeros_like(be, &k), dv = zeros_like(be, &v);
+    Tensor dq3 = view(&dq, 3, B, Tq, C, 0), dk3 = view(&dk, 3, B, Tk, C, 0);
+    Tensor dv3 = view(&dv, 3, B, Tk, C, 0), dO3 = view(&dO, 3, B, Tq, C, 0);
+    backend_attention_backward(be, &dq3, &dk3, &dv3, &dO3, &q3, &k3, &v3, &o3, &lse, &ba);
+    lin_bwd(be, dx, &dq, x, &a->q);
+    lin_bwd(be, dctx, &dk, ctx, &a->k);
+    lin_bwd(be, dctx, &dv, ctx, &a->v);
+    backend_reset(be, m);
+}
+
+/* dx += the gradient of transformer_fwd at x for dout (ehs a constant). Recomputes the
+ * forward keeping the token state before each sub-layer (3 per transformer block). */
+static void transformer_bwd(Backend *be, const Unet *u, const UTransformer *t, const Tensor *dx,
+                            const Tensor *dout, const Tensor *x, const Tensor *ehs) {
+    size_t m = backend_mark(be);
+    int64_t B = x->shape[0], C = t->C, H = x->shape[2], W = x->shape[3], S = H * W;
+    int64_t T = ehs->shape[1], D = ehs->shape[2];
+    int G = u->cfg.groups;
+    Tensor g = alloc4(be, B, C, H, W);
+    gnorm(be, &g, x, &t->gn, G, 1e-6f, 0);
+    Tensor g3 = view(&g, 3, B, C, S, 0);
+    Tensor tin = alloc2(be, B * S, C); /* proj_in's input (linear) or output (conv), tokens */
+    Tensor tin3 = view(&tin, 3, B, S, C, 0);
+    int ns = 3 * t->n + 1;
+    Tensor *st = xmalloc(sizeof(Tensor) * (size_t)ns);
+    for (int i = 0; i < ns; i++)
+        st[i] = alloc2(be, B * S, C);
+    Tensor st03 = view(&st[0], 3, B, S, C, 0);
+    if (u->cfg.linear_proj) {
+        backend_unet_transpose(be, &tin3, &g3);
+        lin_fwd(be, &st[0], &tin, &t->pin_l);
+    } else {
+        Tensor p = alloc4(be, B, C, H, W), p3 = view(&p, 3, B, C, S, 0);
+        conv(be, &p, &g, &t->pin_c);
+        backend_unet_transpose(be, &st03, &p3);
+    }
+    Tensor ctx = view(ehs, 2, B * T, D, 0, 0);
+    Tensor mean = backend_alloc(be, DTYPE_F32, 1, &(int64_t){B * S});
+    Tensor rstd = backend_alloc(be, DTYPE_F32, 1, &(int64_t){B * S});
+    Tensor ln = alloc2(be, B * S, C);
+    for (int i = 0; i < t->n; i++) {
+        const UTBlock *b = &t->blocks[i];
+        Tensor *s = &st[3 * i];
+        backend_layernorm_forward(be, &ln, &mean, &rstd, &s[0], &b->ln1.w, &b->ln1.b, 1e-5f);
+        attn_fwd(be, &b->a1, &s[1], &s[0], &ln, &ln, B, S, S);
+        backend_layernorm_forward(be, &ln, &mean, &rstd, &s[1], &b->ln2.w, &b->ln2.b, 1e-5f);
+        attn_fwd(be, &b->a2, &s[2], &s[1], &ln, &ctx, B, S, T);
+        backend_layernorm_forward(be, &ln, &mean, &rstd, &s[2], &b->ln3.w, &b->ln3.b, 1e-5f);
+        size_t m2 = backend_mark(be);
+        Tensor proj = alloc2(be, B * S, 8 * C), gg = alloc2(be, B * S, 4 * C);
+        lin_fwd(be, &proj, &ln, &b->ff1);
+        backend_geglu_forward(be, BACKEND_ACT_GELU, &gg, &proj);
+        lin_fwd(be, &s[3], &gg, &b->ff2);
+        Tensor a3 = view(&s[3], 3, 1, B * S, C, 0), r3 = view(&s[2], 3, 1, B * S, C, 0);
+        backend_unet_add(be, &a3, &a3, &r3, NULL);
+        backend_reset(be, m2);
+    }
+    /* backward: the residual, proj_out */
+    Tensor dx3 = view(dx, 3, B, C, S, 0), do3 = view(dout, 3, B, C, S, 0);
+    backend_unet_add(be, &dx3, &dx3, &do3, NULL);
+    Tensor dtok = zeros_like(be, &st[0]), dtok3 = view(&dtok, 3, B, S, C, 0);
+    Tensor tmp = alloc2(be, B * S, C), tmp3 = view(&tmp, 3, B, S, C, 0);
+    Tensor *last = &st[ns - 1];
+    if (u->cfg.linear_proj) {
+        backend_unet_transpose(be, &tmp3, &do3);
+        lin_bwd(be, &dtok, &tmp, last, &t->pout_l);
+    } else {
+        Tensor gt = alloc4(be, B, C, H, W), gt3 = view(&gt, 3, B, C, S, 0);
+        Tensor l3 = view(last, 3, B, S, C, 0);
+        backend_unet_transpose(be, &gt3, &l3);
+        Tensor dgt = zeros_like(be, &gt), dgt3 = view(&dgt, 3, B, C, S, 0);
+        conv_bwd(be, &dgt, dout, &gt, &t->pout_c);
+        backend_unet_transpose(be, &dtok3, &dgt3);
+    }
+    Tensor dln = alloc2(be, B * S, C);
+    for (int i = t->n - 1; i >= 0; i--) {
+        const UTBlock *b = &t->blocks[i];
+        Tensor *s = &st[3 * i];
+        /* feed-forward on s[2] */
+        backend_layernorm_forward(be, &ln, &mean, &rstd, &s[2], &b->ln3.w, &b->ln3.b, 1e-5f);
+        size_t m2 = backend_mark(be);
+        Tensor proj = alloc2(be, B * S, 8 * C), gg = alloc2(be, B * S, 4 * C);
+        lin_fwd(be, &proj, &ln, &b->ff1);
+        backend_geglu_forward(be, BACKEND_ACT_GELU, &gg, &proj);
+        Tensor dgg = zeros_like(be, &gg), dproj = zeros_like(be, &proj);
+        lin_bwd(be, &dgg, &dtok, &gg, &b->ff2);
+        backend_geglu_backward(be, BACKEND_ACT_GELU, &dproj, &dgg, &proj);
+        backend_zero(be, &dln);
+        lin_bwd(be, &dln, &dproj, &ln, &b->ff1);
+        backend_reset(be, m2);
+        backend_layernorm_backward(be, &dtok, NULL, NULL, &dln, &s[2], &b->ln3.w, &mean, &rstd);
+        /* cross-attention on s[1] */
+        backend_layernorm_forward(be, &ln, &mean, &rstd, &s[1], &b->ln2.w, &b->ln2.b, 1e-5f);
+        backend_zero(be, &dln);
+        attn_bwd(be, &b->a2, &dln, NULL, &dtok, &ln, &ctx, B, S, T);
+        backend_layernorm_backward(be, &dtok, NULL, NULL, &dln, &s[1], &b->ln2.w, &mean, &rstd);
+        /* self-attention on s[0] */
+        backend_layernorm_forward(be, &ln, &mean, &rstd, &s[0], &b->ln1.w, &b->ln1.b, 1e-5f);
+        backend_zero(be, &dln);
+        attn_bwd(be, &b->a1, &dln, &dln, &dtok, &ln, &ln, B, S, S);
+        backend_layernorm_backward(be, &dtok, NULL, NULL, &dln, &s[0], &b->ln1.w, &mean, &rstd);
+    }
+    /* proj_in, GroupNorm */
+    Tensor dg = zeros_like(be, &g), dg3 = view(&dg, 3, B, C, S, 0);
+    if (u->cfg.linear_proj) {
+        backend_zero(be, &tmp);
+        lin_bwd(be, &tmp, &dtok, &tin, &t->pin_l);
+        backend_unet_transpose(be, &dg3, &tmp3);
+    } else {
+        Tensor dp = alloc4(be, B, C, H, W), dp3 = view(&dp, 3, B, C, S, 0);
+        backend_unet_transpose(be, &dp3, &dtok3);
+        conv_bwd(be, &dg, &dp, &g, &t->pin_c);
+    }
+    gnorm_bwd(be, dx, &dg, x, &t->gn, G, 1e-6f, 0);
+    free(st);
+    backend_reset(be, m);
+}
+
+/* The tape of unet_backward's forward: every block's input and output, kept. */
+enum { ST_CONV, ST_RES, ST_TR, ST_CAT, ST_UP, ST_OUT };
+
+typedef struct UStep {
+    int kind;
+    const void *p;      /* the block's parameters */
+    int in, in2, out;   /* indices into the tape's tensors (in2: a concat's skip) */
+} UStep;
+
+typedef struct Tape {
+    Backend *be;
+    Tensor *act, *grad;
+    int n_act, cap_act;
+    UStep *st;
+    int n_st, cap_st;
+} Tape;
+
+static int tape_act(Tape *tp, int64_t B, int64_t C, int64_t H, int64_t W) {
+    if (tp->n_act == tp->cap_act) {
+        tp->cap_act = tp->cap_act ? 2 * tp->cap_act : 64;
+        tp->act = xrealloc(tp->act, sizeof(Tensor) * (size_t)tp->cap_act);
+    }
+    tp->act[tp->n_act] = alloc4(tp->be, B, C, H, W);
+    return tp->n_act++;
+}
+
+static void tape_step(Tape *tp, int kind, const void *p, int in, int in2, int out) {
+    if (tp->n_st == tp->cap_st) {
+        tp->cap_st = tp->cap_st ? 2 * tp->cap_st : 64;
+        tp->st = xrealloc(tp->st, sizeof(UStep) * (size_t)tp->cap_st);
+    }
+    tp->st[tp->n_st++] = (UStep){kind, p, in, in2, out};
+}
+
+int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, const Tensor *x,
+                  const float *timesteps, const Tensor *ehs, const Tensor *text_embeds,
+                  const float *time_ids, Err *err) {
+    int rc = check_args("unet_backward", u, be, dout, x, timesteps, ehs, text_embeds, time_ids,
+                        err);
+    if (rc)
+        return rc;
+    if (dx && (dx->n_dims != 4 || dx->dtype != DTYPE_F32 || dx->shape[0] != x->shape[0] ||
+               dx->shape[1] != x->shape[1] || dx->shape[2] != x->shape[2] ||
+               dx->shape[3] != x->shape[3]))
+        return err_set(err, ERR_USAGE, "unet_backward: dx must be f32 and shaped as x");
+    const UnetConfig *c = &u->cfg;
+    int L = c->levels;
+    int64_t B = x->shape[0], hh = x->shape[2], ww = x->shape[3], C0 = c->block_out[0];
+    size_t m0 = backend_mark(be);
+    Tensor semb = alloc2(be, B, c->time_embed_dim);
+    float *hs = time_embed(u, be, &semb, timesteps, text_embeds, time_ids);
+    Tape tp = {be, NULL, NULL, 0, 0, NULL, 0, 0};
+    /* the forward, keeping every block's output (tape index 0 is x) */
+    (void)tape_act(&tp, 1, 1, 1, 1);
+    tp.act[0] = *x;
+    int skips[UNET_MAX_LEVELS * 10], ns = 0;
+    int h = tape_act(&tp, B, C0, hh, ww);
+    conv(be, &tp.act[h], x, &u->conv_in);
+    tape_step(&tp, ST_CONV, &u->conv_in, 0, -1, h);
+    skips[ns++] = h;
+    for (int i = 0; i < L; i++) {
+        const ULevel *lv = &u->down[i];
+        for (int j = 0; j < lv->n_res; j++) {
+            int r = tape_act(&tp, B, lv->res[j].cout, hh, ww);
+            resnet_fwd(be, u, &lv->res[j], &tp.act[r], &tp.act[h], &semb);
+            tape_step(&tp, ST_RES, &lv->res[j], h, -1, r);
+            if (lv->n_attn) {
+                int a = tape_act(&tp, B, lv->res[j].cout, hh, ww);
+                transformer_fwd(be, u, &lv->attn[j], &tp.act[a], &tp.act[r], ehs);
+                tape_step(&tp, ST_TR, &lv->attn[j], r, -1, a);
+                r = a;
+            }
+            skips[ns++] = h = r;
+        }
+        if (lv->has_sample) {
+            hh /= 2;
+            ww /= 2;
+            int d = tape_act(&tp, B, tp.act[h].shape[1], hh, ww);
+            conv(be, &tp.act[d], &tp.act[h], &lv->sample);
+            tape_step(&tp, ST_CONV, &lv->sample, h, -1, d);
+            skips[ns++] = h = d;
+        }
+    }
+    int64_t top = c->block_out[L - 1];
+    for (int k = 0; k < 3; k++) {
+        int o = tape_act(&tp, B, top, hh, ww);
+        if (k == 1) {
+            transformer_fwd(be, u, &u->mid.attn[0], &tp.act[o], &tp.act[h], ehs);
+            tape_step(&tp, ST_TR, &u->mid.attn[0], h, -1, o);
+        } else {
+            resnet_fwd(be, u, &u->mid.res[k / 2], &tp.act[o], &tp.act[h], &semb);
+            tape_step(&tp, ST_RES, &u->mid.res[k / 2], h, -1, o);
+        }
+        h = o;
+    }
+    for (int i = 0; i < L; i++) {
+        const ULevel *lv = &u->up[i];
+        for (int j = 0; j < lv->n_res; j++) {
+            int s = skips[--ns];
+            int cat = tape_act(&tp, B, tp.act[h].shape[1] + tp.act[s].shape[1], hh, ww);
+            backend_concat_forward(be, &tp.act[cat], &tp.act[h], &tp.act[s]);
+            tape_step(&tp, ST_CAT, NULL, h, s, cat);
+            int r = tape_act(&tp, B, lv->res[j].cout, hh, ww);
+            resnet_fwd(be, u, &lv->res[j], &tp.act[r], &tp.act[cat], &semb);
+            tape_step(&tp, ST_RES, &lv->res[j], cat, -1, r);
+            h = r;
+            if (lv->n_attn) {
+                int a = tape_act(&tp, B, lv->res[j].cout, hh, ww);
+                transformer_fwd(be, u, &lv->attn[j], &tp.act[a], &tp.act[h], ehs);
+                tape_step(&tp, ST_TR, &lv->attn[j], h, -1, a);
+                h = a;
+            }
+        }
+        if (lv->has_sample) {
+            int up = tape_act(&tp, B, tp.act[h].shape[1], 2 * hh, 2 * ww);
+            backend_upsample2x_forward(be, &tp.act[up], &tp.act[h]);
+            tape_step(&tp, ST_UP, NULL, h, -1, up);
+            hh *= 2;
+            ww *= 2;
+            int r = tape_act(&tp, B, tp.act[h].shape[1], hh, ww);
+            conv(be, &tp.act[r], &tp.act[up], &lv->sample);
+            tape_step(&tp, ST_CONV, &lv->sample, up, -1, r);
+            h = r;
+        }
+    }
+    tape_step(&tp, ST_OUT, NULL, h, -1, -1);
+    /* gradients: one per kept tensor, zero; x's is the caller's dx (or none) */
+    tp.grad = xcalloc((size_t)tp.n_act, sizeof(Tensor));
+    for (int i = 1; i < tp.n_act; i++)
+        tp.grad[i] = zeros_like(be, &tp.act[i]);
+    if (dx)
+        tp.grad[0] = *dx;
+    for (int k = tp.n_st - 1; k >= 0; k--) {
+        const UStep *s = &tp.st[k];
+        const Tensor *in = &tp.act[s->in];
+        const Tensor *din = s->in == 0 && !dx ? NULL : &tp.grad[s->in];
+        const Tensor *dO = s->out >= 0 ? &tp.grad[s->out] : dout;
+        switch (s->kind) {
+        case ST_CONV:
+            if (din)
+                conv_bwd(be, din, dO, in, s->p);
+            break;
+        case ST_RES:
+            resnet_bwd(be, u, s->p, din, dO, in, &semb);
+            break;
+        case ST_TR:
+            transformer_bwd(be, u, s->p, din, dO, in, ehs);
+            break;
+        case ST_CAT:
+            backend_concat_backward(be, din, &tp.grad[s->in2], dO);
+            break;
+        case ST_UP:
+            backend_upsample2x_backward(be, din, dO);
+            break;
+        case ST_OUT: {
+            size_t m = backend_mark(be);
+            Tensor g = alloc4(be, B, C0, hh, ww);
+            gnorm(be, &g, in, &u->norm_out, c->groups, c->eps, 1);
+            Tensor dg = zeros_like(be, &g);
+            conv_bwd(be, &dg, dout, &g, &u->conv_out);
+            gnorm_bwd(be, din, &dg, in, &u->norm_out, c->groups, c->eps, 1);
+            backend_reset(be, m);
+            break;
+        }
+        }
+    }
+    backend_reset(be, m0);
+    rc = backend_sync(be, err);
+    free(hs);
+    free(tp.act);
+    free(tp.grad);
+    free(tp.st);
     return rc;
 }

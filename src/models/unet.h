@@ -25,9 +25,8 @@
  *     from the backend's arena between a mark and a reset, so scratch stays near the largest
  *     block. The skip connections of the down path stay allocated until the up path has used
  *     them (as in diffusers); the up path's hidden state alternates between two buffers.
- *     The saved statistics a backward needs (GroupNorm/LayerNorm mean/rstd, attention lse)
- *     are what each block computes already: a LoRA backward (issue 16) adds a mode that
- *     keeps them instead of resetting.
+ *     The backward (unet_backward, below) keeps every block's output and recomputes each
+ *     block's internals in its backward (gradient checkpointing per block; doc/models.md).
  *   - Memory (f32 activations, arena): measured on the CPU backend with SDXL's widths
  *     (320/640/1280, 2 layers per level, text_time, 77×2048 conditioning; the transformer depth
  *     does not change the peak), batch 2 as with guidance: 107 MB of arena at 32² latents,
@@ -41,6 +40,7 @@
 #define EASEL_UNET_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "backend.h"
 #include "err.h"
@@ -98,5 +98,40 @@ size_t unet_param_bytes(const Unet *u);
  * arena (released before returning) and syncs the backend once: 0, or its failure. */
 int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const float *timesteps,
                  const Tensor *ehs, const Tensor *text_embeds, const float *time_ids, Err *err);
+
+/* ---- backward and LoRA (issue 16) -----------------------------------------------------------
+ * The base is frozen: the backward computes the gradient w.r.t. the input latents and the
+ * LoRA adapters' A and B, never the base weights (nor the conditioning). */
+
+/* Add a LoRA adapter (PEFT's LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets)
+ * semantics) to every linear layer of the transformer blocks whose diffusers module name ends
+ * with one of targets (".to_q", ".to_k", ".to_v", ".to_out.0", ".ff.net.0.proj",
+ * ".ff.net.2", or a longer suffix such as "attn2.to_k"): output += (alpha/rank)·B·A·x, A
+ * (rank,in) kaiming-uniform with a = √5 (U(±1/√in), from seed), B (out,rank) zero, both F32
+ * on the UNet's backend, with gradients dA, dB (zero). A target that names no layer:
+ * ERR_USAGE naming it. Once per Unet (unet_lora_remove first to start again). */
+int unet_lora_add(Unet *u, int rank, float alpha, const char *const *targets, int n_targets,
+                  uint64_t seed, Err *err);
+void unet_lora_remove(Unet *u);
+int unet_lora_count(const Unet *u);
+/* Adapter i (0 ≤ i < count, in module load order): its module name (NULL when out of range),
+ * and views of A, B and their gradients (any pointer may be NULL): read or write them with
+ * backend_upload / backend_download. */
+const char *unet_lora_get(Unet *u, int i, Tensor *A, Tensor *B, Tensor *dA, Tensor *dB);
+void unet_lora_zero_grad(Unet *u);
+/* on = 0: every adapter is skipped, in the forward and the backward (the base model: a
+ * preference objective's reference, without a second copy of the weights); 1 (the default
+ * after unet_lora_add): applied. */
+void unet_lora_enable(Unet *u, int on);
+
+/* Backward of unet_forward for the same inputs, for the upstream gradient dout (shaped as the
+ * output): dx (shaped as x, F32; NULL: not wanted) += d/dx, and every adapter's dA, dB +=
+ * (the gradient rule of backend.h: zero them first, unet_lora_zero_grad). It runs the forward
+ * itself, keeping only every block's output (gradient checkpointing per block: each block's
+ * internals are recomputed in its backward), so the arena holds the block outputs, one
+ * gradient per block output, and one block's internals. Syncs once: 0, or the failure. */
+int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, const Tensor *x,
+                  const float *timesteps, const Tensor *ehs, const Tensor *text_embeds,
+                  const float *time_ids, Err *err);
 
 #endif
