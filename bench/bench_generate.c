@@ -1,0 +1,237 @@
+/* bench_generate — the generation path on the CPU against diffusers in PyTorch with the same
+ * thread count, in one run: one UNet step (batch 2, as with classifier-free guidance) of an
+ * SD-1.5-shaped random model at 256² pixels (32² latents) and of an SDXL-shaped one at 512²
+ * (64² latents), and the VAE decode of one 256² image (SD's VAE; SDXL's has the same shape).
+ * bench/peer_generate.py makes the random diffusers folders once (build/bench-models/NAME/unet,
+ * vae: f32 safetensors from the released configs, torch.manual_seed(0)) and times PyTorch;
+ * ours loads the same folders with unet_load / vae_load. Each side: one warm-up, then the
+ * median of $EASEL_BENCH_GEN_REPS (default 3) runs. The SDXL shape keeps SDXL's widths,
+ * heads, text_time conditioning and 2048-wide cross attention, with transformer depth
+ * [1, 2, 2] instead of the released [1, 2, 10] (10.3 GB of f32 weights would not fit ours
+ * and the peer's on the bench machine). Beside each line: the peak resident set of each
+ * side over that measurement (ours: VmHWM reset before the load, and again after it, for the
+ * peak of the runs alone; the peer's: ru_maxrss of its own process). $EASEL_BENCH_GEN (sd15, sdxl or vae) runs one part only. A line says
+ * "skipped (why)" where the peer or the models cannot be made.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "backend_cpu.h"
+#include "base.h"
+#include "bench_common.h"
+#include "sd_weights.h"
+#include "unet.h"
+#include "vae.h"
+
+#define ROOT "build/bench-models"
+#define PEER "bench/peer_generate.py"
+
+static int reps(void) {
+    const char *e = getenv("EASEL_BENCH_GEN_REPS");
+    return e && atoi(e) > 0 ? atoi(e) : 3;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void fill(float *p, size_t n, unsigned seed) {
+    srand(seed);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)rand() / (float)RAND_MAX * 2.0f - 1.0f;
+}
+
+static Tensor upload(Backend *be, const float *host, int nd, const int64_t *shape) {
+    Tensor d = backend_tensor_new(be, DTYPE_F32, nd, shape);
+    Tensor h = tensor_view((void *)host, nd, shape);
+    backend_upload(be, &d, &h);
+    return d;
+}
+
+static double peak_mb(void) { return base_proc_status_kb("VmHWM") / 1024.0; }
+
+/* The peer's median seconds and peak MB for KIND (unet, vae) of NAME at SIZE, or v[0] = -1. */
+static void peer(const char *kind, const char *name, int size, int threads, double v[2]) {
+    if (getenv("EASEL_BENCH_GEN_OURS")) { /* ours alone, e.g. under perf */
+        v[0] = -1;
+        return;
+    }
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s " PEER " %s " ROOT " %s %d %d %d 2>/dev/null", bench_python(),
+             kind, name, size, threads, reps());
+    bench_peer_numbers(cmd, v, 2);
+}
+
+static void report(const char *bench, const char *what, double ours, double ours_mb,
+                   double run_mb, const double pv[2]) {
+    if (getenv("EASEL_BENCH_GEN_OURS"))
+        printf("bench %s: skipped (EASEL_BENCH_GEN_OURS: the peer was not run; ours %.3f s)\n",
+               bench, ours);
+    else if (pv[0] <= 0)
+        printf("bench %s: skipped (diffusers in PyTorch did not run: %s " PEER " by hand shows "
+               "why; ours %.3f s)\n", bench, bench_python(), ours);
+    else
+        printf("bench %s: %.2fx vs diffusers (ours %.3f s, peer %.3f s)\n", bench, pv[0] / ours,
+               ours, pv[0]);
+    printf("  %s: %s; peak resident set: ours %.0f MB (%.0f MB after the load), peer %.0f MB\n",
+           bench, what, ours_mb, run_mb, pv[0] > 0 ? pv[1] : -1.0);
+    fflush(stdout);
+}
+
+/* One UNet step of NAME at SIZE² pixels, batch 2. */
+static void bench_unet(const char *name, int size, int threads) {
+    char bench[64], path[256];
+    snprintf(bench, sizeof bench, "generate-%s-unet-%d", name, size);
+    snprintf(path, sizeof path, ROOT "/%s", name);
+    int sdxl = strcmp(name, "sdxl") == 0;
+    Err err = {0};
+    base_peak_rss_reset();
+    Backend *be = NULL;
+    BackendConfig bcfg = {.threads = threads, .arena_bytes = (size_t)1 << 30};
+    SdWeights *w = NULL;
+    Unet *u = NULL;
+    if (backend_open("cpu", &bcfg, &be, NULL, 0, &err) != 0 ||
+        sd_weights_open(path, "unet", &w, &err) != 0 || unet_load(w, be, NULL, &u, &err) != 0) {
+        printf("bench %s: skipped (%s)\n", bench, err.msg);
+        sd_weights_close(w);
+        backend_close(be);
+        return;
+    }
+    sd_weights_close(w);
+    const UnetConfig *c = unet_config(u);
+    int64_t h = size / 8, B = 2;
+    int64_t xs[4] = {B, c->in_channels, h, h}, os[4] = {B, c->out_channels, h, h};
+    int64_t es[3] = {B, 77, c->cross_dim}, ts[2] = {B, c->add_in_dim - 6 * c->add_time_dim};
+    size_t nx = (size_t)(B * c->in_channels * h * h), ne = (size_t)(B * 77 * c->cross_dim);
+    float *hx = xmalloc(nx * sizeof(float)), *he = xmalloc(ne * sizeof(float));
+    float *ht = xmalloc((size_t)(ts[0] * ts[1]) * sizeof(float));
+    fill(hx, nx, 1), fill(he, ne, 2), fill(ht, (size_t)(ts[0] * ts[1]), 3);
+    Tensor dx = upload(be, hx, 4, xs), de = upload(be, he, 3, es);
+    Tensor dt = sdxl ? upload(be, ht, 2, ts) : (Tensor){0};
+    Tensor dout = backend_tensor_new(be, DTYPE_F32, 4, os);
+    float steps[2] = {500, 500};
+    float ids[12] = {0};
+    for (int b = 0; b < 2; b++) {
+        float *r = ids + 6 * b;
+        r[0] = r[1] = r[4] = r[5] = (float)size;
+    }
+    double load_mb = peak_mb();
+    base_peak_rss_reset();
+    int n = reps();
+    double *t = xmalloc((size_t)n * sizeof(double));
+    int rc = 0;
+    for (int i = -1; i < n && rc == 0; i++) {
+        double t0 = base_now();
+        rc = unet_forward(u, be, &dout, &dx, steps, &de, sdxl ? &dt : NULL, sdxl ? ids : NULL,
+                          &err);
+        if (i >= 0)
+            t[i] = base_now() - t0;
+    }
+    double ours = rc == 0 ? median(t, n) : -1, run_mb = peak_mb();
+    double ours_mb = load_mb > run_mb ? load_mb : run_mb;
+    backend_tensor_free(be, &dx), backend_tensor_free(be, &de), backend_tensor_free(be, &dout);
+    if (sdxl)
+        backend_tensor_free(be, &dt);
+    unet_free(u);
+    backend_close(be);
+    free(hx), free(he), free(ht), free(t);
+    if (rc != 0) {
+        printf("bench %s: skipped (our forward failed: %s)\n", bench, err.msg);
+        return;
+    }
+    double pv[2];
+    peer("unet", name, size, threads, pv);
+    char what[160];
+    snprintf(what, sizeof what, "one UNet step, batch 2 (CFG), %dx%d latents, %d threads, "
+             "f32, median of %d after a warm-up", (int)h, (int)h, threads, n);
+    report(bench, what, ours, ours_mb, run_mb, pv);
+}
+
+/* The VAE decode of one SIZE² image of NAME's VAE. */
+static void bench_vae(const char *name, int size, int threads) {
+    char bench[64], path[256];
+    snprintf(bench, sizeof bench, "generate-%s-vae-decode-%d", name, size);
+    snprintf(path, sizeof path, ROOT "/%s", name);
+    Err err = {0};
+    base_peak_rss_reset();
+    Backend *be = NULL;
+    size_t arena = (size_t)1 << 30;
+    BackendConfig bcfg = {.threads = threads, .arena_bytes = arena};
+    VaeOptions vo = {.parts = VAE_DECODER, .arena_bytes = arena};
+    Vae *v = NULL;
+    if (backend_open("cpu", &bcfg, &be, NULL, 0, &err) != 0 ||
+        vae_load(be, path, &vo, &v, &err) != 0) {
+        printf("bench %s: skipped (%s)\n", bench, err.msg);
+        backend_close(be);
+        return;
+    }
+    int h = size / vae_scale(vae_config(v));
+    size_t nz = (size_t)4 * h * h, ni = (size_t)3 * size * size;
+    float *z = xmalloc(nz * sizeof(float)), *img = xmalloc(ni * sizeof(float));
+    fill(z, nz, 4);
+    double load_mb = peak_mb();
+    base_peak_rss_reset();
+    int n = reps(), rc = 0;
+    double *t = xmalloc((size_t)n * sizeof(double));
+    for (int i = -1; i < n && rc == 0; i++) {
+        double t0 = base_now();
+        rc = vae_decode(v, z, 1, h, h, img, &err);
+        if (i >= 0)
+            t[i] = base_now() - t0;
+    }
+    double ours = rc == 0 ? median(t, n) : -1, run_mb = peak_mb();
+    double ours_mb = load_mb > run_mb ? load_mb : run_mb;
+    vae_free(v);
+    backend_close(be);
+    free(z), free(img), free(t);
+    if (rc != 0) {
+        printf("bench %s: skipped (our decode failed: %s)\n", bench, err.msg);
+        return;
+    }
+    double pv[2];
+    peer("vae", name, size, threads, pv);
+    char what[160];
+    snprintf(what, sizeof what, "VAE decode of one image, %dx%d latents, %d threads, f32, "
+             "median of %d after a warm-up", h, h, threads, n);
+    report(bench, what, ours, ours_mb, run_mb, pv);
+}
+
+int main(void) {
+    int threads = bench_threads();
+    backend_cpu_blas_serial(); /* as easel's main(): the pool threads the work, not OpenBLAS */
+    char why[256];
+    if (!bench_peer_ready(PEER, why, sizeof why)) {
+        printf("bench generate: skipped (%s)\n", why);
+        return 0;
+    }
+    const char *only = getenv("EASEL_BENCH_GEN");
+    const char *names[] = {"sd15", "sdxl"};
+    for (int i = 0; i < 2; i++) {
+        if (only && strcmp(only, names[i]) != 0 && strcmp(only, "vae") != 0)
+            continue;
+        if (only && strcmp(only, "vae") == 0 && i > 0)
+            continue;
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "%s " PEER " make " ROOT " %s >/dev/null 2>&1",
+                 bench_python(), names[i]);
+        if (system(cmd) != 0) {
+            printf("bench generate-%s: skipped (%s " PEER " make could not make the random "
+                   "models: it needs torch and diffusers, and about 8 GB under " ROOT ")\n",
+                   names[i], bench_python());
+            continue;
+        }
+        if (!only || strcmp(only, names[i]) == 0)
+            bench_unet(names[i], i == 0 ? 256 : 512, threads);
+        if (i == 0 && (!only || strcmp(only, "vae") == 0))
+            bench_vae(names[i], 256, threads);
+    }
+    return 0;
+}
