@@ -168,7 +168,6 @@ int main(int argc, char **argv) {
     if (take_annotator(&g, &argc, argv))
         return 2;
     install_escapes(argc, argv);
-    backend_cpu_blas_single_thread(); /* the engine threads its own work (backend_cpu.h) */
     g.program = argv[0];
     g.db_path = getenv("EASEL_DB");
     if (!g.db_path || !*g.db_path)

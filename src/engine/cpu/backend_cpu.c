@@ -150,8 +150,6 @@ CpuPool *backend_cpu_use(CpuPool *pool) {
     return old;
 }
 
-void backend_cpu_blas_single_thread(void) { openblas_set_num_threads(1); }
-
 CpuPool *backend_cpu_bind(CpuPool *pool) {
     CpuPool *old = current_pool;
     current_pool = pool;

@@ -39,17 +39,14 @@ CpuPool *backend_cpu_use(CpuPool *pool);
 /* As backend_cpu_use, but touches no process-wide state (OpenBLAS's thread count is left as
  * the program set it): what a Backend does around each op. Returns the previous choice. */
 CpuPool *backend_cpu_bind(CpuPool *pool);
-/* For a program's main() only (it changes process-wide state; library code never calls it):
- * OpenBLAS to one thread, because the engine splits its work over its own pools and some ops
- * (nn_flash's tiles) call sgemm from inside them, where a threaded OpenBLAS spins and
- * contends (ViT-L/14 images: 15-18 % more CPU time). backend_cpu_use does the same. */
-void backend_cpu_blas_single_thread(void);
 /* The calling thread's pool, or NULL. */
 CpuPool *backend_cpu_current(void);
 /* OpenBLAS's own threads off (openblas_set_num_threads(1), process-wide): for a PROGRAM whose
  * parallelism is its Backends' pools (easel's main() calls it once at start; library code
  * never does), so that --threads N means N threads and two jobs' pools do not compete with
- * OpenBLAS's. What backend_cpu_use did on every selection before the Backend existed. */
+ * OpenBLAS's; and because some ops (nn_flash's tiles) call sgemm from inside the pool, where
+ * a threaded OpenBLAS spins and contends (ViT-L/14 images: 15-18 % more CPU time). What
+ * backend_cpu_use did on every selection before the Backend existed. */
 void backend_cpu_blas_serial(void);
 /* Threads available to ops on this thread (1 without a pool). */
 int backend_cpu_threads(void);
