@@ -22,22 +22,6 @@
 
 #include "unet_fixture.h"
 
-static Backend *open_cpu(void) {
-    Backend *be = NULL;
-    Err err = {0};
-    BackendConfig cfg = {.threads = 2, .arena_bytes = (size_t)64 << 20};
-    cr_assert_eq(backend_open("cpu", &cfg, &be, NULL, 0, &err), 0, "%s", err.msg);
-    return be;
-}
-
-static Backend *open_emu(void) {
-    Backend *be = NULL;
-    Err err = {0};
-    BackendConfig cfg = {.arena_bytes = (size_t)64 << 20};
-    cr_assert_eq(backend_emu_open(&cfg, &be, &err), 0, "%s", err.msg);
-    return be;
-}
-
 static void check(Backend *be, const char *dir, const char *cs) {
     double scale, md = run_case(be, dir, cs, DTYPE_F32, &scale);
     cr_assert(scale > 0.1, "degenerate fixture output (max |out| %g)", scale);

@@ -18,45 +18,7 @@
 #include "sd_weights.h"
 #include "unet.h"
 
-#define FIX "tests/models/fixtures/"
-
-/* A fixture tensor as f32 (malloc'd); its element count and shape when asked. */
-static float *fix_read(SafeTensors *st, const char *name, size_t *n_out, int64_t *shape) {
-    const StTensor *t = safetensors_find(st, name);
-    cr_assert_not_null(t, "fixture tensor %s missing", name);
-    float *p = xmalloc(sizeof(float) * (size_t)t->n_elem);
-    Err err = {0};
-    cr_assert_eq(safetensors_read_f32(st, t, p, (size_t)t->n_elem, &err), 0, "%s", err.msg);
-    if (n_out)
-        *n_out = (size_t)t->n_elem;
-    if (shape)
-        for (int i = 0; i < t->n_dim; i++)
-            shape[i] = t->shape[i];
-    return p;
-}
-
-static Tensor dev_from(Backend *be, float *host, int nd, const int64_t *shape) {
-    Tensor d = backend_tensor_new(be, DTYPE_F32, nd, shape);
-    Tensor h = tensor_view(host, nd, shape);
-    backend_upload(be, &d, &h);
-    return d;
-}
-
-static Backend *open_cpu(void) {
-    Backend *be = NULL;
-    Err err = {0};
-    BackendConfig cfg = {.threads = 2, .arena_bytes = (size_t)64 << 20};
-    cr_assert_eq(backend_open("cpu", &cfg, &be, NULL, 0, &err), 0, "%s", err.msg);
-    return be;
-}
-
-static Backend *open_emu(void) {
-    Backend *be = NULL;
-    Err err = {0};
-    BackendConfig cfg = {.arena_bytes = (size_t)64 << 20};
-    cr_assert_eq(backend_emu_open(&cfg, &be, &err), 0, "%s", err.msg);
-    return be;
-}
+#include "unet_fixture.h"
 
 /* A fixture case loaded on a backend: the inputs on the device and on the host. */
 typedef struct Case {

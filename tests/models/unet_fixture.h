@@ -1,6 +1,6 @@
 /* unet_fixture — the fixtures of tests/models/make_unet_fixtures.py run through unet_forward,
- * shared by test_unet.c (CPU, emu) and test_gpu_unet.c (a real GPU). Static helpers for
- * Criterion tests; include once per test file. */
+ * shared by test_unet.c (CPU, emu), test_unet_grad.c and test_gpu_unet.c (a real GPU). Static
+ * helpers for Criterion tests (inline: a file uses the ones it needs); include once per file. */
 #ifndef EASEL_TEST_UNET_FIXTURE_H
 #define EASEL_TEST_UNET_FIXTURE_H
 
@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "backend.h"
+#include "backend_impl.h"
 #include "base.h"
 #include "fmt_safetensors.h"
 #include "sd_weights.h"
@@ -18,7 +19,7 @@
 #define FIX "tests/models/fixtures/"
 
 /* A fixture tensor as f32 (malloc'd), checking its element count when n > 0. */
-static float *fix_read(SafeTensors *st, const char *name, size_t *n_out, int64_t *shape) {
+static inline float *fix_read(SafeTensors *st, const char *name, size_t *n_out, int64_t *shape) {
     const StTensor *t = safetensors_find(st, name);
     cr_assert_not_null(t, "fixture tensor %s missing", name);
     float *p = xmalloc(sizeof(float) * (size_t)t->n_elem);
@@ -32,16 +33,33 @@ static float *fix_read(SafeTensors *st, const char *name, size_t *n_out, int64_t
     return p;
 }
 
-static Tensor dev_from(Backend *be, float *host, int nd, const int64_t *shape) {
+static inline Tensor dev_from(Backend *be, float *host, int nd, const int64_t *shape) {
     Tensor d = backend_tensor_new(be, DTYPE_F32, nd, shape);
     Tensor h = tensor_view(host, nd, shape);
     backend_upload(be, &d, &h);
     return d;
 }
 
+/* A CPU backend of 2 threads and the emulated CUDA backend, both with a 64 MiB arena. */
+static inline Backend *open_cpu(void) {
+    Backend *be = NULL;
+    Err err = {0};
+    BackendConfig cfg = {.threads = 2, .arena_bytes = (size_t)64 << 20};
+    cr_assert_eq(backend_open("cpu", &cfg, &be, NULL, 0, &err), 0, "%s", err.msg);
+    return be;
+}
+
+static inline Backend *open_emu(void) {
+    Backend *be = NULL;
+    Err err = {0};
+    BackendConfig cfg = {.arena_bytes = (size_t)64 << 20};
+    cr_assert_eq(backend_emu_open(&cfg, &be, &err), 0, "%s", err.msg);
+    return be;
+}
+
 /* Run fixture DIR's case CASE on be with resident DTYPE; returns max |got − want| and sets
  * *scale to max |want|. */
-static double run_case(Backend *be, const char *dir, const char *cs, DType dtype, double *scale) {
+static inline double run_case(Backend *be, const char *dir, const char *cs, DType dtype, double *scale) {
     Err err = {0};
     SdWeights *w = NULL;
     cr_assert_eq(sd_weights_open(dir, "unet", &w, &err), 0, "%s", err.msg);
