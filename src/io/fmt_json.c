@@ -6,6 +6,7 @@
 #include "fmt_json.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,4 +112,52 @@ char *fmt_json_human(const char *json) {
     write_value(&b, v);
     json_decref(v);
     return b.s ? b.s : xstrdup("");
+}
+
+/* ---- typed fields of a config ---------------------------------------------------------------- */
+
+int fmt_json_get_int(json_t *o, const char *key, int dflt, int lo, int hi, int *out,
+                     const char *where, Err *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        *out = dflt;
+        return 0;
+    }
+    if (json_is_integer(v) && json_integer_value(v) >= lo && json_integer_value(v) <= hi) {
+        *out = (int)json_integer_value(v);
+        return 0;
+    }
+    if (lo == INT_MIN && hi == INT_MAX)
+        return err_set(err, ERR_FORMAT, "%s: \"%s\" must be an integer", where, key);
+    if (hi == INT_MAX)
+        return err_set(err, ERR_FORMAT, "%s: \"%s\" must be an integer of at least %d", where,
+                       key, lo);
+    return err_set(err, ERR_FORMAT, "%s: \"%s\" must be an integer from %d to %d", where, key,
+                   lo, hi);
+}
+
+int fmt_json_get_num(json_t *o, const char *key, double dflt, float *out, const char *where,
+                     Err *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        *out = (float)dflt;
+        return 0;
+    }
+    if (!json_is_number(v))
+        return err_set(err, ERR_FORMAT, "%s: \"%s\" must be a number", where, key);
+    *out = (float)json_number_value(v);
+    return 0;
+}
+
+int fmt_json_get_bool(json_t *o, const char *key, int dflt, int *out, const char *where,
+                      Err *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        *out = dflt;
+        return 0;
+    }
+    if (!json_is_boolean(v))
+        return err_set(err, ERR_FORMAT, "%s: \"%s\" must be true or false", where, key);
+    *out = json_is_true(v);
+    return 0;
 }

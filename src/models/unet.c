@@ -2,56 +2,25 @@
 #include "unet.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base.h"
+#include "fmt_json.h"
 #include "nn_diffusion.h"
 #include "rng.h"
 
 /* ---- config.json ---------------------------------------------------------------------------- */
 
-/* An int field: absent or null gives dflt. */
+/* Typed fields: fmt_json_get_int / _num / _bool (src/io/fmt_json.h); an int of any value. */
 static int cfg_int(json_t *root, const char *key, int dflt, int *out, const char *where,
                    Err *err) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) {
-        *out = dflt;
-        return 0;
-    }
-    if (!json_is_integer(v))
-        return err_set(err, ERR_FORMAT, "%s: \"%s\" must be an integer", where, key);
-    *out = (int)json_integer_value(v);
-    return 0;
+    return fmt_json_get_int(root, key, dflt, INT_MIN, INT_MAX, out, where, err);
 }
 
-static int cfg_num(json_t *root, const char *key, double dflt, float *out, const char *where,
-                   Err *err) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) {
-        *out = (float)dflt;
-        return 0;
-    }
-    if (!json_is_number(v))
-        return err_set(err, ERR_FORMAT, "%s: \"%s\" must be a number", where, key);
-    *out = (float)json_number_value(v);
-    return 0;
-}
-
-static int cfg_bool(json_t *root, const char *key, int dflt, int *out, const char *where,
-                    Err *err) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) {
-        *out = dflt;
-        return 0;
-    }
-    if (!json_is_boolean(v))
-        return err_set(err, ERR_FORMAT, "%s: \"%s\" must be true or false", where, key);
-    *out = json_is_true(v);
-    return 0;
-}
 
 /* An int or a list of n ints (one per level), each in [lo, hi]; absent or null gives dflt. */
 static int cfg_per_level(json_t *root, const char *key, int n, int dflt, int lo, int hi,
@@ -199,11 +168,11 @@ int unet_config_parse(const char *json, const char *where, UnetConfig *c, Err *e
         (rc = cfg_int(root, "downsample_padding", 1, &pad, where, err)) ||
         (rc = cfg_int(root, "cross_attention_dim", 1280, &c->cross_dim, where, err)) ||
         (rc = cfg_int(root, "norm_num_groups", 32, &c->groups, where, err)) ||
-        (rc = cfg_num(root, "norm_eps", 1e-5, &c->eps, where, err)) ||
-        (rc = cfg_bool(root, "flip_sin_to_cos", 1, &c->flip_sin_to_cos, where, err)) ||
-        (rc = cfg_num(root, "freq_shift", 0, &c->freq_shift, where, err)) ||
-        (rc = cfg_bool(root, "use_linear_projection", 0, &c->linear_proj, where, err)) ||
-        (rc = cfg_bool(root, "upcast_attention", 0, &c->upcast_attention, where, err)) ||
+        (rc = fmt_json_get_num(root, "norm_eps", 1e-5, &c->eps, where, err)) ||
+        (rc = fmt_json_get_bool(root, "flip_sin_to_cos", 1, &c->flip_sin_to_cos, where, err)) ||
+        (rc = fmt_json_get_num(root, "freq_shift", 0, &c->freq_shift, where, err)) ||
+        (rc = fmt_json_get_bool(root, "use_linear_projection", 0, &c->linear_proj, where, err)) ||
+        (rc = fmt_json_get_bool(root, "upcast_attention", 0, &c->upcast_attention, where, err)) ||
         (rc = cfg_int(root, "time_embedding_dim", 4 * c->block_out[0], &c->time_embed_dim,
                       where, err)))
         goto out;

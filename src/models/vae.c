@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base.h"
+#include "fmt_json.h"
 #include "nn_diffusion.h"
 #include "sd_weights.h"
 
@@ -31,31 +32,12 @@ static int bad(Err *err, const char *where, const char *fmt, ...) {
 static int cfg_int(json_t *o, const char *key, int dflt, int lo, int *out, const char *where,
                    Err *err) {
     json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) {
-        if (dflt < 0)
-            return bad(err, where, "VAE config has no \"%s\"; is this an AutoencoderKL "
-                       "config.json?", key);
-        *out = dflt;
-        return 0;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > 1 << 20)
-        return bad(err, where, "\"%s\" must be an integer of at least %d", key, lo);
-    *out = (int)json_integer_value(v);
-    return 0;
+    if (dflt < 0 && (!v || json_is_null(v)))
+        return bad(err, where, "VAE config has no \"%s\"; is this an AutoencoderKL "
+                   "config.json?", key);
+    return fmt_json_get_int(o, key, dflt, lo, 1 << 20, out, where, err);
 }
 
-static int cfg_bool(json_t *o, const char *key, int dflt, int *out, const char *where,
-                    Err *err) {
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) {
-        *out = dflt;
-        return 0;
-    }
-    if (!json_is_boolean(v))
-        return bad(err, where, "\"%s\" must be true or false", key);
-    *out = json_is_true(v);
-    return 0;
-}
 
 /* Every entry of the array KEY (when present) must be the string WANT. */
 static int cfg_types(json_t *o, const char *key, const char *want, int n, const char *where,
@@ -106,10 +88,10 @@ int vae_config_parse(const char *text, const char *where, VaeConfig *c, Err *err
              cfg_int(o, "layers_per_block", 1, 1, &c->layers_per_block, where, err) ||
              cfg_int(o, "norm_num_groups", 32, 1, &c->norm_groups, where, err) ||
              cfg_int(o, "sample_size", 32, 1, &c->sample_size, where, err) ||
-             cfg_bool(o, "force_upcast", 1, &c->force_upcast, where, err) ||
-             cfg_bool(o, "mid_block_add_attention", 1, &c->mid_attention, where, err) ||
-             cfg_bool(o, "use_quant_conv", 1, &c->use_quant_conv, where, err) ||
-             cfg_bool(o, "use_post_quant_conv", 1, &c->use_post_quant_conv, where, err) ||
+             fmt_json_get_bool(o, "force_upcast", 1, &c->force_upcast, where, err) ||
+             fmt_json_get_bool(o, "mid_block_add_attention", 1, &c->mid_attention, where, err) ||
+             fmt_json_get_bool(o, "use_quant_conv", 1, &c->use_quant_conv, where, err) ||
+             fmt_json_get_bool(o, "use_post_quant_conv", 1, &c->use_post_quant_conv, where, err) ||
              cfg_types(o, "down_block_types", "DownEncoderBlock2D", c->n_levels, where, err) ||
              cfg_types(o, "up_block_types", "UpDecoderBlock2D", c->n_levels, where, err)
                  ? ERR_FORMAT

@@ -1,6 +1,7 @@
 /* Tests for src/io/fmt_json.c: params and configs shown to people with the shortest reals
  * that read back exactly, the JSON value itself unchanged. */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,4 +51,37 @@ Test(fmt_json, nested_values_and_text_that_is_not_json) {
     cr_assert_str_eq(fmt_json_real(0.1, buf), "0.1");
     cr_assert_str_eq(fmt_json_real(-2, buf), "-2.0");
     cr_assert_str_eq(fmt_json_real(1e21, buf), "1e+21");
+}
+
+Test(fmt_json, typed_config_fields_default_check_and_name_the_key) {
+    json_t *o = json_loads("{\"n\": 4, \"big\": 99, \"x\": 0.5, \"b\": true, \"s\": \"4\", "
+                           "\"z\": null}", 0, NULL);
+    cr_assert_not_null(o);
+    Err err = {0};
+    int i = 0, b = 0;
+    float f = 0;
+    cr_assert_eq(fmt_json_get_int(o, "n", 7, 1, 8, &i, "cfg.json", &err), 0);
+    cr_assert_eq(i, 4);
+    cr_assert_eq(fmt_json_get_int(o, "absent", 7, 1, 8, &i, "cfg.json", &err), 0);
+    cr_assert_eq(i, 7);
+    cr_assert_eq(fmt_json_get_int(o, "z", 3, 1, 8, &i, "cfg.json", &err), 0, "null: default");
+    cr_assert_eq(i, 3);
+    cr_assert_eq(fmt_json_get_int(o, "big", 7, 1, 8, &i, "cfg.json", &err), ERR_FORMAT);
+    cr_assert_str_eq(err.msg, "cfg.json: \"big\" must be an integer from 1 to 8");
+    cr_assert_eq(fmt_json_get_int(o, "s", 7, INT_MIN, INT_MAX, &i, "cfg.json", &err),
+                 ERR_FORMAT);
+    cr_assert_str_eq(err.msg, "cfg.json: \"s\" must be an integer");
+    cr_assert_eq(fmt_json_get_int(o, "x", 7, 2, INT_MAX, &i, "c", &err), ERR_FORMAT);
+    cr_assert_str_eq(err.msg, "c: \"x\" must be an integer of at least 2");
+    cr_assert_eq(fmt_json_get_num(o, "x", 1.0, &f, "c", &err), 0);
+    cr_assert_eq(f, 0.5f);
+    cr_assert_eq(fmt_json_get_num(o, "n", 1.0, &f, "c", &err), 0, "an integer is a number");
+    cr_assert_eq(f, 4.0f);
+    cr_assert_eq(fmt_json_get_num(o, "b", 1.0, &f, "c", &err), ERR_FORMAT);
+    cr_assert_str_eq(err.msg, "c: \"b\" must be a number");
+    cr_assert_eq(fmt_json_get_bool(o, "b", 0, &b, "c", &err), 0);
+    cr_assert_eq(b, 1);
+    cr_assert_eq(fmt_json_get_bool(o, "n", 0, &b, "c", &err), ERR_FORMAT);
+    cr_assert_str_eq(err.msg, "c: \"n\" must be true or false");
+    json_decref(o);
 }
