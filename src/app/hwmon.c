@@ -166,15 +166,27 @@ static void sample_cpu(HwMonitor *m) {
                       : -1;
     if (n_cores >= 0) {
         info->n_cpus = n_cores;
-        if (c->have_prev) {
-            info->ok = 1;
-            info->total = hwmon_cpu_busy(c->prev_all, all);
-            for (int i = 0; i < n_cores; i++)
-                info->core[i] = hwmon_cpu_busy(c->prev_core[i], cores[i]);
+        double t = c->have_prev ? hwmon_cpu_busy(c->prev_all, all) : NAN;
+        if (c->have_prev && isnan(t)) {
+            /* no clock tick since the last sample (sampling faster than the kernel's tick, or
+             * a stalled process): keep the last figures and measure over the longer interval
+             * next time, rather than publish "unknown" */
+            if (c->info.ok) {
+                info->ok = 1;
+                info->total = c->info.total;
+                memcpy(info->core, c->info.core, sizeof info->core);
+            }
+        } else {
+            if (c->have_prev) {
+                info->ok = 1;
+                info->total = t;
+                for (int i = 0; i < n_cores; i++)
+                    info->core[i] = hwmon_cpu_busy(c->prev_core[i], cores[i]);
+            }
+            c->prev_all = all;
+            memcpy(c->prev_core, cores, sizeof *cores * (size_t)n_cores);
+            c->have_prev = 1;
         }
-        c->prev_all = all;
-        memcpy(c->prev_core, cores, sizeof *cores * (size_t)n_cores);
-        c->have_prev = 1;
     }
     if (read_proc("/proc/meminfo", buf, cap) == 0)
         info->mem_ok = hwmon_parse_meminfo(buf, &info->mem_total, &info->mem_available,

@@ -115,3 +115,29 @@ Test(hwmon, samples_history_in_the_background) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+/* Sampling faster than the kernel's clock tick: /proc/stat has not moved between two samples.
+ * The CPU figure stays the last one measured instead of turning into NaN ("unknown") — the
+ * no-GPU test above failed that way once under a loaded sanitizer run. */
+Test(hwmon, sampling_faster_than_the_clock_tick_keeps_a_figure) {
+    setenv("EASEL_NO_GPU", "1", 1);
+    atomic_store(&rounds, 0);
+    HwMonitor *m = hwmon_start(0.0005, count_round, NULL);
+    cr_assert_not_null(m);
+    int seen = 0, bad = 0;
+    while (atomic_load(&rounds) < 60) {
+        struct timespec ts = {0, 300000L};
+        nanosleep(&ts, NULL);
+        HwCpuInfo info;
+        double cpu[HWMON_HIST], mem[HWMON_HIST];
+        int n = 0;
+        hwmon_cpu_snapshot(m, &info, cpu, mem, HWMON_HIST, &n);
+        if (!info.ok)
+            continue;
+        seen++;
+        bad += !(info.total >= 0 && info.total <= 1);
+    }
+    hwmon_stop(m);
+    cr_assert_gt(seen, 0);
+    cr_assert_eq(bad, 0, "%d of %d snapshots had no CPU figure", bad, seen);
+}
