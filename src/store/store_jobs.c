@@ -946,7 +946,7 @@ int store_job_latest_image(Store *st, int64_t job_id, int64_t *image_id, char **
                            Err *err) {
     static const char sql[] =
         "SELECT i.id, i.path FROM job_images j JOIN images i ON i.id = j.image_id "
-        "WHERE j.job_id = ? ORDER BY j.written_at DESC, i.id DESC LIMIT 1";
+        "WHERE j.job_id = ? ORDER BY j.written_at DESC, j.image_id DESC LIMIT 1";
     if (path)
         *path = NULL;
     sqlite3_stmt *s = store_stmt(st, sql, err);
