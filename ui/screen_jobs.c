@@ -558,7 +558,7 @@ static void draw_preview(JobsScreen *s, App *app, UiRect *r) {
         return;
     UiRect box = {r->y, r->x + r->w - (cols + 2), r->h, cols + 2};
     r->w -= cols + 2;
-    ui_box(box, ui_attr(UI_C_DIM), "latest image");
+    ui_box(box, ui_attr(UI_C_DIM), cols >= 16 ? "latest image" : "latest");
     s->pv_box = (UiRect){box.y + 1, box.x + 1, rows, cols};
     const GfxFrame *f = NULL;
     s->pv_state = gfx_cache_get(s->cache, s->pv_image, s->pv_path, cols, rows, &f, s->pv_msg,
