@@ -16,6 +16,7 @@
 #include "png_write.h"
 #include "sha256.h"
 #include "store_catalog.h"
+#include "store_jobs.h"
 
 enum { ST_PENDING, ST_HAVE, ST_FAILED };
 
@@ -159,15 +160,19 @@ static int store_row(Run *r, const GenItem *it, const char *path, int *added, Er
                       .seed = (int64_t)it->seed, .generator = (char *)o->settings,
                       .width = o->width, .height = o->height, .sha256 = hex};
     StoreImage old = {0};
+    int64_t id = 0;
     if (!rc) {
         rc = store_image_by_path(st, stored, &old, err);
         if (rc == ERR_NOTFOUND) {
-            rc = store_image_add(st, &img, NULL, err);
+            rc = store_image_add(st, &img, &id, err);
             *added = rc == 0;
         } else if (!rc) {
+            id = old.id;
             rc = store_image_fill(st, old.id, &img, NULL, err);
         }
     }
+    if (!rc && o->job_id)
+        rc = store_job_image_note(st, o->job_id, id, err);
     store_image_deinit(&old);
     free(stored);
     if (rc) {

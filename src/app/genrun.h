@@ -59,6 +59,8 @@ typedef struct GenRunOpts {
     const char *settings;    /* JSON object of the generation settings (the images' generator
                               * column); NULL: none */
     struct Store *store;     /* NULL: no rows (a shard on a machine without the store) */
+    int64_t job_id;          /* the job running this (0 = none): each image's row is recorded
+                              * as the job's (store_job_image_note: the Jobs screen's preview) */
     GenImageFn gen;
     void *gen_user;
     /* Per image (unit "images", done counting kept ones) and, through the generator, per

@@ -363,8 +363,9 @@ static int pipe_image(void *user, const GenItem *it, const Progress *steps, uint
     return rc;
 }
 
-int gen_job_execute(Store *st, const JobParams *p, const Progress *pr,
-                    void (*device_note)(const char *note), GenRunReport *rep, Err *err) {
+/* gen_job_execute for job JOB_ID (0 = none: the command). */
+static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const Progress *pr,
+                       void (*device_note)(const char *note), GenRunReport *rep, Err *err) {
     memset(rep, 0, sizeof *rep);
     Work w = {0};
     char *mpath = NULL, *mname = NULL;
@@ -433,6 +434,7 @@ int gen_job_execute(Store *st, const JobParams *p, const Progress *pr,
                     .gpu_id = gpu_id[0] ? gpu_id : NULL,
                     .shard_k = shard_k, .shard_n = shard_n, .width = width, .height = height,
                     .steps = steps, .guidance = guidance, .settings = settings, .store = st,
+                    .job_id = job_id,
                     .gen = pipe_image, .gen_user = &pg, .progress = &wrap};
     rc = gen_run(&o, rep, err);
 out:
@@ -446,10 +448,15 @@ out:
     return rc;
 }
 
+int gen_job_execute(Store *st, const JobParams *p, const Progress *pr,
+                    void (*device_note)(const char *note), GenRunReport *rep, Err *err) {
+    return gen_execute(st, 0, p, pr, device_note, rep, err);
+}
+
 static int gen_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     Progress h = job_progress_hooks(ctx);
     GenRunReport rep;
-    int rc = gen_job_execute(job_store(ctx), p, &h, NULL, &rep, err);
+    int rc = gen_execute(job_store(ctx), job_id(ctx), p, &h, NULL, &rep, err);
     job_log(ctx, "%zu images: %zu generated (%zu redone), %zu kept, %zu failed; %s", rep.total,
             rep.generated, rep.redone, rep.kept, rep.failed,
             rep.metadata ? rep.metadata : "no metadata written");

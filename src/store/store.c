@@ -6,6 +6,7 @@
  *      flags, pairs, runs, metrics, jobs (+deps, log), checkpoints, models, embeddings, scores
  *   2  images.retired*, jobs.queued_by/queued_uid/resume_done, annotators.role, settings,
  *      output_roots, queue_order; meta('application'), meta('schema_version')
+ *   3  job_images (the images each job wrote: the Jobs screen's preview)
  * meta('schema_version') repeats user_version so that a store restored from `sqlite3 .dump`
  * (which drops the pragma) opens at the right version.
  * A migration runs inside BEGIN IMMEDIATE and re-reads user_version under the lock, so two
@@ -252,6 +253,14 @@ static const char *const migrations[] = {
     "  computed_at REAL NOT NULL,"
     "  PRIMARY KEY(kind, image_id)) WITHOUT ROWID;"
     "ALTER TABLE jobs ADD COLUMN resume_at REAL;", /* when resume_done was taken (rate) */
+
+    /* 2 -> 3: which images a job wrote (the Jobs screen's preview of a generate job). */
+    "CREATE TABLE job_images("
+    "  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+    "  image_id INTEGER NOT NULL REFERENCES images(id),"
+    "  written_at REAL NOT NULL,"                /* the last time the job wrote or kept it */
+    "  PRIMARY KEY(job_id, image_id)) WITHOUT ROWID;"
+    "CREATE INDEX job_images_latest ON job_images(job_id, written_at);",
 };
 
 int store_schema_version(void) { return (int)ARRAY_LEN(migrations); }

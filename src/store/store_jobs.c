@@ -914,3 +914,53 @@ out_free:
     free(ids);
     return rc;
 }
+
+/* ---- the images a job wrote ------------------------------------------------------------- */
+
+int store_job_image_note(Store *st, int64_t job_id, int64_t image_id, Err *err) {
+    static const char sql[] =
+        "INSERT INTO job_images(job_id, image_id, written_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(job_id, image_id) DO UPDATE SET written_at = excluded.written_at";
+    sqlite3_stmt *s = store_stmt(st, sql, err);
+    if (!s)
+        return ERR_DB;
+    sqlite3_bind_int64(s, 1, job_id);
+    sqlite3_bind_int64(s, 2, image_id);
+    sqlite3_bind_double(s, 3, base_wall());
+    return store_step_done(st, s, "record a job's image", err);
+}
+
+typedef struct LatestImage {
+    int64_t id;
+    char *path;
+} LatestImage;
+
+static void latest_image_row(sqlite3_stmt *s, void *dst, void *ctx) {
+    (void)ctx;
+    LatestImage *l = dst;
+    l->id = sqlite3_column_int64(s, 0);
+    l->path = store_col_text(s, 1);
+}
+
+int store_job_latest_image(Store *st, int64_t job_id, int64_t *image_id, char **path,
+                           Err *err) {
+    static const char sql[] =
+        "SELECT i.id, i.path FROM job_images j JOIN images i ON i.id = j.image_id "
+        "WHERE j.job_id = ? ORDER BY j.written_at DESC, j.image_id DESC LIMIT 1";
+    if (path)
+        *path = NULL;
+    sqlite3_stmt *s = store_stmt(st, sql, err);
+    if (s)
+        sqlite3_bind_int64(s, 1, job_id);
+    LatestImage l = {0};
+    int rc = store_read_one(st, s, latest_image_row, NULL, &l, "read a job's latest image", err,
+                            "job #%lld has written no image yet", (long long)job_id);
+    if (rc)
+        return rc;
+    if (image_id)
+        *image_id = l.id;
+    if (path)
+        *path = l.path ? store_path_resolve(st, l.path) : NULL;
+    free(l.path);
+    return 0;
+}

@@ -216,4 +216,16 @@ int store_job_finish(Store *st, int64_t id, const char *worker, JobState state,
 int store_jobs_reap(Store *st, double stale_s, const char *host, int (*pid_alive)(int64_t pid),
                     int *n, Err *err);
 
+/* ---- the images a job wrote (the Jobs screen's preview) ----------------------------------- */
+
+/* Record that job JOB_ID wrote (or checked and kept) image IMAGE_ID, now. Recording it again
+ * moves it to the front. Both must exist (ERR_CONFLICT otherwise). */
+int store_job_image_note(Store *st, int64_t job_id, int64_t image_id, Err *err);
+
+/* The image job JOB_ID recorded last: *image_id and *path (its stored path resolved to an
+ * openable one, malloc'd, the caller frees; either may be NULL). ERR_NOTFOUND when the job
+ * recorded none (yet). */
+int store_job_latest_image(Store *st, int64_t job_id, int64_t *image_id, char **path,
+                           Err *err);
+
 #endif

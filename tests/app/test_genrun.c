@@ -16,6 +16,7 @@
 #include "image.h"
 #include "png_write.h"
 #include "store_catalog.h"
+#include "store_jobs.h"
 #include "support.h"
 
 typedef struct TGen {
@@ -322,5 +323,43 @@ Test(genrun, bad_input) {
     cr_assert_eq(gen_run(&o, &rep, &err), ERR_USAGE);
     cr_assert(strstr(err.msg, "../escape"), "%s", err.msg);
     cr_assert_eq(t.calls, 0);
+    support_tmpdir_remove(dir);
+}
+
+/* Run by a job: each image's row is recorded as the job's, so the Jobs screen can preview the
+ * latest; kept images on a resume are the job's too. */
+Test(genrun, a_jobs_images_are_recorded_latest_last) {
+    char dir[256], out[512], db[512];
+    support_tmpdir_make(dir, sizeof dir, "genrunjob");
+    snprintf(out, sizeof out, "%s/gen", dir);
+    Store *st = support_store_open(dir, "t.db", db, sizeof db);
+    Err err = {0};
+    int64_t job = 0, again = 0;
+    cr_assert_eq(store_job_add(st, &(JobNew){.kind = "generate"}, &job, &err), 0, "%s", err.msg);
+    cr_assert_eq(store_job_add(st, &(JobNew){.kind = "generate"}, &again, &err), 0);
+    TGen t = {0};
+    GenRunOpts o = opts_for(out, &t, NULL);
+    o.store = st;
+    o.job_id = job;
+    GenRunReport rep;
+    cr_assert_eq(gen_run(&o, &rep, &err), 0, "%s", err.msg);
+    gen_run_report_deinit(&rep);
+    char *path = NULL;
+    int64_t id = 0;
+    cr_assert_eq(store_job_latest_image(st, job, &id, &path, &err), 0, "%s", err.msg);
+    char want[600];
+    snprintf(want, sizeof want, "%s/p3/1.png", out);
+    cr_assert_str_eq(path, want, "the last item of the run");
+    free(path);
+    o.job_id = again; /* everything is kept: still the job's images */
+    cr_assert_eq(gen_run(&o, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.kept, 6);
+    gen_run_report_deinit(&rep);
+    cr_assert_eq(store_job_latest_image(st, again, &id, NULL, &err), 0, "%s", err.msg);
+    store_close(st);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM job_images WHERE job_id = %lld",
+             (long long)job);
+    cr_assert_eq(support_sql_num(db, sql), 6);
     support_tmpdir_remove(dir);
 }

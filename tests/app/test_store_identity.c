@@ -88,14 +88,15 @@ Test(store_identity, a_store_restored_from_dump_opens) {
 }
 
 Test(store_identity, a_version_1_store_migrates_and_keeps_its_ratings) {
-    /* a v1 store: drop what v2 added (as an old easel would have made it) */
+    /* a v1 store: drop what v2 and v3 added (as an old easel would have made it) */
     char db[300];
     snprintf(db, sizeof db, "%s/v1.db", dir);
     Err err = {0};
     Store *st = store_open(db, &err);
     cr_assert_not_null(st, "%s", err.msg);
     store_close(st);
-    support_sql_exec(db, "DROP TABLE settings; DROP TABLE output_roots; DROP TABLE queue_order;"
+    support_sql_exec(db, "DROP TABLE job_images;" /* v3 */
+                         "DROP TABLE settings; DROP TABLE output_roots; DROP TABLE queue_order;"
                          "ALTER TABLE images DROP COLUMN retired_reason;"
                          "ALTER TABLE images DROP COLUMN retired_by;"
                          "ALTER TABLE images DROP COLUMN retired_at;"
@@ -114,6 +115,7 @@ Test(store_identity, a_version_1_store_migrates_and_keeps_its_ratings) {
     cr_assert_eq((int)support_sql_num(db, "SELECT count(*) FROM prompts"), 1);
     cr_assert_eq((int)support_sql_num(db, "SELECT value FROM meta WHERE key='schema_version'"),
                  store_schema_version());
+    cr_assert_eq((int)support_sql_num(db, "SELECT count(*) FROM job_images"), 0, "v3 made it");
 }
 
 Test(store_identity, annotator_comes_from_flag_env_then_password_database) {
