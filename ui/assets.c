@@ -14,11 +14,6 @@
 #define EASEL_SHARE_DIR "/usr/local/share/easel"
 #endif
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return p && stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 /* The folder holding the running binary, into BUF; 0 when unknown. */
 static int exe_dir(char *buf, size_t n) {
     ssize_t k = readlink("/proc/self/exe", buf, n - 1);
@@ -35,21 +30,21 @@ static int exe_dir(char *buf, size_t n) {
 char *assets_dir(void) {
     const char *env = getenv("EASEL_ASSETS");
     if (env && *env)
-        return is_dir(env) ? xstrdup(env) : NULL;
+        return base_is_dir(env) ? xstrdup(env) : NULL;
     char exe[PATH_MAX];
     if (exe_dir(exe, sizeof exe)) {
         const char *rel[] = {"../assets", "../share/easel"};
         for (size_t i = 0; i < 2; i++) {
             char *p = xasprintf("%s/%s", exe, rel[i]);
             char real[PATH_MAX];
-            if (is_dir(p) && realpath(p, real)) {
+            if (base_is_dir(p) && realpath(p, real)) {
                 free(p);
                 return xstrdup(real);
             }
             free(p);
         }
     }
-    return is_dir(EASEL_SHARE_DIR) ? xstrdup(EASEL_SHARE_DIR) : NULL;
+    return base_is_dir(EASEL_SHARE_DIR) ? xstrdup(EASEL_SHARE_DIR) : NULL;
 }
 
 char *assets_path(const char *rel) {

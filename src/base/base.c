@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/stat.h>
+
 static void (*fail_hook)(void);
 
 void base_set_fail_hook(void (*hook)(void)) { fail_hook = hook; }
@@ -112,4 +114,14 @@ size_t base_strlcpy(char *dst, const char *src, size_t size) {
         dst[k] = '\0';
     }
     return n;
+}
+
+int base_is_file(const char *path) {
+    struct stat sb;
+    return path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+int base_is_dir(const char *path) {
+    struct stat sb;
+    return path && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }

@@ -46,6 +46,10 @@ double base_now(void);
 /* Seconds since the Unix epoch (CLOCK_REALTIME), with sub-second precision. */
 double base_wall(void);
 
+/* 1 when PATH is a regular file (a folder), following links; 0 otherwise or for NULL. */
+int base_is_file(const char *path);
+int base_is_dir(const char *path);
+
 /* Copy at most size-1 bytes and always terminate; returns strlen(src). */
 size_t base_strlcpy(char *dst, const char *src, size_t size);
 

@@ -24,16 +24,6 @@ struct SdText {
     Encoder enc[2];
 };
 
-static int is_file(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-static int is_dir(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
 /* A special token entry: "text" or {"content": "text", ...}. */
 static const char *token_text(json_t *v) {
     if (json_is_object(v))
@@ -50,7 +40,7 @@ static int tokenizer_settings(const char *tdir, const ClipTokenizer *tok, int32_
     *max_len = -1;
     for (int i = 0; i < 2; i++) {
         char *p = xasprintf("%s/%s", tdir, files[i]);
-        if (!is_file(p)) {
+        if (!base_is_file(p)) {
             free(p);
             continue;
         }
@@ -96,12 +86,12 @@ static char *encoder_weights(const char *edir, Err *err) {
     const char *names[] = {"model.safetensors", "model.fp16.safetensors"};
     for (size_t i = 0; i < ARRAY_LEN(names); i++) {
         char *p = xasprintf("%s/%s", edir, names[i]);
-        if (is_file(p))
+        if (base_is_file(p))
             return p;
         free(p);
     }
     char *idx = xasprintf("%s/model.safetensors.index.json", edir);
-    int sharded = is_file(idx);
+    int sharded = base_is_file(idx);
     free(idx);
     if (sharded)
         err_set(err, ERR_FORMAT, "%s: the text encoder's weights are in shards "
@@ -118,9 +108,9 @@ static int load_encoder(const char *dir, const char *enc_name, const char *tok_n
     char *edir = xasprintf("%s/%s", dir, enc_name), *tdir = xasprintf("%s/%s", dir, tok_name);
     char *wpath = NULL;
     int rc = 0, max_len;
-    if (!is_dir(edir) || !is_dir(tdir)) {
+    if (!base_is_dir(edir) || !base_is_dir(tdir)) {
         rc = err_set(err, ERR_NOTFOUND, "%s: no %s/ folder (a diffusers model folder has %s/ "
-                     "and %s/)", dir, is_dir(edir) ? tok_name : enc_name, enc_name, tok_name);
+                     "and %s/)", dir, base_is_dir(edir) ? tok_name : enc_name, enc_name, tok_name);
         goto out;
     }
     if (!(wpath = encoder_weights(edir, err))) {
@@ -154,7 +144,7 @@ static int model_index(const char *dir, int *xl, int *force_zeros, Err *err) {
     char *p = xasprintf("%s/model_index.json", dir);
     *force_zeros = 1;
     int rc = 0;
-    if (is_file(p)) {
+    if (base_is_file(p)) {
         json_error_t je;
         json_t *root = json_load_file(p, 0, &je);
         if (!root) {
@@ -175,12 +165,12 @@ static int model_index(const char *dir, int *xl, int *force_zeros, Err *err) {
 
 int sd_text_load(const char *dir, ClipWeights weights, SdText **out, Err *err) {
     *out = NULL;
-    if (!is_dir(dir))
+    if (!base_is_dir(dir))
         return err_set(err, ERR_NOTFOUND, "%s: no such model folder", dir);
     SdText *t = xcalloc(1, sizeof *t);
     int xl = 0, rc;
     char *te2 = xasprintf("%s/text_encoder_2", dir);
-    xl = is_dir(te2);
+    xl = base_is_dir(te2);
     free(te2);
     if ((rc = model_index(dir, &xl, &t->force_zeros, err)) != 0)
         goto fail;

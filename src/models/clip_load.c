@@ -30,16 +30,6 @@ typedef struct Loader {
     int failed;
 } Loader;
 
-static int is_file(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-static int is_dir(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
 static const char *wname(const ClipModel *m) { return m->weights_path; }
 
 /* ---- tensors ------------------------------------------------------------------------------- */
@@ -751,14 +741,14 @@ static char *find_weights(const char *dir, Err *err) {
     const char *names[] = {"open_clip_model.safetensors", "model.safetensors"};
     for (size_t i = 0; i < ARRAY_LEN(names); i++) {
         char *p = xasprintf("%s/%s", dir, names[i]);
-        if (is_file(p))
+        if (base_is_file(p))
             return p;
         free(p);
     }
     const char *pickles[] = {"open_clip_pytorch_model.bin", "pytorch_model.bin"};
     for (size_t i = 0; i < ARRAY_LEN(pickles); i++) {
         char *p = xasprintf("%s/%s", dir, pickles[i]);
-        int found = is_file(p);
+        int found = base_is_file(p);
         free(p);
         if (found) {
             err_set(err, ERR_FORMAT, "%s: holds only %s (a PyTorch pickle); easel reads "
@@ -936,12 +926,12 @@ static ClipModel *load_host(const char *path, const char *tok_dir, ClipWeights w
                             Err *err) {
     ClipModel *m = xcalloc(1, sizeof *m);
     Loader ld = {m, err, 0};
-    if (is_dir(path)) {
+    if (base_is_dir(path)) {
         m->dir = xstrdup(path);
         m->weights_path = find_weights(path, err);
         if (!m->weights_path)
             goto fail;
-    } else if (is_file(path)) {
+    } else if (base_is_file(path)) {
         char *copy = xstrdup(path);
         m->dir = xstrdup(dirname(copy));
         free(copy);
@@ -981,8 +971,8 @@ static ClipModel *load_host(const char *path, const char *tok_dir, ClipWeights w
     char *hc = xasprintf("%s/config.json", m->dir);
     char *pp = xasprintf("%s/preprocessor_config.json", m->dir);
     int rc = 0;
-    int have_oc = is_file(oc), have_hc = is_file(hc);
-    if (is_file(pp))
+    int have_oc = base_is_file(oc), have_hc = base_is_file(hc);
+    if (base_is_file(pp))
         hf_preprocess(pp, &m->cfg);
     if (have_oc && (m->layout == CLIP_LAYOUT_OPENCLIP || !have_hc)) {
         m->config_source = "open_clip_config.json";

@@ -14,16 +14,6 @@
 #include "infile.h"
 #include "sd_weights_int.h"
 
-static int is_file(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-static int is_dir(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
 static int cmp_entry(const void *a, const void *b) {
     return strcmp(((const SdEntry *)a)->t.name, ((const SdEntry *)b)->t.name);
 }
@@ -142,15 +132,15 @@ static int open_single(const char *path, const char *component, SdWeights **out,
 
 int sd_weights_open(const char *path, const char *component, SdWeights **out, Err *err) {
     *out = NULL;
-    if (is_file(path))
+    if (base_is_file(path))
         return open_single(path, component, out, err);
-    if (!is_dir(path))
+    if (!base_is_dir(path))
         return err_set(err, ERR_NOTFOUND, "%s: no such folder or file (a diffusers model "
                        "folder is expected: model_index.json, unet/, vae/, text_encoder/ ..., "
                        "or a single-file .safetensors checkpoint)", path);
     /* MODEL/COMPONENT, or the component folder itself */
     char *dir = xasprintf("%s/%s", path, component);
-    if (!is_dir(dir)) {
+    if (!base_is_dir(dir)) {
         free(dir);
         dir = xstrdup(path);
     }
@@ -168,7 +158,7 @@ int sd_weights_open(const char *path, const char *component, SdWeights **out, Er
     int rc = 0;
     for (size_t i = 0; i < sizeof names / sizeof *names && !w->where; i++) {
         char *p = xasprintf("%s/%s", dir, names[i]);
-        if (is_file(p)) {
+        if (base_is_file(p)) {
             w->where = p;
             rc = sd_weights_add_file(w, p, err);
         } else {
@@ -177,7 +167,7 @@ int sd_weights_open(const char *path, const char *component, SdWeights **out, Er
     }
     for (size_t i = 0; i < sizeof indexes / sizeof *indexes && !w->where; i++) {
         char *p = xasprintf("%s/%s", dir, indexes[i]);
-        if (is_file(p)) {
+        if (base_is_file(p)) {
             w->where = p;
             rc = open_shards(w, dir, p, err);
         } else {
@@ -192,7 +182,7 @@ int sd_weights_open(const char *path, const char *component, SdWeights **out, Er
         rc = index_tensors(w, err);
     if (!rc) {
         char *cfg = xasprintf("%s/config.json", dir);
-        if (is_file(cfg)) {
+        if (base_is_file(cfg)) {
             unsigned char *buf = NULL;
             size_t len = 0;
             rc = infile_read_all(cfg, "model config", INFILE_MAX_JSON, &buf, &len, err);
