@@ -12,6 +12,7 @@
 #include "backend.h"
 #include "base.h"
 #include "fmt_csv.h"
+#include "fmt_safetensors.h"
 #include "pipeline.h"
 #include "sha256.h"
 #include "store_catalog.h"
@@ -32,6 +33,9 @@ static const JobParamSpec gen_params[] = {
      "default the model's scheduler_config.json", NULL},
     {"negative", JOB_PARAM_STRING, "", "negative prompt", NULL},
     {"lora", JOB_PARAM_STRING, "", "LoRA .safetensors FILE[:SCALE], several joined by ','", NULL},
+    {"latents", JOB_PARAM_PATH, "", "initial latents for every image (diffusers' latents=): a "
+     ".safetensors file of one tensor (1,4,H/8,W/8) or (4,H/8,W/8), before the scheduler's "
+     "init_noise_sigma; the seeds then drive only the ancestral noise", NULL},
     {"rng", JOB_PARAM_CHOICE, "torch-cpu", "initial noise as torch.Generator on this device "
      "makes it", "torch-cpu|torch-cuda"},
     {"out", JOB_PARAM_PATH, "generated", "output folder: {out}/{prompt_id}/{seed}.png and "
@@ -143,6 +147,44 @@ static void loras_free(SdLora *l, int n) {
     for (int i = 0; i < n; i++)
         free((char *)l[i].path);
     free(l);
+}
+
+/* The one tensor of the safetensors file PATH as the (1, 4, h, w) latents of a W x H image
+ * (f32, f16 or bf16 in the file): *out (malloc'd) or an error naming the file and the shape. */
+static int load_latents(const char *path, int width, int height, float **out, Err *err) {
+    *out = NULL;
+    SafeTensors *st = safetensors_open(path, err);
+    if (!st)
+        return err ? err->code : ERR_FORMAT;
+    int rc = 0;
+    const StTensor *t = safetensors_count(st) == 1 ? safetensors_at(st, 0) : NULL;
+    int64_t lh = height / 8, lw = width / 8;
+    int shaped = t && ((t->n_dim == 4 && t->shape[0] == 1 && t->shape[1] == 4 &&
+                        t->shape[2] == lh && t->shape[3] == lw) ||
+                       (t->n_dim == 3 && t->shape[0] == 4 && t->shape[1] == lh &&
+                        t->shape[2] == lw));
+    if (!t)
+        rc = err_set(err, ERR_FORMAT, "%s: --latents holds %zu tensors; give a file of one "
+                     "(1, 4, %lld, %lld) tensor", path, safetensors_count(st), (long long)lh,
+                     (long long)lw);
+    else if (!shaped)
+        rc = err_set(err, ERR_FORMAT, "%s: tensor %s is not (1, 4, %lld, %lld): the latents of "
+                     "a %dx%d image (--size)", path, t->name, (long long)lh, (long long)lw,
+                     width, height);
+    if (!rc) {
+        float *buf = xmalloc(sizeof(float) * (size_t)t->n_elem);
+        rc = safetensors_read_f32(st, t, buf, (size_t)t->n_elem, err);
+        for (int64_t i = 0; !rc && i < t->n_elem; i++)
+            if (!isfinite(buf[i]))
+                rc = err_set(err, ERR_FORMAT, "%s: tensor %s holds a non-finite value at "
+                             "element %lld", path, t->name, (long long)i);
+        if (rc)
+            free(buf);
+        else
+            *out = buf;
+    }
+    safetensors_close(st);
+    return rc;
 }
 
 static int gen_validate(const JobParams *p, Err *err) {
@@ -374,6 +416,7 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const Prog
     Backend *be = NULL;
     SdPipeline *pipe = NULL;
     char *settings = NULL;
+    float *latents = NULL;
     int rc = gen_validate(p, err);
     if (!rc)
         rc = load_work(st, p, &w, err);
@@ -399,6 +442,9 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const Prog
     int shard_k = 0, shard_n = 0;
     if (job_param_str(p, "shard")[0])
         gen_parse_shard(job_param_str(p, "shard"), &shard_k, &shard_n, NULL);
+    if (job_param_str(p, "latents")[0] &&
+        (rc = load_latents(job_param_str(p, "latents"), width, height, &latents, err)))
+        goto out;
     const char *sch = job_param_str(p, "scheduler"), *neg = job_param_str(p, "negative");
     int steps = (int)job_param_int(p, "steps");
     double guidance = job_param_float(p, "guidance");
@@ -408,6 +454,8 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const Prog
                            "scheduler", *sch ? sch : NULL, "negative", *neg ? neg : NULL,
                            "rng", job_param_str(p, "rng"), "width", width, "height", height,
                            "generator", "easel");
+    if (job_param_str(p, "latents")[0])
+        json_object_set_new(js, "latents", json_string(job_param_str(p, "latents")));
     if (n_loras) {
         json_t *arr = json_array();
         for (int i = 0; i < n_loras; i++)
@@ -421,7 +469,8 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const Prog
                   .base = {.negative = *neg ? neg : NULL, .steps = steps,
                            .guidance = (float)guidance, .scheduler = *sch ? sch : NULL,
                            .rng = strcmp(job_param_str(p, "rng"), "torch-cuda") == 0
-                                      ? SD_RNG_TORCH_CUDA : SD_RNG_TORCH_CPU}};
+                                      ? SD_RNG_TORCH_CUDA : SD_RNG_TORCH_CPU,
+                           .latents = latents}};
     GenProg gp = {.outer = pr};
     Progress wrap = {gp_progress, gp_cancelled, gp_log, &gp};
     /* a shard on a GPU: the multi-GPU layout's gpu_id column too (which GPU made each row) */
@@ -438,6 +487,7 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const Prog
                     .gen = pipe_image, .gen_user = &pg, .progress = &wrap};
     rc = gen_run(&o, rep, err);
 out:
+    free(latents);
     free(settings);
     sd_pipeline_close(pipe);
     backend_close(be);

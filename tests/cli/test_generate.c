@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base.h"
+#include "fmt_safetensors.h"
 #include "genrun.h"
 #include "image.h"
 #include "store.h"
@@ -433,4 +434,43 @@ Test(gencli, generate_from_store_and_bad_prompts_file, .timeout = 120) {
     free(out);
     free(err);
     cr_assert_eq(count_rows("SELECT count(*) FROM images"), 2);
+}
+
+/* --latents FILE: diffusers' `latents=` (the fixture's raw latents, saved as a .safetensors the
+ * way a torch user would), the same image as diffusers; a file of the wrong shape is named. */
+Test(gencli, generate_from_given_latents, .timeout = 120) {
+    size_t n = 4 * 8 * 8;
+    float lat[4 * 8 * 8];
+    FILE *f = fopen("tests/gen/fixtures/pipeline_sd_latents.lat", "rb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fread(lat, sizeof(float), n, f), n);
+    fclose(f);
+    char *lp = xasprintf("%s/lat.safetensors", tmpdir);
+    SafeTensorsWriter *w = safetensors_writer_new();
+    Err e = {0};
+    int64_t shape[4] = {1, 4, 8, 8};
+    cr_assert_eq(safetensors_writer_add(w, "latents", ST_F32, 4, shape, lat, &e), 0);
+    cr_assert_eq(safetensors_writer_save(w, lp, &e), 0, "%s", e.msg);
+    safetensors_writer_free(w);
+    char *out, *err;
+    cr_assert_eq(support_run(NULL, &out, &err, "bin/easel --db %s generate --model %s --prompt "
+                             "'a red fox in the snow' --seed 5 --steps 3 --guidance 7.5 --size "
+                             "64x64 --scheduler euler --latents %s --out %s/l --device cpu",
+                             dbpath, FIX_SD, lp, tmpdir), 0, "%s", err);
+    free(out);
+    free(err);
+    char *png = NULL;
+    cr_assert_eq(support_run(NULL, &png, NULL, "printf %%s %s/l/*/5.png", tmpdir), 0);
+    double db = png_psnr_vs_rgb(png, "tests/gen/fixtures/pipeline_sd_latents.rgb");
+    cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers with latents=", db);
+    free(png);
+    cr_assert_eq(count_rows("SELECT count(*) FROM images WHERE generator LIKE "
+                            "'%\\\"latents\\\"%'"), 1);
+    cr_assert_eq(support_run(NULL, &out, &err, "bin/easel --db %s generate --model %s --prompt x "
+                             "--steps 3 --size 128x64 --scheduler euler --latents %s --out %s/m "
+                             "--device cpu", dbpath, FIX_SD, lp, tmpdir), 1, "%s", err);
+    cr_assert(strstr(err, "lat.safetensors") && strstr(err, "is not (1, 4, 8, 16)"), "%s", err);
+    free(out);
+    free(err);
+    free(lp);
 }
