@@ -21,7 +21,7 @@
  * StableDiffusion(XL)Pipeline: the same prompt and negative prompt, seed 0 (torch-cpu), Euler,
  * guidance 7.5, $EASEL_BENCH_GEN_STEPS steps (default 4: 20 would take half an hour per model
  * and side on a 2-core machine), one run each after a one-step warm-up image (the first call
- * of either side pays one-time costs: diffusers' first one-step image took 30 s against 6 s
+ * of either side pays one-time costs: diffusers' first one-step image took 30 s against 5.3 s
  * for ours), load not timed. Peak resident set:
  * ours over load and image (and the image alone), the peer's ru_maxrss. $EASEL_BENCH_GEN
  * sd15-image or sdxl-image runs one of them only.
@@ -280,8 +280,8 @@ static void bench_image(const char *name, int size, int threads) {
     }
     char what[200];
     snprintf(what, sizeof what, "one %dx%d image, Euler, %d steps, guidance 7.5 (CFG), text "
-             "encoders and VAE decode included, %d threads, f32, one run after a one-step warm-up, load "
-             "not timed",
+             "encoders and VAE decode included, %d threads, f32, one run after a one-step "
+             "warm-up, load not timed",
              size, size, steps, threads);
     report(bench, what, ours, ours_mb, run_mb, pv);
 }
