@@ -12,6 +12,19 @@
  * side over that measurement (ours: VmHWM reset before the load, and again after it, for the
  * peak of the runs alone; the peer's: ru_maxrss of its own process). $EASEL_BENCH_GEN (sd15, sdxl or vae) runs one part only. A line says
  * "skipped (why)" where the peer or the models cannot be made.
+ *
+ * Whole images (generate-sd15-image-256, generate-sdxl-image-512): `peer_generate.py make-pipe`
+ * completes each folder into a full diffusers model (random CLIP text encoders of the released
+ * shapes — ViT-L/14's text tower, and for SDXL also bigG/14's at full depth — the test
+ * fixtures' tiny BPE tokenizers, an Euler scheduler config, model_index.json); ours opens it
+ * with sd_pipeline_open and times one sd_pipeline_generate, the peer one call of
+ * StableDiffusion(XL)Pipeline: the same prompt and negative prompt, seed 0 (torch-cpu), Euler,
+ * guidance 7.5, $EASEL_BENCH_GEN_STEPS steps (default 4: 20 would take half an hour per model
+ * and side on a 2-core machine), one run each after a one-step warm-up image (the first call
+ * of either side pays one-time costs: diffusers' first one-step image took 30 s against 5.3 s
+ * for ours), load not timed. Peak resident set:
+ * ours over load and image (and the image alone), the peer's ru_maxrss. $EASEL_BENCH_GEN
+ * sd15-image or sdxl-image runs one of them only.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +34,7 @@
 #include "backend_cpu.h"
 #include "base.h"
 #include "bench_common.h"
+#include "pipeline.h"
 #include "sd_weights.h"
 #include "unet.h"
 #include "vae.h"
@@ -204,6 +218,74 @@ static void bench_vae(const char *name, int size, int threads) {
     report(bench, what, ours, ours_mb, run_mb, pv);
 }
 
+static int gen_steps(void) {
+    const char *e = getenv("EASEL_BENCH_GEN_STEPS");
+    return e && atoi(e) > 0 ? atoi(e) : 4;
+}
+
+/* One whole SIZE² image of the full diffusers folder NAME (whole-image bench, see the top). */
+static void bench_image(const char *name, int size, int threads) {
+    char bench[64], path[256];
+    snprintf(bench, sizeof bench, "generate-%s-image-%d", name, size);
+    snprintf(path, sizeof path, ROOT "/%s", name);
+    int steps = gen_steps();
+    Err err = {0};
+    base_peak_rss_reset();
+    size_t arena = (size_t)1 << 30; /* the UNet's 0.29 GB at 64² latents, the VAE's 0.08 GB */
+    BackendConfig bcfg = {.threads = threads, .arena_bytes = arena};
+    SdPipelineConfig pcfg = {.weights = DTYPE_F32, .arena_bytes = arena};
+    Backend *be = NULL;
+    SdPipeline *p = NULL;
+    CpuPool *pool = backend_cpu_pool_new(threads, &err); /* the text encoders' (host) threads */
+    if (!pool || backend_open("cpu", &bcfg, &be, NULL, 0, &err) != 0 ||
+        sd_pipeline_open(path, be, &pcfg, &p, &err) != 0) {
+        printf("bench %s: skipped (%s)\n", bench, err.msg);
+        backend_close(be);
+        backend_cpu_pool_free(pool);
+        return;
+    }
+    CpuPool *prev = backend_cpu_use(pool);
+    double load_mb = peak_mb();
+    base_peak_rss_reset();
+    SdGenParams g = {.prompt = "a red fox in the snow", .negative = "blurry, low quality",
+                     .width = size, .height = size, .steps = steps, .guidance = 7.5f,
+                     .scheduler = "euler", .seed = 0, .rng = SD_RNG_TORCH_CPU};
+    uint8_t *rgb = NULL;
+    int w = 0, h = 0;
+    SdGenParams warm = g; /* a one-step image first: the first call's costs are not timed */
+    warm.steps = 1;
+    int rc = sd_pipeline_generate(p, &warm, NULL, &rgb, &w, &h, &err);
+    free(rgb);
+    rgb = NULL;
+    double t0 = base_now();
+    if (rc == 0)
+        rc = sd_pipeline_generate(p, &g, NULL, &rgb, &w, &h, &err);
+    double ours = base_now() - t0, run_mb = peak_mb();
+    double ours_mb = load_mb > run_mb ? load_mb : run_mb;
+    free(rgb);
+    backend_cpu_use(prev);
+    sd_pipeline_close(p);
+    backend_close(be);
+    backend_cpu_pool_free(pool);
+    if (rc != 0) {
+        printf("bench %s: skipped (our image failed: %s)\n", bench, err.msg);
+        return;
+    }
+    double pv[2] = {-1, -1};
+    if (!getenv("EASEL_BENCH_GEN_OURS")) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "%s " PEER " image " ROOT " %s %d %d %d 2>/dev/null",
+                 bench_python(), name, size, threads, steps);
+        bench_peer_numbers(cmd, pv, 2);
+    }
+    char what[200];
+    snprintf(what, sizeof what, "one %dx%d image, Euler, %d steps, guidance 7.5 (CFG), text "
+             "encoders and VAE decode included, %d threads, f32, one run after a one-step "
+             "warm-up, load not timed",
+             size, size, steps, threads);
+    report(bench, what, ours, ours_mb, run_mb, pv);
+}
+
 int main(void) {
     int threads = bench_threads();
     backend_cpu_blas_serial(); /* as easel's main(): the pool threads the work, not OpenBLAS */
@@ -215,7 +297,10 @@ int main(void) {
     const char *only = getenv("EASEL_BENCH_GEN");
     const char *names[] = {"sd15", "sdxl"};
     for (int i = 0; i < 2; i++) {
-        if (only && strcmp(only, names[i]) != 0 && strcmp(only, "vae") != 0)
+        char image_only[32];
+        snprintf(image_only, sizeof image_only, "%s-image", names[i]);
+        int want_image = !only || strcmp(only, image_only) == 0;
+        if (only && strcmp(only, names[i]) != 0 && strcmp(only, "vae") != 0 && !want_image)
             continue;
         if (only && strcmp(only, "vae") == 0 && i > 0)
             continue;
@@ -232,6 +317,17 @@ int main(void) {
             bench_unet(names[i], i == 0 ? 256 : 512, threads);
         if (i == 0 && (!only || strcmp(only, "vae") == 0))
             bench_vae(names[i], 256, threads);
+        if (want_image) {
+            snprintf(cmd, sizeof cmd, "%s " PEER " make-pipe " ROOT " %s >/dev/null 2>&1",
+                     bench_python(), names[i]);
+            if (system(cmd) != 0)
+                printf("bench generate-%s-image-%d: skipped (%s " PEER " make-pipe could not "
+                       "make the text encoders: it needs torch, transformers and diffusers, "
+                       "and about 4 GB more under " ROOT ")\n", names[i], i == 0 ? 256 : 512,
+                       bench_python());
+            else
+                bench_image(names[i], i == 0 ? 256 : 512, threads);
+        }
     }
     return 0;
 }
