@@ -14,9 +14,11 @@
 #include "fmt_csv.h"
 #include "fmt_safetensors.h"
 #include "pipeline.h"
+#include "sd_weights.h"
 #include "sha256.h"
 #include "store_catalog.h"
 #include "store_models.h"
+#include "unet.h"
 
 static const JobParamSpec gen_params[] = {
     {"model", JOB_PARAM_STRING, "", "a registered diffusion model's name (easel models add "
@@ -147,6 +149,26 @@ static void loras_free(SdLora *l, int n) {
     for (int i = 0; i < n; i++)
         free((char *)l[i].path);
     free(l);
+}
+
+/* The backend arena an image of W x H needs: the UNet's scratch at batch 2 (guidance) grows
+ * with the latent area (doc/models.md: 107 MB at 32² latents, ~1.0 GB at 128², SDXL's widths,
+ * the widest of the SD family), with room to spare; the VAE decodes in tiles within it. */
+static size_t gen_arena_bytes(int width, int height) {
+    size_t px = (size_t)(width / 8) * (size_t)(height / 8);
+    return ((size_t)64 << 20) + px * ((size_t)96 << 10);
+}
+
+/* The model's own image size (its UNet's sample_size × 8), or 1024 x 1024 when unknown. */
+static void model_default_size(const char *mpath, int *w, int *h) {
+    *w = *h = 1024;
+    SdWeights *sw = NULL;
+    UnetConfig uc;
+    if (sd_weights_open(mpath, "unet", &sw, NULL) == 0 && sd_weights_config_json(sw) &&
+        unet_config_parse(sd_weights_config_json(sw), "unet/config.json", &uc, NULL) == 0 &&
+        uc.sample_size > 0)
+        *w = *h = uc.sample_size * 8;
+    sd_weights_close(sw);
 }
 
 /* The one tensor of the safetensors file PATH as the (1, 4, h, w) latents of a W x H image
@@ -425,12 +447,21 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const Prog
     if (!rc)
         rc = parse_loras(job_param_str(p, "lora"), &loras, &n_loras, err);
     char note[256] = "";
+    BackendConfig bcfg = {0};
+    if (!rc) { /* the arena for the image size (the default 64 MiB fits only tiny models) */
+        int aw = 0, ah = 0;
+        parse_size(job_param_str(p, "size"), &aw, &ah, NULL);
+        if (!aw)
+            model_default_size(mpath, &aw, &ah);
+        bcfg.arena_bytes = gen_arena_bytes(aw, ah);
+    }
     if (!rc)
-        rc = backend_open(job_param_str(p, "device"), NULL, &be, note, sizeof note, err);
+        rc = backend_open(job_param_str(p, "device"), &bcfg, &be, note, sizeof note, err);
     if (!rc && device_note && note[0])
         device_note(note);
     if (!rc) {
-        SdPipelineConfig cfg = {.weights = DTYPE_F32, .loras = loras, .n_loras = n_loras};
+        SdPipelineConfig cfg = {.weights = DTYPE_F32, .loras = loras, .n_loras = n_loras,
+                                .arena_bytes = bcfg.arena_bytes};
         rc = sd_pipeline_open(mpath, be, &cfg, &pipe, err);
     }
     if (rc)

@@ -474,3 +474,17 @@ Test(gencli, generate_from_given_latents, .timeout = 120) {
     free(err);
     free(lp);
 }
+
+/* The backend's arena is sized for the image: with the engine's default 64 MiB a 2048² image
+ * failed even on the tiny model ("scratch arena full"), as every real-size model did at any
+ * size (found by the whole-image bench). */
+Test(gencli, generate_sizes_the_arena_for_the_image, .timeout = 240) {
+    char *out, *err;
+    cr_assert_eq(support_run(NULL, &out, &err, "bin/easel --db %s generate --model %s --prompt "
+                             "'a cat' --seed 1 --size 2048x2048 --steps 1 --guidance 1 "
+                             "--scheduler euler --device cpu --out %s/big", dbpath, FIX_SD,
+                             tmpdir), 0, "%s", err);
+    cr_assert(strstr(out, "1 generated, 0 kept, 0 failed"), "%s\n%s", out, err);
+    free(out);
+    free(err);
+}
