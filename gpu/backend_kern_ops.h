@@ -506,6 +506,19 @@ static void kop_unet_transpose(Backend *be, CT *out, CT *inp) {
     unet_transpose_be(be, k);
 }
 
+static void kop_upsample_nearest_forward(Backend *be, CT *out, CT *inp) {
+    NearestArgs k = {F(out), CF(inp), (long)(inp->shape[0] * inp->shape[1]), (int)inp->shape[2],
+                     (int)inp->shape[3], (int)out->shape[2], (int)out->shape[3]};
+    upsample_nearest_fwd_be(be, k);
+}
+
+static void kop_upsample_nearest_backward(Backend *be, CT *dinp, CT *dout) {
+    NearestArgs k = {F(dinp), CF(dout), (long)(dinp->shape[0] * dinp->shape[1]),
+                     (int)dinp->shape[2], (int)dinp->shape[3], (int)dout->shape[2],
+                     (int)dout->shape[3]};
+    upsample_nearest_bwd_be(be, k);
+}
+
 // ---- ops of the VAE (kern_vae.h; add and unet_transpose are the blocks' above) -----------
 
 static void kop_pad2d_forward(Backend *be, CT *out, CT *inp, int top, int left) {
@@ -602,7 +615,8 @@ static void kop_l2norm_forward(Backend *be, CT *out, CT *norm, CT *inp, float ep
 #define KERN_OPS_CLIP kop_add_rows, kop_gather_rows, kop_l2norm_forward
 
 // The UNet block of the table (kop_unet_add, kop_unet_transpose above), after the CLIP block.
-#define KERN_OPS_UNET kop_unet_add, kop_unet_transpose
+#define KERN_OPS_UNET                                                                        \
+    kop_unet_add, kop_unet_transpose, kop_upsample_nearest_forward, kop_upsample_nearest_backward
 
 // The VAE block of the table, after the UNet block.
 #define KERN_OPS_VAE kop_pad2d_forward

@@ -58,6 +58,8 @@
     /* ops of the UNet (kern_unet.h) */                                                      \
     X(unet_add, UnetAddArgs)                                                                 \
     X(unet_transpose, UnetTransposeArgs)                                                     \
+    X(upsample_nearest_fwd, NearestArgs)                                                     \
+    X(upsample_nearest_bwd, NearestArgs)                                                     \
     /* ops of the VAE (kern_vae.h) */                                                        \
     X(pad2d_fwd, Pad2dArgs)
 

@@ -895,6 +895,32 @@ void backend_unet_transpose(Backend *be, CT *out, CT *inp) {
     }
 }
 
+void backend_upsample_nearest_forward(Backend *be, CT *out, CT *inp) {
+    const char *op = "upsample_nearest_forward";
+    if (chk(be, op, "inp", inp, 0, F32, 4, ANY, ANY, ANY, ANY) &&
+        chk(be, op, "out", out, 0, F32, 4, inp->shape[0], inp->shape[1], ANY, ANY)) {
+        if (out->ptr == inp->ptr && tensor_numel(inp) > 0) {
+            backend_fail(be, ERR_USAGE, "%s: out must not alias inp", op);
+            return;
+        }
+        ENTRY(upsample_nearest_forward);
+        be->ops->upsample_nearest_forward(be, out, inp);
+    }
+}
+
+void backend_upsample_nearest_backward(Backend *be, CT *dinp, CT *dout) {
+    const char *op = "upsample_nearest_backward";
+    if (chk(be, op, "dout", dout, 0, F32, 4, ANY, ANY, ANY, ANY) &&
+        chk(be, op, "dinp", dinp, 0, F32, 4, dout->shape[0], dout->shape[1], ANY, ANY)) {
+        if (dout->ptr == dinp->ptr && tensor_numel(dout) > 0) {
+            backend_fail(be, ERR_USAGE, "%s: dinp must not alias dout", op);
+            return;
+        }
+        ENTRY(upsample_nearest_backward);
+        be->ops->upsample_nearest_backward(be, dinp, dout);
+    }
+}
+
 /* ---- ops of the VAE (add, unet_transpose: above) --------------------------------------------- */
 
 void backend_pad2d_forward(Backend *be, CT *out, CT *inp, int top, int left) {

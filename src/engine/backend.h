@@ -278,7 +278,7 @@ void backend_l2norm_forward(Backend *be, const Tensor *out, const Tensor *norm,
  * any), for host work that feeds the backend (decoding and preprocessing images). */
 void backend_host_parallel_for(Backend *be, int64_t n, int64_t grain,
                                void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
-/* ---- ops of the UNet (src/models/unet.c; forward only for now) ------------------------------ */
+/* ---- ops of the UNet (src/models/unet.c; forward only, but upsample_nearest) ----------------- */
 
 /* out (B,C,S) = a (B,C,S) + b (B,C,S) + chan (B,C) broadcast over S; b and chan are optional
  * (NULL: not added). F32 only. out may alias a or b (residuals, the time embedding added to a
@@ -288,6 +288,14 @@ void backend_unet_add(Backend *be, const Tensor *out, const Tensor *a, const Ten
 /* out (B,C,R) = inp (B,R,C) with its last two dimensions swapped, F32 (NCHW feature maps to
  * tokens (B,HW,C) and back; its own backward). out must not alias inp. */
 void backend_unet_transpose(Backend *be, const Tensor *out, const Tensor *inp);
+/* out (B,C,Ho,Wo) = inp (B,C,H,W) resized by nearest neighbour to any size, as PyTorch's
+ * F.interpolate(size=(Ho,Wo), mode="nearest"): source row y = min(floor(oy · (float)H/Ho),
+ * H − 1) (oy itself when Ho = H, oy >> 1 when Ho = 2H), columns alike. F32. The UNet's
+ * upsamplers when a latent side is not a multiple of 2^(levels−1) (diffusers'
+ * upsample_size). out must not alias inp. The backward ADDS every output gradient into the
+ * input pixel it came from: dinp (B,C,H,W) += . */
+void backend_upsample_nearest_forward(Backend *be, const Tensor *out, const Tensor *inp);
+void backend_upsample_nearest_backward(Backend *be, const Tensor *dinp, const Tensor *dout);
 
 /* ---- ops of the VAE (src/models/vae.c): forward only, F32 activations (add and unet_transpose: above) - */
 

@@ -78,6 +78,8 @@ typedef struct BackendOps {
     /* ops of the UNet */
     void (*unet_add)(Backend *, CT *out, CT *a, CT *b, CT *chan);
     void (*unet_transpose)(Backend *, CT *out, CT *inp);
+    void (*upsample_nearest_forward)(Backend *, CT *out, CT *inp);
+    void (*upsample_nearest_backward)(Backend *, CT *dinp, CT *dout);
     /* ops of the VAE (add, unet_transpose: above) */
     void (*pad2d_forward)(Backend *, CT *out, CT *inp, int top, int left);
 } BackendOps;

@@ -23,7 +23,8 @@ struct SdPipeline {
     const char *family;
     int xl;
     int scale;        /* pixels per latent pixel (the VAE's) */
-    int multiple;     /* sizes must be multiples of this (VAE scale × the UNet's downsampling) */
+    int multiple;     /* sizes must be multiples of this: the VAE's scale, as diffusers checks
+                       * (the UNet takes any latent size, unet.h) */
     int def_w, def_h;
     char *sched_path; /* scheduler/scheduler_config.json */
     int sched_kind;   /* the kind its _class_name names, or -1 (then NULL is refused) */
@@ -154,7 +155,7 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
     p->xl = sd_text_kind(p->text) == SD_TEXT_SDXL;
     p->family = p->xl ? "sdxl" : sd_text_width(p->text) >= 1024 ? "sd2" : "sd1";
     p->scale = vae_scale(vae_config(p->vae));
-    p->multiple = p->scale << (uc->levels - 1);
+    p->multiple = p->scale;
     p->def_w = p->def_h = uc->sample_size * p->scale;
     if (uc->cross_dim != sd_text_width(p->text) ||
         (p->xl && (!uc->text_time || uc->add_in_dim != sd_text_pooled_width(p->text) +

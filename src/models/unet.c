@@ -826,6 +826,29 @@ static float *time_embed(const Unet *u, Backend *be, const Tensor *semb_out,
     return hs;
 }
 
+/* The latent size at each level: the downsamplers' stride-2 convolutions with padding 1 give
+ * ceil(size / 2). */
+static void level_sizes(const Unet *u, int64_t H, int64_t W, int64_t *lh, int64_t *lw) {
+    for (int i = 0; i < u->cfg.levels; i++) {
+        lh[i] = H;
+        lw[i] = W;
+        if (u->down[i].has_sample) {
+            H = (H + 1) / 2;
+            W = (W + 1) / 2;
+        }
+    }
+}
+
+/* An up block's upsampler: nearest to the size of the skip connection it meets next, as
+ * diffusers passes upsample_size when a latent side is not a multiple of 2^(levels−1) (exactly
+ * 2× otherwise, the same pixels). */
+static void upsample(Backend *be, const Tensor *out, const Tensor *inp) {
+    if (out->shape[2] == 2 * inp->shape[2] && out->shape[3] == 2 * inp->shape[3])
+        backend_upsample2x_forward(be, out, inp);
+    else
+        backend_upsample_nearest_forward(be, out, inp);
+}
+
 /* The arguments of unet_forward (out) and unet_backward (dout), checked; fn names the caller. */
 static int check_args(const char *fn, const Unet *u, Backend *be, const Tensor *out,
                       const Tensor *x, const float *timesteps, const Tensor *ehs,
@@ -840,12 +863,9 @@ static int check_args(const char *fn, const Unet *u, Backend *be, const Tensor *
         return err_set(err, ERR_USAGE, "%s: latents must be (B,%d,h,w)", fn,
                        c->in_channels);
     int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
-    int L = c->levels;
-    int64_t div = (int64_t)1 << (L - 1);
-    if (H % div || W % div || H < div || W < div)
-        return err_set(err, ERR_USAGE, "%s: latents %lldx%lld: height and width must "
-                       "be multiples of %lld (the UNet halves them %d times)", fn, (long long)H,
-                       (long long)W, (long long)div, L - 1);
+    if (H < 1 || W < 1)
+        return err_set(err, ERR_USAGE, "%s: latents %lldx%lld: height and width must be at "
+                       "least 1", fn, (long long)H, (long long)W);
     if (out->n_dims != 4 || out->shape[0] != B || out->shape[1] != c->out_channels ||
         out->shape[2] != H || out->shape[3] != W)
         return err_set(err, ERR_USAGE, "%s: out must be (%lld,%d,%lld,%lld)", fn,
@@ -878,9 +898,10 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
     Tensor semb = alloc2(be, B, c->time_embed_dim);
     float *hs = time_embed(u, be, &semb, timesteps, text_embeds, time_ids);
     /* the up path's two hidden-state buffers: the largest hidden state of the up path */
-    int64_t hmax = 0;
+    int64_t hmax = 0, lh[UNET_MAX_LEVELS], lw[UNET_MAX_LEVELS];
+    level_sizes(u, H, W, lh, lw);
     for (int i = 0; i < L; i++) {
-        int64_t lvl = L - 1 - i, s = (H >> lvl) * (W >> lvl) * c->block_out[lvl];
+        int64_t lvl = L - 1 - i, s = lh[lvl] * lw[lvl] * c->block_out[lvl];
         hmax = s > hmax ? s : hmax;
         if (lvl > 0) /* the upsampled state, at the next resolution */
             hmax = s * 4 > hmax ? s * 4 : hmax;
@@ -907,8 +928,8 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
             h = r;
         }
         if (lv->has_sample) {
-            hh /= 2;
-            ww /= 2;
+            hh = (hh + 1) / 2; /* stride 2, padding 1: ceil */
+            ww = (ww + 1) / 2;
             Tensor d = alloc4(be, B, h.shape[1], hh, ww);
             conv(be, &d, &h, &lv->sample);
             skips[ns++] = d;
@@ -945,10 +966,11 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
         }
         if (lv->has_sample) {
             size_t m = backend_mark(be);
-            Tensor up = alloc4(be, B, h.shape[1], 2 * hh, 2 * ww);
-            backend_upsample2x_forward(be, &up, &h);
-            hh *= 2;
-            ww *= 2;
+            int64_t nh = skips[ns - 1].shape[2], nw = skips[ns - 1].shape[3];
+            Tensor up = alloc4(be, B, h.shape[1], nh, nw);
+            upsample(be, &up, &h);
+            hh = nh;
+            ww = nw;
             cur = !cur;
             Tensor r = view(&hbuf[cur], 4, B, h.shape[1], hh, ww);
             conv(be, &r, &up, &lv->sample);
@@ -1472,8 +1494,8 @@ int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, co
             skips[ns++] = h = r;
         }
         if (lv->has_sample) {
-            hh /= 2;
-            ww /= 2;
+            hh = (hh + 1) / 2;
+            ww = (ww + 1) / 2;
             int d = tape_act(&tp, B, tp.act[h].shape[1], hh, ww);
             conv(be, &tp.act[d], &tp.act[h], &lv->sample);
             tape_step(&tp, ST_CONV, &lv->sample, h, -1, d);
@@ -1511,11 +1533,11 @@ int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, co
             }
         }
         if (lv->has_sample) {
-            int up = tape_act(&tp, B, tp.act[h].shape[1], 2 * hh, 2 * ww);
-            backend_upsample2x_forward(be, &tp.act[up], &tp.act[h]);
+            hh = tp.act[skips[ns - 1]].shape[2];
+            ww = tp.act[skips[ns - 1]].shape[3];
+            int up = tape_act(&tp, B, tp.act[h].shape[1], hh, ww);
+            upsample(be, &tp.act[up], &tp.act[h]);
             tape_step(&tp, ST_UP, NULL, h, -1, up);
-            hh *= 2;
-            ww *= 2;
             int r = tape_act(&tp, B, tp.act[h].shape[1], hh, ww);
             conv(be, &tp.act[r], &tp.act[up], &lv->sample);
             tape_step(&tp, ST_CONV, &lv->sample, up, -1, r);
@@ -1549,7 +1571,10 @@ int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, co
             backend_concat_backward(be, din, &tp.grad[s->in2], dO);
             break;
         case ST_UP:
-            backend_upsample2x_backward(be, din, dO);
+            if (dO->shape[2] == 2 * din->shape[2] && dO->shape[3] == 2 * din->shape[3])
+                backend_upsample2x_backward(be, din, dO);
+            else
+                backend_upsample_nearest_backward(be, din, dO);
             break;
         case ST_OUT: {
             size_t m = backend_mark(be);

@@ -91,7 +91,9 @@ const UnetConfig *unet_config(const Unet *u);
 size_t unet_param_bytes(const Unet *u);
 
 /* The noise prediction: out (B,out_channels,h,w) for latents x (B,in_channels,h,w), F32 on
- * be's device, h and w multiples of 2^(levels−1); timesteps: B host floats; ehs: the text
+ * be's device, any h, w >= 1 (as diffusers: the downsamplers give ceil(size/2), and when a side
+ * is not a multiple of 2^(levels−1) each upsampler resizes by nearest to its skip connection's
+ * size, diffusers' upsample_size; otherwise exactly 2×); timesteps: B host floats; ehs: the text
  * conditioning (B,T,cross_dim) F32 on the device. SDXL (text_time) also takes text_embeds
  * (B,E) on the device, E + 6·add_time_dim = add_in_dim, and time_ids: B·6 host floats
  * (original size, crop top-left, target size); NULL for other models. Uses the backend's

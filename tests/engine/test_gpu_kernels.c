@@ -808,6 +808,50 @@ static int check_unet(Why *w) {
     return rc;
 }
 
+/* upsample_nearest_fwd / _bwd at 9×5 → 17×9 (the UNet's odd sizes), 7×4 → 4×8 and 3×3 → 3×3
+ * against loops over the CPU's index rule (torch's; test_unet_ops checks it against torch's
+ * numbers); the backward adds. */
+static int nearest_ref_src(long o, long in, long out) {
+    if (out == in)
+        return (int)o;
+    if (out == 2 * in)
+        return (int)(o >> 1);
+    long s = (long)floorf((float)o * ((float)in / (float)out));
+    return (int)(s < in - 1 ? s : in - 1);
+}
+
+static int check_nearest(Why *w) {
+    static const int sz[3][4] = {{9, 5, 17, 9}, {7, 4, 4, 8}, {3, 3, 3, 3}};
+    enum { P = 5 };
+    Err err = {0};
+    int rc = 0;
+    for (int c = 0; c < 3 && !rc; c++) {
+        int H = sz[c][0], W = sz[c][1], Ho = sz[c][2], Wo = sz[c][3];
+        long ni = (long)P * H * W, no = (long)P * Ho * Wo;
+        float *x = rnd(ni), *o = malloc(sizeof(float) * no), *ow = malloc(sizeof(float) * no);
+        float *g = rnd(no), *d = rnd(ni), *dw = dup(d, ni);
+        for (int p = 0; p < P; p++)
+            for (int y = 0; y < Ho; y++)
+                for (int xx = 0; xx < Wo; xx++) {
+                    long si = ((long)p * H + nearest_ref_src(y, H, Ho)) * W +
+                              nearest_ref_src(xx, W, Wo);
+                    long oi = ((long)p * Ho + y) * Wo + xx;
+                    ow[oi] = x[si];
+                    dw[si] += g[oi];
+                }
+        NearestArgs fa = {o, x, P, H, W, Ho, Wo}, ba = {d, g, P, H, W, Ho, Wo};
+        rc = ran(w, upsample_nearest_fwd_run(&fa, &err), &err);
+        if (!rc)
+            rc = close_to(w, "upsample_nearest out", o, ow, no, 0, 0);
+        if (!rc)
+            rc = ran(w, upsample_nearest_bwd_run(&ba, &err), &err);
+        if (!rc)
+            rc = close_to(w, "upsample_nearest dinp", d, dw, ni, 1e-6, 1e-5);
+        free(x), free(o), free(ow), free(g), free(d), free(dw);
+    }
+    return rc;
+}
+
 /* ---- ops of the VAE (kern_vae.h) ------------------------------------------------------------ */
 
 static int check_vae_ops(Why *w) {
@@ -859,6 +903,8 @@ static const Check checks[] = {
     {"unet_add and unet_transpose vs plain loops", check_unet},
     /* ops of the VAE */
     {"pad2d vs loops", check_vae_ops},
+    /* ops of the UNet: any-size upsampling */
+    {"upsample_nearest (forward, backward) vs loops", check_nearest},
 };
 
 static void run_check(int i) {
@@ -889,6 +935,7 @@ Test(gpu_kernels, scale_add) { run_check(18); }
 Test(gpu_kernels, clip_ops) { run_check(19); }
 Test(gpu_kernels, unet_add_transpose) { run_check(20); }
 Test(gpu_kernels, vae_ops) { run_check(21); } /* ops of the VAE */
+Test(gpu_kernels, upsample_nearest) { run_check(22); } /* ops of the UNet: any size */
 
 /* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
 

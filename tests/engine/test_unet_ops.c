@@ -1,5 +1,5 @@
-/* The ops of the UNet (backend.h): unet_add (residuals, the per-channel time embedding) and
- * unet_transpose (feature maps to tokens and back) on the CPU backend and on the emulated CUDA
+/* The ops of the UNet (backend.h): unet_add (residuals, the per-channel time embedding),
+ * unet_transpose (feature maps to tokens and back) and upsample_nearest (forward and backward) on the CPU backend and on the emulated CUDA
  * backend against plain loops, in place where allowed, and their argument checks. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -82,6 +82,90 @@ static void transpose_case(int emu) {
     free(got);
     backend_tensor_free(be, &in);
     backend_tensor_free(be, &out);
+    backend_close(be);
+}
+
+/* upsample_nearest's source indices as PyTorch 2.15's F.interpolate(size=, mode="nearest")
+ * gave them (printed from torch for x = arange(in)): 3→5, 5→9, 2→3, 7→4 (shrinking), 9→17,
+ * 4→8 (exactly 2×). */
+static const struct {
+    int in, out, src[17];
+} torch_nearest[] = {
+    {3, 5, {0, 0, 1, 1, 2}},
+    {5, 9, {0, 0, 1, 1, 2, 2, 3, 3, 4}},
+    {2, 3, {0, 0, 1}},
+    {7, 4, {0, 1, 3, 5}},
+    {9, 17, {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8}},
+    {4, 8, {0, 0, 1, 1, 2, 2, 3, 3}},
+};
+
+/* Forward: every (rows, columns) pair of the table above, on 2×3 planes, against the indices
+ * torch gave; backward: every output gradient added into its source pixel, on top of a
+ * pre-filled dinp (the gradient rule). */
+static void nearest_case(int emu) {
+    Backend *be = open_kind(emu);
+    int nt = (int)(sizeof torch_nearest / sizeof torch_nearest[0]);
+    for (int ty = 0; ty < nt; ty++)
+        for (int tx = 0; tx < nt; tx += 2) {
+            int H = torch_nearest[ty].in, Ho = torch_nearest[ty].out;
+            int W = torch_nearest[tx].in, Wo = torch_nearest[tx].out, P = 6;
+            const int *sy = torch_nearest[ty].src, *sx = torch_nearest[tx].src;
+            int64_t si[4] = {2, 3, H, W}, so[4] = {2, 3, Ho, Wo};
+            Tensor in = dev(be, 4, si, 3), out = dev(be, 4, so, 0);
+            backend_upsample_nearest_forward(be, &out, &in);
+            float *got = host(be, &out);
+            for (int p = 0; p < P; p++)
+                for (int y = 0; y < Ho; y++)
+                    for (int x = 0; x < Wo; x++) {
+                        float want = val((p * H + sy[y]) * W + sx[x] + 3);
+                        cr_assert_eq(got[(p * Ho + y) * Wo + x], want,
+                                     "%s %dx%d -> %dx%d plane %d (%d,%d)", backend_name(be), H,
+                                     W, Ho, Wo, p, y, x);
+                    }
+            free(got);
+            Tensor dout = dev(be, 4, so, 7), din = dev(be, 4, si, 1);
+            backend_upsample_nearest_backward(be, &din, &dout);
+            got = host(be, &din);
+            float *want = malloc(sizeof(float) * (size_t)(P * H * W));
+            for (int i = 0; i < P * H * W; i++)
+                want[i] = val(i + 1);
+            for (int p = 0; p < P; p++)
+                for (int y = 0; y < Ho; y++)
+                    for (int x = 0; x < Wo; x++)
+                        want[(p * H + sy[y]) * W + sx[x]] += val((p * Ho + y) * Wo + x + 7);
+            for (int i = 0; i < P * H * W; i++)
+                cr_assert_float_eq(got[i], want[i], 1e-5f, "%s backward %dx%d -> %dx%d [%d]: %g,"
+                                   " want %g", backend_name(be), H, W, Ho, Wo, i, got[i],
+                                   want[i]);
+            free(got);
+            free(want);
+            Tensor *ts[] = {&in, &out, &dout, &din};
+            for (int i = 0; i < 4; i++)
+                backend_tensor_free(be, ts[i]);
+        }
+    backend_close(be);
+}
+
+Test(unet_ops, upsample_nearest_cpu) { nearest_case(0); }
+Test(unet_ops, upsample_nearest_emu) { nearest_case(1); }
+
+/* Wrong batch or channels and aliasing fail the backend, naming the op and the argument. */
+Test(unet_ops, upsample_nearest_arguments_checked) {
+    Backend *be = open_kind(0);
+    Tensor a = dev(be, 4, (int64_t[4]){2, 3, 4, 5}, 0), b = dev(be, 4, (int64_t[4]){2, 2, 7, 9}, 0);
+    Err err = {0};
+    backend_upsample_nearest_forward(be, &b, &a);
+    cr_assert_neq(backend_sync(be, &err), 0);
+    cr_assert(strstr(err.msg, "upsample_nearest_forward: out dimension 1 is 2, expected 3"), "%s",
+              err.msg);
+    backend_upsample_nearest_forward(be, &a, &a);
+    cr_assert_neq(backend_sync(be, &err), 0);
+    cr_assert(strstr(err.msg, "upsample_nearest_forward: out must not alias inp"), "%s", err.msg);
+    backend_upsample_nearest_backward(be, &b, &a);
+    cr_assert_neq(backend_sync(be, &err), 0);
+    cr_assert(strstr(err.msg, "upsample_nearest_backward: dinp dimension 1"), "%s", err.msg);
+    backend_tensor_free(be, &a);
+    backend_tensor_free(be, &b);
     backend_close(be);
 }
 

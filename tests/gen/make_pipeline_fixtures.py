@@ -142,11 +142,16 @@ def main():
              w=64, h=64, seed=3),
         dict(name="sd_latents", scheduler="euler", prompt=P, steps=3, guidance=7.5, w=64, h=64,
              seed=5, latents=99),
+        # 9x7 latents: not multiples of the UNet's 2^(levels-1) (diffusers' upsample_size)
+        dict(name="sd_odd", scheduler="euler", prompt=P, negative=N, steps=3, guidance=7.5,
+             w=72, h=56, seed=9),
     ]
     xl_cases = [dict(name="sdxl_" + k, scheduler=k, prompt=P, negative=N, steps=4, guidance=7.5,
                      w=64, h=64, seed=11) for k in ("euler", "euler_a", "dpmpp_2m")]
     xl_cases += [dict(name="sdxl_noneg", scheduler="euler", prompt=P, steps=3, guidance=6.0,
-                      w=48, h=64, seed=1)]
+                      w=48, h=64, seed=1),
+                 dict(name="sdxl_odd", scheduler="euler", prompt=P, negative=N, steps=3,
+                      guidance=7.5, w=56, h=72, seed=4)]
     for name, xl, cases in (("pipeline_sd", 0, sd_cases), ("pipeline_sdxl", 1, xl_cases)):
         pipe = build(name, xl)
         model_sched = pipe.scheduler

@@ -166,6 +166,29 @@ Test(pipeline, sd_dpmpp_2m_karras) { matches("sd_dpmpp_2m_karras"); }
 /* scheduler NULL: the model's scheduler_config.json (DDIMScheduler), a 64x48 image */
 Test(pipeline, sd_model_scheduler_non_square) { matches("sd_default"); }
 Test(pipeline, sd_given_latents) { matches("sd_latents"); }
+/* 72x56 (9x7 latents): sizes that are multiples of 8 but not of the VAE scale × 2^(levels−1),
+ * as diffusers allows (its UNet's upsample_size); SDXL at 56x72 */
+Test(pipeline, sd_any_multiple_of_8) { matches("sd_odd"); }
+Test(pipeline, sdxl_any_multiple_of_8) { matches("sdxl_odd"); }
+/* A side that is not a multiple of the VAE's scale (8) is refused with the rule. */
+Test(pipeline, size_not_a_multiple_of_8_is_named) {
+    SdPipeline *p = NULL;
+    Err err = {0};
+    cr_assert_eq(sd_pipeline_open(FIX "pipeline_sd", be, NULL, &p, &err), 0, "%s", err.msg);
+    SdGenParams g = {0};
+    g.prompt = "a fox";
+    g.steps = 1;
+    g.scheduler = "euler";
+    g.width = 68;
+    g.height = 56;
+    uint8_t *rgb = NULL;
+    int W, H;
+    cr_assert_eq(sd_pipeline_generate(p, &g, NULL, &rgb, &W, &H, &err), ERR_USAGE);
+    cr_assert_null(rgb);
+    cr_assert(strstr(err.msg, "size 68x56: width and height must be multiples of 8"), "%s",
+              err.msg);
+    sd_pipeline_close(p);
+}
 /* a PEFT LoRA at scale 0.7, as diffusers' load_lora_weights + set_adapters apply it */
 Test(pipeline, sd_lora) {
     matches("sd_lora");

@@ -8,7 +8,9 @@ field values): a diffusers folder (config.json,
 diffusion_pytorch_model.safetensors, f32) and io.safetensors holding fixed inputs and
 diffusers' output for them ("<case>.sample", ".timesteps", ".ehs", [".text_embeds",
 ".time_ids"], ".out"). Cases: "a" (batch 2, 16x16) and "r" (batch 1, 8x24: not square) for the
-CPU backend, "s" (batch 1, 8x8) small enough for the emulated CUDA backend. make test never runs this.
+CPU backend, "s" (batch 1, 8x8) small enough for the emulated CUDA backend, "o" (batch 1, 9x7:
+sides that are not multiples of 2^(levels-1), so diffusers' upsamplers take upsample_size).
+make test never runs this.
 """
 import os
 
@@ -61,7 +63,9 @@ def make(name, cfg, seed, text_dim):
     out_dir = os.path.join(HERE, name)
     unet.save_pretrained(out_dir, safe_serialization=True)
     io = {}
-    cases = {"a": (2, 16, 16, [999.0, 37.0]), "s": (1, 8, 8, [500.0]), "r": (1, 8, 24, [1.0])}
+    # "o" last, so that adding it left the earlier cases' draws as they were
+    cases = {"a": (2, 16, 16, [999.0, 37.0]), "s": (1, 8, 8, [500.0]), "r": (1, 8, 24, [1.0]),
+             "o": (1, 9, 7, [250.0])}
     for case, (B, hh, ww, ts) in cases.items():
         x = torch.randn(B, 4, hh, ww)
         t = torch.tensor(ts, dtype=torch.float32)

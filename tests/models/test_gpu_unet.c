@@ -38,3 +38,8 @@ static void check_gpu(const char *dir, const char *cs) {
 Test(gpu_unet, sd_matches_diffusers) { check_gpu(FIX "unet_sd", "a"); }
 Test(gpu_unet, sdxl_matches_diffusers) { check_gpu(FIX "unet_sdxl", "a"); }
 Test(gpu_unet, sdxl_not_square) { check_gpu(FIX "unet_sdxl", "r"); }
+/* 9×7 latents: the upsamplers' upsample_nearest kernels on the device */
+Test(gpu_unet, odd_sizes) {
+    check_gpu(FIX "unet_sd", "o");
+    check_gpu(FIX "unet_deep", "o");
+}

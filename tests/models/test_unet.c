@@ -41,6 +41,14 @@ Test(unet, deep_matches_diffusers_cpu) {
     check(open_cpu(), FIX "unet_deep", "a");
     check(open_cpu(), FIX "unet_deep", "r");
 }
+/* 9×7 latents: not multiples of 2^(levels−1), so the downsamplers round up and each upsampler
+ * resizes to its skip connection's size by nearest (diffusers' upsample_size); the three-level
+ * model goes 9×7 → 5×4 → 3×2 and back. */
+Test(unet, odd_sizes_match_diffusers_cpu) {
+    check(open_cpu(), FIX "unet_sd", "o");
+    check(open_cpu(), FIX "unet_sdxl", "o");
+    check(open_cpu(), FIX "unet_deep", "o");
+}
 Test(unet, sdxl_matches_diffusers_emu, .timeout = 120) {
     check(open_emu(), FIX "unet_sdxl", "s");
 }
@@ -221,11 +229,18 @@ Test(unet_errors, forward_checks_sizes) {
     backend_zero(be, &x);
     backend_zero(be, &e);
     float t = 1;
-    xs[2] = 7; /* odd: the UNet halves it once */
-    Tensor x7 = tensor_view_dtype(x.ptr, DTYPE_F32, 4, xs), o7 = x7;
-    x7.device = o7.device = backend_device(be);
-    cr_assert_eq(unet_forward(u, be, &o7, &x7, &t, &e, NULL, NULL, &err), ERR_USAGE);
-    cr_assert(strstr(err.msg, "multiples of 2"), "%s", err.msg);
+    int64_t s7[4] = {1, 4, 7, 8}; /* odd: any size runs (as in diffusers) */
+    Tensor x7 = backend_tensor_new(be, DTYPE_F32, 4, s7);
+    Tensor o7 = backend_tensor_new(be, DTYPE_F32, 4, s7);
+    backend_zero(be, &x7);
+    cr_assert_eq(unet_forward(u, be, &o7, &x7, &t, &e, NULL, NULL, &err), 0, "%s", err.msg);
+    backend_tensor_free(be, &x7);
+    backend_tensor_free(be, &o7);
+    xs[2] = 0;
+    Tensor x0 = tensor_view_dtype(x.ptr, DTYPE_F32, 4, xs), o0 = x0;
+    x0.device = o0.device = backend_device(be);
+    cr_assert_eq(unet_forward(u, be, &o0, &x0, &t, &e, NULL, NULL, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "latents 0x8: height and width must be at least 1"), "%s", err.msg);
     cr_assert_eq(unet_forward(u, be, &o, &x, NULL, &e, NULL, NULL, &err), ERR_USAGE);
     cr_assert(strstr(err.msg, "timesteps"), "%s", err.msg);
     Backend *other = open_cpu();

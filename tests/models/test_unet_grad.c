@@ -167,9 +167,9 @@ static size_t argmax(const float *p, size_t n) {
     return b;
 }
 
-static void input_grad_fd(const char *dir) {
+static void input_grad_fd_case(const char *dir, const char *cs) {
     Case c;
-    case_open(&c, open_cpu(), dir, "s");
+    case_open(&c, open_cpu(), dir, cs);
     float *gx = xmalloc(sizeof(float) * c.nx);
     backward(&c, gx);
     double scale = absmax(gx, c.nx);
@@ -184,7 +184,15 @@ static void input_grad_fd(const char *dir) {
     case_close(&c);
 }
 
+static void input_grad_fd(const char *dir) { input_grad_fd_case(dir, "s"); }
+
 Test(unet_grad, input_gradient_matches_finite_differences_sd) { input_grad_fd(FIX "unet_sd"); }
+/* 9×7 latents (case "o"): the downsamplers round up and the upsamplers resize to the skips'
+ * sizes (upsample_nearest and its backward); the three-level model does so twice. */
+Test(unet_grad, input_gradient_matches_finite_differences_odd_size) {
+    input_grad_fd_case(FIX "unet_sd", "o");
+    input_grad_fd_case(FIX "unet_deep", "o");
+}
 Test(unet_grad, input_gradient_matches_finite_differences_sdxl) {
     input_grad_fd(FIX "unet_sdxl");
 }

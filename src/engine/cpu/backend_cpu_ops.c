@@ -13,6 +13,7 @@
  */
 #include "backend_impl.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -911,6 +912,74 @@ static void cpu_unet_transpose(Backend *be, CT *out, CT *inp) {
     UNBIND;
 }
 
+/* upsample_nearest: PyTorch's nearest source index (backend.h), in float as torch computes it. */
+static int64_t nearest_src(int64_t o, int64_t in, int64_t out) {
+    if (out == in)
+        return o;
+    if (out == 2 * in)
+        return o >> 1;
+    int64_t s = (int64_t)floorf((float)o * ((float)in / (float)out));
+    return s < in - 1 ? s : in - 1;
+}
+
+typedef struct NearestJob {
+    float *dst;
+    const float *src;
+    int64_t H, W, Ho, Wo; /* the input's and the output's planes */
+    int64_t *ys, *xs;     /* source row per output row, column per output column */
+} NearestJob;
+
+static void nearest_fwd_planes(void *ctx, int64_t p0, int64_t p1) {
+    const NearestJob *j = ctx;
+    for (int64_t p = p0; p < p1; p++) {
+        const float *in = j->src + p * j->H * j->W;
+        float *o = j->dst + p * j->Ho * j->Wo;
+        for (int64_t y = 0; y < j->Ho; y++)
+            for (int64_t x = 0; x < j->Wo; x++)
+                o[y * j->Wo + x] = in[j->ys[y] * j->W + j->xs[x]];
+    }
+}
+
+/* dst is dinp (H,W planes), src dout (Ho,Wo planes): each plane's sums in output order. */
+static void nearest_bwd_planes(void *ctx, int64_t p0, int64_t p1) {
+    const NearestJob *j = ctx;
+    for (int64_t p = p0; p < p1; p++) {
+        float *d = j->dst + p * j->H * j->W;
+        const float *g = j->src + p * j->Ho * j->Wo;
+        for (int64_t y = 0; y < j->Ho; y++)
+            for (int64_t x = 0; x < j->Wo; x++)
+                d[j->ys[y] * j->W + j->xs[x]] += g[y * j->Wo + x];
+    }
+}
+
+static void cpu_upsample_nearest(Backend *be, CT *big, CT *small, int bwd) {
+    /* big: out / dout (Ho,Wo); small: inp / dinp (H,W) */
+    NearestJob j = {bwd ? small->ptr : big->ptr, bwd ? big->ptr : small->ptr, small->shape[2],
+                    small->shape[3], big->shape[2], big->shape[3], NULL, NULL};
+    size_t m = backend_mark(be);
+    j.ys = (int64_t *)scratch(be, 2 * (size_t)(j.Ho + j.Wo)); /* Ho + Wo int64s */
+    if (!j.ys)
+        return;
+    j.xs = j.ys + j.Ho;
+    for (int64_t y = 0; y < j.Ho; y++)
+        j.ys[y] = nearest_src(y, j.H, j.Ho);
+    for (int64_t x = 0; x < j.Wo; x++)
+        j.xs[x] = nearest_src(x, j.W, j.Wo);
+    BIND;
+    backend_cpu_parallel_for(small->shape[0] * small->shape[1], 1 + 16384 / (j.Ho * j.Wo + 1),
+                             bwd ? nearest_bwd_planes : nearest_fwd_planes, &j);
+    UNBIND;
+    backend_reset(be, m);
+}
+
+static void cpu_upsample_nearest_forward(Backend *be, CT *out, CT *inp) {
+    cpu_upsample_nearest(be, out, inp, 0);
+}
+
+static void cpu_upsample_nearest_backward(Backend *be, CT *dinp, CT *dout) {
+    cpu_upsample_nearest(be, dout, dinp, 1);
+}
+
 /* ---- ops of the VAE (add, unet_transpose: above) --------------------------------------------- */
 
 typedef struct PadCtx {
@@ -998,6 +1067,8 @@ const BackendOps backend_cpu_ops = {
     /* ops of the UNet */
     .unet_add = cpu_unet_add,
     .unet_transpose = cpu_unet_transpose,
+    .upsample_nearest_forward = cpu_upsample_nearest_forward,
+    .upsample_nearest_backward = cpu_upsample_nearest_backward,
     /* ops of the VAE */
     .pad2d_forward = cpu_pad2d_forward,
 };
