@@ -180,6 +180,18 @@ Test(train, planted_preferences_are_learned_per_head) {
     store_close(st);
 }
 
+/* The training child's resume_point: after epoch KILL_AFTER's state is on disk it waits to be
+ * killed, so the kill lands there however fast the epochs run (with the engine's AVX-512 GEMM
+ * the last epoch could finish before the parent's next look, and the test failed). */
+static int child_epochs, child_kill_after;
+static int wait_for_the_kill(void *user, const char *json, Err *err) {
+    (void)user, (void)json, (void)err;
+    if (++child_epochs >= child_kill_after)
+        for (;;)
+            pause();
+    return 0;
+}
+
 /* Train in a child process and kill it with SIGKILL once epoch KILL_AFTER is saved. */
 static void train_and_kill(const char *out, int epochs, int kill_after) {
     pid_t pid = fork();
@@ -189,7 +201,10 @@ static void train_and_kill(const char *out, int epochs, int kill_after) {
         config(&c, out, epochs);
         Err err = {0};
         Store *st = store_open(db, &err);
-        train_run(st, &c, NULL, NULL, &err);
+        child_epochs = 0;
+        child_kill_after = kill_after;
+        TrainHooks h = {.resume_point = wait_for_the_kill};
+        train_run(st, &c, &h, NULL, &err);
         _exit(0);
     }
     char path[512];
