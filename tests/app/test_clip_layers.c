@@ -62,8 +62,10 @@ static void check_tower(const char *dir, int vision) {
     int n = (int)(w.n_pooled / C);
     cr_assert_eq(w.n_hidden, (int64_t)n * (L + 1) * T * C);
     cr_assert_eq(clip_model_n_states(m, vision, CLIP_ALL_LAYERS), L + 1);
-    int64_t dummy;
-    const float *pixels = support_st_f32(ref, "pixels", &dummy);
+    int64_t n_px;
+    const float *pixels = support_st_f32(ref, "pixels", &n_px);
+    cr_assert_eq(n_px % (3 * (int64_t)c->image_size * c->image_size), 0, "pixels: %lld floats",
+                 (long long)n_px);
     const int32_t *ids = safetensors_find(ref, "ids")->data;
     size_t hs = (size_t)w.n_hidden, st = (size_t)T * C;
     float *hidden = xcalloc(hs, sizeof(float));
