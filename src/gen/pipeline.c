@@ -359,3 +359,16 @@ done:
     free(ehs), free(pooled), free(x), free(in), free(eps), free(noise), free(img);
     return rc;
 }
+
+/* ---- accessors for the generator trainer (issue 16, tune16) ------------------------------- */
+
+Unet *sd_pipeline_unet(SdPipeline *p) { return p->unet; }
+Vae *sd_pipeline_vae(SdPipeline *p) { return p->vae; }
+SdText *sd_pipeline_text(SdPipeline *p) { return p->text; }
+Backend *sd_pipeline_backend(SdPipeline *p) { return p->be; }
+const char *sd_pipeline_path(const SdPipeline *p) { return p->path; }
+
+int sd_pipeline_sched_config(const SdPipeline *p, SchedConfig *c, Err *err) {
+    return sched_config_load(c, p->sched_kind >= 0 ? (SchedKind)p->sched_kind : SCHED_DDIM,
+                             p->sched_path, err);
+}

@@ -87,4 +87,22 @@ void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height);
 int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr, uint8_t **rgb,
                          int *width, int *height, Err *err);
 
+
+/* ---- accessors for the generator trainer (issue 16, tune16) ---------------------------------
+ * The pipeline's parts, borrowed until sd_pipeline_close: `easel tune` trains adapters on the
+ * UNet of one opened pipeline and renders its sample images with the same pipeline. */
+typedef struct Unet Unet;
+typedef struct Vae Vae;
+typedef struct SdText SdText;
+typedef struct SchedConfig SchedConfig;
+Unet *sd_pipeline_unet(SdPipeline *p);
+Vae *sd_pipeline_vae(SdPipeline *p);          /* the decoder only */
+SdText *sd_pipeline_text(SdPipeline *p);
+Backend *sd_pipeline_backend(SdPipeline *p);
+const char *sd_pipeline_path(const SdPipeline *p); /* the model folder */
+/* The model's scheduler_config.json read for the training schedule (betas,
+ * num_train_timesteps, prediction_type; the sampler kind the file names, or DDIM's reading
+ * when easel has no such sampler). ERR_FORMAT naming the file and key. */
+int sd_pipeline_sched_config(const SdPipeline *p, SchedConfig *c, Err *err);
+
 #endif

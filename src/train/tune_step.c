@@ -1,0 +1,255 @@
+/* tune_step — noising, one micro-batch's gradient, the adapters' optimizer (tune_step.h). */
+#include "tune_step.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+#include "fmt_safetensors.h"
+#include "optim.h"
+
+void tune_add_noise(const float *alphas_cumprod, int t, const float *x0, const float *noise,
+                    size_t n, SchedPrediction pred, float *xt, float *target) {
+    float a = sqrtf(alphas_cumprod[t]);
+    float b = sqrtf(1.0f - alphas_cumprod[t]);
+    for (size_t i = 0; i < n; i++) {
+        xt[i] = a * x0[i] + b * noise[i];
+        if (pred == SCHED_PRED_EPSILON)
+            target[i] = noise[i];
+        else if (pred == SCHED_PRED_V)
+            target[i] = a * noise[i] - b * x0[i];
+        else
+            target[i] = x0[i];
+    }
+}
+
+/* ---- one micro-batch ---------------------------------------------------------------------- */
+
+int tune_batch_grad(Unet *u, Backend *be, const TuneBatch *b, TuneObjective obj, int xl,
+                    float beta, float scale, TuneLossStats *st, Err *err) {
+    int B2 = 2 * b->B;
+    size_t N = (size_t)b->C * b->H * b->W;
+    int64_t xs[4] = {B2, b->C, b->H, b->W}, es[3] = {B2, b->T, b->D}, ps[2] = {B2, b->P};
+    Tensor x = backend_tensor_new(be, DTYPE_F32, 4, xs);
+    Tensor out = backend_tensor_new(be, DTYPE_F32, 4, xs);
+    Tensor dout = backend_tensor_new(be, DTYPE_F32, 4, xs);
+    Tensor ehs = backend_tensor_new(be, DTYPE_F32, 3, es);
+    Tensor te = {0};
+    if (b->pooled)
+        te = backend_tensor_new(be, DTYPE_F32, 2, ps);
+    float *pred = xmalloc(2 * (size_t)B2 * N * sizeof *pred), *ref = pred + (size_t)B2 * N;
+    float *d = xmalloc((size_t)B2 * N * sizeof *d);
+    int rc = 0;
+    if (!x.ptr || !out.ptr || !dout.ptr || !ehs.ptr || (b->pooled && !te.ptr)) {
+        rc = backend_sync(be, err);
+        if (!rc)
+            rc = err_set(err, ERR_NOMEM, "tune: out of device memory for a batch of %d", B2);
+        goto done;
+    }
+    Tensor hx = tensor_4d((float *)b->xt, B2, b->C, b->H, b->W);
+    Tensor he = tensor_3d((float *)b->ehs, B2, b->T, b->D);
+    backend_upload(be, &x, &hx);
+    backend_upload(be, &ehs, &he);
+    if (b->pooled) {
+        Tensor hp = tensor_2d((float *)b->pooled, B2, b->P);
+        backend_upload(be, &te, &hp);
+    }
+    const Tensor *tep = b->pooled ? &te : NULL;
+    Tensor hpred = tensor_4d(pred, B2, b->C, b->H, b->W);
+    Tensor href = tensor_4d(ref, B2, b->C, b->H, b->W);
+    unet_lora_enable(u, 1);
+    rc = unet_forward(u, be, &out, &x, b->t, &ehs, tep, b->time_ids, err);
+    if (!rc) {
+        backend_download(be, &hpred, &out);
+        unet_lora_enable(u, 0);
+        rc = unet_forward(u, be, &out, &x, b->t, &ehs, tep, b->time_ids, err);
+        unet_lora_enable(u, 1);
+    }
+    if (!rc) {
+        backend_download(be, &href, &out);
+        rc = backend_sync(be, err);
+    }
+    if (rc)
+        goto done;
+    size_t h = (size_t)b->B * N;
+    tune_loss_grad(obj, xl, beta, b->B, N, pred, pred + h, ref, ref + h, b->target,
+                   b->target + h, scale, d, d + h, st);
+    Tensor hd = tensor_4d(d, B2, b->C, b->H, b->W);
+    backend_upload(be, &dout, &hd);
+    rc = unet_backward(u, be, NULL, &dout, &x, b->t, &ehs, tep, b->time_ids, err);
+done:
+    backend_tensor_free(be, &x);
+    backend_tensor_free(be, &out);
+    backend_tensor_free(be, &dout);
+    backend_tensor_free(be, &ehs);
+    if (b->pooled)
+        backend_tensor_free(be, &te);
+    free(pred);
+    free(d);
+    return rc;
+}
+
+/* ---- the optimizer ------------------------------------------------------------------------ */
+
+/* Copy every adapter's A, B (which = 0) or dA, dB (which = 1) between the device and FLAT
+ * (dir 0: device → flat, 1: flat → device). */
+static int flat_xfer(TuneOpt *o, float *flat, int which, int dir, Err *err) {
+    size_t off = 0;
+    int n = unet_lora_count(o->u);
+    for (int i = 0; i < n; i++) {
+        Tensor t[4];
+        unet_lora_get(o->u, i, &t[0], &t[1], &t[2], &t[3]);
+        for (int k = 0; k < 2; k++) {
+            Tensor *dev = &t[2 * which + k];
+            Tensor h = tensor_view(flat + off, dev->n_dims, dev->shape);
+            if (dir == 0)
+                backend_download(o->be, &h, dev);
+            else
+                backend_upload(o->be, dev, &h);
+            off += (size_t)tensor_numel(dev);
+        }
+    }
+    return backend_sync(o->be, err);
+}
+
+int tune_opt_init(TuneOpt *o, Unet *u, Backend *be, Err *err) {
+    memset(o, 0, sizeof *o);
+    o->u = u;
+    o->be = be;
+    o->weight_decay = 1e-2f;
+    o->max_norm = 1.0f;
+    int n = unet_lora_count(u);
+    if (n <= 0)
+        return err_set(err, ERR_USAGE, "tune: the UNet has no adapters to train");
+    for (int i = 0; i < n; i++) {
+        Tensor A, B;
+        unet_lora_get(u, i, &A, &B, NULL, NULL);
+        o->n += (size_t)tensor_numel(&A) + (size_t)tensor_numel(&B);
+    }
+    o->p = xcalloc(4 * o->n, sizeof(float));
+    o->g = o->p + o->n;
+    o->m = o->g + o->n;
+    o->v = o->m + o->n;
+    return flat_xfer(o, o->p, 0, 0, err);
+}
+
+void tune_opt_deinit(TuneOpt *o) {
+    if (!o)
+        return;
+    free(o->p);
+    memset(o, 0, sizeof *o);
+}
+
+int tune_opt_upload(TuneOpt *o, Err *err) { return flat_xfer(o, o->p, 0, 1, err); }
+
+int tune_opt_step(TuneOpt *o, float lr, float *grad_norm, Err *err) {
+    int rc = flat_xfer(o, o->g, 1, 0, err);
+    if (rc)
+        return rc;
+    float norm = optim_clip_grad_norm(o->g, o->n, o->max_norm);
+    if (grad_norm)
+        *grad_norm = norm;
+    AdamWConfig cfg = optim_adamw_defaults();
+    cfg.lr = lr;
+    cfg.weight_decay = o->weight_decay;
+    o->t++;
+    optim_adamw_step(o->p, o->g, o->m, o->v, o->n, o->t, lr, &cfg, 1);
+    unet_lora_zero_grad(o->u);
+    return tune_opt_upload(o, err);
+}
+
+/* ---- files -------------------------------------------------------------------------------- */
+
+int tune_opt_save(const TuneOpt *o, int rank, float alpha, const char *dir, Err *err) {
+    SafeTensorsWriter *w = safetensors_writer_new();
+    size_t off = 0;
+    int rc = 0, n = unet_lora_count(o->u);
+    for (int i = 0; !rc && i < n; i++) {
+        Tensor t[2];
+        const char *name = unet_lora_get(o->u, i, &t[0], &t[1], NULL, NULL);
+        for (int k = 0; !rc && k < 2; k++) {
+            char *key = xasprintf("unet.%s.lora_%c.weight", name, k ? 'B' : 'A');
+            rc = safetensors_writer_add(w, key, ST_F32, t[k].n_dims, t[k].shape, o->p + off,
+                                        err);
+            free(key);
+            off += (size_t)tensor_numel(&t[k]);
+        }
+    }
+    char buf[64];
+    snprintf(buf, sizeof buf, "%d", rank);
+    safetensors_writer_meta(w, "rank", buf);
+    snprintf(buf, sizeof buf, "%.9g", alpha);
+    safetensors_writer_meta(w, "alpha", buf);
+    char *path = xasprintf("%s/adapter.safetensors", dir);
+    if (!rc)
+        rc = safetensors_writer_save(w, path, err);
+    free(path);
+    safetensors_writer_free(w);
+    if (rc)
+        return rc;
+    w = safetensors_writer_new();
+    int64_t shape[1] = {(int64_t)o->n};
+    rc = safetensors_writer_add(w, "m", ST_F32, 1, shape, o->m, err);
+    if (!rc)
+        rc = safetensors_writer_add(w, "v", ST_F32, 1, shape, o->v, err);
+    snprintf(buf, sizeof buf, "%d", o->t);
+    safetensors_writer_meta(w, "step", buf);
+    path = xasprintf("%s/optimizer.safetensors", dir);
+    if (!rc)
+        rc = safetensors_writer_save(w, path, err);
+    free(path);
+    safetensors_writer_free(w);
+    return rc;
+}
+
+static int read_exact(SafeTensors *st, const char *name, float *out, size_t n, Err *err) {
+    const StTensor *t = safetensors_find(st, name);
+    if (!t || (size_t)t->n_elem != n)
+        return err_set(err, ERR_FORMAT,
+                       "%s: %s %s (the checkpoint is not of this adapter: start a new --out)",
+                       safetensors_path(st), name, t ? "has the wrong size" : "is missing");
+    return safetensors_read_f32(st, t, out, n, err);
+}
+
+int tune_opt_load(TuneOpt *o, const char *dir, Err *err) {
+    char *path = xasprintf("%s/adapter.safetensors", dir);
+    SafeTensors *st = safetensors_open(path, err);
+    free(path);
+    if (!st)
+        return err ? err->code : ERR_IO;
+    size_t off = 0;
+    int rc = 0, n = unet_lora_count(o->u);
+    for (int i = 0; !rc && i < n; i++) {
+        Tensor t[2];
+        const char *name = unet_lora_get(o->u, i, &t[0], &t[1], NULL, NULL);
+        for (int k = 0; !rc && k < 2; k++) {
+            char *key = xasprintf("unet.%s.lora_%c.weight", name, k ? 'B' : 'A');
+            size_t cnt = (size_t)tensor_numel(&t[k]);
+            rc = read_exact(st, key, o->p + off, cnt, err);
+            free(key);
+            off += cnt;
+        }
+    }
+    safetensors_close(st);
+    if (rc)
+        return rc;
+    path = xasprintf("%s/optimizer.safetensors", dir);
+    st = safetensors_open(path, err);
+    free(path);
+    if (!st)
+        return err ? err->code : ERR_IO;
+    rc = read_exact(st, "m", o->m, o->n, err);
+    if (!rc)
+        rc = read_exact(st, "v", o->v, o->n, err);
+    const char *s = safetensors_metadata(st, "step");
+    if (!rc && (!s || atoi(s) < 0))
+        rc = err_set(err, ERR_FORMAT, "%s: no step in its metadata", safetensors_path(st));
+    if (!rc)
+        o->t = atoi(s);
+    safetensors_close(st);
+    if (!rc)
+        rc = tune_opt_upload(o, err);
+    return rc;
+}

@@ -1,0 +1,274 @@
+/* One training step of each objective of `easel tune` (tune_step.h, tune_loss.h) against
+ * PyTorch + diffusers + peft (tests/train/make_tune_fixtures.py → fixtures/tune_step.safetensors):
+ * on the tiny SD- and SDXL-shaped UNets of tests/models, with the same LoRA weights, latents,
+ * noise, timesteps and conditioning, the noisy latents, the loss, the adapters' gradients and
+ * the adapters after one AdamW step (clipping at 1.0) agree within 1e-4 relative; the first
+ * DPO and ADPO losses are ln 2. The objectives' gradients are also checked by finite
+ * differences on their own. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "base.h"
+#include "fmt_safetensors.h"
+#include "rng.h"
+#include "scheduler.h"
+#include "sd_weights.h"
+#include "tune_loss.h"
+#include "tune_step.h"
+#include "unet.h"
+
+#define FIX "tests/train/fixtures/tune_step.safetensors"
+
+static const char *const TARGETS[] = {"to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj",
+                                      "ff.net.2"};
+
+static float *get(SafeTensors *st, const char *cs, const char *field, size_t *n) {
+    char name[256];
+    snprintf(name, sizeof name, "%s.%s", cs, field);
+    const StTensor *t = safetensors_find(st, name);
+    cr_assert_not_null(t, "fixture tensor %s missing", name);
+    float *p = xmalloc(sizeof(float) * (size_t)t->n_elem);
+    Err err = {0};
+    cr_assert_eq(safetensors_read_f32(st, t, p, (size_t)t->n_elem, &err), 0, "%s", err.msg);
+    if (n)
+        *n = (size_t)t->n_elem;
+    return p;
+}
+
+static double max_abs(const float *a, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fmax(m, fabs(a[i]));
+    return m;
+}
+
+static double max_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fmax(m, fabs((double)a[i] - b[i]));
+    return m;
+}
+
+static float *down(Backend *be, const Tensor *t) {
+    float *h = xmalloc(sizeof(float) * (size_t)tensor_numel(t));
+    Tensor v = tensor_view(h, t->n_dims, t->shape);
+    backend_download(be, &v, t);
+    return h;
+}
+
+static void check_case(const char *cs, const char *model, TuneObjective obj, int xl) {
+    Err err = {0};
+    SafeTensors *fx = safetensors_open(FIX, &err);
+    cr_assert_not_null(fx, "%s", err.msg);
+    Backend *be = NULL;
+    BackendConfig bc = {.threads = 2, .arena_bytes = (size_t)64 << 20};
+    cr_assert_eq(backend_open("cpu", &bc, &be, NULL, 0, &err), 0, "%s", err.msg);
+    SdWeights *w = NULL;
+    cr_assert_eq(sd_weights_open(model, "unet", &w, &err), 0, "%s", err.msg);
+    Unet *u = NULL;
+    cr_assert_eq(unet_load(w, be, NULL, &u, &err), 0, "%s", err.msg);
+    cr_assert_eq(unet_lora_add(u, 4, 8.0f, TARGETS, 6, 1, &err), 0, "%s", err.msg);
+    int na = unet_lora_count(u);
+    for (int i = 0; i < na; i++) {
+        Tensor A, B;
+        const char *m = unet_lora_get(u, i, &A, &B, NULL, NULL);
+        char f[256];
+        snprintf(f, sizeof f, "%s.A0", m);
+        float *a = get(fx, cs, f, NULL);
+        snprintf(f, sizeof f, "%s.B0", m);
+        float *b = get(fx, cs, f, NULL);
+        Tensor ha = tensor_view(a, A.n_dims, A.shape), hb = tensor_view(b, B.n_dims, B.shape);
+        backend_upload(be, &A, &ha);
+        backend_upload(be, &B, &hb);
+        free(a), free(b);
+    }
+    /* the schedule of the fixture's DDPMScheduler */
+    SchedConfig sc;
+    sched_config_default(&sc, SCHED_DDIM);
+    sc.beta_start = 0.00085;
+    sc.beta_end = 0.012;
+    sc.beta_schedule = SCHED_BETAS_SCALED_LINEAR;
+    sc.num_train_timesteps = 1000;
+    Scheduler sch;
+    cr_assert_eq(scheduler_init(&sch, &sc, 1, &err), 0, "%s", err.msg);
+    const int B = 2, C = 4, S = 8, T = 7;
+    size_t N = (size_t)C * S * S, nehs;
+    float *x0w = get(fx, cs, "x0_w", NULL), *x0l = get(fx, cs, "x0_l", NULL);
+    float *noise = get(fx, cs, "noise", NULL), *t = get(fx, cs, "t", NULL);
+    float *ehs = get(fx, cs, "ehs", &nehs), *ehsn = get(fx, cs, "ehs_neg", NULL);
+    float *want_xt = get(fx, cs, "xt", NULL);
+    int D = (int)(nehs / (size_t)(B * T));
+    float *xt = xmalloc(2 * B * N * sizeof *xt), *tgt = xmalloc(2 * B * N * sizeof *tgt);
+    float *ehs2 = xmalloc(2 * nehs * sizeof *ehs2), *t2 = xmalloc(2 * B * sizeof *t2);
+    for (int side = 0; side < 2; side++)
+        for (int b = 0; b < B; b++) {
+            int row = side * B + b;
+            const float *x0 = (side && obj != TUNE_ADPO ? x0l : x0w) + b * N;
+            tune_add_noise(sch.alphas_cumprod, (int)t[b], x0, noise + b * N, N,
+                           SCHED_PRED_EPSILON, xt + row * N, tgt + row * N);
+            t2[row] = t[b];
+            const float *e = (side && obj == TUNE_ADPO ? ehsn : ehs) + (size_t)b * T * D;
+            memcpy(ehs2 + (size_t)row * T * D, e, (size_t)T * D * sizeof *e);
+        }
+    double dxt = max_diff(xt, want_xt, 2 * B * N);
+    cr_assert(dxt <= 1e-6 * max_abs(want_xt, 2 * B * N), "%s: x_t differs by %g", cs, dxt);
+    float *pooled = NULL, *tids = NULL;
+    int P = 0;
+    if (xl) {
+        size_t np;
+        float *te = get(fx, cs, "text_embeds", &np), *ti = get(fx, cs, "time_ids", NULL);
+        P = (int)(np / B);
+        pooled = xmalloc(2 * np * sizeof *pooled);
+        tids = xmalloc(2 * B * 6 * sizeof *tids);
+        memcpy(pooled, te, np * sizeof *te), memcpy(pooled + np, te, np * sizeof *te);
+        memcpy(tids, ti, B * 6 * sizeof *ti), memcpy(tids + B * 6, ti, B * 6 * sizeof *ti);
+        free(te), free(ti);
+    }
+    float *beta = get(fx, cs, "beta", NULL);
+    TuneBatch tb = {B, C, S, S, xt, tgt, t2, ehs2, T, D, pooled, P, tids};
+    TuneLossStats ls;
+    unet_lora_zero_grad(u);
+    cr_assert_eq(tune_batch_grad(u, be, &tb, obj, xl, beta[0], 1.0f, &ls, &err), 0, "%s",
+                 err.msg);
+    float *wl = get(fx, cs, "loss", NULL), *wa = get(fx, cs, "acc", NULL);
+    float *wg = get(fx, cs, "grad_norm", NULL);
+    cr_assert(fabs(ls.loss - wl[0]) <= 1e-4 * fabs(wl[0]) + 1e-7, "%s: loss %.9g, torch %.9g",
+              cs, ls.loss, wl[0]);
+    cr_assert_float_eq(ls.acc / ls.n, wa[0], 1e-9, "%s: acc", cs);
+    if (strstr(cs, "_init") && obj != TUNE_DSPO)
+        cr_assert_float_eq(ls.loss, log(2.0), 1e-6, "%s: the first loss is ln 2", cs);
+    /* gradients, before clipping: every adapter, relative to the largest of all */
+    double gmax = 0, gdiff = 0;
+    for (int i = 0; i < na; i++) {
+        Tensor dA, dB;
+        const char *m = unet_lora_get(u, i, NULL, NULL, &dA, &dB);
+        char f[256];
+        for (int k = 0; k < 2; k++) {
+            snprintf(f, sizeof f, "%s.d%c", m, k ? 'B' : 'A');
+            size_t n;
+            float *want = get(fx, cs, f, &n), *got = down(be, k ? &dB : &dA);
+            cr_assert_eq(n, (size_t)tensor_numel(k ? &dB : &dA));
+            gmax = fmax(gmax, max_abs(want, n));
+            gdiff = fmax(gdiff, max_diff(got, want, n));
+            free(want), free(got);
+        }
+    }
+    cr_assert(gmax > 0, "%s: the reference gradient is zero", cs);
+    cr_assert(gdiff <= 1e-4 * gmax, "%s: adapter gradients differ by %g (max %g)", cs, gdiff,
+              gmax);
+    /* one AdamW step (lr 1e-3, weight decay 1e-2, clipping at 1.0) */
+    TuneOpt o;
+    cr_assert_eq(tune_opt_init(&o, u, be, &err), 0, "%s", err.msg);
+    float gn = 0;
+    cr_assert_eq(tune_opt_step(&o, 1e-3f, &gn, &err), 0, "%s", err.msg);
+    cr_assert(fabs(gn - wg[0]) <= 1e-4 * wg[0], "%s: grad norm %g, torch %g", cs, gn, wg[0]);
+    /* Adam's first step moves each weight by about lr·sign(g): a weight whose gradient is
+     * within the gradient tolerance of zero may move either way in either program, so those
+     * are only checked to move by at most lr·(1 + wd·|p|); the others within 1e-4 of
+     * the largest move. */
+    double pdiff = 0, dmax = 0, loose = 0;
+    for (int i = 0; i < na; i++) {
+        Tensor A, Bt;
+        const char *m = unet_lora_get(u, i, &A, &Bt, NULL, NULL);
+        char f[256];
+        for (int k = 0; k < 2; k++) {
+            size_t n;
+            snprintf(f, sizeof f, "%s.%c1", m, k ? 'B' : 'A');
+            float *want = get(fx, cs, f, &n), *got = down(be, k ? &Bt : &A);
+            snprintf(f, sizeof f, "%s.%c0", m, k ? 'B' : 'A');
+            float *before = get(fx, cs, f, NULL);
+            snprintf(f, sizeof f, "%s.d%c", m, k ? 'B' : 'A');
+            float *g = get(fx, cs, f, NULL);
+            for (size_t j = 0; j < n; j++) {
+                dmax = fmax(dmax, fabs((double)want[j] - before[j]));
+                double d = fabs((double)got[j] - want[j]);
+                if (fabs(g[j]) > 1e-2 * gmax)
+                    pdiff = fmax(pdiff, d);
+                else /* the excess over lr·(1 + wd·|p|) */
+                    loose = fmax(loose, fabs((double)got[j] - before[j]) -
+                                            1e-3 * (1 + 1e-2 * fabs(before[j])));
+            }
+            free(want), free(got), free(before), free(g);
+        }
+    }
+    cr_assert(dmax > 0);
+    cr_assert(pdiff <= 1e-4 * dmax + 1e-8, "%s: updated adapters differ by %g (moves up to %g)",
+              cs, pdiff, dmax);
+    cr_assert(loose <= 1e-7, "%s: a weight moved by %g more than lr allows", cs, loose);
+    tune_opt_deinit(&o);
+    free(x0w), free(x0l), free(noise), free(t), free(ehs), free(ehsn), free(want_xt), free(xt);
+    free(tgt), free(ehs2), free(t2), free(pooled), free(tids), free(beta), free(wl), free(wa);
+    free(wg);
+    scheduler_deinit(&sch);
+    unet_free(u);
+    sd_weights_close(w);
+    backend_close(be);
+    safetensors_close(fx);
+}
+
+#define SD "tests/models/fixtures/unet_sd"
+#define XL "tests/models/fixtures/unet_sdxl"
+
+Test(tune_step, dpo_first_step_is_ln2_and_matches_torch) { check_case("dpo_init", SD, TUNE_DPO, 0); }
+Test(tune_step, dpo_matches_torch) { check_case("dpo", SD, TUNE_DPO, 0); }
+Test(tune_step, dspo_sd_matches_torch) { check_case("dspo", SD, TUNE_DSPO, 0); }
+Test(tune_step, adpo_first_step_is_ln2_and_matches_torch) { check_case("adpo_init", SD, TUNE_ADPO, 0); }
+Test(tune_step, adpo_matches_torch) { check_case("adpo", SD, TUNE_ADPO, 0); }
+Test(tune_step, dpo_sdxl_first_step_is_ln2_and_matches_torch) {
+    check_case("dpo_xl_init", XL, TUNE_DPO, 1);
+}
+Test(tune_step, dpo_sdxl_matches_torch) { check_case("dpo_xl", XL, TUNE_DPO, 1); }
+Test(tune_step, dspo_sdxl_matches_torch) { check_case("dspo_xl", XL, TUNE_DSPO, 1); }
+Test(tune_step, dspo_sdxl_small_branch_matches_torch) { check_case("dspo_xl_small", XL, TUNE_DSPO, 1); }
+
+/* ---- the objectives' gradients by finite differences (double-checked central differences on
+ * random predictions; both DSPO SDXL branches) ---- */
+
+static void fd_check(TuneObjective obj, int xl, float beta, float p2scale) {
+    const int B = 2;
+    const size_t N = 12;
+    size_t n = (size_t)B * N;
+    float *pw = xmalloc(n * 4), *pl = xmalloc(n * 4), *rw = xmalloc(n * 4), *rl = xmalloc(n * 4);
+    float *tw = xmalloc(n * 4), *tl = xmalloc(n * 4), *dw = xmalloc(n * 4), *dl = xmalloc(n * 4);
+    Rng r;
+    rng_init(&r, 99 + obj);
+    for (size_t i = 0; i < n; i++) {
+        tw[i] = rng_normal(&r), tl[i] = rng_normal(&r);
+        rw[i] = tw[i] + 0.3f * rng_normal(&r), rl[i] = tl[i] + 0.3f * rng_normal(&r);
+        pw[i] = rw[i] + p2scale * rng_normal(&r), pl[i] = rl[i] + p2scale * rng_normal(&r);
+    }
+    TuneLossStats st;
+    tune_loss_grad(obj, xl, beta, B, N, pw, pl, rw, rl, tw, tl, 1.0f, dw, dl, &st);
+    double worst = 0, gmax = 0;
+    for (int side = 0; side < 2; side++)
+        for (size_t i = 0; i < n; i++) {
+            float *p = side ? pl : pw, keep = p[i];
+            double h = 1e-3, lp, lm;
+            p[i] = keep + (float)h;
+            tune_loss_grad(obj, xl, beta, B, N, pw, pl, rw, rl, tw, tl, 1.0f, NULL, NULL, &st);
+            lp = st.loss;
+            p[i] = keep - (float)h;
+            tune_loss_grad(obj, xl, beta, B, N, pw, pl, rw, rl, tw, tl, 1.0f, NULL, NULL, &st);
+            lm = st.loss;
+            p[i] = keep;
+            double fd = (lp - lm) / (2 * h), an = (side ? dl : dw)[i];
+            worst = fmax(worst, fabs(fd - an));
+            gmax = fmax(gmax, fabs(an));
+        }
+    cr_assert(gmax > 0, "objective %d: zero gradient", obj);
+    cr_assert(worst <= 2e-3 * gmax + 1e-6, "objective %d xl %d: fd differs by %g (max %g)", obj,
+              xl, worst, gmax);
+    free(pw), free(pl), free(rw), free(rl), free(tw), free(tl), free(dw), free(dl);
+}
+
+Test(tune_loss, dpo_gradient_matches_finite_differences) { fd_check(TUNE_DPO, 0, 2.0f, 0.2f); }
+Test(tune_loss, adpo_gradient_matches_finite_differences) { fd_check(TUNE_ADPO, 1, 3.0f, 0.2f); }
+Test(tune_loss, dspo_sd_gradient_matches_finite_differences) { fd_check(TUNE_DSPO, 0, 0.5f, 0.2f); }
+Test(tune_loss, dspo_sdxl_gradient_matches_finite_differences) {
+    fd_check(TUNE_DSPO, 1, 2.0f, 0.6f); /* mean (pred − ref)² >= 0.1 */
+    fd_check(TUNE_DSPO, 1, 2.0f, 0.1f); /* below: the (1 − σ)² branch */
+}
