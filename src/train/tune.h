@@ -1,0 +1,94 @@
+/* tune — preference fine-tuning of a text-to-image model's UNet with a LoRA adapter
+ * (`easel tune`, the `tune` job kind): Diffusion-DPO, DSPO and ADPO (tune_loss.h) on pairs
+ * of images, offline. doc/tuning.md is the user's guide.
+ *
+ * DESIGN
+ *   - One model is opened ONCE as an SdPipeline (the UNet trained, its text encoders for the
+ *     prompts, its scheduler's ᾱ for the noising, the same pipeline renders the sample
+ *     images); a LoRA adapter is added to its UNet, and the reference model of the objectives
+ *     is the same UNet with the adapter off.
+ *   - Before anything is written, every pair is checked and its images encoded: the VAE
+ *     encoder's mean × scaling_factor of the image resized (shorter side, bicubic) and
+ *     centre-cropped to the training size, once per image; every prompt encoded once. A pair
+ *     naming an image that is missing or does not decode is refused with its line.
+ *   - Step s (1-based) takes batch·accum pair slots g = ((s−1)·accum + k)·batch + b; slot g is
+ *     pair perm_e[g mod n] of a seeded permutation of epoch e = g div n; its timestep
+ *     t ~ U[0, T) and noise ε come from a generator seeded by (seed, g, pair index): a resumed
+ *     run draws exactly what an uninterrupted one does.
+ *   - AdamW on f32 master weights (weight decay 1e-2, ε 1e-8, as diffusers' DPO scripts),
+ *     gradient-norm clipping at 1.0, learning rate lr·s/warmup for s <= warmup then lr
+ *     (diffusers' constant_with_warmup, the DPO scripts' default).
+ *   - OUT/metrics.jsonl gets one JSON object per step (and the store, when given, the same as
+ *     run metrics of split "train"); OUT/checkpoint-S/ every save_every steps and OUT/final/
+ *     hold adapter.safetensors, optimizer.safetensors and state.json, each folder written
+ *     whole under a temporary name and renamed into place. A run given an OUT that holds
+ *     checkpoints resumes from the newest: after kill -9 the final adapter is bit for bit an
+ *     uninterrupted run's. OUT/samples/step-S/ holds sample images at fixed seeds.
+ * Thread safety: one run per thread; the Store (optional) is used from the calling thread. */
+#ifndef EASEL_TUNE_H
+#define EASEL_TUNE_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "progress.h"
+#include "store.h"
+#include "tune_pairs.h"
+
+typedef struct TuneConfig {
+    char model[1024];          /* a diffusers model folder */
+    char pairs[1024];          /* a pairs.jsonl */
+    char out[1024];            /* the run folder */
+    char objective[8];         /* dpo (default), dspo, adpo */
+    char adapter[8];           /* lora */
+    char device[24];           /* auto, cpu, cuda, cuda:N */
+    char optimizer[12];        /* adamw */
+    char targets[512];         /* comma-separated module suffixes; "" = the original's six */
+    int rank;                  /* 8 */
+    double alpha;              /* 32 */
+    double beta;               /* 0 = the objective's and model's default */
+    double lr;                 /* 5e-5 */
+    double weight_decay;       /* 1e-2 */
+    int steps;                 /* 2000 */
+    int batch;                 /* pairs per micro-batch: 1 */
+    int accum;                 /* micro-batches per step: 1 */
+    uint64_t seed;             /* 0 */
+    int save_every;            /* 500 (0: only final/) */
+    int width, height;         /* 0: the model's default size */
+    int warmup;                /* 0 */
+    int threads;               /* CPU threads, 0 = all */
+    char sample_seeds[128];    /* "0,1" ("" or "none": no samples) */
+    char sample_prompts[1024]; /* a file, one prompt a line; "" = the first pairs' prompts */
+    int sample_steps;          /* 20 */
+    char run_name[128];        /* the store's run name; "" = generated */
+} TuneConfig;
+
+void tune_config_defaults(TuneConfig *c);
+/* Values and combinations; ERR_USAGE naming the flag. */
+int tune_config_check(const TuneConfig *c, Err *err);
+/* β when c->beta is 0: dpo/adpo 5000 (SDXL) or 2000 (SD 1.x/2.x); dspo 5000 or 0.001. */
+double tune_default_beta(const char *objective, int xl);
+
+typedef struct TuneHooks {
+    Progress progress;       /* unit "steps"; cancel saves a checkpoint and stops */
+    int64_t job_id;          /* recorded in the store's run (0 = none) */
+    /* called (progress.user) after step S is complete (metrics and any checkpoint written) */
+    void (*after_step)(void *user, int step);
+    /* called (progress.user) with one line when the device differs from the one asked */
+    void (*device_note)(void *user, const char *note);
+} TuneHooks;
+
+/* Train. ST may be NULL (no run in the store). Returns 0, ERR_CANCELLED (a checkpoint of the
+ * last complete step kept: run again to resume), or another ERR_*. */
+int tune_run(Store *st, const TuneConfig *c, const TuneHooks *h, Err *err);
+
+/* The pairs of a pairs.jsonl (the original's format: prompt, img_pos, img_neg, label, and
+ * easel's optional prompt_neg): label 1 keeps the order, 0 swaps it, 0.5 (no preference) is
+ * skipped. Relative image paths are taken from the pairs file's folder, else the current
+ * folder. Errors name the file and line. */
+int tune_pairs_read(const char *path, TunePairs *out, Err *err);
+
+/* The newest complete checkpoint-S/ in OUT: S, or 0 when there is none. */
+int tune_last_checkpoint(const char *out);
+
+#endif

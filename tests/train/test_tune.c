@@ -1,0 +1,304 @@
+/* `easel tune`'s run (tune.h) on the tiny SD pipeline of tests/gen (64² images, 8² latents):
+ * metrics and checkpoints, determinism, resume after kill -9 equal to an uninterrupted run bit
+ * for bit, the store's run and metrics, sample images, and bad pairs refused before anything
+ * is written. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "image.h"
+#include "store.h"
+#include "store_runs.h"
+#include "tune.h"
+
+#define MODEL "tests/gen/fixtures/pipeline_sd"
+
+static char tmp[256];
+
+/* A temp folder with four 64² PNGs (two brighter, two darker, with texture) and a pairs
+ * file of two prompts preferring the brighter. */
+static void setup(void) {
+    snprintf(tmp, sizeof tmp, "/tmp/easel-tune-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmp));
+    uint8_t px[64 * 64 * 3];
+    for (int k = 0; k < 4; k++) {
+        for (int i = 0; i < 64 * 64 * 3; i++)
+            px[i] = (uint8_t)((k < 2 ? 150 : 60) + ((i * (7 + k)) % 50));
+        char p[300];
+        snprintf(p, sizeof p, "%s/img%d.png", tmp, k);
+        Err err = {0};
+        cr_assert_eq(image_write_png(p, px, 64, 64, 3, &err), 0, "%s", err.msg);
+    }
+    char p[300];
+    snprintf(p, sizeof p, "%s/pairs.jsonl", tmp);
+    FILE *f = fopen(p, "w");
+    fprintf(f, "{\"prompt\": \"a red fox\", \"img_pos\": \"img0.png\", \"img_neg\": "
+               "\"img2.png\", \"label\": 1.0}\n");
+    fprintf(f, "{\"prompt\": \"a blue bird\", \"img_pos\": \"img3.png\", \"img_neg\": "
+               "\"img1.png\", \"label\": 0}\n");
+    fprintf(f, "{\"prompt\": \"a cat\", \"img_pos\": \"img3.png\", \"img_neg\": "
+               "\"img1.png\", \"label\": 0.5}\n");
+    fclose(f);
+}
+
+static void teardown(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(tune, .init = setup, .fini = teardown, .timeout = 300);
+
+static void config(TuneConfig *c, const char *out, const char *objective) {
+    tune_config_defaults(c);
+    snprintf(c->model, sizeof c->model, "%s", MODEL);
+    snprintf(c->pairs, sizeof c->pairs, "%s/pairs.jsonl", tmp);
+    snprintf(c->out, sizeof c->out, "%s/%s", tmp, out);
+    snprintf(c->objective, sizeof c->objective, "%s", objective);
+    snprintf(c->device, sizeof c->device, "cpu");
+    snprintf(c->sample_seeds, sizeof c->sample_seeds, "none");
+    c->steps = 4;
+    c->save_every = 2;
+    c->batch = 2;
+    c->accum = 2;
+    c->lr = 1e-3;
+    c->warmup = 2;
+    c->seed = 7;
+    c->threads = 2;
+}
+
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s missing", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = xmalloc((size_t)len + 1);
+    cr_assert_eq(fread(b, 1, (size_t)len, f), (size_t)len);
+    b[len] = 0;
+    fclose(f);
+    if (n)
+        *n = (size_t)len;
+    return b;
+}
+
+static void same_file(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    cr_assert(na == nb && !memcmp(x, y, na), "%s and %s differ", a, b);
+    free(x), free(y);
+}
+
+/* The metrics lines without pairs_per_s (a timing). */
+static char *metrics_sans_time(const char *out) {
+    char p[1100];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", out);
+    char *m = slurp(p, NULL);
+    for (char *q = strstr(m, ", \"pairs_per_s\""); q; q = strstr(q, ", \"pairs_per_s\"")) {
+        char *e = strchr(q, '}');
+        memmove(q, e, strlen(e) + 1);
+    }
+    return m;
+}
+
+static void run_ok(const TuneConfig *c, const TuneHooks *h) {
+    Err err = {0};
+    cr_assert_eq(tune_run(NULL, c, h, &err), 0, "%s", err.msg);
+}
+
+Test(tune, dpo_run_writes_metrics_checkpoints_and_is_deterministic) {
+    TuneConfig a, b;
+    config(&a, "a", "dpo");
+    config(&b, "b", "dpo");
+    run_ok(&a, NULL);
+    run_ok(&b, NULL);
+    char pa[1200], pb[1200];
+    snprintf(pa, sizeof pa, "%s/final/adapter.safetensors", a.out);
+    snprintf(pb, sizeof pb, "%s/final/adapter.safetensors", b.out);
+    same_file(pa, pb);
+    snprintf(pa, sizeof pa, "%s/checkpoint-2/optimizer.safetensors", a.out);
+    cr_assert(base_is_file(pa), "no checkpoint-2");
+    snprintf(pa, sizeof pa, "%s/checkpoint-4/state.json", a.out);
+    cr_assert(base_is_file(pa), "no checkpoint of the last step");
+    char *ma = metrics_sans_time(a.out), *mb = metrics_sans_time(b.out);
+    cr_assert_str_eq(ma, mb);
+    /* four steps; the first DPO loss is ln 2 (the adapter starts as the reference), the
+     * learning rate warms up linearly */
+    int lines = 0, step;
+    double loss, acc, margin, kl, lr, gn;
+    for (char *l = strtok(ma, "\n"); l; l = strtok(NULL, "\n"), lines++) {
+        cr_assert_eq(sscanf(l, "{\"step\": %d, \"loss\": %lf, \"acc\": %lf, \"margin\": %lf, "
+                               "\"kl\": %lf, \"lr\": %lf, \"grad_norm\": %lf",
+                            &step, &loss, &acc, &margin, &kl, &lr, &gn), 7, "%s", l);
+        cr_assert_eq(step, lines + 1);
+        if (step == 1) {
+            cr_assert_float_eq(loss, log(2.0), 1e-6);
+            cr_assert_float_eq(margin, 0, 1e-9);
+            cr_assert_float_eq(kl, 0, 1e-9);
+            cr_assert_float_eq(lr, 5e-4, 1e-9);
+        } else {
+            cr_assert_float_eq(lr, 1e-3, 1e-9);
+        }
+        cr_assert(gn > 0 && isfinite(loss) && acc >= 0 && acc <= 1);
+    }
+    cr_assert_eq(lines, 4);
+    free(ma), free(mb);
+}
+
+static void kill_at_3(void *user, int step) {
+    (void)user;
+    if (step == 3)
+        raise(SIGKILL);
+}
+
+static void killed_then_resumed(const char *objective) {
+    TuneConfig a, b;
+    config(&a, "a", objective);
+    config(&b, "b", objective);
+    run_ok(&a, NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        TuneHooks h = {0};
+        h.after_step = kill_at_3;
+        Err err = {0};
+        tune_run(NULL, &b, &h, &err);
+        _exit(3);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the child was not killed");
+    cr_assert_eq(tune_last_checkpoint(b.out), 2);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/final", b.out);
+    cr_assert(!base_is_dir(p), "final/ exists after the kill");
+    run_ok(&b, NULL);
+    char pa[1200], pb[1200];
+    snprintf(pa, sizeof pa, "%s/final/adapter.safetensors", a.out);
+    snprintf(pb, sizeof pb, "%s/final/adapter.safetensors", b.out);
+    same_file(pa, pb);
+    snprintf(pa, sizeof pa, "%s/final/optimizer.safetensors", a.out);
+    snprintf(pb, sizeof pb, "%s/final/optimizer.safetensors", b.out);
+    same_file(pa, pb);
+    char *ma = metrics_sans_time(a.out), *mb = metrics_sans_time(b.out);
+    cr_assert_str_eq(ma, mb, "the resumed run's metrics differ (or step 3 is there twice)");
+    free(ma), free(mb);
+}
+
+Test(tune, dpo_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("dpo"); }
+Test(tune, dspo_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("dspo"); }
+Test(tune, adpo_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("adpo"); }
+
+Test(tune, a_resume_with_other_settings_is_refused) {
+    TuneConfig a;
+    config(&a, "a", "dpo");
+    a.steps = 2;
+    run_ok(&a, NULL);
+    a.steps = 3;
+    a.rank = 4;
+    Err err = {0};
+    cr_assert_eq(tune_run(NULL, &a, NULL, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "other settings"), "%s", err.msg);
+}
+
+Test(tune, metrics_go_to_the_store_as_a_tune_run) {
+    char sp[300];
+    snprintf(sp, sizeof sp, "%s/easel.db", tmp);
+    Err err = {0};
+    Store *st = store_open(sp, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    TuneConfig a;
+    config(&a, "a", "dpo");
+    a.steps = 2;
+    snprintf(a.run_name, sizeof a.run_name, "tune-test");
+    cr_assert_eq(tune_run(st, &a, NULL, &err), 0, "%s", err.msg);
+    StoreRun r;
+    cr_assert_eq(store_run_by_name(st, "tune-test", &r, &err), 0, "%s", err.msg);
+    cr_assert_str_eq(r.kind, "tune");
+    cr_assert_str_eq(r.state, "succeeded");
+    static const char *const names[] = {"loss", "acc", "margin", "kl", "lr", "grad_norm",
+                                        "pairs_per_s"};
+    for (int i = 0; i < 7; i++) {
+        double v;
+        int64_t step;
+        cr_assert_eq(store_metric_last(st, r.id, "train", names[i], &v, &step, &err), 0,
+                     "%s: %s", names[i], err.msg);
+        cr_assert_eq(step, 2, "%s", names[i]);
+    }
+    double v;
+    int64_t step;
+    cr_assert_eq(store_metric_last(st, r.id, "train", "lr", &v, &step, &err), 0);
+    cr_assert_float_eq(v, 1e-3, 1e-9);
+    store_run_deinit(&r);
+    store_close(st);
+}
+
+Test(tune, sample_images_at_checkpoints) {
+    TuneConfig a;
+    config(&a, "a", "dpo");
+    a.steps = 2;
+    a.save_every = 1;
+    a.sample_steps = 2;
+    snprintf(a.sample_seeds, sizeof a.sample_seeds, "0,5");
+    run_ok(&a, NULL);
+    const char *files[] = {"samples/step-1/p0-seed0.png", "samples/step-1/p1-seed5.png",
+                           "samples/step-2/p0-seed5.png"};
+    for (int i = 0; i < 3; i++) {
+        char p[1200];
+        snprintf(p, sizeof p, "%s/%s", a.out, files[i]);
+        Image im = {0};
+        Err err = {0};
+        cr_assert_eq(image_load(p, 3, &im, &err), 0, "%s", err.msg);
+        cr_assert_eq(im.w, 64);
+        cr_assert_eq(im.h, 64);
+        image_deinit(&im);
+    }
+}
+
+Test(tune, a_pair_with_a_missing_image_is_refused_with_its_line_and_nothing_written) {
+    char p[300];
+    snprintf(p, sizeof p, "%s/pairs.jsonl", tmp);
+    FILE *f = fopen(p, "a");
+    fprintf(f, "{\"prompt\": \"x\", \"img_pos\": \"img0.png\", \"img_neg\": \"gone.png\"}\n");
+    fclose(f);
+    TuneConfig a;
+    config(&a, "a", "dpo");
+    Err err = {0};
+    cr_assert_neq(tune_run(NULL, &a, NULL, &err), 0);
+    cr_assert(strstr(err.msg, "pairs.jsonl:4"), "%s", err.msg);
+    cr_assert(strstr(err.msg, "gone.png"), "%s", err.msg);
+    cr_assert(!base_is_dir(a.out), "the run folder was created");
+}
+
+Test(tune, a_bad_pairs_line_is_refused_with_its_line) {
+    char p[300];
+    snprintf(p, sizeof p, "%s/pairs.jsonl", tmp);
+    FILE *f = fopen(p, "a");
+    fprintf(f, "{\"prompt\": \"x\", \"img_pos\": \"img0.png\"}\n");
+    fclose(f);
+    TunePairs ps;
+    Err err = {0};
+    cr_assert_eq(tune_pairs_read(p, &ps, &err), ERR_FORMAT);
+    cr_assert(strstr(err.msg, "pairs.jsonl:4") && strstr(err.msg, "img_neg"), "%s", err.msg);
+}
+
+Test(tune, pairs_file_orientation) {
+    char p[300];
+    snprintf(p, sizeof p, "%s/pairs.jsonl", tmp);
+    TunePairs ps;
+    Err err = {0};
+    cr_assert_eq(tune_pairs_read(p, &ps, &err), 0, "%s", err.msg);
+    cr_assert_eq(ps.n, 2, "the 0.5 pair is skipped");
+    cr_assert(strstr(ps.v[0].path_w, "/img0.png") && strstr(ps.v[0].path_l, "/img2.png"));
+    cr_assert(strstr(ps.v[1].path_w, "/img1.png") && strstr(ps.v[1].path_l, "/img3.png"),
+              "label 0 swaps");
+    cr_assert_eq(ps.v[1].line, 2);
+    tune_pairs_free(&ps);
+}
