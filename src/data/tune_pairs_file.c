@@ -2,6 +2,7 @@
  * parsed by the importer's own line parser (pairs_jsonl.h); then every distinct image is read
  * and decoded on several threads, and the first problem in line order is the error. */
 #include "tune_pairs_src.h"
+#include "tune_pairs_int.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,23 +22,13 @@
 
 /* ---- reading and decoding the images, once per distinct path ---- */
 
-typedef struct ImgCheck {
-    char *path;               /* as it opens from the cwd */
-    int ok;
-    int missing;              /* nothing at the path */
-    dev_t dev;                /* the file, to tell two spellings of one path */
-    ino_t ino;
-    char sha[SHA256_HEX_LEN + 1];
-    Err err;
-} ImgCheck;
-
 typedef struct CheckPool {
-    ImgCheck *v;
+    TuneImgCheck *v;
     size_t n;
     atomic_size_t next;
 } CheckPool;
 
-static void check_one(ImgCheck *c) {
+static void check_one(TuneImgCheck *c) {
     struct stat sb;
     if (stat(c->path, &sb) != 0) {
         c->missing = 1;
@@ -73,7 +64,7 @@ static void *check_worker(void *arg) {
 
 #define CHECK_THREADS 8
 
-static void check_all(ImgCheck *v, size_t n) {
+void tune_img_check_all(TuneImgCheck *v, size_t n) {
     CheckPool p = {.v = v, .n = n};
     atomic_init(&p.next, 0);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -294,7 +285,7 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
 
     Row *rows = NULL;
     size_t n = 0, cap = 0;
-    ImgCheck *chk = NULL;
+    TuneImgCheck *chk = NULL;
     size_t n_chk = 0, cap_chk = 0;
     PathMap map = {0};
     FirstProblem fp = {0};
@@ -334,7 +325,7 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
             }
             size_t *slot = path_slot(&map, p);
             if (*slot == SIZE_MAX) {
-                chk[n_chk] = (ImgCheck){.path = p};
+                chk[n_chk] = (TuneImgCheck){.path = p};
                 *slot = n_chk++;
             } else {
                 free(p);
@@ -349,12 +340,12 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
     free(buf);
 
     if (!fp.line)
-        check_all(chk, n_chk);
+        tune_img_check_all(chk, n_chk);
     for (size_t i = 0; i < n && !fp.line; i++) {
         Row *r = &rows[i];
         static const char *what[2] = {"img_pos", "img_neg"};
         for (int k = 0; k < 2 && !fp.line; k++) {
-            ImgCheck *c = &chk[r->img[k]];
+            TuneImgCheck *c = &chk[r->img[k]];
             char m[ERR_MSG_LEN];
             if (c->missing) {
                 snprintf(m, sizeof m,
@@ -371,7 +362,7 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
         }
         if (fp.line)
             break;
-        const ImgCheck *a = &chk[r->img[0]], *b = &chk[r->img[1]];
+        const TuneImgCheck *a = &chk[r->img[0]], *b = &chk[r->img[1]];
         int same_file = r->img[0] == r->img[1] || (a->dev == b->dev && a->ino == b->ino);
         if (same_file || strcmp(a->sha, b->sha) == 0) {
             char m[ERR_MSG_LEN];

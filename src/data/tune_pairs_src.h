@@ -47,4 +47,34 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
 /* tune_pairs_load_file_ex without a store or counts. */
 int tune_pairs_load_file(const char *path, const char *base_dir, TunePairs *out, Err *err);
 
+/* ---- the store ---- */
+
+#define TUNE_N_HEADS 5 /* a reward model's heads: the first five aspects, in position order */
+
+/* Pairs derived from the store's current ratings (retired images left out), mean over
+ * annotators, by pairs.c's rule: two images of one prompt whose scores differ by MIN_DIFF or
+ * more (and at all) make one pair, the higher-scored image the winner.
+ *   ASPECT != NULL: that aspect's ratings (HEAD_WEIGHTS must be NULL);
+ *   else the combined score over the aspects rated on both images: their plain mean when
+ *   HEAD_WEIGHTS is NULL (pairs_derive's combined pair), else weighted by softmax(HEAD_WEIGHTS)
+ *   (TUNE_N_HEADS values for aspect positions 0..4, as the reward model's combined score
+ *   weighs its heads), Σ p_k r_k / Σ p_k over the aspects both images have; aspects past the
+ *   fifth then weigh nothing.
+ * Every pair's images are resolved as the store resolves paths and checked to decode; each
+ * pair gets its prompt's text, image ids, weight 1.0, line 0. Order: prompt, then image ids.
+ * Returns 0; ERR_USAGE (unknown aspect: the message lists the store's; both ASPECT and
+ * HEAD_WEIGHTS); ERR_NOTFOUND (no pairs; an image not on disk); ERR_FORMAT (an image that does
+ * not decode, a prompt without text); ERR_DB. Writes nothing. On error *OUT is empty. */
+int tune_pairs_from_store(Store *st, const char *aspect, const double *head_weights,
+                          double min_diff, TunePairs *out, Err *err);
+
+/* P = softmax(W): the share of each head in a reward model's combined score. */
+void tune_head_softmax(const double w[TUNE_N_HEADS], double p[TUNE_N_HEADS]);
+
+/* The learned head weights (raw, before the softmax) of the reward model at CKPT: a
+ * checkpoint folder of `easel train` (best/, final/, checkpoint-N/: its model.safetensors) or
+ * a .safetensors file (the original's too), tensor `head_weights` (5 values, any float
+ * dtype). Returns 0, or ERR_NOTFOUND/ERR_IO/ERR_FORMAT naming the file. */
+int tune_reward_head_weights(const char *ckpt, double w[TUNE_N_HEADS], Err *err);
+
 #endif
