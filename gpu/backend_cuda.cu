@@ -195,6 +195,7 @@ static const BackendOps cuda_ops = {
     KERN_OPS_CLIP, // ops of CLIP
     KERN_OPS_UNET, // ops of the UNet
     KERN_OPS_VAE,
+    KERN_OPS_DORA, // ops of DoRA
 };
 
 static int blas_open(Backend *be, CudaState *s) {

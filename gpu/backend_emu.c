@@ -112,6 +112,7 @@ static const BackendOps emu_ops = {
     KERN_OPS_CLIP, /* ops of CLIP */
     KERN_OPS_UNET, /* ops of the UNet */
     KERN_OPS_VAE,
+    KERN_OPS_DORA, /* ops of DoRA */
 };
 
 int backend_emu_open(const BackendConfig *cfg, Backend **out, Err *err) {

@@ -621,4 +621,36 @@ static void kop_l2norm_forward(Backend *be, CT *out, CT *norm, CT *inp, float ep
 // The VAE block of the table, after the UNet block.
 #define KERN_OPS_VAE kop_pad2d_forward
 
+// ---- ops of DoRA (kern_dora.h; issue 16) ------------------------------------------------------
+
+static void kop_dora_norm(Backend *be, CT *norm, CT *weight, CT *B, CT *A, float s) {
+    int OC = (int)norm->shape[0];
+    if (OC == 0)
+        return;
+    DoraNormArgs x = {F(norm), weight->ptr, CF(B), CF(A), OC, A ? (int)A->shape[0] : 0,
+                      (long)(tensor_numel(weight) / OC), s, (int)weight->dtype};
+    dora_norm_be(be, x);
+}
+
+static void kop_dora_scale(Backend *be, CT *out, CT *inp, CT *m, CT *norm, CT *bias) {
+    long n = (long)tensor_numel(inp);
+    if (n == 0)
+        return;
+    DoraScaleArgs x = {F(out), CF(inp), CF(m), CF(norm), bias ? bias->ptr : NULL, n,
+                       (int)inp->shape[1], (long)inp->shape[2],
+                       bias ? (int)bias->dtype : (int)DTYPE_F32};
+    dora_scale_be(be, x);
+}
+
+static void kop_dora_mag_backward(Backend *be, CT *dm, CT *dout, CT *y, CT *norm) {
+    if (dout->shape[1] == 0)
+        return;
+    DoraMagArgs x = {F(dm), CF(dout), CF(y), CF(norm), (int)dout->shape[0], (int)dout->shape[1],
+                     (long)dout->shape[2]};
+    dora_mag_bwd_be(be, x);
+}
+
+// The DoRA block of the table, after the VAE block.
+#define KERN_OPS_DORA kop_dora_norm, kop_dora_scale, kop_dora_mag_backward
+
 #endif

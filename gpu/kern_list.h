@@ -10,6 +10,7 @@
 #include "kern_clip.h" /* ops of CLIP */
 #include "kern_conv.h"
 #include "kern_convert.h"
+#include "kern_dora.h" /* ops of DoRA */
 #include "kern_nn.h"
 #include "kern_norm.h"
 #include "kern_pointwise.h"
@@ -61,6 +62,10 @@
     X(upsample_nearest_fwd, NearestArgs)                                                     \
     X(upsample_nearest_bwd, NearestArgs)                                                     \
     /* ops of the VAE (kern_vae.h) */                                                        \
-    X(pad2d_fwd, Pad2dArgs)
+    X(pad2d_fwd, Pad2dArgs)                                                                  \
+    /* ops of DoRA (kern_dora.h) */                                                          \
+    X(dora_norm, DoraNormArgs)                                                               \
+    X(dora_scale, DoraScaleArgs)                                                             \
+    X(dora_mag_bwd, DoraMagArgs)
 
 #endif

@@ -7,12 +7,14 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base.h"
 #include "infile.h"
+#include "pairs_jsonl.h"
 #include "sha256.h"
 #include "store_pairs.h"
 
@@ -29,34 +31,137 @@ typedef struct PRow {
     double rating_pos, rating_neg, rating_diff;
 } PRow;
 
-static int json_num(ImportCtx *c, long line, json_t *o, const char *key, double *out) {
+/* ---- one line, store-free (pairs_jsonl.h) ---- */
+
+typedef struct LineCtx {
+    PairsProblemFn fn;
+    void *ud;
+    long line;
+} LineCtx;
+
+static void problem(LineCtx *lc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(LineCtx *lc, const char *fmt, ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    lc->fn(lc->ud, lc->line, msg);
+}
+
+static int json_num(LineCtx *lc, json_t *o, const char *key, double *out) {
     json_t *v = json_object_get(o, key);
     *out = NAN;
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_number(v)) {
-        import_problem(c, line, "\"%s\" must be a number", key);
+        problem(lc, "\"%s\" must be a number", key);
         return -1;
     }
     *out = json_number_value(v);
     return 0;
 }
 
-static const char *json_str(ImportCtx *c, long line, json_t *o, const char *key, int required) {
+static const char *json_str(LineCtx *lc, json_t *o, const char *key, int required) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) {
         if (required)
-            import_problem(
-                c, line,
-                "\"%s\" is missing (every line needs \"prompt\", \"img_pos\" and \"img_neg\")",
-                key);
+            problem(lc,
+                    "\"%s\" is missing (every line needs \"prompt\", \"img_pos\" and "
+                    "\"img_neg\")",
+                    key);
         return NULL;
     }
     if (!json_is_string(v) || !*json_string_value(v)) {
-        import_problem(c, line, "\"%s\" must be a non-empty string", key);
+        problem(lc, "\"%s\" must be a non-empty string", key);
         return NULL;
     }
     return json_string_value(v);
+}
+
+int pairs_line_parse(const char *s, long line, PairsLine *out, PairsProblemFn fn, void *ud) {
+    LineCtx lc = {.fn = fn, .ud = ud, .line = line};
+    memset(out, 0, sizeof *out);
+    json_error_t je;
+    json_t *o = json_loads(s, JSON_REJECT_DUPLICATES, &je);
+    if (!o) {
+        problem(&lc, "not valid JSON at column %d: %s", je.column, je.text);
+        return -1;
+    }
+    if (!json_is_object(o)) {
+        problem(&lc, "each line must be one JSON object {\"prompt\": ..., \"img_pos\": ..., "
+                     "\"img_neg\": ..., \"label\": 1.0}");
+        json_decref(o);
+        return -1;
+    }
+    PairsLine *p = out;
+    p->prompt = json_str(&lc, o, "prompt", 1);
+    p->img_pos = json_str(&lc, o, "img_pos", 1);
+    p->img_neg = json_str(&lc, o, "img_neg", 1);
+    int bad = !p->prompt || !p->img_pos || !p->img_neg;
+    json_t *ja = json_object_get(o, "aspect");
+    if (ja && !json_is_null(ja)) {
+        if (json_is_string(ja)) {
+            p->aspect = json_string_value(ja);
+        } else {
+            problem(&lc, "\"aspect\" must be a string (an aspect name or \"combined\")");
+            bad = 1;
+        }
+    }
+    bad |= json_num(&lc, o, "label", &p->label) != 0;
+    bad |= json_num(&lc, o, "rating_pos", &p->rating_pos) != 0;
+    bad |= json_num(&lc, o, "rating_neg", &p->rating_neg) != 0;
+    bad |= json_num(&lc, o, "rating_diff", &p->rating_diff) != 0;
+    if (isnan(p->label))
+        p->label = 1.0;
+    if (!bad && (p->label < 0 || p->label > 1)) {
+        problem(&lc, "label %g is outside 0..1 (1.0 = img_pos preferred)", p->label);
+        bad = 1;
+    }
+    if (!bad && strcmp(p->img_pos, p->img_neg) == 0) {
+        problem(&lc, "img_pos and img_neg are the same image");
+        bad = 1;
+    }
+    json_t *jid = json_object_get(o, "prompt_id");
+    if (!bad && jid && json_is_string(jid) && *json_string_value(jid))
+        p->prompt_id = json_string_value(jid);
+    if (bad) {
+        json_decref(o);
+        memset(out, 0, sizeof *out);
+        return -1;
+    }
+    p->obj = o;
+    return 0;
+}
+
+void pairs_line_deinit(PairsLine *pl) {
+    if (!pl)
+        return;
+    json_decref(pl->obj);
+    memset(pl, 0, sizeof *pl);
+}
+
+char *pairs_jsonl_next_line(char **cursor, long *line) {
+    char *s = *cursor;
+    if (!*s)
+        return NULL;
+    char *nl = strchr(s, '\n');
+    *cursor = nl ? nl + 1 : s + strlen(s);
+    if (nl)
+        *nl = '\0';
+    size_t len = strlen(s);
+    ++*line;
+    while (len > 0 && s[len - 1] == '\r')
+        s[--len] = '\0';
+    if (*line == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
+        s += 3;
+    return s;
+}
+
+/* ---- the importer ---- */
+
+static void import_line_problem(void *ud, long line, const char *msg) {
+    import_problem(ud, line, "%s", msg);
 }
 
 /* The prompt a pair names: a prompt_id, "prompt_N" for prompt_id N, or the prompt text. */
@@ -84,72 +189,31 @@ static int aspect_known(const ImportCtx *c, const char *name) {
     return 0;
 }
 
-/* The optional "aspect": 0 and *out (NULL if absent/null), or -1 after a problem. */
-static int pair_aspect(ImportCtx *c, long line, json_t *o, const char **out) {
-    json_t *ja = json_object_get(o, "aspect");
-    *out = NULL;
-    if (!ja || json_is_null(ja))
-        return 0;
-    if (!json_is_string(ja)) {
-        import_problem(c, line, "\"aspect\" must be a string (an aspect name or \"combined\")");
-        return -1;
-    }
-    const char *a = json_string_value(ja);
-    if (*a && strcmp(a, "combined") != 0 && !aspect_known(c, a)) {
-        import_problem(c, line,
-                       "aspect \"%s\" is not an aspect of this store (use one of the aspect "
-                       "names, or \"combined\")",
-                       a);
-        return -1;
-    }
-    *out = a;
-    return 0;
-}
-
 /* Check the JSON text S of LINE into *P. Returns 0, or -1 after recording its problems. */
 static int pairs_plan_line(ImportCtx *c, long line, const char *s, PRow *p) {
     memset(p, 0, sizeof *p);
     p->line = line;
-    json_error_t je;
-    json_t *o = json_loads(s, JSON_REJECT_DUPLICATES, &je);
-    if (!o) {
-        import_problem(c, line, "not valid JSON at column %d: %s", je.column, je.text);
+    PairsLine pl;
+    if (pairs_line_parse(s, line, &pl, import_line_problem, c))
         return -1;
-    }
     int bad = 0;
-    if (!json_is_object(o)) {
+    const char *prompt = pl.prompt, *ip = pl.img_pos, *in = pl.img_neg, *asp = pl.aspect;
+    p->label = pl.label;
+    p->rating_pos = pl.rating_pos;
+    p->rating_neg = pl.rating_neg;
+    p->rating_diff = pl.rating_diff;
+    if (asp && *asp && strcmp(asp, "combined") != 0 && !aspect_known(c, asp)) {
         import_problem(c, line,
-                       "each line must be one JSON object {\"prompt\": ..., \"img_pos\": ..., "
-                       "\"img_neg\": ..., \"label\": 1.0}");
-        bad = 1;
-        goto out;
-    }
-    const char *prompt = json_str(c, line, o, "prompt", 1);
-    const char *ip = json_str(c, line, o, "img_pos", 1);
-    const char *in = json_str(c, line, o, "img_neg", 1);
-    const char *asp;
-    bad = !prompt || !ip || !in;
-    bad |= pair_aspect(c, line, o, &asp) != 0;
-    bad |= json_num(c, line, o, "label", &p->label) != 0;
-    bad |= json_num(c, line, o, "rating_pos", &p->rating_pos) != 0;
-    bad |= json_num(c, line, o, "rating_neg", &p->rating_neg) != 0;
-    bad |= json_num(c, line, o, "rating_diff", &p->rating_diff) != 0;
-    if (isnan(p->label))
-        p->label = 1.0;
-    if (!bad && (p->label < 0 || p->label > 1)) {
-        import_problem(c, line, "label %g is outside 0..1 (1.0 = img_pos preferred)", p->label);
-        bad = 1;
-    }
-    if (!bad && strcmp(ip, in) == 0) {
-        import_problem(c, line, "img_pos and img_neg are the same image");
+                       "aspect \"%s\" is not an aspect of this store (use one of the aspect "
+                       "names, or \"combined\")",
+                       asp);
         bad = 1;
     }
     if (bad)
         goto out;
     p->aspect = xstrdup(asp && strcmp(asp, "combined") != 0 ? asp : "");
-    json_t *jid = json_object_get(o, "prompt_id"); /* written by easel's export */
-    if (!(jid && json_is_string(jid) &&
-          (p->prompt_id = import_prompt_lookup(c, json_string_value(jid)))))
+    /* "prompt_id" is written by easel's export */
+    if (!(pl.prompt_id && (p->prompt_id = import_prompt_lookup(c, pl.prompt_id))))
         pair_prompt(c, p, prompt);
     import_resolve_image(c, ip, &p->pos);
     import_resolve_image(c, in, &p->neg);
@@ -182,7 +246,7 @@ static int pairs_plan_line(ImportCtx *c, long line, const char *s, PRow *p) {
         p->label = 1.0 - p->label;
     }
 out:
-    json_decref(o);
+    pairs_line_deinit(&pl);
     if (bad) {
         free(p->aspect);
         free(p->new_ext);
@@ -283,17 +347,8 @@ int import_pairs_jsonl(ImportCtx *c, const char *path, Err *err) {
     long line = 0;
     int read_err = 0;
     char *next = (char *)buf;
-    while (*next) {
-        char *s = next, *nl = strchr(s, '\n');
-        next = nl ? nl + 1 : s + strlen(s);
-        if (nl)
-            *nl = '\0';
-        size_t len = strlen(s);
-        line++;
-        while (len > 0 && s[len - 1] == '\r')
-            s[--len] = '\0';
-        if (line == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
-            s += 3;
+    char *s;
+    while ((s = pairs_jsonl_next_line(&next, &line))) {
         if (import_check_progress(c, (size_t)line, n_lines)) {
             read_err = ERR_CANCELLED;
             break;

@@ -931,3 +931,71 @@ void backend_pad2d_forward(Backend *be, CT *out, CT *inp, int top, int left) {
         be->ops->pad2d_forward(be, out, inp, top, left);
     }
 }
+
+/* ---- ops of DoRA (issue 16) ------------------------------------------------------------------ */
+
+void backend_dora_norm(Backend *be, CT *norm, CT *weight, CT *B, CT *A, float s) {
+    const char *op = "dora_norm";
+    if (!chk(be, op, "norm", norm, 0, F32, 1, ANY, 0, 0, 0))
+        return;
+    if (!weight || (weight->n_dims != 2 && weight->n_dims != 4)) {
+        backend_fail(be, ERR_USAGE, "%s: weight must be (OC,K) or (OC,C,kh,kw)", op);
+        return;
+    }
+    int64_t OC = norm->shape[0], K = OC ? tensor_numel(weight) / OC : 0;
+    if (weight->shape[0] != OC) {
+        backend_fail(be, ERR_USAGE, "%s: weight dimension 0 is %lld, expected %lld (norm's)", op,
+                     (long long)weight->shape[0], (long long)OC);
+        return;
+    }
+    int nd = weight->n_dims;
+    if (!chk(be, op, "weight", weight, 0, ANYT, nd, OC, ANY, ANY, ANY))
+        return;
+    if (!A != !B) {
+        backend_fail(be, ERR_USAGE, "%s: A and B go together (both NULL: the weight's norm)",
+                     op);
+        return;
+    }
+    if (A) {
+        if (!chk(be, op, "A", A, 0, F32, A->n_dims, ANY, ANY, ANY, ANY))
+            return;
+        int64_t r = A->shape[0];
+        if (r < 1 || tensor_numel(A) != r * K) {
+            backend_fail(be, ERR_USAGE, "%s: A has %lld elements per row, the weight %lld", op,
+                         (long long)(r ? tensor_numel(A) / r : 0), (long long)K);
+            return;
+        }
+        if (B->n_dims != 2 && B->n_dims != 4) {
+            backend_fail(be, ERR_USAGE, "%s: B must be (OC,r) or (OC,r,1,1)", op);
+            return;
+        }
+        if (!chk(be, op, "B", B, 0, F32, B->n_dims, OC, r, B->n_dims == 4 ? 1 : ANY,
+                 B->n_dims == 4 ? 1 : ANY))
+            return;
+    }
+    ENTRY(dora_norm);
+    be->ops->dora_norm(be, norm, weight, B, A, s);
+}
+
+void backend_dora_scale(Backend *be, CT *out, CT *inp, CT *m, CT *norm, CT *bias) {
+    const char *op = "dora_scale";
+    if (chk(be, op, "inp", inp, 0, F32, 3, ANY, ANY, ANY, 0) &&
+        chk(be, op, "out", out, 0, F32, 3, inp->shape[0], inp->shape[1], inp->shape[2], 0) &&
+        chk(be, op, "m", m, 0, F32, 1, inp->shape[1], 0, 0, 0) &&
+        chk(be, op, "norm", norm, 0, F32, 1, inp->shape[1], 0, 0, 0) &&
+        chk(be, op, "bias", bias, 1, ANYT, 1, inp->shape[1], 0, 0, 0)) {
+        ENTRY(dora_scale);
+        be->ops->dora_scale(be, out, inp, m, norm, bias);
+    }
+}
+
+void backend_dora_mag_backward(Backend *be, CT *dm, CT *dout, CT *y, CT *norm) {
+    const char *op = "dora_mag_backward";
+    if (chk(be, op, "dout", dout, 0, F32, 3, ANY, ANY, ANY, 0) &&
+        chk(be, op, "y", y, 0, F32, 3, dout->shape[0], dout->shape[1], dout->shape[2], 0) &&
+        chk(be, op, "dm", dm, 0, F32, 1, dout->shape[1], 0, 0, 0) &&
+        chk(be, op, "norm", norm, 0, F32, 1, dout->shape[1], 0, 0, 0)) {
+        ENTRY(dora_mag_backward);
+        be->ops->dora_mag_backward(be, dm, dout, y, norm);
+    }
+}

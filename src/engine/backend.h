@@ -304,4 +304,22 @@ void backend_upsample_nearest_backward(Backend *be, const Tensor *dinp, const Te
  * out must not alias inp. */
 void backend_pad2d_forward(Backend *be, const Tensor *out, const Tensor *inp, int top, int left);
 
+/* ---- ops of DoRA (src/models/unet.c's adapters, issue 16) ------------------------------------ */
+
+/* norm (OC) F32 = ‖weight[o] + s·(B·A)[o]‖₂ for every output row o: weight (OC, ...) of any
+ * dtype with K elements per row (a linear (OC,K); a conv (OC,C,kh,kw), K = C·kh·kw), B (OC,r)
+ * or (OC,r,1,1) F32, A (r, ...) F32 with K elements per row (a conv LoRA's A (r,C,kh,kw)).
+ * B and A both NULL: ‖weight[o]‖₂ (DoRA's magnitude at init). Sums in f32 or wider. */
+void backend_dora_norm(Backend *be, const Tensor *norm, const Tensor *weight, const Tensor *B,
+                       const Tensor *A, float s);
+/* out (P,C,Q) = inp (P,C,Q) · m[c] / norm[c] + bias[c] (DoRA's output, and its backward to
+ * the layer's output with bias NULL): m, norm (C) F32, bias (C, any dtype) optional; inp and
+ * out F32; out may alias inp. (A linear's (N,C) output is (N,C,1); a conv's (B,C,H·W).) */
+void backend_dora_scale(Backend *be, const Tensor *out, const Tensor *inp, const Tensor *m,
+                        const Tensor *norm, const Tensor *bias);
+/* dm (C) += Σ_{p,q} dout[p,c,q] · y[p,c,q] / norm[c]: the magnitude's gradient through
+ * backend_dora_scale for the pre-scale output y, the norm detached. All F32. */
+void backend_dora_mag_backward(Backend *be, const Tensor *dm, const Tensor *dout, const Tensor *y,
+                               const Tensor *norm);
+
 #endif

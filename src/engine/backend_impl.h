@@ -82,6 +82,10 @@ typedef struct BackendOps {
     void (*upsample_nearest_backward)(Backend *, CT *dinp, CT *dout);
     /* ops of the VAE (add, unet_transpose: above) */
     void (*pad2d_forward)(Backend *, CT *out, CT *inp, int top, int left);
+    /* ops of DoRA (issue 16) */
+    void (*dora_norm)(Backend *, CT *norm, CT *weight, CT *B, CT *A, float s);
+    void (*dora_scale)(Backend *, CT *out, CT *inp, CT *m, CT *norm, CT *bias);
+    void (*dora_mag_backward)(Backend *, CT *dm, CT *dout, CT *y, CT *norm);
 } BackendOps;
 
 struct Backend {

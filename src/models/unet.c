@@ -251,16 +251,17 @@ out:
 
 /* ---- parameters ----------------------------------------------------------------------------- */
 
-typedef struct ULora ULora;
+typedef struct UAdapter UAdapter;
 
 typedef struct ULinear {
     Tensor w, b;  /* b.ptr NULL: no bias */
-    ULora *lora;  /* a LoRA adapter on this layer (unet_lora_add), or NULL */
+    UAdapter *ad; /* a LoRA / DoRA adapter on this layer (unet_adapter_add), or NULL */
 } ULinear;
 
 typedef struct UConv {
     Tensor w, b;
     int k, stride, pad;
+    UAdapter *ad; /* as ULinear's */
 } UConv;
 
 typedef struct UNorm {
@@ -314,12 +315,16 @@ struct Unet {
     UNorm norm_out;
     ULevel down[UNET_MAX_LEVELS], mid, up[UNET_MAX_LEVELS];
     Backend *be;          /* the one the parameters live on */
-    ULora *loras;         /* unet_lora_add's adapters (n_lora), NULL when none */
-    int n_lora;
-    int lora_off;         /* unet_lora_enable(u, 0): every adapter skipped */
+    UAdapter *ads;        /* unet_adapter_add's adapters (n_ad), NULL when none */
+    int n_ad;
+    int ad_off;           /* unet_lora_enable(u, 0): every adapter skipped */
+    int temb_ad;          /* an adapter on time_embedding / add_embedding: the backward goes
+                           * through the time embedding */
+    Tensor ones;          /* n_ones ones on the device (per-channel sums in the backward) */
+    int64_t n_ones;
 };
 
-static void lora_free(Unet *u); /* the LoRA section, at the end */
+static void adapters_free(Unet *u); /* the adapter section, at the end */
 
 typedef struct Loader {
     SdWeights *w;
@@ -591,7 +596,7 @@ void unet_free(Unet *u) {
     if (!u)
         return;
     Backend *be = u->be;
-    lora_free(u); /* first: it walks the transformer blocks */
+    adapters_free(u); /* first: it walks the layers */
     Tensor *ts[] = {&u->t1.w, &u->t1.b, &u->t2.w, &u->t2.b, &u->a1.w, &u->a1.b, &u->a2.w,
                     &u->a2.b, &u->conv_in.w, &u->conv_in.b, &u->conv_out.w, &u->conv_out.b,
                     &u->norm_out.w, &u->norm_out.b};
@@ -671,12 +676,10 @@ static void gnorm(Backend *be, const Tensor *out, const Tensor *inp, const UNorm
     backend_reset(be, m);
 }
 
-/* out (N,OC) = inp · wᵀ + b, plus the layer's LoRA adapter when it has one. */
+/* out (N,OC) = inp · wᵀ + b, and a conv layer's output, with the layer's adapter when it has
+ * one (the adapter section, at the end). */
 static void lin_fwd(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l);
-
-static void conv(Backend *be, const Tensor *out, const Tensor *inp, const UConv *c) {
-    backend_conv2d_forward(be, out, inp, &c->w, &c->b, c->stride, c->pad);
-}
+static void conv(Backend *be, const Tensor *out, const Tensor *inp, const UConv *c);
 
 /* out (B,cout,H,W) = ResnetBlock2D(x (B,cin,H,W), semb = silu(temb) (B,temb)). */
 static void resnet_fwd(Backend *be, const Unet *u, const UResnet *r, const Tensor *out,
@@ -689,7 +692,7 @@ static void resnet_fwd(Backend *be, const Unet *u, const UResnet *r, const Tenso
     Tensor h2 = alloc4(be, B, r->cout, H, W);
     conv(be, &h2, &h, &r->c1);
     Tensor t = alloc2(be, B, r->cout);
-    backend_linear_forward(be, &t, semb, &r->temb.w, &r->temb.b);
+    lin_fwd(be, &t, semb, &r->temb);
     Tensor h3 = view(&h2, 3, B, r->cout, H * W, 0);
     backend_unet_add(be, &h3, &h3, NULL, &t);
     Tensor h4 = alloc4(be, B, r->cout, H, W);
@@ -746,7 +749,7 @@ static void transformer_fwd(Backend *be, const Unet *u, const UTransformer *t, c
     if (u->cfg.linear_proj) {
         Tensor g3 = view(&g, 3, B, C, S, 0);
         backend_unet_transpose(be, &tmp3, &g3);
-        backend_linear_forward(be, &tok, &tmp, &t->pin_l.w, &t->pin_l.b);
+        lin_fwd(be, &tok, &tmp, &t->pin_l);
     } else {
         Tensor p = view(&tmp, 4, B, C, H, W);
         conv(be, &p, &g, &t->pin_c);
@@ -774,7 +777,7 @@ static void transformer_fwd(Backend *be, const Unet *u, const UTransformer *t, c
     }
     Tensor o3 = view(out, 3, B, C, S, 0), x3 = view(x, 3, B, C, S, 0);
     if (u->cfg.linear_proj) {
-        backend_linear_forward(be, &tmp, &tok, &t->pout_l.w, &t->pout_l.b);
+        lin_fwd(be, &tmp, &tok, &t->pout_l);
         backend_unet_transpose(be, &o3, &tmp3);
     } else {
         Tensor gt = view(&g, 3, B, C, S, 0);
@@ -803,9 +806,9 @@ static float *time_embed(const Unet *u, Backend *be, const Tensor *semb_out,
     Tensor hsv = tensor_view(hs, 2, tsin.shape);
     backend_upload(be, &tsin, &hsv);
     Tensor e1 = alloc2(be, B, temb), emb = alloc2(be, B, temb), semb = *semb_out;
-    backend_linear_forward(be, &e1, &tsin, &u->t1.w, &u->t1.b);
+    lin_fwd(be, &e1, &tsin, &u->t1);
     backend_act_forward(be, BACKEND_ACT_SILU, &e1, &e1);
-    backend_linear_forward(be, &emb, &e1, &u->t2.w, &u->t2.b);
+    lin_fwd(be, &emb, &e1, &u->t2);
     if (c->text_time) {
         int64_t E = c->add_in_dim - 6 * c->add_time_dim, TD = 6 * c->add_time_dim;
         nn_timestep_embedding_forward(hs, time_ids, (int)(B * 6), c->add_time_dim,
@@ -816,9 +819,9 @@ static float *time_embed(const Unet *u, Backend *be, const Tensor *semb_out,
         Tensor te = view(text_embeds, 4, B, E, 1, 1);
         backend_concat_forward(be, &cat, &te, &tt);
         Tensor cat2 = view(&cat, 2, B, c->add_in_dim, 0, 0);
-        backend_linear_forward(be, &e1, &cat2, &u->a1.w, &u->a1.b);
+        lin_fwd(be, &e1, &cat2, &u->a1);
         backend_act_forward(be, BACKEND_ACT_SILU, &e1, &e1);
-        backend_linear_forward(be, &semb, &e1, &u->a2.w, &u->a2.b);
+        lin_fwd(be, &semb, &e1, &u->a2);
         Tensor a3 = view(&emb, 3, 1, B, temb, 0), b3 = view(&semb, 3, 1, B, temb, 0);
         backend_unet_add(be, &a3, &a3, &b3, NULL);
     }
@@ -989,183 +992,412 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
     return rc;
 }
 
-/* ---- LoRA adapters (issue 16) --------------------------------------------------------------- */
+/* ---- adapters: LoRA and DoRA on linear and conv layers (issue 16) ---------------------------- */
 
-struct ULora {
-    char name[192]; /* the diffusers module name, "down_blocks.0.attentions.0....attn1.to_q" */
-    int r, in, out;
-    float s;        /* alpha / r */
-    const int *off; /* the Unet's lora_off: the adapter is skipped (the reference model) */
-    Tensor A, B;    /* (r,in), (out,r) F32 */
-    Tensor dA, dB;  /* their gradients, F32 */
+struct UAdapter {
+    char name[192];   /* the diffusers module name, "down_blocks.0.attentions.0....attn1.to_q" */
+    int r, in, out;   /* in: the layer's input channels */
+    int k;            /* 0: a linear layer; else a k×k conv with the layer's stride and pad */
+    int stride, pad;
+    float s;          /* alpha / r */
+    float alpha;
+    int dora;
+    const int *off;   /* the Unet's ad_off: the adapter is skipped (the reference model) */
+    const Tensor *w;  /* the base layer's weight (OC, in) or (OC, in, k, k), any dtype */
+    Tensor A, B, m;   /* (r,in) or (r,in,k,k); (out,r) or (out,r,1,1); (out), DoRA only; F32 */
+    Tensor dA, dB, dm;
 };
 
-static void lin_fwd(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l) {
-    backend_linear_forward(be, out, inp, &l->w, l->b.ptr ? &l->b : NULL);
-    const ULora *a = l->lora;
-    if (!a || *a->off)
-        return;
+static Tensor like(Backend *be, const Tensor *t) {
+    return backend_alloc(be, DTYPE_F32, t->n_dims, t->shape);
+}
+
+static Tensor zeros_like(Backend *be, const Tensor *t) {
+    Tensor z = like(be, t);
+    backend_zero(be, &z);
+    return z;
+}
+
+static int ad_on(const UAdapter *a) { return a && !*a->off; }
+
+/* An output (N,C) or (B,C,H,W) as the (P,C,Q) of the DoRA ops. */
+static Tensor pcq(const Tensor *t) {
+    if (t->n_dims == 2)
+        return view(t, 3, t->shape[0], t->shape[1], 1, 0);
+    return view(t, 3, t->shape[0], t->shape[1], t->shape[2] * t->shape[3], 0);
+}
+
+/* The adapter's first factor on inp: t = A x (a linear (N,r), or the conv (B,r,Ho,Wo)). */
+static Tensor ad_down(Backend *be, const UAdapter *a, const Tensor *inp, const Tensor *out) {
+    Tensor t;
+    if (!a->k) {
+        t = alloc2(be, inp->shape[0], a->r);
+        backend_linear_forward(be, &t, inp, &a->A, NULL);
+    } else {
+        t = alloc4(be, out->shape[0], a->r, out->shape[2], out->shape[3]);
+        backend_conv2d_forward(be, &t, inp, &a->A, NULL, a->stride, a->pad);
+    }
+    return t;
+}
+
+/* out += s · B (A inp). */
+static void ad_delta(Backend *be, const UAdapter *a, const Tensor *out, const Tensor *inp) {
     size_t m = backend_mark(be);
-    Tensor t = alloc2(be, inp->shape[0], a->r), v = alloc2(be, out->shape[0], out->shape[1]);
-    backend_linear_forward(be, &t, inp, &a->A, NULL);
-    backend_linear_forward(be, &v, &t, &a->B, NULL);
+    Tensor t = ad_down(be, a, inp, out), v = like(be, out);
+    if (!a->k)
+        backend_linear_forward(be, &v, &t, &a->B, NULL);
+    else
+        backend_conv2d_forward(be, &v, &t, &a->B, NULL, 1, 0);
     backend_scale(be, &v, &v, a->s);
     backend_add(be, out, out, &v);
     backend_reset(be, m);
 }
 
-/* The backward of lin_fwd with the base frozen: dinp (N,C, may be NULL) += dout·W (+ the
- * adapter's path), and the adapter's dA, dB += their gradients. */
-static void lin_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
-                    const ULinear *l) {
-    if (dinp)
-        backend_linear_backward(be, dinp, NULL, NULL, dout, inp, &l->w);
-    const ULora *a = l->lora;
-    if (!a || *a->off)
+/* The base layer: out = W inp (+ bias). */
+static void base_fwd(Backend *be, const Tensor *out, const Tensor *inp, const Tensor *w,
+                     const Tensor *b, int k, int stride, int pad) {
+    if (!k)
+        backend_linear_forward(be, out, inp, w, b);
+    else
+        backend_conv2d_forward(be, out, inp, w, b, stride, pad);
+}
+
+/* A layer with its adapter: LoRA W x + b + s·B A x; DoRA (m / ‖W + s·BA‖)(W x + s·B A x) + b. */
+static void layer_fwd(Backend *be, const Tensor *out, const Tensor *inp, const Tensor *w,
+                      const Tensor *b, int k, int stride, int pad, const UAdapter *a) {
+    const Tensor *bias = b->ptr ? b : NULL;
+    if (!ad_on(a)) {
+        base_fwd(be, out, inp, w, bias, k, stride, pad);
         return;
+    }
+    if (!a->dora) {
+        base_fwd(be, out, inp, w, bias, k, stride, pad);
+        ad_delta(be, a, out, inp);
+        return;
+    }
     size_t m = backend_mark(be);
-    int64_t N = inp->shape[0];
-    Tensor t = alloc2(be, N, a->r), dt = alloc2(be, N, a->r);
-    Tensor ds = alloc2(be, N, a->out);
-    backend_linear_forward(be, &t, inp, &a->A, NULL);
-    backend_scale(be, &ds, dout, a->s);
-    backend_zero(be, &dt);
-    backend_linear_backward(be, &dt, &a->dB, NULL, &ds, &t, &a->B);
-    backend_linear_backward(be, dinp, &a->dA, NULL, &dt, inp, &a->A);
+    Tensor nrm = backend_alloc(be, DTYPE_F32, 1, &(int64_t){a->out});
+    backend_dora_norm(be, &nrm, w, &a->B, &a->A, a->s);
+    base_fwd(be, out, inp, w, NULL, k, stride, pad);
+    ad_delta(be, a, out, inp);
+    Tensor o3 = pcq(out);
+    backend_dora_scale(be, &o3, &o3, &a->m, &nrm, bias);
     backend_reset(be, m);
 }
 
-/* fn(ctx, name, layer) for every linear layer of every transformer block, in load order. */
-static void each_tlinear(Unet *u, void (*fn)(void *, const char *, ULinear *), void *ctx) {
-    char pre[160], name[192];
+/* The backward of layer_fwd with the base frozen: dinp (may be NULL) += the input gradient,
+ * the adapter's dA, dB (and dm) += theirs. */
+static void layer_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
+                      const Tensor *w, int k, int stride, int pad, const UAdapter *a) {
+    if (!ad_on(a)) {
+        if (!dinp)
+            return;
+        if (!k)
+            backend_linear_backward(be, dinp, NULL, NULL, dout, inp, w);
+        else
+            backend_conv2d_backward(be, dinp, NULL, NULL, dout, inp, w, stride, pad);
+        return;
+    }
+    size_t m = backend_mark(be);
+    const Tensor *dy = dout;
+    Tensor dys;
+    if (a->dora) {
+        /* y0 = W x + s·B A x (no bias), out = g ⊙ y0 + b with g = m / ‖W + s·BA‖ detached:
+         * dm += Σ dout·y0 / ‖·‖, dy0 = g ⊙ dout */
+        Tensor nrm = backend_alloc(be, DTYPE_F32, 1, &(int64_t){a->out});
+        backend_dora_norm(be, &nrm, w, &a->B, &a->A, a->s);
+        Tensor y0 = like(be, dout);
+        base_fwd(be, &y0, inp, w, NULL, k, stride, pad);
+        ad_delta(be, a, &y0, inp);
+        Tensor d3 = pcq(dout), y3 = pcq(&y0);
+        backend_dora_mag_backward(be, &a->dm, &d3, &y3, &nrm);
+        dys = like(be, dout);
+        Tensor s3 = pcq(&dys);
+        backend_dora_scale(be, &s3, &d3, &a->m, &nrm, NULL);
+        dy = &dys;
+    }
+    if (dinp) {
+        if (!k)
+            backend_linear_backward(be, dinp, NULL, NULL, dy, inp, w);
+        else
+            backend_conv2d_backward(be, dinp, NULL, NULL, dy, inp, w, stride, pad);
+    }
+    Tensor t = ad_down(be, a, inp, dout), dt = zeros_like(be, &t), ds = like(be, dout);
+    backend_scale(be, &ds, dy, a->s);
+    if (!k) {
+        backend_linear_backward(be, &dt, &a->dB, NULL, &ds, &t, &a->B);
+        backend_linear_backward(be, dinp, &a->dA, NULL, &dt, inp, &a->A);
+    } else {
+        backend_conv2d_backward(be, &dt, &a->dB, NULL, &ds, &t, &a->B, 1, 0);
+        backend_conv2d_backward(be, dinp, &a->dA, NULL, &dt, inp, &a->A, a->stride, a->pad);
+    }
+    backend_reset(be, m);
+}
+
+static void lin_fwd(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l) {
+    layer_fwd(be, out, inp, &l->w, &l->b, 0, 1, 0, l->ad);
+}
+
+static void conv(Backend *be, const Tensor *out, const Tensor *inp, const UConv *c) {
+    layer_fwd(be, out, inp, &c->w, &c->b, c->k, c->stride, c->pad, c->ad);
+}
+
+/* dinp (N,C, may be NULL) += dout·W (through the adapter too); the adapter's gradients +=. */
+static void lin_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
+                    const ULinear *l) {
+    layer_bwd(be, dinp, dout, inp, &l->w, 0, 1, 0, l->ad);
+}
+
+static void conv_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
+                     const UConv *c) {
+    layer_bwd(be, dinp, dout, inp, &c->w, c->k, c->stride, c->pad, c->ad);
+}
+
+/* The walk over every adaptable layer, in load order: fn(ctx, name, l, c), one of l, c set. */
+typedef void (*LayerFn)(void *ctx, const char *name, ULinear *l, UConv *c);
+
+static void walk_resnet(UResnet *r, const char *pre, LayerFn fn, void *ctx) {
+    char n[192];
+    snprintf(n, sizeof n, "%s.conv1", pre);
+    fn(ctx, n, NULL, &r->c1);
+    snprintf(n, sizeof n, "%s.time_emb_proj", pre);
+    fn(ctx, n, &r->temb, NULL);
+    snprintf(n, sizeof n, "%s.conv2", pre);
+    fn(ctx, n, NULL, &r->c2);
+    if (r->sc.w.ptr) {
+        snprintf(n, sizeof n, "%s.conv_shortcut", pre);
+        fn(ctx, n, NULL, &r->sc);
+    }
+}
+
+static void walk_transformer(const Unet *u, UTransformer *t, const char *pre, LayerFn fn,
+                             void *ctx) {
+    char n[192];
+    snprintf(n, sizeof n, "%s.proj_in", pre);
+    fn(ctx, n, u->cfg.linear_proj ? &t->pin_l : NULL, u->cfg.linear_proj ? NULL : &t->pin_c);
+    for (int k = 0; k < t->n; k++) {
+        UTBlock *b = &t->blocks[k];
+        struct {
+            const char *s;
+            ULinear *l;
+        } ls[] = {{"attn1.to_q", &b->a1.q},   {"attn1.to_k", &b->a1.k},
+                  {"attn1.to_v", &b->a1.v},   {"attn1.to_out.0", &b->a1.o},
+                  {"attn2.to_q", &b->a2.q},   {"attn2.to_k", &b->a2.k},
+                  {"attn2.to_v", &b->a2.v},   {"attn2.to_out.0", &b->a2.o},
+                  {"ff.net.0.proj", &b->ff1}, {"ff.net.2", &b->ff2}};
+        for (size_t q = 0; q < ARRAY_LEN(ls); q++) {
+            snprintf(n, sizeof n, "%s.transformer_blocks.%d.%s", pre, k, ls[q].s);
+            fn(ctx, n, ls[q].l, NULL);
+        }
+    }
+    snprintf(n, sizeof n, "%s.proj_out", pre);
+    fn(ctx, n, u->cfg.linear_proj ? &t->pout_l : NULL, u->cfg.linear_proj ? NULL : &t->pout_c);
+}
+
+static void walk_layers(Unet *u, LayerFn fn, void *ctx) {
+    char pre[160];
+    fn(ctx, "time_embedding.linear_1", &u->t1, NULL);
+    fn(ctx, "time_embedding.linear_2", &u->t2, NULL);
+    if (u->cfg.text_time) {
+        fn(ctx, "add_embedding.linear_1", &u->a1, NULL);
+        fn(ctx, "add_embedding.linear_2", &u->a2, NULL);
+    }
+    fn(ctx, "conv_in", NULL, &u->conv_in);
     for (int part = 0; part < 3; part++) {
         int nl = part == 1 ? 1 : u->cfg.levels;
         for (int i = 0; i < nl; i++) {
             ULevel *lv = part == 0 ? &u->down[i] : part == 1 ? &u->mid : &u->up[i];
-            for (int j = 0; j < lv->n_attn; j++) {
-                if (part == 0)
-                    snprintf(pre, sizeof pre, "down_blocks.%d.attentions.%d", i, j);
-                else if (part == 1)
-                    snprintf(pre, sizeof pre, "mid_block.attentions.%d", j);
-                else
-                    snprintf(pre, sizeof pre, "up_blocks.%d.attentions.%d", i, j);
-                UTransformer *t = &lv->attn[j];
-                for (int k = 0; k < t->n; k++) {
-                    UTBlock *b = &t->blocks[k];
-                    struct {
-                        const char *s;
-                        ULinear *l;
-                    } ls[] = {{"attn1.to_q", &b->a1.q},   {"attn1.to_k", &b->a1.k},
-                              {"attn1.to_v", &b->a1.v},   {"attn1.to_out.0", &b->a1.o},
-                              {"attn2.to_q", &b->a2.q},   {"attn2.to_k", &b->a2.k},
-                              {"attn2.to_v", &b->a2.v},   {"attn2.to_out.0", &b->a2.o},
-                              {"ff.net.0.proj", &b->ff1}, {"ff.net.2", &b->ff2}};
-                    for (size_t q = 0; q < ARRAY_LEN(ls); q++) {
-                        snprintf(name, sizeof name, "%s.transformer_blocks.%d.%s", pre, k,
-                                 ls[q].s);
-                        fn(ctx, name, ls[q].l);
+            const char *blk = part == 0 ? "down_blocks" : "up_blocks";
+            for (int j = 0; j < lv->n_res; j++) {
+                if (part == 1) {
+                    /* the mid block: resnets.0, attentions.0, resnets.1 */
+                    snprintf(pre, sizeof pre, "mid_block.resnets.%d", j);
+                    walk_resnet(&lv->res[j], pre, fn, ctx);
+                    if (j == 0) {
+                        walk_transformer(u, &lv->attn[0], "mid_block.attentions.0", fn, ctx);
                     }
+                    continue;
                 }
+                snprintf(pre, sizeof pre, "%s.%d.resnets.%d", blk, i, j);
+                walk_resnet(&lv->res[j], pre, fn, ctx);
+                if (lv->n_attn) {
+                    snprintf(pre, sizeof pre, "%s.%d.attentions.%d", blk, i, j);
+                    walk_transformer(u, &lv->attn[j], pre, fn, ctx);
+                }
+            }
+            if (lv->has_sample) {
+                snprintf(pre, sizeof pre, "%s.%d.%s.0.conv", blk, i,
+                         part == 0 ? "downsamplers" : "upsamplers");
+                fn(ctx, pre, NULL, &lv->sample);
             }
         }
     }
+    fn(ctx, "conv_out", NULL, &u->conv_out);
 }
 
-typedef struct LoraAdd {
+typedef struct AdAdd {
     Unet *u;
     const char *const *targets;
-    int n_targets, rank, n;
+    int n_targets, rank, dora, n;
     float alpha;
     Rng rng;
-} LoraAdd;
+} AdAdd;
 
-static int lora_targeted(const LoraAdd *la, const char *name) {
+/* PEFT's rule: the name equals a target or ends with "." + target. */
+static int ad_targeted(const AdAdd *aa, const char *name) {
     size_t nl = strlen(name);
-    for (int i = 0; i < la->n_targets; i++) {
-        size_t tl = strlen(la->targets[i]);
-        if (tl <= nl && !strcmp(name + nl - tl, la->targets[i]) &&
+    for (int i = 0; i < aa->n_targets; i++) {
+        size_t tl = strlen(aa->targets[i]);
+        if (tl && tl <= nl && !strcmp(name + nl - tl, aa->targets[i]) &&
             (tl == nl || name[nl - tl - 1] == '.'))
             return 1;
     }
     return 0;
 }
 
-static void lora_count(void *ctx, const char *name, ULinear *l) {
-    LoraAdd *la = ctx;
-    (void)l;
-    la->n += lora_targeted(la, name);
+static void ad_count(void *ctx, const char *name, ULinear *l, UConv *c) {
+    AdAdd *aa = ctx;
+    (void)l, (void)c;
+    aa->n += ad_targeted(aa, name);
 }
 
-static void lora_make(void *ctx, const char *name, ULinear *l) {
-    LoraAdd *la = ctx;
-    if (!lora_targeted(la, name))
+static void ad_make(void *ctx, const char *name, ULinear *l, UConv *c) {
+    AdAdd *aa = ctx;
+    if (!ad_targeted(aa, name))
         return;
-    Backend *be = la->u->be;
-    ULora *a = &la->u->loras[la->n++];
+    Unet *u = aa->u;
+    Backend *be = u->be;
+    UAdapter *a = &u->ads[aa->n++];
     snprintf(a->name, sizeof a->name, "%s", name);
-    a->r = la->rank;
-    a->out = (int)l->w.shape[0];
-    a->in = (int)l->w.shape[1];
-    a->s = la->alpha / (float)la->rank;
-    a->off = &la->u->lora_off;
-    int64_t as[2] = {a->r, a->in}, bs[2] = {a->out, a->r};
-    a->A = backend_tensor_new(be, DTYPE_F32, 2, as);
-    a->dA = backend_tensor_new(be, DTYPE_F32, 2, as);
-    a->B = backend_tensor_new(be, DTYPE_F32, 2, bs);
-    a->dB = backend_tensor_new(be, DTYPE_F32, 2, bs);
-    /* PEFT: A kaiming-uniform with a = √5, i.e. U(−1/√in, 1/√in); B zero */
-    size_t n = (size_t)a->r * (size_t)a->in;
-    float *h = xmalloc(sizeof(float) * n), bound = 1.0f / sqrtf((float)a->in);
+    a->r = aa->rank;
+    a->w = l ? &l->w : &c->w;
+    a->out = (int)a->w->shape[0];
+    a->in = (int)a->w->shape[1];
+    a->k = l ? 0 : c->k;
+    a->stride = l ? 1 : c->stride;
+    a->pad = l ? 0 : c->pad;
+    a->alpha = aa->alpha;
+    a->s = aa->alpha / (float)aa->rank;
+    a->dora = aa->dora;
+    a->off = &u->ad_off;
+    int64_t as[4] = {a->r, a->in, a->k, a->k}, bs[4] = {a->out, a->r, 1, 1};
+    int nd = a->k ? 4 : 2;
+    a->A = backend_tensor_new(be, DTYPE_F32, nd, as);
+    a->dA = backend_tensor_new(be, DTYPE_F32, nd, as);
+    a->B = backend_tensor_new(be, DTYPE_F32, nd, bs);
+    a->dB = backend_tensor_new(be, DTYPE_F32, nd, bs);
+    /* PEFT: A kaiming-uniform with a = √5, i.e. U(−1/√fan_in, 1/√fan_in); B zero */
+    size_t n = (size_t)tensor_numel(&a->A);
+    int fan_in = a->in * (a->k ? a->k * a->k : 1);
+    float *h = xmalloc(sizeof(float) * n), bound = 1.0f / sqrtf((float)fan_in);
     for (size_t i = 0; i < n; i++)
-        h[i] = (2.0f * rng_uniform(&la->rng) - 1.0f) * bound;
-    Tensor hv = tensor_view(h, 2, as);
+        h[i] = (2.0f * rng_uniform(&aa->rng) - 1.0f) * bound;
+    Tensor hv = tensor_view(h, nd, as);
     backend_upload(be, &a->A, &hv);
     backend_sync(be, NULL); /* the upload may read h until then */
     free(h);
     backend_zero(be, &a->B);
     backend_zero(be, &a->dA);
     backend_zero(be, &a->dB);
-    l->lora = a;
+    if (a->dora) {
+        /* m = the row norm of W (B is zero) */
+        a->m = backend_tensor_new(be, DTYPE_F32, 1, &(int64_t){a->out});
+        a->dm = backend_tensor_new(be, DTYPE_F32, 1, &(int64_t){a->out});
+        backend_dora_norm(be, &a->m, a->w, NULL, NULL, 0.0f);
+        backend_zero(be, &a->dm);
+    }
+    if (l)
+        l->ad = a;
+    else
+        c->ad = a;
+    if (l && (l == &u->t1 || l == &u->t2 || l == &u->a1 || l == &u->a2))
+        u->temb_ad = 1;
+}
+
+int unet_adapter_add(Unet *u, const UnetAdapterConfig *cf, Err *err) {
+    static const char *const dflt[] = UNET_ADAPTER_DEFAULT_TARGETS;
+    if (u->ads)
+        return err_set(err, ERR_USAGE, "unet_adapter_add: this UNet has adapters already");
+    int rank = cf->rank ? cf->rank : 8;
+    float alpha = cf->alpha != 0.0f ? cf->alpha : 32.0f;
+    if (rank < 1 || !(alpha > 0) || cf->n_targets < 0 || (cf->n_targets && !cf->targets))
+        return err_set(err, ERR_USAGE, "unet_adapter_add: rank must be >= 1 and alpha > 0 "
+                       "(rank %d, alpha %g)", rank, (double)alpha);
+    AdAdd aa;
+    memset(&aa, 0, sizeof aa);
+    aa.u = u, aa.rank = rank, aa.alpha = alpha, aa.dora = cf->dora != 0;
+    aa.targets = cf->n_targets ? cf->targets : dflt;
+    aa.n_targets = cf->n_targets ? cf->n_targets : (int)ARRAY_LEN(dflt);
+    for (int i = 0; i < aa.n_targets; i++) {
+        AdAdd one = aa;
+        one.targets = &aa.targets[i];
+        one.n_targets = 1;
+        one.n = 0;
+        walk_layers(u, ad_count, &one);
+        if (!one.n)
+            return err_set(err, ERR_USAGE, "unet_adapter_add: target \"%s\" names no linear "
+                           "or conv layer of the UNet (a module name or its suffix after a "
+                           "'.': to_q, to_k, to_v, to_out.0, ff.net.0.proj, ff.net.2, proj_in, "
+                           "proj_out, conv1, conv2, conv_shortcut, time_emb_proj, "
+                           "downsamplers.0.conv, upsamplers.0.conv, conv_in, conv_out, "
+                           "time_embedding.linear_1, ...)", aa.targets[i]);
+    }
+    aa.n = 0;
+    walk_layers(u, ad_count, &aa);
+    u->ads = xcalloc((size_t)aa.n, sizeof *u->ads);
+    u->n_ad = aa.n;
+    aa.n = 0;
+    rng_init(&aa.rng, cf->seed);
+    walk_layers(u, ad_make, &aa);
+    return backend_sync(u->be, err);
 }
 
 int unet_lora_add(Unet *u, int rank, float alpha, const char *const *targets, int n_targets,
                   uint64_t seed, Err *err) {
-    if (u->loras)
-        return err_set(err, ERR_USAGE, "unet_lora_add: this UNet has adapters already");
     if (rank < 1 || !(alpha > 0) || n_targets < 1)
         return err_set(err, ERR_USAGE, "unet_lora_add: rank must be >= 1, alpha > 0 and at "
                        "least one target module given");
-    LoraAdd la;
-    memset(&la, 0, sizeof la);
-    la.u = u, la.targets = targets, la.n_targets = n_targets, la.rank = rank, la.alpha = alpha;
-    for (int i = 0; i < n_targets; i++) {
-        la.n = 0;
-        LoraAdd one = la;
-        one.targets = &targets[i];
-        one.n_targets = 1;
-        each_tlinear(u, lora_count, &one);
-        if (!one.n)
-            return err_set(err, ERR_USAGE, "unet_lora_add: target \"%s\" names no linear layer "
-                           "of the UNet's transformer blocks (to_q, to_k, to_v, to_out.0, "
-                           "ff.net.0.proj, ff.net.2, or a longer suffix of a module name)",
-                           targets[i]);
-    }
-    la.n = 0;
-    each_tlinear(u, lora_count, &la);
-    u->loras = xcalloc((size_t)la.n, sizeof *u->loras);
-    u->n_lora = la.n;
-    la.n = 0;
-    rng_init(&la.rng, seed);
-    each_tlinear(u, lora_make, &la);
-    return backend_sync(u->be, err);
+    UnetAdapterConfig c = {rank, alpha, 0, targets, n_targets, seed};
+    return unet_adapter_add(u, &c, err);
 }
 
-int unet_lora_count(const Unet *u) { return u->n_lora; }
+int unet_adapter_param_count(const Unet *u) {
+    int n = 0;
+    for (int i = 0; i < u->n_ad; i++)
+        n += u->ads[i].dora ? 3 : 2;
+    return n;
+}
+
+const char *unet_adapter_param(Unet *u, int i, Tensor *p, Tensor *g) {
+    static const char *const sfx[3] = {"lora_A.weight", "lora_B.weight",
+                                       "lora_magnitude_vector"};
+    static _Thread_local char name[256];
+    if (i < 0)
+        return NULL;
+    for (int j = 0; j < u->n_ad; j++) {
+        UAdapter *a = &u->ads[j];
+        int np = a->dora ? 3 : 2;
+        if (i >= np) {
+            i -= np;
+            continue;
+        }
+        Tensor *ps[3] = {&a->A, &a->B, &a->m}, *gs[3] = {&a->dA, &a->dB, &a->dm};
+        if (p)
+            *p = *ps[i];
+        if (g)
+            *g = *gs[i];
+        snprintf(name, sizeof name, "%s.%s", a->name, sfx[i]);
+        return name;
+    }
+    return NULL;
+}
+
+int unet_lora_count(const Unet *u) { return u->n_ad; }
 
 const char *unet_lora_get(Unet *u, int i, Tensor *A, Tensor *B, Tensor *dA, Tensor *dB) {
-    if (i < 0 || i >= u->n_lora)
+    if (i < 0 || i >= u->n_ad)
         return NULL;
-    ULora *a = &u->loras[i];
+    UAdapter *a = &u->ads[i];
     if (A)
         *A = a->A;
     if (B)
@@ -1178,48 +1410,126 @@ const char *unet_lora_get(Unet *u, int i, Tensor *A, Tensor *B, Tensor *dA, Tens
 }
 
 void unet_lora_zero_grad(Unet *u) {
-    for (int i = 0; i < u->n_lora; i++) {
-        backend_zero(u->be, &u->loras[i].dA);
-        backend_zero(u->be, &u->loras[i].dB);
+    for (int i = 0; i < u->n_ad; i++) {
+        backend_zero(u->be, &u->ads[i].dA);
+        backend_zero(u->be, &u->ads[i].dB);
+        if (u->ads[i].dora)
+            backend_zero(u->be, &u->ads[i].dm);
     }
 }
 
-static void unhook(void *ctx, const char *name, ULinear *l) {
+static float *down_f32(Backend *be, const Tensor *t) {
+    float *h = xmalloc(sizeof(float) * (size_t)tensor_numel(t));
+    Tensor v = tensor_view(h, t->n_dims, t->shape);
+    backend_download(be, &v, t);
+    return h;
+}
+
+int unet_adapter_export(Unet *u, LoraSet *out, Err *err) {
+    lora_set_free(out);
+    if (!u->n_ad)
+        return 0;
+    LoraSet s = {xcalloc((size_t)u->n_ad, sizeof(LoraEntry)), (size_t)u->n_ad};
+    for (int i = 0; i < u->n_ad; i++) {
+        UAdapter *a = &u->ads[i];
+        LoraEntry *e = &s.e[i];
+        snprintf(e->name, sizeof e->name, "%s", a->name);
+        e->r = a->r;
+        e->alpha = a->alpha;
+        e->out = a->out, e->in = a->in, e->kh = a->k, e->kw = a->k;
+        e->A = down_f32(u->be, &a->A);
+        e->B = down_f32(u->be, &a->B);
+        e->m = a->dora ? down_f32(u->be, &a->m) : NULL;
+    }
+    int rc = backend_sync(u->be, err);
+    if (rc)
+        lora_set_free(&s);
+    *out = s;
+    return rc;
+}
+
+int unet_adapter_import(Unet *u, const LoraSet *s, Err *err) {
+    /* check everything first: nothing changes on a mismatch */
+    for (size_t i = 0; i < s->n; i++) {
+        const LoraEntry *e = &s->e[i];
+        const UAdapter *a = NULL;
+        for (int j = 0; j < u->n_ad && !a; j++)
+            if (!strcmp(u->ads[j].name, e->name))
+                a = &u->ads[j];
+        if (!a)
+            return err_set(err, ERR_FORMAT, "adapter entry \"%s\": this UNet has no adapter "
+                           "on that module (%d adapted modules)", e->name, u->n_ad);
+        if (e->r != a->r || e->out != a->out || e->in != a->in || e->kh != a->k ||
+            e->kw != a->k)
+            return err_set(err, ERR_FORMAT, "adapter entry \"%s\": rank %d, out %d, in %d, "
+                           "kernel %dx%d; the live adapter has rank %d, out %d, in %d, kernel "
+                           "%dx%d", e->name, e->r, e->out, e->in, e->kh, e->kw, a->r, a->out,
+                           a->in, a->k, a->k);
+        if (!e->A || !e->B || !e->m != !a->dora)
+            return err_set(err, ERR_FORMAT, "adapter entry \"%s\": %s", e->name,
+                           !e->A || !e->B ? "A or B missing"
+                           : a->dora      ? "no magnitude vector (the live adapters are DoRA)"
+                                          : "a magnitude vector (the live adapters are LoRA)");
+    }
+    for (int j = 0; j < u->n_ad; j++) {
+        size_t i = 0;
+        while (i < s->n && strcmp(s->e[i].name, u->ads[j].name))
+            i++;
+        if (i == s->n)
+            return err_set(err, ERR_FORMAT, "adapter set: no entry for the live adapter on "
+                           "\"%s\"", u->ads[j].name);
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        const LoraEntry *e = &s->e[i];
+        UAdapter *a = NULL;
+        for (int j = 0; j < u->n_ad && !a; j++)
+            if (!strcmp(u->ads[j].name, e->name))
+                a = &u->ads[j];
+        Tensor v = tensor_view(e->A, a->A.n_dims, a->A.shape);
+        backend_upload(u->be, &a->A, &v);
+        v = tensor_view(e->B, a->B.n_dims, a->B.shape);
+        backend_upload(u->be, &a->B, &v);
+        if (a->dora) {
+            v = tensor_view(e->m, 1, a->m.shape);
+            backend_upload(u->be, &a->m, &v);
+        }
+    }
+    return backend_sync(u->be, err);
+}
+
+static void unhook(void *ctx, const char *name, ULinear *l, UConv *c) {
     (void)ctx, (void)name;
-    l->lora = NULL;
+    if (l)
+        l->ad = NULL;
+    else
+        c->ad = NULL;
 }
 
-static void lora_free(Unet *u) {
-    if (!u->loras)
+static void adapters_free(Unet *u) {
+    if (u->ones.ptr)
+        backend_tensor_free(u->be, &u->ones);
+    u->n_ones = 0;
+    if (!u->ads)
         return;
-    each_tlinear(u, unhook, NULL);
-    for (int i = 0; i < u->n_lora; i++) {
-        ULora *a = &u->loras[i];
-        backend_tensor_free(u->be, &a->A);
-        backend_tensor_free(u->be, &a->B);
-        backend_tensor_free(u->be, &a->dA);
-        backend_tensor_free(u->be, &a->dB);
+    walk_layers(u, unhook, NULL);
+    for (int i = 0; i < u->n_ad; i++) {
+        UAdapter *a = &u->ads[i];
+        Tensor *ts[] = {&a->A, &a->B, &a->dA, &a->dB, &a->m, &a->dm};
+        for (size_t k = 0; k < ARRAY_LEN(ts); k++)
+            if (ts[k]->ptr)
+                backend_tensor_free(u->be, ts[k]);
     }
-    free(u->loras);
-    u->loras = NULL;
-    u->n_lora = 0;
+    free(u->ads);
+    u->ads = NULL;
+    u->n_ad = 0;
+    u->temb_ad = 0;
 }
 
-void unet_lora_remove(Unet *u) { lora_free(u); }
+void unet_lora_remove(Unet *u) { adapters_free(u); }
 
-void unet_lora_enable(Unet *u, int on) { u->lora_off = !on; }
+void unet_lora_enable(Unet *u, int on) { u->ad_off = !on; }
 
 /* ---- backward (issue 16): per-block gradient checkpointing ---------------------------------- */
-
-static Tensor like(Backend *be, const Tensor *t) {
-    return backend_alloc(be, DTYPE_F32, t->n_dims, t->shape);
-}
-
-static Tensor zeros_like(Backend *be, const Tensor *t) {
-    Tensor z = like(be, t);
-    backend_zero(be, &z);
-    return z;
-}
 
 /* dinp += the gradient of GroupNorm (then SiLU when act) at inp, for dout; recomputes the
  * forward. */
@@ -1240,14 +1550,23 @@ static void gnorm_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const
     backend_reset(be, m);
 }
 
-static void conv_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
-                     const UConv *c) {
-    backend_conv2d_backward(be, dinp, NULL, NULL, dout, inp, &c->w, c->stride, c->pad);
+/* out (B,C) = Σ_s inp (B,C,S) over s: a matmul with the Unet's ones per image. */
+static void chan_sum(Backend *be, const Unet *u, const Tensor *out, const Tensor *inp) {
+    int64_t B = inp->shape[0], C = inp->shape[1], S = inp->shape[2];
+    for (int64_t b = 0; b < B; b++) {
+        Tensor o = view(out, 2, C, 1, 0, 0), a = view(inp, 2, C, S, 0, 0);
+        o.ptr = (float *)out->ptr + b * C;
+        a.ptr = (float *)inp->ptr + b * C * S;
+        Tensor one = view(&u->ones, 2, S, 1, 0, 0);
+        backend_matmul_forward(be, &o, &a, &one);
+    }
 }
 
-/* dx += the gradient of resnet_fwd at x for dout (semb is a constant here). */
+/* dx += the gradient of resnet_fwd at x for dout; semb is a constant here but for the
+ * time_emb_proj's adapter and dsemb (B,temb, NULL: not wanted) += d/dsemb. */
 static void resnet_bwd(Backend *be, const Unet *u, const UResnet *r, const Tensor *dx,
-                       const Tensor *dout, const Tensor *x, const Tensor *semb) {
+                       const Tensor *dout, const Tensor *x, const Tensor *semb,
+                       const Tensor *dsemb) {
     size_t m = backend_mark(be);
     int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
     int G = u->cfg.groups;
@@ -1257,7 +1576,7 @@ static void resnet_bwd(Backend *be, const Unet *u, const UResnet *r, const Tenso
     Tensor h2 = alloc4(be, B, r->cout, H, W);
     conv(be, &h2, &h, &r->c1);
     Tensor t = alloc2(be, B, r->cout);
-    backend_linear_forward(be, &t, semb, &r->temb.w, &r->temb.b);
+    lin_fwd(be, &t, semb, &r->temb);
     Tensor h3 = view(&h2, 3, B, r->cout, H * W, 0);
     backend_unet_add(be, &h3, &h3, NULL, &t);
     Tensor h4 = alloc4(be, B, r->cout, H, W);
@@ -1267,6 +1586,11 @@ static void resnet_bwd(Backend *be, const Unet *u, const UResnet *r, const Tenso
     conv_bwd(be, &d4, dout, &h4, &r->c2);
     Tensor d2 = zeros_like(be, &h2);
     gnorm_bwd(be, &d2, &d4, &h2, &r->n2, G, eps, 1);
+    if (dsemb || ad_on(r->temb.ad)) {
+        Tensor dt = alloc2(be, B, r->cout), d23 = view(&d2, 3, B, r->cout, H * W, 0);
+        chan_sum(be, u, &dt, &d23);
+        lin_bwd(be, dsemb, &dt, semb, &r->temb);
+    }
     Tensor d1 = zeros_like(be, &h);
     conv_bwd(be, &d1, &d2, &h, &r->c1);
     gnorm_bwd(be, dx, &d1, x, &r->n1, G, eps, 1);
@@ -1419,6 +1743,59 @@ static void transformer_bwd(Backend *be, const Unet *u, const UTransformer *t, c
     backend_reset(be, m);
 }
 
+/* dsemb (B,temb) is the gradient of time_embed's output: back through silu, the time
+ * embedding's MLP (and SDXL's added embedding) into their adapters (the sinusoids and the
+ * text embeds are constants). Recomputes the forward; the host buffers returned are freed
+ * after the sync. */
+static float *time_embed_bwd(const Unet *u, Backend *be, const Tensor *dsemb,
+                             const float *timesteps, const Tensor *text_embeds,
+                             const float *time_ids) {
+    const UnetConfig *c = &u->cfg;
+    int64_t B = dsemb->shape[0], temb = c->time_embed_dim, C0 = c->block_out[0];
+    int64_t TD = 6 * c->add_time_dim;
+    float *hs = xmalloc(sizeof(float) * (size_t)(B * (C0 + TD)));
+    nn_timestep_embedding_forward(hs, timesteps, (int)B, (int)C0, c->flip_sin_to_cos,
+                                  c->freq_shift, 1.0f, 10000.0f);
+    Tensor tsin = alloc2(be, B, C0), hsv = tensor_view(hs, 2, tsin.shape);
+    backend_upload(be, &tsin, &hsv);
+    Tensor e1 = alloc2(be, B, temb), a1 = alloc2(be, B, temb), emb = alloc2(be, B, temb);
+    lin_fwd(be, &e1, &tsin, &u->t1);
+    backend_act_forward(be, BACKEND_ACT_SILU, &a1, &e1);
+    lin_fwd(be, &emb, &a1, &u->t2);
+    Tensor f1 = {0}, f1a = {0}, cat2 = {0};
+    if (c->text_time) {
+        int64_t E = c->add_in_dim - TD;
+        nn_timestep_embedding_forward(hs + B * C0, time_ids, (int)(B * 6), c->add_time_dim,
+                                      c->flip_sin_to_cos, c->freq_shift, 1.0f, 10000.0f);
+        Tensor tt = alloc4(be, B, TD, 1, 1), cat = alloc4(be, B, c->add_in_dim, 1, 1);
+        Tensor htt = tensor_view(hs + B * C0, 4, tt.shape);
+        backend_upload(be, &tt, &htt);
+        Tensor te = view(text_embeds, 4, B, E, 1, 1);
+        backend_concat_forward(be, &cat, &te, &tt);
+        cat2 = view(&cat, 2, B, c->add_in_dim, 0, 0);
+        f1 = alloc2(be, B, temb), f1a = alloc2(be, B, temb);
+        Tensor g = alloc2(be, B, temb);
+        lin_fwd(be, &f1, &cat2, &u->a1);
+        backend_act_forward(be, BACKEND_ACT_SILU, &f1a, &f1);
+        lin_fwd(be, &g, &f1a, &u->a2);
+        backend_add(be, &emb, &emb, &g);
+    }
+    Tensor demb = zeros_like(be, &emb);
+    backend_act_backward(be, BACKEND_ACT_SILU, &demb, dsemb, &emb);
+    Tensor da = zeros_like(be, &a1), de = zeros_like(be, &e1);
+    lin_bwd(be, &da, &demb, &a1, &u->t2);
+    backend_act_backward(be, BACKEND_ACT_SILU, &de, &da, &e1);
+    lin_bwd(be, NULL, &de, &tsin, &u->t1);
+    if (c->text_time) {
+        backend_zero(be, &da);
+        backend_zero(be, &de);
+        lin_bwd(be, &da, &demb, &f1a, &u->a2);
+        backend_act_backward(be, BACKEND_ACT_SILU, &de, &da, &f1);
+        lin_bwd(be, NULL, &de, &cat2, &u->a1);
+    }
+    return hs;
+}
+
 /* The tape of unet_backward's forward: every block's input and output, kept. */
 enum { ST_CONV, ST_RES, ST_TR, ST_CAT, ST_UP, ST_OUT };
 
@@ -1453,17 +1830,42 @@ static void tape_step(Tape *tp, int kind, const void *p, int in, int in2, int ou
     tp->st[tp->n_st++] = (UStep){kind, p, in, in2, out};
 }
 
-int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, const Tensor *x,
-                  const float *timesteps, const Tensor *ehs, const Tensor *text_embeds,
-                  const float *time_ids, Err *err) {
-    int rc = check_args("unet_backward", u, be, dout, x, timesteps, ehs, text_embeds, time_ids,
-                        err);
+/* The ones chan_sum needs (n of them), on the device; 0 or the sync's failure. */
+static int ensure_ones(Unet *u, int64_t n, Err *err) {
+    if (u->n_ones >= n)
+        return 0;
+    if (u->ones.ptr)
+        backend_tensor_free(u->be, &u->ones);
+    u->ones = backend_tensor_new(u->be, DTYPE_F32, 1, &n);
+    float *h = xmalloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        h[i] = 1.0f;
+    Tensor v = tensor_view(h, 1, &n);
+    backend_upload(u->be, &u->ones, &v);
+    int rc = backend_sync(u->be, err);
+    free(h);
+    u->n_ones = rc ? 0 : n;
+    return rc;
+}
+
+/* unet_backward (dout given) and unet_forward_backward (out written, dout from dout_fn). */
+static int fwd_bwd(Unet *u, Backend *be, const Tensor *out, const Tensor *dx,
+                   const Tensor *dout_in,
+                   int (*dout_fn)(void *, const Tensor *, const Tensor *, Err *), void *ctx,
+                   const Tensor *x, const float *timesteps, const Tensor *ehs,
+                   const Tensor *text_embeds, const float *time_ids, Err *err) {
+    const char *fn = dout_fn ? "unet_forward_backward" : "unet_backward";
+    int rc = check_args(fn, u, be, dout_fn ? out : dout_in, x, timesteps, ehs, text_embeds,
+                        time_ids, err);
     if (rc)
         return rc;
     if (dx && (dx->n_dims != 4 || dx->dtype != DTYPE_F32 || dx->shape[0] != x->shape[0] ||
                dx->shape[1] != x->shape[1] || dx->shape[2] != x->shape[2] ||
                dx->shape[3] != x->shape[3]))
-        return err_set(err, ERR_USAGE, "unet_backward: dx must be f32 and shaped as x");
+        return err_set(err, ERR_USAGE, "%s: dx must be f32 and shaped as x", fn);
+    if (u->n_ad && (rc = ensure_ones(u, x->shape[2] * x->shape[3], err)))
+        return rc;
+    const Tensor *dout = dout_in;
     const UnetConfig *c = &u->cfg;
     int L = c->levels;
     int64_t B = x->shape[0], hh = x->shape[2], ww = x->shape[3], C0 = c->block_out[0];
@@ -1545,6 +1947,21 @@ int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, co
         }
     }
     tape_step(&tp, ST_OUT, NULL, h, -1, -1);
+    Tensor dsemb = {0};
+    if (u->temb_ad && !u->ad_off)
+        dsemb = zeros_like(be, &semb);
+    Tensor dbuf;
+    if (dout_fn) {
+        size_t m = backend_mark(be);
+        Tensor g = alloc4(be, B, C0, hh, ww);
+        gnorm(be, &g, &tp.act[h], &u->norm_out, c->groups, c->eps, 1);
+        conv(be, out, &g, &u->conv_out);
+        backend_reset(be, m);
+        dbuf = zeros_like(be, out);
+        dout = &dbuf;
+        if ((rc = backend_sync(be, err)) || (rc = dout_fn(ctx, out, dout, err)))
+            goto done;
+    }
     /* gradients: one per kept tensor, zero; x's is the caller's dx (or none) */
     tp.grad = xcalloc((size_t)tp.n_act, sizeof(Tensor));
     for (int i = 1; i < tp.n_act; i++)
@@ -1558,11 +1975,10 @@ int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, co
         const Tensor *dO = s->out >= 0 ? &tp.grad[s->out] : dout;
         switch (s->kind) {
         case ST_CONV:
-            if (din)
-                conv_bwd(be, din, dO, in, s->p);
+            conv_bwd(be, din, dO, in, s->p); /* din NULL: the adapter's gradients only */
             break;
         case ST_RES:
-            resnet_bwd(be, u, s->p, din, dO, in, &semb);
+            resnet_bwd(be, u, s->p, din, dO, in, &semb, dsemb.ptr ? &dsemb : NULL);
             break;
         case ST_TR:
             transformer_bwd(be, u, s->p, din, dO, in, ehs);
@@ -1588,11 +2004,38 @@ int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, co
         }
         }
     }
-    backend_reset(be, m0);
+    float *hs2 = NULL;
+    if (dsemb.ptr)
+        hs2 = time_embed_bwd(u, be, &dsemb, timesteps, text_embeds, time_ids);
     rc = backend_sync(be, err);
+    free(hs2);
+done:
+    backend_reset(be, m0);
+    if (rc)
+        (void)backend_sync(be, NULL); /* the pending failure was reported; clear what follows */
+    else
+        rc = backend_sync(be, err);
     free(hs);
     free(tp.act);
     free(tp.grad);
     free(tp.st);
     return rc;
+}
+
+int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, const Tensor *x,
+                  const float *timesteps, const Tensor *ehs, const Tensor *text_embeds,
+                  const float *time_ids, Err *err) {
+    return fwd_bwd(u, be, NULL, dx, dout, NULL, NULL, x, timesteps, ehs, text_embeds, time_ids,
+                   err);
+}
+
+int unet_forward_backward(Unet *u, Backend *be, const Tensor *out, const Tensor *dx,
+                          int (*dout_fn)(void *ctx, const Tensor *out, const Tensor *dout,
+                                         Err *err),
+                          void *ctx, const Tensor *x, const float *timesteps, const Tensor *ehs,
+                          const Tensor *text_embeds, const float *time_ids, Err *err) {
+    if (!dout_fn || !out)
+        return err_set(err, ERR_USAGE, "unet_forward_backward: out and dout_fn are required");
+    return fwd_bwd(u, be, out, dx, NULL, dout_fn, ctx, x, timesteps, ehs, text_embeds, time_ids,
+                   err);
 }

@@ -44,6 +44,7 @@
 
 #include "backend.h"
 #include "err.h"
+#include "lora_set.h"
 #include "sd_weights.h"
 
 #define UNET_MAX_LEVELS 6
@@ -101,39 +102,94 @@ size_t unet_param_bytes(const Unet *u);
 int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const float *timesteps,
                  const Tensor *ehs, const Tensor *text_embeds, const float *time_ids, Err *err);
 
-/* ---- backward and LoRA (issue 16) -----------------------------------------------------------
+/* ---- backward and adapters: LoRA and DoRA (issue 16) -----------------------------------------
  * The base is frozen: the backward computes the gradient w.r.t. the input latents and the
- * LoRA adapters' A and B, never the base weights (nor the conditioning). */
+ * adapters' tensors, never the base weights (nor the conditioning). */
 
-/* Add a LoRA adapter (PEFT's LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets)
- * semantics) to every linear layer of the transformer blocks whose diffusers module name ends
- * with one of targets (".to_q", ".to_k", ".to_v", ".to_out.0", ".ff.net.0.proj",
- * ".ff.net.2", or a longer suffix such as "attn2.to_k"): output += (alpha/rank)·B·A·x, A
- * (rank,in) kaiming-uniform with a = √5 (U(±1/√in), from seed), B (out,rank) zero, both F32
- * on the UNet's backend, with gradients dA, dB (zero). A target that names no layer:
- * ERR_USAGE naming it. Once per Unet (unet_lora_remove first to start again). */
+/* Adapters as PEFT's LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets,
+ * use_dora=dora, init_lora_weights=True) on diffusers' UNet2DConditionModel:
+ *   - targets: PEFT's suffix rule: a module is adapted when its diffusers name equals a target
+ *     or ends with "." + target. Every linear and conv layer can be adapted: the transformer
+ *     blocks' attn1/attn2 to_q, to_k, to_v, to_out.0, ff.net.0.proj, ff.net.2, the
+ *     transformers' proj_in / proj_out (linear or 1×1 conv), the ResNets' conv1, conv2,
+ *     conv_shortcut, time_emb_proj, the down/upsamplers' conv, conv_in, conv_out,
+ *     time_embedding.linear_1/2, add_embedding.linear_1/2 (SDXL). NULL (n_targets 0): the
+ *     original's UNET_ADAPTER_DEFAULT_TARGETS. A target that names no such layer is ERR_USAGE
+ *     naming it.
+ *   - A linear layer (out, in): A (r, in), B (out, r); a conv (out, in, k, k) with its stride
+ *     and padding: A is Conv2d(in, r, k, same stride and padding) (r, in, k, k), B is
+ *     Conv2d(r, out, 1×1) (out, r, 1, 1). A kaiming-uniform with a = √5 (U(±1/√fan_in), from
+ *     seed), B zero: a new adapter leaves the output unchanged. LoRA: y = W x + b + s·B A x,
+ *     s = alpha / rank.
+ *   - DoRA (dora = 1): also a magnitude m (out), initialised to the norm of each output row of
+ *     W (over every other dimension); y = (m / ‖W + s·B A‖) ⊙ (W x + s·B A x) + b with the row
+ *     norm DETACHED from the gradient (PEFT, the DoRA paper's §4.3).
+ *   - Adapter tensors are F32 on the UNet's backend whatever the base's dtype (UnetOptions).
+ * rank 0 means 8 and alpha 0 means 32 (the defaults). Once per Unet (unet_lora_remove first to
+ * start again). */
+typedef struct UnetAdapterConfig {
+    int rank;
+    float alpha;
+    int dora;
+    const char *const *targets;
+    int n_targets;
+    uint64_t seed;
+} UnetAdapterConfig;
+#define UNET_ADAPTER_DEFAULT_TARGETS \
+    {"to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"}
+int unet_adapter_add(Unet *u, const UnetAdapterConfig *c, Err *err);
+/* The trainable tensors in a fixed order (per adapter, in module load order: A, B, then m for
+ * DoRA), 0 when there are no adapters. unet_adapter_param: the name of tensor i (PEFT's
+ * names without the "unet." prefix: "down_blocks.1.attentions.0.transformer_blocks.0.attn1.
+ * to_q.lora_A.weight", "...lora_B.weight", "...lora_magnitude_vector"), NULL when out of range,
+ * and views of it and its gradient (either may be NULL; read or write them with
+ * backend_upload / backend_download). */
+int unet_adapter_param_count(const Unet *u);
+const char *unet_adapter_param(Unet *u, int i, Tensor *p, Tensor *g);
+/* The adapters' tensors into host memory (src/models/lora_set.h: one entry per adapted
+ * module, its diffusers name, r, alpha, shapes, m for DoRA), *out replaced (free it with
+ * lora_set_free). Syncs. */
+int unet_adapter_export(Unet *u, LoraSet *out, Err *err);
+/* Load s into the live adapters (resume, evaluation): every entry must name a live adapter
+ * with the same rank and shapes, have m exactly when the adapters are DoRA, and every live
+ * adapter must be given: else ERR_FORMAT naming the entry (nothing is changed then). Syncs. */
+int unet_adapter_import(Unet *u, const LoraSet *s, Err *err);
+
+/* The LoRA interface of the first version (kept: the trainer and the tests use it):
+ * unet_lora_add is unet_adapter_add without DoRA; count is the number of adapted modules;
+ * get gives adapter i's module name and A, B and their gradients (any pointer may be NULL);
+ * zero_grad zeroes every adapter gradient (DoRA's dm too). */
 int unet_lora_add(Unet *u, int rank, float alpha, const char *const *targets, int n_targets,
                   uint64_t seed, Err *err);
 void unet_lora_remove(Unet *u);
 int unet_lora_count(const Unet *u);
-/* Adapter i (0 ≤ i < count, in module load order): its module name (NULL when out of range),
- * and views of A, B and their gradients (any pointer may be NULL): read or write them with
- * backend_upload / backend_download. */
 const char *unet_lora_get(Unet *u, int i, Tensor *A, Tensor *B, Tensor *dA, Tensor *dB);
 void unet_lora_zero_grad(Unet *u);
 /* on = 0: every adapter is skipped, in the forward and the backward (the base model: a
  * preference objective's reference, without a second copy of the weights); 1 (the default
- * after unet_lora_add): applied. */
+ * after unet_adapter_add): applied. */
 void unet_lora_enable(Unet *u, int on);
 
 /* Backward of unet_forward for the same inputs, for the upstream gradient dout (shaped as the
- * output): dx (shaped as x, F32; NULL: not wanted) += d/dx, and every adapter's dA, dB +=
- * (the gradient rule of backend.h: zero them first, unet_lora_zero_grad). It runs the forward
- * itself, keeping only every block's output (gradient checkpointing per block: each block's
- * internals are recomputed in its backward), so the arena holds the block outputs, one
- * gradient per block output, and one block's internals. Syncs once: 0, or the failure. */
+ * output): dx (shaped as x, F32; NULL: not wanted) += d/dx, and every adapter tensor's
+ * gradient += (the gradient rule of backend.h: zero them first, unet_lora_zero_grad). It runs
+ * the forward itself, keeping only every block's output (gradient checkpointing per block:
+ * each block's internals are recomputed in its backward), so the arena holds the block
+ * outputs, one gradient per block output, and one block's internals. With an adapter on the
+ * time or added embedding the gradient also flows back through the embedding MLP. Syncs once:
+ * 0, or the failure. */
 int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, const Tensor *x,
                   const float *timesteps, const Tensor *ehs, const Tensor *text_embeds,
                   const float *time_ids, Err *err);
+/* One forward and its backward (a training step's, without running the forward twice): the
+ * forward keeping block outputs writes out (shaped as unet_forward's), the backend is synced
+ * (a failure is returned), then dout_fn(ctx, out, dout, err) fills dout (F32, shaped as out,
+ * zeroed, in the backend's arena) with the upstream gradient (it may run ops and download; a
+ * non-zero return stops here and is returned), then the backward as unet_backward's. */
+int unet_forward_backward(Unet *u, Backend *be, const Tensor *out, const Tensor *dx,
+                          int (*dout_fn)(void *ctx, const Tensor *out, const Tensor *dout,
+                                         Err *err),
+                          void *ctx, const Tensor *x, const float *timesteps, const Tensor *ehs,
+                          const Tensor *text_embeds, const float *time_ids, Err *err);
 
 #endif

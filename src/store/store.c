@@ -7,6 +7,7 @@
  *   2  images.retired*, jobs.queued_by/queued_uid/resume_done, annotators.role, settings,
  *      output_roots, queue_order; meta('application'), meta('schema_version')
  *   3  job_images (the images each job wrote: the Jobs screen's preview)
+ *   +1 latents (data16: the VAE latent cache of generator tuning; the lead numbers it)
  * meta('schema_version') repeats user_version so that a store restored from `sqlite3 .dump`
  * (which drops the pragma) opens at the right version.
  * A migration runs inside BEGIN IMMEDIATE and re-reads user_version under the lock, so two
@@ -261,6 +262,21 @@ static const char *const migrations[] = {
     "  written_at REAL NOT NULL,"                /* the last time the job wrote or kept it */
     "  PRIMARY KEY(job_id, image_id)) WITHOUT ROWID;"
     "CREATE INDEX job_images_latest ON job_images(job_id, written_at);",
+
+    /* ---- data16 (issue 16): the VAE latent cache of generator tuning (store_latents.h) */
+    /* N -> N+1: latents of an image's bytes encoded by one VAE at one size. */
+    "CREATE TABLE latents("
+    "  image_sha256 TEXT NOT NULL,"              /* sha256 of the image file's bytes */
+    "  vae TEXT NOT NULL,"                       /* the VAE's identity (tune_vae_key) */
+    "  width INTEGER NOT NULL,"                  /* the pixel size it was cropped to */
+    "  height INTEGER NOT NULL,"
+    "  channels INTEGER NOT NULL,"               /* latent shape: channels x lh x lw */
+    "  lh INTEGER NOT NULL,"
+    "  lw INTEGER NOT NULL,"
+    "  data BLOB NOT NULL,"                      /* little-endian f32, channels*lh*lw */
+    "  created_at REAL NOT NULL,"
+    "  PRIMARY KEY(image_sha256, vae, width, height)) WITHOUT ROWID;",
+    /* ---- end data16 */
 };
 
 int store_schema_version(void) { return (int)ARRAY_LEN(migrations); }

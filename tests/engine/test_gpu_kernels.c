@@ -870,6 +870,80 @@ static int check_vae_ops(Why *w) {
     return rc;
 }
 
+/* ---- ops of DoRA (kern_dora.h; issue 16) ------------------------------------------------------ */
+
+/* dora_norm on an f32 / f16 / bf16 weight with and without B·A, dora_scale with and without a
+ * bias (bf16 too), dora_mag_bwd (adds), against double loops. */
+static int check_dora(Why *w) {
+    enum { OC = 5, R = 3, K = 300, P = 3, Q = 7 };
+    float *wt = rnd(OC * K), *B = rnd(OC * R), *A = rnd(R * K), nrm[OC], want[OC];
+    unsigned short wh[OC * K];
+    Err err = {0};
+    int rc = 0;
+    for (int dt = 0; dt < 3 && !rc; dt++) {
+        const void *wp = wt;
+        if (dt) {
+            dtype_from_f32(wh, dt == 1 ? DTYPE_F16 : DTYPE_BF16, wt, OC * K);
+            wp = wh;
+        }
+        float wf[OC * K];
+        if (dt)
+            dtype_to_f32(wf, wh, dt == 1 ? DTYPE_F16 : DTYPE_BF16, OC * K);
+        else
+            memcpy(wf, wt, sizeof wf);
+        for (int withba = 0; withba < 2 && !rc; withba++) {
+            DoraNormArgs x = {nrm, wp, withba ? B : NULL, withba ? A : NULL, OC, R, K, 0.7f, dt};
+            rc = ran(w, dora_norm_run(&x, &err), &err);
+            for (int o = 0; o < OC; o++) {
+                double acc = 0;
+                for (int k = 0; k < K; k++) {
+                    double v = wf[o * K + k], ba = 0;
+                    for (int q = 0; withba && q < R; q++)
+                        ba += (double)B[o * R + q] * A[q * K + k];
+                    v += 0.7 * ba;
+                    acc += v * v;
+                }
+                want[o] = (float)sqrt(acc);
+            }
+            if (!rc)
+                rc = close_to(w, "dora_norm", nrm, want, OC, 0, 1e-5);
+        }
+    }
+    float *inp = rnd(P * OC * Q), *m = rnd(OC), *bias = rnd(OC), out[P * OC * Q];
+    float ow[P * OC * Q];
+    for (int o = 0; o < OC; o++)
+        nrm[o] = 1.0f + 0.1f * (float)o;
+    unsigned short bh[OC];
+    dtype_from_f32(bh, DTYPE_BF16, bias, OC);
+    for (int mode = 0; mode < 3 && !rc; mode++) {
+        DoraScaleArgs x = {out, inp, m, nrm, mode == 0 ? NULL : mode == 1 ? (void *)bias : bh,
+                           P * OC * Q, OC, Q, mode == 2 ? (int)DTYPE_BF16 : 0};
+        rc = ran(w, dora_scale_run(&x, &err), &err);
+        for (int i = 0; i < P * OC * Q; i++) {
+            int c = i / Q % OC;
+            float b = mode == 0 ? 0.0f : mode == 1 ? bias[c] : bf16_to_f32(bh[c]);
+            ow[i] = (float)((double)inp[i] * m[c] / nrm[c] + b);
+        }
+        if (!rc)
+            rc = close_to(w, "dora_scale", out, ow, P * OC * Q, 1e-6, 1e-6);
+    }
+    float *dout = rnd(P * OC * Q), *dm = rnd(OC), *dmw = dup(dm, OC);
+    for (int c = 0; c < OC; c++) {
+        double acc = 0;
+        for (int p = 0; p < P; p++)
+            for (int q = 0; q < Q; q++)
+                acc += (double)dout[(p * OC + c) * Q + q] * inp[(p * OC + c) * Q + q];
+        dmw[c] += (float)(acc / nrm[c]);
+    }
+    DoraMagArgs ma = {dm, dout, inp, nrm, P, OC, Q};
+    if (!rc)
+        rc = ran(w, dora_mag_bwd_run(&ma, &err), &err);
+    if (!rc)
+        rc = close_to(w, "dora_mag_bwd dm", dm, dmw, OC, 1e-5, 1e-5);
+    free(wt), free(B), free(A), free(inp), free(m), free(bias), free(dout), free(dm), free(dmw);
+    return rc;
+}
+
 /* ---- every comparison, by name -------------------------------------------------------------- */
 
 typedef struct Check {
@@ -905,6 +979,8 @@ static const Check checks[] = {
     {"pad2d vs loops", check_vae_ops},
     /* ops of the UNet: any-size upsampling */
     {"upsample_nearest (forward, backward) vs loops", check_nearest},
+    /* ops of DoRA */
+    {"dora_norm, dora_scale, dora_mag_bwd vs double loops", check_dora},
 };
 
 static void run_check(int i) {
@@ -936,6 +1012,7 @@ Test(gpu_kernels, clip_ops) { run_check(19); }
 Test(gpu_kernels, unet_add_transpose) { run_check(20); }
 Test(gpu_kernels, vae_ops) { run_check(21); } /* ops of the VAE */
 Test(gpu_kernels, upsample_nearest) { run_check(22); } /* ops of the UNet: any size */
+Test(gpu_kernels, dora_ops) { run_check(23); } /* ops of DoRA */
 
 /* ---- coverage: the list, the sources and what the harness ran agree ------------------------ */
 

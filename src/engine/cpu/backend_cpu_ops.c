@@ -1015,6 +1015,108 @@ static void cpu_pad2d_forward(Backend *be, CT *out, CT *inp, int top, int left) 
     UNBIND;
 }
 
+/* ---- ops of DoRA (issue 16) ------------------------------------------------------------------ */
+
+static float dora_ld(const void *p, size_t i, DType dt) {
+    if (dt == DTYPE_F16)
+        return f16_to_f32(((const uint16_t *)p)[i]);
+    if (dt == DTYPE_BF16)
+        return bf16_to_f32(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+typedef struct DoraNormCtx {
+    float *norm;
+    const void *w;
+    DType wdt;
+    const float *B, *A; /* NULL: the weight alone */
+    int64_t K, r;
+    float s;
+} DoraNormCtx;
+
+static void dora_norm_rows(void *ctx, int64_t o0, int64_t o1) {
+    const DoraNormCtx *c = ctx;
+    for (int64_t o = o0; o < o1; o++) {
+        double acc = 0;
+        const float *b = c->B ? c->B + o * c->r : NULL;
+        for (int64_t k = 0; k < c->K; k++) {
+            double v = dora_ld(c->w, (size_t)(o * c->K + k), c->wdt);
+            if (b) {
+                float ba = 0.0f;
+                for (int64_t q = 0; q < c->r; q++)
+                    ba += b[q] * c->A[q * c->K + k];
+                v += (double)(c->s * ba);
+            }
+            acc += v * v;
+        }
+        c->norm[o] = (float)sqrt(acc);
+    }
+}
+
+static void cpu_dora_norm(Backend *be, CT *norm, CT *weight, CT *B, CT *A, float s) {
+    int64_t OC = norm->shape[0];
+    DoraNormCtx c = {F(norm), weight->ptr, weight->dtype, B ? F(B) : NULL, A ? F(A) : NULL,
+                     OC ? tensor_numel(weight) / OC : 0, A ? A->shape[0] : 0, s};
+    BIND;
+    backend_cpu_parallel_for(OC, 1 + 65536 / (c.K * (c.r + 1) + 1), dora_norm_rows, &c);
+    UNBIND;
+}
+
+typedef struct DoraScaleCtx {
+    float *out;
+    const float *inp, *m, *norm;
+    const void *bias;
+    DType bdt;
+    int64_t C, Q;
+} DoraScaleCtx;
+
+static void dora_scale_rows(void *ctx, int64_t r0, int64_t r1) {
+    const DoraScaleCtx *c = ctx;
+    for (int64_t pc = r0; pc < r1; pc++) {
+        int64_t ch = pc % c->C;
+        float g = c->m[ch] / c->norm[ch];
+        float b = c->bias ? dora_ld(c->bias, (size_t)ch, c->bdt) : 0.0f;
+        for (int64_t q = 0; q < c->Q; q++)
+            c->out[pc * c->Q + q] = c->inp[pc * c->Q + q] * g + b;
+    }
+}
+
+static void cpu_dora_scale(Backend *be, CT *out, CT *inp, CT *m, CT *norm, CT *bias) {
+    DoraScaleCtx c = {F(out), F(inp), F(m), F(norm), bias ? bias->ptr : NULL,
+                      bias ? bias->dtype : DTYPE_F32, inp->shape[1], inp->shape[2]};
+    BIND;
+    backend_cpu_parallel_for(inp->shape[0] * inp->shape[1], 1 + 16384 / (c.Q + 1),
+                             dora_scale_rows, &c);
+    UNBIND;
+}
+
+typedef struct DoraMagCtx {
+    float *dm;
+    const float *dout, *y, *norm;
+    int64_t P, C, Q;
+} DoraMagCtx;
+
+static void dora_mag_chans(void *ctx, int64_t c0, int64_t c1) {
+    const DoraMagCtx *c = ctx;
+    for (int64_t ch = c0; ch < c1; ch++) {
+        double acc = 0;
+        for (int64_t p = 0; p < c->P; p++) {
+            const float *d = c->dout + (p * c->C + ch) * c->Q, *y = c->y + (p * c->C + ch) * c->Q;
+            for (int64_t q = 0; q < c->Q; q++)
+                acc += (double)d[q] * y[q];
+        }
+        c->dm[ch] += (float)(acc / c->norm[ch]);
+    }
+}
+
+static void cpu_dora_mag_backward(Backend *be, CT *dm, CT *dout, CT *y, CT *norm) {
+    DoraMagCtx c = {F(dm), F(dout), F(y), F(norm), dout->shape[0], dout->shape[1],
+                    dout->shape[2]};
+    BIND;
+    backend_cpu_parallel_for(c.C, 1 + 16384 / (c.P * c.Q + 1), dora_mag_chans, &c);
+    UNBIND;
+}
+
 const BackendOps backend_cpu_ops = {
     .name = "cpu",
     .close = cpu_close,
@@ -1071,6 +1173,10 @@ const BackendOps backend_cpu_ops = {
     .upsample_nearest_backward = cpu_upsample_nearest_backward,
     /* ops of the VAE */
     .pad2d_forward = cpu_pad2d_forward,
+    /* ops of DoRA */
+    .dora_norm = cpu_dora_norm,
+    .dora_scale = cpu_dora_scale,
+    .dora_mag_backward = cpu_dora_mag_backward,
 };
 
 int backend_cpu_open(const BackendConfig *cfg, Backend **out, Err *err) {
