@@ -24,7 +24,6 @@
 #include "atomic_file.h"
 #include "backend.h"
 #include "base.h"
-#include "clip_image.h"
 #include "image.h"
 #include "pipeline.h"
 #include "rng.h"
@@ -33,6 +32,8 @@
 #include "store_runs.h"
 #include "sd_text.h"
 #include "train_int.h"
+#include "tune_latents.h"
+#include "tune_pairs_src.h"
 #include "tune_step.h"
 #include "unet.h"
 #include "vae.h"
@@ -56,6 +57,7 @@ void tune_config_defaults(TuneConfig *c) {
     c->save_every = 500;
     snprintf(c->sample_seeds, sizeof c->sample_seeds, "0,1");
     c->sample_steps = 20;
+    c->min_diff = 0.5;
 }
 
 double tune_default_beta(const char *objective, int xl) {
@@ -67,15 +69,24 @@ double tune_default_beta(const char *objective, int xl) {
 int tune_config_check(const TuneConfig *c, Err *err) {
     if (!c->model[0])
         return err_set(err, ERR_USAGE, "tune: --model is required (a diffusers model folder)");
-    if (!c->pairs[0])
-        return err_set(err, ERR_USAGE, "tune: --pairs FILE is required (a pairs.jsonl)");
+    if (!c->pairs[0] && !c->from_store)
+        return err_set(err, ERR_USAGE, "tune: give --pairs FILE (a pairs.jsonl) or --from-store");
+    if (c->pairs[0] && c->from_store)
+        return err_set(err, ERR_USAGE, "tune: --pairs and --from-store: give one of them");
+    if (!c->from_store && (c->aspect[0] || c->reward[0]))
+        return err_set(err, ERR_USAGE, "tune: --aspect and --reward go with --from-store");
+    if (c->aspect[0] && c->reward[0])
+        return err_set(err, ERR_USAGE, "tune: --aspect NAME (one aspect's ratings) or --reward "
+                       "CKPT (all aspects, weighed by its heads): give one of them");
+    if (!(c->min_diff >= 0))
+        return err_set(err, ERR_USAGE, "tune: --min-diff must be 0 or more");
     if (!c->out[0])
         return err_set(err, ERR_USAGE, "tune: --out DIR is required (the run folder)");
     if (tune_objective_parse(c->objective) < 0)
         return err_set(err, ERR_USAGE, "tune: --objective '%s': use dpo, dspo or adpo",
                        c->objective);
-    if (strcmp(c->adapter, "lora"))
-        return err_set(err, ERR_USAGE, "tune: --adapter '%s': use lora", c->adapter);
+    if (strcmp(c->adapter, "lora") && strcmp(c->adapter, "dora"))
+        return err_set(err, ERR_USAGE, "tune: --adapter '%s': use lora or dora", c->adapter);
     if (strcmp(c->optimizer, "adamw"))
         return err_set(err, ERR_USAGE, "tune: --optimizer '%s': use adamw", c->optimizer);
     if (c->rank < 1 || c->rank > 1024)
@@ -96,83 +107,6 @@ int tune_config_check(const TuneConfig *c, Err *err) {
         return err_set(err, ERR_USAGE, "tune: --size %dx%d: use multiples of 8", c->width,
                        c->height);
     return 0;
-}
-
-/* ---- the pairs file ----------------------------------------------------------------------- */
-
-static char *resolve_path(const char *pairs_path, const char *p) {
-    if (p[0] == '/')
-        return xstrdup(p);
-    const char *slash = strrchr(pairs_path, '/');
-    if (slash) {
-        char *q = xasprintf("%.*s/%s", (int)(slash - pairs_path), pairs_path, p);
-        if (access(q, F_OK) == 0 || access(p, F_OK) != 0)
-            return q;
-        free(q);
-    }
-    return xstrdup(p);
-}
-
-int tune_pairs_read(const char *path, TunePairs *out, Err *err) {
-    memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(err, ERR_NOTFOUND, "%s: cannot open (%s)", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int ln = 0, rc = 0;
-    while (!rc && (len = getline(&line, &cap, f)) >= 0) {
-        ln++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            line[--len] = 0;
-        if (len == 0)
-            continue;
-        json_error_t je;
-        json_t *o = json_loads(line, 0, &je);
-        if (!o || !json_is_object(o)) {
-            rc = err_set(err, ERR_FORMAT, "%s:%d: not a JSON object (%s); each line holds "
-                         "{\"prompt\", \"img_pos\", \"img_neg\", \"label\"}", path, ln,
-                         o ? "another JSON value" : je.text);
-            json_decref(o);
-            break;
-        }
-        const char *pr = json_string_value(json_object_get(o, "prompt"));
-        const char *ip = json_string_value(json_object_get(o, "img_pos"));
-        const char *in = json_string_value(json_object_get(o, "img_neg"));
-        const char *pn = json_string_value(json_object_get(o, "prompt_neg"));
-        json_t *lab = json_object_get(o, "label");
-        double label = lab ? json_number_value(lab) : 1.0;
-        if (!pr || !ip || !in) {
-            rc = err_set(err, ERR_FORMAT, "%s:%d: missing %s (a text); each line holds "
-                         "\"prompt\", \"img_pos\", \"img_neg\"", path, ln,
-                         !pr ? "\"prompt\"" : !ip ? "\"img_pos\"" : "\"img_neg\"");
-        } else if (lab && (!json_is_number(lab) || !(label == 0 || label == 0.5 ||
-                                                     label == 1))) {
-            rc = err_set(err, ERR_FORMAT, "%s:%d: \"label\" must be 1 (img_pos preferred), 0 "
-                         "(img_neg preferred) or 0.5 (no preference)", path, ln);
-        } else if (label != 0.5) {
-            char *a = resolve_path(path, ip), *b = resolve_path(path, in);
-            TunePair p = {0};
-            p.prompt = (char *)pr;
-            p.prompt_neg = (char *)pn;
-            p.path_w = label == 1 ? a : b;
-            p.path_l = label == 1 ? b : a;
-            p.weight = 1.0;
-            p.line = ln;
-            tune_pairs_push(out, &p);
-            free(a);
-            free(b);
-        }
-        json_decref(o);
-    }
-    free(line);
-    fclose(f);
-    if (!rc && out->n == 0)
-        rc = err_set(err, ERR_FORMAT, "%s: no pairs with a preference (label 1 or 0)", path);
-    if (rc)
-        tune_pairs_free(out);
-    return rc;
 }
 
 /* ---- the run's data ----------------------------------------------------------------------- */
@@ -237,40 +171,20 @@ static int find_or_add_text(Run *r, const char *text) {
     return (int)r->n_txt++;
 }
 
-/* RGB bytes (sw, sh) → (W, H) floats in [-1, 1], CHW: resize the shorter side to fit
- * (bicubic, as Pillow), centre crop, as torchvision's Resize + CenterCrop + Normalize(0.5). */
-static void image_to_pixels(const uint8_t *px, int sw, int sh, int W, int H, float *out) {
-    double s = fmax((double)W / sw, (double)H / sh);
-    int rw = (int)lround(sw * s), rh = (int)lround(sh * s);
-    if (rw < W)
-        rw = W;
-    if (rh < H)
-        rh = H;
-    uint8_t *rs = NULL;
-    const uint8_t *src = px;
-    if (rw != sw || rh != sh) {
-        rs = xmalloc((size_t)rw * rh * 3);
-        clip_image_resize_bicubic(rs, rw, rh, px, sw, sh, 3);
-        src = rs;
-    }
-    int top = (int)lround((rh - H) / 2.0), left = (int)lround((rw - W) / 2.0);
-    for (int c = 0; c < 3; c++)
-        for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++)
-                out[((size_t)c * H + y) * W + x] =
-                    src[((size_t)(y + top) * rw + (x + left)) * 3 + c] / 127.5f - 1.0f;
-    free(rs);
-}
-
-/* Every image's latents: the one function the store's latent cache will replace. Errors name
- * the pairs file's line. */
+/* Every image's latents: from the store's latent cache (tune_latents.h: encoded once across
+ * runs) when there is a store, else encoded here. Errors name the pairs file's line. */
 static int encode_images(Run *r, Err *err) {
     Vae *vae = NULL;
     VaeOptions vo = {0};
     vo.parts = VAE_ENCODER;
     int rc = vae_load(r->be, sd_pipeline_path(r->pipe), &vo, &vae, err);
-    if (rc)
+    char key[SHA256_HEX_LEN + 1];
+    if (!rc && r->st)
+        rc = tune_vae_key(sd_pipeline_path(r->pipe), key, err);
+    if (rc) {
+        vae_free(vae);
         return rc;
+    }
     const VaeConfig *vc = vae_config(vae);
     size_t npx = (size_t)3 * r->W * r->H, nl = (size_t)r->C * r->h * r->w;
     float *pix = xmalloc(npx * sizeof *pix), *logvar = xmalloc(nl * sizeof *logvar);
@@ -279,19 +193,24 @@ static int encode_images(Run *r, Err *err) {
             rc = err_set(err, ERR_CANCELLED, "tune: cancelled while encoding the images");
             break;
         }
-        Image im = {0};
-        rc = image_load(r->img[i].path, 3, &im, err);
-        if (rc) {
-            err_prefix(err, "%s:%d", r->cfg->pairs, r->img[i].line);
-            break;
-        }
-        image_to_pixels(im.px, im.w, im.h, r->W, r->H, pix);
-        image_deinit(&im);
         r->img[i].lat = xmalloc(nl * sizeof(float));
-        rc = vae_encode(vae, pix, 1, r->H, r->W, r->img[i].lat, logvar, err);
-        for (size_t j = 0; !rc && j < nl; j++)
-            r->img[i].lat[j] = (r->img[i].lat[j] - (vc->has_shift ? vc->shift_factor : 0)) *
-                               vc->scaling_factor;
+        if (r->st) {
+            rc = tune_latents_get(r->st, vae, key, r->img[i].path, r->W, r->H, r->img[i].lat,
+                                  err);
+        } else {
+            Image im = {0};
+            rc = image_load(r->img[i].path, 3, &im, err);
+            if (!rc) {
+                tune_image_pixels(im.px, im.w, im.h, r->W, r->H, pix);
+                image_deinit(&im);
+                rc = vae_encode(vae, pix, 1, r->H, r->W, r->img[i].lat, logvar, err);
+            }
+            for (size_t j = 0; !rc && j < nl; j++)
+                r->img[i].lat[j] = (r->img[i].lat[j] - (vc->has_shift ? vc->shift_factor : 0)) *
+                                   vc->scaling_factor;
+        }
+        if (rc && r->img[i].line)
+            err_prefix(err, "%s:%d", r->cfg->pairs, r->img[i].line);
         progress_report(&r->hooks->progress, (double)i + 1, (double)r->n_img, "images");
     }
     free(pix);
@@ -435,14 +354,15 @@ int tune_last_checkpoint(const char *out) {
 static char *config_json(const Run *r) {
     const TuneConfig *c = r->cfg;
     json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:f,s:f,s:f,s:f,s:i,s:i,s:I,s:i,s:i,"
-                          "s:i,s:s}",
+                          "s:i,s:s,s:b,s:s,s:s,s:f}",
                           "model", c->model, "pairs", c->pairs, "objective", c->objective,
                           "adapter", c->adapter, "optimizer", c->optimizer, "targets",
                           c->targets, "rank", c->rank, "alpha", c->alpha, "beta",
                           (double)r->beta, "lr", c->lr, "weight_decay", c->weight_decay,
                           "batch", c->batch, "accum", c->accum, "seed", (json_int_t)c->seed,
                           "width", r->W, "height", r->H, "warmup", c->warmup, "family",
-                          sd_pipeline_family(r->pipe));
+                          sd_pipeline_family(r->pipe), "from_store", c->from_store, "aspect",
+                          c->aspect, "reward", c->reward, "min_diff", c->min_diff);
     char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     return s;
@@ -655,11 +575,29 @@ static size_t arena_for(const TuneConfig *c) {
     return bytes;
 }
 
+/* The pairs: from the store's ratings (per aspect, or combined with a reward model's head
+ * weights) or a pairs file. The one place that knows the sources. */
+static int load_pairs(Run *r, TunePairs *ps, Err *err) {
+    const TuneConfig *c = r->cfg;
+    if (!c->from_store)
+        return tune_pairs_load_file_ex(r->st, c->pairs, NULL, NULL, ps, err);
+    if (!r->st)
+        return err_set(err, ERR_USAGE, "tune: --from-store needs a store");
+    double hw[TUNE_N_HEADS];
+    int rc = 0;
+    if (c->reward[0])
+        rc = tune_reward_head_weights(c->reward, hw, err);
+    if (!rc)
+        rc = tune_pairs_from_store(r->st, c->aspect[0] ? c->aspect : NULL,
+                                   c->reward[0] ? hw : NULL, c->min_diff, ps, err);
+    return rc;
+}
+
 /* Open the backend and the model, read and encode the data: nothing written yet. */
 static int run_prepare(Run *r, Err *err) {
     const TuneConfig *c = r->cfg;
     TunePairs ps = {0};
-    int rc = tune_pairs_read(c->pairs, &ps, err);
+    int rc = load_pairs(r, &ps, err);
     if (rc)
         return rc;
     BackendConfig bc = {0};
@@ -724,8 +662,9 @@ static int run_prepare(Run *r, Err *err) {
         char **tg;
         int ntg;
         split_targets(c->targets, &tg, &ntg);
-        rc = unet_lora_add(r->u, c->rank, (float)c->alpha, (const char *const *)tg, ntg,
-                           c->seed, err);
+        UnetAdapterConfig ac = {c->rank, (float)c->alpha, !strcmp(c->adapter, "dora"),
+                                (const char *const *)tg, ntg, c->seed};
+        rc = unet_adapter_add(r->u, &ac, err);
         base_strv_free(tg, (size_t)ntg);
     }
     if (!rc)

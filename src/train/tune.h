@@ -1,16 +1,17 @@
-/* tune — preference fine-tuning of a text-to-image model's UNet with a LoRA adapter
+/* tune — preference fine-tuning of a text-to-image model's UNet with a LoRA or DoRA adapter
  * (`easel tune`, the `tune` job kind): Diffusion-DPO, DSPO and ADPO (tune_loss.h) on pairs
  * of images, offline. doc/tuning.md is the user's guide.
  *
  * DESIGN
  *   - One model is opened ONCE as an SdPipeline (the UNet trained, its text encoders for the
  *     prompts, its scheduler's ᾱ for the noising, the same pipeline renders the sample
- *     images); a LoRA adapter is added to its UNet, and the reference model of the objectives
+ *     images); a LoRA or DoRA adapter is added to its UNet (unet_adapter_add), and the reference model of the objectives
  *     is the same UNet with the adapter off.
  *   - Before anything is written, every pair is checked and its images encoded: the VAE
  *     encoder's mean × scaling_factor of the image resized (shorter side, bicubic) and
- *     centre-cropped to the training size, once per image; every prompt encoded once. A pair
- *     naming an image that is missing or does not decode is refused with its line.
+ *     centre-cropped to the training size (tune_latents.h; cached in the store when there is
+ *     one), once per image; every prompt encoded once. A pair naming an image that is missing
+ *     or does not decode is refused with its line (tune_pairs_src.h).
  *   - Step s (1-based) takes batch·accum pair slots g = ((s−1)·accum + k)·batch + b; slot g is
  *     pair perm_e[g mod n] of a seeded permutation of epoch e = g div n; its timestep
  *     t ~ U[0, T) and noise ε come from a generator seeded by (seed, g, pair index): a resumed
@@ -37,10 +38,15 @@
 
 typedef struct TuneConfig {
     char model[1024];          /* a diffusers model folder */
-    char pairs[1024];          /* a pairs.jsonl */
+    char pairs[1024];          /* a pairs.jsonl, or "" with from_store */
+    int from_store;            /* pairs from the store's ratings (tune_pairs_from_store) */
+    char aspect[64];           /* with from_store: one aspect's ratings ("" = combined) */
+    char reward[1024];         /* with from_store: a reward checkpoint whose head weights
+                                * weigh the aspects ("" = their plain mean) */
+    double min_diff;           /* with from_store: smallest score difference of a pair: 0.5 */
     char out[1024];            /* the run folder */
     char objective[8];         /* dpo (default), dspo, adpo */
-    char adapter[8];           /* lora */
+    char adapter[8];           /* lora (default) or dora */
     char device[24];           /* auto, cpu, cuda, cuda:N */
     char optimizer[12];        /* adamw */
     char targets[512];         /* comma-separated module suffixes; "" = the original's six */
@@ -81,12 +87,6 @@ typedef struct TuneHooks {
 /* Train. ST may be NULL (no run in the store). Returns 0, ERR_CANCELLED (a checkpoint of the
  * last complete step kept: run again to resume), or another ERR_*. */
 int tune_run(Store *st, const TuneConfig *c, const TuneHooks *h, Err *err);
-
-/* The pairs of a pairs.jsonl (the original's format: prompt, img_pos, img_neg, label, and
- * easel's optional prompt_neg): label 1 keeps the order, 0 swaps it, 0.5 (no preference) is
- * skipped. Relative image paths are taken from the pairs file's folder, else the current
- * folder. Errors name the file and line. */
-int tune_pairs_read(const char *path, TunePairs *out, Err *err);
 
 /* The newest complete checkpoint-S/ in OUT: S, or 0 when there is none. */
 int tune_last_checkpoint(const char *out);

@@ -93,23 +93,21 @@ done:
 
 /* ---- the optimizer ------------------------------------------------------------------------ */
 
-/* Copy every adapter's A, B (which = 0) or dA, dB (which = 1) between the device and FLAT
- * (dir 0: device → flat, 1: flat → device). */
+/* Copy every adapter tensor (which = 0: A, B, DoRA's m) or its gradient (which = 1) between
+ * the device and FLAT (dir 0: device → flat, 1: flat → device), in unet_adapter_param's order. */
 static int flat_xfer(TuneOpt *o, float *flat, int which, int dir, Err *err) {
     size_t off = 0;
-    int n = unet_lora_count(o->u);
+    int n = unet_adapter_param_count(o->u);
     for (int i = 0; i < n; i++) {
-        Tensor t[4];
-        unet_lora_get(o->u, i, &t[0], &t[1], &t[2], &t[3]);
-        for (int k = 0; k < 2; k++) {
-            Tensor *dev = &t[2 * which + k];
-            Tensor h = tensor_view(flat + off, dev->n_dims, dev->shape);
-            if (dir == 0)
-                backend_download(o->be, &h, dev);
-            else
-                backend_upload(o->be, dev, &h);
-            off += (size_t)tensor_numel(dev);
-        }
+        Tensor t[2];
+        unet_adapter_param(o->u, i, &t[0], &t[1]);
+        Tensor *dev = &t[which];
+        Tensor h = tensor_view(flat + off, dev->n_dims, dev->shape);
+        if (dir == 0)
+            backend_download(o->be, &h, dev);
+        else
+            backend_upload(o->be, dev, &h);
+        off += (size_t)tensor_numel(dev);
     }
     return backend_sync(o->be, err);
 }
@@ -120,13 +118,13 @@ int tune_opt_init(TuneOpt *o, Unet *u, Backend *be, Err *err) {
     o->be = be;
     o->weight_decay = 1e-2f;
     o->max_norm = 1.0f;
-    int n = unet_lora_count(u);
+    int n = unet_adapter_param_count(u);
     if (n <= 0)
         return err_set(err, ERR_USAGE, "tune: the UNet has no adapters to train");
     for (int i = 0; i < n; i++) {
-        Tensor A, B;
-        unet_lora_get(u, i, &A, &B, NULL, NULL);
-        o->n += (size_t)tensor_numel(&A) + (size_t)tensor_numel(&B);
+        Tensor p;
+        unet_adapter_param(u, i, &p, NULL);
+        o->n += (size_t)tensor_numel(&p);
     }
     o->p = xcalloc(4 * o->n, sizeof(float));
     o->g = o->p + o->n;
@@ -165,17 +163,14 @@ int tune_opt_step(TuneOpt *o, float lr, float *grad_norm, Err *err) {
 int tune_opt_save(const TuneOpt *o, int rank, float alpha, const char *dir, Err *err) {
     SafeTensorsWriter *w = safetensors_writer_new();
     size_t off = 0;
-    int rc = 0, n = unet_lora_count(o->u);
+    int rc = 0, n = unet_adapter_param_count(o->u);
     for (int i = 0; !rc && i < n; i++) {
-        Tensor t[2];
-        const char *name = unet_lora_get(o->u, i, &t[0], &t[1], NULL, NULL);
-        for (int k = 0; !rc && k < 2; k++) {
-            char *key = xasprintf("unet.%s.lora_%c.weight", name, k ? 'B' : 'A');
-            rc = safetensors_writer_add(w, key, ST_F32, t[k].n_dims, t[k].shape, o->p + off,
-                                        err);
-            free(key);
-            off += (size_t)tensor_numel(&t[k]);
-        }
+        Tensor t;
+        const char *name = unet_adapter_param(o->u, i, &t, NULL);
+        char *key = xasprintf("unet.%s", name);
+        rc = safetensors_writer_add(w, key, ST_F32, t.n_dims, t.shape, o->p + off, err);
+        free(key);
+        off += (size_t)tensor_numel(&t);
     }
     char buf[64];
     snprintf(buf, sizeof buf, "%d", rank);
@@ -220,17 +215,15 @@ int tune_opt_load(TuneOpt *o, const char *dir, Err *err) {
     if (!st)
         return err ? err->code : ERR_IO;
     size_t off = 0;
-    int rc = 0, n = unet_lora_count(o->u);
+    int rc = 0, n = unet_adapter_param_count(o->u);
     for (int i = 0; !rc && i < n; i++) {
-        Tensor t[2];
-        const char *name = unet_lora_get(o->u, i, &t[0], &t[1], NULL, NULL);
-        for (int k = 0; !rc && k < 2; k++) {
-            char *key = xasprintf("unet.%s.lora_%c.weight", name, k ? 'B' : 'A');
-            size_t cnt = (size_t)tensor_numel(&t[k]);
-            rc = read_exact(st, key, o->p + off, cnt, err);
-            free(key);
-            off += cnt;
-        }
+        Tensor t;
+        const char *name = unet_adapter_param(o->u, i, &t, NULL);
+        char *key = xasprintf("unet.%s", name);
+        size_t cnt = (size_t)tensor_numel(&t);
+        rc = read_exact(st, key, o->p + off, cnt, err);
+        free(key);
+        off += cnt;
     }
     safetensors_close(st);
     if (rc)

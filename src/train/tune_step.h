@@ -12,7 +12,7 @@
  *   - Gradients accumulate on the device (the gradient rule of backend.h) over a step's
  *     micro-batches, each scaled by 1/accum; the optimizer gathers them into its flat host
  *     block, clips, updates the master weights, uploads them and zeroes the device gradients.
- *     The flat order is the adapters' (unet_lora_get's), A then B of each.
+ *     The flat order is unet_adapter_param's: A, B (and DoRA's magnitude m) of each adapter.
  * Train layer. One thread at a time per TuneOpt (and its Unet). */
 #ifndef EASEL_TUNE_STEP_H
 #define EASEL_TUNE_STEP_H
@@ -68,7 +68,7 @@ typedef struct TuneOpt {
     float max_norm;     /* global gradient-norm clipping: 1.0 */
 } TuneOpt;
 
-/* Gather the Unet's adapters (after unet_lora_add) as the master weights. */
+/* Gather the Unet's adapters (after unet_adapter_add) as the master weights. */
 int tune_opt_init(TuneOpt *o, Unet *u, Backend *be, Err *err);
 void tune_opt_deinit(TuneOpt *o); /* NULL allowed */
 /* Upload the master weights to the adapters (after they were changed on the host). */
@@ -78,7 +78,8 @@ int tune_opt_upload(TuneOpt *o, Err *err);
 int tune_opt_step(TuneOpt *o, float lr, float *grad_norm, Err *err);
 
 /* The adapter and the optimizer state as files in folder DIR: adapter.safetensors (PEFT
- * names "unet.<module>.lora_A.weight" / "lora_B.weight", f32, metadata rank and alpha) and
+ * names "unet.<module>.lora_A.weight" / "lora_B.weight" / "lora_magnitude_vector", f32,
+ * metadata rank and alpha) and
  * optimizer.safetensors (m, v, and the step count in its metadata). tune_opt_load reads them
  * back (names and shapes must match the adapters: ERR_FORMAT naming the file). */
 int tune_opt_save(const TuneOpt *o, int rank, float alpha, const char *dir, Err *err);

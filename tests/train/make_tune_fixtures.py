@@ -23,7 +23,8 @@ Per case CASE (a UNet, an objective, beta):
   - backward, clip_grad_norm_(1.0), one torch.optim.AdamW(lr=1e-3, weight_decay=1e-2) step.
 Stored: CASE.x0_w, .x0_l, .noise, .t, .ehs, .ehs_neg, .text_embeds, .time_ids, .xt (the
 noisy latents, 2B), .loss, .acc, .grad_norm, and per adapted module M: CASE.M.A0, .B0 (before),
-.dA, .dB (autograd's, before clipping), .A1, .B1 (after the AdamW step).
+.dA, .dB (autograd's, before clipping), .A1, .B1 (after the AdamW step); the "_dora" cases
+(use_dora=True) also .m0, .dm, .m1 (PEFT's lora_magnitude_vector).
 """
 import os
 
@@ -53,6 +54,11 @@ CASES = [
     ("dpo_xl", "unet_sdxl", "dpo", 100.0, 0.01, 6),
     ("dspo_xl", "unet_sdxl", "dspo", 20.0, 0.3, 7),
     ("dspo_xl_small", "unet_sdxl", "dspo", 20.0, 0.01, 8),
+    # DoRA (use_dora=True): the magnitude m starts at W's row norms, its gradient too
+    ("dpo_dora_init", "unet_sd", "dpo", 2000.0, 0.0, 10),
+    ("dpo_dora", "unet_sd", "dpo", 100.0, 0.02, 11),
+    ("dspo_dora", "unet_sd", "dspo", 0.001, 0.02, 12),
+    ("adpo_dora", "unet_sd", "adpo", 100.0, 0.02, 13),
 ]
 
 
@@ -61,14 +67,18 @@ def run(name, model, objective, beta, bstd, seed, res):
     for p in unet.parameters():
         p.requires_grad_(False)
     torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS))
+    dora = "_dora" in name
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, use_dora=dora))
     loras = {}
     for mname, mod in unet.named_modules():
         if hasattr(mod, "lora_A") and "default" in mod.lora_A:
             if bstd > 0:
                 with torch.no_grad():
                     mod.lora_B["default"].weight.normal_(0.0, bstd)
-            loras[mname] = (mod.lora_A["default"].weight, mod.lora_B["default"].weight)
+            ts = (mod.lora_A["default"].weight, mod.lora_B["default"].weight)
+            if dora:
+                ts = ts + (mod.lora_magnitude_vector["default"].weight,)
+            loras[mname] = ts
     cfg = unet.config
     xl = cfg.addition_embed_type == "text_time"
     B, C, S, T = 2, cfg.in_channels, 8, 7
@@ -126,9 +136,9 @@ def run(name, model, objective, beta, bstd, seed, res):
             model_diff_w, _ = (model_pred - target).chunk(2)
             loss = (model_diff_w - beta * (1 - F.sigmoid(inside_term)[:, None, None, None])
                     * pred2).pow(2).mean(dim=[1, 2, 3]).mean()
-    before = {m: (A.detach().clone(), Bw.detach().clone()) for m, (A, Bw) in loras.items()}
+    before = {m: tuple(x.detach().clone() for x in ts) for m, ts in loras.items()}
     loss.backward()
-    grads = {m: (A.grad.clone(), Bw.grad.clone()) for m, (A, Bw) in loras.items()}
+    grads = {m: tuple(x.grad.clone() for x in ts) for m, ts in loras.items()}
     params = [p for m in loras for p in loras[m]]
     gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
@@ -139,10 +149,11 @@ def run(name, model, objective, beta, bstd, seed, res):
     if xl:
         r["text_embeds"] = te
         r["time_ids"] = tid
-    for m, (A, Bw) in loras.items():
-        r[m + ".A0"], r[m + ".B0"] = before[m]
-        r[m + ".dA"], r[m + ".dB"] = grads[m]
-        r[m + ".A1"], r[m + ".B1"] = A.detach(), Bw.detach()
+    for m, ts in loras.items():
+        for letter, x0, g, x1 in zip("ABm", before[m], grads[m], ts):
+            r[m + "." + letter + "0"] = x0
+            r[m + ".d" + letter] = g
+            r[m + "." + letter + "1"] = x1.detach()
     for k, v in r.items():
         res[name + "." + k] = v.contiguous().float()
     print(f"{name}: loss {loss.item():.6g} acc {acc.item()} grad_norm {gn.item():.4g} "

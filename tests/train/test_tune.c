@@ -17,6 +17,7 @@
 #include "store.h"
 #include "store_runs.h"
 #include "tune.h"
+#include "tune_pairs_src.h"
 
 #define MODEL "tests/gen/fixtures/pipeline_sd"
 
@@ -158,10 +159,12 @@ static void kill_at_3(void *user, int step) {
         raise(SIGKILL);
 }
 
-static void killed_then_resumed(const char *objective) {
+static void killed_then_resumed(const char *objective, const char *adapter) {
     TuneConfig a, b;
     config(&a, "a", objective);
     config(&b, "b", objective);
+    snprintf(a.adapter, sizeof a.adapter, "%s", adapter);
+    snprintf(b.adapter, sizeof b.adapter, "%s", adapter);
     run_ok(&a, NULL);
     pid_t pid = fork();
     cr_assert(pid >= 0);
@@ -192,9 +195,10 @@ static void killed_then_resumed(const char *objective) {
     free(ma), free(mb);
 }
 
-Test(tune, dpo_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("dpo"); }
-Test(tune, dspo_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("dspo"); }
-Test(tune, adpo_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("adpo"); }
+Test(tune, dpo_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("dpo", "lora"); }
+Test(tune, dspo_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("dspo", "lora"); }
+Test(tune, adpo_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("adpo", "lora"); }
+Test(tune, dora_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("dpo", "dora"); }
 
 Test(tune, a_resume_with_other_settings_is_refused) {
     TuneConfig a;
@@ -285,7 +289,7 @@ Test(tune, a_bad_pairs_line_is_refused_with_its_line) {
     fclose(f);
     TunePairs ps;
     Err err = {0};
-    cr_assert_eq(tune_pairs_read(p, &ps, &err), ERR_FORMAT);
+    cr_assert_eq(tune_pairs_load_file(p, NULL, &ps, &err), ERR_FORMAT);
     cr_assert(strstr(err.msg, "pairs.jsonl:4") && strstr(err.msg, "img_neg"), "%s", err.msg);
 }
 
@@ -294,7 +298,7 @@ Test(tune, pairs_file_orientation) {
     snprintf(p, sizeof p, "%s/pairs.jsonl", tmp);
     TunePairs ps;
     Err err = {0};
-    cr_assert_eq(tune_pairs_read(p, &ps, &err), 0, "%s", err.msg);
+    cr_assert_eq(tune_pairs_load_file(p, NULL, &ps, &err), 0, "%s", err.msg);
     cr_assert_eq(ps.n, 2, "the 0.5 pair is skipped");
     cr_assert(strstr(ps.v[0].path_w, "/img0.png") && strstr(ps.v[0].path_l, "/img2.png"));
     cr_assert(strstr(ps.v[1].path_w, "/img1.png") && strstr(ps.v[1].path_l, "/img3.png"),
