@@ -41,6 +41,7 @@
     X(jobkind_eval_reward) \
     X(jobkind_score) \
     X(jobkind_generate) \
+    X(jobkind_tune) /* issue 16 (tune16) */ \
     /* end of the list */
 
 #define JOBKIND_DECLARE(k) extern const JobKind k;

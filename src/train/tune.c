@@ -250,9 +250,7 @@ static int pair_at(Run *r, int64_t g) {
 
 /* ---- one step ----------------------------------------------------------------------------- */
 
-typedef struct StepOut {
-    double loss, acc, margin, kl, lr, grad_norm, pairs_per_s;
-} StepOut;
+typedef TuneStepMetrics StepOut;
 
 static float lr_at(const TuneConfig *c, int s) {
     if (c->warmup > 0 && s <= c->warmup)
@@ -773,18 +771,19 @@ int tune_run(Store *st, const TuneConfig *c, const TuneHooks *h, Err *err) {
             break;
         s++;
         rc = metrics_write(&r, s, &so, err);
+        int ck = 0;
         if (!rc && c->save_every > 0 && s % c->save_every == 0 && s < c->steps) {
             char name[32];
             snprintf(name, sizeof name, "checkpoint-%d", s);
             rc = save_checkpoint(&r, name, s, err);
             if (!rc)
-                saved = s;
+                saved = s, ck = 1;
             if (!rc)
                 rc = write_samples(&r, s, err);
         }
-        progress_report(&r.hooks->progress, s, c->steps, "steps");
         if (!rc && r.hooks->after_step)
-            r.hooks->after_step(r.hooks->progress.user, s);
+            r.hooks->after_step(r.hooks->progress.user, s, c->steps, ck, &so);
+        progress_report(&r.hooks->progress, s, c->steps, "steps");
     }
     if (rc == ERR_CANCELLED) {
         Err e2 = {0};

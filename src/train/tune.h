@@ -75,11 +75,25 @@ int tune_config_check(const TuneConfig *c, Err *err);
 /* β when c->beta is 0: dpo/adpo 5000 (SDXL) or 2000 (SD 1.x/2.x); dspo 5000 or 0.001. */
 double tune_default_beta(const char *objective, int xl);
 
+/* One optimizer step's metrics (metrics.jsonl's fields but the step; doc/tuning.md). */
+typedef struct TuneStepMetrics {
+    double loss;        /* the objective, mean over the step's pairs */
+    double acc;         /* implicit preference accuracy: share of pairs with inside > 0 */
+    double margin;      /* reward margin: mean of inside = −β/2·((e_θ,w − e_ref,w) −
+                         * (e_θ,l − e_ref,l)) */
+    double kl;          /* KL proxy: mean of e_θ − e_ref over both samples of every pair */
+    double lr;          /* the learning rate of the step */
+    double grad_norm;   /* the adapters' gradient norm before clipping */
+    double pairs_per_s; /* pairs of the step per second of the step */
+} TuneStepMetrics;
+
 typedef struct TuneHooks {
     Progress progress;       /* unit "steps"; cancel saves a checkpoint and stops */
     int64_t job_id;          /* recorded in the store's run (0 = none) */
-    /* called (progress.user) after step S is complete (metrics and any checkpoint written) */
-    void (*after_step)(void *user, int step);
+    /* called (progress.user) after step S of TOTAL is complete (metrics and any checkpoint
+     * written; CHECKPOINT 1 when checkpoint-S/ was) */
+    void (*after_step)(void *user, int step, int total, int checkpoint,
+                       const TuneStepMetrics *m);
     /* called (progress.user) with one line when the device differs from the one asked */
     void (*device_note)(void *user, const char *note);
 } TuneHooks;

@@ -153,8 +153,8 @@ Test(tune, dpo_run_writes_metrics_checkpoints_and_is_deterministic) {
     free(ma), free(mb);
 }
 
-static void kill_at_3(void *user, int step) {
-    (void)user;
+static void kill_at_3(void *user, int step, int total, int ck, const TuneStepMetrics *m) {
+    (void)user, (void)total, (void)ck, (void)m;
     if (step == 3)
         raise(SIGKILL);
 }
