@@ -436,8 +436,9 @@ Test(unet_adapters, dora_starts_at_the_base_and_switches_off) {
     fx_close(&f);
 }
 
-/* export → LoraSet → import gives the same tensors; a set with a wrong name, a wrong shape,
- * a missing magnitude or a missing entry is refused naming it, the adapters unchanged. */
+/* export → LoraSet → import gives the same tensors; a set with a wrong name, a wrong rank,
+ * another alpha, a missing magnitude or a missing entry is refused naming it, the adapters
+ * unchanged. */
 Test(unet_adapters, export_import_round_trip_and_mismatches) {
     Fx f;
     fx_open(&f, open_cpu(), FIX "unet_sd", DTYPE_F32);
@@ -480,6 +481,10 @@ Test(unet_adapters, export_import_round_trip_and_mismatches) {
     cr_assert_eq(unet_adapter_import(f.u, &s, &err), ERR_FORMAT);
     cr_assert(strstr(err.msg, s.e[7].name) && strstr(err.msg, "rank 5"), "%s", err.msg);
     s.e[7].r = 4;
+    s.e[8].alpha = 16.0f;
+    cr_assert_eq(unet_adapter_import(f.u, &s, &err), ERR_FORMAT);
+    cr_assert(strstr(err.msg, s.e[8].name) && strstr(err.msg, "alpha 16"), "%s", err.msg);
+    s.e[8].alpha = 8.0f;
     float *m = s.e[9].m;
     s.e[9].m = NULL;
     cr_assert_eq(unet_adapter_import(f.u, &s, &err), ERR_FORMAT);
