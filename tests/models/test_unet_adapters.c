@@ -3,7 +3,8 @@
  * LoraConfig(r=4, lora_alpha=8, target_modules=ALL, use_dora=False/True) through diffusers,
  * B and m set randomly): DoRA's magnitude initialisation equals PEFT's, and one
  * unet_forward_backward gives the output, dx and every dA, dB, dm within 1e-4 of torch's
- * (f32, CPU; the emulated CUDA backend is test_unet_grad's emu_matches_cpu); the fused step
+ * (f32, CPU; the emulated CUDA backend is test_unet_grad's emu_matches_cpu); dm and dx of
+ * DoRA on conv layers and the time embedding match finite differences; the fused step
  * is unet_forward then unet_backward; a bf16 base gives DoRA gradients close to the f32
  * base's; export / import round-trips and refuses a mismatched set naming the entry; an
  * unknown target is an error naming it. */
@@ -528,5 +529,81 @@ Test(unet_adapters, unknown_target_is_named) {
                  unet_lora_count(f.u));
     cr_assert_eq(unet_adapter_add(f.u, &dflt, &err), ERR_USAGE);
     cr_assert(strstr(err.msg, "already"), "%s", err.msg);
+    fx_close(&f);
+}
+
+/* L = Σ out·R for the fixture's latents. */
+static double loss(Fx *f, const float *R) {
+    Err err = {0};
+    Tensor o = backend_tensor_new(f->be, DTYPE_F32, 4, f->os);
+    cr_assert_eq(unet_forward(f->u, f->be, &o, &f->dx, f->t, &f->de, f->te ? &f->dte : NULL,
+                              f->tid, &err),
+                 0, "%s", err.msg);
+    float *h = down(f->be, &o);
+    double L = 0;
+    for (size_t i = 0; i < f->no; i++)
+        L += (double)h[i] * R[i];
+    free(h);
+    backend_tensor_free(f->be, &o);
+    return L;
+}
+
+/* DoRA on conv layers (3×3, 1×1 shortcut, stride 2) and the time embedding: the largest dm
+ * of each, and dx, against central differences of unet_forward (independent of torch). Only
+ * m and x: DoRA's dA and dB are by design not the derivative of the output (the norm of
+ * W + s·BA is detached), torch + PEFT is their reference above. */
+Test(unet_adapters, dora_gradients_match_finite_differences) {
+    Fx f;
+    fx_open(&f, open_cpu(), FIX "unet_sd", DTYPE_F32);
+    Err err = {0};
+    const char *tg[] = {"down_blocks.0.resnets.1.conv2", "up_blocks.1.resnets.2.conv_shortcut",
+                        "down_blocks.0.downsamplers.0.conv", "time_embedding.linear_2"};
+    UnetAdapterConfig cf = {4, 8.0f, 1, tg, 4, 3};
+    cr_assert_eq(unet_adapter_add(f.u, &cf, &err), 0, "%s", err.msg);
+    randomize(&f, 12);
+    Rng rng;
+    rng_init(&rng, 13);
+    float *R = xmalloc(sizeof(float) * f.no);
+    for (size_t i = 0; i < f.no; i++)
+        R[i] = rng_normal(&rng);
+    float *out = xmalloc(sizeof(float) * f.no), *gx = xmalloc(sizeof(float) * f.nx);
+    step(&f, R, out, gx);
+    int np = unet_adapter_param_count(f.u);
+    cr_assert_eq(np, 12);
+    for (int i = -1; i < np; i++) {
+        Tensor p = f.dx, g = backend_tensor_new(f.be, DTYPE_F32, 4, f.xs);
+        const char *name = "dx";
+        if (i >= 0) {
+            backend_tensor_free(f.be, &g);
+            name = unet_adapter_param(f.u, i, &p, &g);
+            if (!strstr(name, "magnitude"))
+                continue;
+        } else {
+            up(f.be, &g, gx);
+        }
+        size_t n = (size_t)tensor_numel(&p);
+        float *hg = down(f.be, &g), *hp = down(f.be, &p);
+        size_t b = 0;
+        for (size_t k = 1; k < n; k++)
+            b = fabsf(hg[k]) > fabsf(hg[b]) ? k : b;
+        cr_assert(fabsf(hg[b]) > 1e-4f, "%s: degenerate gradient", name);
+        float v = hp[b], h = 1e-2f * (fabsf(v) > 1 ? fabsf(v) : 1);
+        hp[b] = v + h;
+        up(f.be, &p, hp);
+        double lp = loss(&f, R);
+        hp[b] = v - h;
+        up(f.be, &p, hp);
+        double lm = loss(&f, R);
+        hp[b] = v;
+        up(f.be, &p, hp);
+        double fd = (lp - lm) / (2.0 * h);
+        cr_log_info("%s[%zu]: backward %g, finite difference %g", name, b, hg[b], fd);
+        cr_assert(fabs(hg[b] - fd) <= 2e-3 * fabs(fd) + 1e-3, "%s[%zu]: backward %g, finite "
+                  "difference %g", name, b, hg[b], fd);
+        free(hg), free(hp);
+        if (i < 0)
+            backend_tensor_free(f.be, &g);
+    }
+    free(R), free(out), free(gx);
     fx_close(&f);
 }
