@@ -1,6 +1,7 @@
 /* lora_set — a UNet adapter (LoRA or DoRA) held in host memory: what the trainer exports from
- * the live Unet (unet_lora_export), what files are written from (PEFT / diffusers, kohya) and
- * read back into (resume, `easel export`), one layer per entry.
+ * the live Unet (unet_adapter_export; unet_adapter_import loads one back), what files are
+ * written from (PEFT / diffusers, kohya) and read back into (resume, `easel export`), one
+ * layer per entry.
  *
  * Shapes follow PEFT's modules. A Linear(in, out) layer: A (r, in), B (out, r), kh = kw = 0.
  * A Conv2d(in, out, kh×kw) layer: A is Conv2d(in, r, kh×kw) with the layer's stride and

@@ -996,6 +996,7 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
 
 struct UAdapter {
     char name[192];   /* the diffusers module name, "down_blocks.0.attentions.0....attn1.to_q" */
+    char pname[3][224]; /* its tensors' names: name + ".lora_A.weight", ... */
     int r, in, out;   /* in: the layer's input channels */
     int k;            /* 0: a linear layer; else a k×k conv with the layer's stride and pad */
     int stride, pad;
@@ -1269,6 +1270,10 @@ static void ad_make(void *ctx, const char *name, ULinear *l, UConv *c) {
     Backend *be = u->be;
     UAdapter *a = &u->ads[aa->n++];
     snprintf(a->name, sizeof a->name, "%s", name);
+    static const char *const sfx[3] = {"lora_A.weight", "lora_B.weight",
+                                       "lora_magnitude_vector"};
+    for (int k = 0; k < 3; k++)
+        snprintf(a->pname[k], sizeof a->pname[k], "%s.%s", name, sfx[k]);
     a->r = aa->rank;
     a->w = l ? &l->w : &c->w;
     a->out = (int)a->w->shape[0];
@@ -1369,9 +1374,6 @@ int unet_adapter_param_count(const Unet *u) {
 }
 
 const char *unet_adapter_param(Unet *u, int i, Tensor *p, Tensor *g) {
-    static const char *const sfx[3] = {"lora_A.weight", "lora_B.weight",
-                                       "lora_magnitude_vector"};
-    static _Thread_local char name[256];
     if (i < 0)
         return NULL;
     for (int j = 0; j < u->n_ad; j++) {
@@ -1386,8 +1388,7 @@ const char *unet_adapter_param(Unet *u, int i, Tensor *p, Tensor *g) {
             *p = *ps[i];
         if (g)
             *g = *gs[i];
-        snprintf(name, sizeof name, "%s.%s", a->name, sfx[i]);
-        return name;
+        return a->pname[i];
     }
     return NULL;
 }
@@ -1465,6 +1466,10 @@ int unet_adapter_import(Unet *u, const LoraSet *s, Err *err) {
                            "kernel %dx%d; the live adapter has rank %d, out %d, in %d, kernel "
                            "%dx%d", e->name, e->r, e->out, e->in, e->kh, e->kw, a->r, a->out,
                            a->in, a->k, a->k);
+        if (e->alpha != a->alpha)
+            return err_set(err, ERR_FORMAT, "adapter entry \"%s\": alpha %g, the live adapter "
+                           "has %g (the scale alpha/rank would differ)", e->name,
+                           (double)e->alpha, (double)a->alpha);
         if (!e->A || !e->B || !e->m != !a->dora)
             return err_set(err, ERR_FORMAT, "adapter entry \"%s\": %s", e->name,
                            !e->A || !e->B ? "A or B missing"

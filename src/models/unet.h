@@ -141,17 +141,18 @@ int unet_adapter_add(Unet *u, const UnetAdapterConfig *c, Err *err);
 /* The trainable tensors in a fixed order (per adapter, in module load order: A, B, then m for
  * DoRA), 0 when there are no adapters. unet_adapter_param: the name of tensor i (PEFT's
  * names without the "unet." prefix: "down_blocks.1.attentions.0.transformer_blocks.0.attn1.
- * to_q.lora_A.weight", "...lora_B.weight", "...lora_magnitude_vector"), NULL when out of range,
+ * to_q.lora_A.weight", "...lora_B.weight", "...lora_magnitude_vector"; valid while the
+ * adapters are), NULL when out of range,
  * and views of it and its gradient (either may be NULL; read or write them with
  * backend_upload / backend_download). */
 int unet_adapter_param_count(const Unet *u);
 const char *unet_adapter_param(Unet *u, int i, Tensor *p, Tensor *g);
 /* The adapters' tensors into host memory (src/models/lora_set.h: one entry per adapted
- * module, its diffusers name, r, alpha, shapes, m for DoRA), *out replaced (free it with
- * lora_set_free). Syncs. */
+ * module, its diffusers name, r, alpha, shapes, m for DoRA). *out must be zeroed or hold a
+ * set (freed first); free the result with lora_set_free. Syncs. */
 int unet_adapter_export(Unet *u, LoraSet *out, Err *err);
 /* Load s into the live adapters (resume, evaluation): every entry must name a live adapter
- * with the same rank and shapes, have m exactly when the adapters are DoRA, and every live
+ * with the same rank, alpha and shapes, have m exactly when the adapters are DoRA, and every live
  * adapter must be given: else ERR_FORMAT naming the entry (nothing is changed then). Syncs. */
 int unet_adapter_import(Unet *u, const LoraSet *s, Err *err);
 

@@ -3,10 +3,11 @@
  * LoraConfig(r=4, lora_alpha=8, target_modules=ALL, use_dora=False/True) through diffusers,
  * B and m set randomly): DoRA's magnitude initialisation equals PEFT's, and one
  * unet_forward_backward gives the output, dx and every dA, dB, dm within 1e-4 of torch's
- * (f32, CPU); the emulated CUDA backend gives the CPU's on a subset (DoRA on linear and conv
- * layers, the time embedding's included); a bf16 base gives gradients close to the f32 base's;
- * export / import round-trips and refuses a mismatched set naming the entry; an unknown target
- * is an error naming it. */
+ * (f32, CPU; the emulated CUDA backend is test_unet_grad's emu_matches_cpu); dm and dx of
+ * DoRA on conv layers and the time embedding match finite differences; the fused step
+ * is unet_forward then unet_backward; a bf16 base gives DoRA gradients close to the f32
+ * base's; export / import round-trips and refuses a mismatched set naming the entry; an
+ * unknown target is an error naming it. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -244,4 +245,365 @@ Test(unet_adapters, sdxl_lora_every_layer_matches_torch) {
 }
 Test(unet_adapters, sdxl_dora_every_layer_matches_torch) {
     check_torch(FIX "unet_sdxl", 1, 1e-4);
+}
+
+/* Random values into every adapter tensor (B and m non-zero: every path matters). */
+static void randomize(Fx *f, uint64_t seed) {
+    Rng rng;
+    rng_init(&rng, seed);
+    for (int i = 0; i < unet_adapter_param_count(f->u); i++) {
+        Tensor p;
+        const char *n = unet_adapter_param(f->u, i, &p, NULL);
+        float *h = down(f->be, &p);
+        int mag = strstr(n, "magnitude") != NULL;
+        for (int64_t k = 0; k < tensor_numel(&p); k++)
+            h[k] = mag ? h[k] * (1.0f + 0.1f * rng_normal(&rng)) : h[k] + 0.05f * rng_normal(&rng);
+        up(f->be, &p, h);
+        free(h);
+    }
+}
+
+/* Every gradient, concatenated after dx (host, *n floats). */
+static float *all_grads(Fx *f, const float *gx, size_t *n) {
+    size_t tot = f->nx;
+    for (int i = 0; i < unet_adapter_param_count(f->u); i++) {
+        Tensor g;
+        unet_adapter_param(f->u, i, NULL, &g);
+        tot += (size_t)tensor_numel(&g);
+    }
+    float *all = xmalloc(sizeof(float) * tot);
+    memcpy(all, gx, sizeof(float) * f->nx);
+    size_t at = f->nx;
+    for (int i = 0; i < unet_adapter_param_count(f->u); i++) {
+        Tensor g;
+        unet_adapter_param(f->u, i, NULL, &g);
+        float *h = down(f->be, &g);
+        memcpy(all + at, h, sizeof(float) * (size_t)tensor_numel(&g));
+        at += (size_t)tensor_numel(&g);
+        free(h);
+    }
+    *n = tot;
+    return all;
+}
+
+/* DoRA on a subset of layers of every kind (a linear of the time embedding, a ResNet's conv1
+ * and time_emb_proj, a 1×1 shortcut, a transformer's proj_in and attention, a downsampler's
+ * stride-2 conv, conv_out) on be, for seeded 4×4 latents: dx and every adapter gradient. */
+static float *grads_subset(Backend *be, DType dt, size_t *n) {
+    static const char *const tg[] = {"time_embedding.linear_1",
+                                     "down_blocks.0.resnets.0.conv1",
+                                     "down_blocks.0.resnets.1.time_emb_proj",
+                                     "up_blocks.0.resnets.0.conv_shortcut",
+                                     "mid_block.attentions.0.proj_in",
+                                     "mid_block.attentions.0.transformer_blocks.0.attn2.to_v",
+                                     "down_blocks.0.downsamplers.0.conv", "conv_out"};
+    Fx f;
+    memset(&f, 0, sizeof f);
+    f.be = be;
+    Err err = {0};
+    cr_assert_eq(sd_weights_open(FIX "unet_sd", "unet", &f.w, &err), 0, "%s", err.msg);
+    UnetOptions o = {dt};
+    cr_assert_eq(unet_load(f.w, be, &o, &f.u, &err), 0, "%s", err.msg);
+    UnetAdapterConfig cf = {4, 8.0f, 1, tg, (int)(sizeof tg / sizeof tg[0]), 5};
+    cr_assert_eq(unet_adapter_add(f.u, &cf, &err), 0, "%s", err.msg);
+    cr_assert_eq(unet_lora_count(f.u), 8);
+    randomize(&f, 9);
+    Rng rng;
+    rng_init(&rng, 11);
+    int64_t xs[4] = {1, 4, 4, 4}, es[3] = {1, 3, 24};
+    float hx[64], he[72], hr[64], t = 321.0f;
+    for (int i = 0; i < 64; i++)
+        hx[i] = rng_normal(&rng), hr[i] = rng_normal(&rng);
+    for (int i = 0; i < 72; i++)
+        he[i] = rng_normal(&rng);
+    memcpy(f.xs, xs, sizeof xs);
+    memcpy(f.os, xs, sizeof xs);
+    f.nx = f.no = 64;
+    f.t = xmalloc(sizeof(float));
+    *f.t = t;
+    f.dx = dev_from(be, hx, 4, xs);
+    f.de = dev_from(be, he, 3, es);
+    float out[64], gx[64];
+    step(&f, hr, out, gx);
+    float *all = all_grads(&f, gx, n);
+    fx_close(&f);
+    return all;
+}
+
+/* A frozen bf16 base (adapters f32): dx and the DoRA gradients within 5 % of the f32 base's
+ * range, per tensor. */
+Test(unet_adapters, bf16_base_dora_gradients_close_to_f32) {
+    size_t n32, n16;
+    float *g32 = grads_subset(open_cpu(), DTYPE_F32, &n32);
+    float *g16 = grads_subset(open_cpu(), DTYPE_BF16, &n16);
+    cr_assert_eq(n32, n16);
+    double s, d = maxdiff(g16, g32, n32, &s);
+    cr_log_info("bf16 vs f32 base: %zu gradient values, max |diff| %g (max %g)", n32, d, s);
+    cr_assert(d <= 0.05 * s, "bf16 vs f32 base: max |diff| %g (max %g)", d, s);
+    free(g32), free(g16);
+}
+
+/* unet_forward_backward's output is unet_forward's, its gradients unet_backward's; a dout_fn
+ * failure is returned and nothing more runs. */
+static int dout_fails(void *ctx, const Tensor *out, const Tensor *dout, Err *err) {
+    (void)ctx, (void)out, (void)dout;
+    return err_set(err, ERR_USAGE, "the objective said no");
+}
+
+Test(unet_adapters, fused_step_equals_forward_then_backward) {
+    Fx f;
+    fx_open(&f, open_cpu(), FIX "unet_sd", DTYPE_F32);
+    Err err = {0};
+    UnetAdapterConfig cf = {4, 8.0f, 1, ALL, N_ALL, 3};
+    cr_assert_eq(unet_adapter_add(f.u, &cf, &err), 0, "%s", err.msg);
+    randomize(&f, 4);
+    Rng rng;
+    rng_init(&rng, 5);
+    float *R = xmalloc(sizeof(float) * f.no);
+    for (size_t i = 0; i < f.no; i++)
+        R[i] = rng_normal(&rng);
+    float *out = xmalloc(sizeof(float) * f.no), *gx = xmalloc(sizeof(float) * f.nx);
+    step(&f, R, out, gx);
+    size_t n1, n2;
+    float *g1 = all_grads(&f, gx, &n1);
+    /* apart */
+    Tensor o = backend_tensor_new(f.be, DTYPE_F32, 4, f.os), dR = dev_from(f.be, R, 4, f.os);
+    Tensor g = backend_tensor_new(f.be, DTYPE_F32, 4, f.xs);
+    cr_assert_eq(unet_forward(f.u, f.be, &o, &f.dx, f.t, &f.de, NULL, NULL, &err), 0, "%s",
+                 err.msg);
+    float *o2 = down(f.be, &o);
+    cr_assert_eq(memcmp(o2, out, sizeof(float) * f.no), 0, "fused output differs");
+    backend_zero(f.be, &g);
+    unet_lora_zero_grad(f.u);
+    cr_assert_eq(unet_backward(f.u, f.be, &g, &dR, &f.dx, f.t, &f.de, NULL, NULL, &err), 0,
+                 "%s", err.msg);
+    float *gx2 = down(f.be, &g), *g2 = all_grads(&f, gx2, &n2);
+    cr_assert_eq(n1, n2);
+    cr_assert_eq(memcmp(g1, g2, sizeof(float) * n1), 0, "fused gradients differ");
+    /* a failing dout_fn */
+    unet_lora_zero_grad(f.u);
+    cr_assert_eq(unet_forward_backward(f.u, f.be, &o, &g, dout_fails, NULL, &f.dx, f.t, &f.de,
+                                       NULL, NULL, &err),
+                 ERR_USAGE);
+    cr_assert(strstr(err.msg, "the objective said no"), "%s", err.msg);
+    Tensor dA;
+    unet_adapter_param(f.u, 0, NULL, &dA);
+    float *h = down(f.be, &dA);
+    for (int64_t k = 0; k < tensor_numel(&dA); k++)
+        cr_assert_eq(h[k], 0.0f, "a gradient was written after dout_fn failed");
+    free(h);
+    cr_assert_eq(unet_forward(f.u, f.be, &o, &f.dx, f.t, &f.de, NULL, NULL, &err), 0,
+                 "the backend stayed failed: %s", err.msg);
+    backend_tensor_free(f.be, &o), backend_tensor_free(f.be, &dR), backend_tensor_free(f.be, &g);
+    free(R), free(out), free(gx), free(g1), free(o2), free(gx2), free(g2);
+    fx_close(&f);
+}
+
+/* A new DoRA adapter leaves the output as the base's (B = 0 and m = ‖W‖: the same up to
+ * rounding); switched off it is the base's bit for bit. */
+Test(unet_adapters, dora_starts_at_the_base_and_switches_off) {
+    Fx f;
+    fx_open(&f, open_cpu(), FIX "unet_sd", DTYPE_F32);
+    Err err = {0};
+    Tensor o = backend_tensor_new(f.be, DTYPE_F32, 4, f.os);
+    cr_assert_eq(unet_forward(f.u, f.be, &o, &f.dx, f.t, &f.de, NULL, NULL, &err), 0, "%s",
+                 err.msg);
+    float *base = down(f.be, &o);
+    UnetAdapterConfig cf = {0, 0.0f, 1, ALL, N_ALL, 3}; /* rank 8, alpha 32: the defaults */
+    cr_assert_eq(unet_adapter_add(f.u, &cf, &err), 0, "%s", err.msg);
+    Tensor A;
+    unet_adapter_param(f.u, 0, &A, NULL);
+    cr_assert_eq(A.shape[0], 8);
+    cr_assert_eq(unet_forward(f.u, f.be, &o, &f.dx, f.t, &f.de, NULL, NULL, &err), 0, "%s",
+                 err.msg);
+    float *h = down(f.be, &o);
+    double s, d = maxdiff(h, base, f.no, &s);
+    cr_assert(d <= 1e-5 * s, "a new DoRA adapter changed the output by %g (max %g)", d, s);
+    free(h);
+    randomize(&f, 8);
+    cr_assert_eq(unet_forward(f.u, f.be, &o, &f.dx, f.t, &f.de, NULL, NULL, &err), 0, "%s",
+                 err.msg);
+    h = down(f.be, &o);
+    d = maxdiff(h, base, f.no, &s);
+    cr_assert(d > 1e-3, "the adapter does not change the output (%g)", d);
+    free(h);
+    unet_lora_enable(f.u, 0);
+    cr_assert_eq(unet_forward(f.u, f.be, &o, &f.dx, f.t, &f.de, NULL, NULL, &err), 0, "%s",
+                 err.msg);
+    h = down(f.be, &o);
+    cr_assert_eq(memcmp(h, base, sizeof(float) * f.no), 0, "switched off is not the base");
+    free(h), free(base);
+    backend_tensor_free(f.be, &o);
+    fx_close(&f);
+}
+
+/* export → LoraSet → import gives the same tensors; a set with a wrong name, a wrong rank,
+ * another alpha, a missing magnitude or a missing entry is refused naming it, the adapters
+ * unchanged. */
+Test(unet_adapters, export_import_round_trip_and_mismatches) {
+    Fx f;
+    fx_open(&f, open_cpu(), FIX "unet_sd", DTYPE_F32);
+    Err err = {0};
+    UnetAdapterConfig cf = {4, 8.0f, 1, ALL, N_ALL, 3};
+    cr_assert_eq(unet_adapter_add(f.u, &cf, &err), 0, "%s", err.msg);
+    randomize(&f, 6);
+    LoraSet s = {0};
+    cr_assert_eq(unet_adapter_export(f.u, &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(s.n, (size_t)unet_lora_count(f.u));
+    cr_assert_str_eq(s.e[0].name, "time_embedding.linear_1");
+    cr_assert(s.e[0].m && s.e[0].r == 4 && s.e[0].alpha == 8.0f);
+    int np = unet_adapter_param_count(f.u);
+    float **before = xcalloc((size_t)np, sizeof(float *));
+    for (int i = 0; i < np; i++) {
+        Tensor p;
+        unet_adapter_param(f.u, i, &p, NULL);
+        before[i] = down(f.be, &p);
+        /* the conv entries: kh = kw = the layer's kernel */
+    }
+    cr_assert_eq(s.e[2].kh, 3, "conv_in's A kernel %d", s.e[2].kh);
+    randomize(&f, 7); /* change everything, then load the export back */
+    cr_assert_eq(unet_adapter_import(f.u, &s, &err), 0, "%s", err.msg);
+    for (int i = 0; i < np; i++) {
+        Tensor p;
+        const char *n = unet_adapter_param(f.u, i, &p, NULL);
+        float *h = down(f.be, &p);
+        cr_assert_eq(memcmp(h, before[i], sizeof(float) * (size_t)tensor_numel(&p)), 0,
+                     "%s differs after the round trip", n);
+        free(h);
+    }
+    /* mismatches */
+    char keep[192];
+    snprintf(keep, sizeof keep, "%s", s.e[5].name);
+    snprintf(s.e[5].name, sizeof s.e[5].name, "down_blocks.9.nothing");
+    cr_assert_eq(unet_adapter_import(f.u, &s, &err), ERR_FORMAT);
+    cr_assert(strstr(err.msg, "\"down_blocks.9.nothing\""), "%s", err.msg);
+    snprintf(s.e[5].name, sizeof s.e[5].name, "%s", keep);
+    s.e[7].r = 5;
+    cr_assert_eq(unet_adapter_import(f.u, &s, &err), ERR_FORMAT);
+    cr_assert(strstr(err.msg, s.e[7].name) && strstr(err.msg, "rank 5"), "%s", err.msg);
+    s.e[7].r = 4;
+    s.e[8].alpha = 16.0f;
+    cr_assert_eq(unet_adapter_import(f.u, &s, &err), ERR_FORMAT);
+    cr_assert(strstr(err.msg, s.e[8].name) && strstr(err.msg, "alpha 16"), "%s", err.msg);
+    s.e[8].alpha = 8.0f;
+    float *m = s.e[9].m;
+    s.e[9].m = NULL;
+    cr_assert_eq(unet_adapter_import(f.u, &s, &err), ERR_FORMAT);
+    cr_assert(strstr(err.msg, s.e[9].name) && strstr(err.msg, "magnitude"), "%s", err.msg);
+    s.e[9].m = m;
+    s.n--;
+    cr_assert_eq(unet_adapter_import(f.u, &s, &err), ERR_FORMAT);
+    cr_assert(strstr(err.msg, s.e[s.n].name), "%s", err.msg);
+    s.n++;
+    for (int i = 0; i < np; i++) {
+        Tensor p;
+        unet_adapter_param(f.u, i, &p, NULL);
+        float *h = down(f.be, &p);
+        cr_assert_eq(memcmp(h, before[i], sizeof(float) * (size_t)tensor_numel(&p)), 0,
+                     "a refused import changed tensor %d", i);
+        free(h), free(before[i]);
+    }
+    free(before);
+    lora_set_free(&s);
+    fx_close(&f);
+}
+
+/* An unknown target is an error naming it (nothing added); a second add is refused. */
+Test(unet_adapters, unknown_target_is_named) {
+    Fx f;
+    fx_open(&f, open_cpu(), FIX "unet_sd", DTYPE_F32);
+    Err err = {0};
+    const char *bad[] = {"conv1", "norm1"};
+    UnetAdapterConfig cf = {4, 8.0f, 1, bad, 2, 3};
+    cr_assert_eq(unet_adapter_add(f.u, &cf, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "\"norm1\"") && strstr(err.msg, "no linear or conv layer"), "%s",
+              err.msg);
+    cr_assert_eq(unet_adapter_param_count(f.u), 0);
+    const char *cv[] = {"onv1"}; /* a suffix must start after a '.' */
+    cf.targets = cv, cf.n_targets = 1;
+    cr_assert_eq(unet_adapter_add(f.u, &cf, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "\"onv1\""), "%s", err.msg);
+    UnetAdapterConfig dflt = {0};
+    cr_assert_eq(unet_adapter_add(f.u, &dflt, &err), 0, "%s", err.msg);
+    cr_assert_eq(unet_lora_count(f.u), (2 + 1 + 3) * 10, "default targets: %d",
+                 unet_lora_count(f.u));
+    cr_assert_eq(unet_adapter_add(f.u, &dflt, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "already"), "%s", err.msg);
+    fx_close(&f);
+}
+
+/* L = Σ out·R for the fixture's latents. */
+static double loss(Fx *f, const float *R) {
+    Err err = {0};
+    Tensor o = backend_tensor_new(f->be, DTYPE_F32, 4, f->os);
+    cr_assert_eq(unet_forward(f->u, f->be, &o, &f->dx, f->t, &f->de, f->te ? &f->dte : NULL,
+                              f->tid, &err),
+                 0, "%s", err.msg);
+    float *h = down(f->be, &o);
+    double L = 0;
+    for (size_t i = 0; i < f->no; i++)
+        L += (double)h[i] * R[i];
+    free(h);
+    backend_tensor_free(f->be, &o);
+    return L;
+}
+
+/* DoRA on conv layers (3×3, 1×1 shortcut, stride 2) and the time embedding: the largest dm
+ * of each, and dx, against central differences of unet_forward (independent of torch). Only
+ * m and x: DoRA's dA and dB are by design not the derivative of the output (the norm of
+ * W + s·BA is detached), torch + PEFT is their reference above. */
+Test(unet_adapters, dora_gradients_match_finite_differences) {
+    Fx f;
+    fx_open(&f, open_cpu(), FIX "unet_sd", DTYPE_F32);
+    Err err = {0};
+    const char *tg[] = {"down_blocks.0.resnets.1.conv2", "up_blocks.1.resnets.2.conv_shortcut",
+                        "down_blocks.0.downsamplers.0.conv", "time_embedding.linear_2"};
+    UnetAdapterConfig cf = {4, 8.0f, 1, tg, 4, 3};
+    cr_assert_eq(unet_adapter_add(f.u, &cf, &err), 0, "%s", err.msg);
+    randomize(&f, 12);
+    Rng rng;
+    rng_init(&rng, 13);
+    float *R = xmalloc(sizeof(float) * f.no);
+    for (size_t i = 0; i < f.no; i++)
+        R[i] = rng_normal(&rng);
+    float *out = xmalloc(sizeof(float) * f.no), *gx = xmalloc(sizeof(float) * f.nx);
+    step(&f, R, out, gx);
+    int np = unet_adapter_param_count(f.u);
+    cr_assert_eq(np, 12);
+    for (int i = -1; i < np; i++) {
+        Tensor p = f.dx, g = backend_tensor_new(f.be, DTYPE_F32, 4, f.xs);
+        const char *name = "dx";
+        if (i >= 0) {
+            backend_tensor_free(f.be, &g);
+            name = unet_adapter_param(f.u, i, &p, &g);
+            if (!strstr(name, "magnitude"))
+                continue;
+        } else {
+            up(f.be, &g, gx);
+        }
+        size_t n = (size_t)tensor_numel(&p);
+        float *hg = down(f.be, &g), *hp = down(f.be, &p);
+        size_t b = 0;
+        for (size_t k = 1; k < n; k++)
+            b = fabsf(hg[k]) > fabsf(hg[b]) ? k : b;
+        cr_assert(fabsf(hg[b]) > 1e-4f, "%s: degenerate gradient", name);
+        float v = hp[b], h = 1e-2f * (fabsf(v) > 1 ? fabsf(v) : 1);
+        hp[b] = v + h;
+        up(f.be, &p, hp);
+        double lp = loss(&f, R);
+        hp[b] = v - h;
+        up(f.be, &p, hp);
+        double lm = loss(&f, R);
+        hp[b] = v;
+        up(f.be, &p, hp);
+        double fd = (lp - lm) / (2.0 * h);
+        cr_log_info("%s[%zu]: backward %g, finite difference %g", name, b, hg[b], fd);
+        cr_assert(fabs(hg[b] - fd) <= 2e-3 * fabs(fd) + 1e-3, "%s[%zu]: backward %g, finite "
+                  "difference %g", name, b, hg[b], fd);
+        free(hg), free(hp);
+        if (i < 0)
+            backend_tensor_free(f.be, &g);
+    }
+    free(R), free(out), free(gx);
+    fx_close(&f);
 }

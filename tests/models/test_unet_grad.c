@@ -316,29 +316,36 @@ static void check_torch(Backend *be, const char *dir, double tol) {
 
 Test(unet_grad, sd_lora_matches_torch_cpu) { check_torch(open_cpu(), FIX "unet_sd", 1e-4); }
 Test(unet_grad, sdxl_lora_matches_torch_cpu) { check_torch(open_cpu(), FIX "unet_sdxl", 1e-4); }
-/* One backward of the SD-shaped fixture with adapters on its to_v layers (B non-zero) on
- * be, for seeded inputs of 4×4 latents: dx, then every adapter's dA and dB, concatenated
- * (host, *n floats). */
+/* One backward of the SD-shaped fixture with DoRA adapters (A, B and m randomised) on a
+ * subset of layers of every kind — a to_v layer, the time embedding's linear_1 (the gradient
+ * through every ResNet's time_emb_proj and the embedding MLP), a ResNet's 3×3 conv1, a 1×1
+ * conv shortcut, a stride-2 downsampler — on be, for seeded inputs of 4×4 latents: dx, then
+ * every adapter tensor's gradient, concatenated (host, *n floats). */
 static float *grads_small(Backend *be, size_t *n) {
-    /* one adapter per attention (the LoRA code is the same on every layer: each launch costs
-     * on the emulator) */
+    /* a subset (the adapter code is the same on every layer of a kind: each launch costs on
+     * the emulator) */
     Err err = {0};
     SdWeights *w = NULL;
     Unet *u = NULL;
     cr_assert_eq(sd_weights_open(FIX "unet_sd", "unet", &w, &err), 0, "%s", err.msg);
     cr_assert_eq(unet_load(w, be, NULL, &u, &err), 0, "%s", err.msg);
-    const char *tg[] = {"to_v"};
-    cr_assert_eq(unet_lora_add(u, 4, 8.0f, tg, 1, 5, &err), 0, "%s", err.msg);
+    const char *tg[] = {"mid_block.attentions.0.transformer_blocks.0.attn2.to_v",
+                        "time_embedding.linear_1", "down_blocks.0.resnets.0.conv1",
+                        "up_blocks.0.resnets.0.conv_shortcut",
+                        "down_blocks.0.downsamplers.0.conv"};
+    UnetAdapterConfig cf = {4, 8.0f, 1, tg, (int)ARRAY_LEN(tg), 5};
+    cr_assert_eq(unet_adapter_add(u, &cf, &err), 0, "%s", err.msg);
     Rng rng;
     rng_init(&rng, 9);
-    int na = unet_lora_count(u);
-    for (int i = 0; i < na; i++) {
-        Tensor B;
-        unet_lora_get(u, i, NULL, &B, NULL, NULL);
-        float *h = down(be, &B);
-        for (int64_t k = 0; k < tensor_numel(&B); k++)
-            h[k] = 0.05f * rng_normal(&rng);
-        up(be, &B, h);
+    int np = unet_adapter_param_count(u);
+    for (int i = 0; i < np; i++) {
+        Tensor p;
+        const char *nm = unet_adapter_param(u, i, &p, NULL);
+        int mag = strstr(nm, "magnitude") != NULL;
+        float *h = down(be, &p);
+        for (int64_t k = 0; k < tensor_numel(&p); k++)
+            h[k] = mag ? h[k] * (1.0f + 0.1f * rng_normal(&rng)) : h[k] + 0.05f * rng_normal(&rng);
+        up(be, &p, h);
         free(h);
     }
     int64_t xs[4] = {1, 4, 4, 4}, es[3] = {1, 3, 24};
@@ -353,24 +360,22 @@ static float *grads_small(Backend *be, size_t *n) {
     cr_assert_eq(unet_backward(u, be, &dx, &r, &x, &t, &e, NULL, NULL, &err), 0, "%s",
                  err.msg);
     size_t tot = 64;
-    for (int i = 0; i < na; i++) {
-        Tensor dA, dB;
-        unet_lora_get(u, i, NULL, NULL, &dA, &dB);
-        tot += (size_t)(tensor_numel(&dA) + tensor_numel(&dB));
+    for (int i = 0; i < np; i++) {
+        Tensor g;
+        unet_adapter_param(u, i, NULL, &g);
+        tot += (size_t)tensor_numel(&g);
     }
     float *all = xmalloc(sizeof(float) * tot), *p = down(be, &dx);
     memcpy(all, p, sizeof(float) * 64);
     free(p);
     size_t at = 64;
-    for (int i = 0; i < na; i++) {
-        Tensor d[2];
-        unet_lora_get(u, i, NULL, NULL, &d[0], &d[1]);
-        for (int k = 0; k < 2; k++) {
-            p = down(be, &d[k]);
-            memcpy(all + at, p, sizeof(float) * (size_t)tensor_numel(&d[k]));
-            at += (size_t)tensor_numel(&d[k]);
-            free(p);
-        }
+    for (int i = 0; i < np; i++) {
+        Tensor g;
+        unet_adapter_param(u, i, NULL, &g);
+        p = down(be, &g);
+        memcpy(all + at, p, sizeof(float) * (size_t)tensor_numel(&g));
+        at += (size_t)tensor_numel(&g);
+        free(p);
     }
     *n = tot;
     backend_tensor_free(be, &x), backend_tensor_free(be, &e), backend_tensor_free(be, &r);
@@ -382,7 +387,8 @@ static float *grads_small(Backend *be, size_t *n) {
 }
 
 /* The CUDA backend's ops on the host harness (every emulated launch starts a thread per GPU
- * thread: 4×4 latents) give the CPU backend's input and adapter gradients. */
+ * thread: 4×4 latents) give the CPU backend's input and adapter gradients (DoRA on linear
+ * and conv layers, the kern_dora.h kernels included). */
 Test(unet_grad, emu_matches_cpu, .timeout = 300) {
     size_t nc, ne;
     float *c = grads_small(open_cpu(), &nc), *e = grads_small(open_emu(), &ne);
