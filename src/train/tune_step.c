@@ -27,6 +27,36 @@ void tune_add_noise(const float *alphas_cumprod, int t, const float *x0, const f
 
 /* ---- one micro-batch ---------------------------------------------------------------------- */
 
+/* What unet_forward_backward's dout_fn needs: the reference's predictions, the batch, and
+ * where the statistics go. */
+typedef struct DoutCtx {
+    Backend *be;
+    const TuneBatch *b;
+    TuneObjective obj;
+    int xl;
+    float beta, scale;
+    const float *ref;   /* (2B, N) host */
+    float *pred, *d;    /* (2B, N) host scratch */
+    TuneLossStats *st;
+} DoutCtx;
+
+static int dout_fn(void *ctx, const Tensor *out, const Tensor *dout, Err *err) {
+    DoutCtx *c = ctx;
+    const TuneBatch *b = c->b;
+    int B2 = 2 * b->B;
+    size_t N = (size_t)b->C * b->H * b->W, h = (size_t)b->B * N;
+    Tensor hp = tensor_4d(c->pred, B2, b->C, b->H, b->W);
+    backend_download(c->be, &hp, out);
+    int rc = backend_sync(c->be, err);
+    if (rc)
+        return rc;
+    tune_loss_grad(c->obj, c->xl, c->beta, b->B, N, c->pred, c->pred + h, c->ref, c->ref + h,
+                   b->target, b->target + h, c->scale, c->d, c->d + h, c->st);
+    Tensor hd = tensor_4d(c->d, B2, b->C, b->H, b->W);
+    backend_upload(c->be, dout, &hd);
+    return 0;
+}
+
 int tune_batch_grad(Unet *u, Backend *be, const TuneBatch *b, TuneObjective obj, int xl,
                     float beta, float scale, TuneLossStats *st, Err *err) {
     int B2 = 2 * b->B;
@@ -34,15 +64,14 @@ int tune_batch_grad(Unet *u, Backend *be, const TuneBatch *b, TuneObjective obj,
     int64_t xs[4] = {B2, b->C, b->H, b->W}, es[3] = {B2, b->T, b->D}, ps[2] = {B2, b->P};
     Tensor x = backend_tensor_new(be, DTYPE_F32, 4, xs);
     Tensor out = backend_tensor_new(be, DTYPE_F32, 4, xs);
-    Tensor dout = backend_tensor_new(be, DTYPE_F32, 4, xs);
     Tensor ehs = backend_tensor_new(be, DTYPE_F32, 3, es);
     Tensor te = {0};
     if (b->pooled)
         te = backend_tensor_new(be, DTYPE_F32, 2, ps);
-    float *pred = xmalloc(2 * (size_t)B2 * N * sizeof *pred), *ref = pred + (size_t)B2 * N;
-    float *d = xmalloc((size_t)B2 * N * sizeof *d);
+    float *ref = xmalloc(3 * (size_t)B2 * N * sizeof *ref);
+    float *pred = ref + (size_t)B2 * N, *d = pred + (size_t)B2 * N;
     int rc = 0;
-    if (!x.ptr || !out.ptr || !dout.ptr || !ehs.ptr || (b->pooled && !te.ptr)) {
+    if (!x.ptr || !out.ptr || !ehs.ptr || (b->pooled && !te.ptr)) {
         rc = backend_sync(be, err);
         if (!rc)
             rc = err_set(err, ERR_NOMEM, "tune: out of device memory for a batch of %d", B2);
@@ -57,37 +86,27 @@ int tune_batch_grad(Unet *u, Backend *be, const TuneBatch *b, TuneObjective obj,
         backend_upload(be, &te, &hp);
     }
     const Tensor *tep = b->pooled ? &te : NULL;
-    Tensor hpred = tensor_4d(pred, B2, b->C, b->H, b->W);
-    Tensor href = tensor_4d(ref, B2, b->C, b->H, b->W);
-    unet_lora_enable(u, 1);
+    /* the reference: the adapters off */
+    unet_lora_enable(u, 0);
     rc = unet_forward(u, be, &out, &x, b->t, &ehs, tep, b->time_ids, err);
+    unet_lora_enable(u, 1);
     if (!rc) {
-        backend_download(be, &hpred, &out);
-        unet_lora_enable(u, 0);
-        rc = unet_forward(u, be, &out, &x, b->t, &ehs, tep, b->time_ids, err);
-        unet_lora_enable(u, 1);
-    }
-    if (!rc) {
-        backend_download(be, &href, &out);
+        Tensor hr = tensor_4d(ref, B2, b->C, b->H, b->W);
+        backend_download(be, &hr, &out);
         rc = backend_sync(be, err);
     }
-    if (rc)
-        goto done;
-    size_t h = (size_t)b->B * N;
-    tune_loss_grad(obj, xl, beta, b->B, N, pred, pred + h, ref, ref + h, b->target,
-                   b->target + h, scale, d, d + h, st);
-    Tensor hd = tensor_4d(d, B2, b->C, b->H, b->W);
-    backend_upload(be, &dout, &hd);
-    rc = unet_backward(u, be, NULL, &dout, &x, b->t, &ehs, tep, b->time_ids, err);
+    /* the policy's forward and backward, the objective's gradient in between */
+    DoutCtx c = {be, b, obj, xl, beta, scale, ref, pred, d, st};
+    if (!rc)
+        rc = unet_forward_backward(u, be, &out, NULL, dout_fn, &c, &x, b->t, &ehs, tep,
+                                   b->time_ids, err);
 done:
     backend_tensor_free(be, &x);
     backend_tensor_free(be, &out);
-    backend_tensor_free(be, &dout);
     backend_tensor_free(be, &ehs);
     if (b->pooled)
         backend_tensor_free(be, &te);
-    free(pred);
-    free(d);
+    free(ref);
     return rc;
 }
 

@@ -8,7 +8,9 @@
  *   - The reference is the same Unet with its adapters switched off (unet_lora_enable): no
  *     second copy of the weights.
  *   - A micro-batch of B pairs runs as one UNet batch of 2B samples, the B "w" samples then the
- *     B "l" samples, so the two members of a pair go through the same kernels together.
+ *     B "l" samples, so the two members of a pair go through the same kernels together: the
+ *     reference's forward (adapters off), then the policy's forward and backward in one
+ *     unet_forward_backward, the objective's gradient computed between them on the host.
  *   - Gradients accumulate on the device (the gradient rule of backend.h) over a step's
  *     micro-batches, each scaled by 1/accum; the optimizer gathers them into its flat host
  *     block, clips, updates the master weights, uploads them and zeroes the device gradients.
