@@ -692,10 +692,23 @@ static int run_store_open(Run *r, int resume_step, const char *cfg_json, Err *er
         }
         free(name);
     }
-    char *nm = r->cfg->run_name[0] ? xstrdup(r->cfg->run_name) : store_run_unique_name(r->st,
-                                                                                       "tune");
-    rc = store_run_create(r->st, nm, "tune", cfg_json, r->hooks->job_id, r->cfg->out,
-                          &r->run_id, err);
+    char *nm = NULL;
+    /* a generated name can be taken between choosing and creating it (two runs started in
+     * the same second): choose again */
+    for (int tries = 0; tries < 20; tries++) {
+        free(nm);
+        nm = r->cfg->run_name[0] ? xstrdup(r->cfg->run_name) : store_run_unique_name(r->st,
+                                                                                      "tune");
+        Err e = {0};
+        rc = store_run_create(r->st, nm, "tune", cfg_json, r->hooks->job_id, r->cfg->out,
+                              &r->run_id, &e);
+        if (rc != ERR_CONFLICT || r->cfg->run_name[0]) {
+            if (rc)
+                err_pass(err, &e, rc);
+            break;
+        }
+        usleep(50000);
+    }
     if (!rc) {
         char *txt = xasprintf("%s\n", nm);
         rc = atomic_file_write(path, txt, strlen(txt), err);

@@ -138,6 +138,9 @@ int tune_opt_init(TuneOpt *o, Unet *u, Backend *be, Err *err) {
     o->weight_decay = 1e-2f;
     o->max_norm = 1.0f;
     int n = unet_adapter_param_count(u);
+    for (int i = 0; i < n; i++)
+        if (strstr(unet_adapter_param(u, i, NULL, NULL), "lora_magnitude_vector"))
+            o->dora = 1;
     if (n <= 0)
         return err_set(err, ERR_USAGE, "tune: the UNet has no adapters to train");
     for (int i = 0; i < n; i++) {
@@ -191,11 +194,17 @@ int tune_opt_save(const TuneOpt *o, int rank, float alpha, const char *dir, Err 
         free(key);
         off += (size_t)tensor_numel(&t);
     }
-    char buf[64];
+    char buf[160];
     snprintf(buf, sizeof buf, "%d", rank);
     safetensors_writer_meta(w, "rank", buf);
     snprintf(buf, sizeof buf, "%.9g", alpha);
     safetensors_writer_meta(w, "alpha", buf);
+    /* diffusers' save_lora_weights(lora_adapter_metadata=...): what its load_lora_weights
+     * and easel's generate --lora read the scale alpha/r from */
+    snprintf(buf, sizeof buf, "{\"unet.r\": %d, \"unet.lora_alpha\": %.9g, \"unet.use_dora\": %s}",
+             rank, alpha, o->dora ? "true" : "false");
+    safetensors_writer_meta(w, "lora_adapter_metadata", buf);
+    safetensors_writer_meta(w, "format", "pt");
     char *path = xasprintf("%s/adapter.safetensors", dir);
     if (!rc)
         rc = safetensors_writer_save(w, path, err);
