@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "backend.h"
 #include "image.h"
+#include "pipeline.h"
 #include "store.h"
 #include "store_runs.h"
 #include "tune.h"
@@ -306,3 +308,65 @@ Test(tune, pairs_file_orientation) {
     cr_assert_eq(ps.v[1].line, 2);
     tune_pairs_free(&ps);
 }
+
+/* Mean |a − b| over n bytes. */
+static double mad(const uint8_t *a, const uint8_t *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += abs((int)a[i] - (int)b[i]);
+    return s / (double)n;
+}
+
+/* The final adapter file, given to the pipeline as a LoRA (what `easel generate --lora`
+ * does: merged into the weights at its alpha/r), renders what the trainer's live adapter
+ * rendered into the samples; without it the image differs far more. */
+static void adapter_file_renders_as_trained(const char *adapter) {
+    TuneConfig a;
+    config(&a, "a", "dpo");
+    snprintf(a.adapter, sizeof a.adapter, "%s", adapter);
+    a.steps = 3;
+    a.lr = 3e-2;
+    a.warmup = 0;
+    a.save_every = 0;
+    a.sample_steps = 4;
+    snprintf(a.sample_seeds, sizeof a.sample_seeds, "3");
+    run_ok(&a, NULL);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/samples/step-3/p0-seed3.png", a.out);
+    Image live = {0};
+    Err err = {0};
+    cr_assert_eq(image_load(p, 3, &live, &err), 0, "%s", err.msg);
+    snprintf(p, sizeof p, "%s/final/adapter.safetensors", a.out);
+    Backend *be = NULL;
+    BackendConfig bc = {.threads = 2};
+    cr_assert_eq(backend_open("cpu", &bc, &be, NULL, 0, &err), 0, "%s", err.msg);
+    double d[2];
+    for (int k = 0; k < 2; k++) {
+        SdLora l = {p, 1.0f};
+        SdPipelineConfig pc = {0};
+        pc.loras = k ? &l : NULL;
+        pc.n_loras = k;
+        SdPipeline *pipe = NULL;
+        cr_assert_eq(sd_pipeline_open(MODEL, be, &pc, &pipe, &err), 0, "%s", err.msg);
+        SdGenParams g = {0};
+        g.prompt = "a red fox";
+        g.steps = 4;
+        g.guidance = 7.5f;
+        g.seed = 3;
+        uint8_t *rgb = NULL;
+        int w, h;
+        cr_assert_eq(sd_pipeline_generate(pipe, &g, NULL, &rgb, &w, &h, &err), 0, "%s", err.msg);
+        cr_assert(w == live.w && h == live.h);
+        d[k] = mad(rgb, live.px, (size_t)w * h * 3);
+        free(rgb);
+        sd_pipeline_close(pipe);
+    }
+    cr_assert(d[0] > 2.0, "the adapter changed the image too little to tell (%g)", d[0]);
+    cr_assert(d[1] < 0.05 * d[0], "%s file renders %g from the live adapter (base: %g)",
+              adapter, d[1], d[0]);
+    backend_close(be);
+    image_deinit(&live);
+}
+
+Test(tune, lora_file_renders_as_trained) { adapter_file_renders_as_trained("lora"); }
+Test(tune, dora_file_renders_as_trained) { adapter_file_renders_as_trained("dora"); }
