@@ -169,6 +169,12 @@ Test(tune_latents, keys_per_vae_and_size) {
     cr_assert_eq(tune_vae_key(VAE_XL, k2, &e), 0, "%s", e.msg);
     cr_assert_str_eq(k1, k1b);
     cr_assert_str_neq(k1, k2);
+    /* one VAE in two layouts (a diffusers folder, a single-file checkpoint): one key */
+    cr_assert_eq(tune_vae_key("tests/models/fixtures/sdfile/sd", k1b, &e), 0, "%s", e.msg);
+    cr_assert_eq(tune_vae_key("tests/models/fixtures/sdfile/sd.safetensors", k2, &e), 0, "%s",
+                 e.msg);
+    cr_assert_str_eq(k1b, k2);
+    cr_assert_eq(tune_vae_key(VAE_XL, k2, &e), 0, "%s", e.msg);
     Vae *v1 = vae_open(VAE_SD), *v2 = vae_open(VAE_XL);
     const char *path = png("sq.png", 32, 32, 5, NULL);
     float a[4 * 16 * 16];
