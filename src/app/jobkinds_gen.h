@@ -19,9 +19,12 @@
 
 extern const JobKind jobkind_generate;
 
-/* Run the generation P describes on store ST (foreground or in a job). DEVICE_NOTE (may be
- * NULL) gets backend_open's note (a cuda request that runs on the CPU). REP is filled. */
-int gen_job_execute(Store *st, const JobParams *p, const Progress *pr,
-                    void (*device_note)(const char *note), GenRunReport *rep, Err *err);
+/* Run the generation P describes on store ST in the foreground (`easel generate`): --device
+ * auto and cuda run one worker on each GPU the machine has (NVML's count, at most MAX_GPUS
+ * when > 0), cuda:N and cpu one worker. PR's log gets backend_open's notes (a cuda request
+ * that runs on the CPU) and the workers' failures; its cancelled hook is also read from the
+ * workers (genrun.h). REP is filled. */
+int gen_job_execute(Store *st, const JobParams *p, int max_gpus, const Progress *pr,
+                    GenRunReport *rep, Err *err);
 
 #endif

@@ -127,8 +127,16 @@ Test(jobkinds_gen, gpu_rule_and_bad_params) {
     cr_assert_eq(job_params_parse(k, 2, n1, v1, &p, &err), 0, "%s", err.msg);
     cr_assert_eq(k->gpus_for(p), 0);
     job_params_free(p);
-    const char *n2[] = {"prompt"}, *v2[] = {"x"};
+    const char *n2[] = {"prompt"}, *v2[] = {"x"}; /* auto: every free GPU, a worker each */
     cr_assert_eq(job_params_parse(k, 1, n2, v2, &p, &err), 0, "%s", err.msg);
+    cr_assert_eq(k->gpus_for(p), JOBKIND_GPUS_ALL);
+    job_params_free(p);
+    const char *n5[] = {"prompt", "device"}, *v5[] = {"x", "cuda"};
+    cr_assert_eq(job_params_parse(k, 2, n5, v5, &p, &err), 0, "%s", err.msg);
+    cr_assert_eq(k->gpus_for(p), JOBKIND_GPUS_ALL);
+    job_params_free(p);
+    const char *n6[] = {"prompt", "device"}, *v6[] = {"x", "cuda:1"}; /* one GPU */
+    cr_assert_eq(job_params_parse(k, 2, n6, v6, &p, &err), 0, "%s", err.msg);
     cr_assert_eq(k->gpus_for(p), 1);
     job_params_free(p);
     const char *n3[] = {"prompt", "from-store"}, *v3[] = {"x", "true"};
