@@ -327,6 +327,12 @@ static Event *do_item(Worker *w, const Progress *steps, void *gen_user, long i) 
     if (image_ok(r, path, &corrupt)) {
         ev = event_new(EV_KEPT, w, i);
     } else {
+        if (corrupt) {
+            char line[1024];
+            snprintf(line, sizeof line, "%s does not decode at %dx%d: generating it again",
+                     path, o->width, o->height);
+            wk_log(w, line);
+        }
         char *dir = xasprintf("%s/%s", o->out_dir, it->prompt_id);
         Err e = {0};
         uint8_t *rgb = NULL;
@@ -493,11 +499,7 @@ static int handle(Run *r, Event *ev, GenRunReport *rep, size_t *done, Err *err) 
         r->state[i] = ST_HAVE;
         rep->kept++;
     } else if (ev->kind == EV_MADE) {
-        if (ev->corrupt) {
-            logf_(pr, "%s did not decode at %dx%d: generated it again", path, o->width,
-                  o->height);
-            rep->redone++;
-        }
+        rep->redone += (size_t)ev->corrupt;
         r->state[i] = ST_HAVE;
         rep->generated++;
         free(r->gpu[i]);

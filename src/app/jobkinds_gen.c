@@ -95,11 +95,11 @@ static int parse_size(const char *s, int *w, int *h, Err *err) {
     if (ok) {
         const char *q = end + 1;
         b = strtol(q, &end, 10);
-        ok = end != q && !*end && a >= 64 && b >= 64 && a <= 4096 && b <= 4096 && a % 8 == 0 &&
+        ok = end != q && !*end && a >= 8 && b >= 8 && a <= 4096 && b <= 4096 && a % 8 == 0 &&
              b % 8 == 0;
     }
-    if (!ok)
-        return err_set(err, ERR_USAGE, "--size %s: expected WxH, each a multiple of 8 from 64 "
+    if (!ok) /* the pipeline takes any multiple of the VAE's scale (8), as diffusers */
+        return err_set(err, ERR_USAGE, "--size %s: expected WxH, each a multiple of 8 from 8 "
                        "to 4096 (e.g. 1024x1024)", s);
     *w = (int)a;
     *h = (int)b;

@@ -12,6 +12,7 @@
 #include "jobs.h"
 #include "fmt_csv.h"
 #include "gpu.h"
+#include "image.h"
 #include "jobkinds_gen.h"
 #include "store_catalog.h"
 #include "store_jobs.h"
@@ -205,5 +206,38 @@ Test(jobkinds_gen, two_gpus_two_workers_the_same_images, .timeout = 240) {
                                 t.rows[i].field[2]), 0, "%s differs", t.rows[i].field[2]);
     }
     fmt_csv_deinit(&t);
+    store_close(st);
+}
+
+/* --size: any multiple of 8 from 8 (the pipeline's rule, as diffusers'), for the job and so
+ * for `easel generate`, which parses the same schema. */
+Test(jobkinds_gen, small_sizes_any_multiple_of_8, .timeout = 120) {
+    const JobKind *k = jobkind_find("generate");
+    JobParams *p;
+    Err err = {0};
+    const char *bad[] = {"0x8", "4x8", "12x8", "8x4100", "8x", "x8", "8x8x8"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        const char *n[] = {"prompt", "size"}, *v[] = {"x", bad[i]};
+        cr_assert_eq(job_params_parse(k, 2, n, v, &p, &err), ERR_USAGE, "%s", bad[i]);
+        cr_assert(strstr(err.msg, "multiple of 8 from 8 to 4096"), "%s", err.msg);
+    }
+    Store *st = support_store_open(tmpdir, "t.db", NULL, 0);
+    const char *names[] = {"model", "prompt", "seeds", "steps", "out", "device", "size"};
+    const char *values[] = {model, "a red fox", "3", "2", out_dir, "cpu", "24x8"};
+    int64_t id;
+    cr_assert_eq(support_run_job(st, "generate", 7, names, values, 0, &id, &err), 0, "%s",
+                 err.msg);
+    cr_assert(support_job_log_has(st, id, "1 images: 1 generated"));
+    char *found = NULL;
+    support_run(out_dir, &found, NULL, "find . -name 3.png");
+    cr_assert(found && found[0], "no 3.png");
+    found[strcspn(found, "\n")] = '\0';
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", out_dir, found);
+    Image im = {0};
+    cr_assert_eq(image_load(path, 3, &im, &err), 0, "%s", err.msg);
+    cr_assert(im.w == 24 && im.h == 8, "%dx%d", im.w, im.h);
+    image_deinit(&im);
+    free(found);
     store_close(st);
 }
