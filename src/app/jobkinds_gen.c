@@ -548,8 +548,7 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
      * row); several GPUs: each image's own */
     char gpu_id[16] = "";
     int sk = 0, sidx = 0;
-    if (shard_n && n_workers == 1 && backend_spec_parse(devices[0], &sk, &sidx, NULL) == 0 &&
-        sk == BACKEND_SPEC_CUDA && (n_gpus > 0 || strncmp(devices[0], "cuda:", 5) == 0))
+    if (shard_n && n_gpus == 1 && backend_spec_parse(devices[0], &sk, &sidx, NULL) == 0)
         snprintf(gpu_id, sizeof gpu_id, "%d", sidx);
     GenRunOpts o = {.out_dir = job_param_str(p, "out"), .items = w.items, .n_items = w.n,
                     .gpu_id = gpu_id[0] ? gpu_id : NULL,
@@ -581,16 +580,20 @@ int gen_job_execute(Store *st, const JobParams *p, int max_gpus, const Progress 
     /* auto and cuda: every GPU this machine has (NVML's count, as `easel gpus` shows them) */
     int kind = BACKEND_SPEC_AUTO, index = 0, n = 0;
     int *gpus = NULL;
-    if (backend_spec_parse(job_param_str(p, "device"), &kind, &index, NULL) == 0 &&
-        kind != BACKEND_SPEC_CPU && strncmp(job_param_str(p, "device"), "cuda:", 5) != 0) {
+    const char *d = job_param_str(p, "device");
+    if (backend_spec_parse(d, &kind, &index, NULL) == 0 && kind != BACKEND_SPEC_CPU) {
         GpuSystem *g = gpu_open();
-        n = gpu_count(g);
+        int have = gpu_count(g);
         gpu_close(g);
-        if (max_gpus > 0 && n > max_gpus)
-            n = max_gpus;
-        gpus = xcalloc((size_t)(n > 0 ? n : 1), sizeof *gpus);
-        for (int i = 0; i < n; i++)
-            gpus[i] = i;
+        gpus = xcalloc((size_t)(have > 0 ? have : 1), sizeof *gpus);
+        if (strncmp(d, "cuda:", 5) == 0) { /* that one, when it is there */
+            if (index < have)
+                gpus[n++] = index;
+        } else {
+            n = max_gpus > 0 && have > max_gpus ? max_gpus : have;
+            for (int i = 0; i < n; i++)
+                gpus[i] = i;
+        }
     }
     int rc = gen_execute(st, 0, p, job_param_str(p, "device"), gpus, n, pr, rep, err);
     free(gpus);
