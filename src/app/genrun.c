@@ -594,10 +594,11 @@ int gen_run(const GenRunOpts *o, GenRunReport *rep, Err *err) {
     atomic_init(&r.stop, progress_cancelled(pr));
     r.n_workers = o->n_workers > 1 ? o->n_workers : 1;
     r.w = xcalloc((size_t)r.n_workers, sizeof *r.w);
+    for (int k = 0; k < r.n_workers; k++)
+        r.w[k] = (Worker){.r = &r, .id = k, .item = -1};
     Err first = {0}; /* the first worker's error, for a run every worker left */
     pthread_mutex_lock(&r.mu);
     for (int k = 0; k < r.n_workers && r.n && !atomic_load(&r.stop); k++) {
-        r.w[k] = (Worker){.r = &r, .id = k, .item = -1};
         if (pthread_create(&r.w[k].thread, NULL, worker_main, &r.w[k]) == 0) {
             r.w[k].started = 1;
             r.alive++;

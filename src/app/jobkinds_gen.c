@@ -641,7 +641,9 @@ const JobKind jobkind_generate = {
             "{out}/{prompt_id}/{seed}.png, metadata.csv (the original's layout) and rows in\n"
             "the store's images table, ready to annotate. Resumable: images already there\n"
             "are kept after checking they decode. A failing prompt is logged, written to\n"
-            "failed.csv and skipped. See doc/generate.md.\n\n"
+            "failed.csv and skipped. --device auto or cuda holds every free GPU (--gpus N:\n"
+            "at most N) and runs one worker on each, pulling from one queue; cuda:N holds\n"
+            "one. See doc/generate.md.\n\n"
             "example:\n  easel jobs add generate --model sdxl --from-store --seeds 0,1\n",
     .params = gen_params,
     .gpus = JOBKIND_GPUS_ALL,

@@ -8,8 +8,13 @@
  * prompts.csv), from-store, prompt, seeds, steps, guidance, size, scheduler, negative, lora
  * (FILE[:SCALE], several joined by ','), rng, out, device, shard.
  *
- * Progress is reported in images (unit "images") with the current image's steps as the
- * fraction, so a job's rate and ETA and the command's line come from one number.
+ * Progress is reported in images (unit "images") with the images in flight counting by their
+ * steps, so a job's rate and ETA and the command's line come from one number.
+ *
+ * Devices: one worker per GPU (genrun.h, "Workers"), each opening its own backend and
+ * pipeline on its thread. The job runs on the GPUs the scheduler gave it (--device auto and
+ * cuda ask for every free one, cuda:N for one, cpu for none); given none, auto is the CPU.
+ * The command runs on every GPU NVML sees for auto and cuda, on GPU N for cuda:N.
  */
 #ifndef EASEL_JOBKINDS_GEN_H
 #define EASEL_JOBKINDS_GEN_H
