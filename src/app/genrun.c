@@ -65,6 +65,7 @@ struct Run {
     size_t n_back;
     int *lost_on;            /* per item: workers that were lost holding it */
     int alive;               /* workers not ended */
+    int n_unopened;          /* workers whose source failed to open (the coordinator's) */
     int busy;                /* workers holding an item */
     int stepped;             /* a worker's steps moved since the coordinator looked */
     Event *head, *tail;
@@ -483,10 +484,13 @@ static int handle(Run *r, Event *ev, GenRunReport *rep, size_t *done, Err *err) 
         return 0;
     case EV_LOST:
         rep->workers_lost++;
-        logf_(pr, "worker %d%s%s%s %s: %s%s", ev->worker, label ? " (gpu " : "",
-              label ? label : "", label ? ")" : "", i < 0 ? "could not start" : "stopped",
-              ev->msg, i < 0 ? "" : ev->requeued ? "; its image goes back to the queue"
-                                                 : "; its image failed on two workers: skipped");
+        r->n_unopened += i < 0;
+        if (r->n_workers > 1) /* one worker: the run's error says it */
+                logf_(pr, "worker %d%s%s%s %s: %s%s", ev->worker, label ? " (gpu " : "",
+                  label ? label : "", label ? ")" : "", i < 0 ? "could not start" : "stopped",
+                  ev->msg, i < 0 ? "" : ev->requeued ? "; its image goes back to the queue"
+                                                     : "; its image failed on two workers: "
+                                                       "skipped");
         if (i < 0 || ev->requeued)
             return 0;
         break; /* lost on two workers: recorded as failed below */
@@ -669,8 +673,13 @@ int gen_run(const GenRunOpts *o, GenRunReport *rep, Err *err) {
             all_lost = 1;
             *err = first;
             rc = first.code;
-            err_prefix(err, "no worker left (%zu of %zu images not made; run it again to "
-                       "resume)", left, r.n);
+            if (r.n_unopened == rep->workers) { /* nothing could start: the error as it is */
+                if (rep->workers > 1)
+                    err_prefix(err, "none of the %d workers could start; the first", rep->workers);
+            } else {
+                err_prefix(err, "no worker left (%zu of %zu images not made; run it again to "
+                           "resume)", left, r.n);
+            }
         }
     }
     if (!rc || rc == ERR_CANCELLED || all_lost) {
