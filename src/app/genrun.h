@@ -36,11 +36,12 @@
  *   - An image depends only on the item and the settings, never on the worker that made it:
  *     the generator draws everything from (prompt, seed, settings).
  *   - A worker whose source fails to open, or whose generator returns ERR_GPU (its device
- *     failed: a sticky CUDA error, a lost GPU), is logged and stops; the item it held goes
- *     back to the queue for the others (an item that two workers died on is recorded as
- *     failed instead, so one poisonous item cannot take every device down). When every
- *     worker has stopped with items left, the run fails with the first worker's error
- *     (nothing hangs; the images made are kept and the next run resumes).
+ *     failed: a sticky CUDA error, a lost GPU), stops (logged when there are several); the
+ *     item it held goes back to the queue for the others (an item that two workers died on
+ *     is recorded as failed instead, so one poisonous item cannot take every device down).
+ *     When every worker has stopped with items left, the run fails with the first worker's
+ *     error (as it is when none could start); nothing hangs; the images made are kept and
+ *     the next run resumes.
  *   - The metadata CSV gets the multi-GPU layout's gpu_id column when the workers are given
  *     device labels (worker_ids) or the run one (gpu_id): the label of the worker that made
  *     each image; a kept image keeps the gpu_id the folder's CSV already gave it.
