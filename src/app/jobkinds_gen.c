@@ -14,6 +14,7 @@
 #include "fmt_csv.h"
 #include "fmt_safetensors.h"
 #include "gpu.h"
+#include "jobs.h"
 #include "pipeline.h"
 #include "sd_weights.h"
 #include "sha256.h"
@@ -544,6 +545,10 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
                                         ? SD_RNG_TORCH_CUDA : SD_RNG_TORCH_CPU,
                              .latents = latents}};
     gs.pcfg.arena_bytes = gs.bcfg.arena_bytes;
+    if (n_workers > 1) { /* a GPU that opens as the CPU (no driver) shares the cores */
+        int cores = jobs_default_threads() / n_workers;
+        gs.bcfg.threads = cores > 1 ? cores : 1;
+    }
     /* one GPU and a shard: the multi-GPU layout's gpu_id column too (which GPU made each
      * row); several GPUs: each image's own */
     char gpu_id[16] = "";
