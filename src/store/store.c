@@ -7,6 +7,7 @@
  *   2  images.retired*, jobs.queued_by/queued_uid/resume_done, annotators.role, settings,
  *      output_roots, queue_order; meta('application'), meta('schema_version')
  *   3  job_images (the images each job wrote: the Jobs screen's preview)
+ *   +  run_images (a tuning run's sample images per step: the Monitor; issue 16, mon16)
  * meta('schema_version') repeats user_version so that a store restored from `sqlite3 .dump`
  * (which drops the pragma) opens at the right version.
  * A migration runs inside BEGIN IMMEDIATE and re-reads user_version under the lock, so two
@@ -261,6 +262,19 @@ static const char *const migrations[] = {
     "  written_at REAL NOT NULL,"                /* the last time the job wrote or kept it */
     "  PRIMARY KEY(job_id, image_id)) WITHOUT ROWID;"
     "CREATE INDEX job_images_latest ON job_images(job_id, written_at);",
+
+    /* mon16 (issue 16): the sample images a generator tuning run wrote every --save-every
+     * steps, which the Monitor shows (store_run_images.h). */
+    "CREATE TABLE run_images("
+    "  id INTEGER PRIMARY KEY,"
+    "  run_id INTEGER NOT NULL REFERENCES runs(id),"
+    "  step INTEGER NOT NULL,"                   /* optimizer steps when it was rendered */
+    "  seed INTEGER NOT NULL,"
+    "  label TEXT NOT NULL DEFAULT '',"          /* e.g. the prompt it shows */
+    "  path TEXT NOT NULL,"                      /* the PNG, as written (absolute) */
+    "  created REAL NOT NULL,"
+    "  UNIQUE(run_id, step, seed, label));"
+    "CREATE INDEX run_images_step ON run_images(run_id, step);",
 };
 
 int store_schema_version(void) { return (int)ARRAY_LEN(migrations); }
