@@ -364,12 +364,23 @@ static int monitor_tick(void *p, App *app, double now) {
     if (m->picking)
         list_refresh(m, st);
     int64_t img_after = m->main.n_img ? m->main.img[0].id + (int64_t)m->main.n_img : 0;
+    /* the sample's frame got ready (the cache's worker woke us): draw it */
+    int frame_moved = 0;
+    if (m->cache && m->pv_box.h > 0 && m->term_image != m->pv_image && m->pv_path) {
+        const GfxFrame *f = NULL;
+        char msg[sizeof m->pv_msg];
+        GfxState gs = gfx_cache_get(m->cache, m->pv_image, m->pv_path, m->pv_box.w,
+                                    m->pv_box.h, &f, msg, sizeof msg);
+        gfx_cache_release(m->cache, f);
+        frame_moved = gs != m->pv_state;
+    }
     if (m->main.have && m->main.run.id != run_before) { /* another run: its latest samples */
         m->smp_step = -1;
         m->smp_idx = 0;
     }
     return moved || m->main.last_t + m->cmp.last_t != before || m->picking ||
                    img_after != img_before || m->main.job.done + m->main.job.eta != job_before ||
+                   frame_moved ||
                    (m->main.have && strcmp(sb, m->main.run.state) != 0)
                ? SCREEN_TICK_CHANGED
                : SCREEN_TICK_SAME;
