@@ -11,8 +11,8 @@
 #include "cli.h"
 #include "cli_device.h"
 #include "cli_escape.h"
+#include "cli_kindcmd.h"
 #include "jobkinds_reward.h"
-#include "jobs.h"
 #include "store.h"
 #include "tune_eval.h"
 
@@ -80,38 +80,13 @@ static void tune_eval_usage(void) {
            "(run it again to resume). ADAPTER is the tune run's\n"
            "pytorch_lora_weights.safetensors or its folder (FILE:SCALE scales it).\n\n"
            "options:\n");
-    for (const JobParamSpec *p = jobkind_tune_eval.params; p->name; p++)
-        if (strcmp(p->name, "adapter") != 0)
-            printf("  --%-10s %s%s%s%s\n", p->name, p->help,
-                   p->def && p->def[0] ? " (default " : "", p->def && p->def[0] ? p->def : "",
-                   p->def && p->def[0] ? ")" : "");
-    printf("  --json       print the report as JSON on stdout\n"
-           "  --queue      add a tune-eval job instead (runs in 'easel worker' or the TUI)\n\n"
+    cli_kind_options(&jobkind_tune_eval, "adapter");
+    printf("  --json         print the report as JSON on stdout\n"
+           "  --queue        add a tune-eval job instead (runs in 'easel worker' or the TUI)\n\n"
            "example:\n"
            "  easel tune-eval runs/tune-1 --model sd15 --prompts heldout.csv --seeds 0,1,2,3 \\\n"
            "      --reward runs/reward/best --out runs/tune-1-eval\n"
            "See doc/tuning.md.\n");
-}
-
-static const JobParamSpec *te_spec(const char *name) {
-    for (const JobParamSpec *p = jobkind_tune_eval.params; p->name; p++)
-        if (strcmp(p->name, name) == 0)
-            return p;
-    return NULL;
-}
-
-static int te_unknown(const char *opt) {
-    char buf[24][32];
-    const char *known[27];
-    int n = 0;
-    for (const JobParamSpec *p = jobkind_tune_eval.params; p->name && n < 22; p++, n++) {
-        snprintf(buf[n], sizeof buf[n], "--%s", p->name);
-        known[n] = buf[n];
-    }
-    known[n++] = "--json";
-    known[n++] = "--queue";
-    known[n] = NULL;
-    return cli_unknown_option("tune-eval", opt, known);
 }
 
 int cli_tune_eval_main(const CliGlobal *g, int argc, char **argv) {
@@ -144,8 +119,9 @@ int cli_tune_eval_main(const CliGlobal *g, int argc, char **argv) {
             continue;
         }
         const char *name = a + 2;
-        if (!te_spec(name)) {
-            rc = te_unknown(a);
+        if (!cli_kind_param(&jobkind_tune_eval, name)) {
+            rc = cli_kind_unknown("tune-eval", &jobkind_tune_eval, a,
+                                  (const char *const[]){"--json", "--queue", NULL});
             goto out;
         }
         if (i + 1 >= argc) {
@@ -199,16 +175,7 @@ int cli_tune_eval_main(const CliGlobal *g, int argc, char **argv) {
         goto out;
     }
     if (queue) {
-        JobNew jn = {.gpus_wanted = JOB_GPUS_OF_KIND};
-        int64_t id = 0;
-        rc = jobs_add(st, p, &jn, &id, &err);
-        if (rc) {
-            rc = cli_fail(&err);
-        } else {
-            printf("%lld\n", (long long)id);
-            fprintf(stderr, "queued tune-eval job #%lld; it runs in any 'easel worker' or TUI "
-                    "on this store\n", (long long)id);
-        }
+        rc = cli_kind_queue(st, p, "tune-eval");
         job_params_free(p);
         store_close(st);
         goto out;

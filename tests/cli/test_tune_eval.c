@@ -30,42 +30,34 @@ static char out[1 << 17];
 static const char *const heads[6] = {"spatial", "icono", "style", "fidelity", "material",
                                      "combined"};
 
-/* 6 prompts x 3 rated images (brighter, better), and a reward model "rm" trained on them. */
-static void workspace(void) {
-    char p[256];
-    snprintf(p, sizeof p, "%s/images", dir);
-    cr_assert_eq(mkdir(p, 0777), 0);
-    FILE *pr = NULL, *ra = NULL;
-    snprintf(p, sizeof p, "%s/prompts.csv", dir);
-    cr_assert_not_null(pr = fopen(p, "w"));
-    snprintf(p, sizeof p, "%s/ratings.csv", dir);
-    cr_assert_not_null(ra = fopen(p, "w"));
-    fprintf(pr, "prompt_id,prompt\n");
-    fprintf(ra, "prompt_id,image_path,spatial_rating,icono_rating,style_rating,"
-                "fidelity_rating,material_rating\n");
+/* Image K of prompt Q: brighter for higher K, and rated better. */
+static void rated_image(const char *path, int q, int k, double rating[5], void *user) {
+    (void)user;
     unsigned char px[32 * 32 * 3];
-    for (int q = 0; q < 6; q++) {
-        fprintf(pr, "%d,scene number %d\n", q, q);
-        for (int k = 0; k < 3; k++) {
-            for (int i = 0; i < 32 * 32; i++) {
-                px[3 * i] = (unsigned char)(40 + 70 * k + (i % 32));
-                px[3 * i + 1] = (unsigned char)(30 * q + (i / 32));
-                px[3 * i + 2] = (unsigned char)(200 - 50 * k);
-            }
-            snprintf(p, sizeof p, "%s/images/%d_%d.png", dir, q, k);
-            support_png_write(p, 32, 32, px);
-            fprintf(ra, "%d,images/%d_%d.png,%d,%d,%d,%d,%d\n", q, q, k, 2 + 3 * k, 8 - 3 * k,
-                    2 + 3 * k, 3 + k, 2 + 3 * k);
-        }
+    for (int i = 0; i < 32 * 32; i++) {
+        px[3 * i] = (unsigned char)(40 + 70 * k + (i % 32));
+        px[3 * i + 1] = (unsigned char)(30 * q + (i / 32));
+        px[3 * i + 2] = (unsigned char)(200 - 50 * k);
     }
-    fclose(pr);
-    fclose(ra);
-    cr_assert_eq(run("%s --db t.db import prompts prompts.csv", easel), 0, "%s", out);
-    cr_assert_eq(run("%s --db t.db import ratings ratings.csv", easel), 0, "%s", out);
+    support_png_write(path, 32, 32, px);
+    const double r[5] = {2 + 3 * k, 8 - 3 * k, 2 + 3 * k, 3 + k, 2 + 3 * k};
+    memcpy(rating, r, sizeof r);
+}
+
+/* 6 prompts x 3 rated images, a reward model "rm" trained on them, and held.csv. */
+static void workspace(void) {
+    char p[256], db[128];
+    snprintf(p, sizeof p, "%s/img", dir);
+    cr_assert_eq(mkdir(p, 0777), 0);
+    snprintf(db, sizeof db, "%s/t.db", dir);
+    SupportSynth synth = {.n_prompts = 6, .per_prompt = 3, .ext_prefix = "",
+                          .text_prefix = "scene number ", .image = rated_image};
+    support_synth_store(dir, db, &synth);
     cr_assert_eq(run("%s --db t.db train --epochs 2 --name rm --threads 1", easel), 0, "%s",
                  out);
     snprintf(p, sizeof p, "%s/held.csv", dir);
-    cr_assert_not_null(pr = fopen(p, "w"));
+    FILE *pr = fopen(p, "w");
+    cr_assert_not_null(pr);
     fprintf(pr, "prompt_id,prompt\nh1,a red fox in the snow\nh2,a blue boat\n");
     fclose(pr);
 }
