@@ -33,6 +33,7 @@
 
 #include "base.h"
 #include "gfx.h"
+#include "img_pane.h"
 #include "list.h"
 #include "monitor_plot.h"
 #include "screen.h"
@@ -87,14 +88,8 @@ typedef struct Monitor {
     /* a tune run's sample images (issue 16): which step and which image of it is shown */
     int64_t smp_step;      /* -1: follow the latest step */
     int smp_idx;           /* index among the images of that step */
-    GfxCache *cache;       /* NULL: --graphics none */
-    int64_t pv_image;      /* the run_images id shown in pv_box; 0 = none */
-    char *pv_path;         /* its file (a copy: main.img is read again every tick) */
-    UiRect pv_box;         /* the image's cells in the frame just drawn; h == 0: no box */
-    GfxState pv_state;
-    char pv_msg[256];
-    int64_t term_image;    /* what the terminal shows (0 = nothing) and where */
-    UiRect term_box;
+    ImgPane pv;            /* the sample shown (key: its run_images id); cache NULL:
+                            * --graphics none */
 } Monitor;
 
 /* ---- data ---- */
@@ -311,7 +306,7 @@ static void *monitor_init(App *app, Err *err) {
     m->ema = 1;
     m->smp_step = -1;
     if (app_gfx_mode(app) != GFX_NONE) /* a tune run's sample at one or two sizes */
-        m->cache = gfx_cache_new(app_gfx_mode(app), app_gfx_caps(app), 8, wake_app, app);
+        m->pv.cache = gfx_cache_new(app_gfx_mode(app), app_gfx_caps(app), 8, wake_app, app);
     Store *st = app_store(app);
     const char *want = app_config(app)->monitor_run;
     StoreRun r = {0};
@@ -335,8 +330,8 @@ static void monitor_fini(void *p) {
     rundata_clear(&m->main);
     rundata_clear(&m->cmp);
     store_runs_free(m->list, m->n_list);
-    gfx_cache_free(m->cache);
-    free(m->pv_path);
+    gfx_cache_free(m->pv.cache);
+    img_pane_deinit(&m->pv);
     free(m);
 }
 
@@ -364,16 +359,7 @@ static int monitor_tick(void *p, App *app, double now) {
     if (m->picking)
         list_refresh(m, st);
     int64_t img_after = m->main.n_img ? m->main.img[0].id + (int64_t)m->main.n_img : 0;
-    /* the sample's frame got ready (the cache's worker woke us): draw it */
-    int frame_moved = 0;
-    if (m->cache && m->pv_box.h > 0 && m->term_image != m->pv_image && m->pv_path) {
-        const GfxFrame *f = NULL;
-        char msg[sizeof m->pv_msg];
-        GfxState gs = gfx_cache_get(m->cache, m->pv_image, m->pv_path, m->pv_box.w,
-                                    m->pv_box.h, &f, msg, sizeof msg);
-        gfx_cache_release(m->cache, f);
-        frame_moved = gs != m->pv_state;
-    }
+    int frame_moved = img_pane_tick(&m->pv); /* the sample's frame got ready: draw it */
     if (m->main.have && m->main.run.id != run_before) { /* another run: its latest samples */
         m->smp_step = -1;
         m->smp_idx = 0;
@@ -783,7 +769,7 @@ static void draw_tune_side(Monitor *m, App *app, PlotRect pr) {
     if (y < bottom)
         ui_putf(y++, x, w, A_NORMAL, "%d/%zu seed %lld %s", m->smp_idx + 1, count,
                 (long long)im->seed, im->label);
-    if (!m->cache)
+    if (!m->pv.cache)
         return;
     const GfxCaps *caps = app_gfx_caps(app);
     int cols = r.w - 2;
@@ -792,22 +778,8 @@ static void draw_tune_side(Monitor *m, App *app, PlotRect pr) {
         rows = bottom - y;
     if (rows < 4 || cols < 8)
         return;
-    m->pv_box = (UiRect){y, r.x + 1, rows, cols};
-    if (m->pv_image != im->id || !m->pv_path || strcmp(m->pv_path, im->path) != 0) {
-        free(m->pv_path);
-        m->pv_path = xstrdup(im->path);
-    }
-    m->pv_image = im->id;
-    const GfxFrame *f = NULL;
-    m->pv_state = gfx_cache_get(m->cache, m->pv_image, m->pv_path, cols, rows, &f, m->pv_msg,
-                                sizeof m->pv_msg);
-    gfx_cache_release(m->cache, f);
-    if (m->pv_state == GFX_READY)
-        return; /* after_refresh writes it; the cells stay blank for ncurses */
-    if (m->pv_state == GFX_FAILED)
-        ui_put(y + rows / 2, r.x + 1, cols, ui_attr(UI_C_WARN), m->pv_msg);
-    else
-        ui_put(y + rows / 2, r.x + 1, cols, ui_attr(UI_C_DIM), "loading image\xe2\x80\xa6");
+    img_pane_set(&m->pv, im->id, im->path);
+    img_pane_draw(&m->pv, (UiRect){y, r.x + 1, rows, cols});
 }
 
 static void draw_tune(Monitor *m, App *app, UiRect r) {
@@ -927,7 +899,7 @@ static void draw_picker(Monitor *m, UiRect r) {
 
 static void monitor_draw(void *p, App *app, UiRect r) {
     Monitor *m = p;
-    m->pv_box = (UiRect){0};
+    img_pane_begin(&m->pv);
     if (m->picking) {
         draw_picker(m, r);
         return;
@@ -1080,43 +1052,10 @@ static int monitor_key(void *p, App *app, int ch) {
     }
 }
 
-static int rect_eq(UiRect a, UiRect b) {
-    return a.y == b.y && a.x == b.x && a.h == b.h && a.w == b.w;
-}
-
-/* Write a tune run's sample frame once it is ready (again after a clear); make the terminal
- * drop an image no frame will cover (as the Jobs screen's preview). */
+/* Write a tune run's sample frame (img_pane.h). */
 static int monitor_after_refresh(void *p, App *app, int full) {
     Monitor *m = p;
-    if (full)
-        m->term_image = 0; /* the terminal was cleared */
-    int shown = m->pv_box.h > 0;
-    if (m->term_image && (!shown || !rect_eq(m->term_box, m->pv_box) ||
-                          m->term_image != m->pv_image)) {
-        m->term_image = 0; /* its box is gone, moved or shows another image: clear, redraw */
-        app_clear_terminal(app);
-        return SCREEN_TICK_CHANGED;
-    }
-    if (!shown || (m->term_image == m->pv_image && rect_eq(m->term_box, m->pv_box)))
-        return SCREEN_TICK_SAME;
-    const GfxFrame *f = NULL;
-    GfxState st = gfx_cache_get(m->cache, m->pv_image, m->pv_path, m->pv_box.w, m->pv_box.h, &f,
-                                m->pv_msg, sizeof m->pv_msg);
-    if (st != GFX_READY)
-        return st == m->pv_state ? SCREEN_TICK_SAME : SCREEN_TICK_CHANGED;
-    if (m->pv_state != GFX_READY) { /* ready since draw: draw the blank box first */
-        gfx_cache_release(m->cache, f);
-        return SCREEN_TICK_CHANGED;
-    }
-    char head[48];
-    int n = snprintf(head, sizeof head, "\0337\033[%d;%dH", m->pv_box.y + 1, m->pv_box.x + 1);
-    app_term_write(app, head, (size_t)n);
-    app_term_write(app, f->data, f->len);
-    app_term_write(app, "\0338", 2);
-    gfx_cache_release(m->cache, f);
-    m->term_image = m->pv_image;
-    m->term_box = m->pv_box;
-    return SCREEN_TICK_SAME;
+    return img_pane_after_refresh(&m->pv, app, full);
 }
 
 static const ScreenKey monitor_keys[] = {
