@@ -129,6 +129,9 @@ Test(monitor_tune_tmux, curves_values_job_and_samples_by_step) {
         }
         cr_assert_eq(store_metrics_add(st, run, m, 6, &err), 0, "%s", err.msg);
     }
+    /* two progress reports a moment apart: the job has a rate, so an ETA */
+    cr_assert_eq(store_job_progress(st, job, 8, 20, "steps", &err), 0, "%s", err.msg);
+    usleep(200000);
     cr_assert_eq(store_job_progress(st, job, 10, 20, "steps", &err), 0, "%s", err.msg);
     /* samples: step 10 red (two seeds: red, blue), step 20 green */
     static const unsigned char red[3] = {255, 0, 0}, green[3] = {0, 255, 0},
@@ -150,6 +153,7 @@ Test(monitor_tune_tmux, curves_values_job_and_samples_by_step) {
     support_tmux_wait_for(sock, "reward per head, by round");
     support_tmux_wait_for(sock, "step 20"); /* the curves' x axis */
     support_tmux_wait_for(sock, "step 10/20 (job #");
+    support_tmux_wait_for(sock, "ETA 0m"); /* 10 steps left at ~10 steps/s */
     support_tmux_wait_for(sock, "pairs_per_s"); /* the latest values */
     support_tmux_wait_for(sock, "12.5");
     support_tmux_wait_for(sock, "round 3: mean reward");
