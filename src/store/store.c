@@ -271,7 +271,7 @@ static const char *const migrations[] = {
     "  step INTEGER NOT NULL,"                   /* optimizer steps when it was rendered */
     "  seed INTEGER NOT NULL,"
     "  label TEXT NOT NULL DEFAULT '',"          /* e.g. the prompt it shows */
-    "  path TEXT NOT NULL,"                      /* the PNG, as written (absolute) */
+    "  path TEXT NOT NULL,"                      /* the PNG (as images.path) */
     "  created REAL NOT NULL,"
     "  UNIQUE(run_id, step, seed, label));"
     "CREATE INDEX run_images_step ON run_images(run_id, step);",

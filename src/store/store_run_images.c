@@ -25,7 +25,9 @@ int store_run_image_add(Store *st, int64_t run_id, int64_t step, int64_t seed, c
     sqlite3_bind_int64(s, 2, step);
     sqlite3_bind_int64(s, 3, seed);
     store_bind_text(s, 4, label ? label : "");
-    store_bind_text(s, 5, path);
+    char *stored = store_path_to_stored(st, path);
+    store_bind_text(s, 5, stored);
+    free(stored);
     sqlite3_bind_double(s, 6, base_wall());
     int rc = store_step_done(st, s, "record run image", err);
     if (rc == ERR_CONFLICT)
@@ -35,7 +37,7 @@ int store_run_image_add(Store *st, int64_t run_id, int64_t step, int64_t seed, c
 }
 
 static void run_image_row(sqlite3_stmt *s, void *dst, void *ctx) {
-    (void)ctx;
+    const Store *st = ctx;
     StoreRunImage *r = dst;
     r->id = sqlite3_column_int64(s, 0);
     r->run_id = sqlite3_column_int64(s, 1);
@@ -44,7 +46,9 @@ static void run_image_row(sqlite3_stmt *s, void *dst, void *ctx) {
     r->label = store_col_text(s, 4);
     if (!r->label)
         r->label = xstrdup("");
-    r->path = store_col_text(s, 5);
+    char *stored = store_col_text(s, 5);
+    r->path = store_path_resolve(st, stored ? stored : "");
+    free(stored);
     r->created = sqlite3_column_double(s, 6);
 }
 
@@ -60,7 +64,7 @@ int store_run_images_list(Store *st, int64_t run_id, StoreRunImage **out, size_t
         " ORDER BY step DESC, label, seed, id", err);
     if (s)
         sqlite3_bind_int64(s, 1, run_id);
-    return store_read_list(st, s, sizeof **out, run_image_row, NULL, run_image_deinit, out, n,
+    return store_read_list(st, s, sizeof **out, run_image_row, st, run_image_deinit, out, n,
                            "list run images", err);
 }
 

@@ -2,8 +2,10 @@
  * --save-every steps at fixed seeds, which the Monitor shows beside the run's curves.
  *
  * One row per (run, step, seed, label): the step (optimizer steps when rendered), the seed,
- * a label (e.g. the prompt, or "base" / "adapter"), the PNG's path as written (absolute) and
- * when it was recorded. Writing the same (run, step, seed, label) again replaces the row (a
+ * a label (e.g. the prompt, or "base" / "adapter"), the PNG's path and when it was recorded.
+ * The path is kept as the images table keeps its paths (relative to the store's folder when
+ * the file lies inside it, so a workspace moves whole: store_path_to_stored) and read back as
+ * one that opens from the current directory (store_path_resolve). Writing the same (run, step, seed, label) again replaces the row (a
  * resumed run that renders the step again). The file itself is the writer's: the store keeps
  * its path only, and a reader that finds it gone shows that.
  *
@@ -25,7 +27,7 @@ typedef struct StoreRunImage {
     int64_t step;
     int64_t seed;
     char *label;           /* "" when none */
-    char *path;
+    char *path;            /* opens from the current directory */
     double created;        /* Unix seconds */
 } StoreRunImage;
 

@@ -101,3 +101,39 @@ Test(store_run_images, refusals_write_nothing) {
     cr_assert_eq(n, 0);
     cr_assert_null(v);
 }
+
+/* A sample inside the store's folder is kept relative to it: the workspace moves whole. */
+Test(store_run_images, paths_inside_the_workspace_move_with_it) {
+    char a[] = "/tmp/easel-runimg-XXXXXX";
+    cr_assert_not_null(mkdtemp(a));
+    char db[128], img[128];
+    snprintf(db, sizeof db, "%s/t.db", a);
+    snprintf(img, sizeof img, "%s/samples/10-0.png", a);
+    Err err = {0};
+    Store *s2 = store_open(db, &err);
+    cr_assert_not_null(s2, "%s", err.msg);
+    int64_t r = 0;
+    cr_assert_eq(store_run_create(s2, "t", "tune", NULL, 0, NULL, &r, &err), 0, "%s", err.msg);
+    cr_assert_eq(store_run_image_add(s2, r, 10, 0, "x", img, &err), 0, "%s", err.msg);
+    cr_assert_eq(store_run_image_add(s2, r, 10, 1, "x", "/elsewhere/1.png", &err), 0);
+    store_close(s2);
+    char b[160];
+    snprintf(b, sizeof b, "%s-moved", a);
+    cr_assert_eq(rename(a, b), 0);
+    snprintf(db, sizeof db, "%s/t.db", b);
+    s2 = store_open(db, &err);
+    cr_assert_not_null(s2, "%s", err.msg);
+    StoreRunImage *v = NULL;
+    size_t n = 0;
+    cr_assert_eq(store_run_images_list(s2, r, &v, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 2);
+    char want[200];
+    snprintf(want, sizeof want, "%s/samples/10-0.png", b);
+    cr_assert_str_eq(v[0].path, want);
+    cr_assert_str_eq(v[1].path, "/elsewhere/1.png");
+    store_run_images_free(v, n);
+    store_close(s2);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", b);
+    cr_assert_eq(system(cmd), 0);
+}
