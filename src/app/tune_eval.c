@@ -83,17 +83,27 @@ static char *adapter_lora(const char *arg, char **file, Err *err) {
     return lora;
 }
 
+static int gen_params_for(const JobParams *p, const char *out, const char *lora, JobParams **gp,
+                          Err *err);
+
 static int tune_eval_validate(const JobParams *p, Err *err) {
     char *file = NULL;
     char *lora = adapter_lora(job_param_str(p, "adapter"), &file, err);
     if (!lora)
         return ERR_USAGE;
-    free(lora);
     free(file);
-    if (job_param_int(p, "steps") < 1 || job_param_int(p, "steps") > 1000)
-        return err_set(err, ERR_USAGE, "--steps %lld: give 1..1000",
-                       (long long)job_param_int(p, "steps"));
-    return 0;
+    struct stat sb;
+    const char *prompts = job_param_str(p, "prompts");
+    if (stat(prompts, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        free(lora);
+        return err_set(err, ERR_USAGE, "--prompts %s: no such file (held-out prompts.csv: "
+                       "prompt_id,prompt)", prompts);
+    }
+    JobParams *gp = NULL;
+    int rc = gen_params_for(p, "out", lora, &gp, err); /* seeds, steps, size, scheduler, device */
+    job_params_free(gp);
+    free(lora);
+    return rc;
 }
 
 /* ---- one half: the generate kind ---- */
@@ -122,9 +132,10 @@ static void phase_log(void *user, const char *line) {
     progress_log(ph->outer, line);
 }
 
-/* Generate the work list of P into OUT (with the adapter when LORA is not NULL). */
-static int generate_half(Store *st, const JobParams *p, const char *out, const char *lora,
-                         Phase *ph, void (*device_note)(const char *note), Err *err) {
+/* The generate kind's parameters for one half of P: the work list into OUT, with the adapter
+ * when LORA is not NULL (checked by the generate kind's own validation). */
+static int gen_params_for(const JobParams *p, const char *out, const char *lora, JobParams **gp,
+                          Err *err) {
     static const char *const copy[] = {"model", "prompts", "seeds", "steps", "guidance", "size",
                                        "scheduler", "negative", "device"};
     const char *names[16], *values[16];
@@ -152,24 +163,25 @@ static int generate_half(Store *st, const JobParams *p, const char *out, const c
         names[n] = "lora";
         values[n++] = lora;
     }
-    JobParams *gp = NULL;
-    int rc = job_params_parse(&jobkind_generate, n, names, values, &gp, err);
-    if (rc)
-        return rc;
+    return job_params_parse(&jobkind_generate, n, names, values, gp, err);
+}
+
+/* Generate one half (GP: gen_params_for's) into its folder. */
+static int generate_half(Store *st, const JobParams *gp, int adapter, Phase *ph,
+                         void (*device_note)(const char *note), Err *err) {
     Progress wrap = {phase_progress, phase_cancelled, phase_log, ph};
     GenRunReport rep;
-    rc = gen_job_execute(st, gp, &wrap, device_note, &rep, err);
+    int rc = gen_job_execute(st, gp, &wrap, device_note, &rep, err);
     if (rc == 0 && rep.failed) {
         char line[512];
         snprintf(line, sizeof line, "%s: %zu of %zu images failed (%s); their pairs are left "
-                 "out", lora ? "adapter" : "base", rep.failed, rep.total,
+                 "out", adapter ? "adapter" : "base", rep.failed, rep.total,
                  rep.failures ? rep.failures : "failed.csv");
         progress_log(ph->outer, line);
     }
     if (ph->items == 0)
         ph->items = (double)rep.total;
     gen_run_report_deinit(&rep);
-    job_params_free(gp);
     return rc;
 }
 
@@ -389,6 +401,7 @@ int tune_eval_execute(Store *st, int64_t job_id, const JobParams *p, const Progr
                       void (*device_note)(const char *note), TuneEvalReport *r, Err *err) {
     memset(r, 0, sizeof *r);
     char *lora = NULL, *config = NULL, *base_dir = NULL, *adapter_dir = NULL;
+    JobParams *gp_base = NULL, *gp_adapter = NULL;
     Item *bi = NULL, *ai = NULL;
     size_t nb = 0, na = 0;
     RewardCkpt *c = NULL;
@@ -404,19 +417,23 @@ int tune_eval_execute(Store *st, int64_t job_id, const JobParams *p, const Progr
                                               : store_run_unique_name(st, "tune-eval");
     r->out = job_param_str(p, "out")[0] ? xstrdup(job_param_str(p, "out"))
                                         : xasprintf("%s/runs/%s", store_dir(st), r->run_name);
+    base_dir = xasprintf("%s/base", r->out);
+    adapter_dir = xasprintf("%s/adapter", r->out);
+    if ((rc = tune_eval_validate(p, err)) ||
+        (rc = gen_params_for(p, base_dir, NULL, &gp_base, err)) ||
+        (rc = gen_params_for(p, adapter_dir, lora, &gp_adapter, err)))
+        goto out; /* nothing written yet */
     config = config_json(p, r->adapter, r->reward, r->out);
     if ((rc = store_run_create(st, r->run_name, "tune-eval", config, job_id, r->out,
                                &r->run_id, err)))
         goto out;
-    base_dir = xasprintf("%s/base", r->out);
-    adapter_dir = xasprintf("%s/adapter", r->out);
     Phase ph = {.outer = pr};
     progress_log(pr, "generating with the base model");
-    if ((rc = generate_half(st, p, base_dir, NULL, &ph, device_note, err)))
+    if ((rc = generate_half(st, gp_base, 0, &ph, device_note, err)))
         goto out;
     ph.offset = ph.items;
     progress_log(pr, "generating with the adapter");
-    if ((rc = generate_half(st, p, adapter_dir, lora, &ph, NULL, err)))
+    if ((rc = generate_half(st, gp_adapter, 1, &ph, NULL, err)))
         goto out;
     if ((rc = read_half(base_dir, &bi, &nb, err)) || (rc = read_half(adapter_dir, &ai, &na, err)))
         goto out;
@@ -473,6 +490,8 @@ out:
                                            : rc == ERR_CANCELLED ? "cancelled"
                                                                  : "failed", NULL);
     train_ckpt_free(c);
+    job_params_free(gp_base);
+    job_params_free(gp_adapter);
     items_free(bi, nb);
     items_free(ai, na);
     free(base_dir);

@@ -240,6 +240,16 @@ Test(tune_eval, bad_input_is_refused_and_writes_nothing) {
     cr_assert_neq(run("%s --db t.db tune-eval missing.safetensors --model %s --prompts held.csv "
                       "--reward rm", easel, model), 0, "%s", out);
     cr_assert(strstr(out, "missing.safetensors: no such file"), "%s", out);
+    /* no prompts file; seeds that are not numbers; an unknown scheduler */
+    cr_assert_eq(run("%s --db t.db tune-eval %s --model %s --prompts nope.csv --reward rm",
+                     easel, lora, model), 2, "%s", out);
+    cr_assert(strstr(out, "--prompts") && strstr(out, "nope.csv: no such file"), "%s", out);
+    cr_assert_eq(run("%s --db t.db tune-eval %s --model %s --prompts held.csv --reward rm "
+                     "--seeds 1,x", easel, lora, model), 2, "%s", out);
+    cr_assert(strstr(out, "easel: ") && strstr(out, "1,x"), "%s", out);
+    cr_assert_eq(run("%s --db t.db tune-eval %s --model %s --prompts held.csv --reward rm "
+                     "--scheduler fast", easel, lora, model), 2, "%s", out);
+    cr_assert(strstr(out, "--scheduler fast"), "%s", out);
     cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM runs WHERE kind = 'tune-eval'"), 0);
     cr_assert_eq(support_sh("test ! -e %s/runs/tune-eval-*", dir), 0);
 }
