@@ -423,6 +423,12 @@ int tune_eval_execute(Store *st, int64_t job_id, const JobParams *p, const Progr
         (rc = gen_params_for(p, base_dir, NULL, &gp_base, err)) ||
         (rc = gen_params_for(p, adapter_dir, lora, &gp_adapter, err)))
         goto out; /* nothing written yet */
+    char *mpath = NULL, *mname = NULL;
+    rc = gen_model_resolve(st, job_param_str(p, "model"), &mpath, &mname, err);
+    free(mpath);
+    free(mname);
+    if (rc)
+        goto out;
     config = config_json(p, r->adapter, r->reward, r->out);
     if ((rc = store_run_create(st, r->run_name, "tune-eval", config, job_id, r->out,
                                &r->run_id, err)))

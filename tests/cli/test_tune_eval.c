@@ -250,6 +250,9 @@ Test(tune_eval, bad_input_is_refused_and_writes_nothing) {
     cr_assert_eq(run("%s --db t.db tune-eval %s --model %s --prompts held.csv --reward rm "
                      "--scheduler fast", easel, lora, model), 2, "%s", out);
     cr_assert(strstr(out, "--scheduler fast"), "%s", out);
+    cr_assert_eq(run("%s --db t.db tune-eval %s --model nope --prompts held.csv --reward rm "
+                     "--device cpu", easel, lora), 1, "%s", out);
+    cr_assert(strstr(out, "--model nope: neither a registered diffusion model"), "%s", out);
     cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM runs WHERE kind = 'tune-eval'"), 0);
     cr_assert_eq(support_sh("test ! -e %s/runs/tune-eval-*", dir), 0);
 }
