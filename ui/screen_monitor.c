@@ -773,7 +773,8 @@ static void draw_tune_side(Monitor *m, App *app, PlotRect pr) {
         return;
     const GfxCaps *caps = app_gfx_caps(app);
     int cols = r.w - 2;
-    int rows = cols * (caps->cell_w > 0 ? caps->cell_w : 1) / (caps->cell_h > 0 ? caps->cell_h : 1);
+    int rows = cols * (caps->cell_w > 0 ? caps->cell_w : 1) /
+               (caps->cell_h > 0 ? caps->cell_h : 1); /* a square */
     if (rows > bottom - y)
         rows = bottom - y;
     if (rows < 4 || cols < 8)
@@ -787,8 +788,8 @@ static void draw_tune(Monitor *m, App *app, UiRect r) {
     MonitorLayout l;
     int n = monitor_layout(r.h, r.w, N_TUNE + rounds, &l);
     char hdr[256];
-    snprintf(hdr, sizeof hdr, "Monitor: %s  [%s]  tune  %s  EMA %.2f (e)  %s (g)  samples [ ] n%s",
-             m->main.run.name, m->main.run.state,
+    snprintf(hdr, sizeof hdr,
+             "Monitor: %s  [%s]  tune  %s  EMA %.2f (e)  %s (g)  samples [ ] n%s", m->main.run.name, m->main.run.state,
              m->pinned ? "pinned (p: follow newest)" : "following newest run (p: pin)",
              ema_levels[m->ema], m->log_y ? "log y" : "linear y",
              m->cmp.have ? "  comparing (c)" : "");

@@ -5,8 +5,8 @@
  * a label (e.g. the prompt, or "base" / "adapter"), the PNG's path and when it was recorded.
  * The path is kept as the images table keeps its paths (relative to the store's folder when
  * the file lies inside it, so a workspace moves whole: store_path_to_stored) and read back as
- * one that opens from the current directory (store_path_resolve). Writing the same (run, step, seed, label) again replaces the row (a
- * resumed run that renders the step again). The file itself is the writer's: the store keeps
+ * one that opens from the current directory (store_path_resolve). Writing the same (run,
+ * step, seed, label) again replaces the row (a resumed run that renders the step again). The file itself is the writer's: the store keeps
  * its path only, and a reader that finds it gone shows that.
  *
  * Thread safety: as store.h. Ownership: lists filled here own their strings; release with

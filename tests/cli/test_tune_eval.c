@@ -192,7 +192,15 @@ Test(tune_eval, report_equals_the_images_scores_and_the_store_run) {
     cr_assert_eq(support_sql_num(db, "SELECT m.value FROM metrics m JOIN runs r ON r.id = "
                                      "m.run_id WHERE r.name = 'ev1' AND m.name = 'pairs'"), 4);
     check_against_scores(j, "ev", "ev1");
+    /* `easel runs show` prints the run's table */
+    double wc = json_number_value(json_object_get(json_object_get(json_object_get(j, "heads"),
+                                                                  "combined"), "win_rate"));
     json_decref(j);
+    cr_assert_eq(run("%s --db t.db runs show ev1", easel), 0, "%s", out);
+    char want[64];
+    snprintf(want, sizeof want, "combined %10.1f%%", 100 * wc);
+    cr_assert(strstr(out, "pairs     4 (prompt, seed)") && strstr(out, want), "'%s' in:\n%s",
+              want, out);
     /* the table */
     cr_assert_eq(run("%s --db t.db tune-eval %s --model %s --prompts held.csv --seeds 0,1 "
                      "--reward runs/rm/best --steps 2 --device cpu --out ev --name ev2 "
