@@ -406,9 +406,10 @@ static void smoothed(const Series *s, double level, double **y) {
 
 /* Curves SRC[0..N) (NULL or empty ones skipped; series K drawn with id IDS[K], coloured by
  * ATTR) in the box R, whose top line holds the caller's title: smoothed, fitted, with y and x
- * labels. UNIT01: values live in [0, 1] (accuracy, F1, win rate), keep the scale honest. */
+ * labels (the last x as "XUNIT N"). UNIT01: values live in [0, 1] (accuracy, F1, win rate),
+ * keep the scale honest. */
 static void draw_plot(Monitor *m, UiRect r, Series *const *src, const int *ids, int n_src,
-                      attr_t (*attr)(int), int unit01) {
+                      attr_t (*attr)(int), int unit01, const char *xunit) {
     int yaxis = 7; /* label column */
     int cw = r.w - 2 - yaxis, ch = r.h - 3;
     if (cw < 4 || ch < 2)
@@ -463,7 +464,7 @@ static void draw_plot(Monitor *m, UiRect r, Series *const *src, const int *ids, 
     /* x labels: first and last step */
     char x0[16], x1[16];
     snprintf(x0, sizeof x0, "%.0f", range.x0);
-    snprintf(x1, sizeof x1, "step %.0f", range.x1);
+    snprintf(x1, sizeof x1, "%s %.0f", xunit, range.x1);
     ui_put(r.y + r.h - 2, r.x + 1 + yaxis, cw, ui_attr(UI_C_DIM), x0);
     int l1 = (int)strlen(x1);
     if (l1 < cw - 6)
@@ -491,7 +492,7 @@ static void draw_panel(Monitor *m, int idx, PlotRect pr) {
     ui_box(r, ui_attr(UI_C_DIM), NULL);
     ui_put(r.y, r.x + 1, r.w - 2, ui_attr(UI_C_ACCENT), title);
     static const int ids[4] = {1, 2, 3, 4};
-    draw_plot(m, r, src, ids, 4, series_attr, m->page > 0);
+    draw_plot(m, r, src, ids, 4, series_attr, m->page > 0, "step");
 }
 
 static void fmt_duration(double s, char *out, size_t n) {
@@ -634,7 +635,7 @@ static void draw_tune_panel(Monitor *m, int k, PlotRect pr) {
     ui_box(r, ui_attr(UI_C_DIM), NULL);
     ui_put(r.y, r.x + 1, r.w - 2, ui_attr(UI_C_ACCENT), title);
     static const int ids[2] = {1, 3};
-    draw_plot(m, r, src, ids, 2, series_attr, tune_panels[k].unit01);
+    draw_plot(m, r, src, ids, 2, series_attr, tune_panels[k].unit01, "step");
 }
 
 /* The online rounds' mean reward of the candidates per head: one line each, so a head that
@@ -651,7 +652,7 @@ static void draw_round_panel(Monitor *m, PlotRect pr) {
     }
     ui_box(r, ui_attr(UI_C_DIM), NULL);
     ui_put(r.y, r.x + 1, r.w - 2, ui_attr(UI_C_ACCENT), " reward per head, by round ");
-    draw_plot(m, r, src, ids, N_PANELS, head_attr, 0);
+    draw_plot(m, r, src, ids, N_PANELS, head_attr, 0, "round");
     int x = r.x + 2;
     for (int h = 0; h < N_PANELS && x < r.x + r.w - 2; h++) /* the legend on the bottom edge */
         x += ui_putf(r.y + r.h - 1, x, r.x + r.w - 2 - x, head_attr(h + 1), "%s ",
@@ -725,8 +726,8 @@ static void draw_tune_side(Monitor *m, App *app, PlotRect pr) {
     ui_putf(y++, x, w, sa, "%s", d->run.state);
     Series *loss = series_get(d, "train", "loss", 0);
     if (y < bottom && d->job.id && d->job.total > 0)
-        ui_putf(y++, x, w, A_NORMAL, "step %.0f/%.0f (job #%lld)", d->job.done, d->job.total,
-                (long long)d->job.id);
+        ui_putf(y++, x, w, A_NORMAL, "%.0f/%.0f %s (job #%lld)", d->job.done, d->job.total,
+                d->job.unit && d->job.unit[0] ? d->job.unit : "done", (long long)d->job.id);
     else if (y < bottom && loss && loss->n)
         ui_putf(y++, x, w, A_NORMAL, "step %.0f", loss->x[loss->n - 1]);
     char el[24], eta[24];

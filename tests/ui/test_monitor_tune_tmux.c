@@ -152,7 +152,8 @@ Test(monitor_tune_tmux, curves_values_job_and_samples_by_step) {
     support_tmux_wait_for(sock, "pairs/s");
     support_tmux_wait_for(sock, "reward per head, by round");
     support_tmux_wait_for(sock, "step 20"); /* the curves' x axis */
-    support_tmux_wait_for(sock, "step 10/20 (job #");
+    support_tmux_wait_for(sock, "10/20 steps (job #");
+    support_tmux_wait_for(sock, "round 3\xe2\x94\x82"); /* the rounds x axis, at the edge */
     support_tmux_wait_for(sock, "ETA 0m"); /* 10 steps left at ~10 steps/s */
     support_tmux_wait_for(sock, "pairs_per_s"); /* the latest values */
     support_tmux_wait_for(sock, "12.5");
