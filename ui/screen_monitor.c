@@ -790,7 +790,8 @@ static void draw_tune(Monitor *m, App *app, UiRect r) {
     int n = monitor_layout(r.h, r.w, N_TUNE + rounds, &l);
     char hdr[256];
     snprintf(hdr, sizeof hdr,
-             "Monitor: %s  [%s]  tune  %s  EMA %.2f (e)  %s (g)  samples [ ] n%s", m->main.run.name, m->main.run.state,
+             "Monitor: %s  [%s]  tune  %s  EMA %.2f (e)  %s (g)  samples [ ] n%s",
+             m->main.run.name, m->main.run.state,
              m->pinned ? "pinned (p: follow newest)" : "following newest run (p: pin)",
              ema_levels[m->ema], m->log_y ? "log y" : "linear y",
              m->cmp.have ? "  comparing (c)" : "");
