@@ -41,6 +41,7 @@
     X(jobkind_eval_reward) \
     X(jobkind_score) \
     X(jobkind_generate) \
+    X(jobkind_tune_eval) /* issue 16 (mon16) */ \
     /* end of the list */
 
 #define JOBKIND_DECLARE(k) extern const JobKind k;

@@ -350,7 +350,7 @@ out:
 }
 
 /* The model's folder: a registered name, a folder, or the only registered one. */
-static int resolve_model(Store *st, const char *m, char **path, char **name, Err *err) {
+int gen_model_resolve(Store *st, const char *m, char **path, char **name, Err *err) {
     *path = *name = NULL;
     if (*m) {
         StoreModel sm = {0};
@@ -495,7 +495,7 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
     if (!rc)
         rc = load_work(st, p, &w, err);
     if (!rc)
-        rc = resolve_model(st, job_param_str(p, "model"), &mpath, &mname, err);
+        rc = gen_model_resolve(st, job_param_str(p, "model"), &mpath, &mname, err);
     if (!rc)
         rc = parse_loras(job_param_str(p, "lora"), &loras, &n_loras, err);
     if (rc)

@@ -32,4 +32,9 @@ extern const JobKind jobkind_generate;
 int gen_job_execute(Store *st, const JobParams *p, int max_gpus, const Progress *pr,
                     GenRunReport *rep, Err *err);
 
+/* The diffusion model M names: a registered model's name, a folder, or ("") the one model
+ * registered. *PATH and *NAME new strings (free). 0, ERR_NOTFOUND, ERR_USAGE (none or several
+ * registered), ERR_DB. (Also tune_eval's check before it writes anything.) */
+int gen_model_resolve(Store *st, const char *m, char **path, char **name, Err *err);
+
 #endif

@@ -35,6 +35,7 @@ const CliCommand cli_commands[] = {
     {"config", cli_config_main, "store settings: blind rating, output roots (owner only)"},
     {"annotators", cli_annotators_main, "annotators and their roles: list, grant, revoke"},
     {"generate", cli_generate_main, "generate images with a diffusion model, into the store"},
+    {"tune-eval", cli_tune_eval_main, "a tuned adapter vs its base model: win rate, gain"},
     /* more subcommands: one line each, in the order `easel --help` lists them */
     {NULL, NULL, NULL},
 };

@@ -100,4 +100,7 @@ int cli_embed_main(const CliGlobal *g, int argc, char **argv);
 /* src/cli/cli_generate.c (issue 15) */
 int cli_generate_main(const CliGlobal *g, int argc, char **argv);
 
+/* src/cli/cli_tune_eval.c (issue 16, mon16) */
+int cli_tune_eval_main(const CliGlobal *g, int argc, char **argv);
+
 #endif

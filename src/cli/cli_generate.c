@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "cli_device.h"
 #include "cli_escape.h"
+#include "cli_kindcmd.h"
 #include "jobkinds_gen.h"
 #include "jobs.h"
 #include "store.h"
@@ -86,11 +87,7 @@ static void generate_usage(void) {
            "resume); a prompt that fails is reported, written to failed.csv and skipped.\n"
            "Ctrl-C stops within a step; no half-written image is left.\n\n"
            "options:\n");
-    for (const JobParamSpec *p = jobkind_generate.params; p->name; p++)
-        printf("  --%-12s %s%s%s%s\n", p->name, p->help,
-               p->def && p->def[0] && p->type != JOB_PARAM_BOOL ? " (default " : "",
-               p->def && p->def[0] && p->type != JOB_PARAM_BOOL ? p->def : "",
-               p->def && p->def[0] && p->type != JOB_PARAM_BOOL ? ")" : "");
+    cli_kind_options(&jobkind_generate, NULL);
     printf("  --seed N       one seed (same as --seeds N)\n"
            "  --queue        add a generate job instead (runs in 'easel worker' or the TUI)\n"
            "  --gpus N       use at most N GPUs (default: every GPU; --device cuda:N: one)\n\n"
@@ -107,28 +104,6 @@ static void generate_usage(void) {
            "  easel generate --model sdxl --prompts data/prompts.csv --out data/images\n"
            "  easel generate --prompt 'a red cube on a blue sphere' --seed 7 --steps 30\n"
            "See doc/generate.md.\n");
-}
-
-static const JobParamSpec *gen_spec(const char *name) {
-    for (const JobParamSpec *p = jobkind_generate.params; p->name; p++)
-        if (strcmp(p->name, name) == 0)
-            return p;
-    return NULL;
-}
-
-static int gen_unknown(const char *opt) {
-    char buf[40][32];
-    const char *known[41];
-    int n = 0;
-    for (const JobParamSpec *p = jobkind_generate.params; p->name && n < 36; p++, n++) {
-        snprintf(buf[n], sizeof buf[n], "--%s", p->name);
-        known[n] = buf[n];
-    }
-    known[n++] = "--seed";
-    known[n++] = "--queue";
-    known[n++] = "--gpus";
-    known[n] = NULL;
-    return cli_unknown_option("generate", opt, known);
 }
 
 int cli_generate_main(const CliGlobal *g, int argc, char **argv) {
@@ -166,8 +141,9 @@ int cli_generate_main(const CliGlobal *g, int argc, char **argv) {
             goto out;
         }
         const char *name = a + 2;
-        if (strcmp(name, "seed") != 0 && !gen_spec(name)) {
-            rc = gen_unknown(a);
+        if (strcmp(name, "seed") != 0 && !cli_kind_param(&jobkind_generate, name)) {
+            rc = cli_kind_unknown("generate", &jobkind_generate, a,
+                                  (const char *const[]){"--seed", "--queue", "--gpus", NULL});
             goto out;
         }
         if (i + 1 >= argc) {

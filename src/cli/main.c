@@ -142,7 +142,7 @@ static int stdout_is_data(int argc, char **argv) {
         return !has_opt(argc, argv, "--csv");
     /* --json prints JSON on stdout (eval's --json FILE writes a file instead). jansson
      * escapes C0 controls itself, so a command missing here still prints valid JSON. */
-    static const char *const json_cmds[] = {"status", "agreement", "embed", NULL};
+    static const char *const json_cmds[] = {"status", "agreement", "embed", "tune-eval", NULL};
     for (int k = 0; json_cmds[k]; k++)
         if (strcmp(cmd, json_cmds[k]) == 0)
             return has_opt(argc, argv, "--json");
