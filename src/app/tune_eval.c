@@ -167,11 +167,10 @@ static int gen_params_for(const JobParams *p, const char *out, const char *lora,
 }
 
 /* Generate one half (GP: gen_params_for's) into its folder. */
-static int generate_half(Store *st, const JobParams *gp, int adapter, Phase *ph,
-                         void (*device_note)(const char *note), Err *err) {
+static int generate_half(Store *st, const JobParams *gp, int adapter, Phase *ph, Err *err) {
     Progress wrap = {phase_progress, phase_cancelled, phase_log, ph};
     GenRunReport rep;
-    int rc = gen_job_execute(st, gp, &wrap, device_note, &rep, err);
+    int rc = gen_job_execute(st, gp, 0, &wrap, &rep, err);
     if (rc == 0 && rep.failed) {
         char line[512];
         snprintf(line, sizeof line, "%s: %zu of %zu images failed (%s); their pairs are left "
@@ -398,7 +397,7 @@ static char *config_json(const JobParams *p, const char *adapter, const char *re
 }
 
 int tune_eval_execute(Store *st, int64_t job_id, const JobParams *p, const Progress *pr,
-                      void (*device_note)(const char *note), TuneEvalReport *r, Err *err) {
+                      TuneEvalReport *r, Err *err) {
     memset(r, 0, sizeof *r);
     char *lora = NULL, *config = NULL, *base_dir = NULL, *adapter_dir = NULL;
     JobParams *gp_base = NULL, *gp_adapter = NULL;
@@ -435,11 +434,11 @@ int tune_eval_execute(Store *st, int64_t job_id, const JobParams *p, const Progr
         goto out;
     Phase ph = {.outer = pr};
     progress_log(pr, "generating with the base model");
-    if ((rc = generate_half(st, gp_base, 0, &ph, device_note, err)))
+    if ((rc = generate_half(st, gp_base, 0, &ph, err)))
         goto out;
     ph.offset = ph.items;
     progress_log(pr, "generating with the adapter");
-    if ((rc = generate_half(st, gp_adapter, 1, &ph, NULL, err)))
+    if ((rc = generate_half(st, gp_adapter, 1, &ph, err)))
         goto out;
     if ((rc = read_half(base_dir, &bi, &nb, err)) || (rc = read_half(adapter_dir, &ai, &na, err)))
         goto out;
@@ -512,7 +511,7 @@ out:
 static int tune_eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     Progress h = job_progress_hooks(ctx);
     TuneEvalReport r;
-    int rc = tune_eval_execute(job_store(ctx), job_id(ctx), p, &h, NULL, &r, err);
+    int rc = tune_eval_execute(job_store(ctx), job_id(ctx), p, &h, &r, err);
     if (rc == 0)
         for (int k = 0; k < NO; k++)
             job_log(ctx, "%-9s win rate %5.1f%%  mean gain %+.4f", train_output_name(k),

@@ -63,12 +63,12 @@ typedef struct TuneEvalReport {
 
 /* Run the evaluation P (parameters of jobkind_tune_eval) on store ST for job JOB_ID (0: the
  * command). PR gets progress in images (3 × items: base, adapter, scoring), the cancel flag
- * and log lines; DEVICE_NOTE (may be NULL) backend_open's note. R is filled in every case
+ * and log lines (backend_open's device note among them). R is filled in every case
  * (tune_eval_report_deinit). 0, or ERR_USAGE (bad adapter, prompts, seeds), ERR_NOTFOUND (no
  * such checkpoint or model), ERR_CANCELLED, ERR_IO, ERR_DB; the run is then marked failed
  * (cancelled for ERR_CANCELLED). */
 int tune_eval_execute(Store *st, int64_t job_id, const JobParams *p, const Progress *pr,
-                      void (*device_note)(const char *note), TuneEvalReport *r, Err *err);
+                      TuneEvalReport *r, Err *err);
 
 /* The table `easel tune-eval` prints. */
 void tune_eval_print(FILE *f, const TuneEvalReport *r);

@@ -61,7 +61,6 @@ static void te_log(void *user, const char *line) {
     fprintf(stderr, "easel: %s\n", line);
 }
 
-static void te_note(const char *note) { cli_device_note(note); }
 
 static void tune_eval_usage(void) {
     printf("usage: easel [--db PATH] tune-eval ADAPTER --prompts FILE --reward CKPT\n"
@@ -185,7 +184,7 @@ int cli_tune_eval_main(const CliGlobal *g, int argc, char **argv) {
     te_interrupted = 0;
     signal(SIGINT, te_on_sigint);
     TuneEvalReport r;
-    rc = tune_eval_execute(st, 0, p, &pr, te_note, &r, &err);
+    rc = tune_eval_execute(st, 0, p, &pr, &r, &err);
     signal(SIGINT, SIG_DFL);
     if (line.tty)
         cli_escape_raw(stderr, "\r\033[K");
