@@ -47,14 +47,20 @@ typedef struct SdLora {
 typedef struct SdPipelineConfig {
     DType weights;        /* resident dtype of the UNet, VAE and text encoders: F32, F16, BF16
                            * (the text encoders: BF16 for either half type; activations f32) */
-    const SdLora *loras;  /* n_loras adapters applied to the UNet at load (sd_weights_add_lora:
-                           * PEFT, diffusers, kohya names); a file with text-encoder adapters is
-                           * refused (ERR_USAGE) until sd_text applies them */
+    const SdLora *loras;  /* n_loras adapters applied at load (sd_weights_add_lora: PEFT,
+                           * diffusers, kohya names) to the UNet and the text encoders, as
+                           * diffusers' load_lora_weights; one that matches no layer is an
+                           * error naming it */
     int n_loras;
     size_t arena_bytes;   /* the Backend's arena (BackendConfig.arena_bytes; 0 = its default):
                            * the VAE decodes in tiles only when the whole does not fit in it.
                            * Needs: the UNet's (doc/models.md: batch 2, 107 MB at 32² latents,
                            * ~1.0 GB at 128²), then the VAE's (vae_decode_need) */
+    /* single-file checkpoints (issue 15): */
+    const char *tokenizer; /* a tokenizer folder (sd_text.h SdTextOptions); NULL: the
+                            * folder's own (a single file needs one) */
+    const char *prediction;/* "epsilon" or "v" overrides the scheduler's prediction_type;
+                            * NULL or "": the model's (a single file: its family's) */
 } SdPipelineConfig;
 
 typedef struct SdGenParams {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base.h"
 #include "sd_weights_int.h"
@@ -294,6 +295,39 @@ static int detect_arch(const SafeTensors *st) {
             return t->n_dim == 2 ? ARCH_SD2 : ARCH_SD1;
     }
     return ARCH_SD1;
+}
+
+int sd_weights_single_info(const char *path, SdSingleInfo *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    if (!base_is_file(path))
+        return 0;
+    SafeTensors *st = safetensors_open(path, err);
+    if (!st)
+        return err ? err->code : ERR_FORMAT;
+    int rc = 0;
+    if (!file_has(st, "model.diffusion_model.")) {
+        rc = err_set(err, ERR_FORMAT, "%s: not a Stable Diffusion single-file checkpoint (no "
+                     "model.diffusion_model.* tensors: %s)", path,
+                     file_has(st, "down_blocks.") || file_has(st, "unet.") ||
+                             file_has(st, "lora_unet_")
+                         ? "a diffusers component or a LoRA? give the model's folder, or the "
+                           "LoRA with --lora"
+                         : "no UNet");
+        goto out;
+    }
+    out->is_single = 1;
+    int arch = detect_arch(st);
+    out->family = arch == ARCH_SDXL ? "sdxl" : arch == ARCH_SD2 ? "sd2" : "sd1";
+    const StTensor *ci = safetensors_find(st, "model.diffusion_model.input_blocks.0.0.weight");
+    out->in_channels = ci && ci->n_dim == 4 ? (int)ci->shape[1] : 0;
+    out->v_pred = safetensors_find(st, "v_pred") != NULL;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    for (const char *c = base; *c && !out->turbo; c++)
+        out->turbo = !strncasecmp(c, "turbo", 5);
+out:
+    safetensors_close(st);
+    return rc;
 }
 
 static int64_t dim_of(const SdWeights *w, const char *name, int d) {
