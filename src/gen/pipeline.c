@@ -232,7 +232,8 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
         rc = vae_load(be, path, &vo, &p->vae, err);
     }
     if (rc) {
-        err_prefix(err, "%s", path);
+        if (err && strncmp(err->msg, path, strlen(path))) /* not named yet */
+            err_prefix(err, "%s", path);
         sd_pipeline_close(p);
         return rc;
     }
@@ -263,6 +264,7 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
 }
 
 const char *sd_pipeline_family(const SdPipeline *p) { return p->family; }
+const char *sd_pipeline_scheduler_config(const SdPipeline *p) { return p->sched_json; }
 
 void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height) {
     *width = p->def_w;

@@ -88,6 +88,11 @@ void sd_pipeline_close(SdPipeline *p); /* NULL allowed */
 const char *sd_pipeline_family(const SdPipeline *p);
 void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height);
 
+/* The scheduler settings the pipeline samples with: the folder's scheduler_config.json, or a
+ * single file's family config (_class_name, betas, spacing, prediction_type as the released
+ * model's), with a --prediction override applied. JSON text owned by p. */
+const char *sd_pipeline_scheduler_config(const SdPipeline *p);
+
 /* One image: *rgb (width·height·3 bytes, row-major, owned by the caller: free()) and its size.
  * pr may be NULL. */
 int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr, uint8_t **rgb,

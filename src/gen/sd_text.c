@@ -229,10 +229,10 @@ int sd_text_open(const char *model, const SdTextOptions *o, ClipWeights weights,
         return err_set(err, ERR_NOTFOUND, "%s: no such model folder or file", model);
     const char *tok = o && o->tokenizer && o->tokenizer[0] ? o->tokenizer : NULL;
     if (si.is_single && !tok)
-        return err_set(err, ERR_USAGE, "%s: a single-file checkpoint holds no tokenizer: give "
-                       "--tokenizer DIR (a folder with vocab.json and merges.txt, such as the "
-                       "tokenizer/ of any SD model on Hugging Face or a CLIP model's folder), or "
-                       "register a CLIP model (easel models add clip PATH)", model);
+        return err_set(err, ERR_USAGE, "%s: a single file holds no tokenizer: give "
+                       "--tokenizer DIR (vocab.json + merges.txt, e.g. an SD model's "
+                       "tokenizer/) or register a CLIP model (easel models add clip PATH)",
+                       model);
     SdText *t = xcalloc(1, sizeof *t);
     int xl = 0;
     char *tdir[2] = {NULL, NULL};

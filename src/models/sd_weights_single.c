@@ -416,6 +416,29 @@ static json_t *config_unet(const SdWeights *w, int arch, const SafeTensors *st, 
     }
     if (cross < 0)
         cross = dim_of(w, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight", 1);
+    /* what the config is read from: a missing one is named, not a config of -1 */
+    static const char *const needed[][2] = {
+        {"conv_in.weight", "input_blocks.0.0.weight"},
+        {"conv_out.weight", "out.2.weight"},
+        {"time_embedding.linear_1.weight", "time_embed.0.weight"},
+    };
+    for (size_t i = 0; i < sizeof needed / sizeof *needed; i++)
+        if (dim_of(w, needed[i][0], 0) <= 0) {
+            err_set(err, ERR_FORMAT, "%s: tensor model.diffusion_model.%s (the UNet's %s) is "
+                    "missing: the file is incomplete", w->where, needed[i][1], needed[i][0]);
+            return NULL;
+        }
+    for (int i = 0; i < L; i++)
+        if (boc[i] <= 0) {
+            err_set(err, ERR_FORMAT, "%s: the UNet's down_blocks.%d.resnets.0.conv1.weight is "
+                    "missing: the file is incomplete", w->where, i);
+            return NULL;
+        }
+    if (cross <= 0) {
+        err_set(err, ERR_FORMAT, "%s: no cross-attention key weight (attn2.to_k) in the UNet: "
+                "the file is incomplete or not a text-conditioned SD UNet", w->where);
+        return NULL;
+    }
     json_t *c = json_object();
     json_object_set_new(c, "_class_name", json_string("UNet2DConditionModel"));
     json_object_set_new(c, "act_fn", json_string("silu"));
