@@ -339,3 +339,19 @@ Test(pipeline_single, broken_single_files_are_named) {
     cr_assert(strstr(err.msg, "pipeline_sd_lora.safetensors") &&
                   strstr(err.msg, "not a Stable Diffusion single-file checkpoint"), "%s", err.msg);
 }
+
+/* The fixture script loaded each single file with diffusers' from_single_file (the folder's
+ * configs) and got exactly the folder's weights: the files are single files as diffusers
+ * reads them, not only as easel does. */
+Test(pipeline_single, the_fixtures_load_in_diffusers_from_single_file) {
+    json_error_t je;
+    json_t *all = json_load_file(FIX "single_check.json", 0, &je);
+    cr_assert(all, FIX "single_check.json:%d: %s", je.line, je.text);
+    static const char *const fams[] = {"sd1", "sd2", "sdxl"};
+    for (int i = 0; i < 3; i++) {
+        json_t *c = json_object_get(all, fams[i]);
+        cr_assert(json_is_true(json_object_get(c, "from_single_file_equal")), "%s: %s", fams[i],
+                  json_dumps(json_object_get(c, "problems"), JSON_COMPACT));
+    }
+    json_decref(all);
+}

@@ -432,9 +432,9 @@ def pipe_models(fam):
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
             transformer_layers_per_block=(1, 1, 2), attention_head_dim=(1, 1, 1),
-            cross_attention_dim=64, use_linear_projection=True,
+            cross_attention_dim=32 + 48, use_linear_projection=True,
             addition_embed_type="text_time", addition_time_embed_dim=8,
-            projection_class_embeddings_input_dim=32 + 6 * 8)
+            projection_class_embeddings_input_dim=40 + 6 * 8)
     else:
         unet = UNet2DConditionModel(
             sample_size=96 if fam == "sd2" else 64, in_channels=4, out_channels=4,
@@ -453,16 +453,18 @@ def pipe_models(fam):
     rnd_(vae, seed + 1)
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    def te(act, layers, proj, s):
-        c = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                           num_attention_heads=1, vocab_size=634, max_position_embeddings=77,
-                           projection_dim=32, hidden_act=act, eos_token_id=2, bos_token_id=632,
+    # the two SDXL encoders differ in width, as ViT-L and bigG do (diffusers' from_single_file
+    # tells them apart by it)
+    def te(act, layers, proj, s, width=32):
+        c = CLIPTextConfig(hidden_size=width, intermediate_size=2 * width,
+                           num_hidden_layers=layers, num_attention_heads=1, vocab_size=634,
+                           max_position_embeddings=77, projection_dim=40, hidden_act=act, eos_token_id=2, bos_token_id=632,
                            pad_token_id=1)
         m = CLIPTextModelWithProjection(c) if proj else CLIPTextModel(c)
         return rnd_(m, s).eval()
     tes = [te("gelu" if fam == "sd2" else "quick_gelu", 2, False, seed + 2)]
     if fam == "sdxl":
-        tes.append(te("gelu", 2, True, seed + 3))
+        tes.append(te("gelu", 2, True, seed + 3, width=48))
     if fam == "sd1":
         sched = PNDMScheduler.from_config(SCHED_BASE)
     elif fam == "sd2":
@@ -484,7 +486,7 @@ def make_pipeline_singles():
     shutil.rmtree(PIPE_OUT, ignore_errors=True)
     os.makedirs(PIPE_OUT)
     P, N = "a red fox in the snow", "blurry, low quality"
-    cases = []
+    cases, checks = [], {}
     for fam in ("sd1", "sd2", "sdxl"):
         unet, vae, tes, sched = pipe_models(fam)
         xl = fam == "sdxl"
@@ -526,6 +528,8 @@ def make_pipeline_singles():
                            for k, v in hf_te_sd(tes[0]).items()})
             single.update(clip_to_openclip(hf_te_sd(tes[1]), "conditioner.embedders.1.model."))
         save_file({k: v.contiguous() for k, v in single.items()}, f"{PIPE_OUT}/{fam}.safetensors")
+        bad = check_single(f"{PIPE_OUT}/{fam}.safetensors", folder, xl)
+        checks[fam] = {"from_single_file_equal": not bad, "problems": bad[:20]}
         # diffusers' images from the folder as a user loads it
         cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
         kw = {} if xl else dict(safety_checker=None, requires_safety_checker=False)
@@ -549,6 +553,9 @@ def make_pipeline_singles():
             cases.append(r)
     with open(f"{PIPE_OUT}/cases.json", "w") as f:
         json.dump(cases, f, indent=1)
+    with open(f"{PIPE_OUT}/single_check.json", "w") as f:
+        json.dump(checks, f, indent=1, sort_keys=True)
+    print(json.dumps(checks))
     print("single pipelines:", [c["name"] for c in cases])
 
 
