@@ -141,8 +141,7 @@ static int load_encoder(const char *model, const char *comp, const char *tdir, i
         rc = sd_weights_add_lora(w, o->lora_paths[i], o->lora_scales[i], err);
     if (!rc) {
         const char *cfg = sd_weights_config_json(w);
-        ClipTensorSource src = {w, te_find, te_read, sd_weights_where(w), cfg,
-                                cfg && strstr(cfg, "\"SD 2.x\"") != NULL};
+        ClipTensorSource src = {w, te_find, te_read, sd_weights_where(w), cfg};
         e->clip = clip_model_load_text_source(&src, tdir, weights, err);
         if (!e->clip)
             rc = err && err->code ? err->code : ERR_FORMAT;

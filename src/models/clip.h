@@ -138,8 +138,6 @@ typedef struct ClipTensorSource {
                     Err *err);
     const char *where;       /* names the weights in messages */
     const char *config_json; /* a CLIPTextConfig's JSON text, or NULL (then from the shapes) */
-    int extra_layers;        /* the source holds layers past the config's (SD 2's file holds
-                              * OpenCLIP's last layer, which SD 2 does not use) */
 } ClipTensorSource;
 
 /* Load the text tower of SRC onto BE (borrowed), with the tokenizer of TOKENIZER_DIR

@@ -743,7 +743,7 @@ text:;
     /* more blocks in the file than the architecture says: the config does not fit */
     const char *fmts[2] = {nm->vblock, nm->tblock};
     int counts[2] = {c->vision_layers, c->text_layers};
-    for (int i = m->text_only; i < 2 && !ld->failed && !(m->src && m->src->extra_layers); i++) {
+    for (int i = m->text_only; i < 2 && !ld->failed; i++) {
         char p[200];
         snprintf(p, sizeof p, "%s%d.", fmts[i], counts[i]);
         if (has(ld, "%s%s.weight", p, nm->ln1)) {

@@ -400,7 +400,14 @@ def main():
     single = {}
     single.update(unet_to_sgm(unet.state_dict(), 2, 2))
     single.update(vae_to_sgm(vae.state_dict(), 2))
-    single.update(clip_to_openclip(hf_te_sd(te), "cond_stage_model.model."))
+    oc = clip_to_openclip(hf_te_sd(te), "cond_stage_model.model.")
+    # OpenCLIP's last layer, which SD 2 does not use: written from a folder it is all zeros
+    # (an identity block), so the file holds one layer more than the folder, as released
+    # SD 2 files do
+    last = max(int(k.split(".")[4]) for k in oc if ".resblocks." in k)
+    for k in [k for k in oc if f".resblocks.{last}." in k]:
+        oc[k.replace(f".resblocks.{last}.", f".resblocks.{last + 1}.")] = torch.zeros_like(oc[k])
+    single.update(oc)
     save_file({k: v.contiguous() for k, v in single.items()}, f"{OUT}/sd2.safetensors")
     bad = check_single(f"{OUT}/sd2.safetensors", folder, False)
     res["sd2"] = {"from_single_file_equal": not bad, "problems": bad[:20]}
