@@ -4,7 +4,10 @@
  * (unet.h) → VAE decode (vae.h, f32) → 8-bit RGB, as diffusers' image processor makes it.
  *
  * DESIGN
- *   - One SdPipeline per loaded model (a diffusers folder; other layouts through sd_weights),
+ *   - One SdPipeline per loaded model (a diffusers folder, or a single-file checkpoint: its
+ *     configs from the tensors (sd_weights), its scheduler config the family's released one
+ *     (SD 1.5 PNDM, SD 2.1 DDIM v-prediction, SDXL Euler, Turbo Euler ancestral trailing),
+ *     its tokenizer given (SdPipelineConfig.tokenizer)),
  *     one Backend it borrows. Generating is single-threaded per pipeline; the Backend's pool
  *     (CPU) or stream (CUDA) does the parallel work. The text encoders (sd_text) run on the
  *     host, over the CPU pool the calling thread selected with backend_cpu_use (none: serial).
@@ -20,8 +23,9 @@
  *     asked for (diffusers' Kind.from_config(pipe.scheduler.config)); with no kind asked for,
  *     the kind its _class_name names, and an error naming it when easel has no such sampler
  *     (SD 1.5's PNDMScheduler).
- *   - LoRAs go into the UNet's weights as they are read (sd_weights_add_lora); text-encoder
- *     adapters are refused by name for now. doc/generate.md "Pipeline" lists what is matched.
+ *   - LoRAs go into the UNet's and the text encoders' weights as they are read
+ *     (sd_weights_add_lora), as diffusers' load_lora_weights. doc/generate.md "Pipeline"
+ *     lists what is matched.
  */
 #ifndef EASEL_PIPELINE_H
 #define EASEL_PIPELINE_H

@@ -3,6 +3,9 @@
  * from a diffusers model folder's text encoders and tokenizers, on the CLIP code (clip.h).
  *
  * DESIGN
+ *   - The encoders' weights are read through sd_weights (a diffusers folder's files or a
+ *     single-file checkpoint's tensors, LoRA adapters applied) into clip.h's text towers
+ *     (clip_model_load_text_source); a single file's tokenizer is given (SdTextOptions).
  *   - The folder: model_index.json (its `_class_name` and, for SDXL,
  *     `force_zeros_for_empty_prompt`), text_encoder/ + tokenizer/ and for SDXL also
  *     text_encoder_2/ + tokenizer_2/. A text encoder folder holds config.json (CLIPTextConfig)
