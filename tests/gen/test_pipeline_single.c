@@ -231,6 +231,45 @@ Test(pipeline_single, prediction_type_and_its_override) {
     free(v), free(e), free(fe);
 }
 
+static char *rewrite(const char *src, const char *drop, int in_channels);
+
+/* "turbo" in the name: SDXL-Turbo's Euler ancestral with trailing spacing, 512²; a v_pred key
+ * (ComfyUI's mark) makes an SD 1.x file v-prediction. */
+Test(pipeline_single, turbo_names_and_v_pred_keys) {
+    char turbo[96];
+    snprintf(turbo, sizeof turbo, "/tmp/easel-sf-%d-sd_xl_turbo_1.0.safetensors", (int)getpid());
+    char *abs = realpath(FIX "sdxl.safetensors", NULL);
+    cr_assert(abs);
+    cr_assert_eq(symlink(abs, turbo), 0);
+    free(abs);
+    SdPipelineConfig cfg = {DTYPE_F32, NULL, 0, 0, FIX "sdxl", NULL};
+    SdPipeline *p = NULL;
+    Err err = {0};
+    int w, h, w0, h0;
+    cr_assert_eq(sd_pipeline_open(FIX "sdxl.safetensors", be, &cfg, &p, &err), 0, "%s", err.msg);
+    sd_pipeline_default_size(p, &w0, &h0); /* sample_size 128 */
+    sd_pipeline_close(p);
+    cr_assert_eq(sd_pipeline_open(turbo, be, &cfg, &p, &err), 0, "%s", err.msg);
+    const char *sc = sd_pipeline_scheduler_config(p);
+    cr_assert(strstr(sc, "EulerAncestralDiscreteScheduler") && strstr(sc, "\"trailing\""), "%s",
+              sc);
+    sd_pipeline_default_size(p, &w, &h);
+    cr_assert(w * 128 == w0 * 64 && h == w, "%dx%d (base %dx%d)", w, h, w0, h0);
+    SchedConfig c;
+    cr_assert_eq(sched_config_parse(&c, SCHED_EULER_A, sc, turbo, &err), 0, "%s", err.msg);
+    cr_assert(c.spacing == SCHED_SPACING_TRAILING && c.prediction == SCHED_PRED_EPSILON);
+    sd_pipeline_close(p);
+    unlink(turbo);
+    char *f = rewrite(FIX "sd1.safetensors", "+v_pred", 0);
+    cfg.tokenizer = FIX "sd1";
+    cr_assert_eq(sd_pipeline_open(f, be, &cfg, &p, &err), 0, "%s", err.msg);
+    cr_assert(strstr(sd_pipeline_scheduler_config(p), "\"v_prediction\""), "%s",
+              sd_pipeline_scheduler_config(p));
+    sd_pipeline_close(p);
+    unlink(f);
+    free(f);
+}
+
 /* A single file has no tokenizer: asked for by name; a diffusers folder, its tokenizer/ alone
  * or a bare vocab.json + merges.txt folder all work (pad tokens from the family). */
 Test(pipeline_single, the_tokenizer_is_asked_for_and_found, .timeout = 60) {
@@ -267,7 +306,8 @@ Test(pipeline_single, the_tokenizer_is_asked_for_and_found, .timeout = 60) {
     free(bare), free(tok), free(want);
 }
 
-/* FILE rewritten without tensor DROP (or with conv_in of IN channels): returns the path. */
+/* FILE rewritten without tensor DROP (or with conv_in of IN channels, or with a "v_pred" key
+ * when DROP is "+v_pred"): returns the path. */
 static char *rewrite(const char *src, const char *drop, int in_channels) {
     Err err = {0};
     SafeTensors *st = safetensors_open(src, &err);
@@ -288,8 +328,12 @@ static char *rewrite(const char *src, const char *drop, int in_channels) {
         cr_assert_eq(safetensors_writer_add(w, t->name, t->dtype, t->n_dim, t->shape, t->data,
                                             &err), 0, "%s", err.msg);
     }
+    float one = 1.0f;
+    int64_t one_shape[1] = {1};
+    if (drop && !strcmp(drop, "+v_pred"))
+        cr_assert_eq(safetensors_writer_add(w, "v_pred", ST_F32, 1, one_shape, &one, &err), 0);
     char *out = xasprintf("/tmp/easel-sfbad-%d-%s.safetensors", (int)getpid(),
-                          drop ? "drop" : "inpaint");
+                          drop ? drop + (drop[0] == '+') : "inpaint");
     cr_assert_eq(safetensors_writer_save(w, out, &err), 0, "%s", err.msg);
     safetensors_writer_free(w);
     safetensors_close(st);
