@@ -112,6 +112,13 @@ static char *sched_with_prediction(const char *text, const char *pred, const cha
     return s;
 }
 
+/* A single file trained at 512² whose UNet config (the family's) says more: the Turbos, and
+ * SD 2.x told epsilon (2.1-base). */
+static int single_small(const SdSingleInfo *si, const char *pred) {
+    return si->is_single && (si->turbo || (!strcmp(si->family, "sd2") && pred &&
+                                           !strcmp(pred, "epsilon")));
+}
+
 void sd_pipeline_close(SdPipeline *p) {
     if (!p)
         return;
@@ -160,7 +167,7 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
         return err_set(err, ERR_NOMEM, "pipeline: out of memory");
     p->path = xstrdup(path);
     p->be = be;
-    int small = 0; /* a single file trained at 512² whose UNet config says more */
+    int small = single_small(&si, pred); /* trained at 512² (its UNet config says more) */
     if (si.is_single) {
         /* the family's released scheduler: SD 2.x is 2.1 (768, v-prediction) unless the
          * user says epsilon (2.1-base, 512); a "v_pred" key says v */
@@ -169,7 +176,6 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
             f = 4;
         else if (f == 1 && pred && !strcmp(pred, "epsilon"))
             f = 2;
-        small = f == 2 || f == 4;
         p->sched_path = xasprintf("%s (the %s scheduler config)", path, SCHED_FAMILIES[f].name);
         p->sched_json = sched_family_json(&SCHED_FAMILIES[f]);
         if (si.v_pred && !pred)
@@ -260,6 +266,34 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
     }
     p->sched_kind = sched_class_kind(p->sched_json, p->sched_class, sizeof p->sched_class);
     *out = p;
+    return 0;
+}
+
+int sd_pipeline_model_defaults(const char *path, const char *prediction, int *width,
+                               int *height, const char **family, Err *err) {
+    SdSingleInfo si;
+    int rc = sd_weights_single_info(path, &si, err);
+    SdWeights *u = NULL, *v = NULL;
+    UnetConfig uc;
+    VaeConfig vc;
+    if (!rc)
+        rc = sd_weights_open(path, "unet", &u, err);
+    if (!rc)
+        rc = sd_weights_open(path, "vae", &v, err);
+    if (!rc && (!sd_weights_config_json(u) || !sd_weights_config_json(v)))
+        rc = err_set(err, ERR_NOTFOUND, "%s: no unet/config.json or vae/config.json", path);
+    if (!rc)
+        rc = unet_config_parse(sd_weights_config_json(u), sd_weights_where(u), &uc, err);
+    if (!rc)
+        rc = vae_config_parse(sd_weights_config_json(v), sd_weights_where(v), &vc, err);
+    sd_weights_close(u);
+    sd_weights_close(v);
+    if (rc)
+        return rc;
+    const char *pred = prediction && prediction[0] ? prediction : NULL;
+    *width = *height = (single_small(&si, pred) ? 64 : uc.sample_size) * vae_scale(&vc);
+    *family = si.is_single ? si.family
+              : uc.text_time ? "sdxl" : uc.cross_dim >= 1024 ? "sd2" : "sd1";
     return 0;
 }
 

@@ -88,6 +88,13 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
                      SdPipeline **out, Err *err);
 void sd_pipeline_close(SdPipeline *p); /* NULL allowed */
 
+/* What sd_pipeline_default_size and sd_pipeline_family will say for the model at PATH (a
+ * folder or a single file) with PREDICTION as SdPipelineConfig.prediction, read from the
+ * UNet's and the VAE's configs without loading any weights (for sizing a Backend's arena
+ * before the pipeline opens). Returns 0 or the error of opening the UNet's or VAE's config. */
+int sd_pipeline_model_defaults(const char *path, const char *prediction, int *width,
+                               int *height, const char **family, Err *err);
+
 /* "sd1", "sd2" or "sdxl", and the default size. */
 const char *sd_pipeline_family(const SdPipeline *p);
 void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height);

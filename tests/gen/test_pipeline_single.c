@@ -399,3 +399,29 @@ Test(pipeline_single, the_fixtures_load_in_diffusers_from_single_file) {
     }
     json_decref(all);
 }
+
+/* The defaults a job sizes its arena by, before any weights are loaded, are the opened
+ * pipeline's. */
+Test(pipeline_single, defaults_without_loading_are_the_pipelines) {
+    static const char *const models[] = {FIX "sd1.safetensors", FIX "sd2.safetensors",
+                                         FIX "sdxl.safetensors", FIX "sd2", FIX "sdxl"};
+    static const char *const toks[] = {FIX "sd1", FIX "sd2", FIX "sdxl", NULL, NULL};
+    static const char *const preds[] = {NULL, "epsilon"};
+    for (int i = 0; i < 5; i++)
+        for (int k = 0; k < 2; k++) {
+            SdPipelineConfig cfg = {DTYPE_F32, NULL, 0, 0, toks[i], preds[k]};
+            SdPipeline *p = NULL;
+            Err err = {0};
+            int w, h, pw, ph;
+            const char *fam;
+            cr_assert_eq(sd_pipeline_model_defaults(models[i], preds[k], &w, &h, &fam, &err), 0,
+                         "%s", err.msg);
+            cr_assert_eq(sd_pipeline_open(models[i], be, &cfg, &p, &err), 0, "%s", err.msg);
+            sd_pipeline_default_size(p, &pw, &ph);
+            cr_assert(w == pw && h == ph, "%s %s: %dx%d, the pipeline %dx%d", models[i],
+                      preds[k] ? preds[k] : "-", w, h, pw, ph);
+            if (i < 3) /* a tiny folder's family is told from its widths (SD 2.x: ≥ 1024) */
+                cr_assert_str_eq(fam, sd_pipeline_family(p));
+            sd_pipeline_close(p);
+        }
+}
