@@ -24,7 +24,8 @@
 
 static const JobParamSpec gen_params[] = {
     {"model", JOB_PARAM_STRING, "", "a registered diffusion model's name (easel models add "
-     "diffusion) or a diffusers folder; default: the one registered", NULL},
+     "diffusion), a diffusers folder or a single-file .safetensors checkpoint; default: the "
+     "one registered", NULL},
     {"prompts", JOB_PARAM_PATH, "", "prompts.csv (prompt_id,prompt) to generate for", NULL},
     {"from-store", JOB_PARAM_BOOL, "false", "generate for every prompt in the store", NULL},
     {"prompt", JOB_PARAM_STRING, "", "one prompt's text", NULL},
@@ -47,6 +48,12 @@ static const JobParamSpec gen_params[] = {
     {"device", JOB_PARAM_STRING, "auto", "where the model runs: auto, cpu, cuda or cuda:N", NULL},
     {"shard", JOB_PARAM_STRING, "", "K/N: only the K-th of N slices of the prompt x seed list",
      NULL},
+    /* single-file checkpoints (issue 15, sf15) */
+    {"tokenizer", JOB_PARAM_PATH, "", "tokenizer folder for a single-file --model (vocab.json + "
+     "merges.txt, or a diffusers model folder); default: the registered model's, else a "
+     "registered CLIP model's folder", NULL},
+    {"prediction", JOB_PARAM_CHOICE, "model", "the scheduler's prediction type: the model's, "
+     "epsilon or v (v-prediction)", "model|epsilon|v"},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -361,14 +368,14 @@ int gen_model_resolve(Store *st, const char *m, char **path, char **name, Err *e
             return 0;
         }
         struct stat sb;
-        if (stat(m, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        if (stat(m, &sb) == 0 && (S_ISDIR(sb.st_mode) || S_ISREG(sb.st_mode))) {
             *path = xstrdup(m);
             *name = xstrdup(m);
             return 0;
         }
         return err_set(err, ERR_NOTFOUND, "--model %s: neither a registered diffusion model "
-                       "nor a folder (see 'easel models list'; register one with 'easel models "
-                       "add diffusion PATH')", m);
+                       "nor a folder or single-file checkpoint (see 'easel models list'; "
+                       "register one with 'easel models add diffusion PATH')", m);
     }
     StoreModel *v = NULL;
     int n = 0;
@@ -385,6 +392,41 @@ int gen_model_resolve(Store *st, const char *m, char **path, char **name, Err *e
     }
     store_model_list_free(v, n);
     return rc;
+}
+
+/* ---- single-file checkpoints (issue 15, sf15) ------------------------------------------- */
+
+/* What the model path lacks: the tokenizer (--tokenizer, else the registered model's, else,
+ * for a single file, the first registered CLIP model's folder) and the prediction type
+ * (--prediction, else the registered model's); *tok / *pred NULL when none (malloc'd). */
+static void model_extras(Store *st, const JobParams *p, const char *mname, const char *mpath,
+                         char **tok, char **pred) {
+    *tok = *pred = NULL;
+    const char *t = job_param_str(p, "tokenizer"), *pr = job_param_str(p, "prediction");
+    if (t[0])
+        *tok = xstrdup(t);
+    if (strcmp(pr, "model"))
+        *pred = xstrdup(pr);
+    StoreModel sm = {0};
+    if (st && store_model_get(st, "diffusion", mname, &sm, NULL) == 0 && sm.config) {
+        json_t *j = json_loads(sm.config, 0, NULL);
+        const char *jt = json_string_value(json_object_get(j, "tokenizer"));
+        const char *jp = json_string_value(json_object_get(j, "prediction"));
+        if (!*tok && jt)
+            *tok = xstrdup(jt);
+        if (!*pred && jp)
+            *pred = xstrdup(jp);
+        json_decref(j);
+    }
+    store_model_deinit(&sm);
+    struct stat sb;
+    if (!*tok && st && stat(mpath, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        StoreModel *v = NULL;
+        int n = 0;
+        if (store_model_list(st, "clip", &v, &n, NULL) == 0 && n > 0)
+            *tok = xstrdup(v[0].path);
+        store_model_list_free(v, n);
+    }
 }
 
 /* The settings every worker makes its images with, and what each worker opens: its own
@@ -498,11 +540,15 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
         rc = gen_model_resolve(st, job_param_str(p, "model"), &mpath, &mname, err);
     if (!rc)
         rc = parse_loras(job_param_str(p, "lora"), &loras, &n_loras, err);
+    char *tok = NULL, *pred = NULL; /* sf15: what a single file lacks */
+    if (!rc)
+        model_extras(st, p, mname, mpath, &tok, &pred);
     if (rc)
         goto out;
     int width, height, dw, dh;
     const char *family;
-    model_defaults(mpath, &dw, &dh, &family);
+    if (sd_pipeline_model_defaults(mpath, pred, &dw, &dh, &family, NULL)) /* sf15: files too */
+        model_defaults(mpath, &dw, &dh, &family);
     parse_size(job_param_str(p, "size"), &width, &height, NULL);
     if (!width) {
         width = dw;
@@ -525,6 +571,10 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
                            "generator", "easel");
     if (job_param_str(p, "latents")[0])
         json_object_set_new(js, "latents", json_string(job_param_str(p, "latents")));
+    if (tok) /* sf15 */
+        json_object_set_new(js, "tokenizer", json_string(tok));
+    if (pred)
+        json_object_set_new(js, "prediction", json_string(pred));
     if (n_loras) {
         json_t *arr = json_array();
         for (int i = 0; i < n_loras; i++)
@@ -538,7 +588,8 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
     /* the arena for the image size (the default 64 MiB fits only tiny models) */
     GenShared gs = {.mpath = mpath, .devices = (const char *const *)devices,
                     .bcfg = {.arena_bytes = gen_arena_bytes(width, height)},
-                    .pcfg = {.weights = DTYPE_F32, .loras = loras, .n_loras = n_loras},
+                    .pcfg = {.weights = DTYPE_F32, .loras = loras, .n_loras = n_loras,
+                             .tokenizer = tok, .prediction = pred},
                     .base = {.negative = *neg ? neg : NULL, .steps = steps,
                              .guidance = (float)guidance, .scheduler = *sch ? sch : NULL,
                              .rng = strcmp(job_param_str(p, "rng"), "torch-cuda") == 0
@@ -571,6 +622,8 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
 out:
     strv_free(devices);
     strv_free(labels);
+    free(tok);
+    free(pred);
     free(latents);
     free(settings);
     loras_free(loras, n_loras);

@@ -103,6 +103,8 @@ static void generate_usage(void) {
            "  easel models add diffusion ~/models/stable-diffusion-xl-base-1.0 --name sdxl\n"
            "  easel generate --model sdxl --prompts data/prompts.csv --out data/images\n"
            "  easel generate --prompt 'a red cube on a blue sphere' --seed 7 --steps 30\n"
+           "  easel generate --model sd_xl_base_1.0.safetensors --tokenizer clip-vit-large/ \\\n"
+           "      --prompt 'a red fox' --steps 30    (a single-file checkpoint, doc/models.md)\n"
            "See doc/generate.md.\n");
 }
 

@@ -43,6 +43,20 @@ typedef struct SdWeights SdWeights;
 int sd_weights_open(const char *path, const char *component, SdWeights **out, Err *err);
 void sd_weights_close(SdWeights *w); /* NULL allowed */
 
+/* What a single-file checkpoint holds, told from its tensors and name (sd_weights_single.c). */
+typedef struct SdSingleInfo {
+    int is_single;      /* PATH is a file (a folder: all fields 0) */
+    const char *family; /* "sd1" (cond_stage_model.transformer.*), "sd2" (cond_stage_model.
+                         * model.*: OpenCLIP ViT-H), "sdxl" (conditioner.embedders.*) */
+    int in_channels;    /* the UNet's input channels (4; 9 for inpainting models) */
+    int v_pred;         /* the file holds a "v_pred" key (ComfyUI's mark of v-prediction) */
+    int turbo;          /* "turbo" in the file's name (SD-Turbo, SDXL-Turbo) */
+} SdSingleInfo;
+
+/* Fill *OUT for PATH: a folder gives is_single 0 and returns 0; a file must be a single-file
+ * checkpoint with a UNet (ERR_FORMAT naming it otherwise, ERR_IO). */
+int sd_weights_single_info(const char *path, SdSingleInfo *out, Err *err);
+
 /* The weight file(s), for messages ("…/unet/diffusion_pytorch_model.safetensors"). */
 const char *sd_weights_where(const SdWeights *w);
 /* The component's config.json text (NUL-ended, owned by w), or NULL when there is none; for a

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base.h"
 #include "sd_weights_int.h"
@@ -296,6 +297,39 @@ static int detect_arch(const SafeTensors *st) {
     return ARCH_SD1;
 }
 
+int sd_weights_single_info(const char *path, SdSingleInfo *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    if (!base_is_file(path))
+        return 0;
+    SafeTensors *st = safetensors_open(path, err);
+    if (!st)
+        return err ? err->code : ERR_FORMAT;
+    int rc = 0;
+    if (!file_has(st, "model.diffusion_model.")) {
+        rc = err_set(err, ERR_FORMAT, "%s: not a Stable Diffusion single-file checkpoint (no "
+                     "model.diffusion_model.* tensors: %s)", path,
+                     file_has(st, "down_blocks.") || file_has(st, "unet.") ||
+                             file_has(st, "lora_unet_")
+                         ? "a diffusers component or a LoRA? give the model's folder, or the "
+                           "LoRA with --lora"
+                         : "no UNet");
+        goto out;
+    }
+    out->is_single = 1;
+    int arch = detect_arch(st);
+    out->family = arch == ARCH_SDXL ? "sdxl" : arch == ARCH_SD2 ? "sd2" : "sd1";
+    const StTensor *ci = safetensors_find(st, "model.diffusion_model.input_blocks.0.0.weight");
+    out->in_channels = ci && ci->n_dim == 4 ? (int)ci->shape[1] : 0;
+    out->v_pred = safetensors_find(st, "v_pred") != NULL;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    for (const char *c = base; *c && !out->turbo; c++)
+        out->turbo = !strncasecmp(c, "turbo", 5);
+out:
+    safetensors_close(st);
+    return rc;
+}
+
 static int64_t dim_of(const SdWeights *w, const char *name, int d) {
     const StTensor *t = sd_weights_find(w, name);
     return t && d < t->n_dim ? t->shape[d] : -1;
@@ -382,6 +416,29 @@ static json_t *config_unet(const SdWeights *w, int arch, const SafeTensors *st, 
     }
     if (cross < 0)
         cross = dim_of(w, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight", 1);
+    /* what the config is read from: a missing one is named, not a config of -1 */
+    static const char *const needed[][2] = {
+        {"conv_in.weight", "input_blocks.0.0.weight"},
+        {"conv_out.weight", "out.2.weight"},
+        {"time_embedding.linear_1.weight", "time_embed.0.weight"},
+    };
+    for (size_t i = 0; i < sizeof needed / sizeof *needed; i++)
+        if (dim_of(w, needed[i][0], 0) <= 0) {
+            err_set(err, ERR_FORMAT, "%s: tensor model.diffusion_model.%s (the UNet's %s) is "
+                    "missing: the file is incomplete", w->where, needed[i][1], needed[i][0]);
+            return NULL;
+        }
+    for (int i = 0; i < L; i++)
+        if (boc[i] <= 0) {
+            err_set(err, ERR_FORMAT, "%s: the UNet's down_blocks.%d.resnets.0.conv1.weight is "
+                    "missing: the file is incomplete", w->where, i);
+            return NULL;
+        }
+    if (cross <= 0) {
+        err_set(err, ERR_FORMAT, "%s: no cross-attention key weight (attn2.to_k) in the UNet: "
+                "the file is incomplete or not a text-conditioned SD UNet", w->where);
+        return NULL;
+    }
     json_t *c = json_object();
     json_object_set_new(c, "_class_name", json_string("UNet2DConditionModel"));
     json_object_set_new(c, "act_fn", json_string("silu"));
@@ -458,9 +515,7 @@ static json_t *config_clip(const SdWeights *w, int kind, int arch) {
     int layers = 0;
     while (dimf(w, 0, "text_model.encoder.layers.%d.layer_norm1.weight", layers) > 0)
         layers++;
-    /* SD 2 conditions on the penultimate layer: diffusers' released config drops the last */
-    if (arch == ARCH_SD2 && kind == K_OPENCLIP && layers > 1)
-        layers--;
+    (void)arch; /* SD 2's unused last layer is not among the entries (sd_weights_single_load) */
     int proj = sd_weights_find(w, "text_projection.weight") && arch == ARCH_SDXL;
     json_t *c = json_object();
     const char *cls = proj ? "CLIPTextModelWithProjection" : "CLIPTextModel";
@@ -596,9 +651,22 @@ int sd_weights_single_load(SdWeights *w, Err *err) {
     } else if (kind == K_OPENCLIP) {
         pairs_openclip(&ps);
     }
+    /* SD 2 conditions on OpenCLIP's penultimate layer: the file's last layer is not part of
+     * the text encoder (diffusers' released config has one layer less and from_single_file
+     * skips it), so it is left out here */
+    int skip_layer = -1;
+    if (kind == K_OPENCLIP && arch == ARCH_SD2)
+        for (size_t i = 0; i < ns.n; i++) {
+            int k;
+            if (sscanf(ns.v[i], "transformer.resblocks.%d.", &k) == 1 && k > skip_layer)
+                skip_layer = k;
+        }
+    char skip[64];
+    snprintf(skip, sizeof skip, "transformer.resblocks.%d.", skip_layer);
     for (size_t i = 0; i < safetensors_count(st) && !rc; i++) {
         const StTensor *t = safetensors_at(st, i);
-        if (!strncmp(t->name, prefix, plen))
+        if (!strncmp(t->name, prefix, plen) &&
+            !(skip_layer > 0 && !strncmp(t->name + plen, skip, strlen(skip))))
             add_mapped(w, &ps, kind, t, t->name + plen);
     }
     free(ps.p);
@@ -755,6 +823,54 @@ static int write_component(Out *o, SdWeights *w, int kind, const char *prefix, E
     return rc;
 }
 
+/* SD 2.x: released files hold OpenCLIP's whole text tower, whose last layer SD 2 does not use
+ * (its diffusers config has one layer less, and the reader drops the file's last). Written
+ * from a folder, that layer is an identity: all zeros (LayerNorms to 0, so attention and MLP
+ * add 0), so the file reads back to the folder's layers here and in diffusers alike. */
+static int put_unused_sd2_layer(Out *o, SdWeights *w, const char *prefix, Err *err) {
+    int n = count_names(w, "text_model.encoder.layers.", ".layer_norm1.weight");
+    int bare = 0;
+    if (n == 0) { /* folders saved by transformers 5 drop text_model. */
+        n = count_names(w, "encoder.layers.", ".layer_norm1.weight");
+        bare = 1;
+    }
+    if (n == 0)
+        return 0;
+    static const struct {
+        const char *dif, *sgm;
+        int rows3; /* q, k, v stacked */
+    } parts[] = {
+        {"layer_norm1.weight", "ln_1.weight", 0},     {"layer_norm1.bias", "ln_1.bias", 0},
+        {"layer_norm2.weight", "ln_2.weight", 0},     {"layer_norm2.bias", "ln_2.bias", 0},
+        {"self_attn.q_proj.weight", "attn.in_proj_weight", 1},
+        {"self_attn.q_proj.bias", "attn.in_proj_bias", 1},
+        {"self_attn.out_proj.weight", "attn.out_proj.weight", 0},
+        {"self_attn.out_proj.bias", "attn.out_proj.bias", 0},
+        {"mlp.fc1.weight", "mlp.c_fc.weight", 0},     {"mlp.fc1.bias", "mlp.c_fc.bias", 0},
+        {"mlp.fc2.weight", "mlp.c_proj.weight", 0},   {"mlp.fc2.bias", "mlp.c_proj.bias", 0},
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        char *dn = xasprintf("%sencoder.layers.%d.%s", bare ? "" : "text_model.", n - 1,
+                             parts[i].dif);
+        const StTensor *t = sd_weights_find(w, dn);
+        free(dn);
+        if (!t)
+            return err_set(err, ERR_FORMAT, "%s: text encoder layer %d has no %s", w->where,
+                           n - 1, parts[i].dif);
+        int64_t shape[2] = {t->shape[0] * (parts[i].rows3 ? 3 : 1), t->n_dim > 1 ? t->shape[1]
+                                                                                : 0};
+        size_t bytes = (size_t)t->n_bytes * (parts[i].rows3 ? 3 : 1);
+        char *buf = out_buf(o, bytes);
+        memset(buf, 0, bytes);
+        char *nm = xasprintf("transformer.resblocks.%d.%s", n, parts[i].sgm);
+        int rc = put(o, prefix, nm, t, t->n_dim, shape, buf, err);
+        free(nm);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int sd_weights_write_single(const char *folder, const char *out_path, Err *err) {
     static const char *const comps[] = {"unet", "vae", "text_encoder", "text_encoder_2"};
     SdWeights *w[4] = {0};
@@ -790,6 +906,8 @@ int sd_weights_write_single(const char *folder, const char *out_path, Err *err) 
         rc = write_component(&o, w[0], K_UNET, "model.diffusion_model.", err);
     if (!rc)
         rc = write_component(&o, w[1], K_VAE, "first_stage_model.", err);
+    if (!rc && w[2] && arch == ARCH_SD2)
+        rc = put_unused_sd2_layer(&o, w[2], "cond_stage_model.model.", err);
     if (!rc && w[2])
         rc = arch == ARCH_SD2
                  ? write_component(&o, w[2], K_OPENCLIP, "cond_stage_model.model.", err)
