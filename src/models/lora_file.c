@@ -431,8 +431,8 @@ static int make_entry(const SafeTensors *st, const Pending *p, const Alphas *al,
         int good = w && w->n_dim >= 2 && w->shape[0] == e->out &&
                    rest == (int64_t)e->in * (e->kh ? e->kh : 1) * (e->kw ? e->kw : 1);
         int rc = good ? 0
-                      : err_set(err, ERR_FORMAT, "%s: adapter %s gives a %d x %lld update, but "
-                                "%s in %s is %lld x %lld (is this LoRA for another model?)",
+                      : err_set(err, ERR_FORMAT, "%s: adapter %s gives a %d x %lld update, "
+                                "%s in %s is %lld x %lld (an adapter for another model?)",
                                 file, p->key, e->out,
                                 (long long)e->in * (e->kh ? e->kh : 1) * (e->kw ? e->kw : 1),
                                 wname, sd_weights_where(unet),
@@ -499,28 +499,55 @@ static const char *peft_base(const char *name) {
     return !strncmp(name, "base_model.model.", 17) ? name + 17 : name;
 }
 
-static int read_file(const char *file_or_dir, const SdWeights *unet, LoraSet *out, Err *err) {
-    memset(out, 0, sizeof *out);
-    char *path = NULL, *cfg_path = NULL;
+/* The weights file of FILE_OR_DIR into *PATH, and for a folder its adapter_config.json into
+ * *CFG_PATH (else NULL); both malloc'd. */
+static int resolve(const char *file_or_dir, char **path, char **cfg_path, Err *err) {
+    *path = *cfg_path = NULL;
     if (base_is_dir(file_or_dir)) {
         static const char *const names[] = {LORA_FILE_PEFT_WEIGHTS, "adapter_model.safetensors"};
-        for (int i = 0; i < 2 && !path; i++) {
+        for (int i = 0; i < 2 && !*path; i++) {
             char *p = xasprintf("%s/%s", file_or_dir, names[i]);
             if (base_is_file(p))
-                path = p;
+                *path = p;
             else
                 free(p);
         }
-        if (!path)
+        if (!*path)
             return err_set(err, ERR_NOTFOUND, "%s: no %s or adapter_model.safetensors in this "
                            "folder (give an adapter folder or a LoRA .safetensors file)",
                            file_or_dir, LORA_FILE_PEFT_WEIGHTS);
-        cfg_path = xasprintf("%s/adapter_config.json", file_or_dir);
+        *cfg_path = xasprintf("%s/adapter_config.json", file_or_dir);
     } else if (base_is_file(file_or_dir)) {
-        path = xstrdup(file_or_dir);
+        *path = xstrdup(file_or_dir);
     } else {
         return err_set(err, ERR_NOTFOUND, "%s: no such adapter file or folder", file_or_dir);
     }
+    return 0;
+}
+
+int lora_file_text_encoder_tensors(const char *file_or_dir, Err *err) {
+    char *path, *cfg_path;
+    int rc = resolve(file_or_dir, &path, &cfg_path, err);
+    free(cfg_path);
+    if (rc)
+        return rc;
+    SafeTensors *st = safetensors_open(path, err);
+    free(path);
+    if (!st)
+        return err ? err->code : ERR_IO;
+    int n = 0;
+    for (size_t i = 0; i < safetensors_count(st); i++)
+        n += family(safetensors_at(st, i)->name) == 0;
+    safetensors_close(st);
+    return n;
+}
+
+static int read_file(const char *file_or_dir, const SdWeights *unet, LoraSet *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    char *path = NULL, *cfg_path = NULL;
+    int rc0 = resolve(file_or_dir, &path, &cfg_path, err);
+    if (rc0)
+        return rc0;
     SafeTensors *st = safetensors_open(path, err);
     free(path);
     if (!st) {
@@ -587,17 +614,14 @@ static int read_file(const char *file_or_dir, const SdWeights *unet, LoraSet *ou
                 dif = w;
             }
         } else if (fam == 2 && sgm_named(mod)) {
-            rc = err_set(err, ERR_FORMAT, "%s: tensor %s names an SGM block (input_blocks, "
-                         "middle_block, output_blocks): read it with the model it is for "
-                         "(lora_file_read_unet; 'easel export kohya' and 'generate --lora' "
-                         "take it with --model)", file, t->name);
+            rc = err_set(err, ERR_FORMAT, "%s: %s has SGM block names: read it with its "
+                         "model (--model)", file, t->name);
         } else {
             dif = fam == 2 ? dotted(mod) : xstrdup(mod);
         }
         if (!rc && !dif)
-            rc = err_set(err, ERR_NOTFOUND, "%s: adapter tensor %s matches no UNet weight of "
-                         "%s (is this LoRA for another model?)", file, t->name,
-                         sd_weights_where(unet));
+            rc = err_set(err, ERR_NOTFOUND, "%s: %s matches no weight of %s (an adapter "
+                         "for another model?)", file, t->name, sd_weights_where(unet));
         free(mod);
         if (rc) {
             free(dif);

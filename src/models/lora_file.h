@@ -70,8 +70,12 @@ int lora_file_read(const char *file_or_dir, LoraSet *out, Err *err);
 /* As lora_file_read, with kohya names resolved against UNET's weights by the map
  * `generate --lora` uses (diffusers and SGM block names), and every entry's shape checked
  * against the weight it changes: ERR_NOTFOUND / ERR_FORMAT name the adapter and the model
- * ("is this LoRA for another model?"). */
+ * ("an adapter for another model?"). */
 int lora_file_read_unet(const char *file_or_dir, const SdWeights *unet, LoraSet *out,
                         Err *err);
+
+/* How many text-encoder tensors (text_encoder., text_encoder_2., lora_te*_) FILE_OR_DIR holds
+ * (those lora_file_read skips): >= 0, or an error as lora_file_read's. */
+int lora_file_text_encoder_tensors(const char *file_or_dir, Err *err);
 
 #endif

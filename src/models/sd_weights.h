@@ -103,4 +103,14 @@ void sd_lora_names_free(SdLoraNames *n); /* NULL allowed */
 enum { SD_LORA_DOWN, SD_LORA_UP, SD_LORA_ALPHA, SD_LORA_MAG };
 int sd_lora_name_part(const char *name, size_t *module_len);
 
+/* sd_weights_write_single with adapters merged into the UNet (`easel export merged`): the
+ * files LORAS[0..N_LORAS) (each a LoRA .safetensors, at SCALES[i]) applied as
+ * sd_weights_add_lora applies them, each changed weight written in its own dtype (f32, f16,
+ * bf16). Errors: those of sd_weights_add_lora (an adapter for another model), ERR_FORMAT for
+ * an adapter the UNet never used, ERR_USAGE for text-encoder adapters (not merged: refused
+ * rather than dropped); then nothing is written. */
+int sd_weights_write_single_lora(const char *folder, const char *const *loras,
+                                 const float *scales, int n_loras, const char *out_path,
+                                 Err *err);
+
 #endif

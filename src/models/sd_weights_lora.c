@@ -209,6 +209,21 @@ int sd_lora_name_part(const char *name, size_t *module_len) {
     return -1;
 }
 
+int sd_weights_lora_targets(const SdWeights *w, const char *name) {
+    for (int i = 0; i < w->n_loras; i++)
+        for (size_t j = 0; j < w->loras[i]->n_ad; j++)
+            if (!strcmp(w->loras[i]->ad[j].target, name))
+                return 1;
+    return 0;
+}
+
+int sd_weights_lora_any(const SdWeights *w) {
+    for (int i = 0; i < w->n_loras; i++)
+        if (w->loras[i]->n_ad)
+            return 1;
+    return 0;
+}
+
 /* ---- end of adio16's block ------------------------------------------------------------------- */
 
 static Adapter *adapter_for(SdLora *l, const char *target, const char *key, size_t key_len) {
