@@ -1,8 +1,9 @@
-/* cli_export_adapter — `easel export merged` and `easel export kohya`: a generator adapter
- * (LoRA / DoRA, as `easel tune` saves it or any diffusers / kohya file) merged into its base
- * model as one single-file checkpoint, or re-written with kohya's names for other tools.
+/* cli_export_adapter — `easel export merged`, `easel export kohya` and `easel export peft`: a
+ * generator adapter (LoRA / DoRA, as `easel tune` saves it or any diffusers / kohya file)
+ * merged into its base model as one single-file checkpoint, or re-written with kohya's names
+ * or as a diffusers / PEFT folder for other tools.
  * Argument parsing and printing only; the work is in lora_file.c and sd_weights_single.c.
- * Reached from cli_export_main (cli_io.c) when KIND is merged or kohya. */
+ * Reached from cli_export_main (cli_io.c) when KIND is merged, kohya or peft. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,8 @@ static void usage(void) {
     printf("usage: easel [--db PATH] export merged --model NAME|PATH --adapter DIR|FILE\n"
            "                                    [--scale S] --out FILE.safetensors [--force]\n"
            "       easel export kohya --adapter DIR|FILE [--model NAME|PATH] --out FILE\n"
+           "                                    [--force]\n"
+           "       easel export peft --adapter DIR|FILE [--model NAME|PATH] --out DIR\n"
            "                                    [--force]\n\n"
            "merged  the base model with the adapter's UNet layers merged in (W + S * alpha/r *\n"
            "        B.A, DoRA's magnitude applied), written as one single-file checkpoint\n"
@@ -27,17 +30,23 @@ static void usage(void) {
            "        from_single_file and other tools load; it generates the image the base\n"
            "        model gives with --lora ADAPTER:S.\n"
            "kohya   the adapter with kohya's names (lora_unet_..., .lora_down / .lora_up /\n"
-           "        .alpha, DoRA's magnitude as .dora_scale, ss_network_* metadata).\n\n"
+           "        .alpha, ss_network_* metadata); LoRA only (no kohya reader takes PEFT's\n"
+           "        DoRA: export a DoRA as peft, or merged).\n"
+           "peft    the adapter as diffusers' save_lora_weights writes it: DIR/pytorch_lora_\n"
+           "        weights.safetensors (unet.<module>.lora_A/.lora_B, rank and alpha in its\n"
+           "        metadata) and DIR/adapter_config.json; what load_lora_weights takes.\n\n"
            "options:\n"
            "  --model NAME|PATH  a registered diffusion model (easel models add diffusion) or a\n"
-           "                     diffusers folder; for kohya only needed for adapters with SGM\n"
-           "                     block names (input_blocks_...), checked against it when given\n"
+           "                     diffusers folder; for kohya and peft only needed for adapters\n"
+           "                     with SGM block names (input_blocks_...); checked against it\n"
+           "                     when given\n"
            "  --adapter DIR|FILE an adapter folder (pytorch_lora_weights.safetensors, as easel\n"
            "                     tune and diffusers' save_lora_weights write it) or a LoRA\n"
            "                     .safetensors file (diffusers / PEFT or kohya names)\n"
            "  --scale S          merged: the adapter's weight (default 1)\n"
-           "  --out FILE         the file to write (atomically: whole or not at all)\n"
-           "  --force            replace FILE when it exists\n\n"
+           "  --out FILE|DIR     the file (the folder for peft) to write; each file is written\n"
+           "                     whole or not at all\n"
+           "  --force            replace what is there\n\n"
            "examples:\n"
            "  easel export merged --model sdxl --adapter runs/tune1/adapter --out sdxl-dpo."
            "safetensors\n"
@@ -106,7 +115,8 @@ int cli_export_adapter_main(const CliGlobal *g, int argc, char **argv) {
         return 0;
     }
     const char *kind = argv[0], *model = NULL, *adapter = NULL, *out = NULL, *scale_s = NULL;
-    int force = 0, merged = !strcmp(kind, "merged");
+    int force = 0, merged = !strcmp(kind, "merged"), peft = !strcmp(kind, "peft");
+    const char *cmd = merged ? "export merged" : peft ? "export peft" : "export kohya";
     static const char *const known[] = {"--model", "--adapter", "--scale", "--out", "--force",
                                         NULL};
     for (int i = 1; i < argc; i++) {
@@ -135,8 +145,8 @@ int cli_export_adapter_main(const CliGlobal *g, int argc, char **argv) {
         }
         if (!slot) {
             if (a[0] == '-')
-                return cli_unknown_option(merged ? "export merged" : "export kohya", a, known);
-            return cli_unexpected(merged ? "export merged" : "export kohya", a, "export");
+                return cli_unknown_option(cmd, a, known);
+            return cli_unexpected(cmd, a, "export");
         }
         if (!*v) {
             cli_error("export %s: %s needs a value", kind, a);
@@ -154,8 +164,8 @@ int cli_export_adapter_main(const CliGlobal *g, int argc, char **argv) {
         char *end;
         double s = strtod(scale_s, &end);
         if (!merged) {
-            cli_error("export kohya: --scale applies to 'export merged' only (a kohya file keeps "
-                      "the adapter as it is)");
+            cli_error("%s: --scale applies to 'export merged' only (the adapter is written as "
+                      "it is)", cmd);
             return 2;
         }
         if (*end || end == scale_s || !isfinite(s) || fabs(s) > 100) {
@@ -168,13 +178,21 @@ int cli_export_adapter_main(const CliGlobal *g, int argc, char **argv) {
         cli_error("export %s: --adapter %s: no such file or folder", kind, adapter);
         return 1;
     }
-    if (base_is_dir(out)) {
+    struct stat sb;
+    char *peft_file = peft ? xasprintf("%s/%s", out, LORA_FILE_PEFT_WEIGHTS) : NULL;
+    int there = peft ? stat(peft_file, &sb) == 0 : stat(out, &sb) == 0;
+    free(peft_file);
+    if (peft && base_is_file(out)) {
+        cli_error("export peft: --out %s is a file: give the folder to write", out);
+        return 2;
+    }
+    if (!peft && base_is_dir(out)) {
         cli_error("export %s: --out %s is a folder: give the file to write", kind, out);
         return 2;
     }
-    struct stat sb;
-    if (!force && stat(out, &sb) == 0) {
-        cli_error("export %s: --out %s exists; add --force to replace it", kind, out);
+    if (!force && there) {
+        cli_error("export %s: --out %s %s; add --force to replace it", kind, out,
+                  peft ? "holds an adapter" : "exists");
         return 1;
     }
     char *folder = NULL;
@@ -204,6 +222,8 @@ int cli_export_adapter_main(const CliGlobal *g, int argc, char **argv) {
     sd_weights_close(unet);
     if (!rc && merged) {
         rc = write_merged(&s, folder, scale, out, &err);
+    } else if (!rc && peft) {
+        rc = lora_file_write_peft(&s, out, NULL, &err);
     } else if (!rc) {
         rc = lora_file_write_kohya(&s, out, &err);
     }
@@ -213,9 +233,13 @@ int cli_export_adapter_main(const CliGlobal *g, int argc, char **argv) {
     } else if (merged) {
         printf("wrote %s: %s with %zu adapter layer%s merged at scale %g\n", out, folder, s.n,
                s.n == 1 ? "" : "s", (double)scale);
+    } else if (peft) {
+        printf("wrote %s/%s and adapter_config.json: %zu adapter layer%s%s\n", out,
+               LORA_FILE_PEFT_WEIGHTS, s.n, s.n == 1 ? "" : "s",
+               s.n && s.e[0].m ? " (DoRA)" : "");
     } else {
-        printf("wrote %s: %zu adapter layer%s with kohya names%s\n", out, s.n,
-               s.n == 1 ? "" : "s", s.n && s.e[0].m ? " (DoRA: .dora_scale)" : "");
+        printf("wrote %s: %zu adapter layer%s with kohya names\n", out, s.n,
+               s.n == 1 ? "" : "s");
     }
     lora_set_free(&s);
     free(folder);

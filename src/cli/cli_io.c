@@ -275,6 +275,7 @@ static void export_usage(void) {
            "  template   every image with blank ratings, to fill in\n"
            "  merged     a generator adapter merged into its base model, one checkpoint\n"
            "  kohya      a generator adapter with kohya's names\n"
+           "  peft       a generator adapter as a diffusers / PEFT folder\n"
            "             (see 'easel export merged --help')\n\n"
            "options:\n"
            "  -o, --output FILE    write FILE (atomically) instead of stdout; image paths are\n"
@@ -289,8 +290,9 @@ static void export_usage(void) {
 }
 
 int cli_export_main(const CliGlobal *g, int argc, char **argv) {
-    /* adapters: export merged / export kohya (cli_export_adapter.c, adio16) */
-    if (argc > 1 && (!strcmp(argv[1], "merged") || !strcmp(argv[1], "kohya")))
+    /* adapters: export merged / kohya / peft (cli_export_adapter.c, adio16) */
+    if (argc > 1 && (!strcmp(argv[1], "merged") || !strcmp(argv[1], "kohya") ||
+                     !strcmp(argv[1], "peft")))
         return cli_export_adapter_main(g, argc - 1, argv + 1);
     if (cli_wants_help(argc, argv)) {
         export_usage();
@@ -325,7 +327,7 @@ int cli_export_main(const CliGlobal *g, int argc, char **argv) {
         }
     }
     if (!kind_name) {
-        cli_error("export: needs KIND: ratings, pairs, prompts, template, merged or kohya "
+        cli_error("export: needs KIND: ratings, pairs, prompts, template, merged, kohya or peft "
                   "(see 'easel export --help')");
         return 2;
     }

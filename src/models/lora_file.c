@@ -240,8 +240,12 @@ int lora_file_write_kohya(const LoraSet *s, const char *path, Err *err) {
     int rc = check_set(s, path, err);
     if (rc)
         return rc;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->e[i].m)
+            return err_set(err, ERR_USAGE, "%s: DoRA has no kohya form that other tools read "
+                           "the same (diffusers drops dora_scale): export it as peft or merged",
+                           path);
     SafeTensorsWriter *wr = safetensors_writer_new();
-    int dora = 0;
     for (size_t i = 0; i < s->n && !rc; i++) {
         const LoraEntry *e = &s->e[i];
         char *key = underscored(e->name);
@@ -257,12 +261,7 @@ int lora_file_write_kohya(const LoraSet *s, const char *path, Err *err) {
         if (!rc)
             rc = safetensors_writer_add(wr, n, ST_F32, 0, sh, &e->alpha, err);
         free(n);
-        n = xasprintf("lora_unet_%s.dora_scale", key);
-        if (!rc && e->m)
-            rc = safetensors_writer_add(wr, n, ST_F32, shape_m(e, sh), sh, e->m, err);
-        free(n);
         free(key);
-        dora |= e->m != NULL;
     }
     int r;
     float alpha;
@@ -273,8 +272,6 @@ int lora_file_write_kohya(const LoraSet *s, const char *path, Err *err) {
     safetensors_writer_meta(wr, "ss_network_dim", buf);
     snprintf(buf, sizeof buf, "%.9g", (double)alpha);
     safetensors_writer_meta(wr, "ss_network_alpha", buf);
-    if (dora)
-        safetensors_writer_meta(wr, "ss_network_args", "{\"dora_wd\": true}");
     if (!rc)
         rc = safetensors_writer_save(wr, path, err);
     safetensors_writer_free(wr);
@@ -601,7 +598,7 @@ static int read_file(const char *file_or_dir, const SdWeights *unet, LoraSet *ou
             rc = err_set(err, ERR_FORMAT, "%s: tensor %s is no UNet LoRA tensor easel knows "
                          "(unet.<module> with .lora_A.weight/.lora_B.weight/"
                          ".lora_magnitude_vector, or lora_unet_<module> with .lora_down.weight/"
-                         ".lora_up.weight/.alpha/.dora_scale)", file, t->name);
+                         ".lora_up.weight/.alpha)", file, t->name);
             break;
         }
         size_t pl = bare ? 0 : fam == 1 ? 5 : 10;

@@ -12,10 +12,10 @@
  *       the LoraConfig;
  *   DIR/adapter_config.json  the same LoraConfig without the "unet." prefix (PEFT's file).
  * kohya (lora_file_write_kohya): one file, "lora_unet_<module, dots as _>.lora_down.weight",
- *   ".lora_up.weight", ".alpha" (a 0-dim f32) and for DoRA ".dora_scale" (the magnitude in
- *   PEFT's shape, as diffusers' kohya converter renames it to lora_magnitude_vector); metadata
- *   ss_network_module, ss_network_dim, ss_network_alpha (and ss_network_args {"dora_wd": true}
- *   for DoRA).
+ *   ".lora_up.weight", ".alpha" (a 0-dim f32); metadata ss_network_module, ss_network_dim,
+ *   ss_network_alpha (the most common rank and alpha). No DoRA: no reader of kohya files takes
+ *   PEFT's DoRA (diffusers 0.42.1 drops `dora_scale` from SD / SDXL kohya files with a warning;
+ *   ComfyUI's `dora_scale` divides by the norm of W, not of W + s·BA), so it is refused.
  * Each file is written whole or not at all (a temporary file renamed over the old one); the
  * safetensors' own metadata is what the reader trusts first, so a kill between the two files
  * of a folder never pairs weights with another save's alpha.
@@ -49,7 +49,8 @@ typedef struct LoraFileMeta {
 int lora_file_write_peft(const LoraSet *s, const char *dir, const LoraFileMeta *meta,
                          Err *err);
 
-/* Write S as one kohya-named .safetensors file PATH (errors as lora_file_write_peft). */
+/* Write S as one kohya-named .safetensors file PATH (errors as lora_file_write_peft, and
+ * ERR_USAGE for a DoRA adapter, naming the forms that keep it: peft, merged). */
 int lora_file_write_kohya(const LoraSet *s, const char *path, Err *err);
 
 /* Read the UNet's adapters of FILE_OR_DIR into *OUT (zeroed first; free with lora_set_free):

@@ -98,8 +98,7 @@ SdLoraNames *sd_lora_names_new(const SdWeights *w);
 char *sd_lora_names_target(SdLoraNames *n, const char *module, int kohya);
 void sd_lora_names_free(SdLoraNames *n); /* NULL allowed */
 /* Which part of an adapter the tensor NAME is, by its suffix (".lora_A.weight", ".lora_B.weight",
- * ".lora.down.weight", ".lora_down.weight", ".alpha", ".lora_magnitude_vector", ".dora_scale",
- * ...): SD_LORA_*, with *MODULE_LEN the length of NAME before the suffix; -1 for none. */
+ * ".lora.down.weight", ".lora_down.weight", ".alpha", ".lora_magnitude_vector", ...): SD_LORA_*, with *MODULE_LEN the length of NAME before the suffix; -1 for none. */
 enum { SD_LORA_DOWN, SD_LORA_UP, SD_LORA_ALPHA, SD_LORA_MAG };
 int sd_lora_name_part(const char *name, size_t *module_len);
 

@@ -8,7 +8,6 @@
  *                     text_encoder.<module>..., text_encoder_2.<module>...; a file with
  *                     no component prefix at all is the UNet's (PEFT's own save)
  *   kohya             lora_unet_<module with _>.lora_down.weight, .lora_up.weight, .alpha,
- *                     .dora_scale (DoRA's magnitude, PEFT's shape, as diffusers reads it),
  *                     with diffusers module names (down_blocks_0_attentions_0_...) or SGM ones
  *                     (input_blocks_4_1_...); lora_te_ / lora_te1_ (text_encoder),
  *                     lora_te2_ (text_encoder_2)
@@ -79,7 +78,6 @@ static const struct {
     {".lora_A.weight", P_DOWN}, {".lora_B.weight", P_UP},  {".lora.down.weight", P_DOWN},
     {".lora.up.weight", P_UP},  {".lora_down.weight", P_DOWN}, {".lora_up.weight", P_UP},
     {".alpha", P_ALPHA},        {".lora_magnitude_vector", P_MAG},
-    {".dora_scale", P_MAG}, /* kohya DoRA, as diffusers' converter reads it (adio16) */
 };
 #define N_PARTS (sizeof PARTS / sizeof *PARTS)
 

@@ -1,7 +1,7 @@
 /* test_export_adapter — adapter files as a user meets them: the diffusers LoRA of the tiny SD
  * pipeline (tests/gen/fixtures/pipeline_sd_lora.safetensors, made by diffusers + peft, and
- * pipeline_sd_lora.rgb, diffusers' image with it at scale 0.7) re-written by easel as a
- * diffusers / PEFT folder and by `easel export kohya` renders diffusers' image under
+ * pipeline_sd_lora.rgb, diffusers' image with it at scale 0.7) re-written by `easel export
+ * peft` (a diffusers / PEFT folder) and `easel export kohya` renders diffusers' image under
  * `easel generate --lora`; `easel export merged` gives a checkpoint whose UNet renders the same
  * image without --lora; bad input writes nothing. */
 #include <criterion/criterion.h>
@@ -69,13 +69,19 @@ static char *generate(const char *model, const char *lora_arg, const char *out) 
 }
 
 Test(export_adapter, easel_written_peft_and_kohya_render_diffusers_image, .timeout = 120) {
-    LoraSet s = {0};
-    Err err = {0};
-    cr_assert_eq(lora_file_read(LORA, &s, &err), 0, "%s", err.msg);
-    char dir[128], arg[256], out[128];
+    char dir[128], arg[256], out[128], *o, *e;
     snprintf(dir, sizeof dir, "%s/adapter", tmpdir);
-    cr_assert_eq(lora_file_write_peft(&s, dir, NULL, &err), 0, "%s", err.msg);
-    lora_set_free(&s);
+    cr_assert_eq(support_run(NULL, &o, &e, "bin/easel export peft --adapter " LORA " --out %s",
+                             dir), 0, "%s", e);
+    cr_assert(strstr(o, "48 adapter layers"), "%s", o);
+    free(o);
+    free(e);
+    /* a second export onto the folder needs --force */
+    cr_assert_eq(support_run(NULL, &o, &e, "bin/easel export peft --adapter " LORA " --out %s",
+                             dir), 1);
+    cr_assert(strstr(e, "holds an adapter; add --force"), "%s", e);
+    free(o);
+    free(e);
     snprintf(arg, sizeof arg, "--lora %s/" LORA_FILE_PEFT_WEIGHTS ":0.7", dir);
     snprintf(out, sizeof out, "%s/peft", tmpdir);
     char *png = generate(PIPE, arg, out);
@@ -83,7 +89,6 @@ Test(export_adapter, easel_written_peft_and_kohya_render_diffusers_image, .timeo
     cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers with its own file", db);
     free(png);
 
-    char *o, *e;
     cr_assert_eq(support_run(NULL, &o, &e, "bin/easel export kohya --adapter %s --out "
                              "%s/k.safetensors", dir, tmpdir), 0, "%s", e);
     cr_assert(strstr(o, "48 adapter layers with kohya names"), "%s", o);
@@ -213,6 +218,11 @@ Test(export_adapter, bad_input_writes_nothing, .timeout = 60) {
              " --out %s/m.safetensors", tmpdir);
     refused(args, 1, "neither a folder nor a registered");
     refused("merged --modle x", 2, "did you mean '--model'");
+    snprintf(args, sizeof args, "kohya --adapter tests/models/fixtures/sdfile/lora/"
+             "dora.safetensors --out %s/k.safetensors", tmpdir);
+    refused(args, 2, "DoRA");
+    snprintf(args, sizeof args, "peft --adapter " LORA " --out %s", keep);
+    refused(args, 2, "is a file");
     cr_assert_eq(support_sh("test \"$(cat %s)\" = old", keep), 0);
     /* --force replaces it, with a file that reads back to the adapter */
     char *o, *e;

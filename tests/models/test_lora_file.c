@@ -156,7 +156,7 @@ Test(lora_file, peft_lora_written_merges_like_diffusers_and_reads_back) {
     lora_set_free(&s);
 }
 
-Test(lora_file, dora_written_merges_like_diffusers_in_peft_and_kohya_form) {
+Test(lora_file, dora_written_merges_like_diffusers_and_kohya_refuses_it) {
     LoraSet s = {0}, back = {0};
     read_ok(FIX "lora/dora.safetensors", &s);
     int conv = 0;
@@ -185,11 +185,10 @@ Test(lora_file, dora_written_merges_like_diffusers_in_peft_and_kohya_form) {
     cr_assert(strstr(safetensors_metadata(st, "lora_adapter_metadata"),
                      "\"unet.use_dora\": true"));
     safetensors_close(st);
-    /* kohya: .dora_scale, which generate --lora (and diffusers' converter) take */
-    cr_assert_eq(lora_file_write_kohya(&s, koh, &err), 0, "%s", err.msg);
-    merges_like_diffusers(koh, FIX "lora/dora_merged.safetensors");
-    read_ok(koh, &back);
-    sets_equal(&s, &back, 1);
+    /* kohya: refused (no reader of kohya files takes PEFT's DoRA), nothing written */
+    cr_assert_eq(lora_file_write_kohya(&s, koh, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "DoRA") && strstr(err.msg, "peft or merged"), "%s", err.msg);
+    cr_assert_neq(access(koh, F_OK), 0);
     free(file);
     free(dir);
     free(koh);
