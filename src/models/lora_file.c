@@ -245,9 +245,25 @@ int lora_file_write_kohya(const LoraSet *s, const char *path, Err *err) {
             return err_set(err, ERR_USAGE, "%s: DoRA has no kohya form that other tools read "
                            "the same (diffusers drops dora_scale): export it as peft or merged",
                            path);
+    int r;
+    float alpha;
+    common_r_alpha(s, &r, &alpha);
+    /* one alpha for all: a layer whose alpha differs has it folded into B (B·alpha_i/alpha),
+     * since diffusers' kohya converter loses per-layer alphas of attention layers */
+    float **folded = xcalloc(s->n, sizeof *folded);
     SafeTensorsWriter *wr = safetensors_writer_new();
     for (size_t i = 0; i < s->n && !rc; i++) {
         const LoraEntry *e = &s->e[i];
+        const float *b = e->B;
+        const float *a_out = &e->alpha;
+        if (e->alpha != alpha && alpha != 0) {
+            size_t nb = (size_t)e->out * (size_t)e->r;
+            folded[i] = xmalloc(nb * sizeof **folded);
+            for (size_t k = 0; k < nb; k++)
+                folded[i][k] = (float)((double)e->B[k] * e->alpha / alpha);
+            b = folded[i];
+            a_out = &alpha;
+        }
         char *key = underscored(e->name);
         int64_t sh[4];
         char *n = xasprintf("lora_unet_%s.lora_down.weight", key);
@@ -255,17 +271,14 @@ int lora_file_write_kohya(const LoraSet *s, const char *path, Err *err) {
         free(n);
         n = xasprintf("lora_unet_%s.lora_up.weight", key);
         if (!rc)
-            rc = safetensors_writer_add(wr, n, ST_F32, shape_b(e, sh), sh, e->B, err);
+            rc = safetensors_writer_add(wr, n, ST_F32, shape_b(e, sh), sh, b, err);
         free(n);
         n = xasprintf("lora_unet_%s.alpha", key);
         if (!rc)
-            rc = safetensors_writer_add(wr, n, ST_F32, 0, sh, &e->alpha, err);
+            rc = safetensors_writer_add(wr, n, ST_F32, 0, sh, a_out, err);
         free(n);
         free(key);
     }
-    int r;
-    float alpha;
-    common_r_alpha(s, &r, &alpha);
     char buf[64];
     safetensors_writer_meta(wr, "ss_network_module", "networks.lora");
     snprintf(buf, sizeof buf, "%d", r);
@@ -275,6 +288,9 @@ int lora_file_write_kohya(const LoraSet *s, const char *path, Err *err) {
     if (!rc)
         rc = safetensors_writer_save(wr, path, err);
     safetensors_writer_free(wr);
+    for (size_t i = 0; i < s->n; i++)
+        free(folded[i]);
+    free(folded);
     return rc;
 }
 

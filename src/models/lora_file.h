@@ -13,7 +13,9 @@
  *   DIR/adapter_config.json  the same LoraConfig without the "unet." prefix (PEFT's file).
  * kohya (lora_file_write_kohya): one file, "lora_unet_<module, dots as _>.lora_down.weight",
  *   ".lora_up.weight", ".alpha" (a 0-dim f32); metadata ss_network_module, ss_network_dim,
- *   ss_network_alpha (the most common rank and alpha). No DoRA: no reader of kohya files takes
+ *   ss_network_alpha (the most common rank and alpha). Every layer gets the most common alpha:
+ *   one whose alpha differs has alpha_i / alpha folded into its up matrix (the same update),
+ *   because diffusers' kohya converter loses per-layer alphas of attention layers. No DoRA: no reader of kohya files takes
  *   PEFT's DoRA (diffusers 0.42.1 drops `dora_scale` from SD / SDXL kohya files with a warning;
  *   ComfyUI's `dora_scale` divides by the norm of W, not of W + s·BA), so it is refused.
  * Each file is written whole or not at all (a temporary file renamed over the old one); the

@@ -212,6 +212,17 @@ Test(lora_file, alpha_pattern_is_kept_per_layer) {
     merges_like_diffusers(file, FIX "lora/pattern_merged.safetensors");
     cr_assert_eq(lora_file_write_kohya(&s, koh, &err), 0, "%s", err.msg);
     merges_like_diffusers(koh, FIX "lora/pattern_merged.safetensors");
+    /* kohya: one alpha (8) for every layer, the others' folded into B (diffusers' kohya
+     * converter loses attention layers' own alphas) */
+    read_ok(koh, &back);
+    cr_assert_eq(back.n, s.n);
+    for (size_t i = 0; i < back.n; i++) {
+        const LoraEntry *x = &s.e[i], *y = &back.e[i];
+        cr_assert(y->alpha == 8.0f, "%s: alpha %g", y->name, (double)y->alpha);
+        for (int k = 0; k < x->out * x->r; k++)
+            cr_assert_float_eq(y->B[k] * y->alpha, x->B[k] * x->alpha, 1e-6f, "%s", x->name);
+    }
+    lora_set_free(&back);
     read_ok(file, &back);
     sets_equal(&s, &back, 1);
     free(file);
