@@ -389,3 +389,73 @@ Test(lora_file, targets_and_base_model_go_to_the_config) {
     free(dir);
     lora_set_free(&s);
 }
+
+/* sd_weights_write_single_lora on an f16 UNet: the changed weights stay f16, rounded from the
+ * f32 merge; the others are the base's bytes. */
+Test(lora_file, merged_single_file_keeps_each_weights_dtype) {
+    char *dir = at("f16"), *udir = at("f16/unet"), *out = at("merged.safetensors");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && ln -s $PWD/" FIX "sd/vae %s/vae && ln -s $PWD/" FIX
+             "sd/text_encoder %s/text_encoder && cp " FIX "sd/unet/config.json %s/", udir, dir,
+             dir, udir);
+    cr_assert_eq(system(cmd), 0);
+    SdWeights *b = NULL;
+    Err err = {0};
+    cr_assert_eq(sd_weights_open(FIX "sd", "unet", &b, &err), 0, "%s", err.msg);
+    SafeTensorsWriter *wr = safetensors_writer_new();
+    uint16_t **h = xcalloc(sd_weights_count(b), sizeof *h);
+    for (size_t i = 0; i < sd_weights_count(b); i++) {
+        const char *name = sd_weights_name(b, i);
+        const StTensor *t = sd_weights_find(b, name);
+        float *v = read_all(b, name, t);
+        h[i] = xmalloc((size_t)t->n_elem * sizeof **h);
+        for (int64_t k = 0; k < t->n_elem; k++)
+            h[i][k] = safetensors_f32_to_f16(v[k]);
+        free(v);
+        cr_assert_eq(safetensors_writer_add(wr, name, ST_F16, t->n_dim, t->shape, h[i], &err), 0);
+    }
+    char *file = xasprintf("%s/diffusion_pytorch_model.safetensors", udir);
+    cr_assert_eq(safetensors_writer_save(wr, file, &err), 0, "%s", err.msg);
+    safetensors_writer_free(wr);
+    for (size_t i = 0; i < sd_weights_count(b); i++)
+        free(h[i]);
+    free(h);
+    sd_weights_close(b);
+    const char *loras[] = {FIX "lora/peft.safetensors"};
+    float scale = 0.5f;
+    cr_assert_eq(sd_weights_write_single_lora(dir, loras, &scale, 1, out, &err), 0, "%s",
+                 err.msg);
+    SdWeights *m = NULL;
+    cr_assert_eq(sd_weights_open(out, "unet", &m, &err), 0, "%s", err.msg);
+    cr_assert_eq(sd_weights_open(dir, "unet", &b, &err), 0, "%s", err.msg);
+    cr_assert_eq(sd_weights_add_lora(b, loras[0], scale, &err), 0, "%s", err.msg);
+    int changed = 0;
+    for (size_t i = 0; i < sd_weights_count(b); i++) {
+        const char *name = sd_weights_name(b, i);
+        const StTensor *t = sd_weights_find(m, name);
+        cr_assert(t && t->dtype == ST_F16, "%s is not f16 in the merged file", name);
+        float *want = read_all(b, name, t), *got = read_all(m, name, t);
+        for (int64_t k = 0; k < t->n_elem; k++) {
+            float r = safetensors_f16_to_f32(safetensors_f32_to_f16(want[k]));
+            cr_assert(got[k] == r, "%s[%lld]: %g, want %g", name, (long long)k, (double)got[k],
+                      (double)r);
+        }
+        changed += strstr(name, "conv1.weight") != NULL;
+        free(want);
+        free(got);
+    }
+    cr_assert_gt(changed, 0);
+    sd_weights_close(m);
+    sd_weights_close(b);
+    /* an adapter for another model: refused, nothing written */
+    const char *bad[] = {FIX "lora/te.safetensors"};
+    char *out2 = at("merged2.safetensors");
+    cr_assert_eq(sd_weights_write_single_lora(dir, bad, &scale, 1, out2, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "text_encoder adapters"), "%s", err.msg);
+    cr_assert_neq(access(out2, F_OK), 0);
+    free(out2);
+    free(file);
+    free(out);
+    free(udir);
+    free(dir);
+}
