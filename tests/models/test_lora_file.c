@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -458,4 +460,47 @@ Test(lora_file, merged_single_file_keeps_each_weights_dtype) {
     free(out);
     free(udir);
     free(dir);
+}
+
+/* A writer killed at any moment leaves a folder that reads as one whole save: the last
+ * finished one or the one before, weights and alpha together (the alpha read from the
+ * weights file's own metadata first, so a new adapter_config.json beside old weights does
+ * not mix them). */
+Test(lora_file, a_killed_save_leaves_one_whole_save, .timeout = 60) {
+    LoraSet a = {0}, b = {0}, got = {0};
+    read_ok(FIX "lora/peft.safetensors", &a);
+    read_ok(FIX "lora/peft.safetensors", &b);
+    for (size_t i = 0; i < b.n; i++) { /* the same update at another alpha */
+        b.e[i].alpha *= 2;
+        for (int k = 0; k < b.e[i].out * b.e[i].r; k++)
+            b.e[i].B[k] *= 0.5f;
+    }
+    char *dir = at("killed");
+    Err err = {0};
+    cr_assert_eq(lora_file_write_peft(&a, dir, NULL, &err), 0, "%s", err.msg);
+    for (int round = 0; round < 12; round++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+            for (int k = 0;; k++)
+                if (lora_file_write_peft(k % 2 ? &a : &b, dir, NULL, NULL))
+                    _exit(3);
+        }
+        usleep(1000 + 2500 * (useconds_t)round);
+        cr_assert_eq(kill(pid, SIGKILL), 0);
+        int st = 0;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFSIGNALED(st), "the writer failed (exit %d)", WEXITSTATUS(st));
+        read_ok(dir, &got);
+        const LoraSet *want = got.e[0].alpha == a.e[0].alpha ? &a : &b;
+        sets_equal(want, &got, 1);
+        for (size_t i = 0; i < got.n; i++)
+            cr_assert(got.e[i].alpha == want->e[i].alpha, "%s: alpha from another save",
+                      got.e[i].name);
+        lora_set_free(&got);
+    }
+    free(dir);
+    lora_set_free(&a);
+    lora_set_free(&b);
 }
