@@ -418,7 +418,10 @@ static int make_entry(const SafeTensors *st, const Pending *p, const Alphas *al,
     int64_t r = down->n_dim >= 1 ? down->shape[0] : 0;
     int ok = (down->n_dim == 2 || down->n_dim == 4) && r >= 1 && r <= 1 << 16 &&
              (up->n_dim == 2 || (up->n_dim == 4 && up->shape[2] == 1 && up->shape[3] == 1)) &&
-             up->shape[1] == r && up->shape[0] >= 1 && down->shape[1] >= 1;
+             up->shape[1] == r && up->shape[0] >= 1 && up->shape[0] <= 1 << 24 &&
+             down->shape[1] >= 1 && down->shape[1] <= 1 << 24 &&
+             (down->n_dim == 2 || (down->shape[2] >= 1 && down->shape[2] <= 64 &&
+                                   down->shape[3] >= 1 && down->shape[3] <= 64));
     if (!ok)
         return err_set(err, ERR_FORMAT, "%s: adapter %s: down %s and up %s do not make a "
                        "LoRA (down (r, in[, kh, kw]), up (out, r[, 1, 1]))", file, p->key,
@@ -453,6 +456,11 @@ static int make_entry(const SafeTensors *st, const Pending *p, const Alphas *al,
         free(wname);
         if (rc)
             return rc;
+        /* a 1x1 conv's adapter on a Linear, or the other way: the layer's kind wins */
+        if (w->n_dim == 2 && e->kh == 1 && e->kw == 1)
+            e->kh = e->kw = 0;
+        else if (w->n_dim == 4 && !e->kh)
+            e->kh = e->kw = 1;
     }
     float alpha = (float)r;
     const StTensor *ta = p->part[SD_LORA_ALPHA];

@@ -297,6 +297,8 @@ Test(lora_file, kohya_names_round_trip_for_every_unet_layer) {
             if (t->n_dim == 4) {
                 e->kh = (int)t->shape[2];
                 e->kw = (int)t->shape[3];
+            } else if (mi == 1) { /* a Linear's adapter saved as a 1x1 conv's (as kohya does) */
+                e->kh = e->kw = 1;
             }
             e->A = xcalloc(a_count(e), sizeof(float));
             e->B = xcalloc((size_t)e->out, sizeof(float));
@@ -309,10 +311,16 @@ Test(lora_file, kohya_names_round_trip_for_every_unet_layer) {
         cr_assert_eq(back.n, s.n);
         for (size_t i = 0; i < s.n; i++) /* both sorted: the weights are, by name */
             cr_assert_str_eq(back.e[i].name, s.e[i].name);
-        /* and the model's own map agrees */
+        /* and the model's own map agrees; the layer's kind wins over a 1x1 conv's shape */
         lora_set_free(&back);
         cr_assert_eq(lora_file_read_unet(koh, w, &back, &err), 0, "%s", err.msg);
         cr_assert_eq(back.n, s.n);
+        for (size_t i = 0; i < s.n; i++) {
+            char *wn = xasprintf("%s.weight", back.e[i].name);
+            const StTensor *t = sd_weights_find(w, wn);
+            cr_assert(t && (t->n_dim == 4) == (back.e[i].kh > 0), "%s", wn);
+            free(wn);
+        }
         lora_set_free(&back);
         lora_set_free(&s);
         sd_weights_close(w);
