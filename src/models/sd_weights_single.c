@@ -927,3 +927,108 @@ int sd_weights_write_single(const char *folder, const char *out_path, Err *err) 
         sd_weights_close(w[i]);
     return rc;
 }
+
+/* ---- a single file with adapters merged (adio16: `easel export merged`) ---------------------- */
+
+/* Point each UNet weight that an adapter of W changes at its merged values in its own dtype
+ * (buffers kept in O until the save). */
+static int merge_adapters(Out *o, SdWeights *w, Err *err) {
+    for (size_t i = 0; i < w->n_ents; i++) {
+        StTensor *t = &w->ents[i].t;
+        if (!sd_weights_lora_targets(w, t->name))
+            continue;
+        if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
+            return err_set(err, ERR_FORMAT, "%s: %s is %s: adapters merge into f32, f16 or "
+                           "bf16 weights only", w->where, t->name,
+                           safetensors_dtype_name(t->dtype));
+        float *v = malloc((size_t)t->n_elem * sizeof *v);
+        if (!v)
+            return err_set(err, ERR_NOMEM, "%s: out of memory merging %s", w->where, t->name);
+        int rc = sd_weights_read_f32(w, t->name, t->n_dim, t->shape, v, err);
+        if (rc) {
+            free(v);
+            return rc;
+        }
+        void *buf = out_buf(o, (size_t)t->n_elem * safetensors_dtype_size(t->dtype));
+        if (t->dtype == ST_F32) {
+            memcpy(buf, v, (size_t)t->n_elem * sizeof *v);
+        } else {
+            uint16_t *h = buf;
+            for (int64_t k = 0; k < t->n_elem; k++)
+                h[k] = t->dtype == ST_F16 ? safetensors_f32_to_f16(v[k])
+                                          : safetensors_f32_to_bf16(v[k]);
+        }
+        free(v);
+        t->data = buf;
+    }
+    return sd_weights_check_used(w, err);
+}
+
+int sd_weights_write_single_lora(const char *folder, const char *const *loras,
+                                 const float *scales, int n_loras, const char *out_path,
+                                 Err *err) {
+    static const char *const comps[] = {"unet", "vae", "text_encoder", "text_encoder_2"};
+    SdWeights *w[4] = {0};
+    int rc = 0;
+    for (int i = 0; i < 4 && !rc; i++) {
+        int optional = i >= 2;
+        Err e2 = {0};
+        int r = sd_weights_open(folder, comps[i], &w[i], optional ? &e2 : err);
+        if (r && optional && r == ERR_NOTFOUND)
+            continue;
+        if (r) {
+            if (optional && err)
+                *err = e2;
+            rc = r;
+        }
+    }
+    for (int i = 0; i < n_loras && !rc; i++)
+        rc = sd_weights_add_lora(w[0], loras[i], scales[i], err);
+    /* the text encoders take no adapters here: one that holds some is refused, not dropped */
+    for (int c = 2; c < 4 && !rc; c++) {
+        for (int i = 0; w[c] && i < n_loras && !rc; i++)
+            rc = sd_weights_add_lora(w[c], loras[i], 1.0f, err);
+        if (!rc && w[c] && sd_weights_lora_any(w[c]))
+            rc = err_set(err, ERR_USAGE, "%s: holds %s adapters; only the UNet's are merged "
+                         "(use a UNet-only adapter)", loras[0], comps[c]);
+    }
+    int arch = ARCH_SD1;
+    if (!rc) {
+        if (w[3] || sd_weights_find(w[0], "add_embedding.linear_1.weight")) {
+            arch = ARCH_SDXL;
+        } else {
+            for (size_t i = 0; i < w[0]->n_ents; i++) {
+                const char *s = strstr(w[0]->ents[i].t.name, ".proj_in.weight");
+                if (s && !s[15]) {
+                    arch = w[0]->ents[i].t.n_dim == 2 ? ARCH_SD2 : ARCH_SD1;
+                    break;
+                }
+            }
+        }
+    }
+    Out o = {safetensors_writer_new(), NULL, 0};
+    if (!rc)
+        rc = merge_adapters(&o, w[0], err);
+    if (!rc)
+        rc = write_component(&o, w[0], K_UNET, "model.diffusion_model.", err);
+    if (!rc)
+        rc = write_component(&o, w[1], K_VAE, "first_stage_model.", err);
+    if (!rc && w[2])
+        rc = arch == ARCH_SD2
+                 ? write_component(&o, w[2], K_OPENCLIP, "cond_stage_model.model.", err)
+                 : write_component(&o, w[2], K_HF,
+                                   arch == ARCH_SDXL ? "conditioner.embedders.0.transformer."
+                                                     : "cond_stage_model.transformer.",
+                                   err);
+    if (!rc && w[3])
+        rc = write_component(&o, w[3], K_OPENCLIP, "conditioner.embedders.1.model.", err);
+    if (!rc)
+        rc = safetensors_writer_save(o.wr, out_path, err);
+    safetensors_writer_free(o.wr);
+    for (int i = 0; i < o.n_bufs; i++)
+        free(o.bufs[i]);
+    free(o.bufs);
+    for (int i = 0; i < 4; i++)
+        sd_weights_close(w[i]);
+    return rc;
+}
