@@ -38,6 +38,7 @@
 #include "base.h"
 #include "fmt_json.h"
 #include "gfx.h"
+#include "img_pane.h"
 #include "jobform.h"
 #include "jobkind.h"
 #include "jobs.h"
@@ -73,14 +74,7 @@ typedef struct JobsScreen {
     int label_w;              /* the form's label column while drawing */
     char error[ERR_MSG_LEN];  /* last refresh error, shown in the header */
     /* the preview: the latest image of the selected generate job */
-    GfxCache *cache;          /* NULL: --graphics none */
-    int64_t pv_image;         /* its image id; 0 = nothing to show */
-    char *pv_path;
-    UiRect pv_box;            /* the image's cells in the frame just drawn; h == 0: no box */
-    GfxState pv_state;        /* of pv_image in pv_box when drawn */
-    char pv_msg[256];         /* why it cannot be shown (GFX_FAILED) */
-    int64_t term_image;       /* what the terminal shows (0 = nothing) and where */
-    UiRect term_box;
+    ImgPane pv;               /* its cache NULL: --graphics none */
 } JobsScreen;
 
 static const ScreenKey jobs_keys[] = {
@@ -116,16 +110,12 @@ static void log_clear(JobsScreen *s) {
     s->log_after = 0;
 }
 
-static void preview_clear(JobsScreen *s) {
-    s->pv_image = 0;
-    free(s->pv_path);
-    s->pv_path = NULL;
-}
+static void preview_clear(JobsScreen *s) { img_pane_clear(&s->pv); }
 
 /* The latest image of the selected job when it is a generate job (nothing otherwise). */
 static void preview_follow(JobsScreen *s, Store *st) {
     const JobRow *j = s->n_rows ? &s->rows[s->list.sel] : NULL;
-    if (!s->cache || !j || j->id != s->sel_id || strcmp(j->kind, "generate") != 0) {
+    if (!s->pv.cache || !j || j->id != s->sel_id || strcmp(j->kind, "generate") != 0) {
         preview_clear(s);
         return;
     }
@@ -139,9 +129,8 @@ static void preview_follow(JobsScreen *s, Store *st) {
     }
     if (rc)
         return; /* busy or failing store: keep what is shown, the header says why */
-    preview_clear(s);
-    s->pv_image = id;
-    s->pv_path = path;
+    img_pane_set(&s->pv, id, path);
+    free(path);
 }
 
 static void follow_log(JobsScreen *s, Store *st) {
@@ -349,9 +338,9 @@ static void *jobs_init(App *app, Err *err) {
     s->app = app;
     s->session = app_session(app);
     if (app_gfx_mode(app) != GFX_NONE) /* a few frames: the preview at one or two sizes */
-        s->cache = gfx_cache_new(app_gfx_mode(app), app_gfx_caps(app), 4, wake_app, app);
+        s->pv.cache = gfx_cache_new(app_gfx_mode(app), app_gfx_caps(app), 4, wake_app, app);
     if (session_start_pool(s->session, on_job_change, app, err)) {
-        gfx_cache_free(s->cache);
+        gfx_cache_free(s->pv.cache);
         free(s);
         return NULL;
     }
@@ -366,8 +355,8 @@ static void jobs_fini(void *p) {
     store_job_rows_free(s->rows, s->n_rows);
     log_clear(s);
     jobform_free(s->form);
-    gfx_cache_free(s->cache);
-    preview_clear(s);
+    gfx_cache_free(s->pv.cache);
+    img_pane_deinit(&s->pv);
     free(s);
 }
 
@@ -546,8 +535,7 @@ static void draw_details(JobsScreen *s, UiRect r) {
 /* The preview's box right of the details pane R (shrinking R), or nothing when the job has
  * no image, graphics are off or the pane is too small for both. */
 static void draw_preview(JobsScreen *s, App *app, UiRect *r) {
-    s->pv_box = (UiRect){0};
-    if (!s->cache || !s->pv_image)
+    if (!s->pv.cache || !s->pv.image)
         return;
     const GfxCaps *caps = app_gfx_caps(app);
     int rows = r->h - 2;
@@ -559,18 +547,7 @@ static void draw_preview(JobsScreen *s, App *app, UiRect *r) {
     UiRect box = {r->y, r->x + r->w - (cols + 2), r->h, cols + 2};
     r->w -= cols + 2;
     ui_box(box, ui_attr(UI_C_DIM), cols >= 16 ? "latest image" : "latest");
-    s->pv_box = (UiRect){box.y + 1, box.x + 1, rows, cols};
-    const GfxFrame *f = NULL;
-    s->pv_state = gfx_cache_get(s->cache, s->pv_image, s->pv_path, cols, rows, &f, s->pv_msg,
-                                sizeof s->pv_msg);
-    gfx_cache_release(s->cache, f);
-    if (s->pv_state == GFX_READY)
-        return; /* after_refresh writes it; the cells stay blank for ncurses */
-    int y = s->pv_box.y + rows / 2 - 1;
-    if (s->pv_state == GFX_FAILED)
-        ui_put(y, s->pv_box.x, cols, ui_attr(UI_C_WARN), s->pv_msg);
-    else
-        ui_put(y, s->pv_box.x, cols, ui_attr(UI_C_DIM), "loading image\xe2\x80\xa6");
+    img_pane_draw(&s->pv, (UiRect){box.y + 1, box.x + 1, rows, cols});
 }
 
 static void pick_row(void *p, int i, UiRect row, int selected) {
@@ -642,13 +619,9 @@ static void draw_form(JobsScreen *s, UiRect r) {
            "(* required)");
 }
 
-static int rect_eq(UiRect a, UiRect b) {
-    return a.y == b.y && a.x == b.x && a.h == b.h && a.w == b.w;
-}
-
 static void jobs_draw(void *p, App *app, UiRect r) {
     JobsScreen *s = p;
-    s->pv_box = (UiRect){0};
+    img_pane_begin(&s->pv);
     if (r.h < 6 || r.w < 40) {
         ui_put(r.y, r.x, r.w, ui_attr(UI_C_WARN), "terminal too small for the Jobs screen");
         return;
@@ -680,34 +653,7 @@ static void jobs_draw(void *p, App *app, UiRect r) {
  * an image no frame will cover. */
 static int jobs_after_refresh(void *p, App *app, int full) {
     JobsScreen *s = p;
-    if (full)
-        s->term_image = 0; /* the terminal was cleared */
-    int shown = s->pv_box.h > 0;
-    if (s->term_image && (!shown || !rect_eq(s->term_box, s->pv_box))) {
-        s->term_image = 0; /* its box is gone or moved: clear, draw again */
-        app_clear_terminal(app);
-        return SCREEN_TICK_CHANGED;
-    }
-    if (!shown || (s->term_image == s->pv_image && rect_eq(s->term_box, s->pv_box)))
-        return SCREEN_TICK_SAME;
-    const GfxFrame *f = NULL;
-    GfxState st = gfx_cache_get(s->cache, s->pv_image, s->pv_path, s->pv_box.w, s->pv_box.h,
-                                &f, s->pv_msg, sizeof s->pv_msg);
-    if (st != GFX_READY)
-        return st == s->pv_state ? SCREEN_TICK_SAME : SCREEN_TICK_CHANGED;
-    if (s->pv_state != GFX_READY) { /* ready since draw: draw the blank box first */
-        gfx_cache_release(s->cache, f);
-        return SCREEN_TICK_CHANGED;
-    }
-    char head[48];
-    int n = snprintf(head, sizeof head, "\0337\033[%d;%dH", s->pv_box.y + 1, s->pv_box.x + 1);
-    app_term_write(app, head, (size_t)n);
-    app_term_write(app, f->data, f->len);
-    app_term_write(app, "\0338", 2);
-    gfx_cache_release(s->cache, f);
-    s->term_image = s->pv_image;
-    s->term_box = s->pv_box;
-    return SCREEN_TICK_SAME;
+    return img_pane_after_refresh(&s->pv, app, full);
 }
 
 /* ---- keys ------------------------------------------------------------------------------ */

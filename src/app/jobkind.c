@@ -42,6 +42,7 @@
     X(jobkind_score) \
     X(jobkind_generate) \
     X(jobkind_tune) /* issue 16 (tune16) */ \
+    X(jobkind_tune_eval) /* issue 16 (mon16) */ \
     /* end of the list */
 
 #define JOBKIND_DECLARE(k) extern const JobKind k;

@@ -13,6 +13,8 @@
 #include "base.h"
 #include "fmt_csv.h"
 #include "fmt_safetensors.h"
+#include "gpu.h"
+#include "jobs.h"
 #include "pipeline.h"
 #include "sd_weights.h"
 #include "sha256.h"
@@ -22,7 +24,8 @@
 
 static const JobParamSpec gen_params[] = {
     {"model", JOB_PARAM_STRING, "", "a registered diffusion model's name (easel models add "
-     "diffusion) or a diffusers folder; default: the one registered", NULL},
+     "diffusion), a diffusers folder or a single-file .safetensors checkpoint; default: the "
+     "one registered", NULL},
     {"prompts", JOB_PARAM_PATH, "", "prompts.csv (prompt_id,prompt) to generate for", NULL},
     {"from-store", JOB_PARAM_BOOL, "false", "generate for every prompt in the store", NULL},
     {"prompt", JOB_PARAM_STRING, "", "one prompt's text", NULL},
@@ -45,6 +48,12 @@ static const JobParamSpec gen_params[] = {
     {"device", JOB_PARAM_STRING, "auto", "where the model runs: auto, cpu, cuda or cuda:N", NULL},
     {"shard", JOB_PARAM_STRING, "", "K/N: only the K-th of N slices of the prompt x seed list",
      NULL},
+    /* single-file checkpoints (issue 15, sf15) */
+    {"tokenizer", JOB_PARAM_PATH, "", "tokenizer folder for a single-file --model (vocab.json + "
+     "merges.txt, or a diffusers model folder); default: the registered model's, else a "
+     "registered CLIP model's folder", NULL},
+    {"prediction", JOB_PARAM_CHOICE, "model", "the scheduler's prediction type: the model's, "
+     "epsilon or v (v-prediction)", "model|epsilon|v"},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -94,11 +103,11 @@ static int parse_size(const char *s, int *w, int *h, Err *err) {
     if (ok) {
         const char *q = end + 1;
         b = strtol(q, &end, 10);
-        ok = end != q && !*end && a >= 64 && b >= 64 && a <= 4096 && b <= 4096 && a % 8 == 0 &&
+        ok = end != q && !*end && a >= 8 && b >= 8 && a <= 4096 && b <= 4096 && a % 8 == 0 &&
              b % 8 == 0;
     }
-    if (!ok)
-        return err_set(err, ERR_USAGE, "--size %s: expected WxH, each a multiple of 8 from 64 "
+    if (!ok) /* the pipeline takes any multiple of the VAE's scale (8), as diffusers */
+        return err_set(err, ERR_USAGE, "--size %s: expected WxH, each a multiple of 8 from 8 "
                        "to 4096 (e.g. 1024x1024)", s);
     *w = (int)a;
     *h = (int)b;
@@ -159,15 +168,21 @@ static size_t gen_arena_bytes(int width, int height) {
     return ((size_t)64 << 20) + px * ((size_t)96 << 10);
 }
 
-/* The model's own image size (its UNet's sample_size × 8), or 1024 x 1024 when unknown. */
-static void model_default_size(const char *mpath, int *w, int *h) {
+/* The model's own image size (its UNet's sample_size × 8), or 1024 x 1024 when unknown, and
+ * its family as the pipeline names it (sd_pipeline_family: an SDXL UNet takes the text_time
+ * conditioning, SD 2.x's cross-attends to 1024-wide text), read from its unet/config.json
+ * before any worker loads it. */
+static void model_defaults(const char *mpath, int *w, int *h, const char **family) {
     *w = *h = 1024;
+    *family = "sd1";
     SdWeights *sw = NULL;
     UnetConfig uc;
     if (sd_weights_open(mpath, "unet", &sw, NULL) == 0 && sd_weights_config_json(sw) &&
-        unet_config_parse(sd_weights_config_json(sw), "unet/config.json", &uc, NULL) == 0 &&
-        uc.sample_size > 0)
-        *w = *h = uc.sample_size * 8;
+        unet_config_parse(sd_weights_config_json(sw), "unet/config.json", &uc, NULL) == 0) {
+        if (uc.sample_size > 0)
+            *w = *h = uc.sample_size * 8;
+        *family = uc.text_time ? "sdxl" : uc.cross_dim >= 1024 ? "sd2" : "sd1";
+    }
     sd_weights_close(sw);
 }
 
@@ -342,7 +357,7 @@ out:
 }
 
 /* The model's folder: a registered name, a folder, or the only registered one. */
-static int resolve_model(Store *st, const char *m, char **path, char **name, Err *err) {
+int gen_model_resolve(Store *st, const char *m, char **path, char **name, Err *err) {
     *path = *name = NULL;
     if (*m) {
         StoreModel sm = {0};
@@ -353,14 +368,14 @@ static int resolve_model(Store *st, const char *m, char **path, char **name, Err
             return 0;
         }
         struct stat sb;
-        if (stat(m, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        if (stat(m, &sb) == 0 && (S_ISDIR(sb.st_mode) || S_ISREG(sb.st_mode))) {
             *path = xstrdup(m);
             *name = xstrdup(m);
             return 0;
         }
         return err_set(err, ERR_NOTFOUND, "--model %s: neither a registered diffusion model "
-                       "nor a folder (see 'easel models list'; register one with 'easel models "
-                       "add diffusion PATH')", m);
+                       "nor a folder or single-file checkpoint (see 'easel models list'; "
+                       "register one with 'easel models add diffusion PATH')", m);
     }
     StoreModel *v = NULL;
     int n = 0;
@@ -379,40 +394,90 @@ static int resolve_model(Store *st, const char *m, char **path, char **name, Err
     return rc;
 }
 
-/* Progress in images: the current image's steps as the fraction. */
-typedef struct GenProg {
-    const Progress *outer;
-    double images, total;
-} GenProg;
+/* ---- single-file checkpoints (issue 15, sf15) ------------------------------------------- */
 
-static void gp_progress(void *u, double done, double total, const char *unit) {
-    GenProg *g = u;
-    if (strcmp(unit, "images") == 0) {
-        g->images = done;
-        g->total = total;
-        progress_report(g->outer, done, total, "images");
-    } else if (total > 0) {
-        progress_report(g->outer, g->images + done / total, g->total, "images");
+/* What the model path lacks: the tokenizer (--tokenizer, else the registered model's, else,
+ * for a single file, the first registered CLIP model's folder) and the prediction type
+ * (--prediction, else the registered model's); *tok / *pred NULL when none (malloc'd). */
+static void model_extras(Store *st, const JobParams *p, const char *mname, const char *mpath,
+                         char **tok, char **pred) {
+    *tok = *pred = NULL;
+    const char *t = job_param_str(p, "tokenizer"), *pr = job_param_str(p, "prediction");
+    if (t[0])
+        *tok = xstrdup(t);
+    if (strcmp(pr, "model"))
+        *pred = xstrdup(pr);
+    StoreModel sm = {0};
+    if (st && store_model_get(st, "diffusion", mname, &sm, NULL) == 0 && sm.config) {
+        json_t *j = json_loads(sm.config, 0, NULL);
+        const char *jt = json_string_value(json_object_get(j, "tokenizer"));
+        const char *jp = json_string_value(json_object_get(j, "prediction"));
+        if (!*tok && jt)
+            *tok = xstrdup(jt);
+        if (!*pred && jp)
+            *pred = xstrdup(jp);
+        json_decref(j);
+    }
+    store_model_deinit(&sm);
+    struct stat sb;
+    if (!*tok && st && stat(mpath, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        StoreModel *v = NULL;
+        int n = 0;
+        if (store_model_list(st, "clip", &v, &n, NULL) == 0 && n > 0)
+            *tok = xstrdup(v[0].path);
+        store_model_list_free(v, n);
     }
 }
 
-static int gp_cancelled(void *u) {
-    return progress_cancelled(((GenProg *)u)->outer);
-}
-
-static void gp_log(void *u, const char *line) {
-    progress_log(((GenProg *)u)->outer, line);
-}
+/* The settings every worker makes its images with, and what each worker opens: its own
+ * backend on its device and its own pipeline (gen_run calls these on the worker's thread). */
+typedef struct GenShared {
+    const char *mpath;
+    const char *const *devices;  /* per worker: a backend_open spec */
+    BackendConfig bcfg;
+    SdPipelineConfig pcfg;
+    SdGenParams base;
+} GenShared;
 
 typedef struct PipeGen {
+    Backend *be;
     SdPipeline *pipe;
-    SdGenParams base;
+    const SdGenParams *base;
 } PipeGen;
+
+static int pipe_open(void *user, int worker, const Progress *log, void **gen_user, Err *err) {
+    GenShared *gs = user;
+    PipeGen *pg = xcalloc(1, sizeof *pg);
+    pg->base = &gs->base;
+    char note[256] = "";
+    int rc = backend_open(gs->devices[worker], &gs->bcfg, &pg->be, note, sizeof note, err);
+    if (note[0])
+        progress_log(log, note);
+    if (!rc)
+        rc = sd_pipeline_open(gs->mpath, pg->be, &gs->pcfg, &pg->pipe, err);
+    if (rc) {
+        sd_pipeline_close(pg->pipe);
+        backend_close(pg->be);
+        free(pg);
+        return rc;
+    }
+    *gen_user = pg;
+    return 0;
+}
+
+static void pipe_close(void *user, int worker, void *gen_user) {
+    (void)user;
+    (void)worker;
+    PipeGen *pg = gen_user;
+    sd_pipeline_close(pg->pipe);
+    backend_close(pg->be);
+    free(pg);
+}
 
 static int pipe_image(void *user, const GenItem *it, const Progress *steps, uint8_t **rgb,
                       int w, int h, Err *err) {
     PipeGen *pg = user;
-    SdGenParams g = pg->base;
+    SdGenParams g = *pg->base;
     g.prompt = it->prompt;
     g.seed = it->seed;
     g.width = w;
@@ -427,49 +492,68 @@ static int pipe_image(void *user, const GenItem *it, const Progress *steps, uint
     return rc;
 }
 
-/* gen_job_execute for job JOB_ID (0 = none: the command). */
-static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const Progress *pr,
-                       void (*device_note)(const char *note), GenRunReport *rep, Err *err) {
+/* The devices the workers open, one worker each: the GPUs given (the job's from the
+ * scheduler; the command's: every GPU NVML sees for auto and cuda, at most MAX_GPUS when
+ * > 0), or the one --device names (cpu; cuda:N; auto or cuda on a machine without a GPU,
+ * which is the CPU). *labels (gpu_id) when more than one GPU runs. Both malloc'd lists. */
+static int gen_devices(const char *spec, const int *gpus, int n_gpus, char ***devices,
+                       char ***labels) {
+    int n = n_gpus > 0 ? n_gpus : 1;
+    *devices = xcalloc((size_t)n + 1, sizeof **devices);
+    *labels = NULL;
+    if (n_gpus <= 0) {
+        (*devices)[0] = xstrdup(spec);
+        return 1;
+    }
+    if (n_gpus > 1)
+        *labels = xcalloc((size_t)n + 1, sizeof **labels);
+    for (int i = 0; i < n_gpus; i++) {
+        (*devices)[i] = xasprintf("cuda:%d", gpus[i]);
+        if (*labels)
+            (*labels)[i] = xasprintf("%d", gpus[i]);
+    }
+    return n;
+}
+
+static void strv_free(char **v) {
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* The generation P describes on the devices given (JOB_ID 0: the command). */
+static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char *device,
+                       const int *gpus, int n_gpus, const Progress *pr, GenRunReport *rep,
+                       Err *err) {
     memset(rep, 0, sizeof *rep);
     Work w = {0};
     char *mpath = NULL, *mname = NULL;
     SdLora *loras = NULL;
     int n_loras = 0;
-    Backend *be = NULL;
-    SdPipeline *pipe = NULL;
     char *settings = NULL;
     float *latents = NULL;
+    char **devices = NULL, **labels = NULL;
     int rc = gen_validate(p, err);
     if (!rc)
         rc = load_work(st, p, &w, err);
     if (!rc)
-        rc = resolve_model(st, job_param_str(p, "model"), &mpath, &mname, err);
+        rc = gen_model_resolve(st, job_param_str(p, "model"), &mpath, &mname, err);
     if (!rc)
         rc = parse_loras(job_param_str(p, "lora"), &loras, &n_loras, err);
-    char note[256] = "";
-    BackendConfig bcfg = {0};
-    if (!rc) { /* the arena for the image size (the default 64 MiB fits only tiny models) */
-        int aw = 0, ah = 0;
-        parse_size(job_param_str(p, "size"), &aw, &ah, NULL);
-        if (!aw)
-            model_default_size(mpath, &aw, &ah);
-        bcfg.arena_bytes = gen_arena_bytes(aw, ah);
-    }
+    char *tok = NULL, *pred = NULL; /* sf15: what a single file lacks */
     if (!rc)
-        rc = backend_open(job_param_str(p, "device"), &bcfg, &be, note, sizeof note, err);
-    if (!rc && device_note && note[0])
-        device_note(note);
-    if (!rc) {
-        SdPipelineConfig cfg = {.weights = DTYPE_F32, .loras = loras, .n_loras = n_loras,
-                                .arena_bytes = bcfg.arena_bytes};
-        rc = sd_pipeline_open(mpath, be, &cfg, &pipe, err);
-    }
+        model_extras(st, p, mname, mpath, &tok, &pred);
     if (rc)
         goto out;
-    int width, height;
+    int width, height, dw, dh;
+    const char *family;
+    if (sd_pipeline_model_defaults(mpath, pred, &dw, &dh, &family, NULL)) /* sf15: files too */
+        model_defaults(mpath, &dw, &dh, &family);
     parse_size(job_param_str(p, "size"), &width, &height, NULL);
-    if (!width)
-        sd_pipeline_default_size(pipe, &width, &height);
+    if (!width) {
+        width = dw;
+        height = dh;
+    }
     int shard_k = 0, shard_n = 0;
     if (job_param_str(p, "shard")[0])
         gen_parse_shard(job_param_str(p, "shard"), &shard_k, &shard_n, NULL);
@@ -480,13 +564,17 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const Prog
     int steps = (int)job_param_int(p, "steps");
     double guidance = job_param_float(p, "guidance");
     json_t *js = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s?, s:s?, s:s, s:i, s:i, s:s}",
-                           "model", mname, "model_path", mpath, "family",
-                           sd_pipeline_family(pipe), "steps", steps, "guidance", guidance,
+                           "model", mname, "model_path", mpath, "family", family,
+                           "steps", steps, "guidance", guidance,
                            "scheduler", *sch ? sch : NULL, "negative", *neg ? neg : NULL,
                            "rng", job_param_str(p, "rng"), "width", width, "height", height,
                            "generator", "easel");
     if (job_param_str(p, "latents")[0])
         json_object_set_new(js, "latents", json_string(job_param_str(p, "latents")));
+    if (tok) /* sf15 */
+        json_object_set_new(js, "tokenizer", json_string(tok));
+    if (pred)
+        json_object_set_new(js, "prediction", json_string(pred));
     if (n_loras) {
         json_t *arr = json_array();
         for (int i = 0; i < n_loras; i++)
@@ -496,32 +584,48 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const Prog
     }
     settings = json_dumps(js, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(js);
-    PipeGen pg = {.pipe = pipe,
-                  .base = {.negative = *neg ? neg : NULL, .steps = steps,
-                           .guidance = (float)guidance, .scheduler = *sch ? sch : NULL,
-                           .rng = strcmp(job_param_str(p, "rng"), "torch-cuda") == 0
-                                      ? SD_RNG_TORCH_CUDA : SD_RNG_TORCH_CPU,
-                           .latents = latents}};
-    GenProg gp = {.outer = pr};
-    Progress wrap = {gp_progress, gp_cancelled, gp_log, &gp};
-    /* a shard on a GPU: the multi-GPU layout's gpu_id column too (which GPU made each row) */
+    int n_workers = gen_devices(device, gpus, n_gpus, &devices, &labels);
+    /* the arena for the image size (the default 64 MiB fits only tiny models) */
+    GenShared gs = {.mpath = mpath, .devices = (const char *const *)devices,
+                    .bcfg = {.arena_bytes = gen_arena_bytes(width, height)},
+                    .pcfg = {.weights = DTYPE_F32, .loras = loras, .n_loras = n_loras,
+                             .tokenizer = tok, .prediction = pred},
+                    .base = {.negative = *neg ? neg : NULL, .steps = steps,
+                             .guidance = (float)guidance, .scheduler = *sch ? sch : NULL,
+                             .rng = strcmp(job_param_str(p, "rng"), "torch-cuda") == 0
+                                        ? SD_RNG_TORCH_CUDA : SD_RNG_TORCH_CPU,
+                             .latents = latents}};
+    gs.pcfg.arena_bytes = gs.bcfg.arena_bytes;
+    if (n_workers > 1) { /* a GPU that opens as the CPU (no driver) shares the cores */
+        int cores = jobs_default_threads() / n_workers;
+        gs.bcfg.threads = cores > 1 ? cores : 1;
+    }
+    /* one GPU and a shard: the multi-GPU layout's gpu_id column too (which GPU made each
+     * row); several GPUs: each image's own */
     char gpu_id[16] = "";
     int sk = 0, sidx = 0;
-    if (shard_n && backend_kind(be) == BACKEND_CUDA &&
-        backend_spec_parse(job_param_str(p, "device"), &sk, &sidx, NULL) == 0)
+    if (shard_n && n_gpus == 1 && backend_spec_parse(devices[0], &sk, &sidx, NULL) == 0)
         snprintf(gpu_id, sizeof gpu_id, "%d", sidx);
     GenRunOpts o = {.out_dir = job_param_str(p, "out"), .items = w.items, .n_items = w.n,
                     .gpu_id = gpu_id[0] ? gpu_id : NULL,
                     .shard_k = shard_k, .shard_n = shard_n, .width = width, .height = height,
                     .steps = steps, .guidance = guidance, .settings = settings, .store = st,
-                    .job_id = job_id,
-                    .gen = pipe_image, .gen_user = &pg, .progress = &wrap};
+                    .job_id = job_id, .gen = pipe_image, .progress = pr,
+                    .n_workers = n_workers, .open = pipe_open, .close = pipe_close,
+                    .open_user = &gs, .worker_ids = (const char *const *)labels};
+    if (n_workers > 1) {
+        char line[64];
+        snprintf(line, sizeof line, "generating on %d GPUs, one worker each", n_workers);
+        progress_log(pr, line);
+    }
     rc = gen_run(&o, rep, err);
 out:
+    strv_free(devices);
+    strv_free(labels);
+    free(tok);
+    free(pred);
     free(latents);
     free(settings);
-    sd_pipeline_close(pipe);
-    backend_close(be);
     loras_free(loras, n_loras);
     free(mpath);
     free(mname);
@@ -529,26 +633,63 @@ out:
     return rc;
 }
 
-int gen_job_execute(Store *st, const JobParams *p, const Progress *pr,
-                    void (*device_note)(const char *note), GenRunReport *rep, Err *err) {
-    return gen_execute(st, 0, p, pr, device_note, rep, err);
+int gen_job_execute(Store *st, const JobParams *p, int max_gpus, const Progress *pr,
+                    GenRunReport *rep, Err *err) {
+    /* auto and cuda: every GPU this machine has (NVML's count, as `easel gpus` shows them) */
+    int kind = BACKEND_SPEC_AUTO, index = 0, n = 0;
+    int *gpus = NULL;
+    const char *d = job_param_str(p, "device");
+    if (backend_spec_parse(d, &kind, &index, NULL) == 0 && kind != BACKEND_SPEC_CPU) {
+        GpuSystem *g = gpu_open();
+        int have = gpu_count(g);
+        gpu_close(g);
+        gpus = xcalloc((size_t)(have > 0 ? have : 1), sizeof *gpus);
+        if (strncmp(d, "cuda:", 5) == 0) { /* that one, when it is there */
+            if (index < have)
+                gpus[n++] = index;
+        } else {
+            n = max_gpus > 0 && have > max_gpus ? max_gpus : have;
+            for (int i = 0; i < n; i++)
+                gpus[i] = i;
+        }
+    }
+    int rc = gen_execute(st, 0, p, job_param_str(p, "device"), gpus, n, pr, rep, err);
+    free(gpus);
+    return rc;
 }
 
 static int gen_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     Progress h = job_progress_hooks(ctx);
     GenRunReport rep;
-    int rc = gen_execute(job_store(ctx), job_id(ctx), p, &h, NULL, &rep, err);
+    int n_gpus = 0;
+    const int *gpus = job_gpus(ctx, &n_gpus);
+    const char *device = job_param_str(p, "device");
+    if (strcmp(device, "cpu") == 0)
+        n_gpus = 0;
+    /* no GPU from the scheduler: auto is the CPU (a GPU only through the scheduler); cuda as
+     * asked, which on a machine without a GPU runs on the CPU and says so. Given GPUs: one
+     * worker on each, whatever cuda:N said (the scheduler hands out the free ones). */
+    int rc = gen_execute(job_store(ctx), job_id(ctx), p,
+                         n_gpus == 0 && strcmp(device, "auto") == 0 ? "cpu" : device, gpus,
+                         n_gpus, &h, &rep, err);
     job_log(ctx, "%zu images: %zu generated (%zu redone), %zu kept, %zu failed; %s", rep.total,
             rep.generated, rep.redone, rep.kept, rep.failed,
             rep.metadata ? rep.metadata : "no metadata written");
+    if (rep.workers > 1 || rep.workers_lost)
+        job_log(ctx, "%d workers, %d of them stopped early", rep.workers, rep.workers_lost);
     if (rep.failures)
         job_log(ctx, "failed prompts and their errors: %s", rep.failures);
     gen_run_report_deinit(&rep);
     return rc;
 }
 
+/* cpu: none; cuda:N: one; auto and cuda: every free GPU (one worker each; `--gpus N` limits
+ * it). */
 static int gen_job_gpus(const JobParams *p) {
-    return strcmp(job_param_str(p, "device"), "cpu") != 0;
+    const char *d = job_param_str(p, "device");
+    if (strcmp(d, "cpu") == 0)
+        return 0;
+    return strncmp(d, "cuda:", 5) == 0 ? 1 : JOBKIND_GPUS_ALL;
 }
 
 const JobKind jobkind_generate = {
@@ -558,10 +699,12 @@ const JobKind jobkind_generate = {
             "{out}/{prompt_id}/{seed}.png, metadata.csv (the original's layout) and rows in\n"
             "the store's images table, ready to annotate. Resumable: images already there\n"
             "are kept after checking they decode. A failing prompt is logged, written to\n"
-            "failed.csv and skipped. See doc/generate.md.\n\n"
+            "failed.csv and skipped. --device auto or cuda holds every free GPU (--gpus N:\n"
+            "at most N) and runs one worker on each, pulling from one queue; cuda:N holds\n"
+            "one. See doc/generate.md.\n\n"
             "example:\n  easel jobs add generate --model sdxl --from-store --seeds 0,1\n",
     .params = gen_params,
-    .gpus = 1,
+    .gpus = JOBKIND_GPUS_ALL,
     .refs = (const JobParamRefSpec[]){{"model", JOB_REF_DIFFUSION_MODEL},
                                       {"lora", JOB_REF_PATH_LIST},
                                       {NULL, JOB_REF_NONE}},

@@ -8,8 +8,13 @@
  * prompts.csv), from-store, prompt, seeds, steps, guidance, size, scheduler, negative, lora
  * (FILE[:SCALE], several joined by ','), rng, out, device, shard.
  *
- * Progress is reported in images (unit "images") with the current image's steps as the
- * fraction, so a job's rate and ETA and the command's line come from one number.
+ * Progress is reported in images (unit "images") with the images in flight counting by their
+ * steps, so a job's rate and ETA and the command's line come from one number.
+ *
+ * Devices: one worker per GPU (genrun.h, "Workers"), each opening its own backend and
+ * pipeline on its thread. The job runs on the GPUs the scheduler gave it (--device auto and
+ * cuda ask for every free one, cuda:N for one, cpu for none); given none, auto is the CPU.
+ * The command runs on every GPU NVML sees for auto and cuda, on GPU N for cuda:N.
  */
 #ifndef EASEL_JOBKINDS_GEN_H
 #define EASEL_JOBKINDS_GEN_H
@@ -19,9 +24,17 @@
 
 extern const JobKind jobkind_generate;
 
-/* Run the generation P describes on store ST (foreground or in a job). DEVICE_NOTE (may be
- * NULL) gets backend_open's note (a cuda request that runs on the CPU). REP is filled. */
-int gen_job_execute(Store *st, const JobParams *p, const Progress *pr,
-                    void (*device_note)(const char *note), GenRunReport *rep, Err *err);
+/* Run the generation P describes on store ST in the foreground (`easel generate`): --device
+ * auto and cuda run one worker on each GPU the machine has (NVML's count, at most MAX_GPUS
+ * when > 0), cuda:N and cpu one worker. PR's log gets backend_open's notes (a cuda request
+ * that runs on the CPU) and the workers' failures; its cancelled hook is also read from the
+ * workers (genrun.h). REP is filled. */
+int gen_job_execute(Store *st, const JobParams *p, int max_gpus, const Progress *pr,
+                    GenRunReport *rep, Err *err);
+
+/* The diffusion model M names: a registered model's name, a folder, or ("") the one model
+ * registered. *PATH and *NAME new strings (free). 0, ERR_NOTFOUND, ERR_USAGE (none or several
+ * registered), ERR_DB. (Also tune_eval's check before it writes anything.) */
+int gen_model_resolve(Store *st, const char *m, char **path, char **name, Err *err);
 
 #endif

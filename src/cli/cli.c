@@ -36,6 +36,7 @@ const CliCommand cli_commands[] = {
     {"annotators", cli_annotators_main, "annotators and their roles: list, grant, revoke"},
     {"generate", cli_generate_main, "generate images with a diffusion model, into the store"},
     {"tune", cli_tune_main, "fine-tune a diffusion model on preference pairs (DPO, DSPO, ADPO)"},
+    {"tune-eval", cli_tune_eval_main, "a tuned adapter vs its base model: win rate, gain"},
     /* more subcommands: one line each, in the order `easel --help` lists them */
     {NULL, NULL, NULL},
 };

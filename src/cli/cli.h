@@ -68,6 +68,8 @@ int cli_init_main(const CliGlobal *g, int argc, char **argv);
 int cli_import_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
 int cli_export_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
 int cli_status_main(const CliGlobal *g, int argc, char **argv);   /* cli_io.c */
+/* export merged / kohya / peft, from cli_export_main: argv[0] is the kind */
+int cli_export_adapter_main(const CliGlobal *g, int argc, char **argv); /* cli_export_adapter.c */
 int cli_images_main(const CliGlobal *g, int argc, char **argv);   /* cli_images.c */
 int cli_annotate_main(const CliGlobal *g, int argc, char **argv);   /* cli_tui.c */
 int cli_tui_main(const CliGlobal *g);   /* no command: the TUI (cli_tui.c) */
@@ -102,5 +104,7 @@ int cli_generate_main(const CliGlobal *g, int argc, char **argv);
 
 /* src/cli/cli_tune.c (issue 16, tune16) */
 int cli_tune_main(const CliGlobal *g, int argc, char **argv);
+/* src/cli/cli_tune_eval.c (issue 16, mon16) */
+int cli_tune_eval_main(const CliGlobal *g, int argc, char **argv);
 
 #endif

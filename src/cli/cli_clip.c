@@ -33,7 +33,8 @@
 
 static void models_usage(void) {
     printf("usage: easel models add clip PATH [--name NAME]\n"
-           "       easel models add diffusion PATH [--name NAME]\n"
+           "       easel models add diffusion PATH [--name NAME] [--tokenizer DIR]\n"
+           "                                       [--prediction epsilon|v]\n"
            "       easel models list\n"
            "       easel models remove NAME\n\n"
            "Register a CLIP model folder (or .safetensors file) under NAME (default: the\n"
@@ -44,7 +45,11 @@ static void models_usage(void) {
            "is loaded once to check it before it is registered. See doc/models.md.\n\n"
            "A diffusion model is a diffusers folder (model_index.json of a Stable Diffusion\n"
            "or SDXL pipeline, unet/, vae/, text_encoder/[, text_encoder_2/], tokenizer/); its\n"
-           "components' weights are opened to check them before it is registered.\n\n"
+           "components' weights are opened to check them before it is registered. PATH may\n"
+           "also be a single-file checkpoint (.safetensors of SD 1.x, SD 2.x or SDXL, base or\n"
+           "Turbo): it holds no tokenizer, so give --tokenizer DIR (a folder with vocab.json\n"
+           "and merges.txt, or a diffusers model folder) unless a CLIP model is registered;\n"
+           "--prediction epsilon|v overrides the family's prediction type (SD 2.x: v).\n\n"
            "example:\n"
            "  easel models add clip ~/models/CLIP-ViT-L-14-laion2B-s32B-b82K --name vit-l-14\n");
 }
@@ -67,9 +72,14 @@ static char *config_summary(const ClipModel *m, double load_s) {
 
 static int models_add(const CliGlobal *g, int argc, char **argv) {
     const char *kind = NULL, *path = NULL, *name = NULL;
+    const char *tokenizer = NULL, *prediction = NULL; /* diffusion single files (sf15) */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
             name = argv[++i];
+        else if (strcmp(argv[i], "--tokenizer") == 0 && i + 1 < argc)
+            tokenizer = argv[++i];
+        else if (strcmp(argv[i], "--prediction") == 0 && i + 1 < argc)
+            prediction = argv[++i];
         else if (strncmp(argv[i], "--name=", 7) == 0)
             name = argv[i] + 7;
         else if (argv[i][0] == '-') {
@@ -104,10 +114,21 @@ static int models_add(const CliGlobal *g, int argc, char **argv) {
         def_name = xstrdup(stat(abs, &sb) == 0 && S_ISDIR(sb.st_mode) ? basename(copy)
                                                                      : basename(dirname(copy)));
         free(copy);
+        if (strcmp(kind, "diffusion") == 0 && !(stat(abs, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+            free(def_name); /* a single-file checkpoint: its name without .safetensors */
+            const char *b = strrchr(abs, '/') ? strrchr(abs, '/') + 1 : abs;
+            const char *dot = strrchr(b, '.');
+            def_name = xstrndup(b, dot && dot != b ? (size_t)(dot - b) : strlen(b));
+        }
         name = def_name;
     }
+    if ((tokenizer || prediction) && strcmp(kind, "diffusion") != 0) {
+        cli_error("models add: --tokenizer and --prediction are for a diffusion model");
+        free(def_name);
+        return 2;
+    }
     if (strcmp(kind, "diffusion") == 0) { /* cli_diffusion.c */
-        int st = cli_models_add_diffusion(g, abs, name);
+        int st = cli_models_add_diffusion(g, abs, name, tokenizer, prediction);
         free(def_name);
         return st;
     }

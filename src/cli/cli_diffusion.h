@@ -4,7 +4,11 @@
 
 #include "cli.h"
 
-/* Check the diffusers folder ABS (absolute) and register it as NAME. Returns the exit status. */
-int cli_models_add_diffusion(const CliGlobal *g, const char *abs, const char *name);
+/* Check the diffusers folder or single-file checkpoint ABS (absolute) and register it as NAME
+ * (NULL: the folder's name, or the file's without .safetensors), with TOKENIZER (a single
+ * file's tokenizer folder; NULL: a registered CLIP model's) and PREDICTION ("epsilon", "v" or
+ * NULL: the model's). Returns the exit status. */
+int cli_models_add_diffusion(const CliGlobal *g, const char *abs, const char *name,
+                             const char *tokenizer, const char *prediction);
 
 #endif

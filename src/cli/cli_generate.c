@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "cli_device.h"
 #include "cli_escape.h"
+#include "cli_kindcmd.h"
 #include "jobkinds_gen.h"
 #include "jobs.h"
 #include "store.h"
@@ -71,17 +72,13 @@ static void gl_log(void *user, const char *line) {
     fprintf(stderr, "easel: %s\n", line);
 }
 
-static void gen_note(const char *note) {
-    cli_device_note(note);
-}
-
 static void generate_usage(void) {
     printf("usage: easel [--db PATH] generate [--model NAME|PATH] (--prompts FILE | --from-store\n"
            "                | --prompt TEXT) [--seeds 0,1 | --seed N] [--steps 50]\n"
            "                [--guidance 7.5] [--size WxH] [--scheduler NAME] [--negative TEXT]\n"
            "                [--lora FILE[:SCALE]]... [--rng torch-cpu|torch-cuda]\n"
            "                [--latents FILE] [--out DIR] [--device auto|cpu|cuda[:N]]\n"
-           "                [--shard K/N] [--queue]\n\n"
+           "                [--shard K/N] [--gpus N] [--queue]\n\n"
            "Generate one image per prompt and seed with a Stable Diffusion or SDXL model, as\n"
            "diffusers does for the same seed: {out}/{prompt_id}/{seed}.png, the original's\n"
            "metadata.csv (prompt_id,seed,path,prompt,width,height,num_inference_steps,\n"
@@ -90,13 +87,14 @@ static void generate_usage(void) {
            "resume); a prompt that fails is reported, written to failed.csv and skipped.\n"
            "Ctrl-C stops within a step; no half-written image is left.\n\n"
            "options:\n");
-    for (const JobParamSpec *p = jobkind_generate.params; p->name; p++)
-        printf("  --%-12s %s%s%s%s\n", p->name, p->help,
-               p->def && p->def[0] && p->type != JOB_PARAM_BOOL ? " (default " : "",
-               p->def && p->def[0] && p->type != JOB_PARAM_BOOL ? p->def : "",
-               p->def && p->def[0] && p->type != JOB_PARAM_BOOL ? ")" : "");
+    cli_kind_options(&jobkind_generate, NULL);
     printf("  --seed N       one seed (same as --seeds N)\n"
-           "  --queue        add a generate job instead (runs in 'easel worker' or the TUI)\n\n"
+           "  --queue        add a generate job instead (runs in 'easel worker' or the TUI)\n"
+           "  --gpus N       use at most N GPUs (default: every GPU; --device cuda:N: one)\n\n"
+           "--device auto or cuda runs one worker on each GPU of the machine, pulling the next\n"
+           "image from one queue (a slow or failing GPU does not hold the others back), and\n"
+           "adds the multi-GPU layout's gpu_id column to metadata.csv; an image is the same\n"
+           "whichever GPU made it.\n\n"
            "--shard K/N generates only the K-th of N slices of the prompt x seed list (item i\n"
            "when i mod N = K-1), writing metadata-K-of-N.csv: N processes on N machines or\n"
            "GPUs write exactly the full set into one shared folder; then\n"
@@ -105,28 +103,9 @@ static void generate_usage(void) {
            "  easel models add diffusion ~/models/stable-diffusion-xl-base-1.0 --name sdxl\n"
            "  easel generate --model sdxl --prompts data/prompts.csv --out data/images\n"
            "  easel generate --prompt 'a red cube on a blue sphere' --seed 7 --steps 30\n"
+           "  easel generate --model sd_xl_base_1.0.safetensors --tokenizer clip-vit-large/ \\\n"
+           "      --prompt 'a red fox' --steps 30    (a single-file checkpoint, doc/models.md)\n"
            "See doc/generate.md.\n");
-}
-
-static const JobParamSpec *gen_spec(const char *name) {
-    for (const JobParamSpec *p = jobkind_generate.params; p->name; p++)
-        if (strcmp(p->name, name) == 0)
-            return p;
-    return NULL;
-}
-
-static int gen_unknown(const char *opt) {
-    char buf[40][32];
-    const char *known[41];
-    int n = 0;
-    for (const JobParamSpec *p = jobkind_generate.params; p->name && n < 36; p++, n++) {
-        snprintf(buf[n], sizeof buf[n], "--%s", p->name);
-        known[n] = buf[n];
-    }
-    known[n++] = "--seed";
-    known[n++] = "--queue";
-    known[n] = NULL;
-    return cli_unknown_option("generate", opt, known);
 }
 
 int cli_generate_main(const CliGlobal *g, int argc, char **argv) {
@@ -138,10 +117,20 @@ int cli_generate_main(const CliGlobal *g, int argc, char **argv) {
     const char **values = xcalloc((size_t)argc + 2, sizeof *values);
     char *loras = NULL;
     int n = 0, rc = 2, queue = 0, seed_given = 0, seeds_given = 0;
+    long long max_gpus = 0; /* gpus15: --gpus N, at most N GPUs (0: every one) */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--queue") == 0) {
             queue = 1;
+            continue;
+        }
+        if (strcmp(a, "--gpus") == 0) { /* gpus15: not a job parameter but the job's option */
+            if (i + 1 >= argc) {
+                cli_error("generate: --gpus needs a value (see 'easel generate --help')");
+                goto out;
+            }
+            if (cli_parse_long("generate", "--gpus", argv[++i], 1, 4096, &max_gpus))
+                goto out;
             continue;
         }
         if (strcmp(a, "--from-store") == 0) {
@@ -154,8 +143,9 @@ int cli_generate_main(const CliGlobal *g, int argc, char **argv) {
             goto out;
         }
         const char *name = a + 2;
-        if (strcmp(name, "seed") != 0 && !gen_spec(name)) {
-            rc = gen_unknown(a);
+        if (strcmp(name, "seed") != 0 && !cli_kind_param(&jobkind_generate, name)) {
+            rc = cli_kind_unknown("generate", &jobkind_generate, a,
+                                  (const char *const[]){"--seed", "--queue", "--gpus", NULL});
             goto out;
         }
         if (i + 1 >= argc) {
@@ -214,6 +204,10 @@ int cli_generate_main(const CliGlobal *g, int argc, char **argv) {
     }
     if (queue) {
         JobNew jn = {.gpus_wanted = JOB_GPUS_OF_KIND};
+        if (max_gpus) { /* at most N of what the device asks for (every GPU for auto) */
+            int want = jobkind_generate.gpus_for(p);
+            jn.gpus_wanted = want == JOBKIND_GPUS_ALL || want > max_gpus ? (int)max_gpus : want;
+        }
         int64_t id = 0;
         rc = jobs_add(st, p, &jn, &id, &err);
         if (rc) {
@@ -233,7 +227,7 @@ int cli_generate_main(const CliGlobal *g, int argc, char **argv) {
     gen_interrupted = 0;
     signal(SIGINT, gen_on_sigint);
     GenRunReport rep;
-    rc = gen_job_execute(st, p, &pr, gen_note, &rep, &err);
+    rc = gen_job_execute(st, p, (int)max_gpus, &pr, &rep, &err);
     signal(SIGINT, SIG_DFL);
     if (line.tty)
         cli_escape_raw(stderr, "\r\033[K");

@@ -272,7 +272,11 @@ static void export_usage(void) {
            "  pairs      pairs.jsonl derived from the ratings, per aspect and combined;\n"
            "             img_pos is always the preferred image, label 1.0\n"
            "  prompts    prompts.csv\n"
-           "  template   every image with blank ratings, to fill in\n\n"
+           "  template   every image with blank ratings, to fill in\n"
+           "  merged     a generator adapter merged into its base model, one checkpoint\n"
+           "  kohya      a generator adapter with kohya's names\n"
+           "  peft       a generator adapter as a diffusers / PEFT folder\n"
+           "             (see 'easel export merged --help')\n\n"
            "options:\n"
            "  -o, --output FILE    write FILE (atomically) instead of stdout; image paths are\n"
            "                       written relative to FILE's folder when inside it\n"
@@ -286,6 +290,10 @@ static void export_usage(void) {
 }
 
 int cli_export_main(const CliGlobal *g, int argc, char **argv) {
+    /* adapters: export merged / kohya / peft (cli_export_adapter.c, adio16) */
+    if (argc > 1 && (!strcmp(argv[1], "merged") || !strcmp(argv[1], "kohya") ||
+                     !strcmp(argv[1], "peft")))
+        return cli_export_adapter_main(g, argc - 1, argv + 1);
     if (cli_wants_help(argc, argv)) {
         export_usage();
         return 0;
@@ -319,7 +327,7 @@ int cli_export_main(const CliGlobal *g, int argc, char **argv) {
         }
     }
     if (!kind_name) {
-        cli_error("export: needs KIND: ratings, pairs, prompts or template "
+        cli_error("export: needs KIND: ratings, pairs, prompts, template, merged, kohya or peft "
                   "(see 'easel export --help')");
         return 2;
     }

@@ -620,6 +620,24 @@ static void print_run(Store *st, const StoreRun *r) {
                strcmp(r->state, "running") == 0 ? "" : "");
     if (strcmp(r->state, "running") == 0 && isfinite(last_of(st, r->id, "sys", "eta_s")))
         printf("eta       %.0f s\n", last_of(st, r->id, "sys", "eta_s"));
+    if (strcmp(r->kind, "tune-eval") == 0) { /* issue 16 (mon16): adapter vs base */
+        printf("pairs     %.0f (prompt, seed)\n\n%-10s %9s %11s %10s %10s\n",
+               last_of(st, r->id, "sys", "pairs"), "head", "win rate", "mean gain", "base",
+               "adapter");
+        for (int h = 0; h <= TRAIN_N_HEADS; h++) {
+            static const char *const what[4] = {"win", "gain", "base", "adapter"};
+            char v[4][24];
+            for (int k = 0; k < 4; k++) {
+                char name[48];
+                snprintf(name, sizeof name, "%s_%s", what[k], train_output_name(h));
+                double x = last_of(st, r->id, "eval", name);
+                fmt_num(v[k], sizeof v[k], k == 0 ? 1 : 4, k == 0 && isfinite(x) ? 100 * x : x);
+            }
+            printf("%-10s %8s%% %11s %10s %10s\n", train_output_name(h), v[0], v[1], v[2],
+                   v[3]);
+        }
+        return;
+    }
     const char *vs = strcmp(r->kind, "eval-reward") == 0 ? "eval" : "val";
     printf("\n%-10s %10s %9s %9s %9s\n", "head", "train_loss", "val_loss",
            strcmp(vs, "eval") == 0 ? "eval_acc" : "val_acc",

@@ -136,13 +136,17 @@ static int stdout_is_data(int argc, char **argv) {
     const char *cmd = argv[0];
     if (strcmp(cmd, "annotate") == 0 || strcmp(cmd, "monitor") == 0)
         return 1; /* curses owns the terminal */
+    if (strcmp(cmd, "export") == 0 && argc > 1 &&
+        (strcmp(argv[1], "merged") == 0 || strcmp(argv[1], "kohya") == 0 ||
+         strcmp(argv[1], "peft") == 0))
+        return 0; /* adapters: a file, and a line for people */
     if (strcmp(cmd, "export") == 0) /* CSV on stdout unless -o FILE */
         return !has_opt(argc, argv, "-o") && !has_opt(argc, argv, "--output");
     if (strcmp(cmd, "score") == 0) /* CSV on stdout unless --csv FILE */
         return !has_opt(argc, argv, "--csv");
     /* --json prints JSON on stdout (eval's --json FILE writes a file instead). jansson
      * escapes C0 controls itself, so a command missing here still prints valid JSON. */
-    static const char *const json_cmds[] = {"status", "agreement", "embed", NULL};
+    static const char *const json_cmds[] = {"status", "agreement", "embed", "tune-eval", NULL};
     for (int k = 0; json_cmds[k]; k++)
         if (strcmp(cmd, json_cmds[k]) == 0)
             return has_opt(argc, argv, "--json");

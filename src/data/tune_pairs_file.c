@@ -126,6 +126,19 @@ static size_t *path_slot(PathMap *m, char *k) {
     return &m->val[j];
 }
 
+/* The slot of K, or NULL. */
+static const size_t *path_find(const PathMap *m, const char *k) {
+    if (!m->cap)
+        return NULL;
+    size_t j = hash_str(k) & (m->cap - 1);
+    while (m->key[j]) {
+        if (strcmp(m->key[j], k) == 0)
+            return &m->val[j];
+        j = (j + 1) & (m->cap - 1);
+    }
+    return NULL;
+}
+
 /* ---- prompts ---- */
 
 typedef struct Prompts {
@@ -134,6 +147,7 @@ typedef struct Prompts {
     int csv_loaded;
     CsvTable csv;
     int col_id, col_text;
+    PathMap ids;     /* prompt_id → row of csv (the first with text) */
 } Prompts;
 
 /* "prompt_N" (N digits): the original's prompt ids. */
@@ -160,18 +174,22 @@ static int csv_load(Prompts *pr, Err *err) {
                        "turn the pairs file's prompt ids into text)",
                        pr->csv_path);
     }
+    for (size_t r = 1; r < pr->csv.n_rows; r++) {
+        const CsvRow *row = &pr->csv.rows[r];
+        if ((size_t)pr->col_id >= row->n || (size_t)pr->col_text >= row->n ||
+            !row->field[pr->col_text][0])
+            continue;
+        size_t *slot = path_slot(&pr->ids, row->field[pr->col_id]);
+        if (*slot == SIZE_MAX)
+            *slot = r;
+    }
     return 0;
 }
 
 /* The text of prompt id ID in the prompts.csv; NULL if absent. */
 static const char *csv_text(Prompts *pr, const char *id) {
-    for (size_t r = 1; r < pr->csv.n_rows; r++) {
-        const CsvRow *row = &pr->csv.rows[r];
-        if ((size_t)pr->col_id < row->n && (size_t)pr->col_text < row->n &&
-            strcmp(row->field[pr->col_id], id) == 0 && row->field[pr->col_text][0])
-            return row->field[pr->col_text];
-    }
-    return NULL;
+    const size_t *slot = path_find(&pr->ids, id);
+    return slot ? pr->csv.rows[*slot].field[pr->col_text] : NULL;
 }
 
 /* The store's text of prompt id ID (malloc'd), NULL if unknown or without text. */
@@ -406,6 +424,8 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
     free(chk);
     if (pr.csv_loaded)
         fmt_csv_deinit(&pr.csv);
+    free(pr.ids.key);
+    free(pr.ids.val);
     free(pr.csv_path);
     free(dir);
     free(file_dir);

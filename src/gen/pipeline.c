@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base.h"
+#include "infile.h"
 #include "scheduler.h"
 #include "sd_text.h"
 #include "sd_weights.h"
@@ -26,15 +27,16 @@ struct SdPipeline {
     int multiple;     /* sizes must be multiples of this: the VAE's scale, as diffusers checks
                        * (the UNet takes any latent size, unet.h) */
     int def_w, def_h;
-    char *sched_path; /* scheduler/scheduler_config.json */
+    char *sched_path; /* scheduler/scheduler_config.json, or what stands for a single file's */
+    char *sched_json; /* its text (a single file's: the family's, sched_family_json) */
     int sched_kind;   /* the kind its _class_name names, or -1 (then NULL is refused) */
     char sched_class[64];
 };
 
 /* The sampler kind a scheduler_config.json's _class_name means (-1: none easel implements). */
-static int sched_class_kind(const char *path, char *cls, size_t cls_len) {
+static int sched_class_kind(const char *text, char *cls, size_t cls_len) {
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    json_t *root = json_loads(text, 0, &je);
     int kind = -1;
     snprintf(cls, cls_len, "no _class_name");
     if (!root)
@@ -57,29 +59,64 @@ static int sched_class_kind(const char *path, char *cls, size_t cls_len) {
     return kind;
 }
 
-/* The text encoders' weights are read by sd_text, which takes no adapters yet: a LoRA file
- * with text-encoder adapters is refused by name rather than half applied. */
-static int loras_text_check(const char *path, const SdPipelineConfig *cfg, Err *err) {
-    static const char *const comps[] = {"text_encoder", "text_encoder_2"};
-    for (int c = 0; cfg && c < 2; c++) {
-        SdWeights *w = NULL;
-        if (sd_weights_open(path, comps[c], &w, NULL) != 0)
-            continue; /* no such encoder (SD has one); sd_text_load reports a broken one */
-        int rc = 0;
-        for (int i = 0; !rc && i < cfg->n_loras; i++)
-            rc = sd_weights_add_lora(w, cfg->loras[i].path, cfg->loras[i].scale, err);
-        if (!rc && sd_weights_check_used(w, err) != 0) {
-            err_prefix(err, "the %s: text-encoder LoRAs are not supported yet (only the "
-                       "UNet's; use a UNet-only LoRA)", comps[c]);
-            if (err)
-                err->code = ERR_USAGE;
-            rc = ERR_USAGE;
-        }
-        sd_weights_close(w);
-        if (rc)
-            return rc;
+/* ---- single-file checkpoints: the scheduler settings a file lacks ------------------------ */
+
+/* The released models' scheduler_config.json (diffusers' configs of runwayml SD 1.5,
+ * stabilityai SD 2.1 and SDXL base 1.0, SD-Turbo / SDXL-Turbo), as easel's own table: every
+ * one uses the same scaled-linear betas. */
+typedef struct SchedFamily {
+    const char *name;       /* what doc/models.md calls it */
+    const char *cls;        /* _class_name */
+    const char *spacing;    /* timestep_spacing */
+    const char *prediction; /* prediction_type */
+} SchedFamily;
+
+static const SchedFamily SCHED_FAMILIES[] = {
+    {"SD 1.x", "PNDMScheduler", "leading", "epsilon"},
+    {"SD 2.x", "DDIMScheduler", "leading", "v_prediction"},       /* 2.1 (768, v) */
+    {"SD 2.x base", "PNDMScheduler", "leading", "epsilon"},       /* 2.1-base (512) */
+    {"SDXL", "EulerDiscreteScheduler", "leading", "epsilon"},
+    {"Turbo", "EulerAncestralDiscreteScheduler", "trailing", "epsilon"},
+};
+
+static char *sched_family_json(const SchedFamily *f) {
+    json_t *c = json_pack("{s:s, s:f, s:s, s:f, s:b, s:s, s:i, s:s, s:f, s:b, s:b, s:i, s:s, "
+                          "s:n, s:b}",
+                          "_class_name", f->cls, "beta_end", 0.012, "beta_schedule",
+                          "scaled_linear", "beta_start", 0.00085, "clip_sample", 0,
+                          "interpolation_type", "linear", "num_train_timesteps", 1000,
+                          "prediction_type", f->prediction, "sample_max_value", 1.0,
+                          "set_alpha_to_one", 0, "skip_prk_steps", 1, "steps_offset", 1,
+                          "timestep_spacing", f->spacing, "trained_betas",
+                          "use_karras_sigmas", 0);
+    json_object_set_new(c, "_easel_defaults_of", json_string(f->name));
+    char *s = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(c);
+    return s;
+}
+
+/* TEXT with prediction_type set to PRED ("epsilon" or "v"), or NULL on a JSON error. */
+static char *sched_with_prediction(const char *text, const char *pred, const char *what,
+                                   Err *err) {
+    json_error_t je;
+    json_t *c = json_loads(text, 0, &je);
+    if (!c || !json_is_object(c)) {
+        json_decref(c);
+        err_set(err, ERR_FORMAT, "%s:%d: %s", what, je.line, je.text);
+        return NULL;
     }
-    return 0;
+    json_object_set_new(c, "prediction_type",
+                        json_string(!strcmp(pred, "v") ? "v_prediction" : "epsilon"));
+    char *s = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(c);
+    return s;
+}
+
+/* A single file trained at 512² whose UNet config (the family's) says more: the Turbos, and
+ * SD 2.x told epsilon (2.1-base). */
+static int single_small(const SdSingleInfo *si, const char *pred) {
+    return si->is_single && (si->turbo || (!strcmp(si->family, "sd2") && pred &&
+                                           !strcmp(pred, "epsilon")));
 }
 
 void sd_pipeline_close(SdPipeline *p) {
@@ -89,6 +126,7 @@ void sd_pipeline_close(SdPipeline *p) {
     unet_free(p->unet);
     sd_text_free(p->text);
     free(p->sched_path);
+    free(p->sched_json);
     free(p->path);
     free(p);
 }
@@ -97,34 +135,87 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
                      SdPipeline **out, Err *err) {
     *out = NULL;
     DType wt = cfg ? cfg->weights : DTYPE_F32;
-    char *mi = xasprintf("%s/model_index.json", path);
-    FILE *f = fopen(mi, "rb");
-    if (!f) {
-        err_set(err, ERR_NOTFOUND,
-                "%s: no model_index.json: not a diffusers model folder (give the folder that "
-                "holds model_index.json, unet/, vae/, text_encoder/, scheduler/)", mi);
+    const char *pred = cfg && cfg->prediction && cfg->prediction[0] ? cfg->prediction : NULL;
+    if (pred && strcmp(pred, "epsilon") && strcmp(pred, "v"))
+        return err_set(err, ERR_USAGE, "prediction \"%s\": use epsilon or v", pred);
+    SdSingleInfo si;
+    int rc = sd_weights_single_info(path, &si, err);
+    if (rc)
+        return rc;
+    if (si.is_single && si.in_channels != 4)
+        return err_set(err, ERR_USAGE, "%s: the UNet takes %d input channels (%s): easel "
+                       "generates from text alone (4 latent channels); use a text-to-image "
+                       "checkpoint", path, si.in_channels,
+                       si.in_channels == 9 ? "an inpainting model: latents, mask and masked "
+                       "image" : "not a text-to-image model");
+    if (!si.is_single) {
+        char *mi = xasprintf("%s/model_index.json", path);
+        FILE *f = fopen(mi, "rb");
+        if (!f) {
+            err_set(err, ERR_NOTFOUND,
+                    "%s: no model_index.json: not a diffusers model folder (give the folder "
+                    "that holds model_index.json, unet/, vae/, text_encoder/, scheduler/, or a "
+                    "single-file .safetensors checkpoint)", mi);
+            free(mi);
+            return ERR_NOTFOUND;
+        }
+        fclose(f);
         free(mi);
-        return ERR_NOTFOUND;
     }
-    fclose(f);
-    free(mi);
     SdPipeline *p = calloc(1, sizeof *p);
     if (!p)
         return err_set(err, ERR_NOMEM, "pipeline: out of memory");
     p->path = xstrdup(path);
     p->be = be;
-    p->sched_path = xasprintf("%s/scheduler/scheduler_config.json", path);
-    int rc = 0;
-    if ((f = fopen(p->sched_path, "rb")) != NULL)
-        fclose(f);
-    else
-        rc = err_set(err, ERR_NOTFOUND, "%s: missing (a diffusers model folder has its "
-                     "scheduler's settings there)", p->sched_path);
+    int small = single_small(&si, pred); /* trained at 512² (its UNet config says more) */
+    if (si.is_single) {
+        /* the family's released scheduler: SD 2.x is 2.1 (768, v-prediction) unless the
+         * user says epsilon (2.1-base, 512); a "v_pred" key says v */
+        int f = !strcmp(si.family, "sdxl") ? 3 : !strcmp(si.family, "sd2") ? 1 : 0;
+        if (si.turbo)
+            f = 4;
+        else if (f == 1 && pred && !strcmp(pred, "epsilon"))
+            f = 2;
+        p->sched_path = xasprintf("%s (the %s scheduler config)", path, SCHED_FAMILIES[f].name);
+        p->sched_json = sched_family_json(&SCHED_FAMILIES[f]);
+        if (si.v_pred && !pred)
+            pred = "v";
+    } else {
+        p->sched_path = xasprintf("%s/scheduler/scheduler_config.json", path);
+        unsigned char *buf = NULL;
+        size_t len = 0;
+        if (!base_is_file(p->sched_path))
+            rc = err_set(err, ERR_NOTFOUND, "%s: missing (a diffusers model folder has its "
+                         "scheduler's settings there)", p->sched_path);
+        else
+            rc = infile_read_all(p->sched_path, "scheduler config", INFILE_MAX_JSON, &buf, &len,
+                                 err);
+        p->sched_json = (char *)buf;
+    }
+    if (!rc && pred) {
+        char *s2 = sched_with_prediction(p->sched_json, pred, p->sched_path, err);
+        if (!s2)
+            rc = ERR_FORMAT;
+        free(p->sched_json);
+        p->sched_json = s2;
+    }
+    const char **lp = NULL;
+    float *ls = NULL;
+    int nl = cfg ? cfg->n_loras : 0;
+    if (nl) {
+        lp = xmalloc((size_t)nl * sizeof *lp);
+        ls = xmalloc((size_t)nl * sizeof *ls);
+        for (int i = 0; i < nl; i++) {
+            lp[i] = cfg->loras[i].path;
+            ls[i] = cfg->loras[i].scale;
+        }
+    }
+    SdTextOptions to = {cfg ? cfg->tokenizer : NULL, lp, ls, nl};
     if (!rc)
-        rc = loras_text_check(path, cfg, err);
-    if (!rc)
-        rc = sd_text_load(path, wt == DTYPE_F32 ? CLIP_WEIGHTS_F32 : CLIP_WEIGHTS_BF16, &p->text,
-                          err);
+        rc = sd_text_open(path, &to, wt == DTYPE_F32 ? CLIP_WEIGHTS_F32 : CLIP_WEIGHTS_BF16,
+                          &p->text, err);
+    free(lp);
+    free(ls);
     SdWeights *w = NULL;
     if (!rc)
         rc = sd_weights_open(path, "unet", &w, err);
@@ -147,16 +238,18 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
         rc = vae_load(be, path, &vo, &p->vae, err);
     }
     if (rc) {
-        err_prefix(err, "%s", path);
+        if (err && strncmp(err->msg, path, strlen(path))) /* not named yet */
+            err_prefix(err, "%s", path);
         sd_pipeline_close(p);
         return rc;
     }
     const UnetConfig *uc = unet_config(p->unet);
     p->xl = sd_text_kind(p->text) == SD_TEXT_SDXL;
-    p->family = p->xl ? "sdxl" : sd_text_width(p->text) >= 1024 ? "sd2" : "sd1";
+    p->family = si.is_single ? si.family
+                : p->xl ? "sdxl" : sd_text_width(p->text) >= 1024 ? "sd2" : "sd1";
     p->scale = vae_scale(vae_config(p->vae));
     p->multiple = p->scale;
-    p->def_w = p->def_h = uc->sample_size * p->scale;
+    p->def_w = p->def_h = (small ? 64 : uc->sample_size) * p->scale;
     if (uc->cross_dim != sd_text_width(p->text) ||
         (p->xl && (!uc->text_time || uc->add_in_dim != sd_text_pooled_width(p->text) +
                                                         6 * uc->add_time_dim)) ||
@@ -171,12 +264,41 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
         sd_pipeline_close(p);
         return ERR_FORMAT;
     }
-    p->sched_kind = sched_class_kind(p->sched_path, p->sched_class, sizeof p->sched_class);
+    p->sched_kind = sched_class_kind(p->sched_json, p->sched_class, sizeof p->sched_class);
     *out = p;
     return 0;
 }
 
+int sd_pipeline_model_defaults(const char *path, const char *prediction, int *width,
+                               int *height, const char **family, Err *err) {
+    SdSingleInfo si;
+    int rc = sd_weights_single_info(path, &si, err);
+    SdWeights *u = NULL, *v = NULL;
+    UnetConfig uc;
+    VaeConfig vc;
+    if (!rc)
+        rc = sd_weights_open(path, "unet", &u, err);
+    if (!rc)
+        rc = sd_weights_open(path, "vae", &v, err);
+    if (!rc && (!sd_weights_config_json(u) || !sd_weights_config_json(v)))
+        rc = err_set(err, ERR_NOTFOUND, "%s: no unet/config.json or vae/config.json", path);
+    if (!rc)
+        rc = unet_config_parse(sd_weights_config_json(u), sd_weights_where(u), &uc, err);
+    if (!rc)
+        rc = vae_config_parse(sd_weights_config_json(v), sd_weights_where(v), &vc, err);
+    sd_weights_close(u);
+    sd_weights_close(v);
+    if (rc)
+        return rc;
+    const char *pred = prediction && prediction[0] ? prediction : NULL;
+    *width = *height = (single_small(&si, pred) ? 64 : uc.sample_size) * vae_scale(&vc);
+    *family = si.is_single ? si.family
+              : uc.text_time ? "sdxl" : uc.cross_dim >= 1024 ? "sd2" : "sd1";
+    return 0;
+}
+
 const char *sd_pipeline_family(const SdPipeline *p) { return p->family; }
+const char *sd_pipeline_scheduler_config(const SdPipeline *p) { return p->sched_json; }
 
 void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height) {
     *width = p->def_w;
@@ -227,7 +349,7 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
                        p->sched_path, p->sched_class);
     }
     SchedConfig sc;
-    int rc = sched_config_load(&sc, (SchedKind)kind, p->sched_path, err);
+    int rc = sched_config_parse(&sc, (SchedKind)kind, p->sched_json, p->sched_path, err);
     if (rc)
         return rc;
     Scheduler s;

@@ -4,7 +4,10 @@
  * (unet.h) → VAE decode (vae.h, f32) → 8-bit RGB, as diffusers' image processor makes it.
  *
  * DESIGN
- *   - One SdPipeline per loaded model (a diffusers folder; other layouts through sd_weights),
+ *   - One SdPipeline per loaded model (a diffusers folder, or a single-file checkpoint: its
+ *     configs from the tensors (sd_weights), its scheduler config the family's released one
+ *     (SD 1.5 PNDM, SD 2.1 DDIM v-prediction, SDXL Euler, Turbo Euler ancestral trailing),
+ *     its tokenizer given (SdPipelineConfig.tokenizer)),
  *     one Backend it borrows. Generating is single-threaded per pipeline; the Backend's pool
  *     (CPU) or stream (CUDA) does the parallel work. The text encoders (sd_text) run on the
  *     host, over the CPU pool the calling thread selected with backend_cpu_use (none: serial).
@@ -20,8 +23,9 @@
  *     asked for (diffusers' Kind.from_config(pipe.scheduler.config)); with no kind asked for,
  *     the kind its _class_name names, and an error naming it when easel has no such sampler
  *     (SD 1.5's PNDMScheduler).
- *   - LoRAs go into the UNet's weights as they are read (sd_weights_add_lora); text-encoder
- *     adapters are refused by name for now. doc/generate.md "Pipeline" lists what is matched.
+ *   - LoRAs go into the UNet's and the text encoders' weights as they are read
+ *     (sd_weights_add_lora), as diffusers' load_lora_weights. doc/generate.md "Pipeline"
+ *     lists what is matched.
  */
 #ifndef EASEL_PIPELINE_H
 #define EASEL_PIPELINE_H
@@ -47,14 +51,20 @@ typedef struct SdLora {
 typedef struct SdPipelineConfig {
     DType weights;        /* resident dtype of the UNet, VAE and text encoders: F32, F16, BF16
                            * (the text encoders: BF16 for either half type; activations f32) */
-    const SdLora *loras;  /* n_loras adapters applied to the UNet at load (sd_weights_add_lora:
-                           * PEFT, diffusers, kohya names); a file with text-encoder adapters is
-                           * refused (ERR_USAGE) until sd_text applies them */
+    const SdLora *loras;  /* n_loras adapters applied at load (sd_weights_add_lora: PEFT,
+                           * diffusers, kohya names) to the UNet and the text encoders, as
+                           * diffusers' load_lora_weights; one that matches no layer is an
+                           * error naming it */
     int n_loras;
     size_t arena_bytes;   /* the Backend's arena (BackendConfig.arena_bytes; 0 = its default):
                            * the VAE decodes in tiles only when the whole does not fit in it.
                            * Needs: the UNet's (doc/models.md: batch 2, 107 MB at 32² latents,
                            * ~1.0 GB at 128²), then the VAE's (vae_decode_need) */
+    /* single-file checkpoints (issue 15): */
+    const char *tokenizer; /* a tokenizer folder (sd_text.h SdTextOptions); NULL: the
+                            * folder's own (a single file needs one) */
+    const char *prediction;/* "epsilon" or "v" overrides the scheduler's prediction_type;
+                            * NULL or "": the model's (a single file: its family's) */
 } SdPipelineConfig;
 
 typedef struct SdGenParams {
@@ -78,9 +88,21 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
                      SdPipeline **out, Err *err);
 void sd_pipeline_close(SdPipeline *p); /* NULL allowed */
 
+/* What sd_pipeline_default_size and sd_pipeline_family will say for the model at PATH (a
+ * folder or a single file) with PREDICTION as SdPipelineConfig.prediction, read from the
+ * UNet's and the VAE's configs without loading any weights (for sizing a Backend's arena
+ * before the pipeline opens). Returns 0 or the error of opening the UNet's or VAE's config. */
+int sd_pipeline_model_defaults(const char *path, const char *prediction, int *width,
+                               int *height, const char **family, Err *err);
+
 /* "sd1", "sd2" or "sdxl", and the default size. */
 const char *sd_pipeline_family(const SdPipeline *p);
 void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height);
+
+/* The scheduler settings the pipeline samples with: the folder's scheduler_config.json, or a
+ * single file's family config (_class_name, betas, spacing, prediction_type as the released
+ * model's), with a --prediction override applied. JSON text owned by p. */
+const char *sd_pipeline_scheduler_config(const SdPipeline *p);
 
 /* One image: *rgb (width·height·3 bytes, row-major, owned by the caller: free()) and its size.
  * pr may be NULL. */

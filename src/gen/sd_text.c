@@ -8,6 +8,8 @@
 
 #include "base.h"
 #include "clip_tokenizer.h"
+#include "fmt_safetensors.h"
+#include "sd_weights.h"
 
 typedef struct Encoder {
     ClipModel *clip;
@@ -81,61 +83,109 @@ static int tokenizer_settings(const char *tdir, const ClipTokenizer *tok, int32_
     return rc;
 }
 
-/* The weights of encoder folder EDIR: model.safetensors, else the .fp16 variant. */
-static char *encoder_weights(const char *edir, Err *err) {
-    const char *names[] = {"model.safetensors", "model.fp16.safetensors"};
-    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
-        char *p = xasprintf("%s/%s", edir, names[i]);
-        if (base_is_file(p))
-            return p;
-        free(p);
-    }
-    char *idx = xasprintf("%s/model.safetensors.index.json", edir);
-    int sharded = base_is_file(idx);
-    free(idx);
-    if (sharded)
-        err_set(err, ERR_FORMAT, "%s: the text encoder's weights are in shards "
-                "(model.safetensors.index.json), which easel does not read: save it as one "
-                "model.safetensors (save_pretrained(..., max_shard_size=\"100GB\"))", edir);
-    else
-        err_set(err, ERR_NOTFOUND, "%s: no model.safetensors or model.fp16.safetensors (the "
-                "text encoder's weights) here", edir);
-    return NULL;
+/* The text encoder's tensors through sd_weights (a diffusers folder or a single-file
+ * checkpoint, LoRAs applied), under transformers' names: folders saved by transformers 5 drop
+ * `text_model.`. */
+static const char *te_name(SdWeights *w, const char *name) {
+    if (!sd_weights_find(w, name) && !strncmp(name, "text_model.", 11))
+        return name + 11;
+    return name;
 }
 
-static int load_encoder(const char *dir, const char *enc_name, const char *tok_name,
-                        ClipWeights weights, Encoder *e, Err *err) {
-    char *edir = xasprintf("%s/%s", dir, enc_name), *tdir = xasprintf("%s/%s", dir, tok_name);
-    char *wpath = NULL;
-    int rc = 0, max_len;
-    if (!base_is_dir(edir) || !base_is_dir(tdir)) {
-        rc = err_set(err, ERR_NOTFOUND, "%s: no %s/ folder (a diffusers model folder has %s/ "
-                     "and %s/)", dir, base_is_dir(edir) ? tok_name : enc_name, enc_name, tok_name);
-        goto out;
+static const StTensor *te_find(void *user, const char *name) {
+    return sd_weights_find(user, te_name(user, name));
+}
+
+static int te_read(void *user, const char *name, int n_dims, const int64_t *shape, float *dst,
+                   Err *err) {
+    return sd_weights_read_f32(user, te_name(user, name), n_dims, shape, dst, err);
+}
+
+/* A single file's family pad token (no tokenizer config to say it): SD 1.x's and SDXL's first
+ * encoder pad with the end token, SD 2.x's and SDXL's second (OpenCLIP) with "!" (id 0), as
+ * diffusers' tokenizer configs of stable-diffusion-2-1 and SDXL's tokenizer_2 do. */
+static int family_pad(const ClipTokenizer *tok, int openclip, const char *tdir, int32_t *pad,
+                      char **pad_text, Err *err) {
+    *pad = clip_tokenizer_eot(tok);
+    if (!openclip)
+        return 0;
+    *pad = clip_tokenizer_token_id(tok, "!");
+    if (*pad < 0)
+        return err_set(err, ERR_FORMAT, "%s: the tokenizer has no \"!\" token, which this "
+                       "model's OpenCLIP text encoder pads with: give the CLIP BPE tokenizer "
+                       "(vocab.json and merges.txt of openai/clip-vit-large-patch14, or the "
+                       "model's diffusers tokenizer_2/)", tdir);
+    *pad_text = xstrdup("!");
+    return 0;
+}
+
+/* Encoder COMP of MODEL with the tokenizer of TDIR. SINGLE: MODEL is a single file (the pad
+ * token from the family: OPENCLIP says which), else TDIR's tokenizer_config.json says it. */
+static int load_encoder(const char *model, const char *comp, const char *tdir, int single,
+                        int openclip, const SdTextOptions *o, ClipWeights weights, Encoder *e,
+                        Err *err) {
+    int rc = 0, max_len = -1;
+    SdWeights *w = NULL;
+    if (!base_is_dir(tdir)) {
+        if (single)
+            return err_set(err, ERR_NOTFOUND, "%s: no such tokenizer folder (give --tokenizer "
+                           "DIR: a folder with vocab.json and merges.txt, or a diffusers "
+                           "model folder with tokenizer/)", tdir);
+        return err_set(err, ERR_NOTFOUND, "%s: no %s/ folder (a diffusers model folder has %s/ "
+                       "and %s/)", model, strrchr(tdir, '/') ? strrchr(tdir, '/') + 1 : tdir,
+                       comp, strrchr(tdir, '/') ? strrchr(tdir, '/') + 1 : tdir);
     }
-    if (!(wpath = encoder_weights(edir, err))) {
-        rc = err && err->code ? err->code : ERR_NOTFOUND;
-        goto out;
+    if ((rc = sd_weights_open(model, comp, &w, err)) != 0)
+        return rc;
+    for (int i = 0; !rc && o && i < o->n_loras; i++)
+        rc = sd_weights_add_lora(w, o->lora_paths[i], o->lora_scales[i], err);
+    if (!rc) {
+        const char *cfg = sd_weights_config_json(w);
+        ClipTensorSource src = {w, te_find, te_read, sd_weights_where(w), cfg};
+        e->clip = clip_model_load_text_source(&src, tdir, weights, err);
+        if (!e->clip)
+            rc = err && err->code ? err->code : ERR_FORMAT;
     }
-    e->clip = clip_model_load_text(wpath, tdir, weights, err);
-    if (!e->clip) {
-        rc = err && err->code ? err->code : ERR_FORMAT;
-        goto out;
-    }
+    if (!rc)
+        rc = sd_weights_check_used(w, err);
+    sd_weights_close(w);
+    if (rc)
+        return rc;
     const ClipConfig *c = clip_model_config(e->clip);
     e->width = c->text_width;
+    if (single)
+        return family_pad(clip_model_tokenizer(e->clip), openclip, tdir, &e->pad, &e->pad_text,
+                          err);
     if ((rc = tokenizer_settings(tdir, clip_model_tokenizer(e->clip), &e->pad, &e->pad_text,
                                  &max_len, err)))
-        goto out;
+        return rc;
     if (max_len > 0 && max_len != c->context_length)
         rc = err_set(err, ERR_FORMAT, "%s/tokenizer_config.json: model_max_length %d differs "
-                     "from the text encoder's %d positions (%s/config.json)", tdir, max_len,
-                     c->context_length, edir);
-out:
-    free(edir);
-    free(tdir);
-    free(wpath);
+                     "from the text encoder's %d positions (%s)", tdir, max_len,
+                     c->context_length, model);
     return rc;
+}
+
+/* For a model with one text encoder: a LoRA file's adapters for a second one match nothing
+ * here (an SDXL LoRA on an SD model): the first such tensor, named. */
+static int loras_no_second_encoder(const SdTextOptions *o, Err *err) {
+    for (int i = 0; o && i < o->n_loras; i++) {
+        SafeTensors *st = safetensors_open(o->lora_paths[i], err);
+        if (!st)
+            return err && err->code ? err->code : ERR_IO;
+        int rc = 0;
+        for (size_t j = 0; j < safetensors_count(st) && !rc; j++) {
+            const char *n = safetensors_at(st, j)->name;
+            if (!strncmp(n, "text_encoder_2.", 15) || !strncmp(n, "lora_te2_", 9))
+                rc = err_set(err, ERR_NOTFOUND, "%s: adapter tensor %s is for a second text "
+                             "encoder (SDXL's), which this model does not have: the LoRA is "
+                             "for another model", o->lora_paths[i], n);
+        }
+        safetensors_close(st);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 /* model_index.json: *xl when its _class_name is an XL pipeline, *force_zeros as it says
@@ -164,43 +214,86 @@ static int model_index(const char *dir, int *xl, int *force_zeros, Err *err) {
 }
 
 int sd_text_load(const char *dir, ClipWeights weights, SdText **out, Err *err) {
+    return sd_text_open(dir, NULL, weights, out, err);
+}
+
+int sd_text_open(const char *model, const SdTextOptions *o, ClipWeights weights, SdText **out,
+                 Err *err) {
     *out = NULL;
-    if (!base_is_dir(dir))
-        return err_set(err, ERR_NOTFOUND, "%s: no such model folder", dir);
+    SdSingleInfo si;
+    int rc = sd_weights_single_info(model, &si, err);
+    if (rc)
+        return rc;
+    if (!si.is_single && !base_is_dir(model))
+        return err_set(err, ERR_NOTFOUND, "%s: no such model folder or file", model);
+    const char *tok = o && o->tokenizer && o->tokenizer[0] ? o->tokenizer : NULL;
+    if (si.is_single && !tok)
+        return err_set(err, ERR_USAGE, "%s: a single file holds no tokenizer: give "
+                       "--tokenizer DIR (vocab.json + merges.txt, e.g. an SD model's "
+                       "tokenizer/) or register a CLIP model (easel models add clip PATH)",
+                       model);
     SdText *t = xcalloc(1, sizeof *t);
-    int xl = 0, rc;
-    char *te2 = xasprintf("%s/text_encoder_2", dir);
-    xl = base_is_dir(te2);
-    free(te2);
-    if ((rc = model_index(dir, &xl, &t->force_zeros, err)) != 0)
-        goto fail;
+    int xl = 0;
+    char *tdir[2] = {NULL, NULL};
+    if (si.is_single) {
+        xl = !strcmp(si.family, "sdxl");
+        t->force_zeros = xl; /* SDXL's model_index.json: force_zeros_for_empty_prompt */
+    } else {
+        char *te2 = xasprintf("%s/text_encoder_2", model);
+        xl = base_is_dir(te2);
+        free(te2);
+        if ((rc = model_index(model, &xl, &t->force_zeros, err)) != 0)
+            goto fail;
+    }
     if (!xl) /* StableDiffusionPipeline has no such setting */
         t->force_zeros = 0;
     t->kind = xl ? SD_TEXT_SDXL : SD_TEXT_SD;
     t->n_enc = xl ? 2 : 1;
-    if ((rc = load_encoder(dir, "text_encoder", "tokenizer", weights, &t->enc[0], err)) != 0)
+    /* the tokenizers: --tokenizer DIR (its tokenizer/ and tokenizer_2/ when a diffusers model
+     * folder, else DIR for both: both encoders use the same CLIP BPE), else the folder's */
+    for (int i = 0; i < t->n_enc; i++) {
+        const char *sub = i ? "tokenizer_2" : "tokenizer";
+        if (!tok) {
+            tdir[i] = xasprintf("%s/%s", model, sub);
+            continue;
+        }
+        char *d = xasprintf("%s/%s", tok, sub);
+        char *d0 = xasprintf("%s/tokenizer", tok);
+        tdir[i] = base_is_dir(d) ? xstrdup(d) : base_is_dir(d0) ? xstrdup(d0) : xstrdup(tok);
+        free(d);
+        free(d0);
+    }
+    if (!xl && (rc = loras_no_second_encoder(o, err)) != 0)
         goto fail;
-    if (xl &&
-        (rc = load_encoder(dir, "text_encoder_2", "tokenizer_2", weights, &t->enc[1], err)))
+    int sd2 = si.is_single && !strcmp(si.family, "sd2");
+    if ((rc = load_encoder(model, "text_encoder", tdir[0], si.is_single, sd2, o, weights,
+                           &t->enc[0], err)) != 0)
+        goto fail;
+    if (xl && (rc = load_encoder(model, "text_encoder_2", tdir[1], si.is_single, 1, o, weights,
+                                 &t->enc[1], err)))
         goto fail;
     t->context = clip_model_config(t->enc[0].clip)->context_length;
     if (xl) {
         const ClipConfig *c2 = clip_model_config(t->enc[1].clip);
         if (c2->context_length != t->context) {
             rc = err_set(err, ERR_FORMAT, "%s: text_encoder has %d positions but text_encoder_2 "
-                         "%d", dir, t->context, c2->context_length);
+                         "%d", model, t->context, c2->context_length);
             goto fail;
         }
         if (c2->embed_dim <= 0) {
-            rc = err_set(err, ERR_FORMAT, "%s/text_encoder_2: no text_projection.weight: SDXL's "
-                         "second encoder is a CLIPTextModelWithProjection (its pooled, projected "
-                         "output conditions the UNet)", dir);
+            rc = err_set(err, ERR_FORMAT, "%s: text_encoder_2 has no text_projection.weight: "
+                         "SDXL's second encoder is a CLIPTextModelWithProjection (its pooled, "
+                         "projected output conditions the UNet)", model);
             goto fail;
         }
     }
+    free(tdir[0]);
+    free(tdir[1]);
     *out = t;
     return 0;
 fail:
+    free(tdir[0]);
+    free(tdir[1]);
     sd_text_free(t);
     return rc;
 }

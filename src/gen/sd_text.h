@@ -3,6 +3,9 @@
  * from a diffusers model folder's text encoders and tokenizers, on the CLIP code (clip.h).
  *
  * DESIGN
+ *   - The encoders' weights are read through sd_weights (a diffusers folder's files or a
+ *     single-file checkpoint's tensors, LoRA adapters applied) into clip.h's text towers
+ *     (clip_model_load_text_source); a single file's tokenizer is given (SdTextOptions).
  *   - The folder: model_index.json (its `_class_name` and, for SDXL,
  *     `force_zeros_for_empty_prompt`), text_encoder/ + tokenizer/ and for SDXL also
  *     text_encoder_2/ + tokenizer_2/. A text encoder folder holds config.json (CLIPTextConfig)
@@ -49,6 +52,25 @@ typedef enum SdTextKind {
 } SdTextKind;
 
 typedef struct SdText SdText;
+
+/* How sd_text_open finds what a model path lacks, and the adapters it applies. */
+typedef struct SdTextOptions {
+    const char *tokenizer;         /* NULL: the folder's tokenizer/ (and tokenizer_2/); needed
+                                    * for a single file: a folder with vocab.json + merges.txt
+                                    * (any CLIP tokenizer folder) for both encoders, or a
+                                    * diffusers model folder (its tokenizer/, tokenizer_2/) */
+    const char *const *lora_paths; /* n_loras LoRA files: their text-encoder adapters are */
+    const float *lora_scales;      /* applied (sd_weights_add_lora); the UNet's are skipped */
+    int n_loras;
+} SdTextOptions;
+
+/* Load the text encoders and tokenizers of MODEL: a diffusers folder, or a single-file
+ * checkpoint (SD 1.x, 2.x, SDXL) with O->tokenizer. The encoders are read through sd_weights
+ * (LoRAs applied; an adapter that matches no layer is ERR_NOTFOUND naming it). For a single
+ * file the pad token is the family's (SD 1.x and SDXL's first encoder: the end token; SD 2.x
+ * and SDXL's second: "!"); for a folder its tokenizer configs say it. O may be NULL. */
+int sd_text_open(const char *model, const SdTextOptions *o, ClipWeights weights, SdText **out,
+                 Err *err);
 
 /* Load the text encoders and tokenizers of the diffusers folder DIR. WEIGHTS: the resident
  * dtype of the large matrices (clip.h). ERR_NOTFOUND / ERR_FORMAT name the file; nothing is

@@ -54,6 +54,7 @@
 #include "clip_image.h"
 #include "clip_tokenizer.h"
 #include "err.h"
+#include "fmt_safetensors.h"
 
 typedef struct ClipConfig {
     int embed_dim;         /* E: projection output */
@@ -124,6 +125,28 @@ ClipModel *clip_model_load_text(const char *path, const char *tokenizer_dir, Cli
 /* The same onto BE (borrowed), as clip_model_open. */
 int clip_model_open_text(const char *path, const char *tokenizer_dir, ClipWeights weights,
                          Backend *be, ClipModel **out, Err *err);
+/* A text tower whose tensors come from elsewhere: a diffusion model's text encoder as
+ * sd_weights reads it (a diffusers folder or a single-file checkpoint, LoRAs applied). FIND
+ * gives a tensor's shape by its Hugging Face name (text_model.*, text_projection.weight;
+ * NULL when absent); READ_F32 its values (shape as FIND gave; 0 or an error naming it).
+ * Every tensor is read into the model's own memory while loading; the source is not used
+ * after clip_model_open_text_source returns. */
+typedef struct ClipTensorSource {
+    void *user;
+    const StTensor *(*find)(void *user, const char *name);
+    int (*read_f32)(void *user, const char *name, int n_dims, const int64_t *shape, float *dst,
+                    Err *err);
+    const char *where;       /* names the weights in messages */
+    const char *config_json; /* a CLIPTextConfig's JSON text, or NULL (then from the shapes) */
+} ClipTensorSource;
+
+/* Load the text tower of SRC onto BE (borrowed), with the tokenizer of TOKENIZER_DIR
+ * (cleaning text as transformers' CLIPTokenizer does). Errors as clip_model_open_text. */
+int clip_model_open_text_source(const ClipTensorSource *src, const char *tokenizer_dir,
+                                ClipWeights weights, Backend *be, ClipModel **out, Err *err);
+/* The same on a CPU backend of one thread that the model owns. */
+ClipModel *clip_model_load_text_source(const ClipTensorSource *src, const char *tokenizer_dir,
+                                       ClipWeights weights, Err *err);
 /* 1 when M has no vision tower. */
 int clip_model_text_only(const ClipModel *m);
 

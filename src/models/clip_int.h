@@ -47,7 +47,8 @@ struct ClipModel {
     char *dir;                    /* the model folder */
     char *weights_path;
     const char *config_source;    /* static string */
-    SafeTensors *st;
+    SafeTensors *st;              /* NULL when loaded from a ClipTensorSource */
+    const ClipTensorSource *src;  /* the source, borrowed while loading only */
     int bf16;                     /* ClipMat weights are bf16 (else f32) */
     void **owned;                 /* converted / transposed tensors */
     size_t n_owned, cap_owned;

@@ -35,7 +35,19 @@ static const char *wname(const ClipModel *m) { return m->weights_path; }
 /* ---- tensors ------------------------------------------------------------------------------- */
 
 static const StTensor *find(Loader *ld, const char *name) {
-    return safetensors_find(ld->m->st, name);
+    const ClipTensorSource *src = ld->m->src;
+    return src ? src->find(src->user, name) : safetensors_find(ld->m->st, name);
+}
+
+/* NAME's values as f32 into DST (T's elements), from the file or the tensor source. */
+static int read_f32(Loader *ld, const char *name, const StTensor *t, float *dst) {
+    const ClipTensorSource *src = ld->m->src;
+    if (!src)
+        return safetensors_read_f32(ld->m->st, t, dst, (size_t)t->n_elem, NULL);
+    int rc = src->read_f32(src->user, name, t->n_dim, t->shape, dst, ld->err);
+    if (rc)
+        ld->failed = 1;
+    return rc;
 }
 
 static void *own_bytes(ClipModel *m, size_t bytes) {
@@ -140,7 +152,7 @@ static const float *tensor(Loader *ld, const char *name, int nd, const int64_t *
         return NULL;
     ClipModel *m = ld->m;
     m->weight_bytes += (size_t)t->n_elem * sizeof(float);
-    const float *p = safetensors_f32_view(t);
+    const float *p = m->src ? NULL : safetensors_f32_view(t);
     if (!p) {
         float *conv = own(m, (size_t)t->n_elem);
         if (!conv) {
@@ -149,8 +161,10 @@ static const float *tensor(Loader *ld, const char *name, int nd, const int64_t *
             ld->failed = 1;
             return NULL;
         }
-        safetensors_read_f32(m->st, t, conv, (size_t)t->n_elem, NULL);
-        release_mapped(t);
+        if (read_f32(ld, name, t, conv) != 0)
+            return NULL;
+        if (!m->src)
+            release_mapped(t);
         p = conv;
     }
     int64_t bad = first_nonfinite(p, t->n_elem);
@@ -184,9 +198,9 @@ static ClipMat wtensor_into(Loader *ld, const char *name, int nd, const int64_t 
     if (!m->bf16) {
         const float *p = tensor(ld, name, nd, d);
         if (p && dst) {
-            const StTensor *t = safetensors_find(m->st, name);
+            const StTensor *t = find(ld, name);
             memcpy(dst, p, (size_t)t->n_elem * sizeof(float));
-            if (p == t->data)
+            if (!m->src && p == t->data)
                 release_mapped(t);
             return dst;
         }
@@ -198,12 +212,12 @@ static ClipMat wtensor_into(Loader *ld, const char *name, int nd, const int64_t 
     size_t n = (size_t)t->n_elem;
     uint16_t *out = dst;
     const uint16_t *p;
-    if (t->dtype == ST_BF16 && !dst && ((uintptr_t)t->data & 1) == 0) {
+    if (!m->src && t->dtype == ST_BF16 && !dst && ((uintptr_t)t->data & 1) == 0) {
         p = t->data; /* used in place */
     } else {
         if (!out)
             out = own_bytes(m, n * sizeof(uint16_t));
-        const float *view = safetensors_f32_view(t);
+        const float *view = m->src ? NULL : safetensors_f32_view(t);
         float *tmp = view ? NULL : malloc(n * sizeof(float));
         if (!out || (!view && !tmp)) {
             free(tmp);
@@ -212,8 +226,10 @@ static ClipMat wtensor_into(Loader *ld, const char *name, int nd, const int64_t 
             ld->failed = 1;
             return NULL;
         }
-        if (!view)
-            safetensors_read_f32(m->st, t, tmp, n, NULL);
+        if (!view && read_f32(ld, name, t, tmp) != 0) {
+            free(tmp);
+            return NULL;
+        }
         const float *src = view ? view : tmp;
         int64_t bad = first_nonfinite(src, (int64_t)n);
         if (bad >= 0) {
@@ -223,7 +239,8 @@ static ClipMat wtensor_into(Loader *ld, const char *name, int nd, const int64_t 
         }
         nn_clip_f32_to_bf16(out, src, n);
         free(tmp);
-        release_mapped(t);
+        if (!m->src)
+            release_mapped(t);
         p = out;
     }
     if (!dst)
@@ -545,10 +562,12 @@ static int hf_text_config(Loader *ld, const char *path, json_t *t, json_t *root,
     return hf_act(ld, path, t, 1, &c->quick_gelu);
 }
 
-/* Hugging Face config.json (CLIPModel). */
+/* Hugging Face config.json (CLIPModel); the text of a tensor source's config when it has
+ * one. */
 static int hf_config(Loader *ld, const char *path, ClipConfig *c) {
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    const ClipTensorSource *src = ld->m->src;
+    json_t *root = src ? json_loads(src->config_json, 0, &je) : json_load_file(path, 0, &je);
     if (!root)
         return err_set(ld->err, ERR_FORMAT, "%s:%d: %s", path, je.line, je.text);
     int rc = 0;
@@ -863,6 +882,8 @@ static ClipModel *load_on_own_cpu(const char *path, const char *tok_dir, ClipWei
                                   Err *err);
 static int open_on(const char *path, const char *tok_dir, ClipWeights weights, Backend *be,
                    ClipModel **out, Err *err);
+static int open_on_src(const char *path, const ClipTensorSource *src, const char *tok_dir,
+                       ClipWeights weights, Backend *be, ClipModel **out, Err *err);
 
 ClipModel *clip_model_load_weights(const char *path, ClipWeights weights, Err *err) {
     return load_on_own_cpu(path, NULL, weights, err);
@@ -888,8 +909,8 @@ static ClipModel *load_on_own_cpu(const char *path, const char *tok_dir, ClipWei
     return m;
 }
 
-static ClipModel *load_host(const char *path, const char *tok_dir, ClipWeights weights,
-                            Err *err);
+static ClipModel *load_host(const char *path, const ClipTensorSource *src, const char *tok_dir,
+                            ClipWeights weights, Err *err);
 
 int clip_model_open(const char *path, ClipWeights weights, Backend *be, ClipModel **out,
                     Err *err) {
@@ -901,11 +922,11 @@ int clip_model_open_text(const char *path, const char *tokenizer_dir, ClipWeight
     return open_on(path, tokenizer_dir, weights, be, out, err);
 }
 
-static int open_on(const char *path, const char *tok_dir, ClipWeights weights, Backend *be,
-                   ClipModel **out, Err *err) {
+static int open_on_src(const char *path, const ClipTensorSource *src, const char *tok_dir,
+                       ClipWeights weights, Backend *be, ClipModel **out, Err *err) {
     *out = NULL;
     Err e = {0};
-    ClipModel *m = load_host(path, tok_dir, weights, &e);
+    ClipModel *m = load_host(path, src, tok_dir, weights, &e);
     if (m) {
         m->be = be;
         if (clip_place_weights(m, &e) != 0) {
@@ -922,11 +943,42 @@ static int open_on(const char *path, const char *tok_dir, ClipWeights weights, B
     return 0;
 }
 
-static ClipModel *load_host(const char *path, const char *tok_dir, ClipWeights weights,
-                            Err *err) {
+static int open_on(const char *path, const char *tok_dir, ClipWeights weights, Backend *be,
+                   ClipModel **out, Err *err) {
+    return open_on_src(path, NULL, tok_dir, weights, be, out, err);
+}
+
+/* ---- a text tower from a tensor source (sd_text: diffusion models' text encoders) ---------- */
+
+int clip_model_open_text_source(const ClipTensorSource *src, const char *tokenizer_dir,
+                                ClipWeights weights, Backend *be, ClipModel **out, Err *err) {
+    return open_on_src(src->where, src, tokenizer_dir, weights, be, out, err);
+}
+
+ClipModel *clip_model_load_text_source(const ClipTensorSource *src, const char *tokenizer_dir,
+                                       ClipWeights weights, Err *err) {
+    Backend *be = NULL;
+    BackendConfig cfg = {1, 0};
+    if (backend_open("cpu", &cfg, &be, NULL, 0, err) != 0)
+        return NULL;
+    ClipModel *m = NULL;
+    if (open_on_src(src->where, src, tokenizer_dir, weights, be, &m, err) != 0) {
+        backend_close(be);
+        return NULL;
+    }
+    m->own_be = be;
+    return m;
+}
+
+static ClipModel *load_host(const char *path, const ClipTensorSource *src, const char *tok_dir,
+                            ClipWeights weights, Err *err) {
     ClipModel *m = xcalloc(1, sizeof *m);
     Loader ld = {m, err, 0};
-    if (base_is_dir(path)) {
+    if (src) { /* the source's tensors (read while loading only) and config */
+        m->src = src;
+        m->dir = xstrdup(tok_dir);
+        m->weights_path = xstrdup(src->where);
+    } else if (base_is_dir(path)) {
         m->dir = xstrdup(path);
         m->weights_path = find_weights(path, err);
         if (!m->weights_path)
@@ -940,8 +992,7 @@ static ClipModel *load_host(const char *path, const char *tok_dir, ClipWeights w
         err_set(err, ERR_NOTFOUND, "%s: no such model folder or file", path);
         goto fail;
     }
-    m->st = safetensors_open(m->weights_path, err);
-    if (!m->st)
+    if (!src && !(m->st = safetensors_open(m->weights_path, err)))
         goto fail;
     const Names *nm;
     if (find(&ld, names_openclip.patch)) {
@@ -972,6 +1023,14 @@ static ClipModel *load_host(const char *path, const char *tok_dir, ClipWeights w
     char *pp = xasprintf("%s/preprocessor_config.json", m->dir);
     int rc = 0;
     int have_oc = base_is_file(oc), have_hc = base_is_file(hc);
+    if (src) { /* only the source's config: the tokenizer folder's files are not the model's */
+        have_oc = 0;
+        have_hc = src->config_json != NULL;
+        free(pp);
+        pp = xstrdup("");
+        free(hc);
+        hc = xstrdup(src->where);
+    }
     if (base_is_file(pp))
         hf_preprocess(pp, &m->cfg);
     if (have_oc && (m->layout == CLIP_LAYOUT_OPENCLIP || !have_hc)) {
@@ -1000,6 +1059,7 @@ static ClipModel *load_host(const char *path, const char *tok_dir, ClipWeights w
     bind_all(&ld, nm);
     if (ld.failed)
         goto fail;
+    m->src = NULL; /* every tensor was read: the source is not used again */
     m->tok = clip_tokenizer_load_dir(tok_dir ? tok_dir : m->dir, err);
     if (!m->tok)
         goto fail;

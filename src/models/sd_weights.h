@@ -43,6 +43,20 @@ typedef struct SdWeights SdWeights;
 int sd_weights_open(const char *path, const char *component, SdWeights **out, Err *err);
 void sd_weights_close(SdWeights *w); /* NULL allowed */
 
+/* What a single-file checkpoint holds, told from its tensors and name (sd_weights_single.c). */
+typedef struct SdSingleInfo {
+    int is_single;      /* PATH is a file (a folder: all fields 0) */
+    const char *family; /* "sd1" (cond_stage_model.transformer.*), "sd2" (cond_stage_model.
+                         * model.*: OpenCLIP ViT-H), "sdxl" (conditioner.embedders.*) */
+    int in_channels;    /* the UNet's input channels (4; 9 for inpainting models) */
+    int v_pred;         /* the file holds a "v_pred" key (ComfyUI's mark of v-prediction) */
+    int turbo;          /* "turbo" in the file's name (SD-Turbo, SDXL-Turbo) */
+} SdSingleInfo;
+
+/* Fill *OUT for PATH: a folder gives is_single 0 and returns 0; a file must be a single-file
+ * checkpoint with a UNet (ERR_FORMAT naming it otherwise, ERR_IO). */
+int sd_weights_single_info(const char *path, SdSingleInfo *out, Err *err);
+
 /* The weight file(s), for messages ("…/unet/diffusion_pytorch_model.safetensors"). */
 const char *sd_weights_where(const SdWeights *w);
 /* The component's config.json text (NUL-ended, owned by w), or NULL when there is none; for a
@@ -84,5 +98,32 @@ int sd_weights_add_lora(SdWeights *w, const char *lora_file, float scale, Err *e
 /* After the model is loaded: ERR_FORMAT naming the first adapter whose weight was never read
  * (and its LoRA file), so that no LoRA is silently unused; 0 when every one was applied. */
 int sd_weights_check_used(const SdWeights *w, Err *err);
+
+/* ---- LoRA module names (lora_file; adio16) ---------------------------------------------------
+ * The map sd_weights_add_lora uses, for reading adapter files against a model: the weight of
+ * W that a LoRA module changes. MODULE: PEFT's dotted module name
+ * ("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"), or with KOHYA kohya's
+ * underscored one with diffusers or SGM block names ("input_blocks_4_1_transformer_blocks_0_
+ * attn1_to_q"), the component prefix and the part suffix taken off. Returns the diffusers
+ * weight name ("….to_q.weight", malloc'd), or NULL when W has no such weight. W must outlive
+ * the SdLoraNames. */
+typedef struct SdLoraNames SdLoraNames;
+SdLoraNames *sd_lora_names_new(const SdWeights *w);
+char *sd_lora_names_target(SdLoraNames *n, const char *module, int kohya);
+void sd_lora_names_free(SdLoraNames *n); /* NULL allowed */
+/* Which part of an adapter the tensor NAME is, by its suffix (".lora_A.weight", ".lora_B.weight",
+ * ".lora.down.weight", ".lora_down.weight", ".alpha", ".lora_magnitude_vector", ...): SD_LORA_*, with *MODULE_LEN the length of NAME before the suffix; -1 for none. */
+enum { SD_LORA_DOWN, SD_LORA_UP, SD_LORA_ALPHA, SD_LORA_MAG };
+int sd_lora_name_part(const char *name, size_t *module_len);
+
+/* sd_weights_write_single with adapters merged into the UNet (`easel export merged`): the
+ * files LORAS[0..N_LORAS) (each a LoRA .safetensors, at SCALES[i]) applied as
+ * sd_weights_add_lora applies them, each changed weight written in its own dtype (f32, f16,
+ * bf16). Errors: those of sd_weights_add_lora (an adapter for another model), ERR_FORMAT for
+ * an adapter the UNet never used, ERR_USAGE for text-encoder adapters (not merged: refused
+ * rather than dropped); then nothing is written. */
+int sd_weights_write_single_lora(const char *folder, const char *const *loras,
+                                 const float *scales, int n_loras, const char *out_path,
+                                 Err *err);
 
 #endif

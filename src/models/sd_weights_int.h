@@ -52,5 +52,9 @@ char **sd_weights_single_sgm_names(const SdWeights *w);
 int sd_weights_lora_apply(SdWeights *w, const char *name, int n_dims, const int64_t *shape,
                           float *dst, Err *err);
 void sd_weights_lora_free(SdLora *l);
+/* Whether an adapter added to W changes the weight NAME; whether W has any adapter at all
+ * (sd_weights_write_single_lora; adio16). */
+int sd_weights_lora_targets(const SdWeights *w, const char *name);
+int sd_weights_lora_any(const SdWeights *w);
 
 #endif

@@ -145,6 +145,85 @@ static char *peft_target(const SdWeights *w, const char *module, size_t len) {
     return NULL;
 }
 
+/* The weight of W that the adapter MODULE (LEN chars, the component prefix and the part
+ * suffix taken off) changes: PEFT's dotted module name, or kohya's underscored one with
+ * diffusers or SGM block names (*KEYS built on first use). Allocated, or NULL. */
+static char *lora_target(const SdWeights *w, Key **keys, size_t *n_keys, const char *module,
+                         size_t ml, int kohya) {
+    if (!kohya)
+        return peft_target(w, module, ml);
+    if (!*keys)
+        *keys = kohya_keys(w, n_keys);
+    char *k = xasprintf("%.*s", (int)ml, module);
+    const char *hit = find_key(*keys, *n_keys, k);
+    if (!hit && !strncmp(k, "text_model_", 11))
+        hit = find_key(*keys, *n_keys, k + 11);
+    if (!hit) {
+        char *tk = xasprintf("text_model_%s", k);
+        hit = find_key(*keys, *n_keys, tk);
+        free(tk);
+    }
+    free(k);
+    return hit ? xstrdup(hit) : NULL;
+}
+
+/* ---- the name map for lora_file (adio16) ---------------------------------------------------- */
+
+struct SdLoraNames {
+    const SdWeights *w;
+    Key *keys;
+    size_t n_keys;
+};
+
+SdLoraNames *sd_lora_names_new(const SdWeights *w) {
+    SdLoraNames *n = xcalloc(1, sizeof *n);
+    n->w = w;
+    return n;
+}
+
+void sd_lora_names_free(SdLoraNames *n) {
+    if (!n)
+        return;
+    for (size_t i = 0; i < n->n_keys; i++)
+        free(n->keys[i].key);
+    free(n->keys);
+    free(n);
+}
+
+char *sd_lora_names_target(SdLoraNames *n, const char *module, int kohya) {
+    return lora_target(n->w, &n->keys, &n->n_keys, module, strlen(module), kohya);
+}
+
+int sd_lora_name_part(const char *name, size_t *module_len) {
+    size_t len = strlen(name);
+    for (size_t p = 0; p < N_PARTS; p++) {
+        size_t sl = strlen(PARTS[p].suffix);
+        if (len > sl && !strcmp(name + len - sl, PARTS[p].suffix)) {
+            *module_len = len - sl;
+            return PARTS[p].part == P_DOWN ? SD_LORA_DOWN : PARTS[p].part == P_UP ? SD_LORA_UP
+                   : PARTS[p].part == P_ALPHA ? SD_LORA_ALPHA : SD_LORA_MAG;
+        }
+    }
+    return -1;
+}
+
+int sd_weights_lora_targets(const SdWeights *w, const char *name) {
+    for (int i = 0; i < w->n_loras; i++)
+        for (size_t j = 0; j < w->loras[i]->n_ad; j++)
+            if (!strcmp(w->loras[i]->ad[j].target, name))
+                return 1;
+    return 0;
+}
+
+int sd_weights_lora_any(const SdWeights *w) {
+    for (int i = 0; i < w->n_loras; i++)
+        if (w->loras[i]->n_ad)
+            return 1;
+    return 0;
+}
+
+/* ---- end of adio16's block ------------------------------------------------------------------- */
+
 static Adapter *adapter_for(SdLora *l, const char *target, const char *key, size_t key_len) {
     for (size_t i = 0; i < l->n_ad; i++)
         if (!strcmp(l->ad[i].target, target))
@@ -278,24 +357,7 @@ int sd_weights_add_lora(SdWeights *w, const char *lora_file, float scale, Err *e
         size_t pl = bare ? 0 : strlen(kohya ? FAMILY[fam].kohya : FAMILY[fam].peft);
         const char *module = name + pl;
         size_t ml = mod_len - pl;
-        char *target = NULL;
-        if (kohya) {
-            if (!keys)
-                keys = kohya_keys(w, &n_keys);
-            char *k = xasprintf("%.*s", (int)ml, module);
-            const char *hit = find_key(keys, n_keys, k);
-            if (!hit && !strncmp(k, "text_model_", 11))
-                hit = find_key(keys, n_keys, k + 11);
-            if (!hit) {
-                char *tk = xasprintf("text_model_%s", k);
-                hit = find_key(keys, n_keys, tk);
-                free(tk);
-            }
-            free(k);
-            target = hit ? xstrdup(hit) : NULL;
-        } else {
-            target = peft_target(w, module, ml);
-        }
+        char *target = lora_target(w, &keys, &n_keys, module, ml, kohya);
         if (!target) {
             rc = err_set(err, ERR_NOTFOUND, "%s: adapter tensor %s matches no %s weight of %s "
                          "(is this LoRA for another model?)", lora_file, name, w->component,

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base.h"
 #include "sd_weights_int.h"
@@ -296,6 +297,39 @@ static int detect_arch(const SafeTensors *st) {
     return ARCH_SD1;
 }
 
+int sd_weights_single_info(const char *path, SdSingleInfo *out, Err *err) {
+    memset(out, 0, sizeof *out);
+    if (!base_is_file(path))
+        return 0;
+    SafeTensors *st = safetensors_open(path, err);
+    if (!st)
+        return err ? err->code : ERR_FORMAT;
+    int rc = 0;
+    if (!file_has(st, "model.diffusion_model.")) {
+        rc = err_set(err, ERR_FORMAT, "%s: not a Stable Diffusion single-file checkpoint (no "
+                     "model.diffusion_model.* tensors: %s)", path,
+                     file_has(st, "down_blocks.") || file_has(st, "unet.") ||
+                             file_has(st, "lora_unet_")
+                         ? "a diffusers component or a LoRA? give the model's folder, or the "
+                           "LoRA with --lora"
+                         : "no UNet");
+        goto out;
+    }
+    out->is_single = 1;
+    int arch = detect_arch(st);
+    out->family = arch == ARCH_SDXL ? "sdxl" : arch == ARCH_SD2 ? "sd2" : "sd1";
+    const StTensor *ci = safetensors_find(st, "model.diffusion_model.input_blocks.0.0.weight");
+    out->in_channels = ci && ci->n_dim == 4 ? (int)ci->shape[1] : 0;
+    out->v_pred = safetensors_find(st, "v_pred") != NULL;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    for (const char *c = base; *c && !out->turbo; c++)
+        out->turbo = !strncasecmp(c, "turbo", 5);
+out:
+    safetensors_close(st);
+    return rc;
+}
+
 static int64_t dim_of(const SdWeights *w, const char *name, int d) {
     const StTensor *t = sd_weights_find(w, name);
     return t && d < t->n_dim ? t->shape[d] : -1;
@@ -382,6 +416,29 @@ static json_t *config_unet(const SdWeights *w, int arch, const SafeTensors *st, 
     }
     if (cross < 0)
         cross = dim_of(w, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight", 1);
+    /* what the config is read from: a missing one is named, not a config of -1 */
+    static const char *const needed[][2] = {
+        {"conv_in.weight", "input_blocks.0.0.weight"},
+        {"conv_out.weight", "out.2.weight"},
+        {"time_embedding.linear_1.weight", "time_embed.0.weight"},
+    };
+    for (size_t i = 0; i < sizeof needed / sizeof *needed; i++)
+        if (dim_of(w, needed[i][0], 0) <= 0) {
+            err_set(err, ERR_FORMAT, "%s: tensor model.diffusion_model.%s (the UNet's %s) is "
+                    "missing: the file is incomplete", w->where, needed[i][1], needed[i][0]);
+            return NULL;
+        }
+    for (int i = 0; i < L; i++)
+        if (boc[i] <= 0) {
+            err_set(err, ERR_FORMAT, "%s: the UNet's down_blocks.%d.resnets.0.conv1.weight is "
+                    "missing: the file is incomplete", w->where, i);
+            return NULL;
+        }
+    if (cross <= 0) {
+        err_set(err, ERR_FORMAT, "%s: no cross-attention key weight (attn2.to_k) in the UNet: "
+                "the file is incomplete or not a text-conditioned SD UNet", w->where);
+        return NULL;
+    }
     json_t *c = json_object();
     json_object_set_new(c, "_class_name", json_string("UNet2DConditionModel"));
     json_object_set_new(c, "act_fn", json_string("silu"));
@@ -458,9 +515,7 @@ static json_t *config_clip(const SdWeights *w, int kind, int arch) {
     int layers = 0;
     while (dimf(w, 0, "text_model.encoder.layers.%d.layer_norm1.weight", layers) > 0)
         layers++;
-    /* SD 2 conditions on the penultimate layer: diffusers' released config drops the last */
-    if (arch == ARCH_SD2 && kind == K_OPENCLIP && layers > 1)
-        layers--;
+    (void)arch; /* SD 2's unused last layer is not among the entries (sd_weights_single_load) */
     int proj = sd_weights_find(w, "text_projection.weight") && arch == ARCH_SDXL;
     json_t *c = json_object();
     const char *cls = proj ? "CLIPTextModelWithProjection" : "CLIPTextModel";
@@ -596,9 +651,22 @@ int sd_weights_single_load(SdWeights *w, Err *err) {
     } else if (kind == K_OPENCLIP) {
         pairs_openclip(&ps);
     }
+    /* SD 2 conditions on OpenCLIP's penultimate layer: the file's last layer is not part of
+     * the text encoder (diffusers' released config has one layer less and from_single_file
+     * skips it), so it is left out here */
+    int skip_layer = -1;
+    if (kind == K_OPENCLIP && arch == ARCH_SD2)
+        for (size_t i = 0; i < ns.n; i++) {
+            int k;
+            if (sscanf(ns.v[i], "transformer.resblocks.%d.", &k) == 1 && k > skip_layer)
+                skip_layer = k;
+        }
+    char skip[64];
+    snprintf(skip, sizeof skip, "transformer.resblocks.%d.", skip_layer);
     for (size_t i = 0; i < safetensors_count(st) && !rc; i++) {
         const StTensor *t = safetensors_at(st, i);
-        if (!strncmp(t->name, prefix, plen))
+        if (!strncmp(t->name, prefix, plen) &&
+            !(skip_layer > 0 && !strncmp(t->name + plen, skip, strlen(skip))))
             add_mapped(w, &ps, kind, t, t->name + plen);
     }
     free(ps.p);
@@ -755,6 +823,54 @@ static int write_component(Out *o, SdWeights *w, int kind, const char *prefix, E
     return rc;
 }
 
+/* SD 2.x: released files hold OpenCLIP's whole text tower, whose last layer SD 2 does not use
+ * (its diffusers config has one layer less, and the reader drops the file's last). Written
+ * from a folder, that layer is an identity: all zeros (LayerNorms to 0, so attention and MLP
+ * add 0), so the file reads back to the folder's layers here and in diffusers alike. */
+static int put_unused_sd2_layer(Out *o, SdWeights *w, const char *prefix, Err *err) {
+    int n = count_names(w, "text_model.encoder.layers.", ".layer_norm1.weight");
+    int bare = 0;
+    if (n == 0) { /* folders saved by transformers 5 drop text_model. */
+        n = count_names(w, "encoder.layers.", ".layer_norm1.weight");
+        bare = 1;
+    }
+    if (n == 0)
+        return 0;
+    static const struct {
+        const char *dif, *sgm;
+        int rows3; /* q, k, v stacked */
+    } parts[] = {
+        {"layer_norm1.weight", "ln_1.weight", 0},     {"layer_norm1.bias", "ln_1.bias", 0},
+        {"layer_norm2.weight", "ln_2.weight", 0},     {"layer_norm2.bias", "ln_2.bias", 0},
+        {"self_attn.q_proj.weight", "attn.in_proj_weight", 1},
+        {"self_attn.q_proj.bias", "attn.in_proj_bias", 1},
+        {"self_attn.out_proj.weight", "attn.out_proj.weight", 0},
+        {"self_attn.out_proj.bias", "attn.out_proj.bias", 0},
+        {"mlp.fc1.weight", "mlp.c_fc.weight", 0},     {"mlp.fc1.bias", "mlp.c_fc.bias", 0},
+        {"mlp.fc2.weight", "mlp.c_proj.weight", 0},   {"mlp.fc2.bias", "mlp.c_proj.bias", 0},
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        char *dn = xasprintf("%sencoder.layers.%d.%s", bare ? "" : "text_model.", n - 1,
+                             parts[i].dif);
+        const StTensor *t = sd_weights_find(w, dn);
+        free(dn);
+        if (!t)
+            return err_set(err, ERR_FORMAT, "%s: text encoder layer %d has no %s", w->where,
+                           n - 1, parts[i].dif);
+        int64_t shape[2] = {t->shape[0] * (parts[i].rows3 ? 3 : 1), t->n_dim > 1 ? t->shape[1]
+                                                                                : 0};
+        size_t bytes = (size_t)t->n_bytes * (parts[i].rows3 ? 3 : 1);
+        char *buf = out_buf(o, bytes);
+        memset(buf, 0, bytes);
+        char *nm = xasprintf("transformer.resblocks.%d.%s", n, parts[i].sgm);
+        int rc = put(o, prefix, nm, t, t->n_dim, shape, buf, err);
+        free(nm);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int sd_weights_write_single(const char *folder, const char *out_path, Err *err) {
     static const char *const comps[] = {"unet", "vae", "text_encoder", "text_encoder_2"};
     SdWeights *w[4] = {0};
@@ -786,6 +902,113 @@ int sd_weights_write_single(const char *folder, const char *out_path, Err *err) 
         }
     }
     Out o = {safetensors_writer_new(), NULL, 0};
+    if (!rc)
+        rc = write_component(&o, w[0], K_UNET, "model.diffusion_model.", err);
+    if (!rc)
+        rc = write_component(&o, w[1], K_VAE, "first_stage_model.", err);
+    if (!rc && w[2] && arch == ARCH_SD2)
+        rc = put_unused_sd2_layer(&o, w[2], "cond_stage_model.model.", err);
+    if (!rc && w[2])
+        rc = arch == ARCH_SD2
+                 ? write_component(&o, w[2], K_OPENCLIP, "cond_stage_model.model.", err)
+                 : write_component(&o, w[2], K_HF,
+                                   arch == ARCH_SDXL ? "conditioner.embedders.0.transformer."
+                                                     : "cond_stage_model.transformer.",
+                                   err);
+    if (!rc && w[3])
+        rc = write_component(&o, w[3], K_OPENCLIP, "conditioner.embedders.1.model.", err);
+    if (!rc)
+        rc = safetensors_writer_save(o.wr, out_path, err);
+    safetensors_writer_free(o.wr);
+    for (int i = 0; i < o.n_bufs; i++)
+        free(o.bufs[i]);
+    free(o.bufs);
+    for (int i = 0; i < 4; i++)
+        sd_weights_close(w[i]);
+    return rc;
+}
+
+/* ---- a single file with adapters merged (adio16: `easel export merged`) ---------------------- */
+
+/* Point each UNet weight that an adapter of W changes at its merged values in its own dtype
+ * (buffers kept in O until the save). */
+static int merge_adapters(Out *o, SdWeights *w, Err *err) {
+    for (size_t i = 0; i < w->n_ents; i++) {
+        StTensor *t = &w->ents[i].t;
+        if (!sd_weights_lora_targets(w, t->name))
+            continue;
+        if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
+            return err_set(err, ERR_FORMAT, "%s: %s is %s: adapters merge into f32, f16 or "
+                           "bf16 weights only", w->where, t->name,
+                           safetensors_dtype_name(t->dtype));
+        float *v = malloc((size_t)t->n_elem * sizeof *v);
+        if (!v)
+            return err_set(err, ERR_NOMEM, "%s: out of memory merging %s", w->where, t->name);
+        int rc = sd_weights_read_f32(w, t->name, t->n_dim, t->shape, v, err);
+        if (rc) {
+            free(v);
+            return rc;
+        }
+        void *buf = out_buf(o, (size_t)t->n_elem * safetensors_dtype_size(t->dtype));
+        if (t->dtype == ST_F32) {
+            memcpy(buf, v, (size_t)t->n_elem * sizeof *v);
+        } else {
+            uint16_t *h = buf;
+            for (int64_t k = 0; k < t->n_elem; k++)
+                h[k] = t->dtype == ST_F16 ? safetensors_f32_to_f16(v[k])
+                                          : safetensors_f32_to_bf16(v[k]);
+        }
+        free(v);
+        t->data = buf;
+    }
+    return sd_weights_check_used(w, err);
+}
+
+int sd_weights_write_single_lora(const char *folder, const char *const *loras,
+                                 const float *scales, int n_loras, const char *out_path,
+                                 Err *err) {
+    static const char *const comps[] = {"unet", "vae", "text_encoder", "text_encoder_2"};
+    SdWeights *w[4] = {0};
+    int rc = 0;
+    for (int i = 0; i < 4 && !rc; i++) {
+        int optional = i >= 2;
+        Err e2 = {0};
+        int r = sd_weights_open(folder, comps[i], &w[i], optional ? &e2 : err);
+        if (r && optional && r == ERR_NOTFOUND)
+            continue;
+        if (r) {
+            if (optional && err)
+                *err = e2;
+            rc = r;
+        }
+    }
+    for (int i = 0; i < n_loras && !rc; i++)
+        rc = sd_weights_add_lora(w[0], loras[i], scales[i], err);
+    /* the text encoders take no adapters here: one that holds some is refused, not dropped */
+    for (int c = 2; c < 4 && !rc; c++) {
+        for (int i = 0; w[c] && i < n_loras && !rc; i++)
+            rc = sd_weights_add_lora(w[c], loras[i], 1.0f, err);
+        if (!rc && w[c] && sd_weights_lora_any(w[c]))
+            rc = err_set(err, ERR_USAGE, "%s: holds %s adapters; only the UNet's are merged "
+                         "(use a UNet-only adapter)", loras[0], comps[c]);
+    }
+    int arch = ARCH_SD1;
+    if (!rc) {
+        if (w[3] || sd_weights_find(w[0], "add_embedding.linear_1.weight")) {
+            arch = ARCH_SDXL;
+        } else {
+            for (size_t i = 0; i < w[0]->n_ents; i++) {
+                const char *s = strstr(w[0]->ents[i].t.name, ".proj_in.weight");
+                if (s && !s[15]) {
+                    arch = w[0]->ents[i].t.n_dim == 2 ? ARCH_SD2 : ARCH_SD1;
+                    break;
+                }
+            }
+        }
+    }
+    Out o = {safetensors_writer_new(), NULL, 0};
+    if (!rc)
+        rc = merge_adapters(&o, w[0], err);
     if (!rc)
         rc = write_component(&o, w[0], K_UNET, "model.diffusion_model.", err);
     if (!rc)

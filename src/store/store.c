@@ -7,7 +7,8 @@
  *   2  images.retired*, jobs.queued_by/queued_uid/resume_done, annotators.role, settings,
  *      output_roots, queue_order; meta('application'), meta('schema_version')
  *   3  job_images (the images each job wrote: the Jobs screen's preview)
- *   +1 latents (data16: the VAE latent cache of generator tuning; the lead numbers it)
+ *   4  latents (the VAE latent cache of generator tuning)
+ *   5  run_images (a tuning run's sample images per step: the Monitor)
  * meta('schema_version') repeats user_version so that a store restored from `sqlite3 .dump`
  * (which drops the pragma) opens at the right version.
  * A migration runs inside BEGIN IMMEDIATE and re-reads user_version under the lock, so two
@@ -263,8 +264,8 @@ static const char *const migrations[] = {
     "  PRIMARY KEY(job_id, image_id)) WITHOUT ROWID;"
     "CREATE INDEX job_images_latest ON job_images(job_id, written_at);",
 
-    /* ---- data16 (issue 16): the VAE latent cache of generator tuning (store_latents.h) */
-    /* N -> N+1: latents of an image's bytes encoded by one VAE at one size. */
+    /* 3 -> 4: the VAE latent cache of generator tuning (store_latents.h): the latents of an
+     * image's bytes encoded by one VAE at one size. */
     "CREATE TABLE latents("
     "  image_sha256 TEXT NOT NULL,"              /* sha256 of the image file's bytes */
     "  vae TEXT NOT NULL,"                       /* the VAE's identity (tune_vae_key) */
@@ -276,7 +277,19 @@ static const char *const migrations[] = {
     "  data BLOB NOT NULL,"                      /* little-endian f32, channels*lh*lw */
     "  created_at REAL NOT NULL,"
     "  PRIMARY KEY(image_sha256, vae, width, height)) WITHOUT ROWID;",
-    /* ---- end data16 */
+
+    /* 4 -> 5: the sample images a generator tuning run wrote every --save-every
+     * steps, which the Monitor shows (store_run_images.h). */
+    "CREATE TABLE run_images("
+    "  id INTEGER PRIMARY KEY,"
+    "  run_id INTEGER NOT NULL REFERENCES runs(id),"
+    "  step INTEGER NOT NULL,"                   /* optimizer steps when it was rendered */
+    "  seed INTEGER NOT NULL,"
+    "  label TEXT NOT NULL DEFAULT '',"          /* e.g. the prompt it shows */
+    "  path TEXT NOT NULL,"                      /* the PNG (as images.path) */
+    "  created REAL NOT NULL,"
+    "  UNIQUE(run_id, step, seed, label));"
+    "CREATE INDEX run_images_step ON run_images(run_id, step);",
 };
 
 int store_schema_version(void) { return (int)ARRAY_LEN(migrations); }

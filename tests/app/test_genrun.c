@@ -4,6 +4,7 @@
  * generator drawing a pattern from (prompt, seed); the real pipeline is tested in tests/gen
  * and through `easel generate` in tests/cli. */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -361,5 +362,400 @@ Test(genrun, a_jobs_images_are_recorded_latest_last) {
     snprintf(sql, sizeof sql, "SELECT count(*) FROM job_images WHERE job_id = %lld",
              (long long)job);
     cr_assert_eq(support_sql_num(db, sql), 6);
+    support_tmpdir_remove(dir);
+}
+
+/* ---- several workers (one per GPU): a test source per worker, opened on its thread ---- */
+
+#include <stdatomic.h>
+#include <time.h>
+
+#define MW_MAX 4
+
+typedef struct MGen {
+    int workers;
+    int steps;                  /* per image */
+    int step_ms[MW_MAX];        /* per worker: how long a step takes */
+    int fail_open[MW_MAX];      /* this worker's device does not open */
+    int die_at[MW_MAX];         /* this worker's device fails (ERR_GPU) at its Nth image */
+    const char *poison;         /* an item (prompt id, seed 0) that fails any device */
+    int barrier;                /* every worker holds its first image until all have one */
+    atomic_int opened, closed, at_barrier;
+    atomic_int made[MW_MAX];
+    atomic_int cancel;          /* the run's cancel flag (the Progress below reads it) */
+    atomic_int cancel_after;    /* raise it once this many steps were done in all */
+    atomic_int steps_done;
+    atomic_int late_steps[MW_MAX]; /* steps a worker took after the flag was up */
+    pthread_t opener[MW_MAX];
+} MGen;
+
+typedef struct MWorker {
+    MGen *m;
+    int k;
+    int calls;
+} MWorker;
+
+static void ms_sleep(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int mopen(void *user, int worker, const Progress *log, void **gen_user, Err *err) {
+    MGen *m = user;
+    m->opener[worker] = pthread_self();
+    if (m->fail_open[worker])
+        return err_set(err, ERR_GPU, "test: cuda:%d does not open", worker);
+    progress_log(log, "test: a note from opening a worker");
+    MWorker *w = xcalloc(1, sizeof *w);
+    w->m = m;
+    w->k = worker;
+    *gen_user = w;
+    atomic_fetch_add(&m->opened, 1);
+    return 0;
+}
+
+static void mclose(void *user, int worker, void *gen_user) {
+    MGen *m = user;
+    cr_assert(pthread_equal(m->opener[worker], pthread_self()), "closed on another thread");
+    free(gen_user);
+    atomic_fetch_add(&m->closed, 1);
+}
+
+static int mgen(void *user, const GenItem *it, const Progress *steps, uint8_t **rgb, int w,
+                int h, Err *err) {
+    MWorker *mw = user;
+    MGen *m = mw->m;
+    cr_assert(pthread_equal(m->opener[mw->k], pthread_self()), "ran on another thread");
+    mw->calls++;
+    if (m->barrier && mw->calls == 1) { /* every worker that opens gets here */
+        int want = 0;
+        for (int k = 0; k < m->workers; k++)
+            want += !m->fail_open[k];
+        atomic_fetch_add(&m->at_barrier, 1);
+        for (int t = 0; t < 10000 && atomic_load(&m->at_barrier) < want; t++)
+            ms_sleep(1);
+    }
+    if (m->die_at[mw->k] == mw->calls)
+        return err_set(err, ERR_GPU, "test: cuda:%d fell off the bus", mw->k);
+    if (m->poison && strcmp(it->prompt_id, m->poison) == 0 && it->seed == 0)
+        return err_set(err, ERR_GPU, "test: %s kills the device", m->poison);
+    for (int s = 0; s < m->steps; s++) {
+        int up = atomic_load(&m->cancel);
+        if (progress_cancelled(steps))
+            return err_set(err, ERR_CANCELLED, "cancelled at step %d", s);
+        if (up)
+            atomic_fetch_add(&m->late_steps[mw->k], 1);
+        if (m->step_ms[mw->k])
+            ms_sleep(m->step_ms[mw->k]);
+        int done = atomic_fetch_add(&m->steps_done, 1) + 1;
+        if (atomic_load(&m->cancel_after) && done >= atomic_load(&m->cancel_after))
+            atomic_store(&m->cancel, 1);
+        progress_report(steps, s + 1, m->steps, "steps");
+    }
+    uint8_t *px = xmalloc((size_t)w * h * 3);
+    for (int i = 0; i < w * h * 3; i++)
+        px[i] = (uint8_t)(i * 7 + it->seed * 31 + (uint8_t)it->prompt_id[0]);
+    *rgb = px;
+    atomic_fetch_add(&m->made[mw->k], 1);
+    return 0;
+}
+
+static int mcancelled(void *u) { return atomic_load(&((MGen *)u)->cancel); }
+
+/* What the coordinator reported: images (fractions while images are in flight), and log. */
+typedef struct MSeen {
+    double last, max;
+    int reports, fractional, backwards;
+    char log[8192];
+    pthread_t thread;
+} MSeen;
+
+static MSeen seen;
+
+static void mprogress(void *u, double done, double total, const char *unit) {
+    (void)u;
+    (void)total;
+    cr_assert_str_eq(unit, "images");
+    cr_assert(pthread_equal(seen.thread, pthread_self()), "progress from a worker thread");
+    seen.reports++;
+    seen.fractional += done != (double)(long)done;
+    seen.last = done;
+    if (done > seen.max)
+        seen.max = done;
+}
+
+static void mlog(void *u, const char *line) {
+    (void)u;
+    cr_assert(pthread_equal(seen.thread, pthread_self()), "log from a worker thread");
+    strncat(seen.log, line, sizeof seen.log - strlen(seen.log) - 2);
+    strcat(seen.log, "\n");
+}
+
+static GenItem items12[12];
+static char item_ids[12][8];
+
+static const char *const labels[] = {"0", "1", "2", "3"};
+
+static GenRunOpts mopts(const char *out, MGen *m, Progress *pr, int workers) {
+    for (int i = 0; i < 12; i++) {
+        snprintf(item_ids[i], sizeof item_ids[i], "q%d", i / 2);
+        items12[i] = (GenItem){item_ids[i], "a prompt", (uint64_t)(i % 2)};
+    }
+    memset(&seen, 0, sizeof seen);
+    seen.thread = pthread_self();
+    m->workers = workers;
+    if (!m->steps)
+        m->steps = 4;
+    *pr = (Progress){mprogress, mcancelled, mlog, m};
+    return (GenRunOpts){.out_dir = out, .items = items12, .n_items = 12, .width = 16,
+                        .height = 8, .steps = 4, .guidance = 7.5, .settings = "{}",
+                        .gen = mgen, .progress = pr, .n_workers = workers, .open = mopen,
+                        .close = mclose, .open_user = m,
+                        .worker_ids = workers > 1 ? labels : NULL};
+}
+
+/* The gpu_id column of metadata.csv by path ("" none), and how many rows. */
+static int gpu_of(const char *dir, const char *rel, char *gpu, size_t n) {
+    CsvTable c = read_csv(dir, "metadata.csv");
+    int col = fmt_csv_column(&c.rows[0], "gpu_id"), rows = (int)c.n_rows - 1;
+    gpu[0] = '\0';
+    for (size_t i = 1; i < c.n_rows && col >= 0; i++)
+        if (strcmp(c.rows[i].field[2], rel) == 0)
+            snprintf(gpu, n, "%s", c.rows[i].field[col]);
+    if (col < 0)
+        snprintf(gpu, n, "(no column)");
+    fmt_csv_deinit(&c);
+    return rows;
+}
+
+Test(genrun, three_workers_make_the_same_bytes_as_one, .timeout = 60) {
+    char dir[256], one[512], three[512];
+    support_tmpdir_make(dir, sizeof dir, "genrunw");
+    snprintf(one, sizeof one, "%s/one", dir);
+    snprintf(three, sizeof three, "%s/three", dir);
+    MGen m1 = {0};
+    Progress pr;
+    GenRunOpts o = mopts(one, &m1, &pr, 1);
+    GenRunReport rep;
+    Err err = {0};
+    cr_assert_eq(gen_run(&o, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.workers, 1);
+    gen_run_report_deinit(&rep);
+    char g[16];
+    gpu_of(one, "q0/0.png", g, sizeof g);
+    cr_assert_str_eq(g, "(no column)", "one device: the single-GPU layout");
+    MGen m3 = {.barrier = 1, .step_ms = {2, 2, 2}};
+    o = mopts(three, &m3, &pr, 3);
+    cr_assert_eq(gen_run(&o, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.generated, 12);
+    cr_assert_eq(rep.workers, 3);
+    cr_assert_eq(rep.workers_lost, 0);
+    cr_assert_eq(atomic_load(&m3.opened), 3);
+    cr_assert_eq(atomic_load(&m3.closed), 3);
+    for (int k = 0; k < 3; k++)
+        cr_assert_geq(atomic_load(&m3.made[k]), 1, "worker %d made nothing", k);
+    /* the same bytes whoever made them; each row names its worker's GPU */
+    int counts[3] = {0};
+    for (int i = 0; i < 12; i++) {
+        char rel[32];
+        snprintf(rel, sizeof rel, "%s/%llu.png", items12[i].prompt_id,
+                 (unsigned long long)items12[i].seed);
+        cr_assert_eq(support_sh("cmp -s %s/%s %s/%s", one, rel, three, rel), 0, "%s differs",
+                     rel);
+        cr_assert_eq(gpu_of(three, rel, g, sizeof g), 12);
+        cr_assert(strlen(g) == 1 && g[0] >= '0' && g[0] <= '2', "gpu_id '%s'", g);
+        counts[g[0] - '0']++;
+    }
+    for (int k = 0; k < 3; k++)
+        cr_assert_eq(counts[k], atomic_load(&m3.made[k]));
+    /* progress: on the calling thread, in images, the ones in flight counted by their steps */
+    cr_assert_float_eq(seen.last, 12, 1e-9);
+    cr_assert_gt(seen.fractional, 0);
+    cr_assert(strstr(seen.log, "test: a note from opening a worker"), "%s", seen.log);
+    gen_run_report_deinit(&rep);
+    support_tmpdir_remove(dir);
+}
+
+Test(genrun, a_slow_worker_does_not_hold_the_others, .timeout = 60) {
+    char dir[256];
+    support_tmpdir_make(dir, sizeof dir, "genrunw");
+    MGen m = {.step_ms = {100, 1, 1}};
+    Progress pr;
+    GenRunOpts o = mopts(dir, &m, &pr, 3);
+    GenRunReport rep;
+    Err err = {0};
+    cr_assert_eq(gen_run(&o, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.generated, 12);
+    /* worker 0 takes 400 ms an image: the others take the rest from the queue (a fixed
+     * split would have given it 4) */
+    cr_assert_leq(atomic_load(&m.made[0]), 2, "the slow worker made %d",
+                  atomic_load(&m.made[0]));
+    gen_run_report_deinit(&rep);
+    support_tmpdir_remove(dir);
+}
+
+Test(genrun, a_lost_worker_hands_its_image_to_the_others, .timeout = 60) {
+    char dir[256];
+    support_tmpdir_make(dir, sizeof dir, "genrunw");
+    MGen m = {.fail_open = {0, 0, 1}, .die_at = {0, 2, 0}, .step_ms = {3, 3, 3}};
+    Progress pr;
+    GenRunOpts o = mopts(dir, &m, &pr, 3);
+    GenRunReport rep;
+    Err err = {0};
+    cr_assert_eq(gen_run(&o, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.generated, 12, "every image made by the worker left");
+    cr_assert_eq(rep.failed, 0);
+    cr_assert_eq(rep.workers_lost, 2);
+    cr_assert_eq(atomic_load(&m.made[0]) + atomic_load(&m.made[1]), 12);
+    cr_assert_eq(atomic_load(&m.made[1]), 1, "worker 1 died at its second image");
+    cr_assert(strstr(seen.log, "worker 2 (gpu 2) could not start: test: cuda:2 does not open"),
+              "%s", seen.log);
+    cr_assert(strstr(seen.log, "worker 1 (gpu 1) stopped: test: cuda:1 fell off the bus; its "
+                     "image goes back to the queue"), "%s", seen.log);
+    cr_assert_eq(atomic_load(&m.closed), 2, "both opened workers closed, the dead one too");
+    char g[16];
+    int zero = 0;
+    for (int i = 0; i < 12; i++) {
+        char rel[32];
+        snprintf(rel, sizeof rel, "%s/%llu.png", items12[i].prompt_id,
+                 (unsigned long long)items12[i].seed);
+        cr_assert_eq(gpu_of(dir, rel, g, sizeof g), 12);
+        zero += strcmp(g, "0") == 0;
+    }
+    cr_assert_eq(zero, atomic_load(&m.made[0]));
+    gen_run_report_deinit(&rep);
+    support_tmpdir_remove(dir);
+}
+
+Test(genrun, an_image_that_kills_two_devices_is_skipped, .timeout = 60) {
+    char dir[256];
+    support_tmpdir_make(dir, sizeof dir, "genrunw");
+    MGen m = {.poison = "q2", .step_ms = {2, 2, 2}};
+    Progress pr;
+    GenRunOpts o = mopts(dir, &m, &pr, 3);
+    GenRunReport rep;
+    Err err = {0};
+    cr_assert_eq(gen_run(&o, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.workers_lost, 2);
+    cr_assert_eq(rep.failed, 1);
+    cr_assert_eq(rep.generated, 11, "the worker left made the rest");
+    CsvTable c = read_csv(dir, "failed.csv");
+    cr_assert_eq(c.n_rows, 2);
+    cr_assert_str_eq(c.rows[1].field[0], "q2");
+    cr_assert_str_eq(c.rows[1].field[3], "test: q2 kills the device");
+    fmt_csv_deinit(&c);
+    cr_assert(strstr(seen.log, "its image failed on two workers: skipped"), "%s", seen.log);
+    gen_run_report_deinit(&rep);
+    support_tmpdir_remove(dir);
+}
+
+Test(genrun, every_worker_lost_fails_with_the_first_error_and_never_hangs, .timeout = 60) {
+    char dir[256];
+    support_tmpdir_make(dir, sizeof dir, "genrunw");
+    MGen m = {.fail_open = {1, 1}};
+    Progress pr;
+    GenRunOpts o = mopts(dir, &m, &pr, 2);
+    GenRunReport rep;
+    Err err = {0};
+    cr_assert_eq(gen_run(&o, &rep, &err), ERR_GPU, "%s", err.msg);
+    cr_assert(strstr(err.msg, "none of the 2 workers could start; the first: test: cuda:"),
+              "%s", err.msg);
+    cr_assert(strstr(err.msg, "does not open"), "%s", err.msg);
+    CsvTable c = read_csv(dir, "metadata.csv");
+    cr_assert_eq(c.n_rows, 1, "the header alone");
+    fmt_csv_deinit(&c);
+    gen_run_report_deinit(&rep);
+    /* both die mid-run: the images made are kept, the run fails, a later run resumes */
+    MGen m2 = {.die_at = {3, 2}};
+    o = mopts(dir, &m2, &pr, 2);
+    cr_assert_eq(gen_run(&o, &rep, &err), ERR_GPU, "%s", err.msg);
+    cr_assert(strstr(err.msg, "no worker left (") && /* 9, or 8 and one both died on */
+              strstr(err.msg, " of 12 images not made; run it again to resume): test: cuda:"),
+              "%s", err.msg);
+    cr_assert_eq(rep.generated, 3);
+    c = read_csv(dir, "metadata.csv");
+    cr_assert_eq(c.n_rows, 4);
+    fmt_csv_deinit(&c);
+    gen_run_report_deinit(&rep);
+    MGen m3 = {0};
+    o = mopts(dir, &m3, &pr, 2);
+    cr_assert_eq(gen_run(&o, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.kept, 3);
+    cr_assert_eq(rep.generated, 9);
+    gen_run_report_deinit(&rep);
+    support_tmpdir_remove(dir);
+}
+
+Test(genrun, cancel_reaches_every_worker_within_a_step, .timeout = 60) {
+    char dir[256];
+    support_tmpdir_make(dir, sizeof dir, "genrunw");
+    MGen m = {.steps = 1000, .step_ms = {1, 1, 1}, .barrier = 1};
+    atomic_store(&m.cancel_after, 30);
+    Progress pr;
+    GenRunOpts o = mopts(dir, &m, &pr, 3);
+    GenRunReport rep;
+    Err err = {0};
+    cr_assert_eq(gen_run(&o, &rep, &err), ERR_CANCELLED, "%s", err.msg);
+    cr_assert(strstr(err.msg, "cancelled after 0 of 12 images"), "%s", err.msg);
+    for (int k = 0; k < 3; k++)
+        cr_assert_leq(atomic_load(&m.late_steps[k]), 1, "worker %d went on for %d steps", k,
+                      atomic_load(&m.late_steps[k]));
+    cr_assert_eq(atomic_load(&m.closed), 3);
+    char *ls = NULL;
+    support_run(dir, &ls, NULL, "find . -name '*.png' -o -name '*.tmp-*'");
+    cr_assert_str_eq(ls, "", "nothing half-written");
+    free(ls);
+    gen_run_report_deinit(&rep);
+    support_tmpdir_remove(dir);
+}
+
+Test(genrun, a_resumed_run_keeps_each_images_gpu_id, .timeout = 60) {
+    char dir[256];
+    support_tmpdir_make(dir, sizeof dir, "genrunw");
+    MGen m = {.barrier = 1, .step_ms = {2, 2, 2}};
+    Progress pr;
+    GenRunOpts o = mopts(dir, &m, &pr, 3);
+    GenRunReport rep;
+    Err err = {0};
+    cr_assert_eq(gen_run(&o, &rep, &err), 0, "%s", err.msg);
+    gen_run_report_deinit(&rep);
+    char before[12][16], g[16];
+    for (int i = 0; i < 12; i++) {
+        char rel[32];
+        snprintf(rel, sizeof rel, "q%d/%d.png", i / 2, i % 2);
+        gpu_of(dir, rel, before[i], sizeof before[i]);
+    }
+    char p[512];
+    snprintf(p, sizeof p, "%s/q3/1.png", dir);
+    cr_assert_eq(unlink(p), 0);
+    static const char *const other[] = {"3"};
+    MGen m2 = {0};
+    o = mopts(dir, &m2, &pr, 1);
+    o.worker_ids = other; /* one worker, on GPU 3 */
+    cr_assert_eq(gen_run(&o, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.kept, 11);
+    cr_assert_eq(rep.generated, 1);
+    for (int i = 0; i < 12; i++) {
+        char rel[32];
+        snprintf(rel, sizeof rel, "q%d/%d.png", i / 2, i % 2);
+        cr_assert_eq(gpu_of(dir, rel, g, sizeof g), 12);
+        cr_assert_str_eq(g, i == 7 ? "3" : before[i], "%s", rel);
+    }
+    gen_run_report_deinit(&rep);
+    support_tmpdir_remove(dir);
+}
+
+Test(genrun, one_worker_that_cannot_start_gives_its_error_as_it_is) {
+    char dir[256];
+    support_tmpdir_make(dir, sizeof dir, "genrunw");
+    MGen m = {.fail_open = {1}};
+    Progress pr;
+    GenRunOpts o = mopts(dir, &m, &pr, 1);
+    GenRunReport rep;
+    Err err = {0};
+    cr_assert_eq(gen_run(&o, &rep, &err), ERR_GPU, "%s", err.msg);
+    cr_assert_str_eq(err.msg, "test: cuda:0 does not open");
+    cr_assert_str_eq(seen.log, "", "the error alone says it");
+    gen_run_report_deinit(&rep);
     support_tmpdir_remove(dir);
 }

@@ -10,6 +10,7 @@
 
 #include "backend.h"
 #include "clip_image.h"
+#include "fmt_safetensors.h"
 #include "image.h"
 #include "store_latents.h"
 #include "support.h"
@@ -169,6 +170,12 @@ Test(tune_latents, keys_per_vae_and_size) {
     cr_assert_eq(tune_vae_key(VAE_XL, k2, &e), 0, "%s", e.msg);
     cr_assert_str_eq(k1, k1b);
     cr_assert_str_neq(k1, k2);
+    /* one VAE in two layouts (a diffusers folder, a single-file checkpoint): one key */
+    cr_assert_eq(tune_vae_key("tests/models/fixtures/sdfile/sd", k1b, &e), 0, "%s", e.msg);
+    cr_assert_eq(tune_vae_key("tests/models/fixtures/sdfile/sd.safetensors", k2, &e), 0, "%s",
+                 e.msg);
+    cr_assert_str_eq(k1b, k2);
+    cr_assert_eq(tune_vae_key(VAE_XL, k2, &e), 0, "%s", e.msg);
     Vae *v1 = vae_open(VAE_SD), *v2 = vae_open(VAE_XL);
     const char *path = png("sq.png", 32, 32, 5, NULL);
     float a[4 * 16 * 16];
@@ -230,4 +237,40 @@ Test(tune_latents, wrong_shape_row_is_replaced) {
     cr_assert_eq(memcmp(a, b, sizeof a), 0);
     cr_assert_eq(store_latents_get(st, sha, key, 16, 16, &sh, b, &e), 0, "%s", e.msg);
     vae_free(v);
+}
+
+/* Against torchvision's Resize(16, bicubic) + CenterCrop(16) + ToTensor + Normalize(0.5) and
+ * diffusers' AutoencoderKL (latent_dist.mean · scaling_factor) on images of several sizes
+ * (tests/app/make_tune_data_fixtures.py). */
+Test(tune_latents, torchvision_and_diffusers_reference) {
+    Err e = {0};
+    SafeTensors *ref = safetensors_open("tests/fixtures/tune_data/expected.safetensors", &e);
+    cr_assert_not_null(ref, "%s", e.msg);
+    Vae *v = vae_open(VAE_SD);
+    char key[SHA256_HEX_LEN + 1];
+    cr_assert_eq(tune_vae_key(VAE_SD, key, &e), 0, "%s", e.msg);
+    for (int i = 0; i < 6; i++) {
+        char name[64], path[128];
+        snprintf(path, sizeof path, "tests/fixtures/tune_data/img_%d.png", i);
+        Image im;
+        cr_assert_eq(image_load(path, 3, &im, &e), 0, "%s", e.msg);
+        float pix[3 * 16 * 16], want_pix[3 * 16 * 16], lat[NL], want_lat[NL];
+        tune_image_pixels(im.px, im.w, im.h, 16, 16, pix);
+        snprintf(name, sizeof name, "pixels_%d", i);
+        const StTensor *t = safetensors_find(ref, name);
+        cr_assert_not_null(t, "%s", name);
+        cr_assert_eq(safetensors_read_f32(ref, t, want_pix, 3 * 16 * 16, &e), 0, "%s", e.msg);
+        double d = maxdiff(pix, want_pix, 3 * 16 * 16);
+        cr_expect(d <= 1e-6, "image %d (%dx%d) pixels: off by %g", i, im.w, im.h, d);
+        image_deinit(&im);
+        cr_assert_eq(tune_latents_get(st, v, key, path, 16, 16, lat, &e), 0, "%s", e.msg);
+        snprintf(name, sizeof name, "latents_%d", i);
+        t = safetensors_find(ref, name);
+        cr_assert_not_null(t, "%s", name);
+        cr_assert_eq(safetensors_read_f32(ref, t, want_lat, NL, &e), 0, "%s", e.msg);
+        d = maxdiff(lat, want_lat, NL);
+        cr_expect(d <= 1e-5, "image %d latents: off by %g", i, d);
+    }
+    vae_free(v);
+    safetensors_close(ref);
 }

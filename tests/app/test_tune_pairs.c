@@ -151,7 +151,13 @@ Test(tune_pairs, prompt_ids_from_the_store_and_prompts_csv) {
     cr_assert_eq(load_err(text, msg, sizeof msg), ERR_FORMAT);
     cr_assert(strstr(msg, "pairs.jsonl:2: prompt \"prompt_8\""), "%s", msg);
     char p[256];
-    support_write_file(tmpdir, "prompts.csv", "prompt_id,prompt\n8,eight owls\n", p, sizeof p);
+    support_write_file(tmpdir, "prompts.csv", "id,text\n8,eight owls\n", p, sizeof p);
+    cr_assert_eq(load_err(text, msg, sizeof msg), ERR_FORMAT);
+    cr_assert(strstr(msg, "pairs.jsonl:2: ") && strstr(msg, "prompts.csv: the first line must "
+                                                              "be the header prompt_id,prompt"),
+              "%s", msg);
+    support_write_file(tmpdir, "prompts.csv", "prompt_id,prompt\n9,nine\n8,eight owls\n", p,
+                       sizeof p);
     TunePairs ps;
     cr_assert_eq(tune_pairs_load_file_ex(st, pairs_file(text), NULL, NULL, &ps, &e), 0, "%s",
                  e.msg);

@@ -170,7 +170,7 @@ def main():
             run(pipe, c, model_sched)
             cases.append(c)
             pipe.unload_lora_weights()
-            # a text-encoder LoRA (which the pipeline refuses by name for now)
+            # a text-encoder LoRA (q/v only; the tests use the --te-lora files instead)
             from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
             te = CLIPTextModel.from_pretrained(os.path.join(HERE, name, "text_encoder"))
             te = inject_adapter_in_model(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
@@ -182,5 +182,98 @@ def main():
         json.dump(sd_cases + xl_cases, f, indent=1)
 
 
+# ---- --te-lora: LoRAs with text-encoder adapters (issue 15, sf15) ----------------------------
+
+def rand_lora(model, targets, r, alpha, seed):
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+    cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets)
+    if isinstance(model, UNet2DConditionModel):
+        model.add_adapter(cfg)
+    else:
+        model = inject_adapter_in_model(cfg, model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in sorted(model.named_parameters()):
+            if "lora_A" in n or "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    sd = {k.replace(".default", ""): v for k, v in get_peft_model_state_dict(model).items()}
+    meta = {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.to_dict().items()}
+    return sd, meta
+
+
+def to_kohya(peft, prefixes):
+    """PEFT names (unet./text_encoder./text_encoder_2. + module + .lora_A/B) as kohya's
+    (lora_unet_/lora_te1_/lora_te2_ + module with '_' + .lora_down/.lora_up, .alpha tensors)."""
+    from safetensors.torch import load_file
+    out = {}
+    for k, v in peft.items():
+        comp, rest = k.split(".", 1)
+        mod, tail = rest.split(".lora_")
+        if comp != "unet" and not mod.startswith("text_model."):
+            mod = "text_model." + mod
+        base = prefixes[comp] + mod.replace(".", "_")
+        out[base + {"A.weight": ".lora_down.weight", "B.weight": ".lora_up.weight"}[tail]] = v
+        out[base + ".alpha"] = torch.tensor(float(prefixes["alpha_" + comp]))
+    return out
+
+
+def make_te_loras():
+    """PEFT and kohya LoRA files with UNet and text-encoder adapters (SD: text_encoder; SDXL:
+    both) and the images diffusers' load_lora_weights gives with them at scale 0.8."""
+    from safetensors.torch import load_file, save_file
+    torch.set_num_threads(1)
+    P, N = "a red fox in the snow", "blurry, low quality"
+    te_t = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+    cases = []
+    for name, xl in (("pipeline_sd", 0), ("pipeline_sdxl", 1)):
+        cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+        kw = {} if xl else dict(safety_checker=None, requires_safety_checker=False)
+        pipe = cls.from_pretrained(os.path.join(HERE, name), **kw)
+        pipe.set_progress_bar_config(disable=True)
+        unet = UNet2DConditionModel.from_config(pipe.unet.config)
+        unet.load_state_dict(pipe.unet.state_dict())
+        u, um = rand_lora(unet, ["to_q", "to_k", "to_v", "to_out.0"], 4, 8, 21)
+        t1, t1m = rand_lora(CLIPTextModel.from_pretrained(os.path.join(HERE, name,
+                                                                       "text_encoder")),
+                            te_t, 4, 6, 22)
+        kwl = dict(unet_lora_layers=u, text_encoder_lora_layers=t1,
+                   unet_lora_adapter_metadata=um, text_encoder_lora_adapter_metadata=t1m)
+        alphas = {"alpha_unet": 8, "alpha_text_encoder": 6, "unet": "lora_unet_",
+                  "text_encoder": "lora_te1_" if xl else "lora_te_"}
+        if xl:
+            t2, t2m = rand_lora(CLIPTextModelWithProjection.from_pretrained(
+                os.path.join(HERE, name, "text_encoder_2")), te_t, 2, 4, 23)
+            kwl.update(text_encoder_2_lora_layers=t2, text_encoder_2_lora_adapter_metadata=t2m)
+            alphas.update(alpha_text_encoder_2=4, text_encoder_2="lora_te2_")
+        short = "sdxl" if xl else "sd"
+        peft_file = f"{short}_te_lora_peft.safetensors"
+        cls.save_lora_weights(HERE, weight_name=peft_file, **kwl)
+        koh = to_kohya(load_file(os.path.join(HERE, peft_file)), alphas)
+        koh_file = f"{short}_te_lora_kohya.safetensors"
+        save_file(koh, os.path.join(HERE, koh_file))
+        for f in (peft_file, koh_file):
+            pipe.load_lora_weights(os.path.join(HERE, f), adapter_name="a")
+            pipe.set_adapters(["a"], adapter_weights=[0.8])
+            c = dict(name=f[:-len(".safetensors")], model=name, scheduler="euler", prompt=P,
+                     negative=N, steps=4, guidance=7.5, w=64, h=64, seed=11 if xl else 42,
+                     lora=f, lora_scale=0.8)
+            pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+            with torch.no_grad():
+                img = pipe(prompt=P, negative_prompt=N, num_inference_steps=4,
+                           guidance_scale=7.5, height=64, width=64,
+                           generator=torch.Generator("cpu").manual_seed(c["seed"])).images[0]
+            np.asarray(img, dtype=np.uint8).tofile(os.path.join(HERE, "pipeline_" + c["name"]
+                                                                + ".rgb"))
+            pipe.unload_lora_weights()
+            cases.append(c)
+    with open(os.path.join(HERE, "te_lora_cases.json"), "w") as f:
+        json.dump(cases, f, indent=1)
+    print("text-encoder LoRA cases:", [c["name"] for c in cases])
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if "--te-lora" in sys.argv[1:]:
+        make_te_loras()
+    else:
+        main()

@@ -18,6 +18,7 @@
 #include "backend_cpu.h"
 #include "base.h"
 #include "pipeline.h"
+#include "sd_text.h"
 
 #define FIX "tests/gen/fixtures/"
 
@@ -68,20 +69,26 @@ static void *load_file(const char *path, size_t want) {
     return v;
 }
 
+/* The case NAME of pipeline_cases.json or te_lora_cases.json (make_pipeline_fixtures.py
+ * --te-lora). */
 static json_t *find_case(const char *name) {
-    json_error_t e;
-    json_t *all = json_load_file(FIX "pipeline_cases.json", 0, &e);
-    cr_assert(all, FIX "pipeline_cases.json: line %d: %s", e.line, e.text);
-    size_t i;
-    json_t *c;
-    json_array_foreach(all, i, c) {
-        if (!strcmp(json_string_value(json_object_get(c, "name")), name)) {
-            json_incref(c);
-            json_decref(all);
-            return c;
+    static const char *const files[] = {FIX "pipeline_cases.json", FIX "te_lora_cases.json"};
+    for (int k = 0; k < 2; k++) {
+        json_error_t e;
+        json_t *all = json_load_file(files[k], 0, &e);
+        cr_assert(all, "%s: line %d: %s", files[k], e.line, e.text);
+        size_t i;
+        json_t *c;
+        json_array_foreach(all, i, c) {
+            if (!strcmp(json_string_value(json_object_get(c, "name")), name)) {
+                json_incref(c);
+                json_decref(all);
+                return c;
+            }
         }
+        json_decref(all);
     }
-    cr_assert_fail("no case %s in pipeline_cases.json", name);
+    cr_assert_fail("no case %s in pipeline_cases.json or te_lora_cases.json", name);
     return NULL;
 }
 
@@ -419,19 +426,67 @@ Test(pipeline, lora_errors_name_the_file) {
     cr_assert(strstr(err.msg, "pipeline_sd_lora.safetensors"), "%s", err.msg);
 }
 
-Test(pipeline, text_encoder_lora_refused_by_name) {
-    SdLora l[2] = {{FIX "pipeline_sd_lora.safetensors", 1.0f},
-                   {FIX "pipeline_sd_te_lora.safetensors", 1.0f}};
-    SdPipelineConfig cfg = {DTYPE_F32, l, 2};
+/* LoRA files with UNet and text-encoder adapters (SD: text_encoder; SDXL: both), PEFT and
+ * kohya names, at scale 0.8: the image diffusers' load_lora_weights + set_adapters give. */
+Test(pipeline, sd_text_encoder_lora_peft) { matches("sd_te_lora_peft"); }
+Test(pipeline, sd_text_encoder_lora_kohya) { matches("sd_te_lora_kohya"); }
+Test(pipeline, sdxl_text_encoder_loras_peft) { matches("sdxl_te_lora_peft"); }
+Test(pipeline, sdxl_text_encoder_loras_kohya) { matches("sdxl_te_lora_kohya"); }
+
+/* The text-encoder adapters are applied (not only the UNet's): the conditioning changes, in
+ * each of SDXL's encoders; an SDXL LoRA on the SD model names its second-encoder adapter. */
+Test(pipeline, text_encoder_adapters_change_the_conditioning) {
+    static const struct {
+        const char *model, *lora;
+    } cs[] = {{FIX "pipeline_sd", FIX "sd_te_lora_peft.safetensors"},
+              {FIX "pipeline_sdxl", FIX "sdxl_te_lora_kohya.safetensors"}};
+    for (int k = 0; k < 2; k++) {
+        Err err = {0};
+        SdText *a = NULL, *b = NULL;
+        const char *lp[1] = {cs[k].lora};
+        float sc[1] = {0.8f};
+        SdTextOptions o = {NULL, lp, sc, 1};
+        cr_assert_eq(sd_text_open(cs[k].model, NULL, CLIP_WEIGHTS_F32, &a, &err), 0, "%s",
+                     err.msg);
+        cr_assert_eq(sd_text_open(cs[k].model, &o, CLIP_WEIGHTS_F32, &b, &err), 0, "%s",
+                     err.msg);
+        int T = sd_text_context(a), D = sd_text_width(a), P = sd_text_pooled_width(a);
+        float *ea = xmalloc(sizeof(float) * (size_t)T * D), *eb = xmalloc(sizeof(float) *
+                                                                            (size_t)T * D);
+        float *pa = P ? xmalloc(sizeof(float) * (size_t)P) : NULL;
+        float *pb = P ? xmalloc(sizeof(float) * (size_t)P) : NULL;
+        const char *txt = "a red fox";
+        cr_assert_eq(sd_text_encode(a, &txt, 1, 0, ea, pa, &err), 0, "%s", err.msg);
+        cr_assert_eq(sd_text_encode(b, &txt, 1, 0, eb, pb, &err), 0, "%s", err.msg);
+        /* each encoder's channels of the concatenation changed */
+        int w0 = clip_model_config(sd_text_encoder(a, 0))->text_width;
+        double d0 = 0, d1 = 0;
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < D; c++) {
+                double d = fabs((double)ea[t * D + c] - eb[t * D + c]);
+                if (c < w0)
+                    d0 += d;
+                else
+                    d1 += d;
+            }
+        cr_assert_gt(d0, 1e-3, "%s: the first text encoder's adapters changed nothing",
+                     cs[k].lora);
+        if (P)
+            cr_assert_gt(d1, 1e-3, "%s: the second text encoder's adapters changed nothing",
+                         cs[k].lora);
+        free(ea), free(eb), free(pa), free(pb);
+        sd_text_free(a);
+        sd_text_free(b);
+    }
+    /* SDXL's adapters on the SD model: the first one that matches nothing is named */
+    SdLora l = {FIX "sdxl_te_lora_peft.safetensors", 1.0f};
+    SdPipelineConfig cfg = {DTYPE_F32, &l, 1};
     SdPipeline *p = NULL;
     Err err = {0};
-    cr_assert_eq(sd_pipeline_open(FIX "pipeline_sd", be, &cfg, &p, &err), ERR_USAGE, "%s",
-                 err.msg);
+    cr_assert_neq(sd_pipeline_open(FIX "pipeline_sd", be, &cfg, &p, &err), 0);
     cr_assert_null(p);
-    cr_assert(strstr(err.msg, "text-encoder LoRAs are not supported yet") &&
-                  strstr(err.msg, "pipeline_sd_te_lora.safetensors"),
-              "%s", err.msg);
-    fprintf(stderr, "text-encoder LoRA: %s\n", err.msg);
+    cr_assert(strstr(err.msg, "sdxl_te_lora_peft.safetensors"), "%s", err.msg);
+    fprintf(stderr, "SDXL LoRA on SD: %s\n", err.msg);
 }
 
 Test(pipeline, family_and_default_size) {

@@ -255,10 +255,11 @@ Test(sd_text, broken_folders_say_what_is_wrong) {
     copy_fixture("sd", dir, sizeof dir);
     snprintf(cmd, sizeof cmd, "rm '%s/text_encoder/model.safetensors'", dir);
     cr_assert_eq(system(cmd), 0);
-    expect_load_error(dir, ERR_NOTFOUND, "no model.safetensors or model.fp16.safetensors");
+    expect_load_error(dir, ERR_NOTFOUND, "no text_encoder weights");
+    /* shards are read (sd_weights), and an index that lists none is named */
     snprintf(cmd, sizeof cmd, "echo '{}' > '%s/text_encoder/model.safetensors.index.json'", dir);
     cr_assert_eq(system(cmd), 0);
-    expect_load_error(dir, ERR_FORMAT, "in shards");
+    expect_load_error(dir, ERR_FORMAT, "model.safetensors.index.json");
     remove_dir(dir);
 
     /* broken JSON: the file and line */

@@ -20,6 +20,14 @@ Writes tests/models/fixtures/sdfile/:
       (PEFT and kohya lora_te_ names) with peft's merged weights (te_merged).
 easel's sd_weights_write_single of each folder must give the bytes of the single file here
 (test_sd_weights_single.c), so the files easel writes are the ones from_single_file loaded.
+
+With --pipeline it writes instead tests/gen/fixtures/single/ (test_pipeline_single.c): tiny
+random SD 1.x-, SD 2.x- and SDXL-shaped diffusers folders whose configs are what easel derives
+for a single file (the family's published settings where shapes cannot tell: SD 1.x's 8
+heads, 64-wide heads for SD 2.x / SDXL and the text encoders, the families' scheduler
+configs), the same weights as single files (sd1.safetensors, sd2.safetensors with OpenCLIP's
+unused last text layer as the released SD 2 files have it, sdxl.safetensors), and the 8-bit
+images diffusers' pipelines make from the folders (cases.json, *.rgb).
 """
 import json
 import os
@@ -392,7 +400,14 @@ def main():
     single = {}
     single.update(unet_to_sgm(unet.state_dict(), 2, 2))
     single.update(vae_to_sgm(vae.state_dict(), 2))
-    single.update(clip_to_openclip(hf_te_sd(te), "cond_stage_model.model."))
+    oc = clip_to_openclip(hf_te_sd(te), "cond_stage_model.model.")
+    # OpenCLIP's last layer, which SD 2 does not use: written from a folder it is all zeros
+    # (an identity block), so the file holds one layer more than the folder, as released
+    # SD 2 files do
+    last = max(int(k.split(".")[4]) for k in oc if ".resblocks." in k)
+    for k in [k for k in oc if f".resblocks.{last}." in k]:
+        oc[k.replace(f".resblocks.{last}.", f".resblocks.{last + 1}.")] = torch.zeros_like(oc[k])
+    single.update(oc)
     save_file({k: v.contiguous() for k, v in single.items()}, f"{OUT}/sd2.safetensors")
     bad = check_single(f"{OUT}/sd2.safetensors", folder, False)
     res["sd2"] = {"from_single_file_equal": not bad, "problems": bad[:20]}
@@ -402,5 +417,158 @@ def main():
     make_lora(f"{OUT}/sd", f"{OUT}/lora")
 
 
+# ---- --pipeline: single files that generate ---------------------------------------------------
+
+PIPE_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gen", "fixtures",
+                        "single")
+PIPE_FIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gen", "fixtures")
+SCHED_BASE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                  num_train_timesteps=1000, steps_offset=1, set_alpha_to_one=False,
+                  clip_sample=False, skip_prk_steps=True)
+
+
+def pipe_models(fam):
+    """A folder's components in the shapes easel's single-file configs reproduce."""
+    from diffusers import (AutoencoderKL, DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler,
+                           UNet2DConditionModel)
+    seed = {"sd1": 100, "sd2": 200, "sdxl": 300}[fam]
+    if fam == "sdxl":
+        unet = UNet2DConditionModel(
+            sample_size=128, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=(16, 32, 32), norm_num_groups=16,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 1, 2), attention_head_dim=(1, 1, 1),
+            cross_attention_dim=32 + 48, use_linear_projection=True,
+            addition_embed_type="text_time", addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=40 + 6 * 8)
+    else:
+        unet = UNet2DConditionModel(
+            sample_size=96 if fam == "sd2" else 64, in_channels=4, out_channels=4,
+            layers_per_block=1, block_out_channels=(16, 32), norm_num_groups=16,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            attention_head_dim=(1, 1) if fam == "sd2" else 8, cross_attention_dim=32,
+            use_linear_projection=fam == "sd2", upcast_attention=fam == "sd2")
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
+                        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8,
+                        down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2,
+                        sample_size={"sd1": 512, "sd2": 768, "sdxl": 1024}[fam],
+                        scaling_factor=0.13025 if fam == "sdxl" else 0.18215)
+    rnd_(unet, seed)
+    rnd_(vae, seed + 1)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    # the two SDXL encoders differ in width, as ViT-L and bigG do (diffusers' from_single_file
+    # tells them apart by it)
+    def te(act, layers, proj, s, width=32):
+        c = CLIPTextConfig(hidden_size=width, intermediate_size=2 * width,
+                           num_hidden_layers=layers, num_attention_heads=1, vocab_size=634,
+                           max_position_embeddings=77, projection_dim=40, hidden_act=act, eos_token_id=2, bos_token_id=632,
+                           pad_token_id=1)
+        m = CLIPTextModelWithProjection(c) if proj else CLIPTextModel(c)
+        return rnd_(m, s).eval()
+    tes = [te("gelu" if fam == "sd2" else "quick_gelu", 2, False, seed + 2)]
+    if fam == "sdxl":
+        tes.append(te("gelu", 2, True, seed + 3, width=48))
+    if fam == "sd1":
+        sched = PNDMScheduler.from_config(SCHED_BASE)
+    elif fam == "sd2":
+        sched = DDIMScheduler.from_config(dict(SCHED_BASE, prediction_type="v_prediction"))
+    else:
+        sched = EulerDiscreteScheduler.from_config(dict(
+            SCHED_BASE, interpolation_type="linear", timestep_spacing="leading",
+            prediction_type="epsilon"))
+    return unet.eval(), vae.eval(), tes, sched
+
+
+def make_pipeline_singles():
+    import shutil
+    import numpy as np
+    from diffusers import (EulerDiscreteScheduler, StableDiffusionPipeline,
+                           StableDiffusionXLPipeline)
+    from transformers import CLIPTokenizer
+    torch.set_num_threads(1)
+    shutil.rmtree(PIPE_OUT, ignore_errors=True)
+    os.makedirs(PIPE_OUT)
+    P, N = "a red fox in the snow", "blurry, low quality"
+    cases, checks = [], {}
+    for fam in ("sd1", "sd2", "sdxl"):
+        unet, vae, tes, sched = pipe_models(fam)
+        xl = fam == "sdxl"
+        tok = CLIPTokenizer.from_pretrained(f"{PIPE_FIX}/pipeline_sdxl/tokenizer")
+        if xl:
+            tok2 = CLIPTokenizer.from_pretrained(f"{PIPE_FIX}/pipeline_sdxl/tokenizer_2")
+            pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=tes[0], text_encoder_2=tes[1],
+                                             tokenizer=tok, tokenizer_2=tok2, unet=unet,
+                                             scheduler=sched, force_zeros_for_empty_prompt=True)
+        else:
+            if fam == "sd2":  # SD 2's tokenizer pads with "!" (stable-diffusion-2-1's config)
+                tok = CLIPTokenizer.from_pretrained(f"{PIPE_FIX}/pipeline_sdxl/tokenizer_2")
+            pipe = StableDiffusionPipeline(vae=vae, text_encoder=tes[0], tokenizer=tok, unet=unet,
+                                           scheduler=sched, safety_checker=None,
+                                           feature_extractor=None, requires_safety_checker=False)
+        folder = f"{PIPE_OUT}/{fam}"
+        pipe.save_pretrained(folder, safe_serialization=True)
+        for t in (["tokenizer", "tokenizer_2"] if xl else ["tokenizer"]):
+            shutil.rmtree(f"{folder}/{t}")
+            src = "tokenizer_2" if (t == "tokenizer_2" or fam == "sd2") else "tokenizer"
+            shutil.copytree(f"{PIPE_FIX}/pipeline_sdxl/{src}", f"{folder}/{t}")
+        # the single file, with this script's own map
+        single = {}
+        single.update(unet_to_sgm(unet.state_dict(), 3 if xl else 2, 1))
+        single.update(vae_to_sgm(vae.state_dict(), 2))
+        if fam == "sd1":
+            single.update({"cond_stage_model.transformer." + k: v
+                           for k, v in hf_te_sd(tes[0]).items()})
+        elif fam == "sd2":
+            oc = clip_to_openclip(hf_te_sd(tes[0]), "cond_stage_model.model.")
+            # OpenCLIP's last layer, which SD 2 does not use (diffusers' config drops it)
+            g = torch.Generator().manual_seed(999)
+            for k in [k for k in oc if ".resblocks.1." in k]:
+                oc[k.replace(".resblocks.1.", ".resblocks.2.")] = \
+                    torch.randn(oc[k].shape, generator=g) * 0.2
+            single.update(oc)
+        else:
+            single.update({"conditioner.embedders.0.transformer." + k: v
+                           for k, v in hf_te_sd(tes[0]).items()})
+            single.update(clip_to_openclip(hf_te_sd(tes[1]), "conditioner.embedders.1.model."))
+        save_file({k: v.contiguous() for k, v in single.items()}, f"{PIPE_OUT}/{fam}.safetensors")
+        bad = check_single(f"{PIPE_OUT}/{fam}.safetensors", folder, xl)
+        checks[fam] = {"from_single_file_equal": not bad, "problems": bad[:20]}
+        # diffusers' images from the folder as a user loads it
+        cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+        kw = {} if xl else dict(safety_checker=None, requires_safety_checker=False)
+        pipe = cls.from_pretrained(folder, **kw)
+        pipe.set_progress_bar_config(disable=True)
+        runs = [dict(name=f"{fam}_euler", scheduler="euler", steps=4, guidance=7.5, seed=42)]
+        if fam != "sd1":  # the model's own scheduler (SD 1.5's PNDM is not easel's)
+            runs.append(dict(name=f"{fam}_model", scheduler=None, steps=3, guidance=6.0, seed=7))
+        model_sched = pipe.scheduler
+        for r in runs:
+            cfg = dict(model_sched.config)
+            pipe.scheduler = (EulerDiscreteScheduler.from_config(cfg) if r["scheduler"]
+                              else type(model_sched).from_config(cfg))
+            with torch.no_grad():
+                img = pipe(prompt=P, negative_prompt=N, num_inference_steps=r["steps"],
+                           guidance_scale=r["guidance"], height=64, width=64,
+                           generator=torch.Generator("cpu").manual_seed(r["seed"])).images[0]
+            a = np.asarray(img, dtype=np.uint8)
+            a.tofile(f"{PIPE_OUT}/{r['name']}.rgb")
+            r.update(model=fam, prompt=P, negative=N, w=64, h=64)
+            cases.append(r)
+    with open(f"{PIPE_OUT}/cases.json", "w") as f:
+        json.dump(cases, f, indent=1)
+    with open(f"{PIPE_OUT}/single_check.json", "w") as f:
+        json.dump(checks, f, indent=1, sort_keys=True)
+    print(json.dumps(checks))
+    print("single pipelines:", [c["name"] for c in cases])
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if "--pipeline" in sys.argv[1:]:
+        make_pipeline_singles()
+    else:
+        main()
