@@ -99,7 +99,8 @@ static void tune_usage(void) {
            "it prefers the preferred image of each pair: Diffusion-DPO (dpo), DSPO (dspo) or\n"
            "ADPO (adpo: the image under its own prompt against another prompt), against the\n"
            "same UNet with the adapter off. Writes DIR/metrics.jsonl (one line per step),\n"
-           "DIR/checkpoint-N/ and DIR/final/ (adapter.safetensors, optimizer state),\n"
+           "DIR/checkpoint-N/ and DIR/final/ (the adapter as PEFT / diffusers files,\n"
+           "pytorch_lora_weights.safetensors and adapter_config.json; optimizer state),\n"
            "DIR/samples/step-N/*.png, and a 'tune' run in the store (the Monitor shows it).\n"
            "Run it again on the same DIR to resume from its newest checkpoint; Ctrl-C stops\n"
            "within a step and keeps a checkpoint.\n\n"
@@ -220,7 +221,7 @@ int cli_tune_main(const CliGlobal *g, int argc, char **argv) {
         } else if (rc) {
             rc = cli_fail(&err);
         } else {
-            printf("%s/final/adapter.safetensors", cfg.out);
+            printf("%s/final/pytorch_lora_weights.safetensors", cfg.out);
             if (line.have_m)
                 printf(" (step %d: loss %.4g, acc %.2f, margin %.4g)", cfg.steps, line.m.loss,
                        line.m.acc, line.m.margin);

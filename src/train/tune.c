@@ -4,7 +4,8 @@
  * Run folder OUT:
  *   config.json          the run's settings (a resumed run must have the same)
  *   metrics.jsonl        one object per step
- *   checkpoint-S/        adapter.safetensors, optimizer.safetensors, state.json
+ *   checkpoint-S/        pytorch_lora_weights.safetensors + adapter_config.json (the adapter,
+ *                        PEFT / diffusers files), optimizer.safetensors, state.json
  *   final/               the same after the last step
  *   samples/step-S/      pI-seedN.png
  * State of a run: fresh (no checkpoint) → steps → checkpoint-S every save_every → final/.
@@ -29,6 +30,7 @@
 #include "rng.h"
 #include "sched_config.h"
 #include "scheduler.h"
+#include "store_run_images.h"
 #include "store_runs.h"
 #include "sd_text.h"
 #include "train_int.h"
@@ -151,6 +153,8 @@ typedef struct Run {
     int *perm;            /* the permutation of epoch perm_epoch */
     int64_t perm_epoch;
     TuneOpt opt;
+    char **targets;       /* the adapter's target_modules */
+    int n_targets;
 } Run;
 
 static int find_or_add_image(Run *r, const char *path, int line) {
@@ -373,7 +377,7 @@ static int save_checkpoint(Run *r, const char *name, int s, Err *err) {
     train_dir_remove(tmp);
     int rc = train_mkdirs(tmp, err);
     if (!rc)
-        rc = tune_opt_save(&r->opt, r->cfg->rank, (float)r->cfg->alpha, tmp, err);
+        rc = tune_opt_save(&r->opt, (const char *const *)r->targets, r->n_targets, tmp, err);
     if (!rc) {
         char *st = xasprintf("%s/state.json", tmp);
         char *txt = xasprintf("{\"step\": %d, \"objective\": \"%s\"}\n", s, r->cfg->objective);
@@ -507,6 +511,9 @@ static int write_samples(Run *r, int s, Err *err) {
                 char *path = xasprintf("%s/p%d-seed%llu.png", dir, i,
                                        (unsigned long long)g.seed);
                 rc = image_write_png(path, rgb, w, h, 3, err);
+                if (!rc && r->st && r->run_id) /* the Monitor's sample images */
+                    rc = store_run_image_add(r->st, r->run_id, s, (int64_t)g.seed, pr[i], path,
+                                             err);
                 free(path);
             }
             free(rgb);
@@ -527,6 +534,7 @@ static void run_free(Run *r) {
         free(r->txt[i].text), free(r->txt[i].ehs), free(r->txt[i].pooled);
     free(r->img), free(r->txt), free(r->pair), free(r->perm);
     tune_opt_deinit(&r->opt);
+    base_strv_free(r->targets, (size_t)r->n_targets);
     scheduler_deinit(&r->sched);
     sd_pipeline_close(r->pipe);
     backend_close(r->be);
@@ -657,13 +665,10 @@ static int run_prepare(Run *r, Err *err) {
     if (!rc)
         rc = encode_texts(r, err);
     if (!rc) {
-        char **tg;
-        int ntg;
-        split_targets(c->targets, &tg, &ntg);
+        split_targets(c->targets, &r->targets, &r->n_targets);
         UnetAdapterConfig ac = {c->rank, (float)c->alpha, !strcmp(c->adapter, "dora"),
-                                (const char *const *)tg, ntg, c->seed};
+                                (const char *const *)r->targets, r->n_targets, c->seed};
         rc = unet_adapter_add(r->u, &ac, err);
-        base_strv_free(tg, (size_t)ntg);
     }
     if (!rc)
         rc = tune_opt_init(&r->opt, r->u, r->be, err);
@@ -685,6 +690,8 @@ static int run_store_open(Run *r, int resume_step, const char *cfg_json, Err *er
             r->run_id = sr.id;
             store_run_deinit(&sr);
             rc = store_metrics_truncate(r->st, r->run_id, resume_step, err);
+            if (!rc)
+                rc = store_run_images_truncate(r->st, r->run_id, resume_step, err);
             if (!rc)
                 rc = store_run_set_state(r->st, r->run_id, "running", err);
             free(name), free(path);

@@ -21,10 +21,12 @@
  *     (diffusers' constant_with_warmup, the DPO scripts' default).
  *   - OUT/metrics.jsonl gets one JSON object per step (and the store, when given, the same as
  *     run metrics of split "train"); OUT/checkpoint-S/ every save_every steps and OUT/final/
- *     hold adapter.safetensors, optimizer.safetensors and state.json, each folder written
+ *     hold the adapter as PEFT / diffusers files (pytorch_lora_weights.safetensors,
+ *     adapter_config.json), optimizer.safetensors and state.json, each folder written
  *     whole under a temporary name and renamed into place. A run given an OUT that holds
  *     checkpoints resumes from the newest: after kill -9 the final adapter is bit for bit an
- *     uninterrupted run's. OUT/samples/step-S/ holds sample images at fixed seeds.
+ *     uninterrupted run's. OUT/samples/step-S/ holds sample images at fixed seeds (and the
+ *     store's run_images, for the Monitor).
  * Thread safety: one run per thread; the Store (optional) is used from the calling thread. */
 #ifndef EASEL_TUNE_H
 #define EASEL_TUNE_H

@@ -8,6 +8,8 @@
 
 #include "base.h"
 #include "fmt_safetensors.h"
+#include "lora_file.h"
+#include "lora_set.h"
 #include "optim.h"
 
 void tune_add_noise(const float *alphas_cumprod, int t, const float *x0, const float *noise,
@@ -138,9 +140,6 @@ int tune_opt_init(TuneOpt *o, Unet *u, Backend *be, Err *err) {
     o->weight_decay = 1e-2f;
     o->max_norm = 1.0f;
     int n = unet_adapter_param_count(u);
-    for (int i = 0; i < n; i++)
-        if (strstr(unet_adapter_param(u, i, NULL, NULL), "lora_magnitude_vector"))
-            o->dora = 1;
     if (n <= 0)
         return err_set(err, ERR_USAGE, "tune: the UNet has no adapters to train");
     for (int i = 0; i < n; i++) {
@@ -182,44 +181,27 @@ int tune_opt_step(TuneOpt *o, float lr, float *grad_norm, Err *err) {
 
 /* ---- files -------------------------------------------------------------------------------- */
 
-int tune_opt_save(const TuneOpt *o, int rank, float alpha, const char *dir, Err *err) {
-    SafeTensorsWriter *w = safetensors_writer_new();
-    size_t off = 0;
-    int rc = 0, n = unet_adapter_param_count(o->u);
-    for (int i = 0; !rc && i < n; i++) {
-        Tensor t;
-        const char *name = unet_adapter_param(o->u, i, &t, NULL);
-        char *key = xasprintf("unet.%s", name);
-        rc = safetensors_writer_add(w, key, ST_F32, t.n_dims, t.shape, o->p + off, err);
-        free(key);
-        off += (size_t)tensor_numel(&t);
-    }
-    char buf[160];
-    snprintf(buf, sizeof buf, "%d", rank);
-    safetensors_writer_meta(w, "rank", buf);
-    snprintf(buf, sizeof buf, "%.9g", alpha);
-    safetensors_writer_meta(w, "alpha", buf);
-    /* diffusers' save_lora_weights(lora_adapter_metadata=...): what its load_lora_weights
-     * and easel's generate --lora read the scale alpha/r from */
-    snprintf(buf, sizeof buf, "{\"unet.r\": %d, \"unet.lora_alpha\": %.9g, \"unet.use_dora\": %s}",
-             rank, alpha, o->dora ? "true" : "false");
-    safetensors_writer_meta(w, "lora_adapter_metadata", buf);
-    safetensors_writer_meta(w, "format", "pt");
-    char *path = xasprintf("%s/adapter.safetensors", dir);
+int tune_opt_save(const TuneOpt *o, const char *const *targets, int n_targets,
+                  const char *dir, Err *err) {
+    /* the adapter: adio16's PEFT / diffusers folder files, from the live adapters (which hold
+     * the master weights exactly: they are uploaded after every step) */
+    LoraSet set = {0};
+    int rc = unet_adapter_export(o->u, &set, err);
+    LoraFileMeta meta = {targets, n_targets, NULL};
     if (!rc)
-        rc = safetensors_writer_save(w, path, err);
-    free(path);
-    safetensors_writer_free(w);
+        rc = lora_file_write_peft(&set, dir, &meta, err);
+    lora_set_free(&set);
     if (rc)
         return rc;
-    w = safetensors_writer_new();
+    SafeTensorsWriter *w = safetensors_writer_new();
     int64_t shape[1] = {(int64_t)o->n};
     rc = safetensors_writer_add(w, "m", ST_F32, 1, shape, o->m, err);
     if (!rc)
         rc = safetensors_writer_add(w, "v", ST_F32, 1, shape, o->v, err);
+    char buf[32];
     snprintf(buf, sizeof buf, "%d", o->t);
     safetensors_writer_meta(w, "step", buf);
-    path = xasprintf("%s/optimizer.safetensors", dir);
+    char *path = xasprintf("%s/optimizer.safetensors", dir);
     if (!rc)
         rc = safetensors_writer_save(w, path, err);
     free(path);
@@ -237,25 +219,17 @@ static int read_exact(SafeTensors *st, const char *name, float *out, size_t n, E
 }
 
 int tune_opt_load(TuneOpt *o, const char *dir, Err *err) {
-    char *path = xasprintf("%s/adapter.safetensors", dir);
-    SafeTensors *st = safetensors_open(path, err);
-    free(path);
-    if (!st)
-        return err ? err->code : ERR_IO;
-    size_t off = 0;
-    int rc = 0, n = unet_adapter_param_count(o->u);
-    for (int i = 0; !rc && i < n; i++) {
-        Tensor t;
-        const char *name = unet_adapter_param(o->u, i, &t, NULL);
-        char *key = xasprintf("unet.%s", name);
-        size_t cnt = (size_t)tensor_numel(&t);
-        rc = read_exact(st, key, o->p + off, cnt, err);
-        free(key);
-        off += cnt;
-    }
-    safetensors_close(st);
+    LoraSet set = {0};
+    int rc = lora_file_read(dir, &set, err);
+    if (!rc)
+        rc = unet_adapter_import(o->u, &set, err);
+    lora_set_free(&set);
+    if (!rc) /* the master weights: what the adapters now hold */
+        rc = flat_xfer(o, o->p, 0, 0, err);
     if (rc)
         return rc;
+    char *path;
+    SafeTensors *st;
     path = xasprintf("%s/optimizer.safetensors", dir);
     st = safetensors_open(path, err);
     free(path);

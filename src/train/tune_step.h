@@ -68,7 +68,6 @@ typedef struct TuneOpt {
     int t;              /* optimizer steps taken */
     float weight_decay; /* AdamW's decoupled weight decay: 1e-2 (diffusers' DPO scripts) */
     float max_norm;     /* global gradient-norm clipping: 1.0 */
-    int dora;           /* the adapters carry DoRA's magnitudes */
 } TuneOpt;
 
 /* Gather the Unet's adapters (after unet_adapter_add) as the master weights. */
@@ -80,13 +79,14 @@ int tune_opt_upload(TuneOpt *o, Err *err);
  * max_norm, AdamW, upload, zero the device gradients. *grad_norm: the norm before clipping. */
 int tune_opt_step(TuneOpt *o, float lr, float *grad_norm, Err *err);
 
-/* The adapter and the optimizer state as files in folder DIR: adapter.safetensors (PEFT
- * names "unet.<module>.lora_A.weight" / "lora_B.weight" / "lora_magnitude_vector", f32,
- * metadata rank and alpha, and diffusers' lora_adapter_metadata {"unet.r", "unet.lora_alpha",
- * "unet.use_dora"}, so `easel generate --lora` and diffusers' load_lora_weights take it) and
- * optimizer.safetensors (m, v, and the step count in its metadata). tune_opt_load reads them
- * back (names and shapes must match the adapters: ERR_FORMAT naming the file). */
-int tune_opt_save(const TuneOpt *o, int rank, float alpha, const char *dir, Err *err);
+/* The adapter and the optimizer state as files in folder DIR: the adapter as PEFT / diffusers
+ * files (lora_file_write_peft: pytorch_lora_weights.safetensors and adapter_config.json, f32,
+ * TARGETS as PEFT's target_modules; what `easel generate --lora`, `easel tune-eval` and
+ * diffusers' load_lora_weights take) and optimizer.safetensors (m, v, and the step count in
+ * its metadata). tune_opt_load reads them back into the live adapters and the master weights
+ * (an adapter of another shape, rank or kind: ERR_FORMAT naming the entry). */
+int tune_opt_save(const TuneOpt *o, const char *const *targets, int n_targets,
+                  const char *dir, Err *err);
 int tune_opt_load(TuneOpt *o, const char *dir, Err *err);
 
 #endif

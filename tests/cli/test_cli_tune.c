@@ -79,12 +79,12 @@ Test(tunecli, a_run_writes_its_folder_and_a_store_run) {
              "--save-every 2 --device cpu --sample-seeds 0 --sample-steps 2 --lr 1e-3",
              MODEL, pairs, tmpdir);
     cr_assert_eq(run(args, &out, &err), 0, "%s", err);
-    cr_assert(strstr(out, "/run/final/adapter.safetensors"), "%s", out);
+    cr_assert(strstr(out, "/run/final/pytorch_lora_weights.safetensors"), "%s", out);
     free(out), free(err);
     char p[512];
     snprintf(p, sizeof p, "%s/run/metrics.jsonl", tmpdir);
     cr_assert_eq(count_lines(p), 3);
-    snprintf(p, sizeof p, "%s/run/checkpoint-2/adapter.safetensors", tmpdir);
+    snprintf(p, sizeof p, "%s/run/checkpoint-2/pytorch_lora_weights.safetensors", tmpdir);
     cr_assert(base_is_file(p));
     snprintf(p, sizeof p, "%s/run/samples/step-3/p0-seed0.png", tmpdir);
     cr_assert(base_is_file(p));
@@ -94,7 +94,7 @@ Test(tunecli, a_run_writes_its_folder_and_a_store_run) {
                                          "AND name = 'loss'"), 3);
     /* the adapter renders through generate --lora */
     snprintf(args, sizeof args, "generate --model %s --prompt 'a red fox' --seed 1 --steps 2 "
-             "--out %s/gen --device cpu --lora %s/run/final/adapter.safetensors", MODEL, tmpdir,
+             "--out %s/gen --device cpu --lora %s/run/final/pytorch_lora_weights.safetensors", MODEL, tmpdir,
              tmpdir);
     cr_assert_eq(run(args, &out, &err), 0, "%s", err);
     free(out), free(err);
@@ -162,7 +162,7 @@ Test(tunecli, queue_adds_a_job_and_the_job_kind_runs) {
     cr_assert_eq(rc, 0, "%s", e.msg);
     store_close(st);
     char p[400];
-    snprintf(p, sizeof p, "%s/final/adapter.safetensors", outdir);
+    snprintf(p, sizeof p, "%s/final/pytorch_lora_weights.safetensors", outdir);
     cr_assert(base_is_file(p));
     cr_assert_eq(support_sql_num(dbpath, "SELECT count(*) FROM runs WHERE kind = 'tune' AND "
                                          "job_id IS NOT NULL AND job_id > 0"), 1);

@@ -17,6 +17,7 @@
 #include "image.h"
 #include "pipeline.h"
 #include "store.h"
+#include "store_run_images.h"
 #include "store_runs.h"
 #include "tune.h"
 #include "tune_pairs_src.h"
@@ -123,8 +124,8 @@ Test(tune, dpo_run_writes_metrics_checkpoints_and_is_deterministic) {
     run_ok(&a, NULL);
     run_ok(&b, NULL);
     char pa[1200], pb[1200];
-    snprintf(pa, sizeof pa, "%s/final/adapter.safetensors", a.out);
-    snprintf(pb, sizeof pb, "%s/final/adapter.safetensors", b.out);
+    snprintf(pa, sizeof pa, "%s/final/pytorch_lora_weights.safetensors", a.out);
+    snprintf(pb, sizeof pb, "%s/final/pytorch_lora_weights.safetensors", b.out);
     same_file(pa, pb);
     snprintf(pa, sizeof pa, "%s/checkpoint-2/optimizer.safetensors", a.out);
     cr_assert(base_is_file(pa), "no checkpoint-2");
@@ -186,8 +187,8 @@ static void killed_then_resumed(const char *objective, const char *adapter) {
     cr_assert(!base_is_dir(p), "final/ exists after the kill");
     run_ok(&b, NULL);
     char pa[1200], pb[1200];
-    snprintf(pa, sizeof pa, "%s/final/adapter.safetensors", a.out);
-    snprintf(pb, sizeof pb, "%s/final/adapter.safetensors", b.out);
+    snprintf(pa, sizeof pa, "%s/final/pytorch_lora_weights.safetensors", a.out);
+    snprintf(pb, sizeof pb, "%s/final/pytorch_lora_weights.safetensors", b.out);
     same_file(pa, pb);
     snprintf(pa, sizeof pa, "%s/final/optimizer.safetensors", a.out);
     snprintf(pb, sizeof pb, "%s/final/optimizer.safetensors", b.out);
@@ -223,6 +224,9 @@ Test(tune, metrics_go_to_the_store_as_a_tune_run) {
     TuneConfig a;
     config(&a, "a", "dpo");
     a.steps = 2;
+    a.save_every = 1;
+    a.sample_steps = 2;
+    snprintf(a.sample_seeds, sizeof a.sample_seeds, "4");
     snprintf(a.run_name, sizeof a.run_name, "tune-test");
     cr_assert_eq(tune_run(st, &a, NULL, &err), 0, "%s", err.msg);
     StoreRun r;
@@ -242,6 +246,16 @@ Test(tune, metrics_go_to_the_store_as_a_tune_run) {
     int64_t step;
     cr_assert_eq(store_metric_last(st, r.id, "train", "lr", &v, &step, &err), 0);
     cr_assert_float_eq(v, 1e-3, 1e-9);
+    /* the sample images of steps 1 and 2, one per training prompt, for the Monitor */
+    StoreRunImage *im;
+    size_t ni;
+    cr_assert_eq(store_run_images_list(st, r.id, &im, &ni, &err), 0, "%s", err.msg);
+    cr_assert_eq(ni, 4);
+    for (size_t i = 0; i < ni; i++) {
+        cr_assert_eq(im[i].seed, 4);
+        cr_assert(base_is_file(im[i].path), "%s", im[i].path);
+    }
+    store_run_images_free(im, ni);
     store_run_deinit(&r);
     store_close(st);
 }
@@ -336,7 +350,7 @@ static void adapter_file_renders_as_trained(const char *adapter) {
     Image live = {0};
     Err err = {0};
     cr_assert_eq(image_load(p, 3, &live, &err), 0, "%s", err.msg);
-    snprintf(p, sizeof p, "%s/final/adapter.safetensors", a.out);
+    snprintf(p, sizeof p, "%s/final/pytorch_lora_weights.safetensors", a.out);
     Backend *be = NULL;
     BackendConfig bc = {.threads = 2};
     cr_assert_eq(backend_open("cpu", &bc, &be, NULL, 0, &err), 0, "%s", err.msg);

@@ -139,7 +139,7 @@ Test(tune_planted, brighter_is_learned, .timeout = 600) {
     c.threads = 2;
     cr_assert_eq(tune_run(NULL, &c, NULL, &err), 0, "%s", err.msg);
     char adapter[400];
-    snprintf(adapter, sizeof adapter, "%s/run/final/adapter.safetensors", tmp);
+    snprintf(adapter, sizeof adapter, "%s/run/final/pytorch_lora_weights.safetensors", tmp);
     SdPipeline *tuned = open_pipe(be, adapter);
     /* held-out seeds render brighter with the adapter (no guidance: the conditional model the
      * adapter was trained as) */
