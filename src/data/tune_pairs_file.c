@@ -4,6 +4,7 @@
 #include "tune_pairs_src.h"
 #include "tune_pairs_int.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -238,6 +239,7 @@ static int prompt_text(Prompts *pr, const PairsLine *pl, char **text, Err *err) 
 typedef struct Row {
     long line;
     char *prompt;
+    char *prompt_neg; /* ADPO's rejected context, "prompt_neg" (tune16), or NULL */
     size_t img[2]; /* pos, neg: indices into the checks */
     double label;
 } Row;
@@ -334,6 +336,8 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
         }
         Row *r = &rows[n++];
         *r = (Row){.line = line, .prompt = text, .label = pl.label};
+        /* tune16: ADPO's rejected context, when the line names one */
+        r->prompt_neg = xstrdup(json_string_value(json_object_get(pl.obj, "prompt_neg")));
         const char *raw[2] = {pl.img_pos, pl.img_neg};
         for (int k = 0; k < 2; k++) {
             char *p = join(dir, raw[k]);
@@ -406,6 +410,7 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
             int swap = r->label < 0.5;
             inf.swapped += swap;
             TunePair p = {.prompt = r->prompt,
+                          .prompt_neg = r->prompt_neg,
                           .path_w = chk[r->img[swap]].path,
                           .path_l = chk[r->img[!swap]].path,
                           .weight = 1.0,
@@ -417,7 +422,7 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
             *info = inf;
     }
     for (size_t i = 0; i < n; i++)
-        free(rows[i].prompt);
+        free(rows[i].prompt), free(rows[i].prompt_neg);
     free(rows);
     for (size_t i = 0; i < n_chk; i++)
         free(chk[i].path);

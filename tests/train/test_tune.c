@@ -384,3 +384,47 @@ static void adapter_file_renders_as_trained(const char *adapter) {
 
 Test(tune, lora_file_renders_as_trained) { adapter_file_renders_as_trained("lora"); }
 Test(tune, dora_file_renders_as_trained) { adapter_file_renders_as_trained("dora"); }
+
+/* SDXL: the pooled text and the time ids go with every sample; the first DPO loss is ln 2
+ * there too, and DSPO's SDXL form runs. ADPO takes the pairs' prompt_neg. */
+Test(tune, sdxl_runs_dpo_and_dspo) {
+    const char *obj[] = {"dpo", "dspo"};
+    for (int k = 0; k < 2; k++) {
+        TuneConfig a;
+        config(&a, obj[k], obj[k]);
+        snprintf(a.model, sizeof a.model, "tests/gen/fixtures/pipeline_sdxl");
+        a.steps = 2;
+        a.accum = 1;
+        run_ok(&a, NULL);
+        char *m = metrics_sans_time(a.out);
+        double loss;
+        cr_assert_eq(sscanf(m, "{\"step\": 1, \"loss\": %lf", &loss), 1, "%s", m);
+        if (k == 0)
+            cr_assert_float_eq(loss, log(2.0), 1e-6);
+        cr_assert(isfinite(loss) && strstr(m, "\"step\": 2"), "%s", m);
+        free(m);
+    }
+}
+
+Test(tune, adpo_takes_prompt_neg) {
+    char p[300];
+    snprintf(p, sizeof p, "%s/pairs.jsonl", tmp);
+    FILE *f = fopen(p, "w");
+    fprintf(f, "{\"prompt\": \"a red fox\", \"prompt_neg\": \"a blue car\", \"img_pos\": "
+               "\"img0.png\", \"img_neg\": \"img2.png\"}\n");
+    fclose(f);
+    TuneConfig a;
+    config(&a, "a", "adpo");
+    a.steps = 2;
+    run_ok(&a, NULL);
+    /* one prompt alone and no prompt_neg: refused before anything is written */
+    f = fopen(p, "w");
+    fprintf(f, "{\"prompt\": \"a red fox\", \"img_pos\": \"img0.png\", \"img_neg\": "
+               "\"img2.png\"}\n");
+    fclose(f);
+    config(&a, "b", "adpo");
+    Err err = {0};
+    cr_assert_eq(tune_run(NULL, &a, NULL, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "prompt_neg"), "%s", err.msg);
+    cr_assert(!base_is_dir(a.out));
+}
