@@ -50,7 +50,8 @@ static const JobParamSpec tune_params[] = {
     {"size", JOB_PARAM_STRING, "", "WxH training size, multiples of 8; default the model's",
      NULL},
     {"warmup", JOB_PARAM_INT, "0", "steps of linear learning-rate warmup", NULL},
-    {"optimizer", JOB_PARAM_CHOICE, "adamw", "adamw", "adamw"},
+    {"optimizer", JOB_PARAM_CHOICE, "adamw", "adamw (clipping the gradient norm at 1) or "
+     "adafactor (the DPO scripts' --use_adafactor)", "adamw|adafactor"},
     {"sample-seeds", JOB_PARAM_STRING, "0,1", "seeds of the sample images ('none': no samples)",
      NULL},
     {"sample-prompts", JOB_PARAM_PATH, "", "a file of sample prompts, one a line (default: the "

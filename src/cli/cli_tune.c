@@ -94,7 +94,7 @@ static void tune_usage(void) {
            "                [--adapter lora|dora] [--device auto|cpu|cuda[:N]] [--rank 8]\n"
            "                [--alpha 32] [--targets LIST] [--beta B] [--lr LR] [--steps N]\n"
            "                [--batch N] [--accum N] [--seed N] [--save-every N] [--size WxH]\n"
-           "                [--warmup N] [--optimizer adamw] [--queue]\n\n"
+           "                [--warmup N] [--optimizer adamw|adafactor] [--queue]\n\n"
            "Fine-tune a Stable Diffusion / SDXL model's UNet with a LoRA or DoRA adapter so that\n"
            "it prefers the preferred image of each pair: Diffusion-DPO (dpo), DSPO (dspo) or\n"
            "ADPO (adpo: the image under its own prompt against another prompt), against the\n"

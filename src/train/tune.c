@@ -89,8 +89,9 @@ int tune_config_check(const TuneConfig *c, Err *err) {
                        c->objective);
     if (strcmp(c->adapter, "lora") && strcmp(c->adapter, "dora"))
         return err_set(err, ERR_USAGE, "tune: --adapter '%s': use lora or dora", c->adapter);
-    if (strcmp(c->optimizer, "adamw"))
-        return err_set(err, ERR_USAGE, "tune: --optimizer '%s': use adamw", c->optimizer);
+    if (strcmp(c->optimizer, "adamw") && strcmp(c->optimizer, "adafactor"))
+        return err_set(err, ERR_USAGE, "tune: --optimizer '%s': use adamw or adafactor",
+                       c->optimizer);
     if (c->rank < 1 || c->rank > 1024)
         return err_set(err, ERR_USAGE, "tune: --rank %d: use 1 to 1024", c->rank);
     if (!(c->alpha > 0) || !isfinite(c->alpha))
@@ -671,7 +672,9 @@ static int run_prepare(Run *r, Err *err) {
         rc = unet_adapter_add(r->u, &ac, err);
     }
     if (!rc)
-        rc = tune_opt_init(&r->opt, r->u, r->be, err);
+        rc = tune_opt_init(&r->opt, r->u, r->be,
+                           strcmp(c->optimizer, "adafactor") ? TUNE_OPT_ADAMW
+                                                             : TUNE_OPT_ADAFACTOR, err);
     r->opt.weight_decay = (float)c->weight_decay;
     return rc;
 }

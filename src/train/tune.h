@@ -17,7 +17,7 @@
  *     t ~ U[0, T) and noise ε come from a generator seeded by (seed, g, pair index): a resumed
  *     run draws exactly what an uninterrupted one does.
  *   - AdamW on f32 master weights (weight decay 1e-2, ε 1e-8, as diffusers' DPO scripts),
- *     gradient-norm clipping at 1.0, learning rate lr·s/warmup for s <= warmup then lr
+ *     gradient-norm clipping at 1.0 (or the scripts' Adafactor, tune_step.h), learning rate lr·s/warmup for s <= warmup then lr
  *     (diffusers' constant_with_warmup, the DPO scripts' default).
  *   - OUT/metrics.jsonl gets one JSON object per step (and the store, when given, the same as
  *     run metrics of split "train"); OUT/checkpoint-S/ every save_every steps and OUT/final/
@@ -50,7 +50,7 @@ typedef struct TuneConfig {
     char objective[8];         /* dpo (default), dspo, adpo */
     char adapter[8];           /* lora (default) or dora */
     char device[24];           /* auto, cpu, cuda, cuda:N */
-    char optimizer[12];        /* adamw */
+    char optimizer[12];        /* adamw (default) or adafactor */
     char targets[512];         /* comma-separated module suffixes; "" = the original's six */
     int rank;                  /* 8 */
     double alpha;              /* 32 */

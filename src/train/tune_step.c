@@ -133,24 +133,46 @@ static int flat_xfer(TuneOpt *o, float *flat, int which, int dir, Err *err) {
     return backend_sync(o->be, err);
 }
 
-int tune_opt_init(TuneOpt *o, Unet *u, Backend *be, Err *err) {
+int tune_opt_init(TuneOpt *o, Unet *u, Backend *be, TuneOptKind kind, Err *err) {
     memset(o, 0, sizeof *o);
     o->u = u;
     o->be = be;
+    o->kind = kind;
     o->weight_decay = 1e-2f;
     o->max_norm = 1.0f;
     int n = unet_adapter_param_count(u);
     if (n <= 0)
         return err_set(err, ERR_USAGE, "tune: the UNet has no adapters to train");
+    o->ts = xcalloc((size_t)n, sizeof *o->ts);
+    o->nt = n;
+    int conv = 0; /* the current adapter's A is 4-D */
     for (int i = 0; i < n; i++) {
         Tensor p;
-        unet_adapter_param(u, i, &p, NULL);
-        o->n += (size_t)tensor_numel(&p);
+        const char *name = unet_adapter_param(u, i, &p, NULL);
+        TuneOptTensor *t = &o->ts[i];
+        t->off = o->n;
+        t->n = (size_t)tensor_numel(&p);
+        o->n += t->n;
+        int dora_m = strstr(name, "lora_magnitude_vector") != NULL;
+        if (strstr(name, "lora_A"))
+            conv = p.n_dims == 4;
+        int nd = dora_m && conv ? 4 : p.n_dims; /* PEFT's conv m is (1, out, 1, 1) */
+        if (nd >= 2) {
+            t->factored = 1;
+            t->C = dora_m ? 1 : (size_t)p.shape[p.n_dims - 1];
+            t->R = dora_m ? 1 : (size_t)p.shape[p.n_dims - 2];
+            t->lead = t->n / (t->R * t->C);
+            t->foff = o->nf;
+            o->nf += t->lead * (t->R + t->C);
+        } else {
+            t->lead = 1, t->R = 1, t->C = t->n;
+        }
     }
     o->p = xcalloc(4 * o->n, sizeof(float));
     o->g = o->p + o->n;
     o->m = o->g + o->n;
     o->v = o->m + o->n;
+    o->f = xcalloc(o->nf ? o->nf : 1, sizeof(float));
     return flat_xfer(o, o->p, 0, 0, err);
 }
 
@@ -158,23 +180,86 @@ void tune_opt_deinit(TuneOpt *o) {
     if (!o)
         return;
     free(o->p);
+    free(o->f);
+    free(o->ts);
     memset(o, 0, sizeof *o);
 }
 
 int tune_opt_upload(TuneOpt *o, Err *err) { return flat_xfer(o, o->p, 0, 1, err); }
 
+/* One transformers.Adafactor step of tensor T (see tune_step.h), in f32 as torch does it. */
+static void adafactor_tensor(TuneOpt *o, const TuneOptTensor *t, float lr, float *u) {
+    float *p = o->p + t->off, *g = o->g + t->off;
+    float beta2t = 1.0f - powf((float)o->t, -0.8f);
+    const float eps1 = 1e-30f;
+    if (t->factored) {
+        float *row = o->f + t->foff, *col = row + t->lead * t->R;
+        for (size_t l = 0; l < t->lead; l++) {
+            const float *gl = g + l * t->R * t->C;
+            float *rl = row + l * t->R, *cl = col + l * t->C;
+            for (size_t r = 0; r < t->R; r++) {
+                double s = 0;
+                for (size_t c = 0; c < t->C; c++)
+                    s += (double)(gl[r * t->C + c] * gl[r * t->C + c] + eps1);
+                rl[r] = beta2t * rl[r] + (1.0f - beta2t) * (float)(s / (double)t->C);
+            }
+            for (size_t c = 0; c < t->C; c++) {
+                double s = 0;
+                for (size_t r = 0; r < t->R; r++)
+                    s += (double)(gl[r * t->C + c] * gl[r * t->C + c] + eps1);
+                cl[c] = beta2t * cl[c] + (1.0f - beta2t) * (float)(s / (double)t->R);
+            }
+            double rm = 0;
+            for (size_t r = 0; r < t->R; r++)
+                rm += rl[r];
+            float rmean = (float)(rm / (double)t->R);
+            for (size_t r = 0; r < t->R; r++) {
+                float rf = 1.0f / sqrtf(rl[r] / rmean);
+                for (size_t c = 0; c < t->C; c++)
+                    u[l * t->R * t->C + r * t->C + c] =
+                        rf * (1.0f / sqrtf(cl[c])) * gl[r * t->C + c];
+            }
+        }
+    } else {
+        float *v = o->v + t->off;
+        for (size_t i = 0; i < t->n; i++) {
+            v[i] = beta2t * v[i] + (1.0f - beta2t) * (g[i] * g[i] + eps1);
+            u[i] = (1.0f / sqrtf(v[i])) * g[i];
+        }
+    }
+    double ss = 0;
+    for (size_t i = 0; i < t->n; i++)
+        ss += (double)u[i] * u[i];
+    float rms = (float)(sqrt(ss) / sqrt((double)t->n)); /* clip_threshold 1 */
+    float div = rms > 1.0f ? rms : 1.0f;
+    for (size_t i = 0; i < t->n; i++) {
+        float up = u[i] / div * lr;
+        p[i] += p[i] * (-o->weight_decay * lr);
+        p[i] -= up;
+    }
+}
+
 int tune_opt_step(TuneOpt *o, float lr, float *grad_norm, Err *err) {
     int rc = flat_xfer(o, o->g, 1, 0, err);
     if (rc)
         return rc;
-    float norm = optim_clip_grad_norm(o->g, o->n, o->max_norm);
-    if (grad_norm)
-        *grad_norm = norm;
-    AdamWConfig cfg = optim_adamw_defaults();
-    cfg.lr = lr;
-    cfg.weight_decay = o->weight_decay;
     o->t++;
-    optim_adamw_step(o->p, o->g, o->m, o->v, o->n, o->t, lr, &cfg, 1);
+    if (o->kind == TUNE_OPT_ADAFACTOR) {
+        if (grad_norm)
+            *grad_norm = optim_grad_norm(o->g, o->n);
+        float *u = o->m; /* scratch: Adafactor keeps no first moment */
+        for (int i = 0; i < o->nt; i++)
+            adafactor_tensor(o, &o->ts[i], lr, u + o->ts[i].off);
+        memset(o->g, 0, o->n * sizeof *o->g);
+    } else {
+        float norm = optim_clip_grad_norm(o->g, o->n, o->max_norm);
+        if (grad_norm)
+            *grad_norm = norm;
+        AdamWConfig cfg = optim_adamw_defaults();
+        cfg.lr = lr;
+        cfg.weight_decay = o->weight_decay;
+        optim_adamw_step(o->p, o->g, o->m, o->v, o->n, o->t, lr, &cfg, 1);
+    }
     unet_lora_zero_grad(o->u);
     return tune_opt_upload(o, err);
 }
@@ -195,9 +280,12 @@ int tune_opt_save(const TuneOpt *o, const char *const *targets, int n_targets,
         return rc;
     SafeTensorsWriter *w = safetensors_writer_new();
     int64_t shape[1] = {(int64_t)o->n};
+    int64_t fshape[1] = {(int64_t)o->nf};
     rc = safetensors_writer_add(w, "m", ST_F32, 1, shape, o->m, err);
     if (!rc)
         rc = safetensors_writer_add(w, "v", ST_F32, 1, shape, o->v, err);
+    if (!rc && o->nf) /* Adafactor's factored statistics */
+        rc = safetensors_writer_add(w, "f", ST_F32, 1, fshape, o->f, err);
     char buf[32];
     snprintf(buf, sizeof buf, "%d", o->t);
     safetensors_writer_meta(w, "step", buf);
@@ -238,6 +326,8 @@ int tune_opt_load(TuneOpt *o, const char *dir, Err *err) {
     rc = read_exact(st, "m", o->m, o->n, err);
     if (!rc)
         rc = read_exact(st, "v", o->v, o->n, err);
+    if (!rc && o->nf)
+        rc = read_exact(st, "f", o->f, o->nf, err);
     const char *s = safetensors_metadata(st, "step");
     if (!rc && (!s || atoi(s) < 0))
         rc = err_set(err, ERR_FORMAT, "%s: no step in its metadata", safetensors_path(st));

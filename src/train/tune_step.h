@@ -58,20 +58,44 @@ int tune_batch_grad(Unet *u, Backend *be, const TuneBatch *b, TuneObjective obj,
 
 /* ---- the optimizer ---- */
 
+typedef enum TuneOptKind {
+    TUNE_OPT_ADAMW = 0,
+    TUNE_OPT_ADAFACTOR = 1, /* transformers.Adafactor as the DPO scripts make it (below) */
+} TuneOptKind;
+
+/* One adapter tensor in the flat block, as torch sees it (for Adafactor's factoring). */
+typedef struct TuneOptTensor {
+    size_t off, n;      /* in the flat block */
+    size_t lead, R, C;  /* shape = (lead..., R, C); 1-D tensors: lead 1, R 1, C n */
+    int factored;       /* 2 or more dims */
+    size_t foff;        /* factored statistics at f[foff]: lead·R rows, then lead·C columns */
+} TuneOptTensor;
+
 typedef struct TuneOpt {
     Unet *u;
     Backend *be;
+    TuneOptKind kind;
     size_t n;           /* adapter parameters */
     float *p;           /* (n) master weights */
     float *g;           /* (n) gradients of the step */
-    float *m, *v;       /* (n) AdamW moments */
+    float *m, *v;       /* (n) AdamW moments; Adafactor: v for unfactored tensors */
+    float *f;           /* (nf) Adafactor's row and column statistics */
+    size_t nf;
+    TuneOptTensor *ts;  /* the adapter tensors, in flat order */
+    int nt;
     int t;              /* optimizer steps taken */
-    float weight_decay; /* AdamW's decoupled weight decay: 1e-2 (diffusers' DPO scripts) */
-    float max_norm;     /* global gradient-norm clipping: 1.0 */
+    float weight_decay; /* decoupled weight decay: 1e-2 (diffusers' DPO scripts) */
+    float max_norm;     /* AdamW: global gradient-norm clipping, 1.0 (Adafactor clips its
+                         * update's RMS to 1 instead, as the scripts do) */
 } TuneOpt;
 
-/* Gather the Unet's adapters (after unet_adapter_add) as the master weights. */
-int tune_opt_init(TuneOpt *o, Unet *u, Backend *be, Err *err);
+/* Gather the Unet's adapters (after unet_adapter_add) as the master weights, for an
+ * optimizer of KIND. Adafactor is transformers.Adafactor(lr, weight_decay, clip_threshold=1.0,
+ * scale_parameter=False, relative_step=False) as train_diffusion_dpo.py's --use_adafactor
+ * makes it: β2_t = 1 − t^−0.8, ε1 1e-30, second moments factored into row and column means for
+ * tensors of 2 or more dims (PEFT's shapes: DoRA's m of a conv layer is (1, out, 1, 1)), the
+ * update's RMS clipped to 1, no first moment, no gradient-norm clipping. */
+int tune_opt_init(TuneOpt *o, Unet *u, Backend *be, TuneOptKind kind, Err *err);
 void tune_opt_deinit(TuneOpt *o); /* NULL allowed */
 /* Upload the master weights to the adapters (after they were changed on the host). */
 int tune_opt_upload(TuneOpt *o, Err *err);

@@ -20,7 +20,10 @@ Per case CASE (a UNet, an objective, beta):
     Diffusion-SDPO's train.py (dspo: the SD form on unet_sd, the SDXL form on unet_sdxl,
     gradients through sigmoid(inside) included), and adpo = the dpo form over the context
     difference; the reference prediction with the adapters disabled (unet.disable_adapters());
-  - backward, clip_grad_norm_(1.0), one torch.optim.AdamW(lr=1e-3, weight_decay=1e-2) step.
+  - backward, clip_grad_norm_(1.0), one torch.optim.AdamW(lr=1e-3, weight_decay=1e-2) step;
+    the "_adafactor" cases: no clipping, one transformers.Adafactor(lr=1e-3, weight_decay=1e-2,
+    clip_threshold=1.0, scale_parameter=False, relative_step=False) step (the DPO script's
+    --use_adafactor).
 Stored: CASE.x0_w, .x0_l, .noise, .t, .ehs, .ehs_neg, .text_embeds, .time_ids, .xt (the
 noisy latents, 2B), .loss, .acc, .grad_norm, and per adapted module M: CASE.M.A0, .B0 (before),
 .dA, .dB (autograd's, before clipping), .A1, .B1 (after the AdamW step); the "_dora" cases
@@ -30,6 +33,7 @@ import os
 
 import torch
 import torch.nn.functional as F
+import transformers
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from peft import LoraConfig
 from safetensors.torch import save_file
@@ -59,6 +63,9 @@ CASES = [
     ("dpo_dora", "unet_sd", "dpo", 100.0, 0.02, 11),
     ("dspo_dora", "unet_sd", "dspo", 0.001, 0.02, 12),
     ("adpo_dora", "unet_sd", "adpo", 100.0, 0.02, 13),
+    # Adafactor as train_diffusion_dpo.py's --use_adafactor makes it (no gradient clipping)
+    ("dpo_adafactor", "unet_sd", "dpo", 100.0, 0.02, 14),
+    ("dspo_dora_adafactor", "unet_sd", "dspo", 0.001, 0.02, 15),
 ]
 
 
@@ -140,8 +147,14 @@ def run(name, model, objective, beta, bstd, seed, res):
     loss.backward()
     grads = {m: tuple(x.grad.clone() for x in ts) for m, ts in loras.items()}
     params = [p for m in loras for p in loras[m]]
-    gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    if "_adafactor" in name:
+        gn = torch.nn.utils.clip_grad_norm_(params, float("inf"))  # the norm, not clipped
+        opt = transformers.Adafactor(params, lr=1e-3, weight_decay=1e-2, clip_threshold=1.0,
+                                     scale_parameter=False, relative_step=False)
+    else:
+        gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-2,
+                                eps=1e-8)
     opt.step()
     r = {"x0_w": x0_w, "x0_l": x0_l, "noise": noise, "t": t.float(), "ehs": ehs,
          "ehs_neg": ehs_neg, "xt": noisy, "loss": loss.detach().reshape(1),

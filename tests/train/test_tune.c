@@ -162,10 +162,13 @@ static void kill_at_3(void *user, int step, int total, int ck, const TuneStepMet
         raise(SIGKILL);
 }
 
-static void killed_then_resumed(const char *objective, const char *adapter) {
+static void killed_then_resumed_opt(const char *objective, const char *adapter,
+                                    const char *optimizer) {
     TuneConfig a, b;
     config(&a, "a", objective);
     config(&b, "b", objective);
+    snprintf(a.optimizer, sizeof a.optimizer, "%s", optimizer);
+    snprintf(b.optimizer, sizeof b.optimizer, "%s", optimizer);
     snprintf(a.adapter, sizeof a.adapter, "%s", adapter);
     snprintf(b.adapter, sizeof b.adapter, "%s", adapter);
     run_ok(&a, NULL);
@@ -198,10 +201,17 @@ static void killed_then_resumed(const char *objective, const char *adapter) {
     free(ma), free(mb);
 }
 
+static void killed_then_resumed(const char *objective, const char *adapter) {
+    killed_then_resumed_opt(objective, adapter, "adamw");
+}
+
 Test(tune, dpo_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("dpo", "lora"); }
 Test(tune, dspo_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("dspo", "lora"); }
 Test(tune, adpo_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("adpo", "lora"); }
 Test(tune, dora_resume_after_kill9_equals_uninterrupted) { killed_then_resumed("dpo", "dora"); }
+Test(tune, adafactor_resume_after_kill9_equals_uninterrupted) {
+    killed_then_resumed_opt("dpo", "lora", "adafactor");
+}
 
 Test(tune, a_resume_with_other_settings_is_refused) {
     TuneConfig a;

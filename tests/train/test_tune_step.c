@@ -39,6 +39,10 @@ Test(tune_step, dpo_dora_first_step_is_ln2_and_matches_torch) {
 Test(tune_step, dpo_dora_matches_torch) { check_case("dpo_dora", SD, TUNE_DPO, 0); }
 Test(tune_step, dspo_dora_matches_torch) { check_case("dspo_dora", SD, TUNE_DSPO, 0); }
 Test(tune_step, adpo_dora_matches_torch) { check_case("adpo_dora", SD, TUNE_ADPO, 0); }
+Test(tune_step, dpo_adafactor_matches_torch) { check_case("dpo_adafactor", SD, TUNE_DPO, 0); }
+Test(tune_step, dspo_dora_adafactor_matches_torch) {
+    check_case("dspo_dora_adafactor", SD, TUNE_DSPO, 0);
+}
 Test(tune_step, dspo_sdxl_small_branch_matches_torch) { check_case("dspo_xl_small", XL, TUNE_DSPO, 1); }
 
 /* ---- the objectives' gradients by finite differences (double-checked central differences on
