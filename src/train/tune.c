@@ -276,6 +276,12 @@ static int run_step(Run *r, int s, StepOut *so, Err *err) {
     TuneLossStats sum = {0};
     int rc = 0;
     for (int k = 0; !rc && k < c->accum; k++) {
+        if (k > 0 && progress_cancelled(&r->hooks->progress)) {
+            /* a long accumulation stops within a micro-batch; the step is dropped whole */
+            unet_lora_zero_grad(r->u);
+            rc = ERR_CANCELLED;
+            break;
+        }
         for (int b = 0; b < B; b++) {
             int64_t g = ((int64_t)(s - 1) * c->accum + k) * B + b;
             int pi = pair_at(r, g);
@@ -320,6 +326,10 @@ static int run_step(Run *r, int s, StepOut *so, Err *err) {
     float gn = 0, lr = lr_at(c, s);
     if (!rc)
         rc = tune_opt_step(&r->opt, lr, &gn, err);
+    if (rc) {
+        free(xt), free(tgt), free(noise), free(tt), free(ehs), free(pooled), free(tids);
+        return rc;
+    }
     double dt = base_wall() - t0;
     so->loss = sum.loss / c->accum;
     so->acc = sum.acc / sum.n;

@@ -438,3 +438,41 @@ Test(tune, adpo_takes_prompt_neg) {
     cr_assert(strstr(err.msg, "prompt_neg"), "%s", err.msg);
     cr_assert(!base_is_dir(a.out));
 }
+
+/* A cancel (Ctrl-C, a job's cancel) stops within a step, inside a long accumulation too, and
+ * keeps a checkpoint of the last complete step even without --save-every; running again
+ * finishes as an uninterrupted run. */
+static int steps_done;
+static void count_steps(void *user, int step, int total, int ck, const TuneStepMetrics *m) {
+    (void)user, (void)total, (void)ck, (void)m;
+    steps_done = step;
+}
+static int calls_after_2;
+/* false when step 3 starts, true at its second micro-batch: a cancel inside a step */
+static int cancel_after_2(void *user) {
+    (void)user;
+    return steps_done >= 2 && ++calls_after_2 >= 2;
+}
+
+Test(tune, cancel_keeps_a_checkpoint_and_resumes) {
+    TuneConfig a, b;
+    config(&a, "a", "dpo");
+    config(&b, "b", "dpo");
+    a.save_every = b.save_every = 0;
+    a.accum = b.accum = 3;
+    run_ok(&a, NULL);
+    TuneHooks h = {0};
+    h.after_step = count_steps;
+    h.progress.cancelled = cancel_after_2;
+    steps_done = calls_after_2 = 0;
+    Err err = {0};
+    cr_assert_eq(tune_run(NULL, &b, &h, &err), ERR_CANCELLED);
+    cr_assert_eq(calls_after_2, 2, "the cancel was not seen inside step 3");
+    cr_assert(strstr(err.msg, "cancelled after step 2"), "%s", err.msg);
+    cr_assert_eq(tune_last_checkpoint(b.out), 2);
+    run_ok(&b, NULL);
+    char pa[1200], pb[1200];
+    snprintf(pa, sizeof pa, "%s/final/pytorch_lora_weights.safetensors", a.out);
+    snprintf(pb, sizeof pb, "%s/final/pytorch_lora_weights.safetensors", b.out);
+    same_file(pa, pb);
+}
