@@ -90,8 +90,9 @@ static void tl_note(void *user, const char *note) {
 
 static void tune_usage(void) {
     printf("usage: easel [--db PATH] tune --model NAME|PATH (--pairs FILE | --from-store\n"
-           "                [--aspect NAME | --reward CKPT]) --out DIR [--objective dpo|dspo|adpo]\n"
-           "                [--adapter lora|dora] [--device auto|cpu|cuda[:N]] [--rank 8]\n"
+           "                [--aspect NAME | --reward CKPT]) --out DIR\n"
+           "                [--objective dpo|dspo|adpo] [--adapter lora|dora]\n"
+           "                [--device auto|cpu|cuda[:N]] [--rank 8]\n"
            "                [--alpha 32] [--targets LIST] [--beta B] [--lr LR] [--steps N]\n"
            "                [--batch N] [--accum N] [--seed N] [--save-every N] [--size WxH]\n"
            "                [--warmup N] [--optimizer adamw|adafactor] [--queue]\n\n"

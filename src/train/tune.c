@@ -40,8 +40,7 @@
 #include "unet.h"
 #include "vae.h"
 
-static const char *const DEFAULT_TARGETS[] = {"to_q", "to_k", "to_v", "to_out.0",
-                                              "ff.net.0.proj", "ff.net.2"};
+static const char *const DEFAULT_TARGETS[] = UNET_ADAPTER_DEFAULT_TARGETS;
 
 void tune_config_defaults(TuneConfig *c) {
     memset(c, 0, sizeof *c);
@@ -555,10 +554,11 @@ static int split_targets(const char *s, char ***out, int *n) {
     *out = NULL;
     *n = 0;
     if (!s || !s[0]) {
-        *out = xmalloc(6 * sizeof **out);
-        for (int i = 0; i < 6; i++)
+        int nd = (int)(sizeof DEFAULT_TARGETS / sizeof DEFAULT_TARGETS[0]);
+        *out = xmalloc((size_t)nd * sizeof **out);
+        for (int i = 0; i < nd; i++)
             (*out)[i] = xstrdup(DEFAULT_TARGETS[i]);
-        *n = 6;
+        *n = nd;
         return 0;
     }
     char *copy = xstrdup(s);

@@ -5,8 +5,8 @@
  * DESIGN
  *   - One model is opened ONCE as an SdPipeline (the UNet trained, its text encoders for the
  *     prompts, its scheduler's ᾱ for the noising, the same pipeline renders the sample
- *     images); a LoRA or DoRA adapter is added to its UNet (unet_adapter_add), and the reference model of the objectives
- *     is the same UNet with the adapter off.
+ *     images); a LoRA or DoRA adapter is added to its UNet (unet_adapter_add), and the
+ *     reference model of the objectives is the same UNet with the adapter off.
  *   - Before anything is written, every pair is checked and its images encoded: the VAE
  *     encoder's mean × scaling_factor of the image resized (shorter side, bicubic) and
  *     centre-cropped to the training size (tune_latents.h; cached in the store when there is
@@ -17,8 +17,9 @@
  *     t ~ U[0, T) and noise ε come from a generator seeded by (seed, g, pair index): a resumed
  *     run draws exactly what an uninterrupted one does.
  *   - AdamW on f32 master weights (weight decay 1e-2, ε 1e-8, as diffusers' DPO scripts),
- *     gradient-norm clipping at 1.0 (or the scripts' Adafactor, tune_step.h), learning rate lr·s/warmup for s <= warmup then lr
- *     (diffusers' constant_with_warmup, the DPO scripts' default).
+ *     gradient-norm clipping at 1.0 (or the scripts' Adafactor, tune_step.h), learning rate
+ *     lr·s/warmup for s <= warmup then lr (diffusers' constant_with_warmup, the DPO scripts'
+ *     default).
  *   - OUT/metrics.jsonl gets one JSON object per step (and the store, when given, the same as
  *     run metrics of split "train"); OUT/checkpoint-S/ every save_every steps and OUT/final/
  *     hold the adapter as PEFT / diffusers files (pytorch_lora_weights.safetensors,

@@ -93,8 +93,8 @@ Test(tunecli, a_run_writes_its_folder_and_a_store_run) {
                                          "AND name = 'loss'"), 3);
     /* the adapter renders through generate --lora */
     snprintf(args, sizeof args, "generate --model %s --prompt 'a red fox' --seed 1 --steps 2 "
-             "--out %s/gen --device cpu --lora %s/run/final/pytorch_lora_weights.safetensors", MODEL, tmpdir,
-             tmpdir);
+             "--out %s/gen --device cpu --lora %s/run/final/pytorch_lora_weights.safetensors",
+             MODEL, tmpdir, tmpdir);
     cr_assert_eq(run(args, &out, &err), 0, "%s", err);
     free(out), free(err);
 }

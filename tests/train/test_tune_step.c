@@ -23,10 +23,14 @@ static void check_case(const char *cs, const char *model, TuneObjective obj, int
     check_case_on(cs, model, obj, xl, be);
 }
 
-Test(tune_step, dpo_first_step_is_ln2_and_matches_torch) { check_case("dpo_init", SD, TUNE_DPO, 0); }
+Test(tune_step, dpo_first_step_is_ln2_and_matches_torch) {
+    check_case("dpo_init", SD, TUNE_DPO, 0);
+}
 Test(tune_step, dpo_matches_torch) { check_case("dpo", SD, TUNE_DPO, 0); }
 Test(tune_step, dspo_sd_matches_torch) { check_case("dspo", SD, TUNE_DSPO, 0); }
-Test(tune_step, adpo_first_step_is_ln2_and_matches_torch) { check_case("adpo_init", SD, TUNE_ADPO, 0); }
+Test(tune_step, adpo_first_step_is_ln2_and_matches_torch) {
+    check_case("adpo_init", SD, TUNE_ADPO, 0);
+}
 Test(tune_step, adpo_matches_torch) { check_case("adpo", SD, TUNE_ADPO, 0); }
 Test(tune_step, dpo_sdxl_first_step_is_ln2_and_matches_torch) {
     check_case("dpo_xl_init", XL, TUNE_DPO, 1);
@@ -43,7 +47,9 @@ Test(tune_step, dpo_adafactor_matches_torch) { check_case("dpo_adafactor", SD, T
 Test(tune_step, dspo_dora_adafactor_matches_torch) {
     check_case("dspo_dora_adafactor", SD, TUNE_DSPO, 0);
 }
-Test(tune_step, dspo_sdxl_small_branch_matches_torch) { check_case("dspo_xl_small", XL, TUNE_DSPO, 1); }
+Test(tune_step, dspo_sdxl_small_branch_matches_torch) {
+    check_case("dspo_xl_small", XL, TUNE_DSPO, 1);
+}
 
 /* ---- the objectives' gradients by finite differences (double-checked central differences on
  * random predictions; both DSPO SDXL branches) ---- */
