@@ -70,7 +70,7 @@ static void config(TuneConfig *c, const char *out, const char *objective) {
     snprintf(c->sample_seeds, sizeof c->sample_seeds, "none");
     c->steps = 4;
     c->save_every = 2;
-    c->batch = 2;
+    c->batch = 1;
     c->accum = 2;
     c->lr = 1e-3;
     c->warmup = 2;

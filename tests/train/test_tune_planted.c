@@ -131,7 +131,7 @@ Test(tune_planted, brighter_is_learned, .timeout = 600) {
     snprintf(c.sample_seeds, sizeof c.sample_seeds, "none");
     snprintf(c.targets, sizeof c.targets,
              "to_q,to_k,to_v,to_out.0,ff.net.0.proj,ff.net.2,conv1,conv2,conv_in,conv_out");
-    c.steps = 100;
+    c.steps = 80;
     c.batch = 4;
     c.lr = 3e-3;
     c.save_every = 0;
@@ -144,10 +144,10 @@ Test(tune_planted, brighter_is_learned, .timeout = 600) {
     /* held-out seeds render brighter with the adapter (no guidance: the conditional model the
      * adapter was trained as) */
     double with = 0, without = 0;
-    for (int s = 100; s < 116; s++) {
+    for (int s = 100; s < 112; s++) {
         uint8_t *a = render(tuned, (uint64_t)s, 1.0f), *b = render(base, (uint64_t)s, 1.0f);
-        with += brightness(a, 64 * 64 * 3) / 16;
-        without += brightness(b, 64 * 64 * 3) / 16;
+        with += brightness(a, 64 * 64 * 3) / 12;
+        without += brightness(b, 64 * 64 * 3) / 12;
         free(a), free(b);
     }
     cr_log_info("held-out brightness: %.2f with the adapter, %.2f without", with, without);
