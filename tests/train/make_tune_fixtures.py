@@ -27,7 +27,8 @@ Per case CASE (a UNet, an objective, beta):
 Stored: CASE.x0_w, .x0_l, .noise, .t, .ehs, .ehs_neg, .text_embeds, .time_ids, .xt (the
 noisy latents, 2B), .loss, .acc, .grad_norm, and per adapted module M: CASE.M.A0, .B0 (before),
 .dA, .dB (autograd's, before clipping), .A1, .B1 (after the AdamW step); the "_dora" cases
-(use_dora=True) also .m0, .dm, .m1 (PEFT's lora_magnitude_vector).
+(use_dora=True) also .m0, .dm, .m1 (PEFT's lora_magnitude_vector). vpred.x0, .noise, .t,
+.xt, .v: add_noise and get_velocity of a v_prediction DDPMScheduler (the v target).
 """
 import os
 
@@ -173,9 +174,23 @@ def run(name, model, objective, beta, bstd, seed, res):
           f"{len(loras)} adapters")
 
 
+def velocity(res):
+    """v-prediction's target: DDPMScheduler.get_velocity (v = sqrt(a)*eps - sqrt(1-a)*x0)."""
+    torch.manual_seed(20)
+    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                          num_train_timesteps=1000, prediction_type="v_prediction")
+    x0 = torch.randn(3, 4, 8, 8)
+    noise = torch.randn(3, 4, 8, 8)
+    t = torch.tensor([0, 417, 999])
+    res["vpred.x0"], res["vpred.noise"], res["vpred.t"] = x0, noise, t.float()
+    res["vpred.xt"] = sched.add_noise(x0, noise, t)
+    res["vpred.v"] = sched.get_velocity(x0, noise, t)
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     res = {}
     for c in CASES:
         run(*c, res)
+    velocity(res)
     save_file(res, os.path.join(OUT, "tune_step.safetensors"))

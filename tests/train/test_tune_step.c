@@ -51,6 +51,32 @@ Test(tune_step, dspo_sdxl_small_branch_matches_torch) {
     check_case("dspo_xl_small", XL, TUNE_DSPO, 1);
 }
 
+/* v-prediction models train against v = √ᾱ·ε − √(1−ᾱ)·x0: diffusers' get_velocity */
+Test(tune_step, v_prediction_target_is_diffusers_velocity) {
+    Err err = {0};
+    SafeTensors *fx = safetensors_open(FIX, &err);
+    cr_assert_not_null(fx, "%s", err.msg);
+    SchedConfig sc;
+    sched_config_default(&sc, SCHED_DDIM);
+    sc.beta_start = 0.00085;
+    sc.beta_end = 0.012;
+    sc.beta_schedule = SCHED_BETAS_SCALED_LINEAR;
+    Scheduler sch;
+    cr_assert_eq(scheduler_init(&sch, &sc, 1, &err), 0, "%s", err.msg);
+    float *x0 = get(fx, "vpred", "x0", NULL), *eps = get(fx, "vpred", "noise", NULL);
+    float *t = get(fx, "vpred", "t", NULL), *wxt = get(fx, "vpred", "xt", NULL);
+    float *wv = get(fx, "vpred", "v", NULL), xt[256], v[256];
+    for (int b = 0; b < 3; b++) {
+        tune_add_noise(sch.alphas_cumprod, (int)t[b], x0 + b * 256, eps + b * 256, 256,
+                       SCHED_PRED_V, xt, v);
+        cr_assert(max_diff(xt, wxt + b * 256, 256) <= 1e-6, "x_t at t %g", t[b]);
+        cr_assert(max_diff(v, wv + b * 256, 256) <= 1e-6, "v at t %g", t[b]);
+    }
+    free(x0), free(eps), free(t), free(wxt), free(wv);
+    scheduler_deinit(&sch);
+    safetensors_close(fx);
+}
+
 /* ---- the objectives' gradients by finite differences (double-checked central differences on
  * random predictions; both DSPO SDXL branches) ---- */
 
