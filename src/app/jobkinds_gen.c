@@ -54,6 +54,10 @@ static const JobParamSpec gen_params[] = {
      "registered CLIP model's folder", NULL},
     {"prediction", JOB_PARAM_CHOICE, "model", "the scheduler's prediction type: the model's, "
      "epsilon or v (v-prediction)", "model|epsilon|v"},
+    /* mem15: the weights' resident dtype (gen_weights_dtype) */
+    {"dtype", JOB_PARAM_CHOICE, "auto", "the weights' dtype in memory: auto (bf16 on a GPU, f32 "
+     "on the CPU), f32, f16 or bf16; activations and the VAE decode stay f32",
+     "auto|f32|f16|bf16"},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -521,6 +525,19 @@ static void strv_free(char **v) {
     free(v);
 }
 
+/* mem15: --dtype. auto: bf16 on CUDA (every device the CUDA build runs on, sm_80 and up, has
+ * bf16: the Makefile's gencode list), f32 on the CPU (its half-weight kernels widen every
+ * weight on each use, and a CPU host has the memory for f32; doc/models.md "Memory"). */
+static DType gen_weights_dtype(const char *param, int on_cuda) {
+    if (strcmp(param, "f32") == 0)
+        return DTYPE_F32;
+    if (strcmp(param, "f16") == 0)
+        return DTYPE_F16;
+    if (strcmp(param, "bf16") == 0)
+        return DTYPE_BF16;
+    return on_cuda ? DTYPE_BF16 : DTYPE_F32;
+}
+
 /* The generation P describes on the devices given (JOB_ID 0: the command). */
 static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char *device,
                        const int *gpus, int n_gpus, const Progress *pr, GenRunReport *rep,
@@ -569,6 +586,18 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
                            "scheduler", *sch ? sch : NULL, "negative", *neg ? neg : NULL,
                            "rng", job_param_str(p, "rng"), "width", width, "height", height,
                            "generator", "easel");
+    /* mem15: the weights' dtype, one for the run (an image depends on the settings only,
+     * never on its worker): the GPUs' when GPUs are given and the machine has them (NVML), the
+     * CPU's otherwise (--device cpu; auto or cuda without a GPU; GPUs handed out that the
+     * machine does not have, which open as the CPU) */
+    int on_cuda = 0;
+    if (n_gpus > 0) {
+        GpuSystem *gsys = gpu_open();
+        on_cuda = gpu_count(gsys) > 0;
+        gpu_close(gsys);
+    }
+    DType wdt = gen_weights_dtype(job_param_str(p, "dtype"), on_cuda);
+    json_object_set_new(js, "dtype", json_string(dtype_name(wdt)));
     if (job_param_str(p, "latents")[0])
         json_object_set_new(js, "latents", json_string(job_param_str(p, "latents")));
     if (tok) /* sf15 */
@@ -588,7 +617,7 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
     /* the arena for the image size (the default 64 MiB fits only tiny models) */
     GenShared gs = {.mpath = mpath, .devices = (const char *const *)devices,
                     .bcfg = {.arena_bytes = gen_arena_bytes(width, height)},
-                    .pcfg = {.weights = DTYPE_F32, .loras = loras, .n_loras = n_loras,
+                    .pcfg = {.weights = wdt, .loras = loras, .n_loras = n_loras,
                              .tokenizer = tok, .prediction = pred},
                     .base = {.negative = *neg ? neg : NULL, .steps = steps,
                              .guidance = (float)guidance, .scheduler = *sch ? sch : NULL,

@@ -78,7 +78,7 @@ static void generate_usage(void) {
            "                [--guidance 7.5] [--size WxH] [--scheduler NAME] [--negative TEXT]\n"
            "                [--lora FILE[:SCALE]]... [--rng torch-cpu|torch-cuda]\n"
            "                [--latents FILE] [--out DIR] [--device auto|cpu|cuda[:N]]\n"
-           "                [--shard K/N] [--gpus N] [--queue]\n\n"
+           "                [--shard K/N] [--gpus N] [--dtype auto|f32|f16|bf16] [--queue]\n\n"
            "Generate one image per prompt and seed with a Stable Diffusion or SDXL model, as\n"
            "diffusers does for the same seed: {out}/{prompt_id}/{seed}.png, the original's\n"
            "metadata.csv (prompt_id,seed,path,prompt,width,height,num_inference_steps,\n"

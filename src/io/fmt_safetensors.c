@@ -492,32 +492,65 @@ static float elem_to_f32(const uint8_t *d, StDtype dtype, size_t i) {
     }
 }
 
+/* Elements [FIRST, FIRST + N) of the DTYPE data D as floats into OUT. */
+static void convert_f32(const uint8_t *d, StDtype dtype, size_t first, size_t n, float *out) {
+    switch (dtype) {
+    case ST_F32:
+        memcpy(out, d + first * 4, n * 4);
+        break;
+    case ST_F16: {
+        const float *lut = f16_table();
+        for (size_t i = 0; i < n; i++)
+            out[i] = lut[load_u16(d, first + i)];
+        break;
+    }
+    case ST_BF16:
+        for (size_t i = 0; i < n; i++)
+            out[i] = safetensors_bf16_to_f32(load_u16(d, first + i));
+        break;
+    default: /* the rarer dtypes, an element at a time */
+        for (size_t i = 0; i < n; i++)
+            out[i] = elem_to_f32(d, dtype, first + i);
+        break;
+    }
+}
+
 int safetensors_read_f32(const SafeTensors *st, const StTensor *t, float *out, size_t n,
                          Err *err) {
     if ((int64_t)n != t->n_elem)
         return err_set(err, ERR_USAGE, "%s: tensor '%s' has %lld elements, caller expects %zu",
                        st->path, t->name, (long long)t->n_elem, n);
-    const uint8_t *d = t->data;
-    switch (t->dtype) {
-    case ST_F32:
-        memcpy(out, d, n * 4);
-        break;
-    case ST_F16: {
-        const float *lut = f16_table();
-        for (size_t i = 0; i < n; i++)
-            out[i] = lut[load_u16(d, i)];
-        break;
-    }
-    case ST_BF16:
-        for (size_t i = 0; i < n; i++)
-            out[i] = safetensors_bf16_to_f32(load_u16(d, i));
-        break;
-    default: /* the rarer dtypes, an element at a time */
-        for (size_t i = 0; i < n; i++)
-            out[i] = elem_to_f32(d, t->dtype, i);
-        break;
-    }
+    convert_f32(t->data, t->dtype, 0, n, out);
     return 0;
+}
+
+/* mem15: bounded reads and releasing what was read (sd_weights' loader). */
+int safetensors_read_f32_range(const SafeTensors *st, const StTensor *t, size_t first,
+                               size_t n, float *out, Err *err) {
+    if (first > (size_t)t->n_elem || n > (size_t)t->n_elem - first)
+        return err_set(err, ERR_USAGE, "%s: tensor '%s' has %lld elements, caller reads %zu "
+                       "from %zu", st->path, t->name, (long long)t->n_elem, n, first);
+    convert_f32(t->data, t->dtype, first, n, out);
+    return 0;
+}
+
+void safetensors_release(const SafeTensors *st, const StTensor *t, size_t first, size_t n) {
+    size_t es = safetensors_dtype_size(t->dtype);
+    if (!st->map || !n || first >= (size_t)t->n_elem)
+        return;
+    if (n > (size_t)t->n_elem - first)
+        n = (size_t)t->n_elem - first;
+    const uint8_t *lo = (const uint8_t *)t->data + first * es, *hi = lo + n * es;
+    const uint8_t *base = st->map, *end = base + st->map_size;
+    if (lo < base || hi > end) /* not in this file's mapping */
+        return;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)lo & ~(uintptr_t)(page - 1);
+    uintptr_t b = ((uintptr_t)hi + page - 1) & ~(uintptr_t)(page - 1);
+    /* A read-only private file mapping has no dirty pages: dropping them loses nothing, a
+     * later access maps them again from the page cache. (B past the file's end stays inside
+     * the mapping's last page.) */
+    (void)madvise((void *)a, (size_t)(b - a), MADV_DONTNEED);
 }
 
 /* ---- writing ------------------------------------------------------------------------------- */

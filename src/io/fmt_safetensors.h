@@ -107,6 +107,18 @@ const char *safetensors_metadata_key(const SafeTensors *st, size_t i);
 int safetensors_read_f32(const SafeTensors *st, const StTensor *t, float *out, size_t n,
                          Err *err);
 
+/* mem15: Elements [FIRST, FIRST + N) of T as f32 into OUT (N floats), converted as
+ * safetensors_read_f32 converts them: a bounded piece of a large tensor. ERR_USAGE when the
+ * range is not inside T. */
+int safetensors_read_f32_range(const SafeTensors *st, const StTensor *t, size_t first,
+                               size_t n, float *out, Err *err);
+/* mem15: Say that T's elements [FIRST, FIRST + N) were read and are not needed again soon:
+ * their mapped pages (rounded out to whole pages) leave this process's resident set
+ * (madvise MADV_DONTNEED; the kernel's page cache may keep them, and a later read maps them
+ * again, so nothing is lost). T must be a tensor of ST, or a view into its mapping (else
+ * nothing is done). */
+void safetensors_release(const SafeTensors *st, const StTensor *t, size_t first, size_t n);
+
 /* T's data as const float * without copying when T is F32 and 4-byte aligned in the
  * mapping (the Python writer guarantees it); else NULL. Valid until close. */
 const float *safetensors_f32_view(const StTensor *t);

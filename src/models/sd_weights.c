@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,34 +253,82 @@ static void shape_str(char *buf, size_t n, int n_dims, const int64_t *shape) {
         snprintf(buf + o, n - o, ")");
 }
 
-int sd_weights_read_f32(SdWeights *w, const char *name, int n_dims, const int64_t *shape,
-                        float *dst, Err *err) {
+/* The entry NAME after checking it exists with exactly SHAPE; *n its element count. */
+static const SdEntry *checked_entry(SdWeights *w, const char *name, int n_dims,
+                                    const int64_t *shape, int64_t *n, Err *err) {
     const SdEntry *e = find_entry(w, name);
-    if (!e)
-        return err_set(err, ERR_NOTFOUND, "%s: tensor %s is missing (is this the right model "
-                       "type for its config?)", w->where, name);
+    if (!e) {
+        err_set(err, ERR_NOTFOUND, "%s: tensor %s is missing (is this the right model "
+                "type for its config?)", w->where, name);
+        return NULL;
+    }
     const StTensor *t = &e->t;
     int renamed = strcmp(name, e->src->name) != 0;
     int same = t->n_dim == n_dims;
-    int64_t n = 1;
+    *n = 1;
     for (int i = 0; i < n_dims; i++) {
         same = same && t->shape[i] == shape[i];
-        n *= shape[i];
+        *n *= shape[i];
     }
     if (!same) {
         char want[96], got[96];
         shape_str(want, sizeof want, n_dims, shape);
         shape_str(got, sizeof got, t->n_dim, t->shape);
-        return err_set(err, ERR_FORMAT, "%s: tensor %s%s%s%s has shape %s, the config asks "
-                       "for %s", w->where, name, renamed ? " (" : "",
-                       renamed ? e->src->name : "", renamed ? " in the file)" : "", got, want);
+        err_set(err, ERR_FORMAT, "%s: tensor %s%s%s%s has shape %s, the config asks for %s",
+                w->where, name, renamed ? " (" : "", renamed ? e->src->name : "",
+                renamed ? " in the file)" : "", got, want);
+        return NULL;
     }
+    return e;
+}
+
+/* ERR_FORMAT naming NAME and element I when V (N floats, element FIRST first) holds a
+ * non-finite value. */
+static int check_finite(const SdWeights *w, const SdEntry *e, const char *name,
+                        const float *v, size_t first, size_t n, Err *err) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) {
+            int renamed = strcmp(name, e->src->name) != 0;
+            return err_set(err, ERR_FORMAT, "%s: tensor %s%s%s%s holds a non-finite value "
+                           "(%g at element %zu): the file is damaged", w->where, name,
+                           renamed ? " (" : "", renamed ? e->src->name : "",
+                           renamed ? " in the file)" : "", (double)v[i], first + i);
+        }
+    return 0;
+}
+
+/* mem15: the host staging reads hold (sd_weights_staging_peak) and the piece size. */
+static _Atomic size_t staging_peak;
+static _Atomic size_t chunk_elems;
+
+static void note_staging(size_t bytes) {
+    size_t cur = atomic_load(&staging_peak);
+    while (bytes > cur && !atomic_compare_exchange_weak(&staging_peak, &cur, bytes)) {
+    }
+}
+
+size_t sd_weights_staging_peak(int reset) {
+    return reset ? atomic_exchange(&staging_peak, 0) : atomic_load(&staging_peak);
+}
+
+void sd_weights_set_chunk(size_t elems) { atomic_store(&chunk_elems, elems); }
+
+int sd_weights_read_f32(SdWeights *w, const char *name, int n_dims, const int64_t *shape,
+                        float *dst, Err *err) {
+    int64_t n;
+    const SdEntry *e = checked_entry(w, name, n_dims, shape, &n, err);
+    if (!e)
+        return err ? err->code : ERR_FORMAT;
+    const StTensor *t = &e->t;
+    note_staging((size_t)n * sizeof *dst); /* the caller's whole-tensor f32 copy */
     int rc = safetensors_read_f32(w->files[e->file], t, dst, (size_t)n, err);
     if (rc)
         return rc;
+    safetensors_release(w->files[e->file], t, 0, (size_t)n);
     if (e->transpose) { /* the file holds the (cols, rows) transpose */
         int64_t r = shape[0], c = shape[1];
         float *tmp = xmalloc((size_t)n * sizeof *tmp);
+        note_staging(2 * (size_t)n * sizeof *tmp);
         memcpy(tmp, dst, (size_t)n * sizeof *tmp);
         for (int64_t i = 0; i < r; i++)
             for (int64_t j = 0; j < c; j++)
@@ -288,11 +337,60 @@ int sd_weights_read_f32(SdWeights *w, const char *name, int n_dims, const int64_
     }
     if (w->n_loras && (rc = sd_weights_lora_apply(w, name, n_dims, shape, dst, err)))
         return rc;
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(dst[i]))
-            return err_set(err, ERR_FORMAT, "%s: tensor %s%s%s%s holds a non-finite value (%g "
-                           "at element %lld): the file is damaged", w->where, name,
-                           renamed ? " (" : "", renamed ? e->src->name : "",
-                           renamed ? " in the file)" : "", (double)dst[i], (long long)i);
-    return 0;
+    return check_finite(w, e, name, dst, 0, (size_t)n, err);
+}
+
+int sd_weights_read(SdWeights *w, const char *name, int n_dims, const int64_t *shape,
+                    DType dtype, float scale, SdWeightsSink sink, void *user, Err *err) {
+    int64_t n64;
+    const SdEntry *e = checked_entry(w, name, n_dims, shape, &n64, err);
+    if (!e)
+        return err ? err->code : ERR_FORMAT;
+    size_t n = (size_t)n64, es = dtype_size(dtype);
+    int rc = 0;
+    if (e->transpose || w->n_loras) {
+        /* the whole tensor in f32 first: a transpose, or a LoRA's delta (which needs every
+         * element of its target), then converted and handed on as one piece */
+        float *f = xmalloc((n ? n : 1) * sizeof *f);
+        void *h = dtype == DTYPE_F32 ? NULL : xmalloc((n ? n : 1) * es);
+        note_staging(n * sizeof *f + (h ? n * es : 0));
+        rc = sd_weights_read_f32(w, name, n_dims, shape, f, err);
+        if (!rc && scale != 1.0f)
+            for (size_t i = 0; i < n; i++)
+                f[i] *= scale;
+        if (!rc && h)
+            dtype_from_f32(h, dtype, f, n);
+        if (!rc)
+            rc = sink(user, 0, h ? h : (const void *)f, n, err);
+        free(f);
+        free(h);
+        return rc;
+    }
+    size_t ch = atomic_load(&chunk_elems);
+    if (!ch)
+        ch = SD_WEIGHTS_CHUNK;
+    if (ch > n)
+        ch = n ? n : 1;
+    float *f = xmalloc(ch * sizeof *f);
+    void *h = dtype == DTYPE_F32 ? NULL : xmalloc(ch * es);
+    note_staging(ch * sizeof *f + (h ? ch * es : 0));
+    SafeTensors *st = w->files[e->file];
+    for (size_t first = 0; first < n && !rc; first += ch) {
+        size_t m = n - first < ch ? n - first : ch;
+        rc = safetensors_read_f32_range(st, &e->t, first, m, f, err);
+        if (!rc)
+            rc = check_finite(w, e, name, f, first, m, err);
+        if (rc)
+            break;
+        safetensors_release(st, &e->t, first, m);
+        if (scale != 1.0f)
+            for (size_t i = 0; i < m; i++)
+                f[i] *= scale;
+        if (h)
+            dtype_from_f32(h, dtype, f, m);
+        rc = sink(user, first, h ? h : (const void *)f, m, err);
+    }
+    free(f);
+    free(h);
+    return rc;
 }

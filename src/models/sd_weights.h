@@ -18,8 +18,12 @@
  *         architecture (SD 1.x, SD 2.x, SDXL) is told from the names, and the config the file
  *         lacks is made from the tensors' shapes (what shapes cannot tell is the released
  *         models': doc/models.md "Weights and LoRA").
- *   - Files are memory-mapped (fmt_safetensors); a tensor is converted to f32 only when it is
- *     read, one at a time, so loading never holds two copies of the model.
+ *   - Files are memory-mapped (fmt_safetensors). The models' loaders read each tensor with
+ *     sd_weights_read: converted from the file's dtype (f32, f16, bf16, ...) straight into the
+ *     resident dtype a bounded piece at a time (SD_WEIGHTS_CHUNK elements), handed to the
+ *     loader, and the piece's mapped pages released (madvise) once read — so loading holds
+ *     the resident copy, one piece and no whole-model staging, and the mapped file does not
+ *     stay in the resident set (doc/models.md "Memory": measured peaks).
  *   - Every read checks the shape the model expects and that every value is finite; an error
  *     names the tensor (diffusers name, and the name in the file when it differs) and the file.
  * Thread safety: one thread at a time per SdWeights.
@@ -32,6 +36,7 @@
 
 #include "err.h"
 #include "fmt_safetensors.h"
+#include "tensor.h"
 
 typedef struct SdWeights SdWeights;
 
@@ -75,6 +80,35 @@ const char *sd_weights_name(const SdWeights *w, size_t i);
  * ERR_FORMAT / ERR_NOTFOUND with a message naming the tensor, the shapes and the file. */
 int sd_weights_read_f32(SdWeights *w, const char *name, int n_dims, const int64_t *shape,
                         float *dst, Err *err);
+
+/* ---- mem15: reading into the resident dtype in bounded pieces ---------------------------- */
+
+/* Elements per piece of sd_weights_read unless sd_weights_set_chunk says otherwise (4 MiB of
+ * f32 staging, plus 2 MiB for a half dtype). */
+#define SD_WEIGHTS_CHUNK ((size_t)1 << 20)
+
+/* Receives consecutive pieces of one tensor: elements [FIRST, FIRST + N) in the dtype asked
+ * for, at DATA (valid until it returns). Returns 0, or an error code with err set. */
+typedef int (*SdWeightsSink)(void *user, size_t first, const void *data, size_t n, Err *err);
+
+/* Read NAME (checked as sd_weights_read_f32 checks it: SHAPE, finite values, LoRAs added)
+ * times SCALE, converted to DTYPE (F32, F16, BF16; round to nearest even), and hand it to
+ * SINK piece by piece: at most SD_WEIGHTS_CHUNK elements of host staging at a time, and the
+ * mapped file pages of each piece leave the resident set once read (safetensors_release),
+ * so loading a model holds its resident copy, one piece and no whole-model staging. A
+ * transposed tensor (single files' q/k/v) and, when LoRAs were added, every tensor are read
+ * whole in f32 first (one tensor at a time). Errors as sd_weights_read_f32, or SINK's. */
+int sd_weights_read(SdWeights *w, const char *name, int n_dims, const int64_t *shape,
+                    DType dtype, float scale, SdWeightsSink sink, void *user, Err *err);
+
+/* Process-wide: the elements of a piece (0: SD_WEIGHTS_CHUNK). For tests and hosts short of
+ * memory. */
+void sd_weights_set_chunk(size_t elems);
+
+/* Process-wide, for tests: the largest host staging in bytes one read held since the last
+ * reset (RESET nonzero: return it and start again from 0) — sd_weights_read's pieces or its
+ * whole-tensor f32 copy, and sd_weights_read_f32's DST (the caller's whole-tensor copy). */
+size_t sd_weights_staging_peak(int reset);
 
 /* Write the diffusers model at FOLDER (unet/, vae/, and text_encoder/, text_encoder_2/ when
  * there) as one single-file checkpoint OUT_PATH with the original / SGM names, the inverse of

@@ -330,39 +330,38 @@ typedef struct Loader {
     SdWeights *w;
     Backend *be;
     DType dtype;
-    float *buf;           /* host f32 staging */
-    void *hbuf;           /* host half staging */
-    size_t cap;
     size_t *bytes;
     Err *err;
 } Loader;
 
-/* Read NAME (n dims of SHAPE) onto the device in the resident dtype. */
+/* sd_weights_read's sink: a piece of a tensor into its place in the device tensor. */
+static int load_piece(void *user, size_t first, const void *data, size_t n, Err *err) {
+    (void)err;
+    void **ctx = user;
+    Backend *be = ctx[0];
+    const Tensor *t = ctx[1];
+    int64_t len = (int64_t)n;
+    Tensor dst = tensor_view_dtype((char *)t->ptr + first * dtype_size(t->dtype), t->dtype, 1,
+                                   &len);
+    dst.device = t->device;
+    Tensor host = tensor_view_dtype((void *)data, t->dtype, 1, &len);
+    backend_upload(be, &dst, &host);
+    return 0;
+}
+
+/* Read NAME (n dims of SHAPE) onto the device in the resident dtype, a bounded piece at a
+ * time (sd_weights_read: no whole-tensor staging). */
 static int load_t(Loader *ld, Tensor *t, const char *name, int nd, int64_t d0, int64_t d1,
                   int64_t d2, int64_t d3) {
     int64_t shape[4] = {d0, d1, d2, d3};
     size_t n = 1;
     for (int i = 0; i < nd; i++)
         n *= (size_t)shape[i];
-    if (n > ld->cap) {
-        free(ld->buf);
-        free(ld->hbuf);
-        ld->buf = xmalloc(n * sizeof(float));
-        ld->hbuf = xmalloc(n * sizeof(uint16_t));
-        ld->cap = n;
-    }
-    int rc = sd_weights_read_f32(ld->w, name, nd, shape, ld->buf, ld->err);
+    *t = backend_tensor_new(ld->be, ld->dtype, nd, shape);
+    void *ctx[2] = {ld->be, t};
+    int rc = sd_weights_read(ld->w, name, nd, shape, ld->dtype, 1.0f, load_piece, ctx, ld->err);
     if (rc)
         return rc;
-    *t = backend_tensor_new(ld->be, ld->dtype, nd, shape);
-    Tensor host;
-    if (ld->dtype == DTYPE_F32) {
-        host = tensor_view(ld->buf, nd, shape);
-    } else {
-        dtype_from_f32(ld->hbuf, ld->dtype, ld->buf, n);
-        host = tensor_view_dtype(ld->hbuf, ld->dtype, nd, shape);
-    }
-    backend_upload(ld->be, t, &host);
     *ld->bytes += n * dtype_size(ld->dtype);
     return backend_sync(ld->be, ld->err);
 }
@@ -629,10 +628,8 @@ int unet_load(SdWeights *w, Backend *be, const UnetOptions *opts, Unet **out, Er
         free(u);
         return rc;
     }
-    Loader ld = {w, be, u->dtype, NULL, NULL, 0, &u->param_bytes, err};
+    Loader ld = {w, be, u->dtype, &u->param_bytes, err};
     rc = load_all(&ld, u);
-    free(ld.buf);
-    free(ld.hbuf);
     if (rc) {
         unet_free(u);
         return rc;

@@ -1,7 +1,7 @@
 /* unet — diffusers' UNet2DConditionModel (SD 1.5 / 2.1 / SD-Turbo, SDXL base and Turbo) on the
  * engine's Backend, configured by the component's config.json and loaded by diffusers names
- * through sd_weights (every tensor through sd_weights_read_f32: folders, single files and LoRA
- * alike).
+ * through sd_weights (every tensor through sd_weights_read, in bounded pieces: folders,
+ * single files and LoRA alike).
  *
  * DESIGN
  *   - One model, configured: block_out_channels, layers_per_block (int or per level),
@@ -82,8 +82,8 @@ typedef struct Unet Unet;
 int unet_config_parse(const char *json, const char *where, UnetConfig *cfg, Err *err);
 
 /* Load the UNet of an open sd_weights component ("unet") onto be: the config from its
- * config.json, every tensor through sd_weights_read_f32 (missing tensor or wrong shape:
- * ERR_FORMAT / ERR_NOTFOUND naming it and the file). opts may be NULL (f32). */
+ * config.json, every tensor through sd_weights_read into the resident dtype (missing tensor
+ * or wrong shape: ERR_FORMAT / ERR_NOTFOUND naming it and the file). opts may be NULL (f32). */
 int unet_load(SdWeights *w, Backend *be, const UnetOptions *opts, Unet **out, Err *err);
 void unet_free(Unet *u); /* NULL allowed; the backend must still be open */
 

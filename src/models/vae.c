@@ -181,39 +181,35 @@ struct Vae {
 typedef struct Loader {
     Vae *v;
     SdWeights *sw;
-    float *buf;
-    void *half;
-    size_t cap;
     Err *err;
 } Loader;
 
-/* Tensor NAME of SHAPE, read through sd_weights (shape and finiteness checked there), widened
- * to f32 and resident in the options' weight dtype; SCALE multiplies it (the matmul attention's
- * 1/√C folded into to_q). */
+/* sd_weights_read's sink: a piece of a tensor into its place in the device tensor. */
+static int ld_piece(void *user, size_t first, const void *data, size_t n, Err *err) {
+    (void)err;
+    void **ctx = user;
+    Backend *be = ctx[0];
+    const Tensor *t = ctx[1];
+    int64_t len = (int64_t)n;
+    Tensor dst = tensor_view_dtype((char *)t->ptr + first * dtype_size(t->dtype), t->dtype, 1,
+                                   &len);
+    dst.device = t->device;
+    Tensor host = tensor_view_dtype((void *)data, t->dtype, 1, &len);
+    backend_upload(be, &dst, &host);
+    return 0;
+}
+
+/* Tensor NAME of SHAPE, read through sd_weights (shape and finiteness checked there) straight
+ * into the options' weight dtype a bounded piece at a time (sd_weights_read); SCALE
+ * multiplies it (the matmul attention's 1/√C folded into to_q). */
 static int ld_scaled(Loader *L, const char *name, int nd, const int64_t *shape, float scale,
                      Tensor *t) {
-    size_t n = 1;
-    for (int i = 0; i < nd; i++)
-        n *= (size_t)shape[i];
-    if (n > L->cap) {
-        free(L->buf), free(L->half);
-        L->buf = xmalloc(n * sizeof(float));
-        L->half = xmalloc(n * sizeof(uint16_t));
-        L->cap = n;
-    }
     /* A linear layer stored as a 1×1 conv (OC,C,1,1), as the original SD checkpoints keep the
      * VAE's attention projections: the same values, read with that shape. */
     const StTensor *st = nd == 2 ? sd_weights_find(L->sw, name) : NULL;
     int64_t as_conv[4] = {nd == 2 ? shape[0] : 0, nd == 2 ? shape[1] : 0, 1, 1};
     int conv_form = st && st->n_dim == 4 && st->shape[0] == as_conv[0] &&
                     st->shape[1] == as_conv[1] && st->shape[2] == 1 && st->shape[3] == 1;
-    int rc = conv_form ? sd_weights_read_f32(L->sw, name, 4, as_conv, L->buf, L->err)
-                       : sd_weights_read_f32(L->sw, name, nd, shape, L->buf, L->err);
-    if (rc)
-        return rc;
-    if (scale != 1.0f)
-        for (size_t i = 0; i < n; i++)
-            L->buf[i] *= scale;
     Vae *v = L->v;
     DType dt = v->opt.weight_dtype;
     *t = backend_tensor_new(v->be, dt, nd, shape);
@@ -222,12 +218,11 @@ static int ld_scaled(Loader *L, const char *name, int nd, const int64_t *shape, 
         v->blocks = xrealloc(v->blocks, v->cap_blocks * sizeof *v->blocks);
     }
     v->blocks[v->n_blocks++] = t->ptr;
-    Tensor host = tensor_view_dtype(L->buf, DTYPE_F32, nd, shape);
-    if (dt != DTYPE_F32) {
-        dtype_from_f32(L->half, dt, L->buf, n);
-        host = tensor_view_dtype(L->half, dt, nd, shape);
-    }
-    backend_upload(v->be, t, &host);
+    void *ctx[2] = {v->be, t};
+    int rc = sd_weights_read(L->sw, name, conv_form ? 4 : nd, conv_form ? as_conv : shape, dt,
+                             scale, ld_piece, ctx, L->err);
+    if (rc)
+        return rc;
     if (backend_failed(v->be)) {
         Err e = {0};
         backend_sync(v->be, &e);
@@ -396,12 +391,11 @@ int vae_load(Backend *be, const char *path, const VaeOptions *opt, Vae **out, Er
         v->attn_matmul = o.attn == VAE_ATTN_MATMUL ||
                          (o.attn == VAE_ATTN_AUTO && backend_kind(be) == BACKEND_CUDA &&
                           top > 128);
-        Loader L = {v, sw, NULL, NULL, 0, err};
+        Loader L = {v, sw, err};
         if (o.parts & VAE_DECODER)
             rc = ld_decoder(&L);
         if (!rc && (o.parts & VAE_ENCODER))
             rc = ld_encoder(&L);
-        free(L.buf), free(L.half);
     }
     sd_weights_close(sw);
     if (rc) {
