@@ -31,6 +31,8 @@ static const JobParamSpec tune_params[] = {
      "samples/); an existing one resumes", NULL},
     {"device", JOB_PARAM_STRING, "auto", "where the model runs: auto (a GPU when there is one), "
      "cpu, cuda or cuda:N", NULL},
+    {"dtype", JOB_PARAM_CHOICE, "auto", "the frozen base weights in memory: auto (bf16 on a "
+     "GPU, f32 on the CPU), f32, f16 or bf16; the adapter is f32 always", "auto|f32|f16|bf16"},
     {"rank", JOB_PARAM_INT, "8", "adapter rank", NULL},
     {"alpha", JOB_PARAM_FLOAT, "32", "adapter alpha (scale alpha/rank)", NULL},
     {"targets", JOB_PARAM_STRING, "", "module suffixes, comma-separated (default to_q,to_k,"
@@ -98,6 +100,7 @@ int tune_job_config(Store *st, const JobParams *p, TuneConfig *c, Err *err) {
     STR(adapter, "adapter");
     STR(out, "out");
     STR(device, "device");
+    STR(dtype, "dtype");
     STR(targets, "targets");
     STR(optimizer, "optimizer");
     STR(sample_seeds, "sample-seeds");

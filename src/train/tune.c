@@ -47,6 +47,7 @@ void tune_config_defaults(TuneConfig *c) {
     snprintf(c->objective, sizeof c->objective, "dpo");
     snprintf(c->adapter, sizeof c->adapter, "lora");
     snprintf(c->device, sizeof c->device, "auto");
+    snprintf(c->dtype, sizeof c->dtype, "auto");
     snprintf(c->optimizer, sizeof c->optimizer, "adamw");
     c->rank = 8;
     c->alpha = 32;
@@ -88,6 +89,10 @@ int tune_config_check(const TuneConfig *c, Err *err) {
                        c->objective);
     if (strcmp(c->adapter, "lora") && strcmp(c->adapter, "dora"))
         return err_set(err, ERR_USAGE, "tune: --adapter '%s': use lora or dora", c->adapter);
+    if (strcmp(c->dtype, "auto") && strcmp(c->dtype, "f32") && strcmp(c->dtype, "f16") &&
+        strcmp(c->dtype, "bf16"))
+        return err_set(err, ERR_USAGE, "tune: --dtype '%s': use auto, f32, f16 or bf16",
+                       c->dtype);
     if (strcmp(c->optimizer, "adamw") && strcmp(c->optimizer, "adafactor"))
         return err_set(err, ERR_USAGE, "tune: --optimizer '%s': use adamw or adafactor",
                        c->optimizer);
@@ -139,6 +144,7 @@ typedef struct Run {
     SdPipeline *pipe;
     Unet *u;
     int xl;
+    DType wdtype;         /* the base weights' resident dtype */
     TuneObjective obj;
     float beta;
     SchedConfig sc;
@@ -366,7 +372,7 @@ int tune_last_checkpoint(const char *out) {
 static char *config_json(const Run *r) {
     const TuneConfig *c = r->cfg;
     json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:f,s:f,s:f,s:f,s:i,s:i,s:I,s:i,s:i,"
-                          "s:i,s:s,s:b,s:s,s:s,s:f}",
+                          "s:i,s:s,s:b,s:s,s:s,s:f,s:s}",
                           "model", c->model, "pairs", c->pairs, "objective", c->objective,
                           "adapter", c->adapter, "optimizer", c->optimizer, "targets",
                           c->targets, "rank", c->rank, "alpha", c->alpha, "beta",
@@ -374,7 +380,9 @@ static char *config_json(const Run *r) {
                           "batch", c->batch, "accum", c->accum, "seed", (json_int_t)c->seed,
                           "width", r->W, "height", r->H, "warmup", c->warmup, "family",
                           sd_pipeline_family(r->pipe), "from_store", c->from_store, "aspect",
-                          c->aspect, "reward", c->reward, "min_diff", c->min_diff);
+                          c->aspect, "reward", c->reward, "min_diff", c->min_diff, "dtype",
+                          r->wdtype == DTYPE_BF16 ? "bf16" : r->wdtype == DTYPE_F16 ? "f16"
+                                                                                      : "f32");
     char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     return s;
@@ -631,6 +639,11 @@ static int run_prepare(Run *r, Err *err) {
     if (!rc) {
         SdPipelineConfig pc = {0};
         pc.arena_bytes = bc.arena_bytes;
+        pc.weights = !strcmp(c->dtype, "f16")    ? DTYPE_F16
+                     : !strcmp(c->dtype, "bf16") ? DTYPE_BF16
+                     : !strcmp(c->dtype, "f32")  ? DTYPE_F32
+                     : backend_kind(r->be) == BACKEND_CUDA ? DTYPE_BF16 : DTYPE_F32;
+        r->wdtype = pc.weights;
         rc = sd_pipeline_open(c->model, r->be, &pc, &r->pipe, err);
     }
     if (!rc) {

@@ -51,6 +51,8 @@ typedef struct TuneConfig {
     char objective[8];         /* dpo (default), dspo, adpo */
     char adapter[8];           /* lora (default) or dora */
     char device[24];           /* auto, cpu, cuda, cuda:N */
+    char dtype[8];             /* the frozen base weights in memory: auto (bf16 on a GPU, f32
+                                * on the CPU), f32, f16, bf16; the adapter is f32 always */
     char optimizer[12];        /* adamw (default) or adafactor */
     char targets[512];         /* comma-separated module suffixes; "" = the original's six */
     int rank;                  /* 8 */

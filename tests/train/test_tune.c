@@ -476,3 +476,24 @@ Test(tune, cancel_keeps_a_checkpoint_and_resumes) {
     snprintf(pb, sizeof pb, "%s/final/pytorch_lora_weights.safetensors", b.out);
     same_file(pa, pb);
 }
+
+/* Base weights held in bf16 (what a GPU run takes by default): the adapter still starts as the
+ * reference (first DPO loss ln 2) and trains. */
+Test(tune, bf16_base_weights) {
+    TuneConfig a;
+    config(&a, "a", "dpo");
+    snprintf(a.dtype, sizeof a.dtype, "bf16");
+    a.steps = 2;
+    run_ok(&a, NULL);
+    char *m = metrics_sans_time(a.out);
+    double loss;
+    cr_assert_eq(sscanf(m, "{\"step\": 1, \"loss\": %lf", &loss), 1, "%s", m);
+    cr_assert_float_eq(loss, log(2.0), 1e-6);
+    cr_assert(strstr(m, "\"step\": 2"), "%s", m);
+    free(m);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/config.json", a.out);
+    char *cfg = slurp(p, NULL);
+    cr_assert(strstr(cfg, "\"dtype\":\"bf16\""), "%s", cfg);
+    free(cfg);
+}
