@@ -395,7 +395,8 @@ static int save_checkpoint(Run *r, const char *name, int s, Err *err) {
     train_dir_remove(tmp);
     int rc = train_mkdirs(tmp, err);
     if (!rc)
-        rc = tune_opt_save(&r->opt, (const char *const *)r->targets, r->n_targets, tmp, err);
+        rc = tune_opt_save(&r->opt, (const char *const *)r->targets, r->n_targets,
+                           r->cfg->model, tmp, err);
     if (!rc) {
         char *st = xasprintf("%s/state.json", tmp);
         char *txt = xasprintf("{\"step\": %d, \"objective\": \"%s\"}\n", s, r->cfg->objective);

@@ -267,12 +267,12 @@ int tune_opt_step(TuneOpt *o, float lr, float *grad_norm, Err *err) {
 /* ---- files -------------------------------------------------------------------------------- */
 
 int tune_opt_save(const TuneOpt *o, const char *const *targets, int n_targets,
-                  const char *dir, Err *err) {
+                  const char *base_model, const char *dir, Err *err) {
     /* the adapter: adio16's PEFT / diffusers folder files, from the live adapters (which hold
      * the master weights exactly: they are uploaded after every step) */
     LoraSet set = {0};
     int rc = unet_adapter_export(o->u, &set, err);
-    LoraFileMeta meta = {targets, n_targets, NULL};
+    LoraFileMeta meta = {targets, n_targets, base_model};
     if (!rc)
         rc = lora_file_write_peft(&set, dir, &meta, err);
     lora_set_free(&set);

@@ -105,12 +105,13 @@ int tune_opt_step(TuneOpt *o, float lr, float *grad_norm, Err *err);
 
 /* The adapter and the optimizer state as files in folder DIR: the adapter as PEFT / diffusers
  * files (lora_file_write_peft: pytorch_lora_weights.safetensors and adapter_config.json, f32,
- * TARGETS as PEFT's target_modules; what `easel generate --lora`, `easel tune-eval` and
- * diffusers' load_lora_weights take) and optimizer.safetensors (m, v, and the step count in
- * its metadata). tune_opt_load reads them back into the live adapters and the master weights
+ * TARGETS as PEFT's target_modules, BASE_MODEL (may be NULL) its base_model_name_or_path;
+ * what `easel generate --lora`, `easel tune-eval` and diffusers' load_lora_weights take) and
+ * optimizer.safetensors (AdamW's m, v or Adafactor's v and factored statistics f, and the
+ * step count in its metadata). tune_opt_load reads them back into the live adapters and the master weights
  * (an adapter of another shape, rank or kind: ERR_FORMAT naming the entry). */
 int tune_opt_save(const TuneOpt *o, const char *const *targets, int n_targets,
-                  const char *dir, Err *err);
+                  const char *base_model, const char *dir, Err *err);
 int tune_opt_load(TuneOpt *o, const char *dir, Err *err);
 
 #endif
