@@ -54,6 +54,8 @@ static int sched_class_kind(const char *text, char *cls, size_t cls_len) {
             kind = json_is_true(json_object_get(root, "use_karras_sigmas"))
                        ? SCHED_DPMPP_2M_KARRAS
                        : SCHED_DPMPP_2M;
+        else if (!strcmp(c, "PNDMScheduler"))
+            kind = SCHED_PNDM;
     }
     json_decref(root);
     return kind;
@@ -340,12 +342,12 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
         kind = sched_kind_from_name(g->scheduler);
         if (kind < 0)
             return err_set(err, ERR_USAGE,
-                           "scheduler \"%s\": use euler, euler_a, ddim, dpmpp_2m or "
-                           "dpmpp_2m_karras", g->scheduler);
+                           "scheduler \"%s\": use euler, euler_a, ddim, dpmpp_2m, "
+                           "dpmpp_2m_karras or pndm", g->scheduler);
     } else if (kind < 0) {
         return err_set(err, ERR_USAGE,
                        "%s: %s, which easel does not implement: choose a scheduler "
-                       "(euler, euler_a, ddim, dpmpp_2m, dpmpp_2m_karras)",
+                       "(euler, euler_a, ddim, dpmpp_2m, dpmpp_2m_karras, pndm)",
                        p->sched_path, p->sched_class);
     }
     SchedConfig sc;
@@ -416,10 +418,13 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
         Tensor hp = tensor_view(cfg ? pooled : pp, 2, sp);
         backend_upload(p->be, &dpool, &hp);
     }
-    progress_report(pr, 0, steps, "steps");
-    for (int i = 0; i < steps; i++) {
+    /* the scheduler's timesteps: PNDM has more than the steps asked for (SD 1.5's PLMS: one) */
+    int n_steps = s.n_steps;
+    progress_report(pr, 0, n_steps, "steps");
+    for (int i = 0; i < n_steps; i++) {
         if (progress_cancelled(pr)) {
-            rc = err_set(err, ERR_CANCELLED, "generation cancelled at step %d of %d", i, steps);
+            rc = err_set(err, ERR_CANCELLED, "generation cancelled at step %d of %d", i,
+                         n_steps);
             goto done;
         }
         /* latent_model_input = cat([latents] * 2), scale_model_input */
@@ -441,7 +446,7 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
             goto done;
         if (progress_cancelled(pr)) {
             rc = err_set(err, ERR_CANCELLED, "generation cancelled in step %d of %d", i + 1,
-                         steps);
+                         n_steps);
             goto done;
         }
         /* noise_pred = uncond + g·(text − uncond), in diffusers' order */
@@ -458,7 +463,7 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
         }
         if ((rc = scheduler_step(&s, eps, x, nz, x, n, err)) != 0)
             goto done;
-        progress_report(pr, i + 1, steps, "steps");
+        progress_report(pr, i + 1, n_steps, "steps");
     }
     if (progress_cancelled(pr)) {
         rc = err_set(err, ERR_CANCELLED, "generation cancelled before decoding");

@@ -21,8 +21,9 @@
  *     when it is cancelled (ERR_CANCELLED, nothing written).
  *   - The scheduler's settings are always the model's scheduler_config.json, read by the kind
  *     asked for (diffusers' Kind.from_config(pipe.scheduler.config)); with no kind asked for,
- *     the kind its _class_name names, and an error naming it when easel has no such sampler
- *     (SD 1.5's PNDMScheduler).
+ *     the kind its _class_name names (SD 1.5's PNDMScheduler: pndm), and an error naming it
+ *     when easel has no such sampler (LMSDiscreteScheduler, ...). The loop runs over the
+ *     scheduler's timesteps (PNDM: more than the steps asked for) and reports them as steps.
  *   - LoRAs go into the UNet's and the text encoders' weights as they are read
  *     (sd_weights_add_lora), as diffusers' load_lora_weights. doc/generate.md "Pipeline"
  *     lists what is matched.
@@ -73,8 +74,8 @@ typedef struct SdGenParams {
     int width, height;     /* 0: the model's default */
     int steps;             /* 0: 50 */
     float guidance;        /* classifier-free guidance scale; <= 1: off */
-    const char *scheduler; /* "euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras"; NULL:
-                            * the model's scheduler_config.json */
+    const char *scheduler; /* "euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras",
+                            * "pndm"; NULL: the model's scheduler_config.json */
     uint64_t seed;
     SdRng rng;             /* torch-cuda: Philox draws with an uncapped grid (torch_rng.h) */
     const float *latents;  /* optional (1, 4, height/8, width/8) initial latents, before

@@ -271,6 +271,22 @@ Test(pipeline, turbo_one_trailing_step) {
     free(m), rm_tree(dir);
 }
 
+/* SD 1.5's own scheduler folder (PNDMScheduler, PLMS: 4 steps are 5 UNet calls): no scheduler
+ * asked for, diffusers' image */
+Test(pipeline, sd_model_pndm_scheduler) {
+    char *dir = test_tmpdir();
+    json_t *c = find_case("sd_pndm");
+    char *cp = xasprintf(FIX "%s", str(c, "scheduler_config"));
+    json_error_t e;
+    json_t *cfg = json_load_file(cp, 0, &e);
+    cr_assert(cfg, "%s: %s", cp, e.text);
+    char *text = json_dumps(cfg, 0);
+    char *m = model_with_scheduler(dir, text);
+    double db = run_case("sd_pndm", m, 0);
+    cr_assert(db >= 50.0, "pndm: PSNR %.2f dB", db);
+    free(text), free(cp), free(m), json_decref(cfg), json_decref(c), rm_tree(dir);
+}
+
 typedef struct Count {
     int reports, cancel_after;
     double last_done, last_total;
@@ -378,7 +394,7 @@ Test(pipeline, missing_unet_is_named) {
 
 Test(pipeline, unimplemented_model_scheduler_is_named) {
     char *dir = test_tmpdir();
-    char *m = model_with_scheduler(dir, "{\"_class_name\": \"PNDMScheduler\", "
+    char *m = model_with_scheduler(dir, "{\"_class_name\": \"LMSDiscreteScheduler\", "
                                         "\"beta_schedule\": \"scaled_linear\"}");
     SdPipeline *p = NULL;
     Err err = {0};
@@ -389,7 +405,7 @@ Test(pipeline, unimplemented_model_scheduler_is_named) {
     uint8_t *rgb = NULL;
     int W, H;
     cr_assert_eq(sd_pipeline_generate(p, &g, NULL, &rgb, &W, &H, &err), ERR_USAGE);
-    cr_assert(strstr(err.msg, "PNDMScheduler") && strstr(err.msg, "scheduler_config.json") &&
+    cr_assert(strstr(err.msg, "LMSDiscreteScheduler") && strstr(err.msg, "scheduler_config.json") &&
                   strstr(err.msg, "euler_a"),
               "%s", err.msg);
     g.scheduler = "heun";
