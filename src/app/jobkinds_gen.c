@@ -34,8 +34,8 @@ static const JobParamSpec gen_params[] = {
     {"guidance", JOB_PARAM_FLOAT, "7.5", "classifier-free guidance scale (<= 1: off)", NULL},
     {"size", JOB_PARAM_STRING, "", "WxH, multiples of 8; default the model's (SDXL 1024x1024, "
      "SD 1.x 512x512)", NULL},
-    {"scheduler", JOB_PARAM_STRING, "", "euler, euler_a, ddim, dpmpp_2m or dpmpp_2m_karras; "
-     "default the model's scheduler_config.json", NULL},
+    {"scheduler", JOB_PARAM_STRING, "", "euler, euler_a, ddim, dpmpp_2m, dpmpp_2m_karras or "
+     "pndm; default the model's scheduler_config.json", NULL},
     {"negative", JOB_PARAM_STRING, "", "negative prompt", NULL},
     {"lora", JOB_PARAM_STRING, "", "LoRA .safetensors FILE[:SCALE], several joined by ','", NULL},
     {"latents", JOB_PARAM_PATH, "", "initial latents for every image (diffusers' latents=): a "
@@ -58,7 +58,7 @@ static const JobParamSpec gen_params[] = {
 };
 
 static const char *const schedulers[] = {"euler", "euler_a", "ddim", "dpmpp_2m",
-                                         "dpmpp_2m_karras", NULL};
+                                         "dpmpp_2m_karras", "pndm", NULL};
 
 /* "0,1,7" into *seeds (malloc'd). */
 static int parse_seeds(const char *s, uint64_t **seeds, size_t *n, Err *err) {
@@ -252,7 +252,7 @@ static int gen_validate(const JobParams *p, Err *err) {
             ok |= strcmp(sch, schedulers[i]) == 0;
         if (!ok)
             return err_set(err, ERR_USAGE, "--scheduler %s: expected euler, euler_a, ddim, "
-                           "dpmpp_2m or dpmpp_2m_karras", sch);
+                           "dpmpp_2m, dpmpp_2m_karras or pndm", sch);
     }
     SdLora *l;
     int nl;

@@ -355,8 +355,10 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
     if (rc)
         return rc;
     Scheduler s;
-    if ((rc = scheduler_init(&s, &sc, steps, err)) != 0)
+    if ((rc = scheduler_init(&s, &sc, steps, err)) != 0) {
+        err_prefix(err, "%s", p->sched_path); /* the settings it was made from */
         return rc;
+    }
 
     const UnetConfig *uc = unet_config(p->unet);
     int cfg = g->guidance > 1.0f, B = cfg ? 2 : 1;

@@ -597,9 +597,9 @@ static int pndm_init(Scheduler *s, int steps, Err *err) {
     } else {
         if (L < 4) {
             free(asc);
-            return err_set(err, ERR_USAGE, "pndm with Runge-Kutta steps (skip_prk_steps false) "
-                           "needs at least 4 steps, not %d (diffusers fails too); use more "
-                           "steps or set skip_prk_steps to true", steps);
+            return err_set(err, ERR_USAGE, "pndm: skip_prk_steps is not true, and its 12 "
+                           "Runge-Kutta steps need at least 4 steps, not %d (diffusers fails "
+                           "too); use more steps or set \"skip_prk_steps\": true", steps);
         }
         /* the last 4 timesteps and their midpoints, each twice but the first and the last */
         double pair[8], rep[12];
