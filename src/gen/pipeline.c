@@ -212,7 +212,7 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
             ls[i] = cfg->loras[i].scale;
         }
     }
-    SdTextOptions to = {cfg ? cfg->tokenizer : NULL, lp, ls, nl};
+    SdTextOptions to = {cfg ? cfg->tokenizer : NULL, lp, ls, nl, be}; /* on the UNet's backend */
     if (!rc)
         rc = sd_text_open(path, &to, wt == DTYPE_F32 ? CLIP_WEIGHTS_F32 : CLIP_WEIGHTS_BF16,
                           &p->text, err);

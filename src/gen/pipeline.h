@@ -10,7 +10,7 @@
  *     its tokenizer given (SdPipelineConfig.tokenizer)),
  *     one Backend it borrows. Generating is single-threaded per pipeline; the Backend's pool
  *     (CPU) or stream (CUDA) does the parallel work. The text encoders (sd_text) run on the
- *     host, over the CPU pool the calling thread selected with backend_cpu_use (none: serial).
+ *     same Backend (on CUDA their weights live on the device).
  *   - Defaults are the model's (the scheduler from scheduler/scheduler_config.json, the size
  *     from the UNet's sample_size × the VAE's scale factor) and diffusers' (50 steps, guidance
  *     7.5; SDXL's time ids from the size, no crop).

@@ -461,7 +461,7 @@ Test(pipeline, text_encoder_adapters_change_the_conditioning) {
         SdText *a = NULL, *b = NULL;
         const char *lp[1] = {cs[k].lora};
         float sc[1] = {0.8f};
-        SdTextOptions o = {NULL, lp, sc, 1};
+        SdTextOptions o = {NULL, lp, sc, 1, NULL};
         cr_assert_eq(sd_text_open(cs[k].model, NULL, CLIP_WEIGHTS_F32, &a, &err), 0, "%s",
                      err.msg);
         cr_assert_eq(sd_text_open(cs[k].model, &o, CLIP_WEIGHTS_F32, &b, &err), 0, "%s",
