@@ -15,6 +15,7 @@
 #include "fmt_safetensors.h"
 #include "gpu.h"
 #include "jobs.h"
+#include "lora_file.h"
 #include "pipeline.h"
 #include "sd_weights.h"
 #include "sha256.h"
@@ -37,7 +38,8 @@ static const JobParamSpec gen_params[] = {
     {"scheduler", JOB_PARAM_STRING, "", "euler, euler_a, ddim, dpmpp_2m, dpmpp_2m_karras or "
      "pndm; default the model's scheduler_config.json", NULL},
     {"negative", JOB_PARAM_STRING, "", "negative prompt", NULL},
-    {"lora", JOB_PARAM_STRING, "", "LoRA .safetensors FILE[:SCALE], several joined by ','", NULL},
+    {"lora", JOB_PARAM_STRING, "", "LoRA .safetensors FILE[:SCALE] or adapter folder "
+     "DIR[:SCALE] (its pytorch_lora_weights.safetensors), several joined by ','", NULL},
     {"latents", JOB_PARAM_PATH, "", "initial latents for every image (diffusers' latents=): a "
      ".safetensors file of one tensor (1,4,H/8,W/8) or (4,H/8,W/8), before the scheduler's "
      "init_noise_sigma; the seeds then drive only the ancestral noise", NULL},
@@ -114,7 +116,9 @@ static int parse_size(const char *s, int *w, int *h, Err *err) {
     return 0;
 }
 
-/* "a.safetensors:0.8,b.safetensors" into *out (paths malloc'd). */
+/* "a.safetensors:0.8,b.safetensors" into *out (paths malloc'd). A folder stands for the
+ * adapter file in it, DIR/pytorch_lora_weights.safetensors, as easel tune and diffusers'
+ * save_lora_weights write it. */
 static int parse_loras(const char *s, SdLora **out, int *n, Err *err) {
     *out = NULL;
     *n = 0;
@@ -134,13 +138,28 @@ static int parse_loras(const char *s, SdLora **out, int *n, Err *err) {
             }
         }
         struct stat sb;
-        if (stat(tok, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-            rc = err_set(err, ERR_USAGE, "--lora %s: no such file (expected FILE[:SCALE], a "
-                         "LoRA .safetensors)", tok);
+        char *path = xstrdup(tok);
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) { /* an adapter folder */
+            free(path);
+            path = xasprintf("%s/" LORA_FILE_PEFT_WEIGHTS, tok);
+            if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+                rc = err_set(err, ERR_USAGE, "--lora %s: a folder without %s (give an adapter "
+                             "folder as easel tune or diffusers' save_lora_weights write it, "
+                             "or the LoRA .safetensors file itself)", tok,
+                             LORA_FILE_PEFT_WEIGHTS);
+                free(path);
+                break;
+            }
+        }
+        if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            rc = err_set(err, ERR_USAGE, "--lora %s: no such file or folder (expected "
+                         "FILE[:SCALE] or DIR[:SCALE]: a LoRA .safetensors, or an adapter "
+                         "folder with " LORA_FILE_PEFT_WEIGHTS ")", tok);
+            free(path);
             break;
         }
         *out = xrealloc(*out, (size_t)(*n + 1) * sizeof **out);
-        (*out)[*n].path = xstrdup(tok);
+        (*out)[*n].path = path;
         (*out)[(*n)++].scale = scale;
     }
     free(copy);

@@ -379,8 +379,10 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
     }
     /* encode_prompt; CFG batches are [negative, positive], as diffusers concatenates them */
     float *pe = ehs + (cfg ? (size_t)T * D : 0), *pp = pooled ? pooled + (cfg ? P : 0) : NULL;
+    size_t text_mark = backend_mark(p->be); /* the encoders run on the UNet's backend */
     rc = sd_text_encode_prompt(p->text, g->prompt ? g->prompt : "", g->negative, cfg, g->clip_skip,
                                pe, cfg ? ehs : NULL, pp, cfg ? pooled : NULL, err);
+    backend_reset(p->be, text_mark);
     if (rc)
         goto done;
     if (p->xl)
