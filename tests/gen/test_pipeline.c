@@ -165,6 +165,22 @@ static void matches(const char *name) {
     cr_assert(db >= 50.0, "%s: PSNR %.2f dB < 50 against diffusers' image", name, db);
 }
 
+/* The text encoders run on the pipeline's backend, not on CPU backends of their own. */
+Test(pipeline, text_encoders_on_the_pipeline_backend) {
+    static const char *const models[] = {FIX "pipeline_sd", FIX "pipeline_sdxl"};
+    for (int m = 0; m < 2; m++) {
+        SdPipeline *p = NULL;
+        Err err = {0};
+        cr_assert_eq(sd_pipeline_open(models[m], be, NULL, &p, &err), 0, "%s", err.msg);
+        const SdText *t = sd_pipeline_text(p);
+        cr_assert(t && sd_text_encoder(t, 0));
+        for (int i = 0; i < 2 && sd_text_encoder(t, i); i++)
+            cr_assert(clip_model_backend(sd_text_encoder(t, i)) == be, "%s: encoder %d",
+                      models[m], i);
+        sd_pipeline_close(p);
+    }
+}
+
 Test(pipeline, sd_euler) { matches("sd_euler"); }
 Test(pipeline, sd_euler_ancestral) { matches("sd_euler_a"); }
 Test(pipeline, sd_ddim) { matches("sd_ddim"); }
