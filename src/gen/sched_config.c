@@ -31,7 +31,8 @@ void sched_config_default(SchedConfig *c, SchedKind kind) {
     c->beta_start = 0.0001;
     c->beta_end = 0.02;
     c->beta_schedule = SCHED_BETAS_LINEAR;
-    c->spacing = kind == SCHED_DDIM || kind == SCHED_PNDM ? SCHED_SPACING_LEADING : SCHED_SPACING_LINSPACE;
+    c->spacing = kind == SCHED_DDIM || kind == SCHED_PNDM ? SCHED_SPACING_LEADING
+                                                          : SCHED_SPACING_LINSPACE;
     c->steps_offset = 0;
     c->prediction = SCHED_PRED_EPSILON;
     c->clip_sample = 1;

@@ -1,8 +1,9 @@
 /* test_scheduler — the samplers against diffusers (fixtures from tests/gen/make_fixtures.py): for
  * SD 1.5-, SDXL-, Turbo- and v-prediction configs and the other options, every kind and
  * several step counts (PNDM: 1, 2, 3, 4, 50; PLMS and Runge-Kutta), the timesteps, sigmas,
- * init_noise_sigma and the latents after every step for a fixed model output, within 1e-6 relative; the initial latents and Euler
- * ancestral's noise come from torch_rng as diffusers draws them. Bad configs give errors that
+ * init_noise_sigma and the latents after every step for a fixed model output, within 1e-6
+ * relative; the initial latents and Euler ancestral's noise come from torch_rng as diffusers
+ * draws them. Bad configs give errors that
  * name the file and the key. */
 #include <criterion/criterion.h>
 #include <jansson.h>
