@@ -15,6 +15,7 @@
 #include "fmt_safetensors.h"
 #include "gpu.h"
 #include "jobs.h"
+#include "lora_file.h"
 #include "pipeline.h"
 #include "sd_weights.h"
 #include "sha256.h"
@@ -34,10 +35,11 @@ static const JobParamSpec gen_params[] = {
     {"guidance", JOB_PARAM_FLOAT, "7.5", "classifier-free guidance scale (<= 1: off)", NULL},
     {"size", JOB_PARAM_STRING, "", "WxH, multiples of 8; default the model's (SDXL 1024x1024, "
      "SD 1.x 512x512)", NULL},
-    {"scheduler", JOB_PARAM_STRING, "", "euler, euler_a, ddim, dpmpp_2m or dpmpp_2m_karras; "
-     "default the model's scheduler_config.json", NULL},
+    {"scheduler", JOB_PARAM_STRING, "", "euler, euler_a, ddim, dpmpp_2m, dpmpp_2m_karras or "
+     "pndm; default the model's scheduler_config.json", NULL},
     {"negative", JOB_PARAM_STRING, "", "negative prompt", NULL},
-    {"lora", JOB_PARAM_STRING, "", "LoRA .safetensors FILE[:SCALE], several joined by ','", NULL},
+    {"lora", JOB_PARAM_STRING, "", "LoRA .safetensors FILE[:SCALE] or adapter folder "
+     "DIR[:SCALE] (its pytorch_lora_weights.safetensors), several joined by ','", NULL},
     {"latents", JOB_PARAM_PATH, "", "initial latents for every image (diffusers' latents=): a "
      ".safetensors file of one tensor (1,4,H/8,W/8) or (4,H/8,W/8), before the scheduler's "
      "init_noise_sigma; the seeds then drive only the ancestral noise", NULL},
@@ -62,7 +64,7 @@ static const JobParamSpec gen_params[] = {
 };
 
 static const char *const schedulers[] = {"euler", "euler_a", "ddim", "dpmpp_2m",
-                                         "dpmpp_2m_karras", NULL};
+                                         "dpmpp_2m_karras", "pndm", NULL};
 
 /* "0,1,7" into *seeds (malloc'd). */
 static int parse_seeds(const char *s, uint64_t **seeds, size_t *n, Err *err) {
@@ -118,7 +120,9 @@ static int parse_size(const char *s, int *w, int *h, Err *err) {
     return 0;
 }
 
-/* "a.safetensors:0.8,b.safetensors" into *out (paths malloc'd). */
+/* "a.safetensors:0.8,b.safetensors" into *out (paths malloc'd). A folder stands for the
+ * adapter file in it, DIR/pytorch_lora_weights.safetensors, as easel tune and diffusers'
+ * save_lora_weights write it. */
 static int parse_loras(const char *s, SdLora **out, int *n, Err *err) {
     *out = NULL;
     *n = 0;
@@ -138,13 +142,28 @@ static int parse_loras(const char *s, SdLora **out, int *n, Err *err) {
             }
         }
         struct stat sb;
-        if (stat(tok, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-            rc = err_set(err, ERR_USAGE, "--lora %s: no such file (expected FILE[:SCALE], a "
-                         "LoRA .safetensors)", tok);
+        char *path = xstrdup(tok);
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) { /* an adapter folder */
+            free(path);
+            path = xasprintf("%s/" LORA_FILE_PEFT_WEIGHTS, tok);
+            if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+                rc = err_set(err, ERR_USAGE, "--lora %s: a folder without %s (give an adapter "
+                             "folder as easel tune or diffusers' save_lora_weights write it, "
+                             "or the LoRA .safetensors file itself)", tok,
+                             LORA_FILE_PEFT_WEIGHTS);
+                free(path);
+                break;
+            }
+        }
+        if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            rc = err_set(err, ERR_USAGE, "--lora %s: no such file or folder (expected "
+                         "FILE[:SCALE] or DIR[:SCALE]: a LoRA .safetensors, or an adapter "
+                         "folder with " LORA_FILE_PEFT_WEIGHTS ")", tok);
+            free(path);
             break;
         }
         *out = xrealloc(*out, (size_t)(*n + 1) * sizeof **out);
-        (*out)[*n].path = xstrdup(tok);
+        (*out)[*n].path = path;
         (*out)[(*n)++].scale = scale;
     }
     free(copy);
@@ -256,7 +275,7 @@ static int gen_validate(const JobParams *p, Err *err) {
             ok |= strcmp(sch, schedulers[i]) == 0;
         if (!ok)
             return err_set(err, ERR_USAGE, "--scheduler %s: expected euler, euler_a, ddim, "
-                           "dpmpp_2m or dpmpp_2m_karras", sch);
+                           "dpmpp_2m, dpmpp_2m_karras or pndm", sch);
     }
     SdLora *l;
     int nl;

@@ -35,8 +35,8 @@ static const JobParamSpec tune_eval_params[] = {
     {"steps", JOB_PARAM_INT, "50", "denoising steps", NULL},
     {"guidance", JOB_PARAM_FLOAT, "7.5", "classifier-free guidance scale (<= 1: off)", NULL},
     {"size", JOB_PARAM_STRING, "", "WxH, multiples of 8; default the model's", NULL},
-    {"scheduler", JOB_PARAM_STRING, "", "euler, euler_a, ddim, dpmpp_2m or dpmpp_2m_karras; "
-     "default the model's", NULL},
+    {"scheduler", JOB_PARAM_STRING, "", "euler, euler_a, ddim, dpmpp_2m, dpmpp_2m_karras or "
+     "pndm; default the model's", NULL},
     {"negative", JOB_PARAM_STRING, "", "negative prompt", NULL},
     {"name", JOB_PARAM_STRING, "", "the store run's name; default tune-eval-DATE-TIME", NULL},
     {NULL, 0, NULL, NULL, NULL},

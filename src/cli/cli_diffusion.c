@@ -86,7 +86,7 @@ static int add_single(const CliGlobal *g, const char *abs, const char *name,
         goto out;
     }
     SdText *t = NULL;
-    SdTextOptions to = {tok, NULL, NULL, 0};
+    SdTextOptions to = {tok, NULL, NULL, 0, NULL};
     if (sd_text_open(abs, &to, CLIP_WEIGHTS_BF16, &t, &err) != 0) {
         cli_error("models add diffusion: %s", err.msg);
         goto out;

@@ -76,7 +76,7 @@ static void generate_usage(void) {
     printf("usage: easel [--db PATH] generate [--model NAME|PATH] (--prompts FILE | --from-store\n"
            "                | --prompt TEXT) [--seeds 0,1 | --seed N] [--steps 50]\n"
            "                [--guidance 7.5] [--size WxH] [--scheduler NAME] [--negative TEXT]\n"
-           "                [--lora FILE[:SCALE]]... [--rng torch-cpu|torch-cuda]\n"
+           "                [--lora FILE|DIR[:SCALE]]... [--rng torch-cpu|torch-cuda]\n"
            "                [--latents FILE] [--out DIR] [--device auto|cpu|cuda[:N]]\n"
            "                [--shard K/N] [--gpus N] [--dtype auto|f32|f16|bf16] [--queue]\n\n"
            "Generate one image per prompt and seed with a Stable Diffusion or SDXL model, as\n"

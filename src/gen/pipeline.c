@@ -54,6 +54,8 @@ static int sched_class_kind(const char *text, char *cls, size_t cls_len) {
             kind = json_is_true(json_object_get(root, "use_karras_sigmas"))
                        ? SCHED_DPMPP_2M_KARRAS
                        : SCHED_DPMPP_2M;
+        else if (!strcmp(c, "PNDMScheduler"))
+            kind = SCHED_PNDM;
     }
     json_decref(root);
     return kind;
@@ -210,7 +212,7 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
             ls[i] = cfg->loras[i].scale;
         }
     }
-    SdTextOptions to = {cfg ? cfg->tokenizer : NULL, lp, ls, nl};
+    SdTextOptions to = {cfg ? cfg->tokenizer : NULL, lp, ls, nl, be}; /* on the UNet's backend */
     if (!rc)
         rc = sd_text_open(path, &to, wt == DTYPE_F32 ? CLIP_WEIGHTS_F32 : CLIP_WEIGHTS_BF16,
                           &p->text, err);
@@ -299,6 +301,7 @@ int sd_pipeline_model_defaults(const char *path, const char *prediction, int *wi
 
 const char *sd_pipeline_family(const SdPipeline *p) { return p->family; }
 const char *sd_pipeline_scheduler_config(const SdPipeline *p) { return p->sched_json; }
+const SdText *sd_pipeline_text(const SdPipeline *p) { return p->text; }
 
 void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height) {
     *width = p->def_w;
@@ -340,12 +343,12 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
         kind = sched_kind_from_name(g->scheduler);
         if (kind < 0)
             return err_set(err, ERR_USAGE,
-                           "scheduler \"%s\": use euler, euler_a, ddim, dpmpp_2m or "
-                           "dpmpp_2m_karras", g->scheduler);
+                           "scheduler \"%s\": use euler, euler_a, ddim, dpmpp_2m, "
+                           "dpmpp_2m_karras or pndm", g->scheduler);
     } else if (kind < 0) {
         return err_set(err, ERR_USAGE,
                        "%s: %s, which easel does not implement: choose a scheduler "
-                       "(euler, euler_a, ddim, dpmpp_2m, dpmpp_2m_karras)",
+                       "(euler, euler_a, ddim, dpmpp_2m, dpmpp_2m_karras, pndm)",
                        p->sched_path, p->sched_class);
     }
     SchedConfig sc;
@@ -353,8 +356,10 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
     if (rc)
         return rc;
     Scheduler s;
-    if ((rc = scheduler_init(&s, &sc, steps, err)) != 0)
+    if ((rc = scheduler_init(&s, &sc, steps, err)) != 0) {
+        err_prefix(err, "%s", p->sched_path); /* the settings it was made from */
         return rc;
+    }
 
     const UnetConfig *uc = unet_config(p->unet);
     int cfg = g->guidance > 1.0f, B = cfg ? 2 : 1;
@@ -375,8 +380,10 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
     }
     /* encode_prompt; CFG batches are [negative, positive], as diffusers concatenates them */
     float *pe = ehs + (cfg ? (size_t)T * D : 0), *pp = pooled ? pooled + (cfg ? P : 0) : NULL;
+    size_t text_mark = backend_mark(p->be); /* the encoders run on the UNet's backend */
     rc = sd_text_encode_prompt(p->text, g->prompt ? g->prompt : "", g->negative, cfg, g->clip_skip,
                                pe, cfg ? ehs : NULL, pp, cfg ? pooled : NULL, err);
+    backend_reset(p->be, text_mark);
     if (rc)
         goto done;
     if (p->xl)
@@ -416,10 +423,13 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
         Tensor hp = tensor_view(cfg ? pooled : pp, 2, sp);
         backend_upload(p->be, &dpool, &hp);
     }
-    progress_report(pr, 0, steps, "steps");
-    for (int i = 0; i < steps; i++) {
+    /* the scheduler's timesteps: PNDM has more than the steps asked for (SD 1.5's PLMS: one) */
+    int n_steps = s.n_steps;
+    progress_report(pr, 0, n_steps, "steps");
+    for (int i = 0; i < n_steps; i++) {
         if (progress_cancelled(pr)) {
-            rc = err_set(err, ERR_CANCELLED, "generation cancelled at step %d of %d", i, steps);
+            rc = err_set(err, ERR_CANCELLED, "generation cancelled at step %d of %d", i,
+                         n_steps);
             goto done;
         }
         /* latent_model_input = cat([latents] * 2), scale_model_input */
@@ -441,7 +451,7 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
             goto done;
         if (progress_cancelled(pr)) {
             rc = err_set(err, ERR_CANCELLED, "generation cancelled in step %d of %d", i + 1,
-                         steps);
+                         n_steps);
             goto done;
         }
         /* noise_pred = uncond + g·(text − uncond), in diffusers' order */
@@ -458,7 +468,7 @@ int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr
         }
         if ((rc = scheduler_step(&s, eps, x, nz, x, n, err)) != 0)
             goto done;
-        progress_report(pr, i + 1, steps, "steps");
+        progress_report(pr, i + 1, n_steps, "steps");
     }
     if (progress_cancelled(pr)) {
         rc = err_set(err, ERR_CANCELLED, "generation cancelled before decoding");

@@ -10,7 +10,7 @@
  *     its tokenizer given (SdPipelineConfig.tokenizer)),
  *     one Backend it borrows. Generating is single-threaded per pipeline; the Backend's pool
  *     (CPU) or stream (CUDA) does the parallel work. The text encoders (sd_text) run on the
- *     host, over the CPU pool the calling thread selected with backend_cpu_use (none: serial).
+ *     same Backend (on CUDA their weights live on the device).
  *   - Defaults are the model's (the scheduler from scheduler/scheduler_config.json, the size
  *     from the UNet's sample_size × the VAE's scale factor) and diffusers' (50 steps, guidance
  *     7.5; SDXL's time ids from the size, no crop).
@@ -21,8 +21,9 @@
  *     when it is cancelled (ERR_CANCELLED, nothing written).
  *   - The scheduler's settings are always the model's scheduler_config.json, read by the kind
  *     asked for (diffusers' Kind.from_config(pipe.scheduler.config)); with no kind asked for,
- *     the kind its _class_name names, and an error naming it when easel has no such sampler
- *     (SD 1.5's PNDMScheduler).
+ *     the kind its _class_name names (SD 1.5's PNDMScheduler: pndm), and an error naming it
+ *     when easel has no such sampler (LMSDiscreteScheduler, ...). The loop runs over the
+ *     scheduler's timesteps (PNDM: more than the steps asked for) and reports them as steps.
  *   - LoRAs go into the UNet's and the text encoders' weights as they are read
  *     (sd_weights_add_lora), as diffusers' load_lora_weights. doc/generate.md "Pipeline"
  *     lists what is matched.
@@ -73,8 +74,8 @@ typedef struct SdGenParams {
     int width, height;     /* 0: the model's default */
     int steps;             /* 0: 50 */
     float guidance;        /* classifier-free guidance scale; <= 1: off */
-    const char *scheduler; /* "euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras"; NULL:
-                            * the model's scheduler_config.json */
+    const char *scheduler; /* "euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras",
+                            * "pndm"; NULL: the model's scheduler_config.json */
     uint64_t seed;
     SdRng rng;             /* torch-cuda: Philox draws with an uncapped grid (torch_rng.h) */
     const float *latents;  /* optional (1, 4, height/8, width/8) initial latents, before
@@ -103,6 +104,10 @@ void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height);
  * single file's family config (_class_name, betas, spacing, prediction_type as the released
  * model's), with a --prediction override applied. JSON text owned by p. */
 const char *sd_pipeline_scheduler_config(const SdPipeline *p);
+
+/* The text encoders (borrowed; they run on the pipeline's Backend). */
+struct SdText;
+const struct SdText *sd_pipeline_text(const SdPipeline *p);
 
 /* One image: *rgb (width·height·3 bytes, row-major, owned by the caller: free()) and its size.
  * pr may be NULL. */

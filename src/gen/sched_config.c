@@ -10,7 +10,7 @@
 #include "infile.h"
 
 static const char *const kind_names[SCHED_KIND_COUNT] = {
-    "euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras",
+    "euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "pndm",
 };
 
 int sched_kind_from_name(const char *name) {
@@ -31,12 +31,13 @@ void sched_config_default(SchedConfig *c, SchedKind kind) {
     c->beta_start = 0.0001;
     c->beta_end = 0.02;
     c->beta_schedule = SCHED_BETAS_LINEAR;
-    c->spacing = kind == SCHED_DDIM ? SCHED_SPACING_LEADING : SCHED_SPACING_LINSPACE;
+    c->spacing = kind == SCHED_DDIM || kind == SCHED_PNDM ? SCHED_SPACING_LEADING
+                                                          : SCHED_SPACING_LINSPACE;
     c->steps_offset = 0;
     c->prediction = SCHED_PRED_EPSILON;
     c->clip_sample = 1;
     c->clip_sample_range = 1.0;
-    c->set_alpha_to_one = 1;
+    c->set_alpha_to_one = kind != SCHED_PNDM;
     c->eta = 0.0;
     c->use_karras_sigmas = kind == SCHED_DPMPP_2M_KARRAS;
     c->final_sigma_min = 0;
@@ -47,6 +48,7 @@ void sched_config_default(SchedConfig *c, SchedKind kind) {
     c->lower_order_final = 1;
     c->euler_at_final = 0;
     c->lambda_min_clipped = -INFINITY;
+    c->skip_prk_steps = 0;
 }
 
 /* Which kinds read a key (diffusers' __init__ parameters of each class). */
@@ -55,7 +57,8 @@ enum {
     K_EA = 1 << SCHED_EULER_A,
     K_DD = 1 << SCHED_DDIM,
     K_DP = (1 << SCHED_DPMPP_2M) | (1 << SCHED_DPMPP_2M_KARRAS),
-    K_ALL = K_EU | K_EA | K_DD | K_DP,
+    K_PN = 1 << SCHED_PNDM,
+    K_ALL = K_EU | K_EA | K_DD | K_DP | K_PN,
 };
 
 typedef struct Parse {
@@ -252,13 +255,19 @@ int sched_config_parse(SchedConfig *out, SchedKind kind, const char *json, const
                      "or ddim", what);
         goto out;
     }
-    if ((rc = get_bool(&p, "rescale_betas_zero_snr", K_ALL, &c.rescale_zero_snr)))
+    if (kind == SCHED_PNDM && c.prediction == SCHED_PRED_SAMPLE) {
+        rc = err_set(err, ERR_FORMAT, "%s: \"prediction_type\" \"sample\" is not supported by "
+                     "pndm (nor by diffusers' PNDMScheduler); use euler or ddim", what);
+        goto out;
+    }
+    /* PNDMScheduler has no rescale_betas_zero_snr: from_config ignores it there */
+    if ((rc = get_bool(&p, "rescale_betas_zero_snr", K_ALL & ~K_PN, &c.rescale_zero_snr)))
         goto out;
 
     /* DDIM */
     if ((rc = get_bool(&p, "clip_sample", K_DD, &c.clip_sample)) ||
         (rc = get_num(&p, "clip_sample_range", K_DD, &c.clip_sample_range)) ||
-        (rc = get_bool(&p, "set_alpha_to_one", K_DD, &c.set_alpha_to_one)) ||
+        (rc = get_bool(&p, "set_alpha_to_one", K_DD | K_PN, &c.set_alpha_to_one)) ||
         (rc = unsupported_bool(&p, "thresholding", K_DD | K_DP)))
         goto out;
 
@@ -309,6 +318,10 @@ int sched_config_parse(SchedConfig *out, SchedKind kind, const char *json, const
                      "supported; set it to null", what);
         goto out;
     }
+
+    /* PNDM */
+    if ((rc = get_bool(&p, "skip_prk_steps", K_PN, &c.skip_prk_steps)))
+        goto out;
 
     if (!(c.beta_start >= 0 && c.beta_end > 0 && c.beta_start < 1 && c.beta_end < 1)) {
         rc = err_set(err, ERR_FORMAT, "%s: beta_start %g and beta_end %g must lie in [0, 1) "

@@ -7,6 +7,7 @@
  *   ddim             DDIMScheduler
  *   dpmpp_2m         DPMSolverMultistepScheduler (dpmsolver++, order 2)
  *   dpmpp_2m_karras  the same with use_karras_sigmas forced on
+ *   pndm             PNDMScheduler (PLMS, with its Runge-Kutta warm-up unless skip_prk_steps)
  * A model folder's config usually names another class (PNDMScheduler for SD 1.5,
  * EulerDiscreteScheduler for SDXL): as in diffusers, the keys the chosen kind knows are taken,
  * the other keys are ignored, and the kind's defaults fill the rest. A known key with a wrong
@@ -27,6 +28,7 @@ typedef enum SchedKind {
     SCHED_DDIM,
     SCHED_DPMPP_2M,
     SCHED_DPMPP_2M_KARRAS,
+    SCHED_PNDM,
     SCHED_KIND_COUNT
 } SchedKind;
 
@@ -72,6 +74,8 @@ typedef struct SchedConfig {
     int lower_order_final;       /* 1 */
     int euler_at_final;          /* 0 */
     double lambda_min_clipped;   /* -inf */
+    /* PNDM (set_alpha_to_one above: its default is 0) */
+    int skip_prk_steps;          /* 0: 12 Runge-Kutta steps first; 1: PLMS only (SD 1.5) */
 } SchedConfig;
 
 /* The diffusers class defaults of KIND. */

@@ -1,4 +1,4 @@
-/* scheduler — diffusers' Euler, Euler ancestral, DDIM and DPM-Solver++ 2M (scheduler.h).
+/* scheduler — diffusers' Euler, Euler ancestral, DDIM, DPM-Solver++ 2M and PNDM (scheduler.h).
  *
  * Variables named f32 or typed float hold what diffusers keeps in a float32 torch tensor (or
  * numpy float32); doubles hold numpy float64 values. Every float operation below is one IEEE
@@ -237,12 +237,13 @@ void scheduler_deinit(Scheduler *s) {
     free(s->timesteps);
     free(s->sigmas);
     free(s->prev_x0);
+    free(s->pndm_buf);
     memset(s, 0, sizeof *s);
 }
 
 /* diffusers' _init_step_index: the first timestep's index, the second one when it repeats. */
 static int begin_index(const Scheduler *s) {
-    if (s->cfg.kind == SCHED_DDIM)
+    if (s->cfg.kind == SCHED_DDIM || s->cfg.kind == SCHED_PNDM)
         return 0;
     for (int i = 1; i < s->n_steps; i++)
         if (s->timesteps[i] == s->timesteps[0])
@@ -253,7 +254,11 @@ static int begin_index(const Scheduler *s) {
 void scheduler_reset(Scheduler *s) {
     s->step_index = begin_index(s);
     s->lower_order_nums = 0;
+    s->n_ets = 0;
+    s->has_cur_sample = 0;
 }
+
+static int pndm_init(Scheduler *s, int steps, Err *err);
 
 int scheduler_init(Scheduler *s, const SchedConfig *cfg, int steps, Err *err) {
     memset(s, 0, sizeof *s);
@@ -277,7 +282,15 @@ int scheduler_init(Scheduler *s, const SchedConfig *cfg, int steps, Err *err) {
     }
     float sigma_last = cfg->final_sigma_min ? sqrtf((1.0f - ac[0]) / ac[0]) : 0.0f;
 
-    if (cfg->kind == SCHED_DDIM) {
+    if (cfg->kind == SCHED_PNDM) {
+        int rc = pndm_init(s, steps, err);
+        if (rc) {
+            free(train_sigmas);
+            free(log_sigmas);
+            scheduler_deinit(s);
+            return rc;
+        }
+    } else if (cfg->kind == SCHED_DDIM) {
         s->n_steps = plain_timesteps(cfg, steps, s->timesteps);
         /* DDIM indexes alphas_cumprod by timestep (diffusers fails there too) */
         if (s->timesteps[0] > T - 1) {
@@ -481,6 +494,9 @@ static void step_dpm(Scheduler *s, const float *x, float *out, size_t n) {
     }
 }
 
+static int pndm_step(Scheduler *s, const float *mo, const float *x, float *prev, size_t n,
+                     Err *err);
+
 int scheduler_step(Scheduler *s, const float *model_output, const float *sample,
                    const float *noise, float *prev, size_t n, Err *err) {
     if (s->step_index >= s->n_steps)
@@ -489,6 +505,8 @@ int scheduler_step(Scheduler *s, const float *model_output, const float *sample,
     if (scheduler_step_needs_noise(s) && !noise)
         return err_set(err, ERR_USAGE, "%s needs fresh noise at every step",
                        sched_kind_name(s->cfg.kind));
+    if (s->cfg.kind == SCHED_PNDM)
+        return pndm_step(s, model_output, sample, prev, n, err);
     if (!is_dpm(s->cfg.kind)) {
         if (s->cfg.kind == SCHED_DDIM)
             step_ddim(s, model_output, sample, noise, prev, n);
@@ -536,6 +554,220 @@ int scheduler_step(Scheduler *s, const float *model_output, const float *sample,
     s->prev_x0 = x0;
     if (s->lower_order_nums < s->cfg.solver_order)
         s->lower_order_nums++;
+    s->step_index++;
+    return 0;
+}
+
+/* ---- PNDM (diffusers' PNDMScheduler) -------------------------------------------------------- */
+
+/* set_timesteps: the N inference timesteps ascending (diffusers' _timesteps), then
+ * prk_timesteps and plms_timesteps into s->timesteps. */
+static int pndm_init(Scheduler *s, int steps, Err *err) {
+    const SchedConfig *c = &s->cfg;
+    int T = c->num_train_timesteps, L = 0;
+    double *asc = xmalloc((size_t)(steps + 2) * sizeof *asc);
+    switch (c->spacing) {
+    case SCHED_SPACING_LINSPACE:
+        for (int i = 0; i < steps; i++)
+            asc[L++] = nearbyint(np_linspace(0, T - 1, steps, i));
+        break;
+    case SCHED_SPACING_LEADING:
+        for (int i = 0; i < steps; i++)
+            asc[L++] = (double)i * (T / steps) + c->steps_offset;
+        break;
+    case SCHED_SPACING_TRAILING: {
+        double ratio = (double)T / steps;
+        int len = np_arange_down_len(T, ratio);
+        for (int i = len - 1; i >= 0 && L < steps + 2; i--)
+            asc[L++] = nearbyint(np_arange_down(T, ratio, i)) - 1;
+        break;
+    }
+    }
+    s->pndm_ratio = T / steps;
+    free(s->timesteps);
+    s->timesteps = xmalloc((size_t)(L + 12) * sizeof *s->timesteps);
+    int n = 0;
+    if (c->skip_prk_steps) {
+        /* concatenate(_timesteps[:-1], _timesteps[-2:-1], _timesteps[-1:])[::-1] */
+        s->timesteps[n++] = asc[L - 1];
+        if (L >= 2)
+            s->timesteps[n++] = asc[L - 2];
+        for (int i = L - 2; i >= 0; i--)
+            s->timesteps[n++] = asc[i];
+    } else {
+        if (L < 4) {
+            free(asc);
+            return err_set(err, ERR_USAGE, "pndm: skip_prk_steps is not true, and its 12 "
+                           "Runge-Kutta steps need at least 4 steps, not %d (diffusers fails "
+                           "too); use more steps or set \"skip_prk_steps\": true", steps);
+        }
+        /* the last 4 timesteps and their midpoints, each twice but the first and the last */
+        double pair[8], rep[12];
+        int half = T / steps / 2;
+        for (int j = 0; j < 4; j++) {
+            pair[2 * j] = asc[L - 4 + j];
+            pair[2 * j + 1] = asc[L - 4 + j] + half;
+        }
+        for (int k = 0; k < 12; k++)
+            rep[k] = pair[(k + 1) / 2];
+        for (int k = 11; k >= 0; k--)
+            s->timesteps[n++] = rep[k];
+        s->n_prk = 12;
+        for (int i = L - 4; i >= 0; i--)
+            s->timesteps[n++] = asc[i];
+    }
+    free(asc);
+    s->n_steps = n;
+    /* every timestep a step indexes alphas_cumprod at must exist (diffusers fails there) */
+    for (int i = 0; i < n; i++) {
+        double t = s->timesteps[i];
+        if (i == 1 && i >= s->n_prk)
+            t += s->pndm_ratio;
+        if (t > T - 1 || t < 0)
+            return err_set(err, ERR_USAGE, "pndm: %d steps with steps_offset %d reach "
+                           "timestep %.0f, past the model's last (%d); use fewer steps",
+                           steps, c->steps_offset, t, T - 1);
+    }
+    return 0;
+}
+
+/* diffusers' _get_prev_sample (the PNDM paper's formula 9) from SAMPLE at timestep T to
+ * PREV_T with the (combined) model output MO, into OUT (may alias either). */
+static void pndm_prev_sample(const Scheduler *s, const float *x, int t, int prev_t,
+                             const float *mo, float *out, size_t n) {
+    const float *ac = s->alphas_cumprod;
+    float a_t = ac[t];
+    float a_p = prev_t >= 0 ? ac[prev_t] : (s->cfg.set_alpha_to_one ? 1.0f : ac[0]);
+    float b_t = 1.0f - a_t, b_p = 1.0f - a_p;
+    float sa = sqrtf(a_t), sb = sqrtf(b_t);
+    float coeff = sqrtf(a_p / a_t);
+    float den = a_t * sqrtf(b_p) + sqrtf(a_t * b_t * a_p);
+    float d = a_p - a_t;
+    int v = s->cfg.prediction == SCHED_PRED_V;
+    for (size_t k = 0; k < n; k++) {
+        float e = mo[k];
+        if (v)
+            e = sa * e + sb * x[k];
+        float a = coeff * x[k];
+        float b = d * e;
+        out[k] = a - b / den;
+    }
+}
+
+/* One step: step_prk for the first n_prk, then step_plms. The model outputs are kept as
+ * diffusers keeps them (its ets list), and combined in its order of operations. */
+static int pndm_step(Scheduler *s, const float *mo, const float *x, float *prev, size_t n,
+                     Err *err) {
+    if (s->pndm_n != n) { /* a new size: no usable history */
+        free(s->pndm_buf);
+        s->pndm_buf = n ? malloc(6 * n * sizeof *s->pndm_buf) : NULL;
+        if (!s->pndm_buf && n) {
+            s->pndm_n = 0;
+            return err_set(err, ERR_NOMEM, "out of memory for pndm's history (%zu values)",
+                           6 * n);
+        }
+        s->pndm_n = n;
+        s->n_ets = 0;
+        s->has_cur_sample = 0;
+    }
+    float *tmp = malloc((n ? n : 1) * sizeof *tmp);
+    if (!tmp)
+        return err_set(err, ERR_NOMEM, "out of memory for one sampler step (%zu values)", n);
+    float *cur = s->pndm_buf + 4 * n, *rk = s->pndm_buf + 5 * n;
+    int c = s->step_index, ts = (int)s->timesteps[c];
+    /* the oldest slot becomes the newest: ets = ets[-3:] + [mo] */
+    float *slot = NULL;
+    if (s->n_ets < 4 && !(c == 1 && c >= s->n_prk)) {
+        int used[4] = {0};
+        for (int i = 0; i < s->n_ets; i++)
+            for (int j = 0; j < 4; j++)
+                if (s->ets[i] == s->pndm_buf + (size_t)j * n)
+                    used[j] = 1;
+        for (int j = 0; j < 4 && !slot; j++)
+            if (!used[j])
+                slot = s->pndm_buf + (size_t)j * n;
+    }
+    if (c < s->n_prk) {
+        int diff = c % 2 ? 0 : s->pndm_ratio / 2;
+        int prev_t = ts - diff, t = (int)s->timesteps[c / 4 * 4];
+        const float *use = mo;
+        float sixth = (float)(1.0 / 6), third = (float)(1.0 / 3);
+        switch (c % 4) {
+        case 0:
+            for (size_t k = 0; k < n; k++)
+                rk[k] = sixth * mo[k];
+            memcpy(slot, mo, n * sizeof *slot);
+            s->ets[s->n_ets++] = slot;
+            memmove(cur, x, n * sizeof *cur);
+            s->has_cur_sample = 1;
+            break;
+        case 1:
+        case 2:
+            for (size_t k = 0; k < n; k++)
+                rk[k] = rk[k] + third * mo[k];
+            break;
+        default:
+            for (size_t k = 0; k < n; k++)
+                tmp[k] = rk[k] + sixth * mo[k];
+            use = tmp;
+            break;
+        }
+        pndm_prev_sample(s, cur, t, prev_t, use, tmp, n);
+        memcpy(prev, tmp, n * sizeof *prev);
+        free(tmp);
+        s->step_index++;
+        return 0;
+    }
+    int prev_t = ts - s->pndm_ratio, t = ts;
+    if (c != 1) {
+        if (s->n_ets == 4) { /* drop the oldest, reuse its memory */
+            slot = s->ets[0];
+            memmove(s->ets, s->ets + 1, 3 * sizeof *s->ets);
+            s->n_ets = 3;
+        }
+        memcpy(slot, mo, n * sizeof *slot);
+        s->ets[s->n_ets++] = slot;
+    } else {
+        prev_t = ts;
+        t = ts + s->pndm_ratio;
+    }
+    const float *e1 = s->ets[s->n_ets - 1], *e2 = s->n_ets > 1 ? s->ets[s->n_ets - 2] : NULL;
+    const float *e3 = s->n_ets > 2 ? s->ets[s->n_ets - 3] : NULL, *e4 = s->ets[0];
+    const float *xs = x;
+    if (s->n_ets == 1 && c == 0) {
+        memmove(cur, x, n * sizeof *cur);
+        s->has_cur_sample = 1;
+        memcpy(tmp, mo, n * sizeof *tmp);
+    } else if (s->n_ets == 1 && c == 1) {
+        for (size_t k = 0; k < n; k++)
+            tmp[k] = (mo[k] + e1[k]) / 2.0f;
+        xs = cur; /* cur_sample, then forgotten */
+        s->has_cur_sample = 0;
+    } else if (s->n_ets == 2) {
+        for (size_t k = 0; k < n; k++) {
+            float a = 3.0f * e1[k];
+            tmp[k] = (a - e2[k]) / 2.0f;
+        }
+    } else if (s->n_ets == 3) {
+        for (size_t k = 0; k < n; k++) {
+            float a = 23.0f * e1[k], b = 16.0f * e2[k], d = 5.0f * e3[k];
+            float u = a - b;
+            u = u + d;
+            tmp[k] = u / 12.0f;
+        }
+    } else {
+        float inv24 = (float)(1.0 / 24);
+        for (size_t k = 0; k < n; k++) {
+            float a = 55.0f * e1[k], b = 59.0f * e2[k], d = 37.0f * e3[k], f = 9.0f * e4[k];
+            float u = a - b;
+            u = u + d;
+            u = u - f;
+            tmp[k] = inv24 * u;
+        }
+    }
+    pndm_prev_sample(s, xs, t, prev_t, tmp, tmp, n);
+    memcpy(prev, tmp, n * sizeof *prev);
+    free(tmp);
     s->step_index++;
     return 0;
 }

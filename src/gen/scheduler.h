@@ -18,7 +18,12 @@
  * but for torch's own last-bit roundings (tests/gen/test_scheduler.c checks 1e-6 of the
  * latents' scale; zero terminal SNR 5e-5; doc/generate.md).
  *
- * Not thread-safe per Scheduler (it carries the step index and DPM-Solver's history).
+ * PNDM (diffusers' PNDMScheduler) runs more steps than asked: n_steps is the length of its
+ * timesteps (N + 1 for PLMS, N + 9 with the Runge-Kutta warm-up), and a pipeline loops over
+ * n_steps, as diffusers loops over scheduler.timesteps.
+ *
+ * Not thread-safe per Scheduler (it carries the step index and DPM-Solver's and PNDM's
+ * history).
  */
 #ifndef EASEL_SCHED_H
 #define EASEL_SCHED_H
@@ -41,6 +46,15 @@ typedef struct Scheduler {
     float *prev_x0;
     size_t n_prev;
     int lower_order_nums;
+    /* PNDM: timesteps holds diffusers' prk_timesteps then plms_timesteps (SD 1.5's PLMS with
+     * N steps runs N + 1 UNet calls, the second timestep twice); the history of its steps */
+    int n_prk;                 /* Runge-Kutta steps first (12, or 0 with skip_prk_steps) */
+    int pndm_ratio;            /* num_train_timesteps / N, as diffusers' integer division */
+    float *pndm_buf;           /* [6 * pndm_n]: 4 past model outputs, cur_sample, RK sum */
+    size_t pndm_n;
+    float *ets[4];             /* the past model outputs, oldest first (in pndm_buf) */
+    int n_ets;
+    int has_cur_sample;        /* cur_sample (pndm_buf + 4 n) is set */
 } Scheduler;
 
 /* Compute the schedule of CFG for STEPS steps (1 .. num_train_timesteps). Returns 0, or

@@ -142,9 +142,13 @@ static int load_encoder(const char *model, const char *comp, const char *tdir, i
     if (!rc) {
         const char *cfg = sd_weights_config_json(w);
         ClipTensorSource src = {w, te_find, te_read, sd_weights_where(w), cfg};
-        e->clip = clip_model_load_text_source(&src, tdir, weights, err);
-        if (!e->clip)
-            rc = err && err->code ? err->code : ERR_FORMAT;
+        if (o && o->backend) { /* the pipeline's backend (issue 15, pndm15) */
+            rc = clip_model_open_text_source(&src, tdir, weights, o->backend, &e->clip, err);
+        } else {
+            e->clip = clip_model_load_text_source(&src, tdir, weights, err);
+            if (!e->clip)
+                rc = err && err->code ? err->code : ERR_FORMAT;
+        }
     }
     if (!rc)
         rc = sd_weights_check_used(w, err);

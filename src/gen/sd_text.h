@@ -35,8 +35,9 @@
  *     tokenizer differences between OpenCLIP's cleaning (clip_tokenizer.h: ftfy-like fixes,
  *     HTML unescaping) and transformers' CLIPTokenizer, which does neither (they agree on
  *     prompts without HTML entities or mojibake).
- * Thread safety: a loaded SdText is read-only; encode from several threads, each with its own
- * CPU pool (backend_cpu_use).
+ * Thread safety: a loaded SdText on its own CPU backends (SdTextOptions.backend NULL) is
+ * read-only; encode from several threads, each with its own CPU pool (backend_cpu_use). One
+ * on a given backend (a pipeline's, CUDA or CPU) encodes from one thread at a time.
  */
 #ifndef EASEL_SD_TEXT_H
 #define EASEL_SD_TEXT_H
@@ -62,6 +63,11 @@ typedef struct SdTextOptions {
     const char *const *lora_paths; /* n_loras LoRA files: their text-encoder adapters are */
     const float *lora_scales;      /* applied (sd_weights_add_lora); the UNet's are skipped */
     int n_loras;
+    /* issue 15 (pndm15): where the encoders run */
+    Backend *backend;              /* borrowed (must outlive the SdText): the encoders' weights
+                                    * and activations live there and encoding is not
+                                    * thread-safe; NULL: each encoder on a 1-thread CPU backend
+                                    * of its own (the pool of backend_cpu_use) */
 } SdTextOptions;
 
 /* Load the text encoders and tokenizers of MODEL: a diffusers folder, or a single-file

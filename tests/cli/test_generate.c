@@ -404,6 +404,58 @@ Test(gencli, generate_gives_diffusers_image, .timeout = 120) {
                  1);
 }
 
+/* --lora DIR: an adapter folder as easel tune and diffusers' save_lora_weights write it stands
+ * for its pytorch_lora_weights.safetensors (diffusers' image with it at 0.7); a folder without
+ * one is an error naming the file, and nothing is generated. */
+Test(gencli, generate_lora_adapter_folder, .timeout = 120) {
+    char *out, *err;
+    cr_assert_eq(support_sh("mkdir -p %s/adapter %s/empty && cp "
+                            "tests/gen/fixtures/pipeline_sd_lora.safetensors "
+                            "%s/adapter/pytorch_lora_weights.safetensors", tmpdir, tmpdir,
+                            tmpdir), 0);
+    cr_assert_eq(support_run(NULL, &out, &err, "bin/easel --db %s generate --model %s --prompt "
+                             "'a red fox in the snow' --negative 'blurry, low quality' --seed 42 "
+                             "--steps 4 --scheduler euler --out %s/b --device cpu --lora "
+                             "%s/adapter:0.7", dbpath, FIX_SD, tmpdir, tmpdir), 0, "%s", err);
+    free(out);
+    free(err);
+    char *b = NULL;
+    cr_assert_eq(support_run(NULL, &b, NULL, "printf %%s %s/b/*/42.png", tmpdir), 0);
+    double db = png_psnr_vs_rgb(b, "tests/gen/fixtures/pipeline_sd_lora.rgb");
+    cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers with the adapter folder", db);
+    free(b);
+    cr_assert_neq(support_run(NULL, &out, &err, "bin/easel --db %s generate --model %s --prompt "
+                              "'a fox' --seed 1 --steps 2 --out %s/c --device cpu --lora "
+                              "%s/empty", dbpath, FIX_SD, tmpdir, tmpdir), 0);
+    cr_assert(strncmp(err, "easel: ", 7) == 0 && strstr(err, "/empty") &&
+                  strstr(err, "pytorch_lora_weights.safetensors"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(count_rows("SELECT count(*) FROM images"), 1);
+}
+
+/* An SD 1.5-shaped folder whose scheduler/ is SD 1.5's (PNDMScheduler): no --scheduler
+ * needed, diffusers' image (its PLMS: 4 steps are 5 UNet calls), a row in the store. */
+Test(gencli, generate_sd15_pndm_without_scheduler, .timeout = 120) {
+    char *out, *err;
+    cr_assert_eq(support_sh("cp -r %s %s/sd15 && cp tests/gen/fixtures/"
+                            "pipeline_sd_pndm.scheduler_config.json "
+                            "%s/sd15/scheduler/scheduler_config.json", FIX_SD, tmpdir, tmpdir),
+                 0);
+    cr_assert_eq(support_run(NULL, &out, &err, "bin/easel --db %s generate --model %s/sd15 "
+                             "--prompt 'a red fox in the snow' --negative 'blurry, low quality' "
+                             "--seed 42 --steps 4 --size 64x64 --out %s/p --device cpu", dbpath,
+                             tmpdir, tmpdir), 0, "%s", err);
+    free(out);
+    free(err);
+    char *png = NULL;
+    cr_assert_eq(support_run(NULL, &png, NULL, "printf %%s %s/p/*/42.png", tmpdir), 0);
+    double db = png_psnr_vs_rgb(png, "tests/gen/fixtures/pipeline_sd_pndm.rgb");
+    cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers' PNDM image", db);
+    free(png);
+    cr_assert_eq(count_rows("SELECT count(*) FROM images"), 1);
+}
+
 Test(gencli, generate_from_store_and_bad_prompts_file, .timeout = 120) {
     char args[1024], prompts[256], *out, *err;
     snprintf(prompts, sizeof prompts, "%s/prompts.csv", tmpdir);

@@ -14,7 +14,7 @@ Writes tests/gen/fixtures/:
                       tests/gen/make_philox_fixture.c (built here with the CUDA toolkit's
                       -lcurand; CUDA=/usr/local/cuda or $CUDA_HOME)
   sched_NAME.config.json   a scheduler config as model folders ship them
-  sched_cases.json    per case (config, kind, steps, seed): diffusers' timesteps, sigmas,
+  sched_cases.json    per case (config, kind, steps, seed; PNDM too): diffusers' timesteps, sigmas,
                       init_noise_sigma and the latents after every step, for the fixed model
                       output mo = in * (0.3 + t / 2000) + c[k], c[k] = (k % 7) * 0.1 - 0.3
                       (in: the scaled model input; the same function is in test_scheduler.c)
@@ -27,7 +27,7 @@ import sys
 import numpy as np
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler)
+                       EulerDiscreteScheduler, PNDMScheduler)
 from diffusers.utils.torch_utils import randn_tensor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -143,6 +143,10 @@ CONFIGS = {
     "eulerfinal": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
                    "euler_at_final": True, "use_karras_sigmas": True, "sigma_min": 0.1,
                    "sigma_max": 10.0, "lambda_min_clipped": -5.1},
+    # PNDM with its Runge-Kutta warm-up (no skip_prk_steps), v-prediction, alpha 1 at the end
+    "prk": {"_class_name": "PNDMScheduler", "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085, "beta_end": 0.012, "steps_offset": 1,
+            "set_alpha_to_one": True, "prediction_type": "v_prediction"},
 }
 
 # a config exactly as diffusers saves it (save_config / to_json_string): every key of the
@@ -152,7 +156,7 @@ CONFIGS["dpmsaved"] = json.loads(DPMSolverMultistepScheduler.from_config(
 
 CLASSES = {"euler": EulerDiscreteScheduler, "euler_a": EulerAncestralDiscreteScheduler,
            "ddim": DDIMScheduler, "dpmpp_2m": DPMSolverMultistepScheduler,
-           "dpmpp_2m_karras": DPMSolverMultistepScheduler}
+           "dpmpp_2m_karras": DPMSolverMultistepScheduler, "pndm": PNDMScheduler}
 ALL = list(CLASSES)
 
 # (config, kinds, step counts)
@@ -173,6 +177,12 @@ CASES = [
     ("sd15", ["ddim@0.5"], [20]),  # DDIM with eta 0.5: noise from the generator every step
     ("zerosnr", ALL, [10]),
     ("zerosnr", ["euler", "euler_a", "ddim", "dpmpp_2m"], [25]),  # Karras: 999 twice, as above
+    # PNDM (SD 1.5's own): PLMS from 1 step (one UNet call) up, each warm-up formula; trailing
+    # spacing; v-prediction; and the Runge-Kutta warm-up (at least 4 steps in diffusers)
+    ("sd15", ["pndm"], [1, 2, 3, 4, 50]),
+    ("turbo", ["pndm"], [1, 4, 7]),
+    ("vpred", ["pndm"], [2, 4, 50]),
+    ("prk", ["pndm"], [4, 9]),
 ]
 
 SHAPE = (1, 4, 4, 2)

@@ -3,6 +3,7 @@ pipelines saved as diffusers folders, and the 8-bit images diffusers' pipelines 
 
 Run with the project's venv (torch, diffusers 0.42.1, transformers 5.25):
     /work/wt/make/build/venv/bin/python tests/gen/make_pipeline_fixtures.py
+(--pndm: only the sd_pndm case, SD 1.5's own PNDMScheduler, on the saved SD folder)
 Writes tests/gen/fixtures/pipeline_sd/, pipeline_sdxl/ (the models) and pipeline_cases.json +
 pipeline_*.rgb (raw uint8 HWC images, what StableDiffusion(XL)Pipeline(...).images[0] holds as
 a PIL image). The text encoders and tokenizers are the sdtext fixtures' (make_sdtext_fixtures.py);
@@ -271,9 +272,47 @@ def make_te_loras():
     print("text-encoder LoRA cases:", [c["name"] for c in cases])
 
 
+# ---- the model's own PNDMScheduler (SD 1.5's scheduler folder; issue 15, pndm15) -------------
+
+SCHED_SD15 = {"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012,
+              "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+              "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
+              "steps_offset": 1, "trained_betas": None, "clip_sample": False}
+
+
+def make_pndm():
+    """The SD fixture with SD 1.5's scheduler_config.json (PNDM, PLMS): the config
+    (pipeline_sd_pndm.scheduler_config.json, which the test puts into a copy of the folder) and
+    the image StableDiffusionPipeline makes with it, added to pipeline_cases.json."""
+    from diffusers import PNDMScheduler
+    torch.set_num_threads(1)
+    name = "pipeline_sd"
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(HERE, name), safety_checker=None,
+                                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    with open(os.path.join(HERE, "pipeline_sd_pndm.scheduler_config.json"), "w") as f:
+        json.dump(SCHED_SD15, f, indent=2)
+        f.write("\n")
+    pndm = PNDMScheduler.from_config(SCHED_SD15)
+    # 4 steps: 5 UNet calls, every one of PLMS's warm-up formulas and the 4th-order one
+    c = dict(name="sd_pndm", prompt="a red fox in the snow", negative="blurry, low quality",
+             steps=4, guidance=7.5, w=64, h=64, seed=42, model=name,
+             scheduler_config="pipeline_sd_pndm.scheduler_config.json")
+    run(pipe, c, pndm)
+    path = os.path.join(HERE, "pipeline_cases.json")
+    with open(path) as f:
+        cases = [x for x in json.load(f) if x["name"] != c["name"]]
+    with open(path, "w") as f:
+        json.dump(cases + [c], f, indent=1)
+    print("pndm case:", c["name"])
+
+
 if __name__ == "__main__":
     import sys
     if "--te-lora" in sys.argv[1:]:
         make_te_loras()
+    elif "--pndm" in sys.argv[1:]:
+        make_pndm()
     else:
         main()
+        make_pndm()

@@ -165,6 +165,22 @@ static void matches(const char *name) {
     cr_assert(db >= 50.0, "%s: PSNR %.2f dB < 50 against diffusers' image", name, db);
 }
 
+/* The text encoders run on the pipeline's backend, not on CPU backends of their own. */
+Test(pipeline, text_encoders_on_the_pipeline_backend) {
+    static const char *const models[] = {FIX "pipeline_sd", FIX "pipeline_sdxl"};
+    for (int m = 0; m < 2; m++) {
+        SdPipeline *p = NULL;
+        Err err = {0};
+        cr_assert_eq(sd_pipeline_open(models[m], be, NULL, &p, &err), 0, "%s", err.msg);
+        const SdText *t = sd_pipeline_text(p);
+        cr_assert(t && sd_text_encoder(t, 0));
+        for (int i = 0; i < 2 && sd_text_encoder(t, i); i++)
+            cr_assert(clip_model_backend(sd_text_encoder(t, i)) == be, "%s: encoder %d",
+                      models[m], i);
+        sd_pipeline_close(p);
+    }
+}
+
 Test(pipeline, sd_euler) { matches("sd_euler"); }
 Test(pipeline, sd_euler_ancestral) { matches("sd_euler_a"); }
 Test(pipeline, sd_ddim) { matches("sd_ddim"); }
@@ -269,6 +285,22 @@ Test(pipeline, turbo_one_trailing_step) {
     double db = run_case("sd_turbo", m, 0);
     cr_assert(db >= 50.0, "turbo: PSNR %.2f dB", db);
     free(m), rm_tree(dir);
+}
+
+/* SD 1.5's own scheduler folder (PNDMScheduler, PLMS: 4 steps are 5 UNet calls): no scheduler
+ * asked for, diffusers' image */
+Test(pipeline, sd_model_pndm_scheduler) {
+    char *dir = test_tmpdir();
+    json_t *c = find_case("sd_pndm");
+    char *cp = xasprintf(FIX "%s", str(c, "scheduler_config"));
+    json_error_t e;
+    json_t *cfg = json_load_file(cp, 0, &e);
+    cr_assert(cfg, "%s: %s", cp, e.text);
+    char *text = json_dumps(cfg, 0);
+    char *m = model_with_scheduler(dir, text);
+    double db = run_case("sd_pndm", m, 0);
+    cr_assert(db >= 50.0, "pndm: PSNR %.2f dB", db);
+    free(text), free(cp), free(m), json_decref(cfg), json_decref(c), rm_tree(dir);
 }
 
 typedef struct Count {
@@ -378,7 +410,7 @@ Test(pipeline, missing_unet_is_named) {
 
 Test(pipeline, unimplemented_model_scheduler_is_named) {
     char *dir = test_tmpdir();
-    char *m = model_with_scheduler(dir, "{\"_class_name\": \"PNDMScheduler\", "
+    char *m = model_with_scheduler(dir, "{\"_class_name\": \"LMSDiscreteScheduler\", "
                                         "\"beta_schedule\": \"scaled_linear\"}");
     SdPipeline *p = NULL;
     Err err = {0};
@@ -389,7 +421,7 @@ Test(pipeline, unimplemented_model_scheduler_is_named) {
     uint8_t *rgb = NULL;
     int W, H;
     cr_assert_eq(sd_pipeline_generate(p, &g, NULL, &rgb, &W, &H, &err), ERR_USAGE);
-    cr_assert(strstr(err.msg, "PNDMScheduler") && strstr(err.msg, "scheduler_config.json") &&
+    cr_assert(strstr(err.msg, "LMSDiscreteScheduler") && strstr(err.msg, "scheduler_config.json") &&
                   strstr(err.msg, "euler_a"),
               "%s", err.msg);
     g.scheduler = "heun";
@@ -445,7 +477,7 @@ Test(pipeline, text_encoder_adapters_change_the_conditioning) {
         SdText *a = NULL, *b = NULL;
         const char *lp[1] = {cs[k].lora};
         float sc[1] = {0.8f};
-        SdTextOptions o = {NULL, lp, sc, 1};
+        SdTextOptions o = {NULL, lp, sc, 1, NULL};
         cr_assert_eq(sd_text_open(cs[k].model, NULL, CLIP_WEIGHTS_F32, &a, &err), 0, "%s",
                      err.msg);
         cr_assert_eq(sd_text_open(cs[k].model, &o, CLIP_WEIGHTS_F32, &b, &err), 0, "%s",

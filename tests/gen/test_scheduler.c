@@ -1,8 +1,9 @@
 /* test_scheduler — the samplers against diffusers (fixtures from tests/gen/make_fixtures.py): for
  * SD 1.5-, SDXL-, Turbo- and v-prediction configs and the other options, every kind and
- * several step counts, the timesteps, sigmas, init_noise_sigma and the latents after every
- * step for a fixed model output, within 1e-6 relative; the initial latents and Euler
- * ancestral's noise come from torch_rng as diffusers draws them. Bad configs give errors that
+ * several step counts (PNDM: 1, 2, 3, 4, 50; PLMS and Runge-Kutta), the timesteps, sigmas,
+ * init_noise_sigma and the latents after every step for a fixed model output, within 1e-6
+ * relative; the initial latents and Euler ancestral's noise come from torch_rng as diffusers
+ * draws them. Bad configs give errors that
  * name the file and the key. */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -202,28 +203,31 @@ Test(scheduler, alphas_cumprod_bit_exact) {
     json_decref(root);
 }
 
-/* The same run twice after scheduler_reset gives the same latents (DPM-Solver's history and the
- * step index are reset). */
+/* The same run twice after scheduler_reset gives the same latents (DPM-Solver's and PNDM's
+ * history and the step index are reset). */
 Test(scheduler, reset_repeats) {
-    SchedConfig cfg;
-    Err err = {0};
-    cr_assert_eq(sched_config_load(&cfg, SCHED_DPMPP_2M, FIX "sched_sdxl.config.json", &err), 0,
-                 "%s", err.msg);
-    Scheduler s;
-    cr_assert_eq(scheduler_init(&s, &cfg, 8, &err), 0);
-    float a[8], b[8], mo[8];
-    for (int rep = 0; rep < 2; rep++) {
-        float *x = rep ? b : a;
-        for (int k = 0; k < 8; k++)
-            x[k] = (float)k - 3.5f;
-        for (int i = 0; i < s.n_steps; i++) {
-            fixed_output(x, s.timesteps[i], mo, 8);
-            cr_assert_eq(scheduler_step(&s, mo, x, NULL, x, 8, &err), 0);
+    static const SchedKind kinds[] = {SCHED_DPMPP_2M, SCHED_PNDM};
+    for (int ki = 0; ki < 2; ki++) {
+        SchedConfig cfg;
+        Err err = {0};
+        cr_assert_eq(sched_config_load(&cfg, kinds[ki], FIX "sched_sdxl.config.json", &err), 0,
+                     "%s", err.msg);
+        Scheduler s;
+        cr_assert_eq(scheduler_init(&s, &cfg, 8, &err), 0);
+        float a[8], b[8], mo[8];
+        for (int rep = 0; rep < 2; rep++) {
+            float *x = rep ? b : a;
+            for (int k = 0; k < 8; k++)
+                x[k] = (float)k - 3.5f;
+            for (int i = 0; i < s.n_steps; i++) {
+                fixed_output(x, s.timesteps[i], mo, 8);
+                cr_assert_eq(scheduler_step(&s, mo, x, NULL, x, 8, &err), 0);
+            }
+            scheduler_reset(&s);
         }
-        scheduler_reset(&s);
+        cr_assert_eq(memcmp(a, b, sizeof a), 0, "%s", sched_kind_name(kinds[ki]));
+        scheduler_deinit(&s);
     }
-    cr_assert_eq(memcmp(a, b, sizeof a), 0);
-    scheduler_deinit(&s);
 }
 
 static void bad_config(SchedKind kind, const char *json, const char *needle) {
@@ -324,4 +328,36 @@ Test(scheduler, step_count_and_noise_errors) {
     cr_assert_eq(scheduler_init(&s, &c, 999, &err), 0, "%s", err.msg);
     cr_assert_eq(s.timesteps[0], 999.0);
     scheduler_deinit(&s);
+}
+
+/* PNDM's config as diffusers' PNDMScheduler reads it: its own defaults (leading spacing, no
+ * alpha 1 at the end, Runge-Kutta steps), no zero-SNR rescaling (not a PNDMScheduler key), no
+ * "sample" prediction; the Runge-Kutta warm-up needs 4 steps; PLMS runs N + 1 UNet calls. */
+Test(scheduler, pndm_config_and_steps) {
+    SchedConfig c;
+    Err err = {0};
+    cr_assert_eq(sched_config_parse(&c, SCHED_PNDM, "{\"rescale_betas_zero_snr\": true, "
+                                    "\"clip_sample\": \"not PNDM's\"}", "x.json", &err), 0,
+                 "%s", err.msg);
+    cr_assert_eq(c.spacing, SCHED_SPACING_LEADING);
+    cr_assert_eq(c.set_alpha_to_one, 0);
+    cr_assert_eq(c.skip_prk_steps, 0);
+    cr_assert_eq(c.rescale_zero_snr, 0);
+    cr_assert_eq(sched_kind_from_name("pndm"), SCHED_PNDM);
+    bad_config(SCHED_PNDM, "{\"prediction_type\": \"sample\"}", "pndm");
+    bad_config(SCHED_PNDM, "{\"skip_prk_steps\": \"yes\"}", "skip_prk_steps");
+    Scheduler s;
+    cr_assert_eq(scheduler_init(&s, &c, 3, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "skip_prk_steps") && strstr(err.msg, "4 steps"), "%s", err.msg);
+    cr_assert_eq(scheduler_init(&s, &c, 4, &err), 0, "%s", err.msg);
+    cr_assert_eq(s.n_steps, 13);
+    scheduler_deinit(&s);
+    c.skip_prk_steps = 1;
+    cr_assert_eq(scheduler_init(&s, &c, 1, &err), 0, "%s", err.msg);
+    cr_assert_eq(s.n_steps, 1);
+    scheduler_deinit(&s);
+    /* leading spacing with steps_offset 1 and 1000 steps would reach timestep 1000 */
+    c.steps_offset = 1;
+    cr_assert_eq(scheduler_init(&s, &c, 1000, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "timestep 1000"), "%s", err.msg);
 }
