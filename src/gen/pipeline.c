@@ -301,7 +301,6 @@ int sd_pipeline_model_defaults(const char *path, const char *prediction, int *wi
 
 const char *sd_pipeline_family(const SdPipeline *p) { return p->family; }
 const char *sd_pipeline_scheduler_config(const SdPipeline *p) { return p->sched_json; }
-const SdText *sd_pipeline_text(const SdPipeline *p) { return p->text; }
 
 void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height) {
     *width = p->def_w;

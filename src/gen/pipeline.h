@@ -105,10 +105,6 @@ void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height);
  * model's), with a --prediction override applied. JSON text owned by p. */
 const char *sd_pipeline_scheduler_config(const SdPipeline *p);
 
-/* The text encoders (borrowed; they run on the pipeline's Backend). */
-struct SdText;
-const struct SdText *sd_pipeline_text(const SdPipeline *p);
-
 /* One image: *rgb (width·height·3 bytes, row-major, owned by the caller: free()) and its size.
  * pr may be NULL. */
 int sd_pipeline_generate(SdPipeline *p, const SdGenParams *g, const Progress *pr, uint8_t **rgb,
