@@ -24,7 +24,7 @@
 
 typedef struct AbScreen {
     App *app;
-    int64_t annotator;
+    int64_t annotator;         /* -1: not in the store yet (added at the first judgement) */
     StoreAbSet set;            /* id 0: none loaded */
     StoreAbView *items;
     size_t n;
@@ -124,7 +124,11 @@ static void *ab_init(App *app, Err *err) {
     Store *st = app_store(app);
     StoreAspect *a = NULL;
     size_t na = 0;
-    if (store_annotator_ensure(st, app_annotator(app), &s->annotator, err) ||
+    Err e0 = {0};
+    int frc = store_annotator_find(st, app_annotator(app), &s->annotator, &e0);
+    if (frc == ERR_NOTFOUND)
+        s->annotator = -1;
+    if ((frc && frc != ERR_NOTFOUND && err_pass(err, &e0, frc)) ||
         store_aspects_list(st, &a, &na, err)) {
         free(s);
         return NULL;
@@ -276,7 +280,10 @@ static int ab_tick(void *p, App *app, double now) {
 static int judge(AbScreen *s, App *app, StoreAbChoice c) {
     Err e = {0};
     const StoreAbView *it = &s->items[s->cur];
-    int rc = store_ab_judge(app_store(app), it->item_id, s->annotator, s->rows[s->sel], c,
+    int rc = s->annotator > 0 ? 0 : store_annotator_ensure(app_store(app), app_annotator(app),
+                                                          &s->annotator, &e);
+    if (rc == 0)
+        rc = store_ab_judge(app_store(app), it->item_id, s->annotator, s->rows[s->sel], c,
                             base_now() - s->shown_at, &e);
     if (rc == ERR_BUSY) {
         app_status_error(app, "not saved: another process is writing to the store; press the "
