@@ -9,8 +9,10 @@
 #include "app.h"
 #include "base.h"
 #include "cli.h"
+#include "identity.h"
 #include "store.h"
 #include "store_ab.h"
+#include "trust.h"
 
 #define AB_SEED_DEFAULT 0
 
@@ -139,6 +141,11 @@ static int ab_results_cmd(const CliGlobal *g, int argc, char **argv) {
     if (!st)
         return 1;
     Err err = {0};
+    /* blind rating: everyone's judgements are the reviewers' to see (trust.h) */
+    if (trust_require_review(st, identity_login(), "the A/B results", &err)) {
+        store_close(st);
+        return cli_fail(&err);
+    }
     AbResults r;
     int rc = ab_results(st, name, &r, &err);
     store_close(st);
