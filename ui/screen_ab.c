@@ -241,6 +241,11 @@ static void ab_draw(void *p, App *app, UiRect r) {
         int off = (half - 2 - cols) / 2;
         draw_image(&s->left, (UiRect){lb.y + 1, lb.x + 1 + off, rows, cols});
         draw_image(&s->right, (UiRect){rb.y + 1, rb.x + 1 + off, rows, cols});
+        if (s->cache && s->cur + 1 < s->n) { /* the next item's, rendered meanwhile */
+            const StoreAbView *nx = &s->items[s->cur + 1];
+            gfx_cache_prefetch(s->cache, nx->left_image, nx->left_path, cols, rows);
+            gfx_cache_prefetch(s->cache, nx->right_image, nx->right_path, cols, rows);
+        }
     }
     int y = r.y + 2 + (img_h >= 4 ? img_h : 0);
     for (size_t i = 0; i < s->n_rows && y < r.y + r.h - 1; i++, y++) {
