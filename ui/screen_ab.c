@@ -222,8 +222,9 @@ static void ab_draw(void *p, App *app, UiRect r) {
         return;
     }
     const StoreAbView *it = &s->items[s->cur];
-    ui_putf(r.y, r.x + 1, r.w - 2, ui_attr(UI_C_ACCENT), "A/B: %s   item %zu / %zu   judged %zu / %zu",
-            s->set.name, s->cur + 1, s->n, items_judged(s), s->n);
+    ui_putf(r.y, r.x + 1, r.w - 2, ui_attr(UI_C_ACCENT),
+            "A/B: %s   item %zu / %zu   judged %zu / %zu", s->set.name, s->cur + 1, s->n,
+            items_judged(s), s->n);
     ui_putf(r.y + 1, r.x + 1, r.w - 2, ui_attr(UI_C_NORMAL), "prompt: %s", it->prompt);
     int list_h = (int)s->n_rows + 1;
     int img_h = r.h - 2 - list_h - 1;
