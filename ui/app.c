@@ -51,6 +51,7 @@ extern const ScreenClass screen_quality;
 extern const ScreenClass screen_jobs;
 extern const ScreenClass screen_gpu;
 extern const ScreenClass screen_monitor;
+extern const ScreenClass screen_ab; /* ab16: blind A/B judging (ui/screen_ab.c) */
 
 static const ScreenClass *const screens[] = {
     &screen_annotate,
@@ -58,6 +59,7 @@ static const ScreenClass *const screens[] = {
     &screen_jobs,
     &screen_monitor,
     &screen_gpu,
+    &screen_ab,
 };
 #define N_SCREENS ((int)ARRAY_LEN(screens))
 

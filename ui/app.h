@@ -52,6 +52,9 @@ typedef struct AppConfig {
      * never reads the environment for them. */
     int worker_threads;
     int gpu_share;
+    /* The A/B screen (ab16): the A/B set to judge (its name, as `easel ab judge NAME`);
+     * NULL: the newest set. */
+    const char *ab_set;
 } AppConfig;
 
 #define APP_NO_WORKERS (-1)

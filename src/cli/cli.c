@@ -37,6 +37,8 @@ const CliCommand cli_commands[] = {
     {"generate", cli_generate_main, "generate images with a diffusion model, into the store"},
     {"tune", cli_tune_main, "fine-tune a diffusion model on preference pairs (DPO, DSPO, ADPO)"},
     {"tune-eval", cli_tune_eval_main, "a tuned adapter vs its base model: win rate, gain"},
+    /* ab16: blind A/B sets of a tune-eval run (src/cli/cli_ab.c) */
+    {"ab", cli_ab_main, "blind A/B sets of an evaluation: add, list, results, judge (TUI)"},
     /* more subcommands: one line each, in the order `easel --help` lists them */
     {NULL, NULL, NULL},
 };

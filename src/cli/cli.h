@@ -107,4 +107,7 @@ int cli_tune_main(const CliGlobal *g, int argc, char **argv);
 /* src/cli/cli_tune_eval.c (issue 16, mon16) */
 int cli_tune_eval_main(const CliGlobal *g, int argc, char **argv);
 
+/* src/cli/cli_ab.c (issue 16, ab16): `easel ab` */
+int cli_ab_main(const CliGlobal *g, int argc, char **argv);
+
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ab_eval.h"
 #include "base.h"
 #include "cli.h"
 #include "cli_device.h"
@@ -14,6 +15,7 @@
 #include "cli_kindcmd.h"
 #include "jobkinds_reward.h"
 #include "store.h"
+#include "store_ab.h"
 #include "tune_eval.h"
 
 static volatile sig_atomic_t te_interrupted;
@@ -67,7 +69,7 @@ static void tune_eval_usage(void) {
            "                [--model NAME|PATH] [--seeds 0,1] [--out DIR] [--json]\n"
            "                [--device auto|cpu|cuda[:N]] [--steps 50] [--guidance 7.5]\n"
            "                [--size WxH] [--scheduler NAME] [--negative TEXT] [--name RUN]\n"
-           "                [--queue]\n\n"
+           "                [--queue] [--ab NAME]\n\n"
            "Measure a tuned adapter against its base model: every held-out prompt x seed is\n"
            "generated with and without the adapter from the same seed (DIR/base/{prompt_id}/\n"
            "{seed}.png and DIR/adapter/..., each with metadata.csv and rows in the store),\n"
@@ -81,6 +83,8 @@ static void tune_eval_usage(void) {
            "options:\n");
     cli_kind_options(&jobkind_tune_eval, "adapter");
     printf("  --json         print the report as JSON on stdout\n"
+           "  --ab NAME      then make blind A/B set NAME of the pairs for annotators\n"
+           "                 ('easel ab judge NAME'; 'easel ab --help')\n"
            "  --queue        add a tune-eval job instead (runs in 'easel worker' or the TUI)\n\n"
            "example:\n"
            "  easel tune-eval runs/tune-1 --model sd15 --prompts heldout.csv --seeds 0,1,2,3 \\\n"
@@ -97,8 +101,17 @@ int cli_tune_eval_main(const CliGlobal *g, int argc, char **argv) {
     const char **values = xcalloc((size_t)argc + 2, sizeof *values);
     char *reward = NULL;
     int n = 0, rc = 2, queue = 0, json = 0, have_adapter = 0;
+    const char *ab = NULL; /* ab16: --ab NAME */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (strcmp(a, "--ab") == 0) {
+            if (i + 1 >= argc || !argv[i + 1][0]) {
+                cli_error("tune-eval: --ab needs the A/B set's name (see 'easel ab --help')");
+                goto out;
+            }
+            ab = argv[++i];
+            continue;
+        }
         if (strcmp(a, "--queue") == 0) {
             queue = 1;
             continue;
@@ -120,7 +133,7 @@ int cli_tune_eval_main(const CliGlobal *g, int argc, char **argv) {
         const char *name = a + 2;
         if (!cli_kind_param(&jobkind_tune_eval, name)) {
             rc = cli_kind_unknown("tune-eval", &jobkind_tune_eval, a,
-                                  (const char *const[]){"--json", "--queue", NULL});
+                                  (const char *const[]){"--json", "--queue", "--ab", NULL});
             goto out;
         }
         if (i + 1 >= argc) {
@@ -150,10 +163,31 @@ int cli_tune_eval_main(const CliGlobal *g, int argc, char **argv) {
                   "--help')");
         goto out;
     }
+    if (ab && queue) {
+        cli_error("tune-eval: --ab makes the A/B set when a foreground run ends; with --queue, "
+                  "make it after the job: easel ab add %s --from-eval RUN", ab);
+        goto out;
+    }
     Store *st = cli_open_store(g);
     if (!st) {
         rc = 1;
         goto out;
+    }
+    if (ab) { /* the name must be free before the long work starts */
+        StoreAbSet s;
+        Err e = {0};
+        int frc = store_ab_set_find(st, ab, &s, &e);
+        store_ab_set_deinit(&s);
+        if (frc != ERR_NOTFOUND) {
+            if (frc == 0)
+                cli_error("tune-eval: --ab %s: an A/B set of that name exists (see 'easel ab "
+                          "list'); choose another name", ab);
+            else
+                cli_fail(&e);
+            rc = frc == 0 ? 2 : 1;
+            store_close(st);
+            goto out;
+        }
     }
     /* --reward as `easel score` takes it: a checkpoint or run folder, or a run's name */
     Err err = {0};
@@ -200,6 +234,17 @@ int cli_tune_eval_main(const CliGlobal *g, int argc, char **argv) {
             cli_error("%zu (prompt, seed) pair%s left out: an image failed (see %s/base/"
                       "failed.csv and %s/adapter/failed.csv)", r.missing,
                       r.missing == 1 ? " was" : "s were", r.out, r.out);
+        if (ab) { /* ab16: the pairs as a blind A/B set */
+            size_t na = 0;
+            if (ab_from_eval(st, ab, r.run_name, 0, NULL, &na, &err)) {
+                rc = cli_fail(&err);
+                cli_error("the evaluation itself is done; make the set with: easel ab add %s "
+                          "--from-eval %s", ab, r.run_name);
+            } else {
+                cli_error("A/B set %s: %zu pairs for blind judging (easel ab judge %s)", ab,
+                          na, ab);
+            }
+        }
     } else if (rc == ERR_CANCELLED) {
         cli_error("%s; run the same command again to continue (images already made are kept)",
                   err.msg);

@@ -54,7 +54,9 @@ static int take_tui_look(CliGlobal *g, int *argc, char **argv) {
     }
     if (!first)
         return 0;
-    if (cmd && strcmp(argv[cmd], "annotate") != 0 && strcmp(argv[cmd], "monitor") != 0) {
+    if (cmd && strcmp(argv[cmd], "annotate") != 0 && strcmp(argv[cmd], "monitor") != 0 &&
+        !(strcmp(argv[cmd], "ab") == 0 && cmd + 1 < *argc && /* ab16: `ab judge` */
+          strcmp(argv[cmd + 1], "judge") == 0)) {
         cli_error("%s is an option of the TUI ('easel', 'easel annotate' or 'easel monitor'), "
                   "not of '%s'", argv[first], argv[cmd]);
         return 2;
@@ -136,6 +138,11 @@ static int stdout_is_data(int argc, char **argv) {
     const char *cmd = argv[0];
     if (strcmp(cmd, "annotate") == 0 || strcmp(cmd, "monitor") == 0)
         return 1; /* curses owns the terminal */
+    /* ab16: `ab judge` runs the TUI; `ab results --json` prints JSON */
+    if (strcmp(cmd, "ab") == 0 && argc > 1 && strcmp(argv[1], "judge") == 0)
+        return 1;
+    if (strcmp(cmd, "ab") == 0 && argc > 1 && strcmp(argv[1], "results") == 0)
+        return has_opt(argc, argv, "--json");
     if (strcmp(cmd, "export") == 0 && argc > 1 &&
         (strcmp(argv[1], "merged") == 0 || strcmp(argv[1], "kohya") == 0 ||
          strcmp(argv[1], "peft") == 0))

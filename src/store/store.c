@@ -9,6 +9,8 @@
  *   3  job_images (the images each job wrote: the Jobs screen's preview)
  *   4  latents (the VAE latent cache of generator tuning)
  *   5  run_images (a tuning run's sample images per step: the Monitor)
+ *   6  ab_sets, ab_items, ab_item_rewards, ab_judgements (+ history): blind A/B sets of a
+ *      tune-eval run's image pairs (store_ab.h)
  * meta('schema_version') repeats user_version so that a store restored from `sqlite3 .dump`
  * (which drops the pragma) opens at the right version.
  * A migration runs inside BEGIN IMMEDIATE and re-reads user_version under the lock, so two
@@ -290,6 +292,56 @@ static const char *const migrations[] = {
     "  created REAL NOT NULL,"
     "  UNIQUE(run_id, step, seed, label));"
     "CREATE INDEX run_images_step ON run_images(run_id, step);",
+
+    /* 5 -> 6 (issue 16, the blind A/B queue; store_ab.h): A/B sets of image pairs (a
+     * tune-eval run's base vs adapter images), the reward model's scores of both sides, and
+     * the annotators' judgements, which are never deleted (as ratings). */
+    "CREATE TABLE ab_sets("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  run_id INTEGER REFERENCES runs(id),"      /* the tune-eval run it came from, or NULL */
+    "  seed INTEGER NOT NULL,"                   /* drew the left/right order */
+    "  created REAL NOT NULL);"
+    "CREATE TABLE ab_items("
+    "  id INTEGER PRIMARY KEY,"
+    "  set_id INTEGER NOT NULL REFERENCES ab_sets(id),"
+    "  position INTEGER NOT NULL,"               /* 0-based order in the queue */
+    "  image_a INTEGER NOT NULL REFERENCES images(id),"
+    "  image_b INTEGER NOT NULL REFERENCES images(id),"
+    "  adapter TEXT CHECK (adapter IN ('a','b')),"  /* which is the adapter's; never shown */
+    "  a_left INTEGER NOT NULL CHECK (a_left IN (0,1)),"
+    "  UNIQUE(set_id, position),"
+    "  UNIQUE(set_id, image_a, image_b));"
+    "CREATE TABLE ab_item_rewards("              /* the reward model's scores of both sides */
+    "  item_id INTEGER NOT NULL REFERENCES ab_items(id),"
+    "  head TEXT NOT NULL,"                      /* an aspect's name or 'combined' */
+    "  a REAL NOT NULL,"
+    "  b REAL NOT NULL,"
+    "  PRIMARY KEY(item_id, head)) WITHOUT ROWID;"
+    "CREATE TABLE ab_judgements("
+    "  id INTEGER PRIMARY KEY,"
+    "  item_id INTEGER NOT NULL REFERENCES ab_items(id),"
+    "  annotator_id INTEGER NOT NULL REFERENCES annotators(id),"
+    "  aspect TEXT NOT NULL DEFAULT '',"         /* '' = one overall choice */
+    "  choice TEXT NOT NULL CHECK (choice IN ('left','right','tie')),"
+    "  seconds REAL,"
+    "  created REAL NOT NULL,"
+    "  updated REAL NOT NULL,"
+    "  UNIQUE(item_id, annotator_id, aspect));"
+    "CREATE TABLE ab_judgement_history("
+    "  id INTEGER PRIMARY KEY,"
+    "  judgement_id INTEGER NOT NULL REFERENCES ab_judgements(id),"
+    "  choice TEXT NOT NULL,"
+    "  set_at REAL NOT NULL,"
+    "  replaced_at REAL NOT NULL);"
+    "CREATE TRIGGER ab_judgements_keep_history AFTER UPDATE OF choice ON ab_judgements"
+    "  WHEN old.choice IS NOT new.choice BEGIN"
+    "  INSERT INTO ab_judgement_history(judgement_id, choice, set_at, replaced_at)"
+    "  VALUES (old.id, old.choice, old.updated, new.updated);"
+    "  END;"
+    "CREATE TRIGGER ab_judgements_never_deleted BEFORE DELETE ON ab_judgements BEGIN"
+    "  SELECT RAISE(ABORT, 'A/B judgements are never deleted');"
+    "  END;",
 };
 
 int store_schema_version(void) { return (int)ARRAY_LEN(migrations); }

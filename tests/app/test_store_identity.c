@@ -95,7 +95,10 @@ Test(store_identity, a_version_1_store_migrates_and_keeps_its_ratings) {
     Store *st = store_open(db, &err);
     cr_assert_not_null(st, "%s", err.msg);
     store_close(st);
-    support_sql_exec(db, "DROP TABLE run_images;" /* v5 */
+    support_sql_exec(db, "DROP TABLE ab_judgement_history; DROP TABLE ab_judgements;"
+                         "DROP TABLE ab_item_rewards; DROP TABLE ab_items; DROP TABLE ab_sets;"
+                         /* v6 (ab16) */
+                         "DROP TABLE run_images;" /* v5 */
                          "DROP TABLE latents;"    /* v4 */
                          "DROP TABLE job_images;" /* v3 */
                          "DROP TABLE settings; DROP TABLE output_roots; DROP TABLE queue_order;"
@@ -120,6 +123,8 @@ Test(store_identity, a_version_1_store_migrates_and_keeps_its_ratings) {
     cr_assert_eq((int)support_sql_num(db, "SELECT count(*) FROM job_images"), 0, "v3 made it");
     cr_assert_eq((int)support_sql_num(db, "SELECT count(*) FROM run_images"), 0, "v5 made it");
     cr_assert_eq((int)support_sql_num(db, "SELECT count(*) FROM latents"), 0, "v4 made it");
+    cr_assert_eq((int)support_sql_num(db, "SELECT count(*) FROM ab_judgements"), 0,
+                 "v6 made it");
 }
 
 Test(store_identity, annotator_comes_from_flag_env_then_password_database) {

@@ -533,3 +533,22 @@ Test(trust, blind_rating_closes_the_quality_screen_to_annotators) {
     support_tmux_wait_for(sock, "Krippendorff");
     support_sh("tmux -L %s kill-server 2>/dev/null", sock);
 }
+
+/* ab16: the A/B results hold every annotator's judgements: under blind rating they are the
+ * reviewers' (and the owner's), as the Quality screen. */
+Test(trust, blind_rating_keeps_the_ab_results_for_reviewers) {
+    need_root();
+    char nobody[128];
+    share_with_nobody(nobody, sizeof nobody);
+    char db[128];
+    snprintf(db, sizeof db, "%s/ws/s.db", tmpdir);
+    support_sql_exec(db, "INSERT INTO ab_sets(name, seed, created) VALUES ('ab1', 0, 0);");
+    cr_assert_eq(easel_as(nobody, "ab results ab1"), 0, "blind off: anyone\n%s", out);
+    cr_assert_eq(easel("config blind on"), 0, "%s", out);
+    cr_assert_eq(easel_as(nobody, "ab results ab1"), 1, "%s", out);
+    cr_assert(strstr(out, "A/B results") && strstr(out, "reviewer"), "%s", out);
+    cr_assert_eq(easel("ab results ab1"), 0, "the owner may:\n%s", out);
+    cr_assert_eq(easel("annotators grant nobody reviewer"), 0, "%s", out);
+    cr_assert_eq(easel_as(nobody, "ab results ab1"), 0, "a reviewer may:\n%s", out);
+    cr_assert(strstr(out, "A/B set ab1: 0 items"), "%s", out);
+}

@@ -161,6 +161,32 @@ static void check_against_scores(json_t *report, const char *ev, const char *nam
     }
 }
 
+/* ab16: A/B set NAME made by `tune-eval --ab` from run RUN: one item per (prompt, seed),
+ * image A the base model's and B the adapter's of the same prompt and seed, the reward scores
+ * of both as scores.csv has them, half the adapter images on the left; listed by `ab list`. */
+static void check_ab_set(const char *db, const char *name, const char *run_name) {
+    cr_assert_eq(support_sh("grep -q 'A/B set %s: 4 pairs' %s/ab.txt", name, dir), 0,
+                 "the note on stderr");
+    char sql[1024];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM ab_items i JOIN ab_sets s ON s.id = i.set_id"
+             " JOIN runs r ON r.id = s.run_id JOIN images a ON a.id = i.image_a"
+             " JOIN images b ON b.id = i.image_b WHERE s.name = '%s' AND r.name = '%s'"
+             " AND i.adapter = 'b' AND a.path LIKE '%%/base/%%' AND b.path LIKE '%%/adapter/%%'"
+             " AND a.seed = b.seed AND a.prompt_id = b.prompt_id", name, run_name);
+    cr_assert_eq(support_sql_num(db, sql), 4, "%s", sql);
+    snprintf(sql, sizeof sql, "SELECT SUM(a_left = 0) FROM ab_items i JOIN ab_sets s ON"
+             " s.id = i.set_id WHERE s.name = '%s'", name);
+    cr_assert_eq(support_sql_num(db, sql), 2, "half the adapter images on the left");
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM ab_item_rewards w JOIN ab_items i ON"
+             " i.id = w.item_id JOIN ab_sets s ON s.id = i.set_id WHERE s.name = '%s'", name);
+    cr_assert_eq(support_sql_num(db, sql), 4 * 6, "six heads per item");
+    cr_assert_eq(run("%s --db t.db ab list", easel), 0, "%s", out);
+    cr_assert(strstr(out, name) && strstr(out, run_name), "%s", out);
+    cr_assert_eq(run("%s --db t.db ab results %s", easel, name), 0, "%s", out);
+    cr_assert(strstr(out, "4 items, 0 judgements") && strstr(out, "no judgements yet"), "%s",
+              out);
+}
+
 Test(tune_eval, report_equals_the_images_scores_and_the_store_run) {
     workspace();
     cr_assert_eq(support_run_buf(dir, out, sizeof out, "%s --db t.db tune-eval %s --model %s "
@@ -201,12 +227,13 @@ Test(tune_eval, report_equals_the_images_scores_and_the_store_run) {
     snprintf(want, sizeof want, "combined %10.1f%%", 100 * wc);
     cr_assert(strstr(out, "pairs     4 (prompt, seed)") && strstr(out, want), "'%s' in:\n%s",
               want, out);
-    /* the table */
+    /* the table; with --ab (ab16) the pairs become a blind A/B set */
     cr_assert_eq(run("%s --db t.db tune-eval %s --model %s --prompts held.csv --seeds 0,1 "
                      "--reward runs/rm/best --steps 2 --device cpu --out ev --name ev2 "
-                     "2>/dev/null", easel, lora, model), 0, "%s", out);
+                     "--ab ev2-ab 2>ab.txt", easel, lora, model), 0, "%s", out);
     cr_assert(strstr(out, "vs base on 4 (prompt, seed) pairs"), "%s", out);
     cr_assert(strstr(out, "combined") && strstr(out, "win rate"), "%s", out);
+    check_ab_set(db, "ev2-ab", "ev2");
 }
 
 Test(tune_eval, the_job_kind_gives_the_same_report) {
@@ -263,4 +290,27 @@ Test(tune_eval, bad_input_is_refused_and_writes_nothing) {
     cr_assert(strstr(out, "--model nope: neither a registered diffusion model"), "%s", out);
     cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM runs WHERE kind = 'tune-eval'"), 0);
     cr_assert_eq(support_sh("test ! -e %s/runs/tune-eval-*", dir), 0);
+}
+
+/* ab16: --ab is refused with --queue, and when the set's name is taken, before any work */
+Test(tune_eval, ab_refusals_write_nothing) {
+    char db[128];
+    snprintf(db, sizeof db, "%s/t.db", dir);
+    cr_assert_eq(run("%s --db t.db tune-eval %s --prompts p.csv --reward x --queue --ab s",
+                     easel, lora), 2, "%s", out);
+    cr_assert(strstr(out, "easel: tune-eval: --ab makes the A/B set when a foreground run ends"),
+              "%s", out);
+    support_sql_exec(db, "INSERT INTO ab_sets(name, seed, created) VALUES ('taken', 0, 0)");
+    workspace();
+    cr_assert_eq(run("%s --db t.db tune-eval %s --model %s --prompts held.csv --reward rm "
+                     "--device cpu --ab taken", easel, lora, model), 2, "%s", out);
+    cr_assert(strstr(out, "--ab taken: an A/B set of that name exists"), "%s", out);
+    cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM runs WHERE kind = 'tune-eval'"), 0);
+    cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM jobs"), 0);
+    cr_assert_eq(run("%s --db t.db ab results nope", easel), 1, "%s", out);
+    cr_assert(strstr(out, "easel: there is no A/B set 'nope'"), "%s", out);
+    cr_assert_eq(run("%s --db t.db ab add x --from-eval rm", easel), 2, "%s", out);
+    cr_assert(strstr(out, "not a tune-eval run"), "%s", out);
+    cr_assert_eq(run("%s --db t.db ab add x", easel), 2, "%s", out);
+    cr_assert(strstr(out, "give --from-eval RUN"), "%s", out);
 }
