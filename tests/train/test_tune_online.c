@@ -150,6 +150,8 @@ static void setup(void) {
     snprintf(path, sizeof path, "%s/prompts.csv", dir);
     write_text(path, "prompt_id,prompt\nfox,a red fox\nhouse,a blue house\n"
                      "tree,a green tree\nboat,a small boat\n");
+    snprintf(path, sizeof path, "%s/two.csv", dir);
+    write_text(path, "prompt_id,prompt\nfox,a red fox\nhouse,a blue house\n");
 }
 
 static void teardown(void) { rmtree(dir); }
@@ -169,13 +171,63 @@ static void online_config(TuneConfig *c, const char *out, int rounds) {
     snprintf(c->run_name, sizeof c->run_name, "%s", out);
     c->candidates = 4;
     c->rounds = rounds;
-    c->steps_per_round = 5;
+    c->steps_per_round = 10;
     c->sample_steps = 8;
     c->guidance = 1.0;
     c->batch = 4;
-    c->lr = 3e-3;
-    c->seed = 1;
+    c->lr = 5e-3;
+    c->seed = 2;
     c->threads = 2;
+}
+
+static int same_file(const char *a, const char *b) {
+    FILE *f = fopen(a, "rb"), *g = fopen(b, "rb");
+    int same = f && g;
+    while (same) {
+        int x = fgetc(f), y = fgetc(g);
+        same = x == y;
+        if (x == EOF)
+            break;
+    }
+    if (f)
+        fclose(f);
+    if (g)
+        fclose(g);
+    return same;
+}
+
+/* Stopped after round 1 (as a kill -9 in round 2 leaves it: checkpoint-K is the newest) and
+ * run again to round 2: the adapter of an uninterrupted 2-round run, byte for byte (round 2's
+ * candidates regenerated from the restored adapter with the same seeds). */
+static void resumed_equals_uninterrupted(void) {
+    Err err = {0};
+    TuneConfig a, b;
+    online_config(&a, "whole", 2);
+    online_config(&b, "parts", 1);
+    TuneConfig *v[2] = {&a, &b};
+    for (int i = 0; i < 2; i++) {
+        snprintf(v[i]->prompts, sizeof v[i]->prompts, "%s/two.csv", dir);
+        v[i]->candidates = 2;
+        v[i]->steps_per_round = 2;
+        v[i]->batch = 1;
+    }
+    cr_assert_eq(tune_run(NULL, &a, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(tune_run(NULL, &b, NULL, &err), 0, "%s", err.msg);
+    char p[300], q[300];
+    snprintf(p, sizeof p, "%s/parts/round-2", dir);
+    cr_assert(!base_is_dir(p), "round 2 ran in a 1-round run");
+    b.rounds = 2;
+    cr_assert_eq(tune_run(NULL, &b, NULL, &err), 0, "%s", err.msg);
+    snprintf(p, sizeof p, "%s/whole/final/pytorch_lora_weights.safetensors", dir);
+    snprintf(q, sizeof q, "%s/parts/final/pytorch_lora_weights.safetensors", dir);
+    cr_assert(same_file(p, q), "the resumed run's adapter differs from the uninterrupted one's");
+    snprintf(p, sizeof p, "%s/whole/rounds.jsonl", dir);
+    snprintf(q, sizeof q, "%s/parts/rounds.jsonl", dir);
+    cr_assert(same_file(p, q), "rounds.jsonl differs");
+    /* settings that differ are refused, the folder unchanged */
+    b.steps_per_round = 3;
+    cr_assert_eq(tune_run(NULL, &b, NULL, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "other settings"), "%s", err.msg);
 }
 
 Test(tune_online, rounds_raise_the_reward_of_the_candidates) {
@@ -194,20 +246,18 @@ Test(tune_online, rounds_raise_the_reward_of_the_candidates) {
     cr_assert_eq(store_run_by_name(st, "online", &sr, &err), 0, "%s", err.msg);
     const char *heads[6] = {"spatial", "icono", "style", "fidelity", "material", "combined"};
     double first = NAN, last = NAN;
-    for (int r = 1; r <= R; r++) {
-        for (int k = 0; k < 6; k++) {
-            char n[40];
-            snprintf(n, sizeof n, "reward_%s", heads[k]);
-            double v;
-            int64_t step;
-            cr_assert_eq(store_metric_last(st, sr.id, "round", n, &v, &step, &err), 0,
-                         "no round/%s", n);
-            cr_assert_eq(step, R);
-        }
-    }
     StoreMetric *m = NULL;
     size_t n = 0;
     cr_assert_eq(store_metrics_list(st, sr.id, 0, &m, &n, &err), 0, "%s", err.msg);
+    for (int k = 0; k < 6; k++) { /* every head's line has a point per round */
+        char name[40];
+        snprintf(name, sizeof name, "reward_%s", heads[k]);
+        int rounds = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!strcmp(m[i].split, "round") && !strcmp(m[i].name, name))
+                rounds |= 1 << (m[i].step - 1);
+        cr_assert_eq(rounds, (1 << R) - 1, "round/%s: not one value per round", name);
+    }
     int n_round = 0, n_loss = 0;
     for (size_t i = 0; i < n; i++) {
         if (!strcmp(m[i].split, "round") && !strcmp(m[i].name, "reward_combined")) {
@@ -225,12 +275,15 @@ Test(tune_online, rounds_raise_the_reward_of_the_candidates) {
     free(m);
     cr_assert_eq(n_round, R, "%d rounds of reward_combined, not %d", n_round, R);
     cr_assert_eq(n_loss, R * c.steps_per_round, "the steps' train metrics");
-    cr_assert(last > first + 0.1, "mean combined reward: round %d %.4f, round 1 %.4f", R, last,
+    /* measured (this config, seeds 1-4): round 1 → round 4 -0.31 → 2.57, -0.97 → 5.47,
+     * -0.59 → -1.34, -1.12 → 3.68: the loop usually climbs, not always (doc/tuning.md);
+     * seed 2 is deterministic on the CPU backend and clears 2.0 by a wide margin */
+    cr_assert(last > first + 2.0, "mean combined reward: round %d %.4f, round 1 %.4f", R, last,
               first);
     /* the candidates and the checkpoints */
     char p[300];
     snprintf(p, sizeof p, "%s/online/round-%d/fox/%llu.png", dir, R,
-             (unsigned long long)tune_online_seed(1, R, 0, 3));
+             (unsigned long long)tune_online_seed(c.seed, R, 0, 3));
     cr_assert(base_is_file(p), "%s", p);
     snprintf(p, sizeof p, "%s/online/round-1/scores.csv", dir);
     cr_assert(base_is_file(p), "%s", p);
@@ -239,4 +292,45 @@ Test(tune_online, rounds_raise_the_reward_of_the_candidates) {
     cr_assert_eq(tune_last_checkpoint(c.out), R * c.steps_per_round);
     store_run_deinit(&sr);
     store_close(st);
+    resumed_equals_uninterrupted(); /* on the same reward model: trained once */
+}
+
+/* no reward model needed: the settings are refused before anything opens */
+static void usage_setup(void) {
+    snprintf(dir, sizeof dir, "/tmp/easel-online-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+TestSuite(tune_online_usage, .init = usage_setup, .fini = teardown, .timeout = 60);
+
+Test(tune_online_usage, bad_settings_are_refused) {
+    TuneConfig c;
+    Err err = {0};
+    online_config(&c, "bad", 1);
+    c.reward[0] = 0;
+    cr_assert_eq(tune_config_check(&c, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "--reward"), "%s", err.msg);
+    online_config(&c, "bad", 1);
+    c.candidates = 1;
+    cr_assert_eq(tune_config_check(&c, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "--candidates"), "%s", err.msg);
+    online_config(&c, "bad", 1);
+    snprintf(c.aspect_weights, sizeof c.aspect_weights, "spatial=1,colour=2");
+    cr_assert_eq(tune_config_check(&c, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "colour"), "%s", err.msg);
+    double w[5];
+    cr_assert_eq(tune_online_aspect_weights("style=2,spatial=1", w, &err), 0, "%s", err.msg);
+    cr_assert(w[0] == 1 && w[1] == 0 && w[2] == 2 && w[3] == 0 && w[4] == 0);
+    online_config(&c, "bad", 1);
+    snprintf(c.pairs, sizeof c.pairs, "pairs.jsonl");
+    cr_assert_eq(tune_config_check(&c, &err), ERR_USAGE);
+    /* a prompts file with a bad id: refused with its line, nothing written */
+    char path[200];
+    snprintf(path, sizeof path, "%s/badids.csv", dir);
+    write_text(path, "prompt_id,prompt\nok,a fox\n../up,a cat\n");
+    online_config(&c, "bad", 1);
+    snprintf(c.prompts, sizeof c.prompts, "%s", path);
+    cr_assert_eq(tune_run(NULL, &c, NULL, &err), ERR_FORMAT);
+    cr_assert(strstr(err.msg, "badids.csv:3"), "%s", err.msg);
+    cr_assert(!base_is_dir(c.out), "%s was written", c.out);
 }
