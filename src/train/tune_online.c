@@ -14,6 +14,7 @@
 #include "image.h"
 #include "pipeline.h"
 #include "rng.h"
+#include "store_run_images.h"
 #include "store_runs.h"
 #include "train.h"
 #include "train_int.h"
@@ -295,6 +296,18 @@ static int round_candidates(Online *o, int round, char ***pw, char ***pl, char *
                 best = j;
             if (score[j] < score[worst])
                 worst = j;
+        }
+        if (o->st && tune_int_run_id(o->run)) { /* the Monitor's images: each prompt's best,
+                                                   * at the round's first step (a resumed run
+                                                   * drops them with the round) */
+            char *label = xasprintf("round %d best: %s", round, o->pr[p].text);
+            rc = store_run_image_add(o->st, tune_int_run_id(o->run),
+                                     (int64_t)(round - 1) * c->steps_per_round + 1,
+                                     (int64_t)tune_online_seed(c->seed, round, p, best), label,
+                                     path[best], err);
+            free(label);
+            if (rc)
+                break;
         }
         if (score[best] > score[worst]) { /* a tie gives no pair */
             (*pw)[*n_pairs] = xstrdup(path[best]);

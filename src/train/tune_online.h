@@ -14,8 +14,9 @@
  *     PNG is far below the VAE's own reconstruction error).
  *   - Per round the store gets split "round" metrics at step R: reward_<head> and
  *     reward_combined, means over the round's candidates (the Monitor draws one line per
- *     head), plus "pairs"; OUT/rounds.jsonl the same. The steps' metrics are the offline
- *     ones (split "train", step = the global step (R−1)·K + k).
+ *     head), plus "pairs"; OUT/rounds.jsonl the same. Each prompt's best candidate goes to the
+ *     store's run_images (step (R−1)·K + 1, label "round R best: PROMPT"). The steps'
+ *     metrics are the offline ones (split "train", step = the global step (R−1)·K + k).
  *   - checkpoint-S (S = R·K) after every round; final/ at the end. A run given an OUT with
  *     checkpoints resumes after the newest round: its candidates are regenerated from the
  *     restored adapter with the same seeds, so a resumed run equals an uninterrupted one bit

@@ -25,6 +25,7 @@
 #include "store.h"
 #include "store_catalog.h"
 #include "store_ratings.h"
+#include "store_run_images.h"
 #include "store_runs.h"
 #include "train.h"
 #include "tune.h"
@@ -290,6 +291,12 @@ Test(tune_online, rounds_raise_the_reward_of_the_candidates) {
     snprintf(p, sizeof p, "%s/online/final/pytorch_lora_weights.safetensors", dir);
     cr_assert(base_is_file(p), "%s", p);
     cr_assert_eq(tune_last_checkpoint(c.out), R * c.steps_per_round);
+    /* each round's best candidate per prompt in the store's run images (the Monitor's) */
+    StoreRunImage *ri = NULL;
+    size_t n_ri = 0;
+    cr_assert_eq(store_run_images_list(st, sr.id, &ri, &n_ri, &err), 0, "%s", err.msg);
+    cr_assert_eq(n_ri, (size_t)R * 4, "%zu run images, not one per prompt and round", n_ri);
+    store_run_images_free(ri, n_ri);
     store_run_deinit(&sr);
     store_close(st);
     resumed_equals_uninterrupted(); /* on the same reward model: trained once */
