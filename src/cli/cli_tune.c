@@ -148,10 +148,10 @@ static const JobParamSpec *tune_spec(const char *name) {
 }
 
 static int tune_unknown(const char *opt) {
-    char buf[40][32];
-    const char *known[41];
+    char buf[64][32]; /* online16: room for the online flags */
+    const char *known[65];
     int n = 0;
-    for (const JobParamSpec *p = jobkind_tune.params; p->name && n < 38; p++, n++) {
+    for (const JobParamSpec *p = jobkind_tune.params; p->name && n < 62; p++, n++) {
         snprintf(buf[n], sizeof buf[n], "--%s", p->name);
         known[n] = buf[n];
     }
