@@ -21,7 +21,7 @@ static const JobParamSpec tune_params[] = {
     {"aspect", JOB_PARAM_STRING, "", "with --from-store: one aspect's ratings (default: all, "
      "combined)", NULL},
     {"reward", JOB_PARAM_PATH, "", "with --from-store: a reward checkpoint whose head weights "
-     "weigh the aspects", NULL},
+     "weigh the aspects; with --online: the reward model that scores the candidates", NULL},
     {"min-diff", JOB_PARAM_FLOAT, "0.5", "with --from-store: smallest score difference of a "
      "pair", NULL},
     {"objective", JOB_PARAM_CHOICE, "dpo", "dpo (Diffusion-DPO), dspo or adpo (context "
@@ -61,6 +61,18 @@ static const JobParamSpec tune_params[] = {
     {"sample-steps", JOB_PARAM_INT, "20", "denoising steps of the sample images", NULL},
     {"threads", JOB_PARAM_INT, "0", "CPU threads (0: all cores)", NULL},
     {"name", JOB_PARAM_STRING, "", "the run's name in the store (default tune-DATE-TIME)", NULL},
+    /* online16: the online loop (tune_online.h) */
+    {"online", JOB_PARAM_BOOL, "false", "rounds of: generate candidates with the current "
+     "adapter, score them with --reward, pair best vs worst per prompt, train", NULL},
+    {"prompts", JOB_PARAM_PATH, "", "with --online: prompts.csv (prompt_id,prompt)", NULL},
+    {"candidates", JOB_PARAM_INT, "4", "with --online: candidates per prompt and round", NULL},
+    {"rounds", JOB_PARAM_INT, "10", "with --online: rounds (more rounds continue a run)", NULL},
+    {"steps-per-round", JOB_PARAM_INT, "10", "with --online: optimizer steps per round "
+     "(--steps is not used)", NULL},
+    {"aspect-weights", JOB_PARAM_STRING, "", "with --online: per-head weights of the combined "
+     "score, e.g. spatial=1,style=2 (default: the reward model's learned head weights)", NULL},
+    {"guidance", JOB_PARAM_FLOAT, "7.5", "with --online: the candidates' guidance scale (their "
+     "steps: --sample-steps)", NULL},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -106,6 +118,8 @@ int tune_job_config(Store *st, const JobParams *p, TuneConfig *c, Err *err) {
     STR(sample_seeds, "sample-seeds");
     STR(sample_prompts, "sample-prompts");
     STR(run_name, "name");
+    STR(prompts, "prompts"); /* online16 */
+    STR(aspect_weights, "aspect-weights");
 #undef STR
     c->from_store = job_param_bool(p, "from-store");
     c->min_diff = job_param_float(p, "min-diff");
@@ -114,14 +128,19 @@ int tune_job_config(Store *st, const JobParams *p, TuneConfig *c, Err *err) {
     c->lr = job_param_float(p, "lr");
     c->weight_decay = job_param_float(p, "weight-decay");
     c->seed = (uint64_t)job_param_int(p, "seed");
+    c->online = job_param_bool(p, "online"); /* online16 */
+    c->guidance = job_param_float(p, "guidance");
     static const struct {
         const char *flag;
         int lo, hi;
     } ints[] = {{"rank", 1, 1024},   {"steps", 1, 100000000}, {"batch", 1, 65536},
                 {"accum", 1, 65536}, {"save-every", 0, 100000000}, {"warmup", 0, 100000000},
-                {"sample-steps", 1, 1000}, {"threads", 0, 4096}};
+                {"sample-steps", 1, 1000}, {"threads", 0, 4096},
+                {"candidates", 2, 1024}, {"rounds", 1, 1000000}, /* online16 */
+                {"steps-per-round", 1, 1000000}};
     int *dst[] = {&c->rank, &c->steps, &c->batch, &c->accum, &c->save_every, &c->warmup,
-                  &c->sample_steps, &c->threads};
+                  &c->sample_steps, &c->threads, &c->candidates, &c->rounds,
+                  &c->steps_per_round};
     for (size_t i = 0; !rc && i < sizeof ints / sizeof ints[0]; i++) {
         int64_t v = job_param_int(p, ints[i].flag);
         if (v < ints[i].lo || v > ints[i].hi)
@@ -156,6 +175,11 @@ static int tune_validate(const JobParams *p, Err *err) {
         rc = 0;
     if (!rc && c.pairs[0] && !base_is_file(c.pairs))
         rc = err_set(err, ERR_NOTFOUND, "--pairs %s: no such file", c.pairs);
+    if (!rc && c.online && !base_is_file(c.prompts)) /* online16 */
+        rc = err_set(err, ERR_NOTFOUND, "--prompts %s: no such file", c.prompts);
+    if (!rc && c.online && !base_is_dir(c.reward))
+        rc = err_set(err, ERR_NOTFOUND, "--reward %s: no such folder (a reward checkpoint: "
+                     "best/, final/ or checkpoint-N/ of easel train)", c.reward);
     return rc;
 }
 

@@ -28,6 +28,7 @@ typedef struct TuneLine {
     int first_step;     /* the first step this process ran (a resumed run starts later) */
     TuneStepMetrics m;  /* the last step's */
     int have_m;
+    double first_round; /* online16: the round progress this process started at */
 } TuneLine;
 
 static void tl_print(TuneLine *l, const char *line) {
@@ -46,7 +47,18 @@ static void tl_progress(void *user, double done, double total, const char *unit)
         return; /* not a terminal: a line every 10 s */
     l->last = now;
     char line[200];
-    if (strcmp(unit, "steps") != 0) {
+    if (strcmp(unit, "rounds") == 0) { /* online16: the online loop's fractional rounds */
+        char eta[48] = "";
+        if (l->first_step == 0)
+            l->first_step = 1, l->t0 = now, l->first_round = done;
+        double ran = done - l->first_round;
+        if (ran > 0 && total > done) {
+            double left = (now - l->t0) / ran * (total - done);
+            snprintf(eta, sizeof eta, ", ETA %dm%02ds", (int)(left / 60), (int)left % 60);
+        }
+        snprintf(line, sizeof line, "  round %.2f/%.0f: loss %.4g, acc %.2f, margin %.3g%s",
+                 done, total, l->m.loss, l->m.acc, l->m.margin, eta);
+    } else if (strcmp(unit, "steps") != 0) {
         snprintf(line, sizeof line, "  encoding %s %.0f/%.0f", unit, done, total);
     } else {
         char eta[48] = "";
@@ -95,7 +107,10 @@ static void tune_usage(void) {
            "                [--device auto|cpu|cuda[:N]] [--rank 8]\n"
            "                [--alpha 32] [--targets LIST] [--beta B] [--lr LR] [--steps N]\n"
            "                [--batch N] [--accum N] [--seed N] [--save-every N] [--size WxH]\n"
-           "                [--warmup N] [--optimizer adamw|adafactor] [--queue]\n\n"
+           "                [--warmup N] [--optimizer adamw|adafactor] [--queue]\n"
+           "       easel tune --model NAME|PATH --online --reward CKPT --prompts FILE --out DIR\n"
+           "                [--candidates 4] [--rounds R] [--steps-per-round K]\n"
+           "                [--aspect-weights spatial=1,style=2,...] [...]\n\n"
            "Fine-tune a Stable Diffusion / SDXL model's UNet with a LoRA or DoRA adapter so that\n"
            "it prefers the preferred image of each pair: Diffusion-DPO (dpo), DSPO (dspo) or\n"
            "ADPO (adpo: the image under its own prompt against another prompt), against the\n"
@@ -104,7 +119,11 @@ static void tune_usage(void) {
            "pytorch_lora_weights.safetensors and adapter_config.json; optimizer state),\n"
            "DIR/samples/step-N/*.png, and a 'tune' run in the store (the Monitor shows it).\n"
            "Run it again on the same DIR to resume from its newest checkpoint; Ctrl-C stops\n"
-           "within a step and keeps a checkpoint.\n\n"
+           "within a step and keeps a checkpoint.\n"
+           "--online: each round generates --candidates images per prompt with the current\n"
+           "adapter (DIR/round-R/ID/SEED.png), scores them with the reward model's five heads,\n"
+           "trains on the best vs the worst of each prompt; per-head mean rewards per round\n"
+           "go to the Monitor (a checkpoint per round; a rerun resumes after the last one).\n\n"
            "options:\n");
     for (const JobParamSpec *p = jobkind_tune.params; p->name; p++)
         printf("  --%-15s %s%s%s%s\n", p->name, p->help,
@@ -116,6 +135,8 @@ static void tune_usage(void) {
            "  easel tune --model sdxl --pairs data/pairs.jsonl --out runs/dpo\n"
            "  easel tune --model sd15 --from-store --reward runs/rm/best --objective dspo \\\n"
            "      --adapter dora --steps 1000 --out runs/dspo\n"
+           "  easel tune --model sd15 --online --reward runs/rm/best --prompts prompts.csv \\\n"
+           "      --candidates 4 --rounds 20 --steps-per-round 10 --out runs/online\n"
            "See doc/tuning.md.\n");
 }
 
@@ -127,10 +148,10 @@ static const JobParamSpec *tune_spec(const char *name) {
 }
 
 static int tune_unknown(const char *opt) {
-    char buf[40][32];
-    const char *known[41];
+    char buf[64][32]; /* online16: room for the online flags */
+    const char *known[65];
     int n = 0;
-    for (const JobParamSpec *p = jobkind_tune.params; p->name && n < 38; p++, n++) {
+    for (const JobParamSpec *p = jobkind_tune.params; p->name && n < 62; p++, n++) {
         snprintf(buf[n], sizeof buf[n], "--%s", p->name);
         known[n] = buf[n];
     }
@@ -153,8 +174,8 @@ int cli_tune_main(const CliGlobal *g, int argc, char **argv) {
             queue = 1;
             continue;
         }
-        if (strcmp(a, "--from-store") == 0) {
-            names[n] = "from-store";
+        if (strcmp(a, "--from-store") == 0 || strcmp(a, "--online") == 0) { /* online16 */
+            names[n] = a + 2;
             values[n++] = "true";
             continue;
         }
@@ -224,7 +245,8 @@ int cli_tune_main(const CliGlobal *g, int argc, char **argv) {
         } else {
             printf("%s/final/pytorch_lora_weights.safetensors", cfg.out);
             if (line.have_m)
-                printf(" (step %d: loss %.4g, acc %.2f, margin %.4g)", cfg.steps, line.m.loss,
+                printf(" (step %d: loss %.4g, acc %.2f, margin %.4g)",
+                       cfg.online ? cfg.rounds * cfg.steps_per_round : cfg.steps, line.m.loss,
                        line.m.acc, line.m.margin);
             printf("\n");
         }

@@ -34,7 +34,9 @@
 #include "store_runs.h"
 #include "sd_text.h"
 #include "train_int.h"
+#include "tune_int.h"
 #include "tune_latents.h"
+#include "tune_online.h"
 #include "tune_pairs_src.h"
 #include "tune_step.h"
 #include "unet.h"
@@ -60,6 +62,10 @@ void tune_config_defaults(TuneConfig *c) {
     snprintf(c->sample_seeds, sizeof c->sample_seeds, "0,1");
     c->sample_steps = 20;
     c->min_diff = 0.5;
+    c->candidates = 4; /* online16 */
+    c->rounds = 10;
+    c->steps_per_round = 10;
+    c->guidance = 7.5;
 }
 
 double tune_default_beta(const char *objective, int xl) {
@@ -71,11 +77,14 @@ double tune_default_beta(const char *objective, int xl) {
 int tune_config_check(const TuneConfig *c, Err *err) {
     if (!c->model[0])
         return err_set(err, ERR_USAGE, "tune: --model is required (a diffusers model folder)");
-    if (!c->pairs[0] && !c->from_store)
+    int orc = c->online ? tune_online_check(c, err) : 0; /* online16: its own checks first */
+    if (orc)
+        return orc;
+    if (!c->pairs[0] && !c->from_store && !c->online)
         return err_set(err, ERR_USAGE, "tune: give --pairs FILE (a pairs.jsonl) or --from-store");
     if (c->pairs[0] && c->from_store)
         return err_set(err, ERR_USAGE, "tune: --pairs and --from-store: give one of them");
-    if (!c->from_store && (c->aspect[0] || c->reward[0]))
+    if (!c->from_store && !c->online && (c->aspect[0] || c->reward[0]))
         return err_set(err, ERR_USAGE, "tune: --aspect and --reward go with --from-store");
     if (c->aspect[0] && c->reward[0])
         return err_set(err, ERR_USAGE, "tune: --aspect NAME (one aspect's ratings) or --reward "
@@ -623,7 +632,7 @@ static int load_pairs(Run *r, TunePairs *ps, Err *err) {
 static int run_prepare(Run *r, Err *err) {
     const TuneConfig *c = r->cfg;
     TunePairs ps = {0};
-    int rc = load_pairs(r, &ps, err);
+    int rc = c->online ? 0 : load_pairs(r, &ps, err); /* online16: pairs come per round */
     if (rc)
         return rc;
     BackendConfig bc = {0};
@@ -758,6 +767,8 @@ int tune_run(Store *st, const TuneConfig *c, const TuneHooks *h, Err *err) {
     int rc = tune_config_check(c, err);
     if (rc)
         return rc;
+    if (c->online) /* online16 */
+        return tune_online_run(st, c, h, err);
     Run r = {0};
     r.cfg = c;
     r.hooks = h ? h : &none;
@@ -858,4 +869,125 @@ int tune_run(Store *st, const TuneConfig *c, const TuneHooks *h, Err *err) {
     }
     run_free(&r);
     return rc;
+}
+
+/* ---- online16: the online loop's access to a run (tune_int.h) ----------------------------- */
+
+int tune_int_open(Store *st, const TuneConfig *c, const TuneHooks *h, TuneInt **out, Err *err) {
+    static const TuneHooks none = {0};
+    Run *r = xcalloc(1, sizeof *r);
+    r->cfg = c;
+    r->hooks = h ? h : &none;
+    r->st = st;
+    *out = r;
+    return run_prepare(r, err);
+}
+
+int tune_int_begin(TuneInt *r, const char *extra_json, int *start, Err *err) {
+    const TuneConfig *c = r->cfg;
+    char *base = config_json(r);
+    json_t *o = json_loads(base, 0, NULL), *x = json_loads(extra_json, 0, NULL);
+    json_object_update(o, x);
+    char *cj = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o), json_decref(x), free(base);
+    int rc = 0, s = tune_last_checkpoint(c->out);
+    char *cpath = xasprintf("%s/config.json", c->out);
+    char *mp = xasprintf("%s/metrics.jsonl", c->out);
+    if (s > 0) {
+        char *old = train_read_file(cpath, NULL);
+        if (!old || strncmp(old, cj, strlen(cj)))
+            rc = err_set(err, ERR_USAGE, "%s holds a run with other settings (%s): give the "
+                         "same flags to resume it, or a new --out", c->out, cpath);
+        free(old);
+        char *dir = xasprintf("%s/checkpoint-%d", c->out, s);
+        if (!rc)
+            rc = tune_opt_load(&r->opt, dir, err);
+        free(dir);
+        if (!rc)
+            rc = metrics_truncate(mp, s, err);
+    } else {
+        rc = train_mkdirs(c->out, err);
+        char *txt = xasprintf("%s\n", cj);
+        if (!rc)
+            rc = atomic_file_write(cpath, txt, strlen(txt), err);
+        free(txt);
+        if (!rc)
+            rc = atomic_file_write(mp, "", 0, err);
+    }
+    if (!rc)
+        rc = run_store_open(r, s, cj, err);
+    free(mp), free(cpath), free(cj);
+    *start = s;
+    return rc;
+}
+
+void tune_int_end(TuneInt *r, int rc) {
+    if (r->st && r->run_id)
+        store_run_set_state(r->st, r->run_id,
+                            !rc ? "succeeded" : rc == ERR_CANCELLED ? "cancelled" : "failed",
+                            NULL);
+}
+
+void tune_int_close(TuneInt *r) {
+    if (!r)
+        return;
+    run_free(r);
+    free(r);
+}
+
+SdPipeline *tune_int_pipe(TuneInt *r) { return r->pipe; }
+
+void tune_int_size(const TuneInt *r, int *width, int *height) {
+    *width = r->W;
+    *height = r->H;
+}
+
+int64_t tune_int_run_id(const TuneInt *r) { return r->run_id; }
+
+int tune_int_set_pairs(TuneInt *r, size_t n, char *const *w, char *const *l,
+                       char *const *prompt, Err *err) {
+    for (size_t i = 0; i < r->n_img; i++)
+        free(r->img[i].path), free(r->img[i].lat);
+    for (size_t i = 0; i < r->n_txt; i++)
+        free(r->txt[i].text), free(r->txt[i].ehs), free(r->txt[i].pooled);
+    free(r->img), free(r->txt), free(r->pair), free(r->perm);
+    r->img = NULL, r->txt = NULL, r->perm = NULL;
+    r->n_img = r->n_txt = 0;
+    r->perm_epoch = -1;
+    r->pair = xcalloc(n ? n : 1, sizeof *r->pair);
+    r->n_pair = n;
+    for (size_t i = 0; i < n; i++) {
+        r->pair[i].w = find_or_add_image(r, w[i], 0);
+        r->pair[i].l = find_or_add_image(r, l[i], 0);
+        r->pair[i].c = find_or_add_text(r, prompt[i]);
+        r->pair[i].cneg = -1;
+    }
+    if (r->obj == TUNE_ADPO && n && r->n_txt < 2)
+        return err_set(err, ERR_USAGE, "tune: adpo online needs pairs of at least two prompts "
+                       "in every round (the rejected context is another prompt)");
+    /* candidates are not kept in the store's latent cache, and encoding is no progress of
+     * the rounds */
+    Store *st = r->st;
+    const TuneHooks *h = r->hooks;
+    TuneHooks quiet = *h;
+    quiet.progress.progress = NULL;
+    r->st = NULL;
+    r->hooks = &quiet;
+    int rc = encode_images(r, err);
+    r->st = st;
+    r->hooks = h;
+    if (!rc)
+        rc = encode_texts(r, err);
+    return rc;
+}
+
+int tune_int_step(TuneInt *r, int s, TuneStepMetrics *m, Err *err) {
+    int rc = run_step(r, s, m, err);
+    if (!rc)
+        rc = metrics_write(r, s, m, err);
+    return rc;
+}
+
+int tune_int_save(TuneInt *r, const char *name, int s, Err *err) {
+    return save_checkpoint(r, name, s, err);
 }

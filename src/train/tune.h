@@ -72,6 +72,17 @@ typedef struct TuneConfig {
     char sample_prompts[1024]; /* a file, one prompt a line; "" = the first pairs' prompts */
     int sample_steps;          /* 20 */
     char run_name[128];        /* the store's run name; "" = generated */
+    /* online16: the online loop (tune_online.h; --online): pairs made each round from the
+     * current adapter's own candidates, scored by the reward model `reward` */
+    int online;                /* 1: rounds of generate → score → pair → steps */
+    char prompts[1024];        /* prompts.csv (prompt_id,prompt) */
+    int candidates;            /* candidates per prompt and round: 4 */
+    int rounds;                /* 10 */
+    int steps_per_round;       /* optimizer steps per round: 10 */
+    char aspect_weights[256];  /* "spatial=1,style=2": per-head weights ("" = the reward
+                                * model's learned head weights) */
+    double guidance;           /* candidates' classifier-free guidance: 7.5 (their denoising
+                                * steps are sample_steps) */
 } TuneConfig;
 
 void tune_config_defaults(TuneConfig *c);
