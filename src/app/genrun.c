@@ -20,6 +20,7 @@
 #include "sha256.h"
 #include "store_catalog.h"
 #include "store_jobs.h"
+#include "trust.h"
 
 enum { ST_PENDING, ST_HAVE, ST_FAILED };
 
@@ -72,6 +73,7 @@ struct Run {
     atomic_int stop;         /* cancel or a coordinator error: workers stop within a step */
     Worker *w;
     int n_workers;
+    char *out_real;          /* a job's: out_dir resolved; its images must stay under it */
 };
 
 int gen_prompt_id_ok(const char *s) {
@@ -317,6 +319,24 @@ static long take(Run *r) {
     }
 }
 
+/* qa15: a job's image path that leads out of its --out folder through a symlink (the
+ * prompt's folder or the image itself, made by whoever can write the workspace): the error
+ * (malloc'd), else NULL. The job's --out passed the trust rules; a worker must not read or
+ * write elsewhere through it (doc/annotators.md). */
+static char *escapes_out(const Run *r, const char *path) {
+    char *real = trust_resolve_path(path);
+    size_t n = strlen(r->out_real);
+    int inside = real && strncmp(real, r->out_real, n) == 0 &&
+                 (real[n] == '/' || (n == 1 && r->out_real[0] == '/'));
+    char *msg = inside ? NULL
+                       : xasprintf("%s leads out of the output folder %s (to %s, through a "
+                                   "symbolic link): a job reads and writes only inside its "
+                                   "--out; remove the link or give another --out",
+                                   path, r->out_real, real ? real : "a missing target");
+    free(real);
+    return msg;
+}
+
 /* One item: kept when its image is there and decodes, else made and written. */
 static Event *do_item(Worker *w, const Progress *steps, void *gen_user, long i) {
     Run *r = w->r;
@@ -325,7 +345,12 @@ static Event *do_item(Worker *w, const Progress *steps, void *gen_user, long i) 
     char *path = item_abs(r, it);
     int corrupt = 0;
     Event *ev;
-    if (image_ok(r, path, &corrupt)) {
+    char *outside = r->out_real ? escapes_out(r, path) : NULL;
+    if (outside) {
+        ev = event_new(EV_FAILED, w, i);
+        ev->code = ERR_DENIED;
+        ev->msg = outside;
+    } else if (image_ok(r, path, &corrupt)) {
         ev = event_new(EV_KEPT, w, i);
     } else {
         if (corrupt) {
@@ -565,6 +590,8 @@ int gen_run(const GenRunOpts *o, GenRunReport *rep, Err *err) {
     if (rc)
         return rc;
     Run r = {.o = o};
+    if (o->job_id && !(r.out_real = trust_resolve_path(o->out_dir)))
+        return err_set(err, ERR_IO, "%s: cannot resolve the output folder", o->out_dir);
     r.idx = xcalloc(o->n_items ? o->n_items : 1, sizeof *r.idx);
     for (size_t i = 0; i < o->n_items; i++)
         if (!o->shard_n || (int)(i % (size_t)o->shard_n) == o->shard_k - 1)
@@ -709,6 +736,7 @@ int gen_run(const GenRunOpts *o, GenRunReport *rep, Err *err) {
     free(r.idx);
     free(r.meta_path);
     free(r.fail_path);
+    free(r.out_real);
     return rc;
 }
 

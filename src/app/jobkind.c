@@ -414,14 +414,27 @@ int job_params_check_trust(Store *st, const JobParams *p, const char *checkpoint
             StoreModel m = {0};
             int reg = store_model_get(st, "diffusion", text, &m, NULL) == 0;
             rc = trust_check_path(st, what, reg ? m.path : text, err);
+            json_t *cfg = !rc && reg && m.config ? json_loads(m.config, 0, NULL) : NULL;
+            const char *tok = json_string_value(json_object_get(cfg, "tokenizer"));
+            if (tok) { /* qa15: a registered single file's tokenizer folder is read too */
+                char w2[192];
+                snprintf(w2, sizeof w2, "%s (tokenizer of model '%s')", what, text);
+                rc = trust_check_path(st, w2, tok, err);
+            }
+            json_decref(cfg);
             store_model_deinit(&m);
         } else if (ref == JOB_REF_PATH_LIST && text[0]) {
             char *copy = xstrdup(text), *save = NULL;
             for (char *t = strtok_r(copy, ",", &save); t && !rc; t = strtok_r(NULL, ",", &save)) {
-                char *colon = strrchr(t, ':');
-                if (colon && access(t, F_OK) != 0)
-                    *colon = '\0'; /* FILE:SCALE */
+                /* FILE:SCALE: the kind decides which it reads (a file "a:1" there or not), so
+                 * both "a:1" and "a" must pass (qa15: a symlink "a" leading out, beside a
+                 * file "a:1" inside, passed while the run read "a") */
                 rc = trust_check_path(st, what, t, err);
+                char *colon = strrchr(t, ':');
+                if (!rc && colon) {
+                    *colon = '\0';
+                    rc = trust_check_path(st, what, t, err);
+                }
             }
             free(copy);
         }

@@ -20,6 +20,7 @@
 #include "sha256.h"
 #include "store_catalog.h"
 #include "store_models.h"
+#include "trust.h"
 #include "unet.h"
 
 static const JobParamSpec gen_params[] = {
@@ -543,6 +544,9 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
     char *tok = NULL, *pred = NULL; /* sf15: what a single file lacks */
     if (!rc)
         model_extras(st, p, mname, mpath, &tok, &pred);
+    if (!rc && job_id && tok) /* qa15: the tokenizer a job reads (a registered CLIP model's
+                               * folder for a single file) is under the trust rules too */
+        rc = trust_check_path(st, "generate tokenizer", tok, err);
     if (rc)
         goto out;
     int width, height, dw, dh;
