@@ -1,6 +1,7 @@
 /* jobkinds_gen — see jobkinds_gen.h. */
 #include "jobkinds_gen.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -523,6 +524,27 @@ static void strv_free(char **v) {
 }
 
 /* The generation P describes on the devices given (JOB_ID 0: the command). */
+/* qa15: PATH and, for a folder, everything in it (a model folder's unet/, vae/ ...; a
+ * symbolic link in it may lead anywhere) must pass the trust rules: a job's worker reads
+ * them. Folders are followed 6 levels deep (a diffusers model needs 2). */
+static int trust_check_tree(Store *st, const char *what, const char *path, int depth,
+                            Err *err) {
+    int rc = trust_check_path(st, what, path, err);
+    struct stat sb;
+    DIR *d = !rc && depth < 6 && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) ? opendir(path)
+                                                                            : NULL;
+    for (struct dirent *e; d && !rc && (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *sub = xasprintf("%s/%s", path, e->d_name);
+        rc = trust_check_tree(st, what, sub, depth + 1, err);
+        free(sub);
+    }
+    if (d)
+        closedir(d);
+    return rc;
+}
+
 static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char *device,
                        const int *gpus, int n_gpus, const Progress *pr, GenRunReport *rep,
                        Err *err) {
@@ -544,9 +566,11 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
     char *tok = NULL, *pred = NULL; /* sf15: what a single file lacks */
     if (!rc)
         model_extras(st, p, mname, mpath, &tok, &pred);
-    if (!rc && job_id && tok) /* qa15: the tokenizer a job reads (a registered CLIP model's
-                               * folder for a single file) is under the trust rules too */
-        rc = trust_check_path(st, "generate tokenizer", tok, err);
+    if (!rc && job_id) /* qa15: every file of the model a job reads, and the tokenizer (a
+                        * registered CLIP model's folder for a single file) */
+        rc = trust_check_tree(st, "generate --model", mpath, 0, err);
+    if (!rc && job_id && tok)
+        rc = trust_check_tree(st, "generate tokenizer", tok, 0, err);
     if (rc)
         goto out;
     int width, height, dw, dh;

@@ -164,3 +164,21 @@ Test(generate_trust, borrowed_clip_tokenizer_outside_is_refused, .timeout = 120)
     cr_assert_eq(n_images(st), 0);
     store_close(st);
 }
+
+Test(generate_trust, model_folder_with_a_link_out_is_refused_when_run, .timeout = 120) {
+    Store *st = support_store_open(ws, "t.db", NULL, 0);
+    Err err = {0};
+    /* the folder is inside; its UNet weights are a link to another user's copy */
+    cr_assert_eq(support_sh("mv %s/unet %s/unet && ln -s %s/unet %s/unet", model, outside,
+                            outside, model), 0);
+    int rc = run_p1(st, &err);
+    cr_assert_eq(rc, ERR_DENIED, "%d %s", rc, err.msg);
+    cr_assert(strstr(err.msg, "generate --model"), "%s", err.msg);
+    cr_assert(strstr(err.msg, outside), "%s", err.msg);
+    cr_assert_eq(n_images(st), 0);
+    /* the weights themselves inside: it runs */
+    cr_assert_eq(support_sh("rm %s/unet && cp -r %s/unet %s/unet", model, outside, model), 0);
+    cr_assert_eq(run_p1(st, &err), 0, "%s", err.msg);
+    cr_assert_eq(n_images(st), 1);
+    store_close(st);
+}
