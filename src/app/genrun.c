@@ -123,6 +123,10 @@ static int mkdir_p(const char *path, Err *err) {
             *p = c;
         }
     }
+    struct stat sb; /* qa15: an existing file of that name is no folder to write in */
+    if (!rc && (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)))
+        rc = err_set(err, ERR_IO, "%s: is a file, not a folder: move it away or give another "
+                     "--out", path);
     free(buf);
     return rc;
 }

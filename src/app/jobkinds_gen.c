@@ -297,6 +297,53 @@ static void work_free(Work *w) {
     free(w->items);
 }
 
+/* qa15: a prompt id names one folder and one prompt in the store, so before anything is
+ * generated: an id on two lines of FILE with two texts, or in the store with another text
+ * (store_prompt_add would refuse every image's row after it was made), is an error naming
+ * the lines; a row repeated as it is gets skip[r] = 1 (its images once). */
+typedef struct PromptRow {
+    const char *id;
+    size_t r;
+} PromptRow;
+
+static int prompt_row_cmp(const void *a, const void *b) {
+    const PromptRow *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : (x->r > y->r) - (x->r < y->r);
+}
+
+static int prompts_check(Store *st, const char *file, const CsvTable *t, int ci, int ct,
+                         char *skip, Err *err) {
+    size_t n = t->n_rows ? t->n_rows - 1 : 0;
+    PromptRow *v = xcalloc(n ? n : 1, sizeof *v);
+    for (size_t r = 1; r < t->n_rows; r++)
+        v[r - 1] = (PromptRow){t->rows[r].field[ci], r};
+    qsort(v, n, sizeof *v, prompt_row_cmp);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const CsvRow *row = &t->rows[v[i].r];
+        if (i && strcmp(v[i - 1].id, v[i].id) == 0) {
+            const CsvRow *first = &t->rows[v[i - 1].r];
+            if (strcmp(first->field[ct], row->field[ct]))
+                rc = err_set(err, ERR_FORMAT, "%s:%ld: prompt_id '%s' is on line %ld too, with "
+                             "another text: give each prompt its own id (its images go to "
+                             "{out}/%s/)", file, row->line, v[i].id, first->line, v[i].id);
+            else
+                skip[v[i].r] = 1; /* the same prompt again */
+            continue;
+        }
+        StorePrompt sp = {0};
+        if (st && store_prompt_by_ext(st, v[i].id, &sp, NULL) == 0 && sp.text && sp.text[0] &&
+            strcmp(sp.text, row->field[ct]))
+            rc = err_set(err, ERR_CONFLICT, "%s:%ld: prompt_id '%s' is in the store with "
+                         "another text (\"%.80s\"): give this prompt another id, or its text "
+                         "as the store has it", file, row->line, v[i].id, sp.text);
+        store_prompt_deinit(&sp);
+    }
+    free(v);
+    return rc;
+}
+
 static int load_work(Store *st, const JobParams *p, Work *w, Err *err) {
     uint64_t *seeds;
     size_t ns;
@@ -323,10 +370,15 @@ static int load_work(Store *st, const JobParams *p, Work *w, Err *err) {
                 rc = err_set(err, ERR_FORMAT, "%s:%ld: prompt_id '%s' cannot name a folder: "
                              "use letters, digits, '_', '-' and '.'", file, row->line,
                              row->field[ci]);
-            } else {
-                work_add(w, row->field[ci], row->field[ct], seeds, ns);
             }
         }
+        char *skip = xcalloc(t.n_rows ? t.n_rows : 1, 1);
+        if (!rc)
+            rc = prompts_check(st, file, &t, ci, ct, skip, err);
+        for (size_t r = 1; r < t.n_rows && !rc; r++)
+            if (!skip[r]) /* a row repeated as it is: once */
+                work_add(w, t.rows[r].field[ci], t.rows[r].field[ct], seeds, ns);
+        free(skip);
         fmt_csv_deinit(&t);
     } else if (*one) {
         StorePrompt sp = {0};

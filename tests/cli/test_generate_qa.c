@@ -1,0 +1,133 @@
+/* test_generate_qa — `easel generate` as a user runs it into trouble (qa15): an error with
+ * long paths still says what to do, an --out that is a file, a prompts file that gives one
+ * prompt id two texts or a text other than the store's. Each is refused before anything is
+ * generated, and the store is left as it was. On the tiny SD pipeline fixture (64x64, 1
+ * step). */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "support.h"
+
+#define FIX_SD "tests/gen/fixtures/pipeline_sd"
+#define FIX_SDXL_LORA "tests/gen/fixtures/sdxl_te_lora_peft.safetensors"
+
+static char tmpdir[64];
+static char dbpath[128];
+static char model[512];
+
+static void setup(void) {
+    support_tmpdir_make(tmpdir, sizeof tmpdir, "genqa");
+    snprintf(dbpath, sizeof dbpath, "%s/s.db", tmpdir);
+    /* a model where users keep them: a long path */
+    snprintf(model, sizeof model, "%s/models/stabilityai/stable-diffusion-tiny-random-for-"
+             "the-easel-tests/snapshots/0123456789abcdef0123456789abcdef01234567", tmpdir);
+    cr_assert_eq(support_sh("bin/easel --db %s init >/dev/null && mkdir -p %s && "
+                            "cp -r %s/. %s/", dbpath, model, FIX_SD, model), 0);
+}
+
+static void teardown(void) {
+    support_tmpdir_remove(tmpdir);
+}
+
+TestSuite(genqa, .init = setup, .fini = teardown);
+
+static int gen(const char *args, char **err_out) {
+    char easel[512], *out = NULL;
+    support_easel_path(easel, sizeof easel);
+    int rc = support_run(NULL, &out, err_out, "%s --db %s generate --model %s --steps 1 "
+                         "--size 64x64 --device cpu %s", easel, dbpath, model, args);
+    free(out);
+    return rc;
+}
+
+static char *dump(void) {
+    char *out = NULL;
+    cr_assert_eq(support_run(NULL, &out, NULL, "sqlite3 %s .dump", dbpath), 0);
+    return out;
+}
+
+Test(genqa, a_lora_for_another_model_says_so_in_full) {
+    char lora[1024], args[1200];
+    snprintf(lora, sizeof lora, "%s/loras/downloaded-from-a-model-hub/an-sdxl-text-encoder-"
+             "lora-with-a-long-descriptive-name.safetensors", tmpdir);
+    cr_assert_eq(support_sh("mkdir -p $(dirname %s) && cp %s %s", lora, FIX_SDXL_LORA, lora),
+                 0);
+    snprintf(args, sizeof args, "--prompt 'a red fox' --seed 1 --lora %s --out %s/o", lora,
+             tmpdir);
+    char *before = dump(), *err = NULL;
+    cr_assert_eq(gen(args, &err), 1, "%s", err);
+    /* the file, the tensor, and what is wrong, to the end */
+    cr_assert(strstr(err, lora) && strstr(err, "text_encoder_2.") &&
+              strstr(err, "which this model does not have: the LoRA is for another model"),
+              "%s", err);
+    char *after = dump();
+    cr_assert_str_eq(before, after);
+    free(before);
+    free(after);
+    free(err);
+}
+
+Test(genqa, an_out_that_is_a_file_is_refused_first) {
+    char args[512];
+    cr_assert_eq(support_sh("echo notes > %s/o.txt", tmpdir), 0);
+    snprintf(args, sizeof args, "--prompt 'a red fox' --seed 1 --out %s/o.txt", tmpdir);
+    char *before = dump(), *err = NULL;
+    cr_assert_eq(gen(args, &err), 1, "%s", err);
+    cr_assert(strstr(err, "o.txt: is a file, not a folder"), "%s", err);
+    cr_assert(!strstr(err, "failed.csv"), "no failures file promised in a file: %s", err);
+    cr_assert_eq(support_sh("test \"$(cat %s/o.txt)\" = notes", tmpdir), 0);
+    char *after = dump();
+    cr_assert_str_eq(before, after);
+    free(before);
+    free(after);
+    free(err);
+}
+
+Test(genqa, one_prompt_id_two_texts_is_refused_with_its_lines) {
+    char path[256], args[512];
+    support_write_file(tmpdir, "p.csv", "prompt_id,prompt\np1,a red fox\np2,a cat\n"
+                       "p1,a blue fox\n", path, sizeof path);
+    snprintf(args, sizeof args, "--prompts %s --seed 1 --out %s/o", path, tmpdir);
+    char *before = dump(), *err = NULL;
+    cr_assert_eq(gen(args, &err), 1, "%s", err);
+    cr_assert(strstr(err, "p.csv:4: prompt_id 'p1' is on line 2 too, with another text"), "%s",
+              err);
+    cr_assert_eq(support_sh("! test -e %s/o", tmpdir), 0, "nothing generated");
+    char *after = dump();
+    cr_assert_str_eq(before, after);
+    free(after);
+    free(err);
+    /* the same row twice: its images once */
+    support_write_file(tmpdir, "p.csv", "prompt_id,prompt\np1,a red fox\np1,a red fox\n", path,
+                       sizeof path);
+    cr_assert_eq(gen(args, &err), 0, "%s", err);
+    free(err);
+    cr_assert_eq(support_sh("test $(grep -c '^p1,1,' %s/o/metadata.csv) -eq 1", tmpdir), 0);
+    cr_assert_eq(support_sql_num(dbpath, "SELECT count(*) FROM images"), 1);
+    free(before);
+}
+
+Test(genqa, a_prompt_id_the_store_has_with_another_text_is_refused_first) {
+    char path[256], args[512];
+    support_write_file(tmpdir, "p.csv", "prompt_id,prompt\np1,a red fox\n", path, sizeof path);
+    snprintf(args, sizeof args, "--prompts %s --seed 1 --out %s/o", path, tmpdir);
+    char *err = NULL;
+    cr_assert_eq(gen(args, &err), 0, "%s", err);
+    free(err);
+    /* the file edited afterwards: p1 says something else now */
+    support_write_file(tmpdir, "p.csv", "prompt_id,prompt\np1,a red fox in the snow\n", path,
+                       sizeof path);
+    snprintf(args, sizeof args, "--prompts %s --seed 2 --out %s/o", path, tmpdir);
+    char *before = dump();
+    cr_assert_eq(gen(args, &err), 1, "%s", err);
+    cr_assert(strstr(err, "p.csv:2: prompt_id 'p1' is in the store with another text "
+                          "(\"a red fox\")"), "%s", err);
+    cr_assert_eq(support_sh("! test -e %s/o/p1/2.png", tmpdir), 0, "nothing generated");
+    char *after = dump();
+    cr_assert_str_eq(before, after);
+    free(before);
+    free(after);
+    free(err);
+}
