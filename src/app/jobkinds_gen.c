@@ -759,6 +759,12 @@ static int gen_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
         job_log(ctx, "%d workers, %d of them stopped early", rep.workers, rep.workers_lost);
     if (rep.failures)
         job_log(ctx, "failed prompts and their errors: %s", rep.failures);
+    /* qa15: a job that made no image, every one failing (a setting no image can be made with,
+     * e.g. too many steps for the scheduler), has not succeeded; some made: it has (the
+     * failures are listed, and jobs after it get the images there are) */
+    if (!rc && rep.failed && !rep.generated && !rep.kept)
+        rc = err_set(err, ERR_FORMAT, "no image made: all %zu failed (the errors are in the "
+                     "log and in %s)", rep.failed, rep.failures ? rep.failures : "failed.csv");
     gen_run_report_deinit(&rep);
     return rc;
 }

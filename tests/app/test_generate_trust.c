@@ -100,7 +100,7 @@ Test(generate_trust, prompt_folder_linked_out_is_not_written, .timeout = 120) {
     Store *st = support_store_open(ws, "t.db", NULL, 0);
     Err err = {0};
     cr_assert_eq(support_sh("mkdir -p %s && ln -s %s %s/p1", out_dir, outside, out_dir), 0);
-    cr_assert_eq(run_p1(st, &err), 0, "%s", err.msg);
+    cr_assert_eq(run_p1(st, &err), ERR_FORMAT, "%s", err.msg); /* its one image failed */
     cr_assert_eq(support_sh("test -z \"$(ls -A %s)\"", outside), 0, "the worker wrote in %s",
                  outside);
     cr_assert_eq(n_images(st), 0);
@@ -119,7 +119,7 @@ Test(generate_trust, image_linked_out_is_not_read_or_kept, .timeout = 120) {
     snprintf(png, sizeof png, "%s/secret.png", outside);
     cr_assert_eq(png_write_rgb(png, rgb, 64, 64, &err), 0, "%s", err.msg);
     cr_assert_eq(support_sh("mkdir -p %s/p1 && ln -s %s %s/p1/0.png", out_dir, png, out_dir), 0);
-    cr_assert_eq(run_p1(st, &err), 0, "%s", err.msg);
+    cr_assert_eq(run_p1(st, &err), ERR_FORMAT, "%s", err.msg); /* its one image failed */
     cr_assert_eq(n_images(st), 0, "the outside image was kept as the job's");
     cr_assert_eq(support_sh("grep -q 'leads out of the output folder' %s/failed.csv", out_dir),
                  0);
@@ -180,5 +180,27 @@ Test(generate_trust, model_folder_with_a_link_out_is_refused_when_run, .timeout 
     cr_assert_eq(support_sh("rm %s/unet && cp -r %s/unet %s/unet", model, outside, model), 0);
     cr_assert_eq(run_p1(st, &err), 0, "%s", err.msg);
     cr_assert_eq(n_images(st), 1);
+    store_close(st);
+}
+
+/* Not a trust rule, but the job's end (qa15): a job in which every image failed has not
+ * succeeded. */
+Test(generate_trust, a_job_that_makes_no_image_fails, .timeout = 120) {
+    Store *st = support_store_open(ws, "t.db", NULL, 0);
+    Err err = {0};
+    /* DDIM with the fixture's steps_offset 1: 1000 steps start past the last timestep, an
+     * error for every image */
+    const char *names[] = {"model", "prompt", "seeds", "steps", "scheduler", "out", "device"};
+    const char *values[] = {model, "a red fox", "0,1", "1000", "ddim", out_dir, "cpu"};
+    int64_t id;
+    int rc = support_run_job(st, "generate", 7, names, values, 0, &id, &err);
+    cr_assert_eq(rc, ERR_FORMAT, "%d %s", rc, err.msg);
+    cr_assert(strstr(err.msg, "no image made: all 2 failed"), "%s", err.msg);
+    cr_assert(support_job_log_has(st, id, "past the model's last"));
+    /* settings an image can be made with: it succeeds */
+    values[2] = "0";
+    values[3] = "2";
+    cr_assert_eq(support_run_job(st, "generate", 7, names, values, 0, &id, &err), 0, "%s",
+                 err.msg);
     store_close(st);
 }
