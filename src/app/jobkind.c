@@ -208,8 +208,10 @@ static int find_spec(const JobParams *p, const char *name) {
     return -1;
 }
 
-/* Apply defaults to what is still unset; a required one missing is an error. */
-static int fill_defaults(JobParams *p, Err *err) {
+/* Apply defaults to what is still unset; a required one missing is an error. ABS_PATHS: a
+ * PATH default made absolute like a given one (qa15: a queued generate job's default --out
+ * "generated" went to the worker's folder, not the one it was queued in). */
+static int fill_defaults(JobParams *p, int abs_paths, Err *err) {
     for (int i = 0; i < p->n; i++) {
         if (p->v[i].text)
             continue;
@@ -217,7 +219,7 @@ static int fill_defaults(JobParams *p, Err *err) {
         if (!sp->def)
             return err_set(err, ERR_USAGE, "%s: --%s is required (%s: %s)", p->kind->name,
                            sp->name, type_name(sp->type), sp->help);
-        int rc = set_value(p->kind, &p->v[i], sp->def, 0, err);
+        int rc = set_value(p->kind, &p->v[i], sp->def, abs_paths, err);
         ASSERT(rc == 0); /* a default that does not parse is a bug in the kind */
     }
     return 0;
@@ -249,7 +251,7 @@ int job_params_parse(const JobKind *k, int n, const char *const *names,
         if ((rc = set_value(k, &p->v[i], values[j], 1, err)))
             goto out_free;
     }
-    if ((rc = fill_defaults(p, err)))
+    if ((rc = fill_defaults(p, 1, err)))
         goto out_free;
     if (k->validate && (rc = k->validate(p, err)))
         goto out_free;
@@ -299,7 +301,7 @@ int job_params_from_json(const JobKind *k, const char *json, JobParams **out, Er
         if (rc)
             goto out_free;
     }
-    if ((rc = fill_defaults(p, err)))
+    if ((rc = fill_defaults(p, 0, err)))
         goto out_free;
     json_decref(root);
     *out = p;

@@ -131,3 +131,25 @@ Test(genqa, a_prompt_id_the_store_has_with_another_text_is_refused_first) {
     free(after);
     free(err);
 }
+
+/* Queued in the workspace with the default --out (generated), run by a worker started in
+ * another folder: the images go where the user queued them, as every given path does. */
+Test(genqa, a_queued_jobs_default_out_is_the_queuers_folder, .timeout = 120) {
+    char easel[512], *out = NULL, *err = NULL;
+    support_easel_path(easel, sizeof easel);
+    cr_assert_eq(support_run(tmpdir, &out, &err, "%s --db %s generate --model %s --steps 1 "
+                             "--size 64x64 --device cpu --prompt 'a red fox' --seed 3 --queue",
+                             easel, dbpath, model), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(support_run("/", &out, &err, "%s --db %s worker --threads 1 --until-idle",
+                             easel, dbpath), 0, "%s", err);
+    free(out);
+    cr_assert(!strstr(err, "refused"), "%s", err);
+    free(err);
+    cr_assert_eq(support_sh("test -f %s/generated/metadata.csv && "
+                            "test $(find %s/generated -name 3.png | wc -l) -eq 1", tmpdir,
+                            tmpdir), 0);
+    cr_assert_eq(support_sql_num(dbpath, "SELECT count(*) FROM jobs WHERE state = 'succeeded'"),
+                 1);
+}
