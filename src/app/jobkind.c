@@ -138,6 +138,37 @@ static char *absolute_path(const char *path) {
     return xasprintf("%s/%s", buf, path);
 }
 
+/* qa15: TEXT of string parameter NAME with the paths it names made absolute, as PATH values
+ * are: a model folder or file that exists here (JOB_REF_DIFFUSION_MODEL; a registered name
+ * is no path here), each FILE of FILE[:SCALE],... (JOB_REF_PATH_LIST). Malloc'd. */
+static char *absolute_refs(const JobKind *k, const char *name, const char *text) {
+    JobParamRef ref = JOB_REF_NONE;
+    for (int j = 0; k->refs && k->refs[j].param; j++)
+        if (strcmp(k->refs[j].param, name) == 0)
+            ref = k->refs[j].ref;
+    if (ref == JOB_REF_DIFFUSION_MODEL)
+        return access(text, F_OK) == 0 ? absolute_path(text) : xstrdup(text);
+    if (ref != JOB_REF_PATH_LIST || !text[0])
+        return xstrdup(text);
+    char *copy = xstrdup(text), *save = NULL, *res = xstrdup("");
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *colon = strrchr(t, ':'), *end = NULL;
+        double scale = colon ? strtod(colon + 1, &end) : 0;
+        if (colon && end != colon + 1 && !*end && isfinite(scale))
+            *colon = '\0'; /* FILE:SCALE, read as the generate kind reads it */
+        else
+            colon = NULL;
+        char *abs = absolute_path(t), *next;
+        next = xasprintf("%s%s%s%s%s", res, res[0] ? "," : "", abs, colon ? ":" : "",
+                         colon ? colon + 1 : "");
+        free(abs);
+        free(res);
+        res = next;
+    }
+    free(copy);
+    return res;
+}
+
 /* Set V from TEXT, checking its type. ABS_PATHS: make PATH values absolute. */
 static int set_value(const JobKind *k, ParamValue *v, const char *text, int abs_paths,
                      Err *err) {
@@ -185,7 +216,7 @@ static int set_value(const JobKind *k, ParamValue *v, const char *text, int abs_
         v->text = abs_paths ? absolute_path(text) : xstrdup(text);
         break;
     case JOB_PARAM_STRING:
-        v->text = xstrdup(text);
+        v->text = abs_paths ? absolute_refs(k, sp->name, text) : xstrdup(text);
         break;
     }
     return 0;

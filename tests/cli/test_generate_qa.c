@@ -153,3 +153,31 @@ Test(genqa, a_queued_jobs_default_out_is_the_queuers_folder, .timeout = 120) {
     cr_assert_eq(support_sql_num(dbpath, "SELECT count(*) FROM jobs WHERE state = 'succeeded'"),
                  1);
 }
+
+/* The same with a relative --model folder and --lora FILE:SCALE. */
+Test(genqa, a_queued_jobs_relative_model_and_lora_are_the_queuers, .timeout = 120) {
+    char easel[512], *out = NULL, *err = NULL;
+    support_easel_path(easel, sizeof easel);
+    cr_assert_eq(support_sh("cp -r %s %s/m && cp tests/gen/fixtures/pipeline_sd_lora.safetensors"
+                            " %s/l.safetensors", model, tmpdir, tmpdir), 0);
+    cr_assert_eq(support_run(tmpdir, &out, &err, "%s --db %s generate --model m --lora "
+                             "l.safetensors:0.5 --steps 1 --size 64x64 --device cpu --prompt "
+                             "'a red fox' --seed 4 --out o --queue", easel, dbpath), 0, "%s",
+                 err);
+    free(out);
+    free(err);
+    cr_assert_eq(support_run("/", &out, &err, "%s --db %s worker --threads 1 --until-idle",
+                             easel, dbpath), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(support_sql_num(dbpath, "SELECT count(*) FROM jobs WHERE state = 'succeeded'"),
+                 1);
+    cr_assert_eq(support_sh("test $(find %s/o -name 4.png | wc -l) -eq 1", tmpdir), 0);
+    char *p = NULL;
+    cr_assert_eq(support_run(NULL, &p, NULL, "sqlite3 %s \"SELECT params FROM jobs\"", dbpath),
+                 0);
+    char want[256];
+    snprintf(want, sizeof want, "/l.safetensors:0.5\"");
+    cr_assert(strstr(p, want) && !strstr(p, "\"lora\":\"l.safetensors"), "%s", p);
+    free(p);
+}
