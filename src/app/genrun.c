@@ -106,6 +106,43 @@ int gen_parse_shard(const char *s, int *k, int *n, Err *err) {
     return 0;
 }
 
+/* The shallowest folder of PATH (PATH itself included) that does not exist, or NULL when
+ * PATH exists (malloc'd). */
+static char *first_missing(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) == 0)
+        return NULL;
+    char *buf = xstrdup(path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        int there = stat(buf, &sb) == 0;
+        *p = '/';
+        if (!there) {
+            *p = '\0';
+            return buf;
+        }
+    }
+    return buf;
+}
+
+/* Remove the empty folders PATH and its parents up to FRESH (first_missing's), which a run
+ * made; one that is not empty stays. */
+static void remove_fresh(const char *path, const char *fresh) {
+    char *buf = xstrdup(path);
+    size_t n = strlen(fresh);
+    for (size_t k = strlen(buf); k > 1 && buf[k - 1] == '/'; k--)
+        buf[k - 1] = '\0';
+    while (strlen(buf) >= n && rmdir(buf) == 0) {
+        char *slash = strrchr(buf, '/');
+        if (!slash || slash == buf)
+            break;
+        *slash = '\0';
+    }
+    free(buf);
+}
+
 static int mkdir_p(const char *path, Err *err) {
     char *buf = xstrdup(path);
     int rc = 0;
@@ -590,9 +627,12 @@ int gen_run(const GenRunOpts *o, GenRunReport *rep, Err *err) {
             return err_set(err, ERR_USAGE, "prompt id '%s' cannot name a folder: use letters, "
                            "digits, '_', '-' and '.' only (it becomes {out}/{prompt_id}/)",
                            o->items[i].prompt_id);
+    char *fresh = first_missing(o->out_dir); /* qa15: what this run creates */
     int rc = mkdir_p(o->out_dir, err);
-    if (rc)
+    if (rc) {
+        free(fresh);
         return rc;
+    }
     Run r = {.o = o};
     if (o->job_id && !(r.out_real = trust_resolve_path(o->out_dir)))
         return err_set(err, ERR_IO, "%s: cannot resolve the output folder", o->out_dir);
@@ -713,7 +753,13 @@ int gen_run(const GenRunOpts *o, GenRunReport *rep, Err *err) {
             }
         }
     }
-    if (!rc || rc == ERR_CANCELLED || all_lost) {
+    if (all_lost && r.n_unopened == rep->workers && fresh) {
+        /* qa15: nothing could start (a model that does not load) in a folder this run made:
+         * it leaves nothing behind, not even the folder */
+        remove_fresh(o->out_dir, fresh);
+        free(rep->metadata);
+        rep->metadata = NULL;
+    } else if (!rc || rc == ERR_CANCELLED || all_lost) {
         /* the CSVs exist after any run, even one with nothing */
         Err e = {0};
         int wrc = write_csvs(&r, &e);
@@ -741,6 +787,7 @@ int gen_run(const GenRunOpts *o, GenRunReport *rep, Err *err) {
     free(r.meta_path);
     free(r.fail_path);
     free(r.out_real);
+    free(fresh);
     return rc;
 }
 

@@ -181,3 +181,28 @@ Test(genqa, a_queued_jobs_relative_model_and_lora_are_the_queuers, .timeout = 12
     cr_assert(strstr(p, want) && !strstr(p, "\"lora\":\"l.safetensors"), "%s", p);
     free(p);
 }
+
+/* A model that does not load: the error names the file and tensor, and nothing is written
+ * (not even the --out folder, nor its parents this run would have made); an --out that was
+ * there keeps what it held. */
+Test(genqa, a_model_that_does_not_load_writes_nothing) {
+    char args[1024], *err = NULL;
+    cr_assert_eq(support_sh("truncate -s 100000 %s/unet/diffusion_pytorch_model.safetensors",
+                            model), 0);
+    snprintf(args, sizeof args, "--prompt 'a red fox' --seed 1 --out %s/new/o/", tmpdir);
+    char *before = dump();
+    cr_assert_eq(gen(args, &err), 1, "%s", err);
+    cr_assert(strstr(err, "unet/diffusion_pytorch_model.safetensors: truncated: tensor '"),
+              "%s", err);
+    free(err);
+    cr_assert_eq(support_sh("! test -e %s/new", tmpdir), 0, "the folders it made are left");
+    cr_assert_eq(support_sh("mkdir -p %s/had && echo x > %s/had/notes", tmpdir, tmpdir), 0);
+    snprintf(args, sizeof args, "--prompt 'a red fox' --seed 1 --out %s/had", tmpdir);
+    cr_assert_eq(gen(args, &err), 1, "%s", err);
+    free(err);
+    cr_assert_eq(support_sh("test -f %s/had/notes", tmpdir), 0);
+    char *after = dump();
+    cr_assert_str_eq(before, after);
+    free(before);
+    free(after);
+}
