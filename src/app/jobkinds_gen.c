@@ -397,11 +397,19 @@ static int load_work(Store *st, const JobParams *p, Work *w, Err *err) {
         size_t np = 0;
         if ((rc = store_prompts_list(st, &ps, &np, err)))
             goto out;
-        for (size_t i = 0; i < np; i++)
-            if (ps[i].text && ps[i].text[0]) /* prompts known by id only have no text */
+        for (size_t i = 0; i < np && !rc; i++) {
+            if (!ps[i].text || !ps[i].text[0]) /* prompts known by id only have no text */
+                continue;
+            if (!gen_prompt_id_ok(ps[i].ext_id)) /* qa15: say where it is and what to do */
+                rc = err_set(err, ERR_FORMAT, "generate --from-store: the store's prompt '%s' "
+                             "has an id that cannot name a folder (letters, digits, '_', '-' "
+                             "and '.' only): write the prompts out ('easel export prompts'), "
+                             "give it another id and use --prompts FILE", ps[i].ext_id);
+            else
                 work_add(w, ps[i].ext_id, ps[i].text, seeds, ns);
+        }
         store_prompts_free(ps, np);
-        if (!w->n)
+        if (!rc && !w->n)
             rc = err_set(err, ERR_NOTFOUND, "generate --from-store: the store has no prompt "
                          "with text (easel import prompts FILE)");
     }

@@ -206,3 +206,21 @@ Test(genqa, a_model_that_does_not_load_writes_nothing) {
     free(before);
     free(after);
 }
+
+/* --from-store with a prompt whose id (imported as it was) cannot be a folder: the error says
+ * it is the store's and what to do. */
+Test(genqa, from_store_with_an_id_that_cannot_be_a_folder_says_what_to_do) {
+    char path[256], args[512], *err = NULL, *out = NULL;
+    support_write_file(tmpdir, "p.csv", "prompt_id,prompt\nok1,a cat\nbad id/x,a dog\n", path,
+                       sizeof path);
+    cr_assert_eq(support_run(NULL, &out, &err, "bin/easel --db %s import prompts %s", dbpath,
+                             path), 0, "%s", err);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "--from-store --seed 1 --out %s/o", tmpdir);
+    cr_assert_eq(gen(args, &err), 1, "%s", err);
+    cr_assert(strstr(err, "the store's prompt 'bad id/x' has an id that cannot name a folder") &&
+              strstr(err, "easel export prompts"), "%s", err);
+    free(err);
+    cr_assert_eq(support_sh("! test -e %s/o", tmpdir), 0);
+}
