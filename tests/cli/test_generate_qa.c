@@ -224,3 +224,24 @@ Test(genqa, from_store_with_an_id_that_cannot_be_a_folder_says_what_to_do) {
     free(err);
     cr_assert_eq(support_sh("! test -e %s/o", tmpdir), 0);
 }
+
+/* Seeds: each once, and each one the store's signed 64-bit column holds as it is. */
+Test(genqa, seeds_given_twice_or_past_int64_are_refused) {
+    char args[512], *err = NULL;
+    snprintf(args, sizeof args, "--prompt 'a red fox' --seeds 1,2,1 --out %s/o", tmpdir);
+    cr_assert_eq(gen(args, &err), 2, "%s", err); /* a usage error */
+    cr_assert(strstr(err, "--seeds 1,2,1: seed 1 is given twice"), "%s", err);
+    free(err);
+    snprintf(args, sizeof args, "--prompt 'a red fox' --seeds 9223372036854775808 --out %s/o",
+             tmpdir);
+    cr_assert_eq(gen(args, &err), 2, "%s", err);
+    cr_assert(strstr(err, "from 0 to 9223372036854775807"), "%s", err);
+    free(err);
+    cr_assert_eq(support_sh("! test -e %s/o", tmpdir), 0);
+    snprintf(args, sizeof args, "--prompt 'a red fox' --seeds 9223372036854775807 --out %s/o",
+             tmpdir);
+    cr_assert_eq(gen(args, &err), 0, "%s", err);
+    free(err);
+    cr_assert_eq(support_sql_num(dbpath, "SELECT count(*) FROM images WHERE seed = "
+                                 "9223372036854775807"), 1);
+}
