@@ -141,11 +141,15 @@ static char *absolute_path(const char *path) {
 /* qa15: TEXT of string parameter NAME with the paths it names made absolute, as PATH values
  * are: a model folder or file that exists here (JOB_REF_DIFFUSION_MODEL; a registered name
  * is no path here), each FILE of FILE[:SCALE],... (JOB_REF_PATH_LIST). Malloc'd. */
-static char *absolute_refs(const JobKind *k, const char *name, const char *text) {
-    JobParamRef ref = JOB_REF_NONE;
+static JobParamRef ref_of(const JobKind *k, const char *name) {
     for (int j = 0; k->refs && k->refs[j].param; j++)
         if (strcmp(k->refs[j].param, name) == 0)
-            ref = k->refs[j].ref;
+            return k->refs[j].ref;
+    return JOB_REF_NONE;
+}
+
+static char *absolute_refs(const JobKind *k, const char *name, const char *text) {
+    JobParamRef ref = ref_of(k, name);
     if (ref == JOB_REF_DIFFUSION_MODEL)
         return access(text, F_OK) == 0 ? absolute_path(text) : xstrdup(text);
     if (ref != JOB_REF_PATH_LIST || !text[0])
@@ -278,6 +282,19 @@ int job_params_parse(const JobKind *k, int n, const char *const *names,
             rc = err_set(err, ERR_USAGE, "%s: unknown parameter --%s (parameters: %s)", k->name,
                          names[j], known);
             goto out_free;
+        }
+        if (p->v[i].text) { /* qa15: given again (jobs add --lora A --lora B kept only B) */
+            if (ref_of(k, names[j]) != JOB_REF_PATH_LIST) {
+                rc = err_set(err, ERR_USAGE, "%s: --%s given twice ('%s' and '%s'); give it "
+                             "once", k->name, names[j], p->v[i].text, values[j]);
+                goto out_free;
+            }
+            char *both = xasprintf("%s,%s", p->v[i].text, values[j]); /* a list: both */
+            rc = set_value(k, &p->v[i], both, 1, err);
+            free(both);
+            if (rc)
+                goto out_free;
+            continue;
         }
         if ((rc = set_value(k, &p->v[i], values[j], 1, err)))
             goto out_free;

@@ -40,7 +40,8 @@ static const JobParamSpec gen_params[] = {
     {"scheduler", JOB_PARAM_STRING, "", "euler, euler_a, ddim, dpmpp_2m or dpmpp_2m_karras; "
      "default the model's scheduler_config.json", NULL},
     {"negative", JOB_PARAM_STRING, "", "negative prompt", NULL},
-    {"lora", JOB_PARAM_STRING, "", "LoRA .safetensors FILE[:SCALE], several joined by ','", NULL},
+    {"lora", JOB_PARAM_STRING, "", "LoRA .safetensors FILE[:SCALE]; --lora again for another",
+     NULL},
     {"latents", JOB_PARAM_PATH, "", "initial latents for every image (diffusers' latents=): a "
      ".safetensors file of one tensor (1,4,H/8,W/8) or (4,H/8,W/8), before the scheduler's "
      "init_noise_sigma; the seeds then drive only the ancestral noise", NULL},

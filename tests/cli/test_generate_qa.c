@@ -245,3 +245,30 @@ Test(genqa, seeds_given_twice_or_past_int64_are_refused) {
     cr_assert_eq(support_sql_num(dbpath, "SELECT count(*) FROM images WHERE seed = "
                                  "9223372036854775807"), 1);
 }
+
+/* `jobs add generate` with a flag given twice: two LoRAs are both kept (the last alone was),
+ * anything else is refused (the last silently won). */
+Test(genqa, jobs_add_with_a_flag_given_twice) {
+    char easel[512], *out = NULL, *err = NULL;
+    support_easel_path(easel, sizeof easel);
+    cr_assert_eq(support_sh("cp tests/gen/fixtures/pipeline_sd_lora.safetensors %s/a.safetensors"
+                            " && cp %s/a.safetensors %s/b.safetensors", tmpdir, tmpdir, tmpdir),
+                 0);
+    cr_assert_eq(support_run(tmpdir, &out, &err, "%s --db %s jobs add generate --model %s "
+                             "--prompt cat --device cpu --lora a.safetensors --lora "
+                             "b.safetensors:0.5", easel, dbpath, model), 0, "%s", err);
+    free(out);
+    free(err);
+    char *p = NULL;
+    cr_assert_eq(support_run(NULL, &p, NULL, "sqlite3 %s \"SELECT params FROM jobs\"", dbpath),
+                 0);
+    cr_assert(strstr(p, "/a.safetensors,") && strstr(p, "/b.safetensors:0.5\""), "%s", p);
+    free(p);
+    cr_assert_eq(support_run(tmpdir, &out, &err, "%s --db %s jobs add generate --model %s "
+                             "--prompt cat --device cpu --steps 2 --steps 3", easel, dbpath,
+                             model), 2, "%s", err); /* a usage error */
+    cr_assert(strstr(err, "--steps given twice ('2' and '3')"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(support_sql_num(dbpath, "SELECT count(*) FROM jobs"), 1);
+}
