@@ -73,7 +73,7 @@ struct Run {
     atomic_int stop;         /* cancel or a coordinator error: workers stop within a step */
     Worker *w;
     int n_workers;
-    char *out_real;          /* a job's: out_dir resolved; its images must stay under it */
+    char *out_real;          /* o->confine: out_dir resolved; images must stay under it */
 };
 
 int gen_prompt_id_ok(const char *s) {
@@ -634,7 +634,7 @@ int gen_run(const GenRunOpts *o, GenRunReport *rep, Err *err) {
         return rc;
     }
     Run r = {.o = o};
-    if (o->job_id && !(r.out_real = trust_resolve_path(o->out_dir)))
+    if (o->confine && !(r.out_real = trust_resolve_path(o->out_dir)))
         return err_set(err, ERR_IO, "%s: cannot resolve the output folder", o->out_dir);
     r.idx = xcalloc(o->n_items ? o->n_items : 1, sizeof *r.idx);
     for (size_t i = 0; i < o->n_items; i++)

@@ -436,6 +436,18 @@ static char *checkpoint_encoder(const char *dir) {
     return res;
 }
 
+/* The name of the one registered diffusion model (what an empty --model means), else NULL.
+ * Caller frees. */
+static char *only_diffusion_model(Store *st) {
+    StoreModel *v = NULL;
+    int n = 0;
+    char *res = NULL;
+    if (store_model_list(st, "diffusion", &v, &n, NULL) == 0 && n == 1)
+        res = xstrdup(v[0].name);
+    store_model_list_free(v, n);
+    return res;
+}
+
 int job_params_check_trust(Store *st, const JobParams *p, const char *checkpoint, Err *err) {
     char what[96];
     int rc = 0;
@@ -460,18 +472,21 @@ int job_params_check_trust(Store *st, const JobParams *p, const char *checkpoint
             rc = trust_check_path(st, what, dir, err);
             free(dir);
         } else if (ref == JOB_REF_ENCODER) {
-            rc = check_encoder(st, what, text, err);        } else if (ref == JOB_REF_DIFFUSION_MODEL && text[0]) { /* issue 15 */
+            rc = check_encoder(st, what, text, err);        } else if (ref == JOB_REF_DIFFUSION_MODEL) { /* issue 15 */
             StoreModel m = {0};
-            int reg = store_model_get(st, "diffusion", text, &m, NULL) == 0;
-            rc = trust_check_path(st, what, reg ? m.path : text, err);
+            char *name = text[0] ? xstrdup(text) : only_diffusion_model(st);
+            int reg = name && store_model_get(st, "diffusion", name, &m, NULL) == 0;
+            if (reg || text[0]) /* none given: the one registered (qa15: it went unchecked) */
+                rc = trust_check_path(st, what, reg ? m.path : text, err);
             json_t *cfg = !rc && reg && m.config ? json_loads(m.config, 0, NULL) : NULL;
             const char *tok = json_string_value(json_object_get(cfg, "tokenizer"));
             if (tok) { /* qa15: a registered single file's tokenizer folder is read too */
                 char w2[192];
-                snprintf(w2, sizeof w2, "%s (tokenizer of model '%s')", what, text);
+                snprintf(w2, sizeof w2, "%s (tokenizer of model '%s')", what, name);
                 rc = trust_check_path(st, w2, tok, err);
             }
             json_decref(cfg);
+            free(name);
             store_model_deinit(&m);
         } else if (ref == JOB_REF_PATH_LIST && text[0]) {
             char *copy = xstrdup(text), *save = NULL;

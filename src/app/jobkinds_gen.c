@@ -614,9 +614,9 @@ static int trust_check_tree(Store *st, const char *what, const char *path, int d
     return rc;
 }
 
-static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char *device,
-                       const int *gpus, int n_gpus, const Progress *pr, GenRunReport *rep,
-                       Err *err) {
+static int gen_execute(Store *st, int64_t job_id, int in_job, const JobParams *p,
+                       const char *device, const int *gpus, int n_gpus, const Progress *pr,
+                       GenRunReport *rep, Err *err) {
     memset(rep, 0, sizeof *rep);
     Work w = {0};
     char *mpath = NULL, *mname = NULL;
@@ -635,10 +635,10 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
     char *tok = NULL, *pred = NULL; /* sf15: what a single file lacks */
     if (!rc)
         model_extras(st, p, mname, mpath, &tok, &pred);
-    if (!rc && job_id) /* qa15: every file of the model a job reads, and the tokenizer (a
+    if (!rc && in_job) /* qa15: every file of the model a job reads, and the tokenizer (a
                         * registered CLIP model's folder for a single file) */
         rc = trust_check_tree(st, "generate --model", mpath, 0, err);
-    if (!rc && job_id && tok)
+    if (!rc && in_job && tok)
         rc = trust_check_tree(st, "generate tokenizer", tok, 0, err);
     if (rc)
         goto out;
@@ -707,7 +707,7 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
                     .gpu_id = gpu_id[0] ? gpu_id : NULL,
                     .shard_k = shard_k, .shard_n = shard_n, .width = width, .height = height,
                     .steps = steps, .guidance = guidance, .settings = settings, .store = st,
-                    .job_id = job_id, .gen = pipe_image, .progress = pr,
+                    .job_id = job_id, .confine = in_job, .gen = pipe_image, .progress = pr,
                     .n_workers = n_workers, .open = pipe_open, .close = pipe_close,
                     .open_user = &gs, .worker_ids = (const char *const *)labels};
     if (n_workers > 1) {
@@ -732,6 +732,11 @@ out:
 
 int gen_job_execute(Store *st, const JobParams *p, int max_gpus, const Progress *pr,
                     GenRunReport *rep, Err *err) {
+    return gen_job_execute_in(st, p, max_gpus, 0, pr, rep, err);
+}
+
+int gen_job_execute_in(Store *st, const JobParams *p, int max_gpus, int in_job,
+                       const Progress *pr, GenRunReport *rep, Err *err) {
     /* auto and cuda: every GPU this machine has (NVML's count, as `easel gpus` shows them) */
     int kind = BACKEND_SPEC_AUTO, index = 0, n = 0;
     int *gpus = NULL;
@@ -750,7 +755,7 @@ int gen_job_execute(Store *st, const JobParams *p, int max_gpus, const Progress 
                 gpus[i] = i;
         }
     }
-    int rc = gen_execute(st, 0, p, job_param_str(p, "device"), gpus, n, pr, rep, err);
+    int rc = gen_execute(st, 0, in_job, p, job_param_str(p, "device"), gpus, n, pr, rep, err);
     free(gpus);
     return rc;
 }
@@ -766,7 +771,7 @@ static int gen_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     /* no GPU from the scheduler: auto is the CPU (a GPU only through the scheduler); cuda as
      * asked, which on a machine without a GPU runs on the CPU and says so. Given GPUs: one
      * worker on each, whatever cuda:N said (the scheduler hands out the free ones). */
-    int rc = gen_execute(job_store(ctx), job_id(ctx), p,
+    int rc = gen_execute(job_store(ctx), job_id(ctx), 1, p,
                          n_gpus == 0 && strcmp(device, "auto") == 0 ? "cpu" : device, gpus,
                          n_gpus, &h, &rep, err);
     job_log(ctx, "%zu images: %zu generated (%zu redone), %zu kept, %zu failed; %s", rep.total,

@@ -204,3 +204,18 @@ Test(generate_trust, a_job_that_makes_no_image_fails, .timeout = 120) {
                  err.msg);
     store_close(st);
 }
+
+/* No --model: the one registered model is used, and its folder is checked like a named one. */
+Test(generate_trust, the_one_registered_model_is_checked_when_none_is_named) {
+    Store *st = support_store_open(ws, "t.db", NULL, 0);
+    Err err = {0};
+    char far[256];
+    snprintf(far, sizeof far, "%s/tiny-sd", outside);
+    cr_assert_eq(support_sh("cp -r %s %s", FIX_SD, far), 0);
+    cr_assert_eq(store_model_add(st, "diffusion", "far", far, NULL, &err), 0, "%s", err.msg);
+    const char *names[] = {"prompt", "out", "device"};
+    const char *values[] = {"x", out_dir, "cpu"};
+    cr_assert_eq(queue_gen(st, 3, names, values, &err), ERR_DENIED, "%s", err.msg);
+    cr_assert(strstr(err.msg, "generate --model") && strstr(err.msg, outside), "%s", err.msg);
+    store_close(st);
+}
