@@ -427,6 +427,27 @@ out:
     return rc;
 }
 
+/* The name of the registered diffusion model whose folder or file is PATH (symlinks
+ * resolved), else NULL (malloc'd): a path to it gets its registered settings (a single
+ * file's tokenizer and prediction), as a job queued with its name does (jobs make a name
+ * that is also a path here absolute when queued). */
+static char *registered_at(Store *st, const char *path) {
+    char *real = realpath(path, NULL), *res = NULL;
+    StoreModel *v = NULL;
+    int n = 0;
+    if (st && real && store_model_list(st, "diffusion", &v, &n, NULL) == 0) {
+        for (int i = 0; i < n && !res; i++) {
+            char *r2 = realpath(v[i].path, NULL);
+            if (r2 && strcmp(r2, real) == 0)
+                res = xstrdup(v[i].name);
+            free(r2);
+        }
+    }
+    store_model_list_free(v, n);
+    free(real);
+    return res;
+}
+
 /* The model's folder: a registered name, a folder, or the only registered one. */
 int gen_model_resolve(Store *st, const char *m, char **path, char **name, Err *err) {
     *path = *name = NULL;
@@ -441,7 +462,9 @@ int gen_model_resolve(Store *st, const char *m, char **path, char **name, Err *e
         struct stat sb;
         if (stat(m, &sb) == 0 && (S_ISDIR(sb.st_mode) || S_ISREG(sb.st_mode))) {
             *path = xstrdup(m);
-            *name = xstrdup(m);
+            *name = registered_at(st, m); /* qa15: a queued job's name made a path */
+            if (!*name)
+                *name = xstrdup(m);
             return 0;
         }
         return err_set(err, ERR_NOTFOUND, "--model %s: neither a registered diffusion model "

@@ -272,3 +272,24 @@ Test(genqa, jobs_add_with_a_flag_given_twice) {
     free(err);
     cr_assert_eq(support_sql_num(dbpath, "SELECT count(*) FROM jobs"), 1);
 }
+
+/* A registered single file named by its path (as a queued job's relative --model becomes):
+ * its registered tokenizer is used, and the images' settings name the model. */
+Test(genqa, a_registered_single_file_by_its_path_has_its_tokenizer) {
+    char easel[512], *out = NULL, *err = NULL;
+    support_easel_path(easel, sizeof easel);
+    cr_assert_eq(support_sh("cp tests/gen/fixtures/single/sd1.safetensors %s/one.safetensors",
+                            tmpdir), 0);
+    cr_assert_eq(support_run(tmpdir, &out, &err, "%s --db %s models add diffusion "
+                             "one.safetensors --tokenizer %s --name one", easel, dbpath, model),
+                 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(support_run(tmpdir, &out, &err, "%s --db %s generate --model one.safetensors "
+                             "--scheduler euler --prompt 'a red fox' --seed 1 --steps 1 "
+                             "--size 64x64 --device cpu --out o", easel, dbpath), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(support_sql_num(dbpath, "SELECT count(*) FROM images WHERE "
+                                 "json_extract(generator, '$.model') = 'one'"), 1);
+}
