@@ -472,7 +472,8 @@ int job_params_check_trust(Store *st, const JobParams *p, const char *checkpoint
             rc = trust_check_path(st, what, dir, err);
             free(dir);
         } else if (ref == JOB_REF_ENCODER) {
-            rc = check_encoder(st, what, text, err);        } else if (ref == JOB_REF_DIFFUSION_MODEL) { /* issue 15 */
+            rc = check_encoder(st, what, text, err);
+        } else if (ref == JOB_REF_DIFFUSION_MODEL) { /* issue 15 */
             StoreModel m = {0};
             char *name = text[0] ? xstrdup(text) : only_diffusion_model(st);
             int reg = name && store_model_get(st, "diffusion", name, &m, NULL) == 0;
