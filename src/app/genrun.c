@@ -20,6 +20,7 @@
 #include "sha256.h"
 #include "store_catalog.h"
 #include "store_jobs.h"
+#include "trust.h"
 
 enum { ST_PENDING, ST_HAVE, ST_FAILED };
 
@@ -72,6 +73,7 @@ struct Run {
     atomic_int stop;         /* cancel or a coordinator error: workers stop within a step */
     Worker *w;
     int n_workers;
+    char *out_real;          /* o->confine: out_dir resolved; images must stay under it */
 };
 
 int gen_prompt_id_ok(const char *s) {
@@ -104,6 +106,43 @@ int gen_parse_shard(const char *s, int *k, int *n, Err *err) {
     return 0;
 }
 
+/* The shallowest folder of PATH (PATH itself included) that does not exist, or NULL when
+ * PATH exists (malloc'd). */
+static char *first_missing(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) == 0)
+        return NULL;
+    char *buf = xstrdup(path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        int there = stat(buf, &sb) == 0;
+        *p = '/';
+        if (!there) {
+            *p = '\0';
+            return buf;
+        }
+    }
+    return buf;
+}
+
+/* Remove the empty folders PATH and its parents up to FRESH (first_missing's), which a run
+ * made; one that is not empty stays. */
+static void remove_fresh(const char *path, const char *fresh) {
+    char *buf = xstrdup(path);
+    size_t n = strlen(fresh);
+    for (size_t k = strlen(buf); k > 1 && buf[k - 1] == '/'; k--)
+        buf[k - 1] = '\0';
+    while (strlen(buf) >= n && rmdir(buf) == 0) {
+        char *slash = strrchr(buf, '/');
+        if (!slash || slash == buf)
+            break;
+        *slash = '\0';
+    }
+    free(buf);
+}
+
 static int mkdir_p(const char *path, Err *err) {
     char *buf = xstrdup(path);
     int rc = 0;
@@ -121,6 +160,10 @@ static int mkdir_p(const char *path, Err *err) {
             *p = c;
         }
     }
+    struct stat sb; /* qa15: an existing file of that name is no folder to write in */
+    if (!rc && (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)))
+        rc = err_set(err, ERR_IO, "%s: is a file, not a folder: move it away or give another "
+                     "--out", path);
     free(buf);
     return rc;
 }
@@ -317,6 +360,24 @@ static long take(Run *r) {
     }
 }
 
+/* qa15: a job's image path that leads out of its --out folder through a symlink (the
+ * prompt's folder or the image itself, made by whoever can write the workspace): the error
+ * (malloc'd), else NULL. The job's --out passed the trust rules; a worker must not read or
+ * write elsewhere through it (doc/annotators.md). */
+static char *escapes_out(const Run *r, const char *path) {
+    char *real = trust_resolve_path(path);
+    size_t n = strlen(r->out_real);
+    int inside = real && strncmp(real, r->out_real, n) == 0 &&
+                 (real[n] == '/' || (n == 1 && r->out_real[0] == '/'));
+    char *msg = inside ? NULL
+                       : xasprintf("%s leads out of the output folder %s (to %s, through a "
+                                   "symbolic link): a job reads and writes only inside its "
+                                   "--out; remove the link or give another --out",
+                                   path, r->out_real, real ? real : "a missing target");
+    free(real);
+    return msg;
+}
+
 /* One item: kept when its image is there and decodes, else made and written. */
 static Event *do_item(Worker *w, const Progress *steps, void *gen_user, long i) {
     Run *r = w->r;
@@ -325,7 +386,12 @@ static Event *do_item(Worker *w, const Progress *steps, void *gen_user, long i) 
     char *path = item_abs(r, it);
     int corrupt = 0;
     Event *ev;
-    if (image_ok(r, path, &corrupt)) {
+    char *outside = r->out_real ? escapes_out(r, path) : NULL;
+    if (outside) {
+        ev = event_new(EV_FAILED, w, i);
+        ev->code = ERR_DENIED;
+        ev->msg = outside;
+    } else if (image_ok(r, path, &corrupt)) {
         ev = event_new(EV_KEPT, w, i);
     } else {
         if (corrupt) {
@@ -561,10 +627,15 @@ int gen_run(const GenRunOpts *o, GenRunReport *rep, Err *err) {
             return err_set(err, ERR_USAGE, "prompt id '%s' cannot name a folder: use letters, "
                            "digits, '_', '-' and '.' only (it becomes {out}/{prompt_id}/)",
                            o->items[i].prompt_id);
+    char *fresh = first_missing(o->out_dir); /* qa15: what this run creates */
     int rc = mkdir_p(o->out_dir, err);
-    if (rc)
+    if (rc) {
+        free(fresh);
         return rc;
+    }
     Run r = {.o = o};
+    if (o->confine && !(r.out_real = trust_resolve_path(o->out_dir)))
+        return err_set(err, ERR_IO, "%s: cannot resolve the output folder", o->out_dir);
     r.idx = xcalloc(o->n_items ? o->n_items : 1, sizeof *r.idx);
     for (size_t i = 0; i < o->n_items; i++)
         if (!o->shard_n || (int)(i % (size_t)o->shard_n) == o->shard_k - 1)
@@ -682,7 +753,13 @@ int gen_run(const GenRunOpts *o, GenRunReport *rep, Err *err) {
             }
         }
     }
-    if (!rc || rc == ERR_CANCELLED || all_lost) {
+    if (all_lost && r.n_unopened == rep->workers && fresh) {
+        /* qa15: nothing could start (a model that does not load) in a folder this run made:
+         * it leaves nothing behind, not even the folder */
+        remove_fresh(o->out_dir, fresh);
+        free(rep->metadata);
+        rep->metadata = NULL;
+    } else if (!rc || rc == ERR_CANCELLED || all_lost) {
         /* the CSVs exist after any run, even one with nothing */
         Err e = {0};
         int wrc = write_csvs(&r, &e);
@@ -709,6 +786,8 @@ int gen_run(const GenRunOpts *o, GenRunReport *rep, Err *err) {
     free(r.idx);
     free(r.meta_path);
     free(r.fail_path);
+    free(r.out_real);
+    free(fresh);
     return rc;
 }
 

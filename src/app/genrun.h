@@ -92,6 +92,8 @@ typedef struct GenRunOpts {
     struct Store *store;     /* NULL: no rows (a shard on a machine without the store) */
     int64_t job_id;          /* the job running this (0 = none): each image's row is recorded
                               * as the job's (store_job_image_note: the Jobs screen's preview) */
+    int confine;             /* qa15: a job's run (another user's worker may run it): an image
+                              * path that leads out of out_dir (a symlink) fails, unread */
     GenImageFn gen;
     void *gen_user;
     /* Per image (unit "images", done counting kept ones) and, through the generator, per

@@ -139,6 +139,41 @@ static char *absolute_path(const char *path) {
     return xasprintf("%s/%s", buf, path);
 }
 
+/* qa15: TEXT of string parameter NAME with the paths it names made absolute, as PATH values
+ * are: a model folder or file that exists here (JOB_REF_DIFFUSION_MODEL; a registered name
+ * is no path here), each FILE of FILE[:SCALE],... (JOB_REF_PATH_LIST). Malloc'd. */
+static JobParamRef ref_of(const JobKind *k, const char *name) {
+    for (int j = 0; k->refs && k->refs[j].param; j++)
+        if (strcmp(k->refs[j].param, name) == 0)
+            return k->refs[j].ref;
+    return JOB_REF_NONE;
+}
+
+static char *absolute_refs(const JobKind *k, const char *name, const char *text) {
+    JobParamRef ref = ref_of(k, name);
+    if (ref == JOB_REF_DIFFUSION_MODEL)
+        return access(text, F_OK) == 0 ? absolute_path(text) : xstrdup(text);
+    if (ref != JOB_REF_PATH_LIST || !text[0])
+        return xstrdup(text);
+    char *copy = xstrdup(text), *save = NULL, *res = xstrdup("");
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *colon = strrchr(t, ':'), *end = NULL;
+        double scale = colon ? strtod(colon + 1, &end) : 0;
+        if (colon && end != colon + 1 && !*end && isfinite(scale))
+            *colon = '\0'; /* FILE:SCALE, read as the generate kind reads it */
+        else
+            colon = NULL;
+        char *abs = absolute_path(t), *next;
+        next = xasprintf("%s%s%s%s%s", res, res[0] ? "," : "", abs, colon ? ":" : "",
+                         colon ? colon + 1 : "");
+        free(abs);
+        free(res);
+        res = next;
+    }
+    free(copy);
+    return res;
+}
+
 /* Set V from TEXT, checking its type. ABS_PATHS: make PATH values absolute. */
 static int set_value(const JobKind *k, ParamValue *v, const char *text, int abs_paths,
                      Err *err) {
@@ -186,7 +221,7 @@ static int set_value(const JobKind *k, ParamValue *v, const char *text, int abs_
         v->text = abs_paths ? absolute_path(text) : xstrdup(text);
         break;
     case JOB_PARAM_STRING:
-        v->text = xstrdup(text);
+        v->text = abs_paths ? absolute_refs(k, sp->name, text) : xstrdup(text);
         break;
     }
     return 0;
@@ -209,8 +244,10 @@ static int find_spec(const JobParams *p, const char *name) {
     return -1;
 }
 
-/* Apply defaults to what is still unset; a required one missing is an error. */
-static int fill_defaults(JobParams *p, Err *err) {
+/* Apply defaults to what is still unset; a required one missing is an error. ABS_PATHS: a
+ * PATH default made absolute like a given one (qa15: a queued generate job's default --out
+ * "generated" went to the worker's folder, not the one it was queued in). */
+static int fill_defaults(JobParams *p, int abs_paths, Err *err) {
     for (int i = 0; i < p->n; i++) {
         if (p->v[i].text)
             continue;
@@ -218,7 +255,7 @@ static int fill_defaults(JobParams *p, Err *err) {
         if (!sp->def)
             return err_set(err, ERR_USAGE, "%s: --%s is required (%s: %s)", p->kind->name,
                            sp->name, type_name(sp->type), sp->help);
-        int rc = set_value(p->kind, &p->v[i], sp->def, 0, err);
+        int rc = set_value(p->kind, &p->v[i], sp->def, abs_paths, err);
         ASSERT(rc == 0); /* a default that does not parse is a bug in the kind */
     }
     return 0;
@@ -247,10 +284,23 @@ int job_params_parse(const JobKind *k, int n, const char *const *names,
                          names[j], known);
             goto out_free;
         }
+        if (p->v[i].text) { /* qa15: given again (jobs add --lora A --lora B kept only B) */
+            if (ref_of(k, names[j]) != JOB_REF_PATH_LIST) {
+                rc = err_set(err, ERR_USAGE, "%s: --%s given twice ('%s' and '%s'); give it "
+                             "once", k->name, names[j], p->v[i].text, values[j]);
+                goto out_free;
+            }
+            char *both = xasprintf("%s,%s", p->v[i].text, values[j]); /* a list: both */
+            rc = set_value(k, &p->v[i], both, 1, err);
+            free(both);
+            if (rc)
+                goto out_free;
+            continue;
+        }
         if ((rc = set_value(k, &p->v[i], values[j], 1, err)))
             goto out_free;
     }
-    if ((rc = fill_defaults(p, err)))
+    if ((rc = fill_defaults(p, 1, err)))
         goto out_free;
     if (k->validate && (rc = k->validate(p, err)))
         goto out_free;
@@ -300,7 +350,7 @@ int job_params_from_json(const JobKind *k, const char *json, JobParams **out, Er
         if (rc)
             goto out_free;
     }
-    if ((rc = fill_defaults(p, err)))
+    if ((rc = fill_defaults(p, 0, err)))
         goto out_free;
     json_decref(root);
     *out = p;
@@ -387,6 +437,18 @@ static char *checkpoint_encoder(const char *dir) {
     return res;
 }
 
+/* The name of the one registered diffusion model (what an empty --model means), else NULL.
+ * Caller frees. */
+static char *only_diffusion_model(Store *st) {
+    StoreModel *v = NULL;
+    int n = 0;
+    char *res = NULL;
+    if (store_model_list(st, "diffusion", &v, &n, NULL) == 0 && n == 1)
+        res = xstrdup(v[0].name);
+    store_model_list_free(v, n);
+    return res;
+}
+
 int job_params_check_trust(Store *st, const JobParams *p, const char *checkpoint, Err *err) {
     char what[96];
     int rc = 0;
@@ -411,18 +473,35 @@ int job_params_check_trust(Store *st, const JobParams *p, const char *checkpoint
             rc = trust_check_path(st, what, dir, err);
             free(dir);
         } else if (ref == JOB_REF_ENCODER) {
-            rc = check_encoder(st, what, text, err);        } else if (ref == JOB_REF_DIFFUSION_MODEL && text[0]) { /* issue 15 */
+            rc = check_encoder(st, what, text, err);
+        } else if (ref == JOB_REF_DIFFUSION_MODEL) { /* issue 15 */
             StoreModel m = {0};
-            int reg = store_model_get(st, "diffusion", text, &m, NULL) == 0;
-            rc = trust_check_path(st, what, reg ? m.path : text, err);
+            char *name = text[0] ? xstrdup(text) : only_diffusion_model(st);
+            int reg = name && store_model_get(st, "diffusion", name, &m, NULL) == 0;
+            if (reg || text[0]) /* none given: the one registered (qa15: it went unchecked) */
+                rc = trust_check_path(st, what, reg ? m.path : text, err);
+            json_t *cfg = !rc && reg && m.config ? json_loads(m.config, 0, NULL) : NULL;
+            const char *tok = json_string_value(json_object_get(cfg, "tokenizer"));
+            if (tok) { /* qa15: a registered single file's tokenizer folder is read too */
+                char w2[192];
+                snprintf(w2, sizeof w2, "%s (tokenizer of model '%s')", what, name);
+                rc = trust_check_path(st, w2, tok, err);
+            }
+            json_decref(cfg);
+            free(name);
             store_model_deinit(&m);
         } else if (ref == JOB_REF_PATH_LIST && text[0]) {
             char *copy = xstrdup(text), *save = NULL;
             for (char *t = strtok_r(copy, ",", &save); t && !rc; t = strtok_r(NULL, ",", &save)) {
-                char *colon = strrchr(t, ':');
-                if (colon && access(t, F_OK) != 0)
-                    *colon = '\0'; /* FILE:SCALE */
+                /* FILE:SCALE: the kind decides which it reads (a file "a:1" there or not), so
+                 * both "a:1" and "a" must pass (qa15: a symlink "a" leading out, beside a
+                 * file "a:1" inside, passed while the run read "a") */
                 rc = trust_check_path(st, what, t, err);
+                char *colon = strrchr(t, ':');
+                if (!rc && colon) {
+                    *colon = '\0';
+                    rc = trust_check_path(st, what, t, err);
+                }
             }
             free(copy);
         }

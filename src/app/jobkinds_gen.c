@@ -1,9 +1,11 @@
 /* jobkinds_gen — see jobkinds_gen.h. */
 #include "jobkinds_gen.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 #include "sha256.h"
 #include "store_catalog.h"
 #include "store_models.h"
+#include "trust.h"
 #include "unet.h"
 
 static const JobParamSpec gen_params[] = {
@@ -39,7 +42,7 @@ static const JobParamSpec gen_params[] = {
      "pndm; default the model's scheduler_config.json", NULL},
     {"negative", JOB_PARAM_STRING, "", "negative prompt", NULL},
     {"lora", JOB_PARAM_STRING, "", "LoRA .safetensors FILE[:SCALE] or adapter folder "
-     "DIR[:SCALE] (its pytorch_lora_weights.safetensors), several joined by ','", NULL},
+     "DIR[:SCALE] (its pytorch_lora_weights.safetensors); --lora again for another", NULL},
     {"latents", JOB_PARAM_PATH, "", "initial latents for every image (diffusers' latents=): a "
      ".safetensors file of one tensor (1,4,H/8,W/8) or (4,H/8,W/8), before the scheduler's "
      "init_noise_sigma; the seeds then drive only the ancestral noise", NULL},
@@ -77,8 +80,15 @@ static int parse_seeds(const char *s, uint64_t **seeds, size_t *n, Err *err) {
         if (*p < '0' || *p > '9')
             break;
         unsigned long long v = strtoull(p, &end, 10);
-        if (errno || (*end && *end != ',') || v > (1ULL << 63))
-            break;
+        if (errno || (*end && *end != ',') || v > (unsigned long long)INT64_MAX)
+            break; /* qa15: 2^63 passed, and the store's signed seed column made it negative */
+        for (size_t i = 0; i < *n; i++)
+            if ((*seeds)[i] == v) { /* qa15: one image, not two rows of it */
+                free(*seeds);
+                *seeds = NULL;
+                *n = 0;
+                return err_set(err, ERR_USAGE, "--seeds %s: seed %llu is given twice", s, v);
+            }
         *seeds = xrealloc(*seeds, (*n + 1) * sizeof **seeds);
         (*seeds)[(*n)++] = v;
         p = *end ? end + 1 : end;
@@ -93,8 +103,8 @@ static int parse_seeds(const char *s, uint64_t **seeds, size_t *n, Err *err) {
         free(*seeds);
         *seeds = NULL;
         *n = 0;
-        return err_set(err, ERR_USAGE, "--seeds %s: expected whole numbers separated by ',' "
-                       "(e.g. 0,1)", s);
+        return err_set(err, ERR_USAGE, "--seeds %s: expected whole numbers from 0 to "
+                       "9223372036854775807 separated by ',' (e.g. 0,1)", s);
     }
     return 0;
 }
@@ -318,6 +328,53 @@ static void work_free(Work *w) {
     free(w->items);
 }
 
+/* qa15: a prompt id names one folder and one prompt in the store, so before anything is
+ * generated: an id on two lines of FILE with two texts, or in the store with another text
+ * (store_prompt_add would refuse every image's row after it was made), is an error naming
+ * the lines; a row repeated as it is gets skip[r] = 1 (its images once). */
+typedef struct PromptRow {
+    const char *id;
+    size_t r;
+} PromptRow;
+
+static int prompt_row_cmp(const void *a, const void *b) {
+    const PromptRow *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : (x->r > y->r) - (x->r < y->r);
+}
+
+static int prompts_check(Store *st, const char *file, const CsvTable *t, int ci, int ct,
+                         char *skip, Err *err) {
+    size_t n = t->n_rows ? t->n_rows - 1 : 0;
+    PromptRow *v = xcalloc(n ? n : 1, sizeof *v);
+    for (size_t r = 1; r < t->n_rows; r++)
+        v[r - 1] = (PromptRow){t->rows[r].field[ci], r};
+    qsort(v, n, sizeof *v, prompt_row_cmp);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const CsvRow *row = &t->rows[v[i].r];
+        if (i && strcmp(v[i - 1].id, v[i].id) == 0) {
+            const CsvRow *first = &t->rows[v[i - 1].r];
+            if (strcmp(first->field[ct], row->field[ct]))
+                rc = err_set(err, ERR_FORMAT, "%s:%ld: prompt_id '%s' is on line %ld too, with "
+                             "another text: give each prompt its own id (its images go to "
+                             "{out}/%s/)", file, row->line, v[i].id, first->line, v[i].id);
+            else
+                skip[v[i].r] = 1; /* the same prompt again */
+            continue;
+        }
+        StorePrompt sp = {0};
+        if (st && store_prompt_by_ext(st, v[i].id, &sp, NULL) == 0 && sp.text && sp.text[0] &&
+            strcmp(sp.text, row->field[ct]))
+            rc = err_set(err, ERR_CONFLICT, "%s:%ld: prompt_id '%s' is in the store with "
+                         "another text (\"%.80s\"): give this prompt another id, or its text "
+                         "as the store has it", file, row->line, v[i].id, sp.text);
+        store_prompt_deinit(&sp);
+    }
+    free(v);
+    return rc;
+}
+
 static int load_work(Store *st, const JobParams *p, Work *w, Err *err) {
     uint64_t *seeds;
     size_t ns;
@@ -344,10 +401,15 @@ static int load_work(Store *st, const JobParams *p, Work *w, Err *err) {
                 rc = err_set(err, ERR_FORMAT, "%s:%ld: prompt_id '%s' cannot name a folder: "
                              "use letters, digits, '_', '-' and '.'", file, row->line,
                              row->field[ci]);
-            } else {
-                work_add(w, row->field[ci], row->field[ct], seeds, ns);
             }
         }
+        char *skip = xcalloc(t.n_rows ? t.n_rows : 1, 1);
+        if (!rc)
+            rc = prompts_check(st, file, &t, ci, ct, skip, err);
+        for (size_t r = 1; r < t.n_rows && !rc; r++)
+            if (!skip[r]) /* a row repeated as it is: once */
+                work_add(w, t.rows[r].field[ci], t.rows[r].field[ct], seeds, ns);
+        free(skip);
         fmt_csv_deinit(&t);
     } else if (*one) {
         StorePrompt sp = {0};
@@ -366,17 +428,46 @@ static int load_work(Store *st, const JobParams *p, Work *w, Err *err) {
         size_t np = 0;
         if ((rc = store_prompts_list(st, &ps, &np, err)))
             goto out;
-        for (size_t i = 0; i < np; i++)
-            if (ps[i].text && ps[i].text[0]) /* prompts known by id only have no text */
+        for (size_t i = 0; i < np && !rc; i++) {
+            if (!ps[i].text || !ps[i].text[0]) /* prompts known by id only have no text */
+                continue;
+            if (!gen_prompt_id_ok(ps[i].ext_id)) /* qa15: say where it is and what to do */
+                rc = err_set(err, ERR_FORMAT, "generate --from-store: the store's prompt '%s' "
+                             "has an id that cannot name a folder (letters, digits, '_', '-' "
+                             "and '.' only): write the prompts out ('easel export prompts'), "
+                             "give it another id and use --prompts FILE", ps[i].ext_id);
+            else
                 work_add(w, ps[i].ext_id, ps[i].text, seeds, ns);
+        }
         store_prompts_free(ps, np);
-        if (!w->n)
+        if (!rc && !w->n)
             rc = err_set(err, ERR_NOTFOUND, "generate --from-store: the store has no prompt "
                          "with text (easel import prompts FILE)");
     }
 out:
     free(seeds);
     return rc;
+}
+
+/* The name of the registered diffusion model whose folder or file is PATH (symlinks
+ * resolved), else NULL (malloc'd): a path to it gets its registered settings (a single
+ * file's tokenizer and prediction), as a job queued with its name does (jobs make a name
+ * that is also a path here absolute when queued). */
+static char *registered_at(Store *st, const char *path) {
+    char *real = realpath(path, NULL), *res = NULL;
+    StoreModel *v = NULL;
+    int n = 0;
+    if (st && real && store_model_list(st, "diffusion", &v, &n, NULL) == 0) {
+        for (int i = 0; i < n && !res; i++) {
+            char *r2 = realpath(v[i].path, NULL);
+            if (r2 && strcmp(r2, real) == 0)
+                res = xstrdup(v[i].name);
+            free(r2);
+        }
+    }
+    store_model_list_free(v, n);
+    free(real);
+    return res;
 }
 
 /* The model's folder: a registered name, a folder, or the only registered one. */
@@ -393,7 +484,9 @@ int gen_model_resolve(Store *st, const char *m, char **path, char **name, Err *e
         struct stat sb;
         if (stat(m, &sb) == 0 && (S_ISDIR(sb.st_mode) || S_ISREG(sb.st_mode))) {
             *path = xstrdup(m);
-            *name = xstrdup(m);
+            *name = registered_at(st, m); /* qa15: a queued job's name made a path */
+            if (!*name)
+                *name = xstrdup(m);
             return 0;
         }
         return err_set(err, ERR_NOTFOUND, "--model %s: neither a registered diffusion model "
@@ -558,9 +651,30 @@ static DType gen_weights_dtype(const char *param, int on_cuda) {
 }
 
 /* The generation P describes on the devices given (JOB_ID 0: the command). */
-static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char *device,
-                       const int *gpus, int n_gpus, const Progress *pr, GenRunReport *rep,
-                       Err *err) {
+/* qa15: PATH and, for a folder, everything in it (a model folder's unet/, vae/ ...; a
+ * symbolic link in it may lead anywhere) must pass the trust rules: a job's worker reads
+ * them. Folders are followed 6 levels deep (a diffusers model needs 2). */
+static int trust_check_tree(Store *st, const char *what, const char *path, int depth,
+                            Err *err) {
+    int rc = trust_check_path(st, what, path, err);
+    struct stat sb;
+    DIR *d = !rc && depth < 6 && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) ? opendir(path)
+                                                                            : NULL;
+    for (struct dirent *e; d && !rc && (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *sub = xasprintf("%s/%s", path, e->d_name);
+        rc = trust_check_tree(st, what, sub, depth + 1, err);
+        free(sub);
+    }
+    if (d)
+        closedir(d);
+    return rc;
+}
+
+static int gen_execute(Store *st, int64_t job_id, int in_job, const JobParams *p,
+                       const char *device, const int *gpus, int n_gpus, const Progress *pr,
+                       GenRunReport *rep, Err *err) {
     memset(rep, 0, sizeof *rep);
     Work w = {0};
     char *mpath = NULL, *mname = NULL;
@@ -579,6 +693,14 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
     char *tok = NULL, *pred = NULL; /* sf15: what a single file lacks */
     if (!rc)
         model_extras(st, p, mname, mpath, &tok, &pred);
+    if (!rc && in_job) /* qa15: every file of the model a job reads, and the tokenizer (a
+                        * registered CLIP model's folder for a single file) */
+        rc = trust_check_tree(st, "generate --model", mpath, 0, err);
+    if (!rc && in_job && tok)
+        rc = trust_check_tree(st, "generate tokenizer", tok, 0, err);
+    for (int i = 0; !rc && in_job && i < n_loras; i++) /* the adapter file a folder stands for
+                                                         * may be a link leading out */
+        rc = trust_check_path(st, "generate --lora", loras[i].path, err);
     if (rc)
         goto out;
     int width, height, dw, dh;
@@ -658,7 +780,7 @@ static int gen_execute(Store *st, int64_t job_id, const JobParams *p, const char
                     .gpu_id = gpu_id[0] ? gpu_id : NULL,
                     .shard_k = shard_k, .shard_n = shard_n, .width = width, .height = height,
                     .steps = steps, .guidance = guidance, .settings = settings, .store = st,
-                    .job_id = job_id, .gen = pipe_image, .progress = pr,
+                    .job_id = job_id, .confine = in_job, .gen = pipe_image, .progress = pr,
                     .n_workers = n_workers, .open = pipe_open, .close = pipe_close,
                     .open_user = &gs, .worker_ids = (const char *const *)labels};
     if (n_workers > 1) {
@@ -683,6 +805,11 @@ out:
 
 int gen_job_execute(Store *st, const JobParams *p, int max_gpus, const Progress *pr,
                     GenRunReport *rep, Err *err) {
+    return gen_job_execute_in(st, p, max_gpus, 0, pr, rep, err);
+}
+
+int gen_job_execute_in(Store *st, const JobParams *p, int max_gpus, int in_job,
+                       const Progress *pr, GenRunReport *rep, Err *err) {
     /* auto and cuda: every GPU this machine has (NVML's count, as `easel gpus` shows them) */
     int kind = BACKEND_SPEC_AUTO, index = 0, n = 0;
     int *gpus = NULL;
@@ -701,7 +828,7 @@ int gen_job_execute(Store *st, const JobParams *p, int max_gpus, const Progress 
                 gpus[i] = i;
         }
     }
-    int rc = gen_execute(st, 0, p, job_param_str(p, "device"), gpus, n, pr, rep, err);
+    int rc = gen_execute(st, 0, in_job, p, job_param_str(p, "device"), gpus, n, pr, rep, err);
     free(gpus);
     return rc;
 }
@@ -717,7 +844,7 @@ static int gen_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     /* no GPU from the scheduler: auto is the CPU (a GPU only through the scheduler); cuda as
      * asked, which on a machine without a GPU runs on the CPU and says so. Given GPUs: one
      * worker on each, whatever cuda:N said (the scheduler hands out the free ones). */
-    int rc = gen_execute(job_store(ctx), job_id(ctx), p,
+    int rc = gen_execute(job_store(ctx), job_id(ctx), 1, p,
                          n_gpus == 0 && strcmp(device, "auto") == 0 ? "cpu" : device, gpus,
                          n_gpus, &h, &rep, err);
     job_log(ctx, "%zu images: %zu generated (%zu redone), %zu kept, %zu failed; %s", rep.total,
@@ -727,6 +854,12 @@ static int gen_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
         job_log(ctx, "%d workers, %d of them stopped early", rep.workers, rep.workers_lost);
     if (rep.failures)
         job_log(ctx, "failed prompts and their errors: %s", rep.failures);
+    /* qa15: a job that made no image, every one failing (a setting no image can be made with,
+     * e.g. too many steps for the scheduler), has not succeeded; some made: it has (the
+     * failures are listed, and jobs after it get the images there are) */
+    if (!rc && rep.failed && !rep.generated && !rep.kept)
+        rc = err_set(err, ERR_FORMAT, "no image made: all %zu failed (the errors are in the "
+                     "log and in %s)", rep.failed, rep.failures ? rep.failures : "failed.csv");
     gen_run_report_deinit(&rep);
     return rc;
 }

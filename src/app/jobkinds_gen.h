@@ -31,6 +31,11 @@ extern const JobKind jobkind_generate;
  * workers (genrun.h). REP is filled. */
 int gen_job_execute(Store *st, const JobParams *p, int max_gpus, const Progress *pr,
                     GenRunReport *rep, Err *err);
+/* The same for a job's run (IN_JOB 1: another kind's job, e.g. tune-eval's halves): the
+ * model's files and tokenizer pass the trust rules and the images stay inside --out, as the
+ * generate job's own (qa15). */
+int gen_job_execute_in(Store *st, const JobParams *p, int max_gpus, int in_job,
+                       const Progress *pr, GenRunReport *rep, Err *err);
 
 /* The diffusion model M names: a registered model's name, a folder, or ("") the one model
  * registered. *PATH and *NAME new strings (free). 0, ERR_NOTFOUND, ERR_USAGE (none or several

@@ -112,6 +112,7 @@ typedef struct Phase {
     const Progress *outer;
     double offset;             /* items done before this phase */
     double items;              /* items per phase (0 until the first phase knows) */
+    int in_job;                /* run as a job: generate's trust rules (qa15) */
 } Phase;
 
 static void phase_progress(void *user, double done, double total, const char *unit) {
@@ -170,7 +171,7 @@ static int gen_params_for(const JobParams *p, const char *out, const char *lora,
 static int generate_half(Store *st, const JobParams *gp, int adapter, Phase *ph, Err *err) {
     Progress wrap = {phase_progress, phase_cancelled, phase_log, ph};
     GenRunReport rep;
-    int rc = gen_job_execute(st, gp, 0, &wrap, &rep, err);
+    int rc = gen_job_execute_in(st, gp, 0, ph->in_job, &wrap, &rep, err);
     if (rc == 0 && rep.failed) {
         char line[512];
         snprintf(line, sizeof line, "%s: %zu of %zu images failed (%s); their pairs are left "
@@ -432,7 +433,7 @@ int tune_eval_execute(Store *st, int64_t job_id, const JobParams *p, const Progr
     if ((rc = store_run_create(st, r->run_name, "tune-eval", config, job_id, r->out,
                                &r->run_id, err)))
         goto out;
-    Phase ph = {.outer = pr};
+    Phase ph = {.outer = pr, .in_job = job_id != 0};
     progress_log(pr, "generating with the base model");
     if ((rc = generate_half(st, gp_base, 0, &ph, err)))
         goto out;

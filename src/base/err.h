@@ -23,7 +23,7 @@ enum {
     ERR_DENIED = -11,   /* not allowed: permissions, the trust rules, a role */
 };
 
-#define ERR_MSG_LEN 256
+#define ERR_MSG_LEN 1024 /* qa15: 256 cut "what to do" off errors that name two long paths */
 
 typedef struct Err {
     int code;               /* 0 or ERR_* */

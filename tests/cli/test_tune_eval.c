@@ -245,6 +245,13 @@ Test(tune_eval, the_job_kind_gives_the_same_report) {
     cr_assert_eq(run("mkdir tune1 && cp %s tune1/pytorch_lora_weights.safetensors && "
                      "%s --db t.db models add diffusion %s --name tiny", lora, easel, model),
                  0, "%s", out);
+    /* qa15: the one registered model, used when no --model is given, is checked too: the
+     * repository's copy is outside this workspace */
+    cr_assert_neq(run("%s --db t.db jobs add tune-eval --adapter %s/tune1 --prompts "
+                      "%s/held.csv --reward %s --device cpu", easel, dir, dir, ck), 0);
+    cr_assert(strstr(out, "tune-eval --model") && strstr(out, "permission denied"), "%s", out);
+    cr_assert_eq(run("cp -r %s tiny && %s --db t.db models remove tiny && %s --db t.db models "
+                     "add diffusion tiny --name tiny", model, easel, easel), 0, "%s", out);
     cr_assert_eq(run("%s --db t.db jobs add tune-eval --adapter %s/tune1 "
                      "--prompts %s/held.csv --seeds 0,1 --reward %s --steps 2 --device cpu "
                      "--out %s/evj --name evj", easel, dir, dir, ck, dir), 0, "%s", out);
@@ -256,6 +263,21 @@ Test(tune_eval, the_job_kind_gives_the_same_report) {
     cr_assert_not_null(j, "%s", je.text);
     check_against_scores(j, "evj", "evj");
     json_decref(j);
+    /* qa15: the model's folder with its UNet a link to a copy outside the workspace: the
+     * job's run refuses it (a worker reads every file of the model under the trust rules) */
+    char far[64];
+    support_tmpdir_make(far, sizeof far, "tuneeval-far");
+    cr_assert_eq(run("mv tiny/unet %s/unet && ln -s %s/unet tiny/unet && %s --db t.db jobs add "
+                     "tune-eval --adapter %s/tune1 --prompts %s/held.csv --seeds 0 --reward %s "
+                     "--steps 2 --device cpu --out %s/evk --name evk", far, far, easel, dir, dir,
+                     ck, dir), 0, "%s", out);
+    run("%s --db t.db worker --until-idle --threads 1", easel);
+    cr_assert(strstr(out, "generate --model") && strstr(out, far), "%s", out);
+    char db[128];
+    snprintf(db, sizeof db, "%s/t.db", dir);
+    cr_assert_eq(support_sql_num(db, "SELECT count(*) FROM jobs WHERE kind = 'tune-eval' AND "
+                                 "state = 'failed'"), 1);
+    support_tmpdir_remove(far);
 }
 
 Test(tune_eval, bad_input_is_refused_and_writes_nothing) {
