@@ -2,6 +2,7 @@
  * foreground, its parameters as flags, with a progress line (image, step, ETA) on stderr and
  * Ctrl-C stopping within a step; or --queue to add it as a job. */
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,7 +79,8 @@ static void generate_usage(void) {
            "                [--guidance 7.5] [--size WxH] [--scheduler NAME] [--negative TEXT]\n"
            "                [--lora FILE|DIR[:SCALE]]... [--rng torch-cpu|torch-cuda]\n"
            "                [--latents FILE] [--out DIR] [--device auto|cpu|cuda[:N]]\n"
-           "                [--shard K/N] [--gpus N] [--dtype auto|f32|f16|bf16] [--queue]\n\n"
+           "                [--shard K/N] [--gpus N] [--dtype auto|f32|f16|bf16]\n"
+           "                [--tokenizer DIR] [--prediction model|epsilon|v] [--queue]\n\n"
            "Generate one image per prompt and seed with a Stable Diffusion or SDXL model, as\n"
            "diffusers does for the same seed: {out}/{prompt_id}/{seed}.png, the original's\n"
            "metadata.csv (prompt_id,seed,path,prompt,width,height,num_inference_steps,\n"
@@ -166,7 +168,7 @@ int cli_generate_main(const CliGlobal *g, int argc, char **argv) {
         }
         if (strcmp(name, "seed") == 0) {
             long long v;
-            if (cli_parse_long("generate", "--seed", val, 0, (long long)1 << 62, &v))
+            if (cli_parse_long("generate", "--seed", val, 0, INT64_MAX, &v))
                 goto out;
             seed_given = 1;
             name = "seeds";

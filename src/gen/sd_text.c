@@ -127,7 +127,7 @@ static int load_encoder(const char *model, const char *comp, const char *tdir, i
     int rc = 0, max_len = -1;
     SdWeights *w = NULL;
     if (!base_is_dir(tdir)) {
-        if (single)
+        if (single || (o && o->tokenizer)) /* a tokenizer given (--tokenizer) is named as such */
             return err_set(err, ERR_NOTFOUND, "%s: no such tokenizer folder (give --tokenizer "
                            "DIR: a folder with vocab.json and merges.txt, or a diffusers "
                            "model folder with tokenizer/)", tdir);
@@ -142,7 +142,7 @@ static int load_encoder(const char *model, const char *comp, const char *tdir, i
     if (!rc) {
         const char *cfg = sd_weights_config_json(w);
         ClipTensorSource src = {w, te_find, te_read, sd_weights_where(w), cfg};
-        if (o && o->backend) { /* the pipeline's backend (issue 15, pndm15) */
+        if (o && o->backend) { /* the pipeline's backend */
             rc = clip_model_open_text_source(&src, tdir, weights, o->backend, &e->clip, err);
         } else {
             e->clip = clip_model_load_text_source(&src, tdir, weights, err);

@@ -63,7 +63,7 @@ typedef struct SdTextOptions {
     const char *const *lora_paths; /* n_loras LoRA files: their text-encoder adapters are */
     const float *lora_scales;      /* applied (sd_weights_add_lora); the UNet's are skipped */
     int n_loras;
-    /* issue 15 (pndm15): where the encoders run */
+    /* where the encoders run */
     Backend *backend;              /* borrowed (must outlive the SdText): the encoders' weights
                                     * and activations live there and encoding is not
                                     * thread-safe; NULL: each encoder on a 1-thread CPU backend

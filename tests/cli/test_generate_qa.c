@@ -293,3 +293,19 @@ Test(genqa, a_registered_single_file_by_its_path_has_its_tokenizer) {
     cr_assert_eq(support_sql_num(dbpath, "SELECT count(*) FROM images WHERE "
                                  "json_extract(generator, '$.model') = 'one'"), 1);
 }
+
+/* --seed takes what --seeds takes (it stopped at 2^62), and a --tokenizer that is not there is
+ * named as the tokenizer given, also for a diffusers folder (it said "no nonexist/ folder (a
+ * diffusers model folder has text_encoder/ and nonexist/)"). */
+Test(genqa, seed_range_and_a_missing_tokenizer_folder) {
+    char args[512], *err = NULL;
+    snprintf(args, sizeof args, "--prompt 'a red fox' --seed 9223372036854775807 --out %s/o",
+             tmpdir);
+    cr_assert_eq(gen(args, &err), 0, "%s", err);
+    free(err);
+    snprintf(args, sizeof args, "--prompt 'a red fox' --seed 1 --tokenizer %s/nonexist "
+             "--out %s/o2", tmpdir, tmpdir);
+    cr_assert_eq(gen(args, &err), 1, "%s", err);
+    cr_assert(strstr(err, "nonexist: no such tokenizer folder (give --tokenizer DIR"), "%s", err);
+    free(err);
+}
