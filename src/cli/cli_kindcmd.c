@@ -51,3 +51,19 @@ int cli_kind_queue(Store *st, const JobParams *p, const char *cmd) {
             cmd, (long long)id);
     return 0;
 }
+
+int cli_kind_open(const CliGlobal *g, const JobKind *k, int n, const char **names,
+                  const char **values, JobParams **p, Store **st) {
+    Err err = {0};
+    *p = NULL;
+    *st = NULL;
+    if (job_params_parse(k, n, names, values, p, &err))
+        return cli_fail(&err);
+    *st = cli_open_store(g);
+    if (!*st) {
+        job_params_free(*p);
+        *p = NULL;
+        return 1;
+    }
+    return 0;
+}
