@@ -6,7 +6,6 @@
 #include "import_int.h"
 
 #include <jansson.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,22 +63,10 @@ static void *check_worker(void *arg) {
     return NULL;
 }
 
-#define CHECK_THREADS 8
-
 void tune_img_check_all(TuneImgCheck *v, size_t n) {
     CheckPool p = {.v = v, .n = n};
     atomic_init(&p.next, 0);
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t nt = cpus < 1 ? 1 : cpus > CHECK_THREADS ? CHECK_THREADS : (size_t)cpus;
-    if (nt > n)
-        nt = n;
-    pthread_t th[CHECK_THREADS];
-    size_t started = 0;
-    for (size_t t = 1; t < nt; t++) /* this thread is one of them */
-        started += pthread_create(&th[started], NULL, check_worker, &p) == 0;
-    check_worker(&p);
-    for (size_t t = 0; t < started; t++)
-        pthread_join(th[t], NULL);
+    import_run_pool(check_worker, &p, n);
 }
 
 /* ---- prompts ---- */
