@@ -16,7 +16,7 @@ const JobParamSpec *cli_kind_param(const JobKind *k, const char *name) {
 
 int cli_kind_unknown(const char *cmd, const JobKind *k, const char *opt,
                      const char *const *extra) {
-    enum { MAX = 48 };
+    enum { MAX = 64 }; /* the tune kind has 37 parameters (online16) */
     char buf[MAX][40];
     const char *known[MAX + 1];
     int n = 0;
