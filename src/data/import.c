@@ -154,7 +154,7 @@ int import_fail(ImportCtx *c, int code, Err *err) {
     return err_set(err, code, "%s (nothing was imported)", c->rep->errors[0]);
 }
 
-static char *dir_of(const char *path) {
+char *import_dir_of(const char *path) {
     const char *slash = strrchr(path, '/');
     if (!slash)
         return xstrdup(".");
@@ -733,7 +733,7 @@ int import_path(Store *st, ImportKind kind, const char *path, const ImportOption
                 ImportReport *report, Err *err) {
     memset(report, 0, sizeof *report);
     ImportCtx c = {.st = st, .file = path, .opts = opts, .rep = report};
-    c.dir = dir_of(path);
+    c.dir = import_dir_of(path);
     c.source = xasprintf("import:%s", base_of(path));
     Err e = {0};
     int rc = store_aspects_list(st, &c.aspects, &c.n_aspects, &e);

@@ -48,6 +48,9 @@ void import_map_free(ImportMap *m);
  * importer's prefetch, tune_pairs_file's; dedup16). */
 void import_run_pool(void *(*work)(void *), void *arg, size_t n);
 
+/* The folder of PATH (malloc'd): "." for a bare name, "/" for a file at the root. */
+char *import_dir_of(const char *path);
+
 /* One import in progress. */
 typedef struct ImportCtx {
     Store *st;

@@ -188,15 +188,6 @@ static void first_problem(void *ud, long line, const char *msg) {
     }
 }
 
-static char *dir_of(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        return xstrdup(".");
-    if (slash == path)
-        return xstrdup("/");
-    return xstrndup(path, (size_t)(slash - path));
-}
-
 static char *join(const char *dir, const char *raw) {
     if (raw[0] == '/' || strcmp(dir, ".") == 0)
         return xstrdup(raw);
@@ -223,7 +214,7 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
                        "line; save it as UTF-8",
                        path, line);
     }
-    char *file_dir = dir_of(path);
+    char *file_dir = import_dir_of(path);
     char *dir = xstrdup(base_dir ? base_dir : file_dir);
     Prompts pr = {.st = st};
     char *csv = join(file_dir, "prompts.csv");
