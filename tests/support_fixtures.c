@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "image.h"
 #include "store.h"
 #include "store_catalog.h"
 #include "store_jobs.h"
@@ -251,4 +252,29 @@ void support_assert_close(const float *got, const float *want, int64_t n, float 
     }
     cr_assert(worst <= tol, "%s: max %s error %g at %lld (got %g, want %g)", what,
               relative ? "relative" : "abs", worst, (long long)at, got[at], want[at]);
+}
+
+/* ---- the generation CLI tests' setup and image check (dedup16) ---- */
+
+void support_cli_store(char *dir, size_t n, const char *tag, char *db, size_t n_db) {
+    support_tmpdir_make(dir, n, tag);
+    snprintf(db, n_db, "%s/s.db", dir);
+    cr_assert_eq(support_sh("bin/easel --db %s init >/dev/null", db), 0);
+}
+
+double support_psnr_rgb(const char *png, const char *rgb_file) {
+    Image im = {0};
+    Err e = {0};
+    cr_assert_eq(image_load(png, 3, &im, &e), 0, "%s", e.msg);
+    cr_assert(im.w == 64 && im.h == 64);
+    FILE *f = fopen(rgb_file, "rb");
+    cr_assert_not_null(f, "%s", rgb_file);
+    uint8_t want[64 * 64 * 3];
+    cr_assert_eq(fread(want, 1, sizeof want, f), sizeof want);
+    fclose(f);
+    double se = 0;
+    for (size_t i = 0; i < sizeof want; i++)
+        se += ((double)im.px[i] - want[i]) * ((double)im.px[i] - want[i]);
+    image_deinit(&im);
+    return se == 0 ? INFINITY : 10 * log10(255.0 * 255.0 / (se / (double)sizeof want));
 }

@@ -108,4 +108,11 @@ const float *support_st_f32(const SafeTensors *ref, const char *name, int64_t *n
 void support_assert_close(const float *got, const float *want, int64_t n, float tol,
                           int relative, const char *what);
 
+/* dedup16: the generation CLI tests' shared setup and check. support_cli_store: a temporary
+ * folder DIR (support_tmpdir_make with TAG) holding DIR/s.db made by `bin/easel --db DB init`
+ * (DB: its path). support_psnr_rgb: the PSNR (dB; INFINITY when equal) of the 64x64 PNG PNG
+ * against RGB_FILE, raw 64*64*3 bytes (diffusers' image). */
+void support_cli_store(char *dir, size_t n, const char *tag, char *db, size_t n_db);
+double support_psnr_rgb(const char *png, const char *rgb_file);
+
 #endif

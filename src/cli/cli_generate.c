@@ -194,16 +194,9 @@ int cli_generate_main(const CliGlobal *g, int argc, char **argv) {
     }
     Err err = {0};
     JobParams *p = NULL;
-    if (job_params_parse(&jobkind_generate, n, names, values, &p, &err)) {
-        rc = cli_fail(&err);
+    Store *st = NULL;
+    if ((rc = cli_kind_open(g, &jobkind_generate, n, names, values, &p, &st)))
         goto out;
-    }
-    Store *st = cli_open_store(g);
-    if (!st) {
-        job_params_free(p);
-        rc = 1;
-        goto out;
-    }
     if (queue) {
         JobNew jn = {.gpus_wanted = JOB_GPUS_OF_KIND};
         if (max_gpus) { /* at most N of what the device asks for (every GPU for auto) */

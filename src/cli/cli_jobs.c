@@ -11,6 +11,7 @@
  */
 #include "cli.h"
 #include "cli_escape.h"
+#include "cli_kindcmd.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -265,16 +266,9 @@ static int cmd_add(const CliGlobal *g, int argc, char **argv) {
     }
     Err err = {0};
     JobParams *p;
-    if (job_params_parse(k, n, names, values, &p, &err)) {
-        rc = cli_fail(&err);
+    Store *st;
+    if ((rc = cli_kind_open(g, k, n, names, values, &p, &st)))
         goto out;
-    }
-    Store *st = cli_open_store(g);
-    if (!st) {
-        job_params_free(p);
-        rc = 1;
-        goto out;
-    }
     jn.deps = deps;
     jn.n_deps = n_deps;
     int64_t id;

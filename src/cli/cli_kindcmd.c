@@ -16,7 +16,7 @@ const JobParamSpec *cli_kind_param(const JobKind *k, const char *name) {
 
 int cli_kind_unknown(const char *cmd, const JobKind *k, const char *opt,
                      const char *const *extra) {
-    enum { MAX = 48 };
+    enum { MAX = 64 }; /* the tune kind has 37 parameters (online16) */
     char buf[MAX][40];
     const char *known[MAX + 1];
     int n = 0;
@@ -49,5 +49,21 @@ int cli_kind_queue(Store *st, const JobParams *p, const char *cmd) {
     printf("%lld\n", (long long)id);
     fprintf(stderr, "queued %s job #%lld; it runs in any 'easel worker' or TUI on this store\n",
             cmd, (long long)id);
+    return 0;
+}
+
+int cli_kind_open(const CliGlobal *g, const JobKind *k, int n, const char **names,
+                  const char **values, JobParams **p, Store **st) {
+    Err err = {0};
+    *p = NULL;
+    *st = NULL;
+    if (job_params_parse(k, n, names, values, p, &err))
+        return cli_fail(&err);
+    *st = cli_open_store(g);
+    if (!*st) {
+        job_params_free(*p);
+        *p = NULL;
+        return 1;
+    }
     return 0;
 }

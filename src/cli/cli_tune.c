@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "cli_device.h"
 #include "cli_escape.h"
+#include "cli_kindcmd.h"
 #include "jobkinds_tune.h"
 #include "jobs.h"
 #include "store.h"
@@ -140,26 +141,6 @@ static void tune_usage(void) {
            "See doc/tuning.md.\n");
 }
 
-static const JobParamSpec *tune_spec(const char *name) {
-    for (const JobParamSpec *p = jobkind_tune.params; p->name; p++)
-        if (strcmp(p->name, name) == 0)
-            return p;
-    return NULL;
-}
-
-static int tune_unknown(const char *opt) {
-    char buf[64][32]; /* online16: room for the online flags */
-    const char *known[65];
-    int n = 0;
-    for (const JobParamSpec *p = jobkind_tune.params; p->name && n < 62; p++, n++) {
-        snprintf(buf[n], sizeof buf[n], "--%s", p->name);
-        known[n] = buf[n];
-    }
-    known[n++] = "--queue";
-    known[n] = NULL;
-    return cli_unknown_option("tune", opt, known);
-}
-
 int cli_tune_main(const CliGlobal *g, int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         tune_usage();
@@ -174,7 +155,7 @@ int cli_tune_main(const CliGlobal *g, int argc, char **argv) {
             queue = 1;
             continue;
         }
-        if (strcmp(a, "--from-store") == 0 || strcmp(a, "--online") == 0) { /* online16 */
+        if (strcmp(a, "--from-store") == 0 || strcmp(a, "--online") == 0) { /* switches */
             names[n] = a + 2;
             values[n++] = "true";
             continue;
@@ -184,8 +165,9 @@ int cli_tune_main(const CliGlobal *g, int argc, char **argv) {
             goto out;
         }
         const char *name = a + 2;
-        if (!tune_spec(name)) {
-            rc = tune_unknown(a);
+        if (!cli_kind_param(&jobkind_tune, name)) {
+            rc = cli_kind_unknown("tune", &jobkind_tune, a,
+                                  (const char *const[]){"--queue", NULL});
             goto out;
         }
         if (i + 1 >= argc) {
@@ -200,31 +182,15 @@ int cli_tune_main(const CliGlobal *g, int argc, char **argv) {
     }
     Err err = {0};
     JobParams *p = NULL;
-    if (job_params_parse(&jobkind_tune, n, names, values, &p, &err)) {
-        rc = cli_fail(&err);
+    Store *st = NULL;
+    if ((rc = cli_kind_open(g, &jobkind_tune, n, names, values, &p, &st)))
         goto out;
-    }
-    Store *st = cli_open_store(g);
-    if (!st) {
-        job_params_free(p);
-        rc = 1;
-        goto out;
-    }
     TuneConfig cfg;
     rc = tune_job_config(st, p, &cfg, &err);
     if (rc) {
         rc = cli_fail(&err);
     } else if (queue) {
-        JobNew jn = {.gpus_wanted = JOB_GPUS_OF_KIND};
-        int64_t id = 0;
-        rc = jobs_add(st, p, &jn, &id, &err);
-        if (rc) {
-            rc = cli_fail(&err);
-        } else {
-            printf("%lld\n", (long long)id);
-            fprintf(stderr, "queued tune job #%lld; it runs in any 'easel worker' or TUI on "
-                    "this store\n", (long long)id);
-        }
+        rc = cli_kind_queue(st, p, "tune");
     } else {
         TuneLine line = {.tty = isatty(2), .t0 = base_now()};
         TuneHooks h = {0};

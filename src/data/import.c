@@ -154,7 +154,7 @@ int import_fail(ImportCtx *c, int code, Err *err) {
     return err_set(err, code, "%s (nothing was imported)", c->rep->errors[0]);
 }
 
-static char *dir_of(const char *path) {
+char *import_dir_of(const char *path) {
     const char *slash = strrchr(path, '/');
     if (!slash)
         return xstrdup(".");
@@ -346,6 +346,20 @@ static void *prefetch_worker(void *arg) {
 
 #define PREFETCH_THREADS 8
 
+void import_run_pool(void *(*work)(void *), void *arg, size_t n) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nt = cpus < 1 ? 1 : cpus > PREFETCH_THREADS ? PREFETCH_THREADS : (size_t)cpus;
+    if (nt > n)
+        nt = n;
+    pthread_t th[PREFETCH_THREADS];
+    size_t started = 0;
+    for (size_t t = 1; t < nt; t++) /* this thread is one of them */
+        started += pthread_create(&th[started], NULL, work, arg) == 0;
+    work(arg);
+    for (size_t t = 0; t < started; t++)
+        pthread_join(th[t], NULL);
+}
+
 void import_check_images_prefetch(ImportCtx *c, ImportImg *const *refs, size_t n) {
     Prefetch p = {.jobs = xcalloc(n ? n : 1, sizeof *p.jobs)};
     char **key = xcalloc(n ? n : 1, sizeof *key);
@@ -366,18 +380,8 @@ void import_check_images_prefetch(ImportCtx *c, ImportImg *const *refs, size_t n
         p.jobs[p.n++].path = r->open;
     }
     import_map_free(&mine);
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t nt = cpus < 1 ? 1 : cpus > PREFETCH_THREADS ? PREFETCH_THREADS : (size_t)cpus;
-    if (nt > p.n)
-        nt = p.n;
     atomic_init(&p.next, 0);
-    pthread_t th[PREFETCH_THREADS];
-    size_t started = 0;
-    for (size_t t = 1; t < nt; t++) /* this thread is one of them */
-        started += pthread_create(&th[started], NULL, prefetch_worker, &p) == 0;
-    prefetch_worker(&p);
-    for (size_t t = 0; t < started; t++)
-        pthread_join(th[t], NULL);
+    import_run_pool(prefetch_worker, &p, p.n);
     for (size_t i = 0; i < p.n; i++) {
         ImportChecked k = p.jobs[i].out;
         if (!k.ok)
@@ -729,7 +733,7 @@ int import_path(Store *st, ImportKind kind, const char *path, const ImportOption
                 ImportReport *report, Err *err) {
     memset(report, 0, sizeof *report);
     ImportCtx c = {.st = st, .file = path, .opts = opts, .rep = report};
-    c.dir = dir_of(path);
+    c.dir = import_dir_of(path);
     c.source = xasprintf("import:%s", base_of(path));
     Err e = {0};
     int rc = store_aspects_list(st, &c.aspects, &c.n_aspects, &e);

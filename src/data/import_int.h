@@ -43,6 +43,14 @@ typedef struct ImportMap {
 int64_t *import_map_slot(ImportMap *m, const char *k, int create);
 void import_map_free(ImportMap *m);
 
+/* WORK(ARG) on as many threads as there are CPUs, at most 8 and at most N (N items to share
+ * out), this thread one of them; returns when all are done (the image checks' pools: the
+ * importer's prefetch, tune_pairs_file's; dedup16). */
+void import_run_pool(void *(*work)(void *), void *arg, size_t n);
+
+/* The folder of PATH (malloc'd): "." for a bare name, "/" for a file at the root. */
+char *import_dir_of(const char *path);
+
 /* One import in progress. */
 typedef struct ImportCtx {
     Store *st;

@@ -3,9 +3,9 @@
  * and decoded on several threads, and the first problem in line order is the error. */
 #include "tune_pairs_src.h"
 #include "tune_pairs_int.h"
+#include "import_int.h"
 
 #include <jansson.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,81 +63,10 @@ static void *check_worker(void *arg) {
     return NULL;
 }
 
-#define CHECK_THREADS 8
-
 void tune_img_check_all(TuneImgCheck *v, size_t n) {
     CheckPool p = {.v = v, .n = n};
     atomic_init(&p.next, 0);
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t nt = cpus < 1 ? 1 : cpus > CHECK_THREADS ? CHECK_THREADS : (size_t)cpus;
-    if (nt > n)
-        nt = n;
-    pthread_t th[CHECK_THREADS];
-    size_t started = 0;
-    for (size_t t = 1; t < nt; t++) /* this thread is one of them */
-        started += pthread_create(&th[started], NULL, check_worker, &p) == 0;
-    check_worker(&p);
-    for (size_t t = 0; t < started; t++)
-        pthread_join(th[t], NULL);
-}
-
-/* ---- path → index map (open addressing) ---- */
-
-typedef struct PathMap {
-    char **key; /* borrowed */
-    size_t *val;
-    size_t cap, n;
-} PathMap;
-
-static uint64_t hash_str(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-/* The slot of K, creating it (value SIZE_MAX) when absent. */
-static size_t *path_slot(PathMap *m, char *k) {
-    if (2 * (m->n + 1) > m->cap) {
-        PathMap g = {.cap = m->cap ? 2 * m->cap : 256, .n = m->n};
-        g.key = xcalloc(g.cap, sizeof *g.key);
-        g.val = xcalloc(g.cap, sizeof *g.val);
-        for (size_t i = 0; i < m->cap; i++) {
-            if (!m->key[i])
-                continue;
-            size_t j = hash_str(m->key[i]) & (g.cap - 1);
-            while (g.key[j])
-                j = (j + 1) & (g.cap - 1);
-            g.key[j] = m->key[i];
-            g.val[j] = m->val[i];
-        }
-        free(m->key);
-        free(m->val);
-        *m = g;
-    }
-    size_t j = hash_str(k) & (m->cap - 1);
-    while (m->key[j]) {
-        if (strcmp(m->key[j], k) == 0)
-            return &m->val[j];
-        j = (j + 1) & (m->cap - 1);
-    }
-    m->key[j] = k;
-    m->val[j] = SIZE_MAX;
-    m->n++;
-    return &m->val[j];
-}
-
-/* The slot of K, or NULL. */
-static const size_t *path_find(const PathMap *m, const char *k) {
-    if (!m->cap)
-        return NULL;
-    size_t j = hash_str(k) & (m->cap - 1);
-    while (m->key[j]) {
-        if (strcmp(m->key[j], k) == 0)
-            return &m->val[j];
-        j = (j + 1) & (m->cap - 1);
-    }
-    return NULL;
+    import_run_pool(check_worker, &p, n);
 }
 
 /* ---- prompts ---- */
@@ -148,7 +77,7 @@ typedef struct Prompts {
     int csv_loaded;
     CsvTable csv;
     int col_id, col_text;
-    PathMap ids;     /* prompt_id → row of csv (the first with text) */
+    ImportMap ids;   /* prompt_id → row of csv (the first with text) */
 } Prompts;
 
 /* "prompt_N" (N digits): the original's prompt ids. */
@@ -180,16 +109,16 @@ static int csv_load(Prompts *pr, Err *err) {
         if ((size_t)pr->col_id >= row->n || (size_t)pr->col_text >= row->n ||
             !row->field[pr->col_text][0])
             continue;
-        size_t *slot = path_slot(&pr->ids, row->field[pr->col_id]);
-        if (*slot == SIZE_MAX)
-            *slot = r;
+        int64_t *slot = import_map_slot(&pr->ids, row->field[pr->col_id], 1);
+        if (!*slot) /* new (rows start at 1) */
+            *slot = (int64_t)r;
     }
     return 0;
 }
 
 /* The text of prompt id ID in the prompts.csv; NULL if absent. */
 static const char *csv_text(Prompts *pr, const char *id) {
-    const size_t *slot = path_find(&pr->ids, id);
+    const int64_t *slot = import_map_slot(&pr->ids, id, 0);
     return slot ? pr->csv.rows[*slot].field[pr->col_text] : NULL;
 }
 
@@ -259,15 +188,6 @@ static void first_problem(void *ud, long line, const char *msg) {
     }
 }
 
-static char *dir_of(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        return xstrdup(".");
-    if (slash == path)
-        return xstrdup("/");
-    return xstrndup(path, (size_t)(slash - path));
-}
-
 static char *join(const char *dir, const char *raw) {
     if (raw[0] == '/' || strcmp(dir, ".") == 0)
         return xstrdup(raw);
@@ -294,7 +214,7 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
                        "line; save it as UTF-8",
                        path, line);
     }
-    char *file_dir = dir_of(path);
+    char *file_dir = import_dir_of(path);
     char *dir = xstrdup(base_dir ? base_dir : file_dir);
     Prompts pr = {.st = st};
     char *csv = join(file_dir, "prompts.csv");
@@ -307,7 +227,7 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
     size_t n = 0, cap = 0;
     TuneImgCheck *chk = NULL;
     size_t n_chk = 0, cap_chk = 0;
-    PathMap map = {0};
+    ImportMap map = {0}; /* image path → index + 1 into chk */
     FirstProblem fp = {0};
     long line = 0;
     char *next = (char *)buf, *s;
@@ -345,20 +265,18 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
                 cap_chk = cap_chk ? 2 * cap_chk : 128;
                 chk = xrealloc(chk, cap_chk * sizeof *chk);
             }
-            size_t *slot = path_slot(&map, p);
-            if (*slot == SIZE_MAX) {
+            int64_t *slot = import_map_slot(&map, p, 1);
+            if (!*slot) {
                 chk[n_chk] = (TuneImgCheck){.path = p};
-                *slot = n_chk++;
+                *slot = (int64_t)++n_chk;
             } else {
                 free(p);
             }
-            r->img[k] = *slot;
+            r->img[k] = (size_t)*slot - 1;
         }
         pairs_line_deinit(&pl);
     }
-    /* the map's keys are the chk[].path strings (not copied) */
-    free(map.key);
-    free(map.val);
+    import_map_free(&map);
     free(buf);
 
     if (!fp.line)
@@ -429,8 +347,7 @@ int tune_pairs_load_file_ex(Store *st, const char *path, const char *base_dir,
     free(chk);
     if (pr.csv_loaded)
         fmt_csv_deinit(&pr.csv);
-    free(pr.ids.key);
-    free(pr.ids.val);
+    import_map_free(&pr.ids);
     free(pr.csv_path);
     free(dir);
     free(file_dir);

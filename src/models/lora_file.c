@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include "base.h"
 #include "fmt_safetensors.h"
 #include "sd_weights.h"
+#include "sd_weights_int.h"
 
 /* ---- checks and shapes ---------------------------------------------------------------------- */
 
@@ -369,31 +369,6 @@ static void alphas_from(Alphas *a, json_t *j, const char *prefix, const char *fr
     }
 }
 
-/* PEFT's alpha_pattern: the first key K whose ^(.*\.)?(K)$ matches MODULE. */
-static int pattern_alpha(const Alphas *a, const char *module, float *alpha, Err *err) {
-    const char *k;
-    json_t *v;
-    json_object_foreach(a->pattern, k, v) {
-        char *re = xasprintf("^(.*\\.)?(%s)$", k);
-        regex_t rx;
-        int bad = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB);
-        free(re);
-        if (bad || !json_is_number(v)) {
-            if (!bad)
-                regfree(&rx);
-            return err_set(err, ERR_FORMAT, "%s: alpha_pattern entry \"%s\" is not a regular "
-                           "expression with a number", a->from, k);
-        }
-        int hit = regexec(&rx, module, 0, NULL, 0) == 0;
-        regfree(&rx);
-        if (hit) {
-            *alpha = (float)json_number_value(v);
-            return 0;
-        }
-    }
-    return 0;
-}
-
 static int read_tensor(const SafeTensors *st, const StTensor *t, float **out, Err *err) {
     *out = malloc((size_t)(t->n_elem ? t->n_elem : 1) * sizeof **out);
     if (!*out)
@@ -471,7 +446,7 @@ static int make_entry(const SafeTensors *st, const Pending *p, const Alphas *al,
     } else {
         float pa = NAN;
         if (al->pattern) {
-            int rc = pattern_alpha(al, p->name, &pa, err);
+            int rc = sd_weights_pattern_alpha(al->pattern, al->from, p->name, &pa, err);
             if (rc)
                 return rc;
         }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "backend.h"
 #include "base.h"
 #include "infile.h"
 #include "sd_weights_int.h"
@@ -393,4 +394,27 @@ int sd_weights_read(SdWeights *w, const char *name, int n_dims, const int64_t *s
     free(f);
     free(h);
     return rc;
+}
+
+/* ---- onto a device (dedup16: the UNet's and the VAE's loaders) ---- */
+
+/* sd_weights_read's sink: a piece of a tensor into its place in the device tensor. */
+static int device_piece(void *user, size_t first, const void *data, size_t n, Err *err) {
+    (void)err;
+    void **ctx = user;
+    Backend *be = ctx[0];
+    const Tensor *t = ctx[1];
+    int64_t len = (int64_t)n;
+    Tensor dst = tensor_view_dtype((char *)t->ptr + first * dtype_size(t->dtype), t->dtype, 1,
+                                   &len);
+    dst.device = t->device;
+    Tensor host = tensor_view_dtype((void *)data, t->dtype, 1, &len);
+    backend_upload(be, &dst, &host);
+    return 0;
+}
+
+int sd_weights_read_device(SdWeights *w, const char *name, int n_dims, const int64_t *shape,
+                           float scale, Backend *be, const Tensor *t, Err *err) {
+    void *ctx[2] = {be, (void *)t};
+    return sd_weights_read(w, name, n_dims, shape, t->dtype, scale, device_piece, ctx, err);
 }

@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "err.h"
 #include "fmt_safetensors.h"
 #include "tensor.h"
@@ -159,5 +160,11 @@ int sd_lora_name_part(const char *name, size_t *module_len);
 int sd_weights_write_single_lora(const char *folder, const char *const *loras,
                                  const float *scales, int n_loras, const char *out_path,
                                  Err *err);
+
+/* dedup16: sd_weights_read (SCALE) straight into the device tensor T of BE (allocated, of
+ * N_DIMS dims SHAPE in T's dtype), piece by piece, each uploaded as it comes (the UNet's and
+ * the VAE's loaders). The uploads are not synced: backend_sync / backend_failed after. */
+int sd_weights_read_device(SdWeights *w, const char *name, int n_dims, const int64_t *shape,
+                           float scale, Backend *be, const Tensor *t, Err *err);
 
 #endif

@@ -57,4 +57,12 @@ void sd_weights_lora_free(SdLora *l);
 int sd_weights_lora_targets(const SdWeights *w, const char *name);
 int sd_weights_lora_any(const SdWeights *w);
 
+/* PEFT's alpha_pattern PATTERN (a JSON object; sd_weights_lora.c, shared with lora_file.c):
+ * the first key K (in the file's order) for which MODULE matches ^(.*\.)?(K)$ gives *ALPHA;
+ * none leaves *ALPHA as it is. A key that is no regular expression, or a value that is no
+ * number: ERR_FORMAT naming FILE. */
+struct json_t;
+int sd_weights_pattern_alpha(struct json_t *pattern, const char *file, const char *module,
+                             float *alpha, Err *err);
+
 #endif

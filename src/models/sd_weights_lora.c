@@ -267,14 +267,11 @@ static void read_metadata(SdLora *l, const char *component) {
     }
 }
 
-/* PEFT's alpha_pattern: the first key K (in the file's order) for which the module name
- * matches ^(.*\.)?(K)$ gives the alpha. MODULE: the name without the component prefix. */
-static int pattern_alpha(const SdLora *l, const char *file, const char *module, float *alpha,
-                         Err *err) {
-    *alpha = NAN;
+int sd_weights_pattern_alpha(json_t *pattern, const char *file, const char *module,
+                             float *alpha, Err *err) {
     const char *k;
     json_t *v;
-    json_object_foreach(l->alpha_pattern, k, v) {
+    json_object_foreach(pattern, k, v) {
         char *re = xasprintf("^(.*\\.)?(%s)$", k);
         regex_t rx;
         int bad = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB);
@@ -368,7 +365,8 @@ int sd_weights_add_lora(SdWeights *w, const char *lora_file, float scale, Err *e
         free(target);
         if (l->alpha_pattern && !kohya && isnan(a->pattern_alpha)) {
             char *m = xasprintf("%.*s", (int)ml, module);
-            rc = pattern_alpha(l, lora_file, m, &a->pattern_alpha, err);
+            rc = sd_weights_pattern_alpha(l->alpha_pattern, lora_file, m, &a->pattern_alpha,
+                                          err);
             free(m);
         }
         const StTensor **slot = part == P_DOWN ? &a->down : part == P_UP ? &a->up

@@ -871,7 +871,12 @@ static int put_unused_sd2_layer(Out *o, SdWeights *w, const char *prefix, Err *e
     return 0;
 }
 
-int sd_weights_write_single(const char *folder, const char *out_path, Err *err) {
+static int merge_adapters(Out *o, SdWeights *w, Err *err);
+
+/* The folder's components as one single file at OUT_PATH, with the N_LORAS adapters LORAS
+ * (SCALES) merged into the UNet (none: the folder as it is). */
+static int write_single(const char *folder, const char *const *loras, const float *scales,
+                        int n_loras, const char *out_path, Err *err) {
     static const char *const comps[] = {"unet", "vae", "text_encoder", "text_encoder_2"};
     SdWeights *w[4] = {0};
     int rc = 0;
@@ -886,6 +891,16 @@ int sd_weights_write_single(const char *folder, const char *out_path, Err *err) 
                 *err = e2;
             rc = r;
         }
+    }
+    for (int i = 0; i < n_loras && !rc; i++)
+        rc = sd_weights_add_lora(w[0], loras[i], scales[i], err);
+    /* the text encoders take no adapters here: one that holds some is refused, not dropped */
+    for (int c = 2; c < 4 && !rc; c++) {
+        for (int i = 0; w[c] && i < n_loras && !rc; i++)
+            rc = sd_weights_add_lora(w[c], loras[i], 1.0f, err);
+        if (!rc && w[c] && sd_weights_lora_any(w[c]))
+            rc = err_set(err, ERR_USAGE, "%s: holds %s adapters; only the UNet's are merged "
+                         "(use a UNet-only adapter)", loras[0], comps[c]);
     }
     int arch = ARCH_SD1;
     if (!rc) {
@@ -902,6 +917,8 @@ int sd_weights_write_single(const char *folder, const char *out_path, Err *err) 
         }
     }
     Out o = {safetensors_writer_new(), NULL, 0};
+    if (!rc && n_loras > 0)
+        rc = merge_adapters(&o, w[0], err);
     if (!rc)
         rc = write_component(&o, w[0], K_UNET, "model.diffusion_model.", err);
     if (!rc)
@@ -926,6 +943,10 @@ int sd_weights_write_single(const char *folder, const char *out_path, Err *err) 
     for (int i = 0; i < 4; i++)
         sd_weights_close(w[i]);
     return rc;
+}
+
+int sd_weights_write_single(const char *folder, const char *out_path, Err *err) {
+    return write_single(folder, NULL, NULL, 0, out_path, err);
 }
 
 /* ---- a single file with adapters merged (adio16: `easel export merged`) ---------------------- */
@@ -967,68 +988,5 @@ static int merge_adapters(Out *o, SdWeights *w, Err *err) {
 int sd_weights_write_single_lora(const char *folder, const char *const *loras,
                                  const float *scales, int n_loras, const char *out_path,
                                  Err *err) {
-    static const char *const comps[] = {"unet", "vae", "text_encoder", "text_encoder_2"};
-    SdWeights *w[4] = {0};
-    int rc = 0;
-    for (int i = 0; i < 4 && !rc; i++) {
-        int optional = i >= 2;
-        Err e2 = {0};
-        int r = sd_weights_open(folder, comps[i], &w[i], optional ? &e2 : err);
-        if (r && optional && r == ERR_NOTFOUND)
-            continue;
-        if (r) {
-            if (optional && err)
-                *err = e2;
-            rc = r;
-        }
-    }
-    for (int i = 0; i < n_loras && !rc; i++)
-        rc = sd_weights_add_lora(w[0], loras[i], scales[i], err);
-    /* the text encoders take no adapters here: one that holds some is refused, not dropped */
-    for (int c = 2; c < 4 && !rc; c++) {
-        for (int i = 0; w[c] && i < n_loras && !rc; i++)
-            rc = sd_weights_add_lora(w[c], loras[i], 1.0f, err);
-        if (!rc && w[c] && sd_weights_lora_any(w[c]))
-            rc = err_set(err, ERR_USAGE, "%s: holds %s adapters; only the UNet's are merged "
-                         "(use a UNet-only adapter)", loras[0], comps[c]);
-    }
-    int arch = ARCH_SD1;
-    if (!rc) {
-        if (w[3] || sd_weights_find(w[0], "add_embedding.linear_1.weight")) {
-            arch = ARCH_SDXL;
-        } else {
-            for (size_t i = 0; i < w[0]->n_ents; i++) {
-                const char *s = strstr(w[0]->ents[i].t.name, ".proj_in.weight");
-                if (s && !s[15]) {
-                    arch = w[0]->ents[i].t.n_dim == 2 ? ARCH_SD2 : ARCH_SD1;
-                    break;
-                }
-            }
-        }
-    }
-    Out o = {safetensors_writer_new(), NULL, 0};
-    if (!rc)
-        rc = merge_adapters(&o, w[0], err);
-    if (!rc)
-        rc = write_component(&o, w[0], K_UNET, "model.diffusion_model.", err);
-    if (!rc)
-        rc = write_component(&o, w[1], K_VAE, "first_stage_model.", err);
-    if (!rc && w[2])
-        rc = arch == ARCH_SD2
-                 ? write_component(&o, w[2], K_OPENCLIP, "cond_stage_model.model.", err)
-                 : write_component(&o, w[2], K_HF,
-                                   arch == ARCH_SDXL ? "conditioner.embedders.0.transformer."
-                                                     : "cond_stage_model.transformer.",
-                                   err);
-    if (!rc && w[3])
-        rc = write_component(&o, w[3], K_OPENCLIP, "conditioner.embedders.1.model.", err);
-    if (!rc)
-        rc = safetensors_writer_save(o.wr, out_path, err);
-    safetensors_writer_free(o.wr);
-    for (int i = 0; i < o.n_bufs; i++)
-        free(o.bufs[i]);
-    free(o.bufs);
-    for (int i = 0; i < 4; i++)
-        sd_weights_close(w[i]);
-    return rc;
+    return write_single(folder, loras, scales, n_loras, out_path, err);
 }

@@ -334,21 +334,6 @@ typedef struct Loader {
     Err *err;
 } Loader;
 
-/* sd_weights_read's sink: a piece of a tensor into its place in the device tensor. */
-static int load_piece(void *user, size_t first, const void *data, size_t n, Err *err) {
-    (void)err;
-    void **ctx = user;
-    Backend *be = ctx[0];
-    const Tensor *t = ctx[1];
-    int64_t len = (int64_t)n;
-    Tensor dst = tensor_view_dtype((char *)t->ptr + first * dtype_size(t->dtype), t->dtype, 1,
-                                   &len);
-    dst.device = t->device;
-    Tensor host = tensor_view_dtype((void *)data, t->dtype, 1, &len);
-    backend_upload(be, &dst, &host);
-    return 0;
-}
-
 /* Read NAME (n dims of SHAPE) onto the device in the resident dtype, a bounded piece at a
  * time (sd_weights_read: no whole-tensor staging). */
 static int load_t(Loader *ld, Tensor *t, const char *name, int nd, int64_t d0, int64_t d1,
@@ -358,8 +343,7 @@ static int load_t(Loader *ld, Tensor *t, const char *name, int nd, int64_t d0, i
     for (int i = 0; i < nd; i++)
         n *= (size_t)shape[i];
     *t = backend_tensor_new(ld->be, ld->dtype, nd, shape);
-    void *ctx[2] = {ld->be, t};
-    int rc = sd_weights_read(ld->w, name, nd, shape, ld->dtype, 1.0f, load_piece, ctx, ld->err);
+    int rc = sd_weights_read_device(ld->w, name, nd, shape, 1.0f, ld->be, t, ld->err);
     if (rc)
         return rc;
     *ld->bytes += n * dtype_size(ld->dtype);

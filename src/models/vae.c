@@ -184,21 +184,6 @@ typedef struct Loader {
     Err *err;
 } Loader;
 
-/* sd_weights_read's sink: a piece of a tensor into its place in the device tensor. */
-static int ld_piece(void *user, size_t first, const void *data, size_t n, Err *err) {
-    (void)err;
-    void **ctx = user;
-    Backend *be = ctx[0];
-    const Tensor *t = ctx[1];
-    int64_t len = (int64_t)n;
-    Tensor dst = tensor_view_dtype((char *)t->ptr + first * dtype_size(t->dtype), t->dtype, 1,
-                                   &len);
-    dst.device = t->device;
-    Tensor host = tensor_view_dtype((void *)data, t->dtype, 1, &len);
-    backend_upload(be, &dst, &host);
-    return 0;
-}
-
 /* Tensor NAME of SHAPE, read through sd_weights (shape and finiteness checked there) straight
  * into the options' weight dtype a bounded piece at a time (sd_weights_read); SCALE
  * multiplies it (the matmul attention's 1/√C folded into to_q). */
@@ -218,9 +203,8 @@ static int ld_scaled(Loader *L, const char *name, int nd, const int64_t *shape, 
         v->blocks = xrealloc(v->blocks, v->cap_blocks * sizeof *v->blocks);
     }
     v->blocks[v->n_blocks++] = t->ptr;
-    void *ctx[2] = {v->be, t};
-    int rc = sd_weights_read(L->sw, name, conv_form ? 4 : nd, conv_form ? as_conv : shape, dt,
-                             scale, ld_piece, ctx, L->err);
+    int rc = sd_weights_read_device(L->sw, name, conv_form ? 4 : nd,
+                                    conv_form ? as_conv : shape, scale, v->be, t, L->err);
     if (rc)
         return rc;
     if (backend_failed(v->be)) {

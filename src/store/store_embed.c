@@ -1,7 +1,7 @@
 /* store_embed — the embeddings cache. See store_embed.h.
  *
  * Floats are stored little-endian; on a big-endian host they are byte-swapped on the way in
- * and out, so a store file moves between machines unchanged.
+ * and out (store_blob.c), so a store file moves between machines unchanged.
  */
 #include "store_embed.h"
 #include "store_int.h"
@@ -10,22 +10,6 @@
 #include <string.h>
 
 #include "base.h"
-
-static int host_is_le(void) {
-    const uint16_t one = 1;
-    return *(const uint8_t *)&one == 1;
-}
-
-static void swap4(void *p, size_t n) {
-    uint8_t *b = p;
-    for (size_t i = 0; i < n; i++, b += 4) {
-        uint8_t t0 = b[0], t1 = b[1];
-        b[0] = b[3];
-        b[1] = b[2];
-        b[2] = t1;
-        b[3] = t0;
-    }
-}
 
 int store_embed_get(Store *st, const char *encoder, const char *kind, const char *key,
                     float **data, int *dim, int *n_tokens, Err *err) {
@@ -64,8 +48,7 @@ int store_embed_get(Store *st, const char *encoder, const char *kind, const char
     }
     memcpy(out, blob, bytes);
     sqlite3_reset(s);
-    if (!host_is_le())
-        swap4(out, bytes / 4);
+    store_blob_host(out, bytes / 4);
     *data = out;
     *dim = d;
     *n_tokens = n;
@@ -76,14 +59,8 @@ int store_embed_put(Store *st, const char *encoder, const char *kind, const char
                     const float *data, int dim, int n_tokens, Err *err) {
     ASSERT(dim > 0 && n_tokens > 0);
     size_t bytes = (size_t)dim * (size_t)n_tokens * 4;
-    const void *blob = data;
-    float *swapped = NULL;
-    if (!host_is_le()) {
-        swapped = xmalloc(bytes);
-        memcpy(swapped, data, bytes);
-        swap4(swapped, bytes / 4);
-        blob = swapped;
-    }
+    float *swapped;
+    const void *blob = store_blob_le(data, bytes / 4, &swapped);
     sqlite3_stmt *s = store_stmt(st,
         "INSERT OR REPLACE INTO embeddings(encoder, kind, key, dim, n_tokens, data, created_at)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", err);

@@ -90,4 +90,12 @@ void store_row_double(sqlite3_stmt *s, void *dst, void *ctx);
  * store_*_free of a list is this call. */
 void store_free_list(void *arr, long long n, size_t elem, StoreElemFn deinit);
 
+/* Float blobs (the embeddings and latent caches; dedup16, store_blob.c) are stored
+ * little-endian, so a store file moves between machines unchanged. store_blob_le: the N
+ * floats of DATA as the blob to bind (DATA itself on a little-endian host, else a swapped copy
+ * put in *SWAPPED for the caller to free; NULL there otherwise). store_blob_host: the N floats
+ * read from a blob into OUT put in the host's order, in place. */
+const void *store_blob_le(const float *data, size_t n, float **swapped);
+void store_blob_host(float *out, size_t n);
+
 #endif

@@ -1,7 +1,7 @@
 /* store_latents — the VAE latent cache. See store_latents.h.
  *
  * Floats are stored little-endian; on a big-endian host they are byte-swapped on the way in
- * and out, as in store_embed.c, so a store file moves between machines unchanged.
+ * and out (store_blob.c), so a store file moves between machines unchanged.
  */
 #include "store_latents.h"
 #include "store_int.h"
@@ -11,22 +11,6 @@
 #include <string.h>
 
 #include "base.h"
-
-static int host_is_le(void) {
-    const uint16_t one = 1;
-    return *(const uint8_t *)&one == 1;
-}
-
-static void swap4(void *p, size_t n) {
-    uint8_t *b = p;
-    for (size_t i = 0; i < n; i++, b += 4) {
-        uint8_t t0 = b[0], t1 = b[1];
-        b[0] = b[3];
-        b[1] = b[2];
-        b[2] = t1;
-        b[3] = t0;
-    }
-}
 
 static size_t shape_floats(const StoreLatentShape *sh) {
     return (size_t)sh->channels * (size_t)sh->lh * (size_t)sh->lw;
@@ -71,8 +55,7 @@ int store_latents_get(Store *st, const char *sha256, const char *vae, int width,
     }
     memcpy(out, sqlite3_column_blob(s, 3), bytes);
     sqlite3_reset(s);
-    if (!host_is_le())
-        swap4(out, n);
+    store_blob_host(out, n);
     return 0;
 }
 
@@ -82,14 +65,8 @@ int store_latents_put(Store *st, const char *sha256, const char *vae, int width,
     size_t n = shape_floats(shape), bytes = n * 4;
     if (bytes > (size_t)INT32_MAX)
         return err_set(err, ERR_USAGE, "latents of %zu bytes are too large to cache", bytes);
-    const void *blob = data;
-    float *swapped = NULL;
-    if (!host_is_le()) {
-        swapped = xmalloc(bytes);
-        memcpy(swapped, data, bytes);
-        swap4(swapped, n);
-        blob = swapped;
-    }
+    float *swapped;
+    const void *blob = store_blob_le(data, n, &swapped);
     sqlite3_stmt *s = store_stmt(st,
         "INSERT OR REPLACE INTO latents(image_sha256, vae, width, height, channels, lh, lw,"
         " data, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

@@ -16,6 +16,7 @@
 #include "lora_file.h"
 #include "sd_weights.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 #define PIPE "tests/gen/fixtures/pipeline_sd"
 #define LORA "tests/gen/fixtures/pipeline_sd_lora.safetensors"
@@ -25,9 +26,7 @@ static char tmpdir[64];
 static char dbpath[128];
 
 static void setup(void) {
-    support_tmpdir_make(tmpdir, sizeof tmpdir, "expad");
-    snprintf(dbpath, sizeof dbpath, "%s/s.db", tmpdir);
-    cr_assert_eq(support_sh("bin/easel --db %s init >/dev/null", dbpath), 0);
+    support_cli_store(tmpdir, sizeof tmpdir, "expad", dbpath, sizeof dbpath);
 }
 
 static void teardown(void) {
@@ -35,23 +34,6 @@ static void teardown(void) {
 }
 
 TestSuite(export_adapter, .init = setup, .fini = teardown);
-
-static double psnr_vs_rgb(const char *png, const char *rgb_file) {
-    Image im = {0};
-    Err e = {0};
-    cr_assert_eq(image_load(png, 3, &im, &e), 0, "%s", e.msg);
-    cr_assert(im.w == 64 && im.h == 64);
-    FILE *f = fopen(rgb_file, "rb");
-    cr_assert_not_null(f);
-    uint8_t want[64 * 64 * 3];
-    cr_assert_eq(fread(want, 1, sizeof want, f), sizeof want);
-    fclose(f);
-    double se = 0;
-    for (size_t i = 0; i < sizeof want; i++)
-        se += ((double)im.px[i] - want[i]) * ((double)im.px[i] - want[i]);
-    image_deinit(&im);
-    return se == 0 ? INFINITY : 10 * log10(255.0 * 255.0 / (se / (double)sizeof want));
-}
 
 /* `easel generate` of diffusers' sd_lora case (tests/gen/fixtures/pipeline_cases.json) with
  * MODEL and LORA_ARG ("" or "--lora FILE:0.7") into OUT; returns the PNG's path. */
@@ -85,7 +67,7 @@ Test(export_adapter, easel_written_peft_and_kohya_render_diffusers_image, .timeo
     snprintf(arg, sizeof arg, "--lora %s/" LORA_FILE_PEFT_WEIGHTS ":0.7", dir);
     snprintf(out, sizeof out, "%s/peft", tmpdir);
     char *png = generate(PIPE, arg, out);
-    double db = psnr_vs_rgb(png, LORA_RGB);
+    double db = support_psnr_rgb(png, LORA_RGB);
     cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers with its own file", db);
     free(png);
 
@@ -97,7 +79,7 @@ Test(export_adapter, easel_written_peft_and_kohya_render_diffusers_image, .timeo
     snprintf(arg, sizeof arg, "--lora %s/k.safetensors:0.7", tmpdir);
     snprintf(out, sizeof out, "%s/kohya", tmpdir);
     png = generate(PIPE, arg, out);
-    db = psnr_vs_rgb(png, LORA_RGB);
+    db = support_psnr_rgb(png, LORA_RGB);
     cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers with the kohya export", db);
     free(png);
 }
@@ -171,7 +153,7 @@ Test(export_adapter, merged_checkpoint_renders_base_plus_lora, .timeout = 120) {
     folder_from_merged(merged, dir);
     snprintf(out, sizeof out, "%s/gen", tmpdir);
     char *png = generate(dir, "", out);
-    double db = psnr_vs_rgb(png, LORA_RGB);
+    double db = support_psnr_rgb(png, LORA_RGB);
     cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers' base + LoRA", db);
     free(png);
 }

@@ -16,14 +16,13 @@
 #include "store_catalog.h"
 #include "store_models.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 static char tmpdir[64];
 static char dbpath[128];
 
 static void setup(void) {
-    support_tmpdir_make(tmpdir, sizeof tmpdir, "gencli");
-    snprintf(dbpath, sizeof dbpath, "%s/s.db", tmpdir);
-    cr_assert_eq(support_sh("bin/easel --db %s init >/dev/null", dbpath), 0);
+    support_cli_store(tmpdir, sizeof tmpdir, "gencli", dbpath, sizeof dbpath);
 }
 
 static void teardown(void) {
@@ -355,23 +354,6 @@ Test(gencli, ctrl_c_stops_within_a_step, .timeout = 120) {
 /* The PNG `easel generate` writes is diffusers' image for the same prompt, negative prompt,
  * seed, steps, guidance, size, scheduler and LoRA (tests/gen/fixtures/pipeline_cases.json:
  * sd_euler, sd_lora): the flags reach the pipeline as given. */
-static double png_psnr_vs_rgb(const char *png, const char *rgb_file) {
-    Image im = {0};
-    Err e = {0};
-    cr_assert_eq(image_load(png, 3, &im, &e), 0, "%s", e.msg);
-    cr_assert(im.w == 64 && im.h == 64);
-    FILE *f = fopen(rgb_file, "rb");
-    cr_assert_not_null(f);
-    uint8_t want[64 * 64 * 3];
-    cr_assert_eq(fread(want, 1, sizeof want, f), sizeof want);
-    fclose(f);
-    double se = 0;
-    for (size_t i = 0; i < sizeof want; i++)
-        se += ((double)im.px[i] - want[i]) * ((double)im.px[i] - want[i]);
-    image_deinit(&im);
-    return se == 0 ? INFINITY : 10 * log10(255.0 * 255.0 / (se / (double)sizeof want));
-}
-
 Test(gencli, generate_gives_diffusers_image, .timeout = 120) {
     char *out, *err;
     cr_assert_eq(support_run(NULL, &out, &err, "bin/easel --db %s generate --model %s --prompt "
@@ -390,9 +372,9 @@ Test(gencli, generate_gives_diffusers_image, .timeout = 120) {
     char *a = NULL, *b = NULL;
     cr_assert_eq(support_run(NULL, &a, NULL, "printf %%s %s/a/*/42.png", tmpdir), 0);
     cr_assert_eq(support_run(NULL, &b, NULL, "printf %%s %s/b/*/42.png", tmpdir), 0);
-    double db = png_psnr_vs_rgb(a, "tests/gen/fixtures/pipeline_sd_euler.rgb");
+    double db = support_psnr_rgb(a, "tests/gen/fixtures/pipeline_sd_euler.rgb");
     cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers", db);
-    db = png_psnr_vs_rgb(b, "tests/gen/fixtures/pipeline_sd_lora.rgb");
+    db = support_psnr_rgb(b, "tests/gen/fixtures/pipeline_sd_lora.rgb");
     cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers with the LoRA", db);
     free(a);
     free(b);
@@ -513,7 +495,7 @@ Test(gencli, generate_from_given_latents, .timeout = 120) {
     free(err);
     char *png = NULL;
     cr_assert_eq(support_run(NULL, &png, NULL, "printf %%s %s/l/*/5.png", tmpdir), 0);
-    double db = png_psnr_vs_rgb(png, "tests/gen/fixtures/pipeline_sd_latents.rgb");
+    double db = support_psnr_rgb(png, "tests/gen/fixtures/pipeline_sd_latents.rgb");
     cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers with latents=", db);
     free(png);
     cr_assert_eq(count_rows("SELECT count(*) FROM images WHERE generator LIKE "

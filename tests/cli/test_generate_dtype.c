@@ -14,6 +14,7 @@
 #include "base.h"
 #include "image.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 #define FIX "tests/gen/fixtures/"
 
@@ -21,9 +22,7 @@ static char tmpdir[64];
 static char dbpath[128];
 
 static void setup(void) {
-    support_tmpdir_make(tmpdir, sizeof tmpdir, "gendt");
-    snprintf(dbpath, sizeof dbpath, "%s/s.db", tmpdir);
-    cr_assert_eq(support_sh("bin/easel --db %s init >/dev/null", dbpath), 0);
+    support_cli_store(tmpdir, sizeof tmpdir, "gendt", dbpath, sizeof dbpath);
 }
 
 static void teardown(void) {

@@ -14,6 +14,7 @@
 #include "store.h"
 #include "store_models.h"
 #include "support.h"
+#include "support_fixtures.h"
 
 #define SFIX "tests/gen/fixtures/single/"
 
@@ -21,9 +22,7 @@ static char tmpdir[64];
 static char dbpath[128];
 
 static void setup(void) {
-    support_tmpdir_make(tmpdir, sizeof tmpdir, "gensingle");
-    snprintf(dbpath, sizeof dbpath, "%s/s.db", tmpdir);
-    cr_assert_eq(support_sh("bin/easel --db %s init >/dev/null", dbpath), 0);
+    support_cli_store(tmpdir, sizeof tmpdir, "gensingle", dbpath, sizeof dbpath);
 }
 
 static void teardown(void) {
@@ -31,24 +30,6 @@ static void teardown(void) {
 }
 
 TestSuite(gensingle, .init = setup, .fini = teardown);
-
-/* PNG vs raw 64x64 RGB. */
-static double psnr_png_rgb(const char *png, const char *rgb_file) {
-    Image im = {0};
-    Err e = {0};
-    cr_assert_eq(image_load(png, 3, &im, &e), 0, "%s", e.msg);
-    cr_assert(im.w == 64 && im.h == 64);
-    FILE *f = fopen(rgb_file, "rb");
-    cr_assert_not_null(f, "%s", rgb_file);
-    uint8_t want[64 * 64 * 3];
-    cr_assert_eq(fread(want, 1, sizeof want, f), sizeof want);
-    fclose(f);
-    double se = 0;
-    for (size_t i = 0; i < sizeof want; i++)
-        se += ((double)im.px[i] - want[i]) * ((double)im.px[i] - want[i]);
-    image_deinit(&im);
-    return se == 0 ? INFINITY : 10 * log10(255.0 * 255.0 / (se / (double)sizeof want));
-}
 
 static int gen(const char *model_args, const char *out, char **err) {
     char *o = NULL;
@@ -87,7 +68,7 @@ Test(gensingle, generate_from_a_single_file_gives_the_folders_image, .timeout = 
                      "from the folder's", fams[i]);
         char rgb[128];
         snprintf(rgb, sizeof rgb, SFIX "%s_euler.rgb", fams[i]);
-        double db = psnr_png_rgb(a, rgb);
+        double db = support_psnr_rgb(a, rgb);
         cr_assert_geq(db, 50.0, "%s: %.1f dB against diffusers", fams[i], db);
         free(a), free(b);
     }
@@ -174,7 +155,7 @@ Test(gensingle, a_registered_clip_models_tokenizer_stands_in, .timeout = 120) {
     cr_assert_eq(gen("--model " SFIX "sdxl.safetensors", "clip", &err), 0, "%s", err);
     free(err);
     char *a = png_of("clip");
-    double db = psnr_png_rgb(a, SFIX "sdxl_euler.rgb");
+    double db = support_psnr_rgb(a, SFIX "sdxl_euler.rgb");
     cr_assert_geq(db, 50.0, "%.1f dB against diffusers", db);
     free(a);
 }

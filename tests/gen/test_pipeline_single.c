@@ -16,28 +16,11 @@
 #include "base.h"
 #include "fmt_safetensors.h"
 #include "pipeline.h"
+#include "pipeline_fixture.h"
 #include "sched_config.h"
 #include "sd_weights.h"
 
 #define FIX "tests/gen/fixtures/single/"
-
-static Backend *be;
-static CpuPool *pool, *prev_pool;
-
-static void setup(void) {
-    Err err = {0};
-    BackendConfig cfg = {2, 0};
-    cr_assert_eq(backend_open("cpu", &cfg, &be, NULL, 0, &err), 0, "%s", err.msg);
-    pool = backend_cpu_pool_new(2, &err);
-    cr_assert(pool, "%s", err.msg);
-    prev_pool = backend_cpu_use(pool);
-}
-
-static void teardown(void) {
-    backend_cpu_use(prev_pool);
-    backend_cpu_pool_free(pool);
-    backend_close(be);
-}
 
 TestSuite(pipeline_single, .init = setup, .fini = teardown);
 

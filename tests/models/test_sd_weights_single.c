@@ -338,3 +338,17 @@ Test(sd_weights_single, f16_checkpoints_read_as_the_rounded_folder) {
     f16_case("sd2", 0);  /* OpenCLIP q/k/v slices of 2-byte rows */
     f16_case("sdxl", 1); /* and bigG's transposed text_projection */
 }
+
+/* `export merged` writes through the same code as the plain single file: with no adapters an
+ * SD 2.x folder gives the very same bytes (OpenCLIP's unused last layer included, so the text
+ * encoder reads back with all its layers). */
+Test(sd_weights_single, merged_sd2_file_without_adapters_is_the_plain_file) {
+    char *out = xasprintf("/tmp/easel-sdw-%d-merged-sd2.safetensors", (int)getpid());
+    Err err = {0};
+    cr_assert_eq(sd_weights_write_single_lora(FIX "sd2", NULL, NULL, 0, out, &err), 0, "%s",
+                 err.msg);
+    same_component(out, FIX "sd2", "text_encoder");
+    cr_assert(same_bytes(out, FIX "sd2.safetensors"), "%s differs from the plain file", out);
+    unlink(out);
+    free(out);
+}
