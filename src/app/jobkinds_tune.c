@@ -102,6 +102,12 @@ static int copy_str(char *dst, size_t n, const char *src, const char *flag, Err 
 int tune_job_config(Store *st, const JobParams *p, TuneConfig *c, Err *err) {
     tune_config_defaults(c);
     int rc = resolve_model(st, job_param_str(p, "model"), c->model, sizeof c->model, err);
+    int deferred = 0; /* no store: a registered model's name is resolved when the job runs; the
+                       * other parameters are still checked (they were skipped) */
+    if (rc == ERR_NOTFOUND && !st) {
+        deferred = 1;
+        rc = copy_str(c->model, sizeof c->model, job_param_str(p, "model"), "model", err);
+    }
 #define STR(field, flag) \
     if (!rc) \
         rc = copy_str(c->field, sizeof c->field, job_param_str(p, flag), flag, err)
@@ -165,6 +171,9 @@ int tune_job_config(Store *st, const JobParams *p, TuneConfig *c, Err *err) {
         rc = err_prefix(err, "tune: --device");
     if (!rc)
         rc = tune_config_check(c, err);
+    if (!rc && deferred)
+        rc = err_set(err, ERR_NOTFOUND, "--model %s: not a folder (a registered model's name "
+                     "is resolved with the store)", c->model);
     return rc;
 }
 

@@ -166,3 +166,28 @@ Test(tunecli, queue_adds_a_job_and_the_job_kind_runs) {
     cr_assert_eq(support_sql_num(dbpath, "SELECT count(*) FROM runs WHERE kind = 'tune' AND "
                                          "job_id IS NOT NULL AND job_id > 0"), 1);
 }
+
+/* A registered model's name (resolved only with the store) did not stop the checks of the
+ * other flags: with --online the prompts file was reported missing ("--prompts : no such
+ * file") whatever was given. */
+Test(tunecli, a_registered_model_name_keeps_the_other_checks) {
+    char *out = NULL, *err = NULL, args[1024], prompts[256];
+    cr_assert_eq(run("models add diffusion " MODEL " --name tiny", &out, &err), 0, "%s", err);
+    free(out);
+    free(err);
+    support_write_file(tmpdir, "prompts.csv", "prompt_id,prompt\np1,a red fox\n", prompts,
+                       sizeof prompts);
+    snprintf(args, sizeof args, "tune --model tiny --online --reward %s/no-rm --prompts %s "
+             "--out %s/on", tmpdir, prompts, tmpdir);
+    cr_assert_eq(run(args, &out, &err), 1, "%s", err);
+    cr_assert(strstr(err, "--reward") && strstr(err, "no-rm: no such folder"), "%s", err);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "tune --model tiny --pairs %s --rank 0 --out %s/o", pairs,
+             tmpdir);
+    cr_assert_eq(run(args, &out, &err), 2, "%s", err);
+    cr_assert(strstr(err, "--rank 0: use 1 to 1024"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(support_sh("! test -e %s/on && ! test -e %s/o", tmpdir, tmpdir), 0);
+}
