@@ -10,8 +10,13 @@
  * [1, 2, 2] instead of the released [1, 2, 10] (10.3 GB of f32 weights would not fit ours
  * and the peer's on the bench machine). Beside each line: the peak resident set of each
  * side over that measurement (ours: VmHWM reset before the load, and again after it, for the
- * peak of the runs alone; the peer's: ru_maxrss of its own process). $EASEL_BENCH_GEN (sd15, sdxl or vae) runs one part only. A line says
- * "skipped (why)" where the peer or the models cannot be made.
+ * peak of the runs alone; the peer's: ru_maxrss of its own process). $EASEL_BENCH_GEN (sd15,
+ * sdxl or vae) runs one part only. A line says "skipped (why)" where the peer or the models
+ * cannot be made. Also beside each line (perf15): the CPU seconds of the same runs, all
+ * threads of the process (ours: clock(); the peer's: time.process_time()), and their ratio:
+ * on a machine loaded by other work the wall-clock ratio swings with the load of the minute
+ * each side ran in, the CPU-time ratio much less (both sides' pools spin a little while
+ * waiting, which counts).
  *
  * Whole images (generate-sd15-image-256, generate-sdxl-image-512): `peer_generate.py make-pipe`
  * completes each folder into a full diffusers model (random CLIP text encoders of the released
@@ -29,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
 #include "backend_cpu.h"
@@ -72,8 +78,12 @@ static Tensor upload(Backend *be, const float *host, int nd, const int64_t *shap
 
 static double peak_mb(void) { return base_proc_status_kb("VmHWM") / 1024.0; }
 
-/* The peer's median seconds and peak MB for KIND (unet, vae) of NAME at SIZE, or v[0] = -1. */
-static void peer(const char *kind, const char *name, int size, int threads, double v[2]) {
+/* CPU seconds of this process so far, all threads (C's clock()). */
+static double cpu_now(void) { return (double)clock() / CLOCKS_PER_SEC; }
+
+/* The peer's median seconds, peak MB and median CPU seconds for KIND (unet, vae) of NAME at
+ * SIZE, or v[0] = -1. */
+static void peer(const char *kind, const char *name, int size, int threads, double v[3]) {
     if (getenv("EASEL_BENCH_GEN_OURS")) { /* ours alone, e.g. under perf */
         v[0] = -1;
         return;
@@ -81,11 +91,11 @@ static void peer(const char *kind, const char *name, int size, int threads, doub
     char cmd[512];
     snprintf(cmd, sizeof cmd, "%s " PEER " %s " ROOT " %s %d %d %d 2>/dev/null", bench_python(),
              kind, name, size, threads, reps());
-    bench_peer_numbers(cmd, v, 2);
+    bench_peer_numbers(cmd, v, 3);
 }
 
 static void report(const char *bench, const char *what, double ours, double ours_mb,
-                   double run_mb, const double pv[2]) {
+                   double run_mb, double ours_cpu, const double pv[3]) {
     if (getenv("EASEL_BENCH_GEN_OURS"))
         printf("bench %s: skipped (EASEL_BENCH_GEN_OURS: the peer was not run; ours %.3f s)\n",
                bench, ours);
@@ -97,6 +107,9 @@ static void report(const char *bench, const char *what, double ours, double ours
                ours, pv[0]);
     printf("  %s: %s; peak resident set: ours %.0f MB (%.0f MB after the load), peer %.0f MB\n",
            bench, what, ours_mb, run_mb, pv[0] > 0 ? pv[1] : -1.0);
+    if (pv[0] > 0 && ours_cpu > 0 && pv[2] > 0)
+        printf("  %s: CPU time, all threads: ours %.3f s, peer %.3f s (%.2fx)\n", bench,
+               ours_cpu, pv[2], pv[2] / ours_cpu);
     fflush(stdout);
 }
 
@@ -140,16 +153,17 @@ static void bench_unet(const char *name, int size, int threads) {
     double load_mb = peak_mb();
     base_peak_rss_reset();
     int n = reps();
-    double *t = xmalloc((size_t)n * sizeof(double));
+    double *t = xmalloc(2 * (size_t)n * sizeof(double)), *tc = t + n;
     int rc = 0;
     for (int i = -1; i < n && rc == 0; i++) {
-        double t0 = base_now();
+        double t0 = base_now(), c0 = cpu_now();
         rc = unet_forward(u, be, &dout, &dx, steps, &de, sdxl ? &dt : NULL, sdxl ? ids : NULL,
                           &err);
         if (i >= 0)
-            t[i] = base_now() - t0;
+            t[i] = base_now() - t0, tc[i] = cpu_now() - c0;
     }
     double ours = rc == 0 ? median(t, n) : -1, run_mb = peak_mb();
+    double ours_cpu = rc == 0 ? median(tc, n) : -1;
     double ours_mb = load_mb > run_mb ? load_mb : run_mb;
     backend_tensor_free(be, &dx), backend_tensor_free(be, &de), backend_tensor_free(be, &dout);
     if (sdxl)
@@ -161,12 +175,12 @@ static void bench_unet(const char *name, int size, int threads) {
         printf("bench %s: skipped (our forward failed: %s)\n", bench, err.msg);
         return;
     }
-    double pv[2];
+    double pv[3];
     peer("unet", name, size, threads, pv);
     char what[160];
     snprintf(what, sizeof what, "one UNet step, batch 2 (CFG), %dx%d latents, %d threads, "
              "f32, median of %d after a warm-up", (int)h, (int)h, threads, n);
-    report(bench, what, ours, ours_mb, run_mb, pv);
+    report(bench, what, ours, ours_mb, run_mb, ours_cpu, pv);
 }
 
 /* The VAE decode of one SIZE² image of NAME's VAE. */
@@ -194,14 +208,15 @@ static void bench_vae(const char *name, int size, int threads) {
     double load_mb = peak_mb();
     base_peak_rss_reset();
     int n = reps(), rc = 0;
-    double *t = xmalloc((size_t)n * sizeof(double));
+    double *t = xmalloc(2 * (size_t)n * sizeof(double)), *tc = t + n;
     for (int i = -1; i < n && rc == 0; i++) {
-        double t0 = base_now();
+        double t0 = base_now(), c0 = cpu_now();
         rc = vae_decode(v, z, 1, h, h, img, &err);
         if (i >= 0)
-            t[i] = base_now() - t0;
+            t[i] = base_now() - t0, tc[i] = cpu_now() - c0;
     }
     double ours = rc == 0 ? median(t, n) : -1, run_mb = peak_mb();
+    double ours_cpu = rc == 0 ? median(tc, n) : -1;
     double ours_mb = load_mb > run_mb ? load_mb : run_mb;
     vae_free(v);
     backend_close(be);
@@ -210,12 +225,12 @@ static void bench_vae(const char *name, int size, int threads) {
         printf("bench %s: skipped (our decode failed: %s)\n", bench, err.msg);
         return;
     }
-    double pv[2];
+    double pv[3];
     peer("vae", name, size, threads, pv);
     char what[160];
     snprintf(what, sizeof what, "VAE decode of one image, %dx%d latents, %d threads, f32, "
              "median of %d after a warm-up", h, h, threads, n);
-    report(bench, what, ours, ours_mb, run_mb, pv);
+    report(bench, what, ours, ours_mb, run_mb, ours_cpu, pv);
 }
 
 static int gen_steps(void) {
@@ -257,10 +272,10 @@ static void bench_image(const char *name, int size, int threads) {
     int rc = sd_pipeline_generate(p, &warm, NULL, &rgb, &w, &h, &err);
     free(rgb);
     rgb = NULL;
-    double t0 = base_now();
+    double t0 = base_now(), c0 = cpu_now();
     if (rc == 0)
         rc = sd_pipeline_generate(p, &g, NULL, &rgb, &w, &h, &err);
-    double ours = base_now() - t0, run_mb = peak_mb();
+    double ours = base_now() - t0, ours_cpu = cpu_now() - c0, run_mb = peak_mb();
     double ours_mb = load_mb > run_mb ? load_mb : run_mb;
     free(rgb);
     backend_cpu_use(prev);
@@ -271,19 +286,19 @@ static void bench_image(const char *name, int size, int threads) {
         printf("bench %s: skipped (our image failed: %s)\n", bench, err.msg);
         return;
     }
-    double pv[2] = {-1, -1};
+    double pv[3] = {-1, -1, -1};
     if (!getenv("EASEL_BENCH_GEN_OURS")) {
         char cmd[512];
         snprintf(cmd, sizeof cmd, "%s " PEER " image " ROOT " %s %d %d %d 2>/dev/null",
                  bench_python(), name, size, threads, steps);
-        bench_peer_numbers(cmd, pv, 2);
+        bench_peer_numbers(cmd, pv, 3);
     }
     char what[200];
     snprintf(what, sizeof what, "one %dx%d image, Euler, %d steps, guidance 7.5 (CFG), text "
              "encoders and VAE decode included, %d threads, f32, one run after a one-step "
              "warm-up, load not timed",
              size, size, steps, threads);
-    report(bench, what, ours, ours_mb, run_mb, pv);
+    report(bench, what, ours, ours_mb, run_mb, ours_cpu, pv);
 }
 
 int main(void) {

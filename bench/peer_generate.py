@@ -7,7 +7,8 @@ PyTorch on the CPU, random weights of the released shapes.
   peer_generate.py unet ROOT NAME SIZE THREADS REPS
                                       one warm-up and REPS UNet steps (batch 2, as with
                                       classifier-free guidance) at SIZE² pixels: prints the
-                                      median seconds and this process's peak RSS in MB
+                                      median seconds, this process's peak RSS in MB and the
+                                      median CPU seconds (all threads) of the same runs
   peer_generate.py vae ROOT NAME SIZE THREADS REPS
                                       the VAE decode of one SIZE² image, the same way
   peer_generate.py make-pipe ROOT NAME
@@ -18,8 +19,8 @@ PyTorch on the CPU, random weights of the released shapes.
                                       one SIZE² image with StableDiffusion(XL)Pipeline from
                                       ROOT/NAME (Euler, STEPS steps, guidance 7.5, seed 0, a
                                       prompt and a negative prompt) after a one-step warm-up
-                                      image: prints the seconds of the timed pipeline call and
-                                      this process's peak RSS
+                                      image: prints the seconds of the timed pipeline call,
+                                      this process's peak RSS and the call's CPU seconds
 NAME: sd15 (SD 1.5's unet/config.json) or sdxl (SDXL base's, with transformer depth reduced
 to [1, 2, 2] from [1, 2, 10]: the widths, heads and conditioning are SDXL's).
 """
@@ -157,22 +158,25 @@ def image(root, name, size, threads, steps):
                     generator=torch.Generator("cpu").manual_seed(0)).images[0]
     with torch.inference_mode():
         run(1)  # warm-up: a one-step image
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         img = run(steps)
-        sec = time.perf_counter() - t0
+        sec, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert img.size == (size, size)
-    print(f"{sec:.6f} {peak_mb():.1f}")
+    print(f"{sec:.6f} {peak_mb():.1f} {cpu:.6f}")
 
 
 def median_time(run, reps):
+    """The median wall seconds and the median CPU seconds (the process's, all threads: on a
+    loaded machine a steadier figure than the wall clock) of REPS runs after a warm-up."""
     with torch.inference_mode():
         run()  # warm-up
-        times = []
+        times, cpus = [], []
         for _ in range(reps):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run()
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+            cpus.append(time.process_time() - c0)
+    return statistics.median(times), statistics.median(cpus)
 
 
 def peak_mb():
@@ -193,8 +197,8 @@ def unet(root, name, size, threads, reps):
         extra = {"text_embeds": torch.randn(2, pooled, generator=g),
                  "time_ids": torch.tensor([[size, size, 0, 0, size, size]] * 2,
                                           dtype=torch.float32)}
-    sec = median_time(lambda: m(x, t, ehs, added_cond_kwargs=extra).sample, reps)
-    print(f"{sec:.6f} {peak_mb():.1f}")
+    sec, cpu = median_time(lambda: m(x, t, ehs, added_cond_kwargs=extra).sample, reps)
+    print(f"{sec:.6f} {peak_mb():.1f} {cpu:.6f}")
 
 
 def vae(root, name, size, threads, reps):
@@ -202,8 +206,8 @@ def vae(root, name, size, threads, reps):
     m = AutoencoderKL.from_pretrained(os.path.join(root, name, "vae")).eval()
     g = torch.Generator().manual_seed(2)
     z = torch.randn(1, 4, size // 8, size // 8, generator=g)
-    sec = median_time(lambda: m.decode(z).sample, reps)
-    print(f"{sec:.6f} {peak_mb():.1f}")
+    sec, cpu = median_time(lambda: m.decode(z).sample, reps)
+    print(f"{sec:.6f} {peak_mb():.1f} {cpu:.6f}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,11 @@ void nn_clip_gelu_forward(float *out, const float *inp, size_t n);
  * difference from the expf form below 1e-6. */
 void nn_clip_quickgelu_forward(float *out, const float *inp, size_t n);
 
+/* out = x·σ(x) (SiLU: the UNet's and the VAE's activation, nn_silu_forward), n elements; out
+ * may alias inp. The same form as QuickGELU's, relative difference from x·nn_sigmoidf(x)
+ * below 1e-6. */
+void nn_clip_silu_forward(float *out, const float *inp, size_t n);
+
 /* out (N, O) = inp (N, K) · Wᵀ + bias (bias may be NULL). W (O, K) is f32 (W) or bf16 (WH,
  * with W NULL); the product and its sums are f32 either way. Split over the calling thread's
  * CPU pool by output columns (slabs of 128).

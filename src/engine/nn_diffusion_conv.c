@@ -507,8 +507,7 @@ typedef struct Wino {
 } Wino;
 
 /* U[:, o, :] = G g Gᵀ for output channels [o0, o1). */
-static void wino_weights(void *ctx, int64_t o0, int64_t o1) {
-    const Wino *w = ctx;
+static void wino_weights_loops(const Wino *w, int64_t o0, int64_t o1) {
     int C = w->s->C, OC = w->s->OC;
     for (int64_t o = o0; o < o1; o++)
         for (int c = 0; c < C; c++) {
@@ -537,8 +536,7 @@ static void wino_weights(void *ctx, int64_t o0, int64_t o1) {
 #define WT 32 /* tiles transformed together: the arithmetic runs across them, vectorised */
 
 /* V[:, c, :] = Bᵀ d B for input channels [c0, c1), each tile of the block. */
-static void wino_inputs(void *ctx, int64_t c0, int64_t c1) {
-    const Wino *w = ctx;
+static void wino_inputs_loops(const Wino *w, int64_t c0, int64_t c1) {
     const ConvShape *s = w->s;
     float d[16][WT], b[16][WT], v[16][WT];
     for (int64_t c = c0; c < c1; c++) {
@@ -589,8 +587,7 @@ static void wino_inputs(void *ctx, int64_t c0, int64_t c1) {
 }
 
 /* out[o] tiles = Aᵀ m A for output channels [o0, o1). */
-static void wino_outputs(void *ctx, int64_t o0, int64_t o1) {
-    const Wino *w = ctx;
+static void wino_outputs_loops(const Wino *w, int64_t o0, int64_t o1) {
     int OC = w->s->OC;
     float m[16][WT], a[8][WT], y[4][WT];
     for (int64_t o = o0; o < o1; o++) {
@@ -633,6 +630,233 @@ static void wino_outputs(void *ctx, int64_t o0, int64_t o1) {
             }
         }
     }
+}
+
+/* The same three transforms on AVX-512 (where nn_sgemm_available(), the CPUs whose GEMMs run
+ * the AVX-512 kernel), 16 tiles of one tile row per vector: an input tile's four columns are
+ * the even and odd lanes of two pairs of loads along the row (masked at the end of a run, so
+ * nothing past it is read), the two output columns are interleaved back the same way, and the
+ * weights are gathered 16 input channels at a time. Every value is the same sum of the same
+ * terms in the same order as in the loops above (adds, subtracts and halvings; no FMA): the
+ * same bits. A tile whose columns cross the left or right edge of the input takes the loops'
+ * per-tile gather (wino_in_tile). The loops were 30 % of a VAE decode (doc/perf.md). */
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+
+static __mmask16 lanes(int n) {
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* V[:, c, t] for one tile whose 4×4 input starts at (iy0, ix0), zeros outside the input. */
+static void wino_in_tile(const Wino *w, const float *plane, int c, int t, int iy0, int ix0) {
+    const ConvShape *s = w->s;
+    float d[16] = {0}, b[16], v[16];
+    for (int i = 0; i < 4; i++) {
+        int iy = iy0 + i;
+        if (iy < 0 || iy >= s->H)
+            continue;
+        const float *row = plane + (size_t)iy * s->W;
+        for (int k = 0; k < 4; k++) {
+            int ix = ix0 + k;
+            if (ix >= 0 && ix < s->W)
+                d[i * 4 + k] = row[ix];
+        }
+    }
+    for (int k = 0; k < 4; k++) { /* b = Bᵀ d */
+        b[0 + k] = d[0 + k] - d[8 + k];
+        b[4 + k] = d[4 + k] + d[8 + k];
+        b[8 + k] = d[8 + k] - d[4 + k];
+        b[12 + k] = d[4 + k] - d[12 + k];
+    }
+    for (int i = 0; i < 4; i++) { /* v = b B */
+        v[i * 4 + 0] = b[i * 4 + 0] - b[i * 4 + 2];
+        v[i * 4 + 1] = b[i * 4 + 1] + b[i * 4 + 2];
+        v[i * 4 + 2] = b[i * 4 + 2] - b[i * 4 + 1];
+        v[i * 4 + 3] = b[i * 4 + 1] - b[i * 4 + 3];
+    }
+    for (int x = 0; x < 16; x++)
+        w->V[((size_t)x * s->C + c) * w->nt + t] = v[x];
+}
+
+AVX512 static void wino_inputs_avx512(const Wino *w, int64_t c0, int64_t c1) {
+    const ConvShape *s = w->s;
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const __m512 zero = _mm512_setzero_ps();
+    /* tiles tx in [xa, xb) read inside the row: 2·tx − pad >= 0 and 2·tx − pad + 4 <= W */
+    int xa = (s->pad + 1) / 2, xb = s->W + s->pad - 4 < 0 ? 0 : (s->W + s->pad - 4) / 2 + 1;
+    xb = xb > w->tw ? w->tw : xb;
+    size_t xs = (size_t)s->C * w->nt; /* V's stride from one transform element to the next */
+    for (int64_t c = c0; c < c1; c++) {
+        const float *plane = w->img + (size_t)c * s->H * s->W;
+        float *vc = w->V + (size_t)c * w->nt;
+        for (int t = 0; t < w->nt;) {
+            int g = w->t0 + t, ty = g / w->tw, tx = g % w->tw;
+            int iy0 = 2 * ty - s->pad, ix0 = 2 * tx - s->pad;
+            if (tx < xa || tx >= xb) {
+                wino_in_tile(w, plane, (int)c, t, iy0, ix0);
+                t++;
+                continue;
+            }
+            int n = w->nt - t; /* this run: interior tiles of one tile row, at most 16 */
+            n = n > xb - tx ? xb - tx : n;
+            n = n > 16 ? 16 : n;
+            int ncol = 2 * n + 2; /* the input columns the run reads, from ix0 */
+            __m512 d[16], b[16];
+            for (int i = 0; i < 4; i++) {
+                int iy = iy0 + i;
+                if (iy < 0 || iy >= s->H) {
+                    d[i * 4 + 0] = d[i * 4 + 1] = d[i * 4 + 2] = d[i * 4 + 3] = zero;
+                    continue;
+                }
+                const float *row = plane + (size_t)iy * s->W + ix0;
+                __m512 lo = _mm512_maskz_loadu_ps(lanes(ncol), row);
+                __m512 hi = ncol > 16 ? _mm512_maskz_loadu_ps(lanes(ncol - 16), row + 16) : zero;
+                __m512 lo2 = _mm512_maskz_loadu_ps(lanes(ncol - 2), row + 2);
+                __m512 hi2 = ncol > 18 ? _mm512_maskz_loadu_ps(lanes(ncol - 18), row + 18) : zero;
+                d[i * 4 + 0] = _mm512_permutex2var_ps(lo, ev, hi);   /* column 2j of lane j */
+                d[i * 4 + 1] = _mm512_permutex2var_ps(lo, od, hi);   /* 2j + 1 */
+                d[i * 4 + 2] = _mm512_permutex2var_ps(lo2, ev, hi2); /* 2j + 2 */
+                d[i * 4 + 3] = _mm512_permutex2var_ps(lo2, od, hi2); /* 2j + 3 */
+            }
+            for (int k = 0; k < 4; k++) { /* b = Bᵀ d */
+                b[0 + k] = _mm512_sub_ps(d[0 + k], d[8 + k]);
+                b[4 + k] = _mm512_add_ps(d[4 + k], d[8 + k]);
+                b[8 + k] = _mm512_sub_ps(d[8 + k], d[4 + k]);
+                b[12 + k] = _mm512_sub_ps(d[4 + k], d[12 + k]);
+            }
+            __mmask16 m = lanes(n);
+            for (int i = 0; i < 4; i++) { /* v = b B, stored */
+                float *v = vc + (size_t)(i * 4) * xs + t;
+                _mm512_mask_storeu_ps(v, m, _mm512_sub_ps(b[i * 4 + 0], b[i * 4 + 2]));
+                _mm512_mask_storeu_ps(v + xs, m, _mm512_add_ps(b[i * 4 + 1], b[i * 4 + 2]));
+                _mm512_mask_storeu_ps(v + 2 * xs, m, _mm512_sub_ps(b[i * 4 + 2], b[i * 4 + 1]));
+                _mm512_mask_storeu_ps(v + 3 * xs, m, _mm512_sub_ps(b[i * 4 + 1], b[i * 4 + 3]));
+            }
+            t += n;
+        }
+    }
+}
+
+AVX512 static void wino_outputs_avx512(const Wino *w, int64_t o0, int64_t o1) {
+    int OC = w->s->OC;
+    const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
+    for (int64_t o = o0; o < o1; o++) {
+        float *plane = w->out + (size_t)o * w->Ho * w->Wo;
+        __m512 bias = _mm512_set1_ps(w->bias ? w->bias[o] : 0.0f);
+        for (int t = 0; t < w->nt;) {
+            int g = w->t0 + t, ty = g / w->tw, tx = g % w->tw;
+            int n = w->nt - t; /* this run: tiles of one tile row, at most 16 */
+            n = n > w->tw - tx ? w->tw - tx : n;
+            n = n > 16 ? 16 : n;
+            __mmask16 mn = lanes(n);
+            __m512 m[16], a[8], y[4];
+            for (int x = 0; x < 16; x++) /* lanes past n hold no tile: zeros */
+                m[x] = _mm512_maskz_loadu_ps(mn, w->M + ((size_t)x * OC + o) * w->nt + t);
+            for (int k = 0; k < 4; k++) { /* a = Aᵀ m */
+                a[k] = _mm512_add_ps(_mm512_add_ps(m[0 + k], m[4 + k]), m[8 + k]);
+                a[4 + k] = _mm512_sub_ps(_mm512_sub_ps(m[4 + k], m[8 + k]), m[12 + k]);
+            }
+            for (int i = 0; i < 2; i++) { /* y = a A */
+                y[i * 2] = _mm512_add_ps(_mm512_add_ps(a[i * 4], a[i * 4 + 1]), a[i * 4 + 2]);
+                y[i * 2 + 1] =
+                    _mm512_sub_ps(_mm512_sub_ps(a[i * 4 + 1], a[i * 4 + 2]), a[i * 4 + 3]);
+            }
+            int ncol = w->Wo - 2 * tx; /* output columns of the run inside the row */
+            ncol = ncol > 2 * n ? 2 * n : ncol;
+            __mmask16 ml = lanes(ncol), mh = lanes(ncol - 16);
+            for (int i = 0; i < 2 && 2 * ty + i < w->Ho; i++) {
+                float *dst = plane + (size_t)(2 * ty + i) * w->Wo + 2 * tx;
+                __m512 lo = _mm512_permutex2var_ps(y[i * 2], il, y[i * 2 + 1]);
+                __m512 hi = _mm512_permutex2var_ps(y[i * 2], ih, y[i * 2 + 1]);
+                if (w->accumulate) {
+                    lo = _mm512_add_ps(_mm512_maskz_loadu_ps(ml, dst), lo);
+                    if (mh)
+                        hi = _mm512_add_ps(_mm512_maskz_loadu_ps(mh, dst + 16), hi);
+                } else {
+                    lo = _mm512_add_ps(lo, bias);
+                    hi = _mm512_add_ps(hi, bias);
+                }
+                _mm512_mask_storeu_ps(dst, ml, lo);
+                if (mh)
+                    _mm512_mask_storeu_ps(dst + 16, mh, hi);
+            }
+            t += n;
+        }
+    }
+}
+
+AVX512 static void wino_weights_avx512(const Wino *w, int64_t o0, int64_t o1) {
+    int C = w->s->C, OC = w->s->OC;
+    const __m512 half = _mm512_set1_ps(0.5f);
+    /* lane l is input channel c + l: tap j = 3·ky + kx at weight[(o·C + c + l)·9 + j], or,
+     * turned (flip), at weight[((c + l)·OC + o)·9 + 8 − j] */
+    const __m512i idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(w->flip ? OC * 9 : 9));
+    for (int64_t o = o0; o < o1; o++)
+        for (int c = 0; c < C; c += 16) {
+            __mmask16 m = lanes(C - c);
+            const float *base = w->flip ? w->weight + ((size_t)c * OC + o) * 9
+                                        : w->weight + ((size_t)o * C + c) * 9;
+            __m512 g[3][3], t[4][3];
+            for (int j = 0; j < 9; j++)
+                g[j / 3][j % 3] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx,
+                                                           base + (w->flip ? 8 - j : j), 4);
+            for (int k = 0; k < 3; k++) { /* t = G g */
+                t[0][k] = g[0][k];
+                t[1][k] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[0][k], g[1][k]),
+                                                            g[2][k]));
+                t[2][k] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g[0][k], g[1][k]),
+                                                            g[2][k]));
+                t[3][k] = g[2][k];
+            }
+            for (int i = 0; i < 4; i++) { /* u = t Gᵀ, stored */
+                __m512 u[4] = {
+                    t[i][0],
+                    _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(t[i][0], t[i][1]), t[i][2])),
+                    _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(t[i][0], t[i][1]), t[i][2])),
+                    t[i][2]};
+                for (int k = 0; k < 4; k++)
+                    _mm512_mask_storeu_ps(w->U + ((size_t)(i * 4 + k) * OC + o) * C + c, m, u[k]);
+            }
+        }
+}
+#endif
+
+/* The transforms: AVX-512 where the GEMMs have it, else the loops (the same bits). */
+static void wino_weights(void *ctx, int64_t o0, int64_t o1) {
+#if defined(__x86_64__)
+    if (nn_sgemm_available()) {
+        wino_weights_avx512(ctx, o0, o1);
+        return;
+    }
+#endif
+    wino_weights_loops(ctx, o0, o1);
+}
+
+static void wino_inputs(void *ctx, int64_t c0, int64_t c1) {
+#if defined(__x86_64__)
+    if (nn_sgemm_available()) {
+        wino_inputs_avx512(ctx, c0, c1);
+        return;
+    }
+#endif
+    wino_inputs_loops(ctx, c0, c1);
+}
+
+static void wino_outputs(const Wino *w, int64_t o0, int64_t o1) {
+#if defined(__x86_64__)
+    if (nn_sgemm_available()) {
+        wino_outputs_avx512(w, o0, o1);
+        return;
+    }
+#endif
+    wino_outputs_loops(w, o0, o1);
 }
 
 /* out (B,OC,Ho,Wo) = (or +=) the conv s of inp by weight; see Wino for flip and accumulate. */

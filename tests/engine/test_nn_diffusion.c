@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "backend_cpu.h"
+#include "nn_clip.h"
 #include "nn_diffusion.h"
 #include "nn_check.h"
 
@@ -262,6 +263,20 @@ Test(nn_diffusion, conv2d_matches_loops_on_every_path) {
     check_against_loops("winograd, pad 2", wino, 46);
 }
 
+/* perf15: on AVX-512 the Winograd transforms run 16 tiles of a tile row per vector (masked at
+ * a run's end, the tiles crossing the row's left or right edge one at a time) and gather the
+ * weights 16 input channels at a time: rows of 36 interior tiles (runs of 16, 16 and 4), odd
+ * widths (a partial output tile), channel counts not multiples of 16, every padding; the
+ * backward's dinp runs the same transforms on the turned weights, accumulating. */
+Test(nn_diffusion, conv2d_winograd_wide_rows_match_loops) {
+    ConvShape s = {.B = 2, .C = 19, .H = 35, .W = 75, .OC = 21, .K = 3, .stride = 1, .pad = 1};
+    check_against_loops("winograd, wide rows", s, 47);
+    s.pad = 0, s.B = 1, s.C = 33, s.OC = 17, s.W = 76;
+    check_against_loops("winograd, wide rows, pad 0", s, 48);
+    s.pad = 2, s.C = 16, s.OC = 35, s.H = 31, s.W = 69;
+    check_against_loops("winograd, wide rows, pad 2", s, 49);
+}
+
 /* ---- GroupNorm ------------------------------------------------------------------------------- */
 
 static void gn_case(const char *cs) {
@@ -329,6 +344,23 @@ static void geglu_case(const char *cs, NnGelu mode) {
 }
 
 /* The first half is the value and the second the gate, as diffusers' GEGLU chunks them. */
+/* perf15: the erf form's forward is a·gelu(gate) with the vectorised GELU (nn_clip.h), the
+ * same bits, on rows whose width is no multiple of a vector. */
+Test(nn_diffusion, geglu_erf_forward_runs_the_vectorised_gelu) {
+    Rng r;
+    rng_init(&r, 50);
+    int N = 7, C = 37;
+    float *x = gc_randn(&r, (size_t)N * 2 * C, 2), *y = zeros((size_t)N * C);
+    float *want = zeros((size_t)N * C);
+    nn_geglu_forward(y, x, N, C, NN_GELU_ERF);
+    for (int n = 0; n < N; n++) {
+        nn_clip_gelu_forward(want + n * C, x + n * 2 * C + C, (size_t)C);
+        for (int c = 0; c < C; c++)
+            want[n * C + c] = x[n * 2 * C + c] * want[n * C + c];
+    }
+    cr_assert(memcmp(y, want, (size_t)N * C * sizeof(float)) == 0);
+}
+
 Test(nn_diffusion, geglu_matches_diffusers) {
     geglu_case("geglu_erf", NN_GELU_ERF);
     geglu_case("geglu_tanh", NN_GELU_TANH);
