@@ -18,11 +18,13 @@
  * Beside each line: the peak resident set of each side (ours: VmHWM reset before the load and
  * again after it, for the steps alone; the peer's: ru_maxrss of its own process).
  * $EASEL_BENCH_TUNE (lora or dora) runs one of them only; $EASEL_BENCH_TUNE_OURS=1 runs ours
- * alone (e.g. under perf).
+ * alone (e.g. under perf); $EASEL_BENCH_TUNE_PARTS=1 adds a line of where our step's CPU time
+ * goes (the reference's forward, a forward with the adapter, the micro-batch, the optimizer).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
 #include "backend_cpu.h"
@@ -56,12 +58,19 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/* CPU seconds of this process, all threads. */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static double peak_mb(void) { return base_proc_status_kb("VmHWM") / 1024.0; }
 
-/* Our median seconds per step, or -1 with the reason in ERR; *load_mb, *run_mb: peak RSS over
- * the load and over the steps. */
-static double ours(int dora, int size, int B, int threads, int reps, double *load_mb,
-                   double *run_mb, Err *err) {
+/* Our median seconds per step, or -1 with the reason in ERR; *cpu_s: the median CPU seconds
+ * per step; *load_mb, *run_mb: peak RSS over the load and over the steps. */
+static double ours(int dora, int size, int B, int threads, int reps, double *cpu_s,
+                   double *load_mb, double *run_mb, Err *err) {
     base_peak_rss_reset();
     Backend *be = NULL;
     /* as easel tune's arena_for: block outputs, their gradients, one block's internals */
@@ -104,9 +113,9 @@ static double ours(int dora, int size, int B, int threads, int reps, double *loa
     rng_init(&r, 1);
     *load_mb = peak_mb();
     base_peak_rss_reset();
-    double *times = xmalloc((size_t)reps * sizeof *times);
+    double *times = xmalloc(2 * (size_t)reps * sizeof *times), *cpu = times + reps;
     for (int i = -1; i < reps && !rc; i++) {
-        double t0 = base_now();
+        double t0 = base_now(), c0 = cpu_now();
         /* the batch: as the trainer draws one (tune.c), the pair's t and noise shared */
         rng_fill_normal(&r, x0, 2 * B * N, 0.0f, 0.8f);
         rng_fill_normal(&r, noise, B * N, 0.0f, 1.0f);
@@ -128,10 +137,41 @@ static double ours(int dora, int size, int B, int threads, int reps, double *loa
         if (!rc)
             rc = tune_opt_step(&o, 1e-5f, &gn, err);
         if (i >= 0)
-            times[i] = base_now() - t0;
+            times[i] = base_now() - t0, cpu[i] = cpu_now() - c0;
     }
     if (!rc)
-        sec = median(times, reps);
+        sec = median(times, reps), *cpu_s = median(cpu, reps);
+    if (!rc && getenv("EASEL_BENCH_TUNE_PARTS")) { /* where a step's CPU time goes */
+        int64_t xs[4] = {2 * B, C, size, size}, es[3] = {2 * B, TOKENS, D};
+        Tensor dx = backend_tensor_new(be, DTYPE_F32, 4, xs);
+        Tensor dout = backend_tensor_new(be, DTYPE_F32, 4, xs);
+        Tensor de = backend_tensor_new(be, DTYPE_F32, 3, es);
+        Tensor hx = tensor_4d(xt, 2 * B, C, size, size), he = tensor_3d(ehs, 2 * B, TOKENS, D);
+        backend_upload(be, &dx, &hx);
+        backend_upload(be, &de, &he);
+        double c0 = cpu_now();
+        unet_lora_enable(u, 0);
+        rc = unet_forward(u, be, &dout, &dx, t, &de, NULL, NULL, err);
+        unet_lora_enable(u, 1);
+        double c1 = cpu_now();
+        if (!rc)
+            rc = unet_forward(u, be, &dout, &dx, t, &de, NULL, NULL, err);
+        double c2 = cpu_now();
+        TuneBatch tb = {B, C, size, size, xt, tgt, t, ehs, TOKENS, D, NULL, 0, NULL};
+        TuneLossStats st;
+        float gn;
+        if (!rc)
+            rc = tune_batch_grad(u, be, &tb, TUNE_DPO, 0, BETA, 1.0f, &st, err);
+        double c3 = cpu_now();
+        if (!rc)
+            rc = tune_opt_step(&o, 1e-5f, &gn, err);
+        double c4 = cpu_now();
+        printf("  parts (CPU s): forward adapter off %.3f, forward adapter on %.3f, "
+               "tune_batch_grad %.3f (so forward+backward %.3f), tune_opt_step %.3f\n",
+               c1 - c0, c2 - c1, c3 - c2, c3 - c2 - (c1 - c0), c4 - c3);
+        backend_tensor_free(be, &dx), backend_tensor_free(be, &dout);
+        backend_tensor_free(be, &de);
+    }
     *run_mb = peak_mb();
     free(times), free(x0), free(noise), free(xt), free(tgt), free(ehs), free(t);
     scheduler_deinit(&sch);
@@ -145,20 +185,20 @@ static void bench_one(int dora, int size, int B, int threads, int reps) {
     char bench[64];
     snprintf(bench, sizeof bench, "tune-%sdpo-b%d-%d", dora ? "dora-" : "", B, size);
     Err err = {0};
-    double load_mb = 0, run_mb = 0;
-    double s = ours(dora, size, B, threads, reps, &load_mb, &run_mb, &err);
+    double load_mb = 0, run_mb = 0, cpu = 0;
+    double s = ours(dora, size, B, threads, reps, &cpu, &load_mb, &run_mb, &err);
     if (s <= 0) {
         printf("bench %s: skipped (our step failed: %s)\n", bench, err.msg);
         fflush(stdout);
         return;
     }
-    double pv[2] = {-1, -1};
+    double pv[3] = {-1, -1, -1};
     int alone = getenv("EASEL_BENCH_TUNE_OURS") != NULL;
     if (!alone) {
         char cmd[512];
         snprintf(cmd, sizeof cmd, "%s " PEER " step " ROOT " %s %d %d %d %d 2>/dev/null",
                  bench_python(), dora ? "dora" : "lora", size, B, threads, reps);
-        bench_peer_numbers(cmd, pv, 2);
+        bench_peer_numbers(cmd, pv, 3);
     }
     double mine = B / s;
     if (alone)
@@ -172,10 +212,11 @@ static void bench_one(int dora, int size, int B, int threads, int reps) {
                bench, mine / (B / pv[0]), mine, B / pv[0]);
     double ours_mb = load_mb > run_mb ? load_mb : run_mb;
     printf("  %s: one DPO step, %s rank 8 alpha 32 on 6 targets, %d pairs (UNet batch %d), "
-           "%dx%d latents, %d threads, f32, median of %d after a warm-up (ours %.2f s, peer "
-           "%.2f s); peak resident set: ours %.0f MB (%.0f MB in the steps), peer %.0f MB\n",
-           bench, dora ? "DoRA" : "LoRA", B, 2 * B, size, size, threads, reps, s, pv[0],
-           ours_mb, run_mb, pv[0] > 0 ? pv[1] : -1.0);
+           "%dx%d latents, %d threads, f32, median of %d after a warm-up; per step: ours %.2f s "
+           "(%.2f CPU s), peer %.2f s (%.2f CPU s); peak resident set: ours %.0f MB (%.0f MB "
+           "in the steps), peer %.0f MB\n",
+           bench, dora ? "DoRA" : "LoRA", B, 2 * B, size, size, threads, reps, s, cpu, pv[0],
+           pv[2], ours_mb, run_mb, pv[0] > 0 ? pv[1] : -1.0);
     fflush(stdout);
 }
 

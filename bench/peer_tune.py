@@ -12,7 +12,8 @@ gradient checkpointing, AdamW, gradient clipping at 1.0).
                                       six targets; SIZE² latents; B pairs per step (a UNet
                                       batch of 2B); one
                                       warm-up step, then REPS timed steps: prints the median
-                                      seconds per step and this process's peak RSS in MB
+                                      seconds per step, this process's peak RSS in MB and the
+                                      median CPU seconds per step (all threads)
 The step: per pair one timestep and one noise shared by its two images (the script's
 chunk(2)[0].repeat(2)), DDPMScheduler.add_noise, the policy's forward, the reference's forward
 under no_grad with the adapter disabled, the DPO loss (beta 2000, SD 1.5's default), backward,
@@ -100,12 +101,13 @@ def step(root, adapter, SIZE, B, threads, reps):
         return loss.item()
 
     one()  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         one()
         times.append(time.perf_counter() - t0)
-    print(f"{statistics.median(times):.6f} {peak_mb():.1f}")
+        cpu.append(time.process_time() - c0)
+    print(f"{statistics.median(times):.6f} {peak_mb():.1f} {statistics.median(cpu):.6f}")
 
 
 if __name__ == "__main__":
