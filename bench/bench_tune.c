@@ -8,7 +8,7 @@
  * ours loads the same folder with unet_load. The adapter: rank 8, alpha 32 on the original's
  * six targets (to_q, to_k, to_v, to_out.0, ff.net.0.proj, ff.net.2), LoRA (tune-dpo-…) and
  * DoRA (tune-dora-dpo-…), B zero at the start as PEFT's. The step: $EASEL_BENCH_TUNE_PAIRS
- * pairs (default 2: one UNet batch of 4) at $EASEL_BENCH_TUNE_SIZE² latents (default 16, 128²
+ * pairs (default 2: one UNet batch of 4) at $EASEL_BENCH_TUNE_SIZE² latents (default 32, 256²
  * images), one timestep and noise per pair shared by its two images, 77-token conditioning,
  * the reference's forward with the adapter off, the policy's forward and backward, the DPO
  * loss (β 2000), gradient clipping at 1.0 and one AdamW step: ours tune_batch_grad +
@@ -235,7 +235,7 @@ int main(void) {
                "needs torch, diffusers and peft)\n", bench_python());
         return 0;
     }
-    int size = env_int("EASEL_BENCH_TUNE_SIZE", 16), B = env_int("EASEL_BENCH_TUNE_PAIRS", 2);
+    int size = env_int("EASEL_BENCH_TUNE_SIZE", 32), B = env_int("EASEL_BENCH_TUNE_PAIRS", 2);
     int reps = env_int("EASEL_BENCH_TUNE_REPS", 3);
     const char *only = getenv("EASEL_BENCH_TUNE");
     for (int dora = 0; dora < 2; dora++)
