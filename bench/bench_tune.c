@@ -73,7 +73,8 @@ static double ours(int dora, int size, int B, int threads, int reps, double *cpu
                    double *load_mb, double *run_mb, Err *err) {
     base_peak_rss_reset();
     Backend *be = NULL;
-    /* as easel tune's arena_for: block outputs, their gradients, one block's internals */
+    /* block outputs, their gradients, one block's internals: 512 MiB (easel tune's
+     * arena_for gives 194 MiB for this model at 32², batch 4, which is not enough) */
     BackendConfig bcfg = {.threads = threads, .arena_bytes = (size_t)512 << 20};
     SdWeights *w = NULL;
     Unet *u = NULL;
