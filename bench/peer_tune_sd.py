@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Peer for bench/bench_tune.c: one Diffusion-DPO step with a PEFT LoRA (or DoRA) adapter on
+"""Peer for bench/bench_tune_sd.c: one Diffusion-DPO step with a PEFT LoRA (or DoRA) adapter on
 diffusers' UNet2DConditionModel in PyTorch on the CPU, as diffusers'
 examples/research_projects/diffusion_dpo/train_diffusion_dpo.py takes it (its defaults: no
 gradient checkpointing, AdamW, gradient clipping at 1.0).

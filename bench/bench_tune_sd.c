@@ -1,9 +1,9 @@
-/* bench_tune — one Diffusion-DPO training step of `easel tune` on the CPU against diffusers +
+/* bench_tune_sd — one Diffusion-DPO training step of `easel tune` on the CPU against diffusers +
  * PEFT in PyTorch with the same thread count, in one run (issue 16).
  *
- * The model: an SD-1.5-shaped UNet of bench size (bench/peer_tune.py's CONFIG: SD 1.5's
+ * The model: an SD-1.5-shaped UNet of bench size (bench/peer_tune_sd.py's CONFIG: SD 1.5's
  * config with block_out_channels (128, 256, 256), the same block types, two layers per level,
- * 8 heads, 768-wide cross attention), random weights that `peer_tune.py make` saves once as a
+ * 8 heads, 768-wide cross attention), random weights that `peer_tune_sd.py make` saves once as a
  * diffusers folder of f32 safetensors (build/bench-models/tune-sd15/unet, torch.manual_seed(0));
  * ours loads the same folder with unet_load. The adapter: rank 8, alpha 32 on the original's
  * six targets (to_q, to_k, to_v, to_out.0, ff.net.0.proj, ff.net.2), LoRA (tune-dpo-…) and
@@ -39,7 +39,7 @@
 
 #define ROOT "build/bench-models"
 #define MODEL ROOT "/tune-sd15"
-#define PEER "bench/peer_tune.py"
+#define PEER "bench/peer_tune_sd.py"
 #define TOKENS 77
 #define BETA 2000.0f
 
