@@ -318,6 +318,7 @@ struct Unet {
     UAdapter *ads;        /* unet_adapter_add's adapters (n_ad), NULL when none */
     int n_ad;
     int ad_off;           /* unet_lora_enable(u, 0): every adapter skipped */
+    unsigned ad_gen;      /* bumped by every unet_forward / backward: DoRA's norm cache */
     int temb_ad;          /* an adapter on time_embedding / add_embedding: the backward goes
                            * through the time embedding */
     Tensor ones;          /* n_ones ones on the device (per-channel sums in the backward) */
@@ -877,6 +878,7 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
     if (rc0)
         return rc0;
     int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
+    u->ad_gen++; /* the adapters may have changed since the last call */
     size_t m0 = backend_mark(be);
     int64_t C0 = c->block_out[0];
     Tensor semb = alloc2(be, B, c->time_embed_dim);
@@ -988,7 +990,21 @@ struct UAdapter {
     const Tensor *w;  /* the base layer's weight (OC, in) or (OC, in, k, k), any dtype */
     Tensor A, B, m;   /* (r,in) or (r,in,k,k); (out,r) or (out,r,1,1); (out), DoRA only; F32 */
     Tensor dA, dB, dm;
+    /* benchtune16: DoRA's ‖W + s·BA‖ computed once per unet_forward / backward call (the
+     * policy's forward, its recompute and the backward use the same weights) */
+    const unsigned *gen; /* the Unet's ad_gen */
+    unsigned nrm_gen;    /* the generation nrm was computed in */
+    Tensor nrm;          /* (out) F32, DoRA only */
 };
+
+/* DoRA's row norms ‖W + s·BA‖ of this call (computed on its first use in the call). */
+static const Tensor *dora_nrm(Backend *be, UAdapter *a, const Tensor *w) {
+    if (a->nrm_gen != *a->gen) {
+        backend_dora_norm(be, &a->nrm, w, &a->B, &a->A, a->s);
+        a->nrm_gen = *a->gen;
+    }
+    return &a->nrm;
+}
 
 static Tensor like(Backend *be, const Tensor *t) {
     return backend_alloc(be, DTYPE_F32, t->n_dims, t->shape);
@@ -1046,7 +1062,7 @@ static void base_fwd(Backend *be, const Tensor *out, const Tensor *inp, const Te
 
 /* A layer with its adapter: LoRA W x + b + s·B A x; DoRA (m / ‖W + s·BA‖)(W x + s·B A x) + b. */
 static void layer_fwd(Backend *be, const Tensor *out, const Tensor *inp, const Tensor *w,
-                      const Tensor *b, int k, int stride, int pad, const UAdapter *a) {
+                      const Tensor *b, int k, int stride, int pad, UAdapter *a) {
     const Tensor *bias = b->ptr ? b : NULL;
     if (!ad_on(a)) {
         base_fwd(be, out, inp, w, bias, k, stride, pad);
@@ -1057,20 +1073,17 @@ static void layer_fwd(Backend *be, const Tensor *out, const Tensor *inp, const T
         ad_delta(be, a, out, inp);
         return;
     }
-    size_t m = backend_mark(be);
-    Tensor nrm = backend_alloc(be, DTYPE_F32, 1, &(int64_t){a->out});
-    backend_dora_norm(be, &nrm, w, &a->B, &a->A, a->s);
+    const Tensor *nrm = dora_nrm(be, a, w);
     base_fwd(be, out, inp, w, NULL, k, stride, pad);
     ad_delta(be, a, out, inp);
     Tensor o3 = pcq(out);
-    backend_dora_scale(be, &o3, &o3, &a->m, &nrm, bias);
-    backend_reset(be, m);
+    backend_dora_scale(be, &o3, &o3, &a->m, nrm, bias);
 }
 
 /* The backward of layer_fwd with the base frozen: dinp (may be NULL) += the input gradient,
  * the adapter's dA, dB (and dm) += theirs. */
 static void layer_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
-                      const Tensor *w, int k, int stride, int pad, const UAdapter *a) {
+                      const Tensor *w, int k, int stride, int pad, UAdapter *a) {
     if (!ad_on(a)) {
         if (!dinp)
             return;
@@ -1086,16 +1099,15 @@ static void layer_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const
     if (a->dora) {
         /* y0 = W x + s·B A x (no bias), out = g ⊙ y0 + b with g = m / ‖W + s·BA‖ detached:
          * dm += Σ dout·y0 / ‖·‖, dy0 = g ⊙ dout */
-        Tensor nrm = backend_alloc(be, DTYPE_F32, 1, &(int64_t){a->out});
-        backend_dora_norm(be, &nrm, w, &a->B, &a->A, a->s);
+        const Tensor *nrm = dora_nrm(be, a, w);
         Tensor y0 = like(be, dout);
         base_fwd(be, &y0, inp, w, NULL, k, stride, pad);
         ad_delta(be, a, &y0, inp);
         Tensor d3 = pcq(dout), y3 = pcq(&y0);
-        backend_dora_mag_backward(be, &a->dm, &d3, &y3, &nrm);
+        backend_dora_mag_backward(be, &a->dm, &d3, &y3, nrm);
         dys = like(be, dout);
         Tensor s3 = pcq(&dys);
-        backend_dora_scale(be, &s3, &d3, &a->m, &nrm, NULL);
+        backend_dora_scale(be, &s3, &d3, &a->m, nrm, NULL);
         dy = &dys;
     }
     if (dinp) {
@@ -1291,6 +1303,9 @@ static void ad_make(void *ctx, const char *name, ULinear *l, UConv *c) {
         a->dm = backend_tensor_new(be, DTYPE_F32, 1, &(int64_t){a->out});
         backend_dora_norm(be, &a->m, a->w, NULL, NULL, 0.0f);
         backend_zero(be, &a->dm);
+        a->nrm = backend_tensor_new(be, DTYPE_F32, 1, &(int64_t){a->out});
+        a->gen = &u->ad_gen;
+        a->nrm_gen = u->ad_gen - 1; /* not computed yet */
     }
     if (l)
         l->ad = a;
@@ -1500,7 +1515,7 @@ static void adapters_free(Unet *u) {
     walk_layers(u, unhook, NULL);
     for (int i = 0; i < u->n_ad; i++) {
         UAdapter *a = &u->ads[i];
-        Tensor *ts[] = {&a->A, &a->B, &a->dA, &a->dB, &a->m, &a->dm};
+        Tensor *ts[] = {&a->A, &a->B, &a->dA, &a->dB, &a->m, &a->dm, &a->nrm};
         for (size_t k = 0; k < ARRAY_LEN(ts); k++)
             if (ts[k]->ptr)
                 backend_tensor_free(u->be, ts[k]);
@@ -1855,6 +1870,7 @@ static int fwd_bwd(Unet *u, Backend *be, const Tensor *out, const Tensor *dx,
     const UnetConfig *c = &u->cfg;
     int L = c->levels;
     int64_t B = x->shape[0], hh = x->shape[2], ww = x->shape[3], C0 = c->block_out[0];
+    u->ad_gen++; /* the adapters may have changed since the last call */
     size_t m0 = backend_mark(be);
     Tensor semb = alloc2(be, B, c->time_embed_dim);
     float *hs = time_embed(u, be, &semb, timesteps, text_embeds, time_ids);

@@ -226,3 +226,46 @@ Test(dora_ops, arguments_checked) {
         backend_tensor_free(be, ts[i]);
     backend_close(be);
 }
+
+/* benchtune16: a linear layer's output is (P, C, 1), which the CPU backend runs row by row
+ * (dora_scale) and 64 channels at a time (dora_mag_backward): the result must be the
+ * formula's, operation for operation, bit for bit — g = m / norm then x·g + b in f32; dm +=
+ * (float)(Σ_p in order of double(dout)·y / norm) — with more than 64 channels and a bias. */
+Test(dora_ops, linear_shape_is_exact_on_cpu) {
+    Backend *be = open_kind(0);
+    enum { P = 37, C = 150, N = P * C };
+    int64_t s3[3] = {P, C, 1}, sc[1] = {C};
+    float *x, *r, *m, *nr, *b, *g0;
+    Tensor dx = dev(be, 3, s3, 0, &x), dr = dev(be, 3, s3, 13, &r), dm = dev(be, 1, sc, 4, &m);
+    Tensor dn = dev(be, 1, sc, 8, &nr), db = dev(be, 1, sc, 2, &b), dg = dev(be, 1, sc, 21, &g0);
+    for (int c = 0; c < C; c++)
+        nr[c] = 0.5f + fabsf(nr[c]);
+    Tensor hv = tensor_view(nr, 1, sc);
+    backend_upload(be, &dn, &hv);
+    Tensor out = backend_tensor_new(be, DTYPE_F32, 3, s3);
+    backend_dora_scale(be, &out, &dx, &dm, &dn, &db);
+    float *got = host(be, &out);
+    for (int i = 0; i < N; i++) {
+        int c = i % C;
+        float g = m[c] / nr[c], want = x[i] * g + b[c];
+        cr_assert(memcmp(&got[i], &want, sizeof want) == 0, "dora_scale[%d]: %a, want %a", i,
+                  (double)got[i], (double)want);
+    }
+    free(got);
+    backend_dora_mag_backward(be, &dg, &dr, &dx, &dn);
+    got = host(be, &dg);
+    for (int c = 0; c < C; c++) {
+        double acc = 0;
+        for (int p = 0; p < P; p++)
+            acc += (double)r[p * C + c] * x[p * C + c];
+        float want = g0[c] + (float)(acc / nr[c]);
+        cr_assert(memcmp(&got[c], &want, sizeof want) == 0, "dm[%d]: %a, want %a", c,
+                  (double)got[c], (double)want);
+    }
+    free(got);
+    Tensor *ts[] = {&dx, &dr, &dm, &dn, &db, &dg, &out};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+        backend_tensor_free(be, ts[i]);
+    free(x), free(r), free(m), free(nr), free(b), free(g0);
+    backend_close(be);
+}

@@ -607,3 +607,63 @@ Test(unet_adapters, dora_gradients_match_finite_differences) {
     free(R), free(out), free(gx);
     fx_close(&f);
 }
+
+/* benchtune16: DoRA's row norms ‖W + s·BA‖ are computed once per unet_forward /
+ * unet_forward_backward call and kept between the forward, its recompute and the backward.
+ * Adapter weights changed between calls (an optimizer step, an import, an upload) must give
+ * what a UNet that never ran with the old weights gives, bit for bit: the output of a forward,
+ * and the output, dx and every gradient of a fused step. */
+Test(unet_adapters, dora_norms_follow_changed_weights) {
+    Fx f, g;
+    fx_open(&f, open_cpu(), FIX "unet_sd", DTYPE_F32);
+    fx_open(&g, open_cpu(), FIX "unet_sd", DTYPE_F32);
+    Err err = {0};
+    UnetAdapterConfig cf = {4, 8.0f, 1, ALL, N_ALL, 5};
+    cr_assert_eq(unet_adapter_add(f.u, &cf, &err), 0, "%s", err.msg);
+    cr_assert_eq(unet_adapter_add(g.u, &cf, &err), 0, "%s", err.msg);
+    float *R = xmalloc(sizeof(float) * f.no), *out = xmalloc(sizeof(float) * f.no);
+    float *gx = xmalloc(sizeof(float) * f.nx);
+    Rng rng;
+    rng_init(&rng, 21);
+    for (size_t i = 0; i < f.no; i++)
+        R[i] = rng_normal(&rng);
+    Tensor o = backend_tensor_new(f.be, DTYPE_F32, 4, f.os);
+    for (int round = 0; round < 2; round++) {
+        /* f runs with the weights it has (its norms are then of those) ... */
+        cr_assert_eq(unet_forward(f.u, f.be, &o, &f.dx, f.t, &f.de, NULL, NULL, &err), 0, "%s",
+                     err.msg);
+        step(&f, R, out, gx);
+        /* ... then new weights: f's and, through export / import, g's */
+        randomize(&f, 30 + (uint64_t)round);
+        LoraSet set = {0};
+        cr_assert_eq(unet_adapter_export(f.u, &set, &err), 0, "%s", err.msg);
+        cr_assert_eq(unet_adapter_import(g.u, &set, &err), 0, "%s", err.msg);
+        lora_set_free(&set);
+        cr_assert_eq(unet_forward(f.u, f.be, &o, &f.dx, f.t, &f.de, NULL, NULL, &err), 0, "%s",
+                     err.msg);
+        float *hf = down(f.be, &o);
+        Tensor og = backend_tensor_new(g.be, DTYPE_F32, 4, g.os);
+        cr_assert_eq(unet_forward(g.u, g.be, &og, &g.dx, g.t, &g.de, NULL, NULL, &err), 0,
+                     "%s", err.msg);
+        float *hg = down(g.be, &og);
+        backend_tensor_free(g.be, &og);
+        cr_assert_eq(memcmp(hf, hg, sizeof(float) * f.no), 0,
+                     "round %d: the forward after new weights used stale DoRA norms", round);
+        free(hf), free(hg);
+        /* the fused step, on f after its forward with the new weights, and on g */
+        float *outg = xmalloc(sizeof(float) * f.no), *gxg = xmalloc(sizeof(float) * f.nx);
+        step(&f, R, out, gx);
+        step(&g, R, outg, gxg);
+        cr_assert_eq(memcmp(out, outg, sizeof(float) * f.no), 0, "round %d: step output",
+                     round);
+        size_t nf, ng;
+        float *af = all_grads(&f, gx, &nf), *ag = all_grads(&g, gxg, &ng);
+        cr_assert_eq(nf, ng);
+        cr_assert_eq(memcmp(af, ag, sizeof(float) * nf), 0, "round %d: step gradients", round);
+        free(af), free(ag), free(outg), free(gxg);
+    }
+    backend_tensor_free(f.be, &o);
+    free(R), free(out), free(gx);
+    fx_close(&f);
+    fx_close(&g);
+}

@@ -1081,12 +1081,30 @@ static void dora_scale_rows(void *ctx, int64_t r0, int64_t r1) {
     }
 }
 
+/* benchtune16: Q = 1 (a linear layer's (N, C) output): rows p of C channels, no per-element
+ * modulo; the same operations per element as dora_scale_rows, so the same bits. */
+static void dora_scale_q1(void *ctx, int64_t p0, int64_t p1) {
+    const DoraScaleCtx *c = ctx;
+    for (int64_t p = p0; p < p1; p++) {
+        const float *x = c->inp + p * c->C;
+        float *o = c->out + p * c->C;
+        for (int64_t ch = 0; ch < c->C; ch++) {
+            float g = c->m[ch] / c->norm[ch];
+            float b = c->bias ? dora_ld(c->bias, (size_t)ch, c->bdt) : 0.0f;
+            o[ch] = x[ch] * g + b;
+        }
+    }
+}
+
 static void cpu_dora_scale(Backend *be, CT *out, CT *inp, CT *m, CT *norm, CT *bias) {
     DoraScaleCtx c = {F(out), F(inp), F(m), F(norm), bias ? bias->ptr : NULL,
                       bias ? bias->dtype : DTYPE_F32, inp->shape[1], inp->shape[2]};
     BIND;
-    backend_cpu_parallel_for(inp->shape[0] * inp->shape[1], 1 + 16384 / (c.Q + 1),
-                             dora_scale_rows, &c);
+    if (c.Q == 1)
+        backend_cpu_parallel_for(inp->shape[0], 1 + 16384 / (c.C + 1), dora_scale_q1, &c);
+    else
+        backend_cpu_parallel_for(inp->shape[0] * inp->shape[1], 1 + 16384 / (c.Q + 1),
+                                 dora_scale_rows, &c);
     UNBIND;
 }
 
@@ -1109,11 +1127,29 @@ static void dora_mag_chans(void *ctx, int64_t c0, int64_t c1) {
     }
 }
 
+/* benchtune16: Q = 1: 64 channels at a time walked row by row (contiguous reads instead of a
+ * stride of C); each channel's sum in the same order (p ascending), so the same bits. */
+static void dora_mag_q1(void *ctx, int64_t c0, int64_t c1) {
+    const DoraMagCtx *c = ctx;
+    for (int64_t b0 = c0; b0 < c1; b0 += 64) {
+        int64_t n = c1 - b0 < 64 ? c1 - b0 : 64;
+        double acc[64] = {0};
+        for (int64_t p = 0; p < c->P; p++) {
+            const float *d = c->dout + p * c->C + b0, *y = c->y + p * c->C + b0;
+            for (int64_t k = 0; k < n; k++)
+                acc[k] += (double)d[k] * y[k];
+        }
+        for (int64_t k = 0; k < n; k++)
+            c->dm[b0 + k] += (float)(acc[k] / c->norm[b0 + k]);
+    }
+}
+
 static void cpu_dora_mag_backward(Backend *be, CT *dm, CT *dout, CT *y, CT *norm) {
     DoraMagCtx c = {F(dm), F(dout), F(y), F(norm), dout->shape[0], dout->shape[1],
                     dout->shape[2]};
     BIND;
-    backend_cpu_parallel_for(c.C, 1 + 16384 / (c.P * c.Q + 1), dora_mag_chans, &c);
+    backend_cpu_parallel_for(c.C, 1 + 16384 / (c.P * c.Q + 1),
+                             c.Q == 1 ? dora_mag_q1 : dora_mag_chans, &c);
     UNBIND;
 }
 
