@@ -211,6 +211,8 @@ Tensor backend_alloc(Backend *be, DType dtype, int n_dims, const int64_t *shape)
 }
 
 size_t backend_mark(const Backend *be) { return arena_mark(&be->arena); }
+size_t backend_arena_size(const Backend *be) { return be->arena.size; }
+size_t backend_arena_peak(const Backend *be) { return be->arena.peak; }
 void backend_reset(Backend *be, size_t mark) { arena_reset(&be->arena, mark); }
 
 void *backend_malloc(Backend *be, size_t bytes) {

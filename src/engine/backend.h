@@ -112,6 +112,10 @@ int backend_failed(const Backend *be);
  * of arena space marks the backend failed (ERR_NOMEM) and returns a tensor with ptr NULL. */
 Tensor backend_alloc(Backend *be, DType dtype, int n_dims, const int64_t *shape);
 size_t backend_mark(const Backend *be);
+/* The arena's size and its high-water mark since the backend was opened (bytes): how much of
+ * it a run needed, to size the next one. */
+size_t backend_arena_size(const Backend *be);
+size_t backend_arena_peak(const Backend *be);
 void backend_reset(Backend *be, size_t mark);
 /* Long-lived device memory (parameters, optimiser state): CPU malloc; on CUDA from the
  * caching allocator, so freeing and asking again for the same size never calls cudaMalloc. */

@@ -468,17 +468,20 @@ static int metrics_write(Run *r, int s, const StepOut *so, Err *err) {
                                             "pairs_per_s"};
         double v[] = {so->loss, so->acc, so->margin, so->kl, so->lr, so->grad_norm,
                       so->pairs_per_s};
-        StoreMetric m[7];
+        StoreMetric m[9];
         double epoch = (double)s * r->cfg->batch * r->cfg->accum / (double)r->n_pair;
-        for (int i = 0; i < 7; i++) {
+        for (int i = 0; i < 9; i++) {
             memset(&m[i], 0, sizeof m[i]);
-            snprintf(m[i].split, sizeof m[i].split, "train");
-            snprintf(m[i].name, sizeof m[i].name, "%s", names[i]);
+            snprintf(m[i].split, sizeof m[i].split, i < 7 ? "train" : "sys");
+            snprintf(m[i].name, sizeof m[i].name, "%s",
+                     i < 7 ? names[i] : i == 7 ? "arena_mb" : "arena_peak_mb");
             m[i].step = s;
             m[i].epoch = epoch;
-            m[i].value = v[i];
+            m[i].value = i < 7   ? v[i]
+                         : i == 7 ? (double)backend_arena_size(r->be) / 1048576.0
+                                  : (double)backend_arena_peak(r->be) / 1048576.0;
         }
-        rc = store_metrics_add(r->st, r->run_id, m, 7, err);
+        rc = store_metrics_add(r->st, r->run_id, m, 9, err);
     }
     return rc;
 }
@@ -589,10 +592,14 @@ static int split_targets(const char *s, char ***out, int *n) {
 }
 
 /* The backend's arena for the UNet's backward over 2·batch samples at the training size:
- * per sample and level l, (h·w/4^l) latents × block_out[l] channels × 4 bytes × 40 (the block
+ * per sample and level l, (h·w/4^l) latents × block_out[l] channels × 4 bytes × 88 (the block
  * outputs kept, their gradients, one block's internals with its attention tokens), plus
  * 64 MiB; 0 (the backend's default) when the UNet's config cannot be read (then
- * sd_pipeline_open says why). */
+ * sd_pipeline_open says why). The factor is measured (the store's sys metric arena_peak_mb):
+ * the peak of one step was 1.67 (LoRA) and 1.89 (DoRA) times the old factor 40's term on an
+ * SD-1.5-shaped UNet (320/640/1280/1280) at 32² and 64² latents, 1.36-1.40 on an SDXL-shaped
+ * one, 1.47-1.74 on the tiny test UNet: 40 ran out of arena ("scratch arena full") on the
+ * SD-1.5 shape at 256² with two pairs. */
 static size_t arena_for(const TuneConfig *c) {
     char *path = xasprintf("%s/unet/config.json", c->model);
     char *txt = base_is_file(path) ? train_read_file(path, NULL) : NULL;
@@ -602,7 +609,7 @@ static size_t arena_for(const TuneConfig *c) {
         double h = c->height ? c->height / 8 : uc.sample_size;
         double w = c->width ? c->width / 8 : uc.sample_size, per = 0;
         for (int l = 0; l < uc.levels; l++)
-            per += h * w / pow(4, l) * uc.block_out[l] * 4.0 * 40;
+            per += h * w / pow(4, l) * uc.block_out[l] * 4.0 * 88;
         bytes = ((size_t)64 << 20) + (size_t)(2.0 * c->batch * per);
     }
     free(txt);

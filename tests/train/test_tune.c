@@ -497,3 +497,56 @@ Test(tune, bf16_base_weights) {
     cr_assert(strstr(cfg, "\"dtype\":\"bf16\""), "%s", cfg);
     free(cfg);
 }
+
+/* The arena is sized from the UNet's config (tune.c arena_for: 64 MiB + a per-pixel term);
+ * the per-pixel term alone must cover what a step needs, or larger models and sizes run out
+ * of arena ("scratch arena full": the SD-1.5-shaped UNet at 256² with two pairs did, with the
+ * old factor). Measured through the run's sys metrics arena_mb and arena_peak_mb, on the
+ * tiny UNet at 512² (64² latents), two pairs, DoRA on linear and conv layers: the peak was
+ * 104 MiB against a term of 60 MiB before the fix. */
+Test(tune, the_arena_estimate_covers_a_dora_step_at_512) {
+    uint8_t *px = xmalloc(512 * 512 * 3);
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < 512 * 512 * 3; i++)
+            px[i] = (uint8_t)((k ? 150 : 60) + ((i * (7 + k)) % 50));
+        char p[300];
+        snprintf(p, sizeof p, "%s/big%d.png", tmp, k);
+        Err err = {0};
+        cr_assert_eq(image_write_png(p, px, 512, 512, 3, &err), 0, "%s", err.msg);
+    }
+    free(px);
+    char pp[300], sp[300];
+    snprintf(pp, sizeof pp, "%s/big.jsonl", tmp);
+    FILE *f = fopen(pp, "w");
+    fprintf(f, "{\"prompt\": \"a red fox\", \"img_pos\": \"big1.png\", \"img_neg\": "
+               "\"big0.png\"}\n{\"prompt\": \"a cat\", \"img_pos\": \"big0.png\", "
+               "\"img_neg\": \"big1.png\"}\n");
+    fclose(f);
+    snprintf(sp, sizeof sp, "%s/easel.db", tmp);
+    Err err = {0};
+    Store *st = store_open(sp, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    TuneConfig a;
+    config(&a, "big", "dpo");
+    snprintf(a.pairs, sizeof a.pairs, "%s", pp);
+    snprintf(a.adapter, sizeof a.adapter, "dora");
+    snprintf(a.targets, sizeof a.targets, "to_q,to_k,to_v,to_out.0,ff.net.0.proj,ff.net.2,"
+             "conv1,conv2");
+    snprintf(a.run_name, sizeof a.run_name, "big");
+    a.width = a.height = 512;
+    a.batch = 2;
+    a.accum = 1;
+    a.steps = 1;
+    cr_assert_eq(tune_run(st, &a, NULL, &err), 0, "%s", err.msg);
+    StoreRun r;
+    cr_assert_eq(store_run_by_name(st, "big", &r, &err), 0, "%s", err.msg);
+    double size, peak;
+    int64_t step;
+    cr_assert_eq(store_metric_last(st, r.id, "sys", "arena_mb", &size, &step, &err), 0);
+    cr_assert_eq(store_metric_last(st, r.id, "sys", "arena_peak_mb", &peak, &step, &err), 0);
+    cr_assert_gt(peak, 64.0, "a step at 512² takes more than the fixed 64 MiB: %g", peak);
+    cr_assert_leq(peak, size - 64.0, "the per-pixel term (%g MiB) does not cover the peak "
+                  "(%g MiB)", size - 64.0, peak);
+    store_run_deinit(&r);
+    store_close(st);
+}
