@@ -403,7 +403,7 @@ Test(gencli, generate_lora_adapter_folder, .timeout = 120) {
     free(err);
     char *b = NULL;
     cr_assert_eq(support_run(NULL, &b, NULL, "printf %%s %s/b/*/42.png", tmpdir), 0);
-    double db = png_psnr_vs_rgb(b, "tests/gen/fixtures/pipeline_sd_lora.rgb");
+    double db = support_psnr_rgb(b, "tests/gen/fixtures/pipeline_sd_lora.rgb");
     cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers with the adapter folder", db);
     free(b);
     cr_assert_neq(support_run(NULL, &out, &err, "bin/easel --db %s generate --model %s --prompt "
@@ -432,7 +432,7 @@ Test(gencli, generate_sd15_pndm_without_scheduler, .timeout = 120) {
     free(err);
     char *png = NULL;
     cr_assert_eq(support_run(NULL, &png, NULL, "printf %%s %s/p/*/42.png", tmpdir), 0);
-    double db = png_psnr_vs_rgb(png, "tests/gen/fixtures/pipeline_sd_pndm.rgb");
+    double db = support_psnr_rgb(png, "tests/gen/fixtures/pipeline_sd_pndm.rgb");
     cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers' PNDM image", db);
     free(png);
     cr_assert_eq(count_rows("SELECT count(*) FROM images"), 1);
