@@ -172,9 +172,14 @@ static inline void check_case_on(const char *cs, const char *model, TuneObjectiv
     if (!strstr(cs, "_init"))
         cr_assert_float_eq(ls.acc / ls.n, wa[0], 1e-9, "%s: acc", cs);
     if (strstr(cs, "_init") && obj != TUNE_DSPO)
-        /* DoRA's first policy is the reference up to the rounding of m / ‖W‖ (1 ± ulps),
-         * which β/2 = 1000 magnifies to about 1e-6 of the loss */
-        cr_assert_float_eq(ls.loss, log(2.0), dora ? 1e-5 : 1e-6,
+        /* DoRA's first policy is the reference up to rounding: its layers compute x·W, then
+         * scale by m / ‖W‖ = 1 and add the bias, where the plain layer adds the bias inside the
+         * GEMM, so outputs differ in the last bits (relative ~1e-7 of each e), which β/2 =
+         * 1000 magnifies to a few 1e-5 of the loss (3.9e-5 since the engine's vectorised SiLU
+         * and DoRA fast paths, 1e-5 before). torch + PEFT's first loss here is ln 2 exactly
+         * (PEFT adds (m/‖W‖ − 1)·x·W to the base layer's own output): matching that form
+         * would make ours exact too; the loss is checked against torch's above either way. */
+        cr_assert_float_eq(ls.loss, log(2.0), dora ? 1e-4 : 1e-6,
                            "%s: the first loss is ln 2 (%.9g)", cs, ls.loss);
     /* gradients, before clipping: every adapter, relative to the largest of all */
     double gmax = 0, gdiff = 0;
