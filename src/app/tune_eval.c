@@ -343,7 +343,7 @@ char *tune_eval_json(const TuneEvalReport *r) {
     json_object_set_new(j, "pairs", json_integer((json_int_t)r->n));
     json_object_set_new(j, "missing", json_integer((json_int_t)r->missing));
     json_object_set_new(j, "heads", heads);
-    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     json_decref(j);
     char *out = xasprintf("%s\n", s ? s : "{}");
     free(s);
