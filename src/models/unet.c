@@ -1073,11 +1073,24 @@ static void layer_fwd(Backend *be, const Tensor *out, const Tensor *inp, const T
         ad_delta(be, a, out, inp);
         return;
     }
+    /* PEFT's form: out = base(x) + (g − 1)·W x + g·s·B A x with g = m / ‖W + s·BA‖, the
+     * base layer's own output (bias inside its GEMM) kept whole, so that a new adapter (m =
+     * ‖W‖, B = 0: g − 1 = 0 and B A x = 0 exactly) gives the reference's output bit for bit,
+     * as PEFT's does; (m − ‖·‖) / ‖·‖ is g − 1. Mathematically (m/‖·‖)(W x + s·B A x) + b. */
     const Tensor *nrm = dora_nrm(be, a, w);
-    base_fwd(be, out, inp, w, NULL, k, stride, pad);
-    ad_delta(be, a, out, inp);
-    Tensor o3 = pcq(out);
-    backend_dora_scale(be, &o3, &o3, &a->m, nrm, bias);
+    base_fwd(be, out, inp, w, bias, k, stride, pad);
+    size_t mk = backend_mark(be);
+    Tensor wx = like(be, out), d = zeros_like(be, out), gm1 = like(be, &a->m);
+    base_fwd(be, &wx, inp, w, NULL, k, stride, pad);
+    ad_delta(be, a, &d, inp);
+    backend_scale(be, &gm1, nrm, -1.0f);
+    backend_add(be, &gm1, &gm1, &a->m);
+    Tensor w3 = pcq(&wx), d3 = pcq(&d);
+    backend_dora_scale(be, &w3, &w3, &gm1, nrm, NULL);
+    backend_dora_scale(be, &d3, &d3, &a->m, nrm, NULL);
+    backend_add(be, out, out, &wx);
+    backend_add(be, out, out, &d);
+    backend_reset(be, mk);
 }
 
 /* The backward of layer_fwd with the base frozen: dinp (may be NULL) += the input gradient,
