@@ -691,26 +691,42 @@ static void resnet_fwd(Backend *be, const Unet *u, const UResnet *r, const Tenso
     backend_reset(be, m);
 }
 
+/* The attention of attn_fwd before its output projection, from the backend's arena: q, k, v
+ * (the projections of x (B·Tq, C) and ctx (B·Tk, kv)), o (B·Tq, C) and the row log-sum-exps
+ * lse that attention_backward takes. */
+typedef struct UAttnCore {
+    Tensor q, k, v, o, lse;
+    Tensor q3, k3, v3, o3;
+    BackendAttn ba;
+} UAttnCore;
+
+static void attn_core(Backend *be, const UAttn *a, UAttnCore *c, const Tensor *x,
+                      const Tensor *ctx, int64_t B, int64_t Tq, int64_t Tk) {
+    int64_t C = x->shape[1];
+    c->q = alloc2(be, B * Tq, C), c->k = alloc2(be, B * Tk, C), c->v = alloc2(be, B * Tk, C);
+    lin_fwd(be, &c->q, x, &a->q);
+    lin_fwd(be, &c->k, ctx, &a->k);
+    lin_fwd(be, &c->v, ctx, &a->v);
+    c->q3 = view(&c->q, 3, B, Tq, C, 0), c->k3 = view(&c->k, 3, B, Tk, C, 0);
+    c->v3 = view(&c->v, 3, B, Tk, C, 0);
+    c->o = alloc2(be, B * Tq, C);
+    c->o3 = view(&c->o, 3, B, Tq, C, 0);
+    int64_t lshape[3] = {B, a->heads, Tq};
+    c->lse = backend_alloc(be, DTYPE_F32, 3, lshape);
+    c->ba = (BackendAttn){a->heads, 0.0f, 0, NULL};
+    backend_attention_forward(be, &c->o3, &c->lse, &c->q3, &c->k3, &c->v3, &c->ba);
+}
+
 /* out (N,C) = attention(x (B·Tq, C), ctx (B·Tk, kv)) with its output projection, ADDED to
  * res (N,C) (out may alias res). */
 static void attn_fwd(Backend *be, const UAttn *a, const Tensor *out, const Tensor *res,
                      const Tensor *x, const Tensor *ctx, int64_t B, int64_t Tq, int64_t Tk) {
     size_t m = backend_mark(be);
     int64_t C = x->shape[1];
-    Tensor q = alloc2(be, B * Tq, C), k = alloc2(be, B * Tk, C), v = alloc2(be, B * Tk, C);
-    lin_fwd(be, &q, x, &a->q);
-    lin_fwd(be, &k, ctx, &a->k);
-    lin_fwd(be, &v, ctx, &a->v);
-    Tensor q3 = view(&q, 3, B, Tq, C, 0), k3 = view(&k, 3, B, Tk, C, 0);
-    Tensor v3 = view(&v, 3, B, Tk, C, 0);
-    Tensor o = alloc2(be, B * Tq, C);
-    Tensor o3 = view(&o, 3, B, Tq, C, 0);
-    int64_t lshape[3] = {B, a->heads, Tq};
-    Tensor lse = backend_alloc(be, DTYPE_F32, 3, lshape);
-    BackendAttn ba = {a->heads, 0.0f, 0, NULL};
-    backend_attention_forward(be, &o3, &lse, &q3, &k3, &v3, &ba);
-    Tensor p = q; /* q is dead: the projection goes there */
-    lin_fwd(be, &p, &o, &a->o);
+    UAttnCore c;
+    attn_core(be, a, &c, x, ctx, B, Tq, Tk);
+    Tensor p = c.q; /* q is dead: the projection goes there */
+    lin_fwd(be, &p, &c.o, &a->o);
     Tensor p3 = view(&p, 3, 1, B * Tq, C, 0), r3 = view(res, 3, 1, B * Tq, C, 0);
     Tensor out3 = view(out, 3, 1, B * Tq, C, 0);
     backend_unet_add(be, &out3, &r3, &p3, NULL);
@@ -1625,24 +1641,15 @@ static void attn_bwd(Backend *be, const UAttn *a, const Tensor *dx, const Tensor
                      int64_t Tq, int64_t Tk) {
     size_t m = backend_mark(be);
     int64_t C = x->shape[1];
-    Tensor q = alloc2(be, B * Tq, C), k = alloc2(be, B * Tk, C), v = alloc2(be, B * Tk, C);
-    lin_fwd(be, &q, x, &a->q);
-    lin_fwd(be, &k, ctx, &a->k);
-    lin_fwd(be, &v, ctx, &a->v);
-    Tensor q3 = view(&q, 3, B, Tq, C, 0), k3 = view(&k, 3, B, Tk, C, 0);
-    Tensor v3 = view(&v, 3, B, Tk, C, 0);
-    Tensor o = alloc2(be, B * Tq, C);
-    Tensor o3 = view(&o, 3, B, Tq, C, 0);
-    int64_t lshape[3] = {B, a->heads, Tq};
-    Tensor lse = backend_alloc(be, DTYPE_F32, 3, lshape);
-    BackendAttn ba = {a->heads, 0.0f, 0, NULL};
-    backend_attention_forward(be, &o3, &lse, &q3, &k3, &v3, &ba);
-    Tensor dO = zeros_like(be, &o);
-    lin_bwd(be, &dO, dout, &o, &a->o);
-    Tensor dq = zeros_like(be, &q), dk = zeros_like(be, &k), dv = zeros_like(be, &v);
+    UAttnCore c;
+    attn_core(be, a, &c, x, ctx, B, Tq, Tk);
+    Tensor dO = zeros_like(be, &c.o);
+    lin_bwd(be, &dO, dout, &c.o, &a->o);
+    Tensor dq = zeros_like(be, &c.q), dk = zeros_like(be, &c.k), dv = zeros_like(be, &c.v);
     Tensor dq3 = view(&dq, 3, B, Tq, C, 0), dk3 = view(&dk, 3, B, Tk, C, 0);
     Tensor dv3 = view(&dv, 3, B, Tk, C, 0), dO3 = view(&dO, 3, B, Tq, C, 0);
-    backend_attention_backward(be, &dq3, &dk3, &dv3, &dO3, &q3, &k3, &v3, &o3, &lse, &ba);
+    backend_attention_backward(be, &dq3, &dk3, &dv3, &dO3, &c.q3, &c.k3, &c.v3, &c.o3, &c.lse,
+                               &c.ba);
     lin_bwd(be, dx, &dq, x, &a->q);
     lin_bwd(be, dctx, &dk, ctx, &a->k);
     lin_bwd(be, dctx, &dv, ctx, &a->v);

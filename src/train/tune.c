@@ -744,7 +744,7 @@ static int run_store_open(Run *r, int resume_step, const char *cfg_json, Err *er
     }
     char *nm = NULL;
     /* a generated name can be taken between choosing and creating it (two runs started in
-     * the same second): choose again */
+     * the same second): choose again at once (the next choice sees the other run's row) */
     for (int tries = 0; tries < 20; tries++) {
         free(nm);
         nm = r->cfg->run_name[0] ? xstrdup(r->cfg->run_name) : store_run_unique_name(r->st,
@@ -757,7 +757,6 @@ static int run_store_open(Run *r, int resume_step, const char *cfg_json, Err *er
                 err_pass(err, &e, rc);
             break;
         }
-        usleep(50000);
     }
     if (!rc) {
         char *txt = xasprintf("%s\n", nm);

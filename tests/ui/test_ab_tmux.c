@@ -92,7 +92,7 @@ static void start(void) {
     support_sh("tmux -L %s kill-server 2>/dev/null", sock);
     cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
                             "'env -u BXFI_MAP TERM=tmux-256color %s --db t.db --annotator alice "
-                            "--graphics blocks ab judge heldout; sleep 60'", dir, sock, easel),
+                            "--graphics blocks ab judge heldout; echo EASEL-EXITED; sleep 60'", dir, sock, easel),
                  0);
 }
 
@@ -142,7 +142,7 @@ Test(ab_tmux, judge_quit_reopen_results) {
     support_tmux_wait_for(sock, "spatial    right >>");
     assert_blind();
     keys("q");
-    usleep(300000);
+    support_tmux_wait_for(sock, "EASEL-EXITED"); /* its store closed */
 
     /* reopened: the judgements are there; it starts at item 1 (not fully judged) */
     start();
@@ -153,7 +153,7 @@ Test(ab_tmux, judge_quit_reopen_results) {
     keys("u"); /* the next item not fully judged: 2 */
     support_tmux_wait_for(sock, "item 2 / 4");
     keys("q");
-    usleep(300000);
+    support_tmux_wait_for(sock, "EASEL-EXITED"); /* its store closed */
 
     /* the results: what was judged, scored against where the adapter really was */
     out = NULL;
