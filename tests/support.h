@@ -48,6 +48,11 @@ void support_stop(pid_t *pid);
  * reports it (-displayfd), so test runs never race for one. Returns the display number with
  * *pid set (stop it with support_stop), or -1 when it reported none within 10 s. */
 int support_xvfb_start(pid_t *pid);
+/* Run the shell command FMT (a `tmux -L SOCK new-session -d ...`), trying again for up to 5 s
+ * while it fails (a server just killed may still hold its socket); fails the test with tmux's
+ * message when it never starts. */
+void support_tmux_new(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* The text of pane "e" of the tmux server on socket SOCK (a static buffer). */
 char *support_tmux_capture(const char *sock);
 

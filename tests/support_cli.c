@@ -128,6 +128,38 @@ char *support_tmux_capture(const char *sock) {
     return buf;
 }
 
+void support_tmux_new(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *cmd = vformat(fmt, ap);
+    va_end(ap);
+    /* tmux's message of the last try: a server just killed may still hold the socket, and a
+     * loaded machine now and then refuses the first start (CI saw it once): try again */
+    size_t wn = strlen(cmd) + 16;
+    char *wrapped = xmalloc(wn);
+    snprintf(wrapped, wn, "( %s ) 2>&1", cmd);
+    char msg[2048] = "";
+    int rc = -1;
+    for (int tries = 0; tries < 50 && rc != 0; tries++) {
+        if (tries)
+            usleep(100 * 1000);
+        FILE *p = popen(wrapped, "r");
+        size_t n = p ? fread(msg, 1, sizeof msg - 1, p) : 0;
+        msg[n] = '\0';
+        rc = p ? pclose(p) : -1;
+        rc = rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    }
+    free(wrapped);
+    if (rc != 0) {
+        char c[1024];
+        snprintf(c, sizeof c, "%s", cmd);
+        free(cmd);
+        cr_assert_fail("tmux did not start after %d tries (exit %d): %s\n%s",
+                       50, rc, c, msg);
+    }
+    free(cmd);
+}
+
 void support_tmux_wait_for(const char *sock, const char *text) {
     for (int i = 0; i < 500; i++) {
         if (strstr(support_tmux_capture(sock), text))

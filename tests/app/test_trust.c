@@ -519,9 +519,9 @@ Test(trust, blind_rating_closes_the_quality_screen_to_annotators) {
     char sock[48];
     snprintf(sock, sizeof sock, "easel-trust-%d", (int)getpid());
     support_easel_path(easel_bin, sizeof easel_bin);
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 110 -y 30 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 110 -y 30 "
                             "'%s env EASEL_NO_GPU=1 %s --db ws/s.db annotate --graphics none'",
-                            tmpdir, sock, nobody, easel_bin), 0);
+                            tmpdir, sock, nobody, easel_bin);
     support_tmux_wait_for(sock, "F3 Quality");
     cr_assert_eq(support_sh("tmux -L %s send-keys -t e F3", sock), 0);
     support_tmux_wait_for(sock, "blind rating is on");

@@ -112,17 +112,10 @@ static void start_tui_args(const char *env, const char *args) {
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     cr_assert(n > 0);
     self[n] = '\0';
-    /* a server just killed (kill-server) may still hold the socket: try again briefly */
-    int rc = -1;
-    for (int tries = 0; tries < 50 && rc != 0; tries++) {
-        if (tries)
-            usleep(100 * 1000);
-        rc = support_sh("tmux -L %s new-session -d -s t -x 140 -y 40 "
-                        "'env -u BXFI_MAP -u EASEL_WORKER_THREADS -u EASEL_GPU_SHARE %s "
-                        "EASEL_TEST_TUI_DB=%s %s %s 2>%s/stderr.txt; sleep 60'", sock, env, db,
-                        self, args, tmpdir);
-    }
-    cr_assert_eq(rc, 0, "tmux new-session failed");
+    support_tmux_new("tmux -L %s new-session -d -s t -x 140 -y 40 "
+                     "'env -u BXFI_MAP -u EASEL_WORKER_THREADS -u EASEL_GPU_SHARE %s "
+                     "EASEL_TEST_TUI_DB=%s %s %s 2>%s/stderr.txt; sleep 60'", sock, env, db, self,
+                     args, tmpdir);
 }
 
 static void start_tui(const char *env) { start_tui_args(env, "--threads 1"); }

@@ -107,9 +107,9 @@ Test(make_run, install_puts_the_assets_where_the_installed_binary_finds_them) {
     /* the installed binary, moved away from the build tree, finds ../share/easel */
     char sock[64];
     snprintf(sock, sizeof sock, "easel-makerun-%d", (int)getpid());
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 110 -y 50 'env -u "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 110 -y 50 'env -u "
                             "EASEL_ASSETS inst/opt/e/bin/easel --db data/demo.db --theme light; "
-                            "echo exited $?; sleep 30'", dir, sock), 0);
+                            "echo exited $?; sleep 30'", dir, sock);
     support_tmux_wait_for(sock, "Annotate");
     support_sh("tmux -L %s send-keys -t e '?'", sock);
     support_tmux_wait_for(sock, "light, ");

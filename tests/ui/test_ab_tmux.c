@@ -90,10 +90,9 @@ static void make_eval(void) {
 
 static void start(void) {
     support_sh("tmux -L %s kill-server 2>/dev/null", sock);
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
                             "'env -u BXFI_MAP TERM=tmux-256color %s --db t.db --annotator alice "
-                            "--graphics blocks ab judge heldout; echo EASEL-EXITED; sleep 60'", dir, sock, easel),
-                 0);
+                            "--graphics blocks ab judge heldout; echo EASEL-EXITED; sleep 60'", dir, sock, easel);
 }
 
 /* The pane never names a side. */

@@ -71,10 +71,9 @@ Test(jobs_preview_tmux, the_latest_image_of_a_generate_job_appears) {
              "--device cpu --out %s/gen", dir);
     easel_ok(args);
     /* --threads 0: the TUI runs no jobs, so the job waits for the worker below */
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
                             "'env -u BXFI_MAP TERM=tmux-256color EASEL_NO_GPU=1 %s --db t.db "
-                            "--graphics blocks --threads 0; sleep 60'", dir, sock, easel),
-                 0, "tmux new-session failed");
+                            "--graphics blocks --threads 0; sleep 60'", dir, sock, easel);
     support_tmux_wait_for(sock, "F4 Jobs");
     keys("F4");
     support_tmux_wait_for(sock, "queued jobs wait for a worker");

@@ -118,8 +118,8 @@ static int shown_step(void) {
 
 Test(monitor_tmux, curves_move_while_the_run_writes) {
     write_steps(1, 10);
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
-                    "'exec %s --db t.db monitor live-run'", dir, sock, easel), 0);
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+                    "'exec %s --db t.db monitor live-run'", dir, sock, easel);
     wait_for("Monitor: live-run");
     wait_for("spatial loss");
     wait_for("step 10");
@@ -164,10 +164,10 @@ Test(monitor_tmux, follows_a_real_training_process) {
                     "%s --db d.db import ratings %s/data/multihead_ratings.csv >/dev/null",
                     dir, easel, easel, root, easel, root, easel, root),
                  0, "demo import failed");
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
                     "'%s --db d.db train --epochs 100000 --save-every 0 --threads 1 "
                     "--name live --output runs/live 2>train.log'",
-                    dir, sock, easel), 0);
+                    dir, sock, easel);
     /* wait until the run exists and has metrics, then watch it from a second window */
     for (int i = 0; i < 500; i++) {
         if (support_sh("cd %s && %s --db d.db runs show live 2>/dev/null | grep -q 'progress'", dir,
@@ -213,8 +213,8 @@ Test(monitor_tmux, follows_the_newest_running_run_unless_pinned) {
     Err err = {0};
     Store *s = store_open(path, &err);
     cr_assert_not_null(s, "%s", err.msg);
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
-                            "'exec %s --db f.db monitor'", dir, sock, easel), 0);
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+                            "'exec %s --db f.db monitor'", dir, sock, easel);
     wait_for("No training run yet");
     int64_t first, second, third;
     cr_assert_eq(store_run_create(s, "first", "train-reward", "{}", 0, dir, &first, &err), 0);
@@ -264,8 +264,8 @@ Test(monitor_tmux, follows_a_newer_run_that_already_ended) {
     cr_assert_eq(store_run_create(s, "first", "train-reward", "{}", 0, dir, &first, &err), 0);
     one_step(s, first);
     cr_assert_eq(store_run_set_state(s, first, "succeeded", &err), 0);
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
-                            "'exec %s --db g.db monitor'", dir, sock, easel), 0);
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+                            "'exec %s --db g.db monitor'", dir, sock, easel);
     wait_for("Monitor: first  [succeeded]  following newest run");
     cr_assert_eq(store_run_create(s, "second", "train-reward", "{}", 0, dir, &second, &err), 0);
     one_step(s, second);
@@ -288,8 +288,8 @@ Test(monitor_tmux, the_header_fits_120_columns) {
                                   &err), 0);
     one_step(s, id);
     cr_assert_eq(store_run_set_state(s, id, "succeeded", &err), 0);
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 120 -y 36 "
-                            "'exec %s --db h.db monitor'", dir, sock, easel), 0);
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 120 -y 36 "
+                            "'exec %s --db h.db monitor'", dir, sock, easel);
     wait_for("Monitor: train-20261206-163815  [succeeded]  following newest run");
     keys("a"); /* the accuracy page: the longest page name */
     wait_for("accuracy (l/a/f)");

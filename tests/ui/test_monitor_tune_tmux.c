@@ -94,9 +94,9 @@ static void teardown(void) {
 TestSuite(monitor_tune_tmux, .init = setup, .fini = teardown, .timeout = 90);
 
 static void start(const char *run) {
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 140 -y 40 "
                             "'env -u BXFI_MAP TERM=tmux-256color %s --db t.db --graphics blocks "
-                            "monitor %s; sleep 60'", dir, sock, easel, run), 0);
+                            "monitor %s; sleep 60'", dir, sock, easel, run);
 }
 
 Test(monitor_tune_tmux, curves_values_job_and_samples_by_step) {

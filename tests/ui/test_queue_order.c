@@ -416,9 +416,9 @@ Test(queue_tui, uncertain_shows_why_and_o_cycles_the_order) {
         cr_skip_test("tmux is not installed (the Makefile's DEB_TEST installs it)");
     snprintf(sock, sizeof sock, "easel-queue-%d", (int)getpid());
     /* no checkpoint yet: the TUI says so and serves fewest */
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 120 -y 32 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 120 -y 32 "
                             "'exec %s --db t.db annotate --annotator tester --graphics none "
-                            "--order uncertain'", dir, sock, easel), 0);
+                            "--order uncertain'", dir, sock, easel);
     support_tmux_wait_for(sock, "no reward checkpoint yet");
     support_tmux_wait_for(sock, "fewest order");
     support_sh("tmux -L %s send-keys -t e q", sock);
@@ -429,9 +429,9 @@ Test(queue_tui, uncertain_shows_why_and_o_cycles_the_order) {
     cr_assert_not_null(st, "%s", err.msg);
     train_tiny(st, "run-1");
     store_close(st);
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 120 -y 32 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 120 -y 32 "
                             "'exec %s --db t.db annotate --annotator tester --graphics none "
-                            "--order uncertain'", dir, sock, easel), 0);
+                            "--order uncertain'", dir, sock, easel);
     /* computed in the background, then the queue is read again and the reason shown */
     support_tmux_wait_for(sock, "why: uncertain: ");
     support_tmux_wait_for(sock, "checkpoint run-1/best");

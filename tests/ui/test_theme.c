@@ -310,10 +310,9 @@ static void tui_teardown(void) {
 
 /* Start the TUI in a tmux pane with ENV and ARGS (the pane stays after it exits). */
 static void tui_start(const char *env, const char *args) {
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 110 -y 40 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 110 -y 40 "
                             "'env %s %s --db t.db %s; echo exited $?; sleep 60'",
-                            dir, sock, env, easel, args),
-                 0);
+                            dir, sock, env, easel, args);
 }
 
 /* Run a shell command in DIR; stdout+stderr into out; returns the exit status. */

@@ -73,9 +73,9 @@ static void setup(void) {
                          " (1, 'p1', 'a red fox in the snow', 0);"
                          "INSERT INTO images(id, prompt_id, path, created_at) VALUES"
                          " (1,1,'a.png',0),(2,1,'b.png',0),(3,1,'c.png',0),(4,1,'d.png',0);");
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
                             "'exec %s --db t.db annotate --annotator tester --graphics none "
-                            "--order id'", dir, sock, easel), 0);
+                            "--order id'", dir, sock, easel);
     wait_for("image 1");
 }
 

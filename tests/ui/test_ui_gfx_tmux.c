@@ -53,11 +53,10 @@ static void teardown(void) {
 TestSuite(ui_gfx_tmux, .init = setup, .fini = teardown, .timeout = 60);
 
 static void start(const char *graphics) {
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
                             "'TERM=tmux-256color exec %s --db t.db annotate --annotator tester "
                             "--graphics %s --order id'",
-                            dir, sock, easel, graphics),
-                 0);
+                            dir, sock, easel, graphics);
     support_tmux_wait_for(sock, "an orange evening sky");
 }
 

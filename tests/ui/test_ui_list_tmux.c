@@ -42,10 +42,9 @@ static void setup(void) {
                          "(1, 1, 'a.png', 0);");
     snprintf(sock, sizeof sock, "easel-list-%d", (int)getpid());
     /* --threads 0: no pool, so q quits without asking */
-    cr_assert_eq(support_sh("tmux -L %s new-session -d -s e -x 140 -y 40 "
+    support_tmux_new("tmux -L %s new-session -d -s e -x 140 -y 40 "
                             "'env -u BXFI_MAP EASEL_NO_GPU=1 %s --db %s --graphics none "
-                            "--threads 0; sleep 60'", sock, easel, db),
-                 0, "tmux new-session failed");
+                            "--threads 0; sleep 60'", sock, easel, db);
 }
 
 static void teardown(void) {

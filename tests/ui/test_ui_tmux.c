@@ -94,10 +94,9 @@ static void teardown(void) {
 TestSuite(ui_tmux, .init = setup, .fini = teardown, .timeout = 60);
 
 Test(ui_tmux, rate_undo_flag_kill9_keeps_exactly_the_committed_rows) {
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
                     "'exec %s --db t.db annotate --annotator tester --graphics blocks --order id'",
-                    dir, sock, easel),
-                 0);
+                    dir, sock, easel);
     wait_for("image 1");
     wait_for("a red fox in the snow");
     /* the contract: 7 7 7 7 7 Enter stores 7 for all five aspects and shows the next image */
@@ -157,10 +156,9 @@ Test(ui_tmux, rate_undo_flag_kill9_keeps_exactly_the_committed_rows) {
 }
 
 Test(ui_tmux, help_overlay_quality_screen_and_quit) {
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 80 -y 24 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 80 -y 24 "
                     "'%s --db t.db; echo EXITED; sleep 5'",
-                    dir, sock, easel),
-                 0);
+                    dir, sock, easel);
     wait_for("F2 Annotate");
     wait_for("F3 Quality");
     keys("'?'");
@@ -208,10 +206,9 @@ Test(ui_tmux, quality_lists_disagreement_and_opens_it_for_review) {
                     " THEN 3 ELSE 5 + i.column1 END, 0, 0"
                     " FROM (VALUES (1), (2), (4)) i, (VALUES (50), (51)) a, aspects s;\"", dir),
                  0);
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 100 -y 30 "
                     "'%s --db t.db --help >/dev/null; exec %s --db t.db'",
-                    dir, sock, easel, easel),
-                 0);
+                    dir, sock, easel, easel);
     wait_for("F3 Quality");
     keys("F3");
     wait_for("most disagreement (spatial)");
@@ -236,10 +233,9 @@ Test(ui_tmux, quality_lists_disagreement_and_opens_it_for_review) {
 }
 
 Test(ui_tmux, too_small_terminal_says_so_and_ignores_keys_then_resizes) {
-    cr_assert_eq(support_sh("cd %s && tmux -L %s new-session -d -s e -x 70 -y 20 "
+    support_tmux_new("cd %s && tmux -L %s new-session -d -s e -x 70 -y 20 "
                     "'exec %s --db t.db annotate --annotator small --order id'",
-                    dir, sock, easel),
-                 0);
+                    dir, sock, easel);
     wait_for("easel needs 80x24");
     keys("7 7");
     cr_assert_eq(support_sh("tmux -L %s resize-window -t e -x 100 -y 30", sock), 0);
