@@ -719,6 +719,10 @@ static int gen_execute(Store *st, int64_t job_id, int in_job, const JobParams *p
         (rc = load_latents(job_param_str(p, "latents"), width, height, &latents, err)))
         goto out;
     const char *sch = job_param_str(p, "scheduler"), *neg = job_param_str(p, "negative");
+    /* the settings name the sampler that ran: the model's own when none was asked for (its
+     * settings are the model's scheduler_config.json either way) */
+    if (!*sch && !(sch = sd_pipeline_model_scheduler(mpath, pred)))
+        sch = "";
     int steps = (int)job_param_int(p, "steps");
     double guidance = job_param_float(p, "guidance");
     json_t *js = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s?, s:s?, s:s, s:i, s:i, s:s}",

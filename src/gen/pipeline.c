@@ -97,6 +97,18 @@ static char *sched_family_json(const SchedFamily *f) {
     return s;
 }
 
+/* The SCHED_FAMILIES row a single file samples with: the family's released scheduler; SD 2.x
+ * is 2.1 (768, v-prediction) unless the user says epsilon (2.1-base, 512). */
+static int single_sched_family(const SdSingleInfo *si, const char *pred) {
+    if (si->turbo)
+        return 4;
+    if (!strcmp(si->family, "sdxl"))
+        return 3;
+    if (!strcmp(si->family, "sd2"))
+        return pred && !strcmp(pred, "epsilon") ? 2 : 1;
+    return 0;
+}
+
 /* TEXT with prediction_type set to PRED ("epsilon" or "v"), or NULL on a JSON error. */
 static char *sched_with_prediction(const char *text, const char *pred, const char *what,
                                    Err *err) {
@@ -171,13 +183,7 @@ int sd_pipeline_open(const char *path, Backend *be, const SdPipelineConfig *cfg,
     p->be = be;
     int small = single_small(&si, pred); /* trained at 512² (its UNet config says more) */
     if (si.is_single) {
-        /* the family's released scheduler: SD 2.x is 2.1 (768, v-prediction) unless the
-         * user says epsilon (2.1-base, 512); a "v_pred" key says v */
-        int f = !strcmp(si.family, "sdxl") ? 3 : !strcmp(si.family, "sd2") ? 1 : 0;
-        if (si.turbo)
-            f = 4;
-        else if (f == 1 && pred && !strcmp(pred, "epsilon"))
-            f = 2;
+        int f = single_sched_family(&si, pred);
         p->sched_path = xasprintf("%s (the %s scheduler config)", path, SCHED_FAMILIES[f].name);
         p->sched_json = sched_family_json(&SCHED_FAMILIES[f]);
         if (si.v_pred && !pred)
@@ -297,6 +303,29 @@ int sd_pipeline_model_defaults(const char *path, const char *prediction, int *wi
     *family = si.is_single ? si.family
               : uc.text_time ? "sdxl" : uc.cross_dim >= 1024 ? "sd2" : "sd1";
     return 0;
+}
+
+const char *sd_pipeline_model_scheduler(const char *path, const char *prediction) {
+    SdSingleInfo si;
+    char cls[64];
+    int kind = -1;
+    if (sd_weights_single_info(path, &si, NULL))
+        return NULL;
+    if (si.is_single) {
+        char *js = sched_family_json(&SCHED_FAMILIES[single_sched_family(&si, prediction)]);
+        kind = sched_class_kind(js, cls, sizeof cls);
+        free(js);
+    } else {
+        char *sp = xasprintf("%s/scheduler/scheduler_config.json", path);
+        unsigned char *buf = NULL;
+        size_t len = 0;
+        if (base_is_file(sp) &&
+            !infile_read_all(sp, "scheduler config", INFILE_MAX_JSON, &buf, &len, NULL))
+            kind = sched_class_kind((const char *)buf, cls, sizeof cls);
+        free(buf);
+        free(sp);
+    }
+    return kind < 0 ? NULL : sched_kind_name((SchedKind)kind);
 }
 
 const char *sd_pipeline_family(const SdPipeline *p) { return p->family; }

@@ -96,6 +96,12 @@ void sd_pipeline_close(SdPipeline *p); /* NULL allowed */
 int sd_pipeline_model_defaults(const char *path, const char *prediction, int *width,
                                int *height, const char **family, Err *err);
 
+/* The name (sched_kind_name) of the sampler the model at PATH runs when no --scheduler is
+ * given: its scheduler_config.json's _class_name, a single file's family scheduler; NULL when
+ * it cannot be read or names a class easel has no sampler for (the pipeline then refuses to
+ * sample without one). */
+const char *sd_pipeline_model_scheduler(const char *path, const char *prediction);
+
 /* "sd1", "sd2" or "sdxl", and the default size. */
 const char *sd_pipeline_family(const SdPipeline *p);
 void sd_pipeline_default_size(const SdPipeline *p, int *width, int *height);

@@ -436,6 +436,9 @@ Test(gencli, generate_sd15_pndm_without_scheduler, .timeout = 120) {
     cr_assert_geq(db, 50.0, "PSNR %.1f dB against diffusers' PNDM image", db);
     free(png);
     cr_assert_eq(count_rows("SELECT count(*) FROM images"), 1);
+    /* the settings name the sampler that ran (they said "scheduler": null) */
+    cr_assert_eq(count_rows("SELECT count(*) FROM images WHERE generator LIKE "
+                            "'%\\\"scheduler\\\":\\\"pndm\\\"%'"), 1);
 }
 
 Test(gencli, generate_from_store_and_bad_prompts_file, .timeout = 120) {
