@@ -491,9 +491,12 @@ static int keyed_cmp(const void *a, const void *b) {
     return key_cmp(((const Keyed *)a)->it, y->prompt_id, y->seed);
 }
 
-/* The gpu_id the folder's CSV already gives each item (a resumed run keeps them). */
+/* The gpu_id the folder's CSV already gives each item (a resumed run keeps them). A CSV that
+ * is not a regular file of its own is not read: a link may lead out of the folder, and its
+ * text would go into this run's CSV (in another user's job, out of the workspace). */
 static void load_prev_gpus(Run *r) {
-    if (!r->n || access(r->meta_path, F_OK) != 0)
+    struct stat sb;
+    if (!r->n || lstat(r->meta_path, &sb) != 0 || !S_ISREG(sb.st_mode))
         return;
     CsvTable t = {0};
     Err e = {0};

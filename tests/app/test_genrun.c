@@ -745,6 +745,38 @@ Test(genrun, a_resumed_run_keeps_each_images_gpu_id, .timeout = 60) {
     support_tmpdir_remove(dir);
 }
 
+/* A metadata.csv that is a link leading out of the folder is not read on resume (the gpu_id
+ * a resumed run keeps would copy another file's text into this one) and is replaced, not
+ * written through. */
+Test(genrun, a_linked_metadata_csv_is_not_read_on_resume, .timeout = 60) {
+    char dir[256], out[256];
+    support_tmpdir_make(dir, sizeof dir, "genrunl");
+    support_tmpdir_make(out, sizeof out, "genrunl-out");
+    MGen m = {.barrier = 1, .step_ms = {2, 2, 2}};
+    Progress pr;
+    GenRunOpts o = mopts(dir, &m, &pr, 3);
+    GenRunReport rep;
+    Err err = {0};
+    cr_assert_eq(gen_run(&o, &rep, &err), 0, "%s", err.msg);
+    gen_run_report_deinit(&rep);
+    char meta[300];
+    support_write_file(out, "meta.csv", "prompt_id,seed,path,gpu_id\nq0,0,q0/0.png,SECRET\n",
+                       meta, sizeof meta);
+    cr_assert_eq(support_sh("rm %s/metadata.csv && ln -s %s %s/metadata.csv", dir, meta, dir), 0);
+    MGen m2 = {.barrier = 1, .step_ms = {2, 2, 2}};
+    o = mopts(dir, &m2, &pr, 3);
+    cr_assert_eq(gen_run(&o, &rep, &err), 0, "%s", err.msg);
+    cr_assert_eq(rep.kept, 12);
+    gen_run_report_deinit(&rep);
+    char g[16];
+    gpu_of(dir, "q0/0.png", g, sizeof g);
+    cr_assert_str_neq(g, "SECRET", "the linked file's gpu_id was copied");
+    cr_assert_eq(support_sh("test -f %s/metadata.csv && ! test -L %s/metadata.csv", dir, dir), 0);
+    cr_assert_eq(support_sh("grep -q SECRET %s", meta), 0, "the outside file was changed");
+    support_tmpdir_remove(dir);
+    support_tmpdir_remove(out);
+}
+
 Test(genrun, one_worker_that_cannot_start_gives_its_error_as_it_is) {
     char dir[256];
     support_tmpdir_make(dir, sizeof dir, "genrunw");
