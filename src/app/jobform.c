@@ -18,7 +18,9 @@ JobForm *jobform_new(const JobKind *k) {
     int n = 0;
     while (k->params[n].name)
         n++;
-    f->n_fields = n + 2;
+    /* a kind that may hold GPUs (generate holds every free one unless told) gets "gpus" */
+    int gpu_kind = k->gpus != 0 || k->gpus_for || k->gpu_required;
+    f->n_fields = n + 2 + gpu_kind;
     f->fields = xcalloc((size_t)f->n_fields, sizeof *f->fields);
     for (int i = 0; i < n; i++) {
         f->fields[i].kind = JOBFORM_PARAM;
@@ -29,6 +31,10 @@ JobForm *jobform_new(const JobKind *k) {
     f->fields[n].text = xstrdup("0");
     f->fields[n + 1].kind = JOBFORM_AFTER;
     f->fields[n + 1].text = xstrdup("");
+    if (gpu_kind) {
+        f->fields[n + 2].kind = JOBFORM_GPUS;
+        f->fields[n + 2].text = xstrdup("");
+    }
     return f;
 }
 
@@ -47,6 +53,7 @@ const char *jobform_label(const JobForm *f, int i) {
     case JOBFORM_PARAM: return f->fields[i].spec->name;
     case JOBFORM_PRIORITY: return "priority";
     case JOBFORM_AFTER: return "after";
+    case JOBFORM_GPUS: return "gpus";
     }
     return "?";
 }
@@ -59,6 +66,11 @@ const char *jobform_hint(const JobForm *f, int i, char *buf, int size) {
         snprintf(buf, (size_t)size, "integer, default 0: higher runs first");
     else if (fd->kind == JOBFORM_AFTER)
         snprintf(buf, (size_t)size, "job ids like 3,4: start after they succeeded (optional)");
+    else if (fd->kind == JOBFORM_GPUS)
+        snprintf(buf, (size_t)size, "GPUs to hold: empty = what the kind asks for (%s), 'all' "
+                 "= every free GPU, or a count (0: the CPU)",
+                 f->kind->gpus_for ? "by its device" : f->kind->gpus == JOBKIND_GPUS_ALL
+                 ? "every free GPU" : f->kind->gpus == 1 ? "1" : "its default");
     else
         snprintf(buf, (size_t)size, "%s, %s: %s",
                  fd->spec->type == JOB_PARAM_CHOICE ? fd->spec->choices : types[fd->spec->type],
@@ -174,6 +186,23 @@ int jobform_submit(JobForm *f, Store *st, int64_t *id, Err *err) {
                 goto out;
             }
             jn.priority = (int)v;
+        } else if (fd->kind == JOBFORM_GPUS) {
+            char *end;
+            errno = 0;
+            long v = strtol(fd->text, &end, 10);
+            if (!fd->text[0])
+                continue; /* the kind's */
+            if (strcmp(fd->text, "all") == 0) {
+                jn.gpus_wanted = JOBKIND_GPUS_ALL;
+                continue;
+            }
+            if (*end || errno || v < 0 || v > 1024) {
+                f->cur = i;
+                rc = err_set(err, ERR_USAGE, "gpus: '%s' is not 'all' or a count from 0 to "
+                             "1024 (empty: what the kind asks for)", fd->text);
+                goto out;
+            }
+            jn.gpus_wanted = (int)v;
         } else {
             char *copy = xstrdup(fd->text);
             for (char *tok = strtok(copy, ", "); tok; tok = strtok(NULL, ", ")) {

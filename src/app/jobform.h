@@ -1,8 +1,9 @@
 /* jobform — the new-job form generated from a job kind's parameter schema: the view-model
  * the TUI's Jobs screen draws and edits (pure C, no ncurses, tested directly).
  *
- * Fields are the kind's parameters in schema order, then two job options: priority and
- * "after" (dependencies, "3,4"). Every field holds text; choice and bool fields cycle
+ * Fields are the kind's parameters in schema order, then the job options: priority, "after"
+ * (dependencies, "3,4") and, for a kind that can hold GPUs, "gpus" (as `jobs add --gpus`:
+ * empty = what the kind asks for, "all", or a count). Every field holds text; choice and bool fields cycle
  * through their values; submitting parses the text against the schema exactly as
  * `easel jobs add` does (job_params_parse: types, required parameters, the kind's validate)
  * and adds the job to the store.
@@ -23,6 +24,7 @@ typedef enum JobFormFieldKind {
     JOBFORM_PARAM,      /* a parameter of the kind (spec set) */
     JOBFORM_PRIORITY,   /* integer, default 0 */
     JOBFORM_AFTER,      /* job ids separated by commas, default empty */
+    JOBFORM_GPUS,       /* GPUs to hold: "" (the kind's), "all" or 0..1024; GPU kinds only */
 } JobFormFieldKind;
 
 typedef struct JobFormField {
@@ -42,7 +44,7 @@ typedef struct JobForm {
 JobForm *jobform_new(const JobKind *k);
 void jobform_free(JobForm *f); /* NULL allowed */
 
-/* Label of field I: the parameter name, "priority" or "after". Static/borrowed. */
+/* Label of field I: the parameter name, "priority", "after" or "gpus". Static/borrowed. */
 const char *jobform_label(const JobForm *f, int i);
 /* One-line help of field I (type, default, help). Written into BUF. */
 const char *jobform_hint(const JobForm *f, int i, char *buf, int size);

@@ -29,13 +29,15 @@ static const JobKind kind = {
 
 Test(jobform, fields_from_schema_with_defaults) {
     JobForm *f = jobform_new(&kind);
-    cr_assert_eq(f->n_fields, 6);
+    cr_assert_eq(f->n_fields, 7);
     cr_assert_str_eq(jobform_label(f, 0), "path");
     cr_assert_str_eq(f->fields[0].text, "");
     cr_assert_str_eq(f->fields[1].text, "pairs");
     cr_assert_str_eq(f->fields[2].text, "3");
     cr_assert_str_eq(jobform_label(f, 4), "priority");
     cr_assert_str_eq(jobform_label(f, 5), "after");
+    cr_assert_str_eq(jobform_label(f, 6), "gpus", "a kind that holds GPUs");
+    cr_assert_str_eq(f->fields[6].text, "", "empty: what the kind asks for");
     char buf[128];
     cr_assert(strstr(jobform_hint(f, 0, buf, sizeof buf), "required"));
     cr_assert(strstr(jobform_hint(f, 1, buf, sizeof buf), "pairs|multihead|regression"));
@@ -58,7 +60,7 @@ Test(jobform, cycling_choices_and_bools) {
     jobform_move(f, -5);
     cr_assert_eq(f->cur, 0);
     jobform_move(f, 50);
-    cr_assert_eq(f->cur, 5);
+    cr_assert_eq(f->cur, 6);
     jobform_free(f);
 }
 
@@ -115,6 +117,47 @@ Test(jobform, submit_validates_then_adds) {
     cr_assert_eq(r.n_deps, 1);
     cr_assert_eq(r.deps[0], id);
     store_job_row_deinit(&r);
+    jobform_free(f);
+    store_close(st);
+}
+
+static const JobKind cpu_kind = {
+    .name = "test-form-cpu", .summary = "s", .help = "h", .params = params, .run = run_nothing,
+};
+
+/* The gpus field (a GPU kind only): empty is the kind's count, "all" every free GPU, a count
+ * as typed; anything else is refused pointing at the field, and nothing is added. */
+Test(jobform, gpus_field) {
+    JobForm *c = jobform_new(&cpu_kind);
+    cr_assert_eq(c->n_fields, 6, "a CPU kind has no gpus field");
+    jobform_free(c);
+    Store *st = store_open(":memory:", NULL);
+    cr_assert_not_null(st);
+    JobForm *f = jobform_new(&kind);
+    Err err = {0};
+    int64_t id = 0;
+    jobform_set(f, 0, "data/x.csv");
+    static const char *const bad[] = {"many", "-1", "2000", "1.5"};
+    for (int i = 0; i < 4; i++) {
+        jobform_set(f, 6, bad[i]);
+        f->cur = 0;
+        cr_assert_eq(jobform_submit(f, st, &id, &err), ERR_USAGE, "%s", bad[i]);
+        cr_assert(strstr(err.msg, "gpus: '"), "%s", err.msg);
+        cr_assert_eq(f->cur, 6, "the form points at gpus");
+    }
+    int counts[JOB_STATE_COUNT];
+    cr_assert_eq(store_jobs_count(st, counts, NULL), 0);
+    cr_assert_eq(counts[JOB_STATE_QUEUED], 0, "nothing added");
+    static const char *const good[] = {"", "all", "0", "3"};
+    static const int want[] = {2, JOBKIND_GPUS_ALL, 0, 3};
+    for (int i = 0; i < 4; i++) {
+        jobform_set(f, 6, good[i]);
+        cr_assert_eq(jobform_submit(f, st, &id, &err), 0, "%s: %s", good[i], err.msg);
+        JobRow r;
+        cr_assert_eq(store_job_get(st, id, &r, NULL), 0);
+        cr_assert_eq(r.gpus_wanted, want[i], "'%s': %d", good[i], r.gpus_wanted);
+        store_job_row_deinit(&r);
+    }
     jobform_free(f);
     store_close(st);
 }
