@@ -557,11 +557,15 @@ int reward_eval(Store *st, const char *checkpoint, const EvalOptions *o, TrainDe
     }
     /* record the evaluation as a run, so it is listed beside the training runs */
     char *name = store_run_unique_name(st, "eval");
-    json_t *cj = json_pack("{s:s, s:s}", "checkpoint", train_ckpt_path(c), "pairs", out->source);
+    /* the device as asked (as a training run's config has it) and what it ran on */
+    json_t *cj = json_pack("{s:s, s:s, s:s, s:s}", "checkpoint", train_ckpt_path(c), "pairs",
+                           out->source, "device", dev && dev->spec ? dev->spec : "auto",
+                           "device_name", dev ? dev->name : "");
     char *cs = json_dumps(cj, JSON_COMPACT);
     json_decref(cj);
     int64_t run_id = 0;
-    if (store_run_create(st, name, "eval-reward", cs, 0, train_ckpt_path(c), &run_id, NULL) ==
+    if (store_run_create(st, name, "eval-reward", cs, o->job_id, train_ckpt_path(c), &run_id,
+                         NULL) ==
         0) {
         StoreMetric m[NO * 4];
         size_t nm = 0;
@@ -622,6 +626,7 @@ static int eval_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     o.split = job_param_str(p, "split");
     o.progress = job_progress_hooks(ctx);
     o.job_paths = 1;
+    o.job_id = job_id(ctx);
     EvalReport r;
     char spec[24];
     job_device(ctx, job_param_str(p, "device"), spec, sizeof spec);

@@ -278,6 +278,7 @@ typedef struct EvalOptions {
      * output root (trust_check_path), as the job's own paths: a worker reads them for
      * whoever queued the job. 0: the CLI, which reads as the user who runs it. */
     int job_paths;
+    int64_t job_id;          /* the eval job that runs it (its run row names it); 0: the CLI */
 } EvalOptions;
 
 /* Evaluate checkpoint C on the pairs OPTS names. A pairs file's images need not be in the

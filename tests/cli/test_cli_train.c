@@ -346,6 +346,23 @@ Test(cli_train, eval_json_and_csv_reports) {
     fclose(f);
     cr_assert_eq(rows, 6);
     json_decref(j);
+    /* the eval run's config says where it ran (it named only the checkpoint and the pairs) */
+    snprintf(p, sizeof p, "%s/t.db", dir);
+    Store *st = store_open(p, NULL);
+    cr_assert_not_null(st);
+    StoreRun *runs = NULL;
+    size_t n_runs = 0;
+    cr_assert_eq(store_runs_list(st, "eval-reward", &runs, &n_runs, NULL), 0);
+    cr_assert_eq(n_runs, 1);
+    json_t *cfg = json_loads(runs[0].config, 0, &je);
+    cr_assert_not_null(cfg, "%s", runs[0].config);
+    cr_assert_str_eq(json_string_value(json_object_get(cfg, "device")), "cpu", "%s",
+                     runs[0].config);
+    const char *dn = json_string_value(json_object_get(cfg, "device_name"));
+    cr_assert(dn && strstr(dn, "cpu"), "%s", runs[0].config);
+    json_decref(cfg);
+    store_runs_free(runs, n_runs);
+    store_close(st);
     /* a pairs file that is not there: the message says why, as train's does */
     cr_assert_eq(run("%s --db t.db eval j1 --device cpu --pairs nothere.jsonl", easel), 1, "%s",
                  out);
