@@ -281,7 +281,8 @@ Test(tune_eval, the_job_kind_gives_the_same_report) {
 }
 
 /* A single-file checkpoint as the base (with --tokenizer, or registered with its tokenizer)
- * gives the report of the diffusers folder it was written from: the same scores. */
+ * gives the report of the diffusers folder it was written from: the same scores; `tune
+ * --online` runs on it. */
 Test(tune_eval, a_single_file_base_gives_the_folders_report) {
 #define SFIX "tests/gen/fixtures/single/"
     char fdir[4096], file[4096];
@@ -308,6 +309,13 @@ Test(tune_eval, a_single_file_base_gives_the_folders_report) {
             cr_assert_eq(support_sh("cmp -s %s/s0.csv %s/s%d.csv", dir, dir, i), 0,
                          "--model %s: other scores than the folder's", model_args[i]);
     }
+    /* the online loop on the registered file: its candidates scored, a round trained */
+    cr_assert_eq(run("%s --db t.db tune --model sf --online --reward runs/rm/best --prompts "
+                     "held.csv --candidates 2 --rounds 1 --steps-per-round 1 --sample-steps 2 "
+                     "--guidance 1 --size 64x64 --sample-seeds none --device cpu --out on "
+                     "2>&1", easel), 0, "%s", out);
+    cr_assert_eq(support_sh("test -s %s/on/round-1/scores.csv && test -s %s/on/final/"
+                            "pytorch_lora_weights.safetensors", dir, dir), 0);
 #undef SFIX
 }
 
