@@ -512,16 +512,13 @@ int gen_model_resolve(Store *st, const char *m, char **path, char **name, Err *e
 
 /* ---- single-file checkpoints (issue 15, sf15) ------------------------------------------- */
 
-/* What the model path lacks: the tokenizer (--tokenizer, else the registered model's, else,
- * for a single file, the first registered CLIP model's folder) and the prediction type
- * (--prediction, else the registered model's); *tok / *pred NULL when none (malloc'd). */
-static void model_extras(Store *st, const JobParams *p, const char *mname, const char *mpath,
-                         char **tok, char **pred) {
+/* The single file's tokenizer and prediction type (jobkinds_gen.h). */
+void gen_model_extras(Store *st, const char *t, const char *pr, const char *mname,
+                      const char *mpath, char **tok, char **pred) {
     *tok = *pred = NULL;
-    const char *t = job_param_str(p, "tokenizer"), *pr = job_param_str(p, "prediction");
     if (t[0])
         *tok = xstrdup(t);
-    if (strcmp(pr, "model"))
+    if (pr[0] && strcmp(pr, "model"))
         *pred = xstrdup(pr);
     StoreModel sm = {0};
     if (st && store_model_get(st, "diffusion", mname, &sm, NULL) == 0 && sm.config) {
@@ -692,7 +689,8 @@ static int gen_execute(Store *st, int64_t job_id, int in_job, const JobParams *p
         rc = parse_loras(job_param_str(p, "lora"), &loras, &n_loras, err);
     char *tok = NULL, *pred = NULL; /* sf15: what a single file lacks */
     if (!rc)
-        model_extras(st, p, mname, mpath, &tok, &pred);
+        gen_model_extras(st, job_param_str(p, "tokenizer"), job_param_str(p, "prediction"),
+                         mname, mpath, &tok, &pred);
     if (!rc && in_job) /* qa15: every file of the model a job reads, and the tokenizer (a
                         * registered CLIP model's folder for a single file) */
         rc = trust_check_tree(st, "generate --model", mpath, 0, err);

@@ -42,4 +42,11 @@ int gen_job_execute_in(Store *st, const JobParams *p, int max_gpus, int in_job,
  * registered), ERR_DB. (Also tune_eval's check before it writes anything.) */
 int gen_model_resolve(Store *st, const char *m, char **path, char **name, Err *err);
 
+/* What the model at MPATH (registered as MNAME, or not) lacks: the tokenizer (TOKENIZER when
+ * not "", else the registered model's, else, for a single file, the first registered CLIP
+ * model's folder) and the prediction type (PREDICTION unless "" or "model", else the
+ * registered model's); *tok / *pred NULL when none (malloc'd). (Also the tune kind's.) */
+void gen_model_extras(Store *st, const char *tokenizer, const char *prediction,
+                      const char *mname, const char *mpath, char **tok, char **pred);
+
 #endif

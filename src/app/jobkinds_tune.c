@@ -8,12 +8,18 @@
 
 #include "backend.h"
 #include "base.h"
+#include "jobkinds_gen.h"
 #include "store_models.h"
 #include "tune_loss.h"
 
 static const JobParamSpec tune_params[] = {
     {"model", JOB_PARAM_STRING, NULL, "a registered diffusion model's name (easel models add "
-     "diffusion) or a diffusers folder", NULL},
+     "diffusion), a diffusers folder or a single-file checkpoint (.safetensors)", NULL},
+    {"tokenizer", JOB_PARAM_PATH, "", "tokenizer folder for a single-file --model (vocab.json + "
+     "merges.txt; default: the registered model's, else the first registered CLIP model's)",
+     NULL},
+    {"prediction", JOB_PARAM_CHOICE, "model", "the training target's prediction type: the "
+     "model's, epsilon or v (v-prediction)", "model|epsilon|v"},
     {"pairs", JOB_PARAM_PATH, "", "pairs.jsonl (prompt, img_pos, img_neg, label[, prompt_neg])",
      NULL},
     {"from-store", JOB_PARAM_BOOL, "false", "pairs from the store's ratings instead of --pairs",
@@ -76,20 +82,30 @@ static const JobParamSpec tune_params[] = {
     {NULL, 0, NULL, NULL, NULL},
 };
 
-static int resolve_model(Store *st, const char *m, char *out, size_t n, Err *err) {
-    StoreModel sm = {0};
-    if (st && store_model_get(st, "diffusion", m, &sm, NULL) == 0) {
-        base_strlcpy(out, sm.path, n);
-        store_model_deinit(&sm);
-        return 0;
+/* --model as a path (a registered name, a folder or a single file) into C->model, with the
+ * tokenizer and prediction type a single file needs (flags, else the registered model's), as
+ * the generate kind finds them. */
+static int resolve_model(Store *st, const JobParams *p, TuneConfig *c, Err *err) {
+    char *path = NULL, *name = NULL, *tok = NULL, *pred = NULL;
+    const char *m = job_param_str(p, "model");
+    int rc = m[0] ? gen_model_resolve(st, m, &path, &name, err)
+                  : err_set(err, ERR_USAGE, "tune: --model is required (a registered diffusion "
+                            "model, a diffusers folder or a single-file checkpoint)");
+    if (!rc) {
+        gen_model_extras(st, job_param_str(p, "tokenizer"), job_param_str(p, "prediction"),
+                         name, path, &tok, &pred);
+        if (strlen(path) >= sizeof c->model || (tok && strlen(tok) >= sizeof c->tokenizer) ||
+            (pred && strlen(pred) >= sizeof c->prediction))
+            rc = err_set(err, ERR_USAGE, "tune: --model %s: its path or tokenizer path is too "
+                         "long (at most %zu characters)", m, sizeof c->model - 1);
     }
-    if (base_is_dir(m)) {
-        base_strlcpy(out, m, n);
-        return 0;
+    if (!rc) {
+        snprintf(c->model, sizeof c->model, "%s", path);
+        snprintf(c->tokenizer, sizeof c->tokenizer, "%s", tok ? tok : "");
+        snprintf(c->prediction, sizeof c->prediction, "%s", pred ? pred : "");
     }
-    return err_set(err, ERR_NOTFOUND, "--model %s: neither a registered diffusion model nor a "
-                   "folder (see 'easel models list'; register one with 'easel models add "
-                   "diffusion PATH')", m);
+    free(path), free(name), free(tok), free(pred);
+    return rc;
 }
 
 static int copy_str(char *dst, size_t n, const char *src, const char *flag, Err *err) {
@@ -101,7 +117,7 @@ static int copy_str(char *dst, size_t n, const char *src, const char *flag, Err 
 
 int tune_job_config(Store *st, const JobParams *p, TuneConfig *c, Err *err) {
     tune_config_defaults(c);
-    int rc = resolve_model(st, job_param_str(p, "model"), c->model, sizeof c->model, err);
+    int rc = resolve_model(st, p, c, err);
     int deferred = 0; /* no store: a registered model's name is resolved when the job runs; the
                        * other parameters are still checked (they were skipped) */
     if (rc == ERR_NOTFOUND && !st) {
@@ -172,8 +188,8 @@ int tune_job_config(Store *st, const JobParams *p, TuneConfig *c, Err *err) {
     if (!rc)
         rc = tune_config_check(c, err);
     if (!rc && deferred)
-        rc = err_set(err, ERR_NOTFOUND, "--model %s: not a folder (a registered model's name "
-                     "is resolved with the store)", c->model);
+        rc = err_set(err, ERR_NOTFOUND, "--model %s: not a folder or a file (a registered "
+                     "model's name is resolved with the store)", c->model);
     return rc;
 }
 
@@ -234,12 +250,14 @@ static int tune_job_run(JobCtx *ctx, const JobParams *p, Err *err) {
     return tune_run(st, &c, &h, err);
 }
 
-/* A GPU unless --device cpu or the model's UNet file is small (under 64 MiB). */
+/* A GPU unless --device cpu or the model's UNet file (a single file: the whole checkpoint)
+ * is small (under 64 MiB). */
 static int tune_job_gpus(const JobParams *p) {
     if (!strcmp(job_param_str(p, "device"), "cpu"))
         return 0;
-    char *f = xasprintf("%s/unet/diffusion_pytorch_model.safetensors",
-                        job_param_str(p, "model"));
+    const char *m = job_param_str(p, "model");
+    char *f = base_is_file(m) ? xstrdup(m)
+                              : xasprintf("%s/unet/diffusion_pytorch_model.safetensors", m);
     struct stat sb;
     int small = stat(f, &sb) == 0 && sb.st_size < ((off_t)64 << 20);
     free(f);

@@ -22,8 +22,12 @@
 static const JobParamSpec tune_eval_params[] = {
     {"adapter", JOB_PARAM_PATH, NULL, "the adapter: pytorch_lora_weights.safetensors (LoRA or "
      "DoRA) or the folder holding it; FILE:SCALE scales it", NULL},
-    {"model", JOB_PARAM_STRING, "", "the base model: a registered diffusion model's name or a "
-     "diffusers folder; default: the one registered", NULL},
+    {"model", JOB_PARAM_STRING, "", "the base model: a registered diffusion model's name, a "
+     "diffusers folder or a single-file checkpoint; default: the one registered", NULL},
+    {"tokenizer", JOB_PARAM_PATH, "", "tokenizer folder for a single-file --model (default: "
+     "the registered model's, else the first registered CLIP model's)", NULL},
+    {"prediction", JOB_PARAM_CHOICE, "model", "the scheduler's prediction type: the model's, "
+     "epsilon or v", "model|epsilon|v"},
     {"prompts", JOB_PARAM_PATH, NULL, "held-out prompts.csv (prompt_id,prompt)", NULL},
     {"seeds", JOB_PARAM_STRING, "0,1", "seeds, comma-separated: each prompt x seed is rendered "
      "with and without the adapter", NULL},
@@ -138,7 +142,8 @@ static void phase_log(void *user, const char *line) {
 static int gen_params_for(const JobParams *p, const char *out, const char *lora, JobParams **gp,
                           Err *err) {
     static const char *const copy[] = {"model", "prompts", "seeds", "steps", "guidance", "size",
-                                       "scheduler", "negative", "device"};
+                                       "scheduler", "negative", "device", "tokenizer",
+                                       "prediction"};
     const char *names[16], *values[16];
     char num[2][32];
     int n = 0;

@@ -36,10 +36,10 @@ static void usage(void) {
            "        weights.safetensors (unet.<module>.lora_A/.lora_B, rank and alpha in its\n"
            "        metadata) and DIR/adapter_config.json; what load_lora_weights takes.\n\n"
            "options:\n"
-           "  --model NAME|PATH  a registered diffusion model (easel models add diffusion) or a\n"
-           "                     diffusers folder; for kohya and peft only needed for adapters\n"
-           "                     with SGM block names (input_blocks_...); checked against it\n"
-           "                     when given\n"
+           "  --model NAME|PATH  a registered diffusion model (easel models add diffusion), a\n"
+           "                     diffusers folder or a single-file checkpoint; for kohya and\n"
+           "                     peft only needed for adapters with SGM block names\n"
+           "                     (input_blocks_...); checked against it when given\n"
            "  --adapter DIR|FILE an adapter folder (pytorch_lora_weights.safetensors, as easel\n"
            "                     tune and diffusers' save_lora_weights write it) or a LoRA\n"
            "                     .safetensors file (diffusers / PEFT or kohya names)\n"
@@ -54,17 +54,13 @@ static void usage(void) {
            "See doc/models.md (Adapter files).\n");
 }
 
-/* The diffusers folder --model names: a folder, or a registered diffusion model. */
+/* The model --model names: a diffusers folder or a single-file checkpoint (sd_weights reads
+ * both: the merge re-writes either as one file), or a registered diffusion model. */
 static int model_folder(const CliGlobal *g, const char *kind, const char *m, char **out) {
     *out = NULL;
-    if (base_is_dir(m)) {
+    if (base_is_dir(m) || base_is_file(m)) {
         *out = xstrdup(m);
         return 0;
-    }
-    if (base_is_file(m)) {
-        cli_error("export %s: --model %s: give the base model's diffusers folder (a single file "
-                  "cannot be merged into)", kind, m);
-        return 2;
     }
     Err err = {0};
     Store *st = store_open_existing(g->db_path, &err);

@@ -529,6 +529,7 @@ Backend *sd_pipeline_backend(SdPipeline *p) { return p->be; }
 const char *sd_pipeline_path(const SdPipeline *p) { return p->path; }
 
 int sd_pipeline_sched_config(const SdPipeline *p, SchedConfig *c, Err *err) {
-    return sched_config_load(c, p->sched_kind >= 0 ? (SchedKind)p->sched_kind : SCHED_DDIM,
-                             p->sched_path, err);
+    /* the text the sampler uses: a single file's family config, a --prediction applied */
+    return sched_config_parse(c, p->sched_kind >= 0 ? (SchedKind)p->sched_kind : SCHED_DDIM,
+                              p->sched_json, p->sched_path, err);
 }

@@ -129,9 +129,10 @@ Vae *sd_pipeline_vae(SdPipeline *p);          /* the decoder only */
 SdText *sd_pipeline_text(SdPipeline *p);
 Backend *sd_pipeline_backend(SdPipeline *p);
 const char *sd_pipeline_path(const SdPipeline *p); /* the model folder */
-/* The model's scheduler_config.json read for the training schedule (betas,
- * num_train_timesteps, prediction_type; the sampler kind the file names, or DDIM's reading
- * when easel has no such sampler). ERR_FORMAT naming the file and key. */
+/* The scheduler settings sd_pipeline_scheduler_config gives (a --prediction applied) read
+ * for the training schedule (betas, num_train_timesteps, prediction_type; the sampler kind
+ * they name, or DDIM's reading when easel has no such sampler). ERR_FORMAT naming the file
+ * and key. */
 int sd_pipeline_sched_config(const SdPipeline *p, SchedConfig *c, Err *err);
 
 #endif

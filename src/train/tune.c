@@ -33,6 +33,7 @@
 #include "store_run_images.h"
 #include "store_runs.h"
 #include "sd_text.h"
+#include "sd_weights.h"
 #include "train_int.h"
 #include "tune_int.h"
 #include "tune_latents.h"
@@ -76,7 +77,8 @@ double tune_default_beta(const char *objective, int xl) {
 
 int tune_config_check(const TuneConfig *c, Err *err) {
     if (!c->model[0])
-        return err_set(err, ERR_USAGE, "tune: --model is required (a diffusers model folder)");
+        return err_set(err, ERR_USAGE, "tune: --model is required (a diffusers model folder "
+                       "or a single-file checkpoint)");
     int orc = c->online ? tune_online_check(c, err) : 0; /* online16: its own checks first */
     if (orc)
         return orc;
@@ -392,6 +394,8 @@ static char *config_json(const Run *r) {
                           c->aspect, "reward", c->reward, "min_diff", c->min_diff, "dtype",
                           r->wdtype == DTYPE_BF16 ? "bf16" : r->wdtype == DTYPE_F16 ? "f16"
                                                                                       : "f32");
+    if (c->prediction[0]) /* only when overridden: older run folders' settings still match */
+        json_object_set_new(o, "prediction", json_string(c->prediction));
     char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     return s;
@@ -601,19 +605,28 @@ static int split_targets(const char *s, char ***out, int *n) {
  * one, 1.47-1.74 on the tiny test UNet: 40 ran out of arena ("scratch arena full") on the
  * SD-1.5 shape at 256² with two pairs. */
 static size_t arena_for(const TuneConfig *c) {
-    char *path = xasprintf("%s/unet/config.json", c->model);
-    char *txt = base_is_file(path) ? train_read_file(path, NULL) : NULL;
+    /* a folder's unet/ and vae/ configs, or a single file's family configs */
+    SdWeights *su = NULL, *sv = NULL;
+    const char *ut = sd_weights_open(c->model, "unet", &su, NULL) == 0
+                         ? sd_weights_config_json(su) : NULL;
+    const char *vt = sd_weights_open(c->model, "vae", &sv, NULL) == 0
+                         ? sd_weights_config_json(sv) : NULL;
+    int dw = c->width, dh = c->height;
+    const char *family;
+    if (!dw && sd_pipeline_model_defaults(c->model, c->prediction, &dw, &dh, &family, NULL))
+        dw = dh = 0;
     UnetConfig uc;
+    VaeConfig vc;
     size_t bytes = 0;
-    if (txt && unet_config_parse(txt, path, &uc, NULL) == 0) {
-        double h = c->height ? c->height / 8 : uc.sample_size;
-        double w = c->width ? c->width / 8 : uc.sample_size, per = 0;
+    if (ut && vt && dw > 0 && unet_config_parse(ut, c->model, &uc, NULL) == 0 &&
+        vae_config_parse(vt, c->model, &vc, NULL) == 0) {
+        double h = dh / vae_scale(&vc), w = dw / vae_scale(&vc), per = 0;
         for (int l = 0; l < uc.levels; l++)
             per += h * w / pow(4, l) * uc.block_out[l] * 4.0 * 88;
         bytes = ((size_t)64 << 20) + (size_t)(2.0 * c->batch * per);
     }
-    free(txt);
-    free(path);
+    sd_weights_close(su);
+    sd_weights_close(sv);
     return bytes;
 }
 
@@ -661,6 +674,8 @@ static int run_prepare(Run *r, Err *err) {
                      : !strcmp(c->dtype, "f32")  ? DTYPE_F32
                      : backend_kind(r->be) == BACKEND_CUDA ? DTYPE_BF16 : DTYPE_F32;
         r->wdtype = pc.weights;
+        pc.tokenizer = c->tokenizer[0] ? c->tokenizer : NULL;
+        pc.prediction = c->prediction[0] ? c->prediction : NULL;
         rc = sd_pipeline_open(c->model, r->be, &pc, &r->pipe, err);
     }
     if (!rc) {
@@ -678,8 +693,9 @@ static int run_prepare(Run *r, Err *err) {
             r->W = c->width, r->H = c->height;
         const UnetConfig *uc = unet_config(r->u);
         r->C = uc->in_channels;
-        r->w = r->W / 8;
-        r->h = r->H / 8;
+        int scale = vae_scale(vae_config(sd_pipeline_vae(r->pipe))); /* 8 but in tiny models */
+        r->w = r->W / scale;
+        r->h = r->H / scale;
         SdText *t = sd_pipeline_text(r->pipe);
         r->T = sd_text_context(t);
         r->D = sd_text_width(t);

@@ -40,7 +40,9 @@
 #include "tune_pairs.h"
 
 typedef struct TuneConfig {
-    char model[1024];          /* a diffusers model folder */
+    char model[1024];          /* a diffusers model folder or a single-file checkpoint */
+    char tokenizer[1024];      /* a single file's tokenizer folder (SdPipelineConfig) */
+    char prediction[16];       /* "", "epsilon" or "v": SdPipelineConfig.prediction */
     char pairs[1024];          /* a pairs.jsonl, or "" with from_store */
     int from_store;            /* pairs from the store's ratings (tune_pairs_from_store) */
     char aspect[64];           /* with from_store: one aspect's ratings ("" = combined) */

@@ -83,9 +83,9 @@ int tune_online_check(const TuneConfig *c, Err *err) {
     return 0;
 }
 
-uint64_t tune_online_seed(uint64_t seed, int round, int p, int j) {
-    uint64_t h = rng_hash_u64(rng_hash_u64(rng_hash_u64(seed, 0x0a11e0000ull + (uint64_t)round),
-                                           (uint64_t)p), (uint64_t)j);
+uint64_t tune_online_seed(uint64_t seed, int p, int j) {
+    uint64_t h = rng_hash_u64(rng_hash_u64(rng_hash_u64(seed, 0x0a11e0000ull), (uint64_t)p),
+                              (uint64_t)j);
     return h % 1000000007ull; /* short enough to read in a file name */
 }
 
@@ -261,7 +261,7 @@ static int round_candidates(Online *o, int round, char ***pw, char ***pl, char *
             g.height = H;
             g.steps = c->sample_steps;
             g.guidance = (float)c->guidance;
-            g.seed = tune_online_seed(c->seed, round, p, j);
+            g.seed = tune_online_seed(c->seed, p, j);
             uint8_t *rgb = NULL;
             int w = 0, h = 0;
             rc = sd_pipeline_generate(tune_int_pipe(o->run), &g, &gp, &rgb, &w, &h, err);
@@ -303,7 +303,7 @@ static int round_candidates(Online *o, int round, char ***pw, char ***pl, char *
             char *label = xasprintf("round %d best: %s", round, o->pr[p].text);
             rc = store_run_image_add(o->st, tune_int_run_id(o->run),
                                      (int64_t)(round - 1) * c->steps_per_round + 1,
-                                     (int64_t)tune_online_seed(c->seed, round, p, best), label,
+                                     (int64_t)tune_online_seed(c->seed, p, best), label,
                                      path[best], err);
             free(label);
             if (rc)

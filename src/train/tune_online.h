@@ -1,6 +1,6 @@
 /* tune_online — `easel tune --online`: the seeds' multi-head loop. Each round, with the
  * current adapter on (the run's one pipeline, tune_int.h), every prompt of a prompts.csv gets
- * `candidates` images from seeds derived from (seed, round, prompt); the reward model scores
+ * `candidates` images from seeds derived from (seed, prompt, candidate); the reward model scores
  * each with its five heads and a combined score (its learned head weights, or the per-head
  * weights the user gives); the best and the worst candidate of each prompt make a pair (a
  * prompt whose best and worst tie gives none); `steps_per_round` optimizer steps of the
@@ -12,6 +12,11 @@
  *     run on the same files would have: what is trained on is exactly what was scored and
  *     kept (the pipeline's final latents are not exposed, and the 8-bit rounding of the
  *     PNG is far below the VAE's own reconstruction error).
+ *   - Common random numbers: candidate J of prompt P has the same seed in every round
+ *     (tune_online_seed has no round), so round R's candidates are round 1's noise through
+ *     R−1 rounds of the adapter, and the round-over-round change of their mean reward
+ *     measures the adapter, not a new draw of 16 noises (with seeds per round, that draw
+ *     moved the mean as much as the adapter did).
  *   - Per round the store gets split "round" metrics at step R: reward_<head> and
  *     reward_combined, means over the round's candidates (the Monitor draws one line per
  *     head), plus "pairs"; OUT/rounds.jsonl the same. Each prompt's best candidate goes to the
@@ -37,8 +42,8 @@ int tune_online_check(const TuneConfig *c, Err *err);
 /* Parse "spatial=1,style=2" into W (heads not named: 0). ERR_USAGE naming the aspect. */
 int tune_online_aspect_weights(const char *s, double w[5], Err *err);
 
-/* The seed of candidate J of prompt P in round R (1-based) of a run seeded SEED. */
-uint64_t tune_online_seed(uint64_t seed, int round, int p, int j);
+/* The seed of candidate J of prompt P (0-based) in every round of a run seeded SEED. */
+uint64_t tune_online_seed(uint64_t seed, int p, int j);
 
 /* The online run (tune_run calls it when c->online). */
 int tune_online_run(Store *st, const TuneConfig *c, const TuneHooks *h, Err *err);

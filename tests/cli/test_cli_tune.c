@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base.h"
+#include "fmt_safetensors.h"
 #include "image.h"
 #include "store.h"
 #include "support.h"
@@ -190,4 +191,55 @@ Test(tunecli, a_registered_model_name_keeps_the_other_checks) {
     free(out);
     free(err);
     cr_assert_eq(support_sh("! test -e %s/on && ! test -e %s/o", tmpdir, tmpdir), 0);
+}
+
+/* The adapters A and B hold the same tensors under the same names, bit for bit. */
+static void same_adapter(const char *a, const char *b) {
+    Err err = {0};
+    SafeTensors *x = safetensors_open(a, &err), *y = NULL;
+    cr_assert_not_null(x, "%s", err.msg);
+    y = safetensors_open(b, &err);
+    cr_assert_not_null(y, "%s", err.msg);
+    cr_assert_eq(safetensors_count(x), safetensors_count(y), "%s, %s: tensor counts", a, b);
+    cr_assert_gt(safetensors_count(x), 0);
+    for (size_t i = 0; i < safetensors_count(x); i++) {
+        const StTensor *t = safetensors_at(x, i), *u = safetensors_find(y, t->name);
+        cr_assert_not_null(u, "%s: no %s (in %s)", b, t->name, a);
+        cr_assert(t->n_bytes == u->n_bytes && !memcmp(t->data, u->data, t->n_bytes),
+                  "%s differs", t->name);
+    }
+    safetensors_close(x);
+    safetensors_close(y);
+}
+
+/* A single-file checkpoint (with its tokenizer, or registered with it) trains the adapter the
+ * diffusers folder it was written from trains: same names (unet.<module>.lora_A/B, as
+ * generate --lora and diffusers load), same values; export merged takes the file as base. */
+Test(tunecli, a_single_file_model_trains_the_folders_adapter) {
+#define SFIX "tests/gen/fixtures/single/"
+    char *out = NULL, *err = NULL, args[1024], a[400], b[400];
+    cr_assert_eq(run("models add diffusion " SFIX "sd1.safetensors --tokenizer " SFIX "sd1 "
+                     "--name sf", &out, &err), 0, "%s", err);
+    free(out), free(err);
+    static const char *const models[] = {SFIX "sd1", SFIX "sd1.safetensors --tokenizer " SFIX
+                                         "sd1", "sf"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, "tune --model %s --pairs %s --out %s/m%d --steps 2 "
+                 "--save-every 0 --device cpu --sample-seeds none --size 64x64 --lr 1e-3",
+                 models[i], pairs, tmpdir, i);
+        cr_assert_eq(run(args, &out, &err), 0, "--model %s: %s", models[i], err);
+        free(out), free(err);
+        snprintf(b, sizeof b, "%s/m%d/final/adapter_config.json", tmpdir, i);
+        cr_assert(base_is_file(b), "%s", b);
+        snprintf(b, sizeof b, "%s/m%d/final/pytorch_lora_weights.safetensors", tmpdir, i);
+        if (i)
+            same_adapter(a, b);
+        else
+            snprintf(a, sizeof a, "%s", b);
+    }
+    snprintf(args, sizeof args, "export merged --model " SFIX "sd1.safetensors --adapter %s/m1/"
+             "final --out %s/merged.safetensors", tmpdir, tmpdir);
+    cr_assert_eq(run(args, &out, &err), 0, "%s", err);
+    free(out), free(err);
+#undef SFIX
 }

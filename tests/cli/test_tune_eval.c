@@ -280,6 +280,45 @@ Test(tune_eval, the_job_kind_gives_the_same_report) {
     support_tmpdir_remove(far);
 }
 
+/* A single-file checkpoint as the base (with --tokenizer, or registered with its tokenizer)
+ * gives the report of the diffusers folder it was written from: the same scores; `tune
+ * --online` runs on it. */
+Test(tune_eval, a_single_file_base_gives_the_folders_report) {
+#define SFIX "tests/gen/fixtures/single/"
+    char fdir[4096], file[4096];
+    cr_assert_not_null(realpath(SFIX "sd1", fdir));
+    cr_assert_not_null(realpath(SFIX "sd1.safetensors", file));
+    workspace();
+    cr_assert_eq(run("%s --db t.db tune --model %s --from-store --steps 2 --lr 1e-2 --size "
+                     "64x64 --save-every 0 --sample-seeds none --device cpu --out ad 2>err.txt",
+                     easel, fdir), 0, "%s", out);
+    cr_assert_eq(run("%s --db t.db models add diffusion %s --tokenizer %s --name sf", easel,
+                     file, fdir), 0, "%s", out);
+    char model_args[3][9000];
+    snprintf(model_args[0], sizeof model_args[0], "%s", fdir);
+    snprintf(model_args[1], sizeof model_args[1], "%s --tokenizer %s", file, fdir);
+    snprintf(model_args[2], sizeof model_args[2], "sf");
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(run("%s --db t.db tune-eval ad/final --model %s --prompts held.csv --seeds 0 "
+                         "--reward rm --steps 2 --size 64x64 --device cpu --out e%d 2>&1",
+                         easel, model_args[i], i), 0, "--model %s: %s", model_args[i], out);
+        /* the scores without the path column */
+        cr_assert_eq(support_sh("cut -d, -f1-3,5- %s/e%d/scores.csv > %s/s%d.csv", dir, i, dir,
+                                i), 0);
+        if (i)
+            cr_assert_eq(support_sh("cmp -s %s/s0.csv %s/s%d.csv", dir, dir, i), 0,
+                         "--model %s: other scores than the folder's", model_args[i]);
+    }
+    /* the online loop on the registered file: its candidates scored, a round trained */
+    cr_assert_eq(run("%s --db t.db tune --model sf --online --reward runs/rm/best --prompts "
+                     "held.csv --candidates 2 --rounds 1 --steps-per-round 1 --sample-steps 2 "
+                     "--guidance 1 --size 64x64 --sample-seeds none --device cpu --out on "
+                     "2>&1", easel), 0, "%s", out);
+    cr_assert_eq(support_sh("test -s %s/on/round-1/scores.csv && test -s %s/on/final/"
+                            "pytorch_lora_weights.safetensors", dir, dir), 0);
+#undef SFIX
+}
+
 Test(tune_eval, bad_input_is_refused_and_writes_nothing) {
     char db[128];
     snprintf(db, sizeof db, "%s/t.db", dir);

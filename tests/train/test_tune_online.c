@@ -4,9 +4,11 @@
  *     built-in classic encoder on the tiny SD model's own images, every aspect rated by the
  *     image's brightness rank;
  *   - `easel tune --online` (tune_run with c.online) on the same tiny model: each round's
- *     candidates scored with that reward model; the mean combined reward of the last round's
- *     candidates is above the first round's, and every round's per-head metrics are in the
- *     store (split "round", step = round), the candidates in OUT/round-R/ID/SEED.png;
+ *     candidates (the same seeds every round) scored with that reward model; the mean
+ *     combined reward of the last round's candidates is above the first round's, for seeds
+ *     1, 2 and 3 (16 seeds measured in doc/tuning.md), and every round's per-head metrics
+ *     are in the store (split "round", step = round), the candidates in
+ *     OUT/round-R/ID/SEED.png;
  *   - a run stopped after round 2 and run again to round 3 ends with the adapter of an
  *     uninterrupted 3-round run, byte for byte;
  *   - bad online settings are refused before anything is written. */
@@ -177,6 +179,8 @@ static void online_config(TuneConfig *c, const char *out, int rounds) {
     c->guidance = 1.0;
     c->batch = 4;
     c->lr = 5e-3;
+    c->beta = 200; /* the SD default 2000 saturates the DPO sigmoid on this tiny UNet's small
+                    * denoising errors: steps then only follow the pairs it ranks wrong */
     c->seed = 2;
     c->threads = 2;
 }
@@ -231,6 +235,43 @@ static void resumed_equals_uninterrupted(void) {
     cr_assert(strstr(err.msg, "other settings"), "%s", err.msg);
 }
 
+/* OUT's rounds.jsonl: each round's mean combined reward into V (R of them). */
+static void round_means(const char *out, double *v, int R) {
+    char p[300], line[2048];
+    snprintf(p, sizeof p, "%s/%s/rounds.jsonl", dir, out);
+    FILE *f = fopen(p, "r");
+    cr_assert_not_null(f, "%s", p);
+    int n = 0;
+    while (n < R && fgets(line, sizeof line, f)) {
+        const char *k = strstr(line, "\"reward_combined\": ");
+        cr_assert_not_null(k, "%s: %s", p, line);
+        v[n++] = atof(k + strlen("\"reward_combined\": "));
+    }
+    fclose(f);
+    cr_assert_eq(n, R, "%s: %d rounds, not %d", p, n, R);
+}
+
+/* Not one lucky seed: the first seeds after seed 2 climb too (seeds 1 and 3; the others
+ * measured in doc/tuning.md), without a store. */
+static void other_seeds_rise(void) {
+    static const int seeds[] = {1, 3};
+    for (int i = 0; i < 2; i++) {
+        TuneConfig c;
+        char out[32];
+        snprintf(out, sizeof out, "seed%d", seeds[i]);
+        online_config(&c, out, 4);
+        c.seed = (uint64_t)seeds[i];
+        Err err = {0};
+        cr_assert_eq(tune_run(NULL, &c, NULL, &err), 0, "%s", err.msg);
+        double v[4];
+        round_means(out, v, 4);
+        cr_log_info("seed %d: mean combined reward %.4f %.4f %.4f %.4f", seeds[i], v[0], v[1],
+                    v[2], v[3]);
+        cr_assert(v[3] > v[0] + 2.0, "seed %d: mean combined reward round 4 %.4f, round 1 %.4f",
+                  seeds[i], v[3], v[0]);
+    }
+}
+
 Test(tune_online, rounds_raise_the_reward_of_the_candidates) {
     char db[128];
     snprintf(db, sizeof db, "%s/t.db", dir);
@@ -276,16 +317,16 @@ Test(tune_online, rounds_raise_the_reward_of_the_candidates) {
     free(m);
     cr_assert_eq(n_round, R, "%d rounds of reward_combined, not %d", n_round, R);
     cr_assert_eq(n_loss, R * c.steps_per_round, "the steps' train metrics");
-    /* measured (this config, seeds 1-4): round 1 → round 4 -0.31 → 2.57, -0.97 → 5.47,
-     * -0.59 → -1.34, -1.12 → 3.68: the loop usually climbs, not always (doc/tuning.md);
-     * seed 2 is deterministic on the CPU backend and clears 2.0 by a wide margin */
+    /* measured over seeds 1-16 (doc/tuning.md): 14 rise, by +3.8 to +11.9 (seed 2: +5.07) */
     cr_assert(last > first + 2.0, "mean combined reward: round %d %.4f, round 1 %.4f", R, last,
               first);
-    /* the candidates and the checkpoints */
+    /* the candidates (the same seeds every round) and the checkpoints */
     char p[300];
-    snprintf(p, sizeof p, "%s/online/round-%d/fox/%llu.png", dir, R,
-             (unsigned long long)tune_online_seed(c.seed, R, 0, 3));
-    cr_assert(base_is_file(p), "%s", p);
+    for (int r = 1; r <= R; r += R - 1) {
+        snprintf(p, sizeof p, "%s/online/round-%d/fox/%llu.png", dir, r,
+                 (unsigned long long)tune_online_seed(c.seed, 0, 3));
+        cr_assert(base_is_file(p), "%s", p);
+    }
     snprintf(p, sizeof p, "%s/online/round-1/scores.csv", dir);
     cr_assert(base_is_file(p), "%s", p);
     snprintf(p, sizeof p, "%s/online/final/pytorch_lora_weights.safetensors", dir);
@@ -300,6 +341,7 @@ Test(tune_online, rounds_raise_the_reward_of_the_candidates) {
     store_run_deinit(&sr);
     store_close(st);
     resumed_equals_uninterrupted(); /* on the same reward model: trained once */
+    other_seeds_rise();
 }
 
 /* no reward model needed: the settings are refused before anything opens */
