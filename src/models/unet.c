@@ -1119,6 +1119,7 @@ struct UAdapter {
     int dora;
     const int *off;   /* the Unet's ad_off: the adapter is skipped (the reference model) */
     const Tensor *w;  /* the base layer's weight (OC, in) or (OC, in, k, k), any dtype */
+    const Tensor *b;  /* its bias (OC), ptr NULL when it has none */
     Tensor A, B, m;   /* (r,in) or (r,in,k,k); (out,r) or (out,r,1,1); (out), DoRA only; F32 */
     Tensor dA, dB, dm;
     /* benchtune16: DoRA's ‖W + s·BA‖ computed once per unet_forward / backward call (the
@@ -1126,12 +1127,26 @@ struct UAdapter {
     const unsigned *gen; /* the Unet's ad_gen */
     unsigned nrm_gen;    /* the generation nrm was computed in */
     Tensor nrm;          /* (out) F32, DoRA only */
+    Tensor gm1, cb;      /* m − ‖·‖ (so g − 1 = gm1 / ‖·‖) and −b·(g − 1) (with a bias) */
 };
 
-/* DoRA's row norms ‖W + s·BA‖ of this call (computed on its first use in the call). */
+/* DoRA's row norms ‖W + s·BA‖ of this call, with gm1 and cb (computed on their first use in
+ * the call). */
 static const Tensor *dora_nrm(Backend *be, UAdapter *a, const Tensor *w) {
     if (a->nrm_gen != *a->gen) {
         backend_dora_norm(be, &a->nrm, w, &a->B, &a->A, a->s);
+        backend_scale(be, &a->gm1, &a->nrm, -1.0f);
+        backend_add(be, &a->gm1, &a->gm1, &a->m);
+        if (a->b->ptr) { /* the bias widened to f32 (0·g + b), then −b·(g − 1) */
+            size_t mk = backend_mark(be);
+            Tensor z = backend_alloc(be, DTYPE_F32, 3, (int64_t[3]){1, a->out, 1});
+            Tensor c3 = view(&a->cb, 3, 1, a->out, 1, 0);
+            backend_zero(be, &z);
+            backend_dora_scale(be, &z, &z, &a->m, &a->nrm, a->b);
+            backend_dora_scale(be, &c3, &z, &a->gm1, &a->nrm, NULL);
+            backend_scale(be, &a->cb, &a->cb, -1.0f);
+            backend_reset(be, mk);
+        }
         a->nrm_gen = *a->gen;
     }
     return &a->nrm;
@@ -1207,17 +1222,15 @@ static void layer_fwd(Backend *be, const Tensor *out, const Tensor *inp, const T
     /* PEFT's form: out = base(x) + (g − 1)·W x + g·s·B A x with g = m / ‖W + s·BA‖, the
      * base layer's own output (bias inside its GEMM) kept whole, so that a new adapter (m =
      * ‖W‖, B = 0: g − 1 = 0 and B A x = 0 exactly) gives the reference's output bit for bit,
-     * as PEFT's does; (m − ‖·‖) / ‖·‖ is g − 1. Mathematically (m/‖·‖)(W x + s·B A x) + b. */
+     * as PEFT's does. Mathematically (m/‖·‖)(W x + s·B A x) + b. W x is base(x) − b: one base
+     * GEMM, (g − 1)·W x = base(x)·(g − 1) − b·(g − 1), still exactly 0 for a new adapter. */
     const Tensor *nrm = dora_nrm(be, a, w);
     base_fwd(be, out, inp, w, bias, k, stride, pad);
     size_t mk = backend_mark(be);
-    Tensor wx = like(be, out), d = zeros_like(be, out), gm1 = like(be, &a->m);
-    base_fwd(be, &wx, inp, w, NULL, k, stride, pad);
+    Tensor wx = like(be, out), d = zeros_like(be, out);
     ad_delta(be, a, &d, inp);
-    backend_scale(be, &gm1, nrm, -1.0f);
-    backend_add(be, &gm1, &gm1, &a->m);
-    Tensor w3 = pcq(&wx), d3 = pcq(&d);
-    backend_dora_scale(be, &w3, &w3, &gm1, nrm, NULL);
+    Tensor o3 = pcq(out), w3 = pcq(&wx), d3 = pcq(&d);
+    backend_dora_scale(be, &w3, &o3, &a->gm1, nrm, bias ? &a->cb : NULL);
     backend_dora_scale(be, &d3, &d3, &a->m, nrm, NULL);
     backend_add(be, out, out, &wx);
     backend_add(be, out, out, &d);
@@ -1413,6 +1426,7 @@ static void ad_make(void *ctx, const char *name, ULinear *l, UConv *c) {
         snprintf(a->pname[k], sizeof a->pname[k], "%s.%s", name, sfx[k]);
     a->r = aa->rank;
     a->w = l ? &l->w : &c->w;
+    a->b = l ? &l->b : &c->b;
     a->out = (int)a->w->shape[0];
     a->in = (int)a->w->shape[1];
     a->k = l ? 0 : c->k;
@@ -1448,6 +1462,9 @@ static void ad_make(void *ctx, const char *name, ULinear *l, UConv *c) {
         backend_dora_norm(be, &a->m, a->w, NULL, NULL, 0.0f);
         backend_zero(be, &a->dm);
         a->nrm = backend_tensor_new(be, DTYPE_F32, 1, &(int64_t){a->out});
+        a->gm1 = backend_tensor_new(be, DTYPE_F32, 1, &(int64_t){a->out});
+        if (a->b->ptr)
+            a->cb = backend_tensor_new(be, DTYPE_F32, 1, &(int64_t){a->out});
         a->gen = &u->ad_gen;
         a->nrm_gen = u->ad_gen - 1; /* not computed yet */
     }
@@ -1659,7 +1676,7 @@ static void adapters_free(Unet *u) {
     walk_layers(u, unhook, NULL);
     for (int i = 0; i < u->n_ad; i++) {
         UAdapter *a = &u->ads[i];
-        Tensor *ts[] = {&a->A, &a->B, &a->dA, &a->dB, &a->m, &a->dm, &a->nrm};
+        Tensor *ts[] = {&a->A, &a->B, &a->dA, &a->dB, &a->m, &a->dm, &a->nrm, &a->gm1, &a->cb};
         for (size_t k = 0; k < ARRAY_LEN(ts); k++)
             if (ts[k]->ptr)
                 backend_tensor_free(u->be, ts[k]);
