@@ -73,9 +73,11 @@ static double ours(int dora, int size, int B, int threads, int reps, double *cpu
                    double *load_mb, double *run_mb, Err *err) {
     base_peak_rss_reset();
     Backend *be = NULL;
-    /* block outputs, their gradients, one block's internals: 512 MiB (easel tune's
-     * arena_for gives 194 MiB for this model at 32², batch 4, which is not enough) */
-    BackendConfig bcfg = {.threads = threads, .arena_bytes = (size_t)512 << 20};
+    /* block outputs, their gradients and every block's record (keep mode, unet.h): 1 GiB at
+     * the defaults (a peak of 740 MiB at 32², batch 4; per-block checkpointing needs under
+     * 512 MiB); $EASEL_BENCH_TUNE_ARENA_MB sets it (e.g. 512: the checkpointing path) */
+    size_t arena_mb = (size_t)env_int("EASEL_BENCH_TUNE_ARENA_MB", 1024);
+    BackendConfig bcfg = {.threads = threads, .arena_bytes = arena_mb << 20};
     SdWeights *w = NULL;
     Unet *u = NULL;
     TuneOpt o = {0};
@@ -168,8 +170,11 @@ static double ours(int dora, int size, int B, int threads, int reps, double *cpu
             rc = tune_opt_step(&o, 1e-5f, &gn, err);
         double c4 = cpu_now();
         printf("  parts (CPU s): forward adapter off %.3f, forward adapter on %.3f, "
-               "tune_batch_grad %.3f (so forward+backward %.3f), tune_opt_step %.3f\n",
-               c1 - c0, c2 - c1, c3 - c2, c3 - c2 - (c1 - c0), c4 - c3);
+               "tune_batch_grad %.3f (so forward+backward %.3f), tune_opt_step %.3f; "
+               "records %s, arena peak %.0f of %zu MiB\n",
+               c1 - c0, c2 - c1, c3 - c2, c3 - c2 - (c1 - c0), c4 - c3,
+               unet_kept(u) ? "kept" : "recomputed per block",
+               backend_arena_peak(be) / 1048576.0, arena_mb);
         backend_tensor_free(be, &dx), backend_tensor_free(be, &dout);
         backend_tensor_free(be, &de);
     }
