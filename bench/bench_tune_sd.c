@@ -13,7 +13,9 @@
  * the reference's forward with the adapter off, the policy's forward and backward, the DPO
  * loss (β 2000), gradient clipping at 1.0 and one AdamW step: ours tune_batch_grad +
  * tune_opt_step (what `easel tune` runs per step), the peer train_diffusion_dpo.py's step (its
- * defaults: no gradient checkpointing; ours always checkpoints per block). Each side: one
+ * defaults: no gradient checkpointing; ours keeps every block's internals for the backward
+ * too when its arena has room, as the bench's 1 GiB has, else checkpoints per block:
+ * $EASEL_BENCH_TUNE_ARENA_MB=512 times that path). Each side: one
  * warm-up step, then the median of $EASEL_BENCH_TUNE_REPS (default 3) steps, as pairs/s.
  * Beside each line: the peak resident set of each side (ours: VmHWM reset before the load and
  * again after it, for the steps alone; the peer's: ru_maxrss of its own process).

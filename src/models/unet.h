@@ -25,8 +25,9 @@
  *     from the backend's arena between a mark and a reset, so scratch stays near the largest
  *     block. The skip connections of the down path stay allocated until the up path has used
  *     them (as in diffusers); the up path's hidden state alternates between two buffers.
- *     The backward (unet_backward, below) keeps every block's output and recomputes each
- *     block's internals in its backward (gradient checkpointing per block; doc/models.md).
+ *     The backward (unet_backward, below) keeps every block's output and either every
+ *     block's internals too (keep mode) or recomputes each block's internals in its backward
+ *     (gradient checkpointing per block), as the arena allows (doc/models.md).
  *   - Memory (f32 activations, arena): measured on the CPU backend with SDXL's widths
  *     (320/640/1280, 2 layers per level, text_time, 77×2048 conditioning; the transformer depth
  *     does not change the peak), batch 2 as with guidance: 107 MB of arena at 32² latents,
