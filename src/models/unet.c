@@ -681,6 +681,11 @@ static void gnorm(Backend *be, const Tensor *out, const Tensor *inp, const UNorm
  * one (the adapter section, at the end). */
 static void lin_fwd(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l);
 static void conv(Backend *be, const Tensor *out, const Tensor *inp, const UConv *c);
+/* With a DoRA adapter on, a record's slot (N,C) for the layer's y0 (its backward's pre-scale
+ * output), else none; lin_fwd_y0 is lin_fwd that fills y0 when it is a slot. */
+static Tensor y0_slot(Backend *be, const ULinear *l, int64_t N, int64_t C);
+static void lin_fwd_y0(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l,
+                       const Tensor *y0);
 
 /* A ResNet's internals: h = silu(n1(x)), h2 = conv1(h) + temb, h4 = silu(n2(h2)). */
 typedef struct UResRec {
@@ -734,15 +739,20 @@ typedef struct UAttnCore {
     Tensor q, k, v, o, lse;
     Tensor q3, k3, v3, o3;
     BackendAttn ba;
+    Tensor y0q, y0k, y0v, y0o; /* DoRA's y0 of the four projections (with keep) */
 } UAttnCore;
 
 static void attn_core(Backend *be, const UAttn *a, UAttnCore *c, const Tensor *x,
-                      const Tensor *ctx, int64_t B, int64_t Tq, int64_t Tk) {
+                      const Tensor *ctx, int64_t B, int64_t Tq, int64_t Tk, int keep) {
     int64_t C = x->shape[1];
     c->q = alloc2(be, B * Tq, C), c->k = alloc2(be, B * Tk, C), c->v = alloc2(be, B * Tk, C);
-    lin_fwd(be, &c->q, x, &a->q);
-    lin_fwd(be, &c->k, ctx, &a->k);
-    lin_fwd(be, &c->v, ctx, &a->v);
+    Tensor none = {0};
+    c->y0q = keep ? y0_slot(be, &a->q, B * Tq, C) : none;
+    c->y0k = keep ? y0_slot(be, &a->k, B * Tk, C) : none;
+    c->y0v = keep ? y0_slot(be, &a->v, B * Tk, C) : none;
+    lin_fwd_y0(be, &c->q, x, &a->q, &c->y0q);
+    lin_fwd_y0(be, &c->k, ctx, &a->k, &c->y0k);
+    lin_fwd_y0(be, &c->v, ctx, &a->v, &c->y0v);
     c->q3 = view(&c->q, 3, B, Tq, C, 0), c->k3 = view(&c->k, 3, B, Tk, C, 0);
     c->v3 = view(&c->v, 3, B, Tk, C, 0);
     c->o = alloc2(be, B * Tq, C);
@@ -761,10 +771,11 @@ static void attn_fwd(Backend *be, const UAttn *a, const Tensor *out, const Tenso
     size_t m = backend_mark(be);
     int64_t C = x->shape[1];
     UAttnCore loc, *c = rec ? rec : &loc;
-    attn_core(be, a, c, x, ctx, B, Tq, Tk);
+    attn_core(be, a, c, x, ctx, B, Tq, Tk, rec != NULL);
+    c->y0o = rec ? y0_slot(be, &a->o, B * Tq, C) : (Tensor){0};
     size_t mp = backend_mark(be);
     Tensor p = rec ? alloc2(be, B * Tq, C) : c->q; /* q is dead without rec */
-    lin_fwd(be, &p, &c->o, &a->o);
+    lin_fwd_y0(be, &p, &c->o, &a->o, &c->y0o);
     Tensor p3 = view(&p, 3, 1, B * Tq, C, 0), r3 = view(res, 3, 1, B * Tq, C, 0);
     Tensor out3 = view(out, 3, 1, B * Tq, C, 0);
     backend_unet_add(be, &out3, &r3, &p3, NULL);
@@ -777,6 +788,7 @@ static void attn_fwd(Backend *be, const UAttn *a, const Tensor *out, const Tenso
 typedef struct UTBRec {
     Tensor s1, s2, ln[3], mean[3], rstd[3], proj, gg;
     UAttnCore a1, a2;
+    Tensor y0f1, y0f2; /* DoRA's y0 of the feed-forward's layers */
 } UTBRec;
 
 /* out (B·S, C) = BasicTransformerBlock(in (B·S, C), ctx (B·T, D)); out may alias in without
@@ -806,15 +818,20 @@ static void tblock_fwd(Backend *be, const UTBlock *b, const Tensor *out, const T
     backend_layernorm_forward(be, &k->ln[2], &k->mean[2], &k->rstd[2], &k->s2, &b->ln3.w,
                               &b->ln3.b, 1e-5f);
     k->proj = alloc2(be, B * S, 8 * C), k->gg = alloc2(be, B * S, 4 * C);
-    lin_fwd(be, &k->proj, &k->ln[2], &b->ff1);
+    Tensor none = {0};
+    k->y0f1 = rec ? y0_slot(be, &b->ff1, B * S, 8 * C) : none;
+    k->y0f2 = rec ? y0_slot(be, &b->ff2, B * S, C) : none;
+    lin_fwd_y0(be, &k->proj, &k->ln[2], &b->ff1, &k->y0f1);
     backend_geglu_forward(be, BACKEND_ACT_GELU, &k->gg, &k->proj);
-    if (out) {
+    if (out || k->y0f2.ptr) { /* without out: ff.net.2's y0 only */
         size_t mf = backend_mark(be);
         Tensor f = rec ? alloc2(be, B * S, C) : k->ln[2]; /* ln is dead without rec */
-        lin_fwd(be, &f, &k->gg, &b->ff2);
+        lin_fwd_y0(be, &f, &k->gg, &b->ff2, &k->y0f2);
         Tensor f3 = view(&f, 3, 1, B * S, C, 0), s3 = view(&k->s2, 3, 1, B * S, C, 0);
-        Tensor o3 = view(out, 3, 1, B * S, C, 0);
-        backend_unet_add(be, &o3, &s3, &f3, NULL);
+        if (out) {
+            Tensor o3 = view(out, 3, 1, B * S, C, 0);
+            backend_unet_add(be, &o3, &s3, &f3, NULL);
+        }
         backend_reset(be, mf);
     }
     if (!rec)
@@ -1128,6 +1145,7 @@ struct UAdapter {
     unsigned nrm_gen;    /* the generation nrm was computed in */
     Tensor nrm;          /* (out) F32, DoRA only */
     Tensor gm1, cb;      /* m − ‖·‖ (so g − 1 = gm1 / ‖·‖) and −b·(g − 1) (with a bias) */
+    Tensor one, nb;      /* (out) ones, and −b in f32 (with a bias) */
 };
 
 /* DoRA's row norms ‖W + s·BA‖ of this call, with gm1 and cb (computed on their first use in
@@ -1137,15 +1155,9 @@ static const Tensor *dora_nrm(Backend *be, UAdapter *a, const Tensor *w) {
         backend_dora_norm(be, &a->nrm, w, &a->B, &a->A, a->s);
         backend_scale(be, &a->gm1, &a->nrm, -1.0f);
         backend_add(be, &a->gm1, &a->gm1, &a->m);
-        if (a->b->ptr) { /* the bias widened to f32 (0·g + b), then −b·(g − 1) */
-            size_t mk = backend_mark(be);
-            Tensor z = backend_alloc(be, DTYPE_F32, 3, (int64_t[3]){1, a->out, 1});
-            Tensor c3 = view(&a->cb, 3, 1, a->out, 1, 0);
-            backend_zero(be, &z);
-            backend_dora_scale(be, &z, &z, &a->m, &a->nrm, a->b);
-            backend_dora_scale(be, &c3, &z, &a->gm1, &a->nrm, NULL);
-            backend_scale(be, &a->cb, &a->cb, -1.0f);
-            backend_reset(be, mk);
+        if (a->b->ptr) {
+            Tensor c3 = view(&a->cb, 3, 1, a->out, 1, 0), n3 = view(&a->nb, 3, 1, a->out, 1, 0);
+            backend_dora_scale(be, &c3, &n3, &a->gm1, &a->nrm, NULL);
         }
         a->nrm_gen = *a->gen;
     }
@@ -1208,7 +1220,8 @@ static void base_fwd(Backend *be, const Tensor *out, const Tensor *inp, const Te
 
 /* A layer with its adapter: LoRA W x + b + s·B A x; DoRA (m / ‖W + s·BA‖)(W x + s·B A x) + b. */
 static void layer_fwd(Backend *be, const Tensor *out, const Tensor *inp, const Tensor *w,
-                      const Tensor *b, int k, int stride, int pad, UAdapter *a) {
+                      const Tensor *b, int k, int stride, int pad, UAdapter *a,
+                      const Tensor *y0) {
     const Tensor *bias = b->ptr ? b : NULL;
     if (!ad_on(a)) {
         base_fwd(be, out, inp, w, bias, k, stride, pad);
@@ -1230,6 +1243,11 @@ static void layer_fwd(Backend *be, const Tensor *out, const Tensor *inp, const T
     Tensor wx = like(be, out), d = zeros_like(be, out);
     ad_delta(be, a, &d, inp);
     Tensor o3 = pcq(out), w3 = pcq(&wx), d3 = pcq(&d);
+    if (y0 && y0->ptr) { /* the record's y0 = W x + s·B A x = base(x) − b + s·B A x */
+        Tensor y3 = pcq(y0);
+        backend_dora_scale(be, &y3, &o3, &a->one, &a->one, bias ? &a->nb : NULL);
+        backend_add(be, y0, y0, &d);
+    }
     backend_dora_scale(be, &w3, &o3, &a->gm1, nrm, bias ? &a->cb : NULL);
     backend_dora_scale(be, &d3, &d3, &a->m, nrm, NULL);
     backend_add(be, out, out, &wx);
@@ -1238,9 +1256,11 @@ static void layer_fwd(Backend *be, const Tensor *out, const Tensor *inp, const T
 }
 
 /* The backward of layer_fwd with the base frozen: dinp (may be NULL) += the input gradient,
- * the adapter's dA, dB (and dm) += theirs. */
+ * the adapter's dA, dB (and dm) += theirs; DoRA's y0 from the forward's record when y0 is one,
+ * else recomputed. */
 static void layer_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
-                      const Tensor *w, int k, int stride, int pad, UAdapter *a) {
+                      const Tensor *w, int k, int stride, int pad, UAdapter *a,
+                      const Tensor *y0) {
     if (!ad_on(a)) {
         if (!dinp)
             return;
@@ -1257,10 +1277,14 @@ static void layer_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const
         /* y0 = W x + s·B A x (no bias), out = g ⊙ y0 + b with g = m / ‖W + s·BA‖ detached:
          * dm += Σ dout·y0 / ‖·‖, dy0 = g ⊙ dout */
         const Tensor *nrm = dora_nrm(be, a, w);
-        Tensor y0 = like(be, dout);
-        base_fwd(be, &y0, inp, w, NULL, k, stride, pad);
-        ad_delta(be, a, &y0, inp);
-        Tensor d3 = pcq(dout), y3 = pcq(&y0);
+        Tensor yr;
+        if (!y0 || !y0->ptr) {
+            yr = like(be, dout);
+            base_fwd(be, &yr, inp, w, NULL, k, stride, pad);
+            ad_delta(be, a, &yr, inp);
+            y0 = &yr;
+        }
+        Tensor d3 = pcq(dout), y3 = pcq(y0);
         backend_dora_mag_backward(be, &a->dm, &d3, &y3, nrm);
         dys = like(be, dout);
         Tensor s3 = pcq(&dys);
@@ -1286,22 +1310,37 @@ static void layer_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const
 }
 
 static void lin_fwd(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l) {
-    layer_fwd(be, out, inp, &l->w, &l->b, 0, 1, 0, l->ad);
+    layer_fwd(be, out, inp, &l->w, &l->b, 0, 1, 0, l->ad, NULL);
+}
+
+static Tensor y0_slot(Backend *be, const ULinear *l, int64_t N, int64_t C) {
+    return ad_on(l->ad) && l->ad->dora ? alloc2(be, N, C) : (Tensor){0};
+}
+
+static void lin_fwd_y0(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l,
+                       const Tensor *y0) {
+    layer_fwd(be, out, inp, &l->w, &l->b, 0, 1, 0, l->ad, y0);
 }
 
 static void conv(Backend *be, const Tensor *out, const Tensor *inp, const UConv *c) {
-    layer_fwd(be, out, inp, &c->w, &c->b, c->k, c->stride, c->pad, c->ad);
+    layer_fwd(be, out, inp, &c->w, &c->b, c->k, c->stride, c->pad, c->ad, NULL);
 }
 
-/* dinp (N,C, may be NULL) += dout·W (through the adapter too); the adapter's gradients +=. */
+/* dinp (N,C, may be NULL) += dout·W (through the adapter too); the adapter's gradients +=;
+ * y0: lin_fwd_y0's (NULL: none). */
 static void lin_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
                     const ULinear *l) {
-    layer_bwd(be, dinp, dout, inp, &l->w, 0, 1, 0, l->ad);
+    layer_bwd(be, dinp, dout, inp, &l->w, 0, 1, 0, l->ad, NULL);
+}
+
+static void lin_bwd_y0(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
+                       const ULinear *l, const Tensor *y0) {
+    layer_bwd(be, dinp, dout, inp, &l->w, 0, 1, 0, l->ad, y0);
 }
 
 static void conv_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
                      const UConv *c) {
-    layer_bwd(be, dinp, dout, inp, &c->w, c->k, c->stride, c->pad, c->ad);
+    layer_bwd(be, dinp, dout, inp, &c->w, c->k, c->stride, c->pad, c->ad, NULL);
 }
 
 /* The walk over every adaptable layer, in load order: fn(ctx, name, l, c), one of l, c set. */
@@ -1412,6 +1451,27 @@ static void ad_count(void *ctx, const char *name, ULinear *l, UConv *c) {
     aa->n += ad_targeted(aa, name);
 }
 
+/* DoRA's constants: ones (out) and the bias negated in f32 (ones·1/1 − b, exactly), cb's room. */
+static void dora_consts(Backend *be, UAdapter *a) {
+    int64_t n = a->out;
+    a->one = backend_tensor_new(be, DTYPE_F32, 1, &n);
+    float *h = xmalloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        h[i] = 1.0f;
+    Tensor hv = tensor_view(h, 1, &n);
+    backend_upload(be, &a->one, &hv);
+    backend_sync(be, NULL); /* the upload may read h until then */
+    free(h);
+    if (!a->b->ptr)
+        return;
+    a->cb = backend_tensor_new(be, DTYPE_F32, 1, &n);
+    a->nb = backend_tensor_new(be, DTYPE_F32, 1, &n);
+    Tensor n3 = view(&a->nb, 3, 1, n, 1, 0);
+    backend_zero(be, &a->nb);
+    backend_dora_scale(be, &n3, &n3, &a->one, &a->one, a->b);
+    backend_scale(be, &a->nb, &a->nb, -1.0f);
+}
+
 static void ad_make(void *ctx, const char *name, ULinear *l, UConv *c) {
     AdAdd *aa = ctx;
     if (!ad_targeted(aa, name))
@@ -1463,8 +1523,7 @@ static void ad_make(void *ctx, const char *name, ULinear *l, UConv *c) {
         backend_zero(be, &a->dm);
         a->nrm = backend_tensor_new(be, DTYPE_F32, 1, &(int64_t){a->out});
         a->gm1 = backend_tensor_new(be, DTYPE_F32, 1, &(int64_t){a->out});
-        if (a->b->ptr)
-            a->cb = backend_tensor_new(be, DTYPE_F32, 1, &(int64_t){a->out});
+        dora_consts(be, a);
         a->gen = &u->ad_gen;
         a->nrm_gen = u->ad_gen - 1; /* not computed yet */
     }
@@ -1676,7 +1735,8 @@ static void adapters_free(Unet *u) {
     walk_layers(u, unhook, NULL);
     for (int i = 0; i < u->n_ad; i++) {
         UAdapter *a = &u->ads[i];
-        Tensor *ts[] = {&a->A, &a->B, &a->dA, &a->dB, &a->m, &a->dm, &a->nrm, &a->gm1, &a->cb};
+        Tensor *ts[] = {&a->A,   &a->B,   &a->dA,  &a->dB, &a->m,
+                        &a->dm,  &a->nrm, &a->gm1, &a->cb, &a->one, &a->nb};
         for (size_t k = 0; k < ARRAY_LEN(ts); k++)
             if (ts[k]->ptr)
                 backend_tensor_free(u->be, ts[k]);
@@ -1766,15 +1826,15 @@ static void attn_bwd(Backend *be, const UAttn *a, const Tensor *dx, const Tensor
     size_t m = backend_mark(be);
     int64_t C = x->shape[1];
     Tensor dO = zeros_like(be, &c->o);
-    lin_bwd(be, &dO, dout, &c->o, &a->o);
+    lin_bwd_y0(be, &dO, dout, &c->o, &a->o, &c->y0o);
     Tensor dq = zeros_like(be, &c->q), dk = zeros_like(be, &c->k), dv = zeros_like(be, &c->v);
     Tensor dq3 = view(&dq, 3, B, Tq, C, 0), dk3 = view(&dk, 3, B, Tk, C, 0);
     Tensor dv3 = view(&dv, 3, B, Tk, C, 0), dO3 = view(&dO, 3, B, Tq, C, 0);
     backend_attention_backward(be, &dq3, &dk3, &dv3, &dO3, &c->q3, &c->k3, &c->v3, &c->o3,
                                &c->lse, &c->ba);
-    lin_bwd(be, dx, &dq, x, &a->q);
-    lin_bwd(be, dctx, &dk, ctx, &a->k);
-    lin_bwd(be, dctx, &dv, ctx, &a->v);
+    lin_bwd_y0(be, dx, &dq, x, &a->q, &c->y0q);
+    lin_bwd_y0(be, dctx, &dk, ctx, &a->k, &c->y0k);
+    lin_bwd_y0(be, dctx, &dv, ctx, &a->v, &c->y0v);
     backend_reset(be, m);
 }
 
@@ -1795,10 +1855,10 @@ static void tblock_bwd(Backend *be, const UTBlock *b, const Tensor *din, const T
     /* feed-forward on s2 */
     size_t m2 = backend_mark(be);
     Tensor dgg = zeros_like(be, &rec->gg), dproj = zeros_like(be, &rec->proj);
-    lin_bwd(be, &dgg, &dtok, &rec->gg, &b->ff2);
+    lin_bwd_y0(be, &dgg, &dtok, &rec->gg, &b->ff2, &rec->y0f2);
     backend_geglu_backward(be, BACKEND_ACT_GELU, &dproj, &dgg, &rec->proj);
     backend_zero(be, &dln);
-    lin_bwd(be, &dln, &dproj, &rec->ln[2], &b->ff1);
+    lin_bwd_y0(be, &dln, &dproj, &rec->ln[2], &b->ff1, &rec->y0f1);
     backend_reset(be, m2);
     backend_layernorm_backward(be, &dtok, NULL, NULL, &dln, &rec->s2, &b->ln3.w, &rec->mean[2],
                                &rec->rstd[2]);
@@ -2036,12 +2096,24 @@ static void est_res(KeepEst *e, const Unet *u, const UResnet *r, int64_t B, int6
             tb(2 * B * S * (r->cin + r->cout), 4));
 }
 
+/* DoRA's y0 of a recorded linear layer, (N, C). */
+static int64_t est_y0(const ULinear *l, int64_t N, int64_t C) {
+    return ad_on(l->ad) && l->ad->dora ? N * C : 0;
+}
+
 static void est_tr(KeepEst *e, const UTransformer *t, int64_t B, int64_t S, int64_t T) {
     int64_t C = t->C, heads = t->n ? t->blocks[0].a1.heads : 1;
     est_add(e, tb(2 * B * S * C + 4 * B * 32, 4), tb(2 * B * S * C, 2));
-    for (int i = 0; i < t->n; i++)
-        est_add(e, tb(23 * B * S * C + 2 * B * T * C + 2 * B * heads * S + 6 * B * S, 28),
+    for (int i = 0; i < t->n; i++) {
+        const UTBlock *b = &t->blocks[i];
+        int64_t y0 = est_y0(&b->a1.q, B * S, C) + est_y0(&b->a1.k, B * S, C) +
+                     est_y0(&b->a1.v, B * S, C) + est_y0(&b->a1.o, B * S, C) +
+                     est_y0(&b->a2.q, B * S, C) + est_y0(&b->a2.k, B * T, C) +
+                     est_y0(&b->a2.v, B * T, C) + est_y0(&b->a2.o, B * S, C) +
+                     est_y0(&b->ff1, B * S, 8 * C) + est_y0(&b->ff2, B * S, C);
+        est_add(e, tb(23 * B * S * C + 2 * B * T * C + 2 * B * heads * S + 6 * B * S + y0, 38),
                 tb(B * S * C, 1));
+    }
     est_add(e, tb(B * S * C, 1), tb(2 * B * S * C, 2));
 }
 
