@@ -14,7 +14,7 @@
  * loss (β 2000), gradient clipping at 1.0 and one AdamW step: ours tune_batch_grad +
  * tune_opt_step (what `easel tune` runs per step), the peer train_diffusion_dpo.py's step (its
  * defaults: no gradient checkpointing; ours keeps every block's internals for the backward
- * too when its arena has room, as the bench's 1 GiB has, else checkpoints per block:
+ * too when its arena has room, as the bench's 1.25 GiB has, else checkpoints per block:
  * $EASEL_BENCH_TUNE_ARENA_MB=512 times that path). Each side: one
  * warm-up step, then the median of $EASEL_BENCH_TUNE_REPS (default 3) steps, as pairs/s.
  * Beside each line: the peak resident set of each side (ours: VmHWM reset before the load and
@@ -75,10 +75,11 @@ static double ours(int dora, int size, int B, int threads, int reps, double *cpu
                    double *load_mb, double *run_mb, Err *err) {
     base_peak_rss_reset();
     Backend *be = NULL;
-    /* block outputs, their gradients and every block's record (keep mode, unet.h): 1 GiB at
-     * the defaults (a peak of 740 MiB at 32², batch 4; per-block checkpointing needs under
-     * 512 MiB); $EASEL_BENCH_TUNE_ARENA_MB sets it (e.g. 512: the checkpointing path) */
-    size_t arena_mb = (size_t)env_int("EASEL_BENCH_TUNE_ARENA_MB", 1024);
+    /* block outputs, their gradients and every block's record (keep mode, unet.h): 1.25 GiB
+     * at the defaults (peaks of 751 MiB for LoRA, 1000 MiB for DoRA at 32², batch 4, whose
+     * estimate is 1.07 GiB; per-block checkpointing needs under 512 MiB);
+     * $EASEL_BENCH_TUNE_ARENA_MB sets it (e.g. 512: the checkpointing path) */
+    size_t arena_mb = (size_t)env_int("EASEL_BENCH_TUNE_ARENA_MB", 1280);
     BackendConfig bcfg = {.threads = threads, .arena_bytes = arena_mb << 20};
     SdWeights *w = NULL;
     Unet *u = NULL;
