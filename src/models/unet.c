@@ -1196,15 +1196,18 @@ static Tensor ad_down(Backend *be, const UAdapter *a, const Tensor *inp, const T
     return t;
 }
 
-/* out += s · B (A inp). */
+/* out += s · B (A inp), s applied to the rank-r A inp (not to an output-sized tensor; the
+ * same values when s is a power of 2). B's product is added after its GEMM, not inside it:
+ * accumulated onto out in the GEMM, the small delta lost precision to out's magnitude (the
+ * finite differences of test_unet_grad's lora_gradients_match_finite_differences grew noisy). */
 static void ad_delta(Backend *be, const UAdapter *a, const Tensor *out, const Tensor *inp) {
     size_t m = backend_mark(be);
     Tensor t = ad_down(be, a, inp, out), v = like(be, out);
+    backend_scale(be, &t, &t, a->s);
     if (!a->k)
         backend_linear_forward(be, &v, &t, &a->B, NULL);
     else
         backend_conv2d_forward(be, &v, &t, &a->B, NULL, 1, 0);
-    backend_scale(be, &v, &v, a->s);
     backend_add(be, out, out, &v);
     backend_reset(be, m);
 }
@@ -1297,15 +1300,18 @@ static void layer_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const
         else
             backend_conv2d_backward(be, dinp, NULL, NULL, dy, inp, w, stride, pad);
     }
-    Tensor t = ad_down(be, a, inp, dout), dt = zeros_like(be, &t), ds = like(be, dout);
-    backend_scale(be, &ds, dy, a->s);
-    if (!k) {
-        backend_linear_backward(be, &dt, &a->dB, NULL, &ds, &t, &a->B);
+    /* s on the rank-r side: dB += dyᵀ (s·t), dt = s·(dy B) */
+    Tensor t = ad_down(be, a, inp, dout), dt = zeros_like(be, &t);
+    backend_scale(be, &t, &t, a->s);
+    if (!k)
+        backend_linear_backward(be, &dt, &a->dB, NULL, dy, &t, &a->B);
+    else
+        backend_conv2d_backward(be, &dt, &a->dB, NULL, dy, &t, &a->B, 1, 0);
+    backend_scale(be, &dt, &dt, a->s);
+    if (!k)
         backend_linear_backward(be, dinp, &a->dA, NULL, &dt, inp, &a->A);
-    } else {
-        backend_conv2d_backward(be, &dt, &a->dB, NULL, &ds, &t, &a->B, 1, 0);
+    else
         backend_conv2d_backward(be, dinp, &a->dA, NULL, &dt, inp, &a->A, a->stride, a->pad);
-    }
     backend_reset(be, m);
 }
 
