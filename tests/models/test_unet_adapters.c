@@ -7,7 +7,9 @@
  * DoRA on conv layers and the time embedding match finite differences; the fused step
  * is unet_forward then unet_backward; a bf16 base gives DoRA gradients close to the f32
  * base's; export / import round-trips and refuses a mismatched set naming the entry; an
- * unknown target is an error naming it. */
+ * unknown target is an error naming it; the backward's keep mode gives per-block
+ * checkpointing's output and gradients bit for bit, and UNET_KEEP_AUTO checkpoints in an arena
+ * too small for the records. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
