@@ -13,7 +13,9 @@
  * the reference's forward with the adapter off, the policy's forward and backward, the DPO
  * loss (β 2000), gradient clipping at 1.0 and one AdamW step: ours tune_batch_grad +
  * tune_opt_step (what `easel tune` runs per step), the peer train_diffusion_dpo.py's step (its
- * defaults: no gradient checkpointing; ours always checkpoints per block). Each side: one
+ * defaults: no gradient checkpointing; ours keeps every block's internals for the backward
+ * too when its arena has room, as the bench's 1.25 GiB has, else checkpoints per block:
+ * $EASEL_BENCH_TUNE_ARENA_MB=512 times that path). Each side: one
  * warm-up step, then the median of $EASEL_BENCH_TUNE_REPS (default 3) steps, as pairs/s.
  * Beside each line: the peak resident set of each side (ours: VmHWM reset before the load and
  * again after it, for the steps alone; the peer's: ru_maxrss of its own process).
@@ -73,9 +75,12 @@ static double ours(int dora, int size, int B, int threads, int reps, double *cpu
                    double *load_mb, double *run_mb, Err *err) {
     base_peak_rss_reset();
     Backend *be = NULL;
-    /* block outputs, their gradients, one block's internals: 512 MiB (easel tune's
-     * arena_for gives 194 MiB for this model at 32², batch 4, which is not enough) */
-    BackendConfig bcfg = {.threads = threads, .arena_bytes = (size_t)512 << 20};
+    /* block outputs, their gradients and every block's record (keep mode, unet.h): 1.25 GiB
+     * at the defaults (peaks of 751 MiB for LoRA, 1000 MiB for DoRA at 32², batch 4, whose
+     * estimate is 1.07 GiB; per-block checkpointing needs under 512 MiB);
+     * $EASEL_BENCH_TUNE_ARENA_MB sets it (e.g. 512: the checkpointing path) */
+    size_t arena_mb = (size_t)env_int("EASEL_BENCH_TUNE_ARENA_MB", 1280);
+    BackendConfig bcfg = {.threads = threads, .arena_bytes = arena_mb << 20};
     SdWeights *w = NULL;
     Unet *u = NULL;
     TuneOpt o = {0};
@@ -168,8 +173,11 @@ static double ours(int dora, int size, int B, int threads, int reps, double *cpu
             rc = tune_opt_step(&o, 1e-5f, &gn, err);
         double c4 = cpu_now();
         printf("  parts (CPU s): forward adapter off %.3f, forward adapter on %.3f, "
-               "tune_batch_grad %.3f (so forward+backward %.3f), tune_opt_step %.3f\n",
-               c1 - c0, c2 - c1, c3 - c2, c3 - c2 - (c1 - c0), c4 - c3);
+               "tune_batch_grad %.3f (so forward+backward %.3f), tune_opt_step %.3f; "
+               "records %s, arena peak %.0f of %zu MiB\n",
+               c1 - c0, c2 - c1, c3 - c2, c3 - c2 - (c1 - c0), c4 - c3,
+               unet_kept(u) ? "kept" : "recomputed per block",
+               backend_arena_peak(be) / 1048576.0, arena_mb);
         backend_tensor_free(be, &dx), backend_tensor_free(be, &dout);
         backend_tensor_free(be, &de);
     }

@@ -323,6 +323,8 @@ struct Unet {
                            * through the time embedding */
     Tensor ones;          /* n_ones ones on the device (per-channel sums in the backward) */
     int64_t n_ones;
+    UnetKeep keep;        /* unet_set_keep */
+    int kept;             /* the last backward kept its blocks' records */
 };
 
 static void adapters_free(Unet *u); /* the adapter section, at the end */
@@ -646,67 +648,111 @@ static Tensor alloc2(Backend *be, int64_t d0, int64_t d1) {
     return backend_alloc(be, DTYPE_F32, 2, shape);
 }
 
-/* out (B,C,H,W) = GroupNorm(inp), then SiLU when act. */
+/* The records of the blocks' forwards (issue 16's backward): what each block's backward needs
+ * of its forward's internals. A forward given a record allocates every recorded tensor in the
+ * backend's arena and leaves it there (the caller's mark frees it); given none, it keeps only
+ * its output and frees its temporaries (inference). The backward either finds the record kept
+ * by the forward ("keep" mode) or has the block's forward fill one (per-block checkpointing):
+ * one forward code path for both, and no recompute inside a block's backward. */
+
+/* GroupNorm's statistics and, when SiLU follows, its output before the activation. */
+typedef struct UGnRec {
+    Tensor mean, rstd, g;
+} UGnRec;
+
+/* out (B,C,H,W) = GroupNorm(inp), then SiLU when act; rec (NULL: none) keeps its statistics. */
 static void gnorm(Backend *be, const Tensor *out, const Tensor *inp, const UNorm *nm, int G,
-                  float eps, int act) {
+                  float eps, int act, UGnRec *rec) {
     size_t m = backend_mark(be);
     int64_t B = inp->shape[0];
-    Tensor mean = alloc2(be, B, G), rstd = alloc2(be, B, G);
-    backend_groupnorm_forward(be, out, &mean, &rstd, inp, &nm->w, &nm->b, G, eps);
+    UGnRec loc, *k = rec ? rec : &loc;
+    k->mean = alloc2(be, B, G), k->rstd = alloc2(be, B, G);
+    k->g = *out;
+    if (act && rec) /* SiLU's backward takes its input */
+        k->g = backend_alloc(be, DTYPE_F32, out->n_dims, out->shape);
+    backend_groupnorm_forward(be, &k->g, &k->mean, &k->rstd, inp, &nm->w, &nm->b, G, eps);
     if (act)
-        backend_act_forward(be, BACKEND_ACT_SILU, out, out);
-    backend_reset(be, m);
+        backend_act_forward(be, BACKEND_ACT_SILU, out, &k->g);
+    if (!rec)
+        backend_reset(be, m);
 }
 
 /* out (N,OC) = inp · wᵀ + b, and a conv layer's output, with the layer's adapter when it has
  * one (the adapter section, at the end). */
 static void lin_fwd(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l);
 static void conv(Backend *be, const Tensor *out, const Tensor *inp, const UConv *c);
+/* With a DoRA adapter on, a record's slot (N,C) for the layer's y0 (its backward's pre-scale
+ * output), else none; lin_fwd_y0 is lin_fwd that fills y0 when it is a slot. */
+static Tensor y0_slot(Backend *be, const ULinear *l, int64_t N, int64_t C);
+static void lin_fwd_y0(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l,
+                       const Tensor *y0);
 
-/* out (B,cout,H,W) = ResnetBlock2D(x (B,cin,H,W), semb = silu(temb) (B,temb)). */
+/* A ResNet's internals: h = silu(n1(x)), h2 = conv1(h) + temb, h4 = silu(n2(h2)). */
+typedef struct UResRec {
+    UGnRec n1, n2;
+    Tensor h, h2, h4;
+} UResRec;
+
+/* out (B,cout,H,W) = ResnetBlock2D(x (B,cin,H,W), semb = silu(temb) (B,temb)); out NULL: the
+ * record only (a backward's recompute). */
 static void resnet_fwd(Backend *be, const Unet *u, const UResnet *r, const Tensor *out,
-                       const Tensor *x, const Tensor *semb) {
+                       const Tensor *x, const Tensor *semb, UResRec *rec) {
     size_t m = backend_mark(be);
     int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
     int G = u->cfg.groups;
-    Tensor h = alloc4(be, B, r->cin, H, W);
-    gnorm(be, &h, x, &r->n1, G, u->cfg.eps, 1);
-    Tensor h2 = alloc4(be, B, r->cout, H, W);
-    conv(be, &h2, &h, &r->c1);
+    UResRec loc, *k = rec ? rec : &loc;
+    k->h = alloc4(be, B, r->cin, H, W);
+    gnorm(be, &k->h, x, &r->n1, G, u->cfg.eps, 1, rec ? &k->n1 : NULL);
+    k->h2 = alloc4(be, B, r->cout, H, W);
+    conv(be, &k->h2, &k->h, &r->c1);
+    size_t mt = backend_mark(be);
     Tensor t = alloc2(be, B, r->cout);
     lin_fwd(be, &t, semb, &r->temb);
-    Tensor h3 = view(&h2, 3, B, r->cout, H * W, 0);
+    Tensor h3 = view(&k->h2, 3, B, r->cout, H * W, 0);
     backend_unet_add(be, &h3, &h3, NULL, &t);
-    Tensor h4 = alloc4(be, B, r->cout, H, W);
-    gnorm(be, &h4, &h2, &r->n2, G, u->cfg.eps, 1);
-    conv(be, out, &h4, &r->c2); /* dropout is the identity at inference */
-    Tensor o3 = view(out, 3, B, r->cout, H * W, 0);
-    if (r->sc.w.ptr) {
-        conv(be, &h2, x, &r->sc);
-        backend_unet_add(be, &o3, &o3, &h3, NULL);
-    } else {
-        Tensor x3 = view(x, 3, B, r->cin, H * W, 0);
-        backend_unet_add(be, &o3, &o3, &x3, NULL);
+    backend_reset(be, mt);
+    k->h4 = alloc4(be, B, r->cout, H, W);
+    gnorm(be, &k->h4, &k->h2, &r->n2, G, u->cfg.eps, 1, rec ? &k->n2 : NULL);
+    if (out) {
+        conv(be, out, &k->h4, &r->c2); /* dropout is the identity at inference */
+        Tensor o3 = view(out, 3, B, r->cout, H * W, 0);
+        if (r->sc.w.ptr) {
+            mt = backend_mark(be);
+            Tensor s = rec ? alloc4(be, B, r->cout, H, W) : k->h2; /* h2: dead without rec */
+            conv(be, &s, x, &r->sc);
+            Tensor s3 = view(&s, 3, B, r->cout, H * W, 0);
+            backend_unet_add(be, &o3, &o3, &s3, NULL);
+            backend_reset(be, mt);
+        } else {
+            Tensor x3 = view(x, 3, B, r->cin, H * W, 0);
+            backend_unet_add(be, &o3, &o3, &x3, NULL);
+        }
     }
-    backend_reset(be, m);
+    if (!rec)
+        backend_reset(be, m);
 }
 
 /* The attention of attn_fwd before its output projection, from the backend's arena: q, k, v
  * (the projections of x (B·Tq, C) and ctx (B·Tk, kv)), o (B·Tq, C) and the row log-sum-exps
- * lse that attention_backward takes. */
+ * lse that attention_backward takes: an attention's record. */
 typedef struct UAttnCore {
     Tensor q, k, v, o, lse;
     Tensor q3, k3, v3, o3;
     BackendAttn ba;
+    Tensor y0q, y0k, y0v, y0o; /* DoRA's y0 of the four projections (with keep) */
 } UAttnCore;
 
 static void attn_core(Backend *be, const UAttn *a, UAttnCore *c, const Tensor *x,
-                      const Tensor *ctx, int64_t B, int64_t Tq, int64_t Tk) {
+                      const Tensor *ctx, int64_t B, int64_t Tq, int64_t Tk, int keep) {
     int64_t C = x->shape[1];
     c->q = alloc2(be, B * Tq, C), c->k = alloc2(be, B * Tk, C), c->v = alloc2(be, B * Tk, C);
-    lin_fwd(be, &c->q, x, &a->q);
-    lin_fwd(be, &c->k, ctx, &a->k);
-    lin_fwd(be, &c->v, ctx, &a->v);
+    Tensor none = {0};
+    c->y0q = keep ? y0_slot(be, &a->q, B * Tq, C) : none;
+    c->y0k = keep ? y0_slot(be, &a->k, B * Tk, C) : none;
+    c->y0v = keep ? y0_slot(be, &a->v, B * Tk, C) : none;
+    lin_fwd_y0(be, &c->q, x, &a->q, &c->y0q);
+    lin_fwd_y0(be, &c->k, ctx, &a->k, &c->y0k);
+    lin_fwd_y0(be, &c->v, ctx, &a->v, &c->y0v);
     c->q3 = view(&c->q, 3, B, Tq, C, 0), c->k3 = view(&c->k, 3, B, Tk, C, 0);
     c->v3 = view(&c->v, 3, B, Tk, C, 0);
     c->o = alloc2(be, B * Tq, C);
@@ -718,71 +764,157 @@ static void attn_core(Backend *be, const UAttn *a, UAttnCore *c, const Tensor *x
 }
 
 /* out (N,C) = attention(x (B·Tq, C), ctx (B·Tk, kv)) with its output projection, ADDED to
- * res (N,C) (out may alias res). */
+ * res (N,C) (out may alias res); rec (NULL: none) keeps the core. */
 static void attn_fwd(Backend *be, const UAttn *a, const Tensor *out, const Tensor *res,
-                     const Tensor *x, const Tensor *ctx, int64_t B, int64_t Tq, int64_t Tk) {
+                     const Tensor *x, const Tensor *ctx, int64_t B, int64_t Tq, int64_t Tk,
+                     UAttnCore *rec) {
     size_t m = backend_mark(be);
     int64_t C = x->shape[1];
-    UAttnCore c;
-    attn_core(be, a, &c, x, ctx, B, Tq, Tk);
-    Tensor p = c.q; /* q is dead: the projection goes there */
-    lin_fwd(be, &p, &c.o, &a->o);
+    UAttnCore loc, *c = rec ? rec : &loc;
+    attn_core(be, a, c, x, ctx, B, Tq, Tk, rec != NULL);
+    c->y0o = rec ? y0_slot(be, &a->o, B * Tq, C) : (Tensor){0};
+    size_t mp = backend_mark(be);
+    Tensor p = rec ? alloc2(be, B * Tq, C) : c->q; /* q is dead without rec */
+    lin_fwd_y0(be, &p, &c->o, &a->o, &c->y0o);
     Tensor p3 = view(&p, 3, 1, B * Tq, C, 0), r3 = view(res, 3, 1, B * Tq, C, 0);
     Tensor out3 = view(out, 3, 1, B * Tq, C, 0);
     backend_unet_add(be, &out3, &r3, &p3, NULL);
-    backend_reset(be, m);
+    backend_reset(be, rec ? mp : m);
 }
 
-/* out (B,C,H,W) = Transformer2DModel(x (B,C,H,W), ehs (B,T,D)) + x. */
+/* A transformer block's internals: the token states after its self- and cross-attention
+ * (s1, s2), its three LayerNorms' outputs and statistics, both attentions' cores, the
+ * feed-forward's projection and GEGLU output. */
+typedef struct UTBRec {
+    Tensor s1, s2, ln[3], mean[3], rstd[3], proj, gg;
+    UAttnCore a1, a2;
+    Tensor y0f1, y0f2; /* DoRA's y0 of the feed-forward's layers */
+} UTBRec;
+
+/* out (B·S, C) = BasicTransformerBlock(in (B·S, C), ctx (B·T, D)); out may alias in without
+ * rec; out NULL (with rec): the record only. */
+static void tblock_fwd(Backend *be, const UTBlock *b, const Tensor *out, const Tensor *in,
+                       const Tensor *ctx, int64_t B, int64_t S, int64_t T, UTBRec *rec) {
+    size_t m = backend_mark(be);
+    int64_t C = in->shape[1];
+    UTBRec loc, *k = rec ? rec : &loc;
+    for (int i = 0; i < 3; i++) { /* without rec: one of each, reused, and the state in place */
+        if (rec || !i) {
+            k->ln[i] = alloc2(be, B * S, C);
+            k->mean[i] = backend_alloc(be, DTYPE_F32, 1, &(int64_t){B * S});
+            k->rstd[i] = backend_alloc(be, DTYPE_F32, 1, &(int64_t){B * S});
+        } else {
+            k->ln[i] = k->ln[0], k->mean[i] = k->mean[0], k->rstd[i] = k->rstd[0];
+        }
+    }
+    k->s1 = rec ? alloc2(be, B * S, C) : *out;
+    k->s2 = rec ? alloc2(be, B * S, C) : *out;
+    backend_layernorm_forward(be, &k->ln[0], &k->mean[0], &k->rstd[0], in, &b->ln1.w, &b->ln1.b,
+                              1e-5f);
+    attn_fwd(be, &b->a1, &k->s1, in, &k->ln[0], &k->ln[0], B, S, S, rec ? &k->a1 : NULL);
+    backend_layernorm_forward(be, &k->ln[1], &k->mean[1], &k->rstd[1], &k->s1, &b->ln2.w,
+                              &b->ln2.b, 1e-5f);
+    attn_fwd(be, &b->a2, &k->s2, &k->s1, &k->ln[1], ctx, B, S, T, rec ? &k->a2 : NULL);
+    backend_layernorm_forward(be, &k->ln[2], &k->mean[2], &k->rstd[2], &k->s2, &b->ln3.w,
+                              &b->ln3.b, 1e-5f);
+    k->proj = alloc2(be, B * S, 8 * C), k->gg = alloc2(be, B * S, 4 * C);
+    Tensor none = {0};
+    k->y0f1 = rec ? y0_slot(be, &b->ff1, B * S, 8 * C) : none;
+    k->y0f2 = rec ? y0_slot(be, &b->ff2, B * S, C) : none;
+    lin_fwd_y0(be, &k->proj, &k->ln[2], &b->ff1, &k->y0f1);
+    backend_geglu_forward(be, BACKEND_ACT_GELU, &k->gg, &k->proj);
+    if (out || k->y0f2.ptr) { /* without out: ff.net.2's y0 only */
+        size_t mf = backend_mark(be);
+        Tensor f = rec ? alloc2(be, B * S, C) : k->ln[2]; /* ln is dead without rec */
+        lin_fwd_y0(be, &f, &k->gg, &b->ff2, &k->y0f2);
+        Tensor f3 = view(&f, 3, 1, B * S, C, 0), s3 = view(&k->s2, 3, 1, B * S, C, 0);
+        if (out) {
+            Tensor o3 = view(out, 3, 1, B * S, C, 0);
+            backend_unet_add(be, &o3, &s3, &f3, NULL);
+        }
+        backend_reset(be, mf);
+    }
+    if (!rec)
+        backend_reset(be, m);
+}
+
+/* A transformer's input side: g = GroupNorm(x) and, with linear projections, its tokens tin
+ * (proj_in's input). */
+typedef struct UTInRec {
+    UGnRec gn;
+    Tensor g, tin;
+} UTInRec;
+
+/* tok (B·S, C) = proj_in(GroupNorm(x (B,C,H,W))) as tokens. */
+static void tr_in(Backend *be, const Unet *u, const UTransformer *t, const Tensor *tok,
+                  const Tensor *x, UTInRec *rec) {
+    size_t m = backend_mark(be);
+    int64_t B = x->shape[0], C = t->C, H = x->shape[2], W = x->shape[3], S = H * W;
+    UTInRec loc, *k = rec ? rec : &loc;
+    k->g = alloc4(be, B, C, H, W);
+    gnorm(be, &k->g, x, &t->gn, u->cfg.groups, 1e-6f, 0, rec ? &k->gn : NULL);
+    Tensor g3 = view(&k->g, 3, B, C, S, 0), tok3 = view(tok, 3, B, S, C, 0);
+    k->tin = alloc2(be, B * S, C);
+    if (u->cfg.linear_proj) {
+        Tensor tin3 = view(&k->tin, 3, B, S, C, 0);
+        backend_unet_transpose(be, &tin3, &g3);
+        lin_fwd(be, tok, &k->tin, &t->pin_l);
+    } else {
+        Tensor p = view(&k->tin, 4, B, C, H, W), p3 = view(&k->tin, 3, B, C, S, 0);
+        conv(be, &p, &k->g, &t->pin_c);
+        backend_unet_transpose(be, &tok3, &p3);
+    }
+    if (!rec)
+        backend_reset(be, m);
+}
+
+/* A transformer's output side with 1×1 convs: gt, proj_out's input (tok as (B,C,H,W)). */
+typedef struct UTOutRec {
+    Tensor gt;
+} UTOutRec;
+
+/* out (B,C,H,W) = proj_out(tok (B·S, C)) as a feature map + x; out NULL (with rec): the record
+ * only. */
+static void tr_out(Backend *be, const Unet *u, const UTransformer *t, const Tensor *out,
+                   const Tensor *tok, const Tensor *x, UTOutRec *rec) {
+    size_t m = backend_mark(be);
+    int64_t B = x->shape[0], C = t->C, H = x->shape[2], W = x->shape[3], S = H * W;
+    UTOutRec loc, *k = rec ? rec : &loc;
+    Tensor tok3 = view(tok, 3, B, S, C, 0);
+    if (!u->cfg.linear_proj) {
+        k->gt = alloc4(be, B, C, H, W);
+        Tensor gt3 = view(&k->gt, 3, B, C, S, 0);
+        backend_unet_transpose(be, &gt3, &tok3);
+    }
+    if (out) {
+        size_t mo = backend_mark(be);
+        Tensor o3 = view(out, 3, B, C, S, 0), x3 = view(x, 3, B, C, S, 0);
+        if (u->cfg.linear_proj) {
+            Tensor p = alloc2(be, B * S, C), p3 = view(&p, 3, B, S, C, 0);
+            lin_fwd(be, &p, tok, &t->pout_l);
+            backend_unet_transpose(be, &o3, &p3);
+        } else {
+            conv(be, out, &k->gt, &t->pout_c);
+        }
+        backend_unet_add(be, &o3, &o3, &x3, NULL);
+        backend_reset(be, mo);
+    }
+    if (!rec)
+        backend_reset(be, m);
+}
+
+/* out (B,C,H,W) = Transformer2DModel(x (B,C,H,W), ehs (B,T,D)) + x (inference: no records,
+ * the token state updated in place). */
 static void transformer_fwd(Backend *be, const Unet *u, const UTransformer *t, const Tensor *out,
                             const Tensor *x, const Tensor *ehs) {
     size_t m = backend_mark(be);
-    int64_t B = x->shape[0], C = t->C, H = x->shape[2], W = x->shape[3], S = H * W;
-    int64_t T = ehs->shape[1], D = ehs->shape[2];
-    Tensor g = alloc4(be, B, C, H, W);
-    gnorm(be, &g, x, &t->gn, u->cfg.groups, 1e-6f, 0);
-    Tensor tok = alloc2(be, B * S, C); /* hidden states (B·S, C) */
-    Tensor tmp = alloc2(be, B * S, C);
-    Tensor tok3 = view(&tok, 3, B, S, C, 0), tmp3 = view(&tmp, 3, B, S, C, 0);
-    if (u->cfg.linear_proj) {
-        Tensor g3 = view(&g, 3, B, C, S, 0);
-        backend_unet_transpose(be, &tmp3, &g3);
-        lin_fwd(be, &tok, &tmp, &t->pin_l);
-    } else {
-        Tensor p = view(&tmp, 4, B, C, H, W);
-        conv(be, &p, &g, &t->pin_c);
-        Tensor p3 = view(&tmp, 3, B, C, S, 0);
-        backend_unet_transpose(be, &tok3, &p3);
-    }
-    Tensor ctx = view(ehs, 2, B * T, D, 0, 0);
-    Tensor mean = backend_alloc(be, DTYPE_F32, 1, &(int64_t){B * S});
-    Tensor rstd = backend_alloc(be, DTYPE_F32, 1, &(int64_t){B * S});
-    for (int i = 0; i < t->n; i++) {
-        const UTBlock *b = &t->blocks[i];
-        backend_layernorm_forward(be, &tmp, &mean, &rstd, &tok, &b->ln1.w, &b->ln1.b, 1e-5f);
-        attn_fwd(be, &b->a1, &tok, &tok, &tmp, &tmp, B, S, S);
-        backend_layernorm_forward(be, &tmp, &mean, &rstd, &tok, &b->ln2.w, &b->ln2.b, 1e-5f);
-        attn_fwd(be, &b->a2, &tok, &tok, &tmp, &ctx, B, S, T);
-        backend_layernorm_forward(be, &tmp, &mean, &rstd, &tok, &b->ln3.w, &b->ln3.b, 1e-5f);
-        size_t m2 = backend_mark(be);
-        Tensor proj = alloc2(be, B * S, 8 * C), gg = alloc2(be, B * S, 4 * C);
-        lin_fwd(be, &proj, &tmp, &b->ff1);
-        backend_geglu_forward(be, BACKEND_ACT_GELU, &gg, &proj);
-        lin_fwd(be, &tmp, &gg, &b->ff2);
-        Tensor t3 = view(&tmp, 3, 1, B * S, C, 0), k3 = view(&tok, 3, 1, B * S, C, 0);
-        backend_unet_add(be, &k3, &k3, &t3, NULL);
-        backend_reset(be, m2);
-    }
-    Tensor o3 = view(out, 3, B, C, S, 0), x3 = view(x, 3, B, C, S, 0);
-    if (u->cfg.linear_proj) {
-        lin_fwd(be, &tmp, &tok, &t->pout_l);
-        backend_unet_transpose(be, &o3, &tmp3);
-    } else {
-        Tensor gt = view(&g, 3, B, C, S, 0);
-        backend_unet_transpose(be, &gt, &tok3);
-        conv(be, out, &g, &t->pout_c);
-    }
-    backend_unet_add(be, &o3, &o3, &x3, NULL);
+    int64_t B = x->shape[0], S = x->shape[2] * x->shape[3], T = ehs->shape[1];
+    Tensor tok = alloc2(be, B * S, t->C);
+    tr_in(be, u, t, &tok, x, NULL);
+    Tensor ctx = view(ehs, 2, B * T, ehs->shape[2], 0, 0);
+    for (int i = 0; i < t->n; i++)
+        tblock_fwd(be, &t->blocks[i], &tok, &tok, &ctx, B, S, T, NULL);
+    tr_out(be, u, t, out, &tok, x, NULL);
     backend_reset(be, m);
 }
 
@@ -920,7 +1052,7 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
         const ULevel *lv = &u->down[i];
         for (int j = 0; j < lv->n_res; j++) {
             Tensor r = alloc4(be, B, lv->res[j].cout, hh, ww);
-            resnet_fwd(be, u, &lv->res[j], &r, &h, &semb);
+            resnet_fwd(be, u, &lv->res[j], &r, &h, &semb, NULL);
             if (lv->n_attn) {
                 Tensor a = alloc4(be, B, lv->res[j].cout, hh, ww);
                 transformer_fwd(be, u, &lv->attn[j], &a, &r, ehs);
@@ -942,9 +1074,9 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
     int64_t top = c->block_out[L - 1];
     int cur = 0;
     Tensor m1 = view(&hbuf[cur], 4, B, top, hh, ww), m2 = view(&hbuf[!cur], 4, B, top, hh, ww);
-    resnet_fwd(be, u, &u->mid.res[0], &m1, &h, &semb);
+    resnet_fwd(be, u, &u->mid.res[0], &m1, &h, &semb, NULL);
     transformer_fwd(be, u, &u->mid.attn[0], &m2, &m1, ehs);
-    resnet_fwd(be, u, &u->mid.res[1], &m1, &m2, &semb);
+    resnet_fwd(be, u, &u->mid.res[1], &m1, &m2, &semb, NULL);
     h = m1;
     /* up path */
     for (int i = 0; i < L; i++) {
@@ -956,7 +1088,7 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
             backend_concat_forward(be, &cat, &h, s);
             cur = !cur;
             Tensor r = view(&hbuf[cur], 4, B, lv->res[j].cout, hh, ww);
-            resnet_fwd(be, u, &lv->res[j], &r, &cat, &semb);
+            resnet_fwd(be, u, &lv->res[j], &r, &cat, &semb, NULL);
             backend_reset(be, m);
             h = r;
             if (lv->n_attn) {
@@ -982,7 +1114,7 @@ int unet_forward(Unet *u, Backend *be, const Tensor *out, const Tensor *x, const
     }
     {
         Tensor g = alloc4(be, B, C0, H, W);
-        gnorm(be, &g, &h, &u->norm_out, c->groups, c->eps, 1);
+        gnorm(be, &g, &h, &u->norm_out, c->groups, c->eps, 1, NULL);
         conv(be, out, &g, &u->conv_out);
     }
     backend_reset(be, m0);
@@ -1004,6 +1136,7 @@ struct UAdapter {
     int dora;
     const int *off;   /* the Unet's ad_off: the adapter is skipped (the reference model) */
     const Tensor *w;  /* the base layer's weight (OC, in) or (OC, in, k, k), any dtype */
+    const Tensor *b;  /* its bias (OC), ptr NULL when it has none */
     Tensor A, B, m;   /* (r,in) or (r,in,k,k); (out,r) or (out,r,1,1); (out), DoRA only; F32 */
     Tensor dA, dB, dm;
     /* benchtune16: DoRA's ‖W + s·BA‖ computed once per unet_forward / backward call (the
@@ -1011,12 +1144,21 @@ struct UAdapter {
     const unsigned *gen; /* the Unet's ad_gen */
     unsigned nrm_gen;    /* the generation nrm was computed in */
     Tensor nrm;          /* (out) F32, DoRA only */
+    Tensor gm1, cb;      /* m − ‖·‖ (so g − 1 = gm1 / ‖·‖) and −b·(g − 1) (with a bias) */
+    Tensor one, nb;      /* (out) ones, and −b in f32 (with a bias) */
 };
 
-/* DoRA's row norms ‖W + s·BA‖ of this call (computed on its first use in the call). */
+/* DoRA's row norms ‖W + s·BA‖ of this call, with gm1 and cb (computed on their first use in
+ * the call). */
 static const Tensor *dora_nrm(Backend *be, UAdapter *a, const Tensor *w) {
     if (a->nrm_gen != *a->gen) {
         backend_dora_norm(be, &a->nrm, w, &a->B, &a->A, a->s);
+        backend_scale(be, &a->gm1, &a->nrm, -1.0f);
+        backend_add(be, &a->gm1, &a->gm1, &a->m);
+        if (a->b->ptr) {
+            Tensor c3 = view(&a->cb, 3, 1, a->out, 1, 0), n3 = view(&a->nb, 3, 1, a->out, 1, 0);
+            backend_dora_scale(be, &c3, &n3, &a->gm1, &a->nrm, NULL);
+        }
         a->nrm_gen = *a->gen;
     }
     return &a->nrm;
@@ -1054,15 +1196,18 @@ static Tensor ad_down(Backend *be, const UAdapter *a, const Tensor *inp, const T
     return t;
 }
 
-/* out += s · B (A inp). */
+/* out += s · B (A inp), s applied to the rank-r A inp (not to an output-sized tensor; the
+ * same values when s is a power of 2). B's product is added after its GEMM, not inside it:
+ * accumulated onto out in the GEMM, the small delta lost precision to out's magnitude (the
+ * finite differences of test_unet_grad's lora_gradients_match_finite_differences grew noisy). */
 static void ad_delta(Backend *be, const UAdapter *a, const Tensor *out, const Tensor *inp) {
     size_t m = backend_mark(be);
     Tensor t = ad_down(be, a, inp, out), v = like(be, out);
+    backend_scale(be, &t, &t, a->s);
     if (!a->k)
         backend_linear_forward(be, &v, &t, &a->B, NULL);
     else
         backend_conv2d_forward(be, &v, &t, &a->B, NULL, 1, 0);
-    backend_scale(be, &v, &v, a->s);
     backend_add(be, out, out, &v);
     backend_reset(be, m);
 }
@@ -1078,7 +1223,8 @@ static void base_fwd(Backend *be, const Tensor *out, const Tensor *inp, const Te
 
 /* A layer with its adapter: LoRA W x + b + s·B A x; DoRA (m / ‖W + s·BA‖)(W x + s·B A x) + b. */
 static void layer_fwd(Backend *be, const Tensor *out, const Tensor *inp, const Tensor *w,
-                      const Tensor *b, int k, int stride, int pad, UAdapter *a) {
+                      const Tensor *b, int k, int stride, int pad, UAdapter *a,
+                      const Tensor *y0) {
     const Tensor *bias = b->ptr ? b : NULL;
     if (!ad_on(a)) {
         base_fwd(be, out, inp, w, bias, k, stride, pad);
@@ -1092,17 +1238,20 @@ static void layer_fwd(Backend *be, const Tensor *out, const Tensor *inp, const T
     /* PEFT's form: out = base(x) + (g − 1)·W x + g·s·B A x with g = m / ‖W + s·BA‖, the
      * base layer's own output (bias inside its GEMM) kept whole, so that a new adapter (m =
      * ‖W‖, B = 0: g − 1 = 0 and B A x = 0 exactly) gives the reference's output bit for bit,
-     * as PEFT's does; (m − ‖·‖) / ‖·‖ is g − 1. Mathematically (m/‖·‖)(W x + s·B A x) + b. */
+     * as PEFT's does. Mathematically (m/‖·‖)(W x + s·B A x) + b. W x is base(x) − b: one base
+     * GEMM, (g − 1)·W x = base(x)·(g − 1) − b·(g − 1), still exactly 0 for a new adapter. */
     const Tensor *nrm = dora_nrm(be, a, w);
     base_fwd(be, out, inp, w, bias, k, stride, pad);
     size_t mk = backend_mark(be);
-    Tensor wx = like(be, out), d = zeros_like(be, out), gm1 = like(be, &a->m);
-    base_fwd(be, &wx, inp, w, NULL, k, stride, pad);
+    Tensor wx = like(be, out), d = zeros_like(be, out);
     ad_delta(be, a, &d, inp);
-    backend_scale(be, &gm1, nrm, -1.0f);
-    backend_add(be, &gm1, &gm1, &a->m);
-    Tensor w3 = pcq(&wx), d3 = pcq(&d);
-    backend_dora_scale(be, &w3, &w3, &gm1, nrm, NULL);
+    Tensor o3 = pcq(out), w3 = pcq(&wx), d3 = pcq(&d);
+    if (y0 && y0->ptr) { /* the record's y0 = W x + s·B A x = base(x) − b + s·B A x */
+        Tensor y3 = pcq(y0);
+        backend_dora_scale(be, &y3, &o3, &a->one, &a->one, bias ? &a->nb : NULL);
+        backend_add(be, y0, y0, &d);
+    }
+    backend_dora_scale(be, &w3, &o3, &a->gm1, nrm, bias ? &a->cb : NULL);
     backend_dora_scale(be, &d3, &d3, &a->m, nrm, NULL);
     backend_add(be, out, out, &wx);
     backend_add(be, out, out, &d);
@@ -1110,9 +1259,11 @@ static void layer_fwd(Backend *be, const Tensor *out, const Tensor *inp, const T
 }
 
 /* The backward of layer_fwd with the base frozen: dinp (may be NULL) += the input gradient,
- * the adapter's dA, dB (and dm) += theirs. */
+ * the adapter's dA, dB (and dm) += theirs; DoRA's y0 from the forward's record when y0 is one,
+ * else recomputed. */
 static void layer_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
-                      const Tensor *w, int k, int stride, int pad, UAdapter *a) {
+                      const Tensor *w, int k, int stride, int pad, UAdapter *a,
+                      const Tensor *y0) {
     if (!ad_on(a)) {
         if (!dinp)
             return;
@@ -1129,10 +1280,14 @@ static void layer_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const
         /* y0 = W x + s·B A x (no bias), out = g ⊙ y0 + b with g = m / ‖W + s·BA‖ detached:
          * dm += Σ dout·y0 / ‖·‖, dy0 = g ⊙ dout */
         const Tensor *nrm = dora_nrm(be, a, w);
-        Tensor y0 = like(be, dout);
-        base_fwd(be, &y0, inp, w, NULL, k, stride, pad);
-        ad_delta(be, a, &y0, inp);
-        Tensor d3 = pcq(dout), y3 = pcq(&y0);
+        Tensor yr;
+        if (!y0 || !y0->ptr) {
+            yr = like(be, dout);
+            base_fwd(be, &yr, inp, w, NULL, k, stride, pad);
+            ad_delta(be, a, &yr, inp);
+            y0 = &yr;
+        }
+        Tensor d3 = pcq(dout), y3 = pcq(y0);
         backend_dora_mag_backward(be, &a->dm, &d3, &y3, nrm);
         dys = like(be, dout);
         Tensor s3 = pcq(&dys);
@@ -1145,35 +1300,53 @@ static void layer_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const
         else
             backend_conv2d_backward(be, dinp, NULL, NULL, dy, inp, w, stride, pad);
     }
-    Tensor t = ad_down(be, a, inp, dout), dt = zeros_like(be, &t), ds = like(be, dout);
-    backend_scale(be, &ds, dy, a->s);
-    if (!k) {
-        backend_linear_backward(be, &dt, &a->dB, NULL, &ds, &t, &a->B);
+    /* s on the rank-r side: dB += dyᵀ (s·t), dt = s·(dy B) */
+    Tensor t = ad_down(be, a, inp, dout), dt = zeros_like(be, &t);
+    backend_scale(be, &t, &t, a->s);
+    if (!k)
+        backend_linear_backward(be, &dt, &a->dB, NULL, dy, &t, &a->B);
+    else
+        backend_conv2d_backward(be, &dt, &a->dB, NULL, dy, &t, &a->B, 1, 0);
+    backend_scale(be, &dt, &dt, a->s);
+    if (!k)
         backend_linear_backward(be, dinp, &a->dA, NULL, &dt, inp, &a->A);
-    } else {
-        backend_conv2d_backward(be, &dt, &a->dB, NULL, &ds, &t, &a->B, 1, 0);
+    else
         backend_conv2d_backward(be, dinp, &a->dA, NULL, &dt, inp, &a->A, a->stride, a->pad);
-    }
     backend_reset(be, m);
 }
 
 static void lin_fwd(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l) {
-    layer_fwd(be, out, inp, &l->w, &l->b, 0, 1, 0, l->ad);
+    layer_fwd(be, out, inp, &l->w, &l->b, 0, 1, 0, l->ad, NULL);
+}
+
+static Tensor y0_slot(Backend *be, const ULinear *l, int64_t N, int64_t C) {
+    return ad_on(l->ad) && l->ad->dora ? alloc2(be, N, C) : (Tensor){0};
+}
+
+static void lin_fwd_y0(Backend *be, const Tensor *out, const Tensor *inp, const ULinear *l,
+                       const Tensor *y0) {
+    layer_fwd(be, out, inp, &l->w, &l->b, 0, 1, 0, l->ad, y0);
 }
 
 static void conv(Backend *be, const Tensor *out, const Tensor *inp, const UConv *c) {
-    layer_fwd(be, out, inp, &c->w, &c->b, c->k, c->stride, c->pad, c->ad);
+    layer_fwd(be, out, inp, &c->w, &c->b, c->k, c->stride, c->pad, c->ad, NULL);
 }
 
-/* dinp (N,C, may be NULL) += dout·W (through the adapter too); the adapter's gradients +=. */
+/* dinp (N,C, may be NULL) += dout·W (through the adapter too); the adapter's gradients +=;
+ * y0: lin_fwd_y0's (NULL: none). */
 static void lin_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
                     const ULinear *l) {
-    layer_bwd(be, dinp, dout, inp, &l->w, 0, 1, 0, l->ad);
+    layer_bwd(be, dinp, dout, inp, &l->w, 0, 1, 0, l->ad, NULL);
+}
+
+static void lin_bwd_y0(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
+                       const ULinear *l, const Tensor *y0) {
+    layer_bwd(be, dinp, dout, inp, &l->w, 0, 1, 0, l->ad, y0);
 }
 
 static void conv_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
                      const UConv *c) {
-    layer_bwd(be, dinp, dout, inp, &c->w, c->k, c->stride, c->pad, c->ad);
+    layer_bwd(be, dinp, dout, inp, &c->w, c->k, c->stride, c->pad, c->ad, NULL);
 }
 
 /* The walk over every adaptable layer, in load order: fn(ctx, name, l, c), one of l, c set. */
@@ -1284,6 +1457,27 @@ static void ad_count(void *ctx, const char *name, ULinear *l, UConv *c) {
     aa->n += ad_targeted(aa, name);
 }
 
+/* DoRA's constants: ones (out) and the bias negated in f32 (ones·1/1 − b, exactly), cb's room. */
+static void dora_consts(Backend *be, UAdapter *a) {
+    int64_t n = a->out;
+    a->one = backend_tensor_new(be, DTYPE_F32, 1, &n);
+    float *h = xmalloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        h[i] = 1.0f;
+    Tensor hv = tensor_view(h, 1, &n);
+    backend_upload(be, &a->one, &hv);
+    backend_sync(be, NULL); /* the upload may read h until then */
+    free(h);
+    if (!a->b->ptr)
+        return;
+    a->cb = backend_tensor_new(be, DTYPE_F32, 1, &n);
+    a->nb = backend_tensor_new(be, DTYPE_F32, 1, &n);
+    Tensor n3 = view(&a->nb, 3, 1, n, 1, 0);
+    backend_zero(be, &a->nb);
+    backend_dora_scale(be, &n3, &n3, &a->one, &a->one, a->b);
+    backend_scale(be, &a->nb, &a->nb, -1.0f);
+}
+
 static void ad_make(void *ctx, const char *name, ULinear *l, UConv *c) {
     AdAdd *aa = ctx;
     if (!ad_targeted(aa, name))
@@ -1298,6 +1492,7 @@ static void ad_make(void *ctx, const char *name, ULinear *l, UConv *c) {
         snprintf(a->pname[k], sizeof a->pname[k], "%s.%s", name, sfx[k]);
     a->r = aa->rank;
     a->w = l ? &l->w : &c->w;
+    a->b = l ? &l->b : &c->b;
     a->out = (int)a->w->shape[0];
     a->in = (int)a->w->shape[1];
     a->k = l ? 0 : c->k;
@@ -1333,6 +1528,8 @@ static void ad_make(void *ctx, const char *name, ULinear *l, UConv *c) {
         backend_dora_norm(be, &a->m, a->w, NULL, NULL, 0.0f);
         backend_zero(be, &a->dm);
         a->nrm = backend_tensor_new(be, DTYPE_F32, 1, &(int64_t){a->out});
+        a->gm1 = backend_tensor_new(be, DTYPE_F32, 1, &(int64_t){a->out});
+        dora_consts(be, a);
         a->gen = &u->ad_gen;
         a->nrm_gen = u->ad_gen - 1; /* not computed yet */
     }
@@ -1544,7 +1741,8 @@ static void adapters_free(Unet *u) {
     walk_layers(u, unhook, NULL);
     for (int i = 0; i < u->n_ad; i++) {
         UAdapter *a = &u->ads[i];
-        Tensor *ts[] = {&a->A, &a->B, &a->dA, &a->dB, &a->m, &a->dm, &a->nrm};
+        Tensor *ts[] = {&a->A,   &a->B,   &a->dA,  &a->dB, &a->m,
+                        &a->dm,  &a->nrm, &a->gm1, &a->cb, &a->one, &a->nb};
         for (size_t k = 0; k < ARRAY_LEN(ts); k++)
             if (ts[k]->ptr)
                 backend_tensor_free(u->be, ts[k]);
@@ -1559,24 +1757,22 @@ void unet_lora_remove(Unet *u) { adapters_free(u); }
 
 void unet_lora_enable(Unet *u, int on) { u->ad_off = !on; }
 
-/* ---- backward (issue 16): per-block gradient checkpointing ---------------------------------- */
+/* ---- backward (issue 16): the blocks' records, kept or recomputed per block ------------------ */
 
-/* dinp += the gradient of GroupNorm (then SiLU when act) at inp, for dout; recomputes the
- * forward. */
+/* dinp += the gradient of GroupNorm (then SiLU when act) at inp, for dout, from gnorm's
+ * record. */
 static void gnorm_bwd(Backend *be, const Tensor *dinp, const Tensor *dout, const Tensor *inp,
-                      const UNorm *nm, int G, float eps, int act) {
+                      const UNorm *nm, int G, int act, const UGnRec *rec) {
     size_t m = backend_mark(be);
-    int64_t B = inp->shape[0];
-    Tensor mean = alloc2(be, B, G), rstd = alloc2(be, B, G), g = like(be, inp);
-    backend_groupnorm_forward(be, &g, &mean, &rstd, inp, &nm->w, &nm->b, G, eps);
     const Tensor *dg = dout;
     Tensor t;
     if (act) {
         t = zeros_like(be, inp);
-        backend_act_backward(be, BACKEND_ACT_SILU, &t, dout, &g);
+        backend_act_backward(be, BACKEND_ACT_SILU, &t, dout, &rec->g);
         dg = &t;
     }
-    backend_groupnorm_backward(be, dinp, NULL, NULL, dg, inp, &nm->w, &mean, &rstd, G);
+    backend_groupnorm_backward(be, dinp, NULL, NULL, dg, inp, &nm->w, &rec->mean, &rec->rstd,
+                               G);
     backend_reset(be, m);
 }
 
@@ -1593,37 +1789,31 @@ static void chan_sum(Backend *be, const Unet *u, const Tensor *out, const Tensor
 }
 
 /* dx += the gradient of resnet_fwd at x for dout; semb is a constant here but for the
- * time_emb_proj's adapter and dsemb (B,temb, NULL: not wanted) += d/dsemb. */
+ * time_emb_proj's adapter and dsemb (B,temb, NULL: not wanted) += d/dsemb. rec: the forward's
+ * record, or NULL: recomputed here. */
 static void resnet_bwd(Backend *be, const Unet *u, const UResnet *r, const Tensor *dx,
                        const Tensor *dout, const Tensor *x, const Tensor *semb,
-                       const Tensor *dsemb) {
+                       const Tensor *dsemb, const UResRec *rec) {
     size_t m = backend_mark(be);
     int64_t B = x->shape[0], H = x->shape[2], W = x->shape[3];
     int G = u->cfg.groups;
-    float eps = u->cfg.eps;
-    Tensor h = alloc4(be, B, r->cin, H, W);
-    gnorm(be, &h, x, &r->n1, G, eps, 1);
-    Tensor h2 = alloc4(be, B, r->cout, H, W);
-    conv(be, &h2, &h, &r->c1);
-    Tensor t = alloc2(be, B, r->cout);
-    lin_fwd(be, &t, semb, &r->temb);
-    Tensor h3 = view(&h2, 3, B, r->cout, H * W, 0);
-    backend_unet_add(be, &h3, &h3, NULL, &t);
-    Tensor h4 = alloc4(be, B, r->cout, H, W);
-    gnorm(be, &h4, &h2, &r->n2, G, eps, 1);
-    /* backward */
-    Tensor d4 = zeros_like(be, &h4);
-    conv_bwd(be, &d4, dout, &h4, &r->c2);
-    Tensor d2 = zeros_like(be, &h2);
-    gnorm_bwd(be, &d2, &d4, &h2, &r->n2, G, eps, 1);
+    UResRec loc;
+    if (!rec) {
+        resnet_fwd(be, u, r, NULL, x, semb, &loc);
+        rec = &loc;
+    }
+    Tensor d4 = zeros_like(be, &rec->h4);
+    conv_bwd(be, &d4, dout, &rec->h4, &r->c2);
+    Tensor d2 = zeros_like(be, &rec->h2);
+    gnorm_bwd(be, &d2, &d4, &rec->h2, &r->n2, G, 1, &rec->n2);
     if (dsemb || ad_on(r->temb.ad)) {
         Tensor dt = alloc2(be, B, r->cout), d23 = view(&d2, 3, B, r->cout, H * W, 0);
         chan_sum(be, u, &dt, &d23);
         lin_bwd(be, dsemb, &dt, semb, &r->temb);
     }
-    Tensor d1 = zeros_like(be, &h);
-    conv_bwd(be, &d1, &d2, &h, &r->c1);
-    gnorm_bwd(be, dx, &d1, x, &r->n1, G, eps, 1);
+    Tensor d1 = zeros_like(be, &rec->h);
+    conv_bwd(be, &d1, &d2, &rec->h, &r->c1);
+    gnorm_bwd(be, dx, &d1, x, &r->n1, G, 1, &rec->n1);
     if (r->sc.w.ptr) {
         conv_bwd(be, dx, dout, x, &r->sc);
     } else {
@@ -1633,134 +1823,116 @@ static void resnet_bwd(Backend *be, const Unet *u, const UResnet *r, const Tenso
     backend_reset(be, m);
 }
 
-/* The backward of attn_fwd's attention and projection (not the residual): dx (B·Tq, C) +=,
- * dctx (B·Tk, kv) += (NULL: not wanted; dctx may be dx for self-attention), the adapters'
- * gradients +=. */
+/* The backward of attn_fwd's attention and projection (not the residual) from its core c:
+ * dx (B·Tq, C) +=, dctx (B·Tk, kv) += (NULL: not wanted; dctx may be dx for self-attention),
+ * the adapters' gradients +=. */
 static void attn_bwd(Backend *be, const UAttn *a, const Tensor *dx, const Tensor *dctx,
                      const Tensor *dout, const Tensor *x, const Tensor *ctx, int64_t B,
-                     int64_t Tq, int64_t Tk) {
+                     int64_t Tq, int64_t Tk, const UAttnCore *c) {
     size_t m = backend_mark(be);
     int64_t C = x->shape[1];
-    UAttnCore c;
-    attn_core(be, a, &c, x, ctx, B, Tq, Tk);
-    Tensor dO = zeros_like(be, &c.o);
-    lin_bwd(be, &dO, dout, &c.o, &a->o);
-    Tensor dq = zeros_like(be, &c.q), dk = zeros_like(be, &c.k), dv = zeros_like(be, &c.v);
+    Tensor dO = zeros_like(be, &c->o);
+    lin_bwd_y0(be, &dO, dout, &c->o, &a->o, &c->y0o);
+    Tensor dq = zeros_like(be, &c->q), dk = zeros_like(be, &c->k), dv = zeros_like(be, &c->v);
     Tensor dq3 = view(&dq, 3, B, Tq, C, 0), dk3 = view(&dk, 3, B, Tk, C, 0);
     Tensor dv3 = view(&dv, 3, B, Tk, C, 0), dO3 = view(&dO, 3, B, Tq, C, 0);
-    backend_attention_backward(be, &dq3, &dk3, &dv3, &dO3, &c.q3, &c.k3, &c.v3, &c.o3, &c.lse,
-                               &c.ba);
-    lin_bwd(be, dx, &dq, x, &a->q);
-    lin_bwd(be, dctx, &dk, ctx, &a->k);
-    lin_bwd(be, dctx, &dv, ctx, &a->v);
+    backend_attention_backward(be, &dq3, &dk3, &dv3, &dO3, &c->q3, &c->k3, &c->v3, &c->o3,
+                               &c->lse, &c->ba);
+    lin_bwd_y0(be, dx, &dq, x, &a->q, &c->y0q);
+    lin_bwd_y0(be, dctx, &dk, ctx, &a->k, &c->y0k);
+    lin_bwd_y0(be, dctx, &dv, ctx, &a->v, &c->y0v);
     backend_reset(be, m);
 }
 
-/* dx += the gradient of transformer_fwd at x for dout (ehs a constant). Recomputes the
- * forward keeping the token state before each sub-layer (3 per transformer block). */
-static void transformer_bwd(Backend *be, const Unet *u, const UTransformer *t, const Tensor *dx,
-                            const Tensor *dout, const Tensor *x, const Tensor *ehs) {
+/* din (B·S, C) += the gradient of tblock_fwd at in for dout (ctx a constant); rec: the
+ * forward's record, or NULL: recomputed here. */
+static void tblock_bwd(Backend *be, const UTBlock *b, const Tensor *din, const Tensor *dout,
+                       const Tensor *in, const Tensor *ctx, int64_t B, int64_t S, int64_t T,
+                       const UTBRec *rec) {
+    size_t m = backend_mark(be);
+    UTBRec loc;
+    if (!rec) {
+        tblock_fwd(be, b, NULL, in, ctx, B, S, T, &loc);
+        rec = &loc;
+    }
+    /* the residual stream: dtok is the gradient at s2, then s1, then in */
+    Tensor dtok = like(be, dout), dln = like(be, dout);
+    backend_scale(be, &dtok, dout, 1.0f);
+    /* feed-forward on s2 */
+    size_t m2 = backend_mark(be);
+    Tensor dgg = zeros_like(be, &rec->gg), dproj = zeros_like(be, &rec->proj);
+    lin_bwd_y0(be, &dgg, &dtok, &rec->gg, &b->ff2, &rec->y0f2);
+    backend_geglu_backward(be, BACKEND_ACT_GELU, &dproj, &dgg, &rec->proj);
+    backend_zero(be, &dln);
+    lin_bwd_y0(be, &dln, &dproj, &rec->ln[2], &b->ff1, &rec->y0f1);
+    backend_reset(be, m2);
+    backend_layernorm_backward(be, &dtok, NULL, NULL, &dln, &rec->s2, &b->ln3.w, &rec->mean[2],
+                               &rec->rstd[2]);
+    /* cross-attention on s1 */
+    backend_zero(be, &dln);
+    attn_bwd(be, &b->a2, &dln, NULL, &dtok, &rec->ln[1], ctx, B, S, T, &rec->a2);
+    backend_layernorm_backward(be, &dtok, NULL, NULL, &dln, &rec->s1, &b->ln2.w, &rec->mean[1],
+                               &rec->rstd[1]);
+    /* self-attention on in */
+    backend_zero(be, &dln);
+    attn_bwd(be, &b->a1, &dln, &dln, &dtok, &rec->ln[0], &rec->ln[0], B, S, S, &rec->a1);
+    backend_layernorm_backward(be, &dtok, NULL, NULL, &dln, in, &b->ln1.w, &rec->mean[0],
+                               &rec->rstd[0]);
+    backend_add(be, din, din, &dtok);
+    backend_reset(be, m);
+}
+
+/* dx (B,C,H,W) += the gradient of tr_in at x for dtok (B·S, C); rec or NULL as above. */
+static void tr_in_bwd(Backend *be, const Unet *u, const UTransformer *t, const Tensor *dx,
+                      const Tensor *dtok, const Tensor *x, const UTInRec *rec) {
     size_t m = backend_mark(be);
     int64_t B = x->shape[0], C = t->C, H = x->shape[2], W = x->shape[3], S = H * W;
-    int64_t T = ehs->shape[1], D = ehs->shape[2];
-    int G = u->cfg.groups;
-    Tensor g = alloc4(be, B, C, H, W);
-    gnorm(be, &g, x, &t->gn, G, 1e-6f, 0);
-    Tensor g3 = view(&g, 3, B, C, S, 0);
-    Tensor tin = alloc2(be, B * S, C); /* proj_in's input (linear) or output (conv), tokens */
-    Tensor tin3 = view(&tin, 3, B, S, C, 0);
-    int ns = 3 * t->n + 1;
-    Tensor *st = xmalloc(sizeof(Tensor) * (size_t)ns);
-    for (int i = 0; i < ns; i++)
-        st[i] = alloc2(be, B * S, C);
-    Tensor st03 = view(&st[0], 3, B, S, C, 0);
+    UTInRec loc;
+    if (!rec) {
+        Tensor tok = like(be, dtok);
+        tr_in(be, u, t, &tok, x, &loc);
+        rec = &loc;
+    }
+    Tensor dg = zeros_like(be, &rec->g), dg3 = view(&dg, 3, B, C, S, 0);
     if (u->cfg.linear_proj) {
-        backend_unet_transpose(be, &tin3, &g3);
-        lin_fwd(be, &st[0], &tin, &t->pin_l);
-    } else {
-        Tensor p = alloc4(be, B, C, H, W), p3 = view(&p, 3, B, C, S, 0);
-        conv(be, &p, &g, &t->pin_c);
-        backend_unet_transpose(be, &st03, &p3);
-    }
-    Tensor ctx = view(ehs, 2, B * T, D, 0, 0);
-    Tensor mean = backend_alloc(be, DTYPE_F32, 1, &(int64_t){B * S});
-    Tensor rstd = backend_alloc(be, DTYPE_F32, 1, &(int64_t){B * S});
-    Tensor ln = alloc2(be, B * S, C);
-    for (int i = 0; i < t->n; i++) {
-        const UTBlock *b = &t->blocks[i];
-        Tensor *s = &st[3 * i];
-        backend_layernorm_forward(be, &ln, &mean, &rstd, &s[0], &b->ln1.w, &b->ln1.b, 1e-5f);
-        attn_fwd(be, &b->a1, &s[1], &s[0], &ln, &ln, B, S, S);
-        backend_layernorm_forward(be, &ln, &mean, &rstd, &s[1], &b->ln2.w, &b->ln2.b, 1e-5f);
-        attn_fwd(be, &b->a2, &s[2], &s[1], &ln, &ctx, B, S, T);
-        backend_layernorm_forward(be, &ln, &mean, &rstd, &s[2], &b->ln3.w, &b->ln3.b, 1e-5f);
-        size_t m2 = backend_mark(be);
-        Tensor proj = alloc2(be, B * S, 8 * C), gg = alloc2(be, B * S, 4 * C);
-        lin_fwd(be, &proj, &ln, &b->ff1);
-        backend_geglu_forward(be, BACKEND_ACT_GELU, &gg, &proj);
-        lin_fwd(be, &s[3], &gg, &b->ff2);
-        Tensor a3 = view(&s[3], 3, 1, B * S, C, 0), r3 = view(&s[2], 3, 1, B * S, C, 0);
-        backend_unet_add(be, &a3, &a3, &r3, NULL);
-        backend_reset(be, m2);
-    }
-    /* backward: the residual, proj_out */
-    Tensor dx3 = view(dx, 3, B, C, S, 0), do3 = view(dout, 3, B, C, S, 0);
-    backend_unet_add(be, &dx3, &dx3, &do3, NULL);
-    Tensor dtok = zeros_like(be, &st[0]), dtok3 = view(&dtok, 3, B, S, C, 0);
-    Tensor tmp = alloc2(be, B * S, C), tmp3 = view(&tmp, 3, B, S, C, 0);
-    Tensor *last = &st[ns - 1];
-    if (u->cfg.linear_proj) {
-        backend_unet_transpose(be, &tmp3, &do3);
-        lin_bwd(be, &dtok, &tmp, last, &t->pout_l);
-    } else {
-        Tensor gt = alloc4(be, B, C, H, W), gt3 = view(&gt, 3, B, C, S, 0);
-        Tensor l3 = view(last, 3, B, S, C, 0);
-        backend_unet_transpose(be, &gt3, &l3);
-        Tensor dgt = zeros_like(be, &gt), dgt3 = view(&dgt, 3, B, C, S, 0);
-        conv_bwd(be, &dgt, dout, &gt, &t->pout_c);
-        backend_unet_transpose(be, &dtok3, &dgt3);
-    }
-    Tensor dln = alloc2(be, B * S, C);
-    for (int i = t->n - 1; i >= 0; i--) {
-        const UTBlock *b = &t->blocks[i];
-        Tensor *s = &st[3 * i];
-        /* feed-forward on s[2] */
-        backend_layernorm_forward(be, &ln, &mean, &rstd, &s[2], &b->ln3.w, &b->ln3.b, 1e-5f);
-        size_t m2 = backend_mark(be);
-        Tensor proj = alloc2(be, B * S, 8 * C), gg = alloc2(be, B * S, 4 * C);
-        lin_fwd(be, &proj, &ln, &b->ff1);
-        backend_geglu_forward(be, BACKEND_ACT_GELU, &gg, &proj);
-        Tensor dgg = zeros_like(be, &gg), dproj = zeros_like(be, &proj);
-        lin_bwd(be, &dgg, &dtok, &gg, &b->ff2);
-        backend_geglu_backward(be, BACKEND_ACT_GELU, &dproj, &dgg, &proj);
-        backend_zero(be, &dln);
-        lin_bwd(be, &dln, &dproj, &ln, &b->ff1);
-        backend_reset(be, m2);
-        backend_layernorm_backward(be, &dtok, NULL, NULL, &dln, &s[2], &b->ln3.w, &mean, &rstd);
-        /* cross-attention on s[1] */
-        backend_layernorm_forward(be, &ln, &mean, &rstd, &s[1], &b->ln2.w, &b->ln2.b, 1e-5f);
-        backend_zero(be, &dln);
-        attn_bwd(be, &b->a2, &dln, NULL, &dtok, &ln, &ctx, B, S, T);
-        backend_layernorm_backward(be, &dtok, NULL, NULL, &dln, &s[1], &b->ln2.w, &mean, &rstd);
-        /* self-attention on s[0] */
-        backend_layernorm_forward(be, &ln, &mean, &rstd, &s[0], &b->ln1.w, &b->ln1.b, 1e-5f);
-        backend_zero(be, &dln);
-        attn_bwd(be, &b->a1, &dln, &dln, &dtok, &ln, &ln, B, S, S);
-        backend_layernorm_backward(be, &dtok, NULL, NULL, &dln, &s[0], &b->ln1.w, &mean, &rstd);
-    }
-    /* proj_in, GroupNorm */
-    Tensor dg = zeros_like(be, &g), dg3 = view(&dg, 3, B, C, S, 0);
-    if (u->cfg.linear_proj) {
-        backend_zero(be, &tmp);
-        lin_bwd(be, &tmp, &dtok, &tin, &t->pin_l);
+        Tensor tmp = zeros_like(be, dtok), tmp3 = view(&tmp, 3, B, S, C, 0);
+        lin_bwd(be, &tmp, dtok, &rec->tin, &t->pin_l);
         backend_unet_transpose(be, &dg3, &tmp3);
     } else {
         Tensor dp = alloc4(be, B, C, H, W), dp3 = view(&dp, 3, B, C, S, 0);
+        Tensor dtok3 = view(dtok, 3, B, S, C, 0);
         backend_unet_transpose(be, &dp3, &dtok3);
-        conv_bwd(be, &dg, &dp, &g, &t->pin_c);
+        conv_bwd(be, &dg, &dp, &rec->g, &t->pin_c);
     }
-    gnorm_bwd(be, dx, &dg, x, &t->gn, G, 1e-6f, 0);
-    free(st);
+    gnorm_bwd(be, dx, &dg, x, &t->gn, u->cfg.groups, 0, &rec->gn);
+    backend_reset(be, m);
+}
+
+/* dtok (B·S, C) += and dx (B,C,H,W) += the gradients of tr_out at tok and x for dout; rec or
+ * NULL as above. */
+static void tr_out_bwd(Backend *be, const Unet *u, const UTransformer *t, const Tensor *dtok,
+                       const Tensor *dx, const Tensor *dout, const Tensor *tok, const Tensor *x,
+                       const UTOutRec *rec) {
+    size_t m = backend_mark(be);
+    int64_t B = x->shape[0], C = t->C, H = x->shape[2], W = x->shape[3], S = H * W;
+    Tensor dx3 = view(dx, 3, B, C, S, 0), do3 = view(dout, 3, B, C, S, 0);
+    backend_unet_add(be, &dx3, &dx3, &do3, NULL);
+    if (u->cfg.linear_proj) {
+        Tensor tmp = alloc2(be, B * S, C), tmp3 = view(&tmp, 3, B, S, C, 0);
+        backend_unet_transpose(be, &tmp3, &do3);
+        lin_bwd(be, dtok, &tmp, tok, &t->pout_l);
+    } else {
+        UTOutRec loc;
+        if (!rec) {
+            tr_out(be, u, t, NULL, tok, x, &loc);
+            rec = &loc;
+        }
+        Tensor dgt = zeros_like(be, &rec->gt), dgt3 = view(&dgt, 3, B, C, S, 0);
+        conv_bwd(be, &dgt, dout, &rec->gt, &t->pout_c);
+        Tensor d = alloc2(be, B * S, C), d3 = view(&d, 3, B, S, C, 0);
+        backend_unet_transpose(be, &d3, &dgt3);
+        backend_add(be, dtok, dtok, &d);
+    }
     backend_reset(be, m);
 }
 
@@ -1817,38 +1989,173 @@ static float *time_embed_bwd(const Unet *u, Backend *be, const Tensor *dsemb,
     return hs;
 }
 
-/* The tape of unet_backward's forward: every block's input and output, kept. */
-enum { ST_CONV, ST_RES, ST_TR, ST_CAT, ST_UP, ST_OUT };
+/* The tape of unet_backward's forward: every block's input and output kept, and in keep mode
+ * every block's record. A transformer is three kinds of step (its input side, each
+ * transformer block, its output side) with the token states between them kept. */
+enum { ST_CONV, ST_RES, ST_TIN, ST_TB, ST_TOUT, ST_CAT, ST_UP, ST_OUT };
+
+typedef union URec {
+    UResRec res;
+    UTInRec tin;
+    UTBRec tb;
+    UTOutRec tout;
+    struct {
+        UGnRec gn;
+        Tensor g;
+    } out;
+} URec;
 
 typedef struct UStep {
     int kind;
     const void *p;      /* the block's parameters */
-    int in, in2, out;   /* indices into the tape's tensors (in2: a concat's skip) */
+    int in, in2, out;   /* indices into the tape's tensors (in2: a concat's skip, or a
+                         * transformer's input x) */
+    int rec;            /* the record was kept (keep mode) */
 } UStep;
 
 typedef struct Tape {
     Backend *be;
+    int keep;
     Tensor *act, *grad;
+    int *share;         /* per act: the act whose gradient buffer it shares, or −1 */
     int n_act, cap_act;
     UStep *st;
+    URec *rec;          /* per step */
     int n_st, cap_st;
 } Tape;
 
-static int tape_act(Tape *tp, int64_t B, int64_t C, int64_t H, int64_t W) {
+static int tape_put(Tape *tp, Tensor t) {
     if (tp->n_act == tp->cap_act) {
         tp->cap_act = tp->cap_act ? 2 * tp->cap_act : 64;
         tp->act = xrealloc(tp->act, sizeof(Tensor) * (size_t)tp->cap_act);
+        tp->share = xrealloc(tp->share, sizeof(int) * (size_t)tp->cap_act);
     }
-    tp->act[tp->n_act] = alloc4(tp->be, B, C, H, W);
+    tp->act[tp->n_act] = t;
+    tp->share[tp->n_act] = -1;
     return tp->n_act++;
 }
 
-static void tape_step(Tape *tp, int kind, const void *p, int in, int in2, int out) {
+static int tape_act(Tape *tp, int64_t B, int64_t C, int64_t H, int64_t W) {
+    return tape_put(tp, alloc4(tp->be, B, C, H, W));
+}
+
+/* A step; its record to fill (in keep mode), else NULL. The pointer is valid until the next
+ * tape_step. */
+static URec *tape_step(Tape *tp, int kind, const void *p, int in, int in2, int out) {
     if (tp->n_st == tp->cap_st) {
         tp->cap_st = tp->cap_st ? 2 * tp->cap_st : 64;
         tp->st = xrealloc(tp->st, sizeof(UStep) * (size_t)tp->cap_st);
+        tp->rec = xrealloc(tp->rec, sizeof(URec) * (size_t)tp->cap_st);
     }
-    tp->st[tp->n_st++] = (UStep){kind, p, in, in2, out};
+    tp->st[tp->n_st] = (UStep){kind, p, in, in2, out, tp->keep};
+    return tp->keep ? &tp->rec[tp->n_st++] : (tp->n_st++, NULL);
+}
+
+/* A transformer at tape index x onto the tape; returns its output's index. The token states'
+ * gradients alternate between two buffers (each state's gradient comes from the one step that
+ * reads it: ST_TB and ST_TOUT zero their input's before adding to it). */
+static int tape_transformer(Tape *tp, const Unet *u, const UTransformer *t, int x,
+                            const Tensor *ehs) {
+    Backend *be = tp->be;
+    int64_t B = tp->act[x].shape[0], C = t->C, H = tp->act[x].shape[2], W = tp->act[x].shape[3];
+    int64_t S = H * W, T = ehs->shape[1];
+    Tensor ctx = view(ehs, 2, B * T, ehs->shape[2], 0, 0);
+    int tok = tape_put(tp, alloc2(be, B * S, C));
+    URec *r = tape_step(tp, ST_TIN, t, x, -1, tok);
+    tr_in(be, u, t, &tp->act[tok], &tp->act[x], r ? &r->tin : NULL);
+    int prev = -1;
+    for (int i = 0; i < t->n; i++) {
+        int nx = tape_put(tp, alloc2(be, B * S, C));
+        if (prev >= 0)
+            tp->share[nx] = tp->share[prev] >= 0 ? tp->share[prev] : prev;
+        r = tape_step(tp, ST_TB, &t->blocks[i], tok, x, nx);
+        tblock_fwd(be, &t->blocks[i], &tp->act[nx], &tp->act[tok], &ctx, B, S, T,
+                   r ? &r->tb : NULL);
+        prev = tok;
+        tok = nx;
+    }
+    int out = tape_act(tp, B, C, H, W);
+    r = tape_step(tp, ST_TOUT, t, tok, x, out);
+    tr_out(be, u, t, &tp->act[out], &tp->act[tok], &tp->act[x], r ? &r->tout : NULL);
+    return out;
+}
+
+/* Bytes (f32, with the arena's alignment) of a ResNet's, a transformer's and norm_out's
+ * records for B images of S pixels, and of the tape (the steps' outputs and their
+ * gradients): keep_fits' estimate. */
+static size_t tb(int64_t floats, int tensors) {
+    return (size_t)floats * sizeof(float) + (size_t)tensors * 64;
+}
+
+typedef struct KeepEst {
+    size_t rec, max_rec, tape;
+} KeepEst;
+
+static void est_add(KeepEst *e, size_t rec, size_t tape) {
+    e->rec += rec;
+    e->max_rec = rec > e->max_rec ? rec : e->max_rec;
+    e->tape += tape;
+}
+
+static void est_res(KeepEst *e, const Unet *u, const UResnet *r, int64_t B, int64_t S) {
+    est_add(e, tb(B * S * (2 * r->cin + 3 * r->cout) + 4 * B * u->cfg.groups, 9),
+            tb(2 * B * S * (r->cin + r->cout), 4));
+}
+
+/* DoRA's y0 of a recorded linear layer, (N, C). */
+static int64_t est_y0(const ULinear *l, int64_t N, int64_t C) {
+    return ad_on(l->ad) && l->ad->dora ? N * C : 0;
+}
+
+static void est_tr(KeepEst *e, const UTransformer *t, int64_t B, int64_t S, int64_t T) {
+    int64_t C = t->C, heads = t->n ? t->blocks[0].a1.heads : 1;
+    est_add(e, tb(2 * B * S * C + 4 * B * 32, 4), tb(2 * B * S * C, 2));
+    for (int i = 0; i < t->n; i++) {
+        const UTBlock *b = &t->blocks[i];
+        int64_t y0 = est_y0(&b->a1.q, B * S, C) + est_y0(&b->a1.k, B * S, C) +
+                     est_y0(&b->a1.v, B * S, C) + est_y0(&b->a1.o, B * S, C) +
+                     est_y0(&b->a2.q, B * S, C) + est_y0(&b->a2.k, B * T, C) +
+                     est_y0(&b->a2.v, B * T, C) + est_y0(&b->a2.o, B * S, C) +
+                     est_y0(&b->ff1, B * S, 8 * C) + est_y0(&b->ff2, B * S, C);
+        est_add(e, tb(23 * B * S * C + 2 * B * T * C + 2 * B * heads * S + 6 * B * S + y0, 38),
+                tb(B * S * C, 1));
+    }
+    est_add(e, tb(B * S * C, 1), tb(2 * B * S * C, 2));
+}
+
+/* Whether the records of every block fit the arena's free space beside what the per-block
+ * checkpointing needs (the tape, the largest recompute and the backward's scratch, taken as
+ * two more records). */
+static int keep_fits(const Unet *u, Backend *be, int64_t B, int64_t H, int64_t W, int64_t T) {
+    const UnetConfig *c = &u->cfg;
+    int L = c->levels;
+    int64_t lh[UNET_MAX_LEVELS] = {0}, lw[UNET_MAX_LEVELS] = {0};
+    level_sizes(u, H, W, lh, lw);
+    KeepEst e = {0, 0, tb(2 * B * H * W * c->block_out[0], 2)};
+    for (int i = 0; i < L; i++) {
+        const ULevel *lv = &u->down[i];
+        for (int j = 0; j < lv->n_res; j++) {
+            est_res(&e, u, &lv->res[j], B, lh[i] * lw[i]);
+            if (lv->n_attn)
+                est_tr(&e, &lv->attn[j], B, lh[i] * lw[i], T);
+        }
+    }
+    est_res(&e, u, &u->mid.res[0], B, lh[L - 1] * lw[L - 1]);
+    est_tr(&e, &u->mid.attn[0], B, lh[L - 1] * lw[L - 1], T);
+    est_res(&e, u, &u->mid.res[1], B, lh[L - 1] * lw[L - 1]);
+    for (int i = 0; i < L; i++) {
+        const ULevel *lv = &u->up[i];
+        int64_t S = lh[L - 1 - i] * lw[L - 1 - i];
+        for (int j = 0; j < lv->n_res; j++) {
+            est_res(&e, u, &lv->res[j], B, S);
+            if (lv->n_attn)
+                est_tr(&e, &lv->attn[j], B, S, T);
+        }
+    }
+    est_add(&e, tb(2 * B * H * W * c->block_out[0], 4), 0);
+    size_t need = e.rec + e.tape + 2 * e.max_rec, used = backend_mark(be);
+    size_t size = backend_arena_size(be);
+    return used <= size && need <= size - used;
 }
 
 /* The ones chan_sum needs (n of them), on the device; 0 or the sync's failure. */
@@ -1892,29 +2199,30 @@ static int fwd_bwd(Unet *u, Backend *be, const Tensor *out, const Tensor *dx,
     int64_t B = x->shape[0], hh = x->shape[2], ww = x->shape[3], C0 = c->block_out[0];
     u->ad_gen++; /* the adapters may have changed since the last call */
     size_t m0 = backend_mark(be);
+    Tape tp = {0};
+    tp.be = be;
+    tp.keep = u->keep == UNET_KEEP_ON ||
+              (u->keep == UNET_KEEP_AUTO && keep_fits(u, be, B, hh, ww, ehs->shape[1]));
+    u->kept = tp.keep;
     Tensor semb = alloc2(be, B, c->time_embed_dim);
     float *hs = time_embed(u, be, &semb, timesteps, text_embeds, time_ids);
-    Tape tp = {be, NULL, NULL, 0, 0, NULL, 0, 0};
     /* the forward, keeping every block's output (tape index 0 is x) */
-    (void)tape_act(&tp, 1, 1, 1, 1);
-    tp.act[0] = *x;
+    (void)tape_put(&tp, *x);
     int skips[UNET_MAX_LEVELS * 10], ns = 0;
     int h = tape_act(&tp, B, C0, hh, ww);
     conv(be, &tp.act[h], x, &u->conv_in);
-    tape_step(&tp, ST_CONV, &u->conv_in, 0, -1, h);
+    (void)tape_step(&tp, ST_CONV, &u->conv_in, 0, -1, h);
     skips[ns++] = h;
+    URec *rr;
     for (int i = 0; i < L; i++) {
         const ULevel *lv = &u->down[i];
         for (int j = 0; j < lv->n_res; j++) {
             int r = tape_act(&tp, B, lv->res[j].cout, hh, ww);
-            resnet_fwd(be, u, &lv->res[j], &tp.act[r], &tp.act[h], &semb);
-            tape_step(&tp, ST_RES, &lv->res[j], h, -1, r);
-            if (lv->n_attn) {
-                int a = tape_act(&tp, B, lv->res[j].cout, hh, ww);
-                transformer_fwd(be, u, &lv->attn[j], &tp.act[a], &tp.act[r], ehs);
-                tape_step(&tp, ST_TR, &lv->attn[j], r, -1, a);
-                r = a;
-            }
+            rr = tape_step(&tp, ST_RES, &lv->res[j], h, -1, r);
+            resnet_fwd(be, u, &lv->res[j], &tp.act[r], &tp.act[h], &semb,
+                       rr ? &rr->res : NULL);
+            if (lv->n_attn)
+                r = tape_transformer(&tp, u, &lv->attn[j], r, ehs);
             skips[ns++] = h = r;
         }
         if (lv->has_sample) {
@@ -1922,20 +2230,20 @@ static int fwd_bwd(Unet *u, Backend *be, const Tensor *out, const Tensor *dx,
             ww = (ww + 1) / 2;
             int d = tape_act(&tp, B, tp.act[h].shape[1], hh, ww);
             conv(be, &tp.act[d], &tp.act[h], &lv->sample);
-            tape_step(&tp, ST_CONV, &lv->sample, h, -1, d);
+            (void)tape_step(&tp, ST_CONV, &lv->sample, h, -1, d);
             skips[ns++] = h = d;
         }
     }
     int64_t top = c->block_out[L - 1];
     for (int k = 0; k < 3; k++) {
-        int o = tape_act(&tp, B, top, hh, ww);
         if (k == 1) {
-            transformer_fwd(be, u, &u->mid.attn[0], &tp.act[o], &tp.act[h], ehs);
-            tape_step(&tp, ST_TR, &u->mid.attn[0], h, -1, o);
-        } else {
-            resnet_fwd(be, u, &u->mid.res[k / 2], &tp.act[o], &tp.act[h], &semb);
-            tape_step(&tp, ST_RES, &u->mid.res[k / 2], h, -1, o);
+            h = tape_transformer(&tp, u, &u->mid.attn[0], h, ehs);
+            continue;
         }
+        int o = tape_act(&tp, B, top, hh, ww);
+        rr = tape_step(&tp, ST_RES, &u->mid.res[k / 2], h, -1, o);
+        resnet_fwd(be, u, &u->mid.res[k / 2], &tp.act[o], &tp.act[h], &semb,
+                   rr ? &rr->res : NULL);
         h = o;
     }
     for (int i = 0; i < L; i++) {
@@ -1944,31 +2252,29 @@ static int fwd_bwd(Unet *u, Backend *be, const Tensor *out, const Tensor *dx,
             int s = skips[--ns];
             int cat = tape_act(&tp, B, tp.act[h].shape[1] + tp.act[s].shape[1], hh, ww);
             backend_concat_forward(be, &tp.act[cat], &tp.act[h], &tp.act[s]);
-            tape_step(&tp, ST_CAT, NULL, h, s, cat);
+            (void)tape_step(&tp, ST_CAT, NULL, h, s, cat);
             int r = tape_act(&tp, B, lv->res[j].cout, hh, ww);
-            resnet_fwd(be, u, &lv->res[j], &tp.act[r], &tp.act[cat], &semb);
-            tape_step(&tp, ST_RES, &lv->res[j], cat, -1, r);
+            rr = tape_step(&tp, ST_RES, &lv->res[j], cat, -1, r);
+            resnet_fwd(be, u, &lv->res[j], &tp.act[r], &tp.act[cat], &semb,
+                       rr ? &rr->res : NULL);
             h = r;
-            if (lv->n_attn) {
-                int a = tape_act(&tp, B, lv->res[j].cout, hh, ww);
-                transformer_fwd(be, u, &lv->attn[j], &tp.act[a], &tp.act[h], ehs);
-                tape_step(&tp, ST_TR, &lv->attn[j], h, -1, a);
-                h = a;
-            }
+            if (lv->n_attn)
+                h = tape_transformer(&tp, u, &lv->attn[j], h, ehs);
         }
         if (lv->has_sample) {
             hh = tp.act[skips[ns - 1]].shape[2];
             ww = tp.act[skips[ns - 1]].shape[3];
             int up = tape_act(&tp, B, tp.act[h].shape[1], hh, ww);
             upsample(be, &tp.act[up], &tp.act[h]);
-            tape_step(&tp, ST_UP, NULL, h, -1, up);
+            (void)tape_step(&tp, ST_UP, NULL, h, -1, up);
             int r = tape_act(&tp, B, tp.act[h].shape[1], hh, ww);
             conv(be, &tp.act[r], &tp.act[up], &lv->sample);
-            tape_step(&tp, ST_CONV, &lv->sample, up, -1, r);
+            (void)tape_step(&tp, ST_CONV, &lv->sample, up, -1, r);
             h = r;
         }
     }
-    tape_step(&tp, ST_OUT, NULL, h, -1, -1);
+    tp.keep = tp.keep && dout_fn; /* without dout_fn, norm_out runs in the backward only */
+    rr = tape_step(&tp, ST_OUT, NULL, h, -1, -1);
     Tensor dsemb = {0};
     if (u->temb_ad && !u->ad_off)
         dsemb = zeros_like(be, &semb);
@@ -1976,22 +2282,28 @@ static int fwd_bwd(Unet *u, Backend *be, const Tensor *out, const Tensor *dx,
     if (dout_fn) {
         size_t m = backend_mark(be);
         Tensor g = alloc4(be, B, C0, hh, ww);
-        gnorm(be, &g, &tp.act[h], &u->norm_out, c->groups, c->eps, 1);
+        gnorm(be, &g, &tp.act[h], &u->norm_out, c->groups, c->eps, 1,
+              rr ? &rr->out.gn : NULL);
         conv(be, out, &g, &u->conv_out);
-        backend_reset(be, m);
+        if (rr)
+            rr->out.g = g;
+        else
+            backend_reset(be, m);
         dbuf = zeros_like(be, out);
         dout = &dbuf;
         if ((rc = backend_sync(be, err)) || (rc = dout_fn(ctx, out, dout, err)))
             goto done;
     }
-    /* gradients: one per kept tensor, zero; x's is the caller's dx (or none) */
+    /* gradients: one per kept tensor, zero, or a token state's shared buffer; x's is the
+     * caller's dx (or none) */
     tp.grad = xcalloc((size_t)tp.n_act, sizeof(Tensor));
     for (int i = 1; i < tp.n_act; i++)
-        tp.grad[i] = zeros_like(be, &tp.act[i]);
+        tp.grad[i] = tp.share[i] >= 0 ? tp.grad[tp.share[i]] : zeros_like(be, &tp.act[i]);
     if (dx)
         tp.grad[0] = *dx;
     for (int k = tp.n_st - 1; k >= 0; k--) {
         const UStep *s = &tp.st[k];
+        const URec *r = s->rec ? &tp.rec[k] : NULL;
         const Tensor *in = &tp.act[s->in];
         const Tensor *din = s->in == 0 && !dx ? NULL : &tp.grad[s->in];
         const Tensor *dO = s->out >= 0 ? &tp.grad[s->out] : dout;
@@ -2000,10 +2312,24 @@ static int fwd_bwd(Unet *u, Backend *be, const Tensor *out, const Tensor *dx,
             conv_bwd(be, din, dO, in, s->p); /* din NULL: the adapter's gradients only */
             break;
         case ST_RES:
-            resnet_bwd(be, u, s->p, din, dO, in, &semb, dsemb.ptr ? &dsemb : NULL);
+            resnet_bwd(be, u, s->p, din, dO, in, &semb, dsemb.ptr ? &dsemb : NULL,
+                       r ? &r->res : NULL);
             break;
-        case ST_TR:
-            transformer_bwd(be, u, s->p, din, dO, in, ehs);
+        case ST_TIN:
+            tr_in_bwd(be, u, s->p, din, dO, in, r ? &r->tin : NULL);
+            break;
+        case ST_TB: {
+            const Tensor *xt = &tp.act[s->in2];
+            int64_t S = xt->shape[2] * xt->shape[3], T = ehs->shape[1];
+            Tensor cx = view(ehs, 2, xt->shape[0] * T, ehs->shape[2], 0, 0);
+            backend_zero(be, din);
+            tblock_bwd(be, s->p, din, dO, in, &cx, xt->shape[0], S, T, r ? &r->tb : NULL);
+            break;
+        }
+        case ST_TOUT:
+            backend_zero(be, din);
+            tr_out_bwd(be, u, s->p, din, &tp.grad[s->in2], dO, in, &tp.act[s->in2],
+                       r ? &r->tout : NULL);
             break;
         case ST_CAT:
             backend_concat_backward(be, din, &tp.grad[s->in2], dO);
@@ -2016,11 +2342,15 @@ static int fwd_bwd(Unet *u, Backend *be, const Tensor *out, const Tensor *dx,
             break;
         case ST_OUT: {
             size_t m = backend_mark(be);
-            Tensor g = alloc4(be, B, C0, hh, ww);
-            gnorm(be, &g, in, &u->norm_out, c->groups, c->eps, 1);
-            Tensor dg = zeros_like(be, &g);
-            conv_bwd(be, &dg, dout, &g, &u->conv_out);
-            gnorm_bwd(be, din, &dg, in, &u->norm_out, c->groups, c->eps, 1);
+            URec loc;
+            if (!r) {
+                loc.out.g = alloc4(be, B, C0, hh, ww);
+                gnorm(be, &loc.out.g, in, &u->norm_out, c->groups, c->eps, 1, &loc.out.gn);
+                r = &loc;
+            }
+            Tensor dg = zeros_like(be, &r->out.g);
+            conv_bwd(be, &dg, dout, &r->out.g, &u->conv_out);
+            gnorm_bwd(be, din, &dg, in, &u->norm_out, c->groups, 1, &r->out.gn);
             backend_reset(be, m);
             break;
         }
@@ -2039,10 +2369,15 @@ done:
         rc = backend_sync(be, err);
     free(hs);
     free(tp.act);
+    free(tp.share);
     free(tp.grad);
     free(tp.st);
+    free(tp.rec);
     return rc;
 }
+
+void unet_set_keep(Unet *u, UnetKeep keep) { u->keep = keep; }
+int unet_kept(const Unet *u) { return u->kept; }
 
 int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, const Tensor *x,
                   const float *timesteps, const Tensor *ehs, const Tensor *text_embeds,

@@ -25,8 +25,9 @@
  *     from the backend's arena between a mark and a reset, so scratch stays near the largest
  *     block. The skip connections of the down path stay allocated until the up path has used
  *     them (as in diffusers); the up path's hidden state alternates between two buffers.
- *     The backward (unet_backward, below) keeps every block's output and recomputes each
- *     block's internals in its backward (gradient checkpointing per block; doc/models.md).
+ *     The backward (unet_backward, below) keeps every block's output and either every
+ *     block's internals too (keep mode) or recomputes each block's internals in its backward
+ *     (gradient checkpointing per block), as the arena allows (doc/models.md).
  *   - Memory (f32 activations, arena): measured on the CPU backend with SDXL's widths
  *     (320/640/1280, 2 layers per level, text_time, 77×2048 conditioning; the transformer depth
  *     does not change the peak), batch 2 as with guidance: 107 MB of arena at 32² latents,
@@ -174,11 +175,26 @@ void unet_lora_enable(Unet *u, int on);
 /* Backward of unet_forward for the same inputs, for the upstream gradient dout (shaped as the
  * output): dx (shaped as x, F32; NULL: not wanted) += d/dx, and every adapter tensor's
  * gradient += (the gradient rule of backend.h: zero them first, unet_lora_zero_grad). It runs
- * the forward itself, keeping only every block's output (gradient checkpointing per block:
- * each block's internals are recomputed in its backward), so the arena holds the block
- * outputs, one gradient per block output, and one block's internals. With an adapter on the
- * time or added embedding the gradient also flows back through the embedding MLP. Syncs once:
- * 0, or the failure. */
+ * the forward itself, keeping every block's output (a transformer's blocks count: the token
+ * states between its BasicTransformerBlocks are kept) and, in keep mode, every block's
+ * internals (its record: GroupNorm and LayerNorm statistics and outputs, attention q/k/v/o and
+ * row log-sum-exps, the feed-forward's projection), which the backward then uses: one forward
+ * in all, as PyTorch's autograd. Without keep mode (per-block gradient checkpointing) each
+ * block's backward runs that block's forward once more to fill its record, so the arena holds
+ * the block outputs, one gradient per block output and one block's record. The mode is
+ * unet_set_keep's (default UNET_KEEP_AUTO: keep when an estimate of every record, beside what
+ * checkpointing needs, fits the arena's free space at the call); both give the same gradients
+ * bit for bit. With an adapter on the time or added embedding the gradient also flows back
+ * through the embedding MLP. Syncs once: 0, or the failure. */
+typedef enum UnetKeep {
+    UNET_KEEP_AUTO = 0, /* keep when the records fit the arena (the default) */
+    UNET_KEEP_ON = 1,   /* always keep (an arena too small fails with ERR_NOMEM) */
+    UNET_KEEP_OFF = 2,  /* always checkpoint per block (the least memory) */
+} UnetKeep;
+void unet_set_keep(Unet *u, UnetKeep keep);
+/* Whether the last unet_backward / unet_forward_backward kept its records (1) or checkpointed
+ * per block (0). */
+int unet_kept(const Unet *u);
 int unet_backward(Unet *u, Backend *be, const Tensor *dx, const Tensor *dout, const Tensor *x,
                   const float *timesteps, const Tensor *ehs, const Tensor *text_embeds,
                   const float *time_ids, Err *err);

@@ -596,14 +596,18 @@ static int split_targets(const char *s, char ***out, int *n) {
 }
 
 /* The backend's arena for the UNet's backward over 2·batch samples at the training size:
- * per sample and level l, (h·w/4^l) latents × block_out[l] channels × 4 bytes × 88 (the block
+ * per sample and level l, (h·w/4^l) latents × block_out[l] channels × 4 bytes × 110 (the block
  * outputs kept, their gradients, one block's internals with its attention tokens), plus
  * 64 MiB; 0 (the backend's default) when the UNet's config cannot be read (then
  * sd_pipeline_open says why). The factor is measured (the store's sys metric arena_peak_mb):
  * the peak of one step was 1.67 (LoRA) and 1.89 (DoRA) times the old factor 40's term on an
  * SD-1.5-shaped UNet (320/640/1280/1280) at 32² and 64² latents, 1.36-1.40 on an SDXL-shaped
  * one, 1.47-1.74 on the tiny test UNet: 40 ran out of arena ("scratch arena full") on the
- * SD-1.5 shape at 256² with two pairs. */
+ * SD-1.5 shape at 256² with two pairs. 88 became 110 when the per-block checkpointing began
+ * keeping a transformer's token states and filling a whole block's record before its backward
+ * (unet.c): its peak grew 21 % (LoRA) and 25 % (DoRA) on the bench's SD-1.5-shaped UNet
+ * (128/256/256) at 32², batch 4 (222 → 267, 254 → 318 MiB). A larger arena also lets the
+ * backward keep every block's record (one forward less) on small models and sizes. */
 static size_t arena_for(const TuneConfig *c) {
     /* a folder's unet/ and vae/ configs, or a single file's family configs */
     SdWeights *su = NULL, *sv = NULL;
@@ -622,7 +626,7 @@ static size_t arena_for(const TuneConfig *c) {
         vae_config_parse(vt, c->model, &vc, NULL) == 0) {
         double h = dh / vae_scale(&vc), w = dw / vae_scale(&vc), per = 0;
         for (int l = 0; l < uc.levels; l++)
-            per += h * w / pow(4, l) * uc.block_out[l] * 4.0 * 88;
+            per += h * w / pow(4, l) * uc.block_out[l] * 4.0 * 110;
         bytes = ((size_t)64 << 20) + (size_t)(2.0 * c->batch * per);
     }
     sd_weights_close(su);

@@ -7,7 +7,9 @@
  * DoRA on conv layers and the time embedding match finite differences; the fused step
  * is unet_forward then unet_backward; a bf16 base gives DoRA gradients close to the f32
  * base's; export / import round-trips and refuses a mismatched set naming the entry; an
- * unknown target is an error naming it. */
+ * unknown target is an error naming it; the backward's keep mode gives per-block
+ * checkpointing's output and gradients bit for bit, and UNET_KEEP_AUTO checkpoints in an arena
+ * too small for the records. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -669,4 +671,104 @@ Test(unet_adapters, dora_norms_follow_changed_weights) {
     free(R), free(out), free(gx);
     fx_close(&f);
     fx_close(&g);
+}
+
+/* ---- keep mode against per-block checkpointing ---------------------------------------------- */
+
+/* The fixture DIR with adapters (dora or LoRA) on every layer, random, on be with keep mode k:
+ * one step for the seeded upstream gradient, through unet_forward_backward (fused) or
+ * unet_backward; returns the output and every gradient after dx (host, *n floats); *kept:
+ * unet_kept, *peak: the arena's high-water mark. */
+static float *grads_mode(Backend *be, const char *dir, int dora, UnetKeep k, int fused,
+                         size_t *n, int *kept, size_t *peak) {
+    Fx f;
+    fx_open(&f, be, dir, DTYPE_F32);
+    Err err = {0};
+    UnetAdapterConfig cf = {4, 8.0f, dora, ALL, N_ALL, 3};
+    cr_assert_eq(unet_adapter_add(f.u, &cf, &err), 0, "%s", err.msg);
+    randomize(&f, 4);
+    unet_set_keep(f.u, k);
+    Rng rng;
+    rng_init(&rng, 5);
+    float *R = xmalloc(sizeof(float) * f.no), *out = xmalloc(sizeof(float) * f.no);
+    for (size_t i = 0; i < f.no; i++)
+        R[i] = rng_normal(&rng);
+    float *gx = xmalloc(sizeof(float) * f.nx);
+    if (fused) {
+        step(&f, R, out, gx);
+    } else {
+        Tensor dR = dev_from(f.be, R, 4, f.os), g = backend_tensor_new(f.be, DTYPE_F32, 4, f.xs);
+        backend_zero(f.be, &g);
+        unet_lora_zero_grad(f.u);
+        cr_assert_eq(unet_backward(f.u, f.be, &g, &dR, &f.dx, f.t, &f.de, f.te ? &f.dte : NULL,
+                                   f.tid, &err),
+                     0, "%s", err.msg);
+        float *h = down(f.be, &g);
+        memcpy(gx, h, sizeof(float) * f.nx);
+        memset(out, 0, sizeof(float) * f.no);
+        free(h);
+        backend_tensor_free(f.be, &dR), backend_tensor_free(f.be, &g);
+    }
+    size_t ng;
+    float *g = all_grads(&f, gx, &ng);
+    *n = f.no + ng;
+    float *all = xmalloc(sizeof(float) * *n);
+    memcpy(all, out, sizeof(float) * f.no);
+    memcpy(all + f.no, g, sizeof(float) * ng);
+    *kept = unet_kept(f.u);
+    *peak = backend_arena_peak(f.be);
+    free(R), free(out), free(gx), free(g);
+    fx_close(&f);
+    return all;
+}
+
+static void keep_matches_checkpoint(const char *dir, int dora, int fused) {
+    size_t n1, n2, p1, p2;
+    int k1, k2;
+    float *on = grads_mode(open_cpu(), dir, dora, UNET_KEEP_ON, fused, &n1, &k1, &p1);
+    float *off = grads_mode(open_cpu(), dir, dora, UNET_KEEP_OFF, fused, &n2, &k2, &p2);
+    cr_assert(k1 && !k2, "kept %d with UNET_KEEP_ON, %d with UNET_KEEP_OFF", k1, k2);
+    cr_assert_eq(n1, n2);
+    size_t bad = 0;
+    for (size_t i = 0; i < n1; i++)
+        bad += memcmp(&on[i], &off[i], sizeof(float)) != 0;
+    cr_assert_eq(bad, 0, "%s %s %s: %zu of %zu values differ between keep and checkpoint mode",
+                 dir, dora ? "DoRA" : "LoRA", fused ? "fused" : "unet_backward", bad, n1);
+    cr_log_info("%s %s: arena peak %zu B kept, %zu B checkpointed", dir, dora ? "DoRA" : "LoRA",
+                p1, p2);
+    free(on), free(off);
+}
+
+Test(unet_adapters, keep_mode_equals_checkpointing_sd) {
+    keep_matches_checkpoint(FIX "unet_sd", 0, 1);
+    keep_matches_checkpoint(FIX "unet_sd", 1, 1);
+    keep_matches_checkpoint(FIX "unet_sd", 1, 0);
+}
+
+Test(unet_adapters, keep_mode_equals_checkpointing_sdxl) {
+    keep_matches_checkpoint(FIX "unet_sdxl", 0, 1);
+    keep_matches_checkpoint(FIX "unet_sdxl", 1, 1);
+    keep_matches_checkpoint(FIX "unet_sdxl", 0, 0);
+}
+
+/* UNET_KEEP_AUTO keeps when the arena has room (the tests' 64 MiB) and checkpoints per block
+ * in an arena that checkpointing fits and keeping does not, with the same gradients. */
+Test(unet_adapters, auto_keep_falls_back_to_checkpointing_in_a_small_arena) {
+    size_t n1, n2, n3, p1, p2, p3;
+    int k1, k2, k3;
+    float *on = grads_mode(open_cpu(), FIX "unet_sd", 1, UNET_KEEP_AUTO, 1, &n1, &k1, &p1);
+    float *off = grads_mode(open_cpu(), FIX "unet_sd", 1, UNET_KEEP_OFF, 1, &n2, &k2, &p2);
+    cr_assert(k1, "64 MiB: not kept");
+    cr_assert(p1 > p2 + (p2 >> 3), "keep mode's arena peak %zu B is not above "
+              "checkpointing's %zu B", p1, p2);
+    Backend *be = NULL;
+    Err err = {0};
+    BackendConfig cfg = {.threads = 2, .arena_bytes = p2 + ((size_t)64 << 10)};
+    cr_assert_eq(backend_open("cpu", &cfg, &be, NULL, 0, &err), 0, "%s", err.msg);
+    float *small = grads_mode(be, FIX "unet_sd", 1, UNET_KEEP_AUTO, 1, &n3, &k3, &p3);
+    cr_assert(!k3, "an arena of %zu B (keep mode needs %zu B) was kept", cfg.arena_bytes, p1);
+    cr_assert_eq(n1, n3);
+    cr_assert_eq(memcmp(small, on, sizeof(float) * n1), 0, "the gradients differ");
+    cr_assert_eq(memcmp(small, off, sizeof(float) * n1), 0, "the gradients differ");
+    free(on), free(off), free(small);
 }
