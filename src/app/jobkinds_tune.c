@@ -60,6 +60,11 @@ static const JobParamSpec tune_params[] = {
     {"warmup", JOB_PARAM_INT, "0", "steps of linear learning-rate warmup", NULL},
     {"optimizer", JOB_PARAM_CHOICE, "adamw", "adamw (clipping the gradient norm at 1) or "
      "adafactor (the DPO scripts' --use_adafactor)", "adamw|adafactor"},
+    {"checkpointing", JOB_PARAM_CHOICE, "auto", "the backward's memory: on (per-block gradient "
+     "checkpointing: the least memory, one more forward per step), off (every activation kept: "
+     "the fastest), auto (off when the activations fit: on the CPU in half the RAM; on a GPU "
+     "in an arena sized for checkpointing)",
+     "auto|on|off"},
     {"sample-seeds", JOB_PARAM_STRING, "0,1", "seeds of the sample images ('none': no samples)",
      NULL},
     {"sample-prompts", JOB_PARAM_PATH, "", "a file of sample prompts, one a line (default: the "
@@ -137,6 +142,7 @@ int tune_job_config(Store *st, const JobParams *p, TuneConfig *c, Err *err) {
     STR(dtype, "dtype");
     STR(targets, "targets");
     STR(optimizer, "optimizer");
+    STR(checkpointing, "checkpointing");
     STR(sample_seeds, "sample-seeds");
     STR(sample_prompts, "sample-prompts");
     STR(run_name, "name");

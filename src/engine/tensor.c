@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "base.h"
 
@@ -180,10 +181,19 @@ int arena_init(Arena *a, size_t bytes, Err *err) {
     memset(a, 0, sizeof *a);
     size_t n = arena_round(bytes ? bytes : 1);
     void *p = NULL;
-    if (posix_memalign(&p, TENSOR_ALIGN, n) != 0 || !p)
+    if (n >= ((size_t)1 << 20)) {
+        p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            p = NULL;
+        a->mapped = p != NULL;
+    } else if (posix_memalign(&p, TENSOR_ALIGN, n) != 0) {
+        p = NULL;
+    } else if (p) {
+        memset(p, 0, n);
+    }
+    if (!p)
         return err_set(err, ERR_NOMEM, "tensor arena: cannot allocate %zu bytes (%.1f MiB); "
                        "reduce the batch size or model width", n, (double)n / 1048576.0);
-    memset(p, 0, n);
     a->base = p;
     a->size = n;
     return 0;
@@ -199,12 +209,16 @@ void arena_init_over(Arena *a, void *block, size_t bytes) {
     a->size = bytes;
     a->used = 0;
     a->peak = 0;
+    a->mapped = 0; /* the caller's block */
 }
 
 void arena_deinit(Arena *a) {
     if (!a)
         return;
-    free(a->base);
+    if (a->mapped)
+        munmap(a->base, a->size);
+    else
+        free(a->base);
     memset(a, 0, sizeof *a);
 }
 

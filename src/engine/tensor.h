@@ -117,9 +117,13 @@ typedef struct Arena {
     size_t size;         /* bytes in the block (SIZE_MAX when measuring) */
     size_t used;         /* bytes handed out so far, alignment included */
     size_t peak;         /* high-water mark of used */
+    int mapped;          /* base is an anonymous mapping (arena_deinit unmaps it) */
 } Arena;
 
-/* Allocate one block of `bytes` (64-byte aligned, zeroed). Returns 0 or ERR_NOMEM. */
+/* Allocate one block of `bytes` (64-byte aligned, zeroed). A large block (1 MiB or more) is
+ * an anonymous mapping whose zero pages the kernel provides as they are first touched, so an
+ * arena sized for the worst case costs the memory of its peak, not of its size. Returns 0 or
+ * ERR_NOMEM. */
 int arena_init(Arena *a, size_t bytes, Err *err);
 /* A measuring arena: allocations return NULL but advance used/peak, so a planning pass with
  * the real allocation sequence yields the exact size to arena_init() with. */

@@ -52,6 +52,7 @@ void tune_config_defaults(TuneConfig *c) {
     snprintf(c->device, sizeof c->device, "auto");
     snprintf(c->dtype, sizeof c->dtype, "auto");
     snprintf(c->optimizer, sizeof c->optimizer, "adamw");
+    snprintf(c->checkpointing, sizeof c->checkpointing, "auto");
     c->rank = 8;
     c->alpha = 32;
     c->lr = 5e-5;
@@ -104,6 +105,10 @@ int tune_config_check(const TuneConfig *c, Err *err) {
         strcmp(c->dtype, "bf16"))
         return err_set(err, ERR_USAGE, "tune: --dtype '%s': use auto, f32, f16 or bf16",
                        c->dtype);
+    if (strcmp(c->checkpointing, "auto") && strcmp(c->checkpointing, "on") &&
+        strcmp(c->checkpointing, "off"))
+        return err_set(err, ERR_USAGE, "tune: --checkpointing '%s': use auto, on or off",
+                       c->checkpointing);
     if (strcmp(c->optimizer, "adamw") && strcmp(c->optimizer, "adafactor"))
         return err_set(err, ERR_USAGE, "tune: --optimizer '%s': use adamw or adafactor",
                        c->optimizer);
@@ -472,20 +477,26 @@ static int metrics_write(Run *r, int s, const StepOut *so, Err *err) {
                                             "pairs_per_s"};
         double v[] = {so->loss, so->acc, so->margin, so->kl, so->lr, so->grad_norm,
                       so->pairs_per_s};
-        StoreMetric m[9];
+        StoreMetric m[10];
         double epoch = (double)s * r->cfg->batch * r->cfg->accum / (double)r->n_pair;
-        for (int i = 0; i < 9; i++) {
+        /* sys: the arena and its peak, and whether the backward kept every activation (1)
+         * or checkpointed per block (0) */
+        for (int i = 0; i < 10; i++) {
             memset(&m[i], 0, sizeof m[i]);
             snprintf(m[i].split, sizeof m[i].split, i < 7 ? "train" : "sys");
             snprintf(m[i].name, sizeof m[i].name, "%s",
-                     i < 7 ? names[i] : i == 7 ? "arena_mb" : "arena_peak_mb");
+                     i < 7    ? names[i]
+                     : i == 7 ? "arena_mb"
+                     : i == 8 ? "arena_peak_mb"
+                              : "activations_kept");
             m[i].step = s;
             m[i].epoch = epoch;
-            m[i].value = i < 7   ? v[i]
+            m[i].value = i < 7    ? v[i]
                          : i == 7 ? (double)backend_arena_size(r->be) / 1048576.0
-                                  : (double)backend_arena_peak(r->be) / 1048576.0;
+                         : i == 8 ? (double)backend_arena_peak(r->be) / 1048576.0
+                                  : (double)unet_kept(r->u);
         }
-        rc = store_metrics_add(r->st, r->run_id, m, 9, err);
+        rc = store_metrics_add(r->st, r->run_id, m, 10, err);
     }
     return rc;
 }
@@ -634,6 +645,24 @@ static size_t arena_for(const TuneConfig *c) {
     return bytes;
 }
 
+/* The CPU arena when the backward may keep every activation: half the RAM (at least the
+ * checkpointing arena). It is address space that costs memory only as it is used
+ * (arena_init), and the UNet keeps its records only when their estimate fits (unet.h), so
+ * the ceiling only bounds what keeping may take. */
+static size_t keep_arena_cpu(size_t least) {
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    size_t half = pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz / 2 : 0;
+    return half > least ? half : least;
+}
+
+/* A GPU arena with room for every activation (--checkpointing off): the checkpointing
+ * arena's term times 3.5, the keep records measured beside it on the bench's SD-1.5-shaped
+ * UNet (LoRA 751 MiB, DoRA 1000 MiB against 267 / 318 MiB checkpointing; doc/models.md). */
+static size_t keep_arena_gpu(size_t checkpointing) {
+    size_t base = (size_t)64 << 20;
+    return checkpointing > base ? base + (checkpointing - base) / 2 * 7 : checkpointing;
+}
+
 /* The pairs: from the store's ratings (per aspect, or combined with a reward model's head
  * weights) or a pairs file. The one place that knows the sources. */
 static int load_pairs(Run *r, TunePairs *ps, Err *err) {
@@ -662,8 +691,24 @@ static int run_prepare(Run *r, Err *err) {
     BackendConfig bc = {0};
     bc.threads = c->threads;
     bc.arena_bytes = arena_for(c);
+    int keep = !strcmp(c->checkpointing, "on")    ? UNET_KEEP_OFF
+               : !strcmp(c->checkpointing, "off") ? UNET_KEEP_ON
+                                                  : UNET_KEEP_AUTO;
+    int spec = BACKEND_SPEC_AUTO, index = 0;
+    backend_spec_parse(c->device, &spec, &index, NULL);
+    if (keep == UNET_KEEP_ON && spec != BACKEND_SPEC_CPU)
+        bc.arena_bytes = keep_arena_gpu(bc.arena_bytes);
+    else if (keep != UNET_KEEP_OFF && spec == BACKEND_SPEC_CPU)
+        bc.arena_bytes = keep_arena_cpu(bc.arena_bytes);
     char note[256] = "";
     rc = backend_open(c->device, &bc, &r->be, note, sizeof note, err);
+    if (!rc && keep != UNET_KEEP_OFF && spec != BACKEND_SPEC_CPU &&
+        backend_kind(r->be) == BACKEND_CPU) { /* auto or cuda fell back to the CPU */
+        backend_close(r->be);
+        r->be = NULL;
+        bc.arena_bytes = keep_arena_cpu(arena_for(c));
+        rc = backend_open("cpu", &bc, &r->be, NULL, 0, err);
+    }
     if (!rc && note[0]) {
         if (r->hooks->device_note)
             r->hooks->device_note(r->hooks->progress.user, note);
@@ -684,6 +729,9 @@ static int run_prepare(Run *r, Err *err) {
     }
     if (!rc) {
         r->u = sd_pipeline_unet(r->pipe);
+        /* auto: keep when the records fit the arena (on a GPU sized for checkpointing, so
+         * small models and sizes only) */
+        unet_set_keep(r->u, (UnetKeep)keep);
         r->xl = !strcmp(sd_pipeline_family(r->pipe), "sdxl");
         r->obj = (TuneObjective)tune_objective_parse(c->objective);
         r->beta = (float)(c->beta > 0 ? c->beta : tune_default_beta(c->objective, r->xl));

@@ -56,6 +56,11 @@ typedef struct TuneConfig {
     char dtype[8];             /* the frozen base weights in memory: auto (bf16 on a GPU, f32
                                 * on the CPU), f32, f16, bf16; the adapter is f32 always */
     char optimizer[12];        /* adamw (default) or adafactor */
+    char checkpointing[8];     /* the backward's memory: auto (default: every activation kept
+                                * when the records fit the arena: on the CPU up to half the
+                                * RAM; on a GPU the arena is sized for per-block gradient
+                                * checkpointing), on (always checkpoint: the least memory), off
+                                * (always keep: the fastest; a GPU arena sized for it) */
     char targets[512];         /* comma-separated module suffixes; "" = the original's six */
     int rank;                  /* 8 */
     double alpha;              /* 32 */

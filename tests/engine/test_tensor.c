@@ -3,7 +3,9 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rng.h"
 #include "tensor.h"
@@ -73,6 +75,35 @@ Test(tensor, arena_measures_aligns_and_resets) {
     cr_expect_eq(a.peak, need);
     arena_deinit(&a);
     arena_deinit(&a); /* deinit twice is harmless */
+}
+
+/* This process's resident set in bytes (/proc/self/statm). */
+static size_t resident_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, res = 0;
+    cr_assert_not_null(f);
+    cr_assert_eq(fscanf(f, "%lu %lu", &size, &res), 2);
+    fclose(f);
+    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A large arena costs the memory of what is used, not of its size (it was zeroed up front,
+ * so a training step's arena sized for the worst case was resident in full), and still reads
+ * as zeros. */
+Test(tensor, large_arena_is_paid_as_used) {
+    size_t before = resident_bytes();
+    Arena a;
+    cr_assert_eq(arena_init(&a, (size_t)512 << 20, NULL), 0);
+    size_t after = resident_bytes();
+    cr_assert_lt(after, before + ((size_t)32 << 20), "resident %zu -> %zu bytes", before, after);
+    float *x = arena_alloc_f32(&a, (size_t)64 << 20); /* 256 MiB: untouched, still zero */
+    cr_assert_eq((uintptr_t)x % TENSOR_ALIGN, 0);
+    cr_assert_eq(x[0], 0.0f);
+    cr_assert_eq(x[((size_t)64 << 20) - 1], 0.0f);
+    memset(x, 1, (size_t)16 << 20);
+    cr_assert_gt(resident_bytes(), before + ((size_t)12 << 20), "touched pages are resident");
+    arena_deinit(&a);
+    cr_assert_lt(resident_bytes(), after + ((size_t)8 << 20), "unmapped");
 }
 
 Test(tensor, arena_reports_nomem) {

@@ -533,6 +533,7 @@ Test(tune, the_arena_estimate_covers_a_dora_step_at_512) {
     snprintf(a.targets, sizeof a.targets, "to_q,to_k,to_v,to_out.0,ff.net.0.proj,ff.net.2,"
              "conv1,conv2");
     snprintf(a.run_name, sizeof a.run_name, "big");
+    snprintf(a.checkpointing, sizeof a.checkpointing, "on"); /* the checkpointing arena */
     a.width = a.height = 512;
     a.batch = 2;
     a.accum = 1;
@@ -549,4 +550,46 @@ Test(tune, the_arena_estimate_covers_a_dora_step_at_512) {
                   "(%g MiB)", size - 64.0, peak);
     store_run_deinit(&r);
     store_close(st);
+}
+
+/* --checkpointing: on the CPU auto keeps every activation (the arena is address space paid as
+ * used), on checkpoints per block; both train the same adapter bit for bit and the store
+ * says which ran (sys activations_kept); a bad value is refused. */
+Test(tune, checkpointing_modes_train_the_same_adapter) {
+    char sp[300];
+    snprintf(sp, sizeof sp, "%s/easel.db", tmp);
+    Err err = {0};
+    Store *st = store_open(sp, &err);
+    cr_assert_not_null(st, "%s", err.msg);
+    static const char *const modes[] = {"auto", "on", "off"};
+    static const double kept[] = {1, 0, 1};
+    TuneConfig c[3];
+    for (int i = 0; i < 3; i++) {
+        config(&c[i], modes[i], "dpo");
+        snprintf(c[i].adapter, sizeof c[i].adapter, "dora");
+        snprintf(c[i].checkpointing, sizeof c[i].checkpointing, "%s", modes[i]);
+        snprintf(c[i].run_name, sizeof c[i].run_name, "ck-%s", modes[i]);
+        c[i].steps = 2;
+        cr_assert_eq(tune_run(st, &c[i], NULL, &err), 0, "%s: %s", modes[i], err.msg);
+        StoreRun r;
+        cr_assert_eq(store_run_by_name(st, c[i].run_name, &r, &err), 0, "%s", err.msg);
+        double v;
+        int64_t step;
+        cr_assert_eq(store_metric_last(st, r.id, "sys", "activations_kept", &v, &step, &err), 0,
+                     "%s", err.msg);
+        cr_assert_eq(v, kept[i], "--checkpointing %s: activations_kept %g", modes[i], v);
+        store_run_deinit(&r);
+    }
+    char pa[1200], pb[1200];
+    snprintf(pa, sizeof pa, "%s/final/pytorch_lora_weights.safetensors", c[0].out);
+    for (int i = 1; i < 3; i++) {
+        snprintf(pb, sizeof pb, "%s/final/pytorch_lora_weights.safetensors", c[i].out);
+        same_file(pa, pb);
+    }
+    store_close(st);
+    TuneConfig bad;
+    config(&bad, "bad", "dpo");
+    snprintf(bad.checkpointing, sizeof bad.checkpointing, "some");
+    cr_assert_eq(tune_config_check(&bad, &err), ERR_USAGE);
+    cr_assert(strstr(err.msg, "--checkpointing 'some'"), "%s", err.msg);
 }
