@@ -3,7 +3,7 @@
  *
  * Which path (by shape only): up to CONV_DIRECT_MAX_OC output channels, direct loops; a 3×3
  * stride-1 conv with >= WINO_MIN_CH channels in and out and >= WINO_MIN_TILES 2×2 output
- * tiles (32×32 outputs), Winograd for the forward and dinp (dweight stays im2col); a 1×1
+ * tiles (32×32 outputs), Winograd for the forward, dinp and dweight; a 1×1
  * stride-1 unpadded conv, one GEMM on the input; everything else im2col + GEMM.
  *
  * Per image, the output pixels are taken in tiles of `tile` columns (a shape-only choice that

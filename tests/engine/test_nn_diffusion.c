@@ -277,6 +277,25 @@ Test(nn_diffusion, conv2d_winograd_wide_rows_match_loops) {
     check_against_loops("winograd, wide rows, pad 2", s, 49);
 }
 
+/* A frozen conv's backward (easel tune: no dweight, no dbias) on the Winograd path adds the
+ * input gradient into what dinp already holds (the skip connection's share), like the other
+ * paths: odd sizes (partial tiles), 3 images, fewer channels out than in. */
+Test(nn_diffusion, conv2d_winograd_dinp_alone_adds) {
+    ConvShape s = {.B = 3, .C = 24, .H = 35, .W = 33, .OC = 17, .K = 3, .stride = 1, .pad = 1};
+    Rng r;
+    rng_init(&r, 50);
+    size_t nx = (size_t)s.B * s.C * s.H * s.W, nw = (size_t)s.OC * s.C * 9;
+    size_t ny = (size_t)s.B * s.OC * nn_conv2d_out_h(&s) * nn_conv2d_out_w(&s);
+    float *x = gc_randn(&r, nx, 1), *w = gc_randn(&r, nw, 0.05f), *dout = gc_randn(&r, ny, 1);
+    float *dx = gc_randn(&r, nx, 1), *want = zeros(nx), *wdw = zeros(nw);
+    float *scratch = gc_randn(&r, nn_conv2d_scratch_floats(&s), 1); /* stale values */
+    naive_conv_backward(want, wdw, x, w, dout, &s);
+    for (size_t i = 0; i < nx; i++)
+        want[i] += dx[i];
+    nn_conv2d_backward(dx, NULL, NULL, scratch, dout, x, w, &s);
+    expect_close("winograd dinp alone, added", dx, want, nx, 1e-4f, 1e-4f);
+}
+
 /* ---- GroupNorm ------------------------------------------------------------------------------- */
 
 static void gn_case(const char *cs) {
