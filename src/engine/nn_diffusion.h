@@ -44,7 +44,8 @@ size_t nn_conv2d_scratch_floats(const ConvShape *s);
 /* out (B,OC,Ho,Wo) = conv(inp (B,C,H,W), weight (OC,C,K,K)) + bias (OC); bias may be NULL.
  * scratch: nn_conv2d_scratch_floats floats (may be NULL when that is 0), overwritten.
  * The path follows from the shape alone (nn_diffusion_conv.c): Winograd F(2×2,3×3) for 3×3
- * stride-1 convs from 16 channels and 32×32 outputs, direct loops up to 4 output channels,
+ * stride-1 convs from 16 channels, 16×16 outputs and 256 2×2 output tiles over the batch (32×32
+ * at batch 1), direct loops up to 4 output channels,
  * else im2col + GEMM (OpenBLAS). out must not alias inp. */
 void nn_conv2d_forward(float *out, float *scratch, const float *inp, const float *weight,
                        const float *bias, const ConvShape *s);

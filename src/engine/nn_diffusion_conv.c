@@ -2,8 +2,9 @@
  * nn_diffusion.h.
  *
  * Which path (by shape only): up to CONV_DIRECT_MAX_OC output channels, direct loops; a 3×3
- * stride-1 conv with >= WINO_MIN_CH channels in and out and >= WINO_MIN_TILES 2×2 output
- * tiles (32×32 outputs), Winograd for the forward, dinp and dweight; a 1×1
+ * stride-1 conv with >= WINO_MIN_CH channels in and out, >= WINO_MIN_IMG_TILES 2×2 output
+ * tiles an image (16×16 outputs) and >= WINO_MIN_TILES over the batch (32×32 outputs at
+ * batch 1), Winograd for the forward, dinp and dweight; a 1×1
  * stride-1 unpadded conv, one GEMM on the input; everything else im2col + GEMM.
  *
  * Per image, the output pixels are taken in tiles of `tile` columns (a shape-only choice that
@@ -442,13 +443,17 @@ static void conv_gemm(int ta, int tb, int M, int N, int K, const float *a, int l
 /* A 3×3 stride-1 conv computes each 2×2 output tile from a 4×4 input tile as
  * Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A (Lavin & Gray, "Fast Algorithms for Convolutional Neural
  * Networks"): 16 multiplies where im2col spends 36, so the GEMMs — 16 of them, (OC,C)·(C,tiles)
- * — do 2.25× less work. Used from WINO_MIN_CH channels in and out and WINO_MIN_TILES tiles
- * (below, the GEMMs are too thin to gain); the transforms are a few adds per value. Forward
+ * — do 2.25× less work. Used from WINO_MIN_CH channels in and out, WINO_MIN_IMG_TILES tiles
+ * an image (below, the GEMMs are too thin to gain) and WINO_MIN_TILES over the batch (so a
+ * batch of 16×16 maps, as a training step's, takes it: 1.3–1.8× faster there on 2 threads;
+ * one 16×16 image would leave all but one block's thread idle); the transforms are a few
+ * adds per value. Forward
  * and dinp (the same algorithm on dout with the weights transposed and turned 180°) run
  * blocks of tiles start to finish on one thread each (wino_items); dweight is the gradient of
  * the Winograd form, accumulated in order (wino_dweight). Every split is by shape only. */
 #define WINO_MIN_CH 16
-#define WINO_MIN_TILES 256 /* from 32×32 outputs: below, the thin GEMMs lose (doc/engine.md) */
+#define WINO_MIN_TILES 256 /* over the batch: at least 4 blocks of 64 tiles to share out */
+#define WINO_MIN_IMG_TILES 64 /* 16×16 outputs; at 8×8 the thin GEMMs lose (doc/engine.md) */
 #define WINO_SCRATCH_FLOATS (16u << 20) /* dweight's V and M for one block: 64 MiB at most */
 #define WINO_NB_MIN 64                  /* tiles per forward/dinp item: 64–256, see wino_nb */
 #define WINO_NB_MAX 256
@@ -457,7 +462,8 @@ static void conv_gemm(int ta, int tb, int M, int N, int K, const float *a, int l
 static int is_winograd(const ConvShape *s) {
     int tiles = ((nn_conv2d_out_h(s) + 1) / 2) * ((nn_conv2d_out_w(s) + 1) / 2);
     return s->K == 3 && s->stride == 1 && s->pad <= 2 && s->C >= WINO_MIN_CH &&
-           s->OC >= WINO_MIN_CH && tiles >= WINO_MIN_TILES;
+           s->OC >= WINO_MIN_CH && tiles >= WINO_MIN_IMG_TILES &&
+           (int64_t)s->B * tiles >= WINO_MIN_TILES;
 }
 
 /* Tiles per block: all of them when V and M fit, else a multiple of 128. */

@@ -243,8 +243,9 @@ static void check_against_loops(const char *what, ConvShape s, uint64_t seed) {
 
 /* With 512 input channels the columns no longer fit one tile: the output is done in several,
  * the first ending mid-row. Small maps have too few column chunks to share out, and their
- * GEMMs are split by rows. From 32×32 outputs and 16 channels a 3×3 stride-1 conv takes the
- * Winograd path (odd sizes leave partial tiles; padding 0 and 2 too). */
+ * GEMMs are split by rows. From 32×32 outputs (16×16 in a batch of 256 tiles) and 16
+ * channels a 3×3 stride-1 conv takes the Winograd path (odd sizes leave partial tiles;
+ * padding 0 and 2 too). */
 Test(nn_diffusion, conv2d_matches_loops_on_every_path) {
     ConvShape big = {.B = 1, .C = 512, .H = 64, .W = 60, .OC = 5, .K = 3, .stride = 1, .pad = 1};
     cr_assert_gt((size_t)big.C * 9 * 64 * 60, nn_conv2d_scratch_floats(&big),
@@ -261,6 +262,13 @@ Test(nn_diffusion, conv2d_matches_loops_on_every_path) {
     check_against_loops("winograd, pad 0", wino, 45);
     wino.pad = 2, wino.C = 17, wino.OC = 16;
     check_against_loops("winograd, pad 2", wino, 46);
+    /* a batch of small maps (a training step's 16×16 level): 4 × 72 tiles, one partial block
+     * each; its scratch holds the transformed weights and tiles, more than im2col's columns */
+    ConvShape small = {.B = 4, .C = 16, .H = 15, .W = 17, .OC = 20, .K = 3, .stride = 1,
+                       .pad = 1};
+    cr_assert_gt(nn_conv2d_scratch_floats(&small), (size_t)16 * 9 * 15 * 17,
+                 "expected the Winograd path");
+    check_against_loops("winograd, batch of small maps", small, 51);
 }
 
 /* perf15: on AVX-512 the Winograd transforms run 16 tiles of a tile row per vector (masked at
