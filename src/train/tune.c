@@ -635,10 +635,15 @@ static size_t arena_for(const TuneConfig *c) {
     size_t bytes = 0;
     if (ut && vt && dw > 0 && unet_config_parse(ut, c->model, &uc, NULL) == 0 &&
         vae_config_parse(vt, c->model, &vc, NULL) == 0) {
-        double h = dh / vae_scale(&vc), w = dw / vae_scale(&vc), per = 0;
-        for (int l = 0; l < uc.levels; l++)
+        double h = dh / vae_scale(&vc), w = dw / vae_scale(&vc), per = 0, top = 0;
+        for (int l = 0; l < uc.levels; l++) {
             per += h * w / pow(4, l) * uc.block_out[l] * 4.0 * 110;
-        bytes = ((size_t)64 << 20) + (size_t)(2.0 * c->batch * per);
+            top = uc.block_out[l] > top ? uc.block_out[l] : top;
+        }
+        /* + a Winograd conv's transformed weights (16·OC·C floats; the widest is an up
+         * block's 2C → C), which the term above was measured without */
+        bytes = ((size_t)64 << 20) + (size_t)(2.0 * c->batch * per) +
+                (size_t)(16.0 * 2 * top * top * 4);
     }
     sd_weights_close(su);
     sd_weights_close(sv);
